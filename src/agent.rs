@@ -1,0 +1,102 @@
+//! Agent CLIs: the command line of one attempt per provider, the process that runs it, and the
+//! parsing of what it prints.
+//!
+//! - [`claude`]: the Claude Code command line;
+//! - [`stream`]: Claude's stream-json events;
+//! - [`process`]: the AgentProcess actor (one per attempt).
+
+pub mod claude;
+pub mod process;
+pub mod stream;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::protocol::Usage;
+use crate::session::store::AttemptFiles;
+
+/// A program to run for one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentCommand {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub workdir: PathBuf,
+    /// Variables removed from the inherited environment.
+    pub env_remove: Vec<String>,
+}
+
+impl AgentCommand {
+    /// The command as a shell would show it, for `--dry-run` (long arguments shortened).
+    pub fn display(&self) -> String {
+        let mut parts = vec![quote(&self.program.to_string_lossy())];
+        for arg in &self.args {
+            let shown = if arg.len() > 120 {
+                format!("<{} bytes: the iteration context>", arg.len())
+            } else {
+                arg.clone()
+            };
+            parts.push(quote(&shown));
+        }
+        parts.join(" ")
+    }
+}
+
+fn quote(text: &str) -> String {
+    if !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@".contains(c))
+    {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+/// Everything an AgentProcess needs to run one attempt.
+#[derive(Debug, Clone)]
+pub struct AttemptSpec {
+    pub command: AgentCommand,
+    pub files: AttemptFiles,
+    /// The hard limit; the process group is stopped when it passes.
+    pub timeout: Duration,
+    /// Between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+}
+
+/// How the process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessEnd {
+    /// Exited with this code.
+    Exited(i32),
+    /// Killed by a signal samocode did not send.
+    Signaled(String),
+    /// Stopped by samocode at the hard timeout.
+    TimedOut,
+    /// Stopped by samocode because the session is stopping.
+    Cancelled,
+    /// Could not be started at all.
+    SpawnFailed(String),
+}
+
+/// What an attempt reports to its session when it is over.
+#[derive(Debug, Clone)]
+pub struct AttemptReport {
+    pub end: ProcessEnd,
+    pub started_at: Timestamp,
+    pub ended_at: Timestamp,
+    pub model: Option<String>,
+    pub agent_session_id: Option<String>,
+    /// The result event, when the agent printed one.
+    pub result: Option<stream::RunResult>,
+    /// Bytes of stdout seen.
+    pub output_bytes: u64,
+}
+
+impl AttemptReport {
+    pub fn usage(&self) -> Usage {
+        self.result.as_ref().map(|r| r.usage).unwrap_or_default()
+    }
+}

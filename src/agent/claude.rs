@@ -1,0 +1,81 @@
+//! The Claude Code CLI as an agent provider: the command line of one attempt.
+
+use std::path::Path;
+
+use super::AgentCommand;
+use crate::config::AgentSettings;
+use crate::session::context;
+
+/// The command for one attempt. The context goes into the system prompt, or, when it is too
+/// large for one argument, into `context_file`, which the agent is told to read.
+pub fn command(
+    settings: &AgentSettings,
+    context: &str,
+    context_file: &Path,
+    workdir: &Path,
+) -> AgentCommand {
+    let mut args: Vec<String> = vec!["--dangerously-skip-permissions".into()];
+    if let Some(model) = &settings.claude_model {
+        args.extend(["--model".into(), model.clone()]);
+    }
+    args.extend([
+        "--max-turns".into(),
+        settings.claude_max_turns.to_string(),
+        "--verbose".into(),
+        "--output-format".into(),
+        "stream-json".into(),
+        "--append-system-prompt".into(),
+        if context.len() <= context::INLINE_LIMIT {
+            context.to_string()
+        } else {
+            context::pointer_to(context_file)
+        },
+        "-p".into(),
+        PROMPT.into(),
+    ]);
+    AgentCommand {
+        program: settings.claude_path.clone(),
+        args,
+        workdir: workdir.to_path_buf(),
+        // A CLAUDECODE variable inherited from an interactive Claude Code session makes the
+        // child believe it is nested inside one.
+        env_remove: vec!["CLAUDECODE".into()],
+    }
+}
+
+/// The user turn of every attempt; everything specific is in the system prompt.
+const PROMPT: &str = "Run one samocode iteration now, exactly as your system prompt describes: read the session's _overview.md first, do one step of the current phase, update the notebook, and write _signal.json last.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Provider;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    fn settings() -> AgentSettings {
+        AgentSettings {
+            provider: Provider::Claude,
+            claude_path: PathBuf::from("claude"),
+            claude_model: Some("opus".into()),
+            claude_max_turns: 300,
+            codex_path: PathBuf::from("codex"),
+            codex_model: None,
+            timeout: Duration::from_secs(60),
+            kill_grace: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn small_context_goes_inline_large_by_file() {
+        let cmd = command(&settings(), "ctx", Path::new("/s/ctx.md"), Path::new("/w"));
+        let line = cmd.args.join(" ");
+        assert!(line.starts_with("--dangerously-skip-permissions --model opus --max-turns 300 --verbose --output-format stream-json --append-system-prompt ctx -p "), "{line}");
+
+        let big = "x".repeat(200 * 1024);
+        let cmd = command(&settings(), &big, Path::new("/s/ctx.md"), Path::new("/w"));
+        assert!(cmd.args.iter().all(|a| a.len() < 128 * 1024));
+        assert!(cmd.args.iter().any(|a| a.contains("/s/ctx.md")));
+        assert_eq!(cmd.env_remove, ["CLAUDECODE"]);
+    }
+}

@@ -1,0 +1,106 @@
+//! Claude Code's `--output-format stream-json`: one JSON object per line. Only the events the
+//! worker needs are read (the init event's session id and model, the result event's cost,
+//! usage and error flag); every line, read or not, goes to the attempt log untouched.
+
+use serde_json::Value;
+
+use crate::protocol::Usage;
+
+/// An event the worker acts on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    /// `{"type":"system","subtype":"init",...}`
+    Init {
+        session_id: Option<String>,
+        model: Option<String>,
+    },
+    /// `{"type":"result",...}`: the last event of a run.
+    Result(RunResult),
+}
+
+/// The result event of a run.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RunResult {
+    pub is_error: bool,
+    pub subtype: Option<String>,
+    pub text: Option<String>,
+    pub session_id: Option<String>,
+    pub usage: Usage,
+}
+
+/// Parses one line; `None` for lines that are not JSON or not an event the worker reads.
+pub fn parse_line(line: &[u8]) -> Option<StreamEvent> {
+    let value: Value = serde_json::from_slice(line).ok()?;
+    let text = |key: &str| value.get(key).and_then(Value::as_str).map(str::to_string);
+    match value.get("type")?.as_str()? {
+        "system" if value.get("subtype")?.as_str()? == "init" => Some(StreamEvent::Init {
+            session_id: text("session_id"),
+            model: text("model"),
+        }),
+        "result" => {
+            let usage = value.get("usage");
+            let tokens = |key: &str| {
+                usage
+                    .and_then(|u| u.get(key))
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0)
+            };
+            Some(StreamEvent::Result(RunResult {
+                is_error: value
+                    .get("is_error")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+                subtype: text("subtype"),
+                text: text("result"),
+                session_id: text("session_id"),
+                usage: Usage {
+                    cost_usd: value
+                        .get("total_cost_usd")
+                        .or_else(|| value.get("cost_usd"))
+                        .and_then(Value::as_f64)
+                        .unwrap_or(0.0),
+                    // Cached prompt tokens are input the model read, so they count as input.
+                    input_tokens: tokens("input_tokens")
+                        + tokens("cache_creation_input_tokens")
+                        + tokens("cache_read_input_tokens"),
+                    output_tokens: tokens("output_tokens"),
+                },
+            }))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_init_and_result() {
+        let init = br#"{"type":"system","subtype":"init","session_id":"s-1","model":"claude-x","tools":[]}"#;
+        assert_eq!(
+            parse_line(init),
+            Some(StreamEvent::Init {
+                session_id: Some("s-1".into()),
+                model: Some("claude-x".into())
+            })
+        );
+        let result = br#"{"type":"result","subtype":"success","is_error":false,"result":"ok","session_id":"s-1","total_cost_usd":0.25,"usage":{"input_tokens":10,"cache_read_input_tokens":5,"output_tokens":7}}"#;
+        let Some(StreamEvent::Result(r)) = parse_line(result) else {
+            panic!("no result")
+        };
+        assert_eq!(r.usage.input_tokens, 15);
+        assert_eq!(r.usage.output_tokens, 7);
+        assert_eq!(r.usage.cost_usd, 0.25);
+        assert_eq!(r.subtype.as_deref(), Some("success"));
+        assert!(!r.is_error);
+    }
+
+    #[test]
+    fn ignores_other_lines() {
+        assert_eq!(parse_line(b"not json"), None);
+        assert_eq!(parse_line(br#"{"type":"assistant","message":{}}"#), None);
+        assert_eq!(parse_line(br#"[1,2]"#), None);
+        assert_eq!(parse_line(b""), None);
+    }
+}

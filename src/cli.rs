@@ -1,0 +1,214 @@
+//! The command line: clap structures, and one file per command under `cli/`.
+//!
+//! Every command returns an exit code or a [`CliError`] that carries its own; `main` only
+//! prints and exits.
+
+mod answer;
+mod demo;
+mod gate;
+mod logs;
+mod run;
+mod status;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, Config, ConfigError, Flags, Sources};
+use crate::protocol::gate::GateError;
+use crate::protocol::qa::QaError;
+use crate::session::StoreError;
+use crate::session::actor::OpenError;
+use crate::session::name::NameError;
+
+/// Exit codes of PROTOCOL.md section 7.
+pub mod exit {
+    pub const DONE: u8 = 0;
+    pub const FAILURE: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const WAITING: u8 = 10;
+    pub const BLOCKED: u8 = 11;
+    pub const LOCKED: u8 = 12;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "samocode",
+    version,
+    about = "Runs AI coding agents autonomously on real repositories, one supervised session per task",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// The project file (.samocode); found by walking up from the current directory otherwise.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Drive one session in the foreground until it is done, waits for a person, or blocks.
+    Run(run::RunArgs),
+    /// Show the sessions of the project, or one session in full.
+    Status(status::StatusArgs),
+    /// Fill answers into the session's _qa.md (and let it continue when all are answered).
+    Answer(answer::AnswerArgs),
+    /// Approve the plan of a session waiting for plan approval.
+    Approve(SessionArg),
+    /// Send a plan back to planning with feedback.
+    Reject(gate::RejectArgs),
+    /// Continue a blocked, stopped, failed or waiting session.
+    Resume(SessionArg),
+    /// Park a session until `resume`.
+    Stop(SessionArg),
+    /// Show the agent's output of the newest attempt, readably.
+    Logs(logs::LogsArgs),
+    /// A self-contained run of several sessions with the built-in scripted agent.
+    Demo(demo::DemoArgs),
+    /// The scripted agent used by the demo and the tests (speaks like `claude -p`).
+    #[command(hide = true, name = "fake-agent")]
+    FakeAgent {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SessionArg {
+    /// The session name (or its full YY-MM-DD-name folder).
+    pub session: String,
+}
+
+/// A failed command: the message for the user and the exit code.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl CliError {
+    pub fn usage(error: impl Into<anyhow::Error>) -> CliError {
+        CliError {
+            code: exit::USAGE,
+            error: error.into(),
+        }
+    }
+
+    pub fn failure(error: impl Into<anyhow::Error>) -> CliError {
+        CliError {
+            code: exit::FAILURE,
+            error: error.into(),
+        }
+    }
+}
+
+impl From<ConfigError> for CliError {
+    fn from(e: ConfigError) -> Self {
+        CliError::usage(e)
+    }
+}
+
+impl From<NameError> for CliError {
+    fn from(e: NameError) -> Self {
+        CliError::usage(e)
+    }
+}
+
+impl From<GateError> for CliError {
+    fn from(e: GateError) -> Self {
+        CliError::usage(e)
+    }
+}
+
+impl From<QaError> for CliError {
+    fn from(e: QaError) -> Self {
+        CliError::usage(e)
+    }
+}
+
+impl From<StoreError> for CliError {
+    fn from(e: StoreError) -> Self {
+        let code = match e {
+            StoreError::Locked { .. } => exit::LOCKED,
+            StoreError::NotASession(_)
+            | StoreError::BadState { .. }
+            | StoreError::Legacy { .. } => exit::USAGE,
+            StoreError::Io { .. } => exit::FAILURE,
+        };
+        CliError {
+            code,
+            error: e.into(),
+        }
+    }
+}
+
+impl From<OpenError> for CliError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Store(e) => e.into(),
+            OpenError::Name(e) => e.into(),
+            e @ OpenError::NeedsDiveAndTask(_) => CliError::usage(e),
+        }
+    }
+}
+
+/// Whether a command needs the project file and how chatty its logs are.
+fn needs(command: &Command) -> (bool, bool) {
+    match command {
+        Command::Run(_) | Command::Demo(_) => (false, false),
+        Command::Status(args) => (true, args.json),
+        _ => (true, true),
+    }
+}
+
+/// Resolves the configuration for `cli` from the process's environment.
+pub fn configure(cli: &Cli, sources: &Sources) -> Result<Config, CliError> {
+    let (require_project, _) = needs(&cli.command);
+    let mut flags = Flags {
+        config: cli.config.clone(),
+        require_project: require_project || matches!(cli.command, Command::Run(_)),
+        ..Flags::default()
+    };
+    if let Command::Run(args) = &cli.command {
+        flags.provider = args.provider.clone();
+        flags.timeout = args.timeout.clone();
+    }
+    if matches!(cli.command, Command::Demo(_) | Command::FakeAgent { .. }) {
+        flags.require_project = false;
+        flags.config = None;
+    }
+    Ok(config::resolve(&flags, sources)?)
+}
+
+/// True when the command's own output should not be mixed with info logs.
+pub fn quiet(cli: &Cli) -> bool {
+    needs(&cli.command).1
+}
+
+/// Runs the parsed command.
+pub async fn dispatch(cli: Cli, config: Config, sources: Sources) -> Result<u8, CliError> {
+    match cli.command {
+        Command::Run(args) => run::run(args, &config).await,
+        Command::Status(args) => status::status(args, &config),
+        Command::Answer(args) => answer::answer(args, &config),
+        Command::Approve(args) => gate::approve(&args.session, &config),
+        Command::Reject(args) => gate::reject(&args, &config),
+        Command::Resume(args) => gate::resume(&args.session, &config),
+        Command::Stop(args) => gate::stop(&args.session, &config),
+        Command::Logs(args) => logs::logs(args, &config).await,
+        Command::Demo(args) => demo::demo(args, &config, &sources).await,
+        Command::FakeAgent { args } => Ok(crate::fake_agent::main(&args, &sources.env)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

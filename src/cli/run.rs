@@ -1,0 +1,307 @@
+//! `samocode run`: one session in the foreground, on the same actor tree as the daemon (a
+//! supervisor with one session), until it is done, waits for a person, blocks or fails.
+
+use std::time::Duration;
+
+use clap::Args;
+use ractor::Actor;
+use ractor::rpc::CallResult;
+
+use super::{CliError, exit};
+use crate::agent::claude;
+use crate::config::{Config, Provider};
+use crate::protocol::qa::QaDoc;
+use crate::protocol::{SessionState, WaitFor};
+use crate::session::actor::{Settled, StartRequest};
+use crate::session::context::{self, ContextInput};
+use crate::session::name;
+use crate::session::store::{QA, SessionFolder};
+use crate::supervisor::{SupervisorActor, SupervisorMsg};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The session name: `[a-z0-9][a-z0-9._-]{0,63}`, or an existing YY-MM-DD-name folder.
+    #[arg(long)]
+    pub session: String,
+    /// What to investigate (required for a new session).
+    #[arg(long)]
+    pub dive: Option<String>,
+    /// What to build (required for a new session).
+    #[arg(long)]
+    pub task: Option<String>,
+    /// The agent CLI: claude or codex.
+    #[arg(long, value_name = "PROVIDER")]
+    pub provider: Option<String>,
+    /// The hard limit of one agent attempt (90s, 30m, 2h).
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Run a single iteration, then exit (0 when it was accepted).
+    #[arg(long)]
+    pub once: bool,
+    /// Print the resolved configuration and the agent command line, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+pub async fn run(args: RunArgs, config: &Config) -> Result<u8, CliError> {
+    name::validate(&args.session)?;
+    let project = config.project()?;
+    if config.agent.provider == Provider::Codex {
+        return Err(CliError::usage(anyhow::anyhow!(
+            "the codex provider is not available in this build yet; use --provider claude"
+        )));
+    }
+    if args.dry_run {
+        return dry_run(&args, config);
+    }
+    let supervisor = SupervisorActor {
+        project: project.clone(),
+        agent: config.agent.clone(),
+        retry: config.retry.clone(),
+    };
+    let (supervisor, handle) = Actor::spawn(None, supervisor, ())
+        .await
+        .map_err(|e| CliError::failure(anyhow::anyhow!("cannot start the supervisor: {e}")))?;
+    let request = StartRequest {
+        name: args.session.clone(),
+        dive: args.dive.clone(),
+        task: args.task.clone(),
+        once: args.once,
+    };
+    let started = supervisor
+        .call(|reply| SupervisorMsg::StartSession { request, reply }, None)
+        .await;
+    let outcome = match started {
+        Ok(CallResult::Success(Ok((folder, Some(settled))))) => Ok((folder, settled)),
+        Ok(CallResult::Success(Ok((folder, None)))) => {
+            let watch = supervisor.call(
+                |reply| SupervisorMsg::Watch {
+                    folder: folder.clone(),
+                    reply,
+                },
+                None,
+            );
+            tokio::select! {
+                result = watch => match result {
+                    Ok(CallResult::Success(settled)) => Ok((folder, settled)),
+                    _ => Err(CliError::failure(anyhow::anyhow!("the supervisor stopped unexpectedly"))),
+                },
+                _ = tokio::signal::ctrl_c() => {
+                    eprintln!("samocode: interrupted; stopping the agent (the iteration will run again next time)");
+                    Err(CliError { code: 130, error: anyhow::anyhow!("interrupted") })
+                }
+            }
+        }
+        Ok(CallResult::Success(Err(error))) => Err(CliError::from(error)),
+        _ => Err(CliError::failure(anyhow::anyhow!(
+            "the supervisor did not answer"
+        ))),
+    };
+    supervisor.stop(None);
+    let _ = tokio::time::timeout(Duration::from_secs(60), handle).await;
+    let (folder, settled) = outcome?;
+    Ok(explain(config, &folder, &settled))
+}
+
+/// Prints what the session needs next and returns the exit code of its condition.
+fn explain(config: &Config, folder: &str, settled: &Settled) -> u8 {
+    let project = config.project.as_ref().expect("run has a project");
+    let dir = project.sessions.join(folder);
+    let session = SessionFolder::new(&dir);
+    let state = session.load_state().ok();
+    match settled {
+        Settled::Done { summary } => {
+            println!(
+                "{folder}: done{}",
+                summary
+                    .as_deref()
+                    .map(|s| format!(": {s}"))
+                    .unwrap_or_default()
+            );
+            println!("  session files: {}", dir.display());
+            if let Some(SessionState {
+                worktree: Some(w),
+                branch: Some(b),
+                ..
+            }) = &state
+            {
+                println!("  branch {b} in {}", w.display());
+            }
+            exit::DONE
+        }
+        Settled::Continued { phase } => {
+            println!("{folder}: iteration accepted; next phase {phase}");
+            exit::DONE
+        }
+        Settled::Waiting {
+            wait_for: WaitFor::QaAnswers,
+        } => {
+            println!(
+                "{folder}: waiting for answers in {}",
+                dir.join(QA).display()
+            );
+            if let Ok(Some(text)) = session.read(QA) {
+                for q in QaDoc::parse(&text).open() {
+                    let suggested = q
+                        .suggested
+                        .as_deref()
+                        .map(|s| format!(" (suggested: {s})"))
+                        .unwrap_or_default();
+                    println!("  Q{}: {}{suggested}", q.number, q.text);
+                }
+            }
+            println!(
+                "answer with `samocode answer {folder} --q N TEXT` or `--accept-suggestions`, then run again"
+            );
+            exit::WAITING
+        }
+        Settled::Waiting {
+            wait_for: WaitFor::PlanApproval,
+        } => {
+            println!("{folder}: waiting for plan approval");
+            if let Some(plan) = newest_artifact(&dir, "-plan-") {
+                println!("  plan: {}", plan.display());
+            }
+            println!(
+                "approve with `samocode approve {folder}` or `samocode reject {folder} --reason TEXT`, then run again"
+            );
+            exit::WAITING
+        }
+        Settled::Waiting {
+            wait_for: WaitFor::HumanAction,
+        } => {
+            println!(
+                "{folder}: waiting for a person's action (see Next: in {})",
+                dir.join("_overview.md").display()
+            );
+            println!("when it is done, `samocode resume {folder}` and run again");
+            exit::WAITING
+        }
+        Settled::Stopped => {
+            println!("{folder}: stopped; `samocode resume {folder}` continues it");
+            exit::WAITING
+        }
+        Settled::Blocked { reason } => {
+            println!("{folder}: blocked: {reason}");
+            println!("fix the cause, then `samocode resume {folder}` and run again");
+            exit::BLOCKED
+        }
+        Settled::Failed { reason } => {
+            println!("{folder}: failed: {reason}");
+            println!(
+                "the attempt logs are in {}; `samocode resume {folder}` tries again",
+                dir.join("_logs").display()
+            );
+            exit::FAILURE
+        }
+    }
+}
+
+fn newest_artifact(dir: &std::path::Path, kind: &str) -> Option<std::path::PathBuf> {
+    let mut found: Vec<_> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().contains(kind))
+        })
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+fn dry_run(args: &RunArgs, config: &Config) -> Result<u8, CliError> {
+    let project = config.project()?;
+    let agent = &config.agent;
+    println!("project file:   {}", project.file.display());
+    println!("main repo:      {}", project.main_repo.display());
+    println!("worktrees:      {}", project.worktrees.display());
+    println!("sessions:       {}", project.sessions.display());
+    println!(
+        "base branch:    {}",
+        project
+            .base_branch
+            .as_deref()
+            .unwrap_or("(the repository's default)")
+    );
+    println!(
+        "branch prefix:  {}",
+        project.branch_prefix.as_deref().unwrap_or("(none)")
+    );
+    println!("provider:       {}", agent.provider);
+    println!("claude:         {}", agent.claude_path.display());
+    println!(
+        "model:          {}",
+        agent
+            .claude_model
+            .as_deref()
+            .unwrap_or("(the CLI's default)")
+    );
+    println!("max turns:      {}", agent.claude_max_turns);
+    println!(
+        "timeout:        {}",
+        humantime::format_duration(agent.timeout)
+    );
+    println!(
+        "attempts:       {} (first backoff {})",
+        config.retry.max_attempts,
+        humantime::format_duration(config.retry.first_delay)
+    );
+    println!("state dir:      {}", config.state_dir.display());
+    println!(
+        "telegram:       {}",
+        if config.telegram.is_some() {
+            "configured"
+        } else {
+            "off"
+        }
+    );
+    println!(
+        "traces:         {}",
+        config.otlp_endpoint.as_deref().unwrap_or("off")
+    );
+
+    let today = jiff::Zoned::now().strftime("%y-%m-%d").to_string();
+    let resolved = name::resolve(&project.sessions, &args.session, &today)?;
+    let mut state = match &resolved {
+        name::Resolved::Existing(dir) => SessionFolder::new(dir).load_state()?,
+        name::Resolved::New(dir) => SessionState::new(
+            &dir.file_name().unwrap_or_default().to_string_lossy(),
+            args.dive.as_deref().unwrap_or(""),
+            args.task.as_deref().unwrap_or(""),
+            jiff::Timestamp::now(),
+        ),
+    };
+    println!(
+        "session:        {} ({})",
+        resolved.path().display(),
+        match resolved {
+            name::Resolved::Existing(_) => "existing",
+            name::Resolved::New(_) => "new",
+        }
+    );
+    if state.phase == crate::protocol::Phase::Init {
+        state.enter_phase(crate::protocol::Phase::Investigation);
+    }
+    state.iteration += 1;
+    state.phase_iteration += 1;
+    state.attempt = 1;
+    let workdir = state
+        .worktree
+        .clone()
+        .unwrap_or_else(|| project.worktrees.join(state.name.clone()));
+    let text = context::render(&ContextInput {
+        state: &state,
+        session_dir: resolved.path(),
+        workdir: &workdir,
+        time_limit: agent.timeout,
+        now: jiff::Timestamp::now(),
+    });
+    let context_file = resolved.path().join("_logs/<attempt>.context.md");
+    let command = claude::command(agent, &text, &context_file, &workdir);
+    println!("agent command (next attempt, in {}):", workdir.display());
+    println!("  {}", command.display());
+    Ok(exit::DONE)
+}

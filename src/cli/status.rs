@@ -1,0 +1,271 @@
+//! `samocode status [SESSION] [--json] [--active]`: the sessions of the project from their
+//! files (no daemon needed): a table, a JSON array, or one session in full.
+
+use std::fs::{File, TryLockError};
+use std::path::Path;
+
+use clap::Args;
+use serde::Serialize;
+
+use super::{CliError, exit};
+use crate::config::Config;
+use crate::protocol::overview;
+use crate::protocol::qa::QaDoc;
+use crate::protocol::{RunState, SessionState};
+use crate::session::store::{LOCK, OVERVIEW, QA};
+use crate::session::{SessionFolder, name};
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// One session to show in full.
+    pub session: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Hide finished sessions (done).
+    #[arg(long)]
+    pub active: bool,
+}
+
+/// One row of `status --json` (PROTOCOL.md section 7).
+#[derive(Debug, Serialize)]
+pub struct SessionRow {
+    pub name: String,
+    pub dir: String,
+    pub phase: String,
+    pub state: String,
+    pub iteration: u32,
+    pub total_iterations: u32,
+    pub waiting_for: Option<String>,
+    pub blocked_reason: Option<String>,
+    pub worker: &'static str,
+    pub last_action: Option<String>,
+    pub next: Option<String>,
+    pub updated_at: String,
+    pub cost_usd: f64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl SessionRow {
+    fn of(folder: &SessionFolder, state: &SessionState) -> SessionRow {
+        let notebook = folder
+            .read(OVERVIEW)
+            .ok()
+            .flatten()
+            .map(|t| overview::parse(&t))
+            .unwrap_or_default();
+        SessionRow {
+            name: folder.name(),
+            dir: folder.dir().display().to_string(),
+            phase: state.phase.to_string(),
+            state: state.status.name().to_string(),
+            iteration: state.phase_iteration,
+            total_iterations: state.iteration,
+            waiting_for: match &state.status {
+                RunState::Waiting { wait_for, .. } => Some(wait_for.to_string()),
+                _ => None,
+            },
+            blocked_reason: match &state.status {
+                RunState::Blocked { reason, .. } | RunState::Failed { reason, .. } => {
+                    Some(reason.clone())
+                }
+                _ => None,
+            },
+            worker: if worker_holds(folder.dir()) {
+                "running"
+            } else {
+                "stopped"
+            },
+            last_action: notebook.last_action,
+            next: notebook.next,
+            updated_at: state.updated_at.to_string(),
+            cost_usd: state.usage.cost_usd,
+            input_tokens: state.usage.input_tokens,
+            output_tokens: state.usage.output_tokens,
+        }
+    }
+}
+
+/// True when some worker holds the session's lock (checked without taking it for long).
+fn worker_holds(dir: &Path) -> bool {
+    match File::open(dir.join(LOCK)) {
+        Ok(file) => matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock)),
+        Err(_) => false,
+    }
+}
+
+pub fn status(args: StatusArgs, config: &Config) -> Result<u8, CliError> {
+    let project = config.project()?;
+    if let Some(session) = &args.session {
+        let dir = name::resolve_existing(&project.sessions, session)?;
+        return show_one(&SessionFolder::new(dir), args.json);
+    }
+    let mut rows = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(&project.sessions)
+        .map_err(|e| {
+            CliError::failure(anyhow::anyhow!(
+                "cannot list {}: {e}",
+                project.sessions.display()
+            ))
+        })?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let folder = SessionFolder::new(entry.path());
+        let Ok(state) = folder.load_state() else {
+            continue;
+        };
+        if args.active && matches!(state.status, RunState::Done { .. }) {
+            continue;
+        }
+        rows.push(SessionRow::of(&folder, &state));
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).expect("rows serialize")
+        );
+    } else {
+        print!("{}", table(&rows, jiff::Timestamp::now()));
+    }
+    Ok(exit::DONE)
+}
+
+/// The table people read: one line per session.
+pub fn table(rows: &[SessionRow], now: jiff::Timestamp) -> String {
+    if rows.is_empty() {
+        return "no sessions\n".to_string();
+    }
+    let header = [
+        "NAME",
+        "PHASE",
+        "STATE",
+        "ITER",
+        "WAITING ON",
+        "COST",
+        "AGE",
+        "LAST ACTION",
+    ];
+    let lines: Vec<[String; 8]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.name.clone(),
+                r.phase.clone(),
+                r.state.clone(),
+                format!("{}/{}", r.iteration, r.total_iterations),
+                r.waiting_for
+                    .clone()
+                    .or_else(|| r.blocked_reason.clone().map(|b| shorten(&b, 30)))
+                    .unwrap_or_else(|| "-".into()),
+                format!("${:.2}", r.cost_usd),
+                age(&r.updated_at, now),
+                shorten(r.last_action.as_deref().unwrap_or("-"), 50),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for line in &lines {
+        for (w, cell) in widths.iter_mut().zip(line) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let render = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.trim_end().to_string() + "\n"
+    };
+    let mut out = render(header.to_vec());
+    for line in &lines {
+        out.push_str(&render(line.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+fn age(updated_at: &str, now: jiff::Timestamp) -> String {
+    let Ok(then) = updated_at.parse::<jiff::Timestamp>() else {
+        return "-".into();
+    };
+    let seconds = now.as_second().saturating_sub(then.as_second()).max(0);
+    match seconds {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        format!("{}…", text.chars().take(max - 1).collect::<String>())
+    }
+}
+
+fn show_one(folder: &SessionFolder, json: bool) -> Result<u8, CliError> {
+    let state = folder.load_state()?;
+    let row = SessionRow::of(folder, &state);
+    if json {
+        let mut value = serde_json::to_value(&row).expect("row serializes");
+        value["state_file"] = serde_json::to_value(&state).expect("state serializes");
+        println!("{}", serde_json::to_string_pretty(&value).expect("json"));
+        return Ok(exit::DONE);
+    }
+    println!("session:     {}", row.name);
+    println!("folder:      {}", row.dir);
+    println!(
+        "phase:       {} (iteration {} in phase, {} in all)",
+        row.phase, row.iteration, row.total_iterations
+    );
+    println!(
+        "state:       {}{}",
+        row.state,
+        row.waiting_for
+            .as_deref()
+            .map(|w| format!(" for {w}"))
+            .unwrap_or_default()
+    );
+    if let Some(reason) = &row.blocked_reason {
+        println!("reason:      {reason}");
+    }
+    println!("worker:      {}", row.worker);
+    if let (Some(w), Some(b)) = (&state.worktree, &state.branch) {
+        println!("worktree:    {} (branch {b})", w.display());
+    }
+    println!(
+        "cost:        ${:.4} ({} tokens in, {} out)",
+        row.cost_usd, row.input_tokens, row.output_tokens
+    );
+    println!("last action: {}", row.last_action.as_deref().unwrap_or("-"));
+    println!("next:        {}", row.next.as_deref().unwrap_or("-"));
+    if let Some(text) = folder.read(OVERVIEW)? {
+        let log = overview::parse(&text).flow_log;
+        if !log.is_empty() {
+            println!("flow log (latest):");
+            for line in log.iter().rev().take(5).rev() {
+                println!("  {line}");
+            }
+        }
+    }
+    if let Some(text) = folder.read(QA)? {
+        let doc = QaDoc::parse(&text);
+        let open: Vec<_> = doc.open().collect();
+        if !open.is_empty() {
+            println!("open questions:");
+            for q in open {
+                println!("  Q{}: {}", q.number, q.text);
+            }
+        }
+    }
+    Ok(exit::DONE)
+}

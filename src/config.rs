@@ -1,0 +1,630 @@
+//! Everything a command needs to know, resolved once: the project file `.samocode`, the global
+//! `config.toml`, the environment and the command-line flags, in that order of increasing
+//! precedence (flag, then environment, then file, then default).
+//!
+//! This is the only module that reads the environment. What it returns is valid: directories
+//! exist, durations parsed, numbers in range; every error names the key, where it came from,
+//! and what to do.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The name of the project file found by walking up from the working directory.
+pub const PROJECT_FILE: &str = ".samocode";
+
+/// Which agent CLI runs the iterations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    Claude,
+    Codex,
+}
+
+impl Provider {
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Claude => "claude",
+            Provider::Codex => "codex",
+        }
+    }
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The project file: where the repository, worktrees and sessions are.
+#[derive(Debug, Clone)]
+pub struct Project {
+    /// The `.samocode` file itself.
+    pub file: PathBuf,
+    pub main_repo: PathBuf,
+    pub worktrees: PathBuf,
+    pub sessions: PathBuf,
+    pub base_branch: Option<String>,
+    pub branch_prefix: Option<String>,
+}
+
+/// How agent processes are started and watched.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    pub provider: Provider,
+    pub claude_path: PathBuf,
+    pub claude_model: Option<String>,
+    pub claude_max_turns: u32,
+    pub codex_path: PathBuf,
+    pub codex_model: Option<String>,
+    /// The hard limit of one attempt.
+    pub timeout: Duration,
+    /// Between SIGTERM and SIGKILL when an attempt is stopped.
+    pub kill_grace: Duration,
+}
+
+/// How failed attempts are retried.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts per iteration before the session fails (SAMOCODE_MAX_RETRIES).
+    pub max_attempts: u32,
+    /// The first backoff step; each next one doubles, up to `max_delay`.
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl RetryPolicy {
+    /// The pause before attempt `next_attempt` (2 for the first retry).
+    pub fn delay_before(&self, next_attempt: u32) -> Duration {
+        let doublings = next_attempt.saturating_sub(2).min(16);
+        self.first_delay
+            .saturating_mul(1 << doublings)
+            .min(self.max_delay)
+    }
+}
+
+/// Telegram notifications, when both a token and a chat are set.
+#[derive(Clone)]
+pub struct TelegramSettings {
+    pub token: String,
+    pub chat_id: i64,
+    pub api_url: Option<String>,
+}
+
+impl fmt::Debug for TelegramSettings {
+    // The token is a secret: it never reaches a log line, even through Debug.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TelegramSettings")
+            .field("token", &"<redacted>")
+            .field("chat_id", &self.chat_id)
+            .field("api_url", &self.api_url)
+            .finish()
+    }
+}
+
+/// The resolved configuration of one command.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Absent when the command does not need a project and none was found.
+    pub project: Option<Project>,
+    pub agent: AgentSettings,
+    pub retry: RetryPolicy,
+    pub state_dir: PathBuf,
+    pub telegram: Option<TelegramSettings>,
+    /// OTLP traces endpoint (OTEL_EXPORTER_OTLP_ENDPOINT or ..._TRACES_ENDPOINT).
+    pub otlp_endpoint: Option<String>,
+    pub otel_service_name: String,
+    /// RUST_LOG, for the log filter.
+    pub log_filter: Option<String>,
+}
+
+impl Config {
+    /// The project, or an error telling the user how to make one.
+    pub fn project(&self) -> Result<&Project, ConfigError> {
+        self.project.as_ref().ok_or(ConfigError::NoProject)
+    }
+}
+
+/// What the command line says; `None` means "not given".
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    pub config: Option<PathBuf>,
+    pub provider: Option<String>,
+    pub timeout: Option<String>,
+    /// The command cannot work without a project file.
+    pub require_project: bool,
+}
+
+/// The world a configuration is read from, injected so tests need not touch the process.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub env: HashMap<String, String>,
+    pub cwd: PathBuf,
+}
+
+impl Sources {
+    /// The real environment and working directory.
+    pub fn from_process() -> std::io::Result<Sources> {
+        Ok(Sources {
+            env: std::env::vars().collect(),
+            cwd: std::env::current_dir()?,
+        })
+    }
+
+    fn home(&self) -> Option<PathBuf> {
+        self.env.get("HOME").map(PathBuf::from)
+    }
+}
+
+/// Why a configuration could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// No `.samocode` in the working directory or its parents.
+    #[error(
+        "no .samocode project file in {0} or its parents; create one with MAIN_REPO=, WORKTREES= and SESSIONS= lines, or pass --config PATH"
+    )]
+    ProjectNotFound(PathBuf),
+    /// A command that needs a project ran without one.
+    #[error("this command needs a project: create a .samocode file or pass --config PATH")]
+    NoProject,
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A `.samocode` line is not `KEY=VALUE`.
+    #[error("{path}:{line}: expected KEY=VALUE, found {text:?}")]
+    BadLine {
+        path: PathBuf,
+        line: usize,
+        text: String,
+    },
+    /// A required `.samocode` key is absent.
+    #[error("{path}: {key} is required (the {what})")]
+    MissingKey {
+        path: PathBuf,
+        key: &'static str,
+        what: &'static str,
+    },
+    /// A `.samocode` directory does not exist.
+    #[error("{path}: {key}={dir} is not an existing directory; create it or fix the path")]
+    NotADirectory {
+        path: PathBuf,
+        key: &'static str,
+        dir: PathBuf,
+    },
+    /// `config.toml` is not valid TOML.
+    #[error("{path} is not valid TOML: {message}")]
+    BadToml { path: PathBuf, message: String },
+    /// A setting has a value of the wrong form.
+    #[error("{key}={value:?} (from {origin}) is not valid: expected {expected}")]
+    BadValue {
+        key: String,
+        value: String,
+        origin: &'static str,
+        expected: &'static str,
+    },
+}
+
+/// One layered lookup: flag, environment, config.toml.
+struct Layers<'a> {
+    sources: &'a Sources,
+    file: HashMap<String, String>,
+}
+
+impl Layers<'_> {
+    /// The value of setting `env` (file key: its lowercase form without `SAMOCODE_`).
+    fn get(&self, env: &str) -> Option<(String, &'static str)> {
+        if let Some(v) = self.sources.env.get(env).filter(|v| !v.is_empty()) {
+            return Some((v.clone(), "the environment"));
+        }
+        let key = env.trim_start_matches("SAMOCODE_").to_ascii_lowercase();
+        self.file.get(&key).map(|v| (v.clone(), "config.toml"))
+    }
+
+    fn parsed<T>(
+        &self,
+        env: &str,
+        flag: Option<&String>,
+        expected: &'static str,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Result<Option<T>, ConfigError> {
+        let found = match flag {
+            Some(v) => Some((v.clone(), "the command line")),
+            None => self.get(env),
+        };
+        let Some((value, origin)) = found else {
+            return Ok(None);
+        };
+        parse(value.trim()).map(Some).ok_or(ConfigError::BadValue {
+            key: env.to_string(),
+            value,
+            origin,
+            expected,
+        })
+    }
+}
+
+/// Resolves the configuration of one command.
+pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> {
+    let layers = Layers {
+        sources,
+        file: read_global_file(sources)?,
+    };
+    let project = match &flags.config {
+        Some(path) => Some(read_project(&absolute(&sources.cwd, path), sources)?),
+        None => match find_project_file(&sources.cwd) {
+            Some(path) => Some(read_project(&path, sources)?),
+            None if flags.require_project => {
+                return Err(ConfigError::ProjectNotFound(sources.cwd.clone()));
+            }
+            None => None,
+        },
+    };
+
+    const DURATION: &str = "a duration such as 90s, 30m or 2h, or a number of seconds";
+    let provider = layers
+        .parsed(
+            "SAMOCODE_PROVIDER",
+            flags.provider.as_ref(),
+            "claude or codex",
+            |v| match v {
+                "claude" => Some(Provider::Claude),
+                "codex" => Some(Provider::Codex),
+                _ => None,
+            },
+        )?
+        .unwrap_or(Provider::Claude);
+    let timeout_env = match provider {
+        Provider::Claude => "CLAUDE_TIMEOUT",
+        Provider::Codex => "CODEX_TIMEOUT",
+    };
+    let timeout = layers
+        .parsed(
+            timeout_env,
+            flags.timeout.as_ref(),
+            DURATION,
+            parse_duration,
+        )?
+        .unwrap_or(Duration::from_secs(1800));
+    let path = |env: &str, default: &str| {
+        layers
+            .get(env)
+            .map(|(v, _)| PathBuf::from(expand_home(&v, sources)))
+            .unwrap_or_else(|| PathBuf::from(default))
+    };
+    let agent = AgentSettings {
+        provider,
+        claude_path: path("CLAUDE_PATH", "claude"),
+        claude_model: layers.get("CLAUDE_MODEL").map(|(v, _)| v),
+        claude_max_turns: layers
+            .parsed("CLAUDE_MAX_TURNS", None, "a positive whole number", |v| {
+                v.parse().ok().filter(|n| *n > 0)
+            })?
+            .unwrap_or(300),
+        codex_path: path("CODEX_PATH", "codex"),
+        codex_model: layers.get("CODEX_MODEL").map(|(v, _)| v),
+        timeout,
+        kill_grace: layers
+            .parsed("SAMOCODE_KILL_GRACE", None, DURATION, parse_duration)?
+            .unwrap_or(Duration::from_secs(10)),
+    };
+    let retry = RetryPolicy {
+        max_attempts: layers
+            .parsed(
+                "SAMOCODE_MAX_RETRIES",
+                None,
+                "a whole number from 1 to 100",
+                |v| v.parse().ok().filter(|n| (1..=100).contains(n)),
+            )?
+            .unwrap_or(3),
+        first_delay: layers
+            .parsed("SAMOCODE_RETRY_DELAY", None, DURATION, parse_duration)?
+            .unwrap_or(Duration::from_secs(5)),
+        max_delay: Duration::from_secs(300),
+    };
+    let state_dir = match layers.get("SAMOCODE_STATE_DIR") {
+        Some((dir, _)) => absolute(&sources.cwd, Path::new(&expand_home(&dir, sources))),
+        None => default_state_dir(sources),
+    };
+    let telegram = match (
+        layers.get("TELEGRAM_BOT_TOKEN"),
+        layers.get("TELEGRAM_CHAT_ID"),
+    ) {
+        (Some((token, _)), Some((chat, origin))) => Some(TelegramSettings {
+            token,
+            chat_id: chat.trim().parse().map_err(|_| ConfigError::BadValue {
+                key: "TELEGRAM_CHAT_ID".into(),
+                value: chat.clone(),
+                origin,
+                expected: "a numeric chat id",
+            })?,
+            api_url: layers.get("TELEGRAM_API_URL").map(|(v, _)| v),
+        }),
+        _ => None,
+    };
+    let otlp_endpoint = sources
+        .env
+        .get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .or_else(|| sources.env.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        .filter(|v| !v.is_empty())
+        .cloned();
+    Ok(Config {
+        project,
+        agent,
+        retry,
+        state_dir,
+        telegram,
+        otlp_endpoint,
+        otel_service_name: sources
+            .env
+            .get("OTEL_SERVICE_NAME")
+            .cloned()
+            .unwrap_or_else(|| "samocode".into()),
+        log_filter: sources.env.get("RUST_LOG").cloned(),
+    })
+}
+
+/// A duration in humantime (`90s`, `30m`, `2h`) or a plain number of seconds (`1800`, `0.5`).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    if let Ok(seconds) = text.parse::<f64>() {
+        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+    }
+    humantime::parse_duration(text).ok()
+}
+
+fn find_project_file(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .map(|dir| dir.join(PROJECT_FILE))
+        .find(|candidate| candidate.is_file())
+}
+
+fn read_project(path: &Path, sources: &Sources) -> Result<Project, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let base = path.parent().unwrap_or(Path::new("/"));
+    let mut values = HashMap::new();
+    for (index, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(ConfigError::BadLine {
+                path: path.to_path_buf(),
+                line: index + 1,
+                text: raw.to_string(),
+            });
+        };
+        let value = value.trim().trim_matches('"').trim_matches('\'');
+        values.insert(key.trim().to_string(), value.to_string());
+    }
+    let dir = |key: &'static str, what: &'static str| -> Result<PathBuf, ConfigError> {
+        let value = values.get(key).ok_or(ConfigError::MissingKey {
+            path: path.to_path_buf(),
+            key,
+            what,
+        })?;
+        let dir = absolute(base, Path::new(&expand_home(value, sources)));
+        if !dir.is_dir() {
+            return Err(ConfigError::NotADirectory {
+                path: path.to_path_buf(),
+                key,
+                dir,
+            });
+        }
+        Ok(dir)
+    };
+    Ok(Project {
+        file: path.to_path_buf(),
+        main_repo: dir("MAIN_REPO", "git repository the agents work on")?,
+        worktrees: dir("WORKTREES", "folder for the sessions' git worktrees")?,
+        sessions: dir("SESSIONS", "folder for the session folders")?,
+        base_branch: values.get("BASE_BRANCH").filter(|v| !v.is_empty()).cloned(),
+        branch_prefix: values
+            .get("BRANCH_PREFIX")
+            .map(|v| v.trim_matches('/').to_string())
+            .filter(|v| !v.is_empty()),
+    })
+}
+
+fn read_global_file(sources: &Sources) -> Result<HashMap<String, String>, ConfigError> {
+    let dir = match sources.env.get("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => match sources.home() {
+            Some(home) => home.join(".config"),
+            None => return Ok(HashMap::new()),
+        },
+    };
+    let path = dir.join("samocode").join("config.toml");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(source) => return Err(ConfigError::Read { path, source }),
+    };
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::BadToml {
+            path: path.clone(),
+            message: e.message().to_string(),
+        })?;
+    Ok(table
+        .into_iter()
+        .filter_map(|(key, value)| {
+            let text = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                _ => return None,
+            };
+            Some((key, text))
+        })
+        .collect())
+}
+
+fn default_state_dir(sources: &Sources) -> PathBuf {
+    match sources.env.get("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("samocode"),
+        None => sources
+            .home()
+            .unwrap_or_else(|| PathBuf::from("/tmp"))
+            .join(".local/state/samocode"),
+    }
+}
+
+fn expand_home(value: &str, sources: &Sources) -> String {
+    match (value.strip_prefix('~'), sources.home()) {
+        (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => {
+            format!("{}{rest}", home.display())
+        }
+        _ => value.to_string(),
+    }
+}
+
+fn absolute(base: &Path, path: &Path) -> PathBuf {
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    };
+    joined.canonicalize().unwrap_or(joined)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources(dir: &Path, env: &[(&str, &str)]) -> Sources {
+        let mut map: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        map.insert("HOME".into(), dir.join("home").display().to_string());
+        Sources {
+            env: map,
+            cwd: dir.to_path_buf(),
+        }
+    }
+
+    fn project_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for d in [
+            "repo",
+            "wt",
+            "sessions",
+            "home/.config/samocode",
+            "sub/deeper",
+        ] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        std::fs::write(
+            dir.path().join(".samocode"),
+            "# comment\nMAIN_REPO=repo\nWORKTREES = wt\nSESSIONS=\"sessions\"\nBRANCH_PREFIX=feat/\n",
+        )
+        .unwrap();
+        dir
+    }
+
+    #[test]
+    fn project_found_by_walking_up_and_paths_made_absolute() {
+        let dir = project_dir();
+        let mut s = sources(dir.path(), &[]);
+        s.cwd = dir.path().join("sub/deeper");
+        let config = resolve(&Flags::default(), &s).unwrap();
+        let project = config.project.unwrap();
+        assert!(project.main_repo.is_absolute());
+        assert!(project.sessions.ends_with("sessions"));
+        assert_eq!(project.branch_prefix.as_deref(), Some("feat"));
+        assert_eq!(config.agent.timeout, Duration::from_secs(1800));
+        assert_eq!(config.retry.max_attempts, 3);
+    }
+
+    #[test]
+    fn flag_beats_env_beats_file() {
+        let dir = project_dir();
+        std::fs::write(
+            dir.path().join("home/.config/samocode/config.toml"),
+            "claude_timeout = 60\nmax_retries = 5\nclaude_model = \"from-file\"\n",
+        )
+        .unwrap();
+        let s = sources(dir.path(), &[("CLAUDE_TIMEOUT", "2m")]);
+        let config = resolve(&Flags::default(), &s).unwrap();
+        assert_eq!(config.agent.timeout, Duration::from_secs(120));
+        assert_eq!(config.retry.max_attempts, 5);
+        assert_eq!(config.agent.claude_model.as_deref(), Some("from-file"));
+        let flags = Flags {
+            timeout: Some("90s".into()),
+            ..Flags::default()
+        };
+        assert_eq!(
+            resolve(&flags, &s).unwrap().agent.timeout,
+            Duration::from_secs(90)
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_path() {
+        let dir = project_dir();
+        std::fs::write(
+            dir.path().join(".samocode"),
+            "MAIN_REPO=repo\nWORKTREES=wt\nSESSIONS=nope\n",
+        )
+        .unwrap();
+        let err = resolve(&Flags::default(), &sources(dir.path(), &[])).unwrap_err();
+        assert!(err.to_string().contains("SESSIONS="), "{err}");
+        assert!(err.to_string().contains("nope"), "{err}");
+
+        std::fs::write(
+            dir.path().join(".samocode"),
+            "MAIN_REPO=repo\nWORKTREES=wt\n",
+        )
+        .unwrap();
+        let err = resolve(&Flags::default(), &sources(dir.path(), &[])).unwrap_err();
+        assert!(err.to_string().contains("SESSIONS is required"), "{err}");
+
+        let project = project_dir();
+        let err = resolve(
+            &Flags::default(),
+            &sources(project.path(), &[("CLAUDE_TIMEOUT", "soon")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("CLAUDE_TIMEOUT=\"soon\""), "{err}");
+
+        let empty = tempfile::tempdir().unwrap();
+        let flags = Flags {
+            require_project: true,
+            ..Flags::default()
+        };
+        let err = resolve(&flags, &sources(empty.path(), &[])).unwrap_err();
+        assert!(
+            err.to_string().contains("no .samocode project file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn durations_accept_seconds_and_humantime() {
+        assert_eq!(parse_duration("1800"), Some(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30m"), Some(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("later"), None);
+        assert_eq!(parse_duration("-1"), None);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            first_delay: Duration::from_secs(5),
+            max_delay: Duration::from_secs(30),
+        };
+        let delays: Vec<u64> = (2..7).map(|a| policy.delay_before(a).as_secs()).collect();
+        assert_eq!(delays, [5, 10, 20, 30, 30]);
+    }
+}

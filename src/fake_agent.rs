@@ -1,0 +1,361 @@
+//! The scripted agent: behaves like `claude -p --output-format stream-json` on the samocode
+//! protocol, so the demo and the tests run the real worker without a model.
+//!
+//! It reads the context the worker put in `--append-system-prompt` (or the file that argument
+//! points to), does the phase's work for real (artifacts in the session folder, commits in the
+//! worktree, questions in `_qa.md`), prints stream-json events, and writes `_signal.json` last.
+//!
+//! `SAMOCODE_FAKE` makes it misbehave on request: rules `PHASE[@ATTEMPT]=ACTION` separated by
+//! `;`, PHASE being a phase name or `*`. Actions: `exit:N` (exit N without a signal), `hang`
+//! (leave a grandchild and never exit), `nosignal`, `badjson`, `empty` (`{}`), `signal:JSON`
+//! (write that JSON), `flood:MB` (print MB megabytes first), `grandchild` (leave a background
+//! process holding stdout, then work normally), `stay` (continue in the same phase), `slow:S`
+//! (sleep S seconds first). `SAMOCODE_FAKE_PIDS` names a file where it appends the pids of the
+//! processes it leaves behind; `SAMOCODE_FAKE_STEPS` is the number of implementation steps (3).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::protocol::overview;
+use crate::protocol::qa::QaDoc;
+use crate::session::context::header_value;
+
+/// Runs the fake agent with claude's arguments; returns the exit code.
+pub fn main(args: &[String], env: &HashMap<String, String>) -> u8 {
+    let Some(context) = read_context(args) else {
+        eprintln!("fake-agent: no samocode context in --append-system-prompt");
+        return 2;
+    };
+    let Some(run) = Run::from_context(&context, env) else {
+        eprintln!("fake-agent: the context lacks Session path, Working directory or Phase");
+        return 2;
+    };
+    run.emit(json!({"type": "system", "subtype": "init", "session_id": run.session_id(), "model": "fake-model", "cwd": run.workdir}));
+    let action = run.action(env.get("SAMOCODE_FAKE").map(String::as_str).unwrap_or(""));
+    let code = run.act(action.as_deref(), env);
+    if code == 0 {
+        run.emit(json!({
+            "type": "result", "subtype": "success", "is_error": false, "num_turns": 3,
+            "result": format!("{} step done", run.phase), "session_id": run.session_id(),
+            "total_cost_usd": 0.0125,
+            "usage": {"input_tokens": 1000, "cache_read_input_tokens": 200, "output_tokens": 300}
+        }));
+    }
+    code
+}
+
+fn read_context(args: &[String]) -> Option<String> {
+    let position = args.iter().position(|a| a == "--append-system-prompt")?;
+    let value = args.get(position + 1)?;
+    if header_value(value, "Session path").is_some() {
+        return Some(value.clone());
+    }
+    // A large context comes as a pointer: "... are in the file PATH. Read ..."
+    let path = value.split("in the file ").nth(1)?.split(". Read").next()?;
+    std::fs::read_to_string(path).ok()
+}
+
+struct Run {
+    session: PathBuf,
+    workdir: PathBuf,
+    phase: String,
+    attempt: u32,
+    total: u32,
+    feedback: bool,
+}
+
+impl Run {
+    fn from_context(context: &str, _env: &HashMap<String, String>) -> Option<Run> {
+        Some(Run {
+            session: PathBuf::from(header_value(context, "Session path")?),
+            workdir: PathBuf::from(header_value(context, "Working directory")?),
+            phase: header_value(context, "Phase")?.to_string(),
+            attempt: header_value(context, "Attempt")?.parse().ok()?,
+            total: header_value(context, "Total iteration")?.parse().ok()?,
+            feedback: context.contains("\n## Feedback from a person\n"),
+        })
+    }
+
+    fn session_id(&self) -> String {
+        format!("fake-{}-{:03}-a{}", self.phase, self.total, self.attempt)
+    }
+
+    fn emit(&self, event: serde_json::Value) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{event}");
+        let _ = out.flush();
+    }
+
+    fn say(&self, text: &str) {
+        self.emit(json!({"type": "assistant", "message": {"role": "assistant", "content": [{"type": "text", "text": text}]}}));
+    }
+
+    /// The first rule that matches this phase and attempt.
+    fn action(&self, rules: &str) -> Option<String> {
+        rules
+            .split(';')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .find_map(|rule| {
+                let (target, action) = rule.split_once('=')?;
+                let (phase, attempt) = match target.split_once('@') {
+                    Some((p, a)) => (p, a.parse::<u32>().ok()),
+                    None => (target, None),
+                };
+                let phase_ok = phase == "*" || phase == self.phase;
+                let attempt_ok = attempt.is_none_or(|a| a == self.attempt);
+                (phase_ok && attempt_ok).then(|| action.to_string())
+            })
+    }
+
+    fn act(&self, action: Option<&str>, env: &HashMap<String, String>) -> u8 {
+        let pids = env.get("SAMOCODE_FAKE_PIDS").map(PathBuf::from);
+        let (verb, arg) = match action {
+            Some(a) => a.split_once(':').unwrap_or((a, "")),
+            None => ("", ""),
+        };
+        match verb {
+            "exit" => {
+                self.say("failing on purpose");
+                return arg.parse().unwrap_or(1);
+            }
+            "hang" => {
+                self.say("hanging on purpose");
+                leave_behind(pids.as_deref());
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+            }
+            "nosignal" => {
+                self.say("exiting without a signal");
+                return 0;
+            }
+            "badjson" => return self.signal_text("{\"status\": \"continue\", "),
+            "empty" => return self.signal_text("{}"),
+            "signal" => return self.signal_text(arg),
+            "flood" => {
+                let megabytes: usize = arg.parse().unwrap_or(10);
+                let line = format!("{}\n", "x".repeat(1023));
+                let mut out = std::io::stdout().lock();
+                for _ in 0..megabytes * 1024 {
+                    let _ = out.write_all(line.as_bytes());
+                }
+                let _ = out.flush();
+            }
+            "grandchild" => leave_behind(pids.as_deref()),
+            "slow" => std::thread::sleep(Duration::from_secs_f64(arg.parse().unwrap_or(1.0))),
+            _ => {}
+        }
+        match self.work(verb == "stay") {
+            Ok(signal) => self.signal_text(&signal.to_string()),
+            Err(error) => {
+                eprintln!("fake-agent: {error}");
+                1
+            }
+        }
+    }
+
+    fn signal_text(&self, text: &str) -> u8 {
+        match std::fs::write(self.session.join("_signal.json"), text) {
+            Ok(()) => 0,
+            Err(error) => {
+                eprintln!("fake-agent: cannot write the signal: {error}");
+                1
+            }
+        }
+    }
+
+    /// The phase's scripted work; returns the signal to write.
+    fn work(&self, stay: bool) -> std::io::Result<serde_json::Value> {
+        let phase = self.phase.as_str();
+        if stay {
+            self.note("looked around again", "keep going");
+            return Ok(json!({"status": "continue", "phase": phase}));
+        }
+        Ok(match phase {
+            "investigation" => {
+                let files = git(&self.workdir, &["ls-files"]).unwrap_or_default();
+                self.artifact(
+                    "dive",
+                    "findings",
+                    &format!("# Dive\n\nTracked files:\n\n```\n{files}\n```\n"),
+                )?;
+                self.note("wrote the dive", "define the requirements");
+                json!({"status": "continue", "phase": "requirements"})
+            }
+            "requirements" => {
+                let qa = self.session.join("_qa.md");
+                match std::fs::read_to_string(&qa) {
+                    Err(_) => {
+                        std::fs::write(&qa, QUESTIONS)?;
+                        self.note("asked two questions in _qa.md", "wait for answers");
+                        json!({"status": "waiting", "phase": "requirements", "for": "qa_answers"})
+                    }
+                    Ok(text) if QaDoc::parse(&text).is_answered() => {
+                        self.artifact(
+                            "requirements",
+                            "agreed",
+                            &format!("# Requirements\n\n{text}"),
+                        )?;
+                        self.note("recorded the requirements", "plan the work");
+                        json!({"status": "continue", "phase": "planning"})
+                    }
+                    Ok(_) => {
+                        json!({"status": "waiting", "phase": "requirements", "for": "qa_answers"})
+                    }
+                }
+            }
+            "planning" => {
+                let revised = if self.feedback {
+                    " (revised after feedback)"
+                } else {
+                    ""
+                };
+                self.artifact("plan", "steps", &format!("# Plan{revised}\n\n- [ ] 1. first step (profile: light)\n- [ ] 2. second step (profile: standard)\n- [ ] 3. third step (profile: standard)\n"))?;
+                self.note(&format!("wrote the plan{revised}"), "wait for approval");
+                json!({"status": "waiting", "phase": "planning", "for": "plan_approval"})
+            }
+            "implementation" => {
+                let steps: usize = std::env::var("SAMOCODE_FAKE_STEPS")
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(3);
+                let dir = self.workdir.join("samocode-demo");
+                std::fs::create_dir_all(&dir)?;
+                let done = std::fs::read_dir(&dir)?.count();
+                let step = done + 1;
+                std::fs::write(
+                    dir.join(format!("step-{step}.txt")),
+                    format!("step {step} of the plan\n"),
+                )?;
+                git(&self.workdir, &["add", "-A"])?;
+                git(
+                    &self.workdir,
+                    &[
+                        "-c",
+                        "user.name=samocode fake agent",
+                        "-c",
+                        "user.email=fake-agent@samocode.invalid",
+                        "commit",
+                        "-q",
+                        "-m",
+                        &format!("Implement step {step}"),
+                    ],
+                )?;
+                self.say(&format!("committed step {step}"));
+                self.note(
+                    &format!("implemented step {step}"),
+                    if step >= steps {
+                        "test the change"
+                    } else {
+                        "next step"
+                    },
+                );
+                let next = if step >= steps {
+                    "testing"
+                } else {
+                    "implementation"
+                };
+                json!({"status": "continue", "phase": next})
+            }
+            "testing" => {
+                let log = git(&self.workdir, &["log", "--oneline"]).unwrap_or_default();
+                self.artifact(
+                    "test-report",
+                    "results",
+                    &format!("# Test report\n\nAll checks passed.\n\n```\n{log}\n```\n"),
+                )?;
+                self.note("tested the change", "review it");
+                json!({"status": "continue", "phase": "quality"})
+            }
+            "quality" => {
+                self.artifact("review", "findings", "# Review\n\nNo blocking findings.\n")?;
+                self.note("reviewed the change", "write the summary");
+                json!({"status": "continue", "phase": "done"})
+            }
+            "done" => {
+                self.artifact(
+                    "summary",
+                    "pr",
+                    "# Summary\n\nImplemented the scripted steps.\n",
+                )?;
+                self.note("wrote the summary", "nothing");
+                json!({"status": "done", "phase": "done", "summary": "Implemented the scripted steps"})
+            }
+            other => {
+                json!({"status": "blocked", "phase": other, "reason": "the fake agent has no script for this phase", "needs": "human_decision"})
+            }
+        })
+    }
+
+    fn artifact(&self, kind: &str, slug: &str, text: &str) -> std::io::Result<()> {
+        let stamp = jiff::Zoned::now().strftime("%m-%d-%H:%M").to_string();
+        std::fs::write(self.session.join(format!("{stamp}-{kind}-{slug}.md")), text)
+    }
+
+    /// Updates `Last Action:` and `Next:` and appends a Flow Log line, as an agent must.
+    fn note(&self, action: &str, next: &str) {
+        let path = self.session.join("_overview.md");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return;
+        };
+        let mut out = String::with_capacity(text.len() + 128);
+        for line in text.split_inclusive('\n') {
+            if line.starts_with("Last Action:") {
+                out.push_str(&format!("Last Action: {action}\n"));
+            } else if line.starts_with("Next:") {
+                out.push_str(&format!("Next: {next}\n"));
+            } else {
+                out.push_str(line);
+            }
+        }
+        let stamp = jiff::Zoned::now().strftime("%m-%d %H:%M").to_string();
+        let out = overview::append_flow_log(
+            &out,
+            self.total,
+            &stamp,
+            &format!("{}: {action}", self.phase),
+        );
+        let _ = std::fs::write(&path, out);
+        self.say(action);
+    }
+}
+
+const QUESTIONS: &str = "# Questions\n\n## Q1: Where should the demo files go?\nOptions: samocode-demo | docs\nSuggested: samocode-demo\nAnswer:\n\n## Q2: How many steps should the plan have?\nOptions: 3 | 5\nSuggested: 3\nAnswer:\n";
+
+/// Starts `sleep` in the background with our stdout, as a careless agent's tool might.
+fn leave_behind(pids: Option<&Path>) {
+    if let Ok(child) = Command::new("sleep")
+        .arg("3600")
+        .stdin(Stdio::null())
+        .spawn()
+    {
+        if let Some(file) = pids
+            && let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(file)
+        {
+            let _ = writeln!(f, "{}", child.id());
+        }
+        std::mem::forget(child);
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> std::io::Result<String> {
+    let output = Command::new("git").arg("-C").arg(dir).args(args).output()?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(std::io::Error::other(format!(
+            "git {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )))
+    }
+}

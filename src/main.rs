@@ -1,0 +1,48 @@
+//! samocode: parse the command line, resolve the configuration, set up logs and traces, run
+//! the command, exit with its code. See the library docs for the design.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use samocode::cli::{self, Cli, CliError};
+use samocode::config::Sources;
+use samocode::telemetry;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let sources = match Sources::from_process() {
+        Ok(sources) => sources,
+        Err(error) => {
+            return report(CliError::failure(anyhow::anyhow!(
+                "cannot read the current directory: {error}"
+            )));
+        }
+    };
+    let config = match cli::configure(&cli, &sources) {
+        Ok(config) => config,
+        Err(error) => return report(error),
+    };
+    // Before the runtime: the trace exporter builds a blocking HTTP client.
+    let telemetry = telemetry::init(&config, cli::quiet(&cli));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return report(CliError::failure(error)),
+    };
+    let outcome = runtime.block_on(async {
+        let outcome = cli::dispatch(cli, config, sources).await;
+        telemetry.shutdown().await;
+        outcome
+    });
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => report(error),
+    }
+}
+
+fn report(error: CliError) -> ExitCode {
+    eprintln!("samocode: {:#}", error.error);
+    ExitCode::from(error.code)
+}

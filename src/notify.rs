@@ -1,0 +1,119 @@
+//! NotifierActor: tells people what their sessions do.
+//!
+//! Accepts `Deliver` from SessionActors and the supervisor. Delivers each event to every sink:
+//! the log (always) and, when configured, a Telegram chat. A sink that fails is logged and
+//! skipped; delivery never blocks a session. Links no children.
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::protocol::Phase;
+use crate::session::actor::Settled;
+
+/// Something that happened to a session.
+#[derive(Debug, Clone)]
+pub enum SessionEvent {
+    AttemptStarted {
+        session: String,
+        phase: Phase,
+        iteration: u32,
+        attempt: u32,
+    },
+    AttemptFailed {
+        session: String,
+        attempt: u32,
+        detail: String,
+    },
+    Settled {
+        session: String,
+        phase: Phase,
+        settled: Settled,
+    },
+}
+
+impl SessionEvent {
+    /// One line a person reads.
+    pub fn headline(&self) -> String {
+        match self {
+            SessionEvent::AttemptStarted {
+                session,
+                phase,
+                iteration,
+                attempt,
+            } => {
+                let retry = if *attempt > 1 {
+                    format!(" (attempt {attempt})")
+                } else {
+                    String::new()
+                };
+                format!("{session}: iteration {iteration}, {phase}{retry}")
+            }
+            SessionEvent::AttemptFailed {
+                session,
+                attempt,
+                detail,
+            } => format!("{session}: attempt {attempt} failed: {detail}"),
+            SessionEvent::Settled {
+                session,
+                phase,
+                settled,
+            } => match settled {
+                Settled::Done { summary } => format!(
+                    "{session}: done{}",
+                    summary
+                        .as_deref()
+                        .map(|s| format!(": {s}"))
+                        .unwrap_or_default()
+                ),
+                Settled::Waiting { wait_for } => {
+                    format!("{session}: waiting for {wait_for} in {phase}")
+                }
+                Settled::Blocked { reason } => format!("{session}: blocked in {phase}: {reason}"),
+                Settled::Failed { reason } => format!("{session}: failed in {phase}: {reason}"),
+                Settled::Stopped => format!("{session}: stopped in {phase}"),
+                Settled::Continued { phase } => {
+                    format!("{session}: iteration accepted; next phase {phase}")
+                }
+            },
+        }
+    }
+}
+
+/// Messages of the NotifierActor.
+#[derive(Debug)]
+pub enum NotifierMsg {
+    /// From a SessionActor or the supervisor: tell people about this event.
+    Deliver(SessionEvent),
+}
+
+pub struct NotifierActor;
+
+impl Actor for NotifierActor {
+    type Msg = NotifierMsg;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<NotifierMsg>,
+        _args: (),
+    ) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<NotifierMsg>,
+        message: NotifierMsg,
+        _state: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        let NotifierMsg::Deliver(event) = message;
+        let headline = event.headline();
+        match &event {
+            SessionEvent::AttemptFailed { .. } => {
+                tracing::warn!(target: "samocode::events", "{headline}")
+            }
+            _ => tracing::info!(target: "samocode::events", "{headline}"),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,20 @@
+//! The samocode protocol as pure code: no files, no clocks, no processes.
+//!
+//! - [`phase`]: the phase table and the words of a signal;
+//! - [`signal`]: `_signal.json` parsing and validation;
+//! - [`overview`]: `_overview.md`, rewriting only the worker's lines;
+//! - [`qa`]: `_qa.md` questions and answers;
+//! - [`state`]: `_state.json`, and deriving it from a Python samocode session;
+//! - [`journal`]: the rows of `_signal_history.jsonl` and `_iterations.jsonl`.
+
+pub mod gate;
+pub mod journal;
+pub mod overview;
+pub mod phase;
+pub mod qa;
+pub mod signal;
+pub mod state;
+
+pub use phase::{Needs, Phase, Status, WaitFor};
+pub use signal::{Rejection, Signal, SignalError, Verdict};
+pub use state::{RunState, SessionState, Usage};

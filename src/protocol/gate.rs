@@ -1,0 +1,233 @@
+//! What a person can do to a session (PROTOCOL.md section 6), as pure state changes.
+//!
+//! The same verbs serve every layer: `samocode approve` acting on the files, the daemon's
+//! `SupervisorMsg::Approve`, the bot's `/approve`. Each returns the history `status` word and
+//! the Flow Log line to record.
+
+use jiff::Timestamp;
+
+use super::phase::{Phase, WaitFor};
+use super::state::{RunState, SessionState};
+
+/// Why a person's command does not apply to the session as it stands.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GateError {
+    /// approve/reject on a session that is not waiting for plan approval.
+    #[error("session {name} is not waiting for plan approval (it is {state} in {phase})")]
+    NotAwaitingApproval {
+        name: String,
+        state: &'static str,
+        phase: Phase,
+    },
+    /// resume on a session waiting for approval or answers.
+    #[error("session {name} waits for {wait_for}: {hint}")]
+    NeedsOtherCommand {
+        name: String,
+        wait_for: WaitFor,
+        hint: &'static str,
+    },
+    /// A command on a finished session.
+    #[error("session {0} is done; start a new session for more work")]
+    Finished(String),
+    /// resume on a session that is already queued or running.
+    #[error("session {name} is already {state}; nothing to resume")]
+    NotParked { name: String, state: &'static str },
+    /// reject without a reason.
+    #[error("reject needs a reason (--reason TEXT) for the planning agent to act on")]
+    EmptyReason,
+}
+
+/// What a gate change did, for the journals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateEffect {
+    /// The verb for `_signal_history.jsonl` (approve, reject, resume, stop, answer).
+    pub verb: &'static str,
+    /// The line for the Flow Log.
+    pub flow_log: String,
+}
+
+/// Crosses the plan gate: planning becomes implementation.
+pub fn approve(state: &mut SessionState) -> Result<GateEffect, GateError> {
+    expect_plan_approval(state)?;
+    state.enter_phase(Phase::Implementation);
+    state.feedback = None;
+    requeue(state);
+    Ok(GateEffect {
+        verb: "approve",
+        flow_log: "Plan approved by a person; moving to implementation".into(),
+    })
+}
+
+/// Sends the plan back to planning with the person's feedback.
+pub fn reject(state: &mut SessionState, reason: &str) -> Result<GateEffect, GateError> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(GateError::EmptyReason);
+    }
+    expect_plan_approval(state)?;
+    state.feedback = Some(reason.to_string());
+    requeue(state);
+    Ok(GateEffect {
+        verb: "reject",
+        flow_log: format!("Plan rejected by a person: {reason}"),
+    })
+}
+
+/// Continues a parked session: blocked, failed, stopped, waiting for human action, or waiting
+/// for answers that are now all given (`qa_answered`). A blocked or failed phase gets a fresh
+/// iteration budget, since a person decided it should go on.
+pub fn resume(state: &mut SessionState, qa_answered: bool) -> Result<GateEffect, GateError> {
+    let name = state.name.clone();
+    match &state.status {
+        RunState::Done { .. } => return Err(GateError::Finished(name)),
+        RunState::Queued | RunState::Running => {
+            return Err(GateError::NotParked {
+                name,
+                state: state.status.name(),
+            });
+        }
+        RunState::Waiting {
+            wait_for: WaitFor::PlanApproval,
+            ..
+        } => {
+            return Err(GateError::NeedsOtherCommand {
+                name,
+                wait_for: WaitFor::PlanApproval,
+                hint: "use `samocode approve` or `samocode reject --reason TEXT`",
+            });
+        }
+        RunState::Waiting {
+            wait_for: WaitFor::QaAnswers,
+            ..
+        } if !qa_answered => {
+            return Err(GateError::NeedsOtherCommand {
+                name,
+                wait_for: WaitFor::QaAnswers,
+                hint: "answer every question in _qa.md first (`samocode answer`)",
+            });
+        }
+        RunState::Blocked { .. } | RunState::Failed { .. } => state.phase_iteration = 0,
+        RunState::Waiting { .. } | RunState::Stopped { .. } => {}
+    }
+    requeue(state);
+    Ok(GateEffect {
+        verb: "resume",
+        flow_log: "Resumed by a person".into(),
+    })
+}
+
+/// Parks a session until `resume`.
+pub fn stop(state: &mut SessionState, now: Timestamp) -> Result<GateEffect, GateError> {
+    if matches!(state.status, RunState::Done { .. }) {
+        return Err(GateError::Finished(state.name.clone()));
+    }
+    state.status = RunState::Stopped { at: now };
+    Ok(GateEffect {
+        verb: "stop",
+        flow_log: "Stopped by a person".into(),
+    })
+}
+
+/// True when a session waiting for answers may go on because `_qa.md` is answered.
+pub fn wakes_on_answers(state: &SessionState, qa_answered: bool) -> bool {
+    qa_answered
+        && matches!(
+            state.status,
+            RunState::Waiting {
+                wait_for: WaitFor::QaAnswers,
+                ..
+            }
+        )
+}
+
+fn expect_plan_approval(state: &SessionState) -> Result<(), GateError> {
+    match state.status {
+        RunState::Waiting {
+            wait_for: WaitFor::PlanApproval,
+            ..
+        } if state.phase == Phase::Planning => Ok(()),
+        _ => Err(GateError::NotAwaitingApproval {
+            name: state.name.clone(),
+            state: state.status.name(),
+            phase: state.phase,
+        }),
+    }
+}
+
+/// Ready for a fresh iteration.
+fn requeue(state: &mut SessionState) {
+    state.status = RunState::Queued;
+    state.attempt = 0;
+    state.last_rejection = None;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiting(phase: Phase, wait_for: WaitFor) -> SessionState {
+        let now = Timestamp::now();
+        let mut state = SessionState::new("s", "d", "t", now);
+        state.enter_phase(phase);
+        state.phase_iteration = 3;
+        state.attempt = 1;
+        state.status = RunState::Waiting {
+            wait_for,
+            since: now,
+        };
+        state
+    }
+
+    #[test]
+    fn approve_crosses_the_gate_and_reject_stays() {
+        let mut state = waiting(Phase::Planning, WaitFor::PlanApproval);
+        approve(&mut state).unwrap();
+        assert_eq!(state.phase, Phase::Implementation);
+        assert_eq!(state.phase_iteration, 0);
+        assert_eq!(state.status, RunState::Queued);
+        assert!(matches!(
+            approve(&mut state),
+            Err(GateError::NotAwaitingApproval { .. })
+        ));
+
+        let mut state = waiting(Phase::Planning, WaitFor::PlanApproval);
+        assert_eq!(reject(&mut state, " "), Err(GateError::EmptyReason));
+        let effect = reject(&mut state, "split step 2").unwrap();
+        assert_eq!(state.phase, Phase::Planning);
+        assert_eq!(state.feedback.as_deref(), Some("split step 2"));
+        assert!(effect.flow_log.contains("split step 2"));
+    }
+
+    #[test]
+    fn resume_knows_what_each_wait_needs() {
+        let mut state = waiting(Phase::Requirements, WaitFor::QaAnswers);
+        assert!(matches!(
+            resume(&mut state, false),
+            Err(GateError::NeedsOtherCommand { .. })
+        ));
+        assert!(wakes_on_answers(&state, true));
+        resume(&mut state, true).unwrap();
+        assert_eq!(state.status, RunState::Queued);
+
+        let mut state = waiting(Phase::Planning, WaitFor::PlanApproval);
+        let err = resume(&mut state, true).unwrap_err();
+        assert!(err.to_string().contains("samocode approve"), "{err}");
+
+        let mut state = waiting(Phase::Testing, WaitFor::HumanAction);
+        state.status = RunState::Blocked {
+            reason: "iteration_limit_exceeded".into(),
+            needs: None,
+            since: Timestamp::now(),
+        };
+        resume(&mut state, false).unwrap();
+        assert_eq!(state.phase_iteration, 0);
+        assert!(matches!(
+            resume(&mut state, false),
+            Err(GateError::NotParked { .. })
+        ));
+
+        stop(&mut state, Timestamp::now()).unwrap();
+        assert_eq!(state.status.name(), "stopped");
+        resume(&mut state, false).unwrap();
+    }
+}

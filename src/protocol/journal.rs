@@ -1,0 +1,100 @@
+//! The rows of the two append-only journals of a session folder.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::phase::Phase;
+
+/// How one agent attempt ended (a column of `_iterations.jsonl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// Exited 0 and wrote an acceptable signal file.
+    Ok,
+    /// Exited with a non-zero code.
+    Nonzero,
+    /// Killed at the hard timeout.
+    Timeout,
+    /// Killed after printing nothing for too long.
+    Stalled,
+    /// Killed by a signal we did not send, or could not be started or watched.
+    Crashed,
+    /// The provider refused for a usage limit.
+    UsageLimit,
+    /// Exited 0 without a readable signal.
+    ProtocolError,
+}
+
+impl AttemptOutcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttemptOutcome::Ok => "ok",
+            AttemptOutcome::Nonzero => "nonzero",
+            AttemptOutcome::Timeout => "timeout",
+            AttemptOutcome::Stalled => "stalled",
+            AttemptOutcome::Crashed => "crashed",
+            AttemptOutcome::UsageLimit => "usage_limit",
+            AttemptOutcome::ProtocolError => "protocol_error",
+        }
+    }
+}
+
+/// One row of `_iterations.jsonl`: one agent attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IterationRow {
+    pub started_at: Timestamp,
+    pub ended_at: Timestamp,
+    pub iteration: u32,
+    pub attempt: u32,
+    pub phase: Phase,
+    pub provider: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The name of the signal that ended the process, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_signal: Option<String>,
+    pub outcome: AttemptOutcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_session_id: Option<String>,
+    /// The attempt's stdout log, relative to the session folder.
+    pub log: String,
+}
+
+/// Who caused a history row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The agent's `_signal.json`.
+    Agent,
+    /// A person's command (approve, reject, answer, resume, stop).
+    Person,
+    /// The worker's own rule (iteration limit, retries spent).
+    Worker,
+}
+
+/// One row of `_signal_history.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryRow {
+    pub at: Timestamp,
+    pub iteration: u32,
+    pub attempt: u32,
+    pub source: Source,
+    pub from: Phase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Phase>,
+    /// The signal's status, or the person's verb.
+    pub status: String,
+    pub accepted: bool,
+    /// The rejection code and sentence, when refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What the worker did: next, retry, waiting, blocked, done, failed.
+    pub outcome: String,
+}

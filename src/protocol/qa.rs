@@ -1,0 +1,240 @@
+//! `_qa.md`: questions the agent asks, answers a person gives (PROTOCOL.md section 5).
+//!
+//! Filling answers rewrites only `Answer:` lines; everything else in the file stays as it was.
+
+/// One question of `_qa.md`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Question {
+    /// The number after `Q`.
+    pub number: u32,
+    /// 1 for `# Questions`, N for `# Round N`.
+    pub round: u32,
+    pub text: String,
+    pub options: Vec<String>,
+    pub suggested: Option<String>,
+    /// The answer text; `None` while the `Answer:` line is empty.
+    pub answer: Option<String>,
+    /// The zero-based line of `Answer:`, when there is one.
+    answer_line: Option<usize>,
+}
+
+/// The questions of `_qa.md`, in file order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct QaDoc {
+    pub questions: Vec<Question>,
+}
+
+/// Why answers could not be filled in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QaError {
+    /// `_qa.md` holds no `## QN:` question.
+    #[error("_qa.md has no questions (expected \"## Q1: ...\" headings)")]
+    NoQuestions,
+    /// `--q N` names a question that is not in the file.
+    #[error("_qa.md has no question Q{0}; run `samocode status SESSION` to see the open questions")]
+    UnknownQuestion(u32),
+    /// A question has no `Answer:` line to fill.
+    #[error("question Q{0} in _qa.md has no \"Answer:\" line; add one or edit the file by hand")]
+    NoAnswerLine(u32),
+    /// `--accept-suggestions` met a question without `Suggested:`.
+    #[error("question Q{0} has no suggested answer; answer it with --q {0} TEXT")]
+    NoSuggestion(u32),
+    /// An answer was empty.
+    #[error("the answer to Q{0} is empty")]
+    EmptyAnswer(u32),
+}
+
+impl QaDoc {
+    /// Reads every `## QN: text` question and its `Options:`, `Suggested:` and `Answer:` lines.
+    pub fn parse(text: &str) -> QaDoc {
+        let mut questions: Vec<Question> = Vec::new();
+        let mut round = 1;
+        for (index, line) in text.lines().enumerate() {
+            if let Some(rest) = line.strip_prefix("# Round ") {
+                round = rest.trim().parse().unwrap_or(round + 1);
+                continue;
+            }
+            if let Some((number, text)) = question_heading(line) {
+                questions.push(Question {
+                    number,
+                    round,
+                    text,
+                    options: Vec::new(),
+                    suggested: None,
+                    answer: None,
+                    answer_line: None,
+                });
+                continue;
+            }
+            if line.starts_with('#') {
+                continue;
+            }
+            let Some(question) = questions.last_mut() else {
+                continue;
+            };
+            if let Some(rest) = line.strip_prefix("Options:") {
+                question.options = rest
+                    .split('|')
+                    .map(|o| o.trim().to_string())
+                    .filter(|o| !o.is_empty())
+                    .collect();
+            } else if let Some(rest) = line.strip_prefix("Suggested:") {
+                question.suggested = non_empty(rest);
+            } else if let Some(rest) = line.strip_prefix("Answer:")
+                && question.answer_line.is_none()
+            {
+                question.answer = non_empty(rest);
+                question.answer_line = Some(index);
+            }
+        }
+        QaDoc { questions }
+    }
+
+    /// True when there is at least one question and every `Answer:` line has text.
+    pub fn is_answered(&self) -> bool {
+        !self.questions.is_empty() && self.questions.iter().all(|q| q.answer.is_some())
+    }
+
+    /// The questions still without an answer.
+    pub fn open(&self) -> impl Iterator<Item = &Question> {
+        self.questions.iter().filter(|q| q.answer.is_none())
+    }
+
+    /// The last question numbered `number` (a later round wins).
+    fn find(&self, number: u32) -> Option<&Question> {
+        self.questions.iter().rev().find(|q| q.number == number)
+    }
+}
+
+/// Fills the given answers (question number, text) into `text`, replacing those `Answer:` lines.
+pub fn fill(text: &str, answers: &[(u32, String)]) -> Result<String, QaError> {
+    let doc = QaDoc::parse(text);
+    if doc.questions.is_empty() {
+        return Err(QaError::NoQuestions);
+    }
+    let mut replacements = Vec::new();
+    for (number, answer) in answers {
+        let question = doc.find(*number).ok_or(QaError::UnknownQuestion(*number))?;
+        let line = question.answer_line.ok_or(QaError::NoAnswerLine(*number))?;
+        let answer = answer.split_whitespace().collect::<Vec<_>>().join(" ");
+        if answer.is_empty() {
+            return Err(QaError::EmptyAnswer(*number));
+        }
+        replacements.push((line, answer));
+    }
+    Ok(replace_answer_lines(text, &replacements))
+}
+
+/// Answers every open question with its `Suggested:` text.
+pub fn accept_suggestions(text: &str) -> Result<String, QaError> {
+    let doc = QaDoc::parse(text);
+    if doc.questions.is_empty() {
+        return Err(QaError::NoQuestions);
+    }
+    let answers = doc
+        .open()
+        .map(|q| {
+            q.suggested
+                .clone()
+                .map(|s| (q.number, s))
+                .ok_or(QaError::NoSuggestion(q.number))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    fill(text, &answers)
+}
+
+fn replace_answer_lines(text: &str, replacements: &[(usize, String)]) -> String {
+    let mut out = String::with_capacity(text.len() + 64);
+    for (index, line) in text.split_inclusive('\n').enumerate() {
+        match replacements.iter().rev().find(|(l, _)| *l == index) {
+            Some((_, answer)) => {
+                let eol = &line[line.trim_end_matches(['\r', '\n']).len()..];
+                out.push_str(&format!("Answer: {answer}{eol}"));
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
+fn question_heading(line: &str) -> Option<(u32, String)> {
+    let rest = line.strip_prefix("## Q")?;
+    let (number, text) = rest.split_once(':')?;
+    Some((number.trim().parse().ok()?, text.trim().to_string()))
+}
+
+fn non_empty(text: &str) -> Option<String> {
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SAMPLE: &str = "# Questions\n\n## Q1: Which storage should sessions use?\nOptions: files | sqlite\nSuggested: files\nAnswer:\n\n## Q2: Keep the old API?\nAnswer: yes\n\n# Round 2\n\n## Q3: Port?\nSuggested: 8080\nAnswer:   \n";
+
+    #[test]
+    fn parses_protocol_format() {
+        let doc = QaDoc::parse(SAMPLE);
+        assert_eq!(doc.questions.len(), 3);
+        let q1 = &doc.questions[0];
+        assert_eq!(q1.text, "Which storage should sessions use?");
+        assert_eq!(q1.options, ["files", "sqlite"]);
+        assert_eq!(q1.suggested.as_deref(), Some("files"));
+        assert_eq!(q1.answer, None);
+        assert_eq!(doc.questions[1].answer.as_deref(), Some("yes"));
+        assert_eq!(doc.questions[2].round, 2);
+        assert!(!doc.is_answered());
+        assert_eq!(doc.open().map(|q| q.number).collect::<Vec<_>>(), [1, 3]);
+    }
+
+    #[test]
+    fn fill_rewrites_only_answer_lines() {
+        let filled = fill(SAMPLE, &[(1, "sqlite,\nplease".into())]).unwrap();
+        assert_eq!(
+            filled,
+            SAMPLE.replacen("Answer:\n\n## Q2", "Answer: sqlite, please\n\n## Q2", 1)
+        );
+        let all = accept_suggestions(&filled).unwrap();
+        let doc = QaDoc::parse(&all);
+        assert!(doc.is_answered());
+        assert_eq!(doc.questions[0].answer.as_deref(), Some("sqlite, please"));
+        assert_eq!(doc.questions[2].answer.as_deref(), Some("8080"));
+    }
+
+    #[test]
+    fn errors_name_the_question() {
+        assert_eq!(
+            fill(SAMPLE, &[(9, "x".into())]),
+            Err(QaError::UnknownQuestion(9))
+        );
+        assert_eq!(
+            fill(SAMPLE, &[(1, "  ".into())]),
+            Err(QaError::EmptyAnswer(1))
+        );
+        assert_eq!(fill("# Questions\n", &[]), Err(QaError::NoQuestions));
+        let no_suggestion = "## Q1: a?\nAnswer:\n## Q2: b?\nAnswer:\n";
+        assert_eq!(
+            accept_suggestions(no_suggestion),
+            Err(QaError::NoSuggestion(1))
+        );
+        assert!(!QaDoc::parse("").is_answered());
+    }
+
+    proptest! {
+        /// Filling any answer keeps every other line byte for byte and reads back.
+        #[test]
+        fn fill_round_trips(answer in "[A-Za-z0-9][A-Za-z0-9 ,.]{0,30}", which in 1u32..=3) {
+            let filled = fill(SAMPLE, &[(which, answer.clone())]).unwrap();
+            let doc = QaDoc::parse(&filled);
+            let q = doc.questions.iter().find(|q| q.number == which).unwrap();
+            let expected = answer.split_whitespace().collect::<Vec<_>>().join(" ");
+            prop_assert_eq!(q.answer.as_deref(), Some(expected.as_str()));
+            let changed = SAMPLE.lines().zip(filled.lines()).filter(|(a, b)| a != b).count();
+            prop_assert!(changed <= 1);
+            prop_assert_eq!(SAMPLE.lines().count(), filled.lines().count());
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! `_state.json` (schema 1): the authoritative machine state of a session.
+//!
+//! Only the session's worker writes it. A session made by the Python samocode has none; then
+//! [`SessionState::from_legacy_overview`] derives one from `_overview.md`, once.
+
+use std::path::PathBuf;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::overview::{self, WorkerLines};
+use super::phase::{Needs, Phase, WaitFor};
+
+/// The schema version this build reads and writes.
+pub const SCHEMA: u32 = 1;
+
+/// Where a session stands, with the data each condition needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum RunState {
+    /// Ready to run an iteration as soon as a worker has room.
+    Queued,
+    /// A worker is driving it (an attempt may be in flight).
+    Running,
+    /// Parked until a person acts.
+    Waiting {
+        #[serde(rename = "for")]
+        wait_for: WaitFor,
+        since: Timestamp,
+    },
+    /// Parked until a person resumes it.
+    Blocked {
+        reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        needs: Option<Needs>,
+        since: Timestamp,
+    },
+    /// Finished.
+    Done {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        summary: Option<String>,
+        at: Timestamp,
+    },
+    /// The agent kept failing; `resume` tries again.
+    Failed { reason: String, at: Timestamp },
+    /// A person parked it with `stop`.
+    Stopped { at: Timestamp },
+}
+
+impl RunState {
+    /// The one-word name used by `status` (queued, running, waiting, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            RunState::Queued => "queued",
+            RunState::Running => "running",
+            RunState::Waiting { .. } => "waiting",
+            RunState::Blocked { .. } => "blocked",
+            RunState::Done { .. } => "done",
+            RunState::Failed { .. } => "failed",
+            RunState::Stopped { .. } => "stopped",
+        }
+    }
+
+    /// True for states a worker drives without a person (queued, running).
+    pub fn is_runnable(&self) -> bool {
+        matches!(self, RunState::Queued | RunState::Running)
+    }
+}
+
+/// Tokens and money spent, summed over attempts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    pub cost_usd: f64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl Usage {
+    pub fn add(&mut self, other: Usage) {
+        self.cost_usd += other.cost_usd;
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+    }
+}
+
+/// The contents of `_state.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionState {
+    pub schema: u32,
+    /// The session folder's name (`YY-MM-DD-name`).
+    pub name: String,
+    pub phase: Phase,
+    pub status: RunState,
+    /// Iterations of the whole session (one per agent run that was not a retry).
+    pub iteration: u32,
+    /// Iterations in the current phase, the running one included.
+    pub phase_iteration: u32,
+    /// Attempt of the current iteration (1 for the first try).
+    pub attempt: u32,
+    /// The reason the last attempt's signal or output was refused, shown to the next attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rejection: Option<String>,
+    /// A person's feedback from `reject`, shown to the next planning attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<String>,
+    pub dive: String,
+    pub task: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(default)]
+    pub usage: Usage,
+    #[serde(default)]
+    pub agent_session_ids: Vec<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl SessionState {
+    /// A session that has just been created and waits for its first iteration.
+    pub fn new(name: &str, dive: &str, task: &str, now: Timestamp) -> SessionState {
+        SessionState {
+            schema: SCHEMA,
+            name: name.to_string(),
+            phase: Phase::Init,
+            status: RunState::Queued,
+            iteration: 0,
+            phase_iteration: 0,
+            attempt: 0,
+            last_rejection: None,
+            feedback: None,
+            dive: dive.to_string(),
+            task: task.to_string(),
+            worktree: None,
+            branch: None,
+            usage: Usage::default(),
+            agent_session_ids: Vec::new(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// The worker's lines of `_overview.md` for this state.
+    pub fn worker_lines(&self) -> WorkerLines {
+        WorkerLines {
+            phase: self.phase,
+            iteration: self.phase_iteration,
+            total_iterations: self.iteration,
+            blocked: match &self.status {
+                RunState::Blocked { reason, .. } => Some(reason.clone()),
+                RunState::Failed { reason, .. } => Some(format!("failed: {reason}")),
+                _ => None,
+            },
+        }
+    }
+
+    /// Moves to `phase`, restarting the phase's iteration count when it changes.
+    pub fn enter_phase(&mut self, phase: Phase) {
+        if phase != self.phase {
+            self.phase = phase;
+            self.phase_iteration = 0;
+        }
+    }
+
+    /// Derives a state from an overview written by the Python samocode (no `_state.json`).
+    /// The phase comes from `Phase:`; `Blocked:` other than `no` parks the session as blocked;
+    /// the phase's iteration count starts afresh because the old tool did not record it.
+    pub fn from_legacy_overview(
+        name: &str,
+        text: &str,
+        now: Timestamp,
+    ) -> Result<SessionState, LegacyError> {
+        let parsed = overview::parse(text);
+        let phase_text = parsed.phase.clone().ok_or(LegacyError::NoPhase)?;
+        let phase: Phase = phase_text
+            .to_ascii_lowercase()
+            .parse()
+            .map_err(|_| LegacyError::UnknownPhase(phase_text))?;
+        let total = parsed
+            .total_iterations
+            .as_deref()
+            .or(parsed.iteration.as_deref())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
+        let mut state = SessionState::new(
+            name,
+            parsed.dive.as_deref().unwrap_or(""),
+            parsed.task.as_deref().unwrap_or(""),
+            now,
+        );
+        state.phase = phase;
+        state.iteration = total;
+        if let Some(reason) = parsed.blocked.filter(|b| !is_no(b)) {
+            state.status = RunState::Blocked {
+                reason,
+                needs: None,
+                since: now,
+            };
+        }
+        Ok(state)
+    }
+}
+
+fn is_no(text: &str) -> bool {
+    matches!(
+        text.trim().to_ascii_lowercase().as_str(),
+        "" | "no" | "none" | "false" | "-"
+    )
+}
+
+/// Why a Python samocode overview could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LegacyError {
+    /// The `## Status` section has no `Phase:` line.
+    #[error("_overview.md has no \"Phase:\" line under \"## Status\"")]
+    NoPhase,
+    /// The `Phase:` line names no known phase.
+    #[error("_overview.md names an unknown phase {0:?}")]
+    UnknownPhase(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_json_shape_is_stable() {
+        let now: Timestamp = "2026-11-24T10:00:00Z".parse().unwrap();
+        let mut state = SessionState::new("26-11-24-auth", "d", "t", now);
+        state.status = RunState::Waiting {
+            wait_for: WaitFor::QaAnswers,
+            since: now,
+        };
+        let json = serde_json::to_value(&state).unwrap();
+        assert_eq!(json["schema"], 1);
+        assert_eq!(json["phase"], "init");
+        assert_eq!(json["status"]["state"], "waiting");
+        assert_eq!(json["status"]["for"], "qa_answers");
+        let back: SessionState = serde_json::from_value(json).unwrap();
+        assert_eq!(back, state);
+    }
+
+    #[test]
+    fn legacy_overview_becomes_state() {
+        let now = Timestamp::now();
+        let text = "# Session\n\n## Status\nPhase: Implementation\nIteration: 4\nTotal Iterations: 12\nBlocked: no\nLast Action: step 2\n\n## Task\nAdd login\n";
+        let state = SessionState::from_legacy_overview("26-01-02-old", text, now).unwrap();
+        assert_eq!(state.phase, Phase::Implementation);
+        assert_eq!(state.iteration, 12);
+        assert_eq!(state.phase_iteration, 0);
+        assert_eq!(state.status, RunState::Queued);
+        assert_eq!(state.task, "Add login");
+
+        let blocked = text.replace("Blocked: no", "Blocked: needs a key");
+        let state = SessionState::from_legacy_overview("x", &blocked, now).unwrap();
+        assert_eq!(state.status.name(), "blocked");
+
+        assert_eq!(
+            SessionState::from_legacy_overview("x", "# nothing\n", now),
+            Err(LegacyError::NoPhase)
+        );
+        assert!(matches!(
+            SessionState::from_legacy_overview("x", "## Status\nPhase: deploy\n", now),
+            Err(LegacyError::UnknownPhase(_))
+        ));
+    }
+}

@@ -1,0 +1,16 @@
+//! A session: its folder on disk, its git worktree, and the actor that drives it.
+//!
+//! - [`name`]: names and folder resolution;
+//! - [`store`]: reading and (under the worker lock) writing the folder;
+//! - [`worktree`]: the git worktree the agent works in;
+//! - [`context`]: what each agent attempt is told;
+//! - [`actor`]: the SessionActor and its phase machine.
+
+pub mod actor;
+pub mod context;
+pub mod name;
+pub mod person;
+pub mod store;
+pub mod worktree;
+
+pub use store::{SessionFolder, SessionStore, StoreError};

@@ -1,0 +1,781 @@
+//! SessionActor: drives one session through its phases, one agent attempt at a time.
+//!
+//! Owns the session folder (held under the worker lock for the actor's whole life) and its
+//! state. Accepts `RunNext` from itself (at start, after an accepted continue, when a retry's
+//! backoff is over) and `AgentExited` from its AgentProcess. Links one AgentProcess child per
+//! attempt; a child that panics counts as a crashed attempt. Reports to the supervisor with
+//! `SessionSettled` whenever it parks (waiting, blocked, failed, stopped) or finishes, and to
+//! the notifier with every event worth telling a person.
+//!
+//! The decision after an attempt is made here and nowhere else: accepted signal -> next
+//! iteration or park; protocol error -> one retry with the reason in the context, then block;
+//! failed process -> capped exponential backoff up to the attempt budget, then fail.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+
+use super::context::{self, ContextInput};
+use super::name;
+use super::store::{AttemptFiles, QA, SessionStore, StoreError};
+use super::worktree::{self, TrackedSnapshot};
+use crate::agent::process::{AgentArgs, AgentMsg, AgentProcess};
+use crate::agent::{AttemptReport, AttemptSpec, ProcessEnd, claude};
+use crate::config::{AgentSettings, Project, RetryPolicy};
+use crate::notify::{NotifierMsg, SessionEvent};
+use crate::protocol::journal::{AttemptOutcome, HistoryRow, IterationRow, Source};
+use crate::protocol::qa::QaDoc;
+use crate::protocol::{Phase, Rejection, RunState, SessionState, Signal, Verdict, gate};
+use crate::supervisor::SupervisorMsg;
+
+/// How a session stands when it stops needing the worker.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settled {
+    Done {
+        summary: Option<String>,
+    },
+    Waiting {
+        wait_for: crate::protocol::WaitFor,
+    },
+    Blocked {
+        reason: String,
+    },
+    Failed {
+        reason: String,
+    },
+    Stopped,
+    /// `--once`: one iteration was accepted and the session can go on.
+    Continued {
+        phase: Phase,
+    },
+}
+
+impl Settled {
+    /// The settled condition of a parked or finished state; `None` while it can run.
+    pub fn of(state: &SessionState) -> Option<Settled> {
+        match &state.status {
+            RunState::Queued | RunState::Running => None,
+            RunState::Waiting { wait_for, .. } => Some(Settled::Waiting {
+                wait_for: *wait_for,
+            }),
+            RunState::Blocked { reason, .. } => Some(Settled::Blocked {
+                reason: reason.clone(),
+            }),
+            RunState::Done { summary, .. } => Some(Settled::Done {
+                summary: summary.clone(),
+            }),
+            RunState::Failed { reason, .. } => Some(Settled::Failed {
+                reason: reason.clone(),
+            }),
+            RunState::Stopped { .. } => Some(Settled::Stopped),
+        }
+    }
+}
+
+/// The configuration every session shares.
+pub struct SessionActor {
+    pub project: Project,
+    pub agent: AgentSettings,
+    pub retry: RetryPolicy,
+    pub supervisor: ActorRef<SupervisorMsg>,
+    pub notifier: ActorRef<NotifierMsg>,
+}
+
+/// Startup input: the locked folder and its state, as [`open`] found them.
+pub struct SessionArgs {
+    pub store: SessionStore,
+    pub state: SessionState,
+    /// Run one iteration, then settle as `Continued`.
+    pub once: bool,
+}
+
+/// Messages of a SessionActor.
+#[derive(Debug)]
+pub enum SessionMsg {
+    /// From itself: start the next attempt (a new iteration, or a retry of the current one).
+    RunNext,
+    /// From its AgentProcess: the attempt is over.
+    AgentExited(Box<AttemptReport>),
+}
+
+/// The attempt in flight.
+struct InFlight {
+    agent: ActorRef<AgentMsg>,
+    files: AttemptFiles,
+    phase: Phase,
+    /// Tracked files before a read-only phase ran.
+    snapshot: Option<TrackedSnapshot>,
+}
+
+pub struct SessionRun {
+    store: SessionStore,
+    state: SessionState,
+    once: bool,
+    in_flight: Option<InFlight>,
+    /// A retry or next iteration is scheduled; RunNext arrives by itself.
+    settled: bool,
+}
+
+/// Why a session could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Name(#[from] name::NameError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A new session needs both texts.
+    #[error("session {0} does not exist yet: a new session needs --dive TEXT and --task TEXT")]
+    NeedsDiveAndTask(String),
+}
+
+/// What a start request found.
+pub enum Opened {
+    /// Ready to run: spawn a SessionActor with these.
+    Runnable(Box<SessionArgs>),
+    /// Parked or finished; nothing to run until a person acts.
+    Parked { folder: String, settled: Settled },
+}
+
+/// A request to drive a session.
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    pub name: String,
+    pub dive: Option<String>,
+    pub task: Option<String>,
+    pub once: bool,
+}
+
+/// Finds or creates the session folder, takes its lock, and loads (or derives, or creates) its
+/// state. A session waiting for answers that are all given becomes runnable here.
+pub fn open(project: &Project, request: &StartRequest) -> Result<Opened, OpenError> {
+    let today = jiff::Zoned::now().strftime("%y-%m-%d").to_string();
+    let resolved = name::resolve(&project.sessions, &request.name, &today)?;
+    let now = Timestamp::now();
+    let (store, mut state) = match resolved {
+        name::Resolved::New(dir) => {
+            let (Some(dive), Some(task)) = (&request.dive, &request.task) else {
+                return Err(OpenError::NeedsDiveAndTask(request.name.clone()));
+            };
+            let store = SessionStore::create(&dir)?;
+            let mut state = SessionState::new(&store.name(), dive, task, now);
+            store.save(&mut state)?;
+            store.log("session created");
+            (store, state)
+        }
+        name::Resolved::Existing(dir) => {
+            let store = super::SessionFolder::new(dir).lock()?;
+            let had_state = store.read(super::store::STATE)?.is_some();
+            let mut state = store.load_state()?;
+            if !had_state {
+                store.log("state derived from a Python samocode _overview.md");
+                store.save(&mut state)?;
+            }
+            (store, state)
+        }
+    };
+    let answered = store
+        .read(QA)?
+        .is_some_and(|text| QaDoc::parse(&text).is_answered());
+    if gate::wakes_on_answers(&state, answered) {
+        gate::resume(&mut state, answered).expect("answers were checked");
+        store.save(&mut state)?;
+        store.log("all questions in _qa.md are answered; resuming");
+    }
+    match Settled::of(&state) {
+        None => Ok(Opened::Runnable(Box::new(SessionArgs {
+            store,
+            state,
+            once: request.once,
+        }))),
+        Some(settled) => Ok(Opened::Parked {
+            folder: store.name(),
+            settled,
+        }),
+    }
+}
+
+impl Actor for SessionActor {
+    type Msg = SessionMsg;
+    type State = SessionRun;
+    type Arguments = SessionArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        args: SessionArgs,
+    ) -> Result<SessionRun, ActorProcessingErr> {
+        myself.send_message(SessionMsg::RunNext)?;
+        Ok(SessionRun {
+            store: args.store,
+            state: args.state,
+            once: args.once,
+            in_flight: None,
+            settled: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        message: SessionMsg,
+        run: &mut SessionRun,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SessionMsg::RunNext => self.run_next(&myself, run).await?,
+            SessionMsg::AgentExited(report) => self.attempt_over(&myself, run, *report).await?,
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        event: SupervisionEvent,
+        run: &mut SessionRun,
+    ) -> Result<(), ActorProcessingErr> {
+        // Overrides ractor's default, which would stop this session whenever an attempt ends.
+        if let SupervisionEvent::ActorFailed(who, error) = event {
+            let ours = run
+                .in_flight
+                .as_ref()
+                .is_some_and(|f| f.agent.get_id() == who.get_id());
+            if ours {
+                let report = AttemptReport {
+                    end: ProcessEnd::Signaled(format!("agent watcher failed: {error}")),
+                    started_at: Timestamp::now(),
+                    ended_at: Timestamp::now(),
+                    model: None,
+                    agent_session_id: None,
+                    result: None,
+                    output_bytes: 0,
+                };
+                self.attempt_over(&myself, run, report).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        run: &mut SessionRun,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(flight) = run.in_flight.take() {
+            // Stopping mid-attempt (shutdown): end the process group now. The state still says
+            // running, so the next worker runs this iteration again as a new attempt.
+            let _ = flight.agent.send_message(AgentMsg::Cancel);
+            flight
+                .agent
+                .stop_and_wait(
+                    Some("session stopping".into()),
+                    Some(Duration::from_secs(5)),
+                )
+                .await
+                .ok();
+            run.store
+                .log("stopped by the worker during an attempt; it will be retried");
+        }
+        Ok(())
+    }
+}
+
+impl SessionActor {
+    #[tracing::instrument(skip_all, fields(session = %run.state.name, phase = %run.state.phase))]
+    async fn run_next(
+        &self,
+        myself: &ActorRef<SessionMsg>,
+        run: &mut SessionRun,
+    ) -> Result<(), ActorProcessingErr> {
+        if run.in_flight.is_some() {
+            return Ok(());
+        }
+        run.settled = false;
+        if !run.state.status.is_runnable() {
+            return self.settle(run);
+        }
+        if run.state.phase == Phase::Init
+            && let Err(error) = self.init(run).await
+        {
+            return self.block(run, format!("init failed: {error}"), Source::Worker);
+        }
+        let state = &mut run.state;
+        if state.attempt == 0 {
+            let max = state.phase.rules().max_iterations;
+            if state.phase_iteration >= max {
+                let reason = format!(
+                    "iteration_limit_exceeded: the {} phase used all {max} of its iterations",
+                    state.phase
+                );
+                return self.block(run, reason, Source::Worker);
+            }
+            state.iteration += 1;
+            state.phase_iteration += 1;
+            state.attempt = 1;
+        } else {
+            // A retry, or an attempt interrupted by a crash of the previous worker.
+            state.attempt += 1;
+        }
+        state.status = RunState::Running;
+        run.store.remove_signal()?;
+        let workdir = state
+            .worktree
+            .clone()
+            .unwrap_or_else(|| self.project.main_repo.clone());
+        let snapshot = if state.phase.rules().read_only {
+            TrackedSnapshot::take(&workdir).await.ok()
+        } else {
+            None
+        };
+        let files = run
+            .store
+            .attempt_files(state.iteration, state.phase, state.attempt)?;
+        let text = context::render(&ContextInput {
+            state,
+            session_dir: run.store.dir(),
+            workdir: &workdir,
+            time_limit: self.agent.timeout,
+            now: Timestamp::now(),
+        });
+        std::fs::write(&files.context, &text)?;
+        let command = claude::command(&self.agent, &text, &files.context, &workdir);
+        run.store.save(&mut run.state)?;
+        let state = &run.state;
+        run.store.log(&format!(
+            "iteration {} ({} #{}) attempt {} started: {}",
+            state.iteration,
+            state.phase,
+            state.phase_iteration,
+            state.attempt,
+            files.relative_log()
+        ));
+        self.notify(SessionEvent::AttemptStarted {
+            session: state.name.clone(),
+            phase: state.phase,
+            iteration: state.iteration,
+            attempt: state.attempt,
+        });
+        let spec = AttemptSpec {
+            command,
+            files: files.clone(),
+            timeout: self.agent.timeout,
+            kill_grace: self.agent.kill_grace,
+        };
+        let (agent, _) = Actor::spawn_linked(
+            None,
+            AgentProcess,
+            AgentArgs {
+                spec,
+                report_to: myself.clone(),
+            },
+            myself.get_cell(),
+        )
+        .await?;
+        run.in_flight = Some(InFlight {
+            agent,
+            files,
+            phase: state.phase,
+            snapshot,
+        });
+        Ok(())
+    }
+
+    async fn init(&self, run: &mut SessionRun) -> Result<(), worktree::WorktreeError> {
+        let folder = run.store.name();
+        let tree = worktree::prepare(&self.project, &folder, name::short_name(&folder)).await?;
+        let state = &mut run.state;
+        state.worktree = Some(tree.path.clone());
+        state.branch = Some(tree.branch.clone());
+        state.enter_phase(Phase::Investigation);
+        let entry = format!(
+            "Session initialised: worktree {} on branch {}",
+            tree.path.display(),
+            tree.branch
+        );
+        run.store
+            .save(state)
+            .map_err(|e| worktree::WorktreeError::Git {
+                args: "(saving state)".into(),
+                dir: run.store.dir().to_path_buf(),
+                detail: e.to_string(),
+            })?;
+        let _ = run.store.flow_log(state.iteration, &entry);
+        run.store.log(&entry);
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(session = %run.state.name, iteration = run.state.iteration, attempt = run.state.attempt))]
+    async fn attempt_over(
+        &self,
+        myself: &ActorRef<SessionMsg>,
+        run: &mut SessionRun,
+        report: AttemptReport,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(flight) = run.in_flight.take() else {
+            return Ok(());
+        };
+        let usage = report.usage();
+        run.state.usage.add(usage);
+        if let Some(id) = &report.agent_session_id
+            && !run.state.agent_session_ids.contains(id)
+        {
+            run.state.agent_session_ids.push(id.clone());
+        }
+        let mut row = IterationRow {
+            started_at: report.started_at,
+            ended_at: report.ended_at,
+            iteration: run.state.iteration,
+            attempt: run.state.attempt,
+            phase: flight.phase,
+            provider: self.agent.provider.to_string(),
+            model: report
+                .model
+                .clone()
+                .or_else(|| self.agent.claude_model.clone()),
+            exit_code: None,
+            exit_signal: None,
+            outcome: AttemptOutcome::Ok,
+            detail: None,
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cost_usd: usage.cost_usd,
+            agent_session_id: report.agent_session_id.clone(),
+            log: flight.files.relative_log(),
+        };
+        let failure = match &report.end {
+            ProcessEnd::Exited(0) => {
+                row.exit_code = Some(0);
+                None
+            }
+            ProcessEnd::Exited(code) => {
+                row.exit_code = Some(*code);
+                let detail = report
+                    .result
+                    .as_ref()
+                    .and_then(|r| r.text.clone())
+                    .map(|t| format!(": {}", t.chars().take(200).collect::<String>()))
+                    .unwrap_or_default();
+                Some((
+                    AttemptOutcome::Nonzero,
+                    format!("the agent exited with code {code}{detail}"),
+                ))
+            }
+            ProcessEnd::Signaled(signal) => {
+                row.exit_signal = Some(signal.clone());
+                Some((
+                    AttemptOutcome::Crashed,
+                    format!("the agent was killed by {signal}"),
+                ))
+            }
+            ProcessEnd::TimedOut => Some((
+                AttemptOutcome::Timeout,
+                format!(
+                    "the agent passed its time limit of {} and was stopped",
+                    humantime::format_duration(self.agent.timeout)
+                ),
+            )),
+            ProcessEnd::Cancelled => Some((AttemptOutcome::Crashed, "stopped by samocode".into())),
+            ProcessEnd::SpawnFailed(message) => Some((AttemptOutcome::Crashed, message.clone())),
+        };
+
+        if let Some((outcome, detail)) = failure {
+            row.outcome = outcome;
+            row.detail = Some(detail.clone());
+            run.store.append_iteration(&row)?;
+            run.store
+                .log(&format!("attempt {} failed: {detail}", run.state.attempt));
+            if report.end == ProcessEnd::Cancelled {
+                return Ok(());
+            }
+            self.notify(SessionEvent::AttemptFailed {
+                session: run.state.name.clone(),
+                attempt: run.state.attempt,
+                detail: detail.clone(),
+            });
+            let spawn_failed = matches!(report.end, ProcessEnd::SpawnFailed(_));
+            if !spawn_failed && run.state.attempt < self.retry.max_attempts {
+                let delay = self.retry.delay_before(run.state.attempt + 1);
+                run.store.save(&mut run.state)?;
+                run.store.log(&format!(
+                    "retrying in {}",
+                    humantime::format_duration(delay)
+                ));
+                myself.send_after(delay, || SessionMsg::RunNext);
+                return Ok(());
+            }
+            let reason = if spawn_failed {
+                detail
+            } else {
+                format!("{} attempts failed; the last: {detail}", run.state.attempt)
+            };
+            return self.fail(run, reason);
+        }
+
+        // A clean exit: the signal decides.
+        let evaluation = self.evaluate(run, &flight).await?;
+        match evaluation {
+            Err(problem) => {
+                row.outcome = AttemptOutcome::ProtocolError;
+                row.detail = Some(problem.text.clone());
+                run.store.append_iteration(&row)?;
+                let retry = problem.retryable && run.state.last_rejection.is_none();
+                self.history(
+                    run,
+                    Source::Agent,
+                    flight.phase,
+                    problem.signal.as_ref(),
+                    false,
+                    Some(format!("{}: {}", problem.code, problem.text)),
+                    if retry { "retry" } else { "blocked" },
+                )?;
+                if retry {
+                    run.state.last_rejection = Some(problem.text.clone());
+                    run.store.save(&mut run.state)?;
+                    run.store
+                        .log(&format!("protocol error, retrying once: {}", problem.text));
+                    myself.send_message(SessionMsg::RunNext)?;
+                    return Ok(());
+                }
+                self.block(run, problem.text, Source::Agent)
+            }
+            Ok((signal, verdict)) => {
+                run.store.append_iteration(&row)?;
+                self.apply(myself, run, flight.phase, &signal, verdict)
+            }
+        }
+    }
+
+    /// Reads and checks `_signal.json` (and, in a read-only phase, the tracked files).
+    async fn evaluate(
+        &self,
+        run: &SessionRun,
+        flight: &InFlight,
+    ) -> Result<Result<(Signal, Verdict), Problem>, ActorProcessingErr> {
+        let text = match run.store.read_signal()? {
+            Ok(text) => text,
+            Err(error) => return Ok(Err(Problem::protocol(error))),
+        };
+        let signal = match Signal::parse(&text) {
+            Ok(signal) => signal,
+            Err(error) => return Ok(Err(Problem::protocol(error))),
+        };
+        let mut checked = signal.validate(flight.phase);
+        if let (Ok(_), Some(before)) = (&checked, &flight.snapshot) {
+            let workdir = run
+                .state
+                .worktree
+                .clone()
+                .unwrap_or_else(|| self.project.main_repo.clone());
+            if let Ok(after) = TrackedSnapshot::take(&workdir).await
+                && let Some(change) = after.difference(before)
+            {
+                checked = Err(Rejection::TrackedFilesChanged(change));
+            }
+        }
+        Ok(match checked {
+            Ok(verdict) => Ok((signal, verdict)),
+            Err(rejection) => Err(Problem {
+                code: rejection.code(),
+                text: format!("signal rejected: {rejection}"),
+                retryable: false,
+                signal: Some(signal),
+            }),
+        })
+    }
+
+    fn apply(
+        &self,
+        myself: &ActorRef<SessionMsg>,
+        run: &mut SessionRun,
+        from: Phase,
+        signal: &Signal,
+        verdict: Verdict,
+    ) -> Result<(), ActorProcessingErr> {
+        let now = Timestamp::now();
+        let outcome = match &verdict {
+            Verdict::Continue { .. } => "next",
+            Verdict::Wait { .. } => "waiting",
+            Verdict::Block { .. } => "blocked",
+            Verdict::Finish { .. } => "done",
+        };
+        self.history(run, Source::Agent, from, Some(signal), true, None, outcome)?;
+        let state = &mut run.state;
+        state.last_rejection = None;
+        match verdict {
+            Verdict::Continue { to } => {
+                state.attempt = 0;
+                state.feedback = if to == from {
+                    state.feedback.take()
+                } else {
+                    None
+                };
+                state.enter_phase(to);
+                state.status = RunState::Queued;
+                run.store.save(state)?;
+                run.store.log(&format!("continue: {from} -> {to}"));
+                if run.once {
+                    run.settled = true;
+                    return self.report_settled(run, Settled::Continued { phase: to });
+                }
+                myself.send_message(SessionMsg::RunNext)?;
+                Ok(())
+            }
+            Verdict::Wait { wait_for } => {
+                state.status = RunState::Waiting {
+                    wait_for,
+                    since: now,
+                };
+                state.attempt = 0;
+                run.store.save(state)?;
+                run.store.log(&format!("waiting for {wait_for}"));
+                self.settle(run)
+            }
+            Verdict::Block { reason, needs } => {
+                state.status = RunState::Blocked {
+                    reason: reason.clone(),
+                    needs,
+                    since: now,
+                };
+                state.attempt = 0;
+                run.store.save(state)?;
+                run.store.log(&format!("blocked by the agent: {reason}"));
+                self.settle(run)
+            }
+            Verdict::Finish { summary } => {
+                state.status = RunState::Done { summary, at: now };
+                state.attempt = 0;
+                run.store.save(state)?;
+                run.store.log("done");
+                self.settle(run)
+            }
+        }
+    }
+
+    fn block(
+        &self,
+        run: &mut SessionRun,
+        reason: String,
+        source: Source,
+    ) -> Result<(), ActorProcessingErr> {
+        if source == Source::Worker {
+            self.history(
+                run,
+                Source::Worker,
+                run.state.phase,
+                None,
+                false,
+                Some(reason.clone()),
+                "blocked",
+            )?;
+        }
+        run.state.status = RunState::Blocked {
+            reason: reason.clone(),
+            needs: None,
+            since: Timestamp::now(),
+        };
+        run.state.attempt = 0;
+        run.store.save(&mut run.state)?;
+        let _ = run.store.flow_log(
+            run.state.iteration,
+            &format!("Blocked by samocode: {reason}"),
+        );
+        run.store.log(&format!("blocked: {reason}"));
+        self.settle(run)
+    }
+
+    fn fail(&self, run: &mut SessionRun, reason: String) -> Result<(), ActorProcessingErr> {
+        self.history(
+            run,
+            Source::Worker,
+            run.state.phase,
+            None,
+            false,
+            Some(reason.clone()),
+            "failed",
+        )?;
+        run.state.status = RunState::Failed {
+            reason: reason.clone(),
+            at: Timestamp::now(),
+        };
+        run.state.attempt = 0;
+        run.store.save(&mut run.state)?;
+        let _ = run
+            .store
+            .flow_log(run.state.iteration, &format!("Failed: {reason}"));
+        run.store.log(&format!("failed: {reason}"));
+        self.settle(run)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn history(
+        &self,
+        run: &SessionRun,
+        source: Source,
+        from: Phase,
+        signal: Option<&Signal>,
+        accepted: bool,
+        reason: Option<String>,
+        outcome: &str,
+    ) -> Result<(), StoreError> {
+        run.store.append_history(&HistoryRow {
+            at: Timestamp::now(),
+            iteration: run.state.iteration,
+            attempt: run.state.attempt,
+            source,
+            from,
+            to: signal.and_then(|s| s.phase),
+            status: signal
+                .map(|s| s.status.to_string())
+                .unwrap_or_else(|| "-".into()),
+            accepted,
+            reason,
+            outcome: outcome.to_string(),
+        })
+    }
+
+    /// Tells the supervisor and the notifier how the session stands now that it is parked.
+    fn settle(&self, run: &mut SessionRun) -> Result<(), ActorProcessingErr> {
+        run.settled = true;
+        match Settled::of(&run.state) {
+            Some(settled) => self.report_settled(run, settled),
+            None => Ok(()),
+        }
+    }
+
+    fn report_settled(&self, run: &SessionRun, settled: Settled) -> Result<(), ActorProcessingErr> {
+        self.notify(SessionEvent::Settled {
+            session: run.state.name.clone(),
+            phase: run.state.phase,
+            settled: settled.clone(),
+        });
+        self.supervisor
+            .send_message(SupervisorMsg::SessionSettled {
+                folder: run.state.name.clone(),
+                settled,
+            })?;
+        Ok(())
+    }
+
+    fn notify(&self, event: SessionEvent) {
+        let _ = self.notifier.send_message(NotifierMsg::Deliver(event));
+    }
+}
+
+/// A signal that could not be used, and whether the attempt may be retried for it.
+struct Problem {
+    code: &'static str,
+    text: String,
+    retryable: bool,
+    signal: Option<Signal>,
+}
+
+impl Problem {
+    fn protocol(error: crate::protocol::SignalError) -> Problem {
+        Problem {
+            code: error.code(),
+            text: format!("protocol error: {error}"),
+            retryable: true,
+            signal: None,
+        }
+    }
+}

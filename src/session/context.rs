@@ -1,0 +1,153 @@
+//! The context an agent attempt receives: where it is, what it must do, and what went wrong
+//! last time, followed by `workflow.md` and the phase's skill.
+//!
+//! The first lines are `Key: value` pairs that both people and scripts read; their names are
+//! part of the protocol between the worker and the agent.
+
+use std::path::Path;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::protocol::SessionState;
+use crate::workflow;
+
+/// Above this many bytes the context goes to the agent as a file it is told to read; a single
+/// argument on Linux is capped at 128 KiB, and the rest of the command line needs room too.
+pub const INLINE_LIMIT: usize = 96 * 1024;
+
+/// What an attempt is about; all of it is known before the process starts.
+pub struct ContextInput<'a> {
+    pub state: &'a SessionState,
+    pub session_dir: &'a Path,
+    pub workdir: &'a Path,
+    pub time_limit: Duration,
+    pub now: Timestamp,
+}
+
+/// The full context text.
+pub fn render(input: &ContextInput<'_>) -> String {
+    let state = input.state;
+    let rules = state.phase.rules();
+    let mut out = String::with_capacity(16 * 1024);
+    let mut line = |key: &str, value: &dyn std::fmt::Display| {
+        out.push_str(&format!("{key}: {value}\n"));
+    };
+    line("Session", &state.name);
+    line("Session path", &input.session_dir.display());
+    line("Working directory", &input.workdir.display());
+    line("Phase", &state.phase);
+    line(
+        "Iteration",
+        &format!(
+            "{} of at most {} in this phase",
+            state.phase_iteration, rules.max_iterations
+        ),
+    );
+    line("Total iteration", &format!("{:03}", state.iteration));
+    line("Attempt", &state.attempt);
+    line("Time limit", &humantime::format_duration(input.time_limit));
+    line(
+        "Now",
+        &input.now.round(jiff::Unit::Second).unwrap_or(input.now),
+    );
+    line(
+        "Session started",
+        &state
+            .created_at
+            .round(jiff::Unit::Second)
+            .unwrap_or(state.created_at),
+    );
+    if let Some(worktree) = &state.worktree {
+        line("Worktree", &worktree.display());
+    }
+    if let Some(branch) = &state.branch {
+        line("Branch", branch);
+    }
+    line("May move to", &next_phases(state));
+    out.push_str(&format!(
+        "\n## Dive\n{}\n\n## Task\n{}\n",
+        state.dive.trim(),
+        state.task.trim()
+    ));
+    if let Some(reason) = &state.last_rejection {
+        out.push_str(&format!(
+            "\n## Last attempt rejected\n{reason}\nFix this in this attempt; the worker retries only once.\n"
+        ));
+    }
+    if let Some(feedback) = &state.feedback {
+        out.push_str(&format!("\n## Feedback from a person\n{feedback}\n"));
+    }
+    out.push_str("\n---\n\n");
+    out.push_str(workflow::WORKFLOW);
+    if let Some(skill) = workflow::skill(rules.skill) {
+        out.push_str("\n---\n\n# Instructions for this phase\n\n");
+        out.push_str(skill);
+    }
+    out
+}
+
+fn next_phases(state: &SessionState) -> String {
+    let rules = state.phase.rules();
+    let mut names = vec![format!("{} (stay)", state.phase)];
+    for next in rules.next {
+        if rules.gated_next == Some(*next) {
+            names.push(format!("{next} (only by a person's approval)"));
+        } else {
+            names.push(next.to_string());
+        }
+    }
+    names.join(", ")
+}
+
+/// The short argument that points the agent at a context file too large to pass inline.
+pub fn pointer_to(file: &Path) -> String {
+    format!(
+        "Your samocode instructions for this iteration are in the file {}. Read all of it with your file tool before doing anything else, then follow it exactly.",
+        file.display()
+    )
+}
+
+/// The first value of `key` in the header of a context (`Key: value` lines).
+pub fn header_value<'a>(context: &'a str, key: &str) -> Option<&'a str> {
+    context
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(": "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Phase;
+
+    #[test]
+    fn header_carries_what_the_agent_needs() {
+        let now = Timestamp::now();
+        let mut state = SessionState::new("26-11-24-auth", "why?", "do it", now);
+        state.enter_phase(Phase::Planning);
+        state.phase_iteration = 2;
+        state.iteration = 7;
+        state.attempt = 2;
+        state.last_rejection = Some("no signal".into());
+        let text = render(&ContextInput {
+            state: &state,
+            session_dir: Path::new("/s/26-11-24-auth"),
+            workdir: Path::new("/w/26-11-24-auth"),
+            time_limit: Duration::from_secs(1800),
+            now,
+        });
+        assert_eq!(
+            header_value(&text, "Session path"),
+            Some("/s/26-11-24-auth")
+        );
+        assert_eq!(header_value(&text, "Phase"), Some("planning"));
+        assert_eq!(header_value(&text, "Attempt"), Some("2"));
+        assert_eq!(header_value(&text, "Total iteration"), Some("007"));
+        assert_eq!(header_value(&text, "Time limit"), Some("30m"));
+        assert!(text.contains("implementation (only by a person's approval)"));
+        assert!(text.contains("## Last attempt rejected\nno signal"));
+        assert!(text.contains(workflow::WORKFLOW));
+        assert!(text.contains("name: planning"));
+    }
+}

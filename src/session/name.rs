@@ -1,0 +1,186 @@
+//! Session names and folders (PROTOCOL.md section 2): validation before anything is touched,
+//! and resolution of a name to its `YY-MM-DD-name` folder.
+
+use std::path::{Path, PathBuf};
+
+/// Why a session name or folder could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum NameError {
+    /// The name breaks `[a-z0-9][a-z0-9._-]{0,63}`.
+    #[error(
+        "invalid session name {0:?}: use 1 to 64 characters from a-z, 0-9, '.', '_' and '-', starting with a letter or digit (no slashes, spaces or '..')"
+    )]
+    Invalid(String),
+    /// Two dated folders end in the same name.
+    #[error("session name {name:?} is ambiguous: it matches {} ; pass the full folder name", .matches.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" and "))]
+    Ambiguous { name: String, matches: Vec<PathBuf> },
+    /// No folder of that name exists (for commands that act on an existing session).
+    #[error("no session {name:?} in {sessions}; `samocode status` lists the sessions")]
+    NotFound { name: String, sessions: PathBuf },
+    /// The sessions folder could not be listed.
+    #[error("cannot list the sessions folder {path}: {source}")]
+    List {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Checks a name against `[a-z0-9][a-z0-9._-]{0,63}`; `..` is refused as well.
+pub fn validate(name: &str) -> Result<(), NameError> {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-_".contains(c));
+    if first_ok && rest_ok && name.len() <= 64 && !name.contains("..") {
+        Ok(())
+    } else {
+        Err(NameError::Invalid(name.to_string()))
+    }
+}
+
+/// Where a name leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    /// An existing folder.
+    Existing(PathBuf),
+    /// No folder yet: this is where a new one goes.
+    New(PathBuf),
+}
+
+impl Resolved {
+    pub fn path(&self) -> &Path {
+        match self {
+            Resolved::Existing(p) | Resolved::New(p) => p,
+        }
+    }
+}
+
+/// Resolves `name`: an exact folder name; else the one `YY-MM-DD-name` folder; else a new
+/// folder named with `today` (`YY-MM-DD`).
+pub fn resolve(sessions: &Path, name: &str, today: &str) -> Result<Resolved, NameError> {
+    validate(name)?;
+    let exact = sessions.join(name);
+    if exact.is_dir() {
+        return Ok(Resolved::Existing(exact));
+    }
+    let matches = dated_matches(sessions, name)?;
+    match matches.len() {
+        0 => Ok(Resolved::New(sessions.join(format!("{today}-{name}")))),
+        1 => Ok(Resolved::Existing(matches.into_iter().next().expect("one"))),
+        _ => Err(NameError::Ambiguous {
+            name: name.to_string(),
+            matches,
+        }),
+    }
+}
+
+/// Resolves a name that must already exist.
+pub fn resolve_existing(sessions: &Path, name: &str) -> Result<PathBuf, NameError> {
+    match resolve(sessions, name, "00-00-00")? {
+        Resolved::Existing(path) => Ok(path),
+        Resolved::New(_) => Err(NameError::NotFound {
+            name: name.to_string(),
+            sessions: sessions.to_path_buf(),
+        }),
+    }
+}
+
+fn dated_matches(sessions: &Path, name: &str) -> Result<Vec<PathBuf>, NameError> {
+    let entries = std::fs::read_dir(sessions).map_err(|source| NameError::List {
+        path: sessions.to_path_buf(),
+        source,
+    })?;
+    let mut matches: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .filter(|e| {
+            let folder = e.file_name();
+            let folder = folder.to_string_lossy();
+            is_date_prefix(&folder) && folder.get(9..) == Some(name)
+        })
+        .map(|e| e.path())
+        .collect();
+    matches.sort();
+    Ok(matches)
+}
+
+/// `YY-MM-DD-` at the start of a folder name.
+fn is_date_prefix(folder: &str) -> bool {
+    let b = folder.as_bytes();
+    b.len() > 9
+        && b[..8].iter().enumerate().all(|(i, c)| {
+            if i == 2 || i == 5 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        })
+        && b[8] == b'-'
+}
+
+/// The session's short name: the folder name without its date.
+pub fn short_name(folder: &str) -> &str {
+    if is_date_prefix(folder) {
+        &folder[9..]
+    } else {
+        folder
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_pattern() {
+        for ok in ["a", "auth-login", "v1.2_fix", &"x".repeat(64)] {
+            assert!(validate(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "../etc",
+            "a/b",
+            "Auth",
+            "-x",
+            ".x",
+            "a b",
+            "a..b",
+            &"x".repeat(65),
+        ] {
+            let err = validate(bad).unwrap_err();
+            assert!(err.to_string().contains("invalid session name"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn resolution_prefers_exact_then_one_dated_then_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = dir.path();
+        assert_eq!(
+            resolve(s, "auth", "26-11-24").unwrap(),
+            Resolved::New(s.join("26-11-24-auth"))
+        );
+        std::fs::create_dir(s.join("26-11-20-auth")).unwrap();
+        assert_eq!(
+            resolve(s, "auth", "26-11-24").unwrap(),
+            Resolved::Existing(s.join("26-11-20-auth"))
+        );
+        assert_eq!(
+            resolve(s, "26-11-20-auth", "26-11-24").unwrap(),
+            Resolved::Existing(s.join("26-11-20-auth"))
+        );
+        std::fs::create_dir(s.join("26-11-21-auth")).unwrap();
+        let err = resolve(s, "auth", "26-11-24").unwrap_err().to_string();
+        assert!(
+            err.contains("26-11-20-auth") && err.contains("26-11-21-auth"),
+            "{err}"
+        );
+        assert!(matches!(
+            resolve_existing(s, "other"),
+            Err(NameError::NotFound { .. })
+        ));
+        assert_eq!(short_name("26-11-20-auth"), "auth");
+    }
+}

@@ -1,0 +1,419 @@
+//! The session folder on disk (PROTOCOL.md section 2).
+//!
+//! [`SessionFolder`] reads; [`SessionStore`] is a folder held under the worker lock, and is the
+//! only way to write. State and notebook files are replaced atomically (temp file in the same
+//! folder, fsync, rename), journals are appended and fsynced line by line, attempt logs are
+//! created new and never overwritten.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use jiff::{Timestamp, Zoned};
+use serde::Serialize;
+
+use crate::protocol::journal::{HistoryRow, IterationRow};
+use crate::protocol::overview;
+use crate::protocol::state::{LegacyError, SessionState};
+use crate::protocol::{Phase, SignalError};
+
+pub const STATE: &str = "_state.json";
+pub const OVERVIEW: &str = "_overview.md";
+pub const SIGNAL: &str = "_signal.json";
+pub const HISTORY: &str = "_signal_history.jsonl";
+pub const ITERATIONS: &str = "_iterations.jsonl";
+pub const QA: &str = "_qa.md";
+pub const LOGS: &str = "_logs";
+pub const SESSION_LOG: &str = "session.log";
+pub const LOCK: &str = "_worker.lock";
+
+/// Why a session folder could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file operation failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another worker holds the session's lock.
+    #[error("another worker is driving session {dir}{}; wait for it, or stop it first", .pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Locked { dir: PathBuf, pid: Option<u32> },
+    /// `_state.json` is not a state this build understands.
+    #[error(
+        "{path} is not a valid samocode state file: {message}; restore it from _overview.md by moving it away"
+    )]
+    BadState { path: PathBuf, message: String },
+    /// A Python samocode overview could not be read.
+    #[error("{path}: {source}")]
+    Legacy {
+        path: PathBuf,
+        #[source]
+        source: LegacyError,
+    },
+    /// The folder holds neither `_state.json` nor `_overview.md`.
+    #[error("{0} is not a samocode session (no _state.json or _overview.md)")]
+    NotASession(PathBuf),
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A session folder, for reading.
+#[derive(Debug, Clone)]
+pub struct SessionFolder {
+    dir: PathBuf,
+}
+
+impl SessionFolder {
+    pub fn new(dir: impl Into<PathBuf>) -> SessionFolder {
+        SessionFolder { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The folder name (`YY-MM-DD-name`).
+    pub fn name(&self) -> String {
+        self.dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    /// Reads a file of the folder; `None` when it does not exist.
+    pub fn read(&self, file: &str) -> Result<Option<String>, StoreError> {
+        let path = self.path(file);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("cannot read", &path)(e)),
+        }
+    }
+
+    /// The state: `_state.json`, else derived from a Python samocode `_overview.md`.
+    pub fn load_state(&self) -> Result<SessionState, StoreError> {
+        let path = self.path(STATE);
+        if let Some(text) = self.read(STATE)? {
+            let state: SessionState =
+                serde_json::from_str(&text).map_err(|e| StoreError::BadState {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            if state.schema != crate::protocol::state::SCHEMA {
+                return Err(StoreError::BadState {
+                    path,
+                    message: format!(
+                        "schema {} is not supported (this build reads 1)",
+                        state.schema
+                    ),
+                });
+            }
+            return Ok(state);
+        }
+        match self.read(OVERVIEW)? {
+            Some(text) => SessionState::from_legacy_overview(&self.name(), &text, Timestamp::now())
+                .map_err(|source| StoreError::Legacy {
+                    path: self.path(OVERVIEW),
+                    source,
+                }),
+            None => Err(StoreError::NotASession(self.dir.clone())),
+        }
+    }
+
+    /// The text of `_signal.json`, or the protocol error of its absence.
+    pub fn read_signal(&self) -> Result<Result<String, SignalError>, StoreError> {
+        Ok(self.read(SIGNAL)?.ok_or(SignalError::Missing))
+    }
+
+    /// The newest attempt log (by name, which starts with the time), if any.
+    pub fn latest_log(&self) -> Option<PathBuf> {
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(self.path(LOGS))
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .collect();
+        logs.sort();
+        logs.pop()
+    }
+
+    /// Takes the worker lock, or reports who holds it.
+    pub fn lock(self) -> Result<SessionStore, StoreError> {
+        let path = self.path(LOCK);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io("cannot open the lock file", &path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                return Err(StoreError::Locked {
+                    dir: self.dir.clone(),
+                    pid: text.trim().parse().ok(),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(io("cannot lock", &path)(e)),
+        }
+        // The pid is only for the message a second worker prints; the lock is the flock.
+        file.set_len(0).map_err(io("cannot write", &path))?;
+        file.rewind().map_err(io("cannot write", &path))?;
+        write!(file, "{}", std::process::id()).map_err(io("cannot write", &path))?;
+        Ok(SessionStore {
+            folder: self,
+            _lock: file,
+        })
+    }
+}
+
+/// A session folder held by this worker; released when dropped.
+#[derive(Debug)]
+pub struct SessionStore {
+    folder: SessionFolder,
+    _lock: File,
+}
+
+impl std::ops::Deref for SessionStore {
+    type Target = SessionFolder;
+    fn deref(&self) -> &SessionFolder {
+        &self.folder
+    }
+}
+
+/// The files of one agent attempt.
+#[derive(Debug, Clone)]
+pub struct AttemptFiles {
+    /// stdout, `_logs/<MM-DD-HHMMSS>-<NNN>-<phase>-a<K>.jsonl`.
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+    /// The context given to the agent, kept for audit and for large contexts.
+    pub context: PathBuf,
+}
+
+impl AttemptFiles {
+    /// The stdout log relative to the session folder, as recorded in `_iterations.jsonl`.
+    pub fn relative_log(&self) -> String {
+        format!(
+            "{LOGS}/{}",
+            self.stdout
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+        )
+    }
+}
+
+impl SessionStore {
+    /// Creates the folder of a new session (the caller has validated the name).
+    pub fn create(dir: &Path) -> Result<SessionStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
+        SessionFolder::new(dir).lock()
+    }
+
+    /// Replaces a file atomically: a temp file beside it, fsync, rename.
+    pub fn write_atomic(&self, file: &str, contents: &[u8]) -> Result<(), StoreError> {
+        let path = self.path(file);
+        let mut temp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(self.dir())
+            .map_err(io("cannot create a temp file in", self.dir()))?;
+        temp.write_all(contents)
+            .map_err(io("cannot write", &path))?;
+        temp.as_file()
+            .sync_all()
+            .map_err(io("cannot sync", &path))?;
+        temp.persist(&path)
+            .map_err(|e| io("cannot replace", &path)(e.error))?;
+        Ok(())
+    }
+
+    /// Saves the state and mirrors it into the worker's lines of `_overview.md`.
+    pub fn save(&self, state: &mut SessionState) -> Result<(), StoreError> {
+        state.updated_at = Timestamp::now();
+        let json = serde_json::to_vec_pretty(state).expect("state serializes");
+        self.write_atomic(STATE, &json)?;
+        let current = self.read(OVERVIEW)?;
+        let updated = match &current {
+            Some(text) => overview::apply_worker_lines(text, &state.worker_lines()),
+            None => {
+                overview::render_new(&state.name, &state.dive, &state.task, &state.worker_lines())
+            }
+        };
+        if current.as_deref() != Some(updated.as_str()) {
+            self.write_atomic(OVERVIEW, updated.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Appends a worker line to `## Flow Log`.
+    pub fn flow_log(&self, iteration: u32, entry: &str) -> Result<(), StoreError> {
+        let text = self.read(OVERVIEW)?.unwrap_or_default();
+        let stamp = Zoned::now().strftime("%m-%d %H:%M").to_string();
+        let updated = overview::append_flow_log(&text, iteration, &stamp, entry);
+        self.write_atomic(OVERVIEW, updated.as_bytes())
+    }
+
+    /// Deletes `_signal.json` before an attempt.
+    pub fn remove_signal(&self) -> Result<(), StoreError> {
+        let path = self.path(SIGNAL);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("cannot delete", &path)(e)),
+        }
+    }
+
+    pub fn append_history(&self, row: &HistoryRow) -> Result<(), StoreError> {
+        self.append_json(HISTORY, row)
+    }
+
+    pub fn append_iteration(&self, row: &IterationRow) -> Result<(), StoreError> {
+        self.append_json(ITERATIONS, row)
+    }
+
+    fn append_json(&self, file: &str, row: &impl Serialize) -> Result<(), StoreError> {
+        let mut line = serde_json::to_vec(row).expect("rows serialize");
+        line.push(b'\n');
+        self.append(file, &line)
+    }
+
+    fn append(&self, file: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let path = self.path(file);
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io("cannot open", &path))?;
+        // One write call per row, so a crash leaves whole lines; fsync so none is lost.
+        f.write_all(bytes).map_err(io("cannot append to", &path))?;
+        f.sync_data().map_err(io("cannot sync", &path))
+    }
+
+    /// Appends a line to `session.log`.
+    pub fn log(&self, message: &str) {
+        let line = format!(
+            "{} {message}\n",
+            Timestamp::now()
+                .round(jiff::Unit::Second)
+                .unwrap_or(Timestamp::now())
+        );
+        if let Err(error) = self.append(SESSION_LOG, line.as_bytes()) {
+            tracing::warn!(%error, "session.log not written");
+        }
+    }
+
+    /// Names the files of a new attempt; an existing name gets a numeric suffix, never reused.
+    pub fn attempt_files(
+        &self,
+        iteration: u32,
+        phase: Phase,
+        attempt: u32,
+    ) -> Result<AttemptFiles, StoreError> {
+        let logs = self.path(LOGS);
+        std::fs::create_dir_all(&logs).map_err(io("cannot create", &logs))?;
+        let stamp = Zoned::now().strftime("%m-%d-%H%M%S").to_string();
+        let base = format!("{stamp}-{iteration:03}-{phase}-a{attempt}");
+        for n in 1.. {
+            let stem = if n == 1 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            };
+            let stdout = logs.join(format!("{stem}.jsonl"));
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&stdout)
+            {
+                Ok(_) => {
+                    return Ok(AttemptFiles {
+                        stderr: logs.join(format!("{stem}.stderr.log")),
+                        context: logs.join(format!("{stem}.context.md")),
+                        stdout,
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io("cannot create", &stdout)(e)),
+            }
+        }
+        unreachable!("some suffix is free")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_reports_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SessionStore::create(&dir.path().join("26-11-24-x")).unwrap();
+        let err = SessionFolder::new(store.dir()).lock().unwrap_err();
+        match err {
+            StoreError::Locked { pid, .. } => assert_eq!(pid, Some(std::process::id())),
+            other => panic!("{other}"),
+        }
+        drop(store);
+        SessionFolder::new(dir.path().join("26-11-24-x"))
+            .lock()
+            .unwrap();
+    }
+
+    #[test]
+    fn save_writes_state_and_overview_and_keeps_agent_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SessionStore::create(&dir.path().join("26-11-24-x")).unwrap();
+        let mut state = SessionState::new("26-11-24-x", "dive", "task", Timestamp::now());
+        store.save(&mut state).unwrap();
+        let text = store.read(OVERVIEW).unwrap().unwrap();
+        store
+            .write_atomic(
+                OVERVIEW,
+                text.replace("Next: investigate the dive", "Next: mine")
+                    .as_bytes(),
+            )
+            .unwrap();
+        state.enter_phase(Phase::Investigation);
+        state.phase_iteration = 1;
+        state.iteration = 1;
+        store.save(&mut state).unwrap();
+        let text = store.read(OVERVIEW).unwrap().unwrap();
+        assert!(text.contains("Phase: investigation\n"), "{text}");
+        assert!(text.contains("Next: mine\n"), "{text}");
+        assert_eq!(store.load_state().unwrap(), state);
+        let leftovers: Vec<_> = std::fs::read_dir(store.dir())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn attempt_logs_are_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SessionStore::create(&dir.path().join("26-11-24-x")).unwrap();
+        let a = store.attempt_files(1, Phase::Testing, 1).unwrap();
+        let b = store.attempt_files(1, Phase::Testing, 1).unwrap();
+        assert_ne!(a.stdout, b.stdout);
+        assert!(a.relative_log().starts_with("_logs/"));
+        assert!(a.relative_log().ends_with("-001-testing-a1.jsonl"));
+    }
+}

@@ -1,0 +1,83 @@
+//! Logs and traces, set up in one place.
+//!
+//! Logs go to standard error, filtered by RUST_LOG (default: samocode at info). When an OTLP
+//! endpoint is configured, spans are also exported over OTLP/HTTP with the batch processor and
+//! the blocking HTTP client (the async client panics in the exporter's own thread). The
+//! `ractor` target is kept out of the OpenTelemetry layer, or every actor would become one
+//! endless trace.
+
+use std::io::IsTerminal;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::config::Config;
+
+/// Keeps the exporter alive; call [`Telemetry::shutdown`] before exiting to flush spans.
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+/// Installs the global subscriber; call it before the tokio runtime starts, because the
+/// exporter builds a blocking HTTP client. `quiet` lowers the default level to warnings (for commands
+/// whose output is the point, like `status --json`).
+pub fn init(config: &Config, quiet: bool) -> Telemetry {
+    let default = if quiet { "warn" } else { "samocode=info,warn" };
+    let filter = config
+        .log_filter
+        .as_deref()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new(default));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .compact()
+        .with_filter(filter);
+
+    let provider = config.otlp_endpoint.as_ref().and_then(|endpoint| {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(endpoint.clone())
+            .build();
+        match exporter {
+            Ok(exporter) => Some(
+                SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(
+                        opentelemetry_sdk::Resource::builder()
+                            .with_service_name(config.otel_service_name.clone())
+                            .build(),
+                    )
+                    .build(),
+            ),
+            Err(error) => {
+                eprintln!("samocode: tracing export disabled: {error}");
+                None
+            }
+        }
+    });
+    let otel = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("samocode"))
+            .with_filter(EnvFilter::new("samocode=info,ractor=off"))
+    });
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .try_init();
+    Telemetry { provider }
+}
+
+impl Telemetry {
+    /// Flushes and stops the exporter; its blocking client must not run on a runtime thread.
+    pub async fn shutdown(self) {
+        if let Some(provider) = self.provider {
+            let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        }
+    }
+}
