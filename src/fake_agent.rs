@@ -10,7 +10,7 @@
 //! (leave a grandchild and never exit), `nosignal`, `badjson`, `empty` (`{}`), `signal:JSON`
 //! (write that JSON), `flood:MB` (print MB megabytes first), `grandchild` (leave a background
 //! process holding stdout, then work normally), `stay` (continue in the same phase), `slow:S`
-//! (sleep S seconds first). `SAMOCODE_FAKE_PIDS` names a file where it appends the pids of the
+//! (sleep S seconds first), `touch` (edit the tracked README.md first). `SAMOCODE_FAKE_PIDS` names a file where it appends the pids of the
 //! processes it leaves behind; `SAMOCODE_FAKE_STEPS` is the number of implementation steps (3).
 
 use std::collections::HashMap;
@@ -148,6 +148,11 @@ impl Run {
                 let _ = out.flush();
             }
             "grandchild" => leave_behind(pids.as_deref()),
+            "touch" => {
+                let readme = self.workdir.join("README.md");
+                let text = std::fs::read_to_string(&readme).unwrap_or_default();
+                let _ = std::fs::write(&readme, format!("{text}edited by the agent\n"));
+            }
             "slow" => std::thread::sleep(Duration::from_secs_f64(arg.parse().unwrap_or(1.0))),
             _ => {}
         }

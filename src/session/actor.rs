@@ -168,6 +168,10 @@ pub fn open(project: &Project, request: &StartRequest) -> Result<Opened, OpenErr
             let had_state = store.read(super::store::STATE)?.is_some();
             let mut state = store.load_state()?;
             if !had_state {
+                if let Some(tree) = worktree::adopt(project, &store.name()) {
+                    state.worktree = Some(tree.path);
+                    state.branch = Some(tree.branch);
+                }
                 store.log("state derived from a Python samocode _overview.md");
                 store.save(&mut state)?;
             }

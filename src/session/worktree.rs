@@ -184,3 +184,19 @@ impl TrackedSnapshot {
 fn short(sha: &str) -> &str {
     sha.get(..10).unwrap_or(sha)
 }
+
+/// The worktree an older tool left at `WORKTREES/<folder>`, if there is one (used when adopting
+/// a Python samocode session, which recorded no worktree in a form we read).
+pub fn adopt(project: &Project, folder: &str) -> Option<Worktree> {
+    let path = project.worktrees.join(folder);
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&path)
+        .args(["rev-parse", "--abbrev-ref", "HEAD"])
+        .output()
+        .ok()?;
+    output.status.success().then(|| Worktree {
+        branch: String::from_utf8_lossy(&output.stdout).trim().to_string(),
+        path,
+    })
+}

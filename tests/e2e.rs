@@ -1,0 +1,9 @@
+//! Tier 2: the real `samocode` binary, its real actor tree and the scripted agent, on a
+//! throwaway git project per test.
+
+mod e2e {
+    pub mod fixture;
+    mod full_session;
+    mod guards;
+    mod misbehaviour;
+}

@@ -1,0 +1,257 @@
+//! A session from `run --dive --task` to done through both gates.
+
+use super::fixture::{Project, git};
+
+#[test]
+fn a_session_walks_every_phase_through_both_gates() {
+    let project = Project::new();
+    let first = project.run(&[
+        "run",
+        "--session",
+        "auth",
+        "--dive",
+        "How does login work?",
+        "--task",
+        "Add JWT login",
+    ]);
+    first.expect(10);
+    assert!(
+        first.stdout().contains("waiting for answers"),
+        "{}",
+        first.stdout()
+    );
+    assert!(
+        first
+            .stdout()
+            .contains("Q1: Where should the demo files go?")
+    );
+    let s = project.session("auth");
+    let folder = s.0.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        folder.len() == "YY-MM-DD-auth".len() && folder.ends_with("-auth"),
+        "{folder}"
+    );
+
+    // Waiting in place: a second run does not start an agent until the answers are in.
+    project.run(&["run", "--session", "auth"]).expect(10);
+    assert_eq!(s.jsonl("_iterations.jsonl").len(), 2);
+
+    let answered = project.run(&["answer", "auth", "--accept-suggestions"]);
+    answered.expect(0);
+    assert!(
+        answered.stdout().contains("all questions"),
+        "{}",
+        answered.stdout()
+    );
+    assert!(s.read("_qa.md").contains("Answer: samocode-demo"));
+
+    let second = project.run(&["run", "--session", "auth"]);
+    second.expect(10);
+    assert!(
+        second.stdout().contains("waiting for plan approval"),
+        "{}",
+        second.stdout()
+    );
+    assert_eq!(s.state()["status"]["for"], "plan_approval");
+
+    project.run(&["approve", "auth"]).expect(0);
+    let last = project.run(&["run", "--session", "auth"]);
+    last.expect(0);
+    assert!(
+        last.stdout()
+            .contains("done: Implemented the scripted steps"),
+        "{}",
+        last.stdout()
+    );
+
+    // _state.json: schema 1, done, counters and usage.
+    let state = s.state();
+    assert_eq!(state["schema"], 1);
+    assert_eq!(state["phase"], "done");
+    assert_eq!(state["status"]["state"], "done");
+    assert_eq!(state["iteration"], 10);
+    assert!(state["usage"]["cost_usd"].as_f64().unwrap() > 0.1);
+    assert_eq!(state["agent_session_ids"].as_array().unwrap().len(), 10);
+
+    // _overview.md: worker lines current, agent lines and the Flow Log kept.
+    let overview = s.read("_overview.md");
+    for line in [
+        "Phase: done\n",
+        "Total Iterations: 10\n",
+        "Blocked: no\n",
+        "Last Action: wrote the summary\n",
+    ] {
+        assert!(overview.contains(line), "{line:?} in\n{overview}");
+    }
+    assert!(overview.contains("Plan approved by a person"));
+    assert!(overview.contains("] implementation: implemented step 3"));
+    assert!(overview.contains("## Dive\nHow does login work?"));
+
+    // The journals: one iteration row per attempt, one history row per signal and person.
+    let iterations = s.jsonl("_iterations.jsonl");
+    assert_eq!(iterations.len(), 10);
+    for row in &iterations {
+        assert_eq!(row["outcome"], "ok");
+        assert_eq!(row["provider"], "claude");
+        assert_eq!(row["input_tokens"], 1200);
+        assert!(s.path(row["log"].as_str().unwrap()).is_file());
+    }
+    let phases: Vec<&str> = iterations
+        .iter()
+        .map(|r| r["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "investigation",
+            "requirements",
+            "requirements",
+            "planning",
+            "implementation",
+            "implementation",
+            "implementation",
+            "testing",
+            "quality",
+            "done"
+        ]
+    );
+    let history = s.jsonl("_signal_history.jsonl");
+    let verbs: Vec<&str> = history
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        verbs,
+        [
+            "continue", "waiting", "answer", "continue", "waiting", "approve", "continue",
+            "continue", "continue", "continue", "continue", "done"
+        ]
+    );
+    assert!(history.iter().all(|r| r["accepted"] == true));
+
+    // One log, stderr and context file per attempt, never overwritten.
+    let logs = s.logs();
+    assert_eq!(logs.iter().filter(|n| n.ends_with(".jsonl")).count(), 10);
+    assert_eq!(
+        logs.iter().filter(|n| n.ends_with(".stderr.log")).count(),
+        10
+    );
+    assert!(
+        logs.iter()
+            .any(|n| n.ends_with("-005-implementation-a1.jsonl")),
+        "{logs:?}"
+    );
+    let first_log = s.read(&format!(
+        "_logs/{}",
+        logs.iter().find(|n| n.ends_with(".jsonl")).unwrap()
+    ));
+    assert!(first_log.contains("\"type\":\"result\""));
+    assert!(s.read("session.log").contains("done"));
+    for kind in [
+        "dive",
+        "requirements",
+        "plan",
+        "test-report",
+        "review",
+        "summary",
+    ] {
+        assert_eq!(s.artifacts(kind).len(), 1, "{kind}");
+    }
+
+    // The agent's commits are on the session branch, in the worktree.
+    let worktree = project.worktrees.join(&folder);
+    assert_eq!(state["worktree"], worktree.display().to_string());
+    assert_eq!(
+        git(&worktree, &["rev-parse", "--abbrev-ref", "HEAD"]).trim(),
+        "auth"
+    );
+    let log = git(&project.repo, &["log", "--format=%s", "auth"]);
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        [
+            "Implement step 3",
+            "Implement step 2",
+            "Implement step 1",
+            "init"
+        ]
+    );
+    assert_eq!(
+        git(&project.repo, &["log", "--format=%s", "main"]).trim(),
+        "init"
+    );
+
+    // status reads it all back without a daemon.
+    let status = project.run(&["status", "--json"]);
+    status.expect(0);
+    let rows: serde_json::Value = serde_json::from_str(&status.stdout()).unwrap();
+    let row = &rows[0];
+    assert_eq!(row["name"], folder);
+    assert_eq!(row["state"], "done");
+    assert_eq!(row["worker"], "stopped");
+    assert_eq!(row["total_iterations"], 10);
+    assert_eq!(row["output_tokens"], 3000);
+    for key in [
+        "dir",
+        "phase",
+        "iteration",
+        "waiting_for",
+        "blocked_reason",
+        "last_action",
+        "next",
+        "updated_at",
+        "cost_usd",
+        "input_tokens",
+    ] {
+        assert!(row.get(key).is_some(), "{key}");
+    }
+    let active = project.run(&["status", "--active", "--json"]);
+    assert_eq!(active.stdout().trim(), "[]");
+}
+
+#[test]
+fn a_rejected_plan_goes_back_to_planning_with_the_feedback() {
+    let project = Project::new();
+    project
+        .run(&["run", "--session", "plan", "--dive", "d", "--task", "t"])
+        .expect(10);
+    project
+        .run(&["answer", "plan", "--q", "1", "docs", "--q", "2", "5"])
+        .expect(0);
+    let s = project.session("plan");
+    assert!(s.read("_qa.md").contains("Answer: docs\n"));
+    project.run(&["run", "--session", "plan"]).expect(10);
+
+    let refused = project.run(&["reject", "plan", "--reason", ""]);
+    refused.expect(2);
+    assert!(
+        refused.stderr().contains("reject needs a reason"),
+        "{}",
+        refused.stderr()
+    );
+
+    project
+        .run(&["reject", "plan", "--reason", "split step 2"])
+        .expect(0);
+    project
+        .run(&["run", "--session", "plan", "--once"])
+        .expect(10);
+    let plans = s.artifacts("plan");
+    let newest = plans.iter().max().unwrap();
+    assert!(s.read(newest).contains("revised after feedback"));
+    let context = s
+        .logs()
+        .into_iter()
+        .filter(|n| n.ends_with("planning-a1.context.md"))
+        .max()
+        .unwrap();
+    assert!(
+        s.read(&format!("_logs/{context}"))
+            .contains("## Feedback from a person\nsplit step 2")
+    );
+    let history = s.jsonl("_signal_history.jsonl");
+    assert!(
+        history
+            .iter()
+            .any(|r| r["status"] == "reject" && r["reason"] == "split step 2")
+    );
+}

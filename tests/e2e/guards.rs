@@ -1,0 +1,186 @@
+//! What keeps a session safe: names, the worker lock, old sessions, configuration errors.
+
+use std::time::Duration;
+
+use super::fixture::{Project, git, wait_for};
+
+#[test]
+fn a_name_with_a_path_is_refused_before_anything_is_written() {
+    let project = Project::new();
+    for name in ["../evil", "a/b", "Upper", "has space", ".."] {
+        let run = project.run(&["run", "--session", name, "--dive", "d", "--task", "t"]);
+        run.expect(2);
+        assert!(
+            run.stderr().contains("invalid session name"),
+            "{name}: {}",
+            run.stderr()
+        );
+    }
+    assert_eq!(std::fs::read_dir(&project.sessions).unwrap().count(), 0);
+    assert!(!project.root.join("evil").exists());
+    assert!(!project.root.join("sessions/../evil").exists());
+}
+
+#[test]
+fn a_second_worker_on_the_same_session_exits_12() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation=slow:3");
+    let mut first = project
+        .command(&["run", "--session", "busy", "--dive", "d", "--task", "t"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        Duration::from_secs(20),
+        "the first worker to hold the session",
+        || {
+            let status = project.run(&["status", "--json"]);
+            status.stdout().contains("\"worker\": \"running\"")
+        },
+    );
+    let second = project.run(&["run", "--session", "busy"]);
+    second.expect(12);
+    assert!(
+        second
+            .stderr()
+            .contains("another worker is driving session"),
+        "{}",
+        second.stderr()
+    );
+    let approve = project.run(&["approve", "busy"]);
+    approve.expect(12);
+    assert_eq!(first.wait().unwrap().code(), Some(10));
+}
+
+#[test]
+fn a_new_session_needs_dive_and_task() {
+    let project = Project::new();
+    let run = project.run(&["run", "--session", "empty"]);
+    run.expect(2);
+    assert!(
+        run.stderr().contains("needs --dive TEXT and --task TEXT"),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(std::fs::read_dir(&project.sessions).unwrap().count(), 0);
+}
+
+#[test]
+fn two_dated_folders_with_one_name_are_an_error_not_a_guess() {
+    let project = Project::new();
+    std::fs::create_dir(project.sessions.join("26-01-01-twin")).unwrap();
+    std::fs::create_dir(project.sessions.join("26-02-01-twin")).unwrap();
+    let run = project.run(&["status", "twin"]);
+    run.expect(2);
+    assert!(
+        run.stderr().contains("26-01-01-twin") && run.stderr().contains("26-02-01-twin"),
+        "{}",
+        run.stderr()
+    );
+}
+
+#[test]
+fn a_python_samocode_session_resumes_and_finishes() {
+    let project = Project::new();
+    let folder = "26-01-02-legacy";
+    let dir = project.sessions.join(folder);
+    std::fs::create_dir(&dir).unwrap();
+    let worktree = project.worktrees.join(folder);
+    git(
+        &project.repo,
+        &[
+            "worktree",
+            "add",
+            "-q",
+            "-b",
+            "legacy",
+            worktree.to_str().unwrap(),
+            "main",
+        ],
+    );
+    let overview = "# Session: legacy\n\n## Status\nPhase: implementation\nIteration: 2\nTotal Iterations: 7\nBlocked: no\nLast Action: step 1 done\nNext: step 2\n\n## Task\nPort the parser\n\n## Flow Log\n- [007 @ 01-02 10:00] implementation: step 1\n";
+    std::fs::write(dir.join("_overview.md"), overview).unwrap();
+
+    let run = project.run(&["run", "--session", "legacy"]);
+    run.expect(0);
+    let s = project.session("legacy");
+    let state = s.state();
+    assert_eq!(state["status"]["state"], "done");
+    assert_eq!(state["task"], "Port the parser");
+    assert_eq!(state["worktree"], worktree.display().to_string());
+    // 7 iterations from the old tool, then 3 steps, testing, quality and done.
+    assert_eq!(state["iteration"], 13);
+    let text = s.read("_overview.md");
+    assert!(
+        text.contains("- [007 @ 01-02 10:00] implementation: step 1\n"),
+        "old Flow Log kept:\n{text}"
+    );
+    assert!(text.contains("Phase: done\n"));
+    let commits = git(&worktree, &["log", "--format=%s"]);
+    assert!(commits.starts_with("Implement step 3\n"), "{commits}");
+}
+
+#[test]
+fn a_missing_project_file_or_directory_is_named() {
+    let project = Project::new();
+    std::fs::write(
+        project.root.join(".samocode"),
+        "MAIN_REPO=repo\nWORKTREES=worktrees\nSESSIONS=nowhere\n",
+    )
+    .unwrap();
+    let run = project.run(&["run", "--session", "x", "--dive", "d", "--task", "t"]);
+    run.expect(2);
+    assert!(
+        run.stderr().contains("SESSIONS=") && run.stderr().contains("nowhere"),
+        "{}",
+        run.stderr()
+    );
+
+    std::fs::remove_file(project.root.join(".samocode")).unwrap();
+    let run = project.run(&["status"]);
+    run.expect(2);
+    assert!(
+        run.stderr().contains("no .samocode project file"),
+        "{}",
+        run.stderr()
+    );
+}
+
+#[test]
+fn main_repo_that_is_not_git_blocks_with_a_clear_reason() {
+    let project = Project::new();
+    std::fs::remove_dir_all(project.repo.join(".git")).unwrap();
+    let run = project.run(&["run", "--session", "nogit", "--dive", "d", "--task", "t"]);
+    run.expect(11);
+    assert!(
+        run.stdout().contains("is not a git repository"),
+        "{}",
+        run.stdout()
+    );
+}
+
+#[test]
+fn dry_run_prints_the_configuration_and_the_agent_command_and_writes_nothing() {
+    let mut project = Project::new();
+    project
+        .env("CLAUDE_MODEL", "opus")
+        .env("CLAUDE_MAX_TURNS", "42");
+    let run = project.run(&[
+        "run",
+        "--session",
+        "dry",
+        "--dive",
+        "d",
+        "--task",
+        "t",
+        "--timeout",
+        "90s",
+        "--dry-run",
+    ]);
+    run.expect(0);
+    let out = run.stdout();
+    assert!(out.contains("timeout:        1m 30s"), "{out}");
+    assert!(out.contains("--dangerously-skip-permissions --model opus --max-turns 42 --verbose --output-format stream-json --append-system-prompt"), "{out}");
+    assert_eq!(std::fs::read_dir(&project.sessions).unwrap().count(), 0);
+}

@@ -1,0 +1,277 @@
+//! An agent that misbehaves ends as documented, with a clear reason.
+
+use std::time::Duration;
+
+use super::fixture::{Project, alive, wait_for};
+
+fn new_session(project: &Project, name: &str) -> super::fixture::Run {
+    project.run(&["run", "--session", name, "--dive", "d", "--task", "t"])
+}
+
+#[test]
+fn a_nonzero_exit_is_retried_then_the_session_fails() {
+    let mut project = Project::new();
+    project
+        .env("SAMOCODE_FAKE", "investigation=exit:3")
+        .env("SAMOCODE_MAX_RETRIES", "2");
+    let run = new_session(&project, "crash");
+    run.expect(1);
+    assert!(
+        run.stdout()
+            .contains("failed: 2 attempts failed; the last: the agent exited with code 3"),
+        "{}",
+        run.stdout()
+    );
+    let s = project.session("crash");
+    let rows = s.jsonl("_iterations.jsonl");
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter()
+            .all(|r| r["outcome"] == "nonzero" && r["exit_code"] == 3)
+    );
+    assert_eq!(
+        (rows[0]["attempt"].as_u64(), rows[1]["attempt"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(s.state()["status"]["state"], "failed");
+    assert!(
+        s.read("_overview.md")
+            .contains("Blocked: failed: 2 attempts failed")
+    );
+
+    // resume gives it another chance; a healthy agent then gets through.
+    project.run(&["resume", "crash"]).expect(0);
+    project.env("SAMOCODE_FAKE", "");
+    project
+        .run(&["run", "--session", "crash", "--once"])
+        .expect(0);
+    assert_eq!(s.state()["phase"], "requirements");
+}
+
+#[test]
+fn a_failed_first_attempt_is_retried_and_the_retry_counts() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation@1=exit:1");
+    new_session(&project, "flaky").expect(10);
+    let rows = project.session("flaky").jsonl("_iterations.jsonl");
+    assert_eq!(rows[0]["outcome"], "nonzero");
+    assert_eq!(
+        (rows[1]["iteration"].as_u64(), rows[1]["attempt"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(rows[1]["outcome"], "ok");
+}
+
+#[test]
+fn a_hang_is_killed_at_the_timeout_with_its_grandchild() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation@1=hang");
+    let run = project.run(&[
+        "run",
+        "--session",
+        "hang",
+        "--dive",
+        "d",
+        "--task",
+        "t",
+        "--timeout",
+        "1s",
+    ]);
+    run.expect(10);
+    let rows = project.session("hang").jsonl("_iterations.jsonl");
+    assert_eq!(rows[0]["outcome"], "timeout");
+    assert!(
+        rows[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("time limit of 1s")
+    );
+    assert_eq!(rows[1]["outcome"], "ok", "the retry succeeds");
+    let pids = project.left_behind();
+    assert_eq!(pids.len(), 1);
+    wait_for(Duration::from_secs(5), "the grandchild to be gone", || {
+        !alive(pids[0])
+    });
+}
+
+#[test]
+fn a_grandchild_holding_stdout_does_not_stall_the_session() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation=grandchild");
+    new_session(&project, "orphan").expect(10);
+    let pids = project.left_behind();
+    assert_eq!(pids.len(), 1);
+    assert!(
+        !alive(pids[0]),
+        "the process the agent left behind was killed"
+    );
+    assert_eq!(
+        project.session("orphan").jsonl("_iterations.jsonl")[0]["outcome"],
+        "ok"
+    );
+}
+
+#[test]
+fn a_flood_of_output_is_logged_in_full() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation=flood:20");
+    new_session(&project, "flood").expect(10);
+    let s = project.session("flood");
+    let row = &s.jsonl("_iterations.jsonl")[0];
+    assert_eq!(row["outcome"], "ok");
+    assert_eq!(
+        row["cost_usd"], 0.0125,
+        "the result event after the flood is still read"
+    );
+    let size = std::fs::metadata(s.path(row["log"].as_str().unwrap()))
+        .unwrap()
+        .len();
+    assert!(size >= 20 * 1024 * 1024, "log has {size} bytes");
+}
+
+#[test]
+fn a_bad_or_missing_signal_is_retried_once_then_blocks() {
+    for (action, code) in [
+        ("badjson", "malformed_signal"),
+        ("nosignal", "missing_signal"),
+        ("empty", "malformed_signal"),
+    ] {
+        let mut project = Project::new();
+        project.env("SAMOCODE_FAKE", &format!("investigation={action}"));
+        let run = new_session(&project, "proto");
+        run.expect(11);
+        assert!(
+            run.stdout().contains("blocked: protocol error"),
+            "{action}: {}",
+            run.stdout()
+        );
+        let s = project.session("proto");
+        let history = s.jsonl("_signal_history.jsonl");
+        assert_eq!(history.len(), 2, "{action}");
+        assert!(
+            history
+                .iter()
+                .all(|r| r["accepted"] == false && r["reason"].as_str().unwrap().starts_with(code)),
+            "{action}: {history:?}"
+        );
+        assert_eq!(history[0]["outcome"], "retry");
+        assert_eq!(history[1]["outcome"], "blocked");
+        let rows = s.jsonl("_iterations.jsonl");
+        assert!(rows.iter().all(|r| r["outcome"] == "protocol_error"));
+        let retry_context = s
+            .logs()
+            .into_iter()
+            .find(|n| n.ends_with("-a2.context.md"))
+            .unwrap();
+        assert!(
+            s.read(&format!("_logs/{retry_context}"))
+                .contains("## Last attempt rejected\nprotocol error")
+        );
+    }
+}
+
+#[test]
+fn a_missing_signal_then_a_good_one_continues() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation@1=nosignal");
+    new_session(&project, "recover").expect(10);
+    assert_eq!(project.session("recover").state()["phase"], "requirements");
+}
+
+#[test]
+fn an_invalid_transition_is_rejected_and_recorded() {
+    let mut project = Project::new();
+    project.env(
+        "SAMOCODE_FAKE",
+        r#"investigation=signal:{"status":"continue","phase":"testing"}"#,
+    );
+    let run = new_session(&project, "jump");
+    run.expect(11);
+    assert!(
+        run.stdout()
+            .contains("the investigation phase may not move to testing"),
+        "{}",
+        run.stdout()
+    );
+    let history = project.session("jump").jsonl("_signal_history.jsonl");
+    assert_eq!(history.len(), 1, "a rejection is not retried");
+    assert_eq!(history[0]["accepted"], false);
+    assert_eq!(history[0]["to"], "testing");
+    assert!(
+        history[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("transition_not_allowed")
+    );
+}
+
+#[test]
+fn continue_cannot_cross_the_plan_gate() {
+    let mut project = Project::new();
+    project.env(
+        "SAMOCODE_FAKE",
+        r#"planning=signal:{"status":"continue","phase":"implementation"}"#,
+    );
+    new_session(&project, "gate").expect(10);
+    project
+        .run(&["answer", "gate", "--accept-suggestions"])
+        .expect(0);
+    let run = project.run(&["run", "--session", "gate"]);
+    run.expect(11);
+    assert!(
+        run.stdout().contains("only through a person's approval"),
+        "{}",
+        run.stdout()
+    );
+    let s = project.session("gate");
+    assert_eq!(s.state()["phase"], "planning");
+    let last = s.jsonl("_signal_history.jsonl").pop().unwrap();
+    assert!(last["reason"].as_str().unwrap().starts_with("plan_gate"));
+}
+
+#[test]
+fn the_iteration_limit_blocks() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation=stay");
+    let run = new_session(&project, "loop");
+    run.expect(11);
+    assert!(
+        run.stdout()
+            .contains("iteration_limit_exceeded: the investigation phase used all 20"),
+        "{}",
+        run.stdout()
+    );
+    let s = project.session("loop");
+    assert_eq!(s.jsonl("_iterations.jsonl").len(), 20);
+    assert_eq!(s.state()["status"]["state"], "blocked");
+    let last = s.jsonl("_signal_history.jsonl").pop().unwrap();
+    assert_eq!(last["source"], "worker");
+
+    // A person's resume grants a fresh budget for the phase.
+    project.run(&["resume", "loop"]).expect(0);
+    project
+        .run(&["run", "--session", "loop", "--once"])
+        .expect(0);
+    assert_eq!(s.state()["phase_iteration"], 1);
+}
+
+#[test]
+fn the_testing_phase_may_not_change_tracked_files() {
+    let mut project = Project::new();
+    // Testing writes into a tracked file instead of only reporting.
+    project.env("SAMOCODE_FAKE", "testing=touch");
+    new_session(&project, "ro").expect(10);
+    project
+        .run(&["answer", "ro", "--accept-suggestions"])
+        .expect(0);
+    project.run(&["run", "--session", "ro"]).expect(10);
+    project.run(&["approve", "ro"]).expect(0);
+    let run = project.run(&["run", "--session", "ro"]);
+    run.expect(11);
+    assert!(
+        run.stdout()
+            .contains("the testing phase changed tracked files"),
+        "{}",
+        run.stdout()
+    );
+}
