@@ -143,6 +143,18 @@ impl From<StoreError> for CliError {
     }
 }
 
+impl From<crate::session::person::ActError> for CliError {
+    fn from(e: crate::session::person::ActError) -> Self {
+        use crate::session::person::ActError;
+        match e {
+            ActError::Store(e) => e.into(),
+            e @ (ActError::Gate(_) | ActError::Qa(_) | ActError::NoQuestions(_)) => {
+                CliError::usage(e)
+            }
+        }
+    }
+}
+
 impl From<OpenError> for CliError {
     fn from(e: OpenError) -> Self {
         match e {

@@ -90,17 +90,23 @@ impl Actor for SupervisorActor {
                 let result = self.start(&myself, state, request, Vec::new()).await;
                 let _ = reply.send(result);
             }
-            SupervisorMsg::Watch { folder, reply } => match state.settled.get(&folder) {
-                Some(settled) => {
-                    let _ = reply.send(settled.clone());
+            SupervisorMsg::Watch { folder, reply } => {
+                let finished = !state.sessions.contains_key(&folder);
+                match state.settled.get(&folder).filter(|_| finished) {
+                    Some(settled) => {
+                        let _ = reply.send(settled.clone());
+                    }
+                    None => state.watchers.entry(folder).or_default().push(reply),
                 }
-                None => state.watchers.entry(folder).or_default().push(reply),
-            },
+            }
             SupervisorMsg::SessionSettled { folder, settled } => {
-                for watcher in state.watchers.remove(&folder).unwrap_or_default() {
-                    let _ = watcher.send(settled.clone());
+                // Watchers hear of it once the actor has stopped and let go of the lock, so
+                // that they can act on the files at once. Supervision events overtake ordinary
+                // messages, so the actor may already be gone when this arrives.
+                state.settled.insert(folder.clone(), settled);
+                if !state.sessions.contains_key(&folder) {
+                    tell_watchers(state, &folder);
                 }
-                state.settled.insert(folder, settled);
             }
         }
         Ok(())
@@ -124,6 +130,7 @@ impl Actor for SupervisorActor {
             SupervisionEvent::ActorTerminated(who, _, _) => {
                 if let Some(folder) = folder_of(state, &who) {
                     state.sessions.remove(&folder);
+                    tell_watchers(state, &folder);
                 }
             }
             _ => {}
@@ -249,6 +256,15 @@ impl SupervisorActor {
             let _ = watcher.send(settled.clone());
         }
         state.settled.insert(folder.to_string(), settled);
+    }
+}
+
+/// Answers everyone waiting on `folder`, if it has settled.
+fn tell_watchers(state: &mut SupervisorState, folder: &str) {
+    if let Some(settled) = state.settled.get(folder).cloned() {
+        for watcher in state.watchers.remove(folder).unwrap_or_default() {
+            let _ = watcher.send(settled.clone());
+        }
     }
 }
 

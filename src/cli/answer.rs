@@ -6,10 +6,7 @@ use clap::Args;
 use super::gate::{continue_hint, locked};
 use super::{CliError, exit};
 use crate::config::Config;
-use crate::protocol::gate;
-use crate::protocol::qa::{self, QaDoc};
-use crate::session::person::{self, ActError};
-use crate::session::store::QA;
+use crate::session::person::{self, Answers};
 
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("given").required(true).multiple(false))]
@@ -26,14 +23,8 @@ pub struct AnswerArgs {
 
 pub fn answer(args: AnswerArgs, config: &Config) -> Result<u8, CliError> {
     let store = locked(config, &args.session)?;
-    let Some(text) = store.read(QA)? else {
-        return Err(CliError::usage(anyhow::anyhow!(
-            "session {} has no _qa.md: there is nothing to answer",
-            store.name()
-        )));
-    };
-    let filled = if args.accept_suggestions {
-        qa::accept_suggestions(&text)?
+    let answers = if args.accept_suggestions {
+        Answers::Suggestions
     } else {
         let mut pairs = Vec::new();
         for pair in args.answers.chunks(2) {
@@ -48,31 +39,17 @@ pub fn answer(args: AnswerArgs, config: &Config) -> Result<u8, CliError> {
                 })?;
             pairs.push((number, pair[1].clone()));
         }
-        qa::fill(&text, &pairs)?
+        Answers::Given(pairs)
     };
-    store.write_atomic(QA, filled.as_bytes())?;
-    let doc = QaDoc::parse(&filled);
-    let open: Vec<String> = doc.open().map(|q| format!("Q{}", q.number)).collect();
-    if !open.is_empty() {
+    let answered = person::answer(&store, &answers)?;
+    if !answered.open.is_empty() {
+        let open: Vec<String> = answered.open.iter().map(|n| format!("Q{n}")).collect();
         println!("saved; still open: {}", open.join(", "));
         return Ok(exit::DONE);
     }
-    let state = store.load_state()?;
-    if gate::wakes_on_answers(&state, true) {
-        person::act(&store, |s| {
-            let mut effect = gate::resume(s, true)?;
-            effect.verb = "answer";
-            effect.flow_log = "Questions answered by a person; resuming".into();
-            Ok(effect)
-        })
-        .map_err(|e| match e {
-            ActError::Gate(e) => CliError::from(e),
-            ActError::Store(e) => CliError::from(e),
-        })?;
-        println!("all questions of {} are answered", store.name());
+    println!("all questions of {} are answered", store.name());
+    if answered.resumed {
         println!("{}", continue_hint(&store.name()));
-    } else {
-        println!("all questions of {} are answered", store.name());
     }
     Ok(exit::DONE)
 }

@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::protocol::SessionState;
 use crate::protocol::gate::{self, GateEffect, GateError};
 use crate::protocol::qa::QaDoc;
-use crate::session::person::{self, ActError};
+use crate::session::person;
 use crate::session::store::QA;
 use crate::session::{SessionFolder, SessionStore, name};
 
@@ -37,10 +37,7 @@ fn apply(
     let answered = store
         .read(QA)?
         .is_some_and(|t| QaDoc::parse(&t).is_answered());
-    let state = person::act(&store, |state| verb(state, answered)).map_err(|e| match e {
-        ActError::Gate(e) => CliError::from(e),
-        ActError::Store(e) => CliError::from(e),
-    })?;
+    let state = person::act(&store, |state| verb(state, answered))?;
     Ok((store, state))
 }
 

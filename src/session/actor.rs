@@ -4,8 +4,9 @@
 //! state. Accepts `RunNext` from itself (at start, after an accepted continue, when a retry's
 //! backoff is over) and `AgentExited` from its AgentProcess. Links one AgentProcess child per
 //! attempt; a child that panics counts as a crashed attempt. Reports to the supervisor with
-//! `SessionSettled` whenever it parks (waiting, blocked, failed, stopped) or finishes, and to
-//! the notifier with every event worth telling a person.
+//! `SessionSettled` whenever it parks (waiting, blocked, failed, stopped) or finishes, tells
+//! the notifier every event worth telling a person, and then stops: a parked session is only
+//! files on disk until a person's command starts it again.
 //!
 //! The decision after an attempt is made here and nowhere else: accepted signal -> next
 //! iteration or park; protocol error -> one retry with the reason in the context, then block;
@@ -113,7 +114,7 @@ pub struct SessionRun {
     state: SessionState,
     once: bool,
     in_flight: Option<InFlight>,
-    /// A retry or next iteration is scheduled; RunNext arrives by itself.
+    /// The session parked or finished and told the supervisor; the actor stops.
     settled: bool,
 }
 
@@ -229,6 +230,11 @@ impl Actor for SessionActor {
             SessionMsg::RunNext => self.run_next(&myself, run).await?,
             SessionMsg::AgentExited(report) => self.attempt_over(&myself, run, *report).await?,
         }
+        // A parked session holds no process, no timer and no lock: the actor goes, the files
+        // stay, and the supervisor starts a new one when a person acts.
+        if run.settled && run.in_flight.is_none() {
+            myself.stop(Some("settled".into()));
+        }
         Ok(())
     }
 
@@ -280,6 +286,7 @@ impl Actor for SessionActor {
             run.store
                 .log("stopped by the worker during an attempt; it will be retried");
         }
+        run.store.release();
         Ok(())
     }
 }

@@ -4,10 +4,11 @@
 
 use jiff::Timestamp;
 
-use super::store::{SessionStore, StoreError};
+use super::store::{QA, SessionStore, StoreError};
 use crate::protocol::SessionState;
-use crate::protocol::gate::{GateEffect, GateError};
+use crate::protocol::gate::{self, GateEffect, GateError};
 use crate::protocol::journal::{HistoryRow, Source};
+use crate::protocol::qa::{self, QaDoc, QaError};
 
 /// Why a person's command could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +17,56 @@ pub enum ActError {
     Gate(#[from] GateError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Qa(#[from] QaError),
+    /// `answer` on a session that asked nothing.
+    #[error("session {0} has no _qa.md: there is nothing to answer")]
+    NoQuestions(String),
+}
+
+/// Which answers to fill in.
+#[derive(Debug, Clone)]
+pub enum Answers {
+    /// Every open question's `Suggested:` text.
+    Suggestions,
+    /// (question number, text) pairs.
+    Given(Vec<(u32, String)>),
+}
+
+/// What `answer` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answered {
+    /// Numbers of the questions still open.
+    pub open: Vec<u32>,
+    /// The session was waiting for these answers and may now go on.
+    pub resumed: bool,
+}
+
+/// Fills `_qa.md`; when every question is answered and the session waits for answers, makes it
+/// runnable again and records that.
+pub fn answer(store: &SessionStore, answers: &Answers) -> Result<Answered, ActError> {
+    let text = store
+        .read(QA)?
+        .ok_or_else(|| ActError::NoQuestions(store.name()))?;
+    let filled = match answers {
+        Answers::Suggestions => qa::accept_suggestions(&text)?,
+        Answers::Given(pairs) => qa::fill(&text, pairs)?,
+    };
+    store.write_atomic(QA, filled.as_bytes())?;
+    let open: Vec<u32> = QaDoc::parse(&filled).open().map(|q| q.number).collect();
+    let waiting = gate::wakes_on_answers(&store.load_state()?, open.is_empty());
+    if waiting {
+        act(store, |state| {
+            let mut effect = gate::resume(state, true)?;
+            effect.verb = "answer";
+            effect.flow_log = "Questions answered by a person; resuming".into();
+            Ok(effect)
+        })?;
+    }
+    Ok(Answered {
+        open,
+        resumed: waiting,
+    })
 }
 
 /// Applies `verb` to the session's state and records it.

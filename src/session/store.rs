@@ -27,6 +27,9 @@ pub const LOGS: &str = "_logs";
 pub const SESSION_LOG: &str = "session.log";
 pub const LOCK: &str = "_worker.lock";
 
+/// Extra tries, 10 ms apart, before a busy lock is reported (see [`SessionFolder::lock`]).
+const LOCK_RETRIES: u32 = 30;
+
 /// Why a session folder could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -160,17 +163,27 @@ impl SessionFolder {
             .truncate(false)
             .open(&path)
             .map_err(io("cannot open the lock file", &path))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let mut text = String::new();
-                let _ = file.read_to_string(&mut text);
-                return Err(StoreError::Locked {
-                    dir: self.dir.clone(),
-                    pid: text.trim().parse().ok(),
-                });
+        // A child process forked by this program (an agent, git) briefly shares every open
+        // file until it execs, and with it a lock this process has just released. So a lock
+        // that is busy is tried again for a moment before it counts as held by another worker.
+        let mut tries = 0;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if tries < LOCK_RETRIES => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    let mut text = String::new();
+                    let _ = file.read_to_string(&mut text);
+                    return Err(StoreError::Locked {
+                        dir: self.dir.clone(),
+                        pid: text.trim().parse().ok(),
+                    });
+                }
+                Err(TryLockError::Error(e)) => return Err(io("cannot lock", &path)(e)),
             }
-            Err(TryLockError::Error(e)) => return Err(io("cannot lock", &path)(e)),
         }
         // The pid is only for the message a second worker prints; the lock is the flock.
         file.set_len(0).map_err(io("cannot write", &path))?;
@@ -178,7 +191,7 @@ impl SessionFolder {
         write!(file, "{}", std::process::id()).map_err(io("cannot write", &path))?;
         Ok(SessionStore {
             folder: self,
-            _lock: file,
+            lock: Some(file),
         })
     }
 }
@@ -187,7 +200,8 @@ impl SessionFolder {
 #[derive(Debug)]
 pub struct SessionStore {
     folder: SessionFolder,
-    _lock: File,
+    /// The flock is held while this file is open.
+    lock: Option<File>,
 }
 
 impl std::ops::Deref for SessionStore {
@@ -221,6 +235,12 @@ impl AttemptFiles {
 }
 
 impl SessionStore {
+    /// Lets go of the worker lock now rather than when the store is dropped (an actor's state
+    /// may outlive the actor inside its termination event).
+    pub fn release(&mut self) {
+        self.lock.take();
+    }
+
     /// Creates the folder of a new session (the caller has validated the name).
     pub fn create(dir: &Path) -> Result<SessionStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;

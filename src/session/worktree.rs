@@ -103,6 +103,10 @@ pub async fn prepare(
             found,
         });
     }
+    // git does not make worktrees safely in parallel (it reads and writes .git/worktrees):
+    // sessions of one process take turns here.
+    static ADDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ADDING.lock().await;
     let path_text = path.to_string_lossy().into_owned();
     let branch_ref = format!("refs/heads/{branch}");
     if git(repo, &["rev-parse", "--verify", "--quiet", &branch_ref])

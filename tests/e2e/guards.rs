@@ -184,3 +184,44 @@ fn dry_run_prints_the_configuration_and_the_agent_command_and_writes_nothing() {
     assert!(out.contains("--dangerously-skip-permissions --model opus --max-turns 42 --verbose --output-format stream-json --append-system-prompt"), "{out}");
     assert_eq!(std::fs::read_dir(&project.sessions).unwrap().count(), 0);
 }
+
+#[test]
+fn the_demo_runs_several_sessions_to_done_and_says_where_things_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("demo");
+    let out = std::process::Command::new(super::fixture::BIN)
+        .args(["demo", "--dir", root.to_str().unwrap()])
+        .env_remove("SAMOCODE_FAKE")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["login", "search", "export"] {
+        assert!(
+            stdout.contains(&format!("{name}: questions asked; answering")),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("{name}: plan written; approving it")),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("-{name}: done after 10 iterations")),
+            "{stdout}"
+        );
+        let branch = format!("demo/{name}");
+        let log = git(&root.join("repo"), &["log", "--format=%s", &branch]);
+        assert!(log.starts_with("Implement step 3\n"), "{log}");
+    }
+    assert!(
+        stdout.contains(&format!(
+            "sessions (notebook, state, journals, artifacts): {}",
+            root.join("sessions").display()
+        )),
+        "{stdout}"
+    );
+}
