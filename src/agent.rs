@@ -7,6 +7,7 @@
 
 pub mod claude;
 pub mod process;
+pub mod reaper;
 pub mod stream;
 
 use std::path::PathBuf;
@@ -64,6 +65,11 @@ pub struct AttemptSpec {
     pub timeout: Duration,
     /// Between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
+    /// The session folder, exported to the agent as SAMOCODE_SESSION (it also marks the
+    /// agent's processes as ours when a restarted daemon looks for leftovers).
+    pub session_dir: PathBuf,
+    /// Where the daemon records running process groups (`None` under `samocode run`).
+    pub registry: Option<PathBuf>,
 }
 
 /// How the process ended.

@@ -4,6 +4,7 @@
 //! prints and exits.
 
 mod answer;
+mod daemon;
 mod demo;
 mod gate;
 mod logs;
@@ -50,6 +51,15 @@ pub struct Cli {
 pub enum Command {
     /// Drive one session in the foreground until it is done, waits for a person, or blocks.
     Run(run::RunArgs),
+    /// The daemon: many sessions in parallel, gates that wait in place, a control socket.
+    Supervise(daemon::SuperviseArgs),
+    /// Hand a new or existing session to the running daemon.
+    Start(daemon::StartArgs),
+    /// Change how many agents the running daemon runs at once.
+    Parallel {
+        /// Agents allowed to run at once.
+        max: usize,
+    },
     /// Show the sessions of the project, or one session in full.
     Status(status::StatusArgs),
     /// Fill answers into the session's _qa.md (and let it continue when all are answered).
@@ -168,8 +178,10 @@ impl From<OpenError> for CliError {
 /// Whether a command needs the project file and how chatty its logs are.
 fn needs(command: &Command) -> (bool, bool) {
     match command {
-        Command::Run(_) | Command::Demo(_) => (false, false),
-        Command::Status(args) => (true, args.json),
+        Command::Run(_) | Command::Demo(_) | Command::Supervise(_) => (false, false),
+        Command::Parallel { .. } => (false, true),
+        // Without a project, status lists what a running daemon owns.
+        Command::Status(args) => (false, args.json),
         _ => (true, true),
     }
 }
@@ -185,6 +197,9 @@ pub fn configure(cli: &Cli, sources: &Sources) -> Result<Config, CliError> {
     if let Command::Run(args) = &cli.command {
         flags.provider = args.provider.clone();
         flags.timeout = args.timeout.clone();
+    }
+    if let Command::Supervise(args) = &cli.command {
+        flags.max_parallel = args.max_parallel.clone();
     }
     if matches!(cli.command, Command::Demo(_) | Command::FakeAgent { .. }) {
         flags.require_project = false;
@@ -202,12 +217,15 @@ pub fn quiet(cli: &Cli) -> bool {
 pub async fn dispatch(cli: Cli, config: Config, sources: Sources) -> Result<u8, CliError> {
     match cli.command {
         Command::Run(args) => run::run(args, &config).await,
-        Command::Status(args) => status::status(args, &config),
-        Command::Answer(args) => answer::answer(args, &config),
-        Command::Approve(args) => gate::approve(&args.session, &config),
-        Command::Reject(args) => gate::reject(&args, &config),
-        Command::Resume(args) => gate::resume(&args.session, &config),
-        Command::Stop(args) => gate::stop(&args.session, &config),
+        Command::Supervise(_) => daemon::supervise(&config).await,
+        Command::Start(args) => daemon::start(args, &config).await,
+        Command::Parallel { max } => daemon::parallel(max, &config).await,
+        Command::Status(args) => status::status(args, cli.config.is_some(), &config).await,
+        Command::Answer(args) => answer::answer(args, &config).await,
+        Command::Approve(args) => gate::approve(&args.session, &config).await,
+        Command::Reject(args) => gate::reject(&args, &config).await,
+        Command::Resume(args) => gate::resume(&args.session, &config).await,
+        Command::Stop(args) => gate::stop(&args.session, &config).await,
         Command::Logs(args) => logs::logs(args, &config).await,
         Command::Demo(args) => demo::demo(args, &config, &sources).await,
         Command::FakeAgent { args } => Ok(crate::fake_agent::main(&args, &sources.env)),

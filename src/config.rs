@@ -110,18 +110,26 @@ pub struct Config {
     pub agent: AgentSettings,
     pub retry: RetryPolicy,
     pub state_dir: PathBuf,
+    /// The daemon's control socket (SAMOCODE_CONTROL, else `control.sock` in the state dir).
+    pub control_socket: PathBuf,
+    /// Agents the daemon runs at once.
+    pub max_parallel: usize,
     pub telegram: Option<TelegramSettings>,
     /// OTLP traces endpoint (OTEL_EXPORTER_OTLP_ENDPOINT or ..._TRACES_ENDPOINT).
     pub otlp_endpoint: Option<String>,
     pub otel_service_name: String,
     /// RUST_LOG, for the log filter.
     pub log_filter: Option<String>,
+    /// Where the search for `.samocode` started (the working directory).
+    pub searched_from: PathBuf,
 }
 
 impl Config {
     /// The project, or an error telling the user how to make one.
     pub fn project(&self) -> Result<&Project, ConfigError> {
-        self.project.as_ref().ok_or(ConfigError::NoProject)
+        self.project
+            .as_ref()
+            .ok_or_else(|| ConfigError::ProjectNotFound(self.searched_from.clone()))
     }
 }
 
@@ -131,6 +139,7 @@ pub struct Flags {
     pub config: Option<PathBuf>,
     pub provider: Option<String>,
     pub timeout: Option<String>,
+    pub max_parallel: Option<String>,
     /// The command cannot work without a project file.
     pub require_project: bool,
 }
@@ -164,9 +173,6 @@ pub enum ConfigError {
         "no .samocode project file in {0} or its parents; create one with MAIN_REPO=, WORKTREES= and SESSIONS= lines, or pass --config PATH"
     )]
     ProjectNotFound(PathBuf),
-    /// A command that needs a project ran without one.
-    #[error("this command needs a project: create a .samocode file or pass --config PATH")]
-    NoProject,
     /// A file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -329,6 +335,18 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
         Some((dir, _)) => absolute(&sources.cwd, Path::new(&expand_home(&dir, sources))),
         None => default_state_dir(sources),
     };
+    let control_socket = match layers.get("SAMOCODE_CONTROL") {
+        Some((path, _)) => absolute(&sources.cwd, Path::new(&expand_home(&path, sources))),
+        None => state_dir.join("control.sock"),
+    };
+    let max_parallel = layers
+        .parsed(
+            "SAMOCODE_MAX_PARALLEL",
+            flags.max_parallel.as_ref(),
+            "a whole number from 1 to 1000",
+            |v| v.parse().ok().filter(|n| (1..=1000).contains(n)),
+        )?
+        .unwrap_or(4);
     let telegram = match (
         layers.get("TELEGRAM_BOT_TOKEN"),
         layers.get("TELEGRAM_CHAT_ID"),
@@ -356,6 +374,8 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
         agent,
         retry,
         state_dir,
+        control_socket,
+        max_parallel,
         telegram,
         otlp_endpoint,
         otel_service_name: sources
@@ -364,6 +384,7 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
             .cloned()
             .unwrap_or_else(|| "samocode".into()),
         log_filter: sources.env.get("RUST_LOG").cloned(),
+        searched_from: sources.cwd.clone(),
     })
 }
 
@@ -373,6 +394,15 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
     }
     humantime::parse_duration(text).ok()
+}
+
+/// Reads a project file named by absolute path (the daemon, for a session handed to it).
+pub fn load_project(path: &Path) -> Result<Project, ConfigError> {
+    let sources = Sources::from_process().map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    read_project(path, &sources)
 }
 
 fn find_project_file(start: &Path) -> Option<PathBuf> {

@@ -36,8 +36,12 @@ pub fn main(args: &[String], env: &HashMap<String, String>) -> u8 {
         return 2;
     };
     run.emit(json!({"type": "system", "subtype": "init", "session_id": run.session_id(), "model": "fake-model", "cwd": run.workdir}));
+    let presence = env
+        .get("SAMOCODE_FAKE_RUNNING")
+        .map(|dir| Presence::enter(Path::new(dir), &run.session));
     let action = run.action(env.get("SAMOCODE_FAKE").map(String::as_str).unwrap_or(""));
     let code = run.act(action.as_deref(), env);
+    drop(presence);
     if code == 0 {
         run.emit(json!({
             "type": "result", "subtype": "success", "is_error": false, "num_turns": 3,
@@ -329,6 +333,68 @@ impl Run {
         let _ = std::fs::write(&path, out);
         self.say(action);
     }
+}
+
+/// `SAMOCODE_FAKE_RUNNING=DIR`: each running agent keeps a file `DIR/<session>.<pid>`, and on
+/// start appends to `DIR.log` how many agents ran at that moment, in all and for its session
+/// (files of agents that were killed are not counted).
+struct Presence(PathBuf);
+
+impl Presence {
+    fn enter(dir: &Path, session: &Path) -> Presence {
+        let _ = std::fs::create_dir_all(dir);
+        let name = session
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let mine = dir.join(format!("{name}.{}", std::process::id()));
+        let _ = std::fs::write(&mine, "");
+        let (mut all, mut same) = (0, 0);
+        for entry in std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+        {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let Some((owner, pid)) = file.rsplit_once('.') else {
+                continue;
+            };
+            let alive = pid
+                .parse::<i32>()
+                .is_ok_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists() && !zombie(p));
+            if alive {
+                all += 1;
+                same += usize::from(owner == name);
+            }
+        }
+        let log = dir.with_extension("log");
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            // One write call, so that lines of agents starting together do not interleave.
+            let _ = f.write_all(format!("{all} {same} {name} {}\n", std::process::id()).as_bytes());
+        }
+        Presence(mine)
+    }
+}
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(|st| st == "Z"))
+        })
+        .unwrap_or(true)
 }
 
 const QUESTIONS: &str = "# Questions\n\n## Q1: Where should the demo files go?\nOptions: samocode-demo | docs\nSuggested: samocode-demo\nAnswer:\n\n## Q2: How many steps should the plan have?\nOptions: 3 | 5\nSuggested: 3\nAnswer:\n";

@@ -35,6 +35,7 @@
 pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod fake_agent;
 pub mod notify;
 pub mod protocol;

@@ -2,6 +2,7 @@
 //! throwaway git project per test.
 
 mod e2e {
+    mod daemon;
     pub mod fixture;
     mod full_session;
     mod guards;

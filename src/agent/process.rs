@@ -185,7 +185,15 @@ impl Actor for AgentProcess {
         if !(state.exit.is_some() && state.output_closed) {
             signal_group(state.pid, Signal::SIGKILL);
         }
+        forget(state);
         Ok(())
+    }
+}
+
+/// Takes the attempt's process group off the daemon's record once it is gone.
+fn forget(state: &AgentState) {
+    if let (Some(registry), Some(pid)) = (&state.spec.registry, state.pid) {
+        super::reaper::forget(registry, pid.as_raw());
     }
 }
 
@@ -205,6 +213,7 @@ fn finish_if_over(myself: &ActorRef<AgentMsg>, state: &mut AgentState) {
     state.reported = true;
     // The group may still hold processes that closed their stdout; they go now.
     signal_group(state.pid, Signal::SIGKILL);
+    forget(state);
     let report = AttemptReport {
         end,
         started_at: state.started_at,
@@ -263,8 +272,12 @@ async fn spawn(spec: &AttemptSpec, myself: &ActorRef<AgentMsg>) -> std::io::Resu
     for key in &spec.command.env_remove {
         command.env_remove(key);
     }
+    command.env(super::reaper::MARKER, &spec.session_dir);
     let mut child = command.spawn()?;
     let pid = Pid::from_raw(child.id().expect("a just-spawned child has a pid") as i32);
+    if let Some(registry) = &spec.registry {
+        super::reaper::record(registry, pid.as_raw(), &spec.session_dir);
+    }
     let stdout = child.stdout.take().expect("stdout is piped");
 
     let reader = myself.clone();

@@ -1,12 +1,12 @@
-//! `samocode answer SESSION (--accept-suggestions | --q N TEXT ...)`: fills `_qa.md` under the
-//! session lock, and makes the session runnable once every question is answered.
+//! `samocode answer SESSION (--accept-suggestions | --q N TEXT ...)`: fills `_qa.md` (through
+//! the daemon when it runs, else under the session lock); once every question is answered the
+//! session can go on.
 
 use clap::Args;
 
-use super::gate::{continue_hint, locked};
-use super::{CliError, exit};
+use super::{CliError, gate};
 use crate::config::Config;
-use crate::session::person::{self, Answers};
+use crate::session::person::{Answers, PersonCommand};
 
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("given").required(true).multiple(false))]
@@ -21,8 +21,7 @@ pub struct AnswerArgs {
     pub answers: Vec<String>,
 }
 
-pub fn answer(args: AnswerArgs, config: &Config) -> Result<u8, CliError> {
-    let store = locked(config, &args.session)?;
+pub async fn answer(args: AnswerArgs, config: &Config) -> Result<u8, CliError> {
     let answers = if args.accept_suggestions {
         Answers::Suggestions
     } else {
@@ -41,15 +40,5 @@ pub fn answer(args: AnswerArgs, config: &Config) -> Result<u8, CliError> {
         }
         Answers::Given(pairs)
     };
-    let answered = person::answer(&store, &answers)?;
-    if !answered.open.is_empty() {
-        let open: Vec<String> = answered.open.iter().map(|n| format!("Q{n}")).collect();
-        println!("saved; still open: {}", open.join(", "));
-        return Ok(exit::DONE);
-    }
-    println!("all questions of {} are answered", store.name());
-    if answered.resumed {
-        println!("{}", continue_hint(&store.name()));
-    }
-    Ok(exit::DONE)
+    gate::command(config, &args.session, PersonCommand::Answer { answers }).await
 }

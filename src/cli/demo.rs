@@ -1,8 +1,11 @@
-//! `samocode demo`: a self-contained run of several sessions at once on one supervisor, with
-//! the built-in scripted agent in a throwaway git project. Questions are answered with their
-//! suggestions and plans approved by the demo itself, through the same code paths as
-//! `samocode answer` and `samocode approve`. At the end it says where everything is.
+//! `samocode demo`: a self-contained run of several sessions on the daemon's actor tree (gates
+//! wait in place, at most two agents at once), with the built-in scripted agent in a throwaway
+//! git project. The demo answers the questions with their suggestions and approves the plans
+//! through the same control requests as `samocode answer` and `samocode approve`, shows the
+//! progress live, and at the end says where everything is.
 
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -12,11 +15,12 @@ use ractor::{Actor, ActorRef};
 
 use super::{CliError, exit};
 use crate::config::{AgentSettings, Config, Project, Provider, RetryPolicy, Sources};
-use crate::protocol::{SessionState, WaitFor, gate};
+use crate::control::{Request, Response};
+use crate::protocol::{RunState, SessionState, WaitFor};
 use crate::session::SessionFolder;
-use crate::session::actor::{Settled, StartRequest};
-use crate::session::person::{self, Answers};
-use crate::supervisor::{SupervisorActor, SupervisorMsg};
+use crate::session::actor::StartRequest;
+use crate::session::person::{Answers, PersonCommand};
+use crate::supervisor::{SupervisorActor, SupervisorArgs, SupervisorMsg};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -40,6 +44,12 @@ const SESSIONS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Agents at once in the demo: fewer than sessions, so that queueing shows.
+const DEMO_PARALLEL: usize = 2;
+
+/// The demo gives up after this long (the scripted agent needs well under a minute).
+const DEMO_LIMIT: Duration = Duration::from_secs(180);
+
 pub async fn demo(args: DemoArgs, _config: &Config, _sources: &Sources) -> Result<u8, CliError> {
     let started = Instant::now();
     let root = match args.dir {
@@ -56,7 +66,7 @@ pub async fn demo(args: DemoArgs, _config: &Config, _sources: &Sources) -> Resul
         ))
     })?;
     println!(
-        "samocode demo: {} sessions with the scripted agent in {}",
+        "samocode demo: {} sessions, at most {DEMO_PARALLEL} agents at once, scripted agent, in {}",
         SESSIONS.len(),
         root.display()
     );
@@ -77,62 +87,75 @@ pub async fn demo(args: DemoArgs, _config: &Config, _sources: &Sources) -> Resul
             first_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(2),
         },
-        project: project.clone(),
+        keep_parked: true,
+        agents_dir: None,
+        owned_file: None,
     };
-    let (supervisor, handle) = Actor::spawn(None, supervisor, ())
-        .await
-        .map_err(|e| CliError::failure(anyhow::anyhow!("cannot start the supervisor: {e}")))?;
+    let (supervisor, handle) = Actor::spawn(
+        None,
+        supervisor,
+        SupervisorArgs {
+            max_parallel: DEMO_PARALLEL,
+        },
+    )
+    .await
+    .map_err(|e| CliError::failure(anyhow::anyhow!("cannot start the supervisor: {e}")))?;
 
-    let mut drivers = tokio::task::JoinSet::new();
+    let mut dirs = Vec::new();
     for (name, dive, task) in SESSIONS {
-        let supervisor = supervisor.clone();
-        let project = project.clone();
         let request = StartRequest {
+            project: project.clone(),
             name: name.to_string(),
             dive: Some(dive.to_string()),
             task: Some(task.to_string()),
             once: false,
         };
-        drivers.spawn(async move { drive(supervisor, project, request).await });
-    }
-    let mut finished = Vec::new();
-    while let Some(result) = drivers.join_next().await {
-        match result {
-            Ok(Ok(folder)) => finished.push(folder),
-            Ok(Err(error)) => println!("  a session ended early: {error:#}"),
-            Err(error) => println!("  a session driver failed: {error}"),
+        match supervisor
+            .call(|reply| SupervisorMsg::StartSession { request, reply }, None)
+            .await
+        {
+            Ok(CallResult::Success(Ok(started))) => dirs.push(started.dir),
+            Ok(CallResult::Success(Err(error))) => return Err(CliError::failure(error)),
+            _ => {
+                return Err(CliError::failure(anyhow::anyhow!(
+                    "the supervisor did not answer"
+                )));
+            }
         }
     }
+
+    let outcome = watch(&supervisor, &dirs).await;
     supervisor.stop(None);
     let _ = handle.await;
 
     println!();
     println!("finished in {:.1}s:", started.elapsed().as_secs_f64());
-    finished.sort();
-    let mut all_done = true;
-    for folder in &finished {
-        let state = SessionFolder::new(project.sessions.join(folder)).load_state();
-        match state {
+    let mut all_done = outcome.is_ok();
+    for dir in &dirs {
+        let folder = SessionFolder::new(dir);
+        match folder.load_state() {
             Ok(state) => {
                 all_done &= state.status.name() == "done";
+                let place = state
+                    .worktree
+                    .as_deref()
+                    .map(|w| w.display().to_string())
+                    .unwrap_or_default();
                 println!(
-                    "  {folder}: {} after {} iterations, ${:.4}, branch {} in {}",
+                    "  {}: {} after {} iterations, ${:.4}, branch {} in {place}",
+                    folder.name(),
                     state.status.name(),
                     state.iteration,
                     state.usage.cost_usd,
-                    state.branch.clone().unwrap_or_default(),
-                    state
-                        .worktree
-                        .as_deref()
-                        .map(Path::display)
-                        .map(|d| d.to_string())
-                        .unwrap_or_default()
+                    state.branch.clone().unwrap_or_default()
                 );
             }
-            Err(error) => println!("  {folder}: {error}"),
+            Err(error) => println!("  {}: {error}", folder.name()),
         }
     }
-    all_done &= finished.len() == SESSIONS.len();
+    if let Err(error) = outcome {
+        println!("  {error}");
+    }
     println!();
     println!("where things are:");
     println!(
@@ -151,86 +174,110 @@ pub async fn demo(args: DemoArgs, _config: &Config, _sources: &Sources) -> Resul
         "  the repository:                                  {}",
         project.main_repo.display()
     );
-    println!(
-        "try: cd {} && {} status",
-        root.display(),
-        std::env::current_exe()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| "samocode".into())
-    );
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "samocode".into());
+    println!("try: cd {} && {exe} status", root.display());
     Ok(if all_done { exit::DONE } else { exit::FAILURE })
 }
 
-/// Drives one session to the end, answering its gates the way a person would.
-async fn drive(
-    supervisor: ActorRef<SupervisorMsg>,
-    project: Project,
-    mut request: StartRequest,
-) -> anyhow::Result<String> {
-    let name = request.name.clone();
+/// Shows progress and plays the person at the gates until every session is done.
+async fn watch(supervisor: &ActorRef<SupervisorMsg>, dirs: &[PathBuf]) -> anyhow::Result<()> {
+    let live = std::io::stdout().is_terminal();
+    let started = Instant::now();
+    let mut shown: HashMap<PathBuf, String> = HashMap::new();
+    let mut answered: HashMap<PathBuf, u32> = HashMap::new();
+    let mut drawn = 0;
     loop {
-        let req = request.clone();
-        let started = supervisor
-            .call(
-                |reply| SupervisorMsg::StartSession {
-                    request: req,
-                    reply,
-                },
-                None,
-            )
-            .await;
-        let (folder, settled) = match started {
-            Ok(CallResult::Success(Ok(found))) => found,
-            Ok(CallResult::Success(Err(error))) => return Err(error.into()),
-            _ => anyhow::bail!("the supervisor did not answer for {name}"),
-        };
-        let settled = match settled {
-            Some(settled) => settled,
-            None => {
-                let watch = folder.clone();
-                match supervisor
-                    .call(
-                        |reply| SupervisorMsg::Watch {
-                            folder: watch,
-                            reply,
-                        },
-                        None,
-                    )
-                    .await
-                {
-                    Ok(CallResult::Success(settled)) => settled,
-                    _ => anyhow::bail!("the supervisor stopped while {name} ran"),
+        let states: Vec<(String, Option<SessionState>)> = dirs
+            .iter()
+            .map(|d| {
+                let folder = SessionFolder::new(d);
+                (folder.name(), folder.load_state().ok())
+            })
+            .collect();
+        let lines: Vec<String> = states
+            .iter()
+            .map(|(name, state)| match state {
+                Some(s) => format!(
+                    "{name:<20} {:<15} {:<8} iteration {:>2}",
+                    s.phase.to_string(),
+                    s.status.name(),
+                    s.iteration
+                ),
+                None => format!("{name:<20} (starting)"),
+            })
+            .collect();
+        if live {
+            let mut out = std::io::stdout().lock();
+            if drawn > 0 {
+                let _ = write!(out, "\x1b[{drawn}A");
+            }
+            for line in &lines {
+                let _ = writeln!(out, "\x1b[2K  {line}");
+            }
+            let _ = out.flush();
+            drawn = lines.len();
+        } else {
+            for (dir, line) in dirs.iter().zip(&lines) {
+                if shown.get(dir) != Some(line) {
+                    println!("  {line}");
+                    shown.insert(dir.clone(), line.clone());
                 }
             }
-        };
-        let store = SessionFolder::new(project.sessions.join(&folder)).lock()?;
-        match settled {
-            Settled::Waiting {
-                wait_for: WaitFor::QaAnswers,
-            } => {
-                println!("  {name}: questions asked; answering with the suggested answers");
-                person::answer(&store, &Answers::Suggestions)?;
+        }
+        for (dir, (_, state)) in dirs.iter().zip(&states) {
+            let Some(state) = state else { continue };
+            // Each gate is answered once per iteration that asked.
+            if answered.get(dir) == Some(&state.iteration) {
+                continue;
             }
-            Settled::Waiting {
-                wait_for: WaitFor::PlanApproval,
-            } => {
-                println!("  {name}: plan written; approving it");
-                person::act(&store, gate::approve)?;
-            }
-            Settled::Done { .. } => {
-                println!("  {name}: done");
-                return Ok(folder);
-            }
-            other => {
-                let state: SessionState = store.load_state()?;
-                println!("  {name}: stopped as {} ({other:?})", state.status.name());
-                return Ok(folder);
+            let command = match state.status {
+                RunState::Waiting {
+                    wait_for: WaitFor::QaAnswers,
+                    ..
+                } => PersonCommand::Answer {
+                    answers: Answers::Suggestions,
+                },
+                RunState::Waiting {
+                    wait_for: WaitFor::PlanApproval,
+                    ..
+                } => PersonCommand::Approve,
+                _ => continue,
+            };
+            answered.insert(dir.clone(), state.iteration);
+            let request = Request::Person {
+                dir: dir.clone(),
+                command,
+            };
+            match supervisor
+                .call(|reply| SupervisorMsg::Control { request, reply }, None)
+                .await
+            {
+                Ok(CallResult::Success(Response::Done { message })) if !live => {
+                    println!("  demo, as a person: {message}")
+                }
+                Ok(CallResult::Success(Response::Error { message, .. })) => {
+                    anyhow::bail!("a gate was refused: {message}")
+                }
+                _ => {}
             }
         }
-        drop(store);
-        request.name = folder;
-        request.dive = None;
-        request.task = None;
+        let finished = states.iter().all(|(_, s)| {
+            s.as_ref().is_some_and(|s| {
+                !s.status.is_runnable() && !matches!(s.status, RunState::Waiting { .. })
+            })
+        });
+        if finished {
+            return Ok(());
+        }
+        if started.elapsed() > DEMO_LIMIT {
+            anyhow::bail!(
+                "the demo did not finish within {}",
+                humantime::format_duration(DEMO_LIMIT)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -278,9 +325,13 @@ fn scaffold(root: &Path) -> std::io::Result<Project> {
     )?;
     let exe = std::env::current_exe()?;
     let claude = root.join("bin/claude");
+    // A short pause per iteration, so that the progress is there to be watched.
     std::fs::write(
         &claude,
-        format!("#!/bin/sh\nexec '{}' fake-agent \"$@\"\n", exe.display()),
+        format!(
+            "#!/bin/sh\nSAMOCODE_FAKE='*=slow:0.2'\nexport SAMOCODE_FAKE\nexec '{}' fake-agent \"$@\"\n",
+            exe.display()
+        ),
     )?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&claude, std::fs::Permissions::from_mode(0o755))?;

@@ -1,16 +1,13 @@
-//! `samocode approve`, `reject`, `resume` and `stop`, acting on the session files under the
-//! session lock (a session that a worker is driving answers with exit code 12).
+//! `samocode approve`, `reject`, `resume` and `stop`: through the daemon when it runs, else on
+//! the session files under the session lock (a session a worker is driving answers with exit
+//! code 12).
 
 use clap::Args;
 
-use super::{CliError, exit};
+use super::{CliError, daemon, exit};
 use crate::config::Config;
-use crate::protocol::SessionState;
-use crate::protocol::gate::{self, GateEffect, GateError};
-use crate::protocol::qa::QaDoc;
-use crate::session::person;
-use crate::session::store::QA;
-use crate::session::{SessionFolder, SessionStore, name};
+use crate::session::person::{self, PersonCommand};
+use crate::session::{SessionFolder, name};
 
 #[derive(Debug, Args)]
 pub struct RejectArgs {
@@ -21,66 +18,47 @@ pub struct RejectArgs {
     pub reason: String,
 }
 
-/// Opens an existing session under the lock.
-pub(super) fn locked(config: &Config, session: &str) -> Result<SessionStore, CliError> {
-    let project = config.project()?;
-    let dir = name::resolve_existing(&project.sessions, session)?;
-    Ok(SessionFolder::new(dir).lock()?)
-}
-
-fn apply(
+/// Sends a person's command to the daemon, or applies it to the files when no daemon runs.
+pub(super) async fn command(
     config: &Config,
     session: &str,
-    verb: impl FnOnce(&mut SessionState, bool) -> Result<GateEffect, GateError>,
-) -> Result<(SessionStore, SessionState), CliError> {
-    let store = locked(config, session)?;
-    let answered = store
-        .read(QA)?
-        .is_some_and(|t| QaDoc::parse(&t).is_answered());
-    let state = person::act(&store, |state| verb(state, answered))?;
-    Ok((store, state))
-}
-
-pub(super) fn continue_hint(folder: &str) -> String {
-    format!("run `samocode run --session {folder}` to continue")
-}
-
-pub fn approve(session: &str, config: &Config) -> Result<u8, CliError> {
-    let (store, _) = apply(config, session, |s, _| gate::approve(s))?;
-    println!(
-        "approved the plan of {}; next phase: implementation",
-        store.name()
-    );
-    println!("{}", continue_hint(&store.name()));
+    command: PersonCommand,
+) -> Result<u8, CliError> {
+    let project = config.project()?;
+    let dir = name::resolve_existing(&project.sessions, session)?;
+    if let Some(client) = daemon::Client::connect(config).await? {
+        let message = client.person(&dir, command).await?;
+        println!("{message}");
+        return Ok(exit::DONE);
+    }
+    let store = SessionFolder::new(dir).lock()?;
+    let (state, message) = person::apply(&store, &command)?;
+    println!("{message}");
+    if state.status.is_runnable() {
+        println!("run `samocode run --session {}` to continue", store.name());
+    }
     Ok(exit::DONE)
 }
 
-pub fn reject(args: &RejectArgs, config: &Config) -> Result<u8, CliError> {
-    let (store, _) = apply(config, &args.session, |s, _| gate::reject(s, &args.reason))?;
-    println!(
-        "sent the plan of {} back to planning with your feedback",
-        store.name()
-    );
-    println!("{}", continue_hint(&store.name()));
-    Ok(exit::DONE)
+pub async fn approve(session: &str, config: &Config) -> Result<u8, CliError> {
+    command(config, session, PersonCommand::Approve).await
 }
 
-pub fn resume(session: &str, config: &Config) -> Result<u8, CliError> {
-    let (store, state) = apply(config, session, gate::resume)?;
-    println!("resumed {} in {}", store.name(), state.phase);
-    println!("{}", continue_hint(&store.name()));
-    Ok(exit::DONE)
+pub async fn reject(args: &RejectArgs, config: &Config) -> Result<u8, CliError> {
+    command(
+        config,
+        &args.session,
+        PersonCommand::Reject {
+            reason: args.reason.clone(),
+        },
+    )
+    .await
 }
 
-pub fn stop(session: &str, config: &Config) -> Result<u8, CliError> {
-    let (store, state) = apply(config, session, |s, _| {
-        gate::stop(s, jiff::Timestamp::now())
-    })?;
-    println!(
-        "stopped {} in {}; `samocode resume {}` continues it",
-        store.name(),
-        state.phase,
-        store.name()
-    );
-    Ok(exit::DONE)
+pub async fn resume(session: &str, config: &Config) -> Result<u8, CliError> {
+    command(config, session, PersonCommand::Resume).await
+}
+
+pub async fn stop(session: &str, config: &Config) -> Result<u8, CliError> {
+    command(config, session, PersonCommand::Stop).await
 }

@@ -16,7 +16,7 @@ use crate::session::actor::{Settled, StartRequest};
 use crate::session::context::{self, ContextInput};
 use crate::session::name;
 use crate::session::store::{QA, SessionFolder};
-use crate::supervisor::{SupervisorActor, SupervisorMsg};
+use crate::supervisor::{Started, SupervisorActor, SupervisorArgs, SupervisorMsg};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -54,15 +54,19 @@ pub async fn run(args: RunArgs, config: &Config) -> Result<u8, CliError> {
     if args.dry_run {
         return dry_run(&args, config);
     }
+    // The same tree as the daemon, with one session that lets go once it parks.
     let supervisor = SupervisorActor {
-        project: project.clone(),
         agent: config.agent.clone(),
         retry: config.retry.clone(),
+        keep_parked: false,
+        agents_dir: None,
+        owned_file: None,
     };
-    let (supervisor, handle) = Actor::spawn(None, supervisor, ())
+    let (supervisor, handle) = Actor::spawn(None, supervisor, SupervisorArgs { max_parallel: 1 })
         .await
         .map_err(|e| CliError::failure(anyhow::anyhow!("cannot start the supervisor: {e}")))?;
     let request = StartRequest {
+        project: project.clone(),
         name: args.session.clone(),
         dive: args.dive.clone(),
         task: args.task.clone(),
@@ -72,15 +76,17 @@ pub async fn run(args: RunArgs, config: &Config) -> Result<u8, CliError> {
         .call(|reply| SupervisorMsg::StartSession { request, reply }, None)
         .await;
     let outcome = match started {
-        Ok(CallResult::Success(Ok((folder, Some(settled))))) => Ok((folder, settled)),
-        Ok(CallResult::Success(Ok((folder, None)))) => {
-            let watch = supervisor.call(
-                |reply| SupervisorMsg::Watch {
-                    folder: folder.clone(),
-                    reply,
-                },
-                None,
-            );
+        Ok(CallResult::Success(Ok(Started {
+            folder,
+            settled: Some(settled),
+            ..
+        }))) => Ok((folder, settled)),
+        Ok(CallResult::Success(Ok(Started {
+            folder,
+            dir,
+            settled: None,
+        }))) => {
+            let watch = supervisor.call(|reply| SupervisorMsg::Watch { dir, reply }, None);
             tokio::select! {
                 result = watch => match result {
                     Ok(CallResult::Success(settled)) => Ok((folder, settled)),

@@ -2,11 +2,12 @@
 //! files (no daemon needed): a table, a JSON array, or one session in full.
 
 use std::fs::{File, TryLockError};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use serde::Serialize;
 
+use super::daemon::Client;
 use super::{CliError, exit};
 use crate::config::Config;
 use crate::protocol::overview;
@@ -25,12 +26,17 @@ pub struct StatusArgs {
     /// Hide finished sessions (done).
     #[arg(long)]
     pub active: bool,
+    /// Only sessions in this state (queued, running, waiting, blocked, done, failed, stopped).
+    #[arg(long, value_name = "STATE")]
+    pub state: Option<String>,
 }
 
 /// One row of `status --json` (PROTOCOL.md section 7).
 #[derive(Debug, Serialize)]
 pub struct SessionRow {
     pub name: String,
+    /// The project: the folder holding its `.samocode` file.
+    pub project: String,
     pub dir: String,
     pub phase: String,
     pub state: String,
@@ -48,7 +54,7 @@ pub struct SessionRow {
 }
 
 impl SessionRow {
-    fn of(folder: &SessionFolder, state: &SessionState) -> SessionRow {
+    fn of(folder: &SessionFolder, state: &SessionState, project: &Path) -> SessionRow {
         let notebook = folder
             .read(OVERVIEW)
             .ok()
@@ -57,6 +63,11 @@ impl SessionRow {
             .unwrap_or_default();
         SessionRow {
             name: folder.name(),
+            project: project
+                .parent()
+                .and_then(Path::file_name)
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             dir: folder.dir().display().to_string(),
             phase: state.phase.to_string(),
             state: state.status.name().to_string(),
@@ -95,33 +106,95 @@ fn worker_holds(dir: &Path) -> bool {
     }
 }
 
-pub fn status(args: StatusArgs, config: &Config) -> Result<u8, CliError> {
-    let project = config.project()?;
+pub async fn status(
+    args: StatusArgs,
+    explicit_config: bool,
+    config: &Config,
+) -> Result<u8, CliError> {
+    const STATES: [&str; 7] = [
+        "queued", "running", "waiting", "blocked", "done", "failed", "stopped",
+    ];
+    if let Some(wanted) = &args.state
+        && !STATES.contains(&wanted.as_str())
+    {
+        return Err(CliError::usage(anyhow::anyhow!(
+            "--state {wanted:?} is not a state; use one of {}",
+            STATES.join(", ")
+        )));
+    }
+    // With a daemon and no --config: every session it owns; else the project's folders.
+    let daemon = match explicit_config {
+        false => Client::connect(config).await?,
+        true => None,
+    };
+    let folders: Vec<(PathBuf, PathBuf)> = match &daemon {
+        Some(client) => client
+            .owned()
+            .await?
+            .into_iter()
+            .map(|o| (o.dir, o.project))
+            .collect(),
+        None => {
+            let project = config.project()?;
+            let mut dirs: Vec<PathBuf> = std::fs::read_dir(&project.sessions)
+                .map_err(|e| {
+                    CliError::failure(anyhow::anyhow!(
+                        "cannot list {}: {e}",
+                        project.sessions.display()
+                    ))
+                })?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect();
+            dirs.sort();
+            dirs.into_iter()
+                .map(|d| (d, project.file.clone()))
+                .collect()
+        }
+    };
     if let Some(session) = &args.session {
-        let dir = name::resolve_existing(&project.sessions, session)?;
-        return show_one(&SessionFolder::new(dir), args.json);
+        let dir = match &daemon {
+            None => name::resolve_existing(&config.project()?.sessions, session)?,
+            Some(_) => folders
+                .iter()
+                .map(|(d, _)| d)
+                .find(|d| {
+                    d.file_name().is_some_and(|n| {
+                        n == session.as_str() || name::short_name(&n.to_string_lossy()) == session
+                    })
+                })
+                .cloned()
+                .ok_or_else(|| {
+                    CliError::usage(anyhow::anyhow!(
+                        "the daemon owns no session {session:?}; `samocode status` lists them"
+                    ))
+                })?,
+        };
+        let project = folders
+            .iter()
+            .find(|(d, _)| *d == dir)
+            .map(|(_, p)| p.clone())
+            .unwrap_or_default();
+        return show_one(&SessionFolder::new(dir), &project, args.json);
     }
     let mut rows = Vec::new();
-    let mut entries: Vec<_> = std::fs::read_dir(&project.sessions)
-        .map_err(|e| {
-            CliError::failure(anyhow::anyhow!(
-                "cannot list {}: {e}",
-                project.sessions.display()
-            ))
-        })?
-        .filter_map(Result::ok)
-        .filter(|e| e.path().is_dir())
-        .collect();
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let folder = SessionFolder::new(entry.path());
+    for (dir, project) in folders {
+        let folder = SessionFolder::new(dir);
         let Ok(state) = folder.load_state() else {
             continue;
         };
         if args.active && matches!(state.status, RunState::Done { .. }) {
             continue;
         }
-        rows.push(SessionRow::of(&folder, &state));
+        if args
+            .state
+            .as_deref()
+            .is_some_and(|s| s != state.status.name())
+        {
+            continue;
+        }
+        rows.push(SessionRow::of(&folder, &state, &project));
     }
     if args.json {
         println!(
@@ -141,6 +214,7 @@ pub fn table(rows: &[SessionRow], now: jiff::Timestamp) -> String {
     }
     let header = [
         "NAME",
+        "PROJECT",
         "PHASE",
         "STATE",
         "ITER",
@@ -149,11 +223,12 @@ pub fn table(rows: &[SessionRow], now: jiff::Timestamp) -> String {
         "AGE",
         "LAST ACTION",
     ];
-    let lines: Vec<[String; 8]> = rows
+    let lines: Vec<[String; 9]> = rows
         .iter()
         .map(|r| {
             [
                 r.name.clone(),
+                r.project.clone(),
                 r.phase.clone(),
                 r.state.clone(),
                 format!("{}/{}", r.iteration, r.total_iterations),
@@ -212,9 +287,9 @@ fn shorten(text: &str, max: usize) -> String {
     }
 }
 
-fn show_one(folder: &SessionFolder, json: bool) -> Result<u8, CliError> {
+fn show_one(folder: &SessionFolder, project: &Path, json: bool) -> Result<u8, CliError> {
     let state = folder.load_state()?;
-    let row = SessionRow::of(folder, &state);
+    let row = SessionRow::of(folder, &state, project);
     if json {
         let mut value = serde_json::to_value(&row).expect("row serializes");
         value["state_file"] = serde_json::to_value(&state).expect("state serializes");

@@ -15,19 +15,19 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
-use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use super::context::{self, ContextInput};
 use super::name;
-use super::store::{AttemptFiles, QA, SessionStore, StoreError};
+use super::person::{self, PersonCommand};
+use super::store::{AttemptFiles, SessionStore, StoreError};
 use super::worktree::{self, TrackedSnapshot};
 use crate::agent::process::{AgentArgs, AgentMsg, AgentProcess};
 use crate::agent::{AttemptReport, AttemptSpec, ProcessEnd, claude};
 use crate::config::{AgentSettings, Project, RetryPolicy};
 use crate::notify::{NotifierMsg, SessionEvent};
 use crate::protocol::journal::{AttemptOutcome, HistoryRow, IterationRow, Source};
-use crate::protocol::qa::QaDoc;
-use crate::protocol::{Phase, Rejection, RunState, SessionState, Signal, Verdict, gate};
+use crate::protocol::{Phase, Rejection, RunState, SessionState, Signal, Verdict};
 use crate::supervisor::SupervisorMsg;
 
 /// How a session stands when it stops needing the worker.
@@ -72,6 +72,18 @@ impl Settled {
             RunState::Stopped { .. } => Some(Settled::Stopped),
         }
     }
+
+    /// A few words for a person.
+    pub fn describe(&self) -> String {
+        match self {
+            Settled::Done { .. } => "done".into(),
+            Settled::Waiting { wait_for } => format!("waiting for {wait_for}"),
+            Settled::Blocked { reason } => format!("blocked: {reason}"),
+            Settled::Failed { reason } => format!("failed: {reason}"),
+            Settled::Stopped => "stopped".into(),
+            Settled::Continued { phase } => format!("continues in {phase}"),
+        }
+    }
 }
 
 /// The configuration every session shares.
@@ -81,6 +93,10 @@ pub struct SessionActor {
     pub retry: RetryPolicy,
     pub supervisor: ActorRef<SupervisorMsg>,
     pub notifier: ActorRef<NotifierMsg>,
+    /// Stop the actor (and let go of the lock) once the session parks: `samocode run`.
+    pub stop_when_parked: bool,
+    /// Where attempts record their process groups (the daemon).
+    pub agents_dir: Option<std::path::PathBuf>,
 }
 
 /// Startup input: the locked folder and its state, as [`open`] found them.
@@ -98,6 +114,16 @@ pub enum SessionMsg {
     RunNext,
     /// From its AgentProcess: the attempt is over.
     AgentExited(Box<AttemptReport>),
+    /// From the supervisor: an agent slot is free for this session's next attempt.
+    SlotGranted,
+    /// From the supervisor (the CLI or Telegram through the daemon): a person's command.
+    /// Replies with a sentence, or an error sentence and the CLI exit code.
+    Person {
+        command: PersonCommand,
+        reply: RpcReplyPort<Result<String, (String, u8)>>,
+    },
+    /// From the supervisor's interval: look whether `_qa.md` was answered by hand.
+    CheckAnswers,
 }
 
 /// The attempt in flight.
@@ -114,8 +140,12 @@ pub struct SessionRun {
     state: SessionState,
     once: bool,
     in_flight: Option<InFlight>,
-    /// The session parked or finished and told the supervisor; the actor stops.
+    /// The session parked or finished and told the supervisor.
     settled: bool,
+    /// The supervisor granted a slot that this session has not given back yet.
+    has_slot: bool,
+    /// A slot was asked for and not granted yet.
+    awaiting_slot: bool,
 }
 
 /// Why a session could not be opened.
@@ -130,17 +160,10 @@ pub enum OpenError {
     NeedsDiveAndTask(String),
 }
 
-/// What a start request found.
-pub enum Opened {
-    /// Ready to run: spawn a SessionActor with these.
-    Runnable(Box<SessionArgs>),
-    /// Parked or finished; nothing to run until a person acts.
-    Parked { folder: String, settled: Settled },
-}
-
 /// A request to drive a session.
 #[derive(Debug, Clone)]
 pub struct StartRequest {
+    pub project: Project,
     pub name: String,
     pub dive: Option<String>,
     pub task: Option<String>,
@@ -149,7 +172,10 @@ pub struct StartRequest {
 
 /// Finds or creates the session folder, takes its lock, and loads (or derives, or creates) its
 /// state. A session waiting for answers that are all given becomes runnable here.
-pub fn open(project: &Project, request: &StartRequest) -> Result<Opened, OpenError> {
+pub fn open(
+    project: &Project,
+    request: &StartRequest,
+) -> Result<(Box<SessionArgs>, Option<Settled>), OpenError> {
     let today = jiff::Zoned::now().strftime("%y-%m-%d").to_string();
     let resolved = name::resolve(&project.sessions, &request.name, &today)?;
     let now = Timestamp::now();
@@ -179,25 +205,25 @@ pub fn open(project: &Project, request: &StartRequest) -> Result<Opened, OpenErr
             (store, state)
         }
     };
-    let answered = store
-        .read(QA)?
-        .is_some_and(|text| QaDoc::parse(&text).is_answered());
-    if gate::wakes_on_answers(&state, answered) {
-        gate::resume(&mut state, answered).expect("answers were checked");
-        store.save(&mut state)?;
-        store.log("all questions in _qa.md are answered; resuming");
+    if let Some(woken) = person::wake_on_answers(&store).map_err(|e| match e {
+        person::ActError::Store(e) => OpenError::Store(e),
+        other => OpenError::Store(StoreError::Io {
+            action: "cannot resume",
+            path: store.dir().to_path_buf(),
+            source: std::io::Error::other(other.to_string()),
+        }),
+    })? {
+        state = woken;
     }
-    match Settled::of(&state) {
-        None => Ok(Opened::Runnable(Box::new(SessionArgs {
+    let settled = Settled::of(&state);
+    Ok((
+        Box::new(SessionArgs {
             store,
             state,
             once: request.once,
-        }))),
-        Some(settled) => Ok(Opened::Parked {
-            folder: store.name(),
-            settled,
         }),
-    }
+        settled,
+    ))
 }
 
 impl Actor for SessionActor {
@@ -210,13 +236,18 @@ impl Actor for SessionActor {
         myself: ActorRef<SessionMsg>,
         args: SessionArgs,
     ) -> Result<SessionRun, ActorProcessingErr> {
-        myself.send_message(SessionMsg::RunNext)?;
+        let parked = !args.state.status.is_runnable();
+        if !parked {
+            myself.send_message(SessionMsg::RunNext)?;
+        }
         Ok(SessionRun {
             store: args.store,
             state: args.state,
             once: args.once,
             in_flight: None,
-            settled: false,
+            settled: parked,
+            has_slot: false,
+            awaiting_slot: false,
         })
     }
 
@@ -228,11 +259,38 @@ impl Actor for SessionActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             SessionMsg::RunNext => self.run_next(&myself, run).await?,
+            SessionMsg::SlotGranted => {
+                run.awaiting_slot = false;
+                run.has_slot = true;
+                self.run_next(&myself, run).await?;
+            }
             SessionMsg::AgentExited(report) => self.attempt_over(&myself, run, *report).await?,
+            SessionMsg::Person { command, reply } => {
+                let answer = self.person(&myself, run, command);
+                let _ = reply.send(answer);
+            }
+            SessionMsg::CheckAnswers => {
+                if run.in_flight.is_none()
+                    && !run.state.status.is_runnable()
+                    && let Ok(Some(state)) = person::wake_on_answers(&run.store)
+                {
+                    run.state = state;
+                    run.store
+                        .log("the answers in _qa.md are complete; resuming");
+                    myself.send_message(SessionMsg::RunNext)?;
+                }
+            }
         }
-        // A parked session holds no process, no timer and no lock: the actor goes, the files
-        // stay, and the supervisor starts a new one when a person acts.
-        if run.settled && run.in_flight.is_none() {
+        // A slot is held only while an attempt runs.
+        if run.has_slot && run.in_flight.is_none() && !run.awaiting_slot {
+            run.has_slot = false;
+            let _ = self.supervisor.send_message(SupervisorMsg::ReleaseSlot {
+                dir: run.store.dir().to_path_buf(),
+            });
+        }
+        // Under `run`, a parked session's actor goes and lets go of the lock; under the daemon
+        // it stays, holding no process and no timer, until a person's command wakes it.
+        if self.stop_when_parked && run.settled && run.in_flight.is_none() {
             myself.stop(Some("settled".into()));
         }
         Ok(())
@@ -272,15 +330,20 @@ impl Actor for SessionActor {
         run: &mut SessionRun,
     ) -> Result<(), ActorProcessingErr> {
         if let Some(flight) = run.in_flight.take() {
-            // Stopping mid-attempt (shutdown): end the process group now. The state still says
-            // running, so the next worker runs this iteration again as a new attempt.
+            // Stopping mid-attempt (shutdown): the agent gets SIGTERM and its grace period,
+            // then SIGKILL. The state still says running, so the next worker runs this
+            // iteration again as a new attempt.
             let _ = flight.agent.send_message(AgentMsg::Cancel);
+            let deadline =
+                std::time::Instant::now() + self.agent.kill_grace + Duration::from_secs(2);
+            while flight.agent.get_status() != ractor::ActorStatus::Stopped
+                && std::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             flight
                 .agent
-                .stop_and_wait(
-                    Some("session stopping".into()),
-                    Some(Duration::from_secs(5)),
-                )
+                .stop_and_wait(None, Some(Duration::from_secs(2)))
                 .await
                 .ok();
             run.store
@@ -298,12 +361,20 @@ impl SessionActor {
         myself: &ActorRef<SessionMsg>,
         run: &mut SessionRun,
     ) -> Result<(), ActorProcessingErr> {
-        if run.in_flight.is_some() {
+        if run.in_flight.is_some() || run.awaiting_slot {
             return Ok(());
         }
         run.settled = false;
         if !run.state.status.is_runnable() {
             return self.settle(run);
+        }
+        if !run.has_slot {
+            // Queued until the supervisor has room for one more agent.
+            run.awaiting_slot = true;
+            self.supervisor.send_message(SupervisorMsg::RequestSlot {
+                dir: run.store.dir().to_path_buf(),
+            })?;
+            return Ok(());
         }
         if run.state.phase == Phase::Init
             && let Err(error) = self.init(run).await
@@ -371,6 +442,8 @@ impl SessionActor {
             files: files.clone(),
             timeout: self.agent.timeout,
             kill_grace: self.agent.kill_grace,
+            session_dir: run.store.dir().to_path_buf(),
+            registry: self.agents_dir.clone(),
         };
         let (agent, _) = Actor::spawn_linked(
             None,
@@ -761,10 +834,38 @@ impl SessionActor {
         });
         self.supervisor
             .send_message(SupervisorMsg::SessionSettled {
-                folder: run.state.name.clone(),
+                dir: run.store.dir().to_path_buf(),
                 settled,
             })?;
         Ok(())
+    }
+
+    /// Applies a person's command with the lock this actor holds, and acts on the result.
+    fn person(
+        &self,
+        myself: &ActorRef<SessionMsg>,
+        run: &mut SessionRun,
+        command: PersonCommand,
+    ) -> Result<String, (String, u8)> {
+        let (state, message) = person::apply(&run.store, &command).map_err(|e| {
+            let code = match &e {
+                person::ActError::Store(StoreError::Io { .. }) => 1,
+                person::ActError::Store(StoreError::Locked { .. }) => 12,
+                _ => 2,
+            };
+            (e.to_string(), code)
+        })?;
+        run.state = state;
+        if matches!(command, PersonCommand::Stop) {
+            if let Some(flight) = &run.in_flight {
+                let _ = flight.agent.send_message(AgentMsg::Cancel);
+            }
+            let _ = self.settle(run);
+        } else if run.state.status.is_runnable() {
+            run.settled = false;
+            let _ = myself.send_message(SessionMsg::RunNext);
+        }
+        Ok(message)
     }
 
     fn notify(&self, event: SessionEvent) {

@@ -25,7 +25,8 @@ pub enum ActError {
 }
 
 /// Which answers to fill in.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Answers {
     /// Every open question's `Suggested:` text.
     Suggestions,
@@ -93,4 +94,84 @@ pub fn act(
     store.flow_log(state.iteration, &effect.flow_log)?;
     store.log(&effect.flow_log);
     Ok(state)
+}
+
+/// A person's command, as it travels from the CLI or the control socket to a session.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "verb", rename_all = "snake_case")]
+pub enum PersonCommand {
+    Approve,
+    Reject { reason: String },
+    Resume,
+    Stop,
+    Answer { answers: Answers },
+}
+
+/// Applies a person's command to a session held under its lock; returns the new state and a
+/// sentence saying what happened.
+pub fn apply(
+    store: &SessionStore,
+    command: &PersonCommand,
+) -> Result<(SessionState, String), ActError> {
+    let name = store.name();
+    match command {
+        PersonCommand::Approve => {
+            let state = act(store, gate::approve)?;
+            Ok((
+                state,
+                format!("approved the plan of {name}; next phase: implementation"),
+            ))
+        }
+        PersonCommand::Reject { reason } => {
+            let state = act(store, |s| gate::reject(s, reason))?;
+            Ok((
+                state,
+                format!("sent the plan of {name} back to planning with your feedback"),
+            ))
+        }
+        PersonCommand::Resume => {
+            let answered = store
+                .read(QA)?
+                .is_some_and(|t| QaDoc::parse(&t).is_answered());
+            let state = act(store, |s| gate::resume(s, answered))?;
+            let phase = state.phase;
+            Ok((state, format!("resumed {name} in {phase}")))
+        }
+        PersonCommand::Stop => {
+            let state = act(store, |s| gate::stop(s, Timestamp::now()))?;
+            let phase = state.phase;
+            Ok((
+                state,
+                format!("stopped {name} in {phase}; `samocode resume {name}` continues it"),
+            ))
+        }
+        PersonCommand::Answer { answers } => {
+            let answered = answer(store, answers)?;
+            let message = if answered.open.is_empty() {
+                format!("all questions of {name} are answered")
+            } else {
+                let open: Vec<String> = answered.open.iter().map(|n| format!("Q{n}")).collect();
+                format!("saved; still open: {}", open.join(", "))
+            };
+            Ok((store.load_state()?, message))
+        }
+    }
+}
+
+/// Wakes a session waiting for answers when `_qa.md` has been answered by hand; returns the new
+/// state when it did.
+pub fn wake_on_answers(store: &SessionStore) -> Result<Option<SessionState>, ActError> {
+    let answered = store
+        .read(QA)?
+        .is_some_and(|t| QaDoc::parse(&t).is_answered());
+    if !gate::wakes_on_answers(&store.load_state()?, answered) {
+        return Ok(None);
+    }
+    let state = act(store, |s| {
+        let mut effect = gate::resume(s, true)?;
+        effect.verb = "answer";
+        effect.flow_log = "Questions answered in _qa.md; resuming".into();
+        Ok(effect)
+    })?;
+    Ok(Some(state))
 }

@@ -69,6 +69,21 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
     }
 }
 
+/// Replaces a file atomically: a temp file beside it, fsync, rename; a crash leaves either the
+/// old or the new contents, never half of one.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut temp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(io("cannot create a temp file in", dir))?;
+    temp.write_all(contents).map_err(io("cannot write", path))?;
+    temp.as_file().sync_all().map_err(io("cannot sync", path))?;
+    temp.persist(path)
+        .map_err(|e| io("cannot replace", path)(e.error))?;
+    Ok(())
+}
+
 /// A session folder, for reading.
 #[derive(Debug, Clone)]
 pub struct SessionFolder {
@@ -247,21 +262,9 @@ impl SessionStore {
         SessionFolder::new(dir).lock()
     }
 
-    /// Replaces a file atomically: a temp file beside it, fsync, rename.
+    /// Replaces a file of the session atomically.
     pub fn write_atomic(&self, file: &str, contents: &[u8]) -> Result<(), StoreError> {
-        let path = self.path(file);
-        let mut temp = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .tempfile_in(self.dir())
-            .map_err(io("cannot create a temp file in", self.dir()))?;
-        temp.write_all(contents)
-            .map_err(io("cannot write", &path))?;
-        temp.as_file()
-            .sync_all()
-            .map_err(io("cannot sync", &path))?;
-        temp.persist(&path)
-            .map_err(|e| io("cannot replace", &path)(e.error))?;
-        Ok(())
+        write_atomic(&self.path(file), contents)
     }
 
     /// Saves the state and mirrors it into the worker's lines of `_overview.md`.

@@ -231,3 +231,125 @@ pub fn wait_for(deadline: Duration, what: &str, mut condition: impl FnMut() -> b
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A `samocode supervise` process for a project, stopped (SIGKILL) when dropped.
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub socket: PathBuf,
+}
+
+impl Project {
+    /// The daemon's state directory (SAMOCODE_STATE_DIR, set for every command).
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join("state")
+    }
+
+    /// Starts the daemon and waits until its control socket answers.
+    pub fn daemon(&mut self, extra: &[&str]) -> Daemon {
+        let state = self.state_dir();
+        self.env("SAMOCODE_STATE_DIR", &state.display().to_string());
+        let mut args = vec!["supervise"];
+        args.extend_from_slice(extra);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.join("daemon.log"))
+            .unwrap();
+        let child = self
+            .command(&args)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("the daemon starts");
+        let socket = state.join("control.sock");
+        wait_for(
+            Duration::from_secs(20),
+            "the daemon's control socket",
+            || std::os::unix::net::UnixStream::connect(&socket).is_ok(),
+        );
+        Daemon { child, socket }
+    }
+
+    /// `status --json` through whatever answers (daemon or files), parsed.
+    pub fn status(&self) -> Vec<Value> {
+        let run = self.run(&["status", "--json"]);
+        run.expect(0);
+        serde_json::from_str(&run.stdout()).unwrap_or_else(|e| panic!("{e}: {}", run.stdout()))
+    }
+
+    /// Plays the person: answers and approves every waiting session until all are done.
+    pub fn drive_to_done(&self, sessions: usize, deadline: Duration) {
+        let start = Instant::now();
+        loop {
+            let rows = self.status();
+            let done = rows.iter().filter(|r| r["state"] == "done").count();
+            if done == sessions && rows.len() == sessions {
+                return;
+            }
+            for row in &rows {
+                let name = row["name"].as_str().unwrap();
+                match row["waiting_for"].as_str() {
+                    Some("qa_answers") => {
+                        let _ = self.run(&["answer", name, "--accept-suggestions"]);
+                    }
+                    Some("plan_approval") => {
+                        let _ = self.run(&["approve", name]);
+                    }
+                    _ => {}
+                }
+                assert!(
+                    !matches!(row["state"].as_str(), Some("blocked" | "failed")),
+                    "{name} ended {}: {}\n{}",
+                    row["state"],
+                    row["blocked_reason"],
+                    std::fs::read_to_string(self.root.join("daemon.log")).unwrap_or_default()
+                );
+            }
+            assert!(
+                start.elapsed() < deadline,
+                "not all done in time: {rows:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// What `SAMOCODE_FAKE_RUNNING` recorded: (agents running, of them this session's) per start.
+    pub fn concurrency(&self) -> Vec<(usize, usize)> {
+        std::fs::read_to_string(self.root.join("running.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let mut f = l.split_whitespace();
+                (
+                    f.next().unwrap().parse().unwrap(),
+                    f.next().unwrap().parse().unwrap(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Daemon {
+    /// SIGTERM, then the exit code.
+    pub fn terminate(mut self) -> Option<i32> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let code = self.child.wait().unwrap().code();
+        std::mem::forget(self);
+        code
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn crash(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

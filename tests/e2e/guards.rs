@@ -186,7 +186,7 @@ fn dry_run_prints_the_configuration_and_the_agent_command_and_writes_nothing() {
 }
 
 #[test]
-fn the_demo_runs_several_sessions_to_done_and_says_where_things_are() {
+fn the_demo_runs_three_sessions_on_the_daemon_to_done_and_says_where_things_are() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("demo");
     let out = std::process::Command::new(super::fixture::BIN)
@@ -202,11 +202,12 @@ fn the_demo_runs_several_sessions_to_done_and_says_where_things_are() {
     );
     for name in ["login", "search", "export"] {
         assert!(
-            stdout.contains(&format!("{name}: questions asked; answering")),
+            stdout.contains(&"demo, as a person: all questions of ".to_string())
+                && stdout.contains(&format!("-{name} are answered")),
             "{stdout}"
         );
         assert!(
-            stdout.contains(&format!("{name}: plan written; approving it")),
+            stdout.contains(&format!("-{name}; next phase: implementation")),
             "{stdout}"
         );
         assert!(

@@ -1,0 +1,263 @@
+//! `samocode supervise`: many sessions in one daemon, gates that wait in place, recovery.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use super::fixture::{Project, alive, wait_for};
+
+#[test]
+fn fifty_sessions_never_run_more_than_eight_agents_and_all_finish() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "*=slow:0.05");
+    project.env(
+        "SAMOCODE_FAKE_RUNNING",
+        &project.root.join("running").display().to_string(),
+    );
+    let _daemon = project.daemon(&["--max-parallel", "8"]);
+    for i in 0..50 {
+        project
+            .run(&[
+                "start",
+                "--session",
+                &format!("s{i:02}"),
+                "--dive",
+                "d",
+                "--task",
+                "t",
+            ])
+            .expect(0);
+    }
+    project.drive_to_done(50, Duration::from_secs(240));
+    let seen = project.concurrency();
+    assert_eq!(seen.len(), 500, "ten agent runs per session");
+    let most = seen.iter().map(|(all, _)| *all).max().unwrap();
+    assert!(most <= 8, "at most 8 agents at once, saw {most}");
+    assert!(most >= 2, "sessions did run in parallel (saw {most})");
+    println!("most agents at once: {most} (cap 8)");
+    assert!(
+        seen.iter().all(|(_, same)| *same == 1),
+        "a session never ran two agents at once"
+    );
+}
+
+#[test]
+fn gates_through_the_socket_and_through_the_files() {
+    let mut project = Project::new();
+    // Without a daemon: start refuses and says what to do; gates act on the files.
+    let start = project.run(&["start", "--session", "one", "--dive", "d", "--task", "t"]);
+    start.expect(2);
+    assert!(
+        start.stderr().contains("samocode supervise")
+            && start.stderr().contains("samocode run --session one"),
+        "{}",
+        start.stderr()
+    );
+    project
+        .run(&["run", "--session", "one", "--dive", "d", "--task", "t"])
+        .expect(10);
+    project
+        .run(&["answer", "one", "--accept-suggestions"])
+        .expect(0);
+    project.run(&["stop", "one"]).expect(0);
+    assert_eq!(project.session("one").state()["status"]["state"], "stopped");
+    project.run(&["resume", "one"]).expect(0);
+
+    // With a daemon: the same commands go through its socket, which only its user may use.
+    let daemon = project.daemon(&[]);
+    let mode = std::fs::metadata(&daemon.socket)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let second = project.run(&["supervise"]);
+    second.expect(12);
+    assert!(
+        second
+            .stderr()
+            .contains("another samocode daemon is running"),
+        "{}",
+        second.stderr()
+    );
+
+    project.run(&["start", "--session", "one"]).expect(0);
+    project
+        .run(&["start", "--session", "two", "--dive", "d", "--task", "t"])
+        .expect(0);
+    let one = project.session("one");
+    wait_for(
+        Duration::from_secs(30),
+        "one to wait for plan approval",
+        || one.state()["status"]["for"] == "plan_approval",
+    );
+    // The daemon holds the session: a foreground worker may not take it.
+    project.run(&["run", "--session", "one"]).expect(12);
+    let approve = project.run(&["approve", "one"]);
+    approve.expect(0);
+    assert!(
+        approve.stdout().contains("approved the plan"),
+        "{}",
+        approve.stdout()
+    );
+    wait_for(Duration::from_secs(30), "one to be done", || {
+        one.state()["status"]["state"] == "done"
+    });
+
+    let two = project.session("two");
+    wait_for(Duration::from_secs(30), "two to ask", || {
+        two.state()["status"]["for"] == "qa_answers"
+    });
+    project.run(&["stop", "two"]).expect(0);
+    assert_eq!(two.state()["status"]["state"], "stopped");
+    let refused = project.run(&["approve", "two"]);
+    refused.expect(2);
+    assert!(
+        refused.stderr().contains("not waiting for plan approval"),
+        "{}",
+        refused.stderr()
+    );
+    // Resumed, it asks again; resuming a session that waits for answers says what it needs.
+    project.run(&["resume", "two"]).expect(0);
+    wait_for(Duration::from_secs(30), "two to ask again", || {
+        two.state()["status"]["for"] == "qa_answers"
+    });
+    let early = project.run(&["resume", "two"]);
+    early.expect(2);
+    assert!(
+        early.stderr().contains("answer every question"),
+        "{}",
+        early.stderr()
+    );
+    project
+        .run(&["answer", "two", "--q", "1", "docs"])
+        .expect(0);
+    project.run(&["answer", "two", "--q", "2", "5"]).expect(0);
+    wait_for(Duration::from_secs(30), "two to reach the plan", || {
+        two.state()["status"]["for"] == "plan_approval"
+    });
+
+    let status = project.run(&["status"]);
+    assert!(status.stdout().contains("PROJECT"), "{}", status.stdout());
+    let rows = project.status();
+    assert_eq!(
+        rows.len(),
+        2,
+        "status lists the finished session too: {rows:#?}"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r["worker"] == "running" || r["state"] == "done")
+    );
+
+    assert_eq!(daemon.terminate(), Some(0));
+    assert!(!project.state_dir().join("control.sock").exists());
+}
+
+#[test]
+fn answers_written_by_hand_wake_a_waiting_session() {
+    let mut project = Project::new();
+    let _daemon = project.daemon(&[]);
+    project
+        .run(&["start", "--session", "hand", "--dive", "d", "--task", "t"])
+        .expect(0);
+    let s = project.session("hand");
+    wait_for(Duration::from_secs(30), "questions", || {
+        s.state()["status"]["for"] == "qa_answers"
+    });
+    let qa = s
+        .read("_qa.md")
+        .replace("Answer:\n", "Answer: typed in an editor\n");
+    std::fs::write(s.path("_qa.md"), qa).unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "the session to go on by itself",
+        || s.state()["status"]["for"] == "plan_approval",
+    );
+}
+
+#[test]
+fn a_crashed_daemon_is_replaced_and_every_session_finishes() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "*=slow:0.4");
+    project.env(
+        "SAMOCODE_FAKE_RUNNING",
+        &project.root.join("running").display().to_string(),
+    );
+    let daemon = project.daemon(&["--max-parallel", "20"]);
+    for i in 0..20 {
+        project
+            .run(&[
+                "start",
+                "--session",
+                &format!("c{i:02}"),
+                "--dive",
+                "d",
+                "--task",
+                "t",
+            ])
+            .expect(0);
+    }
+    // Let the sessions get into their iterations, answering the first gates.
+    let running_dir = project.root.join("running");
+    wait_for(Duration::from_secs(60), "agents in flight", || {
+        std::fs::read_dir(&running_dir)
+            .map(|d| d.count() >= 10)
+            .unwrap_or(false)
+    });
+    daemon.crash();
+    let orphans: Vec<i32> = std::fs::read_dir(&running_dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .rsplit_once('.')
+                .and_then(|(_, p)| p.parse().ok())
+        })
+        .filter(|pid| alive(*pid))
+        .collect();
+    assert!(!orphans.is_empty(), "the crash left agents running");
+
+    let _daemon = project.daemon(&["--max-parallel", "20"]);
+    for pid in &orphans {
+        wait_for(
+            Duration::from_secs(10),
+            "the first daemon's agents to be killed",
+            || !alive(*pid),
+        );
+    }
+    project.drive_to_done(20, Duration::from_secs(240));
+    assert!(
+        project.concurrency().iter().all(|(_, same)| *same == 1),
+        "no session ever ran twice at once"
+    );
+    for i in 0..20 {
+        let s = project.session(&format!("c{i:02}"));
+        let history = s.jsonl("_signal_history.jsonl");
+        let mut keys: Vec<(u64, u64, String, String)> = history
+            .iter()
+            .map(|r| {
+                (
+                    r["iteration"].as_u64().unwrap(),
+                    r["attempt"].as_u64().unwrap(),
+                    r["source"].to_string(),
+                    r["status"].to_string(),
+                )
+            })
+            .collect();
+        let agent_iterations: Vec<u64> = history
+            .iter()
+            .filter(|r| r["source"] == "agent")
+            .map(|r| r["iteration"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            agent_iterations,
+            (1..=10).collect::<Vec<_>>(),
+            "one accepted signal per iteration, none lost or repeated"
+        );
+        let count = keys.len();
+        keys.dedup();
+        assert_eq!(keys.len(), count, "no duplicated history row");
+        assert_eq!(s.state()["status"]["state"], "done");
+    }
+}
