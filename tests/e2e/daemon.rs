@@ -261,3 +261,101 @@ fn a_crashed_daemon_is_replaced_and_every_session_finishes() {
         assert_eq!(s.state()["status"]["state"], "done");
     }
 }
+
+#[test]
+fn sigterm_stops_running_agents_within_their_grace_and_exits_zero() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation=hang");
+    project.env(
+        "SAMOCODE_FAKE_RUNNING",
+        &project.root.join("running").display().to_string(),
+    );
+    let daemon = project.daemon(&[]);
+    project
+        .run(&["start", "--session", "long", "--dive", "d", "--task", "t"])
+        .expect(0);
+    let running = project.root.join("running");
+    let mut agent = None;
+    wait_for(Duration::from_secs(20), "the agent to run", || {
+        agent = std::fs::read_dir(&running)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .and_then(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .rsplit_once('.')
+                    .and_then(|(_, p)| p.parse::<i32>().ok())
+            });
+        agent.is_some()
+    });
+    let left_behind = {
+        let mut pids = Vec::new();
+        wait_for(Duration::from_secs(10), "the agent's grandchild", || {
+            pids = project.left_behind();
+            !pids.is_empty()
+        });
+        pids
+    };
+    assert_eq!(daemon.terminate(), Some(0));
+    assert!(!alive(agent.unwrap()), "the agent was stopped");
+    for pid in left_behind {
+        assert!(!alive(pid), "no process of the attempt outlives the daemon");
+    }
+    let state = project.session("long").state();
+    assert_eq!(
+        state["status"]["state"], "running",
+        "an interrupted attempt runs again on the next start"
+    );
+    let log = project.session("long").read("session.log");
+    assert!(
+        log.contains("stopped by the worker during an attempt"),
+        "{log}"
+    );
+}
+
+#[test]
+fn stop_parks_a_running_session_and_parallel_changes_the_cap() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation=slow:30");
+    let _daemon = project.daemon(&["--max-parallel", "1"]);
+    project
+        .run(&["start", "--session", "busy", "--dive", "d", "--task", "t"])
+        .expect(0);
+    project
+        .run(&["start", "--session", "next", "--dive", "d", "--task", "t"])
+        .expect(0);
+    let busy = project.session("busy");
+    let next = project.session("next");
+    wait_for(Duration::from_secs(20), "busy to run", || {
+        busy.state()["status"]["state"] == "running"
+    });
+    assert_eq!(
+        next.state()["status"]["state"],
+        "queued",
+        "one slot: the second session waits its turn"
+    );
+    let rows = project.status();
+    assert!(rows.iter().any(|r| r["state"] == "queued"));
+
+    let stop = project.run(&["stop", "busy"]);
+    stop.expect(0);
+    assert_eq!(busy.state()["status"]["state"], "stopped");
+    wait_for(Duration::from_secs(20), "next to get the slot", || {
+        next.state()["status"]["state"] == "running"
+    });
+
+    let parallel = project.run(&["parallel", "3"]);
+    parallel.expect(0);
+    assert!(
+        parallel.stdout().contains("at most 3 agents"),
+        "{}",
+        parallel.stdout()
+    );
+    project.run(&["resume", "busy"]).expect(0);
+    wait_for(Duration::from_secs(20), "busy to run beside next", || {
+        busy.state()["status"]["state"] == "running"
+    });
+    let rows = busy.jsonl("_iterations.jsonl");
+    assert_eq!(rows[0]["detail"], "stopped by samocode");
+}
