@@ -37,6 +37,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod fake_agent;
+pub mod lockfile;
 pub mod notify;
 pub mod protocol;
 pub mod session;

@@ -1,8 +1,7 @@
 //! `samocode supervise` (the daemon), and the commands that only make sense with one:
 //! `start` and `parallel`. Also the client the other commands use to reach a running daemon.
 
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{Read, Write};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -158,37 +157,22 @@ fn lock_state_dir(dir: &Path) -> Result<DaemonLock, CliError> {
     // The socket's 0600 is only half the fence; the directory is the other half.
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
     let path = dir.join("daemon.lock");
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| CliError::failure(anyhow::anyhow!("cannot open {}: {e}", path.display())))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
-            return Err(CliError {
-                code: exit::LOCKED,
-                error: anyhow::anyhow!(
-                    "another samocode daemon is running (pid {}) with state directory {}; stop it first, or set SAMOCODE_STATE_DIR for a second one",
-                    pid.trim(),
-                    dir.display()
-                ),
-            });
-        }
-        Err(TryLockError::Error(e)) => {
-            return Err(CliError::failure(anyhow::anyhow!(
-                "cannot lock {}: {e}",
-                path.display()
-            )));
-        }
+    match crate::lockfile::acquire(&path) {
+        Ok(file) => Ok(DaemonLock { _file: file }),
+        Err(crate::lockfile::LockError::Held { pid }) => Err(CliError {
+            code: exit::LOCKED,
+            error: anyhow::anyhow!(
+                "another samocode daemon is running (pid {}) with state directory {}; stop it first, or set SAMOCODE_STATE_DIR for a second one",
+                pid.map(|p| p.to_string())
+                    .unwrap_or_else(|| "unknown".into()),
+                dir.display()
+            ),
+        }),
+        Err(crate::lockfile::LockError::Io(e)) => Err(CliError::failure(anyhow::anyhow!(
+            "cannot lock {}: {e}",
+            path.display()
+        ))),
     }
-    let _ = file.set_len(0);
-    let _ = write!(file, "{}", std::process::id());
-    Ok(DaemonLock { _file: file })
 }
 
 /// `samocode supervise`: the daemon, in the foreground. SIGTERM or SIGINT stops it gracefully.

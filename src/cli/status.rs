@@ -1,7 +1,6 @@
 //! `samocode status [SESSION] [--json] [--active]`: the sessions of the project from their
 //! files (no daemon needed): a table, a JSON array, or one session in full.
 
-use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -83,7 +82,7 @@ impl SessionRow {
                 }
                 _ => None,
             },
-            worker: if worker_holds(folder.dir()) {
+            worker: if crate::lockfile::is_held(&folder.path(LOCK)) {
                 "running"
             } else {
                 "stopped"
@@ -95,14 +94,6 @@ impl SessionRow {
             input_tokens: state.usage.input_tokens,
             output_tokens: state.usage.output_tokens,
         }
-    }
-}
-
-/// True when some worker holds the session's lock (checked without taking it for long).
-fn worker_holds(dir: &Path) -> bool {
-    match File::open(dir.join(LOCK)) {
-        Ok(file) => matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock)),
-        Err(_) => false,
     }
 }
 

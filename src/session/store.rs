@@ -5,8 +5,8 @@
 //! folder, fsync, rename), journals are appended and fsynced line by line, attempt logs are
 //! created new and never overwritten.
 
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{Read, Seek, Write};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use jiff::{Timestamp, Zoned};
@@ -26,9 +26,6 @@ pub const QA: &str = "_qa.md";
 pub const LOGS: &str = "_logs";
 pub const SESSION_LOG: &str = "session.log";
 pub const LOCK: &str = "_worker.lock";
-
-/// Extra tries, 10 ms apart, before a busy lock is reported (see [`SessionFolder::lock`]).
-const LOCK_RETRIES: u32 = 30;
 
 /// Why a session folder could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -171,43 +168,17 @@ impl SessionFolder {
     /// Takes the worker lock, or reports who holds it.
     pub fn lock(self) -> Result<SessionStore, StoreError> {
         let path = self.path(LOCK);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io("cannot open the lock file", &path))?;
-        // A child process forked by this program (an agent, git) briefly shares every open
-        // file until it execs, and with it a lock this process has just released. So a lock
-        // that is busy is tried again for a moment before it counts as held by another worker.
-        let mut tries = 0;
-        loop {
-            match file.try_lock() {
-                Ok(()) => break,
-                Err(TryLockError::WouldBlock) if tries < LOCK_RETRIES => {
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Err(TryLockError::WouldBlock) => {
-                    let mut text = String::new();
-                    let _ = file.read_to_string(&mut text);
-                    return Err(StoreError::Locked {
-                        dir: self.dir.clone(),
-                        pid: text.trim().parse().ok(),
-                    });
-                }
-                Err(TryLockError::Error(e)) => return Err(io("cannot lock", &path)(e)),
-            }
+        match crate::lockfile::acquire(&path) {
+            Ok(file) => Ok(SessionStore {
+                folder: self,
+                lock: Some(file),
+            }),
+            Err(crate::lockfile::LockError::Held { pid }) => Err(StoreError::Locked {
+                dir: self.dir.clone(),
+                pid,
+            }),
+            Err(crate::lockfile::LockError::Io(e)) => Err(io("cannot lock", &path)(e)),
         }
-        // The pid is only for the message a second worker prints; the lock is the flock.
-        file.set_len(0).map_err(io("cannot write", &path))?;
-        file.rewind().map_err(io("cannot write", &path))?;
-        write!(file, "{}", std::process::id()).map_err(io("cannot write", &path))?;
-        Ok(SessionStore {
-            folder: self,
-            lock: Some(file),
-        })
     }
 }
 
