@@ -363,12 +363,14 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
         }),
         _ => None,
     };
-    let otlp_endpoint = sources
-        .env
-        .get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        .or_else(|| sources.env.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
-        .filter(|v| !v.is_empty())
-        .cloned();
+    // The traces variable is the full URL; the general one is a base that gets the signal path.
+    let nonempty = |key: &str| sources.env.get(key).filter(|v| !v.is_empty());
+    let otlp_endpoint = nonempty("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .cloned()
+        .or_else(|| {
+            nonempty("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .map(|base| format!("{}/v1/traces", base.trim_end_matches('/')))
+        });
     Ok(Config {
         project,
         agent,

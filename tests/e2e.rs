@@ -7,4 +7,5 @@ mod e2e {
     mod full_session;
     mod guards;
     mod misbehaviour;
+    mod telemetry;
 }

@@ -133,6 +133,8 @@ struct InFlight {
     phase: Phase,
     /// Tracked files before a read-only phase ran.
     snapshot: Option<TrackedSnapshot>,
+    /// The attempt's trace span: opened when the agent starts, closed when its report is in.
+    span: tracing::Span,
 }
 
 pub struct SessionRun {
@@ -455,11 +457,26 @@ impl SessionActor {
             myself.get_cell(),
         )
         .await?;
+        // A root span: the actor's own spans live as long as the actor and would swallow it.
+        let span = tracing::info_span!(
+            parent: None,
+            "attempt",
+            session = %state.name,
+            phase = %state.phase,
+            iteration = state.iteration,
+            attempt = state.attempt,
+            provider = %self.agent.provider,
+            outcome = tracing::field::Empty,
+            cost_usd = tracing::field::Empty,
+            input_tokens = tracing::field::Empty,
+            output_tokens = tracing::field::Empty,
+        );
         run.in_flight = Some(InFlight {
             agent,
             files,
             phase: state.phase,
             snapshot,
+            span,
         });
         Ok(())
     }
@@ -565,7 +582,7 @@ impl SessionActor {
         if let Some((outcome, detail)) = failure {
             row.outcome = outcome;
             row.detail = Some(detail.clone());
-            run.store.append_iteration(&row)?;
+            journal_attempt(&run.store, &flight.span, &row)?;
             run.store
                 .log(&format!("attempt {} failed: {detail}", run.state.attempt));
             if report.end == ProcessEnd::Cancelled {
@@ -601,7 +618,7 @@ impl SessionActor {
             Err(problem) => {
                 row.outcome = AttemptOutcome::ProtocolError;
                 row.detail = Some(problem.text.clone());
-                run.store.append_iteration(&row)?;
+                journal_attempt(&run.store, &flight.span, &row)?;
                 let retry = problem.retryable && run.state.last_rejection.is_none();
                 self.history(
                     run,
@@ -623,7 +640,7 @@ impl SessionActor {
                 self.block(run, problem.text, Source::Agent)
             }
             Ok((signal, verdict)) => {
-                run.store.append_iteration(&row)?;
+                journal_attempt(&run.store, &flight.span, &row)?;
                 self.apply(myself, run, flight.phase, &signal, verdict)
             }
         }
@@ -871,6 +888,19 @@ impl SessionActor {
     fn notify(&self, event: SessionEvent) {
         let _ = self.notifier.send_message(NotifierMsg::Deliver(event));
     }
+}
+
+/// Appends the attempt's row to `_iterations.jsonl` and puts its figures on the attempt span.
+fn journal_attempt(
+    store: &SessionStore,
+    span: &tracing::Span,
+    row: &IterationRow,
+) -> Result<(), StoreError> {
+    span.record("outcome", row.outcome.name());
+    span.record("cost_usd", row.cost_usd);
+    span.record("input_tokens", row.input_tokens);
+    span.record("output_tokens", row.output_tokens);
+    store.append_iteration(row)
 }
 
 /// A signal that could not be used, and whether the attempt may be retried for it.
