@@ -6,8 +6,11 @@ use std::sync::{Arc, Mutex};
 
 use super::fixture::Project;
 
+/// Requests received: (path, body).
+type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// A loopback OTLP/HTTP receiver that keeps every request (path and body).
-fn receiver() -> (u16, Arc<Mutex<Vec<(String, Vec<u8>)>>>) {
+fn receiver() -> (u16, Received) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -26,10 +29,10 @@ fn receiver() -> (u16, Arc<Mutex<Vec<(String, Vec<u8>)>>>) {
                 if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
                     break;
                 }
-                if let Some((name, value)) = header.split_once(':') {
-                    if name.eq_ignore_ascii_case("content-length") {
-                        length = value.trim().parse().unwrap_or(0);
-                    }
+                if let Some((name, value)) = header.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    length = value.trim().parse().unwrap_or(0);
                 }
             }
             let mut body = vec![0; length];
