@@ -216,7 +216,8 @@ impl Actor for SupervisorActor {
                     tracing::error!(session = %dir.display(), %error, "session actor failed");
                     let running = state.sessions.remove(&dir).expect("found above");
                     forget_slot(state, &dir);
-                    self.restart(&myself, state, dir, running).await;
+                    self.restart(&myself, state, dir, running, error.to_string())
+                        .await;
                 }
             }
             SupervisionEvent::ActorTerminated(who, _, _) => {
@@ -443,6 +444,7 @@ impl SupervisorActor {
         state: &mut SupervisorState,
         dir: PathBuf,
         running: Running,
+        error: String,
     ) {
         let now = Instant::now();
         let mut restarts: Vec<Instant> = running
@@ -453,7 +455,7 @@ impl SupervisorActor {
         restarts.push(now);
         if restarts.len() > MAX_RESTARTS {
             let reason = format!(
-                "the session actor failed {} times within {}",
+                "the session actor failed {} times within {}; the last: {error}",
                 restarts.len(),
                 humantime::format_duration(RESTART_WINDOW)
             );

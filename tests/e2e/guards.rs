@@ -226,3 +226,32 @@ fn the_demo_runs_three_sessions_on_the_daemon_to_done_and_says_where_things_are(
         "{stdout}"
     );
 }
+
+#[test]
+fn a_session_actor_that_keeps_failing_is_restarted_then_marked_failed() {
+    let project = Project::new();
+    project
+        .run(&["run", "--session", "broken", "--dive", "d", "--task", "t"])
+        .expect(10);
+    project
+        .run(&["answer", "broken", "--accept-suggestions"])
+        .expect(0);
+    let s = project.session("broken");
+    // The worker must delete _signal.json before every attempt; a directory there defeats it.
+    std::fs::remove_file(s.path("_signal.json")).unwrap();
+    std::fs::create_dir(s.path("_signal.json")).unwrap();
+    let run = project.run(&["run", "--session", "broken"]);
+    run.expect(1);
+    assert!(
+        run.stdout()
+            .contains("failed: the session actor failed 4 times"),
+        "{}",
+        run.stdout()
+    );
+    assert!(
+        run.stdout().contains("_signal.json"),
+        "the cause is named: {}",
+        run.stdout()
+    );
+    assert_eq!(s.state()["status"]["state"], "failed");
+}
