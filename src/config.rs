@@ -89,6 +89,8 @@ pub struct TelegramSettings {
     pub token: String,
     pub chat_id: i64,
     pub api_url: Option<String>,
+    /// Telegram user ids whose commands and button presses the bot obeys.
+    pub allowed_users: Vec<u64>,
 }
 
 impl fmt::Debug for TelegramSettings {
@@ -98,6 +100,7 @@ impl fmt::Debug for TelegramSettings {
             .field("token", &"<redacted>")
             .field("chat_id", &self.chat_id)
             .field("api_url", &self.api_url)
+            .field("allowed_users", &self.allowed_users)
             .finish()
     }
 }
@@ -360,6 +363,19 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
                 expected: "a numeric chat id",
             })?,
             api_url: layers.get("TELEGRAM_API_URL").map(|(v, _)| v),
+            allowed_users: layers
+                .parsed(
+                    "TELEGRAM_ALLOWED_USERS",
+                    None,
+                    "Telegram user ids separated by commas",
+                    |v| {
+                        v.split([',', ' '])
+                            .filter(|id| !id.is_empty())
+                            .map(|id| id.parse().ok())
+                            .collect::<Option<Vec<u64>>>()
+                    },
+                )?
+                .unwrap_or_default(),
         }),
         _ => None,
     };

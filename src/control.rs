@@ -36,6 +36,11 @@ pub enum Request {
         dir: PathBuf,
         command: PersonCommand,
     },
+    /// The same, by folder name or short name (the bot knows no paths).
+    Named {
+        session: String,
+        command: PersonCommand,
+    },
     /// The sessions the daemon owns.
     Status,
     /// Change the cap on running agents.

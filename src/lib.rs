@@ -33,6 +33,7 @@
 //!   and the tests; [`telemetry`]: logs and traces.
 
 pub mod agent;
+pub mod bot;
 pub mod cli;
 pub mod config;
 pub mod control;

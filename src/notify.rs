@@ -6,6 +6,7 @@
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
+use crate::bot::Telegram;
 use crate::protocol::Phase;
 use crate::session::actor::Settled;
 
@@ -89,22 +90,23 @@ pub struct NotifierActor;
 
 impl Actor for NotifierActor {
     type Msg = NotifierMsg;
-    type State = ();
-    type Arguments = ();
+    /// The Telegram sink, when configured.
+    type State = Option<Telegram>;
+    type Arguments = Option<Telegram>;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<NotifierMsg>,
-        _args: (),
-    ) -> Result<(), ActorProcessingErr> {
-        Ok(())
+        telegram: Option<Telegram>,
+    ) -> Result<Option<Telegram>, ActorProcessingErr> {
+        Ok(telegram)
     }
 
     async fn handle(
         &self,
         _myself: ActorRef<NotifierMsg>,
         message: NotifierMsg,
-        _state: &mut (),
+        telegram: &mut Option<Telegram>,
     ) -> Result<(), ActorProcessingErr> {
         let NotifierMsg::Deliver(event) = message;
         let headline = event.headline();
@@ -113,6 +115,9 @@ impl Actor for NotifierActor {
                 tracing::warn!(target: "samocode::events", "{headline}")
             }
             _ => tracing::info!(target: "samocode::events", "{headline}"),
+        }
+        if let Some(telegram) = telegram {
+            telegram.notify(&event).await;
         }
         Ok(())
     }

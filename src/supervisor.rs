@@ -89,6 +89,8 @@ pub struct SupervisorActor {
     pub agents_dir: Option<PathBuf>,
     /// Where the list of owned sessions is saved (the daemon).
     pub owned_file: Option<PathBuf>,
+    /// Where the notifier also tells people about sessions.
+    pub telegram: Option<crate::bot::Telegram>,
 }
 
 /// Startup input.
@@ -125,7 +127,13 @@ impl Actor for SupervisorActor {
         myself: ActorRef<SupervisorMsg>,
         args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
-        let (notifier, _) = Actor::spawn_linked(None, NotifierActor, (), myself.get_cell()).await?;
+        let (notifier, _) = Actor::spawn_linked(
+            None,
+            NotifierActor,
+            self.telegram.clone(),
+            myself.get_cell(),
+        )
+        .await?;
         if self.keep_parked {
             myself.send_interval(ANSWER_CHECK, || SupervisorMsg::CheckAnswers);
         }
@@ -389,6 +397,31 @@ impl SupervisorActor {
                 }
             }
             Request::Person { dir, command } => self.person(state, dir, command).await,
+            Request::Named { session, command } => {
+                let matches: Vec<PathBuf> = state
+                    .sessions
+                    .keys()
+                    .filter(|dir| {
+                        let folder = dir.file_name().unwrap_or_default().to_string_lossy();
+                        folder == session.as_str()
+                            || crate::session::name::short_name(&folder) == session
+                    })
+                    .cloned()
+                    .collect();
+                match matches.as_slice() {
+                    [dir] => self.person(state, dir.clone(), command).await,
+                    [] => Response::Error {
+                        message: format!("the daemon drives no session {session:?}"),
+                        code: 2,
+                    },
+                    _ => Response::Error {
+                        message: format!(
+                            "{session:?} names several sessions; use the full folder name"
+                        ),
+                        code: 2,
+                    },
+                }
+            }
             Request::Status => Response::Sessions {
                 sessions: owned(state),
                 max_parallel: state.max_parallel,

@@ -7,5 +7,6 @@ mod e2e {
     mod full_session;
     mod guards;
     mod misbehaviour;
+    mod telegram;
     mod telemetry;
 }

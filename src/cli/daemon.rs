@@ -191,12 +191,14 @@ pub async fn supervise(config: &Config) -> Result<u8, CliError> {
         ))
     })?;
     let owned_file = state_dir.join("sessions.json");
+    let telegram = super::run::telegram(config)?;
     let supervisor = SupervisorActor {
         agent: config.agent.clone(),
         retry: config.retry.clone(),
         keep_parked: true,
         agents_dir: Some(agents_dir),
         owned_file: Some(owned_file.clone()),
+        telegram: telegram.clone(),
     };
     let (supervisor, handle) = Actor::spawn(
         None,
@@ -210,6 +212,8 @@ pub async fn supervise(config: &Config) -> Result<u8, CliError> {
 
     resume_owned(&supervisor, &owned_file).await;
     let server = tokio::spawn(control::serve(listener, supervisor.clone()));
+    // The bot is a task beside the supervisor: it holds no session state, only asks.
+    let bot = telegram.map(|telegram| tokio::spawn(telegram.poll(supervisor.clone())));
     tracing::info!(socket = %config.control_socket.display(), max_parallel = config.max_parallel, "samocode daemon running");
 
     let mut terminate =
@@ -223,6 +227,9 @@ pub async fn supervise(config: &Config) -> Result<u8, CliError> {
         "stopping: running attempts get their grace period, then their process groups are killed"
     );
     server.abort();
+    if let Some(bot) = bot {
+        bot.abort();
+    }
     supervisor.stop(None);
     let _ = tokio::time::timeout(config.agent.kill_grace + Duration::from_secs(30), handle).await;
     let _ = std::fs::remove_file(&config.control_socket);

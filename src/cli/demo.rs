@@ -90,6 +90,7 @@ pub async fn demo(args: DemoArgs, _config: &Config, _sources: &Sources) -> Resul
         keep_parked: true,
         agents_dir: None,
         owned_file: None,
+        telegram: None,
     };
     let (supervisor, handle) = Actor::spawn(
         None,

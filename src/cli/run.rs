@@ -61,6 +61,7 @@ pub async fn run(args: RunArgs, config: &Config) -> Result<u8, CliError> {
         keep_parked: false,
         agents_dir: None,
         owned_file: None,
+        telegram: telegram(config)?,
     };
     let (supervisor, handle) = Actor::spawn(None, supervisor, SupervisorArgs { max_parallel: 1 })
         .await
@@ -107,6 +108,16 @@ pub async fn run(args: RunArgs, config: &Config) -> Result<u8, CliError> {
     let _ = tokio::time::timeout(Duration::from_secs(60), handle).await;
     let (folder, settled) = outcome?;
     Ok(explain(config, &folder, &settled))
+}
+
+/// The Telegram sink, when configured.
+pub(super) fn telegram(config: &Config) -> Result<Option<crate::bot::Telegram>, CliError> {
+    config
+        .telegram
+        .as_ref()
+        .map(crate::bot::Telegram::new)
+        .transpose()
+        .map_err(CliError::usage)
 }
 
 /// Prints what the session needs next and returns the exit code of its condition.

@@ -25,7 +25,7 @@ pub enum ActError {
 }
 
 /// Which answers to fill in.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Answers {
     /// Every open question's `Suggested:` text.
@@ -97,7 +97,7 @@ pub fn act(
 }
 
 /// A person's command, as it travels from the CLI or the control socket to a session.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "verb", rename_all = "snake_case")]
 pub enum PersonCommand {
     Approve,
