@@ -247,12 +247,25 @@ impl Layers<'_> {
         let Some((value, origin)) = found else {
             return Ok(None);
         };
+        let key = match flag {
+            Some(_) => flag_name(env).to_string(),
+            None => env.to_string(),
+        };
         parse(value.trim()).map(Some).ok_or(ConfigError::BadValue {
-            key: env.to_string(),
+            key,
             value,
             origin,
             expected,
         })
+    }
+}
+
+/// The command-line flag that sets the same thing as `env`.
+fn flag_name(env: &str) -> &'static str {
+    match env {
+        "SAMOCODE_PROVIDER" => "--provider",
+        "SAMOCODE_MAX_PARALLEL" => "--max-parallel",
+        _ => "--timeout",
     }
 }
 

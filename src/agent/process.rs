@@ -100,7 +100,7 @@ impl Actor for AgentProcess {
             }
             Err(error) => {
                 state.exit = Some(ProcessEnd::SpawnFailed(format!(
-                    "cannot start {}: {error}",
+                    "cannot start {}: {error}; install the agent CLI, or point CLAUDE_PATH (CODEX_PATH for codex) at it",
                     state.spec.command.program.display()
                 )));
                 state.output_closed = true;
