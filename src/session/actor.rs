@@ -135,6 +135,7 @@ struct InFlight {
     snapshot: Option<TrackedSnapshot>,
     /// The attempt's trace span: opened when the agent starts, closed when its report is in.
     span: tracing::Span,
+    started_at: Timestamp,
 }
 
 pub struct SessionRun {
@@ -348,6 +349,25 @@ impl Actor for SessionActor {
                 .stop_and_wait(None, Some(Duration::from_secs(2)))
                 .await
                 .ok();
+            let row = IterationRow {
+                started_at: flight.started_at,
+                ended_at: Timestamp::now(),
+                iteration: run.state.iteration,
+                attempt: run.state.attempt,
+                phase: flight.phase,
+                provider: self.agent.provider.to_string(),
+                model: self.agent.claude_model.clone(),
+                exit_code: None,
+                exit_signal: None,
+                outcome: AttemptOutcome::Crashed,
+                detail: Some("interrupted: the worker stopped during the attempt".into()),
+                input_tokens: 0,
+                output_tokens: 0,
+                cost_usd: 0.0,
+                agent_session_id: None,
+                log: flight.files.relative_log(),
+            };
+            let _ = journal_attempt(&run.store, &flight.span, &row);
             run.store
                 .log("stopped by the worker during an attempt; it will be retried");
         }
@@ -477,6 +497,7 @@ impl SessionActor {
             phase: state.phase,
             snapshot,
             span,
+            started_at: Timestamp::now(),
         });
         Ok(())
     }

@@ -275,3 +275,63 @@ fn the_testing_phase_may_not_change_tracked_files() {
         run.stdout()
     );
 }
+
+#[test]
+fn interrupting_run_stops_the_agent_and_the_next_run_retries_the_iteration() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation@1=slow:60");
+    project.env(
+        "SAMOCODE_FAKE_RUNNING",
+        &project.root.join("running").display().to_string(),
+    );
+    let mut run = project
+        .command(&["run", "--session", "intr", "--dive", "d", "--task", "t"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let running = project.root.join("running");
+    let mut agent = None;
+    wait_for(Duration::from_secs(20), "the agent to start", || {
+        agent = std::fs::read_dir(&running)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(Result::ok)
+            .and_then(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .rsplit_once('.')
+                    .and_then(|(_, p)| p.parse::<i32>().ok())
+            });
+        agent.is_some()
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(run.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = run.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(!alive(agent.unwrap()), "the agent was stopped with the run");
+
+    let s = project.session("intr");
+    assert_eq!(
+        s.state()["status"]["state"],
+        "running",
+        "the interrupted iteration is still to be done"
+    );
+    project.run(&["run", "--session", "intr"]).expect(10);
+    let rows = s.jsonl("_iterations.jsonl");
+    assert_eq!(
+        rows[0]["detail"],
+        "interrupted: the worker stopped during the attempt"
+    );
+    assert_eq!(
+        (
+            rows[1]["iteration"].as_u64(),
+            rows[1]["attempt"].as_u64(),
+            rows[1]["outcome"].as_str()
+        ),
+        (Some(1), Some(2), Some("ok"))
+    );
+}
