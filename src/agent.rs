@@ -65,6 +65,8 @@ pub struct AttemptSpec {
     pub timeout: Duration,
     /// Between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
+    /// Stop the agent after this long without output (`None`: never).
+    pub stall: Option<Duration>,
     /// The session folder, exported to the agent as SAMOCODE_SESSION (it also marks the
     /// agent's processes as ours when a restarted daemon looks for leftovers).
     pub session_dir: PathBuf,
@@ -81,6 +83,8 @@ pub enum ProcessEnd {
     Signaled(String),
     /// Stopped by samocode at the hard timeout.
     TimedOut,
+    /// Stopped by samocode after printing nothing for too long.
+    Stalled,
     /// Stopped by samocode because the session is stopping.
     Cancelled,
     /// Could not be started at all.

@@ -61,6 +61,9 @@ pub struct AgentSettings {
     pub timeout: Duration,
     /// Between SIGTERM and SIGKILL when an attempt is stopped.
     pub kill_grace: Duration,
+    /// An attempt silent for this long is stopped as stalled (SAMOCODE_STALL_TIMEOUT; off
+    /// unless set, since a long tool call prints nothing while it runs).
+    pub stall_timeout: Option<Duration>,
 }
 
 /// How failed attempts are retried.
@@ -332,6 +335,9 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
         kill_grace: layers
             .parsed("SAMOCODE_KILL_GRACE", None, DURATION, parse_duration)?
             .unwrap_or(Duration::from_secs(10)),
+        stall_timeout: layers
+            .parsed("SAMOCODE_STALL_TIMEOUT", None, DURATION, parse_duration)?
+            .filter(|d| !d.is_zero()),
     };
     let retry = RetryPolicy {
         max_attempts: layers

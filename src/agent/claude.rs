@@ -63,6 +63,7 @@ mod tests {
             codex_model: None,
             timeout: Duration::from_secs(60),
             kill_grace: Duration::from_secs(1),
+            stall_timeout: None,
         }
     }
 

@@ -41,12 +41,16 @@ pub struct AgentArgs {
 pub enum AgentMsg {
     /// From the reader task: an event the worker reads.
     Event(StreamEvent),
+    /// From the reader task: the agent printed something (sent at most once a second).
+    Output,
     /// From the reader task: stdout reached end of file (or failed); total bytes seen.
     OutputClosed { bytes: u64 },
     /// From the waiter task: the child was reaped.
     Exited(std::io::Result<std::process::ExitStatus>),
     /// From its own timer: the hard timeout passed.
     TimeLimit,
+    /// From its own interval: time to look whether the agent has gone silent.
+    CheckSilence,
     /// From its own timer: the grace period after SIGTERM is over.
     GraceOver,
     /// From the session: stop the attempt now.
@@ -67,6 +71,8 @@ pub struct AgentState {
     agent_session_id: Option<String>,
     result: Option<stream::RunResult>,
     reported: bool,
+    /// When the agent last printed something (for the stall watchdog).
+    last_output: std::time::Instant,
 }
 
 impl Actor for AgentProcess {
@@ -92,11 +98,16 @@ impl Actor for AgentProcess {
             agent_session_id: None,
             result: None,
             reported: false,
+            last_output: std::time::Instant::now(),
         };
         match spawn(&state.spec, &myself).await {
             Ok(pid) => {
                 state.pid = Some(pid);
                 myself.send_after(state.spec.timeout, || AgentMsg::TimeLimit);
+                if let Some(stall) = state.spec.stall {
+                    // A quarter of the limit between looks: silence is caught within 125% of it.
+                    myself.send_interval(stall / 4, || AgentMsg::CheckSilence);
+                }
             }
             Err(error) => {
                 state.exit = Some(ProcessEnd::SpawnFailed(format!(
@@ -126,6 +137,7 @@ impl Actor for AgentProcess {
         state: &mut AgentState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
+            AgentMsg::Output => state.last_output = std::time::Instant::now(),
             AgentMsg::Event(StreamEvent::Init { session_id, model }) => {
                 state.agent_session_id = session_id.or(state.agent_session_id.take());
                 state.model = model.or(state.model.take());
@@ -153,6 +165,17 @@ impl Actor for AgentProcess {
                 if !state.output_closed {
                     signal_group(state.pid, Signal::SIGTERM);
                     myself.send_after(state.spec.kill_grace, || AgentMsg::GraceOver);
+                }
+            }
+            AgentMsg::CheckSilence => {
+                let silent = state.last_output.elapsed();
+                if let Some(stall) = state.spec.stall
+                    && state.exit.is_none()
+                    && state.stopping.is_none()
+                    && silent >= stall
+                {
+                    tracing::warn!(silent = ?silent, "agent printed nothing for too long");
+                    stop_group(&myself, state, ProcessEnd::Stalled);
                 }
             }
             AgentMsg::TimeLimit => {
@@ -303,12 +326,17 @@ async fn copy_and_parse(
     let mut line: Vec<u8> = Vec::new();
     let mut overlong = false;
     let mut total = 0u64;
+    let mut told = std::time::Instant::now();
     loop {
         let n = match stdout.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
         total += n as u64;
+        if told.elapsed() >= std::time::Duration::from_secs(1) {
+            told = std::time::Instant::now();
+            let _ = actor.send_message(AgentMsg::Output);
+        }
         if let Err(error) = log.write_all(&chunk[..n]).await {
             tracing::warn!(%error, "attempt log write failed");
         }

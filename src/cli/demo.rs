@@ -81,6 +81,7 @@ pub async fn demo(args: DemoArgs, _config: &Config, _sources: &Sources) -> Resul
             codex_model: None,
             timeout: Duration::from_secs(120),
             kill_grace: Duration::from_secs(2),
+            stall_timeout: None,
         },
         retry: RetryPolicy {
             max_attempts: 3,

@@ -464,6 +464,7 @@ impl SessionActor {
             files: files.clone(),
             timeout: self.agent.timeout,
             kill_grace: self.agent.kill_grace,
+            stall: self.agent.stall_timeout,
             session_dir: run.store.dir().to_path_buf(),
             registry: self.agents_dir.clone(),
         };
@@ -594,6 +595,13 @@ impl SessionActor {
                 format!(
                     "the agent passed its time limit of {} and was stopped",
                     humantime::format_duration(self.agent.timeout)
+                ),
+            )),
+            ProcessEnd::Stalled => Some((
+                AttemptOutcome::Stalled,
+                format!(
+                    "the agent printed nothing for {} and was stopped",
+                    humantime::format_duration(self.agent.stall_timeout.unwrap_or_default())
                 ),
             )),
             ProcessEnd::Cancelled => Some((AttemptOutcome::Crashed, "stopped by samocode".into())),

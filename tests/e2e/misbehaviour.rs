@@ -335,3 +335,28 @@ fn interrupting_run_stops_the_agent_and_the_next_run_retries_the_iteration() {
         (Some(1), Some(2), Some("ok"))
     );
 }
+
+#[test]
+fn a_silent_agent_is_stopped_as_stalled_and_retried() {
+    let mut project = Project::new();
+    project
+        .env("SAMOCODE_FAKE", "investigation@1=hang")
+        .env("SAMOCODE_STALL_TIMEOUT", "1s");
+    new_session(&project, "quiet").expect(10);
+    let rows = project.session("quiet").jsonl("_iterations.jsonl");
+    assert_eq!(rows[0]["outcome"], "stalled");
+    assert!(
+        rows[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("printed nothing for 1s")
+    );
+    assert_eq!(rows[1]["outcome"], "ok");
+    for pid in project.left_behind() {
+        wait_for(
+            Duration::from_secs(5),
+            "the stalled agent's grandchild to be gone",
+            || !alive(pid),
+        );
+    }
+}
