@@ -335,3 +335,63 @@ fn show_one(folder: &SessionFolder, project: &Path, json: bool) -> Result<u8, Cl
     }
     Ok(exit::DONE)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(
+        name: &str,
+        state: &str,
+        waiting: Option<&str>,
+        blocked: Option<&str>,
+        last: &str,
+    ) -> SessionRow {
+        SessionRow {
+            name: name.into(),
+            project: "myapp".into(),
+            dir: format!("/s/{name}"),
+            phase: "planning".into(),
+            state: state.into(),
+            iteration: 2,
+            total_iterations: 5,
+            waiting_for: waiting.map(str::to_string),
+            blocked_reason: blocked.map(str::to_string),
+            worker: "stopped",
+            last_action: Some(last.into()),
+            next: None,
+            updated_at: "2026-11-24T10:00:00Z".into(),
+            cost_usd: 1.5,
+            input_tokens: 10,
+            output_tokens: 5,
+        }
+    }
+
+    #[test]
+    fn the_table_people_read() {
+        let now: jiff::Timestamp = "2026-11-24T12:30:00Z".parse().unwrap();
+        let rows = [
+            row(
+                "26-11-24-auth",
+                "waiting",
+                Some("plan_approval"),
+                None,
+                "wrote the plan",
+            ),
+            row(
+                "26-11-24-search-index",
+                "blocked",
+                None,
+                Some("tests need a database server to run against"),
+                &"x".repeat(60),
+            ),
+        ];
+        assert_eq!(
+            table(&rows, now),
+            "NAME                   PROJECT  PHASE     STATE    ITER  WAITING ON                      COST   AGE  LAST ACTION\n\
+             26-11-24-auth          myapp    planning  waiting  2/5   plan_approval                   $1.50  2h   wrote the plan\n\
+             26-11-24-search-index  myapp    planning  blocked  2/5   tests need a database server …  $1.50  2h   xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…\n"
+        );
+        assert_eq!(table(&[], now), "no sessions\n");
+    }
+}
