@@ -11,6 +11,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::protocol::Profile;
+
 /// The name of the project file found by walking up from the working directory.
 pub const PROJECT_FILE: &str = ".samocode";
 
@@ -57,10 +59,116 @@ pub struct AgentSettings {
     pub claude_max_turns: u32,
     pub codex_path: PathBuf,
     pub codex_model: Option<String>,
+    /// What each model profile means for each provider (`[profiles.<provider>.<profile>]`).
+    pub profiles: ModelProfiles,
+    /// The reasoning effort of one attempt, set from its profile by [`AgentSettings::for_attempt`]
+    /// (codex takes it as `model_reasoning_effort`; claude has no such flag).
+    pub effort: Option<String>,
     /// The hard limit of one attempt.
     pub timeout: Duration,
     /// Between SIGTERM and SIGKILL when an attempt is stopped.
     pub kill_grace: Duration,
+}
+
+/// What one profile means for one provider: a model and a reasoning effort.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    pub model: String,
+    pub effort: String,
+}
+
+/// The model and effort of every profile, per provider. The defaults are sensible for each CLI;
+/// `config.toml` overrides any of them, e.g. `[profiles.claude.strong] model = "opus"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelProfiles {
+    /// Indexed by the profile's position in [`Profile::ALL`].
+    claude: [ModelSpec; 4],
+    codex: [ModelSpec; 4],
+}
+
+/// The reasoning efforts a profile may name (codex's `model_reasoning_effort` words).
+pub const EFFORTS: &[&str] = &["minimal", "low", "medium", "high", "xhigh"];
+
+impl Default for ModelProfiles {
+    fn default() -> Self {
+        let spec = |model: &str, effort: &str| ModelSpec {
+            model: model.into(),
+            effort: effort.into(),
+        };
+        ModelProfiles {
+            claude: [
+                spec("haiku", "low"),
+                spec("sonnet", "medium"),
+                spec("opus", "high"),
+                spec("opus", "xhigh"),
+            ],
+            codex: [
+                spec("gpt-5.1-codex-mini", "low"),
+                spec("gpt-5.1-codex", "medium"),
+                spec("gpt-5.1-codex-max", "high"),
+                spec("gpt-5.1-codex-max", "xhigh"),
+            ],
+        }
+    }
+}
+
+impl ModelProfiles {
+    pub fn get(&self, provider: Provider, profile: Profile) -> &ModelSpec {
+        &self.table(provider)[profile as usize]
+    }
+
+    fn table(&self, provider: Provider) -> &[ModelSpec; 4] {
+        match provider {
+            Provider::Claude => &self.claude,
+            Provider::Codex => &self.codex,
+        }
+    }
+
+    fn table_mut(&mut self, provider: Provider) -> &mut [ModelSpec; 4] {
+        match provider {
+            Provider::Claude => &mut self.claude,
+            Provider::Codex => &mut self.codex,
+        }
+    }
+}
+
+/// The model of one attempt, as its profile and the explicit model settings decide it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelChoice {
+    pub profile: Profile,
+    pub model: String,
+    pub effort: String,
+    /// CLAUDE_MODEL (or CODEX_MODEL) named the model, overriding the profile's.
+    pub explicit: bool,
+}
+
+impl AgentSettings {
+    /// The model and effort of an attempt run with `profile`: the profile's, except that an
+    /// explicit CLAUDE_MODEL or CODEX_MODEL still names the model.
+    pub fn choose(&self, profile: Profile) -> ModelChoice {
+        let spec = self.profiles.get(self.provider, profile);
+        let explicit = match self.provider {
+            Provider::Claude => self.claude_model.as_ref(),
+            Provider::Codex => self.codex_model.as_ref(),
+        };
+        ModelChoice {
+            profile,
+            model: explicit.unwrap_or(&spec.model).clone(),
+            effort: spec.effort.clone(),
+            explicit: explicit.is_some(),
+        }
+    }
+
+    /// The settings of one attempt: the provider's model is the chosen one, and so is the effort.
+    pub fn for_attempt(&self, choice: &ModelChoice) -> AgentSettings {
+        let mut settings = self.clone();
+        match self.provider {
+            Provider::Claude => settings.claude_model = Some(choice.model.clone()),
+            Provider::Codex => settings.codex_model = Some(choice.model.clone()),
+        }
+        settings.effort = Some(choice.effort.clone());
+        settings
+    }
 }
 
 /// How failed attempts are retried.
@@ -116,6 +224,10 @@ pub struct Config {
     pub otel_service_name: String,
     /// RUST_LOG, for the log filter.
     pub log_filter: Option<String>,
+    /// HOME: where `install` puts Claude Code's skills and commands (`~/.claude`).
+    pub home: Option<PathBuf>,
+    /// CODEX_HOME (default `~/.codex`): where `install` puts Codex's skills.
+    pub codex_home: Option<PathBuf>,
 }
 
 impl Config {
@@ -249,9 +361,10 @@ impl Layers<'_> {
 
 /// Resolves the configuration of one command.
 pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> {
+    let global = read_global_file(sources)?;
     let layers = Layers {
         sources,
-        file: read_global_file(sources)?,
+        file: scalar_settings(&global),
     };
     let project = match &flags.config {
         Some(path) => Some(read_project(&absolute(&sources.cwd, path), sources)?),
@@ -306,6 +419,8 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
             .unwrap_or(300),
         codex_path: path("CODEX_PATH", "codex"),
         codex_model: layers.get("CODEX_MODEL").map(|(v, _)| v),
+        profiles: model_profiles(&global)?,
+        effort: None,
         timeout,
         kill_grace: layers
             .parsed("SAMOCODE_KILL_GRACE", None, DURATION, parse_duration)?
@@ -364,6 +479,14 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
             .cloned()
             .unwrap_or_else(|| "samocode".into()),
         log_filter: sources.env.get("RUST_LOG").cloned(),
+        home: sources.home(),
+        codex_home: match sources.env.get("CODEX_HOME").filter(|v| !v.is_empty()) {
+            Some(dir) => Some(absolute(
+                &sources.cwd,
+                Path::new(&expand_home(dir, sources)),
+            )),
+            None => sources.home().map(|home| home.join(".codex")),
+        },
     })
 }
 
@@ -433,39 +556,104 @@ fn read_project(path: &Path, sources: &Sources) -> Result<Project, ConfigError> 
     })
 }
 
-fn read_global_file(sources: &Sources) -> Result<HashMap<String, String>, ConfigError> {
+/// The global `config.toml` as a table; empty when there is none.
+fn read_global_file(sources: &Sources) -> Result<toml::Table, ConfigError> {
     let dir = match sources.env.get("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
         Some(dir) => PathBuf::from(dir),
         None => match sources.home() {
             Some(home) => home.join(".config"),
-            None => return Ok(HashMap::new()),
+            None => return Ok(toml::Table::new()),
         },
     };
     let path = dir.join("samocode").join("config.toml");
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(toml::Table::new()),
         Err(source) => return Err(ConfigError::Read { path, source }),
     };
-    let table: toml::Table = text
-        .parse()
+    text.parse()
         .map_err(|e: toml::de::Error| ConfigError::BadToml {
             path: path.clone(),
             message: e.message().to_string(),
-        })?;
-    Ok(table
-        .into_iter()
+        })
+}
+
+/// The top-level scalar settings of `config.toml`, as text (tables such as `profiles` aside).
+fn scalar_settings(table: &toml::Table) -> HashMap<String, String> {
+    table
+        .iter()
         .filter_map(|(key, value)| {
             let text = match value {
-                toml::Value::String(s) => s,
+                toml::Value::String(s) => s.clone(),
                 toml::Value::Integer(i) => i.to_string(),
                 toml::Value::Float(f) => f.to_string(),
                 toml::Value::Boolean(b) => b.to_string(),
                 _ => return None,
             };
-            Some((key, text))
+            Some((key.clone(), text))
         })
-        .collect())
+        .collect()
+}
+
+/// The defaults, overridden by `[profiles.<provider>.<profile>]` tables with `model` and
+/// `effort` keys; anything else under `profiles` is an error naming its key.
+fn model_profiles(table: &toml::Table) -> Result<ModelProfiles, ConfigError> {
+    let mut profiles = ModelProfiles::default();
+    let Some(section) = table.get("profiles") else {
+        return Ok(profiles);
+    };
+    let bad = |key: String, value: &toml::Value, expected: &'static str| ConfigError::BadValue {
+        key,
+        value: value.to_string(),
+        origin: "config.toml",
+        expected,
+    };
+    let toml::Value::Table(providers) = section else {
+        return Err(bad(
+            "profiles".into(),
+            section,
+            "a table of providers (claude, codex)",
+        ));
+    };
+    for (provider_name, per_provider) in providers {
+        let key = format!("profiles.{provider_name}");
+        let provider = match provider_name.as_str() {
+            "claude" => Provider::Claude,
+            "codex" => Provider::Codex,
+            _ => return Err(bad(key, per_provider, "a provider: claude or codex")),
+        };
+        let toml::Value::Table(per_profile) = per_provider else {
+            return Err(bad(
+                key,
+                per_provider,
+                "a table of profiles (light, standard, strong, max)",
+            ));
+        };
+        for (profile_name, spec) in per_profile {
+            let key = format!("{key}.{profile_name}");
+            let Ok(profile) = profile_name.parse::<Profile>() else {
+                return Err(bad(key, spec, "a profile: light, standard, strong or max"));
+            };
+            let toml::Value::Table(fields) = spec else {
+                return Err(bad(key, spec, "a table with model and effort"));
+            };
+            let slot = &mut profiles.table_mut(provider)[profile as usize];
+            for (field, value) in fields {
+                let key = format!("{key}.{field}");
+                let text = value.as_str().map(str::trim).unwrap_or_default();
+                match field.as_str() {
+                    "model" if !text.is_empty() => slot.model = text.to_string(),
+                    "model" => return Err(bad(key, value, "a model name")),
+                    "effort" if EFFORTS.contains(&text) => slot.effort = text.to_string(),
+                    "effort" => {
+                        return Err(bad(key, value, "minimal, low, medium, high or xhigh"));
+                    }
+                    _ => return Err(bad(key, value, "only model and effort keys")),
+                }
+            }
+        }
+    }
+    Ok(profiles)
 }
 
 fn default_state_dir(sources: &Sources) -> PathBuf {
@@ -606,6 +794,90 @@ mod tests {
             err.to_string().contains("no .samocode project file"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn profiles_default_per_provider_and_config_toml_overrides_them() {
+        let dir = project_dir();
+        let config = resolve(&Flags::default(), &sources(dir.path(), &[])).unwrap();
+        let profiles = &config.agent.profiles;
+        let claude: Vec<&str> = Profile::ALL
+            .iter()
+            .map(|p| profiles.get(Provider::Claude, *p).model.as_str())
+            .collect();
+        assert_eq!(claude, ["haiku", "sonnet", "opus", "opus"]);
+        assert_eq!(profiles.get(Provider::Codex, Profile::Max).effort, "xhigh");
+        assert_eq!(config.home, Some(dir.path().join("home")));
+        assert_eq!(config.codex_home, Some(dir.path().join("home/.codex")));
+
+        std::fs::write(
+            dir.path().join("home/.config/samocode/config.toml"),
+            "max_retries = 4\n[profiles.claude.strong]\nmodel = \"opus-next\"\n[profiles.codex.light]\neffort = \"minimal\"\n",
+        )
+        .unwrap();
+        let s = sources(dir.path(), &[("CODEX_HOME", "/elsewhere/codex")]);
+        let config = resolve(&Flags::default(), &s).unwrap();
+        assert_eq!(config.retry.max_attempts, 4);
+        let strong = config.agent.profiles.get(Provider::Claude, Profile::Strong);
+        assert_eq!(
+            (strong.model.as_str(), strong.effort.as_str()),
+            ("opus-next", "high")
+        );
+        let light = config.agent.profiles.get(Provider::Codex, Profile::Light);
+        assert_eq!(light.effort, "minimal");
+        assert_eq!(config.codex_home, Some(PathBuf::from("/elsewhere/codex")));
+
+        let choice = config.agent.choose(Profile::Strong);
+        assert_eq!(
+            (choice.model.as_str(), choice.explicit),
+            ("opus-next", false)
+        );
+        let attempt = config.agent.for_attempt(&choice);
+        assert_eq!(attempt.claude_model.as_deref(), Some("opus-next"));
+        assert_eq!(attempt.effort.as_deref(), Some("high"));
+        let pinned = resolve(
+            &Flags::default(),
+            &sources(dir.path(), &[("CLAUDE_MODEL", "pinned")]),
+        )
+        .unwrap();
+        let choice = pinned.agent.choose(Profile::Light);
+        assert_eq!(
+            (choice.model.as_str(), choice.effort.as_str()),
+            ("pinned", "low")
+        );
+        assert!(choice.explicit);
+    }
+
+    #[test]
+    fn bad_profiles_name_their_key() {
+        let dir = project_dir();
+        let file = dir.path().join("home/.config/samocode/config.toml");
+        for (text, key) in [
+            (
+                "[profiles.gemini.light]\nmodel = \"x\"\n",
+                "profiles.gemini",
+            ),
+            (
+                "[profiles.claude.huge]\nmodel = \"x\"\n",
+                "profiles.claude.huge",
+            ),
+            (
+                "[profiles.claude.max]\neffort = \"extreme\"\n",
+                "profiles.claude.max.effort",
+            ),
+            (
+                "[profiles.claude.max]\nmodel = \"\"\n",
+                "profiles.claude.max.model",
+            ),
+            (
+                "[profiles.claude.max]\nmodl = \"x\"\n",
+                "profiles.claude.max.modl",
+            ),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let err = resolve(&Flags::default(), &sources(dir.path(), &[])).unwrap_err();
+            assert!(err.to_string().starts_with(&format!("{key}=")), "{err}");
+        }
     }
 
     #[test]

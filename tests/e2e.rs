@@ -6,4 +6,5 @@ mod e2e {
     mod full_session;
     mod guards;
     mod misbehaviour;
+    mod profiles;
 }
