@@ -6,6 +6,7 @@
 mod answer;
 mod demo;
 mod gate;
+mod install;
 mod logs;
 mod run;
 mod status;
@@ -66,6 +67,10 @@ pub enum Command {
     Logs(logs::LogsArgs),
     /// A self-contained run of several sessions with the built-in scripted agent.
     Demo(demo::DemoArgs),
+    /// Install the skills and slash commands for Claude Code (~/.claude) and Codex ($CODEX_HOME).
+    Install(install::InstallArgs),
+    /// Remove what `install` put there (and nothing else).
+    Uninstall,
     /// The scripted agent used by the demo and the tests (speaks like `claude -p`).
     #[command(hide = true, name = "fake-agent")]
     FakeAgent {
@@ -169,6 +174,7 @@ impl From<OpenError> for CliError {
 fn needs(command: &Command) -> (bool, bool) {
     match command {
         Command::Run(_) | Command::Demo(_) => (false, false),
+        Command::Install(_) | Command::Uninstall => (false, true),
         Command::Status(args) => (true, args.json),
         _ => (true, true),
     }
@@ -210,6 +216,8 @@ pub async fn dispatch(cli: Cli, config: Config, sources: Sources) -> Result<u8, 
         Command::Stop(args) => gate::stop(&args.session, &config),
         Command::Logs(args) => logs::logs(args, &config).await,
         Command::Demo(args) => demo::demo(args, &config, &sources).await,
+        Command::Install(args) => install::install(&args, &config),
+        Command::Uninstall => install::uninstall(&config),
         Command::FakeAgent { args } => Ok(crate::fake_agent::main(&args, &sources.env)),
     }
 }

@@ -5,6 +5,7 @@ mod e2e {
     pub mod fixture;
     mod full_session;
     mod guards;
+    mod install;
     mod misbehaviour;
     mod profiles;
 }
