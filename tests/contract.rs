@@ -254,3 +254,48 @@ fn the_interactive_skill_maps_phases_to_their_skills() {
         assert!(text.contains(&mapping), "session-management: {mapping}");
     }
 }
+
+#[test]
+fn the_context_lines_and_sections_workflow_md_names_are_the_ones_the_worker_writes() {
+    use samocode::protocol::SessionState;
+    use samocode::session::context::{ContextInput, header_value, render};
+
+    let now = jiff::Timestamp::now();
+    let mut state = SessionState::new("26-11-24-x", "dive", "task", now);
+    state.enter_phase(Phase::Planning);
+    state.iteration = 4;
+    state.phase_iteration = 1;
+    state.attempt = 2;
+    state.last_rejection = Some("no signal".into());
+    state.feedback = Some("split step 2".into());
+    let text = render(&ContextInput {
+        state: &state,
+        session_dir: Path::new("/s/26-11-24-x"),
+        workdir: Path::new("/w/26-11-24-x"),
+        time_limit: std::time::Duration::from_secs(60),
+        now,
+    });
+    // The paragraph that describes the context, not the later ones about `_overview.md`.
+    let described = section(WORKFLOW, "## The iteration contract")
+        .split("\n\n")
+        .find(|p| p.contains("The context below"))
+        .unwrap();
+    let quoted: Vec<&str> = described.split('`').skip(1).step_by(2).collect();
+    let keys: Vec<&str> = quoted
+        .iter()
+        .filter_map(|q| q.strip_suffix(':'))
+        .filter(|k| k.chars().next().is_some_and(char::is_uppercase))
+        .collect();
+    assert!(keys.len() >= 8, "{keys:?}");
+    for key in keys {
+        assert!(
+            header_value(&text, key).is_some(),
+            "workflow.md names {key:?}"
+        );
+    }
+    let sections: Vec<&&str> = quoted.iter().filter(|q| q.starts_with("## ")).collect();
+    assert!(sections.len() >= 4, "{sections:?}");
+    for title in sections {
+        assert!(text.contains(&format!("\n{title}\n")), "no {title:?}");
+    }
+}
