@@ -208,10 +208,21 @@ pub fn uninstall(config: &Config) -> Result<u8, CliError> {
 pub fn install_into(layout: &Layout, copy: bool) -> Result<Vec<String>, InstallError> {
     let link = !copy && layout.checkout_complete();
     let mut manifest = Manifest::read(&layout.manifest())?;
-    manifest.schema = 1;
     let mut lines = Vec::new();
+    let outcome = install_items(layout, link, &mut manifest, &mut lines);
+    // Saved even when an item failed, so that what was made so far can be uninstalled.
+    save(layout, &mut manifest)?;
+    outcome.map(|()| lines)
+}
+
+fn install_items(
+    layout: &Layout,
+    link: bool,
+    manifest: &mut Manifest,
+    lines: &mut Vec<String>,
+) -> Result<(), InstallError> {
     for item in layout.items() {
-        let found = inspect(&item, layout, &manifest)?;
+        let found = inspect(&item, layout, manifest)?;
         let how = if link {
             format!("-> {}", item.source.display())
         } else {
@@ -228,26 +239,29 @@ pub fn install_into(layout: &Layout, copy: bool) -> Result<Vec<String>, InstallE
                 "already installed"
             }
             Found::Absent => {
-                create(&item, link, &mut manifest)?;
+                create(&item, link, manifest)?;
                 "installed"
             }
             Found::Link { .. } | Found::Copy { .. } => {
-                remove(&item, &mut manifest)?;
-                create(&item, link, &mut manifest)?;
+                remove(&item, manifest)?;
+                create(&item, link, manifest)?;
                 "updated"
             }
         };
         lines.push(format!("{verdict}: {} {how}", item.path.display()));
     }
+    Ok(())
+}
+
+/// Writes the manifest, or removes it when it has nothing to record.
+fn save(layout: &Layout, manifest: &mut Manifest) -> Result<(), InstallError> {
     if manifest.is_empty() {
-        remove_file_if_present(&layout.manifest())?;
-    } else {
-        ensure_dir(&layout.claude, &mut manifest)?;
-        let text = serde_json::to_string_pretty(&manifest).expect("a manifest serializes");
-        std::fs::write(layout.manifest(), text + "\n")
-            .map_err(|e| io("write", &layout.manifest(), e))?;
+        return remove_file_if_present(&layout.manifest());
     }
-    Ok(lines)
+    manifest.schema = 1;
+    ensure_dir(&layout.claude, manifest)?;
+    let text = serde_json::to_string_pretty(&manifest).expect("a manifest serializes");
+    std::fs::write(layout.manifest(), text + "\n").map_err(|e| io("write", &layout.manifest(), e))
 }
 
 /// Removes every item that is ours, then the folders install created (when empty) and the
@@ -256,12 +270,20 @@ pub fn uninstall_from(layout: &Layout) -> Result<Vec<String>, InstallError> {
     let mut manifest = Manifest::read(&layout.manifest())?;
     let mut lines = Vec::new();
     for item in layout.items() {
-        let verdict = match inspect(&item, layout, &manifest)? {
-            Found::Absent => "not installed",
-            Found::Foreign => "skipped: not ours",
-            Found::Link { .. } | Found::Copy { .. } => {
-                remove(&item, &mut manifest)?;
-                "removed"
+        let verdict = match inspect(&item, layout, &manifest) {
+            Ok(Found::Absent) => "not installed",
+            Ok(Found::Foreign) => "skipped: not ours",
+            Ok(Found::Link { .. } | Found::Copy { .. }) => match remove(&item, &mut manifest) {
+                Ok(()) => "removed",
+                Err(error) => {
+                    // Keep the record of what is still there, for the next uninstall.
+                    save(layout, &mut manifest)?;
+                    return Err(error);
+                }
+            },
+            Err(error) => {
+                save(layout, &mut manifest)?;
+                return Err(error);
             }
         };
         lines.push(format!("{verdict}: {}", item.path.display()));
