@@ -7,6 +7,7 @@ mod answer;
 mod daemon;
 mod demo;
 mod gate;
+mod install;
 mod logs;
 mod run;
 mod status;
@@ -76,6 +77,10 @@ pub enum Command {
     Logs(logs::LogsArgs),
     /// A self-contained run of several sessions with the built-in scripted agent.
     Demo(demo::DemoArgs),
+    /// Install the skills and slash commands for Claude Code (~/.claude) and Codex ($CODEX_HOME).
+    Install(install::InstallArgs),
+    /// Remove what `install` put there (and nothing else).
+    Uninstall,
     /// The scripted agent used by the demo and the tests (speaks like `claude -p`).
     #[command(hide = true, name = "fake-agent")]
     FakeAgent {
@@ -179,7 +184,7 @@ impl From<OpenError> for CliError {
 fn needs(command: &Command) -> (bool, bool) {
     match command {
         Command::Run(_) | Command::Demo(_) | Command::Supervise(_) => (false, false),
-        Command::Parallel { .. } => (false, true),
+        Command::Parallel { .. } | Command::Install(_) | Command::Uninstall => (false, true),
         // Without a project, status lists what a running daemon owns.
         Command::Status(args) => (false, args.json),
         _ => (true, true),
@@ -228,6 +233,8 @@ pub async fn dispatch(cli: Cli, config: Config, sources: Sources) -> Result<u8, 
         Command::Stop(args) => gate::stop(&args.session, &config).await,
         Command::Logs(args) => logs::logs(args, &config).await,
         Command::Demo(args) => demo::demo(args, &config, &sources).await,
+        Command::Install(args) => install::install(&args, &config),
+        Command::Uninstall => install::uninstall(&config),
         Command::FakeAgent { args } => Ok(crate::fake_agent::main(&args, &sources.env)),
     }
 }

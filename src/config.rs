@@ -11,6 +11,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod profiles;
+
+pub use profiles::{EFFORTS, ModelChoice, ModelProfiles, ModelSpec};
 /// The name of the project file found by walking up from the working directory.
 pub const PROJECT_FILE: &str = ".samocode";
 
@@ -57,6 +60,11 @@ pub struct AgentSettings {
     pub claude_max_turns: u32,
     pub codex_path: PathBuf,
     pub codex_model: Option<String>,
+    /// What each model profile means for each provider (`[profiles.<provider>.<profile>]`).
+    pub profiles: ModelProfiles,
+    /// The reasoning effort of one attempt, set from its profile by [`AgentSettings::for_attempt`]
+    /// (codex takes it as `model_reasoning_effort`; claude has no such flag).
+    pub effort: Option<String>,
     /// The hard limit of one attempt.
     pub timeout: Duration,
     /// Between SIGTERM and SIGKILL when an attempt is stopped.
@@ -128,6 +136,10 @@ pub struct Config {
     pub log_filter: Option<String>,
     /// Where the search for `.samocode` started (the working directory).
     pub searched_from: PathBuf,
+    /// HOME: where `install` puts Claude Code's skills and commands (`~/.claude`).
+    pub home: Option<PathBuf>,
+    /// CODEX_HOME (default `~/.codex`): where `install` puts Codex's skills.
+    pub codex_home: Option<PathBuf>,
 }
 
 impl Config {
@@ -274,9 +286,10 @@ fn flag_name(env: &str) -> &'static str {
 
 /// Resolves the configuration of one command.
 pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> {
+    let global = read_global_file(sources)?;
     let layers = Layers {
         sources,
-        file: read_global_file(sources)?,
+        file: scalar_settings(&global),
     };
     let project = match &flags.config {
         Some(path) => Some(read_project(&absolute(&sources.cwd, path), sources)?),
@@ -331,6 +344,8 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
             .unwrap_or(300),
         codex_path: path("CODEX_PATH", "codex"),
         codex_model: layers.get("CODEX_MODEL").map(|(v, _)| v),
+        profiles: profiles::from_toml(&global)?,
+        effort: None,
         timeout,
         kill_grace: layers
             .parsed("SAMOCODE_KILL_GRACE", None, DURATION, parse_duration)?
@@ -422,6 +437,14 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
             .unwrap_or_else(|| "samocode".into()),
         log_filter: sources.env.get("RUST_LOG").cloned(),
         searched_from: sources.cwd.clone(),
+        home: sources.home(),
+        codex_home: match sources.env.get("CODEX_HOME").filter(|v| !v.is_empty()) {
+            Some(dir) => Some(absolute(
+                &sources.cwd,
+                Path::new(&expand_home(dir, sources)),
+            )),
+            None => sources.home().map(|home| home.join(".codex")),
+        },
     })
 }
 
@@ -500,39 +523,43 @@ fn read_project(path: &Path, sources: &Sources) -> Result<Project, ConfigError> 
     })
 }
 
-fn read_global_file(sources: &Sources) -> Result<HashMap<String, String>, ConfigError> {
+/// The global `config.toml` as a table; empty when there is none.
+fn read_global_file(sources: &Sources) -> Result<toml::Table, ConfigError> {
     let dir = match sources.env.get("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
         Some(dir) => PathBuf::from(dir),
         None => match sources.home() {
             Some(home) => home.join(".config"),
-            None => return Ok(HashMap::new()),
+            None => return Ok(toml::Table::new()),
         },
     };
     let path = dir.join("samocode").join("config.toml");
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(toml::Table::new()),
         Err(source) => return Err(ConfigError::Read { path, source }),
     };
-    let table: toml::Table = text
-        .parse()
+    text.parse()
         .map_err(|e: toml::de::Error| ConfigError::BadToml {
             path: path.clone(),
             message: e.message().to_string(),
-        })?;
-    Ok(table
-        .into_iter()
+        })
+}
+
+/// The top-level scalar settings of `config.toml`, as text (tables such as `profiles` aside).
+fn scalar_settings(table: &toml::Table) -> HashMap<String, String> {
+    table
+        .iter()
         .filter_map(|(key, value)| {
             let text = match value {
-                toml::Value::String(s) => s,
+                toml::Value::String(s) => s.clone(),
                 toml::Value::Integer(i) => i.to_string(),
                 toml::Value::Float(f) => f.to_string(),
                 toml::Value::Boolean(b) => b.to_string(),
                 _ => return None,
             };
-            Some((key, text))
+            Some((key.clone(), text))
         })
-        .collect())
+        .collect()
 }
 
 fn default_state_dir(sources: &Sources) -> PathBuf {
@@ -566,6 +593,7 @@ fn absolute(base: &Path, path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Profile;
 
     fn sources(dir: &Path, env: &[(&str, &str)]) -> Sources {
         let mut map: HashMap<String, String> = env
@@ -673,6 +701,90 @@ mod tests {
             err.to_string().contains("no .samocode project file"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn profiles_default_per_provider_and_config_toml_overrides_them() {
+        let dir = project_dir();
+        let config = resolve(&Flags::default(), &sources(dir.path(), &[])).unwrap();
+        let profiles = &config.agent.profiles;
+        let claude: Vec<&str> = Profile::ALL
+            .iter()
+            .map(|p| profiles.get(Provider::Claude, *p).model.as_str())
+            .collect();
+        assert_eq!(claude, ["haiku", "sonnet", "opus", "opus"]);
+        assert_eq!(profiles.get(Provider::Codex, Profile::Max).effort, "xhigh");
+        assert_eq!(config.home, Some(dir.path().join("home")));
+        assert_eq!(config.codex_home, Some(dir.path().join("home/.codex")));
+
+        std::fs::write(
+            dir.path().join("home/.config/samocode/config.toml"),
+            "max_retries = 4\n[profiles.claude.strong]\nmodel = \"opus-next\"\n[profiles.codex.light]\neffort = \"minimal\"\n",
+        )
+        .unwrap();
+        let s = sources(dir.path(), &[("CODEX_HOME", "/elsewhere/codex")]);
+        let config = resolve(&Flags::default(), &s).unwrap();
+        assert_eq!(config.retry.max_attempts, 4);
+        let strong = config.agent.profiles.get(Provider::Claude, Profile::Strong);
+        assert_eq!(
+            (strong.model.as_str(), strong.effort.as_str()),
+            ("opus-next", "high")
+        );
+        let light = config.agent.profiles.get(Provider::Codex, Profile::Light);
+        assert_eq!(light.effort, "minimal");
+        assert_eq!(config.codex_home, Some(PathBuf::from("/elsewhere/codex")));
+
+        let choice = config.agent.choose(Profile::Strong);
+        assert_eq!(
+            (choice.model.as_str(), choice.explicit),
+            ("opus-next", false)
+        );
+        let attempt = config.agent.for_attempt(&choice);
+        assert_eq!(attempt.claude_model.as_deref(), Some("opus-next"));
+        assert_eq!(attempt.effort.as_deref(), Some("high"));
+        let pinned = resolve(
+            &Flags::default(),
+            &sources(dir.path(), &[("CLAUDE_MODEL", "pinned")]),
+        )
+        .unwrap();
+        let choice = pinned.agent.choose(Profile::Light);
+        assert_eq!(
+            (choice.model.as_str(), choice.effort.as_str()),
+            ("pinned", "low")
+        );
+        assert!(choice.explicit);
+    }
+
+    #[test]
+    fn bad_profiles_name_their_key() {
+        let dir = project_dir();
+        let file = dir.path().join("home/.config/samocode/config.toml");
+        for (text, key) in [
+            (
+                "[profiles.gemini.light]\nmodel = \"x\"\n",
+                "profiles.gemini",
+            ),
+            (
+                "[profiles.claude.huge]\nmodel = \"x\"\n",
+                "profiles.claude.huge",
+            ),
+            (
+                "[profiles.claude.max]\neffort = \"extreme\"\n",
+                "profiles.claude.max.effort",
+            ),
+            (
+                "[profiles.claude.max]\nmodel = \"\"\n",
+                "profiles.claude.max.model",
+            ),
+            (
+                "[profiles.claude.max]\nmodl = \"x\"\n",
+                "profiles.claude.max.modl",
+            ),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let err = resolve(&Flags::default(), &sources(dir.path(), &[])).unwrap_err();
+            assert!(err.to_string().starts_with(&format!("{key}=")), "{err}");
+        }
     }
 
     #[test]

@@ -35,7 +35,13 @@ pub fn main(args: &[String], env: &HashMap<String, String>) -> u8 {
         eprintln!("fake-agent: the context lacks Session path, Working directory or Phase");
         return 2;
     };
-    run.emit(json!({"type": "system", "subtype": "init", "session_id": run.session_id(), "model": "fake-model", "cwd": run.workdir}));
+    // Like claude, it reports the model it was given (a real CLI reports its full name).
+    let model = args
+        .iter()
+        .position(|a| a == "--model")
+        .and_then(|i| args.get(i + 1))
+        .map_or("fake-model", String::as_str);
+    run.emit(json!({"type": "system", "subtype": "init", "session_id": run.session_id(), "model": model, "cwd": run.workdir}));
     let presence = env
         .get("SAMOCODE_FAKE_RUNNING")
         .map(|dir| Presence::enter(Path::new(dir), &run.session));
@@ -225,7 +231,7 @@ impl Run {
                 } else {
                     ""
                 };
-                self.artifact("plan", "steps", &format!("# Plan{revised}\n\n- [ ] 1. first step (profile: light)\n- [ ] 2. second step (profile: standard)\n- [ ] 3. third step (profile: standard)\n"))?;
+                self.artifact("plan", "steps", &format!("# Plan{revised}\n\n## Phase 1: scaffolding (profile: light)\n- [ ] 1.1 first step\n\n## Phase 2: the feature (profile: strong)\n- [ ] 2.1 second step\n- [ ] 2.2 third step\n"))?;
                 self.note(&format!("wrote the plan{revised}"), "wait for approval");
                 json!({"status": "waiting", "phase": "planning", "for": "plan_approval"})
             }
@@ -257,6 +263,7 @@ impl Run {
                     ],
                 )?;
                 self.say(&format!("committed step {step}"));
+                self.tick_plan_step()?;
                 self.note(
                     &format!("implemented step {step}"),
                     if step >= steps {
@@ -300,6 +307,23 @@ impl Run {
                 json!({"status": "blocked", "phase": other, "reason": "the fake agent has no script for this phase", "needs": "human_decision"})
             }
         })
+    }
+
+    /// Ticks the first unticked step of the newest plan, as the implementation skill asks.
+    fn tick_plan_step(&self) -> std::io::Result<()> {
+        let newest = std::fs::read_dir(&self.session)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().contains("-plan-"))
+            })
+            .max();
+        if let Some(plan) = newest {
+            let text = std::fs::read_to_string(&plan)?;
+            std::fs::write(&plan, text.replacen("- [ ]", "- [x]", 1))?;
+        }
+        Ok(())
     }
 
     fn artifact(&self, kind: &str, slug: &str, text: &str) -> std::io::Result<()> {

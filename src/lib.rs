@@ -24,12 +24,13 @@
 //!
 //! # Modules
 //!
-//! - [`protocol`]: pure, no IO: phases, signal, overview, qa, state, gates;
+//! - [`protocol`]: pure, no IO: phases, signal, overview, qa, state, gates, model profiles;
 //! - [`config`]: `.samocode`, `config.toml`, environment and flags into a valid [`config::Config`];
 //! - [`session`]: the session folder, its worktree, the context of an attempt, the SessionActor;
 //! - [`agent`]: the agent CLIs and the AgentProcess actor;
 //! - [`supervisor`], [`notify`]: the root actor and the notifier;
-//! - [`cli`]: the commands people type; [`fake_agent`]: the scripted agent used by the demo
+//! - [`workflow`]: the agent's texts (workflow, skills, slash commands) built into the binary;
+//! - [`cli`]: the commands people type, `install` among them; [`fake_agent`]: the scripted agent used by the demo
 //!   and the tests; [`telemetry`]: logs and traces.
 
 pub mod agent;

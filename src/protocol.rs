@@ -5,16 +5,19 @@
 //! - [`overview`]: `_overview.md`, rewriting only the worker's lines;
 //! - [`qa`]: `_qa.md` questions and answers;
 //! - [`state`]: `_state.json`, and deriving it from a Python samocode session;
+//! - [`profile`]: model profiles and the plan's choice of one;
 //! - [`journal`]: the rows of `_signal_history.jsonl` and `_iterations.jsonl`.
 
 pub mod gate;
 pub mod journal;
 pub mod overview;
 pub mod phase;
+pub mod profile;
 pub mod qa;
 pub mod signal;
 pub mod state;
 
 pub use phase::{Needs, Phase, Status, WaitFor};
+pub use profile::Profile;
 pub use signal::{Rejection, Signal, SignalError, Verdict};
 pub use state::{RunState, SessionState, Usage};

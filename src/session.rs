@@ -4,12 +4,14 @@
 //! - [`store`]: reading and (under the worker lock) writing the folder;
 //! - [`worktree`]: the git worktree the agent works in;
 //! - [`context`]: what each agent attempt is told;
+//! - [`profile`]: which model profile an attempt runs with;
 //! - [`actor`]: the SessionActor and its phase machine.
 
 pub mod actor;
 pub mod context;
 pub mod name;
 pub mod person;
+pub mod profile;
 pub mod store;
 pub mod worktree;
 

@@ -1,5 +1,7 @@
 //! The agent-facing texts, compiled into the binary so that samocode runs the same from any
-//! directory: `workflow.md` (the iteration contract) and the skills under `skills/`.
+//! directory: `workflow.md` (the iteration contract), the skills under `skills/`, and the Claude
+//! Code slash commands under `commands/` (which `samocode install` copies when there is no
+//! checkout to link to).
 
 /// `workflow.md`: read by the agent at the top of every iteration.
 pub const WORKFLOW: &str = include_str!("../workflow.md");
@@ -30,6 +32,33 @@ pub const SKILLS: &[(&str, &str)] = &[
         "samocode-run",
         include_str!("../skills/samocode-run/SKILL.md"),
     ),
+];
+
+/// Every slash command as (name, text of `commands/<name>.md`).
+pub const COMMANDS: &[(&str, &str)] = &[
+    ("cleanup", include_str!("../commands/cleanup.md")),
+    ("create-plan", include_str!("../commands/create-plan.md")),
+    ("dive", include_str!("../commands/dive.md")),
+    ("do", include_str!("../commands/do.md")),
+    ("do2", include_str!("../commands/do2.md")),
+    ("dop", include_str!("../commands/dop.md")),
+    ("dop2", include_str!("../commands/dop2.md")),
+    ("multi-review", include_str!("../commands/multi-review.md")),
+    (
+        "session-archive",
+        include_str!("../commands/session-archive.md"),
+    ),
+    (
+        "session-continue",
+        include_str!("../commands/session-continue.md"),
+    ),
+    (
+        "session-start",
+        include_str!("../commands/session-start.md"),
+    ),
+    ("session-sync", include_str!("../commands/session-sync.md")),
+    ("summary", include_str!("../commands/summary.md")),
+    ("task", include_str!("../commands/task.md")),
 ];
 
 /// The SKILL.md text of `name`.

@@ -6,7 +6,9 @@ mod e2e {
     pub mod fixture;
     mod full_session;
     mod guards;
+    mod install;
     mod misbehaviour;
+    mod profiles;
     mod telegram;
     mod telemetry;
 }

@@ -61,6 +61,8 @@ mod tests {
             claude_max_turns: 300,
             codex_path: PathBuf::from("codex"),
             codex_model: None,
+            profiles: Default::default(),
+            effort: None,
             timeout: Duration::from_secs(60),
             kill_grace: Duration::from_secs(1),
             stall_timeout: None,

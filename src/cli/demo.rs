@@ -79,6 +79,8 @@ pub async fn demo(args: DemoArgs, _config: &Config, _sources: &Sources) -> Resul
             claude_max_turns: 50,
             codex_path: PathBuf::from("codex"),
             codex_model: None,
+            profiles: Default::default(),
+            effort: None,
             timeout: Duration::from_secs(120),
             kill_grace: Duration::from_secs(2),
             stall_timeout: None,

@@ -254,7 +254,7 @@ fn dry_run(args: &RunArgs, config: &Config) -> Result<u8, CliError> {
         agent
             .claude_model
             .as_deref()
-            .unwrap_or("(the CLI's default)")
+            .unwrap_or("(per phase, from its profile)")
     );
     println!("max turns:      {}", agent.claude_max_turns);
     println!(
@@ -317,7 +317,13 @@ fn dry_run(args: &RunArgs, config: &Config) -> Result<u8, CliError> {
         now: jiff::Timestamp::now(),
     });
     let context_file = resolved.path().join("_logs/<attempt>.context.md");
-    let command = claude::command(agent, &text, &context_file, &workdir);
+    let picked = crate::session::profile::pick(state.phase, resolved.path());
+    let choice = agent.choose(picked.profile);
+    println!(
+        "next attempt:   {} with profile {}: model {}, effort {}",
+        state.phase, choice.profile, choice.model, choice.effort
+    );
+    let command = claude::command(&agent.for_attempt(&choice), &text, &context_file, &workdir);
     println!("agent command (next attempt, in {}):", workdir.display());
     println!("  {}", command.display());
     Ok(exit::DONE)

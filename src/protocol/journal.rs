@@ -4,6 +4,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::phase::Phase;
+use super::profile::Profile;
 
 /// How one agent attempt ended (a column of `_iterations.jsonl`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,8 +49,19 @@ pub struct IterationRow {
     pub attempt: u32,
     pub phase: Phase,
     pub provider: String,
+    /// The model samocode asked for (the profile's, or CLAUDE_MODEL/CODEX_MODEL); the one the
+    /// agent reported when none was asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The model the agent reported in its output, when it differs from `model`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_model: Option<String>,
+    /// The model profile the attempt ran with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
+    /// The reasoning effort of the profile (recorded for claude too, which has no such flag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effort: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     /// The name of the signal that ended the process, when one did.

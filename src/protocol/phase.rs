@@ -8,6 +8,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::profile::Profile;
+
 /// A step of a session's life, in the order a session normally walks them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -64,6 +66,8 @@ pub struct PhaseRules {
     pub max_iterations: u32,
     /// The skill (folder under `skills/`) whose instructions the agent gets in this phase.
     pub skill: &'static str,
+    /// The model profile of this phase's iterations (implementation may take its plan's).
+    pub profile: Profile,
     /// A phase listed in `next` that only a person's approval may enter.
     pub gated_next: Option<Phase>,
     /// The agent must leave tracked files of the worktree unchanged.
@@ -103,6 +107,7 @@ impl Phase {
                 waits: &[],
                 max_iterations: 0,
                 skill: "",
+                profile: Profile::Light,
                 gated_next: None,
                 read_only: false,
             },
@@ -112,6 +117,7 @@ impl Phase {
                 waits: &[],
                 max_iterations: 20,
                 skill: "investigation",
+                profile: Profile::Standard,
                 gated_next: None,
                 read_only: false,
             },
@@ -121,6 +127,7 @@ impl Phase {
                 waits: &[WaitFor::QaAnswers],
                 max_iterations: 10,
                 skill: "task-definition",
+                profile: Profile::Standard,
                 gated_next: None,
                 read_only: false,
             },
@@ -130,6 +137,7 @@ impl Phase {
                 waits: &[WaitFor::PlanApproval],
                 max_iterations: 10,
                 skill: "planning",
+                profile: Profile::Strong,
                 gated_next: Some(Phase::Implementation),
                 read_only: false,
             },
@@ -139,6 +147,7 @@ impl Phase {
                 waits: &[WaitFor::HumanAction],
                 max_iterations: 100,
                 skill: "implementation",
+                profile: Profile::Standard,
                 gated_next: None,
                 read_only: false,
             },
@@ -148,6 +157,7 @@ impl Phase {
                 waits: &[],
                 max_iterations: 20,
                 skill: "testing",
+                profile: Profile::Light,
                 gated_next: None,
                 read_only: true,
             },
@@ -157,6 +167,7 @@ impl Phase {
                 waits: &[],
                 max_iterations: 10,
                 skill: "quality",
+                profile: Profile::Strong,
                 gated_next: None,
                 read_only: false,
             },
@@ -166,6 +177,7 @@ impl Phase {
                 waits: &[],
                 max_iterations: 3,
                 skill: "summary",
+                profile: Profile::Light,
                 gated_next: None,
                 read_only: false,
             },
@@ -323,6 +335,19 @@ mod tests {
             .collect();
         assert_eq!(limits, [20, 10, 10, 100, 20, 10, 3]);
         assert!(Phase::Testing.rules().read_only);
+        let profiles: Vec<Profile> = Phase::AGENT.iter().map(|p| p.rules().profile).collect();
+        assert_eq!(
+            profiles,
+            [
+                Profile::Standard,
+                Profile::Standard,
+                Profile::Strong,
+                Profile::Standard,
+                Profile::Light,
+                Profile::Strong,
+                Profile::Light
+            ]
+        );
         assert_eq!(
             Phase::Planning.rules().gated_next,
             Some(Phase::Implementation)

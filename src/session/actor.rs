@@ -20,11 +20,12 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 use super::context::{self, ContextInput};
 use super::name;
 use super::person::{self, PersonCommand};
+use super::profile;
 use super::store::{AttemptFiles, SessionStore, StoreError};
 use super::worktree::{self, TrackedSnapshot};
 use crate::agent::process::{AgentArgs, AgentMsg, AgentProcess};
 use crate::agent::{AttemptReport, AttemptSpec, ProcessEnd, claude};
-use crate::config::{AgentSettings, Project, RetryPolicy};
+use crate::config::{AgentSettings, ModelChoice, Project, RetryPolicy};
 use crate::notify::{NotifierMsg, SessionEvent};
 use crate::protocol::journal::{AttemptOutcome, HistoryRow, IterationRow, Source};
 use crate::protocol::{Phase, Rejection, RunState, SessionState, Signal, Verdict};
@@ -136,6 +137,8 @@ struct InFlight {
     /// The attempt's trace span: opened when the agent starts, closed when its report is in.
     span: tracing::Span,
     started_at: Timestamp,
+    /// The profile, model and effort the attempt was started with.
+    choice: ModelChoice,
 }
 
 pub struct SessionRun {
@@ -356,7 +359,10 @@ impl Actor for SessionActor {
                 attempt: run.state.attempt,
                 phase: flight.phase,
                 provider: self.agent.provider.to_string(),
-                model: self.agent.claude_model.clone(),
+                model: Some(flight.choice.model.clone()),
+                reported_model: None,
+                profile: Some(flight.choice.profile),
+                effort: Some(flight.choice.effort.clone()),
                 exit_code: None,
                 exit_signal: None,
                 outcome: AttemptOutcome::Crashed,
@@ -377,7 +383,7 @@ impl Actor for SessionActor {
 }
 
 impl SessionActor {
-    #[tracing::instrument(skip_all, fields(session = %run.state.name, phase = %run.state.phase))]
+    #[tracing::instrument(skip_all, fields(session = %run.state.name, phase = %run.state.phase, profile, model, effort))]
     async fn run_next(
         &self,
         myself: &ActorRef<SessionMsg>,
@@ -442,16 +448,31 @@ impl SessionActor {
             now: Timestamp::now(),
         });
         std::fs::write(&files.context, &text)?;
-        let command = claude::command(&self.agent, &text, &files.context, &workdir);
+        // The model is decided once per attempt: the phase's profile (or its plan's), then the
+        // provider's model for it, unless CLAUDE_MODEL names one.
+        let picked = profile::pick(state.phase, run.store.dir());
+        let choice = self.agent.choose(picked.profile);
+        let span = tracing::Span::current();
+        span.record("profile", choice.profile.name());
+        span.record("model", choice.model.as_str());
+        span.record("effort", choice.effort.as_str());
+        let settings = self.agent.for_attempt(&choice);
+        let command = claude::command(&settings, &text, &files.context, &workdir);
         run.store.save(&mut run.state)?;
         let state = &run.state;
         run.store.log(&format!(
-            "iteration {} ({} #{}) attempt {} started: {}",
+            "iteration {} ({} #{}) attempt {} started: {} (profile {}{}, model {})",
             state.iteration,
             state.phase,
             state.phase_iteration,
             state.attempt,
-            files.relative_log()
+            files.relative_log(),
+            choice.profile,
+            picked
+                .plan
+                .map(|plan| format!(" from {plan}"))
+                .unwrap_or_default(),
+            choice.model,
         ));
         self.notify(SessionEvent::AttemptStarted {
             session: state.name.clone(),
@@ -499,6 +520,7 @@ impl SessionActor {
             snapshot,
             span,
             started_at: Timestamp::now(),
+            choice,
         });
         Ok(())
     }
@@ -551,10 +573,13 @@ impl SessionActor {
             attempt: run.state.attempt,
             phase: flight.phase,
             provider: self.agent.provider.to_string(),
-            model: report
+            model: Some(flight.choice.model.clone()),
+            reported_model: report
                 .model
                 .clone()
-                .or_else(|| self.agent.claude_model.clone()),
+                .filter(|reported| *reported != flight.choice.model),
+            profile: Some(flight.choice.profile),
+            effort: Some(flight.choice.effort.clone()),
             exit_code: None,
             exit_signal: None,
             outcome: AttemptOutcome::Ok,

@@ -1,0 +1,94 @@
+//! Which model profile an attempt runs with: the phase table's default, or in implementation the
+//! profile of the plan phase that holds the next step of the newest plan artifact.
+//!
+//! The decision is pure ([`crate::protocol::profile::plan_profile`]); this file only finds and
+//! reads the plan.
+
+use std::path::{Path, PathBuf};
+
+use crate::protocol::Phase;
+use crate::protocol::Profile;
+use crate::protocol::profile::plan_profile;
+
+/// The profile of an attempt and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfilePick {
+    pub profile: Profile,
+    /// The plan artifact that named it; `None` when it is the phase's default.
+    pub plan: Option<String>,
+}
+
+/// The profile of the next attempt in `phase` of the session in `session_dir`.
+pub fn pick(phase: Phase, session_dir: &Path) -> ProfilePick {
+    let default = ProfilePick {
+        profile: phase.rules().profile,
+        plan: None,
+    };
+    if phase != Phase::Implementation {
+        return default;
+    }
+    let Some(plan) = newest_plan(session_dir) else {
+        return default;
+    };
+    let named = std::fs::read_to_string(&plan)
+        .ok()
+        .and_then(|text| plan_profile(&text));
+    match named {
+        Some(profile) => ProfilePick {
+            profile,
+            plan: plan.file_name().map(|n| n.to_string_lossy().into_owned()),
+        },
+        None => default,
+    }
+}
+
+/// The newest `*-plan-*.md` artifact: artifact names start with `MM-DD-HH:MM`, so the greatest
+/// name is the newest. Not the modification time: ticking steps rewrites an older plan too.
+fn newest_plan(session_dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(session_dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name.contains("-plan-") && name.ends_with(".md") && !name.starts_with('_')
+        })
+        .map(|entry| (entry.file_name(), entry.path()))
+        .max()
+        .map(|(_, path)| path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn implementation_follows_the_newest_plan_and_other_phases_their_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let pick_now = |phase| pick(phase, dir.path());
+        assert_eq!(pick_now(Phase::Implementation).profile, Profile::Standard);
+        std::fs::write(
+            dir.path().join("03-14-09:05-plan-a.md"),
+            "## Phase 1 (profile: max)\n- [ ] 1.1 x\n",
+        )
+        .unwrap();
+        let picked = pick_now(Phase::Implementation);
+        assert_eq!(picked.profile, Profile::Max);
+        assert_eq!(picked.plan.as_deref(), Some("03-14-09:05-plan-a.md"));
+        assert_eq!(pick_now(Phase::Testing).profile, Profile::Light);
+        assert_eq!(pick_now(Phase::Planning).profile, Profile::Strong);
+        // A newer plan is in force, even when it names no profile.
+        std::fs::write(
+            dir.path().join("03-14-10:00-plan-b.md"),
+            "## Phase 1\n- [ ] 1.1 x\n",
+        )
+        .unwrap();
+        assert_eq!(
+            pick_now(Phase::Implementation),
+            ProfilePick {
+                profile: Profile::Standard,
+                plan: None
+            }
+        );
+    }
+}
