@@ -55,7 +55,7 @@ pub enum Command {
     /// The daemon: many sessions in parallel, gates that wait in place, a control socket.
     Supervise(daemon::SuperviseArgs),
     /// Hand a new or existing session to the running daemon.
-    Start(daemon::StartArgs),
+    Start(SessionSpec),
     /// Change how many agents the running daemon runs at once.
     Parallel {
         /// Agents allowed to run at once.
@@ -87,6 +87,20 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+/// Which session, and for a new one what it is about (`run` and `start`).
+#[derive(Debug, Args)]
+pub struct SessionSpec {
+    /// The session name: `[a-z0-9][a-z0-9._-]{0,63}`, or an existing YY-MM-DD-name folder.
+    #[arg(long)]
+    pub session: String,
+    /// What to investigate (required for a new session).
+    #[arg(long)]
+    pub dive: Option<String>,
+    /// What to build (required for a new session).
+    #[arg(long)]
+    pub task: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -24,19 +24,6 @@ pub struct SuperviseArgs {
     pub max_parallel: Option<String>,
 }
 
-#[derive(Debug, Args)]
-pub struct StartArgs {
-    /// The session name.
-    #[arg(long)]
-    pub session: String,
-    /// What to investigate (required for a new session).
-    #[arg(long)]
-    pub dive: Option<String>,
-    /// What to build (required for a new session).
-    #[arg(long)]
-    pub task: Option<String>,
-}
-
 /// A connection to a running daemon.
 pub struct Client {
     socket: PathBuf,
@@ -99,7 +86,7 @@ fn done(response: Response) -> Result<String, CliError> {
 }
 
 /// `samocode start`: hands a session to the running daemon.
-pub async fn start(args: StartArgs, config: &Config) -> Result<u8, CliError> {
+pub async fn start(args: super::SessionSpec, config: &Config) -> Result<u8, CliError> {
     crate::session::name::validate(&args.session)?;
     let project = config.project()?;
     let Some(client) = Client::connect(config).await? else {

@@ -20,15 +20,8 @@ use crate::supervisor::{Started, SupervisorActor, SupervisorArgs, SupervisorMsg}
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The session name: `[a-z0-9][a-z0-9._-]{0,63}`, or an existing YY-MM-DD-name folder.
-    #[arg(long)]
-    pub session: String,
-    /// What to investigate (required for a new session).
-    #[arg(long)]
-    pub dive: Option<String>,
-    /// What to build (required for a new session).
-    #[arg(long)]
-    pub task: Option<String>,
+    #[command(flatten)]
+    pub spec: super::SessionSpec,
     /// The agent CLI: claude or codex.
     #[arg(long, value_name = "PROVIDER")]
     pub provider: Option<String>,
@@ -44,7 +37,7 @@ pub struct RunArgs {
 }
 
 pub async fn run(args: RunArgs, config: &Config) -> Result<u8, CliError> {
-    name::validate(&args.session)?;
+    name::validate(&args.spec.session)?;
     let project = config.project()?;
     if config.agent.provider == Provider::Codex {
         return Err(CliError::usage(anyhow::anyhow!(
@@ -68,9 +61,9 @@ pub async fn run(args: RunArgs, config: &Config) -> Result<u8, CliError> {
         .map_err(|e| CliError::failure(anyhow::anyhow!("cannot start the supervisor: {e}")))?;
     let request = StartRequest {
         project: project.clone(),
-        name: args.session.clone(),
-        dive: args.dive.clone(),
-        task: args.task.clone(),
+        name: args.spec.session.clone(),
+        dive: args.spec.dive.clone(),
+        task: args.spec.task.clone(),
         once: args.once,
     };
     let started = supervisor
@@ -281,13 +274,13 @@ fn dry_run(args: &RunArgs, config: &Config) -> Result<u8, CliError> {
     );
 
     let today = jiff::Zoned::now().strftime("%y-%m-%d").to_string();
-    let resolved = name::resolve(&project.sessions, &args.session, &today)?;
+    let resolved = name::resolve(&project.sessions, &args.spec.session, &today)?;
     let mut state = match &resolved {
         name::Resolved::Existing(dir) => SessionFolder::new(dir).load_state()?,
         name::Resolved::New(dir) => SessionState::new(
             &dir.file_name().unwrap_or_default().to_string_lossy(),
-            args.dive.as_deref().unwrap_or(""),
-            args.task.as_deref().unwrap_or(""),
+            args.spec.dive.as_deref().unwrap_or(""),
+            args.spec.task.as_deref().unwrap_or(""),
             jiff::Timestamp::now(),
         ),
     };
