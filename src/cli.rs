@@ -20,8 +20,8 @@ use crate::config::{self, Config, ConfigError, Flags, Sources};
 use crate::protocol::gate::GateError;
 use crate::protocol::qa::QaError;
 use crate::session::StoreError;
-use crate::session::actor::OpenError;
 use crate::session::name::NameError;
+use crate::session::open::OpenError;
 
 /// Exit codes of PROTOCOL.md section 7.
 pub mod exit {

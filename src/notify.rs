@@ -8,7 +8,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::bot::Telegram;
 use crate::protocol::Phase;
-use crate::session::actor::Settled;
+use crate::session::open::Settled;
 
 /// Something that happened to a session.
 #[derive(Debug, Clone)]

@@ -5,11 +5,15 @@
 //! - [`worktree`]: the git worktree the agent works in;
 //! - [`context`]: what each agent attempt is told;
 //! - [`profile`]: which model profile an attempt runs with;
-//! - [`actor`]: the SessionActor and its phase machine.
+//! - [`open`]: opening a session for a worker (folder, lock, state);
+//! - [`person`]: a person's commands applied to the folder;
+//! - [`actor`]: the SessionActor and its phase machine (its decisions in `outcome.rs`).
 
 pub mod actor;
 pub mod context;
 pub mod name;
+pub mod open;
+mod outcome;
 pub mod person;
 pub mod profile;
 pub mod store;

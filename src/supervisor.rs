@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::{AgentSettings, RetryPolicy};
 use crate::control::{Request, Response};
 use crate::notify::{NotifierActor, NotifierMsg, SessionEvent};
-use crate::session::actor::{OpenError, SessionActor, SessionMsg, Settled, StartRequest, open};
+use crate::session::actor::{SessionActor, SessionMsg};
+use crate::session::open::{OpenError, Settled, StartRequest, open};
 use crate::session::person::PersonCommand;
 
 /// Restarts of one session allowed within [`RESTART_WINDOW`] before it is marked failed.

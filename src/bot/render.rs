@@ -3,7 +3,7 @@
 
 use crate::notify::SessionEvent;
 use crate::protocol::WaitFor;
-use crate::session::actor::Settled;
+use crate::session::open::Settled;
 use crate::session::person::{Answers, PersonCommand};
 
 /// Telegram refuses longer messages.

@@ -13,7 +13,7 @@ use super::{CliError, exit};
 use crate::agent::reaper;
 use crate::config::Config;
 use crate::control::{self, Request, Response};
-use crate::session::actor::StartRequest;
+use crate::session::open::StartRequest;
 use crate::session::person::PersonCommand;
 use crate::supervisor::{OwnedSession, SupervisorActor, SupervisorArgs, SupervisorMsg};
 

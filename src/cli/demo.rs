@@ -18,7 +18,7 @@ use crate::config::{AgentSettings, Config, Project, Provider, RetryPolicy, Sourc
 use crate::control::{Request, Response};
 use crate::protocol::{RunState, SessionState, WaitFor};
 use crate::session::SessionFolder;
-use crate::session::actor::StartRequest;
+use crate::session::open::StartRequest;
 use crate::session::person::{Answers, PersonCommand};
 use crate::supervisor::{SupervisorActor, SupervisorArgs, SupervisorMsg};
 

@@ -12,9 +12,9 @@ use crate::agent::claude;
 use crate::config::{Config, Provider};
 use crate::protocol::qa::QaDoc;
 use crate::protocol::{SessionState, WaitFor};
-use crate::session::actor::{Settled, StartRequest};
 use crate::session::context::{self, ContextInput};
 use crate::session::name;
+use crate::session::open::{Settled, StartRequest};
 use crate::session::store::{QA, SessionFolder};
 use crate::supervisor::{Started, SupervisorActor, SupervisorArgs, SupervisorMsg};
 

@@ -2,15 +2,18 @@
 //!
 //! Owns the session folder (held under the worker lock for the actor's whole life) and its
 //! state. Accepts `RunNext` from itself (at start, after an accepted continue, when a retry's
-//! backoff is over) and `AgentExited` from its AgentProcess. Links one AgentProcess child per
-//! attempt; a child that panics counts as a crashed attempt. Reports to the supervisor with
-//! `SessionSettled` whenever it parks (waiting, blocked, failed, stopped) or finishes, tells
-//! the notifier every event worth telling a person, and then stops: a parked session is only
-//! files on disk until a person's command starts it again.
+//! backoff is over), `SlotGranted` from the supervisor (room for one more agent), `AgentExited`
+//! from its AgentProcess, `Person` (a person's command through the daemon) and `CheckAnswers`
+//! (the daemon's look at a hand-edited `_qa.md`). Links one AgentProcess child per attempt; a
+//! child that panics counts as a crashed attempt. Asks the supervisor for a slot before each
+//! attempt and gives it back after. Reports `SessionSettled` to the supervisor whenever it parks
+//! (waiting, blocked, failed, stopped) or finishes, and tells the notifier every event worth
+//! telling a person. Under `samocode run` it then stops and lets go of the lock; under the
+//! daemon it stays parked, holding no process and no timer, until a person's command.
 //!
-//! The decision after an attempt is made here and nowhere else: accepted signal -> next
-//! iteration or park; protocol error -> one retry with the reason in the context, then block;
-//! failed process -> capped exponential backoff up to the attempt budget, then fail.
+//! What follows an attempt (`outcome.rs`): an accepted signal -> the next iteration or a park;
+//! a protocol error -> one retry with the reason in the context, then blocked; a failed
+//! process -> capped exponential backoff up to the attempt budget, then failed.
 
 use std::time::Duration;
 
@@ -19,6 +22,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 
 use super::context::{self, ContextInput};
 use super::name;
+use super::open::{SessionArgs, Settled};
+use super::outcome::journal_attempt;
 use super::person::{self, PersonCommand};
 use super::profile;
 use super::store::{AttemptFiles, SessionStore, StoreError};
@@ -27,65 +32,9 @@ use crate::agent::process::{AgentArgs, AgentMsg, AgentProcess};
 use crate::agent::{AttemptReport, AttemptSpec, ProcessEnd, claude};
 use crate::config::{AgentSettings, ModelChoice, Project, RetryPolicy};
 use crate::notify::{NotifierMsg, SessionEvent};
-use crate::protocol::journal::{AttemptOutcome, HistoryRow, IterationRow, Source};
-use crate::protocol::{Phase, Rejection, RunState, SessionState, Signal, Verdict};
+use crate::protocol::journal::{AttemptOutcome, IterationRow, Source};
+use crate::protocol::{Phase, RunState, SessionState};
 use crate::supervisor::SupervisorMsg;
-
-/// How a session stands when it stops needing the worker.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Settled {
-    Done {
-        summary: Option<String>,
-    },
-    Waiting {
-        wait_for: crate::protocol::WaitFor,
-    },
-    Blocked {
-        reason: String,
-    },
-    Failed {
-        reason: String,
-    },
-    Stopped,
-    /// `--once`: one iteration was accepted and the session can go on.
-    Continued {
-        phase: Phase,
-    },
-}
-
-impl Settled {
-    /// The settled condition of a parked or finished state; `None` while it can run.
-    pub fn of(state: &SessionState) -> Option<Settled> {
-        match &state.status {
-            RunState::Queued | RunState::Running => None,
-            RunState::Waiting { wait_for, .. } => Some(Settled::Waiting {
-                wait_for: *wait_for,
-            }),
-            RunState::Blocked { reason, .. } => Some(Settled::Blocked {
-                reason: reason.clone(),
-            }),
-            RunState::Done { summary, .. } => Some(Settled::Done {
-                summary: summary.clone(),
-            }),
-            RunState::Failed { reason, .. } => Some(Settled::Failed {
-                reason: reason.clone(),
-            }),
-            RunState::Stopped { .. } => Some(Settled::Stopped),
-        }
-    }
-
-    /// A few words for a person.
-    pub fn describe(&self) -> String {
-        match self {
-            Settled::Done { .. } => "done".into(),
-            Settled::Waiting { wait_for } => format!("waiting for {wait_for}"),
-            Settled::Blocked { reason } => format!("blocked: {reason}"),
-            Settled::Failed { reason } => format!("failed: {reason}"),
-            Settled::Stopped => "stopped".into(),
-            Settled::Continued { phase } => format!("continues in {phase}"),
-        }
-    }
-}
 
 /// The configuration every session shares.
 pub struct SessionActor {
@@ -98,14 +47,6 @@ pub struct SessionActor {
     pub stop_when_parked: bool,
     /// Where attempts record their process groups (the daemon).
     pub agents_dir: Option<std::path::PathBuf>,
-}
-
-/// Startup input: the locked folder and its state, as [`open`] found them.
-pub struct SessionArgs {
-    pub store: SessionStore,
-    pub state: SessionState,
-    /// Run one iteration, then settle as `Continued`.
-    pub once: bool,
 }
 
 /// Messages of a SessionActor.
@@ -128,108 +69,30 @@ pub enum SessionMsg {
 }
 
 /// The attempt in flight.
-struct InFlight {
-    agent: ActorRef<AgentMsg>,
-    files: AttemptFiles,
-    phase: Phase,
+pub(super) struct InFlight {
+    pub(super) agent: ActorRef<AgentMsg>,
+    pub(super) files: AttemptFiles,
+    pub(super) phase: Phase,
     /// Tracked files before a read-only phase ran.
-    snapshot: Option<TrackedSnapshot>,
+    pub(super) snapshot: Option<TrackedSnapshot>,
     /// The attempt's trace span: opened when the agent starts, closed when its report is in.
-    span: tracing::Span,
-    started_at: Timestamp,
+    pub(super) span: tracing::Span,
+    pub(super) started_at: Timestamp,
     /// The profile, model and effort the attempt was started with.
-    choice: ModelChoice,
+    pub(super) choice: ModelChoice,
 }
 
 pub struct SessionRun {
-    store: SessionStore,
-    state: SessionState,
-    once: bool,
-    in_flight: Option<InFlight>,
+    pub(super) store: SessionStore,
+    pub(super) state: SessionState,
+    pub(super) once: bool,
+    pub(super) in_flight: Option<InFlight>,
     /// The session parked or finished and told the supervisor.
-    settled: bool,
+    pub(super) settled: bool,
     /// The supervisor granted a slot that this session has not given back yet.
-    has_slot: bool,
+    pub(super) has_slot: bool,
     /// A slot was asked for and not granted yet.
-    awaiting_slot: bool,
-}
-
-/// Why a session could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    #[error(transparent)]
-    Name(#[from] name::NameError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// A new session needs both texts.
-    #[error("session {0} does not exist yet: a new session needs --dive TEXT and --task TEXT")]
-    NeedsDiveAndTask(String),
-}
-
-/// A request to drive a session.
-#[derive(Debug, Clone)]
-pub struct StartRequest {
-    pub project: Project,
-    pub name: String,
-    pub dive: Option<String>,
-    pub task: Option<String>,
-    pub once: bool,
-}
-
-/// Finds or creates the session folder, takes its lock, and loads (or derives, or creates) its
-/// state. A session waiting for answers that are all given becomes runnable here.
-pub fn open(
-    project: &Project,
-    request: &StartRequest,
-) -> Result<(Box<SessionArgs>, Option<Settled>), OpenError> {
-    let today = jiff::Zoned::now().strftime("%y-%m-%d").to_string();
-    let resolved = name::resolve(&project.sessions, &request.name, &today)?;
-    let now = Timestamp::now();
-    let (store, mut state) = match resolved {
-        name::Resolved::New(dir) => {
-            let (Some(dive), Some(task)) = (&request.dive, &request.task) else {
-                return Err(OpenError::NeedsDiveAndTask(request.name.clone()));
-            };
-            let store = SessionStore::create(&dir)?;
-            let mut state = SessionState::new(&store.name(), dive, task, now);
-            store.save(&mut state)?;
-            store.log("session created");
-            (store, state)
-        }
-        name::Resolved::Existing(dir) => {
-            let store = super::SessionFolder::new(dir).lock()?;
-            let had_state = store.read(super::store::STATE)?.is_some();
-            let mut state = store.load_state()?;
-            if !had_state {
-                if let Some(tree) = worktree::adopt(project, &store.name()) {
-                    state.worktree = Some(tree.path);
-                    state.branch = Some(tree.branch);
-                }
-                store.log("state derived from a Python samocode _overview.md");
-                store.save(&mut state)?;
-            }
-            (store, state)
-        }
-    };
-    if let Some(woken) = person::wake_on_answers(&store).map_err(|e| match e {
-        person::ActError::Store(e) => OpenError::Store(e),
-        other => OpenError::Store(StoreError::Io {
-            action: "cannot resume",
-            path: store.dir().to_path_buf(),
-            source: std::io::Error::other(other.to_string()),
-        }),
-    })? {
-        state = woken;
-    }
-    let settled = Settled::of(&state);
-    Ok((
-        Box::new(SessionArgs {
-            store,
-            state,
-            once: request.once,
-        }),
-        settled,
-    ))
+    pub(super) awaiting_slot: bool,
 }
 
 impl Actor for SessionActor {
@@ -700,196 +563,8 @@ impl SessionActor {
         }
     }
 
-    /// Reads and checks `_signal.json` (and, in a read-only phase, the tracked files).
-    async fn evaluate(
-        &self,
-        run: &SessionRun,
-        flight: &InFlight,
-    ) -> Result<Result<(Signal, Verdict), Problem>, ActorProcessingErr> {
-        let text = match run.store.read_signal()? {
-            Ok(text) => text,
-            Err(error) => return Ok(Err(Problem::protocol(error))),
-        };
-        let signal = match Signal::parse(&text) {
-            Ok(signal) => signal,
-            Err(error) => return Ok(Err(Problem::protocol(error))),
-        };
-        let mut checked = signal.validate(flight.phase);
-        if let (Ok(_), Some(before)) = (&checked, &flight.snapshot) {
-            let workdir = run
-                .state
-                .worktree
-                .clone()
-                .unwrap_or_else(|| self.project.main_repo.clone());
-            if let Ok(after) = TrackedSnapshot::take(&workdir).await
-                && let Some(change) = after.difference(before)
-            {
-                checked = Err(Rejection::TrackedFilesChanged(change));
-            }
-        }
-        Ok(match checked {
-            Ok(verdict) => Ok((signal, verdict)),
-            Err(rejection) => Err(Problem {
-                code: rejection.code(),
-                text: format!("signal rejected: {rejection}"),
-                retryable: false,
-                signal: Some(signal),
-            }),
-        })
-    }
-
-    fn apply(
-        &self,
-        myself: &ActorRef<SessionMsg>,
-        run: &mut SessionRun,
-        from: Phase,
-        signal: &Signal,
-        verdict: Verdict,
-    ) -> Result<(), ActorProcessingErr> {
-        let now = Timestamp::now();
-        let outcome = match &verdict {
-            Verdict::Continue { .. } => "next",
-            Verdict::Wait { .. } => "waiting",
-            Verdict::Block { .. } => "blocked",
-            Verdict::Finish { .. } => "done",
-        };
-        self.history(run, Source::Agent, from, Some(signal), true, None, outcome)?;
-        let state = &mut run.state;
-        state.last_rejection = None;
-        match verdict {
-            Verdict::Continue { to } => {
-                state.attempt = 0;
-                state.feedback = if to == from {
-                    state.feedback.take()
-                } else {
-                    None
-                };
-                state.enter_phase(to);
-                state.status = RunState::Queued;
-                run.store.save(state)?;
-                run.store.log(&format!("continue: {from} -> {to}"));
-                if run.once {
-                    run.settled = true;
-                    return self.report_settled(run, Settled::Continued { phase: to });
-                }
-                myself.send_message(SessionMsg::RunNext)?;
-                Ok(())
-            }
-            Verdict::Wait { wait_for } => {
-                state.status = RunState::Waiting {
-                    wait_for,
-                    since: now,
-                };
-                state.attempt = 0;
-                run.store.save(state)?;
-                run.store.log(&format!("waiting for {wait_for}"));
-                self.settle(run)
-            }
-            Verdict::Block { reason, needs } => {
-                state.status = RunState::Blocked {
-                    reason: reason.clone(),
-                    needs,
-                    since: now,
-                };
-                state.attempt = 0;
-                run.store.save(state)?;
-                run.store.log(&format!("blocked by the agent: {reason}"));
-                self.settle(run)
-            }
-            Verdict::Finish { summary } => {
-                state.status = RunState::Done { summary, at: now };
-                state.attempt = 0;
-                run.store.save(state)?;
-                run.store.log("done");
-                self.settle(run)
-            }
-        }
-    }
-
-    fn block(
-        &self,
-        run: &mut SessionRun,
-        reason: String,
-        source: Source,
-    ) -> Result<(), ActorProcessingErr> {
-        if source == Source::Worker {
-            self.history(
-                run,
-                Source::Worker,
-                run.state.phase,
-                None,
-                false,
-                Some(reason.clone()),
-                "blocked",
-            )?;
-        }
-        run.state.status = RunState::Blocked {
-            reason: reason.clone(),
-            needs: None,
-            since: Timestamp::now(),
-        };
-        run.state.attempt = 0;
-        run.store.save(&mut run.state)?;
-        let _ = run.store.flow_log(
-            run.state.iteration,
-            &format!("Blocked by samocode: {reason}"),
-        );
-        run.store.log(&format!("blocked: {reason}"));
-        self.settle(run)
-    }
-
-    fn fail(&self, run: &mut SessionRun, reason: String) -> Result<(), ActorProcessingErr> {
-        self.history(
-            run,
-            Source::Worker,
-            run.state.phase,
-            None,
-            false,
-            Some(reason.clone()),
-            "failed",
-        )?;
-        run.state.status = RunState::Failed {
-            reason: reason.clone(),
-            at: Timestamp::now(),
-        };
-        run.state.attempt = 0;
-        run.store.save(&mut run.state)?;
-        let _ = run
-            .store
-            .flow_log(run.state.iteration, &format!("Failed: {reason}"));
-        run.store.log(&format!("failed: {reason}"));
-        self.settle(run)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn history(
-        &self,
-        run: &SessionRun,
-        source: Source,
-        from: Phase,
-        signal: Option<&Signal>,
-        accepted: bool,
-        reason: Option<String>,
-        outcome: &str,
-    ) -> Result<(), StoreError> {
-        run.store.append_history(&HistoryRow {
-            at: Timestamp::now(),
-            iteration: run.state.iteration,
-            attempt: run.state.attempt,
-            source,
-            from,
-            to: signal.and_then(|s| s.phase),
-            status: signal
-                .map(|s| s.status.to_string())
-                .unwrap_or_else(|| "-".into()),
-            accepted,
-            reason,
-            outcome: outcome.to_string(),
-        })
-    }
-
     /// Tells the supervisor and the notifier how the session stands now that it is parked.
-    fn settle(&self, run: &mut SessionRun) -> Result<(), ActorProcessingErr> {
+    pub(super) fn settle(&self, run: &mut SessionRun) -> Result<(), ActorProcessingErr> {
         run.settled = true;
         match Settled::of(&run.state) {
             Some(settled) => self.report_settled(run, settled),
@@ -897,7 +572,11 @@ impl SessionActor {
         }
     }
 
-    fn report_settled(&self, run: &SessionRun, settled: Settled) -> Result<(), ActorProcessingErr> {
+    pub(super) fn report_settled(
+        &self,
+        run: &SessionRun,
+        settled: Settled,
+    ) -> Result<(), ActorProcessingErr> {
         self.notify(SessionEvent::Settled {
             session: run.state.name.clone(),
             phase: run.state.phase,
@@ -941,37 +620,5 @@ impl SessionActor {
 
     fn notify(&self, event: SessionEvent) {
         let _ = self.notifier.send_message(NotifierMsg::Deliver(event));
-    }
-}
-
-/// Appends the attempt's row to `_iterations.jsonl` and puts its figures on the attempt span.
-fn journal_attempt(
-    store: &SessionStore,
-    span: &tracing::Span,
-    row: &IterationRow,
-) -> Result<(), StoreError> {
-    span.record("outcome", row.outcome.name());
-    span.record("cost_usd", row.cost_usd);
-    span.record("input_tokens", row.input_tokens);
-    span.record("output_tokens", row.output_tokens);
-    store.append_iteration(row)
-}
-
-/// A signal that could not be used, and whether the attempt may be retried for it.
-struct Problem {
-    code: &'static str,
-    text: String,
-    retryable: bool,
-    signal: Option<Signal>,
-}
-
-impl Problem {
-    fn protocol(error: crate::protocol::SignalError) -> Problem {
-        Problem {
-            code: error.code(),
-            text: format!("protocol error: {error}"),
-            retryable: true,
-            signal: None,
-        }
     }
 }

@@ -1,0 +1,152 @@
+//! Opening a session for a worker: finding or creating its folder, taking its lock, loading
+//! (or deriving, or creating) its state, and saying how it stands.
+
+use jiff::Timestamp;
+
+use super::person;
+use super::store::{SessionStore, StoreError};
+use super::{name, worktree};
+use crate::config::Project;
+use crate::protocol::{Phase, RunState, SessionState};
+
+/// How a session stands when it stops needing the worker.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settled {
+    Done {
+        summary: Option<String>,
+    },
+    Waiting {
+        wait_for: crate::protocol::WaitFor,
+    },
+    Blocked {
+        reason: String,
+    },
+    Failed {
+        reason: String,
+    },
+    Stopped,
+    /// `--once`: one iteration was accepted and the session can go on.
+    Continued {
+        phase: Phase,
+    },
+}
+
+impl Settled {
+    /// The settled condition of a parked or finished state; `None` while it can run.
+    pub fn of(state: &SessionState) -> Option<Settled> {
+        match &state.status {
+            RunState::Queued | RunState::Running => None,
+            RunState::Waiting { wait_for, .. } => Some(Settled::Waiting {
+                wait_for: *wait_for,
+            }),
+            RunState::Blocked { reason, .. } => Some(Settled::Blocked {
+                reason: reason.clone(),
+            }),
+            RunState::Done { summary, .. } => Some(Settled::Done {
+                summary: summary.clone(),
+            }),
+            RunState::Failed { reason, .. } => Some(Settled::Failed {
+                reason: reason.clone(),
+            }),
+            RunState::Stopped { .. } => Some(Settled::Stopped),
+        }
+    }
+
+    /// A few words for a person.
+    pub fn describe(&self) -> String {
+        match self {
+            Settled::Done { .. } => "done".into(),
+            Settled::Waiting { wait_for } => format!("waiting for {wait_for}"),
+            Settled::Blocked { reason } => format!("blocked: {reason}"),
+            Settled::Failed { reason } => format!("failed: {reason}"),
+            Settled::Stopped => "stopped".into(),
+            Settled::Continued { phase } => format!("continues in {phase}"),
+        }
+    }
+}
+
+/// Startup input: the locked folder and its state, as [`open`] found them.
+pub struct SessionArgs {
+    pub store: SessionStore,
+    pub state: SessionState,
+    /// Run one iteration, then settle as `Continued`.
+    pub once: bool,
+}
+
+/// Why a session could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Name(#[from] name::NameError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A new session needs both texts.
+    #[error("session {0} does not exist yet: a new session needs --dive TEXT and --task TEXT")]
+    NeedsDiveAndTask(String),
+}
+
+/// A request to drive a session.
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    pub project: Project,
+    pub name: String,
+    pub dive: Option<String>,
+    pub task: Option<String>,
+    pub once: bool,
+}
+
+/// Finds or creates the session folder, takes its lock, and loads (or derives, or creates) its
+/// state. A session waiting for answers that are all given becomes runnable here.
+pub fn open(
+    project: &Project,
+    request: &StartRequest,
+) -> Result<(Box<SessionArgs>, Option<Settled>), OpenError> {
+    let today = jiff::Zoned::now().strftime("%y-%m-%d").to_string();
+    let resolved = name::resolve(&project.sessions, &request.name, &today)?;
+    let now = Timestamp::now();
+    let (store, mut state) = match resolved {
+        name::Resolved::New(dir) => {
+            let (Some(dive), Some(task)) = (&request.dive, &request.task) else {
+                return Err(OpenError::NeedsDiveAndTask(request.name.clone()));
+            };
+            let store = SessionStore::create(&dir)?;
+            let mut state = SessionState::new(&store.name(), dive, task, now);
+            store.save(&mut state)?;
+            store.log("session created");
+            (store, state)
+        }
+        name::Resolved::Existing(dir) => {
+            let store = super::SessionFolder::new(dir).lock()?;
+            let had_state = store.read(super::store::STATE)?.is_some();
+            let mut state = store.load_state()?;
+            if !had_state {
+                if let Some(tree) = worktree::adopt(project, &store.name()) {
+                    state.worktree = Some(tree.path);
+                    state.branch = Some(tree.branch);
+                }
+                store.log("state derived from a Python samocode _overview.md");
+                store.save(&mut state)?;
+            }
+            (store, state)
+        }
+    };
+    if let Some(woken) = person::wake_on_answers(&store).map_err(|e| match e {
+        person::ActError::Store(e) => OpenError::Store(e),
+        other => OpenError::Store(StoreError::Io {
+            action: "cannot resume",
+            path: store.dir().to_path_buf(),
+            source: std::io::Error::other(other.to_string()),
+        }),
+    })? {
+        state = woken;
+    }
+    let settled = Settled::of(&state);
+    Ok((
+        Box::new(SessionArgs {
+            store,
+            state,
+            once: request.once,
+        }),
+        settled,
+    ))
+}

@@ -1,0 +1,239 @@
+//! What the worker does with the end of an attempt: read and check the signal (and, in a
+//! read-only phase, the tracked files), move the session on, park or block it, and write the
+//! journals. These are the SessionActor's decisions, kept apart from its message handling.
+
+use jiff::Timestamp;
+use ractor::{ActorProcessingErr, ActorRef};
+
+use super::actor::{InFlight, SessionActor, SessionMsg, SessionRun};
+use super::open::Settled;
+use super::store::{SessionStore, StoreError};
+use super::worktree::TrackedSnapshot;
+use crate::protocol::journal::{HistoryRow, IterationRow, Source};
+use crate::protocol::{Phase, Rejection, RunState, Signal, Verdict};
+
+impl SessionActor {
+    /// Reads and checks `_signal.json` (and, in a read-only phase, the tracked files).
+    pub(super) async fn evaluate(
+        &self,
+        run: &SessionRun,
+        flight: &InFlight,
+    ) -> Result<Result<(Signal, Verdict), Problem>, ActorProcessingErr> {
+        let text = match run.store.read_signal()? {
+            Ok(text) => text,
+            Err(error) => return Ok(Err(Problem::protocol(error))),
+        };
+        let signal = match Signal::parse(&text) {
+            Ok(signal) => signal,
+            Err(error) => return Ok(Err(Problem::protocol(error))),
+        };
+        let mut checked = signal.validate(flight.phase);
+        if let (Ok(_), Some(before)) = (&checked, &flight.snapshot) {
+            let workdir = run
+                .state
+                .worktree
+                .clone()
+                .unwrap_or_else(|| self.project.main_repo.clone());
+            if let Ok(after) = TrackedSnapshot::take(&workdir).await
+                && let Some(change) = after.difference(before)
+            {
+                checked = Err(Rejection::TrackedFilesChanged(change));
+            }
+        }
+        Ok(match checked {
+            Ok(verdict) => Ok((signal, verdict)),
+            Err(rejection) => Err(Problem {
+                code: rejection.code(),
+                text: format!("signal rejected: {rejection}"),
+                retryable: false,
+                signal: Some(signal),
+            }),
+        })
+    }
+
+    pub(super) fn apply(
+        &self,
+        myself: &ActorRef<SessionMsg>,
+        run: &mut SessionRun,
+        from: Phase,
+        signal: &Signal,
+        verdict: Verdict,
+    ) -> Result<(), ActorProcessingErr> {
+        let now = Timestamp::now();
+        let outcome = match &verdict {
+            Verdict::Continue { .. } => "next",
+            Verdict::Wait { .. } => "waiting",
+            Verdict::Block { .. } => "blocked",
+            Verdict::Finish { .. } => "done",
+        };
+        self.history(run, Source::Agent, from, Some(signal), true, None, outcome)?;
+        let state = &mut run.state;
+        state.last_rejection = None;
+        match verdict {
+            Verdict::Continue { to } => {
+                state.attempt = 0;
+                state.feedback = if to == from {
+                    state.feedback.take()
+                } else {
+                    None
+                };
+                state.enter_phase(to);
+                state.status = RunState::Queued;
+                run.store.save(state)?;
+                run.store.log(&format!("continue: {from} -> {to}"));
+                if run.once {
+                    run.settled = true;
+                    return self.report_settled(run, Settled::Continued { phase: to });
+                }
+                myself.send_message(SessionMsg::RunNext)?;
+                Ok(())
+            }
+            Verdict::Wait { wait_for } => {
+                state.status = RunState::Waiting {
+                    wait_for,
+                    since: now,
+                };
+                state.attempt = 0;
+                run.store.save(state)?;
+                run.store.log(&format!("waiting for {wait_for}"));
+                self.settle(run)
+            }
+            Verdict::Block { reason, needs } => {
+                state.status = RunState::Blocked {
+                    reason: reason.clone(),
+                    needs,
+                    since: now,
+                };
+                state.attempt = 0;
+                run.store.save(state)?;
+                run.store.log(&format!("blocked by the agent: {reason}"));
+                self.settle(run)
+            }
+            Verdict::Finish { summary } => {
+                state.status = RunState::Done { summary, at: now };
+                state.attempt = 0;
+                run.store.save(state)?;
+                run.store.log("done");
+                self.settle(run)
+            }
+        }
+    }
+
+    pub(super) fn block(
+        &self,
+        run: &mut SessionRun,
+        reason: String,
+        source: Source,
+    ) -> Result<(), ActorProcessingErr> {
+        if source == Source::Worker {
+            self.history(
+                run,
+                Source::Worker,
+                run.state.phase,
+                None,
+                false,
+                Some(reason.clone()),
+                "blocked",
+            )?;
+        }
+        run.state.status = RunState::Blocked {
+            reason: reason.clone(),
+            needs: None,
+            since: Timestamp::now(),
+        };
+        run.state.attempt = 0;
+        run.store.save(&mut run.state)?;
+        let _ = run.store.flow_log(
+            run.state.iteration,
+            &format!("Blocked by samocode: {reason}"),
+        );
+        run.store.log(&format!("blocked: {reason}"));
+        self.settle(run)
+    }
+
+    pub(super) fn fail(
+        &self,
+        run: &mut SessionRun,
+        reason: String,
+    ) -> Result<(), ActorProcessingErr> {
+        self.history(
+            run,
+            Source::Worker,
+            run.state.phase,
+            None,
+            false,
+            Some(reason.clone()),
+            "failed",
+        )?;
+        run.state.status = RunState::Failed {
+            reason: reason.clone(),
+            at: Timestamp::now(),
+        };
+        run.state.attempt = 0;
+        run.store.save(&mut run.state)?;
+        let _ = run
+            .store
+            .flow_log(run.state.iteration, &format!("Failed: {reason}"));
+        run.store.log(&format!("failed: {reason}"));
+        self.settle(run)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn history(
+        &self,
+        run: &SessionRun,
+        source: Source,
+        from: Phase,
+        signal: Option<&Signal>,
+        accepted: bool,
+        reason: Option<String>,
+        outcome: &str,
+    ) -> Result<(), StoreError> {
+        run.store.append_history(&HistoryRow {
+            at: Timestamp::now(),
+            iteration: run.state.iteration,
+            attempt: run.state.attempt,
+            source,
+            from,
+            to: signal.and_then(|s| s.phase),
+            status: signal
+                .map(|s| s.status.to_string())
+                .unwrap_or_else(|| "-".into()),
+            accepted,
+            reason,
+            outcome: outcome.to_string(),
+        })
+    }
+}
+
+/// Appends the attempt's row to `_iterations.jsonl` and puts its figures on the attempt span.
+pub(super) fn journal_attempt(
+    store: &SessionStore,
+    span: &tracing::Span,
+    row: &IterationRow,
+) -> Result<(), StoreError> {
+    span.record("outcome", row.outcome.name());
+    span.record("cost_usd", row.cost_usd);
+    span.record("input_tokens", row.input_tokens);
+    span.record("output_tokens", row.output_tokens);
+    store.append_iteration(row)
+}
+
+/// A signal that could not be used, and whether the attempt may be retried for it.
+pub(super) struct Problem {
+    pub(super) code: &'static str,
+    pub(super) text: String,
+    pub(super) retryable: bool,
+    pub(super) signal: Option<Signal>,
+}
+
+impl Problem {
+    pub(super) fn protocol(error: crate::protocol::SignalError) -> Problem {
+        Problem {
+            code: error.code(),
+            text: format!("protocol error: {error}"),
+            retryable: true,
+            signal: None,
+        }
+    }
+}
