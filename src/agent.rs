@@ -2,30 +2,67 @@
 //! parsing of what it prints.
 //!
 //! - [`claude`]: the Claude Code command line;
-//! - [`stream`]: Claude's stream-json events;
+//! - [`codex`]: the Codex command line and its `--json` events;
+//! - [`stream`]: Claude's stream-json events, and the event type both providers parse into;
+//! - [`refusal`]: what a failed attempt's output says about why (usage limit, credentials);
 //! - [`process`]: the AgentProcess actor (one per attempt).
 
 pub mod claude;
+pub mod codex;
 pub mod process;
 pub mod reaper;
+pub mod refusal;
 pub mod stream;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jiff::Timestamp;
 
+use crate::config::{AgentSettings, Provider};
 use crate::protocol::Usage;
 use crate::session::store::AttemptFiles;
+
+/// The command for one attempt with the configured provider. `context_file` already holds
+/// the context; a provider that cannot take it whole points the agent there.
+pub fn command(
+    settings: &AgentSettings,
+    context: &str,
+    context_file: &Path,
+    workdir: &Path,
+) -> AgentCommand {
+    match settings.provider {
+        Provider::Claude => claude::command(settings, context, context_file, workdir),
+        Provider::Codex => codex::command(settings, context, workdir),
+    }
+}
+
+/// The user turn of every attempt; everything specific is in the context.
+pub(crate) const PROMPT: &str = "Run one samocode iteration now, exactly as your system prompt describes: read the session's _overview.md first, do one step of the current phase, update the notebook, and write _signal.json last.";
 
 /// A program to run for one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentCommand {
+    /// Whose output format the program prints.
+    pub provider: Provider,
     pub program: PathBuf,
     pub args: Vec<String>,
     pub workdir: PathBuf,
     /// Variables removed from the inherited environment.
     pub env_remove: Vec<String>,
+    /// Written to the program's standard input, which is then closed; `None` leaves standard
+    /// input empty (at end of file).
+    pub stdin: Option<String>,
+}
+
+impl AgentCommand {
+    /// Parses one line of the program's standard output with its provider's parser.
+    pub fn parse_line(&self, line: &[u8]) -> Option<stream::StreamEvent> {
+        match self.provider {
+            Provider::Claude => stream::parse_line(line),
+            Provider::Codex => codex::parse_line(line),
+        }
+    }
 }
 
 impl AgentCommand {
@@ -39,6 +76,9 @@ impl AgentCommand {
                 arg.clone()
             };
             parts.push(quote(&shown));
+        }
+        if let Some(input) = &self.stdin {
+            parts.push(format!("< <{} bytes: the iteration context>", input.len()));
         }
         parts.join(" ")
     }
@@ -103,6 +143,8 @@ pub struct AttemptReport {
     pub result: Option<stream::RunResult>,
     /// Bytes of stdout seen.
     pub output_bytes: u64,
+    /// Error messages the agent printed on the way (Codex's `error` events), the last few.
+    pub errors: Vec<String>,
 }
 
 impl AttemptReport {

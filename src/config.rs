@@ -74,6 +74,24 @@ pub struct AgentSettings {
     pub stall_timeout: Option<Duration>,
 }
 
+impl AgentSettings {
+    /// The configured provider's CLI.
+    pub fn program(&self) -> &Path {
+        match self.provider {
+            Provider::Claude => &self.claude_path,
+            Provider::Codex => &self.codex_path,
+        }
+    }
+
+    /// The configured provider's model, when one is set.
+    pub fn model(&self) -> Option<&str> {
+        match self.provider {
+            Provider::Claude => self.claude_model.as_deref(),
+            Provider::Codex => self.codex_model.as_deref(),
+        }
+    }
+}
+
 /// How failed attempts are retried.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {

@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use super::AgentCommand;
-use crate::config::AgentSettings;
+use super::{AgentCommand, PROMPT};
+use crate::config::{AgentSettings, Provider};
 use crate::session::context;
 
 /// The command for one attempt. The context goes into the system prompt, or, when it is too
@@ -34,22 +34,20 @@ pub fn command(
         PROMPT.into(),
     ]);
     AgentCommand {
+        provider: Provider::Claude,
         program: settings.claude_path.clone(),
         args,
         workdir: workdir.to_path_buf(),
         // A CLAUDECODE variable inherited from an interactive Claude Code session makes the
         // child believe it is nested inside one.
         env_remove: vec!["CLAUDECODE".into()],
+        stdin: None,
     }
 }
-
-/// The user turn of every attempt; everything specific is in the system prompt.
-const PROMPT: &str = "Run one samocode iteration now, exactly as your system prompt describes: read the session's _overview.md first, do one step of the current phase, update the notebook, and write _signal.json last.";
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Provider;
     use std::path::PathBuf;
     use std::time::Duration;
 

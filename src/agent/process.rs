@@ -1,6 +1,7 @@
 //! AgentProcess: one actor per agent attempt.
 //!
-//! Owns one child process, started in its own process group with standard input closed. A
+//! Owns one child process, started in its own process group; its standard input gets the
+//! command's payload (Codex's context) and is closed, or is empty from the start. A
 //! reader task copies stdout byte for byte to the attempt log and sends the events it parses;
 //! a waiter task reaps the child. The actor enforces the hard timeout (SIGTERM to the group,
 //! then SIGKILL after the grace period, scheduled as messages, never slept through), kills
@@ -70,10 +71,16 @@ pub struct AgentState {
     model: Option<String>,
     agent_session_id: Option<String>,
     result: Option<stream::RunResult>,
+    /// The agent's last message, the run's text when the result event has none.
+    last_text: Option<String>,
+    errors: Vec<String>,
     reported: bool,
     /// When the agent last printed something (for the stall watchdog).
     last_output: std::time::Instant,
 }
+
+/// Error messages kept per attempt; a CLI that reconnects many times repeats itself.
+const MAX_ERRORS: usize = 8;
 
 impl Actor for AgentProcess {
     type Msg = AgentMsg;
@@ -97,6 +104,8 @@ impl Actor for AgentProcess {
             model: None,
             agent_session_id: None,
             result: None,
+            last_text: None,
+            errors: Vec::new(),
             reported: false,
             last_output: std::time::Instant::now(),
         };
@@ -147,6 +156,13 @@ impl Actor for AgentProcess {
                     state.agent_session_id = result.session_id.clone();
                 }
                 state.result = Some(result);
+            }
+            AgentMsg::Event(StreamEvent::Text(text)) => state.last_text = Some(text),
+            AgentMsg::Event(StreamEvent::Error(message)) => {
+                if state.errors.len() == MAX_ERRORS {
+                    state.errors.remove(0);
+                }
+                state.errors.push(message);
             }
             AgentMsg::OutputClosed { bytes } => {
                 state.output_closed = true;
@@ -237,14 +253,21 @@ fn finish_if_over(myself: &ActorRef<AgentMsg>, state: &mut AgentState) {
     // The group may still hold processes that closed their stdout; they go now.
     signal_group(state.pid, Signal::SIGKILL);
     forget(state);
+    let mut result = state.result.clone();
+    if let Some(result) = &mut result
+        && result.text.is_none()
+    {
+        result.text = state.last_text.clone();
+    }
     let report = AttemptReport {
         end,
         started_at: state.started_at,
         ended_at: Timestamp::now(),
         model: state.model.clone(),
         agent_session_id: state.agent_session_id.clone(),
-        result: state.result.clone(),
+        result,
         output_bytes: state.output_bytes,
+        errors: state.errors.clone(),
     };
     if let Err(error) = state
         .report_to
@@ -286,7 +309,11 @@ async fn spawn(spec: &AttemptSpec, myself: &ActorRef<AgentMsg>) -> std::io::Resu
     command
         .args(&spec.command.args)
         .current_dir(&spec.command.workdir)
-        .stdin(Stdio::null())
+        .stdin(if spec.command.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::from(stderr))
         // Its own group, so that one killpg reaches every process the agent starts.
@@ -302,10 +329,20 @@ async fn spawn(spec: &AttemptSpec, myself: &ActorRef<AgentMsg>) -> std::io::Resu
         super::reaper::record(registry, pid.as_raw(), &spec.session_dir);
     }
     let stdout = child.stdout.take().expect("stdout is piped");
+    if let (Some(mut input), Some(payload)) = (child.stdin.take(), spec.command.stdin.clone()) {
+        // A task of its own: a payload larger than the pipe buffer blocks until the agent
+        // reads it. Dropping the handle closes standard input, which ends the agent's read.
+        tokio::spawn(async move {
+            if let Err(error) = input.write_all(payload.as_bytes()).await {
+                tracing::warn!(%error, "cannot write the context to the agent's standard input");
+            }
+        });
+    }
 
     let reader = myself.clone();
+    let command = spec.command.clone();
     tokio::spawn(async move {
-        let bytes = copy_and_parse(stdout, log, &reader).await;
+        let bytes = copy_and_parse(stdout, log, &command, &reader).await;
         let _ = reader.send_message(AgentMsg::OutputClosed { bytes });
     });
     let waiter = myself.clone();
@@ -320,6 +357,7 @@ async fn spawn(spec: &AttemptSpec, myself: &ActorRef<AgentMsg>) -> std::io::Resu
 async fn copy_and_parse(
     mut stdout: tokio::process::ChildStdout,
     mut log: tokio::fs::File,
+    command: &super::AgentCommand,
     actor: &ActorRef<AgentMsg>,
 ) -> u64 {
     let mut chunk = vec![0u8; 64 * 1024];
@@ -350,7 +388,7 @@ async fn copy_and_parse(
                 }
             }
             if complete {
-                if !overlong && let Some(event) = stream::parse_line(line.trim_ascii()) {
+                if !overlong && let Some(event) = command.parse_line(line.trim_ascii()) {
                     let _ = actor.send_message(AgentMsg::Event(event));
                 }
                 line.clear();
@@ -360,7 +398,7 @@ async fn copy_and_parse(
     }
     if !overlong
         && !line.is_empty()
-        && let Some(event) = stream::parse_line(line.trim_ascii())
+        && let Some(event) = command.parse_line(line.trim_ascii())
     {
         let _ = actor.send_message(AgentMsg::Event(event));
     }

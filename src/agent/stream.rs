@@ -16,6 +16,11 @@ pub enum StreamEvent {
     },
     /// `{"type":"result",...}`: the last event of a run.
     Result(RunResult),
+    /// A message of the agent's (Codex's `agent_message`); the last one is the run's text
+    /// when the result carries none.
+    Text(String),
+    /// An error the agent reported without ending the run (Codex's `error` event).
+    Error(String),
 }
 
 /// The result event of a run.
@@ -25,6 +30,9 @@ pub struct RunResult {
     pub subtype: Option<String>,
     pub text: Option<String>,
     pub session_id: Option<String>,
+    /// The HTTP status of the provider's error, when the CLI names it (claude's
+    /// `api_error_status`).
+    pub api_status: Option<u16>,
     pub usage: Usage,
 }
 
@@ -53,6 +61,10 @@ pub fn parse_line(line: &[u8]) -> Option<StreamEvent> {
                 subtype: text("subtype"),
                 text: text("result"),
                 session_id: text("session_id"),
+                api_status: value
+                    .get("api_error_status")
+                    .and_then(Value::as_u64)
+                    .and_then(|status| u16::try_from(status).ok()),
                 usage: Usage {
                     cost_usd: value
                         .get("total_cost_usd")

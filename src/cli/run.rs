@@ -8,8 +8,7 @@ use ractor::Actor;
 use ractor::rpc::CallResult;
 
 use super::{CliError, exit};
-use crate::agent::claude;
-use crate::config::{Config, Provider};
+use crate::config::Config;
 use crate::protocol::qa::QaDoc;
 use crate::protocol::{SessionState, WaitFor};
 use crate::session::context::{self, ContextInput};
@@ -39,11 +38,6 @@ pub struct RunArgs {
 pub async fn run(args: RunArgs, config: &Config) -> Result<u8, CliError> {
     name::validate(&args.spec.session)?;
     let project = config.project()?;
-    if config.agent.provider == Provider::Codex {
-        return Err(CliError::usage(anyhow::anyhow!(
-            "the codex provider is not available in this build yet; use --provider claude"
-        )));
-    }
     if args.dry_run {
         return dry_run(&args, config);
     }
@@ -241,15 +235,14 @@ fn dry_run(args: &RunArgs, config: &Config) -> Result<u8, CliError> {
         project.branch_prefix.as_deref().unwrap_or("(none)")
     );
     println!("provider:       {}", agent.provider);
-    println!("claude:         {}", agent.claude_path.display());
+    println!("agent program:  {}", agent.program().display());
     println!(
         "model:          {}",
-        agent
-            .claude_model
-            .as_deref()
-            .unwrap_or("(per phase, from its profile)")
+        agent.model().unwrap_or("(per phase, from its profile)")
     );
-    println!("max turns:      {}", agent.claude_max_turns);
+    if agent.provider == crate::config::Provider::Claude {
+        println!("max turns:      {}", agent.claude_max_turns);
+    }
     println!(
         "timeout:        {}",
         humantime::format_duration(agent.timeout)
@@ -316,7 +309,8 @@ fn dry_run(args: &RunArgs, config: &Config) -> Result<u8, CliError> {
         "next attempt:   {} with profile {}: model {}, effort {}",
         state.phase, choice.profile, choice.model, choice.effort
     );
-    let command = claude::command(&agent.for_attempt(&choice), &text, &context_file, &workdir);
+    let command =
+        crate::agent::command(&agent.for_attempt(&choice), &text, &context_file, &workdir);
     println!("agent command (next attempt, in {}):", workdir.display());
     println!("  {}", command.display());
     Ok(exit::DONE)

@@ -100,6 +100,10 @@ pub struct SessionState {
     /// The reason the last attempt's signal or output was refused, shown to the next attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rejection: Option<String>,
+    /// Set while a queued session waits for a provider's usage limit to reset: the attempt
+    /// that was refused runs again, under its own number, at this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Timestamp>,
     /// A person's feedback from `reject`, shown to the next planning attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feedback: Option<String>,
@@ -129,6 +133,7 @@ impl SessionState {
             phase_iteration: 0,
             attempt: 0,
             last_rejection: None,
+            not_before: None,
             feedback: None,
             dive: dive.to_string(),
             task: task.to_string(),

@@ -29,7 +29,8 @@ use super::profile;
 use super::store::{AttemptFiles, SessionStore, StoreError};
 use super::worktree::{self, TrackedSnapshot};
 use crate::agent::process::{AgentArgs, AgentMsg, AgentProcess};
-use crate::agent::{AttemptReport, AttemptSpec, ProcessEnd, claude};
+use crate::agent::refusal;
+use crate::agent::{self, AttemptReport, AttemptSpec, ProcessEnd};
 use crate::config::{AgentSettings, ModelChoice, Project, RetryPolicy};
 use crate::notify::{NotifierMsg, SessionEvent};
 use crate::protocol::journal::{AttemptOutcome, IterationRow, Source};
@@ -186,6 +187,7 @@ impl Actor for SessionActor {
                     agent_session_id: None,
                     result: None,
                     output_bytes: 0,
+                    errors: Vec::new(),
                 };
                 self.attempt_over(&myself, run, report).await?;
             }
@@ -259,6 +261,16 @@ impl SessionActor {
         if !run.state.status.is_runnable() {
             return self.settle(run);
         }
+        if let Some(at) = run.state.not_before {
+            // Parked for a provider's usage limit: wait out the rest (also after a restart),
+            // holding no slot, then run the refused attempt again under its own number.
+            let left = Timestamp::now().duration_until(at);
+            if left.is_positive() {
+                let left = Duration::try_from(left).unwrap_or_default();
+                myself.send_after(left, || SessionMsg::RunNext);
+                return Ok(());
+            }
+        }
         if !run.has_slot {
             // Queued until the supervisor has room for one more agent.
             run.awaiting_slot = true;
@@ -273,7 +285,9 @@ impl SessionActor {
             return self.block(run, format!("init failed: {error}"), Source::Worker);
         }
         let state = &mut run.state;
-        if state.attempt == 0 {
+        if state.not_before.take().is_some() {
+            // The attempt the provider refused runs again; it keeps its number.
+        } else if state.attempt == 0 {
             let max = state.phase.rules().max_iterations;
             if state.phase_iteration >= max {
                 let reason = format!(
@@ -320,7 +334,7 @@ impl SessionActor {
         span.record("model", choice.model.as_str());
         span.record("effort", choice.effort.as_str());
         let settings = self.agent.for_attempt(&choice);
-        let command = claude::command(&settings, &text, &files.context, &workdir);
+        let command = agent::command(&settings, &text, &files.context, &workdir);
         run.store.save(&mut run.state)?;
         let state = &run.state;
         run.store.log(&format!(
@@ -495,6 +509,15 @@ impl SessionActor {
             ProcessEnd::Cancelled => Some((AttemptOutcome::Crashed, "stopped by samocode".into())),
             ProcessEnd::SpawnFailed(message) => Some((AttemptOutcome::Crashed, message.clone())),
         };
+
+        if let Some((_, detail)) = &failure
+            && let ProcessEnd::Exited(_) = report.end
+            && let Some(refusal) =
+                refusal::of_report(&report, Timestamp::now(), &jiff::tz::TimeZone::system())
+        {
+            row.detail = Some(detail.clone());
+            return self.refused(myself, run, &flight.span, row, refusal);
+        }
 
         if let Some((outcome, detail)) = failure {
             row.outcome = outcome;

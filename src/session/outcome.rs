@@ -2,6 +2,8 @@
 //! read-only phase, the tracked files), move the session on, park or block it, and write the
 //! journals. These are the SessionActor's decisions, kept apart from its message handling.
 
+use std::time::Duration;
+
 use jiff::Timestamp;
 use ractor::{ActorProcessingErr, ActorRef};
 
@@ -9,7 +11,8 @@ use super::actor::{InFlight, SessionActor, SessionMsg, SessionRun};
 use super::open::Settled;
 use super::store::{SessionStore, StoreError};
 use super::worktree::TrackedSnapshot;
-use crate::protocol::journal::{HistoryRow, IterationRow, Source};
+use crate::agent::refusal::Refusal;
+use crate::protocol::journal::{AttemptOutcome, HistoryRow, IterationRow, Source};
 use crate::protocol::{Phase, Rejection, RunState, Signal, Verdict};
 
 impl SessionActor {
@@ -115,6 +118,60 @@ impl SessionActor {
                 run.store.save(state)?;
                 run.store.log("done");
                 self.settle(run)
+            }
+        }
+    }
+
+    /// The provider refused the attempt. A usage limit parks the session as queued until the
+    /// reset time the provider named, then runs the same attempt again without spending the
+    /// retry budget; refused credentials block it at once, since no retry can help.
+    pub(super) fn refused(
+        &self,
+        myself: &ActorRef<SessionMsg>,
+        run: &mut SessionRun,
+        span: &tracing::Span,
+        mut row: IterationRow,
+        refusal: Refusal,
+    ) -> Result<(), ActorProcessingErr> {
+        match refusal {
+            Refusal::UsageLimit { until, message } => {
+                let now = Timestamp::now();
+                // Without a reset time, wait the longest backoff step; a reset time already
+                // past (clock skew) waits the first step.
+                let fallback = if until.is_some() {
+                    self.retry.first_delay
+                } else {
+                    self.retry.max_delay
+                };
+                let at = until
+                    .filter(|at| *at > now)
+                    .unwrap_or_else(|| now.checked_add(fallback).unwrap_or(now));
+                row.outcome = AttemptOutcome::UsageLimit;
+                row.detail = Some(format!("usage limit until {at}: {message}"));
+                journal_attempt(&run.store, span, &row)?;
+                run.state.not_before = Some(at);
+                run.state.status = RunState::Queued;
+                run.store.save(&mut run.state)?;
+                run.store.log(&format!(
+                    "attempt {} refused for a usage limit; it runs again at {at}",
+                    run.state.attempt
+                ));
+                let _ = run.store.flow_log(
+                    run.state.iteration,
+                    &format!("Usage limit reached; samocode resumes at {at}"),
+                );
+                let wait = Duration::try_from(now.duration_until(at)).unwrap_or_default();
+                myself.send_after(wait, || SessionMsg::RunNext);
+                Ok(())
+            }
+            Refusal::Authentication { message } => {
+                row.outcome = AttemptOutcome::Nonzero;
+                journal_attempt(&run.store, span, &row)?;
+                self.block(
+                    run,
+                    format!("the provider refused the credentials: {message}"),
+                    Source::Worker,
+                )
             }
         }
     }

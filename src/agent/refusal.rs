@@ -1,0 +1,338 @@
+//! What a failed attempt's output says about why it failed, when the reason changes what the
+//! worker does next: a usage limit parks the session until the time the provider names, bad
+//! credentials block it at once. Everything else (an overloaded API included) is an ordinary
+//! failed attempt, retried with backoff.
+//!
+//! The CLIs print the provider's error in their result text (claude: `Invalid API key`,
+//! `Claude AI usage limit reached|<unix time>`, with the HTTP status beside it) or in error
+//! events (codex: `You've hit your usage limit. Try again at 3:27 PM.`), so the check reads
+//! text, case-insensitively, and looks for a reset time in it: a unix time, a delay, or a
+//! clock time in this machine's time zone, which is the one the CLI printed it in.
+
+use jiff::civil::{Date, Time};
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp, ToSpan};
+
+use super::AttemptReport;
+
+/// Why the provider refused to run the attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The account's usage limit is reached; it resets at `until` when the message says when.
+    UsageLimit {
+        until: Option<Timestamp>,
+        message: String,
+    },
+    /// The API key or login was refused; retrying cannot help.
+    Authentication { message: String },
+}
+
+/// The refusal a failed attempt's report shows, if any.
+pub fn of_report(report: &AttemptReport, now: Timestamp, tz: &TimeZone) -> Option<Refusal> {
+    if let Some(result) = &report.result
+        && matches!(result.api_status, Some(401 | 403))
+        && result.text.is_some()
+    {
+        return Some(Refusal::Authentication {
+            message: short(result.text.as_deref().unwrap_or_default()),
+        });
+    }
+    let texts = report
+        .result
+        .iter()
+        .filter_map(|r| r.text.as_deref())
+        .chain(report.errors.iter().map(String::as_str));
+    texts.rev().find_map(|t| of_text(t, now, tz))
+}
+
+/// The refusal one message describes, if any.
+pub fn of_text(text: &str, now: Timestamp, tz: &TimeZone) -> Option<Refusal> {
+    let lower = text.to_lowercase();
+    let usage_limit = [
+        "usage limit",
+        "usage_limit",
+        "limit reached",
+        "hit your limit",
+    ]
+    .iter()
+    .any(|m| lower.contains(m));
+    if usage_limit {
+        return Some(Refusal::UsageLimit {
+            until: reset_time(&lower, now, tz),
+            message: short(text),
+        });
+    }
+    let authentication = [
+        "authentication_error",
+        "authentication failed",
+        "invalid api key",
+        "invalid x-api-key",
+        "incorrect api key",
+        "401 unauthorized",
+        "status 401",
+        "api error: 401",
+        "please run /login",
+    ]
+    .iter()
+    .any(|m| lower.contains(m));
+    authentication.then(|| Refusal::Authentication {
+        message: short(text),
+    })
+}
+
+fn short(text: &str) -> String {
+    text.chars().take(300).collect()
+}
+
+/// A reset time in a usage-limit message (already lower case).
+fn reset_time(lower: &str, now: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
+    epoch_time(lower)
+        .or_else(|| delay(lower, now))
+        .or_else(|| clock_time(lower, now, tz))
+}
+
+/// A unix time after `|` or after a word containing "reset" (`resets_at: 1767225600`).
+fn epoch_time(lower: &str) -> Option<Timestamp> {
+    let epoch = |digits: &str| {
+        let seconds: i64 = digits.parse().ok()?;
+        // Ten digits: a plausible unix time (2001 to 2286), not a count of seconds.
+        (digits.len() == 10).then(|| Timestamp::from_second(seconds).ok())?
+    };
+    if let Some(after) = lower.split('|').nth(1)
+        && let Some(at) = epoch(leading_number(after))
+    {
+        return Some(at);
+    }
+    ["resets_at", "reset_at", "resets at", "reset at", "reset"]
+        .iter()
+        .find_map(|marker| {
+            lower.split(marker).skip(1).find_map(|rest| {
+                let start = rest.find(|c: char| c.is_ascii_digit())?;
+                (start <= 4).then(|| epoch(leading_number(&rest[start..])))?
+            })
+        })
+}
+
+/// A delay: `resets_in_seconds: 30`, `try again in 30 seconds`, `retry after 30`.
+fn delay(lower: &str, now: Timestamp) -> Option<Timestamp> {
+    [
+        "resets_in_seconds",
+        "try again in",
+        "retry after",
+        "retry-after",
+    ]
+    .iter()
+    .find_map(|marker| {
+        let rest = lower.split(marker).nth(1)?;
+        let start = rest.find(|c: char| c.is_ascii_digit())?;
+        let seconds: i64 = (start <= 4).then(|| leading_number(&rest[start..]).parse().ok())??;
+        let unit = rest[start..].trim_start_matches(|c: char| c.is_ascii_digit());
+        let seconds = match unit.trim_start().split(|c: char| !c.is_alphabetic()).next() {
+            Some("minute" | "minutes" | "min" | "mins") => seconds * 60,
+            Some("hour" | "hours" | "h") => seconds * 3600,
+            _ => seconds,
+        };
+        now.checked_add(SignedDuration::from_secs(seconds)).ok()
+    })
+}
+
+/// A clock time after "try again at" or "resets": `3:27 pm`, `5pm`, `15:27`, optionally after
+/// a date (`nov 25th, 2026 3:27 pm`, `nov 25, 3pm`). A time named to the minute resets within
+/// that minute, so the session waits for the minute's end; a time without a date that has
+/// passed today is tomorrow's.
+fn clock_time(lower: &str, now: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
+    let today = now.to_zoned(tz.clone()).date();
+    ["try again at", "resets at", "resets", "reset at"]
+        .iter()
+        .find_map(|marker| {
+            let rest = lower.split(marker).nth(1)?.trim_start();
+            let (date, rest) = match leading_date(rest, today) {
+                Some((date, rest)) => (Some(date), rest),
+                None => (None, rest),
+            };
+            let (time, precise_to_minute) = leading_clock(rest)?;
+            let mut at = (date.unwrap_or(today))
+                .to_datetime(time)
+                .to_zoned(tz.clone())
+                .ok()?;
+            if precise_to_minute {
+                at = at.checked_add(1.minute()).ok()?;
+            }
+            if date.is_none() && at.timestamp() < now {
+                at = at.checked_add(1.day()).ok()?;
+            }
+            Some(at.timestamp())
+        })
+}
+
+/// `nov 25th, 2026 at `, `nov 25, `, `nov 25 `: a month name, a day, perhaps a year.
+fn leading_date(text: &str, today: Date) -> Option<(Date, &str)> {
+    const MONTHS: [&str; 12] = [
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ];
+    let month = MONTHS.iter().position(|m| text.starts_with(m))? as i8 + 1;
+    let rest = text
+        .trim_start_matches(|c: char| c.is_alphabetic())
+        .trim_start();
+    let day: i8 = leading_number(rest).parse().ok()?;
+    let rest = rest
+        .trim_start_matches(|c: char| c.is_ascii_digit())
+        .trim_start_matches(|c: char| c.is_alphabetic())
+        .trim_start_matches([',', ' ']);
+    let (year, rest) = match leading_number(rest) {
+        digits if digits.len() == 4 => (
+            digits.parse().ok()?,
+            rest[4..].trim_start_matches([',', ' ']),
+        ),
+        _ => (today.year(), rest),
+    };
+    let rest = rest.strip_prefix("at ").unwrap_or(rest);
+    let mut date = Date::new(year, month, day).ok()?;
+    if date < today && year == today.year() && !text.contains(&year.to_string()) {
+        date = Date::new(year + 1, month, day).ok()?;
+    }
+    Some((date, rest))
+}
+
+/// `3:27 pm`, `3:27pm`, `5pm`, `15:27`; true when the minutes were named.
+fn leading_clock(text: &str) -> Option<(Time, bool)> {
+    let hour: i8 = leading_number(text).parse().ok()?;
+    let mut rest = &text[leading_number(text).len()..];
+    let mut minute = 0i8;
+    let named = rest.starts_with(':');
+    if named {
+        let digits = leading_number(&rest[1..]);
+        if digits.len() != 2 {
+            return None;
+        }
+        minute = digits.parse().ok()?;
+        rest = &rest[3..];
+    }
+    let rest = rest.trim_start();
+    let hour = if rest.starts_with("pm") || rest.starts_with("p.m.") {
+        if hour == 12 { 12 } else { hour + 12 }
+    } else if rest.starts_with("am") || rest.starts_with("a.m.") {
+        if hour == 12 { 0 } else { hour }
+    } else if named {
+        hour
+    } else {
+        // A bare number is not a clock time.
+        return None;
+    };
+    Some((Time::new(hour, minute, 0, 0).ok()?, named))
+}
+
+fn leading_number(text: &str) -> &str {
+    let end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> Timestamp {
+        "2026-11-24T12:00:00Z".parse().unwrap()
+    }
+
+    fn utc() -> TimeZone {
+        TimeZone::UTC
+    }
+
+    fn until(text: &str) -> Option<Timestamp> {
+        match of_text(text, now(), &utc()) {
+            Some(Refusal::UsageLimit { until, .. }) => until,
+            other => panic!("{text}: not a usage limit: {other:?}"),
+        }
+    }
+
+    fn at(text: &str) -> Option<Timestamp> {
+        Some(text.parse().unwrap())
+    }
+
+    #[test]
+    fn usage_limits_with_a_unix_reset_time() {
+        let reset = Timestamp::from_second(1_795_000_000).ok();
+        for text in [
+            "API Error: Request rejected (429) · Claude AI usage limit reached|1795000000",
+            r#"API Error: 429 {"error":{"type":"rate_limit_error","message":"usage limit reached, resets_at 1795000000"}}"#,
+        ] {
+            assert_eq!(until(text), reset, "{text}");
+        }
+    }
+
+    #[test]
+    fn usage_limits_with_a_delay_or_none() {
+        assert_eq!(
+            until("usage_limit_reached: try again in 30 seconds"),
+            at("2026-11-24T12:00:30Z")
+        );
+        assert_eq!(
+            until("usage limit reached, try again in 5 minutes"),
+            at("2026-11-24T12:05:00Z")
+        );
+        assert_eq!(until("usage limit reached"), None);
+    }
+
+    #[test]
+    fn usage_limits_with_a_clock_time_wait_for_the_end_of_its_minute() {
+        // codex: the reset rounded down to its minute, in local time.
+        assert_eq!(
+            until("You’ve hit your usage limit. Try again at 3:27 PM."),
+            at("2026-11-24T15:28:00Z")
+        );
+        // Already past today: tomorrow.
+        assert_eq!(
+            until("You've hit your usage limit. Try again at 9:05 AM."),
+            at("2026-11-25T09:06:00Z")
+        );
+        assert_eq!(
+            until("You've hit your usage limit. Try again at Nov 26th, 2026 3:27 PM."),
+            at("2026-11-26T15:28:00Z")
+        );
+        // claude: the hour only.
+        assert_eq!(
+            until("You've hit your limit · resets 5pm"),
+            at("2026-11-24T17:00:00Z")
+        );
+        assert_eq!(
+            until("You've hit your limit · resets Nov 25, 3pm"),
+            at("2026-11-25T15:00:00Z")
+        );
+        // In the machine's zone, like the CLI that printed it.
+        let berlin = TimeZone::fixed(jiff::tz::offset(1));
+        let Some(Refusal::UsageLimit { until, .. }) =
+            of_text("usage limit. Try again at 3:27 PM.", now(), &berlin)
+        else {
+            panic!("not a usage limit")
+        };
+        assert_eq!(until, at("2026-11-24T14:28:00Z"));
+    }
+
+    #[test]
+    fn authentication_errors_and_others() {
+        for text in [
+            "Invalid API key · Fix external API key",
+            r#"API Error: 401 {"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#,
+            "unexpected status 401 Unauthorized: Incorrect API key provided, url: http://x/v1/responses",
+        ] {
+            assert!(
+                matches!(
+                    of_text(text, now(), &utc()),
+                    Some(Refusal::Authentication { .. })
+                ),
+                "{text}"
+            );
+        }
+        for text in [
+            "API Error: 529 overloaded_error",
+            "unexpected status 529 <unknown status code>: overloaded",
+            "the agent exited with code 1",
+            "API Error: API returned an empty or malformed response (HTTP 200)",
+        ] {
+            assert_eq!(of_text(text, now(), &utc()), None, "{text}");
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The real claude CLI under samocode.
+
+use super::agents::{WALKED_PHASES, use_claude, walk_through_gates};
+use super::server::ModelServer;
+use crate::fixture::{BIN, Project, git};
+
+#[test]
+fn claude_walks_a_session_through_both_gates() {
+    let server = ModelServer::start(BIN.as_ref());
+    let mut project = Project::new();
+    use_claude(&mut project, &server);
+    let s = walk_through_gates(&mut project, "health");
+
+    let rows = s.jsonl("_iterations.jsonl");
+    let phases: Vec<&str> = rows.iter().map(|r| r["phase"].as_str().unwrap()).collect();
+    assert_eq!(phases, WALKED_PHASES);
+    let mut cost = 0.0;
+    for row in &rows {
+        assert_eq!(row["outcome"], "ok", "{row}");
+        assert_eq!(row["provider"], "claude");
+        // Two model turns per attempt (the tool call, the closing text), as the server
+        // reports them; the cost is claude's own figure for that usage.
+        assert!(row["input_tokens"].as_u64().unwrap() >= 2000, "{row}");
+        assert!(row["output_tokens"].as_u64().unwrap() >= 300, "{row}");
+        assert!(row["cost_usd"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(
+            row["agent_session_id"]
+                .as_str()
+                .is_some_and(|id| !id.is_empty())
+        );
+        cost += row["cost_usd"].as_f64().unwrap();
+        // The attempt log is the CLI's own stream: its init event, the Bash tool call the
+        // server made, the tool's result, and the result event with the cost.
+        let log = s.read(row["log"].as_str().unwrap());
+        for needle in [
+            r#""subtype":"init""#,
+            r#""name":"Bash""#,
+            r#""type":"tool_result""#,
+            r#""type":"result""#,
+            r#""total_cost_usd""#,
+        ] {
+            assert!(log.contains(needle), "{needle} in {}", row["log"]);
+        }
+    }
+
+    let status = project.run(&["status", "--json"]);
+    status.expect(0);
+    let status: serde_json::Value = serde_json::from_str(&status.stdout()).unwrap();
+    assert_eq!(status[0]["state"], "done");
+    let shown = status[0]["cost_usd"].as_f64().unwrap();
+    assert!(
+        (shown - cost).abs() < 1e-6,
+        "status shows {shown}, rows add to {cost}"
+    );
+
+    // The real tool calls did the phase's work: the commit is on the session branch.
+    let commits = git(&project.repo, &["log", "--format=%s", "health"]);
+    assert!(commits.starts_with("Implement step 1\n"), "{commits}");
+}
+
+#[test]
+fn claude_receives_the_workflow_and_the_phase_skill_in_its_system_prompt() {
+    let server = ModelServer::start(BIN.as_ref());
+    let mut project = Project::new();
+    use_claude(&mut project, &server);
+    project
+        .run(&[
+            "run",
+            "--session",
+            "sp",
+            "--dive",
+            "The layout",
+            "--task",
+            "Look around",
+            "--once",
+        ])
+        .expect(0);
+    let requests = server.requests();
+    let first = requests
+        .iter()
+        .find(|r| r.path.starts_with("/v1/messages") && r.body["system"].is_array())
+        .expect("a messages request with a system prompt");
+    let system: String = first.body["system"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["text"].as_str())
+        .collect();
+    let workflow = include_str!("../../workflow.md");
+    let skill = include_str!("../../skills/investigation/SKILL.md");
+    let body_of = |text: &str| {
+        // The skill's front matter is not part of what the agent is told.
+        let text = text.strip_prefix("---\n").map_or(text, |rest| {
+            rest.split_once("\n---\n").map_or(rest, |(_, body)| body)
+        });
+        text.trim().lines().take(40).collect::<Vec<_>>().join("\n")
+    };
+    assert!(
+        system.contains(&body_of(workflow)),
+        "workflow.md missing from the system prompt"
+    );
+    assert!(
+        system.contains(&body_of(skill)),
+        "the investigation skill missing from the system prompt"
+    );
+    assert!(system.contains("Phase: investigation"));
+}

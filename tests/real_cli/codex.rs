@@ -1,0 +1,67 @@
+//! The real codex CLI under samocode.
+
+use super::agents::{WALKED_PHASES, use_codex, walk_through_gates};
+use super::server::ModelServer;
+use crate::fixture::{BIN, Project, git};
+
+#[test]
+fn codex_walks_a_session_through_both_gates() {
+    let server = ModelServer::start(BIN.as_ref());
+    let mut project = Project::new();
+    use_codex(&mut project, &server);
+    let s = walk_through_gates(&mut project, "health");
+
+    let rows = s.jsonl("_iterations.jsonl");
+    let phases: Vec<&str> = rows.iter().map(|r| r["phase"].as_str().unwrap()).collect();
+    assert_eq!(phases, WALKED_PHASES);
+    for row in &rows {
+        assert_eq!(row["outcome"], "ok", "{row}");
+        assert_eq!(row["provider"], "codex");
+        // Two model turns per attempt (the tool call, the closing text), as the server
+        // reports them.
+        assert!(row["input_tokens"].as_u64().unwrap() >= 2000, "{row}");
+        assert!(row["output_tokens"].as_u64().unwrap() >= 300, "{row}");
+        assert!(
+            row["agent_session_id"]
+                .as_str()
+                .is_some_and(|id| !id.is_empty())
+        );
+        // The attempt log is the CLI's own JSONL: the thread, the command it ran for the
+        // server's function call, the closing message and the turn's usage.
+        let log = s.read(row["log"].as_str().unwrap());
+        for needle in [
+            r#""type":"thread.started""#,
+            r#""type":"command_execution""#,
+            r#""type":"agent_message""#,
+            r#""type":"turn.completed""#,
+        ] {
+            assert!(log.contains(needle), "{needle} in {}:\n{log}", row["log"]);
+        }
+    }
+    // The context went on standard input: the first request of each attempt carries it,
+    // and no codex command line did.
+    let contexts = server
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.path.starts_with("/v1/responses") && r.body.to_string().contains("Session path: ")
+        })
+        .count();
+    assert!(
+        contexts >= WALKED_PHASES.len(),
+        "{contexts} requests carried a context"
+    );
+
+    let status = project.run(&["status", "--json"]);
+    status.expect(0);
+    let status: serde_json::Value = serde_json::from_str(&status.stdout()).unwrap();
+    assert_eq!(status[0]["state"], "done");
+    assert!(
+        status[0]["input_tokens"].as_u64().unwrap() >= 16_000,
+        "{}",
+        status[0]
+    );
+
+    let commits = git(&project.repo, &["log", "--format=%s", "health"]);
+    assert!(commits.starts_with("Implement step 1\n"), "{commits}");
+}
