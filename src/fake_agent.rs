@@ -27,6 +27,15 @@ use crate::session::context::header_value;
 
 /// Runs the fake agent with claude's arguments; returns the exit code.
 pub fn main(args: &[String], env: &HashMap<String, String>) -> u8 {
+    // As claude's own stand-in (`-p`), it refuses to start nested in a Claude Code session,
+    // as claude did; the worker must have removed CLAUDECODE. (Inside a real CLI's shell tool,
+    // where claude sets it on purpose, there is no `-p`.)
+    if args.iter().any(|a| a == "-p") && env.contains_key("CLAUDECODE") {
+        eprintln!(
+            "fake-agent: cannot be launched inside another Claude Code session (CLAUDECODE is set)"
+        );
+        return 1;
+    }
     let Some(context) = read_context(args) else {
         eprintln!("fake-agent: no samocode context in --append-system-prompt");
         return 2;

@@ -109,6 +109,16 @@ mod tests {
             .process_group(0)
             .spawn()
             .unwrap();
+        // Until both have exec'd, /proc shows the test's own environment, not theirs.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        for pid in [ours.id(), foreign.id()] {
+            while std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| !cmdline.starts_with(b"sleep"))
+            {
+                assert!(std::time::Instant::now() < deadline, "sleep did not start");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
         record(registry.path(), ours.id() as i32, Path::new("/tmp/s"));
         record(registry.path(), foreign.id() as i32, Path::new("/tmp/s"));
         let killed = kill_leftovers(registry.path());

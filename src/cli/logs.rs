@@ -1,5 +1,6 @@
 //! `samocode logs SESSION [--follow]`: the newest attempt's output, readably: assistant text,
-//! tool calls and their results, and the final result with its cost.
+//! tool calls and their results, and the final result with its cost or usage. Reads both
+//! claude's stream-json and codex's `--json` events; their event types do not overlap.
 
 use std::io::Write;
 use std::time::Duration;
@@ -59,7 +60,7 @@ pub async fn logs(args: LogsArgs, config: &Config) -> Result<u8, CliError> {
     }
 }
 
-/// One stream-json line as text a person reads; `None` for lines with nothing to show.
+/// One line of an attempt log as text a person reads; `None` for lines with nothing to show.
 pub fn readable(line: &str) -> Option<String> {
     if line.is_empty() {
         return None;
@@ -68,15 +69,28 @@ pub fn readable(line: &str) -> Option<String> {
         return Some(line.to_string());
     };
     let kind = event.get("type").and_then(Value::as_str).unwrap_or("");
+    let text = |pointer: &str| {
+        event
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+    };
     match kind {
-        "system" => Some(format!(
-            "[session {} · model {}]",
-            event
-                .get("session_id")
-                .and_then(Value::as_str)
-                .unwrap_or("?"),
-            event.get("model").and_then(Value::as_str).unwrap_or("?")
-        )),
+        "system" => match event.get("subtype").and_then(Value::as_str) {
+            Some("init") => Some(format!(
+                "[session {} · model {}]",
+                text("/session_id"),
+                text("/model")
+            )),
+            Some("api_retry") => Some(format!(
+                "[API error {} ({}); the CLI retries: {} of {}]",
+                event.get("error_status").unwrap_or(&Value::Null),
+                text("/error"),
+                event.get("attempt").unwrap_or(&Value::Null),
+                event.get("max_retries").unwrap_or(&Value::Null),
+            )),
+            _ => None,
+        },
         "assistant" | "user" => {
             let blocks = event.pointer("/message/content")?.as_array()?;
             let parts: Vec<String> = blocks.iter().filter_map(|b| block(kind, b)).collect();
@@ -84,11 +98,11 @@ pub fn readable(line: &str) -> Option<String> {
         }
         "result" => Some(format!(
             "[result: {}{} · ${:.4} · {} turns]",
-            event.get("subtype").and_then(Value::as_str).unwrap_or("?"),
+            text("/subtype"),
             if event.get("is_error").and_then(Value::as_bool) == Some(true) {
-                " (error)"
+                format!(" (error: {})", shorten(text("/result"), 300))
             } else {
-                ""
+                String::new()
             },
             event
                 .get("total_cost_usd")
@@ -96,6 +110,58 @@ pub fn readable(line: &str) -> Option<String> {
                 .unwrap_or(0.0),
             event.get("num_turns").and_then(Value::as_u64).unwrap_or(0)
         )),
+        // codex
+        "thread.started" => Some(format!("[thread {}]", text("/thread_id"))),
+        "item.completed" => codex_item(event.get("item")?),
+        "turn.completed" => {
+            let tokens = |key: &str| {
+                event
+                    .pointer(&format!("/usage/{key}"))
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0)
+            };
+            Some(format!(
+                "[turn completed · {} tokens in ({} cached) · {} out]",
+                tokens("input_tokens"),
+                tokens("cached_input_tokens"),
+                tokens("output_tokens")
+            ))
+        }
+        "turn.failed" => Some(format!("[turn failed: {}]", text("/error/message"))),
+        "error" => Some(format!("[error: {}]", text("/message"))),
+        _ => None,
+    }
+}
+
+/// A finished codex item: a message, a command with its output, an edit, an error.
+fn codex_item(item: &Value) -> Option<String> {
+    let text = |key: &str| item.get(key).and_then(Value::as_str).unwrap_or("");
+    match item.get("type")?.as_str()? {
+        "agent_message" => Some(text("text").to_string()),
+        "reasoning" => Some(format!("({})", shorten(text("text"), 300))),
+        "command_execution" => {
+            let exit = item
+                .get("exit_code")
+                .and_then(Value::as_i64)
+                .map(|code| format!(" (exit {code})"))
+                .unwrap_or_default();
+            Some(format!(
+                "→ shell {}\n← {}{exit}",
+                shorten(text("command"), 300),
+                shorten(text("aggregated_output").trim_end(), 300)
+            ))
+        }
+        "file_change" => {
+            let paths: Vec<&str> = item
+                .get("changes")?
+                .as_array()?
+                .iter()
+                .filter_map(|c| c.get("path").and_then(Value::as_str))
+                .collect();
+            Some(format!("→ edit {}", paths.join(", ")))
+        }
+        "mcp_tool_call" => Some(format!("→ {}.{}", text("server"), text("tool"))),
+        "error" => Some(format!("[error: {}]", text("message"))),
         _ => None,
     }
 }
@@ -127,5 +193,58 @@ fn shorten(text: &str, max: usize) -> String {
         text.to_string()
     } else {
         format!("{}…", text.chars().take(max).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readable;
+
+    #[test]
+    fn claude_lines_read_as_text_tool_calls_and_result() {
+        let lines = [
+            r#"{"type":"system","subtype":"init","session_id":"s-1","model":"claude-x"}"#,
+            r#"{"type":"system","subtype":"api_retry","attempt":1,"max_retries":2,"error_status":529,"error":"overloaded"}"#,
+            r#"{"type":"assistant","message":{"content":[{"type":"text","text":"Looking."},{"type":"tool_use","name":"Bash","input":{"command":"ls"}}]}}"#,
+            r#"{"type":"user","message":{"content":[{"type":"tool_result","content":"README.md"}]}}"#,
+            r#"{"type":"result","subtype":"success","is_error":false,"total_cost_usd":0.0105,"num_turns":2}"#,
+        ];
+        let shown: Vec<String> = lines.iter().filter_map(|l| readable(l)).collect();
+        assert_eq!(
+            shown,
+            [
+                "[session s-1 · model claude-x]",
+                "[API error 529 (overloaded); the CLI retries: 1 of 2]",
+                "Looking.\n→ Bash {\"command\":\"ls\"}",
+                "← README.md",
+                "[result: success · $0.0105 · 2 turns]",
+            ]
+        );
+    }
+
+    #[test]
+    fn codex_lines_read_as_text_commands_and_usage() {
+        let lines = [
+            r#"{"type":"thread.started","thread_id":"t-1"}"#,
+            r#"{"type":"turn.started"}"#,
+            r#"{"type":"item.started","item":{"id":"i1","type":"command_execution","command":"ls","status":"in_progress"}}"#,
+            r#"{"type":"item.completed","item":{"id":"i1","type":"command_execution","command":"ls","aggregated_output":"README.md\n","exit_code":0}}"#,
+            r#"{"type":"item.completed","item":{"id":"i2","type":"agent_message","text":"Done."}}"#,
+            r#"{"type":"turn.completed","usage":{"input_tokens":2000,"cached_input_tokens":400,"output_tokens":300}}"#,
+            r#"{"type":"error","message":"Reconnecting... 1/1"}"#,
+            r#"{"type":"turn.failed","error":{"message":"unexpected status 401"}}"#,
+        ];
+        let shown: Vec<String> = lines.iter().filter_map(|l| readable(l)).collect();
+        assert_eq!(
+            shown,
+            [
+                "[thread t-1]",
+                "→ shell ls\n← README.md (exit 0)",
+                "Done.",
+                "[turn completed · 2000 tokens in (400 cached) · 300 out]",
+                "[error: Reconnecting... 1/1]",
+                "[turn failed: unexpected status 401]",
+            ]
+        );
     }
 }

@@ -43,6 +43,8 @@ pub struct SessionRow {
     pub total_iterations: u32,
     pub waiting_for: Option<String>,
     pub blocked_reason: Option<String>,
+    /// A queued session parked for a provider's usage limit runs again at this time.
+    pub resumes_at: Option<String>,
     pub worker: &'static str,
     pub last_action: Option<String>,
     pub next: Option<String>,
@@ -82,6 +84,7 @@ impl SessionRow {
                 }
                 _ => None,
             },
+            resumes_at: state.not_before.map(|at| at.to_string()),
             worker: if crate::lockfile::is_held(&folder.path(LOCK)) {
                 "running"
             } else {
@@ -226,6 +229,11 @@ pub fn table(rows: &[SessionRow], now: jiff::Timestamp) -> String {
                 r.waiting_for
                     .clone()
                     .or_else(|| r.blocked_reason.clone().map(|b| shorten(&b, 30)))
+                    .or_else(|| {
+                        r.resumes_at
+                            .as_ref()
+                            .map(|at| format!("usage limit until {at}"))
+                    })
                     .unwrap_or_else(|| "-".into()),
                 format!("${:.2}", r.cost_usd),
                 age(&r.updated_at, now),
@@ -304,6 +312,9 @@ fn show_one(folder: &SessionFolder, project: &Path, json: bool) -> Result<u8, Cl
     if let Some(reason) = &row.blocked_reason {
         println!("reason:      {reason}");
     }
+    if let Some(at) = &row.resumes_at {
+        println!("resumes at:  {at} (the provider's usage limit resets)");
+    }
     println!("worker:      {}", row.worker);
     if let (Some(w), Some(b)) = (&state.worktree, &state.branch) {
         println!("worktree:    {} (branch {b})", w.display());
@@ -357,6 +368,7 @@ mod tests {
             total_iterations: 5,
             waiting_for: waiting.map(str::to_string),
             blocked_reason: blocked.map(str::to_string),
+            resumes_at: None,
             worker: "stopped",
             last_action: Some(last.into()),
             next: None,

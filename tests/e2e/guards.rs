@@ -183,6 +183,33 @@ fn dry_run_prints_the_configuration_and_the_agent_command_and_writes_nothing() {
     assert!(out.contains("timeout:        1m 30s"), "{out}");
     assert!(out.contains("--dangerously-skip-permissions --model opus --max-turns 42 --verbose --output-format stream-json --append-system-prompt"), "{out}");
     assert_eq!(std::fs::read_dir(&project.sessions).unwrap().count(), 0);
+
+    // With codex the context goes on standard input; the command line carries none of it.
+    project.env("CODEX_PATH", "/opt/codex");
+    let run = project.run(&[
+        "run",
+        "--session",
+        "dry",
+        "--dive",
+        "The dive text",
+        "--task",
+        "t",
+        "--provider",
+        "codex",
+        "--dry-run",
+    ]);
+    run.expect(0);
+    let out = run.stdout();
+    let command = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("/opt/codex "))
+        .unwrap_or_else(|| panic!("no codex command in\n{out}"));
+    assert!(
+        command.contains("exec --json --skip-git-repo-check --dangerously-bypass-approvals-and-sandbox --model gpt-5.1-codex -c model_reasoning_effort=medium < <"),
+        "{command}"
+    );
+    assert!(!command.contains("The dive text"), "{command}");
+    assert_eq!(std::fs::read_dir(&project.sessions).unwrap().count(), 0);
 }
 
 #[test]
@@ -254,4 +281,27 @@ fn a_session_actor_that_keeps_failing_is_restarted_then_marked_failed() {
         run.stdout()
     );
     assert_eq!(s.state()["status"]["state"], "failed");
+}
+
+#[test]
+fn an_inherited_claudecode_variable_does_not_reach_the_agent() {
+    // Started from inside an interactive Claude Code session, samocode still runs its agent as
+    // a top-level one (the scripted agent refuses to start nested, as claude did).
+    let mut project = Project::new();
+    project.env("CLAUDECODE", "1");
+    project
+        .run(&[
+            "run",
+            "--session",
+            "nested",
+            "--dive",
+            "d",
+            "--task",
+            "t",
+            "--once",
+        ])
+        .expect(0);
+    let rows = project.session("nested").jsonl("_iterations.jsonl");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["outcome"], "ok");
 }

@@ -53,6 +53,17 @@ fn claude_walks_a_session_through_both_gates() {
         "status shows {shown}, rows add to {cost}"
     );
 
+    // `logs` shows the newest attempt readably: the tool call, its result, the cost.
+    let logs = project.run(&["logs", "health"]);
+    logs.expect(0);
+    for needle in ["[session ", "→ Bash ", "← ", "[result: success · $0.0"] {
+        assert!(
+            logs.stdout().contains(needle),
+            "{needle} in\n{}",
+            logs.stdout()
+        );
+    }
+
     // The real tool calls did the phase's work: the commit is on the session branch.
     let commits = git(&project.repo, &["log", "--format=%s", "health"]);
     assert!(commits.starts_with("Implement step 1\n"), "{commits}");

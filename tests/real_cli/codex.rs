@@ -62,6 +62,23 @@ fn codex_walks_a_session_through_both_gates() {
         status[0]
     );
 
+    // `logs` shows the newest attempt readably: the command, its output, the usage.
+    let logs = project.run(&["logs", "health"]);
+    logs.expect(0);
+    for needle in [
+        "[thread ",
+        "→ shell ",
+        "(exit 0)",
+        "The samocode iteration is done.",
+        "[turn completed · 2000 tokens in",
+    ] {
+        assert!(
+            logs.stdout().contains(needle),
+            "{needle} in\n{}",
+            logs.stdout()
+        );
+    }
+
     let commits = git(&project.repo, &["log", "--format=%s", "health"]);
     assert!(commits.starts_with("Implement step 1\n"), "{commits}");
 }

@@ -151,6 +151,8 @@ fn usage_limit_parks_then_resumes(cli: Cli, reset_at: i64, earliest: i64) {
         "{not_before} before {earliest}"
     );
     assert!(processes_of(&s.0).is_empty(), "an agent runs while parked");
+    let shown = project.run(&["status", "limited"]);
+    assert!(shown.stdout().contains("resumes at:"), "{}", shown.stdout());
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 
