@@ -10,7 +10,8 @@
 //! (leave a grandchild and never exit), `nosignal`, `badjson`, `empty` (`{}`), `signal:JSON`
 //! (write that JSON), `flood:MB` (print MB megabytes first), `grandchild` (leave a background
 //! process holding stdout, then work normally), `stay` (continue in the same phase), `slow:S`
-//! (sleep S seconds first), `touch` (edit the tracked README.md first). `SAMOCODE_FAKE_PIDS` names a file where it appends the pids of the
+//! (sleep S seconds first), `touch` (edit the tracked README.md first), `limit:UNIX` (until that
+//! unix time, refuse like claude at a usage limit that resets then; work normally after it). `SAMOCODE_FAKE_PIDS` names a file where it appends the pids of the
 //! processes it leaves behind; `SAMOCODE_FAKE_STEPS` is the number of implementation steps (3).
 
 use std::collections::HashMap;
@@ -171,6 +172,19 @@ impl Run {
                 let readme = self.workdir.join("README.md");
                 let text = std::fs::read_to_string(&readme).unwrap_or_default();
                 let _ = std::fs::write(&readme, format!("{text}edited by the agent\n"));
+            }
+            "limit" => {
+                let reset: i64 = arg.parse().unwrap_or(0);
+                if jiff::Timestamp::now().as_second() < reset {
+                    self.emit(json!({
+                        "type": "result", "subtype": "success", "is_error": true,
+                        "api_error_status": 429, "num_turns": 1, "total_cost_usd": 0,
+                        "result": format!("API Error: Request rejected (429) · Claude AI usage limit reached|{reset}"),
+                        "session_id": self.session_id(),
+                        "usage": {"input_tokens": 0, "output_tokens": 0}
+                    }));
+                    return 1;
+                }
             }
             "slow" => std::thread::sleep(Duration::from_secs_f64(arg.parse().unwrap_or(1.0))),
             _ => {}

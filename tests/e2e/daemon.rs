@@ -359,3 +359,48 @@ fn stop_parks_a_running_session_and_parallel_changes_the_cap() {
     let rows = busy.jsonl("_iterations.jsonl");
     assert_eq!(rows[0]["detail"], "stopped by samocode");
 }
+
+#[test]
+fn usage_limited_sessions_park_without_a_slot_and_resume_after_a_daemon_restart() {
+    let mut project = Project::new();
+    let reset = jiff::Timestamp::now().as_second() + 6;
+    project.env("SAMOCODE_FAKE", &format!("investigation=limit:{reset}"));
+    let daemon = project.daemon(&["--max-parallel", "1"]);
+    for name in ["la", "lb"] {
+        project
+            .run(&["start", "--session", name, "--dive", "d", "--task", "t"])
+            .expect(0);
+    }
+    // One slot, two refused attempts: a parked session gives its slot back.
+    wait_for(Duration::from_secs(20), "both sessions parked", || {
+        let rows = project.status();
+        rows.len() == 2 && rows.iter().all(|r| r["resumes_at"].is_string())
+    });
+    for row in project.status() {
+        assert_eq!(row["state"], "queued", "{row}");
+        let at: jiff::Timestamp = row["resumes_at"].as_str().unwrap().parse().unwrap();
+        assert_eq!(at.as_second(), reset);
+    }
+    daemon.crash();
+
+    let _daemon = project.daemon(&["--max-parallel", "1"]);
+    project.drive_to_done(2, Duration::from_secs(60));
+    for name in ["la", "lb"] {
+        let rows = project.session(name).jsonl("_iterations.jsonl");
+        assert_eq!(rows[0]["outcome"], "usage_limit", "{}", rows[0]);
+        // The refused attempt ran again, once, after the reset, under its own number.
+        assert_eq!(rows[1]["outcome"], "ok", "{}", rows[1]);
+        assert_eq!(
+            (rows[1]["iteration"].as_u64(), rows[1]["attempt"].as_u64()),
+            (Some(1), Some(1))
+        );
+        let resumed: jiff::Timestamp = rows[1]["started_at"].as_str().unwrap().parse().unwrap();
+        assert!(resumed.as_second() >= reset, "{name} resumed at {resumed}");
+        assert_eq!(
+            rows.iter()
+                .filter(|r| r["phase"] == "investigation")
+                .count(),
+            2
+        );
+    }
+}
