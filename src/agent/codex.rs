@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::stream::{RunResult, StreamEvent};
+use super::stream::{RunResult, StreamEvent, tokens};
 use super::{AgentCommand, PROMPT};
 use crate::config::{AgentSettings, Provider};
 use crate::protocol::Usage;
@@ -60,13 +60,7 @@ pub fn parse_line(line: &[u8]) -> Option<StreamEvent> {
                 .then(|| StreamEvent::Text(text(item, "text").unwrap_or_default()))
         }
         "turn.completed" => {
-            let usage = value.get("usage");
-            let tokens = |key: &str| {
-                usage
-                    .and_then(|u| u.get(key))
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0)
-            };
+            let tokens = |key: &str| tokens(&value, key);
             Some(StreamEvent::Result(RunResult {
                 is_error: false,
                 subtype: Some("success".into()),

@@ -36,6 +36,15 @@ pub struct RunResult {
     pub usage: Usage,
 }
 
+/// A token count from an event's `usage` object; 0 when it is not there.
+pub(super) fn tokens(event: &Value, key: &str) -> u64 {
+    event
+        .get("usage")
+        .and_then(|usage| usage.get(key))
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+}
+
 /// Parses one line; `None` for lines that are not JSON or not an event the worker reads.
 pub fn parse_line(line: &[u8]) -> Option<StreamEvent> {
     let value: Value = serde_json::from_slice(line).ok()?;
@@ -46,13 +55,7 @@ pub fn parse_line(line: &[u8]) -> Option<StreamEvent> {
             model: text("model"),
         }),
         "result" => {
-            let usage = value.get("usage");
-            let tokens = |key: &str| {
-                usage
-                    .and_then(|u| u.get(key))
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0)
-            };
+            let tokens = |key: &str| tokens(&value, key);
             Some(StreamEvent::Result(RunResult {
                 is_error: value
                     .get("is_error")

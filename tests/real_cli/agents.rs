@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use crate::fixture::Project;
+use serde_json::Value;
+
+use crate::fixture::{BIN, Project, Session};
 use crate::real_cli::server::ModelServer;
 
 /// The folder of the pinned npm packages.
@@ -95,7 +97,7 @@ stream_max_retries = 1
 /// A session from `run --dive --task` to done through both gates, as a person would drive
 /// it: `run` stops at the questions (10), `answer`, `run` stops at the plan (10), `approve`,
 /// `run` finishes (0). One implementation step keeps it short.
-pub fn walk_through_gates(project: &mut Project, name: &str) -> crate::fixture::Session {
+pub fn drive_through_gates(project: &mut Project, name: &str) -> Session {
     project.env("SAMOCODE_FAKE_STEPS", "1");
     project
         .run(&[
@@ -119,15 +121,45 @@ pub fn walk_through_gates(project: &mut Project, name: &str) -> crate::fixture::
     project.session(name)
 }
 
-/// The phases of the attempts in `_iterations.jsonl` of a session walked by
-/// [`walk_through_gates`].
-pub const WALKED_PHASES: [&str; 8] = [
-    "investigation",
-    "requirements",
-    "requirements",
-    "planning",
-    "implementation",
-    "testing",
-    "quality",
-    "done",
-];
+/// [`drive_through_gates`] with the real `cli` on a new project and model server. Checks what
+/// both CLIs must show: every attempt ok, one per phase step, with the usage the server
+/// reported for two model turns (the tool call, the closing text) and the CLI's session id.
+pub fn walk_through_gates(
+    cli: fn(&mut Project, &ModelServer),
+    name: &str,
+) -> (ModelServer, Project, Session, Vec<Value>) {
+    let server = ModelServer::start(BIN.as_ref());
+    let mut project = Project::new();
+    cli(&mut project, &server);
+    let session = drive_through_gates(&mut project, name);
+    let rows = session.jsonl("_iterations.jsonl");
+    let phases: Vec<&str> = rows.iter().map(|r| r["phase"].as_str().unwrap()).collect();
+    assert_eq!(
+        phases,
+        [
+            "investigation",
+            "requirements",
+            "requirements",
+            "planning",
+            "implementation",
+            "testing",
+            "quality",
+            "done",
+        ]
+    );
+    for row in &rows {
+        assert_eq!(row["outcome"], "ok", "{row}");
+        assert!(row["input_tokens"].as_u64().unwrap() >= 2000, "{row}");
+        assert!(row["output_tokens"].as_u64().unwrap() >= 300, "{row}");
+        assert!(
+            row["agent_session_id"]
+                .as_str()
+                .is_some_and(|id| !id.is_empty()),
+            "{row}"
+        );
+    }
+    // The real tool calls did the phase's work: the commit is on the session branch.
+    let commits = crate::fixture::git(&project.repo, &["log", "--format=%s", name]);
+    assert!(commits.starts_with("Implement step 1\n"), "{commits}");
+    (server, project, session, rows)
+}

@@ -1,33 +1,17 @@
 //! The real claude CLI under samocode.
 
-use super::agents::{WALKED_PHASES, use_claude, walk_through_gates};
+use super::agents::{use_claude, walk_through_gates};
 use super::server::ModelServer;
-use crate::fixture::{BIN, Project, git};
+use crate::fixture::{BIN, Project};
 
 #[test]
 fn claude_walks_a_session_through_both_gates() {
-    let server = ModelServer::start(BIN.as_ref());
-    let mut project = Project::new();
-    use_claude(&mut project, &server);
-    let s = walk_through_gates(&mut project, "health");
-
-    let rows = s.jsonl("_iterations.jsonl");
-    let phases: Vec<&str> = rows.iter().map(|r| r["phase"].as_str().unwrap()).collect();
-    assert_eq!(phases, WALKED_PHASES);
+    let (_server, project, s, rows) = walk_through_gates(use_claude, "health");
     let mut cost = 0.0;
     for row in &rows {
-        assert_eq!(row["outcome"], "ok", "{row}");
         assert_eq!(row["provider"], "claude");
-        // Two model turns per attempt (the tool call, the closing text), as the server
-        // reports them; the cost is claude's own figure for that usage.
-        assert!(row["input_tokens"].as_u64().unwrap() >= 2000, "{row}");
-        assert!(row["output_tokens"].as_u64().unwrap() >= 300, "{row}");
+        // claude's own price for the usage the server reported.
         assert!(row["cost_usd"].as_f64().unwrap() > 0.0, "{row}");
-        assert!(
-            row["agent_session_id"]
-                .as_str()
-                .is_some_and(|id| !id.is_empty())
-        );
         cost += row["cost_usd"].as_f64().unwrap();
         // The attempt log is the CLI's own stream: its init event, the Bash tool call the
         // server made, the tool's result, and the result event with the cost.
@@ -63,10 +47,6 @@ fn claude_walks_a_session_through_both_gates() {
             logs.stdout()
         );
     }
-
-    // The real tool calls did the phase's work: the commit is on the session branch.
-    let commits = git(&project.repo, &["log", "--format=%s", "health"]);
-    assert!(commits.starts_with("Implement step 1\n"), "{commits}");
 }
 
 #[test]

@@ -1,31 +1,12 @@
 //! The real codex CLI under samocode.
 
-use super::agents::{WALKED_PHASES, use_codex, walk_through_gates};
-use super::server::ModelServer;
-use crate::fixture::{BIN, Project, git};
+use super::agents::{use_codex, walk_through_gates};
 
 #[test]
 fn codex_walks_a_session_through_both_gates() {
-    let server = ModelServer::start(BIN.as_ref());
-    let mut project = Project::new();
-    use_codex(&mut project, &server);
-    let s = walk_through_gates(&mut project, "health");
-
-    let rows = s.jsonl("_iterations.jsonl");
-    let phases: Vec<&str> = rows.iter().map(|r| r["phase"].as_str().unwrap()).collect();
-    assert_eq!(phases, WALKED_PHASES);
+    let (server, project, s, rows) = walk_through_gates(use_codex, "health");
     for row in &rows {
-        assert_eq!(row["outcome"], "ok", "{row}");
         assert_eq!(row["provider"], "codex");
-        // Two model turns per attempt (the tool call, the closing text), as the server
-        // reports them.
-        assert!(row["input_tokens"].as_u64().unwrap() >= 2000, "{row}");
-        assert!(row["output_tokens"].as_u64().unwrap() >= 300, "{row}");
-        assert!(
-            row["agent_session_id"]
-                .as_str()
-                .is_some_and(|id| !id.is_empty())
-        );
         // The attempt log is the CLI's own JSONL: the thread, the command it ran for the
         // server's function call, the closing message and the turn's usage.
         let log = s.read(row["log"].as_str().unwrap());
@@ -38,8 +19,7 @@ fn codex_walks_a_session_through_both_gates() {
             assert!(log.contains(needle), "{needle} in {}:\n{log}", row["log"]);
         }
     }
-    // The context went on standard input: the first request of each attempt carries it,
-    // and no codex command line did.
+    // The context went on standard input: the first request of each attempt carries it.
     let contexts = server
         .requests()
         .iter()
@@ -48,7 +28,7 @@ fn codex_walks_a_session_through_both_gates() {
         })
         .count();
     assert!(
-        contexts >= WALKED_PHASES.len(),
+        contexts >= rows.len(),
         "{contexts} requests carried a context"
     );
 
@@ -78,7 +58,4 @@ fn codex_walks_a_session_through_both_gates() {
             logs.stdout()
         );
     }
-
-    let commits = git(&project.repo, &["log", "--format=%s", "health"]);
-    assert!(commits.starts_with("Implement step 1\n"), "{commits}");
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use super::agents::{use_claude, use_codex, walk_through_gates};
+use super::agents::{drive_through_gates, use_claude, use_codex};
 use super::server::{Fault, ModelServer};
 use crate::fixture::{BIN, Project, Session, wait_for};
 
@@ -84,7 +84,7 @@ fn overload_is_retried_by_the_cli_then_by_samocode(cli: Cli) {
     for _ in 0..5 {
         server.fault(Fault::Overloaded);
     }
-    let s = walk_through_gates(&mut project, "busy");
+    let s = drive_through_gates(&mut project, "busy");
     assert_eq!(faults_served(&server, &Fault::Overloaded), 5);
     let rows = rows(&s);
     assert_eq!(rows[0]["outcome"], "nonzero", "{}", rows[0]);
