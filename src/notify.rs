@@ -29,6 +29,11 @@ pub enum SessionEvent {
         phase: Phase,
         settled: Settled,
     },
+    /// The provider refused an attempt for a usage limit; the session runs again at `until`.
+    UsageLimited {
+        session: String,
+        until: jiff::Timestamp,
+    },
 }
 
 impl SessionEvent {
@@ -53,6 +58,9 @@ impl SessionEvent {
                 attempt,
                 detail,
             } => format!("{session}: attempt {attempt} failed: {detail}"),
+            SessionEvent::UsageLimited { session, until } => {
+                format!("{session}: the provider's usage limit is reached; it resumes at {until}")
+            }
             SessionEvent::Settled {
                 session,
                 phase,
@@ -111,7 +119,7 @@ impl Actor for NotifierActor {
         let NotifierMsg::Deliver(event) = message;
         let headline = event.headline();
         match &event {
-            SessionEvent::AttemptFailed { .. } => {
+            SessionEvent::AttemptFailed { .. } | SessionEvent::UsageLimited { .. } => {
                 tracing::warn!(target: "samocode::events", "{headline}")
             }
             _ => tracing::info!(target: "samocode::events", "{headline}"),

@@ -34,6 +34,16 @@ pub fn escape(text: &str) -> String {
 
 /// The message for an event worth a person's attention; `None` for routine progress.
 pub fn event(event: &SessionEvent) -> Option<Outgoing> {
+    if let SessionEvent::UsageLimited { session, until } = event {
+        return Some(Outgoing {
+            html: format!(
+                "⏳ <b>{}</b> hit the provider's usage limit; it resumes by itself at {}.",
+                escape(session),
+                escape(&until.to_string())
+            ),
+            buttons: Vec::new(),
+        });
+    }
     let SessionEvent::Settled {
         session,
         phase,
@@ -280,6 +290,20 @@ mod tests {
             settled: Settled::Stopped,
         })
         .unwrap();
+        assert!(message.buttons.is_empty());
+    }
+
+    #[test]
+    fn a_usage_limit_says_when_the_session_resumes() {
+        let message = event(&SessionEvent::UsageLimited {
+            session: "26-11-24-a<b".into(),
+            until: "2026-11-24T15:28:00Z".parse().unwrap(),
+        })
+        .unwrap();
+        assert_eq!(
+            message.html,
+            "⏳ <b>26-11-24-a&lt;b</b> hit the provider's usage limit; it resumes by itself at 2026-11-24T15:28:00Z."
+        );
         assert!(message.buttons.is_empty());
     }
 

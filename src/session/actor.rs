@@ -641,7 +641,7 @@ impl SessionActor {
         Ok(message)
     }
 
-    fn notify(&self, event: SessionEvent) {
+    pub(super) fn notify(&self, event: SessionEvent) {
         let _ = self.notifier.send_message(NotifierMsg::Deliver(event));
     }
 }

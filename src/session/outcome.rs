@@ -12,6 +12,7 @@ use super::open::Settled;
 use super::store::{SessionStore, StoreError};
 use super::worktree::TrackedSnapshot;
 use crate::agent::refusal::Refusal;
+use crate::notify::SessionEvent;
 use crate::protocol::journal::{AttemptOutcome, HistoryRow, IterationRow, Source};
 use crate::protocol::{Phase, Rejection, RunState, Signal, Verdict};
 
@@ -160,6 +161,10 @@ impl SessionActor {
                     run.state.iteration,
                     &format!("Usage limit reached; samocode resumes at {at}"),
                 );
+                self.notify(SessionEvent::UsageLimited {
+                    session: run.state.name.clone(),
+                    until: at,
+                });
                 let wait = Duration::try_from(now.duration_until(at)).unwrap_or_default();
                 myself.send_after(wait, || SessionMsg::RunNext);
                 Ok(())
