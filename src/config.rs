@@ -439,6 +439,23 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
             nonempty("OTEL_EXPORTER_OTLP_ENDPOINT")
                 .map(|base| format!("{}/v1/traces", base.trim_end_matches('/')))
         });
+    let codex_home = match sources.env.get("CODEX_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => {
+            let path = absolute(&sources.cwd, Path::new(&expand_home(dir, sources)));
+            // codex refuses to start when CODEX_HOME names a missing folder; say so up front
+            // rather than fail every attempt.
+            if agent.provider == Provider::Codex && !path.is_dir() {
+                return Err(ConfigError::BadValue {
+                    key: "CODEX_HOME".into(),
+                    value: dir.clone(),
+                    origin: "the environment",
+                    expected: "an existing directory (create it, or unset CODEX_HOME for ~/.codex)",
+                });
+            }
+            Some(path)
+        }
+        None => sources.home().map(|home| home.join(".codex")),
+    };
     Ok(Config {
         project,
         agent,
@@ -456,13 +473,7 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
         log_filter: sources.env.get("RUST_LOG").cloned(),
         searched_from: sources.cwd.clone(),
         home: sources.home(),
-        codex_home: match sources.env.get("CODEX_HOME").filter(|v| !v.is_empty()) {
-            Some(dir) => Some(absolute(
-                &sources.cwd,
-                Path::new(&expand_home(dir, sources)),
-            )),
-            None => sources.home().map(|home| home.join(".codex")),
-        },
+        codex_home,
     })
 }
 
@@ -751,6 +762,19 @@ mod tests {
         let light = config.agent.profiles.get(Provider::Codex, Profile::Light);
         assert_eq!(light.effort, "minimal");
         assert_eq!(config.codex_home, Some(PathBuf::from("/elsewhere/codex")));
+        // With codex as the provider, a CODEX_HOME that does not exist is refused up front.
+        let s = sources(
+            dir.path(),
+            &[
+                ("CODEX_HOME", "/elsewhere/codex"),
+                ("SAMOCODE_PROVIDER", "codex"),
+            ],
+        );
+        let error = resolve(&Flags::default(), &s).unwrap_err().to_string();
+        assert!(
+            error.starts_with("CODEX_HOME=\"/elsewhere/codex\" (from the environment) is not valid: expected an existing directory"),
+            "{error}"
+        );
 
         let choice = config.agent.choose(Profile::Strong);
         assert_eq!(
