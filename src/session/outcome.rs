@@ -187,30 +187,13 @@ impl SessionActor {
         reason: String,
         source: Source,
     ) -> Result<(), ActorProcessingErr> {
-        if source == Source::Worker {
-            self.history(
-                run,
-                Source::Worker,
-                run.state.phase,
-                None,
-                false,
-                Some(reason.clone()),
-                "blocked",
-            )?;
-        }
-        run.state.status = RunState::Blocked {
+        let status = RunState::Blocked {
             reason: reason.clone(),
             needs: None,
             since: Timestamp::now(),
         };
-        run.state.attempt = 0;
-        run.store.save(&mut run.state)?;
-        let _ = run.store.flow_log(
-            run.state.iteration,
-            &format!("Blocked by samocode: {reason}"),
-        );
-        run.store.log(&format!("blocked: {reason}"));
-        self.settle(run)
+        let flow = format!("Blocked by samocode: {reason}");
+        self.park(run, status, &reason, source == Source::Worker, &flow)
     }
 
     pub(super) fn fail(
@@ -218,25 +201,42 @@ impl SessionActor {
         run: &mut SessionRun,
         reason: String,
     ) -> Result<(), ActorProcessingErr> {
-        self.history(
-            run,
-            Source::Worker,
-            run.state.phase,
-            None,
-            false,
-            Some(reason.clone()),
-            "failed",
-        )?;
-        run.state.status = RunState::Failed {
+        let status = RunState::Failed {
             reason: reason.clone(),
             at: Timestamp::now(),
         };
+        let flow = format!("Failed: {reason}");
+        self.park(run, status, &reason, true, &flow)
+    }
+
+    /// Parks the session in `status` until a person acts: the history row when the worker
+    /// decided it (an agent's own `blocked` signal has its row already), the state, the Flow
+    /// Log, the session log; then tells the supervisor and the notifier.
+    fn park(
+        &self,
+        run: &mut SessionRun,
+        status: RunState,
+        reason: &str,
+        by_worker: bool,
+        flow: &str,
+    ) -> Result<(), ActorProcessingErr> {
+        let word = status.name();
+        if by_worker {
+            self.history(
+                run,
+                Source::Worker,
+                run.state.phase,
+                None,
+                false,
+                Some(reason.to_string()),
+                word,
+            )?;
+        }
+        run.state.status = status;
         run.state.attempt = 0;
         run.store.save(&mut run.state)?;
-        let _ = run
-            .store
-            .flow_log(run.state.iteration, &format!("Failed: {reason}"));
-        run.store.log(&format!("failed: {reason}"));
+        let _ = run.store.flow_log(run.state.iteration, flow);
+        run.store.log(&format!("{word}: {reason}"));
         self.settle(run)
     }
 
