@@ -7,7 +7,9 @@
 //! `Claude AI usage limit reached|<unix time>`, with the HTTP status beside it) or in error
 //! events (codex: `You've hit your usage limit. Try again at 3:27 PM.`), so the check reads
 //! text, case-insensitively, and looks for a reset time in it: a unix time, a delay, or a
-//! clock time in this machine's time zone, which is the one the CLI printed it in.
+//! clock time, in the zone the message names (claude: `resets 5pm (Europe/Berlin)`) or else
+//! this machine's, which is the one the CLI printed it in. Time zones come from jiff's
+//! bundled database, so this works on machines without /usr/share/zoneinfo.
 
 use jiff::civil::{Date, Time};
 use jiff::tz::TimeZone;
@@ -150,11 +152,16 @@ fn clock_time(lower: &str, now: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
                 Some((date, rest)) => (Some(date), rest),
                 None => (None, rest),
             };
-            let (time, precise_to_minute) = leading_clock(rest)?;
-            let mut at = (date.unwrap_or(today))
-                .to_datetime(time)
-                .to_zoned(tz.clone())
-                .ok()?;
+            let (time, precise_to_minute, rest) = leading_clock(rest)?;
+            // claude names the zone it printed the time in: `5pm (Europe/Berlin)`.
+            let zone = rest
+                .trim_start()
+                .strip_prefix('(')
+                .and_then(|r| r.split_once(')'))
+                .and_then(|(name, _)| TimeZone::get(name).ok())
+                .unwrap_or_else(|| tz.clone());
+            let day = date.unwrap_or_else(|| now.to_zoned(zone.clone()).date());
+            let mut at = day.to_datetime(time).to_zoned(zone).ok()?;
             if precise_to_minute {
                 at = at.checked_add(1.minute()).ok()?;
             }
@@ -194,8 +201,8 @@ fn leading_date(text: &str, today: Date) -> Option<(Date, &str)> {
     Some((date, rest))
 }
 
-/// `3:27 pm`, `3:27pm`, `5pm`, `15:27`; true when the minutes were named.
-fn leading_clock(text: &str) -> Option<(Time, bool)> {
+/// `3:27 pm`, `3:27pm`, `5pm`, `15:27`; true when the minutes were named; and the text after.
+fn leading_clock(text: &str) -> Option<(Time, bool, &str)> {
     let hour: i8 = leading_number(text).parse().ok()?;
     let mut rest = &text[leading_number(text).len()..];
     let mut minute = 0i8;
@@ -209,17 +216,17 @@ fn leading_clock(text: &str) -> Option<(Time, bool)> {
         rest = &rest[3..];
     }
     let rest = rest.trim_start();
-    let hour = if rest.starts_with("pm") || rest.starts_with("p.m.") {
-        if hour == 12 { 12 } else { hour + 12 }
-    } else if rest.starts_with("am") || rest.starts_with("a.m.") {
-        if hour == 12 { 0 } else { hour }
+    let (hour, rest) = if let Some(after) = rest.strip_prefix("pm") {
+        (if hour == 12 { 12 } else { hour + 12 }, after)
+    } else if let Some(after) = rest.strip_prefix("am") {
+        (if hour == 12 { 0 } else { hour }, after)
     } else if named {
-        hour
+        (hour, rest)
     } else {
         // A bare number is not a clock time.
         return None;
     };
-    Some((Time::new(hour, minute, 0, 0).ok()?, named))
+    Some((Time::new(hour, minute, 0, 0).ok()?, named, rest))
 }
 
 fn leading_number(text: &str) -> &str {
@@ -292,7 +299,15 @@ mod tests {
             until("You've hit your usage limit. Try again at Nov 26th, 2026 3:27 PM."),
             at("2026-11-26T15:28:00Z")
         );
-        // claude: the hour only.
+        // claude: the hour only, and the zone it printed it in.
+        assert_eq!(
+            until("You've hit your limit · resets 5pm (Europe/Berlin)"),
+            at("2026-11-24T16:00:00Z")
+        );
+        assert_eq!(
+            until("You've hit your limit · resets Nov 25, 2027, 5:30pm (America/New_York)"),
+            at("2027-11-25T22:31:00Z")
+        );
         assert_eq!(
             until("You've hit your limit · resets 5pm"),
             at("2026-11-24T17:00:00Z")

@@ -96,3 +96,23 @@ fn claude_receives_the_workflow_and_the_phase_skill_in_its_system_prompt() {
     );
     assert!(system.contains("Phase: investigation"));
 }
+
+#[test]
+fn claude_sessions_run_on_the_daemon_to_done() {
+    let server = ModelServer::start(BIN.as_ref());
+    let mut project = Project::new();
+    use_claude(&mut project, &server);
+    project.env("SAMOCODE_FAKE_STEPS", "1");
+    let _daemon = project.daemon(&["--max-parallel", "2"]);
+    for name in ["one", "two", "three"] {
+        project
+            .run(&["start", "--session", name, "--dive", "d", "--task", "t"])
+            .expect(0);
+    }
+    // Gates answered through the daemon while the other sessions run.
+    project.drive_to_done(3, std::time::Duration::from_secs(180));
+    for row in project.status() {
+        assert!(row["cost_usd"].as_f64().unwrap() > 0.0, "{row}");
+        assert_eq!(row["total_iterations"], 8, "{row}");
+    }
+}
