@@ -80,6 +80,8 @@ pub fn resume(state: &mut SessionState, qa_answered: bool) -> Result<GateEffect,
     let name = state.name.clone();
     match &state.status {
         RunState::Done { .. } => return Err(GateError::Finished(name)),
+        // Parked for a provider's usage limit: a person says try now.
+        RunState::Queued if state.not_before.is_some() => {}
         RunState::Queued | RunState::Running => {
             return Err(GateError::NotParked {
                 name,
@@ -122,6 +124,8 @@ pub fn stop(state: &mut SessionState, now: Timestamp) -> Result<GateEffect, Gate
         return Err(GateError::Finished(state.name.clone()));
     }
     state.status = RunState::Stopped { at: now };
+    // A stopped session waits for a person, not for a usage limit to reset.
+    state.not_before = None;
     Ok(GateEffect {
         verb: "stop",
         flow_log: "Stopped by a person".into(),
@@ -159,6 +163,7 @@ fn requeue(state: &mut SessionState) {
     state.status = RunState::Queued;
     state.attempt = 0;
     state.last_rejection = None;
+    state.not_before = None;
 }
 
 #[cfg(test)]
@@ -229,5 +234,19 @@ mod tests {
         stop(&mut state, Timestamp::now()).unwrap();
         assert_eq!(state.status.name(), "stopped");
         resume(&mut state, false).unwrap();
+
+        // Queued for a usage limit's reset: resume runs it now, as a new attempt; so does a
+        // stop and resume.
+        state.attempt = 2;
+        state.not_before = Some(Timestamp::now() + jiff::SignedDuration::from_hours(3));
+        resume(&mut state, false).unwrap();
+        assert_eq!((state.not_before, state.attempt), (None, 0));
+        assert!(matches!(
+            resume(&mut state, false),
+            Err(GateError::NotParked { .. })
+        ));
+        state.not_before = Some(Timestamp::now() + jiff::SignedDuration::from_hours(3));
+        stop(&mut state, Timestamp::now()).unwrap();
+        assert_eq!(state.not_before, None);
     }
 }

@@ -285,7 +285,8 @@ impl SessionActor {
             return self.block(run, format!("init failed: {error}"), Source::Worker);
         }
         let state = &mut run.state;
-        if state.not_before.take().is_some() {
+        let refused_before = state.not_before.take().is_some() && state.attempt > 0;
+        if refused_before {
             // The attempt the provider refused runs again; it keeps its number.
         } else if state.attempt == 0 {
             let max = state.phase.rules().max_iterations;

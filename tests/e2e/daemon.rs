@@ -404,3 +404,41 @@ fn usage_limited_sessions_park_without_a_slot_and_resume_after_a_daemon_restart(
         );
     }
 }
+
+#[test]
+fn resume_tries_a_usage_limited_session_now() {
+    let mut project = Project::new();
+    let reset = jiff::Timestamp::now().as_second() + 3600;
+    project.env("SAMOCODE_FAKE", &format!("investigation=limit:{reset}"));
+    let _daemon = project.daemon(&[]);
+    project
+        .run(&["start", "--session", "later", "--dive", "d", "--task", "t"])
+        .expect(0);
+    wait_for(Duration::from_secs(20), "the session parked", || {
+        project
+            .status()
+            .first()
+            .is_some_and(|r| r["resumes_at"].is_string())
+    });
+    let table = project.run(&["status"]);
+    assert!(
+        table.stdout().contains("usage limit until"),
+        "{}",
+        table.stdout()
+    );
+    // A person who knows better (the plan was upgraded) says try now.
+    let resumed = project.run(&["resume", "later"]);
+    resumed.expect(0);
+    let s = project.session("later");
+    wait_for(Duration::from_secs(20), "a second attempt", || {
+        s.jsonl("_iterations.jsonl").len() == 2
+    });
+    let rows = s.jsonl("_iterations.jsonl");
+    let second: jiff::Timestamp = rows[1]["started_at"].as_str().unwrap().parse().unwrap();
+    assert!(second.as_second() < reset - 3000, "it waited for the reset");
+    // Still limited, so it parks again until the reset.
+    assert_eq!(rows[1]["outcome"], "usage_limit");
+    wait_for(Duration::from_secs(20), "parked again", || {
+        project.status()[0]["resumes_at"].is_string()
+    });
+}
