@@ -55,13 +55,11 @@ pub struct AgentCommand {
     pub stdin: Option<String>,
 }
 
-impl AgentCommand {
-    /// Parses one line of the program's standard output with its provider's parser.
-    pub fn parse_line(&self, line: &[u8]) -> Option<stream::StreamEvent> {
-        match self.provider {
-            Provider::Claude => stream::parse_line(line),
-            Provider::Codex => codex::parse_line(line),
-        }
+/// Parses one line of an agent's standard output with its provider's parser.
+pub fn parse_line(provider: Provider, line: &[u8]) -> Option<stream::StreamEvent> {
+    match provider {
+        Provider::Claude => stream::parse_line(line),
+        Provider::Codex => codex::parse_line(line),
     }
 }
 

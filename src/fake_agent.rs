@@ -11,8 +11,9 @@
 //! (write that JSON), `flood:MB` (print MB megabytes first), `grandchild` (leave a background
 //! process holding stdout, then work normally), `stay` (continue in the same phase), `slow:S`
 //! (sleep S seconds first), `touch` (edit the tracked README.md first), `limit:UNIX` (until that
-//! unix time, refuse like claude at a usage limit that resets then; work normally after it). `SAMOCODE_FAKE_PIDS` names a file where it appends the pids of the
-//! processes it leaves behind; `SAMOCODE_FAKE_STEPS` is the number of implementation steps (3).
+//! unix time, refuse like claude at a usage limit that resets then; work normally after it).
+//! `SAMOCODE_FAKE_PIDS` names a file where it appends the pids of the processes it leaves
+//! behind; `SAMOCODE_FAKE_STEPS` is the number of implementation steps (3).
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -340,9 +340,9 @@ async fn spawn(spec: &AttemptSpec, myself: &ActorRef<AgentMsg>) -> std::io::Resu
     }
 
     let reader = myself.clone();
-    let command = spec.command.clone();
+    let provider = spec.command.provider;
     tokio::spawn(async move {
-        let bytes = copy_and_parse(stdout, log, &command, &reader).await;
+        let bytes = copy_and_parse(stdout, log, provider, &reader).await;
         let _ = reader.send_message(AgentMsg::OutputClosed { bytes });
     });
     let waiter = myself.clone();
@@ -357,7 +357,7 @@ async fn spawn(spec: &AttemptSpec, myself: &ActorRef<AgentMsg>) -> std::io::Resu
 async fn copy_and_parse(
     mut stdout: tokio::process::ChildStdout,
     mut log: tokio::fs::File,
-    command: &super::AgentCommand,
+    provider: crate::config::Provider,
     actor: &ActorRef<AgentMsg>,
 ) -> u64 {
     let mut chunk = vec![0u8; 64 * 1024];
@@ -388,7 +388,7 @@ async fn copy_and_parse(
                 }
             }
             if complete {
-                if !overlong && let Some(event) = command.parse_line(line.trim_ascii()) {
+                if !overlong && let Some(event) = super::parse_line(provider, line.trim_ascii()) {
                     let _ = actor.send_message(AgentMsg::Event(event));
                 }
                 line.clear();
@@ -398,7 +398,7 @@ async fn copy_and_parse(
     }
     if !overlong
         && !line.is_empty()
-        && let Some(event) = command.parse_line(line.trim_ascii())
+        && let Some(event) = super::parse_line(provider, line.trim_ascii())
     {
         let _ = actor.send_message(AgentMsg::Event(event));
     }

@@ -32,12 +32,13 @@ pub enum Refusal {
 /// The refusal a failed attempt's report shows, if any.
 pub fn of_report(report: &AttemptReport, now: Timestamp, tz: &TimeZone) -> Option<Refusal> {
     if let Some(result) = &report.result
-        && matches!(result.api_status, Some(401 | 403))
-        && result.text.is_some()
+        && let Some(status @ (401 | 403)) = result.api_status
     {
-        return Some(Refusal::Authentication {
-            message: short(result.text.as_deref().unwrap_or_default()),
-        });
+        let message = match &result.text {
+            Some(text) => short(text),
+            None => format!("the provider answered HTTP {status}"),
+        };
+        return Some(Refusal::Authentication { message });
     }
     let texts = report
         .result
@@ -186,17 +187,18 @@ fn leading_date(text: &str, today: Date) -> Option<(Date, &str)> {
         .trim_start_matches(|c: char| c.is_ascii_digit())
         .trim_start_matches(|c: char| c.is_alphabetic())
         .trim_start_matches([',', ' ']);
-    let (year, rest) = match leading_number(rest) {
-        digits if digits.len() == 4 => (
-            digits.parse().ok()?,
-            rest[4..].trim_start_matches([',', ' ']),
-        ),
-        _ => (today.year(), rest),
-    };
     let rest = rest.strip_prefix("at ").unwrap_or(rest);
-    let mut date = Date::new(year, month, day).ok()?;
-    if date < today && year == today.year() && !text.contains(&year.to_string()) {
-        date = Date::new(year + 1, month, day).ok()?;
+    let date = match leading_number(rest) {
+        digits if digits.len() == 4 => {
+            let rest = rest[4..].trim_start_matches([',', ' ']);
+            let rest = rest.strip_prefix("at ").unwrap_or(rest);
+            return Some((Date::new(digits.parse().ok()?, month, day).ok()?, rest));
+        }
+        // Without a year: the next such day (a reset is never in the past).
+        _ => Date::new(today.year(), month, day).ok()?,
+    };
+    if date < today {
+        return Some((Date::new(today.year() + 1, month, day).ok()?, rest));
     }
     Some((date, rest))
 }
@@ -316,6 +318,11 @@ mod tests {
             until("You've hit your limit · resets Nov 25, 3pm"),
             at("2026-11-25T15:00:00Z")
         );
+        // A day without a year that has passed is next year's.
+        assert_eq!(
+            until("You've hit your limit · resets Jan 2, 3pm"),
+            at("2027-01-02T15:00:00Z")
+        );
         // In the machine's zone, like the CLI that printed it.
         let berlin = TimeZone::fixed(jiff::tz::offset(1));
         let Some(Refusal::UsageLimit { until, .. }) =
@@ -324,6 +331,51 @@ mod tests {
             panic!("not a usage limit")
         };
         assert_eq!(until, at("2026-11-24T14:28:00Z"));
+    }
+
+    #[test]
+    fn a_report_is_read_by_its_status_then_its_texts_newest_first() {
+        let report = |status: Option<u16>, text: &str, errors: &[&str]| AttemptReport {
+            end: super::super::ProcessEnd::Exited(1),
+            started_at: now(),
+            ended_at: now(),
+            model: None,
+            agent_session_id: None,
+            result: Some(super::super::stream::RunResult {
+                is_error: true,
+                subtype: None,
+                text: Some(text.into()),
+                session_id: None,
+                api_status: status,
+                usage: Default::default(),
+            }),
+            output_bytes: 0,
+            errors: errors.iter().map(|e| e.to_string()).collect(),
+        };
+        // claude's wording changes; its status does not.
+        assert_eq!(
+            of_report(&report(Some(401), "Fix external key", &[]), now(), &utc()),
+            Some(Refusal::Authentication {
+                message: "Fix external key".into()
+            })
+        );
+        assert_eq!(
+            of_report(&report(Some(529), "Overloaded", &[]), now(), &utc()),
+            None
+        );
+        // codex: the error events, the last one first.
+        let codex = report(
+            None,
+            "The turn failed.",
+            &[
+                "Reconnecting... 1/1",
+                "usage limit reached, try again in 60 seconds",
+            ],
+        );
+        assert!(matches!(
+            of_report(&codex, now(), &utc()),
+            Some(Refusal::UsageLimit { until: Some(_), .. })
+        ));
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub struct RunResult {
 }
 
 /// A token count from an event's `usage` object; 0 when it is not there.
-pub(super) fn tokens(event: &Value, key: &str) -> u64 {
+pub fn tokens(event: &Value, key: &str) -> u64 {
     event
         .get("usage")
         .and_then(|usage| usage.get(key))

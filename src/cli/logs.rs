@@ -114,12 +114,7 @@ pub fn readable(line: &str) -> Option<String> {
         "thread.started" => Some(format!("[thread {}]", text("/thread_id"))),
         "item.completed" => codex_item(event.get("item")?),
         "turn.completed" => {
-            let tokens = |key: &str| {
-                event
-                    .pointer(&format!("/usage/{key}"))
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0)
-            };
+            let tokens = |key: &str| crate::agent::stream::tokens(&event, key);
             Some(format!(
                 "[turn completed · {} tokens in ({} cached) · {} out]",
                 tokens("input_tokens"),
