@@ -228,25 +228,45 @@ fn hang_is_killed_at_the_timeout_then_retried(cli: Cli) {
     let server = ModelServer::start(BIN.as_ref());
     let project = project(cli, &server);
     server.fault(Fault::Hang);
-    let run = project.run(&[
-        "run",
-        "--session",
-        "stuck",
-        "--dive",
-        "d",
-        "--task",
-        "t",
-        "--once",
-        "--timeout",
-        "4s",
-    ]);
-    run.expect(0);
+    let mut run = project
+        .command(&[
+            "run",
+            "--session",
+            "stuck",
+            "--dive",
+            "d",
+            "--task",
+            "t",
+            "--once",
+            "--timeout",
+            "4s",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(30), "the CLI's hanging request", || {
+        faults_served(&server, &Fault::Hang) == 1
+    });
     let s = project.session("stuck");
+    // While the model hangs, the CLI (and whatever it started) carries the session's marker.
+    let hanging = processes_of(&s.0);
+    assert!(
+        !hanging.is_empty(),
+        "no agent process while the model hangs"
+    );
+    assert_eq!(run.wait().unwrap().code(), Some(0));
+
     let rows = rows(&s);
     assert_eq!(rows[0]["outcome"], "timeout", "{}", rows[0]);
     assert_eq!(rows[1]["outcome"], "ok", "{}", rows[1]);
     assert_eq!(faults_served(&server, &Fault::Hang), 1);
-    assert!(processes_of(&s.0).is_empty(), "the CLI or a child survived");
+    let survivors: Vec<i32> = hanging
+        .into_iter()
+        .filter(|pid| crate::fixture::alive(*pid))
+        .collect();
+    assert!(survivors.is_empty(), "survived the timeout: {survivors:?}");
+    assert!(processes_of(&s.0).is_empty(), "an agent process is left");
 }
 
 #[test]
