@@ -158,9 +158,32 @@ pub struct Config {
     pub home: Option<PathBuf>,
     /// CODEX_HOME (default `~/.codex`): where `install` puts Codex's skills.
     pub codex_home: Option<PathBuf>,
+    /// CODEX_HOME was set (rather than defaulted to ~/.codex).
+    pub codex_home_set: bool,
 }
 
 impl Config {
+    /// Checks what running agents needs beyond the settings' form: codex refuses to start when
+    /// CODEX_HOME names a missing folder, so that is said up front rather than by every attempt.
+    /// (`install` creates the folder, so it does not ask.)
+    pub fn check_agent(&self) -> Result<(), ConfigError> {
+        match &self.codex_home {
+            Some(home)
+                if self.agent.provider == Provider::Codex
+                    && self.codex_home_set
+                    && !home.is_dir() =>
+            {
+                Err(ConfigError::BadValue {
+                    key: "CODEX_HOME".into(),
+                    value: home.display().to_string(),
+                    origin: "the environment",
+                    expected: "an existing directory (create it, or unset CODEX_HOME for ~/.codex)",
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The project, or an error telling the user how to make one.
     pub fn project(&self) -> Result<&Project, ConfigError> {
         self.project
@@ -439,21 +462,12 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
             nonempty("OTEL_EXPORTER_OTLP_ENDPOINT")
                 .map(|base| format!("{}/v1/traces", base.trim_end_matches('/')))
         });
+    let codex_home_set = sources.env.contains_key("CODEX_HOME");
     let codex_home = match sources.env.get("CODEX_HOME").filter(|v| !v.is_empty()) {
-        Some(dir) => {
-            let path = absolute(&sources.cwd, Path::new(&expand_home(dir, sources)));
-            // codex refuses to start when CODEX_HOME names a missing folder; say so up front
-            // rather than fail every attempt.
-            if agent.provider == Provider::Codex && !path.is_dir() {
-                return Err(ConfigError::BadValue {
-                    key: "CODEX_HOME".into(),
-                    value: dir.clone(),
-                    origin: "the environment",
-                    expected: "an existing directory (create it, or unset CODEX_HOME for ~/.codex)",
-                });
-            }
-            Some(path)
-        }
+        Some(dir) => Some(absolute(
+            &sources.cwd,
+            Path::new(&expand_home(dir, sources)),
+        )),
         None => sources.home().map(|home| home.join(".codex")),
     };
     Ok(Config {
@@ -474,6 +488,7 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
         searched_from: sources.cwd.clone(),
         home: sources.home(),
         codex_home,
+        codex_home_set,
     })
 }
 
@@ -762,7 +777,8 @@ mod tests {
         let light = config.agent.profiles.get(Provider::Codex, Profile::Light);
         assert_eq!(light.effort, "minimal");
         assert_eq!(config.codex_home, Some(PathBuf::from("/elsewhere/codex")));
-        // With codex as the provider, a CODEX_HOME that does not exist is refused up front.
+        // With codex as the provider, a CODEX_HOME that does not exist is refused before any
+        // agent runs (install may still create it).
         let s = sources(
             dir.path(),
             &[
@@ -770,7 +786,8 @@ mod tests {
                 ("SAMOCODE_PROVIDER", "codex"),
             ],
         );
-        let error = resolve(&Flags::default(), &s).unwrap_err().to_string();
+        let codex = resolve(&Flags::default(), &s).unwrap();
+        let error = codex.check_agent().unwrap_err().to_string();
         assert!(
             error.starts_with("CODEX_HOME=\"/elsewhere/codex\" (from the environment) is not valid: expected an existing directory"),
             "{error}"

@@ -164,6 +164,7 @@ fn lock_state_dir(dir: &Path) -> Result<DaemonLock, CliError> {
 
 /// `samocode supervise`: the daemon, in the foreground. SIGTERM or SIGINT stops it gracefully.
 pub async fn supervise(config: &Config) -> Result<u8, CliError> {
+    config.check_agent()?;
     let state_dir = &config.state_dir;
     let _lock = lock_state_dir(state_dir)?;
     let agents_dir = state_dir.join("agents");

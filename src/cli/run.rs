@@ -41,6 +41,7 @@ pub async fn run(args: RunArgs, config: &Config) -> Result<u8, CliError> {
     if args.dry_run {
         return dry_run(&args, config);
     }
+    config.check_agent()?;
     // The same tree as the daemon, with one session that lets go once it parks.
     let supervisor = SupervisorActor {
         agent: config.agent.clone(),
