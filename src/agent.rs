@@ -5,10 +5,13 @@
 //! - [`codex`]: the Codex command line and its `--json` events;
 //! - [`stream`]: Claude's stream-json events, and the event type both providers parse into;
 //! - [`refusal`]: what a failed attempt's output says about why (usage limit, credentials);
+//! - [`launch`]: starting the agent (the seam tests replace) and the guard that kills it;
+//! - [`reaper`]: finding an attempt's processes by the markers in their environment;
 //! - [`process`]: the AgentProcess actor (one per attempt).
 
 pub mod claude;
 pub mod codex;
+pub mod launch;
 pub mod process;
 pub mod reaper;
 pub mod refusal;
@@ -105,14 +108,14 @@ pub struct AttemptSpec {
     pub kill_grace: Duration,
     /// Stop the agent after this long without output (`None`: never).
     pub stall: Option<Duration>,
-    /// The session folder, exported to the agent as SAMOCODE_SESSION (it also marks the
-    /// agent's processes as ours when a restarted daemon looks for leftovers).
+    /// The session folder, exported to the agent as SAMOCODE_SESSION (it marks the agent's
+    /// processes as this session's when a worker looks for leftovers).
     pub session_dir: PathBuf,
-    /// Where the daemon records running process groups (`None` under `samocode run`).
-    pub registry: Option<PathBuf>,
+    /// Unique within the session (the attempt log's name), exported as SAMOCODE_ATTEMPT.
+    pub attempt_id: String,
 }
 
-/// How the process ended.
+/// Why the process ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProcessEnd {
     /// Exited with this code.
@@ -133,6 +136,11 @@ pub enum ProcessEnd {
 #[derive(Debug, Clone)]
 pub struct AttemptReport {
     pub end: ProcessEnd,
+    /// How the main process ended, as the operating system said (also when samocode stopped
+    /// it: the signal that did it); `None` when it never ran or was never reaped.
+    pub status: Option<launch::ExitKind>,
+    /// Something worth recording about how the attempt ended (a pipe held open after the kill).
+    pub note: Option<String>,
     pub started_at: Timestamp,
     pub ended_at: Timestamp,
     pub model: Option<String>,
@@ -149,4 +157,29 @@ impl AttemptReport {
     pub fn usage(&self) -> Usage {
         self.result.as_ref().map(|r| r.usage).unwrap_or_default()
     }
+
+    /// The report of an attempt whose watcher failed before it could report itself.
+    pub fn lost(detail: String, started_at: Timestamp) -> AttemptReport {
+        AttemptReport {
+            end: ProcessEnd::Signaled(detail),
+            status: None,
+            note: None,
+            started_at,
+            ended_at: Timestamp::now(),
+            model: None,
+            agent_session_id: None,
+            result: None,
+            output_bytes: 0,
+            errors: Vec::new(),
+        }
+    }
+}
+
+/// The message an AgentProcess sends its session when the attempt is over. The session takes
+/// it through a derived reference, so the agent module never names the session's messages.
+#[derive(Debug)]
+pub struct AttemptDone {
+    /// Which attempt of the session this was (a report of an older one is ignored).
+    pub flight: u64,
+    pub report: Box<AttemptReport>,
 }

@@ -11,7 +11,6 @@ pub mod render;
 use std::time::Duration;
 
 use ractor::ActorRef;
-use ractor::rpc::CallResult;
 use teloxide::prelude::*;
 use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup, ParseMode, UpdateKind};
 
@@ -59,7 +58,18 @@ impl Telegram {
             self.send(self.chat, message).await;
         }
     }
+}
 
+impl crate::notify::Sink for Telegram {
+    fn deliver<'a>(
+        &'a self,
+        event: &'a SessionEvent,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(self.notify(event))
+    }
+}
+
+impl Telegram {
     async fn send(&self, chat: ChatId, message: render::Outgoing) {
         let mut request = self
             .bot
@@ -192,14 +202,5 @@ impl Telegram {
 }
 
 async fn control(supervisor: &ActorRef<SupervisorMsg>, request: Request) -> Response {
-    match supervisor
-        .call(|reply| SupervisorMsg::Control { request, reply }, None)
-        .await
-    {
-        Ok(CallResult::Success(response)) => response,
-        _ => Response::Error {
-            message: "the daemon is stopping".into(),
-            code: 1,
-        },
-    }
+    crate::control::ask(supervisor, request).await
 }

@@ -232,11 +232,16 @@ pub fn quiet(cli: &Cli) -> bool {
     needs(&cli.command).1
 }
 
-/// Runs the parsed command.
-pub async fn dispatch(cli: Cli, config: Config, sources: Sources) -> Result<u8, CliError> {
+/// Runs the parsed command; `shutdown` is how a stop is asked for (signals, from `main`).
+pub async fn dispatch(
+    cli: Cli,
+    config: Config,
+    sources: Sources,
+    shutdown: crate::shutdown::Shutdown,
+) -> Result<u8, CliError> {
     match cli.command {
-        Command::Run(args) => run::run(args, &config).await,
-        Command::Supervise(_) => daemon::supervise(&config).await,
+        Command::Run(args) => run::run(args, &config, shutdown).await,
+        Command::Supervise(_) => daemon::supervise(&config, shutdown).await,
         Command::Start(args) => daemon::start(args, &config).await,
         Command::Parallel { max } => daemon::parallel(max, &config).await,
         Command::Status(args) => status::status(args, cli.config.is_some(), &config).await,

@@ -160,6 +160,9 @@ pub struct Config {
     pub codex_home: Option<PathBuf>,
     /// CODEX_HOME was set (rather than defaulted to ~/.codex).
     pub codex_home_set: bool,
+    /// Faults to inject, for the tests of supervision (SAMOCODE_FAILPOINTS, comma separated;
+    /// `supervisor-panic`: the supervisor panics on a status request).
+    pub failpoints: Vec<String>,
 }
 
 impl Config {
@@ -489,6 +492,17 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
         home: sources.home(),
         codex_home,
         codex_home_set,
+        failpoints: sources
+            .env
+            .get("SAMOCODE_FAILPOINTS")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|f| !f.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 

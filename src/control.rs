@@ -3,15 +3,21 @@
 //!
 //! The socket lives in the daemon's state directory (or at SAMOCODE_CONTROL), mode 0600 inside a
 //! 0700 directory: only the user who runs the daemon can drive it. The server is a task owned
-//! by the daemon that turns each request into a [`SupervisorMsg`] and waits for the answer; it
-//! holds no session state.
+//! by the daemon that turns each request into a [`SupervisorMsg`] and waits for the answer
+//! ([`ask`], always with a timeout); it holds no session state. A client that sends more than
+//! [`MAX_REQUEST`] bytes, or nothing for [`READ_TIMEOUT`], gets an error and is dropped, and
+//! accept errors (out of file descriptors) back off instead of spinning, so one bad client
+//! never keeps the others waiting.
 
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::ActorRef;
 use ractor::rpc::CallResult;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::session::person::PersonCommand;
@@ -20,11 +26,22 @@ use crate::supervisor::{OwnedSession, SupervisorMsg};
 /// The version of the request and response shapes below.
 pub const VERSION: u32 = 1;
 
+/// The longest request line the daemon reads.
+pub const MAX_REQUEST: u64 = 1024 * 1024;
+/// How long a client may take to send its request.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request may take in the daemon before the client hears it did not answer; the
+/// longest is a start, which opens the session's folder first.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections served at once; more wait to be accepted. Each holds at most one request.
+const MAX_CONNECTIONS: usize = 64;
+
 /// What a client asks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
-    /// Take over a session (new or existing) of the project whose `.samocode` file is given.
+    /// Take over a session (new or existing) of the project whose `.samocode` file is given
+    /// (an absolute path).
     Start {
         project: PathBuf,
         session: String,
@@ -43,7 +60,7 @@ pub enum Request {
     },
     /// The sessions the daemon owns.
     Status,
-    /// Change the cap on running agents.
+    /// Change the cap on running agents (1 to 1000).
     Parallel { max: usize },
 }
 
@@ -61,6 +78,12 @@ pub enum Response {
     },
     /// The request failed; `code` is the exit code the CLI should use.
     Error { message: String, code: u8 },
+}
+
+impl Response {
+    pub fn error(message: String, code: u8) -> Response {
+        Response::Error { message, code }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -83,6 +106,11 @@ pub enum ControlError {
     /// The other side spoke something else.
     #[error("control socket {path}: unreadable message: {message}")]
     Protocol { path: PathBuf, message: String },
+    /// The socket path is taken by something that is not a stale samocode socket.
+    #[error(
+        "control socket {path}: {what}; samocode uses this path only when nothing is there or a socket no daemon answers; point SAMOCODE_CONTROL elsewhere"
+    )]
+    Occupied { path: PathBuf, what: String },
 }
 
 /// Connects to a running daemon; `None` when none listens at `path`.
@@ -104,7 +132,7 @@ pub async fn connect(path: &Path) -> Result<Option<UnixStream>, ControlError> {
     }
 }
 
-/// Sends one request and reads its response.
+/// Sends one request on a connection and reads its response.
 pub async fn call(
     mut stream: UnixStream,
     path: &Path,
@@ -132,53 +160,126 @@ pub async fn call(
     Ok(envelope.body)
 }
 
-/// Binds the socket with mode 0600 (a stale file from a crashed daemon is replaced: the caller
-/// holds the daemon lock, so no live daemon uses it).
-pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
+/// The socket the daemon listens on; removed on drop if it is still this one.
+pub struct Socket {
+    pub listener: Arc<UnixListener>,
+    path: PathBuf,
+    /// (device, inode) of the socket file this daemon made.
+    identity: (u64, u64),
 }
 
-/// Serves requests until the supervisor stops.
-pub async fn serve(listener: UnixListener, supervisor: ActorRef<SupervisorMsg>) {
+impl Drop for Socket {
+    fn drop(&mut self) {
+        // Only our own socket: another daemon may have taken the path since.
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.identity)
+        {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Binds the socket with mode 0600. The path is used only when nothing is there, or when what
+/// is there is a socket that no live daemon answers (the leftover of a crashed one).
+pub async fn bind(path: &Path) -> Result<Socket, ControlError> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |source| ControlError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if UnixStream::connect(path).await.is_ok() {
+                return Err(ControlError::Occupied {
+                    path: path.to_path_buf(),
+                    what: "a live daemon answers on it".into(),
+                });
+            }
+            std::fs::remove_file(path).map_err(io)?;
+        }
+        Ok(meta) => {
+            let what = if meta.is_dir() {
+                "it is a directory"
+            } else if meta.file_type().is_symlink() {
+                "it is a symbolic link"
+            } else {
+                "it is an existing file, not a socket"
+            };
+            return Err(ControlError::Occupied {
+                path: path.to_path_buf(),
+                what: what.into(),
+            });
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    let meta = std::fs::symlink_metadata(path).map_err(io)?;
+    Ok(Socket {
+        listener: Arc::new(listener),
+        path: path.to_path_buf(),
+        identity: (meta.dev(), meta.ino()),
+    })
+}
+
+/// Serves requests until the task is aborted.
+pub async fn serve(listener: Arc<UnixListener>, supervisor: ActorRef<SupervisorMsg>) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut pause = Duration::from_millis(10);
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let permit = limit
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                pause = Duration::from_millis(10);
+                stream
+            }
+            Err(error) => {
+                // Out of file descriptors, most likely: wait for some to be given back.
+                tracing::warn!(%error, "control socket: accept failed; backing off");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+                continue;
+            }
         };
         let supervisor = supervisor.clone();
-        tokio::spawn(async move {
+        // Reap finished connections so the set stays small.
+        while connections.try_join_next().is_some() {}
+        connections.spawn(async move {
             if let Err(error) = answer(stream, supervisor).await {
-                tracing::warn!(%error, "control connection failed");
+                tracing::debug!(%error, "control connection failed");
             }
+            drop(permit);
         });
     }
 }
 
 async fn answer(stream: UnixStream, supervisor: ActorRef<SupervisorMsg>) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read);
-    let mut line = String::new();
-    reader.read_line(&mut line).await?;
-    let response = match serde_json::from_str::<Envelope<Request>>(&line) {
-        Ok(envelope) if envelope.v == VERSION => dispatch(envelope.body, &supervisor).await,
-        Ok(envelope) => Response::Error {
-            message: format!(
-                "control protocol version {} is not supported (the daemon speaks {VERSION}); use the same samocode binary for both",
-                envelope.v
+    let mut reader = BufReader::new(read.take(MAX_REQUEST + 1));
+    let mut line = Vec::new();
+    let response =
+        match tokio::time::timeout(READ_TIMEOUT, reader.read_until(b'\n', &mut line)).await {
+            Err(_) => Response::error(
+                format!(
+                    "no request within {}",
+                    humantime::format_duration(READ_TIMEOUT)
+                ),
+                2,
             ),
-            code: 2,
-        },
-        Err(e) => Response::Error {
-            message: format!("unreadable request: {e}"),
-            code: 2,
-        },
-    };
+            Ok(Err(error)) => return Err(error),
+            Ok(Ok(_)) if line.len() as u64 > MAX_REQUEST => {
+                Response::error(format!("the request is longer than {MAX_REQUEST} bytes"), 2)
+            }
+            Ok(Ok(_)) => match parse_request(&line) {
+                Ok(request) => ask(&supervisor, request).await,
+                Err(response) => response,
+            },
+        };
     let mut out = serde_json::to_vec(&Envelope {
         v: VERSION,
         body: response,
@@ -188,15 +289,39 @@ async fn answer(stream: UnixStream, supervisor: ActorRef<SupervisorMsg>) -> std:
     write.write_all(&out).await
 }
 
-async fn dispatch(request: Request, supervisor: &ActorRef<SupervisorMsg>) -> Response {
+/// Reads one request line; an unreadable one or another version is the error to answer.
+pub fn parse_request(line: &[u8]) -> Result<Request, Response> {
+    match serde_json::from_slice::<Envelope<Request>>(line) {
+        Ok(envelope) if envelope.v == VERSION => Ok(envelope.body),
+        Ok(envelope) => Err(Response::error(
+            format!(
+                "control protocol version {} is not supported (the daemon speaks {VERSION}); use the same samocode binary for both",
+                envelope.v
+            ),
+            2,
+        )),
+        Err(e) => Err(Response::error(format!("unreadable request: {e}"), 2)),
+    }
+}
+
+/// Sends one control request to the supervisor and waits (at most [`ANSWER_TIMEOUT`]) for its
+/// answer. Every adapter (the socket, the bot, the demo) asks through here.
+pub async fn ask(supervisor: &ActorRef<SupervisorMsg>, request: Request) -> Response {
     let result = supervisor
-        .call(|reply| SupervisorMsg::Control { request, reply }, None)
+        .call(
+            |reply| SupervisorMsg::Control { request, reply },
+            Some(ANSWER_TIMEOUT),
+        )
         .await;
     match result {
         Ok(CallResult::Success(response)) => response,
-        _ => Response::Error {
-            message: "the daemon is shutting down".into(),
-            code: 1,
-        },
+        Ok(CallResult::Timeout) => Response::error(
+            format!(
+                "the daemon did not answer within {}",
+                humantime::format_duration(ANSWER_TIMEOUT)
+            ),
+            1,
+        ),
+        _ => Response::error("the daemon is shutting down".into(), 1),
     }
 }

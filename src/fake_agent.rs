@@ -10,7 +10,8 @@
 //! (leave a grandchild and never exit), `nosignal`, `badjson`, `empty` (`{}`), `signal:JSON`
 //! (write that JSON), `flood:MB` (print MB megabytes first), `grandchild` (leave a background
 //! process holding stdout, then work normally), `stay` (continue in the same phase), `slow:S`
-//! (sleep S seconds first), `touch` (edit the tracked README.md first), `limit:UNIX` (until that
+//! (sleep S seconds first), `touch` (edit the tracked README.md first; `touch+ACTION` edits, then
+//! does ACTION), `limit:UNIX` (until that
 //! unix time, refuse like claude at a usage limit that resets then; work normally after it).
 //! `SAMOCODE_FAKE_PIDS` names a file where it appends the pids of the processes it leaves
 //! behind; `SAMOCODE_FAKE_STEPS` is the number of implementation steps (3).
@@ -135,6 +136,16 @@ impl Run {
     }
 
     fn act(&self, action: Option<&str>, env: &HashMap<String, String>) -> u8 {
+        // `A+B`: A first, then B (`touch+exit:1`: an edit, then a failure).
+        if let Some((first, rest)) = action.and_then(|a| a.split_once('+')) {
+            if first == "touch" {
+                self.touch();
+            } else {
+                eprintln!("fake-agent: only touch may come before +, not {first}");
+                return 2;
+            }
+            return self.act(Some(rest), env);
+        }
         let pids = env.get("SAMOCODE_FAKE_PIDS").map(PathBuf::from);
         let (verb, arg) = match action {
             Some(a) => a.split_once(':').unwrap_or((a, "")),
@@ -169,11 +180,7 @@ impl Run {
                 let _ = out.flush();
             }
             "grandchild" => leave_behind(pids.as_deref()),
-            "touch" => {
-                let readme = self.workdir.join("README.md");
-                let text = std::fs::read_to_string(&readme).unwrap_or_default();
-                let _ = std::fs::write(&readme, format!("{text}edited by the agent\n"));
-            }
+            "touch" => self.touch(),
             "limit" => {
                 let reset: i64 = arg.parse().unwrap_or(0);
                 if jiff::Timestamp::now().as_second() < reset {
@@ -197,6 +204,13 @@ impl Run {
                 1
             }
         }
+    }
+
+    /// Edits the tracked README.md of the worktree.
+    fn touch(&self) {
+        let readme = self.workdir.join("README.md");
+        let text = std::fs::read_to_string(&readme).unwrap_or_default();
+        let _ = std::fs::write(&readme, format!("{text}edited by the agent\n"));
     }
 
     fn signal_text(&self, text: &str) -> u8 {

@@ -38,11 +38,22 @@ pub mod bot;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod daemon;
 pub mod fake_agent;
 pub mod lockfile;
 pub mod notify;
 pub mod protocol;
 pub mod session;
+pub mod shutdown;
 pub mod supervisor;
 pub mod telemetry;
 pub mod workflow;
+
+/// Runs the daemon (`samocode supervise`) with `config` until `shutdown` asks it to stop: the
+/// entry for tests and embedders, which need neither a subprocess nor signals.
+pub async fn run(
+    config: &config::Config,
+    shutdown: shutdown::Shutdown,
+) -> Result<(), daemon::DaemonError> {
+    daemon::run(config, shutdown).await
+}

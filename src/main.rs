@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use samocode::cli::{self, Cli, CliError};
 use samocode::config::Sources;
+use samocode::shutdown::Shutdown;
 use samocode::telemetry;
 
 fn main() -> ExitCode {
@@ -32,7 +33,16 @@ fn main() -> ExitCode {
         Err(error) => return report(CliError::failure(error)),
     };
     let outcome = runtime.block_on(async {
-        let outcome = cli::dispatch(cli, config, sources).await;
+        // SIGINT, SIGTERM and SIGHUP ask to stop; a second one asks to stop at once.
+        let shutdown = match Shutdown::from_signals() {
+            Ok(shutdown) => shutdown,
+            Err(error) => {
+                return Err(CliError::failure(anyhow::anyhow!(
+                    "cannot watch for signals: {error}"
+                )));
+            }
+        };
+        let outcome = cli::dispatch(cli, config, sources, shutdown).await;
         telemetry.shutdown().await;
         outcome
     });

@@ -2,11 +2,14 @@
 //!
 //! Accepts `Deliver` from SessionActors and the supervisor. Delivers each event to every sink:
 //! the log (always) and, when configured, a Telegram chat. A sink that fails is logged and
-//! skipped; delivery never blocks a session. Links no children.
+//! skipped; delivery never blocks a session. Links no children. It runs under a name, and
+//! senders hold a [`NotifierHandle`] that looks it up by that name at each send, so a notifier
+//! the supervisor restarted is reached without telling every session.
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::bot::Telegram;
+use std::sync::Arc;
+
 use crate::protocol::Phase;
 use crate::session::open::Settled;
 
@@ -34,6 +37,12 @@ pub enum SessionEvent {
         session: String,
         until: jiff::Timestamp,
     },
+    /// The session could not be opened again after its actor ended; a person must look.
+    Broken {
+        session: String,
+        phase: Option<Phase>,
+        reason: String,
+    },
 }
 
 impl SessionEvent {
@@ -58,6 +67,14 @@ impl SessionEvent {
                 attempt,
                 detail,
             } => format!("{session}: attempt {attempt} failed: {detail}"),
+            SessionEvent::Broken {
+                session,
+                phase,
+                reason,
+            } => match phase {
+                Some(phase) => format!("{session}: failed in {phase}: {reason}"),
+                None => format!("{session}: failed: {reason}"),
+            },
             SessionEvent::UsageLimited { session, until } => {
                 format!("{session}: the provider's usage limit is reached; it resumes at {until}")
             }
@@ -94,38 +111,84 @@ pub enum NotifierMsg {
     Deliver(SessionEvent),
 }
 
+/// Somewhere people hear about sessions (a Telegram chat; a test's recorder). The notifier
+/// knows only this; the adapters implement it.
+pub trait Sink: Send + Sync + 'static {
+    /// Tells the sink about `event`; a sink that cannot deliver logs why, and never blocks a
+    /// session.
+    fn deliver<'a>(
+        &'a self,
+        event: &'a SessionEvent,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+}
+
 pub struct NotifierActor;
+
+/// Where events go: the notifier, found by its name at each send.
+#[derive(Debug, Clone)]
+pub struct NotifierHandle {
+    name: String,
+}
+
+impl NotifierHandle {
+    /// A handle for the notifier spawned under `name`.
+    pub fn new(name: impl Into<String>) -> NotifierHandle {
+        NotifierHandle { name: name.into() }
+    }
+
+    /// The name to spawn the notifier with.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Hands the event to the notifier; dropped (with a log line) while none runs.
+    pub fn deliver(&self, event: SessionEvent) {
+        match ractor::registry::where_is(self.name.clone()) {
+            Some(cell) => {
+                let notifier: ActorRef<NotifierMsg> = cell.into();
+                if notifier.send_message(NotifierMsg::Deliver(event)).is_err() {
+                    tracing::warn!("the notifier is stopping; a notice was dropped");
+                }
+            }
+            None => {
+                tracing::warn!(target: "samocode::events", "no notifier runs; dropped: {}", event.headline())
+            }
+        }
+    }
+}
 
 impl Actor for NotifierActor {
     type Msg = NotifierMsg;
-    /// The Telegram sink, when configured.
-    type State = Option<Telegram>;
-    type Arguments = Option<Telegram>;
+    /// The sinks besides the log.
+    type State = Vec<Arc<dyn Sink>>;
+    type Arguments = Vec<Arc<dyn Sink>>;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<NotifierMsg>,
-        telegram: Option<Telegram>,
-    ) -> Result<Option<Telegram>, ActorProcessingErr> {
-        Ok(telegram)
+        sinks: Vec<Arc<dyn Sink>>,
+    ) -> Result<Vec<Arc<dyn Sink>>, ActorProcessingErr> {
+        Ok(sinks)
     }
 
     async fn handle(
         &self,
         _myself: ActorRef<NotifierMsg>,
         message: NotifierMsg,
-        telegram: &mut Option<Telegram>,
+        sinks: &mut Vec<Arc<dyn Sink>>,
     ) -> Result<(), ActorProcessingErr> {
         let NotifierMsg::Deliver(event) = message;
         let headline = event.headline();
         match &event {
-            SessionEvent::AttemptFailed { .. } | SessionEvent::UsageLimited { .. } => {
+            SessionEvent::AttemptFailed { .. }
+            | SessionEvent::UsageLimited { .. }
+            | SessionEvent::Broken { .. } => {
                 tracing::warn!(target: "samocode::events", "{headline}")
             }
             _ => tracing::info!(target: "samocode::events", "{headline}"),
         }
-        if let Some(telegram) = telegram {
-            telegram.notify(&event).await;
+        for sink in sinks.iter() {
+            sink.deliver(&event).await;
         }
         Ok(())
     }

@@ -6,8 +6,10 @@
 //! - [`qa`]: `_qa.md` questions and answers;
 //! - [`state`]: `_state.json`, and deriving it from a Python samocode session;
 //! - [`profile`]: model profiles and the plan's choice of one;
-//! - [`journal`]: the rows of `_signal_history.jsonl` and `_iterations.jsonl`.
+//! - [`journal`]: the rows of `_signal_history.jsonl` and `_iterations.jsonl`;
+//! - [`baseline`]: the tracked files of a worktree, and what a read-only attempt changed.
 
+pub mod baseline;
 pub mod gate;
 pub mod journal;
 pub mod overview;
@@ -20,4 +22,4 @@ pub mod state;
 pub use phase::{Needs, Phase, Status, WaitFor};
 pub use profile::Profile;
 pub use signal::{Rejection, Signal, SignalError, Verdict};
-pub use state::{RunState, SessionState, Usage};
+pub use state::{InFlightRecord, RunState, SessionState, Usage};

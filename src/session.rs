@@ -6,6 +6,7 @@
 //! - [`context`]: what each agent attempt is told;
 //! - [`profile`]: which model profile an attempt runs with;
 //! - [`open`]: opening a session for a worker (folder, lock, state);
+//! - [`recover`]: taking over from a worker that died mid-attempt;
 //! - [`person`]: a person's commands applied to the folder;
 //! - [`actor`]: the SessionActor and its phase machine (its decisions in `outcome.rs`).
 
@@ -16,6 +17,7 @@ pub mod open;
 mod outcome;
 pub mod person;
 pub mod profile;
+pub mod recover;
 pub mod store;
 pub mod worktree;
 

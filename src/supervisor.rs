@@ -1,47 +1,58 @@
 //! SupervisorActor: the root of the actor tree.
 //!
-//! Owns the registry of sessions (by folder), who waits on them, and the concurrency limit:
-//! a SessionActor asks for a slot before each agent attempt (`RequestSlot`), waits in order in
-//! state `queued` while all slots are taken, and gives it back when the attempt ends.
+//! Owns the registry of sessions: one [`Entry`] per session folder, holding how to reopen it,
+//! its actor, its agent slot, how it last settled, who waits on it and its restarts. It also
+//! owns the concurrency limit: a SessionActor asks for a slot before each attempt, waits in
+//! order in state `queued` while all slots are taken, and gives it back when the attempt ends.
 //!
-//! Accepts `StartSession`, `Watch` and `Control` from the command layer (`samocode run`, the
-//! demo, the control socket) and `SessionSettled`, `RequestSlot`, `ReleaseSlot` from its
-//! sessions; `CheckAnswers` from its own interval. Links the NotifierActor and one SessionActor
-//! per session. Under the daemon (`keep_parked`) a parked session keeps its actor, which holds
-//! the session lock, no process and no timer; a person's command wakes it. A SessionActor that
-//! fails is restarted from its files, at most [`MAX_RESTARTS`] times within
-//! [`RESTART_WINDOW`]; then the session is marked failed and a person is told. Overrides
-//! ractor's default of stopping when a child stops.
+//! Its mailbox stays free: it does no file IO and waits on nobody. Opening a session (folder,
+//! lock, taking over from a dead worker) happens in a task that reports back with `Opened`; a
+//! person's command goes to its session from a task that waits for the answer with a timeout.
+//! Only a session's own actor writes its state, also to mark it failed.
+//!
+//! Accepts `StartSession`, `Watch`, `Control` and `Shutdown` from the command layer (`run`, the
+//! daemon, the demo, the control socket and the bot), [`SessionReport`]s from its sessions,
+//! `Opened` from its opening tasks and `FolderChanged` from its folder watcher. Links the
+//! NotifierActor (restarted when it fails) and one SessionActor per session. Under the daemon
+//! (`keep_parked`) a parked session keeps its actor, which holds the session lock, no process
+//! and no timer; a person's command wakes it. A SessionActor that fails or is killed is
+//! reopened from its files, at most [`MAX_RESTARTS`] times within [`RESTART_WINDOW`]; then it is
+//! started once more only to mark itself failed, and a person is told. Overrides ractor's
+//! default of stopping when a child stops.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::path::{Path, PathBuf};
+mod owned;
+mod registry;
+mod watch;
+
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use serde::{Deserialize, Serialize};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
-use crate::config::{AgentSettings, RetryPolicy};
+pub use owned::OwnedSession;
+use registry::{Entry, Registry};
+
+use crate::agent::launch::Launcher;
+use crate::config::{AgentSettings, ConfigError, RetryPolicy};
 use crate::control::{Request, Response};
-use crate::notify::{NotifierActor, NotifierMsg, SessionEvent};
-use crate::session::actor::{SessionActor, SessionMsg};
-use crate::session::open::{OpenError, Settled, StartRequest, open};
+use crate::notify::{NotifierActor, NotifierHandle, NotifierMsg, SessionEvent, Sink};
+use crate::session::actor::{STOP_SETTLED, STOP_SHUTDOWN, SessionActor, SessionMsg, SessionReport};
+use crate::session::open::{OpenError, SessionArgs, Settled, StartRequest, open};
 use crate::session::person::PersonCommand;
+
+pub use owned::FILE as OWNED_FILE;
 
 /// Restarts of one session allowed within [`RESTART_WINDOW`] before it is marked failed.
 pub const MAX_RESTARTS: usize = 3;
 pub const RESTART_WINDOW: Duration = Duration::from_secs(600);
 
-/// How often parked sessions waiting for answers look at `_qa.md` (edited by hand). One timer
-/// for the whole daemon, so that a parked session itself holds none.
-const ANSWER_CHECK: Duration = Duration::from_secs(2);
+/// How long a person's command may take in its session before the caller hears "no answer".
+/// A session busy creating its worktree answers after that; nothing else waits this long.
+pub const PERSON_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A session as the daemon lists it, and as it is saved in the state directory.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OwnedSession {
-    pub dir: PathBuf,
-    /// The project file the session belongs to.
-    pub project: PathBuf,
-}
+/// Without inotify, how often sessions waiting for answers look at `_qa.md`.
+const ANSWER_POLL: Duration = Duration::from_secs(2);
 
 /// What a start request found.
 #[derive(Debug, Clone)]
@@ -52,32 +63,115 @@ pub struct Started {
     pub settled: Option<Settled>,
 }
 
+/// Why a session could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The project file named in a control request could not be read.
+    #[error(transparent)]
+    Project(#[from] ConfigError),
+    /// The worker is shutting down.
+    #[error("samocode is shutting down; start the session again once it runs")]
+    Stopping,
+}
+
+impl StartError {
+    /// The exit code the CLI uses for it.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Open(error) => open_error_code(error),
+            StartError::Project(_) => 2,
+            StartError::Stopping => 1,
+        }
+    }
+}
+
 /// Messages of the SupervisorActor.
 #[derive(Debug)]
 pub enum SupervisorMsg {
     /// From the command layer: drive this session.
     StartSession {
         request: StartRequest,
-        reply: RpcReplyPort<Result<Started, OpenError>>,
+        reply: RpcReplyPort<Result<Started, StartError>>,
     },
     /// From the command layer: reply once the session settles (at once if it already has).
     Watch {
         dir: PathBuf,
         reply: RpcReplyPort<Settled>,
     },
-    /// From the control socket or the demo: one request of the control protocol.
+    /// From the control socket, the bot or the demo: one request of the control protocol.
     Control {
         request: Request,
         reply: RpcReplyPort<Response>,
     },
-    /// From a SessionActor: it parked or finished.
-    SessionSettled { dir: PathBuf, settled: Settled },
-    /// From a SessionActor: it wants to start an agent attempt.
-    RequestSlot { dir: PathBuf },
-    /// From a SessionActor: its attempt is over.
-    ReleaseSlot { dir: PathBuf },
-    /// From its own interval: wake sessions whose `_qa.md` was answered by hand.
-    CheckAnswers,
+    /// From a SessionActor.
+    Session(SessionReport),
+    /// From an opening task: a session's folder is open (or could not be).
+    Opened(Box<Opened>),
+    /// From the folder watcher (or its own timer without one): `_qa.md` changed in `dir`.
+    FolderChanged { dir: PathBuf },
+    /// From its own timer when the folder watcher is unavailable: look at waiting sessions.
+    PollAnswers,
+    /// From the daemon at start: take over a session it owned before.
+    Resume { dir: PathBuf, project: PathBuf },
+    /// From the command layer: stop every session (their attempts are journaled as
+    /// interrupted), then stop; replies when done.
+    Shutdown { reply: RpcReplyPort<()> },
+}
+
+impl From<SessionReport> for SupervisorMsg {
+    fn from(report: SessionReport) -> SupervisorMsg {
+        SupervisorMsg::Session(report)
+    }
+}
+
+impl TryFrom<SupervisorMsg> for SessionReport {
+    type Error = SupervisorMsg;
+    fn try_from(message: SupervisorMsg) -> Result<SessionReport, SupervisorMsg> {
+        match message {
+            SupervisorMsg::Session(report) => Ok(report),
+            other => Err(other),
+        }
+    }
+}
+
+/// The result of opening a session in the background, and who asked.
+#[derive(Debug)]
+pub struct Opened {
+    result: Result<(StartRequest, Box<SessionArgs>, Option<Settled>), StartError>,
+    origin: Origin,
+    restarts: Vec<Instant>,
+}
+
+/// Who asked for a session to be opened.
+#[derive(Debug)]
+enum Origin {
+    /// `StartSession`.
+    Caller(RpcReplyPort<Result<Started, StartError>>),
+    /// A control `start` request.
+    Control(RpcReplyPort<Response>),
+    /// The supervisor, after the session's actor failed, or the daemon resuming it at start
+    /// (`dir` and its project are known; a failure leaves it listed as broken).
+    Restart { dir: PathBuf, project: PathBuf },
+    /// A person's command for a session the daemon could not open before.
+    Retry {
+        dir: PathBuf,
+        project: PathBuf,
+        command: PersonCommand,
+        reply: RpcReplyPort<Response>,
+    },
+}
+
+/// What to open: a request as given, or one to build from a control request's project file.
+enum ToOpen {
+    Request(StartRequest),
+    Project {
+        file: PathBuf,
+        session: String,
+        dive: Option<String>,
+        task: Option<String>,
+    },
 }
 
 /// The configuration shared by every session.
@@ -86,12 +180,13 @@ pub struct SupervisorActor {
     pub retry: RetryPolicy,
     /// Keep parked sessions in place (the daemon) rather than letting them go (`run`).
     pub keep_parked: bool,
-    /// Where attempts record their process groups, for recovery after a crash (the daemon).
-    pub agents_dir: Option<PathBuf>,
-    /// Where the list of owned sessions is saved (the daemon).
-    pub owned_file: Option<PathBuf>,
-    /// Where the notifier also tells people about sessions.
-    pub telegram: Option<crate::bot::Telegram>,
+    /// The daemon's state directory, where the owned sessions are listed (`None` for `run`).
+    pub state_dir: Option<PathBuf>,
+    /// Where the notifier also tells people about sessions (a Telegram chat).
+    pub sinks: Vec<Arc<dyn Sink>>,
+    pub launcher: Arc<dyn Launcher>,
+    /// Faults to inject, for the tests of supervision (`SAMOCODE_FAILPOINTS`).
+    pub failpoints: Vec<String>,
 }
 
 /// Startup input.
@@ -100,22 +195,16 @@ pub struct SupervisorArgs {
     pub max_parallel: usize,
 }
 
-struct Running {
-    actor: ActorRef<SessionMsg>,
-    request: StartRequest,
-    restarts: Vec<Instant>,
-}
-
 pub struct SupervisorState {
     notifier: ActorRef<NotifierMsg>,
-    sessions: HashMap<PathBuf, Running>,
-    /// Sessions this daemon drove to done (folder -> project file): listed, not resumed.
-    finished: HashMap<PathBuf, PathBuf>,
-    settled: HashMap<PathBuf, Settled>,
-    watchers: HashMap<PathBuf, Vec<RpcReplyPort<Settled>>>,
-    max_parallel: usize,
-    running: HashSet<PathBuf>,
-    queue: VecDeque<PathBuf>,
+    /// What sessions send their events through (the notifier by name, so a restarted one is
+    /// found).
+    notices: NotifierHandle,
+    notifier_restarts: Vec<Instant>,
+    registry: Registry,
+    watch: Option<watch::FolderWatch>,
+    /// Set once `Shutdown` arrives: who to tell when the last session is gone.
+    stopping: Option<RpcReplyPort<()>>,
 }
 
 impl Actor for SupervisorActor {
@@ -128,25 +217,22 @@ impl Actor for SupervisorActor {
         myself: ActorRef<SupervisorMsg>,
         args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
-        let (notifier, _) = Actor::spawn_linked(
-            None,
-            NotifierActor,
-            self.telegram.clone(),
-            myself.get_cell(),
-        )
-        .await?;
-        if self.keep_parked {
-            myself.send_interval(ANSWER_CHECK, || SupervisorMsg::CheckAnswers);
-        }
+        let notices = NotifierHandle::new(format!("samocode-notifier-{}", myself.get_id()));
+        let notifier = self.spawn_notifier(&myself, &notices).await?;
+        let watch = self.keep_parked.then(|| {
+            let watch = watch::FolderWatch::new(myself.clone());
+            if !watch.is_live() {
+                myself.send_interval(ANSWER_POLL, || SupervisorMsg::PollAnswers);
+            }
+            watch
+        });
         Ok(SupervisorState {
             notifier,
-            sessions: HashMap::new(),
-            finished: HashMap::new(),
-            settled: HashMap::new(),
-            watchers: HashMap::new(),
-            max_parallel: args.max_parallel.max(1),
-            running: HashSet::new(),
-            queue: VecDeque::new(),
+            notices,
+            notifier_restarts: Vec::new(),
+            registry: Registry::new(args.max_parallel),
+            watch,
+            stopping: None,
         })
     }
 
@@ -158,54 +244,63 @@ impl Actor for SupervisorActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             SupervisorMsg::StartSession { request, reply } => {
-                let result = self.start(&myself, state, request, Vec::new()).await;
-                let _ = reply.send(result);
+                if state.stopping.is_some() {
+                    let _ = reply.send(Err(StartError::Stopping));
+                } else if let Some(started) = state.registry.started(&request) {
+                    let _ = reply.send(Ok(started));
+                } else {
+                    self.open_in_background(
+                        &myself,
+                        ToOpen::Request(request),
+                        Origin::Caller(reply),
+                        Vec::new(),
+                        None,
+                    );
+                }
+            }
+            SupervisorMsg::Resume { dir, project } => {
+                let folder = folder_of(&dir);
+                self.open_in_background(
+                    &myself,
+                    ToOpen::Project {
+                        file: project.clone(),
+                        session: folder,
+                        dive: None,
+                        task: None,
+                    },
+                    Origin::Restart { dir, project },
+                    Vec::new(),
+                    None,
+                );
             }
             SupervisorMsg::Watch { dir, reply } => {
-                let gone = !state.sessions.contains_key(&dir) || self.keep_parked;
-                match state.settled.get(&dir).filter(|_| gone) {
-                    Some(settled) => {
-                        let _ = reply.send(settled.clone());
-                    }
-                    None => state.watchers.entry(dir).or_default().push(reply),
-                }
+                state.registry.watch(dir, reply, self.keep_parked)
             }
             SupervisorMsg::Control { request, reply } => {
-                let response = self.control(&myself, state, request).await;
-                let _ = reply.send(response);
+                self.control(&myself, state, request, reply)
             }
-            SupervisorMsg::SessionSettled { dir, settled } => {
-                let done = matches!(settled, Settled::Done { .. });
-                state.settled.insert(dir.clone(), settled);
-                // Under `run` the actor stops and lets go of the lock first; watchers hear of it
-                // then, so they can act on the files at once. Supervision events overtake
-                // ordinary messages, so the actor may already be gone when this arrives.
-                if self.keep_parked || !state.sessions.contains_key(&dir) {
-                    tell_watchers(state, &dir);
+            SupervisorMsg::Session(report) => self.session_report(state, report),
+            SupervisorMsg::Opened(opened) => self.opened(&myself, state, *opened).await,
+            SupervisorMsg::FolderChanged { dir } => {
+                if let Some(actor) = state.registry.waiting_for_answers(&dir) {
+                    let _ = actor.send_message(SessionMsg::CheckAnswers);
                 }
-                if done && self.keep_parked {
-                    if let Some(running) = state.sessions.remove(&dir) {
-                        running.actor.stop(Some("done".into()));
-                        state
-                            .finished
-                            .insert(dir, running.request.project.file.clone());
+            }
+            SupervisorMsg::PollAnswers => {
+                for actor in state.registry.all_waiting_for_answers() {
+                    let _ = actor.send_message(SessionMsg::CheckAnswers);
+                }
+            }
+            SupervisorMsg::Shutdown { reply } => {
+                let live = state.registry.live_actors();
+                if live.is_empty() {
+                    let _ = reply.send(());
+                    myself.stop(Some("shutdown".into()));
+                } else {
+                    state.stopping = Some(reply);
+                    for actor in live {
+                        let _ = actor.send_message(SessionMsg::Shutdown);
                     }
-                    self.save_owned(state);
-                }
-            }
-            SupervisorMsg::RequestSlot { dir } => {
-                if !state.running.contains(&dir) && !state.queue.contains(&dir) {
-                    state.queue.push_back(dir);
-                }
-                grant_slots(state);
-            }
-            SupervisorMsg::ReleaseSlot { dir } => {
-                state.running.remove(&dir);
-                grant_slots(state);
-            }
-            SupervisorMsg::CheckAnswers => {
-                for running in state.sessions.values() {
-                    let _ = running.actor.send_message(SessionMsg::CheckAnswers);
                 }
             }
         }
@@ -219,392 +314,540 @@ impl Actor for SupervisorActor {
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         // Overrides ractor's default, which stops the supervisor when any child stops.
-        match event {
-            SupervisionEvent::ActorFailed(who, error) => {
-                if let Some(dir) = dir_of(state, &who) {
-                    tracing::error!(session = %dir.display(), %error, "session actor failed");
-                    let running = state.sessions.remove(&dir).expect("found above");
-                    forget_slot(state, &dir);
-                    self.restart(&myself, state, dir, running, error.to_string())
-                        .await;
-                }
+        let (who, reason, failed) = match event {
+            SupervisionEvent::ActorFailed(who, error) => (who, error.to_string(), true),
+            SupervisionEvent::ActorTerminated(who, _, reason) => {
+                let reason = reason.unwrap_or_default();
+                let expected = reason == STOP_SETTLED || reason == STOP_SHUTDOWN;
+                (who, reason, !expected)
             }
-            SupervisionEvent::ActorTerminated(who, _, _) => {
-                if let Some(dir) = dir_of(state, &who) {
-                    state.sessions.remove(&dir);
-                    forget_slot(state, &dir);
-                    tell_watchers(state, &dir);
-                }
+            _ => return Ok(()),
+        };
+        if who.get_id() == state.notifier.get_id() {
+            if state.stopping.is_none() {
+                tracing::error!(%reason, "the notifier stopped; restarting it");
+                self.restart_notifier(&myself, state).await?;
             }
-            _ => {}
+            return Ok(());
         }
-        Ok(())
-    }
-
-    async fn post_stop(
-        &self,
-        myself: ActorRef<SupervisorMsg>,
-        _state: &mut SupervisorState,
-    ) -> Result<(), ActorProcessingErr> {
-        // Sessions stop their agents in their own post_stop (SIGTERM, grace, SIGKILL); wait for
-        // them so that no process group and no lock outlives the supervisor.
-        let grace = self.agent.kill_grace + Duration::from_secs(10);
-        myself
-            .stop_children_and_wait(Some("supervisor stopping".into()), Some(grace))
-            .await;
+        let Some(dir) = state.registry.actor_gone(who.get_id()) else {
+            return Ok(());
+        };
+        if let Some(reply) = state.stopping.take() {
+            if state.registry.live_actors().is_empty() {
+                let _ = reply.send(());
+                myself.stop(Some("shutdown".into()));
+            } else {
+                state.stopping = Some(reply);
+            }
+            return Ok(());
+        }
+        if failed {
+            tracing::error!(session = %dir.display(), %reason, "session actor ended unexpectedly");
+            self.restart(&myself, state, dir, reason);
+        } else {
+            state.registry.tell_watchers(&dir);
+        }
         Ok(())
     }
 }
 
 impl SupervisorActor {
-    async fn start(
+    async fn spawn_notifier(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        notices: &NotifierHandle,
+    ) -> Result<ActorRef<NotifierMsg>, ActorProcessingErr> {
+        let (notifier, _) = Actor::spawn_linked(
+            Some(notices.name().to_string()),
+            NotifierActor,
+            self.sinks.clone(),
+            myself.get_cell(),
+        )
+        .await?;
+        Ok(notifier)
+    }
+
+    /// A failed notifier is started again under its name, where sessions find it; notices
+    /// sent while it was down are lost. More than [`MAX_RESTARTS`] in the window fails the
+    /// supervisor.
+    async fn restart_notifier(
         &self,
         myself: &ActorRef<SupervisorMsg>,
         state: &mut SupervisorState,
-        request: StartRequest,
-        restarts: Vec<Instant>,
-    ) -> Result<Started, OpenError> {
-        if let Some(dir) = self.owned_dir(state, &request) {
-            let settled = state.settled.get(&dir).cloned();
-            let folder = dir
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            return Ok(Started {
-                dir,
-                folder,
-                settled,
-            });
+    ) -> Result<(), ActorProcessingErr> {
+        let now = Instant::now();
+        state
+            .notifier_restarts
+            .retain(|t| now.duration_since(*t) < RESTART_WINDOW);
+        state.notifier_restarts.push(now);
+        if state.notifier_restarts.len() > MAX_RESTARTS {
+            return Err("the notifier keeps failing".into());
         }
-        let (args, settled) = open(&request.project, &request)?;
+        state.notifier = self.spawn_notifier(myself, &state.notices).await?;
+        Ok(())
+    }
+
+    /// Opens a session off the actor's threads; the result comes back as `Opened`.
+    fn open_in_background(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        what: ToOpen,
+        origin: Origin,
+        restarts: Vec<Instant>,
+        fail: Option<String>,
+    ) {
+        let myself = myself.clone();
+        let state_dir = self.state_dir.clone();
+        let launcher = self.launcher.clone();
+        tokio::spawn(async move {
+            let opened = tokio::task::spawn_blocking(move || {
+                let request = match what {
+                    ToOpen::Request(request) => request,
+                    ToOpen::Project {
+                        file,
+                        session,
+                        dive,
+                        task,
+                    } => StartRequest {
+                        project: crate::config::load_project(&file)?,
+                        name: session,
+                        dive,
+                        task,
+                        once: false,
+                    },
+                };
+                let (mut args, settled) = open(&request.project, &request, launcher.as_ref())?;
+                args.fail = fail;
+                if let Some(state_dir) = &state_dir {
+                    // Listed before the daemon says yes: a session it accepted is resumed
+                    // after any crash.
+                    let entry = OwnedSession {
+                        dir: args.store.dir().to_path_buf(),
+                        project: request.project.file.clone(),
+                    };
+                    owned::append(state_dir, &entry).map_err(|source| {
+                        OpenError::Store(crate::session::StoreError::Io {
+                            action: "cannot record the owned session in",
+                            path: state_dir.join(owned::FILE),
+                            source,
+                        })
+                    })?;
+                }
+                Ok((request, args, settled))
+            })
+            .await
+            .unwrap_or_else(|panic| {
+                Err(StartError::Open(OpenError::Store(
+                    crate::session::StoreError::Io {
+                        action: "opening panicked for",
+                        path: PathBuf::new(),
+                        source: std::io::Error::other(panic.to_string()),
+                    },
+                )))
+            });
+            let _ = myself.send_message(SupervisorMsg::Opened(Box::new(Opened {
+                result: opened,
+                origin,
+                restarts,
+            })));
+        });
+    }
+
+    async fn opened(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        opened: Opened,
+    ) {
+        let Opened {
+            result,
+            origin,
+            restarts,
+        } = opened;
+        let (request, args, settled) = match result {
+            Ok(found) if state.stopping.is_none() => found,
+            Ok(_) => return answer(origin, Err(StartError::Stopping)),
+            Err(error) => {
+                let known = match &origin {
+                    Origin::Restart { dir, project } | Origin::Retry { dir, project, .. } => {
+                        Some((dir.clone(), project.clone()))
+                    }
+                    _ => None,
+                };
+                if let Some((dir, project)) = known {
+                    // It could not even be opened: it stays listed, broken, until a person's
+                    // `resume` tries again.
+                    let reason = format!("cannot open the session: {error}");
+                    state.registry.parked_without_actor(
+                        dir.clone(),
+                        project,
+                        Settled::Failed {
+                            reason: reason.clone(),
+                        },
+                    );
+                    self.tell(state, &dir, reason);
+                }
+                return answer(origin, Err(error));
+            }
+        };
         let dir = args.store.dir().to_path_buf();
         let folder = args.store.name();
+        let failing = args.fail.is_some();
         let done = matches!(settled, Some(Settled::Done { .. }));
-        if settled.is_some() && (!self.keep_parked || done) {
-            if done && self.keep_parked {
-                state
-                    .finished
-                    .insert(dir.clone(), request.project.file.clone());
+        if !failing && settled.is_some() && (!self.keep_parked || done) {
+            // Nothing for a worker to do: the lock goes with `args`.
+            drop(args);
+            if self.keep_parked
+                && let Some(settled) = settled.clone()
+            {
+                state.registry.parked_without_actor(
+                    dir.clone(),
+                    request.project.file.clone(),
+                    settled,
+                );
             }
-            return Ok(Started {
-                dir,
-                folder,
-                settled,
-            });
+            return answer(
+                origin,
+                Ok(Started {
+                    dir,
+                    folder,
+                    settled,
+                }),
+            );
         }
-        state.finished.remove(&dir);
         let actor = SessionActor {
             project: request.project.clone(),
             agent: self.agent.clone(),
             retry: self.retry.clone(),
-            supervisor: myself.clone(),
-            notifier: state.notifier.clone(),
+            supervisor: myself.get_derived(),
+            notifier: state.notices.clone(),
             stop_when_parked: !self.keep_parked,
-            agents_dir: self.agents_dir.clone(),
+            launcher: self.launcher.clone(),
         };
-        match &settled {
-            Some(s) => {
-                state.settled.insert(dir.clone(), s.clone());
+        match Actor::spawn_linked(None, actor, *args, myself.get_cell()).await {
+            Ok((session, _)) => {
+                let parked = settled.clone().filter(|_| !failing);
+                state.registry.driven(
+                    dir.clone(),
+                    request.project.file.clone(),
+                    session,
+                    parked,
+                    restarts,
+                );
+                if let Some(watch) = &mut state.watch {
+                    update_watch(watch, &state.registry, &dir);
+                }
+                if let Origin::Retry { command, reply, .. } = origin {
+                    self.forward_person(state, dir, command, reply);
+                    return;
+                }
+                answer(
+                    origin,
+                    Ok(Started {
+                        dir,
+                        folder,
+                        settled,
+                    }),
+                );
             }
-            None => {
-                state.settled.remove(&dir);
+            Err(error) => {
+                let error = StartError::Open(OpenError::Store(crate::session::StoreError::Io {
+                    action: "cannot start the session actor for",
+                    path: dir,
+                    source: std::io::Error::other(error.to_string()),
+                }));
+                answer(origin, Err(error));
             }
         }
-        let (session, _) = Actor::spawn_linked(None, actor, *args, myself.get_cell())
-            .await
-            .map_err(|e| {
-                OpenError::Store(crate::session::StoreError::Io {
-                    action: "cannot start the session actor for",
-                    path: dir.clone(),
-                    source: std::io::Error::other(e.to_string()),
-                })
-            })?;
-        state.sessions.insert(
-            dir.clone(),
-            Running {
-                actor: session,
-                request,
-                restarts,
-            },
-        );
-        self.save_owned(state);
-        Ok(Started {
-            dir,
-            folder,
-            settled,
-        })
     }
 
-    /// The folder of a session this supervisor already drives, if the request names one.
-    fn owned_dir(&self, state: &SupervisorState, request: &StartRequest) -> Option<PathBuf> {
-        let sessions = &request.project.sessions;
-        let exact = sessions.join(&request.name);
-        state
-            .sessions
-            .keys()
-            .find(|dir| {
-                **dir == exact
-                    || (dir.parent() == Some(sessions.as_path())
-                        && crate::session::name::short_name(
-                            &dir.file_name().unwrap_or_default().to_string_lossy(),
-                        ) == request.name)
-            })
-            .cloned()
-    }
-
-    async fn control(
+    fn control(
         &self,
         myself: &ActorRef<SupervisorMsg>,
         state: &mut SupervisorState,
         request: Request,
-    ) -> Response {
-        match request {
+        reply: RpcReplyPort<Response>,
+    ) {
+        if self.failpoints.iter().any(|f| f == "supervisor-panic")
+            && matches!(request, Request::Status)
+        {
+            panic!("failpoint supervisor-panic: the supervisor fails on a status request");
+        }
+        let response = match request {
             Request::Start {
                 project,
                 session,
                 dive,
                 task,
             } => {
-                let project = match crate::config::load_project(&project) {
-                    Ok(project) => project,
-                    Err(error) => {
-                        return Response::Error {
-                            message: error.to_string(),
-                            code: 2,
-                        };
-                    }
-                };
-                let request = StartRequest {
-                    project,
-                    name: session,
-                    dive,
-                    task,
-                    once: false,
-                };
-                match self.start(myself, state, request, Vec::new()).await {
-                    Ok(started) => Response::Done {
-                        message: match started.settled {
-                            None => format!("{} started", started.folder),
-                            Some(settled) => {
-                                format!("{} is parked: {}", started.folder, settled.describe())
-                            }
-                        },
-                    },
-                    Err(error) => Response::Error {
-                        code: open_error_code(&error),
-                        message: error.to_string(),
-                    },
-                }
-            }
-            Request::Person { dir, command } => self.person(state, dir, command).await,
-            Request::Named { session, command } => {
-                let matches: Vec<PathBuf> = state
-                    .sessions
-                    .keys()
-                    .filter(|dir| {
-                        let folder = dir.file_name().unwrap_or_default().to_string_lossy();
-                        folder == session.as_str()
-                            || crate::session::name::short_name(&folder) == session
-                    })
-                    .cloned()
-                    .collect();
-                match matches.as_slice() {
-                    [dir] => self.person(state, dir.clone(), command).await,
-                    [] => Response::Error {
-                        message: format!("the daemon drives no session {session:?}"),
-                        code: 2,
-                    },
-                    _ => Response::Error {
-                        message: format!(
-                            "{session:?} names several sessions; use the full folder name"
+                if !project.is_absolute() {
+                    Response::error(
+                        format!(
+                            "the project file {} must be an absolute path (the daemon may be restarted from another directory)",
+                            project.display()
                         ),
-                        code: 2,
-                    },
+                        2,
+                    )
+                } else if state.stopping.is_some() {
+                    Response::error(StartError::Stopping.to_string(), 1)
+                } else {
+                    self.open_in_background(
+                        myself,
+                        ToOpen::Project {
+                            file: project,
+                            session,
+                            dive,
+                            task,
+                        },
+                        Origin::Control(reply),
+                        Vec::new(),
+                        None,
+                    );
+                    return;
                 }
             }
+            Request::Person { dir, command } => {
+                return self.person(myself, state, dir, command, reply);
+            }
+            Request::Named { session, command } => match state.registry.named(&session) {
+                Ok(dir) => return self.person(myself, state, dir, command, reply),
+                Err(message) => Response::error(message, 2),
+            },
             Request::Status => Response::Sessions {
-                sessions: owned(state),
-                max_parallel: state.max_parallel,
-                running: state.running.len(),
+                sessions: state.registry.owned(),
+                max_parallel: state.registry.max_parallel(),
+                running: state.registry.held(),
             },
             Request::Parallel { max } => {
-                state.max_parallel = max.max(1);
-                grant_slots(state);
-                Response::Done {
-                    message: format!("at most {} agents run at once now", state.max_parallel),
+                if (1..=1000).contains(&max) {
+                    state.registry.set_max_parallel(max);
+                    Response::Done {
+                        message: format!("at most {max} agents run at once now"),
+                    }
+                } else {
+                    Response::error(
+                        format!(
+                            "parallel {max} is out of range: give a whole number from 1 to 1000"
+                        ),
+                        2,
+                    )
                 }
             }
-        }
-    }
-
-    async fn person(
-        &self,
-        state: &mut SupervisorState,
-        dir: PathBuf,
-        command: PersonCommand,
-    ) -> Response {
-        let Some(running) = state.sessions.get(&dir) else {
-            return Response::Error {
-                message: format!(
-                    "the daemon does not drive {}; `samocode start` hands it over",
-                    dir.display()
-                ),
-                code: 2,
-            };
         };
-        let result = running
-            .actor
-            .call(|reply| SessionMsg::Person { command, reply }, None)
-            .await;
-        match result {
-            Ok(ractor::rpc::CallResult::Success(Ok(message))) => {
-                state.settled.remove(&dir);
-                Response::Done { message }
-            }
-            Ok(ractor::rpc::CallResult::Success(Err((message, code)))) => {
-                Response::Error { message, code }
-            }
-            _ => Response::Error {
-                message: "the session did not answer".into(),
-                code: 1,
-            },
-        }
+        let _ = reply.send(response);
     }
 
-    async fn restart(
+    /// A person's command for the session in `dir`.
+    fn person(
         &self,
         myself: &ActorRef<SupervisorMsg>,
         state: &mut SupervisorState,
         dir: PathBuf,
-        running: Running,
+        command: PersonCommand,
+        reply: RpcReplyPort<Response>,
+    ) {
+        match state.registry.get(&dir) {
+            Some(Entry { actor: Some(_), .. }) => self.forward_person(state, dir, command, reply),
+            Some(entry) if state.stopping.is_none() => {
+                // Not driven now (finished, or it could not be opened): open it again, then
+                // hand it the command; a person's `resume` after fixing the files lands here.
+                let project = entry.project.clone();
+                self.open_in_background(
+                    myself,
+                    ToOpen::Project {
+                        file: project.clone(),
+                        session: folder_of(&dir),
+                        dive: None,
+                        task: None,
+                    },
+                    Origin::Retry {
+                        dir,
+                        project,
+                        command,
+                        reply,
+                    },
+                    Vec::new(),
+                    None,
+                );
+            }
+            _ => {
+                let _ = reply.send(Response::error(
+                    format!(
+                        "the daemon does not drive {}; `samocode start` hands it over",
+                        dir.display()
+                    ),
+                    2,
+                ));
+            }
+        }
+    }
+
+    /// Sends a command to a driven session from a task, so this mailbox never waits on it.
+    fn forward_person(
+        &self,
+        state: &SupervisorState,
+        dir: PathBuf,
+        command: PersonCommand,
+        reply: RpcReplyPort<Response>,
+    ) {
+        let Some(actor) = state.registry.get(&dir).and_then(|e| e.actor.clone()) else {
+            let _ = reply.send(Response::error("the session is not running".into(), 1));
+            return;
+        };
+        tokio::spawn(async move {
+            let result = actor
+                .call(
+                    |reply| SessionMsg::Person { command, reply },
+                    Some(PERSON_TIMEOUT),
+                )
+                .await;
+            let response = match result {
+                Ok(ractor::rpc::CallResult::Success(Ok(message))) => Response::Done { message },
+                Ok(ractor::rpc::CallResult::Success(Err((message, code)))) => {
+                    Response::error(message, code)
+                }
+                Ok(ractor::rpc::CallResult::Timeout) => Response::error(
+                    format!(
+                        "the session did not answer within {}; it may be busy creating its worktree, try again",
+                        humantime::format_duration(PERSON_TIMEOUT)
+                    ),
+                    1,
+                ),
+                _ => Response::error("the session stopped before it answered".into(), 1),
+            };
+            let _ = reply.send(response);
+        });
+    }
+
+    fn session_report(&self, state: &mut SupervisorState, report: SessionReport) {
+        match report {
+            SessionReport::Settled { dir, settled } => {
+                let done = matches!(settled, Settled::Done { .. });
+                state.registry.settled(&dir, settled);
+                if let Some(watch) = &mut state.watch {
+                    update_watch(watch, &state.registry, &dir);
+                }
+                // Under `run` the actor stops and lets go of the lock first; watchers hear of
+                // it then, so they can act on the files at once. Its termination may have been
+                // handled already: supervision events overtake ordinary messages.
+                let gone = state.registry.get(&dir).is_some_and(|e| e.actor.is_none());
+                if self.keep_parked || gone {
+                    state.registry.tell_watchers(&dir);
+                }
+                if self.keep_parked && done {
+                    state.registry.stop_actor(&dir, STOP_SETTLED);
+                }
+            }
+            SessionReport::RequestSlot { dir } => state.registry.request_slot(&dir),
+            SessionReport::ReleaseSlot { dir } => state.registry.release_slot(&dir),
+        }
+    }
+
+    fn restart(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        dir: PathBuf,
         error: String,
     ) {
+        let Some(entry) = state.registry.get(&dir) else {
+            return;
+        };
         let now = Instant::now();
-        let mut restarts: Vec<Instant> = running
+        let mut restarts: Vec<Instant> = entry
             .restarts
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|t| now.duration_since(*t) < RESTART_WINDOW)
             .collect();
         restarts.push(now);
-        if restarts.len() > MAX_RESTARTS {
-            let reason = format!(
+        let project = entry.project.clone();
+        let fail = (restarts.len() > MAX_RESTARTS).then(|| {
+            format!(
                 "the session actor failed {} times within {}; the last: {error}",
                 restarts.len(),
                 humantime::format_duration(RESTART_WINDOW)
-            );
-            self.mark_failed(state, &dir, &reason);
-            return;
-        }
-        let mut request = running.request;
-        request.name = dir
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        request.project.sessions = dir
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or(request.project.sessions);
-        if let Err(error) = self.start(myself, state, request, restarts).await {
-            self.mark_failed(state, &dir, &format!("restart failed: {error}"));
-        }
+            )
+        });
+        self.open_in_background(
+            myself,
+            ToOpen::Project {
+                file: project.clone(),
+                session: folder_of(&dir),
+                dive: None,
+                task: None,
+            },
+            Origin::Restart { dir, project },
+            restarts,
+            fail,
+        );
     }
 
-    fn mark_failed(&self, state: &mut SupervisorState, dir: &Path, reason: &str) {
-        if let Ok(store) = crate::session::SessionFolder::new(dir).lock()
-            && let Ok(mut session) = store.load_state()
-        {
-            session.status = crate::protocol::RunState::Failed {
-                reason: reason.to_string(),
-                at: jiff::Timestamp::now(),
-            };
-            let _ = store.save(&mut session);
-        }
-        let settled = Settled::Failed {
-            reason: reason.to_string(),
-        };
-        let folder = dir
+    /// Tells people about a session no actor can speak for, and those waiting on it.
+    fn tell(&self, state: &mut SupervisorState, dir: &std::path::Path, reason: String) {
+        let session = dir
             .file_name()
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
+        let phase = None;
         let _ = state
             .notifier
-            .send_message(NotifierMsg::Deliver(SessionEvent::Settled {
-                session: folder,
-                phase: crate::protocol::Phase::Init,
-                settled: settled.clone(),
+            .send_message(NotifierMsg::Deliver(SessionEvent::Broken {
+                session,
+                phase,
+                reason,
             }));
-        state.settled.insert(dir.to_path_buf(), settled);
-        tell_watchers(state, dir);
-        self.save_owned(state);
+        state.registry.tell_watchers(dir);
     }
+}
 
-    /// Saves the owned sessions, so that a restarted daemon resumes them.
-    fn save_owned(&self, state: &SupervisorState) {
-        let Some(file) = &self.owned_file else { return };
-        let json = serde_json::to_vec_pretty(&owned(state)).expect("owned sessions serialize");
-        if let Err(error) = crate::session::store::write_atomic(file, &json) {
-            tracing::error!(%error, file = %file.display(), "cannot save the owned sessions");
+fn folder_of(dir: &std::path::Path) -> String {
+    dir.file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Watches a session's folder while it waits for answers, and only then. A new watch is
+/// followed by one look, for answers written before it began.
+fn update_watch(watch: &mut watch::FolderWatch, registry: &Registry, dir: &std::path::Path) {
+    match registry.waiting_for_answers(dir) {
+        Some(actor) => {
+            if watch.watch(dir) {
+                let _ = actor.send_message(SessionMsg::CheckAnswers);
+            }
         }
+        None => watch.unwatch(dir),
     }
 }
 
-/// Every session the daemon drives or drove to done.
-fn owned(state: &SupervisorState) -> Vec<OwnedSession> {
-    let mut list: Vec<OwnedSession> = state
-        .sessions
-        .iter()
-        .map(|(dir, running)| OwnedSession {
-            dir: dir.clone(),
-            project: running.request.project.file.clone(),
-        })
-        .chain(state.finished.iter().map(|(dir, project)| OwnedSession {
-            dir: dir.clone(),
-            project: project.clone(),
-        }))
-        .collect();
-    list.sort_by(|a, b| a.dir.cmp(&b.dir));
-    list
-}
-
-/// Grants free slots to the sessions queued longest.
-fn grant_slots(state: &mut SupervisorState) {
-    while state.running.len() < state.max_parallel {
-        let Some(dir) = state.queue.pop_front() else {
-            break;
-        };
-        let Some(running) = state.sessions.get(&dir) else {
-            continue;
-        };
-        if running.actor.send_message(SessionMsg::SlotGranted).is_ok() {
-            state.running.insert(dir);
+fn answer(origin: Origin, result: Result<Started, StartError>) {
+    match origin {
+        Origin::Caller(reply) => {
+            let _ = reply.send(result);
         }
-    }
-}
-
-fn forget_slot(state: &mut SupervisorState, dir: &Path) {
-    state.running.remove(dir);
-    state.queue.retain(|d| d != dir);
-    grant_slots(state);
-}
-
-/// Answers everyone waiting on `dir`, if it has settled.
-fn tell_watchers(state: &mut SupervisorState, dir: &Path) {
-    if let Some(settled) = state.settled.get(dir).cloned() {
-        for watcher in state.watchers.remove(dir).unwrap_or_default() {
-            let _ = watcher.send(settled.clone());
+        Origin::Control(reply) => {
+            let _ = reply.send(match result {
+                Ok(started) => Response::Done {
+                    message: match started.settled {
+                        None => format!("{} started", started.folder),
+                        Some(settled) => {
+                            format!("{} is parked: {}", started.folder, settled.describe())
+                        }
+                    },
+                },
+                Err(error) => Response::error(error.to_string(), error.exit_code()),
+            });
         }
+        Origin::Retry { reply, .. } => {
+            if let Err(error) = result {
+                let _ = reply.send(Response::error(error.to_string(), error.exit_code()));
+            }
+        }
+        Origin::Restart { .. } => {}
     }
-}
-
-fn dir_of(state: &SupervisorState, who: &ActorCell) -> Option<PathBuf> {
-    state
-        .sessions
-        .iter()
-        .find(|(_, r)| r.actor.get_id() == who.get_id())
-        .map(|(dir, _)| dir.clone())
 }
 
 /// The exit code the CLI uses for an error opening a session.
@@ -614,4 +857,11 @@ pub fn open_error_code(error: &OpenError) -> u8 {
         OpenError::Store(crate::session::StoreError::Io { .. }) => 1,
         _ => 2,
     }
+}
+
+/// Reads the daemon's list of owned sessions (compacting the file).
+pub fn load_owned(
+    state_dir: &std::path::Path,
+) -> std::io::Result<(Vec<OwnedSession>, Vec<String>)> {
+    owned::load_and_compact(state_dir)
 }

@@ -1,40 +1,54 @@
 //! AgentProcess: one actor per agent attempt.
 //!
-//! Owns one child process, started in its own process group; its standard input gets the
-//! command's payload (Codex's context) and is closed, or is empty from the start. A
-//! reader task copies stdout byte for byte to the attempt log and sends the events it parses;
-//! a waiter task reaps the child. The actor enforces the hard timeout (SIGTERM to the group,
-//! then SIGKILL after the grace period, scheduled as messages, never slept through), kills
-//! whatever the agent left in its group when it exits (so that nothing holds stdout open), and
-//! when the process is reaped and stdout is closed, sends `SessionMsg::AgentExited` to its
-//! session and stops.
+//! Owns one launched agent ([`super::launch`]): the guard of its process group, and the tasks
+//! that copy its stdout to the attempt log (parsing the events the worker reads), feed its
+//! standard input, and wait for it to exit. The guard kills the group and the tasks end when the
+//! actor's state is dropped, so whatever ends the actor (its report, a panic, a kill of it or of
+//! its session) no process of the attempt outlives it; ractor's `post_stop`, which a panic or a
+//! kill skips, is not relied on.
+//!
+//! The attempt moves through [`Stage`]s: `Running` until the agent exits or samocode stops it
+//! (`Stopping`: SIGTERM to the group, SIGKILL at `GraceOver`, scheduled as messages, never slept
+//! through), then `Exited` until its stdout is closed. What the agent leaves in its group after
+//! it exits is asked to stop, then killed after the grace; a descendant outside the group that
+//! keeps stdout open past the grace is killed by its markers, and the pipe is abandoned, so the
+//! attempt always ends. Then it reports [`AttemptDone`] to its session and stops.
 //!
 //! Accepts `AgentMsg` from its own tasks and timers, and `Cancel` from its session. It links no
-//! children. If it panics, its session sees `ActorFailed` and counts a failed attempt; its
-//! `post_stop` kills the process group in every case.
+//! children. If it panics, its session sees `ActorFailed` and counts a failed attempt.
 
-use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use nix::sys::signal::Signal;
+use ractor::{Actor, ActorProcessingErr, ActorRef, DerivedActorRef};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
+use tokio::task::JoinSet;
 
+use super::launch::{ExitKind, GroupGuard, Launcher, Output};
 use super::stream::{self, StreamEvent};
-use super::{AttemptReport, AttemptSpec, ProcessEnd};
-use crate::session::actor::SessionMsg;
+use super::{AttemptDone, AttemptReport, AttemptSpec, ProcessEnd};
 
 /// The longest stdout line parsed for events; longer lines are still logged, only not parsed.
 /// Claude's events are far smaller; this bounds memory when an agent floods its output.
 const MAX_EVENT_LINE: usize = 4 * 1024 * 1024;
 
+/// Error messages kept per attempt; a CLI that reconnects many times repeats itself.
+const MAX_ERRORS: usize = 8;
+
+/// After the last SIGKILL, how long the pipe may stay open before it is abandoned: enough for
+/// the kernel to close it once its last holder is dead.
+const PIPE_DRAIN: Duration = Duration::from_millis(200);
+
 pub struct AgentProcess;
 
 pub struct AgentArgs {
     pub spec: AttemptSpec,
-    pub report_to: ActorRef<SessionMsg>,
+    /// Which attempt of the session this is (echoed in the report).
+    pub flight: u64,
+    pub report_to: DerivedActorRef<AttemptDone>,
+    pub launcher: Arc<dyn Launcher>,
 }
 
 /// Messages of an AgentProcess.
@@ -42,45 +56,69 @@ pub struct AgentArgs {
 pub enum AgentMsg {
     /// From the reader task: an event the worker reads.
     Event(StreamEvent),
-    /// From the reader task: the agent printed something (sent at most once a second).
+    /// From the reader task: the agent printed something (at once, then at most once per
+    /// activity interval).
     Output,
     /// From the reader task: stdout reached end of file (or failed); total bytes seen.
     OutputClosed { bytes: u64 },
-    /// From the waiter task: the child was reaped.
-    Exited(std::io::Result<std::process::ExitStatus>),
+    /// From the waiter task: the agent's main process was reaped.
+    Exited(std::io::Result<ExitKind>),
     /// From its own timer: the hard timeout passed.
     TimeLimit,
     /// From its own interval: time to look whether the agent has gone silent.
     CheckSilence,
     /// From its own timer: the grace period after SIGTERM is over.
     GraceOver,
+    /// From its own timer: the pipe stayed open after the last kill; stop reading it.
+    AbandonPipe,
     /// From the session: stop the attempt now.
     Cancel,
 }
 
-pub struct AgentState {
-    spec: AttemptSpec,
-    report_to: ActorRef<SessionMsg>,
-    pid: Option<Pid>,
-    started_at: Timestamp,
-    exit: Option<ProcessEnd>,
-    output_closed: bool,
-    output_bytes: u64,
-    /// Why samocode is stopping the process, when it is.
-    stopping: Option<ProcessEnd>,
+/// Where the attempt stands.
+#[derive(Debug, Clone, PartialEq)]
+enum Stage {
+    /// The agent runs and nobody asked it to stop.
+    Running,
+    /// samocode sent SIGTERM to the group for this reason; SIGKILL follows at `GraceOver`.
+    Stopping { why: ProcessEnd },
+    /// The main process was reaped; waiting for stdout to close.
+    Exited {
+        end: ProcessEnd,
+        status: Option<ExitKind>,
+    },
+    /// The report is sent.
+    Reported,
+}
+
+/// What the agent said about itself on the way.
+#[derive(Default)]
+struct Seen {
     model: Option<String>,
     agent_session_id: Option<String>,
     result: Option<stream::RunResult>,
     /// The agent's last message, the run's text when the result event has none.
     last_text: Option<String>,
     errors: Vec<String>,
-    reported: bool,
-    /// When the agent last printed something (for the stall watchdog).
-    last_output: std::time::Instant,
 }
 
-/// Error messages kept per attempt; a CLI that reconnects many times repeats itself.
-const MAX_ERRORS: usize = 8;
+pub struct AgentState {
+    spec: AttemptSpec,
+    flight: u64,
+    report_to: DerivedActorRef<AttemptDone>,
+    /// `None` when the agent could not be started.
+    group: Option<GroupGuard>,
+    /// The reader, waiter and input tasks; dropping the set aborts them.
+    tasks: JoinSet<()>,
+    stage: Stage,
+    output_open: bool,
+    output_bytes: u64,
+    seen: Seen,
+    started_at: Timestamp,
+    /// When the agent last printed something (for the stall watchdog).
+    last_output: Instant,
+    note: Option<String>,
+}
 
 impl Actor for AgentProcess {
     type Msg = AgentMsg;
@@ -94,24 +132,28 @@ impl Actor for AgentProcess {
     ) -> Result<AgentState, ActorProcessingErr> {
         let mut state = AgentState {
             spec: args.spec,
+            flight: args.flight,
             report_to: args.report_to,
-            pid: None,
-            started_at: Timestamp::now(),
-            exit: None,
-            output_closed: false,
+            group: None,
+            tasks: JoinSet::new(),
+            stage: Stage::Running,
+            output_open: true,
             output_bytes: 0,
-            stopping: None,
-            model: None,
-            agent_session_id: None,
-            result: None,
-            last_text: None,
-            errors: Vec::new(),
-            reported: false,
-            last_output: std::time::Instant::now(),
+            seen: Seen::default(),
+            started_at: Timestamp::now(),
+            last_output: Instant::now(),
+            note: None,
         };
-        match spawn(&state.spec, &myself).await {
-            Ok(pid) => {
-                state.pid = Some(pid);
+        match start(
+            &state.spec,
+            args.launcher.as_ref(),
+            &myself,
+            &mut state.tasks,
+        )
+        .await
+        {
+            Ok(guard) => {
+                state.group = Some(guard);
                 myself.send_after(state.spec.timeout, || AgentMsg::TimeLimit);
                 if let Some(stall) = state.spec.stall {
                     // A quarter of the limit between looks: silence is caught within 125% of it.
@@ -119,11 +161,14 @@ impl Actor for AgentProcess {
                 }
             }
             Err(error) => {
-                state.exit = Some(ProcessEnd::SpawnFailed(format!(
-                    "cannot start {}: {error}; install the agent CLI, or point CLAUDE_PATH (CODEX_PATH for codex) at it",
-                    state.spec.command.program.display()
-                )));
-                state.output_closed = true;
+                state.stage = Stage::Exited {
+                    end: ProcessEnd::SpawnFailed(format!(
+                        "cannot start {}: {error}; install the agent CLI, or point CLAUDE_PATH (CODEX_PATH for codex) at it",
+                        state.spec.command.program.display()
+                    )),
+                    status: None,
+                };
+                state.output_open = false;
             }
         }
         Ok(state)
@@ -138,7 +183,7 @@ impl Actor for AgentProcess {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, fields(pid = ?state.pid))]
+    #[tracing::instrument(skip_all, fields(attempt = %state.spec.attempt_id))]
     async fn handle(
         &self,
         myself: ActorRef<AgentMsg>,
@@ -146,233 +191,217 @@ impl Actor for AgentProcess {
         state: &mut AgentState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            AgentMsg::Output => state.last_output = std::time::Instant::now(),
-            AgentMsg::Event(StreamEvent::Init { session_id, model }) => {
-                state.agent_session_id = session_id.or(state.agent_session_id.take());
-                state.model = model.or(state.model.take());
-            }
-            AgentMsg::Event(StreamEvent::Result(result)) => {
-                if state.agent_session_id.is_none() {
-                    state.agent_session_id = result.session_id.clone();
-                }
-                state.result = Some(result);
-            }
-            AgentMsg::Event(StreamEvent::Text(text)) => state.last_text = Some(text),
-            AgentMsg::Event(StreamEvent::Error(message)) => {
-                if state.errors.len() == MAX_ERRORS {
-                    state.errors.remove(0);
-                }
-                state.errors.push(message);
-            }
+            AgentMsg::Output => state.last_output = Instant::now(),
+            AgentMsg::Event(event) => state.seen.take(event),
             AgentMsg::OutputClosed { bytes } => {
-                state.output_closed = true;
+                state.output_open = false;
                 state.output_bytes = bytes;
             }
-            AgentMsg::Exited(status) => {
-                state.exit = Some(match (state.stopping.clone(), status) {
-                    (Some(reason), _) => reason,
-                    (None, Ok(status)) => end_of(status),
-                    (None, Err(e)) => {
+            AgentMsg::Exited(exit) => {
+                let status = exit.as_ref().ok().cloned();
+                let end = match (&state.stage, exit) {
+                    (Stage::Stopping { why }, _) => why.clone(),
+                    (_, Ok(ExitKind::Code(code))) => ProcessEnd::Exited(code),
+                    (_, Ok(ExitKind::Signal(name))) => ProcessEnd::Signaled(name),
+                    (_, Err(e)) => {
                         ProcessEnd::SpawnFailed(format!("cannot wait for the agent: {e}"))
                     }
-                });
+                };
+                let already_stopping = matches!(state.stage, Stage::Stopping { .. });
+                state.stage = Stage::Exited { end, status };
                 // The agent is gone; anything it left in its group would keep stdout open and
-                // outlive the attempt. Ask it to stop, and kill it after the grace period.
-                if !state.output_closed {
-                    signal_group(state.pid, Signal::SIGTERM);
+                // outlive the attempt. Ask it to stop, and kill it after the grace period (a
+                // grace already running from a stop keeps its schedule).
+                if state.output_open && !already_stopping {
+                    signal(state, Signal::SIGTERM);
                     myself.send_after(state.spec.kill_grace, || AgentMsg::GraceOver);
                 }
             }
             AgentMsg::CheckSilence => {
                 let silent = state.last_output.elapsed();
                 if let Some(stall) = state.spec.stall
-                    && state.exit.is_none()
-                    && state.stopping.is_none()
+                    && state.stage == Stage::Running
                     && silent >= stall
                 {
                     tracing::warn!(silent = ?silent, "agent printed nothing for too long");
-                    stop_group(&myself, state, ProcessEnd::Stalled);
+                    stop(&myself, state, ProcessEnd::Stalled);
                 }
             }
             AgentMsg::TimeLimit => {
-                if state.exit.is_none() {
+                if state.stage == Stage::Running {
                     tracing::warn!(timeout = ?state.spec.timeout, "agent passed its time limit");
-                    stop_group(&myself, state, ProcessEnd::TimedOut);
+                    stop(&myself, state, ProcessEnd::TimedOut);
                 }
             }
             AgentMsg::Cancel => {
-                if state.exit.is_none() {
-                    stop_group(&myself, state, ProcessEnd::Cancelled);
+                if state.stage == Stage::Running {
+                    stop(&myself, state, ProcessEnd::Cancelled);
                 }
             }
             AgentMsg::GraceOver => {
-                if !(state.exit.is_some() && state.output_closed) {
-                    signal_group(state.pid, Signal::SIGKILL);
+                if matches!(state.stage, Stage::Stopping { .. } | Stage::Exited { .. })
+                    && let Some(group) = &state.group
+                {
+                    group.kill();
+                    if state.output_open {
+                        myself.send_after(PIPE_DRAIN, || AgentMsg::AbandonPipe);
+                    }
+                }
+            }
+            AgentMsg::AbandonPipe => {
+                if matches!(state.stage, Stage::Exited { .. }) && state.output_open {
+                    // Something outside the group, and without our markers, still holds the
+                    // pipe: the attempt is over all the same.
+                    tracing::warn!("stdout still open after the kill grace; abandoning it");
+                    state.note = Some(
+                        "stdout was still held open after the kill grace by a process outside the agent's group; it was abandoned".into(),
+                    );
+                    state.tasks.abort_all();
+                    state.output_open = false;
                 }
             }
         }
         finish_if_over(&myself, state);
         Ok(())
     }
+}
 
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<AgentMsg>,
-        state: &mut AgentState,
-    ) -> Result<(), ActorProcessingErr> {
-        // Whatever stopped this actor, no process of the attempt may outlive it.
-        if !(state.exit.is_some() && state.output_closed) {
-            signal_group(state.pid, Signal::SIGKILL);
+impl Seen {
+    fn take(&mut self, event: StreamEvent) {
+        match event {
+            StreamEvent::Init { session_id, model } => {
+                self.agent_session_id = session_id.or(self.agent_session_id.take());
+                self.model = model.or(self.model.take());
+            }
+            StreamEvent::Result(result) => {
+                if self.agent_session_id.is_none() {
+                    self.agent_session_id = result.session_id.clone();
+                }
+                self.result = Some(result);
+            }
+            StreamEvent::Text(text) => self.last_text = Some(text),
+            StreamEvent::Error(message) => {
+                if self.errors.len() == MAX_ERRORS {
+                    self.errors.remove(0);
+                }
+                self.errors.push(message);
+            }
         }
-        forget(state);
-        Ok(())
     }
 }
 
-/// Takes the attempt's process group off the daemon's record once it is gone.
-fn forget(state: &AgentState) {
-    if let (Some(registry), Some(pid)) = (&state.spec.registry, state.pid) {
-        super::reaper::forget(registry, pid.as_raw());
+fn signal(state: &AgentState, signal: Signal) {
+    if let Some(group) = &state.group {
+        group.signal(signal);
     }
 }
 
-fn stop_group(myself: &ActorRef<AgentMsg>, state: &mut AgentState, reason: ProcessEnd) {
-    state.stopping = Some(reason);
-    signal_group(state.pid, Signal::SIGTERM);
+/// Asks the group to stop for `why`: SIGTERM now, SIGKILL after the grace.
+fn stop(myself: &ActorRef<AgentMsg>, state: &mut AgentState, why: ProcessEnd) {
+    state.stage = Stage::Stopping { why };
+    signal(state, Signal::SIGTERM);
     myself.send_after(state.spec.kill_grace, || AgentMsg::GraceOver);
 }
 
+/// Reports and stops once the main process is reaped and stdout is closed.
 fn finish_if_over(myself: &ActorRef<AgentMsg>, state: &mut AgentState) {
-    if state.reported || !state.output_closed {
+    if state.output_open || !matches!(state.stage, Stage::Exited { .. }) {
         return;
     }
-    let Some(end) = state.exit.clone() else {
-        return;
+    let Stage::Exited { end, status } = std::mem::replace(&mut state.stage, Stage::Reported) else {
+        unreachable!("checked above");
     };
-    state.reported = true;
-    // The group may still hold processes that closed their stdout; they go now.
-    signal_group(state.pid, Signal::SIGKILL);
-    forget(state);
-    let mut result = state.result.clone();
+    // The group may still hold processes that closed their stdout; they go now, with any
+    // escaped descendant.
+    if let Some(group) = &mut state.group {
+        group.finish();
+    }
+    let seen = std::mem::take(&mut state.seen);
+    let mut result = seen.result;
     if let Some(result) = &mut result
         && result.text.is_none()
     {
-        result.text = state.last_text.clone();
+        result.text = seen.last_text;
     }
     let report = AttemptReport {
         end,
+        status,
+        note: state.note.take(),
         started_at: state.started_at,
         ended_at: Timestamp::now(),
-        model: state.model.clone(),
-        agent_session_id: state.agent_session_id.clone(),
+        model: seen.model,
+        agent_session_id: seen.agent_session_id,
         result,
         output_bytes: state.output_bytes,
-        errors: state.errors.clone(),
+        errors: seen.errors,
     };
-    if let Err(error) = state
-        .report_to
-        .send_message(SessionMsg::AgentExited(Box::new(report)))
-    {
-        tracing::warn!(%error, "the session is gone; attempt report dropped");
+    let done = AttemptDone {
+        flight: state.flight,
+        report: Box::new(report),
+    };
+    if state.report_to.send_message(done).is_err() {
+        tracing::warn!("the session is gone; attempt report dropped");
     }
     myself.stop(None);
 }
 
-fn signal_group(pid: Option<Pid>, signal: Signal) {
-    if let Some(pid) = pid {
-        // ESRCH means the group is already empty, which is what we want.
-        let _ = killpg(pid, signal);
-    }
-}
-
-fn end_of(status: std::process::ExitStatus) -> ProcessEnd {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => ProcessEnd::Exited(code),
-        (None, Some(sig)) => ProcessEnd::Signaled(
-            Signal::try_from(sig)
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_else(|_| format!("signal {sig}")),
-        ),
-        (None, None) => ProcessEnd::Signaled("unknown".into()),
-    }
-}
-
-/// Starts the child and its reader and waiter tasks.
-async fn spawn(spec: &AttemptSpec, myself: &ActorRef<AgentMsg>) -> std::io::Result<Pid> {
-    let stderr = std::fs::File::create(&spec.files.stderr)?;
+/// Launches the agent and starts its tasks; returns the guard of its group.
+async fn start(
+    spec: &AttemptSpec,
+    launcher: &dyn Launcher,
+    myself: &ActorRef<AgentMsg>,
+    tasks: &mut JoinSet<()>,
+) -> std::io::Result<GroupGuard> {
     let log = tokio::fs::OpenOptions::new()
         .append(true)
         .open(&spec.files.stdout)
         .await?;
-    let mut command = Command::new(&spec.command.program);
-    command
-        .args(&spec.command.args)
-        .current_dir(&spec.command.workdir)
-        .stdin(if spec.command.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(stderr))
-        // Its own group, so that one killpg reaches every process the agent starts.
-        .process_group(0)
-        .kill_on_drop(true);
-    for key in &spec.command.env_remove {
-        command.env_remove(key);
+    let launched = launcher.launch(spec)?;
+    let guard = GroupGuard::new(launched.group);
+    if let Some(input) = launched.input {
+        tasks.spawn(input);
     }
-    command.env(super::reaper::MARKER, &spec.session_dir);
-    let mut child = command.spawn()?;
-    let pid = Pid::from_raw(child.id().expect("a just-spawned child has a pid") as i32);
-    if let Some(registry) = &spec.registry {
-        super::reaper::record(registry, pid.as_raw(), &spec.session_dir);
-    }
-    let stdout = child.stdout.take().expect("stdout is piped");
-    if let (Some(mut input), Some(payload)) = (child.stdin.take(), spec.command.stdin.clone()) {
-        // A task of its own: a payload larger than the pipe buffer blocks until the agent
-        // reads it. Dropping the handle closes standard input, which ends the agent's read.
-        tokio::spawn(async move {
-            if let Err(error) = input.write_all(payload.as_bytes()).await {
-                tracing::warn!(%error, "cannot write the context to the agent's standard input");
-            }
-        });
-    }
-
     let reader = myself.clone();
     let provider = spec.command.provider;
-    tokio::spawn(async move {
-        let bytes = copy_and_parse(stdout, log, provider, &reader).await;
+    // Activity is reported at once, then often enough for the stall watchdog to see it well
+    // within its limit, and never more than once a second.
+    let every = spec.stall.map_or(Duration::from_secs(1), |stall| {
+        (stall / 8).min(Duration::from_secs(1))
+    });
+    tasks.spawn(async move {
+        let bytes = copy_and_parse(launched.output, log, provider, every, &reader).await;
         let _ = reader.send_message(AgentMsg::OutputClosed { bytes });
     });
     let waiter = myself.clone();
-    tokio::spawn(async move {
-        let status = child.wait().await;
+    let exit = launched.exit;
+    tasks.spawn(async move {
+        let status = exit.await;
         let _ = waiter.send_message(AgentMsg::Exited(status));
     });
-    Ok(pid)
+    Ok(guard)
 }
 
 /// Copies stdout to the log as it arrives and sends the events of complete lines.
 async fn copy_and_parse(
-    mut stdout: tokio::process::ChildStdout,
+    mut stdout: Output,
     mut log: tokio::fs::File,
     provider: crate::config::Provider,
+    every: Duration,
     actor: &ActorRef<AgentMsg>,
 ) -> u64 {
     let mut chunk = vec![0u8; 64 * 1024];
     let mut line: Vec<u8> = Vec::new();
     let mut overlong = false;
     let mut total = 0u64;
-    let mut told = std::time::Instant::now();
+    let mut told: Option<Instant> = None;
     loop {
         let n = match stdout.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
         total += n as u64;
-        if told.elapsed() >= std::time::Duration::from_secs(1) {
-            told = std::time::Instant::now();
+        if told.is_none_or(|at| at.elapsed() >= every) {
+            told = Some(Instant::now());
             let _ = actor.send_message(AgentMsg::Output);
         }
         if let Err(error) = log.write_all(&chunk[..n]).await {

@@ -1,135 +1,126 @@
-//! The daemon's record of running agent process groups, and the cleanup a restarted daemon does
-//! with it: a crashed daemon leaves its agents running (each is in its own process group), and
-//! they must be gone before their sessions run again, or a session would run twice at once.
+//! Finding and killing an attempt's processes by the markers in their environment.
 //!
-//! Each running attempt is a file `<registry>/<pgid>` holding its session folder. A recorded
-//! group is killed only if one of its processes carries [`MARKER`] in its environment, so a
-//! process id reused by an unrelated program is left alone.
+//! Every process an agent starts inherits [`SESSION_MARKER`] (the session folder) and
+//! [`ATTEMPT_MARKER`] (the attempt). A process that left the agent's process group (`setsid`)
+//! is out of reach of `killpg`, and a worker that crashed left its agents running with nobody to
+//! stop them; both are found here by reading `/proc/<pid>/environ`, and killed only when the
+//! markers name the session (and, at the end of an attempt, the attempt) being cleaned up, so an
+//! unrelated program, or another session's agent, is never touched.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-/// The environment variable every agent process inherits: the session folder it works for.
-pub const MARKER: &str = "SAMOCODE_SESSION";
+pub use super::launch::{ATTEMPT_MARKER, SESSION_MARKER};
 
-/// Records a running attempt's process group.
-pub fn record(registry: &Path, pgid: i32, session_dir: &Path) {
-    let _ = std::fs::create_dir_all(registry);
-    if let Err(error) = std::fs::write(
-        registry.join(pgid.to_string()),
-        session_dir.as_os_str().as_encoded_bytes(),
-    ) {
-        tracing::warn!(%error, pgid, "cannot record the agent's process group");
-    }
-}
-
-/// Removes a record.
-pub fn forget(registry: &Path, pgid: i32) {
-    let _ = std::fs::remove_file(registry.join(pgid.to_string()));
-}
-
-/// Kills every recorded group that still has one of our agents in it, and clears the record.
-/// Returns the process groups killed.
-pub fn kill_leftovers(registry: &Path) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir(registry) else {
+/// Kills (SIGKILL) every live process whose environment names `session` and, when given,
+/// `attempt`. Returns the pids it killed. This process itself is never among them.
+pub fn kill_marked(session: &Path, attempt: Option<&str>) -> Vec<i32> {
+    let wanted_session = entry(SESSION_MARKER, session.as_os_str().as_bytes());
+    let wanted_attempt = attempt.map(|a| entry(ATTEMPT_MARKER, a.as_bytes()));
+    let me = std::process::id() as i32;
+    let Ok(procs) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     let mut killed = Vec::new();
-    for entry in entries.filter_map(Result::ok) {
-        let Some(pgid) = entry
+    for proc in procs.filter_map(Result::ok) {
+        let Some(pid) = proc
             .file_name()
             .to_str()
             .and_then(|n| n.parse::<i32>().ok())
         else {
             continue;
         };
-        if group_is_ours(pgid) && killpg(Pid::from_raw(pgid), Signal::SIGKILL).is_ok() {
-            killed.push(pgid);
+        if pid == me {
+            continue;
         }
-        let _ = std::fs::remove_file(entry.path());
+        // A process of another user, or one that has just exited, cannot be read: not ours.
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let has = |wanted: &[u8]| environ.split(|b| *b == 0).any(|var| var == wanted);
+        if !has(&wanted_session) || wanted_attempt.as_deref().is_some_and(|a| !has(a)) {
+            continue;
+        }
+        if kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+            killed.push(pid);
+        }
     }
     killed
 }
 
-/// True when some live process in group `pgid` carries the marker.
-fn group_is_ours(pgid: i32) -> bool {
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    procs.filter_map(Result::ok).any(|p| {
-        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            return false;
-        };
-        process_group(pid) == Some(pgid) && has_marker(pid)
-    })
-}
-
-fn process_group(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which may itself hold spaces and parentheses.
-    let rest = stat.rsplit_once(')')?.1;
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?;
-    if state == "Z" {
-        return None;
-    }
-    let _ppid = fields.next()?;
-    fields.next()?.parse().ok()
-}
-
-fn has_marker(pid: i32) -> bool {
-    let prefix = format!("{MARKER}=");
-    std::fs::read(format!("/proc/{pid}/environ"))
-        .map(|env| {
-            env.split(|b| *b == 0)
-                .any(|var| var.starts_with(prefix.as_bytes()))
-        })
-        .unwrap_or(false)
+fn entry(key: &str, value: &[u8]) -> Vec<u8> {
+    let mut entry = Vec::with_capacity(key.len() + 1 + value.len());
+    entry.extend_from_slice(key.as_bytes());
+    entry.push(b'=');
+    entry.extend_from_slice(value);
+    entry
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::process::CommandExt;
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    fn sleeper(env: &[(&str, &str)]) -> std::process::Child {
+        let mut command = Command::new("sleep");
+        command
+            .arg("30")
+            .env_remove(SESSION_MARKER)
+            .env_remove(ATTEMPT_MARKER);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        // A session of its own, as an agent's escaped grandchild would have.
+        command.process_group(0);
+        let child = command.spawn().unwrap();
+        // Until it has exec'd, /proc shows the test's own environment, not its.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read(format!("/proc/{}/cmdline", child.id()))
+            .is_ok_and(|cmdline| !cmdline.starts_with(b"sleep"))
+        {
+            assert!(Instant::now() < deadline, "sleep did not start");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child
+    }
 
     #[test]
-    fn kills_a_marked_group_and_spares_an_unmarked_one() {
-        let registry = tempfile::tempdir().unwrap();
-        let mut ours = std::process::Command::new("sleep")
-            .arg("30")
-            .env(MARKER, "/tmp/s")
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let mut foreign = std::process::Command::new("sleep")
-            .arg("30")
-            .env_remove(MARKER)
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        // Until both have exec'd, /proc shows the test's own environment, not theirs.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        for pid in [ours.id(), foreign.id()] {
-            while std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|cmdline| !cmdline.starts_with(b"sleep"))
-            {
-                assert!(std::time::Instant::now() < deadline, "sleep did not start");
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-        }
-        record(registry.path(), ours.id() as i32, Path::new("/tmp/s"));
-        record(registry.path(), foreign.id() as i32, Path::new("/tmp/s"));
-        let killed = kill_leftovers(registry.path());
-        assert_eq!(killed, vec![ours.id() as i32]);
+    fn kills_only_the_processes_that_name_the_session_and_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let session = dir.path().join("26-11-24-x");
+        let other = dir.path().join("26-11-24-y");
+        let s = session.to_str().unwrap();
+        let mut ours = sleeper(&[(SESSION_MARKER, s), (ATTEMPT_MARKER, "a1")]);
+        let mut next_attempt = sleeper(&[(SESSION_MARKER, s), (ATTEMPT_MARKER, "a2")]);
+        let mut other_session = sleeper(&[
+            (SESSION_MARKER, other.to_str().unwrap()),
+            (ATTEMPT_MARKER, "a1"),
+        ]);
+        let mut prefix = sleeper(&[(SESSION_MARKER, &format!("{s}-2")), (ATTEMPT_MARKER, "a1")]);
+        let mut unmarked = sleeper(&[]);
+
+        assert_eq!(kill_marked(&session, Some("a1")), vec![ours.id() as i32]);
         assert!(ours.wait().unwrap().code().is_none(), "killed by a signal");
-        assert!(
-            foreign.try_wait().unwrap().is_none(),
-            "the unmarked group is left alone"
-        );
-        foreign.kill().unwrap();
-        let _ = foreign.wait();
-        assert_eq!(std::fs::read_dir(registry.path()).unwrap().count(), 0);
+        for child in [
+            &mut next_attempt,
+            &mut other_session,
+            &mut prefix,
+            &mut unmarked,
+        ] {
+            assert!(child.try_wait().unwrap().is_none(), "left alone");
+        }
+        // Without an attempt, everything of the session goes (a crashed worker's leftovers).
+        assert_eq!(kill_marked(&session, None), vec![next_attempt.id() as i32]);
+        next_attempt.wait().unwrap();
+        for mut child in [other_session, prefix, unmarked] {
+            assert!(child.try_wait().unwrap().is_none(), "left alone");
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
     }
 }

@@ -337,6 +337,8 @@ mod tests {
     fn a_report_is_read_by_its_status_then_its_texts_newest_first() {
         let report = |status: Option<u16>, text: &str, errors: &[&str]| AttemptReport {
             end: super::super::ProcessEnd::Exited(1),
+            status: Some(super::super::launch::ExitKind::Code(1)),
+            note: None,
             started_at: now(),
             ended_at: now(),
             model: None,

@@ -44,6 +44,19 @@ pub fn event(event: &SessionEvent) -> Option<Outgoing> {
             buttons: Vec::new(),
         });
     }
+    if let SessionEvent::Broken {
+        session, reason, ..
+    } = event
+    {
+        return Some(Outgoing {
+            html: clip(format!(
+                "💥 <b>{}</b> cannot be opened: {}\nFix the files, then resume it.",
+                escape(session),
+                escape(reason)
+            )),
+            buttons: button("Resume", "resume", session),
+        });
+    }
     let SessionEvent::Settled {
         session,
         phase,

@@ -91,9 +91,10 @@ pub async fn demo(args: DemoArgs, _config: &Config, _sources: &Sources) -> Resul
             max_delay: Duration::from_secs(2),
         },
         keep_parked: true,
-        agents_dir: None,
-        owned_file: None,
-        telegram: None,
+        state_dir: None,
+        sinks: Vec::new(),
+        launcher: std::sync::Arc::new(crate::agent::launch::LocalProcess),
+        failpoints: Vec::new(),
     };
     let (supervisor, handle) = Actor::spawn(
         None,
@@ -254,14 +255,11 @@ async fn watch(supervisor: &ActorRef<SupervisorMsg>, dirs: &[PathBuf]) -> anyhow
                 dir: dir.clone(),
                 command,
             };
-            match supervisor
-                .call(|reply| SupervisorMsg::Control { request, reply }, None)
-                .await
-            {
-                Ok(CallResult::Success(Response::Done { message })) if !live => {
+            match crate::control::ask(supervisor, request).await {
+                Response::Done { message } if !live => {
                     println!("  demo, as a person: {message}")
                 }
-                Ok(CallResult::Success(Response::Error { message, .. })) => {
+                Response::Error { message, .. } => {
                     anyhow::bail!("a gate was refused: {message}")
                 }
                 _ => {}

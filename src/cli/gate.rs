@@ -32,7 +32,10 @@ pub(super) async fn command(
         return Ok(exit::DONE);
     }
     let store = SessionFolder::new(dir).lock()?;
-    let (state, message) = person::apply(&store, &command)?;
+    let mut state = store.load_state()?;
+    // A `samocode run` killed mid-attempt may have left its agent running.
+    crate::session::recover::take_over(&store, &mut state, &crate::agent::launch::LocalProcess)?;
+    let message = person::apply(&store, &mut state, &command)?;
     println!("{message}");
     if state.status.is_runnable() {
         println!("run `samocode run --session {}` to continue", store.name());

@@ -1,6 +1,7 @@
 //! `samocode run`: one session in the foreground, on the same actor tree as the daemon (a
 //! supervisor with one session), until it is done, waits for a person, blocks or fails.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -8,13 +9,16 @@ use ractor::Actor;
 use ractor::rpc::CallResult;
 
 use super::{CliError, exit};
+use crate::agent::launch::{self, LocalProcess};
 use crate::config::Config;
+use crate::daemon::exit_watch;
 use crate::protocol::qa::QaDoc;
 use crate::protocol::{SessionState, WaitFor};
 use crate::session::context::{self, ContextInput};
 use crate::session::name;
 use crate::session::open::{Settled, StartRequest};
 use crate::session::store::{QA, SessionFolder};
+use crate::shutdown::Shutdown;
 use crate::supervisor::{Started, SupervisorActor, SupervisorArgs, SupervisorMsg};
 
 #[derive(Debug, Args)]
@@ -35,7 +39,7 @@ pub struct RunArgs {
     pub dry_run: bool,
 }
 
-pub async fn run(args: RunArgs, config: &Config) -> Result<u8, CliError> {
+pub async fn run(args: RunArgs, config: &Config, mut shutdown: Shutdown) -> Result<u8, CliError> {
     name::validate(&args.spec.session)?;
     let project = config.project()?;
     if args.dry_run {
@@ -47,13 +51,23 @@ pub async fn run(args: RunArgs, config: &Config) -> Result<u8, CliError> {
         agent: config.agent.clone(),
         retry: config.retry.clone(),
         keep_parked: false,
-        agents_dir: None,
-        owned_file: None,
-        telegram: telegram(config)?,
+        state_dir: None,
+        sinks: telegram(config)?
+            .map(|t| vec![Arc::new(t) as Arc<dyn crate::notify::Sink>])
+            .unwrap_or_default(),
+        launcher: Arc::new(LocalProcess),
+        failpoints: config.failpoints.clone(),
     };
-    let (supervisor, handle) = Actor::spawn(None, supervisor, SupervisorArgs { max_parallel: 1 })
-        .await
-        .map_err(|e| CliError::failure(anyhow::anyhow!("cannot start the supervisor: {e}")))?;
+    let failure = |what: String| CliError::failure(anyhow::anyhow!(what));
+    let (watch, mut died) = exit_watch::start().await.map_err(failure)?;
+    let (supervisor, handle) = Actor::spawn_linked(
+        None,
+        supervisor,
+        SupervisorArgs { max_parallel: 1 },
+        watch.get_cell(),
+    )
+    .await
+    .map_err(|e| failure(format!("cannot start the supervisor: {e}")))?;
     let request = StartRequest {
         project: project.clone(),
         name: args.spec.session.clone(),
@@ -61,41 +75,79 @@ pub async fn run(args: RunArgs, config: &Config) -> Result<u8, CliError> {
         task: args.spec.task.clone(),
         once: args.once,
     };
-    let started = supervisor
-        .call(|reply| SupervisorMsg::StartSession { request, reply }, None)
-        .await;
-    let outcome = match started {
-        Ok(CallResult::Success(Ok(Started {
-            folder,
-            settled: Some(settled),
-            ..
-        }))) => Ok((folder, settled)),
-        Ok(CallResult::Success(Ok(Started {
-            folder,
-            dir,
-            settled: None,
-        }))) => {
-            let watch = supervisor.call(|reply| SupervisorMsg::Watch { dir, reply }, None);
+    let until_settled = async {
+        let started = supervisor
+            .call(|reply| SupervisorMsg::StartSession { request, reply }, None)
+            .await;
+        match started {
+            Ok(CallResult::Success(Ok(Started {
+                folder,
+                settled: Some(settled),
+                ..
+            }))) => Ok((folder, settled)),
+            Ok(CallResult::Success(Ok(Started {
+                folder,
+                dir,
+                settled: None,
+            }))) => match supervisor
+                .call(|reply| SupervisorMsg::Watch { dir, reply }, None)
+                .await
+            {
+                Ok(CallResult::Success(settled)) => Ok((folder, settled)),
+                _ => Err(failure("the supervisor stopped unexpectedly".into())),
+            },
+            Ok(CallResult::Success(Err(error))) => Err(CliError {
+                code: error.exit_code(),
+                error: error.into(),
+            }),
+            _ => Err(failure("the supervisor did not answer".into())),
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = until_settled => outcome,
+        reason = &mut died => {
+            launch::kill_all_live();
+            Err(failure(format!(
+                "the supervisor stopped unexpectedly ({}); its agent was killed, and the next `samocode run` takes over",
+                reason.unwrap_or_else(|_| "no reason".into())
+            )))
+        }
+        signal = shutdown.requested() => {
+            eprintln!(
+                "samocode: {}; stopping the agent (the iteration runs again next time)",
+                signal_words(signal)
+            );
+            let grace = config.agent.kill_grace + Duration::from_secs(10);
+            let stopped = supervisor.call(|reply| SupervisorMsg::Shutdown { reply }, Some(grace));
             tokio::select! {
-                result = watch => match result {
-                    Ok(CallResult::Success(settled)) => Ok((folder, settled)),
-                    _ => Err(CliError::failure(anyhow::anyhow!("the supervisor stopped unexpectedly"))),
-                },
-                _ = tokio::signal::ctrl_c() => {
-                    eprintln!("samocode: interrupted; stopping the agent (the iteration will run again next time)");
-                    Err(CliError { code: 130, error: anyhow::anyhow!("interrupted") })
+                result = stopped => {
+                    if !matches!(result, Ok(CallResult::Success(()))) {
+                        launch::kill_all_live();
+                    }
+                }
+                _ = shutdown.forced() => {
+                    launch::kill_all_live();
+                    eprintln!("samocode: second signal; the agent was killed");
                 }
             }
+            Err(CliError {
+                code: crate::shutdown::exit_code(signal),
+                error: anyhow::anyhow!("interrupted"),
+            })
         }
-        Ok(CallResult::Success(Err(error))) => Err(CliError::from(error)),
-        _ => Err(CliError::failure(anyhow::anyhow!(
-            "the supervisor did not answer"
-        ))),
     };
     supervisor.stop(None);
     let _ = tokio::time::timeout(Duration::from_secs(60), handle).await;
+    watch.stop(None);
     let (folder, settled) = outcome?;
     Ok(explain(config, &folder, &settled))
+}
+
+fn signal_words(signal: i32) -> String {
+    match signal {
+        0 => "asked to stop".into(),
+        n => format!("interrupted by {}", crate::agent::launch::signal_name(n)),
+    }
 }
 
 /// The Telegram sink, when configured.

@@ -121,7 +121,8 @@ pub async fn status(
         false => Client::connect(config).await?,
         true => None,
     };
-    let folders: Vec<(PathBuf, PathBuf)> = match &daemon {
+    let from_daemon = daemon.is_some();
+    let folders: Vec<(PathBuf, PathBuf)> = match daemon {
         Some(client) => client
             .owned()
             .await?
@@ -148,9 +149,9 @@ pub async fn status(
         }
     };
     if let Some(session) = &args.session {
-        let dir = match &daemon {
-            None => name::resolve_existing(&config.project()?.sessions, session)?,
-            Some(_) => folders
+        let dir = match from_daemon {
+            false => name::resolve_existing(&config.project()?.sessions, session)?,
+            true => folders
                 .iter()
                 .map(|(d, _)| d)
                 .find(|d| {

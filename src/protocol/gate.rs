@@ -162,6 +162,7 @@ fn expect_plan_approval(state: &SessionState) -> Result<(), GateError> {
 fn requeue(state: &mut SessionState) {
     state.status = RunState::Queued;
     state.attempt = 0;
+    state.failures = 0;
     state.last_rejection = None;
     state.not_before = None;
 }

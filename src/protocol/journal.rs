@@ -24,6 +24,8 @@ pub enum AttemptOutcome {
     UsageLimit,
     /// Exited 0 without a readable signal.
     ProtocolError,
+    /// The worker stopped (or died) while the attempt ran; the iteration runs again.
+    Interrupted,
 }
 
 impl AttemptOutcome {
@@ -36,6 +38,7 @@ impl AttemptOutcome {
             AttemptOutcome::Crashed => "crashed",
             AttemptOutcome::UsageLimit => "usage_limit",
             AttemptOutcome::ProtocolError => "protocol_error",
+            AttemptOutcome::Interrupted => "interrupted",
         }
     }
 }

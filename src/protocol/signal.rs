@@ -93,9 +93,9 @@ pub enum Rejection {
         "planning may move to implementation only through a person's approval (samocode approve), not by a continue signal"
     )]
     PlanGate,
-    /// The testing phase changed tracked files of the worktree.
-    #[error("the testing phase changed tracked files: {0}")]
-    TrackedFilesChanged(String),
+    /// A read-only phase (testing) changed tracked files of the worktree.
+    #[error("{0}")]
+    WorktreeMutated(super::baseline::Mutation),
 }
 
 impl Rejection {
@@ -109,7 +109,7 @@ impl Rejection {
             Rejection::BlockedMovesPhase { .. } => "blocked_moves_phase",
             Rejection::DoneOutsideDone { .. } => "done_outside_done",
             Rejection::PlanGate => "plan_gate",
-            Rejection::TrackedFilesChanged(_) => "tracked_files_changed",
+            Rejection::WorktreeMutated(_) => "worktree_mutated",
         }
     }
 }

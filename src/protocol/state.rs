@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use super::baseline::Baseline;
 use super::overview::{self, WorkerLines};
 use super::phase::{Needs, Phase, WaitFor};
 
@@ -83,6 +84,27 @@ impl Usage {
     }
 }
 
+/// An attempt in flight, as `_state.json` records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InFlightRecord {
+    /// The attempt's stdout log, relative to the session folder (also its marker value).
+    pub log: String,
+    pub started_at: Timestamp,
+    /// The worker process that started it.
+    pub worker_pid: u32,
+    pub provider: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<super::profile::Profile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effort: Option<String>,
+    /// The tracked files before a read-only phase's attempt (HEAD and the porcelain status),
+    /// so a change is caught even when the attempt was interrupted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Baseline>,
+}
+
 /// The contents of `_state.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionState {
@@ -95,8 +117,18 @@ pub struct SessionState {
     pub iteration: u32,
     /// Iterations in the current phase, the running one included.
     pub phase_iteration: u32,
-    /// Attempt of the current iteration (1 for the first try).
+    /// Attempt of the current iteration (1 for the first try). Every attempt has its own
+    /// number, also one a crash of the worker interrupted.
     pub attempt: u32,
+    /// Attempts of the current iteration that failed (a crash of the worker is not the
+    /// agent's failure and does not count); the retry budget is spent by these.
+    #[serde(default)]
+    pub failures: u32,
+    /// The attempt running now: recorded before its agent starts and cleared once its row is
+    /// journaled, so a worker that dies mid-attempt leaves what the next one needs to find
+    /// the agent's processes and journal the attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<InFlightRecord>,
     /// The reason the last attempt's signal or output was refused, shown to the next attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rejection: Option<String>,
@@ -132,6 +164,8 @@ impl SessionState {
             iteration: 0,
             phase_iteration: 0,
             attempt: 0,
+            failures: 0,
+            in_flight: None,
             last_rejection: None,
             not_before: None,
             feedback: None,

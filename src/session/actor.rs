@@ -1,81 +1,156 @@
 //! SessionActor: drives one session through its phases, one agent attempt at a time.
 //!
 //! Owns the session folder (held under the worker lock for the actor's whole life) and its
-//! state. Accepts `RunNext` from itself (at start, after an accepted continue, when a retry's
-//! backoff is over), `SlotGranted` from the supervisor (room for one more agent), `AgentExited`
-//! from its AgentProcess, `Person` (a person's command through the daemon) and `CheckAnswers`
-//! (the daemon's look at a hand-edited `_qa.md`). Links one AgentProcess child per attempt; a
-//! child that panics counts as a crashed attempt. Asks the supervisor for a slot before each
-//! attempt and gives it back after. Reports `SessionSettled` to the supervisor whenever it parks
-//! (waiting, blocked, failed, stopped) or finishes, and tells the notifier every event worth
-//! telling a person. Under `samocode run` it then stops and lets go of the lock; under the
-//! daemon it stays parked, holding no process and no timer, until a person's command.
+//! state: it alone writes `_state.json`. Where the session stands is one [`Life`], and every
+//! message is handled by matching on it, so that an impossible combination (an attempt and a
+//! park, a slot and no attempt) cannot be written down:
 //!
-//! What follows an attempt (`outcome.rs`): an accepted signal -> the next iteration or a park;
-//! a protocol error -> one retry with the reason in the context, then blocked; a failed
+//! ```text
+//! Parked(why) --person--> Ready --RunNext{gen}--> AwaitingSlot --SlotGranted--> Running(flight)
+//!      ^                    ^  \--timer (backoff, usage limit)--/                  |     |
+//!      |                    +------------- the attempt's outcome -----------------+     |
+//!      +---------------- Cancelling { flight, then } <--------- stop / shutdown --------+
+//! ```
+//!
+//! Accepts `RunNext { generation }` from itself (at once, or from a timer after a retry's
+//! backoff or a usage limit; a timer whose generation is not the current one is stale and
+//! ignored), `SlotGranted` from the supervisor, `AgentExited` from its AgentProcess (through a
+//! derived reference: the agent module never names this type), `Person` (a person's command:
+//! applied to the state in memory, then saved), `CheckAnswers` (the daemon saw `_qa.md` change)
+//! and `Shutdown` (the worker is stopping: the attempt is stopped, journaled as interrupted, and
+//! the actor stops). Links one AgentProcess child per attempt; one that fails counts as a crashed
+//! attempt. Reports to the supervisor through [`SessionReport`]: a slot is asked for before each
+//! attempt and given back after it; every park is reported once. Under `samocode run` a parked
+//! session's actor stops and lets go of the lock; under the daemon it stays, holding no process
+//! and no timer, until a person's command.
+//!
+//! What follows an attempt is in `outcome.rs`: an accepted signal -> the next iteration or a
+//! park; a protocol error -> one retry with the reason in the context, then blocked; a failed
 //! process -> capped exponential backoff up to the attempt budget, then failed.
 
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use jiff::Timestamp;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{
+    Actor, ActorProcessingErr, ActorRef, DerivedActorRef, RpcReplyPort, SupervisionEvent,
+};
 
 use super::context::{self, ContextInput};
 use super::name;
 use super::open::{SessionArgs, Settled};
-use super::outcome::journal_attempt;
 use super::person::{self, PersonCommand};
 use super::profile;
-use super::store::{AttemptFiles, SessionStore, StoreError};
-use super::worktree::{self, TrackedSnapshot};
+use super::store::{AttemptFiles, SessionStore};
+use super::worktree;
+use crate::agent::launch::Launcher;
 use crate::agent::process::{AgentArgs, AgentMsg, AgentProcess};
-use crate::agent::refusal;
-use crate::agent::{self, AttemptReport, AttemptSpec, ProcessEnd};
+use crate::agent::{self, AttemptDone, AttemptReport, AttemptSpec};
 use crate::config::{AgentSettings, ModelChoice, Project, RetryPolicy};
-use crate::notify::{NotifierMsg, SessionEvent};
-use crate::protocol::journal::{AttemptOutcome, IterationRow, Source};
-use crate::protocol::{Phase, RunState, SessionState};
-use crate::supervisor::SupervisorMsg;
+use crate::notify::{NotifierHandle, SessionEvent};
+use crate::protocol::baseline::Baseline;
+use crate::protocol::journal::Source;
+use crate::protocol::{InFlightRecord, Phase, RunState, SessionState, WaitFor};
 
 /// The configuration every session shares.
 pub struct SessionActor {
     pub project: Project,
     pub agent: AgentSettings,
     pub retry: RetryPolicy,
-    pub supervisor: ActorRef<SupervisorMsg>,
-    pub notifier: ActorRef<NotifierMsg>,
+    pub supervisor: DerivedActorRef<SessionReport>,
+    pub notifier: NotifierHandle,
     /// Stop the actor (and let go of the lock) once the session parks: `samocode run`.
     pub stop_when_parked: bool,
-    /// Where attempts record their process groups (the daemon).
-    pub agents_dir: Option<std::path::PathBuf>,
+    pub launcher: Arc<dyn Launcher>,
+}
+
+/// What a session tells its supervisor.
+#[derive(Debug)]
+pub enum SessionReport {
+    /// It parked (waiting, blocked, failed, stopped) or finished.
+    Settled { dir: PathBuf, settled: Settled },
+    /// It wants to start an agent attempt.
+    RequestSlot { dir: PathBuf },
+    /// Its attempt is over (or it no longer wants the slot it was granted).
+    ReleaseSlot { dir: PathBuf },
 }
 
 /// Messages of a SessionActor.
 #[derive(Debug)]
 pub enum SessionMsg {
-    /// From itself: start the next attempt (a new iteration, or a retry of the current one).
-    RunNext,
-    /// From its AgentProcess: the attempt is over.
-    AgentExited(Box<AttemptReport>),
+    /// From itself, at once or from a timer: start the next attempt, if `generation` is still
+    /// the current one.
+    RunNext { generation: u64 },
     /// From the supervisor: an agent slot is free for this session's next attempt.
     SlotGranted,
+    /// From its AgentProcess: the attempt is over.
+    AgentExited(AttemptDone),
     /// From the supervisor (the CLI or Telegram through the daemon): a person's command.
     /// Replies with a sentence, or an error sentence and the CLI exit code.
     Person {
         command: PersonCommand,
         reply: RpcReplyPort<Result<String, (String, u8)>>,
     },
-    /// From the supervisor's interval: look whether `_qa.md` was answered by hand.
+    /// From the supervisor: `_qa.md` may have been answered by hand.
     CheckAnswers,
+    /// From the supervisor: the worker is stopping.
+    Shutdown,
+}
+
+impl From<AttemptDone> for SessionMsg {
+    fn from(done: AttemptDone) -> SessionMsg {
+        SessionMsg::AgentExited(done)
+    }
+}
+
+impl TryFrom<SessionMsg> for AttemptDone {
+    type Error = SessionMsg;
+    fn try_from(message: SessionMsg) -> Result<AttemptDone, SessionMsg> {
+        match message {
+            SessionMsg::AgentExited(done) => Ok(done),
+            other => Err(other),
+        }
+    }
+}
+
+/// Where the session stands.
+#[derive(Debug)]
+pub(super) enum Life {
+    /// Waiting for a person, or finished: no process, no timer.
+    Parked(Settled),
+    /// Runnable: a `RunNext` of the current generation is on its way (now, or from a timer).
+    Ready,
+    /// A slot was asked for and not granted yet.
+    AwaitingSlot,
+    /// An attempt runs; the session holds a slot.
+    Running(Box<InFlight>),
+    /// The attempt is being stopped; `then` says what follows once its agent is gone.
+    Cancelling { flight: Box<InFlight>, then: Then },
+}
+
+/// What a session does once a cancelled attempt is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Then {
+    /// Park as the state says (stopped by a person).
+    Park,
+    /// Run again: a person resumed the session while its agent was stopping.
+    Rerun,
+    /// Stop the actor: the worker is shutting down.
+    Exit,
 }
 
 /// The attempt in flight.
+#[derive(Debug)]
 pub(super) struct InFlight {
+    /// This attempt's number within the actor, echoed by its report.
+    pub(super) id: u64,
     pub(super) agent: ActorRef<AgentMsg>,
     pub(super) files: AttemptFiles,
     pub(super) phase: Phase,
+    pub(super) iteration: u32,
+    pub(super) attempt: u32,
     /// Tracked files before a read-only phase ran.
-    pub(super) snapshot: Option<TrackedSnapshot>,
+    pub(super) baseline: Option<Baseline>,
     /// The attempt's trace span: opened when the agent starts, closed when its report is in.
     pub(super) span: tracing::Span,
     pub(super) started_at: Timestamp,
@@ -87,13 +162,15 @@ pub struct SessionRun {
     pub(super) store: SessionStore,
     pub(super) state: SessionState,
     pub(super) once: bool,
-    pub(super) in_flight: Option<InFlight>,
-    /// The session parked or finished and told the supervisor.
-    pub(super) settled: bool,
-    /// The supervisor granted a slot that this session has not given back yet.
-    pub(super) has_slot: bool,
-    /// A slot was asked for and not granted yet.
-    pub(super) awaiting_slot: bool,
+    pub(super) life: Life,
+    /// Bumped whenever a scheduled `RunNext` must no longer act (a stop, a resume, a new
+    /// schedule).
+    pub(super) generation: u64,
+    /// Attempts started by this actor, for the flight ids.
+    pub(super) flights: u64,
+    /// Mark the session failed as soon as the actor starts (the supervisor's restart budget is
+    /// spent).
+    fail: Option<String>,
 }
 
 impl Actor for SessionActor {
@@ -106,19 +183,34 @@ impl Actor for SessionActor {
         myself: ActorRef<SessionMsg>,
         args: SessionArgs,
     ) -> Result<SessionRun, ActorProcessingErr> {
-        let parked = !args.state.status.is_runnable();
-        if !parked {
-            myself.send_message(SessionMsg::RunNext)?;
-        }
+        let life = match Settled::of(&args.state) {
+            Some(settled) => Life::Parked(settled),
+            None => {
+                myself.send_message(SessionMsg::RunNext { generation: 0 })?;
+                Life::Ready
+            }
+        };
         Ok(SessionRun {
             store: args.store,
             state: args.state,
             once: args.once,
-            in_flight: None,
-            settled: parked,
-            has_slot: false,
-            awaiting_slot: false,
+            life,
+            generation: 0,
+            flights: 0,
+            fail: args.fail,
         })
+    }
+
+    async fn post_start(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        run: &mut SessionRun,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(reason) = run.fail.take() {
+            run.generation += 1;
+            self.fail(run, reason)?;
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -128,40 +220,70 @@ impl Actor for SessionActor {
         run: &mut SessionRun,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SessionMsg::RunNext => self.run_next(&myself, run).await?,
-            SessionMsg::SlotGranted => {
-                run.awaiting_slot = false;
-                run.has_slot = true;
-                self.run_next(&myself, run).await?;
+            SessionMsg::RunNext { generation } => {
+                if generation == run.generation && matches!(run.life, Life::Ready) {
+                    self.run_next(&myself, run)?;
+                }
             }
-            SessionMsg::AgentExited(report) => self.attempt_over(&myself, run, *report).await?,
+            SessionMsg::SlotGranted => {
+                if matches!(run.life, Life::AwaitingSlot) {
+                    self.launch(&myself, run).await?;
+                } else {
+                    // Granted after the session stopped wanting it: give it back.
+                    self.report(SessionReport::ReleaseSlot {
+                        dir: run.store.dir().to_path_buf(),
+                    });
+                }
+            }
+            SessionMsg::AgentExited(done) => {
+                match std::mem::replace(&mut run.life, Life::Ready) {
+                    Life::Running(flight) if flight.id == done.flight => {
+                        self.attempt_over(&myself, run, *flight, *done.report)
+                            .await?;
+                    }
+                    Life::Cancelling { flight, then } if flight.id == done.flight => {
+                        self.cancelled_over(&myself, run, *flight, *done.report, then)
+                            .await?;
+                    }
+                    // The report of an attempt this actor no longer waits for.
+                    other => run.life = other,
+                }
+            }
             SessionMsg::Person { command, reply } => {
                 let answer = self.person(&myself, run, command);
                 let _ = reply.send(answer);
             }
             SessionMsg::CheckAnswers => {
-                if run.in_flight.is_none()
-                    && !run.state.status.is_runnable()
-                    && let Ok(Some(state)) = person::wake_on_answers(&run.store)
-                {
-                    run.state = state;
+                let waiting = matches!(
+                    run.life,
+                    Life::Parked(Settled::Waiting {
+                        wait_for: WaitFor::QaAnswers
+                    })
+                );
+                if waiting && person::wake_on_answers(&run.store, &mut run.state)? {
                     run.store
                         .log("the answers in _qa.md are complete; resuming");
-                    myself.send_message(SessionMsg::RunNext)?;
+                    self.wake(&myself, run)?;
                 }
             }
-        }
-        // A slot is held only while an attempt runs.
-        if run.has_slot && run.in_flight.is_none() && !run.awaiting_slot {
-            run.has_slot = false;
-            let _ = self.supervisor.send_message(SupervisorMsg::ReleaseSlot {
-                dir: run.store.dir().to_path_buf(),
-            });
+            SessionMsg::Shutdown => match std::mem::replace(&mut run.life, Life::Ready) {
+                Life::Running(flight) | Life::Cancelling { flight, .. } => {
+                    let _ = flight.agent.send_message(AgentMsg::Cancel);
+                    run.life = Life::Cancelling {
+                        flight,
+                        then: Then::Exit,
+                    };
+                }
+                other => {
+                    run.life = other;
+                    myself.stop(Some(STOP_SHUTDOWN.into()));
+                }
+            },
         }
         // Under `run`, a parked session's actor goes and lets go of the lock; under the daemon
         // it stays, holding no process and no timer, until a person's command wakes it.
-        if self.stop_when_parked && run.settled && run.in_flight.is_none() {
-            myself.stop(Some("settled".into()));
+        if self.stop_when_parked && matches!(run.life, Life::Parked(_)) {
+            myself.stop(Some(STOP_SETTLED.into()));
         }
         Ok(())
     }
@@ -173,24 +295,31 @@ impl Actor for SessionActor {
         run: &mut SessionRun,
     ) -> Result<(), ActorProcessingErr> {
         // Overrides ractor's default, which would stop this session whenever an attempt ends.
-        if let SupervisionEvent::ActorFailed(who, error) = event {
-            let ours = run
-                .in_flight
-                .as_ref()
-                .is_some_and(|f| f.agent.get_id() == who.get_id());
-            if ours {
-                let report = AttemptReport {
-                    end: ProcessEnd::Signaled(format!("agent watcher failed: {error}")),
-                    started_at: Timestamp::now(),
-                    ended_at: Timestamp::now(),
-                    model: None,
-                    agent_session_id: None,
-                    result: None,
-                    output_bytes: 0,
-                    errors: Vec::new(),
-                };
-                self.attempt_over(&myself, run, report).await?;
+        // An AgentProcess that failed (or was killed) before reporting is a crashed attempt; its
+        // guard has already killed its process group.
+        let (who, why) = match event {
+            SupervisionEvent::ActorFailed(who, error) => (who, format!("failed: {error}")),
+            SupervisionEvent::ActorTerminated(who, _, Some(reason)) if reason == "killed" => {
+                (who, "was killed".to_string())
             }
+            _ => return Ok(()),
+        };
+        let ours = match &run.life {
+            Life::Running(flight) | Life::Cancelling { flight, .. } => {
+                flight.agent.get_id() == who.get_id()
+            }
+            _ => false,
+        };
+        if ours {
+            let (id, started_at) = match &run.life {
+                Life::Running(f) | Life::Cancelling { flight: f, .. } => (f.id, f.started_at),
+                _ => unreachable!("checked above"),
+            };
+            let report = AttemptReport::lost(format!("the agent's watcher {why}"), started_at);
+            myself.send_message(SessionMsg::AgentExited(AttemptDone {
+                flight: id,
+                report: Box::new(report),
+            }))?;
         }
         Ok(())
     }
@@ -200,88 +329,90 @@ impl Actor for SessionActor {
         _myself: ActorRef<SessionMsg>,
         run: &mut SessionRun,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(flight) = run.in_flight.take() {
-            // Stopping mid-attempt (shutdown): the agent gets SIGTERM and its grace period,
-            // then SIGKILL. The state still says running, so the next worker runs this
-            // iteration again as a new attempt.
-            let _ = flight.agent.send_message(AgentMsg::Cancel);
-            let deadline =
-                std::time::Instant::now() + self.agent.kill_grace + Duration::from_secs(2);
-            while flight.agent.get_status() != ractor::ActorStatus::Stopped
-                && std::time::Instant::now() < deadline
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            flight
-                .agent
-                .stop_and_wait(None, Some(Duration::from_secs(2)))
-                .await
-                .ok();
-            let row = IterationRow {
-                started_at: flight.started_at,
-                ended_at: Timestamp::now(),
-                iteration: run.state.iteration,
-                attempt: run.state.attempt,
-                phase: flight.phase,
-                provider: self.agent.provider.to_string(),
-                model: Some(flight.choice.model.clone()),
-                reported_model: None,
-                profile: Some(flight.choice.profile),
-                effort: Some(flight.choice.effort.clone()),
-                exit_code: None,
-                exit_signal: None,
-                outcome: AttemptOutcome::Crashed,
-                detail: Some("interrupted: the worker stopped during the attempt".into()),
-                input_tokens: 0,
-                output_tokens: 0,
-                cost_usd: 0.0,
-                agent_session_id: None,
-                log: flight.files.relative_log(),
-            };
-            let _ = journal_attempt(&run.store, &flight.span, &row);
-            run.store
-                .log("stopped by the worker during an attempt; it will be retried");
+        // Stopped with an attempt still in flight (not through `Shutdown`): ractor kills the
+        // agent's actor next, and its guard the process group. Journal the attempt now, while
+        // the lock is held; the state still says running, so the next worker runs the
+        // iteration again.
+        if let Life::Running(flight) | Life::Cancelling { flight, .. } =
+            std::mem::replace(&mut run.life, Life::Ready)
+        {
+            let report = AttemptReport::lost("the worker stopped".into(), flight.started_at);
+            self.journal_interrupted(run, &flight, &report);
         }
         run.store.release();
         Ok(())
     }
 }
 
+/// The reasons a SessionActor stops itself with; any other end is unexpected.
+pub const STOP_SETTLED: &str = "settled";
+pub const STOP_SHUTDOWN: &str = "shutdown";
+
 impl SessionActor {
-    #[tracing::instrument(skip_all, fields(session = %run.state.name, phase = %run.state.phase, profile, model, effort))]
-    async fn run_next(
+    /// In `Ready`: waits out a usage limit, or asks for a slot.
+    fn run_next(
         &self,
         myself: &ActorRef<SessionMsg>,
         run: &mut SessionRun,
     ) -> Result<(), ActorProcessingErr> {
-        if run.in_flight.is_some() || run.awaiting_slot {
-            return Ok(());
-        }
-        run.settled = false;
-        if !run.state.status.is_runnable() {
-            return self.settle(run);
+        if let Some(settled) = Settled::of(&run.state) {
+            return self.settle(run, settled);
         }
         if let Some(at) = run.state.not_before {
             // Parked for a provider's usage limit: wait out the rest (also after a restart),
             // holding no slot, then run the refused attempt again under its own number.
             let left = Timestamp::now().duration_until(at);
             if left.is_positive() {
-                let left = Duration::try_from(left).unwrap_or_default();
-                myself.send_after(left, || SessionMsg::RunNext);
+                let left = std::time::Duration::try_from(left).unwrap_or_default();
+                self.schedule(myself, run, left);
                 return Ok(());
             }
         }
-        if !run.has_slot {
-            // Queued until the supervisor has room for one more agent.
-            run.awaiting_slot = true;
-            self.supervisor.send_message(SupervisorMsg::RequestSlot {
-                dir: run.store.dir().to_path_buf(),
-            })?;
-            return Ok(());
+        run.life = Life::AwaitingSlot;
+        self.report(SessionReport::RequestSlot {
+            dir: run.store.dir().to_path_buf(),
+        });
+        Ok(())
+    }
+
+    /// A `RunNext` after `delay`, of a new generation (earlier timers go stale).
+    pub(super) fn schedule(
+        &self,
+        myself: &ActorRef<SessionMsg>,
+        run: &mut SessionRun,
+        delay: std::time::Duration,
+    ) {
+        run.generation += 1;
+        run.life = Life::Ready;
+        let generation = run.generation;
+        myself.send_after(delay, move || SessionMsg::RunNext { generation });
+    }
+
+    /// Makes a parked (or stopping) session run again after a person's command.
+    fn wake(
+        &self,
+        myself: &ActorRef<SessionMsg>,
+        run: &mut SessionRun,
+    ) -> Result<(), ActorProcessingErr> {
+        match &mut run.life {
+            Life::Parked(_) | Life::Ready => self.schedule(myself, run, std::time::Duration::ZERO),
+            Life::Cancelling { then, .. } if *then == Then::Park => *then = Then::Rerun,
+            Life::AwaitingSlot | Life::Running(_) | Life::Cancelling { .. } => {}
         }
+        Ok(())
+    }
+
+    /// In `AwaitingSlot`, with the slot granted: starts the attempt.
+    #[tracing::instrument(skip_all, fields(session = %run.state.name, phase = %run.state.phase, profile, model, effort))]
+    async fn launch(
+        &self,
+        myself: &ActorRef<SessionMsg>,
+        run: &mut SessionRun,
+    ) -> Result<(), ActorProcessingErr> {
         if run.state.phase == Phase::Init
             && let Err(error) = self.init(run).await
         {
+            self.release_slot(run);
             return self.block(run, format!("init failed: {error}"), Source::Worker);
         }
         let state = &mut run.state;
@@ -295,13 +426,15 @@ impl SessionActor {
                     "iteration_limit_exceeded: the {} phase used all {max} of its iterations",
                     state.phase
                 );
+                self.release_slot(run);
                 return self.block(run, reason, Source::Worker);
             }
             state.iteration += 1;
             state.phase_iteration += 1;
             state.attempt = 1;
+            state.failures = 0;
         } else {
-            // A retry, or an attempt interrupted by a crash of the previous worker.
+            // A retry, or an attempt after one the previous worker's end interrupted.
             state.attempt += 1;
         }
         state.status = RunState::Running;
@@ -310,8 +443,8 @@ impl SessionActor {
             .worktree
             .clone()
             .unwrap_or_else(|| self.project.main_repo.clone());
-        let snapshot = if state.phase.rules().read_only {
-            TrackedSnapshot::take(&workdir).await.ok()
+        let baseline = if state.phase.rules().read_only {
+            worktree::baseline(&workdir).await.ok()
         } else {
             None
         };
@@ -336,6 +469,19 @@ impl SessionActor {
         span.record("effort", choice.effort.as_str());
         let settings = self.agent.for_attempt(&choice);
         let command = agent::command(&settings, &text, &files.context, &workdir);
+        let started_at = Timestamp::now();
+        // Recorded before the agent starts: a worker that dies from here on leaves what the
+        // next one needs to find the agent's processes and journal the attempt.
+        state.in_flight = Some(InFlightRecord {
+            log: files.relative_log(),
+            started_at,
+            worker_pid: std::process::id(),
+            provider: self.agent.provider.to_string(),
+            model: Some(choice.model.clone()),
+            profile: Some(choice.profile),
+            effort: Some(choice.effort.clone()),
+            baseline: baseline.clone(),
+        });
         run.store.save(&mut run.state)?;
         let state = &run.state;
         run.store.log(&format!(
@@ -365,14 +511,18 @@ impl SessionActor {
             kill_grace: self.agent.kill_grace,
             stall: self.agent.stall_timeout,
             session_dir: run.store.dir().to_path_buf(),
-            registry: self.agents_dir.clone(),
+            attempt_id: files.relative_log(),
         };
+        run.flights += 1;
+        let id = run.flights;
         let (agent, _) = Actor::spawn_linked(
             None,
             AgentProcess,
             AgentArgs {
                 spec,
-                report_to: myself.clone(),
+                flight: id,
+                report_to: myself.get_derived(),
+                launcher: self.launcher.clone(),
             },
             myself.get_cell(),
         )
@@ -391,15 +541,18 @@ impl SessionActor {
             input_tokens = tracing::field::Empty,
             output_tokens = tracing::field::Empty,
         );
-        run.in_flight = Some(InFlight {
+        run.life = Life::Running(Box::new(InFlight {
+            id,
             agent,
             files,
             phase: state.phase,
-            snapshot,
+            iteration: state.iteration,
+            attempt: state.attempt,
+            baseline,
             span,
-            started_at: Timestamp::now(),
+            started_at,
             choice,
-        });
+        }));
         Ok(())
     }
 
@@ -427,193 +580,6 @@ impl SessionActor {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, fields(session = %run.state.name, iteration = run.state.iteration, attempt = run.state.attempt))]
-    async fn attempt_over(
-        &self,
-        myself: &ActorRef<SessionMsg>,
-        run: &mut SessionRun,
-        report: AttemptReport,
-    ) -> Result<(), ActorProcessingErr> {
-        let Some(flight) = run.in_flight.take() else {
-            return Ok(());
-        };
-        let usage = report.usage();
-        run.state.usage.add(usage);
-        if let Some(id) = &report.agent_session_id
-            && !run.state.agent_session_ids.contains(id)
-        {
-            run.state.agent_session_ids.push(id.clone());
-        }
-        let mut row = IterationRow {
-            started_at: report.started_at,
-            ended_at: report.ended_at,
-            iteration: run.state.iteration,
-            attempt: run.state.attempt,
-            phase: flight.phase,
-            provider: self.agent.provider.to_string(),
-            model: Some(flight.choice.model.clone()),
-            reported_model: report
-                .model
-                .clone()
-                .filter(|reported| *reported != flight.choice.model),
-            profile: Some(flight.choice.profile),
-            effort: Some(flight.choice.effort.clone()),
-            exit_code: None,
-            exit_signal: None,
-            outcome: AttemptOutcome::Ok,
-            detail: None,
-            input_tokens: usage.input_tokens,
-            output_tokens: usage.output_tokens,
-            cost_usd: usage.cost_usd,
-            agent_session_id: report.agent_session_id.clone(),
-            log: flight.files.relative_log(),
-        };
-        let failure = match &report.end {
-            ProcessEnd::Exited(0) => {
-                row.exit_code = Some(0);
-                None
-            }
-            ProcessEnd::Exited(code) => {
-                row.exit_code = Some(*code);
-                let detail = report
-                    .result
-                    .as_ref()
-                    .and_then(|r| r.text.clone())
-                    .map(|t| format!(": {}", t.chars().take(200).collect::<String>()))
-                    .unwrap_or_default();
-                Some((
-                    AttemptOutcome::Nonzero,
-                    format!("the agent exited with code {code}{detail}"),
-                ))
-            }
-            ProcessEnd::Signaled(signal) => {
-                row.exit_signal = Some(signal.clone());
-                Some((
-                    AttemptOutcome::Crashed,
-                    format!("the agent was killed by {signal}"),
-                ))
-            }
-            ProcessEnd::TimedOut => Some((
-                AttemptOutcome::Timeout,
-                format!(
-                    "the agent passed its time limit of {} and was stopped",
-                    humantime::format_duration(self.agent.timeout)
-                ),
-            )),
-            ProcessEnd::Stalled => Some((
-                AttemptOutcome::Stalled,
-                format!(
-                    "the agent printed nothing for {} and was stopped",
-                    humantime::format_duration(self.agent.stall_timeout.unwrap_or_default())
-                ),
-            )),
-            ProcessEnd::Cancelled => Some((AttemptOutcome::Crashed, "stopped by samocode".into())),
-            ProcessEnd::SpawnFailed(message) => Some((AttemptOutcome::Crashed, message.clone())),
-        };
-
-        if let Some((_, detail)) = &failure
-            && let ProcessEnd::Exited(_) = report.end
-            && let Some(refusal) =
-                refusal::of_report(&report, Timestamp::now(), &jiff::tz::TimeZone::system())
-        {
-            row.detail = Some(detail.clone());
-            return self.refused(myself, run, &flight.span, row, refusal);
-        }
-
-        if let Some((outcome, detail)) = failure {
-            row.outcome = outcome;
-            row.detail = Some(detail.clone());
-            journal_attempt(&run.store, &flight.span, &row)?;
-            run.store
-                .log(&format!("attempt {} failed: {detail}", run.state.attempt));
-            if report.end == ProcessEnd::Cancelled {
-                return Ok(());
-            }
-            self.notify(SessionEvent::AttemptFailed {
-                session: run.state.name.clone(),
-                attempt: run.state.attempt,
-                detail: detail.clone(),
-            });
-            let spawn_failed = matches!(report.end, ProcessEnd::SpawnFailed(_));
-            if !spawn_failed && run.state.attempt < self.retry.max_attempts {
-                let delay = self.retry.delay_before(run.state.attempt + 1);
-                run.store.save(&mut run.state)?;
-                run.store.log(&format!(
-                    "retrying in {}",
-                    humantime::format_duration(delay)
-                ));
-                myself.send_after(delay, || SessionMsg::RunNext);
-                return Ok(());
-            }
-            let reason = if spawn_failed {
-                detail
-            } else {
-                format!("{} attempts failed; the last: {detail}", run.state.attempt)
-            };
-            return self.fail(run, reason);
-        }
-
-        // A clean exit: the signal decides.
-        let evaluation = self.evaluate(run, &flight).await?;
-        match evaluation {
-            Err(problem) => {
-                row.outcome = AttemptOutcome::ProtocolError;
-                row.detail = Some(problem.text.clone());
-                journal_attempt(&run.store, &flight.span, &row)?;
-                let retry = problem.retryable && run.state.last_rejection.is_none();
-                self.history(
-                    run,
-                    Source::Agent,
-                    flight.phase,
-                    problem.signal.as_ref(),
-                    false,
-                    Some(format!("{}: {}", problem.code, problem.text)),
-                    if retry { "retry" } else { "blocked" },
-                )?;
-                if retry {
-                    run.state.last_rejection = Some(problem.text.clone());
-                    run.store.save(&mut run.state)?;
-                    run.store
-                        .log(&format!("protocol error, retrying once: {}", problem.text));
-                    myself.send_message(SessionMsg::RunNext)?;
-                    return Ok(());
-                }
-                self.block(run, problem.text, Source::Agent)
-            }
-            Ok((signal, verdict)) => {
-                journal_attempt(&run.store, &flight.span, &row)?;
-                self.apply(myself, run, flight.phase, &signal, verdict)
-            }
-        }
-    }
-
-    /// Tells the supervisor and the notifier how the session stands now that it is parked.
-    pub(super) fn settle(&self, run: &mut SessionRun) -> Result<(), ActorProcessingErr> {
-        run.settled = true;
-        match Settled::of(&run.state) {
-            Some(settled) => self.report_settled(run, settled),
-            None => Ok(()),
-        }
-    }
-
-    pub(super) fn report_settled(
-        &self,
-        run: &SessionRun,
-        settled: Settled,
-    ) -> Result<(), ActorProcessingErr> {
-        self.notify(SessionEvent::Settled {
-            session: run.state.name.clone(),
-            phase: run.state.phase,
-            settled: settled.clone(),
-        });
-        self.supervisor
-            .send_message(SupervisorMsg::SessionSettled {
-                dir: run.store.dir().to_path_buf(),
-                settled,
-            })?;
-        Ok(())
-    }
-
     /// Applies a person's command with the lock this actor holds, and acts on the result.
     fn person(
         &self,
@@ -621,28 +587,73 @@ impl SessionActor {
         run: &mut SessionRun,
         command: PersonCommand,
     ) -> Result<String, (String, u8)> {
-        let (state, message) = person::apply(&run.store, &command).map_err(|e| {
-            let code = match &e {
-                person::ActError::Store(StoreError::Io { .. }) => 1,
-                person::ActError::Store(StoreError::Locked { .. }) => 12,
-                _ => 2,
-            };
-            (e.to_string(), code)
-        })?;
-        run.state = state;
+        let message = person::apply(&run.store, &mut run.state, &command)
+            .map_err(|e| (e.to_string(), e.exit_code()))?;
         if matches!(command, PersonCommand::Stop) {
-            if let Some(flight) = &run.in_flight {
-                let _ = flight.agent.send_message(AgentMsg::Cancel);
+            match std::mem::replace(&mut run.life, Life::Ready) {
+                Life::Running(flight) => {
+                    let _ = flight.agent.send_message(AgentMsg::Cancel);
+                    run.life = Life::Cancelling {
+                        flight,
+                        then: Then::Park,
+                    };
+                }
+                Life::Cancelling { flight, then } => {
+                    run.life = Life::Cancelling {
+                        flight,
+                        then: if then == Then::Exit {
+                            Then::Exit
+                        } else {
+                            Then::Park
+                        },
+                    };
+                }
+                Life::Parked(_) | Life::Ready | Life::AwaitingSlot => {
+                    // Timers of the old life are stale from now on.
+                    run.generation += 1;
+                    let _ = self.settle(run, Settled::Stopped);
+                }
             }
-            let _ = self.settle(run);
         } else if run.state.status.is_runnable() {
-            run.settled = false;
-            let _ = myself.send_message(SessionMsg::RunNext);
+            let _ = self.wake(myself, run);
+        } else if let (Life::Parked(_), Some(settled)) = (&run.life, Settled::of(&run.state)) {
+            run.life = Life::Parked(settled);
         }
         Ok(message)
     }
 
+    /// Parks the session and tells the supervisor and the notifier, once per park.
+    pub(super) fn settle(
+        &self,
+        run: &mut SessionRun,
+        settled: Settled,
+    ) -> Result<(), ActorProcessingErr> {
+        run.life = Life::Parked(settled.clone());
+        self.notify(SessionEvent::Settled {
+            session: run.state.name.clone(),
+            phase: run.state.phase,
+            settled: settled.clone(),
+        });
+        self.report(SessionReport::Settled {
+            dir: run.store.dir().to_path_buf(),
+            settled,
+        });
+        Ok(())
+    }
+
+    pub(super) fn release_slot(&self, run: &SessionRun) {
+        self.report(SessionReport::ReleaseSlot {
+            dir: run.store.dir().to_path_buf(),
+        });
+    }
+
+    fn report(&self, report: SessionReport) {
+        if self.supervisor.send_message(report).is_err() {
+            tracing::debug!("the supervisor is gone");
+        }
+    }
+
     pub(super) fn notify(&self, event: SessionEvent) {
-        let _ = self.notifier.send_message(NotifierMsg::Deliver(event));
+        self.notifier.deliver(event);
     }
 }

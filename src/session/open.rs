@@ -6,6 +6,7 @@ use jiff::Timestamp;
 use super::person;
 use super::store::{SessionStore, StoreError};
 use super::{name, worktree};
+use crate::agent::launch::Launcher;
 use crate::config::Project;
 use crate::protocol::{Phase, RunState, SessionState};
 
@@ -71,6 +72,18 @@ pub struct SessionArgs {
     pub state: SessionState,
     /// Run one iteration, then settle as `Continued`.
     pub once: bool,
+    /// Mark the session failed for this reason as soon as its actor starts (its supervisor
+    /// gave up restarting it); only the session's own actor writes its state.
+    pub fail: Option<String>,
+}
+
+impl std::fmt::Debug for SessionArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionArgs")
+            .field("dir", &self.store.dir())
+            .field("phase", &self.state.phase)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a session could not be opened.
@@ -95,11 +108,14 @@ pub struct StartRequest {
     pub once: bool,
 }
 
-/// Finds or creates the session folder, takes its lock, and loads (or derives, or creates) its
-/// state. A session waiting for answers that are all given becomes runnable here.
+/// Finds or creates the session folder, takes its lock, takes over from a worker that died
+/// mid-attempt ([`take_over`]), and loads (or derives, or creates) its state. A session waiting
+/// for answers that are all given becomes runnable here. Blocking: file IO and, for a locked
+/// folder, short waits; run it off the async threads.
 pub fn open(
     project: &Project,
     request: &StartRequest,
+    launcher: &dyn Launcher,
 ) -> Result<(Box<SessionArgs>, Option<Settled>), OpenError> {
     let today = jiff::Zoned::now().strftime("%y-%m-%d").to_string();
     let resolved = name::resolve(&project.sessions, &request.name, &today)?;
@@ -118,7 +134,14 @@ pub fn open(
         name::Resolved::Existing(dir) => {
             let store = super::SessionFolder::new(dir).lock()?;
             let had_state = store.read(super::store::STATE)?.is_some();
-            let mut state = store.load_state()?;
+            let mut state = match store.load_state() {
+                Ok(state) => state,
+                Err(error) => {
+                    // Unreadable, but an agent of a dead worker may still run for it.
+                    super::recover::kill_leftovers(&store, launcher);
+                    return Err(error.into());
+                }
+            };
             if !had_state {
                 if let Some(tree) = worktree::adopt(project, &store.name()) {
                     state.worktree = Some(tree.path);
@@ -127,25 +150,25 @@ pub fn open(
                 store.log("state derived from a Python samocode _overview.md");
                 store.save(&mut state)?;
             }
+            super::recover::take_over(&store, &mut state, launcher)?;
             (store, state)
         }
     };
-    if let Some(woken) = person::wake_on_answers(&store).map_err(|e| match e {
+    person::wake_on_answers(&store, &mut state).map_err(|e| match e {
         person::ActError::Store(e) => OpenError::Store(e),
         other => OpenError::Store(StoreError::Io {
             action: "cannot resume",
             path: store.dir().to_path_buf(),
             source: std::io::Error::other(other.to_string()),
         }),
-    })? {
-        state = woken;
-    }
+    })?;
     let settled = Settled::of(&state);
     Ok((
         Box::new(SessionArgs {
             store,
             state,
             once: request.once,
+            fail: None,
         }),
         settled,
     ))

@@ -1,50 +1,309 @@
-//! What the worker does with the end of an attempt: read and check the signal (and, in a
-//! read-only phase, the tracked files), move the session on, park or block it, and write the
+//! What the worker does with the end of an attempt: check the worktree of a read-only phase,
+//! read and check the signal, move the session on, retry, park or block it, and write the
 //! journals. These are the SessionActor's decisions, kept apart from its message handling.
-
-use std::time::Duration;
+//!
+//! Every attempt that ends gets its `_iterations.jsonl` row before the state that follows it is
+//! saved, and the state's in-flight record is cleared in that same save: a crash in between
+//! leaves the record, and the next worker sees the row is there and does not write it twice.
 
 use jiff::Timestamp;
 use ractor::{ActorProcessingErr, ActorRef};
 
-use super::actor::{InFlight, SessionActor, SessionMsg, SessionRun};
+use super::actor::{InFlight, Life, SessionActor, SessionMsg, SessionRun, Then};
 use super::open::Settled;
 use super::store::{SessionStore, StoreError};
-use super::worktree::TrackedSnapshot;
-use crate::agent::refusal::Refusal;
+use super::worktree;
+use crate::agent::launch::ExitKind;
+use crate::agent::refusal::{self, Refusal};
+use crate::agent::{AttemptReport, ProcessEnd};
 use crate::notify::SessionEvent;
+use crate::protocol::baseline::Mutation;
 use crate::protocol::journal::{AttemptOutcome, HistoryRow, IterationRow, Source};
-use crate::protocol::{Phase, Rejection, RunState, Signal, Verdict};
+use crate::protocol::{Phase, RunState, Signal, Verdict};
 
 impl SessionActor {
-    /// Reads and checks `_signal.json` (and, in a read-only phase, the tracked files).
-    pub(super) async fn evaluate(
+    /// The attempt in `Running` is over.
+    pub(super) async fn attempt_over(
         &self,
-        run: &SessionRun,
-        flight: &InFlight,
-    ) -> Result<Result<(Signal, Verdict), Problem>, ActorProcessingErr> {
-        let text = match run.store.read_signal()? {
-            Ok(text) => text,
-            Err(error) => return Ok(Err(Problem::protocol(error))),
-        };
-        let signal = match Signal::parse(&text) {
-            Ok(signal) => signal,
-            Err(error) => return Ok(Err(Problem::protocol(error))),
-        };
-        let mut checked = signal.validate(flight.phase);
-        if let (Ok(_), Some(before)) = (&checked, &flight.snapshot) {
-            let workdir = run
-                .state
-                .worktree
+        myself: &ActorRef<SessionMsg>,
+        run: &mut SessionRun,
+        flight: InFlight,
+        report: AttemptReport,
+    ) -> Result<(), ActorProcessingErr> {
+        self.release_slot(run);
+        let mut row = self.take_report(run, &flight, &report);
+        let failure = self.failure_of(&report);
+
+        // The read-only guard holds whatever the attempt's end: a change never becomes the
+        // next attempt's baseline.
+        if let Some(mutation) = self.mutation(run, &flight).await {
+            let (outcome, _) = failure
                 .clone()
-                .unwrap_or_else(|| self.project.main_repo.clone());
-            if let Ok(after) = TrackedSnapshot::take(&workdir).await
-                && let Some(change) = after.difference(before)
-            {
-                checked = Err(Rejection::TrackedFilesChanged(change));
+                .unwrap_or((AttemptOutcome::ProtocolError, String::new()));
+            row.outcome = outcome;
+            row.detail = Some(format!("worktree_mutated: {mutation}"));
+            journal_attempt(&run.store, &flight.span, &row)?;
+            return self.block(run, format!("worktree_mutated: {mutation}"), Source::Worker);
+        }
+
+        if let Some((_, detail)) = &failure
+            && let ProcessEnd::Exited(_) = report.end
+            && let Some(refusal) =
+                refusal::of_report(&report, Timestamp::now(), &jiff::tz::TimeZone::system())
+        {
+            row.detail = Some(detail.clone());
+            return self.refused(myself, run, &flight, row, refusal);
+        }
+
+        if let Some((outcome, detail)) = failure {
+            row.outcome = outcome;
+            row.detail = Some(detail.clone());
+            journal_attempt(&run.store, &flight.span, &row)?;
+            run.store
+                .log(&format!("attempt {} failed: {detail}", flight.attempt));
+            self.notify(SessionEvent::AttemptFailed {
+                session: run.state.name.clone(),
+                attempt: flight.attempt,
+                detail: detail.clone(),
+            });
+            run.state.failures += 1;
+            let spawn_failed = matches!(report.end, ProcessEnd::SpawnFailed(_));
+            if !spawn_failed && run.state.failures < self.retry.max_attempts {
+                let delay = self.retry.delay_before(run.state.failures + 1);
+                run.store.save(&mut run.state)?;
+                run.store.log(&format!(
+                    "retrying in {}",
+                    humantime::format_duration(delay)
+                ));
+                self.schedule(myself, run, delay);
+                return Ok(());
+            }
+            let reason = if spawn_failed {
+                detail
+            } else {
+                format!("{} attempts failed; the last: {detail}", run.state.failures)
+            };
+            return self.fail(run, reason);
+        }
+
+        // A clean exit: the signal decides.
+        match self.evaluate(run, flight.phase) {
+            Err(problem) => {
+                row.outcome = AttemptOutcome::ProtocolError;
+                row.detail = Some(problem.text.clone());
+                journal_attempt(&run.store, &flight.span, &row)?;
+                let retry = problem.retryable && run.state.last_rejection.is_none();
+                self.history(
+                    run,
+                    Source::Agent,
+                    flight.phase,
+                    problem.signal.as_ref(),
+                    false,
+                    Some(format!("{}: {}", problem.code, problem.text)),
+                    if retry { "retry" } else { "blocked" },
+                )?;
+                if retry {
+                    run.state.last_rejection = Some(problem.text.clone());
+                    run.store.save(&mut run.state)?;
+                    run.store
+                        .log(&format!("protocol error, retrying once: {}", problem.text));
+                    self.schedule(myself, run, std::time::Duration::ZERO);
+                    return Ok(());
+                }
+                self.block(run, problem.text, Source::Agent)
+            }
+            Ok((signal, verdict)) => {
+                journal_attempt(&run.store, &flight.span, &row)?;
+                self.apply(myself, run, flight.phase, &signal, verdict)
             }
         }
-        Ok(match checked {
+    }
+
+    /// The attempt in `Cancelling` is over: journal it, then do what was decided.
+    pub(super) async fn cancelled_over(
+        &self,
+        myself: &ActorRef<SessionMsg>,
+        run: &mut SessionRun,
+        flight: InFlight,
+        report: AttemptReport,
+        then: Then,
+    ) -> Result<(), ActorProcessingErr> {
+        self.release_slot(run);
+        let mut row = self.take_report(run, &flight, &report);
+        row.outcome = AttemptOutcome::Interrupted;
+        row.detail = Some(match then {
+            Then::Exit => "interrupted: the worker stopped during the attempt".into(),
+            Then::Park | Then::Rerun => "stopped by samocode".into(),
+        });
+        let mutation = self.mutation(run, &flight).await;
+        if let Some(mutation) = &mutation {
+            row.detail = Some(format!("worktree_mutated: {mutation}"));
+        }
+        journal_attempt(&run.store, &flight.span, &row)?;
+        if let Some(mutation) = mutation {
+            self.block(run, format!("worktree_mutated: {mutation}"), Source::Worker)?;
+            if then == Then::Exit {
+                myself.stop(Some(super::actor::STOP_SHUTDOWN.into()));
+            }
+            return Ok(());
+        }
+        run.store.save(&mut run.state)?;
+        match then {
+            Then::Park => {
+                let settled = Settled::of(&run.state).unwrap_or(Settled::Stopped);
+                self.settle(run, settled)
+            }
+            Then::Rerun => {
+                self.schedule(myself, run, std::time::Duration::ZERO);
+                Ok(())
+            }
+            Then::Exit => {
+                run.store
+                    .log("stopped by the worker during an attempt; it will be retried");
+                run.life = Life::Ready;
+                myself.stop(Some(super::actor::STOP_SHUTDOWN.into()));
+                Ok(())
+            }
+        }
+    }
+
+    /// Journals an attempt the actor could not see to its end (it is stopping), synchronously.
+    pub(super) fn journal_interrupted(
+        &self,
+        run: &mut SessionRun,
+        flight: &InFlight,
+        report: &AttemptReport,
+    ) {
+        let mut row = self.take_report(run, flight, report);
+        row.outcome = AttemptOutcome::Interrupted;
+        row.detail = Some("interrupted: the worker stopped during the attempt".into());
+        let _ = journal_attempt(&run.store, &flight.span, &row);
+        let _ = run.store.save(&mut run.state);
+        run.store
+            .log("stopped by the worker during an attempt; it will be retried");
+    }
+
+    /// Takes in what the report says (usage, the agent's session id) and clears the in-flight
+    /// record; returns the attempt's row, its outcome still to be decided.
+    fn take_report(
+        &self,
+        run: &mut SessionRun,
+        flight: &InFlight,
+        report: &AttemptReport,
+    ) -> IterationRow {
+        let usage = report.usage();
+        run.state.usage.add(usage);
+        run.state.in_flight = None;
+        if let Some(id) = &report.agent_session_id
+            && !run.state.agent_session_ids.contains(id)
+        {
+            run.state.agent_session_ids.push(id.clone());
+        }
+        let (exit_code, exit_signal) = match &report.status {
+            Some(ExitKind::Code(code)) => (Some(*code), None),
+            Some(ExitKind::Signal(name)) => (None, Some(name.clone())),
+            None => (None, None),
+        };
+        IterationRow {
+            started_at: report.started_at,
+            ended_at: report.ended_at,
+            iteration: flight.iteration,
+            attempt: flight.attempt,
+            phase: flight.phase,
+            provider: self.agent.provider.to_string(),
+            model: Some(flight.choice.model.clone()),
+            reported_model: report
+                .model
+                .clone()
+                .filter(|reported| *reported != flight.choice.model),
+            profile: Some(flight.choice.profile),
+            effort: Some(flight.choice.effort.clone()),
+            exit_code,
+            exit_signal,
+            outcome: AttemptOutcome::Ok,
+            detail: report.note.clone(),
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cost_usd: usage.cost_usd,
+            agent_session_id: report.agent_session_id.clone(),
+            log: flight.files.relative_log(),
+        }
+    }
+
+    /// Why the process failed, when it did.
+    fn failure_of(&self, report: &AttemptReport) -> Option<(AttemptOutcome, String)> {
+        let note = report
+            .note
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
+        match &report.end {
+            ProcessEnd::Exited(0) => None,
+            ProcessEnd::Exited(code) => {
+                let detail = report
+                    .result
+                    .as_ref()
+                    .and_then(|r| r.text.clone())
+                    .map(|t| format!(": {}", t.chars().take(200).collect::<String>()))
+                    .unwrap_or_default();
+                Some((
+                    AttemptOutcome::Nonzero,
+                    format!("the agent exited with code {code}{detail}"),
+                ))
+            }
+            ProcessEnd::Signaled(signal) => Some((
+                AttemptOutcome::Crashed,
+                format!("the agent was killed by {signal}"),
+            )),
+            ProcessEnd::TimedOut => Some((
+                AttemptOutcome::Timeout,
+                format!(
+                    "the agent passed its time limit of {} and was stopped{note}",
+                    humantime::format_duration(self.agent.timeout)
+                ),
+            )),
+            ProcessEnd::Stalled => Some((
+                AttemptOutcome::Stalled,
+                format!(
+                    "the agent printed nothing for {} and was stopped{note}",
+                    humantime::format_duration(self.agent.stall_timeout.unwrap_or_default())
+                ),
+            )),
+            ProcessEnd::Cancelled => {
+                Some((AttemptOutcome::Interrupted, "stopped by samocode".into()))
+            }
+            ProcessEnd::SpawnFailed(message) => Some((AttemptOutcome::Crashed, message.clone())),
+        }
+    }
+
+    /// What a read-only phase's attempt changed in the worktree, if anything.
+    async fn mutation(&self, run: &SessionRun, flight: &InFlight) -> Option<Mutation> {
+        let before = flight.baseline.as_ref()?;
+        let workdir = run
+            .state
+            .worktree
+            .clone()
+            .unwrap_or_else(|| self.project.main_repo.clone());
+        let after = worktree::baseline(&workdir).await.ok()?;
+        before.mutation(&after, workdir)
+    }
+
+    /// Reads and checks `_signal.json`.
+    fn evaluate(&self, run: &SessionRun, phase: Phase) -> Result<(Signal, Verdict), Problem> {
+        let text = match run.store.read_signal() {
+            Ok(Ok(text)) => text,
+            Ok(Err(error)) => return Err(Problem::protocol(error)),
+            Err(error) => {
+                return Err(Problem {
+                    code: "unreadable_signal",
+                    text: format!("protocol error: {error}"),
+                    retryable: true,
+                    signal: None,
+                });
+            }
+        };
+        let signal = Signal::parse(&text).map_err(Problem::protocol)?;
+        match signal.validate(phase) {
             Ok(verdict) => Ok((signal, verdict)),
             Err(rejection) => Err(Problem {
                 code: rejection.code(),
@@ -52,10 +311,10 @@ impl SessionActor {
                 retryable: false,
                 signal: Some(signal),
             }),
-        })
+        }
     }
 
-    pub(super) fn apply(
+    fn apply(
         &self,
         myself: &ActorRef<SessionMsg>,
         run: &mut SessionRun,
@@ -73,9 +332,10 @@ impl SessionActor {
         self.history(run, Source::Agent, from, Some(signal), true, None, outcome)?;
         let state = &mut run.state;
         state.last_rejection = None;
+        state.attempt = 0;
+        state.failures = 0;
         match verdict {
             Verdict::Continue { to } => {
-                state.attempt = 0;
                 state.feedback = if to == from {
                     state.feedback.take()
                 } else {
@@ -86,10 +346,9 @@ impl SessionActor {
                 run.store.save(state)?;
                 run.store.log(&format!("continue: {from} -> {to}"));
                 if run.once {
-                    run.settled = true;
-                    return self.report_settled(run, Settled::Continued { phase: to });
+                    return self.settle(run, Settled::Continued { phase: to });
                 }
-                myself.send_message(SessionMsg::RunNext)?;
+                self.schedule(myself, run, std::time::Duration::ZERO);
                 Ok(())
             }
             Verdict::Wait { wait_for } => {
@@ -97,10 +356,9 @@ impl SessionActor {
                     wait_for,
                     since: now,
                 };
-                state.attempt = 0;
                 run.store.save(state)?;
                 run.store.log(&format!("waiting for {wait_for}"));
-                self.settle(run)
+                self.settle_as_state(run)
             }
             Verdict::Block { reason, needs } => {
                 state.status = RunState::Blocked {
@@ -108,17 +366,15 @@ impl SessionActor {
                     needs,
                     since: now,
                 };
-                state.attempt = 0;
                 run.store.save(state)?;
                 run.store.log(&format!("blocked by the agent: {reason}"));
-                self.settle(run)
+                self.settle_as_state(run)
             }
             Verdict::Finish { summary } => {
                 state.status = RunState::Done { summary, at: now };
-                state.attempt = 0;
                 run.store.save(state)?;
                 run.store.log("done");
-                self.settle(run)
+                self.settle_as_state(run)
             }
         }
     }
@@ -126,11 +382,11 @@ impl SessionActor {
     /// The provider refused the attempt. A usage limit parks the session as queued until the
     /// reset time the provider named, then runs the same attempt again without spending the
     /// retry budget; refused credentials block it at once, since no retry can help.
-    pub(super) fn refused(
+    fn refused(
         &self,
         myself: &ActorRef<SessionMsg>,
         run: &mut SessionRun,
-        span: &tracing::Span,
+        flight: &InFlight,
         mut row: IterationRow,
         refusal: Refusal,
     ) -> Result<(), ActorProcessingErr> {
@@ -149,13 +405,13 @@ impl SessionActor {
                     .unwrap_or_else(|| now.checked_add(fallback).unwrap_or(now));
                 row.outcome = AttemptOutcome::UsageLimit;
                 row.detail = Some(format!("usage limit until {at}: {message}"));
-                journal_attempt(&run.store, span, &row)?;
+                journal_attempt(&run.store, &flight.span, &row)?;
                 run.state.not_before = Some(at);
                 run.state.status = RunState::Queued;
                 run.store.save(&mut run.state)?;
                 run.store.log(&format!(
                     "attempt {} refused for a usage limit; it runs again at {at}",
-                    run.state.attempt
+                    flight.attempt
                 ));
                 let _ = run.store.flow_log(
                     run.state.iteration,
@@ -165,13 +421,14 @@ impl SessionActor {
                     session: run.state.name.clone(),
                     until: at,
                 });
-                let wait = Duration::try_from(now.duration_until(at)).unwrap_or_default();
-                myself.send_after(wait, || SessionMsg::RunNext);
+                let wait =
+                    std::time::Duration::try_from(now.duration_until(at)).unwrap_or_default();
+                self.schedule(myself, run, wait);
                 Ok(())
             }
             Refusal::Authentication { message } => {
                 row.outcome = AttemptOutcome::Nonzero;
-                journal_attempt(&run.store, span, &row)?;
+                journal_attempt(&run.store, &flight.span, &row)?;
                 self.block(
                     run,
                     format!("the provider refused the credentials: {message}"),
@@ -234,14 +491,21 @@ impl SessionActor {
         }
         run.state.status = status;
         run.state.attempt = 0;
+        run.state.failures = 0;
         run.store.save(&mut run.state)?;
         let _ = run.store.flow_log(run.state.iteration, flow);
         run.store.log(&format!("{word}: {reason}"));
-        self.settle(run)
+        self.settle_as_state(run)
+    }
+
+    /// Parks as the saved state says.
+    fn settle_as_state(&self, run: &mut SessionRun) -> Result<(), ActorProcessingErr> {
+        let settled = Settled::of(&run.state).expect("a parked state");
+        self.settle(run, settled)
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn history(
+    fn history(
         &self,
         run: &SessionRun,
         source: Source,
@@ -282,15 +546,15 @@ pub(super) fn journal_attempt(
 }
 
 /// A signal that could not be used, and whether the attempt may be retried for it.
-pub(super) struct Problem {
-    pub(super) code: &'static str,
-    pub(super) text: String,
-    pub(super) retryable: bool,
-    pub(super) signal: Option<Signal>,
+struct Problem {
+    code: &'static str,
+    text: String,
+    retryable: bool,
+    signal: Option<Signal>,
 }
 
 impl Problem {
-    pub(super) fn protocol(error: crate::protocol::SignalError) -> Problem {
+    fn protocol(error: crate::protocol::SignalError) -> Problem {
         Problem {
             code: error.code(),
             text: format!("protocol error: {error}"),

@@ -1,6 +1,7 @@
-//! A person's command (approve, reject, resume, stop, answer) applied to a session folder held
-//! under the worker lock: the pure gate change, then the state, the history row and the Flow
-//! Log line, in that order.
+//! A person's command (approve, reject, resume, stop, answer) applied to a session held under
+//! the worker lock: the pure gate change to the worker's state in memory, then the saved state,
+//! the history row and the Flow Log line, in that order. The state on disk is never re-read
+//! here: whoever holds the lock (the SessionActor, or the CLI when no worker runs) owns it.
 
 use jiff::Timestamp;
 
@@ -45,7 +46,11 @@ pub struct Answered {
 
 /// Fills `_qa.md`; when every question is answered and the session waits for answers, makes it
 /// runnable again and records that.
-pub fn answer(store: &SessionStore, answers: &Answers) -> Result<Answered, ActError> {
+pub fn answer(
+    store: &SessionStore,
+    state: &mut SessionState,
+    answers: &Answers,
+) -> Result<Answered, ActError> {
     let text = store
         .read(QA)?
         .ok_or_else(|| ActError::NoQuestions(store.name()))?;
@@ -55,9 +60,9 @@ pub fn answer(store: &SessionStore, answers: &Answers) -> Result<Answered, ActEr
     };
     store.write_atomic(QA, filled.as_bytes())?;
     let open: Vec<u32> = QaDoc::parse(&filled).open().map(|q| q.number).collect();
-    let waiting = gate::wakes_on_answers(&store.load_state()?, open.is_empty());
+    let waiting = gate::wakes_on_answers(state, open.is_empty());
     if waiting {
-        act(store, |state| {
+        act(store, state, |state| {
             let mut effect = gate::resume(state, true)?;
             effect.verb = "answer";
             effect.flow_log = "Questions answered by a person; resuming".into();
@@ -70,15 +75,18 @@ pub fn answer(store: &SessionStore, answers: &Answers) -> Result<Answered, ActEr
     })
 }
 
-/// Applies `verb` to the session's state and records it.
+/// Applies `verb` to the state and records it. The state changes only when the new one is
+/// saved, so memory and disk never disagree.
 pub fn act(
     store: &SessionStore,
+    state: &mut SessionState,
     verb: impl FnOnce(&mut SessionState) -> Result<GateEffect, GateError>,
-) -> Result<SessionState, ActError> {
-    let mut state = store.load_state()?;
-    let from = state.phase;
-    let effect = verb(&mut state)?;
-    store.save(&mut state)?;
+) -> Result<(), ActError> {
+    let mut next = state.clone();
+    let from = next.phase;
+    let effect = verb(&mut next)?;
+    store.save(&mut next)?;
+    *state = next;
     store.append_history(&HistoryRow {
         at: Timestamp::now(),
         iteration: state.iteration,
@@ -93,7 +101,7 @@ pub fn act(
     })?;
     store.flow_log(state.iteration, &effect.flow_log)?;
     store.log(&effect.flow_log);
-    Ok(state)
+    Ok(())
 }
 
 /// A person's command, as it travels from the CLI or the control socket to a session.
@@ -107,71 +115,78 @@ pub enum PersonCommand {
     Answer { answers: Answers },
 }
 
-/// Applies a person's command to a session held under its lock; returns the new state and a
-/// sentence saying what happened.
+/// Applies a person's command to a session held under its lock; returns a sentence saying what
+/// happened.
 pub fn apply(
     store: &SessionStore,
+    state: &mut SessionState,
     command: &PersonCommand,
-) -> Result<(SessionState, String), ActError> {
+) -> Result<String, ActError> {
     let name = store.name();
     match command {
         PersonCommand::Approve => {
-            let state = act(store, gate::approve)?;
-            Ok((
-                state,
-                format!("approved the plan of {name}; next phase: implementation"),
+            act(store, state, gate::approve)?;
+            Ok(format!(
+                "approved the plan of {name}; next phase: implementation"
             ))
         }
         PersonCommand::Reject { reason } => {
-            let state = act(store, |s| gate::reject(s, reason))?;
-            Ok((
-                state,
-                format!("sent the plan of {name} back to planning with your feedback"),
+            act(store, state, |s| gate::reject(s, reason))?;
+            Ok(format!(
+                "sent the plan of {name} back to planning with your feedback"
             ))
         }
         PersonCommand::Resume => {
             let answered = store
                 .read(QA)?
                 .is_some_and(|t| QaDoc::parse(&t).is_answered());
-            let state = act(store, |s| gate::resume(s, answered))?;
-            let phase = state.phase;
-            Ok((state, format!("resumed {name} in {phase}")))
+            act(store, state, |s| gate::resume(s, answered))?;
+            Ok(format!("resumed {name} in {}", state.phase))
         }
         PersonCommand::Stop => {
-            let state = act(store, |s| gate::stop(s, Timestamp::now()))?;
-            let phase = state.phase;
-            Ok((
-                state,
-                format!("stopped {name} in {phase}; `samocode resume {name}` continues it"),
+            act(store, state, |s| gate::stop(s, Timestamp::now()))?;
+            Ok(format!(
+                "stopped {name} in {}; `samocode resume {name}` continues it",
+                state.phase
             ))
         }
         PersonCommand::Answer { answers } => {
-            let answered = answer(store, answers)?;
-            let message = if answered.open.is_empty() {
+            let answered = answer(store, state, answers)?;
+            Ok(if answered.open.is_empty() {
                 format!("all questions of {name} are answered")
             } else {
                 let open: Vec<String> = answered.open.iter().map(|n| format!("Q{n}")).collect();
                 format!("saved; still open: {}", open.join(", "))
-            };
-            Ok((store.load_state()?, message))
+            })
         }
     }
 }
 
-/// Wakes a session waiting for answers when `_qa.md` has been answered by hand; returns the new
-/// state when it did.
-pub fn wake_on_answers(store: &SessionStore) -> Result<Option<SessionState>, ActError> {
+/// Wakes a session waiting for answers when `_qa.md` has been answered by hand; returns true
+/// when it did.
+pub fn wake_on_answers(store: &SessionStore, state: &mut SessionState) -> Result<bool, ActError> {
     let answered = store
         .read(QA)?
         .is_some_and(|t| QaDoc::parse(&t).is_answered());
-    if !gate::wakes_on_answers(&store.load_state()?, answered) {
-        return Ok(None);
+    if !gate::wakes_on_answers(state, answered) {
+        return Ok(false);
     }
-    let state = act(store, |s| {
+    act(store, state, |s| {
         let mut effect = gate::resume(s, true)?;
         effect.verb = "answer";
         effect.flow_log = "Questions answered in _qa.md; resuming".into();
         Ok(effect)
     })?;
-    Ok(Some(state))
+    Ok(true)
+}
+
+impl ActError {
+    /// The exit code of the CLI for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ActError::Store(StoreError::Io { .. }) => 1,
+            ActError::Store(StoreError::Locked { .. }) => 12,
+            _ => 2,
+        }
+    }
 }

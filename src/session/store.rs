@@ -66,8 +66,9 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
     }
 }
 
-/// Replaces a file atomically: a temp file beside it, fsync, rename; a crash leaves either the
-/// old or the new contents, never half of one.
+/// Replaces a file atomically: a temp file beside it, fsync, rename, then fsync of the
+/// directory, so that a crash (of the worker or of the machine) leaves either the old or the
+/// new contents, never half of one and never a rename that is lost.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut temp = tempfile::Builder::new()
@@ -75,10 +76,14 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
         .tempfile_in(dir)
         .map_err(io("cannot create a temp file in", dir))?;
     temp.write_all(contents).map_err(io("cannot write", path))?;
-    temp.as_file().sync_all().map_err(io("cannot sync", path))?;
+    temp.as_file()
+        .sync_data()
+        .map_err(io("cannot sync", path))?;
     temp.persist(path)
         .map_err(|e| io("cannot replace", path)(e.error))?;
-    Ok(())
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("cannot sync the directory", dir))
 }
 
 /// A session folder, for reading.
@@ -151,6 +156,18 @@ impl SessionFolder {
     /// The text of `_signal.json`, or the protocol error of its absence.
     pub fn read_signal(&self) -> Result<Result<String, SignalError>, StoreError> {
         Ok(self.read(SIGNAL)?.ok_or(SignalError::Missing))
+    }
+
+    /// True when `_iterations.jsonl` has a row for the attempt whose log is `log`.
+    pub fn journaled(&self, log: &str) -> Result<bool, StoreError> {
+        let Some(text) = self.read(ITERATIONS)? else {
+            return Ok(false);
+        };
+        // Rows are appended in order: the attempt, when journaled, is among the last ones.
+        Ok(text
+            .lines()
+            .rev()
+            .any(|line| serde_json::from_str::<IterationRow>(line).is_ok_and(|row| row.log == log)))
     }
 
     /// The newest attempt log (by name, which starts with the time), if any.

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use tokio::process::Command;
 
 use crate::config::Project;
+use crate::protocol::baseline::Baseline;
 
 /// A worktree ready for the agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +47,11 @@ pub enum WorktreeError {
 }
 
 async fn git(dir: &Path, args: &[&str]) -> Result<String, WorktreeError> {
+    Ok(git_raw(dir, args).await?.trim().to_string())
+}
+
+/// A git command's standard output as it printed it (porcelain lines start with a space).
+async fn git_raw(dir: &Path, args: &[&str]) -> Result<String, WorktreeError> {
     let output = Command::new("git")
         .arg("-C")
         .arg(dir)
@@ -59,7 +65,7 @@ async fn git(dir: &Path, args: &[&str]) -> Result<String, WorktreeError> {
             detail: e.to_string(),
         })?;
     if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
         Err(WorktreeError::Git {
             args: args.join(" "),
@@ -153,40 +159,41 @@ async fn default_branch(repo: &Path) -> Result<String, WorktreeError> {
     }
 }
 
-/// A snapshot of the tracked files of a worktree, to tell whether an attempt changed them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrackedSnapshot {
-    head: String,
-    changes: String,
+/// The tracked files of a worktree now, to tell whether a read-only attempt changed them.
+pub async fn baseline(dir: &Path) -> Result<Baseline, WorktreeError> {
+    Ok(Baseline {
+        head: git(dir, &["rev-parse", "HEAD"]).await?,
+        changes: git_raw(dir, &["status", "--porcelain", "--untracked-files=no"]).await?,
+    })
 }
 
-impl TrackedSnapshot {
-    pub async fn take(dir: &Path) -> Result<TrackedSnapshot, WorktreeError> {
-        Ok(TrackedSnapshot {
-            head: git(dir, &["rev-parse", "HEAD"]).await?,
-            changes: git(dir, &["status", "--porcelain", "--untracked-files=no"]).await?,
-        })
-    }
-
-    /// What differs from `before`, in words; `None` when nothing tracked changed.
-    pub fn difference(&self, before: &TrackedSnapshot) -> Option<String> {
-        if self.head != before.head {
-            return Some(format!(
-                "HEAD moved from {} to {}",
-                short(&before.head),
-                short(&self.head)
-            ));
+/// [`baseline`] for callers off the async threads (taking over a session).
+pub fn baseline_blocking(dir: &Path) -> Result<Baseline, WorktreeError> {
+    let run = |args: &[&str]| -> Result<String, WorktreeError> {
+        let output = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .output()
+            .map_err(|e| WorktreeError::Git {
+                args: args.join(" "),
+                dir: dir.to_path_buf(),
+                detail: e.to_string(),
+            })?;
+        if !output.status.success() {
+            return Err(WorktreeError::Git {
+                args: args.join(" "),
+                dir: dir.to_path_buf(),
+                detail: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            });
         }
-        if self.changes != before.changes {
-            let files: Vec<&str> = self.changes.lines().take(10).collect();
-            return Some(format!("modified {}", files.join(", ")));
-        }
-        None
-    }
-}
-
-fn short(sha: &str) -> &str {
-    sha.get(..10).unwrap_or(sha)
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    Ok(Baseline {
+        head: run(&["rev-parse", "HEAD"])?.trim().to_string(),
+        changes: run(&["status", "--porcelain", "--untracked-files=no"])?,
+    })
 }
 
 /// The worktree an older tool left at `WORKTREES/<folder>`, if there is one (used when adopting

@@ -178,7 +178,7 @@ fn answers_written_by_hand_wake_a_waiting_session() {
 #[test]
 fn a_crashed_daemon_is_replaced_and_every_session_finishes() {
     let mut project = Project::new();
-    project.env("SAMOCODE_FAKE", "*=slow:0.4");
+    project.env("SAMOCODE_FAKE", "*=slow:2");
     project.env(
         "SAMOCODE_FAKE_RUNNING",
         &project.root.join("running").display().to_string(),

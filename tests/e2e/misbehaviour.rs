@@ -257,23 +257,56 @@ fn the_iteration_limit_blocks() {
 
 #[test]
 fn the_testing_phase_may_not_change_tracked_files() {
-    let mut project = Project::new();
-    // Testing writes into a tracked file instead of only reporting.
-    project.env("SAMOCODE_FAKE", "testing=touch");
-    new_session(&project, "ro").expect(10);
-    project
-        .run(&["answer", "ro", "--accept-suggestions"])
-        .expect(0);
-    project.run(&["run", "--session", "ro"]).expect(10);
-    project.run(&["approve", "ro"]).expect(0);
-    let run = project.run(&["run", "--session", "ro"]);
-    run.expect(11);
-    assert!(
-        run.stdout()
-            .contains("the testing phase changed tracked files"),
-        "{}",
-        run.stdout()
-    );
+    // Testing writes into a tracked file instead of only reporting: first in an attempt that
+    // then fails (a retry must not take the edit as its baseline), then in one that succeeds.
+    for rule in ["testing@1=touch+exit:1", "testing=touch"] {
+        let mut project = Project::new();
+        project.env("SAMOCODE_FAKE", rule);
+        new_session(&project, "ro").expect(10);
+        project
+            .run(&["answer", "ro", "--accept-suggestions"])
+            .expect(0);
+        project.run(&["run", "--session", "ro"]).expect(10);
+        project.run(&["approve", "ro"]).expect(0);
+        let run = project.run(&["run", "--session", "ro"]);
+        run.expect(11);
+        let s = project.session("ro");
+        let worktree = s.state()["worktree"].as_str().unwrap().to_string();
+        let undo = format!("git -C {worktree} checkout -- README.md");
+        assert!(
+            run.stdout().contains("worktree_mutated")
+                && run.stdout().contains("changed: README.md")
+                && run.stdout().contains(&undo),
+            "{rule}: {}",
+            run.stdout()
+        );
+        let rows = s.jsonl("_iterations.jsonl");
+        let testing: Vec<_> = rows.iter().filter(|r| r["phase"] == "testing").collect();
+        assert_eq!(
+            testing.len(),
+            1,
+            "{rule}: no retry after the edit: {testing:?}"
+        );
+        assert!(
+            testing[0]["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("worktree_mutated"),
+            "{rule}: {}",
+            testing[0]
+        );
+        // The person undoes the edit exactly as told, and the session goes on from testing.
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&undo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        project.env("SAMOCODE_FAKE", "");
+        project.run(&["resume", "ro"]).expect(0);
+        project.run(&["run", "--session", "ro"]).expect(0);
+        assert_eq!(s.state()["status"]["state"], "done");
+    }
 }
 
 #[test]

@@ -1,0 +1,239 @@
+//! The daemon (`samocode supervise`) as a library call: [`run`] takes a configuration and a
+//! [`Shutdown`], so tests and embedders drive it in process and only `main` knows signals.
+//!
+//! It takes the state directory's lock, lists the sessions it owns, binds the control socket,
+//! starts the SupervisorActor under an [`exit_watch`] and resumes every owned session. The
+//! control server and the Telegram poller are edges run by [`edge::keep_running`]: restarted
+//! with backoff when they end or panic. The daemon then waits for one of two things: a stop
+//! request (graceful: every attempt is stopped with its grace and journaled, locks are
+//! released; a second request kills the agents and returns at once) or the death of the
+//! supervisor (the agents are killed and the daemon returns an error, so that systemd restarts
+//! it and the next start recovers every session).
+
+pub mod edge;
+pub mod exit_watch;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::Actor;
+use ractor::rpc::CallResult;
+
+use crate::agent::launch::{self, Launcher, LocalProcess};
+use crate::config::Config;
+use crate::control;
+use crate::lockfile;
+use crate::shutdown::Shutdown;
+use crate::supervisor::{SupervisorActor, SupervisorArgs, SupervisorMsg};
+
+/// Why the daemon stopped other than by request, or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The state directory is not safe to use, or cannot be made.
+    #[error("state directory {path}: {problem}")]
+    StateDir { path: PathBuf, problem: String },
+    /// Another daemon holds the state directory.
+    #[error(
+        "another samocode daemon is running (pid {pid}) with state directory {path}; stop it first, or set SAMOCODE_STATE_DIR for a second one"
+    )]
+    Locked { path: PathBuf, pid: String },
+    /// The control socket could not be set up.
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
+    /// The supervisor could not start.
+    #[error("cannot start the supervisor: {0}")]
+    Start(String),
+    /// The supervisor died; its agents were killed.
+    #[error(
+        "the supervisor stopped unexpectedly ({0}); its agents were killed, and the next start resumes every session"
+    )]
+    SupervisorDied(String),
+    /// A second stop request came before the graceful stop ended.
+    #[error("stopped at once by a second signal; the running agents were killed")]
+    Forced { signal: i32 },
+}
+
+impl DaemonError {
+    /// The process's exit code for it.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DaemonError::Locked { .. } => 12,
+            DaemonError::StateDir { .. } | DaemonError::Control(_) => 2,
+            DaemonError::Forced { signal } => crate::shutdown::exit_code(*signal),
+            DaemonError::Start(_) | DaemonError::SupervisorDied(_) => 1,
+        }
+    }
+}
+
+/// Runs the daemon until `shutdown` asks it to stop (or its supervisor dies).
+pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), DaemonError> {
+    run_with(config, shutdown, Arc::new(LocalProcess)).await
+}
+
+/// [`run`], with the launcher of the agents given.
+pub async fn run_with(
+    config: &Config,
+    mut shutdown: Shutdown,
+    launcher: Arc<dyn Launcher>,
+) -> Result<(), DaemonError> {
+    let state_dir = &config.state_dir;
+    prepare_state_dir(state_dir)?;
+    let _lock = match lockfile::acquire(&state_dir.join("daemon.lock")) {
+        Ok(file) => file,
+        Err(lockfile::LockError::Held { pid }) => {
+            return Err(DaemonError::Locked {
+                path: state_dir.clone(),
+                pid: pid.map_or_else(|| "unknown".into(), |p| p.to_string()),
+            });
+        }
+        Err(lockfile::LockError::Io(e)) => {
+            return Err(DaemonError::StateDir {
+                path: state_dir.clone(),
+                problem: format!("cannot lock daemon.lock: {e}"),
+            });
+        }
+    };
+    let (owned, problems) =
+        crate::supervisor::load_owned(state_dir).map_err(|e| DaemonError::StateDir {
+            path: state_dir.clone(),
+            problem: format!("cannot read {}: {e}", crate::supervisor::OWNED_FILE),
+        })?;
+    for problem in problems {
+        tracing::error!(%problem, "a line of the owned sessions is unreadable; skipped");
+    }
+    let socket = control::bind(&config.control_socket).await?;
+    let telegram = config
+        .telegram
+        .as_ref()
+        .map(crate::bot::Telegram::new)
+        .transpose()
+        .map_err(|e| DaemonError::Start(e.to_string()))?;
+    let supervisor = SupervisorActor {
+        agent: config.agent.clone(),
+        retry: config.retry.clone(),
+        keep_parked: true,
+        state_dir: Some(state_dir.clone()),
+        sinks: telegram
+            .clone()
+            .map(|t| vec![Arc::new(t) as Arc<dyn crate::notify::Sink>])
+            .unwrap_or_default(),
+        launcher,
+        failpoints: config.failpoints.clone(),
+    };
+    let (watch, mut died) = exit_watch::start().await.map_err(DaemonError::Start)?;
+    let (supervisor, handle) = Actor::spawn_linked(
+        None,
+        supervisor,
+        SupervisorArgs {
+            max_parallel: config.max_parallel,
+        },
+        watch.get_cell(),
+    )
+    .await
+    .map_err(|e| DaemonError::Start(e.to_string()))?;
+
+    for session in owned {
+        // Each opens in the supervisor's own background task; a session that cannot be opened
+        // stays listed as broken until a person's `resume`.
+        let _ = supervisor.send_message(SupervisorMsg::Resume {
+            dir: session.dir,
+            project: session.project,
+        });
+    }
+    let mut edges = Vec::new();
+    {
+        let listener = socket.listener.clone();
+        let supervisor = supervisor.clone();
+        edges.push(edge::keep_running("control server", move || {
+            control::serve(listener.clone(), supervisor.clone())
+        }));
+    }
+    if let Some(telegram) = telegram {
+        let supervisor = supervisor.clone();
+        edges.push(edge::keep_running("telegram poller", move || {
+            telegram.clone().poll(supervisor.clone())
+        }));
+    }
+    tracing::info!(socket = %config.control_socket.display(), max_parallel = config.max_parallel, "samocode daemon running");
+
+    let outcome = tokio::select! {
+        reason = &mut died => {
+            let reason = reason.unwrap_or_else(|_| "its watch went away".into());
+            tracing::error!(%reason, "the supervisor stopped unexpectedly; killing its agents");
+            launch::kill_all_live();
+            Err(DaemonError::SupervisorDied(reason))
+        }
+        signal = shutdown.requested() => {
+            tracing::info!(signal, "stopping: running attempts get their grace period, then their process groups are killed");
+            for edge in &edges {
+                edge.abort();
+            }
+            let grace = config.agent.kill_grace + Duration::from_secs(30);
+            let stopped = supervisor.call(|reply| SupervisorMsg::Shutdown { reply }, Some(grace));
+            tokio::select! {
+                result = stopped => {
+                    if !matches!(result, Ok(CallResult::Success(()))) {
+                        tracing::error!("the sessions did not stop in time; killing their agents");
+                        launch::kill_all_live();
+                    }
+                    Ok(())
+                }
+                _ = shutdown.forced() => {
+                    let killed = launch::kill_all_live();
+                    tracing::warn!(killed, "second signal: agents killed, exiting now");
+                    Err(DaemonError::Forced { signal })
+                }
+            }
+        }
+    };
+    for edge in &edges {
+        edge.abort();
+    }
+    supervisor.stop(None);
+    let _ = tokio::time::timeout(Duration::from_secs(5), handle).await;
+    watch.stop(None);
+    drop(socket);
+    tracing::info!("samocode daemon stopped");
+    outcome
+}
+
+/// Creates the state directory (0700) when absent; refuses one that others may enter or that
+/// another user owns, rather than changing it.
+fn prepare_state_dir(dir: &Path) -> Result<(), DaemonError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let problem = |problem: String| DaemonError::StateDir {
+        path: dir.to_path_buf(),
+        problem,
+    };
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| problem(format!("cannot create its parent: {e}")))?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(problem(format!("cannot create it: {e}"))),
+    }
+    let meta = std::fs::metadata(dir).map_err(|e| problem(format!("cannot read it: {e}")))?;
+    if !meta.is_dir() {
+        return Err(problem(
+            "it exists and is not a directory; set SAMOCODE_STATE_DIR to another path".into(),
+        ));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(problem(format!(
+            "it belongs to user id {}, not to you ({me}); set SAMOCODE_STATE_DIR to a directory of your own",
+            meta.uid()
+        )));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(problem(format!(
+            "its mode is {mode:o}, so other users may enter it and reach the control socket; run `chmod 700 {}` if it is yours alone, or set SAMOCODE_STATE_DIR to a new path",
+            dir.display()
+        )));
+    }
+    Ok(())
+}

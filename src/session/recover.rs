@@ -1,0 +1,109 @@
+//! Taking over a session from a worker that died mid-attempt (a `kill -9` of `samocode run`
+//! or of the daemon, a power cut).
+//!
+//! Such a worker leaves `_state.json` with its in-flight record (written before the agent
+//! started) and, possibly, agents still running: they were in a process group of their own,
+//! and nothing killed them. The next worker, holding the lock, first kills every process that
+//! carries this session's marker, then journals the interrupted attempt (unless its row made it
+//! to `_iterations.jsonl` before the end), checks a read-only phase's worktree against the
+//! recorded baseline, and clears the record. Only then may a new attempt start, so one session
+//! never has two agents at once.
+
+use jiff::Timestamp;
+
+use super::store::{SessionStore, StoreError};
+use super::worktree;
+use crate::agent::launch::Launcher;
+use crate::protocol::journal::{AttemptOutcome, HistoryRow, IterationRow, Source};
+use crate::protocol::{RunState, SessionState};
+
+/// Kills whatever a dead worker's agents left running for this session.
+pub fn kill_leftovers(store: &SessionStore, launcher: &dyn Launcher) -> Vec<i32> {
+    let killed = launcher.kill_leftovers(store.dir());
+    if !killed.is_empty() {
+        tracing::warn!(session = %store.name(), pids = ?killed, "killed agent processes left by a previous worker");
+        store.log(&format!(
+            "killed {} agent process(es) left by a previous worker: {killed:?}",
+            killed.len()
+        ));
+    }
+    killed
+}
+
+/// Cleans up after a worker that stopped mid-attempt, if the state says one did.
+pub fn take_over(
+    store: &SessionStore,
+    state: &mut SessionState,
+    launcher: &dyn Launcher,
+) -> Result<(), StoreError> {
+    let Some(record) = state.in_flight.take() else {
+        return Ok(());
+    };
+    kill_leftovers(store, launcher);
+    let now = Timestamp::now();
+    if store.path(&record.log).exists() && !store.journaled(&record.log)? {
+        store.append_iteration(&IterationRow {
+            started_at: record.started_at,
+            ended_at: now,
+            iteration: state.iteration,
+            attempt: state.attempt,
+            phase: state.phase,
+            provider: record.provider.clone(),
+            model: record.model.clone(),
+            reported_model: None,
+            profile: record.profile,
+            effort: record.effort.clone(),
+            exit_code: None,
+            exit_signal: None,
+            outcome: AttemptOutcome::Interrupted,
+            detail: Some(format!(
+                "interrupted: the worker (pid {}) stopped during the attempt; found by the next worker at {}",
+                record.worker_pid,
+                now.round(jiff::Unit::Second).unwrap_or(now)
+            )),
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_usd: 0.0,
+            agent_session_id: None,
+            log: record.log.clone(),
+        })?;
+    }
+    let mutation = match (&record.baseline, &state.worktree) {
+        (Some(before), Some(tree)) => worktree::baseline_blocking(tree)
+            .ok()
+            .and_then(|after| before.mutation(&after, tree.clone())),
+        _ => None,
+    };
+    if let Some(mutation) = mutation {
+        let reason = format!("worktree_mutated: {mutation}");
+        store.append_history(&HistoryRow {
+            at: now,
+            iteration: state.iteration,
+            attempt: state.attempt,
+            source: Source::Worker,
+            from: state.phase,
+            to: None,
+            status: "-".into(),
+            accepted: false,
+            reason: Some(reason.clone()),
+            outcome: "blocked".into(),
+        })?;
+        state.status = RunState::Blocked {
+            reason: reason.clone(),
+            needs: None,
+            since: now,
+        };
+        state.attempt = 0;
+        state.failures = 0;
+        store.save(state)?;
+        let _ = store.flow_log(state.iteration, &format!("Blocked by samocode: {reason}"));
+        store.log(&format!("blocked: {reason}"));
+        return Ok(());
+    }
+    store.save(state)?;
+    store.log(&format!(
+        "took over from worker pid {}, which stopped during attempt {}; the iteration runs again",
+        record.worker_pid, record.log
+    ));
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! A request to stop, injected rather than wired to signals: `main` turns SIGINT, SIGTERM and
+//! SIGHUP into requests ([`Shutdown::from_signals`]); tests and embedders make their own with
+//! [`Shutdown::new`].
+//!
+//! The first request asks for a graceful stop (running agents get SIGTERM and their grace,
+//! their attempts are journaled, locks are released); a second one asks to stop at once (the
+//! agents are killed and the process exits).
+
+use tokio::sync::watch;
+
+/// Makes requests.
+#[derive(Clone)]
+pub struct Trigger {
+    tx: watch::Sender<Requests>,
+}
+
+/// Waits for requests.
+#[derive(Clone)]
+pub struct Shutdown {
+    rx: watch::Receiver<Requests>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Requests {
+    count: u32,
+    /// The signal of the first request (0 when it came from no signal).
+    first: i32,
+}
+
+impl Trigger {
+    /// Asks to stop, for `signal` (its number; 0 for none).
+    pub fn request(&self, signal: i32) {
+        self.tx.send_modify(|r| {
+            if r.count == 0 {
+                r.first = signal;
+            }
+            r.count += 1;
+        });
+    }
+}
+
+impl Shutdown {
+    /// A pair that only the returned trigger sets off.
+    pub fn new() -> (Trigger, Shutdown) {
+        let (tx, rx) = watch::channel(Requests::default());
+        (Trigger { tx }, Shutdown { rx })
+    }
+
+    /// Requests from SIGINT, SIGTERM and SIGHUP (a dropped terminal). Must be called inside a
+    /// tokio runtime.
+    pub fn from_signals() -> std::io::Result<Shutdown> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (trigger, shutdown) = Shutdown::new();
+        let kinds = [
+            SignalKind::interrupt(),
+            SignalKind::terminate(),
+            SignalKind::hangup(),
+        ];
+        for kind in kinds {
+            let mut stream = signal(kind)?;
+            let trigger = trigger.clone();
+            tokio::spawn(async move {
+                while stream.recv().await.is_some() {
+                    trigger.request(kind.as_raw_value());
+                }
+            });
+        }
+        Ok(shutdown)
+    }
+
+    /// Resolves at the first request; returns its signal's number (0 for none).
+    pub async fn requested(&mut self) -> i32 {
+        match self.rx.wait_for(|r| r.count >= 1).await {
+            Ok(r) => r.first,
+            // Nobody can ask any more: never.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// Resolves at the second request.
+    pub async fn forced(&mut self) {
+        if self.rx.wait_for(|r| r.count >= 2).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// True once a stop was asked for.
+    pub fn is_requested(&self) -> bool {
+        self.rx.borrow().count >= 1
+    }
+}
+
+/// The exit code of a process stopped by signal `number` (128 + the number), or 1 for none.
+pub fn exit_code(number: i32) -> u8 {
+    if number > 0 {
+        128u8.saturating_add(number as u8)
+    } else {
+        1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_first_request_asks_the_second_forces() {
+        let (trigger, mut shutdown) = Shutdown::new();
+        assert!(!shutdown.is_requested());
+        trigger.request(15);
+        assert_eq!(shutdown.requested().await, 15);
+        let mut forced = shutdown.clone();
+        let waiting = tokio::spawn(async move { forced.forced().await });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        trigger.request(2);
+        waiting.await.unwrap();
+        assert_eq!(shutdown.requested().await, 15, "the first signal is kept");
+        assert_eq!(exit_code(15), 143);
+    }
+}

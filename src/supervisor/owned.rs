@@ -1,0 +1,108 @@
+//! The daemon's list of the sessions it owns, in its state directory: `sessions.jsonl`, one
+//! `{"dir":…,"project":…}` line per session taken over, appended (and fsynced) before the
+//! daemon acknowledges the start, so that a session it said yes to is resumed after any crash.
+//! A session is listed once however many lines name it; the file is compacted at start.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A session as the daemon lists it, and as it is saved in the state directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnedSession {
+    pub dir: PathBuf,
+    /// The project file the session belongs to.
+    pub project: PathBuf,
+}
+
+/// The file, in the daemon's state directory.
+pub const FILE: &str = "sessions.jsonl";
+/// The file of earlier builds: one JSON array, rewritten whole.
+const LEGACY: &str = "sessions.json";
+
+/// Appends one session to the list (durably).
+pub fn append(state_dir: &Path, session: &OwnedSession) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(session).expect("an owned session serializes");
+    line.push(b'\n');
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state_dir.join(FILE))?;
+    // One write per line, so a crash leaves whole lines.
+    file.write_all(&line)?;
+    file.sync_data()
+}
+
+/// Reads the list (each session once, in the order first named), and rewrites the file
+/// without repeats. Lines that cannot be read are reported in the second value.
+pub fn load_and_compact(state_dir: &Path) -> std::io::Result<(Vec<OwnedSession>, Vec<String>)> {
+    let mut owned: Vec<OwnedSession> = Vec::new();
+    let mut problems = Vec::new();
+    if let Ok(text) = std::fs::read_to_string(state_dir.join(LEGACY)) {
+        match serde_json::from_str::<Vec<OwnedSession>>(&text) {
+            Ok(list) => owned.extend(list),
+            Err(e) => problems.push(format!("{LEGACY}: {e}")),
+        }
+    }
+    match std::fs::read_to_string(state_dir.join(FILE)) {
+        Ok(text) => {
+            for (n, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+            {
+                match serde_json::from_str::<OwnedSession>(line) {
+                    Ok(session) => owned.push(session),
+                    Err(e) => problems.push(format!("{FILE}:{}: {e}", n + 1)),
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut seen = std::collections::HashSet::new();
+    owned.retain(|s| seen.insert(s.dir.clone()));
+    let mut text = Vec::new();
+    for session in &owned {
+        text.extend(serde_json::to_vec(session).expect("an owned session serializes"));
+        text.push(b'\n');
+    }
+    crate::session::store::write_atomic(&state_dir.join(FILE), &text)
+        .map_err(std::io::Error::other)?;
+    let _ = std::fs::remove_file(state_dir.join(LEGACY));
+    Ok((owned, problems))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appended_sessions_come_back_once_and_the_file_is_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = |d: &str| OwnedSession {
+            dir: PathBuf::from(d),
+            project: PathBuf::from("/p/.samocode"),
+        };
+        std::fs::write(
+            dir.path().join(LEGACY),
+            serde_json::to_vec(&vec![s("/s/a")]).unwrap(),
+        )
+        .unwrap();
+        for d in ["/s/b", "/s/a", "/s/b", "/s/c"] {
+            append(dir.path(), &s(d)).unwrap();
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(FILE))
+            .unwrap();
+        f.write_all(b"{\"dir\": \"/s/half").unwrap();
+        let (owned, problems) = load_and_compact(dir.path()).unwrap();
+        assert_eq!(owned, [s("/s/a"), s("/s/b"), s("/s/c")]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(!dir.path().join(LEGACY).exists());
+        let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
+        assert_eq!(text.lines().count(), 3);
+    }
+}

@@ -1,0 +1,293 @@
+//! The supervisor's registry: one [`Entry`] per session, and the order in which queued
+//! sessions get an agent slot. Pure bookkeeping, no IO, no messages but the ones that hand out
+//! slots and wake watchers.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use ractor::{ActorId, ActorRef, RpcReplyPort};
+
+use super::{OwnedSession, Started};
+use crate::protocol::WaitFor;
+use crate::session::actor::SessionMsg;
+use crate::session::name;
+use crate::session::open::{Settled, StartRequest};
+
+/// A session's claim on an agent slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    None,
+    /// Waiting in the queue.
+    Queued,
+    /// Granted; given back when its attempt ends.
+    Held,
+}
+
+/// Everything the supervisor knows of one session.
+pub struct Entry {
+    /// Its project file: with the folder, how to open it again.
+    pub project: PathBuf,
+    /// Its actor while one drives it.
+    pub actor: Option<ActorRef<SessionMsg>>,
+    pub slot: Slot,
+    /// How it last settled; `None` while it runs or is runnable.
+    pub settled: Option<Settled>,
+    /// Callers waiting for it to settle.
+    pub watchers: Vec<RpcReplyPort<Settled>>,
+    /// When its actor was restarted, within the restart window.
+    pub restarts: Vec<Instant>,
+}
+
+pub struct Registry {
+    entries: HashMap<PathBuf, Entry>,
+    /// Which session an actor drives, to read supervision events.
+    by_actor: HashMap<ActorId, PathBuf>,
+    /// Sessions waiting for a slot, longest first.
+    queue: VecDeque<PathBuf>,
+    held: usize,
+    max_parallel: usize,
+}
+
+impl Registry {
+    pub fn new(max_parallel: usize) -> Registry {
+        Registry {
+            entries: HashMap::new(),
+            by_actor: HashMap::new(),
+            queue: VecDeque::new(),
+            held: 0,
+            max_parallel: max_parallel.max(1),
+        }
+    }
+
+    pub fn get(&self, dir: &Path) -> Option<&Entry> {
+        self.entries.get(dir)
+    }
+
+    pub fn max_parallel(&self) -> usize {
+        self.max_parallel
+    }
+
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    pub fn set_max_parallel(&mut self, max: usize) {
+        self.max_parallel = max.max(1);
+        self.grant();
+    }
+
+    /// A session now driven by `actor`.
+    pub fn driven(
+        &mut self,
+        dir: PathBuf,
+        project: PathBuf,
+        actor: ActorRef<SessionMsg>,
+        settled: Option<Settled>,
+        restarts: Vec<Instant>,
+    ) {
+        self.by_actor.insert(actor.get_id(), dir.clone());
+        let entry = self.entry(dir, project);
+        entry.actor = Some(actor);
+        entry.settled = settled;
+        entry.restarts = restarts;
+    }
+
+    /// A session listed but not driven: finished, or one that could not be opened.
+    pub fn parked_without_actor(&mut self, dir: PathBuf, project: PathBuf, settled: Settled) {
+        self.entry(dir, project).settled = Some(settled);
+    }
+
+    fn entry(&mut self, dir: PathBuf, project: PathBuf) -> &mut Entry {
+        let entry = self.entries.entry(dir).or_insert_with(|| Entry {
+            project: project.clone(),
+            actor: None,
+            slot: Slot::None,
+            settled: None,
+            watchers: Vec::new(),
+            restarts: Vec::new(),
+        });
+        entry.project = project;
+        entry
+    }
+
+    /// What a start request finds when the session is already here.
+    pub fn started(&self, request: &StartRequest) -> Option<Started> {
+        let sessions = &request.project.sessions;
+        let (dir, entry) = self.entries.iter().find(|(dir, entry)| {
+            entry.actor.is_some()
+                && dir.parent() == Some(sessions.as_path())
+                && dir.file_name().is_some_and(|folder| {
+                    folder == request.name.as_str()
+                        || name::short_name(&folder.to_string_lossy()) == request.name
+                })
+        })?;
+        Some(Started {
+            dir: dir.clone(),
+            folder: dir
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+            settled: entry.settled.clone(),
+        })
+    }
+
+    /// The folder of the one session a name (folder or short name) means.
+    pub fn named(&self, session: &str) -> Result<PathBuf, String> {
+        let matches: Vec<&PathBuf> = self
+            .entries
+            .keys()
+            .filter(|dir| {
+                let folder = dir.file_name().unwrap_or_default().to_string_lossy();
+                folder == session || name::short_name(&folder) == session
+            })
+            .collect();
+        match matches.as_slice() {
+            [dir] => Ok((*dir).clone()),
+            [] => Err(format!("the daemon drives no session {session:?}")),
+            _ => Err(format!(
+                "{session:?} names several sessions; use the full folder name"
+            )),
+        }
+    }
+
+    /// Every session the daemon drives or drove.
+    pub fn owned(&self) -> Vec<OwnedSession> {
+        let mut list: Vec<OwnedSession> = self
+            .entries
+            .iter()
+            .map(|(dir, entry)| OwnedSession {
+                dir: dir.clone(),
+                project: entry.project.clone(),
+            })
+            .collect();
+        list.sort_by(|a, b| a.dir.cmp(&b.dir));
+        list
+    }
+
+    pub fn live_actors(&self) -> Vec<ActorRef<SessionMsg>> {
+        self.entries
+            .values()
+            .filter_map(|e| e.actor.clone())
+            .collect()
+    }
+
+    /// The actor of the session in `dir` if it is parked waiting for answers.
+    pub fn waiting_for_answers(&self, dir: &Path) -> Option<ActorRef<SessionMsg>> {
+        let entry = self.entries.get(dir)?;
+        match entry.settled {
+            Some(Settled::Waiting {
+                wait_for: WaitFor::QaAnswers,
+            }) => entry.actor.clone(),
+            _ => None,
+        }
+    }
+
+    pub fn all_waiting_for_answers(&self) -> Vec<ActorRef<SessionMsg>> {
+        self.entries
+            .keys()
+            .filter_map(|dir| self.waiting_for_answers(dir))
+            .collect()
+    }
+
+    /// Its actor is gone: frees its slot; returns its folder.
+    pub fn actor_gone(&mut self, actor: ActorId) -> Option<PathBuf> {
+        let dir = self.by_actor.remove(&actor)?;
+        if let Some(entry) = self.entries.get_mut(&dir) {
+            entry.actor = None;
+        }
+        self.drop_slot(&dir);
+        Some(dir)
+    }
+
+    pub fn stop_actor(&self, dir: &Path, reason: &str) {
+        if let Some(actor) = self.entries.get(dir).and_then(|e| e.actor.as_ref()) {
+            actor.stop(Some(reason.into()));
+        }
+    }
+
+    pub fn settled(&mut self, dir: &Path, settled: Settled) {
+        if let Some(entry) = self.entries.get_mut(dir) {
+            entry.settled = Some(settled);
+            if entry.slot == Slot::Queued {
+                entry.slot = Slot::None;
+                self.queue.retain(|d| d != dir);
+            }
+        }
+    }
+
+    /// Answers everyone waiting on `dir`, if it has settled.
+    pub fn tell_watchers(&mut self, dir: &Path) {
+        if let Some(entry) = self.entries.get_mut(dir)
+            && let Some(settled) = &entry.settled
+        {
+            for watcher in entry.watchers.drain(..) {
+                let _ = watcher.send(settled.clone());
+            }
+        }
+    }
+
+    /// Replies once the session settles; at once if it has and nothing drives it (or, under the
+    /// daemon, where a parked session keeps its actor).
+    pub fn watch(&mut self, dir: PathBuf, reply: RpcReplyPort<Settled>, keep_parked: bool) {
+        match self.entries.get_mut(&dir) {
+            Some(entry) => match &entry.settled {
+                Some(settled) if entry.actor.is_none() || keep_parked => {
+                    let _ = reply.send(settled.clone());
+                }
+                _ => entry.watchers.push(reply),
+            },
+            None => drop(reply),
+        }
+    }
+
+    pub fn request_slot(&mut self, dir: &Path) {
+        if let Some(entry) = self.entries.get_mut(dir) {
+            entry.settled = None;
+            if entry.slot == Slot::None {
+                entry.slot = Slot::Queued;
+                self.queue.push_back(dir.to_path_buf());
+            }
+        }
+        self.grant();
+    }
+
+    pub fn release_slot(&mut self, dir: &Path) {
+        self.drop_slot(dir);
+    }
+
+    fn drop_slot(&mut self, dir: &Path) {
+        if let Some(entry) = self.entries.get_mut(dir) {
+            match entry.slot {
+                Slot::Held => self.held -= 1,
+                Slot::Queued => self.queue.retain(|d| d != dir),
+                Slot::None => {}
+            }
+            entry.slot = Slot::None;
+        }
+        self.grant();
+    }
+
+    /// Grants free slots to the sessions queued longest.
+    fn grant(&mut self) {
+        while self.held < self.max_parallel {
+            let Some(dir) = self.queue.pop_front() else {
+                break;
+            };
+            let Some(entry) = self.entries.get_mut(&dir) else {
+                continue;
+            };
+            if entry.slot != Slot::Queued {
+                continue;
+            }
+            match &entry.actor {
+                Some(actor) if actor.send_message(SessionMsg::SlotGranted).is_ok() => {
+                    entry.slot = Slot::Held;
+                    self.held += 1;
+                }
+                _ => entry.slot = Slot::None,
+            }
+        }
+    }
+}
