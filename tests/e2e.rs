@@ -7,6 +7,7 @@ mod e2e {
     mod full_session;
     mod guards;
     mod install;
+    mod logs;
     mod misbehaviour;
     mod profiles;
     mod telegram;
