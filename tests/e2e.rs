@@ -3,6 +3,7 @@
 
 mod e2e {
     mod daemon;
+    mod daemon_log;
     pub mod fixture;
     mod full_session;
     mod guards;
