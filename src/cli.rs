@@ -22,6 +22,7 @@ use crate::protocol::qa::QaError;
 use crate::session::StoreError;
 use crate::session::name::NameError;
 use crate::session::open::OpenError;
+use crate::telemetry;
 
 /// Exit codes of PROTOCOL.md section 7.
 pub mod exit {
@@ -101,6 +102,14 @@ pub struct SessionSpec {
     /// What to build (required for a new session).
     #[arg(long)]
     pub task: Option<String>,
+}
+
+/// How the command's log lines are written (`run` and `supervise`).
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log lines as `text` or as `json` objects, one a line (also SAMOCODE_LOG_FORMAT).
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -216,9 +225,11 @@ pub fn configure(cli: &Cli, sources: &Sources) -> Result<Config, CliError> {
     if let Command::Run(args) = &cli.command {
         flags.provider = args.provider.clone();
         flags.timeout = args.timeout.clone();
+        flags.log_format = args.log.log_format.clone();
     }
     if let Command::Supervise(args) = &cli.command {
         flags.max_parallel = args.max_parallel.clone();
+        flags.log_format = args.log.log_format.clone();
     }
     if matches!(cli.command, Command::Demo(_) | Command::FakeAgent { .. }) {
         flags.require_project = false;
@@ -227,9 +238,16 @@ pub fn configure(cli: &Cli, sources: &Sources) -> Result<Config, CliError> {
     Ok(config::resolve(&flags, sources)?)
 }
 
-/// True when the command's own output should not be mixed with info logs.
-pub fn quiet(cli: &Cli) -> bool {
-    needs(&cli.command).1
+/// How chatty the command's logs are, and where they go besides standard error: the daemon
+/// keeps a rotating log file in its state directory.
+pub fn logging(cli: &Cli, config: &Config) -> telemetry::Logging {
+    telemetry::Logging {
+        quiet: needs(&cli.command).1,
+        // Only into a state directory that is safe to use; the daemon reports one that is not.
+        file: (matches!(cli.command, Command::Supervise(_))
+            && crate::daemon::prepare_state_dir(&config.state_dir).is_ok())
+        .then(|| config.state_dir.join(telemetry::LOG_FILE)),
+    }
 }
 
 /// Runs the parsed command; `shutdown` is how a stop is asked for (signals, from `main`).

@@ -152,6 +152,8 @@ pub struct Config {
     pub otel_service_name: String,
     /// RUST_LOG, for the log filter.
     pub log_filter: Option<String>,
+    /// How log lines are written (`--log-format`, SAMOCODE_LOG_FORMAT): text or JSON.
+    pub log_format: crate::telemetry::LogFormat,
     /// Where the search for `.samocode` started (the working directory).
     pub searched_from: PathBuf,
     /// HOME: where `install` puts Claude Code's skills and commands (`~/.claude`).
@@ -202,6 +204,7 @@ pub struct Flags {
     pub provider: Option<String>,
     pub timeout: Option<String>,
     pub max_parallel: Option<String>,
+    pub log_format: Option<String>,
     /// The command cannot work without a project file.
     pub require_project: bool,
 }
@@ -324,6 +327,7 @@ fn flag_name(env: &str) -> &'static str {
     match env {
         "SAMOCODE_PROVIDER" => "--provider",
         "SAMOCODE_MAX_PARALLEL" => "--max-parallel",
+        "SAMOCODE_LOG_FORMAT" => "--log-format",
         _ => "--timeout",
     }
 }
@@ -428,6 +432,14 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
             |v| v.parse().ok().filter(|n| (1..=1000).contains(n)),
         )?
         .unwrap_or(4);
+    let log_format = layers
+        .parsed(
+            "SAMOCODE_LOG_FORMAT",
+            flags.log_format.as_ref(),
+            "text or json",
+            crate::telemetry::LogFormat::parse,
+        )?
+        .unwrap_or_default();
     let telegram = match (
         layers.get("TELEGRAM_BOT_TOKEN"),
         layers.get("TELEGRAM_CHAT_ID"),
@@ -488,6 +500,7 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
             .cloned()
             .unwrap_or_else(|| "samocode".into()),
         log_filter: sources.env.get("RUST_LOG").cloned(),
+        log_format,
         searched_from: sources.cwd.clone(),
         home: sources.home(),
         codex_home,

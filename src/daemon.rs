@@ -200,7 +200,7 @@ pub async fn run_with(
 
 /// Creates the state directory (0700) when absent; refuses one that others may enter or that
 /// another user owns, rather than changing it.
-fn prepare_state_dir(dir: &Path) -> Result<(), DaemonError> {
+pub fn prepare_state_dir(dir: &Path) -> Result<(), DaemonError> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     let problem = |problem: String| DaemonError::StateDir {
         path: dir.to_path_buf(),

@@ -24,7 +24,7 @@ fn main() -> ExitCode {
         Err(error) => return report(error),
     };
     // Before the runtime: the trace exporter builds a blocking HTTP client.
-    let telemetry = telemetry::init(&config, cli::quiet(&cli));
+    let telemetry = telemetry::init(&config, cli::logging(&cli, &config));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,12 +1,13 @@
 //! Logs and traces, set up in one place.
 //!
-//! Logs go to standard error, filtered by RUST_LOG (default: samocode at info). When an OTLP
-//! endpoint is configured, spans are also exported over OTLP/HTTP with the batch processor and
-//! the blocking HTTP client (the async client panics in the exporter's own thread). The
+//! Logs go to standard error, and for the daemon also to a rotating file in its state
+//! directory, as text or JSON (`logging`). When an OTLP endpoint is configured, spans are also
+//! exported over OTLP/HTTP with the batch processor and the blocking HTTP client (the async client panics in the exporter's own thread). The
 //! `ractor` target is kept out of the OpenTelemetry layer, or every actor would become one
 //! endless trace.
 
-use std::io::IsTerminal;
+mod logging;
+mod rotating;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
@@ -16,6 +17,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::Config;
+pub use logging::{LOG_FILE, LogFormat, Logging};
 
 /// Keeps the exporter alive; call [`Telemetry::shutdown`] before exiting to flush spans.
 pub struct Telemetry {
@@ -23,21 +25,10 @@ pub struct Telemetry {
 }
 
 /// Installs the global subscriber; call it before the tokio runtime starts, because the
-/// exporter builds a blocking HTTP client. `quiet` lowers the default level to warnings (for commands
-/// whose output is the point, like `status --json`).
-pub fn init(config: &Config, quiet: bool) -> Telemetry {
-    let default = if quiet { "warn" } else { "samocode=info,warn" };
-    let filter = config
-        .log_filter
-        .as_deref()
-        .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new(default));
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
-        .compact()
-        .with_filter(filter);
+/// exporter builds a blocking HTTP client. `logging` says how quiet the command's logs are and
+/// whether they also go to a file (the daemon's).
+pub fn init(config: &Config, logging: Logging) -> Telemetry {
+    let logs = logging::layers(config.log_filter.as_deref(), config.log_format, &logging);
 
     let provider = config.otlp_endpoint.as_ref().and_then(|endpoint| {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -67,7 +58,7 @@ pub fn init(config: &Config, quiet: bool) -> Telemetry {
             .with_filter(EnvFilter::new("samocode=info,ractor=off"))
     });
     let _ = tracing_subscriber::registry()
-        .with(fmt)
+        .with(logs)
         .with(otel)
         .try_init();
     Telemetry { provider }

@@ -3,10 +3,12 @@
 
 mod e2e {
     mod daemon;
+    mod daemon_log;
     pub mod fixture;
     mod full_session;
     mod guards;
     mod install;
+    mod logs;
     mod misbehaviour;
     mod profiles;
     mod telegram;

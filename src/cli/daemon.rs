@@ -17,6 +17,8 @@ pub struct SuperviseArgs {
     /// Agents allowed to run at once (also SAMOCODE_MAX_PARALLEL or max_parallel in config.toml).
     #[arg(long, value_name = "N")]
     pub max_parallel: Option<String>,
+    #[command(flatten)]
+    pub log: super::LogArgs,
 }
 
 /// A connection to a running daemon, for one request.

@@ -1,16 +1,38 @@
-//! `samocode logs SESSION [--follow]`: the newest attempt's output, readably: assistant text,
-//! tool calls and their results, and the final result with its cost or usage. Reads both
-//! claude's stream-json and codex's `--json` events; their event types do not overlap.
+//! `samocode logs SESSION [--follow]`: the newest attempt's output, readably (`render` turns
+//! each event into text).
+//!
+//! The log is streamed in fixed chunks through a line splitter that holds at most
+//! `LINE_CAP` bytes of one line (`lines`), so the time is linear in the log's size and the
+//! memory bounded whatever the length of its lines. `--follow` watches the session's `_logs`
+//! folder (inotify, through `notify`) and reads only what was appended; when a newer attempt's
+//! log appears it first reads the old one to its end, its unfinished last line included, then
+//! moves on. A closed standard output (`| head`) ends the command quietly.
 
-use std::io::Write;
-use std::time::Duration;
+mod lines;
+mod render;
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use clap::Args;
-use serde_json::Value;
+use notify::{RecursiveMode, Watcher};
 
 use super::{CliError, exit};
 use crate::config::Config;
+use crate::session::store::LOGS;
 use crate::session::{SessionFolder, name};
+use lines::{Line, Lines};
+use render::readable;
+
+/// The most of one log line that is read and shown. The agents' events are far smaller; a
+/// longer line (a flood, a huge tool result) is announced with its length and its start, so
+/// that memory stays bounded whatever an agent printed.
+const LINE_CAP: usize = 4 * 1024 * 1024;
+
+/// How much of the log one read takes.
+const CHUNK: usize = 64 * 1024;
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
@@ -21,225 +43,325 @@ pub struct LogsArgs {
     pub follow: bool,
 }
 
+/// Why the logs could not be shown.
+#[derive(Debug, thiserror::Error)]
+pub enum LogsError {
+    /// An attempt log could not be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The session's folder could not be watched for new output.
+    #[error("cannot watch {path} for new output: {source}")]
+    Watch {
+        path: PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+    /// Standard output failed for another reason than its reader going away.
+    #[error("cannot write to standard output: {0}")]
+    Write(#[source] io::Error),
+    /// Standard output was closed by its reader (`samocode logs NAME | head`).
+    #[error("standard output was closed")]
+    Closed,
+}
+
+impl From<io::Error> for LogsError {
+    fn from(error: io::Error) -> Self {
+        match error.kind() {
+            io::ErrorKind::BrokenPipe => LogsError::Closed,
+            _ => LogsError::Write(error),
+        }
+    }
+}
+
 pub async fn logs(args: LogsArgs, config: &Config) -> Result<u8, CliError> {
     let project = config.project()?;
     let folder = SessionFolder::new(name::resolve_existing(&project.sessions, &args.session)?);
-    let Some(mut path) = folder.latest_log() else {
-        println!("{} has no attempt logs yet", folder.name());
-        return Ok(exit::DONE);
+    // Reading files and waiting on file events block; they get a thread of their own.
+    let shown = tokio::task::spawn_blocking(move || {
+        let mut out = Printer::new(io::stdout());
+        if args.follow {
+            follow(&folder, &mut out)
+        } else {
+            newest(&folder, &mut out)
+        }
+    })
+    .await
+    .map_err(CliError::failure)?;
+    match shown {
+        Ok(()) | Err(LogsError::Closed) => Ok(exit::DONE),
+        Err(error) => Err(CliError::failure(error)),
+    }
+}
+
+/// Prints the newest attempt's log to its end.
+fn newest<W: Write>(folder: &SessionFolder, out: &mut Printer<W>) -> Result<(), LogsError> {
+    let Some(path) = folder.latest_log() else {
+        writeln!(out.out, "{} has no attempt logs yet", folder.name())?;
+        return Ok(out.out.flush()?);
     };
-    let mut offset = 0usize;
-    let mut pending = String::new();
-    println!("== {}", path.display());
-    loop {
-        let bytes = std::fs::read(&path).unwrap_or_default();
-        if bytes.len() > offset {
-            pending.push_str(&String::from_utf8_lossy(&bytes[offset..]));
-            offset = bytes.len();
-            while let Some(end) = pending.find('\n') {
-                let line: String = pending.drain(..=end).collect();
-                if let Some(text) = readable(line.trim()) {
-                    println!("{text}");
-                }
-            }
-            let _ = std::io::stdout().flush();
-        }
-        if !args.follow {
-            if let Some(text) = readable(pending.trim()) {
-                println!("{text}");
-            }
-            return Ok(exit::DONE);
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        if let Some(newer) = folder.latest_log().filter(|p| p != &path) {
-            path = newer;
-            offset = 0;
-            pending.clear();
-            println!("== {}", path.display());
-        }
-    }
+    let mut attempt = Attempt::open(path, out)?;
+    attempt.read_new(out)?;
+    attempt.finish(out)?;
+    Ok(out.out.flush()?)
 }
 
-/// One line of an attempt log as text a person reads; `None` for lines with nothing to show.
-pub fn readable(line: &str) -> Option<String> {
-    if line.is_empty() {
-        return None;
-    }
-    let Ok(event) = serde_json::from_str::<Value>(line) else {
-        return Some(line.to_string());
+/// Prints the newest attempt's log and whatever is appended to it, and each newer attempt's
+/// log as it appears, until standard output is closed or the process is stopped.
+fn follow<W: Write>(folder: &SessionFolder, out: &mut Printer<W>) -> Result<(), LogsError> {
+    let logs_dir = folder.path(LOGS);
+    let (sender, events) = mpsc::channel();
+    let mut watcher = notify::recommended_watcher(move |event| {
+        // The receiver lives as long as the loop below; a failed send only happens on the way out.
+        let _ = sender.send(event);
+    })
+    .map_err(|source| LogsError::Watch {
+        path: logs_dir.clone(),
+        source,
+    })?;
+    // The watch is set before the first read, so that whatever is written after that read
+    // raises an event. Before the first attempt there is no `_logs` yet: the session folder is
+    // watched until it appears.
+    let mut watching_logs = false;
+    let mut watch = |path: &Path| {
+        watcher
+            .watch(path, RecursiveMode::NonRecursive)
+            .map_err(|source| LogsError::Watch {
+                path: path.to_path_buf(),
+                source,
+            })
     };
-    let kind = event.get("type").and_then(Value::as_str).unwrap_or("");
-    let text = |pointer: &str| {
-        event
-            .pointer(pointer)
-            .and_then(Value::as_str)
-            .unwrap_or("?")
-    };
-    match kind {
-        "system" => match event.get("subtype").and_then(Value::as_str) {
-            Some("init") => Some(format!(
-                "[session {} · model {}]",
-                text("/session_id"),
-                text("/model")
-            )),
-            Some("api_retry") => Some(format!(
-                "[API error {} ({}); the CLI retries: {} of {}]",
-                event.get("error_status").unwrap_or(&Value::Null),
-                text("/error"),
-                event.get("attempt").unwrap_or(&Value::Null),
-                event.get("max_retries").unwrap_or(&Value::Null),
-            )),
-            _ => None,
-        },
-        "assistant" | "user" => {
-            let blocks = event.pointer("/message/content")?.as_array()?;
-            let parts: Vec<String> = blocks.iter().filter_map(|b| block(kind, b)).collect();
-            (!parts.is_empty()).then(|| parts.join("\n"))
-        }
-        "result" => Some(format!(
-            "[result: {}{} · ${:.4} · {} turns]",
-            text("/subtype"),
-            if event.get("is_error").and_then(Value::as_bool) == Some(true) {
-                format!(" (error: {})", shorten(text("/result"), 300))
-            } else {
-                String::new()
-            },
-            event
-                .get("total_cost_usd")
-                .and_then(Value::as_f64)
-                .unwrap_or(0.0),
-            event.get("num_turns").and_then(Value::as_u64).unwrap_or(0)
-        )),
-        // codex
-        "thread.started" => Some(format!("[thread {}]", text("/thread_id"))),
-        "item.completed" => codex_item(event.get("item")?),
-        "turn.completed" => {
-            let tokens = |key: &str| crate::agent::stream::tokens(&event, key);
-            Some(format!(
-                "[turn completed · {} tokens in ({} cached) · {} out]",
-                tokens("input_tokens"),
-                tokens("cached_input_tokens"),
-                tokens("output_tokens")
-            ))
-        }
-        "turn.failed" => Some(format!("[turn failed: {}]", text("/error/message"))),
-        "error" => Some(format!("[error: {}]", text("/message"))),
-        _ => None,
-    }
-}
-
-/// A finished codex item: a message, a command with its output, an edit, an error.
-fn codex_item(item: &Value) -> Option<String> {
-    let text = |key: &str| item.get(key).and_then(Value::as_str).unwrap_or("");
-    match item.get("type")?.as_str()? {
-        "agent_message" => Some(text("text").to_string()),
-        "reasoning" => Some(format!("({})", shorten(text("text"), 300))),
-        "command_execution" => {
-            let exit = item
-                .get("exit_code")
-                .and_then(Value::as_i64)
-                .map(|code| format!(" (exit {code})"))
-                .unwrap_or_default();
-            Some(format!(
-                "→ shell {}\n← {}{exit}",
-                shorten(text("command"), 300),
-                shorten(text("aggregated_output").trim_end(), 300)
-            ))
-        }
-        "file_change" => {
-            let paths: Vec<&str> = item
-                .get("changes")?
-                .as_array()?
-                .iter()
-                .filter_map(|c| c.get("path").and_then(Value::as_str))
-                .collect();
-            Some(format!("→ edit {}", paths.join(", ")))
-        }
-        "mcp_tool_call" => Some(format!("→ {}.{}", text("server"), text("tool"))),
-        "error" => Some(format!("[error: {}]", text("message"))),
-        _ => None,
-    }
-}
-
-fn block(kind: &str, block: &Value) -> Option<String> {
-    match block.get("type")?.as_str()? {
-        "text" => Some(block.get("text")?.as_str()?.to_string()),
-        "tool_use" => Some(format!(
-            "→ {} {}",
-            block.get("name")?.as_str()?,
-            shorten(
-                &block.get("input").map(Value::to_string).unwrap_or_default(),
-                300
-            )
-        )),
-        "tool_result" if kind == "user" => {
-            let content = match block.get("content")? {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            Some(format!("← {}", shorten(&content, 300)))
-        }
-        _ => None,
-    }
-}
-
-fn shorten(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_string()
+    if logs_dir.is_dir() {
+        watch(&logs_dir)?;
+        watching_logs = true;
     } else {
-        format!("{}…", text.chars().take(max).collect::<String>())
+        watch(folder.dir())?;
+    }
+    let mut current: Option<Attempt> = None;
+    if folder.latest_log().is_none() {
+        writeln!(
+            out.out,
+            "{} has no attempt logs yet; waiting for the first",
+            folder.name()
+        )?;
+        out.out.flush()?;
+    }
+    let mut look_for_newer = true;
+    loop {
+        if !watching_logs && logs_dir.is_dir() {
+            watch(&logs_dir)?;
+            watching_logs = true;
+        }
+        if look_for_newer {
+            while let Some(newer) = folder
+                .latest_log()
+                .filter(|p| current.as_ref().is_none_or(|c| &c.path < p))
+            {
+                // The end of an attempt is never lost: the old log is read to its end, its
+                // unfinished last line included, before the next one starts.
+                if let Some(old) = current.as_mut() {
+                    old.read_new(out)?;
+                    old.finish(out)?;
+                }
+                current = Some(Attempt::open(newer, out)?);
+            }
+        }
+        if let Some(attempt) = current.as_mut() {
+            attempt.read_new(out)?;
+        }
+        out.out.flush()?;
+
+        let Ok(first) = events.recv() else {
+            return Ok(());
+        };
+        let path = current.as_ref().map(|c| c.path.as_path());
+        look_for_newer = !watching_logs || may_be_new_attempt(&first, path);
+        // Events arrive by the dozen while an agent writes; one read answers them all.
+        for event in events.try_iter() {
+            look_for_newer |= may_be_new_attempt(&event, path);
+        }
+    }
+}
+
+/// Whether an event can mean that a newer attempt log exists: anything but a change to the
+/// log being read (a write to it only needs a read).
+fn may_be_new_attempt(event: &notify::Result<notify::Event>, current: Option<&Path>) -> bool {
+    match event {
+        Ok(event) => {
+            event.need_rescan()
+                || event.paths.iter().any(|p| {
+                    Some(p.as_path()) != current && p.extension().is_some_and(|e| e == "jsonl")
+                })
+        }
+        Err(_) => true,
+    }
+}
+
+/// One attempt log being read: where the reading stands in it.
+struct Attempt {
+    path: PathBuf,
+    file: File,
+    lines: Lines,
+}
+
+impl Attempt {
+    /// Opens the log and prints its header line.
+    fn open<W: Write>(path: PathBuf, out: &mut Printer<W>) -> Result<Attempt, LogsError> {
+        let file = File::open(&path).map_err(|source| LogsError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        writeln!(out.out, "== {}", path.display())?;
+        Ok(Attempt {
+            path,
+            file,
+            lines: Lines::new(out.cap),
+        })
+    }
+
+    /// Prints every line completed since the last read; the file's own offset remembers where
+    /// that was, so nothing is read twice.
+    fn read_new<W: Write>(&mut self, out: &mut Printer<W>) -> Result<(), LogsError> {
+        loop {
+            let read = self.file.read(&mut out.chunk);
+            let count = match read {
+                Ok(0) => return Ok(()),
+                Ok(count) => count,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(LogsError::Read {
+                        path: self.path.clone(),
+                        source,
+                    });
+                }
+            };
+            let Printer {
+                out: writer,
+                chunk,
+                cap,
+            } = out;
+            self.lines
+                .feed(&chunk[..count], &mut |line| print_line(writer, *cap, line))?;
+        }
+    }
+
+    /// Prints the last line when the attempt ended without a newline.
+    fn finish<W: Write>(&mut self, out: &mut Printer<W>) -> Result<(), LogsError> {
+        let Printer {
+            out: writer, cap, ..
+        } = out;
+        Ok(self
+            .lines
+            .finish(&mut |line| print_line(writer, *cap, line))?)
+    }
+}
+
+/// Standard output, buffered, and the one read buffer every attempt reuses.
+struct Printer<W: Write> {
+    out: BufWriter<W>,
+    chunk: Vec<u8>,
+    cap: usize,
+}
+
+impl<W: Write> Printer<W> {
+    fn new(out: W) -> Printer<W> {
+        Printer {
+            out: BufWriter::new(out),
+            chunk: vec![0; CHUNK],
+            cap: LINE_CAP,
+        }
+    }
+}
+
+/// One log line as a person reads it; nothing for lines with nothing to show.
+fn print_line(out: &mut impl Write, cap: usize, line: Line<'_>) -> io::Result<()> {
+    match line {
+        Line::Whole(bytes) => match readable(String::from_utf8_lossy(bytes).trim()) {
+            Some(text) => writeln!(out, "{text}"),
+            None => Ok(()),
+        },
+        Line::Cut { start, len } => writeln!(
+            out,
+            "[a line of {len} bytes, longer than the {} shown of a line; it begins: {}]",
+            size(cap),
+            render::shorten(String::from_utf8_lossy(start).trim(), 300)
+        ),
+    }
+}
+
+/// A size in whole MiB or KiB, as the cap is set.
+fn size(bytes: usize) -> String {
+    if bytes >= 1 << 20 {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{} KiB", bytes >> 10)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::readable;
+    use super::*;
 
-    #[test]
-    fn claude_lines_read_as_text_tool_calls_and_result() {
-        let lines = [
-            r#"{"type":"system","subtype":"init","session_id":"s-1","model":"claude-x"}"#,
-            r#"{"type":"system","subtype":"api_retry","attempt":1,"max_retries":2,"error_status":529,"error":"overloaded"}"#,
-            r#"{"type":"assistant","message":{"content":[{"type":"text","text":"Looking."},{"type":"tool_use","name":"Bash","input":{"command":"ls"}}]}}"#,
-            r#"{"type":"user","message":{"content":[{"type":"tool_result","content":"README.md"}]}}"#,
-            r#"{"type":"result","subtype":"success","is_error":false,"total_cost_usd":0.0105,"num_turns":2}"#,
-        ];
-        let shown: Vec<String> = lines.iter().filter_map(|l| readable(l)).collect();
-        assert_eq!(
-            shown,
-            [
-                "[session s-1 · model claude-x]",
-                "[API error 529 (overloaded); the CLI retries: 1 of 2]",
-                "Looking.\n→ Bash {\"command\":\"ls\"}",
-                "← README.md",
-                "[result: success · $0.0105 · 2 turns]",
-            ]
-        );
+    /// What `logs` prints for a log with these bytes.
+    fn shown(log: &[u8], cap: usize) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("01-01-000000-001-investigation-a1.jsonl");
+        std::fs::write(&path, log).unwrap();
+        let mut out = Printer::new(Vec::new());
+        out.cap = cap;
+        let mut attempt = Attempt::open(path.clone(), &mut out).unwrap();
+        attempt.read_new(&mut out).unwrap();
+        attempt.finish(&mut out).unwrap();
+        let text = String::from_utf8(out.out.into_inner().unwrap()).unwrap();
+        text.strip_prefix(&format!("== {}\n", path.display()))
+            .unwrap()
+            .to_string()
     }
 
     #[test]
-    fn codex_lines_read_as_text_commands_and_usage() {
-        let lines = [
-            r#"{"type":"thread.started","thread_id":"t-1"}"#,
-            r#"{"type":"turn.started"}"#,
-            r#"{"type":"item.started","item":{"id":"i1","type":"command_execution","command":"ls","status":"in_progress"}}"#,
-            r#"{"type":"item.completed","item":{"id":"i1","type":"command_execution","command":"ls","aggregated_output":"README.md\n","exit_code":0}}"#,
-            r#"{"type":"item.completed","item":{"id":"i2","type":"agent_message","text":"Done."}}"#,
-            r#"{"type":"turn.completed","usage":{"input_tokens":2000,"cached_input_tokens":400,"output_tokens":300}}"#,
-            r#"{"type":"error","message":"Reconnecting... 1/1"}"#,
-            r#"{"type":"turn.failed","error":{"message":"unexpected status 401"}}"#,
-        ];
-        let shown: Vec<String> = lines.iter().filter_map(|l| readable(l)).collect();
-        assert_eq!(
-            shown,
-            [
-                "[thread t-1]",
-                "→ shell ls\n← README.md (exit 0)",
-                "Done.",
-                "[turn completed · 2000 tokens in (400 cached) · 300 out]",
-                "[error: Reconnecting... 1/1]",
-                "[turn failed: unexpected status 401]",
-            ]
+    fn a_large_log_is_shown_line_for_line_across_many_reads() {
+        // Ten thousand events of varied length: many reads, lines split between them.
+        let mut log = String::new();
+        let mut expected = String::new();
+        for i in 0..10_000 {
+            let text = format!("step {i} {}", "word ".repeat(i % 40));
+            log.push_str(&format!(
+                "{{\"type\":\"assistant\",\"message\":{{\"content\":[{{\"type\":\"text\",\"text\":\"{text}\"}}]}}}}\n"
+            ));
+            expected.push_str(&format!("{text}\n"));
+            if i % 1000 == 0 {
+                log.push_str("{\"type\":\"user\",\"message\":{\"content\":[]}}\nplain text\n");
+                expected.push_str("plain text\n");
+            }
+        }
+        log.push_str(r#"{"type":"result","subtype":"success","total_cost_usd":0.5,"num_turns":9}"#);
+        expected.push_str("[result: success · $0.5000 · 9 turns]\n");
+        assert!(log.len() > 4 * CHUNK);
+        assert_eq!(shown(log.as_bytes(), LINE_CAP), expected);
+    }
+
+    #[test]
+    fn an_overlong_line_is_announced_with_its_length_and_start() {
+        let long = format!(
+            "{{\"type\":\"user\",\"message\":{{\"content\":\"{}\"}}}}",
+            "y".repeat(3 * CHUNK)
         );
+        let log = format!("before\n{long}\nafter\n");
+        let text = shown(log.as_bytes(), CHUNK);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!((lines[0], lines[2]), ("before", "after"));
+        assert!(
+            lines[1].starts_with(&format!(
+                "[a line of {} bytes, longer than the 64 KiB shown of a line; it begins: {{\"type\":\"user\",\"message\":{{\"content\":\"yyy",
+                long.len()
+            )),
+            "{}",
+            &lines[1][..200]
+        );
+        assert!(lines[1].len() < 500, "only the start is shown");
     }
 }

@@ -37,6 +37,8 @@ pub struct RunArgs {
     /// Print the resolved configuration and the agent command line, and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub log: super::LogArgs,
 }
 
 pub async fn run(args: RunArgs, config: &Config, mut shutdown: Shutdown) -> Result<u8, CliError> {

@@ -1,0 +1,250 @@
+//! `samocode logs`: large and overlong logs, a closed pipe, and `--follow` across attempts.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::fixture::Project;
+
+/// A session folder with an empty `_logs`, as the worker leaves it.
+fn session(project: &Project, name: &str) -> PathBuf {
+    let dir = project.sessions.join(format!("26-01-01-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn assistant(text: &str) -> String {
+    format!(
+        "{{\"type\":\"assistant\",\"message\":{{\"content\":[{{\"type\":\"text\",\"text\":\"{text}\"}}]}}}}\n"
+    )
+}
+
+fn append(path: &Path, text: &str) {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+}
+
+#[test]
+fn a_large_log_with_an_overlong_line_is_shown_whole_and_the_long_line_announced() {
+    let project = Project::new();
+    let dir = session(&project, "big");
+    std::fs::create_dir(dir.join("_logs")).unwrap();
+    let mut log = String::new();
+    for i in 0..20_000 {
+        log.push_str(&assistant(&format!("line {i}")));
+    }
+    // Six megabytes on one line: more than the 4 MiB of a line that logs reads.
+    let long = format!(
+        "{{\"type\":\"user\",\"message\":{{\"content\":[{{\"type\":\"tool_result\",\"content\":\"{}\"}}]}}}}\n",
+        "z".repeat(6 << 20)
+    );
+    log.push_str(&long);
+    log.push_str(&assistant("after the long line"));
+    log.push_str(r#"{"type":"result","subtype":"success","total_cost_usd":0.25,"num_turns":3}"#);
+    std::fs::write(
+        dir.join("_logs/01-01-000000-001-investigation-a1.jsonl"),
+        &log,
+    )
+    .unwrap();
+    // An older attempt, which logs does not show.
+    std::fs::write(
+        dir.join("_logs/01-01-000000-000-investigation-a1.jsonl"),
+        assistant("older attempt"),
+    )
+    .unwrap();
+
+    let run = project.run(&["logs", "big"]);
+    run.expect(0);
+    let out = run.stdout();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1 + 20_000 + 3,
+        "header, lines, long, after, result"
+    );
+    assert!(lines[0].starts_with("== ") && lines[0].ends_with("-001-investigation-a1.jsonl"));
+    assert!((0..20_000).all(|i| lines[1 + i] == format!("line {i}")));
+    assert!(
+        lines[20_001].starts_with(&format!(
+            "[a line of {} bytes, longer than the 4 MiB shown of a line; it begins: {{\"type\":\"user\"",
+            long.len() - 1
+        )),
+        "{}",
+        &lines[20_001][..lines[20_001].len().min(300)]
+    );
+    assert!(lines[20_001].len() < 500);
+    assert_eq!(lines[20_002], "after the long line");
+    assert_eq!(lines[20_003], "[result: success · $0.2500 · 3 turns]");
+    assert!(!out.contains("older attempt"));
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_logs_without_a_panic() {
+    let project = Project::new();
+    let dir = session(&project, "piped");
+    std::fs::create_dir(dir.join("_logs")).unwrap();
+    let log: String = (0..50_000)
+        .map(|i| assistant(&format!("line {i}")))
+        .collect();
+    std::fs::write(dir.join("_logs/01-01-000000-001-planning-a1.jsonl"), log).unwrap();
+    // `samocode logs piped | head -1`: far more output than the pipe holds, read one line.
+    let mut child = project
+        .command(&["logs", "piped"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("== "), "{first}");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        status.success() || status.signal() == Some(nix::libc::SIGPIPE),
+        "{status:?}: {stderr}"
+    );
+}
+
+/// `samocode logs NAME --follow`, its output read line by line on a thread.
+struct Follower {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Follower {
+    fn start(project: &Project, name: &str) -> Follower {
+        let mut child = project
+            .command(&["logs", name, "--follow"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (send, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if send.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Follower {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits until a line equal to `expected` (or, for a header, ending with it) is printed.
+    fn wait_for(&mut self, expected: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self
+            .seen
+            .iter()
+            .any(|l| l == expected || l.ends_with(expected))
+        {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!("timed out waiting for {expected:?}; saw {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Bytes the follower has read so far (all files, /proc/PID/io).
+    fn bytes_read(&self) -> u64 {
+        let io = std::fs::read_to_string(format!("/proc/{}/io", self.child.id())).unwrap();
+        io.lines()
+            .find_map(|l| l.strip_prefix("rchar: "))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn follow_reads_only_what_is_appended_and_finishes_an_attempt_before_the_next() {
+    let project = Project::new();
+    let dir = session(&project, "live");
+    let mut follower = Follower::start(&project, "live");
+    follower.wait_for("26-01-01-live has no attempt logs yet; waiting for the first");
+
+    // The first attempt's log appears (with `_logs` itself), and grows.
+    std::fs::create_dir(dir.join("_logs")).unwrap();
+    let first = dir.join("_logs/01-01-000001-001-implementation-a1.jsonl");
+    let bulk: String = (0..10_000)
+        .map(|i| assistant(&format!("bulk {i}")))
+        .collect();
+    append(&first, &bulk);
+    follower.wait_for("bulk 9999");
+    let before = follower.bytes_read();
+    for i in 0..20 {
+        append(&first, &assistant(&format!("appended {i}")));
+        follower.wait_for(&format!("appended {i}"));
+    }
+    let read = follower.bytes_read() - before;
+    assert!(
+        read < bulk.len() as u64 / 4,
+        "{read} bytes read for 20 appended lines: the log was read again from its start"
+    );
+
+    // The end of the first attempt and the start of the second are written together; an
+    // unfinished last line counts as a line.
+    append(&first, &assistant("last words of attempt 1"));
+    append(&first, "unfinished line");
+    let second = dir.join("_logs/01-01-000002-001-implementation-a2.jsonl");
+    append(&second, &assistant("attempt 2 begins"));
+    follower.wait_for("attempt 2 begins");
+    append(&second, &assistant("attempt 2 goes on"));
+    follower.wait_for("attempt 2 goes on");
+
+    let seen = &follower.seen;
+    let at = |text: &str| {
+        let found: Vec<usize> = (0..seen.len())
+            .filter(|&i| seen[i] == text || seen[i].ends_with(text))
+            .collect();
+        assert_eq!(found.len(), 1, "{text:?} printed once: {seen:#?}");
+        found[0]
+    };
+    assert!(at("000001-001-implementation-a1.jsonl") < at("bulk 0"));
+    assert_eq!(at("bulk 9999") + 1, at("appended 0"));
+    assert!(at("appended 19") < at("last words of attempt 1"));
+    assert_eq!(at("last words of attempt 1") + 1, at("unfinished line"));
+    assert_eq!(
+        at("unfinished line") + 1,
+        at("000002-001-implementation-a2.jsonl")
+    );
+    assert_eq!(
+        at("000002-001-implementation-a2.jsonl") + 1,
+        at("attempt 2 begins")
+    );
+    assert!(
+        follower.child.try_wait().unwrap().is_none(),
+        "--follow keeps following"
+    );
+}
