@@ -2,7 +2,8 @@
 //! tool calls and their results, and the final result with its cost or usage. Reads both
 //! claude's stream-json and codex's `--json` events; their event types do not overlap.
 
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
 use std::time::Duration;
 
 use clap::Args;
@@ -10,6 +11,7 @@ use serde_json::Value;
 
 use super::{CliError, exit};
 use crate::config::Config;
+use crate::session::untrusted::{self, Links};
 use crate::session::{SessionFolder, name};
 
 #[derive(Debug, Args)]
@@ -28,24 +30,29 @@ pub async fn logs(args: LogsArgs, config: &Config) -> Result<u8, CliError> {
         println!("{} has no attempt logs yet", folder.name());
         return Ok(exit::DONE);
     };
-    let mut offset = 0usize;
-    let mut pending = String::new();
+    let mut offset = 0u64;
+    // Bytes, not text: a chunk may end inside a character; lines are decoded whole.
+    let mut pending: Vec<u8> = Vec::new();
     println!("== {}", path.display());
     loop {
-        let bytes = std::fs::read(&path).unwrap_or_default();
-        if bytes.len() > offset {
-            pending.push_str(&String::from_utf8_lossy(&bytes[offset..]));
-            offset = bytes.len();
-            while let Some(end) = pending.find('\n') {
-                let line: String = pending.drain(..=end).collect();
-                if let Some(text) = readable(line.trim()) {
+        let bytes = read_from(&path, offset)?;
+        let more = bytes.len() as u64 == CHUNK;
+        if !bytes.is_empty() {
+            pending.extend_from_slice(&bytes);
+            offset += bytes.len() as u64;
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                if let Some(text) = readable(String::from_utf8_lossy(&line).trim()) {
                     println!("{text}");
                 }
             }
             let _ = std::io::stdout().flush();
         }
+        if more {
+            continue;
+        }
         if !args.follow {
-            if let Some(text) = readable(pending.trim()) {
+            if let Some(text) = readable(String::from_utf8_lossy(&pending).trim()) {
                 println!("{text}");
             }
             return Ok(exit::DONE);
@@ -59,6 +66,24 @@ pub async fn logs(args: LogsArgs, config: &Config) -> Result<u8, CliError> {
         }
     }
 }
+
+/// The bytes of an attempt log from `offset` on, at most [`CHUNK`] at a time. The log is in the
+/// session folder, where the agent could have put a pipe or a link in its place: it is opened
+/// as every session file is, never blocking and never through a link.
+fn read_from(path: &Path, offset: u64) -> Result<Vec<u8>, CliError> {
+    let file = untrusted::open(path, Links::Refuse).map_err(CliError::usage)?;
+    let Some(mut file) = file else {
+        return Ok(Vec::new());
+    };
+    let mut bytes = Vec::new();
+    file.seek(SeekFrom::Start(offset))
+        .and_then(|_| file.take(CHUNK).read_to_end(&mut bytes))
+        .map_err(|e| CliError::failure(anyhow::anyhow!("cannot read {}: {e}", path.display())))?;
+    Ok(bytes)
+}
+
+/// How much of a log is read per pass; a flood of output is shown in pieces, not loaded whole.
+const CHUNK: u64 = 8 << 20;
 
 /// One line of an attempt log as text a person reads; `None` for lines with nothing to show.
 pub fn readable(line: &str) -> Option<String> {

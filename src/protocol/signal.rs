@@ -26,6 +26,9 @@ pub enum SignalError {
     /// The agent exited cleanly without writing `_signal.json`.
     #[error("the agent wrote no _signal.json")]
     Missing,
+    /// The file is a pipe, a link, a directory, too large or not UTF-8: nothing was read.
+    #[error("_signal.json cannot be used: {0}")]
+    Unreadable(String),
     /// The file is empty or only white space.
     #[error("_signal.json is empty")]
     Empty,
@@ -62,6 +65,7 @@ impl SignalError {
     pub fn code(&self) -> &'static str {
         match self {
             SignalError::Missing => "missing_signal",
+            SignalError::Unreadable(_) => "unreadable_signal",
             _ => "malformed_signal",
         }
     }
