@@ -319,9 +319,8 @@ async fn spawn(spec: &AttemptSpec, myself: &ActorRef<AgentMsg>) -> std::io::Resu
         // Its own group, so that one killpg reaches every process the agent starts.
         .process_group(0)
         .kill_on_drop(true);
-    for key in &spec.command.env_remove {
-        command.env_remove(key);
-    }
+    // Nothing inherited: the agent's environment is exactly what the policy kept.
+    command.env_clear().envs(spec.command.env.vars());
     command.env(super::reaper::MARKER, &spec.session_dir);
     let mut child = command.spawn()?;
     let pid = Pid::from_raw(child.id().expect("a just-spawned child has a pid") as i32);
