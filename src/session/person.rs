@@ -135,7 +135,13 @@ pub fn apply(
                 .is_some_and(|t| QaDoc::parse(&t).is_answered());
             let state = act(store, |s| gate::resume(s, answered))?;
             let phase = state.phase;
-            Ok((state, format!("resumed {name} in {phase}")))
+            let message = match &state.status {
+                crate::protocol::RunState::Waiting { wait_for, .. } => format!(
+                    "{name} was stopped at a gate that is still closed; it waits for {wait_for} again"
+                ),
+                _ => format!("resumed {name} in {phase}"),
+            };
+            Ok((state, message))
         }
         PersonCommand::Stop => {
             let state = act(store, |s| gate::stop(s, Timestamp::now()))?;
