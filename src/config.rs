@@ -7,7 +7,7 @@
 //! came from, and what to do, and all of them are reported in one run.
 //!
 //! - [`values`]: the layers of one setting and the parsers with their ranges;
-//! - `project`: `.samocode`; `file`: `config.toml`; `otel`: the OpenTelemetry settings;
+//! - `project`: `.samocode`; `file`: `config.toml`; `otel`, `telegram`: those settings;
 //! - `profiles`: the `[profiles]` tables.
 
 use std::collections::HashMap;
@@ -19,6 +19,7 @@ mod file;
 mod otel;
 mod profiles;
 mod project;
+mod telegram;
 pub mod values;
 
 use crate::agent::env::{AgentEnv, EnvPolicy, Pattern};
@@ -27,6 +28,7 @@ use values::{Layers, duration_between, number_between};
 
 pub use otel::OtlpHeaders;
 pub use profiles::{EFFORTS, ModelChoice, ModelProfiles, ModelSpec};
+pub use telegram::TelegramSettings;
 pub use values::{parse_duration, parse_parallel};
 /// The name of the project file found by walking up from the working directory.
 pub const PROJECT_FILE: &str = ".samocode";
@@ -125,28 +127,6 @@ impl RetryPolicy {
         self.first_delay
             .saturating_mul(1 << doublings)
             .min(self.max_delay)
-    }
-}
-
-/// Telegram notifications, when both a token and a chat are set.
-#[derive(Clone)]
-pub struct TelegramSettings {
-    pub token: String,
-    pub chat_id: i64,
-    pub api_url: Option<String>,
-    /// Telegram user ids whose commands and button presses the bot obeys.
-    pub allowed_users: Vec<u64>,
-}
-
-impl fmt::Debug for TelegramSettings {
-    // The token is a secret: it never reaches a log line, even through Debug.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TelegramSettings")
-            .field("token", &"<redacted>")
-            .field("chat_id", &self.chat_id)
-            .field("api_url", &self.api_url)
-            .field("allowed_users", &self.allowed_users)
-            .finish()
     }
 }
 
@@ -480,7 +460,7 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
             values::parse_parallel,
         )
         .unwrap_or(4);
-    let telegram = telegram(&mut layers);
+    let telegram = telegram::read(&mut layers);
     let otel = otel::read(&mut layers);
     let log_filter = layers.parsed(
         "RUST_LOG",
@@ -546,63 +526,6 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
         codex_home_origin,
     };
     problems.finish(config)
-}
-
-/// Telegram, when both a token and a chat are set; one without the other is an error.
-fn telegram(layers: &mut Layers) -> Option<TelegramSettings> {
-    let token = layers.get("TELEGRAM_BOT_TOKEN", None);
-    let chat = layers.get("TELEGRAM_CHAT_ID", None);
-    let api_url = layers.parsed("TELEGRAM_API_URL", None, "an http or https URL", |v| {
-        url::Url::parse(v)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https"))
-            .map(|_| v.to_string())
-    });
-    let allowed_users = layers
-        .parsed(
-            "TELEGRAM_ALLOWED_USERS",
-            None,
-            "Telegram user ids separated by commas",
-            |v| {
-                v.split([',', ' '])
-                    .filter(|id| !id.is_empty())
-                    .map(|id| id.parse().ok())
-                    .collect::<Option<Vec<u64>>>()
-            },
-        )
-        .unwrap_or_default();
-    let chat_id = chat.as_ref().and_then(|found| {
-        let parsed = found.value.trim().parse().ok();
-        if parsed.is_none() {
-            layers.bad(found, "TELEGRAM_CHAT_ID", "a numeric chat id");
-        }
-        parsed
-    });
-    match (token, chat) {
-        (Some(token), Some(_)) => Some(TelegramSettings {
-            token: token.value,
-            chat_id: chat_id?,
-            api_url,
-            allowed_users,
-        }),
-        (Some(token), None) => {
-            layers.problems.push(ConfigError::Incomplete {
-                key: "TELEGRAM_BOT_TOKEN",
-                origin: token.origin,
-                missing: "TELEGRAM_CHAT_ID (the chat the notifier posts to)",
-            });
-            None
-        }
-        (None, Some(chat)) => {
-            layers.problems.push(ConfigError::Incomplete {
-                key: "TELEGRAM_CHAT_ID",
-                origin: chat.origin,
-                missing: "TELEGRAM_BOT_TOKEN (the bot that posts)",
-            });
-            None
-        }
-        (None, None) => None,
-    }
 }
 
 /// The agent's environment policy from `strip_env` and `keep_env` (the environment's
