@@ -5,10 +5,12 @@
 //! - [`codex`]: the Codex command line and its `--json` events;
 //! - [`stream`]: Claude's stream-json events, and the event type both providers parse into;
 //! - [`refusal`]: what a failed attempt's output says about why (usage limit, credentials);
-//! - [`process`]: the AgentProcess actor (one per attempt).
+//! - [`process`]: the AgentProcess actor (one per attempt);
+//! - [`env`]: the environment an agent gets (an allowlist).
 
 pub mod claude;
 pub mod codex;
+pub mod env;
 pub mod process;
 pub mod reaper;
 pub mod refusal;
@@ -48,8 +50,8 @@ pub struct AgentCommand {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub workdir: PathBuf,
-    /// Variables removed from the inherited environment.
-    pub env_remove: Vec<String>,
+    /// The program's whole environment: nothing else is inherited (see [`env`]).
+    pub env: env::AgentEnv,
     /// Written to the program's standard input, which is then closed; `None` leaves standard
     /// input empty (at end of file).
     pub stdin: Option<String>,
