@@ -120,7 +120,7 @@ impl QaDoc {
         };
         numbered()
             .find(|(i, q)| q.answer.is_none() && !taken.contains(i))
-            .or_else(|| numbered().last())
+            .or_else(|| numbered().next_back())
             .map(|(i, _)| i)
     }
 }
