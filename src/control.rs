@@ -165,19 +165,9 @@ async fn answer(stream: UnixStream, supervisor: ActorRef<SupervisorMsg>) -> std:
     let mut reader = BufReader::new(read);
     let mut line = String::new();
     reader.read_line(&mut line).await?;
-    let response = match serde_json::from_str::<Envelope<Request>>(&line) {
-        Ok(envelope) if envelope.v == VERSION => dispatch(envelope.body, &supervisor).await,
-        Ok(envelope) => Response::Error {
-            message: format!(
-                "control protocol version {} is not supported (the daemon speaks {VERSION}); use the same samocode binary for both",
-                envelope.v
-            ),
-            code: 2,
-        },
-        Err(e) => Response::Error {
-            message: format!("unreadable request: {e}"),
-            code: 2,
-        },
+    let response = match parse_request(&line) {
+        Ok(request) => dispatch(request, &supervisor).await,
+        Err(message) => Response::Error { message, code: 2 },
     };
     let mut out = serde_json::to_vec(&Envelope {
         v: VERSION,
@@ -198,5 +188,58 @@ async fn dispatch(request: Request, supervisor: &ActorRef<SupervisorMsg>) -> Res
             message: "the daemon is shutting down".into(),
             code: 1,
         },
+    }
+}
+
+/// Reads one request line as the daemon does: the envelope, its version, and the texts it
+/// carries, none of which may hold a NUL byte (no file or argument can carry one). The error
+/// is the sentence the client is answered with.
+pub fn parse_request(line: &str) -> Result<Request, String> {
+    let envelope: Envelope<Request> =
+        serde_json::from_str(line).map_err(|e| format!("unreadable request: {e}"))?;
+    if envelope.v != VERSION {
+        return Err(format!(
+            "control protocol version {} is not supported (the daemon speaks {VERSION}); use the same samocode binary for both",
+            envelope.v
+        ));
+    }
+    let request = envelope.body;
+    let mut texts: Vec<(&str, String)> = Vec::new();
+    match &request {
+        Request::Start {
+            project,
+            session,
+            dive,
+            task,
+        } => {
+            texts.push(("project", project.display().to_string()));
+            texts.push(("session", session.clone()));
+            texts.extend(dive.iter().map(|d| ("dive", d.clone())));
+            texts.extend(task.iter().map(|t| ("task", t.clone())));
+        }
+        Request::Person { dir, command } => {
+            texts.push(("dir", dir.display().to_string()));
+            texts.extend(command_texts(command));
+        }
+        Request::Named { session, command } => {
+            texts.push(("session", session.clone()));
+            texts.extend(command_texts(command));
+        }
+        Request::Status | Request::Parallel { .. } => {}
+    }
+    match texts.iter().find(|(_, text)| text.contains('\0')) {
+        Some((what, _)) => Err(format!("the {what} contains a NUL byte; remove it")),
+        None => Ok(request),
+    }
+}
+
+fn command_texts(command: &PersonCommand) -> Vec<(&'static str, String)> {
+    use crate::session::person::Answers;
+    match command {
+        PersonCommand::Reject { reason } => vec![("reason", reason.clone())],
+        PersonCommand::Answer {
+            answers: Answers::Given(pairs),
+        } => pairs.iter().map(|(_, a)| ("answer", a.clone())).collect(),
+        _ => Vec::new(),
     }
 }
