@@ -2,13 +2,16 @@
 //! throwaway git project per test.
 
 mod e2e {
+    mod bad_input;
     mod daemon;
     pub mod fixture;
     mod full_session;
     mod guards;
+    mod hostile;
     mod install;
     mod misbehaviour;
     mod profiles;
     mod telegram;
     mod telemetry;
+    mod trouble;
 }
