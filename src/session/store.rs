@@ -288,15 +288,10 @@ impl SessionStore {
         self.write_atomic(OVERVIEW, updated.as_bytes())
     }
 
-    /// Deletes `_signal.json` before an attempt (a link or a pipe goes, not what it names; a
-    /// directory an agent made under that name goes too).
+    /// Deletes `_signal.json` before an attempt (a link or a pipe goes, not what it names).
     pub fn remove_signal(&self) -> Result<(), StoreError> {
         let path = self.path(SIGNAL);
-        let removed = match std::fs::symlink_metadata(&path) {
-            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
-            _ => std::fs::remove_file(&path),
-        };
-        match removed {
+        match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io("cannot delete", &path)(e)),
