@@ -6,7 +6,7 @@
 //! - [`stream`]: Claude's stream-json events, and the event type both providers parse into;
 //! - [`refusal`]: what a failed attempt's output says about why (usage limit, credentials);
 //! - [`process`]: the AgentProcess actor (one per attempt);
-//! - [`env`]: the environment an agent gets (an allowlist).
+//! - [`env`](mod@env): the environment an agent gets (an allowlist).
 
 pub mod claude;
 pub mod codex;
@@ -50,7 +50,7 @@ pub struct AgentCommand {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub workdir: PathBuf,
-    /// The program's whole environment: nothing else is inherited (see [`env`]).
+    /// The program's whole environment: nothing else is inherited (see [`env`](mod@env)).
     pub env: env::AgentEnv,
     /// Written to the program's standard input, which is then closed; `None` leaves standard
     /// input empty (at end of file).

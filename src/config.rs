@@ -6,7 +6,7 @@
 //! exist, durations parsed, numbers in range; every error names the key, its value, where it
 //! came from, and what to do, and all of them are reported in one run.
 //!
-//! - [`values`]: the layers of one setting and the parsers with their ranges;
+//! - `values`: the layers of one setting and the parsers with their ranges;
 //! - `project`: `.samocode`; `file`: `config.toml`; `otel`, `telegram`: those settings;
 //! - `profiles`: the `[profiles]` tables.
 
@@ -20,7 +20,7 @@ mod otel;
 mod profiles;
 mod project;
 mod telegram;
-pub mod values;
+mod values;
 
 use crate::agent::env::{AgentEnv, EnvPolicy, Pattern};
 use crate::session::untrusted::ReadError;
@@ -312,7 +312,7 @@ pub enum ConfigError {
 
 /// The problems found while resolving, all of them reported at the end.
 #[derive(Debug, Default)]
-pub(crate) struct Problems(Vec<ConfigError>);
+struct Problems(Vec<ConfigError>);
 
 impl Problems {
     fn push(&mut self, error: ConfigError) {
