@@ -7,10 +7,12 @@
 //! - [`refusal`]: what a failed attempt's output says about why (usage limit, credentials);
 //! - [`launch`]: starting the agent (the seam tests replace) and the guard that kills it;
 //! - [`reaper`]: finding an attempt's processes by the markers in their environment;
-//! - [`process`]: the AgentProcess actor (one per attempt).
+//! - [`process`]: the AgentProcess actor (one per attempt);
+//! - [`env`](mod@env): the environment an agent gets (an allowlist).
 
 pub mod claude;
 pub mod codex;
+pub mod env;
 pub mod launch;
 pub mod process;
 pub mod reaper;
@@ -51,8 +53,8 @@ pub struct AgentCommand {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub workdir: PathBuf,
-    /// Variables removed from the inherited environment.
-    pub env_remove: Vec<String>,
+    /// The program's whole environment: nothing else is inherited (see [`env`](mod@env)).
+    pub env: env::AgentEnv,
     /// Written to the program's standard input, which is then closed; `None` leaves standard
     /// input empty (at end of file).
     pub stdin: Option<String>,

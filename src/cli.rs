@@ -3,12 +3,34 @@
 //! Every command returns an exit code or a [`CliError`] that carries its own; `main` only
 //! prints and exits.
 
+/// Every `println!` and `print!` under `cli/` is this one, not std's: when the reader closes
+/// standard output (`samocode status | head -1`), the command ends quietly with exit 0, the
+/// way `head` expects, where std's macro panics on the broken pipe (exit 101). SIGPIPE stays
+/// ignored, as Rust sets it: the daemon writes to sockets and pipes of other processes and
+/// must never die of a reader that went away.
+macro_rules! println {
+    () => {
+        $crate::cli::output::line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::output::line(format_args!($($arg)*))
+    };
+}
+
+/// See [`println!`] above.
+macro_rules! print {
+    ($($arg:tt)*) => {
+        $crate::cli::output::text(format_args!($($arg)*))
+    };
+}
+
 mod answer;
 mod daemon;
 mod demo;
 mod gate;
 mod install;
 mod logs;
+pub mod output;
 mod run;
 mod status;
 
@@ -59,7 +81,8 @@ pub enum Command {
     Start(SessionSpec),
     /// Change how many agents the running daemon runs at once.
     Parallel {
-        /// Agents allowed to run at once.
+        /// Agents allowed to run at once (1 to 1000).
+        #[arg(value_parser = parallel_value)]
         max: usize,
     },
     /// Show the sessions of the project, or one session in full.
@@ -127,18 +150,40 @@ pub struct CliError {
 
 impl CliError {
     pub fn usage(error: impl Into<anyhow::Error>) -> CliError {
-        CliError {
-            code: exit::USAGE,
-            error: error.into(),
-        }
+        CliError::new(exit::USAGE, error)
     }
 
     pub fn failure(error: impl Into<anyhow::Error>) -> CliError {
+        CliError::new(exit::FAILURE, error)
+    }
+
+    /// An error with exit code `code`, its causes flattened into one message in which no
+    /// cause repeats: many errors here say their cause in their own text and also keep it as
+    /// their source, and `main` prints the whole chain.
+    pub fn new(code: u8, error: impl Into<anyhow::Error>) -> CliError {
+        let error = error.into();
+        let mut text = error.to_string();
+        for cause in error.chain().skip(1) {
+            let cause = cause.to_string();
+            if !text.contains(&cause) {
+                text.push_str(": ");
+                text.push_str(&cause);
+            }
+        }
         CliError {
-            code: exit::FAILURE,
-            error: error.into(),
+            code,
+            error: anyhow::Error::msg(text),
         }
     }
+}
+
+/// `samocode parallel N`: the same range as `--max-parallel` and SAMOCODE_MAX_PARALLEL.
+fn parallel_value(text: &str) -> Result<usize, String> {
+    config::parse_parallel(text).ok_or_else(|| {
+        format!(
+            "{text:?} is not a number of agents from 1 to 1000 (the range --max-parallel takes)"
+        )
+    })
 }
 
 impl From<ConfigError> for CliError {
@@ -167,17 +212,19 @@ impl From<QaError> for CliError {
 
 impl From<StoreError> for CliError {
     fn from(e: StoreError) -> Self {
+        use crate::session::untrusted::ReadError;
         let code = match e {
             StoreError::Locked { .. } => exit::LOCKED,
             StoreError::NotASession(_)
             | StoreError::BadState { .. }
             | StoreError::Legacy { .. } => exit::USAGE,
+            // A session file that is a pipe, a link, too large or not UTF-8 is bad input a
+            // person can fix; a failed read is a failure.
+            StoreError::Unreadable(ReadError::Io { .. }) => exit::FAILURE,
+            StoreError::Unreadable(_) => exit::USAGE,
             StoreError::Io { .. } => exit::FAILURE,
         };
-        CliError {
-            code,
-            error: e.into(),
-        }
+        CliError::new(code, e)
     }
 }
 
@@ -235,6 +282,15 @@ pub fn configure(cli: &Cli, sources: &Sources) -> Result<Config, CliError> {
         flags.require_project = false;
         flags.config = None;
     }
+    if matches!(cli.command, Command::FakeAgent { .. }) {
+        // The scripted agent takes no configuration: it reads its own knobs from the
+        // environment it is given, and samocode's settings are not passed to agents.
+        let bare = Sources {
+            env: Default::default(),
+            cwd: sources.cwd.clone(),
+        };
+        return Ok(config::resolve(&flags, &bare)?);
+    }
     Ok(config::resolve(&flags, sources)?)
 }
 
@@ -262,7 +318,7 @@ pub async fn dispatch(
         Command::Supervise(_) => daemon::supervise(&config, shutdown).await,
         Command::Start(args) => daemon::start(args, &config).await,
         Command::Parallel { max } => daemon::parallel(max, &config).await,
-        Command::Status(args) => status::status(args, cli.config.is_some(), &config).await,
+        Command::Status(args) => status::status(args, &config).await,
         Command::Answer(args) => answer::answer(args, &config).await,
         Command::Approve(args) => gate::approve(&args.session, &config).await,
         Command::Reject(args) => gate::reject(&args, &config).await,

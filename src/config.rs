@@ -3,17 +3,33 @@
 //! precedence (flag, then environment, then file, then default).
 //!
 //! This is the only module that reads the environment. What it returns is valid: directories
-//! exist, durations parsed, numbers in range; every error names the key, where it came from,
-//! and what to do.
+//! exist, durations parsed, numbers in range; every error names the key, its value, where it
+//! came from, and what to do, and all of them are reported in one run.
+//!
+//! - `values`: the layers of one setting and the parsers with their ranges;
+//! - `project`: `.samocode`; `file`: `config.toml`; `otel`, `telegram`: those settings;
+//! - `profiles`: the `[profiles]` tables.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod file;
+mod otel;
 mod profiles;
+mod project;
+mod telegram;
+mod values;
 
+use crate::agent::env::{AgentEnv, EnvPolicy, Pattern};
+use crate::session::untrusted::ReadError;
+use values::{Layers, duration_between, number_between};
+
+pub use otel::OtlpHeaders;
 pub use profiles::{EFFORTS, ModelChoice, ModelProfiles, ModelSpec};
+pub use telegram::TelegramSettings;
+pub use values::{parse_duration, parse_parallel};
 /// The name of the project file found by walking up from the working directory.
 pub const PROJECT_FILE: &str = ".samocode";
 
@@ -72,6 +88,8 @@ pub struct AgentSettings {
     /// An attempt silent for this long is stopped as stalled (SAMOCODE_STALL_TIMEOUT; off
     /// unless set, since a long tool call prints nothing while it runs).
     pub stall_timeout: Option<Duration>,
+    /// The agent's whole environment, as the policy of [`crate::agent::env`] keeps it.
+    pub env: AgentEnv,
 }
 
 impl AgentSettings {
@@ -112,28 +130,6 @@ impl RetryPolicy {
     }
 }
 
-/// Telegram notifications, when both a token and a chat are set.
-#[derive(Clone)]
-pub struct TelegramSettings {
-    pub token: String,
-    pub chat_id: i64,
-    pub api_url: Option<String>,
-    /// Telegram user ids whose commands and button presses the bot obeys.
-    pub allowed_users: Vec<u64>,
-}
-
-impl fmt::Debug for TelegramSettings {
-    // The token is a secret: it never reaches a log line, even through Debug.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TelegramSettings")
-            .field("token", &"<redacted>")
-            .field("chat_id", &self.chat_id)
-            .field("api_url", &self.api_url)
-            .field("allowed_users", &self.allowed_users)
-            .finish()
-    }
-}
-
 /// The resolved configuration of one command.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -149,10 +145,14 @@ pub struct Config {
     pub telegram: Option<TelegramSettings>,
     /// OTLP traces endpoint (OTEL_EXPORTER_OTLP_ENDPOINT or ..._TRACES_ENDPOINT).
     pub otlp_endpoint: Option<String>,
+    /// OTEL_EXPORTER_OTLP_HEADERS, parsed.
+    pub otlp_headers: OtlpHeaders,
+    /// OTEL_RESOURCE_ATTRIBUTES, parsed.
+    pub otel_resource: Vec<(String, String)>,
     pub otel_service_name: String,
     /// RUST_LOG, for the log filter.
     pub log_filter: Option<String>,
-    /// How log lines are written (`--log-format`, SAMOCODE_LOG_FORMAT): text or JSON.
+    /// How log lines are written: text, or JSON lines (`--log-format`, SAMOCODE_LOG_FORMAT).
     pub log_format: crate::telemetry::LogFormat,
     /// Where the search for `.samocode` started (the working directory).
     pub searched_from: PathBuf,
@@ -160,8 +160,8 @@ pub struct Config {
     pub home: Option<PathBuf>,
     /// CODEX_HOME (default `~/.codex`): where `install` puts Codex's skills.
     pub codex_home: Option<PathBuf>,
-    /// CODEX_HOME was set (rather than defaulted to ~/.codex).
-    pub codex_home_set: bool,
+    /// Where CODEX_HOME was set (`None`: defaulted to ~/.codex).
+    pub codex_home_origin: Option<&'static str>,
     /// Faults to inject, for the tests of supervision (SAMOCODE_FAILPOINTS, comma separated;
     /// `supervisor-panic`: the supervisor panics on a status request).
     pub failpoints: Vec<String>,
@@ -172,16 +172,14 @@ impl Config {
     /// CODEX_HOME names a missing folder, so that is said up front rather than by every attempt.
     /// (`install` creates the folder, so it does not ask.)
     pub fn check_agent(&self) -> Result<(), ConfigError> {
-        match &self.codex_home {
-            Some(home)
-                if self.agent.provider == Provider::Codex
-                    && self.codex_home_set
-                    && !home.is_dir() =>
+        match (&self.codex_home, self.codex_home_origin) {
+            (Some(home), Some(origin))
+                if self.agent.provider == Provider::Codex && !home.is_dir() =>
             {
                 Err(ConfigError::BadValue {
                     key: "CODEX_HOME".into(),
                     value: home.display().to_string(),
-                    origin: "the environment",
+                    origin,
                     expected: "an existing directory (create it, or unset CODEX_HOME for ~/.codex)",
                 })
             }
@@ -230,7 +228,8 @@ impl Sources {
     }
 }
 
-/// Why a configuration could not be resolved.
+/// Why a configuration could not be resolved. Every variant names the key, the value where
+/// there is one, and where it came from.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// No `.samocode` in the working directory or its parents.
@@ -245,12 +244,31 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// A configuration file is a pipe, a device, too large or not UTF-8.
+    #[error(transparent)]
+    Unreadable(#[from] ReadError),
     /// A `.samocode` line is not `KEY=VALUE`.
     #[error("{path}:{line}: expected KEY=VALUE, found {text:?}")]
     BadLine {
         path: PathBuf,
         line: usize,
         text: String,
+    },
+    /// A key that is not a setting (in `.samocode` or `config.toml`).
+    #[error("{place}: unknown setting {key:?}{}", .suggestion.as_ref().map(|s| format!("; did you mean {s}?")).unwrap_or_else(|| "; remove it".into()))]
+    UnknownKey {
+        /// The file (and line) it is in.
+        place: String,
+        key: String,
+        suggestion: Option<String>,
+    },
+    /// A `.samocode` key given twice.
+    #[error("{path}:{second}: {key} is given again (first on line {first}); keep one")]
+    DuplicateKey {
+        path: PathBuf,
+        key: &'static str,
+        first: usize,
+        second: usize,
     },
     /// A required `.samocode` key is absent.
     #[error("{path}: {key} is required (the {what})")]
@@ -266,6 +284,15 @@ pub enum ConfigError {
         key: &'static str,
         dir: PathBuf,
     },
+    /// A `.samocode` value of the wrong form.
+    #[error("{path}:{line}: {key}={value:?} is not valid: expected {expected}")]
+    ProjectValue {
+        path: PathBuf,
+        line: usize,
+        key: &'static str,
+        value: String,
+        expected: String,
+    },
     /// `config.toml` is not valid TOML.
     #[error("{path} is not valid TOML: {message}")]
     BadToml { path: PathBuf, message: String },
@@ -277,215 +304,234 @@ pub enum ConfigError {
         origin: &'static str,
         expected: &'static str,
     },
+    /// One of two settings that only work together is set without the other.
+    #[error("{key} is set (from {origin}) but {missing} is not; set both, or neither")]
+    Incomplete {
+        key: &'static str,
+        origin: &'static str,
+        missing: &'static str,
+    },
+    /// Several of the above, found in one pass.
+    #[error("{} problems in the configuration:{}", .0.len(), .0.iter().map(|e| format!("\n  - {e}")).collect::<String>())]
+    Many(Vec<ConfigError>),
 }
 
-/// One layered lookup: flag, environment, config.toml.
-struct Layers<'a> {
-    sources: &'a Sources,
-    file: HashMap<String, String>,
-}
+/// The problems found while resolving, all of them reported at the end.
+#[derive(Debug, Default)]
+struct Problems(Vec<ConfigError>);
 
-impl Layers<'_> {
-    /// The value of setting `env` (file key: its lowercase form without `SAMOCODE_`).
-    fn get(&self, env: &str) -> Option<(String, &'static str)> {
-        if let Some(v) = self.sources.env.get(env).filter(|v| !v.is_empty()) {
-            return Some((v.clone(), "the environment"));
+impl Problems {
+    fn push(&mut self, error: ConfigError) {
+        self.0.push(error);
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// `value` when nothing was wrong; else the one problem, or all of them.
+    fn finish<T>(mut self, value: T) -> Result<T, ConfigError> {
+        match self.0.len() {
+            0 => Ok(value),
+            1 => Err(self.0.remove(0)),
+            _ => Err(ConfigError::Many(self.0)),
         }
-        let key = env.trim_start_matches("SAMOCODE_").to_ascii_lowercase();
-        self.file.get(&key).map(|v| (v.clone(), "config.toml"))
-    }
-
-    fn parsed<T>(
-        &self,
-        env: &str,
-        flag: Option<&String>,
-        expected: &'static str,
-        parse: impl Fn(&str) -> Option<T>,
-    ) -> Result<Option<T>, ConfigError> {
-        let found = match flag {
-            Some(v) => Some((v.clone(), "the command line")),
-            None => self.get(env),
-        };
-        let Some((value, origin)) = found else {
-            return Ok(None);
-        };
-        let key = match flag {
-            Some(_) => flag_name(env).to_string(),
-            None => env.to_string(),
-        };
-        parse(value.trim()).map(Some).ok_or(ConfigError::BadValue {
-            key,
-            value,
-            origin,
-            expected,
-        })
     }
 }
 
-/// The command-line flag that sets the same thing as `env`.
-fn flag_name(env: &str) -> &'static str {
-    match env {
-        "SAMOCODE_PROVIDER" => "--provider",
-        "SAMOCODE_MAX_PARALLEL" => "--max-parallel",
-        "SAMOCODE_LOG_FORMAT" => "--log-format",
-        _ => "--timeout",
-    }
-}
+/// How long one attempt may run: from a second (less cannot start a CLI) to a week.
+const TIMEOUT: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(7 * 86400));
+const TIMEOUT_TEXT: &str =
+    "a duration from 1s to 7 days, such as 90s, 30m or 2h, or a number of seconds";
 
-/// Resolves the configuration of one command.
+/// Resolves the configuration of one command. Every problem in the flags, the environment,
+/// `.samocode` and `config.toml` is collected, and all of them are reported together.
 pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> {
-    let global = read_global_file(sources)?;
-    let layers = Layers {
-        sources,
-        file: scalar_settings(&global),
-    };
+    let mut problems = Problems::default();
+    let global = file::read(sources, &mut problems);
     let project = match &flags.config {
-        Some(path) => Some(read_project(&absolute(&sources.cwd, path), sources)?),
+        Some(path) => project::read(&absolute(&sources.cwd, path), sources, &mut problems),
         None => match find_project_file(&sources.cwd) {
-            Some(path) => Some(read_project(&path, sources)?),
+            Some(path) => project::read(&path, sources, &mut problems),
             None if flags.require_project => {
-                return Err(ConfigError::ProjectNotFound(sources.cwd.clone()));
+                problems.push(ConfigError::ProjectNotFound(sources.cwd.clone()));
+                None
             }
             None => None,
         },
     };
+    let profiles = profiles::from_toml(&global.table, &mut problems);
+    let mut layers = Layers {
+        env: &sources.env,
+        file: &global.scalars,
+        problems: &mut problems,
+    };
 
-    const DURATION: &str = "a duration such as 90s, 30m or 2h, or a number of seconds";
     let provider = layers
         .parsed(
             "SAMOCODE_PROVIDER",
-            flags.provider.as_ref(),
+            flags.provider.as_ref().map(|v| ("--provider", v)),
             "claude or codex",
             |v| match v {
                 "claude" => Some(Provider::Claude),
                 "codex" => Some(Provider::Codex),
                 _ => None,
             },
-        )?
+        )
         .unwrap_or(Provider::Claude);
-    let timeout_env = match provider {
-        Provider::Claude => "CLAUDE_TIMEOUT",
-        Provider::Codex => "CODEX_TIMEOUT",
-    };
-    let timeout = layers
-        .parsed(
-            timeout_env,
-            flags.timeout.as_ref(),
-            DURATION,
-            parse_duration,
-        )?
-        .unwrap_or(Duration::from_secs(1800));
-    let path = |env: &str, default: &str| {
+    // Both timeouts are checked, whichever provider runs; --timeout sets the running one's.
+    let timeout_of = |layers: &mut Layers, env: &str, chosen: Provider| {
+        let flag = flags
+            .timeout
+            .as_ref()
+            .filter(|_| provider == chosen)
+            .map(|v| ("--timeout", v));
         layers
-            .get(env)
-            .map(|(v, _)| PathBuf::from(expand_home(&v, sources)))
+            .parsed(
+                env,
+                flag,
+                TIMEOUT_TEXT,
+                duration_between(TIMEOUT.0, TIMEOUT.1),
+            )
+            .unwrap_or(Duration::from_secs(1800))
+    };
+    let claude_timeout = timeout_of(&mut layers, "CLAUDE_TIMEOUT", Provider::Claude);
+    let codex_timeout = timeout_of(&mut layers, "CODEX_TIMEOUT", Provider::Codex);
+    let path = |layers: &mut Layers, env: &str, default: &str| {
+        layers
+            .text(env)
+            .map(|v| PathBuf::from(expand_home(&v, sources)))
             .unwrap_or_else(|| PathBuf::from(default))
     };
-    let agent = AgentSettings {
-        provider,
-        claude_path: path("CLAUDE_PATH", "claude"),
-        claude_model: layers.get("CLAUDE_MODEL").map(|(v, _)| v),
-        claude_max_turns: layers
-            .parsed("CLAUDE_MAX_TURNS", None, "a positive whole number", |v| {
-                v.parse().ok().filter(|n| *n > 0)
-            })?
-            .unwrap_or(300),
-        codex_path: path("CODEX_PATH", "codex"),
-        codex_model: layers.get("CODEX_MODEL").map(|(v, _)| v),
-        profiles: profiles::from_toml(&global)?,
-        effort: None,
-        timeout,
-        kill_grace: layers
-            .parsed("SAMOCODE_KILL_GRACE", None, DURATION, parse_duration)?
-            .unwrap_or(Duration::from_secs(10)),
-        stall_timeout: layers
-            .parsed("SAMOCODE_STALL_TIMEOUT", None, DURATION, parse_duration)?
-            .filter(|d| !d.is_zero()),
-    };
+    let claude_path = path(&mut layers, "CLAUDE_PATH", "claude");
+    let codex_path = path(&mut layers, "CODEX_PATH", "codex");
+    let claude_model = layers.text("CLAUDE_MODEL");
+    let codex_model = layers.text("CODEX_MODEL");
+    let claude_max_turns = layers
+        .parsed(
+            "CLAUDE_MAX_TURNS",
+            None,
+            "a whole number from 1 to 100000",
+            number_between(1, 100_000),
+        )
+        .unwrap_or(300);
+    let kill_grace = layers
+        .parsed(
+            "SAMOCODE_KILL_GRACE",
+            None,
+            "a duration from 0s to 10 minutes, such as 10s, or a number of seconds",
+            duration_between(Duration::ZERO, Duration::from_secs(600)),
+        )
+        .unwrap_or(Duration::from_secs(10));
+    let stall_timeout = layers
+        .parsed(
+            "SAMOCODE_STALL_TIMEOUT",
+            None,
+            "0 (off), or a duration from 1s to 7 days such as 10m",
+            |v| parse_duration(v).filter(|d| d.is_zero() || (TIMEOUT.0..=TIMEOUT.1).contains(d)),
+        )
+        .filter(|d| !d.is_zero());
     let retry = RetryPolicy {
         max_attempts: layers
             .parsed(
                 "SAMOCODE_MAX_RETRIES",
                 None,
                 "a whole number from 1 to 100",
-                |v| v.parse().ok().filter(|n| (1..=100).contains(n)),
-            )?
+                number_between(1, 100),
+            )
             .unwrap_or(3),
         first_delay: layers
-            .parsed("SAMOCODE_RETRY_DELAY", None, DURATION, parse_duration)?
+            .parsed(
+                "SAMOCODE_RETRY_DELAY",
+                None,
+                "a duration from 0s to 5 minutes (the backoff's cap), or a number of seconds",
+                duration_between(Duration::ZERO, Duration::from_secs(300)),
+            )
             .unwrap_or(Duration::from_secs(5)),
         max_delay: Duration::from_secs(300),
     };
-    let state_dir = match layers.get("SAMOCODE_STATE_DIR") {
-        Some((dir, _)) => absolute(&sources.cwd, Path::new(&expand_home(&dir, sources))),
+    let state_dir = match layers.text("SAMOCODE_STATE_DIR") {
+        Some(dir) => absolute(&sources.cwd, Path::new(&expand_home(&dir, sources))),
         None => default_state_dir(sources),
     };
-    let control_socket = match layers.get("SAMOCODE_CONTROL") {
-        Some((path, _)) => absolute(&sources.cwd, Path::new(&expand_home(&path, sources))),
+    let control_socket = match layers.text("SAMOCODE_CONTROL") {
+        Some(path) => absolute(&sources.cwd, Path::new(&expand_home(&path, sources))),
         None => state_dir.join("control.sock"),
     };
     let max_parallel = layers
         .parsed(
             "SAMOCODE_MAX_PARALLEL",
-            flags.max_parallel.as_ref(),
+            flags.max_parallel.as_ref().map(|v| ("--max-parallel", v)),
             "a whole number from 1 to 1000",
-            |v| v.parse().ok().filter(|n| (1..=1000).contains(n)),
-        )?
+            values::parse_parallel,
+        )
         .unwrap_or(4);
     let log_format = layers
         .parsed(
             "SAMOCODE_LOG_FORMAT",
-            flags.log_format.as_ref(),
+            flags.log_format.as_ref().map(|v| ("--log-format", v)),
             "text or json",
             crate::telemetry::LogFormat::parse,
-        )?
+        )
         .unwrap_or_default();
-    let telegram = match (
-        layers.get("TELEGRAM_BOT_TOKEN"),
-        layers.get("TELEGRAM_CHAT_ID"),
-    ) {
-        (Some((token, _)), Some((chat, origin))) => Some(TelegramSettings {
-            token,
-            chat_id: chat.trim().parse().map_err(|_| ConfigError::BadValue {
-                key: "TELEGRAM_CHAT_ID".into(),
-                value: chat.clone(),
-                origin,
-                expected: "a numeric chat id",
-            })?,
-            api_url: layers.get("TELEGRAM_API_URL").map(|(v, _)| v),
-            allowed_users: layers
-                .parsed(
-                    "TELEGRAM_ALLOWED_USERS",
-                    None,
-                    "Telegram user ids separated by commas",
-                    |v| {
-                        v.split([',', ' '])
-                            .filter(|id| !id.is_empty())
-                            .map(|id| id.parse().ok())
-                            .collect::<Option<Vec<u64>>>()
-                    },
-                )?
-                .unwrap_or_default(),
-        }),
-        _ => None,
-    };
-    // The traces variable is the full URL; the general one is a base that gets the signal path.
-    let nonempty = |key: &str| sources.env.get(key).filter(|v| !v.is_empty());
-    let otlp_endpoint = nonempty("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        .cloned()
-        .or_else(|| {
-            nonempty("OTEL_EXPORTER_OTLP_ENDPOINT")
-                .map(|base| format!("{}/v1/traces", base.trim_end_matches('/')))
-        });
-    let codex_home_set = sources.env.contains_key("CODEX_HOME");
-    let codex_home = match sources.env.get("CODEX_HOME").filter(|v| !v.is_empty()) {
-        Some(dir) => Some(absolute(
+    let failpoints = layers
+        .text("SAMOCODE_FAILPOINTS")
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|f| !f.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let telegram = telegram::read(&mut layers);
+    let otel = otel::read(&mut layers);
+    let log_filter = layers.parsed(
+        "RUST_LOG",
+        None,
+        "a log filter such as info or samocode=debug,warn",
+        |v| {
+            tracing_subscriber::EnvFilter::try_new(v)
+                .ok()
+                .map(|_| v.to_string())
+        },
+    );
+    let codex_home_found = layers.get("CODEX_HOME", None);
+    let codex_home_origin = codex_home_found.as_ref().map(|f| f.origin);
+    let codex_home = match &codex_home_found {
+        Some(found) => Some(absolute(
             &sources.cwd,
-            Path::new(&expand_home(dir, sources)),
+            Path::new(&expand_home(&found.value, sources)),
         )),
         None => sources.home().map(|home| home.join(".codex")),
     };
-    Ok(Config {
+    let policy = env_policy(&mut layers, &global);
+    let mut env = policy.apply(&sources.env);
+    // codex reads CODEX_HOME from its environment: one set in config.toml is passed on too.
+    if let (Some(home), Some(_)) = (&codex_home, codex_home_origin)
+        && policy.allows("CODEX_HOME")
+    {
+        env.set("CODEX_HOME", &home.display().to_string());
+    }
+
+    let agent = AgentSettings {
+        provider,
+        claude_path,
+        claude_model,
+        claude_max_turns,
+        codex_path,
+        codex_model,
+        profiles,
+        effort: None,
+        timeout: match provider {
+            Provider::Claude => claude_timeout,
+            Provider::Codex => codex_timeout,
+        },
+        kill_grace,
+        stall_timeout,
+        env,
+    };
+    let config = Config {
         project,
         agent,
         retry,
@@ -493,38 +539,55 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
         control_socket,
         max_parallel,
         telegram,
-        otlp_endpoint,
-        otel_service_name: sources
-            .env
-            .get("OTEL_SERVICE_NAME")
-            .cloned()
-            .unwrap_or_else(|| "samocode".into()),
-        log_filter: sources.env.get("RUST_LOG").cloned(),
+        otlp_endpoint: otel.endpoint,
+        otlp_headers: otel.headers,
+        otel_resource: otel.resource,
+        otel_service_name: otel.service_name,
+        log_filter,
         log_format,
         searched_from: sources.cwd.clone(),
         home: sources.home(),
         codex_home,
-        codex_home_set,
-        failpoints: sources
-            .env
-            .get("SAMOCODE_FAILPOINTS")
-            .map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|f| !f.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default(),
-    })
+        codex_home_origin,
+        failpoints,
+    };
+    problems.finish(config)
 }
 
-/// A duration in humantime (`90s`, `30m`, `2h`) or a plain number of seconds (`1800`, `0.5`).
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    if let Ok(seconds) = text.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+/// The agent's environment policy from `strip_env` and `keep_env` (the environment's
+/// comma-separated `SAMOCODE_STRIP_ENV` / `SAMOCODE_KEEP_ENV` first, else config.toml's lists).
+fn env_policy(layers: &mut Layers, global: &file::FileSettings) -> EnvPolicy {
+    let mut patterns = |env: &str| -> Vec<Pattern> {
+        let entries = match layers.get(env, None) {
+            Some(found) if found.origin == "the environment" => {
+                Some((file::split_list(&found.value), found))
+            }
+            _ => global.lists.get(&values::file_key(env)).map(|entries| {
+                let found = values::Found {
+                    value: entries.join(","),
+                    key: values::file_key(env),
+                    origin: "config.toml",
+                };
+                (entries.clone(), found)
+            }),
+        };
+        let Some((entries, found)) = entries else {
+            return Vec::new();
+        };
+        let parsed: Option<Vec<Pattern>> = entries.iter().map(|e| Pattern::parse(e)).collect();
+        parsed.unwrap_or_else(|| {
+            layers.bad(
+                &found,
+                env,
+                "variable names or prefixes ending in *, such as AWS_SECRET_ACCESS_KEY or MYCORP_*",
+            );
+            Vec::new()
+        })
+    };
+    EnvPolicy {
+        strip: patterns("SAMOCODE_STRIP_ENV"),
+        keep: patterns("SAMOCODE_KEEP_ENV"),
     }
-    humantime::parse_duration(text).ok()
 }
 
 /// Reads a project file named by absolute path (the daemon, for a session handed to it).
@@ -533,7 +596,12 @@ pub fn load_project(path: &Path) -> Result<Project, ConfigError> {
         path: path.to_path_buf(),
         source,
     })?;
-    read_project(path, &sources)
+    let mut problems = Problems::default();
+    let project = project::read(path, &sources, &mut problems);
+    match problems.finish(project)? {
+        Some(project) => Ok(project),
+        None => Err(ConfigError::ProjectNotFound(path.to_path_buf())),
+    }
 }
 
 fn find_project_file(start: &Path) -> Option<PathBuf> {
@@ -541,96 +609,6 @@ fn find_project_file(start: &Path) -> Option<PathBuf> {
         .ancestors()
         .map(|dir| dir.join(PROJECT_FILE))
         .find(|candidate| candidate.is_file())
-}
-
-fn read_project(path: &Path, sources: &Sources) -> Result<Project, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let base = path.parent().unwrap_or(Path::new("/"));
-    let mut values = HashMap::new();
-    for (index, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let Some((key, value)) = line.split_once('=') else {
-            return Err(ConfigError::BadLine {
-                path: path.to_path_buf(),
-                line: index + 1,
-                text: raw.to_string(),
-            });
-        };
-        let value = value.trim().trim_matches('"').trim_matches('\'');
-        values.insert(key.trim().to_string(), value.to_string());
-    }
-    let dir = |key: &'static str, what: &'static str| -> Result<PathBuf, ConfigError> {
-        let value = values.get(key).ok_or(ConfigError::MissingKey {
-            path: path.to_path_buf(),
-            key,
-            what,
-        })?;
-        let dir = absolute(base, Path::new(&expand_home(value, sources)));
-        if !dir.is_dir() {
-            return Err(ConfigError::NotADirectory {
-                path: path.to_path_buf(),
-                key,
-                dir,
-            });
-        }
-        Ok(dir)
-    };
-    Ok(Project {
-        file: path.to_path_buf(),
-        main_repo: dir("MAIN_REPO", "git repository the agents work on")?,
-        worktrees: dir("WORKTREES", "folder for the sessions' git worktrees")?,
-        sessions: dir("SESSIONS", "folder for the session folders")?,
-        base_branch: values.get("BASE_BRANCH").filter(|v| !v.is_empty()).cloned(),
-        branch_prefix: values
-            .get("BRANCH_PREFIX")
-            .map(|v| v.trim_matches('/').to_string())
-            .filter(|v| !v.is_empty()),
-    })
-}
-
-/// The global `config.toml` as a table; empty when there is none.
-fn read_global_file(sources: &Sources) -> Result<toml::Table, ConfigError> {
-    let dir = match sources.env.get("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
-        Some(dir) => PathBuf::from(dir),
-        None => match sources.home() {
-            Some(home) => home.join(".config"),
-            None => return Ok(toml::Table::new()),
-        },
-    };
-    let path = dir.join("samocode").join("config.toml");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(toml::Table::new()),
-        Err(source) => return Err(ConfigError::Read { path, source }),
-    };
-    text.parse()
-        .map_err(|e: toml::de::Error| ConfigError::BadToml {
-            path: path.clone(),
-            message: e.message().to_string(),
-        })
-}
-
-/// The top-level scalar settings of `config.toml`, as text (tables such as `profiles` aside).
-fn scalar_settings(table: &toml::Table) -> HashMap<String, String> {
-    table
-        .iter()
-        .filter_map(|(key, value)| {
-            let text = match value {
-                toml::Value::String(s) => s.clone(),
-                toml::Value::Integer(i) => i.to_string(),
-                toml::Value::Float(f) => f.to_string(),
-                toml::Value::Boolean(b) => b.to_string(),
-                _ => return None,
-            };
-            Some((key.clone(), text))
-        })
-        .collect()
 }
 
 fn default_state_dir(sources: &Sources) -> PathBuf {
@@ -662,234 +640,4 @@ fn absolute(base: &Path, path: &Path) -> PathBuf {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::Profile;
-
-    fn sources(dir: &Path, env: &[(&str, &str)]) -> Sources {
-        let mut map: HashMap<String, String> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        map.insert("HOME".into(), dir.join("home").display().to_string());
-        Sources {
-            env: map,
-            cwd: dir.to_path_buf(),
-        }
-    }
-
-    fn project_dir() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        for d in [
-            "repo",
-            "wt",
-            "sessions",
-            "home/.config/samocode",
-            "sub/deeper",
-        ] {
-            std::fs::create_dir_all(dir.path().join(d)).unwrap();
-        }
-        std::fs::write(
-            dir.path().join(".samocode"),
-            "# comment\nMAIN_REPO=repo\nWORKTREES = wt\nSESSIONS=\"sessions\"\nBRANCH_PREFIX=feat/\n",
-        )
-        .unwrap();
-        dir
-    }
-
-    #[test]
-    fn project_found_by_walking_up_and_paths_made_absolute() {
-        let dir = project_dir();
-        let mut s = sources(dir.path(), &[]);
-        s.cwd = dir.path().join("sub/deeper");
-        let config = resolve(&Flags::default(), &s).unwrap();
-        let project = config.project.unwrap();
-        assert!(project.main_repo.is_absolute());
-        assert!(project.sessions.ends_with("sessions"));
-        assert_eq!(project.branch_prefix.as_deref(), Some("feat"));
-        assert_eq!(config.agent.timeout, Duration::from_secs(1800));
-        assert_eq!(config.retry.max_attempts, 3);
-    }
-
-    #[test]
-    fn flag_beats_env_beats_file() {
-        let dir = project_dir();
-        std::fs::write(
-            dir.path().join("home/.config/samocode/config.toml"),
-            "claude_timeout = 60\nmax_retries = 5\nclaude_model = \"from-file\"\n",
-        )
-        .unwrap();
-        let s = sources(dir.path(), &[("CLAUDE_TIMEOUT", "2m")]);
-        let config = resolve(&Flags::default(), &s).unwrap();
-        assert_eq!(config.agent.timeout, Duration::from_secs(120));
-        assert_eq!(config.retry.max_attempts, 5);
-        assert_eq!(config.agent.claude_model.as_deref(), Some("from-file"));
-        let flags = Flags {
-            timeout: Some("90s".into()),
-            ..Flags::default()
-        };
-        assert_eq!(
-            resolve(&flags, &s).unwrap().agent.timeout,
-            Duration::from_secs(90)
-        );
-    }
-
-    #[test]
-    fn errors_name_the_key_and_the_path() {
-        let dir = project_dir();
-        std::fs::write(
-            dir.path().join(".samocode"),
-            "MAIN_REPO=repo\nWORKTREES=wt\nSESSIONS=nope\n",
-        )
-        .unwrap();
-        let err = resolve(&Flags::default(), &sources(dir.path(), &[])).unwrap_err();
-        assert!(err.to_string().contains("SESSIONS="), "{err}");
-        assert!(err.to_string().contains("nope"), "{err}");
-
-        std::fs::write(
-            dir.path().join(".samocode"),
-            "MAIN_REPO=repo\nWORKTREES=wt\n",
-        )
-        .unwrap();
-        let err = resolve(&Flags::default(), &sources(dir.path(), &[])).unwrap_err();
-        assert!(err.to_string().contains("SESSIONS is required"), "{err}");
-
-        let project = project_dir();
-        let err = resolve(
-            &Flags::default(),
-            &sources(project.path(), &[("CLAUDE_TIMEOUT", "soon")]),
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("CLAUDE_TIMEOUT=\"soon\""), "{err}");
-
-        let empty = tempfile::tempdir().unwrap();
-        let flags = Flags {
-            require_project: true,
-            ..Flags::default()
-        };
-        let err = resolve(&flags, &sources(empty.path(), &[])).unwrap_err();
-        assert!(
-            err.to_string().contains("no .samocode project file"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn profiles_default_per_provider_and_config_toml_overrides_them() {
-        let dir = project_dir();
-        let config = resolve(&Flags::default(), &sources(dir.path(), &[])).unwrap();
-        let profiles = &config.agent.profiles;
-        let claude: Vec<&str> = Profile::ALL
-            .iter()
-            .map(|p| profiles.get(Provider::Claude, *p).model.as_str())
-            .collect();
-        assert_eq!(claude, ["haiku", "sonnet", "opus", "opus"]);
-        assert_eq!(profiles.get(Provider::Codex, Profile::Max).effort, "xhigh");
-        assert_eq!(config.home, Some(dir.path().join("home")));
-        assert_eq!(config.codex_home, Some(dir.path().join("home/.codex")));
-
-        std::fs::write(
-            dir.path().join("home/.config/samocode/config.toml"),
-            "max_retries = 4\n[profiles.claude.strong]\nmodel = \"opus-next\"\n[profiles.codex.light]\neffort = \"minimal\"\n",
-        )
-        .unwrap();
-        let s = sources(dir.path(), &[("CODEX_HOME", "/elsewhere/codex")]);
-        let config = resolve(&Flags::default(), &s).unwrap();
-        assert_eq!(config.retry.max_attempts, 4);
-        let strong = config.agent.profiles.get(Provider::Claude, Profile::Strong);
-        assert_eq!(
-            (strong.model.as_str(), strong.effort.as_str()),
-            ("opus-next", "high")
-        );
-        let light = config.agent.profiles.get(Provider::Codex, Profile::Light);
-        assert_eq!(light.effort, "minimal");
-        assert_eq!(config.codex_home, Some(PathBuf::from("/elsewhere/codex")));
-        // With codex as the provider, a CODEX_HOME that does not exist is refused before any
-        // agent runs (install may still create it).
-        let s = sources(
-            dir.path(),
-            &[
-                ("CODEX_HOME", "/elsewhere/codex"),
-                ("SAMOCODE_PROVIDER", "codex"),
-            ],
-        );
-        let codex = resolve(&Flags::default(), &s).unwrap();
-        let error = codex.check_agent().unwrap_err().to_string();
-        assert!(
-            error.starts_with("CODEX_HOME=\"/elsewhere/codex\" (from the environment) is not valid: expected an existing directory"),
-            "{error}"
-        );
-
-        let choice = config.agent.choose(Profile::Strong);
-        assert_eq!(
-            (choice.model.as_str(), choice.explicit),
-            ("opus-next", false)
-        );
-        let attempt = config.agent.for_attempt(&choice);
-        assert_eq!(attempt.claude_model.as_deref(), Some("opus-next"));
-        assert_eq!(attempt.effort.as_deref(), Some("high"));
-        let pinned = resolve(
-            &Flags::default(),
-            &sources(dir.path(), &[("CLAUDE_MODEL", "pinned")]),
-        )
-        .unwrap();
-        let choice = pinned.agent.choose(Profile::Light);
-        assert_eq!(
-            (choice.model.as_str(), choice.effort.as_str()),
-            ("pinned", "low")
-        );
-        assert!(choice.explicit);
-    }
-
-    #[test]
-    fn bad_profiles_name_their_key() {
-        let dir = project_dir();
-        let file = dir.path().join("home/.config/samocode/config.toml");
-        for (text, key) in [
-            (
-                "[profiles.gemini.light]\nmodel = \"x\"\n",
-                "profiles.gemini",
-            ),
-            (
-                "[profiles.claude.huge]\nmodel = \"x\"\n",
-                "profiles.claude.huge",
-            ),
-            (
-                "[profiles.claude.max]\neffort = \"extreme\"\n",
-                "profiles.claude.max.effort",
-            ),
-            (
-                "[profiles.claude.max]\nmodel = \"\"\n",
-                "profiles.claude.max.model",
-            ),
-            (
-                "[profiles.claude.max]\nmodl = \"x\"\n",
-                "profiles.claude.max.modl",
-            ),
-        ] {
-            std::fs::write(&file, text).unwrap();
-            let err = resolve(&Flags::default(), &sources(dir.path(), &[])).unwrap_err();
-            assert!(err.to_string().starts_with(&format!("{key}=")), "{err}");
-        }
-    }
-
-    #[test]
-    fn durations_accept_seconds_and_humantime() {
-        assert_eq!(parse_duration("1800"), Some(Duration::from_secs(1800)));
-        assert_eq!(parse_duration("0.5"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("30m"), Some(Duration::from_secs(1800)));
-        assert_eq!(parse_duration("later"), None);
-        assert_eq!(parse_duration("-1"), None);
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let policy = RetryPolicy {
-            max_attempts: 10,
-            first_delay: Duration::from_secs(5),
-            max_delay: Duration::from_secs(30),
-        };
-        let delays: Vec<u64> = (2..7).map(|a| policy.delay_before(a).as_secs()).collect();
-        assert_eq!(delays, [5, 10, 20, 30, 30]);
-    }
-}
+mod tests;

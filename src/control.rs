@@ -289,10 +289,17 @@ async fn answer(stream: UnixStream, supervisor: ActorRef<SupervisorMsg>) -> std:
     write.write_all(&out).await
 }
 
-/// Reads one request line; an unreadable one or another version is the error to answer.
+/// Reads one request line as the daemon does: the envelope, its version, and the texts it
+/// carries, none of which may hold a NUL byte. An unreadable one is the error to answer.
 pub fn parse_request(line: &[u8]) -> Result<Request, Response> {
     match serde_json::from_slice::<Envelope<Request>>(line) {
-        Ok(envelope) if envelope.v == VERSION => Ok(envelope.body),
+        Ok(envelope) if envelope.v == VERSION => match nul_in(&envelope.body) {
+            Some(what) => Err(Response::error(
+                format!("the {what} contains a NUL byte; remove it"),
+                2,
+            )),
+            None => Ok(envelope.body),
+        },
         Ok(envelope) => Err(Response::error(
             format!(
                 "control protocol version {} is not supported (the daemon speaks {VERSION}); use the same samocode binary for both",
@@ -324,4 +331,45 @@ pub async fn ask(supervisor: &ActorRef<SupervisorMsg>, request: Request) -> Resp
         ),
         _ => Response::error("the daemon is shutting down".into(), 1),
     }
+}
+
+/// The first text of a request that holds a NUL byte (no file name or argument can).
+fn nul_in(request: &Request) -> Option<&'static str> {
+    use crate::session::person::Answers;
+    let command_texts = |command: &PersonCommand| -> Vec<(&'static str, String)> {
+        match command {
+            PersonCommand::Reject { reason } => vec![("reason", reason.clone())],
+            PersonCommand::Answer {
+                answers: Answers::Given(pairs),
+            } => pairs.iter().map(|(_, a)| ("answer", a.clone())).collect(),
+            _ => Vec::new(),
+        }
+    };
+    let mut texts: Vec<(&'static str, String)> = Vec::new();
+    match request {
+        Request::Start {
+            project,
+            session,
+            dive,
+            task,
+        } => {
+            texts.push(("project", project.display().to_string()));
+            texts.push(("session", session.clone()));
+            texts.extend(dive.iter().map(|d| ("dive", d.clone())));
+            texts.extend(task.iter().map(|t| ("task", t.clone())));
+        }
+        Request::Person { dir, command } => {
+            texts.push(("dir", dir.display().to_string()));
+            texts.extend(command_texts(command));
+        }
+        Request::Named { session, command } => {
+            texts.push(("session", session.clone()));
+            texts.extend(command_texts(command));
+        }
+        Request::Status | Request::Parallel { .. } => {}
+    }
+    texts
+        .into_iter()
+        .find(|(_, text)| text.contains('\0'))
+        .map(|(what, _)| what)
 }

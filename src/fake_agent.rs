@@ -12,7 +12,11 @@
 //! process holding stdout, then work normally), `stay` (continue in the same phase), `slow:S`
 //! (sleep S seconds first), `touch` (edit the tracked README.md first; `touch+ACTION` edits, then
 //! does ACTION), `limit:UNIX` (until that
-//! unix time, refuse like claude at a usage limit that resets then; work normally after it).
+//! unix time, refuse like claude at a usage limit that resets then; work normally after it),
+//! `fifo` (make `_signal.json` a named pipe), `link:TARGET` (make it a symbolic link to
+//! TARGET), `huge:MB` (make it a regular file of MB megabytes), `env` (write the environment
+//! it was given to `agent-env.txt` in the session folder, then work normally), `twins` (ask
+//! two questions both numbered Q1, then work normally).
 //! `SAMOCODE_FAKE_PIDS` names a file where it appends the pids of the processes it leaves
 //! behind; `SAMOCODE_FAKE_STEPS` is the number of implementation steps (3).
 
@@ -195,6 +199,22 @@ impl Run {
                 }
             }
             "slow" => std::thread::sleep(Duration::from_secs_f64(arg.parse().unwrap_or(1.0))),
+            "fifo" | "link" | "huge" => return self.hostile_signal(verb, arg),
+            "env" => {
+                let mut lines: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                lines.sort();
+                let _ = std::fs::write(self.session.join("agent-env.txt"), lines.join("\n"));
+            }
+            "twins" if self.phase == "requirements" && !self.session.join("_qa.md").exists() => {
+                if let Err(error) = std::fs::write(self.session.join("_qa.md"), TWINS) {
+                    eprintln!("fake-agent: {error}");
+                    return 1;
+                }
+                self.note("asked two questions, both numbered Q1", "wait for answers");
+                return self.signal_text(
+                    r#"{"status": "waiting", "phase": "requirements", "for": "qa_answers"}"#,
+                );
+            }
             _ => {}
         }
         match self.work(verb == "stay") {
@@ -211,6 +231,31 @@ impl Run {
         let readme = self.workdir.join("README.md");
         let text = std::fs::read_to_string(&readme).unwrap_or_default();
         let _ = std::fs::write(&readme, format!("{text}edited by the agent\n"));
+    }
+
+    /// A `_signal.json` that is not a small regular file, as a hostile agent might leave it.
+    fn hostile_signal(&self, verb: &str, arg: &str) -> u8 {
+        let path = self.session.join("_signal.json");
+        let _ = std::fs::remove_file(&path);
+        let made = match verb {
+            "fifo" => Command::new("mkfifo").arg(&path).status().and_then(|s| {
+                s.success()
+                    .then_some(())
+                    .ok_or(std::io::Error::other("mkfifo failed"))
+            }),
+            "link" => std::os::unix::fs::symlink(arg, &path),
+            _ => {
+                let megabytes: usize = arg.parse().unwrap_or(2);
+                std::fs::write(&path, " ".repeat(megabytes << 20))
+            }
+        };
+        match made {
+            Ok(()) => 0,
+            Err(error) => {
+                eprintln!("fake-agent: cannot make the {verb} signal: {error}");
+                1
+            }
+        }
     }
 
     fn signal_text(&self, text: &str) -> u8 {
@@ -458,6 +503,8 @@ fn zombie(pid: i32) -> bool {
         })
         .unwrap_or(true)
 }
+
+const TWINS: &str = "# Questions\n\n## Q1: Where should the demo files go?\nSuggested: samocode-demo\nAnswer:\n\n## Q1: How many steps should the plan have?\nSuggested: 3\nAnswer:\n";
 
 const QUESTIONS: &str = "# Questions\n\n## Q1: Where should the demo files go?\nOptions: samocode-demo | docs\nSuggested: samocode-demo\nAnswer:\n\n## Q2: How many steps should the plan have?\nOptions: 3 | 5\nSuggested: 3\nAnswer:\n";
 

@@ -2,6 +2,7 @@
 //!
 //! - [`name`]: names and folder resolution;
 //! - [`store`]: reading and (under the worker lock) writing the folder;
+//! - [`untrusted`]: reading a file the agent may have replaced (no links, pipes or floods);
 //! - [`worktree`]: the git worktree the agent works in;
 //! - [`context`]: what each agent attempt is told;
 //! - [`profile`]: which model profile an attempt runs with;
@@ -19,6 +20,7 @@ pub mod person;
 pub mod profile;
 pub mod recover;
 pub mod store;
+pub mod untrusted;
 pub mod worktree;
 
 pub use store::{SessionFolder, SessionStore, StoreError};

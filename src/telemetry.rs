@@ -1,8 +1,10 @@
 //! Logs and traces, set up in one place.
 //!
-//! Logs go to standard error, and for the daemon also to a rotating file in its state
-//! directory, as text or JSON (`logging`). When an OTLP endpoint is configured, spans are also
-//! exported over OTLP/HTTP with the batch processor and the blocking HTTP client (the async client panics in the exporter's own thread). The
+//! Logs go to standard error, filtered by RUST_LOG (default: samocode at info; from the
+//! environment or config.toml, checked by the configuration), and for the daemon also to a
+//! rotating file in its state directory, as text or JSON (`logging`). When an OTLP endpoint
+//! is configured, spans are also exported over OTLP/HTTP with the batch processor and the
+//! blocking HTTP client (the async client panics in the exporter's own thread). The
 //! `ractor` target is kept out of the OpenTelemetry layer, or every actor would become one
 //! endless trace.
 
@@ -10,7 +12,7 @@ mod logging;
 mod rotating;
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -30,28 +32,35 @@ pub struct Telemetry {
 pub fn init(config: &Config, logging: Logging) -> Telemetry {
     let logs = logging::layers(config.log_filter.as_deref(), config.log_format, &logging);
 
-    let provider = config.otlp_endpoint.as_ref().and_then(|endpoint| {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_endpoint(endpoint.clone())
-            .build();
-        match exporter {
-            Ok(exporter) => Some(
-                SdkTracerProvider::builder()
-                    .with_batch_exporter(exporter)
-                    .with_resource(
-                        opentelemetry_sdk::Resource::builder()
-                            .with_service_name(config.otel_service_name.clone())
-                            .build(),
-                    )
-                    .build(),
-            ),
-            Err(error) => {
-                eprintln!("samocode: tracing export disabled: {error}");
-                None
+    let provider =
+        config.otlp_endpoint.as_ref().and_then(|endpoint| {
+            // Headers and resource attributes come from the configuration (environment or
+            // config.toml), which is the one place that reads them.
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(endpoint.clone())
+                .with_headers(config.otlp_headers.0.iter().cloned().collect())
+                .build();
+            match exporter {
+                Ok(exporter) => Some(
+                    SdkTracerProvider::builder()
+                        .with_batch_exporter(exporter)
+                        .with_resource(
+                            opentelemetry_sdk::Resource::builder()
+                                .with_attributes(config.otel_resource.iter().map(|(k, v)| {
+                                    opentelemetry::KeyValue::new(k.clone(), v.clone())
+                                }))
+                                .with_service_name(config.otel_service_name.clone())
+                                .build(),
+                        )
+                        .build(),
+                ),
+                Err(error) => {
+                    eprintln!("samocode: tracing export disabled: {error}");
+                    None
+                }
             }
-        }
-    });
+        });
     let otel = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("samocode"))

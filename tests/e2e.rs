@@ -2,15 +2,18 @@
 //! throwaway git project per test.
 
 mod e2e {
+    mod bad_input;
     mod daemon;
     mod daemon_log;
     pub mod fixture;
     mod full_session;
     mod guards;
+    mod hostile;
     mod install;
     mod logs;
     mod misbehaviour;
     mod profiles;
     mod telegram;
     mod telemetry;
+    mod trouble;
 }

@@ -26,7 +26,9 @@ pub fn command(
         "stream-json".into(),
         "--append-system-prompt".into(),
         if context.len() <= context::INLINE_LIMIT {
-            context.to_string()
+            // An argument cannot hold a NUL byte (the spawn would fail as if claude were
+            // missing); one that came in with a person's or the agent's text is made visible.
+            context.replace('\0', "\u{FFFD}")
         } else {
             context::pointer_to(context_file)
         },
@@ -39,8 +41,8 @@ pub fn command(
         args,
         workdir: workdir.to_path_buf(),
         // A CLAUDECODE variable inherited from an interactive Claude Code session makes the
-        // child believe it is nested inside one.
-        env_remove: vec!["CLAUDECODE".into()],
+        // child believe it is nested inside one (the policy drops it; a keep_env cannot).
+        env: settings.env.without("CLAUDECODE"),
         stdin: None,
     }
 }
@@ -64,6 +66,7 @@ mod tests {
             timeout: Duration::from_secs(60),
             kill_grace: Duration::from_secs(1),
             stall_timeout: None,
+            env: Default::default(),
         }
     }
 
@@ -77,6 +80,14 @@ mod tests {
         let cmd = command(&settings(), &big, Path::new("/s/ctx.md"), Path::new("/w"));
         assert!(cmd.args.iter().all(|a| a.len() < 128 * 1024));
         assert!(cmd.args.iter().any(|a| a.contains("/s/ctx.md")));
-        assert_eq!(cmd.env_remove, ["CLAUDECODE"]);
+
+        let mut with_nested = settings();
+        with_nested.env.set("CLAUDECODE", "1");
+        with_nested.env.set("ANTHROPIC_API_KEY", "k");
+        let cmd = command(&with_nested, "ctx", Path::new("/s/ctx.md"), Path::new("/w"));
+        assert_eq!(cmd.env.names(), ["ANTHROPIC_API_KEY"]);
+
+        let cmd = command(&settings(), "a\0b", Path::new("/s/ctx.md"), Path::new("/w"));
+        assert!(cmd.args.iter().all(|a| !a.contains('\0')));
     }
 }

@@ -35,7 +35,7 @@ pub fn command(settings: &AgentSettings, context: &str, workdir: &Path) -> Agent
         program: settings.codex_path.clone(),
         args,
         workdir: workdir.to_path_buf(),
-        env_remove: Vec::new(),
+        env: settings.env.clone(),
         stdin: Some(format!("{context}\n\n---\n\n{PROMPT}\n")),
     }
 }
@@ -110,6 +110,7 @@ mod tests {
             timeout: Duration::from_secs(60),
             kill_grace: Duration::from_secs(1),
             stall_timeout: None,
+            env: Default::default(),
         }
     }
 

@@ -158,9 +158,8 @@ impl Launcher for LocalProcess {
             // The guard kills the group; this also covers the child alone if the exit future
             // is dropped before it.
             .kill_on_drop(true);
-        for key in &spec.command.env_remove {
-            command.env_remove(key);
-        }
+        // Nothing inherited: the agent's environment is exactly what the policy kept.
+        command.env_clear().envs(spec.command.env.vars());
         command
             .env(SESSION_MARKER, &spec.session_dir)
             .env(ATTEMPT_MARKER, &spec.attempt_id);

@@ -50,7 +50,7 @@ const DEMO_PARALLEL: usize = 2;
 /// The demo gives up after this long (the scripted agent needs well under a minute).
 const DEMO_LIMIT: Duration = Duration::from_secs(180);
 
-pub async fn demo(args: DemoArgs, _config: &Config, _sources: &Sources) -> Result<u8, CliError> {
+pub async fn demo(args: DemoArgs, config: &Config, _sources: &Sources) -> Result<u8, CliError> {
     let started = Instant::now();
     let root = match args.dir {
         Some(dir) => dir,
@@ -84,6 +84,8 @@ pub async fn demo(args: DemoArgs, _config: &Config, _sources: &Sources) -> Resul
             timeout: Duration::from_secs(120),
             kill_grace: Duration::from_secs(2),
             stall_timeout: None,
+            // The same environment policy as any agent: the scripted one needs only PATH.
+            env: config.agent.env.clone(),
         },
         retry: RetryPolicy {
             max_attempts: 3,

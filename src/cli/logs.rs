@@ -22,6 +22,7 @@ use notify::{RecursiveMode, Watcher};
 use super::{CliError, exit};
 use crate::config::Config;
 use crate::session::store::LOGS;
+use crate::session::untrusted::{self, Links};
 use crate::session::{SessionFolder, name};
 use lines::{Line, Lines};
 use render::readable;
@@ -53,6 +54,9 @@ pub enum LogsError {
         #[source]
         source: io::Error,
     },
+    /// An attempt log is not a regular file of the session's.
+    #[error(transparent)]
+    Unsafe(#[from] untrusted::ReadError),
     /// The session's folder could not be watched for new output.
     #[error("cannot watch {path} for new output: {source}")]
     Watch {
@@ -210,9 +214,11 @@ struct Attempt {
 impl Attempt {
     /// Opens the log and prints its header line.
     fn open<W: Write>(path: PathBuf, out: &mut Printer<W>) -> Result<Attempt, LogsError> {
-        let file = File::open(&path).map_err(|source| LogsError::Read {
+        // The agent can write in the session folder: a log that is no longer a regular file
+        // (a pipe, a link) is refused rather than read.
+        let file = untrusted::open(&path, Links::Refuse)?.ok_or_else(|| LogsError::Read {
             path: path.clone(),
-            source,
+            source: io::ErrorKind::NotFound.into(),
         })?;
         writeln!(out.out, "== {}", path.display())?;
         Ok(Attempt {

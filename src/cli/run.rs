@@ -323,6 +323,11 @@ fn dry_run(args: &RunArgs, config: &Config) -> Result<u8, CliError> {
 
     let today = jiff::Zoned::now().strftime("%y-%m-%d").to_string();
     let resolved = name::resolve(&project.sessions, &args.spec.session, &today)?;
+    name::check_texts(
+        &resolved,
+        args.spec.dive.as_deref(),
+        args.spec.task.as_deref(),
+    )?;
     let mut state = match &resolved {
         name::Resolved::Existing(dir) => SessionFolder::new(dir).load_state()?,
         name::Resolved::New(dir) => SessionState::new(
@@ -368,5 +373,7 @@ fn dry_run(args: &RunArgs, config: &Config) -> Result<u8, CliError> {
         crate::agent::command(&agent.for_attempt(&choice), &text, &context_file, &workdir);
     println!("agent command (next attempt, in {}):", workdir.display());
     println!("  {}", command.display());
+    println!("agent environment (names only; nothing else is inherited):");
+    println!("  {}", command.env.names().join(" "));
     Ok(exit::DONE)
 }

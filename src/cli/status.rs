@@ -1,10 +1,22 @@
 //! `samocode status [SESSION] [--json] [--active]`: the sessions of the project from their
 //! files (no daemon needed): a table, a JSON array, or one session in full.
+//!
+//! In a project (a `.samocode` found or given), the rows are the project's session folders,
+//! whoever drives them, each with its owner: the daemon (it owns the session), `run` (another
+//! process holds the session's lock; its pid is in `_worker.lock`), or nobody. Outside a
+//! project, with a daemon running, the rows are every session the daemon owns. A session
+//! whose files cannot be read is shown as broken (state `error`, with the reason), never left
+//! out.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 use serde::Serialize;
+
+mod owner;
+
+use owner::{Owner, lock_holder};
 
 use super::daemon::Client;
 use super::{CliError, exit};
@@ -12,8 +24,8 @@ use crate::config::Config;
 use crate::protocol::overview;
 use crate::protocol::qa::QaDoc;
 use crate::protocol::{RunState, SessionState};
-use crate::session::store::{LOCK, OVERVIEW, QA};
-use crate::session::{SessionFolder, name};
+use crate::session::store::{OVERVIEW, QA, STATE};
+use crate::session::{SessionFolder, StoreError, name};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -25,7 +37,8 @@ pub struct StatusArgs {
     /// Hide finished sessions (done).
     #[arg(long)]
     pub active: bool,
-    /// Only sessions in this state (queued, running, waiting, blocked, done, failed, stopped).
+    /// Only sessions in this state (queued, running, waiting, blocked, done, failed, stopped,
+    /// error).
     #[arg(long, value_name = "STATE")]
     pub state: Option<String>,
 }
@@ -37,6 +50,7 @@ pub struct SessionRow {
     /// The project: the folder holding its `.samocode` file.
     pub project: String,
     pub dir: String,
+    /// The phase; `-` for a session in state `error`.
     pub phase: String,
     pub state: String,
     pub iteration: u32,
@@ -46,6 +60,11 @@ pub struct SessionRow {
     /// A queued session parked for a provider's usage limit runs again at this time.
     pub resumes_at: Option<String>,
     pub worker: &'static str,
+    /// Who drives the session: `daemon`, `run` (pid in `owner_pid`) or `nobody`.
+    pub owner: &'static str,
+    pub owner_pid: Option<u32>,
+    /// Why the session's files cannot be read (state `error`).
+    pub error: Option<String>,
     pub last_action: Option<String>,
     pub next: Option<String>,
     pub updated_at: String,
@@ -55,7 +74,12 @@ pub struct SessionRow {
 }
 
 impl SessionRow {
-    fn of(folder: &SessionFolder, state: &SessionState, project: &Path) -> SessionRow {
+    fn of(
+        folder: &SessionFolder,
+        state: &SessionState,
+        project: &Path,
+        owner: Owner,
+    ) -> SessionRow {
         let notebook = folder
             .read(OVERVIEW)
             .ok()
@@ -63,13 +87,6 @@ impl SessionRow {
             .map(|t| overview::parse(&t))
             .unwrap_or_default();
         SessionRow {
-            name: folder.name(),
-            project: project
-                .parent()
-                .and_then(Path::file_name)
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            dir: folder.dir().display().to_string(),
             phase: state.phase.to_string(),
             state: state.status.name().to_string(),
             iteration: state.phase_iteration,
@@ -85,29 +102,90 @@ impl SessionRow {
                 _ => None,
             },
             resumes_at: state.not_before.map(|at| at.to_string()),
-            worker: if crate::lockfile::is_held(&folder.path(LOCK)) {
-                "running"
-            } else {
-                "stopped"
-            },
             last_action: notebook.last_action,
             next: notebook.next,
             updated_at: state.updated_at.to_string(),
             cost_usd: state.usage.cost_usd,
             input_tokens: state.usage.input_tokens,
             output_tokens: state.usage.output_tokens,
+            ..SessionRow::bare(folder, project, owner)
+        }
+    }
+
+    /// The row of a session whose state cannot be read: state `error`, with the reason.
+    fn broken(
+        folder: &SessionFolder,
+        project: &Path,
+        owner: Owner,
+        error: &StoreError,
+    ) -> SessionRow {
+        SessionRow {
+            error: Some(error.to_string()),
+            ..SessionRow::bare(folder, project, owner)
+        }
+    }
+
+    fn bare(folder: &SessionFolder, project: &Path, owner: Owner) -> SessionRow {
+        let updated_at = std::fs::metadata(folder.path(STATE))
+            .or_else(|_| std::fs::metadata(folder.path(OVERVIEW)))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| jiff::Timestamp::try_from(t).ok())
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        SessionRow {
+            name: folder.name(),
+            project: project
+                .parent()
+                .and_then(Path::file_name)
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            dir: folder.dir().display().to_string(),
+            phase: "-".into(),
+            state: "error".into(),
+            iteration: 0,
+            total_iterations: 0,
+            waiting_for: None,
+            blocked_reason: None,
+            resumes_at: None,
+            worker: if lock_holder(folder).is_some() {
+                "running"
+            } else {
+                "stopped"
+            },
+            owner: owner.word(),
+            owner_pid: owner.pid(),
+            error: None,
+            last_action: None,
+            next: None,
+            updated_at,
+            cost_usd: 0.0,
+            input_tokens: 0,
+            output_tokens: 0,
+        }
+    }
+
+    /// The row of the session in `folder`, broken or not; `None` for a folder that is not a
+    /// session at all (no `_state.json` and no `_overview.md`).
+    fn read(
+        folder: &SessionFolder,
+        project: &Path,
+        daemon_owns: &HashSet<PathBuf>,
+    ) -> Option<(SessionRow, Option<SessionState>)> {
+        let owner = Owner::of(folder, daemon_owns);
+        match folder.load_state() {
+            Ok(state) => Some((SessionRow::of(folder, &state, project, owner), Some(state))),
+            Err(StoreError::NotASession(_)) => None,
+            Err(error) => Some((SessionRow::broken(folder, project, owner, &error), None)),
         }
     }
 }
 
-pub async fn status(
-    args: StatusArgs,
-    explicit_config: bool,
-    config: &Config,
-) -> Result<u8, CliError> {
-    const STATES: [&str; 7] = [
-        "queued", "running", "waiting", "blocked", "done", "failed", "stopped",
-    ];
+const STATES: [&str; 8] = [
+    "queued", "running", "waiting", "blocked", "done", "failed", "stopped", "error",
+];
+
+pub async fn status(args: StatusArgs, config: &Config) -> Result<u8, CliError> {
     if let Some(wanted) = &args.state
         && !STATES.contains(&wanted.as_str())
     {
@@ -116,42 +194,29 @@ pub async fn status(
             STATES.join(", ")
         )));
     }
-    // With a daemon and no --config: every session it owns; else the project's folders.
-    let daemon = match explicit_config {
-        false => Client::connect(config).await?,
-        true => None,
+    let daemon = Client::connect(config).await?;
+    let has_daemon = daemon.is_some();
+    let owned = match daemon {
+        Some(client) => client.owned().await?,
+        None => Vec::new(),
     };
-    let from_daemon = daemon.is_some();
-    let folders: Vec<(PathBuf, PathBuf)> = match daemon {
-        Some(client) => client
-            .owned()
-            .await?
+    let daemon_owns: HashSet<PathBuf> = owned.iter().map(|o| o.dir.clone()).collect();
+    // In a project: its folders, from the files. Outside one: what the daemon owns.
+    let folders: Vec<(PathBuf, PathBuf)> = match (&config.project, has_daemon) {
+        (Some(project), _) => project_folders(&project.sessions)?
             .into_iter()
-            .map(|o| (o.dir, o.project))
+            .map(|d| (d, project.file.clone()))
             .collect(),
-        None => {
-            let project = config.project()?;
-            let mut dirs: Vec<PathBuf> = std::fs::read_dir(&project.sessions)
-                .map_err(|e| {
-                    CliError::failure(anyhow::anyhow!(
-                        "cannot list {}: {e}",
-                        project.sessions.display()
-                    ))
-                })?
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.is_dir())
-                .collect();
-            dirs.sort();
-            dirs.into_iter()
-                .map(|d| (d, project.file.clone()))
-                .collect()
+        (None, true) => owned.into_iter().map(|o| (o.dir, o.project)).collect(),
+        (None, false) => {
+            config.project()?;
+            Vec::new()
         }
     };
     if let Some(session) = &args.session {
-        let dir = match from_daemon {
-            false => name::resolve_existing(&config.project()?.sessions, session)?,
-            true => folders
+        let dir = match &config.project {
+            Some(project) => name::resolve_existing(&project.sessions, session)?,
+            None => folders
                 .iter()
                 .map(|(d, _)| d)
                 .find(|d| {
@@ -171,25 +236,21 @@ pub async fn status(
             .find(|(d, _)| *d == dir)
             .map(|(_, p)| p.clone())
             .unwrap_or_default();
-        return show_one(&SessionFolder::new(dir), &project, args.json);
+        return show_one(&SessionFolder::new(dir), &project, &daemon_owns, args.json);
     }
     let mut rows = Vec::new();
     for (dir, project) in folders {
         let folder = SessionFolder::new(dir);
-        let Ok(state) = folder.load_state() else {
+        let Some((row, _)) = SessionRow::read(&folder, &project, &daemon_owns) else {
             continue;
         };
-        if args.active && matches!(state.status, RunState::Done { .. }) {
+        if args.active && row.state == "done" {
             continue;
         }
-        if args
-            .state
-            .as_deref()
-            .is_some_and(|s| s != state.status.name())
-        {
+        if args.state.as_deref().is_some_and(|s| s != row.state) {
             continue;
         }
-        rows.push(SessionRow::of(&folder, &state, &project));
+        rows.push(row);
     }
     if args.json {
         println!(
@@ -202,6 +263,19 @@ pub async fn status(
     Ok(exit::DONE)
 }
 
+/// The session folders of a project, sorted (dot folders aside).
+fn project_folders(sessions: &Path) -> Result<Vec<PathBuf>, CliError> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(sessions)
+        .map_err(|e| CliError::failure(anyhow::anyhow!("cannot list {}: {e}", sessions.display())))?
+        .filter_map(Result::ok)
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
 /// The table people read: one line per session.
 pub fn table(rows: &[SessionRow], now: jiff::Timestamp) -> String {
     if rows.is_empty() {
@@ -212,20 +286,27 @@ pub fn table(rows: &[SessionRow], now: jiff::Timestamp) -> String {
         "PROJECT",
         "PHASE",
         "STATE",
+        "OWNER",
         "ITER",
         "WAITING ON",
         "COST",
         "AGE",
         "LAST ACTION",
     ];
-    let lines: Vec<[String; 9]> = rows
+    let lines: Vec<[String; 10]> = rows
         .iter()
         .map(|r| {
+            // A broken session says why where the last action goes, its own folder left out.
+            let last = match &r.error {
+                Some(error) => shorten(&error.replace(&format!("{}/", r.dir), ""), 90),
+                None => shorten(r.last_action.as_deref().unwrap_or("-"), 50),
+            };
             [
                 r.name.clone(),
                 r.project.clone(),
                 r.phase.clone(),
                 r.state.clone(),
+                owner_text(r),
                 format!("{}/{}", r.iteration, r.total_iterations),
                 r.waiting_for
                     .clone()
@@ -238,7 +319,7 @@ pub fn table(rows: &[SessionRow], now: jiff::Timestamp) -> String {
                     .unwrap_or_else(|| "-".into()),
                 format!("${:.2}", r.cost_usd),
                 age(&r.updated_at, now),
-                shorten(r.last_action.as_deref().unwrap_or("-"), 50),
+                last,
             ]
         })
         .collect();
@@ -266,6 +347,14 @@ pub fn table(rows: &[SessionRow], now: jiff::Timestamp) -> String {
     out
 }
 
+/// `daemon`, `run (pid N)` or `nobody`.
+fn owner_text(row: &SessionRow) -> String {
+    match row.owner_pid {
+        Some(pid) => format!("{} (pid {pid})", row.owner),
+        None => row.owner.to_string(),
+    }
+}
+
 fn age(updated_at: &str, now: jiff::Timestamp) -> String {
     let Ok(then) = updated_at.parse::<jiff::Timestamp>() else {
         return "-".into();
@@ -287,9 +376,15 @@ fn shorten(text: &str, max: usize) -> String {
     }
 }
 
-fn show_one(folder: &SessionFolder, project: &Path, json: bool) -> Result<u8, CliError> {
-    let state = folder.load_state()?;
-    let row = SessionRow::of(folder, &state, project);
+fn show_one(
+    folder: &SessionFolder,
+    project: &Path,
+    daemon_owns: &HashSet<PathBuf>,
+    json: bool,
+) -> Result<u8, CliError> {
+    let Some((row, state)) = SessionRow::read(folder, project, daemon_owns) else {
+        return Err(StoreError::NotASession(folder.dir().to_path_buf()).into());
+    };
     if json {
         let mut value = serde_json::to_value(&row).expect("row serializes");
         value["state_file"] = serde_json::to_value(&state).expect("state serializes");
@@ -298,6 +393,12 @@ fn show_one(folder: &SessionFolder, project: &Path, json: bool) -> Result<u8, Cl
     }
     println!("session:     {}", row.name);
     println!("folder:      {}", row.dir);
+    let Some(state) = state else {
+        println!("state:       error");
+        println!("reason:      {}", row.error.as_deref().unwrap_or("-"));
+        println!("owner:       {}", owner_text(&row));
+        return Ok(exit::DONE);
+    };
     println!(
         "phase:       {} (iteration {} in phase, {} in all)",
         row.phase, row.iteration, row.total_iterations
@@ -317,6 +418,7 @@ fn show_one(folder: &SessionFolder, project: &Path, json: bool) -> Result<u8, Cl
         println!("resumes at:  {at} (the provider's usage limit resets)");
     }
     println!("worker:      {}", row.worker);
+    println!("owner:       {}", owner_text(&row));
     if let (Some(w), Some(b)) = (&state.worktree, &state.branch) {
         println!("worktree:    {} (branch {b})", w.display());
     }
@@ -371,6 +473,9 @@ mod tests {
             blocked_reason: blocked.map(str::to_string),
             resumes_at: None,
             worker: "stopped",
+            owner: "nobody",
+            owner_pid: None,
+            error: None,
             last_action: Some(last.into()),
             next: None,
             updated_at: "2026-11-24T10:00:00Z".into(),
@@ -383,27 +488,38 @@ mod tests {
     #[test]
     fn the_table_people_read() {
         let now: jiff::Timestamp = "2026-11-24T12:30:00Z".parse().unwrap();
-        let rows = [
-            row(
-                "26-11-24-auth",
-                "waiting",
-                Some("plan_approval"),
-                None,
-                "wrote the plan",
-            ),
-            row(
-                "26-11-24-search-index",
-                "blocked",
-                None,
-                Some("tests need a database server to run against"),
-                &"x".repeat(60),
-            ),
-        ];
+        let mut auth = row(
+            "26-11-24-auth",
+            "waiting",
+            Some("plan_approval"),
+            None,
+            "wrote the plan",
+        );
+        auth.owner = "daemon";
+        let mut search = row(
+            "26-11-24-search-index",
+            "blocked",
+            None,
+            Some("tests need a database server to run against"),
+            &"x".repeat(60),
+        );
+        search.owner = "run";
+        search.owner_pid = Some(4242);
+        let mut broken = row("26-11-25-broken", "error", None, None, "-");
+        broken.phase = "-".into();
+        broken.iteration = 0;
+        broken.total_iterations = 0;
+        broken.cost_usd = 0.0;
+        broken.error = Some(
+            "/s/26-11-25-broken/_state.json is not a valid samocode state file: EOF while parsing a value at line 1 column 0; restore it from _overview.md by moving it away".into(),
+        );
+        let rows = [auth, search, broken];
         assert_eq!(
             table(&rows, now),
-            "NAME                   PROJECT  PHASE     STATE    ITER  WAITING ON                      COST   AGE  LAST ACTION\n\
-             26-11-24-auth          myapp    planning  waiting  2/5   plan_approval                   $1.50  2h   wrote the plan\n\
-             26-11-24-search-index  myapp    planning  blocked  2/5   tests need a database server …  $1.50  2h   xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…\n"
+            "NAME                   PROJECT  PHASE     STATE    OWNER           ITER  WAITING ON                      COST   AGE  LAST ACTION\n\
+             26-11-24-auth          myapp    planning  waiting  daemon          2/5   plan_approval                   $1.50  2h   wrote the plan\n\
+             26-11-24-search-index  myapp    planning  blocked  run (pid 4242)  2/5   tests need a database server …  $1.50  2h   xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…\n\
+             26-11-25-broken        myapp    -         error    nobody          0/0   -                               $0.00  2h   _state.json is not a valid samocode state file: EOF while parsing a value at line 1 colum…\n"
         );
         assert_eq!(table(&[], now), "no sessions\n");
     }

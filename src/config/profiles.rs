@@ -2,7 +2,7 @@
 //! provider (a model and a reasoning effort), the `[profiles.<provider>.<profile>]` tables of
 //! `config.toml` that override the defaults, and the choice of model for one attempt.
 
-use super::{AgentSettings, ConfigError, Provider};
+use super::{AgentSettings, ConfigError, Problems, Provider};
 use crate::protocol::Profile;
 
 /// What one profile means for one provider: a model and a reasoning effort.
@@ -107,62 +107,71 @@ impl AgentSettings {
 }
 
 /// The defaults, overridden by `[profiles.<provider>.<profile>]` tables with `model` and
-/// `effort` keys; anything else under `profiles` is an error naming its key.
-pub(super) fn from_toml(table: &toml::Table) -> Result<ModelProfiles, ConfigError> {
+/// `effort` keys; anything else under `profiles` is a problem naming its key.
+pub(super) fn from_toml(table: &toml::Table, problems: &mut Problems) -> ModelProfiles {
     let mut profiles = ModelProfiles::default();
     let Some(section) = table.get("profiles") else {
-        return Ok(profiles);
+        return profiles;
     };
-    let bad = |key: String, value: &toml::Value, expected: &'static str| ConfigError::BadValue {
-        key,
-        value: value.to_string(),
-        origin: "config.toml",
-        expected,
+    let mut bad = |key: String, value: &toml::Value, expected: &'static str| {
+        problems.push(ConfigError::BadValue {
+            key,
+            value: value.to_string(),
+            origin: "config.toml",
+            expected,
+        })
     };
     let toml::Value::Table(providers) = section else {
-        return Err(bad(
+        bad(
             "profiles".into(),
             section,
             "a table of providers (claude, codex)",
-        ));
+        );
+        return profiles;
     };
     for (provider_name, per_provider) in providers {
         let key = format!("profiles.{provider_name}");
         let provider = match provider_name.as_str() {
             "claude" => Provider::Claude,
             "codex" => Provider::Codex,
-            _ => return Err(bad(key, per_provider, "a provider: claude or codex")),
+            _ => {
+                bad(key, per_provider, "a provider: claude or codex");
+                continue;
+            }
         };
         let toml::Value::Table(per_profile) = per_provider else {
-            return Err(bad(
+            bad(
                 key,
                 per_provider,
                 "a table of profiles (light, standard, strong, max)",
-            ));
+            );
+            continue;
         };
         for (profile_name, spec) in per_profile {
             let key = format!("{key}.{profile_name}");
             let Ok(profile) = profile_name.parse::<Profile>() else {
-                return Err(bad(key, spec, "a profile: light, standard, strong or max"));
+                bad(key, spec, "a profile: light, standard, strong or max");
+                continue;
             };
             let toml::Value::Table(fields) = spec else {
-                return Err(bad(key, spec, "a table with model and effort"));
+                bad(key, spec, "a table with model and effort");
+                continue;
             };
             let slot = &mut profiles.table_mut(provider)[profile as usize];
             for (field, value) in fields {
                 let key = format!("{key}.{field}");
                 let text = value.as_str().map(str::trim).unwrap_or_default();
                 match field.as_str() {
-                    "model" if !text.is_empty() => slot.model = text.to_string(),
-                    "model" => return Err(bad(key, value, "a model name")),
-                    "effort" if EFFORTS.contains(&text) => slot.effort = text.to_string(),
-                    "effort" => {
-                        return Err(bad(key, value, "minimal, low, medium, high or xhigh"));
+                    "model" if !text.is_empty() && !text.contains('\0') => {
+                        slot.model = text.to_string()
                     }
-                    _ => return Err(bad(key, value, "only model and effort keys")),
+                    "model" => bad(key, value, "a model name"),
+                    "effort" if EFFORTS.contains(&text) => slot.effort = text.to_string(),
+                    "effort" => bad(key, value, "minimal, low, medium, high or xhigh"),
+                    _ => bad(key, value, "only model and effort keys"),
                 }
             }
         }
     }
-    Ok(profiles)
+    profiles
 }

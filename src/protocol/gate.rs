@@ -75,9 +75,32 @@ pub fn reject(state: &mut SessionState, reason: &str) -> Result<GateEffect, Gate
 
 /// Continues a parked session: blocked, failed, stopped, waiting for human action, or waiting
 /// for answers that are now all given (`qa_answered`). A blocked or failed phase gets a fresh
-/// iteration budget, since a person decided it should go on.
+/// iteration budget, since a person decided it should go on. A session stopped at a gate
+/// goes back to that gate while it is still closed (questions open, a plan to approve): no
+/// attempt runs past it.
 pub fn resume(state: &mut SessionState, qa_answered: bool) -> Result<GateEffect, GateError> {
     let name = state.name.clone();
+    if let RunState::Stopped {
+        waiting_for: Some(wait_for),
+        ..
+    } = state.status
+    {
+        let still_closed = match wait_for {
+            WaitFor::QaAnswers => !qa_answered,
+            WaitFor::PlanApproval => true,
+            WaitFor::HumanAction => false,
+        };
+        if still_closed {
+            state.status = RunState::Waiting {
+                wait_for,
+                since: Timestamp::now(),
+            };
+            return Ok(GateEffect {
+                verb: "resume",
+                flow_log: format!("Resumed by a person; waiting for {wait_for} again"),
+            });
+        }
+    }
     match &state.status {
         RunState::Done { .. } => return Err(GateError::Finished(name)),
         // Parked for a provider's usage limit: a person says try now.
@@ -118,12 +141,18 @@ pub fn resume(state: &mut SessionState, qa_answered: bool) -> Result<GateEffect,
     })
 }
 
-/// Parks a session until `resume`.
+/// Parks a session until `resume`, remembering the gate it was waiting at.
 pub fn stop(state: &mut SessionState, now: Timestamp) -> Result<GateEffect, GateError> {
-    if matches!(state.status, RunState::Done { .. }) {
-        return Err(GateError::Finished(state.name.clone()));
-    }
-    state.status = RunState::Stopped { at: now };
+    let waiting_for = match &state.status {
+        RunState::Done { .. } => return Err(GateError::Finished(state.name.clone())),
+        RunState::Waiting { wait_for, .. } => Some(*wait_for),
+        RunState::Stopped { waiting_for, .. } => *waiting_for,
+        _ => None,
+    };
+    state.status = RunState::Stopped {
+        at: now,
+        waiting_for,
+    };
     // A stopped session waits for a person, not for a usage limit to reset.
     state.not_before = None;
     Ok(GateEffect {
@@ -148,6 +177,10 @@ fn expect_plan_approval(state: &SessionState) -> Result<(), GateError> {
     match state.status {
         RunState::Waiting {
             wait_for: WaitFor::PlanApproval,
+            ..
+        }
+        | RunState::Stopped {
+            waiting_for: Some(WaitFor::PlanApproval),
             ..
         } if state.phase == Phase::Planning => Ok(()),
         _ => Err(GateError::NotAwaitingApproval {
@@ -249,5 +282,55 @@ mod tests {
         state.not_before = Some(Timestamp::now() + jiff::SignedDuration::from_hours(3));
         stop(&mut state, Timestamp::now()).unwrap();
         assert_eq!(state.not_before, None);
+    }
+
+    #[test]
+    fn a_stopped_gate_stays_closed_on_resume() {
+        // Stopped while waiting for answers: resume with questions open waits again, it does
+        // not queue a paid attempt; once they are answered, it runs.
+        let mut state = waiting(Phase::Requirements, WaitFor::QaAnswers);
+        stop(&mut state, Timestamp::now()).unwrap();
+        assert_eq!(
+            state.status,
+            RunState::Stopped {
+                at: match state.status {
+                    RunState::Stopped { at, .. } => at,
+                    _ => unreachable!(),
+                },
+                waiting_for: Some(WaitFor::QaAnswers)
+            }
+        );
+        let effect = resume(&mut state, false).unwrap();
+        assert!(!state.status.is_runnable());
+        assert!(matches!(
+            state.status,
+            RunState::Waiting {
+                wait_for: WaitFor::QaAnswers,
+                ..
+            }
+        ));
+        assert!(
+            effect.flow_log.contains("waiting for qa_answers"),
+            "{effect:?}"
+        );
+        stop(&mut state, Timestamp::now()).unwrap();
+        resume(&mut state, true).unwrap();
+        assert_eq!(state.status, RunState::Queued);
+
+        // Stopped at the plan gate: approve still works, and resume goes back to the gate.
+        let mut state = waiting(Phase::Planning, WaitFor::PlanApproval);
+        stop(&mut state, Timestamp::now()).unwrap();
+        stop(&mut state, Timestamp::now()).unwrap();
+        resume(&mut state, true).unwrap();
+        assert!(matches!(state.status, RunState::Waiting { .. }));
+        stop(&mut state, Timestamp::now()).unwrap();
+        approve(&mut state).unwrap();
+        assert_eq!(state.phase, Phase::Implementation);
+
+        // Stopped while waiting for a person's action: resume is that person saying done.
+        let mut state = waiting(Phase::Implementation, WaitFor::HumanAction);
+        stop(&mut state, Timestamp::now()).unwrap();
+        resume(&mut state, false).unwrap();
+        assert_eq!(state.status, RunState::Queued);
     }
 }

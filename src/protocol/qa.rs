@@ -1,6 +1,10 @@
 //! `_qa.md`: questions the agent asks, answers a person gives (PROTOCOL.md section 5).
 //!
 //! Filling answers rewrites only `Answer:` lines; everything else in the file stays as it was.
+//!
+//! `--q N` names a question by its number. An agent may number two questions alike (two
+//! `Q1`s); then each `--q 1` answers the next open one in file order, so both can be
+//! answered (`--q 1 A --q 1 B`, or `--accept-suggestions`), and the open list shows both.
 
 /// One question of `_qa.md`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +46,9 @@ pub enum QaError {
     /// An answer was empty.
     #[error("the answer to Q{0} is empty")]
     EmptyAnswer(u32),
+    /// An answer holds a NUL byte.
+    #[error("the answer to Q{0} contains a NUL byte; remove it")]
+    NulInAnswer(u32),
 }
 
 impl QaDoc {
@@ -100,9 +107,21 @@ impl QaDoc {
         self.questions.iter().filter(|q| q.answer.is_none())
     }
 
-    /// The last question numbered `number` (a later round wins).
-    fn find(&self, number: u32) -> Option<&Question> {
-        self.questions.iter().rev().find(|q| q.number == number)
+    /// The question `--q number` fills: the first open one of that number not already filled
+    /// by this same command (`taken`), so that questions numbered alike are answered in file
+    /// order; else the last one of that number (a later round wins, and an answer may be
+    /// changed).
+    fn target(&self, number: u32, taken: &[usize]) -> Option<usize> {
+        let numbered = || {
+            self.questions
+                .iter()
+                .enumerate()
+                .filter(move |(_, q)| q.number == number)
+        };
+        numbered()
+            .find(|(i, q)| q.answer.is_none() && !taken.contains(i))
+            .or_else(|| numbered().next_back())
+            .map(|(i, _)| i)
     }
 }
 
@@ -112,13 +131,34 @@ pub fn fill(text: &str, answers: &[(u32, String)]) -> Result<String, QaError> {
     if doc.questions.is_empty() {
         return Err(QaError::NoQuestions);
     }
+    let mut taken = Vec::new();
+    for (number, _) in answers {
+        let index = doc
+            .target(*number, &taken)
+            .ok_or(QaError::UnknownQuestion(*number))?;
+        taken.push(index);
+    }
+    let by_index: Vec<(usize, &str)> = taken
+        .iter()
+        .zip(answers)
+        .map(|(index, (_, answer))| (*index, answer.as_str()))
+        .collect();
+    fill_at(text, &doc, &by_index)
+}
+
+/// Fills answers into the questions at these positions of `doc`.
+fn fill_at(text: &str, doc: &QaDoc, answers: &[(usize, &str)]) -> Result<String, QaError> {
     let mut replacements = Vec::new();
-    for (number, answer) in answers {
-        let question = doc.find(*number).ok_or(QaError::UnknownQuestion(*number))?;
-        let line = question.answer_line.ok_or(QaError::NoAnswerLine(*number))?;
+    for (index, answer) in answers {
+        let question = &doc.questions[*index];
+        let number = question.number;
+        let line = question.answer_line.ok_or(QaError::NoAnswerLine(number))?;
+        if answer.contains('\0') {
+            return Err(QaError::NulInAnswer(number));
+        }
         let answer = answer.split_whitespace().collect::<Vec<_>>().join(" ");
         if answer.is_empty() {
-            return Err(QaError::EmptyAnswer(*number));
+            return Err(QaError::EmptyAnswer(number));
         }
         replacements.push((line, answer));
     }
@@ -132,15 +172,18 @@ pub fn accept_suggestions(text: &str) -> Result<String, QaError> {
         return Err(QaError::NoQuestions);
     }
     let answers = doc
-        .open()
-        .map(|q| {
+        .questions
+        .iter()
+        .enumerate()
+        .filter(|(_, q)| q.answer.is_none())
+        .map(|(index, q)| {
             q.suggested
-                .clone()
-                .map(|s| (q.number, s))
+                .as_deref()
+                .map(|s| (index, s))
                 .ok_or(QaError::NoSuggestion(q.number))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    fill(text, &answers)
+    fill_at(text, &doc, &answers)
 }
 
 fn replace_answer_lines(text: &str, replacements: &[(usize, String)]) -> String {
@@ -221,6 +264,36 @@ mod tests {
             Err(QaError::NoSuggestion(1))
         );
         assert!(!QaDoc::parse("").is_answered());
+    }
+
+    #[test]
+    fn two_questions_numbered_alike_can_both_be_answered() {
+        let twins = "# Questions\n\n## Q1: First?\nSuggested: a\nAnswer:\n\n## Q1: Second?\nSuggested: b\nAnswer:\n";
+        let filled = fill(twins, &[(1, "one".into()), (1, "two".into())]).unwrap();
+        let doc = QaDoc::parse(&filled);
+        assert!(doc.is_answered(), "{filled}");
+        assert_eq!(doc.questions[0].answer.as_deref(), Some("one"));
+        assert_eq!(doc.questions[1].answer.as_deref(), Some("two"));
+        // One at a time works too: each --q 1 takes the next open one.
+        let first = fill(twins, &[(1, "one".into())]).unwrap();
+        assert_eq!(QaDoc::parse(&first).open().count(), 1);
+        let second = fill(&first, &[(1, "two".into())]).unwrap();
+        assert!(QaDoc::parse(&second).is_answered());
+        // And so do the suggestions.
+        let suggested = QaDoc::parse(&accept_suggestions(twins).unwrap());
+        let answers: Vec<_> = suggested
+            .questions
+            .iter()
+            .map(|q| q.answer.clone())
+            .collect();
+        assert_eq!(answers, [Some("a".into()), Some("b".into())]);
+        // Once both are answered, --q 1 changes the last one.
+        let changed = QaDoc::parse(&fill(&second, &[(1, "three".into())]).unwrap());
+        assert_eq!(changed.questions[1].answer.as_deref(), Some("three"));
+        assert_eq!(
+            fill(twins, &[(1, "a\0b".into())]),
+            Err(QaError::NulInAnswer(1))
+        );
     }
 
     proptest! {

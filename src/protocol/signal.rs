@@ -26,6 +26,9 @@ pub enum SignalError {
     /// The agent exited cleanly without writing `_signal.json`.
     #[error("the agent wrote no _signal.json")]
     Missing,
+    /// The file is a pipe, a link, a directory, too large or not UTF-8: nothing was read.
+    #[error("_signal.json cannot be used: {0}")]
+    Unreadable(String),
     /// The file is empty or only white space.
     #[error("_signal.json is empty")]
     Empty,
@@ -62,6 +65,7 @@ impl SignalError {
     pub fn code(&self) -> &'static str {
         match self {
             SignalError::Missing => "missing_signal",
+            SignalError::Unreadable(_) => "unreadable_signal",
             _ => "malformed_signal",
         }
     }
@@ -85,9 +89,10 @@ pub enum Rejection {
     /// A blocked signal names another phase.
     #[error("a blocked signal must keep the phase {current}, not {named}")]
     BlockedMovesPhase { current: Phase, named: Phase },
-    /// Status done outside the done phase, or naming another phase.
-    #[error("status done is only allowed from the done phase (current phase: {current})")]
-    DoneOutsideDone { current: Phase },
+    /// Status done naming another phase than done (the status check already refused done
+    /// outside the done phase).
+    #[error("a done signal must name the done phase, not {named}")]
+    DoneOutsideDone { named: Phase },
     /// `continue` from planning to implementation: only `approve` crosses the plan gate.
     #[error(
         "planning may move to implementation only through a person's approval (samocode approve), not by a continue signal"
@@ -180,9 +185,6 @@ impl Signal {
     /// of PROTOCOL.md section 4.
     pub fn validate(&self, current: Phase) -> Result<Verdict, Rejection> {
         let rules = current.rules();
-        if self.status == Status::Done && current != Phase::Done {
-            return Err(Rejection::DoneOutsideDone { current });
-        }
         if !rules.statuses.contains(&self.status) {
             return Err(Rejection::StatusNotAllowed {
                 status: self.status,
@@ -228,9 +230,11 @@ impl Signal {
                     needs: self.needs,
                 })
             }
+            // The status check let done through only in the done phase; the signal must not
+            // name another one.
             Status::Done => {
                 if named != Phase::Done {
-                    return Err(Rejection::DoneOutsideDone { current: named });
+                    return Err(Rejection::DoneOutsideDone { named });
                 }
                 Ok(Verdict::Finish {
                     summary: self.summary.clone(),
@@ -405,8 +409,25 @@ mod tests {
             (
                 Phase::Quality,
                 r#"{"status":"done","phase":"done"}"#,
+                StatusNotAllowed {
+                    status: Status::Done,
+                    phase: Phase::Quality,
+                },
+            ),
+            // The issue's case: the status check comes first (PROTOCOL section 4's order).
+            (
+                Phase::Investigation,
+                r#"{"status":"done"}"#,
+                StatusNotAllowed {
+                    status: Status::Done,
+                    phase: Phase::Investigation,
+                },
+            ),
+            (
+                Phase::Done,
+                r#"{"status":"done","phase":"testing"}"#,
                 DoneOutsideDone {
-                    current: Phase::Quality,
+                    named: Phase::Testing,
                 },
             ),
             (

@@ -44,8 +44,13 @@ pub enum RunState {
     },
     /// The agent kept failing; `resume` tries again.
     Failed { reason: String, at: Timestamp },
-    /// A person parked it with `stop`.
-    Stopped { at: Timestamp },
+    /// A person parked it with `stop`; `waiting_for` is the gate it was waiting at then,
+    /// which `resume` goes back to rather than run an attempt past it.
+    Stopped {
+        at: Timestamp,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        waiting_for: Option<WaitFor>,
+    },
 }
 
 impl RunState {
@@ -278,6 +283,16 @@ mod tests {
         assert_eq!(json["status"]["for"], "qa_answers");
         let back: SessionState = serde_json::from_value(json).unwrap();
         assert_eq!(back, state);
+        // A stop written before the gate was remembered still reads.
+        let old: RunState =
+            serde_json::from_str(r#"{"state":"stopped","at":"2026-11-24T10:00:00Z"}"#).unwrap();
+        assert_eq!(
+            old,
+            RunState::Stopped {
+                at: now,
+                waiting_for: None
+            }
+        );
     }
 
     #[test]

@@ -1,5 +1,9 @@
 //! Session names and folders (PROTOCOL.md section 2): validation before anything is touched,
 //! and resolution of a name to its `YY-MM-DD-name` folder.
+//!
+//! A name also becomes a git branch (`[BRANCH_PREFIX/]name`), so it follows
+//! `git check-ref-format` as well ([`check_ref`]): `a.lock`, `a.` or `a_b.` are refused here,
+//! not by git after the folder exists.
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +15,11 @@ pub enum NameError {
         "invalid session name {0:?}: use 1 to 64 characters from a-z, 0-9, '.', '_' and '-', starting with a letter or digit (no slashes, spaces or '..')"
     )]
     Invalid(String),
+    /// The name fits the pattern, but git would refuse it as a branch name.
+    #[error(
+        "invalid session name {name:?}: the session's git branch cannot be named so ({reason}); choose another name"
+    )]
+    NotABranch { name: String, reason: &'static str },
     /// Two dated folders end in the same name.
     #[error("session name {name:?} is ambiguous: it matches {} ; pass the full folder name", .matches.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" and "))]
     Ambiguous { name: String, matches: Vec<PathBuf> },
@@ -24,19 +33,103 @@ pub enum NameError {
         #[source]
         source: std::io::Error,
     },
+    /// `--dive` or `--task` given for a session that already exists.
+    #[error(
+        "session {folder} already exists, and the dive and task of an existing session are not changed; drop --dive and --task to continue it, or pick a new name for new work"
+    )]
+    TextsOfExisting { folder: String },
+    /// A text (name, dive, task) holds a NUL byte, which no file or argument can carry.
+    #[error("the {what} contains a NUL byte; remove it")]
+    Nul { what: &'static str },
 }
 
-/// Checks a name against `[a-z0-9][a-z0-9._-]{0,63}`; `..` is refused as well.
+/// Checks a name against `[a-z0-9][a-z0-9._-]{0,63}` and the rules git has for a branch
+/// name's last part: no `..`, no trailing `.`, no `.lock` ending.
 pub fn validate(name: &str) -> Result<(), NameError> {
+    if name.contains('\0') {
+        return Err(NameError::Nul {
+            what: "session name",
+        });
+    }
     let mut chars = name.chars();
     let first_ok = chars
         .next()
         .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-_".contains(c));
-    if first_ok && rest_ok && name.len() <= 64 && !name.contains("..") {
-        Ok(())
-    } else {
-        Err(NameError::Invalid(name.to_string()))
+    if !(first_ok && rest_ok && name.len() <= 64 && !name.contains("..")) {
+        return Err(NameError::Invalid(name.to_string()));
+    }
+    check_ref(name).map_err(|reason| NameError::NotABranch {
+        name: name.to_string(),
+        reason,
+    })
+}
+
+/// Checks `text` as `git check-ref-format` checks a branch name (and refuses a leading `-`,
+/// which git would read as an option); the reason names the rule broken.
+pub fn check_ref(text: &str) -> Result<(), &'static str> {
+    if text.is_empty() {
+        return Err("it is empty");
+    }
+    if text.starts_with('-') {
+        return Err("it starts with '-', which git reads as an option");
+    }
+    if text == "@" {
+        return Err("it is '@'");
+    }
+    if text.starts_with('/') || text.ends_with('/') || text.contains("//") {
+        return Err("it starts or ends with '/' or has '//'");
+    }
+    if text.ends_with('.') {
+        return Err("it ends with '.'");
+    }
+    if text.contains("..") {
+        return Err("it contains '..'");
+    }
+    if text.contains("@{") {
+        return Err("it contains '@{'");
+    }
+    if text
+        .chars()
+        .any(|c| c.is_ascii_control() || " ~^:?*[\\".contains(c))
+    {
+        return Err("it contains a space, a control character or one of ~ ^ : ? * [ \\");
+    }
+    for part in text.split('/') {
+        if part.starts_with('.') {
+            return Err("a part of it starts with '.'");
+        }
+        if part.ends_with(".lock") {
+            return Err("a part of it ends with '.lock'");
+        }
+    }
+    Ok(())
+}
+
+/// Checks the texts a start request carries for session `resolved`: a new session may get its
+/// dive and task; an existing one keeps its own, so giving either is an error that says so
+/// rather than being ignored. No text may hold a NUL byte.
+pub fn check_texts(
+    resolved: &Resolved,
+    dive: Option<&str>,
+    task: Option<&str>,
+) -> Result<(), NameError> {
+    for (what, text) in [("dive", dive), ("task", task)] {
+        if text.is_some_and(|t| t.contains('\0')) {
+            return Err(NameError::Nul { what });
+        }
+    }
+    match resolved {
+        Resolved::Existing(dir) if dive.is_some() || task.is_some() => {
+            Err(NameError::TextsOfExisting {
+                folder: dir
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+            })
+        }
+        _ => Ok(()),
     }
 }
 
@@ -148,10 +241,59 @@ mod tests {
             "a b",
             "a..b",
             &"x".repeat(65),
+            "a.lock",
+            "a.",
+            "a_b.",
+            "x\0y",
         ] {
             let err = validate(bad).unwrap_err();
-            assert!(err.to_string().contains("invalid session name"), "{bad}");
+            assert!(
+                err.to_string().contains("invalid session name") || err.to_string().contains("NUL"),
+                "{bad}"
+            );
         }
+        let err = validate("fix.lock").unwrap_err().to_string();
+        assert!(err.contains("ends with '.lock'"), "{err}");
+    }
+
+    #[test]
+    fn refs_follow_git_check_ref_format() {
+        for ok in [
+            "main",
+            "origin/main",
+            "feat/x-1",
+            "release/2.0",
+            "samocode",
+            "a@b",
+        ] {
+            assert_eq!(check_ref(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "", "-D", "--help", "@", "/x", "x/", "a//b", "a.", "a..b", "a@{1}", "a b", "a~1", "a^",
+            "a:b", "a?", "a*", "a[", "a\\b", ".x", "x/.y", "x.lock", "x.lock/y", "a\tb",
+        ] {
+            assert!(check_ref(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_ref("--help").unwrap_err().contains("option"));
+    }
+
+    #[test]
+    fn texts_are_for_new_sessions_only() {
+        let new = Resolved::New(PathBuf::from("/s/26-01-01-x"));
+        let existing = Resolved::Existing(PathBuf::from("/s/26-01-01-x"));
+        assert!(check_texts(&new, Some("d"), Some("t")).is_ok());
+        assert!(check_texts(&existing, None, None).is_ok());
+        let err = check_texts(&existing, Some("d"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("session 26-01-01-x already exists") && err.contains("are not changed"),
+            "{err}"
+        );
+        let err = check_texts(&new, Some("a\0b"), Some("t"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "the dive contains a NUL byte; remove it");
     }
 
     #[test]

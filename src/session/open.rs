@@ -119,6 +119,7 @@ pub fn open(
 ) -> Result<(Box<SessionArgs>, Option<Settled>), OpenError> {
     let today = jiff::Zoned::now().strftime("%y-%m-%d").to_string();
     let resolved = name::resolve(&project.sessions, &request.name, &today)?;
+    name::check_texts(&resolved, request.dive.as_deref(), request.task.as_deref())?;
     let now = Timestamp::now();
     let (store, mut state) = match resolved {
         name::Resolved::New(dir) => {

@@ -141,7 +141,12 @@ pub fn apply(
                 .read(QA)?
                 .is_some_and(|t| QaDoc::parse(&t).is_answered());
             act(store, state, |s| gate::resume(s, answered))?;
-            Ok(format!("resumed {name} in {}", state.phase))
+            Ok(match &state.status {
+                crate::protocol::RunState::Waiting { wait_for, .. } => format!(
+                    "{name} was stopped at a gate that is still closed; it waits for {wait_for} again"
+                ),
+                _ => format!("resumed {name} in {}", state.phase),
+            })
         }
         PersonCommand::Stop => {
             act(store, state, |s| gate::stop(s, Timestamp::now()))?;

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::untrusted::Links;
 use crate::protocol::Phase;
 use crate::protocol::Profile;
 use crate::protocol::profile::plan_profile;
@@ -30,8 +31,10 @@ pub fn pick(phase: Phase, session_dir: &Path) -> ProfilePick {
     let Some(plan) = newest_plan(session_dir) else {
         return default;
     };
-    let named = std::fs::read_to_string(&plan)
+    // The plan is the agent's file: read as any session file is, and ignored when unusable.
+    let named = super::untrusted::read_text(&plan, super::store::TEXT_LIMIT, Links::Refuse)
         .ok()
+        .flatten()
         .and_then(|text| plan_profile(&text));
     match named {
         Some(profile) => ProfilePick {

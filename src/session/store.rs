@@ -4,9 +4,14 @@
 //! only way to write. State and notebook files are replaced atomically (temp file in the same
 //! folder, fsync, rename), journals are appended and fsynced line by line, attempt logs are
 //! created new and never overwritten.
+//!
+//! Every file here can also be touched by the agent, so every read goes through
+//! [`super::untrusted`]: no link followed, no blocking, regular files only, capped (the signal
+//! at [`SIGNAL_LIMIT`], every other file at [`TEXT_LIMIT`]); appends refuse links and pipes too.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use jiff::{Timestamp, Zoned};
@@ -17,6 +22,8 @@ use crate::protocol::overview;
 use crate::protocol::state::{LegacyError, SessionState};
 use crate::protocol::{Phase, SignalError};
 
+use super::untrusted::{self, Links, ReadError};
+
 pub const STATE: &str = "_state.json";
 pub const OVERVIEW: &str = "_overview.md";
 pub const SIGNAL: &str = "_signal.json";
@@ -26,6 +33,12 @@ pub const QA: &str = "_qa.md";
 pub const LOGS: &str = "_logs";
 pub const SESSION_LOG: &str = "session.log";
 pub const LOCK: &str = "_worker.lock";
+
+/// The most samocode reads of `_signal.json`: a signal is a few hundred bytes.
+pub const SIGNAL_LIMIT: u64 = 1 << 20;
+/// The most samocode reads of any other session file (`_overview.md`, `_qa.md`,
+/// `_state.json`, a plan): a notebook of hundreds of iterations stays far below it.
+pub const TEXT_LIMIT: u64 = 4 << 20;
 
 /// Why a session folder could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +69,9 @@ pub enum StoreError {
     /// The folder holds neither `_state.json` nor `_overview.md`.
     #[error("{0} is not a samocode session (no _state.json or _overview.md)")]
     NotASession(PathBuf),
+    /// A session file is a link, a pipe, too large or not UTF-8 (or could not be read).
+    #[error(transparent)]
+    Unreadable(#[from] ReadError),
 }
 
 fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
@@ -113,14 +129,14 @@ impl SessionFolder {
         self.dir.join(file)
     }
 
-    /// Reads a file of the folder; `None` when it does not exist.
+    /// Reads a file of the folder (at most [`TEXT_LIMIT`] bytes of UTF-8, never through a link
+    /// or a pipe); `None` when it does not exist.
     pub fn read(&self, file: &str) -> Result<Option<String>, StoreError> {
-        let path = self.path(file);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Ok(Some(text)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io("cannot read", &path)(e)),
-        }
+        Ok(untrusted::read_text(
+            &self.path(file),
+            TEXT_LIMIT,
+            Links::Refuse,
+        )?)
     }
 
     /// The state: `_state.json`, else derived from a Python samocode `_overview.md`.
@@ -153,9 +169,17 @@ impl SessionFolder {
         }
     }
 
-    /// The text of `_signal.json`, or the protocol error of its absence.
+    /// The text of `_signal.json`, or the protocol error of its absence, or of a signal that
+    /// is not a small regular file (a pipe, a link, too large, not UTF-8): the agent made it,
+    /// so the attempt is retried with the reason, then blocked, like any protocol error.
     pub fn read_signal(&self) -> Result<Result<String, SignalError>, StoreError> {
-        Ok(self.read(SIGNAL)?.ok_or(SignalError::Missing))
+        Ok(
+            match untrusted::read_text(&self.path(SIGNAL), SIGNAL_LIMIT, Links::Refuse) {
+                Ok(Some(text)) => Ok(text),
+                Ok(None) => Err(SignalError::Missing),
+                Err(error) => Err(SignalError::Unreadable(error.to_string())),
+            },
+        )
     }
 
     /// True when `_iterations.jsonl` has a row for the attempt whose log is `log`.
@@ -281,7 +305,7 @@ impl SessionStore {
         self.write_atomic(OVERVIEW, updated.as_bytes())
     }
 
-    /// Deletes `_signal.json` before an attempt.
+    /// Deletes `_signal.json` before an attempt (a link or a pipe goes, not what it names).
     pub fn remove_signal(&self) -> Result<(), StoreError> {
         let path = self.path(SIGNAL);
         match std::fs::remove_file(&path) {
@@ -307,11 +331,19 @@ impl SessionStore {
 
     fn append(&self, file: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let path = self.path(file);
+        // Never through a link the agent planted, and never blocked on a pipe it made.
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
             .open(&path)
             .map_err(io("cannot open", &path))?;
+        let regular = f.metadata().map_err(io("cannot open", &path))?.is_file();
+        if !regular {
+            return Err(io("cannot append to", &path)(std::io::Error::other(
+                "not a regular file; move it away",
+            )));
+        }
         // One write call per row, so a crash leaves whole lines; fsync so none is lost.
         f.write_all(bytes).map_err(io("cannot append to", &path))?;
         f.sync_data().map_err(io("cannot sync", &path))

@@ -1,5 +1,9 @@
 //! The session's git worktree: `WORKTREES/<folder>` on branch `[BRANCH_PREFIX/]<name>`, made
 //! from `BASE_BRANCH` at init, reused when it is already this session's own.
+//!
+//! What goes to git as an argument cannot be read as an option: paths and the base follow
+//! `--`, and the branch (`-b BRANCH`, `refs/heads/BRANCH`) is checked like a git ref name,
+//! never starting with `-`, by the name and the configuration before it gets here.
 
 use std::path::{Path, PathBuf};
 
@@ -119,13 +123,17 @@ pub async fn prepare(
         .await
         .is_ok()
     {
-        git(repo, &["worktree", "add", &path_text, &branch]).await?;
+        git(repo, &["worktree", "add", "--", &path_text, &branch]).await?;
     } else {
         let base = match &project.base_branch {
             Some(base) => base.clone(),
             None => default_branch(repo).await?,
         };
-        git(repo, &["worktree", "add", "-b", &branch, &path_text, &base]).await?;
+        git(
+            repo,
+            &["worktree", "add", "-b", &branch, "--", &path_text, &base],
+        )
+        .await?;
     }
     Ok(Worktree { path, branch })
 }

@@ -64,7 +64,10 @@ fn each_attempt_is_a_span_exported_over_otlp_without_secrets() {
         )
         .env("OTEL_SERVICE_NAME", "samocode-trace-test")
         .env("ANTHROPIC_API_KEY", "sk-secret-never-traced")
-        .env("TELEGRAM_BOT_TOKEN", "123:bot-secret-never-traced");
+        .env("TELEGRAM_BOT_TOKEN", "123:bot-secret-never-traced")
+        // A token needs its chat; a closed port makes the notifier's posts fail at once.
+        .env("TELEGRAM_CHAT_ID", "42")
+        .env("TELEGRAM_API_URL", "http://127.0.0.1:9");
     project
         .run(&["run", "--session", "traced", "--dive", "d", "--task", "t"])
         .expect(10);

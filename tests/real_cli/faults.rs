@@ -138,9 +138,12 @@ fn usage_limit_parks_then_resumes(cli: Cli, reset_at: i64, earliest: i64) {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    wait_for(Duration::from_secs(60), "the usage-limit row", || {
+    // The row is journaled first, then the state that parks the session is saved.
+    wait_for(Duration::from_secs(60), "the usage-limit row and the park", || {
         session_file(&project, "limited", "_iterations.jsonl")
             .is_some_and(|rows| rows.contains("usage_limit"))
+            && session_file(&project, "limited", "_state.json")
+                .is_some_and(|state| state.contains("not_before"))
     });
     let s = project.session("limited");
     let state = s.state();

@@ -1,0 +1,106 @@
+//! Who drives a session: the daemon that owns it, a `run` holding its lock (with that
+//! process's pid), or nobody.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use crate::session::SessionFolder;
+use crate::session::store::LOCK;
+
+/// Who drives a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Owner {
+    Daemon,
+    /// A process holding the lock: a `samocode run`, by its pid.
+    Run(u32),
+    Nobody,
+}
+
+impl Owner {
+    /// The daemon when it owns `folder`; else whoever holds the session's lock; else nobody.
+    pub(super) fn of(folder: &SessionFolder, daemon_owns: &HashSet<PathBuf>) -> Owner {
+        if daemon_owns.contains(folder.dir()) {
+            return Owner::Daemon;
+        }
+        match lock_holder(folder) {
+            Some(pid) => Owner::Run(pid),
+            None => Owner::Nobody,
+        }
+    }
+
+    pub(super) fn word(self) -> &'static str {
+        match self {
+            Owner::Daemon => "daemon",
+            Owner::Run(_) => "run",
+            Owner::Nobody => "nobody",
+        }
+    }
+
+    pub(super) fn pid(self) -> Option<u32> {
+        match self {
+            Owner::Run(pid) => Some(pid),
+            _ => None,
+        }
+    }
+}
+
+/// The pid of the process holding the session's lock, if any. Read from `/proc/locks`, not
+/// by trying the lock: a probe with `flock` itself, however brief, can make a worker's own
+/// attempt to take the lock fail, and a lock file the agent replaced by a pipe would hang it.
+pub(super) fn lock_holder(folder: &SessionFolder) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(folder.path(LOCK)).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    flock_holder(&locks, meta.dev(), meta.ino())
+}
+
+/// The pid holding a `flock` on the file `dev`/`ino`, from the text of `/proc/locks`
+/// (`1: FLOCK  ADVISORY  WRITE 4242 fe:00:10010635 0 EOF`: device major and minor in hex,
+/// the inode in decimal; lines with `->` are waiters, not holders).
+fn flock_holder(locks: &str, dev: u64, ino: u64) -> Option<u32> {
+    let (major, minor) = (nix::libc::major(dev), nix::libc::minor(dev));
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1) != Some(&"FLOCK") {
+            return None;
+        }
+        let mut id = fields.get(5)?.split(':');
+        let file_major = u32::from_str_radix(id.next()?, 16).ok()?;
+        let file_minor = u32::from_str_radix(id.next()?, 16).ok()?;
+        let file_ino: u64 = id.next()?.parse().ok()?;
+        (file_major == major && file_minor == minor && file_ino == ino)
+            .then(|| fields.get(4)?.parse().ok())?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_holder_comes_from_proc_locks() {
+        let locks = "1: FLOCK  ADVISORY  WRITE 24952 00:1b:84594 0 EOF\n\
+                     2: POSIX  ADVISORY  WRITE 77 fe:00:10010635 0 EOF\n\
+                     3: -> FLOCK  ADVISORY  WRITE 88 fe:00:10010635 0 EOF\n\
+                     4: FLOCK  ADVISORY  WRITE 1335 fe:00:10010635 0 EOF\n";
+        let dev = nix::libc::makedev(0xfe, 0);
+        assert_eq!(flock_holder(locks, dev, 10010635), Some(1335));
+        assert_eq!(
+            flock_holder(locks, nix::libc::makedev(0, 0x1b), 84594),
+            Some(24952)
+        );
+        assert_eq!(flock_holder(locks, dev, 1), None);
+
+        // And for real: this process holds a session's lock.
+        let dir = tempfile::tempdir().unwrap();
+        let folder = SessionFolder::new(dir.path());
+        assert_eq!(lock_holder(&folder), None);
+        let store = folder.clone().lock().unwrap();
+        assert_eq!(lock_holder(&folder), Some(std::process::id()));
+        drop(store);
+        assert_eq!(lock_holder(&folder), None);
+    }
+}

@@ -1,0 +1,132 @@
+//! The global `config.toml` (`$XDG_CONFIG_HOME/samocode/config.toml`, else
+//! `~/.config/samocode/config.toml`): every setting of the environment table under its lower
+//! case name without `SAMOCODE_`, the two lists `strip_env` and `keep_env`, and the
+//! `[profiles]` tables. A key it does not know is an error naming the nearest known one.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use super::values::{SETTINGS, file_key, nearest};
+use super::{ConfigError, Problems, Sources};
+use crate::session::untrusted::{self, Links};
+
+/// The most samocode reads of a configuration file.
+pub(super) const CONFIG_LIMIT: u64 = 1 << 20;
+
+/// Settings that are lists: in `config.toml` a TOML array of strings (or one string of
+/// comma-separated entries), in the environment comma-separated.
+pub(super) const LISTS: &[&str] = &["SAMOCODE_STRIP_ENV", "SAMOCODE_KEEP_ENV"];
+
+/// What `config.toml` holds, sorted by kind.
+#[derive(Debug, Default)]
+pub(super) struct FileSettings {
+    /// Scalar settings as text, by file key.
+    pub scalars: HashMap<String, String>,
+    /// List settings, by file key.
+    pub lists: HashMap<String, Vec<String>>,
+    /// The whole table, for `[profiles]`.
+    pub table: toml::Table,
+}
+
+/// Reads `config.toml` (nothing there is no settings); what is wrong goes to `problems`.
+pub(super) fn read(sources: &Sources, problems: &mut Problems) -> FileSettings {
+    let Some(path) = path(sources) else {
+        return FileSettings::default();
+    };
+    // A dotfile manager often makes config.toml a link: followed, but still never a pipe.
+    let text = match untrusted::read_text(&path, CONFIG_LIMIT, Links::Follow) {
+        Ok(Some(text)) => text,
+        Ok(None) => return FileSettings::default(),
+        Err(error) => {
+            problems.push(error.into());
+            return FileSettings::default();
+        }
+    };
+    let table: toml::Table = match text.parse() {
+        Ok(table) => table,
+        Err(error) => {
+            let error: toml::de::Error = error;
+            problems.push(ConfigError::BadToml {
+                path,
+                message: error.message().to_string(),
+            });
+            return FileSettings::default();
+        }
+    };
+    let mut settings = FileSettings::default();
+    let known: Vec<String> = SETTINGS.iter().map(|s| file_key(s)).collect();
+    let lists: Vec<String> = LISTS.iter().map(|s| file_key(s)).collect();
+    for (key, value) in &table {
+        if key == "profiles" {
+            continue;
+        }
+        let bad = |expected| ConfigError::BadValue {
+            key: key.clone(),
+            value: value.to_string(),
+            origin: "config.toml",
+            expected,
+        };
+        if lists.contains(key) {
+            match list(value) {
+                Some(entries) => {
+                    settings.lists.insert(key.clone(), entries);
+                }
+                None => problems.push(bad("a list of variable names, such as [\"AWS_*\"]")),
+            }
+        } else if known.contains(key) {
+            match scalar(value) {
+                Some(text) => {
+                    settings.scalars.insert(key.clone(), text);
+                }
+                None => problems.push(bad("a single string, number or boolean")),
+            }
+        } else {
+            let candidates = known.iter().chain(&lists).map(String::as_str);
+            problems.push(ConfigError::UnknownKey {
+                place: path.display().to_string(),
+                key: key.clone(),
+                suggestion: nearest(key, candidates.chain(["profiles"])).map(str::to_string),
+            });
+        }
+    }
+    settings.table = table;
+    settings
+}
+
+fn path(sources: &Sources) -> Option<PathBuf> {
+    let dir = match sources.env.get("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => sources.home()?.join(".config"),
+    };
+    Some(dir.join("samocode").join("config.toml"))
+}
+
+fn scalar(value: &toml::Value) -> Option<String> {
+    Some(match value {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        _ => return None,
+    })
+}
+
+fn list(value: &toml::Value) -> Option<Vec<String>> {
+    match value {
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_string))
+            .collect(),
+        toml::Value::String(text) => Some(split_list(text)),
+        _ => None,
+    }
+}
+
+/// The entries of a comma-separated list.
+pub(super) fn split_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::to_string)
+        .collect()
+}

@@ -1,0 +1,418 @@
+//! The configuration as a person meets it: precedence, every problem in one report, ranges,
+//! unknown and duplicate keys, and the agent's environment.
+
+use super::*;
+use crate::protocol::Profile;
+
+fn sources(dir: &Path, env: &[(&str, &str)]) -> Sources {
+    let mut map: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    map.insert("HOME".into(), dir.join("home").display().to_string());
+    Sources {
+        env: map,
+        cwd: dir.to_path_buf(),
+    }
+}
+
+fn project_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for d in [
+        "repo",
+        "wt",
+        "sessions",
+        "home/.config/samocode",
+        "sub/deeper",
+    ] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+    }
+    std::fs::write(
+        dir.path().join(".samocode"),
+        "# comment\nMAIN_REPO=repo\nWORKTREES = wt\nSESSIONS=\"sessions\"\nBRANCH_PREFIX=feat/\n",
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn project_found_by_walking_up_and_paths_made_absolute() {
+    let dir = project_dir();
+    let mut s = sources(dir.path(), &[]);
+    s.cwd = dir.path().join("sub/deeper");
+    let config = resolve(&Flags::default(), &s).unwrap();
+    let project = config.project.unwrap();
+    assert!(project.main_repo.is_absolute());
+    assert!(project.sessions.ends_with("sessions"));
+    assert_eq!(project.branch_prefix.as_deref(), Some("feat"));
+    assert_eq!(config.agent.timeout, Duration::from_secs(1800));
+    assert_eq!(config.retry.max_attempts, 3);
+}
+
+#[test]
+fn flag_beats_env_beats_file() {
+    let dir = project_dir();
+    std::fs::write(
+        dir.path().join("home/.config/samocode/config.toml"),
+        "claude_timeout = 60\nmax_retries = 5\nclaude_model = \"from-file\"\n",
+    )
+    .unwrap();
+    let s = sources(dir.path(), &[("CLAUDE_TIMEOUT", "2m")]);
+    let config = resolve(&Flags::default(), &s).unwrap();
+    assert_eq!(config.agent.timeout, Duration::from_secs(120));
+    assert_eq!(config.retry.max_attempts, 5);
+    assert_eq!(config.agent.claude_model.as_deref(), Some("from-file"));
+    let flags = Flags {
+        timeout: Some("90s".into()),
+        ..Flags::default()
+    };
+    assert_eq!(
+        resolve(&flags, &s).unwrap().agent.timeout,
+        Duration::from_secs(90)
+    );
+}
+
+#[test]
+fn errors_name_the_key_and_the_path() {
+    let dir = project_dir();
+    std::fs::write(
+        dir.path().join(".samocode"),
+        "MAIN_REPO=repo\nWORKTREES=wt\nSESSIONS=nope\n",
+    )
+    .unwrap();
+    let err = resolve(&Flags::default(), &sources(dir.path(), &[])).unwrap_err();
+    assert!(err.to_string().contains("SESSIONS="), "{err}");
+    assert!(err.to_string().contains("nope"), "{err}");
+
+    std::fs::write(
+        dir.path().join(".samocode"),
+        "MAIN_REPO=repo\nWORKTREES=wt\n",
+    )
+    .unwrap();
+    let err = resolve(&Flags::default(), &sources(dir.path(), &[])).unwrap_err();
+    assert!(err.to_string().contains("SESSIONS is required"), "{err}");
+
+    let project = project_dir();
+    let err = resolve(
+        &Flags::default(),
+        &sources(project.path(), &[("CLAUDE_TIMEOUT", "soon")]),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("CLAUDE_TIMEOUT=\"soon\""), "{err}");
+
+    let empty = tempfile::tempdir().unwrap();
+    let flags = Flags {
+        require_project: true,
+        ..Flags::default()
+    };
+    let err = resolve(&flags, &sources(empty.path(), &[])).unwrap_err();
+    assert!(
+        err.to_string().contains("no .samocode project file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn profiles_default_per_provider_and_config_toml_overrides_them() {
+    let dir = project_dir();
+    let config = resolve(&Flags::default(), &sources(dir.path(), &[])).unwrap();
+    let profiles = &config.agent.profiles;
+    let claude: Vec<&str> = Profile::ALL
+        .iter()
+        .map(|p| profiles.get(Provider::Claude, *p).model.as_str())
+        .collect();
+    assert_eq!(claude, ["haiku", "sonnet", "opus", "opus"]);
+    assert_eq!(profiles.get(Provider::Codex, Profile::Max).effort, "xhigh");
+    assert_eq!(config.home, Some(dir.path().join("home")));
+    assert_eq!(config.codex_home, Some(dir.path().join("home/.codex")));
+
+    std::fs::write(
+        dir.path().join("home/.config/samocode/config.toml"),
+        "max_retries = 4\n[profiles.claude.strong]\nmodel = \"opus-next\"\n[profiles.codex.light]\neffort = \"minimal\"\n",
+    )
+    .unwrap();
+    let s = sources(dir.path(), &[("CODEX_HOME", "/elsewhere/codex")]);
+    let config = resolve(&Flags::default(), &s).unwrap();
+    assert_eq!(config.retry.max_attempts, 4);
+    let strong = config.agent.profiles.get(Provider::Claude, Profile::Strong);
+    assert_eq!(
+        (strong.model.as_str(), strong.effort.as_str()),
+        ("opus-next", "high")
+    );
+    let light = config.agent.profiles.get(Provider::Codex, Profile::Light);
+    assert_eq!(light.effort, "minimal");
+    assert_eq!(config.codex_home, Some(PathBuf::from("/elsewhere/codex")));
+    // With codex as the provider, a CODEX_HOME that does not exist is refused before any
+    // agent runs (install may still create it).
+    let s = sources(
+        dir.path(),
+        &[
+            ("CODEX_HOME", "/elsewhere/codex"),
+            ("SAMOCODE_PROVIDER", "codex"),
+        ],
+    );
+    let codex = resolve(&Flags::default(), &s).unwrap();
+    let error = codex.check_agent().unwrap_err().to_string();
+    assert!(
+        error.starts_with("CODEX_HOME=\"/elsewhere/codex\" (from the environment) is not valid: expected an existing directory"),
+        "{error}"
+    );
+
+    let choice = config.agent.choose(Profile::Strong);
+    assert_eq!(
+        (choice.model.as_str(), choice.explicit),
+        ("opus-next", false)
+    );
+    let attempt = config.agent.for_attempt(&choice);
+    assert_eq!(attempt.claude_model.as_deref(), Some("opus-next"));
+    assert_eq!(attempt.effort.as_deref(), Some("high"));
+    let pinned = resolve(
+        &Flags::default(),
+        &sources(dir.path(), &[("CLAUDE_MODEL", "pinned")]),
+    )
+    .unwrap();
+    let choice = pinned.agent.choose(Profile::Light);
+    assert_eq!(
+        (choice.model.as_str(), choice.effort.as_str()),
+        ("pinned", "low")
+    );
+    assert!(choice.explicit);
+}
+
+#[test]
+fn bad_profiles_name_their_key() {
+    let dir = project_dir();
+    let file = dir.path().join("home/.config/samocode/config.toml");
+    for (text, key) in [
+        (
+            "[profiles.gemini.light]\nmodel = \"x\"\n",
+            "profiles.gemini",
+        ),
+        (
+            "[profiles.claude.huge]\nmodel = \"x\"\n",
+            "profiles.claude.huge",
+        ),
+        (
+            "[profiles.claude.max]\neffort = \"extreme\"\n",
+            "profiles.claude.max.effort",
+        ),
+        (
+            "[profiles.claude.max]\nmodel = \"\"\n",
+            "profiles.claude.max.model",
+        ),
+        (
+            "[profiles.claude.max]\nmodl = \"x\"\n",
+            "profiles.claude.max.modl",
+        ),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let err = resolve(&Flags::default(), &sources(dir.path(), &[])).unwrap_err();
+        assert!(err.to_string().starts_with(&format!("{key}=")), "{err}");
+    }
+}
+
+#[test]
+fn backoff_doubles_up_to_the_cap() {
+    let policy = RetryPolicy {
+        max_attempts: 10,
+        first_delay: Duration::from_secs(5),
+        max_delay: Duration::from_secs(30),
+    };
+    let delays: Vec<u64> = (2..7).map(|a| policy.delay_before(a).as_secs()).collect();
+    assert_eq!(delays, [5, 10, 20, 30, 30]);
+}
+
+fn error_text(dir: &Path, env: &[(&str, &str)], flags: &Flags) -> String {
+    resolve(flags, &sources(dir, env)).unwrap_err().to_string()
+}
+
+#[test]
+fn every_problem_is_reported_in_one_run_with_key_value_and_source() {
+    let dir = project_dir();
+    std::fs::write(
+        dir.path().join(".samocode"),
+        "MAIN_REPO=repo\nMAIN_REPO=repo\nWORKTREES=nope\nSESSIONS=sessions\nBOGUS=1\nBASE_BRANCH=--help\nBRANCH_PREFIX=-D\njust text\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("home/.config/samocode/config.toml"),
+        "max_retrys = 5\nunkown_key = 1\n[profiles.claude.max]\neffort = \"extreme\"\n",
+    )
+    .unwrap();
+    let flags = Flags {
+        timeout: Some("0".into()),
+        ..Flags::default()
+    };
+    let text = error_text(
+        dir.path(),
+        &[
+            ("SAMOCODE_MAX_PARALLEL", "0"),
+            ("SAMOCODE_STALL_TIMEOUT", "2e19"),
+            ("SAMOCODE_RETRY_DELAY", "soon"),
+        ],
+        &flags,
+    );
+    for expected in [
+        "13 problems in the configuration:",
+        ".samocode:2: MAIN_REPO is given again (first on line 1); keep one",
+        "WORKTREES=",
+        "nope is not an existing directory",
+        ".samocode:5: unknown setting \"BOGUS\"; remove it",
+        ".samocode:6: BASE_BRANCH=\"--help\" is not valid: expected a git branch name, but it starts with '-', which git reads as an option",
+        ".samocode:7: BRANCH_PREFIX=\"-D\" is not valid",
+        ".samocode:8: expected KEY=VALUE, found \"just text\"",
+        "config.toml: unknown setting \"max_retrys\"; did you mean max_retries?",
+        "config.toml: unknown setting \"unkown_key\"; remove it",
+        "profiles.claude.max.effort=\"\\\"extreme\\\"\" (from config.toml)",
+        "--timeout=\"0\" (from the command line) is not valid: expected a duration from 1s to 7 days",
+        "SAMOCODE_MAX_PARALLEL=\"0\" (from the environment) is not valid: expected a whole number from 1 to 1000",
+        "SAMOCODE_STALL_TIMEOUT=\"2e19\" (from the environment)",
+        "SAMOCODE_RETRY_DELAY=\"soon\" (from the environment)",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn numbers_that_overflow_a_duration_are_errors_not_panics() {
+    let dir = project_dir();
+    for (key, value) in [
+        ("CLAUDE_TIMEOUT", "99999999999999999999"),
+        ("CODEX_TIMEOUT", "1e300"),
+        ("SAMOCODE_KILL_GRACE", "11m"),
+        ("SAMOCODE_STALL_TIMEOUT", "2e19"),
+        ("CLAUDE_MAX_TURNS", "99999999999999999999"),
+    ] {
+        let text = error_text(dir.path(), &[(key, value)], &Flags::default());
+        assert!(text.starts_with(&format!("{key}={value:?}")), "{text}");
+    }
+    let flags = Flags {
+        timeout: Some("99999999999999999999".into()),
+        ..Flags::default()
+    };
+    let text = error_text(dir.path(), &[], &flags);
+    assert!(text.starts_with("--timeout="), "{text}");
+    // In range: the stall timeout 0 means off.
+    let s = sources(dir.path(), &[("SAMOCODE_STALL_TIMEOUT", "0")]);
+    assert_eq!(
+        resolve(&Flags::default(), &s).unwrap().agent.stall_timeout,
+        None
+    );
+}
+
+#[test]
+fn telegram_needs_both_token_and_chat_and_never_shows_the_token() {
+    let dir = project_dir();
+    let text = error_text(
+        dir.path(),
+        &[("TELEGRAM_BOT_TOKEN", "123:very-secret")],
+        &Flags::default(),
+    );
+    assert_eq!(
+        text,
+        "TELEGRAM_BOT_TOKEN is set (from the environment) but TELEGRAM_CHAT_ID (the chat the notifier posts to) is not; set both, or neither"
+    );
+    let text = error_text(dir.path(), &[("TELEGRAM_CHAT_ID", "42")], &Flags::default());
+    assert!(text.starts_with("TELEGRAM_CHAT_ID is set"), "{text}");
+    let text = error_text(
+        dir.path(),
+        &[
+            ("TELEGRAM_BOT_TOKEN", "123:very-secret"),
+            ("TELEGRAM_CHAT_ID", "forty-two"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "authorization"),
+        ],
+        &Flags::default(),
+    );
+    assert!(text.contains("TELEGRAM_CHAT_ID=\"forty-two\""), "{text}");
+    assert!(!text.contains("very-secret"), "{text}");
+    assert!(
+        text.contains("OTEL_EXPORTER_OTLP_HEADERS=\"<hidden: it holds a secret>\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn otel_rust_log_and_codex_home_may_come_from_config_toml() {
+    let dir = project_dir();
+    std::fs::create_dir_all(dir.path().join("codex")).unwrap();
+    std::fs::write(
+        dir.path().join("home/.config/samocode/config.toml"),
+        format!(
+            "otel_exporter_otlp_endpoint = \"http://collector:4318/\"\notel_service_name = \"svc\"\notel_exporter_otlp_headers = \"authorization=Bearer%20t\"\notel_resource_attributes = \"team=core\"\nrust_log = \"samocode=debug\"\ncodex_home = \"{}\"\nstrip_env = [\"AWS_*\"]\n",
+            dir.path().join("codex").display()
+        ),
+    )
+    .unwrap();
+    let s = sources(
+        dir.path(),
+        &[
+            ("AWS_SECRET_ACCESS_KEY", "x"),
+            ("ANTHROPIC_API_KEY", "k"),
+            ("TELEGRAM_API_URL", "http://127.0.0.1:1"),
+        ],
+    );
+    let config = resolve(&Flags::default(), &s).unwrap();
+    assert_eq!(
+        config.otlp_endpoint.as_deref(),
+        Some("http://collector:4318/v1/traces")
+    );
+    assert_eq!(config.otel_service_name, "svc");
+    assert_eq!(
+        config.otlp_headers.0,
+        [("authorization".to_string(), "Bearer t".to_string())]
+    );
+    assert_eq!(format!("{:?}", config.otlp_headers), "[\"authorization\"]");
+    assert_eq!(config.otel_resource, [("team".into(), "core".into())]);
+    assert_eq!(config.log_filter.as_deref(), Some("samocode=debug"));
+    assert_eq!(config.codex_home, Some(dir.path().join("codex")));
+    assert_eq!(config.codex_home_origin, Some("config.toml"));
+    // The agent gets CODEX_HOME from the file, its API key, and no AWS secret or Telegram URL.
+    assert_eq!(
+        config.agent.env.names(),
+        ["ANTHROPIC_API_KEY", "CODEX_HOME", "HOME"]
+    );
+
+    std::fs::write(
+        dir.path().join("home/.config/samocode/config.toml"),
+        "rust_log = \"samocode=[\"\notel_exporter_otlp_protocol = \"grpc\"\nstrip_env = [\"A B\"]\n",
+    )
+    .unwrap();
+    let text = error_text(dir.path(), &[], &Flags::default());
+    assert!(
+        text.contains("rust_log=\"samocode=[\" (from config.toml)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("otel_exporter_otlp_protocol=\"grpc\""),
+        "{text}"
+    );
+    assert!(text.contains("strip_env=\"A B\""), "{text}");
+}
+
+#[test]
+fn configuration_files_that_are_not_text_name_themselves() {
+    let dir = project_dir();
+    std::fs::write(dir.path().join(".samocode"), b"MAIN_REPO=\xff\xfe\n").unwrap();
+    let text = error_text(dir.path(), &[], &Flags::default());
+    assert!(text.contains(".samocode is not UTF-8 text"), "{text}");
+    std::fs::write(
+        dir.path().join(".samocode"),
+        "MAIN_REPO=repo\nWORKTREES=wt\nSESSIONS=sessions\nBASE_BRANCH=ma\0in\n",
+    )
+    .unwrap();
+    let text = error_text(dir.path(), &[], &Flags::default());
+    assert!(
+        text.contains("BASE_BRANCH=\"ma\\\\0in\" is not valid: expected text without NUL bytes"),
+        "{text}"
+    );
+    std::fs::write(
+        dir.path().join("home/.config/samocode/config.toml"),
+        "claude_model = \"op\\u0000us\"\n",
+    )
+    .unwrap();
+    let text = error_text(dir.path(), &[], &Flags::default());
+    assert!(
+        text.contains("claude_model=") && text.contains("expected text without NUL bytes"),
+        "{text}"
+    );
+}

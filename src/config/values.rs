@@ -1,0 +1,299 @@
+//! One setting at a time: the layers it may come from (flag, environment, `config.toml`), the
+//! parsers with the ranges that make sense for each kind of value, and the nearest known name
+//! for a misspelt one. A bad value is recorded with its key, value and source, and the reading
+//! goes on, so that every problem is reported in one run.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::{ConfigError, Problems};
+
+/// Every setting, by its environment name. In `config.toml` each is its name in lower case
+/// without `SAMOCODE_` ([`file_key`]); nothing else is accepted there but `profiles`.
+pub(super) const SETTINGS: &[&str] = &[
+    "CLAUDE_PATH",
+    "CLAUDE_MODEL",
+    "CLAUDE_MAX_TURNS",
+    "CLAUDE_TIMEOUT",
+    "CODEX_PATH",
+    "CODEX_MODEL",
+    "CODEX_TIMEOUT",
+    "CODEX_HOME",
+    "SAMOCODE_PROVIDER",
+    "SAMOCODE_MAX_RETRIES",
+    "SAMOCODE_RETRY_DELAY",
+    "SAMOCODE_KILL_GRACE",
+    "SAMOCODE_STALL_TIMEOUT",
+    "SAMOCODE_STATE_DIR",
+    "SAMOCODE_CONTROL",
+    "SAMOCODE_MAX_PARALLEL",
+    "SAMOCODE_STRIP_ENV",
+    "SAMOCODE_KEEP_ENV",
+    "SAMOCODE_LOG_FORMAT",
+    "SAMOCODE_FAILPOINTS",
+    "TELEGRAM_BOT_TOKEN",
+    "TELEGRAM_CHAT_ID",
+    "TELEGRAM_API_URL",
+    "TELEGRAM_ALLOWED_USERS",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "RUST_LOG",
+];
+
+/// Settings whose values are secrets: an error about one never shows its value.
+const SECRETS: &[&str] = &["TELEGRAM_BOT_TOKEN", "OTEL_EXPORTER_OTLP_HEADERS"];
+
+/// The `config.toml` key of a setting: `SAMOCODE_MAX_RETRIES` is `max_retries`.
+pub(super) fn file_key(env: &str) -> String {
+    env.trim_start_matches("SAMOCODE_").to_ascii_lowercase()
+}
+
+/// A setting's raw value and where it came from.
+#[derive(Debug, Clone)]
+pub(super) struct Found {
+    pub value: String,
+    /// The name to show: the flag, the variable, or the file key.
+    pub key: String,
+    pub origin: &'static str,
+}
+
+/// The lookup of settings through the layers, recording what is wrong as it goes.
+pub(super) struct Layers<'a> {
+    pub env: &'a HashMap<String, String>,
+    /// The scalar settings of `config.toml`, by file key.
+    pub file: &'a HashMap<String, String>,
+    pub problems: &'a mut Problems,
+}
+
+impl Layers<'_> {
+    /// The value of setting `env`: the flag when given, else the environment (an empty value
+    /// counts as unset), else `config.toml`. A NUL byte is refused here, whatever the setting.
+    pub fn get(&mut self, env: &str, flag: Option<(&'static str, &String)>) -> Option<Found> {
+        let found = if let Some((name, value)) = flag {
+            Found {
+                value: value.clone(),
+                key: name.to_string(),
+                origin: "the command line",
+            }
+        } else if let Some(value) = self.env.get(env).filter(|v| !v.is_empty()) {
+            Found {
+                value: value.clone(),
+                key: env.to_string(),
+                origin: "the environment",
+            }
+        } else {
+            let key = file_key(env);
+            Found {
+                value: self.file.get(&key)?.clone(),
+                key,
+                origin: "config.toml",
+            }
+        };
+        if found.value.contains('\0') {
+            self.bad(&found, env, "text without NUL bytes");
+            return None;
+        }
+        Some(found)
+    }
+
+    /// The text of setting `env`, if set.
+    pub fn text(&mut self, env: &str) -> Option<String> {
+        self.get(env, None).map(|f| f.value)
+    }
+
+    /// Setting `env` parsed by `parse`; a value that does not parse is recorded as a problem
+    /// naming what was `expected`, and reads as unset.
+    pub fn parsed<T>(
+        &mut self,
+        env: &str,
+        flag: Option<(&'static str, &String)>,
+        expected: &'static str,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Option<T> {
+        let found = self.get(env, flag)?;
+        let parsed = parse(found.value.trim());
+        if parsed.is_none() {
+            self.bad(&found, env, expected);
+        }
+        parsed
+    }
+
+    /// Records that `found` (setting `env`) is not what was `expected`.
+    pub fn bad(&mut self, found: &Found, env: &str, expected: &'static str) {
+        let value = if SECRETS.contains(&env) {
+            "<hidden: it holds a secret>".to_string()
+        } else {
+            found.value.clone()
+        };
+        self.problems.push(ConfigError::BadValue {
+            key: found.key.clone(),
+            value,
+            origin: found.origin,
+            expected,
+        });
+    }
+}
+
+/// A duration in humantime (`90s`, `30m`, `2h`) or a plain number of seconds (`1800`, `0.5`).
+/// Never panics: a number too large for a duration is `None`, like any other bad text.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    if let Ok(seconds) = text.parse::<f64>() {
+        if !(seconds.is_finite() && seconds >= 0.0) {
+            return None;
+        }
+        return Duration::try_from_secs_f64(seconds).ok();
+    }
+    humantime::parse_duration(text).ok()
+}
+
+/// A parser of durations from `min` to `max`, both included.
+pub(super) fn duration_between(min: Duration, max: Duration) -> impl Fn(&str) -> Option<Duration> {
+    move |text| parse_duration(text).filter(|d| (min..=max).contains(d))
+}
+
+/// A parser of whole numbers from `min` to `max`, both included.
+pub(super) fn number_between<T>(min: T, max: T) -> impl Fn(&str) -> Option<T>
+where
+    T: std::str::FromStr + PartialOrd + Copy,
+{
+    move |text| text.parse().ok().filter(|n| *n >= min && *n <= max)
+}
+
+/// The parallel limit of the daemon, for the flag, the setting and `samocode parallel`.
+pub fn parse_parallel(text: &str) -> Option<usize> {
+    number_between(1, 1000)(text.trim())
+}
+
+/// `k1=v1,k2=v2` pairs (OTLP headers, resource attributes), values percent-decoded as the
+/// OpenTelemetry specification says; `None` when an entry has no `=` or an empty key.
+pub(super) fn key_value_list(text: &str) -> Option<Vec<(String, String)>> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            let (key, value) = entry.split_once('=')?;
+            let key = key.trim();
+            if key.is_empty() {
+                return None;
+            }
+            Some((key.to_string(), percent_decode(value.trim())?))
+        })
+        .collect()
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The known word nearest to `word` (ignoring case), when it is close enough to be a typo.
+pub(super) fn nearest<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let word = word.to_ascii_lowercase();
+    let limit = (word.chars().count() / 3).clamp(1, 3);
+    known
+        .into_iter()
+        .map(|candidate| (distance(&word, &candidate.to_ascii_lowercase()), candidate))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, candidate)| candidate)
+}
+
+/// The edit distance (insertions, deletions, substitutions, and swaps of neighbours).
+fn distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // rows[i][j]: the distance between a[..i] and b[..j]; three rows are kept for swaps.
+    let mut two_back = vec![0; b.len() + 1];
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut current = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let substitution = previous[j - 1] + usize::from(a[i - 1] != b[j - 1]);
+            current[j] = substitution.min(previous[j] + 1).min(current[j - 1] + 1);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                current[j] = current[j].min(two_back[j - 2] + 1);
+            }
+        }
+        two_back = std::mem::replace(&mut previous, current);
+    }
+    previous[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_seconds_and_humantime_and_never_panic() {
+        assert_eq!(parse_duration("1800"), Some(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30m"), Some(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("later"), None);
+        assert_eq!(parse_duration("-1"), None);
+        assert_eq!(parse_duration("99999999999999999999"), None);
+        assert_eq!(parse_duration("2e19"), None);
+        assert_eq!(parse_duration("99999999999999999999s"), None);
+        assert_eq!(parse_duration("inf"), None);
+        let timeout = duration_between(Duration::from_secs(1), Duration::from_secs(7 * 86400));
+        assert_eq!(timeout("0"), None);
+        assert_eq!(timeout("8d"), None);
+        assert_eq!(timeout("7d"), Some(Duration::from_secs(7 * 86400)));
+    }
+
+    #[test]
+    fn parallel_is_one_to_a_thousand() {
+        assert_eq!(parse_parallel("0"), None);
+        assert_eq!(parse_parallel("1"), Some(1));
+        assert_eq!(parse_parallel("1000"), Some(1000));
+        assert_eq!(parse_parallel("100000"), None);
+        assert_eq!(parse_parallel("-3"), None);
+    }
+
+    #[test]
+    fn typos_find_their_key_and_strangers_find_none() {
+        let keys = ["MAIN_REPO", "WORKTREES", "SESSIONS", "BASE_BRANCH"];
+        assert_eq!(nearest("MAIN_REOP", keys), Some("MAIN_REPO"));
+        assert_eq!(nearest("main_repo", keys), Some("MAIN_REPO"));
+        assert_eq!(nearest("SESSION", keys), Some("SESSIONS"));
+        assert_eq!(nearest("BOGUS", keys), None);
+        assert_eq!(
+            nearest("unkown_key", ["max_retries", "rust_log"]),
+            None,
+            "too far from anything"
+        );
+        assert_eq!(
+            nearest("max_retrys", ["max_retries", "rust_log"]),
+            Some("max_retries")
+        );
+    }
+
+    #[test]
+    fn key_value_lists_decode_their_values() {
+        assert_eq!(
+            key_value_list("authorization=Bearer%20x, team = core"),
+            Some(vec![
+                ("authorization".into(), "Bearer x".into()),
+                ("team".into(), "core".into())
+            ])
+        );
+        assert_eq!(key_value_list("novalue"), None);
+        assert_eq!(key_value_list("=x"), None);
+        assert_eq!(key_value_list("a=%zz"), None);
+    }
+}

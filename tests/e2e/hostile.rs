@@ -1,0 +1,228 @@
+//! Hostile surroundings (issue 10): an agent that leaves a pipe, a link or a flood where its
+//! signal goes, secrets in samocode's environment, a reader that closes the pipe early.
+
+use std::io::Read;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use super::fixture::{Daemon, Project, wait_for};
+
+fn new_session(project: &Project, name: &str) -> super::fixture::Run {
+    project.run(&["run", "--session", name, "--dive", "d", "--task", "t"])
+}
+
+/// `mkfifo _signal.json`, a link to `/dev/zero`, a file larger than the cap: each is a
+/// protocol error with its reason, retried once, then the session blocks; nothing hangs and
+/// nothing is read whole.
+#[test]
+fn a_signal_that_is_not_a_small_regular_file_is_a_protocol_error() {
+    for (action, reason) in [
+        ("fifo", "is a named pipe (FIFO), not a regular file"),
+        ("link:/dev/zero", "is a symbolic link"),
+        ("huge:3", "over the limit of 1048576 bytes"),
+    ] {
+        let mut project = Project::new();
+        project.env("SAMOCODE_FAKE", &format!("investigation={action}"));
+        let started = Instant::now();
+        let run = new_session(&project, "hostile");
+        run.expect(11);
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{action} took {:?}",
+            started.elapsed()
+        );
+        let history = project.session("hostile").jsonl("_signal_history.jsonl");
+        assert_eq!(history.len(), 2, "{action}: retried once: {history:?}");
+        for row in &history {
+            let text = row["reason"].as_str().unwrap();
+            assert!(text.starts_with("unreadable_signal"), "{action}: {text}");
+            assert!(text.contains(reason), "{action}: {text}");
+        }
+        assert!(
+            run.stdout().contains("blocked: protocol error"),
+            "{}",
+            run.stdout()
+        );
+    }
+}
+
+/// Under the daemon a pipe for a signal leaves every request answered: `status` and `stop`.
+#[test]
+fn a_fifo_signal_under_the_daemon_leaves_it_responsive() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation=fifo");
+    let daemon: Daemon = project.daemon(&[]);
+    project
+        .run(&["start", "--session", "pipe", "--dive", "d", "--task", "t"])
+        .expect(0);
+    let s = project.session("pipe");
+    wait_for(Duration::from_secs(30), "the session to block", || {
+        s.state()["status"]["state"] == "blocked"
+    });
+    project.run(&["status"]).expect(0);
+    project.run(&["stop", "pipe"]).expect(0);
+    assert_eq!(s.state()["status"]["state"], "stopped");
+    assert_eq!(daemon.terminate(), Some(0));
+}
+
+/// The agent sees its API key, HOME and PATH, and none of samocode's secrets or settings;
+/// `run --dry-run` lists the kept variables by name.
+#[test]
+fn the_agent_gets_an_allowlisted_environment() {
+    let mut project = Project::new();
+    std::fs::create_dir_all(project.root.join("home/.config/samocode")).unwrap();
+    std::fs::write(
+        project.root.join("home/.config/samocode/config.toml"),
+        "strip_env = [\"MYCORP_*\"]\nkeep_env = [\"BUILD_FLAVOUR\"]\n",
+    )
+    .unwrap();
+    project
+        .env("SAMOCODE_FAKE", "investigation=env")
+        .env("ANTHROPIC_API_KEY", "sk-ant-kept")
+        .env("TELEGRAM_BOT_TOKEN", "123:bot-secret")
+        .env("TELEGRAM_CHAT_ID", "42")
+        .env("TELEGRAM_ALLOWED_USERS", "7")
+        // A closed port: the notifier's posts fail at once and harmlessly.
+        .env("TELEGRAM_API_URL", "http://127.0.0.1:9")
+        .env(
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "authorization=Bearer%20otlp-secret",
+        )
+        .env("MYCORP_TOKEN", "corp-secret")
+        .env("BUILD_FLAVOUR", "release")
+        .env("UNRELATED_SETTING", "x");
+
+    let dry = project.run(&[
+        "run",
+        "--session",
+        "env",
+        "--dive",
+        "d",
+        "--task",
+        "t",
+        "--dry-run",
+    ]);
+    dry.expect(0);
+    let names = dry
+        .stdout()
+        .lines()
+        .skip_while(|l| !l.starts_with("agent environment"))
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    for kept in [
+        "ANTHROPIC_API_KEY",
+        "HOME",
+        "PATH",
+        "BUILD_FLAVOUR",
+        "SAMOCODE_FAKE",
+    ] {
+        assert!(names.split(' ').any(|n| n == kept), "{kept} in {names}");
+    }
+    assert!(
+        !dry.stdout().contains("sk-ant-kept"),
+        "values are never printed"
+    );
+
+    project
+        .run(&[
+            "run",
+            "--session",
+            "env",
+            "--dive",
+            "d",
+            "--task",
+            "t",
+            "--once",
+        ])
+        .expect(0);
+    let seen = project.session("env").read("agent-env.txt");
+    let seen: Vec<&str> = seen.lines().map(|l| l.split('=').next().unwrap()).collect();
+    for kept in [
+        "ANTHROPIC_API_KEY",
+        "HOME",
+        "PATH",
+        "BUILD_FLAVOUR",
+        "SAMOCODE_SESSION",
+    ] {
+        assert!(seen.contains(&kept), "{kept} not in {seen:?}");
+    }
+    for dropped in [
+        "TELEGRAM_BOT_TOKEN",
+        "TELEGRAM_CHAT_ID",
+        "TELEGRAM_ALLOWED_USERS",
+        "TELEGRAM_API_URL",
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "MYCORP_TOKEN",
+        "UNRELATED_SETTING",
+        "SAMOCODE_RETRY_DELAY",
+        "CLAUDE_PATH",
+    ] {
+        assert!(
+            !seen.contains(&dropped),
+            "{dropped} reached the agent: {seen:?}"
+        );
+        assert!(
+            !names.split(' ').any(|n| n == dropped),
+            "{dropped} in {names}"
+        );
+    }
+}
+
+/// `samocode status | head -1` and `samocode logs NAME | head -1`: a reader that is gone
+/// ends the command quietly with exit 0.
+#[test]
+fn a_closed_stdout_ends_quietly_with_exit_0() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE_STEPS", "1");
+    new_session(&project, "piped").expect(10);
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["logs", "piped"],
+        &["status", "piped"],
+    ] {
+        // A pipe whose reading end is already closed: the first write fails with EPIPE.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = project
+            .command(args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // And with `head -1` for real: one line read, then the pipe closes.
+    let mut child = project
+        .command(&["logs", "piped"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 1];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

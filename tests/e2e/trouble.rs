@@ -1,0 +1,193 @@
+//! Trouble shown, not hidden (issue 10): broken sessions in `status`, sessions a foreground
+//! `run` drives while a daemon runs, the order of the signal checks, and the gates that a
+//! stop and resume, or two questions numbered alike, used to get wrong.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::fixture::{Project, wait_for};
+
+fn row<'a>(rows: &'a [Value], name: &str) -> &'a Value {
+    rows.iter()
+        .find(|r| r["name"].as_str().unwrap().ends_with(name))
+        .unwrap_or_else(|| panic!("no row {name} in {rows:#?}"))
+}
+
+#[test]
+fn broken_sessions_are_shown_as_errors_with_the_reason() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE_STEPS", "1");
+    project
+        .run(&["run", "--session", "fine", "--dive", "d", "--task", "t"])
+        .expect(10);
+    let broken: [(&str, &str, &[u8], &str); 4] = [
+        (
+            "26-01-01-corrupt",
+            "_state.json",
+            b"{\"schema\": 1, ",
+            "not a valid samocode state file",
+        ),
+        (
+            "26-01-01-empty",
+            "_state.json",
+            b"",
+            "not a valid samocode state file",
+        ),
+        (
+            "26-01-01-binary",
+            "_state.json",
+            b"\xff\xfe\x00",
+            "is not UTF-8 text",
+        ),
+        (
+            "26-01-01-legacy",
+            "_overview.md",
+            b"## Status\nPhase: bogus\n",
+            "unknown phase \"bogus\"",
+        ),
+    ];
+    for (folder, file, bytes, _) in broken {
+        std::fs::create_dir_all(project.sessions.join(folder)).unwrap();
+        std::fs::write(project.sessions.join(folder).join(file), bytes).unwrap();
+    }
+    let table = project.run(&["status"]);
+    table.expect(0);
+    assert!(
+        !table.stdout().contains("no sessions"),
+        "{}",
+        table.stdout()
+    );
+    let rows = project.status();
+    assert_eq!(rows.len(), 5, "{rows:#?}");
+    assert_eq!(row(&rows, "fine")["state"], "waiting");
+    for (folder, _, _, reason) in broken {
+        let r = row(&rows, folder);
+        assert_eq!(r["state"], "error", "{r}");
+        assert!(r["error"].as_str().unwrap().contains(reason), "{r}");
+        let line = table
+            .stdout()
+            .lines()
+            .find(|l| l.starts_with(folder))
+            .unwrap_or_else(|| panic!("{folder} not in the table:\n{}", table.stdout()))
+            .to_string();
+        assert!(line.contains(" error "), "{line}");
+    }
+    let only = project.run(&["status", "--json", "--state", "error"]);
+    only.expect(0);
+    let only: Vec<Value> = serde_json::from_str(&only.stdout()).unwrap();
+    assert_eq!(only.len(), 4);
+    let one = project.run(&["status", "corrupt"]);
+    one.expect(0);
+    assert!(
+        one.stdout().contains("state:       error"),
+        "{}",
+        one.stdout()
+    );
+}
+
+#[test]
+fn with_a_daemon_status_in_a_project_shows_every_session_and_its_owner() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation=slow:4");
+    let _daemon = project.daemon(&[]);
+    project
+        .run(&["start", "--session", "served", "--dive", "d", "--task", "t"])
+        .expect(0);
+    let mut foreground = project
+        .command(&["run", "--session", "alone", "--dive", "d", "--task", "t"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = foreground.id();
+    wait_for(Duration::from_secs(20), "both sessions driven", || {
+        let rows = project.status();
+        rows.len() == 2 && rows.iter().all(|r| r["worker"] == "running")
+    });
+    let rows = project.status();
+    assert_eq!(row(&rows, "served")["owner"], "daemon");
+    let alone = row(&rows, "alone");
+    assert_eq!(alone["owner"], "run", "{alone}");
+    assert_eq!(alone["owner_pid"], pid, "{alone}");
+    let table = project.run(&["status"]);
+    assert!(
+        table.stdout().contains(&format!("run (pid {pid})")),
+        "{}",
+        table.stdout()
+    );
+    assert_eq!(foreground.wait().unwrap().code(), Some(10));
+    let rows = project.status();
+    assert_eq!(row(&rows, "alone")["owner"], "nobody");
+}
+
+#[test]
+fn done_outside_done_is_rejected_as_a_status_not_allowed() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", r#"investigation=signal:{"status":"done"}"#);
+    project
+        .run(&["run", "--session", "early", "--dive", "d", "--task", "t"])
+        .expect(11);
+    let history = project.session("early").jsonl("_signal_history.jsonl");
+    let reason = history[0]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("status_not_allowed"), "{reason}");
+}
+
+#[test]
+fn stop_and_resume_at_the_questions_run_no_attempt_while_they_are_open() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE_STEPS", "1");
+    project
+        .run(&["run", "--session", "gate", "--dive", "d", "--task", "t"])
+        .expect(10);
+    let s = project.session("gate");
+    let attempts = s.jsonl("_iterations.jsonl").len();
+    project.run(&["stop", "gate"]).expect(0);
+    let resume = project.run(&["resume", "gate"]);
+    resume.expect(0);
+    assert!(
+        resume.stdout().contains("waits for qa_answers again"),
+        "{}",
+        resume.stdout()
+    );
+    assert_eq!(s.state()["status"]["for"], "qa_answers");
+    project.run(&["run", "--session", "gate"]).expect(10);
+    assert_eq!(
+        s.jsonl("_iterations.jsonl").len(),
+        attempts,
+        "no paid attempt"
+    );
+    project
+        .run(&["answer", "gate", "--accept-suggestions"])
+        .expect(0);
+    project.run(&["run", "--session", "gate"]).expect(10);
+    assert_eq!(s.state()["status"]["for"], "plan_approval");
+}
+
+#[test]
+fn two_questions_numbered_q1_can_both_be_answered() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "requirements=twins");
+    project
+        .run(&["run", "--session", "twins", "--dive", "d", "--task", "t"])
+        .expect(10);
+    let s = project.session("twins");
+    assert_eq!(s.read("_qa.md").matches("## Q1:").count(), 2);
+    let first = project.run(&["answer", "twins", "--q", "1", "samocode-demo"]);
+    first.expect(0);
+    assert!(
+        first.stdout().contains("still open: Q1"),
+        "{}",
+        first.stdout()
+    );
+    let second = project.run(&["answer", "twins", "--q", "1", "3"]);
+    second.expect(0);
+    assert!(
+        second.stdout().contains("all questions of"),
+        "{}",
+        second.stdout()
+    );
+    project.run(&["run", "--session", "twins"]).expect(10);
+    assert_eq!(s.state()["status"]["for"], "plan_approval");
+}
