@@ -17,8 +17,11 @@
 //! TARGET), `huge:MB` (make it a regular file of MB megabytes), `env` (write the environment
 //! it was given to `agent-env.txt` in the session folder, then work normally), `twins` (ask
 //! two questions both numbered Q1, then work normally).
-//! `SAMOCODE_FAKE_PIDS` names a file where it appends the pids of the processes it leaves
-//! behind; `SAMOCODE_FAKE_STEPS` is the number of implementation steps (3).
+//! Also `escape` (leave a grandchild in a session of its own, out of the agent's process group,
+//! holding stdout, then work normally) and `limit-in:S` (a usage limit that resets in S seconds).
+//! `SAMOCODE_FAKE_CHAOS=P[:SEED]` gives an iteration one of those faults with probability P
+//! (see `chaos`). `SAMOCODE_FAKE_PIDS` names a file where it appends the pids of the processes
+//! it leaves behind; `SAMOCODE_FAKE_STEPS` is the number of implementation steps (3).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -61,7 +64,9 @@ pub fn main(args: &[String], env: &HashMap<String, String>) -> u8 {
     let presence = env
         .get("SAMOCODE_FAKE_RUNNING")
         .map(|dir| Presence::enter(Path::new(dir), &run.session));
-    let action = run.action(env.get("SAMOCODE_FAKE").map(String::as_str).unwrap_or(""));
+    let action = run
+        .action(env.get("SAMOCODE_FAKE").map(String::as_str).unwrap_or(""))
+        .or_else(|| run.chaos(env));
     let code = run.act(action.as_deref(), env);
     drop(presence);
     if code == 0 {
@@ -139,6 +144,38 @@ impl Run {
             })
     }
 
+    /// `SAMOCODE_FAKE_CHAOS=P[:SEED]`: with probability P an iteration gets one fault, chosen
+    /// by a hash of the session, the iteration and the seed (so a run can be repeated), and
+    /// marked in the session folder (`.chaos-NNN`) so that its retry, or the same attempt run
+    /// again after a usage limit or a crash, works normally.
+    fn chaos(&self, env: &HashMap<String, String>) -> Option<String> {
+        use std::hash::{Hash, Hasher};
+        const FAULTS: [&str; 6] = [
+            "exit:3",
+            "hang",
+            "badjson",
+            "flood:50",
+            "escape",
+            "limit-in:2",
+        ];
+        let spec = env.get("SAMOCODE_FAKE_CHAOS")?;
+        let (p, seed) = spec.split_once(':').unwrap_or((spec, "0"));
+        let p: f64 = p.parse().ok()?;
+        let mark = self.session.join(format!(".chaos-{:03}", self.total));
+        if mark.exists() {
+            return None;
+        }
+        let mut hasher = std::hash::DefaultHasher::new();
+        (self.session.file_name(), self.total, seed).hash(&mut hasher);
+        let h = hasher.finish();
+        if (h % 10_000) as f64 >= p * 10_000.0 {
+            return None;
+        }
+        let fault = FAULTS[((h / 10_000) % FAULTS.len() as u64) as usize];
+        std::fs::write(&mark, fault).ok()?;
+        Some(fault.to_string())
+    }
+
     fn act(&self, action: Option<&str>, env: &HashMap<String, String>) -> u8 {
         // `A+B`: A first, then B (`touch+exit:1`: an edit, then a failure).
         if let Some((first, rest)) = action.and_then(|a| a.split_once('+')) {
@@ -198,6 +235,12 @@ impl Run {
                     return 1;
                 }
             }
+            "limit-in" => {
+                let delay: i64 = arg.parse().unwrap_or(2);
+                let reset = jiff::Timestamp::now().as_second() + delay;
+                return self.act(Some(&format!("limit:{reset}")), env);
+            }
+            "escape" => escape(pids.as_deref()),
             "slow" => std::thread::sleep(Duration::from_secs_f64(arg.parse().unwrap_or(1.0))),
             "fifo" | "link" | "huge" => return self.hostile_signal(verb, arg),
             "env" => {
@@ -515,6 +558,27 @@ fn leave_behind(pids: Option<&Path>) {
         .stdin(Stdio::null())
         .spawn()
     {
+        if let Some(file) = pids
+            && let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(file)
+        {
+            let _ = writeln!(f, "{}", child.id());
+        }
+        std::mem::forget(child);
+    }
+}
+
+/// Starts `sleep` in a session of its own (`setsid`), out of the agent's process group, with
+/// our stdout: what an agent's tool that daemonizes leaves behind.
+fn escape(pids: Option<&Path>) {
+    if let Ok(child) = Command::new("setsid")
+        .args(["sleep", "3600"])
+        .stdin(Stdio::null())
+        .spawn()
+    {
+        // setsid execs sleep in the same process (it forks only when it leads a group).
         if let Some(file) = pids
             && let Ok(mut f) = std::fs::OpenOptions::new()
                 .create(true)

@@ -139,12 +139,16 @@ fn usage_limit_parks_then_resumes(cli: Cli, reset_at: i64, earliest: i64) {
         .spawn()
         .unwrap();
     // The row is journaled first, then the state that parks the session is saved.
-    wait_for(Duration::from_secs(60), "the usage-limit row and the park", || {
-        session_file(&project, "limited", "_iterations.jsonl")
-            .is_some_and(|rows| rows.contains("usage_limit"))
-            && session_file(&project, "limited", "_state.json")
-                .is_some_and(|state| state.contains("not_before"))
-    });
+    wait_for(
+        Duration::from_secs(60),
+        "the usage-limit row and the park",
+        || {
+            session_file(&project, "limited", "_iterations.jsonl")
+                .is_some_and(|rows| rows.contains("usage_limit"))
+                && session_file(&project, "limited", "_state.json")
+                    .is_some_and(|state| state.contains("not_before"))
+        },
+    );
     let s = project.session("limited");
     let state = s.state();
     assert_eq!(state["status"]["state"], "queued", "{state}");
