@@ -132,6 +132,9 @@ impl Group for FakeGroup {
     }
 }
 
+/// A launched fake: its session folder, its body and its number.
+type Live = (PathBuf, Arc<Mutex<Body>>, usize);
+
 /// The launcher: hands each launched agent to the test through a channel.
 pub struct FakeLauncher {
     agents: mpsc::UnboundedSender<FakeAgent>,
@@ -139,7 +142,7 @@ pub struct FakeLauncher {
     on_term: Mutex<OnTerm>,
     count: Mutex<usize>,
     /// Live fakes by session folder, for `kill_leftovers`.
-    live: Mutex<Vec<(PathBuf, Arc<Mutex<Body>>, usize)>>,
+    live: Mutex<Vec<Live>>,
 }
 
 impl FakeLauncher {

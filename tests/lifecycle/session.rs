@@ -37,10 +37,7 @@ async fn stop_then_resume_before_the_stopped_agent_is_gone_runs_again() {
 
     second.finish(NEXT);
     let third = world.next_agent().await;
-    assert_eq!(
-        third.spec.files.relative_log().contains("requirements"),
-        true
-    );
+    assert!(third.spec.files.relative_log().contains("requirements"));
 }
 
 #[tokio::test(start_paused = true)]
