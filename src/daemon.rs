@@ -228,7 +228,7 @@ pub fn prepare_state_dir(dir: &Path) -> Result<(), DaemonError> {
             meta.uid()
         )));
     }
-    let mode = meta.permissions().mode() & 0o777;
+    let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(problem(format!(
             "its mode is {mode:o}, so other users may enter it and reach the control socket; run `chmod 700 {}` if it is yours alone, or set SAMOCODE_STATE_DIR to a new path",

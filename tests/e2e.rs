@@ -13,6 +13,7 @@ mod e2e {
     mod logs;
     mod misbehaviour;
     mod profiles;
+    mod supervision;
     mod telegram;
     mod telemetry;
     mod trouble;

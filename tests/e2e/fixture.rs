@@ -353,3 +353,40 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// Live processes whose environment marks them as agents of the session in `dir`.
+pub fn agents_of(dir: &Path) -> Vec<i32> {
+    let marker = format!("SAMOCODE_SESSION={}", dir.display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == marker.as_bytes()))
+                && alive(*pid)
+        })
+        .collect()
+}
+
+/// The pids of the scripted agents running now (from `SAMOCODE_FAKE_RUNNING` presence files).
+pub fn running_agents(dir: &Path) -> Vec<i32> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .rsplit_once('.')
+                        .and_then(|(_, p)| p.parse().ok())
+                })
+                .filter(|pid| alive(*pid))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Sends `signal` to process `pid`.
+pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
+}

@@ -226,3 +226,71 @@ fn a_closed_stdout_ends_quietly_with_exit_0() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// samocode touches only what it owns: a control socket path taken by a file or by a live
+/// daemon, and a state directory others may enter, are refused and left as they were.
+#[test]
+fn the_daemon_refuses_paths_it_does_not_own_and_changes_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut project = Project::new();
+    let notes = project.root.join("notes.txt");
+    std::fs::write(&notes, "mine").unwrap();
+    project.env(
+        "SAMOCODE_STATE_DIR",
+        &project.root.join("state").display().to_string(),
+    );
+    project.env("SAMOCODE_CONTROL", &notes.display().to_string());
+    let refused = project.run(&["supervise"]);
+    refused.expect(2);
+    assert!(
+        refused.stderr().contains("notes.txt")
+            && refused
+                .stderr()
+                .contains("it is an existing file, not a socket"),
+        "{}",
+        refused.stderr()
+    );
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "mine");
+
+    // A shared directory (mode 1777) is not made private behind its owner's back.
+    let shared = project.root.join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    project.env("SAMOCODE_STATE_DIR", &shared.display().to_string());
+    project.env("SAMOCODE_CONTROL", "");
+    let refused = project.run(&["supervise"]);
+    refused.expect(2);
+    assert!(
+        refused.stderr().contains("its mode is 1777") && refused.stderr().contains("chmod 700"),
+        "{}",
+        refused.stderr()
+    );
+    let mode = std::fs::metadata(&shared).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o1777, "the directory is left as it was");
+    assert_eq!(
+        std::fs::read_dir(&shared).unwrap().count(),
+        0,
+        "nothing written in it"
+    );
+
+    // A socket a live daemon answers on belongs to that daemon, whatever its state directory.
+    let daemon = project.daemon(&[]);
+    project.env("SAMOCODE_CONTROL", &daemon.socket.display().to_string());
+    project.env(
+        "SAMOCODE_STATE_DIR",
+        &project.root.join("state2").display().to_string(),
+    );
+    let refused = project.run(&["supervise"]);
+    refused.expect(2);
+    assert!(
+        refused.stderr().contains("a live daemon answers on it"),
+        "{}",
+        refused.stderr()
+    );
+    project.env(
+        "SAMOCODE_STATE_DIR",
+        &project.state_dir().display().to_string(),
+    );
+    project.run(&["status"]).expect(0);
+    drop(daemon);
+}

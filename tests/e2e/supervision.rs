@@ -1,0 +1,266 @@
+//! Supervision as a user meets it: workers killed or signalled mid-attempt, agents that escape
+//! their group, hostile clients of the control socket, a supervisor that dies.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use super::fixture::{Project, agents_of, alive, running_agents, signal, wait_for};
+
+/// `run` of a new session whose first attempt hangs, in the background, once its agent runs.
+fn run_hanging(project: &mut Project, name: &str) -> (std::process::Child, i32) {
+    project.env("SAMOCODE_FAKE", "investigation@1=hang");
+    let running = project.root.join("running");
+    project.env("SAMOCODE_FAKE_RUNNING", &running.display().to_string());
+    let child = project
+        .command(&["run", "--session", name, "--dive", "d", "--task", "t"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut agent = None;
+    wait_for(Duration::from_secs(30), "the agent to run", || {
+        agent = running_agents(&running).first().copied();
+        agent.is_some()
+    });
+    wait_for(Duration::from_secs(10), "its grandchild", || {
+        !project.left_behind().is_empty()
+    });
+    (child, agent.unwrap())
+}
+
+#[test]
+fn run_killed_mid_attempt_then_run_again_kills_the_old_agent_first() {
+    let mut project = Project::new();
+    let (mut run, agent) = run_hanging(&mut project, "k9");
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let s = project.session("k9");
+    assert!(alive(agent), "a kill -9 leaves the agent running");
+    let orphans = agents_of(&s.0);
+    assert!(!orphans.is_empty());
+
+    // The next run takes over: the leftovers die before its own agent starts.
+    project.run(&["run", "--session", "k9"]).expect(10);
+    for pid in orphans.iter().chain(&project.left_behind()) {
+        assert!(!alive(*pid), "process {pid} of the dead worker survived");
+    }
+    assert!(
+        project.concurrency().iter().all(|(_, same)| *same == 1),
+        "exactly one agent of the session ran at a time: {:?}",
+        project.concurrency()
+    );
+    let rows = s.jsonl("_iterations.jsonl");
+    assert_eq!(rows[0]["outcome"], "interrupted", "{}", rows[0]);
+    assert!(
+        rows[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("found by the next worker"),
+        "{}",
+        rows[0]
+    );
+    assert_eq!(
+        (rows[1]["iteration"].as_u64(), rows[1]["attempt"].as_u64()),
+        (Some(1), Some(2))
+    );
+    let logs = s.logs().iter().filter(|l| l.ends_with(".jsonl")).count();
+    assert_eq!(rows.len(), logs, "one row per attempt log");
+    assert!(s.state()["in_flight"].is_null());
+}
+
+#[test]
+fn sigterm_or_sighup_to_run_stops_the_agent_and_journals_the_attempt() {
+    for (sig, code) in [(Signal::SIGTERM, 143), (Signal::SIGHUP, 129)] {
+        let mut project = Project::new();
+        let (mut run, agent) = run_hanging(&mut project, "sig");
+        signal(run.id(), sig);
+        let status = run.wait().unwrap();
+        let mut stderr = String::new();
+        run.stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert_eq!(status.code(), Some(code), "{sig}: {stderr}");
+        assert!(
+            stderr.contains(&format!("interrupted by {sig}")),
+            "{stderr}"
+        );
+        let s = project.session("sig");
+        assert!(!alive(agent));
+        assert!(
+            agents_of(&s.0).is_empty(),
+            "{sig}: no agent process survives"
+        );
+        let rows = s.jsonl("_iterations.jsonl");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0]["outcome"], "interrupted");
+        // The lock is free: the next run goes on with the iteration.
+        project.run(&["run", "--session", "sig"]).expect(10);
+    }
+}
+
+#[test]
+fn an_escaped_grandchild_holding_stdout_ends_with_the_grace_and_is_killed() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation=escape");
+    project
+        .run(&["run", "--session", "esc", "--dive", "d", "--task", "t"])
+        .expect(10);
+    let escaped = project.left_behind();
+    assert_eq!(escaped.len(), 1);
+    assert!(
+        !alive(escaped[0]),
+        "the escaped grandchild was found and killed"
+    );
+    let s = project.session("esc");
+    let row = &s.jsonl("_iterations.jsonl")[0];
+    assert_eq!(row["outcome"], "ok", "{row}");
+    let started: jiff::Timestamp = row["started_at"].as_str().unwrap().parse().unwrap();
+    let ended: jiff::Timestamp = row["ended_at"].as_str().unwrap().parse().unwrap();
+    // The grace is 1 s here: without the markers the attempt would wait for the sleep's hour.
+    assert!(
+        started.duration_until(ended) < jiff::SignedDuration::from_secs(30),
+        "{started} .. {ended}"
+    );
+}
+
+/// Sends raw bytes on the control socket and reads the answer line.
+fn raw_request(socket: &std::path::Path, bytes: &[u8]) -> String {
+    let mut stream = UnixStream::connect(socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // A client the daemon stops reading may see its write fail; the answer still comes.
+    let _ = stream.write_all(bytes);
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn garbage_a_huge_line_and_silent_clients_do_not_stop_the_daemon() {
+    let mut project = Project::new();
+    let daemon = project.daemon(&[]);
+    // Clients that connect and say nothing hold no one up.
+    let silent: Vec<UnixStream> = (0..5)
+        .map(|_| UnixStream::connect(&daemon.socket).unwrap())
+        .collect();
+    let answer = raw_request(&daemon.socket, b"hello daemon\n");
+    assert!(answer.contains("unreadable request"), "{answer}");
+    let mut huge = vec![b'x'; 10 * 1024 * 1024];
+    huge.push(b'\n');
+    let answer = raw_request(&daemon.socket, &huge);
+    assert!(answer.contains("longer than 1048576 bytes"), "{answer}");
+    let started = Instant::now();
+    project.run(&["status", "--json"]).expect(0);
+    project
+        .run(&["start", "--session", "fine", "--dive", "d", "--task", "t"])
+        .expect(0);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the others were served while the silent clients waited"
+    );
+    // A silent client is told so and dropped.
+    let mut first = silent.into_iter().next().unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut answer = String::new();
+    first.read_to_string(&mut answer).unwrap();
+    assert!(answer.contains("no request within"), "{answer}");
+    wait_for(Duration::from_secs(30), "the session to ask", || {
+        project
+            .status()
+            .first()
+            .is_some_and(|r| r["waiting_for"] == "qa_answers")
+    });
+}
+
+#[test]
+fn a_dead_supervisor_ends_the_daemon_non_zero_and_the_next_start_recovers() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "*=slow:2");
+    let running = project.root.join("running");
+    project.env("SAMOCODE_FAKE_RUNNING", &running.display().to_string());
+    project.env("SAMOCODE_FAILPOINTS", "supervisor-panic");
+    let mut daemon = project.daemon(&[]);
+    for name in ["sa", "sb", "sc"] {
+        project
+            .run(&["start", "--session", name, "--dive", "d", "--task", "t"])
+            .expect(0);
+    }
+    wait_for(Duration::from_secs(30), "agents to run", || {
+        !running_agents(&running).is_empty()
+    });
+    // The failpoint makes the supervisor panic on a status request.
+    let _ = project.run(&["status", "--json"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(status) = daemon.child.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon lingers without its supervisor"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(1));
+    let log = std::fs::read_to_string(project.root.join("daemon.log")).unwrap();
+    assert!(log.contains("the supervisor stopped unexpectedly"), "{log}");
+    for name in ["sa", "sb", "sc"] {
+        assert!(agents_of(&project.session(name).0).is_empty(), "{name}");
+    }
+    std::mem::forget(daemon);
+
+    project.env("SAMOCODE_FAILPOINTS", "");
+    project.env("SAMOCODE_FAKE", "*=slow:0.1");
+    let _daemon = project.daemon(&[]);
+    project.drive_to_done(3, Duration::from_secs(120));
+    for name in ["sa", "sb", "sc"] {
+        let s = project.session(name);
+        let rows = s.jsonl("_iterations.jsonl");
+        let logs = s.logs().iter().filter(|l| l.ends_with(".jsonl")).count();
+        assert_eq!(rows.len(), logs, "{name}: one row per attempt log");
+    }
+}
+
+#[test]
+fn a_second_sigterm_stops_the_daemon_at_once_and_kills_the_agents() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation=hang");
+    project.env("SAMOCODE_KILL_GRACE", "60s");
+    let running = project.root.join("running");
+    project.env("SAMOCODE_FAKE_RUNNING", &running.display().to_string());
+    let mut daemon = project.daemon(&[]);
+    project
+        .run(&["start", "--session", "slow", "--dive", "d", "--task", "t"])
+        .expect(0);
+    wait_for(Duration::from_secs(30), "the agent to run", || {
+        !running_agents(&running).is_empty()
+    });
+    let pid = daemon.child.id();
+    // The agent ignores SIGTERM, so the first signal would wait out the 60 s grace.
+    signal(pid, Signal::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    signal(pid, Signal::SIGTERM);
+    let code = loop {
+        if let Some(status) = daemon.child.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the second signal did not end the daemon"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(143));
+    assert!(agents_of(&project.session("slow").0).is_empty());
+    std::mem::forget(daemon);
+}
