@@ -483,6 +483,7 @@ impl SessionActor {
             baseline: baseline.clone(),
         });
         run.store.save(&mut run.state)?;
+        run.store.create_log(&files)?;
         let state = &run.state;
         run.store.log(&format!(
             "iteration {} ({} #{}) attempt {} started: {} (profile {}{}, model {})",

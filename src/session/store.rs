@@ -362,7 +362,9 @@ impl SessionStore {
         }
     }
 
-    /// Names the files of a new attempt; an existing name gets a numeric suffix, never reused.
+    /// Names the files of a new attempt, not yet created: a name in use gets a numeric suffix,
+    /// so no log is ever reused. The log is made by [`SessionStore::create_log`] once the attempt
+    /// is recorded in the state, so that a crash in between leaves no log without its record.
     pub fn attempt_files(
         &self,
         iteration: u32,
@@ -373,30 +375,33 @@ impl SessionStore {
         std::fs::create_dir_all(&logs).map_err(io("cannot create", &logs))?;
         let stamp = Zoned::now().strftime("%m-%d-%H%M%S").to_string();
         let base = format!("{stamp}-{iteration:03}-{phase}-a{attempt}");
-        for n in 1.. {
-            let stem = if n == 1 {
-                base.clone()
-            } else {
-                format!("{base}-{n}")
-            };
-            let stdout = logs.join(format!("{stem}.jsonl"));
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&stdout)
-            {
-                Ok(_) => {
-                    return Ok(AttemptFiles {
-                        stderr: logs.join(format!("{stem}.stderr.log")),
-                        context: logs.join(format!("{stem}.context.md")),
-                        stdout,
-                    });
+        let stem = (1..)
+            .map(|n| {
+                if n == 1 {
+                    base.clone()
+                } else {
+                    format!("{base}-{n}")
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(io("cannot create", &stdout)(e)),
-            }
-        }
-        unreachable!("some suffix is free")
+            })
+            .find(|stem| {
+                std::fs::symlink_metadata(logs.join(format!("{stem}.jsonl"))).is_err()
+            })
+            .expect("some suffix is free");
+        Ok(AttemptFiles {
+            stdout: logs.join(format!("{stem}.jsonl")),
+            stderr: logs.join(format!("{stem}.stderr.log")),
+            context: logs.join(format!("{stem}.context.md")),
+        })
+    }
+
+    /// Creates the attempt's stdout log (new: an existing file is never written over).
+    pub fn create_log(&self, files: &AttemptFiles) -> Result<(), StoreError> {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&files.stdout)
+            .map(drop)
+            .map_err(io("cannot create", &files.stdout))
     }
 }
 
@@ -454,7 +459,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SessionStore::create(&dir.path().join("26-11-24-x")).unwrap();
         let a = store.attempt_files(1, Phase::Testing, 1).unwrap();
+        store.create_log(&a).unwrap();
         let b = store.attempt_files(1, Phase::Testing, 1).unwrap();
+        store.create_log(&b).unwrap();
         assert_ne!(a.stdout, b.stdout);
         assert!(a.relative_log().starts_with("_logs/"));
         assert!(a.relative_log().ends_with("-001-testing-a1.jsonl"));
