@@ -72,7 +72,15 @@ impl Load {
         git(&root.join("repo"), &["add", "."]);
         git(
             &root.join("repo"),
-            &["-c", "user.name=l", "-c", "user.email=l@l", "commit", "-qm", "init"],
+            &[
+                "-c",
+                "user.name=l",
+                "-c",
+                "user.email=l@l",
+                "commit",
+                "-qm",
+                "init",
+            ],
         );
         std::fs::write(
             root.join(".samocode"),
@@ -80,7 +88,11 @@ impl Load {
         )
         .unwrap();
         let claude = root.join("fake-claude");
-        std::fs::write(&claude, format!("#!/bin/sh\nexec '{BIN}' fake-agent \"$@\"\n")).unwrap();
+        std::fs::write(
+            &claude,
+            format!("#!/bin/sh\nexec '{BIN}' fake-agent \"$@\"\n"),
+        )
+        .unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&claude, std::fs::Permissions::from_mode(0o755)).unwrap();
         Load {
@@ -131,7 +143,10 @@ impl Load {
         let socket = self.root.join("state/control.sock");
         let start = Instant::now();
         while UnixStream::connect(&socket).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(60), "the daemon did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the daemon did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         child
@@ -177,7 +192,10 @@ impl Load {
         let deadline = Duration::from_secs(if self.sessions > 100 { 1800 } else { 300 });
         loop {
             let states = self.states();
-            let done = states.values().filter(|s| s["status"]["state"] == "done").count();
+            let done = states
+                .values()
+                .filter(|s| s["status"]["state"] == "done")
+                .count();
             let progress = states
                 .values()
                 .map(|s| s["iteration"].as_u64().unwrap_or(0))
@@ -267,7 +285,11 @@ impl Load {
             .map(|e| e.unwrap().path())
             .collect();
         if dirs.len() != self.sessions {
-            failures.push(format!("{} session folders for {} sessions", dirs.len(), self.sessions));
+            failures.push(format!(
+                "{} session folders for {} sessions",
+                dirs.len(),
+                self.sessions
+            ));
         }
         for dir in &dirs {
             let name = dir.file_name().unwrap().to_string_lossy().into_owned();
@@ -298,7 +320,10 @@ impl Load {
                 })
                 .unwrap_or(0);
             if rows.len() != logs {
-                failures.push(format!("{name}: {} rows for {logs} attempt logs", rows.len()));
+                failures.push(format!(
+                    "{name}: {} rows for {logs} attempt logs",
+                    rows.len()
+                ));
             }
             rows_total += rows.len();
             for row in &rows {
@@ -330,9 +355,16 @@ impl Load {
             failures.push(format!("{} agent processes left: {left:?}", left.len()));
         }
 
-        println!("load run: {} sessions, --max-parallel {}, seed {}", self.sessions, self.parallel, self.seed);
+        println!(
+            "load run: {} sessions, --max-parallel {}, seed {}",
+            self.sessions, self.parallel, self.seed
+        );
         println!("  wall time:            {:.1} s", wall.as_secs_f64());
-        println!("  daemon peak RSS:      {:.1} MB (the largest of its {} runs)", peak_rss as f64 / 1024.0, kills + 1);
+        println!(
+            "  daemon peak RSS:      {:.1} MB (the largest of its {} runs)",
+            peak_rss as f64 / 1024.0,
+            kills + 1
+        );
         println!("  daemon kill -9s:      {kills}");
         println!("  iterations:           {iterations}");
         println!("  attempts (rows):      {rows_total}");
@@ -357,7 +389,13 @@ impl Load {
             .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
             .filter(|pid| {
                 let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+                    .map(|s| {
+                        s.rsplit(')')
+                            .next()
+                            .unwrap_or("")
+                            .trim_start()
+                            .starts_with('Z')
+                    })
                     .unwrap_or(true);
                 !zombie
                     && std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
@@ -386,6 +424,11 @@ fn rss_peak(pid: u32) -> u64 {
 }
 
 fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git").arg("-C").arg(dir).args(args).status().unwrap();
+    let status = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .status()
+        .unwrap();
     assert!(status.success(), "git {args:?}");
 }

@@ -18,7 +18,8 @@
 //! it was given to `agent-env.txt` in the session folder, then work normally), `twins` (ask
 //! two questions both numbered Q1, then work normally).
 //! Also `escape` (leave a grandchild in a session of its own, out of the agent's process group,
-//! holding stdout, then work normally) and `limit-in:S` (a usage limit that resets in S seconds).
+//! holding stdout, then work normally), `limit-in:S` (a usage limit that resets in S seconds)
+//! and `chatty:S` (print a line every 0.3 s for S seconds, then work normally).
 //! `SAMOCODE_FAKE_CHAOS=P[:SEED]` gives an iteration one of those faults with probability P
 //! (see `chaos`). `SAMOCODE_FAKE_PIDS` names a file where it appends the pids of the processes
 //! it leaves behind; `SAMOCODE_FAKE_STEPS` is the number of implementation steps (3).
@@ -241,6 +242,15 @@ impl Run {
                 return self.act(Some(&format!("limit:{reset}")), env);
             }
             "escape" => escape(pids.as_deref()),
+            "chatty" => {
+                // Busy but healthy: a line every 0.3 s for S seconds, then the normal work.
+                let until =
+                    std::time::Instant::now() + Duration::from_secs_f64(arg.parse().unwrap_or(2.0));
+                while std::time::Instant::now() < until {
+                    self.say("still working");
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+            }
             "slow" => std::thread::sleep(Duration::from_secs_f64(arg.parse().unwrap_or(1.0))),
             "fifo" | "link" | "huge" => return self.hostile_signal(verb, arg),
             "env" => {

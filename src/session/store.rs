@@ -383,9 +383,7 @@ impl SessionStore {
                     format!("{base}-{n}")
                 }
             })
-            .find(|stem| {
-                std::fs::symlink_metadata(logs.join(format!("{stem}.jsonl"))).is_err()
-            })
+            .find(|stem| std::fs::symlink_metadata(logs.join(format!("{stem}.jsonl"))).is_err())
             .expect("some suffix is free");
         Ok(AttemptFiles {
             stdout: logs.join(format!("{stem}.jsonl")),

@@ -80,6 +80,8 @@ fn a_hang_is_killed_at_the_timeout_with_its_grandchild() {
     run.expect(10);
     let rows = project.session("hang").jsonl("_iterations.jsonl");
     assert_eq!(rows[0]["outcome"], "timeout");
+    // The scripted agent ignores SIGTERM, so the grace ends with SIGKILL, and the row says so.
+    assert_eq!(rows[0]["exit_signal"], "SIGKILL", "{}", rows[0]);
     assert!(
         rows[0]["detail"]
             .as_str()
@@ -392,4 +394,17 @@ fn a_silent_agent_is_stopped_as_stalled_and_retried() {
             || !alive(pid),
         );
     }
+}
+
+#[test]
+fn a_healthy_agent_is_not_taken_for_stalled_near_the_limit() {
+    let mut project = Project::new();
+    // Printing every 0.3 s for 3 s under a 1 s stall limit is not silence.
+    project
+        .env("SAMOCODE_FAKE", "investigation=chatty:3")
+        .env("SAMOCODE_STALL_TIMEOUT", "1s");
+    new_session(&project, "busy").expect(10);
+    let rows = project.session("busy").jsonl("_iterations.jsonl");
+    assert_eq!(rows[0]["outcome"], "ok", "{}", rows[0]);
+    assert_eq!(rows.len(), 2);
 }
