@@ -79,7 +79,10 @@ pub async fn run(args: RunArgs, config: &Config, mut shutdown: Shutdown) -> Resu
     };
     let until_settled = async {
         let started = supervisor
-            .call(|reply| SupervisorMsg::StartSession { request, reply }, None)
+            .call(
+                |reply| SupervisorMsg::StartSession { request, reply },
+                Some(crate::control::ANSWER_TIMEOUT),
+            )
             .await;
         match started {
             Ok(CallResult::Success(Ok(Started {
@@ -91,6 +94,7 @@ pub async fn run(args: RunArgs, config: &Config, mut shutdown: Shutdown) -> Resu
                 folder,
                 dir,
                 settled: None,
+                // The one call without a limit: a session may run for days before it settles.
             }))) => match supervisor
                 .call(|reply| SupervisorMsg::Watch { dir, reply }, None)
                 .await

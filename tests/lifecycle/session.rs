@@ -162,3 +162,33 @@ async fn a_panic_inside_the_agent_actor_kills_its_group_and_counts_as_a_crash() 
     second.finish(NEXT);
     world.next_agent().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_notifier_is_restarted_and_later_notices_reach_people() {
+    let mut world = World::new(true).await;
+    world.start().await;
+    let first = world.next_agent().await;
+    let notifier = world
+        .supervisor
+        .get_children()
+        .into_iter()
+        .find(|child| {
+            child
+                .get_name()
+                .is_some_and(|n| n.starts_with("samocode-notifier"))
+        })
+        .expect("the notifier");
+    notifier.kill();
+    world.idle(Duration::from_secs(1)).await;
+    first.finish(r#"{"status":"blocked","phase":"investigation","reason":"needs a key"}"#);
+    world.idle(Duration::from_secs(1)).await;
+    assert!(
+        world
+            .notices
+            .headlines()
+            .iter()
+            .any(|h| h.contains("blocked in investigation: needs a key")),
+        "{:?}",
+        world.notices.headlines()
+    );
+}
