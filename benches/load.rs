@@ -113,7 +113,7 @@ impl Load {
         (self.rng % 1_000_000) as f64 / 1_000_000.0
     }
 
-    fn daemon(&self) -> Child {
+    fn daemon(&self) -> Daemon {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -149,7 +149,7 @@ impl Load {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        child
+        Daemon(child)
     }
 
     fn request(&self, request: Value) -> Value {
@@ -215,9 +215,9 @@ impl Load {
                 && progress >= kills[killed]
                 && last_start.elapsed() >= Duration::from_secs(1)
             {
-                peak_rss = peak_rss.max(rss_peak(daemon.id()));
-                daemon.kill().unwrap();
-                daemon.wait().unwrap();
+                peak_rss = peak_rss.max(rss_peak(daemon.0.id()));
+                daemon.0.kill().unwrap();
+                daemon.0.wait().unwrap();
                 killed += 1;
                 println!(
                     "  kill -9 of the daemon at {:.0}% of the iterations, {:.1}s in",
@@ -247,13 +247,13 @@ impl Load {
             std::thread::sleep(Duration::from_millis(200));
         }
         let wall = started.elapsed();
-        peak_rss = peak_rss.max(rss_peak(daemon.id()));
+        peak_rss = peak_rss.max(rss_peak(daemon.0.id()));
         nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(daemon.id() as i32),
+            nix::unistd::Pid::from_raw(daemon.0.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
         )
         .unwrap();
-        let code = daemon.wait().unwrap().code();
+        let code = daemon.0.wait().unwrap().code();
         if code != Some(0) {
             return Err(format!("the daemon ended with {code:?} on SIGTERM"));
         }
@@ -404,6 +404,16 @@ impl Load {
                     })
             })
             .collect()
+    }
+}
+
+/// A daemon process, killed if the run ends early.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

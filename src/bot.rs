@@ -1,24 +1,46 @@
-//! Telegram: the NotifierActor's sink and the two-way bot, a thin adapter with no session logic.
+//! Telegram: the notifier's [`Sink`] and the two-way bot, a thin adapter with no session logic.
 //!
-//! Events go out as HTML messages with inline buttons (approve a plan, accept the suggested
-//! answers, resume). The bot long-polls for updates and turns commands and button presses from
-//! allowed users (TELEGRAM_ALLOWED_USERS) into control requests to the supervisor; anyone else
-//! is told no. The daemon works fully without it. The token is part of every request URL, so
-//! error texts are scrubbed of it before they reach a log.
+//! As a sink it renders events into HTML notices with inline buttons (`render`), splits long
+//! ones on line boundaries, and closes a notice once its session moved on: the buttons go and a
+//! line says what happened, by whom and when. Delivery, retries and the durable outbox are the
+//! notifier's; this file only says whether Telegram took a message (and when to try again: a
+//! 429's `retry_after`, a 5xx or a network error are "later", any other refusal is final).
+//!
+//! As a bot it reads updates through teloxide's polling listener (which backs off after
+//! network errors), parses commands with the `BotCommands` derive (`commands`, registered as
+//! the chat's menu), and turns commands and button presses into the same control requests as
+//! the CLI. Who may act: in a private chat (`TELEGRAM_CHAT_ID` positive) its owner, and anyone
+//! in `TELEGRAM_ALLOWED_USERS`; in a group only the latter. Anyone else changes nothing, is
+//! told so once, and is logged by id without the text. The token is part of every request URL,
+//! so error texts are scrubbed of it before they reach a log.
 
+pub mod commands;
 pub mod render;
 
+use std::collections::HashSet;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use futures::StreamExt;
 use ractor::ActorRef;
+use teloxide::ApiError;
+use teloxide::RequestError;
 use teloxide::prelude::*;
-use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup, ParseMode, UpdateKind};
+use teloxide::types::{
+    InlineKeyboardButton, InlineKeyboardMarkup, MessageId, ParseMode, UpdateKind,
+};
+use teloxide::update_listeners::{AsUpdateStream, Polling};
+use teloxide::utils::command::BotCommands;
 
 use crate::config::TelegramSettings;
 use crate::control::{Request, Response};
-use crate::notify::SessionEvent;
+use crate::notify::outbox::OpenMessage;
+use crate::notify::{Notice, Pending, SendError, SessionEvent, Sink};
+use crate::protocol::qa::QaDoc;
+use crate::session::SessionFolder;
+use crate::session::person::{Answers, PersonCommand};
 use crate::supervisor::SupervisorMsg;
-use render::Ask;
+use commands::{Command, Press};
 
 /// Why the bot could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -52,52 +74,9 @@ impl Telegram {
         })
     }
 
-    /// Tells the chat about an event, when it is one a person should see.
-    pub async fn notify(&self, event: &SessionEvent) {
-        if let Some(message) = render::event(event) {
-            self.send(self.chat, message).await;
-        }
-    }
-}
-
-impl crate::notify::Sink for Telegram {
-    fn deliver<'a>(
-        &'a self,
-        event: &'a SessionEvent,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
-        Box::pin(self.notify(event))
-    }
-}
-
-impl Telegram {
-    async fn send(&self, chat: ChatId, message: render::Outgoing) {
-        let mut request = self
-            .bot
-            .send_message(chat, message.html)
-            .parse_mode(ParseMode::Html);
-        if !message.buttons.is_empty() {
-            let row = message
-                .buttons
-                .into_iter()
-                .map(|b| InlineKeyboardButton::callback(b.label, b.data))
-                .collect::<Vec<_>>();
-            request = request.reply_markup(InlineKeyboardMarkup::new(vec![row]));
-        }
-        if let Err(error) = request.await {
-            tracing::warn!(error = %self.scrub(&error.to_string()), "telegram message not sent");
-        }
-    }
-
-    async fn reply(&self, chat: ChatId, text: String) {
-        let html = render::escape(&text);
-        self.send(
-            chat,
-            render::Outgoing {
-                html,
-                buttons: Vec::new(),
-            },
-        )
-        .await;
+    /// True when `user` may drive sessions: listed, or the owner of the private chat.
+    pub fn may_act(&self, user: u64) -> bool {
+        self.allowed.contains(&user) || (self.chat.0 > 0 && self.chat.0 as u64 == user)
     }
 
     /// The token never reaches a log, even inside an error that quotes the request URL.
@@ -105,70 +84,275 @@ impl Telegram {
         text.replace(&self.token, "<token>")
     }
 
-    /// Long-polls for updates until the task is aborted, and acts on them.
-    pub async fn poll(self, supervisor: ActorRef<SupervisorMsg>) {
-        let mut offset: i32 = 0;
-        loop {
-            let updates = match self.bot.get_updates().offset(offset).timeout(25).await {
-                Ok(updates) => updates,
-                Err(error) => {
-                    tracing::warn!(error = %self.scrub(&error.to_string()), "telegram polling failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                    continue;
-                }
-            };
-            for update in updates {
-                offset = offset.max(update.id.0 as i32 + 1);
-                self.handle(update.kind, &supervisor).await;
+    fn classify(&self, error: RequestError) -> SendError {
+        match error {
+            RequestError::RetryAfter(after) => SendError::Later(Some(after.duration())),
+            RequestError::Network(_) | RequestError::Io(_) | RequestError::InvalidJson { .. } => {
+                tracing::warn!(error = %self.scrub(&error.to_string()), "telegram unreachable");
+                SendError::Later(None)
+            }
+            // A server error comes back as an API error teloxide does not know.
+            RequestError::Api(ApiError::Unknown(text)) => {
+                tracing::warn!(error = %self.scrub(&text), "telegram answered with an error");
+                SendError::Later(None)
+            }
+            other => SendError::Refused(self.scrub(&other.to_string())),
+        }
+    }
+
+    async fn send_pieces(&self, notice: &Notice) -> Result<Vec<i64>, SendError> {
+        let pieces = render::split(&notice.html);
+        let last = pieces.len() - 1;
+        let mut ids = Vec::new();
+        for (i, piece) in pieces.into_iter().enumerate() {
+            let mut request = self
+                .bot
+                .send_message(self.chat, piece)
+                .parse_mode(ParseMode::Html);
+            if i == last && !notice.buttons.is_empty() {
+                request = request.reply_markup(keyboard(&notice.buttons));
+            }
+            let message = request.await.map_err(|e| self.classify(e))?;
+            ids.push(i64::from(message.id.0));
+        }
+        Ok(ids)
+    }
+
+    async fn close_message(&self, message: &OpenMessage, line: &str) -> Result<(), SendError> {
+        let html = format!("{}\n\n<i>{}</i>", message.html, render::escape(line));
+        let edit = self
+            .bot
+            .edit_message_text(self.chat, MessageId(message.message as i32), html)
+            .parse_mode(ParseMode::Html);
+        match edit.await {
+            Ok(_) => Ok(()),
+            Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
+            Err(error) => Err(self.classify(error)),
+        }
+    }
+
+    async fn say(&self, chat: ChatId, text: &str) {
+        for piece in render::split(&render::escape(text)) {
+            let sent = self
+                .bot
+                .send_message(chat, piece)
+                .parse_mode(ParseMode::Html)
+                .await;
+            if let Err(error) = sent {
+                tracing::warn!(error = %self.scrub(&error.to_string()), "telegram reply not sent");
             }
         }
     }
 
-    async fn handle(&self, kind: UpdateKind, supervisor: &ActorRef<SupervisorMsg>) {
-        let (user, chat, ask) = match kind {
+    /// Reads updates until the task is aborted, and acts on them.
+    pub async fn poll(self, supervisor: ActorRef<SupervisorMsg>) {
+        // The menu names commands without their slash.
+        let menu = Command::bot_commands().into_iter().map(|mut c| {
+            c.command = c.command.trim_start_matches('/').to_string();
+            c
+        });
+        if let Err(error) = self.bot.set_my_commands(menu).await {
+            tracing::warn!(error = %self.scrub(&error.to_string()), "cannot register the bot's command menu");
+        }
+        let mut listener = Polling::builder(self.bot.clone())
+            .timeout(Duration::from_secs(25))
+            .build();
+        let updates = listener.as_stream();
+        futures::pin_mut!(updates);
+        let mut told: HashSet<u64> = HashSet::new();
+        while let Some(update) = updates.next().await {
+            match update {
+                Ok(update) => self.handle(update.kind, &supervisor, &mut told).await,
+                Err(error) => {
+                    tracing::warn!(error = %self.scrub(&error.to_string()), "telegram polling failed; the listener backs off")
+                }
+            }
+        }
+    }
+
+    async fn handle(
+        &self,
+        kind: UpdateKind,
+        supervisor: &ActorRef<SupervisorMsg>,
+        told: &mut HashSet<u64>,
+    ) {
+        let (user, chat, by, action) = match kind {
             UpdateKind::Message(message) => {
                 let Some(text) = message.text() else { return };
-                let user = message.from.as_ref().map(|u| u.id.0);
-                (user, message.chat.id, render::command(text))
+                let Some(from) = message.from.as_ref() else {
+                    return;
+                };
+                (from.id.0, message.chat.id, who(from), Err(text.to_string()))
             }
             UpdateKind::CallbackQuery(query) => {
-                let _ = self.bot.answer_callback_query(query.id.clone()).await;
                 let chat = query
                     .message
                     .as_ref()
                     .map(|m| m.chat().id)
                     .unwrap_or(self.chat);
-                let ask = query
-                    .data
-                    .as_deref()
-                    .and_then(render::callback)
-                    .ok_or_else(|| "unknown button".to_string());
-                (Some(query.from.id.0), chat, ask)
+                (
+                    query.from.id.0,
+                    chat,
+                    who(&query.from),
+                    Ok((query.id.clone(), query.data.clone().unwrap_or_default())),
+                )
             }
             _ => return,
         };
-        if !user.is_some_and(|u| self.allowed.contains(&u)) {
-            tracing::warn!(user = ?user, "telegram command from a user not in TELEGRAM_ALLOWED_USERS ignored");
-            self.reply(
-                chat,
-                "You are not allowed to drive samocode sessions.".into(),
-            )
-            .await;
+        if !self.may_act(user) {
+            tracing::warn!(user, "telegram update from a user who may not act; ignored");
+            if let Ok((query, _)) = &action {
+                let _ = self
+                    .bot
+                    .answer_callback_query(query.clone())
+                    .text("You may not drive these sessions.")
+                    .await;
+            }
+            if told.insert(user) {
+                self.say(
+                    chat,
+                    "You may not drive samocode sessions here; nothing was changed.",
+                )
+                .await;
+            }
             return;
         }
-        let answer = match ask {
-            Err(problem) => problem,
-            Ok(Ask::Help) => render::HELP.to_string(),
-            Ok(Ask::Status) => self.status(supervisor).await,
-            Ok(Ask::Person { session, command }) => {
-                match control(supervisor, Request::Named { session, command }).await {
-                    Response::Done { message } => message,
-                    Response::Error { message, .. } => format!("not done: {message}"),
-                    Response::Sessions { .. } => "unexpected answer".into(),
+        match action {
+            Err(text) => {
+                let answer = self.command(&text, &by, supervisor).await;
+                self.say(chat, &answer).await;
+            }
+            Ok((query, data)) => {
+                let answer = match commands::press(&data) {
+                    Some(press) => self.pressed(press, &by, supervisor).await,
+                    None => "unknown button".into(),
+                };
+                // The short answer shows on the button; a failure also goes to the chat.
+                let short: String = answer.chars().take(190).collect();
+                let _ = self.bot.answer_callback_query(query).text(short).await;
+                if answer.starts_with("not done") {
+                    self.say(chat, &answer).await;
                 }
             }
+        }
+    }
+
+    async fn command(&self, text: &str, by: &str, supervisor: &ActorRef<SupervisorMsg>) -> String {
+        let command = match Command::read(text) {
+            Ok(command) => command,
+            Err(problem) => return problem,
         };
-        self.reply(chat, answer).await;
+        if let Some((session, person)) = command.person() {
+            return self.act(session, person, by, supervisor).await;
+        }
+        match command {
+            Command::Help | Command::Start => Command::descriptions().to_string(),
+            Command::Status => self.status(supervisor).await,
+            Command::Session(name) => match self.folder(&name, supervisor).await {
+                Ok(folder) => describe(&folder),
+                Err(problem) => problem,
+            },
+            Command::Logs(name) => match self.folder(&name, supervisor).await {
+                Ok(folder) => match crate::cli::logs::last_lines(&folder, 30) {
+                    Ok(lines) => lines.join("\n"),
+                    Err(error) => format!("cannot read the logs: {error}"),
+                },
+                Err(problem) => problem,
+            },
+            Command::Tell(name, text) => {
+                let tell = PersonCommand::Tell { text, now: false };
+                self.act(&name, tell, by, supervisor).await
+            }
+            _ => "unknown command".into(),
+        }
+    }
+
+    async fn pressed(
+        &self,
+        press: Press,
+        by: &str,
+        supervisor: &ActorRef<SupervisorMsg>,
+    ) -> String {
+        match press {
+            Press::Person { session, command } => self.act(&session, command, by, supervisor).await,
+            Press::Option {
+                session,
+                question,
+                index,
+            } => {
+                let folder = match self.folder(&session, supervisor).await {
+                    Ok(folder) => folder,
+                    Err(problem) => return format!("not done: {problem}"),
+                };
+                let option = folder
+                    .read(crate::session::store::QA)
+                    .ok()
+                    .flatten()
+                    .and_then(|text| {
+                        QaDoc::parse(&text)
+                            .questions
+                            .into_iter()
+                            .find(|q| q.number == question)
+                            .and_then(|q| q.options.get(index).cloned())
+                    });
+                match option {
+                    Some(text) => {
+                        let answer = PersonCommand::Answer {
+                            answers: Answers::Given(vec![(question, text)]),
+                        };
+                        self.act(&session, answer, by, supervisor).await
+                    }
+                    None => format!("not done: Q{question} has no such option any more"),
+                }
+            }
+        }
+    }
+
+    async fn act(
+        &self,
+        session: &str,
+        command: PersonCommand,
+        by: &str,
+        supervisor: &ActorRef<SupervisorMsg>,
+    ) -> String {
+        let request = Request::Named {
+            session: session.to_string(),
+            command,
+            by: Some(by.to_string()),
+        };
+        match crate::control::ask(supervisor, request).await {
+            Response::Done { message } => message,
+            Response::Error { message, .. } => format!("not done: {message}"),
+            Response::Sessions { .. } => "unexpected answer".into(),
+        }
+    }
+
+    /// The folder of the session the daemon owns under `name`.
+    async fn folder(
+        &self,
+        name: &str,
+        supervisor: &ActorRef<SupervisorMsg>,
+    ) -> Result<SessionFolder, String> {
+        let Response::Sessions { sessions, .. } =
+            crate::control::ask(supervisor, Request::Status).await
+        else {
+            return Err("the daemon did not answer".into());
+        };
+        let matches: Vec<PathBuf> = sessions
+            .into_iter()
+            .map(|s| s.dir)
+            .filter(|dir| {
+                let folder = dir.file_name().unwrap_or_default().to_string_lossy();
+                folder == name || crate::session::name::short_name(&folder) == name
+            })
+            .collect();
+        match matches.as_slice() {
+            [dir] => Ok(SessionFolder::new(dir)),
+            [] => Err(format!("the daemon drives no session {name:?}")),
+            _ => Err(format!(
+                "{name:?} names several sessions; use the full folder name"
+            )),
+        }
     }
 
     async fn status(&self, supervisor: &ActorRef<SupervisorMsg>) -> String {
@@ -176,7 +360,7 @@ impl Telegram {
             sessions,
             max_parallel,
             running,
-        } = control(supervisor, Request::Status).await
+        } = crate::control::ask(supervisor, Request::Status).await
         else {
             return "the daemon did not answer".into();
         };
@@ -184,8 +368,8 @@ impl Telegram {
             "{running} of at most {max_parallel} agents running"
         )];
         for owned in sessions {
-            let folder = crate::session::SessionFolder::new(&owned.dir);
-            let line = match folder.load_state() {
+            let folder = SessionFolder::new(&owned.dir);
+            lines.push(match folder.load_state() {
                 Ok(state) => format!(
                     "{} — {} {} (iteration {})",
                     folder.name(),
@@ -194,13 +378,88 @@ impl Telegram {
                     state.iteration
                 ),
                 Err(error) => format!("{} — {error}", folder.name()),
-            };
-            lines.push(line);
+            });
         }
         lines.join("\n")
     }
 }
 
-async fn control(supervisor: &ActorRef<SupervisorMsg>, request: Request) -> Response {
-    crate::control::ask(supervisor, request).await
+impl Sink for Telegram {
+    fn render(&self, event: &SessionEvent) -> Option<Notice> {
+        render::notice(event)
+    }
+
+    fn send<'a>(&'a self, notice: &'a Notice) -> Pending<'a, Result<Vec<i64>, SendError>> {
+        Box::pin(self.send_pieces(notice))
+    }
+
+    fn close<'a>(
+        &'a self,
+        message: &'a OpenMessage,
+        line: &'a str,
+    ) -> Pending<'a, Result<(), SendError>> {
+        Box::pin(self.close_message(message, line))
+    }
+}
+
+/// A person as the chat knows them: `@username`, or their first name.
+fn who(user: &teloxide::types::User) -> String {
+    match &user.username {
+        Some(name) => format!("by @{name}"),
+        None => format!("by {}", user.first_name),
+    }
+}
+
+fn keyboard(rows: &[Vec<crate::notify::Button>]) -> InlineKeyboardMarkup {
+    InlineKeyboardMarkup::new(rows.iter().map(|row| {
+        row.iter()
+            .map(|b| InlineKeyboardButton::callback(b.label.clone(), b.data.clone()))
+            .collect::<Vec<_>>()
+    }))
+}
+
+/// One session in full, for `/session`: its state, newest Flow Log lines, open questions.
+fn describe(folder: &SessionFolder) -> String {
+    let state = match folder.load_state() {
+        Ok(state) => state,
+        Err(error) => return format!("{}: {error}", folder.name()),
+    };
+    let mut lines = vec![
+        format!(
+            "{}: {} in {}",
+            folder.name(),
+            state.status.name(),
+            state.phase
+        ),
+        format!(
+            "iteration {} in the phase, {} in all; ${:.2} spent",
+            state.phase_iteration, state.iteration, state.usage.cost_usd
+        ),
+    ];
+    match &state.status {
+        crate::protocol::RunState::Waiting { wait_for, .. } => {
+            lines.push(format!("waiting for {wait_for}"))
+        }
+        crate::protocol::RunState::Blocked { reason, .. }
+        | crate::protocol::RunState::Failed { reason, .. } => {
+            lines.push(format!("reason: {reason}"))
+        }
+        _ => {}
+    }
+    if let Ok(Some(text)) = folder.read(crate::session::store::OVERVIEW) {
+        let log = crate::protocol::overview::parse(&text).flow_log;
+        if !log.is_empty() {
+            lines.push("flow log (newest):".into());
+            lines.extend(log.iter().rev().take(5).rev().map(|l| format!("  {l}")));
+        }
+    }
+    if let Ok(Some(text)) = folder.read(crate::session::store::QA) {
+        let doc = QaDoc::parse(&text);
+        let open: Vec<_> = doc.open().collect();
+        if !open.is_empty() {
+            lines.push("open questions:".into());
+            lines.extend(open.iter().map(|q| format!("  Q{}: {}", q.number, q.text)));
+        }
+    }
+    lines.join("\n")
 }

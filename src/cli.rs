@@ -29,7 +29,7 @@ mod daemon;
 mod demo;
 mod gate;
 mod install;
-mod logs;
+pub mod logs;
 pub mod output;
 mod run;
 mod status;
@@ -97,6 +97,8 @@ pub enum Command {
     Resume(SessionArg),
     /// Park a session until `resume`.
     Stop(SessionArg),
+    /// Give a session's next iteration a note from you (under "Guidance from a person").
+    Tell(gate::TellArgs),
     /// Show the agent's output of the newest attempt, readably.
     Logs(logs::LogsArgs),
     /// A self-contained run of several sessions with the built-in scripted agent.
@@ -324,6 +326,7 @@ pub async fn dispatch(
         Command::Reject(args) => gate::reject(&args, &config).await,
         Command::Resume(args) => gate::resume(&args.session, &config).await,
         Command::Stop(args) => gate::stop(&args.session, &config).await,
+        Command::Tell(args) => gate::tell(args, &config).await,
         Command::Logs(args) => logs::logs(args, &config).await,
         Command::Demo(args) => demo::demo(args, &config, &sources).await,
         Command::Install(args) => install::install(&args, &config),

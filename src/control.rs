@@ -48,15 +48,20 @@ pub enum Request {
         dive: Option<String>,
         task: Option<String>,
     },
-    /// A person's command for a session the daemon owns, by folder.
+    /// A person's command for a session the daemon owns, by folder. `by` says who gave it
+    /// and where (`from the command line`, `by @ann`), for the journals and the chat.
     Person {
         dir: PathBuf,
         command: PersonCommand,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     /// The same, by folder name or short name (the bot knows no paths).
     Named {
         session: String,
         command: PersonCommand,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     /// The sessions the daemon owns.
     Status,
@@ -339,6 +344,7 @@ fn nul_in(request: &Request) -> Option<&'static str> {
     let command_texts = |command: &PersonCommand| -> Vec<(&'static str, String)> {
         match command {
             PersonCommand::Reject { reason } => vec![("reason", reason.clone())],
+            PersonCommand::Tell { text, .. } => vec![("note", text.clone())],
             PersonCommand::Answer {
                 answers: Answers::Given(pairs),
             } => pairs.iter().map(|(_, a)| ("answer", a.clone())).collect(),
@@ -358,12 +364,18 @@ fn nul_in(request: &Request) -> Option<&'static str> {
             texts.extend(dive.iter().map(|d| ("dive", d.clone())));
             texts.extend(task.iter().map(|t| ("task", t.clone())));
         }
-        Request::Person { dir, command } => {
+        Request::Person { dir, command, by } => {
             texts.push(("dir", dir.display().to_string()));
+            texts.extend(by.iter().map(|b| ("by", b.clone())));
             texts.extend(command_texts(command));
         }
-        Request::Named { session, command } => {
+        Request::Named {
+            session,
+            command,
+            by,
+        } => {
             texts.push(("session", session.clone()));
+            texts.extend(by.iter().map(|b| ("by", b.clone())));
             texts.extend(command_texts(command));
         }
         Request::Status | Request::Parallel { .. } => {}

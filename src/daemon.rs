@@ -114,10 +114,10 @@ pub async fn run_with(
         retry: config.retry.clone(),
         keep_parked: true,
         state_dir: Some(state_dir.clone()),
-        sinks: telegram
+        sink: telegram
             .clone()
-            .map(|t| vec![Arc::new(t) as Arc<dyn crate::notify::Sink>])
-            .unwrap_or_default(),
+            .map(|t| Arc::new(t) as Arc<dyn crate::notify::Sink>),
+        outbox: Some(crate::notify::outbox::daemon_outbox(state_dir)),
         launcher,
         failpoints: config.failpoints.clone(),
     };

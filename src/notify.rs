@@ -1,107 +1,78 @@
-//! NotifierActor: tells people what their sessions do.
+//! NotifierActor: tells people what their sessions do, and never loses a notice.
 //!
-//! Accepts `Deliver` from SessionActors and the supervisor. Delivers each event to every sink:
-//! the log (always) and, when configured, a Telegram chat. A sink that fails is logged and
-//! skipped; delivery never blocks a session. Links no children. It runs under a name, and
-//! senders hold a [`NotifierHandle`] that looks it up by that name at each send, so a notifier
-//! the supervisor restarted is reached without telling every session.
+//! Accepts `Deliver` from SessionActors and the supervisor, and `Flush` from the supervisor
+//! when the worker stops. Every event goes to the log; when a [`Sink`] is configured (a
+//! Telegram chat), the sink renders it into a [`Notice`], which is appended to the durable
+//! [`outbox`] before it is sent and marked sent only once the sink accepted it. Notices go out
+//! one at a time, in order, from a task that reports back (`Delivered`); one the sink could not
+//! take now is retried after the delay the sink asks for (Telegram's `retry_after`) or a
+//! doubling backoff, so a session never waits on a chat. When a session leaves the condition its
+//! last notice told of, that message is closed: edited to drop its buttons and to say what
+//! happened. Links no children. It runs under a name, and senders hold a [`NotifierHandle`] that
+//! looks it up by that name at each send, so a notifier the supervisor restarted (replaying its
+//! outbox) is reached without telling every session.
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+mod event;
+pub mod outbox;
 
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::protocol::Phase;
-use crate::session::open::Settled;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::{Deserialize, Serialize};
 
-/// Something that happened to a session.
-#[derive(Debug, Clone)]
-pub enum SessionEvent {
-    AttemptStarted {
-        session: String,
-        phase: Phase,
-        iteration: u32,
-        attempt: u32,
-    },
-    AttemptFailed {
-        session: String,
-        attempt: u32,
-        detail: String,
-    },
-    Settled {
-        session: String,
-        phase: Phase,
-        settled: Settled,
-    },
-    /// The provider refused an attempt for a usage limit; the session runs again at `until`.
-    UsageLimited {
-        session: String,
-        until: jiff::Timestamp,
-    },
-    /// The session could not be opened again after its actor ended; a person must look.
-    Broken {
-        session: String,
-        phase: Option<Phase>,
-        reason: String,
-    },
+pub use event::{Asked, SessionEvent};
+use outbox::{Entry, OpenMessage, Outbox, Replay};
+
+/// A message for people, as a sink renders an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    pub session: String,
+    /// Kept open after it is sent: the session waits on a person, and its message is edited
+    /// once it has moved on.
+    pub open: bool,
+    pub html: String,
+    /// Rows of buttons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buttons: Vec<Vec<Button>>,
 }
 
-impl SessionEvent {
-    /// One line a person reads.
-    pub fn headline(&self) -> String {
-        match self {
-            SessionEvent::AttemptStarted {
-                session,
-                phase,
-                iteration,
-                attempt,
-            } => {
-                let retry = if *attempt > 1 {
-                    format!(" (attempt {attempt})")
-                } else {
-                    String::new()
-                };
-                format!("{session}: iteration {iteration}, {phase}{retry}")
-            }
-            SessionEvent::AttemptFailed {
-                session,
-                attempt,
-                detail,
-            } => format!("{session}: attempt {attempt} failed: {detail}"),
-            SessionEvent::Broken {
-                session,
-                phase,
-                reason,
-            } => match phase {
-                Some(phase) => format!("{session}: failed in {phase}: {reason}"),
-                None => format!("{session}: failed: {reason}"),
-            },
-            SessionEvent::UsageLimited { session, until } => {
-                format!("{session}: the provider's usage limit is reached; it resumes at {until}")
-            }
-            SessionEvent::Settled {
-                session,
-                phase,
-                settled,
-            } => match settled {
-                Settled::Done { summary } => format!(
-                    "{session}: done{}",
-                    summary
-                        .as_deref()
-                        .map(|s| format!(": {s}"))
-                        .unwrap_or_default()
-                ),
-                Settled::Waiting { wait_for } => {
-                    format!("{session}: waiting for {wait_for} in {phase}")
-                }
-                Settled::Blocked { reason } => format!("{session}: blocked in {phase}: {reason}"),
-                Settled::Failed { reason } => format!("{session}: failed in {phase}: {reason}"),
-                Settled::Stopped => format!("{session}: stopped in {phase}"),
-                Settled::Continued { phase } => {
-                    format!("{session}: iteration accepted; next phase {phase}")
-                }
-            },
-        }
-    }
+/// A button of a notice: its label and the data it sends back when pressed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Button {
+    pub label: String,
+    pub data: String,
+}
+
+/// Why a sink did not take a notice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// Not now (the service is down, busy, or asked to wait): try again, after this long when
+    /// it said.
+    Later(Option<Duration>),
+    /// Never: the sink refuses this notice (the chat is gone, the message no longer exists).
+    Refused(String),
+}
+
+/// A boxed future, for the sink's methods.
+pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Somewhere people hear about sessions (a Telegram chat; a test's recorder). The notifier
+/// knows only this; the adapters implement it.
+pub trait Sink: Send + Sync + 'static {
+    /// What the sink tells people of `event`; `None` for routine progress.
+    fn render(&self, event: &SessionEvent) -> Option<Notice>;
+    /// Sends a notice; the ids of the messages it became, the one with the buttons last.
+    fn send<'a>(&'a self, notice: &'a Notice) -> Pending<'a, Result<Vec<i64>, SendError>>;
+    /// Closes an open message: drops its buttons and adds `line`.
+    fn close<'a>(
+        &'a self,
+        message: &'a OpenMessage,
+        line: &'a str,
+    ) -> Pending<'a, Result<(), SendError>>;
 }
 
 /// Messages of the NotifierActor.
@@ -109,20 +80,44 @@ impl SessionEvent {
 pub enum NotifierMsg {
     /// From a SessionActor or the supervisor: tell people about this event.
     Deliver(SessionEvent),
+    /// From its delivery task: entry `id` went out (or did not).
+    Delivered {
+        id: u64,
+        result: Result<Vec<i64>, SendError>,
+    },
+    /// From its own timer: try the head of the queue again.
+    Retry,
+    /// From the supervisor: reply once nothing waits to be sent.
+    Flush { reply: RpcReplyPort<()> },
 }
 
-/// Somewhere people hear about sessions (a Telegram chat; a test's recorder). The notifier
-/// knows only this; the adapters implement it.
-pub trait Sink: Send + Sync + 'static {
-    /// Tells the sink about `event`; a sink that cannot deliver logs why, and never blocks a
-    /// session.
-    fn deliver<'a>(
-        &'a self,
-        event: &'a SessionEvent,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+/// Startup input.
+pub struct NotifierArgs {
+    pub sink: Option<Arc<dyn Sink>>,
+    /// The outbox file (`None`: notices are kept in memory only).
+    pub outbox: Option<PathBuf>,
+    /// Also send what `samocode run`s left in their outboxes beside it (the daemon does).
+    pub adopt: bool,
 }
 
 pub struct NotifierActor;
+
+pub struct NotifierState {
+    sink: Option<Arc<dyn Sink>>,
+    outbox: Option<Outbox>,
+    /// What is still to be sent, in order, and the open messages.
+    queue: Replay,
+    /// The entry being sent now.
+    in_flight: Option<u64>,
+    /// Failed tries of the head of the queue.
+    tries: u32,
+    /// Waiting out a pause before the next try: nothing is sent until `Retry`.
+    pausing: bool,
+    flushes: Vec<RpcReplyPort<()>>,
+}
+
+/// The longest pause between two tries of one notice.
+const LONGEST_PAUSE: Duration = Duration::from_secs(60);
 
 /// Where events go: the notifier, found by its name at each send.
 #[derive(Debug, Clone)]
@@ -159,37 +154,220 @@ impl NotifierHandle {
 
 impl Actor for NotifierActor {
     type Msg = NotifierMsg;
-    /// The sinks besides the log.
-    type State = Vec<Arc<dyn Sink>>;
-    type Arguments = Vec<Arc<dyn Sink>>;
+    type State = NotifierState;
+    type Arguments = NotifierArgs;
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<NotifierMsg>,
-        sinks: Vec<Arc<dyn Sink>>,
-    ) -> Result<Vec<Arc<dyn Sink>>, ActorProcessingErr> {
-        Ok(sinks)
+        myself: ActorRef<NotifierMsg>,
+        args: NotifierArgs,
+    ) -> Result<NotifierState, ActorProcessingErr> {
+        let (outbox, queue) = match (&args.sink, &args.outbox) {
+            (Some(_), Some(path)) => {
+                let (mut outbox, mut replay) = open_outbox(path).await?;
+                if args.adopt {
+                    let orphans = outbox::adopt_orphans(path);
+                    for entry in orphans.pending {
+                        // Renumbered into this outbox, in their order.
+                        let entry = outbox::renumber(entry, replay.next_id);
+                        replay.next_id += 1;
+                        outbox.append(&entry)?;
+                        replay.pending.push_back(entry);
+                    }
+                    replay.open.extend(orphans.open);
+                }
+                if !replay.pending.is_empty() {
+                    tracing::info!(
+                        pending = replay.pending.len(),
+                        "notices from before a restart are sent now"
+                    );
+                }
+                (Some(outbox), replay)
+            }
+            _ => (None, Replay::default()),
+        };
+        let state = NotifierState {
+            sink: args.sink,
+            outbox,
+            queue,
+            in_flight: None,
+            tries: 0,
+            pausing: false,
+            flushes: Vec::new(),
+        };
+        myself.send_message(NotifierMsg::Retry)?;
+        Ok(state)
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<NotifierMsg>,
+        myself: ActorRef<NotifierMsg>,
         message: NotifierMsg,
-        sinks: &mut Vec<Arc<dyn Sink>>,
+        state: &mut NotifierState,
     ) -> Result<(), ActorProcessingErr> {
-        let NotifierMsg::Deliver(event) = message;
-        let headline = event.headline();
-        match &event {
-            SessionEvent::AttemptFailed { .. }
-            | SessionEvent::UsageLimited { .. }
-            | SessionEvent::Broken { .. } => {
-                tracing::warn!(target: "samocode::events", "{headline}")
+        match message {
+            NotifierMsg::Deliver(event) => {
+                log(&event);
+                if let Some(entry) = state.entry_for(&event) {
+                    if let Some(outbox) = &mut state.outbox {
+                        // Durable before it is sent: a crash from here on replays it.
+                        outbox.append(&entry)?;
+                    }
+                    state.queue.pending.push_back(entry);
+                }
             }
-            _ => tracing::info!(target: "samocode::events", "{headline}"),
+            NotifierMsg::Delivered { id, result } => {
+                state.in_flight = None;
+                let head = state.queue.pending.front().map(outbox::entry_id);
+                if head == Some(id) {
+                    match result {
+                        Ok(messages) => {
+                            state.tries = 0;
+                            let entry = state.queue.pending.pop_front().expect("the head");
+                            state.record(Entry::Sent {
+                                id,
+                                messages: messages.clone(),
+                            })?;
+                            state.remember(entry, &messages);
+                        }
+                        Err(SendError::Refused(reason)) => {
+                            tracing::error!(%reason, "a notice was refused for good; dropped");
+                            state.tries = 0;
+                            state.queue.pending.pop_front();
+                            state.record(Entry::Dropped { id, reason })?;
+                        }
+                        Err(SendError::Later(after)) => {
+                            state.tries += 1;
+                            let pause = after.unwrap_or_else(|| backoff(state.tries));
+                            tracing::warn!(tries = state.tries, pause = ?pause, "a notice could not be sent now; trying again");
+                            state.pausing = true;
+                            myself.send_after(pause, || NotifierMsg::Retry);
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            NotifierMsg::Retry => state.pausing = false,
+            NotifierMsg::Flush { reply } => state.flushes.push(reply),
         }
-        for sink in sinks.iter() {
-            sink.deliver(&event).await;
+        state.pump(&myself);
+        Ok(())
+    }
+}
+
+impl NotifierState {
+    /// The outbox entry of an event, when the sink has something to say about it.
+    fn entry_for(&mut self, event: &SessionEvent) -> Option<Entry> {
+        let sink = self.sink.as_ref()?;
+        let id = self.queue.next_id;
+        let entry = match event {
+            SessionEvent::Unparked { session, line } => Entry::Close {
+                id,
+                session: session.clone(),
+                line: line.clone(),
+            },
+            _ => Entry::Notice {
+                id,
+                notice: sink.render(event)?,
+            },
+        };
+        self.queue.next_id += 1;
+        Some(entry)
+    }
+
+    fn record(&mut self, entry: Entry) -> Result<(), ActorProcessingErr> {
+        if let Some(outbox) = &mut self.outbox {
+            outbox.append(&entry)?;
+            outbox.compact_if_large(&self.queue)?;
         }
         Ok(())
+    }
+
+    /// Keeps track of the open message a delivered entry made, or closed.
+    fn remember(&mut self, entry: Entry, messages: &[i64]) {
+        match entry {
+            Entry::Notice { notice, .. } => {
+                // A newer notice of the session replaces whatever was open before.
+                self.queue.open.remove(&notice.session);
+                if let (true, Some(message)) = (notice.open, messages.last()) {
+                    self.queue.open.insert(
+                        notice.session,
+                        OpenMessage {
+                            message: *message,
+                            html: notice.html,
+                        },
+                    );
+                }
+            }
+            Entry::Close { session, .. } => {
+                self.queue.open.remove(&session);
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends the head of the queue, unless a send is under way.
+    fn pump(&mut self, myself: &ActorRef<NotifierMsg>) {
+        if self.in_flight.is_some() || self.pausing {
+            return;
+        }
+        let (Some(sink), Some(head)) = (self.sink.clone(), self.queue.pending.front().cloned())
+        else {
+            for reply in self.flushes.drain(..) {
+                let _ = reply.send(());
+            }
+            return;
+        };
+        let id = outbox::entry_id(&head);
+        let open = match &head {
+            Entry::Close { session, .. } => self.queue.open.get(session).cloned(),
+            _ => None,
+        };
+        self.in_flight = Some(id);
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let result = match &head {
+                Entry::Notice { notice, .. } => sink.send(notice).await,
+                Entry::Close { line, .. } => match &open {
+                    Some(message) => sink.close(message, line).await.map(|()| Vec::new()),
+                    // Nothing was sent for what it would close: nothing to edit.
+                    None => Ok(Vec::new()),
+                },
+                _ => Ok(Vec::new()),
+            };
+            let _ = myself.send_message(NotifierMsg::Delivered { id, result });
+        });
+    }
+}
+
+/// Opens the outbox; a notifier restarted in this process waits briefly for its predecessor's
+/// hold on the file to go.
+async fn open_outbox(path: &std::path::Path) -> std::io::Result<(Outbox, Replay)> {
+    let mut tries = 0;
+    loop {
+        match Outbox::open(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The pause before try `tries + 1`: one second, doubling, at most a minute.
+fn backoff(tries: u32) -> Duration {
+    Duration::from_secs(1u64 << tries.saturating_sub(1).min(6)).min(LONGEST_PAUSE)
+}
+
+fn log(event: &SessionEvent) {
+    let headline = event.headline();
+    match event {
+        SessionEvent::AttemptFailed { .. }
+        | SessionEvent::UsageLimited { .. }
+        | SessionEvent::Broken { .. } => {
+            tracing::warn!(target: "samocode::events", "{headline}")
+        }
+        _ => tracing::info!(target: "samocode::events", "{headline}"),
     }
 }

@@ -36,7 +36,7 @@ use registry::{Entry, Registry};
 use crate::agent::launch::Launcher;
 use crate::config::{AgentSettings, ConfigError, RetryPolicy};
 use crate::control::{Request, Response};
-use crate::notify::{NotifierActor, NotifierHandle, NotifierMsg, SessionEvent, Sink};
+use crate::notify::{NotifierActor, NotifierArgs, NotifierHandle, NotifierMsg, SessionEvent, Sink};
 use crate::session::actor::{STOP_SETTLED, STOP_SHUTDOWN, SessionActor, SessionMsg, SessionReport};
 use crate::session::open::{OpenError, SessionArgs, Settled, StartRequest, open};
 use crate::session::person::PersonCommand;
@@ -158,9 +158,16 @@ enum Origin {
     Retry {
         dir: PathBuf,
         project: PathBuf,
-        command: PersonCommand,
+        command: Order,
         reply: RpcReplyPort<Response>,
     },
+}
+
+/// A person's command and who gave it.
+#[derive(Debug)]
+struct Order {
+    command: PersonCommand,
+    by: Option<String>,
 }
 
 /// What to open: a request as given, or one to build from a control request's project file.
@@ -183,7 +190,9 @@ pub struct SupervisorActor {
     /// The daemon's state directory, where the owned sessions are listed (`None` for `run`).
     pub state_dir: Option<PathBuf>,
     /// Where the notifier also tells people about sessions (a Telegram chat).
-    pub sinks: Vec<Arc<dyn Sink>>,
+    pub sink: Option<Arc<dyn Sink>>,
+    /// The notifier's durable outbox (`None`: notices are kept in memory only).
+    pub outbox: Option<PathBuf>,
     pub launcher: Arc<dyn Launcher>,
     /// Faults to inject, for the tests of supervision (`SAMOCODE_FAILPOINTS`).
     pub failpoints: Vec<String>,
@@ -294,8 +303,7 @@ impl Actor for SupervisorActor {
             SupervisorMsg::Shutdown { reply } => {
                 let live = state.registry.live_actors();
                 if live.is_empty() {
-                    let _ = reply.send(());
-                    myself.stop(Some("shutdown".into()));
+                    finish_shutdown(&myself, state, reply);
                 } else {
                     state.stopping = Some(reply);
                     for actor in live {
@@ -335,8 +343,7 @@ impl Actor for SupervisorActor {
         };
         if let Some(reply) = state.stopping.take() {
             if state.registry.live_actors().is_empty() {
-                let _ = reply.send(());
-                myself.stop(Some("shutdown".into()));
+                finish_shutdown(&myself, state, reply);
             } else {
                 state.stopping = Some(reply);
             }
@@ -361,7 +368,11 @@ impl SupervisorActor {
         let (notifier, _) = Actor::spawn_linked(
             Some(notices.name().to_string()),
             NotifierActor,
-            self.sinks.clone(),
+            NotifierArgs {
+                sink: self.sink.clone(),
+                outbox: self.outbox.clone(),
+                adopt: self.keep_parked,
+            },
             myself.get_cell(),
         )
         .await?;
@@ -607,11 +618,15 @@ impl SupervisorActor {
                     return;
                 }
             }
-            Request::Person { dir, command } => {
-                return self.person(myself, state, dir, command, reply);
+            Request::Person { dir, command, by } => {
+                return self.person(myself, state, dir, Order { command, by }, reply);
             }
-            Request::Named { session, command } => match state.registry.named(&session) {
-                Ok(dir) => return self.person(myself, state, dir, command, reply),
+            Request::Named {
+                session,
+                command,
+                by,
+            } => match state.registry.named(&session) {
+                Ok(dir) => return self.person(myself, state, dir, Order { command, by }, reply),
                 Err(message) => Response::error(message, 2),
             },
             Request::Status => Response::Sessions {
@@ -644,7 +659,7 @@ impl SupervisorActor {
         myself: &ActorRef<SupervisorMsg>,
         state: &mut SupervisorState,
         dir: PathBuf,
-        command: PersonCommand,
+        command: Order,
         reply: RpcReplyPort<Response>,
     ) {
         match state.registry.get(&dir) {
@@ -688,7 +703,7 @@ impl SupervisorActor {
         &self,
         state: &SupervisorState,
         dir: PathBuf,
-        command: PersonCommand,
+        order: Order,
         reply: RpcReplyPort<Response>,
     ) {
         let Some(actor) = state.registry.get(&dir).and_then(|e| e.actor.clone()) else {
@@ -698,7 +713,11 @@ impl SupervisorActor {
         tokio::spawn(async move {
             let result = actor
                 .call(
-                    |reply| SessionMsg::Person { command, reply },
+                    |reply| SessionMsg::Person {
+                        command: order.command,
+                        by: order.by,
+                        reply,
+                    },
                     Some(PERSON_TIMEOUT),
                 )
                 .await;
@@ -801,6 +820,27 @@ impl SupervisorActor {
             }));
         state.registry.tell_watchers(dir);
     }
+}
+
+/// How long a stopping worker waits for its notices to go out.
+const FLUSH_LIMIT: Duration = Duration::from_secs(5);
+
+/// Every session is gone: the notices still waiting get a little time to go out (what does
+/// not stays in the outbox for the next start), then the supervisor stops.
+fn finish_shutdown(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &SupervisorState,
+    reply: RpcReplyPort<()>,
+) {
+    let notifier = state.notifier.clone();
+    let myself = myself.clone();
+    tokio::spawn(async move {
+        let _ = notifier
+            .call(|reply| NotifierMsg::Flush { reply }, Some(FLUSH_LIMIT))
+            .await;
+        let _ = reply.send(());
+        myself.stop(Some("shutdown".into()));
+    });
 }
 
 fn folder_of(dir: &std::path::Path) -> String {

@@ -268,6 +268,10 @@ fn the_context_lines_and_sections_workflow_md_names_are_the_ones_the_worker_writ
     state.attempt = 2;
     state.last_rejection = Some("no signal".into());
     state.feedback = Some("split step 2".into());
+    state.guidance.push(samocode::protocol::state::Guidance {
+        text: "use the existing middleware".into(),
+        at: now,
+    });
     let text = render(&ContextInput {
         state: &state,
         session_dir: Path::new("/s/26-11-24-x"),

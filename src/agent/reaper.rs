@@ -48,7 +48,30 @@ pub fn kill_marked(session: &Path, attempt: Option<&str>) -> Vec<i32> {
             killed.push(pid);
         }
     }
+    wait_gone(&killed);
     killed
+}
+
+/// A SIGKILL is delivered asynchronously: the process may run on for a moment after `kill`
+/// returns. Waits (briefly) until each is gone or a zombie, so that whoever starts the next
+/// agent of the session never overlaps with the last one.
+fn wait_gone(pids: &[i32]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    for pid in pids {
+        while running(*pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+}
+
+/// True while `pid` exists and is not a zombie.
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
 }
 
 fn entry(key: &str, value: &[u8]) -> Vec<u8> {

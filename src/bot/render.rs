@@ -1,29 +1,16 @@
-//! What the bot says and what it understands, as pure functions: HTML messages (escaped, within
-//! Telegram's 4096 characters), inline buttons, and the parsing of commands and button data.
+//! What the bot says, as pure functions: HTML notices (every piece of session text escaped),
+//! inline buttons, long texts split under Telegram's 4096 characters on line boundaries.
 
-use crate::notify::SessionEvent;
+use crate::notify::{Asked, Button, Notice, SessionEvent};
 use crate::protocol::WaitFor;
 use crate::session::open::Settled;
-use crate::session::person::{Answers, PersonCommand};
 
 /// Telegram refuses longer messages.
 pub const MAX_MESSAGE: usize = 4096;
 /// Telegram refuses longer button data.
 const MAX_CALLBACK: usize = 64;
-
-/// A button: its label and the data it sends back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Button {
-    pub label: &'static str,
-    pub data: String,
-}
-
-/// A message to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outgoing {
-    pub html: String,
-    pub buttons: Vec<Button>,
-}
+/// Option labels longer than this are shortened on their buttons.
+const MAX_LABEL: usize = 32;
 
 /// Escapes text for Telegram's HTML parse mode.
 pub fn escape(text: &str) -> String {
@@ -32,203 +19,196 @@ pub fn escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// The message for an event worth a person's attention; `None` for routine progress.
-pub fn event(event: &SessionEvent) -> Option<Outgoing> {
-    if let SessionEvent::UsageLimited { session, until } = event {
-        return Some(Outgoing {
-            html: format!(
+/// The notice for an event worth a person's attention; `None` for routine progress.
+pub fn notice(event: &SessionEvent) -> Option<Notice> {
+    let (session, html, buttons, open) = match event {
+        SessionEvent::UsageLimited { session, until } => (
+            session,
+            format!(
                 "⏳ <b>{}</b> hit the provider's usage limit; it resumes by itself at {}.",
                 escape(session),
                 escape(&until.to_string())
             ),
-            buttons: Vec::new(),
-        });
-    }
-    if let SessionEvent::Broken {
-        session, reason, ..
-    } = event
-    {
-        return Some(Outgoing {
-            html: clip(format!(
-                "💥 <b>{}</b> cannot be opened: {}\nFix the files, then resume it.",
+            Vec::new(),
+            false,
+        ),
+        SessionEvent::Broken {
+            session, reason, ..
+        } => (
+            session,
+            format!(
+                "💥 <b>{}</b> cannot be opened: {}\nFix its files, then resume it.",
                 escape(session),
                 escape(reason)
-            )),
-            buttons: button("Resume", "resume", session),
-        });
-    }
-    let SessionEvent::Settled {
-        session,
-        phase,
-        settled,
-    } = event
-    else {
-        return None;
+            ),
+            row(button("Resume", "resume", session)),
+            true,
+        ),
+        SessionEvent::Settled {
+            session,
+            phase,
+            settled,
+            questions,
+        } => {
+            let name = format!("<b>{}</b>", escape(session));
+            let (html, buttons) = match settled {
+                Settled::Waiting {
+                    wait_for: WaitFor::QaAnswers,
+                } => (
+                    asking(&name, session, questions),
+                    answer_buttons(session, questions),
+                ),
+                Settled::Waiting {
+                    wait_for: WaitFor::PlanApproval,
+                } => (
+                    format!(
+                        "📋 {name} wrote a plan and waits for approval.\nOr reply <code>/reject {} what to change</code>.",
+                        escape(session)
+                    ),
+                    row(button("Approve", "approve", session)),
+                ),
+                Settled::Waiting {
+                    wait_for: WaitFor::HumanAction,
+                } => (
+                    format!(
+                        "✋ {name} waits for an action by a person (see Next: in _overview.md); resume when it is done."
+                    ),
+                    row(button("Resume", "resume", session)),
+                ),
+                Settled::Blocked { reason } => (
+                    format!("⛔ {name} is blocked in {phase}: {}", escape(reason)),
+                    row(button("Resume", "resume", session)),
+                ),
+                Settled::Failed { reason } => (
+                    format!("💥 {name} failed in {phase}: {}", escape(reason)),
+                    row(button("Resume", "resume", session)),
+                ),
+                Settled::Done { summary } => (
+                    format!(
+                        "✅ {name} is done{}",
+                        summary
+                            .as_deref()
+                            .map(|s| format!(": {}", escape(s)))
+                            .unwrap_or_default()
+                    ),
+                    Vec::new(),
+                ),
+                Settled::Stopped => (
+                    format!("⏸ {name} is stopped in {phase}."),
+                    row(button("Resume", "resume", session)),
+                ),
+                Settled::Continued { .. } => return None,
+            };
+            let open = !matches!(settled, Settled::Done { .. });
+            (session, html, buttons, open)
+        }
+        SessionEvent::AttemptStarted { .. }
+        | SessionEvent::AttemptFailed { .. }
+        | SessionEvent::Unparked { .. } => return None,
     };
-    let name = format!("<b>{}</b>", escape(session));
-    let (text, buttons) = match settled {
-        Settled::Waiting {
-            wait_for: WaitFor::QaAnswers,
-        } => (
-            format!(
-                "❓ {name} has questions in _qa.md.\nAccept the suggested answers, or reply <code>/answer {0} N text</code>.",
-                escape(session)
-            ),
-            button("Accept suggestions", "answer", session),
-        ),
-        Settled::Waiting {
-            wait_for: WaitFor::PlanApproval,
-        } => (
-            format!(
-                "📋 {name} wrote a plan and waits for approval.\nOr reply <code>/reject {0} what to change</code>.",
-                escape(session)
-            ),
-            button("Approve", "approve", session),
-        ),
-        Settled::Waiting {
-            wait_for: WaitFor::HumanAction,
-        } => (
-            format!(
-                "✋ {name} waits for an action by a person (see Next: in _overview.md); resume when it is done."
-            ),
-            button("Resume", "resume", session),
-        ),
-        Settled::Blocked { reason } => (
-            format!("⛔ {name} is blocked in {phase}: {}", escape(reason)),
-            button("Resume", "resume", session),
-        ),
-        Settled::Failed { reason } => (
-            format!("💥 {name} failed in {phase}: {}", escape(reason)),
-            button("Resume", "resume", session),
-        ),
-        Settled::Done { summary } => (
-            format!(
-                "✅ {name} is done{}",
-                summary
-                    .as_deref()
-                    .map(|s| format!(": {}", escape(s)))
-                    .unwrap_or_default()
-            ),
-            Vec::new(),
-        ),
-        Settled::Stopped => (
-            format!("⏸ {name} is stopped in {phase}."),
-            button("Resume", "resume", session),
-        ),
-        Settled::Continued { .. } => return None,
-    };
-    Some(Outgoing {
-        html: clip(text),
+    Some(Notice {
+        session: session.clone(),
+        open,
+        html,
         buttons,
     })
 }
 
-fn button(label: &'static str, verb: &str, session: &str) -> Vec<Button> {
+/// The questions of a session waiting for answers, each with its options.
+fn asking(name: &str, session: &str, questions: &[Asked]) -> String {
+    let mut html = format!("❓ {name} has questions:");
+    for q in questions {
+        html.push_str(&format!("\n\n<b>Q{}</b>: {}", q.number, escape(&q.text)));
+        if !q.options.is_empty() {
+            html.push_str(&format!("\nOptions: {}", escape(&q.options.join(" | "))));
+        }
+        if let Some(suggested) = &q.suggested {
+            html.push_str(&format!("\nSuggested: {}", escape(suggested)));
+        }
+    }
+    html.push_str(&format!(
+        "\n\nPress an option, accept all suggestions, or reply <code>/answer {} N text</code>.",
+        escape(session)
+    ));
+    html
+}
+
+/// One row per question with a button per option, then "Accept all suggestions".
+fn answer_buttons(session: &str, questions: &[Asked]) -> Vec<Vec<Button>> {
+    let mut rows: Vec<Vec<Button>> = questions
+        .iter()
+        .map(|q| {
+            q.options
+                .iter()
+                .enumerate()
+                .filter_map(|(i, option)| {
+                    let label = format!("Q{}: {}", q.number, shorten(option, MAX_LABEL));
+                    let data = format!("opt:{}:{i}:{session}", q.number);
+                    (data.len() <= MAX_CALLBACK).then_some(Button { label, data })
+                })
+                .collect::<Vec<_>>()
+        })
+        .filter(|row| !row.is_empty())
+        .collect();
+    rows.extend(row(button("Accept all suggestions", "answer", session)));
+    rows
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        format!("{}…", text.chars().take(max - 1).collect::<String>())
+    }
+}
+
+fn row(buttons: Vec<Button>) -> Vec<Vec<Button>> {
+    if buttons.is_empty() {
+        Vec::new()
+    } else {
+        vec![buttons]
+    }
+}
+
+fn button(label: &str, verb: &str, session: &str) -> Vec<Button> {
     let data = format!("{verb}:{session}");
     // A name too long for button data still gets its message; the command works instead.
     if data.len() <= MAX_CALLBACK {
-        vec![Button { label, data }]
+        vec![Button {
+            label: label.to_string(),
+            data,
+        }]
     } else {
         Vec::new()
     }
 }
 
-fn clip(text: String) -> String {
-    if text.chars().count() <= MAX_MESSAGE {
-        return text;
-    }
-    let mut clipped: String = text.chars().take(MAX_MESSAGE - 1).collect();
-    // Never cut an HTML entity or tag in half.
-    if let Some(open) = clipped.rfind(['&', '<'])
-        && !clipped[open..].contains([';', '>'])
-    {
-        clipped.truncate(open);
-    }
-    clipped.push('…');
-    clipped
-}
-
-/// What a person asked the bot for.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Ask {
-    /// A person's command for one session (by folder or short name).
-    Person {
-        session: String,
-        command: PersonCommand,
-    },
-    /// The list of sessions.
-    Status,
-    /// The commands the bot knows.
-    Help,
-}
-
-/// The commands, as the help text lists them.
-pub const HELP: &str = "/status — the sessions\n/approve NAME — approve the plan\n/reject NAME TEXT — send the plan back\n/answer NAME — accept the suggested answers\n/answer NAME N TEXT — answer question N\n/resume NAME, /stop NAME";
-
-/// Parses a text command (`/approve auth`, `/answer auth 2 yes please`).
-pub fn command(text: &str) -> Result<Ask, String> {
-    let mut words = text.split_whitespace();
-    let verb = words.next().unwrap_or("").split('@').next().unwrap_or("");
-    let session = words.next().map(str::to_string);
-    let rest: Vec<&str> = words.collect();
-    let need = |session: Option<String>| {
-        session.ok_or_else(|| format!("{verb} needs a session name\n\n{HELP}"))
-    };
-    let command = match verb {
-        "/status" => return Ok(Ask::Status),
-        "/start" | "/help" => return Ok(Ask::Help),
-        "/approve" => PersonCommand::Approve,
-        "/resume" => PersonCommand::Resume,
-        "/stop" => PersonCommand::Stop,
-        "/reject" if rest.is_empty() => {
-            return Err("/reject needs a reason: /reject NAME what to change".into());
+/// Splits HTML into messages Telegram takes (at most [`MAX_MESSAGE`] characters each), on line
+/// boundaries; a single longer line is cut, never inside an entity or a tag.
+pub fn split(html: &str) -> Vec<String> {
+    let mut pieces = Vec::new();
+    let mut current = String::new();
+    for line in html.split_inclusive('\n') {
+        if current.chars().count() + line.chars().count() > MAX_MESSAGE && !current.is_empty() {
+            pieces.push(std::mem::take(&mut current).trim_end().to_string());
         }
-        "/reject" => PersonCommand::Reject {
-            reason: rest.join(" "),
-        },
-        "/answer" if rest.is_empty() => PersonCommand::Answer {
-            answers: Answers::Suggestions,
-        },
-        "/answer" => {
-            let number = rest[0]
-                .trim_start_matches(['Q', 'q'])
-                .parse::<u32>()
-                .map_err(|_| {
-                    format!(
-                        "/answer NAME N TEXT: {:?} is not a question number",
-                        rest[0]
-                    )
-                })?;
-            if rest.len() < 2 {
-                return Err("/answer NAME N TEXT needs the answer text".into());
+        let mut line = line.to_string();
+        while line.chars().count() > MAX_MESSAGE {
+            let mut cut: String = line.chars().take(MAX_MESSAGE).collect();
+            if let Some(open) = cut.rfind(['&', '<'])
+                && !cut[open..].contains([';', '>'])
+            {
+                cut.truncate(open);
             }
-            PersonCommand::Answer {
-                answers: Answers::Given(vec![(number, rest[1..].join(" "))]),
-            }
+            line = line[cut.len()..].to_string();
+            pieces.push(cut);
         }
-        _ => return Err(format!("unknown command {verb:?}\n\n{HELP}")),
-    };
-    Ok(Ask::Person {
-        session: need(session)?,
-        command,
-    })
-}
-
-/// Parses the data of a pressed button.
-pub fn callback(data: &str) -> Option<Ask> {
-    let (verb, session) = data.split_once(':')?;
-    let command = match verb {
-        "approve" => PersonCommand::Approve,
-        "resume" => PersonCommand::Resume,
-        "answer" => PersonCommand::Answer {
-            answers: Answers::Suggestions,
-        },
-        _ => return None,
-    };
-    Some(Ask::Person {
-        session: session.to_string(),
-        command,
-    })
+        current.push_str(&line);
+    }
+    if !current.trim().is_empty() || pieces.is_empty() {
+        pieces.push(current.trim_end().to_string());
+    }
+    pieces
 }
 
 #[cfg(test)]
@@ -241,12 +221,13 @@ mod tests {
             session: "26-11-24-auth".into(),
             phase: Phase::Planning,
             settled,
+            questions: Vec::new(),
         }
     }
 
     #[test]
-    fn messages_people_read() {
-        let plan = event(&settled(Settled::Waiting {
+    fn notices_people_read() {
+        let plan = notice(&settled(Settled::Waiting {
             wait_for: WaitFor::PlanApproval,
         }))
         .unwrap();
@@ -256,13 +237,13 @@ mod tests {
         );
         assert_eq!(
             plan.buttons,
-            vec![Button {
-                label: "Approve",
+            vec![vec![Button {
+                label: "Approve".into(),
                 data: "approve:26-11-24-auth".into()
-            }]
+            }]]
         );
-
-        let blocked = event(&settled(Settled::Blocked {
+        assert!(plan.open);
+        let blocked = notice(&settled(Settled::Blocked {
             reason: "needs <db> & a key".into(),
         }))
         .unwrap();
@@ -270,115 +251,82 @@ mod tests {
             blocked.html,
             "⛔ <b>26-11-24-auth</b> is blocked in planning: needs &lt;db&gt; &amp; a key"
         );
-        assert_eq!(blocked.buttons[0].data, "resume:26-11-24-auth");
-
-        let done = event(&settled(Settled::Done {
+        let done = notice(&settled(Settled::Done {
             summary: Some("Added JWT".into()),
         }))
         .unwrap();
         assert_eq!(done.html, "✅ <b>26-11-24-auth</b> is done: Added JWT");
-        assert!(done.buttons.is_empty());
-
+        assert!(done.buttons.is_empty() && !done.open);
         let progress = SessionEvent::AttemptStarted {
             session: "s".into(),
             phase: Phase::Testing,
             iteration: 1,
             attempt: 1,
         };
-        assert_eq!(event(&progress), None);
+        assert_eq!(notice(&progress), None);
     }
 
     #[test]
-    fn long_text_is_clipped_and_long_names_lose_only_the_button() {
-        let long = event(&settled(Settled::Failed {
-            reason: "x&y ".repeat(2000),
-        }))
-        .unwrap();
-        assert!(long.html.chars().count() <= MAX_MESSAGE);
-        assert!(long.html.ends_with('…'));
+    fn questions_get_a_button_per_option_and_one_for_all_suggestions() {
+        let event = SessionEvent::Settled {
+            session: "auth".into(),
+            phase: Phase::Requirements,
+            settled: Settled::Waiting {
+                wait_for: WaitFor::QaAnswers,
+            },
+            questions: vec![
+                Asked {
+                    number: 1,
+                    text: "Storage <kind>?".into(),
+                    options: vec!["files".into(), "sqlite".into()],
+                    suggested: Some("files".into()),
+                },
+                Asked {
+                    number: 2,
+                    text: "Name?".into(),
+                    options: Vec::new(),
+                    suggested: None,
+                },
+            ],
+        };
+        let n = notice(&event).unwrap();
+        assert!(
+            n.html.contains("<b>Q1</b>: Storage &lt;kind&gt;?"),
+            "{}",
+            n.html
+        );
+        let data: Vec<Vec<&str>> = n
+            .buttons
+            .iter()
+            .map(|row| row.iter().map(|b| b.data.as_str()).collect())
+            .collect();
+        assert_eq!(
+            data,
+            [vec!["opt:1:0:auth", "opt:1:1:auth"], vec!["answer:auth"]]
+        );
+        assert_eq!(n.buttons[0][1].label, "Q1: sqlite");
+    }
+
+    #[test]
+    fn long_texts_split_on_lines_and_long_names_lose_only_the_buttons() {
+        let html = (0..400)
+            .map(|i| format!("line {i}: x &amp; y"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let pieces = split(&html);
+        assert!(pieces.len() > 1);
+        assert!(pieces.iter().all(|p| p.chars().count() <= MAX_MESSAGE));
+        assert_eq!(pieces.join("\n"), html, "nothing lost, lines whole");
+        let one_line = "&amp;".repeat(2000);
+        assert!(split(&one_line).iter().all(|p| p.ends_with(';')));
         let name = format!("26-11-24-{}", "n".repeat(64));
-        let message = event(&SessionEvent::Settled {
+        let message = notice(&SessionEvent::Settled {
             session: name,
             phase: Phase::Planning,
             settled: Settled::Stopped,
+            questions: Vec::new(),
         })
         .unwrap();
         assert!(message.buttons.is_empty());
-    }
-
-    #[test]
-    fn a_usage_limit_says_when_the_session_resumes() {
-        let message = event(&SessionEvent::UsageLimited {
-            session: "26-11-24-a<b".into(),
-            until: "2026-11-24T15:28:00Z".parse().unwrap(),
-        })
-        .unwrap();
-        assert_eq!(
-            message.html,
-            "⏳ <b>26-11-24-a&lt;b</b> hit the provider's usage limit; it resumes by itself at 2026-11-24T15:28:00Z."
-        );
-        assert!(message.buttons.is_empty());
-    }
-
-    #[test]
-    fn commands_and_buttons_parse() {
-        assert_eq!(
-            command("/approve auth"),
-            Ok(Ask::Person {
-                session: "auth".into(),
-                command: PersonCommand::Approve
-            })
-        );
-        assert_eq!(
-            command("/approve@samocode_bot auth"),
-            Ok(Ask::Person {
-                session: "auth".into(),
-                command: PersonCommand::Approve
-            })
-        );
-        assert_eq!(
-            command("/reject auth split step 2"),
-            Ok(Ask::Person {
-                session: "auth".into(),
-                command: PersonCommand::Reject {
-                    reason: "split step 2".into()
-                }
-            })
-        );
-        assert_eq!(
-            command("/answer auth Q2 yes please"),
-            Ok(Ask::Person {
-                session: "auth".into(),
-                command: PersonCommand::Answer {
-                    answers: Answers::Given(vec![(2, "yes please".into())])
-                }
-            })
-        );
-        assert_eq!(command("/status"), Ok(Ask::Status));
-        assert!(
-            command("/approve")
-                .unwrap_err()
-                .contains("needs a session name")
-        );
-        assert!(
-            command("/reject auth")
-                .unwrap_err()
-                .contains("needs a reason")
-        );
-        assert!(
-            command("/deploy auth")
-                .unwrap_err()
-                .contains("unknown command")
-        );
-        assert_eq!(
-            callback("answer:26-11-24-auth"),
-            Some(Ask::Person {
-                session: "26-11-24-auth".into(),
-                command: PersonCommand::Answer {
-                    answers: Answers::Suggestions
-                }
-            })
-        );
-        assert_eq!(callback("nonsense"), None);
     }
 }

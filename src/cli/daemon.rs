@@ -21,6 +21,9 @@ pub struct SuperviseArgs {
     pub log: super::LogArgs,
 }
 
+/// How a person's command from the command line is recorded.
+pub const FROM_CLI: &str = "from the command line";
+
 /// A connection to a running daemon, for one request.
 pub struct Client {
     socket: PathBuf,
@@ -48,6 +51,7 @@ impl Client {
             self.request(Request::Person {
                 dir: dir.to_path_buf(),
                 command,
+                by: Some(FROM_CLI.into()),
             })
             .await?,
         )

@@ -94,7 +94,8 @@ pub async fn demo(args: DemoArgs, config: &Config, _sources: &Sources) -> Result
         },
         keep_parked: true,
         state_dir: None,
-        sinks: Vec::new(),
+        sink: None,
+        outbox: None,
         launcher: std::sync::Arc::new(crate::agent::launch::LocalProcess),
         failpoints: Vec::new(),
     };
@@ -256,6 +257,7 @@ async fn watch(supervisor: &ActorRef<SupervisorMsg>, dirs: &[PathBuf]) -> anyhow
             let request = Request::Person {
                 dir: dir.clone(),
                 command,
+                by: Some("by the demo".into()),
             };
             match crate::control::ask(supervisor, request).await {
                 Response::Done { message } if !live => {

@@ -35,12 +35,35 @@ pub(super) async fn command(
     let mut state = store.load_state()?;
     // A `samocode run` killed mid-attempt may have left its agent running.
     crate::session::recover::take_over(&store, &mut state, &crate::agent::launch::LocalProcess)?;
-    let message = person::apply(&store, &mut state, &command)?;
+    let message = person::apply(&store, &mut state, &command, Some(daemon::FROM_CLI))?;
     println!("{message}");
     if state.status.is_runnable() {
         println!("run `samocode run --session {}` to continue", store.name());
     }
     Ok(exit::DONE)
+}
+
+#[derive(Debug, Args)]
+pub struct TellArgs {
+    /// The session name.
+    pub session: String,
+    /// The note, as the agent should read it ("use the existing auth middleware").
+    pub text: String,
+    /// Stop the running attempt and run it again with the note (through the daemon).
+    #[arg(long)]
+    pub now: bool,
+}
+
+pub async fn tell(args: TellArgs, config: &Config) -> Result<u8, CliError> {
+    command(
+        config,
+        &args.session,
+        PersonCommand::Tell {
+            text: args.text,
+            now: args.now,
+        },
+    )
+    .await
 }
 
 pub async fn approve(session: &str, config: &Config) -> Result<u8, CliError> {

@@ -113,6 +113,28 @@ fn newest<W: Write>(folder: &SessionFolder, out: &mut Printer<W>) -> Result<(), 
     Ok(out.out.flush()?)
 }
 
+/// The last `n` readable lines of the newest attempt (for the bot's `/logs`), its header
+/// first.
+pub fn last_lines(folder: &SessionFolder, n: usize) -> Result<Vec<String>, LogsError> {
+    let mut out = Printer::new(Vec::new());
+    newest(folder, &mut out)?;
+    let bytes = out
+        .out
+        .into_inner()
+        .map_err(|e| LogsError::Write(e.into_error()))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    let mut shown: Vec<String> = lines.first().map(|h| h.to_string()).into_iter().collect();
+    shown.extend(
+        lines
+            .iter()
+            .skip(1)
+            .skip(lines.len().saturating_sub(n + 1))
+            .map(|l| l.to_string()),
+    );
+    Ok(shown)
+}
+
 /// Prints the newest attempt's log and whatever is appended to it, and each newer attempt's
 /// log as it appears, until standard output is closed or the process is stopped.
 fn follow<W: Write>(folder: &SessionFolder, out: &mut Printer<W>) -> Result<(), LogsError> {

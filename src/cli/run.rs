@@ -48,15 +48,20 @@ pub async fn run(args: RunArgs, config: &Config, mut shutdown: Shutdown) -> Resu
         return dry_run(&args, config);
     }
     config.check_agent()?;
+    let sink = telegram(config)?.map(|t| Arc::new(t) as Arc<dyn crate::notify::Sink>);
     // The same tree as the daemon, with one session that lets go once it parks.
     let supervisor = SupervisorActor {
         agent: config.agent.clone(),
         retry: config.retry.clone(),
         keep_parked: false,
         state_dir: None,
-        sinks: telegram(config)?
-            .map(|t| vec![Arc::new(t) as Arc<dyn crate::notify::Sink>])
-            .unwrap_or_default(),
+        sink: sink.clone(),
+        // Its own outbox: what this run could not send is sent by the next run of the session,
+        // or by the daemon at its next start. Only in a state directory that is safe to use.
+        outbox: sink
+            .as_ref()
+            .filter(|_| crate::daemon::prepare_state_dir(&config.state_dir).is_ok())
+            .map(|_| crate::notify::outbox::run_outbox(&config.state_dir, &args.spec.session)),
         launcher: Arc::new(LocalProcess),
         failpoints: config.failpoints.clone(),
     };
@@ -142,6 +147,13 @@ pub async fn run(args: RunArgs, config: &Config, mut shutdown: Shutdown) -> Resu
             })
         }
     };
+    // The notices of the session get their chance to go out before the tree stops.
+    let _ = supervisor
+        .call(
+            |reply| SupervisorMsg::Shutdown { reply },
+            Some(config.agent.kill_grace + Duration::from_secs(10)),
+        )
+        .await;
     supervisor.stop(None);
     let _ = tokio::time::timeout(Duration::from_secs(60), handle).await;
     watch.stop(None);

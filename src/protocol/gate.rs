@@ -7,7 +7,7 @@
 use jiff::Timestamp;
 
 use super::phase::{Phase, WaitFor};
-use super::state::{RunState, SessionState};
+use super::state::{Guidance, RunState, SessionState};
 
 /// Why a person's command does not apply to the session as it stands.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,6 +35,9 @@ pub enum GateError {
     /// reject without a reason.
     #[error("reject needs a reason (--reason TEXT) for the planning agent to act on")]
     EmptyReason,
+    /// tell without a note.
+    #[error("tell needs the text of the note for the agent")]
+    EmptyNote,
 }
 
 /// What a gate change did, for the journals.
@@ -44,6 +47,8 @@ pub struct GateEffect {
     pub verb: &'static str,
     /// The line for the Flow Log.
     pub flow_log: String,
+    /// The text that goes with it in the history (a rejection's feedback, a note).
+    pub reason: Option<String>,
 }
 
 /// Crosses the plan gate: planning becomes implementation.
@@ -55,6 +60,7 @@ pub fn approve(state: &mut SessionState) -> Result<GateEffect, GateError> {
     Ok(GateEffect {
         verb: "approve",
         flow_log: "Plan approved by a person; moving to implementation".into(),
+        reason: None,
     })
 }
 
@@ -70,6 +76,7 @@ pub fn reject(state: &mut SessionState, reason: &str) -> Result<GateEffect, Gate
     Ok(GateEffect {
         verb: "reject",
         flow_log: format!("Plan rejected by a person: {reason}"),
+        reason: Some(reason.to_string()),
     })
 }
 
@@ -98,6 +105,7 @@ pub fn resume(state: &mut SessionState, qa_answered: bool) -> Result<GateEffect,
             return Ok(GateEffect {
                 verb: "resume",
                 flow_log: format!("Resumed by a person; waiting for {wait_for} again"),
+                reason: None,
             });
         }
     }
@@ -138,6 +146,7 @@ pub fn resume(state: &mut SessionState, qa_answered: bool) -> Result<GateEffect,
     Ok(GateEffect {
         verb: "resume",
         flow_log: "Resumed by a person".into(),
+        reason: None,
     })
 }
 
@@ -158,6 +167,28 @@ pub fn stop(state: &mut SessionState, now: Timestamp) -> Result<GateEffect, Gate
     Ok(GateEffect {
         verb: "stop",
         flow_log: "Stopped by a person".into(),
+        reason: None,
+    })
+}
+
+/// Keeps a person's note for the session's next iteration (`samocode tell`). It is shown to
+/// the agent under `## Guidance from a person` until an iteration that saw it is accepted.
+pub fn tell(state: &mut SessionState, text: &str, now: Timestamp) -> Result<GateEffect, GateError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(GateError::EmptyNote);
+    }
+    if matches!(state.status, RunState::Done { .. }) {
+        return Err(GateError::Finished(state.name.clone()));
+    }
+    state.guidance.push(Guidance {
+        text: text.to_string(),
+        at: now,
+    });
+    Ok(GateEffect {
+        verb: "tell",
+        flow_log: format!("Guidance from a person: {text}"),
+        reason: Some(text.to_string()),
     })
 }
 

@@ -112,4 +112,7 @@ pub struct HistoryRow {
     pub reason: Option<String>,
     /// What the worker did: next, retry, waiting, blocked, done, failed.
     pub outcome: String,
+    /// For a person's command: who gave it, and where (`by @ann`, `from the command line`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }

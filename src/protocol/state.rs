@@ -89,6 +89,13 @@ impl Usage {
     }
 }
 
+/// A person's note for the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Guidance {
+    pub text: String,
+    pub at: Timestamp,
+}
+
 /// An attempt in flight, as `_state.json` records it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InFlightRecord {
@@ -141,6 +148,10 @@ pub struct SessionState {
     /// that was refused runs again, under its own number, at this time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<Timestamp>,
+    /// Notes from a person (`samocode tell`), shown to the next iteration and kept until an
+    /// iteration that saw them is accepted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guidance: Vec<Guidance>,
     /// A person's feedback from `reject`, shown to the next planning attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feedback: Option<String>,
@@ -173,6 +184,7 @@ impl SessionState {
             in_flight: None,
             last_rejection: None,
             not_before: None,
+            guidance: Vec::new(),
             feedback: None,
             dive: dive.to_string(),
             task: task.to_string(),

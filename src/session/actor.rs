@@ -85,10 +85,11 @@ pub enum SessionMsg {
     SlotGranted,
     /// From its AgentProcess: the attempt is over.
     AgentExited(AttemptDone),
-    /// From the supervisor (the CLI or Telegram through the daemon): a person's command.
-    /// Replies with a sentence, or an error sentence and the CLI exit code.
+    /// From the supervisor (the CLI or Telegram through the daemon): a person's command, and
+    /// who gave it. Replies with a sentence, or an error sentence and the CLI exit code.
     Person {
         command: PersonCommand,
+        by: Option<String>,
         reply: RpcReplyPort<Result<String, (String, u8)>>,
     },
     /// From the supervisor: `_qa.md` may have been answered by hand.
@@ -156,6 +157,8 @@ pub(super) struct InFlight {
     pub(super) started_at: Timestamp,
     /// The profile, model and effort the attempt was started with.
     pub(super) choice: ModelChoice,
+    /// How many of the person's notes its context carried.
+    pub(super) guidance: usize,
 }
 
 pub struct SessionRun {
@@ -249,8 +252,8 @@ impl Actor for SessionActor {
                     other => run.life = other,
                 }
             }
-            SessionMsg::Person { command, reply } => {
-                let answer = self.person(&myself, run, command);
+            SessionMsg::Person { command, by, reply } => {
+                let answer = self.person(&myself, run, command, by);
                 let _ = reply.send(answer);
             }
             SessionMsg::CheckAnswers => {
@@ -263,6 +266,7 @@ impl Actor for SessionActor {
                 if waiting && person::wake_on_answers(&run.store, &mut run.state)? {
                     run.store
                         .log("the answers in _qa.md are complete; resuming");
+                    self.unparked(run, "answered", Some("in _qa.md"));
                     self.wake(&myself, run)?;
                 }
             }
@@ -553,6 +557,7 @@ impl SessionActor {
             span,
             started_at,
             choice,
+            guidance: state.guidance.len(),
         }));
         Ok(())
     }
@@ -587,40 +592,75 @@ impl SessionActor {
         myself: &ActorRef<SessionMsg>,
         run: &mut SessionRun,
         command: PersonCommand,
+        by: Option<String>,
     ) -> Result<String, (String, u8)> {
-        let message = person::apply(&run.store, &mut run.state, &command)
+        let before = match &run.life {
+            Life::Parked(settled) => Some(settled.clone()),
+            _ => None,
+        };
+        let message = person::apply(&run.store, &mut run.state, &command, by.as_deref())
             .map_err(|e| (e.to_string(), e.exit_code()))?;
-        if matches!(command, PersonCommand::Stop) {
-            match std::mem::replace(&mut run.life, Life::Ready) {
-                Life::Running(flight) => {
-                    let _ = flight.agent.send_message(AgentMsg::Cancel);
-                    run.life = Life::Cancelling {
-                        flight,
-                        then: Then::Park,
-                    };
-                }
-                Life::Cancelling { flight, then } => {
-                    run.life = Life::Cancelling {
-                        flight,
-                        then: if then == Then::Exit {
-                            Then::Exit
-                        } else {
-                            Then::Park
-                        },
-                    };
-                }
-                Life::Parked(_) | Life::Ready | Life::AwaitingSlot => {
-                    // Timers of the old life are stale from now on.
-                    run.generation += 1;
-                    let _ = self.settle(run, Settled::Stopped);
+        // The notice of the park the session leaves is closed: who did what, and when.
+        if before.is_some() && before != Settled::of(&run.state) {
+            self.unparked(run, command.done(), by.as_deref());
+        }
+        match (&command, std::mem::replace(&mut run.life, Life::Ready)) {
+            (PersonCommand::Stop, Life::Running(flight)) => {
+                let _ = flight.agent.send_message(AgentMsg::Cancel);
+                run.life = Life::Cancelling {
+                    flight,
+                    then: Then::Park,
+                };
+            }
+            (PersonCommand::Stop, Life::Cancelling { flight, then }) => {
+                let then = if then == Then::Exit {
+                    Then::Exit
+                } else {
+                    Then::Park
+                };
+                run.life = Life::Cancelling { flight, then };
+            }
+            (PersonCommand::Stop, _) => {
+                // Timers of the old life are stale from now on.
+                run.generation += 1;
+                let _ = self.settle(run, Settled::Stopped);
+            }
+            (PersonCommand::Tell { now: true, .. }, Life::Running(flight)) => {
+                // The attempt is stopped and run again, with the note.
+                let _ = flight.agent.send_message(AgentMsg::Cancel);
+                run.life = Life::Cancelling {
+                    flight,
+                    then: Then::Rerun,
+                };
+            }
+            (_, life) => {
+                run.life = life;
+                if run.state.status.is_runnable() {
+                    let _ = self.wake(myself, run);
+                } else if let (Life::Parked(now), Some(settled)) =
+                    (&run.life, Settled::of(&run.state))
+                    && *now != settled
+                {
+                    // Still parked, on another condition (stopped at a gate that is still
+                    // closed waits again): people hear of it.
+                    let _ = self.settle(run, settled);
                 }
             }
-        } else if run.state.status.is_runnable() {
-            let _ = self.wake(myself, run);
-        } else if let (Life::Parked(_), Some(settled)) = (&run.life, Settled::of(&run.state)) {
-            run.life = Life::Parked(settled);
         }
         Ok(message)
+    }
+
+    /// Tells the notifier the session left its park: `what` was done, `by` whom.
+    pub(super) fn unparked(&self, run: &SessionRun, what: &str, by: Option<&str>) {
+        let at = jiff::Zoned::now().strftime("%H:%M").to_string();
+        let line = match by {
+            Some(by) => format!("{what} {by} {at}"),
+            None => format!("{what} {at}"),
+        };
+        self.notify(SessionEvent::Unparked {
+            session: run.state.name.clone(),
+            line,
+        });
     }
 
     /// Parks the session and tells the supervisor and the notifier, once per park.
@@ -630,10 +670,17 @@ impl SessionActor {
         settled: Settled,
     ) -> Result<(), ActorProcessingErr> {
         run.life = Life::Parked(settled.clone());
+        let questions = match &settled {
+            Settled::Waiting {
+                wait_for: WaitFor::QaAnswers,
+            } => open_questions(&run.store),
+            _ => Vec::new(),
+        };
         self.notify(SessionEvent::Settled {
             session: run.state.name.clone(),
             phase: run.state.phase,
             settled: settled.clone(),
+            questions,
         });
         self.report(SessionReport::Settled {
             dir: run.store.dir().to_path_buf(),
@@ -657,4 +704,20 @@ impl SessionActor {
     pub(super) fn notify(&self, event: SessionEvent) {
         self.notifier.deliver(event);
     }
+}
+
+/// The open questions of `_qa.md`, as a notice offers them.
+fn open_questions(store: &SessionStore) -> Vec<crate::notify::Asked> {
+    let Ok(Some(text)) = store.read(super::store::QA) else {
+        return Vec::new();
+    };
+    crate::protocol::qa::QaDoc::parse(&text)
+        .open()
+        .map(|q| crate::notify::Asked {
+            number: q.number,
+            text: q.text.clone(),
+            options: q.options.clone(),
+            suggested: q.suggested.clone(),
+        })
+        .collect()
 }

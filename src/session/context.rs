@@ -78,6 +78,12 @@ pub fn render(input: &ContextInput<'_>) -> String {
     if let Some(feedback) = &state.feedback {
         out.push_str(&format!("\n## Feedback from a person\n{feedback}\n"));
     }
+    if !state.guidance.is_empty() {
+        out.push_str("\n## Guidance from a person\n");
+        for note in &state.guidance {
+            out.push_str(&format!("- {}\n", note.text.trim()));
+        }
+    }
     out.push_str("\n---\n\n");
     out.push_str(workflow::WORKFLOW);
     if let Some(skill) = workflow::skill(rules.skill) {

@@ -114,6 +114,9 @@ impl SessionActor {
             }
             Ok((signal, verdict)) => {
                 journal_attempt(&run.store, &flight.span, &row)?;
+                // The notes this iteration saw are used: the next one does not get them again.
+                let seen = flight.guidance.min(run.state.guidance.len());
+                run.state.guidance.drain(..seen);
                 self.apply(myself, run, flight.phase, &signal, verdict)
             }
         }
@@ -528,6 +531,7 @@ impl SessionActor {
             accepted,
             reason,
             outcome: outcome.to_string(),
+            by: None,
         })
     }
 }

@@ -50,6 +50,7 @@ pub fn answer(
     store: &SessionStore,
     state: &mut SessionState,
     answers: &Answers,
+    by: Option<&str>,
 ) -> Result<Answered, ActError> {
     let text = store
         .read(QA)?
@@ -62,7 +63,7 @@ pub fn answer(
     let open: Vec<u32> = QaDoc::parse(&filled).open().map(|q| q.number).collect();
     let waiting = gate::wakes_on_answers(state, open.is_empty());
     if waiting {
-        act(store, state, |state| {
+        act(store, state, by, |state| {
             let mut effect = gate::resume(state, true)?;
             effect.verb = "answer";
             effect.flow_log = "Questions answered by a person; resuming".into();
@@ -80,6 +81,7 @@ pub fn answer(
 pub fn act(
     store: &SessionStore,
     state: &mut SessionState,
+    by: Option<&str>,
     verb: impl FnOnce(&mut SessionState) -> Result<GateEffect, GateError>,
 ) -> Result<(), ActError> {
     let mut next = state.clone();
@@ -96,8 +98,9 @@ pub fn act(
         to: Some(state.phase),
         status: effect.verb.to_string(),
         accepted: true,
-        reason: state.feedback.clone().filter(|_| effect.verb == "reject"),
+        reason: effect.reason.clone(),
         outcome: state.status.name().to_string(),
+        by: by.map(str::to_string),
     })?;
     store.flow_log(state.iteration, &effect.flow_log)?;
     store.log(&effect.flow_log);
@@ -109,10 +112,35 @@ pub fn act(
 #[serde(tag = "verb", rename_all = "snake_case")]
 pub enum PersonCommand {
     Approve,
-    Reject { reason: String },
+    Reject {
+        reason: String,
+    },
     Resume,
     Stop,
-    Answer { answers: Answers },
+    Answer {
+        answers: Answers,
+    },
+    /// A note for the next iteration; `now`: stop the running attempt and run it again with
+    /// the note.
+    Tell {
+        text: String,
+        #[serde(default)]
+        now: bool,
+    },
+}
+
+impl PersonCommand {
+    /// The verb in the past, for the line that closes a notice (`approved by @ann 14:02`).
+    pub fn done(&self) -> &'static str {
+        match self {
+            PersonCommand::Approve => "approved",
+            PersonCommand::Reject { .. } => "sent back for changes",
+            PersonCommand::Resume => "resumed",
+            PersonCommand::Stop => "stopped",
+            PersonCommand::Answer { .. } => "answered",
+            PersonCommand::Tell { .. } => "told",
+        }
+    }
 }
 
 /// Applies a person's command to a session held under its lock; returns a sentence saying what
@@ -121,17 +149,18 @@ pub fn apply(
     store: &SessionStore,
     state: &mut SessionState,
     command: &PersonCommand,
+    by: Option<&str>,
 ) -> Result<String, ActError> {
     let name = store.name();
     match command {
         PersonCommand::Approve => {
-            act(store, state, gate::approve)?;
+            act(store, state, by, gate::approve)?;
             Ok(format!(
                 "approved the plan of {name}; next phase: implementation"
             ))
         }
         PersonCommand::Reject { reason } => {
-            act(store, state, |s| gate::reject(s, reason))?;
+            act(store, state, by, |s| gate::reject(s, reason))?;
             Ok(format!(
                 "sent the plan of {name} back to planning with your feedback"
             ))
@@ -140,7 +169,7 @@ pub fn apply(
             let answered = store
                 .read(QA)?
                 .is_some_and(|t| QaDoc::parse(&t).is_answered());
-            act(store, state, |s| gate::resume(s, answered))?;
+            act(store, state, by, |s| gate::resume(s, answered))?;
             Ok(match &state.status {
                 crate::protocol::RunState::Waiting { wait_for, .. } => format!(
                     "{name} was stopped at a gate that is still closed; it waits for {wait_for} again"
@@ -149,20 +178,26 @@ pub fn apply(
             })
         }
         PersonCommand::Stop => {
-            act(store, state, |s| gate::stop(s, Timestamp::now()))?;
+            act(store, state, by, |s| gate::stop(s, Timestamp::now()))?;
             Ok(format!(
                 "stopped {name} in {}; `samocode resume {name}` continues it",
                 state.phase
             ))
         }
         PersonCommand::Answer { answers } => {
-            let answered = answer(store, state, answers)?;
+            let answered = answer(store, state, answers, by)?;
             Ok(if answered.open.is_empty() {
                 format!("all questions of {name} are answered")
             } else {
                 let open: Vec<String> = answered.open.iter().map(|n| format!("Q{n}")).collect();
                 format!("saved; still open: {}", open.join(", "))
             })
+        }
+        PersonCommand::Tell { text, .. } => {
+            act(store, state, by, |s| gate::tell(s, text, Timestamp::now()))?;
+            Ok(format!(
+                "noted for {name}: its next iteration gets it under \"Guidance from a person\""
+            ))
         }
     }
 }
@@ -176,7 +211,7 @@ pub fn wake_on_answers(store: &SessionStore, state: &mut SessionState) -> Result
     if !gate::wakes_on_answers(state, answered) {
         return Ok(false);
     }
-    act(store, state, |s| {
+    act(store, state, Some("in _qa.md"), |s| {
         let mut effect = gate::resume(s, true)?;
         effect.verb = "answer";
         effect.flow_log = "Questions answered in _qa.md; resuming".into();

@@ -87,6 +87,7 @@ pub fn take_over(
             accepted: false,
             reason: Some(reason.clone()),
             outcome: "blocked".into(),
+            by: None,
         })?;
         state.status = RunState::Blocked {
             reason: reason.clone(),

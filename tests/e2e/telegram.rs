@@ -1,192 +1,361 @@
-//! The Telegram bot against a loopback fake of the Bot API: notifications with buttons, commands
-//! and button presses from allowed users only, and a token that never reaches the log.
+//! Telegram against a loopback fake of the Bot API: notices that survive failures and a crash,
+//! messages that follow their session, who may act, the command menu, and guidance.
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
+mod fake_api;
+
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::fixture::{Project, wait_for};
+use super::fixture::{Project, Session, wait_for};
+use fake_api::{Failure, FakeApi, TOKEN};
 
-const TOKEN: &str = "123456:never-in-a-log";
-const CHAT: i64 = 42;
-const ALLOWED: u64 = 7;
+const OWNER: u64 = 42;
+const MEMBER: u64 = 7;
+const STRANGER: u64 = 99;
 
-#[derive(Default)]
-struct FakeApi {
-    sent: Vec<Value>,
-    updates: VecDeque<Value>,
-    next_update: u64,
-}
-
-type Shared = Arc<Mutex<FakeApi>>;
-
-fn chat() -> Value {
-    json!({"id": CHAT, "type": "private", "first_name": "team"})
-}
-
-fn user(id: u64) -> Value {
-    json!({"id": id, "is_bot": false, "first_name": "person"})
-}
-
-/// A Bot API on 127.0.0.1 that answers getUpdates from a queue and records sendMessage.
-fn fake_api() -> (u16, Shared) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let api: Shared = Arc::default();
-    let shared = api.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            let api = shared.clone();
-            std::thread::spawn(move || serve(stream, api));
-        }
-    });
-    (port, api)
-}
-
-fn serve(mut stream: std::net::TcpStream, api: Shared) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut line = String::new();
-    if reader.read_line(&mut line).is_err() {
-        return;
-    }
-    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-    let mut length = 0;
-    loop {
-        let mut header = String::new();
-        if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0; length];
-    let _ = reader.read_exact(&mut body);
-    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let method = path.rsplit('/').next().unwrap_or("").to_ascii_lowercase();
-    assert!(
-        path.starts_with(&format!("/bot{TOKEN}/")),
-        "the bot calls its own token's methods: {path}"
-    );
-    let result = match method.as_str() {
-        "getupdates" => {
-            let mut updates: Vec<Value> = api.lock().unwrap().updates.drain(..).collect();
-            if updates.is_empty() {
-                std::thread::sleep(Duration::from_millis(100));
-                updates = api.lock().unwrap().updates.drain(..).collect();
-            }
-            json!(updates)
-        }
-        "sendmessage" => {
-            let mut api = api.lock().unwrap();
-            api.sent.push(request.clone());
-            json!({"message_id": api.sent.len(), "date": 1_700_000_000, "chat": chat(), "text": request["text"]})
-        }
-        _ => json!(true),
-    };
-    let body = json!({"ok": true, "result": result}).to_string();
-    let _ = write!(
-        stream,
-        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-}
-
-fn push(api: &Shared, update: Value) {
-    let mut api = api.lock().unwrap();
-    api.next_update += 1;
-    let mut update = update;
-    update["update_id"] = json!(api.next_update);
-    api.updates.push_back(update);
-}
-
-fn text_from(api: &Shared, from: u64, text: &str) {
-    push(
-        api,
-        json!({"message": {"message_id": 1, "date": 1_700_000_000, "chat": chat(), "from": user(from), "text": text}}),
-    );
-}
-
-fn press(api: &Shared, from: u64, data: &str) {
-    push(
-        api,
-        json!({"callback_query": {"id": "q1", "from": user(from), "chat_instance": "c", "data": data,
-        "message": {"message_id": 1, "date": 1_700_000_000, "chat": chat(), "text": "x"}}}),
-    );
-}
-
-fn sent_containing(api: &Shared, needle: &str) -> Option<Value> {
-    api.lock()
-        .unwrap()
-        .sent
-        .iter()
-        .find(|m| m["text"].as_str().is_some_and(|t| t.contains(needle)))
-        .cloned()
-}
-
-#[test]
-fn people_drive_a_session_from_telegram() {
-    let (port, api) = fake_api();
+fn telegram_project(api: &FakeApi, chat: i64, allowed: Option<u64>) -> Project {
     let mut project = Project::new();
     project
         .env("TELEGRAM_BOT_TOKEN", TOKEN)
-        .env("TELEGRAM_CHAT_ID", &CHAT.to_string())
-        .env("TELEGRAM_API_URL", &format!("http://127.0.0.1:{port}"))
-        .env("TELEGRAM_ALLOWED_USERS", &ALLOWED.to_string());
-    let _daemon = project.daemon(&[]);
+        .env("TELEGRAM_CHAT_ID", &chat.to_string())
+        .env("TELEGRAM_API_URL", &api.url());
+    if let Some(user) = allowed {
+        project.env("TELEGRAM_ALLOWED_USERS", &user.to_string());
+    }
     project
-        .run(&["start", "--session", "tg", "--dive", "d", "--task", "t"])
+}
+
+fn start(project: &Project, name: &str) -> Session {
+    project
+        .run(&["start", "--session", name, "--dive", "d", "--task", "t"])
         .expect(0);
-    let s = project.session("tg");
-    let folder = s.0.file_name().unwrap().to_string_lossy().into_owned();
+    project.session(name)
+}
 
-    wait_for(Duration::from_secs(30), "the questions message", || {
-        sent_containing(&api, "has questions").is_some()
-    });
-    let asked = sent_containing(&api, "has questions").unwrap();
-    assert_eq!(asked["chat_id"], CHAT);
-    assert_eq!(asked["parse_mode"], "HTML");
-    assert_eq!(
-        asked["reply_markup"]["inline_keyboard"][0][0]["callback_data"],
-        format!("answer:{folder}")
-    );
+fn folder(s: &Session) -> String {
+    s.0.file_name().unwrap().to_string_lossy().into_owned()
+}
 
-    // Someone not in TELEGRAM_ALLOWED_USERS is refused and nothing happens.
-    press(&api, 99, &format!("answer:{folder}"));
-    wait_for(Duration::from_secs(10), "the refusal", || {
-        sent_containing(&api, "not allowed").is_some()
-    });
-    assert_eq!(s.state()["status"]["for"], "qa_answers");
+fn text(message: &Value) -> &str {
+    message["text"].as_str().unwrap_or("")
+}
 
-    press(&api, ALLOWED, &format!("answer:{folder}"));
-    wait_for(Duration::from_secs(30), "the plan message", || {
-        sent_containing(&api, "waits for approval").is_some()
+#[test]
+fn every_notice_arrives_once_and_in_order_through_failures_and_a_crash() {
+    let api = FakeApi::start(OWNER as i64);
+    // A server error, a 429 asking for 2 s, then the API down for 10 s.
+    api.fail(&[
+        Failure::ServerError,
+        Failure::RetryAfter(2),
+        Failure::Down(Duration::from_secs(10)),
+    ]);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    let daemon = project.daemon(&[]);
+    let names = ["ta", "tb", "tc", "td", "te"];
+    for name in names {
+        start(&project, name);
+    }
+    wait_for(Duration::from_secs(60), "the API to go down", || {
+        api.is_down()
     });
-    assert!(s.read("_qa.md").contains("Answer: samocode-demo"));
-
-    text_from(&api, ALLOWED, "/status");
-    wait_for(Duration::from_secs(10), "the status reply", || {
-        sent_containing(&api, "planning waiting").is_some()
+    // The daemon dies while notices wait to be sent, and comes back.
+    daemon.crash();
+    let _daemon = project.daemon(&[]);
+    project.drive_to_done(names.len(), Duration::from_secs(180));
+    let kinds = ["has questions", "waits for approval", "is done"];
+    wait_for(Duration::from_secs(120), "every notice", || {
+        names.iter().all(|n| {
+            let name = folder(&project.session(n));
+            kinds
+                .iter()
+                .all(|k| !api.sent(&format!("<b>{name}</b>")).is_empty() && !api.sent(k).is_empty())
+        }) && api.sent("is done").len() == names.len()
     });
-    text_from(&api, ALLOWED, "/approve tg");
-    wait_for(Duration::from_secs(30), "done", || {
-        sent_containing(&api, "is done").is_some()
-    });
-    assert_eq!(s.state()["status"]["state"], "done");
-    let history = s.jsonl("_signal_history.jsonl");
-    assert!(
-        history
+    let sent = api.calls("sendmessage");
+    for n in names {
+        let name = format!("<b>{}</b>", folder(&project.session(n)));
+        let mine: Vec<&str> = sent
             .iter()
-            .any(|r| r["status"] == "approve" && r["source"] == "person")
-    );
-
+            .map(text)
+            .filter(|t| t.contains(&name))
+            .collect();
+        let positions: Vec<usize> = kinds
+            .iter()
+            .map(|k| {
+                let found: Vec<usize> = mine
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| t.contains(k))
+                    .map(|(i, _)| i)
+                    .collect();
+                assert_eq!(found.len(), 1, "{n}: {k:?} sent once: {mine:#?}");
+                found[0]
+            })
+            .collect();
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "{n}: in order: {mine:#?}"
+        );
+    }
     let log = std::fs::read_to_string(project.root.join("daemon.log")).unwrap();
     assert!(!log.contains("never-in-a-log"), "the token reached the log");
+}
+
+#[test]
+fn a_pressed_button_closes_its_message_and_says_who_pressed_it() {
+    let api = FakeApi::start(-100);
+    let mut project = telegram_project(&api, -100, Some(MEMBER));
+    let _daemon = project.daemon(&[]);
+    let s = start(&project, "press");
+    let name = folder(&s);
+    wait_for(Duration::from_secs(30), "the questions", || {
+        !api.sent("has questions").is_empty()
+    });
+    let asked = api.sent("has questions").remove(0);
+    // One button per option of each question, then one for all the suggestions.
+    let rows = asked["reply_markup"]["inline_keyboard"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(rows[0][1]["callback_data"], format!("opt:1:1:{name}"));
+    assert_eq!(rows[2][0]["callback_data"], format!("answer:{name}"));
+    // Q1's second option (docs), then all the suggestions for the rest.
+    api.press(
+        MEMBER,
+        "ann",
+        asked["message_id"].as_i64().unwrap(),
+        &format!("opt:1:1:{name}"),
+    );
+    wait_for(Duration::from_secs(10), "the option saved", || {
+        s.read("_qa.md").contains("Answer: docs")
+    });
+    api.press(
+        MEMBER,
+        "ann",
+        asked["message_id"].as_i64().unwrap(),
+        &format!("answer:{name}"),
+    );
+    wait_for(Duration::from_secs(30), "the plan", || {
+        !api.sent("waits for approval").is_empty()
+    });
+    let answered = api
+        .calls("answercallbackquery")
+        .into_iter()
+        .filter(|c| c["text"].as_str().is_some_and(|t| !t.is_empty()))
+        .count();
+    assert!(
+        answered >= 2,
+        "each press is acknowledged with a short text"
+    );
+    let plan = api.sent("waits for approval").remove(0);
+    api.press(
+        MEMBER,
+        "ann",
+        plan["message_id"].as_i64().unwrap(),
+        &format!("approve:{name}"),
+    );
+    wait_for(Duration::from_secs(30), "done", || {
+        !api.sent("is done").is_empty()
+    });
+    let edits = api.calls("editmessagetext");
+    let plan_edit = edits
+        .iter()
+        .find(|e| e["message_id"] == plan["message_id"])
+        .expect("the plan message was edited");
+    assert!(text(plan_edit).contains("approved by @ann"), "{plan_edit}");
+    assert!(
+        plan_edit.get("reply_markup").is_none(),
+        "its buttons are gone"
+    );
+    let asked_edit = edits
+        .iter()
+        .find(|e| e["message_id"] == asked["message_id"])
+        .expect("the questions message was edited");
+    assert!(
+        text(asked_edit).contains("answered by @ann"),
+        "{asked_edit}"
+    );
+
+    // A gate passed from the command line closes the message too, and says so.
+    let s2 = start(&project, "cli");
+    wait_for(Duration::from_secs(30), "the second questions", || {
+        s2.state()["status"]["for"] == "qa_answers"
+    });
+    project
+        .run(&["answer", "cli", "--accept-suggestions"])
+        .expect(0);
+    wait_for(Duration::from_secs(30), "the second plan", || {
+        api.sent("waits for approval").len() == 2
+    });
+    let plan2 = api.sent("waits for approval").remove(1);
+    project.run(&["approve", "cli"]).expect(0);
+    wait_for(Duration::from_secs(30), "the edit", || {
+        api.calls("editmessagetext").iter().any(|e| {
+            e["message_id"] == plan2["message_id"]
+                && text(e).contains("approved from the command line")
+        })
+    });
+}
+
+#[test]
+fn the_owner_of_a_private_chat_may_act_a_stranger_may_not() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    let _daemon = project.daemon(&[]);
+    let s = start(&project, "own");
+    wait_for(Duration::from_secs(30), "the questions", || {
+        !api.sent("has questions").is_empty()
+    });
+    wait_for(Duration::from_secs(10), "the command menu", || {
+        !api.calls("setmycommands").is_empty()
+    });
+    let menu = api.calls("setmycommands").remove(0).to_string();
+    for command in [
+        "status", "session", "approve", "reject", "answer", "accept", "stop", "resume", "logs",
+        "tell", "help",
+    ] {
+        assert!(
+            menu.contains(&format!("\"{command}\"")),
+            "{command} in {menu}"
+        );
+    }
+    // A stranger changes nothing and hears so once.
+    api.text_from(STRANGER, "eve", "/accept own");
+    api.text_from(STRANGER, "eve", "/accept own secret words");
+    wait_for(Duration::from_secs(10), "the refusal", || {
+        !api.sent("may not drive").is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(api.sent("may not drive").len(), 1, "told once");
+    assert_eq!(s.state()["status"]["for"], "qa_answers");
+    let log = std::fs::read_to_string(project.root.join("daemon.log")).unwrap();
+    assert!(log.contains(&STRANGER.to_string()), "{log}");
+    assert!(
+        !log.contains("secret words"),
+        "the stranger's text is not logged"
+    );
+    // The owner may.
+    api.text_from(OWNER, "owner", "/accept own");
+    wait_for(Duration::from_secs(30), "the plan", || {
+        !api.sent("waits for approval").is_empty()
+    });
+    api.text_from(OWNER, "owner", "/session own");
+    wait_for(Duration::from_secs(10), "the session in full", || {
+        api.calls("sendmessage")
+            .iter()
+            .any(|m| text(m).contains("waiting for plan_approval") && text(m).contains("flow log"))
+    });
+    api.text_from(OWNER, "owner", "/logs own");
+    wait_for(Duration::from_secs(10), "the logs", || {
+        api.calls("sendmessage")
+            .iter()
+            .any(|m| text(m).contains("== "))
+    });
+}
+
+#[test]
+fn in_a_group_without_allowed_users_no_one_may_act() {
+    let api = FakeApi::start(-500);
+    let mut project = telegram_project(&api, -500, None);
+    let _daemon = project.daemon(&[]);
+    let s = start(&project, "grp");
+    wait_for(Duration::from_secs(30), "the questions", || {
+        !api.sent("has questions").is_empty()
+    });
+    api.text_from(OWNER, "owner", "/accept grp");
+    wait_for(Duration::from_secs(10), "the refusal", || {
+        !api.sent("may not drive").is_empty()
+    });
+    assert_eq!(s.state()["status"]["for"], "qa_answers");
+}
+
+/// The contexts the attempts of `s` were given, oldest first.
+fn contexts(s: &Session) -> Vec<String> {
+    s.logs()
+        .iter()
+        .filter(|l| l.ends_with(".context.md"))
+        .map(|l| s.read(&format!("_logs/{l}")))
+        .collect()
+}
+
+#[test]
+fn guidance_from_telegram_and_the_command_line_reaches_the_next_iteration_once() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    project.env("SAMOCODE_FAKE", "implementation@1=slow:30");
+    project.env("SAMOCODE_FAKE_STEPS", "1");
+    let _daemon = project.daemon(&[]);
+    let s = start(&project, "guide");
+    wait_for(Duration::from_secs(30), "the questions", || {
+        !api.sent("has questions").is_empty()
+    });
+    api.text_from(
+        OWNER,
+        "owner",
+        "/tell guide use the existing auth middleware",
+    );
+    wait_for(Duration::from_secs(10), "the note", || {
+        s.jsonl("_signal_history.jsonl")
+            .iter()
+            .any(|r| r["status"] == "tell")
+    });
+    project
+        .run(&["answer", "guide", "--accept-suggestions"])
+        .expect(0);
+    wait_for(Duration::from_secs(30), "the plan", || {
+        s.state()["status"]["for"] == "plan_approval"
+    });
+    let with_note: Vec<String> = contexts(&s)
+        .into_iter()
+        .filter(|c| c.contains("## Guidance from a person"))
+        .collect();
+    assert_eq!(with_note.len(), 1, "one iteration saw the note");
+    assert_eq!(
+        with_note[0]
+            .matches("use the existing auth middleware")
+            .count(),
+        1
+    );
+    let history = s.jsonl("_signal_history.jsonl");
+    let tell = history.iter().find(|r| r["status"] == "tell").unwrap();
+    assert_eq!(tell["reason"], "use the existing auth middleware");
+    assert_eq!(tell["by"], "by @owner");
+    assert!(
+        s.read("_overview.md")
+            .contains("Guidance from a person: use the existing auth middleware")
+    );
+
+    // --now stops the running attempt and runs it again with the note.
+    project.run(&["approve", "guide"]).expect(0);
+    wait_for(
+        Duration::from_secs(30),
+        "the slow implementation attempt",
+        || s.state()["phase"] == "implementation" && s.state()["status"]["state"] == "running",
+    );
+    project
+        .run(&["tell", "guide", "stop touching the migrations", "--now"])
+        .expect(0);
+    wait_for(
+        Duration::from_secs(30),
+        "the attempt run again with the note",
+        || {
+            contexts(&s)
+                .iter()
+                .any(|c| c.contains("- stop touching the migrations"))
+        },
+    );
+    let rows = s.jsonl("_iterations.jsonl");
+    let stopped = rows
+        .iter()
+        .find(|r| r["phase"] == "implementation")
+        .unwrap();
+    assert_eq!(stopped["outcome"], "interrupted", "{stopped}");
+    project.drive_to_done(1, Duration::from_secs(60));
+    let later: Vec<String> = contexts(&s)
+        .into_iter()
+        .filter(|c| c.contains("stop touching the migrations"))
+        .collect();
+    assert_eq!(later.len(), 1, "used once");
 }

@@ -12,7 +12,8 @@ use nix::sys::signal::Signal;
 use samocode::agent::AttemptSpec;
 use samocode::agent::launch::{ExitKind, Group, Launched, Launcher};
 use samocode::config::{AgentSettings, Project, Provider, RetryPolicy};
-use samocode::notify::{SessionEvent, Sink};
+use samocode::notify::outbox::OpenMessage;
+use samocode::notify::{Notice, Pending, SendError, SessionEvent, Sink};
 use samocode::protocol::{Phase, SessionState};
 use samocode::session::SessionStore;
 use samocode::supervisor::{SupervisorActor, SupervisorArgs, SupervisorMsg};
@@ -217,12 +218,26 @@ impl Recorder {
 }
 
 impl Sink for Recorder {
-    fn deliver<'a>(
+    fn render(&self, event: &SessionEvent) -> Option<Notice> {
+        Some(Notice {
+            session: String::new(),
+            open: false,
+            html: event.headline(),
+            buttons: Vec::new(),
+        })
+    }
+
+    fn send<'a>(&'a self, notice: &'a Notice) -> Pending<'a, Result<Vec<i64>, SendError>> {
+        self.0.lock().unwrap().push(notice.html.clone());
+        Box::pin(async { Ok(vec![1]) })
+    }
+
+    fn close<'a>(
         &'a self,
-        event: &'a SessionEvent,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
-        let headline = event.headline();
-        Box::pin(async move { self.0.lock().unwrap().push(headline) })
+        _message: &'a OpenMessage,
+        _line: &'a str,
+    ) -> Pending<'a, Result<(), SendError>> {
+        Box::pin(async { Ok(()) })
     }
 }
 
@@ -304,7 +319,8 @@ impl World {
             },
             keep_parked,
             state_dir: None,
-            sinks: vec![Arc::new(notices.clone())],
+            sink: Some(Arc::new(notices.clone())),
+            outbox: None,
             launcher: launcher.clone(),
             failpoints: Vec::new(),
         };
@@ -357,6 +373,7 @@ impl World {
         let request = samocode::control::Request::Person {
             dir: self.session.clone(),
             command,
+            by: None,
         };
         match samocode::control::ask(&self.supervisor, request).await {
             samocode::control::Response::Done { message } => message,

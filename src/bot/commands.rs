@@ -1,0 +1,230 @@
+//! The bot's commands, parsed by teloxide's `BotCommands` derive and registered as the chat's
+//! command menu; what a pressed button means.
+
+use teloxide::utils::command::{BotCommands, ParseError};
+
+use crate::session::person::{Answers, PersonCommand};
+
+/// What a person can ask the bot.
+#[derive(BotCommands, Clone, Debug, PartialEq)]
+#[command(
+    rename_rule = "lowercase",
+    description = "samocode runs coding agents; these commands act on its sessions (NAME: the session's name):"
+)]
+pub enum Command {
+    #[command(description = "the sessions")]
+    Status,
+    #[command(
+        description = "NAME — one session in full: its state, newest Flow Log lines, open questions"
+    )]
+    Session(String),
+    #[command(description = "NAME — approve the plan")]
+    Approve(String),
+    #[command(description = "NAME reason — send the plan back with what to change", parse_with = name_and_text)]
+    Reject(String, String),
+    #[command(description = "NAME N text — answer question N", parse_with = answer)]
+    Answer(String, u32, String),
+    #[command(description = "NAME — accept every suggested answer")]
+    Accept(String),
+    #[command(description = "NAME — park the session")]
+    Stop(String),
+    #[command(description = "NAME — continue a stopped, blocked or failed session")]
+    Resume(String),
+    #[command(description = "NAME — the last 30 lines of its newest attempt")]
+    Logs(String),
+    #[command(description = "NAME text — guidance for its next iteration", parse_with = name_and_text)]
+    Tell(String, String),
+    #[command(description = "these commands")]
+    Help,
+    #[command(hide)]
+    Start,
+}
+
+impl Command {
+    /// Parses a message; a command addressed to a named bot (`/approve@my_bot x`) counts too.
+    pub fn read(text: &str) -> Result<Command, String> {
+        let text = text.trim();
+        let (first, rest) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
+        let first = first.split('@').next().unwrap_or(first);
+        let normal = format!("{first} {}", rest.trim());
+        Command::parse(normal.trim_end(), "").map_err(|error| {
+            let why = match error {
+                ParseError::UnknownCommand(command) => format!("unknown command {command}"),
+                ParseError::TooFewArguments { .. } | ParseError::IncorrectFormat(_) => {
+                    format!("{first} needs more: see /help")
+                }
+                ParseError::Custom(error) => error.to_string(),
+                other => other.to_string(),
+            };
+            format!("{why}\n\n{}", Command::descriptions())
+        })
+    }
+
+    /// The session and the person's command, for the commands that act on a session.
+    pub fn person(&self) -> Option<(&str, PersonCommand)> {
+        Some(match self {
+            Command::Approve(name) => (name, PersonCommand::Approve),
+            Command::Reject(name, reason) => (
+                name,
+                PersonCommand::Reject {
+                    reason: reason.clone(),
+                },
+            ),
+            Command::Answer(name, number, text) => (
+                name,
+                PersonCommand::Answer {
+                    answers: Answers::Given(vec![(*number, text.clone())]),
+                },
+            ),
+            Command::Accept(name) => (
+                name,
+                PersonCommand::Answer {
+                    answers: Answers::Suggestions,
+                },
+            ),
+            Command::Stop(name) => (name, PersonCommand::Stop),
+            Command::Resume(name) => (name, PersonCommand::Resume),
+            _ => return None,
+        })
+    }
+}
+
+fn name_and_text(input: String) -> Result<(String, String), ParseError> {
+    let input = input.trim();
+    match input.split_once(char::is_whitespace) {
+        Some((name, text)) if !text.trim().is_empty() => {
+            Ok((name.to_string(), text.trim().to_string()))
+        }
+        _ => Err(ParseError::Custom(
+            "give the session's name, then the text".into(),
+        )),
+    }
+}
+
+fn answer(input: String) -> Result<(String, u32, String), ParseError> {
+    let (name, rest) = name_and_text(input)?;
+    let (number, text) = rest
+        .split_once(char::is_whitespace)
+        .ok_or_else(|| ParseError::Custom("give the question's number, then the answer".into()))?;
+    let number = number
+        .trim_start_matches(['Q', 'q'])
+        .parse()
+        .map_err(|_| ParseError::Custom(format!("{number:?} is not a question number").into()))?;
+    Ok((name, number, text.trim().to_string()))
+}
+
+/// A pressed button: `VERB:SESSION`, or `opt:Q:I:SESSION` for option I of question Q.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Press {
+    Person {
+        session: String,
+        command: PersonCommand,
+    },
+    /// Option `index` of question `question` (the bot reads its text from `_qa.md`).
+    Option {
+        session: String,
+        question: u32,
+        index: usize,
+    },
+}
+
+/// Parses the data of a pressed button.
+pub fn press(data: &str) -> Option<Press> {
+    let (verb, rest) = data.split_once(':')?;
+    let command = match verb {
+        "approve" => PersonCommand::Approve,
+        "resume" => PersonCommand::Resume,
+        "answer" => PersonCommand::Answer {
+            answers: Answers::Suggestions,
+        },
+        "opt" => {
+            let mut parts = rest.splitn(3, ':');
+            let question = parts.next()?.parse().ok()?;
+            let index = parts.next()?.parse().ok()?;
+            return Some(Press::Option {
+                session: parts.next()?.to_string(),
+                question,
+                index,
+            });
+        }
+        _ => return None,
+    };
+    Some(Press::Person {
+        session: rest.to_string(),
+        command,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse_with_their_arguments() {
+        assert_eq!(
+            Command::read("/approve auth"),
+            Ok(Command::Approve("auth".into()))
+        );
+        assert_eq!(
+            Command::read("/approve@samocode_bot auth"),
+            Ok(Command::Approve("auth".into()))
+        );
+        assert_eq!(
+            Command::read("/reject auth split step 2"),
+            Ok(Command::Reject("auth".into(), "split step 2".into()))
+        );
+        assert_eq!(
+            Command::read("/answer auth Q2 yes please"),
+            Ok(Command::Answer("auth".into(), 2, "yes please".into()))
+        );
+        assert_eq!(
+            Command::read("/tell auth use the existing auth middleware"),
+            Ok(Command::Tell(
+                "auth".into(),
+                "use the existing auth middleware".into()
+            ))
+        );
+        assert_eq!(Command::read("/status"), Ok(Command::Status));
+        assert!(
+            Command::read("/reject auth")
+                .unwrap_err()
+                .contains("then the text")
+        );
+        assert!(
+            Command::read("/deploy auth")
+                .unwrap_err()
+                .contains("unknown command")
+        );
+        assert!(Command::read("/help").is_ok());
+        let help = Command::descriptions().to_string();
+        for command in [
+            "/status", "/session", "/approve", "/reject", "/answer", "/accept", "/stop", "/resume",
+            "/logs", "/tell", "/help",
+        ] {
+            assert!(help.contains(command), "{command} in {help}");
+        }
+        assert!(!help.contains("/start"));
+    }
+
+    #[test]
+    fn buttons_parse() {
+        assert_eq!(
+            press("answer:26-11-24-auth"),
+            Some(Press::Person {
+                session: "26-11-24-auth".into(),
+                command: PersonCommand::Answer {
+                    answers: Answers::Suggestions
+                }
+            })
+        );
+        assert_eq!(
+            press("opt:2:1:auth"),
+            Some(Press::Option {
+                session: "auth".into(),
+                question: 2,
+                index: 1
+            })
+        );
+        assert_eq!(press("nonsense"), None);
+    }
+}

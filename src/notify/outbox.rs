@@ -1,0 +1,362 @@
+//! The durable outbox of notices: a JSON-lines file in the state directory
+//! (`outbox/<owner>.jsonl`) where every notice is appended, and fsynced, before it is sent, and
+//! marked sent only once the sink has accepted it. A notifier that starts (after a crash, a
+//! restart, or a `samocode run` that ended before its notices went out) replays what is not
+//! marked sent, in order.
+//!
+//! The file holds [`Entry`] lines: a notice, a close (the edit of a session's open message
+//! once the session has moved on), and the mark that one of them was delivered, with the ids
+//! of the messages it became. It is compacted when it grows: what is kept is what is still to
+//! be sent, and the sent notices whose message is still open for an edit.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::Notice;
+
+/// One line of the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Entry {
+    /// A notice to send.
+    Notice { id: u64, notice: Notice },
+    /// Edit the session's open message: remove its buttons and add `line`.
+    Close {
+        id: u64,
+        session: String,
+        line: String,
+    },
+    /// Entry `id` was delivered; the messages it became (the last one holds the buttons).
+    Sent { id: u64, messages: Vec<i64> },
+    /// Entry `id` was refused for good by the sink (it is not replayed).
+    Dropped { id: u64, reason: String },
+}
+
+/// A sent notice whose message a later close will edit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenMessage {
+    pub message: i64,
+    pub html: String,
+}
+
+/// What a notifier starts from: the entries still to deliver, in order, and the open
+/// messages by session.
+#[derive(Debug, Default)]
+pub struct Replay {
+    pub pending: VecDeque<Entry>,
+    pub open: HashMap<String, OpenMessage>,
+    pub next_id: u64,
+}
+
+/// The daemon's outbox in its state directory.
+pub fn daemon_outbox(state_dir: &Path) -> PathBuf {
+    state_dir.join("outbox").join("daemon.jsonl")
+}
+
+/// The outbox of a `samocode run` of session `name` (one run per session at a time).
+pub fn run_outbox(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir.join("outbox").join(format!("run-{name}.jsonl"))
+}
+
+/// Lines past which the file is compacted.
+const COMPACT_AT: usize = 2000;
+
+pub struct Outbox {
+    path: PathBuf,
+    file: File,
+    lines: usize,
+    /// Held (flock) for as long as this notifier owns the outbox: another process can tell
+    /// whether an outbox is orphaned.
+    _lock: File,
+}
+
+impl Outbox {
+    /// Opens (creating) the outbox at `path`, takes it over, and reads what it holds. Fails with
+    /// `WouldBlock` while another notifier owns it.
+    pub fn open(path: &Path) -> std::io::Result<(Outbox, Replay)> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let lock = lock(path)?;
+        let entries = read(path)?;
+        let replay = replay(&entries);
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let mut outbox = Outbox {
+            path: path.to_path_buf(),
+            file,
+            lines: entries.len(),
+            _lock: lock,
+        };
+        outbox.compact(&replay)?;
+        Ok((outbox, replay))
+    }
+
+    /// Appends an entry, durably.
+    pub fn append(&mut self, entry: &Entry) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(entry).expect("outbox entries serialize");
+        line.push(b'\n');
+        // One write per line, so a crash leaves whole lines.
+        self.file.write_all(&line)?;
+        self.file.sync_data()?;
+        self.lines += 1;
+        Ok(())
+    }
+
+    /// Rewrites the file with only what still matters, once it has grown past its limit.
+    pub fn compact_if_large(&mut self, replay: &Replay) -> std::io::Result<()> {
+        if self.lines > COMPACT_AT {
+            self.compact(replay)?;
+        }
+        Ok(())
+    }
+
+    fn compact(&mut self, replay: &Replay) -> std::io::Result<()> {
+        let mut kept: Vec<Entry> = Vec::new();
+        // The open messages, as notices already sent, so a close can still find them.
+        let mut open: Vec<(&String, &OpenMessage)> = replay.open.iter().collect();
+        open.sort_by_key(|(_, m)| m.message);
+        for (session, message) in open {
+            let id = u64::MAX - message.message as u64;
+            kept.push(Entry::Notice {
+                id,
+                notice: Notice {
+                    session: session.clone(),
+                    open: true,
+                    html: message.html.clone(),
+                    buttons: Vec::new(),
+                },
+            });
+            kept.push(Entry::Sent {
+                id,
+                messages: vec![message.message],
+            });
+        }
+        kept.extend(replay.pending.iter().cloned());
+        let mut text = Vec::new();
+        for entry in &kept {
+            text.extend(serde_json::to_vec(entry).expect("outbox entries serialize"));
+            text.push(b'\n');
+        }
+        crate::session::store::write_atomic(&self.path, &text).map_err(std::io::Error::other)?;
+        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        self.lines = kept.len();
+        Ok(())
+    }
+}
+
+/// Takes the lock of the outbox at `path` (its `.lock` file beside it).
+fn lock(path: &Path) -> std::io::Result<File> {
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path.with_extension("lock"))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(std::io::ErrorKind::WouldBlock.into()),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+fn read(path: &Path) -> std::io::Result<Vec<Entry>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e),
+    };
+    Ok(text
+        .lines()
+        // A line cut short by a crash mid-write is skipped: its notice was never sent.
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect())
+}
+
+/// Takes over the outboxes of `samocode run`s that ended before their notices went out (their
+/// lock is free): returns what they left to send and their open messages, and removes them.
+pub fn adopt_orphans(own: &Path) -> Replay {
+    let mut adopted = Replay::default();
+    let Some(dir) = own.parent() else {
+        return adopted;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return adopted;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if path == own || !name.starts_with("run-") || !name.ends_with(".jsonl") {
+            continue;
+        }
+        let Ok(_lock) = lock(&path) else {
+            continue;
+        };
+        if let Ok(entries) = read(&path) {
+            let orphan = replay(&entries);
+            adopted.pending.extend(orphan.pending);
+            adopted.open.extend(orphan.open);
+        }
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(path.with_extension("lock"));
+    }
+    adopted
+}
+
+/// What the entries leave to do.
+pub fn replay(entries: &[Entry]) -> Replay {
+    let mut pending: Vec<Entry> = Vec::new();
+    let mut open: HashMap<String, OpenMessage> = HashMap::new();
+    let mut next_id = 0;
+    for entry in entries {
+        match entry {
+            Entry::Notice { id, .. } | Entry::Close { id, .. } => {
+                if *id < u64::MAX / 2 {
+                    next_id = next_id.max(id + 1);
+                }
+                pending.push(entry.clone());
+            }
+            Entry::Sent { id, messages } => {
+                if let Some(at) = pending.iter().position(|e| entry_id(e) == *id) {
+                    match pending.remove(at) {
+                        Entry::Notice { notice, .. } if notice.open => {
+                            if let Some(message) = messages.last() {
+                                open.insert(
+                                    notice.session.clone(),
+                                    OpenMessage {
+                                        message: *message,
+                                        html: notice.html,
+                                    },
+                                );
+                            }
+                        }
+                        Entry::Close { session, .. } => {
+                            open.remove(&session);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Entry::Dropped { id, .. } => pending.retain(|e| entry_id(e) != *id),
+        }
+    }
+    Replay {
+        pending: pending.into(),
+        open,
+        next_id,
+    }
+}
+
+/// The same entry under another id.
+pub fn renumber(entry: Entry, id: u64) -> Entry {
+    match entry {
+        Entry::Notice { notice, .. } => Entry::Notice { id, notice },
+        Entry::Close { session, line, .. } => Entry::Close { id, session, line },
+        Entry::Sent { messages, .. } => Entry::Sent { id, messages },
+        Entry::Dropped { reason, .. } => Entry::Dropped { id, reason },
+    }
+}
+
+pub fn entry_id(entry: &Entry) -> u64 {
+    match entry {
+        Entry::Notice { id, .. }
+        | Entry::Close { id, .. }
+        | Entry::Sent { id, .. }
+        | Entry::Dropped { id, .. } => *id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notice(id: u64, session: &str, open: bool) -> Entry {
+        Entry::Notice {
+            id,
+            notice: Notice {
+                session: session.into(),
+                open,
+                html: format!("notice {id}"),
+                buttons: Vec::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn replay_keeps_what_was_not_sent_in_order_and_the_open_messages() {
+        let entries = vec![
+            notice(0, "a", true),
+            notice(1, "b", false),
+            Entry::Sent {
+                id: 0,
+                messages: vec![10, 11],
+            },
+            notice(2, "a", false),
+            Entry::Close {
+                id: 3,
+                session: "a".into(),
+                line: "approved".into(),
+            },
+            Entry::Dropped {
+                id: 1,
+                reason: "chat not found".into(),
+            },
+        ];
+        let replay = replay(&entries);
+        let ids: Vec<u64> = replay.pending.iter().map(entry_id).collect();
+        assert_eq!(ids, [2, 3]);
+        assert_eq!(
+            replay.open["a"].message, 11,
+            "the last piece holds the buttons"
+        );
+        assert_eq!(replay.next_id, 4);
+    }
+
+    #[test]
+    fn the_file_survives_reopening_and_compaction_keeps_what_matters() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox/daemon.jsonl");
+        let (outbox, replay) = Outbox::open(&path).unwrap();
+        assert!(replay.pending.is_empty());
+        drop(outbox);
+        // A long history, written as a notifier would have (without a sync per line here).
+        let mut text = std::fs::read(&path).unwrap();
+        for id in 0..3000 {
+            text.extend(serde_json::to_vec(&notice(id, "s", id == 5)).unwrap());
+            text.push(b'\n');
+            if id != 2999 {
+                let sent = Entry::Sent {
+                    id,
+                    messages: vec![id as i64],
+                };
+                text.extend(serde_json::to_vec(&sent).unwrap());
+                text.push(b'\n');
+            }
+        }
+        // A crash mid-write leaves half a line.
+        text.extend(b"{\"op\":\"notice\",\"id\":30");
+        std::fs::write(&path, text).unwrap();
+        let (mut outbox, replay) = Outbox::open(&path).unwrap();
+        assert_eq!(replay.pending.len(), 1);
+        assert_eq!(entry_id(&replay.pending[0]), 2999);
+        assert_eq!(replay.open["s"].message, 5);
+        let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+        assert!(lines < 10, "compacted to {lines} lines");
+        outbox
+            .append(&Entry::Sent {
+                id: 2999,
+                messages: vec![2999],
+            })
+            .unwrap();
+        drop(outbox);
+        let (_, replay) = Outbox::open(&path).unwrap();
+        assert!(replay.pending.is_empty());
+        assert_eq!(
+            replay.open["s"].message, 5,
+            "the open message outlives compaction"
+        );
+        assert_eq!(replay.next_id, 3000);
+    }
+}

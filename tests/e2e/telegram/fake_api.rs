@@ -1,0 +1,258 @@
+//! A Bot API on 127.0.0.1 for the tests: it records every call in order, answers getUpdates
+//! from a queue the test fills, and fails on request (a 500, a 429 with `retry_after`, or down
+//! for a while, when it drops every connection).
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub const TOKEN: &str = "123456:never-in-a-log";
+
+/// A failure the API answers the next sending call with.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    ServerError,
+    RetryAfter(u64),
+    /// Drop every connection for this long, starting at the call it meets.
+    Down(Duration),
+}
+
+#[derive(Default)]
+struct State {
+    /// Every answered call: (method, body), in order.
+    calls: Vec<(String, Value)>,
+    updates: VecDeque<Value>,
+    next_update: u64,
+    next_message: i64,
+    failures: VecDeque<Failure>,
+    down_until: Option<Instant>,
+    chat: i64,
+}
+
+#[derive(Clone)]
+pub struct FakeApi {
+    pub port: u16,
+    state: Arc<Mutex<State>>,
+}
+
+impl FakeApi {
+    /// The API of a chat with id `chat` (positive: private, negative: a group).
+    pub fn start(chat: i64) -> FakeApi {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(Mutex::new(State {
+            chat,
+            next_message: 100,
+            ..State::default()
+        }));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let state = shared.clone();
+                std::thread::spawn(move || serve(stream, state));
+            }
+        });
+        FakeApi { port, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Fails the next sending calls, in this order.
+    pub fn fail(&self, failures: &[Failure]) {
+        self.state
+            .lock()
+            .unwrap()
+            .failures
+            .extend(failures.iter().cloned());
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap()
+            .down_until
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// The answered calls of `method` (`sendmessage`, `editmessagetext`, ...).
+    pub fn calls(&self, method: &str) -> Vec<Value> {
+        self.state
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .filter(|(m, _)| m == method)
+            .map(|(_, body)| body.clone())
+            .collect()
+    }
+
+    /// Sent messages whose text contains `needle`.
+    pub fn sent(&self, needle: &str) -> Vec<Value> {
+        self.calls("sendmessage")
+            .into_iter()
+            .filter(|m| m["text"].as_str().is_some_and(|t| t.contains(needle)))
+            .collect()
+    }
+
+    fn push(&self, update: Value) {
+        let mut state = self.state.lock().unwrap();
+        state.next_update += 1;
+        let mut update = update;
+        update["update_id"] = json!(state.next_update);
+        state.updates.push_back(update);
+    }
+
+    fn chat(&self) -> Value {
+        let id = self.state.lock().unwrap().chat;
+        if id > 0 {
+            json!({"id": id, "type": "private", "first_name": "owner"})
+        } else {
+            json!({"id": id, "type": "group", "title": "team"})
+        }
+    }
+
+    /// A text message from user `from`.
+    pub fn text_from(&self, from: u64, name: &str, text: &str) {
+        let chat = self.chat();
+        self.push(
+            json!({"message": {"message_id": 1, "date": 1_700_000_000, "chat": chat,
+            "from": user(from, name), "text": text}}),
+        );
+    }
+
+    /// A press of the button with `data` on message `message`.
+    pub fn press(&self, from: u64, name: &str, message: i64, data: &str) {
+        let chat = self.chat();
+        self.push(
+            json!({"callback_query": {"id": format!("q{message}"), "from": user(from, name),
+            "chat_instance": "c", "data": data,
+            "message": {"message_id": message, "date": 1_700_000_000, "chat": chat, "text": "x"}}}),
+        );
+    }
+}
+
+fn user(id: u64, name: &str) -> Value {
+    json!({"id": id, "is_bot": false, "first_name": name, "username": name})
+}
+
+fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
+    if state
+        .lock()
+        .unwrap()
+        .down_until
+        .is_some_and(|until| Instant::now() < until)
+    {
+        return; // dropped: the service is down
+    }
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+    let mut length = 0;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    let _ = reader.read_exact(&mut body);
+    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let method = path.rsplit('/').next().unwrap_or("").to_ascii_lowercase();
+    assert!(
+        path.starts_with(&format!("/bot{TOKEN}/")),
+        "the bot calls its own token's methods: {path}"
+    );
+    let sending = matches!(method.as_str(), "sendmessage" | "editmessagetext");
+    let (status, answer) = {
+        let mut s = state.lock().unwrap();
+        let failure = if sending {
+            s.failures.pop_front()
+        } else {
+            None
+        };
+        match failure {
+            Some(Failure::Down(span)) => {
+                s.down_until = Some(Instant::now() + span);
+                return;
+            }
+            Some(Failure::ServerError) => (
+                500,
+                json!({"ok": false, "error_code": 500, "description": "Internal Server Error"}),
+            ),
+            Some(Failure::RetryAfter(seconds)) => (
+                429,
+                json!({"ok": false, "error_code": 429, "description": "Too Many Requests: retry later",
+                       "parameters": {"retry_after": seconds}}),
+            ),
+            None => {
+                let chat = if s.chat > 0 {
+                    json!({"id": s.chat, "type": "private", "first_name": "owner"})
+                } else {
+                    json!({"id": s.chat, "type": "group", "title": "team"})
+                };
+                let result = match method.as_str() {
+                    "getupdates" => {
+                        let updates: Vec<Value> = s.updates.drain(..).collect();
+                        drop(s);
+                        if updates.is_empty() {
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                        let mut s = state.lock().unwrap();
+                        let mut all = updates;
+                        all.extend(s.updates.drain(..));
+                        s.calls.push((method.clone(), request.clone()));
+                        let body = json!({"ok": true, "result": all}).to_string();
+                        let _ = write!(
+                            stream,
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        return;
+                    }
+                    "sendmessage" => {
+                        s.next_message += 1;
+                        json!({"message_id": s.next_message, "date": 1_700_000_000, "chat": chat,
+                               "text": request["text"]})
+                    }
+                    "editmessagetext" => {
+                        json!({"message_id": request["message_id"], "date": 1_700_000_000,
+                               "chat": chat, "text": request["text"]})
+                    }
+                    _ => json!(true),
+                };
+                let mut recorded = request.clone();
+                if method == "sendmessage" {
+                    recorded["message_id"] = json!(s.next_message);
+                }
+                s.calls.push((method.clone(), recorded));
+                (200, json!({"ok": true, "result": result}))
+            }
+        }
+    };
+    let body = answer.to_string();
+    let reason = match status {
+        200 => "OK",
+        429 => "Too Many Requests",
+        _ => "Internal Server Error",
+    };
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
