@@ -309,9 +309,9 @@ fn guidance_from_telegram_and_the_command_line_reaches_the_next_iteration_once()
     });
     let with_note: Vec<String> = contexts(&s)
         .into_iter()
-        .filter(|c| c.contains("## Guidance from a person"))
+        .filter(|c| c.contains("\n## Guidance from a person\n"))
         .collect();
-    assert_eq!(with_note.len(), 1, "one iteration saw the note");
+    assert_eq!(with_note.len(), 1, "one iteration saw the note: {:#?}", s.logs());
     assert_eq!(
         with_note[0]
             .matches("use the existing auth middleware")
