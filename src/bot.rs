@@ -154,7 +154,9 @@ impl Telegram {
                 match control(supervisor, Request::Named { session, command }).await {
                     Response::Done { message } => message,
                     Response::Error { message, .. } => format!("not done: {message}"),
-                    Response::Sessions { .. } => "unexpected answer".into(),
+                    Response::Sessions { .. } | Response::Dashboard { .. } => {
+                        "unexpected answer".into()
+                    }
                 }
             }
         };

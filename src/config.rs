@@ -160,6 +160,12 @@ pub struct Config {
     pub codex_home: Option<PathBuf>,
     /// CODEX_HOME was set (rather than defaulted to ~/.codex).
     pub codex_home_set: bool,
+    /// Where the daemon serves the web dashboard (SAMOCODE_HTTP, `--http`); `None` when off
+    /// (`--no-http`, or the value `off`).
+    pub http: Option<std::net::SocketAddr>,
+    /// A file holding a secret that logs in to the dashboard (SAMOCODE_HTTP_TOKEN_FILE,
+    /// `--http-token-file`); required to listen on an address other than loopback.
+    pub http_token_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -199,6 +205,9 @@ pub struct Flags {
     pub provider: Option<String>,
     pub timeout: Option<String>,
     pub max_parallel: Option<String>,
+    /// `--http ADDR`, or `off` for `--no-http`.
+    pub http: Option<String>,
+    pub http_token_file: Option<String>,
     /// The command cannot work without a project file.
     pub require_project: bool,
 }
@@ -321,6 +330,8 @@ fn flag_name(env: &str) -> &'static str {
     match env {
         "SAMOCODE_PROVIDER" => "--provider",
         "SAMOCODE_MAX_PARALLEL" => "--max-parallel",
+        "SAMOCODE_HTTP" => "--http",
+        "SAMOCODE_HTTP_TOKEN_FILE" => "--http-token-file",
         _ => "--timeout",
     }
 }
@@ -462,6 +473,23 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
             nonempty("OTEL_EXPORTER_OTLP_ENDPOINT")
                 .map(|base| format!("{}/v1/traces", base.trim_end_matches('/')))
         });
+    let http = layers
+        .parsed(
+            "SAMOCODE_HTTP",
+            flags.http.as_ref(),
+            "an IP address and port such as 127.0.0.1:7420, or off",
+            |v| match v {
+                "off" => Some(None),
+                addr => addr.parse().ok().map(Some),
+            },
+        )?
+        .unwrap_or(Some(crate::dashboard::DEFAULT_ADDR));
+    let http_token_file = layers.parsed(
+        "SAMOCODE_HTTP_TOKEN_FILE",
+        flags.http_token_file.as_ref(),
+        "a file path",
+        |v| Some(absolute(&sources.cwd, Path::new(&expand_home(v, sources)))),
+    )?;
     let codex_home_set = sources.env.contains_key("CODEX_HOME");
     let codex_home = match sources.env.get("CODEX_HOME").filter(|v| !v.is_empty()) {
         Some(dir) => Some(absolute(
@@ -489,6 +517,8 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
         home: sources.home(),
         codex_home,
         codex_home_set,
+        http,
+        http_token_file,
     })
 }
 

@@ -4,9 +4,12 @@
 //! The socket lives in the daemon's state directory (or at SAMOCODE_CONTROL), mode 0600 inside a
 //! 0700 directory: only the user who runs the daemon can drive it. The server is a task owned
 //! by the daemon that turns each request into a [`SupervisorMsg`] and waits for the answer; it
-//! holds no session state.
+//! holds no session state. [`ask`] is the one way an in-process adapter (the web dashboard)
+//! sends the same requests. `dashboard` requests are answered here from the
+//! [`DashboardHandle`], without the supervisor.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ractor::ActorRef;
 use ractor::rpc::CallResult;
@@ -14,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::dashboard::DashboardHandle;
 use crate::session::person::PersonCommand;
 use crate::supervisor::{OwnedSession, SupervisorMsg};
 
@@ -45,6 +49,8 @@ pub enum Request {
     Status,
     /// Change the cap on running agents.
     Parallel { max: usize },
+    /// The web dashboard's address and a fresh one-time login token (`samocode dashboard`).
+    Dashboard,
 }
 
 /// What the daemon answers.
@@ -61,6 +67,8 @@ pub enum Response {
     },
     /// The request failed; `code` is the exit code the CLI should use.
     Error { message: String, code: u8 },
+    /// Where the dashboard listens, and a token that logs in once.
+    Dashboard { url: String, token: String },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -146,27 +154,39 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Serves requests until the supervisor stops.
-pub async fn serve(listener: UnixListener, supervisor: ActorRef<SupervisorMsg>) {
+pub async fn serve(
+    listener: UnixListener,
+    supervisor: ActorRef<SupervisorMsg>,
+    dashboard: DashboardHandle,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let supervisor = supervisor.clone();
+        let dashboard = dashboard.clone();
         tokio::spawn(async move {
-            if let Err(error) = answer(stream, supervisor).await {
+            if let Err(error) = answer(stream, supervisor, dashboard).await {
                 tracing::warn!(%error, "control connection failed");
             }
         });
     }
 }
 
-async fn answer(stream: UnixStream, supervisor: ActorRef<SupervisorMsg>) -> std::io::Result<()> {
+async fn answer(
+    stream: UnixStream,
+    supervisor: ActorRef<SupervisorMsg>,
+    dashboard: DashboardHandle,
+) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let mut line = String::new();
     reader.read_line(&mut line).await?;
     let response = match serde_json::from_str::<Envelope<Request>>(&line) {
-        Ok(envelope) if envelope.v == VERSION => dispatch(envelope.body, &supervisor).await,
+        Ok(envelope) if envelope.v == VERSION => match envelope.body {
+            Request::Dashboard => dashboard.login(),
+            request => ask(&supervisor, request).await,
+        },
         Ok(envelope) => Response::Error {
             message: format!(
                 "control protocol version {} is not supported (the daemon speaks {VERSION}); use the same samocode binary for both",
@@ -188,12 +208,28 @@ async fn answer(stream: UnixStream, supervisor: ActorRef<SupervisorMsg>) -> std:
     write.write_all(&out).await
 }
 
-async fn dispatch(request: Request, supervisor: &ActorRef<SupervisorMsg>) -> Response {
+/// How long [`ask`] waits for the supervisor. Its handlers do no blocking work, so an answer
+/// that takes longer means the daemon is stuck or stopping, and the caller is better told so.
+pub const ASK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends one control request to the supervisor and waits for its answer, at most
+/// [`ASK_TIMEOUT`]; every failure comes back as an error response, never a hang.
+pub async fn ask(supervisor: &ActorRef<SupervisorMsg>, request: Request) -> Response {
     let result = supervisor
-        .call(|reply| SupervisorMsg::Control { request, reply }, None)
+        .call(
+            |reply| SupervisorMsg::Control { request, reply },
+            Some(ASK_TIMEOUT),
+        )
         .await;
     match result {
         Ok(CallResult::Success(response)) => response,
+        Ok(CallResult::Timeout) => Response::Error {
+            message: format!(
+                "the daemon did not answer within {}s",
+                ASK_TIMEOUT.as_secs()
+            ),
+            code: 1,
+        },
         _ => Response::Error {
             message: "the daemon is shutting down".into(),
             code: 1,

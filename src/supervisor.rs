@@ -435,6 +435,11 @@ impl SupervisorActor {
                     message: format!("at most {} agents run at once now", state.max_parallel),
                 }
             }
+            // The control socket answers it from the dashboard's handle; it never comes here.
+            Request::Dashboard => Response::Error {
+                message: "the dashboard is asked through the control socket".into(),
+                code: 2,
+            },
         }
     }
 

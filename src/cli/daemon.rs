@@ -22,6 +22,8 @@ pub struct SuperviseArgs {
     /// Agents allowed to run at once (also SAMOCODE_MAX_PARALLEL or max_parallel in config.toml).
     #[arg(long, value_name = "N")]
     pub max_parallel: Option<String>,
+    #[command(flatten)]
+    pub http: super::dashboard::HttpArgs,
 }
 
 /// A connection to a running daemon.
@@ -79,9 +81,9 @@ fn done(response: Response) -> Result<String, CliError> {
             code,
             error: anyhow::anyhow!(message),
         }),
-        Response::Sessions { .. } => Err(CliError::failure(anyhow::anyhow!(
-            "unexpected answer from the daemon"
-        ))),
+        Response::Sessions { .. } | Response::Dashboard { .. } => Err(CliError::failure(
+            anyhow::anyhow!("unexpected answer from the daemon"),
+        )),
     }
 }
 
@@ -198,8 +200,17 @@ pub async fn supervise(config: &Config) -> Result<u8, CliError> {
     .await
     .map_err(|e| CliError::failure(anyhow::anyhow!("cannot start the supervisor: {e}")))?;
 
+    // The web dashboard: an adapter beside the bot, stopped when this guard drops. Started
+    // before any session, so that a refused setting stops the daemon with nothing running.
+    let dashboard = crate::dashboard::Dashboard::start(config, supervisor.clone())
+        .await
+        .map_err(CliError::usage)?;
     resume_owned(&supervisor, &owned_file).await;
-    let server = tokio::spawn(control::serve(listener, supervisor.clone()));
+    let server = tokio::spawn(control::serve(
+        listener,
+        supervisor.clone(),
+        dashboard.handle(),
+    ));
     // The bot is a task beside the supervisor: it holds no session state, only asks.
     let bot = telegram.map(|telegram| tokio::spawn(telegram.poll(supervisor.clone())));
     tracing::info!(socket = %config.control_socket.display(), max_parallel = config.max_parallel, "samocode daemon running");

@@ -56,6 +56,23 @@ pub struct SessionRow {
 
 impl SessionRow {
     fn of(folder: &SessionFolder, state: &SessionState, project: &Path) -> SessionRow {
+        let worker = if crate::lockfile::is_held(&folder.path(LOCK)) {
+            "running"
+        } else {
+            "stopped"
+        };
+        SessionRow::with_worker(folder, state, project, worker)
+    }
+
+    /// The row, with the worker column given rather than probed: the daemon knows which
+    /// sessions it drives, and a probe (a shared lock taken for a moment) inside the daemon could
+    /// make a session it is opening at that instant find its lock taken.
+    pub fn with_worker(
+        folder: &SessionFolder,
+        state: &SessionState,
+        project: &Path,
+        worker: &'static str,
+    ) -> SessionRow {
         let notebook = folder
             .read(OVERVIEW)
             .ok()
@@ -85,11 +102,7 @@ impl SessionRow {
                 _ => None,
             },
             resumes_at: state.not_before.map(|at| at.to_string()),
-            worker: if crate::lockfile::is_held(&folder.path(LOCK)) {
-                "running"
-            } else {
-                "stopped"
-            },
+            worker,
             last_action: notebook.last_action,
             next: notebook.next,
             updated_at: state.updated_at.to_string(),
