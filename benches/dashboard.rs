@@ -166,6 +166,10 @@ fn dashboard(c: &mut Criterion) {
                 .into_string()
         })
     });
+    let view = SessionView::read(&long, &project).unwrap();
+    group.bench_function("session page, 500 attempts rendered", |b| {
+        b.iter(|| session_page::sections(black_box(&view), "csrf", Timestamp::now()))
+    });
     group.finish();
 }
 

@@ -1,14 +1,20 @@
 //! What the dashboard's live updates cost the daemon: the real `samocode supervise` with the
-//! scripted agent at a steady rate of iterations, its CPU time read from `/proc/PID/stat`,
-//! first without the dashboard (`--no-http`), then with it and no page open, then with ten
-//! open pages (five fleet pages, five session pages) reading the event streams. Prints the
-//! figures; run with `cargo bench --bench dashboard_cpu`. Under `cargo test` it runs a short
-//! smoke version of the same, so that the measuring code keeps working.
+//! scripted agent at a steady rate of iterations, its CPU time (user + system) read from
+//! `/proc/PID/stat`. Prints the figures; run with `cargo bench --bench dashboard_cpu`. Under
+//! `cargo test` it runs a short smoke version of the same, so that the measuring code keeps
+//! working.
+//!
+//! - A daemon without the dashboard (`--no-http`) gives the baseline.
+//! - A daemon with it is measured in alternating windows: no page open, ten open pages (five
+//!   fleet pages, five session pages, each reading its event stream as a browser would), ten
+//!   pages, none, and so on. Pairing the windows on one daemon keeps the comparison fair on a
+//!   machine whose other load drifts; each window's CPU is divided by its iterations, and the
+//!   difference is given at 100 iterations/s.
 //!
 //! The agent is held to a steady pace by a wrapper that sleeps before it starts: with
-//! `SESSIONS` sessions running at once, each iteration takes about `PACE` plus the work, so the
-//! rate is near `SESSIONS / PACE`. Every session stays in investigation (`*=stay`); when it
-//! reaches the phase's iteration limit it blocks and is resumed, as a person would.
+//! [`SESSIONS`] sessions running at once, the rate is near `SESSIONS / PACE` per second. Every
+//! session stays in investigation (`*=stay`); when it reaches the phase's iteration limit it
+//! blocks and is resumed, as a person would.
 
 #[allow(dead_code)]
 #[path = "../tests/e2e/fixture.rs"]
@@ -21,18 +27,35 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use fixture::{Project, wait_for};
+use fixture::{Daemon, Project, wait_for};
 
 /// Sessions running at once (the daemon's cap is the same).
 const SESSIONS: usize = 20;
 /// The agent's pause before each iteration.
 const PACE: &str = "0.18";
+/// Open pages in the measured windows.
+const PAGES: usize = 10;
+/// The pause before every window (after pages open, their first render is a page load).
+const SETTLE: Duration = Duration::from_secs(2);
+
+struct Plan {
+    warmup: Duration,
+    window: Duration,
+    pairs: usize,
+}
 
 fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
-    let (warmup, window) = match full {
-        true => (Duration::from_secs(5), Duration::from_secs(30)),
-        false => (Duration::from_secs(1), Duration::from_secs(2)),
+    let plan = match std::env::args().any(|a| a == "--bench") {
+        true => Plan {
+            warmup: Duration::from_secs(5),
+            window: Duration::from_secs(15),
+            pairs: 4,
+        },
+        false => Plan {
+            warmup: Duration::from_secs(1),
+            window: Duration::from_secs(2),
+            pairs: 1,
+        },
     };
     // The sessions' files on tmpfs: the figures are about CPU, not about this disk's fsync.
     if Path::new("/dev/shm").is_dir() {
@@ -40,52 +63,98 @@ fn main() {
         unsafe { std::env::set_var("TMPDIR", "/dev/shm") };
     }
     println!(
-        "dashboard_cpu: {SESSIONS} sessions, agent pace {PACE}s, {}s windows{}",
-        window.as_secs(),
-        if full {
-            ""
-        } else {
+        "dashboard_cpu: {SESSIONS} sessions, agent pace {PACE}s, {}s windows, {} pairs{}",
+        plan.window.as_secs(),
+        plan.pairs,
+        if plan.pairs == 1 {
             " (smoke run; `cargo bench --bench dashboard_cpu` for figures)"
+        } else {
+            ""
         }
     );
-    let without = measure(&["--no-http"], 0, warmup, window);
-    let idle = measure(&["--http", "127.0.0.1:0"], 0, warmup, window);
-    let pages = measure(&["--http", "127.0.0.1:0"], 10, warmup, window);
-    for (label, m) in [
-        ("no dashboard (--no-http)", &without),
-        ("dashboard, no page open", &idle),
-        ("dashboard, 10 pages open", &pages),
-    ] {
-        println!(
-            "{label:<28} {:>6.1} iterations/s  daemon CPU {:>5.2}%  ({:.3} ms CPU per iteration){}",
-            m.rate,
-            m.cpu_percent,
-            m.cpu_percent * 10.0 / m.rate.max(0.001),
-            if m.events > 0 {
-                format!("  {} events, {} KiB to the pages", m.events, m.bytes / 1024)
-            } else {
-                String::new()
-            }
-        );
+
+    // The baseline follows the same schedule as the measured daemon below (its sessions'
+    // files grow alike), so that their averages compare.
+    let (baseline_project, baseline_daemon) = fleet(&["--no-http"]);
+    std::thread::sleep(plan.warmup);
+    let mut baseline = Vec::new();
+    for _ in 0..plan.pairs * 2 {
+        std::thread::sleep(SETTLE);
+        let m = window(&baseline_project, &baseline_daemon, plan.window, None);
+        report("no dashboard (--no-http)", &m);
+        baseline.push(m);
     }
-    // Normalised per iteration, then scaled to 100 iterations/s: the runs differ a little in rate.
-    let per_iteration = |m: &Measure| m.cpu_percent / m.rate.max(0.001);
+    drop(baseline_daemon);
+
+    let (project, daemon) = fleet(&["--http", "127.0.0.1:0"]);
+    std::thread::sleep(plan.warmup);
+    let mut idle = Vec::new();
+    let mut open = Vec::new();
+    // Alternating order (idle, open, open, idle, ...) so that a slow drift of the daemon's
+    // cost over time (its sessions' files grow) does not count as the pages' cost.
+    for pair in 0..plan.pairs {
+        for open_pages in [pair % 2 == 1, pair % 2 == 0] {
+            if open_pages {
+                let pages = Pages::open(&project, PAGES);
+                // The pages' first render is a page load, not the stream: let it pass.
+                std::thread::sleep(SETTLE);
+                let m = window(&project, &daemon, plan.window, Some(&pages));
+                report(&format!("dashboard, {PAGES} pages open"), &m);
+                open.push(m);
+                pages.close();
+            } else {
+                std::thread::sleep(SETTLE);
+                let m = window(&project, &daemon, plan.window, None);
+                report("dashboard, no page open", &m);
+                idle.push(m);
+            }
+        }
+    }
+    drop(daemon);
+
+    let per_iteration = |ms: &[Measure]| {
+        ms.iter().map(|m| m.cpu_seconds).sum::<f64>() / ms.iter().map(|m| m.iterations).sum::<f64>()
+    };
+    // CPU seconds per iteration times 100 iterations per second: the share of one core.
+    let at_100 = |seconds_per_iteration: f64| seconds_per_iteration * 100.0 * 100.0;
     println!(
-        "the event stream to 10 pages adds {:.2} percentage points of one core at 100 iterations/s \
-         ({:.2} for the dashboard with no page open)",
-        (per_iteration(&pages) - per_iteration(&without)) * 100.0,
-        (per_iteration(&idle) - per_iteration(&without)) * 100.0,
+        "at 100 iterations/s: daemon CPU {:.2}% without the dashboard, {:.2}% with it and no page, \
+         {:.2}% with {PAGES} pages; the event stream to {PAGES} pages adds {:.2} points",
+        at_100(per_iteration(&baseline)),
+        at_100(per_iteration(&idle)),
+        at_100(per_iteration(&open)),
+        at_100(per_iteration(&open)) - at_100(per_iteration(&idle)),
     );
 }
 
 struct Measure {
-    rate: f64,
-    cpu_percent: f64,
+    seconds: f64,
+    iterations: f64,
+    cpu_seconds: f64,
     events: u64,
     bytes: u64,
 }
 
-fn measure(flags: &[&str], pages: usize, warmup: Duration, window: Duration) -> Measure {
+fn report(label: &str, m: &Measure) {
+    println!(
+        "{label:<28} {:>6.1} iterations/s  daemon CPU {:>5.2}%  {:.3} ms per iteration{}",
+        m.iterations / m.seconds,
+        m.cpu_seconds / m.seconds * 100.0,
+        m.cpu_seconds * 1000.0 / m.iterations.max(1.0),
+        if m.bytes > 0 {
+            format!(
+                "  {} events, {} KiB/s to the pages",
+                m.events,
+                m.bytes / 1024 / m.seconds.max(1.0) as u64
+            )
+        } else {
+            String::new()
+        }
+    );
+}
+
+/// A project with [`SESSIONS`] sessions iterating at a steady pace under a daemon.
+fn fleet(flags: &[&str]) -> (Project, Daemon) {
     let mut project = Project::new();
     let paced = project.root.join("paced-claude");
     std::fs::write(
@@ -100,10 +169,10 @@ fn measure(flags: &[&str], pages: usize, warmup: Duration, window: Duration) -> 
     std::fs::set_permissions(&paced, std::fs::Permissions::from_mode(0o755)).unwrap();
     project.env("CLAUDE_PATH", &paced.display().to_string());
     project.env("SAMOCODE_FAKE", "*=stay");
-    let mut args = vec!["--max-parallel", "20"];
+    let cap = SESSIONS.to_string();
+    let mut args = vec!["--max-parallel", cap.as_str()];
     args.extend_from_slice(flags);
     let daemon = project.daemon(&args);
-    let pid = daemon.child.id();
     for i in 0..SESSIONS {
         project
             .run(&[
@@ -117,7 +186,7 @@ fn measure(flags: &[&str], pages: usize, warmup: Duration, window: Duration) -> 
             ])
             .expect(0);
     }
-    wait_for(Duration::from_secs(60), "every session running", || {
+    wait_for(Duration::from_secs(60), "every session iterating", || {
         project
             .status()
             .iter()
@@ -125,66 +194,31 @@ fn measure(flags: &[&str], pages: usize, warmup: Duration, window: Duration) -> 
             .count()
             == SESSIONS
     });
+    (project, daemon)
+}
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let events = Arc::new(AtomicU64::new(0));
-    let bytes = Arc::new(AtomicU64::new(0));
-    let mut readers = Vec::new();
-    if pages > 0 {
-        let run = project.run(&["dashboard", "--no-open"]);
-        run.expect(0);
-        let link = run.stdout().lines().next().unwrap().to_string();
-        let (base, token_path) = link.split_at(link.find("/login").unwrap());
-        let host = base.trim_start_matches("http://").to_string();
-        let cookie = login(&host, token_path);
-        let names: Vec<String> = project
-            .status()
-            .iter()
-            .map(|r| r["name"].as_str().unwrap().to_string())
-            .collect();
-        for page in 0..pages {
-            let path = match page % 2 {
-                0 => "/events".to_string(),
-                _ => format!("/sessions/{}/events", names[page % names.len()]),
-            };
-            let (host, cookie) = (host.clone(), cookie.clone());
-            let (stop, events, bytes) = (stop.clone(), events.clone(), bytes.clone());
-            readers.push(std::thread::spawn(move || {
-                read_stream(&host, &path, &cookie, &stop, &events, &bytes)
-            }));
-        }
-    }
-
-    let (cpu0, it0, cpu1, it1, elapsed, e0, b0, e1, b1) = std::thread::scope(|scope| {
-        let resumer = scope.spawn(|| keep_resuming(&project, &stop));
-        std::thread::sleep(warmup);
-        let (cpu0, it0, t0) = (cpu_ticks(pid), iterations(&project), Instant::now());
-        let (e0, b0) = (
-            events.load(Ordering::Relaxed),
-            bytes.load(Ordering::Relaxed),
-        );
-        std::thread::sleep(window);
-        let (cpu1, it1, elapsed) = (cpu_ticks(pid), iterations(&project), t0.elapsed());
-        let (e1, b1) = (
-            events.load(Ordering::Relaxed),
-            bytes.load(Ordering::Relaxed),
-        );
+/// One measured window, with a person resuming sessions at their iteration limit meanwhile.
+fn window(project: &Project, daemon: &Daemon, length: Duration, pages: Option<&Pages>) -> Measure {
+    let pid = daemon.child.id();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let resumer = scope.spawn(|| keep_resuming(project, &stop));
+        let (cpu0, it0, t0) = (cpu_ticks(pid), iterations(project), Instant::now());
+        let (e0, b0) = pages.map(Pages::counts).unwrap_or_default();
+        std::thread::sleep(length);
+        let (cpu1, it1, elapsed) = (cpu_ticks(pid), iterations(project), t0.elapsed());
+        let (e1, b1) = pages.map(Pages::counts).unwrap_or_default();
         stop.store(true, Ordering::Relaxed);
         resumer.join().unwrap();
-        (cpu0, it0, cpu1, it1, elapsed, e0, b0, e1, b1)
-    });
-    drop(daemon);
-    for reader in readers {
-        let _ = reader.join();
-    }
-    let seconds = elapsed.as_secs_f64();
-    Measure {
-        rate: (it1 - it0) as f64 / seconds,
-        // Clock ticks are hundredths of a second on Linux (CLK_TCK = 100).
-        cpu_percent: (cpu1 - cpu0) as f64 / seconds,
-        events: e1 - e0,
-        bytes: b1 - b0,
-    }
+        Measure {
+            seconds: elapsed.as_secs_f64(),
+            iterations: (it1 - it0) as f64,
+            // Clock ticks are hundredths of a second on Linux (CLK_TCK = 100).
+            cpu_seconds: (cpu1 - cpu0) as f64 / 100.0,
+            events: e1 - e0,
+            bytes: b1 - b0,
+        }
+    })
 }
 
 /// utime + stime of a process, in clock ticks.
@@ -230,6 +264,69 @@ fn keep_resuming(project: &Project, stop: &AtomicBool) {
             }
         }
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Open pages: threads reading event streams, counting events and bytes.
+struct Pages {
+    stop: Arc<AtomicBool>,
+    events: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Pages {
+    /// Logs in once and opens `count` streams: fleet pages and session pages, alternately.
+    fn open(project: &Project, count: usize) -> Pages {
+        let run = project.run(&["dashboard", "--no-open"]);
+        run.expect(0);
+        let link = run.stdout().lines().next().unwrap().to_string();
+        let (base, login_path) = link.split_at(link.find("/login").unwrap());
+        let host = base.trim_start_matches("http://").to_string();
+        let cookie = login(&host, login_path);
+        let names: Vec<String> = project
+            .status()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect();
+        let pages = Pages {
+            stop: Arc::default(),
+            events: Arc::default(),
+            bytes: Arc::default(),
+            readers: Vec::new(),
+        };
+        let readers = (0..count)
+            .map(|page| {
+                let path = match page % 2 {
+                    0 => "/events".to_string(),
+                    _ => format!("/sessions/{}/events", names[page % names.len()]),
+                };
+                let (host, cookie) = (host.clone(), cookie.clone());
+                let (stop, events, bytes) = (
+                    pages.stop.clone(),
+                    pages.events.clone(),
+                    pages.bytes.clone(),
+                );
+                std::thread::spawn(move || {
+                    read_stream(&host, &path, &cookie, &stop, &events, &bytes)
+                })
+            })
+            .collect();
+        Pages { readers, ..pages }
+    }
+
+    fn counts(&self) -> (u64, u64) {
+        (
+            self.events.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    fn close(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for reader in self.readers {
+            let _ = reader.join();
+        }
     }
 }
 
@@ -280,8 +377,7 @@ fn read_stream(
             Ok(0) => break,
             Ok(n) => {
                 bytes.fetch_add(n as u64, Ordering::Relaxed);
-                let chunk = &buffer[..n];
-                let count = chunk.windows(7).filter(|w| w == b"\nevent:").count();
+                let count = buffer[..n].windows(7).filter(|w| w == b"\nevent:").count();
                 events.fetch_add(count as u64, Ordering::Relaxed);
             }
             Err(_) => continue,

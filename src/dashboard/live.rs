@@ -3,13 +3,16 @@
 //! A fleet page's stream forwards the watcher's fleet events as they are (rendered once for
 //! every page), and after a gap (a new connection behind the page, or a page that fell
 //! behind) sends the whole table once. A session page's stream renders that session's sections
-//! again when the watcher reports it changed and sends those whose version differs, and
-//! appends the newest attempt's log as it grows, resuming after a reconnect from the position
-//! in the last event id.
+//! again when the watcher reports it changed (at most once per [`SESSION_REFRESH`], reading
+//! only what changed in the folder) and sends those whose version differs, and appends the
+//! newest attempt's log as it grows, resuming after a reconnect from the position in the last
+//! event id.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::path::{Path as FsPath, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Extension;
 use axum::extract::{Path, Query, State};
@@ -19,15 +22,17 @@ use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use jiff::Timestamp;
 use serde::Deserialize;
+use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
 
 use super::App;
 use super::auth::Visitor;
 use super::pages;
 use super::session_page;
-use super::view::{LogTail, SessionView};
-use super::watcher::{Change, Fleet};
-use crate::session::SessionFolder;
+use super::view::{LogTail, ReadCache, SessionView, newest_log};
+use super::watcher::{Change, Fleet, Interest};
+use crate::session::store::LOGS;
 
 #[derive(Deserialize)]
 pub struct FleetQuery {
@@ -99,6 +104,11 @@ pub async fn fleet_events(
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
+/// A session page's sections are rendered again at most this often. A session whose agent
+/// finishes an iteration every few minutes is shown at once; one that changes every second (a
+/// flood of fast iterations) costs one read and render per page per interval, not per change.
+pub const SESSION_REFRESH: Duration = Duration::from_secs(2);
+
 #[derive(Deserialize)]
 pub struct SessionQuery {
     /// The log file name and the offset the page was rendered up to.
@@ -113,6 +123,13 @@ struct SessionFeed {
     project: PathBuf,
     csrf: String,
     versions: HashMap<&'static str, String>,
+    /// What was read of the folder last time; moved into the blocking read and back.
+    cache: Arc<Mutex<ReadCache>>,
+    /// Keeps the watcher following this session's log while the page is open.
+    _interest: Interest,
+    /// A change was seen that the page does not show yet.
+    dirty: bool,
+    rendered_at: Instant,
     /// The log being followed (its file name) and how far it was sent.
     log: Option<(String, u64)>,
     pending: VecDeque<Event>,
@@ -136,36 +153,25 @@ pub async fn session_events(
         None => query.file.zip(query.end),
     };
     let mut feed = SessionFeed {
+        _interest: app.feed.interest(&name),
         name,
         dir,
         project,
         csrf: visitor.csrf,
         versions: HashMap::new(),
+        cache: Arc::default(),
+        dirty: false,
+        rendered_at: Instant::now(),
         log,
         pending: VecDeque::new(),
     };
     feed.refresh().await;
+    // Lines written between the page's render and this connection.
+    feed.follow_log(None).await;
     let stream =
         futures_util::stream::unfold((feed, changes), |(mut feed, mut changes)| async move {
-            loop {
-                if let Some(event) = feed.pending.pop_front() {
-                    return Some((Ok::<_, Infallible>(event), (feed, changes)));
-                }
-                match changes.recv().await {
-                    Ok(change) => match &*change {
-                        Change::Fleet { sessions, .. } if sessions.contains(&feed.name) => {
-                            feed.refresh().await
-                        }
-                        Change::Log { session, path, .. } if *session == feed.name => {
-                            let path = path.clone();
-                            feed.follow_log(Some(path)).await
-                        }
-                        _ => {}
-                    },
-                    Err(RecvError::Lagged(_)) => feed.refresh().await,
-                    Err(RecvError::Closed) => return None,
-                }
-            }
+            let event = feed.next_event(&mut changes).await?;
+            Some((Ok::<_, Infallible>(event), (feed, changes)))
         });
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
@@ -173,12 +179,48 @@ pub async fn session_events(
 }
 
 impl SessionFeed {
+    /// The next event for the page; `None` when the watcher is gone.
+    async fn next_event(&mut self, changes: &mut Receiver<Arc<Change>>) -> Option<Event> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            let due = self.rendered_at + SESSION_REFRESH;
+            if self.dirty && Instant::now() >= due {
+                self.refresh().await;
+                continue;
+            }
+            tokio::select! {
+                received = changes.recv() => match received {
+                    Ok(change) => match &*change {
+                        Change::Fleet { sessions, .. } if sessions.contains(&self.name) => {
+                            self.dirty = true;
+                        }
+                        Change::Log { session, path, .. } if *session == self.name => {
+                            let path = path.clone();
+                            self.follow_log(Some(path)).await;
+                        }
+                        _ => {}
+                    },
+                    Err(RecvError::Lagged(_)) => self.dirty = true,
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = tokio::time::sleep_until(due), if self.dirty => {}
+            }
+        }
+    }
+
     /// Renders the sections again and queues those that changed, then catches up the log.
     async fn refresh(&mut self) {
+        self.dirty = false;
+        self.rendered_at = Instant::now();
         let (dir, project) = (self.dir.clone(), self.project.clone());
         let csrf = self.csrf.clone();
+        let cache = self.cache.clone();
         let rendered = tokio::task::spawn_blocking(move || {
-            SessionView::read(&dir, &project)
+            // Only this stream reads with this cache, one read at a time: never contended.
+            let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+            SessionView::read_again(&dir, &project, &mut cache)
                 .ok()
                 .map(|view| session_page::sections(&view, &csrf, Timestamp::now()))
         })
@@ -199,8 +241,6 @@ impl SessionFeed {
                     .push_back(Event::default().event("sections").data(data));
             }
         }
-        // A finished attempt's last lines arrive after the watcher stopped following it.
-        self.follow_log(None).await;
     }
 
     /// Sends what the newest log (or `announced`) has beyond what the page holds.
@@ -208,7 +248,7 @@ impl SessionFeed {
         let dir = self.dir.clone();
         let known = self.log.clone();
         let read = tokio::task::spawn_blocking(move || {
-            let path = announced.or_else(|| SessionFolder::new(&dir).latest_log())?;
+            let path = announced.or_else(|| newest_log(&dir.join(LOGS)))?;
             let file = file_name(&path);
             let tail = match &known {
                 Some((same, end)) if *same == file => LogTail::read(&path, Some(*end)),

@@ -31,6 +31,9 @@ pub struct Span {
     pub label: String,
     /// The hover text.
     pub title: String,
+    /// How many attempts it stands for (attempts closer than the drawing can tell apart are
+    /// drawn as one bar).
+    pub count: usize,
 }
 
 /// The chart's content before it is drawn.
@@ -84,24 +87,10 @@ impl Chart {
             band.title = format!("{} for {}", band.label, duration(band.from, band.to));
         }
 
-        let mut bars: Vec<Span> = attempts
-            .iter()
-            .map(|row| Span {
-                from: row.started_at,
-                to: row.ended_at,
-                class: outcome_class(row.outcome).to_string(),
-                label: String::new(),
-                title: format!(
-                    "iteration {} attempt {} · {} · {} · {} · ${:.4}",
-                    row.iteration,
-                    row.attempt,
-                    row.phase,
-                    duration(row.started_at, row.ended_at),
-                    row.outcome.name(),
-                    row.cost_usd
-                ),
-            })
-            .collect();
+        // One drawing unit of time, times the narrowest bar: attempts closer than that merge.
+        let resolution =
+            (end.as_millisecond() - start.as_millisecond()) as f64 / (RIGHT - LEFT) * MIN_WIDTH;
+        let mut bars = merged(&attempts, resolution as i64);
         if let Some(since) = input.running_since {
             let from = attempts
                 .last()
@@ -113,6 +102,7 @@ impl Chart {
                 class: "o-running".into(),
                 label: String::new(),
                 title: format!("attempt running for {}", duration(from, end)),
+                count: 1,
             });
         }
 
@@ -136,7 +126,7 @@ impl Chart {
                 @for s in spans {
                     @let x0 = x(s.from);
                     @let w = (x(s.to) - x0).max(MIN_WIDTH);
-                    g class=(s.class) {
+                    g class=(s.class) data-attempts=(s.count) {
                         title { (s.title) }
                         rect x=(n(x0)) y=(n(y)) width=(n(w)) height=(n(h)) rx="2" {}
                         @if !s.label.is_empty() && w > 8.0 * s.label.len() as f64 {
@@ -179,6 +169,79 @@ impl Chart {
     }
 }
 
+/// The attempts' bars; consecutive attempts with the same outcome less than `resolution_ms`
+/// apart become one bar, so that thousands of attempts draw as at most a few hundred bars.
+fn merged(attempts: &[&IterationRow], resolution_ms: i64) -> Vec<Span> {
+    struct Group<'a> {
+        first: &'a IterationRow,
+        last: &'a IterationRow,
+        to: Timestamp,
+        count: usize,
+        cost: f64,
+    }
+    let mut groups: Vec<Group<'_>> = Vec::new();
+    for row in attempts {
+        match groups.last_mut() {
+            Some(group)
+                if group.last.outcome == row.outcome
+                    && row.started_at.as_millisecond() - group.to.as_millisecond()
+                        < resolution_ms =>
+            {
+                group.last = row;
+                group.to = group.to.max(row.ended_at);
+                group.count += 1;
+                group.cost += row.cost_usd;
+            }
+            _ => groups.push(Group {
+                first: row,
+                last: row,
+                to: row.ended_at,
+                count: 1,
+                cost: row.cost_usd,
+            }),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|g| {
+            let (from, outcome) = (g.first.started_at, g.first.outcome);
+            let title = if g.count == 1 {
+                format!(
+                    "iteration {} attempt {} · {} · {} · {} · ${:.4}",
+                    g.first.iteration,
+                    g.first.attempt,
+                    g.first.phase,
+                    duration(from, g.to),
+                    outcome.name(),
+                    g.cost
+                )
+            } else {
+                let phases = match g.first.phase == g.last.phase {
+                    true => g.first.phase.to_string(),
+                    false => format!("{} to {}", g.first.phase, g.last.phase),
+                };
+                format!(
+                    "iterations {} to {} · {} attempts · {phases} · {} · {} · ${:.4}",
+                    g.first.iteration,
+                    g.last.iteration,
+                    g.count,
+                    duration(from, g.to),
+                    outcome.name(),
+                    g.cost
+                )
+            };
+            Span {
+                from,
+                to: g.to,
+                class: outcome_class(outcome).to_string(),
+                label: String::new(),
+                title,
+                count: g.count,
+            }
+        })
+        .collect()
+}
+
 /// Gate waits and blocked stretches: from the signal or rule that parked the session to the
 /// person's command (or the next attempt) that moved it on, or to now while it still waits.
 fn waits(input: &Input<'_>, attempts: &[&IterationRow], end: Timestamp) -> Vec<Span> {
@@ -215,6 +278,7 @@ fn waits(input: &Input<'_>, attempts: &[&IterationRow], end: Timestamp) -> Vec<S
             to,
             class: class.into(),
             label: String::new(),
+            count: 0,
             title: format!(
                 "{what} {} {}",
                 if still { "for" } else { "took" },
@@ -240,6 +304,7 @@ fn band_for(phase: Phase, from: Timestamp) -> Span {
         class: phase_class(phase),
         label: phase.to_string(),
         title: String::new(),
+        count: 0,
     }
 }
 
@@ -363,14 +428,51 @@ mod tests {
         assert_eq!(chart.phases[0].to, at(120));
         assert_eq!(chart.phases[1].to, at(200));
         let classes: Vec<&str> = chart.attempts.iter().map(|a| a.class.as_str()).collect();
-        assert_eq!(classes, ["o-ok", "o-fail", "o-ok", "o-ok"]);
+        // The last two touch: at this scale they are one bar of two attempts.
+        assert_eq!(classes, ["o-ok", "o-fail", "o-ok"]);
+        assert_eq!(chart.attempts[2].count, 2);
         assert_eq!(chart.waits.len(), 2);
         assert_eq!((chart.waits[0].from, chart.waits[0].to), (at(10), at(90)));
         assert_eq!(chart.waits[0].title, "waiting for answers took 1m 20s");
         assert_eq!(chart.waits[1].to, at(200), "still waiting: up to now");
         let svg = chart.render().into_string();
-        assert_eq!(svg.matches("<rect").count(), 2 + 4 + 2);
+        assert_eq!(svg.matches("<rect").count(), 2 + 3 + 2);
         assert!(svg.contains("class=\"wait\""), "{svg}");
+    }
+
+    #[test]
+    fn attempts_closer_than_the_drawing_shows_become_one_bar() {
+        // A thousand attempts of a second each over a day: far more than 900 units can show.
+        let mut iterations: Vec<IterationRow> = (0..1000)
+            .map(|i| {
+                attempt(
+                    Phase::Implementation,
+                    i * 80,
+                    i * 80 + 1,
+                    AttemptOutcome::Ok,
+                )
+            })
+            .collect();
+        iterations[500].outcome = AttemptOutcome::Nonzero;
+        let chart = Chart::build(&Input {
+            iterations: &iterations,
+            history: &[],
+            created_at: at(0),
+            running_since: None,
+            parked: false,
+            now: at(80_000),
+        });
+        assert!(chart.attempts.len() <= 5, "{} bars", chart.attempts.len());
+        assert_eq!(chart.attempts.iter().map(|b| b.count).sum::<usize>(), 1000);
+        assert_eq!(
+            chart.attempts[1].class, "o-fail",
+            "a failure keeps its own bar"
+        );
+        assert!(
+            chart.attempts[0].title.contains("500 attempts"),
+            "{}",
+            chart.attempts[0].title
+        );
     }
 
     #[test]

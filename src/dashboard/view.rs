@@ -2,8 +2,11 @@
 //! and protocol readers): the state and its status row, the notebook, the questions, the two
 //! journals, the artifacts and the newest attempt's readable log.
 
+use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use serde::de::DeserializeOwned;
 
@@ -13,7 +16,7 @@ use crate::protocol::journal::{HistoryRow, IterationRow};
 use crate::protocol::overview::{self, Overview};
 use crate::protocol::qa::QaDoc;
 use crate::protocol::{RunState, SessionState};
-use crate::session::store::{HISTORY, ITERATIONS, OVERVIEW, QA};
+use crate::session::store::{HISTORY, ITERATIONS, LOGS, OVERVIEW, QA};
 use crate::session::{SessionFolder, StoreError};
 
 /// How much of an artifact is rendered; the rest is cut with a note (an agent can write a huge
@@ -65,9 +68,78 @@ pub struct SessionView {
     pub artifacts: Vec<Artifact>,
 }
 
+/// What a live page keeps between two reads of the same folder, so that a read costs what
+/// changed: the journals are append-only and are read from where the last read stopped, and
+/// an artifact is read again only when its size or time changed.
+#[derive(Default)]
+pub struct ReadCache {
+    iterations: Journal<IterationRow>,
+    history: Journal<HistoryRow>,
+    artifacts: HashMap<String, (u64, Option<SystemTime>, Artifact)>,
+}
+
+/// The rows of one journal read so far.
+struct Journal<T> {
+    rows: Vec<T>,
+    /// The byte offset after the last complete line read, and the file it was read from.
+    end: u64,
+    inode: u64,
+}
+
+impl<T> Default for Journal<T> {
+    fn default() -> Self {
+        Journal {
+            rows: Vec::new(),
+            end: 0,
+            inode: 0,
+        }
+    }
+}
+
+impl<T: DeserializeOwned + Clone> Journal<T> {
+    /// Reads the lines appended since the last call; starts over when the file was replaced
+    /// or shortened. A line that does not parse (a torn last line) is skipped.
+    fn update(&mut self, path: &Path) -> Vec<T> {
+        let Ok(mut file) = std::fs::File::open(path) else {
+            *self = Journal::default();
+            return Vec::new();
+        };
+        let (len, inode) = file
+            .metadata()
+            .map(|m| (m.len(), m.ino()))
+            .unwrap_or((0, 0));
+        if inode != self.inode || len < self.end {
+            *self = Journal {
+                inode,
+                ..Journal::default()
+            };
+        }
+        if len > self.end && file.seek(SeekFrom::Start(self.end)).is_ok() {
+            let mut bytes = Vec::new();
+            let _ = file.take(len - self.end).read_to_end(&mut bytes);
+            if let Some(last) = bytes.iter().rposition(|b| *b == b'\n') {
+                self.end += last as u64 + 1;
+                let text = String::from_utf8_lossy(&bytes[..last]);
+                self.rows
+                    .extend(text.lines().filter_map(|l| serde_json::from_str(l).ok()));
+            }
+        }
+        self.rows.clone()
+    }
+}
+
 impl SessionView {
     /// Reads a session folder; fails only when its state cannot be read.
     pub fn read(dir: &Path, project_file: &Path) -> Result<SessionView, StoreError> {
+        SessionView::read_again(dir, project_file, &mut ReadCache::default())
+    }
+
+    /// Reads a session folder again, reading only what changed since `cache` was filled.
+    pub fn read_again(
+        dir: &Path,
+        project_file: &Path,
+        cache: &mut ReadCache,
+    ) -> Result<SessionView, StoreError> {
         let folder = SessionFolder::new(dir);
         let state = folder.load_state()?;
         let worker = match state.status {
@@ -85,9 +157,9 @@ impl SessionView {
             state,
             overview,
             qa,
-            iterations: jsonl(&folder, ITERATIONS)?,
-            history: jsonl(&folder, HISTORY)?,
-            artifacts: artifacts(dir)?,
+            iterations: cache.iterations.update(&folder.path(ITERATIONS)),
+            history: cache.history.update(&folder.path(HISTORY)),
+            artifacts: artifacts(dir, &mut cache.artifacts)?,
         })
     }
 
@@ -97,19 +169,12 @@ impl SessionView {
     }
 }
 
-/// The rows of a journal; a line that does not parse (a torn last line) is skipped.
-fn jsonl<T: DeserializeOwned>(folder: &SessionFolder, file: &str) -> Result<Vec<T>, StoreError> {
-    Ok(folder
-        .read(file)?
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect())
-}
-
 /// The agent's markdown files: every `.md` in the folder but the notebook and the questions,
 /// in name order (their names start with the time).
-fn artifacts(dir: &Path) -> Result<Vec<Artifact>, StoreError> {
+fn artifacts(
+    dir: &Path,
+    cache: &mut HashMap<String, (u64, Option<SystemTime>, Artifact)>,
+) -> Result<Vec<Artifact>, StoreError> {
     let io = |source| StoreError::Io {
         action: "cannot list",
         path: dir.to_path_buf(),
@@ -122,9 +187,17 @@ fn artifacts(dir: &Path) -> Result<Vec<Artifact>, StoreError> {
         .filter(|name| name.ends_with(".md") && !name.starts_with('_') && !name.starts_with('.'))
         .collect();
     files.sort();
+    cache.retain(|file, _| files.contains(file));
     Ok(files
         .into_iter()
         .filter_map(|file| {
+            let meta = std::fs::metadata(dir.join(&file)).ok()?;
+            let mark = (meta.len(), meta.modified().ok());
+            if let Some((len, time, artifact)) = cache.get(&file)
+                && (*len, *time) == mark
+            {
+                return Some(artifact.clone());
+            }
             let mut text = std::fs::read_to_string(dir.join(&file)).ok()?;
             let cut = text.len() > ARTIFACT_LIMIT;
             if cut {
@@ -134,12 +207,14 @@ fn artifacts(dir: &Path) -> Result<Vec<Artifact>, StoreError> {
                 }
                 text.truncate(at);
             }
-            Some(Artifact {
+            let artifact = Artifact {
                 title: title_of(&file),
-                file,
+                file: file.clone(),
                 text,
                 cut,
-            })
+            };
+            cache.insert(file, (mark.0, mark.1, artifact.clone()));
+            Some(artifact)
         })
         .collect())
 }
@@ -162,10 +237,24 @@ fn title_of(file: &str) -> String {
     }
 }
 
+/// The newest attempt log in a `_logs` folder (by name, which starts with the time). One pass
+/// over the names, keeping only the greatest: a long session's folder holds thousands of files.
+pub fn newest_log(logs: &Path) -> Option<PathBuf> {
+    let mut newest: Option<std::ffi::OsString> = None;
+    for entry in std::fs::read_dir(logs).ok()?.filter_map(Result::ok) {
+        let name = entry.file_name();
+        if name.as_encoded_bytes().ends_with(b".jsonl") && newest.as_ref().is_none_or(|n| name > *n)
+        {
+            newest = Some(name);
+        }
+    }
+    newest.map(|name| logs.join(name))
+}
+
 impl LogTail {
     /// The end of the newest attempt log of a session.
     pub fn newest(dir: &Path) -> LogTail {
-        match SessionFolder::new(dir).latest_log() {
+        match newest_log(&dir.join(LOGS)) {
             Some(path) => LogTail::read(&path, None),
             None => LogTail::default(),
         }
@@ -221,6 +310,26 @@ mod tests {
             "test-report-results"
         );
         assert_eq!(title_of("notes.md"), "notes");
+    }
+
+    #[test]
+    fn journals_are_read_again_from_where_they_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        let mut journal: Journal<u32> = Journal::default();
+        assert!(journal.update(&path).is_empty(), "no file yet");
+        std::fs::write(&path, "1\n2\n3").unwrap();
+        assert_eq!(journal.update(&path), [1, 2], "the torn last line waits");
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut file, b"3\n4\n").unwrap();
+        assert_eq!(journal.update(&path), [1, 2, 33, 4]);
+        let replaced = dir.path().join("new");
+        std::fs::write(&replaced, "7\n").unwrap();
+        std::fs::rename(&replaced, &path).unwrap();
+        assert_eq!(journal.update(&path), [7], "a replaced file is read anew");
     }
 
     #[test]

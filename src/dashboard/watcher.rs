@@ -5,9 +5,11 @@
 //! `_state.json` and `_overview.md`. Only a session whose files changed (inode, size or
 //! modification time) is read again. When anything changed, it publishes a new [`Fleet`]
 //! snapshot (what a page renders from) and sends one [`Change`] through a broadcast channel;
-//! the HTML of the changed rows is rendered here, once, not once per page. While any page
-//! listens, it also watches the newest attempt log of each running session and announces its
-//! growth; a session page reads the new bytes itself.
+//! the HTML of the changed rows is rendered here, once, not once per page. For each session
+//! that an open page shows (its [`Interest`]), it also watches the newest attempt log and
+//! announces its growth; the session page reads the new bytes itself. The `_logs` folder of a
+//! long session holds thousands of files, so it is listed again only when its own modification
+//! time says a file was added.
 //!
 //! The file work of a tick runs on the blocking pool: a thousand sessions are two thousand
 //! `stat` calls, which must not hold up the runtime's workers.
@@ -16,6 +18,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use ractor::ActorRef;
@@ -114,6 +117,45 @@ pub enum Change {
 pub struct Feed {
     pub fleet: watch::Receiver<Arc<Fleet>>,
     pub changes: broadcast::Sender<Arc<Change>>,
+    shown: Shown,
+}
+
+/// How many open pages show each session (by folder name). A plain counter map behind a
+/// mutex: pages register and leave, the watcher copies it once per tick.
+type Shown = Arc<Mutex<HashMap<String, usize>>>;
+
+impl Feed {
+    /// Tells the watcher that a page shows `session` until the returned guard drops.
+    pub fn interest(&self, session: &str) -> Interest {
+        *lock(&self.shown).entry(session.to_string()).or_default() += 1;
+        Interest {
+            shown: self.shown.clone(),
+            session: session.to_string(),
+        }
+    }
+}
+
+/// A page's interest in one session's log; withdrawn on drop (when the page goes).
+pub struct Interest {
+    shown: Shown,
+    session: String,
+}
+
+impl Drop for Interest {
+    fn drop(&mut self) {
+        let mut shown = lock(&self.shown);
+        if let Some(count) = shown.get_mut(&self.session) {
+            *count -= 1;
+            if *count == 0 {
+                shown.remove(&self.session);
+            }
+        }
+    }
+}
+
+fn lock(shown: &Shown) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+    // Counters stay meaningful even if a holder panicked.
+    shown.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The sending halves, kept across restarts of the watcher task.
@@ -121,20 +163,24 @@ pub struct Feed {
 pub struct Publisher {
     fleet: Arc<watch::Sender<Arc<Fleet>>>,
     changes: broadcast::Sender<Arc<Change>>,
+    shown: Shown,
 }
 
 /// A new feed and its publisher.
 pub fn channel() -> (Publisher, Feed) {
     let (fleet_tx, fleet_rx) = watch::channel(Arc::new(Fleet::default()));
     let (changes, _) = broadcast::channel(BACKLOG);
+    let shown = Shown::default();
     (
         Publisher {
             fleet: Arc::new(fleet_tx),
             changes: changes.clone(),
+            shown: shown.clone(),
         },
         Feed {
             fleet: fleet_rx,
             changes,
+            shown,
         },
     )
 }
@@ -156,8 +202,15 @@ struct Seen {
 #[derive(Default)]
 struct Memory {
     sessions: HashMap<PathBuf, Seen>,
-    /// The newest log of each running session, and its length when last announced.
-    logs: HashMap<PathBuf, (PathBuf, u64)>,
+    /// For each shown session: its `_logs` folder's modification time when last listed, the
+    /// newest log then, and that log's length when last announced.
+    logs: HashMap<PathBuf, FollowedLog>,
+}
+
+struct FollowedLog {
+    listed: Option<SystemTime>,
+    newest: Option<PathBuf>,
+    len: u64,
 }
 
 /// Watches until the task is aborted.
@@ -177,15 +230,10 @@ pub async fn run(supervisor: ActorRef<SupervisorMsg>, publisher: Publisher, tick
             continue;
         };
         let generation = publisher.fleet.borrow().generation;
-        let listening = publisher.changes.receiver_count() > 0;
+        let shown: Vec<String> = lock(&publisher.shown).keys().cloned().collect();
         let scanned = tokio::task::spawn_blocking(move || {
             let found = scan(&mut memory, &sessions, generation + 1);
-            let logs = if listening {
-                grown_logs(&mut memory)
-            } else {
-                memory.logs.clear();
-                Vec::new()
-            };
+            let logs = grown_logs(&mut memory, &shown);
             (memory, found, logs)
         })
         .await;
@@ -242,33 +290,51 @@ fn scan(memory: &mut Memory, owned: &[OwnedSession], generation: u64) -> Found {
         }
         keep
     });
-    memory.logs.retain(|dir, _| present.contains(dir));
     Found { changed, removed }
 }
 
-/// The newest log of every running session, when it is new or longer than last time.
-fn grown_logs(memory: &mut Memory) -> Vec<Change> {
+/// The newest log of every shown session, when it is new or longer than last time.
+fn grown_logs(memory: &mut Memory, shown: &[String]) -> Vec<Change> {
     let mut changes = Vec::new();
-    for (dir, seen) in &memory.sessions {
-        if seen.row.row.state != "running" {
-            memory.logs.remove(dir);
-            continue;
-        }
-        let Some(path) = SessionFolder::new(dir).latest_log() else {
+    let dirs: HashMap<&str, &PathBuf> = memory
+        .sessions
+        .iter()
+        .map(|(dir, seen)| (seen.row.row.name.as_str(), dir))
+        .collect();
+    let mut followed = HashMap::with_capacity(shown.len());
+    for name in shown {
+        let Some(dir) = dirs.get(name.as_str()).copied() else {
             continue;
         };
-        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        let before = memory.logs.get(dir);
-        if before.is_some_and(|(p, l)| *p == path && *l == len) {
-            continue;
-        }
-        memory.logs.insert(dir.clone(), (path.clone(), len));
-        changes.push(Change::Log {
-            session: seen.row.row.name.clone(),
-            path,
-            len,
+        let mut log = memory.logs.remove(dir).unwrap_or(FollowedLog {
+            listed: None,
+            newest: None,
+            len: 0,
         });
+        let logs_dir = dir.join(crate::session::store::LOGS);
+        let modified = std::fs::metadata(&logs_dir).and_then(|m| m.modified()).ok();
+        if modified.is_none() || modified != log.listed {
+            log.listed = modified;
+            let newest = super::view::newest_log(&logs_dir);
+            if newest != log.newest {
+                log.newest = newest;
+                log.len = 0;
+            }
+        }
+        if let Some(path) = &log.newest {
+            let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            if len != log.len {
+                log.len = len;
+                changes.push(Change::Log {
+                    session: name.clone(),
+                    path: path.clone(),
+                    len,
+                });
+            }
+        }
+        followed.insert(dir.clone(), log);
     }
+    memory.logs = followed;
     changes
 }
 
@@ -293,9 +359,13 @@ fn publish(
         max_parallel,
         running,
     });
+    publisher.fleet.send_replace(fleet.clone());
+    // With no page open, nobody needs the rows' HTML: the next page renders from the snapshot.
+    if publisher.changes.receiver_count() == 0 {
+        return;
+    }
     let payload = pages::fleet_event(&fleet, &found.changed, &found.removed);
     let sessions = found.changed.iter().map(|r| r.row.name.clone()).collect();
-    publisher.fleet.send_replace(fleet);
     let _ = publisher.changes.send(Arc::new(Change::Fleet {
         generation,
         sessions,

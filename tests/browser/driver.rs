@@ -64,6 +64,8 @@ impl Browser {
             "--disable-background-networking".into(),
             "--disable-component-update".into(),
             "--disable-sync".into(),
+            "--disable-crash-reporter".into(),
+            "--disable-breakpad".into(),
             "--disable-dev-shm-usage".into(),
             "--window-size=1280,900".into(),
             format!("--user-data-dir={}", profile.path().display()),
@@ -189,8 +191,9 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        kill_group(&mut self.driver);
+        // The browser first, while its driver still lives to reap it.
         kill_browsers_of(self.profile.path());
+        kill_group(&mut self.driver);
     }
 }
 
@@ -211,24 +214,45 @@ fn kill_group(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// Chromium's processes that outlived their driver: found by the profile in their command line.
+/// Chromium's processes that outlive their driver, found by the profile in their command
+/// line: given a few seconds to quit by themselves (a closed session makes them), then killed.
 fn kill_browsers_of(profile: &Path) {
     let marker = format!("--user-data-dir={}", profile.display());
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for entry in entries.filter_map(Result::ok) {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(&marker) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+    let start = Instant::now();
+    loop {
+        let left = browsers_of(&marker);
+        if left.is_empty() {
+            return;
         }
+        if start.elapsed() > Duration::from_secs(5) {
+            for pid in left {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Live (not zombie) processes whose command line holds `marker`.
+fn browsers_of(marker: &str) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().parse::<i32>().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            // A zombie's command line reads empty, so it is not counted.
+            String::from_utf8_lossy(&cmdline)
+                .contains(marker)
+                .then_some(pid)
+        })
+        .collect()
 }
 
 fn free_port() -> u16 {
