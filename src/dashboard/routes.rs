@@ -108,7 +108,7 @@ pub async fn act(
             None => Err("say why the plan goes back: the reason is empty".to_string()),
         },
         "answer" => answers(&fields).map(|answers| PersonCommand::Answer { answers }),
-        _ => return not_owned(&format!("{name}/{verb}")),
+        _ => return missing(),
     };
     let Some((dir, _)) = app.locate(&name).await else {
         return not_owned(&name);
@@ -232,6 +232,10 @@ fn login_with(app: &App, token: &str) -> Response {
 
 /// Any path the dashboard does not serve (after login).
 pub async fn not_found() -> Response {
+    missing()
+}
+
+fn missing() -> Response {
     (
         StatusCode::NOT_FOUND,
         Html(pages::problem("Not found", "The dashboard has no such page.").into_string()),

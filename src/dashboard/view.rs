@@ -35,7 +35,7 @@ pub struct Artifact {
     /// The name without its time prefix and `.md` (`plan-steps`).
     pub title: String,
     pub text: String,
-    /// The text was cut at [`ARTIFACT_LIMIT`].
+    /// The text was cut (at 200 KiB).
     pub cut: bool,
 }
 
