@@ -21,7 +21,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures_util::StreamExt;
 use ractor::ActorRef;
 use teloxide::ApiError;
 use teloxide::RequestError;
@@ -158,7 +158,7 @@ impl Telegram {
             .timeout(Duration::from_secs(25))
             .build();
         let updates = listener.as_stream();
-        futures::pin_mut!(updates);
+        futures_util::pin_mut!(updates);
         let mut told: HashSet<u64> = HashSet::new();
         while let Some(update) = updates.next().await {
             match update {
@@ -323,7 +323,7 @@ impl Telegram {
         match crate::control::ask(supervisor, request).await {
             Response::Done { message } => message,
             Response::Error { message, .. } => format!("not done: {message}"),
-            Response::Sessions { .. } => "unexpected answer".into(),
+            Response::Sessions { .. } | Response::Dashboard { .. } => "unexpected answer".into(),
         }
     }
 

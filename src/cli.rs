@@ -26,13 +26,14 @@ macro_rules! print {
 
 mod answer;
 mod daemon;
+mod dashboard;
 mod demo;
 mod gate;
 mod install;
 pub mod logs;
 pub mod output;
 mod run;
-mod status;
+pub(crate) mod status;
 
 use std::path::PathBuf;
 
@@ -101,6 +102,8 @@ pub enum Command {
     Tell(gate::TellArgs),
     /// Show the agent's output of the newest attempt, readably.
     Logs(logs::LogsArgs),
+    /// Print the running daemon's web dashboard address with a one-time login, and open it.
+    Dashboard(dashboard::DashboardArgs),
     /// A self-contained run of several sessions with the built-in scripted agent.
     Demo(demo::DemoArgs),
     /// Install the skills and slash commands for Claude Code (~/.claude) and Codex ($CODEX_HOME).
@@ -256,7 +259,10 @@ impl From<OpenError> for CliError {
 fn needs(command: &Command) -> (bool, bool) {
     match command {
         Command::Run(_) | Command::Demo(_) | Command::Supervise(_) => (false, false),
-        Command::Parallel { .. } | Command::Install(_) | Command::Uninstall => (false, true),
+        Command::Parallel { .. }
+        | Command::Install(_)
+        | Command::Uninstall
+        | Command::Dashboard(_) => (false, true),
         // Without a project, status lists what a running daemon owns.
         Command::Status(args) => (false, args.json),
         _ => (true, true),
@@ -279,6 +285,7 @@ pub fn configure(cli: &Cli, sources: &Sources) -> Result<Config, CliError> {
     if let Command::Supervise(args) = &cli.command {
         flags.max_parallel = args.max_parallel.clone();
         flags.log_format = args.log.log_format.clone();
+        args.http.apply(&mut flags);
     }
     if matches!(cli.command, Command::Demo(_) | Command::FakeAgent { .. }) {
         flags.require_project = false;
@@ -328,6 +335,7 @@ pub async fn dispatch(
         Command::Stop(args) => gate::stop(&args.session, &config).await,
         Command::Tell(args) => gate::tell(args, &config).await,
         Command::Logs(args) => logs::logs(args, &config).await,
+        Command::Dashboard(args) => dashboard::dashboard(args, &config).await,
         Command::Demo(args) => demo::demo(args, &config, &sources).await,
         Command::Install(args) => install::install(&args, &config),
         Command::Uninstall => install::uninstall(&config),

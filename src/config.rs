@@ -165,6 +165,12 @@ pub struct Config {
     /// Faults to inject, for the tests of supervision (SAMOCODE_FAILPOINTS, comma separated;
     /// `supervisor-panic`: the supervisor panics on a status request).
     pub failpoints: Vec<String>,
+    /// Where the daemon serves the web dashboard (SAMOCODE_HTTP, `--http`); `None` when off
+    /// (`--no-http`, or the value `off`).
+    pub http: Option<std::net::SocketAddr>,
+    /// A file holding a secret that logs in to the dashboard (SAMOCODE_HTTP_TOKEN_FILE,
+    /// `--http-token-file`); required to listen on an address other than loopback.
+    pub http_token_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -203,6 +209,9 @@ pub struct Flags {
     pub timeout: Option<String>,
     pub max_parallel: Option<String>,
     pub log_format: Option<String>,
+    /// `--http ADDR`, or `off` for `--no-http`.
+    pub http: Option<String>,
+    pub http_token_file: Option<String>,
     /// The command cannot work without a project file.
     pub require_project: bool,
 }
@@ -484,6 +493,26 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
                 .collect()
         })
         .unwrap_or_default();
+    let http = layers
+        .parsed(
+            "SAMOCODE_HTTP",
+            flags.http.as_ref().map(|v| ("--http", v)),
+            "an IP address and port such as 127.0.0.1:7420, or off",
+            |v| match v {
+                "off" => Some(None),
+                addr => addr.parse().ok().map(Some),
+            },
+        )
+        .unwrap_or(Some(crate::dashboard::DEFAULT_ADDR));
+    let http_token_file = layers.parsed(
+        "SAMOCODE_HTTP_TOKEN_FILE",
+        flags
+            .http_token_file
+            .as_ref()
+            .map(|v| ("--http-token-file", v)),
+        "a file path",
+        |v| Some(absolute(&sources.cwd, Path::new(&expand_home(v, sources)))),
+    );
     let telegram = telegram::read(&mut layers);
     let otel = otel::read(&mut layers);
     let log_filter = layers.parsed(
@@ -550,6 +579,8 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
         codex_home,
         codex_home_origin,
         failpoints,
+        http,
+        http_token_file,
     };
     problems.finish(config)
 }

@@ -8,6 +8,9 @@
 //! [`MAX_REQUEST`] bytes, or nothing for [`READ_TIMEOUT`], gets an error and is dropped, and
 //! accept errors (out of file descriptors) back off instead of spinning, so one bad client
 //! never keeps the others waiting.
+//! [`ask`] is also the one way an in-process adapter (the web dashboard, the bot) sends the
+//! same requests; `dashboard` requests are answered here from the [`DashboardHandle`],
+//! without the supervisor.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -20,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::dashboard::DashboardHandle;
 use crate::session::person::PersonCommand;
 use crate::supervisor::{OwnedSession, SupervisorMsg};
 
@@ -67,6 +71,8 @@ pub enum Request {
     Status,
     /// Change the cap on running agents (1 to 1000).
     Parallel { max: usize },
+    /// The web dashboard's address and a fresh one-time login token (`samocode dashboard`).
+    Dashboard,
 }
 
 /// What the daemon answers.
@@ -83,6 +89,8 @@ pub enum Response {
     },
     /// The request failed; `code` is the exit code the CLI should use.
     Error { message: String, code: u8 },
+    /// Where the dashboard listens, and a token that logs in once.
+    Dashboard { url: String, token: String },
 }
 
 impl Response {
@@ -228,7 +236,11 @@ pub async fn bind(path: &Path) -> Result<Socket, ControlError> {
 }
 
 /// Serves requests until the task is aborted.
-pub async fn serve(listener: Arc<UnixListener>, supervisor: ActorRef<SupervisorMsg>) {
+pub async fn serve(
+    listener: Arc<UnixListener>,
+    supervisor: ActorRef<SupervisorMsg>,
+    dashboard: DashboardHandle,
+) {
     let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut pause = Duration::from_millis(10);
     let mut connections = tokio::task::JoinSet::new();
@@ -252,10 +264,11 @@ pub async fn serve(listener: Arc<UnixListener>, supervisor: ActorRef<SupervisorM
             }
         };
         let supervisor = supervisor.clone();
+        let dashboard = dashboard.clone();
         // Reap finished connections so the set stays small.
         while connections.try_join_next().is_some() {}
         connections.spawn(async move {
-            if let Err(error) = answer(stream, supervisor).await {
+            if let Err(error) = answer(stream, supervisor, dashboard).await {
                 tracing::debug!(%error, "control connection failed");
             }
             drop(permit);
@@ -263,7 +276,11 @@ pub async fn serve(listener: Arc<UnixListener>, supervisor: ActorRef<SupervisorM
     }
 }
 
-async fn answer(stream: UnixStream, supervisor: ActorRef<SupervisorMsg>) -> std::io::Result<()> {
+async fn answer(
+    stream: UnixStream,
+    supervisor: ActorRef<SupervisorMsg>,
+    dashboard: DashboardHandle,
+) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read.take(MAX_REQUEST + 1));
     let mut line = Vec::new();
@@ -281,6 +298,7 @@ async fn answer(stream: UnixStream, supervisor: ActorRef<SupervisorMsg>) -> std:
                 Response::error(format!("the request is longer than {MAX_REQUEST} bytes"), 2)
             }
             Ok(Ok(_)) => match parse_request(&line) {
+                Ok(Request::Dashboard) => dashboard.login(),
                 Ok(request) => ask(&supervisor, request).await,
                 Err(response) => response,
             },
@@ -378,7 +396,7 @@ fn nul_in(request: &Request) -> Option<&'static str> {
             texts.extend(by.iter().map(|b| ("by", b.clone())));
             texts.extend(command_texts(command));
         }
-        Request::Status | Request::Parallel { .. } => {}
+        Request::Status | Request::Parallel { .. } | Request::Dashboard => {}
     }
     texts
         .into_iter()

@@ -49,6 +49,9 @@ pub enum DaemonError {
         "the supervisor stopped unexpectedly ({0}); its agents were killed, and the next start resumes every session"
     )]
     SupervisorDied(String),
+    /// The dashboard's settings were refused (a non-loopback address without a token file).
+    #[error("{0}")]
+    Dashboard(String),
     /// A second stop request came before the graceful stop ended.
     #[error("stopped at once by a second signal; the running agents were killed")]
     Forced { signal: i32 },
@@ -59,7 +62,7 @@ impl DaemonError {
     pub fn exit_code(&self) -> u8 {
         match self {
             DaemonError::Locked { .. } => 12,
-            DaemonError::StateDir { .. } | DaemonError::Control(_) => 2,
+            DaemonError::StateDir { .. } | DaemonError::Control(_) | DaemonError::Dashboard(_) => 2,
             DaemonError::Forced { signal } => crate::shutdown::exit_code(*signal),
             DaemonError::Start(_) | DaemonError::SupervisorDied(_) => 1,
         }
@@ -133,6 +136,16 @@ pub async fn run_with(
     .await
     .map_err(|e| DaemonError::Start(e.to_string()))?;
 
+    // The web dashboard: an adapter beside the bot, stopped when this guard drops. Started
+    // before any session, so that a refused setting stops the daemon with nothing running.
+    let dashboard = match crate::dashboard::Dashboard::start(config, supervisor.clone()).await {
+        Ok(dashboard) => dashboard,
+        Err(error) => {
+            supervisor.stop(None);
+            watch.stop(None);
+            return Err(DaemonError::Dashboard(error.to_string()));
+        }
+    };
     for session in owned {
         // Each opens in the supervisor's own background task; a session that cannot be opened
         // stays listed as broken until a person's `resume`.
@@ -145,8 +158,9 @@ pub async fn run_with(
     {
         let listener = socket.listener.clone();
         let supervisor = supervisor.clone();
+        let handle = dashboard.handle();
         edges.push(edge::keep_running("control server", move || {
-            control::serve(listener.clone(), supervisor.clone())
+            control::serve(listener.clone(), supervisor.clone(), handle.clone())
         }));
     }
     if let Some(telegram) = telegram {
@@ -193,6 +207,7 @@ pub async fn run_with(
     supervisor.stop(None);
     let _ = tokio::time::timeout(Duration::from_secs(5), handle).await;
     watch.stop(None);
+    drop(dashboard);
     drop(socket);
     tracing::info!("samocode daemon stopped");
     outcome

@@ -29,6 +29,7 @@
 //! - [`session`]: the session folder, its worktree, the context of an attempt, the SessionActor;
 //! - [`agent`]: the agent CLIs and the AgentProcess actor;
 //! - [`supervisor`], [`notify`]: the root actor and the notifier;
+//! - [`dashboard`]: the web dashboard the daemon serves, a thin adapter like the bot;
 //! - [`workflow`]: the agent's texts (workflow, skills, slash commands) built into the binary;
 //! - [`cli`]: the commands people type, `install` among them; [`fake_agent`]: the scripted agent used by the demo
 //!   and the tests; [`telemetry`]: logs and traces.
@@ -39,6 +40,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod dashboard;
 pub mod fake_agent;
 pub mod lockfile;
 pub mod notify;

@@ -649,6 +649,11 @@ impl SupervisorActor {
                     )
                 }
             }
+            // The control socket answers it from the dashboard's handle; it never comes here.
+            Request::Dashboard => Response::error(
+                "the dashboard is asked through the control socket".into(),
+                2,
+            ),
         };
         let _ = reply.send(response);
     }

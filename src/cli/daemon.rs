@@ -19,6 +19,8 @@ pub struct SuperviseArgs {
     pub max_parallel: Option<String>,
     #[command(flatten)]
     pub log: super::LogArgs,
+    #[command(flatten)]
+    pub http: super::dashboard::HttpArgs,
 }
 
 /// How a person's command from the command line is recorded.
@@ -73,9 +75,9 @@ fn done(response: Response) -> Result<String, CliError> {
             code,
             error: anyhow::anyhow!(message),
         }),
-        Response::Sessions { .. } => Err(CliError::failure(anyhow::anyhow!(
-            "unexpected answer from the daemon"
-        ))),
+        Response::Sessions { .. } | Response::Dashboard { .. } => Err(CliError::failure(
+            anyhow::anyhow!("unexpected answer from the daemon"),
+        )),
     }
 }
 

@@ -25,7 +25,7 @@ use crate::session::store::LOGS;
 use crate::session::untrusted::{self, Links};
 use crate::session::{SessionFolder, name};
 use lines::{Line, Lines};
-use render::readable;
+pub use render::readable;
 
 /// The most of one log line that is read and shown. The agents' events are far smaller; a
 /// longer line (a flood, a huge tool result) is announced with its length and its start, so

@@ -112,6 +112,23 @@ impl SessionRow {
         }
     }
 
+    /// The row as the daemon's own adapters (the dashboard) make it: they know which sessions
+    /// the daemon drives (`worker` is `running` for those), and must not probe a lock a session
+    /// may be taking at that moment.
+    pub fn with_worker(
+        folder: &SessionFolder,
+        state: &SessionState,
+        project: &Path,
+        worker: &'static str,
+    ) -> SessionRow {
+        let owner = if worker == "running" {
+            Owner::Daemon
+        } else {
+            Owner::Nobody
+        };
+        SessionRow::of(folder, state, project, owner)
+    }
+
     /// The row of a session whose state cannot be read: state `error`, with the reason.
     fn broken(
         folder: &SessionFolder,

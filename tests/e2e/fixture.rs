@@ -62,6 +62,9 @@ impl Project {
             ("HOME".to_string(), root.join("home").display().to_string()),
             ("SAMOCODE_RETRY_DELAY".to_string(), "0.05".to_string()),
             ("SAMOCODE_KILL_GRACE".to_string(), "1s".to_string()),
+            // Daemons of tests running side by side would all reach for the dashboard's
+            // default port; the browser tests ask for one with `--http 127.0.0.1:0`.
+            ("SAMOCODE_HTTP".to_string(), "off".to_string()),
             (
                 "SAMOCODE_FAKE_PIDS".to_string(),
                 root.join("left-behind.pids").display().to_string(),

@@ -311,7 +311,12 @@ fn guidance_from_telegram_and_the_command_line_reaches_the_next_iteration_once()
         .into_iter()
         .filter(|c| c.contains("\n## Guidance from a person\n"))
         .collect();
-    assert_eq!(with_note.len(), 1, "one iteration saw the note: {:#?}", s.logs());
+    assert_eq!(
+        with_note.len(),
+        1,
+        "one iteration saw the note: {:#?}",
+        s.logs()
+    );
     assert_eq!(
         with_note[0]
             .matches("use the existing auth middleware")
@@ -365,7 +370,10 @@ fn notices_of_a_run_that_could_not_send_them_are_sent_by_the_daemon() {
     let api = FakeApi::start(OWNER as i64);
     api.fail(&[Failure::Down(Duration::from_secs(15))]);
     let mut project = telegram_project(&api, OWNER as i64, None);
-    project.env("SAMOCODE_STATE_DIR", &project.state_dir().display().to_string());
+    project.env(
+        "SAMOCODE_STATE_DIR",
+        &project.state_dir().display().to_string(),
+    );
     // The run parks at the questions while Telegram is down; it waits a little, then leaves
     // its notice in its outbox.
     project
@@ -378,10 +386,15 @@ fn notices_of_a_run_that_could_not_send_them_are_sent_by_the_daemon() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(files.iter().any(|f| f == "run-offline.jsonl"), "{files:?}");
-    wait_for(Duration::from_secs(30), "the API to come back", || !api.is_down());
+    wait_for(Duration::from_secs(30), "the API to come back", || {
+        !api.is_down()
+    });
     let _daemon = project.daemon(&[]);
     wait_for(Duration::from_secs(30), "the run's notice", || {
         api.sent("has questions").len() == 1
     });
-    assert!(!outbox.join("run-offline.jsonl").exists(), "the daemon took the outbox over");
+    assert!(
+        !outbox.join("run-offline.jsonl").exists(),
+        "the daemon took the outbox over"
+    );
 }

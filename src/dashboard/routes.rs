@@ -1,0 +1,305 @@
+//! The dashboard's pages and actions. A page reads the session files (on the blocking pool); an
+//! action is one control request to the supervisor, exactly what the CLI would send, followed
+//! by a redirect back to the page with the daemon's answer as a one-time message.
+
+use std::path::PathBuf;
+
+use axum::Extension;
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use jiff::Timestamp;
+use serde::Deserialize;
+
+use super::App;
+use super::auth::{self, Flash, Visitor};
+use super::pages::{self, Filter, Frame};
+use super::session_page;
+use super::view::{LogTail, SessionView};
+use crate::control::{self, Request, Response as Answer};
+use crate::session::person::{Answers, PersonCommand};
+
+/// `GET /`: the fleet.
+pub async fn fleet(
+    State(app): State<App>,
+    Extension(visitor): Extension<Visitor>,
+    Query(filter): Query<Filter>,
+) -> Html<String> {
+    let fleet = app.feed.fleet.borrow().clone();
+    let page = pages::frame(
+        Frame {
+            title: "Fleet",
+            page: "fleet",
+            events: Some(format!("/events?since={}", fleet.generation)),
+            flash: app.auth.take_flash(&visitor),
+        },
+        pages::fleet(&fleet, &filter, Timestamp::now()),
+    );
+    Html(page.into_string())
+}
+
+/// `GET /sessions/NAME`: one session.
+pub async fn session(
+    State(app): State<App>,
+    Extension(visitor): Extension<Visitor>,
+    Path(name): Path<String>,
+) -> Response {
+    let Some((dir, project)) = app.locate(&name).await else {
+        return not_owned(&name);
+    };
+    let read = tokio::task::spawn_blocking(move || {
+        SessionView::read(&dir, &project).map(|view| (view, LogTail::newest(&dir)))
+    })
+    .await;
+    match read {
+        Ok(Ok((view, log))) => {
+            let flash = app.auth.take_flash(&visitor);
+            let page = session_page::page(&view, &log, &visitor.csrf, flash, Timestamp::now());
+            Html(page.into_string()).into_response()
+        }
+        Ok(Err(error)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Html(pages::problem("Cannot read the session", &error.to_string()).into_string()),
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+fn not_owned(name: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Html(
+            pages::problem(
+                "No such session",
+                &format!("The daemon owns no session {name:?}."),
+            )
+            .into_string(),
+        ),
+    )
+        .into_response()
+}
+
+/// `POST /sessions/NAME/VERB`: approve, reject, answer, stop or resume.
+pub async fn act(
+    State(app): State<App>,
+    Extension(visitor): Extension<Visitor>,
+    Path((name, verb)): Path<(String, String)>,
+    Form(fields): Form<Vec<(String, String)>>,
+) -> Response {
+    let field = |key: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    if !auth::csrf_ok(&visitor, field("csrf")) {
+        return forbidden();
+    }
+    let command = match verb.as_str() {
+        "approve" => Ok(PersonCommand::Approve),
+        "stop" => Ok(PersonCommand::Stop),
+        "resume" => Ok(PersonCommand::Resume),
+        "reject" => match field("reason").map(str::trim).filter(|r| !r.is_empty()) {
+            Some(reason) => Ok(PersonCommand::Reject {
+                reason: reason.to_string(),
+            }),
+            None => Err("say why the plan goes back: the reason is empty".to_string()),
+        },
+        "answer" => answers(&fields).map(|answers| PersonCommand::Answer { answers }),
+        _ => return missing(),
+    };
+    let Some((dir, _)) = app.locate(&name).await else {
+        return not_owned(&name);
+    };
+    let flash = match command {
+        Err(problem) => Flash {
+            ok: false,
+            text: problem,
+        },
+        Ok(command) => {
+            match control::ask(
+                &app.supervisor,
+                Request::Person {
+                    dir,
+                    command,
+                    by: Some("from the dashboard".into()),
+                },
+            )
+            .await
+            {
+                Answer::Done { message } => Flash {
+                    ok: true,
+                    text: message,
+                },
+                Answer::Error { message, .. } => Flash {
+                    ok: false,
+                    text: format!("not done: {message}"),
+                },
+                _ => Flash {
+                    ok: false,
+                    text: "the daemon gave an unexpected answer".into(),
+                },
+            }
+        }
+    };
+    app.auth.set_flash(&visitor, flash);
+    Redirect::to(&format!("/sessions/{name}")).into_response()
+}
+
+/// The answers of the questions form: for question N, the text field `qN_text` when filled,
+/// else the chosen option `qN`. Questions left empty stay open.
+fn answers(fields: &[(String, String)]) -> Result<Answers, String> {
+    let mut given: Vec<(u32, String)> = Vec::new();
+    for (key, value) in fields {
+        let value = value.trim();
+        if value.is_empty() {
+            continue;
+        }
+        let Some(rest) = key.strip_prefix('q') else {
+            continue;
+        };
+        let (number, typed) = match rest.strip_suffix("_text") {
+            Some(n) => (n, true),
+            None => (rest, false),
+        };
+        let Ok(number) = number.parse::<u32>() else {
+            continue;
+        };
+        match given.iter_mut().find(|(n, _)| *n == number) {
+            Some(entry) if typed => entry.1 = value.to_string(),
+            Some(_) => {}
+            None => given.push((number, value.to_string())),
+        }
+    }
+    if given.is_empty() {
+        return Err("no answer was given: choose an option or write one".into());
+    }
+    given.sort_by_key(|(n, _)| *n);
+    Ok(Answers::Given(given))
+}
+
+fn forbidden() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        Html(
+            pages::problem(
+                "Refused",
+                "The form did not carry this browser session's token (csrf), so nothing was done. Reload the page and try again.",
+            )
+            .into_string(),
+        ),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    token: Option<String>,
+}
+
+/// `GET /login[?token=T]`: the link `samocode dashboard` prints, or the login form.
+pub async fn login_link(State(app): State<App>, Query(query): Query<LoginQuery>) -> Response {
+    match query.token {
+        Some(token) => login_with(&app, &token),
+        None => Html(pages::login(None).into_string()).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    token: String,
+}
+
+/// `POST /login`: a token typed into the form.
+pub async fn login_form(State(app): State<App>, Form(form): Form<LoginForm>) -> Response {
+    login_with(&app, form.token.trim())
+}
+
+fn login_with(app: &App, token: &str) -> Response {
+    match app.auth.exchange(token) {
+        Some(cookie) => {
+            let mut response = Redirect::to("/").into_response();
+            if let Ok(value) = HeaderValue::from_str(&auth::set_cookie(&cookie)) {
+                response.headers_mut().insert(header::SET_COOKIE, value);
+            }
+            response
+        }
+        None => (
+            StatusCode::UNAUTHORIZED,
+            Html(
+                pages::login(Some(
+                    "That token is not valid: it was used already, it expired, or it was mistyped. Run `samocode dashboard` for a new link.",
+                ))
+                .into_string(),
+            ),
+        )
+            .into_response(),
+    }
+}
+
+/// Any path the dashboard does not serve (after login).
+pub async fn not_found() -> Response {
+    missing()
+}
+
+fn missing() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Html(pages::problem("Not found", "The dashboard has no such page.").into_string()),
+    )
+        .into_response()
+}
+
+impl App {
+    /// The folder and project file of a session the daemon owns, by folder name: from the
+    /// watcher's snapshot, else (a session handed over within the last tick) from the daemon.
+    pub async fn locate(&self, name: &str) -> Option<(PathBuf, PathBuf)> {
+        let found = self
+            .feed
+            .fleet
+            .borrow()
+            .find(name)
+            .map(|row| (row.dir.clone(), row.project_file.clone()));
+        if found.is_some() {
+            return found;
+        }
+        match control::ask(&self.supervisor, Request::Status).await {
+            Answer::Sessions { sessions, .. } => sessions
+                .into_iter()
+                .find(|o| o.dir.file_name().is_some_and(|n| n == name))
+                .map(|o| (o.dir, o.project)),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn typed_answers_win_over_choices_and_empty_ones_stay_open() {
+        let given = answers(&fields(&[
+            ("csrf", "x"),
+            ("q2", "3"),
+            ("q1", "files"),
+            ("q1_text", "  sqlite, after all "),
+            ("q3_text", ""),
+        ]))
+        .unwrap();
+        assert_eq!(
+            given,
+            Answers::Given(vec![(1, "sqlite, after all".into()), (2, "3".into())])
+        );
+        assert!(answers(&fields(&[("csrf", "x"), ("q1_text", " ")])).is_err());
+    }
+}

@@ -1,0 +1,349 @@
+//! What a session page shows, read from the session folder (read-only, through the session
+//! and protocol readers): the state and its status row, the notebook, the questions, the two
+//! journals, the artifacts and the newest attempt's readable log.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::de::DeserializeOwned;
+
+use crate::cli::logs::readable;
+use crate::cli::status::SessionRow;
+use crate::protocol::journal::{HistoryRow, IterationRow};
+use crate::protocol::overview::{self, Overview};
+use crate::protocol::qa::QaDoc;
+use crate::protocol::{RunState, SessionState};
+use crate::session::store::{HISTORY, ITERATIONS, LOGS, OVERVIEW, QA};
+use crate::session::{SessionFolder, StoreError};
+
+/// How much of an artifact is rendered; the rest is cut with a note (an agent can write a huge
+/// file, and the page must stay readable).
+const ARTIFACT_LIMIT: usize = 200 * 1024;
+/// How much of the end of an attempt log a page starts with.
+const LOG_TAIL: u64 = 256 * 1024;
+/// The most log entries a page holds.
+pub const LOG_ENTRIES: usize = 400;
+
+/// A markdown file the agent wrote into the session folder.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    /// The file name.
+    pub file: String,
+    /// The name without its time prefix and `.md` (`plan-steps`).
+    pub title: String,
+    pub text: String,
+    /// The text was cut (at 200 KiB).
+    pub cut: bool,
+}
+
+impl Artifact {
+    pub fn is_plan(&self) -> bool {
+        self.title.starts_with("plan-") || self.title == "plan"
+    }
+}
+
+/// The end of the newest attempt log, as readable entries.
+#[derive(Debug, Clone, Default)]
+pub struct LogTail {
+    /// The log's path, when there is one.
+    pub path: Option<PathBuf>,
+    pub entries: Vec<String>,
+    /// The byte offset up to which the log was read (after its last complete line).
+    pub end: u64,
+}
+
+/// Everything a session page shows.
+#[derive(Debug)]
+pub struct SessionView {
+    pub row: SessionRow,
+    pub state: SessionState,
+    pub overview: Overview,
+    pub qa: Option<QaDoc>,
+    pub iterations: Vec<IterationRow>,
+    pub history: Vec<HistoryRow>,
+    /// Oldest first.
+    pub artifacts: Vec<Artifact>,
+}
+
+/// What a live page keeps between two reads of the same folder, so that a read costs what
+/// changed: the journals are append-only and are read from where the last read stopped, and
+/// an artifact is read again only when its size or time changed.
+#[derive(Default)]
+pub struct ReadCache {
+    iterations: Journal<IterationRow>,
+    history: Journal<HistoryRow>,
+    artifacts: HashMap<String, (u64, Option<SystemTime>, Artifact)>,
+}
+
+/// The rows of one journal read so far.
+struct Journal<T> {
+    rows: Vec<T>,
+    /// The byte offset after the last complete line read, and the file it was read from.
+    end: u64,
+    inode: u64,
+}
+
+impl<T> Default for Journal<T> {
+    fn default() -> Self {
+        Journal {
+            rows: Vec::new(),
+            end: 0,
+            inode: 0,
+        }
+    }
+}
+
+impl<T: DeserializeOwned + Clone> Journal<T> {
+    /// Reads the lines appended since the last call; starts over when the file was replaced
+    /// or shortened. A line that does not parse (a torn last line) is skipped.
+    fn update(&mut self, path: &Path) -> Vec<T> {
+        let Ok(mut file) = std::fs::File::open(path) else {
+            *self = Journal::default();
+            return Vec::new();
+        };
+        let (len, inode) = file
+            .metadata()
+            .map(|m| (m.len(), m.ino()))
+            .unwrap_or((0, 0));
+        if inode != self.inode || len < self.end {
+            *self = Journal {
+                inode,
+                ..Journal::default()
+            };
+        }
+        if len > self.end && file.seek(SeekFrom::Start(self.end)).is_ok() {
+            let mut bytes = Vec::new();
+            let _ = file.take(len - self.end).read_to_end(&mut bytes);
+            if let Some(last) = bytes.iter().rposition(|b| *b == b'\n') {
+                self.end += last as u64 + 1;
+                let text = String::from_utf8_lossy(&bytes[..last]);
+                self.rows
+                    .extend(text.lines().filter_map(|l| serde_json::from_str(l).ok()));
+            }
+        }
+        self.rows.clone()
+    }
+}
+
+impl SessionView {
+    /// Reads a session folder; fails only when its state cannot be read.
+    pub fn read(dir: &Path, project_file: &Path) -> Result<SessionView, StoreError> {
+        SessionView::read_again(dir, project_file, &mut ReadCache::default())
+    }
+
+    /// Reads a session folder again, reading only what changed since `cache` was filled.
+    pub fn read_again(
+        dir: &Path,
+        project_file: &Path,
+        cache: &mut ReadCache,
+    ) -> Result<SessionView, StoreError> {
+        let folder = SessionFolder::new(dir);
+        let state = folder.load_state()?;
+        let worker = match state.status {
+            RunState::Done { .. } => "stopped",
+            _ => "running",
+        };
+        let row = SessionRow::with_worker(&folder, &state, project_file, worker);
+        let overview = folder
+            .read(OVERVIEW)?
+            .map(|t| overview::parse(&t))
+            .unwrap_or_default();
+        let qa = folder.read(QA)?.map(|t| QaDoc::parse(&t));
+        Ok(SessionView {
+            row,
+            state,
+            overview,
+            qa,
+            iterations: cache.iterations.update(&folder.path(ITERATIONS)),
+            history: cache.history.update(&folder.path(HISTORY)),
+            artifacts: artifacts(dir, &mut cache.artifacts)?,
+        })
+    }
+
+    /// The newest plan, if the agent wrote one.
+    pub fn plan(&self) -> Option<&Artifact> {
+        self.artifacts.iter().rev().find(|a| a.is_plan())
+    }
+}
+
+/// The agent's markdown files: every `.md` in the folder but the notebook and the questions,
+/// in name order (their names start with the time).
+fn artifacts(
+    dir: &Path,
+    cache: &mut HashMap<String, (u64, Option<SystemTime>, Artifact)>,
+) -> Result<Vec<Artifact>, StoreError> {
+    let io = |source| StoreError::Io {
+        action: "cannot list",
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".md") && !name.starts_with('_') && !name.starts_with('.'))
+        .collect();
+    files.sort();
+    cache.retain(|file, _| files.contains(file));
+    Ok(files
+        .into_iter()
+        .filter_map(|file| {
+            let meta = std::fs::metadata(dir.join(&file)).ok()?;
+            let mark = (meta.len(), meta.modified().ok());
+            if let Some((len, time, artifact)) = cache.get(&file)
+                && (*len, *time) == mark
+            {
+                return Some(artifact.clone());
+            }
+            let mut text = std::fs::read_to_string(dir.join(&file)).ok()?;
+            let cut = text.len() > ARTIFACT_LIMIT;
+            if cut {
+                let mut at = ARTIFACT_LIMIT;
+                while !text.is_char_boundary(at) {
+                    at -= 1;
+                }
+                text.truncate(at);
+            }
+            let artifact = Artifact {
+                title: title_of(&file),
+                file: file.clone(),
+                text,
+                cut,
+            };
+            cache.insert(file, (mark.0, mark.1, artifact.clone()));
+            Some(artifact)
+        })
+        .collect())
+}
+
+/// `11-24-10:00-plan-steps.md` -> `plan-steps`.
+fn title_of(file: &str) -> String {
+    let stem = file.strip_suffix(".md").unwrap_or(file);
+    let bytes = stem.as_bytes();
+    let stamped = bytes.len() > 12
+        && bytes[..11].iter().enumerate().all(|(i, b)| match i {
+            2 | 5 => *b == b'-',
+            8 => *b == b':',
+            _ => b.is_ascii_digit(),
+        })
+        && bytes[11] == b'-';
+    if stamped {
+        stem[12..].to_string()
+    } else {
+        stem.to_string()
+    }
+}
+
+/// The newest attempt log in a `_logs` folder (by name, which starts with the time). One pass
+/// over the names, keeping only the greatest: a long session's folder holds thousands of files.
+pub fn newest_log(logs: &Path) -> Option<PathBuf> {
+    let mut newest: Option<std::ffi::OsString> = None;
+    for entry in std::fs::read_dir(logs).ok()?.filter_map(Result::ok) {
+        let name = entry.file_name();
+        if name.as_encoded_bytes().ends_with(b".jsonl") && newest.as_ref().is_none_or(|n| name > *n)
+        {
+            newest = Some(name);
+        }
+    }
+    newest.map(|name| logs.join(name))
+}
+
+impl LogTail {
+    /// The end of the newest attempt log of a session.
+    pub fn newest(dir: &Path) -> LogTail {
+        match newest_log(&dir.join(LOGS)) {
+            Some(path) => LogTail::read(&path, None),
+            None => LogTail::default(),
+        }
+    }
+
+    /// Reads the complete lines of `path` from byte `from` (or, without it, from near the end),
+    /// as readable entries, keeping at most [`LOG_ENTRIES`].
+    pub fn read(path: &Path, from: Option<u64>) -> LogTail {
+        let mut tail = LogTail {
+            path: Some(path.to_path_buf()),
+            entries: Vec::new(),
+            end: from.unwrap_or(0),
+        };
+        let Ok(mut file) = std::fs::File::open(path) else {
+            return tail;
+        };
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let start = from.unwrap_or(len.saturating_sub(LOG_TAIL)).min(len);
+        // From the middle of a file, the first line is partial: it is skipped.
+        let skip_first = from.is_none() && start > 0;
+        if file.seek(SeekFrom::Start(start)).is_err() {
+            return tail;
+        }
+        let mut bytes = Vec::new();
+        let _ = file.take(len - start).read_to_end(&mut bytes);
+        let Some(last_newline) = bytes.iter().rposition(|b| *b == b'\n') else {
+            tail.end = start;
+            return tail;
+        };
+        tail.end = start + last_newline as u64 + 1;
+        let text = String::from_utf8_lossy(&bytes[..=last_newline]);
+        let mut lines = text.lines();
+        if skip_first {
+            lines.next();
+        }
+        tail.entries = lines.filter_map(|line| readable(line.trim())).collect();
+        if tail.entries.len() > LOG_ENTRIES {
+            tail.entries.drain(..tail.entries.len() - LOG_ENTRIES);
+        }
+        tail
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifact_titles_lose_their_time() {
+        assert_eq!(title_of("11-24-10:00-plan-steps.md"), "plan-steps");
+        assert_eq!(
+            title_of("11-24-10:00-test-report-results.md"),
+            "test-report-results"
+        );
+        assert_eq!(title_of("notes.md"), "notes");
+    }
+
+    #[test]
+    fn journals_are_read_again_from_where_they_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        let mut journal: Journal<u32> = Journal::default();
+        assert!(journal.update(&path).is_empty(), "no file yet");
+        std::fs::write(&path, "1\n2\n3").unwrap();
+        assert_eq!(journal.update(&path), [1, 2], "the torn last line waits");
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut file, b"3\n4\n").unwrap();
+        assert_eq!(journal.update(&path), [1, 2, 33, 4]);
+        let replaced = dir.path().join("new");
+        std::fs::write(&replaced, "7\n").unwrap();
+        std::fs::rename(&replaced, &path).unwrap();
+        assert_eq!(journal.update(&path), [7], "a replaced file is read anew");
+    }
+
+    #[test]
+    fn a_log_is_read_by_complete_lines_from_an_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        let first = r#"{"type":"assistant","message":{"content":[{"type":"text","text":"one"}]}}"#;
+        let second = r#"{"type":"assistant","message":{"content":[{"type":"text","text":"two"}]}}"#;
+        std::fs::write(&path, format!("{first}\n{second}\n{{\"type\":\"assis")).unwrap();
+        let tail = LogTail::read(&path, None);
+        assert_eq!(tail.entries, ["one", "two"]);
+        assert_eq!(tail.end as usize, first.len() + second.len() + 2);
+        let next = LogTail::read(&path, Some(first.len() as u64 + 1));
+        assert_eq!(next.entries, ["two"]);
+        assert_eq!(next.end, tail.end);
+    }
+}

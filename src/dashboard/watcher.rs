@@ -1,0 +1,391 @@
+//! The one task that notices what changes in the fleet, for every open page at once.
+//!
+//! The daemon has no event bus, so the watcher looks: once per [`TICK`] it asks the supervisor
+//! for the sessions it owns (the same `status` control request as the CLI) and stats each one's
+//! `_state.json` and `_overview.md`. Only a session whose files changed (inode, size or
+//! modification time) is read again. When anything changed, it publishes a new [`Fleet`]
+//! snapshot (what a page renders from) and sends one [`Change`] through a broadcast channel;
+//! the HTML of the changed rows is rendered here, once, not once per page. For each session
+//! that an open page shows (its [`Interest`]), it also watches the newest attempt log and
+//! announces its growth; the session page reads the new bytes itself. The `_logs` folder of a
+//! long session holds thousands of files, so it is listed again only when its own modification
+//! time says a file was added.
+//!
+//! The file work of a tick runs on the blocking pool: a thousand sessions are two thousand
+//! `stat` calls, which must not hold up the runtime's workers.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use ractor::ActorRef;
+use tokio::sync::{broadcast, watch};
+
+use super::pages;
+use crate::cli::status::SessionRow;
+use crate::control::{self, Request, Response};
+use crate::protocol::RunState;
+use crate::session::SessionFolder;
+use crate::session::store::{OVERVIEW, STATE};
+use crate::supervisor::{OwnedSession, SupervisorMsg};
+
+/// How often the watcher looks. A person reading a page notices a second's delay no more than
+/// a longer one; the cost is two `stat` calls per session per tick.
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// Changes kept for a page that falls behind; one that falls further is sent a full refresh.
+pub const BACKLOG: usize = 64;
+
+/// One session as the fleet lists it.
+#[derive(Debug)]
+pub struct FleetRow {
+    pub row: SessionRow,
+    pub dir: PathBuf,
+    /// The `.samocode` file of its project.
+    pub project_file: PathBuf,
+    /// The generation in which this row last changed.
+    pub changed: u64,
+}
+
+impl FleetRow {
+    /// The folder name, which is also its path on the dashboard.
+    pub fn name(&self) -> &str {
+        &self.row.name
+    }
+}
+
+/// What the fleet looks like, as of one tick.
+#[derive(Debug, Default)]
+pub struct Fleet {
+    /// Counts the ticks that changed something; pages and event streams compare it.
+    pub generation: u64,
+    /// Sorted by folder name.
+    pub rows: Vec<Arc<FleetRow>>,
+    pub max_parallel: usize,
+    pub running: usize,
+}
+
+impl Fleet {
+    /// Reads every owned session from its files (what a first tick does).
+    pub fn read(owned: &[OwnedSession], max_parallel: usize, running: usize) -> Fleet {
+        let mut rows: Vec<Arc<FleetRow>> = owned
+            .iter()
+            .filter_map(|o| read_row(&o.dir, &o.project, 0).map(Arc::new))
+            .collect();
+        rows.sort_by(|a, b| a.row.name.cmp(&b.row.name));
+        Fleet {
+            generation: 0,
+            rows,
+            max_parallel,
+            running,
+        }
+    }
+
+    pub fn find(&self, name: &str) -> Option<&Arc<FleetRow>> {
+        self.rows
+            .binary_search_by(|r| r.row.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.rows[i])
+    }
+}
+
+/// What a tick found.
+#[derive(Debug)]
+pub enum Change {
+    /// Rows changed, appeared or went away.
+    Fleet {
+        generation: u64,
+        /// Folder names of the sessions whose files changed.
+        sessions: Vec<String>,
+        /// The fleet page's event, as JSON: the changed rows' HTML, the removed rows' ids, the
+        /// counts. The same text goes to every fleet page.
+        payload: Arc<str>,
+    },
+    /// The newest attempt log of a running session grew, or a new one began.
+    Log {
+        session: String,
+        path: PathBuf,
+        len: u64,
+    },
+}
+
+/// The feed pages subscribe to.
+#[derive(Clone)]
+pub struct Feed {
+    pub fleet: watch::Receiver<Arc<Fleet>>,
+    pub changes: broadcast::Sender<Arc<Change>>,
+    shown: Shown,
+}
+
+/// How many open pages show each session (by folder name). A plain counter map behind a
+/// mutex: pages register and leave, the watcher copies it once per tick.
+type Shown = Arc<Mutex<HashMap<String, usize>>>;
+
+impl Feed {
+    /// Tells the watcher that a page shows `session` until the returned guard drops.
+    pub fn interest(&self, session: &str) -> Interest {
+        *lock(&self.shown).entry(session.to_string()).or_default() += 1;
+        Interest {
+            shown: self.shown.clone(),
+            session: session.to_string(),
+        }
+    }
+}
+
+/// A page's interest in one session's log; withdrawn on drop (when the page goes).
+pub struct Interest {
+    shown: Shown,
+    session: String,
+}
+
+impl Drop for Interest {
+    fn drop(&mut self) {
+        let mut shown = lock(&self.shown);
+        if let Some(count) = shown.get_mut(&self.session) {
+            *count -= 1;
+            if *count == 0 {
+                shown.remove(&self.session);
+            }
+        }
+    }
+}
+
+fn lock(shown: &Shown) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+    // Counters stay meaningful even if a holder panicked.
+    shown.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The sending halves, kept across restarts of the watcher task.
+#[derive(Clone)]
+pub struct Publisher {
+    fleet: Arc<watch::Sender<Arc<Fleet>>>,
+    changes: broadcast::Sender<Arc<Change>>,
+    shown: Shown,
+}
+
+/// A new feed and its publisher.
+pub fn channel() -> (Publisher, Feed) {
+    let (fleet_tx, fleet_rx) = watch::channel(Arc::new(Fleet::default()));
+    let (changes, _) = broadcast::channel(BACKLOG);
+    let shown = Shown::default();
+    (
+        Publisher {
+            fleet: Arc::new(fleet_tx),
+            changes: changes.clone(),
+            shown: shown.clone(),
+        },
+        Feed {
+            fleet: fleet_rx,
+            changes,
+            shown,
+        },
+    )
+}
+
+/// Which version of a file was seen: inode (an atomic replace makes a new one), size, time.
+type FileMark = Option<(u64, u64, SystemTime)>;
+
+fn mark(path: &Path) -> FileMark {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.ino(), meta.len(), meta.modified().ok()?))
+}
+
+struct Seen {
+    marks: (FileMark, FileMark),
+    row: Arc<FleetRow>,
+}
+
+/// What the watcher remembers between ticks.
+#[derive(Default)]
+struct Memory {
+    sessions: HashMap<PathBuf, Seen>,
+    /// For each shown session: its `_logs` folder's modification time when last listed, the
+    /// newest log then, and that log's length when last announced.
+    logs: HashMap<PathBuf, FollowedLog>,
+}
+
+struct FollowedLog {
+    listed: Option<SystemTime>,
+    newest: Option<PathBuf>,
+    len: u64,
+}
+
+/// Watches until the task is aborted.
+pub async fn run(supervisor: ActorRef<SupervisorMsg>, publisher: Publisher, tick: Duration) {
+    let mut memory = Memory::default();
+    let mut interval = tokio::time::interval(tick);
+    // A slow tick (a busy disk) is followed by the next one on schedule, not by a burst.
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Response::Sessions {
+            sessions,
+            max_parallel,
+            running,
+        } = control::ask(&supervisor, Request::Status).await
+        else {
+            continue;
+        };
+        let generation = publisher.fleet.borrow().generation;
+        let shown: Vec<String> = lock(&publisher.shown).keys().cloned().collect();
+        let scanned = tokio::task::spawn_blocking(move || {
+            let found = scan(&mut memory, &sessions, generation + 1);
+            let logs = grown_logs(&mut memory, &shown);
+            (memory, found, logs)
+        })
+        .await;
+        let Ok((kept, found, logs)) = scanned else {
+            // The scan panicked; start again from nothing on the next tick.
+            memory = Memory::default();
+            continue;
+        };
+        memory = kept;
+        publish(&publisher, &memory, found, max_parallel, running);
+        for change in logs {
+            let _ = publisher.changes.send(Arc::new(change));
+        }
+    }
+}
+
+/// What one scan found changed.
+struct Found {
+    changed: Vec<Arc<FleetRow>>,
+    removed: Vec<String>,
+}
+
+fn scan(memory: &mut Memory, owned: &[OwnedSession], generation: u64) -> Found {
+    let mut changed = Vec::new();
+    let mut present = std::collections::HashSet::with_capacity(owned.len());
+    for session in owned {
+        present.insert(session.dir.clone());
+        let marks = (
+            mark(&session.dir.join(STATE)),
+            mark(&session.dir.join(OVERVIEW)),
+        );
+        if memory
+            .sessions
+            .get(&session.dir)
+            .is_some_and(|seen| seen.marks == marks)
+        {
+            continue;
+        }
+        // A folder caught between two writes reads again on the next tick.
+        let Some(row) = read_row(&session.dir, &session.project, generation) else {
+            continue;
+        };
+        let row = Arc::new(row);
+        changed.push(row.clone());
+        memory
+            .sessions
+            .insert(session.dir.clone(), Seen { marks, row });
+    }
+    let mut removed = Vec::new();
+    memory.sessions.retain(|dir, seen| {
+        let keep = present.contains(dir);
+        if !keep {
+            removed.push(seen.row.row.name.clone());
+        }
+        keep
+    });
+    Found { changed, removed }
+}
+
+/// The newest log of every shown session, when it is new or longer than last time.
+fn grown_logs(memory: &mut Memory, shown: &[String]) -> Vec<Change> {
+    let mut changes = Vec::new();
+    let dirs: HashMap<&str, &PathBuf> = memory
+        .sessions
+        .iter()
+        .map(|(dir, seen)| (seen.row.row.name.as_str(), dir))
+        .collect();
+    let mut followed = HashMap::with_capacity(shown.len());
+    for name in shown {
+        let Some(dir) = dirs.get(name.as_str()).copied() else {
+            continue;
+        };
+        let mut log = memory.logs.remove(dir).unwrap_or(FollowedLog {
+            listed: None,
+            newest: None,
+            len: 0,
+        });
+        let logs_dir = dir.join(crate::session::store::LOGS);
+        let modified = std::fs::metadata(&logs_dir).and_then(|m| m.modified()).ok();
+        if modified.is_none() || modified != log.listed {
+            log.listed = modified;
+            let newest = super::view::newest_log(&logs_dir);
+            if newest != log.newest {
+                log.newest = newest;
+                log.len = 0;
+            }
+        }
+        if let Some(path) = &log.newest {
+            let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            if len != log.len {
+                log.len = len;
+                changes.push(Change::Log {
+                    session: name.clone(),
+                    path: path.clone(),
+                    len,
+                });
+            }
+        }
+        followed.insert(dir.clone(), log);
+    }
+    memory.logs = followed;
+    changes
+}
+
+fn publish(
+    publisher: &Publisher,
+    memory: &Memory,
+    found: Found,
+    max_parallel: usize,
+    running: usize,
+) {
+    let current = publisher.fleet.borrow().clone();
+    let counts_same = current.max_parallel == max_parallel && current.running == running;
+    if found.changed.is_empty() && found.removed.is_empty() && counts_same {
+        return;
+    }
+    let generation = current.generation + 1;
+    let mut rows: Vec<Arc<FleetRow>> = memory.sessions.values().map(|s| s.row.clone()).collect();
+    rows.sort_by(|a, b| a.row.name.cmp(&b.row.name));
+    let fleet = Arc::new(Fleet {
+        generation,
+        rows,
+        max_parallel,
+        running,
+    });
+    publisher.fleet.send_replace(fleet.clone());
+    // With no page open, nobody needs the rows' HTML: the next page renders from the snapshot.
+    if publisher.changes.receiver_count() == 0 {
+        return;
+    }
+    let payload = pages::fleet_event(&fleet, &found.changed, &found.removed);
+    let sessions = found.changed.iter().map(|r| r.row.name.clone()).collect();
+    let _ = publisher.changes.send(Arc::new(Change::Fleet {
+        generation,
+        sessions,
+        payload: payload.into(),
+    }));
+}
+
+/// One session's row, from its files; `None` when its state cannot be read.
+pub fn read_row(dir: &Path, project_file: &Path, generation: u64) -> Option<FleetRow> {
+    let folder = SessionFolder::new(dir);
+    let state = folder.load_state().ok()?;
+    // The daemon drives every session it owns until it is done.
+    let worker = match state.status {
+        RunState::Done { .. } => "stopped",
+        _ => "running",
+    };
+    Some(FleetRow {
+        row: SessionRow::with_worker(&folder, &state, project_file, worker),
+        dir: dir.to_path_buf(),
+        project_file: project_file.to_path_buf(),
+        changed: generation,
+    })
+}

@@ -1,0 +1,114 @@
+//! The two gates through the session page: the questions answered in the form (an option
+//! that is not the suggestion, and a typed answer), the plan read and approved, and the
+//! session followed to done without a reload.
+
+use fantoccini::Locator;
+
+use super::driver::{Browser, login_link, start_until_questions};
+use super::fixture::Project;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answer_the_questions_approve_the_plan_and_watch_it_reach_done() {
+    let mut project = Project::new();
+    // Implementation steps take a second each, so the page has something to follow.
+    project.env("SAMOCODE_FAKE", "implementation=slow:1");
+    let _daemon = project.daemon(&["--http", "127.0.0.1:0"]);
+    let dir = start_until_questions(&project, "auth");
+    let folder = dir.file_name().unwrap().to_string_lossy().into_owned();
+
+    let (base, link) = login_link(&project);
+    let browser = Browser::start().await;
+    browser.goto(&link).await;
+    browser
+        .client
+        .find(Locator::LinkText(&folder))
+        .await
+        .expect("the session's link on the fleet page")
+        .click()
+        .await
+        .unwrap();
+    browser.wait_text("#s-questions legend", "Q1").await;
+    // The suggestion is preselected; pick the other option for Q1 and type an answer for Q2.
+    let suggested = browser
+        .client
+        .find(Locator::Css("input[name=q1][value=samocode-demo]"))
+        .await
+        .unwrap();
+    assert!(
+        suggested.is_selected().await.unwrap(),
+        "the suggestion is preselected"
+    );
+    browser
+        .client
+        .find(Locator::Css("input[name=q1][value=docs]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .client
+        .find(Locator::Css("input[name=q2_text]"))
+        .await
+        .unwrap()
+        .send_keys("4, to keep steps small")
+        .await
+        .unwrap();
+    browser.screenshot("session-questions").await;
+    browser
+        .client
+        .find(Locator::Css("form.questions button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.wait_text(".flash", "answered").await;
+    let qa = std::fs::read_to_string(dir.join("_qa.md")).unwrap();
+    assert!(qa.contains("Answer: docs"), "{qa}");
+    assert!(qa.contains("Answer: 4, to keep steps small"), "{qa}");
+
+    // The plan arrives on the open page; it is read, then approved.
+    browser.wait_text("#s-plan", "Approve the plan").await;
+    let plan = browser.text("#s-plan article").await;
+    assert!(plan.contains("Phase 1: scaffolding"), "{plan}");
+    assert!(plan.contains("2.2 third step"), "{plan}");
+    browser.screenshot_page("session-plan").await;
+    browser
+        .client
+        .find(Locator::Css("#s-plan form.inline button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.wait_text(".flash", "approved the plan").await;
+
+    // From here the page is not reloaded: the marker survives only on the same document.
+    browser
+        .js("window.samocodeMarker = 'same page'; return 0;")
+        .await;
+    browser.wait_text("#s-status .meta", "implementation").await;
+    browser.wait_text("#s-status .meta", "done").await;
+    assert_eq!(
+        browser.js("return window.samocodeMarker;").await,
+        "same page",
+        "the page followed the session without a reload"
+    );
+    assert_eq!(project.session("auth").state()["status"]["state"], "done");
+    // The last attempt's log came through the stream, and the chart counts every attempt.
+    browser.wait_text("#log-lines", "wrote the summary").await;
+    let attempts = project.session("auth").jsonl("_iterations.jsonl").len();
+    browser
+        .wait_js(
+            "return Array.from(document.querySelectorAll('#s-timeline g.o-ok'))
+                .reduce((sum, g) => sum + Number(g.dataset.attempts), 0);",
+            serde_json::json!(attempts),
+        )
+        .await;
+    let flow = browser.text("#s-flow").await;
+    assert!(flow.contains("Plan approved by a person"), "{flow}");
+    browser.goto(&format!("{base}/sessions/{folder}")).await;
+    browser.screenshot_page("session-done").await;
+    browser.close().await;
+}

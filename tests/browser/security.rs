@@ -1,0 +1,109 @@
+//! Who may do what: without the session cookie every page and action is refused with the
+//! login form; with it, an action without this browser session's CSRF token is refused and
+//! changes nothing; a login link works once.
+
+use fantoccini::Locator;
+
+use super::driver::{Browser, http, login_link, start_until_questions};
+use super::fixture::Project;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_the_cookie_or_the_csrf_token_are_refused() {
+    let mut project = Project::new();
+    let _daemon = project.daemon(&["--http", "127.0.0.1:0"]);
+    let dir = start_until_questions(&project, "guarded");
+    let folder = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let state = || project.session("guarded").state()["status"]["state"].clone();
+    let (base, link) = login_link(&project);
+
+    // No cookie: a browser that never logged in sees the login form, for any path.
+    let stranger = Browser::start().await;
+    stranger.goto(&format!("{base}/sessions/{folder}")).await;
+    stranger
+        .wait_text("h1", "Log in to the samocode dashboard")
+        .await;
+    assert!(
+        !stranger.client.source().await.unwrap().contains(&folder),
+        "nothing of the session is shown"
+    );
+    stranger.screenshot("refused-no-cookie").await;
+    for (method, path) in [
+        ("GET", "/".to_string()),
+        ("GET", "/events".to_string()),
+        ("GET", format!("/sessions/{folder}")),
+        ("POST", format!("/sessions/{folder}/stop")),
+        ("GET", "/no/such/page".to_string()),
+    ] {
+        let answer = http(&base, method, &path, None, Some("csrf=x"));
+        assert_eq!(answer.status, 401, "{method} {path}: {}", answer.body);
+    }
+    let forged = http(&base, "GET", "/", Some("0123456789abcdef"), None);
+    assert_eq!(forged.status, 401, "an unknown cookie is no cookie");
+    stranger.close().await;
+
+    // Logged in: the link works once, and sets an HttpOnly, SameSite=Strict cookie.
+    let person = Browser::start().await;
+    person.goto(&link).await;
+    person.wait_text("h1", "Fleet").await;
+    let again = http(&base, "GET", &link[base.len()..], None, None);
+    assert_eq!(again.status, 401, "a used login link is void");
+    let cookie = person.session_cookie().await;
+    let fresh = http(
+        &base,
+        "GET",
+        &login_link(&project).1[base.len()..],
+        None,
+        None,
+    );
+    let set = fresh.header("set-cookie").unwrap_or_default();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    let csp = fresh.header("content-security-policy").unwrap_or_default();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+
+    // With the cookie but without the CSRF token (or with another one), nothing is done.
+    for form in [None, Some("csrf="), Some("csrf=0123456789abcdef")] {
+        let answer = http(
+            &base,
+            "POST",
+            &format!("/sessions/{folder}/stop"),
+            Some(&cookie),
+            form.or(Some("")),
+        );
+        assert_eq!(answer.status, 403, "{form:?}: {}", answer.body);
+    }
+    assert_eq!(state(), "waiting");
+
+    // The same in the browser: the Stop form with its token taken out is refused.
+    person.goto(&format!("{base}/sessions/{folder}")).await;
+    person
+        .js("document.querySelector('form[action$=\"/stop\"] input[name=csrf]').value = ''; return 0;")
+        .await;
+    person
+        .client
+        .find(Locator::Css("form[action$='/stop'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    person.wait_text("h1", "Refused").await;
+    person.screenshot("refused-no-csrf").await;
+    assert_eq!(state(), "waiting", "the refused form changed nothing");
+
+    // And with the token the page carries, the same form works.
+    person.goto(&format!("{base}/sessions/{folder}")).await;
+    person
+        .client
+        .find(Locator::Css("form[action$='/stop'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    person.wait_text(".flash", "stopped").await;
+    assert_eq!(state(), "stopped");
+    person.close().await;
+}
