@@ -152,19 +152,40 @@ impl Load {
         Daemon(child)
     }
 
-    fn request(&self, request: Value) -> Value {
-        let mut stream = UnixStream::connect(self.root.join("state/control.sock"))
-            .map_err(|e| format!("{e}"))
-            .unwrap();
+    /// One control request; the connection is retried for a few seconds (a daemon just
+    /// started may still be binding).
+    fn request(&self, request: Value) -> Result<Value, String> {
+        let socket = self.root.join("state/control.sock");
+        let start = Instant::now();
+        let stream = loop {
+            match UnixStream::connect(&socket) {
+                Ok(stream) => break stream,
+                Err(error) if start.elapsed() > Duration::from_secs(10) => {
+                    let log =
+                        std::fs::read_to_string(self.root.join("daemon.log")).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                    return Err(format!(
+                        "the daemon does not answer ({error}); its log ends:\n{}",
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    ));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        let mut stream = stream;
         stream
             .set_read_timeout(Some(Duration::from_secs(120)))
-            .unwrap();
+            .map_err(|e| e.to_string())?;
         let mut line = request.to_string();
         line.push('\n');
-        stream.write_all(line.as_bytes()).unwrap();
+        stream
+            .write_all(line.as_bytes())
+            .map_err(|e| e.to_string())?;
         let mut answer = String::new();
-        BufReader::new(stream).read_line(&mut answer).unwrap();
-        serde_json::from_str(&answer).unwrap_or(Value::Null)
+        BufReader::new(stream)
+            .read_line(&mut answer)
+            .map_err(|e| e.to_string())?;
+        Ok(serde_json::from_str(&answer).unwrap_or(Value::Null))
     }
 
     fn go(&mut self) -> Result<(), String> {
@@ -176,7 +197,7 @@ impl Load {
             let answer = self.request(json!({
                 "v": 1, "cmd": "start", "project": project, "session": format!("s{i:03}"),
                 "dive": "d", "task": "t"
-            }));
+            }))?;
             if answer["reply"] != "done" {
                 return Err(format!("start s{i:03}: {answer}"));
             }
@@ -239,7 +260,7 @@ impl Load {
                     continue;
                 }
                 let answer =
-                    self.request(json!({"v": 1, "cmd": "person", "dir": dir, "command": command}));
+                    self.request(json!({"v": 1, "cmd": "person", "dir": dir, "command": command}))?;
                 if answer["reply"] == "done" {
                     answered.insert(dir.clone(), iteration);
                 }
