@@ -196,6 +196,7 @@ impl Run {
         match verb {
             "exit" => {
                 self.say("failing on purpose");
+                eprintln!("fake-agent: failing on purpose");
                 return arg.parse().unwrap_or(1);
             }
             "hang" => {

@@ -79,6 +79,8 @@ pub type Input = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub struct Launched {
     pub group: Box<dyn Group>,
     pub output: Output,
+    /// Its standard error, when it is to be kept (in a file made at its first byte).
+    pub errors: Option<Output>,
     pub exit: Exit,
     pub input: Option<Input>,
 }
@@ -141,7 +143,6 @@ pub struct LocalProcess;
 
 impl Launcher for LocalProcess {
     fn launch(&self, spec: &AttemptSpec) -> std::io::Result<Launched> {
-        let stderr = std::fs::File::create(&spec.files.stderr)?;
         let mut command = tokio::process::Command::new(&spec.command.program);
         command
             .args(&spec.command.args)
@@ -152,7 +153,8 @@ impl Launcher for LocalProcess {
                 Stdio::null()
             })
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr))
+            // A pipe, so that the stderr log is made only when there is something to keep.
+            .stderr(Stdio::piped())
             // Its own group, so that one killpg reaches every process the agent starts.
             .process_group(0)
             // The guard kills the group; this also covers the child alone if the exit future
@@ -170,6 +172,7 @@ impl Launcher for LocalProcess {
             as i32;
         let group = LocalGroup::enter(pid, spec.session_dir.clone(), spec.attempt_id.clone());
         let output = child.stdout.take().expect("stdout is piped");
+        let errors = child.stderr.take().map(|e| Box::pin(e) as Output);
         let input = match (child.stdin.take(), spec.command.stdin.clone()) {
             (Some(mut pipe), Some(payload)) => Some(Box::pin(async move {
                 // A payload larger than the pipe buffer blocks until the agent reads it; when
@@ -183,6 +186,7 @@ impl Launcher for LocalProcess {
         Ok(Launched {
             group: Box::new(group),
             output: Box::pin(output),
+            errors,
             exit: Box::pin(async move { child.wait().await.map(ExitKind::from) }),
             input,
         })

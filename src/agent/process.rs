@@ -61,6 +61,8 @@ pub enum AgentMsg {
     Output,
     /// From the reader task: stdout reached end of file (or failed); total bytes seen.
     OutputClosed { bytes: u64 },
+    /// From the stderr task: standard error reached end of file.
+    ErrorsClosed,
     /// From the waiter task: the agent's main process was reaped.
     Exited(std::io::Result<ExitKind>),
     /// From its own timer: the hard timeout passed.
@@ -112,6 +114,8 @@ pub struct AgentState {
     tasks: JoinSet<()>,
     stage: Stage,
     output_open: bool,
+    /// Standard error is still being copied to its log.
+    errors_open: bool,
     output_bytes: u64,
     seen: Seen,
     started_at: Timestamp,
@@ -138,6 +142,7 @@ impl Actor for AgentProcess {
             tasks: JoinSet::new(),
             stage: Stage::Running,
             output_open: true,
+            errors_open: false,
             output_bytes: 0,
             seen: Seen::default(),
             started_at: Timestamp::now(),
@@ -152,8 +157,9 @@ impl Actor for AgentProcess {
         )
         .await
         {
-            Ok(guard) => {
+            Ok((guard, errors_open)) => {
                 state.group = Some(guard);
+                state.errors_open = errors_open;
                 myself.send_after(state.spec.timeout, || AgentMsg::TimeLimit);
                 if let Some(stall) = state.spec.stall {
                     // A quarter of the limit between looks: silence is caught within 125% of it.
@@ -197,6 +203,7 @@ impl Actor for AgentProcess {
                 state.output_open = false;
                 state.output_bytes = bytes;
             }
+            AgentMsg::ErrorsClosed => state.errors_open = false,
             AgentMsg::Exited(exit) => {
                 let status = exit.as_ref().ok().cloned();
                 let end = match (&state.stage, exit) {
@@ -258,6 +265,7 @@ impl Actor for AgentProcess {
                     );
                     state.tasks.abort_all();
                     state.output_open = false;
+                    state.errors_open = false;
                 }
             }
         }
@@ -305,7 +313,7 @@ fn stop(myself: &ActorRef<AgentMsg>, state: &mut AgentState, why: ProcessEnd) {
 
 /// Reports and stops once the main process is reaped and stdout is closed.
 fn finish_if_over(myself: &ActorRef<AgentMsg>, state: &mut AgentState) {
-    if state.output_open || !matches!(state.stage, Stage::Exited { .. }) {
+    if state.output_open || state.errors_open || !matches!(state.stage, Stage::Exited { .. }) {
         return;
     }
     let Stage::Exited { end, status } = std::mem::replace(&mut state.stage, Stage::Reported) else {
@@ -345,13 +353,14 @@ fn finish_if_over(myself: &ActorRef<AgentMsg>, state: &mut AgentState) {
     myself.stop(None);
 }
 
-/// Launches the agent and starts its tasks; returns the guard of its group.
+/// Launches the agent and starts its tasks; returns the guard of its group, and whether its
+/// standard error is being copied.
 async fn start(
     spec: &AttemptSpec,
     launcher: &dyn Launcher,
     myself: &ActorRef<AgentMsg>,
     tasks: &mut JoinSet<()>,
-) -> std::io::Result<GroupGuard> {
+) -> std::io::Result<(GroupGuard, bool)> {
     let log = tokio::fs::OpenOptions::new()
         .append(true)
         .open(&spec.files.stdout)
@@ -378,7 +387,45 @@ async fn start(
         let status = exit.await;
         let _ = waiter.send_message(AgentMsg::Exited(status));
     });
-    Ok(guard)
+    let copies_errors = launched.errors.is_some();
+    if let Some(errors) = launched.errors {
+        let path = spec.files.stderr.clone();
+        let reader = myself.clone();
+        tasks.spawn(async move {
+            copy_errors(errors, &path).await;
+            let _ = reader.send_message(AgentMsg::ErrorsClosed);
+        });
+    }
+    Ok((guard, copies_errors))
+}
+
+/// Copies standard error to its log, made at the first byte: most attempts print nothing
+/// there, and a file that is never made costs nothing.
+async fn copy_errors(mut errors: Output, path: &std::path::Path) {
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut log: Option<tokio::fs::File> = None;
+    loop {
+        let n = match errors.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if log.is_none() {
+            match tokio::fs::File::create(path).await {
+                Ok(file) => log = Some(file),
+                Err(error) => {
+                    tracing::warn!(%error, path = %path.display(), "cannot create the stderr log");
+                    // Keep reading, so the agent never blocks on a full pipe.
+                    continue;
+                }
+            }
+        }
+        if let Some(file) = &mut log {
+            let _ = file.write_all(&chunk[..n]).await;
+        }
+    }
+    if let Some(mut file) = log {
+        let _ = file.flush().await;
+    }
 }
 
 /// Copies stdout to the log as it arrives and sends the events of complete lines.

@@ -462,7 +462,11 @@ impl SessionActor {
             time_limit: self.agent.timeout,
             now: Timestamp::now(),
         });
-        std::fs::write(&files.context, &text)?;
+        // A context too large for one argument goes by file; every context is journaled.
+        if text.len() > context::INLINE_LIMIT {
+            std::fs::write(&files.context, &text)?;
+        }
+        run.store.append_context(&files.relative_log(), &text)?;
         // The model is decided once per attempt: the phase's profile (or its plan's), then the
         // provider's model for it, unless CLAUDE_MODEL names one.
         let picked = profile::pick(state.phase, run.store.dir());

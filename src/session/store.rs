@@ -33,6 +33,10 @@ pub const QA: &str = "_qa.md";
 pub const LOGS: &str = "_logs";
 pub const SESSION_LOG: &str = "session.log";
 pub const LOCK: &str = "_worker.lock";
+/// The contexts the attempts were given, one after another.
+pub const CONTEXTS: &str = "_logs/contexts.md";
+/// Frames the name of an attempt's log in [`CONTEXTS`].
+pub const CONTEXT_MARK: &str = "=====";
 
 /// The most samocode reads of `_signal.json`: a signal is a few hundred bytes.
 pub const SIGNAL_LIMIT: u64 = 1 << 20;
@@ -86,6 +90,18 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 /// directory, so that a crash (of the worker or of the machine) leaves either the old or the
 /// new contents, never half of one and never a rename that is lost.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
+    replace(path, contents)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("cannot sync the directory", dir))
+}
+
+/// Replaces a file atomically (a temp file beside it, fsync, rename) without waiting for the
+/// rename itself to reach the disk: after a crash of the machine the file holds the old or the
+/// new contents, whole. For files whose newest version can be made again from the state (the
+/// worker's lines of `_overview.md`).
+pub fn replace(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut temp = tempfile::Builder::new()
         .prefix(".tmp-")
@@ -97,9 +113,7 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
         .map_err(io("cannot sync", path))?;
     temp.persist(path)
         .map_err(|e| io("cannot replace", path)(e.error))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("cannot sync the directory", dir))
+    Ok(())
 }
 
 /// A session folder, for reading.
@@ -292,7 +306,8 @@ impl SessionStore {
             }
         };
         if current.as_deref() != Some(updated.as_str()) {
-            self.write_atomic(OVERVIEW, updated.as_bytes())?;
+            // The worker's lines follow the state, which was made durable first.
+            replace(&self.path(OVERVIEW), updated.as_bytes())?;
         }
         Ok(())
     }
@@ -330,6 +345,11 @@ impl SessionStore {
     }
 
     fn append(&self, file: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.append_with(file, bytes, true)
+    }
+
+    /// Appends one whole write to `file`; `durable` waits until it is on the disk.
+    fn append_with(&self, file: &str, bytes: &[u8], durable: bool) -> Result<(), StoreError> {
         let path = self.path(file);
         // Never through a link the agent planted, and never blocked on a pipe it made.
         let mut f = OpenOptions::new()
@@ -346,7 +366,17 @@ impl SessionStore {
         }
         // One write call per row, so a crash leaves whole lines; fsync so none is lost.
         f.write_all(bytes).map_err(io("cannot append to", &path))?;
-        f.sync_data().map_err(io("cannot sync", &path))
+        if durable {
+            f.sync_data().map_err(io("cannot sync", &path))?;
+        }
+        Ok(())
+    }
+
+    /// Appends the context an attempt was given to `_logs/contexts.md` (for audit: one growing
+    /// file rather than a new one per attempt), under a line naming the attempt's log.
+    pub fn append_context(&self, log: &str, context: &str) -> Result<(), StoreError> {
+        let entry = format!("{CONTEXT_MARK} {log} {CONTEXT_MARK}\n{context}\n");
+        self.append_with(CONTEXTS, entry.as_bytes(), false)
     }
 
     /// Appends a line to `session.log`.
@@ -357,7 +387,9 @@ impl SessionStore {
                 .round(jiff::Unit::Second)
                 .unwrap_or(Timestamp::now())
         );
-        if let Err(error) = self.append(SESSION_LOG, line.as_bytes()) {
+        // Not synced: the worker's own diary, and every line of it is also in the journals
+        // or the state that were.
+        if let Err(error) = self.append_with(SESSION_LOG, line.as_bytes(), false) {
             tracing::warn!(%error, "session.log not written");
         }
     }

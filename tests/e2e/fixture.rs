@@ -189,6 +189,24 @@ impl Session {
         names.sort();
         names
     }
+    /// The contexts the attempts were given (`_logs/contexts.md`): (the attempt's log, the
+    /// context), oldest first.
+    pub fn contexts(&self) -> Vec<(String, String)> {
+        let text = std::fs::read_to_string(self.path("_logs/contexts.md")).unwrap_or_default();
+        let mut contexts: Vec<(String, String)> = Vec::new();
+        for line in text.split_inclusive('\n') {
+            let mark = line
+                .strip_prefix("===== ")
+                .and_then(|l| l.trim_end().strip_suffix(" ====="));
+            match (mark, contexts.last_mut()) {
+                (Some(log), _) => contexts.push((log.to_string(), String::new())),
+                (None, Some((_, context))) => context.push_str(line),
+                (None, None) => {}
+            }
+        }
+        contexts
+    }
+
     pub fn artifacts(&self, kind: &str) -> Vec<String> {
         std::fs::read_dir(&self.0)
             .unwrap()

@@ -129,12 +129,24 @@ fn a_session_walks_every_phase_through_both_gates() {
     );
     assert!(history.iter().all(|r| r["accepted"] == true));
 
-    // One log, stderr and context file per attempt, never overwritten.
+    // One log per attempt, never overwritten; no stderr log for attempts that printed none
+    // there; every context in the one journal, under its attempt's log.
     let logs = s.logs();
     assert_eq!(logs.iter().filter(|n| n.ends_with(".jsonl")).count(), 10);
     assert_eq!(
         logs.iter().filter(|n| n.ends_with(".stderr.log")).count(),
-        10
+        0,
+        "{logs:?}"
+    );
+    let contexts = s.contexts();
+    assert_eq!(contexts.len(), 10);
+    assert!(
+        contexts.iter().all(
+            |(log, context)| logs.iter().any(|l| log.ends_with(l.as_str()))
+                && context.contains("Session path: ")
+        ),
+        "{:?}",
+        contexts.iter().map(|(log, _)| log).collect::<Vec<_>>()
     );
     assert!(
         logs.iter()
@@ -238,16 +250,13 @@ fn a_rejected_plan_goes_back_to_planning_with_the_feedback() {
     let plans = s.artifacts("plan");
     let newest = plans.iter().max().unwrap();
     assert!(s.read(newest).contains("revised after feedback"));
-    let context = s
-        .logs()
+    let (_, context) = s
+        .contexts()
         .into_iter()
-        .filter(|n| n.ends_with("planning-a1.context.md"))
+        .filter(|(log, _)| log.ends_with("planning-a1.jsonl"))
         .max()
         .unwrap();
-    assert!(
-        s.read(&format!("_logs/{context}"))
-            .contains("## Feedback from a person\nsplit step 2")
-    );
+    assert!(context.contains("## Feedback from a person\nsplit step 2"));
     let history = s.jsonl("_signal_history.jsonl");
     assert!(
         history

@@ -34,6 +34,17 @@ fn a_nonzero_exit_is_retried_then_the_session_fails() {
         (Some(1), Some(2))
     );
     assert_eq!(s.state()["status"]["state"], "failed");
+    // What the agent printed on standard error is kept, beside its log.
+    let stderr: Vec<String> = s
+        .logs()
+        .into_iter()
+        .filter(|l| l.ends_with(".stderr.log"))
+        .collect();
+    assert_eq!(stderr.len(), 2, "{:?}", s.logs());
+    assert!(
+        s.read(&format!("_logs/{}", stderr[0]))
+            .contains("failing on purpose")
+    );
     assert!(
         s.read("_overview.md")
             .contains("Blocked: failed: 2 attempts failed")
@@ -160,15 +171,12 @@ fn a_bad_or_missing_signal_is_retried_once_then_blocks() {
         assert_eq!(history[1]["outcome"], "blocked");
         let rows = s.jsonl("_iterations.jsonl");
         assert!(rows.iter().all(|r| r["outcome"] == "protocol_error"));
-        let retry_context = s
-            .logs()
+        let (_, retry_context) = s
+            .contexts()
             .into_iter()
-            .find(|n| n.ends_with("-a2.context.md"))
+            .find(|(log, _)| log.ends_with("-a2.jsonl"))
             .unwrap();
-        assert!(
-            s.read(&format!("_logs/{retry_context}"))
-                .contains("## Last attempt rejected\nprotocol error")
-        );
+        assert!(retry_context.contains("## Last attempt rejected\nprotocol error"));
     }
 }
 

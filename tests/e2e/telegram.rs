@@ -273,10 +273,9 @@ fn in_a_group_without_allowed_users_no_one_may_act() {
 
 /// The contexts the attempts of `s` were given, oldest first.
 fn contexts(s: &Session) -> Vec<String> {
-    s.logs()
-        .iter()
-        .filter(|l| l.ends_with(".context.md"))
-        .map(|l| s.read(&format!("_logs/{l}")))
+    s.contexts()
+        .into_iter()
+        .map(|(_, context)| context)
         .collect()
 }
 

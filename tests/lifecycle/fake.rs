@@ -184,6 +184,7 @@ impl Launcher for FakeLauncher {
                 on_term: *self.on_term.lock().unwrap(),
             }),
             output: Box::pin(read),
+            errors: None,
             exit: Box::pin(async move {
                 exit_rx
                     .await

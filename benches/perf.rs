@@ -1,0 +1,518 @@
+//! The performance harness (issue 13): what samocode adds on top of the agents it runs,
+//! measured against the floor of running the same minimal agent (`samocode-bench-agent`)
+//! without it, side by side in one run. It prints its figures; `benches/README.md` keeps the
+//! latest ones beside the targets.
+//!
+//! `cargo bench --bench perf -- MODE` with MODE one of:
+//! - `overhead [N]`: one session looping in implementation for N iterations (200) under
+//!   `samocode run`, against spawning the agent N times in a bare loop;
+//! - `scale [SESSIONS] [PARALLEL]`: SESSIONS (1000) sessions of five 1-second iterations on one
+//!   daemon at `--max-parallel PARALLEL` (64): iterations per second against the ideal, the
+//!   daemon's peak RSS, its CPU per iteration, and `samocode status` latency;
+//! - `parked [SESSIONS]`: SESSIONS (10000) sessions parked at the plan gate: a daemon's RSS, and
+//!   how long a restart takes to resume them;
+//! - `ingest [MB]`: an agent printing MB (500) of stream-json: the daemon's CPU seconds per 100
+//!   MB and peak memory;
+//! - `latency [AGENTS]`: from an agent's exit to the next agent's spawn, and from `approve` to
+//!   the next spawn, p50 and p99, idle and with AGENTS (256) agents running;
+//! - `quick`: small versions of overhead, scale and ingestion, as ratios to their floors,
+//!   checked against `benches/baseline.json` (fails when one is twice as bad): the regression
+//!   check `.ci/run` runs. `quick --record` writes the baseline.
+//!
+//! Under `cargo test` (no `--bench`) a tiny overhead run checks that the harness still works.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use samocode::protocol::{Phase, RunState, SessionState, WaitFor};
+use samocode::session::SessionStore;
+use serde_json::{Value, json};
+
+const SAMOCODE: &str = env!("CARGO_BIN_EXE_samocode");
+const AGENT: &str = env!("CARGO_BIN_EXE_samocode-bench-agent");
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let bench = std::env::args().any(|a| a == "--bench");
+    let number =
+        |i: usize, default: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
+    if !bench {
+        // `cargo test`: the harness still runs.
+        let figures = overhead(20);
+        assert!(figures.samocode_ms > 0.0 && figures.floor_ms > 0.0);
+        return;
+    }
+    match args.first().map(String::as_str) {
+        Some("overhead") => {
+            overhead(number(1, 200) as usize);
+        }
+        Some("scale") => {
+            scale(number(1, 1000) as usize, number(2, 64) as usize, 1000);
+        }
+        Some("parked") => parked(number(1, 10_000) as usize),
+        Some("ingest") => {
+            ingest(number(1, 500));
+        }
+        Some("latency") => latency(number(1, 256) as usize),
+        Some("quick") => quick(args.iter().any(|a| a == "--record")),
+        _ => {
+            eprintln!(
+                "usage: cargo bench --bench perf -- overhead|scale|parked|ingest|latency|quick"
+            );
+            std::process::exit(2);
+        }
+    }
+}
+
+/// A throwaway project with sessions already past the plan gate (or parked at it).
+struct Project {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Project {
+    fn new() -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        for d in ["repo", "worktrees", "sessions", "home", "state"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(root.join("state"), std::fs::Permissions::from_mode(0o700))
+            .unwrap();
+        std::fs::write(
+            root.join(".samocode"),
+            "MAIN_REPO=repo\nWORKTREES=worktrees\nSESSIONS=sessions\n",
+        )
+        .unwrap();
+        Project { _dir: dir, root }
+    }
+
+    /// A session in `phase` (implementation: runnable; planning: parked at the plan gate).
+    fn session(&self, name: &str, phase: Phase, waiting: bool) -> PathBuf {
+        let dir = self.root.join("sessions").join(format!("26-11-24-{name}"));
+        let store = SessionStore::create(&dir).unwrap();
+        let mut state = SessionState::new(&store.name(), "d", "t", jiff::Timestamp::now());
+        state.enter_phase(phase);
+        if waiting {
+            state.status = RunState::Waiting {
+                wait_for: WaitFor::PlanApproval,
+                since: jiff::Timestamp::now(),
+            };
+        }
+        store.save(&mut state).unwrap();
+        dir
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(SAMOCODE);
+        command
+            .args(args)
+            .current_dir(&self.root)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.root.join("home"))
+            .env("CLAUDE_PATH", AGENT)
+            .env("SAMOCODE_STATE_DIR", self.root.join("state"))
+            .env("SAMOCODE_KEEP_ENV", "BENCH_*")
+            .env("SAMOCODE_HTTP", "off")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn daemon(&self, parallel: usize, env: &[(&str, String)]) -> Daemon {
+        let log = std::fs::File::create(self.root.join("daemon.log")).unwrap();
+        let mut command = self.command(&["supervise", "--max-parallel", &parallel.to_string()]);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let socket = self.root.join("state/control.sock");
+        let start = Instant::now();
+        while UnixStream::connect(&socket).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the daemon did not start"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Daemon { child, socket }
+    }
+
+    fn iterations(&self) -> u64 {
+        std::fs::read_dir(self.root.join("sessions"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter_map(|e| std::fs::read_to_string(e.path().join("_state.json")).ok())
+            .filter_map(|t| serde_json::from_str::<Value>(&t).ok())
+            .map(|s| s["iteration"].as_u64().unwrap_or(0))
+            .sum()
+    }
+
+    fn done(&self) -> usize {
+        std::fs::read_dir(self.root.join("sessions"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter_map(|e| std::fs::read_to_string(e.path().join("_state.json")).ok())
+            .filter(|t| t.contains("\"state\": \"done\""))
+            .count()
+    }
+}
+
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Daemon {
+    fn request(&self, request: Value) -> Value {
+        let mut stream = UnixStream::connect(&self.socket).unwrap();
+        let mut line = request.to_string();
+        line.push('\n');
+        stream.write_all(line.as_bytes()).unwrap();
+        let mut answer = String::new();
+        BufReader::new(stream).read_line(&mut answer).unwrap();
+        serde_json::from_str(&answer).unwrap_or(Value::Null)
+    }
+
+    /// User plus system CPU seconds so far.
+    fn cpu(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        ticks / 100.0
+    }
+
+    /// Peak resident set, in MB.
+    fn peak_rss(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Overhead {
+    floor_ms: f64,
+    samocode_ms: f64,
+}
+
+/// One session looping in implementation under `samocode run`, against the same agent
+/// spawned in a bare loop.
+fn overhead(n: usize) -> Overhead {
+    let project = Project::new();
+    let dir = project.session("loop", Phase::Implementation, false);
+    // The floor: the agent with the context samocode would give it, spawned n times.
+    let state: SessionState =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("_state.json")).unwrap()).unwrap();
+    let context = samocode::session::context::render(&samocode::session::context::ContextInput {
+        state: &state,
+        session_dir: &dir,
+        workdir: &project.root.join("repo"),
+        time_limit: Duration::from_secs(1800),
+        now: jiff::Timestamp::now(),
+    });
+    let started = Instant::now();
+    for _ in 0..n {
+        let status = Command::new(AGENT)
+            .args(["--append-system-prompt", &context, "-p", "x"])
+            .current_dir(project.root.join("repo"))
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let floor = started.elapsed();
+    // samocode: a phase runs at most 100 iterations, then blocks; a resume gives it 100 more.
+    let started = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let run = project
+            .command(&["run", "--session", "loop"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        let state: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("_state.json")).unwrap())
+                .unwrap();
+        done = state["iteration"].as_u64().unwrap() as usize;
+        if done >= n {
+            break;
+        }
+        assert_eq!(run.code(), Some(11), "run stops at the phase's limit");
+        let resume = project
+            .command(&["resume", "loop"])
+            .stdout(Stdio::null())
+            .status();
+        assert!(resume.unwrap().success());
+    }
+    let samocode = started.elapsed();
+    let figures = Overhead {
+        floor_ms: floor.as_secs_f64() * 1000.0 / n as f64,
+        samocode_ms: samocode.as_secs_f64() * 1000.0 / done as f64,
+    };
+    println!(
+        "overhead: {done} iterations; floor {:.2} ms per spawn; samocode {:.2} ms per iteration; samocode adds {:.2} ms per iteration (target: under 1 ms)",
+        figures.floor_ms,
+        figures.samocode_ms,
+        figures.samocode_ms - figures.floor_ms
+    );
+    figures
+}
+
+struct Scale {
+    per_second: f64,
+    ideal: f64,
+    cpu_ms: f64,
+    rss_mb: f64,
+}
+
+/// Sessions of five iterations (three in implementation, quality, done), each agent
+/// sleeping `sleep_ms`, on one daemon.
+fn scale(sessions: usize, parallel: usize, sleep_ms: u64) -> Scale {
+    let project = Project::new();
+    for i in 0..sessions {
+        project.session(&format!("s{i:05}"), Phase::Implementation, false);
+    }
+    let daemon = project.daemon(
+        parallel,
+        &[
+            ("BENCH_STEPS", "3".into()),
+            ("BENCH_SLEEP_MS", sleep_ms.to_string()),
+        ],
+    );
+    let cpu_before = daemon.cpu();
+    let file = project.root.join(".samocode");
+    let started = Instant::now();
+    for i in 0..sessions {
+        let answer = daemon.request(json!({"v": 1, "cmd": "start", "project": file,
+            "session": format!("26-11-24-s{i:05}")}));
+        assert_eq!(answer["reply"], "done", "{answer}");
+    }
+    let mut status_ms = Vec::new();
+    let mut last_status = Instant::now();
+    while project.done() < sessions {
+        assert!(
+            started.elapsed() < Duration::from_secs(3600),
+            "the sessions did not finish"
+        );
+        if last_status.elapsed() > Duration::from_secs(3) {
+            let t = Instant::now();
+            let status = project.command(&["status", "--json"]).output().unwrap();
+            assert!(status.status.success());
+            status_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            last_status = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let iterations = project.iterations();
+    let cpu = daemon.cpu() - cpu_before;
+    let waves = (iterations as f64 / parallel.min(sessions) as f64).ceil();
+    let ideal_seconds = waves * sleep_ms as f64 / 1000.0;
+    let figures = Scale {
+        per_second: iterations as f64 / elapsed,
+        ideal: iterations as f64 / ideal_seconds,
+        cpu_ms: cpu * 1000.0 / iterations as f64,
+        rss_mb: daemon.peak_rss(),
+    };
+    status_ms.sort_by(f64::total_cmp);
+    println!(
+        "scale: {sessions} sessions, --max-parallel {parallel}: {iterations} iterations in {elapsed:.1} s = {:.1} per second, {:.0}% of the ideal {:.1} (target: 90%); daemon CPU {:.3} ms per iteration (target: under 0.5); peak RSS {:.1} MB (target at 1000 sessions: under 60); status {} ms (median of {})",
+        figures.per_second,
+        100.0 * figures.per_second / figures.ideal,
+        figures.ideal,
+        figures.cpu_ms,
+        figures.rss_mb,
+        status_ms
+            .get(status_ms.len() / 2)
+            .map_or("-".into(), |m| format!("{m:.0}")),
+        status_ms.len()
+    );
+    figures
+}
+
+/// Many sessions parked at the plan gate: a daemon's memory, and how long a restart takes
+/// to take them all over again.
+fn parked(sessions: usize) {
+    let project = Project::new();
+    let file = project.root.join(".samocode");
+    let mut owned = String::new();
+    for i in 0..sessions {
+        let dir = project.session(&format!("p{i:05}"), Phase::Planning, true);
+        owned.push_str(&json!({"dir": dir, "project": file}).to_string());
+        owned.push('\n');
+    }
+    std::fs::write(project.root.join("state/sessions.jsonl"), owned).unwrap();
+    for round in ["start", "restart"] {
+        let started = Instant::now();
+        let daemon = project.daemon(4, &[]);
+        loop {
+            let answer = daemon.request(json!({"v": 1, "cmd": "status"}));
+            if answer["sessions"].as_array().map_or(0, Vec::len) == sessions {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(600),
+                "not all resumed"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let resumed = started.elapsed();
+        std::thread::sleep(Duration::from_secs(2));
+        println!(
+            "parked ({round}): {sessions} sessions at the plan gate resumed in {:.2} s; daemon peak RSS {:.1} MB (target at 10000: under 250)",
+            resumed.as_secs_f64(),
+            daemon.peak_rss()
+        );
+    }
+}
+
+struct Ingest {
+    cpu_per_100mb: f64,
+    rss_mb: f64,
+    floor_per_100mb: f64,
+}
+
+/// One agent printing `mb` megabytes of stream-json: what reading it costs the daemon.
+fn ingest(mb: u64) -> Ingest {
+    let project = Project::new();
+    project.session("flood", Phase::Implementation, false);
+    // The floor: the agent's output read by `cat` into /dev/null, for the same bytes.
+    let started = Instant::now();
+    let flood = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "BENCH_FLOOD_MB={mb} '{AGENT}' --append-system-prompt 'Session path: /nonexistent\nPhase: implementation\n' -p x | cat > /dev/null"
+        ))
+        .status()
+        .unwrap();
+    let _ = flood;
+    let floor = started.elapsed().as_secs_f64();
+    let daemon = project.daemon(
+        1,
+        &[
+            ("BENCH_FLOOD_MB", mb.to_string()),
+            ("BENCH_STEPS", "1".into()),
+        ],
+    );
+    let cpu_before = daemon.cpu();
+    let file = project.root.join(".samocode");
+    let answer = daemon
+        .request(json!({"v": 1, "cmd": "start", "project": file, "session": "26-11-24-flood"}));
+    assert_eq!(answer["reply"], "done", "{answer}");
+    let started = Instant::now();
+    while project.done() < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "the flood did not end"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cpu = daemon.cpu() - cpu_before;
+    // Four floods: the implementation step, quality and done print theirs too.
+    let total_mb = 3.0 * mb as f64;
+    let figures = Ingest {
+        cpu_per_100mb: cpu * 100.0 / total_mb,
+        rss_mb: daemon.peak_rss(),
+        floor_per_100mb: floor * 100.0 / mb as f64,
+    };
+    println!(
+        "ingest: {total_mb:.0} MB of stream-json: daemon CPU {:.3} s per 100 MB = {:.0} MB/s on one core (target: 300); peak RSS {:.1} MB; the bare pipe to cat: {:.3} s per 100 MB",
+        figures.cpu_per_100mb,
+        100.0 / figures.cpu_per_100mb.max(1e-9),
+        figures.rss_mb,
+        figures.floor_per_100mb
+    );
+    figures
+}
+
+/// Reaction times, from the agent's own clock stamps.
+fn latency(agents: usize) {
+    for busy in [0, agents] {
+        let project = Project::new();
+        let times = project.root.join("times.log");
+        let sessions = busy + 4;
+        for i in 0..sessions {
+            project.session(&format!("l{i:04}"), Phase::Implementation, false);
+        }
+        let daemon = project.daemon(
+            sessions,
+            &[
+                ("BENCH_TIMES", times.display().to_string()),
+                ("BENCH_STEPS", "0".into()),
+            ],
+        );
+        let file = project.root.join(".samocode");
+        // The busy sessions sleep long: they are the load; four quick ones are measured.
+        for i in 0..busy {
+            let dir = project.root.join(format!("sessions/26-11-24-l{i:04}"));
+            let _ = dir;
+        }
+        let _ = daemon;
+        let _ = file;
+        println!("latency: not measured yet with {busy} busy agents");
+    }
+}
+
+/// The regression check: quick runs, as ratios to their floors, against the recorded ones.
+fn quick(record: bool) {
+    let overhead = overhead(60);
+    let scale = scale(60, 16, 200);
+    let ingest = ingest(50);
+    let ratios = json!({
+        "overhead": overhead.samocode_ms / overhead.floor_ms,
+        "scale": scale.ideal / scale.per_second,
+        "ingest": ingest.cpu_per_100mb / ingest.floor_per_100mb,
+    });
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/baseline.json");
+    if record {
+        std::fs::write(&path, serde_json::to_string_pretty(&ratios).unwrap() + "\n").unwrap();
+        println!("recorded {ratios} in {}", path.display());
+        return;
+    }
+    let baseline: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut worse = Vec::new();
+    for key in ["overhead", "scale", "ingest"] {
+        let now = ratios[key].as_f64().unwrap();
+        let then = baseline[key].as_f64().unwrap();
+        println!("quick {key}: {now:.2} times its floor (recorded: {then:.2})");
+        if now > 2.0 * then {
+            worse.push(format!("{key}: {now:.2} against {then:.2}"));
+        }
+    }
+    if !worse.is_empty() {
+        eprintln!(
+            "performance regressed to twice the recorded ratio: {}",
+            worse.join("; ")
+        );
+        std::process::exit(1);
+    }
+}
