@@ -106,6 +106,9 @@ pub async fn run_with(
         tracing::error!(%problem, "a line of the owned sessions is unreadable; skipped");
     }
     let socket = control::bind(&config.control_socket).await?;
+    // Orphans of the agents become children of the daemon, where the end of an attempt finds
+    // them cheaply (see `agent::reaper`).
+    crate::agent::reaper::adopt_orphans();
     let telegram = config
         .telegram
         .as_ref()

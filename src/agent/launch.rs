@@ -62,8 +62,10 @@ pub fn signal_name(number: i32) -> String {
 pub trait Group: Send + Sync + 'static {
     /// Sends `signal` to every process of the group.
     fn signal(&self, signal: Signal);
-    /// Kills the attempt's processes that left the group (found by their markers).
-    fn sweep(&self);
+    /// Kills the attempt's processes that left the group (found by their markers). `settled`:
+    /// the main process is reaped and the group was killed, so this may wait for the group to
+    /// empty and catch everything; otherwise one quick pass.
+    fn sweep(&self, settled: bool);
     /// A few words for logs (`process group 4242`).
     fn describe(&self) -> String;
 }
@@ -113,16 +115,18 @@ impl GroupGuard {
         self.group.signal(signal);
     }
 
-    /// SIGKILL to the group and to every escaped process of the attempt.
+    /// SIGKILL to the group and to every escaped process of the attempt found now.
     pub fn kill(&self) {
         self.group.signal(Signal::SIGKILL);
-        self.group.sweep();
+        self.group.sweep(false);
     }
 
-    /// Kills whatever is left, once; the drop then has nothing more to do.
+    /// Kills whatever is left once the main process is reaped, and waits for the group to be
+    /// empty; the drop then has nothing more to do.
     pub fn finish(&mut self) {
         if !self.done {
-            self.kill();
+            self.group.signal(Signal::SIGKILL);
+            self.group.sweep(true);
             self.done = true;
         }
     }
@@ -134,7 +138,12 @@ impl GroupGuard {
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        self.finish();
+        // The actor ended without finishing (a panic, a kill): its main process may still be
+        // waiting to be reaped, so no waiting here.
+        if !self.done {
+            self.kill();
+            self.done = true;
+        }
     }
 }
 
@@ -222,8 +231,8 @@ impl Group for LocalGroup {
         let _ = killpg(Pid::from_raw(self.pgid), signal);
     }
 
-    fn sweep(&self) {
-        super::reaper::kill_marked(&self.session, Some(&self.attempt));
+    fn sweep(&self, settled: bool) {
+        super::reaper::clear_attempt(self.pgid, &self.session, &self.attempt, settled, &is_live);
     }
 
     fn describe(&self) -> String {
@@ -241,6 +250,14 @@ impl Drop for LocalGroup {
             live.remove(&self.pgid);
         }
     }
+}
+
+/// True when `pid` is the main process of an agent this process started and still watches.
+fn is_live(pid: i32) -> bool {
+    LIVE.lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .as_ref()
+        .is_some_and(|live| live.contains_key(&pid))
 }
 
 /// Kills every agent this process started and has not seen end: the last act of a worker that

@@ -6,11 +6,21 @@
 //! stop them; both are found here by reading `/proc/<pid>/environ`, and killed only when the
 //! markers name the session (and, at the end of an attempt, the attempt) being cleaned up, so an
 //! unrelated program, or another session's agent, is never touched.
+//!
+//! Reading every process of the machine at the end of every attempt costs too much (half a
+//! millisecond per hundred processes), so a worker makes itself the child subreaper of what it
+//! starts ([`adopt_orphans`]): a descendant whose parent dies becomes the worker's own child
+//! instead of init's. Once an attempt's group is gone, whatever of it is still alive is among
+//! the worker's children ([`clear_attempt`]), a handful to look at. The worker also reaps those
+//! adopted children when they die. A full scan remains for a dead predecessor's leftovers.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 
 pub use super::launch::{ATTEMPT_MARKER, SESSION_MARKER};
@@ -72,6 +82,102 @@ fn running(pid: i32) -> bool {
             .and_then(|rest| rest.split_whitespace().next())
             .is_some_and(|state| state != "Z" && state != "X")
     })
+}
+
+/// Set once this process adopts the orphans of its descendants.
+static ADOPTING: AtomicBool = AtomicBool::new(false);
+
+/// Makes this process the child subreaper of everything it starts (Linux's
+/// `PR_SET_CHILD_SUBREAPER`); true when it is. Called once, at start, by a worker.
+pub fn adopt_orphans() -> bool {
+    let adopting = nix::sys::prctl::set_child_subreaper(true).is_ok();
+    ADOPTING.store(adopting, Ordering::Relaxed);
+    adopting
+}
+
+/// After SIGKILL to an attempt's process group `pgid`: kills every process of the attempt that
+/// left the group, and reaps them; `settled` (the main process is reaped) also waits, briefly,
+/// until the group is empty, so that nothing of it is missed.
+/// `live` says whether a pid is the main process of a running agent (reaped by its own
+/// waiter, never here). Returns the pids killed.
+pub fn clear_attempt(
+    pgid: i32,
+    session: &Path,
+    attempt: &str,
+    settled: bool,
+    live: &dyn Fn(i32) -> bool,
+) -> Vec<i32> {
+    if !ADOPTING.load(Ordering::Relaxed) {
+        return kill_marked(session, Some(attempt));
+    }
+    let wanted_session = entry(SESSION_MARKER, session.as_os_str().as_bytes());
+    let wanted_attempt = entry(ATTEMPT_MARKER, attempt.as_bytes());
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut killed = Vec::new();
+    loop {
+        reap_adopted(live);
+        // Kernel order: a dying process hands its children over before it becomes a zombie,
+        // so once the group is empty every escaped descendant is a child of ours (or of one).
+        let group_gone = killpg(Pid::from_raw(pgid), None).is_err();
+        let mut found = false;
+        for pid in children() {
+            if live(pid) || !running(pid) {
+                continue;
+            }
+            let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+                continue;
+            };
+            let has = |wanted: &[u8]| environ.split(|b| *b == 0).any(|var| var == wanted);
+            if has(&wanted_session) && has(&wanted_attempt) {
+                found = true;
+                if kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+                    killed.push(pid);
+                }
+            }
+        }
+        if !settled || (group_gone && !found) || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    wait_gone(&killed);
+    reap_adopted(live);
+    killed
+}
+
+/// Reaps adopted children that died: zombies outside this process's own group (a child this
+/// process started for itself, such as git, stays in its group and is left to its waiter) that
+/// are not a running agent's main process.
+fn reap_adopted(live: &dyn Fn(i32) -> bool) {
+    let own = nix::unistd::getpgrp().as_raw();
+    for pid in children() {
+        if live(pid) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let mut fields = stat.rsplit(')').next().unwrap_or("").split_whitespace();
+        let zombie = fields.next() == Some("Z");
+        let pgid: i32 = fields.nth(1).and_then(|f| f.parse().ok()).unwrap_or(own);
+        if zombie && pgid != own {
+            let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+        }
+    }
+}
+
+/// This process's children (those of every thread of it).
+fn children() -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    let mut pids = Vec::new();
+    for task in tasks.filter_map(Result::ok) {
+        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
+            pids.extend(list.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+        }
+    }
+    pids
 }
 
 fn entry(key: &str, value: &[u8]) -> Vec<u8> {

@@ -71,6 +71,7 @@ pub async fn demo(args: DemoArgs, config: &Config, _sources: &Sources) -> Result
         root.display()
     );
 
+    crate::agent::reaper::adopt_orphans();
     let supervisor = SupervisorActor {
         agent: AgentSettings {
             provider: Provider::Claude,

@@ -48,6 +48,8 @@ pub async fn run(args: RunArgs, config: &Config, mut shutdown: Shutdown) -> Resu
         return dry_run(&args, config);
     }
     config.check_agent()?;
+    // Orphans of the agent become children of this process (see `agent::reaper`).
+    crate::agent::reaper::adopt_orphans();
     let sink = telegram(config)?.map(|t| Arc::new(t) as Arc<dyn crate::notify::Sink>);
     // The same tree as the daemon, with one session that lets go once it parks.
     let supervisor = SupervisorActor {

@@ -126,7 +126,7 @@ impl Group for FakeGroup {
         }
     }
 
-    fn sweep(&self) {}
+    fn sweep(&self, _settled: bool) {}
 
     fn describe(&self) -> String {
         format!("fake group {}", self.number)
