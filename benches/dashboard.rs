@@ -71,6 +71,7 @@ fn session(dir: &Path, name: &str, i: usize, attempts: usize) {
             attempt: 1,
             phase: Phase::ALL[1 + n * 6 / attempts.max(1)],
             provider: "claude".into(),
+            host: None,
             model: Some("sonnet".into()),
             reported_model: None,
             profile: None,

@@ -115,6 +115,9 @@ pub struct AttemptSpec {
     pub session_dir: PathBuf,
     /// Unique within the session (the attempt log's name), exported as SAMOCODE_ATTEMPT.
     pub attempt_id: String,
+    /// The iteration context the command carries (a remote engine sends it with the attempt;
+    /// empty for an attempt taken over from a previous daemon).
+    pub context: String,
 }
 
 /// Why the process ended.
@@ -153,6 +156,9 @@ pub struct AttemptReport {
     pub output_bytes: u64,
     /// Error messages the agent printed on the way (Codex's `error` events), the last few.
     pub errors: Vec<String>,
+    /// Where the attempt ran (`local`, a worker's name, `pod/<name>`); `None` when it never
+    /// started anywhere.
+    pub host: Option<String>,
 }
 
 impl AttemptReport {
@@ -173,6 +179,7 @@ impl AttemptReport {
             result: None,
             output_bytes: 0,
             errors: Vec::new(),
+            host: None,
         }
     }
 }

@@ -25,6 +25,7 @@ macro_rules! print {
 }
 
 mod answer;
+mod attempt_run;
 mod daemon;
 mod dashboard;
 mod demo;
@@ -34,6 +35,7 @@ pub mod logs;
 pub mod output;
 mod run;
 pub(crate) mod status;
+mod worker;
 
 use std::path::PathBuf;
 
@@ -110,6 +112,12 @@ pub enum Command {
     Install(install::InstallArgs),
     /// Remove what `install` put there (and nothing else).
     Uninstall,
+    /// Run the attempts a daemon publishes to NATS, on this host.
+    Worker(worker::WorkerArgs),
+    /// Run one attempt from its spec file and print its events as JSON lines (what a worker
+    /// or a Kubernetes Job runs).
+    #[command(name = "attempt-run")]
+    AttemptRun(attempt_run::AttemptRunArgs),
     /// The scripted agent used by the demo and the tests (speaks like `claude -p`).
     #[command(hide = true, name = "fake-agent")]
     FakeAgent {
@@ -262,7 +270,9 @@ fn needs(command: &Command) -> (bool, bool) {
         Command::Parallel { .. }
         | Command::Install(_)
         | Command::Uninstall
-        | Command::Dashboard(_) => (false, true),
+        | Command::Dashboard(_)
+        | Command::AttemptRun(_) => (false, true),
+        Command::Worker(_) => (false, false),
         // Without a project, status lists what a running daemon owns.
         Command::Status(args) => (false, args.json),
         _ => (true, true),
@@ -282,7 +292,12 @@ pub fn configure(cli: &Cli, sources: &Sources) -> Result<Config, CliError> {
         flags.timeout = args.timeout.clone();
         flags.log_format = args.log.log_format.clone();
     }
+    if let Command::Worker(args) = &cli.command {
+        flags.nats_url = args.nats_url.clone();
+    }
     if let Command::Supervise(args) = &cli.command {
+        flags.executor = args.executor.clone();
+        flags.nats_url = args.nats_url.clone();
         flags.max_parallel = args.max_parallel.clone();
         flags.log_format = args.log.log_format.clone();
         args.http.apply(&mut flags);
@@ -339,6 +354,10 @@ pub async fn dispatch(
         Command::Demo(args) => demo::demo(args, &config, &sources).await,
         Command::Install(args) => install::install(&args, &config),
         Command::Uninstall => install::uninstall(&config),
+        Command::Worker(args) => worker::worker(args, &config, shutdown).await,
+        Command::AttemptRun(args) => {
+            attempt_run::attempt_run(args, &config, &sources, shutdown).await
+        }
         Command::FakeAgent { args } => Ok(crate::fake_agent::main(&args, &sources.env)),
     }
 }

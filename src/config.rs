@@ -19,6 +19,7 @@ mod file;
 mod otel;
 mod profiles;
 mod project;
+mod remote;
 mod telegram;
 mod values;
 
@@ -28,13 +29,15 @@ use values::{Layers, duration_between, number_between};
 
 pub use otel::OtlpHeaders;
 pub use profiles::{EFFORTS, ModelChoice, ModelProfiles, ModelSpec};
+pub use remote::{Engine, KubeSettings, NatsAuth, NatsSettings, RemoteSettings};
 pub use telegram::TelegramSettings;
 pub use values::{parse_duration, parse_parallel};
 /// The name of the project file found by walking up from the working directory.
 pub const PROJECT_FILE: &str = ".samocode";
 
-/// Which agent CLI runs the iterations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which agent CLI runs the iterations (by its name in an attempt spec).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Provider {
     Claude,
     Codex,
@@ -171,6 +174,11 @@ pub struct Config {
     /// A file holding a secret that logs in to the dashboard (SAMOCODE_HTTP_TOKEN_FILE,
     /// `--http-token-file`); required to listen on an address other than loopback.
     pub http_token_file: Option<PathBuf>,
+    /// Where the daemon's attempts run, and how to reach the engine.
+    pub remote: RemoteSettings,
+    /// The agent's environment policy, which a worker also applies to the variables an
+    /// attempt names.
+    pub env_policy: EnvPolicy,
 }
 
 impl Config {
@@ -212,6 +220,10 @@ pub struct Flags {
     /// `--http ADDR`, or `off` for `--no-http`.
     pub http: Option<String>,
     pub http_token_file: Option<String>,
+    /// `--executor` (supervise).
+    pub executor: Option<String>,
+    /// `--nats-url` (supervise, worker).
+    pub nats_url: Option<String>,
     /// The command cannot work without a project file.
     pub require_project: bool,
 }
@@ -514,6 +526,12 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
         |v| Some(absolute(&sources.cwd, Path::new(&expand_home(v, sources)))),
     );
     let telegram = telegram::read(&mut layers);
+    let remote = remote::read(
+        &mut layers,
+        sources,
+        flags.executor.as_ref(),
+        flags.nats_url.as_ref(),
+    );
     let otel = otel::read(&mut layers);
     let log_filter = layers.parsed(
         "RUST_LOG",
@@ -581,6 +599,8 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
         failpoints,
         http,
         http_token_file,
+        remote,
+        env_policy: policy,
     };
     problems.finish(config)
 }

@@ -20,9 +20,10 @@ use std::time::Duration;
 use ractor::Actor;
 use ractor::rpc::CallResult;
 
-use crate::agent::launch::{self, Launcher, LocalProcess};
+use crate::agent::launch;
 use crate::config::Config;
 use crate::control;
+use crate::executor::AttemptExecutor;
 use crate::lockfile;
 use crate::shutdown::Shutdown;
 use crate::supervisor::{SupervisorActor, SupervisorArgs, SupervisorMsg};
@@ -71,14 +72,17 @@ impl DaemonError {
 
 /// Runs the daemon until `shutdown` asks it to stop (or its supervisor dies).
 pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), DaemonError> {
-    run_with(config, shutdown, Arc::new(LocalProcess)).await
+    let executor = crate::executor::for_config(config)
+        .await
+        .map_err(DaemonError::Start)?;
+    run_with(config, shutdown, executor).await
 }
 
 /// [`run`], with the launcher of the agents given.
 pub async fn run_with(
     config: &Config,
     mut shutdown: Shutdown,
-    launcher: Arc<dyn Launcher>,
+    launcher: Arc<dyn AttemptExecutor>,
 ) -> Result<(), DaemonError> {
     let state_dir = &config.state_dir;
     prepare_state_dir(state_dir)?;
@@ -115,6 +119,7 @@ pub async fn run_with(
         .map(crate::bot::Telegram::new)
         .transpose()
         .map_err(|e| DaemonError::Start(e.to_string()))?;
+    let engine = launcher.engine();
     let supervisor = SupervisorActor {
         agent: config.agent.clone(),
         retry: config.retry.clone(),
@@ -172,7 +177,7 @@ pub async fn run_with(
             telegram.clone().poll(supervisor.clone())
         }));
     }
-    tracing::info!(socket = %config.control_socket.display(), max_parallel = config.max_parallel, "samocode daemon running");
+    tracing::info!(socket = %config.control_socket.display(), max_parallel = config.max_parallel, executor = engine, "samocode daemon running");
 
     let outcome = tokio::select! {
         reason = &mut died => {

@@ -41,6 +41,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dashboard;
+pub mod executor;
 pub mod fake_agent;
 pub mod lockfile;
 pub mod notify;

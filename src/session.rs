@@ -8,10 +8,12 @@
 //! - [`profile`]: which model profile an attempt runs with;
 //! - [`open`]: opening a session for a worker (folder, lock, state);
 //! - [`recover`]: taking over from a worker that died mid-attempt;
+//! - `adopt`: attaching to an attempt a remote engine still runs after a daemon restart;
 //! - [`person`]: a person's commands applied to the folder;
 //! - [`actor`]: the SessionActor and its phase machine (its decisions in `outcome.rs`).
 
 pub mod actor;
+mod adopt;
 pub mod context;
 pub mod name;
 pub mod open;

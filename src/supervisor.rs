@@ -33,9 +33,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 pub use owned::OwnedSession;
 use registry::{Entry, Registry};
 
-use crate::agent::launch::Launcher;
 use crate::config::{AgentSettings, ConfigError, RetryPolicy};
 use crate::control::{Request, Response};
+use crate::executor::AttemptExecutor;
 use crate::notify::{NotifierActor, NotifierArgs, NotifierHandle, NotifierMsg, SessionEvent, Sink};
 use crate::session::actor::{STOP_SETTLED, STOP_SHUTDOWN, SessionActor, SessionMsg, SessionReport};
 use crate::session::open::{OpenError, SessionArgs, Settled, StartRequest, open};
@@ -193,7 +193,7 @@ pub struct SupervisorActor {
     pub sink: Option<Arc<dyn Sink>>,
     /// The notifier's durable outbox (`None`: notices are kept in memory only).
     pub outbox: Option<PathBuf>,
-    pub launcher: Arc<dyn Launcher>,
+    pub launcher: Arc<dyn AttemptExecutor>,
     /// Faults to inject, for the tests of supervision (`SAMOCODE_FAILPOINTS`).
     pub failpoints: Vec<String>,
 }

@@ -2,6 +2,7 @@
 //! throwaway git project per test.
 
 mod e2e {
+    mod attempt_run;
     mod bad_input;
     mod daemon;
     mod daemon_log;
@@ -12,6 +13,7 @@ mod e2e {
     mod install;
     mod logs;
     mod misbehaviour;
+    mod nats;
     mod profiles;
     mod supervision;
     mod telegram;

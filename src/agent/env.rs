@@ -172,6 +172,21 @@ impl EnvPolicy {
             || KEPT_PREFIXES.iter().any(|p| name.starts_with(p))
     }
 
+    /// The variables of `env` an agent gets on a worker: what this (the worker's) policy
+    /// keeps, and the variables the attempt names (what the daemon's `keep_env` added), unless
+    /// this policy strips them or they are samocode's own. Values always come from `env`, the
+    /// worker's own environment: an attempt carries names only.
+    pub fn apply_named(&self, names: &[String], env: &HashMap<String, String>) -> AgentEnv {
+        let mut policy = self.clone();
+        policy.keep.extend(
+            names
+                .iter()
+                .filter(|name| !name.ends_with('*'))
+                .filter_map(|name| Pattern::parse(name)),
+        );
+        policy.apply(env)
+    }
+
     /// The variables of `env` the agent gets, sorted by name.
     pub fn apply(&self, env: &HashMap<String, String>) -> AgentEnv {
         let mut kept: Vec<(String, String)> = env

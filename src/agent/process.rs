@@ -26,9 +26,10 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, DerivedActorRef};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
 
-use super::launch::{ExitKind, GroupGuard, Launcher, Output};
+use super::launch::{ExitKind, GroupGuard, Launched, Output};
 use super::stream::{self, StreamEvent};
 use super::{AttemptDone, AttemptReport, AttemptSpec, ProcessEnd};
+use crate::executor::AttemptExecutor;
 
 /// The longest stdout line parsed for events; longer lines are still logged, only not parsed.
 /// Claude's events are far smaller; this bounds memory when an agent floods its output.
@@ -48,7 +49,10 @@ pub struct AgentArgs {
     /// Which attempt of the session this is (echoed in the report).
     pub flight: u64,
     pub report_to: DerivedActorRef<AttemptDone>,
-    pub launcher: Arc<dyn Launcher>,
+    pub launcher: Arc<dyn AttemptExecutor>,
+    /// An attempt a previous daemon started, which the engine still runs: the actor takes it
+    /// over instead of launching.
+    pub adopted: Option<Launched>,
 }
 
 /// Messages of an AgentProcess.
@@ -110,6 +114,8 @@ pub struct AgentState {
     report_to: DerivedActorRef<AttemptDone>,
     /// `None` when the agent could not be started.
     group: Option<GroupGuard>,
+    /// Where the attempt runs, as its engine says.
+    host: Option<crate::executor::Host>,
     /// The reader, waiter and input tasks; dropping the set aborts them.
     tasks: JoinSet<()>,
     stage: Stage,
@@ -139,6 +145,7 @@ impl Actor for AgentProcess {
             flight: args.flight,
             report_to: args.report_to,
             group: None,
+            host: None,
             tasks: JoinSet::new(),
             stage: Stage::Running,
             output_open: true,
@@ -152,14 +159,16 @@ impl Actor for AgentProcess {
         match start(
             &state.spec,
             args.launcher.as_ref(),
+            args.adopted,
             &myself,
             &mut state.tasks,
         )
         .await
         {
-            Ok((guard, errors_open)) => {
+            Ok((guard, errors_open, host)) => {
                 state.group = Some(guard);
                 state.errors_open = errors_open;
+                state.host = Some(host);
                 myself.send_after(state.spec.timeout, || AgentMsg::TimeLimit);
                 if let Some(stall) = state.spec.stall {
                     // A quarter of the limit between looks: silence is caught within 125% of it.
@@ -342,6 +351,7 @@ fn finish_if_over(myself: &ActorRef<AgentMsg>, state: &mut AgentState) {
         result,
         output_bytes: state.output_bytes,
         errors: seen.errors,
+        host: state.host.as_ref().map(crate::executor::Host::get),
     };
     let done = AttemptDone {
         flight: state.flight,
@@ -353,19 +363,25 @@ fn finish_if_over(myself: &ActorRef<AgentMsg>, state: &mut AgentState) {
     myself.stop(None);
 }
 
-/// Launches the agent and starts its tasks; returns the guard of its group, and whether its
-/// standard error is being copied.
+/// Launches the agent (or takes the one a restarted daemon adopted) and starts its tasks;
+/// returns the guard of its group, whether its standard error is being copied, and where it
+/// runs.
 async fn start(
     spec: &AttemptSpec,
-    launcher: &dyn Launcher,
+    launcher: &dyn AttemptExecutor,
+    adopted: Option<Launched>,
     myself: &ActorRef<AgentMsg>,
     tasks: &mut JoinSet<()>,
-) -> std::io::Result<(GroupGuard, bool)> {
+) -> std::io::Result<(GroupGuard, bool, crate::executor::Host)> {
     let log = tokio::fs::OpenOptions::new()
         .append(true)
         .open(&spec.files.stdout)
         .await?;
-    let launched = launcher.launch(spec)?;
+    let launched = match adopted {
+        Some(launched) => launched,
+        None => launcher.launch(spec)?,
+    };
+    let host = launched.host.clone();
     let guard = GroupGuard::new(launched.group);
     if let Some(input) = launched.input {
         tasks.spawn(input);
@@ -396,12 +412,12 @@ async fn start(
             let _ = reader.send_message(AgentMsg::ErrorsClosed);
         });
     }
-    Ok((guard, copies_errors))
+    Ok((guard, copies_errors, host))
 }
 
 /// Copies standard error to its log, made at the first byte: most attempts print nothing
 /// there, and a file that is never made costs nothing.
-async fn copy_errors(mut errors: Output, path: &std::path::Path) {
+pub(crate) async fn copy_errors(mut errors: Output, path: &std::path::Path) {
     let mut chunk = vec![0u8; 16 * 1024];
     let mut log: Option<tokio::fs::File> = None;
     loop {

@@ -174,7 +174,10 @@ fn children() -> Vec<i32> {
     let mut pids = Vec::new();
     for task in tasks.filter_map(Result::ok) {
         if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
-            pids.extend(list.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+            pids.extend(
+                list.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
         }
     }
     pids

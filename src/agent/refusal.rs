@@ -353,6 +353,7 @@ mod tests {
             }),
             output_bytes: 0,
             errors: errors.iter().map(|e| e.to_string()).collect(),
+            host: None,
         };
         // claude's wording changes; its status does not.
         assert_eq!(

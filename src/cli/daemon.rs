@@ -17,6 +17,12 @@ pub struct SuperviseArgs {
     /// Agents allowed to run at once (also SAMOCODE_MAX_PARALLEL or max_parallel in config.toml).
     #[arg(long, value_name = "N")]
     pub max_parallel: Option<String>,
+    /// Where attempts run: local, nats or kubernetes (also SAMOCODE_EXECUTOR).
+    #[arg(long, value_name = "ENGINE")]
+    pub executor: Option<String>,
+    /// The NATS server of `--executor nats` (also SAMOCODE_NATS_URL).
+    #[arg(long, value_name = "URL")]
+    pub nats_url: Option<String>,
     #[command(flatten)]
     pub log: super::LogArgs,
     #[command(flatten)]

@@ -71,6 +71,8 @@ pub struct SessionRow {
     pub cost_usd: f64,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Where the newest journaled attempt ran: `local`, a worker's name, or `pod/<name>`.
+    pub host: Option<String>,
 }
 
 impl SessionRow {
@@ -108,6 +110,7 @@ impl SessionRow {
             cost_usd: state.usage.cost_usd,
             input_tokens: state.usage.input_tokens,
             output_tokens: state.usage.output_tokens,
+            host: crate::executor::last_host(folder.dir()),
             ..SessionRow::bare(folder, project, owner)
         }
     }
@@ -179,6 +182,7 @@ impl SessionRow {
             cost_usd: 0.0,
             input_tokens: 0,
             output_tokens: 0,
+            host: None,
         }
     }
 
@@ -499,6 +503,7 @@ mod tests {
             cost_usd: 1.5,
             input_tokens: 10,
             output_tokens: 5,
+            host: None,
         }
     }
 

@@ -33,6 +33,14 @@ pub(super) const SETTINGS: &[&str] = &[
     "SAMOCODE_FAILPOINTS",
     "SAMOCODE_HTTP",
     "SAMOCODE_HTTP_TOKEN_FILE",
+    "SAMOCODE_EXECUTOR",
+    "SAMOCODE_NATS_URL",
+    "SAMOCODE_NATS_TOKEN",
+    "SAMOCODE_NATS_NKEY_FILE",
+    "SAMOCODE_NATS_ACK_WAIT",
+    "SAMOCODE_KUBE_NAMESPACE",
+    "SAMOCODE_KUBE_IMAGE",
+    "SAMOCODE_KUBE_SECRET",
     "TELEGRAM_BOT_TOKEN",
     "TELEGRAM_CHAT_ID",
     "TELEGRAM_API_URL",
@@ -47,7 +55,11 @@ pub(super) const SETTINGS: &[&str] = &[
 ];
 
 /// Settings whose values are secrets: an error about one never shows its value.
-const SECRETS: &[&str] = &["TELEGRAM_BOT_TOKEN", "OTEL_EXPORTER_OTLP_HEADERS"];
+const SECRETS: &[&str] = &[
+    "TELEGRAM_BOT_TOKEN",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "SAMOCODE_NATS_TOKEN",
+];
 
 /// The `config.toml` key of a setting: `SAMOCODE_MAX_RETRIES` is `max_retries`.
 pub(super) fn file_key(env: &str) -> String {

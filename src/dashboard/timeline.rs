@@ -371,6 +371,7 @@ mod tests {
             attempt: 1,
             phase,
             provider: "claude".into(),
+            host: None,
             model: None,
             reported_model: None,
             profile: None,

@@ -80,6 +80,10 @@ pub struct IterationRow {
     pub agent_session_id: Option<String>,
     /// The attempt's stdout log, relative to the session folder.
     pub log: String,
+    /// Where the attempt ran: `local`, a worker's name, or `pod/<name>` (absent in rows
+    /// written before samocode ran attempts elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// Who caused a history row.

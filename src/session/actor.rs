@@ -43,10 +43,10 @@ use super::person::{self, PersonCommand};
 use super::profile;
 use super::store::{AttemptFiles, SessionStore};
 use super::worktree;
-use crate::agent::launch::Launcher;
 use crate::agent::process::{AgentArgs, AgentMsg, AgentProcess};
 use crate::agent::{self, AttemptDone, AttemptReport, AttemptSpec};
 use crate::config::{AgentSettings, ModelChoice, Project, RetryPolicy};
+use crate::executor::AttemptExecutor;
 use crate::notify::{NotifierHandle, SessionEvent};
 use crate::protocol::baseline::Baseline;
 use crate::protocol::journal::Source;
@@ -61,7 +61,7 @@ pub struct SessionActor {
     pub notifier: NotifierHandle,
     /// Stop the actor (and let go of the lock) once the session parks: `samocode run`.
     pub stop_when_parked: bool,
-    pub launcher: Arc<dyn Launcher>,
+    pub launcher: Arc<dyn AttemptExecutor>,
 }
 
 /// What a session tells its supervisor.
@@ -174,6 +174,8 @@ pub struct SessionRun {
     /// Mark the session failed as soon as the actor starts (the supervisor's restart budget is
     /// spent).
     fail: Option<String>,
+    /// Ask the engine to adopt the in-flight attempt when the actor starts.
+    pub(super) adopt: bool,
 }
 
 impl Actor for SessionActor {
@@ -187,6 +189,8 @@ impl Actor for SessionActor {
         args: SessionArgs,
     ) -> Result<SessionRun, ActorProcessingErr> {
         let life = match Settled::of(&args.state) {
+            // The attempt in flight may still run on a remote engine: `post_start` asks.
+            None if args.adopt => Life::Ready,
             Some(settled) => Life::Parked(settled),
             None => {
                 myself.send_message(SessionMsg::RunNext { generation: 0 })?;
@@ -201,17 +205,20 @@ impl Actor for SessionActor {
             generation: 0,
             flights: 0,
             fail: args.fail,
+            adopt: args.adopt,
         })
     }
 
     async fn post_start(
         &self,
-        _myself: ActorRef<SessionMsg>,
+        myself: ActorRef<SessionMsg>,
         run: &mut SessionRun,
     ) -> Result<(), ActorProcessingErr> {
         if let Some(reason) = run.fail.take() {
             run.generation += 1;
             self.fail(run, reason)?;
+        } else if std::mem::take(&mut run.adopt) {
+            self.adopt(&myself, run).await?;
         }
         Ok(())
     }
@@ -521,6 +528,7 @@ impl SessionActor {
             stall: self.agent.stall_timeout,
             session_dir: run.store.dir().to_path_buf(),
             attempt_id: files.relative_log(),
+            context: text,
         };
         run.flights += 1;
         let id = run.flights;
@@ -532,6 +540,7 @@ impl SessionActor {
                 flight: id,
                 report_to: myself.get_derived(),
                 launcher: self.launcher.clone(),
+                adopted: None,
             },
             myself.get_cell(),
         )
@@ -545,6 +554,7 @@ impl SessionActor {
             iteration = state.iteration,
             attempt = state.attempt,
             provider = %self.agent.provider,
+            host = tracing::field::Empty,
             outcome = tracing::field::Empty,
             cost_usd = tracing::field::Empty,
             input_tokens = tracing::field::Empty,

@@ -6,8 +6,8 @@ use jiff::Timestamp;
 use super::person;
 use super::store::{SessionStore, StoreError};
 use super::{name, worktree};
-use crate::agent::launch::Launcher;
 use crate::config::Project;
+use crate::executor::AttemptExecutor;
 use crate::protocol::{Phase, RunState, SessionState};
 
 /// How a session stands when it stops needing the worker.
@@ -75,6 +75,9 @@ pub struct SessionArgs {
     /// Mark the session failed for this reason as soon as its actor starts (its supervisor
     /// gave up restarting it); only the session's own actor writes its state.
     pub fail: Option<String>,
+    /// The state's in-flight attempt may still run on a remote engine: the actor asks the
+    /// engine to adopt it before it gives it up as interrupted (see `adopt.rs`).
+    pub adopt: bool,
 }
 
 impl std::fmt::Debug for SessionArgs {
@@ -115,7 +118,7 @@ pub struct StartRequest {
 pub fn open(
     project: &Project,
     request: &StartRequest,
-    launcher: &dyn Launcher,
+    launcher: &dyn AttemptExecutor,
 ) -> Result<(Box<SessionArgs>, Option<Settled>), OpenError> {
     let today = jiff::Zoned::now().strftime("%y-%m-%d").to_string();
     let resolved = name::resolve(&project.sessions, &request.name, &today)?;
@@ -151,7 +154,10 @@ pub fn open(
                 store.log("state derived from a Python samocode _overview.md");
                 store.save(&mut state)?;
             }
-            super::recover::take_over(&store, &mut state, launcher)?;
+            // A remote engine may still run the attempt: the session's actor asks it first.
+            if !(launcher.adopts() && state.in_flight.is_some()) {
+                super::recover::take_over(&store, &mut state, launcher)?;
+            }
             (store, state)
         }
     };
@@ -164,12 +170,14 @@ pub fn open(
         }),
     })?;
     let settled = Settled::of(&state);
+    let state_in_flight = launcher.adopts() && state.in_flight.is_some();
     Ok((
         Box::new(SessionArgs {
             store,
             state,
             once: request.once,
             fail: None,
+            adopt: state_in_flight,
         }),
         settled,
     ))

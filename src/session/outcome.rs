@@ -230,6 +230,7 @@ impl SessionActor {
             cost_usd: usage.cost_usd,
             agent_session_id: report.agent_session_id.clone(),
             log: flight.files.relative_log(),
+            host: report.host.clone(),
         }
     }
 
@@ -543,6 +544,9 @@ pub(super) fn journal_attempt(
     row: &IterationRow,
 ) -> Result<(), StoreError> {
     span.record("outcome", row.outcome.name());
+    if let Some(host) = &row.host {
+        span.record("host", host.as_str());
+    }
     span.record("cost_usd", row.cost_usd);
     span.record("input_tokens", row.input_tokens);
     span.record("output_tokens", row.output_tokens);

@@ -13,12 +13,12 @@ use jiff::Timestamp;
 
 use super::store::{SessionStore, StoreError};
 use super::worktree;
-use crate::agent::launch::Launcher;
+use crate::executor::AttemptExecutor;
 use crate::protocol::journal::{AttemptOutcome, HistoryRow, IterationRow, Source};
 use crate::protocol::{RunState, SessionState};
 
 /// Kills whatever a dead worker's agents left running for this session.
-pub fn kill_leftovers(store: &SessionStore, launcher: &dyn Launcher) -> Vec<i32> {
+pub fn kill_leftovers(store: &SessionStore, launcher: &dyn AttemptExecutor) -> Vec<i32> {
     let killed = launcher.kill_leftovers(store.dir());
     if !killed.is_empty() {
         tracing::warn!(session = %store.name(), pids = ?killed, "killed agent processes left by a previous worker");
@@ -34,7 +34,7 @@ pub fn kill_leftovers(store: &SessionStore, launcher: &dyn Launcher) -> Vec<i32>
 pub fn take_over(
     store: &SessionStore,
     state: &mut SessionState,
-    launcher: &dyn Launcher,
+    launcher: &dyn AttemptExecutor,
 ) -> Result<(), StoreError> {
     let Some(record) = state.in_flight.take() else {
         return Ok(());
@@ -66,6 +66,7 @@ pub fn take_over(
             cost_usd: 0.0,
             agent_session_id: None,
             log: record.log.clone(),
+            host: Some(launcher.engine().to_string()),
         })?;
     }
     let mutation = match (&record.baseline, &state.worktree) {

@@ -93,6 +93,7 @@ fn a_session_walks_every_phase_through_both_gates() {
     for row in &iterations {
         assert_eq!(row["outcome"], "ok");
         assert_eq!(row["provider"], "claude");
+        assert_eq!(row["host"], "local", "the attempt ran on this machine");
         assert_eq!(row["input_tokens"], 1200);
         assert!(s.path(row["log"].as_str().unwrap()).is_file());
     }
@@ -202,6 +203,7 @@ fn a_session_walks_every_phase_through_both_gates() {
     assert_eq!(row["worker"], "stopped");
     assert_eq!(row["total_iterations"], 10);
     assert_eq!(row["output_tokens"], 3000);
+    assert_eq!(row["host"], "local", "where the newest attempt ran");
     for key in [
         "dir",
         "phase",

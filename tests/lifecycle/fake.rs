@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use samocode::agent::AttemptSpec;
-use samocode::agent::launch::{ExitKind, Group, Launched, Launcher};
+use samocode::agent::launch::{ExitKind, Group, Launched};
 use samocode::config::{AgentSettings, Project, Provider, RetryPolicy};
+use samocode::executor::{AttemptExecutor, Host};
 use samocode::notify::outbox::OpenMessage;
 use samocode::notify::{Notice, Pending, SendError, SessionEvent, Sink};
 use samocode::protocol::{Phase, SessionState};
@@ -152,7 +153,7 @@ impl FakeLauncher {
     }
 }
 
-impl Launcher for FakeLauncher {
+impl AttemptExecutor for FakeLauncher {
     fn launch(&self, spec: &AttemptSpec) -> std::io::Result<Launched> {
         let number = {
             let mut count = self.count.lock().unwrap();
@@ -191,6 +192,7 @@ impl Launcher for FakeLauncher {
                     .map_err(|_| std::io::Error::other("the fake agent was dropped"))
             }),
             input: None,
+            host: Host::local(),
         })
     }
 

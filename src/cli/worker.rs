@@ -1,0 +1,62 @@
+//! `samocode worker --nats-url URL [--name NAME] [--slots N] [--dir DIR]`: runs the attempts a
+//! daemon (`supervise --executor nats`) publishes, on this host, until SIGTERM or SIGINT (see
+//! [`crate::executor::nats::worker`]). The credentials come from SAMOCODE_NATS_TOKEN or
+//! SAMOCODE_NATS_NKEY_FILE (or config.toml), never from the command line.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::CliError;
+use crate::config::Config;
+use crate::executor::nats::Link;
+use crate::executor::nats::worker::{self, WorkerSettings};
+use crate::shutdown::Shutdown;
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The NATS server (also SAMOCODE_NATS_URL).
+    #[arg(long, value_name = "URL")]
+    pub nats_url: Option<String>,
+    /// This worker's name, recorded as the host of the attempts it runs (default: the
+    /// hostname and the directory, so that two workers on one host differ).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Attempts it runs at once (1 to 1000).
+    #[arg(long, value_name = "N", default_value = "1", value_parser = super::parallel_value)]
+    pub slots: usize,
+    /// Where its checkouts and spec files go (default: `worker` in the state directory).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+pub async fn worker(args: WorkerArgs, config: &Config, shutdown: Shutdown) -> Result<u8, CliError> {
+    let Some(settings) = &config.remote.nats else {
+        return Err(CliError::usage(anyhow::anyhow!(
+            "samocode worker needs a NATS server: give --nats-url URL, or set SAMOCODE_NATS_URL"
+        )));
+    };
+    let dir = args.dir.unwrap_or_else(|| config.state_dir.join("worker"));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| CliError::failure(anyhow::anyhow!("cannot create {}: {e}", dir.display())))?;
+    let dir = dir.canonicalize().unwrap_or(dir);
+    let name = args
+        .name
+        .unwrap_or_else(|| format!("{}:{}", super::attempt_run::hostname(), dir.display()));
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::failure(anyhow::anyhow!("cannot find the samocode binary: {e}")))?;
+    let link = Link::connect(settings).await.map_err(CliError::failure)?;
+    worker::run(
+        link,
+        WorkerSettings {
+            name,
+            slots: args.slots,
+            dir,
+            exe,
+        },
+        shutdown,
+    )
+    .await
+    .map_err(CliError::failure)?;
+    Ok(0)
+}

@@ -1,0 +1,632 @@
+//! The Kubernetes engine (cargo feature `kube`): one Job per attempt.
+//!
+//! A Job is named for the attempt's key (`samocode-<key>`, so a second launch of the same
+//! attempt finds it: creating it again is a conflict, and the daemon attaches to it), labelled
+//! with its session, attempt and epoch, with `backoffLimit: 0` and `restartPolicy: Never`: a
+//! failed attempt is retried by the session's own policy, never by Kubernetes behind its back.
+//! Its one container runs `samocode attempt-run` as PID 1 on the spec, which a ConfigMap owned
+//! by the Job holds; the agent's secrets come from a Secret by reference (`envFrom`), never
+//! from the spec. The daemon follows the pod's log (the runner's event lines), and when that
+//! stream is cut (kubelet rotates logs) it reads the pod's log again for the result line. A
+//! Job that failed without a result is a crashed attempt; deleting the Job cancels it (the pod
+//! gets SIGTERM and its grace); after a restart the daemon finds live Jobs by label and
+//! adopts them, reading the spec back from their ConfigMap.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::AsyncBufReadExt;
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, EnvFromSource, EnvVar, EnvVarSource,
+    ObjectFieldSelector, Pod, PodSpec, PodTemplateSpec, ResourceRequirements, SecretEnvSource,
+    Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
+use nix::sys::signal::Signal;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{Notify, oneshot};
+
+use super::result::{AttemptResult, Event, Expected, apply};
+use super::spec::{RemoteSpec, attempt_key};
+use super::{AttemptExecutor, Host, LiveAttempt, Pending};
+use crate::agent::AttemptSpec;
+use crate::agent::launch::{ExitKind, Group, Launched};
+use crate::config::KubeSettings;
+
+/// The label every object of the engine carries, to find them again.
+pub const MANAGED: (&str, &str) = ("app.kubernetes.io/managed-by", "samocode");
+pub const SESSION_LABEL: &str = "samocode.dev/session";
+pub const ATTEMPT_LABEL: &str = "samocode.dev/attempt";
+pub const EPOCH_LABEL: &str = "samocode.dev/epoch";
+pub const KEY_LABEL: &str = "samocode.dev/key";
+/// Where the spec is mounted in the container.
+const SPEC_DIR: &str = "/etc/samocode-spec";
+
+/// The daemon's side of the engine.
+pub struct KubeExecutor {
+    client: kube::Client,
+    settings: KubeSettings,
+    /// How often a Job whose pod is not running yet is looked at.
+    poll: Duration,
+}
+
+impl KubeExecutor {
+    /// The cluster the daemon runs in (its service account), or the one the kubeconfig names.
+    pub async fn connect(settings: &KubeSettings) -> Result<KubeExecutor, String> {
+        let client = kube::Client::try_default().await.map_err(|e| {
+            format!("cannot reach the Kubernetes API (in-cluster or the kubeconfig): {e}")
+        })?;
+        Ok(KubeExecutor::with_client(
+            client,
+            settings.clone(),
+            Duration::from_secs(2),
+        ))
+    }
+
+    pub fn with_client(client: kube::Client, settings: KubeSettings, poll: Duration) -> Self {
+        KubeExecutor {
+            client,
+            settings,
+            poll,
+        }
+    }
+
+    /// The Job of an attempt.
+    pub fn job(&self, remote: &RemoteSpec) -> Job {
+        job(&self.settings, remote)
+    }
+}
+
+/// The name of an attempt's Job and of its ConfigMap.
+pub fn job_name(key: &str) -> String {
+    format!("samocode-{key}")
+}
+
+/// A label value from any text: at most 63 of `[A-Za-z0-9._-]`, letters or digits at the ends.
+fn label_value(text: &str) -> String {
+    let kept: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    kept.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
+}
+
+fn labels(remote: &RemoteSpec) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED.0.to_string(), MANAGED.1.to_string()),
+        (SESSION_LABEL.to_string(), label_value(&remote.session)),
+        (ATTEMPT_LABEL.to_string(), label_value(remote.stem())),
+        (EPOCH_LABEL.to_string(), remote.epoch.to_string()),
+        (KEY_LABEL.to_string(), remote.key.clone()),
+    ])
+}
+
+/// The Job of one attempt (pure: what the tests check).
+pub fn job(settings: &KubeSettings, remote: &RemoteSpec) -> Job {
+    let name = job_name(&remote.key);
+    let labels = labels(remote);
+    let mut limits = BTreeMap::new();
+    if let Some(cpu) = &remote.resources.cpu {
+        limits.insert("cpu".to_string(), Quantity(cpu.clone()));
+    }
+    if let Some(memory) = &remote.resources.memory {
+        limits.insert("memory".to_string(), Quantity(memory.clone()));
+    }
+    let container = Container {
+        name: "attempt".into(),
+        image: Some(settings.image.clone()),
+        args: Some(vec![
+            "attempt-run".into(),
+            "--spec".into(),
+            format!("{SPEC_DIR}/spec.json"),
+            "--dir".into(),
+            "/work".into(),
+            "--host".into(),
+            "pod/$(POD_NAME)".into(),
+        ]),
+        env: Some(vec![EnvVar {
+            name: "POD_NAME".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+        // The agent's variables, secrets among them, by reference: the spec names them only.
+        env_from: settings.secret.as_ref().map(|secret| {
+            vec![EnvFromSource {
+                secret_ref: Some(SecretEnvSource {
+                    name: secret.clone(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }]
+        }),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "spec".into(),
+                mount_path: SPEC_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "work".into(),
+                mount_path: "/work".into(),
+                ..Default::default()
+            },
+        ]),
+        resources: (!limits.is_empty()).then(|| ResourceRequirements {
+            requests: Some(limits.clone()),
+            limits: Some(limits),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let grace = remote.kill_grace.as_secs() as i64 + 5;
+    Job {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            // The time limit is the daemon's; this only ends a Job the daemon lost track of.
+            active_deadline_seconds: Some(
+                (remote.timeout + remote.kill_grace).as_secs() as i64 + 120,
+            ),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    termination_grace_period_seconds: Some(grace),
+                    containers: vec![container],
+                    volumes: Some(vec![
+                        Volume {
+                            name: "spec".into(),
+                            config_map: Some(ConfigMapVolumeSource {
+                                name: name.clone(),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                        Volume {
+                            name: "work".into(),
+                            empty_dir: Some(Default::default()),
+                            ..Default::default()
+                        },
+                    ]),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+impl AttemptExecutor for KubeExecutor {
+    fn engine(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn launch(&self, spec: &AttemptSpec) -> std::io::Result<Launched> {
+        Ok(start(self.driver(spec), None))
+    }
+
+    fn list_live(&self) -> Pending<'_, Vec<LiveAttempt>> {
+        Box::pin(async move {
+            let jobs: Api<Job> = Api::namespaced(self.client.clone(), &self.settings.namespace);
+            let selector = format!("{}={}", MANAGED.0, MANAGED.1);
+            let list = jobs
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(std::io::Error::other)?;
+            Ok(list
+                .items
+                .into_iter()
+                .filter(|job| failed(job).is_none() && !succeeded(job))
+                .filter_map(|job| {
+                    let key = job.metadata.labels.as_ref()?.get(KEY_LABEL)?.clone();
+                    Some(LiveAttempt { key, host: None })
+                })
+                .collect())
+        })
+    }
+
+    fn adopts(&self) -> bool {
+        true
+    }
+
+    fn adopt<'a>(&'a self, spec: &'a AttemptSpec) -> Pending<'a, Option<Launched>> {
+        Box::pin(async move {
+            let driver = self.driver(spec);
+            let jobs: Api<Job> = Api::namespaced(self.client.clone(), &self.settings.namespace);
+            if jobs
+                .get_opt(&driver.name)
+                .await
+                .map_err(std::io::Error::other)?
+                .is_none()
+            {
+                return Ok(None);
+            }
+            let maps: Api<ConfigMap> =
+                Api::namespaced(self.client.clone(), &self.settings.namespace);
+            let Some(map) = maps
+                .get_opt(&driver.name)
+                .await
+                .map_err(std::io::Error::other)?
+            else {
+                return Ok(None);
+            };
+            let text = map
+                .data
+                .and_then(|mut data| data.remove("spec.json"))
+                .unwrap_or_default();
+            let remote: RemoteSpec = serde_json::from_str(&text).map_err(std::io::Error::other)?;
+            let skip = std::fs::metadata(&spec.files.stdout).map_or(0, |m| m.len());
+            Ok(Some(start(driver, Some((remote, skip)))))
+        })
+    }
+
+    fn kill_leftovers(&self, _session_dir: &std::path::Path) -> Vec<i32> {
+        Vec::new()
+    }
+}
+
+impl KubeExecutor {
+    fn driver(&self, spec: &AttemptSpec) -> Driver {
+        let key = attempt_key(&spec.session_dir, &spec.attempt_id);
+        Driver {
+            client: self.client.clone(),
+            settings: self.settings.clone(),
+            name: job_name(&key),
+            spec: spec.clone(),
+            host: Host::new("kubernetes"),
+            killed: Arc::new(Notify::new()),
+            cancelled: Arc::new(AtomicBool::new(false)),
+            over: Arc::new(AtomicBool::new(false)),
+            poll: self.poll,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Driver {
+    client: kube::Client,
+    settings: KubeSettings,
+    name: String,
+    spec: AttemptSpec,
+    host: Host,
+    killed: Arc<Notify>,
+    cancelled: Arc<AtomicBool>,
+    over: Arc<AtomicBool>,
+    poll: Duration,
+}
+
+/// Starts the driver of an attempt (creating its Job, unless adopted).
+fn start(driver: Driver, adopted: Option<(RemoteSpec, u64)>) -> Launched {
+    let (writer, reader) = tokio::io::duplex(256 * 1024);
+    let (exit_tx, exit_rx) = oneshot::channel();
+    let host = driver.host.clone();
+    let mut group = KubeGroup {
+        driver: driver.clone(),
+        task: None,
+    };
+    let task = tokio::spawn(async move {
+        let mut writer = writer;
+        let outcome = driver.run(adopted, &mut writer).await;
+        drop(writer);
+        let _ = exit_tx.send(outcome);
+    });
+    Launched {
+        group: {
+            group.task = Some(task.abort_handle());
+            Box::new(group)
+        },
+        output: Box::pin(reader),
+        // The pod's log carries the agent's standard error.
+        errors: None,
+        exit: Box::pin(async move {
+            exit_rx.await.unwrap_or_else(|_| {
+                Err(std::io::Error::other(
+                    "the daemon stopped following the attempt",
+                ))
+            })
+        }),
+        input: None,
+        host,
+    }
+}
+
+/// The Job's failure reason, when it failed.
+fn failed(job: &Job) -> Option<String> {
+    let conditions = job.status.as_ref()?.conditions.as_ref()?;
+    conditions
+        .iter()
+        .find(|c| c.type_ == "Failed" && c.status == "True")
+        .map(|c| {
+            c.reason
+                .clone()
+                .or_else(|| c.message.clone())
+                .unwrap_or_else(|| "failed".into())
+        })
+}
+
+fn succeeded(job: &Job) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.succeeded)
+        .is_some_and(|n| n > 0)
+}
+
+impl Driver {
+    fn jobs(&self) -> Api<Job> {
+        Api::namespaced(self.client.clone(), &self.settings.namespace)
+    }
+
+    async fn run(
+        &self,
+        adopted: Option<(RemoteSpec, u64)>,
+        out: &mut tokio::io::DuplexStream,
+    ) -> std::io::Result<ExitKind> {
+        let (remote, skip) = match adopted {
+            Some(adopted) => adopted,
+            None => (self.create().await?, 0),
+        };
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.settings.namespace);
+        // Output bytes already in the attempt log: a stream read again from its start skips them.
+        let mut written = skip;
+        let mut give_up: Option<tokio::time::Instant> = None;
+        loop {
+            if let Some(at) = give_up
+                && tokio::time::Instant::now() >= at
+            {
+                self.over.store(true, Ordering::SeqCst);
+                return Ok(ExitKind::Signal("SIGKILL".into()));
+            }
+            let selector = format!("job-name={}", self.name);
+            let pod = pods
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(std::io::Error::other)?
+                .items
+                .into_iter()
+                .next();
+            let started = pod
+                .as_ref()
+                .and_then(|p| p.status.as_ref()?.phase.clone())
+                .is_some_and(|phase| phase != "Pending");
+            if let (Some(pod), true) = (&pod, started) {
+                let pod_name = pod.metadata.name.clone().unwrap_or_default();
+                self.host.set(&format!("pod/{pod_name}"));
+                let follow = LogParams {
+                    follow: true,
+                    ..Default::default()
+                };
+                let mut seen = 0u64;
+                if let Ok(stream) = pods.log_stream(&pod_name, &follow).await {
+                    let mut lines = stream.lines();
+                    use futures_util::StreamExt;
+                    while let Some(Ok(line)) = lines.next().await {
+                        if let Some(result) = self.take(&line, out, &mut seen, &mut written).await {
+                            return self.finish(&remote, &result).await;
+                        }
+                    }
+                }
+                // The stream was cut (log rotation, a lost connection) or the pod ended: its
+                // log, read again whole, ends with the result if there is one.
+                if let Ok(text) = pods.logs(&pod_name, &LogParams::default()).await
+                    && let Some(result) = text.lines().rev().find_map(|line| {
+                        match serde_json::from_str::<Event>(line) {
+                            Ok(Event::Result(result)) => Some(result),
+                            _ => None,
+                        }
+                    })
+                {
+                    return self.finish(&remote, &result).await;
+                }
+            }
+            match self
+                .jobs()
+                .get_opt(&self.name)
+                .await
+                .map_err(std::io::Error::other)?
+            {
+                None if self.cancelled.load(Ordering::SeqCst) => {
+                    self.over.store(true, Ordering::SeqCst);
+                    return Ok(ExitKind::Signal("SIGTERM".into()));
+                }
+                None => {
+                    return Err(std::io::Error::other(format!(
+                        "the Job {} was deleted by someone else",
+                        self.name
+                    )));
+                }
+                Some(job) => {
+                    if let Some(reason) = failed(&job) {
+                        self.over.store(true, Ordering::SeqCst);
+                        self.delete().await;
+                        return Ok(ExitKind::Signal(format!("the Job failed ({reason})")));
+                    }
+                    if succeeded(&job) {
+                        self.over.store(true, Ordering::SeqCst);
+                        self.delete().await;
+                        return Err(std::io::Error::other(format!(
+                            "the Job {} ended without a result",
+                            self.name
+                        )));
+                    }
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.poll) => {}
+                () = self.killed.notified(), if give_up.is_none() => {
+                    give_up = Some(tokio::time::Instant::now() + super::RESULT_AFTER_KILL);
+                }
+            }
+        }
+    }
+
+    /// Creates the Job, then its ConfigMap owned by it (the pod waits for the volume).
+    async fn create(&self) -> std::io::Result<RemoteSpec> {
+        let remote = super::spec::prepare(&self.spec).await?;
+        let job = job(&self.settings, &remote);
+        let created = match self.jobs().create(&PostParams::default(), &job).await {
+            Ok(job) => job,
+            // Launched before, with the same attempt id: attach to it.
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                return Ok(remote);
+            }
+            Err(error) => return Err(std::io::Error::other(error)),
+        };
+        let map = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                labels: job.metadata.labels.clone(),
+                owner_references: Some(vec![OwnerReference {
+                    api_version: "batch/v1".into(),
+                    kind: "Job".into(),
+                    name: self.name.clone(),
+                    uid: created.metadata.uid.clone().unwrap_or_default(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([(
+                "spec.json".to_string(),
+                serde_json::to_string(&remote).expect("specs serialize"),
+            )])),
+            ..Default::default()
+        };
+        let maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.settings.namespace);
+        maps.create(&PostParams::default(), &map)
+            .await
+            .map_err(std::io::Error::other)?;
+        Ok(remote)
+    }
+
+    /// One log line: output goes to the attempt log (bytes already there skipped), the
+    /// result is returned.
+    async fn take(
+        &self,
+        line: &str,
+        out: &mut tokio::io::DuplexStream,
+        seen: &mut u64,
+        written: &mut u64,
+    ) -> Option<Box<AttemptResult>> {
+        match serde_json::from_str::<Event>(line).ok()? {
+            Event::Started { host, .. } => {
+                self.host.set(&host);
+                None
+            }
+            Event::Out { data, .. } => {
+                let bytes = data.as_bytes();
+                let end = *seen + bytes.len() as u64;
+                if end > *written {
+                    let from = written.saturating_sub(*seen) as usize;
+                    let _ = out.write_all(&bytes[from..]).await;
+                    *written = end;
+                }
+                *seen = end;
+                None
+            }
+            Event::Result(result) => Some(result),
+            _ => None,
+        }
+    }
+
+    async fn finish(
+        &self,
+        remote: &RemoteSpec,
+        result: &AttemptResult,
+    ) -> std::io::Result<ExitKind> {
+        let expected = Expected {
+            attempt_id: self.spec.attempt_id.clone(),
+            epoch: remote.epoch,
+            session_dir: self.spec.session_dir.clone(),
+            workdir: self.spec.command.workdir.clone(),
+            stderr_file: self.spec.files.stderr.clone(),
+            repo_url: remote.repository.url.clone(),
+            result_ref: remote.repository.result_ref.clone(),
+            base_commit: remote.repository.base_commit.clone(),
+        };
+        self.over.store(true, Ordering::SeqCst);
+        self.host.set(&result.host);
+        let applied = apply(&expected, result).await;
+        self.delete().await;
+        match applied {
+            Ok(()) => result.exit(),
+            Err(error) => Err(std::io::Error::other(error.to_string())),
+        }
+    }
+
+    /// Deletes the Job (its pod and ConfigMap go with it).
+    async fn delete(&self) {
+        if let Err(error) = self
+            .jobs()
+            .delete(&self.name, &DeleteParams::background())
+            .await
+            && !matches!(&error, kube::Error::Api(status) if status.code == 404)
+        {
+            tracing::warn!(job = %self.name, %error, "cannot delete the attempt's Job");
+        }
+    }
+}
+
+/// The attempt as a group: a signal deletes its Job (the pod gets SIGTERM and its grace).
+struct KubeGroup {
+    driver: Driver,
+    task: Option<tokio::task::AbortHandle>,
+}
+
+impl Group for KubeGroup {
+    fn signal(&self, signal: Signal) {
+        if self.driver.over.load(Ordering::SeqCst) {
+            return;
+        }
+        if signal == Signal::SIGKILL {
+            self.driver.killed.notify_one();
+        }
+        if !self.driver.cancelled.swap(true, Ordering::SeqCst) {
+            let driver = self.driver.clone();
+            tokio::spawn(async move { driver.delete().await });
+        }
+    }
+
+    fn sweep(&self, _settled: bool) {}
+
+    fn describe(&self) -> String {
+        format!("Kubernetes Job {}", self.driver.name)
+    }
+}
+
+impl Drop for KubeGroup {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

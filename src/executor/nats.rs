@@ -1,0 +1,307 @@
+//! The NATS JetStream engine: the daemon publishes attempts to a work queue and `samocode
+//! worker` processes on other hosts run them.
+//!
+//! Two streams, created by whichever side connects first:
+//! - `SAMOCODE_WORK` (subject `samocode.work`, work-queue retention): one message per attempt,
+//!   its [`RemoteSpec`], published with `Nats-Msg-Id` set to the attempt's key, so that a spec
+//!   published twice is stored once. Workers share one durable pull consumer; a worker holds
+//!   the message, acking "in progress" while its agent runs, and acks it at the end. A worker
+//!   that dies stops acking: after the consumer's AckWait (`SAMOCODE_NATS_ACK_WAIT`) JetStream
+//!   gives the attempt to another worker, as the next epoch (the delivery count).
+//! - `SAMOCODE_ATTEMPTS` (subjects `samocode.attempt.<key>.events` and `.cancel`, kept a
+//!   week): the daemon's `queued` event (with the spec, so a restarted daemon can publish it
+//!   again), then the worker's events ([`Event`]: started, output, heartbeats, the result),
+//!   and the daemon's cancel requests. Being a stream, it keeps them for a daemon that was
+//!   down: a restarted daemon replays an attempt's events and adopts it.
+//!
+//! Fencing: the daemon takes output and the result only of the newest epoch started, so a
+//! worker given up for dead that comes back late changes nothing; a worker that picks up an
+//! attempt already cancelled, or already over, acks it and runs nothing.
+
+mod attempt;
+pub mod worker;
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use async_nats::jetstream::stream::{RetentionPolicy, StorageType};
+
+use super::result::Event;
+use super::spec::RemoteSpec;
+use super::{AttemptExecutor, LiveAttempt, Pending};
+use crate::agent::AttemptSpec;
+use crate::agent::launch::Launched;
+use crate::config::{NatsAuth, NatsSettings};
+
+pub const WORK_STREAM: &str = "SAMOCODE_WORK";
+pub const WORK_SUBJECT: &str = "samocode.work";
+pub const ATTEMPTS_STREAM: &str = "SAMOCODE_ATTEMPTS";
+/// The durable consumer every worker pulls from.
+pub const WORKERS: &str = "samocode-workers";
+/// How long the attempts stream keeps an attempt's events.
+const KEEP_EVENTS: Duration = Duration::from_secs(7 * 86400);
+/// Deliveries of one attempt before JetStream gives up on it (each one a worker that died
+/// or was stopped while running it).
+const MAX_DELIVER: i64 = 10;
+
+/// The subject of an attempt's events.
+pub fn events_subject(key: &str) -> String {
+    format!("samocode.attempt.{key}.events")
+}
+
+/// The subject of an attempt's cancel requests.
+pub fn cancel_subject(key: &str) -> String {
+    format!("samocode.attempt.{key}.cancel")
+}
+
+/// A cancel request: stop the agent with its grace (`kill`: the grace is over).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Cancel {
+    pub kill: bool,
+}
+
+/// Why the engine could not be reached or set up.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    /// The server did not answer, or refused the credentials.
+    #[error(
+        "cannot connect to NATS at {url}: {detail}; check SAMOCODE_NATS_URL and the credentials"
+    )]
+    Connect { url: String, detail: String },
+    /// The nkey seed file could not be read.
+    #[error("cannot read the nkey seed file {path}: {detail}")]
+    Nkey { path: String, detail: String },
+    /// A stream or consumer could not be made (JetStream off, or another configuration).
+    #[error(
+        "cannot set up JetStream {what} on {url}: {detail}; is JetStream enabled (nats-server -js)?"
+    )]
+    Setup {
+        url: String,
+        what: &'static str,
+        detail: String,
+    },
+}
+
+/// A connection with the streams and the consumer in place.
+#[derive(Clone)]
+pub struct Link {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub work: jetstream::stream::Stream,
+    pub attempts: jetstream::stream::Stream,
+    pub settings: NatsSettings,
+}
+
+impl Link {
+    /// Connects with the configured credentials and makes sure the streams exist.
+    pub async fn connect(settings: &NatsSettings) -> Result<Link, NatsError> {
+        let url = settings.url.clone();
+        let mut options = async_nats::ConnectOptions::new()
+            .name("samocode")
+            .connection_timeout(Duration::from_secs(10));
+        match &settings.auth {
+            NatsAuth::None => {}
+            NatsAuth::Token(token) => options = options.token(token.clone()),
+            NatsAuth::NkeyFile(path) => {
+                let seed = std::fs::read_to_string(path).map_err(|e| NatsError::Nkey {
+                    path: path.display().to_string(),
+                    detail: e.to_string(),
+                })?;
+                options = options.nkey(seed.trim().to_string());
+            }
+        }
+        let client = options
+            .connect(url.as_str())
+            .await
+            .map_err(|e| NatsError::Connect {
+                url: url.clone(),
+                detail: e.to_string(),
+            })?;
+        let js = jetstream::new(client.clone());
+        let setup = |what: &'static str| {
+            let url = url.clone();
+            move |e: async_nats::Error| NatsError::Setup {
+                url,
+                what,
+                detail: e.to_string(),
+            }
+        };
+        let work = js
+            .get_or_create_stream(jetstream::stream::Config {
+                name: WORK_STREAM.into(),
+                subjects: vec![WORK_SUBJECT.into()],
+                retention: RetentionPolicy::WorkQueue,
+                storage: StorageType::File,
+                duplicate_window: Duration::from_secs(600),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| setup("stream SAMOCODE_WORK")(e.into()))?;
+        let attempts = js
+            .get_or_create_stream(jetstream::stream::Config {
+                name: ATTEMPTS_STREAM.into(),
+                subjects: vec!["samocode.attempt.>".into()],
+                retention: RetentionPolicy::Limits,
+                storage: StorageType::File,
+                max_age: KEEP_EVENTS,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| setup("stream SAMOCODE_ATTEMPTS")(e.into()))?;
+        work.get_or_create_consumer(
+            WORKERS,
+            jetstream::consumer::pull::Config {
+                durable_name: Some(WORKERS.into()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: settings.ack_wait,
+                max_deliver: MAX_DELIVER,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| setup("consumer samocode-workers")(e.into()))?;
+        Ok(Link {
+            client,
+            js,
+            work,
+            attempts,
+            settings: settings.clone(),
+        })
+    }
+
+    /// The last event of attempt `key`, if it has any.
+    pub async fn last_event(&self, key: &str) -> std::io::Result<Option<Event>> {
+        self.last(&events_subject(key)).await
+    }
+
+    /// Whether attempt `key` was asked to stop.
+    pub async fn cancelled(&self, key: &str) -> std::io::Result<bool> {
+        Ok(self.last::<Cancel>(&cancel_subject(key)).await?.is_some())
+    }
+
+    async fn last<T: serde::de::DeserializeOwned>(
+        &self,
+        subject: &str,
+    ) -> std::io::Result<Option<T>> {
+        use jetstream::stream::LastRawMessageErrorKind;
+        match self.attempts.get_last_raw_message_by_subject(subject).await {
+            Ok(message) => serde_json::from_slice(&message.payload)
+                .map(Some)
+                .map_err(std::io::Error::other),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+
+    /// Publishes `payload` to `subject` of a stream and waits for the stream to store it.
+    pub async fn store(
+        &self,
+        subject: String,
+        payload: Vec<u8>,
+        id: Option<&str>,
+    ) -> std::io::Result<()> {
+        let limit = self.client.server_info().max_payload;
+        if payload.len() > limit {
+            return Err(std::io::Error::other(format!(
+                "a message of {} bytes is larger than the NATS server's max_payload of {limit}; raise max_payload in the server's configuration",
+                payload.len()
+            )));
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        if let Some(id) = id {
+            headers.insert("Nats-Msg-Id", id);
+        }
+        self.js
+            .publish_with_headers(subject, headers, payload.into())
+            .await
+            .map_err(std::io::Error::other)?
+            .await
+            .map(drop)
+            .map_err(std::io::Error::other)
+    }
+
+    /// Publishes the spec to the work queue (stored once per key).
+    pub async fn enqueue(&self, spec: &RemoteSpec) -> std::io::Result<()> {
+        let body = serde_json::to_vec(spec).expect("specs serialize");
+        self.store(WORK_SUBJECT.into(), body, Some(&spec.key)).await
+    }
+}
+
+/// The daemon's side: attempts go to the workers through NATS.
+pub struct NatsExecutor {
+    link: Link,
+}
+
+impl NatsExecutor {
+    pub async fn connect(settings: &NatsSettings) -> Result<NatsExecutor, NatsError> {
+        Ok(NatsExecutor {
+            link: Link::connect(settings).await?,
+        })
+    }
+}
+
+impl AttemptExecutor for NatsExecutor {
+    fn engine(&self) -> &'static str {
+        "nats"
+    }
+
+    fn launch(&self, spec: &AttemptSpec) -> std::io::Result<Launched> {
+        Ok(attempt::start(self.link.clone(), spec.clone(), None))
+    }
+
+    fn list_live(&self) -> Pending<'_, Vec<LiveAttempt>> {
+        Box::pin(async move {
+            use futures_util::TryStreamExt;
+            let mut subjects = self
+                .link
+                .attempts
+                .info_with_subjects("samocode.attempt.*.events")
+                .await
+                .map_err(std::io::Error::other)?;
+            let mut live = Vec::new();
+            while let Some((subject, _count)) =
+                subjects.try_next().await.map_err(std::io::Error::other)?
+            {
+                let key = subject
+                    .trim_start_matches("samocode.attempt.")
+                    .trim_end_matches(".events")
+                    .to_string();
+                match self.link.last_event(&key).await? {
+                    Some(Event::Result(_)) | None => {}
+                    Some(Event::Started { host, .. }) => live.push(LiveAttempt {
+                        key,
+                        host: Some(host),
+                    }),
+                    Some(_) => live.push(LiveAttempt { key, host: None }),
+                }
+            }
+            Ok(live)
+        })
+    }
+
+    fn adopts(&self) -> bool {
+        true
+    }
+
+    fn adopt<'a>(&'a self, spec: &'a AttemptSpec) -> Pending<'a, Option<Launched>> {
+        Box::pin(async move {
+            let key = super::spec::attempt_key(&spec.session_dir, &spec.attempt_id);
+            // Only an attempt this engine was given, whose result the daemon has not applied
+            // (a purged attempt has no events left).
+            let Some(queued) = attempt::queued_spec(&self.link, &key).await? else {
+                return Ok(None);
+            };
+            let skip = std::fs::metadata(&spec.files.stdout).map_or(0, |m| m.len());
+            Ok(Some(attempt::start(
+                self.link.clone(),
+                spec.clone(),
+                Some(attempt::Adoption { queued, skip }),
+            )))
+        })
+    }
+
+    fn kill_leftovers(&self, _session_dir: &std::path::Path) -> Vec<i32> {
+        // The agents run on the workers, which stop them themselves.
+        Vec::new()
+    }
+}

@@ -1,0 +1,278 @@
+//! One attempt on the NATS engine, as the daemon sees it: a driver task that publishes the
+//! spec (after pushing the base commit where the workers fetch it), follows the attempt's
+//! events (its output into the pipe the AgentProcess reads, the worker's name into the
+//! attempt's [`Host`]), and applies the result of the newest epoch to the session folder
+//! before the exit resolves. The group's signals become cancel requests on the attempt's
+//! cancel subject; a kill that no worker answers within [`RESULT_AFTER_KILL`] (the attempt
+//! was never taken, or its worker is gone) ends the attempt all the same.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use nix::sys::signal::Signal;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{Notify, oneshot};
+
+use super::{Cancel, Link, cancel_subject, events_subject};
+use crate::agent::AttemptSpec;
+use crate::agent::launch::{ExitKind, Group, Launched};
+use crate::executor::Host;
+use crate::executor::RESULT_AFTER_KILL;
+use crate::executor::result::{ApplyError, Event, Expected, apply};
+use crate::executor::spec::{RemoteSpec, attempt_key, prepare};
+
+/// The subject that keeps an attempt's spec, for a restarted daemon.
+pub fn spec_subject(key: &str) -> String {
+    format!("samocode.attempt.{key}.spec")
+}
+
+/// An attempt a previous daemon started: its spec as published, and how much of its output
+/// the attempt log already holds.
+pub struct Adoption {
+    pub queued: RemoteSpec,
+    pub skip: u64,
+}
+
+/// The spec attempt `key` was published with, while the engine holds it.
+pub async fn queued_spec(link: &Link, key: &str) -> std::io::Result<Option<RemoteSpec>> {
+    link.last(&spec_subject(key)).await
+}
+
+/// Starts following (and, unless adopted, publishing) the attempt of `spec`.
+pub fn start(link: Link, spec: AttemptSpec, adoption: Option<Adoption>) -> Launched {
+    let key = attempt_key(&spec.session_dir, &spec.attempt_id);
+    // The pipe holds a burst of output while the attempt log is written.
+    let (writer, reader) = tokio::io::duplex(256 * 1024);
+    let (exit_tx, exit_rx) = oneshot::channel();
+    let host = Host::new("nats");
+    let killed = Arc::new(Notify::new());
+    let over = Arc::new(AtomicBool::new(false));
+    let driver = Driver {
+        link: link.clone(),
+        key: key.clone(),
+        spec,
+        host: host.clone(),
+        killed: killed.clone(),
+        over: over.clone(),
+    };
+    let task = tokio::spawn(async move {
+        let mut writer = writer;
+        let outcome = driver.run(adoption, &mut writer).await;
+        // End of output first: the AgentProcess reports once both have come.
+        drop(writer);
+        let _ = exit_tx.send(outcome);
+    });
+    Launched {
+        group: Box::new(RemoteGroup {
+            link,
+            key,
+            killed,
+            over,
+            task: task.abort_handle(),
+        }),
+        output: Box::pin(reader),
+        // The worker keeps the agent's standard error in its own log.
+        errors: None,
+        exit: Box::pin(async move {
+            exit_rx.await.unwrap_or_else(|_| {
+                Err(std::io::Error::other(
+                    "the daemon stopped following the attempt",
+                ))
+            })
+        }),
+        input: None,
+        host,
+    }
+}
+
+struct Driver {
+    link: Link,
+    key: String,
+    spec: AttemptSpec,
+    host: Host,
+    killed: Arc<Notify>,
+    over: Arc<AtomicBool>,
+}
+
+impl Driver {
+    async fn run(
+        &self,
+        adoption: Option<Adoption>,
+        out: &mut tokio::io::DuplexStream,
+    ) -> std::io::Result<ExitKind> {
+        let (remote, mut skip) = match adoption {
+            Some(adoption) => {
+                // A worker that never started it may still find it queued; publishing it
+                // again is deduplicated while it is.
+                if self.link.last_event(&self.key).await?.is_none() {
+                    self.link.enqueue(&adoption.queued).await?;
+                }
+                (adoption.queued, adoption.skip)
+            }
+            None => {
+                let remote = prepare(&self.spec).await?;
+                let body = serde_json::to_vec(&remote).expect("specs serialize");
+                self.link.store(spec_subject(&self.key), body, None).await?;
+                self.link.enqueue(&remote).await?;
+                (remote, 0)
+            }
+        };
+        let consumer = self
+            .link
+            .attempts
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+                filter_subject: events_subject(&self.key),
+                deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(std::io::Error::other)?;
+        let mut events = consumer.messages().await.map_err(std::io::Error::other)?;
+        let mut epoch = 0u32;
+        let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
+        let mut give_up: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::select! {
+                next = events.next() => {
+                    let message = match next {
+                        Some(Ok(message)) => message,
+                        Some(Err(error)) => {
+                            tracing::warn!(key = %self.key, %error, "reading the attempt's events");
+                            continue;
+                        }
+                        None => return Err(std::io::Error::other("the attempt's events ended")),
+                    };
+                    let Ok(event) = serde_json::from_slice::<Event>(&message.payload) else {
+                        tracing::warn!(key = %self.key, "an event that does not parse; skipped");
+                        continue;
+                    };
+                    match event {
+                        Event::Started { epoch: started, host, .. } if started >= epoch => {
+                            if epoch > 0 {
+                                tracing::warn!(key = %self.key, epoch = started, %host, "the attempt was given to another worker");
+                            }
+                            epoch = started;
+                            self.host.set(&host);
+                        }
+                        Event::Out { epoch: of, data } if of == epoch => {
+                            let bytes = data.as_bytes();
+                            let from = (skip.min(bytes.len() as u64)) as usize;
+                            skip -= from as u64;
+                            if out.write_all(&bytes[from..]).await.is_err() {
+                                tracing::debug!("the attempt's output is no longer read");
+                            }
+                        }
+                        Event::Result(result) => {
+                            let expected = Expected {
+                                attempt_id: self.spec.attempt_id.clone(),
+                                epoch,
+                                session_dir: self.spec.session_dir.clone(),
+                                workdir: self.spec.command.workdir.clone(),
+                                stderr_file: self.spec.files.stderr.clone(),
+                                repo_url: remote.repository.url.clone(),
+                                result_ref: remote.repository.result_ref.clone(),
+                                base_commit: remote.repository.base_commit.clone(),
+                            };
+                            match apply(&expected, &result).await {
+                                Err(ApplyError::Stale { .. }) => {
+                                    tracing::warn!(key = %self.key, epoch = result.epoch, newest = epoch, "a stale result was refused");
+                                    continue;
+                                }
+                                applied => {
+                                    self.over.store(true, Ordering::SeqCst);
+                                    self.host.set(&result.host);
+                                    if let Some(note) = &result.note {
+                                        note_in_stderr(&self.spec.files.stderr, note);
+                                    }
+                                    self.forget().await;
+                                    return match applied {
+                                        Ok(()) => result.exit(),
+                                        Err(error) => Err(std::io::Error::other(error.to_string())),
+                                    };
+                                }
+                            }
+                        }
+                        // Heartbeats, and output or starts of an older epoch.
+                        _ => {}
+                    }
+                }
+                () = self.killed.notified(), if give_up.is_none() => {
+                    give_up = Some(tokio::time::Instant::now() + RESULT_AFTER_KILL);
+                }
+                () = tokio::time::sleep_until(give_up.unwrap_or(far)), if give_up.is_some() => {
+                    self.over.store(true, Ordering::SeqCst);
+                    note_in_stderr(
+                        &self.spec.files.stderr,
+                        "no worker reported the attempt's end after it was killed; given up",
+                    );
+                    return Ok(ExitKind::Signal("SIGKILL".into()));
+                }
+            }
+        }
+    }
+
+    /// Drops the attempt's events and spec from the stream: its result is in the session
+    /// folder now, and a restarted daemon must not adopt it.
+    async fn forget(&self) {
+        let filter = format!("samocode.attempt.{}.>", self.key);
+        if let Err(error) = self.link.attempts.purge().filter(filter).await {
+            tracing::warn!(key = %self.key, %error, "the attempt's events were not purged");
+        }
+    }
+}
+
+fn note_in_stderr(stderr: &Path, note: &str) {
+    use std::io::Write;
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(stderr)
+    {
+        let _ = writeln!(file, "samocode: {note}");
+    }
+}
+
+/// The attempt as a group of processes: its signals become cancel requests to the worker.
+struct RemoteGroup {
+    link: Link,
+    key: String,
+    killed: Arc<Notify>,
+    /// Set once the result is in: signals after that have nothing to stop.
+    over: Arc<AtomicBool>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Group for RemoteGroup {
+    fn signal(&self, signal: Signal) {
+        if self.over.load(Ordering::SeqCst) {
+            return;
+        }
+        let kill = signal == Signal::SIGKILL;
+        if kill {
+            self.killed.notify_one();
+        }
+        let link = self.link.clone();
+        let subject = cancel_subject(&self.key);
+        let body = serde_json::to_vec(&Cancel { kill }).expect("cancels serialize");
+        tokio::spawn(async move {
+            if let Err(error) = link.store(subject, body, None).await {
+                tracing::warn!(%error, "the cancel did not reach NATS");
+            }
+        });
+    }
+
+    fn sweep(&self, _settled: bool) {}
+
+    fn describe(&self) -> String {
+        format!("NATS attempt {}", self.key)
+    }
+}
+
+impl Drop for RemoteGroup {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,274 @@
+//! `samocode worker`: runs attempts a daemon published to NATS, on this host.
+//!
+//! It pulls specs from the shared consumer while it has a free slot, and runs each as a child
+//! `samocode attempt-run` process (which stops its agent when the worker dies, even of
+//! SIGKILL), forwarding every event line it prints to the attempt's events subject. While the
+//! agent runs it acks the work message "in progress" three times per AckWait, so JetStream
+//! keeps the attempt with it; at the end it acks the message. A cancel request on the
+//! attempt's cancel subject becomes SIGTERM to the runner. A spec whose attempt is already
+//! over, already cancelled, or (a duplicate message) already taken by another worker is acked
+//! and not run. A stop request (SIGTERM) stops taking work, stops the running attempts with
+//! their grace, and reports their ends before the worker exits.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_nats::jetstream::AckKind;
+use async_nats::jetstream::consumer::PullConsumer;
+use futures_util::StreamExt;
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::{Link, WORKERS, cancel_subject, events_subject};
+use crate::executor::result::{AttemptResult, End, Event};
+use crate::executor::spec::RemoteSpec;
+use crate::shutdown::Shutdown;
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Its name, the `host` of the attempts it runs.
+    pub name: String,
+    /// Attempts it runs at once.
+    pub slots: usize,
+    /// Where its spec files and checkouts go.
+    pub dir: PathBuf,
+    /// The samocode binary that runs `attempt-run`.
+    pub exe: PathBuf,
+}
+
+/// Runs until `shutdown` asks it to stop; then stops its attempts and returns.
+pub async fn run(
+    link: Link,
+    settings: WorkerSettings,
+    mut shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let consumer: PullConsumer = link
+        .work
+        .get_consumer(WORKERS)
+        .await
+        .map_err(std::io::Error::other)?;
+    for dir in ["specs", "work"] {
+        std::fs::create_dir_all(settings.dir.join(dir))?;
+    }
+    let (stop, stopping) = watch::channel(false);
+    let mut running = JoinSet::new();
+    tracing::info!(name = %settings.name, slots = settings.slots, url = %link.settings.url, "samocode worker running");
+    loop {
+        tokio::select! {
+            _ = shutdown.requested() => break,
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+            taken = take(&consumer), if running.len() < settings.slots => match taken {
+                Ok(Some(message)) => {
+                    running.spawn(run_one(link.clone(), message, settings.clone(), stopping.clone()));
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "cannot pull work from NATS; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            },
+        }
+    }
+    tracing::info!(
+        running = running.len(),
+        "stopping: running attempts get their grace"
+    );
+    let _ = stop.send(true);
+    while running.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// One message from the work queue, waiting up to two seconds for one.
+async fn take(
+    consumer: &PullConsumer,
+) -> Result<Option<async_nats::jetstream::Message>, async_nats::Error> {
+    let mut batch = consumer
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await?;
+    match batch.next().await {
+        Some(message) => Ok(Some(message?)),
+        None => Ok(None),
+    }
+}
+
+/// Runs one attempt to its end and acks its message.
+async fn run_one(
+    link: Link,
+    message: async_nats::jetstream::Message,
+    settings: WorkerSettings,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let Ok(mut spec) = serde_json::from_slice::<RemoteSpec>(&message.payload) else {
+        tracing::error!("a work message is not an attempt spec of this version; dropped");
+        let _ = message.ack_with(AckKind::Term).await;
+        return;
+    };
+    let epoch = message
+        .info()
+        .map_or(1, |info| info.delivered.max(1) as u32);
+    let key = spec.key.clone();
+    match skip_reason(&link, &key, epoch).await {
+        Ok(None) => {}
+        Ok(Some(reason)) => {
+            tracing::info!(%key, %reason, "not run");
+            let _ = message.double_ack().await;
+            return;
+        }
+        Err(error) => {
+            tracing::warn!(%key, %error, "cannot look at the attempt's events; left for later");
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+            return;
+        }
+    }
+    spec.epoch = epoch;
+    let file = settings
+        .dir
+        .join("specs")
+        .join(format!("{key}-e{epoch}.json"));
+    if let Err(error) = std::fs::write(&file, serde_json::to_vec(&spec).expect("specs serialize")) {
+        tracing::error!(%key, %error, "cannot write the spec file; the attempt goes back");
+        let _ = message.ack_with(AckKind::Nak(None)).await;
+        return;
+    }
+    tracing::info!(%key, epoch, "running");
+    let reported = run_child(&link, &message, &spec, &file, &settings, &mut stopping).await;
+    if !reported {
+        let result = AttemptResult {
+            key: key.clone(),
+            attempt_id: spec.attempt_id.clone(),
+            epoch,
+            host: settings.name.clone(),
+            end: End::Failed {
+                detail: "samocode attempt-run ended without a result".into(),
+            },
+            commit: None,
+            changed: Vec::new(),
+            deleted: Vec::new(),
+            stderr: String::new(),
+            note: None,
+        };
+        let _ = publish(&link, &key, &Event::Result(Box::new(result))).await;
+    }
+    let _ = std::fs::remove_file(&file);
+    if let Err(error) = message.double_ack().await {
+        tracing::warn!(%key, %error, "the end of the attempt was not acknowledged");
+    }
+    tracing::info!(%key, epoch, "done");
+}
+
+/// Why a taken attempt is not run, if it is not.
+async fn skip_reason(link: &Link, key: &str, epoch: u32) -> std::io::Result<Option<&'static str>> {
+    Ok(match link.last_event(key).await? {
+        Some(Event::Result(_)) => Some("it is over already"),
+        // A first delivery of an attempt another worker has started: a second copy of it.
+        Some(Event::Started { .. } | Event::Out { .. } | Event::Heartbeat { .. }) if epoch == 1 => {
+            Some("another worker runs it")
+        }
+        _ if link.cancelled(key).await? => Some("it was cancelled before it started"),
+        _ => None,
+    })
+}
+
+/// Runs `attempt-run` for the spec in `file`, forwarding its events; true when it reported
+/// a result.
+async fn run_child(
+    link: &Link,
+    message: &async_nats::jetstream::Message,
+    spec: &RemoteSpec,
+    file: &std::path::Path,
+    settings: &WorkerSettings,
+    stopping: &mut watch::Receiver<bool>,
+) -> bool {
+    let mut cancels = match link.client.subscribe(cancel_subject(&spec.key)).await {
+        Ok(subscription) => Some(subscription),
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for cancel requests");
+            None
+        }
+    };
+    let child = tokio::process::Command::new(&settings.exe)
+        .arg("attempt-run")
+        .arg("--spec")
+        .arg(file)
+        .arg("--dir")
+        .arg(settings.dir.join("work"))
+        .arg("--host")
+        .arg(&settings.name)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(error) => {
+            tracing::error!(%error, "cannot start samocode attempt-run");
+            return false;
+        }
+    };
+    let pid = child.id().map(|p| nix::unistd::Pid::from_raw(p as i32));
+    let term = move || {
+        if let Some(pid) = pid {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
+    };
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut progress = tokio::time::interval(link.settings.ack_wait / 3);
+    let mut reported = false;
+    let mut told_to_stop = false;
+    loop {
+        tokio::select! {
+            line = lines.next_line() => match line {
+                Ok(Some(line)) => match serde_json::from_str::<Event>(&line) {
+                    Ok(Event::Result(mut result)) => {
+                        if let Err(error) = publish(link, &spec.key, &Event::Result(result.clone())).await {
+                            // Too large for the server, most likely: the daemon hears why.
+                            result.end = End::Failed { detail: format!("the result could not be sent: {error}") };
+                            result.changed.clear();
+                            result.deleted.clear();
+                            result.stderr.clear();
+                            let _ = publish(link, &spec.key, &Event::Result(result)).await;
+                        }
+                        reported = true;
+                    }
+                    Ok(event) => {
+                        let _ = publish(link, &spec.key, &event).await;
+                    }
+                    Err(error) => tracing::warn!(%error, "attempt-run printed a line that is not an event"),
+                },
+                _ => break,
+            },
+            _ = progress.tick() => {
+                if let Err(error) = message.ack_with(AckKind::Progress).await {
+                    tracing::warn!(%error, "cannot tell JetStream the attempt is in progress");
+                }
+            }
+            Some(_) = async { cancels.as_mut()?.next().await }, if !told_to_stop => {
+                told_to_stop = true;
+                term();
+            }
+            _ = stopping.changed(), if !told_to_stop => {
+                told_to_stop = true;
+                term();
+            }
+        }
+    }
+    let _ = child.wait().await;
+    reported
+}
+
+async fn publish(link: &Link, key: &str, event: &Event) -> std::io::Result<()> {
+    let body = serde_json::to_vec(event).expect("events serialize");
+    let stored = link.store(events_subject(key), body, None).await;
+    if let Err(error) = &stored {
+        tracing::error!(%key, %error, "an event of the attempt did not reach NATS");
+    }
+    stored
+}

@@ -1,0 +1,304 @@
+//! The NATS JetStream engine end to end: a real `nats-server` on loopback (JetStream on, a
+//! token required), one daemon (`supervise --executor nats`) and workers in separate
+//! directories standing in for hosts, the scripted agent.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::fixture::{Project, alive, wait_for};
+
+const TOKEN: &str = "nats-test-token-7f3a";
+
+/// A `nats-server` with JetStream in a temp directory, on a free loopback port; stopped when
+/// dropped.
+struct NatsServer {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    fn start() -> NatsServer {
+        let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("nats-server is installed (.ci/run installs it with apt-get)");
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.path().join("nats.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "listen: 127.0.0.1:{port}\nmax_payload: 8MB\njetstream {{ store_dir: \"{}\" }}\nauthorization {{ token: \"{TOKEN}\" }}\n",
+                dir.path().join("js").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        wait_for(Duration::from_secs(20), "nats-server to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        NatsServer {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `samocode worker` process, killed when dropped.
+struct Worker {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn worker(project: &Project, url: &str, dir: &str, name: Option<&str>) -> Worker {
+    let dir = project.root.join(dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut args = vec![
+        "worker".to_string(),
+        "--nats-url".into(),
+        url.into(),
+        "--slots".into(),
+        "2".into(),
+        "--dir".into(),
+        dir.display().to_string(),
+    ];
+    if let Some(name) = name {
+        args.extend(["--name".to_string(), name.to_string()]);
+    }
+    let log = std::fs::File::create(dir.join("worker.log")).unwrap();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let child = project
+        .command(&args)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("the worker starts");
+    Worker { child, dir }
+}
+
+/// The project's environment for the NATS engine: the token, a short AckWait, and the
+/// scripted agent's presence files.
+fn nats_project() -> Project {
+    let mut project = Project::new();
+    let running = project.root.join("running");
+    project
+        .env("SAMOCODE_NATS_TOKEN", TOKEN)
+        .env("SAMOCODE_NATS_ACK_WAIT", "3s")
+        .env("SAMOCODE_FAKE_RUNNING", &running.display().to_string());
+    project
+}
+
+/// Live processes whose environment names a session copy under `dir` (a worker's agents).
+fn agents_under(dir: &Path) -> Vec<i32> {
+    let marker = format!("SAMOCODE_SESSION={}", dir.display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|b| *b == 0)
+                    .any(|v| v.starts_with(marker.as_bytes()))
+            }) && alive(*pid)
+        })
+        .collect()
+}
+
+fn daemon_log(project: &Project) -> String {
+    std::fs::read_to_string(project.root.join("daemon.log")).unwrap_or_default()
+}
+
+#[test]
+fn six_sessions_through_both_gates_on_two_workers_survive_a_worker_killed_mid_attempt() {
+    let nats = NatsServer::start();
+    let mut project = nats_project();
+    // Every attempt takes a moment, so that one is caught running when its worker dies.
+    project.env("SAMOCODE_FAKE", "*=slow:0.3");
+    let _daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
+    let w1 = worker(&project, &nats.url, "host-1", Some("host-1"));
+    let w2 = worker(&project, &nats.url, "host-2", None);
+    for n in 1..=6 {
+        project
+            .run(&[
+                "start",
+                "--session",
+                &format!("s{n}"),
+                "--dive",
+                "How does it work?",
+                "--task",
+                "Build it",
+            ])
+            .expect(0);
+    }
+
+    // Once the first worker has finished attempts, kill it with SIGKILL while one of its
+    // agents runs.
+    let mut w1 = w1;
+    let work1 = w1.dir.join("work");
+    wait_for(
+        Duration::from_secs(60),
+        "an attempt finished on host-1",
+        || {
+            std::fs::read_dir(&project.sessions)
+                .unwrap()
+                .any(|session| {
+                    std::fs::read_to_string(session.unwrap().path().join("_iterations.jsonl"))
+                        .is_ok_and(|rows| rows.contains(r#""host":"host-1""#))
+                })
+        },
+    );
+    wait_for(
+        Duration::from_secs(60),
+        "an agent running on host-1",
+        || !agents_under(&work1).is_empty(),
+    );
+    w1.child.kill().unwrap();
+    w1.child.wait().unwrap();
+    // Its attempt-run children stop their agents: nothing is left running for host-1.
+    wait_for(Duration::from_secs(10), "host-1's agents to stop", || {
+        agents_under(&work1).is_empty()
+    });
+
+    project.drive_to_done(6, Duration::from_secs(240));
+
+    // Every attempt ran on a worker, on both of them, and one session never had two agents.
+    let default_name = format!(
+        "{}:{}",
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap()
+            .trim(),
+        w2.dir.display()
+    );
+    let mut hosts = std::collections::BTreeSet::new();
+    for n in 1..=6 {
+        let session = project.session(&format!("s{n}"));
+        let rows = session.jsonl("_iterations.jsonl");
+        for row in &rows {
+            let host = row["host"].as_str().unwrap_or_default().to_string();
+            assert!(
+                host == "host-1" || host == default_name,
+                "s{n}: attempt on {host:?}: {row}"
+            );
+            hosts.insert(host);
+        }
+        assert_eq!(session.state()["status"]["state"], "done");
+        // The agent's commits came back into the session's worktree.
+        let log = super::fixture::git(
+            Path::new(session.state()["worktree"].as_str().unwrap()),
+            &["log", "--oneline"],
+        );
+        assert!(log.contains("Implement step 3"), "s{n}: {log}");
+        for file in session.logs().iter().filter(|f| f.ends_with(".jsonl")) {
+            assert!(
+                rows.iter()
+                    .any(|r| r["log"].as_str().unwrap().ends_with(file.as_str())),
+                "s{n}: the attempt log {file} has its row"
+            );
+        }
+    }
+    assert_eq!(hosts.len(), 2, "attempts ran on both workers: {hosts:?}");
+    let rows: Vec<serde_json::Value> = project.status();
+    assert!(
+        rows.iter().all(|r| r["host"].is_string()),
+        "status shows where the newest attempt ran: {rows:?}"
+    );
+    for (all, same) in project.concurrency() {
+        assert!(
+            same <= 1,
+            "two agents of one session at once ({all} running)"
+        );
+    }
+    assert!(
+        daemon_log(&project).contains("executor=\"nats\"")
+            || daemon_log(&project).contains("executor=nats"),
+        "{}",
+        daemon_log(&project)
+    );
+    // The killed worker's attempt went to the other worker after the AckWait, as epoch 2.
+    assert!(
+        daemon_log(&project).contains("the attempt was given to another worker"),
+        "{}",
+        daemon_log(&project)
+    );
+    drop(w2);
+    for dir in ["host-1", "host-2"] {
+        assert!(
+            agents_under(&project.root.join(dir)).is_empty(),
+            "no agent left on {dir}"
+        );
+    }
+}
+
+#[test]
+fn a_restarted_daemon_adopts_the_attempt_still_running_on_a_worker() {
+    let nats = NatsServer::start();
+    let mut project = nats_project();
+    project.env("SAMOCODE_FAKE", "investigation=slow:4");
+    let daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
+    let worker = worker(&project, &nats.url, "host-1", Some("host-1"));
+    project
+        .run(&["start", "--session", "long", "--dive", "d", "--task", "t"])
+        .expect(0);
+    let work = worker.dir.join("work");
+    wait_for(
+        Duration::from_secs(30),
+        "the agent running on the worker",
+        || !agents_under(&work).is_empty(),
+    );
+    let agent = agents_under(&work)[0];
+    daemon.crash();
+
+    let started = Instant::now();
+    let _daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
+    let session = project.session("long");
+    wait_for(
+        Duration::from_secs(60),
+        "the session to wait for answers",
+        || session.state()["status"]["for"] == "qa_answers",
+    );
+    let rows = session.jsonl("_iterations.jsonl");
+    let investigation: Vec<&serde_json::Value> = rows
+        .iter()
+        .filter(|r| r["phase"] == "investigation")
+        .collect();
+    assert_eq!(
+        investigation.len(),
+        1,
+        "the attempt was adopted, not run again: {rows:#?}\n{}",
+        daemon_log(&project)
+    );
+    assert_eq!(investigation[0]["outcome"], "ok");
+    assert_eq!(investigation[0]["host"], "host-1");
+    assert!(session.read("session.log").contains("adopted attempt"));
+    assert!(!alive(agent), "the adopted agent finished on its worker");
+    assert!(!session.artifacts("dive").is_empty(), "its dive came back");
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
