@@ -17,6 +17,7 @@
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill, killpg};
@@ -84,6 +85,19 @@ fn running(pid: i32) -> bool {
     })
 }
 
+/// Held (shared) by whoever starts an agent in a group of its own, from before the spawn until
+/// the new pid is known to its `live` table, and (exclusive) by [`reap_adopted`]: otherwise an
+/// agent that exits at once could be taken for an adopted orphan and reaped here before it
+/// is registered, and its own waiter would find no child (ECHILD).
+static SPAWNING: RwLock<()> = RwLock::new(());
+
+/// Starting an agent: hold the guard until its pid is in the table `live` reads.
+pub fn spawning() -> RwLockReadGuard<'static, ()> {
+    SPAWNING
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Set once this process adopts the orphans of its descendants.
 static ADOPTING: AtomicBool = AtomicBool::new(false);
 
@@ -149,6 +163,9 @@ pub fn clear_attempt(
 /// process started for itself, such as git, stays in its group and is left to its waiter) that
 /// are not a running agent's main process.
 fn reap_adopted(live: &dyn Fn(i32) -> bool) {
+    let _no_spawn = SPAWNING
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let own = nix::unistd::getpgrp().as_raw();
     for pid in children() {
         if live(pid) {
@@ -219,6 +236,34 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         child
+    }
+
+    /// An agent that exits at once, before its starter has entered it in the live table, is
+    /// not reaped by a sweep running then: the sweep waits for the spawn to finish, and the
+    /// agent's own waiter gets its exit status (without the gate: ECHILD).
+    #[test]
+    fn an_agent_exiting_before_it_is_registered_is_left_to_its_own_waiter() {
+        adopt_orphans();
+        let registered = std::sync::Arc::new(std::sync::Mutex::new(None::<i32>));
+        let spawning = spawning();
+        let mut child = Command::new("true").process_group(0).spawn().unwrap();
+        let pid = child.id() as i32;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while running(pid) {
+            assert!(Instant::now() < deadline, "true did not exit");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let table = registered.clone();
+        let sweep = std::thread::spawn(move || {
+            // Only this test's child is the sweep's business: other tests' children are
+            // theirs to wait for.
+            reap_adopted(&|p| p != pid || *table.lock().unwrap() == Some(p));
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        *registered.lock().unwrap() = Some(pid);
+        drop(spawning);
+        sweep.join().unwrap();
+        assert!(child.wait().unwrap().success());
     }
 
     #[test]

@@ -53,12 +53,14 @@ impl LocalProcess {
         command
             .env(SESSION_MARKER, &spec.session_dir)
             .env(ATTEMPT_MARKER, &spec.attempt_id);
+        let spawning = crate::agent::reaper::spawning();
         let mut child = command.spawn()?;
         let pid = child
             .id()
             .ok_or_else(|| std::io::Error::other("the agent exited before it had a pid"))?
             as i32;
         let group = LocalGroup::enter(pid, spec.session_dir.clone(), spec.attempt_id.clone());
+        drop(spawning);
         let output = child.stdout.take().expect("stdout is piped");
         let errors = child.stderr.take().map(|e| Box::pin(e) as Output);
         let input = match (child.stdin.take(), spec.command.stdin.clone()) {
