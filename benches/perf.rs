@@ -160,6 +160,19 @@ impl Project {
             .sum()
     }
 
+    /// Agents of this project running now whose session's name contains `what`.
+    fn agents_running(&self, what: &str) -> usize {
+        let pattern = format!("{}/sessions/26-11-24-{what}", self.root.display());
+        let out = Command::new("pgrep")
+            .args(["-c", "-f", &pattern])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+
     fn done(&self) -> usize {
         std::fs::read_dir(self.root.join("sessions"))
             .unwrap()
@@ -213,7 +226,18 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// SIGTERM first, so that the daemon ends its agents; SIGKILL if it takes too long.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let asked = Instant::now();
+        while asked.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -454,32 +478,144 @@ fn ingest(mb: u64) -> Ingest {
     figures
 }
 
-/// Reaction times, from the agent's own clock stamps.
+/// Reaction times, from the agents' own clock stamps (`BENCH_TIMES`): from one agent's exit
+/// to the start of the next agent of the same session, and from an `approve` sent on the
+/// control socket to the start of the agent it lets run. p50 and p99, idle and with `agents`
+/// sleeping agents running. Both include the spawn of the next agent process itself.
 fn latency(agents: usize) {
+    const LOOPS: usize = 4;
+    const GATES: usize = 40;
     for busy in [0, agents] {
         let project = Project::new();
         let times = project.root.join("times.log");
-        let sessions = busy + 4;
-        for i in 0..sessions {
-            project.session(&format!("l{i:04}"), Phase::Implementation, false);
+        for i in 0..busy {
+            project.session(&format!("busy{i:04}"), Phase::Implementation, false);
+        }
+        for i in 0..LOOPS {
+            project.session(&format!("loop{i}"), Phase::Implementation, false);
+        }
+        let mut gates = Vec::new();
+        for i in 0..GATES {
+            gates.push(project.session(&format!("gate{i:02}"), Phase::Planning, true));
         }
         let daemon = project.daemon(
-            sessions,
+            busy + LOOPS + GATES,
             &[
                 ("BENCH_TIMES", times.display().to_string()),
                 ("BENCH_STEPS", "0".into()),
+                ("BENCH_SLEEP_MS", "600000".into()),
+                ("BENCH_SLEEP_MATCH", "-busy".into()),
             ],
         );
         let file = project.root.join(".samocode");
-        // The busy sessions sleep long: they are the load; four quick ones are measured.
+        let start = |name: String| {
+            let answer =
+                daemon.request(json!({"v": 1, "cmd": "start", "project": file, "session": name}));
+            assert_eq!(answer["reply"], "done", "{answer}");
+        };
         for i in 0..busy {
-            let dir = project.root.join(format!("sessions/26-11-24-l{i:04}"));
-            let _ = dir;
+            start(format!("26-11-24-busy{i:04}"));
         }
-        let _ = daemon;
-        let _ = file;
-        println!("latency: not measured yet with {busy} busy agents");
+        let waited = Instant::now();
+        while project.agents_running("busy") < busy {
+            assert!(
+                waited.elapsed() < Duration::from_secs(120),
+                "the busy agents did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for i in 0..GATES {
+            start(format!("26-11-24-gate{i:02}"));
+        }
+        // Four sessions loop in implementation until the phase's limit of 100 iterations.
+        for i in 0..LOOPS {
+            start(format!("26-11-24-loop{i}"));
+        }
+        let waited = Instant::now();
+        while read_times(&times)
+            .iter()
+            .filter(|t| t.0.contains("-loop"))
+            .count()
+            < LOOPS * 100
+        {
+            assert!(
+                waited.elapsed() < Duration::from_secs(600),
+                "the loops did not reach their limit"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let runs = read_times(&times);
+        let mut exit_to_spawn = Vec::new();
+        for i in 0..LOOPS {
+            let mut mine: Vec<_> = runs
+                .iter()
+                .filter(|t| t.0.ends_with(&format!("-loop{i}")))
+                .collect();
+            mine.sort_by_key(|t| t.1);
+            for pair in mine.windows(2) {
+                exit_to_spawn.push((pair[1].1 as f64 - pair[0].2 as f64) / 1e6);
+            }
+        }
+        // Each gate approved in turn, once the last one's agent has started; then stopped.
+        let mut approve_to_spawn = Vec::new();
+        for dir in &gates {
+            let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+            let sent = now_ns();
+            let answer = daemon.request(json!({"v": 1, "cmd": "person", "dir": dir,
+                "command": {"verb": "approve"}}));
+            assert_eq!(answer["reply"], "done", "{answer}");
+            let waited = Instant::now();
+            let first = loop {
+                if let Some(run) = read_times(&times).into_iter().find(|t| t.0 == name) {
+                    break run;
+                }
+                assert!(
+                    waited.elapsed() < Duration::from_secs(60),
+                    "{name}'s agent did not start"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            approve_to_spawn.push((first.1 as f64 - sent as f64) / 1e6);
+            daemon.request(json!({"v": 1, "cmd": "person", "dir": dir,
+                "command": {"verb": "stop"}}));
+        }
+        let (p50, p99) = percentiles(&mut exit_to_spawn);
+        let (a50, a99) = percentiles(&mut approve_to_spawn);
+        println!(
+            "latency with {busy} busy agents: exit to next spawn p50 {p50:.2} ms, p99 {p99:.2} ms ({} samples); approve to spawn p50 {a50:.2} ms, p99 {a99:.2} ms ({} samples) (target: p99 under 20 ms)",
+            exit_to_spawn.len(),
+            approve_to_spawn.len()
+        );
     }
+}
+
+/// The agents' lines: session folder, start and exit in wall-clock nanoseconds.
+fn read_times(path: &Path) -> Vec<(String, u128, u128)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.split(' ');
+            let name = parts.next()?.to_string();
+            let start = parts.next()?.parse().ok()?;
+            let exit = parts.next()?.parse().ok()?;
+            Some((name, start, exit))
+        })
+        .collect()
+}
+
+fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// The median and the 99th percentile.
+fn percentiles(values: &mut [f64]) -> (f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let at = |q: usize| values[(values.len() * q / 100).min(values.len() - 1)];
+    (at(50), at(99))
 }
 
 /// The regression check: quick runs, as ratios to their floors, against the recorded ones.

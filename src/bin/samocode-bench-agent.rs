@@ -5,9 +5,10 @@
 //! What it costs is the floor the orchestrator is measured against.
 //!
 //! Its environment steers it: `BENCH_STEPS` (implementation iterations before moving on to
-//! quality, then done; 0: stay in implementation for ever), `BENCH_SLEEP_MS` (sleep first),
+//! quality, then done; 0: stay in implementation for ever), `BENCH_SLEEP_MS` (sleep first;
+//! with `BENCH_SLEEP_MATCH`, only in sessions whose path contains that text),
 //! `BENCH_FLOOD_MB` (print that many megabytes of stream-json first), `BENCH_TIMES` (append
-//! `start NS` and `exit NS` lines, wall-clock nanoseconds, to this file).
+//! one line `SESSION START_NS EXIT_NS` per run, wall-clock nanoseconds, to this file).
 
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,14 +20,16 @@ fn now_ns() -> u128 {
         .unwrap_or(0)
 }
 
-fn stamp(file: &Option<String>, what: &str) {
+/// Appends this run's line to the times file, in one write so concurrent agents do not mix.
+fn stamp(file: &Option<String>, session: &str, started: u128) {
     if let Some(file) = file
         && let Ok(mut f) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(file)
     {
-        let _ = f.write_all(format!("{what} {} {}\n", now_ns(), std::process::id()).as_bytes());
+        let name = session.rsplit('/').next().unwrap_or(session);
+        let _ = f.write_all(format!("{name} {started} {}\n", now_ns()).as_bytes());
     }
 }
 
@@ -38,8 +41,8 @@ fn header<'a>(context: &'a str, key: &str) -> Option<&'a str> {
 }
 
 fn main() {
+    let started = now_ns();
     let times = std::env::var("BENCH_TIMES").ok();
-    stamp(&times, "start");
     let args: Vec<String> = std::env::args().collect();
     let Some(value) = args
         .iter()
@@ -66,7 +69,8 @@ fn main() {
         std::process::exit(2);
     };
     let number = |key: &str| std::env::var(key).ok().and_then(|v| v.parse::<u64>().ok());
-    if let Some(ms) = number("BENCH_SLEEP_MS") {
+    let sleeps = std::env::var("BENCH_SLEEP_MATCH").map_or(true, |m| session.contains(&m));
+    if let Some(ms) = number("BENCH_SLEEP_MS").filter(|_| sleeps) {
         std::thread::sleep(Duration::from_millis(ms));
     }
     let mut out = std::io::stdout().lock();
@@ -107,5 +111,5 @@ fn main() {
     );
     let _ = out.flush();
     drop(out);
-    stamp(&times, "exit");
+    stamp(&times, session, started);
 }

@@ -15,6 +15,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use jiff::{Timestamp, Zoned};
+use nix::libc;
 use serde::Serialize;
 
 use crate::protocol::journal::{HistoryRow, IterationRow};
@@ -88,20 +89,8 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 
 /// Replaces a file atomically: a temp file beside it, fsync, rename, then fsync of the
 /// directory, so that a crash (of the worker or of the machine) leaves either the old or the
-/// new contents, never half of one and never a rename that is lost.
+/// new contents, never half of one and never a rename that is lost. Safe with several writers.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
-    replace(path, contents)?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("cannot sync the directory", dir))
-}
-
-/// Replaces a file atomically (a temp file beside it, fsync, rename) without waiting for the
-/// rename itself to reach the disk: after a crash of the machine the file holds the old or the
-/// new contents, whole. For files whose newest version can be made again from the state (the
-/// worker's lines of `_overview.md`).
-pub fn replace(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut temp = tempfile::Builder::new()
         .prefix(".tmp-")
@@ -113,7 +102,93 @@ pub fn replace(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
         .map_err(io("cannot sync", path))?;
     temp.persist(path)
         .map_err(|e| io("cannot replace", path)(e.error))?;
-    Ok(())
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("cannot sync the directory", dir))
+}
+
+/// Replaces a file of a locked session folder atomically, for its one writer, without waiting
+/// for the rename itself to reach the disk: after a crash of the machine the file holds the
+/// old or the new contents, whole.
+///
+/// The new contents are written and synced into a spare file beside it, `.NAME.prev`, which is
+/// then exchanged with the file in one atomic rename (`RENAME_EXCHANGE`): the spare keeps the
+/// previous version and is reused by the next replace. Creating a new file for every replace
+/// costs more than all the rest of an iteration on ext4 (inode allocation). A spare that is not
+/// a plain file of ours with one link (a link, a pipe, a hard link to another file) is removed,
+/// never written through; where the exchange is not supported a plain rename takes its place.
+fn replace(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let spare_path = dir.join(format!(".{name}.prev"));
+    let mut spare = open_spare(&spare_path).map_err(io("cannot write", &spare_path))?;
+    spare
+        .write_all(contents)
+        .and_then(|()| spare.sync_data())
+        .map_err(io("cannot write", &spare_path))?;
+    drop(spare);
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    match renameat2(
+        AT_FDCWD,
+        &spare_path,
+        AT_FDCWD,
+        path,
+        RenameFlags::RENAME_EXCHANGE,
+    ) {
+        Ok(()) => Ok(()),
+        // No file yet, or a filesystem without the exchange: a plain rename.
+        Err(nix::errno::Errno::ENOENT | nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) => {
+            std::fs::rename(&spare_path, path).map_err(io("cannot replace", path))
+        }
+        Err(errno) => Err(io("cannot replace", path)(errno.into())),
+    }
+}
+
+/// Opens the spare of a replace for writing, empty: the one left by the last replace when it
+/// is a plain file of this user with no other name, else a new one.
+fn open_spare(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::MetadataExt;
+    let existing = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    match existing {
+        Ok(file) => {
+            let meta = file.metadata()?;
+            if meta.is_file() && meta.nlink() == 1 && meta.uid() == nix::unistd::geteuid().as_raw()
+            {
+                file.set_len(0)?;
+                return Ok(file);
+            }
+            std::fs::remove_file(path)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        // A symbolic link (ELOOP), a pipe without a reader (ENXIO): not ours to write
+        // through; its name goes. A directory is refused.
+        Err(_) => remove_any(path)?,
+    }
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Removes the link, pipe or file that has this name; a directory is an error.
+fn remove_any(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => Err(std::io::Error::other(
+            "it is a directory, where samocode keeps the previous version of a file: move it away",
+        )),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// A session folder, for reading.
@@ -288,9 +363,11 @@ impl SessionStore {
         SessionFolder::new(dir).lock()
     }
 
-    /// Replaces a file of the session atomically.
+    /// Replaces a file of the session atomically and durably (see [`replace`]; the lock
+    /// makes this the file's one writer).
     pub fn write_atomic(&self, file: &str, contents: &[u8]) -> Result<(), StoreError> {
-        write_atomic(&self.path(file), contents)
+        replace(&self.path(file), contents)?;
+        sync_dir(&self.dir)
     }
 
     /// Saves the state and mirrors it into the worker's lines of `_overview.md`.
@@ -306,7 +383,8 @@ impl SessionStore {
             }
         };
         if current.as_deref() != Some(updated.as_str()) {
-            // The worker's lines follow the state, which was made durable first.
+            // The worker's lines follow the state, which was made durable first; they can be
+            // made again from it, so the rename is not waited for.
             replace(&self.path(OVERVIEW), updated.as_bytes())?;
         }
         Ok(())
@@ -452,6 +530,57 @@ mod tests {
         SessionFolder::new(dir.path().join("26-11-24-x"))
             .lock()
             .unwrap();
+    }
+
+    #[test]
+    fn replace_reuses_one_spare_that_keeps_the_previous_version() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("_state.json");
+        let spare = dir.path().join("._state.json.prev");
+        replace(&file, b"one").unwrap();
+        let first = std::fs::metadata(&file).unwrap().ino();
+        replace(&file, b"two").unwrap();
+        assert_eq!(std::fs::read(&spare).unwrap(), b"one");
+        replace(&file, b"three").unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"three");
+        assert_eq!(std::fs::read(&spare).unwrap(), b"two");
+        // No new file per replace: the two files trade places.
+        assert_eq!(std::fs::metadata(&file).unwrap().ino(), first);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn a_spare_that_is_a_link_a_hard_link_or_a_pipe_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("secret");
+        std::fs::write(&secret, "keep").unwrap();
+        let file = dir.path().join("_overview.md");
+        let spare = dir.path().join("._overview.md.prev");
+        std::fs::write(&file, "old").unwrap();
+
+        std::os::unix::fs::symlink(&secret, &spare).unwrap();
+        replace(&file, b"new 1").unwrap();
+        std::fs::remove_file(&spare).unwrap();
+        std::fs::hard_link(&secret, &spare).unwrap();
+        replace(&file, b"new 2").unwrap();
+        std::fs::remove_file(&spare).unwrap();
+        nix::unistd::mkfifo(&spare, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        replace(&file, b"new 3").unwrap();
+
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "keep");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "new 3");
+        assert_eq!(std::fs::read_to_string(&spare).unwrap(), "new 2");
+
+        std::fs::remove_file(&spare).unwrap();
+        std::fs::create_dir(&spare).unwrap();
+        let error = replace(&file, b"new 4").unwrap_err().to_string();
+        assert!(
+            error.contains("._overview.md.prev") && error.contains("move it away"),
+            "{error}"
+        );
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "new 3");
     }
 
     #[test]
