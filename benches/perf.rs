@@ -430,11 +430,14 @@ fn ingest(mb: u64) -> Ingest {
     let project = Project::new();
     project.session("flood", Phase::Implementation, false);
     // The floor: the agent's output read by `cat` into /dev/null, for the same bytes.
+    let floor_dir = project.root.join("floor");
+    std::fs::create_dir_all(&floor_dir).unwrap();
     let started = Instant::now();
     let flood = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "BENCH_FLOOD_MB={mb} '{AGENT}' --append-system-prompt 'Session path: /nonexistent\nPhase: implementation\n' -p x | cat > /dev/null"
+            "BENCH_FLOOD_MB={mb} '{AGENT}' --append-system-prompt 'Session path: {}\nPhase: implementation\n' -p x | cat > /dev/null",
+            floor_dir.display()
         ))
         .status()
         .unwrap();
@@ -527,22 +530,23 @@ fn latency(agents: usize) {
         for i in 0..GATES {
             start(format!("26-11-24-gate{i:02}"));
         }
-        // Four sessions loop in implementation until the phase's limit of 100 iterations.
+        // Four sessions, one after the other, loop in implementation until the phase's limit
+        // of 100 iterations: one at a time, so that they do not wait for each other.
         for i in 0..LOOPS {
             start(format!("26-11-24-loop{i}"));
-        }
-        let waited = Instant::now();
-        while read_times(&times)
-            .iter()
-            .filter(|t| t.0.contains("-loop"))
-            .count()
-            < LOOPS * 100
-        {
-            assert!(
-                waited.elapsed() < Duration::from_secs(600),
-                "the loops did not reach their limit"
-            );
-            std::thread::sleep(Duration::from_millis(100));
+            let waited = Instant::now();
+            while read_times(&times)
+                .iter()
+                .filter(|t| t.0.contains("-loop"))
+                .count()
+                < (i + 1) * 100
+            {
+                assert!(
+                    waited.elapsed() < Duration::from_secs(600),
+                    "loop{i} did not reach its limit"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         let runs = read_times(&times);
         let mut exit_to_spawn = Vec::new();
@@ -618,8 +622,15 @@ fn percentiles(values: &mut [f64]) -> (f64, f64) {
     (at(50), at(99))
 }
 
-/// The regression check: quick runs, as ratios to their floors, against the recorded ones.
+/// The regression check: quick runs, as ratios to their floors, against the ones recorded
+/// for the same build profile (a debug build's samocode is slower than a release build's, and
+/// its floor is the same).
 fn quick(record: bool) {
+    let profile = if cfg!(debug_assertions) {
+        "dev"
+    } else {
+        "release"
+    };
     let overhead = overhead(60);
     let scale = scale(60, 16, 200);
     let ingest = ingest(50);
@@ -629,17 +640,40 @@ fn quick(record: bool) {
         "ingest": ingest.cpu_per_100mb / ingest.floor_per_100mb,
     });
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/baseline.json");
+    let mut baseline: Value = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_else(|| json!({}));
     if record {
-        std::fs::write(&path, serde_json::to_string_pretty(&ratios).unwrap() + "\n").unwrap();
-        println!("recorded {ratios} in {}", path.display());
+        baseline[profile] = ratios.clone();
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&baseline).unwrap() + "\n",
+        )
+        .unwrap();
+        println!(
+            "recorded {ratios} for the {profile} profile in {}",
+            path.display()
+        );
         return;
     }
-    let baseline: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let Some(recorded) = baseline.get(profile) else {
+        eprintln!(
+            "{} has no figures for the {profile} profile: record them with `cargo bench --bench perf{} -- quick --record`",
+            path.display(),
+            if profile == "dev" {
+                " --profile dev"
+            } else {
+                ""
+            }
+        );
+        std::process::exit(1);
+    };
     let mut worse = Vec::new();
     for key in ["overhead", "scale", "ingest"] {
         let now = ratios[key].as_f64().unwrap();
-        let then = baseline[key].as_f64().unwrap();
-        println!("quick {key}: {now:.2} times its floor (recorded: {then:.2})");
+        let then = recorded[key].as_f64().unwrap();
+        println!("quick {key} ({profile}): {now:.2} times its floor (recorded: {then:.2})");
         if now > 2.0 * then {
             worse.push(format!("{key}: {now:.2} against {then:.2}"));
         }

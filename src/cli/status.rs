@@ -16,7 +16,7 @@ use serde::Serialize;
 
 mod owner;
 
-use owner::{Owner, lock_holder};
+use owner::{Locks, Owner};
 
 use super::daemon::Client;
 use super::{CliError, exit};
@@ -81,6 +81,7 @@ impl SessionRow {
         state: &SessionState,
         project: &Path,
         owner: Owner,
+        worker: &'static str,
     ) -> SessionRow {
         let notebook = folder
             .read(OVERVIEW)
@@ -111,7 +112,7 @@ impl SessionRow {
             input_tokens: state.usage.input_tokens,
             output_tokens: state.usage.output_tokens,
             host: crate::executor::last_host(folder.dir()),
-            ..SessionRow::bare(folder, project, owner)
+            ..SessionRow::bare(folder, project, owner, worker)
         }
     }
 
@@ -129,7 +130,7 @@ impl SessionRow {
         } else {
             Owner::Nobody
         };
-        SessionRow::of(folder, state, project, owner)
+        SessionRow::of(folder, state, project, owner, worker)
     }
 
     /// The row of a session whose state cannot be read: state `error`, with the reason.
@@ -137,15 +138,21 @@ impl SessionRow {
         folder: &SessionFolder,
         project: &Path,
         owner: Owner,
+        worker: &'static str,
         error: &StoreError,
     ) -> SessionRow {
         SessionRow {
             error: Some(error.to_string()),
-            ..SessionRow::bare(folder, project, owner)
+            ..SessionRow::bare(folder, project, owner, worker)
         }
     }
 
-    fn bare(folder: &SessionFolder, project: &Path, owner: Owner) -> SessionRow {
+    fn bare(
+        folder: &SessionFolder,
+        project: &Path,
+        owner: Owner,
+        worker: &'static str,
+    ) -> SessionRow {
         let updated_at = std::fs::metadata(folder.path(STATE))
             .or_else(|_| std::fs::metadata(folder.path(OVERVIEW)))
             .and_then(|m| m.modified())
@@ -168,11 +175,7 @@ impl SessionRow {
             waiting_for: None,
             blocked_reason: None,
             resumes_at: None,
-            worker: if lock_holder(folder).is_some() {
-                "running"
-            } else {
-                "stopped"
-            },
+            worker,
             owner: owner.word(),
             owner_pid: owner.pid(),
             error: None,
@@ -192,12 +195,24 @@ impl SessionRow {
         folder: &SessionFolder,
         project: &Path,
         daemon_owns: &HashSet<PathBuf>,
+        locks: &Locks,
     ) -> Option<(SessionRow, Option<SessionState>)> {
-        let owner = Owner::of(folder, daemon_owns);
+        let owner = Owner::of(folder, daemon_owns, locks);
+        let worker = if locks.holder(folder).is_some() {
+            "running"
+        } else {
+            "stopped"
+        };
         match folder.load_state() {
-            Ok(state) => Some((SessionRow::of(folder, &state, project, owner), Some(state))),
+            Ok(state) => Some((
+                SessionRow::of(folder, &state, project, owner, worker),
+                Some(state),
+            )),
             Err(StoreError::NotASession(_)) => None,
-            Err(error) => Some((SessionRow::broken(folder, project, owner, &error), None)),
+            Err(error) => Some((
+                SessionRow::broken(folder, project, owner, worker, &error),
+                None,
+            )),
         }
     }
 }
@@ -260,9 +275,10 @@ pub async fn status(args: StatusArgs, config: &Config) -> Result<u8, CliError> {
         return show_one(&SessionFolder::new(dir), &project, &daemon_owns, args.json);
     }
     let mut rows = Vec::new();
+    let locks = Locks::read();
     for (dir, project) in folders {
         let folder = SessionFolder::new(dir);
-        let Some((row, _)) = SessionRow::read(&folder, &project, &daemon_owns) else {
+        let Some((row, _)) = SessionRow::read(&folder, &project, &daemon_owns, &locks) else {
             continue;
         };
         if args.active && row.state == "done" {
@@ -403,7 +419,7 @@ fn show_one(
     daemon_owns: &HashSet<PathBuf>,
     json: bool,
 ) -> Result<u8, CliError> {
-    let Some((row, state)) = SessionRow::read(folder, project, daemon_owns) else {
+    let Some((row, state)) = SessionRow::read(folder, project, daemon_owns, &Locks::read()) else {
         return Err(StoreError::NotASession(folder.dir().to_path_buf()).into());
     };
     if json {

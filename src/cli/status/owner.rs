@@ -1,7 +1,7 @@
 //! Who drives a session: the daemon that owns it, a `run` holding its lock (with that
 //! process's pid), or nobody.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use crate::session::SessionFolder;
@@ -18,11 +18,15 @@ pub(super) enum Owner {
 
 impl Owner {
     /// The daemon when it owns `folder`; else whoever holds the session's lock; else nobody.
-    pub(super) fn of(folder: &SessionFolder, daemon_owns: &HashSet<PathBuf>) -> Owner {
+    pub(super) fn of(
+        folder: &SessionFolder,
+        daemon_owns: &HashSet<PathBuf>,
+        locks: &Locks,
+    ) -> Owner {
         if daemon_owns.contains(folder.dir()) {
             return Owner::Daemon;
         }
-        match lock_holder(folder) {
+        match locks.holder(folder) {
             Some(pid) => Owner::Run(pid),
             None => Owner::Nobody,
         }
@@ -44,36 +48,53 @@ impl Owner {
     }
 }
 
-/// The pid of the process holding the session's lock, if any. Read from `/proc/locks`, not
-/// by trying the lock: a probe with `flock` itself, however brief, can make a worker's own
-/// attempt to take the lock fail, and a lock file the agent replaced by a pipe would hang it.
-pub(super) fn lock_holder(folder: &SessionFolder) -> Option<u32> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::symlink_metadata(folder.path(LOCK)).ok()?;
-    if !meta.is_file() {
-        return None;
-    }
-    let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    flock_holder(&locks, meta.dev(), meta.ino())
-}
+/// The holders of the machine's `flock`s, read once from `/proc/locks` (not by trying a lock:
+/// a probe with `flock` itself, however brief, can make a worker's own attempt to take the
+/// lock fail, and a lock file the agent replaced by a pipe would hang it). Read once per
+/// listing: the kernel writes the whole table for every read, a line per lock, and a daemon
+/// holds one per session.
+pub(super) struct Locks(HashMap<(u32, u32, u64), u32>);
 
-/// The pid holding a `flock` on the file `dev`/`ino`, from the text of `/proc/locks`
-/// (`1: FLOCK  ADVISORY  WRITE 4242 fe:00:10010635 0 EOF`: device major and minor in hex,
-/// the inode in decimal; lines with `->` are waiters, not holders).
-fn flock_holder(locks: &str, dev: u64, ino: u64) -> Option<u32> {
-    let (major, minor) = (nix::libc::major(dev), nix::libc::minor(dev));
-    locks.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.get(1) != Some(&"FLOCK") {
+impl Locks {
+    pub(super) fn read() -> Locks {
+        Locks::parse(&std::fs::read_to_string("/proc/locks").unwrap_or_default())
+    }
+
+    /// From the text of `/proc/locks` (`1: FLOCK  ADVISORY  WRITE 4242 fe:00:10010635 0 EOF`:
+    /// device major and minor in hex, the inode in decimal; lines with `->` are waiters, not
+    /// holders).
+    fn parse(text: &str) -> Locks {
+        let holders = text
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                if fields.get(1) != Some(&"FLOCK") {
+                    return None;
+                }
+                let mut id = fields.get(5)?.split(':');
+                let major = u32::from_str_radix(id.next()?, 16).ok()?;
+                let minor = u32::from_str_radix(id.next()?, 16).ok()?;
+                let ino: u64 = id.next()?.parse().ok()?;
+                Some(((major, minor, ino), fields.get(4)?.parse().ok()?))
+            })
+            .collect();
+        Locks(holders)
+    }
+
+    fn holder_of(&self, dev: u64, ino: u64) -> Option<u32> {
+        let (major, minor) = (nix::libc::major(dev), nix::libc::minor(dev));
+        self.0.get(&(major, minor, ino)).copied()
+    }
+
+    /// The pid of the process holding the session's lock, if any.
+    pub(super) fn holder(&self, folder: &SessionFolder) -> Option<u32> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(folder.path(LOCK)).ok()?;
+        if !meta.is_file() {
             return None;
         }
-        let mut id = fields.get(5)?.split(':');
-        let file_major = u32::from_str_radix(id.next()?, 16).ok()?;
-        let file_minor = u32::from_str_radix(id.next()?, 16).ok()?;
-        let file_ino: u64 = id.next()?.parse().ok()?;
-        (file_major == major && file_minor == minor && file_ino == ino)
-            .then(|| fields.get(4)?.parse().ok())?
-    })
+        self.holder_of(meta.dev(), meta.ino())
+    }
 }
 
 #[cfg(test)]
@@ -87,20 +108,21 @@ mod tests {
                      3: -> FLOCK  ADVISORY  WRITE 88 fe:00:10010635 0 EOF\n\
                      4: FLOCK  ADVISORY  WRITE 1335 fe:00:10010635 0 EOF\n";
         let dev = nix::libc::makedev(0xfe, 0);
-        assert_eq!(flock_holder(locks, dev, 10010635), Some(1335));
+        let locks = Locks::parse(locks);
+        assert_eq!(locks.holder_of(dev, 10010635), Some(1335));
         assert_eq!(
-            flock_holder(locks, nix::libc::makedev(0, 0x1b), 84594),
+            locks.holder_of(nix::libc::makedev(0, 0x1b), 84594),
             Some(24952)
         );
-        assert_eq!(flock_holder(locks, dev, 1), None);
+        assert_eq!(locks.holder_of(dev, 1), None);
 
         // And for real: this process holds a session's lock.
         let dir = tempfile::tempdir().unwrap();
         let folder = SessionFolder::new(dir.path());
-        assert_eq!(lock_holder(&folder), None);
+        assert_eq!(Locks::read().holder(&folder), None);
         let store = folder.clone().lock().unwrap();
-        assert_eq!(lock_holder(&folder), Some(std::process::id()));
+        assert_eq!(Locks::read().holder(&folder), Some(std::process::id()));
         drop(store);
-        assert_eq!(lock_holder(&folder), None);
+        assert_eq!(Locks::read().holder(&folder), None);
     }
 }
