@@ -95,11 +95,7 @@ mod tests {
         assert!(fleet.raise(20.0).is_ok());
         assert!(!fleet.holds());
         fleet.record(Path::new("/s/b"), 14.0);
-        assert_eq!(
-            fleet.news(),
-            Some((20.5, 20.0)),
-            "told again after a raise"
-        );
+        assert_eq!(fleet.news(), Some((20.5, 20.0)), "told again after a raise");
         assert!(!Fleet::new(None).holds());
     }
 }

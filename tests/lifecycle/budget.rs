@@ -270,3 +270,34 @@ async fn a_fleet_budget_holds_every_sessions_next_attempt_and_is_told_once() {
     world.next_agent().await;
     world.next_agent().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_codex_attempt_is_priced_from_the_table_and_counts_against_the_budget() {
+    let mut world = World::codex(BudgetSettings {
+        defaults: Budget {
+            cost_usd: Some(1.0),
+            ..Budget::default()
+        },
+        ..BudgetSettings::default()
+    })
+    .await;
+    world.start().await;
+    let agent = world.next_agent().await;
+    // Codex prints tokens and no price; the standard profile's model is gpt-5.1-codex.
+    agent
+        .say(r#"{"type":"turn.completed","usage":{"input_tokens":1000000,"cached_input_tokens":400000,"output_tokens":100000}}"#)
+        .await;
+    agent.finish(STAY);
+    world.idle(Duration::from_secs(60)).await;
+    let rows = world.rows();
+    assert_eq!(rows[0]["model"], "gpt-5.1-codex");
+    // 600k fresh input at $1.25, 400k cached at $0.125, 100k output at $10 per million.
+    let cost = rows[0]["cost_usd"].as_f64().unwrap();
+    assert!((cost - 1.8).abs() < 1e-9, "{cost}");
+    let state = world.state();
+    assert_eq!(state["usage"]["cached_input_tokens"], 400_000);
+    assert_eq!(
+        state["status"]["reason"],
+        "cost budget reached: $1.80 of $1.00"
+    );
+}

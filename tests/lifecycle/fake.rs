@@ -269,6 +269,15 @@ impl World {
 
     /// The same, with budgets and prices.
     pub async fn with_budgets(keep_parked: bool, budgets: BudgetSettings) -> World {
+        World::build(keep_parked, budgets, Provider::Claude).await
+    }
+
+    /// The same, with codex's output format.
+    pub async fn codex(budgets: BudgetSettings) -> World {
+        World::build(true, budgets, Provider::Codex).await
+    }
+
+    async fn build(keep_parked: bool, budgets: BudgetSettings, provider: Provider) -> World {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().canonicalize().unwrap();
         for d in ["repo", "worktrees", "sessions"] {
@@ -308,7 +317,7 @@ impl World {
         let notices = Recorder::default();
         let supervisor = SupervisorActor {
             agent: AgentSettings {
-                provider: Provider::Claude,
+                provider,
                 claude_path: PathBuf::from("fake"),
                 claude_model: None,
                 claude_max_turns: 10,
