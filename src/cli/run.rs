@@ -328,6 +328,12 @@ fn dry_run(args: &RunArgs, config: &Config) -> Result<u8, CliError> {
         humantime::format_duration(config.retry.first_delay)
     );
     println!("state dir:      {}", config.state_dir.display());
+    // What this command gives the session, over the defaults a session without its own gets.
+    let budget = config.budgets.given.over(&config.budgets.defaults);
+    println!(
+        "budget:         {}",
+        crate::config::describe_budget(&budget)
+    );
     println!(
         "telegram:       {}",
         if config.telegram.is_some() {

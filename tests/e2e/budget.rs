@@ -124,6 +124,28 @@ fn bad_budget_flags_and_settings_are_usage_errors_naming_key_value_and_source() 
     );
     let bad = project.run(&["resume", "x", "--raise-budget", "speed=3"]);
     bad.expect(2);
+
+    project.env("SAMOCODE_MAX_COST", "");
+    project.env("SAMOCODE_MAX_ITERATIONS", "60");
+    let dry = project.run(&[
+        "run",
+        "--session",
+        "x",
+        "--dive",
+        "d",
+        "--task",
+        "t",
+        "--max-cost",
+        "20",
+        "--dry-run",
+    ]);
+    dry.expect(0);
+    assert!(
+        dry.stdout()
+            .contains("budget:         cost $20.00, iterations 60, time none"),
+        "{}",
+        dry.stdout()
+    );
 }
 
 /// The state of session `name` as `status --json` shows it.
