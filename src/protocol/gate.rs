@@ -445,4 +445,51 @@ mod tests {
         resume(&mut state, false).unwrap();
         assert_eq!(state.status, RunState::Queued);
     }
+
+    #[test]
+    fn a_raise_resumes_a_blocked_session_keeps_a_gate_waiting_and_refuses_a_cut() {
+        let now = Timestamp::now();
+        let mut state = SessionState::new("s", "d", "t", now);
+        state.phase = Phase::Implementation;
+        state.phase_iteration = 7;
+        state.usage.cost_usd = 20.31;
+        state.status = RunState::Blocked {
+            reason: "cost budget reached: $20.31 of $20.00".into(),
+            needs: Some(super::super::Needs::HumanDecision),
+            since: now,
+        };
+        let raise = Budget {
+            cost_usd: Some(40.0),
+            ..Budget::default()
+        };
+        let effect = super::raise(&mut state, &raise, false).unwrap();
+        assert_eq!(effect.verb, "raise_budget");
+        assert_eq!(
+            effect.flow_log,
+            "Budget raised by a person: cost $40.00; resuming"
+        );
+        assert_eq!(state.status, RunState::Queued);
+        assert_eq!(state.budget.cost_usd, Some(40.0));
+
+        let cut = Budget {
+            cost_usd: Some(20.0),
+            ..Budget::default()
+        };
+        let error = super::raise(&mut state, &cut, false).unwrap_err();
+        assert!(
+            error.to_string().contains("not above the $20.31"),
+            "{error}"
+        );
+        assert_eq!(
+            super::raise(&mut state, &Budget::default(), false),
+            Err(GateError::EmptyRaise)
+        );
+
+        let mut gate = waiting(Phase::Planning, WaitFor::PlanApproval);
+        super::raise(&mut gate, &raise, false).unwrap();
+        assert!(
+            matches!(gate.status, RunState::Waiting { .. }),
+            "still at its gate"
+        );
+    }
 }

@@ -312,8 +312,18 @@ mod tests {
         assert_eq!(json["phase"], "init");
         assert_eq!(json["status"]["state"], "waiting");
         assert_eq!(json["status"]["for"], "qa_answers");
-        let back: SessionState = serde_json::from_value(json).unwrap();
+        let back: SessionState = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(back, state);
+        // A state written before budgets existed still reads, with none of its own.
+        let mut old = json;
+        old.as_object_mut().unwrap().remove("agent_seconds");
+        assert!(
+            old.get("budget").is_none(),
+            "an empty budget is not written"
+        );
+        let back: SessionState = serde_json::from_value(old).unwrap();
+        assert!(back.budget.is_empty());
+        assert_eq!(back.agent_seconds, 0.0);
         // A stop written before the gate was remembered still reads.
         let old: RunState =
             serde_json::from_str(r#"{"state":"stopped","at":"2026-11-24T10:00:00Z"}"#).unwrap();
