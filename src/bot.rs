@@ -360,6 +360,7 @@ impl Telegram {
             sessions,
             max_parallel,
             running,
+            fleet,
         } = crate::control::ask(supervisor, Request::Status).await
         else {
             return "the daemon did not answer".into();
@@ -367,6 +368,9 @@ impl Telegram {
         let mut lines = vec![format!(
             "{running} of at most {max_parallel} agents running"
         )];
+        if let Some(line) = fleet.as_ref().and_then(crate::control::FleetFigures::line) {
+            lines.push(line);
+        }
         for owned in sessions {
             let folder = SessionFolder::new(&owned.dir);
             lines.push(match folder.load_state() {

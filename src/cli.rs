@@ -96,8 +96,8 @@ pub enum Command {
     Approve(SessionArg),
     /// Send a plan back to planning with feedback.
     Reject(gate::RejectArgs),
-    /// Continue a blocked, stopped, failed or waiting session.
-    Resume(SessionArg),
+    /// Continue a blocked, stopped, failed or waiting session (or raise a budget).
+    Resume(gate::ResumeArgs),
     /// Park a session until `resume`.
     Stop(SessionArg),
     /// Give a session's next iteration a note from you (under "Guidance from a person").
@@ -138,6 +138,31 @@ pub struct SessionSpec {
     /// What to build (required for a new session).
     #[arg(long)]
     pub task: Option<String>,
+    #[command(flatten)]
+    pub budget: BudgetArgs,
+}
+
+/// A session's budget (`run` and `start`); kept in its `_state.json`. Unset limits come from
+/// SAMOCODE_MAX_COST, SAMOCODE_MAX_ITERATIONS, SAMOCODE_MAX_TIME or config.toml.
+#[derive(Debug, Args)]
+pub struct BudgetArgs {
+    /// Block the session for a person once it has cost this many US dollars (20, 7.50).
+    #[arg(long, value_name = "USD")]
+    pub max_cost: Option<String>,
+    /// Block the session before its iteration number N+1.
+    #[arg(long, value_name = "N")]
+    pub max_iterations: Option<String>,
+    /// Block the session once its agent attempts have taken this long in all (8h, 90m).
+    #[arg(long, value_name = "DURATION")]
+    pub max_time: Option<String>,
+}
+
+impl BudgetArgs {
+    fn apply(&self, flags: &mut Flags) {
+        flags.budget.max_cost = self.max_cost.clone();
+        flags.budget.max_iterations = self.max_iterations.clone();
+        flags.budget.max_time = self.max_time.clone();
+    }
 }
 
 /// How the command's log lines are written (`run` and `supervise`).
@@ -287,7 +312,11 @@ pub fn configure(cli: &Cli, sources: &Sources) -> Result<Config, CliError> {
         require_project: require_project || matches!(cli.command, Command::Run(_)),
         ..Flags::default()
     };
+    if let Command::Start(spec) = &cli.command {
+        spec.budget.apply(&mut flags);
+    }
     if let Command::Run(args) = &cli.command {
+        args.spec.budget.apply(&mut flags);
         flags.provider = args.provider.clone();
         flags.timeout = args.timeout.clone();
         flags.log_format = args.log.log_format.clone();
@@ -299,6 +328,7 @@ pub fn configure(cli: &Cli, sources: &Sources) -> Result<Config, CliError> {
         flags.executor = args.executor.clone();
         flags.nats_url = args.nats_url.clone();
         flags.max_parallel = args.max_parallel.clone();
+        flags.budget.fleet_max_cost = args.fleet_max_cost.clone();
         flags.log_format = args.log.log_format.clone();
         args.http.apply(&mut flags);
     }
@@ -346,7 +376,7 @@ pub async fn dispatch(
         Command::Answer(args) => answer::answer(args, &config).await,
         Command::Approve(args) => gate::approve(&args.session, &config).await,
         Command::Reject(args) => gate::reject(&args, &config).await,
-        Command::Resume(args) => gate::resume(&args.session, &config).await,
+        Command::Resume(args) => gate::resume(args, &config).await,
         Command::Stop(args) => gate::stop(&args.session, &config).await,
         Command::Tell(args) => gate::tell(args, &config).await,
         Command::Logs(args) => logs::logs(args, &config).await,

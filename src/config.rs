@@ -8,13 +8,15 @@
 //!
 //! - `values`: the layers of one setting and the parsers with their ranges;
 //! - `project`: `.samocode`; `file`: `config.toml`; `otel`, `telegram`: those settings;
-//! - `profiles`: the `[profiles]` tables.
+//! - `profiles`: the `[profiles]` tables;
+//! - `budget`: session and fleet budgets, and the `[prices]` tables.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod budget;
 mod file;
 mod otel;
 mod profiles;
@@ -27,6 +29,7 @@ use crate::agent::env::{AgentEnv, EnvPolicy, Pattern};
 use crate::session::untrusted::ReadError;
 use values::{Layers, duration_between, number_between};
 
+pub use budget::{BudgetFlags, BudgetSettings, Price, Prices, describe as describe_budget};
 pub use otel::OtlpHeaders;
 pub use profiles::{EFFORTS, ModelChoice, ModelProfiles, ModelSpec};
 pub use remote::{Engine, KubeSettings, NatsAuth, NatsSettings, RemoteSettings};
@@ -176,6 +179,8 @@ pub struct Config {
     pub http_token_file: Option<PathBuf>,
     /// Where the daemon's attempts run, and how to reach the engine.
     pub remote: RemoteSettings,
+    /// Session and fleet budgets, and the prices of models that print none.
+    pub budgets: BudgetSettings,
     /// The agent's environment policy, which a worker also applies to the variables an
     /// attempt names.
     pub env_policy: EnvPolicy,
@@ -224,6 +229,9 @@ pub struct Flags {
     pub executor: Option<String>,
     /// `--nats-url` (supervise, worker).
     pub nats_url: Option<String>,
+    /// `--max-cost`, `--max-iterations`, `--max-time` (start, run), `--fleet-max-cost`
+    /// (supervise).
+    pub budget: BudgetFlags,
     /// The command cannot work without a project file.
     pub require_project: bool,
 }
@@ -533,6 +541,7 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
         flags.nats_url.as_ref(),
     );
     let otel = otel::read(&mut layers);
+    let budgets = budget::read(&mut layers, &flags.budget, &global.table);
     let log_filter = layers.parsed(
         "RUST_LOG",
         None,
@@ -601,6 +610,7 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
         http_token_file,
         remote,
         env_policy: policy,
+        budgets,
     };
     problems.finish(config)
 }

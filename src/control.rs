@@ -24,6 +24,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::dashboard::DashboardHandle;
+use crate::protocol::budget::Budget;
 use crate::session::person::PersonCommand;
 use crate::supervisor::{OwnedSession, SupervisorMsg};
 
@@ -51,6 +52,9 @@ pub enum Request {
         session: String,
         dive: Option<String>,
         task: Option<String>,
+        /// The session's own budget (`--max-cost` ...), kept in its `_state.json`.
+        #[serde(default, skip_serializing_if = "Budget::is_empty")]
+        budget: Budget,
     },
     /// A person's command for a session the daemon owns, by folder. `by` says who gave it
     /// and where (`from the command line`, `by @ann`), for the journals and the chat.
@@ -71,6 +75,9 @@ pub enum Request {
     Status,
     /// Change the cap on running agents (1 to 1000).
     Parallel { max: usize },
+    /// Raise the fleet budget to `cost_usd` (`samocode resume --raise-budget cost=N` without a
+    /// session), for the daemon's life.
+    RaiseFleetBudget { cost_usd: f64 },
     /// The web dashboard's address and a fresh one-time login token (`samocode dashboard`).
     Dashboard,
 }
@@ -86,11 +93,47 @@ pub enum Response {
         sessions: Vec<OwnedSession>,
         max_parallel: usize,
         running: usize,
+        /// What the owned sessions cost together, against the fleet budget.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fleet: Option<FleetFigures>,
     },
     /// The request failed; `code` is the exit code the CLI should use.
     Error { message: String, code: u8 },
     /// Where the dashboard listens, and a token that logs in once.
     Dashboard { url: String, token: String },
+}
+
+/// The fleet budget as the daemon stands against it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetFigures {
+    /// What the owned sessions have cost together.
+    pub cost_usd: f64,
+    /// The fleet budget, when there is one.
+    pub max_cost_usd: Option<f64>,
+    /// The budget is reached: new attempts wait.
+    pub held: bool,
+}
+
+impl FleetFigures {
+    /// One line for a person, when there is a fleet budget.
+    pub fn line(&self) -> Option<String> {
+        use crate::protocol::budget::money;
+        let max = self.max_cost_usd?;
+        Some(if self.held {
+            format!(
+                "fleet budget reached: {} of {}; new attempts wait (`samocode resume --raise-budget cost=N` lifts it)",
+                money(self.cost_usd),
+                money(max)
+            )
+        } else {
+            format!(
+                "fleet budget: {} of {} spent, {} left",
+                money(self.cost_usd),
+                money(max),
+                money(max - self.cost_usd)
+            )
+        })
+    }
 }
 
 impl Response {
@@ -376,6 +419,7 @@ fn nul_in(request: &Request) -> Option<&'static str> {
             session,
             dive,
             task,
+            ..
         } => {
             texts.push(("project", project.display().to_string()));
             texts.push(("session", session.clone()));
@@ -396,7 +440,10 @@ fn nul_in(request: &Request) -> Option<&'static str> {
             texts.extend(by.iter().map(|b| ("by", b.clone())));
             texts.extend(command_texts(command));
         }
-        Request::Status | Request::Parallel { .. } | Request::Dashboard => {}
+        Request::Status
+        | Request::Parallel { .. }
+        | Request::RaiseFleetBudget { .. }
+        | Request::Dashboard => {}
     }
     texts
         .into_iter()

@@ -131,6 +131,7 @@ pub async fn run_with(
         outbox: Some(crate::notify::outbox::daemon_outbox(state_dir)),
         launcher,
         failpoints: config.failpoints.clone(),
+        budgets: std::sync::Arc::new(config.budgets.clone()),
     };
     let (watch, mut died) = exit_watch::start().await.map_err(DaemonError::Start)?;
     let (supervisor, handle) = Actor::spawn_linked(

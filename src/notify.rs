@@ -365,6 +365,7 @@ fn log(event: &SessionEvent) {
     match event {
         SessionEvent::AttemptFailed { .. }
         | SessionEvent::UsageLimited { .. }
+        | SessionEvent::FleetBudgetReached { .. }
         | SessionEvent::Broken { .. } => {
             tracing::warn!(target: "samocode::events", "{headline}")
         }

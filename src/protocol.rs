@@ -7,9 +7,11 @@
 //! - [`state`]: `_state.json`, and deriving it from a Python samocode session;
 //! - [`profile`]: model profiles and the plan's choice of one;
 //! - [`journal`]: the rows of `_signal_history.jsonl` and `_iterations.jsonl`;
-//! - [`baseline`]: the tracked files of a worktree, and what a read-only attempt changed.
+//! - [`baseline`]: the tracked files of a worktree, and what a read-only attempt changed;
+//! - [`budget`]: a session's budgets (cost, iterations, time), what is spent and what is left.
 
 pub mod baseline;
+pub mod budget;
 pub mod gate;
 pub mod journal;
 pub mod overview;

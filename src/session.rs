@@ -8,12 +8,14 @@
 //! - [`profile`]: which model profile an attempt runs with;
 //! - [`open`]: opening a session for a worker (folder, lock, state);
 //! - [`recover`]: taking over from a worker that died mid-attempt;
+//! - `budget`: what a session spends, and the check of its budget before each attempt;
 //! - `adopt`: attaching to an attempt a remote engine still runs after a daemon restart;
 //! - [`person`]: a person's commands applied to the folder;
 //! - [`actor`]: the SessionActor and its phase machine (its decisions in `outcome.rs`).
 
 pub mod actor;
 mod adopt;
+mod budget;
 pub mod context;
 pub mod name;
 pub mod open;

@@ -20,6 +20,7 @@
 //! started once more only to mark itself failed, and a person is told. Overrides ractor's
 //! default of stopping when a child stops.
 
+mod fleet;
 mod owned;
 mod registry;
 mod watch;
@@ -33,10 +34,11 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 pub use owned::OwnedSession;
 use registry::{Entry, Registry};
 
-use crate::config::{AgentSettings, ConfigError, RetryPolicy};
+use crate::config::{AgentSettings, BudgetSettings, ConfigError, RetryPolicy};
 use crate::control::{Request, Response};
 use crate::executor::AttemptExecutor;
 use crate::notify::{NotifierActor, NotifierArgs, NotifierHandle, NotifierMsg, SessionEvent, Sink};
+use crate::protocol::budget::Budget;
 use crate::session::actor::{STOP_SETTLED, STOP_SHUTDOWN, SessionActor, SessionMsg, SessionReport};
 use crate::session::open::{OpenError, SessionArgs, Settled, StartRequest, open};
 use crate::session::person::PersonCommand;
@@ -178,6 +180,7 @@ enum ToOpen {
         session: String,
         dive: Option<String>,
         task: Option<String>,
+        budget: Budget,
     },
 }
 
@@ -196,6 +199,8 @@ pub struct SupervisorActor {
     pub launcher: Arc<dyn AttemptExecutor>,
     /// Faults to inject, for the tests of supervision (`SAMOCODE_FAILPOINTS`).
     pub failpoints: Vec<String>,
+    /// Session budgets, the fleet budget and the price table.
+    pub budgets: Arc<BudgetSettings>,
 }
 
 /// Startup input.
@@ -214,6 +219,8 @@ pub struct SupervisorState {
     watch: Option<watch::FolderWatch>,
     /// Set once `Shutdown` arrives: who to tell when the last session is gone.
     stopping: Option<RpcReplyPort<()>>,
+    /// What the owned sessions cost together, against the fleet budget.
+    fleet: fleet::Fleet,
 }
 
 impl Actor for SupervisorActor {
@@ -242,6 +249,7 @@ impl Actor for SupervisorActor {
             registry: Registry::new(args.max_parallel),
             watch,
             stopping: None,
+            fleet: fleet::Fleet::new(self.budgets.fleet_cost_usd),
         })
     }
 
@@ -276,6 +284,7 @@ impl Actor for SupervisorActor {
                         session: folder,
                         dive: None,
                         task: None,
+                        budget: Budget::default(),
                     },
                     Origin::Restart { dir, project },
                     Vec::new(),
@@ -420,11 +429,13 @@ impl SupervisorActor {
                         session,
                         dive,
                         task,
+                        budget,
                     } => StartRequest {
                         project: crate::config::load_project(&file)?,
                         name: session,
                         dive,
                         task,
+                        budget,
                         once: false,
                     },
                 };
@@ -505,6 +516,9 @@ impl SupervisorActor {
         let dir = args.store.dir().to_path_buf();
         let folder = args.store.name();
         let failing = args.fail.is_some();
+        if self.keep_parked {
+            self.spent(state, &dir, args.state.usage.cost_usd);
+        }
         let done = matches!(settled, Some(Settled::Done { .. }));
         if !failing && settled.is_some() && (!self.keep_parked || done) {
             // Nothing for a worker to do: the lock goes with `args`.
@@ -535,6 +549,7 @@ impl SupervisorActor {
             notifier: state.notices.clone(),
             stop_when_parked: !self.keep_parked,
             launcher: self.launcher.clone(),
+            budgets: self.budgets.clone(),
         };
         match Actor::spawn_linked(None, actor, *args, myself.get_cell()).await {
             Ok((session, _)) => {
@@ -591,6 +606,7 @@ impl SupervisorActor {
                 session,
                 dive,
                 task,
+                budget,
             } => {
                 if !project.is_absolute() {
                     Response::error(
@@ -610,6 +626,7 @@ impl SupervisorActor {
                             session,
                             dive,
                             task,
+                            budget,
                         },
                         Origin::Control(reply),
                         Vec::new(),
@@ -633,6 +650,18 @@ impl SupervisorActor {
                 sessions: state.registry.owned(),
                 max_parallel: state.registry.max_parallel(),
                 running: state.registry.held(),
+                fleet: Some(crate::control::FleetFigures {
+                    cost_usd: state.fleet.spent(),
+                    max_cost_usd: state.fleet.limit(),
+                    held: state.fleet.holds(),
+                }),
+            },
+            Request::RaiseFleetBudget { cost_usd } => match state.fleet.raise(cost_usd) {
+                Ok(message) => {
+                    state.registry.set_hold(state.fleet.holds());
+                    Response::Done { message }
+                }
+                Err(message) => Response::error(message, 2),
             },
             Request::Parallel { max } => {
                 if (1..=1000).contains(&max) {
@@ -680,6 +709,7 @@ impl SupervisorActor {
                         session: folder_of(&dir),
                         dive: None,
                         task: None,
+                        budget: Budget::default(),
                     },
                     Origin::Retry {
                         dir,
@@ -765,6 +795,31 @@ impl SupervisorActor {
             }
             SessionReport::RequestSlot { dir } => state.registry.request_slot(&dir),
             SessionReport::ReleaseSlot { dir } => state.registry.release_slot(&dir),
+            SessionReport::Spent { dir, cost_usd } => {
+                if self.keep_parked {
+                    self.spent(state, &dir, cost_usd);
+                }
+            }
+        }
+    }
+
+    /// A session's cost in all, against the fleet budget: once the sessions together reach
+    /// it, no slot is granted and people are told, once.
+    fn spent(&self, state: &mut SupervisorState, dir: &std::path::Path, cost_usd: f64) {
+        state.fleet.record(dir, cost_usd);
+        state.registry.set_hold(state.fleet.holds());
+        if let Some((spent, limit)) = state.fleet.news() {
+            tracing::warn!(
+                spent,
+                limit,
+                "the fleet budget is reached; new attempts wait"
+            );
+            let _ = state.notifier.send_message(NotifierMsg::Deliver(
+                SessionEvent::FleetBudgetReached {
+                    spent_usd: spent,
+                    limit_usd: limit,
+                },
+            ));
         }
     }
 
@@ -801,6 +856,7 @@ impl SupervisorActor {
                 session: folder_of(&dir),
                 dive: None,
                 task: None,
+                budget: Budget::default(),
             },
             Origin::Restart { dir, project },
             restarts,

@@ -4,6 +4,7 @@
 mod e2e {
     mod attempt_run;
     mod bad_input;
+    mod budget;
     mod daemon;
     mod daemon_log;
     pub mod fixture;

@@ -4,6 +4,7 @@
 //! run.
 
 mod lifecycle {
+    mod budget;
     pub mod fake;
     mod session;
 }

@@ -68,11 +68,13 @@ pub fn parse_line(line: &[u8]) -> Option<StreamEvent> {
                 session_id: None,
                 api_status: None,
                 // Codex reports cached tokens as a part of input_tokens, not beside it; it
-                // prints no price, so the cost stays zero.
+                // prints no price, so the cost stays zero here and the session prices the
+                // tokens from its price table (`config::prices`).
                 usage: Usage {
                     cost_usd: 0.0,
                     input_tokens: tokens("input_tokens"),
                     output_tokens: tokens("output_tokens"),
+                    cached_input_tokens: tokens("cached_input_tokens"),
                 },
             }))
         }
@@ -159,6 +161,7 @@ mod tests {
             panic!("no result")
         };
         assert_eq!((r.usage.input_tokens, r.usage.output_tokens), (120, 7));
+        assert_eq!(r.usage.cached_input_tokens, 100);
         assert!(!r.is_error);
         let Some(StreamEvent::Result(r)) =
             parse_line(br#"{"type":"turn.failed","error":{"message":"unexpected status 401"}}"#)

@@ -79,6 +79,7 @@ pub fn parse_line(line: &[u8]) -> Option<StreamEvent> {
                         + tokens("cache_creation_input_tokens")
                         + tokens("cache_read_input_tokens"),
                     output_tokens: tokens("output_tokens"),
+                    cached_input_tokens: tokens("cache_read_input_tokens"),
                 },
             }))
         }

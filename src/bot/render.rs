@@ -22,6 +22,15 @@ pub fn escape(text: &str) -> String {
 /// The notice for an event worth a person's attention; `None` for routine progress.
 pub fn notice(event: &SessionEvent) -> Option<Notice> {
     let (session, html, buttons, open) = match event {
+        SessionEvent::FleetBudgetReached { .. } => {
+            // About every session, so it belongs to none and closes nothing.
+            return Some(Notice {
+                session: String::new(),
+                open: false,
+                html: format!("💸 {}", escape(&event.headline())),
+                buttons: Vec::new(),
+            });
+        }
         SessionEvent::UsageLimited { session, until } => (
             session,
             format!(

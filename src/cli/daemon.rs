@@ -23,6 +23,10 @@ pub struct SuperviseArgs {
     /// The NATS server of `--executor nats` (also SAMOCODE_NATS_URL).
     #[arg(long, value_name = "URL")]
     pub nats_url: Option<String>,
+    /// The most the daemon's sessions may cost together, in US dollars; once reached, new
+    /// attempts wait (also SAMOCODE_FLEET_MAX_COST or fleet_max_cost in config.toml).
+    #[arg(long, value_name = "USD")]
+    pub fleet_max_cost: Option<String>,
     #[command(flatten)]
     pub log: super::LogArgs,
     #[command(flatten)]
@@ -65,11 +69,15 @@ impl Client {
         )
     }
 
-    /// The sessions the daemon owns.
-    pub async fn owned(self) -> Result<Vec<OwnedSession>, CliError> {
+    /// The sessions the daemon owns, and its fleet budget's figures.
+    pub async fn owned(
+        self,
+    ) -> Result<(Vec<OwnedSession>, Option<control::FleetFigures>), CliError> {
         match self.request(Request::Status).await? {
-            Response::Sessions { sessions, .. } => Ok(sessions),
-            other => done(other).map(|_| Vec::new()),
+            Response::Sessions {
+                sessions, fleet, ..
+            } => Ok((sessions, fleet)),
+            other => done(other).map(|_| (Vec::new(), None)),
         }
     }
 }
@@ -105,10 +113,30 @@ pub async fn start(args: super::SessionSpec, config: &Config) -> Result<u8, CliE
                 session: args.session,
                 dive: args.dive,
                 task: args.task,
+                budget: config.budgets.given,
             })
             .await?,
     )?;
     println!("{message}");
+    Ok(exit::DONE)
+}
+
+/// `samocode resume --raise-budget cost=N` without a session: raises the running daemon's
+/// fleet budget.
+pub async fn raise_fleet(cost_usd: f64, config: &Config) -> Result<u8, CliError> {
+    let Some(client) = Client::connect(config).await? else {
+        return Err(CliError::usage(anyhow::anyhow!(
+            "no samocode daemon is running: the fleet budget is the daemon's (start it with a higher --fleet-max-cost or fleet_max_cost in config.toml)"
+        )));
+    };
+    println!(
+        "{}",
+        done(
+            client
+                .request(Request::RaiseFleetBudget { cost_usd })
+                .await?
+        )?
+    );
     Ok(exit::DONE)
 }
 

@@ -99,6 +99,7 @@ pub async fn demo(args: DemoArgs, config: &Config, _sources: &Sources) -> Result
         outbox: None,
         launcher: std::sync::Arc::new(crate::agent::launch::LocalProcess),
         failpoints: Vec::new(),
+        budgets: std::sync::Arc::new(config.budgets.clone()),
     };
     let (supervisor, handle) = Actor::spawn(
         None,
@@ -118,6 +119,7 @@ pub async fn demo(args: DemoArgs, config: &Config, _sources: &Sources) -> Result
             dive: Some(dive.to_string()),
             task: Some(task.to_string()),
             once: false,
+            budget: config.budgets.given,
         };
         match supervisor
             .call(|reply| SupervisorMsg::StartSession { request, reply }, None)

@@ -6,6 +6,7 @@ use clap::Args;
 
 use super::{CliError, daemon, exit};
 use crate::config::Config;
+use crate::protocol::budget::{self, Budget};
 use crate::session::person::{self, PersonCommand};
 use crate::session::{SessionFolder, name};
 
@@ -81,8 +82,69 @@ pub async fn reject(args: &RejectArgs, config: &Config) -> Result<u8, CliError> 
     .await
 }
 
-pub async fn resume(session: &str, config: &Config) -> Result<u8, CliError> {
-    command(config, session, PersonCommand::Resume).await
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The session name; without one, `--raise-budget cost=N` raises the daemon's fleet budget.
+    pub session: Option<String>,
+    /// Raise a budget and go on: cost=USD, iterations=N or time=DURATION, each the new limit
+    /// (repeatable).
+    #[arg(long, value_name = "WORD=VALUE")]
+    pub raise_budget: Vec<String>,
+}
+
+pub async fn resume(args: ResumeArgs, config: &Config) -> Result<u8, CliError> {
+    let raise = budget::parse_raises(&args.raise_budget).map_err(CliError::usage)?;
+    let Some(session) = &args.session else {
+        return match raise {
+            Budget {
+                cost_usd: Some(cost),
+                iterations: None,
+                time_secs: None,
+            } => daemon::raise_fleet(cost, config).await,
+            _ => Err(CliError::usage(anyhow::anyhow!(
+                "resume needs a session name; without one, only --raise-budget cost=N (the daemon's fleet budget) is accepted"
+            ))),
+        };
+    };
+    if raise.is_empty() {
+        // The daemon's session actor checks with the daemon's own defaults.
+        let daemon = daemon::Client::connect(config).await?.is_some();
+        if !daemon && let Some(refused) = budget_refusal(config, session)? {
+            return Err(CliError::usage(anyhow::anyhow!(refused)));
+        }
+        return command(config, session, PersonCommand::Resume).await;
+    }
+    command(
+        config,
+        session,
+        PersonCommand::RaiseBudget { budget: raise },
+    )
+    .await
+}
+
+/// Without a daemon: why a plain `resume` of a session blocked by a budget it still has
+/// reached cannot go on (the daemon's session actor says the same).
+fn budget_refusal(config: &Config, session: &str) -> Result<Option<String>, CliError> {
+    let project = config.project()?;
+    let dir = name::resolve_existing(&project.sessions, session)?;
+    let Ok(state) = SessionFolder::new(dir).load_state() else {
+        return Ok(None);
+    };
+    let crate::protocol::RunState::Blocked { reason, .. } = &state.status else {
+        return Ok(None);
+    };
+    if !budget::is_budget_reason(reason) {
+        return Ok(None);
+    }
+    let own = state.budget.over(&config.budgets.defaults);
+    Ok(own
+        .reached(&budget::Spent::of(&state), state.attempt == 0)
+        .map(|reached| {
+            format!(
+                "session {session} is blocked: {reached}; raise it to go on: `samocode resume {session} --raise-budget {}=N`",
+                reached.limit.word()
+            )
+        }))
 }
 
 pub async fn stop(session: &str, config: &Config) -> Result<u8, CliError> {

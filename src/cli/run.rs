@@ -66,6 +66,7 @@ pub async fn run(args: RunArgs, config: &Config, mut shutdown: Shutdown) -> Resu
             .map(|_| crate::notify::outbox::run_outbox(&config.state_dir, &args.spec.session)),
         launcher: Arc::new(LocalProcess),
         failpoints: config.failpoints.clone(),
+        budgets: std::sync::Arc::new(config.budgets.clone()),
     };
     let failure = |what: String| CliError::failure(anyhow::anyhow!(what));
     let (watch, mut died) = exit_watch::start().await.map_err(failure)?;
@@ -83,6 +84,7 @@ pub async fn run(args: RunArgs, config: &Config, mut shutdown: Shutdown) -> Resu
         dive: args.spec.dive.clone(),
         task: args.spec.task.clone(),
         once: args.once,
+        budget: config.budgets.given,
     };
     let until_settled = async {
         let started = supervisor
@@ -326,6 +328,12 @@ fn dry_run(args: &RunArgs, config: &Config) -> Result<u8, CliError> {
         humantime::format_duration(config.retry.first_delay)
     );
     println!("state dir:      {}", config.state_dir.display());
+    // What this command gives the session, over the defaults a session without its own gets.
+    let budget = config.budgets.given.over(&config.budgets.defaults);
+    println!(
+        "budget:         {}",
+        crate::config::describe_budget(&budget)
+    );
     println!(
         "telegram:       {}",
         if config.telegram.is_some() {

@@ -14,8 +14,10 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde::Serialize;
 
+mod budget;
 mod owner;
 
+use budget::BudgetView;
 use owner::{Locks, Owner};
 
 use super::daemon::Client;
@@ -73,6 +75,9 @@ pub struct SessionRow {
     pub output_tokens: u64,
     /// Where the newest journaled attempt ran: `local`, a worker's name, or `pod/<name>`.
     pub host: Option<String>,
+    /// Its budget and what is left of it, when a limit is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetView>,
 }
 
 impl SessionRow {
@@ -186,6 +191,7 @@ impl SessionRow {
             input_tokens: 0,
             output_tokens: 0,
             host: None,
+            budget: None,
         }
     }
 
@@ -232,9 +238,9 @@ pub async fn status(args: StatusArgs, config: &Config) -> Result<u8, CliError> {
     }
     let daemon = Client::connect(config).await?;
     let has_daemon = daemon.is_some();
-    let owned = match daemon {
+    let (owned, fleet) = match daemon {
         Some(client) => client.owned().await?,
-        None => Vec::new(),
+        None => (Vec::new(), None),
     };
     let daemon_owns: HashSet<PathBuf> = owned.iter().map(|o| o.dir.clone()).collect();
     // In a project: its folders, from the files. Outside one: what the daemon owns.
@@ -272,15 +278,23 @@ pub async fn status(args: StatusArgs, config: &Config) -> Result<u8, CliError> {
             .find(|(d, _)| *d == dir)
             .map(|(_, p)| p.clone())
             .unwrap_or_default();
-        return show_one(&SessionFolder::new(dir), &project, &daemon_owns, args.json);
+        return show_one(
+            &SessionFolder::new(dir),
+            &project,
+            &daemon_owns,
+            args.json,
+            config,
+        );
     }
     let mut rows = Vec::new();
     let locks = Locks::read();
     for (dir, project) in folders {
         let folder = SessionFolder::new(dir);
-        let Some((row, _)) = SessionRow::read(&folder, &project, &daemon_owns, &locks) else {
+        let Some((mut row, state)) = SessionRow::read(&folder, &project, &daemon_owns, &locks)
+        else {
             continue;
         };
+        row.budget = state.and_then(|s| BudgetView::of(&s, &config.budgets.defaults));
         if args.active && row.state == "done" {
             continue;
         }
@@ -296,6 +310,9 @@ pub async fn status(args: StatusArgs, config: &Config) -> Result<u8, CliError> {
         );
     } else {
         print!("{}", table(&rows, jiff::Timestamp::now()));
+        if let Some(line) = fleet.as_ref().and_then(crate::control::FleetFigures::line) {
+            println!("{line}");
+        }
     }
     Ok(exit::DONE)
 }
@@ -418,12 +435,19 @@ fn show_one(
     project: &Path,
     daemon_owns: &HashSet<PathBuf>,
     json: bool,
+    config: &Config,
 ) -> Result<u8, CliError> {
-    let Some((row, state)) = SessionRow::read(folder, project, daemon_owns, &Locks::read()) else {
+    let Some((mut row, state)) = SessionRow::read(folder, project, daemon_owns, &Locks::read())
+    else {
         return Err(StoreError::NotASession(folder.dir().to_path_buf()).into());
     };
+    row.budget = state
+        .as_ref()
+        .and_then(|s| BudgetView::of(s, &config.budgets.defaults));
+    let phases = budget::by_phase(folder);
     if json {
         let mut value = serde_json::to_value(&row).expect("row serializes");
+        value["cost_by_phase"] = serde_json::to_value(&phases).expect("costs serialize");
         value["state_file"] = serde_json::to_value(&state).expect("state serializes");
         println!("{}", serde_json::to_string_pretty(&value).expect("json"));
         return Ok(exit::DONE);
@@ -463,6 +487,12 @@ fn show_one(
         "cost:        ${:.4} ({} tokens in, {} out)",
         row.cost_usd, row.input_tokens, row.output_tokens
     );
+    if !phases.is_empty() {
+        println!("cost/phase:  {}", budget::phases_line(&phases));
+    }
+    if let Some(view) = &row.budget {
+        println!("budget:      {}", view.line());
+    }
     println!("last action: {}", row.last_action.as_deref().unwrap_or("-"));
     println!("next:        {}", row.next.as_deref().unwrap_or("-"));
     if let Some(text) = folder.read(OVERVIEW)? {
@@ -520,6 +550,7 @@ mod tests {
             input_tokens: 10,
             output_tokens: 5,
             host: None,
+            budget: None,
         }
     }
 

@@ -1,7 +1,7 @@
 //! The global `config.toml` (`$XDG_CONFIG_HOME/samocode/config.toml`, else
 //! `~/.config/samocode/config.toml`): every setting of the environment table under its lower
 //! case name without `SAMOCODE_`, the two lists `strip_env` and `keep_env`, and the
-//! `[profiles]` tables. A key it does not know is an error naming the nearest known one.
+//! `[profiles]` and `[prices]` tables. A key it does not know is an error naming the nearest known one.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -57,7 +57,7 @@ pub(super) fn read(sources: &Sources, problems: &mut Problems) -> FileSettings {
     let known: Vec<String> = SETTINGS.iter().map(|s| file_key(s)).collect();
     let lists: Vec<String> = LISTS.iter().map(|s| file_key(s)).collect();
     for (key, value) in &table {
-        if key == "profiles" {
+        if key == "profiles" || key == "prices" {
             continue;
         }
         let bad = |expected| ConfigError::BadValue {
@@ -85,7 +85,8 @@ pub(super) fn read(sources: &Sources, problems: &mut Problems) -> FileSettings {
             problems.push(ConfigError::UnknownKey {
                 place: path.display().to_string(),
                 key: key.clone(),
-                suggestion: nearest(key, candidates.chain(["profiles"])).map(str::to_string),
+                suggestion: nearest(key, candidates.chain(["profiles", "prices"]))
+                    .map(str::to_string),
             });
         }
     }

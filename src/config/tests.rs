@@ -416,3 +416,55 @@ fn configuration_files_that_are_not_text_name_themselves() {
         "{text}"
     );
 }
+
+#[test]
+fn budgets_come_from_flags_env_and_file_and_bad_ones_name_key_value_and_source() {
+    let dir = project_dir();
+    std::fs::write(
+        dir.path().join("home/.config/samocode/config.toml"),
+        "max_cost = 20\nmax_time = \"8h\"\nfleet_max_cost = 100.5\n[prices.\"my-model\"]\ninput = 1\noutput = 2\n",
+    )
+    .unwrap();
+    let s = sources(dir.path(), &[("SAMOCODE_MAX_ITERATIONS", "60")]);
+    let mut flags = Flags::default();
+    flags.budget.max_cost = Some("7.5".into());
+    let config = resolve(&flags, &s).unwrap();
+    let budgets = &config.budgets;
+    assert_eq!(budgets.defaults.cost_usd, Some(20.0));
+    assert_eq!(budgets.defaults.iterations, Some(60));
+    assert_eq!(budgets.defaults.time_secs, Some(8 * 3600));
+    assert_eq!(
+        budgets.given.cost_usd,
+        Some(7.5),
+        "the flag is the session's own"
+    );
+    assert_eq!(budgets.given.iterations, None);
+    assert_eq!(budgets.fleet_cost_usd, Some(100.5));
+    assert!(budgets.prices.get("my-model").is_some());
+
+    std::fs::write(
+        dir.path().join("home/.config/samocode/config.toml"),
+        "max_cost = 0\nmax_time = \"5s\"\n",
+    )
+    .unwrap();
+    let mut flags = Flags::default();
+    flags.budget.max_iterations = Some("lots".into());
+    flags.budget.fleet_max_cost = Some("-3".into());
+    let text = error_text(dir.path(), &[], &flags);
+    assert!(text.contains("4 problems"), "{text}");
+    assert!(
+        text.contains(
+            "max_cost=\"0\" (from config.toml) is not valid: expected an amount of US dollars"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("max_time=\"5s\" (from config.toml)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("--max-iterations=\"lots\" (from the command line) is not valid: expected a whole number of iterations"),
+        "{text}"
+    );
+    assert!(text.contains("--fleet-max-cost=\"-3\""), "{text}");
+}

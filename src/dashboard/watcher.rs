@@ -225,6 +225,7 @@ pub async fn run(supervisor: ActorRef<SupervisorMsg>, publisher: Publisher, tick
             sessions,
             max_parallel,
             running,
+            ..
         } = control::ask(&supervisor, Request::Status).await
         else {
             continue;

@@ -35,6 +35,9 @@ pub enum SessionEvent {
         phase: Option<Phase>,
         reason: String,
     },
+    /// The daemon's sessions together reached the fleet budget: new attempts wait until it is
+    /// raised. Told once per time it is reached.
+    FleetBudgetReached { spent_usd: f64, limit_usd: f64 },
     /// The session left the condition its last notice told of (a gate passed, a resume):
     /// `line` says what happened, by whom and when (`approved by @ann 14:02`).
     Unparked { session: String, line: String },
@@ -80,6 +83,14 @@ impl SessionEvent {
                 None => format!("{session}: failed: {reason}"),
             },
             SessionEvent::Unparked { session, line } => format!("{session}: {line}"),
+            SessionEvent::FleetBudgetReached {
+                spent_usd,
+                limit_usd,
+            } => format!(
+                "fleet budget reached: {} of {}; new attempts of every session wait (`samocode resume --raise-budget cost=N` lifts it)",
+                crate::protocol::budget::money(*spent_usd),
+                crate::protocol::budget::money(*limit_usd)
+            ),
             SessionEvent::UsageLimited { session, until } => {
                 format!("{session}: the provider's usage limit is reached; it resumes at {until}")
             }

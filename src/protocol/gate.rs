@@ -6,6 +6,7 @@
 
 use jiff::Timestamp;
 
+use super::budget::{self, Budget, Limit, Spent};
 use super::phase::{Phase, WaitFor};
 use super::state::{Guidance, RunState, SessionState};
 
@@ -38,6 +39,19 @@ pub enum GateError {
     /// tell without a note.
     #[error("tell needs the text of the note for the agent")]
     EmptyNote,
+    /// A raise to a limit the session has already spent.
+    #[error(
+        "--raise-budget {word}={value} is not above the {spent} session {name} has already spent; give a higher {word}"
+    )]
+    RaiseTooLow {
+        name: String,
+        word: &'static str,
+        value: String,
+        spent: String,
+    },
+    /// --raise-budget with nothing to raise.
+    #[error("--raise-budget needs WORD=VALUE (cost=40, iterations=80, time=10h)")]
+    EmptyRaise,
 }
 
 /// What a gate change did, for the journals.
@@ -147,6 +161,73 @@ pub fn resume(state: &mut SessionState, qa_answered: bool) -> Result<GateEffect,
         verb: "resume",
         flow_log: "Resumed by a person".into(),
         reason: None,
+    })
+}
+
+/// Raises a session's budget (each limit given becomes its new value), then continues it as
+/// [`resume`] does when it is parked; a running session only gets the higher limits.
+pub fn raise(
+    state: &mut SessionState,
+    raise: &Budget,
+    qa_answered: bool,
+) -> Result<GateEffect, GateError> {
+    if raise.is_empty() {
+        return Err(GateError::EmptyRaise);
+    }
+    if matches!(state.status, RunState::Done { .. }) {
+        return Err(GateError::Finished(state.name.clone()));
+    }
+    let spent = Spent::of(state);
+    let too_low = |limit: Limit, spent: String| GateError::RaiseTooLow {
+        name: state.name.clone(),
+        word: limit.word(),
+        value: raise.show(limit).unwrap_or_default(),
+        spent,
+    };
+    if let Some(cost) = raise.cost_usd
+        && cost <= spent.cost_usd
+    {
+        return Err(too_low(Limit::Cost, budget::money(spent.cost_usd)));
+    }
+    if let Some(iterations) = raise.iterations
+        && iterations <= spent.iterations
+    {
+        return Err(too_low(
+            Limit::Iterations,
+            format!("{} iterations", spent.iterations),
+        ));
+    }
+    if let Some(time) = raise.time_secs
+        && time as f64 <= spent.seconds
+    {
+        let took = std::time::Duration::from_secs(spent.seconds as u64);
+        return Err(too_low(
+            Limit::Time,
+            humantime::format_duration(took).to_string(),
+        ));
+    }
+    state.budget = state.budget.merged(raise);
+    let text = [Limit::Cost, Limit::Iterations, Limit::Time]
+        .iter()
+        .filter_map(|l| raise.show(*l).map(|v| format!("{} {v}", l.word())))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // A session waiting at a gate keeps waiting there; one that runs keeps running.
+    let parked = match state.status {
+        RunState::Blocked { .. } | RunState::Failed { .. } | RunState::Stopped { .. } => true,
+        RunState::Queued => state.not_before.is_some(),
+        _ => false,
+    };
+    let flow_log = if parked {
+        resume(state, qa_answered)?;
+        format!("Budget raised by a person: {text}; resuming")
+    } else {
+        format!("Budget raised by a person: {text}")
+    };
+    Ok(GateEffect {
+        verb: "raise_budget",
+        flow_log,
+        reason: Some(text),
     })
 }
 
@@ -363,5 +444,52 @@ mod tests {
         stop(&mut state, Timestamp::now()).unwrap();
         resume(&mut state, false).unwrap();
         assert_eq!(state.status, RunState::Queued);
+    }
+
+    #[test]
+    fn a_raise_resumes_a_blocked_session_keeps_a_gate_waiting_and_refuses_a_cut() {
+        let now = Timestamp::now();
+        let mut state = SessionState::new("s", "d", "t", now);
+        state.phase = Phase::Implementation;
+        state.phase_iteration = 7;
+        state.usage.cost_usd = 20.31;
+        state.status = RunState::Blocked {
+            reason: "cost budget reached: $20.31 of $20.00".into(),
+            needs: Some(super::super::Needs::HumanDecision),
+            since: now,
+        };
+        let raise = Budget {
+            cost_usd: Some(40.0),
+            ..Budget::default()
+        };
+        let effect = super::raise(&mut state, &raise, false).unwrap();
+        assert_eq!(effect.verb, "raise_budget");
+        assert_eq!(
+            effect.flow_log,
+            "Budget raised by a person: cost $40.00; resuming"
+        );
+        assert_eq!(state.status, RunState::Queued);
+        assert_eq!(state.budget.cost_usd, Some(40.0));
+
+        let cut = Budget {
+            cost_usd: Some(20.0),
+            ..Budget::default()
+        };
+        let error = super::raise(&mut state, &cut, false).unwrap_err();
+        assert!(
+            error.to_string().contains("not above the $20.31"),
+            "{error}"
+        );
+        assert_eq!(
+            super::raise(&mut state, &Budget::default(), false),
+            Err(GateError::EmptyRaise)
+        );
+
+        let mut gate = waiting(Phase::Planning, WaitFor::PlanApproval);
+        super::raise(&mut gate, &raise, false).unwrap();
+        assert!(
+            matches!(gate.status, RunState::Waiting { .. }),
+            "still at its gate"
+        );
     }
 }

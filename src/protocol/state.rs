@@ -9,6 +9,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::baseline::Baseline;
+use super::budget::Budget;
 use super::overview::{self, WorkerLines};
 use super::phase::{Needs, Phase, WaitFor};
 
@@ -79,6 +80,14 @@ pub struct Usage {
     pub cost_usd: f64,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// The part of `input_tokens` read from the provider's cache (codex reports it; it is
+    /// priced lower).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cached_input_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Usage {
@@ -86,6 +95,7 @@ impl Usage {
         self.cost_usd += other.cost_usd;
         self.input_tokens += other.input_tokens;
         self.output_tokens += other.output_tokens;
+        self.cached_input_tokens += other.cached_input_tokens;
     }
 }
 
@@ -165,6 +175,13 @@ pub struct SessionState {
     pub usage: Usage,
     #[serde(default)]
     pub agent_session_ids: Vec<String>,
+    /// The session's own budget (its `start`/`run` flags and raises); what it leaves unset
+    /// comes from the configuration of the worker driving it.
+    #[serde(default, skip_serializing_if = "Budget::is_empty")]
+    pub budget: Budget,
+    /// The wall time of its agent attempts, summed, in seconds (what the time budget counts).
+    #[serde(default)]
+    pub agent_seconds: f64,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -192,6 +209,8 @@ impl SessionState {
             branch: None,
             usage: Usage::default(),
             agent_session_ids: Vec::new(),
+            budget: Budget::default(),
+            agent_seconds: 0.0,
             created_at: now,
             updated_at: now,
         }
@@ -293,8 +312,18 @@ mod tests {
         assert_eq!(json["phase"], "init");
         assert_eq!(json["status"]["state"], "waiting");
         assert_eq!(json["status"]["for"], "qa_answers");
-        let back: SessionState = serde_json::from_value(json).unwrap();
+        let back: SessionState = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(back, state);
+        // A state written before budgets existed still reads, with none of its own.
+        let mut old = json;
+        old.as_object_mut().unwrap().remove("agent_seconds");
+        assert!(
+            old.get("budget").is_none(),
+            "an empty budget is not written"
+        );
+        let back: SessionState = serde_json::from_value(old).unwrap();
+        assert!(back.budget.is_empty());
+        assert_eq!(back.agent_seconds, 0.0);
         // A stop written before the gate was remembered still reads.
         let old: RunState =
             serde_json::from_str(r#"{"state":"stopped","at":"2026-11-24T10:00:00Z"}"#).unwrap();

@@ -45,7 +45,7 @@ use super::store::{AttemptFiles, SessionStore};
 use super::worktree;
 use crate::agent::process::{AgentArgs, AgentMsg, AgentProcess};
 use crate::agent::{self, AttemptDone, AttemptReport, AttemptSpec};
-use crate::config::{AgentSettings, ModelChoice, Project, RetryPolicy};
+use crate::config::{AgentSettings, BudgetSettings, ModelChoice, Project, RetryPolicy};
 use crate::executor::AttemptExecutor;
 use crate::notify::{NotifierHandle, SessionEvent};
 use crate::protocol::baseline::Baseline;
@@ -62,6 +62,8 @@ pub struct SessionActor {
     /// Stop the actor (and let go of the lock) once the session parks: `samocode run`.
     pub stop_when_parked: bool,
     pub launcher: Arc<dyn AttemptExecutor>,
+    /// The default budget of a session, and the prices of models that print none.
+    pub budgets: Arc<BudgetSettings>,
 }
 
 /// What a session tells its supervisor.
@@ -73,6 +75,8 @@ pub enum SessionReport {
     RequestSlot { dir: PathBuf },
     /// Its attempt is over (or it no longer wants the slot it was granted).
     ReleaseSlot { dir: PathBuf },
+    /// What it has cost in all, after each attempt (the fleet budget sums these).
+    Spent { dir: PathBuf, cost_usd: f64 },
 }
 
 /// Messages of a SessionActor.
@@ -369,6 +373,9 @@ impl SessionActor {
         if let Some(settled) = Settled::of(&run.state) {
             return self.settle(run, settled);
         }
+        if let Some(reached) = self.budget_reached(&run.state) {
+            return self.block_for_budget(run, reached);
+        }
         if let Some(at) = run.state.not_before {
             // Parked for a provider's usage limit: wait out the rest (also after a restart),
             // holding no slot, then run the refused attempt again under its own number.
@@ -608,6 +615,11 @@ impl SessionActor {
         command: PersonCommand,
         by: Option<String>,
     ) -> Result<String, (String, u8)> {
+        if command == PersonCommand::Resume
+            && let Some(refused) = self.resume_refused(&run.state)
+        {
+            return Err((refused, 2));
+        }
         let before = match &run.life {
             Life::Parked(settled) => Some(settled.clone()),
             _ => None,

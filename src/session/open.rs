@@ -109,6 +109,9 @@ pub struct StartRequest {
     pub dive: Option<String>,
     pub task: Option<String>,
     pub once: bool,
+    /// The budget the command line gave (`--max-cost` ...): it replaces those limits of the
+    /// session's own budget in `_state.json`.
+    pub budget: crate::protocol::budget::Budget,
 }
 
 /// Finds or creates the session folder, takes its lock, takes over from a worker that died
@@ -131,6 +134,7 @@ pub fn open(
             };
             let store = SessionStore::create(&dir)?;
             let mut state = SessionState::new(&store.name(), dive, task, now);
+            state.budget = request.budget;
             store.save(&mut state)?;
             store.log("session created");
             (store, state)
@@ -153,6 +157,14 @@ pub fn open(
                 }
                 store.log("state derived from a Python samocode _overview.md");
                 store.save(&mut state)?;
+            }
+            if !request.budget.is_empty() {
+                state.budget = state.budget.merged(&request.budget);
+                store.save(&mut state)?;
+                store.log(&format!(
+                    "budget set from the command line: {}",
+                    crate::config::describe_budget(&state.budget)
+                ));
             }
             // A remote engine may still run the attempt: the session's actor asks it first.
             if !(launcher.adopts() && state.in_flight.is_some()) {

@@ -194,8 +194,7 @@ impl SessionActor {
         flight: &InFlight,
         report: &AttemptReport,
     ) -> IterationRow {
-        let usage = report.usage();
-        run.state.usage.add(usage);
+        let usage = self.spend(run, &flight.choice.model, report);
         run.state.in_flight = None;
         if let Some(id) = &report.agent_session_id
             && !run.state.agent_session_ids.contains(id)
@@ -473,7 +472,7 @@ impl SessionActor {
     /// Parks the session in `status` until a person acts: the history row when the worker
     /// decided it (an agent's own `blocked` signal has its row already), the state, the Flow
     /// Log, the session log; then tells the supervisor and the notifier.
-    fn park(
+    pub(super) fn park(
         &self,
         run: &mut SessionRun,
         status: RunState,

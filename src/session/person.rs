@@ -116,6 +116,10 @@ pub enum PersonCommand {
         reason: String,
     },
     Resume,
+    /// Raise the session's budget (each limit given becomes its new value) and go on.
+    RaiseBudget {
+        budget: crate::protocol::budget::Budget,
+    },
     Stop,
     Answer {
         answers: Answers,
@@ -136,6 +140,7 @@ impl PersonCommand {
             PersonCommand::Approve => "approved",
             PersonCommand::Reject { .. } => "sent back for changes",
             PersonCommand::Resume => "resumed",
+            PersonCommand::RaiseBudget { .. } => "resumed with a raised budget",
             PersonCommand::Stop => "stopped",
             PersonCommand::Answer { .. } => "answered",
             PersonCommand::Tell { .. } => "told",
@@ -176,6 +181,17 @@ pub fn apply(
                 ),
                 _ => format!("resumed {name} in {}", state.phase),
             })
+        }
+        PersonCommand::RaiseBudget { budget } => {
+            let answered = store
+                .read(QA)?
+                .is_some_and(|t| QaDoc::parse(&t).is_answered());
+            act(store, state, by, |s| gate::raise(s, budget, answered))?;
+            Ok(format!(
+                "raised the budget of {name}; it is {} in {}",
+                state.status.name(),
+                state.phase
+            ))
         }
         PersonCommand::Stop => {
             act(store, state, by, |s| gate::stop(s, Timestamp::now()))?;

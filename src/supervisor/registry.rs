@@ -47,6 +47,8 @@ pub struct Registry {
     queue: VecDeque<PathBuf>,
     held: usize,
     max_parallel: usize,
+    /// The fleet budget is reached: no slot is granted until it is lifted.
+    hold: bool,
 }
 
 impl Registry {
@@ -57,6 +59,7 @@ impl Registry {
             queue: VecDeque::new(),
             held: 0,
             max_parallel: max_parallel.max(1),
+            hold: false,
         }
     }
 
@@ -269,9 +272,16 @@ impl Registry {
         self.grant();
     }
 
+    /// Grants no slot while `hold` (the fleet budget is reached); queued sessions keep their
+    /// place and get theirs once it is lifted.
+    pub fn set_hold(&mut self, hold: bool) {
+        self.hold = hold;
+        self.grant();
+    }
+
     /// Grants free slots to the sessions queued longest.
     fn grant(&mut self) {
-        while self.held < self.max_parallel {
+        while self.held < self.max_parallel && !self.hold {
             let Some(dir) = self.queue.pop_front() else {
                 break;
             };

@@ -11,10 +11,11 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use samocode::agent::AttemptSpec;
 use samocode::agent::launch::{ExitKind, Group, Launched};
-use samocode::config::{AgentSettings, Project, Provider, RetryPolicy};
+use samocode::config::{AgentSettings, BudgetSettings, Project, Provider, RetryPolicy};
 use samocode::executor::{AttemptExecutor, Host};
 use samocode::notify::outbox::OpenMessage;
 use samocode::notify::{Notice, Pending, SendError, SessionEvent, Sink};
+use samocode::protocol::budget::Budget;
 use samocode::protocol::{Phase, SessionState};
 use samocode::session::SessionStore;
 use samocode::supervisor::{SupervisorActor, SupervisorArgs, SupervisorMsg};
@@ -263,6 +264,20 @@ pub const TIMEOUT: Duration = Duration::from_secs(1800);
 
 impl World {
     pub async fn new(keep_parked: bool) -> World {
+        World::with_budgets(keep_parked, BudgetSettings::default()).await
+    }
+
+    /// The same, with budgets and prices.
+    pub async fn with_budgets(keep_parked: bool, budgets: BudgetSettings) -> World {
+        World::build(keep_parked, budgets, Provider::Claude).await
+    }
+
+    /// The same, with codex's output format.
+    pub async fn codex(budgets: BudgetSettings) -> World {
+        World::build(true, budgets, Provider::Codex).await
+    }
+
+    async fn build(keep_parked: bool, budgets: BudgetSettings, provider: Provider) -> World {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().canonicalize().unwrap();
         for d in ["repo", "worktrees", "sessions"] {
@@ -302,7 +317,7 @@ impl World {
         let notices = Recorder::default();
         let supervisor = SupervisorActor {
             agent: AgentSettings {
-                provider: Provider::Claude,
+                provider,
                 claude_path: PathBuf::from("fake"),
                 claude_model: None,
                 claude_max_turns: 10,
@@ -326,6 +341,7 @@ impl World {
             outbox: None,
             launcher: launcher.clone(),
             failpoints: Vec::new(),
+            budgets: Arc::new(budgets),
         };
         let (supervisor, _) =
             ractor::Actor::spawn(None, supervisor, SupervisorArgs { max_parallel: 2 })
@@ -345,12 +361,29 @@ impl World {
 
     /// Hands the session to the supervisor.
     pub async fn start(&self) {
+        self.start_named("26-11-24-life", Budget::default()).await
+    }
+
+    /// Makes another session past init, as `new` makes the first; returns its folder.
+    pub fn add_session(&self, folder: &str) -> PathBuf {
+        let session = self.project.sessions.join(folder);
+        let store = SessionStore::create(&session).unwrap();
+        let mut state = SessionState::new(&store.name(), "d", "t", jiff::Timestamp::now());
+        state.enter_phase(Phase::Investigation);
+        store.save(&mut state).unwrap();
+        session
+    }
+
+    /// Hands the session in folder `name` to the supervisor with the budget `start --max-*`
+    /// would give it.
+    pub async fn start_named(&self, name: &str, budget: Budget) {
         let request = samocode::session::open::StartRequest {
             project: self.project.clone(),
-            name: "26-11-24-life".into(),
+            name: name.into(),
             dive: None,
             task: None,
             once: false,
+            budget,
         };
         let started = self
             .supervisor

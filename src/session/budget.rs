@@ -1,0 +1,107 @@
+//! A session's spending and its budget, as its SessionActor keeps them: each attempt's cost
+//! (priced from the configured table when the provider prints none, as codex does) and agent
+//! time are added to the state; before each attempt the budget is checked, and a session that
+//! has reached a limit is blocked with `needs: human_decision` and a reason naming the limit
+//! and the figures (`cost budget reached: $20.31 of $20.00`). A plain `resume` of a session
+//! blocked so is refused while the limit still holds: `resume --raise-budget` goes on.
+
+use super::actor::{SessionActor, SessionReport, SessionRun};
+use crate::agent::AttemptReport;
+use crate::config::Provider;
+use crate::protocol::budget::{self, Limit, Reached, Spent};
+use crate::protocol::{Needs, RunState, SessionState, Usage};
+
+impl SessionActor {
+    /// The session's budget: its own limits over the configured defaults.
+    pub(super) fn budget_of(&self, state: &SessionState) -> budget::Budget {
+        state.budget.over(&self.budgets.defaults)
+    }
+
+    /// Before an attempt: the limit the session has reached, if any. A retry of the current
+    /// iteration does not spend the iteration budget.
+    pub(super) fn budget_reached(&self, state: &SessionState) -> Option<Reached> {
+        self.budget_of(state)
+            .reached(&Spent::of(state), state.attempt == 0)
+    }
+
+    /// Blocks the session for a reached limit: the state, the history, the Flow Log with the
+    /// command that goes on, and the notice (through the notifier's outbox).
+    pub(super) fn block_for_budget(
+        &self,
+        run: &mut SessionRun,
+        reached: Reached,
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        let reason = reached.to_string();
+        let status = RunState::Blocked {
+            reason: reason.clone(),
+            needs: Some(Needs::HumanDecision),
+            since: jiff::Timestamp::now(),
+        };
+        let flow = format!(
+            "Blocked by samocode: {reason}; `samocode resume {} --raise-budget {}=N` goes on",
+            super::name::short_name(&run.state.name),
+            reached.limit.word()
+        );
+        self.park(run, status, &reason, true, &flow)
+    }
+
+    /// Adds what an attempt spent to the state (its cost priced when the provider printed
+    /// none, its agent time) and tells the supervisor the session's new total; returns the
+    /// attempt's usage as journaled.
+    pub(super) fn spend(&self, run: &mut SessionRun, model: &str, report: &AttemptReport) -> Usage {
+        let mut usage = report.usage();
+        let tokens = usage.input_tokens + usage.output_tokens;
+        if self.agent.provider == Provider::Codex && usage.cost_usd == 0.0 && tokens > 0 {
+            let reported = report.model.as_deref().filter(|m| *m != model);
+            let priced = reported
+                .and_then(|m| self.budgets.prices.cost(m, &usage))
+                .or_else(|| self.budgets.prices.cost(model, &usage));
+            match priced {
+                Some(cost) => usage.cost_usd = cost,
+                None => run.store.log(&format!(
+                    "no price for model {model}: its tokens count as $0 against the budget; add [prices.\"{model}\"] to config.toml"
+                )),
+            }
+        }
+        run.state.usage.add(usage);
+        let took = report.started_at.duration_until(report.ended_at);
+        run.state.agent_seconds += took.as_secs_f64().max(0.0);
+        self.report_spent(run);
+        usage
+    }
+
+    /// Tells the supervisor what the session has cost in all (the fleet budget sums these).
+    pub(super) fn report_spent(&self, run: &SessionRun) {
+        if self
+            .supervisor
+            .send_message(SessionReport::Spent {
+                dir: run.store.dir().to_path_buf(),
+                cost_usd: run.state.usage.cost_usd,
+            })
+            .is_err()
+        {
+            tracing::debug!("the supervisor is gone");
+        }
+    }
+
+    /// Why a plain `resume` cannot go on: the session is blocked by a budget it still has
+    /// reached. The sentence names the raise that would do.
+    pub(super) fn resume_refused(&self, state: &SessionState) -> Option<String> {
+        let RunState::Blocked { reason, .. } = &state.status else {
+            return None;
+        };
+        if !budget::is_budget_reason(reason) {
+            return None;
+        }
+        let reached = self.budget_reached(state)?;
+        let name = super::name::short_name(&state.name);
+        let example = match reached.limit {
+            Limit::Cost => "cost=40",
+            Limit::Iterations => "iterations=100",
+            Limit::Time => "time=12h",
+        };
+        Some(format!(
+            "session {name} is blocked: {reached}; raise it to go on, e.g. `samocode resume {name} --raise-budget {example}`"
+        ))
+    }
+}

@@ -1,0 +1,101 @@
+//! The fleet budget: the most the daemon's sessions may cost together. Pure bookkeeping for
+//! the supervisor: the cost of every session it owns (as each last reported it, or as its
+//! state said when it was opened), the limit, and whether people have been told.
+//!
+//! Once the sum reaches the limit, the supervisor grants no agent slot: every session's next
+//! attempt waits, queued, and running attempts finish. People are told once. It is lifted by
+//! `samocode resume --raise-budget cost=N` without a session name (for the daemon's life), or
+//! by a restart with a higher `fleet_max_cost`; the owned sessions' costs are in their state
+//! files, so a restart does not reset the sum.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::protocol::budget::money;
+
+#[derive(Debug, Default)]
+pub struct Fleet {
+    limit: Option<f64>,
+    costs: HashMap<PathBuf, f64>,
+    /// People were told the limit is reached (again only after it is lifted).
+    told: bool,
+}
+
+impl Fleet {
+    pub fn new(limit: Option<f64>) -> Fleet {
+        Fleet {
+            limit,
+            ..Fleet::default()
+        }
+    }
+
+    /// The session in `dir` has cost `cost_usd` in all.
+    pub fn record(&mut self, dir: &Path, cost_usd: f64) {
+        self.costs.insert(dir.to_path_buf(), cost_usd);
+    }
+
+    pub fn spent(&self) -> f64 {
+        self.costs.values().sum()
+    }
+
+    pub fn limit(&self) -> Option<f64> {
+        self.limit
+    }
+
+    /// True while new attempts must wait.
+    pub fn holds(&self) -> bool {
+        self.limit.is_some_and(|limit| self.spent() >= limit)
+    }
+
+    /// The sentence to tell people, the first time the limit holds (once until it is lifted).
+    pub fn news(&mut self) -> Option<(f64, f64)> {
+        let limit = self.limit?;
+        if self.holds() && !self.told {
+            self.told = true;
+            return Some((self.spent(), limit));
+        }
+        None
+    }
+
+    /// A person's raise of the limit; it must be above what is spent.
+    pub fn raise(&mut self, cost_usd: f64) -> Result<String, String> {
+        let spent = self.spent();
+        if cost_usd <= spent {
+            return Err(format!(
+                "the fleet budget cost={cost_usd} is not above the {} the daemon's sessions have already spent; give a higher cost",
+                money(spent)
+            ));
+        }
+        self.limit = Some(cost_usd);
+        self.told = false;
+        Ok(format!(
+            "the fleet budget is {} now ({} spent); new attempts run again",
+            money(cost_usd),
+            money(spent)
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limit_holds_once_the_sessions_together_reach_it_and_is_told_once() {
+        let mut fleet = Fleet::new(Some(10.0));
+        fleet.record(Path::new("/s/a"), 4.0);
+        fleet.record(Path::new("/s/b"), 5.0);
+        assert!(!fleet.holds());
+        assert_eq!(fleet.news(), None);
+        fleet.record(Path::new("/s/a"), 6.5);
+        assert!(fleet.holds());
+        assert_eq!(fleet.news(), Some((11.5, 10.0)));
+        assert_eq!(fleet.news(), None, "told once");
+        assert!(fleet.raise(11.0).unwrap_err().contains("$11.50"));
+        assert!(fleet.raise(20.0).is_ok());
+        assert!(!fleet.holds());
+        fleet.record(Path::new("/s/b"), 14.0);
+        assert_eq!(fleet.news(), Some((20.5, 20.0)), "told again after a raise");
+        assert!(!Fleet::new(None).holds());
+    }
+}

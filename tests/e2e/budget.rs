@@ -1,0 +1,263 @@
+//! Budgets through the real binary: `run --max-cost` blocks the session with the figures (exit
+//! 11), a plain `resume` is refused, `resume --raise-budget` lets the next `run` finish, and
+//! `status` shows the budget left and the cost per phase. Bad budget values are usage errors.
+
+use std::time::Duration;
+
+use super::fixture::{Project, wait_for};
+
+#[test]
+fn a_session_stops_at_max_cost_and_finishes_after_a_raise() {
+    let project = Project::new();
+    // The scripted agent reports $0.0125 per attempt: the third iteration would pass $0.02.
+    project
+        .run(&[
+            "run",
+            "--session",
+            "capped",
+            "--dive",
+            "d",
+            "--task",
+            "t",
+            "--max-cost",
+            "0.02",
+        ])
+        .expect(10);
+    let s = project.session("capped");
+    assert_eq!(s.state()["budget"]["cost_usd"], 0.02);
+    project
+        .run(&["answer", "capped", "--accept-suggestions"])
+        .expect(0);
+
+    let blocked = project.run(&["run", "--session", "capped"]);
+    blocked.expect(11);
+    assert!(
+        blocked
+            .stdout()
+            .contains("cost budget reached: $0.03 of $0.02"),
+        "{}",
+        blocked.stdout()
+    );
+    let state = s.state();
+    assert_eq!(state["status"]["needs"], "human_decision");
+    assert_eq!(state["iteration"], 2);
+    assert!(
+        s.read("_overview.md")
+            .contains("`samocode resume capped --raise-budget cost=N` goes on")
+    );
+
+    let status = project.run(&["status", "capped"]);
+    status.expect(0);
+    let text = status.stdout();
+    assert!(
+        text.contains("cost/phase:  investigation $0.01, requirements $0.01"),
+        "{text}"
+    );
+    assert!(
+        text.contains("budget:      cost $0.02 ($0.00 left), iterations none, time none"),
+        "{text}"
+    );
+
+    let refused = project.run(&["resume", "capped"]);
+    refused.expect(2);
+    assert!(
+        refused.stderr().contains("--raise-budget cost=N"),
+        "{}",
+        refused.stderr()
+    );
+    project
+        .run(&["resume", "capped", "--raise-budget", "cost=0.01"])
+        .expect(2);
+    project
+        .run(&["resume", "capped", "--raise-budget", "cost=5"])
+        .expect(0);
+    assert_eq!(s.state()["budget"]["cost_usd"], 5.0);
+
+    project.run(&["run", "--session", "capped"]).expect(10);
+    project.run(&["approve", "capped"]).expect(0);
+    project.run(&["run", "--session", "capped"]).expect(0);
+    let json = project.run(&["status", "capped", "--json"]);
+    let row: serde_json::Value = serde_json::from_str(&json.stdout()).unwrap();
+    assert_eq!(row["state"], "done");
+    assert_eq!(row["budget"]["max_cost_usd"], 5.0);
+    let left = row["budget"]["left"]["cost_usd"].as_f64().unwrap();
+    assert!(left > 4.8 && left < 5.0, "{row}");
+    let phases: Vec<&str> = row["cost_by_phase"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases.first(), Some(&"investigation"), "{row}");
+    assert_eq!(phases.last(), Some(&"done"), "{row}");
+}
+
+#[test]
+fn bad_budget_flags_and_settings_are_usage_errors_naming_key_value_and_source() {
+    let mut project = Project::new();
+    let bad = project.run(&[
+        "run",
+        "--session",
+        "x",
+        "--dive",
+        "d",
+        "--task",
+        "t",
+        "--max-time",
+        "soon",
+    ]);
+    bad.expect(2);
+    assert!(
+        bad.stderr()
+            .contains("--max-time=\"soon\" (from the command line) is not valid"),
+        "{}",
+        bad.stderr()
+    );
+    project.env("SAMOCODE_MAX_COST", "free");
+    let bad = project.run(&["status"]);
+    bad.expect(2);
+    assert!(
+        bad.stderr()
+            .contains("SAMOCODE_MAX_COST=\"free\" (from the environment) is not valid"),
+        "{}",
+        bad.stderr()
+    );
+    let bad = project.run(&["resume", "x", "--raise-budget", "speed=3"]);
+    bad.expect(2);
+
+    project.env("SAMOCODE_MAX_COST", "");
+    project.env("SAMOCODE_MAX_ITERATIONS", "60");
+    let dry = project.run(&[
+        "run",
+        "--session",
+        "x",
+        "--dive",
+        "d",
+        "--task",
+        "t",
+        "--max-cost",
+        "20",
+        "--dry-run",
+    ]);
+    dry.expect(0);
+    assert!(
+        dry.stdout()
+            .contains("budget:         cost $20.00, iterations 60, time none"),
+        "{}",
+        dry.stdout()
+    );
+}
+
+/// The state of session `name` as `status --json` shows it.
+fn row(project: &Project, name: &str) -> serde_json::Value {
+    project
+        .status()
+        .into_iter()
+        .find(|r| r["name"].as_str().is_some_and(|n| n.ends_with(name)))
+        .unwrap_or_else(|| panic!("no session {name}"))
+}
+
+fn daemon_log(project: &Project) -> String {
+    std::fs::read_to_string(project.root.join("daemon.log")).unwrap_or_default()
+}
+
+#[test]
+fn through_the_daemon_start_max_cost_blocks_and_resume_raise_budget_goes_on() {
+    let mut project = Project::new();
+    let _daemon = project.daemon(&[]);
+    project
+        .run(&[
+            "start",
+            "--session",
+            "capped",
+            "--dive",
+            "d",
+            "--task",
+            "t",
+            "--max-cost",
+            "0.02",
+        ])
+        .expect(0);
+    wait_for(Duration::from_secs(30), "the questions", || {
+        row(&project, "capped")["waiting_for"] == "qa_answers"
+    });
+    project
+        .run(&["answer", "capped", "--accept-suggestions"])
+        .expect(0);
+    wait_for(Duration::from_secs(30), "the budget to block it", || {
+        row(&project, "capped")["state"] == "blocked"
+    });
+    assert_eq!(
+        row(&project, "capped")["blocked_reason"],
+        "cost budget reached: $0.03 of $0.02"
+    );
+    let refused = project.run(&["resume", "capped"]);
+    refused.expect(2);
+    assert!(
+        refused.stderr().contains("$0.03 of $0.02"),
+        "{}",
+        refused.stderr()
+    );
+    project
+        .run(&["resume", "capped", "--raise-budget", "cost=5"])
+        .expect(0);
+    project.drive_to_done(1, Duration::from_secs(60));
+}
+
+#[test]
+fn a_fleet_budget_holds_every_session_tells_once_and_a_raise_lifts_it() {
+    let mut project = Project::new();
+    // Reached by the fourth attempt only, whichever order the sessions' attempts run in.
+    let _daemon = project.daemon(&["--fleet-max-cost", "0.04"]);
+    for name in ["one", "two"] {
+        project
+            .run(&["start", "--session", name, "--dive", "d", "--task", "t"])
+            .expect(0);
+    }
+    // Each asks its questions after two attempts at $0.0125: $0.05 in all, past $0.04.
+    wait_for(Duration::from_secs(30), "both to ask", || {
+        project
+            .status()
+            .iter()
+            .all(|r| r["waiting_for"] == "qa_answers")
+            && project.status().len() == 2
+    });
+    for name in ["one", "two"] {
+        project
+            .run(&["answer", name, "--accept-suggestions"])
+            .expect(0);
+    }
+    wait_for(
+        Duration::from_secs(30),
+        "both to wait for the fleet",
+        || project.status().iter().all(|r| r["state"] == "queued"),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let status = project.run(&["status"]);
+    assert!(
+        status
+            .stdout()
+            .contains("fleet budget reached: $0.05 of $0.04"),
+        "{}",
+        status.stdout()
+    );
+    for name in ["one", "two"] {
+        assert_eq!(
+            project.session(name).jsonl("_iterations.jsonl").len(),
+            2,
+            "no attempt past the fleet budget"
+        );
+    }
+    let told = daemon_log(&project)
+        .matches("fleet budget reached:")
+        .count();
+    assert_eq!(told, 1, "{}", daemon_log(&project));
+
+    project
+        .run(&["resume", "--raise-budget", "cost=0.01"])
+        .expect(2);
+    let raised = project.run(&["resume", "--raise-budget", "cost=10"]);
+    raised.expect(0);
+    assert!(raised.stdout().contains("$10.00"), "{}", raised.stdout());
+    project.drive_to_done(2, Duration::from_secs(90));
+}
