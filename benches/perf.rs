@@ -432,17 +432,22 @@ fn ingest(mb: u64) -> Ingest {
     // The floor: the agent's output read by `cat` into /dev/null, for the same bytes.
     let floor_dir = project.root.join("floor");
     std::fs::create_dir_all(&floor_dir).unwrap();
-    let started = Instant::now();
-    let flood = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "BENCH_FLOOD_MB={mb} '{AGENT}' --append-system-prompt 'Session path: {}\nPhase: implementation\n' -p x | cat > /dev/null",
-            floor_dir.display()
-        ))
-        .status()
-        .unwrap();
-    let _ = flood;
-    let floor = started.elapsed().as_secs_f64();
+    // The best of three: the floor is what the machine can do.
+    let floor = (0..3)
+        .map(|_| {
+            let started = Instant::now();
+            let flood = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "BENCH_FLOOD_MB={mb} '{AGENT}' --append-system-prompt 'Session path: {}\nPhase: implementation\n' -p x | cat > /dev/null",
+                    floor_dir.display()
+                ))
+                .status()
+                .unwrap();
+            assert!(flood.success(), "the floor's pipe failed");
+            started.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
     let daemon = project.daemon(
         1,
         &[
@@ -624,27 +629,21 @@ fn percentiles(values: &mut [f64]) -> (f64, f64) {
 
 /// The regression check: quick runs, as ratios to their floors, against the ones recorded
 /// for the same build profile (a debug build's samocode is slower than a release build's, and
-/// its floor is the same).
+/// its floor is the same). A figure twice as bad as recorded is measured again before it
+/// fails the check: on a shared machine one run can be slowed by anything.
 fn quick(record: bool) {
     let profile = if cfg!(debug_assertions) {
         "dev"
     } else {
         "release"
     };
-    let overhead = overhead(60);
-    let scale = scale(60, 16, 200);
-    let ingest = ingest(50);
-    let ratios = json!({
-        "overhead": overhead.samocode_ms / overhead.floor_ms,
-        "scale": scale.ideal / scale.per_second,
-        "ingest": ingest.cpu_per_100mb / ingest.floor_per_100mb,
-    });
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/baseline.json");
     let mut baseline: Value = std::fs::read_to_string(&path)
         .ok()
         .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or_else(|| json!({}));
     if record {
+        let ratios = quick_ratios();
         baseline[profile] = ratios.clone();
         std::fs::write(
             &path,
@@ -657,7 +656,7 @@ fn quick(record: bool) {
         );
         return;
     }
-    let Some(recorded) = baseline.get(profile) else {
+    let Some(recorded) = baseline.get(profile).cloned() else {
         eprintln!(
             "{} has no figures for the {profile} profile: record them with `cargo bench --bench perf{} -- quick --record`",
             path.display(),
@@ -670,19 +669,38 @@ fn quick(record: bool) {
         std::process::exit(1);
     };
     let mut worse = Vec::new();
-    for key in ["overhead", "scale", "ingest"] {
-        let now = ratios[key].as_f64().unwrap();
-        let then = recorded[key].as_f64().unwrap();
-        println!("quick {key} ({profile}): {now:.2} times its floor (recorded: {then:.2})");
-        if now > 2.0 * then {
-            worse.push(format!("{key}: {now:.2} against {then:.2}"));
+    for round in 1..=2 {
+        let ratios = quick_ratios();
+        worse.clear();
+        for key in ["overhead", "scale", "ingest"] {
+            let now = ratios[key].as_f64().unwrap();
+            let then = recorded[key].as_f64().unwrap();
+            println!(
+                "quick {key} ({profile}, run {round}): {now:.2} times its floor (recorded: {then:.2})"
+            );
+            if now > 2.0 * then {
+                worse.push(format!("{key}: {now:.2} against {then:.2}"));
+            }
+        }
+        if worse.is_empty() {
+            return;
         }
     }
-    if !worse.is_empty() {
-        eprintln!(
-            "performance regressed to twice the recorded ratio: {}",
-            worse.join("; ")
-        );
-        std::process::exit(1);
-    }
+    eprintln!(
+        "performance regressed to twice the recorded ratio in two runs: {}",
+        worse.join("; ")
+    );
+    std::process::exit(1);
+}
+
+/// The quick figures as ratios to their floors (larger is worse).
+fn quick_ratios() -> Value {
+    let overhead = overhead(60);
+    let scale = scale(60, 16, 200);
+    let ingest = ingest(50);
+    json!({
+        "overhead": overhead.samocode_ms / overhead.floor_ms,
+        "scale": scale.ideal / scale.per_second,
+        "ingest": ingest.cpu_per_100mb / ingest.floor_per_100mb,
+    })
 }
