@@ -24,6 +24,7 @@ pub mod person;
 pub mod profile;
 pub mod recover;
 pub mod store;
+mod trace;
 pub mod untrusted;
 pub mod worktree;
 

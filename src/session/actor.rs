@@ -42,6 +42,7 @@ use super::open::{SessionArgs, Settled};
 use super::person::{self, PersonCommand};
 use super::profile;
 use super::store::{AttemptFiles, SessionStore};
+use super::trace::Trace;
 use super::worktree;
 use crate::agent::process::{AgentArgs, AgentMsg, AgentProcess};
 use crate::agent::{self, AttemptDone, AttemptReport, AttemptSpec};
@@ -180,6 +181,8 @@ pub struct SessionRun {
     fail: Option<String>,
     /// Ask the engine to adopt the in-flight attempt when the actor starts.
     pub(super) adopt: bool,
+    /// The open spans of the session's trace.
+    pub(super) trace: Trace,
 }
 
 impl Actor for SessionActor {
@@ -210,6 +213,7 @@ impl Actor for SessionActor {
             flights: 0,
             fail: args.fail,
             adopt: args.adopt,
+            trace: Trace::default(),
         })
     }
 
@@ -421,7 +425,6 @@ impl SessionActor {
     }
 
     /// In `AwaitingSlot`, with the slot granted: starts the attempt.
-    #[tracing::instrument(skip_all, fields(session = %run.state.name, phase = %run.state.phase, profile, model, effort))]
     async fn launch(
         &self,
         myself: &ActorRef<SessionMsg>,
@@ -485,10 +488,6 @@ impl SessionActor {
         // provider's model for it, unless CLAUDE_MODEL names one.
         let picked = profile::pick(state.phase, run.store.dir());
         let choice = self.agent.choose(picked.profile);
-        let span = tracing::Span::current();
-        span.record("profile", choice.profile.name());
-        span.record("model", choice.model.as_str());
-        span.record("effort", choice.effort.as_str());
         let settings = self.agent.for_attempt(&choice);
         let command = agent::command(&settings, &text, &files.context, &workdir);
         let started_at = Timestamp::now();
@@ -552,20 +551,12 @@ impl SessionActor {
             myself.get_cell(),
         )
         .await?;
-        // A root span: the actor's own spans live as long as the actor and would swallow it.
-        let span = tracing::info_span!(
-            parent: None,
-            "attempt",
-            session = %state.name,
-            phase = %state.phase,
-            iteration = state.iteration,
-            attempt = state.attempt,
-            provider = %self.agent.provider,
-            host = tracing::field::Empty,
-            outcome = tracing::field::Empty,
-            cost_usd = tracing::field::Empty,
-            input_tokens = tracing::field::Empty,
-            output_tokens = tracing::field::Empty,
+        let span = run.trace.attempt(
+            &run.state,
+            &self.agent.provider.to_string(),
+            choice.model.as_str(),
+            choice.profile.name(),
+            choice.effort.as_str(),
         );
         run.life = Life::Running(Box::new(InFlight {
             id,
@@ -677,7 +668,8 @@ impl SessionActor {
     }
 
     /// Tells the notifier the session left its park: `what` was done, `by` whom.
-    pub(super) fn unparked(&self, run: &SessionRun, what: &str, by: Option<&str>) {
+    pub(super) fn unparked(&self, run: &mut SessionRun, what: &str, by: Option<&str>) {
+        run.trace.decided(what, by);
         let at = jiff::Zoned::now().strftime("%H:%M").to_string();
         let line = match by {
             Some(by) => format!("{what} {by} {at}"),
@@ -696,6 +688,11 @@ impl SessionActor {
         settled: Settled,
     ) -> Result<(), ActorProcessingErr> {
         run.life = Life::Parked(settled.clone());
+        let waiting = match &settled {
+            Settled::Waiting { wait_for } => Some(*wait_for),
+            _ => None,
+        };
+        run.trace.parked(&run.state, waiting);
         let questions = match &settled {
             Settled::Waiting {
                 wait_for: WaitFor::QaAnswers,

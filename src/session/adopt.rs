@@ -87,26 +87,19 @@ impl SessionActor {
                     )
                     .await?;
                     let state = &run.state;
-                    let span = tracing::info_span!(
-                        parent: None,
-                        "attempt",
-                        session = %state.name,
-                        phase = %state.phase,
-                        iteration = state.iteration,
-                        attempt = state.attempt,
-                        provider = %self.agent.provider,
-                        adopted = true,
-                        host = tracing::field::Empty,
-                        outcome = tracing::field::Empty,
-                        cost_usd = tracing::field::Empty,
-                        input_tokens = tracing::field::Empty,
-                        output_tokens = tracing::field::Empty,
-                    );
                     let fallback = self.agent.choose(
                         record
                             .profile
                             .unwrap_or(crate::protocol::profile::Profile::Standard),
                     );
+                    let span = run.trace.attempt(
+                        &run.state,
+                        &self.agent.provider.to_string(),
+                        record.model.as_deref().unwrap_or(fallback.model.as_str()),
+                        fallback.profile.name(),
+                        record.effort.as_deref().unwrap_or(fallback.effort.as_str()),
+                    );
+                    span.record("samocode.adopted", true);
                     run.life = Life::Running(Box::new(InFlight {
                         id,
                         agent,

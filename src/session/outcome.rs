@@ -42,7 +42,7 @@ impl SessionActor {
                 .unwrap_or((AttemptOutcome::ProtocolError, String::new()));
             row.outcome = outcome;
             row.detail = Some(format!("worktree_mutated: {mutation}"));
-            journal_attempt(&run.store, &flight.span, &row)?;
+            journal_attempt(&run.store, &flight.span, &run.trace, &row)?;
             return self.block(run, format!("worktree_mutated: {mutation}"), Source::Worker);
         }
 
@@ -58,7 +58,7 @@ impl SessionActor {
         if let Some((outcome, detail)) = failure {
             row.outcome = outcome;
             row.detail = Some(detail.clone());
-            journal_attempt(&run.store, &flight.span, &row)?;
+            journal_attempt(&run.store, &flight.span, &run.trace, &row)?;
             run.store
                 .log(&format!("attempt {} failed: {detail}", flight.attempt));
             self.notify(SessionEvent::AttemptFailed {
@@ -91,7 +91,7 @@ impl SessionActor {
             Err(problem) => {
                 row.outcome = AttemptOutcome::ProtocolError;
                 row.detail = Some(problem.text.clone());
-                journal_attempt(&run.store, &flight.span, &row)?;
+                journal_attempt(&run.store, &flight.span, &run.trace, &row)?;
                 let retry = problem.retryable && run.state.last_rejection.is_none();
                 self.history(
                     run,
@@ -113,7 +113,7 @@ impl SessionActor {
                 self.block(run, problem.text, Source::Agent)
             }
             Ok((signal, verdict)) => {
-                journal_attempt(&run.store, &flight.span, &row)?;
+                journal_attempt(&run.store, &flight.span, &run.trace, &row)?;
                 // The notes this iteration saw are used: the next one does not get them again.
                 let seen = flight.guidance.min(run.state.guidance.len());
                 run.state.guidance.drain(..seen);
@@ -142,7 +142,7 @@ impl SessionActor {
         if let Some(mutation) = &mutation {
             row.detail = Some(format!("worktree_mutated: {mutation}"));
         }
-        journal_attempt(&run.store, &flight.span, &row)?;
+        journal_attempt(&run.store, &flight.span, &run.trace, &row)?;
         if let Some(mutation) = mutation {
             self.block(run, format!("worktree_mutated: {mutation}"), Source::Worker)?;
             if then == Then::Exit {
@@ -180,7 +180,7 @@ impl SessionActor {
         let mut row = self.take_report(run, flight, report);
         row.outcome = AttemptOutcome::Interrupted;
         row.detail = Some("interrupted: the worker stopped during the attempt".into());
-        let _ = journal_attempt(&run.store, &flight.span, &row);
+        let _ = journal_attempt(&run.store, &flight.span, &run.trace, &row);
         let _ = run.store.save(&mut run.state);
         run.store
             .log("stopped by the worker during an attempt; it will be retried");
@@ -408,7 +408,7 @@ impl SessionActor {
                     .unwrap_or_else(|| now.checked_add(fallback).unwrap_or(now));
                 row.outcome = AttemptOutcome::UsageLimit;
                 row.detail = Some(format!("usage limit until {at}: {message}"));
-                journal_attempt(&run.store, &flight.span, &row)?;
+                journal_attempt(&run.store, &flight.span, &run.trace, &row)?;
                 run.state.not_before = Some(at);
                 run.state.status = RunState::Queued;
                 run.store.save(&mut run.state)?;
@@ -431,7 +431,7 @@ impl SessionActor {
             }
             Refusal::Authentication { message } => {
                 row.outcome = AttemptOutcome::Nonzero;
-                journal_attempt(&run.store, &flight.span, &row)?;
+                journal_attempt(&run.store, &flight.span, &run.trace, &row)?;
                 self.block(
                     run,
                     format!("the provider refused the credentials: {message}"),
@@ -518,6 +518,12 @@ impl SessionActor {
         reason: Option<String>,
         outcome: &str,
     ) -> Result<(), StoreError> {
+        if let Some(signal) = signal {
+            run.trace.signal(
+                &signal.status.to_string(),
+                signal.phase.map(|p| p.to_string()).as_deref(),
+            );
+        }
         run.store.append_history(&HistoryRow {
             at: Timestamp::now(),
             iteration: run.state.iteration,
@@ -540,15 +546,10 @@ impl SessionActor {
 pub(super) fn journal_attempt(
     store: &SessionStore,
     span: &tracing::Span,
+    trace: &super::trace::Trace,
     row: &IterationRow,
 ) -> Result<(), StoreError> {
-    span.record("outcome", row.outcome.name());
-    if let Some(host) = &row.host {
-        span.record("host", host.as_str());
-    }
-    span.record("cost_usd", row.cost_usd);
-    span.record("input_tokens", row.input_tokens);
-    span.record("output_tokens", row.output_tokens);
+    trace.attempt_over(span, row);
     store.append_iteration(row)
 }
 

@@ -1,4 +1,5 @@
-//! Every attempt is traced: spans reach an OTLP/HTTP receiver, and secrets do not.
+//! Sessions are traced: spans reach an OTLP/HTTP receiver, decoded here as a collector would,
+//! shaped session > iteration > attempt with gates, and secrets do not.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -53,8 +54,68 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// A decoded span: name, trace, id, parent, attributes (as text), how many links.
+#[derive(Debug, Clone)]
+struct Span {
+    name: String,
+    trace: Vec<u8>,
+    id: Vec<u8>,
+    parent: Vec<u8>,
+    attributes: std::collections::HashMap<String, String>,
+    links: usize,
+}
+
+/// Every span of every request, decoded as the OTLP collector would; and the service names.
+fn decode(requests: &[(String, Vec<u8>)]) -> (Vec<Span>, Vec<String>) {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use prost::Message;
+    let text = |value: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>| match value
+        .as_ref()
+        .and_then(|v| v.value.as_ref())
+    {
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        Some(Value::DoubleValue(d)) => d.to_string(),
+        Some(Value::BoolValue(b)) => b.to_string(),
+        other => format!("{other:?}"),
+    };
+    let mut spans = Vec::new();
+    let mut services = Vec::new();
+    for (_, body) in requests {
+        let request = ExportTraceServiceRequest::decode(body.as_slice())
+            .expect("the exporter sends OTLP protobuf");
+        for resource in request.resource_spans {
+            for kv in resource.resource.iter().flat_map(|r| &r.attributes) {
+                if kv.key == "service.name" {
+                    services.push(text(&kv.value));
+                }
+            }
+            for scope in resource.scope_spans {
+                for span in scope.spans {
+                    spans.push(Span {
+                        name: span.name,
+                        trace: span.trace_id,
+                        id: span.span_id,
+                        parent: span.parent_span_id,
+                        attributes: span
+                            .attributes
+                            .iter()
+                            .map(|kv| (kv.key.clone(), text(&kv.value)))
+                            .collect(),
+                        links: span.links.len(),
+                    });
+                }
+            }
+        }
+    }
+    (spans, services)
+}
+
+/// A session through its questions and to the plan gate, in two runs: each run is a trace
+/// of its own, `session` > `iteration` > `attempt`, and each park opens a `gate`.
 #[test]
-fn each_attempt_is_a_span_exported_over_otlp_without_secrets() {
+fn a_session_is_traced_as_session_iteration_and_attempt_spans_over_otlp_without_secrets() {
     let (port, seen) = receiver();
     let mut project = Project::new();
     project
@@ -71,6 +132,11 @@ fn each_attempt_is_a_span_exported_over_otlp_without_secrets() {
     project
         .run(&["run", "--session", "traced", "--dive", "d", "--task", "t"])
         .expect(10);
+    project
+        .run(&["answer", "traced", "--accept-suggestions"])
+        .expect(0);
+    project.run(&["run", "--session", "traced"]).expect(10);
+
     let requests = seen.lock().unwrap().clone();
     assert!(!requests.is_empty(), "the exporter sent nothing");
     assert!(
@@ -78,21 +144,111 @@ fn each_attempt_is_a_span_exported_over_otlp_without_secrets() {
         "{:?}",
         requests.iter().map(|r| &r.0).collect::<Vec<_>>()
     );
-    let body: Vec<u8> = requests.into_iter().flat_map(|(_, b)| b).collect();
-    for expected in [
-        "samocode-trace-test",
-        "attempt",
-        "investigation",
-        "requirements",
-        "26-",
-        "outcome",
-        "ok",
-    ] {
+    let (spans, services) = decode(&requests);
+    assert!(
+        services.iter().all(|s| s == "samocode-trace-test"),
+        "{services:?}"
+    );
+    let named = |name: &str| {
+        spans
+            .iter()
+            .filter(|s| s.name == name)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let by_id = |id: &[u8]| spans.iter().find(|s| s.id == id);
+
+    let sessions = named("session");
+    assert_eq!(sessions.len(), 2, "one session span per run: {spans:#?}");
+    assert_ne!(
+        sessions[0].trace, sessions[1].trace,
+        "each run is a trace of its own"
+    );
+    for session in &sessions {
+        assert!(session.parent.is_empty(), "the session span is the root");
+        assert!(session.attributes["samocode.session"].ends_with("-traced"));
+        assert_eq!(session.attributes["gen_ai.provider.name"], "claude");
         assert!(
-            contains(&body, expected.as_bytes()),
-            "{expected:?} not in the exported spans"
+            session.attributes.contains_key("samocode.phase.exit"),
+            "{session:?}"
+        );
+        assert!(
+            session.attributes.contains_key("samocode.cost_usd"),
+            "{session:?}"
         );
     }
+    assert_eq!(sessions[0].attributes["samocode.phase.entry"], "investigation");
+    assert_eq!(sessions[1].attributes["samocode.phase.exit"], "planning");
+
+    let iterations = named("iteration");
+    assert!(iterations.len() >= 3, "{iterations:#?}");
+    for iteration in &iterations {
+        let parent = by_id(&iteration.parent).expect("the iteration's parent was exported");
+        assert_eq!(parent.name, "session");
+        assert_eq!(parent.trace, iteration.trace);
+        assert!(
+            iteration.attributes.contains_key("samocode.signal.status"),
+            "{iteration:?}"
+        );
+        assert!(
+            iteration.attributes.contains_key("gen_ai.request.model"),
+            "{iteration:?}"
+        );
+        assert!(
+            iteration.attributes.contains_key("samocode.profile"),
+            "{iteration:?}"
+        );
+    }
+    assert!(
+        iterations
+            .iter()
+            .any(|i| i.attributes["samocode.phase"] == "investigation"
+                && i.attributes.get("samocode.next_phase").map(String::as_str)
+                    == Some("requirements")),
+        "{iterations:#?}"
+    );
+
+    let attempts = named("attempt");
+    assert_eq!(
+        attempts.len(),
+        iterations.len(),
+        "one attempt per iteration here"
+    );
+    for attempt in &attempts {
+        let parent = by_id(&attempt.parent).expect("the attempt's parent was exported");
+        assert_eq!(parent.name, "iteration");
+        assert_eq!(parent.trace, attempt.trace);
+        assert_eq!(attempt.attributes["samocode.outcome"], "ok");
+        assert_eq!(attempt.attributes["gen_ai.provider.name"], "claude");
+        assert_eq!(attempt.attributes["samocode.exit_code"], "0");
+        for key in [
+            "gen_ai.request.model",
+            "gen_ai.usage.input_tokens",
+            "gen_ai.usage.output_tokens",
+            "samocode.cost_usd",
+        ] {
+            assert!(
+                attempt.attributes.contains_key(key),
+                "{key} missing: {attempt:?}"
+            );
+        }
+    }
+
+    let gates = named("gate");
+    let waits: Vec<&str> = gates
+        .iter()
+        .map(|g| g.attributes["samocode.wait_for"].as_str())
+        .collect();
+    assert_eq!(waits, ["qa_answers", "plan_approval"], "{gates:#?}");
+    for gate in &gates {
+        assert_eq!(
+            by_id(&gate.parent).map(|p| p.name.as_str()),
+            Some("session")
+        );
+        assert_eq!(gate.links, 1, "linked to the iteration that asked");
+    }
+
+    let body: Vec<u8> = requests.into_iter().flat_map(|(_, b)| b).collect();
     for secret in ["sk-secret-never-traced", "bot-secret-never-traced"] {
         assert!(
             !contains(&body, secret.as_bytes()),

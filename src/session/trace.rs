@@ -1,0 +1,184 @@
+//! A session's trace, shaped as people read it: one `session` span per run segment (from a
+//! start or resume to the next park or end), one `iteration` span under it per iteration, one
+//! `attempt` span under that per agent attempt, and a `gate` span from a wait for a person to
+//! their decision. Attributes follow the OpenTelemetry GenAI conventions where they fit
+//! (`gen_ai.*`); samocode's own are under `samocode.*`.
+//!
+//! The spans are roots of their own trees (`parent: None` for the session span): the actor's
+//! own tracing context lives as long as the actor and would swallow them. With no exporter
+//! configured, they are disabled spans and cost nothing but their creation.
+
+use tracing::Span;
+use tracing::field::Empty;
+
+use crate::protocol::journal::IterationRow;
+use crate::protocol::{SessionState, WaitFor};
+
+/// The open spans of a session's actor.
+#[derive(Default)]
+pub struct Trace {
+    session: Option<Span>,
+    iteration: Option<(u32, Span)>,
+    gate: Option<Span>,
+}
+
+impl Trace {
+    /// The span for a new attempt of the state's current iteration, under the iteration's
+    /// span (opened here with the session's when they are not open yet).
+    pub fn attempt(
+        &mut self,
+        state: &SessionState,
+        provider: &str,
+        model: &str,
+        profile: &str,
+        effort: &str,
+    ) -> Span {
+        let session = self
+            .session
+            .get_or_insert_with(|| {
+                tracing::info_span!(
+                    parent: None,
+                    "session",
+                    "samocode.session" = %state.name,
+                    "gen_ai.provider.name" = provider,
+                    "samocode.phase.entry" = %state.phase,
+                    "samocode.phase.exit" = Empty,
+                    "samocode.cost_usd" = Empty,
+                    "gen_ai.usage.input_tokens" = Empty,
+                    "gen_ai.usage.output_tokens" = Empty,
+                )
+            })
+            .clone();
+        if self
+            .iteration
+            .as_ref()
+            .is_none_or(|(number, _)| *number != state.iteration)
+        {
+            let span = tracing::info_span!(
+                parent: &session,
+                "iteration",
+                "samocode.session" = %state.name,
+                "samocode.iteration" = state.iteration,
+                "samocode.phase" = %state.phase,
+                "samocode.profile" = profile,
+                "gen_ai.request.model" = model,
+                "samocode.effort" = effort,
+                "samocode.signal.status" = Empty,
+                "samocode.next_phase" = Empty,
+                "samocode.outcome" = Empty,
+            );
+            self.iteration = Some((state.iteration, span));
+        }
+        let iteration = &self.iteration.as_ref().expect("opened above").1;
+        tracing::info_span!(
+            parent: iteration,
+            "attempt",
+            "samocode.session" = %state.name,
+            "samocode.iteration" = state.iteration,
+            "samocode.attempt" = state.attempt,
+            "gen_ai.provider.name" = provider,
+            "gen_ai.request.model" = model,
+            "gen_ai.response.model" = Empty,
+            "gen_ai.usage.input_tokens" = Empty,
+            "gen_ai.usage.output_tokens" = Empty,
+            "samocode.cost_usd" = Empty,
+            "samocode.outcome" = Empty,
+            "samocode.exit_code" = Empty,
+            "samocode.exit_signal" = Empty,
+            "samocode.host" = Empty,
+            "samocode.adopted" = false,
+        )
+    }
+
+    /// The attempt's figures on its span, and its outcome on the iteration's.
+    pub fn attempt_over(&self, span: &Span, row: &IterationRow) {
+        span.record("samocode.outcome", row.outcome.name());
+        if let Some(host) = &row.host {
+            span.record("samocode.host", host.as_str());
+        }
+        if let Some(code) = row.exit_code {
+            span.record("samocode.exit_code", code);
+        }
+        if let Some(signal) = &row.exit_signal {
+            span.record("samocode.exit_signal", signal.as_str());
+        }
+        if let Some(model) = &row.reported_model {
+            span.record("gen_ai.response.model", model.as_str());
+        }
+        span.record("samocode.cost_usd", row.cost_usd);
+        span.record("gen_ai.usage.input_tokens", row.input_tokens);
+        span.record("gen_ai.usage.output_tokens", row.output_tokens);
+        if let Some((_, iteration)) = &self.iteration {
+            iteration.record("samocode.outcome", row.outcome.name());
+        }
+    }
+
+    /// The signal the iteration's agent wrote, and where it leads.
+    pub fn signal(&self, status: &str, next: Option<&str>) {
+        if let Some((_, iteration)) = &self.iteration {
+            iteration.record("samocode.signal.status", status);
+            if let Some(next) = next {
+                iteration.record("samocode.next_phase", next);
+            }
+        }
+    }
+
+    /// The session parks (or ends): its run segment's span closes with the totals; a wait for
+    /// a person opens a `gate` span, linked to the iteration that asked.
+    pub fn parked(&mut self, state: &SessionState, waiting: Option<WaitFor>) {
+        let Some(session) = self.session.take() else {
+            return;
+        };
+        session.record("samocode.phase.exit", tracing::field::display(state.phase));
+        session.record("samocode.cost_usd", state.usage.cost_usd);
+        session.record("gen_ai.usage.input_tokens", state.usage.input_tokens);
+        session.record("gen_ai.usage.output_tokens", state.usage.output_tokens);
+        if let Some(wait_for) = waiting {
+            let gate = tracing::info_span!(
+                parent: &session,
+                "gate",
+                "samocode.session" = %state.name,
+                "samocode.wait_for" = %wait_for,
+                "samocode.decision" = Empty,
+                "samocode.channel" = Empty,
+            );
+            if let Some((_, iteration)) = &self.iteration {
+                gate.follows_from(iteration);
+            }
+            self.gate = Some(gate);
+        }
+        self.iteration = None;
+    }
+
+    /// A person's decision ends the gate's span: what was done, and through which channel.
+    pub fn decided(&mut self, what: &str, by: Option<&str>) {
+        if let Some(gate) = self.gate.take() {
+            gate.record("samocode.decision", what);
+            gate.record("samocode.channel", channel(by));
+        }
+    }
+}
+
+/// The channel a person's command came through, from who gave it (`by @ann`: Telegram).
+fn channel(by: Option<&str>) -> &'static str {
+    match by {
+        Some(by) if by.starts_with("by @") => "telegram",
+        Some(by) if by.contains("command line") => "cli",
+        Some(by) if by.contains("dashboard") => "dashboard",
+        Some(by) if by.contains("_qa.md") => "file",
+        Some(_) => "other",
+        None => "cli",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::channel;
+
+    #[test]
+    fn the_channel_comes_from_who_gave_the_command() {
+        assert_eq!(channel(Some("by @ann")), "telegram");
+        assert_eq!(channel(Some("from the command line")), "cli");
+        assert_eq!(channel(Some("in _qa.md")), "file");
+    }
+}
