@@ -30,7 +30,7 @@ use crate::session::untrusted::ReadError;
 use values::{Layers, duration_between, number_between};
 
 pub use budget::{BudgetFlags, BudgetSettings, Price, Prices, describe as describe_budget};
-pub use otel::OtlpHeaders;
+pub use otel::{OtlpHeaders, OtlpProtocol};
 pub use profiles::{EFFORTS, ModelChoice, ModelProfiles, ModelSpec};
 pub use remote::{Engine, KubeSettings, NatsAuth, NatsSettings, RemoteSettings};
 pub use telegram::TelegramSettings;
@@ -156,6 +156,8 @@ pub struct Config {
     /// OTEL_RESOURCE_ATTRIBUTES, parsed.
     pub otel_resource: Vec<(String, String)>,
     pub otel_service_name: String,
+    /// `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL`: http/protobuf or http/json.
+    pub otlp_protocol: OtlpProtocol,
     /// RUST_LOG, for the log filter.
     pub log_filter: Option<String>,
     /// How log lines are written: text, or JSON lines (`--log-format`, SAMOCODE_LOG_FORMAT).
@@ -599,6 +601,7 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
         otlp_headers: otel.headers,
         otel_resource: otel.resource,
         otel_service_name: otel.service_name,
+        otlp_protocol: otel.protocol,
         log_filter,
         log_format,
         searched_from: sources.cwd.clone(),

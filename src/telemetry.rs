@@ -19,6 +19,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::Config;
+use crate::config::OtlpProtocol;
 pub use logging::{LOG_FILE, LogFormat, Logging};
 
 /// Keeps the exporter alive; call [`Telemetry::shutdown`] before exiting to flush spans.
@@ -36,15 +37,20 @@ pub fn init(config: &Config, logging: Logging) -> Telemetry {
         config.otlp_endpoint.as_ref().and_then(|endpoint| {
             // Headers and resource attributes come from the configuration (environment or
             // config.toml), which is the one place that reads them.
+            let protocol = match config.otlp_protocol {
+                OtlpProtocol::HttpProtobuf => opentelemetry_otlp::Protocol::HttpBinary,
+                OtlpProtocol::HttpJson => opentelemetry_otlp::Protocol::HttpJson,
+            };
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
+                .with_protocol(protocol)
                 .with_endpoint(endpoint.clone())
                 .with_headers(config.otlp_headers.0.iter().cloned().collect())
                 .build();
             match exporter {
                 Ok(exporter) => Some(
                     SdkTracerProvider::builder()
-                        .with_batch_exporter(exporter)
+                        .with_span_processor(batch(exporter))
                         .with_resource(
                             opentelemetry_sdk::Resource::builder()
                                 .with_attributes(config.otel_resource.iter().map(|(k, v)| {
@@ -71,6 +77,21 @@ pub fn init(config: &Config, logging: Logging) -> Telemetry {
         .with(otel)
         .try_init();
     Telemetry { provider }
+}
+
+/// The batch processor, exporting what ended within the last second (not the SDK's 5 s), so
+/// that an iteration shows up while its session runs; `OTEL_BSP_SCHEDULE_DELAY` still rules
+/// when set.
+fn batch(
+    exporter: opentelemetry_otlp::SpanExporter,
+) -> opentelemetry_sdk::trace::BatchSpanProcessor {
+    let mut config = opentelemetry_sdk::trace::BatchConfigBuilder::default();
+    if std::env::var_os("OTEL_BSP_SCHEDULE_DELAY").is_none() {
+        config = config.with_scheduled_delay(std::time::Duration::from_secs(1));
+    }
+    opentelemetry_sdk::trace::BatchSpanProcessor::builder(exporter)
+        .with_batch_config(config.build())
+        .build()
 }
 
 impl Telemetry {

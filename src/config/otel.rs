@@ -17,6 +17,14 @@ impl fmt::Debug for OtlpHeaders {
     }
 }
 
+/// How spans travel: OTLP over HTTP, as protobuf (the default) or JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OtlpProtocol {
+    #[default]
+    HttpProtobuf,
+    HttpJson,
+}
+
 /// What the trace exporter is given.
 pub(super) struct Otel {
     /// The traces URL: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else the general endpoint with
@@ -25,6 +33,7 @@ pub(super) struct Otel {
     pub headers: OtlpHeaders,
     pub resource: Vec<(String, String)>,
     pub service_name: String,
+    pub protocol: OtlpProtocol,
 }
 
 pub(super) fn read(layers: &mut Layers) -> Otel {
@@ -39,13 +48,24 @@ pub(super) fn read(layers: &mut Layers) -> Otel {
     let base = layers.parsed("OTEL_EXPORTER_OTLP_ENDPOINT", None, URL, url);
     let endpoint =
         traces.or_else(|| base.map(|b| format!("{}/v1/traces", b.trim_end_matches('/'))));
-    // This build exports over HTTP with protobuf only; another protocol is said, not ignored.
-    layers.parsed(
-        "OTEL_EXPORTER_OTLP_PROTOCOL",
-        None,
-        "http/protobuf (this build exports OTLP over HTTP with protobuf only)",
-        |v| (v == "http/protobuf").then_some(()),
-    );
+    // gRPC is not built in (it would bring a second HTTP/2 stack); it is said, not ignored.
+    const PROTOCOL: &str =
+        "http/protobuf (the default) or http/json; this build does not export over grpc";
+    let protocol = |v: &str| match v {
+        "http/protobuf" => Some(OtlpProtocol::HttpProtobuf),
+        "http/json" => Some(OtlpProtocol::HttpJson),
+        _ => None,
+    };
+    let general = layers.parsed("OTEL_EXPORTER_OTLP_PROTOCOL", None, PROTOCOL, protocol);
+    let protocol = layers
+        .parsed(
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            None,
+            PROTOCOL,
+            protocol,
+        )
+        .or(general)
+        .unwrap_or_default();
     let headers = layers
         .parsed(
             "OTEL_EXPORTER_OTLP_HEADERS",
@@ -70,5 +90,6 @@ pub(super) fn read(layers: &mut Layers) -> Otel {
         headers: OtlpHeaders(headers),
         resource,
         service_name,
+        protocol,
     }
 }

@@ -177,7 +177,10 @@ fn a_session_is_traced_as_session_iteration_and_attempt_spans_over_otlp_without_
             "{session:?}"
         );
     }
-    assert_eq!(sessions[0].attributes["samocode.phase.entry"], "investigation");
+    assert_eq!(
+        sessions[0].attributes["samocode.phase.entry"],
+        "investigation"
+    );
     assert_eq!(sessions[1].attributes["samocode.phase.exit"], "planning");
 
     let iterations = named("iteration");
@@ -255,4 +258,59 @@ fn a_session_is_traced_as_session_iteration_and_attempt_spans_over_otlp_without_
             "a secret reached the traces"
         );
     }
+}
+
+/// `OTEL_EXPORTER_OTLP_PROTOCOL=http/json`: the same spans, as OTLP JSON.
+#[test]
+fn spans_go_as_json_when_the_protocol_says_http_json() {
+    let (port, seen) = receiver();
+    let mut project = Project::new();
+    project
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            &format!("http://127.0.0.1:{port}"),
+        )
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json");
+    project
+        .run(&["run", "--session", "json", "--dive", "d", "--task", "t"])
+        .expect(10);
+    let mut spans = Vec::new();
+    for (path, body) in seen.lock().unwrap().iter() {
+        assert_eq!(path, "/v1/traces");
+        let request: serde_json::Value =
+            serde_json::from_slice(body).expect("the exporter sends JSON");
+        for resource in request["resourceSpans"].as_array().unwrap() {
+            for scope in resource["scopeSpans"].as_array().unwrap() {
+                spans.extend(scope["spans"].as_array().unwrap().iter().cloned());
+            }
+        }
+    }
+    let id_of = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} span in {spans:#?}"))["spanId"]
+            .clone()
+    };
+    let session = id_of("session");
+    let iteration = spans.iter().find(|s| s["name"] == "iteration").unwrap();
+    assert_eq!(iteration["parentSpanId"], session);
+    let attempt = spans.iter().find(|s| s["name"] == "attempt").unwrap();
+    assert_eq!(attempt["parentSpanId"], iteration["spanId"]);
+}
+
+/// Another protocol is refused by name, not silently ignored.
+#[test]
+fn grpc_is_refused_with_the_protocols_this_build_speaks() {
+    let mut project = Project::new();
+    project
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
+    let run = project.run(&["run", "--session", "g", "--dive", "d", "--task", "t"]);
+    run.expect(2);
+    assert!(
+        run.stderr().contains("OTEL_EXPORTER_OTLP_PROTOCOL") && run.stderr().contains("http/json"),
+        "{}",
+        run.stderr()
+    );
 }
