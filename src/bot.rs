@@ -238,6 +238,27 @@ impl Telegram {
     }
 
     async fn command(&self, text: &str, by: &str, supervisor: &ActorRef<SupervisorMsg>) -> String {
+        use tracing::Instrument;
+        // A short root span per command: its name only, never its text (it may quote a secret).
+        let name = text
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .split('@')
+            .next()
+            .unwrap_or("");
+        let span = tracing::info_span!(parent: None, "bot_command", "samocode.command" = name);
+        self.run_command(text, by, supervisor)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_command(
+        &self,
+        text: &str,
+        by: &str,
+        supervisor: &ActorRef<SupervisorMsg>,
+    ) -> String {
         let command = match Command::read(text) {
             Ok(command) => command,
             Err(problem) => return problem,

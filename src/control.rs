@@ -82,6 +82,22 @@ pub enum Request {
     Dashboard,
 }
 
+impl Request {
+    /// The request's `cmd`, with the person's verb for a session command (`person approve`).
+    fn name(&self) -> String {
+        match self {
+            Request::Start { .. } => "start".into(),
+            Request::Person { command, .. } | Request::Named { command, .. } => {
+                format!("person {}", command.verb())
+            }
+            Request::Status => "status".into(),
+            Request::Parallel { .. } => "parallel".into(),
+            Request::RaiseFleetBudget { .. } => "raise_fleet_budget".into(),
+            Request::Dashboard => "dashboard".into(),
+        }
+    }
+}
+
 /// What the daemon answers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "snake_case")]
@@ -137,6 +153,16 @@ impl FleetFigures {
 }
 
 impl Response {
+    /// The reply's kind, as `reply` spells it.
+    fn kind(&self) -> &'static str {
+        match self {
+            Response::Done { .. } => "done",
+            Response::Sessions { .. } => "sessions",
+            Response::Error { .. } => "error",
+            Response::Dashboard { .. } => "dashboard",
+        }
+    }
+
     pub fn error(message: String, code: u8) -> Response {
         Response::Error { message, code }
     }
@@ -342,7 +368,19 @@ async fn answer(
             }
             Ok(Ok(_)) => match parse_request(&line) {
                 Ok(Request::Dashboard) => dashboard.login(),
-                Ok(request) => ask(&supervisor, request).await,
+                Ok(request) => {
+                    use tracing::Instrument;
+                    // A short root span per request, outside the server task's own context.
+                    let span = tracing::info_span!(
+                        parent: None,
+                        "control",
+                        "samocode.request" = %request.name(),
+                        "samocode.reply" = tracing::field::Empty,
+                    );
+                    let response = ask(&supervisor, request).instrument(span.clone()).await;
+                    span.record("samocode.reply", response.kind());
+                    response
+                }
                 Err(response) => response,
             },
         };

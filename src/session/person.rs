@@ -134,6 +134,19 @@ pub enum PersonCommand {
 }
 
 impl PersonCommand {
+    /// The verb, as the control socket spells it (`approve`, `raise_budget`).
+    pub fn verb(&self) -> &'static str {
+        match self {
+            PersonCommand::Approve => "approve",
+            PersonCommand::Reject { .. } => "reject",
+            PersonCommand::Resume => "resume",
+            PersonCommand::RaiseBudget { .. } => "raise_budget",
+            PersonCommand::Stop => "stop",
+            PersonCommand::Answer { .. } => "answer",
+            PersonCommand::Tell { .. } => "tell",
+        }
+    }
+
     /// The verb in the past, for the line that closes a notice (`approved by @ann 14:02`).
     pub fn done(&self) -> &'static str {
         match self {

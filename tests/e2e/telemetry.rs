@@ -6,6 +6,7 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
 use super::fixture::Project;
+use std::time::Duration;
 
 /// Requests received: (path, body).
 type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
@@ -312,5 +313,70 @@ fn grpc_is_refused_with_the_protocols_this_build_speaks() {
         run.stderr().contains("OTEL_EXPORTER_OTLP_PROTOCOL") && run.stderr().contains("http/json"),
         "{}",
         run.stderr()
+    );
+}
+
+/// Under the daemon, the person's decisions close the gate spans (with the verb and the
+/// channel), and every control request is a short span of its own.
+#[test]
+fn the_daemons_gates_carry_the_decision_and_control_requests_are_spans() {
+    let (port, seen) = receiver();
+    let mut project = Project::new();
+    project.env(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        &format!("http://127.0.0.1:{port}"),
+    );
+    let daemon = project.daemon(&[]);
+    project
+        .run(&["start", "--session", "gated", "--dive", "d", "--task", "t"])
+        .expect(0);
+    project.drive_to_done(1, Duration::from_secs(60));
+    // SIGTERM: the daemon flushes its spans before it exits.
+    daemon.terminate();
+    let (spans, _) = decode(&seen.lock().unwrap());
+    let gates: Vec<(String, String, String)> = spans
+        .iter()
+        .filter(|s| s.name == "gate")
+        .map(|g| {
+            (
+                g.attributes["samocode.wait_for"].clone(),
+                g.attributes
+                    .get("samocode.decision")
+                    .cloned()
+                    .unwrap_or_default(),
+                g.attributes
+                    .get("samocode.channel")
+                    .cloned()
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert!(
+        gates.contains(&("plan_approval".into(), "approved".into(), "cli".into())),
+        "{gates:?}"
+    );
+    assert!(
+        gates
+            .iter()
+            .any(|(wait, decision, _)| wait == "qa_answers" && decision == "answered"),
+        "{gates:?}"
+    );
+    let requests: Vec<&str> = spans
+        .iter()
+        .filter(|s| s.name == "control")
+        .map(|s| s.attributes["samocode.request"].as_str())
+        .collect();
+    for expected in ["start", "status", "person approve"] {
+        assert!(
+            requests.contains(&expected),
+            "{expected} not in {requests:?}"
+        );
+    }
+    assert!(
+        spans
+            .iter()
+            .filter(|s| s.name == "session")
+            .any(|s| s.attributes["samocode.phase.exit"] == "done"),
+        "a run segment ends at done"
     );
 }
