@@ -153,6 +153,8 @@ pub struct Config {
     pub otlp_endpoint: Option<String>,
     /// OTEL_EXPORTER_OTLP_HEADERS, parsed.
     pub otlp_headers: OtlpHeaders,
+    /// Where metrics go over OTLP (`None`: no metrics).
+    pub otlp_metrics_endpoint: Option<String>,
     /// OTEL_RESOURCE_ATTRIBUTES, parsed.
     pub otel_resource: Vec<(String, String)>,
     pub otel_service_name: String,
@@ -598,6 +600,7 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
         max_parallel,
         telegram,
         otlp_endpoint: otel.endpoint,
+        otlp_metrics_endpoint: otel.metrics_endpoint,
         otlp_headers: otel.headers,
         otel_resource: otel.resource,
         otel_service_name: otel.service_name,

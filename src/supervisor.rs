@@ -321,6 +321,10 @@ impl Actor for SupervisorActor {
                 }
             }
         }
+        if crate::telemetry::metrics::enabled() {
+            let (running, queued, sessions) = state.registry.figures();
+            crate::telemetry::metrics::fleet(running, queued, &sessions);
+        }
         Ok(())
     }
 

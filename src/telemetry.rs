@@ -9,6 +9,7 @@
 //! endless trace.
 
 mod logging;
+pub mod metrics;
 mod rotating;
 
 use opentelemetry::trace::TracerProvider as _;
@@ -25,6 +26,7 @@ pub use logging::{LOG_FILE, LogFormat, Logging};
 /// Keeps the exporter alive; call [`Telemetry::shutdown`] before exiting to flush spans.
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    meters: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,
 }
 
 /// Installs the global subscriber; call it before the tokio runtime starts, because the
@@ -33,40 +35,28 @@ pub struct Telemetry {
 pub fn init(config: &Config, logging: Logging) -> Telemetry {
     let logs = logging::layers(config.log_filter.as_deref(), config.log_format, &logging);
 
-    let provider =
-        config.otlp_endpoint.as_ref().and_then(|endpoint| {
-            // Headers and resource attributes come from the configuration (environment or
-            // config.toml), which is the one place that reads them.
-            let protocol = match config.otlp_protocol {
-                OtlpProtocol::HttpProtobuf => opentelemetry_otlp::Protocol::HttpBinary,
-                OtlpProtocol::HttpJson => opentelemetry_otlp::Protocol::HttpJson,
-            };
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_protocol(protocol)
-                .with_endpoint(endpoint.clone())
-                .with_headers(config.otlp_headers.0.iter().cloned().collect())
-                .build();
-            match exporter {
-                Ok(exporter) => Some(
-                    SdkTracerProvider::builder()
-                        .with_span_processor(batch(exporter))
-                        .with_resource(
-                            opentelemetry_sdk::Resource::builder()
-                                .with_attributes(config.otel_resource.iter().map(|(k, v)| {
-                                    opentelemetry::KeyValue::new(k.clone(), v.clone())
-                                }))
-                                .with_service_name(config.otel_service_name.clone())
-                                .build(),
-                        )
-                        .build(),
-                ),
-                Err(error) => {
-                    eprintln!("samocode: tracing export disabled: {error}");
-                    None
-                }
+    let provider = config.otlp_endpoint.as_ref().and_then(|endpoint| {
+        // Headers and resource attributes come from the configuration (environment or
+        // config.toml), which is the one place that reads them.
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(protocol(config))
+            .with_endpoint(endpoint.clone())
+            .with_headers(config.otlp_headers.0.iter().cloned().collect())
+            .build();
+        match exporter {
+            Ok(exporter) => Some(
+                SdkTracerProvider::builder()
+                    .with_span_processor(batch(exporter))
+                    .with_resource(resource(config))
+                    .build(),
+            ),
+            Err(error) => {
+                eprintln!("samocode: tracing export disabled: {error}");
+                None
             }
-        });
+        }
+    });
     let otel = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("samocode"))
@@ -76,7 +66,60 @@ pub fn init(config: &Config, logging: Logging) -> Telemetry {
         .with(logs)
         .with(otel)
         .try_init();
-    Telemetry { provider }
+    let meters = config
+        .otlp_metrics_endpoint
+        .as_ref()
+        .and_then(|endpoint| meter_provider(config, endpoint));
+    if let Some(meters) = &meters {
+        opentelemetry::global::set_meter_provider(meters.clone());
+        metrics::enable();
+    }
+    Telemetry { provider, meters }
+}
+
+/// The metrics pipeline: an OTLP exporter read every `OTEL_METRIC_EXPORT_INTERVAL` (60 s).
+fn meter_provider(
+    config: &Config,
+    endpoint: &str,
+) -> Option<opentelemetry_sdk::metrics::SdkMeterProvider> {
+    use opentelemetry_otlp::WithExportConfig as _;
+    let exporter = opentelemetry_otlp::MetricExporter::builder()
+        .with_http()
+        .with_protocol(protocol(config))
+        .with_endpoint(endpoint.to_string())
+        .with_headers(config.otlp_headers.0.iter().cloned().collect())
+        .build();
+    match exporter {
+        Ok(exporter) => Some(
+            opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+                .with_periodic_exporter(exporter)
+                .with_resource(resource(config))
+                .build(),
+        ),
+        Err(error) => {
+            eprintln!("samocode: metrics export disabled: {error}");
+            None
+        }
+    }
+}
+
+fn protocol(config: &Config) -> opentelemetry_otlp::Protocol {
+    match config.otlp_protocol {
+        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::Protocol::HttpBinary,
+        OtlpProtocol::HttpJson => opentelemetry_otlp::Protocol::HttpJson,
+    }
+}
+
+fn resource(config: &Config) -> opentelemetry_sdk::Resource {
+    opentelemetry_sdk::Resource::builder()
+        .with_attributes(
+            config
+                .otel_resource
+                .iter()
+                .map(|(k, v)| opentelemetry::KeyValue::new(k.clone(), v.clone())),
+        )
+        .with_service_name(config.otel_service_name.clone())
+        .build()
 }
 
 /// The batch processor, exporting what ended within the last second (not the SDK's 5 s), so
@@ -99,6 +142,9 @@ impl Telemetry {
     pub async fn shutdown(self) {
         if let Some(provider) = self.provider {
             let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        }
+        if let Some(meters) = self.meters {
+            let _ = tokio::task::spawn_blocking(move || meters.shutdown()).await;
         }
     }
 }

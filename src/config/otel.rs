@@ -30,6 +30,9 @@ pub(super) struct Otel {
     /// The traces URL: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else the general endpoint with
     /// `/v1/traces` added, as the specification says.
     pub endpoint: Option<String>,
+    /// The metrics URL: `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`, else the general endpoint with
+    /// `/v1/metrics` added. Metrics go only where one of the two names a place.
+    pub metrics_endpoint: Option<String>,
     pub headers: OtlpHeaders,
     pub resource: Vec<(String, String)>,
     pub service_name: String,
@@ -46,8 +49,13 @@ pub(super) fn read(layers: &mut Layers) -> Otel {
     const URL: &str = "an http or https URL, such as http://localhost:4318";
     let traces = layers.parsed("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None, URL, url);
     let base = layers.parsed("OTEL_EXPORTER_OTLP_ENDPOINT", None, URL, url);
-    let endpoint =
-        traces.or_else(|| base.map(|b| format!("{}/v1/traces", b.trim_end_matches('/'))));
+    let metrics = layers.parsed("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", None, URL, url);
+    let under_base = |path: &str| {
+        base.as_ref()
+            .map(|b| format!("{}/v1/{path}", b.trim_end_matches('/')))
+    };
+    let endpoint = traces.or_else(|| under_base("traces"));
+    let metrics_endpoint = metrics.or_else(|| under_base("metrics"));
     // gRPC is not built in (it would bring a second HTTP/2 stack); it is said, not ignored.
     const PROTOCOL: &str =
         "http/protobuf (the default) or http/json; this build does not export over grpc";
@@ -87,6 +95,7 @@ pub(super) fn read(layers: &mut Layers) -> Otel {
         .unwrap_or_else(|| "samocode".into());
     Otel {
         endpoint,
+        metrics_endpoint,
         headers: OtlpHeaders(headers),
         resource,
         service_name,

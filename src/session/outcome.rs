@@ -550,6 +550,7 @@ pub(super) fn journal_attempt(
     row: &IterationRow,
 ) -> Result<(), StoreError> {
     trace.attempt_over(span, row);
+    crate::telemetry::metrics::attempt(row);
     store.append_iteration(row)
 }
 

@@ -71,6 +71,29 @@ impl Registry {
         self.max_parallel
     }
 
+    /// For the metrics: slots held, sessions queued for one, and sessions by state.
+    pub fn figures(&self) -> (usize, usize, Vec<(&'static str, u64)>) {
+        let mut by_state: Vec<(&'static str, u64)> =
+            ["running", "waiting", "blocked", "done", "failed", "stopped"]
+                .iter()
+                .map(|state| (*state, 0))
+                .collect();
+        for entry in self.entries.values() {
+            let state = match &entry.settled {
+                None | Some(Settled::Continued { .. }) => "running",
+                Some(Settled::Waiting { .. }) => "waiting",
+                Some(Settled::Blocked { .. }) => "blocked",
+                Some(Settled::Done { .. }) => "done",
+                Some(Settled::Failed { .. }) => "failed",
+                Some(Settled::Stopped) => "stopped",
+            };
+            if let Some(count) = by_state.iter_mut().find(|(s, _)| *s == state) {
+                count.1 += 1;
+            }
+        }
+        (self.held, self.queue.len(), by_state)
+    }
+
     pub fn held(&self) -> usize {
         self.held
     }

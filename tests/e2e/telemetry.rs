@@ -380,3 +380,154 @@ fn the_daemons_gates_carry_the_decision_and_control_requests_are_spans() {
         "a run segment ends at done"
     );
 }
+
+/// The last value of every metric data point (they are cumulative): by metric name and its
+/// attributes (`key=value` joined, sorted).
+fn metric_values(
+    requests: &[(String, Vec<u8>)],
+) -> std::collections::HashMap<(String, String), f64> {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::KeyValue;
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
+    use prost::Message;
+    let key = |attributes: &[KeyValue]| {
+        let mut pairs: Vec<String> = attributes
+            .iter()
+            .map(|kv| {
+                let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    Some(
+                        opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s),
+                    ) => s.clone(),
+                    other => format!("{other:?}"),
+                };
+                format!("{}={value}", kv.key)
+            })
+            .collect();
+        pairs.sort();
+        pairs.join(",")
+    };
+    let mut values = std::collections::HashMap::new();
+    for (path, body) in requests {
+        if path != "/v1/metrics" {
+            continue;
+        }
+        let request = ExportMetricsServiceRequest::decode(body.as_slice()).unwrap();
+        for metric in request
+            .resource_metrics
+            .into_iter()
+            .flat_map(|r| r.scope_metrics)
+            .flat_map(|s| s.metrics)
+        {
+            let number = |v: Option<Value>| match v {
+                Some(Value::AsInt(i)) => i as f64,
+                Some(Value::AsDouble(d)) => d,
+                None => f64::NAN,
+            };
+            match metric.data {
+                Some(Data::Sum(sum)) => {
+                    for point in sum.data_points {
+                        values.insert(
+                            (metric.name.clone(), key(&point.attributes)),
+                            number(point.value),
+                        );
+                    }
+                }
+                Some(Data::Gauge(gauge)) => {
+                    for point in gauge.data_points {
+                        values.insert(
+                            (metric.name.clone(), key(&point.attributes)),
+                            number(point.value),
+                        );
+                    }
+                }
+                Some(Data::Histogram(histogram)) => {
+                    for point in histogram.data_points {
+                        values.insert(
+                            (metric.name.clone(), key(&point.attributes)),
+                            point.count as f64,
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    values
+}
+
+/// With an endpoint, the daemon sends metrics whose figures are the session's own journal.
+#[test]
+fn metrics_count_what_the_journal_holds() {
+    let (port, seen) = receiver();
+    let mut project = Project::new();
+    project
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            &format!("http://127.0.0.1:{port}"),
+        )
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "300");
+    let daemon = project.daemon(&[]);
+    project
+        .run(&[
+            "start",
+            "--session",
+            "counted",
+            "--dive",
+            "d",
+            "--task",
+            "t",
+        ])
+        .expect(0);
+    project.drive_to_done(1, Duration::from_secs(60));
+    daemon.terminate();
+    let rows = project.session("counted").jsonl("_iterations.jsonl");
+    let values = metric_values(&seen.lock().unwrap());
+    let total = |name: &str, filter: &dyn Fn(&str) -> bool| -> f64 {
+        values
+            .iter()
+            .filter(|((n, attributes), _)| n == name && filter(attributes))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    assert!(!values.is_empty(), "no metrics arrived");
+    assert_eq!(
+        total("samocode.attempts", &|a| a.contains("samocode.outcome=ok")),
+        rows.len() as f64,
+        "{values:#?}"
+    );
+    let iterations: std::collections::HashSet<u64> = rows
+        .iter()
+        .map(|r| r["iteration"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        total("samocode.iterations", &|_| true),
+        iterations.len() as f64
+    );
+    let input: u64 = rows
+        .iter()
+        .map(|r| r["input_tokens"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        total("gen_ai.client.token.usage", &|a| a
+            .contains("gen_ai.token.type=input")),
+        input as f64
+    );
+    let cost: f64 = rows.iter().map(|r| r["cost_usd"].as_f64().unwrap()).sum();
+    assert!((total("samocode.cost", &|_| true) - cost).abs() < 1e-9);
+    assert_eq!(
+        total("samocode.attempt.duration", &|_| true),
+        rows.len() as f64
+    );
+    assert_eq!(
+        values[&(
+            "samocode.sessions".to_string(),
+            "samocode.state=done".to_string()
+        )],
+        1.0
+    );
+    assert_eq!(
+        values[&("samocode.agents.running".to_string(), String::new())],
+        0.0
+    );
+}
