@@ -127,6 +127,13 @@ pub struct InFlightRecord {
     pub baseline: Option<Baseline>,
 }
 
+/// A span by its ids in hex, as OpenTelemetry writes them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceRef {
+    pub trace_id: String,
+    pub span_id: String,
+}
+
 /// The contents of `_state.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionState {
@@ -165,6 +172,10 @@ pub struct SessionState {
     /// A person's feedback from `reject`, shown to the next planning attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feedback: Option<String>,
+    /// The `session` span of the last run segment, when traces are exported: the next
+    /// segment's trace links to it (also after a restart of the daemon).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_trace: Option<TraceRef>,
     pub dive: String,
     pub task: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -203,6 +214,7 @@ impl SessionState {
             not_before: None,
             guidance: Vec::new(),
             feedback: None,
+            last_trace: None,
             dive: dive.to_string(),
             task: task.to_string(),
             worktree: None,

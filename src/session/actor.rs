@@ -52,6 +52,7 @@ use crate::notify::{NotifierHandle, SessionEvent};
 use crate::protocol::baseline::Baseline;
 use crate::protocol::journal::Source;
 use crate::protocol::{InFlightRecord, Phase, RunState, SessionState, WaitFor};
+use tracing::Instrument;
 
 /// The configuration every session shares.
 pub struct SessionActor {
@@ -185,53 +186,8 @@ pub struct SessionRun {
     pub(super) trace: Trace,
 }
 
-impl Actor for SessionActor {
-    type Msg = SessionMsg;
-    type State = SessionRun;
-    type Arguments = SessionArgs;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<SessionMsg>,
-        args: SessionArgs,
-    ) -> Result<SessionRun, ActorProcessingErr> {
-        let life = match Settled::of(&args.state) {
-            // The attempt in flight may still run on a remote engine: `post_start` asks.
-            None if args.adopt => Life::Ready,
-            Some(settled) => Life::Parked(settled),
-            None => {
-                myself.send_message(SessionMsg::RunNext { generation: 0 })?;
-                Life::Ready
-            }
-        };
-        Ok(SessionRun {
-            store: args.store,
-            state: args.state,
-            once: args.once,
-            life,
-            generation: 0,
-            flights: 0,
-            fail: args.fail,
-            adopt: args.adopt,
-            trace: Trace::default(),
-        })
-    }
-
-    async fn post_start(
-        &self,
-        myself: ActorRef<SessionMsg>,
-        run: &mut SessionRun,
-    ) -> Result<(), ActorProcessingErr> {
-        if let Some(reason) = run.fail.take() {
-            run.generation += 1;
-            self.fail(run, reason)?;
-        } else if std::mem::take(&mut run.adopt) {
-            self.adopt(&myself, run).await?;
-        }
-        Ok(())
-    }
-
-    async fn handle(
+impl SessionActor {
+    async fn handle_message(
         &self,
         myself: ActorRef<SessionMsg>,
         message: SessionMsg,
@@ -305,6 +261,67 @@ impl Actor for SessionActor {
             myself.stop(Some(STOP_SETTLED.into()));
         }
         Ok(())
+    }
+}
+
+impl Actor for SessionActor {
+    type Msg = SessionMsg;
+    type State = SessionRun;
+    type Arguments = SessionArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        args: SessionArgs,
+    ) -> Result<SessionRun, ActorProcessingErr> {
+        let life = match Settled::of(&args.state) {
+            // The attempt in flight may still run on a remote engine: `post_start` asks.
+            None if args.adopt => Life::Ready,
+            Some(settled) => Life::Parked(settled),
+            None => {
+                myself.send_message(SessionMsg::RunNext { generation: 0 })?;
+                Life::Ready
+            }
+        };
+        Ok(SessionRun {
+            store: args.store,
+            state: args.state,
+            once: args.once,
+            life,
+            generation: 0,
+            flights: 0,
+            fail: args.fail,
+            adopt: args.adopt,
+            trace: Trace::default(),
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        run: &mut SessionRun,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(reason) = run.fail.take() {
+            run.generation += 1;
+            self.fail(run, reason)?;
+        } else if std::mem::take(&mut run.adopt) {
+            self.adopt(&myself, run).await?;
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        message: SessionMsg,
+        run: &mut SessionRun,
+    ) -> Result<(), ActorProcessingErr> {
+        // What is logged while handling a message belongs to the session's open span: its
+        // log lines carry the span's fields (the trace id among them).
+        let span = run.trace.current();
+        self.handle_message(myself, message, run)
+            .instrument(span)
+            .await
     }
 
     async fn handle_supervisor_evt(
@@ -571,6 +588,10 @@ impl SessionActor {
             choice,
             guidance: state.guidance.len(),
         }));
+        if let Some(opened) = run.trace.opened() {
+            // Saved with the attempt's outcome: the next segment's trace links to this one.
+            run.state.last_trace = Some(opened);
+        }
         Ok(())
     }
 

@@ -120,6 +120,9 @@ impl SessionActor {
                             explicit: fallback.explicit,
                         },
                     }));
+                    if let Some(opened) = run.trace.opened() {
+                        run.state.last_trace = Some(opened);
+                    }
                     return Ok(());
                 }
                 Ok(None) => {}

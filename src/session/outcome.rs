@@ -551,6 +551,12 @@ pub(super) fn journal_attempt(
 ) -> Result<(), StoreError> {
     trace.attempt_over(span, row);
     crate::telemetry::metrics::attempt(row);
+    // In the iteration's span (see the actor's `handle`): the line carries the trace id.
+    tracing::info!(
+        attempt = row.attempt,
+        outcome = row.outcome.name(),
+        "attempt journaled"
+    );
     store.append_iteration(row)
 }
 

@@ -8,10 +8,13 @@
 //! own tracing context lives as long as the actor and would swallow them. With no exporter
 //! configured, they are disabled spans and cost nothing but their creation.
 
+use opentelemetry::trace::TraceContextExt as _;
 use tracing::Span;
 use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::protocol::journal::IterationRow;
+use crate::protocol::state::TraceRef;
 use crate::protocol::{SessionState, WaitFor};
 
 /// The open spans of a session's actor.
@@ -20,9 +23,21 @@ pub struct Trace {
     session: Option<Span>,
     iteration: Option<(u32, Span)>,
     gate: Option<Span>,
+    /// The ids of a session span opened since the last [`Trace::opened`], for the state.
+    opened: Option<TraceRef>,
 }
 
 impl Trace {
+    /// The innermost open span (the iteration's, else the session's), for what is logged
+    /// while the session's actor works.
+    pub fn current(&self) -> Span {
+        match (&self.iteration, &self.session) {
+            (Some((_, iteration)), _) => iteration.clone(),
+            (None, Some(session)) => session.clone(),
+            (None, None) => Span::none(),
+        }
+    }
+
     /// The span for a new attempt of the state's current iteration, under the iteration's
     /// span (opened here with the session's when they are not open yet).
     pub fn attempt(
@@ -33,10 +48,11 @@ impl Trace {
         profile: &str,
         effort: &str,
     ) -> Span {
+        let mut opened = None;
         let session = self
             .session
             .get_or_insert_with(|| {
-                tracing::info_span!(
+                let span = tracing::info_span!(
                     parent: None,
                     "session",
                     "samocode.session" = %state.name,
@@ -46,9 +62,27 @@ impl Trace {
                     "samocode.cost_usd" = Empty,
                     "gen_ai.usage.input_tokens" = Empty,
                     "gen_ai.usage.output_tokens" = Empty,
-                )
+                    trace_id = Empty,
+                );
+                // Exported: its trace id goes into the log lines written inside it, and the
+                // last segment's trace is linked.
+                let context = span.context().span().span_context().clone();
+                if context.is_valid() {
+                    span.record("trace_id", tracing::field::display(context.trace_id()));
+                    if let Some(last) = state.last_trace.as_ref().and_then(link_to) {
+                        span.add_link(last);
+                    }
+                    opened = Some(TraceRef {
+                        trace_id: context.trace_id().to_string(),
+                        span_id: context.span_id().to_string(),
+                    });
+                }
+                span
             })
             .clone();
+        if opened.is_some() {
+            self.opened = opened;
+        }
         if self
             .iteration
             .as_ref()
@@ -88,6 +122,11 @@ impl Trace {
             "samocode.host" = Empty,
             "samocode.adopted" = false,
         )
+    }
+
+    /// The ids of the session span opened since the last call, to keep in the state.
+    pub fn opened(&mut self) -> Option<TraceRef> {
+        self.opened.take()
     }
 
     /// The attempt's figures on its span, and its outcome on the iteration's.
@@ -157,6 +196,18 @@ impl Trace {
             gate.record("samocode.channel", channel(by));
         }
     }
+}
+
+/// The span context of a span saved in the state (`None` when the ids do not parse).
+fn link_to(saved: &TraceRef) -> Option<opentelemetry::trace::SpanContext> {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    Some(SpanContext::new(
+        TraceId::from_hex(&saved.trace_id).ok()?,
+        SpanId::from_hex(&saved.span_id).ok()?,
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::default(),
+    ))
 }
 
 /// The channel a person's command came through, from who gave it (`by @ann`: Telegram).

@@ -83,7 +83,7 @@ fn decode(requests: &[(String, Vec<u8>)]) -> (Vec<Span>, Vec<String>) {
     };
     let mut spans = Vec::new();
     let mut services = Vec::new();
-    for (_, body) in requests {
+    for (_, body) in requests.iter().filter(|(path, _)| path == "/v1/traces") {
         let request = ExportTraceServiceRequest::decode(body.as_slice())
             .expect("the exporter sends OTLP protobuf");
         for resource in request.resource_spans {
@@ -141,7 +141,9 @@ fn a_session_is_traced_as_session_iteration_and_attempt_spans_over_otlp_without_
     let requests = seen.lock().unwrap().clone();
     assert!(!requests.is_empty(), "the exporter sent nothing");
     assert!(
-        requests.iter().all(|(path, _)| path == "/v1/traces"),
+        requests
+            .iter()
+            .all(|(path, _)| path == "/v1/traces" || path == "/v1/metrics"),
         "{:?}",
         requests.iter().map(|r| &r.0).collect::<Vec<_>>()
     );
@@ -277,6 +279,9 @@ fn spans_go_as_json_when_the_protocol_says_http_json() {
         .expect(10);
     let mut spans = Vec::new();
     for (path, body) in seen.lock().unwrap().iter() {
+        if path == "/v1/metrics" {
+            continue;
+        }
         assert_eq!(path, "/v1/traces");
         let request: serde_json::Value =
             serde_json::from_slice(body).expect("the exporter sends JSON");
@@ -361,6 +366,22 @@ fn the_daemons_gates_carry_the_decision_and_control_requests_are_spans() {
             .any(|(wait, decision, _)| wait == "qa_answers" && decision == "answered"),
         "{gates:?}"
     );
+    // The daemon's log lines written inside a session's span carry its trace id.
+    let log = std::fs::read_to_string(project.root.join("daemon.log")).unwrap();
+    let journaled: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("attempt journaled"))
+        .collect();
+    assert!(!journaled.is_empty(), "{log}");
+    for session in spans.iter().filter(|s| s.name == "session") {
+        let hex: String = session.trace.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(
+            journaled
+                .iter()
+                .any(|l| l.contains(&format!("trace_id={hex}"))),
+            "{hex} in no line of {journaled:#?}"
+        );
+    }
     let requests: Vec<&str> = spans
         .iter()
         .filter(|s| s.name == "control")
