@@ -61,9 +61,10 @@ fn main() {
         }
         Some("latency") => latency(number(1, 256) as usize),
         Some("quick") => quick(args.iter().any(|a| a == "--record")),
+        Some("tracing") => tracing_cost(number(1, 200) as usize),
         _ => {
             eprintln!(
-                "usage: cargo bench --bench perf -- overhead|scale|parked|ingest|latency|quick"
+                "usage: cargo bench --bench perf -- overhead|scale|parked|ingest|latency|tracing|quick"
             );
             std::process::exit(2);
         }
@@ -251,6 +252,11 @@ struct Overhead {
 /// One session looping in implementation under `samocode run`, against the same agent
 /// spawned in a bare loop.
 fn overhead(n: usize) -> Overhead {
+    overhead_with(n, &[])
+}
+
+/// The same, with settings for `samocode run` (`name`, `value`).
+fn overhead_with(n: usize, env: &[(&str, String)]) -> Overhead {
     let project = Project::new();
     let dir = project.session("loop", Phase::Implementation, false);
     // The floor: the agent with the context samocode would give it, spawned n times.
@@ -280,6 +286,7 @@ fn overhead(n: usize) -> Overhead {
     while done < n {
         let run = project
             .command(&["run", "--session", "loop"])
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .status()
             .unwrap();
@@ -594,6 +601,61 @@ fn latency(agents: usize) {
             "latency with {busy} busy agents: exit to next spawn p50 {p50:.2} ms, p99 {p99:.2} ms ({} samples); approve to spawn p50 {a50:.2} ms, p99 {a99:.2} ms ({} samples) (target: p99 under 20 ms)",
             exit_to_spawn.len(),
             approve_to_spawn.len()
+        );
+    }
+}
+
+/// What traces cost an iteration: `overhead` with tracing off (nothing configured), with an
+/// endpoint nobody listens on (spans made and their export failing), and exporting to a
+/// loopback receiver that accepts everything.
+fn tracing_cost(n: usize) {
+    let receiver = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = receiver.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in receiver.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut buffer = [0u8; 65536];
+                // Reads whatever comes and answers every request 200, keeping the connection.
+                while let Ok(read) = stream.read(&mut buffer) {
+                    if read == 0 {
+                        break;
+                    }
+                    if buffer[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                        let _ = stream.write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\ncontent-type: application/x-protobuf\r\n\r\n",
+                        );
+                    }
+                }
+            });
+        }
+    });
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    for (what, env) in [
+        ("off", vec![]),
+        (
+            "on, nobody listening",
+            vec![(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://127.0.0.1:{closed}"),
+            )],
+        ),
+        (
+            "exporting",
+            vec![(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://127.0.0.1:{port}"),
+            )],
+        ),
+    ] {
+        let figures = overhead_with(n, &env);
+        println!(
+            "tracing {what}: samocode adds {:.2} ms per iteration over the floor",
+            figures.samocode_ms - figures.floor_ms
         );
     }
 }

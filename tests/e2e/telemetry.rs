@@ -552,3 +552,35 @@ fn metrics_count_what_the_journal_holds() {
         0.0
     );
 }
+
+/// An iteration's span is exported when it ends, while its session still runs.
+#[test]
+fn an_iteration_is_exported_while_its_session_still_runs() {
+    let (port, seen) = receiver();
+    let mut project = Project::new();
+    project
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            &format!("http://127.0.0.1:{port}"),
+        )
+        // The second iteration takes a minute: the session is still running meanwhile.
+        .env("SAMOCODE_FAKE", "requirements=slow:60");
+    let daemon = project.daemon(&[]);
+    project
+        .run(&["start", "--session", "live", "--dive", "d", "--task", "t"])
+        .expect(0);
+    super::fixture::wait_for(
+        Duration::from_secs(30),
+        "the first iteration's span",
+        || {
+            decode(&seen.lock().unwrap())
+                .0
+                .iter()
+                .any(|s| s.name == "iteration" && s.attributes["samocode.phase"] == "investigation")
+        },
+    );
+    let rows = project.status();
+    assert_eq!(rows[0]["state"], "running", "{rows:?}");
+    assert_eq!(rows[0]["phase"], "requirements", "{rows:?}");
+    daemon.terminate();
+}
