@@ -145,15 +145,21 @@ impl Browser {
             .expect("script runs")
     }
 
-    /// Saves the page as `tests/browser/screenshots/NAME.png`.
+    /// Saves the page as `NAME.png` under cargo's temporary directory for tests, or, with
+    /// `SAMOCODE_SCREENSHOTS=readme`, in `tests/browser/screenshots/` where the README shows
+    /// them (so that a test run leaves the checkout as it was).
     pub async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.expect("a screenshot");
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/screenshots");
+        let dir = if std::env::var("SAMOCODE_SCREENSHOTS").as_deref() == Ok("readme") {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/screenshots")
+        } else {
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots")
+        };
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
     }
 
-    /// Saves the whole page, not only the window, as `tests/browser/screenshots/NAME.png`.
+    /// Saves the whole page, not only the window (see [`Self::screenshot`]).
     pub async fn screenshot_page(&self, name: &str) {
         let (width, height) = self.client.get_window_size().await.unwrap();
         let tall = self
