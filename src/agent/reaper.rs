@@ -183,21 +183,18 @@ fn reap_adopted(live: &dyn Fn(i32) -> bool) {
     }
 }
 
-/// This process's children (those of every thread of it).
+/// The adopted children of this process. An orphan is handed to the subreaper's first live
+/// thread, the main thread (which lives as long as the process), so only its list is read:
+/// the other threads' lists hold the agents they started, which are never adopted orphans, and
+/// a daemon may have dozens of threads (the blocking pool).
 fn children() -> Vec<i32> {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+    let me = std::process::id();
+    let Ok(list) = std::fs::read_to_string(format!("/proc/self/task/{me}/children")) else {
         return Vec::new();
     };
-    let mut pids = Vec::new();
-    for task in tasks.filter_map(Result::ok) {
-        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
-            pids.extend(
-                list.split_whitespace()
-                    .filter_map(|p| p.parse::<i32>().ok()),
-            );
-        }
-    }
-    pids
+    list.split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+        .collect()
 }
 
 fn entry(key: &str, value: &[u8]) -> Vec<u8> {
