@@ -158,8 +158,10 @@ pub struct Config {
     /// OTEL_RESOURCE_ATTRIBUTES, parsed.
     pub otel_resource: Vec<(String, String)>,
     pub otel_service_name: String,
-    /// `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL`: http/protobuf or http/json.
+    /// `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL`: http/protobuf, http/json or grpc.
     pub otlp_protocol: OtlpProtocol,
+    /// `OTEL_EXPORTER_OTLP_(METRICS_)PROTOCOL`.
+    pub otlp_metrics_protocol: OtlpProtocol,
     /// RUST_LOG, for the log filter.
     pub log_filter: Option<String>,
     /// How log lines are written: text, or JSON lines (`--log-format`, SAMOCODE_LOG_FORMAT).
@@ -605,6 +607,7 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
         otel_resource: otel.resource,
         otel_service_name: otel.service_name,
         otlp_protocol: otel.protocol,
+        otlp_metrics_protocol: otel.metrics_protocol,
         log_filter,
         log_format,
         searched_from: sources.cwd.clone(),

@@ -3,8 +3,9 @@
 //! Logs go to standard error, filtered by RUST_LOG (default: samocode at info; from the
 //! environment or config.toml, checked by the configuration), and for the daemon also to a
 //! rotating file in its state directory, as text or JSON (`logging`). When an OTLP endpoint
-//! is configured, spans are also exported over OTLP/HTTP with the batch processor and the
-//! blocking HTTP client (the async client panics in the exporter's own thread). The
+//! is configured, spans are also exported over OTLP with the batch processor: over HTTP with
+//! the blocking client (the async client panics in the exporter's own thread), or over gRPC,
+//! whose connection lives on a small runtime of its own (the exporter's thread has none). The
 //! `ractor` target is kept out of the OpenTelemetry layer, or every actor would become one
 //! endless trace.
 
@@ -13,7 +14,7 @@ pub mod metrics;
 mod rotating;
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -27,6 +28,8 @@ pub use logging::{LOG_FILE, LogFormat, Logging};
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
     meters: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,
+    /// Drives the gRPC exporters' connections, when one is gRPC.
+    grpc: Option<tokio::runtime::Runtime>,
 }
 
 /// Installs the global subscriber; call it before the tokio runtime starts, because the
@@ -35,15 +38,25 @@ pub struct Telemetry {
 pub fn init(config: &Config, logging: Logging) -> Telemetry {
     let logs = logging::layers(config.log_filter.as_deref(), config.log_format, &logging);
 
+    let grpc = grpc_runtime(config);
+    // A gRPC channel starts its connection task on the runtime it is built in.
+    let _entered = grpc.as_ref().map(|runtime| runtime.enter());
     let provider = config.otlp_endpoint.as_ref().and_then(|endpoint| {
         // Headers and resource attributes come from the configuration (environment or
         // config.toml), which is the one place that reads them.
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(protocol(config))
-            .with_endpoint(endpoint.clone())
-            .with_headers(config.otlp_headers.0.iter().cloned().collect())
-            .build();
+        let exporter = match config.otlp_protocol {
+            OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint.clone())
+                .with_metadata(grpc_metadata(config))
+                .build(),
+            http => opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(http_protocol(http))
+                .with_endpoint(endpoint.clone())
+                .with_headers(config.otlp_headers.0.iter().cloned().collect())
+                .build(),
+        };
         match exporter {
             Ok(exporter) => Some(
                 SdkTracerProvider::builder()
@@ -74,7 +87,45 @@ pub fn init(config: &Config, logging: Logging) -> Telemetry {
         opentelemetry::global::set_meter_provider(meters.clone());
         metrics::enable();
     }
-    Telemetry { provider, meters }
+    drop(_entered);
+    Telemetry {
+        provider,
+        meters,
+        grpc,
+    }
+}
+
+/// One worker thread for the gRPC connections, only when a signal goes over gRPC.
+fn grpc_runtime(config: &Config) -> Option<tokio::runtime::Runtime> {
+    let grpc =
+        |endpoint: &Option<String>, protocol| endpoint.is_some() && protocol == OtlpProtocol::Grpc;
+    if !grpc(&config.otlp_endpoint, config.otlp_protocol)
+        && !grpc(&config.otlp_metrics_endpoint, config.otlp_metrics_protocol)
+    {
+        return None;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("otlp-grpc")
+        .enable_all()
+        .build()
+        .inspect_err(|error| eprintln!("samocode: OTLP over gRPC disabled: {error}"))
+        .ok()
+}
+
+/// OTEL_EXPORTER_OTLP_HEADERS as gRPC metadata (the configuration's check has refused any
+/// name or value a header cannot carry).
+fn grpc_metadata(config: &Config) -> opentelemetry_otlp::tonic_types::metadata::MetadataMap {
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in &config.otlp_headers.0 {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers)
 }
 
 /// The metrics pipeline: an OTLP exporter read every `OTEL_METRIC_EXPORT_INTERVAL` (60 s).
@@ -83,12 +134,19 @@ fn meter_provider(
     endpoint: &str,
 ) -> Option<opentelemetry_sdk::metrics::SdkMeterProvider> {
     use opentelemetry_otlp::WithExportConfig as _;
-    let exporter = opentelemetry_otlp::MetricExporter::builder()
-        .with_http()
-        .with_protocol(protocol(config))
-        .with_endpoint(endpoint.to_string())
-        .with_headers(config.otlp_headers.0.iter().cloned().collect())
-        .build();
+    let exporter = match config.otlp_metrics_protocol {
+        OtlpProtocol::Grpc => opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint.to_string())
+            .with_metadata(grpc_metadata(config))
+            .build(),
+        http => opentelemetry_otlp::MetricExporter::builder()
+            .with_http()
+            .with_protocol(http_protocol(http))
+            .with_endpoint(endpoint.to_string())
+            .with_headers(config.otlp_headers.0.iter().cloned().collect())
+            .build(),
+    };
     match exporter {
         Ok(exporter) => Some(
             opentelemetry_sdk::metrics::SdkMeterProvider::builder()
@@ -103,10 +161,10 @@ fn meter_provider(
     }
 }
 
-fn protocol(config: &Config) -> opentelemetry_otlp::Protocol {
-    match config.otlp_protocol {
-        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::Protocol::HttpBinary,
+fn http_protocol(protocol: OtlpProtocol) -> opentelemetry_otlp::Protocol {
+    match protocol {
         OtlpProtocol::HttpJson => opentelemetry_otlp::Protocol::HttpJson,
+        _ => opentelemetry_otlp::Protocol::HttpBinary,
     }
 }
 
@@ -145,6 +203,9 @@ impl Telemetry {
         }
         if let Some(meters) = self.meters {
             let _ = tokio::task::spawn_blocking(move || meters.shutdown()).await;
+        }
+        if let Some(grpc) = self.grpc {
+            grpc.shutdown_background();
         }
     }
 }

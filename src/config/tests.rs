@@ -374,7 +374,7 @@ fn otel_rust_log_and_codex_home_may_come_from_config_toml() {
 
     std::fs::write(
         dir.path().join("home/.config/samocode/config.toml"),
-        "rust_log = \"samocode=[\"\notel_exporter_otlp_protocol = \"grpc\"\nstrip_env = [\"A B\"]\n",
+        "rust_log = \"samocode=[\"\notel_exporter_otlp_protocol = \"http/xml\"\nstrip_env = [\"A B\"]\n",
     )
     .unwrap();
     let text = error_text(dir.path(), &[], &Flags::default());
@@ -383,10 +383,58 @@ fn otel_rust_log_and_codex_home_may_come_from_config_toml() {
         "{text}"
     );
     assert!(
-        text.contains("otel_exporter_otlp_protocol=\"grpc\""),
+        text.contains("otel_exporter_otlp_protocol=\"http/xml\""),
         "{text}"
     );
     assert!(text.contains("strip_env=\"A B\""), "{text}");
+}
+
+#[test]
+fn grpc_takes_the_general_endpoint_as_it_is_and_only_in_plaintext() {
+    let dir = project_dir();
+    let config = |env: &[(&str, &str)]| resolve(&Flags::default(), &sources(dir.path(), env));
+    let grpc = config(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+    ])
+    .unwrap();
+    assert_eq!(grpc.otlp_protocol, OtlpProtocol::Grpc);
+    assert_eq!(grpc.otlp_metrics_protocol, OtlpProtocol::Grpc);
+    assert_eq!(grpc.otlp_endpoint.as_deref(), Some("http://collector:4317"));
+    assert_eq!(
+        grpc.otlp_metrics_endpoint.as_deref(),
+        Some("http://collector:4317")
+    );
+    // Each signal may choose its own protocol; the general endpoint follows each one.
+    let mixed = config(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+    ])
+    .unwrap();
+    assert_eq!(
+        mixed.otlp_endpoint.as_deref(),
+        Some("http://collector:4317")
+    );
+    assert_eq!(mixed.otlp_metrics_protocol, OtlpProtocol::HttpProtobuf);
+    assert_eq!(
+        mixed.otlp_metrics_endpoint.as_deref(),
+        Some("http://collector:4317/v1/metrics")
+    );
+    let text = error_text(
+        dir.path(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "bad name=x"),
+        ],
+        &Flags::default(),
+    );
+    assert!(
+        text.contains("OTEL_EXPORTER_OTLP_ENDPOINT=\"https://collector:4317\"")
+            && text.contains("gRPC export is plaintext"),
+        "{text}"
+    );
+    assert!(text.contains("HTTP headers can carry"), "{text}");
 }
 
 #[test]

@@ -305,20 +305,136 @@ fn spans_go_as_json_when_the_protocol_says_http_json() {
     assert_eq!(attempt["parentSpanId"], iteration["spanId"]);
 }
 
-/// Another protocol is refused by name, not silently ignored.
+/// A loopback OTLP/gRPC receiver (plaintext HTTP/2, as a collector on port 4317 would be):
+/// keeps each call's path and its one message (the 5-byte gRPC frame header removed) and the
+/// calls' `x-team` metadata, and answers with an empty response and `grpc-status: 0`.
+fn grpc_receiver() -> (u16, Received, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let keep = seen.clone();
+    let teams = Arc::new(Mutex::new(Vec::new()));
+    let keep_teams = teams.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((stream, _)) = listener.accept().await {
+                let (keep, keep_teams) = (keep.clone(), keep_teams.clone());
+                tokio::spawn(async move {
+                    let Ok(mut connection) = h2::server::handshake(stream).await else {
+                        return;
+                    };
+                    while let Some(Ok((request, mut respond))) = connection.accept().await {
+                        let keep = keep.clone();
+                        if let Some(team) = request.headers().get("x-team") {
+                            let team = team.to_str().unwrap_or_default().to_string();
+                            keep_teams.lock().unwrap().push(team);
+                        }
+                        tokio::spawn(async move {
+                            let path = request.uri().path().to_string();
+                            let mut body = request.into_body();
+                            let mut frame = Vec::new();
+                            while let Some(Ok(chunk)) = body.data().await {
+                                let _ = body.flow_control().release_capacity(chunk.len());
+                                frame.extend_from_slice(&chunk);
+                            }
+                            assert_eq!(frame.first(), Some(&0), "an uncompressed message");
+                            let length =
+                                u32::from_be_bytes(frame[1..5].try_into().unwrap()) as usize;
+                            keep.lock()
+                                .unwrap()
+                                .push((path, frame[5..5 + length].to_vec()));
+                            let response = http::Response::builder()
+                                .status(200)
+                                .header("content-type", "application/grpc")
+                                .body(())
+                                .unwrap();
+                            let Ok(mut send) = respond.send_response(response, false) else {
+                                return;
+                            };
+                            let _ = send.send_data(bytes::Bytes::from_static(&[0; 5]), false);
+                            let mut trailers = http::HeaderMap::new();
+                            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                            let _ = send.send_trailers(trailers);
+                        });
+                    }
+                });
+            }
+        });
+    });
+    (port, seen, teams)
+}
+
+/// `OTEL_EXPORTER_OTLP_PROTOCOL=grpc`: the same trace and the metrics reach a gRPC collector
+/// at the general endpoint as it is, with the headers as metadata.
 #[test]
-fn grpc_is_refused_with_the_protocols_this_build_speaks() {
+fn spans_and_metrics_go_over_grpc_when_the_protocol_says_grpc() {
+    let (port, seen, teams) = grpc_receiver();
     let mut project = Project::new();
     project
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
-        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
-    let run = project.run(&["run", "--session", "g", "--dive", "d", "--task", "t"]);
-    run.expect(2);
-    assert!(
-        run.stderr().contains("OTEL_EXPORTER_OTLP_PROTOCOL") && run.stderr().contains("http/json"),
-        "{}",
-        run.stderr()
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            &format!("http://127.0.0.1:{port}"),
+        )
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .env("OTEL_EXPORTER_OTLP_HEADERS", "x-team=core");
+    project
+        .run(&["run", "--session", "grpc", "--dive", "d", "--task", "t"])
+        .expect(10);
+    let received = seen.lock().unwrap().clone();
+    let teams = teams.lock().unwrap().clone();
+    assert_eq!(
+        teams.len(),
+        received.len(),
+        "every call carries the headers"
     );
+    assert!(teams.iter().all(|t| t == "core"), "{teams:?}");
+    const TRACES: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+    const METRICS: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+    assert!(
+        received
+            .iter()
+            .all(|(path, _)| path == TRACES || path == METRICS),
+        "{:?}",
+        received.iter().map(|r| &r.0).collect::<Vec<_>>()
+    );
+    // The same messages as over HTTP, under the HTTP paths for the decoders.
+    let requests: Vec<(String, Vec<u8>)> = received
+        .into_iter()
+        .map(|(path, body)| {
+            let http = if path == TRACES {
+                "/v1/traces"
+            } else {
+                "/v1/metrics"
+            };
+            (http.to_string(), body)
+        })
+        .collect();
+    let (spans, _) = decode(&requests);
+    let one = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no {name} span in {spans:#?}"))
+    };
+    let (session, iteration, attempt) = (one("session"), one("iteration"), one("attempt"));
+    assert!(session.parent.is_empty());
+    assert_eq!(iteration.parent, session.id);
+    assert_eq!(attempt.parent, iteration.id);
+    assert_eq!(attempt.attributes["gen_ai.provider.name"], "claude");
+    let values = metric_values(&requests);
+    let attempts: f64 = values
+        .iter()
+        .filter(|((name, _), _)| name == "samocode.attempts")
+        .map(|(_, v)| v)
+        .sum();
+    let rows = project.session("grpc").jsonl("_iterations.jsonl");
+    assert_eq!(attempts, rows.len() as f64, "{values:#?}");
 }
 
 /// Under the daemon, the person's decisions close the gate spans (with the verb and the
