@@ -30,7 +30,7 @@ use crate::session::untrusted::ReadError;
 use values::{Layers, duration_between, number_between};
 
 pub use budget::{BudgetFlags, BudgetSettings, Price, Prices, describe as describe_budget};
-pub use otel::{OtlpHeaders, OtlpProtocol};
+pub use otel::{OtlpExport, OtlpHeaders, OtlpProtocol};
 pub use profiles::{EFFORTS, ModelChoice, ModelProfiles, ModelSpec};
 pub use remote::{Engine, KubeSettings, NatsAuth, NatsSettings, RemoteSettings};
 pub use telegram::TelegramSettings;
@@ -149,19 +149,15 @@ pub struct Config {
     /// Agents the daemon runs at once.
     pub max_parallel: usize,
     pub telegram: Option<TelegramSettings>,
-    /// OTLP traces endpoint (OTEL_EXPORTER_OTLP_ENDPOINT or ..._TRACES_ENDPOINT).
-    pub otlp_endpoint: Option<String>,
+    /// Where spans are exported over OTLP (`None`: tracing is off).
+    pub otlp_traces: Option<OtlpExport>,
+    /// Where metrics are exported over OTLP (`None`: no metrics).
+    pub otlp_metrics: Option<OtlpExport>,
     /// OTEL_EXPORTER_OTLP_HEADERS, parsed.
     pub otlp_headers: OtlpHeaders,
-    /// Where metrics go over OTLP (`None`: no metrics).
-    pub otlp_metrics_endpoint: Option<String>,
     /// OTEL_RESOURCE_ATTRIBUTES, parsed.
     pub otel_resource: Vec<(String, String)>,
     pub otel_service_name: String,
-    /// `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL`: http/protobuf, http/json or grpc.
-    pub otlp_protocol: OtlpProtocol,
-    /// `OTEL_EXPORTER_OTLP_(METRICS_)PROTOCOL`.
-    pub otlp_metrics_protocol: OtlpProtocol,
     /// RUST_LOG, for the log filter.
     pub log_filter: Option<String>,
     /// How log lines are written: text, or JSON lines (`--log-format`, SAMOCODE_LOG_FORMAT).
@@ -601,13 +597,11 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
         control_socket,
         max_parallel,
         telegram,
-        otlp_endpoint: otel.endpoint,
-        otlp_metrics_endpoint: otel.metrics_endpoint,
+        otlp_traces: otel.traces,
+        otlp_metrics: otel.metrics,
         otlp_headers: otel.headers,
         otel_resource: otel.resource,
         otel_service_name: otel.service_name,
-        otlp_protocol: otel.protocol,
-        otlp_metrics_protocol: otel.metrics_protocol,
         log_filter,
         log_format,
         searched_from: sources.cwd.clone(),

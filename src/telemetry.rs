@@ -21,7 +21,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::Config;
-use crate::config::OtlpProtocol;
+use crate::config::{OtlpExport, OtlpProtocol};
 pub use logging::{LOG_FILE, LogFormat, Logging};
 
 /// Keeps the exporter alive; call [`Telemetry::shutdown`] before exiting to flush spans.
@@ -41,21 +41,30 @@ pub fn init(config: &Config, logging: Logging) -> Telemetry {
     let grpc = grpc_runtime(config);
     // A gRPC channel starts its connection task on the runtime it is built in.
     let _entered = grpc.as_ref().map(|runtime| runtime.enter());
-    let provider = config.otlp_endpoint.as_ref().and_then(|endpoint| {
+    let provider = config.otlp_traces.as_ref().and_then(|traces| {
         // Headers and resource attributes come from the configuration (environment or
         // config.toml), which is the one place that reads them.
-        let exporter = match config.otlp_protocol {
-            OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint.clone())
-                .with_metadata(grpc_metadata(config))
-                .build(),
-            http => opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_protocol(http_protocol(http))
-                .with_endpoint(endpoint.clone())
-                .with_headers(config.otlp_headers.0.iter().cloned().collect())
-                .build(),
+        let exporter = match traces.protocol {
+            OtlpProtocol::Grpc => {
+                let builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+                let builder = match gzip(traces) {
+                    Some(gzip) => builder.with_compression(gzip),
+                    None => builder,
+                };
+                export_config(builder, traces)
+                    .with_metadata(grpc_metadata(config))
+                    .build()
+            }
+            _ => {
+                let builder = opentelemetry_otlp::SpanExporter::builder().with_http();
+                let builder = match gzip(traces) {
+                    Some(gzip) => builder.with_compression(gzip),
+                    None => builder,
+                };
+                export_config(builder, traces)
+                    .with_headers(config.otlp_headers.0.iter().cloned().collect())
+                    .build()
+            }
         };
         match exporter {
             Ok(exporter) => Some(
@@ -80,9 +89,9 @@ pub fn init(config: &Config, logging: Logging) -> Telemetry {
         .with(otel)
         .try_init();
     let meters = config
-        .otlp_metrics_endpoint
+        .otlp_metrics
         .as_ref()
-        .and_then(|endpoint| meter_provider(config, endpoint));
+        .and_then(|metrics| meter_provider(config, metrics));
     if let Some(meters) = &meters {
         opentelemetry::global::set_meter_provider(meters.clone());
         metrics::enable();
@@ -97,11 +106,12 @@ pub fn init(config: &Config, logging: Logging) -> Telemetry {
 
 /// One worker thread for the gRPC connections, only when a signal goes over gRPC.
 fn grpc_runtime(config: &Config) -> Option<tokio::runtime::Runtime> {
-    let grpc =
-        |endpoint: &Option<String>, protocol| endpoint.is_some() && protocol == OtlpProtocol::Grpc;
-    if !grpc(&config.otlp_endpoint, config.otlp_protocol)
-        && !grpc(&config.otlp_metrics_endpoint, config.otlp_metrics_protocol)
-    {
+    let grpc = |export: &Option<OtlpExport>| {
+        export
+            .as_ref()
+            .is_some_and(|e| e.protocol == OtlpProtocol::Grpc)
+    };
+    if !grpc(&config.otlp_traces) && !grpc(&config.otlp_metrics) {
         return None;
     }
     tokio::runtime::Builder::new_multi_thread()
@@ -131,21 +141,29 @@ fn grpc_metadata(config: &Config) -> opentelemetry_otlp::tonic_types::metadata::
 /// The metrics pipeline: an OTLP exporter read every `OTEL_METRIC_EXPORT_INTERVAL` (60 s).
 fn meter_provider(
     config: &Config,
-    endpoint: &str,
+    metrics: &OtlpExport,
 ) -> Option<opentelemetry_sdk::metrics::SdkMeterProvider> {
-    use opentelemetry_otlp::WithExportConfig as _;
-    let exporter = match config.otlp_metrics_protocol {
-        OtlpProtocol::Grpc => opentelemetry_otlp::MetricExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint.to_string())
-            .with_metadata(grpc_metadata(config))
-            .build(),
-        http => opentelemetry_otlp::MetricExporter::builder()
-            .with_http()
-            .with_protocol(http_protocol(http))
-            .with_endpoint(endpoint.to_string())
-            .with_headers(config.otlp_headers.0.iter().cloned().collect())
-            .build(),
+    let exporter = match metrics.protocol {
+        OtlpProtocol::Grpc => {
+            let builder = opentelemetry_otlp::MetricExporter::builder().with_tonic();
+            let builder = match gzip(metrics) {
+                Some(gzip) => builder.with_compression(gzip),
+                None => builder,
+            };
+            export_config(builder, metrics)
+                .with_metadata(grpc_metadata(config))
+                .build()
+        }
+        _ => {
+            let builder = opentelemetry_otlp::MetricExporter::builder().with_http();
+            let builder = match gzip(metrics) {
+                Some(gzip) => builder.with_compression(gzip),
+                None => builder,
+            };
+            export_config(builder, metrics)
+                .with_headers(config.otlp_headers.0.iter().cloned().collect())
+                .build()
+        }
     };
     match exporter {
         Ok(exporter) => Some(
@@ -161,11 +179,26 @@ fn meter_provider(
     }
 }
 
-fn http_protocol(protocol: OtlpProtocol) -> opentelemetry_otlp::Protocol {
-    match protocol {
-        OtlpProtocol::HttpJson => opentelemetry_otlp::Protocol::HttpJson,
-        _ => opentelemetry_otlp::Protocol::HttpBinary,
+/// The endpoint, the protocol and the timeout, as checked by the configuration (set here,
+/// they override the exporter's own reading of the environment, so config.toml counts too).
+fn export_config<B: WithExportConfig>(builder: B, export: &OtlpExport) -> B {
+    let builder = builder
+        .with_endpoint(export.endpoint.clone())
+        .with_protocol(match export.protocol {
+            OtlpProtocol::HttpJson => opentelemetry_otlp::Protocol::HttpJson,
+            OtlpProtocol::HttpProtobuf => opentelemetry_otlp::Protocol::HttpBinary,
+            OtlpProtocol::Grpc => opentelemetry_otlp::Protocol::Grpc,
+        });
+    match export.timeout {
+        Some(timeout) => builder.with_timeout(timeout),
+        None => builder,
     }
+}
+
+/// gzip when asked for; otherwise none (the variables say none or nothing, so the exporter's
+/// own reading finds no compression either).
+fn gzip(export: &OtlpExport) -> Option<opentelemetry_otlp::Compression> {
+    export.gzip.then_some(opentelemetry_otlp::Compression::Gzip)
 }
 
 fn resource(config: &Config) -> opentelemetry_sdk::Resource {

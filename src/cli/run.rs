@@ -344,7 +344,10 @@ fn dry_run(args: &RunArgs, config: &Config) -> Result<u8, CliError> {
     );
     println!(
         "traces:         {}",
-        config.otlp_endpoint.as_deref().unwrap_or("off")
+        config
+            .otlp_traces
+            .as_ref()
+            .map_or("off", |traces| traces.endpoint.as_str())
     );
 
     let today = jiff::Zoned::now().strftime("%y-%m-%d").to_string();

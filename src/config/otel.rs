@@ -2,6 +2,7 @@
 //! case in `config.toml` (`otel_exporter_otlp_endpoint = "http://..."`).
 
 use std::fmt;
+use std::time::Duration;
 
 use super::values::{Layers, key_value_list};
 
@@ -27,40 +28,82 @@ pub enum OtlpProtocol {
     Grpc,
 }
 
-/// What the trace exporter is given.
+/// Where and how one signal (spans or metrics) is exported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpExport {
+    /// The signal's URL: its own `OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT`, else the general
+    /// endpoint, with `/v1/traces` or `/v1/metrics` added over HTTP and as it is over gRPC.
+    pub endpoint: String,
+    /// `OTEL_EXPORTER_OTLP_<SIGNAL>_PROTOCOL`, else the general one.
+    pub protocol: OtlpProtocol,
+    /// `OTEL_EXPORTER_OTLP_<SIGNAL>_TIMEOUT`, else the general one (milliseconds); `None`:
+    /// the exporter's 10 s.
+    pub timeout: Option<Duration>,
+    /// `OTEL_EXPORTER_OTLP_<SIGNAL>_COMPRESSION` (else the general one) is `gzip`.
+    pub gzip: bool,
+}
+
+/// What the exporters are given.
 pub(super) struct Otel {
-    /// The traces URL: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else the general endpoint with
-    /// `/v1/traces` added, as the specification says.
-    pub endpoint: Option<String>,
-    /// The metrics URL: `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`, else the general endpoint with
-    /// `/v1/metrics` added. Metrics go only where one of the two names a place.
-    pub metrics_endpoint: Option<String>,
+    /// Spans go only where an endpoint names a place.
+    pub traces: Option<OtlpExport>,
+    pub metrics: Option<OtlpExport>,
     pub headers: OtlpHeaders,
     pub resource: Vec<(String, String)>,
     pub service_name: String,
-    /// How spans travel (`OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, else the general one).
-    pub protocol: OtlpProtocol,
-    /// How metrics travel (`OTEL_EXPORTER_OTLP_METRICS_PROTOCOL`, else the general one).
-    pub metrics_protocol: OtlpProtocol,
+}
+
+const PROTOCOL: &str = "http/protobuf (the default), http/json or grpc";
+const TIMEOUT: &str = "a whole number of milliseconds, at least 1 (the default is 10000)";
+const COMPRESSION: &str = "gzip or none (the default)";
+
+/// A signal's setting: its own variable (`OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`), else the
+/// general one (`OTEL_EXPORTER_OTLP_TIMEOUT`). Both are checked, so a bad value is reported
+/// even where the other wins.
+fn per_signal<T: Copy>(
+    layers: &mut Layers,
+    setting: &str,
+    expected: &'static str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> [Option<T>; 2] {
+    let general = layers.parsed(
+        &format!("OTEL_EXPORTER_OTLP_{setting}"),
+        None,
+        expected,
+        &parse,
+    );
+    ["TRACES", "METRICS"].map(|signal| {
+        layers
+            .parsed(
+                &format!("OTEL_EXPORTER_OTLP_{signal}_{setting}"),
+                None,
+                expected,
+                &parse,
+            )
+            .or(general)
+    })
 }
 
 pub(super) fn read(layers: &mut Layers) -> Otel {
-    const PROTOCOL: &str = "http/protobuf (the default), http/json or grpc";
-    let protocol = |v: &str| match v {
+    let protocols = per_signal(layers, "PROTOCOL", PROTOCOL, |v| match v {
         "http/protobuf" => Some(OtlpProtocol::HttpProtobuf),
         "http/json" => Some(OtlpProtocol::HttpJson),
         "grpc" => Some(OtlpProtocol::Grpc),
         _ => None,
-    };
-    let general = layers.parsed("OTEL_EXPORTER_OTLP_PROTOCOL", None, PROTOCOL, protocol);
-    let mut signal_protocol = |name: &str| {
-        layers
-            .parsed(name, None, PROTOCOL, protocol)
-            .or(general)
-            .unwrap_or_default()
-    };
-    let traces_protocol = signal_protocol("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL");
-    let metrics_protocol = signal_protocol("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL");
+    })
+    .map(Option::unwrap_or_default);
+    let timeouts = per_signal(layers, "TIMEOUT", TIMEOUT, |v| {
+        v.parse::<u64>()
+            .ok()
+            .filter(|ms| (1..=86_400_000).contains(ms))
+            .map(Duration::from_millis)
+    });
+    let gzip = per_signal(layers, "COMPRESSION", COMPRESSION, |v| match v {
+        "gzip" => Some(true),
+        "none" => Some(false),
+        _ => None,
+    })
+    .map(|g| g.unwrap_or(false));
 
     // gRPC goes in plaintext HTTP/2 (no TLS stack is built for it): an https address with
     // grpc is refused rather than sent in the clear or dropped.
@@ -84,27 +127,29 @@ pub(super) fn read(layers: &mut Layers) -> Otel {
                 .map(|_| v.to_string())
         })
     };
-    let traces = endpoint(
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        traces_protocol == OtlpProtocol::Grpc,
-    );
-    let metrics = endpoint(
-        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-        metrics_protocol == OtlpProtocol::Grpc,
-    );
-    let base_grpc = (traces.is_none() && traces_protocol == OtlpProtocol::Grpc)
-        || (metrics.is_none() && metrics_protocol == OtlpProtocol::Grpc);
+    let grpc = protocols.map(|p| p == OtlpProtocol::Grpc);
+    let own = [
+        endpoint("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", grpc[0]),
+        endpoint("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", grpc[1]),
+    ];
+    let base_grpc = (own[0].is_none() && grpc[0]) || (own[1].is_none() && grpc[1]);
     let base = endpoint("OTEL_EXPORTER_OTLP_ENDPOINT", base_grpc);
     // The general endpoint gets the signal's path over HTTP; gRPC takes it as it is (the
     // service name travels in the request), as the specification says.
-    let under_base = |path: &str, protocol: OtlpProtocol| {
-        base.as_ref().map(|b| match protocol {
-            OtlpProtocol::Grpc => b.clone(),
-            _ => format!("{}/v1/{path}", b.trim_end_matches('/')),
+    let [traces, metrics] = [(0, "traces"), (1, "metrics")].map(|(i, path)| {
+        let endpoint = own[i].clone().or_else(|| {
+            base.as_ref().map(|b| match protocols[i] {
+                OtlpProtocol::Grpc => b.clone(),
+                _ => format!("{}/v1/{path}", b.trim_end_matches('/')),
+            })
+        })?;
+        Some(OtlpExport {
+            endpoint,
+            protocol: protocols[i],
+            timeout: timeouts[i],
+            gzip: gzip[i],
         })
-    };
-    let endpoint = traces.or_else(|| under_base("traces", traces_protocol));
-    let metrics_endpoint = metrics.or_else(|| under_base("metrics", metrics_protocol));
+    });
     let headers = layers
         .parsed(
             "OTEL_EXPORTER_OTLP_HEADERS",
@@ -125,13 +170,11 @@ pub(super) fn read(layers: &mut Layers) -> Otel {
         .text("OTEL_SERVICE_NAME")
         .unwrap_or_else(|| "samocode".into());
     Otel {
-        endpoint,
-        metrics_endpoint,
+        traces,
+        metrics,
         headers: OtlpHeaders(headers),
         resource,
         service_name,
-        protocol: traces_protocol,
-        metrics_protocol,
     }
 }
 

@@ -353,7 +353,7 @@ fn otel_rust_log_and_codex_home_may_come_from_config_toml() {
     );
     let config = resolve(&Flags::default(), &s).unwrap();
     assert_eq!(
-        config.otlp_endpoint.as_deref(),
+        config.otlp_traces.as_ref().map(|t| t.endpoint.as_str()),
         Some("http://collector:4318/v1/traces")
     );
     assert_eq!(config.otel_service_name, "svc");
@@ -396,38 +396,48 @@ fn grpc_takes_the_general_endpoint_as_it_is_and_only_in_plaintext() {
     let grpc = config(&[
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+        ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "gzip"),
     ])
     .unwrap();
-    assert_eq!(grpc.otlp_protocol, OtlpProtocol::Grpc);
-    assert_eq!(grpc.otlp_metrics_protocol, OtlpProtocol::Grpc);
-    assert_eq!(grpc.otlp_endpoint.as_deref(), Some("http://collector:4317"));
-    assert_eq!(
-        grpc.otlp_metrics_endpoint.as_deref(),
-        Some("http://collector:4317")
-    );
+    let grpc_export = |gzip| OtlpExport {
+        endpoint: "http://collector:4317".into(),
+        protocol: OtlpProtocol::Grpc,
+        timeout: Some(Duration::from_millis(2500)),
+        gzip,
+    };
+    assert_eq!(grpc.otlp_traces, Some(grpc_export(false)));
+    assert_eq!(grpc.otlp_metrics, Some(grpc_export(true)));
     // Each signal may choose its own protocol; the general endpoint follows each one.
     let mixed = config(&[
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
         ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
     ])
     .unwrap();
-    assert_eq!(
-        mixed.otlp_endpoint.as_deref(),
-        Some("http://collector:4317")
-    );
-    assert_eq!(mixed.otlp_metrics_protocol, OtlpProtocol::HttpProtobuf);
-    assert_eq!(
-        mixed.otlp_metrics_endpoint.as_deref(),
-        Some("http://collector:4317/v1/metrics")
-    );
+    let traces = mixed.otlp_traces.unwrap();
+    assert_eq!(traces.endpoint, "http://collector:4317");
+    assert_eq!(traces.timeout, None);
+    let metrics = mixed.otlp_metrics.unwrap();
+    assert_eq!(metrics.protocol, OtlpProtocol::HttpProtobuf);
+    assert_eq!(metrics.endpoint, "http://collector:4317/v1/metrics");
     let text = error_text(
         dir.path(),
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
             ("OTEL_EXPORTER_OTLP_HEADERS", "bad name=x"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "10s"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd"),
         ],
         &Flags::default(),
+    );
+    assert!(
+        text.contains("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT=\"10s\"") && text.contains("milliseconds"),
+        "{text}"
+    );
+    assert!(
+        text.contains("OTEL_EXPORTER_OTLP_COMPRESSION=\"zstd\"") && text.contains("gzip or none"),
+        "{text}"
     );
     assert!(
         text.contains("OTEL_EXPORTER_OTLP_ENDPOINT=\"https://collector:4317\"")

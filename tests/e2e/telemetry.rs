@@ -305,10 +305,14 @@ fn spans_go_as_json_when_the_protocol_says_http_json() {
     assert_eq!(attempt["parentSpanId"], iteration["spanId"]);
 }
 
+/// Per gRPC call: its path, its `x-team` metadata, whether its message came gzipped.
+type Calls = Arc<Mutex<Vec<(String, String, bool)>>>;
+
 /// A loopback OTLP/gRPC receiver (plaintext HTTP/2, as a collector on port 4317 would be):
-/// keeps each call's path and its one message (the 5-byte gRPC frame header removed) and the
-/// calls' `x-team` metadata, and answers with an empty response and `grpc-status: 0`.
-fn grpc_receiver() -> (u16, Received, Arc<Mutex<Vec<String>>>) {
+/// keeps each call's path and its one message (the 5-byte gRPC frame header removed, gzip
+/// undone) and, per call, its `x-team` metadata and whether it came compressed; answers with
+/// an empty response and `grpc-status: 0`.
+fn grpc_receiver() -> (u16, Received, Calls) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -330,11 +334,12 @@ fn grpc_receiver() -> (u16, Received, Arc<Mutex<Vec<String>>>) {
                         return;
                     };
                     while let Some(Ok((request, mut respond))) = connection.accept().await {
-                        let keep = keep.clone();
-                        if let Some(team) = request.headers().get("x-team") {
-                            let team = team.to_str().unwrap_or_default().to_string();
-                            keep_teams.lock().unwrap().push(team);
-                        }
+                        let (keep, keep_teams) = (keep.clone(), keep_teams.clone());
+                        let team = request
+                            .headers()
+                            .get("x-team")
+                            .map(|t| t.to_str().unwrap_or_default().to_string())
+                            .unwrap_or_default();
                         tokio::spawn(async move {
                             let path = request.uri().path().to_string();
                             let mut body = request.into_body();
@@ -343,12 +348,22 @@ fn grpc_receiver() -> (u16, Received, Arc<Mutex<Vec<String>>>) {
                                 let _ = body.flow_control().release_capacity(chunk.len());
                                 frame.extend_from_slice(&chunk);
                             }
-                            assert_eq!(frame.first(), Some(&0), "an uncompressed message");
+                            let compressed = frame[0] == 1;
                             let length =
                                 u32::from_be_bytes(frame[1..5].try_into().unwrap()) as usize;
-                            keep.lock()
+                            let mut message = frame[5..5 + length].to_vec();
+                            if compressed {
+                                let mut plain = Vec::new();
+                                flate2::read::GzDecoder::new(message.as_slice())
+                                    .read_to_end(&mut plain)
+                                    .expect("gzip, as grpc-encoding says");
+                                message = plain;
+                            }
+                            keep_teams
+                                .lock()
                                 .unwrap()
-                                .push((path, frame[5..5 + length].to_vec()));
+                                .push((path.clone(), team, compressed));
+                            keep.lock().unwrap().push((path, message));
                             let response = http::Response::builder()
                                 .status(200)
                                 .header("content-type", "application/grpc")
@@ -371,10 +386,11 @@ fn grpc_receiver() -> (u16, Received, Arc<Mutex<Vec<String>>>) {
 }
 
 /// `OTEL_EXPORTER_OTLP_PROTOCOL=grpc`: the same trace and the metrics reach a gRPC collector
-/// at the general endpoint as it is, with the headers as metadata.
+/// at the general endpoint as it is, with the headers as metadata, and the spans gzipped when
+/// `OTEL_EXPORTER_OTLP_TRACES_COMPRESSION` says so.
 #[test]
 fn spans_and_metrics_go_over_grpc_when_the_protocol_says_grpc() {
-    let (port, seen, teams) = grpc_receiver();
+    let (port, seen, calls) = grpc_receiver();
     let mut project = Project::new();
     project
         .env(
@@ -382,18 +398,14 @@ fn spans_and_metrics_go_over_grpc_when_the_protocol_says_grpc() {
             &format!("http://127.0.0.1:{port}"),
         )
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-        .env("OTEL_EXPORTER_OTLP_HEADERS", "x-team=core");
+        .env("OTEL_EXPORTER_OTLP_HEADERS", "x-team=core")
+        .env("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "gzip");
     project
         .run(&["run", "--session", "grpc", "--dive", "d", "--task", "t"])
         .expect(10);
     let received = seen.lock().unwrap().clone();
-    let teams = teams.lock().unwrap().clone();
-    assert_eq!(
-        teams.len(),
-        received.len(),
-        "every call carries the headers"
-    );
-    assert!(teams.iter().all(|t| t == "core"), "{teams:?}");
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), received.len());
     const TRACES: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
     const METRICS: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
     assert!(
@@ -403,6 +415,14 @@ fn spans_and_metrics_go_over_grpc_when_the_protocol_says_grpc() {
         "{:?}",
         received.iter().map(|r| &r.0).collect::<Vec<_>>()
     );
+    for (path, team, compressed) in &calls {
+        assert_eq!(team, "core", "every call carries the headers as metadata");
+        assert_eq!(
+            *compressed,
+            path == TRACES,
+            "only spans are gzipped: {calls:?}"
+        );
+    }
     // The same messages as over HTTP, under the HTTP paths for the decoders.
     let requests: Vec<(String, Vec<u8>)> = received
         .into_iter()
