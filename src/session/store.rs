@@ -125,9 +125,16 @@ fn replace(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let spare_path = dir.join(format!(".{name}.prev"));
-    let mut spare = open_spare(&spare_path).map_err(io("cannot write", &spare_path))?;
+    let (mut spare, old_len) = open_spare(&spare_path).map_err(io("cannot write", &spare_path))?;
+    // Written over in place and only then cut to length: truncating to zero first would free
+    // and reallocate its blocks, and ext4 flushes a file truncated to zero when it is renamed,
+    // which cost more than the rest of the replace.
     spare
         .write_all(contents)
+        .and_then(|()| match old_len > contents.len() as u64 {
+            true => spare.set_len(contents.len() as u64),
+            false => Ok(()),
+        })
         .and_then(|()| spare.sync_data())
         .map_err(io("cannot write", &spare_path))?;
     drop(spare);
@@ -148,9 +155,9 @@ fn replace(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
     }
 }
 
-/// Opens the spare of a replace for writing, empty: the one left by the last replace when it
-/// is a plain file of this user with no other name, else a new one.
-fn open_spare(path: &Path) -> std::io::Result<File> {
+/// Opens the spare of a replace for writing at its start, with its length: the one left by the
+/// last replace when it is a plain file of this user with no other name, else a new one.
+fn open_spare(path: &Path) -> std::io::Result<(File, u64)> {
     use std::os::unix::fs::MetadataExt;
     let existing = OpenOptions::new()
         .write(true)
@@ -161,8 +168,7 @@ fn open_spare(path: &Path) -> std::io::Result<File> {
             let meta = file.metadata()?;
             if meta.is_file() && meta.nlink() == 1 && meta.uid() == nix::unistd::geteuid().as_raw()
             {
-                file.set_len(0)?;
-                return Ok(file);
+                return Ok((file, meta.len()));
             }
             std::fs::remove_file(path)?;
         }
@@ -171,12 +177,13 @@ fn open_spare(path: &Path) -> std::io::Result<File> {
         // through; its name goes. A directory is refused.
         Err(_) => remove_any(path)?,
     }
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
+        .open(path)?;
+    Ok((file, 0))
 }
 
 /// Removes the link, pipe or file that has this name; a directory is an error.
@@ -548,6 +555,12 @@ mod tests {
         // No new file per replace: the two files trade places.
         assert_eq!(std::fs::metadata(&file).unwrap().ino(), first);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+        // The spare is written over in place: shorter contents leave nothing of the longer.
+        replace(&file, b"4").unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"4");
+        replace(&file, b"").unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"");
+        assert_eq!(std::fs::read(&spare).unwrap(), b"4");
     }
 
     #[test]
