@@ -47,6 +47,13 @@ pub fn command(settings: &AgentSettings, context: &str, workdir: &Path) -> Agent
 /// report why a run failed (`error` also reports reconnection attempts, so it only records
 /// the message and does not end the run).
 pub fn parse_line(line: &[u8]) -> Option<StreamEvent> {
+    let kind = super::stream::event_type(line)?;
+    if !matches!(
+        kind.as_ref(),
+        "thread.started" | "item.completed" | "turn.completed" | "turn.failed" | "error"
+    ) {
+        return None;
+    }
     let value: Value = serde_json::from_slice(line).ok()?;
     let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_string);
     match value.get("type")?.as_str()? {

@@ -453,10 +453,14 @@ async fn copy_and_parse(
     actor: &ActorRef<AgentMsg>,
 ) -> u64 {
     let mut chunk = vec![0u8; 64 * 1024];
-    let mut line: Vec<u8> = Vec::new();
-    let mut overlong = false;
+    let mut lines = Lines::default();
     let mut total = 0u64;
     let mut told: Option<Instant> = None;
+    let send = |line: &[u8]| {
+        if let Some(event) = super::parse_line(provider, line.trim_ascii()) {
+            let _ = actor.send_message(AgentMsg::Event(event));
+        }
+    };
     loop {
         let n = match stdout.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
@@ -470,30 +474,112 @@ async fn copy_and_parse(
         if let Err(error) = log.write_all(&chunk[..n]).await {
             tracing::warn!(%error, "attempt log write failed");
         }
-        for piece in chunk[..n].split_inclusive(|b| *b == b'\n') {
-            let complete = piece.ends_with(b"\n");
-            if !overlong {
-                line.extend_from_slice(piece);
-                if line.len() > MAX_EVENT_LINE {
-                    overlong = true;
-                    line = Vec::new();
+        lines.feed(&chunk[..n], send);
+    }
+    lines.finish(send);
+    let _ = log.flush().await;
+    total
+}
+
+/// Cuts output into lines for parsing, whatever the chunks: a line may span chunks, and one
+/// longer than `MAX_EVENT_LINE` is skipped without being kept (memory stays bounded).
+#[derive(Default)]
+struct Lines {
+    /// The start of a line whose end has not come yet.
+    partial: Vec<u8>,
+    /// The current line passed `MAX_EVENT_LINE`: the rest of it is dropped.
+    overlong: bool,
+}
+
+impl Lines {
+    /// Hands every line that ends in `chunk` (with its newline) to `line`.
+    fn feed(&mut self, chunk: &[u8], mut line: impl FnMut(&[u8])) {
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            // Line ends found with memchr, not byte by byte: most of the time here is this.
+            let (piece, complete) = match memchr::memchr(b'\n', rest) {
+                Some(end) => (&rest[..=end], true),
+                None => (rest, false),
+            };
+            rest = &rest[piece.len()..];
+            if complete && self.partial.is_empty() && !self.overlong {
+                // A whole line within the chunk is read where it is, not copied.
+                if piece.len() <= MAX_EVENT_LINE {
+                    line(piece);
+                }
+                continue;
+            }
+            if !self.overlong {
+                self.partial.extend_from_slice(piece);
+                if self.partial.len() > MAX_EVENT_LINE {
+                    self.overlong = true;
+                    self.partial = Vec::new();
                 }
             }
             if complete {
-                if !overlong && let Some(event) = super::parse_line(provider, line.trim_ascii()) {
-                    let _ = actor.send_message(AgentMsg::Event(event));
+                if !self.overlong {
+                    line(&self.partial);
                 }
-                line.clear();
-                overlong = false;
+                self.partial.clear();
+                self.overlong = false;
             }
         }
     }
-    if !overlong
-        && !line.is_empty()
-        && let Some(event) = super::parse_line(provider, line.trim_ascii())
-    {
-        let _ = actor.send_message(AgentMsg::Event(event));
+
+    /// The last line, when the output did not end with a newline.
+    fn finish(self, mut line: impl FnMut(&[u8])) {
+        if !self.overlong && !self.partial.is_empty() {
+            line(&self.partial);
+        }
     }
-    let _ = log.flush().await;
-    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Lines, MAX_EVENT_LINE};
+
+    /// Every line `Lines` hands on when `output` comes in chunks of `size` bytes.
+    fn lines_of(output: &[u8], size: usize) -> Vec<Vec<u8>> {
+        let mut seen = Vec::new();
+        let mut lines = Lines::default();
+        for chunk in output.chunks(size) {
+            lines.feed(chunk, |l| seen.push(l.to_vec()));
+        }
+        lines.finish(|l| seen.push(l.to_vec()));
+        seen
+    }
+
+    #[test]
+    fn lines_are_the_same_whatever_the_chunks() {
+        let output = b"{\"type\":\"system\"}\n\n{\"type\":\"result\",\"result\":\"done\"}\nlast";
+        let whole = lines_of(output, output.len());
+        assert_eq!(
+            whole,
+            [
+                &b"{\"type\":\"system\"}\n"[..],
+                b"\n",
+                b"{\"type\":\"result\",\"result\":\"done\"}\n",
+                b"last"
+            ]
+        );
+        for size in [1, 2, 3, 7, 19, 64] {
+            assert_eq!(lines_of(output, size), whole, "chunks of {size}");
+        }
+    }
+
+    #[test]
+    fn an_overlong_line_is_skipped_and_the_next_one_read() {
+        let mut output = vec![b'x'; MAX_EVENT_LINE + 1];
+        output.extend_from_slice(b"\n{\"type\":\"result\"}\n");
+        output.extend(std::iter::repeat_n(b'y', MAX_EVENT_LINE + 5));
+        for size in [64 * 1024, MAX_EVENT_LINE + 100] {
+            let lines = lines_of(&output, size);
+            assert_eq!(lines, [&b"{\"type\":\"result\"}\n"[..]], "chunks of {size}");
+        }
+        // A line of exactly the limit is still read.
+        let mut output = vec![b' '; MAX_EVENT_LINE - 1];
+        output.push(b'\n');
+        assert_eq!(lines_of(&output, 64 * 1024).len(), 1);
+        assert_eq!(lines_of(&output, output.len()).len(), 1);
+    }
 }

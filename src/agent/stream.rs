@@ -45,8 +45,23 @@ pub fn tokens(event: &Value, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The top-level `type` of an event line, read without building the object: the lines the
+/// worker skips (the agent's messages and tool results) are most of the output and often
+/// large. `None` for a line that is not a JSON object.
+pub fn event_type(line: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        #[serde(borrow, rename = "type")]
+        kind: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_slice::<Head>(line).ok()?.kind
+}
+
 /// Parses one line; `None` for lines that are not JSON or not an event the worker reads.
 pub fn parse_line(line: &[u8]) -> Option<StreamEvent> {
+    if !matches!(event_type(line)?.as_ref(), "system" | "result") {
+        return None;
+    }
     let value: Value = serde_json::from_slice(line).ok()?;
     let text = |key: &str| value.get(key).and_then(Value::as_str).map(str::to_string);
     match value.get("type")?.as_str()? {
@@ -90,6 +105,22 @@ pub fn parse_line(line: &[u8]) -> Option<StreamEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_type_is_the_top_level_one_wherever_it_stands() {
+        let message = br#"{"message":{"content":[{"type":"result"}]},"type":"assistant"}"#;
+        assert_eq!(event_type(message).as_deref(), Some("assistant"));
+        assert_eq!(parse_line(message), None);
+        // Last in the object, after nested types, and escaped: still the result.
+        let result = br#"{"usage":{"output_tokens":3},"content":[{"type":"x"}],"type":"\u0072esult","result":"ok"}"#;
+        let Some(StreamEvent::Result(r)) = parse_line(result) else {
+            panic!("no result")
+        };
+        assert_eq!((r.usage.output_tokens, r.text.as_deref()), (3, Some("ok")));
+        for line in [&b"[1,2]"[..], b"not json", b"{\"type\":7}", b"{}"] {
+            assert_eq!(parse_line(line), None);
+        }
+    }
 
     #[test]
     fn reads_init_and_result() {
