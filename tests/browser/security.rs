@@ -76,10 +76,12 @@ async fn requests_without_the_cookie_or_the_csrf_token_are_refused() {
     }
     assert_eq!(state(), "waiting");
 
-    // The same in the browser: the Stop form with its token taken out is refused.
+    // The same in the browser: the Stop form with its token taken out is refused. The edit
+    // is announced as a person's would be (an input event), so that a live update of the
+    // section does not put a fresh form with its token back before the click.
     person.goto(&format!("{base}/sessions/{folder}")).await;
     person
-        .js("document.querySelector('form[action$=\"/stop\"] input[name=csrf]').value = ''; return 0;")
+        .js("const token = document.querySelector('form[action$=\"/stop\"] input[name=csrf]'); token.value = ''; token.dispatchEvent(new Event('input', { bubbles: true })); return 0;")
         .await;
     person
         .client
