@@ -30,13 +30,36 @@ pub struct Section {
 fn section(id: &'static str, shown: bool, inner: Markup) -> Section {
     let inner = inner.into_string();
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (shown, &inner).hash(&mut hasher);
+    (shown, without_ages(&inner)).hash(&mut hasher);
     let version = format!("{:016x}", hasher.finish());
     let html = html! {
         section id=(id) .card data-v=(version) hidden[!shown] { (PreEscaped(&inner)) }
     }
     .into_string();
     Section { id, version, html }
+}
+
+/// A section's HTML without the text of its ages (`<time data-age>5m</time>`), which the
+/// page's script keeps current itself. A version that changed with the clock would have live
+/// updates replace the section, and the form a person is about to press, every minute for
+/// nothing. (`data-age>` cannot come from escaped text: `>` is escaped there.)
+fn without_ages(html: &str) -> std::borrow::Cow<'_, str> {
+    const TAG_END: &str = "data-age>";
+    if !html.contains(TAG_END) {
+        return std::borrow::Cow::Borrowed(html);
+    }
+    let mut kept = String::with_capacity(html.len());
+    let mut rest = html;
+    while let Some(at) = rest.find(TAG_END) {
+        let text = at + TAG_END.len();
+        let Some(end) = rest[text..].find("</time>") else {
+            break;
+        };
+        kept.push_str(&rest[..text]);
+        rest = &rest[text + end..];
+    }
+    kept.push_str(rest);
+    std::borrow::Cow::Owned(kept)
 }
 
 /// The whole page.
@@ -399,5 +422,42 @@ fn log_section(log: &LogTail) -> Markup {
                 @for entry in &log.entries { li { (entry) } }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sections_version_does_not_change_with_the_clock_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("26-11-25-aging");
+        let store = crate::session::store::SessionStore::create(&folder).unwrap();
+        let then = Timestamp::now();
+        let mut state = crate::protocol::SessionState::new("26-11-25-aging", "d", "t", then);
+        store.save(&mut state).unwrap();
+        let view = SessionView::read(&folder, &dir.path().join(".samocode")).unwrap();
+        let status = |now: Timestamp| {
+            sections(&view, "csrf", now)
+                .into_iter()
+                .find(|s| s.id == "s-status")
+                .unwrap()
+        };
+        let (soon, later) = (
+            status(then + jiff::SignedDuration::from_secs(5)),
+            status(then + jiff::SignedDuration::from_mins(10)),
+        );
+        assert_ne!(
+            soon.html, later.html,
+            "the age is in the page: 5s, then 10m"
+        );
+        assert_eq!(soon.version, later.version);
+        // A change of what the section says is a new version.
+        assert_eq!(without_ages("<p>a</p>"), "<p>a</p>");
+        assert_eq!(
+            without_ages("<time datetime=\"x\" data-age>5m</time> ago <time data-age>1h</time>"),
+            "<time datetime=\"x\" data-age></time> ago <time data-age></time>"
+        );
     }
 }
