@@ -44,27 +44,10 @@ pub fn init(config: &Config, logging: Logging) -> Telemetry {
     let provider = config.otlp_traces.as_ref().and_then(|traces| {
         // Headers and resource attributes come from the configuration (environment or
         // config.toml), which is the one place that reads them.
+        let builder = opentelemetry_otlp::SpanExporter::builder();
         let exporter = match traces.protocol {
-            OtlpProtocol::Grpc => {
-                let builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
-                let builder = match gzip(traces) {
-                    Some(gzip) => builder.with_compression(gzip),
-                    None => builder,
-                };
-                export_config(builder, traces)
-                    .with_metadata(grpc_metadata(config))
-                    .build()
-            }
-            _ => {
-                let builder = opentelemetry_otlp::SpanExporter::builder().with_http();
-                let builder = match gzip(traces) {
-                    Some(gzip) => builder.with_compression(gzip),
-                    None => builder,
-                };
-                export_config(builder, traces)
-                    .with_headers(config.otlp_headers.0.iter().cloned().collect())
-                    .build()
-            }
+            OtlpProtocol::Grpc => over_grpc(builder.with_tonic(), traces, config).build(),
+            _ => over_http(builder.with_http(), traces, config).build(),
         };
         match exporter {
             Ok(exporter) => Some(
@@ -143,27 +126,10 @@ fn meter_provider(
     config: &Config,
     metrics: &OtlpExport,
 ) -> Option<opentelemetry_sdk::metrics::SdkMeterProvider> {
+    let builder = opentelemetry_otlp::MetricExporter::builder();
     let exporter = match metrics.protocol {
-        OtlpProtocol::Grpc => {
-            let builder = opentelemetry_otlp::MetricExporter::builder().with_tonic();
-            let builder = match gzip(metrics) {
-                Some(gzip) => builder.with_compression(gzip),
-                None => builder,
-            };
-            export_config(builder, metrics)
-                .with_metadata(grpc_metadata(config))
-                .build()
-        }
-        _ => {
-            let builder = opentelemetry_otlp::MetricExporter::builder().with_http();
-            let builder = match gzip(metrics) {
-                Some(gzip) => builder.with_compression(gzip),
-                None => builder,
-            };
-            export_config(builder, metrics)
-                .with_headers(config.otlp_headers.0.iter().cloned().collect())
-                .build()
-        }
+        OtlpProtocol::Grpc => over_grpc(builder.with_tonic(), metrics, config).build(),
+        _ => over_http(builder.with_http(), metrics, config).build(),
     };
     match exporter {
         Ok(exporter) => Some(
@@ -179,8 +145,37 @@ fn meter_provider(
     }
 }
 
+/// A gRPC exporter's builder (spans or metrics) set as the configuration says, the headers
+/// as metadata.
+fn over_grpc<B: WithExportConfig + WithTonicConfig>(
+    builder: B,
+    export: &OtlpExport,
+    config: &Config,
+) -> B {
+    let builder = match export.gzip {
+        true => builder.with_compression(opentelemetry_otlp::Compression::Gzip),
+        false => builder,
+    };
+    export_config(builder, export).with_metadata(grpc_metadata(config))
+}
+
+/// An HTTP exporter's builder (spans or metrics) set as the configuration says.
+fn over_http<B: WithExportConfig + WithHttpConfig>(
+    builder: B,
+    export: &OtlpExport,
+    config: &Config,
+) -> B {
+    let builder = match export.gzip {
+        true => builder.with_compression(opentelemetry_otlp::Compression::Gzip),
+        false => builder,
+    };
+    export_config(builder, export).with_headers(config.otlp_headers.0.iter().cloned().collect())
+}
+
 /// The endpoint, the protocol and the timeout, as checked by the configuration (set here,
 /// they override the exporter's own reading of the environment, so config.toml counts too).
+/// Without gzip no compression is set: the variables then say `none` or nothing, so the
+/// exporter's own reading finds none either.
 fn export_config<B: WithExportConfig>(builder: B, export: &OtlpExport) -> B {
     let builder = builder
         .with_endpoint(export.endpoint.clone())
@@ -193,12 +188,6 @@ fn export_config<B: WithExportConfig>(builder: B, export: &OtlpExport) -> B {
         Some(timeout) => builder.with_timeout(timeout),
         None => builder,
     }
-}
-
-/// gzip when asked for; otherwise none (the variables say none or nothing, so the exporter's
-/// own reading finds no compression either).
-fn gzip(export: &OtlpExport) -> Option<opentelemetry_otlp::Compression> {
-    export.gzip.then_some(opentelemetry_otlp::Compression::Gzip)
 }
 
 fn resource(config: &Config) -> opentelemetry_sdk::Resource {
