@@ -51,6 +51,16 @@ fn receiver() -> (u16, Received) {
     (port, seen)
 }
 
+/// A project whose commands export spans and metrics to the receiver on `port`.
+fn exporting_to(port: u16) -> Project {
+    let mut project = Project::new();
+    project.env(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        &format!("http://127.0.0.1:{port}"),
+    );
+    project
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -118,12 +128,8 @@ fn decode(requests: &[(String, Vec<u8>)]) -> (Vec<Span>, Vec<String>) {
 #[test]
 fn a_session_is_traced_as_session_iteration_and_attempt_spans_over_otlp_without_secrets() {
     let (port, seen) = receiver();
-    let mut project = Project::new();
+    let mut project = exporting_to(port);
     project
-        .env(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            &format!("http://127.0.0.1:{port}"),
-        )
         .env("OTEL_SERVICE_NAME", "samocode-trace-test")
         .env("ANTHROPIC_API_KEY", "sk-secret-never-traced")
         .env("TELEGRAM_BOT_TOKEN", "123:bot-secret-never-traced")
@@ -267,13 +273,8 @@ fn a_session_is_traced_as_session_iteration_and_attempt_spans_over_otlp_without_
 #[test]
 fn spans_go_as_json_when_the_protocol_says_http_json() {
     let (port, seen) = receiver();
-    let mut project = Project::new();
-    project
-        .env(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            &format!("http://127.0.0.1:{port}"),
-        )
-        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json");
+    let mut project = exporting_to(port);
+    project.env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json");
     project
         .run(&["run", "--session", "json", "--dive", "d", "--task", "t"])
         .expect(10);
@@ -391,12 +392,8 @@ fn grpc_receiver() -> (u16, Received, Calls) {
 #[test]
 fn spans_and_metrics_go_over_grpc_when_the_protocol_says_grpc() {
     let (port, seen, calls) = grpc_receiver();
-    let mut project = Project::new();
+    let mut project = exporting_to(port);
     project
-        .env(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            &format!("http://127.0.0.1:{port}"),
-        )
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
         .env("OTEL_EXPORTER_OTLP_HEADERS", "x-team=core")
         .env("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "gzip");
@@ -462,11 +459,7 @@ fn spans_and_metrics_go_over_grpc_when_the_protocol_says_grpc() {
 #[test]
 fn the_daemons_gates_carry_the_decision_and_control_requests_are_spans() {
     let (port, seen) = receiver();
-    let mut project = Project::new();
-    project.env(
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-        &format!("http://127.0.0.1:{port}"),
-    );
+    let mut project = exporting_to(port);
     let daemon = project.daemon(&[]);
     project
         .run(&["start", "--session", "gated", "--dive", "d", "--task", "t"])
@@ -617,13 +610,8 @@ fn metric_values(
 #[test]
 fn metrics_count_what_the_journal_holds() {
     let (port, seen) = receiver();
-    let mut project = Project::new();
-    project
-        .env(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            &format!("http://127.0.0.1:{port}"),
-        )
-        .env("OTEL_METRIC_EXPORT_INTERVAL", "300");
+    let mut project = exporting_to(port);
+    project.env("OTEL_METRIC_EXPORT_INTERVAL", "300");
     let daemon = project.daemon(&[]);
     project
         .run(&[
