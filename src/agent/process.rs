@@ -373,10 +373,9 @@ async fn start(
     myself: &ActorRef<AgentMsg>,
     tasks: &mut JoinSet<()>,
 ) -> std::io::Result<(GroupGuard, bool, crate::executor::Host)> {
-    let log = tokio::fs::OpenOptions::new()
+    let log = std::fs::OpenOptions::new()
         .append(true)
-        .open(&spec.files.stdout)
-        .await?;
+        .open(&spec.files.stdout)?;
     let launched = match adopted {
         Some(launched) => launched,
         None => launcher.launch(spec)?,
@@ -447,7 +446,7 @@ pub(crate) async fn copy_errors(mut errors: Output, path: &std::path::Path) {
 /// Copies stdout to the log as it arrives and sends the events of complete lines.
 async fn copy_and_parse(
     mut stdout: Output,
-    mut log: tokio::fs::File,
+    mut log: std::fs::File,
     provider: crate::config::Provider,
     every: Duration,
     actor: &ActorRef<AgentMsg>,
@@ -471,13 +470,16 @@ async fn copy_and_parse(
             told = Some(Instant::now());
             let _ = actor.send_message(AgentMsg::Output);
         }
-        if let Err(error) = log.write_all(&chunk[..n]).await {
+        // Written here rather than through tokio's file, which copies every chunk into a
+        // buffer of its own and hands it to a blocking-pool thread: a write of at most 64 KiB
+        // into the page cache takes microseconds, and the pool's threads and buffers were a
+        // large part of the daemon's memory and CPU with many agents running.
+        if let Err(error) = std::io::Write::write_all(&mut log, &chunk[..n]) {
             tracing::warn!(%error, "attempt log write failed");
         }
         lines.feed(&chunk[..n], send);
     }
     lines.finish(send);
-    let _ = log.flush().await;
     total
 }
 
