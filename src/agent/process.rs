@@ -472,8 +472,8 @@ async fn copy_and_parse(
         }
         // Written here rather than through tokio's file, which copies every chunk into a
         // buffer of its own and hands it to a blocking-pool thread: a write of at most 64 KiB
-        // into the page cache takes microseconds, and the pool's threads and buffers were a
-        // large part of the daemon's memory and CPU with many agents running.
+        // into the page cache takes microseconds, less than the copy and the handoff (see
+        // benches/README.md, ingestion). Each chunk is in the log before the next is read.
         if let Err(error) = std::io::Write::write_all(&mut log, &chunk[..n]) {
             tracing::warn!(%error, "attempt log write failed");
         }

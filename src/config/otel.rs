@@ -54,7 +54,7 @@ pub(super) struct Otel {
 }
 
 const PROTOCOL: &str = "http/protobuf (the default), http/json or grpc";
-const TIMEOUT: &str = "a whole number of milliseconds, at least 1 (the default is 10000)";
+const TIMEOUT: &str = "a whole number of milliseconds from 1 to 86400000 (the default is 10000)";
 const COMPRESSION: &str = "gzip or none (the default)";
 
 /// A signal's setting: its own variable (`OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`), else the
