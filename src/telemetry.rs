@@ -219,14 +219,21 @@ fn batch(
 
 impl Telemetry {
     /// Flushes and stops the exporter; its blocking client must not run on a runtime thread.
-    pub async fn shutdown(self) {
-        if let Some(provider) = self.provider {
+    pub async fn shutdown(mut self) {
+        if let Some(provider) = self.provider.take() {
             let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
         }
-        if let Some(meters) = self.meters {
+        if let Some(meters) = self.meters.take() {
             let _ = tokio::task::spawn_blocking(move || meters.shutdown()).await;
         }
-        if let Some(grpc) = self.grpc {
+    }
+}
+
+impl Drop for Telemetry {
+    /// The gRPC runtime is let go in the background: dropped the plain way inside another
+    /// runtime (an early return from the command's async block), it would panic.
+    fn drop(&mut self) {
+        if let Some(grpc) = self.grpc.take() {
             grpc.shutdown_background();
         }
     }
