@@ -153,10 +153,23 @@ impl Load {
     }
 
     /// One control request; the connection is retried for a few seconds (a daemon just
-    /// started may still be binding).
+    /// started may still be binding), and so is the exchange when the connection breaks before
+    /// an answer (the daemon was killed by the run meanwhile).
     fn request(&self, request: Value) -> Result<Value, String> {
-        let socket = self.root.join("state/control.sock");
         let start = Instant::now();
+        loop {
+            match self.exchange(&request, start) {
+                Err(Broken(_)) if start.elapsed() < Duration::from_secs(10) => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(Broken(error)) => return Err(error),
+                Ok(answer) => return answer,
+            }
+        }
+    }
+
+    fn exchange(&self, request: &Value, start: Instant) -> Result<Result<Value, String>, Broken> {
+        let socket = self.root.join("state/control.sock");
         let stream = loop {
             match UnixStream::connect(&socket) {
                 Ok(stream) => break stream,
@@ -164,28 +177,30 @@ impl Load {
                     let log =
                         std::fs::read_to_string(self.root.join("daemon.log")).unwrap_or_default();
                     let tail: Vec<&str> = log.lines().rev().take(20).collect();
-                    return Err(format!(
+                    return Ok(Err(format!(
                         "the daemon does not answer ({error}); its log ends:\n{}",
                         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                    ));
+                    )));
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
         };
+        let broken = |e: std::io::Error| Broken(e.to_string());
         let mut stream = stream;
         stream
             .set_read_timeout(Some(Duration::from_secs(120)))
-            .map_err(|e| e.to_string())?;
+            .map_err(broken)?;
         let mut line = request.to_string();
         line.push('\n');
-        stream
-            .write_all(line.as_bytes())
-            .map_err(|e| e.to_string())?;
+        stream.write_all(line.as_bytes()).map_err(broken)?;
         let mut answer = String::new();
-        BufReader::new(stream)
+        let read = BufReader::new(stream)
             .read_line(&mut answer)
-            .map_err(|e| e.to_string())?;
-        Ok(serde_json::from_str(&answer).unwrap_or(Value::Null))
+            .map_err(broken)?;
+        if read == 0 {
+            return Err(Broken("the connection closed without an answer".into()));
+        }
+        Ok(Ok(serde_json::from_str(&answer).unwrap_or(Value::Null)))
     }
 
     fn go(&mut self) -> Result<(), String> {
@@ -463,3 +478,6 @@ fn git(dir: &Path, args: &[&str]) {
         .unwrap();
     assert!(status.success(), "git {args:?}");
 }
+
+/// A control connection that broke before its answer came.
+struct Broken(String);
