@@ -76,6 +76,18 @@ struct Span {
     links: usize,
 }
 
+impl Span {
+    /// Asserts that the span carries each of these attributes.
+    fn has(&self, keys: &[&str]) {
+        for key in keys {
+            assert!(
+                self.attributes.contains_key(*key),
+                "{key} missing: {self:?}"
+            );
+        }
+    }
+}
+
 /// Every span of every request, decoded as the OTLP collector would; and the service names.
 fn decode(requests: &[(String, Vec<u8>)]) -> (Vec<Span>, Vec<String>) {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -177,14 +189,7 @@ fn a_session_is_traced_as_session_iteration_and_attempt_spans_over_otlp_without_
         assert!(session.parent.is_empty(), "the session span is the root");
         assert!(session.attributes["samocode.session"].ends_with("-traced"));
         assert_eq!(session.attributes["gen_ai.provider.name"], "claude");
-        assert!(
-            session.attributes.contains_key("samocode.phase.exit"),
-            "{session:?}"
-        );
-        assert!(
-            session.attributes.contains_key("samocode.cost_usd"),
-            "{session:?}"
-        );
+        session.has(&["samocode.phase.exit", "samocode.cost_usd"]);
     }
     assert_eq!(
         sessions[0].attributes["samocode.phase.entry"],
@@ -198,18 +203,11 @@ fn a_session_is_traced_as_session_iteration_and_attempt_spans_over_otlp_without_
         let parent = by_id(&iteration.parent).expect("the iteration's parent was exported");
         assert_eq!(parent.name, "session");
         assert_eq!(parent.trace, iteration.trace);
-        assert!(
-            iteration.attributes.contains_key("samocode.signal.status"),
-            "{iteration:?}"
-        );
-        assert!(
-            iteration.attributes.contains_key("gen_ai.request.model"),
-            "{iteration:?}"
-        );
-        assert!(
-            iteration.attributes.contains_key("samocode.profile"),
-            "{iteration:?}"
-        );
+        iteration.has(&[
+            "samocode.signal.status",
+            "gen_ai.request.model",
+            "samocode.profile",
+        ]);
     }
     assert!(
         iterations
@@ -233,17 +231,12 @@ fn a_session_is_traced_as_session_iteration_and_attempt_spans_over_otlp_without_
         assert_eq!(attempt.attributes["samocode.outcome"], "ok");
         assert_eq!(attempt.attributes["gen_ai.provider.name"], "claude");
         assert_eq!(attempt.attributes["samocode.exit_code"], "0");
-        for key in [
+        attempt.has(&[
             "gen_ai.request.model",
             "gen_ai.usage.input_tokens",
             "gen_ai.usage.output_tokens",
             "samocode.cost_usd",
-        ] {
-            assert!(
-                attempt.attributes.contains_key(key),
-                "{key} missing: {attempt:?}"
-            );
-        }
+        ]);
     }
 
     let gates = named("gate");
