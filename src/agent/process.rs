@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use nix::sys::signal::Signal;
 use ractor::{Actor, ActorProcessingErr, ActorRef, DerivedActorRef};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::task::JoinSet;
 
 use super::launch::{ExitKind, GroupGuard, Launched, Output};
@@ -418,14 +418,14 @@ async fn start(
 /// there, and a file that is never made costs nothing.
 pub(crate) async fn copy_errors(mut errors: Output, path: &std::path::Path) {
     let mut chunk = vec![0u8; 16 * 1024];
-    let mut log: Option<tokio::fs::File> = None;
+    let mut log: Option<std::fs::File> = None;
     loop {
         let n = match errors.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
         if log.is_none() {
-            match tokio::fs::File::create(path).await {
+            match std::fs::File::create(path) {
                 Ok(file) => log = Some(file),
                 Err(error) => {
                     tracing::warn!(%error, path = %path.display(), "cannot create the stderr log");
@@ -434,12 +434,10 @@ pub(crate) async fn copy_errors(mut errors: Output, path: &std::path::Path) {
                 }
             }
         }
+        // Written here, as the stdout log is (see `copy_and_parse`).
         if let Some(file) = &mut log {
-            let _ = file.write_all(&chunk[..n]).await;
+            let _ = std::io::Write::write_all(file, &chunk[..n]);
         }
-    }
-    if let Some(mut file) = log {
-        let _ = file.flush().await;
     }
 }
 
