@@ -86,6 +86,7 @@ fn session(dir: &Path, name: &str, i: usize, attempts: usize) {
             detail: None,
             input_tokens: 1000,
             output_tokens: 300,
+            cached_input_tokens: 0,
             cost_usd: 0.0125,
             agent_session_id: None,
             log: "_logs/x.jsonl".into(),

@@ -79,8 +79,13 @@ struct Project {
 
 impl Project {
     fn new() -> Project {
-        let dir = tempfile::tempdir().unwrap();
+        let mut dir = tempfile::tempdir().unwrap();
         let root = dir.path().canonicalize().unwrap();
+        // `BENCH_KEEP=1`: the project stays, to be run again by hand (strace, perf).
+        if std::env::var_os("BENCH_KEEP").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("project kept at {}", root.display());
+        }
         for d in ["repo", "worktrees", "sessions", "home", "state"] {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }

@@ -554,6 +554,7 @@ impl SupervisorActor {
             stop_when_parked: !self.keep_parked,
             launcher: self.launcher.clone(),
             budgets: self.budgets.clone(),
+            failpoints: self.failpoints.clone(),
         };
         match Actor::spawn_linked(None, actor, *args, myself.get_cell()).await {
             Ok((session, _)) => {

@@ -382,6 +382,7 @@ mod tests {
             detail: None,
             input_tokens: 10,
             output_tokens: 5,
+            cached_input_tokens: 0,
             cost_usd: 0.01,
             agent_session_id: None,
             log: "_logs/x.jsonl".into(),

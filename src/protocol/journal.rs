@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::phase::Phase;
 use super::profile::Profile;
+use super::state::Usage;
 
 /// How one agent attempt ended (a column of `_iterations.jsonl`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +76,9 @@ pub struct IterationRow {
     pub detail: Option<String>,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// The part of `input_tokens` read from the provider's cache.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cached_input_tokens: u64,
     pub cost_usd: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_session_id: Option<String>,
@@ -84,6 +88,22 @@ pub struct IterationRow {
     /// written before samocode ran attempts elsewhere).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+}
+
+impl IterationRow {
+    /// What the attempt spent.
+    pub fn usage(&self) -> Usage {
+        Usage {
+            cost_usd: self.cost_usd,
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            cached_input_tokens: self.cached_input_tokens,
+        }
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Who caused a history row.

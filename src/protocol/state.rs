@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::baseline::Baseline;
 use super::budget::Budget;
+use super::journal::IterationRow;
 use super::overview::{self, WorkerLines};
 use super::phase::{Needs, Phase, WaitFor};
 
@@ -125,6 +126,14 @@ pub struct InFlightRecord {
     /// so a change is caught even when the attempt was interrupted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<Baseline>,
+    /// How many of the person's notes (`guidance`, oldest first) the attempt's context
+    /// carried: they are used once the attempt's verdict is taken.
+    #[serde(default, skip_serializing_if = "is_zero_count")]
+    pub notes: usize,
+}
+
+fn is_zero_count(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A span by its ids in hex, as OpenTelemetry writes them.
@@ -239,6 +248,31 @@ impl SessionState {
                 RunState::Failed { reason, .. } => Some(format!("failed: {reason}")),
                 _ => None,
             },
+        }
+    }
+
+    /// Takes an accepted `continue` into `to`: the next attempt starts a new iteration there,
+    /// with a clean slate of failures, and the person's feedback stays only within its phase.
+    pub fn continue_to(&mut self, to: Phase) {
+        if to != self.phase {
+            self.feedback = None;
+        }
+        self.enter_phase(to);
+        self.status = RunState::Queued;
+        self.last_rejection = None;
+        self.attempt = 0;
+        self.failures = 0;
+    }
+
+    /// Counts a finished attempt's spending, as its `_iterations.jsonl` row gives it.
+    pub fn spend(&mut self, row: &IterationRow) {
+        self.usage.add(row.usage());
+        let took = row.started_at.duration_until(row.ended_at);
+        self.agent_seconds += took.as_secs_f64().max(0.0);
+        if let Some(id) = &row.agent_session_id
+            && !self.agent_session_ids.contains(id)
+        {
+            self.agent_session_ids.push(id.clone());
         }
     }
 

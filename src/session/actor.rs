@@ -41,7 +41,7 @@ use super::name;
 use super::open::{SessionArgs, Settled};
 use super::person::{self, PersonCommand};
 use super::profile;
-use super::store::{AttemptFiles, SessionStore};
+use super::store::{AttemptFiles, SessionStore, StoreError};
 use super::trace::Trace;
 use super::worktree;
 use crate::agent::process::{AgentArgs, AgentMsg, AgentProcess};
@@ -66,6 +66,10 @@ pub struct SessionActor {
     pub launcher: Arc<dyn AttemptExecutor>,
     /// The default budget of a session, and the prices of models that print none.
     pub budgets: Arc<BudgetSettings>,
+    /// Faults to inject for the tests of recovery (SAMOCODE_FAILPOINTS): `kill-after-verdict`
+    /// kills the worker with SIGKILL once an attempt's `continue` is journaled, before the
+    /// state that follows it is saved.
+    pub failpoints: Vec<String>,
 }
 
 /// What a session tells its supervisor.
@@ -89,6 +93,8 @@ pub enum SessionMsg {
     RunNext { generation: u64 },
     /// From the supervisor: an agent slot is free for this session's next attempt.
     SlotGranted,
+    /// From the supervisor: no slot is free; the session waits in the queue.
+    SlotQueued,
     /// From its AgentProcess: the attempt is over.
     AgentExited(AttemptDone),
     /// From the supervisor (the CLI or Telegram through the daemon): a person's command, and
@@ -184,6 +190,11 @@ pub struct SessionRun {
     pub(super) adopt: bool,
     /// The open spans of the session's trace.
     pub(super) trace: Trace,
+    /// The state holds an attempt's verdict that is not saved yet: it is saved with the next
+    /// attempt's in-flight record (one write of `_state.json` per iteration), or as soon as the
+    /// session has to wait for a slot or stops. A crash before that is made good from the
+    /// journals by the next worker (see `recover::take_over`).
+    pub(super) unsaved: bool,
 }
 
 impl SessionActor {
@@ -208,6 +219,10 @@ impl SessionActor {
                         dir: run.store.dir().to_path_buf(),
                     });
                 }
+            }
+            SessionMsg::SlotQueued => {
+                // Waiting may take a while: what `status` reads must say queued, not running.
+                self.save_pending(run)?;
             }
             SessionMsg::AgentExited(done) => {
                 match std::mem::replace(&mut run.life, Life::Ready) {
@@ -293,6 +308,7 @@ impl Actor for SessionActor {
             fail: args.fail,
             adopt: args.adopt,
             trace: Trace::default(),
+            unsaved: false,
         })
     }
 
@@ -375,6 +391,9 @@ impl Actor for SessionActor {
             let report = AttemptReport::lost("the worker stopped".into(), flight.started_at);
             self.journal_interrupted(run, &flight, &report);
         }
+        if let Err(error) = self.save_pending(run) {
+            tracing::warn!(session = %run.state.name, %error, "cannot save the state at the stop; the next worker takes it from the journals");
+        }
         run.store.release();
         Ok(())
     }
@@ -414,6 +433,14 @@ impl SessionActor {
         Ok(())
     }
 
+    /// Saves a verdict the state holds and has not saved yet.
+    pub(super) fn save_pending(&self, run: &mut SessionRun) -> Result<(), StoreError> {
+        if std::mem::take(&mut run.unsaved) {
+            run.store.save(&mut run.state)?;
+        }
+        Ok(())
+    }
+
     /// A `RunNext` after `delay`, of a new generation (earlier timers go stale).
     pub(super) fn schedule(
         &self,
@@ -424,7 +451,13 @@ impl SessionActor {
         run.generation += 1;
         run.life = Life::Ready;
         let generation = run.generation;
-        myself.send_after(delay, move || SessionMsg::RunNext { generation });
+        if delay.is_zero() {
+            // Sent, not timed: a zero timer still waits for the timer wheel's next tick (up
+            // to a millisecond, which was a quarter of the worker's cost per iteration).
+            let _ = myself.send_message(SessionMsg::RunNext { generation });
+        } else {
+            myself.send_after(delay, move || SessionMsg::RunNext { generation });
+        }
     }
 
     /// Makes a parked (or stopping) session run again after a person's command.
@@ -519,8 +552,10 @@ impl SessionActor {
             profile: Some(choice.profile),
             effort: Some(choice.effort.clone()),
             baseline: baseline.clone(),
+            notes: state.guidance.len(),
         });
         run.store.save(&mut run.state)?;
+        run.unsaved = false;
         run.store.create_log(&files)?;
         let state = &run.state;
         run.store.log(&format!(

@@ -45,10 +45,9 @@ impl SessionActor {
         self.park(run, status, &reason, true, &flow)
     }
 
-    /// Adds what an attempt spent to the state (its cost priced when the provider printed
-    /// none, its agent time) and tells the supervisor the session's new total; returns the
-    /// attempt's usage as journaled.
-    pub(super) fn spend(&self, run: &mut SessionRun, model: &str, report: &AttemptReport) -> Usage {
+    /// What an attempt spent: its usage as the agent reported it, its cost priced from
+    /// `[prices]` when the provider printed none.
+    pub(super) fn price(&self, run: &SessionRun, model: &str, report: &AttemptReport) -> Usage {
         let mut usage = report.usage();
         let tokens = usage.input_tokens + usage.output_tokens;
         if self.agent.provider == Provider::Codex && usage.cost_usd == 0.0 && tokens > 0 {
@@ -63,10 +62,6 @@ impl SessionActor {
                 )),
             }
         }
-        run.state.usage.add(usage);
-        let took = report.started_at.duration_until(report.ended_at);
-        run.state.agent_seconds += took.as_secs_f64().max(0.0);
-        self.report_spent(run);
         usage
     }
 

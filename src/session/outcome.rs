@@ -186,27 +186,22 @@ impl SessionActor {
             .log("stopped by the worker during an attempt; it will be retried");
     }
 
-    /// Takes in what the report says (usage, the agent's session id) and clears the in-flight
-    /// record; returns the attempt's row, its outcome still to be decided.
+    /// Takes in what the report says (usage, agent time, the agent's session id), tells the
+    /// supervisor the session's new total and clears the in-flight record; returns the
+    /// attempt's row, its outcome still to be decided.
     fn take_report(
         &self,
         run: &mut SessionRun,
         flight: &InFlight,
         report: &AttemptReport,
     ) -> IterationRow {
-        let usage = self.spend(run, &flight.choice.model, report);
-        run.state.in_flight = None;
-        if let Some(id) = &report.agent_session_id
-            && !run.state.agent_session_ids.contains(id)
-        {
-            run.state.agent_session_ids.push(id.clone());
-        }
+        let usage = self.price(run, &flight.choice.model, report);
         let (exit_code, exit_signal) = match &report.status {
             Some(ExitKind::Code(code)) => (Some(*code), None),
             Some(ExitKind::Signal(name)) => (None, Some(name.clone())),
             None => (None, None),
         };
-        IterationRow {
+        let row = IterationRow {
             started_at: report.started_at,
             ended_at: report.ended_at,
             iteration: flight.iteration,
@@ -226,11 +221,17 @@ impl SessionActor {
             detail: report.note.clone(),
             input_tokens: usage.input_tokens,
             output_tokens: usage.output_tokens,
+            cached_input_tokens: usage.cached_input_tokens,
             cost_usd: usage.cost_usd,
             agent_session_id: report.agent_session_id.clone(),
             log: flight.files.relative_log(),
             host: report.host.clone(),
-        }
+        };
+        // The same sums a worker taking over after a crash makes from the journaled row.
+        run.state.spend(&row);
+        run.state.in_flight = None;
+        self.report_spent(run);
+        row
     }
 
     /// Why the process failed, when it did.
@@ -339,17 +340,17 @@ impl SessionActor {
         state.failures = 0;
         match verdict {
             Verdict::Continue { to } => {
-                state.feedback = if to == from {
-                    state.feedback.take()
-                } else {
-                    None
-                };
-                state.enter_phase(to);
-                state.status = RunState::Queued;
-                run.store.save(state)?;
+                state.continue_to(to);
                 run.store.log(&format!("continue: {from} -> {to}"));
                 if run.once {
+                    run.store.save(state)?;
                     return self.settle(run, Settled::Continued { phase: to });
+                }
+                // Saved with the next attempt's in-flight record, or when the session has to
+                // wait for its slot: one write of the state per iteration.
+                run.unsaved = true;
+                if self.failpoints.iter().any(|f| f == "kill-after-verdict") {
+                    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
                 }
                 self.schedule(myself, run, std::time::Duration::ZERO);
                 Ok(())

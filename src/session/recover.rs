@@ -41,7 +41,26 @@ pub fn take_over(
     };
     kill_leftovers(store, launcher);
     let now = Timestamp::now();
-    if store.path(&record.log).exists() && !store.journaled(&record.log)? {
+    let journaled = store.journaled(&record.log)?;
+    if let Some(row) = &journaled
+        && row.outcome == AttemptOutcome::Ok
+        && let Some(to) = store.continued_to(row)?
+    {
+        // The attempt ended and its verdict is journaled; the worker died before the state
+        // that follows it was saved (it is saved with the next attempt). The state takes the
+        // verdict now, as that worker would have: nothing runs twice, nothing is lost.
+        state.spend(row);
+        let seen = record.notes.min(state.guidance.len());
+        state.guidance.drain(..seen);
+        state.continue_to(to);
+        store.save(state)?;
+        store.log(&format!(
+            "took over from worker pid {}, which stopped after attempt {} ended: its verdict (continue in {to}) is taken from the journals",
+            record.worker_pid, record.log
+        ));
+        return Ok(());
+    }
+    if journaled.is_none() && store.path(&record.log).exists() {
         store.append_iteration(&IterationRow {
             started_at: record.started_at,
             ended_at: now,
@@ -63,6 +82,7 @@ pub fn take_over(
             )),
             input_tokens: 0,
             output_tokens: 0,
+            cached_input_tokens: 0,
             cost_usd: 0.0,
             agent_session_id: None,
             log: record.log.clone(),

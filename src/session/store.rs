@@ -278,16 +278,57 @@ impl SessionFolder {
         )
     }
 
-    /// True when `_iterations.jsonl` has a row for the attempt whose log is `log`.
-    pub fn journaled(&self, log: &str) -> Result<bool, StoreError> {
-        let Some(text) = self.read(ITERATIONS)? else {
-            return Ok(false);
-        };
-        // Rows are appended in order: the attempt, when journaled, is among the last ones.
-        Ok(text
-            .lines()
+    /// The `_iterations.jsonl` row of the attempt whose log is `log`, if it was journaled.
+    /// Rows are appended in order, so an attempt being taken over is among the last ones.
+    pub fn journaled(&self, log: &str) -> Result<Option<IterationRow>, StoreError> {
+        Ok(self
+            .last_rows::<IterationRow>(ITERATIONS)?
+            .into_iter()
             .rev()
-            .any(|line| serde_json::from_str::<IterationRow>(line).is_ok_and(|row| row.log == log)))
+            .find(|row| row.log == log))
+    }
+
+    /// The phase an attempt's journaled verdict moved the session on to, when the agent's
+    /// signal was an accepted `continue` (its `_signal_history.jsonl` row).
+    pub fn continued_to(&self, attempt: &IterationRow) -> Result<Option<Phase>, StoreError> {
+        let verdict = self
+            .last_rows::<HistoryRow>(HISTORY)?
+            .into_iter()
+            .rev()
+            .find(|row| {
+                row.iteration == attempt.iteration
+                    && row.attempt == attempt.attempt
+                    && row.source == crate::protocol::journal::Source::Agent
+            });
+        Ok(verdict
+            .filter(|row| row.accepted && row.outcome == "next")
+            .map(|row| row.to.unwrap_or(row.from)))
+    }
+
+    /// The whole rows among the last [`TAIL`] bytes of a journal, oldest first; lines that are
+    /// not rows of this kind are left out.
+    fn last_rows<T: serde::de::DeserializeOwned>(&self, file: &str) -> Result<Vec<T>, StoreError> {
+        use std::io::{Read, Seek, SeekFrom};
+        const TAIL: u64 = 64 << 10;
+        let path = self.path(file);
+        let Some(mut f) = untrusted::open(&path, Links::Refuse)? else {
+            return Ok(Vec::new());
+        };
+        let len = f.metadata().map_err(io("cannot read", &path))?.len();
+        let start = len.saturating_sub(TAIL);
+        let mut bytes = Vec::new();
+        f.seek(SeekFrom::Start(start))
+            .and_then(|_| f.take(TAIL).read_to_end(&mut bytes))
+            .map_err(io("cannot read", &path))?;
+        // Begun inside a line: that line is not whole.
+        let whole = match start {
+            0 => &bytes[..],
+            _ => memchr::memchr(b'\n', &bytes).map_or(&[][..], |at| &bytes[at + 1..]),
+        };
+        Ok(whole
+            .split(|b| *b == b'\n')
+            .filter_map(|line| serde_json::from_slice(line).ok())
+            .collect())
     }
 
     /// The newest attempt log (by name, which starts with the time), if any.
@@ -378,10 +419,22 @@ impl SessionStore {
     }
 
     /// Saves the state and mirrors it into the worker's lines of `_overview.md`.
+    ///
+    /// Both files are replaced, then one sync of the folder makes both renames durable: the
+    /// state's before the caller goes on (an agent is started only once its in-flight record
+    /// is on the disk), the notebook's before its spare is written over by the next save.
     pub fn save(&self, state: &mut SessionState) -> Result<(), StoreError> {
         state.updated_at = Timestamp::now();
         let json = serde_json::to_vec_pretty(state).expect("state serializes");
-        self.write_atomic(STATE, &json)?;
+        replace(&self.path(STATE), &json)?;
+        let notebook = self.mirror_worker_lines(state);
+        sync_dir(&self.dir)?;
+        notebook
+    }
+
+    /// Writes the state's worker lines into `_overview.md` when they differ. A crash may
+    /// leave them a save behind or ahead of the state; the next save makes them agree.
+    fn mirror_worker_lines(&self, state: &SessionState) -> Result<(), StoreError> {
         let current = self.read(OVERVIEW)?;
         let updated = match &current {
             Some(text) => overview::apply_worker_lines(text, &state.worker_lines()),
@@ -390,8 +443,6 @@ impl SessionStore {
             }
         };
         if current.as_deref() != Some(updated.as_str()) {
-            // The worker's lines follow the state, which was made durable first; they can be
-            // made again from it, so the rename is not waited for.
             replace(&self.path(OVERVIEW), updated.as_bytes())?;
         }
         Ok(())
@@ -537,6 +588,84 @@ mod tests {
         SessionFolder::new(dir.path().join("26-11-24-x"))
             .lock()
             .unwrap();
+    }
+
+    #[test]
+    fn a_long_journal_is_searched_from_its_end_and_a_cut_line_is_left_out() {
+        use crate::protocol::journal::{AttemptOutcome, Source};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SessionStore::create(&dir.path().join("26-11-24-x")).unwrap();
+        let now = Timestamp::now();
+        let row = |iteration: u32| IterationRow {
+            started_at: now,
+            ended_at: now,
+            iteration,
+            attempt: 1,
+            phase: Phase::Implementation,
+            provider: "claude".into(),
+            model: None,
+            reported_model: None,
+            profile: None,
+            effort: None,
+            exit_code: Some(0),
+            exit_signal: None,
+            outcome: AttemptOutcome::Ok,
+            // Long rows, so the journal is many times the part that is read.
+            detail: Some("x".repeat(997)),
+            input_tokens: 1,
+            output_tokens: 1,
+            cached_input_tokens: 0,
+            cost_usd: 0.5,
+            agent_session_id: None,
+            log: format!("_logs/{iteration}.jsonl"),
+            host: None,
+        };
+        for iteration in 1..=300 {
+            store.append_iteration(&row(iteration)).unwrap();
+        }
+        assert!(std::fs::metadata(store.path(ITERATIONS)).unwrap().len() > 4 * (64 << 10));
+        let last = store.journaled("_logs/300.jsonl").unwrap().unwrap();
+        assert_eq!(last.iteration, 300);
+        assert!(store.journaled("_logs/301.jsonl").unwrap().is_none());
+        // Every row read back whole: none of the cut first line.
+        let rows = store.last_rows::<IterationRow>(ITERATIONS).unwrap();
+        assert!(
+            rows.len() > 40
+                && rows
+                    .windows(2)
+                    .all(|w| w[1].iteration == w[0].iteration + 1)
+        );
+
+        let verdict = |outcome: &str, to: Option<Phase>, source: Source| HistoryRow {
+            at: now,
+            iteration: 300,
+            attempt: 1,
+            source,
+            from: Phase::Implementation,
+            to,
+            status: "continue".into(),
+            accepted: true,
+            reason: None,
+            outcome: outcome.into(),
+            by: None,
+        };
+        assert_eq!(store.continued_to(&last).unwrap(), None, "no verdict yet");
+        store
+            .append_history(&verdict("next", Some(Phase::Testing), Source::Agent))
+            .unwrap();
+        assert_eq!(store.continued_to(&last).unwrap(), Some(Phase::Testing));
+        store
+            .append_history(&verdict("next", None, Source::Agent))
+            .unwrap();
+        assert_eq!(
+            store.continued_to(&last).unwrap(),
+            Some(Phase::Implementation),
+            "the last verdict of the attempt; no phase named: the same phase"
+        );
+        store
+            .append_history(&verdict("done", None, Source::Agent))
+            .unwrap();
+        assert_eq!(store.continued_to(&last).unwrap(), None, "not a continue");
     }
 
     #[test]

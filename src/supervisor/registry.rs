@@ -277,6 +277,13 @@ impl Registry {
             }
         }
         self.grant();
+        // Not granted at once: the session is told it waits.
+        if let Some(entry) = self.entries.get(dir)
+            && entry.slot == Slot::Queued
+            && let Some(actor) = &entry.actor
+        {
+            let _ = actor.send_message(SessionMsg::SlotQueued);
+        }
     }
 
     pub fn release_slot(&mut self, dir: &Path) {

@@ -73,6 +73,66 @@ fn run_killed_mid_attempt_then_run_again_kills_the_old_agent_first() {
 }
 
 #[test]
+fn a_worker_killed_after_a_verdict_is_journaled_loses_nothing_and_runs_nothing_twice() {
+    // The verdict of an attempt is saved with the next attempt's in-flight record; the
+    // failpoint kills the worker in between, when only the journals know the verdict.
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAILPOINTS", "kill-after-verdict");
+    let first = project.run(&["run", "--session", "kv", "--dive", "d", "--task", "t"]);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(first.0.status.signal(), Some(9), "{}", first.stderr());
+    let s = project.session("kv");
+    assert!(
+        !s.state()["in_flight"].is_null(),
+        "the verdict was not saved"
+    );
+    assert_eq!(s.jsonl("_iterations.jsonl").len(), 1);
+
+    project.env("SAMOCODE_FAILPOINTS", "");
+    project.run(&["run", "--session", "kv"]).expect(10);
+    let rows = s.jsonl("_iterations.jsonl");
+    let at = |row: &serde_json::Value| {
+        (
+            row["iteration"].as_u64().unwrap(),
+            row["attempt"].as_u64().unwrap(),
+            row["phase"].as_str().unwrap().to_string(),
+            row["outcome"].as_str().unwrap().to_string(),
+        )
+    };
+    assert_eq!(
+        rows.iter().map(at).collect::<Vec<_>>(),
+        [
+            (1, 1, "investigation".into(), "ok".into()),
+            (2, 1, "requirements".into(), "ok".into())
+        ],
+        "investigation is not run again"
+    );
+    let state = s.state();
+    assert_eq!(state["phase"], "requirements");
+    assert_eq!(state["iteration"], 2);
+    assert!(state["in_flight"].is_null());
+    let sum = |key: &str| rows.iter().map(|r| r[key].as_f64().unwrap()).sum::<f64>();
+    let usage = &state["usage"];
+    assert!(
+        (usage["cost_usd"].as_f64().unwrap() - sum("cost_usd")).abs() < 1e-9,
+        "{usage}"
+    );
+    assert_eq!(usage["input_tokens"].as_f64(), Some(sum("input_tokens")));
+    assert_eq!(usage["output_tokens"].as_f64(), Some(sum("output_tokens")));
+    assert_eq!(
+        usage["cached_input_tokens"].as_f64(),
+        Some(sum("cached_input_tokens"))
+    );
+    let history = s.jsonl("_signal_history.jsonl");
+    assert_eq!(history.len(), 2, "one verdict per attempt: {history:?}");
+    assert!(
+        s.read("session.log").contains("taken from the journals"),
+        "{}",
+        s.read("session.log")
+    );
+}
+
+#[test]
 fn sigterm_or_sighup_to_run_stops_the_agent_and_journals_the_attempt() {
     for (sig, code) in [(Signal::SIGTERM, 143), (Signal::SIGHUP, 129)] {
         let mut project = Project::new();
