@@ -192,3 +192,31 @@ async fn a_failed_notifier_is_restarted_and_later_notices_reach_people() {
         world.notices.headlines()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_finished_attempt_leaves_no_timer_behind() {
+    // Each attempt arms its time limit; an attempt that ends before it must not leave the timer
+    // (and with it the attempt's actor and mailbox) alive until the limit would have passed.
+    let mut world = World::new(true).await;
+    world.start().await;
+    let stay = r#"{"status":"continue","phase":"investigation"}"#;
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let mut agent = world.next_agent().await;
+    agent.finish(stay);
+    agent = world.next_agent().await;
+    let before = tasks();
+    for _ in 0..12 {
+        agent.finish(stay);
+        agent = world.next_agent().await;
+    }
+    let after = tasks();
+    assert!(
+        after <= before + 2,
+        "{} tasks more after 12 finished attempts",
+        after - before
+    );
+}
