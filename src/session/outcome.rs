@@ -87,7 +87,9 @@ impl SessionActor {
         }
 
         // A clean exit: the signal decides.
-        match self.evaluate(run, flight.phase) {
+        let verdict = self.evaluate(run, flight.phase);
+        run.store.keep_signal(&flight.files);
+        match verdict {
             Err(problem) => {
                 row.outcome = AttemptOutcome::ProtocolError;
                 row.detail = Some(problem.text.clone());

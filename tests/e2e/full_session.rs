@@ -139,6 +139,14 @@ fn a_session_walks_every_phase_through_both_gates() {
         0,
         "{logs:?}"
     );
+    // Each attempt's signal is kept beside its log, as the agent wrote it; none is left for
+    // the next attempt.
+    for log in logs.iter().filter(|n| n.ends_with(".jsonl")) {
+        let kept = s.read(&format!("_logs/{}", log.replace(".jsonl", ".signal.json")));
+        let signal: serde_json::Value = serde_json::from_str(&kept).unwrap();
+        assert!(signal["status"].is_string(), "{log}: {kept}");
+    }
+    assert!(!s.path("_signal.json").exists());
     let contexts = s.contexts();
     assert_eq!(contexts.len(), 10);
     assert!(

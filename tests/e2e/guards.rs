@@ -264,8 +264,9 @@ fn a_session_actor_that_keeps_failing_is_restarted_then_marked_failed() {
         .run(&["answer", "broken", "--accept-suggestions"])
         .expect(0);
     let s = project.session("broken");
-    // The worker must delete _signal.json before every attempt; a directory there defeats it.
-    std::fs::remove_file(s.path("_signal.json")).unwrap();
+    // The worker must clear _signal.json before every attempt (the last one's was moved beside
+    // its log); a directory there defeats it.
+    assert!(!s.path("_signal.json").exists());
     std::fs::create_dir(s.path("_signal.json")).unwrap();
     let run = project.run(&["run", "--session", "broken"]);
     run.expect(1);
