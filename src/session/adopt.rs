@@ -27,7 +27,13 @@ impl SessionActor {
         myself: &ActorRef<SessionMsg>,
         run: &mut SessionRun,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(record) = run.state.in_flight.clone() {
+        // An attempt whose row is journaled is over (the daemon died after its end, before
+        // the state that follows was saved): nothing to adopt, `take_over` goes on from it.
+        let running = match &run.state.in_flight {
+            Some(record) => run.store.journaled(&record.log)?.is_none(),
+            None => false,
+        };
+        if let Some(record) = run.state.in_flight.clone().filter(|_| running) {
             let stdout = run.store.path(&record.log);
             let stem = stdout.with_extension("");
             let files = AttemptFiles {
@@ -108,9 +114,7 @@ impl SessionActor {
                         iteration: state.iteration,
                         attempt: state.attempt,
                         baseline: record.baseline.clone(),
-                        // Which notes its context carried is not recorded: none is cleared by
-                        // its success, so the next iteration is told them again.
-                        guidance: 0,
+                        guidance: record.notes,
                         span,
                         started_at: record.started_at,
                         choice: ModelChoice {
@@ -130,8 +134,8 @@ impl SessionActor {
                     tracing::warn!(session = %run.state.name, %error, "cannot ask the engine about the attempt in flight; it is given up");
                 }
             }
-            super::recover::take_over(&run.store, &mut run.state, self.launcher.as_ref())?;
         }
+        super::recover::take_over(&run.store, &mut run.state, self.launcher.as_ref())?;
         match Settled::of(&run.state) {
             Some(settled) => self.settle(run, settled),
             None => {

@@ -302,3 +302,49 @@ fn a_restarted_daemon_adopts_the_attempt_still_running_on_a_worker() {
     assert!(!session.artifacts("dive").is_empty(), "its dive came back");
     assert!(started.elapsed() < Duration::from_secs(60));
 }
+
+#[test]
+fn a_daemon_killed_after_a_remote_verdict_is_journaled_goes_on_without_running_it_again() {
+    let nats = NatsServer::start();
+    let mut project = nats_project();
+    project.env("SAMOCODE_FAILPOINTS", "kill-after-verdict");
+    let mut daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
+    let _worker = worker(&project, &nats.url, "host-1", Some("host-1"));
+    project
+        .run(&["start", "--session", "kv", "--dive", "d", "--task", "t"])
+        .expect(0);
+    wait_for(
+        Duration::from_secs(60),
+        "the daemon to die after the verdict",
+        || daemon.child.try_wait().unwrap().is_some(),
+    );
+    std::mem::forget(daemon);
+    let session = project.session("kv");
+    assert!(!session.state()["in_flight"].is_null());
+
+    project.env("SAMOCODE_FAILPOINTS", "");
+    let _daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
+    wait_for(
+        Duration::from_secs(60),
+        "the session to wait for answers",
+        || session.state()["status"]["for"] == "qa_answers",
+    );
+    let rows = session.jsonl("_iterations.jsonl");
+    let phases: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r["phase"].as_str().unwrap(), r["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        phases,
+        [("investigation", "ok"), ("requirements", "ok")],
+        "the finished attempt was neither adopted nor run again: {}",
+        daemon_log(&project)
+    );
+    assert!(
+        session
+            .read("session.log")
+            .contains("taken from the journals"),
+        "{}",
+        session.read("session.log")
+    );
+}
