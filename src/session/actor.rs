@@ -319,6 +319,9 @@ impl Actor for SessionActor {
     ) -> Result<(), ActorProcessingErr> {
         if let Some(reason) = run.fail.take() {
             run.generation += 1;
+            // An attempt left in flight (a remote engine's, not taken over at the open) is
+            // journaled, or its verdict taken, before the session is marked failed.
+            super::recover::take_over(&run.store, &mut run.state, self.launcher.as_ref())?;
             self.fail(run, reason)?;
         } else if std::mem::take(&mut run.adopt) {
             self.adopt(&myself, run).await?;

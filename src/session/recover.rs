@@ -52,7 +52,11 @@ pub fn take_over(
         state.spend(row);
         let seen = record.notes.min(state.guidance.len());
         state.guidance.drain(..seen);
-        state.continue_to(to);
+        // Only a session that was running moves on; one a person or the worker has parked
+        // since (failed after too many restarts) keeps its status, with the attempt counted.
+        if state.status == RunState::Running {
+            state.continue_to(to);
+        }
         store.save(state)?;
         store.log(&format!(
             "took over from worker pid {}, which stopped after attempt {} ended: its verdict (continue in {to}) is taken from the journals",

@@ -281,11 +281,31 @@ impl SessionFolder {
     /// The `_iterations.jsonl` row of the attempt whose log is `log`, if it was journaled.
     /// Rows are appended in order, so an attempt being taken over is among the last ones.
     pub fn journaled(&self, log: &str) -> Result<Option<IterationRow>, StoreError> {
-        Ok(self
+        let found = self
             .last_rows::<IterationRow>(ITERATIONS)?
             .into_iter()
             .rev()
-            .find(|row| row.log == log))
+            .find(|row| row.log == log);
+        if found.is_some() {
+            return Ok(found);
+        }
+        // Not in the tail: a row longer than the tail (a `worktree_mutated` detail lists every
+        // changed path) may hide it. The whole journal is read, a line at a time.
+        let path = self.path(ITERATIONS);
+        let Some(file) = untrusted::open(&path, Links::Refuse)? else {
+            return Ok(None);
+        };
+        use std::io::BufRead;
+        let mut last = None;
+        for line in std::io::BufReader::new(file).split(b'\n') {
+            let line = line.map_err(io("cannot read", &path))?;
+            if let Ok(row) = serde_json::from_slice::<IterationRow>(&line)
+                && row.log == log
+            {
+                last = Some(row);
+            }
+        }
+        Ok(last)
     }
 
     /// The phase an attempt's journaled verdict moved the session on to, when the agent's
@@ -655,14 +675,33 @@ mod tests {
         assert!(std::fs::metadata(store.path(ITERATIONS)).unwrap().len() > 4 * (64 << 10));
         let last = store.journaled("_logs/300.jsonl").unwrap().unwrap();
         assert_eq!(last.iteration, 300);
-        assert!(store.journaled("_logs/301.jsonl").unwrap().is_none());
-        // Every row read back whole: none of the cut first line.
         let rows = store.last_rows::<IterationRow>(ITERATIONS).unwrap();
         assert!(
             rows.len() > 40
                 && rows
                     .windows(2)
                     .all(|w| w[1].iteration == w[0].iteration + 1)
+        );
+        assert!(store.journaled("_logs/301.jsonl").unwrap().is_none());
+        // A row longer than the tail, then short ones: still found.
+        let mut long = row(301);
+        long.detail = Some("y".repeat(100 << 10));
+        store.append_iteration(&long).unwrap();
+        store.append_iteration(&row(302)).unwrap();
+        assert_eq!(
+            store
+                .journaled("_logs/301.jsonl")
+                .unwrap()
+                .map(|r| r.iteration),
+            Some(301)
+        );
+        assert_eq!(
+            store
+                .journaled("_logs/5.jsonl")
+                .unwrap()
+                .map(|r| r.iteration),
+            Some(5),
+            "an old row is found in the whole journal"
         );
 
         let verdict = |outcome: &str, to: Option<Phase>, source: Source| HistoryRow {
