@@ -133,3 +133,114 @@ pub fn take_over(
     ));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::local::LocalProcess;
+    use crate::protocol::{InFlightRecord, Phase};
+
+    /// A session whose attempt ended with an accepted `continue` to requirements, both rows
+    /// journaled, while `_state.json` still holds the attempt's in-flight record and `status`.
+    fn verdict_journaled(status: RunState) -> (tempfile::TempDir, SessionStore, SessionState) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SessionStore::create(&dir.path().join("26-11-24-r")).unwrap();
+        let now = Timestamp::now();
+        let mut state = SessionState::new(&store.name(), "d", "t", now);
+        state.enter_phase(Phase::Investigation);
+        (state.iteration, state.phase_iteration, state.attempt) = (1, 1, 1);
+        state.status = status;
+        let log = "_logs/11-24-100000-001-investigation-a1.jsonl";
+        std::fs::create_dir_all(store.path("_logs")).unwrap();
+        std::fs::write(store.path(log), "").unwrap();
+        state.in_flight = Some(InFlightRecord {
+            log: log.into(),
+            started_at: now,
+            worker_pid: 1,
+            provider: "claude".into(),
+            model: None,
+            profile: None,
+            effort: None,
+            baseline: None,
+            notes: 0,
+        });
+        store.save(&mut state).unwrap();
+        store
+            .append_iteration(&IterationRow {
+                started_at: now,
+                ended_at: now.checked_add(jiff::SignedDuration::from_secs(3)).unwrap(),
+                iteration: 1,
+                attempt: 1,
+                phase: Phase::Investigation,
+                provider: "claude".into(),
+                model: None,
+                reported_model: None,
+                profile: None,
+                effort: None,
+                exit_code: Some(0),
+                exit_signal: None,
+                outcome: AttemptOutcome::Ok,
+                detail: None,
+                input_tokens: 100,
+                output_tokens: 10,
+                cached_input_tokens: 40,
+                cost_usd: 0.25,
+                agent_session_id: Some("s-1".into()),
+                log: log.into(),
+                host: None,
+            })
+            .unwrap();
+        store
+            .append_history(&HistoryRow {
+                at: now,
+                iteration: 1,
+                attempt: 1,
+                source: Source::Agent,
+                from: Phase::Investigation,
+                to: Some(Phase::Requirements),
+                status: "continue".into(),
+                accepted: true,
+                reason: None,
+                outcome: "next".into(),
+                by: None,
+            })
+            .unwrap();
+        (dir, store, state)
+    }
+
+    #[test]
+    fn a_journaled_continue_is_taken_by_the_next_worker_not_run_again() {
+        let (_dir, store, mut state) = verdict_journaled(RunState::Running);
+        take_over(&store, &mut state, &LocalProcess).unwrap();
+        let saved = store.load_state().unwrap();
+        assert_eq!(saved, state);
+        assert_eq!(saved.phase, Phase::Requirements);
+        assert_eq!(saved.status, RunState::Queued);
+        assert_eq!((saved.iteration, saved.attempt), (1, 0));
+        assert!(saved.in_flight.is_none());
+        assert_eq!(saved.usage.cost_usd, 0.25);
+        assert_eq!(saved.usage.cached_input_tokens, 40);
+        assert_eq!(saved.agent_seconds, 3.0);
+        assert_eq!(saved.agent_session_ids, ["s-1"]);
+        let rows = store
+            .read(crate::session::store::ITERATIONS)
+            .unwrap()
+            .unwrap();
+        assert_eq!(rows.lines().count(), 1, "no interrupted row: {rows}");
+    }
+
+    #[test]
+    fn a_session_failed_since_keeps_its_status_with_the_attempt_counted() {
+        let failed = RunState::Failed {
+            reason: "the session actor failed 4 times".into(),
+            at: Timestamp::now(),
+        };
+        let (_dir, store, mut state) = verdict_journaled(failed.clone());
+        take_over(&store, &mut state, &LocalProcess).unwrap();
+        let saved = store.load_state().unwrap();
+        assert_eq!(saved.status, failed);
+        assert_eq!(saved.phase, Phase::Investigation);
+        assert!(saved.in_flight.is_none());
+        assert_eq!(saved.usage.cost_usd, 0.25);
+    }
+}
