@@ -365,27 +365,11 @@ mod tests {
 
     fn attempt(phase: Phase, from: i64, to: i64, outcome: AttemptOutcome) -> IterationRow {
         IterationRow {
-            started_at: at(from),
-            ended_at: at(to),
-            iteration: 1,
-            attempt: 1,
-            phase,
-            provider: "claude".into(),
-            host: None,
-            model: None,
-            reported_model: None,
-            profile: None,
-            effort: None,
-            exit_code: Some(0),
-            exit_signal: None,
             outcome,
-            detail: None,
             input_tokens: 10,
             output_tokens: 5,
-            cached_input_tokens: 0,
             cost_usd: 0.01,
-            agent_session_id: None,
-            log: "_logs/x.jsonl".into(),
+            ..IterationRow::ok(1, phase, "_logs/x.jsonl", at(from), at(to))
         }
     }
 

@@ -106,6 +106,43 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+#[cfg(test)]
+impl IterationRow {
+    /// For tests: an ok attempt of claude (exit 0, no model, no usage) from `started_at` to
+    /// `ended_at`, logged at `log`; the fields a test needs are set over it.
+    pub(crate) fn ok(
+        iteration: u32,
+        phase: Phase,
+        log: &str,
+        started_at: Timestamp,
+        ended_at: Timestamp,
+    ) -> IterationRow {
+        IterationRow {
+            started_at,
+            ended_at,
+            iteration,
+            attempt: 1,
+            phase,
+            provider: "claude".into(),
+            model: None,
+            reported_model: None,
+            profile: None,
+            effort: None,
+            exit_code: Some(0),
+            exit_signal: None,
+            outcome: AttemptOutcome::Ok,
+            detail: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            cached_input_tokens: 0,
+            cost_usd: 0.0,
+            agent_session_id: None,
+            log: log.into(),
+            host: None,
+        }
+    }
+}
+
 /// Who caused a history row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

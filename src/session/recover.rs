@@ -167,27 +167,18 @@ mod tests {
         store.save(&mut state).unwrap();
         store
             .append_iteration(&IterationRow {
-                started_at: now,
-                ended_at: now.checked_add(jiff::SignedDuration::from_secs(3)).unwrap(),
-                iteration: 1,
-                attempt: 1,
-                phase: Phase::Investigation,
-                provider: "claude".into(),
-                model: None,
-                reported_model: None,
-                profile: None,
-                effort: None,
-                exit_code: Some(0),
-                exit_signal: None,
-                outcome: AttemptOutcome::Ok,
-                detail: None,
                 input_tokens: 100,
                 output_tokens: 10,
                 cached_input_tokens: 40,
                 cost_usd: 0.25,
                 agent_session_id: Some("s-1".into()),
-                log: log.into(),
-                host: None,
+                ..IterationRow::ok(
+                    1,
+                    Phase::Investigation,
+                    log,
+                    now,
+                    now.checked_add(jiff::SignedDuration::from_secs(3)).unwrap(),
+                )
             })
             .unwrap();
         store

@@ -641,33 +641,23 @@ mod tests {
 
     #[test]
     fn a_long_journal_is_searched_from_its_end_and_a_cut_line_is_left_out() {
-        use crate::protocol::journal::{AttemptOutcome, Source};
+        use crate::protocol::journal::Source;
         let dir = tempfile::tempdir().unwrap();
         let store = SessionStore::create(&dir.path().join("26-11-24-x")).unwrap();
         let now = Timestamp::now();
         let row = |iteration: u32| IterationRow {
-            started_at: now,
-            ended_at: now,
-            iteration,
-            attempt: 1,
-            phase: Phase::Implementation,
-            provider: "claude".into(),
-            model: None,
-            reported_model: None,
-            profile: None,
-            effort: None,
-            exit_code: Some(0),
-            exit_signal: None,
-            outcome: AttemptOutcome::Ok,
             // Long rows, so the journal is many times the part that is read.
             detail: Some("x".repeat(997)),
             input_tokens: 1,
             output_tokens: 1,
-            cached_input_tokens: 0,
             cost_usd: 0.5,
-            agent_session_id: None,
-            log: format!("_logs/{iteration}.jsonl"),
-            host: None,
+            ..IterationRow::ok(
+                iteration,
+                Phase::Implementation,
+                &format!("_logs/{iteration}.jsonl"),
+                now,
+                now,
+            )
         };
         for iteration in 1..=300 {
             store.append_iteration(&row(iteration)).unwrap();
