@@ -197,6 +197,16 @@ pub struct SessionRun {
     pub(super) unsaved: bool,
 }
 
+impl SessionRun {
+    /// Saves the state (and the notebook's worker lines): every save of the actor goes
+    /// through here, so a verdict held back for the next save is never saved twice.
+    pub(super) fn save(&mut self) -> Result<(), StoreError> {
+        self.store.save(&mut self.state)?;
+        self.unsaved = false;
+        Ok(())
+    }
+}
+
 impl SessionActor {
     async fn handle_message(
         &self,
@@ -438,10 +448,10 @@ impl SessionActor {
 
     /// Saves a verdict the state holds and has not saved yet.
     pub(super) fn save_pending(&self, run: &mut SessionRun) -> Result<(), StoreError> {
-        if std::mem::take(&mut run.unsaved) {
-            run.store.save(&mut run.state)?;
+        match run.unsaved {
+            true => run.save(),
+            false => Ok(()),
         }
-        Ok(())
     }
 
     /// A `RunNext` after `delay`, of a new generation (earlier timers go stale).
@@ -557,8 +567,7 @@ impl SessionActor {
             baseline: baseline.clone(),
             notes: state.guidance.len(),
         });
-        run.store.save(&mut run.state)?;
-        run.unsaved = false;
+        run.save()?;
         run.store.create_log(&files)?;
         let state = &run.state;
         run.store.log(&format!(

@@ -70,7 +70,7 @@ impl SessionActor {
             let spawn_failed = matches!(report.end, ProcessEnd::SpawnFailed(_));
             if !spawn_failed && run.state.failures < self.retry.max_attempts {
                 let delay = self.retry.delay_before(run.state.failures + 1);
-                run.store.save(&mut run.state)?;
+                run.save()?;
                 run.store.log(&format!(
                     "retrying in {}",
                     humantime::format_duration(delay)
@@ -106,7 +106,7 @@ impl SessionActor {
                 )?;
                 if retry {
                     run.state.last_rejection = Some(problem.text.clone());
-                    run.store.save(&mut run.state)?;
+                    run.save()?;
                     run.store
                         .log(&format!("protocol error, retrying once: {}", problem.text));
                     self.schedule(myself, run, std::time::Duration::ZERO);
@@ -152,7 +152,7 @@ impl SessionActor {
             }
             return Ok(());
         }
-        run.store.save(&mut run.state)?;
+        run.save()?;
         match then {
             Then::Park => {
                 let settled = Settled::of(&run.state).unwrap_or(Settled::Stopped);
@@ -183,7 +183,7 @@ impl SessionActor {
         row.outcome = AttemptOutcome::Interrupted;
         row.detail = Some("interrupted: the worker stopped during the attempt".into());
         let _ = journal_attempt(&run.store, &flight.span, &run.trace, &row);
-        let _ = run.store.save(&mut run.state);
+        let _ = run.save();
         run.store
             .log("stopped by the worker during an attempt; it will be retried");
     }
@@ -345,7 +345,7 @@ impl SessionActor {
                 state.continue_to(to);
                 run.store.log(&format!("continue: {from} -> {to}"));
                 if run.once {
-                    run.store.save(state)?;
+                    run.save()?;
                     return self.settle(run, Settled::Continued { phase: to });
                 }
                 // Saved with the next attempt's in-flight record, or when the session has to
@@ -362,7 +362,7 @@ impl SessionActor {
                     wait_for,
                     since: now,
                 };
-                run.store.save(state)?;
+                run.save()?;
                 run.store.log(&format!("waiting for {wait_for}"));
                 self.settle_as_state(run)
             }
@@ -372,13 +372,13 @@ impl SessionActor {
                     needs,
                     since: now,
                 };
-                run.store.save(state)?;
+                run.save()?;
                 run.store.log(&format!("blocked by the agent: {reason}"));
                 self.settle_as_state(run)
             }
             Verdict::Finish { summary } => {
                 state.status = RunState::Done { summary, at: now };
-                run.store.save(state)?;
+                run.save()?;
                 run.store.log("done");
                 self.settle_as_state(run)
             }
@@ -414,7 +414,7 @@ impl SessionActor {
                 journal_attempt(&run.store, &flight.span, &run.trace, &row)?;
                 run.state.not_before = Some(at);
                 run.state.status = RunState::Queued;
-                run.store.save(&mut run.state)?;
+                run.save()?;
                 run.store.log(&format!(
                     "attempt {} refused for a usage limit; it runs again at {at}",
                     flight.attempt
@@ -498,7 +498,7 @@ impl SessionActor {
         run.state.status = status;
         run.state.attempt = 0;
         run.state.failures = 0;
-        run.store.save(&mut run.state)?;
+        run.save()?;
         let _ = run.store.flow_log(run.state.iteration, flow);
         run.store.log(&format!("{word}: {reason}"));
         self.settle_as_state(run)
