@@ -143,6 +143,24 @@ impl IterationRow {
     }
 }
 
+/// Journal rows of an accepted `continue` that may not be on the disk yet. They are appended
+/// without waiting for the disk and carried by the `_state.json` saved with the next attempt,
+/// until a sync in the background (while that attempt runs) has made them durable. A worker
+/// opening the session appends those its journals lack (after a crash of the machine).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UnsyncedRows {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub iterations: Vec<IterationRow>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryRow>,
+}
+
+impl UnsyncedRows {
+    pub fn is_empty(&self) -> bool {
+        self.iterations.is_empty() && self.history.is_empty()
+    }
+}
+
 /// Who caused a history row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

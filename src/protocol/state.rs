@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::baseline::Baseline;
 use super::budget::Budget;
-use super::journal::IterationRow;
+use super::journal::{IterationRow, UnsyncedRows};
 use super::overview::{self, WorkerLines};
 use super::phase::{Needs, Phase, WaitFor};
 
@@ -202,6 +202,10 @@ pub struct SessionState {
     /// The wall time of its agent attempts, summed, in seconds (what the time budget counts).
     #[serde(default)]
     pub agent_seconds: f64,
+    /// The last accepted `continue`'s journal rows, until they are known to be on the disk
+    /// (see [`UnsyncedRows`]).
+    #[serde(default, skip_serializing_if = "UnsyncedRows::is_empty")]
+    pub unsynced: UnsyncedRows,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -232,6 +236,7 @@ impl SessionState {
             agent_session_ids: Vec::new(),
             budget: Budget::default(),
             agent_seconds: 0.0,
+            unsynced: UnsyncedRows::default(),
             created_at: now,
             updated_at: now,
         }

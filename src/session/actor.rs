@@ -50,7 +50,7 @@ use crate::config::{AgentSettings, BudgetSettings, ModelChoice, Project, RetryPo
 use crate::executor::AttemptExecutor;
 use crate::notify::{NotifierHandle, SessionEvent};
 use crate::protocol::baseline::Baseline;
-use crate::protocol::journal::Source;
+use crate::protocol::journal::{HistoryRow, IterationRow, Source};
 use crate::protocol::{InFlightRecord, Phase, RunState, SessionState, WaitFor};
 use tracing::Instrument;
 
@@ -195,14 +195,82 @@ pub struct SessionRun {
     /// session has to wait for a slot or stops. A crash before that is made good from the
     /// journals by the next worker (see `recover::take_over`).
     pub(super) unsaved: bool,
+    /// The sync of the journal rows the last save carried, running in the background.
+    pub(super) syncing: Option<Syncing>,
+}
+
+/// A sync of the journals in the background, and how many of the state's unsynced rows of
+/// each journal it makes durable (those appended before it began).
+pub(super) struct Syncing {
+    done: std::sync::Mutex<std::sync::mpsc::Receiver<Result<(), StoreError>>>,
+    iterations: usize,
+    history: usize,
 }
 
 impl SessionRun {
     /// Saves the state (and the notebook's worker lines): every save of the actor goes
     /// through here, so a verdict held back for the next save is never saved twice.
+    ///
+    /// The rows of an accepted `continue` are journaled without waiting for the disk and go
+    /// to disk with this save, in the state; their own sync then runs in the background while
+    /// the next attempt does, and the first save after it drops them from the state.
     pub(super) fn save(&mut self) -> Result<(), StoreError> {
+        self.synced()?;
         self.store.save(&mut self.state)?;
         self.unsaved = false;
+        if !self.state.unsynced.is_empty() {
+            let (done, result) = std::sync::mpsc::sync_channel(1);
+            let dir = self.store.dir().to_path_buf();
+            tokio::task::spawn_blocking(move || {
+                let _ = done.send(super::store::sync_journals(&dir));
+            });
+            self.syncing = Some(Syncing {
+                done: std::sync::Mutex::new(result),
+                iterations: self.state.unsynced.iterations.len(),
+                history: self.state.unsynced.history.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits for the journals' sync in the background, if one runs (it has usually ended
+    /// long before: it started when the running attempt did), and drops the rows it made
+    /// durable from the state.
+    pub(super) fn synced(&mut self) -> Result<(), StoreError> {
+        let Some(syncing) = self.syncing.take() else {
+            return Ok(());
+        };
+        let done = syncing
+            .done
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        done.recv().unwrap_or_else(|_| {
+            Err(StoreError::Io {
+                action: "cannot sync the journals of",
+                path: self.store.dir().to_path_buf(),
+                source: std::io::Error::other("the sync stopped before its end"),
+            })
+        })?;
+        let rows = &mut self.state.unsynced;
+        rows.iterations
+            .drain(..syncing.iterations.min(rows.iterations.len()));
+        rows.history
+            .drain(..syncing.history.min(rows.history.len()));
+        Ok(())
+    }
+
+    /// Journals an accepted `continue`'s row without waiting for the disk: the next save
+    /// carries it (see [`Self::save`]).
+    pub(super) fn journal_unsynced(&mut self, row: IterationRow) -> Result<(), StoreError> {
+        self.store.append_iteration_unsynced(&row)?;
+        self.state.unsynced.iterations.push(row);
+        Ok(())
+    }
+
+    /// See [`Self::journal_unsynced`].
+    pub(super) fn history_unsynced(&mut self, row: HistoryRow) -> Result<(), StoreError> {
+        self.store.append_history_unsynced(&row)?;
+        self.state.unsynced.history.push(row);
         Ok(())
     }
 }
@@ -319,6 +387,7 @@ impl Actor for SessionActor {
             adopt: args.adopt,
             trace: Trace::default(),
             unsaved: false,
+            syncing: None,
         })
     }
 
@@ -406,6 +475,13 @@ impl Actor for SessionActor {
         }
         if let Err(error) = self.save_pending(run) {
             tracing::warn!(session = %run.state.name, %error, "cannot save the state at the stop; the next worker takes it from the journals");
+        }
+        // The state on the disk carries the last rows until their sync has ended; then it is
+        // saved without them. Should that fail, the next worker restores what is missing.
+        if !run.state.unsynced.is_empty()
+            && let Err(error) = run.synced().and_then(|()| run.save())
+        {
+            tracing::warn!(session = %run.state.name, %error, "the state still carries the journals' last rows; the next worker checks them");
         }
         run.store.release();
         Ok(())

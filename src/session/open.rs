@@ -150,6 +150,13 @@ pub fn open(
                     return Err(error.into());
                 }
             };
+            // Rows whose sync had not ended when the machine stopped: the state carried them.
+            let restored = store.restore_unsynced(&mut state)?;
+            if restored > 0 {
+                store.log(&format!(
+                    "{restored} journal row(s) lost with the machine's stop restored from the state"
+                ));
+            }
             if !had_state {
                 if let Some(tree) = worktree::adopt(project, &store.name()) {
                     state.worktree = Some(tree.path);

@@ -115,7 +115,14 @@ impl SessionActor {
                 self.block(run, problem.text, Source::Agent)
             }
             Ok((signal, verdict)) => {
-                journal_attempt(&run.store, &flight.span, &run.trace, &row)?;
+                if goes_on(run, &verdict) {
+                    // The next attempt need not wait for the disk: the row goes there with
+                    // the state saved before it starts (see `SessionRun::save`).
+                    observe_attempt(&flight.span, &run.trace, &row);
+                    run.journal_unsynced(row)?;
+                } else {
+                    journal_attempt(&run.store, &flight.span, &run.trace, &row)?;
+                }
                 // The notes this iteration saw are used: the next one does not get them again.
                 let seen = flight.guidance.min(run.state.guidance.len());
                 run.state.guidance.drain(..seen);
@@ -335,7 +342,11 @@ impl SessionActor {
             Verdict::Block { .. } => "blocked",
             Verdict::Finish { .. } => "done",
         };
-        self.history(run, Source::Agent, from, Some(signal), true, None, outcome)?;
+        let row = self.history_row(run, Source::Agent, from, Some(signal), true, None, outcome);
+        match goes_on(run, &verdict) {
+            true => run.history_unsynced(row)?,
+            false => run.store.append_history(&row)?,
+        }
         let state = &mut run.state;
         state.last_rejection = None;
         state.attempt = 0;
@@ -521,13 +532,29 @@ impl SessionActor {
         reason: Option<String>,
         outcome: &str,
     ) -> Result<(), StoreError> {
+        let row = self.history_row(run, source, from, signal, accepted, reason, outcome);
+        run.store.append_history(&row)
+    }
+
+    /// The `_signal_history.jsonl` row of a verdict (and the signal on the iteration's span).
+    #[allow(clippy::too_many_arguments)]
+    fn history_row(
+        &self,
+        run: &SessionRun,
+        source: Source,
+        from: Phase,
+        signal: Option<&Signal>,
+        accepted: bool,
+        reason: Option<String>,
+        outcome: &str,
+    ) -> HistoryRow {
         if let Some(signal) = signal {
             run.trace.signal(
                 &signal.status.to_string(),
                 signal.phase.map(|p| p.to_string()).as_deref(),
             );
         }
-        run.store.append_history(&HistoryRow {
+        HistoryRow {
             at: Timestamp::now(),
             iteration: run.state.iteration,
             attempt: run.state.attempt,
@@ -541,8 +568,14 @@ impl SessionActor {
             reason,
             outcome: outcome.to_string(),
             by: None,
-        })
+        }
     }
+}
+
+/// An accepted `continue` of a session that goes on in this actor: its rows are journaled
+/// without waiting for the disk.
+fn goes_on(run: &SessionRun, verdict: &Verdict) -> bool {
+    matches!(verdict, Verdict::Continue { .. }) && !run.once
 }
 
 /// Appends the attempt's row to `_iterations.jsonl` and puts its figures on the attempt span.
@@ -552,6 +585,12 @@ pub(super) fn journal_attempt(
     trace: &super::trace::Trace,
     row: &IterationRow,
 ) -> Result<(), StoreError> {
+    observe_attempt(span, trace, row);
+    store.append_iteration(row)
+}
+
+/// Puts an attempt's figures on its span and metrics, and logs it in the iteration's span.
+fn observe_attempt(span: &tracing::Span, trace: &super::trace::Trace, row: &IterationRow) {
     trace.attempt_over(span, row);
     crate::telemetry::metrics::attempt(row);
     // In the iteration's span (see the actor's `handle`): the line carries the trace id.
@@ -560,7 +599,6 @@ pub(super) fn journal_attempt(
         outcome = row.outcome.name(),
         "attempt journaled"
     );
-    store.append_iteration(row)
 }
 
 /// A signal that could not be used, and whether the attempt may be retried for it.

@@ -2,7 +2,8 @@
 //!
 //! [`SessionFolder`] reads; [`SessionStore`] is a folder held under the worker lock, and is the
 //! only way to write. State and notebook files are replaced atomically (temp file in the same
-//! folder, fsync, rename), journals are appended and fsynced line by line, attempt logs are
+//! folder, fsync, rename), journals are appended line by line and fsynced (an accepted
+//! `continue`'s rows in the background, carried by the state until then), attempt logs are
 //! created new and never overwritten.
 //!
 //! Every file here can also be touched by the agent, so every read goes through
@@ -109,6 +110,20 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io("cannot sync the directory", dir))
+}
+
+/// Waits until what was appended to the session's two journals is on the disk (their rows
+/// appended with [`SessionStore::append_iteration_unsynced`]). Blocking; run in the background.
+pub fn sync_journals(dir: &Path) -> Result<(), StoreError> {
+    for file in [ITERATIONS, HISTORY] {
+        let path = dir.join(file);
+        // Read-only is enough to sync; a link or a pipe in a journal's place is not synced
+        // through (the append refused it already).
+        if let Some(journal) = untrusted::open(&path, Links::Refuse)? {
+            journal.sync_data().map_err(io("cannot sync", &path))?;
+        }
+    }
+    Ok(())
 }
 
 /// Replaces a file of a locked session folder atomically, for its one writer, without waiting
@@ -281,26 +296,31 @@ impl SessionFolder {
     /// The `_iterations.jsonl` row of the attempt whose log is `log`, if it was journaled.
     /// Rows are appended in order, so an attempt being taken over is among the last ones.
     pub fn journaled(&self, log: &str) -> Result<Option<IterationRow>, StoreError> {
-        let found = self
-            .last_rows::<IterationRow>(ITERATIONS)?
-            .into_iter()
-            .rev()
-            .find(|row| row.log == log);
+        self.find_row(ITERATIONS, |row: &IterationRow| row.log == log)
+    }
+
+    /// The last row of a journal that `wanted` picks: looked for among the last rows first,
+    /// then, when not there, in the whole journal (a row longer than the tail, such as a
+    /// `worktree_mutated` detail listing every changed path, may hide it), a line at a time.
+    fn find_row<T: serde::de::DeserializeOwned>(
+        &self,
+        file: &str,
+        wanted: impl Fn(&T) -> bool,
+    ) -> Result<Option<T>, StoreError> {
+        let found = self.last_rows::<T>(file)?.into_iter().rev().find(&wanted);
         if found.is_some() {
             return Ok(found);
         }
-        // Not in the tail: a row longer than the tail (a `worktree_mutated` detail lists every
-        // changed path) may hide it. The whole journal is read, a line at a time.
-        let path = self.path(ITERATIONS);
-        let Some(file) = untrusted::open(&path, Links::Refuse)? else {
+        let path = self.path(file);
+        let Some(journal) = untrusted::open(&path, Links::Refuse)? else {
             return Ok(None);
         };
         use std::io::BufRead;
         let mut last = None;
-        for line in std::io::BufReader::new(file).split(b'\n') {
+        for line in std::io::BufReader::new(journal).split(b'\n') {
             let line = line.map_err(io("cannot read", &path))?;
-            if let Ok(row) = serde_json::from_slice::<IterationRow>(&line)
-                && row.log == log
+            if let Ok(row) = serde_json::from_slice::<T>(&line)
+                && wanted(&row)
             {
                 last = Some(row);
             }
@@ -515,22 +535,55 @@ impl SessionStore {
         }
     }
 
+    /// Appends to the journals the rows a state carries that they lack (their sync had not
+    /// ended when the machine stopped), durably, and clears them from the state. Returns how
+    /// many were missing.
+    pub fn restore_unsynced(&self, state: &mut SessionState) -> Result<usize, StoreError> {
+        let rows = std::mem::take(&mut state.unsynced);
+        let mut missing = 0;
+        for row in &rows.iterations {
+            if self.journaled(&row.log)?.is_none() {
+                self.append_iteration(row)?;
+                missing += 1;
+            }
+        }
+        for row in &rows.history {
+            if self.find_row(HISTORY, |r: &HistoryRow| r == row)?.is_none() {
+                self.append_history(row)?;
+                missing += 1;
+            }
+        }
+        Ok(missing)
+    }
+
     pub fn append_history(&self, row: &HistoryRow) -> Result<(), StoreError> {
-        self.append_json(HISTORY, row)
+        self.append_json(HISTORY, row, true)
     }
 
     pub fn append_iteration(&self, row: &IterationRow) -> Result<(), StoreError> {
-        self.append_json(ITERATIONS, row)
+        self.append_json(ITERATIONS, row, true)
     }
 
-    fn append_json(&self, file: &str, row: &impl Serialize) -> Result<(), StoreError> {
+    /// Appends a row of an accepted `continue` without waiting for the disk: the caller keeps
+    /// it in the state it saves next until [`sync_journals`] has returned.
+    pub fn append_history_unsynced(&self, row: &HistoryRow) -> Result<(), StoreError> {
+        self.append_json(HISTORY, row, false)
+    }
+
+    /// See [`Self::append_history_unsynced`].
+    pub fn append_iteration_unsynced(&self, row: &IterationRow) -> Result<(), StoreError> {
+        self.append_json(ITERATIONS, row, false)
+    }
+
+    fn append_json(
+        &self,
+        file: &str,
+        row: &impl Serialize,
+        durable: bool,
+    ) -> Result<(), StoreError> {
         let mut line = serde_json::to_vec(row).expect("rows serialize");
         line.push(b'\n');
-        self.append(file, &line)
-    }
-
-    fn append(&self, file: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        self.append_with(file, bytes, true)
+        self.append_with(file, &line, durable)
     }
 
     /// Appends one whole write to `file`; `durable` waits until it is on the disk.
@@ -724,6 +777,51 @@ mod tests {
             .append_history(&verdict("done", None, Source::Agent))
             .unwrap();
         assert_eq!(store.continued_to(&last).unwrap(), None, "not a continue");
+    }
+
+    #[test]
+    fn rows_a_state_carries_are_restored_once_and_only_where_missing() {
+        use crate::protocol::journal::Source;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SessionStore::create(&dir.path().join("26-11-24-x")).unwrap();
+        let now = Timestamp::now();
+        let row =
+            |n: u32| IterationRow::ok(n, Phase::Testing, &format!("_logs/{n}.jsonl"), now, now);
+        let verdict = |n: u32| HistoryRow {
+            at: now,
+            iteration: n,
+            attempt: 1,
+            source: Source::Agent,
+            from: Phase::Testing,
+            to: None,
+            status: "continue".into(),
+            accepted: true,
+            reason: None,
+            outcome: "next".into(),
+            by: None,
+        };
+        let mut state = SessionState::new("26-11-24-x", "d", "t", now);
+        // Iteration 1's rows made it to the disk; iteration 2's were lost with the machine.
+        store.append_iteration(&row(1)).unwrap();
+        store.append_history(&verdict(1)).unwrap();
+        state.unsynced.iterations = vec![row(1), row(2)];
+        state.unsynced.history = vec![verdict(1), verdict(2)];
+        assert_eq!(store.restore_unsynced(&mut state).unwrap(), 2);
+        assert!(state.unsynced.is_empty());
+        let journal = |file: &str| {
+            std::fs::read_to_string(store.path(file))
+                .unwrap()
+                .lines()
+                .count()
+        };
+        assert_eq!((journal(ITERATIONS), journal(HISTORY)), (2, 2));
+        assert_eq!(store.journaled("_logs/2.jsonl").unwrap(), Some(row(2)));
+        // Opened again with the same rows carried (the state was not saved since): nothing
+        // is written twice.
+        state.unsynced.iterations = vec![row(2)];
+        state.unsynced.history = vec![verdict(2)];
+        assert_eq!(store.restore_unsynced(&mut state).unwrap(), 0);
+        assert_eq!((journal(ITERATIONS), journal(HISTORY)), (2, 2));
     }
 
     #[test]

@@ -254,6 +254,11 @@ fn the_iteration_limit_blocks() {
     let s = project.session("loop");
     assert_eq!(s.jsonl("_iterations.jsonl").len(), 20);
     assert_eq!(s.state()["status"]["state"], "blocked");
+    assert!(
+        s.state()["unsynced"].is_null(),
+        "the last continue's rows are synced before the worker ends: {}",
+        s.state()
+    );
     let last = s.jsonl("_signal_history.jsonl").pop().unwrap();
     assert_eq!(last["source"], "worker");
 

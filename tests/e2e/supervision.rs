@@ -133,6 +133,79 @@ fn a_worker_killed_after_a_verdict_is_journaled_loses_nothing_and_runs_nothing_t
 }
 
 #[test]
+fn journal_rows_a_machine_stop_lost_come_back_from_the_state() {
+    // An accepted `continue` is journaled without waiting for the disk: the state saved
+    // before the next attempt carries its rows until their sync has ended. A machine that
+    // stops meanwhile may lose the journals' unsynced end; here it is cut by hand.
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "requirements@1=hang");
+    let running = project.root.join("running");
+    project.env("SAMOCODE_FAKE_RUNNING", &running.display().to_string());
+    let mut run = project
+        .command(&["run", "--session", "cut", "--dive", "d", "--task", "t"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The first attempt's row is journaled once its agent has exited: the one running then
+    // is the second attempt's.
+    let journaled = || {
+        std::fs::read_dir(&project.sessions)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .any(|e| e.path().join("_iterations.jsonl").exists())
+    };
+    wait_for(Duration::from_secs(30), "the second attempt to run", || {
+        journaled() && !running_agents(&running).is_empty()
+    });
+    let s = project.session("cut");
+    let state = s.state();
+    let first = s.jsonl("_iterations.jsonl");
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        state["unsynced"]["iterations"][0], first[0],
+        "the state carries the row: {state}"
+    );
+    assert_eq!(state["unsynced"]["history"][0]["outcome"], "next");
+    run.kill().unwrap();
+    run.wait().unwrap();
+    std::fs::write(s.0.join("_iterations.jsonl"), "").unwrap();
+    std::fs::write(s.0.join("_signal_history.jsonl"), "").unwrap();
+
+    project.env("SAMOCODE_FAKE", "");
+    project.run(&["run", "--session", "cut"]).expect(10);
+    let rows = s.jsonl("_iterations.jsonl");
+    let at = |row: &serde_json::Value| {
+        (
+            row["iteration"].as_u64().unwrap(),
+            row["attempt"].as_u64().unwrap(),
+            row["phase"].as_str().unwrap().to_string(),
+            row["outcome"].as_str().unwrap().to_string(),
+        )
+    };
+    assert_eq!(
+        rows.iter().map(at).collect::<Vec<_>>(),
+        [
+            (1, 1, "investigation".into(), "ok".into()),
+            (2, 1, "requirements".into(), "interrupted".into()),
+            (2, 2, "requirements".into(), "ok".into()),
+        ],
+        "the investigation's row is back, once"
+    );
+    assert_eq!(rows[0], first[0]);
+    let history = s.jsonl("_signal_history.jsonl");
+    assert_eq!(history[0], state["unsynced"]["history"][0]);
+    assert_eq!(history.len(), 2, "{history:?}");
+    assert!(s.state()["unsynced"].is_null(), "{}", s.state());
+    assert!(
+        s.read("session.log").contains("restored from the state"),
+        "{}",
+        s.read("session.log")
+    );
+}
+
+#[test]
 fn sigterm_or_sighup_to_run_stops_the_agent_and_journals_the_attempt() {
     for (sig, code) in [(Signal::SIGTERM, 143), (Signal::SIGHUP, 129)] {
         let mut project = Project::new();
