@@ -208,8 +208,8 @@ pub(super) struct Syncing {
 }
 
 impl SessionRun {
-    /// Saves the state (and the notebook's worker lines): every save of the actor goes
-    /// through here, so a verdict held back for the next save is never saved twice.
+    /// Saves the state (and the notebook's worker lines): every save of the actor while it
+    /// runs goes through here, so a verdict held back for the next save is never saved twice.
     ///
     /// The rows of an accepted `continue` are journaled without waiting for the disk and go
     /// to disk with this save, in the state; their own sync then runs in the background while
@@ -478,8 +478,14 @@ impl Actor for SessionActor {
         }
         // The state on the disk carries the last rows until their sync has ended; then it is
         // saved without them. Should that fail, the next worker restores what is missing.
-        if !run.state.unsynced.is_empty()
-            && let Err(error) = run.synced().and_then(|()| run.save())
+        let carried = run.state.unsynced.clone();
+        if !carried.is_empty()
+            && let Err(error) = run
+                .synced()
+                .and_then(|()| match run.state.unsynced != carried {
+                    true => run.save(),
+                    false => Ok(()),
+                })
         {
             tracing::warn!(session = %run.state.name, %error, "the state still carries the journals' last rows; the next worker checks them");
         }

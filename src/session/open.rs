@@ -151,7 +151,10 @@ pub fn open(
                 }
             };
             // Rows whose sync had not ended when the machine stopped: the state carried them.
-            let restored = store.restore_unsynced(&mut state)?;
+            let restored = match !state.unsynced.is_empty() || state.in_flight.is_some() {
+                true => store.restore_unsynced(&mut state)?,
+                false => 0,
+            };
             if restored > 0 {
                 store.log(&format!(
                     "{restored} journal row(s) lost with the machine's stop restored from the state"

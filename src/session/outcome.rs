@@ -573,9 +573,11 @@ impl SessionActor {
 }
 
 /// An accepted `continue` of a session that goes on in this actor: its rows are journaled
-/// without waiting for the disk.
+/// without waiting for the disk, and the next save (moments later) carries them. Not into a
+/// read-only phase: its attempt first records the worktree (git), which would keep the rows
+/// off the disk longer.
 fn goes_on(run: &SessionRun, verdict: &Verdict) -> bool {
-    matches!(verdict, Verdict::Continue { .. }) && !run.once
+    matches!(verdict, Verdict::Continue { to } if !to.rules().read_only) && !run.once
 }
 
 /// Appends the attempt's row to `_iterations.jsonl` and puts its figures on the attempt span.

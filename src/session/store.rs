@@ -537,8 +537,16 @@ impl SessionStore {
 
     /// Appends to the journals the rows a state carries that they lack (their sync had not
     /// ended when the machine stopped), durably, and clears them from the state. Returns how
-    /// many were missing.
+    /// many were missing. Call it (before [`super::recover::take_over`]) when the state
+    /// carries rows or an attempt in flight.
     pub fn restore_unsynced(&self, state: &mut SessionState) -> Result<usize, StoreError> {
+        // A worker killed before its sync ended leaves rows that are in memory only: they go
+        // to the disk first, so what is found below (or replayed by the take-over) stays
+        // found. A last line a machine stop cut is ended, so no row is appended onto it.
+        for file in [ITERATIONS, HISTORY] {
+            self.end_last_line(file)?;
+        }
+        sync_journals(&self.dir)?;
         let rows = std::mem::take(&mut state.unsynced);
         let mut missing = 0;
         for row in &rows.iterations {
@@ -554,6 +562,29 @@ impl SessionStore {
             }
         }
         Ok(missing)
+    }
+
+    /// Ends a journal's last line when it is cut (a machine stop in the middle of a write).
+    fn end_last_line(&self, file: &str) -> Result<(), StoreError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let path = self.path(file);
+        let Some(mut journal) = untrusted::open(&path, Links::Refuse)? else {
+            return Ok(());
+        };
+        let mut last = [b'\n'];
+        journal
+            .seek(SeekFrom::End(-1))
+            .and_then(|_| journal.read_exact(&mut last))
+            .or_else(|e| match e.kind() {
+                // Empty.
+                std::io::ErrorKind::InvalidInput => Ok(()),
+                _ => Err(e),
+            })
+            .map_err(io("cannot read", &path))?;
+        match last {
+            [b'\n'] => Ok(()),
+            _ => self.append_with(file, b"\n", false),
+        }
     }
 
     pub fn append_history(&self, row: &HistoryRow) -> Result<(), StoreError> {
@@ -801,9 +832,13 @@ mod tests {
             by: None,
         };
         let mut state = SessionState::new("26-11-24-x", "d", "t", now);
-        // Iteration 1's rows made it to the disk; iteration 2's were lost with the machine.
+        // Iteration 1's rows made it to the disk; iteration 2's were lost with the machine,
+        // which cut the history's last line in the middle.
         store.append_iteration(&row(1)).unwrap();
         store.append_history(&verdict(1)).unwrap();
+        store
+            .append_with(HISTORY, b"{\"at\":\"2026-", false)
+            .unwrap();
         state.unsynced.iterations = vec![row(1), row(2)];
         state.unsynced.history = vec![verdict(1), verdict(2)];
         assert_eq!(store.restore_unsynced(&mut state).unwrap(), 2);
@@ -814,14 +849,19 @@ mod tests {
                 .lines()
                 .count()
         };
-        assert_eq!((journal(ITERATIONS), journal(HISTORY)), (2, 2));
+        assert_eq!((journal(ITERATIONS), journal(HISTORY)), (2, 3));
         assert_eq!(store.journaled("_logs/2.jsonl").unwrap(), Some(row(2)));
+        assert_eq!(
+            store.last_rows::<HistoryRow>(HISTORY).unwrap(),
+            [verdict(1), verdict(2)],
+            "the cut line is ended and left out; the restored row is whole"
+        );
         // Opened again with the same rows carried (the state was not saved since): nothing
         // is written twice.
         state.unsynced.iterations = vec![row(2)];
         state.unsynced.history = vec![verdict(2)];
         assert_eq!(store.restore_unsynced(&mut state).unwrap(), 0);
-        assert_eq!((journal(ITERATIONS), journal(HISTORY)), (2, 2));
+        assert_eq!((journal(ITERATIONS), journal(HISTORY)), (2, 3));
     }
 
     #[test]
