@@ -95,7 +95,7 @@ impl SessionActor {
                 row.detail = Some(problem.text.clone());
                 journal_attempt(&run.store, &flight.span, &run.trace, &row)?;
                 let retry = problem.retryable && run.state.last_rejection.is_none();
-                self.history(
+                run.store.append_history(&self.history_row(
                     run,
                     Source::Agent,
                     flight.phase,
@@ -103,7 +103,7 @@ impl SessionActor {
                     false,
                     Some(format!("{}: {}", problem.code, problem.text)),
                     if retry { "retry" } else { "blocked" },
-                )?;
+                ))?;
                 if retry {
                     run.state.last_rejection = Some(problem.text.clone());
                     run.save()?;
@@ -496,7 +496,7 @@ impl SessionActor {
     ) -> Result<(), ActorProcessingErr> {
         let word = status.name();
         if by_worker {
-            self.history(
+            run.store.append_history(&self.history_row(
                 run,
                 Source::Worker,
                 run.state.phase,
@@ -504,7 +504,7 @@ impl SessionActor {
                 false,
                 Some(reason.to_string()),
                 word,
-            )?;
+            ))?;
         }
         run.state.status = status;
         run.state.attempt = 0;
@@ -519,21 +519,6 @@ impl SessionActor {
     fn settle_as_state(&self, run: &mut SessionRun) -> Result<(), ActorProcessingErr> {
         let settled = Settled::of(&run.state).expect("a parked state");
         self.settle(run, settled)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn history(
-        &self,
-        run: &SessionRun,
-        source: Source,
-        from: Phase,
-        signal: Option<&Signal>,
-        accepted: bool,
-        reason: Option<String>,
-        outcome: &str,
-    ) -> Result<(), StoreError> {
-        let row = self.history_row(run, source, from, signal, accepted, reason, outcome);
-        run.store.append_history(&row)
     }
 
     /// The `_signal_history.jsonl` row of a verdict (and the signal on the iteration's span).

@@ -32,6 +32,20 @@ fn run_hanging(project: &mut Project, name: &str) -> (std::process::Child, i32) 
     (child, agent.unwrap())
 }
 
+/// Each `_iterations.jsonl` row as (iteration, attempt, phase, outcome).
+fn attempts(rows: &[serde_json::Value]) -> Vec<(u64, u64, String, String)> {
+    rows.iter()
+        .map(|row| {
+            (
+                row["iteration"].as_u64().unwrap(),
+                row["attempt"].as_u64().unwrap(),
+                row["phase"].as_str().unwrap().to_string(),
+                row["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn run_killed_mid_attempt_then_run_again_kills_the_old_agent_first() {
     let mut project = Project::new();
@@ -91,16 +105,8 @@ fn a_worker_killed_after_a_verdict_is_journaled_loses_nothing_and_runs_nothing_t
     project.env("SAMOCODE_FAILPOINTS", "");
     project.run(&["run", "--session", "kv"]).expect(10);
     let rows = s.jsonl("_iterations.jsonl");
-    let at = |row: &serde_json::Value| {
-        (
-            row["iteration"].as_u64().unwrap(),
-            row["attempt"].as_u64().unwrap(),
-            row["phase"].as_str().unwrap().to_string(),
-            row["outcome"].as_str().unwrap().to_string(),
-        )
-    };
     assert_eq!(
-        rows.iter().map(at).collect::<Vec<_>>(),
+        attempts(&rows),
         [
             (1, 1, "investigation".into(), "ok".into()),
             (2, 1, "requirements".into(), "ok".into())
@@ -176,16 +182,8 @@ fn journal_rows_a_machine_stop_lost_come_back_from_the_state() {
     project.env("SAMOCODE_FAKE", "");
     project.run(&["run", "--session", "cut"]).expect(10);
     let rows = s.jsonl("_iterations.jsonl");
-    let at = |row: &serde_json::Value| {
-        (
-            row["iteration"].as_u64().unwrap(),
-            row["attempt"].as_u64().unwrap(),
-            row["phase"].as_str().unwrap().to_string(),
-            row["outcome"].as_str().unwrap().to_string(),
-        )
-    };
     assert_eq!(
-        rows.iter().map(at).collect::<Vec<_>>(),
+        attempts(&rows),
         [
             (1, 1, "investigation".into(), "ok".into()),
             (2, 1, "requirements".into(), "interrupted".into()),
