@@ -197,6 +197,8 @@ pub struct SessionRun {
     pub(super) unsaved: bool,
     /// The sync of the journal rows the last save carried, running in the background.
     pub(super) syncing: Option<Syncing>,
+    /// The journals the rows not yet handed to a sync were appended through.
+    pub(super) appended: Vec<super::store::Unsynced>,
 }
 
 /// A sync of the journals in the background, and how many of the state's unsynced rows of
@@ -220,9 +222,15 @@ impl SessionRun {
         self.unsaved = false;
         if !self.state.unsynced.is_empty() {
             let (done, result) = std::sync::mpsc::sync_channel(1);
+            // Through the files the rows were appended with: no second open, and the file
+            // synced is the one written. Rows a failed sync left are synced by name.
+            let files = std::mem::take(&mut self.appended);
             let dir = self.store.dir().to_path_buf();
             tokio::task::spawn_blocking(move || {
-                let _ = done.send(super::store::sync_journals(&dir));
+                let _ = done.send(match files.is_empty() {
+                    true => super::store::sync_journals(&dir),
+                    false => super::store::sync_appended(files),
+                });
             });
             self.syncing = Some(Syncing {
                 done: std::sync::Mutex::new(result),
@@ -235,10 +243,10 @@ impl SessionRun {
 
     /// Waits for the journals' sync in the background, if one runs (it has usually ended
     /// long before: it started when the running attempt did), and drops the rows it made
-    /// durable from the state.
-    pub(super) fn synced(&mut self) -> Result<(), StoreError> {
+    /// durable from the state. True when it dropped some.
+    pub(super) fn synced(&mut self) -> Result<bool, StoreError> {
         let Some(syncing) = self.syncing.take() else {
-            return Ok(());
+            return Ok(false);
         };
         let done = syncing
             .done
@@ -256,20 +264,22 @@ impl SessionRun {
             .drain(..syncing.iterations.min(rows.iterations.len()));
         rows.history
             .drain(..syncing.history.min(rows.history.len()));
-        Ok(())
+        Ok(syncing.iterations + syncing.history > 0)
     }
 
     /// Journals an accepted `continue`'s row without waiting for the disk: the next save
     /// carries it (see [`Self::save`]).
     pub(super) fn journal_unsynced(&mut self, row: IterationRow) -> Result<(), StoreError> {
-        self.store.append_iteration_unsynced(&row)?;
+        let journal = self.store.append_iteration_unsynced(&row)?;
+        self.appended.push(journal);
         self.state.unsynced.iterations.push(row);
         Ok(())
     }
 
     /// See [`Self::journal_unsynced`].
     pub(super) fn history_unsynced(&mut self, row: HistoryRow) -> Result<(), StoreError> {
-        self.store.append_history_unsynced(&row)?;
+        let journal = self.store.append_history_unsynced(&row)?;
+        self.appended.push(journal);
         self.state.unsynced.history.push(row);
         Ok(())
     }
@@ -388,6 +398,7 @@ impl Actor for SessionActor {
             trace: Trace::default(),
             unsaved: false,
             syncing: None,
+            appended: Vec::new(),
         })
     }
 
@@ -478,14 +489,11 @@ impl Actor for SessionActor {
         }
         // The state on the disk carries the last rows until their sync has ended; then it is
         // saved without them. Should that fail, the next worker restores what is missing.
-        let carried = run.state.unsynced.clone();
-        if !carried.is_empty()
-            && let Err(error) = run
-                .synced()
-                .and_then(|()| match run.state.unsynced != carried {
-                    true => run.save(),
-                    false => Ok(()),
-                })
+        if !run.state.unsynced.is_empty()
+            && let Err(error) = run.synced().and_then(|dropped| match dropped {
+                true => run.save(),
+                false => Ok(()),
+            })
         {
             tracing::warn!(session = %run.state.name, %error, "the state still carries the journals' last rows; the next worker checks them");
         }

@@ -112,8 +112,20 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(io("cannot sync the directory", dir))
 }
 
-/// Waits until what was appended to the session's two journals is on the disk (their rows
-/// appended with [`SessionStore::append_iteration_unsynced`]). Blocking; run in the background.
+/// A journal a row was appended to without waiting for the disk, still open.
+pub type Unsynced = (PathBuf, File);
+
+/// Waits until what was appended to journals, through the files the appends used, is on the
+/// disk. Blocking; run in the background.
+pub fn sync_appended(files: Vec<Unsynced>) -> Result<(), StoreError> {
+    for (path, file) in files {
+        file.sync_data().map_err(io("cannot sync", &path))?;
+    }
+    Ok(())
+}
+
+/// Waits until what was appended to the session's two journals is on the disk, whoever
+/// appended it (a worker that was killed, say).
 pub fn sync_journals(dir: &Path) -> Result<(), StoreError> {
     for file in [ITERATIONS, HISTORY] {
         let path = dir.join(file);
@@ -583,27 +595,30 @@ impl SessionStore {
             .map_err(io("cannot read", &path))?;
         match last {
             [b'\n'] => Ok(()),
-            _ => self.append_with(file, b"\n", false),
+            _ => self.append_with(file, b"\n", false).map(drop),
         }
     }
 
     pub fn append_history(&self, row: &HistoryRow) -> Result<(), StoreError> {
-        self.append_json(HISTORY, row, true)
+        self.append_json(HISTORY, row, true).map(drop)
     }
 
     pub fn append_iteration(&self, row: &IterationRow) -> Result<(), StoreError> {
-        self.append_json(ITERATIONS, row, true)
+        self.append_json(ITERATIONS, row, true).map(drop)
     }
 
-    /// Appends a row of an accepted `continue` without waiting for the disk: the caller keeps
-    /// it in the state it saves next until [`sync_journals`] has returned.
-    pub fn append_history_unsynced(&self, row: &HistoryRow) -> Result<(), StoreError> {
+    /// Appends a row of an accepted `continue` without waiting for the disk, and returns the
+    /// journal (with its path) for the caller to sync; until then, the caller keeps the row in
+    /// the state it saves next.
+    pub fn append_history_unsynced(&self, row: &HistoryRow) -> Result<Unsynced, StoreError> {
         self.append_json(HISTORY, row, false)
+            .map(|file| (self.path(HISTORY), file))
     }
 
     /// See [`Self::append_history_unsynced`].
-    pub fn append_iteration_unsynced(&self, row: &IterationRow) -> Result<(), StoreError> {
+    pub fn append_iteration_unsynced(&self, row: &IterationRow) -> Result<Unsynced, StoreError> {
         self.append_json(ITERATIONS, row, false)
+            .map(|file| (self.path(ITERATIONS), file))
     }
 
     fn append_json(
@@ -611,14 +626,15 @@ impl SessionStore {
         file: &str,
         row: &impl Serialize,
         durable: bool,
-    ) -> Result<(), StoreError> {
+    ) -> Result<File, StoreError> {
         let mut line = serde_json::to_vec(row).expect("rows serialize");
         line.push(b'\n');
         self.append_with(file, &line, durable)
     }
 
-    /// Appends one whole write to `file`; `durable` waits until it is on the disk.
-    fn append_with(&self, file: &str, bytes: &[u8], durable: bool) -> Result<(), StoreError> {
+    /// Appends one whole write to `file`; `durable` waits until it is on the disk. Returns the
+    /// file, open.
+    fn append_with(&self, file: &str, bytes: &[u8], durable: bool) -> Result<File, StoreError> {
         let path = self.path(file);
         // Never through a link the agent planted, and never blocked on a pipe it made.
         let mut f = OpenOptions::new()
@@ -638,7 +654,7 @@ impl SessionStore {
         if durable {
             f.sync_data().map_err(io("cannot sync", &path))?;
         }
-        Ok(())
+        Ok(f)
     }
 
     /// Appends the context an attempt was given to `_logs/contexts.md` (for audit: one growing
@@ -646,6 +662,7 @@ impl SessionStore {
     pub fn append_context(&self, log: &str, context: &str) -> Result<(), StoreError> {
         let entry = format!("{CONTEXT_MARK} {log} {CONTEXT_MARK}\n{context}\n");
         self.append_with(CONTEXTS, entry.as_bytes(), false)
+            .map(drop)
     }
 
     /// Appends a line to `session.log`.
