@@ -46,6 +46,7 @@ fn main() {
         // `cargo test`: the harness still runs.
         let figures = overhead(20);
         assert!(figures.samocode_ms > 0.0 && figures.floor_ms > 0.0);
+        delete_spent();
         return;
     }
     match args.first().map(String::as_str) {
@@ -69,12 +70,47 @@ fn main() {
             std::process::exit(2);
         }
     }
+    delete_spent();
 }
 
 /// A throwaway project with sessions already past the plan gate (or parked at it).
 struct Project {
-    _dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
     root: PathBuf,
+}
+
+/// Projects done with, deleted when the bench ends ([`delete_spent`]) rather than when each is
+/// dropped. On ext4 without a journal (the project machine), making a file skips every inode
+/// deleted in the last one to six minutes, so a project deleted between two measurements made
+/// the second one slower: up to half of the daemon's CPU (benches/README.md, "The disk").
+static SPENT: std::sync::Mutex<Vec<tempfile::TempDir>> = std::sync::Mutex::new(Vec::new());
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            SPENT.lock().unwrap_or_else(|e| e.into_inner()).push(dir);
+        }
+    }
+}
+
+fn delete_spent() {
+    SPENT.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+/// What making one empty file costs in `dir`, in µs (the median of 200): the figure that shows
+/// whether the disk is slowed by recent deletions (about 25 µs on the project machine without
+/// them, 500 µs and more with).
+fn file_cost_us(dir: &Path) -> f64 {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut costs: Vec<f64> = (0..200)
+        .map(|i| {
+            let started = Instant::now();
+            std::fs::File::create_new(dir.join(format!("f{i}"))).unwrap();
+            started.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    costs.sort_by(f64::total_cmp);
+    costs[costs.len() / 2]
 }
 
 impl Project {
@@ -97,7 +133,14 @@ impl Project {
             "MAIN_REPO=repo\nWORKTREES=worktrees\nSESSIONS=sessions\n",
         )
         .unwrap();
-        Project { _dir: dir, root }
+        println!(
+            "disk: one new file costs {:.0} µs in this project (see benches/README.md, \"The disk\")",
+            file_cost_us(&root.join("probe"))
+        );
+        Project {
+            dir: Some(dir),
+            root,
+        }
     }
 
     /// A session in `phase` (implementation: runnable; planning: parked at the plan gate).
@@ -757,6 +800,7 @@ fn quick(record: bool) {
         "performance regressed to twice the recorded ratio in two runs: {}",
         worse.join("; ")
     );
+    delete_spent();
     std::process::exit(1);
 }
 

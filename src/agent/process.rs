@@ -466,15 +466,12 @@ async fn start(
 /// Copies standard error to its log, made at the first byte: most attempts print nothing
 /// there, and a file that is never made costs nothing.
 pub(crate) async fn copy_errors(mut errors: Output, path: &std::path::Path) {
-    // Read into spare capacity, never zeroed: only the pages the output reaches are touched.
-    let mut chunk = Vec::with_capacity(16 * 1024);
+    let mut chunk = Chunk::new(16 * 1024);
     let mut log: Option<std::fs::File> = None;
     loop {
-        chunk.clear();
-        let n = match errors.read_buf(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
+        if let Ok(0) | Err(_) = chunk.read(&mut errors).await {
+            break;
+        }
         if log.is_none() {
             match std::fs::File::create(path) {
                 Ok(file) => log = Some(file),
@@ -487,7 +484,7 @@ pub(crate) async fn copy_errors(mut errors: Output, path: &std::path::Path) {
         }
         // Written here, as the stdout log is (see `copy_and_parse`).
         if let Some(file) = &mut log {
-            let _ = std::io::Write::write_all(file, &chunk[..n]);
+            let _ = std::io::Write::write_all(file, chunk.bytes());
         }
     }
 }
@@ -500,9 +497,7 @@ async fn copy_and_parse(
     every: Duration,
     actor: &ActorRef<AgentMsg>,
 ) -> u64 {
-    // Read into spare capacity, never zeroed: an agent that prints little touches a page of
-    // it, not 64 KiB (at 256 agents, a zeroed buffer each was 16 MB of the daemon's memory).
-    let mut chunk = Vec::with_capacity(64 * 1024);
+    let mut chunk = Chunk::new(64 * 1024);
     let mut lines = Lines::default();
     let mut total = 0u64;
     let mut told: Option<Instant> = None;
@@ -512,8 +507,7 @@ async fn copy_and_parse(
         }
     };
     loop {
-        chunk.clear();
-        let n = match stdout.read_buf(&mut chunk).await {
+        let n = match chunk.read(&mut stdout).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
@@ -526,13 +520,50 @@ async fn copy_and_parse(
         // buffer of its own and hands it to a blocking-pool thread: a write of at most 64 KiB
         // into the page cache takes microseconds, less than the copy and the handoff (see
         // benches/README.md, ingestion). Each chunk is in the log before the next is read.
-        if let Err(error) = std::io::Write::write_all(&mut log, &chunk[..n]) {
+        if let Err(error) = std::io::Write::write_all(&mut log, chunk.bytes()) {
             tracing::warn!(%error, "attempt log write failed");
         }
-        lines.feed(&chunk[..n], send);
+        lines.feed(chunk.bytes(), send);
     }
     lines.finish(send);
     total
+}
+
+/// A read buffer that starts small and doubles, up to `max`, each time a read fills it: most
+/// agents print a few lines at a time, and a buffer of the largest size for each of 256 agents
+/// kept about 15 MB of the daemon's heap in use (the pages freed buffers left were touched
+/// again by everything allocated after them). A flood of output still reads `max` at a time.
+struct Chunk {
+    buffer: Vec<u8>,
+    max: usize,
+}
+
+impl Chunk {
+    const FIRST: usize = 4 * 1024;
+
+    fn new(max: usize) -> Chunk {
+        Chunk {
+            buffer: Vec::with_capacity(Self::FIRST.min(max)),
+            max,
+        }
+    }
+
+    /// Reads what is there into the buffer, in place of what it held; 0 at end of file.
+    async fn read(&mut self, from: &mut Output) -> std::io::Result<usize> {
+        let capacity = self.buffer.capacity();
+        let full = self.buffer.len() == capacity;
+        self.buffer.clear();
+        if full && capacity < self.max {
+            self.buffer.reserve_exact((2 * capacity).min(self.max));
+        }
+        // Into spare capacity, never zeroed: only the pages the output reaches are touched.
+        from.read_buf(&mut self.buffer).await
+    }
+
+    /// What the last read gave.
+    fn bytes(&self) -> &[u8] {
+        &self.buffer
+    }
 }
 
 /// Cuts output into lines for parsing, whatever the chunks: a line may span chunks, and one
@@ -590,7 +621,33 @@ impl Lines {
 
 #[cfg(test)]
 mod tests {
-    use super::{Lines, MAX_EVENT_LINE};
+    use super::{Chunk, Lines, MAX_EVENT_LINE};
+
+    #[tokio::test]
+    async fn a_read_buffer_grows_only_for_output_that_fills_it() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut flood: super::Output = Box::pin(std::io::Cursor::new(data.clone()));
+        let mut chunk = Chunk::new(64 * 1024);
+        let (mut read, mut sizes) = (Vec::new(), Vec::new());
+        while chunk.read(&mut flood).await.unwrap() > 0 {
+            read.extend_from_slice(chunk.bytes());
+            sizes.push(chunk.bytes().len());
+        }
+        assert_eq!(read, data, "every byte, in order");
+        assert_eq!(sizes[..6], [4096, 8192, 16384, 32768, 65536, 65536]);
+
+        // An agent that prints a little at a time keeps the first, small buffer.
+        let (mut writer, reader) = tokio::io::duplex(1024);
+        let mut talk: super::Output = Box::pin(reader);
+        let mut chunk = Chunk::new(64 * 1024);
+        for _ in 0..50 {
+            tokio::io::AsyncWriteExt::write_all(&mut writer, &[b'x'; 300])
+                .await
+                .unwrap();
+            assert_eq!(chunk.read(&mut talk).await.unwrap(), 300);
+        }
+        assert_eq!(chunk.buffer.capacity(), 4096);
+    }
 
     /// Every line `Lines` hands on when `output` comes in chunks of `size` bytes.
     fn lines_of(output: &[u8], size: usize) -> Vec<Vec<u8>> {

@@ -199,6 +199,8 @@ pub struct SessionRun {
     pub(super) syncing: Option<Syncing>,
     /// The journals the rows not yet handed to a sync were appended through.
     pub(super) appended: Vec<super::store::Unsynced>,
+    /// The last save was of the state alone ([`SessionRun::save_state`]).
+    pub(super) notebook_behind: bool,
 }
 
 /// A sync of the journals in the background, and how many of the state's unsynced rows of
@@ -217,8 +219,24 @@ impl SessionRun {
     /// to disk with this save, in the state; their own sync then runs in the background while
     /// the next attempt does, and the first save after it drops them from the state.
     pub(super) fn save(&mut self) -> Result<(), StoreError> {
+        self.save_as(true)
+    }
+
+    /// Saves the state alone, the notebook's worker lines left for the next [`Self::save`]:
+    /// when the session waits for a slot, which at saturation is after nearly every attempt.
+    /// The phase line of `_overview.md` then shows the last attempt's phase until the next
+    /// one starts (or the session stops).
+    pub(super) fn save_state(&mut self) -> Result<(), StoreError> {
+        self.save_as(false)
+    }
+
+    fn save_as(&mut self, notebook: bool) -> Result<(), StoreError> {
         self.synced()?;
-        self.store.save(&mut self.state)?;
+        match notebook {
+            true => self.store.save(&mut self.state)?,
+            false => self.store.save_state(&mut self.state)?,
+        }
+        self.notebook_behind = !notebook;
         self.unsaved = false;
         if !self.state.unsynced.is_empty() {
             let (done, result) = std::sync::mpsc::sync_channel(1);
@@ -310,7 +328,10 @@ impl SessionActor {
             }
             SessionMsg::SlotQueued => {
                 // Waiting may take a while: what `status` reads must say queued, not running.
-                self.save_pending(run)?;
+                // The notebook's lines are written when the next attempt starts.
+                if run.unsaved {
+                    run.save_state()?;
+                }
             }
             SessionMsg::AgentExited(done) => {
                 match std::mem::replace(&mut run.life, Life::Ready) {
@@ -399,6 +420,7 @@ impl Actor for SessionActor {
             unsaved: false,
             syncing: None,
             appended: Vec::new(),
+            notebook_behind: false,
         })
     }
 
@@ -538,7 +560,7 @@ impl SessionActor {
 
     /// Saves a verdict the state holds and has not saved yet.
     pub(super) fn save_pending(&self, run: &mut SessionRun) -> Result<(), StoreError> {
-        match run.unsaved {
+        match run.unsaved || run.notebook_behind {
             true => run.save(),
             false => Ok(()),
         }

@@ -489,6 +489,15 @@ impl SessionStore {
         notebook
     }
 
+    /// Saves `_state.json` alone: the notebook's worker lines stay as they are until the next
+    /// [`Self::save`] (for a save that only tells `status` what the session does now).
+    pub fn save_state(&self, state: &mut SessionState) -> Result<(), StoreError> {
+        state.updated_at = Timestamp::now();
+        let json = serde_json::to_vec_pretty(state).expect("state serializes");
+        replace(&self.path(STATE), &json)?;
+        sync_dir(&self.dir)
+    }
+
     /// Writes the state's worker lines into `_overview.md` when they differ. A crash may
     /// leave them a save behind or ahead of the state; the next save makes them agree.
     fn mirror_worker_lines(&self, state: &SessionState) -> Result<(), StoreError> {

@@ -314,6 +314,58 @@ fn sigterm_stops_running_agents_within_their_grace_and_exits_zero() {
     );
 }
 
+/// The notebook's phase line of a session waiting for a slot is written when its next attempt
+/// starts; a daemon that stops first writes it then. (Into testing, a read-only phase, the
+/// verdict's rows are synced at once, so the state carries none that would make the stop save.)
+#[test]
+fn a_session_queued_at_the_stop_leaves_its_notebook_in_its_phase() {
+    let mut project = Project::new();
+    // One slot, taken in turn: while the two are in implementation (3 steps of 2 s each), the
+    // first to finish it waits for the other's step to end, and then runs its slow testing.
+    project.env("SAMOCODE_FAKE", "implementation=slow:2;testing=slow:30");
+    let daemon = project.daemon(&["--max-parallel", "1"]);
+    for name in ["first", "second"] {
+        project
+            .run(&["start", "--session", name, "--dive", "d", "--task", "t"])
+            .expect(0);
+    }
+    let sessions = [project.session("first"), project.session("second")];
+    let mut waiting = None;
+    wait_for(
+        Duration::from_secs(60),
+        "one session queued for testing",
+        || {
+            for row in project.status() {
+                let name = row["name"].as_str().unwrap();
+                match row["waiting_for"].as_str() {
+                    Some("qa_answers") => {
+                        let _ = project.run(&["answer", name, "--accept-suggestions"]);
+                    }
+                    Some("plan_approval") => {
+                        let _ = project.run(&["approve", name]);
+                    }
+                    _ => {}
+                }
+            }
+            waiting = sessions.iter().position(|s| {
+                let state = s.state();
+                state["phase"] == "testing" && state["status"]["state"] == "queued"
+            });
+            waiting.is_some()
+                && sessions
+                    .iter()
+                    .any(|s| s.state()["status"]["state"] == "running")
+        },
+    );
+    let waiting = &sessions[waiting.unwrap()];
+    assert_eq!(daemon.terminate(), Some(0));
+    let notebook = waiting.read("_overview.md");
+    assert!(
+        notebook.contains("\nPhase: testing\n"),
+        "the notebook agrees with the state: {notebook}"
+    );
+}
+
 #[test]
 fn stop_parks_a_running_session_and_parallel_changes_the_cap() {
     let mut project = Project::new();
