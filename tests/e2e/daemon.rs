@@ -335,18 +335,7 @@ fn a_session_queued_at_the_stop_leaves_its_notebook_in_its_phase() {
         Duration::from_secs(60),
         "one session queued for testing",
         || {
-            for row in project.status() {
-                let name = row["name"].as_str().unwrap();
-                match row["waiting_for"].as_str() {
-                    Some("qa_answers") => {
-                        let _ = project.run(&["answer", name, "--accept-suggestions"]);
-                    }
-                    Some("plan_approval") => {
-                        let _ = project.run(&["approve", name]);
-                    }
-                    _ => {}
-                }
-            }
+            project.pass_gates(&project.status());
             waiting = sessions.iter().position(|s| {
                 let state = s.state();
                 state["phase"] == "testing" && state["status"]["state"] == "queued"

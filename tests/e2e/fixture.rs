@@ -299,6 +299,23 @@ impl Project {
     }
 
     /// Plays the person: answers and approves every waiting session until all are done.
+    /// Answers the questions (with their suggestions) and approves the plan of every session
+    /// in `rows` (from [`Self::status`]) that waits for a person.
+    pub fn pass_gates(&self, rows: &[Value]) {
+        for row in rows {
+            let name = row["name"].as_str().unwrap();
+            match row["waiting_for"].as_str() {
+                Some("qa_answers") => {
+                    let _ = self.run(&["answer", name, "--accept-suggestions"]);
+                }
+                Some("plan_approval") => {
+                    let _ = self.run(&["approve", name]);
+                }
+                _ => {}
+            }
+        }
+    }
+
     pub fn drive_to_done(&self, sessions: usize, deadline: Duration) {
         let start = Instant::now();
         loop {
@@ -307,17 +324,9 @@ impl Project {
             if done == sessions && rows.len() == sessions {
                 return;
             }
+            self.pass_gates(&rows);
             for row in &rows {
                 let name = row["name"].as_str().unwrap();
-                match row["waiting_for"].as_str() {
-                    Some("qa_answers") => {
-                        let _ = self.run(&["answer", name, "--accept-suggestions"]);
-                    }
-                    Some("plan_approval") => {
-                        let _ = self.run(&["approve", name]);
-                    }
-                    _ => {}
-                }
                 assert!(
                     !matches!(row["state"].as_str(), Some("blocked" | "failed")),
                     "{name} ended {}: {}\n{}",
