@@ -54,7 +54,13 @@ fn main() {
             overhead(number(1, 200) as usize);
         }
         Some("scale") => {
-            scale(number(1, 1000) as usize, number(2, 64) as usize, 1000);
+            let iterations = number(3, 5).max(3);
+            scale(
+                number(1, 1000) as usize,
+                number(2, 64) as usize,
+                iterations,
+                1000,
+            );
         }
         Some("parked") => parked(number(1, 10_000) as usize),
         Some("ingest") => {
@@ -373,9 +379,9 @@ struct Scale {
     rss_mb: f64,
 }
 
-/// Sessions of five iterations (three in implementation, quality, done), each agent
-/// sleeping `sleep_ms`, on one daemon.
-fn scale(sessions: usize, parallel: usize, sleep_ms: u64) -> Scale {
+/// Sessions of `per_session` iterations (all but two in implementation, then quality and
+/// done), each agent sleeping `sleep_ms`, on one daemon.
+fn scale(sessions: usize, parallel: usize, per_session: u64, sleep_ms: u64) -> Scale {
     let project = Project::new();
     for i in 0..sessions {
         project.session(&format!("s{i:05}"), Phase::Implementation, false);
@@ -383,7 +389,8 @@ fn scale(sessions: usize, parallel: usize, sleep_ms: u64) -> Scale {
     let daemon = project.daemon(
         parallel,
         &[
-            ("BENCH_STEPS", "3".into()),
+            // Implementation, then quality and done.
+            ("BENCH_STEPS", (per_session - 2).to_string()),
             ("BENCH_SLEEP_MS", sleep_ms.to_string()),
         ],
     );
@@ -807,7 +814,7 @@ fn quick(record: bool) {
 /// The quick figures as ratios to their floors (larger is worse).
 fn quick_ratios() -> Value {
     let overhead = overhead(60);
-    let scale = scale(60, 16, 200);
+    let scale = scale(60, 16, 5, 200);
     let ingest = ingest(50);
     json!({
         "overhead": overhead.samocode_ms / overhead.floor_ms,
