@@ -50,9 +50,16 @@ pub struct AgentArgs {
     pub flight: u64,
     pub report_to: DerivedActorRef<AttemptDone>,
     pub launcher: Arc<dyn AttemptExecutor>,
+    pub begin: Begin,
+}
+
+/// How an AgentProcess's attempt begins.
+pub enum Begin {
+    /// Launched by the actor; `log` is its stdout log, just made by the session.
+    New { log: std::fs::File },
     /// An attempt a previous daemon started, which the engine still runs: the actor takes it
-    /// over instead of launching.
-    pub adopted: Option<Launched>,
+    /// over instead of launching, and appends to its log.
+    Adopted(Launched),
 }
 
 /// Messages of an AgentProcess.
@@ -162,7 +169,7 @@ impl Actor for AgentProcess {
         match start(
             &state.spec,
             args.launcher.as_ref(),
-            args.adopted,
+            args.begin,
             &myself,
             &mut state.tasks,
         )
@@ -418,16 +425,18 @@ fn finish_if_over(myself: &ActorRef<AgentMsg>, state: &mut AgentState) {
 async fn start(
     spec: &AttemptSpec,
     launcher: &dyn AttemptExecutor,
-    adopted: Option<Launched>,
+    begin: Begin,
     myself: &ActorRef<AgentMsg>,
     tasks: &mut JoinSet<()>,
 ) -> std::io::Result<(GroupGuard, bool, crate::executor::Host)> {
-    let log = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&spec.files.stdout)?;
-    let launched = match adopted {
-        Some(launched) => launched,
-        None => launcher.launch(spec)?,
+    let (log, launched) = match begin {
+        Begin::New { log } => (log, launcher.launch(spec)?),
+        Begin::Adopted(launched) => {
+            let log = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&spec.files.stdout)?;
+            (log, launched)
+        }
     };
     let host = launched.host.clone();
     let guard = GroupGuard::new(launched.group);

@@ -44,7 +44,7 @@ use super::profile;
 use super::store::{AttemptFiles, SessionStore, StoreError};
 use super::trace::Trace;
 use super::worktree;
-use crate::agent::process::{AgentArgs, AgentMsg, AgentProcess};
+use crate::agent::process::{AgentArgs, AgentMsg, AgentProcess, Begin};
 use crate::agent::{self, AttemptDone, AttemptReport, AttemptSpec};
 use crate::config::{AgentSettings, BudgetSettings, ModelChoice, Project, RetryPolicy};
 use crate::executor::AttemptExecutor;
@@ -680,7 +680,7 @@ impl SessionActor {
             notes: state.guidance.len(),
         });
         run.save()?;
-        run.store.create_log(&files)?;
+        let log = run.store.create_log(&files)?;
         let state = &run.state;
         run.store.log(&format!(
             "iteration {} ({} #{}) attempt {} started: {} (profile {}{}, model {})",
@@ -722,7 +722,7 @@ impl SessionActor {
                 flight: id,
                 report_to: myself.get_derived(),
                 launcher: self.launcher.clone(),
-                adopted: None,
+                begin: Begin::New { log },
             },
             myself.get_cell(),
         )

@@ -15,7 +15,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use super::actor::{InFlight, Life, SessionActor, SessionMsg, SessionRun};
 use super::open::Settled;
 use super::store::AttemptFiles;
-use crate::agent::process::{AgentArgs, AgentProcess};
+use crate::agent::process::{AgentArgs, AgentProcess, Begin};
 use crate::agent::{AgentCommand, AttemptSpec};
 use crate::config::ModelChoice;
 
@@ -87,7 +87,7 @@ impl SessionActor {
                             flight: id,
                             report_to: myself.get_derived(),
                             launcher: self.launcher.clone(),
-                            adopted: Some(launched),
+                            begin: Begin::Adopted(launched),
                         },
                         myself.get_cell(),
                     )

@@ -719,13 +719,13 @@ impl SessionStore {
         })
     }
 
-    /// Creates the attempt's stdout log (new: an existing file is never written over).
-    pub fn create_log(&self, files: &AttemptFiles) -> Result<(), StoreError> {
+    /// Creates the attempt's stdout log (new: an existing file is never written over), open
+    /// for appending.
+    pub fn create_log(&self, files: &AttemptFiles) -> Result<File, StoreError> {
         OpenOptions::new()
-            .write(true)
+            .append(true)
             .create_new(true)
             .open(&files.stdout)
-            .map(drop)
             .map_err(io("cannot create", &files.stdout))
     }
 }
