@@ -6,9 +6,10 @@
 //! `cargo bench --bench perf -- MODE` with MODE one of:
 //! - `overhead [N]`: one session looping in implementation for N iterations (200) under
 //!   `samocode run`, against spawning the agent N times in a bare loop;
-//! - `scale [SESSIONS] [PARALLEL]`: SESSIONS (1000) sessions of five 1-second iterations on one
-//!   daemon at `--max-parallel PARALLEL` (64): iterations per second against the ideal, the
-//!   daemon's peak RSS, its CPU per iteration, and `samocode status` latency;
+//! - `scale [SESSIONS] [PARALLEL] [ITERATIONS]`: SESSIONS (1000) sessions of ITERATIONS (5)
+//!   1-second iterations on one daemon at `--max-parallel PARALLEL` (64): iterations per
+//!   second against the ideal, the daemon's peak RSS, its CPU per iteration, and
+//!   `samocode status` latency;
 //! - `parked [SESSIONS]`: SESSIONS (10000) sessions parked at the plan gate: a daemon's RSS, and
 //!   how long a restart takes to resume them;
 //! - `ingest [MB]`: an agent printing MB (500) of stream-json: the daemon's CPU seconds per 100
@@ -18,6 +19,9 @@
 //! - `quick`: small versions of overhead, scale and ingestion, as ratios to their floors,
 //!   checked against `benches/baseline.json` (fails when one is twice as bad): the regression
 //!   check `.ci/run` runs. `quick --record` writes the baseline.
+//!
+//! Every mode first prints what making one file costs in its project (the disk's state; see
+//! benches/README.md, "The disk").
 //!
 //! Under `cargo test` (no `--bench`) a tiny overhead run checks that the harness still works.
 
@@ -35,6 +39,8 @@ const SAMOCODE: &str = env!("CARGO_BIN_EXE_samocode");
 const AGENT: &str = env!("CARGO_BIN_EXE_samocode-bench-agent");
 
 fn main() {
+    // Deletes the projects when `main` returns or a measurement panics.
+    let _spent = Spent;
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")
@@ -46,7 +52,6 @@ fn main() {
         // `cargo test`: the harness still runs.
         let figures = overhead(20);
         assert!(figures.samocode_ms > 0.0 && figures.floor_ms > 0.0);
-        delete_spent();
         return;
     }
     match args.first().map(String::as_str) {
@@ -76,7 +81,6 @@ fn main() {
             std::process::exit(2);
         }
     }
-    delete_spent();
 }
 
 /// A throwaway project with sessions already past the plan gate (or parked at it).
@@ -103,9 +107,18 @@ fn delete_spent() {
     SPENT.lock().unwrap_or_else(|e| e.into_inner()).clear();
 }
 
+/// Calls [`delete_spent`] when dropped: at the end of `main`, also when it panics.
+struct Spent;
+
+impl Drop for Spent {
+    fn drop(&mut self) {
+        delete_spent();
+    }
+}
+
 /// What making one empty file costs in `dir`, in µs (the median of 200): the figure that shows
-/// whether the disk is slowed by recent deletions (about 25 µs on the project machine without
-/// them, 500 µs and more with).
+/// whether the disk is slowed by recent deletions (15 to 20 µs on the project machine without
+/// them, hundreds with).
 fn file_cost_us(dir: &Path) -> f64 {
     std::fs::create_dir_all(dir).unwrap();
     let mut costs: Vec<f64> = (0..200)
@@ -431,7 +444,7 @@ fn scale(sessions: usize, parallel: usize, per_session: u64, sleep_ms: u64) -> S
     };
     status_ms.sort_by(f64::total_cmp);
     println!(
-        "scale: {sessions} sessions, --max-parallel {parallel}: {iterations} iterations in {elapsed:.1} s = {:.1} per second, {:.0}% of the ideal {:.1} (target: 90%); daemon CPU {:.3} ms per iteration (target: under 0.5); peak RSS {:.1} MB (target at 1000 sessions: under 60); status {} ms (median of {})",
+        "scale: {sessions} sessions of {per_session} iterations, --max-parallel {parallel}: {iterations} iterations in {elapsed:.1} s = {:.1} per second, {:.0}% of the ideal {:.1} (target: 90%); daemon CPU {:.3} ms per iteration (target: under 0.5); peak RSS {:.1} MB (target at 1000 sessions: under 60); status {} ms (median of {})",
         figures.per_second,
         100.0 * figures.per_second / figures.ideal,
         figures.ideal,

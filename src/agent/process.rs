@@ -560,11 +560,11 @@ impl Chunk {
     /// Reads what is there into the buffer, in place of what it held; 0 at end of file.
     async fn read(&mut self, from: &mut Output) -> std::io::Result<usize> {
         let capacity = self.buffer.capacity();
-        let full = self.buffer.len() == capacity;
-        self.buffer.clear();
-        if full && capacity < self.max {
-            self.buffer.reserve_exact((2 * capacity).min(self.max));
+        if self.buffer.len() == capacity && capacity < self.max {
+            // A new buffer: what the old one held is not copied.
+            self.buffer = Vec::with_capacity((2 * capacity).min(self.max));
         }
+        self.buffer.clear();
         // Into spare capacity, never zeroed: only the pages the output reaches are touched.
         from.read_buf(&mut self.buffer).await
     }

@@ -558,7 +558,8 @@ impl SessionActor {
         Ok(())
     }
 
-    /// Saves a verdict the state holds and has not saved yet.
+    /// Saves a verdict the state holds and has not saved yet, or the notebook's lines a
+    /// state-only save left behind.
     pub(super) fn save_pending(&self, run: &mut SessionRun) -> Result<(), StoreError> {
         match run.unsaved || run.notebook_behind {
             true => run.save(),

@@ -320,9 +320,9 @@ fn sigterm_stops_running_agents_within_their_grace_and_exits_zero() {
 #[test]
 fn a_session_queued_at_the_stop_leaves_its_notebook_in_its_phase() {
     let mut project = Project::new();
-    // One slot, taken in turn: while the two are in implementation (3 steps of 2 s each), the
+    // One slot, taken in turn: while the two are in implementation (3 steps of 5 s each), the
     // first to finish it waits for the other's step to end, and then runs its slow testing.
-    project.env("SAMOCODE_FAKE", "implementation=slow:2;testing=slow:30");
+    project.env("SAMOCODE_FAKE", "implementation=slow:5;testing=slow:30");
     let daemon = project.daemon(&["--max-parallel", "1"]);
     for name in ["first", "second"] {
         project
@@ -348,6 +348,12 @@ fn a_session_queued_at_the_stop_leaves_its_notebook_in_its_phase() {
     );
     let waiting = &sessions[waiting.unwrap()];
     assert_eq!(daemon.terminate(), Some(0));
+    let state = waiting.state();
+    assert_eq!(
+        (state["phase"].as_str(), state["status"]["state"].as_str()),
+        (Some("testing"), Some("queued")),
+        "stopped while it waited: no attempt of it wrote the notebook"
+    );
     let notebook = waiting.read("_overview.md");
     assert!(
         notebook.contains("\nPhase: testing\n"),

@@ -298,7 +298,6 @@ impl Project {
         serde_json::from_str(&run.stdout()).unwrap_or_else(|e| panic!("{e}: {}", run.stdout()))
     }
 
-    /// Plays the person: answers and approves every waiting session until all are done.
     /// Answers the questions (with their suggestions) and approves the plan of every session
     /// in `rows` (from [`Self::status`]) that waits for a person.
     pub fn pass_gates(&self, rows: &[Value]) {
@@ -316,6 +315,7 @@ impl Project {
         }
     }
 
+    /// Plays the person: answers and approves every waiting session until all are done.
     pub fn drive_to_done(&self, sessions: usize, deadline: Duration) {
         let start = Instant::now();
         loop {
