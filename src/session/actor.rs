@@ -206,6 +206,7 @@ pub struct SessionRun {
 /// A sync of the journals in the background, and how many of the state's unsynced rows of
 /// each journal it makes durable (those appended before it began).
 pub(super) struct Syncing {
+    // In a Mutex for `Sync` alone: the actor's futures hold `&SessionRun` across awaits.
     done: std::sync::Mutex<std::sync::mpsc::Receiver<Result<(), StoreError>>>,
     iterations: usize,
     history: usize,

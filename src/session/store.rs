@@ -481,9 +481,7 @@ impl SessionStore {
     /// state's before the caller goes on (an agent is started only once its in-flight record
     /// is on the disk), the notebook's before its spare is written over by the next save.
     pub fn save(&self, state: &mut SessionState) -> Result<(), StoreError> {
-        state.updated_at = Timestamp::now();
-        let json = serde_json::to_vec_pretty(state).expect("state serializes");
-        replace(&self.path(STATE), &json)?;
+        self.replace_state(state)?;
         let notebook = self.mirror_worker_lines(state);
         sync_dir(&self.dir)?;
         notebook
@@ -492,10 +490,14 @@ impl SessionStore {
     /// Saves `_state.json` alone: the notebook's worker lines stay as they are until the next
     /// [`Self::save`] (for a save that only tells `status` what the session does now).
     pub fn save_state(&self, state: &mut SessionState) -> Result<(), StoreError> {
+        self.replace_state(state)?;
+        sync_dir(&self.dir)
+    }
+
+    fn replace_state(&self, state: &mut SessionState) -> Result<(), StoreError> {
         state.updated_at = Timestamp::now();
         let json = serde_json::to_vec_pretty(state).expect("state serializes");
-        replace(&self.path(STATE), &json)?;
-        sync_dir(&self.dir)
+        replace(&self.path(STATE), &json)
     }
 
     /// Writes the state's worker lines into `_overview.md` when they differ. A crash may

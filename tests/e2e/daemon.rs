@@ -9,10 +9,7 @@ use super::fixture::{Project, alive, wait_for};
 fn fifty_sessions_never_run_more_than_eight_agents_and_all_finish() {
     let mut project = Project::new();
     project.env("SAMOCODE_FAKE", "*=slow:0.05");
-    project.env(
-        "SAMOCODE_FAKE_RUNNING",
-        &project.root.join("running").display().to_string(),
-    );
+    project.track_agents();
     let _daemon = project.daemon(&["--max-parallel", "8"]);
     for i in 0..50 {
         project
@@ -179,10 +176,7 @@ fn answers_written_by_hand_wake_a_waiting_session() {
 fn a_crashed_daemon_is_replaced_and_every_session_finishes() {
     let mut project = Project::new();
     project.env("SAMOCODE_FAKE", "*=slow:2");
-    project.env(
-        "SAMOCODE_FAKE_RUNNING",
-        &project.root.join("running").display().to_string(),
-    );
+    project.track_agents();
     let daemon = project.daemon(&["--max-parallel", "20"]);
     for i in 0..20 {
         project
@@ -266,10 +260,7 @@ fn a_crashed_daemon_is_replaced_and_every_session_finishes() {
 fn sigterm_stops_running_agents_within_their_grace_and_exits_zero() {
     let mut project = Project::new();
     project.env("SAMOCODE_FAKE", "investigation=hang");
-    project.env(
-        "SAMOCODE_FAKE_RUNNING",
-        &project.root.join("running").display().to_string(),
-    );
+    project.track_agents();
     let daemon = project.daemon(&[]);
     project
         .run(&["start", "--session", "long", "--dive", "d", "--task", "t"])

@@ -102,6 +102,23 @@ impl Project {
         cmd
     }
 
+    /// Starts samocode in the background, its output discarded.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("samocode starts")
+    }
+
+    /// Has the scripted agents mark themselves running in a folder (`SAMOCODE_FAKE_RUNNING`),
+    /// for [`running_agents`]; returns it.
+    pub fn track_agents(&mut self) -> PathBuf {
+        let running = self.root.join("running");
+        self.env("SAMOCODE_FAKE_RUNNING", &running.display().to_string());
+        running
+    }
+
     /// Runs samocode to completion.
     pub fn run(&self, args: &[&str]) -> Run {
         let output = self.command(args).output().expect("samocode runs");

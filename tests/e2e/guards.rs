@@ -25,12 +25,7 @@ fn a_name_with_a_path_is_refused_before_anything_is_written() {
 fn a_second_worker_on_the_same_session_exits_12() {
     let mut project = Project::new();
     project.env("SAMOCODE_FAKE", "investigation=slow:3");
-    let mut first = project
-        .command(&["run", "--session", "busy", "--dive", "d", "--task", "t"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = project.spawn(&["run", "--session", "busy", "--dive", "d", "--task", "t"]);
     wait_for(
         Duration::from_secs(20),
         "the first worker to hold the session",

@@ -328,10 +328,7 @@ fn the_testing_phase_may_not_change_tracked_files() {
 fn interrupting_run_stops_the_agent_and_the_next_run_retries_the_iteration() {
     let mut project = Project::new();
     project.env("SAMOCODE_FAKE", "investigation@1=slow:60");
-    project.env(
-        "SAMOCODE_FAKE_RUNNING",
-        &project.root.join("running").display().to_string(),
-    );
+    project.track_agents();
     let mut run = project
         .command(&["run", "--session", "intr", "--dive", "d", "--task", "t"])
         .stdout(std::process::Stdio::piped())

@@ -13,8 +13,7 @@ use super::fixture::{Project, agents_of, alive, running_agents, signal, wait_for
 /// `run` of a new session whose first attempt hangs, in the background, once its agent runs.
 fn run_hanging(project: &mut Project, name: &str) -> (std::process::Child, i32) {
     project.env("SAMOCODE_FAKE", "investigation@1=hang");
-    let running = project.root.join("running");
-    project.env("SAMOCODE_FAKE_RUNNING", &running.display().to_string());
+    let running = project.track_agents();
     let child = project
         .command(&["run", "--session", name, "--dive", "d", "--task", "t"])
         .stdout(Stdio::null())
@@ -145,14 +144,8 @@ fn journal_rows_a_machine_stop_lost_come_back_from_the_state() {
     // stops meanwhile may lose the journals' unsynced end; here it is cut by hand.
     let mut project = Project::new();
     project.env("SAMOCODE_FAKE", "requirements@1=hang");
-    let running = project.root.join("running");
-    project.env("SAMOCODE_FAKE_RUNNING", &running.display().to_string());
-    let mut run = project
-        .command(&["run", "--session", "cut", "--dive", "d", "--task", "t"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let running = project.track_agents();
+    let mut run = project.spawn(&["run", "--session", "cut", "--dive", "d", "--task", "t"]);
     // The first attempt's row is journaled once its agent has exited: the one running then
     // is the second attempt's.
     let journaled = || {
@@ -316,8 +309,7 @@ fn garbage_a_huge_line_and_silent_clients_do_not_stop_the_daemon() {
 fn a_dead_supervisor_ends_the_daemon_non_zero_and_the_next_start_recovers() {
     let mut project = Project::new();
     project.env("SAMOCODE_FAKE", "*=slow:2");
-    let running = project.root.join("running");
-    project.env("SAMOCODE_FAKE_RUNNING", &running.display().to_string());
+    let running = project.track_agents();
     project.env("SAMOCODE_FAILPOINTS", "supervisor-panic");
     let mut daemon = project.daemon(&[]);
     for name in ["sa", "sb", "sc"] {
@@ -366,8 +358,7 @@ fn a_second_sigterm_stops_the_daemon_at_once_and_kills_the_agents() {
     let mut project = Project::new();
     project.env("SAMOCODE_FAKE", "investigation=hang");
     project.env("SAMOCODE_KILL_GRACE", "60s");
-    let running = project.root.join("running");
-    project.env("SAMOCODE_FAKE_RUNNING", &running.display().to_string());
+    let running = project.track_agents();
     let mut daemon = project.daemon(&[]);
     project
         .run(&["start", "--session", "slow", "--dive", "d", "--task", "t"])

@@ -2,7 +2,6 @@
 //! `run` drives while a daemon runs, the order of the signal checks, and the gates that a
 //! stop and resume, or two questions numbered alike, used to get wrong.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -95,12 +94,8 @@ fn with_a_daemon_status_in_a_project_shows_every_session_and_its_owner() {
     project
         .run(&["start", "--session", "served", "--dive", "d", "--task", "t"])
         .expect(0);
-    let mut foreground = project
-        .command(&["run", "--session", "alone", "--dive", "d", "--task", "t"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut foreground =
+        project.spawn(&["run", "--session", "alone", "--dive", "d", "--task", "t"]);
     let pid = foreground.id();
     wait_for(Duration::from_secs(20), "both sessions driven", || {
         let rows = project.status();
