@@ -8,8 +8,9 @@
 //!   `samocode run`, against spawning the agent N times in a bare loop;
 //! - `scale [SESSIONS] [PARALLEL] [ITERATIONS]`: SESSIONS (1000) sessions of ITERATIONS (5)
 //!   1-second iterations on one daemon at `--max-parallel PARALLEL` (64): iterations per
-//!   second against the ideal, the daemon's peak RSS, its CPU per iteration, and
-//!   `samocode status` latency;
+//!   second against the ideal, the daemon's peak RSS, its CPU per iteration against its
+//!   floor (the same file work and spawns done by hand, [`floor`]), and `samocode status`
+//!   latency;
 //! - `parked [SESSIONS]`: SESSIONS (10000) sessions parked at the plan gate: a daemon's RSS, and
 //!   how long a restart takes to resume them;
 //! - `ingest [MB]`: an agent printing MB (500) of stream-json: the daemon's CPU seconds per 100
@@ -269,6 +270,12 @@ impl Daemon {
 
     /// User plus system CPU seconds so far.
     fn cpu(&self) -> f64 {
+        let (user, system) = self.cpu_split();
+        user + system
+    }
+
+    /// The daemon's CPU seconds so far, `(user, system)`.
+    fn cpu_split(&self) -> (f64, f64) {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
         let fields: Vec<&str> = stat
             .rsplit(')')
@@ -276,8 +283,8 @@ impl Daemon {
             .unwrap()
             .split_whitespace()
             .collect();
-        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-        ticks / 100.0
+        let seconds = |i: usize| fields[i].parse::<f64>().unwrap() / 100.0;
+        (seconds(11), seconds(12))
     }
 
     /// Peak resident set, in MB.
@@ -407,7 +414,7 @@ fn scale(sessions: usize, parallel: usize, per_session: u64, sleep_ms: u64) -> S
             ("BENCH_SLEEP_MS", sleep_ms.to_string()),
         ],
     );
-    let cpu_before = daemon.cpu();
+    let (user_before, system_before) = daemon.cpu_split();
     let file = project.root.join(".samocode");
     let started = Instant::now();
     for i in 0..sessions {
@@ -433,14 +440,22 @@ fn scale(sessions: usize, parallel: usize, per_session: u64, sleep_ms: u64) -> S
     }
     let elapsed = started.elapsed().as_secs_f64();
     let iterations = project.iterations();
-    let cpu = daemon.cpu() - cpu_before;
+    let (user, system) = daemon.cpu_split();
+    let (user, system) = (user - user_before, system - system_before);
+    let cpu = user + system;
     let waves = (iterations as f64 / parallel.min(sessions) as f64).ceil();
     let ideal_seconds = waves * sleep_ms as f64 / 1000.0;
+    let rss_mb = daemon.peak_rss();
+    drop(daemon);
+    let dirs: Vec<PathBuf> = (0..sessions)
+        .map(|i| project.root.join(format!("sessions/26-11-24-s{i:05}")))
+        .collect();
+    let floor = floor(&dirs, per_session);
     let figures = Scale {
         per_second: iterations as f64 / elapsed,
         ideal: iterations as f64 / ideal_seconds,
         cpu_ms: cpu * 1000.0 / iterations as f64,
-        rss_mb: daemon.peak_rss(),
+        rss_mb,
     };
     status_ms.sort_by(f64::total_cmp);
     println!(
@@ -455,7 +470,164 @@ fn scale(sessions: usize, parallel: usize, per_session: u64, sleep_ms: u64) -> S
             .map_or("-".into(), |m| format!("{m:.0}")),
         status_ms.len()
     );
+    let user_ms = user * 1000.0 / iterations as f64;
+    println!(
+        "scale: the floor of the daemon's CPU, the same file work and spawns by hand in one thread: {:.3} ms per iteration ({:.3} the files, {:.3} the spawn; {:.3} of it in user space); the daemon adds {:.3} ms ({:.3} in user space: the daemon's {user_ms:.3} against the floor's)",
+        floor.files + floor.spawn,
+        floor.files,
+        floor.spawn,
+        floor.user,
+        figures.cpu_ms - floor.files - floor.spawn,
+        user_ms - floor.user,
+    );
     figures
+}
+
+/// This thread's CPU seconds so far, `(user, system)`.
+fn thread_cpu() -> (f64, f64) {
+    let mut usage = std::mem::MaybeUninit::<nix::libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        nix::libc::getrusage(nix::libc::RUSAGE_THREAD, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let seconds = |t: nix::libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (seconds(usage.ru_utime), seconds(usage.ru_stime))
+}
+
+/// The floor of the daemon's CPU per iteration, in ms.
+struct Floor {
+    /// The file work.
+    files: f64,
+    /// Starting the agent and reading its output to the end.
+    spawn: f64,
+    /// The part of both spent in user space.
+    user: f64,
+}
+
+/// The floor of the daemon's CPU per iteration.
+///
+/// What a session's iteration at saturation asks of the disk by the protocol, done by hand in
+/// one thread with nothing else (no actors, no serialization, no tracing), in the sessions'
+/// own folders, round robin, `per_session` times each: before the attempt, the in-flight state
+/// written into its spare, synced and exchanged, the notebook read and replaced the same way,
+/// one sync of the folder, the attempt's log made, the context and a `session.log` line
+/// appended; after it, the signal read and moved, a row appended to each journal and both
+/// synced, a `session.log` line, and the queued state saved as before. `spawn` is the agent
+/// started with its output piped to the end, and waited for.
+fn floor(dirs: &[PathBuf], per_session: u64) -> Floor {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let append = |path: &Path, bytes: &[u8]| {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        file.write_all(bytes).unwrap();
+        file
+    };
+    let replace = |dir: &Path, name: &str, bytes: &[u8]| {
+        let spare = dir.join(format!(".{name}.prev"));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&spare)
+            .unwrap();
+        file.write_all(bytes).unwrap();
+        file.sync_data().unwrap();
+        use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+        if renameat2(
+            AT_FDCWD,
+            &spare,
+            AT_FDCWD,
+            &dir.join(name),
+            RenameFlags::RENAME_EXCHANGE,
+        )
+        .is_err()
+        {
+            std::fs::rename(&spare, dir.join(name)).unwrap();
+        }
+    };
+    let sync_dir = |dir: &Path| std::fs::File::open(dir).unwrap().sync_all().unwrap();
+    let row = [b'x'; 300];
+    let (mut files, mut spawn) = (0.0, 0.0);
+    let contexts: Vec<(String, Vec<u8>)> = dirs
+        .iter()
+        .map(|dir| {
+            let state: SessionState =
+                serde_json::from_str(&std::fs::read_to_string(dir.join("_state.json")).unwrap())
+                    .unwrap();
+            let context =
+                samocode::session::context::render(&samocode::session::context::ContextInput {
+                    state: &state,
+                    session_dir: dir,
+                    workdir: dir,
+                    time_limit: Duration::from_secs(1800),
+                    now: jiff::Timestamp::now(),
+                });
+            (context, serde_json::to_vec_pretty(&state).unwrap())
+        })
+        .collect();
+    let since = |t: (f64, f64)| {
+        let now = thread_cpu();
+        now.0 - t.0 + now.1 - t.1
+    };
+    let user_before = thread_cpu().0;
+    for round in 0..per_session {
+        for (dir, (context, state)) in dirs.iter().zip(&contexts) {
+            let logs = dir.join("_logs");
+            let t = thread_cpu();
+            let _ = std::fs::remove_file(dir.join("_signal.json"));
+            append(&logs.join("contexts.md"), context.as_bytes());
+            replace(dir, "_state.json", state);
+            let mut notebook = String::new();
+            std::fs::File::open(dir.join("_overview.md"))
+                .unwrap()
+                .read_to_string(&mut notebook)
+                .unwrap();
+            replace(dir, "_overview.md", notebook.as_bytes());
+            sync_dir(dir);
+            let mut log =
+                std::fs::File::create_new(logs.join(format!("floor-{round}.log"))).unwrap();
+            append(&dir.join("session.log"), &row[..100]);
+            files += since(t);
+            let t = thread_cpu();
+            let output = Command::new(AGENT)
+                .args(["--append-system-prompt", context, "-p", "x"])
+                .current_dir(dir)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            assert!(output.status.success());
+            spawn += since(t);
+            let t = thread_cpu();
+            log.write_all(&output.stdout).unwrap();
+            drop(log);
+            std::fs::read(dir.join("_signal.json")).unwrap();
+            std::fs::rename(
+                dir.join("_signal.json"),
+                logs.join(format!("floor-{round}.signal.json")),
+            )
+            .unwrap();
+            for journal in ["_iterations.jsonl", "_signal_history.jsonl"] {
+                append(&dir.join(journal), &row).sync_data().unwrap();
+            }
+            append(&dir.join("session.log"), &row[..100]);
+            replace(dir, "_state.json", state);
+            sync_dir(dir);
+            files += since(t);
+        }
+    }
+    let user = thread_cpu().0 - user_before;
+    let ms = |seconds: f64| seconds * 1000.0 / (dirs.len() as u64 * per_session) as f64;
+    Floor {
+        files: ms(files),
+        spawn: ms(spawn),
+        user: ms(user),
+    }
 }
 
 /// Many sessions parked at the plan gate: a daemon's memory, and how long a restart takes

@@ -129,15 +129,13 @@ pub fn clear_attempt(
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut killed = Vec::new();
     loop {
-        reap_adopted(live);
         // Kernel order: a dying process hands its children over before it becomes a zombie,
         // so once the group is empty every escaped descendant is a child of ours (or of one).
+        // The children are read after that check, once for both reaping and searching.
         let group_gone = killpg(Pid::from_raw(pgid), None).is_err();
+        let adopted = reap_adopted(live);
         let mut found = false;
-        for pid in children() {
-            if live(pid) || !running(pid) {
-                continue;
-            }
+        for pid in adopted.running {
             let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
                 continue;
             };
@@ -152,21 +150,39 @@ pub fn clear_attempt(
         if !settled || (group_gone && !found) || Instant::now() > deadline {
             break;
         }
-        std::thread::sleep(Duration::from_millis(1));
+        // A zombie just reaped may have been the group's last member: look again at once.
+        if !adopted.reaped {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
     wait_gone(&killed);
-    reap_adopted(live);
+    if !killed.is_empty() {
+        reap_adopted(live);
+    }
     killed
+}
+
+/// What [`reap_adopted`] found among the adopted children.
+struct Adopted {
+    /// Those still running.
+    running: Vec<i32>,
+    /// Whether it reaped any.
+    reaped: bool,
 }
 
 /// Reaps adopted children that died: zombies outside this process's own group (a child this
 /// process started for itself, such as git, stays in its group and is left to its waiter) that
-/// are not a running agent's main process.
-fn reap_adopted(live: &dyn Fn(i32) -> bool) {
+/// are not a running agent's main process. Returns the children that still run (but for the
+/// running agents' main processes).
+fn reap_adopted(live: &dyn Fn(i32) -> bool) -> Adopted {
     let _no_spawn = SPAWNING
         .write()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let own = nix::unistd::getpgrp().as_raw();
+    let mut adopted = Adopted {
+        running: Vec::new(),
+        reaped: false,
+    };
     for pid in children() {
         if live(pid) {
             continue;
@@ -175,12 +191,18 @@ fn reap_adopted(live: &dyn Fn(i32) -> bool) {
             continue;
         };
         let mut fields = stat.rsplit(')').next().unwrap_or("").split_whitespace();
-        let zombie = fields.next() == Some("Z");
+        let state = fields.next();
         let pgid: i32 = fields.nth(1).and_then(|f| f.parse().ok()).unwrap_or(own);
-        if zombie && pgid != own {
-            let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+        match state {
+            Some("Z") if pgid != own => {
+                let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+                adopted.reaped = true;
+            }
+            Some("Z" | "X") => {}
+            _ => adopted.running.push(pid),
         }
     }
+    adopted
 }
 
 /// The adopted children of this process. An orphan is handed to the subreaper's first live
