@@ -472,13 +472,14 @@ fn scale(sessions: usize, parallel: usize, per_session: u64, sleep_ms: u64) -> S
     );
     let user_ms = user * 1000.0 / iterations as f64;
     println!(
-        "scale: the floor of the daemon's CPU, the same file work and spawns by hand in one thread: {:.3} ms per iteration ({:.3} the files, {:.3} the spawn; {:.3} of it in user space); the daemon adds {:.3} ms ({:.3} in user space: the daemon's {user_ms:.3} against the floor's)",
+        "scale: the floor of the daemon's CPU, the same file work and spawns by hand in one thread: {:.3} ms per iteration ({:.3} the files, {:.3} the spawn; {:.3} of it in user space); the daemon adds {:.3} ms ({:.3} in user space: the daemon's {user_ms:.3} against the floor's {:.3})",
         floor.files + floor.spawn,
         floor.files,
         floor.spawn,
         floor.user,
         figures.cpu_ms - floor.files - floor.spawn,
         user_ms - floor.user,
+        floor.user,
     );
     figures
 }
@@ -509,12 +510,14 @@ struct Floor {
 ///
 /// What a session's iteration at saturation asks of the disk by the protocol, done by hand in
 /// one thread with nothing else (no actors, no serialization, no tracing), in the sessions'
-/// own folders, round robin, `per_session` times each: before the attempt, the in-flight state
-/// written into its spare, synced and exchanged, the notebook read and replaced the same way,
-/// one sync of the folder, the attempt's log made, the context and a `session.log` line
-/// appended; after it, the signal read and moved, a row appended to each journal and both
-/// synced, a `session.log` line, and the queued state saved as before. `spawn` is the agent
-/// started with its output piped to the end, and waited for.
+/// own folders, round robin, `per_session` times each: before the attempt, the signal
+/// deleted, the context appended, the state written into its spare, synced and exchanged, the
+/// notebook read and replaced the same way, one sync of the folder, the attempt's log made and
+/// a `session.log` line appended; after it, the signal read and moved, a row appended to each
+/// journal and both synced, a `session.log` line, and the state saved as before. The state is
+/// the session's last one each time, the same size, with no in-flight record: a little less
+/// to write than the daemon's. `spawn` is the agent started with its output piped to the end,
+/// and waited for.
 fn floor(dirs: &[PathBuf], per_session: u64) -> Floor {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
@@ -597,6 +600,11 @@ fn floor(dirs: &[PathBuf], per_session: u64) -> Floor {
             let t = thread_cpu();
             let output = Command::new(AGENT)
                 .args(["--append-system-prompt", context, "-p", "x"])
+                .env_remove("BENCH_SLEEP_MS")
+                .env_remove("BENCH_SLEEP_MATCH")
+                .env_remove("BENCH_FLOOD_MB")
+                .env_remove("BENCH_TIMES")
+                .env_remove("BENCH_STEPS")
                 .current_dir(dir)
                 .stdin(Stdio::null())
                 .output()

@@ -21,7 +21,7 @@ use std::sync::{RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill, killpg};
-use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 pub use super::launch::{ATTEMPT_MARKER, SESSION_MARKER};
@@ -195,8 +195,10 @@ fn reap_adopted(live: &dyn Fn(i32) -> bool) -> Adopted {
         let pgid: i32 = fields.nth(1).and_then(|f| f.parse().ok()).unwrap_or(own);
         match state {
             Some("Z") if pgid != own => {
-                let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
-                adopted.reaped = true;
+                // A zombie leader whose other threads still run is not reaped yet: only a
+                // real reap lets the caller look again without a pause.
+                let status = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+                adopted.reaped |= status.is_ok_and(|s| s != WaitStatus::StillAlive);
             }
             Some("Z" | "X") => {}
             _ => adopted.running.push(pid),
