@@ -9,8 +9,8 @@
 //! - `scale [SESSIONS] [PARALLEL] [ITERATIONS]`: SESSIONS (1000) sessions of ITERATIONS (5)
 //!   1-second iterations on one daemon at `--max-parallel PARALLEL` (64): iterations per
 //!   second against the ideal, the daemon's peak RSS, its CPU per iteration against its
-//!   floor (the same file work and spawns done by hand, [`floor`]), and `samocode status`
-//!   latency;
+//!   floor (the session store's calls and the spawns in one thread, [`floor`]), and
+//!   `samocode status` latency;
 //! - `parked [SESSIONS]`: SESSIONS (10000) sessions parked at the plan gate: a daemon's RSS, and
 //!   how long a restart takes to resume them;
 //! - `ingest [MB]`: an agent printing MB (500) of stream-json: the daemon's CPU seconds per 100
@@ -472,7 +472,7 @@ fn scale(sessions: usize, parallel: usize, per_session: u64, sleep_ms: u64) -> S
     );
     let user_ms = user * 1000.0 / iterations as f64;
     println!(
-        "scale: the floor of the daemon's CPU, the same file work and spawns by hand in one thread: {:.3} ms per iteration ({:.3} the files, {:.3} the spawn; {:.3} of it in user space); the daemon adds {:.3} ms ({:.3} in user space: the daemon's {user_ms:.3} against the floor's {:.3})",
+        "scale: the floor of the daemon's CPU, the session store's calls and the spawns of its iterations in one thread: {:.3} ms per iteration ({:.3} the files, {:.3} the spawn; {:.3} of it in user space); the daemon adds {:.3} ms ({:.3} in user space: the daemon's {user_ms:.3} against the floor's {:.3})",
         floor.files + floor.spawn,
         floor.files,
         floor.spawn,
@@ -508,61 +508,36 @@ struct Floor {
 
 /// The floor of the daemon's CPU per iteration.
 ///
-/// What a session's iteration at saturation asks of the disk by the protocol, done by hand in
-/// one thread with nothing else (no actors, no serialization, no tracing), in the sessions'
-/// own folders, round robin, `per_session` times each: before the attempt, the signal
-/// deleted, the context appended, the state written into its spare, synced and exchanged, the
-/// notebook read and replaced the same way, one sync of the folder, the attempt's log made and
-/// a `session.log` line appended; after it, the signal read and moved, a row appended to each
-/// journal and both synced, a `session.log` line, and the state saved as before. The state is
-/// the session's last one each time, the same size, with no in-flight record: a little less
-/// to write than the daemon's. `spawn` is the agent started with its output piped to the end,
-/// and waited for.
+/// A session's iteration at saturation through the session store's own calls, in the
+/// daemon's order, in one thread with nothing else (no actors, no runtime, no tracing, no
+/// parsing of the agent's output, no sweep of its process group), in the sessions' own
+/// folders, round robin, `per_session` times each: before the attempt, the signal deleted,
+/// the attempt's files named, the context appended, the state and the notebook's lines saved
+/// (`SessionStore::save`), the attempt's log made and a `session.log` line; after it, the log
+/// written, the signal read and kept, the session's last row of each journal appended again
+/// and both synced, a `session.log` line, and the state saved alone, as a queued session's
+/// (`SessionStore::save_state`). The state has no in-flight record: a little less to write
+/// than the daemon's. `spawn` is the agent started with its output piped to the end, and
+/// waited for.
 fn floor(dirs: &[PathBuf], per_session: u64) -> Floor {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let append = |path: &Path, bytes: &[u8]| {
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap();
-        file.write_all(bytes).unwrap();
-        file
-    };
-    let replace = |dir: &Path, name: &str, bytes: &[u8]| {
-        let spare = dir.join(format!(".{name}.prev"));
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&spare)
-            .unwrap();
-        file.write_all(bytes).unwrap();
-        file.sync_data().unwrap();
-        use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
-        if renameat2(
-            AT_FDCWD,
-            &spare,
-            AT_FDCWD,
-            &dir.join(name),
-            RenameFlags::RENAME_EXCHANGE,
-        )
-        .is_err()
-        {
-            std::fs::rename(&spare, dir.join(name)).unwrap();
-        }
-    };
-    let sync_dir = |dir: &Path| std::fs::File::open(dir).unwrap().sync_all().unwrap();
-    let row = [b'x'; 300];
-    let (mut files, mut spawn) = (0.0, 0.0);
-    let contexts: Vec<(String, Vec<u8>)> = dirs
+    use samocode::protocol::journal::{HistoryRow, IterationRow};
+    use samocode::session::store::{SessionFolder, sync_appended};
+    struct Session {
+        store: SessionStore,
+        state: SessionState,
+        context: String,
+        iteration: IterationRow,
+        history: HistoryRow,
+    }
+    fn last_row<T: serde::de::DeserializeOwned>(dir: &Path, journal: &str) -> T {
+        let text = std::fs::read_to_string(dir.join(journal)).unwrap();
+        serde_json::from_str(text.lines().last().unwrap()).unwrap()
+    }
+    let mut sessions: Vec<Session> = dirs
         .iter()
         .map(|dir| {
-            let state: SessionState =
-                serde_json::from_str(&std::fs::read_to_string(dir.join("_state.json")).unwrap())
-                    .unwrap();
+            let store = SessionFolder::new(dir).lock().unwrap();
+            let state = store.load_state().unwrap();
             let context =
                 samocode::session::context::render(&samocode::session::context::ContextInput {
                     state: &state,
@@ -571,41 +546,50 @@ fn floor(dirs: &[PathBuf], per_session: u64) -> Floor {
                     time_limit: Duration::from_secs(1800),
                     now: jiff::Timestamp::now(),
                 });
-            (context, serde_json::to_vec_pretty(&state).unwrap())
+            Session {
+                store,
+                state,
+                context,
+                iteration: last_row(dir, "_iterations.jsonl"),
+                history: last_row(dir, "_signal_history.jsonl"),
+            }
         })
         .collect();
     let since = |t: (f64, f64)| {
         let now = thread_cpu();
         now.0 - t.0 + now.1 - t.1
     };
+    let (mut files, mut spawn) = (0.0, 0.0);
     let user_before = thread_cpu().0;
-    for round in 0..per_session {
-        for (dir, (context, state)) in dirs.iter().zip(&contexts) {
-            let logs = dir.join("_logs");
+    for _ in 0..per_session {
+        for session in &mut sessions {
+            let Session {
+                store,
+                state,
+                context,
+                iteration,
+                history,
+            } = session;
             let t = thread_cpu();
-            let _ = std::fs::remove_file(dir.join("_signal.json"));
-            append(&logs.join("contexts.md"), context.as_bytes());
-            replace(dir, "_state.json", state);
-            let mut notebook = String::new();
-            std::fs::File::open(dir.join("_overview.md"))
-                .unwrap()
-                .read_to_string(&mut notebook)
+            // A new iteration, so that the notebook's lines change as the daemon's do.
+            state.iteration += 1;
+            state.phase_iteration += 1;
+            store.remove_signal().unwrap();
+            let attempt = store
+                .attempt_files(state.phase_iteration, state.phase, 1)
                 .unwrap();
-            replace(dir, "_overview.md", notebook.as_bytes());
-            sync_dir(dir);
-            let mut log =
-                std::fs::File::create_new(logs.join(format!("floor-{round}.log"))).unwrap();
-            append(&dir.join("session.log"), &row[..100]);
+            store
+                .append_context(&attempt.relative_log(), context)
+                .unwrap();
+            store.save(state).unwrap();
+            let mut log = store.create_log(&attempt).unwrap();
+            store.log("floor: iteration started");
             files += since(t);
             let t = thread_cpu();
             let output = Command::new(AGENT)
-                .args(["--append-system-prompt", context, "-p", "x"])
-                .env_remove("BENCH_SLEEP_MS")
-                .env_remove("BENCH_SLEEP_MATCH")
-                .env_remove("BENCH_FLOOD_MB")
-                .env_remove("BENCH_TIMES")
-                .env_remove("BENCH_STEPS")
-                .current_dir(dir)
+                .args(["--append-system-prompt", context.as_str(), "-p", "x"])
+                .env_clear()
+                .current_dir(store.dir())
                 .stdin(Stdio::null())
                 .output()
                 .unwrap();
@@ -614,18 +598,15 @@ fn floor(dirs: &[PathBuf], per_session: u64) -> Floor {
             let t = thread_cpu();
             log.write_all(&output.stdout).unwrap();
             drop(log);
-            std::fs::read(dir.join("_signal.json")).unwrap();
-            std::fs::rename(
-                dir.join("_signal.json"),
-                logs.join(format!("floor-{round}.signal.json")),
-            )
-            .unwrap();
-            for journal in ["_iterations.jsonl", "_signal_history.jsonl"] {
-                append(&dir.join(journal), &row).sync_data().unwrap();
-            }
-            append(&dir.join("session.log"), &row[..100]);
-            replace(dir, "_state.json", state);
-            sync_dir(dir);
+            store.read_signal().unwrap().unwrap();
+            store.keep_signal(&attempt);
+            let journals = vec![
+                store.append_iteration_unsynced(iteration).unwrap(),
+                store.append_history_unsynced(history).unwrap(),
+            ];
+            sync_appended(journals).unwrap();
+            store.log("floor: continue");
+            store.save_state(state).unwrap();
             files += since(t);
         }
     }
