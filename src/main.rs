@@ -25,10 +25,11 @@ fn main() -> ExitCode {
     };
     // Before the runtime: the trace exporter builds a blocking HTTP client.
     let telemetry = telemetry::init(&config, cli::logging(&cli, &config));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = cli::worker_threads(&cli) {
+        runtime.worker_threads(threads);
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => return report(CliError::failure(error)),
     };
