@@ -75,9 +75,13 @@ fn main() {
         Some("latency") => latency(number(1, 256) as usize),
         Some("quick") => quick(args.iter().any(|a| a == "--record")),
         Some("tracing") => tracing_cost(number(1, 200) as usize),
+        Some("pairs") if args.len() >= 3 => pairs(
+            [PathBuf::from(&args[1]), PathBuf::from(&args[2])],
+            number(3, 40) as usize,
+        ),
         _ => {
             eprintln!(
-                "usage: cargo bench --bench perf -- overhead|scale|parked|ingest|latency|tracing|quick"
+                "usage: cargo bench --bench perf -- overhead|scale|parked|ingest|latency|tracing|quick|pairs BUILD_A BUILD_B [ROUNDS]"
             );
             std::process::exit(2);
         }
@@ -180,7 +184,12 @@ impl Project {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(SAMOCODE);
+        self.command_of(Path::new(SAMOCODE), args)
+    }
+
+    /// [`Self::command`], of another build of samocode.
+    fn command_of(&self, samocode: &Path, args: &[&str]) -> Command {
+        let mut command = Command::new(samocode);
         command
             .args(args)
             .current_dir(&self.root)
@@ -329,6 +338,49 @@ fn overhead(n: usize) -> Overhead {
     overhead_with(n, &[])
 }
 
+/// Two builds of samocode, compared in alternating pairs: each round runs `samocode run` for
+/// a phase's 100 iterations with one build, then with the other (which goes first alternates),
+/// in the same session. A difference of a few percent, which `overhead` cannot see through
+/// the machine's drift between its runs, shows in the pairs' differences.
+fn pairs(builds: [PathBuf; 2], rounds: usize) {
+    let project = Project::new();
+    project.session("loop", Phase::Implementation, false);
+    let per_run = Phase::Implementation.rules().max_iterations as f64;
+    let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for which in order {
+            let started = Instant::now();
+            let run = project
+                .command_of(&builds[which], &["run", "--session", "loop"])
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            times[which].push(started.elapsed().as_secs_f64() * 1000.0 / per_run);
+            assert_eq!(run.code(), Some(11), "run stops at the phase's limit");
+            let resume = project
+                .command(&["resume", "loop"])
+                .stdout(Stdio::null())
+                .status();
+            assert!(resume.unwrap().success());
+        }
+    }
+    let mut differences: Vec<f64> = times[1].iter().zip(&times[0]).map(|(b, a)| b - a).collect();
+    let faster = differences.iter().filter(|d| **d < 0.0).count();
+    let mean = differences.iter().sum::<f64>() / differences.len() as f64;
+    for (build, mut runs) in builds.iter().zip(times) {
+        println!(
+            "pairs: {}: {:.3} ms per iteration (median of {rounds} runs of 100)",
+            build.display(),
+            percentiles(&mut runs).0
+        );
+    }
+    println!(
+        "pairs: the second build minus the first, per iteration: median {:+.3} ms, mean {mean:+.3} ms; the second faster in {faster} of {rounds} pairs",
+        percentiles(&mut differences).0
+    );
+}
+
 /// The same, with settings for `samocode run` (`name`, `value`).
 fn overhead_with(n: usize, env: &[(&str, String)]) -> Overhead {
     let project = Project::new();
@@ -343,21 +395,31 @@ fn overhead_with(n: usize, env: &[(&str, String)]) -> Overhead {
         time_limit: Duration::from_secs(1800),
         now: jiff::Timestamp::now(),
     });
-    let started = Instant::now();
-    for _ in 0..n {
-        let status = Command::new(AGENT)
-            .args(["--append-system-prompt", &context, "-p", "x"])
-            .current_dir(project.root.join("repo"))
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    let floor = started.elapsed();
+    // The two are measured in turns, a block of spawns before each `samocode run`, so that
+    // the machine's drift over the run (other guests, the disk's writeback) weighs on both
+    // alike: measured one after the other, the difference moved by 0.5 ms between runs.
+    let spawn_floor = |count: usize| {
+        let started = Instant::now();
+        for _ in 0..count {
+            let status = Command::new(AGENT)
+                .args(["--append-system-prompt", &context, "-p", "x"])
+                .current_dir(project.root.join("repo"))
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        started.elapsed()
+    };
+    let (mut floor, mut samocode) = (Duration::ZERO, Duration::ZERO);
+    let (mut done, mut spawned) = (0, 0);
     // samocode: a phase runs at most 100 iterations, then blocks; a resume gives it 100 more.
-    let started = Instant::now();
-    let mut done = 0;
+    let per_run = Phase::Implementation.rules().max_iterations as usize;
     while done < n {
+        let count = per_run.min(n - done);
+        floor += spawn_floor(count);
+        spawned += count;
+        let started = Instant::now();
         let run = project
             .command(&["run", "--session", "loop"])
             .envs(env.iter().map(|(k, v)| (k, v)))
@@ -368,19 +430,18 @@ fn overhead_with(n: usize, env: &[(&str, String)]) -> Overhead {
             serde_json::from_str(&std::fs::read_to_string(dir.join("_state.json")).unwrap())
                 .unwrap();
         done = state["iteration"].as_u64().unwrap() as usize;
-        if done >= n {
-            break;
+        if done < n {
+            assert_eq!(run.code(), Some(11), "run stops at the phase's limit");
+            let resume = project
+                .command(&["resume", "loop"])
+                .stdout(Stdio::null())
+                .status();
+            assert!(resume.unwrap().success());
         }
-        assert_eq!(run.code(), Some(11), "run stops at the phase's limit");
-        let resume = project
-            .command(&["resume", "loop"])
-            .stdout(Stdio::null())
-            .status();
-        assert!(resume.unwrap().success());
+        samocode += started.elapsed();
     }
-    let samocode = started.elapsed();
     let figures = Overhead {
-        floor_ms: floor.as_secs_f64() * 1000.0 / n as f64,
+        floor_ms: floor.as_secs_f64() * 1000.0 / spawned as f64,
         samocode_ms: samocode.as_secs_f64() * 1000.0 / done as f64,
     };
     println!(
