@@ -187,6 +187,17 @@ impl Project {
         self.command_of(Path::new(SAMOCODE), args)
     }
 
+    /// After a `run` of `session` that stopped at its phase's limit of iterations (100), gives
+    /// the phase 100 more.
+    fn resume_at_limit(&self, session: &str, run: std::process::ExitStatus) {
+        assert_eq!(run.code(), Some(11), "run stops at the phase's limit");
+        let resume = self
+            .command(&["resume", session])
+            .stdout(Stdio::null())
+            .status();
+        assert!(resume.unwrap().success());
+    }
+
     /// [`Self::command`], of another build of samocode.
     fn command_of(&self, samocode: &Path, args: &[&str]) -> Command {
         let mut command = Command::new(samocode);
@@ -357,12 +368,7 @@ fn pairs(builds: [PathBuf; 2], rounds: usize) {
                 .status()
                 .unwrap();
             times[which].push(started.elapsed().as_secs_f64() * 1000.0 / per_run);
-            assert_eq!(run.code(), Some(11), "run stops at the phase's limit");
-            let resume = project
-                .command(&["resume", "loop"])
-                .stdout(Stdio::null())
-                .status();
-            assert!(resume.unwrap().success());
+            project.resume_at_limit("loop", run);
         }
     }
     let mut differences: Vec<f64> = times[1].iter().zip(&times[0]).map(|(b, a)| b - a).collect();
@@ -431,12 +437,7 @@ fn overhead_with(n: usize, env: &[(&str, String)]) -> Overhead {
                 .unwrap();
         done = state["iteration"].as_u64().unwrap() as usize;
         if done < n {
-            assert_eq!(run.code(), Some(11), "run stops at the phase's limit");
-            let resume = project
-                .command(&["resume", "loop"])
-                .stdout(Stdio::null())
-                .status();
-            assert!(resume.unwrap().success());
+            project.resume_at_limit("loop", run);
         }
         samocode += started.elapsed();
     }
