@@ -5,7 +5,7 @@
 //!
 //! `cargo bench --bench perf -- MODE` with MODE one of:
 //! - `overhead [N]`: one session looping in implementation for N iterations (200) under
-//!   `samocode run`, against spawning the agent N times in a bare loop;
+//!   `samocode run`, against spawning the agent N times in a bare loop, the two in turns;
 //! - `scale [SESSIONS] [PARALLEL] [ITERATIONS]`: SESSIONS (1000) sessions of ITERATIONS (5)
 //!   1-second iterations on one daemon at `--max-parallel PARALLEL` (64): iterations per
 //!   second against the ideal, the daemon's peak RSS, its CPU per iteration against its
@@ -19,7 +19,9 @@
 //!   the next spawn, p50 and p99, idle and with AGENTS (256) agents running;
 //! - `quick`: small versions of overhead, scale and ingestion, as ratios to their floors,
 //!   checked against `benches/baseline.json` (fails when one is twice as bad): the regression
-//!   check `.ci/run` runs. `quick --record` writes the baseline.
+//!   check `.ci/run` runs. `quick --record` writes the baseline;
+//! - `pairs BUILD_A BUILD_B [ROUNDS]`: two builds of samocode in ROUNDS (40) alternating pairs
+//!   of `samocode run`, for differences of a few percent.
 //!
 //! Every mode first prints what making one file costs in its project (the disk's state; see
 //! benches/README.md, "The disk").
@@ -349,44 +351,6 @@ fn overhead(n: usize) -> Overhead {
     overhead_with(n, &[])
 }
 
-/// Two builds of samocode, compared in alternating pairs: each round runs `samocode run` for
-/// a phase's 100 iterations with one build, then with the other (which goes first alternates),
-/// in the same session. A difference of a few percent, which `overhead` cannot see through
-/// the machine's drift between its runs, shows in the pairs' differences.
-fn pairs(builds: [PathBuf; 2], rounds: usize) {
-    let project = Project::new();
-    project.session("loop", Phase::Implementation, false);
-    let per_run = Phase::Implementation.rules().max_iterations as f64;
-    let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
-    for round in 0..rounds {
-        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        for which in order {
-            let started = Instant::now();
-            let run = project
-                .command_of(&builds[which], &["run", "--session", "loop"])
-                .stdout(Stdio::null())
-                .status()
-                .unwrap();
-            times[which].push(started.elapsed().as_secs_f64() * 1000.0 / per_run);
-            project.resume_at_limit("loop", run);
-        }
-    }
-    let mut differences: Vec<f64> = times[1].iter().zip(&times[0]).map(|(b, a)| b - a).collect();
-    let faster = differences.iter().filter(|d| **d < 0.0).count();
-    let mean = differences.iter().sum::<f64>() / differences.len() as f64;
-    for (build, mut runs) in builds.iter().zip(times) {
-        println!(
-            "pairs: {}: {:.3} ms per iteration (median of {rounds} runs of 100)",
-            build.display(),
-            percentiles(&mut runs).0
-        );
-    }
-    println!(
-        "pairs: the second build minus the first, per iteration: median {:+.3} ms, mean {mean:+.3} ms; the second faster in {faster} of {rounds} pairs",
-        percentiles(&mut differences).0
-    );
-}
-
 /// The same, with settings for `samocode run` (`name`, `value`).
 fn overhead_with(n: usize, env: &[(&str, String)]) -> Overhead {
     let project = Project::new();
@@ -452,6 +416,44 @@ fn overhead_with(n: usize, env: &[(&str, String)]) -> Overhead {
         figures.samocode_ms - figures.floor_ms
     );
     figures
+}
+
+/// Two builds of samocode, compared in alternating pairs: each round runs `samocode run` for
+/// a phase's 100 iterations with one build, then with the other (which goes first alternates),
+/// in the same session. A difference of a few percent, which `overhead` cannot see through
+/// the machine's drift between its runs, shows in the pairs' differences.
+fn pairs(builds: [PathBuf; 2], rounds: usize) {
+    let project = Project::new();
+    project.session("loop", Phase::Implementation, false);
+    let per_run = Phase::Implementation.rules().max_iterations as f64;
+    let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for which in order {
+            let started = Instant::now();
+            let run = project
+                .command_of(&builds[which], &["run", "--session", "loop"])
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            times[which].push(started.elapsed().as_secs_f64() * 1000.0 / per_run);
+            project.resume_at_limit("loop", run);
+        }
+    }
+    let mut differences: Vec<f64> = times[1].iter().zip(&times[0]).map(|(b, a)| b - a).collect();
+    let faster = differences.iter().filter(|d| **d < 0.0).count();
+    let mean = differences.iter().sum::<f64>() / differences.len() as f64;
+    for (build, mut runs) in builds.iter().zip(times) {
+        println!(
+            "pairs: {}: {:.3} ms per iteration (median of {rounds} runs of 100)",
+            build.display(),
+            percentiles(&mut runs).0
+        );
+    }
+    println!(
+        "pairs: the second build minus the first, per iteration: median {:+.3} ms, mean {mean:+.3} ms; the second faster in {faster} of {rounds} pairs",
+        percentiles(&mut differences).0
+    );
 }
 
 struct Scale {
