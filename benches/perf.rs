@@ -77,10 +77,16 @@ fn main() {
         Some("latency") => latency(number(1, 256) as usize),
         Some("quick") => quick(args.iter().any(|a| a == "--record")),
         Some("tracing") => tracing_cost(number(1, 200) as usize),
-        Some("pairs") if args.len() >= 3 => pairs(
-            [PathBuf::from(&args[1]), PathBuf::from(&args[2])],
-            number(3, 40) as usize,
-        ),
+        Some("pairs") if args.len() >= 3 => {
+            // Absolute: the builds run in the throwaway project's folder.
+            let build = |arg: &String| {
+                std::fs::canonicalize(arg).unwrap_or_else(|e| {
+                    eprintln!("pairs: cannot find the build {arg}: {e}");
+                    std::process::exit(2)
+                })
+            };
+            pairs([build(&args[1]), build(&args[2])], number(3, 40) as usize)
+        }
         _ => {
             eprintln!(
                 "usage: cargo bench --bench perf -- overhead|scale|parked|ingest|latency|tracing|quick|pairs BUILD_A BUILD_B [ROUNDS]"
@@ -424,19 +430,26 @@ fn overhead_with(n: usize, env: &[(&str, String)]) -> Overhead {
 /// the machine's drift between its runs, shows in the pairs' differences.
 fn pairs(builds: [PathBuf; 2], rounds: usize) {
     let project = Project::new();
-    project.session("loop", Phase::Implementation, false);
-    let per_run = Phase::Implementation.rules().max_iterations as f64;
+    let dir = project.session("loop", Phase::Implementation, false);
+    let iteration = || {
+        let state: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("_state.json")).unwrap())
+                .unwrap();
+        state["iteration"].as_u64().unwrap()
+    };
     let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for round in 0..rounds {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for which in order {
+            let before = iteration();
             let started = Instant::now();
             let run = project
                 .command_of(&builds[which], &["run", "--session", "loop"])
                 .stdout(Stdio::null())
                 .status()
                 .unwrap();
-            times[which].push(started.elapsed().as_secs_f64() * 1000.0 / per_run);
+            let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+            times[which].push(elapsed / (iteration() - before) as f64);
             project.resume_at_limit("loop", run);
         }
     }
@@ -445,7 +458,7 @@ fn pairs(builds: [PathBuf; 2], rounds: usize) {
     let mean = differences.iter().sum::<f64>() / differences.len() as f64;
     for (build, mut runs) in builds.iter().zip(times) {
         println!(
-            "pairs: {}: {:.3} ms per iteration (median of {rounds} runs of 100)",
+            "pairs: {}: {:.3} ms per iteration (median of {rounds} runs of a phase's 100)",
             build.display(),
             percentiles(&mut runs).0
         );
