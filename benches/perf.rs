@@ -402,10 +402,7 @@ fn overhead_with(n: usize, env: &[(&str, String)]) -> Overhead {
             .stdout(Stdio::null())
             .status()
             .unwrap();
-        let state: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("_state.json")).unwrap())
-                .unwrap();
-        done = state["iteration"].as_u64().unwrap() as usize;
+        done = iteration_of(&dir) as usize;
         if done < n {
             project.resume_at_limit("loop", run);
         }
@@ -424,6 +421,13 @@ fn overhead_with(n: usize, env: &[(&str, String)]) -> Overhead {
     figures
 }
 
+/// The session's iteration counter, from its `_state.json`.
+fn iteration_of(dir: &Path) -> u64 {
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("_state.json")).unwrap()).unwrap();
+    state["iteration"].as_u64().unwrap()
+}
+
 /// Two builds of samocode, compared in alternating pairs: each round runs `samocode run` for
 /// a phase's 100 iterations with one build, then with the other (which goes first alternates),
 /// in the same session. A difference of a few percent, which `overhead` cannot see through
@@ -431,17 +435,11 @@ fn overhead_with(n: usize, env: &[(&str, String)]) -> Overhead {
 fn pairs(builds: [PathBuf; 2], rounds: usize) {
     let project = Project::new();
     let dir = project.session("loop", Phase::Implementation, false);
-    let iteration = || {
-        let state: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("_state.json")).unwrap())
-                .unwrap();
-        state["iteration"].as_u64().unwrap()
-    };
     let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for round in 0..rounds {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for which in order {
-            let before = iteration();
+            let before = iteration_of(&dir);
             let started = Instant::now();
             let run = project
                 .command_of(&builds[which], &["run", "--session", "loop"])
@@ -449,7 +447,7 @@ fn pairs(builds: [PathBuf; 2], rounds: usize) {
                 .status()
                 .unwrap();
             let elapsed = started.elapsed().as_secs_f64() * 1000.0;
-            times[which].push(elapsed / (iteration() - before) as f64);
+            times[which].push(elapsed / (iteration_of(&dir) - before) as f64);
             project.resume_at_limit("loop", run);
         }
     }
@@ -652,8 +650,9 @@ fn floor(dirs: &[PathBuf], per_session: u64) -> Floor {
             state.iteration += 1;
             state.phase_iteration += 1;
             store.remove_signal().unwrap();
+            // Named as the daemon names them (the session's iteration).
             let attempt = store
-                .attempt_files(state.phase_iteration, state.phase, 1)
+                .attempt_files(state.iteration, state.phase, 1)
                 .unwrap();
             store
                 .append_context(&attempt.relative_log(), context)
