@@ -259,6 +259,45 @@ mod tests {
         child
     }
 
+    /// One read of the adopted children both lists those that run (what the sweep searches for
+    /// the attempt's markers) and reaps the dead, and says whether it reaped: the sweep then
+    /// looks again at once instead of pausing.
+    #[test]
+    fn an_adopted_child_is_listed_while_it_runs_and_reaped_once_dead() {
+        adopt_orphans();
+        // sh starts sleep in its own group and exits: the sleep is orphaned and adopted here.
+        let out = Command::new("sh")
+            .args(["-c", "sleep 30 >/dev/null 2>&1 & echo $!"])
+            .process_group(0)
+            .output()
+            .unwrap();
+        let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        // Every other child is another test's business.
+        let others = |p: i32| p != pid;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !reap_adopted(&others).running.contains(&pid) {
+            assert!(Instant::now() < deadline, "the orphan was not adopted");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+        loop {
+            let adopted = reap_adopted(&others);
+            if adopted.reaped {
+                assert!(
+                    !adopted.running.contains(&pid),
+                    "a reaped child is not running"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "the dead orphan was not reaped");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            std::fs::metadata(format!("/proc/{pid}")).is_err(),
+            "reaped, not left a zombie"
+        );
+    }
+
     /// An agent that exits at once, before its starter has entered it in the live table, is
     /// not reaped by a sweep running then: the sweep waits for the spawn to finish, and the
     /// agent's own waiter gets its exit status (without the gate: ECHILD).
