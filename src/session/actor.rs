@@ -220,7 +220,12 @@ impl SessionRun {
     /// to disk with this save, in the state; their own sync then runs in the background while
     /// the next attempt does, and the first save after it drops them from the state.
     pub(super) fn save(&mut self) -> Result<(), StoreError> {
-        self.save_as(true)
+        self.save_as(true, None)
+    }
+
+    /// [`Self::save`], with a Flow Log line written in the same write of the notebook.
+    pub(super) fn save_noting(&mut self, entry: &str) -> Result<(), StoreError> {
+        self.save_as(true, Some(entry))
     }
 
     /// Saves the state alone, the notebook's worker lines left for the next [`Self::save`]:
@@ -228,13 +233,13 @@ impl SessionRun {
     /// The phase line of `_overview.md` then shows the last attempt's phase until the next
     /// one starts (or the session stops).
     pub(super) fn save_state(&mut self) -> Result<(), StoreError> {
-        self.save_as(false)
+        self.save_as(false, None)
     }
 
-    fn save_as(&mut self, notebook: bool) -> Result<(), StoreError> {
+    fn save_as(&mut self, notebook: bool, entry: Option<&str>) -> Result<(), StoreError> {
         self.synced()?;
         match notebook {
-            true => self.store.save(&mut self.state)?,
+            true => self.store.save_noting(&mut self.state, entry)?,
             false => self.store.save_state(&mut self.state)?,
         }
         self.notebook_behind = !notebook;
@@ -769,13 +774,12 @@ impl SessionActor {
             tree.branch
         );
         run.store
-            .save(state)
+            .save_noting(state, Some(&entry))
             .map_err(|e| worktree::WorktreeError::Git {
                 args: "(saving state)".into(),
                 dir: run.store.dir().to_path_buf(),
                 detail: e.to_string(),
             })?;
-        let _ = run.store.flow_log(state.iteration, &entry);
         run.store.log(&entry);
         Ok(())
     }

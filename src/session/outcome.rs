@@ -425,15 +425,11 @@ impl SessionActor {
                 journal_attempt(&run.store, &flight.span, &run.trace, &row)?;
                 run.state.not_before = Some(at);
                 run.state.status = RunState::Queued;
-                run.save()?;
+                run.save_noting(&format!("Usage limit reached; samocode resumes at {at}"))?;
                 run.store.log(&format!(
                     "attempt {} refused for a usage limit; it runs again at {at}",
                     flight.attempt
                 ));
-                let _ = run.store.flow_log(
-                    run.state.iteration,
-                    &format!("Usage limit reached; samocode resumes at {at}"),
-                );
                 self.notify(SessionEvent::UsageLimited {
                     session: run.state.name.clone(),
                     until: at,
@@ -509,8 +505,7 @@ impl SessionActor {
         run.state.status = status;
         run.state.attempt = 0;
         run.state.failures = 0;
-        run.save()?;
-        let _ = run.store.flow_log(run.state.iteration, flow);
+        run.save_noting(flow)?;
         run.store.log(&format!("{word}: {reason}"));
         self.settle_as_state(run)
     }

@@ -1,7 +1,8 @@
 //! A person's command (approve, reject, resume, stop, answer) applied to a session held under
-//! the worker lock: the pure gate change to the worker's state in memory, then the saved state,
-//! the history row and the Flow Log line, in that order. The state on disk is never re-read
-//! here: whoever holds the lock (the SessionActor, or the CLI when no worker runs) owns it.
+//! the worker lock: the pure gate change to the worker's state in memory, then the saved state
+//! with its Flow Log line (one write of the notebook), then the history row. The state on disk
+//! is never re-read here: whoever holds the lock (the SessionActor, or the CLI when no worker
+//! runs) owns it.
 
 use jiff::Timestamp;
 
@@ -87,7 +88,7 @@ pub fn act(
     let mut next = state.clone();
     let from = next.phase;
     let effect = verb(&mut next)?;
-    store.save(&mut next)?;
+    store.save_noting(&mut next, Some(&effect.flow_log))?;
     *state = next;
     store.append_history(&HistoryRow {
         at: Timestamp::now(),
@@ -102,7 +103,6 @@ pub fn act(
         outcome: state.status.name().to_string(),
         by: by.map(str::to_string),
     })?;
-    store.flow_log(state.iteration, &effect.flow_log)?;
     store.log(&effect.flow_log);
     Ok(())
 }

@@ -121,8 +121,7 @@ pub fn take_over(
         };
         state.attempt = 0;
         state.failures = 0;
-        store.save(state)?;
-        let _ = store.flow_log(state.iteration, &format!("Blocked by samocode: {reason}"));
+        store.save_noting(state, Some(&format!("Blocked by samocode: {reason}")))?;
         store.log(&format!("blocked: {reason}"));
         return Ok(());
     }

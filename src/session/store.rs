@@ -112,6 +112,11 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(io("cannot sync the directory", dir))
 }
 
+/// The time of a Flow Log line, `MM-DD HH:MM` in local time.
+fn flow_stamp() -> String {
+    Zoned::now().strftime("%m-%d %H:%M").to_string()
+}
+
 /// A journal a row was appended to without waiting for the disk, still open.
 pub type Unsynced = (PathBuf, File);
 
@@ -481,8 +486,18 @@ impl SessionStore {
     /// state's before the caller goes on (an agent is started only once its in-flight record
     /// is on the disk), the notebook's before its spare is written over by the next save.
     pub fn save(&self, state: &mut SessionState) -> Result<(), StoreError> {
+        self.save_noting(state, None)
+    }
+
+    /// [`Self::save`], with `entry` appended to `## Flow Log` in the same write of the notebook:
+    /// what the worker decided goes to disk with the state it decided, in one sync of the folder.
+    pub fn save_noting(
+        &self,
+        state: &mut SessionState,
+        entry: Option<&str>,
+    ) -> Result<(), StoreError> {
         self.replace_state(state)?;
-        let notebook = self.mirror_worker_lines(state);
+        let notebook = self.mirror_worker_lines(state, entry);
         sync_dir(&self.dir)?;
         notebook
     }
@@ -500,28 +515,28 @@ impl SessionStore {
         replace(&self.path(STATE), &json)
     }
 
-    /// Writes the state's worker lines into `_overview.md` when they differ. A crash may
-    /// leave them a save behind or ahead of the state; the next save makes them agree.
-    fn mirror_worker_lines(&self, state: &SessionState) -> Result<(), StoreError> {
+    /// Writes the state's worker lines, and the Flow Log line `entry` when there is one, into
+    /// `_overview.md` when that changes it. A crash may leave the lines a save behind or ahead
+    /// of the state; the next save makes them agree.
+    fn mirror_worker_lines(
+        &self,
+        state: &SessionState,
+        entry: Option<&str>,
+    ) -> Result<(), StoreError> {
         let current = self.read(OVERVIEW)?;
-        let updated = match &current {
+        let mut updated = match &current {
             Some(text) => overview::apply_worker_lines(text, &state.worker_lines()),
             None => {
                 overview::render_new(&state.name, &state.dive, &state.task, &state.worker_lines())
             }
         };
+        if let Some(entry) = entry {
+            updated = overview::append_flow_log(&updated, state.iteration, &flow_stamp(), entry);
+        }
         if current.as_deref() != Some(updated.as_str()) {
             replace(&self.path(OVERVIEW), updated.as_bytes())?;
         }
         Ok(())
-    }
-
-    /// Appends a worker line to `## Flow Log`.
-    pub fn flow_log(&self, iteration: u32, entry: &str) -> Result<(), StoreError> {
-        let text = self.read(OVERVIEW)?.unwrap_or_default();
-        let stamp = Zoned::now().strftime("%m-%d %H:%M").to_string();
-        let updated = overview::append_flow_log(&text, iteration, &stamp, entry);
-        self.write_atomic(OVERVIEW, updated.as_bytes())
     }
 
     /// Moves the `_signal.json` an attempt wrote, once read, beside the attempt's log: the
@@ -977,6 +992,28 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn a_save_noting_a_decision_writes_the_notebook_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SessionStore::create(&dir.path().join("26-11-24-x")).unwrap();
+        let mut state = SessionState::new("26-11-24-x", "dive", "task", Timestamp::now());
+        store.save(&mut state).unwrap();
+        let before = store.read(OVERVIEW).unwrap().unwrap();
+        state.enter_phase(Phase::Implementation);
+        store
+            .save_noting(&mut state, Some("Plan approved by a person"))
+            .unwrap();
+        let text = store.read(OVERVIEW).unwrap().unwrap();
+        assert!(text.contains("Phase: implementation\n"), "{text}");
+        let log = text.split("## Flow Log").nth(1).unwrap();
+        assert!(log.contains("] Plan approved by a person\n"), "{text}");
+        // One replace: the spare keeps the notebook as it was before the save, not a version
+        // with the new lines and without the Flow Log line.
+        let spare = std::fs::read_to_string(store.dir().join("._overview.md.prev")).unwrap();
+        assert_eq!(spare, before);
+        assert_eq!(store.load_state().unwrap(), state);
     }
 
     #[test]
