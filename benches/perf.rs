@@ -814,9 +814,12 @@ fn latency(agents: usize) {
         for i in 0..LOOPS {
             project.session(&format!("loop{i}"), Phase::Implementation, false);
         }
+        // The gates reach their gate as a person's sessions do, through a planning attempt
+        // (the bench agent's plan waits for approval): the files an attempt leaves are there
+        // when the approval comes, as they are in real use, and are not made by the approval.
         let mut gates = Vec::new();
         for i in 0..GATES {
-            gates.push(project.session(&format!("gate{i:02}"), Phase::Planning, true));
+            gates.push(project.session(&format!("gate{i:02}"), Phase::Planning, false));
         }
         let daemon = project.daemon(
             busy + LOOPS + GATES,
@@ -846,6 +849,14 @@ fn latency(agents: usize) {
         }
         for i in 0..GATES {
             start(format!("26-11-24-gate{i:02}"));
+        }
+        let waited = Instant::now();
+        while !gates.iter().all(|dir| at_plan_gate(dir)) {
+            assert!(
+                waited.elapsed() < Duration::from_secs(120),
+                "the gates' planning attempts did not reach the gate"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
         // Four sessions, one after the other, loop in implementation until the phase's limit
         // of 100 iterations: one at a time, so that they do not wait for each other.
@@ -878,7 +889,7 @@ fn latency(agents: usize) {
             }
         }
         // Each gate approved in turn, once the last one's agent has started; then stopped.
-        let mut approve_to_spawn = Vec::new();
+        let mut approvals = Vec::new();
         for dir in &gates {
             let name = dir.file_name().unwrap().to_string_lossy().into_owned();
             let sent = now_ns();
@@ -887,7 +898,11 @@ fn latency(agents: usize) {
             assert_eq!(answer["reply"], "done", "{answer}");
             let waited = Instant::now();
             let first = loop {
-                if let Some(run) = read_times(&times).into_iter().find(|t| t.0 == name) {
+                // The implementation attempt the approval started, not the planning one.
+                if let Some(run) = read_times(&times)
+                    .into_iter()
+                    .find(|t| t.0 == name && t.1 > sent)
+                {
                     break run;
                 }
                 assert!(
@@ -896,16 +911,49 @@ fn latency(agents: usize) {
                 );
                 std::thread::sleep(Duration::from_millis(5));
             };
-            approve_to_spawn.push((first.1 as f64 - sent as f64) / 1e6);
+            approvals.push((dir.clone(), sent, first.1));
             daemon.request(json!({"v": 1, "cmd": "person", "dir": dir,
                 "command": {"verb": "stop"}}));
         }
+        let mut approve_to_spawn: Vec<f64> = approvals
+            .iter()
+            .map(|(_, sent, started)| (*started as f64 - *sent as f64) / 1e6)
+            .collect();
         let (p50, p99) = percentiles(&mut exit_to_spawn);
         let (a50, a99) = percentiles(&mut approve_to_spawn);
         println!(
             "latency with {busy} busy agents: exit to next spawn p50 {p50:.2} ms, p99 {p99:.2} ms ({} samples); approve to spawn p50 {a50:.2} ms, p99 {a99:.2} ms ({} samples) (target: p99 under 20 ms)",
             exit_to_spawn.len(),
             approve_to_spawn.len()
+        );
+        // Where the time went: the median of each stage, and the slowest approval's stages.
+        let stages: Vec<[f64; 3]> = approvals
+            .iter()
+            .map(|(dir, sent, started)| approval_stages(dir, *sent, *started))
+            .collect();
+        let median = |k: usize| {
+            let mut values: Vec<f64> = stages
+                .iter()
+                .map(|s| s[k])
+                .filter(|v| !v.is_nan())
+                .collect();
+            match values.is_empty() {
+                true => f64::NAN,
+                false => percentiles(&mut values).0,
+            }
+        };
+        let slowest = (0..approvals.len())
+            .max_by_key(|&i| approvals[i].2.saturating_sub(approvals[i].1))
+            .map(|i| stages[i])
+            .unwrap_or([f64::NAN; 3]);
+        println!(
+            "  approve to spawn by stage (to the history row, to the attempt in flight, to the agent's start): medians {:.2}, {:.2}, {:.2} ms; the slowest approval {:.2}, {:.2}, {:.2} ms",
+            median(0),
+            median(1),
+            median(2),
+            slowest[0],
+            slowest[1],
+            slowest[2]
         );
     }
 }
@@ -966,6 +1014,51 @@ fn tracing_cost(n: usize) {
 }
 
 /// The agents' lines: session folder, start and exit in wall-clock nanoseconds.
+/// Whether the session at `dir` is parked at the plan gate.
+fn at_plan_gate(dir: &Path) -> bool {
+    let state: Value = std::fs::read(dir.join("_state.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or(Value::Null);
+    state["status"]["state"] == "waiting" && state["status"]["for"] == "plan_approval"
+}
+
+/// Where one approval's time went, in ms, from the session's journals: from the approval sent
+/// to its history row (the state saved), from there to the first attempt recorded in flight
+/// (its `started_at`), and from there to the agent's own start. A stage the journals do not
+/// date is `NaN`.
+fn approval_stages(dir: &Path, sent: u128, started: u128) -> [f64; 3] {
+    let ns = |text: &str| {
+        text.parse::<jiff::Timestamp>()
+            .map(|t| t.as_nanosecond() as u128)
+            .ok()
+    };
+    let rows = |file: &str| -> Vec<Value> {
+        std::fs::read_to_string(dir.join(file))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    };
+    let recorded = rows("_signal_history.jsonl")
+        .iter()
+        .find(|row| row["status"] == "approve")
+        .and_then(|row| ns(row["at"].as_str()?));
+    let in_flight = rows("_iterations.jsonl")
+        .iter()
+        .filter_map(|row| ns(row["started_at"].as_str()?))
+        .find(|at| *at > sent);
+    let ms = |from: Option<u128>, to: Option<u128>| match (from, to) {
+        (Some(from), Some(to)) if to >= from => (to - from) as f64 / 1e6,
+        _ => f64::NAN,
+    };
+    [
+        ms(Some(sent), recorded),
+        ms(recorded, in_flight),
+        ms(in_flight, Some(started)),
+    ]
+}
+
 fn read_times(path: &Path) -> Vec<(String, u128, u128)> {
     std::fs::read_to_string(path)
         .unwrap_or_default()

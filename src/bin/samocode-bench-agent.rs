@@ -8,7 +8,8 @@
 //! quality, then done; 0: stay in implementation for ever), `BENCH_SLEEP_MS` (sleep first;
 //! with `BENCH_SLEEP_MATCH`, only in sessions whose path contains that text),
 //! `BENCH_FLOOD_MB` (print that many megabytes of stream-json first), `BENCH_TIMES` (append
-//! one line `SESSION START_NS EXIT_NS` per run, wall-clock nanoseconds, to this file).
+//! one line `SESSION START_NS EXIT_NS` per run, wall-clock nanoseconds, to this file). In
+//! planning it waits for the plan's approval.
 
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -97,6 +98,8 @@ fn main() {
         "implementation" | "testing" => r#"{"status":"continue","phase":"quality"}"#,
         "quality" => r#"{"status":"continue","phase":"done"}"#,
         "done" => r#"{"status":"done","phase":"done","summary":"bench"}"#,
+        // A plan, for a person to approve: how the latency bench's gates reach their gate.
+        "planning" => r#"{"status":"waiting","phase":"planning","for":"plan_approval"}"#,
         _ => {
             r#"{"status":"blocked","phase":"investigation","reason":"the bench agent starts in implementation","needs":"human_decision"}"#
         }
