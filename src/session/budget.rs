@@ -24,8 +24,8 @@ impl SessionActor {
             .reached(&Spent::of(state), state.attempt == 0)
     }
 
-    /// Blocks the session for a reached limit: the state, the history, the Flow Log with the
-    /// command that goes on, and the notice (through the notifier's outbox).
+    /// Blocks the session for a reached limit: the history row, the state with the Flow Log
+    /// line that names the command that goes on, and the notice (through the notifier's outbox).
     pub(super) fn block_for_budget(
         &self,
         run: &mut SessionRun,

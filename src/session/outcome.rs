@@ -480,8 +480,8 @@ impl SessionActor {
     }
 
     /// Parks the session in `status` until a person acts: the history row when the worker
-    /// decided it (an agent's own `blocked` signal has its row already), the state, the Flow
-    /// Log, the session log; then tells the supervisor and the notifier.
+    /// decided it (an agent's own `blocked` signal has its row already), the state with its
+    /// Flow Log line, the session log; then tells the supervisor and the notifier.
     pub(super) fn park(
         &self,
         run: &mut SessionRun,

@@ -999,6 +999,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SessionStore::create(&dir.path().join("26-11-24-x")).unwrap();
         let mut state = SessionState::new("26-11-24-x", "dive", "task", Timestamp::now());
+        state.iteration = 7;
         store.save(&mut state).unwrap();
         let before = store.read(OVERVIEW).unwrap().unwrap();
         state.enter_phase(Phase::Implementation);
@@ -1008,7 +1009,9 @@ mod tests {
         let text = store.read(OVERVIEW).unwrap().unwrap();
         assert!(text.contains("Phase: implementation\n"), "{text}");
         let log = text.split("## Flow Log").nth(1).unwrap();
-        assert!(log.contains("] Plan approved by a person\n"), "{text}");
+        let line = log.lines().find(|l| l.contains("Plan approved")).unwrap();
+        assert!(line.starts_with("- [007 @ "), "{line}");
+        assert!(line.ends_with("] Plan approved by a person"), "{line}");
         // One replace: the spare keeps the notebook as it was before the save, not a version
         // with the new lines and without the Flow Log line.
         let spare = std::fs::read_to_string(store.dir().join("._overview.md.prev")).unwrap();
