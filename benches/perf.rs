@@ -175,7 +175,8 @@ impl Project {
         }
     }
 
-    /// A session in `phase` (implementation: runnable; planning: parked at the plan gate).
+    /// A session in `phase`: runnable, or with `waiting` parked at the plan gate (made so,
+    /// without having run).
     fn session(&self, name: &str, phase: Phase, waiting: bool) -> PathBuf {
         let dir = self.root.join("sessions").join(format!("26-11-24-{name}"));
         let store = SessionStore::create(&dir).unwrap();
@@ -926,11 +927,21 @@ fn latency(agents: usize) {
             exit_to_spawn.len(),
             approve_to_spawn.len()
         );
-        // Where the time went: the median of each stage, and the slowest approval's stages.
-        let stages: Vec<[f64; 3]> = approvals
-            .iter()
-            .map(|(dir, sent, started)| approval_stages(dir, *sent, *started))
-            .collect();
+        // Where the time went: the median of each stage, and the slowest approval's stages,
+        // once the stopped attempts' rows are written (the last one's may still be on its way).
+        let waited = Instant::now();
+        let stages: Vec<[f64; 3]> = loop {
+            let stages: Vec<[f64; 3]> = approvals
+                .iter()
+                .map(|(dir, sent, started)| approval_stages(dir, *sent, *started))
+                .collect();
+            if stages.iter().flatten().all(|v| !v.is_nan())
+                || waited.elapsed() > Duration::from_secs(10)
+            {
+                break stages;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         let median = |k: usize| {
             let mut values: Vec<f64> = stages
                 .iter()
@@ -947,7 +958,7 @@ fn latency(agents: usize) {
             .map(|i| stages[i])
             .unwrap_or([f64::NAN; 3]);
         println!(
-            "  approve to spawn by stage (to the history row, to the attempt in flight, to the agent's start): medians {:.2}, {:.2}, {:.2} ms; the slowest approval {:.2}, {:.2}, {:.2} ms",
+            "  approve to spawn by stage (to the history row, to the AgentProcess's start, to the agent's own start): medians {:.2}, {:.2}, {:.2} ms; the slowest approval {:.2}, {:.2}, {:.2} ms",
             median(0),
             median(1),
             median(2),
@@ -1013,7 +1024,6 @@ fn tracing_cost(n: usize) {
     }
 }
 
-/// The agents' lines: session folder, start and exit in wall-clock nanoseconds.
 /// Whether the session at `dir` is parked at the plan gate.
 fn at_plan_gate(dir: &Path) -> bool {
     let state: Value = std::fs::read(dir.join("_state.json"))
@@ -1024,9 +1034,10 @@ fn at_plan_gate(dir: &Path) -> bool {
 }
 
 /// Where one approval's time went, in ms, from the session's journals: from the approval sent
-/// to its history row (the state saved), from there to the first attempt recorded in flight
-/// (its `started_at`), and from there to the agent's own start. A stage the journals do not
-/// date is `NaN`.
+/// to its history row (the state saved with it), from there to the start of the first
+/// attempt's AgentProcess (its row's `started_at`: the history row synced, the slot, the
+/// context, the in-flight save and the log made), and from there to the agent's own start (the
+/// spawn and the exec). A stage the journals do not date (yet) is `NaN`.
 fn approval_stages(dir: &Path, sent: u128, started: u128) -> [f64; 3] {
     let ns = |text: &str| {
         text.parse::<jiff::Timestamp>()
@@ -1059,6 +1070,7 @@ fn approval_stages(dir: &Path, sent: u128, started: u128) -> [f64; 3] {
     ]
 }
 
+/// The agents' lines: session folder, start and exit in wall-clock nanoseconds.
 fn read_times(path: &Path) -> Vec<(String, u128, u128)> {
     std::fs::read_to_string(path)
         .unwrap_or_default()

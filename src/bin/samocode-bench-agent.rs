@@ -9,7 +9,7 @@
 //! with `BENCH_SLEEP_MATCH`, only in sessions whose path contains that text),
 //! `BENCH_FLOOD_MB` (print that many megabytes of stream-json first), `BENCH_TIMES` (append
 //! one line `SESSION START_NS EXIT_NS` per run, wall-clock nanoseconds, to this file). In
-//! planning it waits for the plan's approval.
+//! planning it signals waiting for `plan_approval`.
 
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -101,7 +101,7 @@ fn main() {
         // A plan, for a person to approve: how the latency bench's gates reach their gate.
         "planning" => r#"{"status":"waiting","phase":"planning","for":"plan_approval"}"#,
         _ => {
-            r#"{"status":"blocked","phase":"investigation","reason":"the bench agent starts in implementation","needs":"human_decision"}"#
+            r#"{"status":"blocked","phase":"investigation","reason":"the bench agent runs from planning or implementation on","needs":"human_decision"}"#
         }
     };
     if let Err(error) = std::fs::write(format!("{session}/_signal.json"), signal) {
