@@ -485,6 +485,10 @@ impl SessionStore {
     /// Both files are replaced, then one sync of the folder makes both renames durable: the
     /// state's before the caller goes on (an agent is started only once its in-flight record
     /// is on the disk), the notebook's before its spare is written over by the next save.
+    ///
+    /// The notebook goes first: when it cannot be written, `_state.json` is left as it was, so
+    /// a caller that keeps its state in memory until the save succeeds never disagrees with
+    /// the disk. (The notebook's lines may be a save ahead of the state, as after a crash.)
     pub fn save(&self, state: &mut SessionState) -> Result<(), StoreError> {
         self.save_noting(state, None)
     }
@@ -496,10 +500,13 @@ impl SessionStore {
         state: &mut SessionState,
         entry: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.replace_state(state)?;
-        let notebook = self.mirror_worker_lines(state, entry);
+        let saved = self
+            .mirror_worker_lines(state, entry)
+            .and_then(|()| self.replace_state(state));
+        // Also after a failed state: the notebook's exchange must be on the disk before the
+        // next save writes over its spare.
         sync_dir(&self.dir)?;
-        notebook
+        saved
     }
 
     /// Saves `_state.json` alone: the notebook's worker lines stay as they are until the next
@@ -750,6 +757,7 @@ impl SessionStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{RunState, WaitFor};
 
     #[test]
     fn second_lock_reports_the_holder() {
@@ -1017,6 +1025,43 @@ mod tests {
         let spare = std::fs::read_to_string(store.dir().join("._overview.md.prev")).unwrap();
         assert_eq!(spare, before);
         assert_eq!(store.load_state().unwrap(), state);
+    }
+
+    #[test]
+    fn a_notebook_that_cannot_be_written_leaves_the_state_unsaved() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SessionStore::create(&dir.path().join("26-11-24-x")).unwrap();
+        let mut state = SessionState::new("26-11-24-x", "dive", "task", Timestamp::now());
+        state.status = RunState::Waiting {
+            wait_for: WaitFor::PlanApproval,
+            since: Timestamp::now(),
+        };
+        store.save(&mut state).unwrap();
+        let saved = std::fs::read(store.dir().join("_state.json")).unwrap();
+        // A directory where the notebook's spare goes (an agent's doing) is never written
+        // through; the save fails, and must not be half done.
+        let spare = store.dir().join("._overview.md.prev");
+        let _ = std::fs::remove_file(&spare);
+        std::fs::create_dir(&spare).unwrap();
+        let mut approved = state.clone();
+        approved.enter_phase(Phase::Implementation);
+        approved.status = RunState::Queued;
+        let error = store
+            .save_noting(&mut approved, Some("Plan approved by a person"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("._overview.md.prev"), "{error}");
+        assert_eq!(
+            std::fs::read(store.dir().join("_state.json")).unwrap(),
+            saved
+        );
+        assert_eq!(store.load_state().unwrap(), state);
+        // Once the directory is moved away, the same save goes through.
+        std::fs::remove_dir(&spare).unwrap();
+        store
+            .save_noting(&mut approved, Some("Plan approved by a person"))
+            .unwrap();
+        assert_eq!(store.load_state().unwrap(), approved);
     }
 
     #[test]

@@ -173,6 +173,54 @@ fn answers_written_by_hand_wake_a_waiting_session() {
 }
 
 #[test]
+fn an_approval_whose_notebook_cannot_be_written_leaves_the_session_waiting() {
+    let mut project = Project::new();
+    let _daemon = project.daemon(&[]);
+    project
+        .run(&["start", "--session", "plan", "--dive", "d", "--task", "t"])
+        .expect(0);
+    let s = project.session("plan");
+    wait_for(Duration::from_secs(30), "questions", || {
+        s.state()["status"]["for"] == "qa_answers"
+    });
+    project
+        .run(&["answer", "plan", "--accept-suggestions"])
+        .expect(0);
+    wait_for(Duration::from_secs(30), "the plan", || {
+        s.state()["status"]["for"] == "plan_approval"
+    });
+    // A folder where the notebook's spare goes: the approval cannot write the notebook, says
+    // so, and is not half applied: the session still waits, in the daemon and on disk.
+    let spare = s.path("._overview.md.prev");
+    let _ = std::fs::remove_file(&spare);
+    std::fs::create_dir(&spare).unwrap();
+    let refused = project.run(&["approve", "plan"]);
+    refused.expect(1);
+    assert!(
+        refused.stderr().contains("._overview.md.prev")
+            && refused.stderr().contains("move it away"),
+        "{}",
+        refused.stderr()
+    );
+    assert_eq!(s.state()["phase"], "planning");
+    assert_eq!(s.state()["status"]["for"], "plan_approval");
+    assert!(!s.read("_overview.md").contains("Plan approved"));
+    // Moved away, the same approval goes through, once.
+    std::fs::remove_dir(&spare).unwrap();
+    project.run(&["approve", "plan"]).expect(0);
+    wait_for(Duration::from_secs(30), "plan to be done", || {
+        s.state()["status"]["state"] == "done"
+    });
+    let approvals = s
+        .jsonl("_signal_history.jsonl")
+        .iter()
+        .filter(|row| row["status"] == "approve")
+        .count();
+    assert_eq!(approvals, 1);
+    assert_eq!(s.read("_overview.md").matches("Plan approved").count(), 1);
+}
+
+#[test]
 fn a_crashed_daemon_is_replaced_and_every_session_finishes() {
     let mut project = Project::new();
     project.env("SAMOCODE_FAKE", "*=slow:2");
