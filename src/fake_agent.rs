@@ -18,7 +18,9 @@
 //! it was given to `agent-env.txt` in the session folder, then work normally), `twins` (ask
 //! two questions both numbered Q1, then work normally).
 //! Also `escape` (leave a grandchild in a session of its own, out of the agent's process group,
-//! holding stdout, then work normally), `limit-in:S` (a usage limit that resets in S seconds)
+//! holding stdout, then work normally), `escape-threads` (the same, a grandchild whose main
+//! thread has exited while its other threads run: a zombie leader, whose `/proc/PID/environ`
+//! cannot be read), `limit-in:S` (a usage limit that resets in S seconds)
 //! and `chatty:S` (print a line every 0.3 s for S seconds, then work normally).
 //! `SAMOCODE_FAKE_CHAOS=P[:SEED]` gives an iteration one of those faults with probability P
 //! (see `chaos`). `SAMOCODE_FAKE_PIDS` names a file where it appends the pids of the processes
@@ -38,6 +40,9 @@ use crate::session::context::header_value;
 
 /// Runs the fake agent with claude's arguments; returns the exit code.
 pub fn main(args: &[String], env: &HashMap<String, String>) -> u8 {
+    if args.first().is_some_and(|a| a == ZOMBIE_LEADER) {
+        zombie_leader();
+    }
     // As claude's own stand-in (`-p`), it refuses to start nested in a Claude Code session,
     // as claude did; the worker must have removed CLAUDECODE. (Inside a real CLI's shell tool,
     // where claude sets it on purpose, there is no `-p`.)
@@ -242,7 +247,13 @@ impl Run {
                 let reset = jiff::Timestamp::now().as_second() + delay;
                 return self.act(Some(&format!("limit:{reset}")), env);
             }
-            "escape" => escape(pids.as_deref()),
+            "escape" => escape(pids.as_deref(), &[]),
+            "escape-threads" => {
+                if let Ok(me) = std::env::current_exe() {
+                    let me = me.display().to_string();
+                    escape(pids.as_deref(), &[&me, "fake-agent", ZOMBIE_LEADER]);
+                }
+            }
             "chatty" => {
                 // Busy but healthy: a line every 0.3 s for S seconds, then the normal work.
                 let until =
@@ -581,11 +592,15 @@ fn leave_behind(pids: Option<&Path>) {
     }
 }
 
-/// Starts `sleep` in a session of its own (`setsid`), out of the agent's process group, with
-/// our stdout: what an agent's tool that daemonizes leaves behind.
-fn escape(pids: Option<&Path>) {
+/// Starts `program` (`sleep` when empty) in a session of its own (`setsid`), out of the
+/// agent's process group, with our stdout: what an agent's tool that daemonizes leaves behind.
+fn escape(pids: Option<&Path>, program: &[&str]) {
+    let program = match program.is_empty() {
+        true => &["sleep", "3600"][..],
+        false => program,
+    };
     if let Ok(child) = Command::new("setsid")
-        .args(["sleep", "3600"])
+        .args(program)
         .stdin(Stdio::null())
         .spawn()
     {
@@ -600,6 +615,24 @@ fn escape(pids: Option<&Path>) {
         }
         std::mem::forget(child);
     }
+}
+
+/// The argument that makes the fake agent [`zombie_leader`].
+const ZOMBIE_LEADER: &str = "--zombie-leader";
+
+/// Ends this thread, the process's main one, and lives on in another for an hour: the process
+/// is then a zombie leader whose threads run, as a program that calls `pthread_exit` in `main`
+/// is. Its `/proc/PID/stat` reads `Z` and its `/proc/PID/environ` cannot be read; its threads'
+/// `/proc/PID/task/TID/environ` can.
+fn zombie_leader() -> ! {
+    std::thread::spawn(|| std::thread::sleep(Duration::from_secs(3600)));
+    // SAFETY: the exit system call ends the calling thread only; nothing else in the process
+    // refers to this thread's stack (the sleeping thread owns nothing of it), and the thread
+    // never returns into Rust code.
+    unsafe {
+        nix::libc::syscall(nix::libc::SYS_exit, 0);
+    }
+    unreachable!("the exit system call returned")
 }
 
 fn git(dir: &Path, args: &[&str]) -> std::io::Result<String> {

@@ -48,7 +48,7 @@ pub fn kill_marked(session: &Path, attempt: Option<&str>) -> Vec<i32> {
             continue;
         }
         // A process of another user, or one that has just exited, cannot be read: not ours.
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+        let Some(environ) = environ_of(pid) else {
             continue;
         };
         let has = |wanted: &[u8]| environ.split(|b| *b == 0).any(|var| var == wanted);
@@ -75,14 +75,38 @@ fn wait_gone(pids: &[i32]) {
     }
 }
 
-/// True while `pid` exists and is not a zombie.
+/// True while a thread of `pid` runs: its main thread, or, when that one has exited (a zombie
+/// leader), any other.
 fn running(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit(')')
-            .next()
-            .and_then(|rest| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X")
+    let alive = |stat: &Path| {
+        std::fs::read_to_string(stat).is_ok_and(|stat| {
+            stat.rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next())
+                .is_some_and(|state| state != "Z" && state != "X")
+        })
+    };
+    if alive(Path::new(&format!("/proc/{pid}/stat"))) {
+        return true;
+    }
+    std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|tasks| {
+        tasks
+            .filter_map(Result::ok)
+            .any(|task| alive(&task.path().join("stat")))
     })
+}
+
+/// The environment of `pid`, from `/proc`: its main thread's, or, when that one has exited while
+/// others run (a zombie leader, whose `/proc/PID/environ` cannot be read), another thread's (the
+/// threads share it). `None` when none can be read: gone, or another user's.
+fn environ_of(pid: i32) -> Option<Vec<u8>> {
+    if let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) {
+        return Some(environ);
+    }
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .filter_map(Result::ok)
+        .find_map(|task| std::fs::read(task.path().join("environ")).ok())
 }
 
 /// Held (shared) by whoever starts an agent in a group of its own, from before the spawn until
@@ -136,7 +160,7 @@ pub fn clear_attempt(
         let adopted = reap_adopted(live);
         let mut found = false;
         for pid in adopted.running {
-            let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            let Some(environ) = environ_of(pid) else {
                 continue;
             };
             let has = |wanted: &[u8]| environ.split(|b| *b == 0).any(|var| var == wanted);
@@ -195,10 +219,13 @@ fn reap_adopted(live: &dyn Fn(i32) -> bool) -> Adopted {
         let pgid: i32 = fields.nth(1).and_then(|f| f.parse().ok()).unwrap_or(own);
         match state {
             Some("Z") if pgid != own => {
-                // A zombie leader whose other threads still run is not reaped yet: only a
-                // real reap lets the caller look again without a pause.
-                let status = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
-                adopted.reaped |= status.is_ok_and(|s| s != WaitStatus::StillAlive);
+                // A zombie leader whose other threads still run is not reaped: it runs (only a
+                // real reap lets the caller look again without a pause).
+                match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) => adopted.running.push(pid),
+                    Ok(_) => adopted.reaped = true,
+                    Err(_) => {}
+                }
             }
             Some("Z" | "X") => {}
             _ => adopted.running.push(pid),

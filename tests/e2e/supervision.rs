@@ -253,6 +253,25 @@ fn an_escaped_grandchild_holding_stdout_ends_with_the_grace_and_is_killed() {
     );
 }
 
+#[test]
+fn an_escaped_grandchild_whose_main_thread_exited_is_still_found_and_killed() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation=escape-threads");
+    project
+        .run(&["run", "--session", "ghost", "--dive", "d", "--task", "t"])
+        .expect(10);
+    let escaped = project.left_behind();
+    assert_eq!(escaped.len(), 1);
+    // Its main thread is a zombie from the start; its other threads are what must be gone.
+    assert!(
+        !alive(escaped[0]),
+        "the escaped grandchild's threads were found and killed"
+    );
+    let s = project.session("ghost");
+    let row = &s.jsonl("_iterations.jsonl")[0];
+    assert_eq!(row["outcome"], "ok", "{row}");
+}
+
 /// Sends raw bytes on the control socket and reads the answer line.
 fn raw_request(socket: &std::path::Path, bytes: &[u8]) -> String {
     let mut stream = UnixStream::connect(socket).unwrap();
