@@ -7,7 +7,7 @@
 //!
 //! `SAMOCODE_FAKE` makes it misbehave on request: rules `PHASE[@ATTEMPT]=ACTION` separated by
 //! `;`, PHASE being a phase name or `*`. Actions: `exit:N` (exit N without a signal), `hang`
-//! (leave a grandchild and never exit), `nosignal`, `badjson`, `empty` (`{}`), `signal:JSON`
+//! (leave a grandchild and never exit; `hang:escape-threads` leaves `escape-threads`' instead), `nosignal`, `badjson`, `empty` (`{}`), `signal:JSON`
 //! (write that JSON), `flood:MB` (print MB megabytes first), `grandchild` (leave a background
 //! process holding stdout, then work normally), `stay` (continue in the same phase), `slow:S`
 //! (sleep S seconds first), `touch` (edit the tracked README.md first; `touch+ACTION` edits, then
@@ -206,7 +206,10 @@ impl Run {
             }
             "hang" => {
                 self.say("hanging on purpose");
-                leave_behind(pids.as_deref());
+                match arg {
+                    "escape-threads" => escape_threads(pids.as_deref()),
+                    _ => leave_behind(pids.as_deref()),
+                }
                 loop {
                     std::thread::sleep(Duration::from_secs(3600));
                 }
@@ -248,12 +251,7 @@ impl Run {
                 return self.act(Some(&format!("limit:{reset}")), env);
             }
             "escape" => escape(pids.as_deref(), &[]),
-            "escape-threads" => {
-                if let Ok(me) = std::env::current_exe() {
-                    let me = me.display().to_string();
-                    escape(pids.as_deref(), &[&me, "fake-agent", ZOMBIE_LEADER]);
-                }
-            }
+            "escape-threads" => escape_threads(pids.as_deref()),
             "chatty" => {
                 // Busy but healthy: a line every 0.3 s for S seconds, then the normal work.
                 let until =
@@ -614,6 +612,14 @@ fn escape(pids: Option<&Path>, program: &[&str]) {
             let _ = writeln!(f, "{}", child.id());
         }
         std::mem::forget(child);
+    }
+}
+
+/// [`escape`]s a copy of this program that becomes a [`zombie_leader`].
+fn escape_threads(pids: Option<&Path>) {
+    if let Ok(me) = std::env::current_exe() {
+        let me = me.display().to_string();
+        escape(pids, &[&me, "fake-agent", ZOMBIE_LEADER]);
     }
 }
 

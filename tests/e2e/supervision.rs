@@ -272,6 +272,32 @@ fn an_escaped_grandchild_whose_main_thread_exited_is_still_found_and_killed() {
     assert_eq!(row["outcome"], "ok", "{row}");
 }
 
+#[test]
+fn a_dead_workers_escaped_grandchild_whose_main_thread_exited_is_killed_by_the_next() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation@1=hang:escape-threads");
+    project.track_agents();
+    let mut run = project
+        .command(&["run", "--session", "ghost", "--dive", "d", "--task", "t"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(30), "the escaped grandchild", || {
+        !project.left_behind().is_empty()
+    });
+    let escaped = project.left_behind()[0];
+    run.kill().unwrap();
+    run.wait().unwrap();
+    assert!(alive(escaped), "a kill -9 of the worker leaves it running");
+    // The next worker finds it by its markers (read from its live threads) before going on.
+    project.run(&["run", "--session", "ghost"]).expect(10);
+    assert!(
+        !alive(escaped),
+        "the dead worker's escaped grandchild survived"
+    );
+}
+
 /// Sends raw bytes on the control socket and reads the answer line.
 fn raw_request(socket: &std::path::Path, bytes: &[u8]) -> String {
     let mut stream = UnixStream::connect(socket).unwrap();
