@@ -7,7 +7,8 @@
 //!
 //! `SAMOCODE_FAKE` makes it misbehave on request: rules `PHASE[@ATTEMPT]=ACTION` separated by
 //! `;`, PHASE being a phase name or `*`. Actions: `exit:N` (exit N without a signal), `hang`
-//! (leave a grandchild and never exit; `hang:escape-threads` leaves `escape-threads`' instead), `nosignal`, `badjson`, `empty` (`{}`), `signal:JSON`
+//! (leave a grandchild and never exit; `hang:escape-threads` leaves the grandchild of
+//! `escape-threads` below instead), `nosignal`, `badjson`, `empty` (`{}`), `signal:JSON`
 //! (write that JSON), `flood:MB` (print MB megabytes first), `grandchild` (leave a background
 //! process holding stdout, then work normally), `stay` (continue in the same phase), `slow:S`
 //! (sleep S seconds first), `touch` (edit the tracked README.md first; `touch+ACTION` edits, then
@@ -40,9 +41,6 @@ use crate::session::context::header_value;
 
 /// Runs the fake agent with claude's arguments; returns the exit code.
 pub fn main(args: &[String], env: &HashMap<String, String>) -> u8 {
-    if args.first().is_some_and(|a| a == ZOMBIE_LEADER) {
-        zombie_leader();
-    }
     // As claude's own stand-in (`-p`), it refuses to start nested in a Claude Code session,
     // as claude did; the worker must have removed CLAUDECODE. (Inside a real CLI's shell tool,
     // where claude sets it on purpose, there is no `-p`.)
@@ -250,7 +248,11 @@ impl Run {
                 let reset = jiff::Timestamp::now().as_second() + delay;
                 return self.act(Some(&format!("limit:{reset}")), env);
             }
-            "escape" => escape(pids.as_deref(), &[]),
+            "escape" => {
+                if let Some(pid) = escape(&["sleep", "3600"]) {
+                    note_pid(pids.as_deref(), pid);
+                }
+            }
             "escape-threads" => escape_threads(pids.as_deref()),
             "chatty" => {
                 // Busy but healthy: a line every 0.3 s for S seconds, then the normal work.
@@ -578,63 +580,82 @@ fn leave_behind(pids: Option<&Path>) {
         .stdin(Stdio::null())
         .spawn()
     {
-        if let Some(file) = pids
-            && let Ok(mut f) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(file)
-        {
-            let _ = writeln!(f, "{}", child.id());
-        }
+        note_pid(pids, child.id());
         std::mem::forget(child);
     }
 }
 
-/// Starts `program` (`sleep` when empty) in a session of its own (`setsid`), out of the
-/// agent's process group, with our stdout: what an agent's tool that daemonizes leaves behind.
-fn escape(pids: Option<&Path>, program: &[&str]) {
-    let program = match program.is_empty() {
-        true => &["sleep", "3600"][..],
-        false => program,
-    };
-    if let Ok(child) = Command::new("setsid")
+/// Appends `pid` to the `SAMOCODE_FAKE_PIDS` file, where the tests look for what was left.
+fn note_pid(pids: Option<&Path>, pid: u32) {
+    if let Some(file) = pids
+        && let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)
+    {
+        let _ = writeln!(f, "{pid}");
+    }
+}
+
+/// Starts `program` in a session of its own (`setsid`), out of the agent's process group, with
+/// our stdout: what an agent's tool that daemonizes leaves behind. Returns its pid (setsid execs
+/// the program in the same process: it forks only when it leads a group).
+fn escape(program: &[&str]) -> Option<u32> {
+    let child = Command::new("setsid")
         .args(program)
         .stdin(Stdio::null())
         .spawn()
-    {
-        // setsid execs sleep in the same process (it forks only when it leads a group).
-        if let Some(file) = pids
-            && let Ok(mut f) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(file)
-        {
-            let _ = writeln!(f, "{}", child.id());
-        }
-        std::mem::forget(child);
-    }
+        .ok()?;
+    let pid = child.id();
+    std::mem::forget(child);
+    Some(pid)
 }
 
-/// [`escape`]s a copy of this program that becomes a [`zombie_leader`].
+/// [`escape`]s a copy of this program that becomes a zombie leader (see
+/// [`become_zombie_leader_if_asked`]); its pid is noted once its main thread has exited, so
+/// that whoever looks for it finds it in that state.
 fn escape_threads(pids: Option<&Path>) {
-    if let Ok(me) = std::env::current_exe() {
-        let me = me.display().to_string();
-        escape(pids, &[&me, "fake-agent", ZOMBIE_LEADER]);
+    let Ok(me) = std::env::current_exe() else {
+        return;
+    };
+    let me = me.display().to_string();
+    let Some(pid) = escape(&[&me, "fake-agent", ZOMBIE_LEADER]) else {
+        return;
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| Some(s.rsplit_once(')')?.1.split_whitespace().next()?.to_string()));
+        if state.as_deref() == Some("Z") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
+    note_pid(pids, pid);
 }
 
-/// The argument that makes the fake agent [`zombie_leader`].
+/// The arguments after `fake-agent` that make this program a zombie leader.
 const ZOMBIE_LEADER: &str = "--zombie-leader";
 
-/// Ends this thread, the process's main one, and lives on in another for an hour: the process
-/// is then a zombie leader whose threads run, as a program that calls `pthread_exit` in `main`
-/// is. Its `/proc/PID/stat` reads `Z` and its `/proc/PID/environ` cannot be read; its threads'
-/// `/proc/PID/task/TID/environ` can.
-fn zombie_leader() -> ! {
-    std::thread::spawn(|| std::thread::sleep(Duration::from_secs(3600)));
-    // SAFETY: the exit system call ends the calling thread only; nothing else in the process
-    // refers to this thread's stack (the sleeping thread owns nothing of it), and the thread
-    // never returns into Rust code.
+/// Called first thing in `main`, before the command line is parsed or a runtime started: with
+/// `fake-agent --zombie-leader`, this process ends its main thread and lives on for an hour in
+/// one other thread, as a program that calls `pthread_exit` in `main` does (the fake agent's
+/// `escape-threads`). Its `/proc/PID/stat` then reads `Z` and its `/proc/PID/environ` cannot be
+/// read; its thread's `/proc/PID/task/TID/environ` can. Otherwise it returns.
+pub fn become_zombie_leader_if_asked() {
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() != Some("fake-agent") || args.next().as_deref() != Some(ZOMBIE_LEADER)
+    {
+        return;
+    }
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(3600));
+        std::process::exit(0);
+    });
+    // SAFETY: the exit system call ends the calling thread only and never returns. The main
+    // thread's stack is never unmapped, so the few locals of `main` on it stay valid, and the
+    // other thread refers to none of them.
     unsafe {
         nix::libc::syscall(nix::libc::SYS_exit, 0);
     }

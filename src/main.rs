@@ -10,6 +10,8 @@ use samocode::shutdown::Shutdown;
 use samocode::telemetry;
 
 fn main() -> ExitCode {
+    // A test double's role, before anything starts a thread: see the function.
+    samocode::fake_agent::become_zombie_leader_if_asked();
     let cli = Cli::parse();
     let sources = match Sources::from_process() {
         Ok(sources) => sources,

@@ -3,9 +3,10 @@
 //! Every process an agent starts inherits [`SESSION_MARKER`] (the session folder) and
 //! [`ATTEMPT_MARKER`] (the attempt). A process that left the agent's process group (`setsid`)
 //! is out of reach of `killpg`, and a worker that crashed left its agents running with nobody to
-//! stop them; both are found here by reading `/proc/<pid>/environ`, and killed only when the
-//! markers name the session (and, at the end of an attempt, the attempt) being cleaned up, so an
-//! unrelated program, or another session's agent, is never touched.
+//! stop them; both are found here by reading `/proc/<pid>/environ` (a live thread's, when the
+//! main thread has exited while others run), and killed only when the markers name the session
+//! (and, at the end of an attempt, the attempt) being cleaned up, so an unrelated program, or
+//! another session's agent, is never touched.
 //!
 //! Reading every process of the machine at the end of every attempt costs too much (half a
 //! millisecond per hundred processes), so a worker makes itself the child subreaper of what it
@@ -97,16 +98,22 @@ fn running(pid: i32) -> bool {
 }
 
 /// The environment of `pid`, from `/proc`: its main thread's, or, when that one has exited while
-/// others run (a zombie leader, whose `/proc/PID/environ` cannot be read), another thread's (the
-/// threads share it). `None` when none can be read: gone, or another user's.
+/// others run (a zombie leader, whose `/proc/PID/environ` fails with ESRCH here, and may read
+/// empty on older kernels), another thread's (the threads share it). `None` when none can be
+/// read: gone, or another user's.
 fn environ_of(pid: i32) -> Option<Vec<u8>> {
-    if let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) {
-        return Some(environ);
+    match std::fs::read(format!("/proc/{pid}/environ")) {
+        Ok(environ) if !environ.is_empty() => return Some(environ),
+        Ok(_) => {}
+        Err(error) if error.raw_os_error() == Some(nix::libc::ESRCH) => {}
+        // Another user's, or gone.
+        Err(_) => return None,
     }
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .ok()?
         .filter_map(Result::ok)
-        .find_map(|task| std::fs::read(task.path().join("environ")).ok())
+        .filter_map(|task| std::fs::read(task.path().join("environ")).ok())
+        .find(|environ| !environ.is_empty())
 }
 
 /// Held (shared) by whoever starts an agent in a group of its own, from before the spawn until
