@@ -416,28 +416,32 @@ impl Load {
         }
     }
 
-    /// Live processes carrying the marker of one of this run's sessions.
+    /// Live processes carrying the marker of one of this run's sessions: a process counts while
+    /// any of its threads runs with the marker (one whose main thread has exited is a zombie
+    /// leader, whose own `/proc/PID/environ` cannot be read, but whose threads' can).
     fn left_processes(&self) -> Vec<i32> {
         let prefix = format!("SAMOCODE_SESSION={}", self.root.join("sessions").display());
+        let marked_and_running = |task: &Path| {
+            let running = std::fs::read_to_string(task.join("stat")).is_ok_and(|s| {
+                let state = s.rsplit(')').next().unwrap_or("").trim_start();
+                !state.starts_with('Z') && !state.starts_with('X')
+            });
+            running
+                && std::fs::read(task.join("environ")).is_ok_and(|env| {
+                    env.split(|b| *b == 0)
+                        .any(|v| v.starts_with(prefix.as_bytes()))
+                })
+        };
         std::fs::read_dir("/proc")
             .unwrap()
             .filter_map(Result::ok)
             .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
             .filter(|pid| {
-                let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .map(|s| {
-                        s.rsplit(')')
-                            .next()
-                            .unwrap_or("")
-                            .trim_start()
-                            .starts_with('Z')
-                    })
-                    .unwrap_or(true);
-                !zombie
-                    && std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
-                        env.split(|b| *b == 0)
-                            .any(|v| v.starts_with(prefix.as_bytes()))
-                    })
+                std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|tasks| {
+                    tasks
+                        .filter_map(Result::ok)
+                        .any(|task| marked_and_running(&task.path()))
+                })
             })
             .collect()
     }

@@ -154,12 +154,13 @@ impl Run {
     /// again after a usage limit or a crash, works normally.
     fn chaos(&self, env: &HashMap<String, String>) -> Option<String> {
         use std::hash::{Hash, Hasher};
-        const FAULTS: [&str; 6] = [
+        const FAULTS: [&str; 7] = [
             "exit:3",
             "hang",
             "badjson",
             "flood:50",
             "escape",
+            "escape-threads",
             "limit-in:2",
         ];
         let spec = env.get("SAMOCODE_FAKE_CHAOS")?;
