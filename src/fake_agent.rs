@@ -613,8 +613,9 @@ fn escape(program: &[&str]) -> Option<u32> {
 }
 
 /// [`escape`]s a copy of this program that becomes a zombie leader (see
-/// [`become_zombie_leader_if_asked`]); its pid is noted once its main thread has exited, so
-/// that whoever looks for it finds it in that state.
+/// [`become_zombie_leader_if_asked`]). Its pid is noted only once it is one (its main thread a
+/// zombie, another thread running), so that whoever looks for it finds it in that state, and a
+/// copy that died instead is never taken for one that was killed.
 fn escape_threads(pids: Option<&Path>) {
     let Ok(me) = std::env::current_exe() else {
         return;
@@ -623,17 +624,16 @@ fn escape_threads(pids: Option<&Path>) {
     let Some(pid) = escape(&[&me, "fake-agent", ZOMBIE_LEADER]) else {
         return;
     };
+    let threads = || std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, Iterator::count);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::time::Instant::now() < deadline {
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| Some(s.rsplit_once(')')?.1.split_whitespace().next()?.to_string()));
-        if state.as_deref() == Some("Z") {
-            break;
+        if zombie(pid as i32) && threads() > 1 {
+            note_pid(pids, pid);
+            return;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    note_pid(pids, pid);
+    eprintln!("fake-agent: the zombie leader {pid} did not become one");
 }
 
 /// The arguments after `fake-agent` that make this program a zombie leader.
