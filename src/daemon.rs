@@ -53,6 +53,9 @@ pub enum DaemonError {
     /// The dashboard's settings were refused (a non-loopback address without a token file).
     #[error("{0}")]
     Dashboard(String),
+    /// The sessions it owns and its agents at once do not fit in its open-files limit.
+    #[error("{0}")]
+    OpenFiles(String),
     /// A second stop request came before the graceful stop ended.
     #[error("stopped at once by a second signal; the running agents were killed")]
     Forced { signal: i32 },
@@ -63,7 +66,10 @@ impl DaemonError {
     pub fn exit_code(&self) -> u8 {
         match self {
             DaemonError::Locked { .. } => 12,
-            DaemonError::StateDir { .. } | DaemonError::Control(_) | DaemonError::Dashboard(_) => 2,
+            DaemonError::StateDir { .. }
+            | DaemonError::Control(_)
+            | DaemonError::Dashboard(_)
+            | DaemonError::OpenFiles(_) => 2,
             DaemonError::Forced { signal } => crate::shutdown::exit_code(*signal),
             DaemonError::Start(_) | DaemonError::SupervisorDied(_) => 1,
         }
@@ -109,6 +115,10 @@ pub async fn run_with(
     for problem in problems {
         tracing::error!(%problem, "a line of the owned sessions is unreadable; skipped");
     }
+    // Checked before anything runs: the sessions stay owned, and resume once it fits.
+    let open_files = crate::open_files::raise();
+    crate::open_files::check(open_files.limit, owned.len(), config.max_parallel)
+        .map_err(|problem| DaemonError::OpenFiles(format!("{problem}, or lower --max-parallel")))?;
     let socket = control::bind(&config.control_socket).await?;
     // Orphans of the agents become children of the daemon, where the end of an attempt finds
     // them cheaply (see `agent::reaper`).
@@ -139,6 +149,7 @@ pub async fn run_with(
         supervisor,
         SupervisorArgs {
             max_parallel: config.max_parallel,
+            open_files: Some(open_files.limit),
         },
         watch.get_cell(),
     )
@@ -178,7 +189,7 @@ pub async fn run_with(
             telegram.clone().poll(supervisor.clone())
         }));
     }
-    tracing::info!(socket = %config.control_socket.display(), max_parallel = config.max_parallel, executor = engine, "samocode daemon running");
+    tracing::info!(socket = %config.control_socket.display(), max_parallel = config.max_parallel, executor = engine, open_files = open_files.limit, open_files_was = open_files.was, "samocode daemon running");
 
     let outcome = tokio::select! {
         reason = &mut died => {

@@ -45,6 +45,7 @@ pub mod executor;
 pub mod fake_agent;
 pub mod lockfile;
 pub mod notify;
+pub mod open_files;
 pub mod protocol;
 pub mod session;
 pub mod shutdown;

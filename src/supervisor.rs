@@ -207,6 +207,9 @@ pub struct SupervisorActor {
 pub struct SupervisorArgs {
     /// Agents allowed to run at once.
     pub max_parallel: usize,
+    /// The process's open-files limit, which new sessions and a higher cap must fit in
+    /// (`open_files::check`); `None` checks nothing (one session under `run`, the demo).
+    pub open_files: Option<u64>,
 }
 
 pub struct SupervisorState {
@@ -221,6 +224,26 @@ pub struct SupervisorState {
     stopping: Option<RpcReplyPort<()>>,
     /// What the owned sessions cost together, against the fleet budget.
     fleet: fleet::Fleet,
+    /// The open-files limit new sessions and a higher cap must fit in.
+    open_files: Option<u64>,
+    /// Sessions being opened in the background (each may be taking its lock).
+    opening: usize,
+}
+
+impl SupervisorState {
+    /// Sessions whose lock is held or being taken.
+    fn sessions_held(&self) -> usize {
+        self.registry.driven_count() + self.opening
+    }
+
+    /// Whether `more` sessions beside those held, with `agents` at once, fit in the
+    /// open-files limit.
+    fn fits(&self, more: usize, agents: usize) -> Result<(), String> {
+        match self.open_files {
+            Some(limit) => crate::open_files::check(limit, self.sessions_held() + more, agents),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Actor for SupervisorActor {
@@ -250,6 +273,8 @@ impl Actor for SupervisorActor {
             watch,
             stopping: None,
             fleet: fleet::Fleet::new(self.budgets.fleet_cost_usd),
+            open_files: args.open_files,
+            opening: 0,
         })
     }
 
@@ -268,6 +293,7 @@ impl Actor for SupervisorActor {
                 } else {
                     self.open_in_background(
                         &myself,
+                        state,
                         ToOpen::Request(request),
                         Origin::Caller(reply),
                         Vec::new(),
@@ -279,6 +305,7 @@ impl Actor for SupervisorActor {
                 let folder = folder_of(&dir);
                 self.open_in_background(
                     &myself,
+                    state,
                     ToOpen::Project {
                         file: project.clone(),
                         session: folder,
@@ -416,11 +443,14 @@ impl SupervisorActor {
     fn open_in_background(
         &self,
         myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
         what: ToOpen,
         origin: Origin,
         restarts: Vec<Instant>,
         fail: Option<String>,
     ) {
+        // Counted until `Opened` comes back: it may take a session's lock meanwhile.
+        state.opening += 1;
         let myself = myself.clone();
         let state_dir = self.state_dir.clone();
         let launcher = self.launcher.clone();
@@ -491,6 +521,7 @@ impl SupervisorActor {
             origin,
             restarts,
         } = opened;
+        state.opening -= 1;
         let (request, args, settled) = match result {
             Ok(found) if state.stopping.is_none() => found,
             Ok(_) => return answer(origin, Err(StartError::Stopping)),
@@ -623,9 +654,17 @@ impl SupervisorActor {
                     )
                 } else if state.stopping.is_some() {
                     Response::error(StartError::Stopping.to_string(), 1)
+                } else if let Err(problem) = state.fits(1, state.registry.max_parallel()) {
+                    Response::error(
+                        format!(
+                            "the daemon cannot take another session: {problem}, or lower its cap on agents at once with `samocode parallel N`"
+                        ),
+                        1,
+                    )
                 } else {
                     self.open_in_background(
                         myself,
+                        state,
                         ToOpen::Project {
                             file: project,
                             session,
@@ -669,7 +708,16 @@ impl SupervisorActor {
                 Err(message) => Response::error(message, 2),
             },
             Request::Parallel { max } => {
-                if (1..=1000).contains(&max) {
+                if let Some(limit) = state.open_files
+                    && (1..=1000).contains(&max)
+                    && let Err(problem) = state.fits(0, max)
+                {
+                    let most = crate::open_files::most_agents(limit, state.sessions_held());
+                    Response::error(
+                        format!("parallel {max}: {problem}; at most {most} fit now"),
+                        2,
+                    )
+                } else if (1..=1000).contains(&max) {
                     state.registry.set_max_parallel(max);
                     Response::Done {
                         message: format!("at most {max} agents run at once now"),
@@ -709,6 +757,7 @@ impl SupervisorActor {
                 let project = entry.project.clone();
                 self.open_in_background(
                     myself,
+                    state,
                     ToOpen::Project {
                         file: project.clone(),
                         session: folder_of(&dir),
@@ -856,6 +905,7 @@ impl SupervisorActor {
         });
         self.open_in_background(
             myself,
+            state,
             ToOpen::Project {
                 file: project.clone(),
                 session: folder_of(&dir),

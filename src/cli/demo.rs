@@ -106,6 +106,7 @@ pub async fn demo(args: DemoArgs, config: &Config, _sources: &Sources) -> Result
         supervisor,
         SupervisorArgs {
             max_parallel: DEMO_PARALLEL,
+            open_files: None,
         },
     )
     .await

@@ -73,7 +73,10 @@ pub async fn run(args: RunArgs, config: &Config, mut shutdown: Shutdown) -> Resu
     let (supervisor, handle) = Actor::spawn_linked(
         None,
         supervisor,
-        SupervisorArgs { max_parallel: 1 },
+        SupervisorArgs {
+            max_parallel: 1,
+            open_files: None,
+        },
         watch.get_cell(),
     )
     .await

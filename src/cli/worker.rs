@@ -36,6 +36,9 @@ pub async fn worker(args: WorkerArgs, config: &Config, shutdown: Shutdown) -> Re
             "samocode worker needs a NATS server: give --nats-url URL, or set SAMOCODE_NATS_URL"
         )));
     };
+    let open_files = crate::open_files::raise();
+    crate::open_files::check(open_files.limit, 0, args.slots)
+        .map_err(|problem| CliError::usage(anyhow::anyhow!("{problem}, or give fewer --slots")))?;
     let dir = args.dir.unwrap_or_else(|| config.state_dir.join("worker"));
     std::fs::create_dir_all(&dir)
         .map_err(|e| CliError::failure(anyhow::anyhow!("cannot create {}: {e}", dir.display())))?;

@@ -192,6 +192,11 @@ impl Registry {
         list
     }
 
+    /// How many sessions an actor drives (each holds its folder's lock).
+    pub fn driven_count(&self) -> usize {
+        self.by_actor.len()
+    }
+
     pub fn live_actors(&self) -> Vec<ActorRef<SessionMsg>> {
         self.entries
             .values()

@@ -528,3 +528,90 @@ fn resume_tries_a_usage_limited_session_now() {
         project.status()[0]["resumes_at"].is_string()
     });
 }
+
+/// Linux starts processes with a soft limit of 1,024 open files, and the daemon holds one per
+/// session it owns and a few per running agent: it raises its soft limit to the hard one.
+#[test]
+fn a_daemon_started_under_a_low_soft_open_files_limit_holds_more_sessions_than_it() {
+    let mut project = Project::new();
+    // 48 files: without the raise, the 32nd session or so fails with "Too many open files".
+    let _daemon = project.daemon_under("-S -n 48", &["--max-parallel", "4"]);
+    for i in 0..60 {
+        let name = format!("s{i}");
+        project
+            .run(&["start", "--session", &name, "--dive", "d", "--task", "t"])
+            .expect(0);
+    }
+    wait_for(Duration::from_secs(60), "60 sessions at their gate", || {
+        let rows = project.status();
+        rows.len() == 60 && rows.iter().all(|r| r["waiting_for"] == "qa_answers")
+    });
+}
+
+/// Under a hard limit too low for more, a new session and a higher cap are refused with the
+/// numbers and what to do, and the sessions already held go on.
+#[test]
+fn a_fleet_over_the_hard_open_files_limit_is_refused_with_what_to_do() {
+    let mut project = Project::new();
+    // 100 files: 64 for the daemon, 6 for each of 4 agents, so 12 sessions.
+    let daemon = project.daemon_under("-n 100", &["--max-parallel", "4"]);
+    for i in 0..12 {
+        let name = format!("s{i}");
+        project
+            .run(&["start", "--session", &name, "--dive", "d", "--task", "t"])
+            .expect(0);
+    }
+    let refused = project.run(&[
+        "start",
+        "--session",
+        "one-more",
+        "--dive",
+        "d",
+        "--task",
+        "t",
+    ]);
+    refused.expect(1);
+    let message = refused.stderr();
+    for part in [
+        "cannot take another session",
+        "limit of 100",
+        "ulimit -n 4096",
+        "LimitNOFILE=4096",
+        "samocode parallel N",
+    ] {
+        assert!(message.contains(part), "{part}: {message}");
+    }
+    assert!(
+        std::fs::read_dir(&project.sessions).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with("one-more")),
+        "a refused session leaves no folder"
+    );
+    let higher = project.run(&["parallel", "10"]);
+    higher.expect(2);
+    assert!(
+        higher.stderr().contains("at most 4 fit now"),
+        "{}",
+        higher.stderr()
+    );
+    project.run(&["parallel", "3"]).expect(0);
+    wait_for(Duration::from_secs(30), "12 sessions at their gate", || {
+        let rows = project.status();
+        rows.len() == 12 && rows.iter().all(|r| r["waiting_for"] == "qa_answers")
+    });
+    drop(daemon);
+
+    // A daemon whose cap alone does not fit does not start.
+    let over = project
+        .command_under("-n 100", &["supervise", "--max-parallel", "10"])
+        .output()
+        .unwrap();
+    assert_eq!(over.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&over.stderr);
+    assert!(
+        message.contains("limit of 100") && message.contains("lower --max-parallel"),
+        "{message}"
+    );
+}

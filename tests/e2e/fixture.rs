@@ -102,6 +102,25 @@ impl Project {
         cmd
     }
 
+    /// [`Self::command`], run by `sh` after `ulimit ULIMIT` (e.g. `-S -n 64`).
+    pub fn command_under(&self, ulimit: &str, args: &[&str]) -> Command {
+        let direct = self.command(args);
+        let script = format!("ulimit {ulimit} && exec \"$0\" \"$@\"");
+        let mut shell = Command::new("sh");
+        shell
+            .args(["-c", &script, BIN])
+            .args(args)
+            .current_dir(&self.root)
+            .stdin(Stdio::null());
+        for (k, v) in direct.get_envs() {
+            match v {
+                Some(v) => shell.env(k, v),
+                None => shell.env_remove(k),
+            };
+        }
+        shell
+    }
+
     /// Starts samocode in the background, its output discarded.
     pub fn spawn(&self, args: &[&str]) -> std::process::Child {
         self.command(args)
@@ -288,17 +307,26 @@ impl Project {
 
     /// Starts the daemon and waits until its control socket answers.
     pub fn daemon(&mut self, extra: &[&str]) -> Daemon {
+        self.daemon_under("", extra)
+    }
+
+    /// [`Self::daemon`], started by `sh` after `ulimit ULIMIT` (e.g. `-Sn 64`) when given.
+    pub fn daemon_under(&mut self, ulimit: &str, extra: &[&str]) -> Daemon {
         let state = self.state_dir();
         self.env("SAMOCODE_STATE_DIR", &state.display().to_string());
         let mut args = vec!["supervise"];
         args.extend_from_slice(extra);
+        let mut command = if ulimit.is_empty() {
+            self.command(&args)
+        } else {
+            self.command_under(ulimit, &args)
+        };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.root.join("daemon.log"))
             .unwrap();
-        let child = self
-            .command(&args)
+        let child = command
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()

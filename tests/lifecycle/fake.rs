@@ -343,10 +343,16 @@ impl World {
             failpoints: Vec::new(),
             budgets: Arc::new(budgets),
         };
-        let (supervisor, _) =
-            ractor::Actor::spawn(None, supervisor, SupervisorArgs { max_parallel: 2 })
-                .await
-                .unwrap();
+        let (supervisor, _) = ractor::Actor::spawn(
+            None,
+            supervisor,
+            SupervisorArgs {
+                max_parallel: 2,
+                open_files: None,
+            },
+        )
+        .await
+        .unwrap();
         World {
             _dir: dir,
             project,
