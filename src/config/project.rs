@@ -57,8 +57,7 @@ pub(super) fn read(path: &Path, sources: &Sources, problems: &mut Problems) -> O
             continue;
         };
         let key = key.trim();
-        let value = value
-            .trim()
+        let value = without_comment(value)
             .trim_matches('"')
             .trim_matches('\'')
             .to_string();
@@ -156,4 +155,23 @@ pub(super) fn read(path: &Path, sources: &Sources, problems: &mut Problems) -> O
         base_branch,
         branch_prefix,
     })
+}
+
+/// A value without the comment after it, trimmed: `#` after a space or a tab starts one, as in
+/// the README's example (`MAIN_REPO=~/code/app   # the repository`); a `#` inside a word
+/// (`feat#2`) or inside quotes (`"a #b"`) is part of the value.
+pub(super) fn without_comment(value: &str) -> &str {
+    let value = value.trim();
+    for quote in ['"', '\''] {
+        if let Some(rest) = value.strip_prefix(quote)
+            && let Some(end) = rest.find(quote)
+        {
+            return &value[..end + 2];
+        }
+    }
+    let cut = value
+        .char_indices()
+        .find(|&(i, c)| c == '#' && value[..i].ends_with([' ', '\t']))
+        .map_or(value.len(), |(i, _)| i);
+    value[..cut].trim_end()
 }

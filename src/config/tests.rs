@@ -50,6 +50,28 @@ fn project_found_by_walking_up_and_paths_made_absolute() {
 }
 
 #[test]
+fn the_readmes_project_file_with_comments_after_its_values_reads_as_meant() {
+    let dir = project_dir();
+    std::fs::write(
+        dir.path().join(".samocode"),
+        "MAIN_REPO=repo          # the git repository the agent works on\n\
+         WORKTREES=wt  # one git worktree per session goes here\n\
+         SESSIONS=\"sessions\"\t# one folder per session goes here\n\
+         BASE_BRANCH=main                # optional: default is the repository's default branch\n\
+         BRANCH_PREFIX=feat#2 # a # inside a word is kept\n",
+    )
+    .unwrap();
+    let config = resolve(&Flags::default(), &sources(dir.path(), &[])).unwrap();
+    let project = config.project.unwrap();
+    assert!(project.main_repo.ends_with("repo"), "{project:?}");
+    assert!(project.worktrees.ends_with("wt"));
+    assert!(project.sessions.ends_with("sessions"));
+    assert_eq!(project.base_branch.as_deref(), Some("main"));
+    assert_eq!(project.branch_prefix.as_deref(), Some("feat#2"));
+    assert_eq!(project::without_comment("\"a #b\"  # c"), "\"a #b\"");
+}
+
+#[test]
 fn flag_beats_env_beats_file() {
     let dir = project_dir();
     std::fs::write(
