@@ -11,7 +11,7 @@ use ractor::{ActorProcessingErr, ActorRef};
 
 use super::actor::{InFlight, Life, SessionActor, SessionMsg, SessionRun, Then};
 use super::open::Settled;
-use super::store::{SessionStore, StoreError};
+use super::store::{QA, SessionStore, StoreError};
 use super::worktree;
 use crate::agent::launch::ExitKind;
 use crate::agent::refusal::{self, Refusal};
@@ -19,7 +19,8 @@ use crate::agent::{AttemptReport, ProcessEnd};
 use crate::notify::SessionEvent;
 use crate::protocol::baseline::Mutation;
 use crate::protocol::journal::{AttemptOutcome, HistoryRow, IterationRow, Source};
-use crate::protocol::{Phase, RunState, Signal, Verdict};
+use crate::protocol::qa::QaDoc;
+use crate::protocol::{Phase, RunState, Signal, Verdict, WaitFor};
 
 impl SessionActor {
     /// The attempt in `Running` is over.
@@ -317,6 +318,17 @@ impl SessionActor {
         };
         let signal = Signal::parse(&text).map_err(Problem::protocol)?;
         match signal.validate(phase) {
+            Ok(Verdict::Wait {
+                wait_for: WaitFor::QaAnswers,
+            }) if !has_open_question(run) => Err(Problem {
+                code: "no_open_question",
+                text: format!(
+                    "signal rejected: it waits for qa_answers, but {QA} has no question without an answer (a `## Q1: ...` heading with an empty `Answer:` line); no person could answer it"
+                ),
+                // The agent is told why and may write its questions on the retry.
+                retryable: true,
+                signal: Some(signal),
+            }),
             Ok(verdict) => Ok((signal, verdict)),
             Err(rejection) => Err(Problem {
                 code: rejection.code(),
@@ -599,5 +611,14 @@ impl Problem {
             retryable: true,
             signal: None,
         }
+    }
+}
+
+/// Whether `_qa.md` holds a question a person can answer (one read, capped like any session
+/// file; an unreadable file has none).
+fn has_open_question(run: &SessionRun) -> bool {
+    match run.store.read(QA) {
+        Ok(Some(text)) => QaDoc::parse(&text).open().next().is_some(),
+        _ => false,
     }
 }

@@ -215,6 +215,43 @@ fn an_invalid_transition_is_rejected_and_recorded() {
     );
 }
 
+/// A wait for answers with no question a person could answer would be a gate nobody can
+/// open: the agent is told and tries once more, then the session blocks, and `resume` runs it
+/// again.
+#[test]
+fn waiting_for_answers_without_a_question_blocks_instead_of_waiting_forever() {
+    let mut project = Project::new();
+    project.env(
+        "SAMOCODE_FAKE",
+        r#"requirements=signal:{"status":"waiting","phase":"requirements","for":"qa_answers"}"#,
+    );
+    let run = new_session(&project, "noq");
+    run.expect(11);
+    assert!(
+        run.stdout()
+            .contains("_qa.md has no question without an answer"),
+        "{}",
+        run.stdout()
+    );
+    let s = project.session("noq");
+    assert_eq!(s.state()["status"]["state"], "blocked");
+    let history = s.jsonl("_signal_history.jsonl");
+    let rejected: Vec<&str> = history
+        .iter()
+        .filter(|r| r["accepted"] == false)
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(rejected, ["retry", "blocked"], "{history:?}");
+
+    project.env("SAMOCODE_FAKE", "");
+    project.run(&["resume", "noq"]).expect(0);
+    project.run(&["run", "--session", "noq"]).expect(10);
+    assert_eq!(s.state()["status"]["for"], "qa_answers");
+    project
+        .run(&["answer", "noq", "--accept-suggestions"])
+        .expect(0);
+}
+
 #[test]
 fn continue_cannot_cross_the_plan_gate() {
     let mut project = Project::new();
