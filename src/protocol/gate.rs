@@ -52,6 +52,39 @@ pub enum GateError {
     /// --raise-budget with nothing to raise.
     #[error("--raise-budget needs WORD=VALUE (cost=40, iterations=80, time=10h)")]
     EmptyRaise,
+    /// A note or a reason longer than the session's files take from a person.
+    #[error(
+        "the {what} is {bytes} bytes, over the limit of {max} bytes: put a long text in a file in the repository and {verb} the session where it is"
+    )]
+    TooLong {
+        what: &'static str,
+        verb: &'static str,
+        bytes: usize,
+        max: usize,
+    },
+    /// tell while as many notes as a session keeps already wait for its next iteration.
+    #[error(
+        "session {name} already has {max} notes waiting for its next iteration; let an iteration take them first"
+    )]
+    TooManyNotes { name: String, max: usize },
+}
+
+/// The longest note (`tell`) or reject reason a person may give, in bytes: it is kept in
+/// `_state.json` until used and copied into the Flow Log, and both files have a size cap.
+pub const MAX_PERSON_TEXT: usize = 16 * 1024;
+/// The most notes that wait for a session's next iteration at once.
+pub const MAX_NOTES: usize = 20;
+
+fn within_limit(text: &str, what: &'static str, verb: &'static str) -> Result<(), GateError> {
+    if text.len() > MAX_PERSON_TEXT {
+        return Err(GateError::TooLong {
+            what,
+            verb,
+            bytes: text.len(),
+            max: MAX_PERSON_TEXT,
+        });
+    }
+    Ok(())
 }
 
 /// What a gate change did, for the journals.
@@ -84,6 +117,7 @@ pub fn reject(state: &mut SessionState, reason: &str) -> Result<GateEffect, Gate
     if reason.is_empty() {
         return Err(GateError::EmptyReason);
     }
+    within_limit(reason, "reason", "tell")?;
     expect_plan_approval(state)?;
     state.feedback = Some(reason.to_string());
     requeue(state);
@@ -259,8 +293,15 @@ pub fn tell(state: &mut SessionState, text: &str, now: Timestamp) -> Result<Gate
     if text.is_empty() {
         return Err(GateError::EmptyNote);
     }
+    within_limit(text, "note", "tell")?;
     if matches!(state.status, RunState::Done { .. }) {
         return Err(GateError::Finished(state.name.clone()));
+    }
+    if state.guidance.len() >= MAX_NOTES {
+        return Err(GateError::TooManyNotes {
+            name: state.name.clone(),
+            max: MAX_NOTES,
+        });
     }
     state.guidance.push(Guidance {
         text: text.to_string(),
@@ -327,6 +368,39 @@ mod tests {
             since: now,
         };
         state
+    }
+
+    #[test]
+    fn notes_and_reasons_are_capped_so_the_state_stays_readable() {
+        let now = Timestamp::now();
+        let mut state = waiting(Phase::Planning, WaitFor::PlanApproval);
+        let long = "a".repeat(MAX_PERSON_TEXT + 1);
+        let error = tell(&mut state, &long, now).unwrap_err();
+        assert!(
+            error.to_string().contains(&format!(
+                "the note is {} bytes, over the limit of {MAX_PERSON_TEXT} bytes: put a long text in a file",
+                MAX_PERSON_TEXT + 1
+            )),
+            "{error}"
+        );
+        assert!(matches!(
+            reject(&mut state, &long),
+            Err(GateError::TooLong { what: "reason", .. })
+        ));
+        assert!(state.guidance.is_empty() && state.feedback.is_none());
+        let full = "b".repeat(MAX_PERSON_TEXT);
+        for _ in 0..MAX_NOTES {
+            tell(&mut state, &full, now).unwrap();
+        }
+        let error = tell(&mut state, "one more", now).unwrap_err();
+        assert!(
+            error.to_string().contains("already has 20 notes waiting"),
+            "{error}"
+        );
+        assert_eq!(state.guidance.len(), MAX_NOTES);
+        // The most a person can leave in the state stays far under its 4 MiB cap.
+        let bytes = serde_json::to_string(&state).unwrap().len();
+        assert!(bytes < 1024 * 1024, "{bytes}");
     }
 
     #[test]
