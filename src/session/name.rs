@@ -41,6 +41,11 @@ pub enum NameError {
     /// A text (name, dive, task) holds a NUL byte, which no file or argument can carry.
     #[error("the {what} contains a NUL byte; remove it")]
     Nul { what: &'static str },
+    /// The session's folder is a symbolic link, which samocode never writes through.
+    #[error(
+        "the session folder {0} is a symbolic link, and samocode never writes through one; move the link away and put the folder itself there"
+    )]
+    Link(PathBuf),
 }
 
 /// Checks a name against `[a-z0-9][a-z0-9._-]{0,63}` and the rules git has for a branch
@@ -155,8 +160,10 @@ impl Resolved {
 pub fn resolve(sessions: &Path, name: &str, today: &str) -> Result<Resolved, NameError> {
     validate(name)?;
     let exact = sessions.join(name);
-    if exact.is_dir() {
-        return Ok(Resolved::Existing(exact));
+    match std::fs::symlink_metadata(&exact) {
+        Ok(meta) if meta.is_symlink() => return Err(NameError::Link(exact)),
+        Ok(meta) if meta.is_dir() => return Ok(Resolved::Existing(exact)),
+        _ => {}
     }
     let matches = dated_matches(sessions, name)?;
     match matches.len() {
@@ -185,16 +192,20 @@ fn dated_matches(sessions: &Path, name: &str) -> Result<Vec<PathBuf>, NameError>
         path: sessions.to_path_buf(),
         source,
     })?;
-    let mut matches: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .filter(|e| e.path().is_dir())
-        .filter(|e| {
-            let folder = e.file_name();
-            let folder = folder.to_string_lossy();
-            is_date_prefix(&folder) && folder.get(9..) == Some(name)
-        })
-        .map(|e| e.path())
-        .collect();
+    let mut matches = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let folder = entry.file_name();
+        let folder = folder.to_string_lossy();
+        if !(is_date_prefix(&folder) && folder.get(9..) == Some(name)) {
+            continue;
+        }
+        // The entry's own type: a link is never followed.
+        match entry.file_type() {
+            Ok(kind) if kind.is_symlink() => return Err(NameError::Link(entry.path())),
+            Ok(kind) if kind.is_dir() => matches.push(entry.path()),
+            _ => {}
+        }
+    }
     matches.sort();
     Ok(matches)
 }

@@ -267,3 +267,28 @@ fn a_nul_in_a_request_is_refused_clearly() {
         || project.run(&["status"]).code() == 0,
     );
 }
+
+/// A session folder that is a symbolic link is refused before anything is written: samocode
+/// never writes through a link (it had put its lock file into the link's target).
+#[test]
+fn a_session_folder_that_is_a_link_is_refused_and_its_target_left_untouched() {
+    let project = Project::new();
+    let target = project.root.join("elsewhere");
+    std::fs::create_dir(&target).unwrap();
+    for (link, name) in [("26-01-02-lnk", "lnk"), ("exact", "exact")] {
+        std::os::unix::fs::symlink(&target, project.sessions.join(link)).unwrap();
+        for args in [
+            vec!["run", "--session", name, "--once"],
+            vec!["status", name],
+            vec!["stop", name],
+        ] {
+            let run = project.run(&args);
+            assert_usage(&run, &["is a symbolic link", "move the link away"]);
+        }
+    }
+    assert_eq!(
+        std::fs::read_dir(&target).unwrap().count(),
+        0,
+        "nothing written through the link"
+    );
+}
