@@ -60,16 +60,24 @@ pub fn answer(
         Answers::Suggestions => qa::accept_suggestions(&text)?,
         Answers::Given(pairs) => qa::fill(&text, pairs)?,
     };
-    store.write_atomic(QA, filled.as_bytes())?;
+    let replaced = store.write_atomic(QA, filled.as_bytes())?;
     let open: Vec<u32> = QaDoc::parse(&filled).open().map(|q| q.number).collect();
     let waiting = gate::wakes_on_answers(state, open.is_empty());
     if waiting {
-        act(store, state, by, |state| {
+        let resumed = act(store, state, by, |state| {
             let mut effect = gate::resume(state, true)?;
             effect.verb = "answer";
             effect.flow_log = "Questions answered by a person; resuming".into();
             Ok(effect)
-        })?;
+        });
+        if let Err(error) = resumed {
+            // Not saved, so not applied: the answers go too, or a watch of `_qa.md` would
+            // apply them later behind the person's back.
+            if gate::wakes_on_answers(state, true) {
+                let _ = store.undo_write(QA, replaced);
+            }
+            return Err(error);
+        }
     }
     Ok(Answered {
         open,

@@ -153,7 +153,7 @@ pub fn sync_journals(dir: &Path) -> Result<(), StoreError> {
 /// costs more than all the rest of an iteration on ext4 (inode allocation). A spare that is not
 /// a plain file of ours with one link (a link, a pipe, a hard link to another file) is removed,
 /// never written through; where the exchange is not supported a plain rename takes its place.
-fn replace(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
+fn replace(path: &Path, contents: &[u8]) -> Result<Replaced, StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let spare_path = dir.join(format!(".{name}.prev"));
@@ -178,13 +178,42 @@ fn replace(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
         path,
         RenameFlags::RENAME_EXCHANGE,
     ) {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(Replaced::Exchanged),
         // No file yet, or a filesystem without the exchange: a plain rename.
         Err(nix::errno::Errno::ENOENT | nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) => {
-            std::fs::rename(&spare_path, path).map_err(io("cannot replace", path))
+            std::fs::rename(&spare_path, path)
+                .map(|()| Replaced::Renamed)
+                .map_err(io("cannot replace", path))
         }
         Err(errno) => Err(io("cannot replace", path)(errno.into())),
     }
+}
+
+/// How a [`replace`] went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Replaced {
+    /// The spare now holds the version before: [`undo_replace`] puts it back.
+    Exchanged,
+    /// There was no version before (or no exchange on this filesystem): nothing to put back.
+    Renamed,
+}
+
+/// Puts back the version a [`replace`] of `path` that exchanged has replaced (the two names
+/// swap again), for a change that must not stand alone when the next write failed.
+fn undo_replace(path: &Path) -> Result<(), StoreError> {
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let spare_path = dir.join(format!(".{name}.prev"));
+    renameat2(
+        AT_FDCWD,
+        &spare_path,
+        AT_FDCWD,
+        path,
+        RenameFlags::RENAME_EXCHANGE,
+    )
+    .map_err(|errno| io("cannot put back", path)(errno.into()))
 }
 
 /// Opens the spare of a replace for writing at its start, with its length: the one left by the
@@ -475,9 +504,20 @@ impl SessionStore {
 
     /// Replaces a file of the session atomically and durably (see [`replace`]; the lock
     /// makes this the file's one writer).
-    pub fn write_atomic(&self, file: &str, contents: &[u8]) -> Result<(), StoreError> {
-        replace(&self.path(file), contents)?;
-        sync_dir(&self.dir)
+    pub fn write_atomic(&self, file: &str, contents: &[u8]) -> Result<Replaced, StoreError> {
+        let replaced = replace(&self.path(file), contents)?;
+        sync_dir(&self.dir)?;
+        Ok(replaced)
+    }
+
+    /// Puts back the version of `file` that the last [`Self::write_atomic`] replaced, when it
+    /// exchanged one (`replaced`).
+    pub fn undo_write(&self, file: &str, replaced: Replaced) -> Result<(), StoreError> {
+        if replaced == Replaced::Exchanged {
+            undo_replace(&self.path(file))?;
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
     }
 
     /// Saves the state and mirrors it into the worker's lines of `_overview.md`.
@@ -500,9 +540,15 @@ impl SessionStore {
         state: &mut SessionState,
         entry: Option<&str>,
     ) -> Result<(), StoreError> {
-        let saved = self
-            .mirror_worker_lines(state, entry)
-            .and_then(|()| self.replace_state(state));
+        let saved = self.mirror_worker_lines(state, entry).and_then(|notebook| {
+            // A state that cannot be saved takes the notebook's new lines back with it: the
+            // Flow Log never records a decision the state does not hold.
+            self.replace_state(state).inspect_err(|_| {
+                if notebook == Some(Replaced::Exchanged) {
+                    let _ = undo_replace(&self.path(OVERVIEW));
+                }
+            })
+        });
         // Also after a failed state: the notebook's exchange must be on the disk before the
         // next save writes over its spare.
         sync_dir(&self.dir)?;
@@ -519,17 +565,17 @@ impl SessionStore {
     fn replace_state(&self, state: &mut SessionState) -> Result<(), StoreError> {
         state.updated_at = Timestamp::now();
         let json = serde_json::to_vec_pretty(state).expect("state serializes");
-        replace(&self.path(STATE), &json)
+        replace(&self.path(STATE), &json).map(|_| ())
     }
 
     /// Writes the state's worker lines, and the Flow Log line `entry` when there is one, into
-    /// `_overview.md` when that changes it. A crash may leave the lines a save behind or ahead
+    /// `_overview.md` when that changes it (how, when it did). A crash may leave the lines a save behind or ahead
     /// of the state; the next save makes them agree.
     fn mirror_worker_lines(
         &self,
         state: &SessionState,
         entry: Option<&str>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<Replaced>, StoreError> {
         let current = self.read(OVERVIEW)?;
         let mut updated = match &current {
             Some(text) => overview::apply_worker_lines(text, &state.worker_lines()),
@@ -540,10 +586,10 @@ impl SessionStore {
         if let Some(entry) = entry {
             updated = overview::append_flow_log(&updated, state.iteration, &flow_stamp(), entry);
         }
-        if current.as_deref() != Some(updated.as_str()) {
-            replace(&self.path(OVERVIEW), updated.as_bytes())?;
+        if current.as_deref() == Some(updated.as_str()) {
+            return Ok(None);
         }
-        Ok(())
+        replace(&self.path(OVERVIEW), updated.as_bytes()).map(Some)
     }
 
     /// Moves the `_signal.json` an attempt wrote, once read, beside the attempt's log: the
@@ -921,22 +967,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("_state.json");
         let spare = dir.path().join("._state.json.prev");
-        replace(&file, b"one").unwrap();
+        assert_eq!(replace(&file, b"one").unwrap(), Replaced::Renamed);
         let first = std::fs::metadata(&file).unwrap().ino();
-        replace(&file, b"two").unwrap();
+        assert_eq!(replace(&file, b"two").unwrap(), Replaced::Exchanged);
         assert_eq!(std::fs::read(&spare).unwrap(), b"one");
-        replace(&file, b"three").unwrap();
+        assert_eq!(replace(&file, b"three").unwrap(), Replaced::Exchanged);
         assert_eq!(std::fs::read(&file).unwrap(), b"three");
         assert_eq!(std::fs::read(&spare).unwrap(), b"two");
         // No new file per replace: the two files trade places.
         assert_eq!(std::fs::metadata(&file).unwrap().ino(), first);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
         // The spare is written over in place: shorter contents leave nothing of the longer.
-        replace(&file, b"4").unwrap();
+        let _ = replace(&file, b"4").unwrap();
         assert_eq!(std::fs::read(&file).unwrap(), b"4");
-        replace(&file, b"").unwrap();
+        let _ = replace(&file, b"").unwrap();
         assert_eq!(std::fs::read(&file).unwrap(), b"");
         assert_eq!(std::fs::read(&spare).unwrap(), b"4");
+        // An exchange is undone by another: the version before is back, the new one spare.
+        undo_replace(&file).unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"4");
+        assert_eq!(std::fs::read(&spare).unwrap(), b"");
     }
 
     #[test]
@@ -950,13 +1000,13 @@ mod tests {
         std::fs::write(&file, "old").unwrap();
 
         std::os::unix::fs::symlink(&secret, &spare).unwrap();
-        replace(&file, b"new 1").unwrap();
+        let _ = replace(&file, b"new 1").unwrap();
         std::fs::remove_file(&spare).unwrap();
         std::fs::hard_link(&secret, &spare).unwrap();
-        replace(&file, b"new 2").unwrap();
+        let _ = replace(&file, b"new 2").unwrap();
         std::fs::remove_file(&spare).unwrap();
         nix::unistd::mkfifo(&spare, nix::sys::stat::Mode::S_IRWXU).unwrap();
-        replace(&file, b"new 3").unwrap();
+        let _ = replace(&file, b"new 3").unwrap();
 
         assert_eq!(std::fs::read_to_string(&secret).unwrap(), "keep");
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "new 3");
@@ -979,7 +1029,7 @@ mod tests {
         let mut state = SessionState::new("26-11-24-x", "dive", "task", Timestamp::now());
         store.save(&mut state).unwrap();
         let text = store.read(OVERVIEW).unwrap().unwrap();
-        store
+        let _ = store
             .write_atomic(
                 OVERVIEW,
                 text.replace("Next: investigate the dive", "Next: mine")
@@ -1062,6 +1112,41 @@ mod tests {
             .save_noting(&mut approved, Some("Plan approved by a person"))
             .unwrap();
         assert_eq!(store.load_state().unwrap(), approved);
+    }
+
+    #[test]
+    fn a_state_that_cannot_be_saved_takes_the_notebooks_new_lines_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SessionStore::create(&dir.path().join("26-11-24-x")).unwrap();
+        let mut state = SessionState::new("26-11-24-x", "dive", "task", Timestamp::now());
+        state.status = RunState::Waiting {
+            wait_for: WaitFor::PlanApproval,
+            since: Timestamp::now(),
+        };
+        store.save(&mut state).unwrap();
+        // Twice, so that the notebook has a spare and its next replace exchanges.
+        store.save(&mut state).unwrap();
+        let notebook = store.read(OVERVIEW).unwrap().unwrap();
+        let spare = store.dir().join("._state.json.prev");
+        let _ = std::fs::remove_file(&spare);
+        std::fs::create_dir(&spare).unwrap();
+        let mut approved = state.clone();
+        approved.enter_phase(Phase::Implementation);
+        approved.status = RunState::Queued;
+        let error = store
+            .save_noting(&mut approved, Some("Plan approved by a person"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("._state.json.prev"), "{error}");
+        assert_eq!(store.read(OVERVIEW).unwrap().unwrap(), notebook);
+        assert_eq!(store.load_state().unwrap(), state);
+        std::fs::remove_dir(&spare).unwrap();
+        store
+            .save_noting(&mut approved, Some("Plan approved by a person"))
+            .unwrap();
+        let notebook = store.read(OVERVIEW).unwrap().unwrap();
+        assert_eq!(notebook.matches("Plan approved by a person").count(), 1);
+        assert!(notebook.contains("Phase: implementation"), "{notebook}");
     }
 
     #[test]

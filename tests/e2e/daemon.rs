@@ -220,6 +220,64 @@ fn an_approval_whose_notebook_cannot_be_written_leaves_the_session_waiting() {
     assert_eq!(s.read("_overview.md").matches("Plan approved").count(), 1);
 }
 
+/// An answer whose state cannot be saved is not applied at all: the answers in `_qa.md` go
+/// back too, so nothing applies them later, and the notebook does not claim it.
+#[test]
+fn an_answer_whose_state_cannot_be_saved_is_not_applied_at_all() {
+    for through_daemon in [false, true] {
+        let mut project = Project::new();
+        let daemon = through_daemon.then(|| project.daemon(&[]));
+        let s = if through_daemon {
+            project
+                .run(&["start", "--session", "ask", "--dive", "d", "--task", "t"])
+                .expect(0);
+            let s = project.session("ask");
+            wait_for(Duration::from_secs(30), "questions", || {
+                s.path("_state.json").exists() && s.state()["status"]["for"] == "qa_answers"
+            });
+            s
+        } else {
+            project
+                .run(&["run", "--session", "ask", "--dive", "d", "--task", "t"])
+                .expect(10);
+            project.session("ask")
+        };
+        let questions = s.read("_qa.md");
+        let spare = s.path("._state.json.prev");
+        let _ = std::fs::remove_file(&spare);
+        std::fs::create_dir(&spare).unwrap();
+        let refused = project.run(&["answer", "ask", "--accept-suggestions"]);
+        refused.expect(1);
+        assert!(
+            refused.stderr().contains("._state.json.prev"),
+            "{}",
+            refused.stderr()
+        );
+        assert_eq!(s.read("_qa.md"), questions, "the answers went back");
+        assert_eq!(s.state()["status"]["for"], "qa_answers");
+        assert!(!s.read("_overview.md").contains("Questions answered"));
+        // Moved away, the same answer goes through, once.
+        std::fs::remove_dir(&spare).unwrap();
+        project
+            .run(&["answer", "ask", "--accept-suggestions"])
+            .expect(0);
+        assert_ne!(s.read("_qa.md"), questions);
+        assert_eq!(
+            s.read("_overview.md")
+                .matches("Questions answered by a person")
+                .count(),
+            1
+        );
+        let answers = s
+            .jsonl("_signal_history.jsonl")
+            .iter()
+            .filter(|row| row["status"] == "answer")
+            .count();
+        assert_eq!(answers, 1);
+        drop(daemon);
+    }
+}
+
 #[test]
 fn a_crashed_daemon_is_replaced_and_every_session_finishes() {
     let mut project = Project::new();
