@@ -402,7 +402,10 @@ pub fn parse_request(line: &[u8]) -> Result<Request, Response> {
                 format!("the {what} contains a NUL byte; remove it"),
                 2,
             )),
-            None => Ok(envelope.body),
+            None => match budget_of(&envelope.body).map(|budget| budget.check()) {
+                Some(Err(error)) => Err(Response::error(format!("budget {error}"), 2)),
+                _ => Ok(envelope.body),
+            },
         },
         Ok(envelope) => Err(Response::error(
             format!(
@@ -412,6 +415,27 @@ pub fn parse_request(line: &[u8]) -> Result<Request, Response> {
             2,
         )),
         Err(e) => Err(Response::error(format!("unreadable request: {e}"), 2)),
+    }
+}
+
+/// The budget a request carries, checked like the flags that give one (a fleet raise as a
+/// cost).
+fn budget_of(request: &Request) -> Option<Budget> {
+    match request {
+        Request::Start { budget, .. } => Some(*budget),
+        Request::Person {
+            command: PersonCommand::RaiseBudget { budget },
+            ..
+        }
+        | Request::Named {
+            command: PersonCommand::RaiseBudget { budget },
+            ..
+        } => Some(*budget),
+        Request::RaiseFleetBudget { cost_usd } => Some(Budget {
+            cost_usd: Some(*cost_usd),
+            ..Budget::default()
+        }),
+        _ => None,
     }
 }
 
@@ -487,4 +511,46 @@ fn nul_in(request: &Request) -> Option<&'static str> {
         .into_iter()
         .find(|(_, text)| text.contains('\0'))
         .map(|(what, _)| what)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::budget::COST_TEXT;
+
+    fn refused(line: &str) -> String {
+        match parse_request(line.as_bytes()) {
+            Err(Response::Error { message, code, .. }) => {
+                assert_eq!(code, 2, "{message}");
+                message
+            }
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    /// A budget through the socket is held to the ranges of the flags that give one: a
+    /// negative cost blocked the session at once, and a huge raise printed 300 digits.
+    #[test]
+    fn a_budget_out_of_range_is_refused_as_the_flags_refuse_it() {
+        let start = |budget: &str| {
+            format!(
+                r#"{{"v":1,"cmd":"start","project":"/p/.samocode","session":"s","budget":{budget}}}"#
+            )
+        };
+        let message = refused(&start(r#"{"cost_usd":-3}"#));
+        assert!(
+            message.contains("cost=\"-3\" is not valid") && message.contains(COST_TEXT),
+            "{message}"
+        );
+        assert!(refused(&start(r#"{"iterations":0}"#)).contains("iterations="));
+        assert!(refused(&start(r#"{"time_secs":18446744073709551615}"#)).contains("time="));
+        let raise = r#"{"v":1,"cmd":"person","dir":"/s","command":{"verb":"raise_budget","budget":{"cost_usd":1e308}}}"#;
+        assert!(refused(raise).contains("cost="));
+        assert!(refused(r#"{"v":1,"cmd":"raise_fleet_budget","cost_usd":-1}"#).contains("cost="));
+        assert!(
+            parse_request(start(r#"{"cost_usd":5,"iterations":30,"time_secs":3600}"#).as_bytes())
+                .is_ok()
+        );
+        assert!(parse_request(start("{}").as_bytes()).is_ok());
+    }
 }

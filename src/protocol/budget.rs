@@ -237,6 +237,36 @@ pub fn parse_time(text: &str) -> Option<u64> {
         .then_some(duration.as_secs())
 }
 
+impl Budget {
+    /// Checks each limit given against the ranges a flag or a raise accepts, for a budget that
+    /// came another way (a control request): the first out of range, as a raise would name it.
+    pub fn check(&self) -> Result<(), BudgetError> {
+        let bad = |word, value: String, expected| {
+            Err(BudgetError::Value {
+                word,
+                value,
+                expected,
+            })
+        };
+        if let Some(cost) = self.cost_usd
+            && !(cost.is_finite() && (0.01..=1_000_000.0).contains(&cost))
+        {
+            return bad("cost", cost.to_string(), COST_TEXT);
+        }
+        if let Some(n) = self.iterations
+            && !(1..=100_000).contains(&n)
+        {
+            return bad("iterations", n.to_string(), ITERATIONS_TEXT);
+        }
+        if let Some(secs) = self.time_secs
+            && !(60..=365 * 86400).contains(&secs)
+        {
+            return bad("time", format!("{secs}s"), TIME_TEXT);
+        }
+        Ok(())
+    }
+}
+
 /// A raise, as `resume --raise-budget` takes it: `cost=40`, `iterations=80`, `time=10h`; the
 /// limit becomes the value given (a new total, not an addition).
 pub fn parse_raise(text: &str) -> Result<Budget, BudgetError> {
