@@ -370,6 +370,16 @@ pub fn worker_threads(cli: &Cli) -> Option<usize> {
     matches!(cli.command, Command::Run(_)).then_some(1)
 }
 
+/// Whether the command stops by itself when asked (SIGINT, SIGTERM, SIGHUP): those that run
+/// agents, which get their grace. Any other (`logs --follow`, `status` waiting on a daemon)
+/// is simply ended by the signal.
+pub fn stops_on_request(cli: &Cli) -> bool {
+    matches!(
+        cli.command,
+        Command::Run(_) | Command::Supervise(_) | Command::Worker(_) | Command::AttemptRun(_)
+    )
+}
+
 /// Runs the parsed command; `shutdown` is how a stop is asked for (signals, from `main`).
 pub async fn dispatch(
     cli: Cli,

@@ -36,14 +36,19 @@ fn main() -> ExitCode {
         Err(error) => return report(CliError::failure(error)),
     };
     let outcome = runtime.block_on(async {
-        // SIGINT, SIGTERM and SIGHUP ask to stop; a second one asks to stop at once.
-        let shutdown = match Shutdown::from_signals() {
-            Ok(shutdown) => shutdown,
-            Err(error) => {
-                return Err(CliError::failure(anyhow::anyhow!(
-                    "cannot watch for signals: {error}"
-                )));
+        // SIGINT, SIGTERM and SIGHUP ask a command that stops agents to stop (a second one
+        // asks to stop at once); any other command keeps their default, and ends at once.
+        let shutdown = if cli::stops_on_request(&cli) {
+            match Shutdown::from_signals() {
+                Ok(shutdown) => shutdown,
+                Err(error) => {
+                    return Err(CliError::failure(anyhow::anyhow!(
+                        "cannot watch for signals: {error}"
+                    )));
+                }
             }
+        } else {
+            Shutdown::new().1
         };
         let outcome = cli::dispatch(cli, config, sources, shutdown).await;
         telemetry.shutdown().await;

@@ -248,3 +248,35 @@ fn follow_reads_only_what_is_appended_and_finishes_an_attempt_before_the_next() 
         "--follow keeps following"
     );
 }
+
+/// Ctrl-C ends `logs --follow` (and any command that runs no agent) at once: the daemon's
+/// and `run`'s stop-on-request handlers had swallowed it, and only SIGKILL ended it.
+#[test]
+fn ctrl_c_ends_logs_follow() {
+    use std::os::unix::process::ExitStatusExt;
+    let project = Project::new();
+    project
+        .run(&["run", "--session", "tail", "--dive", "d", "--task", "t"])
+        .expect(10);
+    for signal in [
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGTERM,
+    ] {
+        let mut follow = project.spawn(&["logs", "tail", "--follow"]);
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(follow.try_wait().unwrap().is_none(), "it follows");
+        super::fixture::signal(follow.id(), signal);
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = follow.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                let _ = follow.kill();
+                panic!("{signal} did not end logs --follow");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.signal(), Some(signal as i32));
+    }
+}
