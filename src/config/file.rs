@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use super::values::{SETTINGS, file_key, nearest};
+use super::values::{SECRETS, SETTINGS, file_key, nearest};
 use super::{ConfigError, Problems, Sources};
 use crate::session::untrusted::{self, Links};
 
@@ -60,9 +60,13 @@ pub(super) fn read(sources: &Sources, problems: &mut Problems) -> FileSettings {
         if key == "profiles" || key == "prices" {
             continue;
         }
+        let secret = SECRETS.iter().any(|env| file_key(env) == *key);
         let bad = |expected| ConfigError::BadValue {
             key: key.clone(),
-            value: value.to_string(),
+            value: match secret {
+                true => "<hidden: it holds a secret>".to_string(),
+                false => value.to_string(),
+            },
             origin: "config.toml",
             expected,
         };

@@ -72,6 +72,24 @@ fn the_readmes_project_file_with_comments_after_its_values_reads_as_meant() {
 }
 
 #[test]
+fn a_secret_of_the_wrong_type_in_config_toml_is_named_but_never_shown() {
+    let dir = project_dir();
+    std::fs::write(
+        dir.path().join("home/.config/samocode/config.toml"),
+        "telegram_bot_token = [\"123:SECRETARRAY\"]\notel_exporter_otlp_headers = { a = \"SECRETTABLE\" }\nmax_retries = [\"shown\"]\n",
+    )
+    .unwrap();
+    let error = resolve(&Flags::default(), &sources(dir.path(), &[]))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("telegram_bot_token"), "{error}");
+    assert!(error.contains("otel_exporter_otlp_headers"), "{error}");
+    assert!(!error.contains("SECRET"), "{error}");
+    assert!(error.contains("<hidden: it holds a secret>"), "{error}");
+    assert!(error.contains("shown"), "other values are shown: {error}");
+}
+
+#[test]
 fn flag_beats_env_beats_file() {
     let dir = project_dir();
     std::fs::write(

@@ -68,7 +68,7 @@ pub(super) const SETTINGS: &[&str] = &[
 ];
 
 /// Settings whose values are secrets: an error about one never shows its value.
-const SECRETS: &[&str] = &[
+pub(super) const SECRETS: &[&str] = &[
     "TELEGRAM_BOT_TOKEN",
     "OTEL_EXPORTER_OTLP_HEADERS",
     "SAMOCODE_NATS_TOKEN",
