@@ -182,10 +182,12 @@ fn follow<W: Write>(folder: &SessionFolder, out: &mut Printer<W>) -> Result<(), 
             watching_logs = true;
         }
         if look_for_newer {
-            while let Some(newer) = folder
-                .latest_log()
-                .filter(|p| current.as_ref().is_none_or(|c| &c.path < p))
-            {
+            while let Some(newer) = folder.latest_log().filter(|p| {
+                current.as_ref().is_none_or(|c| {
+                    let order = crate::session::store::log_order;
+                    (order(&c.path), &c.path) < (order(p), p)
+                })
+            }) {
                 // The end of an attempt is never lost: the old log is read to its end, its
                 // unfinished last line included, before the next one starts.
                 if let Some(old) = current.as_mut() {

@@ -96,21 +96,34 @@ pub fn act(
     let mut next = state.clone();
     let from = next.phase;
     let effect = verb(&mut next)?;
-    store.save_noting(&mut next, Some(&effect.flow_log))?;
-    *state = next;
-    store.append_history(&HistoryRow {
+    let row = HistoryRow {
         at: Timestamp::now(),
-        iteration: state.iteration,
-        attempt: state.attempt,
+        iteration: next.iteration,
+        attempt: next.attempt,
         source: Source::Person,
         from,
-        to: Some(state.phase),
+        to: Some(next.phase),
         status: effect.verb.to_string(),
         accepted: true,
         reason: effect.reason.clone(),
-        outcome: state.status.name().to_string(),
+        outcome: next.status.name().to_string(),
         by: by.map(str::to_string),
-    })?;
+    };
+    // The row is saved with the state that applies the command, so the two go to the disk
+    // together: a command saved is never without its row, and one not saved has none.
+    next.unsynced.history.push(row.clone());
+    store.save_noting(&mut next, Some(&effect.flow_log))?;
+    *state = next;
+    match store.append_history(&row) {
+        // In the journal now: the next save drops it from the state.
+        Ok(()) => drop(state.unsynced.history.pop()),
+        // Applied all the same (a full disk, say): the state keeps the row, and the next
+        // opening of the session journals it (`SessionStore::restore_unsynced`).
+        Err(error) => store.log(&format!(
+            "the history row of {} waits in _state.json: {error}",
+            effect.verb
+        )),
+    }
     store.log(&effect.flow_log);
     Ok(())
 }

@@ -189,6 +189,42 @@ fn replace(path: &Path, contents: &[u8]) -> Result<Replaced, StoreError> {
     }
 }
 
+/// Appends `bytes`, whole lines, to `file` (open for reading and appending) so that every line
+/// of it stays whole: a last line left cut (by a crash, or by a full disk before this fix) is
+/// ended first, so the new line never joins it, and a write that fails (a full disk) is cut
+/// back off, so no part of it stays to join the next.
+pub fn append_whole(file: &mut File, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    let mut last = [b'\n'];
+    if len > 0 {
+        file.read_exact_at(&mut last, len - 1)?;
+    }
+    let written = match last {
+        [b'\n'] => file.write_all(bytes),
+        _ => file.write_all(&[b"\n", bytes].concat()),
+    };
+    if let Err(error) = written {
+        let _ = file.set_len(len);
+        return Err(error);
+    }
+    Ok(())
+}
+
+/// Where an attempt log stands among a session's: its iteration, its attempt and the number a
+/// second log of the same second got (`-2`), from its name; a name not of that form first.
+pub fn log_order(path: &Path) -> Option<(u32, u32, u32)> {
+    let stem = path.file_stem()?.to_str()?;
+    let fields: Vec<&str> = stem.split('-').collect();
+    let iteration = fields.get(3)?.parse().ok()?;
+    let attempt = fields.get(5)?.strip_prefix('a')?.parse().ok()?;
+    let again = match fields.get(6) {
+        Some(n) => n.parse().ok()?,
+        None => 1,
+    };
+    Some((iteration, attempt, again))
+}
+
 /// How a [`replace`] went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
@@ -417,16 +453,16 @@ impl SessionFolder {
             .collect())
     }
 
-    /// The newest attempt log (by name, which starts with the time), if any.
+    /// The newest attempt log, if any: the one of the highest iteration and attempt its name
+    /// carries (`MM-DD-HHMMSS-NNN-phase-aK`), not the latest time in its name, which has no
+    /// year (an attempt on January 1st is newer than one on December 31st).
     pub fn latest_log(&self) -> Option<PathBuf> {
-        let mut logs: Vec<PathBuf> = std::fs::read_dir(self.path(LOGS))
+        std::fs::read_dir(self.path(LOGS))
             .ok()?
             .filter_map(Result::ok)
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-            .collect();
-        logs.sort();
-        logs.pop()
+            .max_by(|a, b| log_order(a).cmp(&log_order(b)).then_with(|| a.cmp(b)))
     }
 
     /// Takes the worker lock, or reports who holds it.
@@ -633,10 +669,8 @@ impl SessionStore {
     pub fn restore_unsynced(&self, state: &mut SessionState) -> Result<usize, StoreError> {
         // A worker killed before its sync ended leaves rows that are in memory only: they go
         // to the disk first, so what is found below (or replayed by the take-over) stays
-        // found. A last line a machine stop cut is ended, so no row is appended onto it.
-        for file in [ITERATIONS, HISTORY] {
-            self.end_last_line(file)?;
-        }
+        // found. A last line a machine stop cut is ended by the next append
+        // ([`append_whole`]), so no row joins it.
         sync_journals(&self.dir)?;
         let rows = std::mem::take(&mut state.unsynced);
         let mut missing = 0;
@@ -653,29 +687,6 @@ impl SessionStore {
             }
         }
         Ok(missing)
-    }
-
-    /// Ends a journal's last line when it is cut (a machine stop in the middle of a write).
-    fn end_last_line(&self, file: &str) -> Result<(), StoreError> {
-        use std::io::{Read, Seek, SeekFrom};
-        let path = self.path(file);
-        let Some(mut journal) = untrusted::open(&path, Links::Refuse)? else {
-            return Ok(());
-        };
-        let mut last = [b'\n'];
-        journal
-            .seek(SeekFrom::End(-1))
-            .and_then(|_| journal.read_exact(&mut last))
-            .or_else(|e| match e.kind() {
-                // Empty.
-                std::io::ErrorKind::InvalidInput => Ok(()),
-                _ => Err(e),
-            })
-            .map_err(io("cannot read", &path))?;
-        match last {
-            [b'\n'] => Ok(()),
-            _ => self.append_with(file, b"\n", false).map(drop),
-        }
     }
 
     pub fn append_history(&self, row: &HistoryRow) -> Result<(), StoreError> {
@@ -718,6 +729,7 @@ impl SessionStore {
         // Never through a link the agent planted, and never blocked on a pipe it made.
         let mut f = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
             .open(&path)
@@ -729,7 +741,7 @@ impl SessionStore {
             )));
         }
         // One write call per row, so a crash leaves whole lines; fsync so none is lost.
-        f.write_all(bytes).map_err(io("cannot append to", &path))?;
+        append_whole(&mut f, bytes).map_err(io("cannot append to", &path))?;
         if durable {
             f.sync_data().map_err(io("cannot sync", &path))?;
         }
@@ -1147,6 +1159,59 @@ mod tests {
         let notebook = store.read(OVERVIEW).unwrap().unwrap();
         assert_eq!(notebook.matches("Plan approved by a person").count(), 1);
         assert!(notebook.contains("Phase: implementation"), "{notebook}");
+    }
+
+    #[test]
+    fn an_append_after_a_cut_line_starts_on_a_line_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        std::fs::write(&path, "{\"whole\":1}\n{\"cut").unwrap();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        append_whole(&mut file, b"{\"next\":2}\n").unwrap();
+        append_whole(&mut file, b"{\"then\":3}\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"whole\":1}\n{\"cut\n{\"next\":2}\n{\"then\":3}\n"
+        );
+        let empty = dir.path().join("new.jsonl");
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&empty)
+            .unwrap();
+        append_whole(&mut file, b"a\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&empty).unwrap(), "a\n");
+    }
+
+    #[test]
+    fn the_newest_log_is_the_highest_iteration_also_across_new_year() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SessionStore::create(&dir.path().join("26-11-24-x")).unwrap();
+        assert_eq!(store.latest_log(), None);
+        let logs = store.dir().join(LOGS);
+        std::fs::create_dir_all(&logs).unwrap();
+        for name in [
+            "12-31-235958-009-implementation-a1.jsonl",
+            "01-01-000003-010-implementation-a1.jsonl",
+            "01-01-000009-010-implementation-a2.jsonl",
+            "01-01-000009-010-implementation-a2-2.jsonl",
+            "12-31-235959-009-implementation-a3.jsonl",
+        ] {
+            std::fs::write(logs.join(name), "").unwrap();
+        }
+        assert_eq!(
+            store.latest_log().unwrap().file_name().unwrap(),
+            "01-01-000009-010-implementation-a2-2.jsonl"
+        );
+        assert!(
+            log_order(Path::new("01-01-000009-010-implementation-a2.jsonl"))
+                > log_order(Path::new("12-31-235959-009-implementation-a3.jsonl"))
+        );
     }
 
     #[test]

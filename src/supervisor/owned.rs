@@ -3,7 +3,6 @@
 //! daemon acknowledges the start, so that a session it said yes to is resumed after any crash.
 //! A session is listed once however many lines name it; the file is compacted at start.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -27,10 +26,11 @@ pub fn append(state_dir: &Path, session: &OwnedSession) -> std::io::Result<()> {
     line.push(b'\n');
     let mut file = std::fs::OpenOptions::new()
         .create(true)
+        .read(true)
         .append(true)
         .open(state_dir.join(FILE))?;
-    // One write per line, so a crash leaves whole lines.
-    file.write_all(&line)?;
+    // One write per line, so a crash leaves whole lines; a failed one leaves none of it.
+    crate::session::store::append_whole(&mut file, &line)?;
     file.sync_data()
 }
 
@@ -97,12 +97,15 @@ mod tests {
             .append(true)
             .open(dir.path().join(FILE))
             .unwrap();
-        f.write_all(b"{\"dir\": \"/s/half").unwrap();
+        std::io::Write::write_all(&mut f, b"{\"dir\": \"/s/half").unwrap();
+        // A session accepted after a cut line (a crash, a full disk) is not glued to it: it
+        // would have been skipped as unreadable, and forgotten at the next restart.
+        append(dir.path(), &s("/s/d")).unwrap();
         let (owned, problems) = load_and_compact(dir.path()).unwrap();
-        assert_eq!(owned, [s("/s/a"), s("/s/b"), s("/s/c")]);
+        assert_eq!(owned, [s("/s/a"), s("/s/b"), s("/s/c"), s("/s/d")]);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(!dir.path().join(LEGACY).exists());
         let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
-        assert_eq!(text.lines().count(), 3);
+        assert_eq!(text.lines().count(), 4);
     }
 }

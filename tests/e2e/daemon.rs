@@ -278,6 +278,45 @@ fn an_answer_whose_state_cannot_be_saved_is_not_applied_at_all() {
     }
 }
 
+/// A person's command whose state is saved is applied, and said so, even when its history
+/// row cannot be written then (a full disk): the row waits in `_state.json` and is journaled
+/// when the session is next opened. It used to exit 1 after applying the approval.
+#[test]
+fn an_approval_whose_history_row_cannot_be_written_is_applied_and_its_row_kept() {
+    let project = Project::new();
+    project
+        .run(&["run", "--session", "plan", "--dive", "d", "--task", "t"])
+        .expect(10);
+    project
+        .run(&["answer", "plan", "--accept-suggestions"])
+        .expect(0);
+    project.run(&["run", "--session", "plan"]).expect(10);
+    let s = project.session("plan");
+    assert_eq!(s.state()["status"]["for"], "plan_approval");
+    // A directory where the journal is: no row can be appended to it.
+    let journal = s.path("_signal_history.jsonl");
+    let kept = s.path("history.kept");
+    std::fs::rename(&journal, &kept).unwrap();
+    std::fs::create_dir(&journal).unwrap();
+    project.run(&["approve", "plan"]).expect(0);
+    assert_eq!(s.state()["phase"], "implementation");
+    let waiting = s.state()["unsynced"]["history"].clone();
+    assert_eq!(waiting.as_array().map(Vec::len), Some(1), "{waiting}");
+    assert_eq!(waiting[0]["status"], "approve");
+    assert_eq!(s.read("_overview.md").matches("Plan approved").count(), 1);
+    // The journal back, the next opening writes the row, once.
+    std::fs::remove_dir(&journal).unwrap();
+    std::fs::rename(&kept, &journal).unwrap();
+    project.run(&["run", "--session", "plan"]).expect(0);
+    let approvals = s
+        .jsonl("_signal_history.jsonl")
+        .iter()
+        .filter(|row| row["status"] == "approve")
+        .count();
+    assert_eq!(approvals, 1);
+    assert_eq!(s.state()["status"]["state"], "done");
+}
+
 #[test]
 fn a_crashed_daemon_is_replaced_and_every_session_finishes() {
     let mut project = Project::new();
