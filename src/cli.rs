@@ -370,13 +370,18 @@ pub fn worker_threads(cli: &Cli) -> Option<usize> {
     matches!(cli.command, Command::Run(_)).then_some(1)
 }
 
-/// Whether the command stops by itself when asked (SIGINT, SIGTERM, SIGHUP): those that run
-/// agents, which get their grace. Any other (`logs --follow`, `status` waiting on a daemon)
-/// is simply ended by the signal.
+/// Whether the command handles SIGINT, SIGTERM and SIGHUP itself: those that run agents,
+/// which stop them with their grace, and the scripted agent, which ignores them as a stubborn
+/// agent would (so that the grace's end, SIGKILL, is tested). Any other (`logs --follow`,
+/// `status` waiting on a daemon) is simply ended by the signal.
 pub fn stops_on_request(cli: &Cli) -> bool {
     matches!(
         cli.command,
-        Command::Run(_) | Command::Supervise(_) | Command::Worker(_) | Command::AttemptRun(_)
+        Command::Run(_)
+            | Command::Supervise(_)
+            | Command::Worker(_)
+            | Command::AttemptRun(_)
+            | Command::FakeAgent { .. }
     )
 }
 
