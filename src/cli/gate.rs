@@ -27,7 +27,7 @@ pub(super) async fn command(
 ) -> Result<u8, CliError> {
     let project = config.project()?;
     let dir = name::resolve_existing(&project.sessions, session)?;
-    if let Some(client) = daemon::Client::connect(config).await? {
+    if let Some(client) = owner(config, &dir).await? {
         let message = client.person(&dir, command).await?;
         println!("{message}");
         return Ok(exit::DONE);
@@ -42,6 +42,24 @@ pub(super) async fn command(
         println!("run `samocode run --session {}` to continue", store.name());
     }
     Ok(exit::DONE)
+}
+
+/// The running daemon, when it owns the session in `dir`: a session it does not own (one a
+/// `samocode run` drives, or drove and left at a gate) is the files' business, whatever
+/// daemon runs.
+async fn owner(config: &Config, dir: &std::path::Path) -> Result<Option<daemon::Client>, CliError> {
+    let Some(client) = daemon::Client::connect(config).await? else {
+        return Ok(None);
+    };
+    let (owned, _) = client.owned().await?;
+    let same = |other: &std::path::Path| {
+        other == dir
+            || matches!((other.canonicalize(), dir.canonicalize()), (Ok(a), Ok(b)) if a == b)
+    };
+    if !owned.iter().any(|session| same(&session.dir)) {
+        return Ok(None);
+    }
+    daemon::Client::connect(config).await
 }
 
 #[derive(Debug, Args)]
@@ -108,7 +126,9 @@ pub async fn resume(args: ResumeArgs, config: &Config) -> Result<u8, CliError> {
     };
     if raise.is_empty() {
         // The daemon's session actor checks with the daemon's own defaults.
-        let daemon = daemon::Client::connect(config).await?.is_some();
+        let project = config.project()?;
+        let dir = name::resolve_existing(&project.sessions, session)?;
+        let daemon = owner(config, &dir).await?.is_some();
         if !daemon && let Some(refused) = budget_refusal(config, session)? {
             return Err(CliError::usage(anyhow::anyhow!(refused)));
         }

@@ -317,6 +317,36 @@ fn an_approval_whose_history_row_cannot_be_written_is_applied_and_its_row_kept()
     assert_eq!(s.state()["status"]["state"], "done");
 }
 
+/// A running daemon does not stand between a person and a session it does not own: the
+/// README's `run`, then `answer`, works while any daemon runs (it said "the daemon does not
+/// drive ...").
+#[test]
+fn a_session_the_daemon_does_not_own_is_answered_through_its_files() {
+    let mut project = Project::new();
+    let _daemon = project.daemon(&[]);
+    project
+        .run(&["run", "--session", "mine", "--dive", "d", "--task", "t"])
+        .expect(10);
+    let s = project.session("mine");
+    project.run(&["tell", "mine", "keep it small"]).expect(0);
+    project
+        .run(&["answer", "mine", "--accept-suggestions"])
+        .expect(0);
+    assert!(s.read("_qa.md").contains("Answer: samocode-demo"));
+    assert_eq!(s.state()["status"]["state"], "queued");
+    project.run(&["stop", "mine"]).expect(0);
+    assert_eq!(s.state()["status"]["state"], "stopped");
+    let rows = project.status();
+    let row = rows
+        .iter()
+        .find(|r| r["name"] == s.state()["name"])
+        .unwrap();
+    assert_eq!(row["owner"], "nobody", "the daemon did not take it: {row}");
+    project.run(&["resume", "mine"]).expect(0);
+    project.run(&["run", "--session", "mine"]).expect(10);
+    assert_eq!(s.state()["status"]["for"], "plan_approval");
+}
+
 #[test]
 fn a_crashed_daemon_is_replaced_and_every_session_finishes() {
     let mut project = Project::new();
