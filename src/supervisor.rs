@@ -998,9 +998,15 @@ fn answer(origin: Origin, result: Result<Started, StartError>) {
             });
         }
         Origin::Retry { reply, .. } => {
-            if let Err(error) = result {
-                let _ = reply.send(Response::error(error.to_string(), error.exit_code()));
-            }
+            let _ = reply.send(match result {
+                Err(error) => Response::error(error.to_string(), error.exit_code()),
+                // Opened with nothing to drive: a finished session, where no command applies
+                // (the dropped reply read "the daemon is shutting down").
+                Ok(started) => Response::error(
+                    crate::protocol::gate::GateError::Finished(started.folder).to_string(),
+                    2,
+                ),
+            });
         }
         Origin::Restart { .. } => {}
     }

@@ -347,6 +347,32 @@ fn a_session_the_daemon_does_not_own_is_answered_through_its_files() {
     assert_eq!(s.state()["status"]["for"], "plan_approval");
 }
 
+/// A person's command for a finished session the daemon owns says so, as without a daemon
+/// (it said "the daemon is shutting down").
+#[test]
+fn a_command_for_a_finished_session_says_it_is_done() {
+    let mut project = Project::new();
+    let _daemon = project.daemon(&[]);
+    project
+        .run(&["start", "--session", "fin", "--dive", "d", "--task", "t"])
+        .expect(0);
+    project.drive_to_done(1, Duration::from_secs(60));
+    for args in [
+        vec!["approve", "fin"],
+        vec!["resume", "fin"],
+        vec!["stop", "fin"],
+        vec!["tell", "fin", "more"],
+    ] {
+        let run = project.run(&args);
+        run.expect(2);
+        assert!(
+            run.stderr().contains("is done; start a new session"),
+            "{args:?}: {}",
+            run.stderr()
+        );
+    }
+}
+
 #[test]
 fn a_crashed_daemon_is_replaced_and_every_session_finishes() {
     let mut project = Project::new();
