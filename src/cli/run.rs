@@ -51,6 +51,15 @@ pub async fn run(args: RunArgs, config: &Config, mut shutdown: Shutdown) -> Resu
     // Orphans of the agent become children of this process (see `agent::reaper`).
     crate::agent::reaper::adopt_orphans();
     let sink = telegram(config)?.map(|t| Arc::new(t) as Arc<dyn crate::notify::Sink>);
+    // Notices wait in an outbox in the state directory until sent: one that is not safe to
+    // use is refused, as the daemon refuses it, rather than notices lost without a word.
+    if sink.is_some() {
+        crate::daemon::prepare_state_dir(&config.state_dir).map_err(|error| {
+            CliError::usage(anyhow::anyhow!(
+                "{error} (Telegram's notices wait there until they are sent)"
+            ))
+        })?;
+    }
     // The same tree as the daemon, with one session that lets go once it parks.
     let supervisor = SupervisorActor {
         agent: config.agent.clone(),
@@ -59,10 +68,9 @@ pub async fn run(args: RunArgs, config: &Config, mut shutdown: Shutdown) -> Resu
         state_dir: None,
         sink: sink.clone(),
         // Its own outbox: what this run could not send is sent by the next run of the session,
-        // or by the daemon at its next start. Only in a state directory that is safe to use.
+        // or by the daemon at its next start.
         outbox: sink
             .as_ref()
-            .filter(|_| crate::daemon::prepare_state_dir(&config.state_dir).is_ok())
             .map(|_| crate::notify::outbox::run_outbox(&config.state_dir, &args.spec.session)),
         launcher: Arc::new(LocalProcess),
         failpoints: config.failpoints.clone(),

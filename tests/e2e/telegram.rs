@@ -397,3 +397,35 @@ fn notices_of_a_run_that_could_not_send_them_are_sent_by_the_daemon() {
         "the daemon took the outbox over"
     );
 }
+
+/// `run` with Telegram keeps its unsent notices in the state directory: one that is not safe
+/// to use is refused before anything runs, as the daemon refuses it (notices were lost there
+/// without a word).
+#[test]
+fn run_refuses_a_state_directory_its_notices_could_not_wait_in() {
+    use std::os::unix::fs::PermissionsExt;
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    let state = project.root.join("open-state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    project.env("SAMOCODE_STATE_DIR", &state.display().to_string());
+    let run = project.run(&["run", "--session", "ob", "--dive", "d", "--task", "t"]);
+    run.expect(2);
+    assert!(
+        run.stderr().contains("open-state") && run.stderr().contains("notices wait there"),
+        "{}",
+        run.stderr()
+    );
+    assert!(
+        std::fs::read_dir(&project.sessions)
+            .unwrap()
+            .next()
+            .is_none(),
+        "nothing ran"
+    );
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    project
+        .run(&["run", "--session", "ob", "--dive", "d", "--task", "t"])
+        .expect(10);
+}
