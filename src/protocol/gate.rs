@@ -190,7 +190,13 @@ pub fn resume(state: &mut SessionState, qa_answered: bool) -> Result<GateEffect,
         RunState::Blocked { .. } | RunState::Failed { .. } => state.phase_iteration = 0,
         RunState::Waiting { .. } | RunState::Stopped { .. } => {}
     }
+    // A stop that ended an attempt before its verdict (or a retry it was waiting for) leaves
+    // the iteration unfinished: it goes on with its next attempt, and counts once.
+    let unfinished = matches!(state.status, RunState::Stopped { .. }).then_some(state.attempt);
     requeue(state);
+    if let Some(attempt) = unfinished {
+        state.attempt = attempt;
+    }
     Ok(GateEffect {
         verb: "resume",
         flow_log: "Resumed by a person".into(),
@@ -401,6 +407,31 @@ mod tests {
         // The most a person can leave in the state stays far under its 4 MiB cap.
         let bytes = serde_json::to_string(&state).unwrap().len();
         assert!(bytes < 1024 * 1024, "{bytes}");
+    }
+
+    #[test]
+    fn a_stop_during_an_attempt_then_resume_goes_on_with_the_same_iteration() {
+        let now = Timestamp::now();
+        let mut state = waiting(Phase::Implementation, WaitFor::HumanAction);
+        state.iteration = 7;
+        state.attempt = 2;
+        state.status = RunState::Running;
+        stop(&mut state, now).unwrap();
+        resume(&mut state, false).unwrap();
+        assert_eq!(state.status, RunState::Queued);
+        assert_eq!(
+            (state.iteration, state.attempt),
+            (7, 2),
+            "the next launch is attempt 3"
+        );
+        // Blocked and resumed: a fresh iteration.
+        state.status = RunState::Blocked {
+            reason: "r".into(),
+            needs: None,
+            since: now,
+        };
+        resume(&mut state, false).unwrap();
+        assert_eq!(state.attempt, 0);
     }
 
     #[test]

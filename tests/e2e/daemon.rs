@@ -553,6 +553,47 @@ fn a_session_queued_at_the_stop_leaves_its_notebook_in_its_phase() {
     );
 }
 
+/// Stopping an attempt and resuming the session goes on with the same iteration: the
+/// attempts a person stopped do not use up an iteration budget (four stops used to block a
+/// session with `--max-iterations 4` after one real iteration).
+#[test]
+fn stops_during_attempts_do_not_use_up_iterations() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation=slow:30");
+    let _daemon = project.daemon(&[]);
+    project
+        .run(&[
+            "start",
+            "--session",
+            "busy",
+            "--dive",
+            "d",
+            "--task",
+            "t",
+            "--max-iterations",
+            "2",
+        ])
+        .expect(0);
+    let s = project.session("busy");
+    for attempt in 1..=4 {
+        wait_for(Duration::from_secs(20), "the next attempt running", || {
+            let state = s.state();
+            state["status"]["state"] == "running" && state["attempt"] == attempt
+        });
+        assert_eq!(s.state()["iteration"], 1);
+        if attempt < 4 {
+            project.run(&["stop", "busy"]).expect(0);
+            project.run(&["resume", "busy"]).expect(0);
+        }
+    }
+    let rows = s.jsonl("_iterations.jsonl");
+    assert_eq!(rows.len(), 3);
+    assert!(
+        rows.iter()
+            .all(|r| r["outcome"] == "interrupted" && r["iteration"] == 1)
+    );
+}
+
 #[test]
 fn stop_parks_a_running_session_and_parallel_changes_the_cap() {
     let mut project = Project::new();
