@@ -132,11 +132,14 @@ pub fn open(
             let (Some(dive), Some(task)) = (&request.dive, &request.task) else {
                 return Err(OpenError::NeedsDiveAndTask(request.name.clone()));
             };
-            let store = SessionStore::create(&dir)?;
-            let mut state = SessionState::new(&store.name(), dive, task, now);
+            let folder = dir.file_name().unwrap_or_default().to_string_lossy();
+            let mut state = SessionState::new(&folder, dive, task, now);
             state.budget = request.budget;
-            store.save(&mut state)?;
-            store.log("session created");
+            let store = SessionStore::create_whole(&dir, |store| {
+                store.save(&mut state)?;
+                store.log("session created");
+                Ok(())
+            })?;
             (store, state)
         }
         name::Resolved::Existing(dir) => {

@@ -538,6 +538,35 @@ impl SessionStore {
         SessionFolder::new(dir).lock()
     }
 
+    /// Makes a new session folder whole or not at all: it is built under a hidden name beside
+    /// it (`.NAME.new`, which `status` passes over), `first` writes its first files there,
+    /// and only then is it renamed into place. A worker killed midway leaves the hidden folder
+    /// alone, which the next creation of the name removes; never a folder that is neither a
+    /// session nor free for a new one.
+    pub fn create_whole(
+        dir: &Path,
+        first: impl FnOnce(&SessionStore) -> Result<(), StoreError>,
+    ) -> Result<SessionStore, StoreError> {
+        use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+        let parent = dir.parent().unwrap_or(Path::new("."));
+        let name = dir.file_name().unwrap_or_default().to_string_lossy();
+        let building = parent.join(format!(".{name}.new"));
+        if std::fs::symlink_metadata(&building).is_ok() {
+            // Refused while another creation holds it; removed once nobody does.
+            let left = SessionFolder::new(&building).lock()?;
+            std::fs::remove_dir_all(&building).map_err(io("cannot remove", &building))?;
+            drop(left);
+        }
+        std::fs::create_dir(&building).map_err(io("cannot create", &building))?;
+        let mut store = SessionFolder::new(&building).lock()?;
+        first(&store)?;
+        renameat2(AT_FDCWD, &building, AT_FDCWD, dir, RenameFlags::RENAME_NOREPLACE)
+            .map_err(|errno| io("cannot create", dir)(errno.into()))?;
+        sync_dir(parent)?;
+        store.folder.dir = dir.to_path_buf();
+        Ok(store)
+    }
+
     /// Replaces a file of the session atomically and durably (see [`replace`]; the lock
     /// makes this the file's one writer).
     pub fn write_atomic(&self, file: &str, contents: &[u8]) -> Result<Replaced, StoreError> {
@@ -1212,6 +1241,35 @@ mod tests {
             log_order(Path::new("01-01-000009-010-implementation-a2.jsonl"))
                 > log_order(Path::new("12-31-235959-009-implementation-a3.jsonl"))
         );
+    }
+
+    #[test]
+    fn a_new_session_folder_appears_whole_or_not_at_all() {
+        let sessions = tempfile::tempdir().unwrap();
+        let dir = sessions.path().join("26-11-24-x");
+        let building = sessions.path().join(".26-11-24-x.new");
+        let state = || SessionState::new("26-11-24-x", "dive", "task", Timestamp::now());
+        // A creation that fails midway (as a kill would stop it) leaves no folder of the name.
+        let failed = SessionStore::create_whole(&dir, |store| {
+            store.save(&mut state())?;
+            Err(io("cannot write", store.dir())(std::io::Error::other("stopped")))
+        });
+        assert!(failed.is_err());
+        assert!(!dir.exists() && building.exists());
+        // The next creation clears what was left, and the folder it makes is a session.
+        let store = SessionStore::create_whole(&dir, |store| store.save(&mut state())).unwrap();
+        assert_eq!(store.dir(), dir);
+        assert!(!building.exists());
+        assert_eq!(store.load_state().unwrap().name, "26-11-24-x");
+        // Its lock moved with it.
+        assert!(matches!(
+            SessionFolder::new(&dir).lock(),
+            Err(StoreError::Locked { .. })
+        ));
+        // A name that exists is never replaced.
+        drop(store);
+        assert!(SessionStore::create_whole(&dir, |_| Ok(())).is_err());
+        assert!(SessionFolder::new(&dir).load_state().is_ok());
     }
 
     #[test]
