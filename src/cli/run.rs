@@ -44,10 +44,11 @@ pub struct RunArgs {
 pub async fn run(args: RunArgs, config: &Config, mut shutdown: Shutdown) -> Result<u8, CliError> {
     name::validate(&args.spec.session)?;
     let project = config.project()?;
+    // Checked before a dry run too: it succeeds only where the run itself would start.
+    config.check_agent()?;
     if args.dry_run {
         return dry_run(&args, config);
     }
-    config.check_agent()?;
     // Orphans of the agent become children of this process (see `agent::reaper`).
     crate::agent::reaper::adopt_orphans();
     let sink = telegram(config)?.map(|t| Arc::new(t) as Arc<dyn crate::notify::Sink>);
@@ -370,12 +371,20 @@ fn dry_run(args: &RunArgs, config: &Config) -> Result<u8, CliError> {
     )?;
     let mut state = match &resolved {
         name::Resolved::Existing(dir) => SessionFolder::new(dir).load_state()?,
-        name::Resolved::New(dir) => SessionState::new(
-            &dir.file_name().unwrap_or_default().to_string_lossy(),
-            args.spec.dive.as_deref().unwrap_or(""),
-            args.spec.task.as_deref().unwrap_or(""),
-            jiff::Timestamp::now(),
-        ),
+        name::Resolved::New(dir) => {
+            let (Some(dive), Some(task)) = (&args.spec.dive, &args.spec.task) else {
+                return Err(crate::session::open::OpenError::NeedsDiveAndTask(
+                    args.spec.session.clone(),
+                )
+                .into());
+            };
+            SessionState::new(
+                &dir.file_name().unwrap_or_default().to_string_lossy(),
+                dive,
+                task,
+                jiff::Timestamp::now(),
+            )
+        }
     };
     println!(
         "session:        {} ({})",

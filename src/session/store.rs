@@ -560,8 +560,14 @@ impl SessionStore {
         std::fs::create_dir(&building).map_err(io("cannot create", &building))?;
         let mut store = SessionFolder::new(&building).lock()?;
         first(&store)?;
-        renameat2(AT_FDCWD, &building, AT_FDCWD, dir, RenameFlags::RENAME_NOREPLACE)
-            .map_err(|errno| io("cannot create", dir)(errno.into()))?;
+        renameat2(
+            AT_FDCWD,
+            &building,
+            AT_FDCWD,
+            dir,
+            RenameFlags::RENAME_NOREPLACE,
+        )
+        .map_err(|errno| io("cannot create", dir)(errno.into()))?;
         sync_dir(parent)?;
         store.folder.dir = dir.to_path_buf();
         Ok(store)
@@ -1252,7 +1258,9 @@ mod tests {
         // A creation that fails midway (as a kill would stop it) leaves no folder of the name.
         let failed = SessionStore::create_whole(&dir, |store| {
             store.save(&mut state())?;
-            Err(io("cannot write", store.dir())(std::io::Error::other("stopped")))
+            Err(io("cannot write", store.dir())(std::io::Error::other(
+                "stopped",
+            )))
         });
         assert!(failed.is_err());
         assert!(!dir.exists() && building.exists());

@@ -292,3 +292,29 @@ fn a_session_folder_that_is_a_link_is_refused_and_its_target_left_untouched() {
         "nothing written through the link"
     );
 }
+
+/// A dry run succeeds only where the run itself would start: it checks the agent's settings
+/// and a new session's dive and task as the run does (it printed them and exited 0).
+#[test]
+fn a_dry_run_refuses_what_the_run_refuses() {
+    let mut project = Project::new();
+    let new = project.run(&["run", "--session", "newx", "--dry-run"]);
+    assert_usage(&new, &["needs --dive TEXT and --task TEXT"]);
+    project
+        .env("SAMOCODE_PROVIDER", "codex")
+        .env("CODEX_HOME", "/nonexistent/codex-home");
+    let codex = project.run(&[
+        "run",
+        "--session",
+        "x",
+        "--dive",
+        "d",
+        "--task",
+        "t",
+        "--dry-run",
+    ]);
+    assert_usage(&codex, &["CODEX_HOME", "/nonexistent/codex-home"]);
+    let real = project.run(&["run", "--session", "x", "--dive", "d", "--task", "t"]);
+    assert_usage(&real, &["CODEX_HOME", "/nonexistent/codex-home"]);
+    assert_eq!(codex.stderr(), real.stderr(), "the same refusal");
+}
