@@ -46,9 +46,16 @@ pub(super) fn read(sources: &Sources, problems: &mut Problems) -> FileSettings {
         Ok(table) => table,
         Err(error) => {
             let error: toml::de::Error = error;
+            // Where it went wrong, as an editor counts: line and column from 1.
+            let place = error.span().map(|span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                format!(" (line {line}, column {column})")
+            });
             problems.push(ConfigError::BadToml {
                 path,
-                message: error.message().to_string(),
+                message: format!("{}{}", error.message(), place.unwrap_or_default()),
             });
             return FileSettings::default();
         }

@@ -90,6 +90,28 @@ fn a_secret_of_the_wrong_type_in_config_toml_is_named_but_never_shown() {
 }
 
 #[test]
+fn a_config_toml_that_does_not_parse_says_where() {
+    let dir = project_dir();
+    let file = dir.path().join("home/.config/samocode/config.toml");
+    for (text, place) in [
+        (
+            "max_retries = 5\nclaude_timeout = \"45m\"\nclaude_timeout = \"1h\"\n",
+            "line 3",
+        ),
+        ("max_retries = 5\nrust_log = \"samocode=debug\n", "line 2"),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let error = resolve(&Flags::default(), &sources(dir.path(), &[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("config.toml is not valid TOML") && error.contains(place),
+            "{text:?}: {error}"
+        );
+    }
+}
+
+#[test]
 fn flag_beats_env_beats_file() {
     let dir = project_dir();
     std::fs::write(
