@@ -278,15 +278,55 @@ impl Attempt {
         }
     }
 
-    /// Prints the last line when the attempt ended without a newline.
+    /// Prints the last line when the attempt ended without a newline, then what the agent
+    /// wrote to standard error, if anything (a CLI that fails at its start often says why
+    /// only there).
     fn finish<W: Write>(&mut self, out: &mut Printer<W>) -> Result<(), LogsError> {
         let Printer {
             out: writer, cap, ..
         } = out;
-        Ok(self
-            .lines
-            .finish(&mut |line| print_line(writer, *cap, line))?)
+        self.lines
+            .finish(&mut |line| print_line(writer, *cap, line))?;
+        print_stderr(&self.path, &mut out.out)
     }
+}
+
+/// The most of an attempt's standard error `logs` prints: its end.
+const STDERR_TAIL: u64 = 16 * 1024;
+
+/// Prints the end of the attempt's `.stderr.log` beside `log`, when there is one.
+fn print_stderr(log: &Path, out: &mut impl Write) -> Result<(), LogsError> {
+    use std::io::{Seek, SeekFrom};
+    let stem = log.file_stem().unwrap_or_default().to_string_lossy();
+    let path = log.with_file_name(format!("{stem}.stderr.log"));
+    let Some(mut file) = untrusted::open(&path, Links::Refuse)? else {
+        return Ok(());
+    };
+    let read = |source| LogsError::Read {
+        path: path.clone(),
+        source,
+    };
+    let len = file.metadata().map_err(read)?.len();
+    let start = len.saturating_sub(STDERR_TAIL);
+    let mut bytes = Vec::new();
+    file.seek(SeekFrom::Start(start))
+        .and_then(|_| file.take(STDERR_TAIL).read_to_end(&mut bytes))
+        .map_err(read)?;
+    let text = String::from_utf8_lossy(&bytes);
+    if text.trim().is_empty() {
+        return Ok(());
+    }
+    match start {
+        0 => writeln!(out, "-- standard error:")?,
+        _ => writeln!(
+            out,
+            "-- standard error (its last {STDERR_TAIL} of {len} bytes):"
+        )?,
+    }
+    for line in text.trim_end().lines() {
+        writeln!(out, "   {line}")?;
+    }
+    Ok(())
 }
 
 /// Standard output, buffered, and the one read buffer every attempt reuses.

@@ -280,3 +280,31 @@ fn ctrl_c_ends_logs_follow() {
         assert_eq!(status.signal(), Some(signal as i32));
     }
 }
+
+/// An attempt that failed saying why only on standard error shows it in `logs` (it showed
+/// the header alone, and `status` only the exit code).
+#[test]
+fn logs_show_what_a_failed_attempt_wrote_to_standard_error() {
+    let mut project = Project::new();
+    project
+        .env("SAMOCODE_FAKE", "investigation=exit:3")
+        .env("SAMOCODE_MAX_RETRIES", "1");
+    project
+        .run(&["run", "--session", "err", "--dive", "d", "--task", "t"])
+        .expect(1);
+    let logs = project.run(&["logs", "err"]);
+    logs.expect(0);
+    let out = logs.stdout();
+    assert!(
+        out.contains("-- standard error:\n   fake-agent: failing on purpose"),
+        "{out}"
+    );
+    // A healthy attempt wrote nothing there, and shows no such part.
+    project.env("SAMOCODE_FAKE", "");
+    project.run(&["resume", "err"]).expect(0);
+    project
+        .run(&["run", "--session", "err", "--once"])
+        .expect(0);
+    let out = project.run(&["logs", "err"]).stdout();
+    assert!(!out.contains("standard error"), "{out}");
+}
