@@ -580,7 +580,7 @@ mod tests {
         broken.total_iterations = 0;
         broken.cost_usd = 0.0;
         broken.error = Some(
-            "/s/26-11-25-broken/_state.json is not a valid samocode state file: EOF while parsing a value at line 1 column 0; restore it from _overview.md by moving it away".into(),
+            "/s/26-11-25-broken/_state.json is not a valid samocode state file: EOF while parsing a value at line 1 column 0; restore it from _overview.md by moving it away (its cost is read back from _iterations.jsonl; a budget it had must be set again with `samocode resume --raise-budget`)".into(),
         );
         let rows = [auth, search, broken];
         assert_eq!(

@@ -62,7 +62,7 @@ pub enum StoreError {
     Locked { dir: PathBuf, pid: Option<u32> },
     /// `_state.json` is not a state this build understands.
     #[error(
-        "{path} is not a valid samocode state file: {message}; restore it from _overview.md by moving it away"
+        "{path} is not a valid samocode state file: {message}; restore it from _overview.md by moving it away (its cost is read back from _iterations.jsonl; a budget it had must be set again with `samocode resume --raise-budget`)"
     )]
     BadState { path: PathBuf, message: String },
     /// A Python samocode overview could not be read.
@@ -352,14 +352,39 @@ impl SessionFolder {
             }
             return Ok(state);
         }
-        match self.read(OVERVIEW)? {
-            Some(text) => SessionState::from_legacy_overview(&self.name(), &text, Timestamp::now())
-                .map_err(|source| StoreError::Legacy {
-                    path: self.path(OVERVIEW),
-                    source,
-                }),
-            None => Err(StoreError::NotASession(self.dir.clone())),
+        let Some(text) = self.read(OVERVIEW)? else {
+            return Err(StoreError::NotASession(self.dir.clone()));
+        };
+        let mut state = SessionState::from_legacy_overview(&self.name(), &text, Timestamp::now())
+            .map_err(|source| StoreError::Legacy {
+            path: self.path(OVERVIEW),
+            source,
+        })?;
+        // A samocode session whose state was moved away (the advice of `BadState`): what its
+        // attempts cost, their agent time and their agent sessions are in its journal.
+        self.each_row(ITERATIONS, |row: IterationRow| state.spend(&row))?;
+        Ok(state)
+    }
+
+    /// Calls `each` with every row of a journal, oldest first, read a line at a time; lines
+    /// that are not rows of this kind are left out.
+    fn each_row<T: serde::de::DeserializeOwned>(
+        &self,
+        file: &str,
+        mut each: impl FnMut(T),
+    ) -> Result<(), StoreError> {
+        use std::io::BufRead;
+        let path = self.path(file);
+        let Some(journal) = untrusted::open(&path, Links::Refuse)? else {
+            return Ok(());
+        };
+        for line in std::io::BufReader::new(journal).split(b'\n') {
+            let line = line.map_err(io("cannot read", &path))?;
+            if let Ok(row) = serde_json::from_slice(&line) {
+                each(row);
+            }
         }
+        Ok(())
     }
 
     /// The text of `_signal.json`, or the protocol error of its absence, or of a signal that

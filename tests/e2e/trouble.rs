@@ -186,3 +186,28 @@ fn two_questions_numbered_q1_can_both_be_answered() {
     project.run(&["run", "--session", "twins"]).expect(10);
     assert_eq!(s.state()["status"]["for"], "plan_approval");
 }
+
+/// A state moved away, as the advice for a broken one says, is derived again with what the
+/// session's attempts cost, from its journal (it read $0.00 and spent without a count).
+#[test]
+fn a_state_moved_away_comes_back_with_what_the_attempts_cost() {
+    let project = Project::new();
+    project
+        .run(&["run", "--session", "lost", "--dive", "d", "--task", "t"])
+        .expect(10);
+    let s = project.session("lost");
+    let spent: f64 = s
+        .jsonl("_iterations.jsonl")
+        .iter()
+        .map(|r| r["cost_usd"].as_f64().unwrap())
+        .sum();
+    assert!(spent > 0.0);
+    let before = s.state()["usage"]["cost_usd"].as_f64().unwrap();
+    std::fs::rename(s.path("_state.json"), project.root.join("moved.json")).unwrap();
+    let rows = project.status();
+    let cost = row(&rows, "lost")["cost_usd"].as_f64().unwrap();
+    assert!(
+        (cost - spent).abs() < 1e-9 && (cost - before).abs() < 1e-9,
+        "{cost} {spent}"
+    );
+}
