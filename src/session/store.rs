@@ -193,9 +193,9 @@ fn replace(path: &Path, contents: &[u8]) -> Result<Replaced, StoreError> {
 /// of it stays whole: a last line left cut (by a crash, or by a full disk before this fix) is
 /// ended first, so the new line never joins it, and a write that fails (a full disk) is cut
 /// back off, so no part of it stays to join the next.
-pub fn append_whole(file: &mut File, bytes: &[u8]) -> std::io::Result<()> {
+/// `len` is the file's length, as its metadata just read gives it.
+pub fn append_whole(file: &mut File, len: u64, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
-    let len = file.metadata()?.len();
     let mut last = [b'\n'];
     if len > 0 {
         file.read_exact_at(&mut last, len - 1)?;
@@ -794,14 +794,14 @@ impl SessionStore {
             .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
             .open(&path)
             .map_err(io("cannot open", &path))?;
-        let regular = f.metadata().map_err(io("cannot open", &path))?.is_file();
-        if !regular {
+        let meta = f.metadata().map_err(io("cannot open", &path))?;
+        if !meta.is_file() {
             return Err(io("cannot append to", &path)(std::io::Error::other(
                 "not a regular file; move it away",
             )));
         }
         // One write call per row, so a crash leaves whole lines; fsync so none is lost.
-        append_whole(&mut f, bytes).map_err(io("cannot append to", &path))?;
+        append_whole(&mut f, meta.len(), bytes).map_err(io("cannot append to", &path))?;
         if durable {
             f.sync_data().map_err(io("cannot sync", &path))?;
         }
@@ -1231,8 +1231,10 @@ mod tests {
             .append(true)
             .open(&path)
             .unwrap();
-        append_whole(&mut file, b"{\"next\":2}\n").unwrap();
-        append_whole(&mut file, b"{\"then\":3}\n").unwrap();
+        for row in [b"{\"next\":2}\n", b"{\"then\":3}\n"] {
+            let len = file.metadata().unwrap().len();
+            append_whole(&mut file, len, row).unwrap();
+        }
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "{\"whole\":1}\n{\"cut\n{\"next\":2}\n{\"then\":3}\n"
@@ -1244,7 +1246,7 @@ mod tests {
             .append(true)
             .open(&empty)
             .unwrap();
-        append_whole(&mut file, b"a\n").unwrap();
+        append_whole(&mut file, 0, b"a\n").unwrap();
         assert_eq!(std::fs::read_to_string(&empty).unwrap(), "a\n");
     }
 

@@ -30,7 +30,8 @@ pub fn append(state_dir: &Path, session: &OwnedSession) -> std::io::Result<()> {
         .append(true)
         .open(state_dir.join(FILE))?;
     // One write per line, so a crash leaves whole lines; a failed one leaves none of it.
-    crate::session::store::append_whole(&mut file, &line)?;
+    let len = file.metadata()?.len();
+    crate::session::store::append_whole(&mut file, len, &line)?;
     file.sync_data()
 }
 
