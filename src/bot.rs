@@ -382,6 +382,7 @@ impl Telegram {
             max_parallel,
             running,
             fleet,
+            ..
         } = crate::control::ask(supervisor, Request::Status).await
         else {
             return "the daemon did not answer".into();

@@ -112,11 +112,22 @@ pub enum Response {
         /// What the owned sessions cost together, against the fleet budget.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         fleet: Option<FleetFigures>,
+        /// Owned sessions the daemon could not open, with why: they wait for a person's
+        /// `resume`, whatever their files still say.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        broken: Vec<BrokenSession>,
     },
     /// The request failed; `code` is the exit code the CLI should use.
     Error { message: String, code: u8 },
     /// Where the dashboard listens, and a token that logs in once.
     Dashboard { url: String, token: String },
+}
+
+/// An owned session the daemon could not open.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BrokenSession {
+    pub dir: PathBuf,
+    pub reason: String,
 }
 
 /// The fleet budget as the daemon stands against it.

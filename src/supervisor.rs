@@ -590,6 +590,7 @@ impl SupervisorActor {
         match Actor::spawn_linked(None, actor, *args, myself.get_cell()).await {
             Ok((session, _)) => {
                 let parked = settled.clone().filter(|_| !failing);
+                let runnable = parked.is_none();
                 state.registry.driven(
                     dir.clone(),
                     request.project.file.clone(),
@@ -601,6 +602,15 @@ impl SupervisorActor {
                     update_watch(watch, &state.registry, &dir);
                 }
                 if let Origin::Retry { command, reply, .. } = origin {
+                    // A `resume` of a session that could not be opened: opened now and runnable,
+                    // it is resumed by that, and told so (its files may still say it runs, so
+                    // the gate would answer "already running" to a session that goes on).
+                    if matches!(command.command, PersonCommand::Resume) && runnable {
+                        let _ = reply.send(Response::Done {
+                            message: format!("{folder} opened again and resumed"),
+                        });
+                        return;
+                    }
                     self.forward_person(state, dir, command, reply);
                     return;
                 }
@@ -699,6 +709,7 @@ impl SupervisorActor {
                     max_cost_usd: state.fleet.limit(),
                     held: state.fleet.holds(),
                 }),
+                broken: state.registry.broken(),
             },
             Request::RaiseFleetBudget { cost_usd } => match state.fleet.raise(cost_usd) {
                 Ok(message) => {

@@ -69,17 +69,31 @@ impl Client {
         )
     }
 
-    /// The sessions the daemon owns, and its fleet budget's figures.
-    pub async fn owned(
-        self,
-    ) -> Result<(Vec<OwnedSession>, Option<control::FleetFigures>), CliError> {
+    /// The sessions the daemon owns, its fleet budget's figures, and the owned sessions it
+    /// could not open.
+    pub async fn owned(self) -> Result<Owned, CliError> {
         match self.request(Request::Status).await? {
             Response::Sessions {
-                sessions, fleet, ..
-            } => Ok((sessions, fleet)),
-            other => done(other).map(|_| (Vec::new(), None)),
+                sessions,
+                fleet,
+                broken,
+                ..
+            } => Ok(Owned {
+                sessions,
+                fleet,
+                broken,
+            }),
+            other => done(other).map(|_| Owned::default()),
         }
     }
+}
+
+/// What the daemon says it owns.
+#[derive(Debug, Default)]
+pub struct Owned {
+    pub sessions: Vec<OwnedSession>,
+    pub fleet: Option<control::FleetFigures>,
+    pub broken: Vec<control::BrokenSession>,
 }
 
 fn done(response: Response) -> Result<String, CliError> {

@@ -51,7 +51,7 @@ async fn owner(config: &Config, dir: &std::path::Path) -> Result<Option<daemon::
     let Some(client) = daemon::Client::connect(config).await? else {
         return Ok(None);
     };
-    let (owned, _) = client.owned().await?;
+    let owned = client.owned().await?.sessions;
     let same = |other: &std::path::Path| {
         other == dir
             || matches!((other.canonicalize(), dir.canonicalize()), (Ok(a), Ok(b)) if a == b)

@@ -8,7 +8,7 @@
 //! whose files cannot be read is shown as broken (state `error`, with the reason), never left
 //! out.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -81,6 +81,15 @@ pub struct SessionRow {
 }
 
 impl SessionRow {
+    /// A session the daemon owns but could not open waits for a person's `resume`, whatever
+    /// its files say: shown as `error` with the daemon's reason.
+    fn mark_broken(&mut self, dir: &Path, broken: &HashMap<PathBuf, String>) {
+        if let Some(reason) = broken.get(dir) {
+            self.state = "error".into();
+            self.error = Some(format!("the daemon could not open it: {reason}"));
+        }
+    }
+
     fn of(
         folder: &SessionFolder,
         state: &SessionState,
@@ -238,11 +247,16 @@ pub async fn status(args: StatusArgs, config: &Config) -> Result<u8, CliError> {
     }
     let daemon = Client::connect(config).await?;
     let has_daemon = daemon.is_some();
-    let (owned, fleet) = match daemon {
+    let super::daemon::Owned {
+        sessions: owned,
+        fleet,
+        broken,
+    } = match daemon {
         Some(client) => client.owned().await?,
-        None => (Vec::new(), None),
+        None => Default::default(),
     };
     let daemon_owns: HashSet<PathBuf> = owned.iter().map(|o| o.dir.clone()).collect();
+    let broken: HashMap<PathBuf, String> = broken.into_iter().map(|b| (b.dir, b.reason)).collect();
     // In a project: its folders, from the files. Outside one: what the daemon owns.
     let folders: Vec<(PathBuf, PathBuf)> = match (&config.project, has_daemon) {
         (Some(project), _) => project_folders(&project.sessions)?
@@ -281,7 +295,7 @@ pub async fn status(args: StatusArgs, config: &Config) -> Result<u8, CliError> {
         return show_one(
             &SessionFolder::new(dir),
             &project,
-            &daemon_owns,
+            (&daemon_owns, &broken),
             args.json,
             config,
         );
@@ -294,6 +308,7 @@ pub async fn status(args: StatusArgs, config: &Config) -> Result<u8, CliError> {
         else {
             continue;
         };
+        row.mark_broken(folder.dir(), &broken);
         row.budget = state.and_then(|s| BudgetView::of(&s, &config.budgets.defaults));
         if args.active && row.state == "done" {
             continue;
@@ -433,7 +448,7 @@ fn shorten(text: &str, max: usize) -> String {
 fn show_one(
     folder: &SessionFolder,
     project: &Path,
-    daemon_owns: &HashSet<PathBuf>,
+    (daemon_owns, broken): (&HashSet<PathBuf>, &HashMap<PathBuf, String>),
     json: bool,
     config: &Config,
 ) -> Result<u8, CliError> {
@@ -441,6 +456,7 @@ fn show_one(
     else {
         return Err(StoreError::NotASession(folder.dir().to_path_buf()).into());
     };
+    row.mark_broken(folder.dir(), broken);
     row.budget = state
         .as_ref()
         .and_then(|s| BudgetView::of(s, &config.budgets.defaults));
@@ -472,7 +488,8 @@ fn show_one(
             .map(|w| format!(" for {w}"))
             .unwrap_or_default()
     );
-    if let Some(reason) = &row.blocked_reason {
+    // A state read, and an error all the same: the daemon could not open the session.
+    if let Some(reason) = row.error.as_ref().or(row.blocked_reason.as_ref()) {
         println!("reason:      {reason}");
     }
     if let Some(at) = &row.resumes_at {

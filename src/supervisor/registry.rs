@@ -192,6 +192,24 @@ impl Registry {
         list
     }
 
+    /// The sessions listed without an actor because they could not be opened, with why.
+    pub fn broken(&self) -> Vec<crate::control::BrokenSession> {
+        let mut list: Vec<crate::control::BrokenSession> = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.actor.is_none())
+            .filter_map(|(dir, entry)| match &entry.settled {
+                Some(Settled::Failed { reason }) => Some(crate::control::BrokenSession {
+                    dir: dir.clone(),
+                    reason: reason.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        list.sort_by(|a, b| a.dir.cmp(&b.dir));
+        list
+    }
+
     /// How many sessions an actor drives (each holds its folder's lock).
     pub fn driven_count(&self) -> usize {
         self.by_actor.len()

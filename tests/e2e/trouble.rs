@@ -211,3 +211,52 @@ fn a_state_moved_away_comes_back_with_what_the_attempts_cost() {
         "{cost} {spent}"
     );
 }
+
+/// A session the daemon could not open (a journal it cannot append to, a full disk) is shown
+/// as `error` with the daemon's reason, not as the `running` its files still say; `resume`
+/// once it is fixed says it resumed, and it goes on (it said "already running", rc 2).
+#[test]
+fn a_session_the_daemon_could_not_open_is_shown_broken_and_resumed_once_fixed() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation=slow:2");
+    let _daemon = project.daemon(&[]);
+    project
+        .run(&["start", "--session", "b", "--dive", "d", "--task", "t"])
+        .expect(0);
+    let s = project.session("b");
+    wait_for(Duration::from_secs(20), "the attempt running", || {
+        s.state()["in_flight"].is_object()
+    });
+    // A directory where the journal is: the attempt's row cannot be written, nor the session
+    // opened again.
+    let journal = s.path("_iterations.jsonl");
+    let _ = std::fs::remove_file(&journal);
+    std::fs::create_dir(&journal).unwrap();
+    wait_for(Duration::from_secs(20), "the session shown broken", || {
+        row(&project.status(), "b")["state"] == "error"
+    });
+    let rows = project.status();
+    let error = row(&rows, "b")["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("the daemon could not open it") && error.contains("_iterations.jsonl"),
+        "{error}"
+    );
+    let one = project.run(&["status", "b"]);
+    assert!(
+        one.stdout().contains("state:       error"),
+        "{}",
+        one.stdout()
+    );
+    std::fs::remove_dir(&journal).unwrap();
+    let resumed = project.run(&["resume", "b"]);
+    resumed.expect(0);
+    assert!(
+        resumed.stdout().contains("opened again and resumed"),
+        "{}",
+        resumed.stdout()
+    );
+    wait_for(Duration::from_secs(30), "the questions", || {
+        s.state()["status"]["for"] == "qa_answers"
+    });
+    assert_ne!(row(&project.status(), "b")["state"], "error");
+}
