@@ -160,8 +160,8 @@ pub(super) fn read(path: &Path, sources: &Sources, problems: &mut Problems) -> O
 /// A value without the comment after it, trimmed: `#` after a space or a tab starts one, as in
 /// the README's example (`MAIN_REPO=~/code/app   # the repository`); a `#` inside a word
 /// (`feat#2`) or inside quotes (`"a #b"`) is part of the value.
-pub(super) fn without_comment(value: &str) -> &str {
-    let value = value.trim();
+pub(super) fn without_comment(raw: &str) -> &str {
+    let value = raw.trim();
     for quote in ['"', '\''] {
         if let Some(rest) = value.strip_prefix(quote)
             && let Some(end) = rest.find(quote)
@@ -169,9 +169,10 @@ pub(super) fn without_comment(value: &str) -> &str {
             return &value[..end + 2];
         }
     }
-    let cut = value
+    // Searched in the value as written: `KEY=   # none` is a key with no value.
+    let cut = raw
         .char_indices()
-        .find(|&(i, c)| c == '#' && value[..i].ends_with([' ', '\t']))
-        .map_or(value.len(), |(i, _)| i);
-    value[..cut].trim_end()
+        .find(|&(i, c)| c == '#' && raw[..i].ends_with([' ', '\t']))
+        .map_or(raw.len(), |(i, _)| i);
+    raw[..cut].trim()
 }

@@ -69,6 +69,8 @@ fn the_readmes_project_file_with_comments_after_its_values_reads_as_meant() {
     assert_eq!(project.base_branch.as_deref(), Some("main"));
     assert_eq!(project.branch_prefix.as_deref(), Some("feat#2"));
     assert_eq!(project::without_comment("\"a #b\"  # c"), "\"a #b\"");
+    assert_eq!(project::without_comment("   # none"), "");
+    assert_eq!(project::without_comment(" feat#2"), "feat#2");
 }
 
 #[test]

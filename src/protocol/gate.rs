@@ -192,7 +192,10 @@ pub fn resume(state: &mut SessionState, qa_answered: bool) -> Result<GateEffect,
     }
     // A stop that ended an attempt before its verdict (or a retry it was waiting for) leaves
     // the iteration unfinished: it goes on with its next attempt, and counts once.
-    let unfinished = matches!(state.status, RunState::Stopped { .. }).then_some(state.attempt);
+    // So does a wait for a provider's usage limit to reset: the refused attempt is retried.
+    let unfinished = matches!(state.status, RunState::Stopped { .. })
+        || (state.status == RunState::Queued && state.not_before.is_some());
+    let unfinished = unfinished.then_some(state.attempt);
     requeue(state);
     if let Some(attempt) = unfinished {
         state.attempt = attempt;
@@ -432,6 +435,12 @@ mod tests {
         };
         resume(&mut state, false).unwrap();
         assert_eq!(state.attempt, 0);
+        // Waiting out a usage limit, resumed: the refused attempt's iteration goes on.
+        state.attempt = 1;
+        state.status = RunState::Queued;
+        state.not_before = Some(now);
+        resume(&mut state, false).unwrap();
+        assert_eq!((state.attempt, state.not_before), (1, None));
     }
 
     #[test]

@@ -576,11 +576,16 @@ impl SessionStore {
         let parent = dir.parent().unwrap_or(Path::new("."));
         let name = dir.file_name().unwrap_or_default().to_string_lossy();
         let building = parent.join(format!(".{name}.new"));
-        if std::fs::symlink_metadata(&building).is_ok() {
+        match std::fs::symlink_metadata(&building) {
             // Refused while another creation holds it; removed once nobody does.
-            let left = SessionFolder::new(&building).lock()?;
-            std::fs::remove_dir_all(&building).map_err(io("cannot remove", &building))?;
-            drop(left);
+            Ok(meta) if meta.is_dir() => {
+                let left = SessionFolder::new(&building).lock()?;
+                std::fs::remove_dir_all(&building).map_err(io("cannot remove", &building))?;
+                drop(left);
+            }
+            // Not ours (a link, a file): its name goes, never what it names.
+            Ok(_) => std::fs::remove_file(&building).map_err(io("cannot remove", &building))?,
+            Err(_) => {}
         }
         std::fs::create_dir(&building).map_err(io("cannot create", &building))?;
         let mut store = SessionFolder::new(&building).lock()?;
@@ -1301,8 +1306,15 @@ mod tests {
             SessionFolder::new(&dir).lock(),
             Err(StoreError::Locked { .. })
         ));
-        // A name that exists is never replaced.
+        // A link planted where the folder is built is removed, never written through.
         drop(store);
+        let outside = tempfile::tempdir().unwrap();
+        let other = sessions.path().join("26-11-24-y");
+        std::os::unix::fs::symlink(outside.path(), sessions.path().join(".26-11-24-y.new"))
+            .unwrap();
+        SessionStore::create_whole(&other, |store| store.save(&mut state())).unwrap();
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        // A name that exists is never replaced.
         assert!(SessionStore::create_whole(&dir, |_| Ok(())).is_err());
         assert!(SessionFolder::new(&dir).load_state().is_ok());
     }
