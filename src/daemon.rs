@@ -115,9 +115,10 @@ pub async fn run_with(
     for problem in problems {
         tracing::error!(%problem, "a line of the owned sessions is unreadable; skipped");
     }
-    // Checked before anything runs: the sessions stay owned, and resume once it fits.
+    // The cap alone is checked before anything runs; each session as it is opened (a finished
+    // one holds no file, so the owned list overstates what is needed).
     let open_files = crate::open_files::raise();
-    crate::open_files::check(open_files.limit, owned.len(), config.max_parallel)
+    crate::open_files::check(open_files.limit, 0, config.max_parallel)
         .map_err(|problem| DaemonError::OpenFiles(format!("{problem}, or lower --max-parallel")))?;
     let socket = control::bind(&config.control_socket).await?;
     // Orphans of the agents become children of the daemon, where the end of an attempt finds

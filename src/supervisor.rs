@@ -576,6 +576,31 @@ impl SupervisorActor {
                 }),
             );
         }
+        // Driven, it keeps its lock open: one file more, which must fit in the limit beside the
+        // agents (a daemon restarted with more sessions than its limit holds drives those that
+        // fit; the others wait, shown broken with why, for a higher limit and a `resume`).
+        if let Err(problem) = state.fits(1, state.registry.max_parallel()) {
+            drop(args);
+            let reason = format!("cannot open the session: {problem}");
+            state.registry.parked_without_actor(
+                dir.clone(),
+                request.project.file.clone(),
+                Settled::Failed {
+                    reason: reason.clone(),
+                },
+            );
+            self.tell(state, &dir, reason.clone());
+            return answer(
+                origin,
+                Err(StartError::Open(OpenError::Store(
+                    crate::session::StoreError::Io {
+                        action: "cannot drive",
+                        path: dir,
+                        source: std::io::Error::other(problem),
+                    },
+                ))),
+            );
+        }
         let actor = SessionActor {
             project: request.project.clone(),
             agent: self.agent.clone(),

@@ -808,4 +808,30 @@ fn a_fleet_over_the_hard_open_files_limit_is_refused_with_what_to_do() {
         message.contains("limit of 100") && message.contains("lower --max-parallel"),
         "{message}"
     );
+
+    // One whose cap fits but not all its sessions drives those that fit; the others are shown
+    // broken with why, and a daemon with room takes them all back.
+    let tight = project.daemon_under("-n 90", &["--max-parallel", "4"]);
+    wait_for(Duration::from_secs(30), "every session opened", || {
+        let rows = project.status();
+        rows.iter().filter(|r| r["state"] == "error").count() == 10
+    });
+    let rows = project.status();
+    let broken = rows.iter().find(|r| r["state"] == "error").unwrap();
+    assert!(
+        broken["error"].as_str().unwrap().contains("limit of 90"),
+        "{broken}"
+    );
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r["waiting_for"] == "qa_answers" && r["state"] == "waiting")
+            .count(),
+        2
+    );
+    drop(tight);
+    let _roomy = project.daemon(&[]);
+    wait_for(Duration::from_secs(30), "every session back", || {
+        let rows = project.status();
+        rows.len() == 12 && rows.iter().all(|r| r["state"] == "waiting")
+    });
 }
