@@ -495,12 +495,12 @@ mod tests {
         assert_eq!(state.status.name(), "stopped");
         resume(&mut state, false).unwrap();
 
-        // Queued for a usage limit's reset: resume runs it now, as a new attempt; so does a
-        // stop and resume.
+        // Queued for a usage limit's reset: resume runs it now, as a new attempt of the same
+        // iteration (the launch numbers it 3); so does a stop and resume.
         state.attempt = 2;
         state.not_before = Some(Timestamp::now() + jiff::SignedDuration::from_hours(3));
         resume(&mut state, false).unwrap();
-        assert_eq!((state.not_before, state.attempt), (None, 0));
+        assert_eq!((state.not_before, state.attempt), (None, 2));
         assert!(matches!(
             resume(&mut state, false),
             Err(GateError::NotParked { .. })

@@ -153,11 +153,17 @@ pub struct UnsyncedRows {
     pub iterations: Vec<IterationRow>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryRow>,
+    /// A person's command's history rows that `_signal_history.jsonl` could not take when the
+    /// command was saved (a full disk): not appended yet, so apart from the rows a sync makes
+    /// durable. The next save of a worker driving the session, or the next opening of it,
+    /// appends them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unjournaled: Vec<HistoryRow>,
 }
 
 impl UnsyncedRows {
     pub fn is_empty(&self) -> bool {
-        self.iterations.is_empty() && self.history.is_empty()
+        self.iterations.is_empty() && self.history.is_empty() && self.unjournaled.is_empty()
     }
 }
 

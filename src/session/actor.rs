@@ -238,6 +238,9 @@ impl SessionRun {
 
     fn save_as(&mut self, notebook: bool, entry: Option<&str>) -> Result<(), StoreError> {
         self.synced()?;
+        // A person's rows the journal refused before: journaled now if it takes them, so that
+        // this save no longer carries them.
+        self.store.journal_waiting(&mut self.state);
         match notebook {
             true => self.store.save_noting(&mut self.state, entry)?,
             false => self.store.save_state(&mut self.state)?,

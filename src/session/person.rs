@@ -111,14 +111,15 @@ pub fn act(
     };
     // The row is saved with the state that applies the command, so the two go to the disk
     // together: a command saved is never without its row, and one not saved has none.
-    next.unsynced.history.push(row.clone());
+    next.unsynced.unjournaled.push(row.clone());
     store.save_noting(&mut next, Some(&effect.flow_log))?;
     *state = next;
     match store.append_history(&row) {
         // In the journal now: the next save drops it from the state.
-        Ok(()) => drop(state.unsynced.history.pop()),
-        // Applied all the same (a full disk, say): the state keeps the row, and the next
-        // opening of the session journals it (`SessionStore::restore_unsynced`).
+        Ok(()) => drop(state.unsynced.unjournaled.pop()),
+        // Applied all the same (a full disk, say): the state keeps the row, and the next save
+        // of the worker driving the session, or its next opening, journals it
+        // (`SessionStore::journal_waiting`).
         Err(error) => store.log(&format!(
             "the history row of {} waits in _state.json: {error}",
             effect.verb

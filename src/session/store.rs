@@ -745,13 +745,25 @@ impl SessionStore {
                 missing += 1;
             }
         }
-        for row in &rows.history {
+        for row in rows.history.iter().chain(&rows.unjournaled) {
             if self.find_row(HISTORY, |r: &HistoryRow| r == row)?.is_none() {
                 self.append_history(row)?;
                 missing += 1;
             }
         }
         Ok(missing)
+    }
+
+    /// Appends, durably, the person's history rows the state carries because the journal
+    /// could not take them when their command was saved, and drops from the state those it
+    /// appended. Rows stay (for the next try) while the journal still refuses them.
+    pub fn journal_waiting(&self, state: &mut SessionState) {
+        while let Some(row) = state.unsynced.unjournaled.first() {
+            if self.append_history(row).is_err() {
+                return;
+            }
+            state.unsynced.unjournaled.remove(0);
+        }
     }
 
     pub fn append_history(&self, row: &HistoryRow) -> Result<(), StoreError> {
@@ -1317,6 +1329,43 @@ mod tests {
         // A name that exists is never replaced.
         assert!(SessionStore::create_whole(&dir, |_| Ok(())).is_err());
         assert!(SessionFolder::new(&dir).load_state().is_ok());
+    }
+
+    #[test]
+    fn a_persons_rows_the_journal_refused_are_journaled_once_it_takes_them() {
+        use crate::protocol::journal::Source;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SessionStore::create(&dir.path().join("26-11-24-x")).unwrap();
+        let row = |status: &str| HistoryRow {
+            at: Timestamp::now(),
+            iteration: 1,
+            attempt: 0,
+            source: Source::Person,
+            from: Phase::Planning,
+            to: Some(Phase::Implementation),
+            status: status.into(),
+            accepted: true,
+            reason: None,
+            outcome: "queued".into(),
+            by: None,
+        };
+        let mut state = SessionState::new("26-11-24-x", "d", "t", Timestamp::now());
+        state.unsynced.unjournaled = vec![row("approve"), row("tell")];
+        // Refused (a directory where the journal is): both wait.
+        let journal = store.path(HISTORY);
+        std::fs::create_dir(&journal).unwrap();
+        store.journal_waiting(&mut state);
+        assert_eq!(state.unsynced.unjournaled.len(), 2);
+        std::fs::remove_dir(&journal).unwrap();
+        store.journal_waiting(&mut state);
+        assert!(state.unsynced.is_empty());
+        let statuses: Vec<String> = store
+            .last_rows::<HistoryRow>(HISTORY)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.status)
+            .collect();
+        assert_eq!(statuses, ["approve", "tell"], "in order, once");
     }
 
     #[test]

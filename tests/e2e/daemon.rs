@@ -300,7 +300,7 @@ fn an_approval_whose_history_row_cannot_be_written_is_applied_and_its_row_kept()
     std::fs::create_dir(&journal).unwrap();
     project.run(&["approve", "plan"]).expect(0);
     assert_eq!(s.state()["phase"], "implementation");
-    let waiting = s.state()["unsynced"]["history"].clone();
+    let waiting = s.state()["unsynced"]["unjournaled"].clone();
     assert_eq!(waiting.as_array().map(Vec::len), Some(1), "{waiting}");
     assert_eq!(waiting[0]["status"], "approve");
     assert_eq!(s.read("_overview.md").matches("Plan approved").count(), 1);
