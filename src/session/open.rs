@@ -160,7 +160,7 @@ pub fn open(
             };
             if restored > 0 {
                 store.log(&format!(
-                    "{restored} journal row(s) lost with the machine's stop restored from the state"
+                    "{restored} journal row(s) the journals lacked (a machine's stop, or a full disk) restored from the state"
                 ));
             }
             if !had_state {

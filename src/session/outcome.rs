@@ -320,10 +320,10 @@ impl SessionActor {
         match signal.validate(phase) {
             Ok(Verdict::Wait {
                 wait_for: WaitFor::QaAnswers,
-            }) if !has_open_question(run) => Err(Problem {
+            }) if let Some(why) = no_open_question(run) => Err(Problem {
                 code: "no_open_question",
                 text: format!(
-                    "signal rejected: it waits for qa_answers, but {QA} has no question without an answer (a `## Q1: ...` heading with an empty `Answer:` line); no person could answer it"
+                    "signal rejected: it waits for qa_answers, but {why}; no person could answer it"
                 ),
                 // The agent is told why and may write its questions on the retry.
                 retryable: true,
@@ -614,11 +614,15 @@ impl Problem {
     }
 }
 
-/// Whether `_qa.md` holds a question a person can answer (one read, capped like any session
-/// file; an unreadable file has none).
-fn has_open_question(run: &SessionRun) -> bool {
+/// Why `_qa.md` holds no question a person can answer, if it holds none (one read, capped
+/// like any session file).
+fn no_open_question(run: &SessionRun) -> Option<String> {
     match run.store.read(QA) {
-        Ok(Some(text)) => QaDoc::parse(&text).open().next().is_some(),
-        _ => false,
+        Ok(Some(text)) if QaDoc::parse(&text).open().next().is_some() => None,
+        Ok(Some(_)) => Some(format!(
+            "{QA} has no question without an answer (a `## Q1: ...` heading with an empty `Answer:` line)"
+        )),
+        Ok(None) => Some(format!("there is no {QA}")),
+        Err(error) => Some(error.to_string()),
     }
 }

@@ -229,7 +229,7 @@ fn waiting_for_answers_without_a_question_blocks_instead_of_waiting_forever() {
     run.expect(11);
     assert!(
         run.stdout()
-            .contains("_qa.md has no question without an answer"),
+            .contains("it waits for qa_answers, but there is no _qa.md"),
         "{}",
         run.stdout()
     );
