@@ -135,6 +135,9 @@ pub enum ProcessEnd {
     Cancelled,
     /// Could not be started at all.
     SpawnFailed(String),
+    /// Started, but how it ended could not be learned (the engine that runs it remotely was
+    /// unreachable): a failure like a crash, retried with backoff.
+    Lost(String),
 }
 
 /// What an attempt reports to its session when it is over.

@@ -233,9 +233,9 @@ impl Actor for AgentProcess {
                     (Stage::Stopping { why }, _) => why.clone(),
                     (_, Ok(ExitKind::Code(code))) => ProcessEnd::Exited(code),
                     (_, Ok(ExitKind::Signal(name))) => ProcessEnd::Signaled(name),
-                    (_, Err(e)) => {
-                        ProcessEnd::SpawnFailed(format!("cannot wait for the agent: {e}"))
-                    }
+                    (_, Err(e)) => ProcessEnd::Lost(format!(
+                        "cannot learn how the agent ended ({e}); the attempt is retried"
+                    )),
                 };
                 let already_stopping = matches!(state.stage, Stage::Stopping { .. });
                 state.stage = Stage::Exited { end, status };

@@ -286,7 +286,9 @@ impl SessionActor {
             ProcessEnd::Cancelled => {
                 Some((AttemptOutcome::Interrupted, "stopped by samocode".into()))
             }
-            ProcessEnd::SpawnFailed(message) => Some((AttemptOutcome::Crashed, message.clone())),
+            ProcessEnd::SpawnFailed(message) | ProcessEnd::Lost(message) => {
+                Some((AttemptOutcome::Crashed, message.clone()))
+            }
         }
     }
 

@@ -89,6 +89,15 @@ impl FakeAgent {
         self.body.lock().unwrap().end(ExitKind::Code(code));
     }
 
+    /// Ends without anyone learning how: its stdout closes and its exit is never told (a
+    /// remote engine that became unreachable).
+    pub fn lose(&self) {
+        self.journal.push(format!("lost {}", self.number));
+        let mut body = self.body.lock().unwrap();
+        body.out.take();
+        body.exit.take();
+    }
+
     /// True while it has not ended.
     pub fn alive(&self) -> bool {
         self.body.lock().unwrap().exit.is_some()

@@ -86,6 +86,30 @@ async fn a_backoff_timer_from_before_a_stop_does_nothing_and_nobody_is_told_twic
     assert!(world.agents.try_recv().is_err());
 }
 
+/// An attempt whose end could not be learned (NATS unreachable) is retried with backoff like
+/// a crash; it used to fail the session at once, as if the agent could not be started.
+#[tokio::test(start_paused = true)]
+async fn an_attempt_whose_end_is_lost_is_retried_not_failed() {
+    let mut world = World::new(true).await;
+    world.start().await;
+    let first = world.next_agent().await;
+    first.lose();
+    let second = world.next_agent().await;
+    assert!(second.spec.files.relative_log().contains("-a2"));
+    let row = &world.rows()[0];
+    assert_eq!(row["outcome"], "crashed");
+    assert!(
+        row["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cannot learn how the agent ended"),
+        "{row}"
+    );
+    second.finish(NEXT);
+    world.next_agent().await;
+    assert_ne!(world.state()["status"]["state"], "failed");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_attempt_keeps_its_tokens() {
     let mut world = World::new(true).await;
