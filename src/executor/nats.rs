@@ -148,24 +148,39 @@ impl Link {
             })
             .await
             .map_err(|e| setup("stream SAMOCODE_ATTEMPTS")(e.into()))?;
-        work.get_or_create_consumer(
-            WORKERS,
-            jetstream::consumer::pull::Config {
-                durable_name: Some(WORKERS.into()),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: settings.ack_wait,
-                max_deliver: MAX_DELIVER,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| setup("consumer samocode-workers")(e.into()))?;
+        let consumer = work
+            .get_or_create_consumer(
+                WORKERS,
+                jetstream::consumer::pull::Config {
+                    durable_name: Some(WORKERS.into()),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: settings.ack_wait,
+                    max_deliver: MAX_DELIVER,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| setup("consumer samocode-workers")(e.into()))?;
+        // The queue's ack wait is what whoever made it set; a setting here does not change it.
+        // Progress is acked within it, so every host uses the queue's own, whatever its
+        // SAMOCODE_NATS_ACK_WAIT says (a worker acking by a longer one of its own let the
+        // attempt be redelivered to a second worker while the first still ran it).
+        let mut settings = settings.clone();
+        let queue_wait = consumer.cached_info().config.ack_wait;
+        if !queue_wait.is_zero() && queue_wait != settings.ack_wait {
+            tracing::warn!(
+                queue = %humantime::format_duration(queue_wait),
+                here = %humantime::format_duration(settings.ack_wait),
+                "the work queue's ack wait differs from SAMOCODE_NATS_ACK_WAIT here; the queue's is used"
+            );
+            settings.ack_wait = queue_wait;
+        }
         Ok(Link {
             client,
             js,
             work,
             attempts,
-            settings: settings.clone(),
+            settings,
         })
     }
 

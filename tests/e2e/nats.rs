@@ -348,3 +348,37 @@ fn a_daemon_killed_after_a_remote_verdict_is_journaled_goes_on_without_running_i
         session.read("session.log")
     );
 }
+
+/// Every host acks progress within the work queue's own ack wait, whatever its setting says:
+/// a worker set to a longer one acked too late, and the attempt went to a second worker while
+/// the first still ran it (two agents of one session at once).
+#[test]
+fn a_worker_with_another_ack_wait_setting_still_keeps_its_attempt() {
+    let nats = NatsServer::start();
+    let mut project = nats_project();
+    project.env("SAMOCODE_FAKE", "investigation=slow:8");
+    let _daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
+    // The queue was made with 3 s; these workers are set to 30 s.
+    project.env("SAMOCODE_NATS_ACK_WAIT", "30s");
+    let one = worker(&project, &nats.url, "host-1", Some("host-1"));
+    let two = worker(&project, &nats.url, "host-2", Some("host-2"));
+    project
+        .run(&["start", "--session", "once", "--dive", "d", "--task", "t"])
+        .expect(0);
+    let session = project.session("once");
+    let (work_one, work_two) = (one.dir.join("work"), two.dir.join("work"));
+    let mut most = 0;
+    wait_for(Duration::from_secs(60), "the questions", || {
+        most = most.max(agents_under(&work_one).len() + agents_under(&work_two).len());
+        session.path("_state.json").exists() && session.state()["status"]["for"] == "qa_answers"
+    });
+    assert_eq!(most, 1, "one agent at a time:\n{}", daemon_log(&project));
+    assert!(
+        !daemon_log(&project).contains("given to another worker"),
+        "{}",
+        daemon_log(&project)
+    );
+    let log = std::fs::read_to_string(one.dir.join("worker.log")).unwrap_or_default()
+        + &std::fs::read_to_string(two.dir.join("worker.log")).unwrap_or_default();
+    assert!(log.contains("the queue's is used"), "{log}");
+}
