@@ -120,6 +120,20 @@ pub async fn run_with(
     let open_files = crate::open_files::raise();
     crate::open_files::check(open_files.limit, 0, config.max_parallel)
         .map_err(|problem| DaemonError::OpenFiles(format!("{problem}, or lower --max-parallel")))?;
+    // With a fleet budget, what the owned sessions have cost is counted before any of them
+    // is opened (each opens in the background, and the first opened would get slots first).
+    let fleet_costs: Vec<(PathBuf, f64)> = match config.budgets.fleet_cost_usd {
+        Some(_) => owned
+            .iter()
+            .filter_map(|session| {
+                let state = crate::session::SessionFolder::new(&session.dir)
+                    .load_state()
+                    .ok()?;
+                Some((session.dir.clone(), state.usage.cost_usd))
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let socket = control::bind(&config.control_socket).await?;
     // Orphans of the agents become children of the daemon, where the end of an attempt finds
     // them cheaply (see `agent::reaper`).
@@ -151,6 +165,7 @@ pub async fn run_with(
         SupervisorArgs {
             max_parallel: config.max_parallel,
             open_files: Some(open_files.limit),
+            fleet_costs,
         },
         watch.get_cell(),
     )

@@ -210,6 +210,10 @@ pub struct SupervisorArgs {
     /// The process's open-files limit, which new sessions and a higher cap must fit in
     /// (`open_files::check`); `None` checks nothing (one session under `run`, the demo).
     pub open_files: Option<u64>,
+    /// What each owned session had cost when the daemon started (with a fleet budget): counted
+    /// before any slot is granted, so that a restart cannot start attempts past a fleet budget
+    /// that the sessions not yet opened have used up.
+    pub fleet_costs: Vec<(PathBuf, f64)>,
 }
 
 pub struct SupervisorState {
@@ -265,14 +269,20 @@ impl Actor for SupervisorActor {
             }
             watch
         });
+        let mut fleet = fleet::Fleet::new(self.budgets.fleet_cost_usd);
+        for (dir, cost) in &args.fleet_costs {
+            fleet.record(dir, *cost);
+        }
+        let mut registry = Registry::new(args.max_parallel);
+        registry.set_hold(fleet.holds());
         Ok(SupervisorState {
             notifier,
             notices,
             notifier_restarts: Vec::new(),
-            registry: Registry::new(args.max_parallel),
+            registry,
             watch,
             stopping: None,
-            fleet: fleet::Fleet::new(self.budgets.fleet_cost_usd),
+            fleet,
             open_files: args.open_files,
             opening: 0,
         })

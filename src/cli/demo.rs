@@ -107,6 +107,7 @@ pub async fn demo(args: DemoArgs, config: &Config, _sources: &Sources) -> Result
         SupervisorArgs {
             max_parallel: DEMO_PARALLEL,
             open_files: None,
+            fleet_costs: Vec::new(),
         },
     )
     .await

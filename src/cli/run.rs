@@ -85,6 +85,7 @@ pub async fn run(args: RunArgs, config: &Config, mut shutdown: Shutdown) -> Resu
         SupervisorArgs {
             max_parallel: 1,
             open_files: None,
+            fleet_costs: Vec::new(),
         },
         watch.get_cell(),
     )

@@ -261,3 +261,46 @@ fn a_fleet_budget_holds_every_session_tells_once_and_a_raise_lifts_it() {
     assert!(raised.stdout().contains("$10.00"), "{}", raised.stdout());
     project.drive_to_done(2, Duration::from_secs(90));
 }
+
+/// A daemon restarted past its fleet budget starts no attempt: what every owned session cost
+/// is counted before any slot is granted (the first sessions opened had run new attempts
+/// while the others were still being counted).
+#[test]
+fn a_restart_past_the_fleet_budget_starts_no_attempt() {
+    let mut project = Project::new();
+    let fleet = ["--fleet-max-cost", "0.05", "--max-parallel", "4"];
+    let daemon = project.daemon(&fleet);
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    for name in names {
+        project
+            .run(&["start", "--session", name, "--dive", "d", "--task", "t"])
+            .expect(0);
+    }
+    wait_for(Duration::from_secs(60), "the fleet budget reached", || {
+        project
+            .run(&["status"])
+            .stdout()
+            .contains("fleet budget reached")
+            && project.status().iter().all(|r| r["state"] != "running")
+    });
+    let attempts = |project: &Project| -> usize {
+        names
+            .iter()
+            .map(|n| {
+                let rows = project.session(n).path("_iterations.jsonl");
+                std::fs::read_to_string(rows).map_or(0, |text| text.lines().count())
+            })
+            .sum()
+    };
+    let before = attempts(&project);
+    daemon.crash();
+    let _daemon = project.daemon(&fleet);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(attempts(&project), before, "{}", daemon_log(&project));
+    assert!(
+        project
+            .run(&["status"])
+            .stdout()
+            .contains("fleet budget reached")
+    );
+}

@@ -358,6 +358,7 @@ impl World {
             SupervisorArgs {
                 max_parallel: 2,
                 open_files: None,
+                fleet_costs: Vec::new(),
             },
         )
         .await
