@@ -193,6 +193,16 @@ pub fn clear_attempt(
     killed
 }
 
+/// Reaps the adopted children that have died, outside any attempt's sweep: under an engine
+/// that runs no agent here (NATS, Kubernetes), the orphans of the daemon's own commands (git's
+/// detached maintenance after a merge) would otherwise stay zombies for the daemon's life.
+/// `live` as for [`clear_attempt`].
+pub fn reap_dead_orphans(live: &dyn Fn(i32) -> bool) {
+    if ADOPTING.load(Ordering::Relaxed) {
+        reap_adopted(live);
+    }
+}
+
 /// What [`reap_adopted`] found among the adopted children.
 struct Adopted {
     /// Those still running.

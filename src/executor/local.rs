@@ -140,6 +140,11 @@ impl Drop for LocalGroup {
     }
 }
 
+/// Reaps the adopted orphans that have died (see [`crate::agent::reaper::reap_dead_orphans`]).
+pub fn reap_dead_orphans() {
+    crate::agent::reaper::reap_dead_orphans(&is_live);
+}
+
 /// True when `pid` is the main process of an agent this process started and still watches.
 fn is_live(pid: i32) -> bool {
     LIVE.lock()

@@ -174,7 +174,11 @@ pub async fn apply(expected: &Expected, result: &AttemptResult) -> Result<(), Ap
         _ => None,
     };
     if let Some(commit) = &commit {
-        fast_forward(expected, commit).await?;
+        let merged = fast_forward(expected, commit).await;
+        // git may leave a detached maintenance behind (adopted by the daemon, the subreaper):
+        // those of earlier merges have ended by now, and are reaped here.
+        crate::executor::local::reap_dead_orphans();
+        merged?;
     }
     for file in &result.changed {
         let path = expected.session_dir.join(&file.path);
