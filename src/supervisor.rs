@@ -1032,6 +1032,20 @@ fn answer(origin: Origin, result: Result<Started, StartError>) {
         }
         Origin::Control(reply) => {
             let _ = reply.send(match result {
+                // Its lock is this daemon's own: the session is one it drives already (the
+                // message named the daemon's pid as "another worker").
+                Err(StartError::Open(OpenError::Store(crate::session::StoreError::Locked {
+                    dir,
+                    pid: Some(pid),
+                }))) if pid == std::process::id() => Response::error(
+                    format!(
+                        "this daemon drives {} already; `samocode status {}` shows it, and `samocode resume {} --raise-budget WORD=VALUE` changes its budget",
+                        dir.display(),
+                        folder_of(&dir),
+                        folder_of(&dir),
+                    ),
+                    2,
+                ),
                 Ok(started) => Response::Done {
                     message: match started.settled {
                         None => format!("{} started", started.folder),

@@ -347,6 +347,28 @@ fn a_session_the_daemon_does_not_own_is_answered_through_its_files() {
     assert_eq!(s.state()["status"]["for"], "plan_approval");
 }
 
+/// `start` of a session the daemon drives already says so (it said another worker, the
+/// daemon's own pid, was driving it, with exit 12).
+#[test]
+fn starting_a_session_the_daemon_drives_says_so() {
+    let mut project = Project::new();
+    let _daemon = project.daemon(&[]);
+    project
+        .run(&["start", "--session", "twice", "--dive", "d", "--task", "t"])
+        .expect(0);
+    let s = project.session("twice");
+    wait_for(Duration::from_secs(30), "the questions", || {
+        s.path("_state.json").exists() && s.state()["status"]["for"] == "qa_answers"
+    });
+    let again = project.run(&["start", "--session", "twice", "--max-cost", "5"]);
+    again.expect(2);
+    assert!(
+        again.stderr().contains("this daemon drives") && again.stderr().contains("--raise-budget"),
+        "{}",
+        again.stderr()
+    );
+}
+
 /// A person's command for a finished session the daemon owns says so, as without a daemon
 /// (it said "the daemon is shutting down").
 #[test]
