@@ -116,6 +116,10 @@ pub enum Response {
         /// `resume`, whatever their files still say.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         broken: Vec<BrokenSession>,
+        /// The daemon's budget for a session that sets none of its own (what its sessions
+        /// are held to, whatever the asking command's own settings say).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        budget_defaults: Option<Box<Budget>>,
     },
     /// The request failed; `code` is the exit code the CLI should use.
     Error { message: String, code: u8 },

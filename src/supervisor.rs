@@ -745,6 +745,8 @@ impl SupervisorActor {
                     held: state.fleet.holds(),
                 }),
                 broken: state.registry.broken(),
+                budget_defaults: (!self.budgets.defaults.is_empty())
+                    .then(|| Box::new(self.budgets.defaults)),
             },
             Request::RaiseFleetBudget { cost_usd } => match state.fleet.raise(cost_usd) {
                 Ok(message) => {

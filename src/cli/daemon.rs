@@ -77,11 +77,13 @@ impl Client {
                 sessions,
                 fleet,
                 broken,
+                budget_defaults,
                 ..
             } => Ok(Owned {
                 sessions,
                 fleet,
                 broken,
+                budget_defaults: Some(budget_defaults.map(|b| *b).unwrap_or_default()),
             }),
             other => done(other).map(|_| Owned::default()),
         }
@@ -94,6 +96,8 @@ pub struct Owned {
     pub sessions: Vec<OwnedSession>,
     pub fleet: Option<control::FleetFigures>,
     pub broken: Vec<control::BrokenSession>,
+    /// The daemon's budget for sessions without their own (`None` without a daemon).
+    pub budget_defaults: Option<crate::protocol::budget::Budget>,
 }
 
 fn done(response: Response) -> Result<String, CliError> {

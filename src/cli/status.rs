@@ -251,12 +251,18 @@ pub async fn status(args: StatusArgs, config: &Config) -> Result<u8, CliError> {
         sessions: owned,
         fleet,
         broken,
+        budget_defaults,
     } = match daemon {
         Some(client) => client.owned().await?,
         None => Default::default(),
     };
     let daemon_owns: HashSet<PathBuf> = owned.iter().map(|o| o.dir.clone()).collect();
     let broken: HashMap<PathBuf, String> = broken.into_iter().map(|b| (b.dir, b.reason)).collect();
+    // A session is held to the defaults of whoever drives it: the daemon's for its own.
+    let defaults = |dir: &Path| match &budget_defaults {
+        Some(daemons) if daemon_owns.contains(dir) => *daemons,
+        _ => config.budgets.defaults,
+    };
     // In a project: its folders, from the files. Outside one: what the daemon owns.
     let folders: Vec<(PathBuf, PathBuf)> = match (&config.project, has_daemon) {
         (Some(project), _) => project_folders(&project.sessions)?
@@ -292,12 +298,13 @@ pub async fn status(args: StatusArgs, config: &Config) -> Result<u8, CliError> {
             .find(|(d, _)| *d == dir)
             .map(|(_, p)| p.clone())
             .unwrap_or_default();
+        let defaults = defaults(&dir);
         return show_one(
             &SessionFolder::new(dir),
             &project,
             (&daemon_owns, &broken),
+            &defaults,
             args.json,
-            config,
         );
     }
     let mut rows = Vec::new();
@@ -309,7 +316,7 @@ pub async fn status(args: StatusArgs, config: &Config) -> Result<u8, CliError> {
             continue;
         };
         row.mark_broken(folder.dir(), &broken);
-        row.budget = state.and_then(|s| BudgetView::of(&s, &config.budgets.defaults));
+        row.budget = state.and_then(|s| BudgetView::of(&s, &defaults(folder.dir())));
         if args.active && row.state == "done" {
             continue;
         }
@@ -449,17 +456,15 @@ fn show_one(
     folder: &SessionFolder,
     project: &Path,
     (daemon_owns, broken): (&HashSet<PathBuf>, &HashMap<PathBuf, String>),
+    defaults: &crate::protocol::budget::Budget,
     json: bool,
-    config: &Config,
 ) -> Result<u8, CliError> {
     let Some((mut row, state)) = SessionRow::read(folder, project, daemon_owns, &Locks::read())
     else {
         return Err(StoreError::NotASession(folder.dir().to_path_buf()).into());
     };
     row.mark_broken(folder.dir(), broken);
-    row.budget = state
-        .as_ref()
-        .and_then(|s| BudgetView::of(s, &config.budgets.defaults));
+    row.budget = state.as_ref().and_then(|s| BudgetView::of(s, defaults));
     let phases = budget::by_phase(folder);
     if json {
         let mut value = serde_json::to_value(&row).expect("row serializes");

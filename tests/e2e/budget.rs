@@ -304,3 +304,29 @@ fn a_restart_past_the_fleet_budget_starts_no_attempt() {
             .contains("fleet budget reached")
     );
 }
+
+/// `status` shows a daemon's session held to the daemon's own default budget, whatever the
+/// asking command's settings say (it showed its own: no budget, or another one, beside the
+/// daemon's "cost budget reached").
+#[test]
+fn status_shows_the_budget_the_daemon_holds_its_session_to() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_MAX_COST", "0.02");
+    let _daemon = project.daemon(&[]);
+    project
+        .run(&["start", "--session", "b", "--dive", "d", "--task", "t"])
+        .expect(0);
+    let s = project.session("b");
+    // Two attempts at $0.0125 each, then it waits for answers, past its $0.02.
+    wait_for(Duration::from_secs(30), "the questions", || {
+        s.path("_state.json").exists() && s.state()["status"]["for"] == "qa_answers"
+    });
+    let out = project
+        .command(&["status", "b", "--json"])
+        .env("SAMOCODE_MAX_COST", "5")
+        .output()
+        .unwrap();
+    let row: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(row["budget"]["max_cost_usd"], 0.02, "{row}");
+    assert_eq!(row["budget"]["left"]["cost_usd"], 0.0, "{row}");
+}
