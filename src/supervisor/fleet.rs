@@ -59,6 +59,12 @@ impl Fleet {
 
     /// A person's raise of the limit; it must be above what is spent.
     pub fn raise(&mut self, cost_usd: f64) -> Result<String, String> {
+        if self.limit.is_none() {
+            // Most likely a session's raise without its name: nothing to raise here.
+            return Err(format!(
+                "this daemon has no fleet budget to raise; to raise a session's budget, name it (`samocode resume SESSION --raise-budget cost={cost_usd}`), or start the daemon with --fleet-max-cost for a fleet budget"
+            ));
+        }
         let spent = self.spent();
         if cost_usd <= spent {
             return Err(format!(
@@ -97,5 +103,14 @@ mod tests {
         fleet.record(Path::new("/s/b"), 14.0);
         assert_eq!(fleet.news(), Some((20.5, 20.0)), "told again after a raise");
         assert!(!Fleet::new(None).holds());
+        // Without a fleet budget a raise is refused: it is a session's raise without its name
+        // (it made a fleet budget of that amount without a word).
+        let mut none = Fleet::new(None);
+        let error = none.raise(5.0).unwrap_err();
+        assert!(
+            error.contains("no fleet budget") && error.contains("resume SESSION"),
+            "{error}"
+        );
+        assert_eq!(none.limit(), None);
     }
 }
