@@ -3,7 +3,19 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use super::fixture::{Project, alive, wait_for};
+use super::fixture::{Project, Session, alive, wait_for};
+
+/// Starts session `name` on the running daemon and waits until it asks its questions.
+fn start_until_questions(project: &Project, name: &str) -> Session {
+    project
+        .run(&["start", "--session", name, "--dive", "d", "--task", "t"])
+        .expect(0);
+    let s = project.session(name);
+    wait_for(Duration::from_secs(30), "the questions", || {
+        s.path("_state.json").exists() && s.state()["status"]["for"] == "qa_answers"
+    });
+    s
+}
 
 #[test]
 fn fifty_sessions_never_run_more_than_eight_agents_and_all_finish() {
@@ -154,13 +166,7 @@ fn gates_through_the_socket_and_through_the_files() {
 fn answers_written_by_hand_wake_a_waiting_session() {
     let mut project = Project::new();
     let _daemon = project.daemon(&[]);
-    project
-        .run(&["start", "--session", "hand", "--dive", "d", "--task", "t"])
-        .expect(0);
-    let s = project.session("hand");
-    wait_for(Duration::from_secs(30), "questions", || {
-        s.state()["status"]["for"] == "qa_answers"
-    });
+    let s = start_until_questions(&project, "hand");
     let qa = s
         .read("_qa.md")
         .replace("Answer:\n", "Answer: typed in an editor\n");
@@ -176,13 +182,7 @@ fn answers_written_by_hand_wake_a_waiting_session() {
 fn an_approval_whose_notebook_cannot_be_written_leaves_the_session_waiting() {
     let mut project = Project::new();
     let _daemon = project.daemon(&[]);
-    project
-        .run(&["start", "--session", "plan", "--dive", "d", "--task", "t"])
-        .expect(0);
-    let s = project.session("plan");
-    wait_for(Duration::from_secs(30), "questions", || {
-        s.state()["status"]["for"] == "qa_answers"
-    });
+    let s = start_until_questions(&project, "plan");
     project
         .run(&["answer", "plan", "--accept-suggestions"])
         .expect(0);
@@ -228,14 +228,7 @@ fn an_answer_whose_state_cannot_be_saved_is_not_applied_at_all() {
         let mut project = Project::new();
         let daemon = through_daemon.then(|| project.daemon(&[]));
         let s = if through_daemon {
-            project
-                .run(&["start", "--session", "ask", "--dive", "d", "--task", "t"])
-                .expect(0);
-            let s = project.session("ask");
-            wait_for(Duration::from_secs(30), "questions", || {
-                s.path("_state.json").exists() && s.state()["status"]["for"] == "qa_answers"
-            });
-            s
+            start_until_questions(&project, "ask")
         } else {
             project
                 .run(&["run", "--session", "ask", "--dive", "d", "--task", "t"])
@@ -353,13 +346,7 @@ fn a_session_the_daemon_does_not_own_is_answered_through_its_files() {
 fn starting_a_session_the_daemon_drives_says_so() {
     let mut project = Project::new();
     let _daemon = project.daemon(&[]);
-    project
-        .run(&["start", "--session", "twice", "--dive", "d", "--task", "t"])
-        .expect(0);
-    let s = project.session("twice");
-    wait_for(Duration::from_secs(30), "the questions", || {
-        s.path("_state.json").exists() && s.state()["status"]["for"] == "qa_answers"
-    });
+    start_until_questions(&project, "twice");
     let again = project.run(&["start", "--session", "twice", "--max-cost", "5"]);
     again.expect(2);
     assert!(
