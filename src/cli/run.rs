@@ -275,7 +275,14 @@ fn explain(config: &Config, folder: &str, settled: &Settled) -> u8 {
         }
         Settled::Blocked { reason } => {
             println!("{folder}: blocked: {reason}");
-            println!("fix the cause, then `samocode resume {folder}` and run again");
+            if crate::protocol::budget::is_budget_reason(reason) {
+                // A plain resume is refused while the budget it reached still holds.
+                println!(
+                    "raise the budget it reached (`samocode resume {folder} --raise-budget WORD=VALUE`), then run again"
+                );
+            } else {
+                println!("fix the cause, then `samocode resume {folder}` and run again");
+            }
             exit::BLOCKED
         }
         Settled::Failed { reason } => {

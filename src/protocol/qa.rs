@@ -49,7 +49,20 @@ pub enum QaError {
     /// An answer holds a NUL byte.
     #[error("the answer to Q{0} contains a NUL byte; remove it")]
     NulInAnswer(u32),
+    /// An answer longer than `_qa.md` takes from a person.
+    #[error(
+        "the answer to Q{number} is {bytes} bytes, over the limit of {max} bytes: put a long text in a file in the repository and answer with where it is"
+    )]
+    AnswerTooLong {
+        number: u32,
+        bytes: usize,
+        max: usize,
+    },
 }
+
+/// The longest answer a person may give, in bytes: `_qa.md` is read back with a size cap, and
+/// a file over it could not be read at all.
+pub const MAX_ANSWER: usize = 16 * 1024;
 
 impl QaDoc {
     /// Reads every `## QN: text` question and its `Options:`, `Suggested:` and `Answer:` lines.
@@ -159,6 +172,13 @@ fn fill_at(text: &str, doc: &QaDoc, answers: &[(usize, &str)]) -> Result<String,
         let answer = answer.split_whitespace().collect::<Vec<_>>().join(" ");
         if answer.is_empty() {
             return Err(QaError::EmptyAnswer(number));
+        }
+        if answer.len() > MAX_ANSWER {
+            return Err(QaError::AnswerTooLong {
+                number,
+                bytes: answer.len(),
+                max: MAX_ANSWER,
+            });
         }
         replacements.push((line, answer));
     }
@@ -294,6 +314,14 @@ mod tests {
             fill(twins, &[(1, "a\0b".into())]),
             Err(QaError::NulInAnswer(1))
         );
+        // An answer is capped, so that `_qa.md` stays readable (it has a size cap).
+        let long = "x".repeat(MAX_ANSWER + 1);
+        let error = fill(twins, &[(1, long)]).unwrap_err();
+        assert!(
+            error.to_string().contains("over the limit of 16384 bytes"),
+            "{error}"
+        );
+        assert!(fill(twins, &[(1, "x".repeat(MAX_ANSWER))]).is_ok());
     }
 
     proptest! {

@@ -38,6 +38,14 @@ fn a_session_stops_at_max_cost_and_finishes_after_a_raise() {
         "{}",
         blocked.stdout()
     );
+    // What to do is a raise: a plain resume is refused while the budget holds.
+    assert!(
+        blocked
+            .stdout()
+            .contains("--raise-budget WORD=VALUE`), then run again"),
+        "{}",
+        blocked.stdout()
+    );
     let state = s.state();
     assert_eq!(state["status"]["needs"], "human_decision");
     assert_eq!(state["iteration"], 2);
@@ -283,16 +291,27 @@ fn a_restart_past_the_fleet_budget_starts_no_attempt() {
             .contains("fleet budget reached")
             && project.status().iter().all(|r| r["state"] != "running")
     });
+    // Attempts that ran to their end (the crash below may interrupt one that was starting
+    // as the budget was reached; its row, written by the next daemon, is not a new attempt).
     let attempts = |project: &Project| -> usize {
         names
             .iter()
             .map(|n| {
                 let rows = project.session(n).path("_iterations.jsonl");
-                std::fs::read_to_string(rows).map_or(0, |text| text.lines().count())
+                std::fs::read_to_string(rows).map_or(0, |text| {
+                    text.lines()
+                        .filter(|row| !row.contains("\"interrupted\""))
+                        .count()
+                })
             })
             .sum()
     };
-    let before = attempts(&project);
+    let mut before = attempts(&project);
+    wait_for(Duration::from_secs(30), "no attempt ending", || {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = attempts(&project);
+        std::mem::replace(&mut before, now) == now
+    });
     daemon.crash();
     let _daemon = project.daemon(&fleet);
     std::thread::sleep(Duration::from_secs(3));
