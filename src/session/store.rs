@@ -154,9 +154,7 @@ pub fn sync_journals(dir: &Path) -> Result<(), StoreError> {
 /// a plain file of ours with one link (a link, a pipe, a hard link to another file) is removed,
 /// never written through; where the exchange is not supported a plain rename takes its place.
 fn replace(path: &Path, contents: &[u8]) -> Result<Replaced, StoreError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let spare_path = dir.join(format!(".{name}.prev"));
+    let spare_path = spare_of(path);
     let (mut spare, old_len) = open_spare(&spare_path).map_err(io("cannot write", &spare_path))?;
     // Written over in place and only then cut to length: truncating to zero first would free
     // and reallocate its blocks, and ext4 flushes a file truncated to zero when it is renamed,
@@ -170,14 +168,7 @@ fn replace(path: &Path, contents: &[u8]) -> Result<Replaced, StoreError> {
         .and_then(|()| spare.sync_data())
         .map_err(io("cannot write", &spare_path))?;
     drop(spare);
-    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
-    match renameat2(
-        AT_FDCWD,
-        &spare_path,
-        AT_FDCWD,
-        path,
-        RenameFlags::RENAME_EXCHANGE,
-    ) {
+    match exchange(&spare_path, path) {
         Ok(()) => Ok(Replaced::Exchanged),
         // No file yet, or a filesystem without the exchange: a plain rename.
         Err(nix::errno::Errno::ENOENT | nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) => {
@@ -238,18 +229,20 @@ pub enum Replaced {
 /// Puts back the version a [`replace`] of `path` that exchanged has replaced (the two names
 /// swap again), for a change that must not stand alone when the next write failed.
 fn undo_replace(path: &Path) -> Result<(), StoreError> {
-    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    exchange(&spare_of(path), path).map_err(|errno| io("cannot put back", path)(errno.into()))
+}
+
+/// The spare a [`replace`] of `path` writes into: `.NAME.prev` beside it.
+fn spare_of(path: &Path) -> PathBuf {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let spare_path = dir.join(format!(".{name}.prev"));
-    renameat2(
-        AT_FDCWD,
-        &spare_path,
-        AT_FDCWD,
-        path,
-        RenameFlags::RENAME_EXCHANGE,
-    )
-    .map_err(|errno| io("cannot put back", path)(errno.into()))
+    dir.join(format!(".{name}.prev"))
+}
+
+/// Swaps the names `a` and `b` in one atomic rename (`RENAME_EXCHANGE`).
+fn exchange(a: &Path, b: &Path) -> nix::Result<()> {
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    renameat2(AT_FDCWD, a, AT_FDCWD, b, RenameFlags::RENAME_EXCHANGE)
 }
 
 /// Opens the spare of a replace for writing at its start, with its length: the one left by the
@@ -1166,25 +1159,37 @@ mod tests {
         assert_eq!(store.load_state().unwrap(), state);
     }
 
-    #[test]
-    fn a_notebook_that_cannot_be_written_leaves_the_state_unsaved() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SessionStore::create(&dir.path().join("26-11-24-x")).unwrap();
+    /// A session saved waiting for plan approval, and the state its approval makes.
+    fn at_the_plan_gate(dir: &Path) -> (SessionStore, SessionState, SessionState) {
+        let store = SessionStore::create(&dir.join("26-11-24-x")).unwrap();
         let mut state = SessionState::new("26-11-24-x", "dive", "task", Timestamp::now());
         state.status = RunState::Waiting {
             wait_for: WaitFor::PlanApproval,
             since: Timestamp::now(),
         };
         store.save(&mut state).unwrap();
-        let saved = std::fs::read(store.dir().join("_state.json")).unwrap();
-        // A directory where the notebook's spare goes (an agent's doing) is never written
-        // through; the save fails, and must not be half done.
-        let spare = store.dir().join("._overview.md.prev");
-        let _ = std::fs::remove_file(&spare);
-        std::fs::create_dir(&spare).unwrap();
         let mut approved = state.clone();
         approved.enter_phase(Phase::Implementation);
         approved.status = RunState::Queued;
+        (store, state, approved)
+    }
+
+    /// Puts a directory where the spare of `file` goes, so that its next replace fails.
+    fn blocked_spare(store: &SessionStore, file: &str) -> PathBuf {
+        let spare = spare_of(&store.path(file));
+        let _ = std::fs::remove_file(&spare);
+        std::fs::create_dir(&spare).unwrap();
+        spare
+    }
+
+    #[test]
+    fn a_notebook_that_cannot_be_written_leaves_the_state_unsaved() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, state, mut approved) = at_the_plan_gate(dir.path());
+        let saved = std::fs::read(store.dir().join("_state.json")).unwrap();
+        // A directory where the notebook's spare goes (an agent's doing) is never written
+        // through; the save fails, and must not be half done.
+        let spare = blocked_spare(&store, OVERVIEW);
         let error = store
             .save_noting(&mut approved, Some("Plan approved by a person"))
             .unwrap_err()
@@ -1206,22 +1211,11 @@ mod tests {
     #[test]
     fn a_state_that_cannot_be_saved_takes_the_notebooks_new_lines_back() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SessionStore::create(&dir.path().join("26-11-24-x")).unwrap();
-        let mut state = SessionState::new("26-11-24-x", "dive", "task", Timestamp::now());
-        state.status = RunState::Waiting {
-            wait_for: WaitFor::PlanApproval,
-            since: Timestamp::now(),
-        };
-        store.save(&mut state).unwrap();
-        // Twice, so that the notebook has a spare and its next replace exchanges.
+        let (store, mut state, mut approved) = at_the_plan_gate(dir.path());
+        // Saved again, so that the notebook has a spare and its next replace exchanges.
         store.save(&mut state).unwrap();
         let notebook = store.read(OVERVIEW).unwrap().unwrap();
-        let spare = store.dir().join("._state.json.prev");
-        let _ = std::fs::remove_file(&spare);
-        std::fs::create_dir(&spare).unwrap();
-        let mut approved = state.clone();
-        approved.enter_phase(Phase::Implementation);
-        approved.status = RunState::Queued;
+        let spare = blocked_spare(&store, STATE);
         let error = store
             .save_noting(&mut approved, Some("Plan approved by a person"))
             .unwrap_err()

@@ -303,18 +303,10 @@ fn a_dry_run_refuses_what_the_run_refuses() {
     project
         .env("SAMOCODE_PROVIDER", "codex")
         .env("CODEX_HOME", "/nonexistent/codex-home");
-    let codex = project.run(&[
-        "run",
-        "--session",
-        "x",
-        "--dive",
-        "d",
-        "--task",
-        "t",
-        "--dry-run",
-    ]);
+    let run = ["run", "--session", "x", "--dive", "d", "--task", "t"];
+    let codex = project.run(&[&run[..], &["--dry-run"]].concat());
     assert_usage(&codex, &["CODEX_HOME", "/nonexistent/codex-home"]);
-    let real = project.run(&["run", "--session", "x", "--dive", "d", "--task", "t"]);
+    let real = project.run(&run);
     assert_usage(&real, &["CODEX_HOME", "/nonexistent/codex-home"]);
     assert_eq!(codex.stderr(), real.stderr(), "the same refusal");
 }

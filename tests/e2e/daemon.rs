@@ -732,6 +732,16 @@ fn resume_tries_a_usage_limited_session_now() {
     });
 }
 
+/// Starts sessions `s0` to `s{count - 1}` on the running daemon.
+fn start_numbered(project: &Project, count: usize) {
+    for i in 0..count {
+        let name = format!("s{i}");
+        project
+            .run(&["start", "--session", &name, "--dive", "d", "--task", "t"])
+            .expect(0);
+    }
+}
+
 /// Linux starts processes with a soft limit of 1,024 open files, and the daemon holds one per
 /// session it owns and a few per running agent: it raises its soft limit to the hard one.
 #[test]
@@ -739,12 +749,7 @@ fn a_daemon_started_under_a_low_soft_open_files_limit_holds_more_sessions_than_i
     let mut project = Project::new();
     // 48 files: without the raise, the 32nd session or so fails with "Too many open files".
     let _daemon = project.daemon_under("-S -n 48", &["--max-parallel", "4"]);
-    for i in 0..60 {
-        let name = format!("s{i}");
-        project
-            .run(&["start", "--session", &name, "--dive", "d", "--task", "t"])
-            .expect(0);
-    }
+    start_numbered(&project, 60);
     wait_for(Duration::from_secs(60), "60 sessions at their gate", || {
         let rows = project.status();
         rows.len() == 60 && rows.iter().all(|r| r["waiting_for"] == "qa_answers")
@@ -758,12 +763,7 @@ fn a_fleet_over_the_hard_open_files_limit_is_refused_with_what_to_do() {
     let mut project = Project::new();
     // 100 files: 64 for the daemon, 6 for each of 4 agents, so 12 sessions.
     let daemon = project.daemon_under("-n 100", &["--max-parallel", "4"]);
-    for i in 0..12 {
-        let name = format!("s{i}");
-        project
-            .run(&["start", "--session", &name, "--dive", "d", "--task", "t"])
-            .expect(0);
-    }
+    start_numbered(&project, 12);
     let refused = project.run(&[
         "start",
         "--session",

@@ -275,13 +275,15 @@ pub fn alive(pid: i32) -> bool {
         return false;
     };
     tasks.filter_map(Result::ok).any(|task| {
-        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
-            stat.rsplit(')')
-                .next()
-                .and_then(|rest| rest.split_whitespace().next())
-                .is_some_and(|state| state != "Z" && state != "X")
-        })
+        state_in(&task.path().join("stat")).is_some_and(|state| state != "Z" && state != "X")
     })
+}
+
+/// The state letter (`R`, `S`, `Z`...) a `/proc/.../stat` file gives, if it can be read.
+pub fn state_in(stat: &Path) -> Option<String> {
+    let stat = std::fs::read_to_string(stat).ok()?;
+    let rest = stat.rsplit(')').next()?;
+    rest.split_whitespace().next().map(str::to_string)
 }
 
 /// Polls `condition` until it holds or `deadline` passes.

@@ -268,13 +268,8 @@ fn zombie_children(parent: i32) -> Vec<i32> {
     list.split_whitespace()
         .filter_map(|p| p.parse::<i32>().ok())
         .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                stat.rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .starts_with('Z')
-            })
+            super::fixture::state_in(Path::new(&format!("/proc/{pid}/stat"))).as_deref()
+                == Some("Z")
         })
         .collect()
 }
