@@ -6,6 +6,7 @@ use clap::Args;
 
 use super::{CliError, daemon, exit};
 use crate::config::Config;
+use crate::protocol::RunState;
 use crate::protocol::budget::{self, Budget};
 use crate::session::person::{self, PersonCommand};
 use crate::session::{SessionFolder, name};
@@ -36,6 +37,22 @@ pub(super) async fn command(
     let mut state = store.load_state()?;
     // A `samocode run` killed mid-attempt may have left its agent running.
     crate::session::recover::take_over(&store, &mut state, &crate::agent::launch::LocalProcess)?;
+    // Its lock was free, so a runnable session here is one a `run` left (interrupted, or
+    // killed): not parked, and not running either. Resume has nothing to change; say how to go on.
+    let idle = matches!(state.status, RunState::Running)
+        || (matches!(state.status, RunState::Queued) && state.not_before.is_none());
+    if idle && matches!(command, PersonCommand::Resume) {
+        println!(
+            "session {} is not parked: nobody drives it since its last `samocode run` ended",
+            store.name()
+        );
+        println!(
+            "run `samocode run --session {}` to continue (or `samocode start --session {}` to hand it to the daemon)",
+            store.name(),
+            store.name()
+        );
+        return Ok(exit::DONE);
+    }
     let message = person::apply(&store, &mut state, &command, Some(daemon::FROM_CLI))?;
     println!("{message}");
     if state.status.is_runnable() {

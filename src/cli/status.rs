@@ -479,6 +479,13 @@ fn show_one(
         println!("state:       error");
         println!("reason:      {}", row.error.as_deref().unwrap_or("-"));
         println!("owner:       {}", owner_text(&row));
+        let idle = row.state == "running" || (row.state == "queued" && row.resumes_at.is_none());
+        if idle && row.owner == "nobody" {
+            println!(
+                "             nobody drives it; `samocode run --session {0}` or `samocode start --session {0}` continues it",
+                row.name
+            );
+        }
         return Ok(exit::DONE);
     };
     println!(
@@ -502,6 +509,13 @@ fn show_one(
     }
     println!("worker:      {}", row.worker);
     println!("owner:       {}", owner_text(&row));
+    let idle = row.state == "running" || (row.state == "queued" && row.resumes_at.is_none());
+    if idle && row.owner == "nobody" {
+        println!(
+            "             nobody drives it; `samocode run --session {0}` or `samocode start --session {0}` continues it",
+            row.name
+        );
+    }
     if let (Some(w), Some(b)) = (&state.worktree, &state.branch) {
         println!("worktree:    {} (branch {b})", w.display());
     }

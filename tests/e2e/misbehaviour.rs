@@ -402,6 +402,17 @@ fn interrupting_run_stops_the_agent_and_the_next_run_retries_the_iteration() {
         "running",
         "the interrupted iteration is still to be done"
     );
+    // Nobody drives it now: status and resume say so, and how to go on.
+    let shown = project.run(&["status", "intr"]).expect(0).stdout();
+    assert!(
+        shown.contains("nobody drives it; `samocode run --session"),
+        "{shown}"
+    );
+    let resumed = project.run(&["resume", "intr"]).expect(0).stdout();
+    assert!(
+        !resumed.contains("already running") && resumed.contains("samocode run --session"),
+        "{resumed}"
+    );
     project.run(&["run", "--session", "intr"]).expect(10);
     let rows = s.jsonl("_iterations.jsonl");
     assert_eq!(
