@@ -97,15 +97,19 @@ impl SessionRow {
         owner: Owner,
         worker: &'static str,
     ) -> SessionRow {
-        let notebook = folder
-            .read(OVERVIEW)
-            .ok()
-            .flatten()
-            .map(|t| overview::parse(&t))
-            .unwrap_or_default();
+        // A notebook no command can read (not UTF-8, a link, too big) stops every gate and
+        // attempt as surely as a broken state: the row says so instead of its state.
+        let (notebook, unreadable) = match folder.read(OVERVIEW) {
+            Ok(text) => (text.map(|t| overview::parse(&t)).unwrap_or_default(), None),
+            Err(error) => (Default::default(), Some(error.to_string())),
+        };
         SessionRow {
             phase: state.phase.to_string(),
-            state: state.status.name().to_string(),
+            state: match unreadable {
+                Some(_) => "error".to_string(),
+                None => state.status.name().to_string(),
+            },
+            error: unreadable,
             iteration: state.phase_iteration,
             total_iterations: state.iteration,
             waiting_for: match &state.status {
@@ -531,7 +535,8 @@ fn show_one(
     }
     println!("last action: {}", row.last_action.as_deref().unwrap_or("-"));
     println!("next:        {}", row.next.as_deref().unwrap_or("-"));
-    if let Some(text) = folder.read(OVERVIEW)? {
+    // Unreadable, the notebook is the row's `error` above.
+    if let Ok(Some(text)) = folder.read(OVERVIEW) {
         let log = overview::parse(&text).flow_log;
         if !log.is_empty() {
             println!("flow log (latest):");
@@ -540,7 +545,11 @@ fn show_one(
             }
         }
     }
-    if let Some(text) = folder.read(QA)? {
+    let qa = folder.read(QA).unwrap_or_else(|error| {
+        println!("questions:   {error}");
+        None
+    });
+    if let Some(text) = qa {
         let doc = QaDoc::parse(&text);
         let open: Vec<_> = doc.open().collect();
         if !open.is_empty() {

@@ -51,6 +51,15 @@ fn broken_sessions_are_shown_as_errors_with_the_reason() {
         std::fs::create_dir_all(project.sessions.join(folder)).unwrap();
         std::fs::write(project.sessions.join(folder).join(file), bytes).unwrap();
     }
+    // A state that reads, and a notebook that does not: every command on it fails.
+    project
+        .run(&["run", "--session", "notebook", "--dive", "d", "--task", "t"])
+        .expect(10);
+    std::fs::write(
+        project.session("notebook").0.join("_overview.md"),
+        b"\xff\xfe",
+    )
+    .unwrap();
     let table = project.run(&["status"]);
     table.expect(0);
     assert!(
@@ -59,8 +68,20 @@ fn broken_sessions_are_shown_as_errors_with_the_reason() {
         table.stdout()
     );
     let rows = project.status();
-    assert_eq!(rows.len(), 5, "{rows:#?}");
+    assert_eq!(rows.len(), 6, "{rows:#?}");
     assert_eq!(row(&rows, "fine")["state"], "waiting");
+    let notebook = row(&rows, "notebook");
+    assert_eq!(notebook["state"], "error", "{notebook}");
+    assert!(
+        notebook["error"]
+            .as_str()
+            .unwrap()
+            .contains("_overview.md is not UTF-8 text"),
+        "{notebook}"
+    );
+    let one = project.run(&["status", "notebook"]);
+    one.expect(0);
+    assert!(one.stdout().contains("reason:      "), "{}", one.stdout());
     for (folder, _, _, reason) in broken {
         let r = row(&rows, folder);
         assert_eq!(r["state"], "error", "{r}");
@@ -76,7 +97,7 @@ fn broken_sessions_are_shown_as_errors_with_the_reason() {
     let only = project.run(&["status", "--json", "--state", "error"]);
     only.expect(0);
     let only: Vec<Value> = serde_json::from_str(&only.stdout()).unwrap();
-    assert_eq!(only.len(), 4);
+    assert_eq!(only.len(), 5);
     let one = project.run(&["status", "corrupt"]);
     one.expect(0);
     assert!(
