@@ -37,6 +37,11 @@ pub enum QaError {
     /// `--q N` names a question that is not in the file.
     #[error("_qa.md has no question Q{0}; run `samocode status SESSION` to see the open questions")]
     UnknownQuestion(u32),
+    /// One command gave a question two answers (more `--q N` than questions numbered N).
+    #[error(
+        "Q{0} is given more than one answer; give each question one answer (--q {0} TEXT once)"
+    )]
+    AnsweredTwice(u32),
     /// A question has no `Answer:` line to fill.
     #[error("question Q{0} in _qa.md has no \"Answer:\" line; add one or edit the file by hand")]
     NoAnswerLine(u32),
@@ -149,6 +154,9 @@ pub fn fill(text: &str, answers: &[(u32, String)]) -> Result<String, QaError> {
         let index = doc
             .target(*number, &taken)
             .ok_or(QaError::UnknownQuestion(*number))?;
+        if taken.contains(&index) {
+            return Err(QaError::AnsweredTwice(*number));
+        }
         taken.push(index);
     }
     let by_index: Vec<(usize, &str)> = taken
@@ -251,6 +259,14 @@ mod tests {
         assert_eq!(doc.questions[2].round, 2);
         assert!(!doc.is_answered());
         assert_eq!(doc.open().map(|q| q.number).collect::<Vec<_>>(), [1, 3]);
+    }
+
+    #[test]
+    fn two_answers_to_one_question_are_refused_not_one_dropped() {
+        assert_eq!(
+            fill(SAMPLE, &[(1, "first".into()), (1, "second".into())]),
+            Err(QaError::AnsweredTwice(1))
+        );
     }
 
     #[test]
