@@ -308,6 +308,16 @@ pub enum ConfigError {
         key: &'static str,
         what: &'static str,
     },
+    /// A required `.samocode` key with nothing after its `=`.
+    #[error(
+        "{path}:{line}: {key} is empty: expected the {what} (a path; `.` for the folder of this file)"
+    )]
+    EmptyKey {
+        path: PathBuf,
+        line: usize,
+        key: &'static str,
+        what: &'static str,
+    },
     /// A `.samocode` directory does not exist.
     #[error("{path}: {key}={dir} is not an existing directory; create it or fix the path")]
     NotADirectory {

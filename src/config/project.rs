@@ -92,7 +92,7 @@ pub(super) fn read(path: &Path, sources: &Sources, problems: &mut Problems) -> O
     }
 
     let mut dir = |key: &'static str, what: &'static str| -> Option<PathBuf> {
-        let Some((_, value)) = values.get(key) else {
+        let Some((line, value)) = values.get(key) else {
             problems.push(ConfigError::MissingKey {
                 path: path.to_path_buf(),
                 key,
@@ -100,6 +100,15 @@ pub(super) fn read(path: &Path, sources: &Sources, problems: &mut Problems) -> O
             });
             return None;
         };
+        if value.is_empty() {
+            problems.push(ConfigError::EmptyKey {
+                path: path.to_path_buf(),
+                line: *line,
+                key,
+                what,
+            });
+            return None;
+        }
         let dir = absolute(base, Path::new(&expand_home(value, sources)));
         if !dir.is_dir() {
             problems.push(ConfigError::NotADirectory {

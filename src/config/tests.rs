@@ -156,6 +156,19 @@ fn errors_name_the_key_and_the_path() {
     let err = resolve(&Flags::default(), &sources(dir.path(), &[])).unwrap_err();
     assert!(err.to_string().contains("SESSIONS is required"), "{err}");
 
+    // Empty is not the project folder: `.` says that.
+    std::fs::write(
+        dir.path().join(".samocode"),
+        "MAIN_REPO=\nWORKTREES=wt\nSESSIONS=sessions   # here\n",
+    )
+    .unwrap();
+    let err = resolve(&Flags::default(), &sources(dir.path(), &[])).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(".samocode:1: MAIN_REPO is empty: expected the git repository"),
+        "{err}"
+    );
+
     let project = project_dir();
     let err = resolve(
         &Flags::default(),
