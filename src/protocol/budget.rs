@@ -183,9 +183,17 @@ pub fn is_budget_reason(reason: &str) -> bool {
         .any(|l| reason.starts_with(&format!("{} budget reached: ", l.word())))
 }
 
-/// Money as a person reads it: `$20.31`.
+/// Money as a person reads it: `$20.31`; to a hundredth of a cent where cents would round
+/// it (`$0.0125`), so that a limit and what was spent never read alike when they differ.
 pub fn money(usd: f64) -> String {
-    format!("${usd:.2}")
+    let exact = format!("{usd:.4}");
+    let cents = exact.trim_end_matches('0');
+    let decimals = cents.len() - cents.find('.').map_or(cents.len(), |dot| dot + 1);
+    if decimals <= 2 {
+        format!("${usd:.2}")
+    } else {
+        format!("${cents}")
+    }
 }
 
 fn seconds(secs: u64) -> String {
@@ -301,6 +309,23 @@ pub fn parse_raises<S: AsRef<str>>(texts: &[S]) -> Result<Budget, BudgetError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn money_shows_the_fraction_of_a_cent_that_tells_two_amounts_apart() {
+        assert_eq!(money(20.0), "$20.00");
+        assert_eq!(money(20.31), "$20.31");
+        assert_eq!(money(0.0125), "$0.0125");
+        assert_eq!(money(0.026), "$0.026");
+        assert_eq!(money(1.23456789), "$1.2346");
+        // A budget reached by a fraction of a cent no longer reads "$0.01 of $0.01".
+        let reached = Budget {
+            cost_usd: Some(0.01),
+            ..Budget::default()
+        }
+        .reached(&spent(0.0125, 1, 1.0), false)
+        .unwrap();
+        assert_eq!(reached.to_string(), "cost budget reached: $0.0125 of $0.01");
+    }
 
     fn spent(cost_usd: f64, iterations: u32, seconds: f64) -> Spent {
         Spent {

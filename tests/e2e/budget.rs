@@ -34,7 +34,7 @@ fn a_session_stops_at_max_cost_and_finishes_after_a_raise() {
     assert!(
         blocked
             .stdout()
-            .contains("cost budget reached: $0.03 of $0.02"),
+            .contains("cost budget reached: $0.025 of $0.02"),
         "{}",
         blocked.stdout()
     );
@@ -58,7 +58,7 @@ fn a_session_stops_at_max_cost_and_finishes_after_a_raise() {
     status.expect(0);
     let text = status.stdout();
     assert!(
-        text.contains("cost/phase:  investigation $0.01, requirements $0.01"),
+        text.contains("cost/phase:  investigation $0.0125, requirements $0.0125"),
         "{text}"
     );
     assert!(
@@ -197,12 +197,12 @@ fn through_the_daemon_start_max_cost_blocks_and_resume_raise_budget_goes_on() {
     });
     assert_eq!(
         row(&project, "capped")["blocked_reason"],
-        "cost budget reached: $0.03 of $0.02"
+        "cost budget reached: $0.025 of $0.02"
     );
     let refused = project.run(&["resume", "capped"]);
     refused.expect(2);
     assert!(
-        refused.stderr().contains("$0.03 of $0.02"),
+        refused.stderr().contains("$0.025 of $0.02"),
         "{}",
         refused.stderr()
     );
