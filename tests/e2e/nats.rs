@@ -16,15 +16,13 @@ const TOKEN: &str = "nats-test-token-7f3a";
 struct NatsServer {
     child: Child,
     url: String,
+    port: u16,
+    config: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl NatsServer {
     fn start() -> NatsServer {
-        let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("nats-server is installed (.ci/run installs it with apt-get)");
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -40,9 +38,23 @@ impl NatsServer {
             ),
         )
         .unwrap();
+        NatsServer {
+            child: NatsServer::spawn(&config, port),
+            url: format!("nats://127.0.0.1:{port}"),
+            port,
+            config,
+            _dir: dir,
+        }
+    }
+
+    fn spawn(config: &Path, port: u16) -> Child {
+        let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("nats-server is installed (.ci/run installs it with apt-get)");
         let child = Command::new(binary)
             .arg("-c")
-            .arg(&config)
+            .arg(config)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -50,11 +62,19 @@ impl NatsServer {
         wait_for(Duration::from_secs(20), "nats-server to listen", || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        NatsServer {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-            _dir: dir,
+        child
+    }
+
+    /// Kills the server, waits `down`, and starts it again on the same port and store.
+    fn outage(&mut self, down: Duration, mut meanwhile: impl FnMut()) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let until = Instant::now() + down;
+        while Instant::now() < until {
+            meanwhile();
+            std::thread::sleep(Duration::from_millis(100));
         }
+        self.child = NatsServer::spawn(&self.config, self.port);
     }
 }
 
@@ -398,4 +418,36 @@ fn a_worker_with_another_ack_wait_setting_still_keeps_its_attempt() {
     let log = std::fs::read_to_string(one.dir.join("worker.log")).unwrap_or_default()
         + &std::fs::read_to_string(two.dir.join("worker.log")).unwrap_or_default();
     assert!(log.contains("the queue's is used"), "{log}");
+}
+
+#[test]
+fn an_outage_of_nats_mid_attempt_never_runs_two_agents_of_a_session_at_once() {
+    let mut nats = NatsServer::start();
+    let mut project = nats_project();
+    project.env("SAMOCODE_FAKE", "investigation@1=slow:25");
+    let _daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
+    let one = worker(&project, &nats.url, "host-1", Some("host-1"));
+    let two = worker(&project, &nats.url, "host-2", Some("host-2"));
+    project
+        .run(&["start", "--session", "outage", "--dive", "d", "--task", "t"])
+        .expect(0);
+    let session = project.session("outage");
+    let (work_one, work_two) = (one.dir.join("work"), two.dir.join("work"));
+    let running = || agents_under(&work_one).len() + agents_under(&work_two).len();
+    wait_for(Duration::from_secs(60), "the first agent", || {
+        running() == 1
+    });
+    let mut most = 1;
+    // Down for three AckWaits: JetStream gives the attempt to the next worker when it is back.
+    nats.outage(Duration::from_secs(10), || most = most.max(running()));
+    wait_for(Duration::from_secs(120), "the questions", || {
+        most = most.max(running());
+        session.path("_state.json").exists() && session.state()["status"]["for"] == "qa_answers"
+    });
+    let logs = || {
+        daemon_log(&project)
+            + &std::fs::read_to_string(one.dir.join("worker.log")).unwrap_or_default()
+            + &std::fs::read_to_string(two.dir.join("worker.log")).unwrap_or_default()
+    };
+    assert_eq!(most, 1, "one agent of the session at a time:\n{}", logs());
 }

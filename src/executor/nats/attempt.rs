@@ -120,31 +120,30 @@ impl Driver {
                 (remote, 0)
             }
         };
-        let consumer = self
-            .link
-            .attempts
-            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-                filter_subject: events_subject(&self.key),
-                deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .map_err(std::io::Error::other)?;
-        let mut events = consumer.messages().await.map_err(std::io::Error::other)?;
+        let mut events = Some(self.follow(0).await?);
+        // The stream sequence of the last event read: a consumer made again after NATS was
+        // out of reach (a restarted server forgets it) goes on from the next one.
+        let mut read = 0u64;
+        let mut again = tokio::time::Instant::now();
         let mut epoch = 0u32;
         let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
         let mut give_up: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
-                next = events.next() => {
+                next = async { events.as_mut().expect("guarded").next().await }, if events.is_some() => {
                     let message = match next {
                         Some(Ok(message)) => message,
                         Some(Err(error)) => {
-                            tracing::warn!(key = %self.key, %error, "reading the attempt's events");
+                            tracing::warn!(key = %self.key, %error, "reading the attempt's events; following them again");
+                            events = None;
+                            again = tokio::time::Instant::now() + Duration::from_secs(1);
                             continue;
                         }
                         None => return Err(std::io::Error::other("the attempt's events ended")),
                     };
+                    if let Ok(info) = message.info() {
+                        read = info.stream_sequence;
+                    }
                     let Ok(event) = serde_json::from_slice::<Event>(&message.payload) else {
                         tracing::warn!(key = %self.key, "an event that does not parse; skipped");
                         continue;
@@ -199,6 +198,15 @@ impl Driver {
                         _ => {}
                     }
                 }
+                () = tokio::time::sleep_until(again), if events.is_none() => {
+                    match self.follow(read).await {
+                        Ok(followed) => events = Some(followed),
+                        Err(error) => {
+                            tracing::debug!(key = %self.key, %error, "NATS still out of reach");
+                            again = tokio::time::Instant::now() + Duration::from_secs(1);
+                        }
+                    }
+                }
                 () = self.killed.notified(), if give_up.is_none() => {
                     give_up = Some(tokio::time::Instant::now() + RESULT_AFTER_KILL);
                 }
@@ -212,6 +220,30 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// The attempt's events after stream sequence `read` (all of them from 0).
+    async fn follow(
+        &self,
+        read: u64,
+    ) -> std::io::Result<async_nats::jetstream::consumer::pull::Ordered> {
+        use async_nats::jetstream::consumer::DeliverPolicy;
+        let consumer = self
+            .link
+            .attempts
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+                filter_subject: events_subject(&self.key),
+                deliver_policy: match read {
+                    0 => DeliverPolicy::All,
+                    read => DeliverPolicy::ByStartSequence {
+                        start_sequence: read + 1,
+                    },
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(std::io::Error::other)?;
+        consumer.messages().await.map_err(std::io::Error::other)
     }
 
     /// Drops the attempt's events and spec from the stream: its result is in the session

@@ -220,7 +220,13 @@ async fn run_child(
         }
     };
     let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
-    let mut progress = tokio::time::interval(link.settings.ack_wait / 3);
+    let ack_wait = link.settings.ack_wait;
+    let mut progress = tokio::time::interval(ack_wait / 3);
+    // When JetStream last surely heard that the attempt is in progress. Past the AckWait it
+    // gives the attempt to another worker: an agent still running here then would be a
+    // second one of its session, so it is stopped a third of the AckWait before that.
+    let mut kept = tokio::time::Instant::now();
+    let mut fenced = false;
     let mut reported = false;
     let mut told_to_stop = false;
     loop {
@@ -228,6 +234,9 @@ async fn run_child(
             line = lines.next_line() => match line {
                 Ok(Some(line)) => match serde_json::from_str::<Event>(&line) {
                     Ok(Event::Result(mut result)) => {
+                        if fenced && result.note.is_none() {
+                            result.note = Some("the worker stopped the agent: NATS was out of reach for two thirds of the AckWait, after which JetStream gives the attempt to another worker".into());
+                        }
                         if let Err(error) = publish(link, &spec.key, &Event::Result(result.clone())).await {
                             // Too large for the server, most likely: the daemon hears why.
                             result.end = End::Failed { detail: format!("the result could not be sent: {error}") };
@@ -246,8 +255,17 @@ async fn run_child(
                 _ => break,
             },
             _ = progress.tick() => {
-                if let Err(error) = message.ack_with(AckKind::Progress).await {
-                    tracing::warn!(%error, "cannot tell JetStream the attempt is in progress");
+                if in_progress(link, message, ack_wait / 3).await {
+                    kept = tokio::time::Instant::now();
+                } else if !told_to_stop && kept.elapsed() >= ack_wait * 2 / 3 {
+                    tracing::warn!(
+                        key = %spec.key,
+                        unreachable = %humantime::format_duration(kept.elapsed()),
+                        "NATS is out of reach: stopping the agent before JetStream gives its attempt to another worker"
+                    );
+                    told_to_stop = true;
+                    fenced = true;
+                    term();
                 }
             }
             Some(_) = async { cancels.as_mut()?.next().await }, if !told_to_stop => {
@@ -262,6 +280,22 @@ async fn run_child(
     }
     let _ = child.wait().await;
     reported
+}
+
+/// Tells JetStream the attempt is in progress; true when that surely reached the server (a
+/// publish on a broken connection is only buffered, and says nothing).
+async fn in_progress(
+    link: &Link,
+    message: &async_nats::jetstream::Message,
+    within: Duration,
+) -> bool {
+    if let Err(error) = message.ack_with(AckKind::Progress).await {
+        tracing::warn!(%error, "cannot tell JetStream the attempt is in progress");
+        return false;
+    }
+    let flushed = tokio::time::timeout(within, link.client.flush()).await;
+    matches!(flushed, Ok(Ok(())))
+        && link.client.connection_state() == async_nats::connection::State::Connected
 }
 
 async fn publish(link: &Link, key: &str, event: &Event) -> std::io::Result<()> {
