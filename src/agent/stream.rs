@@ -84,15 +84,18 @@ pub fn parse_line(line: &[u8]) -> Option<StreamEvent> {
                     .and_then(Value::as_u64)
                     .and_then(|status| u16::try_from(status).ok()),
                 usage: Usage {
+                    // A cost that cannot be one (negative, not a number) counts as none: it
+                    // would lower what the budget sees, or make the state unwritable.
                     cost_usd: value
                         .get("total_cost_usd")
                         .or_else(|| value.get("cost_usd"))
                         .and_then(Value::as_f64)
+                        .filter(|usd| usd.is_finite() && *usd >= 0.0)
                         .unwrap_or(0.0),
                     // Cached prompt tokens are input the model read, so they count as input.
                     input_tokens: tokens("input_tokens")
-                        + tokens("cache_creation_input_tokens")
-                        + tokens("cache_read_input_tokens"),
+                        .saturating_add(tokens("cache_creation_input_tokens"))
+                        .saturating_add(tokens("cache_read_input_tokens")),
                     output_tokens: tokens("output_tokens"),
                     cached_input_tokens: tokens("cache_read_input_tokens"),
                 },
@@ -105,6 +108,20 @@ pub fn parse_line(line: &[u8]) -> Option<StreamEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cost_that_cannot_be_one_counts_as_none() {
+        for cost in ["-100", "null", "\"12\""] {
+            let line = format!(
+                r#"{{"type":"result","total_cost_usd":{cost},"usage":{{"input_tokens":18446744073709551615,"cache_read_input_tokens":9}}}}"#
+            );
+            let Some(StreamEvent::Result(r)) = parse_line(line.as_bytes()) else {
+                panic!("{line} is a result");
+            };
+            assert_eq!(r.usage.cost_usd, 0.0, "{line}");
+            assert_eq!(r.usage.input_tokens, u64::MAX, "{line}");
+        }
+    }
 
     #[test]
     fn the_type_is_the_top_level_one_wherever_it_stands() {

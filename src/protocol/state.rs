@@ -92,11 +92,18 @@ fn is_zero(n: &u64) -> bool {
 }
 
 impl Usage {
+    /// Adds another attempt's usage. The sums stay finite and in range whatever an agent
+    /// reported, so that `_state.json` can always be written and read back (JSON has no
+    /// infinity: serde writes it as `null`).
     pub fn add(&mut self, other: Usage) {
-        self.cost_usd += other.cost_usd;
-        self.input_tokens += other.input_tokens;
-        self.output_tokens += other.output_tokens;
-        self.cached_input_tokens += other.cached_input_tokens;
+        if other.cost_usd.is_finite() && other.cost_usd > 0.0 {
+            self.cost_usd = (self.cost_usd + other.cost_usd).min(f64::MAX);
+        }
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.cached_input_tokens = self
+            .cached_input_tokens
+            .saturating_add(other.cached_input_tokens);
     }
 }
 
@@ -349,6 +356,35 @@ pub enum LegacyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_sums_stay_finite_and_in_range_whatever_an_agent_reports() {
+        let mut usage = Usage {
+            cost_usd: 1.0,
+            ..Usage::default()
+        };
+        let huge = Usage {
+            cost_usd: 1e308,
+            input_tokens: u64::MAX - 5,
+            output_tokens: 3,
+            cached_input_tokens: 0,
+        };
+        usage.add(huge);
+        usage.add(huge);
+        usage.add(Usage {
+            cost_usd: -100.0,
+            ..Usage::default()
+        });
+        usage.add(Usage {
+            cost_usd: f64::NAN,
+            ..Usage::default()
+        });
+        assert!(usage.cost_usd.is_finite() && usage.cost_usd >= 1e308);
+        assert_eq!(usage.input_tokens, u64::MAX);
+        let text = serde_json::to_string(&usage).unwrap();
+        let back: Usage = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, usage);
+    }
 
     #[test]
     fn state_json_shape_is_stable() {
