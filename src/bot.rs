@@ -6,8 +6,11 @@
 //! notifier's; this file only says whether Telegram took a message (and when to try again: a
 //! 429's `retry_after`, a 5xx or a network error are "later", any other refusal is final).
 //!
-//! As a bot it reads updates through teloxide's polling listener (which backs off after
-//! network errors), parses commands with the `BotCommands` derive (`commands`, registered as
+//! As a bot it long-polls `getUpdates` itself (backing off after errors), on a client whose
+//! timeout outlasts the poll (teloxide's default one gives up on an idle poll first, and each
+//! give-up backed its listener off, up to a minute deaf), and keeps its place in the updates
+//! in the state directory, written before an update is acted on: a daemon that dies while
+//! acting on one starts after it, so a command is applied once or not at all. It parses commands with the `BotCommands` derive (`commands`, registered as
 //! the chat's menu), and turns commands and button presses into the same control requests as
 //! the CLI. Who may act: in a private chat (`TELEGRAM_CHAT_ID` positive) its owner, and anyone
 //! in `TELEGRAM_ALLOWED_USERS`; in a group only the latter. Anyone else changes nothing, is
@@ -21,7 +24,6 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use ractor::ActorRef;
 use teloxide::ApiError;
 use teloxide::RequestError;
@@ -29,7 +31,6 @@ use teloxide::prelude::*;
 use teloxide::types::{
     InlineKeyboardButton, InlineKeyboardMarkup, MessageId, ParseMode, UpdateKind,
 };
-use teloxide::update_listeners::{AsUpdateStream, Polling};
 use teloxide::utils::command::BotCommands;
 
 use crate::config::TelegramSettings;
@@ -48,12 +49,20 @@ pub enum BotError {
     /// TELEGRAM_API_URL is not a URL.
     #[error("TELEGRAM_API_URL {0:?} is not a valid URL")]
     ApiUrl(String),
+    /// The HTTP client could not be made.
+    #[error("cannot set up the Telegram client: {0}")]
+    Client(String),
 }
+
+/// How long one `getUpdates` call waits for an update (Telegram's long poll).
+const POLL_SECONDS: u32 = 25;
 
 /// A connection to the Bot API and the chat that hears about sessions.
 #[derive(Clone)]
 pub struct Telegram {
     bot: Bot,
+    /// The same bot on a client that waits out a long poll.
+    poller: Bot,
     chat: ChatId,
     token: String,
     allowed: Vec<u64>,
@@ -62,12 +71,19 @@ pub struct Telegram {
 impl Telegram {
     pub fn new(settings: &TelegramSettings) -> Result<Telegram, BotError> {
         let mut bot = Bot::new(settings.token.clone());
+        let client = teloxide::net::default_reqwest_settings()
+            .timeout(Duration::from_secs(u64::from(POLL_SECONDS) + 10))
+            .build()
+            .map_err(|error| BotError::Client(error.to_string()))?;
+        let mut poller = Bot::with_client(settings.token.clone(), client);
         if let Some(url) = &settings.api_url {
             let parsed = url::Url::parse(url).map_err(|_| BotError::ApiUrl(url.clone()))?;
-            bot = bot.set_api_url(parsed);
+            bot = bot.set_api_url(parsed.clone());
+            poller = poller.set_api_url(parsed);
         }
         Ok(Telegram {
             bot,
+            poller,
             chat: ChatId(settings.chat_id),
             token: settings.token.clone(),
             allowed: settings.allowed_users.clone(),
@@ -144,8 +160,9 @@ impl Telegram {
         }
     }
 
-    /// Reads updates until the task is aborted, and acts on them.
-    pub async fn poll(self, supervisor: ActorRef<SupervisorMsg>) {
+    /// Reads updates until the task is aborted, and acts on them; `place` keeps the next
+    /// update's id across restarts.
+    pub async fn poll(self, supervisor: ActorRef<SupervisorMsg>, place: PathBuf) {
         // The menu names commands without their slash.
         let menu = Command::bot_commands().into_iter().map(|mut c| {
             c.command = c.command.trim_start_matches('/').to_string();
@@ -154,18 +171,37 @@ impl Telegram {
         if let Err(error) = self.bot.set_my_commands(menu).await {
             tracing::warn!(error = %self.scrub(&error.to_string()), "cannot register the bot's command menu");
         }
-        let mut listener = Polling::builder(self.bot.clone())
-            .timeout(Duration::from_secs(25))
-            .build();
-        let updates = listener.as_stream();
-        futures_util::pin_mut!(updates);
+        let mut next: Option<i32> = std::fs::read_to_string(&place)
+            .ok()
+            .and_then(|text| text.trim().parse().ok());
         let mut told: HashSet<u64> = HashSet::new();
-        while let Some(update) = updates.next().await {
-            match update {
-                Ok(update) => self.handle(update.kind, &supervisor, &mut told).await,
+        let mut pause = Duration::from_secs(1);
+        loop {
+            let mut request = self.poller.get_updates().timeout(POLL_SECONDS);
+            if let Some(next) = next {
+                request = request.offset(next);
+            }
+            let updates = match request.await {
+                Ok(updates) => updates,
                 Err(error) => {
-                    tracing::warn!(error = %self.scrub(&error.to_string()), "telegram polling failed; the listener backs off")
+                    tracing::warn!(error = %self.scrub(&error.to_string()), pause = %humantime::format_duration(pause), "telegram polling failed; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(30));
+                    continue;
                 }
+            };
+            pause = Duration::from_secs(1);
+            for update in updates {
+                let after = i32::try_from(update.id.0).map_or(i32::MAX, |id| id.saturating_add(1));
+                next = Some(after);
+                // At most once: the place is kept before the update is acted on.
+                let kept =
+                    crate::session::store::write_atomic(&place, after.to_string().as_bytes());
+                if let Err(error) = kept {
+                    tracing::error!(%error, "cannot keep the place in Telegram's updates; an update is skipped, not acted on");
+                    continue;
+                }
+                self.handle(update.kind, &supervisor, &mut told).await;
             }
         }
     }

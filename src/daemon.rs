@@ -201,8 +201,9 @@ pub async fn run_with(
     }
     if let Some(telegram) = telegram {
         let supervisor = supervisor.clone();
+        let place = state_dir.join("telegram-offset");
         edges.push(edge::keep_running("telegram poller", move || {
-            telegram.clone().poll(supervisor.clone())
+            telegram.clone().poll(supervisor.clone(), place.clone())
         }));
     }
     tracing::info!(socket = %config.control_socket.display(), max_parallel = config.max_parallel, executor = engine, open_files = open_files.limit, open_files_was = open_files.was, "samocode daemon running");

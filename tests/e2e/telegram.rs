@@ -429,3 +429,45 @@ fn run_refuses_a_state_directory_its_notices_could_not_wait_in() {
         .run(&["run", "--session", "ob", "--dive", "d", "--task", "t"])
         .expect(10);
 }
+
+#[test]
+fn an_idle_bot_keeps_listening_and_a_command_is_applied_once_across_a_crash() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    project.env("SAMOCODE_FAKE_STEPS", "1");
+    let daemon = project.daemon(&[]);
+    let s = start(&project, "once");
+    wait_for(Duration::from_secs(30), "the questions", || {
+        !api.sent("has questions").is_empty()
+    });
+    // Longer idle than teloxide's own 17 s client timeout: no long poll is given up on, so
+    // the bot never backs off and hears the next command at once.
+    std::thread::sleep(Duration::from_secs(20));
+    assert_eq!(api.abandoned_polls(), 0, "the bot gave up on a long poll");
+
+    // The reply to a note hangs, and the daemon dies before a poll confirms the update.
+    api.fail(&[Failure::Slow(Duration::from_secs(30))]);
+    api.text_from(OWNER, "owner", "/tell once keep the change small");
+    let tells = |text: &str| {
+        s.jsonl("_signal_history.jsonl")
+            .iter()
+            .filter(|r| r["status"] == "tell" && r["reason"] == text)
+            .count()
+    };
+    wait_for(Duration::from_secs(10), "the note", || {
+        tells("keep the change small") == 1
+    });
+    daemon.crash();
+    let _daemon = project.daemon(&[]);
+    // Updates come in order: once the next note is in, the first would have come again.
+    api.text_from(OWNER, "owner", "/tell once and test it");
+    wait_for(Duration::from_secs(30), "the next note", || {
+        tells("and test it") == 1
+    });
+    assert_eq!(
+        tells("keep the change small"),
+        1,
+        "the note was applied again after the crash"
+    );
+    assert_eq!(s.state()["guidance"].as_array().map(Vec::len), Some(2));
+}

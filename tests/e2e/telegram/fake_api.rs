@@ -1,6 +1,8 @@
 //! A Bot API on 127.0.0.1 for the tests: it records every call in order, answers getUpdates
-//! from a queue the test fills, and fails on request (a 500, a 429 with `retry_after`, or down
-//! for a while, when it drops every connection).
+//! from a queue the test fills as Telegram does (an update comes again until a later call's
+//! `offset` confirms it; an empty queue holds the call for its `timeout`, and a call its client
+//! gave up on is counted), and fails on request (a 500, a 429 with `retry_after`, a slow
+//! answer, or down for a while, when it drops every connection).
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -19,6 +21,8 @@ pub enum Failure {
     RetryAfter(u64),
     /// Drop every connection for this long, starting at the call it meets.
     Down(Duration),
+    /// Answer the call after this long.
+    Slow(Duration),
 }
 
 #[derive(Default)]
@@ -31,6 +35,8 @@ struct State {
     failures: VecDeque<Failure>,
     down_until: Option<Instant>,
     chat: i64,
+    /// getUpdates calls whose client closed the connection before the answer.
+    abandoned: usize,
 }
 
 #[derive(Clone)]
@@ -79,6 +85,11 @@ impl FakeApi {
             .unwrap()
             .down_until
             .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// How many getUpdates calls the bot gave up on before they were answered.
+    pub fn abandoned_polls(&self) -> usize {
+        self.state.lock().unwrap().abandoned
     }
 
     /// The answered calls of `method` (`sendmessage`, `editmessagetext`, ...).
@@ -190,6 +201,20 @@ fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
                 s.down_until = Some(Instant::now() + span);
                 return;
             }
+            Some(Failure::Slow(pause)) => {
+                drop(s);
+                std::thread::sleep(pause);
+                let mut s = state.lock().unwrap();
+                s.calls.push((method.clone(), request.clone()));
+                s.next_message += 1;
+                let id = s.next_message;
+                (
+                    200,
+                    json!({"ok": true, "result": {"message_id": id, "date": 1_700_000_000,
+                           "chat": {"id": s.chat, "type": "private", "first_name": "owner"},
+                           "text": request["text"]}}),
+                )
+            }
             Some(Failure::ServerError) => (
                 500,
                 json!({"ok": false, "error_code": 500, "description": "Internal Server Error"}),
@@ -207,15 +232,16 @@ fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
                 };
                 let result = match method.as_str() {
                     "getupdates" => {
-                        let updates: Vec<Value> = s.updates.drain(..).collect();
                         drop(s);
-                        if updates.is_empty() {
-                            std::thread::sleep(Duration::from_millis(100));
-                        }
-                        let mut s = state.lock().unwrap();
-                        let mut all = updates;
-                        all.extend(s.updates.drain(..));
-                        s.calls.push((method.clone(), request.clone()));
+                        let Some(all) = updates(&state, &request, &stream) else {
+                            state.lock().unwrap().abandoned += 1;
+                            return;
+                        };
+                        state
+                            .lock()
+                            .unwrap()
+                            .calls
+                            .push((method.clone(), request.clone()));
                         let body = json!({"ok": true, "result": all}).to_string();
                         let _ = write!(
                             stream,
@@ -255,4 +281,29 @@ fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
         "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
+}
+
+/// The updates a getUpdates call gets: those its `offset` does not confirm, waiting up to its
+/// `timeout` for one; `None` when the client closed the connection first.
+fn updates(state: &Mutex<State>, request: &Value, stream: &TcpStream) -> Option<Vec<Value>> {
+    let offset = request["offset"].as_u64().unwrap_or(0);
+    let hold = Duration::from_secs(request["timeout"].as_u64().unwrap_or(0).min(30));
+    let until = Instant::now() + hold;
+    stream.set_nonblocking(true).unwrap();
+    loop {
+        {
+            let mut s = state.lock().unwrap();
+            s.updates
+                .retain(|u| u["update_id"].as_u64().unwrap_or(0) >= offset);
+            if !s.updates.is_empty() || Instant::now() >= until {
+                stream.set_nonblocking(false).unwrap();
+                return Some(s.updates.iter().cloned().collect());
+            }
+        }
+        // A read of nothing (end of stream) is the client giving up on the call.
+        if matches!(stream.peek(&mut [0u8; 1]), Ok(0)) {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
