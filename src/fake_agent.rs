@@ -13,7 +13,8 @@
 //! process holding stdout, then work normally), `stay` (continue in the same phase), `slow:S`
 //! (sleep S seconds first), `touch` (edit the tracked README.md first; `touch+ACTION` edits, then
 //! does ACTION), `limit:UNIX` (until that
-//! unix time, refuse like claude at a usage limit that resets then; work normally after it),
+//! unix time, refuse like claude at a usage limit that resets then; work normally after it;
+//! `limit-0:UNIX` the same with exit code 0, as `claude -p` may end on an API error),
 //! `fifo` (make `_signal.json` a named pipe), `link:TARGET` (make it a symbolic link to
 //! TARGET), `huge:MB` (make it a regular file of MB megabytes), `env` (write the environment
 //! it was given to `agent-env.txt` in the session folder, then work normally), `twins` (ask
@@ -73,6 +74,9 @@ pub fn main(args: &[String], env: &HashMap<String, String>) -> u8 {
         .or_else(|| run.chaos(env));
     let code = run.act(action.as_deref(), env);
     drop(presence);
+    if code == REFUSED_WITH_0 {
+        return 0;
+    }
     if code == 0 {
         run.emit(json!({
             "type": "result", "subtype": "success", "is_error": false, "num_turns": 3,
@@ -83,6 +87,9 @@ pub fn main(args: &[String], env: &HashMap<String, String>) -> u8 {
     }
     code
 }
+
+/// What [`Run::act`] returns for a refusal that ends with exit code 0 and no more output.
+const REFUSED_WITH_0: u8 = 250;
 
 fn read_context(args: &[String]) -> Option<String> {
     let position = args.iter().position(|a| a == "--append-system-prompt")?;
@@ -231,7 +238,7 @@ impl Run {
             }
             "grandchild" => leave_behind(pids.as_deref()),
             "touch" => self.touch(),
-            "limit" => {
+            "limit" | "limit-0" => {
                 let reset: i64 = arg.parse().unwrap_or(0);
                 if jiff::Timestamp::now().as_second() < reset {
                     self.emit(json!({
@@ -241,7 +248,7 @@ impl Run {
                         "session_id": self.session_id(),
                         "usage": {"input_tokens": 0, "output_tokens": 0}
                     }));
-                    return 1;
+                    return if verb == "limit" { 1 } else { REFUSED_WITH_0 };
                 }
             }
             "limit-in" => {

@@ -391,8 +391,11 @@ fn finish_if_over(myself: &ActorRef<AgentMsg>, state: &mut AgentState) {
     }
     let seen = std::mem::take(&mut state.seen);
     let mut result = seen.result;
+    // A success's summary is the agent's last message; an error's text is only its own (a
+    // refusal is read from it, never from what the agent said).
     if let Some(result) = &mut result
         && result.text.is_none()
+        && !result.is_error
     {
         result.text = seen.last_text;
     }

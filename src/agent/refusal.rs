@@ -40,9 +40,12 @@ pub fn of_report(report: &AttemptReport, now: Timestamp, tz: &TimeZone) -> Optio
         };
         return Some(Refusal::Authentication { message });
     }
+    // Only an error's text: the agent's own words (its last message, a summary of work that
+    // mentions limits) are not the provider refusing it.
     let texts = report
         .result
         .iter()
+        .filter(|r| r.is_error)
         .filter_map(|r| r.text.as_deref())
         .chain(report.errors.iter().map(String::as_str));
     texts.rev().find_map(|t| of_text(t, now, tz))
@@ -51,14 +54,18 @@ pub fn of_report(report: &AttemptReport, now: Timestamp, tz: &TimeZone) -> Optio
 /// The refusal one message describes, if any.
 pub fn of_text(text: &str, now: Timestamp, tz: &TimeZone) -> Option<Refusal> {
     let lower = text.to_lowercase();
-    let usage_limit = [
-        "usage limit",
-        "usage_limit",
-        "limit reached",
-        "hit your limit",
-    ]
-    .iter()
-    .any(|m| lower.contains(m));
+    // claude names the limit it hit: `You've hit your weekly limit`, `You've reached your
+    // Fable 5 limit`.
+    let named_limit = ["hit your ", "reached your "].iter().any(|m| {
+        lower
+            .split(m)
+            .skip(1)
+            .any(|rest| rest.chars().take(40).collect::<String>().contains("limit"))
+    });
+    let usage_limit = named_limit
+        || ["usage limit", "usage_limit", "limit reached"]
+            .iter()
+            .any(|m| lower.contains(m));
     if usage_limit {
         return Some(Refusal::UsageLimit {
             until: reset_time(&lower, now, tz),
@@ -128,15 +135,43 @@ fn delay(lower: &str, now: Timestamp) -> Option<Timestamp> {
     .find_map(|marker| {
         let rest = lower.split(marker).nth(1)?;
         let start = rest.find(|c: char| c.is_ascii_digit())?;
-        let seconds: i64 = (start <= 4).then(|| leading_number(&rest[start..]).parse().ok())??;
-        let unit = rest[start..].trim_start_matches(|c: char| c.is_ascii_digit());
-        let seconds = match unit.trim_start().split(|c: char| !c.is_alphabetic()).next() {
-            Some("minute" | "minutes" | "min" | "mins") => seconds * 60,
-            Some("hour" | "hours" | "h") => seconds * 3600,
-            _ => seconds,
-        };
+        let seconds = (start <= 4).then(|| seconds_in(&rest[start..]))??;
         now.checked_add(SignedDuration::from_secs(seconds)).ok()
     })
+}
+
+/// The seconds a spoken delay names: `30`, `5 minutes`, `2 hours 30 minutes`, `1 day, 3 hours
+/// and 5 minutes`. A number without a unit is seconds; an unknown unit is no delay.
+fn seconds_in(text: &str) -> Option<i64> {
+    let mut total: i64 = 0;
+    let mut rest = text;
+    loop {
+        let digits = leading_number(rest);
+        if digits.is_empty() {
+            break;
+        }
+        let count: i64 = digits.parse().ok()?;
+        rest = rest[digits.len()..].trim_start();
+        let unit = rest
+            .split(|c: char| !c.is_alphabetic())
+            .next()
+            .unwrap_or("");
+        let scale = match unit {
+            "" => 1,
+            "s" | "sec" | "secs" | "second" | "seconds" => 1,
+            "m" | "min" | "mins" | "minute" | "minutes" => 60,
+            "h" | "hr" | "hrs" | "hour" | "hours" => 3600,
+            "d" | "day" | "days" => 86400,
+            _ => return None,
+        };
+        total = total.checked_add(count.checked_mul(scale)?)?;
+        rest = rest[unit.len()..].trim_start_matches([',', ' ']);
+        rest = rest.strip_prefix("and ").unwrap_or(rest);
+        if unit.is_empty() {
+            break;
+        }
+    }
+    Some(total)
 }
 
 /// A clock time after "try again at" or "resets": `3:27 pm`, `5pm`, `15:27`, optionally after
@@ -286,6 +321,50 @@ mod tests {
     }
 
     #[test]
+    fn claudes_named_limits_are_usage_limits() {
+        // claude names the limit it hit: its session (five hours), week, or one model's.
+        for (text, reset) in [
+            (
+                "You've hit your session limit · resets 2:10pm (America/Chicago)",
+                "2026-11-24T20:11:00Z",
+            ),
+            (
+                "You've hit your weekly limit · resets Dec 10 at 9am (Europe/Berlin)",
+                "2026-12-10T08:00:00Z",
+            ),
+            (
+                "You've hit your Opus limit · resets 3:45pm",
+                "2026-11-24T15:46:00Z",
+            ),
+            ("You've reached your Fable 5 limit.", ""),
+        ] {
+            let expected = (!reset.is_empty()).then(|| reset.parse().unwrap());
+            assert_eq!(until(text), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn delays_in_days_hours_and_minutes_add_up() {
+        assert_eq!(
+            until("You've hit your usage limit. Upgrade to Pro or try again in 4 days."),
+            at("2026-11-28T12:00:00Z")
+        );
+        assert_eq!(
+            until("usage limit reached; try again in 2 hours 30 minutes"),
+            at("2026-11-24T14:30:00Z")
+        );
+        assert_eq!(
+            until("usage limit reached; try again in 1 day, 3 hours and 5 minutes."),
+            at("2026-11-25T15:05:00Z")
+        );
+        // A unit it does not know is no delay at all, not seconds.
+        assert_eq!(
+            until("usage limit reached; try again in 2 fortnights"),
+            None
+        );
+    }
+
+    #[test]
     fn usage_limits_with_a_clock_time_wait_for_the_end_of_its_minute() {
         // codex: the reset rounded down to its minute, in local time.
         assert_eq!(
@@ -366,6 +445,14 @@ mod tests {
             of_report(&report(Some(529), "Overloaded", &[]), now(), &utc()),
             None
         );
+        // The agent's own words about limits are not a refusal: only an error's are.
+        let mut worked = report(
+            None,
+            "Done: the banner now says Claude AI usage limit reached|1795000000",
+            &[],
+        );
+        worked.result.as_mut().unwrap().is_error = false;
+        assert_eq!(of_report(&worked, now(), &utc()), None);
         // codex: the error events, the last one first.
         let codex = report(
             None,

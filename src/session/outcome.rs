@@ -91,6 +91,22 @@ impl SessionActor {
         let verdict = self.evaluate(run, flight.phase);
         run.store.keep_signal(&flight.files);
         match verdict {
+            // `claude -p` may end an attempt the API refused with exit code 0 and the error
+            // in its result: with no good signal, the refusal is why.
+            Err(problem)
+                if report.result.as_ref().is_some_and(|r| r.is_error)
+                    && let Some(refusal) = refusal::of_report(
+                        &report,
+                        Timestamp::now(),
+                        &jiff::tz::TimeZone::system(),
+                    ) =>
+            {
+                row.detail = Some(format!(
+                    "the agent exited with code 0 and reported an error ({})",
+                    problem.text
+                ));
+                self.refused(myself, run, &flight, row, refusal)
+            }
             Err(problem) => {
                 row.outcome = AttemptOutcome::ProtocolError;
                 row.detail = Some(problem.text.clone());
@@ -424,12 +440,13 @@ impl SessionActor {
         match refusal {
             Refusal::UsageLimit { until, message } => {
                 let now = Timestamp::now();
-                // Without a reset time, wait the longest backoff step; a reset time already
-                // past (clock skew) waits the first step.
-                let fallback = if until.is_some() {
-                    self.retry.first_delay
-                } else {
-                    self.retry.max_delay
+                // Without a reset time, wait the longest backoff step; a reset time just past
+                // (clock skew) waits the first step, and one long past (not the provider's
+                // clock) counts as none.
+                let skew = jiff::SignedDuration::from_mins(10);
+                let fallback = match until {
+                    Some(at) if at > now.checked_sub(skew).unwrap_or(now) => self.retry.first_delay,
+                    _ => self.retry.max_delay,
                 };
                 let at = until
                     .filter(|at| *at > now)

@@ -466,3 +466,14 @@ fn a_healthy_agent_is_not_taken_for_stalled_near_the_limit() {
     assert_eq!(rows[0]["outcome"], "ok", "{}", rows[0]);
     assert_eq!(rows.len(), 2);
 }
+
+#[test]
+fn a_usage_limit_reported_with_exit_code_0_parks_instead_of_blocking() {
+    let mut project = Project::new();
+    let reset = jiff::Timestamp::now().as_second() + 3;
+    project.env("SAMOCODE_FAKE", &format!("investigation=limit-0:{reset}"));
+    new_session(&project, "zero").expect(10);
+    let rows = project.session("zero").jsonl("_iterations.jsonl");
+    assert_eq!(rows[0]["outcome"], "usage_limit", "{}", rows[0]);
+    assert_eq!(rows[1]["outcome"], "ok", "{}", rows[1]);
+}
