@@ -9,9 +9,26 @@ use samocode::config::Sources;
 use samocode::shutdown::Shutdown;
 use samocode::telemetry;
 
+/// The git variables that name a repository, a work tree or an index other than the one a
+/// command's `-C` finds.
+const GIT_LOCATION: [&str; 6] = [
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_COMMON_DIR",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_NAMESPACE",
+];
+
 fn main() -> ExitCode {
     // A test double's role, before anything starts a thread: see the function.
     samocode::fake_agent::become_zombie_leader_if_asked();
+    // samocode's own git commands work on MAIN_REPO and the worktrees they name with `-C`:
+    // variables that point git elsewhere (set in a git hook, or by a wrapper) must not win.
+    for name in GIT_LOCATION {
+        // SAFETY: nothing else runs yet (no thread was started) to read the environment.
+        unsafe { std::env::remove_var(name) };
+    }
     let cli = Cli::parse();
     let sources = match Sources::from_process() {
         Ok(sources) => sources,

@@ -621,6 +621,10 @@ impl SessionActor {
             self.release_slot(run);
             return self.block(run, format!("init failed: {error}"), Source::Worker);
         }
+        if let Err(error) = self.restore_worktree(run).await {
+            self.release_slot(run);
+            return self.block(run, error.to_string(), Source::Worker);
+        }
         let state = &mut run.state;
         let refused_before = state.not_before.take().is_some() && state.attempt > 0;
         if refused_before {
@@ -760,6 +764,31 @@ impl SessionActor {
         if let Some(opened) = run.trace.opened() {
             // Saved with the attempt's outcome: the next segment's trace links to this one.
             run.state.last_trace = Some(opened);
+        }
+        Ok(())
+    }
+
+    /// A worktree deleted by hand is made again from the session's branch (what was not
+    /// committed is gone with the folder), and the Flow Log says so.
+    async fn restore_worktree(&self, run: &mut SessionRun) -> Result<(), worktree::WorktreeError> {
+        let (Some(path), Some(branch)) = (run.state.worktree.clone(), run.state.branch.clone())
+        else {
+            return Ok(());
+        };
+        let tree = worktree::Worktree { path, branch };
+        if worktree::restore(&self.project, &tree).await? {
+            let entry = format!(
+                "Worktree {} was missing; made again from branch {} (changes not committed were lost with it)",
+                tree.path.display(),
+                tree.branch
+            );
+            run.store.log(&entry);
+            run.save_noting(&entry)
+                .map_err(|e| worktree::WorktreeError::Git {
+                    args: "(saving state)".into(),
+                    dir: run.store.dir().to_path_buf(),
+                    detail: e.to_string(),
+                })?;
         }
         Ok(())
     }

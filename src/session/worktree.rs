@@ -27,11 +27,35 @@ pub enum WorktreeError {
         "MAIN_REPO {path} is not a git repository ({detail}); run `git init` there or fix MAIN_REPO in .samocode"
     )]
     NotARepo { path: PathBuf, detail: String },
+    /// MAIN_REPO is a bare repository: no checkout to branch a worktree from.
+    #[error(
+        "MAIN_REPO {path} is a bare repository; point MAIN_REPO in .samocode at a checkout of it (a clone with a work tree)"
+    )]
+    Bare { path: PathBuf },
     /// No base branch could be found.
     #[error(
         "cannot tell the default branch of {path}; set BASE_BRANCH in .samocode (the repository needs at least one commit)"
     )]
     NoBaseBranch { path: PathBuf },
+    /// HEAD is detached and no remote names a default branch.
+    #[error(
+        "cannot tell the default branch of {path}: its HEAD is detached; set BASE_BRANCH in .samocode, or check out a branch there"
+    )]
+    Detached { path: PathBuf },
+    /// A new session's branch exists already: it is someone's, not this session's.
+    #[error(
+        "branch {branch} already exists in {repo}; a new session does not take over a branch it did not make: name the session differently, set BRANCH_PREFIX in .samocode (branches become PREFIX/NAME), or rename that branch, then `samocode resume`"
+    )]
+    BranchTaken { branch: String, repo: PathBuf },
+    /// The session's worktree is gone, and so is its branch.
+    #[error(
+        "the session's worktree {path} is gone, and its branch {branch} is not in {repo}; restore the branch (or start a new session)"
+    )]
+    Lost {
+        path: PathBuf,
+        branch: String,
+        repo: PathBuf,
+    },
     /// The worktree folder exists but belongs to something else.
     #[error(
         "{path} exists but is not this session's worktree (it is on {found:?}, expected branch {branch:?}); move it away or rename the session"
@@ -86,24 +110,23 @@ pub async fn prepare(
     name: &str,
 ) -> Result<Worktree, WorktreeError> {
     let repo = &project.main_repo;
-    git(repo, &["rev-parse", "--show-toplevel"])
-        .await
-        .map_err(|e| WorktreeError::NotARepo {
-            path: repo.clone(),
-            detail: match e {
-                WorktreeError::Git { detail, .. } => detail,
-                other => other.to_string(),
-            },
-        })?;
+    checkout(repo).await?;
     let branch = match &project.branch_prefix {
         Some(prefix) => format!("{prefix}/{name}"),
         None => name.to_string(),
     };
     let path = project.worktrees.join(folder);
     if path.exists() {
-        let found = git(&path, &["rev-parse", "--abbrev-ref", "HEAD"])
-            .await
-            .unwrap_or_else(|_| "no git checkout".to_string());
+        // Its own checkout's top, on its branch: a plain folder inside some other checkout
+        // answers for that checkout, and the agent would commit there.
+        let top = git(&path, &["rev-parse", "--show-toplevel"]).await.ok();
+        let own = top.is_some_and(|top| same_dir(Path::new(&top), &path));
+        let found = match own {
+            true => git(&path, &["rev-parse", "--abbrev-ref", "HEAD"])
+                .await
+                .unwrap_or_else(|_| "no git checkout".to_string()),
+            false => "no git checkout of its own".to_string(),
+        };
         if found == branch {
             return Ok(Worktree { path, branch });
         }
@@ -113,29 +136,84 @@ pub async fn prepare(
             found,
         });
     }
-    // git does not make worktrees safely in parallel (it reads and writes .git/worktrees):
-    // sessions of one process take turns here.
-    static ADDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _turn = ADDING.lock().await;
+    if has_branch(repo, &branch).await {
+        return Err(WorktreeError::BranchTaken {
+            branch,
+            repo: repo.clone(),
+        });
+    }
+    let base = match &project.base_branch {
+        Some(base) => base.clone(),
+        None => default_branch(repo).await?,
+    };
     let path_text = path.to_string_lossy().into_owned();
+    git(
+        repo,
+        &["worktree", "add", "-b", &branch, "--", &path_text, &base],
+    )
+    .await?;
+    Ok(Worktree { path, branch })
+}
+
+/// git does not make worktrees safely in parallel (it reads and writes .git/worktrees):
+/// sessions of one process take turns.
+static ADDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Makes a session's worktree again from its branch when the folder is gone (deleted by
+/// hand); `Ok(false)` when it is there.
+pub async fn restore(project: &Project, tree: &Worktree) -> Result<bool, WorktreeError> {
+    if tree.path.exists() {
+        return Ok(false);
+    }
+    let repo = &project.main_repo;
+    checkout(repo).await?;
+    let _turn = ADDING.lock().await;
+    if !has_branch(repo, &tree.branch).await {
+        return Err(WorktreeError::Lost {
+            path: tree.path.clone(),
+            branch: tree.branch.clone(),
+            repo: repo.clone(),
+        });
+    }
+    // git still lists the deleted folder as the branch's worktree until pruned.
+    git(repo, &["worktree", "prune"]).await?;
+    let path_text = tree.path.to_string_lossy().into_owned();
+    git(repo, &["worktree", "add", "--", &path_text, &tree.branch]).await?;
+    Ok(true)
+}
+
+/// Checks that `repo` is a git checkout (not a bare repository, not a plain folder).
+async fn checkout(repo: &Path) -> Result<(), WorktreeError> {
+    if git(repo, &["rev-parse", "--is-bare-repository"])
+        .await
+        .is_ok_and(|bare| bare == "true")
+    {
+        return Err(WorktreeError::Bare {
+            path: repo.to_path_buf(),
+        });
+    }
+    git(repo, &["rev-parse", "--show-toplevel"])
+        .await
+        .map_err(|e| WorktreeError::NotARepo {
+            path: repo.to_path_buf(),
+            detail: match e {
+                WorktreeError::Git { detail, .. } => detail,
+                other => other.to_string(),
+            },
+        })?;
+    Ok(())
+}
+
+async fn has_branch(repo: &Path, branch: &str) -> bool {
     let branch_ref = format!("refs/heads/{branch}");
-    if git(repo, &["rev-parse", "--verify", "--quiet", &branch_ref])
+    git(repo, &["rev-parse", "--verify", "--quiet", &branch_ref])
         .await
         .is_ok()
-    {
-        git(repo, &["worktree", "add", "--", &path_text, &branch]).await?;
-    } else {
-        let base = match &project.base_branch {
-            Some(base) => base.clone(),
-            None => default_branch(repo).await?,
-        };
-        git(
-            repo,
-            &["worktree", "add", "-b", &branch, "--", &path_text, &base],
-        )
-        .await?;
-    }
-    Ok(Worktree { path, branch })
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
 }
 
 async fn default_branch(repo: &Path) -> Result<String, WorktreeError> {
@@ -153,14 +231,15 @@ async fn default_branch(repo: &Path) -> Result<String, WorktreeError> {
         return Ok(remote_head);
     }
     let current = git(repo, &["symbolic-ref", "--quiet", "--short", "HEAD"]).await;
+    let has_commit = git(repo, &["rev-parse", "--verify", "--quiet", "HEAD"])
+        .await
+        .is_ok();
     match current {
-        Ok(branch)
-            if git(repo, &["rev-parse", "--verify", "--quiet", "HEAD"])
-                .await
-                .is_ok() =>
-        {
-            Ok(branch)
-        }
+        Ok(branch) if has_commit => Ok(branch),
+        // No symbolic HEAD, and yet a commit: HEAD is detached.
+        Err(_) if has_commit => Err(WorktreeError::Detached {
+            path: repo.to_path_buf(),
+        }),
         _ => Err(WorktreeError::NoBaseBranch {
             path: repo.to_path_buf(),
         }),

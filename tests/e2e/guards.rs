@@ -156,6 +156,132 @@ fn main_repo_that_is_not_git_blocks_with_a_clear_reason() {
 }
 
 #[test]
+fn a_session_never_takes_over_a_branch_or_checkout_it_did_not_make() {
+    let project = Project::new();
+    // A branch of the person's own, named like the session.
+    git(&project.repo, &["checkout", "-q", "-b", "feature"]);
+    std::fs::write(project.repo.join("mine.txt"), "my work\n").unwrap();
+    git(&project.repo, &["add", "mine.txt"]);
+    git(
+        &project.repo,
+        &[
+            "-c",
+            "user.name=p",
+            "-c",
+            "user.email=p@p",
+            "commit",
+            "-qm",
+            "mine",
+        ],
+    );
+    git(&project.repo, &["checkout", "-q", "-"]);
+    let tip = git(&project.repo, &["rev-parse", "feature"]);
+    for name in ["feature", "main"] {
+        let run = project.run(&["run", "--session", name, "--dive", "d", "--task", "t"]);
+        run.expect(11);
+        assert!(
+            run.stdout()
+                .contains(&format!("branch {name} already exists")),
+            "{}",
+            run.stdout()
+        );
+    }
+    assert_eq!(git(&project.repo, &["rev-parse", "feature"]), tip);
+    assert_eq!(git(&project.repo, &["worktree", "list"]).lines().count(), 1);
+
+    // A plain folder inside the main checkout where the worktree goes.
+    let inside = project.repo.join("wt");
+    std::fs::create_dir_all(&inside).unwrap();
+    let folder = format!("{}-nest", jiff::Zoned::now().strftime("%y-%m-%d"));
+    std::fs::create_dir_all(project.repo.join("wt").join(&folder)).unwrap();
+    std::fs::write(
+        project.root.join(".samocode"),
+        format!(
+            "MAIN_REPO={}\nWORKTREES={}\nSESSIONS={}\n",
+            project.repo.display(),
+            inside.display(),
+            project.sessions.display()
+        ),
+    )
+    .unwrap();
+    let run = project.run(&["run", "--session", "nest", "--dive", "d", "--task", "t"]);
+    run.expect(11);
+    assert!(
+        run.stdout().contains("is not this session's worktree"),
+        "{}",
+        run.stdout()
+    );
+    assert_eq!(git(&project.repo, &["log", "--oneline"]).lines().count(), 1);
+}
+
+#[test]
+fn a_worktree_deleted_by_hand_is_made_again_from_its_branch() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE_STEPS", "1");
+    // samocode started from a git hook: GIT_DIR names another repository.
+    project.env("GIT_DIR", "/nonexistent/.git");
+    project
+        .run(&["run", "--session", "gone", "--dive", "d", "--task", "t"])
+        .expect(10);
+    let s = project.session("gone");
+    let tree = std::path::PathBuf::from(s.state()["worktree"].as_str().unwrap());
+    std::fs::remove_dir_all(&tree).unwrap();
+    project
+        .run(&["answer", "gone", "--accept-suggestions"])
+        .expect(0);
+    project.run(&["run", "--session", "gone"]).expect(10);
+    assert_eq!(s.state()["status"]["for"], "plan_approval");
+    assert!(tree.join(".git").exists());
+    assert!(
+        s.read("_overview.md")
+            .contains("was missing; made again from branch gone"),
+        "{}",
+        s.read("_overview.md")
+    );
+}
+
+#[test]
+fn a_bare_or_detached_main_repository_gets_advice_that_fits() {
+    let project = Project::new();
+    git(&project.repo, &["checkout", "-q", "--detach"]);
+    let run = project.run(&["run", "--session", "loose", "--dive", "d", "--task", "t"]);
+    run.expect(11);
+    assert!(
+        run.stdout().contains("HEAD is detached") && run.stdout().contains("BASE_BRANCH"),
+        "{}",
+        run.stdout()
+    );
+    let bare = project.root.join("bare.git");
+    git(
+        &project.root,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            project.repo.to_str().unwrap(),
+            bare.to_str().unwrap(),
+        ],
+    );
+    std::fs::write(
+        project.root.join(".samocode"),
+        format!(
+            "MAIN_REPO={}\nWORKTREES={}\nSESSIONS={}\n",
+            bare.display(),
+            project.worktrees.display(),
+            project.sessions.display()
+        ),
+    )
+    .unwrap();
+    let run = project.run(&["run", "--session", "bare", "--dive", "d", "--task", "t"]);
+    run.expect(11);
+    assert!(
+        run.stdout().contains("is a bare repository"),
+        "{}",
+        run.stdout()
+    );
+}
+
+#[test]
 fn dry_run_prints_the_configuration_and_the_agent_command_and_writes_nothing() {
     let mut project = Project::new();
     project
