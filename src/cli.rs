@@ -271,9 +271,10 @@ impl From<crate::session::person::ActError> for CliError {
         use crate::session::person::ActError;
         match e {
             ActError::Store(e) => e.into(),
-            e @ (ActError::Gate(_) | ActError::Qa(_) | ActError::NoQuestions(_)) => {
-                CliError::usage(e)
-            }
+            e @ (ActError::Gate(_)
+            | ActError::Qa(_)
+            | ActError::NoQuestions(_)
+            | ActError::Used { .. }) => CliError::usage(e),
         }
     }
 }

@@ -324,6 +324,20 @@ pub fn tell(state: &mut SessionState, text: &str, now: Timestamp) -> Result<Gate
 }
 
 /// True when a session waiting for answers may go on because `_qa.md` is answered.
+/// True while the session waits for answers, also when stopped there.
+pub fn waits_for_answers(state: &SessionState) -> bool {
+    matches!(
+        state.status,
+        RunState::Waiting {
+            wait_for: WaitFor::QaAnswers,
+            ..
+        } | RunState::Stopped {
+            waiting_for: Some(WaitFor::QaAnswers),
+            ..
+        }
+    )
+}
+
 pub fn wakes_on_answers(state: &SessionState, qa_answered: bool) -> bool {
     qa_answered
         && matches!(

@@ -24,6 +24,12 @@ pub enum ActError {
     /// `answer` on a session that asked nothing.
     #[error("session {0} has no _qa.md: there is nothing to answer")]
     NoQuestions(String),
+    /// `answer` that would change answers a session past its questions has used (or change
+    /// nothing at all).
+    #[error(
+        "session {session} is not waiting for answers ({state}) and its questions were answered already: those answers are used; to change course, send a note with `samocode tell {session} TEXT`"
+    )]
+    Used { session: String, state: String },
 }
 
 /// Which answers to fill in.
@@ -60,6 +66,23 @@ pub fn answer(
         Answers::Suggestions => qa::accept_suggestions(&text)?,
         Answers::Given(pairs) => qa::fill(&text, pairs)?,
     };
+    // Past its questions, a session's answers are what it built on: an open question may still
+    // be filled (a session blocked before the gate), an answer given is not rewritten.
+    if !gate::waits_for_answers(state) {
+        let before = QaDoc::parse(&text);
+        let after = QaDoc::parse(&filled);
+        let rewritten = before
+            .questions
+            .iter()
+            .zip(&after.questions)
+            .any(|(was, now)| was.answer.is_some() && was.answer != now.answer);
+        if rewritten || filled == text {
+            return Err(ActError::Used {
+                session: store.name(),
+                state: format!("{} in {}", state.status.name(), state.phase),
+            });
+        }
+    }
     let replaced = store.write_atomic(QA, filled.as_bytes())?;
     let open: Vec<u32> = QaDoc::parse(&filled).open().map(|q| q.number).collect();
     let waiting = gate::wakes_on_answers(state, open.is_empty());

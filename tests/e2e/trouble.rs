@@ -206,6 +206,20 @@ fn two_questions_numbered_q1_can_both_be_answered() {
     );
     project.run(&["run", "--session", "twins"]).expect(10);
     assert_eq!(s.state()["status"]["for"], "plan_approval");
+    // Past the gate, the answers were used: they are not rewritten behind the plan's back.
+    let qa = s.read("_qa.md");
+    let late = project.run(&["answer", "twins", "--q", "1", "docs"]);
+    late.expect(2);
+    assert!(
+        late.stderr().contains("answered already") && late.stderr().contains("samocode tell"),
+        "{}",
+        late.stderr()
+    );
+    assert_eq!(s.read("_qa.md"), qa);
+    project
+        .run(&["answer", "twins", "--accept-suggestions"])
+        .expect(2);
+    assert_eq!(s.read("_qa.md"), qa);
 }
 
 /// A state moved away, as the advice for a broken one says, is derived again with what the
