@@ -212,7 +212,6 @@ impl Actor for AgentProcess {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, fields(attempt = %state.spec.attempt_id))]
     async fn handle(
         &self,
         myself: ActorRef<AgentMsg>,
@@ -255,13 +254,13 @@ impl Actor for AgentProcess {
                     && state.stage == Stage::Running
                     && silent >= stall
                 {
-                    tracing::warn!(silent = ?silent, "agent printed nothing for too long");
+                    tracing::warn!(attempt = %state.spec.attempt_id, silent = ?silent, "agent printed nothing for too long");
                     stop(&myself, state, ProcessEnd::Stalled);
                 }
             }
             AgentMsg::TimeLimit => {
                 if state.stage == Stage::Running {
-                    tracing::warn!(timeout = ?state.spec.timeout, "agent passed its time limit");
+                    tracing::warn!(attempt = %state.spec.attempt_id, timeout = ?state.spec.timeout, "agent passed its time limit");
                     stop(&myself, state, ProcessEnd::TimedOut);
                 }
             }
@@ -286,7 +285,7 @@ impl Actor for AgentProcess {
                 if matches!(state.stage, Stage::Exited { .. }) && state.output_open {
                     // Something outside the group, and without our markers, still holds the
                     // pipe: the attempt is over all the same.
-                    tracing::warn!("stdout still open after the kill grace; abandoning it");
+                    tracing::warn!(attempt = %state.spec.attempt_id, "stdout still open after the kill grace; abandoning it");
                     state.note = Some(
                         "stdout was still held open after the kill grace by a process outside the agent's group; it was abandoned".into(),
                     );

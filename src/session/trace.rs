@@ -13,9 +13,9 @@ use tracing::Span;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::protocol::journal::IterationRow;
+use crate::protocol::journal::{AttemptOutcome, IterationRow};
 use crate::protocol::state::TraceRef;
-use crate::protocol::{SessionState, WaitFor};
+use crate::protocol::{RunState, SessionState, WaitFor};
 
 /// The open spans of a session's actor.
 #[derive(Default)]
@@ -63,6 +63,7 @@ impl Trace {
                     "gen_ai.usage.input_tokens" = Empty,
                     "gen_ai.usage.output_tokens" = Empty,
                     trace_id = Empty,
+                    "otel.status_description" = Empty,
                 );
                 // Exported: its trace id goes into the log lines written inside it, and the
                 // last segment's trace is linked.
@@ -121,6 +122,7 @@ impl Trace {
             "samocode.exit_signal" = Empty,
             "samocode.host" = Empty,
             "samocode.adopted" = false,
+            "otel.status_description" = Empty,
         )
     }
 
@@ -132,6 +134,16 @@ impl Trace {
     /// The attempt's figures on its span, and its outcome on the iteration's.
     pub fn attempt_over(&self, span: &Span, row: &IterationRow) {
         span.record("samocode.outcome", row.outcome.name());
+        // An attempt that failed is an error in a trace viewer; one refused for a usage limit,
+        // or stopped by samocode, is not.
+        let failed = !matches!(
+            row.outcome,
+            AttemptOutcome::Ok | AttemptOutcome::UsageLimit | AttemptOutcome::Interrupted
+        );
+        if failed {
+            let why = row.detail.as_deref().unwrap_or(row.outcome.name());
+            span.record("otel.status_description", why);
+        }
         if let Some(host) = &row.host {
             span.record("samocode.host", host.as_str());
         }
@@ -172,6 +184,12 @@ impl Trace {
         session.record("samocode.cost_usd", state.usage.cost_usd);
         session.record("gen_ai.usage.input_tokens", state.usage.input_tokens);
         session.record("gen_ai.usage.output_tokens", state.usage.output_tokens);
+        if let RunState::Blocked { reason, .. } | RunState::Failed { reason, .. } = &state.status {
+            session.record(
+                "otel.status_description",
+                format!("{}: {reason}", state.status.name()).as_str(),
+            );
+        }
         if let Some(wait_for) = waiting {
             let gate = tracing::info_span!(
                 parent: &session,

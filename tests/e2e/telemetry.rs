@@ -74,6 +74,8 @@ struct Span {
     parent: Vec<u8>,
     attributes: std::collections::HashMap<String, String>,
     links: usize,
+    /// The status: 0 unset, 1 ok, 2 error; and its message.
+    status: (i32, String),
 }
 
 impl Span {
@@ -127,6 +129,7 @@ fn decode(requests: &[(String, Vec<u8>)]) -> (Vec<Span>, Vec<String>) {
                             .map(|kv| (kv.key.clone(), text(&kv.value)))
                             .collect(),
                         links: span.links.len(),
+                        status: span.status.map(|s| (s.code, s.message)).unwrap_or_default(),
                     });
                 }
             }
@@ -191,6 +194,16 @@ fn a_session_is_traced_as_session_iteration_and_attempt_spans_over_otlp_without_
         assert_eq!(session.attributes["gen_ai.provider.name"], "claude");
         session.has(&["samocode.phase.exit", "samocode.cost_usd"]);
     }
+    // Every span tells the session's story: none is a stray trace of its own.
+    let strays: Vec<&str> = spans
+        .iter()
+        .filter(|s| !sessions.iter().any(|session| session.trace == s.trace))
+        .map(|s| s.name.as_str())
+        .collect();
+    assert!(
+        strays.is_empty(),
+        "spans outside the session's traces: {strays:?}"
+    );
     assert_eq!(
         sessions[0].attributes["samocode.phase.entry"],
         "investigation"
@@ -260,6 +273,30 @@ fn a_session_is_traced_as_session_iteration_and_attempt_spans_over_otlp_without_
             "a secret reached the traces"
         );
     }
+}
+
+/// A failed attempt, and a session that failed, are errors in a trace viewer, with why.
+#[test]
+fn failures_are_error_spans_with_the_reason() {
+    let (port, seen) = receiver();
+    let mut project = exporting_to(port);
+    project.env("SAMOCODE_FAKE", "investigation=exit:3");
+    project
+        .run(&["run", "--session", "broken", "--dive", "d", "--task", "t"])
+        .expect(1);
+    let (spans, _) = decode(&seen.lock().unwrap());
+    let attempts: Vec<&Span> = spans.iter().filter(|s| s.name == "attempt").collect();
+    assert_eq!(attempts.len(), 3, "{spans:#?}");
+    for attempt in attempts {
+        assert_eq!(attempt.status.0, 2, "{attempt:?}");
+        assert!(
+            attempt.status.1.contains("exited with code 3"),
+            "{attempt:?}"
+        );
+    }
+    let session = spans.iter().find(|s| s.name == "session").unwrap();
+    assert_eq!(session.status.0, 2, "{session:?}");
+    assert!(session.status.1.starts_with("failed: "), "{session:?}");
 }
 
 /// `OTEL_EXPORTER_OTLP_PROTOCOL=http/json`: the same spans, as OTLP JSON.
