@@ -158,6 +158,10 @@ pub struct Config {
     /// OTEL_RESOURCE_ATTRIBUTES, parsed.
     pub otel_resource: Vec<(String, String)>,
     pub otel_service_name: String,
+    /// How often ended spans are sent (`OTEL_BSP_SCHEDULE_DELAY`), when not samocode's 1 s.
+    pub otel_span_delay: Option<Duration>,
+    /// How often metrics are sent (`OTEL_METRIC_EXPORT_INTERVAL`), when not the SDK's 60 s.
+    pub otel_metric_interval: Option<Duration>,
     /// RUST_LOG, for the log filter.
     pub log_filter: Option<String>,
     /// How log lines are written: text, or JSON lines (`--log-format`, SAMOCODE_LOG_FORMAT).
@@ -611,6 +615,8 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
         otlp_metrics: otel.metrics,
         otlp_headers: otel.headers,
         otel_resource: otel.resource,
+        otel_span_delay: otel.span_delay,
+        otel_metric_interval: otel.metric_interval,
         otel_service_name: otel.service_name,
         log_filter,
         log_format,

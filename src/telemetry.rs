@@ -52,7 +52,7 @@ pub fn init(config: &Config, logging: Logging) -> Telemetry {
         match exporter {
             Ok(exporter) => Some(
                 SdkTracerProvider::builder()
-                    .with_span_processor(batch(exporter))
+                    .with_span_processor(batch(exporter, config.otel_span_delay))
                     .with_resource(resource(config))
                     .build(),
             ),
@@ -134,7 +134,12 @@ fn meter_provider(
     match exporter {
         Ok(exporter) => Some(
             opentelemetry_sdk::metrics::SdkMeterProvider::builder()
-                .with_periodic_exporter(exporter)
+                .with_reader(match config.otel_metric_interval {
+                    Some(interval) => opentelemetry_sdk::metrics::PeriodicReader::builder(exporter)
+                        .with_interval(interval)
+                        .build(),
+                    None => opentelemetry_sdk::metrics::PeriodicReader::builder(exporter).build(),
+                })
                 .with_resource(resource(config))
                 .build(),
         ),
@@ -203,15 +208,14 @@ fn resource(config: &Config) -> opentelemetry_sdk::Resource {
 }
 
 /// The batch processor, exporting what ended within the last second (not the SDK's 5 s), so
-/// that an iteration shows up while its session runs; `OTEL_BSP_SCHEDULE_DELAY` still rules
-/// when set.
+/// that an iteration shows up while its session runs; `OTEL_BSP_SCHEDULE_DELAY` (checked
+/// with the configuration) still rules when set.
 fn batch(
     exporter: opentelemetry_otlp::SpanExporter,
+    delay: Option<std::time::Duration>,
 ) -> opentelemetry_sdk::trace::BatchSpanProcessor {
-    let mut config = opentelemetry_sdk::trace::BatchConfigBuilder::default();
-    if std::env::var_os("OTEL_BSP_SCHEDULE_DELAY").is_none() {
-        config = config.with_scheduled_delay(std::time::Duration::from_secs(1));
-    }
+    let config = opentelemetry_sdk::trace::BatchConfigBuilder::default()
+        .with_scheduled_delay(delay.unwrap_or(std::time::Duration::from_secs(1)));
     opentelemetry_sdk::trace::BatchSpanProcessor::builder(exporter)
         .with_batch_config(config.build())
         .build()

@@ -51,6 +51,10 @@ pub(super) struct Otel {
     pub headers: OtlpHeaders,
     pub resource: Vec<(String, String)>,
     pub service_name: String,
+    /// `OTEL_BSP_SCHEDULE_DELAY`: how often ended spans are sent (samocode's default 1 s).
+    pub span_delay: Option<Duration>,
+    /// `OTEL_METRIC_EXPORT_INTERVAL`: how often metrics are sent (the SDK's 60 s).
+    pub metric_interval: Option<Duration>,
 }
 
 const PROTOCOL: &str = "http/protobuf (the default), http/json or grpc";
@@ -169,12 +173,23 @@ pub(super) fn read(layers: &mut Layers) -> Otel {
     let service_name = layers
         .text("OTEL_SERVICE_NAME")
         .unwrap_or_else(|| "samocode".into());
+    let millis = |v: &str| {
+        v.parse::<u64>()
+            .ok()
+            .filter(|ms| (1..=86_400_000).contains(ms))
+            .map(Duration::from_millis)
+    };
+    const INTERVAL: &str = "a whole number of milliseconds from 1 to 86400000";
+    let span_delay = layers.parsed("OTEL_BSP_SCHEDULE_DELAY", None, INTERVAL, millis);
+    let metric_interval = layers.parsed("OTEL_METRIC_EXPORT_INTERVAL", None, INTERVAL, millis);
     Otel {
         traces,
         metrics,
         headers: OtlpHeaders(headers),
         resource,
         service_name,
+        span_delay,
+        metric_interval,
     }
 }
 

@@ -505,9 +505,17 @@ fn grpc_takes_the_general_endpoint_as_it_is_and_only_in_plaintext() {
             ("OTEL_EXPORTER_OTLP_HEADERS", "bad name=x"),
             ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "10s"),
             ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "abc"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "0"),
         ],
         &Flags::default(),
     );
+    for name in [
+        "OTEL_BSP_SCHEDULE_DELAY=\"abc\"",
+        "OTEL_METRIC_EXPORT_INTERVAL=\"0\"",
+    ] {
+        assert!(text.contains(name), "{text}");
+    }
     assert!(
         text.contains("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT=\"10s\"") && text.contains("milliseconds"),
         "{text}"
