@@ -450,8 +450,8 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
     };
     let claude_path = path(&mut layers, "CLAUDE_PATH", "claude");
     let codex_path = path(&mut layers, "CODEX_PATH", "codex");
-    let claude_model = layers.text("CLAUDE_MODEL");
-    let codex_model = layers.text("CODEX_MODEL");
+    let claude_model = layers.parsed("CLAUDE_MODEL", None, MODEL_NAME, model_name);
+    let codex_model = layers.parsed("CODEX_MODEL", None, MODEL_NAME, model_name);
     let claude_max_turns = layers
         .parsed(
             "CLAUDE_MAX_TURNS",
@@ -721,3 +721,13 @@ fn absolute(base: &Path, path: &Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests;
+
+/// What a model setting must be.
+pub(crate) const MODEL_NAME: &str =
+    "a model name (it goes to the agent CLI after --model, so it may not start with '-')";
+
+/// A model name the agent CLI takes as one: not empty, not an option, no NUL byte.
+pub(crate) fn model_name(text: &str) -> Option<String> {
+    let text = text.trim();
+    (!text.is_empty() && !text.starts_with('-') && !text.contains('\0')).then(|| text.to_string())
+}

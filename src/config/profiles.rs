@@ -162,10 +162,8 @@ pub(super) fn from_toml(table: &toml::Table, problems: &mut Problems) -> ModelPr
                 let key = format!("{key}.{field}");
                 let text = value.as_str().map(str::trim).unwrap_or_default();
                 match field.as_str() {
-                    "model" if !text.is_empty() && !text.contains('\0') => {
-                        slot.model = text.to_string()
-                    }
-                    "model" => bad(key, value, "a model name"),
+                    "model" if super::model_name(text).is_some() => slot.model = text.to_string(),
+                    "model" => bad(key, value, super::MODEL_NAME),
                     "effort" if EFFORTS.contains(&text) => slot.effort = text.to_string(),
                     "effort" => bad(key, value, "minimal, low, medium, high or xhigh"),
                     _ => bad(key, value, "only model and effort keys"),

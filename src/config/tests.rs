@@ -281,10 +281,27 @@ fn bad_profiles_name_their_key() {
             "[profiles.claude.max]\nmodl = \"x\"\n",
             "profiles.claude.max.modl",
         ),
+        (
+            "[profiles.claude.standard]\nmodel = \"--append-system-prompt\"\n",
+            "profiles.claude.standard.model",
+        ),
     ] {
         std::fs::write(&file, text).unwrap();
         let err = resolve(&Flags::default(), &sources(dir.path(), &[])).unwrap_err();
         assert!(err.to_string().starts_with(&format!("{key}=")), "{err}");
+    }
+    // A model goes to the CLI after --model: one that reads as an option is refused.
+    std::fs::write(&file, "").unwrap();
+    let err = resolve(
+        &Flags::default(),
+        &sources(
+            dir.path(),
+            &[("CLAUDE_MODEL", "-x"), ("CODEX_MODEL", "--help")],
+        ),
+    )
+    .unwrap_err();
+    for name in ["CLAUDE_MODEL=\"-x\"", "CODEX_MODEL=\"--help\""] {
+        assert!(err.to_string().contains(name), "{err}");
     }
 }
 
