@@ -175,6 +175,14 @@ impl Telegram {
             .ok()
             .and_then(|text| text.trim().parse().ok());
         let mut told: HashSet<u64> = HashSet::new();
+        // Its own username, to tell its commands from other bots' in a group.
+        let me = match self.poller.get_me().await {
+            Ok(me) => me.user.username.clone(),
+            Err(error) => {
+                tracing::warn!(error = %self.scrub(&error.to_string()), "cannot learn the bot's own name; commands to any bot are taken");
+                None
+            }
+        };
         let mut pause = Duration::from_secs(1);
         loop {
             let mut request = self.poller.get_updates().timeout(POLL_SECONDS);
@@ -201,7 +209,8 @@ impl Telegram {
                     tracing::error!(%error, "cannot keep the place in Telegram's updates; an update is skipped, not acted on");
                     continue;
                 }
-                self.handle(update.kind, &supervisor, &mut told).await;
+                self.handle(update.kind, &supervisor, &mut told, me.as_deref())
+                    .await;
             }
         }
     }
@@ -211,10 +220,14 @@ impl Telegram {
         kind: UpdateKind,
         supervisor: &ActorRef<SupervisorMsg>,
         told: &mut HashSet<u64>,
+        me: Option<&str>,
     ) {
         let (user, chat, by, action) = match kind {
             UpdateKind::Message(message) => {
                 let Some(text) = message.text() else { return };
+                if !Command::for_me(text, me) {
+                    return;
+                }
                 let Some(from) = message.from.as_ref() else {
                     return;
                 };

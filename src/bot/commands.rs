@@ -47,7 +47,7 @@ impl Command {
         let (first, rest) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
         let first = first.split('@').next().unwrap_or(first);
         let normal = format!("{first} {}", rest.trim());
-        Command::parse(normal.trim_end(), "").map_err(|error| {
+        let command = Command::parse(normal.trim_end(), "").map_err(|error| {
             let why = match error {
                 ParseError::UnknownCommand(command) => format!("unknown command {command}"),
                 ParseError::TooFewArguments { .. } | ParseError::IncorrectFormat(_) => {
@@ -57,7 +57,35 @@ impl Command {
                 other => other.to_string(),
             };
             format!("{why}\n\n{}", Command::descriptions())
-        })
+        })?;
+        match &command {
+            Command::Session(name)
+            | Command::Approve(name)
+            | Command::Accept(name)
+            | Command::Stop(name)
+            | Command::Resume(name)
+            | Command::Logs(name)
+                if name.trim().is_empty() =>
+            {
+                Err(format!(
+                    "{first} needs the session's NAME: {first} NAME (see /help)"
+                ))
+            }
+            _ => Ok(command),
+        }
+    }
+
+    /// True when `text` is a command for this bot (`me`, its username, when known): it starts
+    /// with `/` and names no other bot. Anything else in the chat is people talking.
+    pub fn for_me(text: &str, me: Option<&str>) -> bool {
+        let Some(command) = text.trim_start().strip_prefix('/') else {
+            return false;
+        };
+        let first = command.split(char::is_whitespace).next().unwrap_or("");
+        match (first.split_once('@'), me) {
+            (Some((_, to)), Some(me)) => to.eq_ignore_ascii_case(me),
+            _ => true,
+        }
     }
 
     /// The session and the person's command, for the commands that act on a session.
@@ -196,6 +224,21 @@ mod tests {
                 .contains("unknown command")
         );
         assert!(Command::read("/help").is_ok());
+        assert!(
+            Command::read("/approve")
+                .unwrap_err()
+                .contains("/approve needs the session's NAME")
+        );
+        assert!(Command::for_me(
+            "/approve@samocode_bot x",
+            Some("Samocode_Bot")
+        ));
+        assert!(Command::for_me("/approve x", Some("samocode_bot")));
+        assert!(!Command::for_me(
+            "/approve@other_bot x",
+            Some("samocode_bot")
+        ));
+        assert!(!Command::for_me("hello there", Some("samocode_bot")));
         let help = Command::descriptions().to_string();
         for command in [
             "/status", "/session", "/approve", "/reject", "/answer", "/accept", "/stop", "/resume",

@@ -459,8 +459,11 @@ fn an_idle_bot_keeps_listening_and_a_command_is_applied_once_across_a_crash() {
     });
     daemon.crash();
     let _daemon = project.daemon(&[]);
+    // People talking, and a command for another bot, are not for this one.
+    api.text_from(OWNER, "owner", "hello there");
+    api.text_from(OWNER, "owner", "/tell@other_bot once not for samocode");
     // Updates come in order: once the next note is in, the first would have come again.
-    api.text_from(OWNER, "owner", "/tell once and test it");
+    api.text_from(OWNER, "owner", "/tell@samocode_bot once and test it");
     wait_for(Duration::from_secs(30), "the next note", || {
         tells("and test it") == 1
     });
@@ -470,4 +473,9 @@ fn an_idle_bot_keeps_listening_and_a_command_is_applied_once_across_a_crash() {
         "the note was applied again after the crash"
     );
     assert_eq!(s.state()["guidance"].as_array().map(Vec::len), Some(2));
+    assert_eq!(tells("not for samocode"), 0);
+    assert!(
+        api.sent("unknown command").is_empty(),
+        "it answered chatter"
+    );
 }

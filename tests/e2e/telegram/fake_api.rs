@@ -259,6 +259,11 @@ fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
                         json!({"message_id": request["message_id"], "date": 1_700_000_000,
                                "chat": chat, "text": request["text"]})
                     }
+                    "getme" => json!({"id": 1, "is_bot": true, "first_name": "samocode",
+                                      "username": "samocode_bot", "can_join_groups": true,
+                                      "can_read_all_group_messages": false,
+                                      "supports_inline_queries": false,
+                                      "has_main_web_app": false}),
                     _ => json!(true),
                 };
                 let mut recorded = request.clone();
