@@ -135,16 +135,33 @@ impl Telegram {
     }
 
     async fn close_message(&self, message: &OpenMessage, line: &str) -> Result<(), SendError> {
-        let html = format!("{}\n\n<i>{}</i>", message.html, render::escape(line));
-        let edit = self
-            .bot
-            .edit_message_text(self.chat, MessageId(message.message as i32), html)
-            .parse_mode(ParseMode::Html);
-        match edit.await {
-            Ok(_) => Ok(()),
-            Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
-            Err(error) => Err(self.classify(error)),
-        }
+        // The open message is the notice's last piece: it is edited as that piece, never as the
+        // whole notice (over Telegram's limit, the edit would be refused for good).
+        let id = MessageId(message.message as i32);
+        let done = |result: Result<Message, RequestError>| match result {
+            Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
+            Err(error) => Err(error),
+        };
+        let closed = match render::closed(&message.html, line) {
+            Some(html) => done(
+                self.bot
+                    .edit_message_text(self.chat, id, html)
+                    .parse_mode(ParseMode::Html)
+                    .await,
+            ),
+            // No room for the line: the buttons go, and the line follows (a retry finds the
+            // buttons gone already and sends the line).
+            None => match done(self.bot.edit_message_reply_markup(self.chat, id).await) {
+                Ok(()) => self
+                    .bot
+                    .send_message(self.chat, format!("<i>{}</i>", render::escape(line)))
+                    .parse_mode(ParseMode::Html)
+                    .await
+                    .map(drop),
+                Err(error) => Err(error),
+            },
+        };
+        closed.map_err(|error| self.classify(error))
     }
 
     async fn say(&self, chat: ChatId, text: &str) {

@@ -220,9 +220,35 @@ pub fn split(html: &str) -> Vec<String> {
     pieces
 }
 
+/// The text a notice's message takes when it is closed with `line`: its last piece (the
+/// message that carries the buttons) and the line; `None` when the two would pass
+/// Telegram's limit, so that the buttons go and the line is sent apart.
+pub fn closed(html: &str, line: &str) -> Option<String> {
+    let last = split(html).pop().unwrap_or_default();
+    let text = format!("{last}\n\n<i>{}</i>", escape(line));
+    (text.chars().count() <= MAX_MESSAGE).then_some(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_notice_is_closed_on_its_last_piece_within_the_limit() {
+        let question = format!("Q1: {}\n", "a".repeat(3000));
+        let html = question.repeat(4);
+        let text = closed(&html, "answered by @ann").unwrap();
+        assert!(text.chars().count() <= MAX_MESSAGE, "{}", text.len());
+        assert!(text.ends_with("<i>answered by @ann</i>"));
+        assert_eq!(text.matches("Q1:").count(), 1, "only the last piece");
+        // A last piece with no room for the line: closed apart.
+        let full = "b".repeat(MAX_MESSAGE - 5);
+        assert_eq!(closed(&full, "approved by @ann 14:02"), None);
+        assert_eq!(
+            closed("short", "done").as_deref(),
+            Some("short\n\n<i>done</i>")
+        );
+    }
     use crate::protocol::Phase;
 
     fn settled(settled: Settled) -> SessionEvent {
