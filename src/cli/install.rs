@@ -50,6 +50,9 @@ pub enum InstallError {
     /// There is no home folder to install into.
     #[error("HOME is not set: cannot find ~/.claude (set HOME, or CODEX_HOME for Codex)")]
     NoHome,
+    /// HOME names a folder that is not there: most likely a mistake, not a home to make.
+    #[error("HOME={0} is not an existing folder; set HOME to your home folder")]
+    HomeMissing(PathBuf),
     /// A file operation failed.
     #[error("cannot {action} {path}: {source}")]
     Io {
@@ -78,6 +81,9 @@ impl Layout {
     /// The layout of `config`, with the checkout this binary was built from.
     pub fn of(config: &Config) -> Result<Layout, InstallError> {
         let home = config.home.as_ref().ok_or(InstallError::NoHome)?;
+        if !home.is_dir() {
+            return Err(InstallError::HomeMissing(home.clone()));
+        }
         Ok(Layout {
             claude: home.join(".claude"),
             codex: config.codex_home.clone().ok_or(InstallError::NoHome)?,
@@ -186,30 +192,36 @@ impl Manifest {
 /// The `install` command.
 pub fn install(args: &InstallArgs, config: &Config) -> Result<u8, CliError> {
     let layout = Layout::of(config).map_err(CliError::usage)?;
-    let lines = install_into(&layout, args.copy).map_err(CliError::failure)?;
-    for line in lines {
-        println!("{line}");
-    }
+    // Each item's line as it is done: a failure half way leaves the lines of what was done.
+    install_into(&layout, args.copy, &mut |line| println!("{line}")).map_err(|error| {
+        CliError::failure(anyhow::anyhow!(
+            "{error}; what is listed above is recorded, and `samocode uninstall` removes it"
+        ))
+    })?;
     Ok(exit::DONE)
 }
 
 /// The `uninstall` command.
 pub fn uninstall(config: &Config) -> Result<u8, CliError> {
     let layout = Layout::of(config).map_err(CliError::usage)?;
-    let lines = uninstall_from(&layout).map_err(CliError::failure)?;
-    for line in lines {
-        println!("{line}");
-    }
+    uninstall_from(&layout, &mut |line| println!("{line}")).map_err(CliError::failure)?;
     Ok(exit::DONE)
 }
 
 /// Installs every item as a link (when the checkout is complete and `copy` is false) or a copy;
-/// returns one report line per item.
-pub fn install_into(layout: &Layout, copy: bool) -> Result<Vec<String>, InstallError> {
+/// tells `report` one line per item as it is done, and returns the lines.
+pub fn install_into(
+    layout: &Layout,
+    copy: bool,
+    report: &mut dyn FnMut(&str),
+) -> Result<Vec<String>, InstallError> {
     let link = !copy && layout.checkout_complete();
     let mut manifest = Manifest::read(&layout.manifest())?;
     let mut lines = Vec::new();
-    let outcome = install_items(layout, link, &mut manifest, &mut lines);
+    let outcome = install_items(layout, link, &mut manifest, &mut |line| {
+        report(&line);
+        lines.push(line);
+    });
     // Saved even when an item failed, so that what was made so far can be uninstalled.
     save(layout, &mut manifest)?;
     outcome.map(|()| lines)
@@ -219,7 +231,7 @@ fn install_items(
     layout: &Layout,
     link: bool,
     manifest: &mut Manifest,
-    lines: &mut Vec<String>,
+    report: &mut dyn FnMut(String),
 ) -> Result<(), InstallError> {
     for item in layout.items() {
         let found = inspect(&item, layout, manifest)?;
@@ -248,7 +260,7 @@ fn install_items(
                 "updated"
             }
         };
-        lines.push(format!("{verdict}: {} {how}", item.path.display()));
+        report(format!("{verdict}: {} {how}", item.path.display()));
     }
     Ok(())
 }
@@ -265,8 +277,11 @@ fn save(layout: &Layout, manifest: &mut Manifest) -> Result<(), InstallError> {
 }
 
 /// Removes every item that is ours, then the folders install created (when empty) and the
-/// manifest; returns one report line per item.
-pub fn uninstall_from(layout: &Layout) -> Result<Vec<String>, InstallError> {
+/// manifest; tells `report` one line per item as it is done, and returns the lines.
+pub fn uninstall_from(
+    layout: &Layout,
+    report: &mut dyn FnMut(&str),
+) -> Result<Vec<String>, InstallError> {
     let mut manifest = Manifest::read(&layout.manifest())?;
     let mut lines = Vec::new();
     for item in layout.items() {
@@ -286,7 +301,9 @@ pub fn uninstall_from(layout: &Layout) -> Result<Vec<String>, InstallError> {
                 return Err(error);
             }
         };
-        lines.push(format!("{verdict}: {}", item.path.display()));
+        let line = format!("{verdict}: {}", item.path.display());
+        report(&line);
+        lines.push(line);
     }
     remove_file_if_present(&layout.manifest())?;
     // Deepest first, so a parent is empty by the time its turn comes; a folder someone has put
@@ -302,7 +319,10 @@ pub fn uninstall_from(layout: &Layout) -> Result<Vec<String>, InstallError> {
 fn inspect(item: &Item, layout: &Layout, manifest: &Manifest) -> Result<Found, InstallError> {
     let meta = match std::fs::symlink_metadata(&item.path) {
         Ok(meta) => meta,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Found::Absent),
+        // Under a file where a folder would be, nothing of ours can be there either.
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+            return Ok(Found::Absent);
+        }
         Err(e) => return Err(io("inspect", &item.path, e)),
     };
     if meta.file_type().is_symlink() {
@@ -450,16 +470,16 @@ mod tests {
         let layout = layout(home.path());
         let all = workflow::SKILLS.len() * 2 + workflow::COMMANDS.len();
 
-        let lines = install_into(&layout, false).unwrap();
+        let lines = install_into(&layout, false, &mut |_| {}).unwrap();
         assert_eq!(count(&lines, "installed"), all, "{lines:#?}");
         let plan = layout.claude.join("skills/planning");
         assert!(std::fs::symlink_metadata(&plan).unwrap().is_symlink());
         assert!(plan.join("SKILL.md").is_file());
-        let again = install_into(&layout, false).unwrap();
+        let again = install_into(&layout, false, &mut |_| {}).unwrap();
         assert_eq!(count(&again, "already installed"), all, "{again:#?}");
 
         // Switching to copies replaces our links.
-        let lines = install_into(&layout, true).unwrap();
+        let lines = install_into(&layout, true, &mut |_| {}).unwrap();
         assert_eq!(count(&lines, "updated"), all, "{lines:#?}");
         assert!(!std::fs::symlink_metadata(&plan).unwrap().is_symlink());
 
@@ -473,7 +493,7 @@ mod tests {
         std::fs::write(layout.manifest(), serde_json::to_string(&manifest).unwrap()).unwrap();
         std::fs::write(&older, "an older text").unwrap();
         std::fs::write(&edited, "my own notes").unwrap();
-        let lines = install_into(&layout, true).unwrap();
+        let lines = install_into(&layout, true, &mut |_| {}).unwrap();
         assert_eq!(count(&lines, "updated"), 1, "{lines:#?}");
         assert_eq!(count(&lines, "skipped: not ours"), 1, "{lines:#?}");
         assert_eq!(
@@ -484,7 +504,7 @@ mod tests {
                 .unwrap()
                 .1
         );
-        let lines = uninstall_from(&layout).unwrap();
+        let lines = uninstall_from(&layout, &mut |_| {}).unwrap();
         assert_eq!(count(&lines, "removed"), all - 1, "{lines:#?}");
         assert_eq!(std::fs::read_to_string(&edited).unwrap(), "my own notes");
         assert!(!layout.manifest().exists());
@@ -505,10 +525,10 @@ mod tests {
         std::os::unix::fs::symlink(&elsewhere, layout.codex_skill("summary")).unwrap();
 
         for copy in [false, true] {
-            let lines = install_into(&layout, copy).unwrap();
+            let lines = install_into(&layout, copy, &mut |_| {}).unwrap();
             assert_eq!(count(&lines, "skipped: not ours"), 3, "{lines:#?}");
         }
-        let lines = uninstall_from(&layout).unwrap();
+        let lines = uninstall_from(&layout, &mut |_| {}).unwrap();
         assert_eq!(count(&lines, "skipped: not ours"), 3, "{lines:#?}");
         assert_eq!(
             std::fs::read_to_string(layout.claude.join("commands/dive.md")).unwrap(),

@@ -104,3 +104,46 @@ fn foreign_files_where_we_would_install_survive_install_and_uninstall() {
     assert_eq!(lines_with(&removed, "skipped: not ours"), 3);
     assert_eq!(listing(&home), before);
 }
+
+#[test]
+fn an_install_that_fails_half_way_says_what_it_did_and_uninstall_undoes_it() {
+    let project = Project::new();
+    let home = project.root.join("home");
+    let before = listing(&home);
+    // A file where the commands folder goes: the first command cannot be made.
+    std::fs::create_dir_all(home.join(".claude")).unwrap();
+    std::fs::write(home.join(".claude/commands"), "in the way").unwrap();
+    let failed = samocode(&project, &["install"]);
+    failed.expect(1);
+    assert!(
+        lines_with(&failed, "installed") > 0,
+        "the skills made before the failure are listed: {}",
+        failed.stdout()
+    );
+    assert!(
+        failed.stderr().contains("samocode uninstall"),
+        "{}",
+        failed.stderr()
+    );
+    samocode(&project, &["uninstall"]).expect(0);
+    // What is left is what the test made: the file in the way and its folder.
+    std::fs::remove_file(home.join(".claude/commands")).unwrap();
+    std::fs::remove_dir(home.join(".claude")).unwrap();
+    assert_eq!(listing(&home), before);
+
+    // A HOME that is not there is a mistake, not a home to make.
+    let missing = project.root.join("no/such/home");
+    let run = Run(project
+        .command(&["install"])
+        .env("HOME", &missing)
+        .env_remove("CODEX_HOME")
+        .output()
+        .unwrap());
+    run.expect(2);
+    assert!(
+        run.stderr().contains("not an existing folder"),
+        "{}",
+        run.stderr()
+    );
+    assert!(!project.root.join("no").exists());
+}
