@@ -208,7 +208,7 @@ impl Actor for NotifierActor {
         match message {
             NotifierMsg::Deliver(event) => {
                 log(&event);
-                if let Some(entry) = state.entry_for(&event) {
+                for entry in state.entries_for(&event) {
                     if let Some(outbox) = &mut state.outbox {
                         // Durable before it is sent: a crash from here on replays it.
                         outbox.append(&entry)?;
@@ -256,23 +256,59 @@ impl Actor for NotifierActor {
 }
 
 impl NotifierState {
-    /// The outbox entry of an event, when the sink has something to say about it.
-    fn entry_for(&mut self, event: &SessionEvent) -> Option<Entry> {
-        let sink = self.sink.as_ref()?;
-        let id = self.queue.next_id;
-        let entry = match event {
-            SessionEvent::Unparked { session, line } => Entry::Close {
-                id,
+    /// The outbox entries of an event, when the sink has something to say about it: its
+    /// notice, after closing the session's message that still has buttons (the session moved
+    /// on where the notifier did not see it: a `samocode answer` between two runs, an edit
+    /// of `_qa.md` while the daemon was down), so that no old button stays live.
+    fn entries_for(&mut self, event: &SessionEvent) -> Vec<Entry> {
+        let Some(sink) = self.sink.as_ref() else {
+            return Vec::new();
+        };
+        let mut entries = Vec::new();
+        match event {
+            SessionEvent::Unparked { session, line } => entries.push(Entry::Close {
+                id: self.queue.next_id,
                 session: session.clone(),
                 line: line.clone(),
-            },
-            _ => Entry::Notice {
-                id,
-                notice: sink.render(event)?,
-            },
-        };
+            }),
+            _ => {
+                let Some(notice) = sink.render(event) else {
+                    return Vec::new();
+                };
+                if self.has_open(&notice.session) {
+                    entries.push(Entry::Close {
+                        id: self.queue.next_id,
+                        session: notice.session.clone(),
+                        line: "moved on: see the newer message".into(),
+                    });
+                    self.queue.next_id += 1;
+                }
+                entries.push(Entry::Notice {
+                    id: self.queue.next_id,
+                    notice,
+                });
+            }
+        }
         self.queue.next_id += 1;
-        Some(entry)
+        entries
+    }
+
+    /// True when the session has a message with buttons, sent or about to be.
+    fn has_open(&self, session: &str) -> bool {
+        self.queue.open.contains_key(session)
+            || self
+                .queue
+                .pending
+                .iter()
+                .rev()
+                .find_map(|entry| match entry {
+                    Entry::Notice { notice, .. } if notice.session == session => Some(notice.open),
+                    Entry::Close {
+                        session: closed, ..
+                    } if closed == session => Some(false),
+                    _ => None,
+                })
+                == Some(true)
     }
 
     fn record(&mut self, entry: Entry) -> Result<(), ActorProcessingErr> {

@@ -479,3 +479,34 @@ fn an_idle_bot_keeps_listening_and_a_command_is_applied_once_across_a_crash() {
         "it answered chatter"
     );
 }
+
+/// A session that moved on where no notifier saw it (answered from the command line between
+/// two runs) gets its old message closed before the next notice: no button stays live.
+#[test]
+fn buttons_of_a_notice_the_session_moved_past_are_closed() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    project.env(
+        "SAMOCODE_STATE_DIR",
+        &project.state_dir().display().to_string(),
+    );
+    project
+        .run(&["run", "--session", "between", "--dive", "d", "--task", "t"])
+        .expect(10);
+    let questions = api.sent("has questions");
+    assert_eq!(questions.len(), 1);
+    let id = questions[0]["message_id"].clone();
+    project
+        .run(&["answer", "between", "--accept-suggestions"])
+        .expect(0);
+    project.run(&["run", "--session", "between"]).expect(10);
+    assert_eq!(api.sent("waits for approval").len(), 1);
+    let closed: Vec<Value> = api
+        .calls("editmessagetext")
+        .into_iter()
+        .filter(|e| e["message_id"] == id)
+        .collect();
+    assert_eq!(closed.len(), 1, "{:#?}", api.calls("editmessagetext"));
+    assert!(text(&closed[0]).contains("moved on"), "{}", closed[0]);
+    assert!(closed[0]["reply_markup"].is_null(), "{}", closed[0]);
+}
