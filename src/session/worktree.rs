@@ -148,11 +148,20 @@ pub async fn prepare(
         None => default_branch(repo).await?,
     };
     let path_text = path.to_string_lossy().into_owned();
-    git(
+    let added = git(
         repo,
         &["worktree", "add", "-b", &branch, "--", &path_text, &base],
     )
-    .await?;
+    .await;
+    if let Err(error) = added {
+        // git makes the branch before the checkout that failed: it was not there a moment
+        // ago (the turn is ours), so it goes, or the next init would take it for someone's.
+        if has_branch(repo, &branch).await {
+            let _ = git(repo, &["worktree", "prune"]).await;
+            let _ = git(repo, &["branch", "-D", &branch]).await;
+        }
+        return Err(error);
+    }
     Ok(Worktree { path, branch })
 }
 
@@ -287,14 +296,25 @@ pub fn baseline_blocking(dir: &Path) -> Result<Baseline, WorktreeError> {
 /// a Python samocode session, which recorded no worktree in a form we read).
 pub fn adopt(project: &Project, folder: &str) -> Option<Worktree> {
     let path = project.worktrees.join(folder);
-    let output = std::process::Command::new("git")
-        .arg("-C")
-        .arg(&path)
-        .args(["rev-parse", "--abbrev-ref", "HEAD"])
-        .output()
-        .ok()?;
-    output.status.success().then(|| Worktree {
-        branch: String::from_utf8_lossy(&output.stdout).trim().to_string(),
+    let ask = |args: &[&str]| {
+        let output = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&path)
+            .args(args)
+            .output()
+            .ok()?;
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+    };
+    // A checkout of its own, not a folder inside another one (which would answer for it).
+    let top = ask(&["rev-parse", "--show-toplevel"])?;
+    if !same_dir(Path::new(&top), &path) {
+        return None;
+    }
+    Some(Worktree {
+        branch: ask(&["rev-parse", "--abbrev-ref", "HEAD"])?,
         path,
     })
 }

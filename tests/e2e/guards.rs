@@ -215,6 +215,43 @@ fn a_session_never_takes_over_a_branch_or_checkout_it_did_not_make() {
 }
 
 #[test]
+fn an_init_whose_checkout_failed_leaves_no_branch_behind_and_resumes() {
+    let project = Project::new();
+    // A filter the checkout needs, failing for now (an LFS server out of reach, say).
+    std::fs::write(
+        project.repo.join(".gitattributes"),
+        "README.md filter=gate\n",
+    )
+    .unwrap();
+    git(&project.repo, &["add", ".gitattributes"]);
+    git(
+        &project.repo,
+        &[
+            "-c",
+            "user.name=p",
+            "-c",
+            "user.email=p@p",
+            "commit",
+            "-qm",
+            "filter",
+        ],
+    );
+    git(&project.repo, &["config", "filter.gate.required", "true"]);
+    git(&project.repo, &["config", "filter.gate.smudge", "false"]);
+    git(&project.repo, &["config", "filter.gate.clean", "cat"]);
+    let run = project.run(&["run", "--session", "lfs", "--dive", "d", "--task", "t"]);
+    run.expect(11);
+    assert!(run.stdout().contains("init failed"), "{}", run.stdout());
+    assert!(
+        !git(&project.repo, &["branch", "--list", "lfs"]).contains("lfs"),
+        "the failed init left its branch"
+    );
+    git(&project.repo, &["config", "filter.gate.smudge", "cat"]);
+    project.run(&["resume", "lfs"]).expect(0);
+    project.run(&["run", "--session", "lfs"]).expect(10);
+}
+
+#[test]
 fn a_worktree_deleted_by_hand_is_made_again_from_its_branch() {
     let mut project = Project::new();
     project.env("SAMOCODE_FAKE_STEPS", "1");
