@@ -424,7 +424,8 @@ fn a_worker_with_another_ack_wait_setting_still_keeps_its_attempt() {
 fn an_outage_of_nats_mid_attempt_never_runs_two_agents_of_a_session_at_once() {
     let mut nats = NatsServer::start();
     let mut project = nats_project();
-    project.env("SAMOCODE_FAKE", "investigation@1=slow:25");
+    // Chatty: its output waits on NATS while it is out of reach.
+    project.env("SAMOCODE_FAKE", "investigation@1=chatty:25");
     let _daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
     let one = worker(&project, &nats.url, "host-1", Some("host-1"));
     let two = worker(&project, &nats.url, "host-2", Some("host-2"));

@@ -4,7 +4,11 @@
 //! `samocode attempt-run` process (which stops its agent when the worker dies, even of
 //! SIGKILL), forwarding every event line it prints to the attempt's events subject. While the
 //! agent runs it acks the work message "in progress" three times per AckWait, so JetStream
-//! keeps the attempt with it; at the end it acks the message. A cancel request on the
+//! keeps the attempt with it (on a task of its own, so that output waiting on NATS never delays
+//! it; out of reach for so long that JetStream would give the attempt away before the agent's
+//! kill grace ended, it stops the agent); at the end it acks the message, once the result is in
+//! the attempt's events (a result that did not reach NATS leaves the message to be given
+//! again). A cancel request on the
 //! attempt's cancel subject becomes SIGTERM to the runner. A spec whose attempt is already
 //! over, already cancelled, or (a duplicate message) already taken by another worker is acked
 //! and not run. A stop request (SIGTERM) stops taking work, stops the running attempts with
@@ -12,6 +16,8 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
@@ -139,8 +145,8 @@ async fn run_one(
         return;
     }
     tracing::info!(%key, epoch, "running");
-    let reported = run_child(&link, &message, &spec, &file, &settings, &mut stopping).await;
-    if !reported {
+    let mut reported = run_child(&link, &message, &spec, &file, &settings, &mut stopping).await;
+    if reported == Reported::None {
         let result = AttemptResult {
             key: key.clone(),
             attempt_id: spec.attempt_id.clone(),
@@ -155,9 +161,18 @@ async fn run_one(
             stderr: String::new(),
             note: None,
         };
-        let _ = publish(&link, &key, &Event::Result(Box::new(result))).await;
+        if publish(&link, &key, &Event::Result(Box::new(result)))
+            .await
+            .is_err()
+        {
+            reported = Reported::Lost;
+        }
     }
     let _ = std::fs::remove_file(&file);
+    if reported == Reported::Lost {
+        tracing::warn!(%key, epoch, "the attempt's end did not reach NATS: not acked, so JetStream gives it again");
+        return;
+    }
     if let Err(error) = message.double_ack().await {
         tracing::warn!(%key, %error, "the end of the attempt was not acknowledged");
     }
@@ -177,8 +192,20 @@ async fn skip_reason(link: &Link, key: &str, epoch: u32) -> std::io::Result<Opti
     })
 }
 
-/// Runs `attempt-run` for the spec in `file`, forwarding its events; true when it reported
-/// a result.
+/// How a run of `attempt-run` ended, for the work message's ack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reported {
+    /// Its result is in the attempt's events: the message is acked.
+    Sent,
+    /// It printed no result.
+    None,
+    /// It printed one that did not reach NATS: the message is not acked, so that JetStream
+    /// gives the attempt again once its AckWait has passed (a result lost is never an attempt
+    /// the daemon waits for until its time limit).
+    Lost,
+}
+
+/// Runs `attempt-run` for the spec in `file`, forwarding its events.
 async fn run_child(
     link: &Link,
     message: &async_nats::jetstream::Message,
@@ -186,7 +213,7 @@ async fn run_child(
     file: &std::path::Path,
     settings: &WorkerSettings,
     stopping: &mut watch::Receiver<bool>,
-) -> bool {
+) -> Reported {
     let mut cancels = match link.client.subscribe(cancel_subject(&spec.key)).await {
         Ok(subscription) => Some(subscription),
         Err(error) => {
@@ -210,7 +237,7 @@ async fn run_child(
         Ok(child) => child,
         Err(error) => {
             tracing::error!(%error, "cannot start samocode attempt-run");
-            return false;
+            return Reported::None;
         }
     };
     let pid = child.id().map(|p| nix::unistd::Pid::from_raw(p as i32));
@@ -219,33 +246,40 @@ async fn run_child(
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         }
     };
+    // The keeper acks "in progress" on its own task, so that output waiting on a NATS out of
+    // reach never delays it.
+    let fenced = Arc::new(AtomicBool::new(false));
+    let keeper = tokio::spawn(keep(
+        link.clone(),
+        message.clone(),
+        spec.key.clone(),
+        spec.kill_grace,
+        fenced.clone(),
+        term,
+    ))
+    .abort_handle();
     let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
-    let ack_wait = link.settings.ack_wait;
-    let mut progress = tokio::time::interval(ack_wait / 3);
-    // When JetStream last surely heard that the attempt is in progress. Past the AckWait it
-    // gives the attempt to another worker: an agent still running here then would be a
-    // second one of its session, so it is stopped a third of the AckWait before that.
-    let mut kept = tokio::time::Instant::now();
-    let mut fenced = false;
-    let mut reported = false;
+    let mut reported = Reported::None;
     let mut told_to_stop = false;
     loop {
         tokio::select! {
             line = lines.next_line() => match line {
                 Ok(Some(line)) => match serde_json::from_str::<Event>(&line) {
                     Ok(Event::Result(mut result)) => {
-                        if fenced && result.note.is_none() {
-                            result.note = Some("the worker stopped the agent: NATS was out of reach for two thirds of the AckWait, after which JetStream gives the attempt to another worker".into());
+                        if fenced.load(Ordering::SeqCst) && result.note.is_none() {
+                            result.note = Some("the worker stopped the agent: it could not reach NATS for so long that JetStream would have given the attempt to another worker".into());
                         }
+                        reported = Reported::Sent;
                         if let Err(error) = publish(link, &spec.key, &Event::Result(result.clone())).await {
                             // Too large for the server, most likely: the daemon hears why.
                             result.end = End::Failed { detail: format!("the result could not be sent: {error}") };
                             result.changed.clear();
                             result.deleted.clear();
                             result.stderr.clear();
-                            let _ = publish(link, &spec.key, &Event::Result(result)).await;
+                            if publish(link, &spec.key, &Event::Result(result)).await.is_err() {
+                                reported = Reported::Lost;
+                            }
                         }
-                        reported = true;
                     }
                     Ok(event) => {
                         let _ = publish(link, &spec.key, &event).await;
@@ -254,20 +288,6 @@ async fn run_child(
                 },
                 _ => break,
             },
-            _ = progress.tick() => {
-                if in_progress(link, message, ack_wait / 3).await {
-                    kept = tokio::time::Instant::now();
-                } else if !told_to_stop && kept.elapsed() >= ack_wait * 2 / 3 {
-                    tracing::warn!(
-                        key = %spec.key,
-                        unreachable = %humantime::format_duration(kept.elapsed()),
-                        "NATS is out of reach: stopping the agent before JetStream gives its attempt to another worker"
-                    );
-                    told_to_stop = true;
-                    fenced = true;
-                    term();
-                }
-            }
             Some(_) = async { cancels.as_mut()?.next().await }, if !told_to_stop => {
                 told_to_stop = true;
                 term();
@@ -279,7 +299,43 @@ async fn run_child(
         }
     }
     let _ = child.wait().await;
+    keeper.abort();
     reported
+}
+
+/// Tells JetStream every third of the AckWait that the attempt is in progress. Past the
+/// AckWait without hearing so, JetStream gives the attempt to another worker: an agent still
+/// running here then would be a second one of its session. So when NATS has been out of reach
+/// for so long that the agent's kill grace would end past that point, the agent is stopped.
+async fn keep(
+    link: Link,
+    message: async_nats::jetstream::Message,
+    key: String,
+    grace: Duration,
+    fenced: Arc<AtomicBool>,
+    term: impl Fn(),
+) {
+    let ack_wait = link.settings.ack_wait;
+    let tick = ack_wait / 3;
+    let stop_after = ack_wait.saturating_sub(grace).saturating_sub(tick);
+    let mut progress = tokio::time::interval(tick);
+    // When JetStream last surely heard from this worker: stamped before the ack is sent.
+    let mut kept = tokio::time::Instant::now();
+    loop {
+        progress.tick().await;
+        let asked = tokio::time::Instant::now();
+        if in_progress(&link, &message, tick).await {
+            kept = asked;
+        } else if !fenced.load(Ordering::SeqCst) && kept.elapsed() >= stop_after {
+            tracing::warn!(
+                %key,
+                unreachable = %humantime::format_duration(kept.elapsed()),
+                "NATS is out of reach: stopping the agent before JetStream gives its attempt to another worker"
+            );
+            fenced.store(true, Ordering::SeqCst);
+            term();
+        }
+    }
 }
 
 /// Tells JetStream the attempt is in progress; true when that surely reached the server (a
