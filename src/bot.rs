@@ -9,8 +9,10 @@
 //! As a bot it long-polls `getUpdates` itself (backing off after errors), on a client whose
 //! timeout outlasts the poll (teloxide's default one gives up on an idle poll first, and each
 //! give-up backed its listener off, up to a minute deaf), and keeps its place in the updates
-//! in the state directory, written before an update is acted on: a daemon that dies while
-//! acting on one starts after it, so a command is applied once or not at all. It parses commands with the `BotCommands` derive (`commands`, registered as
+//! in the state directory, written before a batch of updates is acted on: a daemon that dies
+//! while acting on one starts after the batch, so a command is applied once or not at all.
+//! Telegram's own wait (a 429's `retry_after`) is kept, and the bot asks for its own name
+//! until it learns it (to leave other bots' commands alone). It parses commands with the `BotCommands` derive (`commands`, registered as
 //! the chat's menu), and turns commands and button presses into the same control requests as
 //! the CLI. Who may act: in a private chat (`TELEGRAM_CHAT_ID` positive) its owner, and anyone
 //! in `TELEGRAM_ALLOWED_USERS`; in a group only the latter. Anyone else changes nothing, is
@@ -192,16 +194,19 @@ impl Telegram {
             .ok()
             .and_then(|text| text.trim().parse().ok());
         let mut told: HashSet<u64> = HashSet::new();
-        // Its own username, to tell its commands from other bots' in a group.
-        let me = match self.poller.get_me().await {
-            Ok(me) => me.user.username.clone(),
-            Err(error) => {
-                tracing::warn!(error = %self.scrub(&error.to_string()), "cannot learn the bot's own name; commands to any bot are taken");
-                None
-            }
-        };
+        // Its own username, to tell its commands from other bots' in a group; asked again
+        // until Telegram answers (the daemon may start before the network).
+        let mut me: Option<String> = None;
         let mut pause = Duration::from_secs(1);
         loop {
+            if me.is_none() {
+                match self.poller.get_me().await {
+                    Ok(found) => me = found.user.username.clone(),
+                    Err(error) => {
+                        tracing::warn!(error = %self.scrub(&error.to_string()), "cannot learn the bot's own name yet; until then a command to any bot is taken")
+                    }
+                }
+            }
             let mut request = self.poller.get_updates().timeout(POLL_SECONDS);
             if let Some(next) = next {
                 request = request.offset(next);
@@ -209,23 +214,42 @@ impl Telegram {
             let updates = match request.await {
                 Ok(updates) => updates,
                 Err(error) => {
-                    tracing::warn!(error = %self.scrub(&error.to_string()), pause = %humantime::format_duration(pause), "telegram polling failed; trying again");
-                    tokio::time::sleep(pause).await;
+                    // Telegram's own wait when it names one (429), else a doubling backoff.
+                    let wait = match &error {
+                        RequestError::RetryAfter(after) => after.duration(),
+                        _ => pause,
+                    };
+                    tracing::warn!(error = %self.scrub(&error.to_string()), wait = %humantime::format_duration(wait), "telegram polling failed; trying again");
+                    tokio::time::sleep(wait).await;
                     pause = (pause * 2).min(Duration::from_secs(30));
                     continue;
                 }
             };
             pause = Duration::from_secs(1);
+            let Some(last) = updates.last() else {
+                continue;
+            };
+            // At most once: the place after the whole batch is kept before any of it is acted
+            // on (a daemon that dies half way loses the rest of the batch, never repeats it).
+            let after = i32::try_from(last.id.0).map_or(i32::MAX, |id| id.saturating_add(1));
+            next = Some(after);
+            let file = place.clone();
+            let kept = tokio::task::spawn_blocking(move || {
+                crate::session::store::write_atomic(&file, after.to_string().as_bytes())
+                    .map_err(|error| error.to_string())
+            })
+            .await
+            .unwrap_or_else(|error| Err(error.to_string()));
+            if let Err(why) = kept {
+                tracing::error!(error = %why, "cannot keep the place in Telegram's updates; this batch is not acted on");
+                self.say(
+                    self.chat,
+                    &format!("not done: samocode cannot keep its place in Telegram's updates ({why}); send the command again once that is fixed"),
+                )
+                .await;
+                continue;
+            }
             for update in updates {
-                let after = i32::try_from(update.id.0).map_or(i32::MAX, |id| id.saturating_add(1));
-                next = Some(after);
-                // At most once: the place is kept before the update is acted on.
-                let kept =
-                    crate::session::store::write_atomic(&place, after.to_string().as_bytes());
-                if let Err(error) = kept {
-                    tracing::error!(%error, "cannot keep the place in Telegram's updates; an update is skipped, not acted on");
-                    continue;
-                }
                 self.handle(update.kind, &supervisor, &mut told, me.as_deref())
                     .await;
             }
