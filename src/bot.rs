@@ -548,8 +548,10 @@ fn describe(folder: &SessionFolder) -> String {
             state.phase
         ),
         format!(
-            "iteration {} in the phase, {} in all; ${:.2} spent",
-            state.phase_iteration, state.iteration, state.usage.cost_usd
+            "iteration {} in the phase, {} in all; {} spent",
+            state.phase_iteration,
+            state.iteration,
+            crate::protocol::budget::money(state.usage.cost_usd)
         ),
     ];
     match &state.status {

@@ -150,8 +150,17 @@ fn seconds_in(text: &str) -> Option<i64> {
         if digits.is_empty() {
             break;
         }
-        let count: i64 = digits.parse().ok()?;
-        rest = rest[digits.len()..].trim_start();
+        // A fraction: `4.5 hours`.
+        let fraction = rest[digits.len()..]
+            .strip_prefix('.')
+            .map(leading_number)
+            .filter(|f| !f.is_empty());
+        let number = match fraction {
+            Some(fraction) => &rest[..digits.len() + 1 + fraction.len()],
+            None => digits,
+        };
+        let count: f64 = number.parse().ok()?;
+        rest = rest[number.len()..].trim_start();
         let unit = rest
             .split(|c: char| !c.is_alphabetic())
             .next()
@@ -164,7 +173,11 @@ fn seconds_in(text: &str) -> Option<i64> {
             "d" | "day" | "days" => 86400,
             _ => return None,
         };
-        total = total.checked_add(count.checked_mul(scale)?)?;
+        let seconds = count * scale as f64;
+        if !seconds.is_finite() || seconds > i64::MAX as f64 / 2.0 {
+            return None;
+        }
+        total = total.checked_add(seconds.round() as i64)?;
         rest = rest[unit.len()..].trim_start_matches([',', ' ']);
         rest = rest.strip_prefix("and ").unwrap_or(rest);
         if unit.is_empty() {
@@ -356,6 +369,10 @@ mod tests {
         assert_eq!(
             until("usage limit reached; try again in 1 day, 3 hours and 5 minutes."),
             at("2026-11-25T15:05:00Z")
+        );
+        assert_eq!(
+            until("usage limit reached; try again in 4.5 hours"),
+            at("2026-11-24T16:30:00Z")
         );
         // A unit it does not know is no delay at all, not seconds.
         assert_eq!(

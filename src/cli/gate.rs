@@ -6,7 +6,6 @@ use clap::Args;
 
 use super::{CliError, daemon, exit};
 use crate::config::Config;
-use crate::protocol::RunState;
 use crate::protocol::budget::{self, Budget};
 use crate::session::person::{self, PersonCommand};
 use crate::session::{SessionFolder, name};
@@ -38,20 +37,13 @@ pub(super) async fn command(
     // A `samocode run` killed mid-attempt may have left its agent running.
     crate::session::recover::take_over(&store, &mut state, &crate::agent::launch::LocalProcess)?;
     // Its lock was free, so a runnable session here is one a `run` left (interrupted, or
-    // killed): not parked, and not running either. Resume has nothing to change; say how to go on.
-    let idle = matches!(state.status, RunState::Running)
-        || (matches!(state.status, RunState::Queued) && state.not_before.is_none());
-    if idle && matches!(command, PersonCommand::Resume) {
-        println!(
-            "session {} is not parked: nobody drives it since its last `samocode run` ended",
+    // killed): not parked, and not running either. Resume has nothing to change (exit 2, as
+    // for any session that is not parked); it says how to go on.
+    if state.runs_when_driven() && matches!(command, PersonCommand::Resume) {
+        return Err(CliError::usage(anyhow::anyhow!(
+            "session {0} is not parked: nobody drives it since its last `samocode run` ended; run `samocode run --session {0}` to continue (or `samocode start --session {0}` to hand it to the daemon)",
             store.name()
-        );
-        println!(
-            "run `samocode run --session {}` to continue (or `samocode start --session {}` to hand it to the daemon)",
-            store.name(),
-            store.name()
-        );
-        return Ok(exit::DONE);
+        )));
     }
     let message = person::apply(&store, &mut state, &command, Some(daemon::FROM_CLI))?;
     println!("{message}");

@@ -397,7 +397,7 @@ pub fn table(rows: &[SessionRow], now: jiff::Timestamp) -> String {
                             .map(|at| format!("usage limit until {at}"))
                     })
                     .unwrap_or_else(|| "-".into()),
-                format!("${:.2}", r.cost_usd),
+                crate::protocol::budget::money(r.cost_usd),
                 age(&r.updated_at, now),
                 last,
             ]
@@ -483,13 +483,6 @@ fn show_one(
         println!("state:       error");
         println!("reason:      {}", row.error.as_deref().unwrap_or("-"));
         println!("owner:       {}", owner_text(&row));
-        let idle = row.state == "running" || (row.state == "queued" && row.resumes_at.is_none());
-        if idle && row.owner == "nobody" {
-            println!(
-                "             nobody drives it; `samocode run --session {0}` or `samocode start --session {0}` continues it",
-                row.name
-            );
-        }
         return Ok(exit::DONE);
     };
     println!(
@@ -513,8 +506,7 @@ fn show_one(
     }
     println!("worker:      {}", row.worker);
     println!("owner:       {}", owner_text(&row));
-    let idle = row.state == "running" || (row.state == "queued" && row.resumes_at.is_none());
-    if idle && row.owner == "nobody" {
+    if state.runs_when_driven() && row.owner == "nobody" && row.error.is_none() {
         println!(
             "             nobody drives it; `samocode run --session {0}` or `samocode start --session {0}` continues it",
             row.name

@@ -184,7 +184,7 @@ pub fn is_budget_reason(reason: &str) -> bool {
 }
 
 /// Money as a person reads it: `$20.31`; to a hundredth of a cent where cents would round
-/// it (`$0.0125`), so that a limit and what was spent never read alike when they differ.
+/// it (`$0.0125`), so that a limit and what was spent differing by that much read apart.
 pub fn money(usd: f64) -> String {
     let exact = format!("{usd:.4}");
     let cents = exact.trim_end_matches('0');

@@ -323,7 +323,6 @@ pub fn tell(state: &mut SessionState, text: &str, now: Timestamp) -> Result<Gate
     })
 }
 
-/// True when a session waiting for answers may go on because `_qa.md` is answered.
 /// True while the session waits for answers, also when stopped there.
 pub fn waits_for_answers(state: &SessionState) -> bool {
     matches!(
@@ -338,6 +337,7 @@ pub fn waits_for_answers(state: &SessionState) -> bool {
     )
 }
 
+/// True when a session waiting for answers may go on because `_qa.md` is answered.
 pub fn wakes_on_answers(state: &SessionState, qa_answered: bool) -> bool {
     qa_answered
         && matches!(

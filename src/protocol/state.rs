@@ -218,6 +218,13 @@ pub struct SessionState {
 }
 
 impl SessionState {
+    /// True when the session runs its next attempt as soon as a worker drives it: running
+    /// (a worker's attempt was in flight) or queued, and not held by a usage limit.
+    pub fn runs_when_driven(&self) -> bool {
+        matches!(self.status, RunState::Running)
+            || (matches!(self.status, RunState::Queued) && self.not_before.is_none())
+    }
+
     /// A session that has just been created and waits for its first iteration.
     pub fn new(name: &str, dive: &str, task: &str, now: Timestamp) -> SessionState {
         SessionState {

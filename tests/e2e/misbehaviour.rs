@@ -408,7 +408,7 @@ fn interrupting_run_stops_the_agent_and_the_next_run_retries_the_iteration() {
         shown.contains("nobody drives it; `samocode run --session"),
         "{shown}"
     );
-    let resumed = project.run(&["resume", "intr"]).expect(0).stdout();
+    let resumed = project.run(&["resume", "intr"]).expect(2).stderr();
     assert!(
         !resumed.contains("already running") && resumed.contains("samocode run --session"),
         "{resumed}"
