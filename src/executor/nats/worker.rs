@@ -170,7 +170,7 @@ async fn run_one(
     }
     let _ = std::fs::remove_file(&file);
     if reported == Reported::Lost {
-        tracing::warn!(%key, epoch, "the attempt's end did not reach NATS: not acked, so JetStream gives it again");
+        tracing::warn!(%key, epoch, "the attempt's end is not sent (NATS out of reach, or the agent stopped for it): not acked, so JetStream gives it again");
         return;
     }
     if let Err(error) = message.double_ack().await {
@@ -199,9 +199,9 @@ enum Reported {
     Sent,
     /// It printed no result.
     None,
-    /// It printed one that did not reach NATS: the message is not acked, so that JetStream
-    /// gives the attempt again once its AckWait has passed (a result lost is never an attempt
-    /// the daemon waits for until its time limit).
+    /// It printed one that did not reach NATS, or the worker stopped the agent for the lease
+    /// it lost: the message is not acked, so that JetStream gives the attempt again once its
+    /// AckWait has passed (never an attempt the daemon waits for until its time limit).
     Lost,
 }
 
@@ -265,10 +265,13 @@ async fn run_child(
         tokio::select! {
             line = lines.next_line() => match line {
                 Ok(Some(line)) => match serde_json::from_str::<Event>(&line) {
+                    // Stopped for the lease it lost: JetStream gives the attempt again, and
+                    // the next epoch's result is the one; this one, sent late, could reach the
+                    // daemon before the next epoch's start and be taken for the attempt's end.
+                    Ok(Event::Result(_)) if fenced.load(Ordering::SeqCst) => {
+                        reported = Reported::Lost;
+                    }
                     Ok(Event::Result(mut result)) => {
-                        if fenced.load(Ordering::SeqCst) && result.note.is_none() {
-                            result.note = Some("the worker stopped the agent: it could not reach NATS for so long that JetStream would have given the attempt to another worker".into());
-                        }
                         reported = Reported::Sent;
                         if let Err(error) = publish(link, &spec.key, &Event::Result(result.clone())).await {
                             // Too large for the server, most likely: the daemon hears why.
@@ -300,6 +303,9 @@ async fn run_child(
     }
     let _ = child.wait().await;
     keeper.abort();
+    if fenced.load(Ordering::SeqCst) {
+        return Reported::Lost;
+    }
     reported
 }
 
