@@ -519,10 +519,13 @@ impl Sink for Telegram {
 }
 
 /// A person as the chat knows them: `@username`, or their first name.
+/// Who acted, for the journal and the message: `by @ann`, or for a user without a username
+/// `by Telegram user 42 (Ann)`, so that a first name (which anyone may set to "@boss") never
+/// reads as someone's username.
 fn who(user: &teloxide::types::User) -> String {
     match &user.username {
         Some(name) => format!("by @{name}"),
-        None => format!("by {}", user.first_name),
+        None => format!("by Telegram user {} ({})", user.id.0, user.first_name),
     }
 }
 
@@ -580,4 +583,27 @@ fn describe(folder: &SessionFolder) -> String {
         }
     }
     lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::who;
+
+    #[test]
+    fn a_first_name_never_reads_as_a_username() {
+        let user = |username: Option<&str>, first: &str| teloxide::types::User {
+            id: teloxide::types::UserId(42),
+            is_bot: false,
+            first_name: first.into(),
+            last_name: None,
+            username: username.map(str::to_string),
+            language_code: None,
+            is_premium: false,
+            added_to_attachment_menu: false,
+        };
+        assert_eq!(who(&user(Some("ann"), "Ann")), "by @ann");
+        let spoof = who(&user(None, "@boss"));
+        assert_eq!(spoof, "by Telegram user 42 (@boss)");
+        assert!(!spoof.starts_with("by @"));
+    }
 }

@@ -231,7 +231,7 @@ fn link_to(saved: &TraceRef) -> Option<opentelemetry::trace::SpanContext> {
 /// The channel a person's command came through, from who gave it (`by @ann`: Telegram).
 fn channel(by: Option<&str>) -> &'static str {
     match by {
-        Some(by) if by.starts_with("by @") => "telegram",
+        Some(by) if by.starts_with("by @") || by.starts_with("by Telegram user ") => "telegram",
         Some(by) if by.contains("command line") => "cli",
         Some(by) if by.contains("dashboard") => "dashboard",
         Some(by) if by.contains("_qa.md") => "file",
@@ -247,6 +247,7 @@ mod tests {
     #[test]
     fn the_channel_comes_from_who_gave_the_command() {
         assert_eq!(channel(Some("by @ann")), "telegram");
+        assert_eq!(channel(Some("by Telegram user 42 (@boss)")), "telegram");
         assert_eq!(channel(Some("from the command line")), "cli");
         assert_eq!(channel(Some("in _qa.md")), "file");
     }
