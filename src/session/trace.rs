@@ -27,6 +27,16 @@ pub struct Trace {
     opened: Option<TraceRef>,
 }
 
+impl Drop for Trace {
+    /// A gate still open when the session's actor goes (a `samocode run` ends at its gate, a
+    /// daemon stops) ends with it: the person decides later, in another process.
+    fn drop(&mut self) {
+        if let Some(gate) = self.gate.take() {
+            gate.record("samocode.decision", "pending");
+        }
+    }
+}
+
 impl Trace {
     /// The innermost open span (the iteration's, else the session's), for what is logged
     /// while the session's actor works.

@@ -259,6 +259,8 @@ fn a_session_is_traced_as_session_iteration_and_attempt_spans_over_otlp_without_
         .collect();
     assert_eq!(waits, ["qa_answers", "plan_approval"], "{gates:#?}");
     for gate in &gates {
+        // Each run ended at its gate: the decision comes after it, in another process.
+        assert_eq!(gate.attributes["samocode.decision"], "pending", "{gate:?}");
         assert_eq!(
             by_id(&gate.parent).map(|p| p.name.as_str()),
             Some("session")
