@@ -4,6 +4,29 @@ use std::time::Duration;
 
 use super::fixture::{Project, git, wait_for};
 
+/// A new session `name` blocks at its init (exit 11), saying each of `says`.
+fn blocks_at_init(project: &Project, name: &str, says: &[&str]) {
+    let run = project.run(&["run", "--session", name, "--dive", "d", "--task", "t"]);
+    run.expect(11);
+    for text in says {
+        assert!(run.stdout().contains(text), "{name}: {}", run.stdout());
+    }
+}
+
+/// Points the project's `.samocode` at this main repository and worktrees folder.
+fn point_at(project: &Project, repo: &std::path::Path, worktrees: &std::path::Path) {
+    std::fs::write(
+        project.root.join(".samocode"),
+        format!(
+            "MAIN_REPO={}\nWORKTREES={}\nSESSIONS={}\n",
+            repo.display(),
+            worktrees.display(),
+            project.sessions.display()
+        ),
+    )
+    .unwrap();
+}
+
 #[test]
 fn a_name_with_a_path_is_refused_before_anything_is_written() {
     let project = Project::new();
@@ -146,13 +169,7 @@ fn a_missing_project_file_or_directory_is_named() {
 fn main_repo_that_is_not_git_blocks_with_a_clear_reason() {
     let project = Project::new();
     std::fs::remove_dir_all(project.repo.join(".git")).unwrap();
-    let run = project.run(&["run", "--session", "nogit", "--dive", "d", "--task", "t"]);
-    run.expect(11);
-    assert!(
-        run.stdout().contains("is not a git repository"),
-        "{}",
-        run.stdout()
-    );
+    blocks_at_init(&project, "nogit", &["is not a git repository"]);
 }
 
 #[test]
@@ -177,14 +194,7 @@ fn a_session_never_takes_over_a_branch_or_checkout_it_did_not_make() {
     git(&project.repo, &["checkout", "-q", "-"]);
     let tip = git(&project.repo, &["rev-parse", "feature"]);
     for name in ["feature", "main"] {
-        let run = project.run(&["run", "--session", name, "--dive", "d", "--task", "t"]);
-        run.expect(11);
-        assert!(
-            run.stdout()
-                .contains(&format!("branch {name} already exists")),
-            "{}",
-            run.stdout()
-        );
+        blocks_at_init(&project, name, &[&format!("branch {name} already exists")]);
     }
     assert_eq!(git(&project.repo, &["rev-parse", "feature"]), tip);
     assert_eq!(git(&project.repo, &["worktree", "list"]).lines().count(), 1);
@@ -194,23 +204,8 @@ fn a_session_never_takes_over_a_branch_or_checkout_it_did_not_make() {
     std::fs::create_dir_all(&inside).unwrap();
     let folder = format!("{}-nest", jiff::Zoned::now().strftime("%y-%m-%d"));
     std::fs::create_dir_all(project.repo.join("wt").join(&folder)).unwrap();
-    std::fs::write(
-        project.root.join(".samocode"),
-        format!(
-            "MAIN_REPO={}\nWORKTREES={}\nSESSIONS={}\n",
-            project.repo.display(),
-            inside.display(),
-            project.sessions.display()
-        ),
-    )
-    .unwrap();
-    let run = project.run(&["run", "--session", "nest", "--dive", "d", "--task", "t"]);
-    run.expect(11);
-    assert!(
-        run.stdout().contains("is not this session's worktree"),
-        "{}",
-        run.stdout()
-    );
+    point_at(&project, &project.repo, &inside);
+    blocks_at_init(&project, "nest", &["is not this session's worktree"]);
     assert_eq!(git(&project.repo, &["log", "--oneline"]).lines().count(), 1);
 }
 
@@ -239,9 +234,7 @@ fn an_init_whose_checkout_failed_leaves_no_branch_behind_and_resumes() {
     git(&project.repo, &["config", "filter.gate.required", "true"]);
     git(&project.repo, &["config", "filter.gate.smudge", "false"]);
     git(&project.repo, &["config", "filter.gate.clean", "cat"]);
-    let run = project.run(&["run", "--session", "lfs", "--dive", "d", "--task", "t"]);
-    run.expect(11);
-    assert!(run.stdout().contains("init failed"), "{}", run.stdout());
+    blocks_at_init(&project, "lfs", &["init failed"]);
     assert!(
         !git(&project.repo, &["branch", "--list", "lfs"]).contains("lfs"),
         "the failed init left its branch"
@@ -281,13 +274,7 @@ fn a_worktree_deleted_by_hand_is_made_again_from_its_branch() {
 fn a_bare_or_detached_main_repository_gets_advice_that_fits() {
     let project = Project::new();
     git(&project.repo, &["checkout", "-q", "--detach"]);
-    let run = project.run(&["run", "--session", "loose", "--dive", "d", "--task", "t"]);
-    run.expect(11);
-    assert!(
-        run.stdout().contains("HEAD is detached") && run.stdout().contains("BASE_BRANCH"),
-        "{}",
-        run.stdout()
-    );
+    blocks_at_init(&project, "loose", &["HEAD is detached", "BASE_BRANCH"]);
     let bare = project.root.join("bare.git");
     git(
         &project.root,
@@ -299,23 +286,8 @@ fn a_bare_or_detached_main_repository_gets_advice_that_fits() {
             bare.to_str().unwrap(),
         ],
     );
-    std::fs::write(
-        project.root.join(".samocode"),
-        format!(
-            "MAIN_REPO={}\nWORKTREES={}\nSESSIONS={}\n",
-            bare.display(),
-            project.worktrees.display(),
-            project.sessions.display()
-        ),
-    )
-    .unwrap();
-    let run = project.run(&["run", "--session", "bare", "--dive", "d", "--task", "t"]);
-    run.expect(11);
-    assert!(
-        run.stdout().contains("is a bare repository"),
-        "{}",
-        run.stdout()
-    );
+    point_at(&project, &bare, &project.worktrees);
+    blocks_at_init(&project, "bare", &["is a bare repository"]);
 }
 
 #[test]
