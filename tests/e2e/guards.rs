@@ -13,6 +13,24 @@ fn blocks_at_init(project: &Project, name: &str, says: &[&str]) {
     }
 }
 
+/// Commits `file` with `text` in the repository, as its person would.
+fn commit(repo: &std::path::Path, file: &str, text: &str) {
+    std::fs::write(repo.join(file), text).unwrap();
+    git(repo, &["add", file]);
+    git(
+        repo,
+        &[
+            "-c",
+            "user.name=p",
+            "-c",
+            "user.email=p@p",
+            "commit",
+            "-qm",
+            file,
+        ],
+    );
+}
+
 /// Points the project's `.samocode` at this main repository and worktrees folder.
 fn point_at(project: &Project, repo: &std::path::Path, worktrees: &std::path::Path) {
     std::fs::write(
@@ -177,20 +195,7 @@ fn a_session_never_takes_over_a_branch_or_checkout_it_did_not_make() {
     let project = Project::new();
     // A branch of the person's own, named like the session.
     git(&project.repo, &["checkout", "-q", "-b", "feature"]);
-    std::fs::write(project.repo.join("mine.txt"), "my work\n").unwrap();
-    git(&project.repo, &["add", "mine.txt"]);
-    git(
-        &project.repo,
-        &[
-            "-c",
-            "user.name=p",
-            "-c",
-            "user.email=p@p",
-            "commit",
-            "-qm",
-            "mine",
-        ],
-    );
+    commit(&project.repo, "mine.txt", "my work\n");
     git(&project.repo, &["checkout", "-q", "-"]);
     let tip = git(&project.repo, &["rev-parse", "feature"]);
     for name in ["feature", "main"] {
@@ -213,24 +218,7 @@ fn a_session_never_takes_over_a_branch_or_checkout_it_did_not_make() {
 fn an_init_whose_checkout_failed_leaves_no_branch_behind_and_resumes() {
     let project = Project::new();
     // A filter the checkout needs, failing for now (an LFS server out of reach, say).
-    std::fs::write(
-        project.repo.join(".gitattributes"),
-        "README.md filter=gate\n",
-    )
-    .unwrap();
-    git(&project.repo, &["add", ".gitattributes"]);
-    git(
-        &project.repo,
-        &[
-            "-c",
-            "user.name=p",
-            "-c",
-            "user.email=p@p",
-            "commit",
-            "-qm",
-            "filter",
-        ],
-    );
+    commit(&project.repo, ".gitattributes", "README.md filter=gate\n");
     git(&project.repo, &["config", "filter.gate.required", "true"]);
     git(&project.repo, &["config", "filter.gate.smudge", "false"]);
     git(&project.repo, &["config", "filter.gate.clean", "cat"]);
