@@ -795,7 +795,25 @@ impl SessionActor {
 
     async fn init(&self, run: &mut SessionRun) -> Result<(), worktree::WorktreeError> {
         let folder = run.store.name();
-        let tree = worktree::prepare(&self.project, &folder, name::short_name(&folder)).await?;
+        let claimed = run.state.branch.clone();
+        let tree = worktree::prepare(
+            &self.project,
+            &folder,
+            name::short_name(&folder),
+            claimed.as_deref(),
+            |branch| {
+                // On the disk before git makes the branch: a crash from here on finds it ours.
+                run.state.branch = Some(branch.to_string());
+                run.store
+                    .save(&mut run.state)
+                    .map_err(|e| worktree::WorktreeError::Git {
+                        args: "(saving state)".into(),
+                        dir: run.store.dir().to_path_buf(),
+                        detail: e.to_string(),
+                    })
+            },
+        )
+        .await?;
         let state = &mut run.state;
         state.worktree = Some(tree.path.clone());
         state.branch = Some(tree.branch.clone());

@@ -104,10 +104,16 @@ async fn git_raw(dir: &Path, args: &[&str]) -> Result<String, WorktreeError> {
 }
 
 /// Makes (or finds) the worktree of session folder `folder` with short name `name`.
+///
+/// A branch that exists already is taken only when this session claimed it before: `claimed`
+/// is the branch its state records, and `claim` records a new one before git makes it, so that
+/// an init a crash cut short (the branch made, the checkout not) finds its own branch again.
 pub async fn prepare(
     project: &Project,
     folder: &str,
     name: &str,
+    claimed: Option<&str>,
+    claim: impl FnOnce(&str) -> Result<(), WorktreeError>,
 ) -> Result<Worktree, WorktreeError> {
     let repo = &project.main_repo;
     checkout(repo).await?;
@@ -138,11 +144,19 @@ pub async fn prepare(
     }
     let _turn = ADDING.lock().await;
     if has_branch(repo, &branch).await {
-        return Err(WorktreeError::BranchTaken {
-            branch,
-            repo: repo.clone(),
-        });
+        if claimed != Some(branch.as_str()) {
+            return Err(WorktreeError::BranchTaken {
+                branch,
+                repo: repo.clone(),
+            });
+        }
+        // Ours, from an init cut short: the checkout is made on it now.
+        let path_text = path.to_string_lossy().into_owned();
+        git(repo, &["worktree", "prune"]).await?;
+        git(repo, &["worktree", "add", "--", &path_text, &branch]).await?;
+        return Ok(Worktree { path, branch });
     }
+    claim(&branch)?;
     let base = match &project.base_branch {
         Some(base) => base.clone(),
         None => default_branch(repo).await?,

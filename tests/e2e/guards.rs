@@ -233,6 +233,26 @@ fn an_init_whose_checkout_failed_leaves_no_branch_behind_and_resumes() {
 }
 
 #[test]
+fn an_init_a_crash_cut_short_takes_its_own_branch_again() {
+    let project = Project::new();
+    project
+        .run(&["run", "--session", "cut", "--dive", "d", "--task", "t"])
+        .expect(10);
+    // What a crash between the branch and its checkout leaves: the state, still in init,
+    // records the branch it claimed; the branch is there, its worktree is not.
+    let s = project.session("cut");
+    let mut state = s.state();
+    let tree = std::path::PathBuf::from(state["worktree"].as_str().unwrap());
+    state["phase"] = "init".into();
+    state["status"] = serde_json::json!({"state": "queued"});
+    state.as_object_mut().unwrap().remove("worktree");
+    std::fs::write(s.path("_state.json"), state.to_string()).unwrap();
+    std::fs::remove_dir_all(&tree).unwrap();
+    project.run(&["run", "--session", "cut"]).expect(10);
+    assert!(tree.join(".git").exists());
+}
+
+#[test]
 fn a_worktree_deleted_by_hand_is_made_again_from_its_branch() {
     let mut project = Project::new();
     project.env("SAMOCODE_FAKE_STEPS", "1");
