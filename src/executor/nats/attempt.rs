@@ -120,9 +120,11 @@ impl Driver {
                 (remote, 0)
             }
         };
-        let mut events = Some(self.follow(0).await?);
-        // The stream sequence of the last event read: a consumer made again after NATS was
-        // out of reach (a restarted server forgets it) goes on from the next one.
+        // Followed from here on whatever NATS does: once the spec is in the queue a worker may
+        // run it, so an end that could not be learned would be a retry beside it. Made (and
+        // made again after NATS was out of reach: a restarted server forgets the consumer)
+        // from the stream sequence after the last event read.
+        let mut events: Option<async_nats::jetstream::consumer::pull::Ordered> = None;
         let mut read = 0u64;
         let mut again = tokio::time::Instant::now();
         let mut epoch = 0u32;
@@ -139,7 +141,12 @@ impl Driver {
                             again = tokio::time::Instant::now() + Duration::from_secs(1);
                             continue;
                         }
-                        None => return Err(std::io::Error::other("the attempt's events ended")),
+                        None => {
+                            tracing::warn!(key = %self.key, "the attempt's events stopped; following them again");
+                            events = None;
+                            again = tokio::time::Instant::now() + Duration::from_secs(1);
+                            continue;
+                        }
                     };
                     if let Ok(info) = message.info() {
                         read = info.stream_sequence;
