@@ -65,6 +65,9 @@ pub struct Telegram {
     bot: Bot,
     /// The same bot on a client that waits out a long poll.
     poller: Bot,
+    /// The pieces of a long notice already sent, by the notice's text, while the rest is
+    /// tried again: a failure on a later piece does not send the earlier ones twice.
+    sent: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<i64>>>>,
     chat: ChatId,
     token: String,
     allowed: Vec<u64>,
@@ -86,6 +89,7 @@ impl Telegram {
         Ok(Telegram {
             bot,
             poller,
+            sent: Default::default(),
             chat: ChatId(settings.chat_id),
             token: settings.token.clone(),
             allowed: settings.allowed_users.clone(),
@@ -121,8 +125,21 @@ impl Telegram {
     async fn send_pieces(&self, notice: &Notice) -> Result<Vec<i64>, SendError> {
         let pieces = render::split(&notice.html);
         let last = pieces.len() - 1;
-        let mut ids = Vec::new();
-        for (i, piece) in pieces.into_iter().enumerate() {
+        let progress = |ids: Option<Vec<i64>>| {
+            let mut sent = self.sent.lock().expect("never poisoned");
+            match ids {
+                Some(ids) => drop(sent.insert(notice.html.clone(), ids)),
+                None => drop(sent.remove(&notice.html)),
+            }
+        };
+        let mut ids = self
+            .sent
+            .lock()
+            .expect("never poisoned")
+            .get(&notice.html)
+            .cloned()
+            .unwrap_or_default();
+        for (i, piece) in pieces.into_iter().enumerate().skip(ids.len()) {
             let mut request = self
                 .bot
                 .send_message(self.chat, piece)
@@ -130,9 +147,20 @@ impl Telegram {
             if i == last && !notice.buttons.is_empty() {
                 request = request.reply_markup(keyboard(&notice.buttons));
             }
-            let message = request.await.map_err(|e| self.classify(e))?;
-            ids.push(i64::from(message.id.0));
+            match request.await {
+                Ok(message) => ids.push(i64::from(message.id.0)),
+                Err(error) => {
+                    let error = self.classify(error);
+                    // Kept for the next try, unless there will be none.
+                    progress(match error {
+                        SendError::Later(_) if !ids.is_empty() => Some(ids),
+                        _ => None,
+                    });
+                    return Err(error);
+                }
+            }
         }
+        progress(None);
         Ok(ids)
     }
 

@@ -510,3 +510,38 @@ fn buttons_of_a_notice_the_session_moved_past_are_closed() {
     assert!(text(&closed[0]).contains("moved on"), "{}", closed[0]);
     assert!(closed[0]["reply_markup"].is_null(), "{}", closed[0]);
 }
+
+/// A long notice goes as several messages; a server error on a later one sends only the rest
+/// again, never the pieces Telegram already took.
+#[test]
+fn a_long_notice_cut_by_a_server_error_sends_each_piece_once() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    project.env("SAMOCODE_FAKE_STEPS", "1");
+    let _daemon = project.daemon(&[]);
+    let s = start(&project, "long");
+    wait_for(Duration::from_secs(30), "the questions", || {
+        !api.sent("has questions").is_empty()
+    });
+    project.run(&["stop", "long"]).expect(0);
+    wait_for(Duration::from_secs(30), "the stop notice", || {
+        !api.sent("stopped").is_empty()
+    });
+    let long: String = (1..=3)
+        .map(|n| {
+            format!(
+                "## Q{n}: {}\nSuggested: s{n}\nAnswer:\n\n",
+                format!("piece-{n} ").repeat(300)
+            )
+        })
+        .collect();
+    std::fs::write(s.path("_qa.md"), format!("# Questions\n\n{long}")).unwrap();
+    api.fail_text("piece-2");
+    project.run(&["resume", "long"]).expect(0);
+    wait_for(Duration::from_secs(60), "the long notice", || {
+        !api.sent("piece-3").is_empty()
+    });
+    for piece in ["piece-1", "piece-2", "piece-3"] {
+        assert_eq!(api.sent(piece).len(), 1, "{piece} sent once");
+    }
+}

@@ -37,6 +37,8 @@ struct State {
     chat: i64,
     /// getUpdates calls whose client closed the connection before the answer.
     abandoned: usize,
+    /// Texts whose first sendMessage gets a 500.
+    fail_texts: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -85,6 +87,15 @@ impl FakeApi {
             .unwrap()
             .down_until
             .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Answers the first sendMessage whose text contains `needle` with a 500.
+    pub fn fail_text(&self, needle: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .fail_texts
+            .push(needle.to_string());
     }
 
     /// How many getUpdates calls the bot gave up on before they were answered.
@@ -191,10 +202,14 @@ fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
     let sending = matches!(method.as_str(), "sendmessage" | "editmessagetext");
     let (status, answer) = {
         let mut s = state.lock().unwrap();
-        let failure = if sending {
-            s.failures.pop_front()
-        } else {
-            None
+        let text = request["text"].as_str().unwrap_or("");
+        let failure = match s.fail_texts.iter().position(|t| text.contains(t.as_str())) {
+            Some(i) if method == "sendmessage" => {
+                s.fail_texts.remove(i);
+                Some(Failure::ServerError)
+            }
+            _ if sending => s.failures.pop_front(),
+            _ => None,
         };
         match failure {
             Some(Failure::Down(span)) => {
