@@ -80,26 +80,45 @@ async fn git(dir: &Path, args: &[&str]) -> Result<String, WorktreeError> {
 
 /// A git command's standard output as it printed it (porcelain lines start with a space).
 async fn git_raw(dir: &Path, args: &[&str]) -> Result<String, WorktreeError> {
-    let output = Command::new("git")
+    let output = Command::from(git_command(dir, args)).output().await;
+    git_output(dir, args, output)
+}
+
+/// [`git_raw`] for callers off the async threads.
+fn git_raw_blocking(dir: &Path, args: &[&str]) -> Result<String, WorktreeError> {
+    let output = git_command(dir, args).output();
+    git_output(dir, args, output)
+}
+
+/// `git -C DIR ARGS`, never asking for a password.
+fn git_command(dir: &Path, args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new("git");
+    command
         .arg("-C")
         .arg(dir)
         .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .await
-        .map_err(|e| WorktreeError::Git {
-            args: args.join(" "),
-            dir: dir.to_path_buf(),
-            detail: e.to_string(),
-        })?;
+        .env("GIT_TERMINAL_PROMPT", "0");
+    command
+}
+
+/// A git command's standard output, or why it failed.
+fn git_output(
+    dir: &Path,
+    args: &[&str],
+    output: std::io::Result<std::process::Output>,
+) -> Result<String, WorktreeError> {
+    let failed = |detail: String| WorktreeError::Git {
+        args: args.join(" "),
+        dir: dir.to_path_buf(),
+        detail,
+    };
+    let output = output.map_err(|e| failed(e.to_string()))?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
-        Err(WorktreeError::Git {
-            args: args.join(" "),
-            dir: dir.to_path_buf(),
-            detail: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        })
+        Err(failed(
+            String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        ))
     }
 }
 
@@ -150,10 +169,9 @@ pub async fn prepare(
                 repo: repo.clone(),
             });
         }
-        // Ours, from an init cut short: the checkout is made on it now.
-        let path_text = path.to_string_lossy().into_owned();
-        git(repo, &["worktree", "prune"]).await?;
-        git(repo, &["worktree", "add", "--", &path_text, &branch]).await?;
+        // Ours, from an init cut short (a crash, or a checkout that failed after git made
+        // the branch): the checkout is made on it now.
+        add_on(repo, &path, &branch).await?;
         return Ok(Worktree { path, branch });
     }
     claim(&branch)?;
@@ -162,21 +180,21 @@ pub async fn prepare(
         None => default_branch(repo).await?,
     };
     let path_text = path.to_string_lossy().into_owned();
-    let added = git(
+    git(
         repo,
         &["worktree", "add", "-b", &branch, "--", &path_text, &base],
     )
-    .await;
-    if let Err(error) = added {
-        // git makes the branch before the checkout that failed: it was not there a moment
-        // ago (the turn is ours), so it goes, or the next init would take it for someone's.
-        if has_branch(repo, &branch).await {
-            let _ = git(repo, &["worktree", "prune"]).await;
-            let _ = git(repo, &["branch", "-D", &branch]).await;
-        }
-        return Err(error);
-    }
+    .await?;
     Ok(Worktree { path, branch })
+}
+
+/// Checks out the existing `branch` at `path`, once git has forgotten any worktree of it whose
+/// folder is gone.
+async fn add_on(repo: &Path, path: &Path, branch: &str) -> Result<(), WorktreeError> {
+    let path_text = path.to_string_lossy().into_owned();
+    git(repo, &["worktree", "prune"]).await?;
+    git(repo, &["worktree", "add", "--", &path_text, branch]).await?;
+    Ok(())
 }
 
 /// git does not make worktrees safely in parallel (it reads and writes .git/worktrees):
@@ -199,10 +217,7 @@ pub async fn restore(project: &Project, tree: &Worktree) -> Result<bool, Worktre
             repo: repo.clone(),
         });
     }
-    // git still lists the deleted folder as the branch's worktree until pruned.
-    git(repo, &["worktree", "prune"]).await?;
-    let path_text = tree.path.to_string_lossy().into_owned();
-    git(repo, &["worktree", "add", "--", &path_text, &tree.branch]).await?;
+    add_on(repo, &tree.path, &tree.branch).await?;
     Ok(true)
 }
 
@@ -279,30 +294,11 @@ pub async fn baseline(dir: &Path) -> Result<Baseline, WorktreeError> {
 
 /// [`baseline`] for callers off the async threads (taking over a session).
 pub fn baseline_blocking(dir: &Path) -> Result<Baseline, WorktreeError> {
-    let run = |args: &[&str]| -> Result<String, WorktreeError> {
-        let output = std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .output()
-            .map_err(|e| WorktreeError::Git {
-                args: args.join(" "),
-                dir: dir.to_path_buf(),
-                detail: e.to_string(),
-            })?;
-        if !output.status.success() {
-            return Err(WorktreeError::Git {
-                args: args.join(" "),
-                dir: dir.to_path_buf(),
-                detail: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-            });
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    };
     Ok(Baseline {
-        head: run(&["rev-parse", "HEAD"])?.trim().to_string(),
-        changes: run(&["status", "--porcelain", "--untracked-files=no"])?,
+        head: git_raw_blocking(dir, &["rev-parse", "HEAD"])?
+            .trim()
+            .to_string(),
+        changes: git_raw_blocking(dir, &["status", "--porcelain", "--untracked-files=no"])?,
     })
 }
 
@@ -311,16 +307,9 @@ pub fn baseline_blocking(dir: &Path) -> Result<Baseline, WorktreeError> {
 pub fn adopt(project: &Project, folder: &str) -> Option<Worktree> {
     let path = project.worktrees.join(folder);
     let ask = |args: &[&str]| {
-        let output = std::process::Command::new("git")
-            .arg("-C")
-            .arg(&path)
-            .args(args)
-            .output()
-            .ok()?;
-        output
-            .status
-            .success()
-            .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+        git_raw_blocking(&path, args)
+            .ok()
+            .map(|out| out.trim().to_string())
     };
     // A checkout of its own, not a folder inside another one (which would answer for it).
     let top = ask(&["rev-parse", "--show-toplevel"])?;
