@@ -61,10 +61,7 @@ async fn owner(config: &Config, dir: &std::path::Path) -> Result<Option<daemon::
         return Ok(None);
     };
     let owned = client.owned().await?.sessions;
-    let same = |other: &std::path::Path| {
-        other == dir
-            || matches!((other.canonicalize(), dir.canonicalize()), (Ok(a), Ok(b)) if a == b)
-    };
+    let same = |other: &std::path::Path| crate::session::worktree::same_dir(other, dir);
     if !owned.iter().any(|session| same(&session.dir)) {
         return Ok(None);
     }
@@ -138,7 +135,7 @@ pub async fn resume(args: ResumeArgs, config: &Config) -> Result<u8, CliError> {
         let project = config.project()?;
         let dir = name::resolve_existing(&project.sessions, session)?;
         let daemon = owner(config, &dir).await?.is_some();
-        if !daemon && let Some(refused) = budget_refusal(config, session)? {
+        if !daemon && let Some(refused) = budget_refusal(config, &dir, session) {
             return Err(CliError::usage(anyhow::anyhow!(refused)));
         }
         return command(config, session, PersonCommand::Resume).await;
@@ -153,27 +150,22 @@ pub async fn resume(args: ResumeArgs, config: &Config) -> Result<u8, CliError> {
 
 /// Without a daemon: why a plain `resume` of a session blocked by a budget it still has
 /// reached cannot go on (the daemon's session actor says the same).
-fn budget_refusal(config: &Config, session: &str) -> Result<Option<String>, CliError> {
-    let project = config.project()?;
-    let dir = name::resolve_existing(&project.sessions, session)?;
-    let Ok(state) = SessionFolder::new(dir).load_state() else {
-        return Ok(None);
-    };
+fn budget_refusal(config: &Config, dir: &std::path::Path, session: &str) -> Option<String> {
+    let state = SessionFolder::new(dir.to_path_buf()).load_state().ok()?;
     let crate::protocol::RunState::Blocked { reason, .. } = &state.status else {
-        return Ok(None);
+        return None;
     };
     if !budget::is_budget_reason(reason) {
-        return Ok(None);
+        return None;
     }
     let own = state.budget.over(&config.budgets.defaults);
-    Ok(own
-        .reached(&budget::Spent::of(&state), state.attempt == 0)
+    own.reached(&budget::Spent::of(&state), state.attempt == 0)
         .map(|reached| {
             format!(
                 "session {session} is blocked: {reached}; raise it to go on: `samocode resume {session} --raise-budget {}=N`",
                 reached.limit.word()
             )
-        }))
+        })
 }
 
 pub async fn stop(session: &str, config: &Config) -> Result<u8, CliError> {

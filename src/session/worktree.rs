@@ -250,7 +250,8 @@ async fn has_branch(repo: &Path, branch: &str) -> bool {
         .is_ok()
 }
 
-fn same_dir(a: &Path, b: &Path) -> bool {
+/// True when `a` and `b` name the same folder, also through links or `..`.
+pub fn same_dir(a: &Path, b: &Path) -> bool {
     a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
 }
 
