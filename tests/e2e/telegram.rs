@@ -33,6 +33,15 @@ fn start(project: &Project, name: &str) -> Session {
     project.session(name)
 }
 
+/// Starts session `name` on the running daemon and waits for its questions' notice.
+fn start_until_asked(project: &Project, api: &FakeApi, name: &str) -> Session {
+    let s = start(project, name);
+    wait_for(Duration::from_secs(30), "the questions", || {
+        !api.sent("has questions").is_empty()
+    });
+    s
+}
+
 fn folder(s: &Session) -> String {
     s.0.file_name().unwrap().to_string_lossy().into_owned()
 }
@@ -107,11 +116,8 @@ fn a_pressed_button_closes_its_message_and_says_who_pressed_it() {
     let api = FakeApi::start(-100);
     let mut project = telegram_project(&api, -100, Some(MEMBER));
     let _daemon = project.daemon(&[]);
-    let s = start(&project, "press");
+    let s = start_until_asked(&project, &api, "press");
     let name = folder(&s);
-    wait_for(Duration::from_secs(30), "the questions", || {
-        !api.sent("has questions").is_empty()
-    });
     let asked = api.sent("has questions").remove(0);
     // One button per option of each question, then one for all the suggestions.
     let rows = asked["reply_markup"]["inline_keyboard"]
@@ -204,10 +210,7 @@ fn the_owner_of_a_private_chat_may_act_a_stranger_may_not() {
     let api = FakeApi::start(OWNER as i64);
     let mut project = telegram_project(&api, OWNER as i64, None);
     let _daemon = project.daemon(&[]);
-    let s = start(&project, "own");
-    wait_for(Duration::from_secs(30), "the questions", || {
-        !api.sent("has questions").is_empty()
-    });
+    let s = start_until_asked(&project, &api, "own");
     wait_for(Duration::from_secs(10), "the command menu", || {
         !api.calls("setmycommands").is_empty()
     });
@@ -260,10 +263,7 @@ fn in_a_group_without_allowed_users_no_one_may_act() {
     let api = FakeApi::start(-500);
     let mut project = telegram_project(&api, -500, None);
     let _daemon = project.daemon(&[]);
-    let s = start(&project, "grp");
-    wait_for(Duration::from_secs(30), "the questions", || {
-        !api.sent("has questions").is_empty()
-    });
+    let s = start_until_asked(&project, &api, "grp");
     api.text_from(OWNER, "owner", "/accept grp");
     wait_for(Duration::from_secs(10), "the refusal", || {
         !api.sent("may not drive").is_empty()
@@ -286,10 +286,7 @@ fn guidance_from_telegram_and_the_command_line_reaches_the_next_iteration_once()
     project.env("SAMOCODE_FAKE", "implementation@1=slow:30");
     project.env("SAMOCODE_FAKE_STEPS", "1");
     let _daemon = project.daemon(&[]);
-    let s = start(&project, "guide");
-    wait_for(Duration::from_secs(30), "the questions", || {
-        !api.sent("has questions").is_empty()
-    });
+    let s = start_until_asked(&project, &api, "guide");
     api.text_from(
         OWNER,
         "owner",
@@ -436,10 +433,7 @@ fn an_idle_bot_keeps_listening_and_a_command_is_applied_once_across_a_crash() {
     let mut project = telegram_project(&api, OWNER as i64, None);
     project.env("SAMOCODE_FAKE_STEPS", "1");
     let daemon = project.daemon(&[]);
-    let s = start(&project, "once");
-    wait_for(Duration::from_secs(30), "the questions", || {
-        !api.sent("has questions").is_empty()
-    });
+    let s = start_until_asked(&project, &api, "once");
     // Longer idle than teloxide's own 17 s client timeout: no long poll is given up on, so
     // the bot never backs off and hears the next command at once.
     std::thread::sleep(Duration::from_secs(20));
@@ -519,10 +513,7 @@ fn a_long_notice_cut_by_a_server_error_sends_each_piece_once() {
     let mut project = telegram_project(&api, OWNER as i64, None);
     project.env("SAMOCODE_FAKE_STEPS", "1");
     let _daemon = project.daemon(&[]);
-    let s = start(&project, "long");
-    wait_for(Duration::from_secs(30), "the questions", || {
-        !api.sent("has questions").is_empty()
-    });
+    let s = start_until_asked(&project, &api, "long");
     project.run(&["stop", "long"]).expect(0);
     wait_for(Duration::from_secs(30), "the stop notice", || {
         !api.sent("stopped").is_empty()
