@@ -152,6 +152,34 @@ fn agents_under(dir: &Path) -> Vec<i32> {
         .collect()
 }
 
+/// Two workers, `host-1` and `host-2`, and the session `name` started on the daemon.
+fn two_workers_and(
+    project: &Project,
+    url: &str,
+    name: &str,
+) -> ([Worker; 2], super::fixture::Session) {
+    let workers = ["host-1", "host-2"].map(|host| worker(project, url, host, Some(host)));
+    project
+        .run(&["start", "--session", name, "--dive", "d", "--task", "t"])
+        .expect(0);
+    (workers, project.session(name))
+}
+
+/// The agents the workers run now.
+fn running(workers: &[Worker]) -> usize {
+    workers
+        .iter()
+        .map(|w| agents_under(&w.dir.join("work")).len())
+        .sum()
+}
+
+/// The daemon's log, then each worker's.
+fn all_logs(project: &Project, workers: &[Worker]) -> String {
+    workers.iter().fold(daemon_log(project), |log, w| {
+        log + &std::fs::read_to_string(w.dir.join("worker.log")).unwrap_or_default()
+    })
+}
+
 fn daemon_log(project: &Project) -> String {
     std::fs::read_to_string(project.root.join("daemon.log")).unwrap_or_default()
 }
@@ -397,16 +425,10 @@ fn a_worker_with_another_ack_wait_setting_still_keeps_its_attempt() {
     let _daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
     // The queue was made with 3 s; these workers are set to 30 s.
     project.env("SAMOCODE_NATS_ACK_WAIT", "30s");
-    let one = worker(&project, &nats.url, "host-1", Some("host-1"));
-    let two = worker(&project, &nats.url, "host-2", Some("host-2"));
-    project
-        .run(&["start", "--session", "once", "--dive", "d", "--task", "t"])
-        .expect(0);
-    let session = project.session("once");
-    let (work_one, work_two) = (one.dir.join("work"), two.dir.join("work"));
+    let (workers, session) = two_workers_and(&project, &nats.url, "once");
     let mut most = 0;
     wait_for(Duration::from_secs(60), "the questions", || {
-        most = most.max(agents_under(&work_one).len() + agents_under(&work_two).len());
+        most = most.max(running(&workers));
         session.path("_state.json").exists() && session.state()["status"]["for"] == "qa_answers"
     });
     assert_eq!(most, 1, "one agent at a time:\n{}", daemon_log(&project));
@@ -415,8 +437,7 @@ fn a_worker_with_another_ack_wait_setting_still_keeps_its_attempt() {
         "{}",
         daemon_log(&project)
     );
-    let log = std::fs::read_to_string(one.dir.join("worker.log")).unwrap_or_default()
-        + &std::fs::read_to_string(two.dir.join("worker.log")).unwrap_or_default();
+    let log = all_logs(&project, &workers);
     assert!(log.contains("the queue's is used"), "{log}");
 }
 
@@ -427,28 +448,23 @@ fn an_outage_of_nats_mid_attempt_never_runs_two_agents_of_a_session_at_once() {
     // Chatty: its output waits on NATS while it is out of reach.
     project.env("SAMOCODE_FAKE", "investigation@1=chatty:25");
     let _daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
-    let one = worker(&project, &nats.url, "host-1", Some("host-1"));
-    let two = worker(&project, &nats.url, "host-2", Some("host-2"));
-    project
-        .run(&["start", "--session", "outage", "--dive", "d", "--task", "t"])
-        .expect(0);
-    let session = project.session("outage");
-    let (work_one, work_two) = (one.dir.join("work"), two.dir.join("work"));
-    let running = || agents_under(&work_one).len() + agents_under(&work_two).len();
+    let (workers, session) = two_workers_and(&project, &nats.url, "outage");
     wait_for(Duration::from_secs(60), "the first agent", || {
-        running() == 1
+        running(&workers) == 1
     });
     let mut most = 1;
     // Down for three AckWaits: JetStream gives the attempt to the next worker when it is back.
-    nats.outage(Duration::from_secs(10), || most = most.max(running()));
+    nats.outage(Duration::from_secs(10), || {
+        most = most.max(running(&workers))
+    });
     wait_for(Duration::from_secs(120), "the questions", || {
-        most = most.max(running());
+        most = most.max(running(&workers));
         session.path("_state.json").exists() && session.state()["status"]["for"] == "qa_answers"
     });
-    let logs = || {
-        daemon_log(&project)
-            + &std::fs::read_to_string(one.dir.join("worker.log")).unwrap_or_default()
-            + &std::fs::read_to_string(two.dir.join("worker.log")).unwrap_or_default()
-    };
-    assert_eq!(most, 1, "one agent of the session at a time:\n{}", logs());
+    assert_eq!(
+        most,
+        1,
+        "one agent of the session at a time:\n{}",
+        all_logs(&project, &workers)
+    );
 }
