@@ -416,6 +416,7 @@ impl Telegram {
             Press::Person { session, command } => self.act(&session, command, by, supervisor).await,
             Press::Option {
                 session,
+                round,
                 question,
                 index,
             } => {
@@ -423,25 +424,20 @@ impl Telegram {
                     Ok(folder) => folder,
                     Err(problem) => return format!("not done: {problem}"),
                 };
-                let option = folder
+                let qa = folder
                     .read(crate::session::store::QA)
                     .ok()
                     .flatten()
-                    .and_then(|text| {
-                        QaDoc::parse(&text)
-                            .questions
-                            .into_iter()
-                            .find(|q| q.number == question)
-                            .and_then(|q| q.options.get(index).cloned())
-                    });
-                match option {
-                    Some(text) => {
+                    .map(|text| QaDoc::parse(&text))
+                    .unwrap_or_default();
+                match pressed_option(&qa, round, question, index) {
+                    Ok(text) => {
                         let answer = PersonCommand::Answer {
                             answers: Answers::Given(vec![(question, text)]),
                         };
                         self.act(&session, answer, by, supervisor).await
                     }
-                    None => format!("not done: Q{question} has no such option any more"),
+                    Err(problem) => format!("not done: {problem}"),
                 }
             }
         }
@@ -613,9 +609,76 @@ fn describe(folder: &SessionFolder) -> String {
     lines.join("\n")
 }
 
+/// The text of the option a button names, when its question is still the one `_qa.md` asks
+/// under that number: a later round numbers its questions again, so a button of an earlier
+/// round must not answer the later round's question of the same number.
+fn pressed_option(
+    qa: &QaDoc,
+    round: Option<u32>,
+    question: u32,
+    index: usize,
+) -> Result<String, String> {
+    let numbered: Vec<&crate::protocol::qa::Question> = qa
+        .questions
+        .iter()
+        .filter(|q| q.number == question)
+        .collect();
+    let pressed = match round {
+        Some(round) => numbered.iter().find(|q| q.round == round),
+        // An older notice's button names no round: it is clear only while one question has
+        // the number.
+        None if numbered.len() > 1 => {
+            return Err(format!(
+                "this button is from an older notice and more than one question is numbered Q{question}; reply /answer SESSION {question} TEXT"
+            ));
+        }
+        None => numbered.first(),
+    };
+    let Some(pressed) = pressed else {
+        return Err(format!("Q{question} has no such option any more"));
+    };
+    let last = qa.questions.iter().map(|q| q.round).max().unwrap_or(1);
+    if pressed.round < last {
+        return Err(format!(
+            "this button is from round {} of the questions; the session asks round {last} now: use the buttons of its latest notice",
+            pressed.round
+        ));
+    }
+    pressed
+        .options
+        .get(index)
+        .cloned()
+        .ok_or_else(|| format!("Q{question} has no such option any more"))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::who;
+    use super::{pressed_option, who};
+    use crate::protocol::qa::QaDoc;
+
+    #[test]
+    fn an_option_button_answers_only_the_question_it_was_shown_with() {
+        let qa = QaDoc::parse(
+            "# Questions\n\n## Q1: Where?\nOptions: here | there\nAnswer: there\n\n# Round 2\n\n## Q1: Colour?\nOptions: red | blue\nAnswer:\n",
+        );
+        assert_eq!(pressed_option(&qa, Some(2), 1, 1), Ok("blue".into()));
+        let stale = pressed_option(&qa, Some(1), 1, 0).unwrap_err();
+        assert!(
+            stale.contains("round 1") && stale.contains("round 2"),
+            "{stale}"
+        );
+        assert!(
+            pressed_option(&qa, Some(2), 1, 2).is_err(),
+            "no third option"
+        );
+        assert!(pressed_option(&qa, Some(3), 1, 0).is_err(), "no round 3");
+        // A button of an older notice, which named no round, is clear only while one question
+        // has its number.
+        let older = pressed_option(&qa, None, 1, 0).unwrap_err();
+        assert!(older.contains("/answer"), "{older}");
+        let one = QaDoc::parse("# Questions\n\n## Q1: Where?\nOptions: here | there\nAnswer:\n");
+        assert_eq!(pressed_option(&one, None, 1, 0), Ok("here".into()));
+    }
 
     #[test]
     fn a_first_name_never_reads_as_a_username() {

@@ -18,7 +18,8 @@
 //! `fifo` (make `_signal.json` a named pipe), `link:TARGET` (make it a symbolic link to
 //! TARGET), `huge:MB` (make it a regular file of MB megabytes), `env` (write the environment
 //! it was given to `agent-env.txt` in the session folder, then work normally), `twins` (ask
-//! two questions both numbered Q1, then work normally).
+//! two questions both numbered Q1, then work normally), `rounds` (once round 1 is answered, ask
+//! a second round, `# Round 2`, whose question is numbered Q1 again, then work normally).
 //! Also `escape` (leave a grandchild in a session of its own, out of the agent's process group,
 //! holding stdout, then work normally), `escape-threads` (the same, a grandchild whose main
 //! thread has exited while its other threads run: a zombie leader, whose `/proc/PID/environ`
@@ -287,6 +288,22 @@ impl Run {
                 return self.signal_text(
                     r#"{"status": "waiting", "phase": "requirements", "for": "qa_answers"}"#,
                 );
+            }
+            "rounds" if self.phase == "requirements" => {
+                let qa = self.session.join("_qa.md");
+                if let Ok(text) = std::fs::read_to_string(&qa)
+                    && QaDoc::parse(&text).is_answered()
+                    && !text.contains("# Round 2")
+                {
+                    if let Err(error) = std::fs::write(&qa, format!("{text}{ROUND_2}")) {
+                        eprintln!("fake-agent: {error}");
+                        return 1;
+                    }
+                    self.note("asked a second round of questions", "wait for answers");
+                    return self.signal_text(
+                        r#"{"status": "waiting", "phase": "requirements", "for": "qa_answers"}"#,
+                    );
+                }
             }
             _ => {}
         }
@@ -578,6 +595,8 @@ fn zombie(pid: i32) -> bool {
 }
 
 const TWINS: &str = "# Questions\n\n## Q1: Where should the demo files go?\nSuggested: samocode-demo\nAnswer:\n\n## Q1: How many steps should the plan have?\nSuggested: 3\nAnswer:\n";
+
+const ROUND_2: &str = "\n# Round 2\n\n## Q1: Which colour should the demo use?\nOptions: red | blue\nSuggested: red\nAnswer:\n";
 
 const QUESTIONS: &str = "# Questions\n\n## Q1: Where should the demo files go?\nOptions: samocode-demo | docs\nSuggested: samocode-demo\nAnswer:\n\n## Q2: How many steps should the plan have?\nOptions: 3 | 5\nSuggested: 3\nAnswer:\n";
 

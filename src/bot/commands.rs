@@ -141,7 +141,8 @@ fn answer(input: String) -> Result<(String, u32, String), ParseError> {
     Ok((name, number, text.trim().to_string()))
 }
 
-/// A pressed button: `VERB:SESSION`, or `opt:Q:I:SESSION` for option I of question Q.
+/// A pressed button: `VERB:SESSION`, or `opt:R:Q:I:SESSION` for option I of question Q of
+/// round R (`opt:Q:I:SESSION`, without the round, in notices sent before rounds were named).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Press {
     Person {
@@ -151,6 +152,8 @@ pub enum Press {
     /// Option `index` of question `question` (the bot reads its text from `_qa.md`).
     Option {
         session: String,
+        /// `None` for a button of an older notice, which did not name its round.
+        round: Option<u32>,
         question: u32,
         index: usize,
     },
@@ -166,13 +169,21 @@ pub fn press(data: &str) -> Option<Press> {
             answers: Answers::Suggestions,
         },
         "opt" => {
-            let mut parts = rest.splitn(3, ':');
-            let question = parts.next()?.parse().ok()?;
-            let index = parts.next()?.parse().ok()?;
+            // A session name holds no ':', so the count of parts tells the two forms apart.
+            let parts: Vec<&str> = rest.split(':').collect();
+            let (round, numbers) = match parts.as_slice() {
+                [round, question, index, session] => {
+                    (Some(round.parse().ok()?), [question, index, session])
+                }
+                [question, index, session] => (None, [question, index, session]),
+                _ => return None,
+            };
+            let [question, index, session] = numbers;
             return Some(Press::Option {
-                session: parts.next()?.to_string(),
-                question,
-                index,
+                session: session.to_string(),
+                round,
+                question: question.parse().ok()?,
+                index: index.parse().ok()?,
             });
         }
         _ => return None,
@@ -261,13 +272,25 @@ mod tests {
             })
         );
         assert_eq!(
-            press("opt:2:1:auth"),
+            press("opt:3:2:1:auth"),
             Some(Press::Option {
                 session: "auth".into(),
+                round: Some(3),
                 question: 2,
                 index: 1
             })
         );
+        assert_eq!(
+            press("opt:2:1:auth"),
+            Some(Press::Option {
+                session: "auth".into(),
+                round: None,
+                question: 2,
+                index: 1
+            })
+        );
+        assert_eq!(press("opt:x:2:1:auth"), None);
+        assert_eq!(press("opt:1:2:1:auth:more"), None);
         assert_eq!(press("nonsense"), None);
     }
 }

@@ -152,7 +152,7 @@ fn answer_buttons(session: &str, questions: &[Asked]) -> Vec<Vec<Button>> {
                 .enumerate()
                 .filter_map(|(i, option)| {
                     let label = format!("Q{}: {}", q.number, shorten(option, MAX_LABEL));
-                    let data = format!("opt:{}:{i}:{session}", q.number);
+                    let data = format!("opt:{}:{}:{i}:{session}", q.round, q.number);
                     (data.len() <= MAX_CALLBACK).then_some(Button { label, data })
                 })
                 .collect::<Vec<_>>()
@@ -311,12 +311,14 @@ mod tests {
             },
             questions: vec![
                 Asked {
+                    round: 2,
                     number: 1,
                     text: "Storage <kind>?".into(),
                     options: vec!["files".into(), "sqlite".into()],
                     suggested: Some("files".into()),
                 },
                 Asked {
+                    round: 2,
                     number: 2,
                     text: "Name?".into(),
                     options: Vec::new(),
@@ -337,7 +339,10 @@ mod tests {
             .collect();
         assert_eq!(
             data,
-            [vec!["opt:1:0:auth", "opt:1:1:auth"], vec!["answer:auth"]]
+            [
+                vec!["opt:2:1:0:auth", "opt:2:1:1:auth"],
+                vec!["answer:auth"]
+            ]
         );
         assert_eq!(n.buttons[0][1].label, "Q1: sqlite");
     }

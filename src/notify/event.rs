@@ -43,9 +43,11 @@ pub enum SessionEvent {
     Unparked { session: String, line: String },
 }
 
-/// A question of `_qa.md` as a notice shows it: its number, its text, its options.
+/// A question of `_qa.md` as a notice shows it: its round and number, its text, its options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Asked {
+    /// 1 for `# Questions`, N for `# Round N`: a later round may number its questions again.
+    pub round: u32,
     pub number: u32,
     pub text: String,
     pub options: Vec<String>,

@@ -977,6 +977,7 @@ fn open_questions(store: &SessionStore) -> Vec<crate::notify::Asked> {
     crate::protocol::qa::QaDoc::parse(&text)
         .open()
         .map(|q| crate::notify::Asked {
+            round: q.round,
             number: q.number,
             text: q.text.clone(),
             options: q.options.clone(),

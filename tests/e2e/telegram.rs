@@ -125,14 +125,14 @@ fn a_pressed_button_closes_its_message_and_says_who_pressed_it() {
         .unwrap()
         .clone();
     assert_eq!(rows.len(), 3, "{rows:?}");
-    assert_eq!(rows[0][1]["callback_data"], format!("opt:1:1:{name}"));
+    assert_eq!(rows[0][1]["callback_data"], format!("opt:1:1:1:{name}"));
     assert_eq!(rows[2][0]["callback_data"], format!("answer:{name}"));
     // Q1's second option (docs), then all the suggestions for the rest.
     api.press(
         MEMBER,
         "ann",
         asked["message_id"].as_i64().unwrap(),
-        &format!("opt:1:1:{name}"),
+        &format!("opt:1:1:1:{name}"),
     );
     wait_for(Duration::from_secs(10), "the option saved", || {
         s.read("_qa.md").contains("Answer: docs")
@@ -203,6 +203,60 @@ fn a_pressed_button_closes_its_message_and_says_who_pressed_it() {
                 && text(e).contains("approved from the command line")
         })
     });
+}
+
+#[test]
+fn an_option_button_of_an_earlier_round_does_not_answer_the_next_round() {
+    let api = FakeApi::start(-100);
+    let mut project = telegram_project(&api, -100, Some(MEMBER));
+    project.env("SAMOCODE_FAKE", "requirements=rounds");
+    let _daemon = project.daemon(&[]);
+    let s = start_until_asked(&project, &api, "rounds");
+    let name = folder(&s);
+    let first = api.sent("has questions").remove(0);
+    let button = |notice: &Value, row: usize, column: usize| {
+        notice["reply_markup"]["inline_keyboard"][row][column]["callback_data"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let id = |notice: &Value| notice["message_id"].as_i64().unwrap();
+    // Round 1: Q1's second option (docs), then the suggestions for the rest.
+    let docs = button(&first, 0, 1);
+    api.press(MEMBER, "ann", id(&first), &docs);
+    wait_for(Duration::from_secs(10), "the option saved", || {
+        s.read("_qa.md").contains("Answer: docs")
+    });
+    api.press(MEMBER, "ann", id(&first), &format!("answer:{name}"));
+    wait_for(Duration::from_secs(30), "round 2", || {
+        api.sent("has questions").len() == 2
+    });
+    let second = api.sent("has questions").remove(1);
+    assert!(text(&second).contains("Which colour"), "{second}");
+    // A press on round 1's Q1 button, which Telegram still showed, must not answer round 2's
+    // Q1: it is another question that happens to have the same number.
+    api.press(MEMBER, "ann", id(&first), &docs);
+    wait_for(Duration::from_secs(10), "the refusal", || {
+        api.calls("answercallbackquery")
+            .iter()
+            .any(|c| c["text"].as_str().is_some_and(|t| t.contains("round 2")))
+    });
+    let qa = s.read("_qa.md");
+    let round_2 = qa.split("# Round 2").nth(1).unwrap().to_string();
+    assert!(
+        round_2.contains("Answer:\n"),
+        "round 2's Q1 is still open: {qa}"
+    );
+    assert_eq!(s.state()["status"]["for"], "qa_answers");
+    // Round 2's own button answers it.
+    api.press(MEMBER, "ann", id(&second), &button(&second, 0, 1));
+    wait_for(Duration::from_secs(30), "the plan", || {
+        !api.sent("waits for approval").is_empty()
+    });
+    let qa = s.read("_qa.md");
+    let (round_1, round_2) = qa.split_once("# Round 2").unwrap();
+    assert!(round_1.contains("Answer: docs"), "{qa}");
+    assert!(round_2.contains("Answer: blue"), "{qa}");
 }
 
 #[test]
