@@ -14,8 +14,9 @@ pub mod metrics;
 mod rotating;
 
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SdkTracerProvider};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -52,6 +53,7 @@ pub fn init(config: &Config, logging: Logging) -> Telemetry {
         match exporter {
             Ok(exporter) => Some(
                 SdkTracerProvider::builder()
+                    .with_id_generator(Ids::default())
                     .with_span_processor(batch(exporter, config.otel_span_delay))
                     .with_resource(resource(config))
                     .build(),
@@ -62,6 +64,9 @@ pub fn init(config: &Config, logging: Logging) -> Telemetry {
             }
         }
     });
+    if let Some(provider) = &provider {
+        opentelemetry::global::set_tracer_provider(provider.clone());
+    }
     let otel = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("samocode"))
@@ -85,6 +90,41 @@ pub fn init(config: &Config, logging: Logging) -> Telemetry {
         meters,
         grpc,
     }
+}
+
+thread_local! {
+    /// The ids the next span made on this thread takes, set by [`with_ids`].
+    static FORCED: std::cell::Cell<Option<(TraceId, SpanId)>> = const { std::cell::Cell::new(None) };
+}
+
+/// Random ids, unless [`with_ids`] gives the ones a span must have.
+#[derive(Debug, Default)]
+struct Ids(RandomIdGenerator);
+
+impl IdGenerator for Ids {
+    fn new_trace_id(&self) -> TraceId {
+        match FORCED.get() {
+            Some((trace, _)) => trace,
+            None => self.0.new_trace_id(),
+        }
+    }
+
+    fn new_span_id(&self) -> SpanId {
+        match FORCED.get() {
+            Some((_, span)) => span,
+            None => self.0.new_span_id(),
+        }
+    }
+}
+
+/// Runs `make`, whose one root span takes these ids: a span a killed process never ended is
+/// ended by the next one under its own ids, so that the spans already exported under it find
+/// their parent.
+pub fn with_ids<R>(trace: TraceId, span: SpanId, make: impl FnOnce() -> R) -> R {
+    FORCED.set(Some((trace, span)));
+    let made = make();
+    FORCED.set(None);
+    made
 }
 
 /// One worker thread for the gRPC connections, only when a signal goes over gRPC.

@@ -143,11 +143,19 @@ fn is_zero_count(n: &usize) -> bool {
     *n == 0
 }
 
-/// A span by its ids in hex, as OpenTelemetry writes them.
+/// A run segment's `session` span by its ids in hex, as OpenTelemetry writes them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TraceRef {
     pub trace_id: String,
     pub span_id: String,
+    /// When the segment began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<Timestamp>,
+    /// The span is not ended yet: its process still runs the segment, or waits at its gate.
+    /// Found so by the next process, the process that had it ended without ending it (killed
+    /// or crashed), and the next process ends it in its place.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub open: bool,
 }
 
 /// The contents of `_state.json`.

@@ -237,6 +237,9 @@ impl SessionRun {
     }
 
     fn save_as(&mut self, notebook: bool, entry: Option<&str>) -> Result<(), StoreError> {
+        if let Some(segment) = &mut self.state.last_trace {
+            segment.open = self.trace.segment_open();
+        }
         self.synced()?;
         // A person's rows the journal refused before: journaled now if it takes them, so that
         // this save no longer carries them.
@@ -438,6 +441,10 @@ impl Actor for SessionActor {
         myself: ActorRef<SessionMsg>,
         run: &mut SessionRun,
     ) -> Result<(), ActorProcessingErr> {
+        if let Some(segment) = run.state.last_trace.clone().filter(|s| s.open) {
+            Trace::end_left_open(&run.state, &segment);
+            run.save_state()?;
+        }
         if let Some(reason) = run.fail.take() {
             run.generation += 1;
             // An attempt left in flight (a remote engine's, not taken over at the open) is
@@ -514,6 +521,12 @@ impl Actor for SessionActor {
         {
             let report = AttemptReport::lost("the worker stopped".into(), flight.started_at);
             self.journal_interrupted(run, &flight, &report);
+        }
+        // Its spans end with the actor; the state says so, or the next worker would end the
+        // segment's span again.
+        run.trace.end();
+        if run.state.last_trace.as_ref().is_some_and(|s| s.open) {
+            run.unsaved = true;
         }
         if let Err(error) = self.save_pending(run) {
             tracing::warn!(session = %run.state.name, %error, "cannot save the state at the stop; the next worker takes it from the journals");
@@ -680,6 +693,18 @@ impl SessionActor {
         let settings = self.agent.for_attempt(&choice);
         let command = agent::command(&settings, &text, &files.context, &workdir);
         let started_at = Timestamp::now();
+        let span = run.trace.attempt(
+            state,
+            &self.agent.provider.to_string(),
+            choice.model.as_str(),
+            choice.profile.name(),
+            choice.effort.as_str(),
+        );
+        if let Some(opened) = run.trace.opened() {
+            // Saved with the in-flight record: the next segment's trace links to this one,
+            // and should this process die, the next one ends the span in its place.
+            state.last_trace = Some(opened);
+        }
         // Recorded before the agent starts: a worker that dies from here on leaves what the
         // next one needs to find the agent's processes and journal the attempt.
         state.in_flight = Some(InFlightRecord {
@@ -741,13 +766,6 @@ impl SessionActor {
             myself.get_cell(),
         )
         .await?;
-        let span = run.trace.attempt(
-            &run.state,
-            &self.agent.provider.to_string(),
-            choice.model.as_str(),
-            choice.profile.name(),
-            choice.effort.as_str(),
-        );
         run.life = Life::Running(Box::new(InFlight {
             id,
             agent,
@@ -761,10 +779,6 @@ impl SessionActor {
             choice,
             guidance: state.guidance.len(),
         }));
-        if let Some(opened) = run.trace.opened() {
-            // Saved with the attempt's outcome: the next segment's trace links to this one.
-            run.state.last_trace = Some(opened);
-        }
         Ok(())
     }
 

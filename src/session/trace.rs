@@ -28,16 +28,59 @@ pub struct Trace {
 }
 
 impl Drop for Trace {
-    /// A gate still open when the session's actor goes (a `samocode run` ends at its gate, a
-    /// daemon stops) ends with it: the person decides later, in another process.
     fn drop(&mut self) {
-        if let Some(gate) = self.gate.take() {
-            gate.record("samocode.decision", "pending");
-        }
+        self.end();
     }
 }
 
 impl Trace {
+    /// Ends every open span: the session's actor goes (a `samocode run` ends at its gate, a
+    /// daemon stops). A gate still open ends with it: the person decides later, in another
+    /// process.
+    pub fn end(&mut self) {
+        if let Some(gate) = self.gate.take() {
+            gate.record("samocode.decision", "pending");
+        }
+        self.iteration = None;
+        self.session = None;
+    }
+
+    /// True while the run segment's span is not ended: the session runs, or waits at a gate
+    /// (the gate's span, under the session's, keeps it open until the decision).
+    pub fn segment_open(&self) -> bool {
+        self.session.is_some() || self.gate.is_some()
+    }
+
+    /// Ends, in place of the process that opened it, a segment's span that process never
+    /// ended (it was killed or crashed; the saved state says the span was open): under the
+    /// span's own ids, so that what was exported under it finds its parent, with the error
+    /// status. It ends now: when the process died is not known.
+    pub fn end_left_open(state: &SessionState, saved: &TraceRef) {
+        use opentelemetry::trace::{Span as _, SpanId, Status, TraceId, Tracer as _};
+        let (Ok(trace), Ok(span)) = (
+            TraceId::from_hex(&saved.trace_id),
+            SpanId::from_hex(&saved.span_id),
+        ) else {
+            return;
+        };
+        let tracer = opentelemetry::global::tracer("samocode");
+        let mut builder = tracer.span_builder("session").with_attributes([
+            opentelemetry::KeyValue::new("samocode.session", state.name.clone()),
+            opentelemetry::KeyValue::new("samocode.phase.exit", state.phase.to_string()),
+            opentelemetry::KeyValue::new("samocode.left_open", true),
+        ]);
+        if let Some(started) = saved.started {
+            builder = builder.with_start_time(std::time::SystemTime::from(started));
+        }
+        let mut ended = crate::telemetry::with_ids(trace, span, || {
+            builder.start_with_context(&tracer, &opentelemetry::Context::new())
+        });
+        ended.set_status(Status::error(
+            "the process that ran this segment ended without closing it (killed or crashed); the next segment, linked to it, carries on",
+        ));
+        ended.end();
+    }
+
     /// The innermost open span (the iteration's, else the session's), for what is logged
     /// while the session's actor works.
     pub fn current(&self) -> Span {
@@ -86,6 +129,8 @@ impl Trace {
                     opened = Some(TraceRef {
                         trace_id: context.trace_id().to_string(),
                         span_id: context.span_id().to_string(),
+                        started: Some(jiff::Timestamp::now()),
+                        open: true,
                     });
                 }
                 span

@@ -740,3 +740,84 @@ fn an_iteration_is_exported_while_its_session_still_runs() {
     assert_eq!(rows[0]["phase"], "requirements", "{rows:?}");
     daemon.terminate();
 }
+
+/// A daemon killed mid-session never ends its `session` span; the next daemon stands in for
+/// it, under its ids, so that the spans the killed one exported are not orphans, and the
+/// span says why it ended.
+#[test]
+fn a_session_span_a_crash_left_open_is_closed_by_the_next_daemon() {
+    let (port, seen) = receiver();
+    let mut project = exporting_to(port);
+    // The killed daemon's agent lives on, and the next daemon adopts it until it ends.
+    project.env("SAMOCODE_FAKE", "requirements@1=slow:8");
+    let daemon = project.daemon(&[]);
+    project
+        .run(&["start", "--session", "cut", "--dive", "d", "--task", "t"])
+        .expect(0);
+    super::fixture::wait_for(
+        Duration::from_secs(30),
+        "the first iteration's span",
+        || {
+            decode(&seen.lock().unwrap())
+                .0
+                .iter()
+                .any(|s| s.name == "iteration" && s.attributes["samocode.phase"] == "investigation")
+        },
+    );
+    daemon.crash();
+    let _daemon = project.daemon(&[]);
+    let s = project.session("cut");
+    super::fixture::wait_for(Duration::from_secs(60), "the questions", || {
+        s.state()["status"]["for"] == "qa_answers"
+    });
+    project
+        .run(&["answer", "cut", "--accept-suggestions"])
+        .expect(0);
+    super::fixture::wait_for(
+        Duration::from_secs(60),
+        "the next segment's span, ended by the answer",
+        || {
+            decode(&seen.lock().unwrap()).0.iter().any(|s| {
+                s.name == "session"
+                    && s.attributes.get("samocode.phase.exit").map(String::as_str)
+                        == Some("requirements")
+                    && s.status.0 == 0
+            })
+        },
+    );
+    let (spans, _) = decode(&seen.lock().unwrap());
+    let ids: std::collections::HashSet<&[u8]> = spans.iter().map(|s| s.id.as_slice()).collect();
+    let orphans: Vec<&Span> = spans
+        .iter()
+        .filter(|s| !s.parent.is_empty() && !ids.contains(s.parent.as_slice()))
+        .filter(|s| s.attributes.contains_key("samocode.session"))
+        .collect();
+    assert!(
+        orphans.is_empty(),
+        "spans whose parent never came: {orphans:#?}"
+    );
+    let cut: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.name == "session" && s.status.0 == 2)
+        .collect();
+    assert_eq!(cut.len(), 1, "{spans:#?}");
+    assert!(
+        cut[0].status.1.contains("ended without closing"),
+        "{:?}",
+        cut[0]
+    );
+    assert!(
+        cut[0].attributes["samocode.session"].ends_with("-cut"),
+        "{:?}",
+        cut[0]
+    );
+    // The next segment is linked to the one the crash cut.
+    let next = spans
+        .iter()
+        .find(|s| s.name == "session" && s.status.0 == 0 && s.links == 1)
+        .expect("a linked session span");
+    assert_eq!(
+        next.attributes["samocode.session"],
+        cut[0].attributes["samocode.session"]
+    );
+}
