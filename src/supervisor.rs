@@ -942,8 +942,27 @@ impl SupervisorActor {
             .copied()
             .filter(|t| now.duration_since(*t) < RESTART_WINDOW)
             .collect();
-        restarts.push(now);
         let project = entry.project.clone();
+        if restarts.len() > MAX_RESTARTS {
+            // The actor opened to mark the session failed ended too: opening it again would
+            // only fail again, as fast as it opens. It stays listed, broken, until a person's
+            // `resume` tries again.
+            let reason = format!(
+                "the session actor failed {} times within {} and could not record it; the last: {error}",
+                restarts.len() + 1,
+                humantime::format_duration(RESTART_WINDOW)
+            );
+            state.registry.parked_without_actor(
+                dir.clone(),
+                project,
+                Settled::Failed {
+                    reason: reason.clone(),
+                },
+            );
+            self.tell(state, &dir, reason);
+            return;
+        }
+        restarts.push(now);
         let fail = (restarts.len() > MAX_RESTARTS).then(|| {
             format!(
                 "the session actor failed {} times within {}; the last: {error}",

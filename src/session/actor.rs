@@ -638,6 +638,8 @@ impl SessionActor {
             self.release_slot(run);
             return self.block(run, error.to_string(), Source::Worker);
         }
+        // What the attempt's start changes, put back should its start not reach the disk.
+        let before = Counters::of(&run.state);
         let state = &mut run.state;
         let refused_before = state.not_before.take().is_some() && state.attempt > 0;
         if refused_before {
@@ -718,7 +720,16 @@ impl SessionActor {
             baseline: baseline.clone(),
             notes: state.guidance.len(),
         });
-        run.save()?;
+        if let Err(error) = run.save() {
+            let StoreError::Unreadable(unreadable) = error else {
+                return Err(error.into());
+            };
+            // The notebook cannot be read or written (too large, not UTF-8, a link): a
+            // person's to mend, and no attempt runs until then.
+            before.put_back(&mut run.state);
+            self.release_slot(run);
+            return self.block(run, unreadable.to_string(), Source::Worker);
+        }
         let log = run.store.create_log(&files)?;
         let state = &run.state;
         run.store.log(&format!(
@@ -998,4 +1009,36 @@ fn open_questions(store: &SessionStore) -> Vec<crate::notify::Asked> {
             suggested: q.suggested.clone(),
         })
         .collect()
+}
+
+/// The counters an attempt's start changes.
+#[derive(Clone, Copy)]
+struct Counters {
+    iteration: u32,
+    phase_iteration: u32,
+    attempt: u32,
+    failures: u32,
+    not_before: Option<Timestamp>,
+}
+
+impl Counters {
+    fn of(state: &SessionState) -> Counters {
+        Counters {
+            iteration: state.iteration,
+            phase_iteration: state.phase_iteration,
+            attempt: state.attempt,
+            failures: state.failures,
+            not_before: state.not_before,
+        }
+    }
+
+    /// Puts the counters back, with no attempt in flight.
+    fn put_back(self, state: &mut SessionState) {
+        state.iteration = self.iteration;
+        state.phase_iteration = self.phase_iteration;
+        state.attempt = self.attempt;
+        state.failures = self.failures;
+        state.not_before = self.not_before;
+        state.in_flight = None;
+    }
 }

@@ -536,7 +536,12 @@ impl SessionActor {
         run.state.status = status;
         run.state.attempt = 0;
         run.state.failures = 0;
-        run.save_noting(flow)?;
+        match run.save_noting(flow) {
+            // A notebook samocode cannot read (too large, not UTF-8, a link) is what this
+            // park may be about: the state alone still tells every command.
+            Err(StoreError::Unreadable(_)) => run.save_state()?,
+            saved => saved?,
+        }
         run.store.log(&format!("{word}: {reason}"));
         self.settle_as_state(run)
     }

@@ -294,3 +294,117 @@ fn the_daemon_refuses_paths_it_does_not_own_and_changes_nothing() {
     project.run(&["status"]).expect(0);
     drop(daemon);
 }
+
+/// Waits up to `limit` for `child` to end, and returns its exit code; kills it and fails when
+/// it does not end.
+fn ends_within(mut child: std::process::Child, limit: Duration, what: &str) -> i32 {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A notebook grown past what samocode reads (a paste, a runaway Flow Log) while the session
+/// rests: the session is blocked once, with the file and what to do, under `run` and under
+/// the daemon alike; the worker does not restart it in a loop, and it goes on once the file
+/// is shortened.
+#[test]
+fn a_notebook_over_the_read_limit_blocks_the_session_once_and_says_what_to_do() {
+    let mut project = Project::new();
+    new_session(&project, "big").expect(10);
+    project
+        .run(&["answer", "big", "--accept-suggestions"])
+        .expect(0);
+    let s = project.session("big");
+    let notebook = s.path("_overview.md");
+    let kept = std::fs::read_to_string(&notebook).unwrap();
+    let paste = "- a pasted line of a long log, far more than a notebook holds\n".repeat(70_000);
+    std::fs::write(&notebook, format!("{kept}{paste}")).unwrap();
+
+    let code = ends_within(
+        project.spawn(&["run", "--session", "big"]),
+        Duration::from_secs(60),
+        "run",
+    );
+    assert_eq!(code, 11, "blocked: {}", s.read("_state.json"));
+    let state = s.state();
+    assert_eq!(state["status"]["state"], "blocked", "{state}");
+    let reason = state["status"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("_overview.md") && reason.contains("shorten"),
+        "{reason}"
+    );
+    assert!(state.get("in_flight").is_none(), "no attempt ran: {state}");
+
+    // Under the daemon: blocked, not restarted over and over.
+    std::fs::write(s.path("_state.json"), {
+        let mut state = state.clone();
+        state["status"] = serde_json::json!({"state": "running"});
+        serde_json::to_vec(&state).unwrap()
+    })
+    .unwrap();
+    let daemon = project.daemon(&[]);
+    project.run(&["start", "--session", "big"]).expect(0);
+    wait_for(Duration::from_secs(30), "the block", || {
+        s.state()["status"]["state"] == "blocked"
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let log = std::fs::read_to_string(project.root.join("daemon.log")).unwrap();
+    assert_eq!(
+        log.matches("ended unexpectedly").count(),
+        0,
+        "the session's actor is not restarted in a loop: {}",
+        &log[log.len().saturating_sub(3000)..]
+    );
+    // Shortened, it goes on.
+    std::fs::write(&notebook, &kept).unwrap();
+    project.run(&["resume", "big"]).expect(0);
+    wait_for(Duration::from_secs(60), "the plan", || {
+        s.state()["status"]["for"] == "plan_approval"
+    });
+    daemon.terminate();
+}
+
+/// A session whose state cannot be written at all (here its spare is a folder) makes its
+/// actor fail at every start: the daemon reopens it a few times, then leaves it failed and
+/// says why, instead of reopening it as fast as it fails.
+#[test]
+fn a_session_that_fails_at_every_start_is_not_reopened_without_end() {
+    let mut project = Project::new();
+    new_session(&project, "stuck").expect(10);
+    project
+        .run(&["answer", "stuck", "--accept-suggestions"])
+        .expect(0);
+    let s = project.session("stuck");
+    let _ = std::fs::remove_file(s.path("._state.json.prev"));
+    std::fs::create_dir_all(s.path("._state.json.prev").join("x")).unwrap();
+    let daemon = project.daemon(&[]);
+    project.run(&["start", "--session", "stuck"]);
+    let log = || std::fs::read_to_string(project.root.join("daemon.log")).unwrap();
+    wait_for(Duration::from_secs(30), "the daemon to give up", || {
+        log().contains("could not record it")
+    });
+    let before = log().matches("ended unexpectedly").count();
+    std::thread::sleep(Duration::from_secs(3));
+    let after = log().matches("ended unexpectedly").count();
+    assert!(
+        before <= 5 && after == before,
+        "reopened {before} times, then {after}: {}",
+        &log()[log().len().saturating_sub(2000)..]
+    );
+    let status = project.run(&["status", "stuck"]);
+    assert!(
+        status.stdout().contains("could not record it"),
+        "{}",
+        status.stdout()
+    );
+    daemon.terminate();
+}
