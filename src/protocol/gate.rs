@@ -369,6 +369,7 @@ fn expect_plan_approval(state: &SessionState) -> Result<(), GateError> {
 
 /// Ready for a fresh iteration.
 fn requeue(state: &mut SessionState) {
+    state.person_acted();
     state.status = RunState::Queued;
     state.attempt = 0;
     state.failures = 0;

@@ -3,6 +3,7 @@
 //! Only the session's worker writes it. A session made by the Python samocode has none; then
 //! [`SessionState::from_legacy_overview`] derives one from `_overview.md`, once.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use jiff::Timestamp;
@@ -168,8 +169,13 @@ pub struct SessionState {
     pub status: RunState,
     /// Iterations of the whole session (one per agent run that was not a retry).
     pub iteration: u32,
-    /// Iterations in the current phase, the running one included.
+    /// Iterations in the current phase since a person last acted on the session (over all
+    /// its visits), the running one included: the phase's limit is counted on it.
     pub phase_iteration: u32,
+    /// The same count for the phases the session has left since a person last acted, so that
+    /// two phases sending each other back and forth meet their limits too.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub left_phases: BTreeMap<Phase, u32>,
     /// Attempt of the current iteration (1 for the first try). Every attempt has its own
     /// number, also one a crash of the worker interrupted.
     pub attempt: u32,
@@ -242,6 +248,7 @@ impl SessionState {
             status: RunState::Queued,
             iteration: 0,
             phase_iteration: 0,
+            left_phases: BTreeMap::new(),
             attempt: 0,
             failures: 0,
             in_flight: None,
@@ -303,12 +310,21 @@ impl SessionState {
         }
     }
 
-    /// Moves to `phase`, restarting the phase's iteration count when it changes.
+    /// Moves to `phase`, whose iteration count goes on from its last visit since a person
+    /// last acted ([`SessionState::person_acted`]).
     pub fn enter_phase(&mut self, phase: Phase) {
         if phase != self.phase {
+            if self.phase_iteration > 0 {
+                self.left_phases.insert(self.phase, self.phase_iteration);
+            }
             self.phase = phase;
-            self.phase_iteration = 0;
+            self.phase_iteration = self.left_phases.remove(&phase).unwrap_or(0);
         }
+    }
+
+    /// A person passed a gate or resumed the session: the phases it left count afresh.
+    pub fn person_acted(&mut self) {
+        self.left_phases.clear();
     }
 
     /// Derives a state from an overview written by the Python samocode (no `_state.json`).

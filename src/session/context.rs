@@ -40,7 +40,7 @@ pub fn render(input: &ContextInput<'_>) -> String {
     line(
         "Iteration",
         &format!(
-            "{} of at most {} in this phase",
+            "{} of at most {} in this phase since a person last acted",
             state.phase_iteration, rules.max_iterations
         ),
     );
@@ -93,8 +93,12 @@ pub fn render(input: &ContextInput<'_>) -> String {
     out
 }
 
+/// The phases a `continue` may name: none where the phase takes no `continue` (done).
 fn next_phases(state: &SessionState) -> String {
     let rules = state.phase.rules();
+    if !rules.statuses.contains(&crate::protocol::Status::Continue) {
+        return "none (this phase takes no `continue`)".to_string();
+    }
     let mut names = vec![format!("{} (stay)", state.phase)];
     for next in rules.next {
         if rules.gated_next == Some(*next) {
@@ -155,5 +159,24 @@ mod tests {
         assert!(text.contains("## Last attempt rejected\nno signal"));
         assert!(text.contains(workflow::WORKFLOW));
         assert!(text.contains("name: planning"));
+    }
+
+    /// The done phase takes `done` or `blocked`, never `continue`: the context must not offer
+    /// staying, or an agent following it literally is blocked.
+    #[test]
+    fn a_phase_without_continue_offers_no_move() {
+        let now = Timestamp::now();
+        let mut state = SessionState::new("26-11-24-auth", "why?", "do it", now);
+        state.enter_phase(Phase::Done);
+        let text = render(&ContextInput {
+            state: &state,
+            session_dir: Path::new("/s"),
+            workdir: Path::new("/w"),
+            time_limit: Duration::from_secs(60),
+            now,
+        });
+        let moves = header_value(&text, "May move to").unwrap();
+        assert!(!moves.contains("done"), "{moves}");
+        assert!(moves.starts_with("none"), "{moves}");
     }
 }

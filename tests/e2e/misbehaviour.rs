@@ -276,6 +276,49 @@ fn continue_cannot_cross_the_plan_gate() {
     assert!(last["reason"].as_str().unwrap().starts_with("plan_gate"));
 }
 
+/// Testing and quality sending each other back and forth count their iterations over all
+/// their visits: the phase whose limit is reached first blocks the session (quality, 10),
+/// and a person's resume starts the counts afresh.
+#[test]
+fn a_loop_between_two_phases_meets_their_iteration_limits() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE_STEPS", "1").env(
+        "SAMOCODE_FAKE",
+        r#"testing=signal:{"status":"continue","phase":"quality"};quality=signal:{"status":"continue","phase":"testing"}"#,
+    );
+    new_session(&project, "pingpong").expect(10);
+    project
+        .run(&["answer", "pingpong", "--accept-suggestions"])
+        .expect(0);
+    project.run(&["run", "--session", "pingpong"]).expect(10);
+    project.run(&["approve", "pingpong"]).expect(0);
+    let run = project.run(&["run", "--session", "pingpong"]);
+    run.expect(11);
+    assert!(
+        run.stdout()
+            .contains("iteration_limit_exceeded: the quality phase used all 10"),
+        "{}",
+        run.stdout()
+    );
+    let s = project.session("pingpong");
+    let phases = |s: &super::fixture::Session| {
+        s.jsonl("_iterations.jsonl")
+            .iter()
+            .map(|row| row["phase"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let count = |phases: &[String], phase: &str| phases.iter().filter(|p| *p == phase).count();
+    let first = phases(&s);
+    assert_eq!(count(&first, "quality"), 10, "{first:?}");
+    // The 10th quality iteration sent the session to testing once more.
+    assert_eq!(count(&first, "testing"), 11, "{first:?}");
+    // Resumed by a person, the loop gets its limits afresh.
+    project.run(&["resume", "pingpong"]).expect(0);
+    project.run(&["run", "--session", "pingpong"]).expect(11);
+    let second = phases(&s);
+    assert_eq!(count(&second, "quality"), 20, "{second:?}");
+}
+
 #[test]
 fn the_iteration_limit_blocks() {
     let mut project = Project::new();
