@@ -24,6 +24,12 @@ macro_rules! print {
     };
 }
 
+macro_rules! eprintln {
+    ($($arg:tt)*) => {
+        $crate::cli::output::error_line(format_args!($($arg)*))
+    };
+}
+
 mod answer;
 mod attempt_run;
 mod daemon;
@@ -393,6 +399,12 @@ pub async fn dispatch(
     sources: Sources,
     shutdown: crate::shutdown::Shutdown,
 ) -> Result<u8, CliError> {
+    if matches!(
+        cli.command,
+        Command::Run(_) | Command::Supervise(_) | Command::Demo(_) | Command::Worker(_)
+    ) {
+        output::drive_on_without_output();
+    }
     match cli.command {
         Command::Run(args) => run::run(args, &config, shutdown).await,
         Command::Supervise(_) => daemon::supervise(&config, shutdown).await,

@@ -1,6 +1,7 @@
 //! samocode: parse the command line, resolve the configuration, set up logs and traces, run
 //! the command, exit with its code. See the library docs for the design.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -78,6 +79,7 @@ fn main() -> ExitCode {
 }
 
 fn report(error: CliError) -> ExitCode {
-    eprintln!("samocode: {:#}", error.error);
+    // Not `eprintln!`: it panics when standard error is a terminal that hung up.
+    let _ = writeln!(std::io::stderr(), "samocode: {:#}", error.error);
     ExitCode::from(error.code)
 }

@@ -59,7 +59,9 @@ pub fn init(config: &Config, logging: Logging) -> Telemetry {
                     .build(),
             ),
             Err(error) => {
-                eprintln!("samocode: tracing export disabled: {error}");
+                crate::cli::output::error_line(format_args!(
+                    "samocode: tracing export disabled: {error}"
+                ));
                 None
             }
         }
@@ -142,7 +144,11 @@ fn grpc_runtime(config: &Config) -> Option<tokio::runtime::Runtime> {
         .thread_name("otlp-grpc")
         .enable_all()
         .build()
-        .inspect_err(|error| eprintln!("samocode: OTLP over gRPC disabled: {error}"))
+        .inspect_err(|error| {
+            crate::cli::output::error_line(format_args!(
+                "samocode: OTLP over gRPC disabled: {error}"
+            ))
+        })
         .ok()
 }
 
@@ -184,7 +190,9 @@ fn meter_provider(
                 .build(),
         ),
         Err(error) => {
-            eprintln!("samocode: metrics export disabled: {error}");
+            crate::cli::output::error_line(format_args!(
+                "samocode: metrics export disabled: {error}"
+            ));
             None
         }
     }

@@ -83,10 +83,10 @@ where
             Ok(file) => layers.push(layer(file, format, false, filter())),
             // The daemon still runs, and says so where it can; a state directory it cannot
             // write is refused a moment later with its own error.
-            Err(error) => eprintln!(
+            Err(error) => crate::cli::output::error_line(format_args!(
                 "samocode: cannot write the log file {}: {error}; logging to standard error only",
                 path.display()
-            ),
+            )),
         }
     }
     layers

@@ -227,6 +227,48 @@ fn a_closed_stdout_ends_quietly_with_exit_0() {
     );
 }
 
+/// A terminal that went away (an ssh connection dropped, a tmux pane killed) leaves `run`
+/// writing into a closed pipe and a hung-up terminal: it keeps driving the session and ends
+/// with the code of where the session stands, instead of panicking (101) or claiming done (0).
+#[test]
+fn run_whose_terminal_went_away_drives_on_and_exits_with_the_sessions_code() {
+    let unix_in = |seconds: u64| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + seconds
+    };
+    let project = Project::new();
+    // Standard output a closed pipe, standard error a hung-up terminal; then standard output
+    // to nowhere and standard error the hung-up terminal (run prints its warnings there).
+    for (name, closed_stdout) in [("gone", true), ("hungup", false)] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        // A terminal whose other side is closed: every write to it fails with EIO.
+        let pty = nix::pty::openpty(None, None).unwrap();
+        drop(pty.master);
+        let stdout = match closed_stdout {
+            true => Stdio::from(writer),
+            false => Stdio::null(),
+        };
+        let mut command =
+            project.command(&["run", "--session", name, "--dive", "d", "--task", "t"]);
+        command
+            .stdout(stdout)
+            .stderr(std::fs::File::from(pty.slave))
+            // A warning on standard error at the start of the run: the usage limit's park.
+            .env(
+                "SAMOCODE_FAKE",
+                format!("investigation=limit:{}", unix_in(2)),
+            );
+        let out = command.status().unwrap();
+        assert_eq!(out.code(), Some(10), "{name}: waits for answers");
+        let s = project.session(name);
+        assert_eq!(s.state()["status"]["for"], "qa_answers", "{name}");
+    }
+}
+
 /// samocode touches only what it owns: a control socket path taken by a file or by a live
 /// daemon, and a state directory others may enter, are refused and left as they were.
 #[test]
