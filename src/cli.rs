@@ -386,6 +386,7 @@ pub fn stops_on_request(cli: &Cli) -> bool {
         cli.command,
         Command::Run(_)
             | Command::Supervise(_)
+            | Command::Demo(_)
             | Command::Worker(_)
             | Command::AttemptRun(_)
             | Command::FakeAgent { .. }
@@ -419,7 +420,7 @@ pub async fn dispatch(
         Command::Tell(args) => gate::tell(args, &config).await,
         Command::Logs(args) => logs::logs(args, &config).await,
         Command::Dashboard(args) => dashboard::dashboard(args, &config).await,
-        Command::Demo(args) => demo::demo(args, &config, &sources).await,
+        Command::Demo(args) => demo::demo(args, &config, &sources, shutdown).await,
         Command::Install(args) => install::install(&args, &config),
         Command::Uninstall => install::uninstall(&config),
         Command::Worker(args) => worker::worker(args, &config, shutdown).await,

@@ -46,8 +46,10 @@ impl Shutdown {
         (Trigger { tx }, Shutdown { rx })
     }
 
-    /// Requests from SIGINT, SIGTERM and SIGHUP (a dropped terminal). Must be called inside a
-    /// tokio runtime.
+    /// Requests from SIGINT, SIGTERM and SIGHUP (a dropped terminal). A SIGHUP or SIGINT the
+    /// process was started with ignored stays ignored: `nohup` ignores SIGHUP so that a
+    /// command outlives its terminal, and a shell starts a background job with SIGINT ignored
+    /// so that Ctrl-C reaches only the foreground. Must be called inside a tokio runtime.
     pub fn from_signals() -> std::io::Result<Shutdown> {
         use tokio::signal::unix::{SignalKind, signal};
         let (trigger, shutdown) = Shutdown::new();
@@ -55,7 +57,9 @@ impl Shutdown {
             SignalKind::interrupt(),
             SignalKind::terminate(),
             SignalKind::hangup(),
-        ];
+        ]
+        .into_iter()
+        .filter(|kind| kind == &SignalKind::terminate() || !ignored(kind.as_raw_value()));
         for kind in kinds {
             let mut stream = signal(kind)?;
             let trigger = trigger.clone();
@@ -87,6 +91,17 @@ impl Shutdown {
     /// True once a stop was asked for.
     pub fn is_requested(&self) -> bool {
         self.rx.borrow().count >= 1
+    }
+}
+
+/// Whether `signal` is ignored now (as inherited), asked without changing it.
+fn ignored(signal: i32) -> bool {
+    // SAFETY: a null new action only reads the current one into `current`, a plain struct
+    // that sigaction fills.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut current) == 0
+            && current.sa_sigaction == libc::SIG_IGN
     }
 }
 

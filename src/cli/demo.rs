@@ -50,7 +50,12 @@ const DEMO_PARALLEL: usize = 2;
 /// The demo gives up after this long (the scripted agent needs well under a minute).
 const DEMO_LIMIT: Duration = Duration::from_secs(180);
 
-pub async fn demo(args: DemoArgs, config: &Config, _sources: &Sources) -> Result<u8, CliError> {
+pub async fn demo(
+    args: DemoArgs,
+    config: &Config,
+    _sources: &Sources,
+    mut shutdown: crate::shutdown::Shutdown,
+) -> Result<u8, CliError> {
     let started = Instant::now();
     let root = match args.dir {
         Some(dir) => dir,
@@ -137,7 +142,32 @@ pub async fn demo(args: DemoArgs, config: &Config, _sources: &Sources) -> Result
         }
     }
 
-    let outcome = watch(&supervisor, &dirs).await;
+    let outcome = tokio::select! {
+        outcome = watch(&supervisor, &dirs) => outcome,
+        signal = shutdown.requested() => {
+            // Ctrl-C: the agents are stopped with their grace, as under `supervise`; a second
+            // signal kills them at once.
+            eprintln!("samocode demo: interrupted; stopping the agents");
+            let stopped = supervisor.call(
+                |reply| SupervisorMsg::Shutdown { reply },
+                Some(Duration::from_secs(15)),
+            );
+            tokio::select! {
+                result = stopped => {
+                    if !matches!(result, Ok(CallResult::Success(()))) {
+                        crate::agent::launch::kill_all_live();
+                    }
+                }
+                _ = shutdown.forced() => {
+                    crate::agent::launch::kill_all_live();
+                }
+            }
+            supervisor.stop(None);
+            let _ = handle.await;
+            eprintln!("the demo's project stays in {}", root.display());
+            return Ok(crate::shutdown::exit_code(signal));
+        }
+    };
     supervisor.stop(None);
     let _ = handle.await;
 

@@ -404,6 +404,98 @@ fn the_testing_phase_may_not_change_tracked_files() {
     }
 }
 
+/// The pids of the scripted agents running now, from the files they keep in `running`.
+fn running_agents(running: &std::path::Path) -> Vec<i32> {
+    std::fs::read_dir(running)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .rsplit_once('.')
+                        .and_then(|(_, pid)| pid.parse().ok())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `nohup samocode run ...`: a hangup the run was started to ignore does not stop it.
+#[test]
+fn a_hangup_ignored_at_start_as_nohup_does_leaves_run_driving() {
+    use std::os::unix::process::CommandExt as _;
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation@1=slow:3");
+    let running = project.track_agents();
+    let mut command = project.command(&["run", "--session", "nohup", "--dive", "d", "--task", "t"]);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut run = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(20), "the agent to start", || {
+        !running_agents(&running).is_empty()
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(run.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    assert_eq!(
+        run.wait().unwrap().code(),
+        Some(10),
+        "it drove on to the gate"
+    );
+    let rows = project.session("nohup").jsonl("_iterations.jsonl");
+    assert!(rows.iter().all(|row| row["outcome"] == "ok"), "{rows:?}");
+}
+
+/// Ctrl-C on the demo stops its agents with it, as on `supervise`.
+#[test]
+fn ctrl_c_on_the_demo_stops_its_agents() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = dir.path().join("running");
+    let demo = std::process::Command::new(super::fixture::BIN)
+        .args(["demo", "--dir", dir.path().join("demo").to_str().unwrap()])
+        .env_remove("SAMOCODE_FAKE")
+        .env("SAMOCODE_FAKE_RUNNING", &running)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut agents = Vec::new();
+    wait_for(Duration::from_secs(30), "an agent to start", || {
+        agents = running_agents(&running);
+        !agents.is_empty()
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(demo.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = demo.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left: Vec<i32> = running_agents(&running)
+        .into_iter()
+        .chain(agents)
+        .filter(|pid| alive(*pid))
+        .collect();
+    assert!(left.is_empty(), "agents outlived the demo: {left:?}");
+}
+
 #[test]
 fn interrupting_run_stops_the_agent_and_the_next_run_retries_the_iteration() {
     let mut project = Project::new();
