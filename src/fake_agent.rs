@@ -484,15 +484,7 @@ impl Run {
 
     /// Ticks the first unticked step of the newest plan, as the implementation skill asks.
     fn tick_plan_step(&self) -> std::io::Result<()> {
-        let newest = std::fs::read_dir(&self.session)?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().contains("-plan-"))
-            })
-            .max();
-        if let Some(plan) = newest {
+        if let Some(plan) = crate::session::profile::newest_artifact(&self.session, "plan") {
             let text = std::fs::read_to_string(&plan)?;
             std::fs::write(&plan, text.replacen("- [ ]", "- [x]", 1))?;
         }

@@ -1,6 +1,7 @@
 //! The samocode protocol as pure code: no files, no clocks, no processes.
 //!
 //! - [`phase`]: the phase table and the words of a signal;
+//! - [`artifact`]: the agent's artifacts' names, their kind and their order;
 //! - [`signal`]: `_signal.json` parsing and validation;
 //! - [`overview`]: `_overview.md`, rewriting only the worker's lines;
 //! - [`qa`]: `_qa.md` questions and answers;
@@ -10,6 +11,7 @@
 //! - [`baseline`]: the tracked files of a worktree, and what a read-only attempt changed;
 //! - [`budget`]: a session's budgets (cost, iterations, time), what is spent and what is left.
 
+pub mod artifact;
 pub mod baseline;
 pub mod budget;
 pub mod gate;

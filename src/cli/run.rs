@@ -251,7 +251,7 @@ fn explain(config: &Config, folder: &str, settled: &Settled) -> u8 {
             wait_for: WaitFor::PlanApproval,
         } => {
             println!("{folder}: waiting for plan approval");
-            if let Some(plan) = newest_artifact(&dir, "-plan-") {
+            if let Some(plan) = crate::session::profile::newest_artifact(&dir, "plan") {
                 println!("  plan: {}", plan.display());
             }
             println!(
@@ -294,21 +294,6 @@ fn explain(config: &Config, folder: &str, settled: &Settled) -> u8 {
             exit::FAILURE
         }
     }
-}
-
-fn newest_artifact(dir: &std::path::Path, kind: &str) -> Option<std::path::PathBuf> {
-    let mut found: Vec<_> = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "md"))
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().contains(kind))
-        })
-        .collect();
-    found.sort();
-    found.pop()
 }
 
 fn dry_run(args: &RunArgs, config: &Config) -> Result<u8, CliError> {

@@ -170,7 +170,7 @@ impl SessionView {
 }
 
 /// The agent's markdown files: every `.md` in the folder but the notebook and the questions,
-/// in name order (their names start with the time).
+/// oldest first by the time their names start with, from the day the session was created.
 fn artifacts(
     dir: &Path,
     cache: &mut HashMap<String, (u64, Option<SystemTime>, Artifact)>,
@@ -186,7 +186,10 @@ fn artifacts(
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|name| name.ends_with(".md") && !name.starts_with('_') && !name.starts_with('.'))
         .collect();
-    files.sort();
+    let created = dir
+        .file_name()
+        .and_then(|name| crate::protocol::artifact::created(&name.to_string_lossy()));
+    crate::protocol::artifact::sort(&mut files, created);
     cache.retain(|file, _| files.contains(file));
     Ok(files
         .into_iter()

@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::protocol::artifact;
+
 use super::untrusted::Links;
 use crate::protocol::Phase;
 use crate::protocol::Profile;
@@ -45,20 +47,24 @@ pub fn pick(phase: Phase, session_dir: &Path) -> ProfilePick {
     }
 }
 
-/// The newest `*-plan-*.md` artifact: artifact names start with `MM-DD-HH:MM`, so the greatest
-/// name is the newest. Not the modification time: ticking steps rewrites an older plan too.
 fn newest_plan(session_dir: &Path) -> Option<PathBuf> {
-    std::fs::read_dir(session_dir)
+    newest_artifact(session_dir, "plan")
+}
+
+/// The session's newest artifact of `kind` (`plan`: `MM-DD-HH:MM-plan-<slug>.md`), ordered by
+/// the time in its name from the day the session was created. Not the modification time:
+/// ticking steps rewrites an older plan too.
+pub fn newest_artifact(session_dir: &Path, kind: &str) -> Option<PathBuf> {
+    let files: Vec<String> = std::fs::read_dir(session_dir)
         .ok()?
         .filter_map(Result::ok)
-        .filter(|entry| {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            name.contains("-plan-") && name.ends_with(".md") && !name.starts_with('_')
-        })
-        .map(|entry| (entry.file_name(), entry.path()))
-        .max()
-        .map(|(_, path)| path)
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    let created = session_dir
+        .file_name()
+        .and_then(|name| artifact::created(&name.to_string_lossy()));
+    artifact::newest(files.iter().map(String::as_str), kind, created)
+        .map(|file| session_dir.join(file))
 }
 
 #[cfg(test)]
@@ -93,5 +99,30 @@ mod tests {
                 plan: None
             }
         );
+    }
+
+    /// A requirements artifact whose slug says "plan", and a plan revised after the new year,
+    /// do not hide the plan in force.
+    #[test]
+    fn the_plan_in_force_is_the_newest_of_its_kind_across_the_new_year() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("26-12-30-login");
+        std::fs::create_dir(&dir).unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+        write(
+            "12-31-23:58-plan-login.md",
+            "## Phase 1 (profile: max)\n- [ ] 1.1 x\n",
+        );
+        write(
+            "01-01-00:03-plan-login.md",
+            "## Phase 1 (profile: light)\n- [ ] 1.1 x\n",
+        );
+        write(
+            "01-01-00:03-requirements-meal-plan-export.md",
+            "# Requirements\n",
+        );
+        let picked = pick(Phase::Implementation, &dir);
+        assert_eq!(picked.profile, Profile::Light);
+        assert_eq!(picked.plan.as_deref(), Some("01-01-00:03-plan-login.md"));
     }
 }

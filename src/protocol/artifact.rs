@@ -1,0 +1,137 @@
+//! Artifact names: `MM-DD-HH:MM-<kind>-<slug>.md` in the session folder (workflow.md), such as
+//! `03-14-09:05-plan-jwt-login.md`. The kind is the word after the time, never a word of the
+//! slug (`requirements-meal-plan-export` is a requirements artifact). The name carries no
+//! year, so a session's artifacts are ordered from the day the session was created (its
+//! folder's `YY-MM-DD`): a plan of `01-01` in a session created on `12-30` is newer than one of
+//! `12-31`.
+
+/// An artifact's name, read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArtifactName<'a> {
+    /// Month, day, hour, minute.
+    pub stamp: (u8, u8, u8, u8),
+    pub kind: &'a str,
+    pub slug: &'a str,
+}
+
+/// Reads `file` as an artifact's name; `None` for any other file.
+pub fn parse(file: &str) -> Option<ArtifactName<'_>> {
+    let stem = file.strip_suffix(".md")?;
+    let stamp = stem.get(..11)?;
+    let rest = stem.get(11..)?.strip_prefix('-')?;
+    let bytes = stamp.as_bytes();
+    let shaped = bytes.iter().enumerate().all(|(i, b)| match i {
+        2 | 5 => *b == b'-',
+        8 => *b == b':',
+        _ => b.is_ascii_digit(),
+    });
+    if !shaped {
+        return None;
+    }
+    let number = |at: usize| stamp[at..at + 2].parse::<u8>().ok();
+    let (month, day, hour, minute) = (number(0)?, number(3)?, number(6)?, number(9)?);
+    let valid = (1..=12).contains(&month) && (1..=31).contains(&day) && hour < 24 && minute < 60;
+    let (kind, slug) = rest.split_once('-').unwrap_or((rest, ""));
+    (valid && !kind.is_empty()).then_some(ArtifactName {
+        stamp: (month, day, hour, minute),
+        kind,
+        slug,
+    })
+}
+
+/// The month and day a session was created, from its folder's name (`YY-MM-DD-name`).
+pub fn created(folder: &str) -> Option<(u8, u8)> {
+    let month = folder.get(3..5)?.parse().ok()?;
+    let day = folder.get(6..8)?.parse().ok()?;
+    (folder.as_bytes().get(2) == Some(&b'-') && folder.as_bytes().get(5) == Some(&b'-'))
+        .then_some((month, day))
+}
+
+/// The order of an artifact's time in a session created on `created` (month, day): a date
+/// before that day in the calendar was in the next year.
+fn order(stamp: (u8, u8, u8, u8), created: Option<(u8, u8)>) -> (bool, (u8, u8, u8, u8)) {
+    let next_year = created.is_some_and(|day| (stamp.0, stamp.1) < day);
+    (next_year, stamp)
+}
+
+/// Sorts artifact file names oldest first, in a session created on `created`; names that are
+/// not artifacts' come first, by name.
+pub fn sort(files: &mut [String], created: Option<(u8, u8)>) {
+    files.sort_by(|a, b| {
+        let key = |f: &String| parse(f).map(|n| order(n.stamp, created));
+        key(a).cmp(&key(b)).then_with(|| a.cmp(b))
+    });
+}
+
+/// The newest of `files` whose kind is `kind`, in a session created on `created`.
+pub fn newest<'a>(
+    files: impl IntoIterator<Item = &'a str>,
+    kind: &str,
+    created: Option<(u8, u8)>,
+) -> Option<&'a str> {
+    files
+        .into_iter()
+        .filter_map(|file| parse(file).map(|name| (name, file)))
+        .filter(|(name, _)| name.kind == kind)
+        .max_by(|(a, fa), (b, fb)| {
+            order(a.stamp, created)
+                .cmp(&order(b.stamp, created))
+                .then_with(|| fa.cmp(fb))
+        })
+        .map(|(_, file)| file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kind_is_the_word_after_the_time() {
+        let name = parse("12-06-15:48-requirements-meal-plan-export.md").unwrap();
+        assert_eq!(name.kind, "requirements");
+        assert_eq!(name.slug, "meal-plan-export");
+        assert_eq!(parse("03-14-09:05-plan.md").unwrap().kind, "plan");
+        for other in [
+            "_overview.md",
+            "plan-x.md",
+            "13-01-10:00-plan-x.md",
+            "12-06-24:00-plan-x.md",
+            "12-06-15:48-plan-x.txt",
+            "12-06-15:48-.md",
+        ] {
+            assert_eq!(parse(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn the_newest_plan_is_the_latest_of_its_kind_across_the_new_year() {
+        let files = [
+            "12-31-23:58-plan-login.md",
+            "01-01-00:03-plan-login.md",
+            "01-01-00:05-requirements-meal-plan-export.md",
+            "notes.md",
+        ];
+        let created = created("26-12-30-login");
+        assert_eq!(created, Some((12, 30)));
+        assert_eq!(
+            newest(files, "plan", created),
+            Some("01-01-00:03-plan-login.md")
+        );
+        // Without the session's day, the calendar order is all there is.
+        assert_eq!(
+            newest(files, "plan", None),
+            Some("12-31-23:58-plan-login.md")
+        );
+        let mut sorted: Vec<String> = files.iter().map(|f| f.to_string()).collect();
+        sort(&mut sorted, created);
+        assert_eq!(
+            sorted,
+            [
+                "notes.md",
+                "12-31-23:58-plan-login.md",
+                "01-01-00:03-plan-login.md",
+                "01-01-00:05-requirements-meal-plan-export.md",
+            ]
+        );
+    }
+}
