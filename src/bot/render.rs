@@ -58,6 +58,7 @@ pub fn notice(event: &SessionEvent) -> Option<Notice> {
             phase,
             settled,
             questions,
+            ask,
         } => {
             let name = format!("<b>{}</b>", escape(session));
             let (html, buttons) = match settled {
@@ -79,13 +80,25 @@ pub fn notice(event: &SessionEvent) -> Option<Notice> {
                 Settled::Waiting {
                     wait_for: WaitFor::HumanAction,
                 } => (
-                    format!(
-                        "✋ {name} waits for an action by a person (see Next: in _overview.md); resume when it is done."
-                    ),
+                    match ask {
+                        Some(next) => format!(
+                            "✋ {name} waits for an action by a person: {}\nResume when it is done.",
+                            escape(next)
+                        ),
+                        None => format!(
+                            "✋ {name} waits for an action by a person (see Next: in _overview.md); resume when it is done."
+                        ),
+                    },
                     row(button("Resume", "resume", session)),
                 ),
                 Settled::Blocked { reason } => (
-                    format!("⛔ {name} is blocked in {phase}: {}", escape(reason)),
+                    format!(
+                        "⛔ {name} is blocked in {phase}: {}{}",
+                        escape(reason),
+                        ask.as_deref()
+                            .map(|needs| format!(" ({})", escape(needs)))
+                            .unwrap_or_default()
+                    ),
                     row(button("Resume", "resume", session)),
                 ),
                 Settled::Failed { reason } => (
@@ -257,6 +270,7 @@ mod tests {
             phase: Phase::Planning,
             settled,
             questions: Vec::new(),
+            ask: None,
         }
     }
 
@@ -285,6 +299,45 @@ mod tests {
         assert_eq!(
             blocked.html,
             "⛔ <b>26-11-24-auth</b> is blocked in planning: needs &lt;db&gt; &amp; a key"
+        );
+        // What the agent asks of the person is in the notice itself: a phone has no notebook.
+        let asked = |settled: Settled, ask: &str| match self::settled(settled) {
+            SessionEvent::Settled {
+                session,
+                phase,
+                settled,
+                questions,
+                ..
+            } => {
+                notice(&SessionEvent::Settled {
+                    session,
+                    phase,
+                    settled,
+                    questions,
+                    ask: Some(ask.into()),
+                })
+                .unwrap()
+                .html
+            }
+            _ => unreachable!(),
+        };
+        assert_eq!(
+            asked(
+                Settled::Waiting {
+                    wait_for: WaitFor::HumanAction
+                },
+                "create the <Stripe> key"
+            ),
+            "✋ <b>26-11-24-auth</b> waits for an action by a person: create the &lt;Stripe&gt; key\nResume when it is done."
+        );
+        assert_eq!(
+            asked(
+                Settled::Blocked {
+                    reason: "no database".into()
+                },
+                "needs environment"
+            ),
+            "⛔ <b>26-11-24-auth</b> is blocked in planning: no database (needs environment)"
         );
         let done = notice(&settled(Settled::Done {
             summary: Some("Added JWT".into()),
@@ -325,6 +378,7 @@ mod tests {
                     suggested: None,
                 },
             ],
+            ask: None,
         };
         let n = notice(&event).unwrap();
         assert!(
@@ -365,6 +419,7 @@ mod tests {
             phase: Phase::Planning,
             settled: Settled::Stopped,
             questions: Vec::new(),
+            ask: None,
         })
         .unwrap();
         assert!(message.buttons.is_empty());

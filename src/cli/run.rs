@@ -275,6 +275,16 @@ fn explain(config: &Config, folder: &str, settled: &Settled) -> u8 {
         }
         Settled::Blocked { reason } => {
             println!("{folder}: blocked: {reason}");
+            if let Some(SessionState {
+                status:
+                    crate::protocol::RunState::Blocked {
+                        needs: Some(needs), ..
+                    },
+                ..
+            }) = &state
+            {
+                println!("  it needs: {needs}");
+            }
             if crate::protocol::budget::is_budget_reason(reason) {
                 // A plain resume is refused while the budget it reached still holds.
                 println!(

@@ -59,6 +59,9 @@ pub struct SessionRow {
     pub total_iterations: u32,
     pub waiting_for: Option<String>,
     pub blocked_reason: Option<String>,
+    /// What a blocked session needs, as its agent said (`human_decision`, `clarification`,
+    /// `error_resolution`, `environment`).
+    pub needs: Option<String>,
     /// A queued session parked for a provider's usage limit runs again at this time.
     pub resumes_at: Option<String>,
     pub worker: &'static str,
@@ -120,6 +123,12 @@ impl SessionRow {
                 RunState::Blocked { reason, .. } | RunState::Failed { reason, .. } => {
                     Some(reason.clone())
                 }
+                _ => None,
+            },
+            needs: match &state.status {
+                RunState::Blocked {
+                    needs: Some(needs), ..
+                } => Some(needs.to_string()),
                 _ => None,
             },
             resumes_at: state.not_before.map(|at| at.to_string()),
@@ -192,6 +201,7 @@ impl SessionRow {
             total_iterations: 0,
             waiting_for: None,
             blocked_reason: None,
+            needs: None,
             resumes_at: None,
             worker,
             owner: owner.word(),
@@ -501,6 +511,9 @@ fn show_one(
     if let Some(reason) = row.error.as_ref().or(row.blocked_reason.as_ref()) {
         println!("reason:      {reason}");
     }
+    if let Some(needs) = &row.needs {
+        println!("needs:       {needs}");
+    }
     if let Some(at) = &row.resumes_at {
         println!("resumes at:  {at} (the provider's usage limit resets)");
     }
@@ -575,6 +588,7 @@ mod tests {
             total_iterations: 5,
             waiting_for: waiting.map(str::to_string),
             blocked_reason: blocked.map(str::to_string),
+            needs: None,
             resumes_at: None,
             worker: "stopped",
             owner: "nobody",

@@ -23,6 +23,9 @@ pub enum SessionEvent {
         settled: Settled,
         /// The open questions, when it waits for answers (a notice offers their options).
         questions: Vec<Asked>,
+        /// What the person is asked for, in the agent's words: the notebook's `Next:` when it
+        /// waits for a person's action, what it needs when it is blocked.
+        ask: Option<String>,
     },
     /// The provider refused an attempt for a usage limit; the session runs again at `until`.
     UsageLimited {

@@ -964,11 +964,32 @@ impl SessionActor {
             } => open_questions(&run.store),
             _ => Vec::new(),
         };
+        let ask = match (&settled, &run.state.status) {
+            (
+                Settled::Waiting {
+                    wait_for: WaitFor::HumanAction,
+                },
+                _,
+            ) => run
+                .store
+                .read(super::store::OVERVIEW)
+                .ok()
+                .flatten()
+                .and_then(|text| crate::protocol::overview::parse(&text).next),
+            (
+                _,
+                RunState::Blocked {
+                    needs: Some(needs), ..
+                },
+            ) => Some(format!("needs {needs}")),
+            _ => None,
+        };
         self.notify(SessionEvent::Settled {
             session: run.state.name.clone(),
             phase: run.state.phase,
             settled: settled.clone(),
             questions,
+            ask,
         });
         self.report(SessionReport::Settled {
             dir: run.store.dir().to_path_buf(),

@@ -612,3 +612,24 @@ fn a_usage_limit_reported_with_exit_code_0_parks_instead_of_blocking() {
     assert_eq!(rows[0]["outcome"], "usage_limit", "{}", rows[0]);
     assert_eq!(rows[1]["outcome"], "ok", "{}", rows[1]);
 }
+
+/// An agent that blocks says what it needs; the person sees it where they look.
+#[test]
+fn what_a_blocked_session_needs_is_shown() {
+    let mut project = Project::new();
+    project.env(
+        "SAMOCODE_FAKE",
+        r#"investigation=signal:{"status":"blocked","phase":"investigation","reason":"need a db","needs":"environment"}"#,
+    );
+    let run = new_session(&project, "needy");
+    run.expect(11);
+    assert!(
+        run.stdout().contains("it needs: environment"),
+        "{}",
+        run.stdout()
+    );
+    let shown = project.run(&["status", "needy"]).expect(0).stdout();
+    assert!(shown.contains("needs:       environment"), "{shown}");
+    let rows = project.status();
+    assert_eq!(rows[0]["needs"], "environment", "{rows:?}");
+}
