@@ -6,7 +6,8 @@
 //! worktree, questions in `_qa.md`), prints stream-json events, and writes `_signal.json` last.
 //!
 //! `SAMOCODE_FAKE` makes it misbehave on request: rules `PHASE[@ATTEMPT]=ACTION` separated by
-//! `;`, PHASE being a phase name or `*`. Actions: `exit:N` (exit N without a signal), `hang`
+//! `;`, PHASE being a phase name or `*`. Actions: `exit:N` (exit N without a signal), `stray`
+//! (write the signal into the working directory, not the session folder), `hang`
 //! (leave a grandchild and never exit; `hang:escape-threads` leaves the grandchild of
 //! `escape-threads` below instead), `nosignal`, `badjson`, `empty` (`{}`), `signal:JSON`
 //! (write that JSON), `flood:MB` (print MB megabytes first), `grandchild` (leave a background
@@ -224,6 +225,17 @@ impl Run {
             "nosignal" => {
                 self.say("exiting without a signal");
                 return 0;
+            }
+            "stray" => {
+                // A signal written by a relative path: into the working directory.
+                let signal = r#"{"status": "continue", "phase": "requirements"}"#;
+                return match std::fs::write(self.workdir.join("_signal.json"), signal) {
+                    Ok(()) => 0,
+                    Err(error) => {
+                        eprintln!("fake-agent: {error}");
+                        1
+                    }
+                };
             }
             "badjson" => return self.signal_text("{\"status\": \"continue\", "),
             "empty" => return self.signal_text("{}"),

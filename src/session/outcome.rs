@@ -20,7 +20,7 @@ use crate::notify::SessionEvent;
 use crate::protocol::baseline::Mutation;
 use crate::protocol::journal::{AttemptOutcome, HistoryRow, IterationRow, Source};
 use crate::protocol::qa::QaDoc;
-use crate::protocol::{Phase, RunState, Signal, Verdict, WaitFor};
+use crate::protocol::{Phase, RunState, Signal, SignalError, Verdict, WaitFor};
 
 impl SessionActor {
     /// The attempt in `Running` is over.
@@ -320,10 +320,36 @@ impl SessionActor {
         before.mutation(&after, workdir)
     }
 
+    /// Where `_signal.json` was looked for, and a signal the agent left in its working
+    /// directory instead (a relative path there is the commonest slip), which samocode never
+    /// reads: said so that the retry puts it in the session folder.
+    fn where_the_signal_goes(&self, run: &SessionRun) -> String {
+        let expected = run.store.path(super::store::SIGNAL);
+        let workdir = run
+            .state
+            .worktree
+            .clone()
+            .unwrap_or_else(|| self.project.main_repo.clone());
+        let stray = workdir.join(super::store::SIGNAL);
+        let mut text = format!(" in the session folder ({})", expected.display());
+        if std::fs::symlink_metadata(&stray).is_ok_and(|m| m.is_file()) {
+            text.push_str(&format!(
+                "; one is in the working directory ({}), which samocode does not read: write the signal in the folder `Session path:` names, and delete that one",
+                stray.display()
+            ));
+        }
+        text
+    }
+
     /// Reads and checks `_signal.json`.
     fn evaluate(&self, run: &SessionRun, phase: Phase) -> Result<(Signal, Verdict), Problem> {
         let text = match run.store.read_signal() {
             Ok(Ok(text)) => text,
+            Ok(Err(SignalError::Missing)) => {
+                let mut problem = Problem::protocol(SignalError::Missing);
+                problem.text.push_str(&self.where_the_signal_goes(run));
+                return Err(problem);
+            }
             Ok(Err(error)) => return Err(Problem::protocol(error)),
             Err(error) => {
                 return Err(Problem {

@@ -633,3 +633,30 @@ fn what_a_blocked_session_needs_is_shown() {
     let rows = project.status();
     assert_eq!(rows[0]["needs"], "environment", "{rows:?}");
 }
+
+/// A signal written into the working directory (a relative path) is not read; the reason
+/// says where the signal goes and where the stray one is, so that the retry can mend it.
+#[test]
+fn a_signal_in_the_working_directory_is_pointed_out() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation=stray");
+    let run = new_session(&project, "stray");
+    run.expect(11);
+    let s = project.session("stray");
+    let worktree = s.state()["worktree"].as_str().unwrap().to_string();
+    let rows = s.jsonl("_iterations.jsonl");
+    let detail = rows[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("{}/_signal.json", s.0.display()))
+            && detail.contains(&format!("{worktree}/_signal.json"))
+            && detail.contains("Session path:"),
+        "{detail}"
+    );
+    // The retry was told.
+    let contexts = s.contexts();
+    assert!(
+        contexts[1].1.contains("one is in the working directory"),
+        "{}",
+        contexts[1].1
+    );
+}
