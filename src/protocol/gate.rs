@@ -187,7 +187,14 @@ pub fn resume(state: &mut SessionState, qa_answered: bool) -> Result<GateEffect,
                 hint: "answer every question in _qa.md first (`samocode answer`)",
             });
         }
-        RunState::Blocked { .. } | RunState::Failed { .. } => state.phase_iteration = 0,
+        RunState::Blocked { reason, .. } | RunState::Failed { reason, .. } => {
+            state.phase_iteration = 0;
+            // The next attempt learns why the session stopped, as the person did.
+            state.last_failure = Some(format!(
+                "the session was {}: {reason}; a person resumed it",
+                state.status.name()
+            ));
+        }
         RunState::Waiting { .. } | RunState::Stopped { .. } => {}
     }
     // A stop that ended an attempt before its verdict (or a retry it was waiting for) leaves

@@ -191,6 +191,11 @@ pub struct SessionState {
     /// The reason the last attempt's signal or output was refused, shown to the next attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rejection: Option<String>,
+    /// What the next attempt is told of what went before it: why the last attempt failed (its
+    /// time limit, its exit code), or why the session was blocked or failed before a person
+    /// resumed it. Cleared once an iteration's signal is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
     /// Set while a queued session waits for a provider's usage limit to reset: the attempt
     /// that was refused runs again, under its own number, at this time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -253,6 +258,7 @@ impl SessionState {
             failures: 0,
             in_flight: None,
             last_rejection: None,
+            last_failure: None,
             not_before: None,
             guidance: Vec::new(),
             feedback: None,
@@ -294,6 +300,7 @@ impl SessionState {
         self.enter_phase(to);
         self.status = RunState::Queued;
         self.last_rejection = None;
+        self.last_failure = None;
         self.attempt = 0;
         self.failures = 0;
     }

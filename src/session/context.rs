@@ -75,6 +75,9 @@ pub fn render(input: &ContextInput<'_>) -> String {
             "\n## Last attempt rejected\n{reason}\nFix this in this attempt; the worker retries only once.\n"
         ));
     }
+    if let Some(failure) = &state.last_failure {
+        out.push_str(&format!("\n## Before this attempt\n{failure}\n"));
+    }
     if let Some(feedback) = &state.feedback {
         out.push_str(&format!("\n## Feedback from a person\n{feedback}\n"));
     }

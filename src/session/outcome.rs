@@ -71,6 +71,9 @@ impl SessionActor {
             let spawn_failed = matches!(report.end, ProcessEnd::SpawnFailed(_));
             if !spawn_failed && run.state.failures < self.retry.max_attempts {
                 let delay = self.retry.delay_before(run.state.failures + 1);
+                // The retry is told, or it would meet the same end (a time limit, a crash).
+                run.state.last_failure =
+                    Some(format!("attempt {} failed: {detail}", flight.attempt));
                 run.save()?;
                 run.store.log(&format!(
                     "retrying in {}",
@@ -405,6 +408,7 @@ impl SessionActor {
         }
         let state = &mut run.state;
         state.last_rejection = None;
+        state.last_failure = None;
         state.attempt = 0;
         state.failures = 0;
         match verdict {

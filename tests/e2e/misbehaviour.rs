@@ -632,6 +632,52 @@ fn what_a_blocked_session_needs_is_shown() {
     assert!(shown.contains("needs:       environment"), "{shown}");
     let rows = project.status();
     assert_eq!(rows[0]["needs"], "environment", "{rows:?}");
+    // Resumed, the next attempt learns why the session had stopped.
+    project.run(&["resume", "needy"]).expect(0);
+    project.run(&["run", "--session", "needy"]).expect(11);
+    let contexts = project.session("needy").contexts();
+    let last = &contexts.last().unwrap().1;
+    assert!(
+        last.contains(
+            "## Before this attempt\nthe session was blocked: need a db; a person resumed it"
+        ),
+        "{last}"
+    );
+}
+
+/// A retry is told why the attempt before it failed, or it meets the same end.
+#[test]
+fn a_retry_is_told_why_the_attempt_before_it_failed() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation@1=slow:10");
+    project
+        .run(&[
+            "run",
+            "--session",
+            "slowpoke",
+            "--dive",
+            "d",
+            "--task",
+            "t",
+            "--timeout",
+            "1s",
+        ])
+        .expect(10);
+    let contexts = project.session("slowpoke").contexts();
+    assert!(
+        !contexts[0].1.contains("## Before this attempt"),
+        "{}",
+        contexts[0].1
+    );
+    assert!(
+        contexts[1].1.contains(
+            "## Before this attempt\nattempt 1 failed: the agent passed its time limit of 1s"
+        ),
+        "{}",
+        contexts[1].1
+    );
+    // Accepted, the next iteration is told nothing of it.
+    assert!(!contexts[2].1.contains("## Before this attempt"));
 }
 
 /// A signal written into the working directory (a relative path) is not read; the reason
