@@ -479,7 +479,7 @@ fn show_one(
     };
     row.mark_broken(folder.dir(), broken);
     row.budget = state.as_ref().and_then(|s| BudgetView::of(s, defaults));
-    let phases = budget::by_phase(folder);
+    let phases = budget::by_phase(folder)?;
     if json {
         let mut value = serde_json::to_value(&row).expect("row serializes");
         value["cost_by_phase"] = serde_json::to_value(&phases).expect("costs serialize");

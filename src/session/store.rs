@@ -361,7 +361,7 @@ impl SessionFolder {
 
     /// Calls `each` with every row of a journal, oldest first, read a line at a time; lines
     /// that are not rows of this kind are left out.
-    fn each_row<T: serde::de::DeserializeOwned>(
+    pub fn each_row<T: serde::de::DeserializeOwned>(
         &self,
         file: &str,
         mut each: impl FnMut(T),

@@ -100,6 +100,44 @@ fn a_session_stops_at_max_cost_and_finishes_after_a_raise() {
     assert_eq!(phases.last(), Some(&"done"), "{row}");
 }
 
+/// A long session's journal outgrows what samocode reads of a file at once (4 MiB): its
+/// cost per phase still counts every attempt.
+#[test]
+fn the_cost_per_phase_of_a_long_session_counts_every_attempt() {
+    let project = Project::new();
+    project
+        .run(&["run", "--session", "long", "--dive", "d", "--task", "t"])
+        .expect(10);
+    let s = project.session("long");
+    let journal = s.path("_iterations.jsonl");
+    let rows = std::fs::read_to_string(&journal).unwrap();
+    let first = rows.lines().next().unwrap().to_string();
+    let copies = 5 * 1024 * 1024 / first.len() + 1;
+    let mut grown = rows.clone();
+    for _ in 0..copies {
+        grown.push_str(&first);
+        grown.push('\n');
+    }
+    std::fs::write(&journal, grown).unwrap();
+    let json = project
+        .run(&["status", "long", "--json"])
+        .expect(0)
+        .stdout();
+    let row: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let attempts: u64 = row["cost_by_phase"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["attempts"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        attempts as usize,
+        rows.lines().count() + copies,
+        "{}",
+        row["cost_by_phase"]
+    );
+}
+
 #[test]
 fn bad_budget_flags_and_settings_are_usage_errors_naming_key_value_and_source() {
     let mut project = Project::new();

@@ -68,14 +68,11 @@ pub struct PhaseCost {
     pub attempts: u32,
 }
 
-/// The cost of each phase the session has run, in the order first run.
-pub fn by_phase(folder: &SessionFolder) -> Vec<PhaseCost> {
-    let text = folder.read(ITERATIONS).ok().flatten().unwrap_or_default();
+/// The cost of each phase the session has run, in the order first run; read a row at a time,
+/// so a journal of any length counts whole.
+pub fn by_phase(folder: &SessionFolder) -> Result<Vec<PhaseCost>, crate::session::StoreError> {
     let mut phases: Vec<PhaseCost> = Vec::new();
-    for row in text
-        .lines()
-        .filter_map(|line| serde_json::from_str::<IterationRow>(line).ok())
-    {
+    folder.each_row(ITERATIONS, |row: IterationRow| {
         let phase = row.phase.to_string();
         match phases.iter_mut().find(|p| p.phase == phase) {
             Some(sum) => {
@@ -88,8 +85,8 @@ pub fn by_phase(folder: &SessionFolder) -> Vec<PhaseCost> {
                 attempts: 1,
             }),
         }
-    }
-    phases
+    })?;
+    Ok(phases)
 }
 
 /// `investigation $0.03, requirements $0.01`.
