@@ -844,3 +844,28 @@ fn a_fleet_over_the_hard_open_files_limit_is_refused_with_what_to_do() {
         rows.len() == 12 && rows.iter().all(|r| r["state"] == "waiting")
     });
 }
+
+/// A session a daemon drives is shown as the daemon's, with its pid, also to a `status` that
+/// asked another daemon (another state directory): not as a `run`.
+#[test]
+fn a_session_another_daemon_drives_is_shown_as_a_daemons() {
+    let mut project = Project::new();
+    let daemon = project.daemon(&[]);
+    project
+        .run(&["start", "--session", "held", "--dive", "d", "--task", "t"])
+        .expect(0);
+    let s = project.session("held");
+    wait_for(Duration::from_secs(30), "the questions", || {
+        s.path("_state.json").exists() && s.state()["status"]["for"] == "qa_answers"
+    });
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(elsewhere.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = project
+        .command(&["status", "--json"])
+        .env("SAMOCODE_STATE_DIR", elsewhere.path())
+        .output()
+        .unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows[0]["owner"], "daemon", "{rows}");
+    assert_eq!(rows[0]["owner_pid"], daemon.child.id(), "{rows}");
+}

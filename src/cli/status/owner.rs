@@ -13,6 +13,9 @@ pub(super) enum Owner {
     Daemon,
     /// A process holding the lock: a `samocode run`, by its pid.
     Run(u32),
+    /// A daemon holding the lock that is not the one this command asked (it has another
+    /// state directory), by its pid.
+    OtherDaemon(u32),
     Nobody,
 }
 
@@ -27,6 +30,8 @@ impl Owner {
             return Owner::Daemon;
         }
         match locks.holder(folder) {
+            // A daemon other than the one asked (another state directory) holds it.
+            Some(pid) if is_daemon(pid) => Owner::OtherDaemon(pid),
             Some(pid) => Owner::Run(pid),
             None => Owner::Nobody,
         }
@@ -34,7 +39,7 @@ impl Owner {
 
     pub(super) fn word(self) -> &'static str {
         match self {
-            Owner::Daemon => "daemon",
+            Owner::Daemon | Owner::OtherDaemon(_) => "daemon",
             Owner::Run(_) => "run",
             Owner::Nobody => "nobody",
         }
@@ -42,10 +47,20 @@ impl Owner {
 
     pub(super) fn pid(self) -> Option<u32> {
         match self {
-            Owner::Run(pid) => Some(pid),
+            Owner::Run(pid) | Owner::OtherDaemon(pid) => Some(pid),
             _ => None,
         }
     }
+}
+
+/// Whether process `pid` is a samocode daemon (`supervise`, or the demo's): its command line
+/// names the command.
+fn is_daemon(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|line| {
+        line.split(|b| *b == 0)
+            .skip(1)
+            .any(|arg| arg == b"supervise" || arg == b"demo")
+    })
 }
 
 /// The holders of the machine's `flock`s, read once from `/proc/locks` (not by trying a lock:
