@@ -519,10 +519,13 @@ fn show_one(
     }
     println!("worker:      {}", row.worker);
     println!("owner:       {}", owner_text(&row));
-    if state.runs_when_driven() && row.owner == "nobody" && row.error.is_none() {
+    // A usage limit's wait is kept by a worker too: with none, nothing runs at the reset.
+    let held = matches!(state.status, RunState::Queued) && state.not_before.is_some();
+    if (state.runs_when_driven() || held) && row.owner == "nobody" && row.error.is_none() {
         println!(
-            "             nobody drives it; `samocode run --session {0}` or `samocode start --session {0}` continues it",
-            row.name
+            "             nobody drives it; `samocode run --session {0}` or `samocode start --session {0}` continues it{1}",
+            row.name,
+            if held { " (at the reset)" } else { "" }
         );
     }
     if let (Some(w), Some(b)) = (&state.worktree, &state.branch) {

@@ -706,3 +706,38 @@ fn a_signal_in_the_working_directory_is_pointed_out() {
         contexts[1].1
     );
 }
+
+/// A `run` interrupted while it waits out a usage limit leaves a session nobody will run at
+/// the reset: `status` says so, as for any session nobody drives.
+#[test]
+fn a_usage_limit_wait_nobody_keeps_is_shown_as_such() {
+    let mut project = Project::new();
+    let reset = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 300;
+    project.env("SAMOCODE_FAKE", &format!("investigation=limit:{reset}"));
+    let mut run = project
+        .command(&["run", "--session", "limited", "--dive", "d", "--task", "t"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(30), "the usage limit's wait", || {
+        std::fs::read_dir(&project.sessions).is_ok_and(|mut d| d.next().is_some())
+            && project.session("limited").path("_state.json").exists()
+            && !project.session("limited").state()["not_before"].is_null()
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(run.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    run.wait().unwrap();
+    let shown = project.run(&["status", "limited"]).expect(0).stdout();
+    assert!(
+        shown.contains("resumes at:") && shown.contains("nobody drives it"),
+        "{shown}"
+    );
+}
