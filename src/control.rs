@@ -200,6 +200,11 @@ pub enum ControlError {
         #[source]
         source: std::io::Error,
     },
+    /// The daemon closed the connection before it answered: it was stopping, or died.
+    #[error(
+        "control socket {path}: the daemon closed the connection before answering (it may be stopping); whether the command was applied is not known: `samocode status SESSION` shows where the session stands, and the command may be given again"
+    )]
+    NoAnswer { path: PathBuf },
     /// The other side spoke something else.
     #[error("control socket {path}: unreadable message: {message}")]
     Protocol { path: PathBuf, message: String },
@@ -245,10 +250,22 @@ pub async fn call(
     })
     .expect("requests serialize");
     line.push(b'\n');
-    stream.write_all(&line).await.map_err(io)?;
+    let gone = |source: std::io::Error| match source.kind() {
+        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe => {
+            ControlError::NoAnswer {
+                path: path.to_path_buf(),
+            }
+        }
+        _ => io(source),
+    };
+    stream.write_all(&line).await.map_err(gone)?;
     let mut reader = BufReader::new(stream);
     let mut answer = String::new();
-    reader.read_line(&mut answer).await.map_err(io)?;
+    if reader.read_line(&mut answer).await.map_err(gone)? == 0 {
+        return Err(ControlError::NoAnswer {
+            path: path.to_path_buf(),
+        });
+    }
     let envelope: Envelope<Response> =
         serde_json::from_str(&answer).map_err(|e| ControlError::Protocol {
             path: path.to_path_buf(),
@@ -532,6 +549,23 @@ fn nul_in(request: &Request) -> Option<&'static str> {
 mod tests {
     use super::*;
     use crate::protocol::budget::COST_TEXT;
+
+    /// A daemon that stops between taking a request and answering it: the person is told
+    /// that, and how to find out whether it was applied, not "EOF while parsing".
+    #[tokio::test]
+    async fn a_connection_closed_before_the_answer_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            drop(stream);
+        });
+        let stream = connect(&path).await.unwrap().unwrap();
+        let error = call(stream, &path, Request::Status).await.unwrap_err();
+        assert!(matches!(error, ControlError::NoAnswer { .. }), "{error}");
+        assert!(error.to_string().contains("samocode status"), "{error}");
+    }
 
     fn refused(line: &str) -> String {
         match parse_request(line.as_bytes()) {

@@ -21,7 +21,7 @@
 //! default of stopping when a child stops.
 
 mod fleet;
-mod owned;
+pub(crate) mod owned;
 mod registry;
 mod watch;
 

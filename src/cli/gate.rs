@@ -48,7 +48,16 @@ pub(super) async fn command(
     let message = person::apply(&store, &mut state, &command, Some(daemon::FROM_CLI))?;
     println!("{message}");
     if state.status.is_runnable() {
-        println!("run `samocode run --session {}` to continue", store.name());
+        if crate::supervisor::owned::lists(&config.state_dir, store.dir()) {
+            // Its daemon is not running (or was stopping): it takes the session up again at
+            // its next start.
+            println!(
+                "its daemon resumes it when it runs again (`samocode supervise`); or run `samocode run --session {}`",
+                store.name()
+            );
+        } else {
+            println!("run `samocode run --session {}` to continue", store.name());
+        }
     }
     Ok(exit::DONE)
 }

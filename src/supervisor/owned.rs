@@ -35,6 +35,16 @@ pub fn append(state_dir: &Path, session: &OwnedSession) -> std::io::Result<()> {
     file.sync_data()
 }
 
+/// Whether the list in `state_dir` names the session in `dir` (read only: a command other
+/// than the daemon's start never rewrites it).
+pub fn lists(state_dir: &Path, dir: &Path) -> bool {
+    std::fs::read_to_string(state_dir.join(FILE)).is_ok_and(|text| {
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<OwnedSession>(line).ok())
+            .any(|session| crate::session::worktree::same_dir(&session.dir, dir))
+    })
+}
+
 /// Reads the list (each session once, in the order first named), and rewrites the file
 /// without repeats. Lines that cannot be read are reported in the second value.
 pub fn load_and_compact(state_dir: &Path) -> std::io::Result<(Vec<OwnedSession>, Vec<String>)> {

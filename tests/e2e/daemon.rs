@@ -869,3 +869,31 @@ fn a_session_another_daemon_drives_is_shown_as_a_daemons() {
     assert_eq!(rows[0]["owner"], "daemon", "{rows}");
     assert_eq!(rows[0]["owner_pid"], daemon.child.id(), "{rows}");
 }
+
+/// A gate passed on the files while the daemon that owns the session is down: the reply says
+/// that daemon takes it up again when it runs, not only that a `run` would.
+#[test]
+fn a_gate_passed_while_its_daemon_is_down_says_the_daemon_resumes_it() {
+    let mut project = Project::new();
+    let daemon = project.daemon(&[]);
+    project
+        .run(&["start", "--session", "owned", "--dive", "d", "--task", "t"])
+        .expect(0);
+    let s = project.session("owned");
+    wait_for(Duration::from_secs(30), "the questions", || {
+        s.path("_state.json").exists() && s.state()["status"]["for"] == "qa_answers"
+    });
+    daemon.terminate();
+    let answered = project
+        .run(&["answer", "owned", "--accept-suggestions"])
+        .expect(0)
+        .stdout();
+    assert!(
+        answered.contains("its daemon resumes it when it runs again"),
+        "{answered}"
+    );
+    let _daemon = project.daemon(&[]);
+    wait_for(Duration::from_secs(30), "the plan", || {
+        s.state()["status"]["for"] == "plan_approval"
+    });
+}
