@@ -880,8 +880,17 @@ impl SessionActor {
             Life::Parked(settled) => Some(settled.clone()),
             _ => None,
         };
-        let message = person::apply(&run.store, &mut run.state, &command, by.as_deref())
+        let mut message = person::apply(&run.store, &mut run.state, &command, by.as_deref())
             .map_err(|e| (e.to_string(), e.exit_code()))?;
+        if let PersonCommand::Tell { now: true, .. } = &command {
+            message = match &run.life {
+                Life::Running(_) => format!(
+                    "noted for {}: its attempt in flight is stopped and runs again with the note",
+                    run.state.name
+                ),
+                _ => format!("{message} (no attempt was running to stop)"),
+            };
+        }
         // The notice of the park the session leaves is closed: who did what, and when.
         if before.is_some() && before != Settled::of(&run.state) {
             self.unparked(run, command.done(), by.as_deref());

@@ -389,9 +389,14 @@ fn guidance_from_telegram_and_the_command_line_reaches_the_next_iteration_once()
         "the slow implementation attempt",
         || s.state()["phase"] == "implementation" && s.state()["status"]["state"] == "running",
     );
-    project
+    let told = project
         .run(&["tell", "guide", "stop touching the migrations", "--now"])
-        .expect(0);
+        .expect(0)
+        .stdout();
+    assert!(
+        told.contains("its attempt in flight is stopped and runs again with the note"),
+        "{told}"
+    );
     wait_for(
         Duration::from_secs(30),
         "the attempt run again with the note",
