@@ -61,6 +61,27 @@ pub fn layers<S>(filter: Option<&str>, format: LogFormat, logging: &Logging) -> 
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
 {
+    layers_coloured(
+        filter,
+        format,
+        logging,
+        std::io::stderr().is_terminal(),
+        std::io::stderr,
+    )
+}
+
+/// [`layers`], standard error in colour or not, written by `stderr`.
+fn layers_coloured<S, E>(
+    filter: Option<&str>,
+    format: LogFormat,
+    logging: &Logging,
+    colour: bool,
+    stderr: E,
+) -> Vec<BoxedLayer<S>>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    E: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let default = if logging.quiet {
         "warn"
     } else {
@@ -72,15 +93,10 @@ where
             .and_then(|f| EnvFilter::try_new(f).ok())
             .unwrap_or_else(|| EnvFilter::new(default))
     };
-    let mut layers = vec![layer(
-        std::io::stderr,
-        format,
-        std::io::stderr().is_terminal(),
-        filter(),
-    )];
+    let mut layers = vec![layer(stderr, format, colour, filter())];
     if let Some(path) = &logging.file {
         match open(path) {
-            Ok(file) => layers.push(layer(file, format, false, filter())),
+            Ok(file) => layers.push(file_layer(file, format, filter())),
             // The daemon still runs, and says so where it can; a state directory it cannot
             // write is refused a moment later with its own error.
             Err(error) => crate::cli::output::error_line(format_args!(
@@ -110,6 +126,43 @@ where
             .with_filter(filter)
             .boxed(),
         LogFormat::Json => fmt.json().with_filter(filter).boxed(),
+    }
+}
+
+/// The file's layer: never in colour. Its span fields are formatted by a formatter of its
+/// own type: a span's fields are formatted once per formatter type and kept with the span, so
+/// with the terminal's they would come with the terminal's colour codes.
+fn file_layer<S, W>(writer: W, format: LogFormat, filter: EnvFilter) -> BoxedLayer<S>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .fmt_fields(PlainFields::default());
+    match format {
+        LogFormat::Text => fmt
+            .with_target(false)
+            .with_ansi(false)
+            .compact()
+            .with_filter(filter)
+            .boxed(),
+        // JSON has no colour to share.
+        LogFormat::Json => fmt.json().with_filter(filter).boxed(),
+    }
+}
+
+/// The default field format, as a type of its own (see [`file_layer`]).
+#[derive(Default)]
+struct PlainFields(tracing_subscriber::fmt::format::DefaultFields);
+
+impl<'w> tracing_subscriber::fmt::FormatFields<'w> for PlainFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        writer: tracing_subscriber::fmt::format::Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        self.0.format_fields(writer, fields)
     }
 }
 
@@ -172,6 +225,54 @@ mod tests {
         );
         assert!(!lines[0].contains('\u{1b}'), "no colour codes in a file");
         assert!(lines[1].contains("WARN") && lines[1].contains("a warning"));
+    }
+
+    /// With standard error a terminal (in colour), the file's lines, span fields included,
+    /// still carry no colour codes.
+    #[test]
+    fn the_file_has_no_colour_codes_when_the_terminal_has_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state").join(LOG_FILE);
+        let logging = Logging {
+            quiet: false,
+            file: Some(path.clone()),
+        };
+        let terminal = std::sync::Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = terminal.clone();
+        let stderr = move || Sink(sink.clone());
+        let subscriber = tracing_subscriber::registry().with(layers_coloured(
+            None,
+            LogFormat::Text,
+            &logging,
+            true,
+            stderr,
+        ));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("attempt", session = "alpha");
+            let _entered = span.enter();
+            tracing::info!(outcome = "ok", "attempt finished");
+        });
+        let coloured = String::from_utf8(terminal.lock().unwrap().clone()).unwrap();
+        assert!(
+            coloured.contains('\u{1b}'),
+            "the terminal is in colour: {coloured}"
+        );
+        let file = std::fs::read_to_string(&path).unwrap();
+        assert!(file.contains("session=\"alpha\""), "{file}");
+        assert!(!file.contains('\u{1b}'), "{file:?}");
+    }
+
+    struct Sink(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 
     #[test]
