@@ -44,6 +44,10 @@ pub struct Chart {
     pub phases: Vec<Span>,
     pub attempts: Vec<Span>,
     pub waits: Vec<Span>,
+    /// The attempts journaled, and the phase runs (each entry into a phase): the bars and
+    /// bands stand for them, merged where the drawing cannot tell them apart.
+    pub attempt_count: usize,
+    pub phase_runs: usize,
 }
 
 /// What the chart is drawn from.
@@ -86,10 +90,13 @@ impl Chart {
         for band in &mut phases {
             band.title = format!("{} for {}", band.label, duration(band.from, band.to));
         }
+        let phase_runs = phases.len();
 
-        // One drawing unit of time, times the narrowest bar: attempts closer than that merge.
+        // One drawing unit of time, times the narrowest bar: attempts closer than that merge,
+        // and so do phase runs shorter than that.
         let resolution =
             (end.as_millisecond() - start.as_millisecond()) as f64 / (RIGHT - LEFT) * MIN_WIDTH;
+        let phases = merged_bands(phases, resolution as i64);
         let mut bars = merged(&attempts, resolution as i64);
         if let Some(since) = input.running_since {
             let from = attempts
@@ -112,6 +119,8 @@ impl Chart {
             phases,
             attempts: bars,
             waits: waits(input, &attempts, end),
+            attempt_count: attempts.len() + usize::from(input.running_since.is_some()),
+            phase_runs,
         }
     }
 
@@ -145,8 +154,8 @@ impl Chart {
             .collect();
         let summary = format!(
             "{} attempts in {} phase runs over {}; {} waits for a person",
-            self.attempts.len(),
-            self.phases.len(),
+            self.attempt_count,
+            self.phase_runs,
             duration(self.start, self.end),
             self.waits.len()
         );
@@ -167,6 +176,41 @@ impl Chart {
             }
         }
     }
+}
+
+/// The phases' bands, where consecutive runs each shorter than `resolution_ms` (phases sending
+/// each other back and forth, thousands of times in a long session) become one band of mixed
+/// phases: the drawing could not show them apart, and the page would grow with every run.
+fn merged_bands(bands: Vec<Span>, resolution_ms: i64) -> Vec<Span> {
+    const MIXED: &str = "ph-mixed";
+    let short = |band: &Span| band.to.as_millisecond() - band.from.as_millisecond() < resolution_ms;
+    let mut out: Vec<Span> = Vec::new();
+    // The phases of the last band when it is a mixed one, and how many runs it holds.
+    let mut names: Vec<String> = Vec::new();
+    let mut runs = 0;
+    for band in bands {
+        match out.last_mut() {
+            Some(last) if short(&band) && (last.class == MIXED || short(last)) => {
+                if last.class != MIXED {
+                    names = vec![std::mem::take(&mut last.label)];
+                    runs = 1;
+                    last.class = MIXED.into();
+                }
+                if !names.contains(&band.label) {
+                    names.push(band.label);
+                }
+                runs += 1;
+                last.to = band.to;
+                last.title = format!(
+                    "{runs} phase runs ({}) for {}",
+                    names.join(", "),
+                    duration(last.from, last.to)
+                );
+            }
+            _ => out.push(band),
+        }
+    }
+    out
 }
 
 /// The attempts' bars; consecutive attempts with the same outcome less than `resolution_ms`
@@ -460,6 +504,41 @@ mod tests {
             "{}",
             chart.attempts[0].title
         );
+    }
+
+    /// Testing and quality sending each other back and forth thousands of times: a bounded
+    /// number of bands, and the chart's label counts what happened, not what is drawn.
+    #[test]
+    fn phase_runs_closer_than_the_drawing_shows_become_one_band() {
+        let iterations: Vec<IterationRow> = (0..4000)
+            .map(|i| {
+                let phase = if i % 2 == 0 {
+                    Phase::Testing
+                } else {
+                    Phase::Quality
+                };
+                attempt(phase, i * 20, i * 20 + 1, AttemptOutcome::Ok)
+            })
+            .collect();
+        let chart = Chart::build(&Input {
+            iterations: &iterations,
+            history: &[],
+            created_at: at(0),
+            running_since: None,
+            parked: false,
+            now: at(80_000),
+        });
+        assert!(chart.phases.len() <= 3, "{} bands", chart.phases.len());
+        assert_eq!(chart.phases[0].class, "ph-mixed");
+        assert!(
+            chart.phases[0].title.contains("(testing, quality)"),
+            "{}",
+            chart.phases[0].title
+        );
+        assert_eq!((chart.attempt_count, chart.phase_runs), (4000, 4000));
+        let svg = chart.render().into_string();
+        assert!(svg.contains("4000 attempts in 4000 phase runs"), "{svg}");
+        assert!(svg.len() < 20_000, "{} bytes", svg.len());
     }
 
     #[test]
