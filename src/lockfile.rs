@@ -1,6 +1,7 @@
-//! A lock file: an exclusive `flock` held while the file stays open, with the holder's pid
-//! inside for the message a second comer prints. Used for the session lock (one worker per
-//! session) and the daemon lock (one daemon per state directory).
+//! Locks: an exclusive `flock` held while the file stays open, with the holder's pid in a
+//! file for the message a second comer prints. The session lock (one worker per session) is
+//! the session folder's own, its pid in `_worker.lock`; the daemon lock (one daemon per state
+//! directory) is the file `daemon.lock`.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -30,28 +31,73 @@ pub fn acquire(path: &Path) -> Result<File, LockError> {
         .truncate(false)
         .open(path)
         .map_err(LockError::Io)?;
-    let mut tries = 0;
-    loop {
-        match file.try_lock() {
-            Ok(()) => break,
-            Err(TryLockError::WouldBlock) if tries < RETRIES => {
-                tries += 1;
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(TryLockError::WouldBlock) => {
-                let mut text = String::new();
-                let _ = file.read_to_string(&mut text);
-                return Err(LockError::Held {
-                    pid: text.trim().parse().ok(),
-                });
-            }
-            Err(TryLockError::Error(e)) => return Err(LockError::Io(e)),
-        }
+    if !take(&file)? {
+        let mut text = String::new();
+        let _ = file.read_to_string(&mut text);
+        return Err(LockError::Held {
+            pid: text.trim().parse().ok(),
+        });
     }
     file.set_len(0).map_err(LockError::Io)?;
     file.rewind().map_err(LockError::Io)?;
     write!(file, "{}", std::process::id()).map_err(LockError::Io)?;
     Ok(file)
+}
+
+/// Takes the lock of the folder `dir` itself, and writes this process's pid into `pid_file`
+/// for the message a second comer prints. A lock on the folder cannot be lost by deleting a
+/// file (a person clearing a "stale" lock file, an agent cleaning up): a second worker could
+/// then have locked a new file while the first still held the deleted one.
+pub fn acquire_folder(dir: &Path, pid_file: &Path) -> Result<File, LockError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let folder = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(dir)
+        .map_err(LockError::Io)?;
+    // Never through a link or into a pipe the agent planted in its place.
+    let pid = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(pid_file)
+        .ok()
+        .filter(|f| f.metadata().is_ok_and(|m| m.is_file()));
+    if !take(&folder)? {
+        let mut text = String::new();
+        if let Some(file) = pid.as_ref() {
+            let _ = file.take(32).read_to_string(&mut text);
+        }
+        return Err(LockError::Held {
+            pid: text.trim().parse().ok(),
+        });
+    }
+    if let Some(mut file) = pid {
+        // What it says is for people: a lock without it still holds.
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| write!(file, "{}", std::process::id()));
+    }
+    Ok(folder)
+}
+
+/// Takes the exclusive lock of `file`, trying again for a moment; false when it stays held.
+fn take(file: &File) -> Result<bool, LockError> {
+    let mut tries = 0;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(true),
+            Err(TryLockError::WouldBlock) if tries < RETRIES => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(TryLockError::WouldBlock) => return Ok(false),
+            Err(TryLockError::Error(e)) => return Err(LockError::Io(e)),
+        }
+    }
 }
 
 /// True when someone holds the lock at `path` (checked without keeping it).
@@ -79,5 +125,20 @@ mod tests {
         drop(held);
         assert!(!is_held(&path));
         acquire(&path).unwrap();
+    }
+
+    /// Deleting the pid file does not free a folder's lock.
+    #[test]
+    fn a_folder_lock_holds_when_its_file_is_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("_worker.lock");
+        let held = acquire_folder(dir.path(), &pid_file).unwrap();
+        std::fs::remove_file(&pid_file).unwrap();
+        match acquire_folder(dir.path(), &pid_file) {
+            Err(LockError::Held { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        drop(held);
+        assert!(acquire_folder(dir.path(), &pid_file).is_ok());
     }
 }

@@ -479,10 +479,17 @@ fn show_one(
     };
     row.mark_broken(folder.dir(), broken);
     row.budget = state.as_ref().and_then(|s| BudgetView::of(s, defaults));
-    let phases = budget::by_phase(folder)?;
+    // A journal that cannot be read (a folder in its place) still leaves the session shown.
+    let (phases, unread) = match budget::by_phase(folder) {
+        Ok(phases) => (phases, None),
+        Err(error) => (Vec::new(), Some(error.to_string())),
+    };
     if json {
         let mut value = serde_json::to_value(&row).expect("row serializes");
         value["cost_by_phase"] = serde_json::to_value(&phases).expect("costs serialize");
+        if let Some(error) = &unread {
+            value["cost_by_phase_error"] = error.as_str().into();
+        }
         value["state_file"] = serde_json::to_value(&state).expect("state serializes");
         println!("{}", serde_json::to_string_pretty(&value).expect("json"));
         return Ok(exit::DONE);
@@ -535,7 +542,9 @@ fn show_one(
         "cost:        ${:.4} ({} tokens in, {} out)",
         row.cost_usd, row.input_tokens, row.output_tokens
     );
-    if !phases.is_empty() {
+    if let Some(error) = &unread {
+        println!("cost/phase:  {error}");
+    } else if !phases.is_empty() {
         println!("cost/phase:  {}", budget::phases_line(&phases));
     }
     if let Some(view) = &row.budget {

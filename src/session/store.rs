@@ -486,7 +486,7 @@ impl SessionFolder {
     /// Takes the worker lock, or reports who holds it.
     pub fn lock(self) -> Result<SessionStore, StoreError> {
         let path = self.path(LOCK);
-        match crate::lockfile::acquire(&path) {
+        match crate::lockfile::acquire_folder(&self.dir, &path) {
             Ok(file) => Ok(SessionStore {
                 folder: self,
                 lock: Some(file),
@@ -504,7 +504,7 @@ impl SessionFolder {
 #[derive(Debug)]
 pub struct SessionStore {
     folder: SessionFolder,
-    /// The flock is held while this file is open.
+    /// The flock of the session folder, held while this (the folder, open) is.
     lock: Option<File>,
 }
 

@@ -665,7 +665,7 @@ fn a_retry_is_told_why_the_attempt_before_it_failed() {
         .expect(10);
     let contexts = project.session("slowpoke").contexts();
     assert!(
-        !contexts[0].1.contains("## Before this attempt"),
+        !contexts[0].1.contains("\n## Before this attempt\n"),
         "{}",
         contexts[0].1
     );
@@ -677,7 +677,7 @@ fn a_retry_is_told_why_the_attempt_before_it_failed() {
         contexts[1].1
     );
     // Accepted, the next iteration is told nothing of it.
-    assert!(!contexts[2].1.contains("## Before this attempt"));
+    assert!(!contexts[2].1.contains("\n## Before this attempt\n"));
 }
 
 /// A signal written into the working directory (a relative path) is not read; the reason
@@ -740,4 +740,34 @@ fn a_usage_limit_wait_nobody_keeps_is_shown_as_such() {
         shown.contains("resumes at:") && shown.contains("nobody drives it"),
         "{shown}"
     );
+}
+
+/// A person who deletes `_worker.lock` (taking it for a stale one) does not let a second
+/// `run` drive the session beside the first.
+#[test]
+fn deleting_the_lock_file_lets_no_second_worker_in() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation@1=slow:5");
+    let running = project.track_agents();
+    let mut first = project
+        .command(&["run", "--session", "locked", "--dive", "d", "--task", "t"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(20), "the agent to start", || {
+        !running_agents(&running).is_empty()
+    });
+    let s = project.session("locked");
+    std::fs::remove_file(s.path("_worker.lock")).unwrap();
+    let second = project.run(&["run", "--session", "locked"]);
+    second.expect(12);
+    assert!(
+        second.stderr().contains("another worker is driving"),
+        "{}",
+        second.stderr()
+    );
+    assert_eq!(first.wait().unwrap().code(), Some(10));
+    let rows = s.jsonl("_iterations.jsonl");
+    assert!(rows.iter().all(|row| row["outcome"] == "ok"), "{rows:?}");
 }

@@ -5,7 +5,6 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use crate::session::SessionFolder;
-use crate::session::store::LOCK;
 
 /// Who drives a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,11 +100,11 @@ impl Locks {
         self.0.get(&(major, minor, ino)).copied()
     }
 
-    /// The pid of the process holding the session's lock, if any.
+    /// The pid of the process holding the session's lock (the folder's own), if any.
     pub(super) fn holder(&self, folder: &SessionFolder) -> Option<u32> {
         use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::symlink_metadata(folder.path(LOCK)).ok()?;
-        if !meta.is_file() {
+        let meta = std::fs::symlink_metadata(folder.dir()).ok()?;
+        if !meta.is_dir() {
             return None;
         }
         self.holder_of(meta.dev(), meta.ino())
