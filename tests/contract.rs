@@ -268,6 +268,7 @@ fn the_context_lines_and_sections_workflow_md_names_are_the_ones_the_worker_writ
     state.attempt = 2;
     state.last_rejection = Some("no signal".into());
     state.feedback = Some("split step 2".into());
+    state.last_failure = Some("attempt 1 failed: the agent passed its time limit".into());
     state.guidance.push(samocode::protocol::state::Guidance {
         text: "use the existing middleware".into(),
         at: now,
