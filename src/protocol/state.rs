@@ -157,6 +157,10 @@ pub struct TraceRef {
     /// or crashed), and the next process ends it in its place.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub open: bool,
+    /// The process that opened the segment: a process that finds its own pid here ended the
+    /// span itself (its session's actor was restarted in place).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
 }
 
 /// The contents of `_state.json`.

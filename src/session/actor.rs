@@ -237,8 +237,9 @@ impl SessionRun {
     }
 
     fn save_as(&mut self, notebook: bool, entry: Option<&str>) -> Result<(), StoreError> {
+        let open = self.trace.open_after(&self.state);
         if let Some(segment) = &mut self.state.last_trace {
-            segment.open = self.trace.segment_open();
+            segment.open = open;
         }
         self.synced()?;
         // A person's rows the journal refused before: journaled now if it takes them, so that
@@ -442,7 +443,10 @@ impl Actor for SessionActor {
         run: &mut SessionRun,
     ) -> Result<(), ActorProcessingErr> {
         if let Some(segment) = run.state.last_trace.clone().filter(|s| s.open) {
-            Trace::end_left_open(&run.state, &segment);
+            // Ended by this very process when its actor before this one went down in place.
+            if segment.pid != Some(std::process::id()) {
+                Trace::end_left_open(&run.state, &segment);
+            }
             run.save_state()?;
         }
         if let Some(reason) = run.fail.take() {

@@ -45,10 +45,18 @@ impl Trace {
         self.session = None;
     }
 
-    /// True while the run segment's span is not ended: the session runs, or waits at a gate
-    /// (the gate's span, under the session's, keeps it open until the decision).
-    pub fn segment_open(&self) -> bool {
-        self.session.is_some() || self.gate.is_some()
+    /// Whether the run segment's span stays unended once `state` is saved: the session runs
+    /// on, or waits at a gate (the gate's span, under the session's, keeps it open until the
+    /// decision). A state saved parked otherwise (blocked, failed, stopped, done) is followed
+    /// by the park that ends the span, and one saved past its gate by the decision that ends
+    /// it: saying "open" then would have a later process end it a second time.
+    pub fn open_after(&self, state: &SessionState) -> bool {
+        let waiting = matches!(state.status, RunState::Waiting { .. });
+        match (&self.session, &self.gate) {
+            (Some(_), _) => waiting || crate::session::open::Settled::of(state).is_none(),
+            (None, Some(_)) => waiting,
+            (None, None) => false,
+        }
     }
 
     /// Ends, in place of the process that opened it, a segment's span that process never
@@ -131,6 +139,7 @@ impl Trace {
                         span_id: context.span_id().to_string(),
                         started: Some(jiff::Timestamp::now()),
                         open: true,
+                        pid: Some(std::process::id()),
                     });
                 }
                 span

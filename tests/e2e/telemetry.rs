@@ -821,3 +821,36 @@ fn a_session_span_a_crash_left_open_is_closed_by_the_next_daemon() {
         cut[0].attributes["samocode.session"]
     );
 }
+
+/// A segment that ended (the session blocked, no gate open) is not ended again by the next
+/// daemon, even when the one that ended it was killed later.
+#[test]
+fn a_segment_ended_before_a_crash_is_not_ended_again() {
+    let (port, seen) = receiver();
+    let mut project = exporting_to(port);
+    project.env(
+        "SAMOCODE_FAKE",
+        r#"investigation=signal:{"status":"blocked","phase":"investigation","reason":"need a db"}"#,
+    );
+    let daemon = project.daemon(&[]);
+    project
+        .run(&["start", "--session", "ended", "--dive", "d", "--task", "t"])
+        .expect(0);
+    let sessions = || {
+        decode(&seen.lock().unwrap())
+            .0
+            .into_iter()
+            .filter(|s| s.name == "session")
+            .collect::<Vec<_>>()
+    };
+    super::fixture::wait_for(Duration::from_secs(30), "the segment's span", || {
+        !sessions().is_empty()
+    });
+    daemon.crash();
+    let daemon = project.daemon(&[]);
+    // The next daemon has opened the session (it stays blocked) and exported what it would.
+    std::thread::sleep(Duration::from_secs(3));
+    daemon.terminate();
+    let spans = sessions();
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+}
