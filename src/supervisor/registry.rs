@@ -258,6 +258,11 @@ impl Registry {
 
     pub fn settled(&mut self, dir: &Path, settled: Settled) {
         if let Some(entry) = self.entries.get_mut(dir) {
+            // Marked failed (after its restarts, or by itself): the restarts that led there
+            // are spent; a later failure, after a person's resume, counts afresh.
+            if matches!(settled, Settled::Failed { .. }) {
+                entry.restarts.clear();
+            }
             entry.settled = Some(settled);
             if entry.slot == Slot::Queued {
                 entry.slot = Slot::None;

@@ -450,3 +450,34 @@ fn a_session_that_fails_at_every_start_is_not_reopened_without_end() {
     );
     daemon.terminate();
 }
+
+/// A session whose actor fails at every attempt is marked failed after its restarts; resumed
+/// by a person and failing again, it is counted afresh and marked failed again, not given up
+/// on with its files still saying it runs.
+#[test]
+fn a_session_failing_again_after_a_resume_is_marked_failed_again() {
+    let mut project = Project::new();
+    new_session(&project, "again").expect(10);
+    project
+        .run(&["answer", "again", "--accept-suggestions"])
+        .expect(0);
+    let s = project.session("again");
+    // `_logs` a file: no attempt's log can be made.
+    std::fs::remove_dir_all(s.path("_logs")).unwrap();
+    std::fs::write(s.path("_logs"), "not a folder").unwrap();
+    let daemon = project.daemon(&[]);
+    project.run(&["start", "--session", "again"]).expect(0);
+    let failed_at = || {
+        let state = s.state();
+        (state["status"]["state"] == "failed").then(|| state["status"]["at"].to_string())
+    };
+    wait_for(Duration::from_secs(30), "failed", || failed_at().is_some());
+    let first = failed_at().unwrap();
+    project.run(&["resume", "again"]).expect(0);
+    wait_for(Duration::from_secs(30), "failed again", || {
+        failed_at().is_some_and(|at| at != first)
+    });
+    let log = std::fs::read_to_string(project.root.join("daemon.log")).unwrap();
+    assert!(!log.contains("could not record it"), "{log}");
+    daemon.terminate();
+}
