@@ -400,10 +400,12 @@ pub async fn dispatch(
     sources: Sources,
     shutdown: crate::shutdown::Shutdown,
 ) -> Result<u8, CliError> {
-    if matches!(
-        cli.command,
-        Command::Run(_) | Command::Supervise(_) | Command::Demo(_) | Command::Worker(_)
-    ) {
+    let drives = match &cli.command {
+        Command::Run(args) => !args.dry_run,
+        Command::Supervise(_) | Command::Demo(_) | Command::Worker(_) => true,
+        _ => false,
+    };
+    if drives {
         output::drive_on_without_output();
     }
     match cli.command {

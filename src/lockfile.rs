@@ -56,6 +56,7 @@ pub fn acquire_folder(dir: &Path, pid_file: &Path) -> Result<File, LockError> {
         .open(dir)
         .map_err(LockError::Io)?;
     // Never through a link or into a pipe the agent planted in its place.
+    // One name for one file: a hard link to a file of the person's would be truncated.
     let pid = OpenOptions::new()
         .read(true)
         .write(true)
@@ -64,8 +65,18 @@ pub fn acquire_folder(dir: &Path, pid_file: &Path) -> Result<File, LockError> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(pid_file)
         .ok()
-        .filter(|f| f.metadata().is_ok_and(|m| m.is_file()));
-    if !take(&folder)? {
+        .filter(|f| {
+            use std::os::unix::fs::MetadataExt;
+            f.metadata().is_ok_and(|m| m.is_file() && m.nlink() == 1)
+        });
+    // A worker of an earlier build locks the file itself: one holding it drives the session.
+    let earlier = pid
+        .as_ref()
+        .is_some_and(|f| matches!(f.try_lock(), Err(TryLockError::WouldBlock)));
+    if let Some(file) = pid.as_ref().filter(|_| !earlier) {
+        let _ = file.unlock();
+    }
+    if earlier || !take(&folder)? {
         let mut text = String::new();
         if let Some(file) = pid.as_ref() {
             let _ = file.take(32).read_to_string(&mut text);
@@ -140,5 +151,25 @@ mod tests {
         }
         drop(held);
         assert!(acquire_folder(dir.path(), &pid_file).is_ok());
+    }
+
+    /// A worker of an earlier build, which locks the file itself, keeps a new one out; and a
+    /// hard link in the file's place is not written through.
+    #[test]
+    fn an_earlier_builds_file_lock_keeps_a_folder_lock_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("_worker.lock");
+        let earlier = acquire(&pid_file).unwrap();
+        match acquire_folder(dir.path(), &pid_file) {
+            Err(LockError::Held { pid }) => assert_eq!(pid, Some(std::process::id())),
+            other => panic!("{other:?}"),
+        }
+        drop(earlier);
+        std::fs::remove_file(&pid_file).unwrap();
+        let theirs = dir.path().join("theirs.txt");
+        std::fs::write(&theirs, "keep me").unwrap();
+        std::fs::hard_link(&theirs, &pid_file).unwrap();
+        let _held = acquire_folder(dir.path(), &pid_file).unwrap();
+        assert_eq!(std::fs::read_to_string(&theirs).unwrap(), "keep me");
     }
 }

@@ -54,10 +54,21 @@ fn write(print: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Resul
     let mut out = std::io::stdout().lock();
     match print(&mut out) {
         Ok(()) => {}
-        Err(e) if DRIVING.load(Ordering::Relaxed) => {
+        // A reader or terminal that went away (EPIPE, EIO): nothing more can be shown there.
+        Err(e)
+            if DRIVING.load(Ordering::Relaxed)
+                && (e.kind() == std::io::ErrorKind::BrokenPipe
+                    || e.raw_os_error() == Some(libc::EIO)) =>
+        {
             GONE.store(true, Ordering::Relaxed);
             error_line(format_args!(
                 "samocode: cannot write to standard output ({e}); going on without it"
+            ));
+        }
+        // Any other failure loses this line, not the work.
+        Err(e) if DRIVING.load(Ordering::Relaxed) => {
+            error_line(format_args!(
+                "samocode: cannot write to standard output: {e}"
             ));
         }
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),

@@ -48,9 +48,12 @@ pub fn created(folder: &str) -> Option<(u8, u8)> {
 }
 
 /// The order of an artifact's time in a session created on `created` (month, day): a date
-/// before that day in the calendar was in the next year.
+/// well before that day in the calendar was in the next year. The agent stamps its names with
+/// its own clock, whose date may be a day behind the worker's (another time zone, a pod on
+/// UTC): a date up to two days before the session's first day counts as that same year.
 fn order(stamp: (u8, u8, u8, u8), created: Option<(u8, u8)>) -> (bool, (u8, u8, u8, u8)) {
-    let next_year = created.is_some_and(|day| (stamp.0, stamp.1) < day);
+    let day = |(month, day): (u8, u8)| u16::from(month) * 31 + u16::from(day);
+    let next_year = created.is_some_and(|first| day((stamp.0, stamp.1)) + 2 < day(first));
     (next_year, stamp)
 }
 
@@ -116,6 +119,16 @@ mod tests {
         assert_eq!(
             newest(files, "plan", created),
             Some("01-01-00:03-plan-login.md")
+        );
+        // A clock a day behind the worker's: the same year.
+        let skewed = [
+            "03-14-23:50-plan-x.md",
+            "03-15-09:00-plan-x.md",
+            "03-15-10:00-plan-y.md",
+        ];
+        assert_eq!(
+            newest(skewed, "plan", Some((3, 15))),
+            Some("03-15-10:00-plan-y.md")
         );
         // Without the session's day, the calendar order is all there is.
         assert_eq!(

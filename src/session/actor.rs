@@ -888,7 +888,10 @@ impl SessionActor {
             .map_err(|e| (e.to_string(), e.exit_code()))?;
         if let PersonCommand::Tell { now: true, .. } = &command {
             message = match &run.life {
-                Life::Running(_) => format!(
+                Life::Running(_)
+                | Life::Cancelling {
+                    then: Then::Rerun, ..
+                } => format!(
                     "noted for {}: its attempt in flight is stopped and runs again with the note",
                     run.state.name
                 ),
@@ -1052,7 +1055,6 @@ struct Counters {
     phase_iteration: u32,
     attempt: u32,
     failures: u32,
-    not_before: Option<Timestamp>,
 }
 
 impl Counters {
@@ -1062,7 +1064,6 @@ impl Counters {
             phase_iteration: state.phase_iteration,
             attempt: state.attempt,
             failures: state.failures,
-            not_before: state.not_before,
         }
     }
 
@@ -1072,7 +1073,8 @@ impl Counters {
         state.phase_iteration = self.phase_iteration;
         state.attempt = self.attempt;
         state.failures = self.failures;
-        state.not_before = self.not_before;
+        // The session blocks: a usage limit's wait it had is over.
+        state.not_before = None;
         state.in_flight = None;
     }
 }

@@ -40,7 +40,7 @@ pub fn render(input: &ContextInput<'_>) -> String {
     line(
         "Iteration",
         &format!(
-            "{} of at most {} in this phase since a person last acted",
+            "{} of at most {} in this phase (its earlier visits count until a person acts)",
             state.phase_iteration, rules.max_iterations
         ),
     );

@@ -495,7 +495,7 @@ impl SessionFolder {
                 dir: self.dir.clone(),
                 pid,
             }),
-            Err(crate::lockfile::LockError::Io(e)) => Err(io("cannot lock", &path)(e)),
+            Err(crate::lockfile::LockError::Io(e)) => Err(io("cannot lock", &self.dir)(e)),
         }
     }
 }

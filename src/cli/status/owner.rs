@@ -52,13 +52,15 @@ impl Owner {
     }
 }
 
-/// Whether process `pid` is a samocode daemon (`supervise`, or the demo's): its command line
-/// names the command.
+/// Whether process `pid` is a samocode daemon (`supervise`, or the demo's): the first of its
+/// arguments that names a command that drives sessions says which (`run --session demo` is a
+/// run).
 fn is_daemon(pid: u32) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|line| {
         line.split(|b| *b == 0)
             .skip(1)
-            .any(|arg| arg == b"supervise" || arg == b"demo")
+            .find(|arg| [&b"run"[..], b"supervise", b"demo"].contains(arg))
+            .is_some_and(|command| command != b"run")
     })
 }
 
