@@ -546,14 +546,7 @@ impl SupervisorActor {
                     // It could not even be opened: it stays listed, broken, until a person's
                     // `resume` tries again.
                     let reason = format!("cannot open the session: {error}");
-                    state.registry.parked_without_actor(
-                        dir.clone(),
-                        project,
-                        Settled::Failed {
-                            reason: reason.clone(),
-                        },
-                    );
-                    self.tell(state, &dir, reason);
+                    self.broken(state, dir, project, reason);
                 }
                 return answer(origin, Err(error));
             }
@@ -952,14 +945,7 @@ impl SupervisorActor {
                 restarts.len() + 1,
                 humantime::format_duration(RESTART_WINDOW)
             );
-            state.registry.parked_without_actor(
-                dir.clone(),
-                project,
-                Settled::Failed {
-                    reason: reason.clone(),
-                },
-            );
-            self.tell(state, &dir, reason);
+            self.broken(state, dir, project, reason);
             return;
         }
         restarts.push(now);
@@ -984,6 +970,19 @@ impl SupervisorActor {
             restarts,
             fail,
         );
+    }
+
+    /// Leaves a session listed, failed with `reason` and without an actor, until a person's
+    /// `resume` tries again; tells people and those waiting on it.
+    fn broken(&self, state: &mut SupervisorState, dir: PathBuf, project: PathBuf, reason: String) {
+        state.registry.parked_without_actor(
+            dir.clone(),
+            project,
+            Settled::Failed {
+                reason: reason.clone(),
+            },
+        );
+        self.tell(state, &dir, reason);
     }
 
     /// Tells people about a session no actor can speak for, and those waiting on it.

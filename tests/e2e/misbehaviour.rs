@@ -8,6 +8,17 @@ fn new_session(project: &Project, name: &str) -> super::fixture::Run {
     project.run(&["run", "--session", name, "--dive", "d", "--task", "t"])
 }
 
+/// A new session `name` taken through its questions and its plan by a person; the next `run`
+/// starts implementation.
+fn through_both_gates(project: &Project, name: &str) {
+    new_session(project, name).expect(10);
+    project
+        .run(&["answer", name, "--accept-suggestions"])
+        .expect(0);
+    project.run(&["run", "--session", name]).expect(10);
+    project.run(&["approve", name]).expect(0);
+}
+
 #[test]
 fn a_nonzero_exit_is_retried_then_the_session_fails() {
     let mut project = Project::new();
@@ -286,12 +297,7 @@ fn a_loop_between_two_phases_meets_their_iteration_limits() {
         "SAMOCODE_FAKE",
         r#"testing=signal:{"status":"continue","phase":"quality"};quality=signal:{"status":"continue","phase":"testing"}"#,
     );
-    new_session(&project, "pingpong").expect(10);
-    project
-        .run(&["answer", "pingpong", "--accept-suggestions"])
-        .expect(0);
-    project.run(&["run", "--session", "pingpong"]).expect(10);
-    project.run(&["approve", "pingpong"]).expect(0);
+    through_both_gates(&project, "pingpong");
     let run = project.run(&["run", "--session", "pingpong"]);
     run.expect(11);
     assert!(
@@ -357,12 +363,7 @@ fn the_testing_phase_may_not_change_tracked_files() {
     for rule in ["testing@1=touch+exit:1", "testing=touch"] {
         let mut project = Project::new();
         project.env("SAMOCODE_FAKE", rule);
-        new_session(&project, "ro").expect(10);
-        project
-            .run(&["answer", "ro", "--accept-suggestions"])
-            .expect(0);
-        project.run(&["run", "--session", "ro"]).expect(10);
-        project.run(&["approve", "ro"]).expect(0);
+        through_both_gates(&project, "ro");
         let run = project.run(&["run", "--session", "ro"]);
         run.expect(11);
         let s = project.session("ro");
