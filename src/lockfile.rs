@@ -52,7 +52,7 @@ pub fn acquire_folder(dir: &Path, pid_file: &Path) -> Result<File, LockError> {
     use std::os::unix::fs::OpenOptionsExt;
     let folder = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
         .open(dir)
         .map_err(LockError::Io)?;
     // Never through a link or into a pipe the agent planted in its place.
@@ -62,7 +62,7 @@ pub fn acquire_folder(dir: &Path, pid_file: &Path) -> Result<File, LockError> {
         .write(true)
         .create(true)
         .truncate(false)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
         .open(pid_file)
         .ok()
         .filter(|f| {

@@ -99,9 +99,9 @@ fn ignored(signal: i32) -> bool {
     // SAFETY: a null new action only reads the current one into `current`, a plain struct
     // that sigaction fills.
     unsafe {
-        let mut current: libc::sigaction = std::mem::zeroed();
-        libc::sigaction(signal, std::ptr::null(), &mut current) == 0
-            && current.sa_sigaction == libc::SIG_IGN
+        let mut current: nix::libc::sigaction = std::mem::zeroed();
+        nix::libc::sigaction(signal, std::ptr::null(), &mut current) == 0
+            && current.sa_sigaction == nix::libc::SIG_IGN
     }
 }
 

@@ -58,7 +58,7 @@ fn write(print: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Resul
         Err(e)
             if DRIVING.load(Ordering::Relaxed)
                 && (e.kind() == std::io::ErrorKind::BrokenPipe
-                    || e.raw_os_error() == Some(libc::EIO)) =>
+                    || e.raw_os_error() == Some(nix::libc::EIO)) =>
         {
             GONE.store(true, Ordering::Relaxed);
             error_line(format_args!(

@@ -433,7 +433,7 @@ fn a_hangup_ignored_at_start_as_nohup_does_leaves_run_driving() {
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         command.pre_exec(|| {
-            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            nix::libc::signal(nix::libc::SIGHUP, nix::libc::SIG_IGN);
             Ok(())
         });
     }
