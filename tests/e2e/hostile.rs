@@ -11,6 +11,15 @@ fn new_session(project: &Project, name: &str) -> super::fixture::Run {
     project.run(&["run", "--session", name, "--dive", "d", "--task", "t"])
 }
 
+/// A new session `name` whose questions a person answered: at rest, its next attempt plans.
+fn answered(project: &Project, name: &str) -> super::fixture::Session {
+    new_session(project, name).expect(10);
+    project
+        .run(&["answer", name, "--accept-suggestions"])
+        .expect(0);
+    project.session(name)
+}
+
 /// `mkfifo _signal.json`, a link to `/dev/zero`, a file larger than the cap: each is a
 /// protocol error with its reason, retried once, then the session blocks; nothing hangs and
 /// nothing is read whole.
@@ -361,11 +370,7 @@ fn ends_within(mut child: std::process::Child, limit: Duration, what: &str) -> i
 #[test]
 fn a_notebook_over_the_read_limit_blocks_the_session_once_and_says_what_to_do() {
     let mut project = Project::new();
-    new_session(&project, "big").expect(10);
-    project
-        .run(&["answer", "big", "--accept-suggestions"])
-        .expect(0);
-    let s = project.session("big");
+    let s = answered(&project, "big");
     let notebook = s.path("_overview.md");
     let kept = std::fs::read_to_string(&notebook).unwrap();
     let paste = "- a pasted line of a long log, far more than a notebook holds\n".repeat(70_000);
@@ -421,11 +426,7 @@ fn a_notebook_over_the_read_limit_blocks_the_session_once_and_says_what_to_do() 
 #[test]
 fn a_session_that_fails_at_every_start_is_not_reopened_without_end() {
     let mut project = Project::new();
-    new_session(&project, "stuck").expect(10);
-    project
-        .run(&["answer", "stuck", "--accept-suggestions"])
-        .expect(0);
-    let s = project.session("stuck");
+    let s = answered(&project, "stuck");
     let _ = std::fs::remove_file(s.path("._state.json.prev"));
     std::fs::create_dir_all(s.path("._state.json.prev").join("x")).unwrap();
     let daemon = project.daemon(&[]);
@@ -457,11 +458,7 @@ fn a_session_that_fails_at_every_start_is_not_reopened_without_end() {
 #[test]
 fn a_session_failing_again_after_a_resume_is_marked_failed_again() {
     let mut project = Project::new();
-    new_session(&project, "again").expect(10);
-    project
-        .run(&["answer", "again", "--accept-suggestions"])
-        .expect(0);
-    let s = project.session("again");
+    let s = answered(&project, "again");
     // `_logs` a file: no attempt's log can be made.
     std::fs::remove_dir_all(s.path("_logs")).unwrap();
     std::fs::write(s.path("_logs"), "not a folder").unwrap();

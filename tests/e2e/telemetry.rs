@@ -65,6 +65,20 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Waits until the receiver has the span of a session's first (investigation) iteration.
+fn first_iteration_exported(seen: &Received) {
+    super::fixture::wait_for(
+        Duration::from_secs(30),
+        "the first iteration's span",
+        || {
+            decode(&seen.lock().unwrap())
+                .0
+                .iter()
+                .any(|s| s.name == "iteration" && s.attributes["samocode.phase"] == "investigation")
+        },
+    );
+}
+
 /// A decoded span: name, trace, id, parent, attributes (as text), how many links.
 #[derive(Debug, Clone)]
 struct Span {
@@ -713,28 +727,14 @@ fn metrics_count_what_the_journal_holds() {
 #[test]
 fn an_iteration_is_exported_while_its_session_still_runs() {
     let (port, seen) = receiver();
-    let mut project = Project::new();
-    project
-        .env(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            &format!("http://127.0.0.1:{port}"),
-        )
-        // The second iteration takes a minute: the session is still running meanwhile.
-        .env("SAMOCODE_FAKE", "requirements=slow:60");
+    let mut project = exporting_to(port);
+    // The second iteration takes a minute: the session is still running meanwhile.
+    project.env("SAMOCODE_FAKE", "requirements=slow:60");
     let daemon = project.daemon(&[]);
     project
         .run(&["start", "--session", "live", "--dive", "d", "--task", "t"])
         .expect(0);
-    super::fixture::wait_for(
-        Duration::from_secs(30),
-        "the first iteration's span",
-        || {
-            decode(&seen.lock().unwrap())
-                .0
-                .iter()
-                .any(|s| s.name == "iteration" && s.attributes["samocode.phase"] == "investigation")
-        },
-    );
+    first_iteration_exported(&seen);
     let rows = project.status();
     assert_eq!(rows[0]["state"], "running", "{rows:?}");
     assert_eq!(rows[0]["phase"], "requirements", "{rows:?}");
@@ -754,16 +754,7 @@ fn a_session_span_a_crash_left_open_is_closed_by_the_next_daemon() {
     project
         .run(&["start", "--session", "cut", "--dive", "d", "--task", "t"])
         .expect(0);
-    super::fixture::wait_for(
-        Duration::from_secs(30),
-        "the first iteration's span",
-        || {
-            decode(&seen.lock().unwrap())
-                .0
-                .iter()
-                .any(|s| s.name == "iteration" && s.attributes["samocode.phase"] == "investigation")
-        },
-    );
+    first_iteration_exported(&seen);
     daemon.crash();
     let _daemon = project.daemon(&[]);
     let s = project.session("cut");
