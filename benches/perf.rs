@@ -602,6 +602,8 @@ fn floor(dirs: &[PathBuf], per_session: u64) -> Floor {
         store: SessionStore,
         state: SessionState,
         context: String,
+        /// The entry of `_logs/contexts.md` that holds the standing text, once written.
+        journaled: Option<String>,
         iteration: IterationRow,
         history: HistoryRow,
     }
@@ -626,6 +628,7 @@ fn floor(dirs: &[PathBuf], per_session: u64) -> Floor {
                 store,
                 state,
                 context,
+                journaled: None,
                 iteration: last_row(dir, "_iterations.jsonl"),
                 history: last_row(dir, "_signal_history.jsonl"),
             }
@@ -643,6 +646,7 @@ fn floor(dirs: &[PathBuf], per_session: u64) -> Floor {
                 store,
                 state,
                 context,
+                journaled,
                 iteration,
                 history,
             } = session;
@@ -655,9 +659,20 @@ fn floor(dirs: &[PathBuf], per_session: u64) -> Floor {
             let attempt = store
                 .attempt_files(state.iteration, state.phase, 1)
                 .unwrap();
-            store
-                .append_context(&attempt.relative_log(), context)
-                .unwrap();
+            // As the daemon journals contexts: the standing text once, then a pointer to it.
+            let log = attempt.relative_log();
+            match journaled {
+                Some(earlier) => {
+                    let standing = samocode::session::context::standing(state.phase);
+                    let own = &context[..context.len() - standing.len()];
+                    let rest = samocode::session::context::standing_as_in(earlier);
+                    store.append_context(&log, own, &rest).unwrap();
+                }
+                None => {
+                    store.append_context(&log, context, "").unwrap();
+                    *journaled = Some(log);
+                }
+            }
             store.save(state).unwrap();
             let mut log = store.create_log(&attempt).unwrap();
             store.log("floor: iteration started");

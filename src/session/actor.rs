@@ -201,6 +201,9 @@ pub struct SessionRun {
     pub(super) appended: Vec<super::store::Unsynced>,
     /// The last save was of the state alone ([`SessionRun::save_state`]).
     pub(super) notebook_behind: bool,
+    /// The phase whose standing text `_logs/contexts.md` last wrote out whole, by this actor,
+    /// and the entry (its attempt's log) that holds it.
+    pub(super) standing_journaled: Option<(Phase, String)>,
 }
 
 /// A sync of the journals in the background, and how many of the state's unsynced rows of
@@ -434,6 +437,7 @@ impl Actor for SessionActor {
             syncing: None,
             appended: Vec::new(),
             notebook_behind: false,
+            standing_journaled: None,
         })
     }
 
@@ -691,7 +695,21 @@ impl SessionActor {
         if text.len() > context::INLINE_LIMIT {
             std::fs::write(&files.context, &text)?;
         }
-        run.store.append_context(&files.relative_log(), &text)?;
+        // The journal of contexts writes the standing text (workflow.md and the skill) out once
+        // per run of a phase in this process, and points back to it after.
+        let log = files.relative_log();
+        let standing = context::standing(state.phase);
+        match &run.standing_journaled {
+            Some((phase, earlier)) if *phase == state.phase && text.ends_with(&standing) => {
+                let own = &text[..text.len() - standing.len()];
+                let rest = context::standing_as_in(earlier);
+                run.store.append_context(&log, own, &rest)?;
+            }
+            _ => {
+                run.store.append_context(&log, &text, "")?;
+                run.standing_journaled = Some((state.phase, log));
+            }
+        }
         // The model is decided once per attempt: the phase's profile (or its plan's), then the
         // provider's model for it, unless CLAUDE_MODEL names one.
         let picked = profile::pick(state.phase, run.store.dir());

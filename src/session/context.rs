@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::protocol::SessionState;
+use crate::protocol::{Phase, SessionState};
 use crate::workflow;
 
 /// Above this many bytes the context goes to the agent as a file it is told to read; a single
@@ -87,13 +87,28 @@ pub fn render(input: &ContextInput<'_>) -> String {
             out.push_str(&format!("- {}\n", note.text.trim()));
         }
     }
-    out.push_str("\n---\n\n");
+    out.push_str(&standing(state.phase));
+    out
+}
+
+/// The end of every context of `phase` that no session changes: `workflow.md` and the phase's
+/// skill, after a rule (`---`).
+pub fn standing(phase: Phase) -> String {
+    let mut out = String::from("\n---\n\n");
     out.push_str(workflow::WORKFLOW);
-    if let Some(skill) = workflow::skill(rules.skill) {
+    if let Some(skill) = workflow::skill(phase.rules().skill) {
         out.push_str("\n---\n\n# Instructions for this phase\n\n");
         out.push_str(skill);
     }
     out
+}
+
+/// What `_logs/contexts.md` holds in place of a standing text it already has: the entry
+/// (named by its attempt's log) where it is written out.
+pub fn standing_as_in(log: &str) -> String {
+    format!(
+        "\n---\n\n(workflow.md and this phase's instructions: as in the entry of {log} above)\n"
+    )
 }
 
 /// The phases a `continue` may name: none where the phase takes no `continue` (done).

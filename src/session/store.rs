@@ -819,9 +819,11 @@ impl SessionStore {
     }
 
     /// Appends the context an attempt was given to `_logs/contexts.md` (for audit: one growing
-    /// file rather than a new one per attempt), under a line naming the attempt's log.
-    pub fn append_context(&self, log: &str, context: &str) -> Result<(), StoreError> {
-        let entry = format!("{CONTEXT_MARK} {log} {CONTEXT_MARK}\n{context}\n");
+    /// file rather than a new one per attempt), under a line naming the attempt's log. The
+    /// caller passes the context whole, or its own part followed by a pointer to an earlier
+    /// entry that holds the rest ([`super::context::standing_as_in`]).
+    pub fn append_context(&self, log: &str, context: &str, rest: &str) -> Result<(), StoreError> {
+        let entry = format!("{CONTEXT_MARK} {log} {CONTEXT_MARK}\n{context}{rest}\n");
         self.append_with(CONTEXTS, entry.as_bytes(), false)
             .map(drop)
     }

@@ -157,6 +157,37 @@ fn a_session_walks_every_phase_through_both_gates() {
         "{:?}",
         contexts.iter().map(|(log, _)| log).collect::<Vec<_>>()
     );
+    // The workflow and the phase's instructions are written out once per run of a phase; the
+    // implementation's second and third attempts point back to its first.
+    let workflow =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/workflow.md")).unwrap();
+    let phase_of = |context: &str| {
+        let line = context.lines().find(|l| l.starts_with("Phase: ")).unwrap();
+        line.to_string()
+    };
+    let mut pointers = 0;
+    for (i, (log, context)) in contexts.iter().enumerate() {
+        let earlier = context.lines().find_map(|l| {
+            l.strip_prefix("(workflow.md and this phase's instructions: as in the entry of ")?
+                .strip_suffix(" above)")
+        });
+        let Some(earlier) = earlier else {
+            assert!(
+                context.contains(workflow.trim()),
+                "{log} lacks the workflow"
+            );
+            continue;
+        };
+        pointers += 1;
+        assert!(!context.contains(workflow.trim()), "{log}");
+        let (_, whole) = contexts[..i]
+            .iter()
+            .find(|(l, _)| l == earlier)
+            .unwrap_or_else(|| panic!("{log} points to {earlier}, not an earlier entry"));
+        assert!(whole.contains(workflow.trim()), "{earlier}");
+        assert_eq!(phase_of(whole), phase_of(context), "{log}");
+    }
+    assert_eq!(pointers, 2, "the implementation's 2nd and 3rd attempts");
     assert!(
         logs.iter()
             .any(|n| n.ends_with("-005-implementation-a1.jsonl")),
