@@ -624,6 +624,13 @@ fn pressed_option(
         .filter(|q| q.number == question)
         .collect();
     let pressed = match round {
+        // Two questions an agent numbered alike in one round would share their buttons' data:
+        // a press could not say which of them it answers.
+        Some(round) if numbered.iter().filter(|q| q.round == round).count() > 1 => {
+            return Err(format!(
+                "more than one question of this round is numbered Q{question}, so a button cannot say which; reply /answer SESSION {question} TEXT, once per question, in their order"
+            ));
+        }
         Some(round) => numbered.iter().find(|q| q.round == round),
         // An older notice's button names no round: it is clear only while one question has
         // the number.
@@ -678,6 +685,12 @@ mod tests {
         assert!(older.contains("/answer"), "{older}");
         let one = QaDoc::parse("# Questions\n\n## Q1: Where?\nOptions: here | there\nAnswer:\n");
         assert_eq!(pressed_option(&one, None, 1, 0), Ok("here".into()));
+        // Two questions numbered alike in one round: a press cannot say which it answers.
+        let twins = QaDoc::parse(
+            "# Questions\n\n## Q1: Where?\nOptions: here | there\nAnswer:\n\n## Q1: Colour?\nOptions: red | blue\nAnswer:\n",
+        );
+        let refused = pressed_option(&twins, Some(1), 1, 1).unwrap_err();
+        assert!(refused.contains("/answer SESSION 1"), "{refused}");
     }
 
     #[test]

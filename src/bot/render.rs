@@ -152,13 +152,40 @@ fn asking(name: &str, session: &str, questions: &[Asked]) -> String {
         "\n\nPress an option, accept all suggestions, or reply <code>/answer {} N text</code>.",
         escape(session)
     ));
+    let mut twins: Vec<u32> = questions
+        .iter()
+        .filter(|q| {
+            questions
+                .iter()
+                .any(|o| !std::ptr::eq(*q, o) && o.round == q.round && o.number == q.number)
+        })
+        .map(|q| q.number)
+        .collect();
+    twins.sort_unstable();
+    twins.dedup();
+    for number in twins {
+        html.push_str(&format!(
+            "\nMore than one question is numbered Q{number}: they have no buttons; reply <code>/answer {} {number} text</code> once for each, in their order.",
+            escape(session)
+        ));
+    }
     html
 }
 
 /// One row per question with a button per option, then "Accept all suggestions".
 fn answer_buttons(session: &str, questions: &[Asked]) -> Vec<Vec<Button>> {
+    // Questions an agent numbered alike in one round get no option buttons: their data would
+    // be the same, and the text asks for `/answer` instead.
+    let twin = |q: &Asked| {
+        questions
+            .iter()
+            .filter(|o| o.round == q.round && o.number == q.number)
+            .count()
+            > 1
+    };
     let mut rows: Vec<Vec<Button>> = questions
         .iter()
+        .filter(|q| !twin(q))
         .map(|q| {
             q.options
                 .iter()
@@ -399,6 +426,48 @@ mod tests {
             ]
         );
         assert_eq!(n.buttons[0][1].label, "Q1: sqlite");
+    }
+
+    #[test]
+    fn questions_numbered_alike_in_one_round_get_no_buttons_and_are_pointed_to_answer() {
+        let asked = |number: u32, text: &str| Asked {
+            round: 1,
+            number,
+            text: text.into(),
+            options: vec!["yes".into(), "no".into()],
+            suggested: None,
+        };
+        let event = SessionEvent::Settled {
+            session: "auth".into(),
+            phase: Phase::Requirements,
+            settled: Settled::Waiting {
+                wait_for: WaitFor::QaAnswers,
+            },
+            questions: vec![asked(1, "Cache?"), asked(1, "Retry?"), asked(2, "Log?")],
+            ask: None,
+        };
+        let n = notice(&event).unwrap();
+        let data: Vec<Vec<&str>> = n
+            .buttons
+            .iter()
+            .map(|row| row.iter().map(|b| b.data.as_str()).collect())
+            .collect();
+        assert_eq!(
+            data,
+            [
+                vec!["opt:1:2:0:auth", "opt:1:2:1:auth"],
+                vec!["answer:auth"]
+            ]
+        );
+        assert_eq!(
+            n.html
+                .matches("More than one question is numbered Q1")
+                .count(),
+            1,
+            "{}",
+            n.html
+        );
+        assert!(n.html.contains("/answer auth 1 text</code> once for each"));
     }
 
     #[test]
