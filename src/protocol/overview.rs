@@ -231,6 +231,20 @@ pub fn parse(text: &str) -> Overview {
     overview
 }
 
+/// The `Working Dir:` line the Python samocode wrote into its notebooks (the worktree its agents
+/// worked in), when it names an absolute path.
+pub fn legacy_working_dir(text: &str) -> Option<std::path::PathBuf> {
+    text.lines().find_map(|line| {
+        let (key, value) = line.trim_start_matches(['-', '*', ' ']).split_once(':')?;
+        let key = key.trim().trim_matches('*');
+        if !key.eq_ignore_ascii_case("working dir") {
+            return None;
+        }
+        let path = std::path::PathBuf::from(value.trim().trim_matches('`'));
+        path.is_absolute().then_some(path)
+    })
+}
+
 fn joined(lines: &[&str]) -> Option<String> {
     let text = lines.join("\n").trim().to_string();
     (!text.is_empty()).then_some(text)

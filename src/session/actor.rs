@@ -642,6 +642,17 @@ impl SessionActor {
             self.release_slot(run);
             return self.block(run, format!("init failed: {error}"), Source::Worker);
         }
+        if run.state.phase != Phase::Init
+            && run.state.worktree.is_none()
+            && let Err(error) = self.give_worktree(run).await
+        {
+            self.release_slot(run);
+            return self.block(
+                run,
+                format!("the session has no worktree and none could be made: {error}"),
+                Source::Worker,
+            );
+        }
         if let Err(error) = self.restore_worktree(run).await {
             self.release_slot(run);
             return self.block(run, error.to_string(), Source::Worker);
@@ -845,6 +856,49 @@ impl SessionActor {
     }
 
     async fn init(&self, run: &mut SessionRun) -> Result<(), worktree::WorktreeError> {
+        let tree = self.make_worktree(run).await?;
+        run.state.enter_phase(Phase::Investigation);
+        let entry = format!(
+            "Session initialised: worktree {} on branch {}",
+            tree.path.display(),
+            tree.branch
+        );
+        self.save_worktree_entry(run, &entry)
+    }
+
+    /// A session past its init with no worktree (one the Python samocode began, whose
+    /// worktree was not found) gets one now: its agents never work in the main checkout.
+    async fn give_worktree(&self, run: &mut SessionRun) -> Result<(), worktree::WorktreeError> {
+        let tree = self.make_worktree(run).await?;
+        let entry = format!(
+            "The session had no worktree samocode could find: made {} on branch {}",
+            tree.path.display(),
+            tree.branch
+        );
+        self.save_worktree_entry(run, &entry)
+    }
+
+    fn save_worktree_entry(
+        &self,
+        run: &mut SessionRun,
+        entry: &str,
+    ) -> Result<(), worktree::WorktreeError> {
+        run.store
+            .save_noting(&mut run.state, Some(entry))
+            .map_err(|e| worktree::WorktreeError::Git {
+                args: "(saving state)".into(),
+                dir: run.store.dir().to_path_buf(),
+                detail: e.to_string(),
+            })?;
+        run.store.log(entry);
+        Ok(())
+    }
+
+    /// Makes (or finds, after a crash) the session's worktree and records it in the state.
+    async fn make_worktree(
+        &self,
+        run: &mut SessionRun,
+    ) -> Result<worktree::Worktree, worktree::WorktreeError> {
         let folder = run.store.name();
         let claimed = run.state.branch.clone();
         let tree = worktree::prepare(
@@ -865,24 +919,9 @@ impl SessionActor {
             },
         )
         .await?;
-        let state = &mut run.state;
-        state.worktree = Some(tree.path.clone());
-        state.branch = Some(tree.branch.clone());
-        state.enter_phase(Phase::Investigation);
-        let entry = format!(
-            "Session initialised: worktree {} on branch {}",
-            tree.path.display(),
-            tree.branch
-        );
-        run.store
-            .save_noting(state, Some(&entry))
-            .map_err(|e| worktree::WorktreeError::Git {
-                args: "(saving state)".into(),
-                dir: run.store.dir().to_path_buf(),
-                detail: e.to_string(),
-            })?;
-        run.store.log(&entry);
-        Ok(())
+        run.state.worktree = Some(tree.path.clone());
+        run.state.branch = Some(tree.branch.clone());
+        Ok(tree)
     }
 
     /// Applies a person's command with the lock this actor holds, and acts on the result.

@@ -164,7 +164,12 @@ pub fn open(
                 ));
             }
             if !had_state {
-                if let Some(tree) = worktree::adopt(project, &store.name()) {
+                let named = store
+                    .read(super::store::OVERVIEW)
+                    .ok()
+                    .flatten()
+                    .and_then(|text| crate::protocol::overview::legacy_working_dir(&text));
+                if let Some(tree) = worktree::adopt(project, &store.name(), named.as_deref()) {
                     state.worktree = Some(tree.path);
                     state.branch = Some(tree.branch);
                 }

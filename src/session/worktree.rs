@@ -303,22 +303,42 @@ pub fn baseline_blocking(dir: &Path) -> Result<Baseline, WorktreeError> {
     })
 }
 
-/// The worktree an older tool left at `WORKTREES/<folder>`, if there is one (used when adopting
-/// a Python samocode session, which recorded no worktree in a form we read).
-pub fn adopt(project: &Project, folder: &str) -> Option<Worktree> {
-    let path = project.worktrees.join(folder);
-    let ask = |args: &[&str]| {
-        git_raw_blocking(&path, args)
+/// The worktree an older tool left for a session: the `Working Dir:` its notebook names
+/// (`named`), else `WORKTREES/<folder>` (used when adopting a Python samocode session). Only a
+/// checkout of its own, of the project's repository, and not the main checkout itself: an
+/// agent must never work on the branch a person has checked out.
+pub fn adopt(project: &Project, folder: &str, named: Option<&Path>) -> Option<Worktree> {
+    named
+        .and_then(|path| adopt_at(project, path))
+        .or_else(|| adopt_at(project, &project.worktrees.join(folder)))
+}
+
+fn adopt_at(project: &Project, path: &Path) -> Option<Worktree> {
+    let ask = |dir: &Path, args: &[&str]| {
+        git_raw_blocking(dir, args)
             .ok()
             .map(|out| out.trim().to_string())
     };
     // A checkout of its own, not a folder inside another one (which would answer for it).
-    let top = ask(&["rev-parse", "--show-toplevel"])?;
-    if !same_dir(Path::new(&top), &path) {
+    let top = ask(path, &["rev-parse", "--show-toplevel"])?;
+    if !same_dir(Path::new(&top), path) || same_dir(path, &project.main_repo) {
         return None;
     }
+    // A worktree of the project's repository: both share one git directory.
+    let common = |dir: &Path| {
+        let common = ask(
+            dir,
+            &["rev-parse", "--path-format=absolute", "--git-common-dir"],
+        )?;
+        Some(PathBuf::from(common))
+    };
+    if !same_dir(&common(path)?, &common(&project.main_repo)?) {
+        return None;
+    }
+    // On a branch: a detached checkout has none to restore it from.
+    let branch = ask(path, &["rev-parse", "--abbrev-ref", "HEAD"]).filter(|b| b != "HEAD")?;
     Some(Worktree {
-        branch: ask(&["rev-parse", "--abbrev-ref", "HEAD"])?,
-        path,
+        branch,
+        path: path.to_path_buf(),
     })
 }

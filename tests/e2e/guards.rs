@@ -1,5 +1,6 @@
 //! What keeps a session safe: names, the worker lock, old sessions, configuration errors.
 
+use std::path::Path;
 use std::time::Duration;
 
 use super::fixture::{Project, git, wait_for};
@@ -155,6 +156,71 @@ fn a_python_samocode_session_resumes_and_finishes() {
     assert!(text.contains("Phase: done\n"));
     let commits = git(&worktree, &["log", "--format=%s"]);
     assert!(commits.starts_with("Implement step 3\n"), "{commits}");
+}
+
+#[test]
+fn a_python_session_works_in_the_worktree_its_notebook_names_and_never_in_the_main_checkout() {
+    let project = Project::new();
+    let main_log = || git(&project.repo, &["log", "--format=%s", "main"]);
+    let before = main_log();
+    // Its worktree where the Python samocode put it, named by the notebook's `Working Dir:`.
+    let elsewhere = project.root.join("old-trees/named");
+    git(
+        &project.repo,
+        &[
+            "worktree",
+            "add",
+            "-q",
+            "-b",
+            "py-named",
+            elsewhere.to_str().unwrap(),
+            "main",
+        ],
+    );
+    let legacy = |folder: &str, working_dir: &Path| {
+        let dir = project.sessions.join(folder);
+        std::fs::create_dir(&dir).unwrap();
+        let overview = format!(
+            "# Session: x\nWorking Dir: {}\n\n## Status\nPhase: implementation\nIteration: 2\nBlocked: no\n\n## Task\nPort the parser\n",
+            working_dir.display()
+        );
+        std::fs::write(dir.join("_overview.md"), overview).unwrap();
+    };
+    legacy("26-01-02-named", &elsewhere);
+    // A person's edit not yet committed in the main checkout.
+    std::fs::write(project.repo.join("README.md"), "work in progress\n").unwrap();
+
+    project
+        .run(&["run", "--session", "named", "--once"])
+        .expect(0);
+    let state = project.session("named").state();
+    assert_eq!(state["worktree"], elsewhere.display().to_string());
+    assert_eq!(state["branch"], "py-named");
+    let commits = git(&elsewhere, &["log", "--format=%s", "-1"]);
+    assert!(commits.starts_with("Implement step"), "{commits}");
+
+    // A notebook whose working directory was the main checkout, and no worktree to be found:
+    // the session gets a worktree of its own before its agent starts.
+    legacy("26-01-03-inmain", &project.repo);
+    project
+        .run(&["run", "--session", "inmain", "--once"])
+        .expect(0);
+    let s = project.session("inmain");
+    let state = s.state();
+    let made = project.worktrees.join("26-01-03-inmain");
+    assert_eq!(state["worktree"], made.display().to_string());
+    let commits = git(&made, &["log", "--format=%s", "-1"]);
+    assert!(commits.starts_with("Implement step"), "{commits}");
+    assert!(s.read("session.log").contains("had no worktree"));
+
+    assert_eq!(main_log(), before, "nothing was committed on main");
+    assert_eq!(
+        std::fs::read_to_string(project.repo.join("README.md")).unwrap(),
+        "work in progress\n",
+        "the person's edit is untouched"
+    );
+    let status = git(&project.repo, &["status", "--porcelain"]);
+    assert!(status.contains("README.md"), "still uncommitted: {status}");
 }
 
 #[test]
