@@ -139,42 +139,22 @@ pub async fn resume(args: ResumeArgs, config: &Config) -> Result<u8, CliError> {
             ))),
         };
     };
-    if raise.is_empty() {
-        // The daemon's session actor checks with the daemon's own defaults.
-        let project = config.project()?;
-        let dir = name::resolve_existing(&project.sessions, session)?;
-        let daemon = owner(config, &dir).await?.is_some();
-        if !daemon && let Some(refused) = budget_refusal(config, &dir, session) {
-            return Err(CliError::usage(anyhow::anyhow!(refused)));
-        }
-        return command(config, session, PersonCommand::Resume).await;
+    // The daemon's session actor checks with the daemon's own defaults; without one, here.
+    let project = config.project()?;
+    let dir = name::resolve_existing(&project.sessions, session)?;
+    let daemon = owner(config, &dir).await?.is_some();
+    if !daemon
+        && let Ok(state) = SessionFolder::new(dir.clone()).load_state()
+        && let Some(refused) =
+            budget::resume_refused(&state, session, &raise, &config.budgets.defaults)
+    {
+        return Err(CliError::usage(anyhow::anyhow!(refused)));
     }
-    command(
-        config,
-        session,
-        PersonCommand::RaiseBudget { budget: raise },
-    )
-    .await
-}
-
-/// Without a daemon: why a plain `resume` of a session blocked by a budget it still has
-/// reached cannot go on (the daemon's session actor says the same).
-fn budget_refusal(config: &Config, dir: &std::path::Path, session: &str) -> Option<String> {
-    let state = SessionFolder::new(dir.to_path_buf()).load_state().ok()?;
-    let crate::protocol::RunState::Blocked { reason, .. } = &state.status else {
-        return None;
+    let command_given = match raise.is_empty() {
+        true => PersonCommand::Resume,
+        false => PersonCommand::RaiseBudget { budget: raise },
     };
-    if !budget::is_budget_reason(reason) {
-        return None;
-    }
-    let own = state.budget.over(&config.budgets.defaults);
-    own.reached(&budget::Spent::of(&state), state.attempt == 0)
-        .map(|reached| {
-            format!(
-                "session {session} is blocked: {reached}; raise it to go on: `samocode resume {session} --raise-budget {}=N`",
-                reached.limit.word()
-            )
-        })
+    command(config, session, command_given).await
 }
 
 pub async fn stop(session: &str, config: &Config) -> Result<u8, CliError> {

@@ -183,6 +183,47 @@ pub fn is_budget_reason(reason: &str) -> bool {
         .any(|l| reason.starts_with(&format!("{} budget reached: ", l.word())))
 }
 
+/// Why a `resume` of a session cannot go on: it is blocked by a budget it still has reached
+/// (with `defaults` under its own limits) once `raise` is applied (empty for a plain
+/// `resume`). The sentence names the raise that would do, for the session called `name`. The
+/// worker's and the daemon's check.
+pub fn resume_refused(
+    state: &SessionState,
+    name: &str,
+    raise: &Budget,
+    defaults: &Budget,
+) -> Option<String> {
+    let super::RunState::Blocked { reason, .. } = &state.status else {
+        return None;
+    };
+    if !is_budget_reason(reason) {
+        return None;
+    }
+    let reached = state
+        .budget
+        .merged(raise)
+        .over(defaults)
+        .reached(&Spent::of(state), state.attempt == 0)?;
+    if raise.show(reached.limit).is_some() {
+        // A raise of the reached limit that is still too low: [`super::gate::raise`] says so.
+        return None;
+    }
+    let example = match reached.limit {
+        Limit::Cost => "cost=40",
+        Limit::Iterations => "iterations=100",
+        Limit::Time => "time=12h",
+    };
+    let word = reached.limit.word();
+    Some(match raise.is_empty() {
+        true => format!(
+            "session {name} is blocked: {reached}; raise it to go on, e.g. `samocode resume {name} --raise-budget {example}`"
+        ),
+        false => format!(
+            "session {name} is blocked: {reached}, and this raise leaves the {word} limit as it is; nothing was changed: raise {word} too, e.g. `samocode resume {name} --raise-budget {example}`"
+        ),
+    })
+}
+
 /// Money as a person reads it: `$20.31`; to a hundredth of a cent where cents would round
 /// it (`$0.0125`), so that a limit and what was spent differing by that much read apart.
 pub fn money(usd: f64) -> String {

@@ -932,8 +932,13 @@ impl SessionActor {
         command: PersonCommand,
         by: Option<String>,
     ) -> Result<String, (String, u8)> {
-        if command == PersonCommand::Resume
-            && let Some(refused) = self.resume_refused(&run.state)
+        let raise = match &command {
+            PersonCommand::Resume => Some(crate::protocol::budget::Budget::default()),
+            PersonCommand::RaiseBudget { budget } => Some(*budget),
+            _ => None,
+        };
+        if let Some(raise) = raise
+            && let Some(refused) = self.resume_refused(&run.state, &raise)
         {
             return Err((refused, 2));
         }

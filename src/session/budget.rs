@@ -8,7 +8,7 @@
 use super::actor::{SessionActor, SessionReport, SessionRun};
 use crate::agent::AttemptReport;
 use crate::config::Provider;
-use crate::protocol::budget::{self, Limit, Reached, Spent};
+use crate::protocol::budget::{self, Reached, Spent};
 use crate::protocol::{Needs, RunState, SessionState, Usage};
 
 impl SessionActor {
@@ -79,24 +79,19 @@ impl SessionActor {
         }
     }
 
-    /// Why a plain `resume` cannot go on: the session is blocked by a budget it still has
-    /// reached. The sentence names the raise that would do.
-    pub(super) fn resume_refused(&self, state: &SessionState) -> Option<String> {
-        let RunState::Blocked { reason, .. } = &state.status else {
-            return None;
-        };
-        if !budget::is_budget_reason(reason) {
-            return None;
-        }
-        let reached = self.budget_reached(state)?;
-        let name = super::name::short_name(&state.name);
-        let example = match reached.limit {
-            Limit::Cost => "cost=40",
-            Limit::Iterations => "iterations=100",
-            Limit::Time => "time=12h",
-        };
-        Some(format!(
-            "session {name} is blocked: {reached}; raise it to go on, e.g. `samocode resume {name} --raise-budget {example}`"
-        ))
+    /// Why a `resume` cannot go on: the session is blocked by a budget it still has reached,
+    /// and `raise` (empty for a plain `resume`) leaves that limit in place. The sentence names
+    /// the raise that would do.
+    pub(super) fn resume_refused(
+        &self,
+        state: &SessionState,
+        raise: &budget::Budget,
+    ) -> Option<String> {
+        budget::resume_refused(
+            state,
+            super::name::short_name(&state.name),
+            raise,
+            &self.budgets.defaults,
+        )
     }
 }

@@ -69,13 +69,29 @@ fn a_session_stops_at_max_cost_and_finishes_after_a_raise() {
     let refused = project.run(&["resume", "capped"]);
     refused.expect(2);
     assert!(
-        refused.stderr().contains("--raise-budget cost=N"),
+        refused.stderr().contains("--raise-budget cost="),
         "{}",
         refused.stderr()
     );
     project
         .run(&["resume", "capped", "--raise-budget", "cost=0.01"])
         .expect(2);
+    // A raise of another limit leaves the one reached: refused, and nothing changes.
+    let other = project.run(&["resume", "capped", "--raise-budget", "iterations=100"]);
+    other.expect(2);
+    assert!(
+        other
+            .stderr()
+            .contains("this raise leaves the cost limit as it is; nothing was changed"),
+        "{}",
+        other.stderr()
+    );
+    assert!(
+        s.state()["budget"].get("iterations").is_none(),
+        "{}",
+        s.state()
+    );
+    assert_eq!(s.state()["status"]["state"], "blocked");
     project
         .run(&["resume", "capped", "--raise-budget", "cost=5"])
         .expect(0);
@@ -244,6 +260,14 @@ fn through_the_daemon_start_max_cost_blocks_and_resume_raise_budget_goes_on() {
         "{}",
         refused.stderr()
     );
+    let other = project.run(&["resume", "capped", "--raise-budget", "time=12h"]);
+    other.expect(2);
+    assert!(
+        other.stderr().contains("leaves the cost limit as it is"),
+        "{}",
+        other.stderr()
+    );
+    assert_eq!(row(&project, "capped")["state"], "blocked");
     project
         .run(&["resume", "capped", "--raise-budget", "cost=5"])
         .expect(0);
