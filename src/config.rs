@@ -174,6 +174,8 @@ pub struct Config {
     pub codex_home: Option<PathBuf>,
     /// Where CODEX_HOME was set (`None`: defaulted to ~/.codex).
     pub codex_home_origin: Option<&'static str>,
+    /// Where CLAUDE_PATH and CODEX_PATH were set (`None`: the bare default name).
+    pub program_origins: [Option<&'static str>; 2],
     /// Faults to inject, for the tests of supervision (SAMOCODE_FAILPOINTS, comma separated;
     /// `supervisor-panic`: the supervisor panics on a status request).
     pub failpoints: Vec<String>,
@@ -208,8 +210,48 @@ impl Config {
                     expected: "an existing directory (create it, or unset CODEX_HOME for ~/.codex)",
                 })
             }
+            // Agents of another engine start on other machines, where this one cannot look.
+            _ if self.remote.engine == Engine::Local => self.check_program(),
             _ => Ok(()),
         }
+    }
+
+    /// The running provider's CLI can be started: a path names an executable file, and a bare
+    /// name is found in PATH. Checked before anything is made, where the spawn would fail
+    /// only once a session folder and its worktree exist.
+    fn check_program(&self) -> Result<(), ConfigError> {
+        let (key, origin) = match self.agent.provider {
+            Provider::Claude => ("CLAUDE_PATH", self.program_origins[0]),
+            Provider::Codex => ("CODEX_PATH", self.program_origins[1]),
+        };
+        let program = self.agent.program();
+        let executable = |path: &Path| {
+            use std::os::unix::fs::PermissionsExt;
+            path.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        };
+        let found = match program.components().count() > 1 || program.is_absolute() {
+            true => executable(program),
+            false => std::env::var_os("PATH").is_some_and(|paths| {
+                std::env::split_paths(&paths).any(|dir| executable(&dir.join(program)))
+            }),
+        };
+        if found {
+            return Ok(());
+        }
+        Err(ConfigError::BadValue {
+            key: key.into(),
+            value: program.display().to_string(),
+            origin: origin.unwrap_or("the default name"),
+            expected: match self.agent.provider {
+                Provider::Claude => {
+                    "an executable file, or a program in PATH (install Claude Code, or set CLAUDE_PATH to it; a relative path is taken from where it was set)"
+                }
+                Provider::Codex => {
+                    "an executable file, or a program in PATH (install the Codex CLI, or set CODEX_PATH to it; a relative path is taken from where it was set)"
+                }
+            },
+        })
     }
 
     /// The project, or an error telling the user how to make one.
@@ -442,14 +484,23 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
     };
     let claude_timeout = timeout_of(&mut layers, "CLAUDE_TIMEOUT", Provider::Claude);
     let codex_timeout = timeout_of(&mut layers, "CODEX_TIMEOUT", Provider::Codex);
-    let path = |layers: &mut Layers, env: &str, default: &str| {
-        layers
-            .text(env)
-            .map(|v| PathBuf::from(expand_home(&v, sources)))
-            .unwrap_or_else(|| PathBuf::from(default))
+    // A bare name is looked up in PATH when the agent starts; a path is taken from where it
+    // was given, never from the worktree the agent starts in.
+    let program = |layers: &mut Layers, env: &str, default: &str| {
+        let Some(found) = layers.get(env, None) else {
+            return (PathBuf::from(default), None);
+        };
+        let path = match found.value.contains('/') {
+            true => given_from(&found, sources)
+                .join(expand_home(&found.value, sources))
+                .components()
+                .collect(),
+            false => PathBuf::from(&found.value),
+        };
+        (path, Some(found.origin))
     };
-    let claude_path = path(&mut layers, "CLAUDE_PATH", "claude");
-    let codex_path = path(&mut layers, "CODEX_PATH", "codex");
+    let (claude_path, claude_path_origin) = program(&mut layers, "CLAUDE_PATH", "claude");
+    let (codex_path, codex_path_origin) = program(&mut layers, "CODEX_PATH", "codex");
     let claude_model = layers.parsed("CLAUDE_MODEL", None, MODEL_NAME, model_name);
     let codex_model = layers.parsed("CODEX_MODEL", None, MODEL_NAME, model_name);
     let claude_max_turns = layers
@@ -495,12 +546,12 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
             .unwrap_or(Duration::from_secs(5)),
         max_delay: Duration::from_secs(300),
     };
-    let state_dir = match layers.text("SAMOCODE_STATE_DIR") {
-        Some(dir) => absolute(&sources.cwd, Path::new(&expand_home(&dir, sources))),
+    let state_dir = match layers.get("SAMOCODE_STATE_DIR", None) {
+        Some(found) => placed(&found, sources),
         None => default_state_dir(sources),
     };
-    let control_socket = match layers.text("SAMOCODE_CONTROL") {
-        Some(path) => absolute(&sources.cwd, Path::new(&expand_home(&path, sources))),
+    let control_socket = match layers.get("SAMOCODE_CONTROL", None) {
+        Some(found) => placed(&found, sources),
         None => state_dir.join("control.sock"),
     };
     let max_parallel = layers
@@ -540,15 +591,15 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
             },
         )
         .unwrap_or(Some(crate::dashboard::DEFAULT_ADDR));
-    let http_token_file = layers.parsed(
-        "SAMOCODE_HTTP_TOKEN_FILE",
-        flags
-            .http_token_file
-            .as_ref()
-            .map(|v| ("--http-token-file", v)),
-        "a file path",
-        |v| Some(absolute(&sources.cwd, Path::new(&expand_home(v, sources)))),
-    );
+    let http_token_file = layers
+        .get(
+            "SAMOCODE_HTTP_TOKEN_FILE",
+            flags
+                .http_token_file
+                .as_ref()
+                .map(|v| ("--http-token-file", v)),
+        )
+        .map(|found| placed(&found, sources));
     let telegram = telegram::read(&mut layers);
     let remote = remote::read(
         &mut layers,
@@ -571,10 +622,7 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
     let codex_home_found = layers.get("CODEX_HOME", None);
     let codex_home_origin = codex_home_found.as_ref().map(|f| f.origin);
     let codex_home = match &codex_home_found {
-        Some(found) => Some(absolute(
-            &sources.cwd,
-            Path::new(&expand_home(&found.value, sources)),
-        )),
+        Some(found) => Some(placed(found, sources)),
         None => sources.home().map(|home| home.join(".codex")),
     };
     let policy = env_policy(&mut layers, &global);
@@ -624,6 +672,7 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
         home: sources.home(),
         codex_home,
         codex_home_origin,
+        program_origins: [claude_path_origin, codex_path_origin],
         failpoints,
         http,
         http_token_file,
@@ -708,6 +757,23 @@ fn expand_home(value: &str, sources: &Sources) -> String {
         }
         _ => value.to_string(),
     }
+}
+
+/// The folder a relative path setting is taken from: that of `config.toml` for a value from
+/// it (the same wherever a command runs), else the working directory.
+fn given_from(found: &values::Found, sources: &Sources) -> PathBuf {
+    match found.origin {
+        "config.toml" => file::dir(sources).unwrap_or_else(|| sources.cwd.clone()),
+        _ => sources.cwd.clone(),
+    }
+}
+
+/// A path setting: `~` expanded, and a relative path taken from where it was given.
+fn placed(found: &values::Found, sources: &Sources) -> PathBuf {
+    absolute(
+        &given_from(found, sources),
+        Path::new(&expand_home(&found.value, sources)),
+    )
 }
 
 fn absolute(base: &Path, path: &Path) -> PathBuf {

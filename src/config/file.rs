@@ -105,6 +105,11 @@ pub(super) fn read(sources: &Sources, problems: &mut Problems) -> FileSettings {
     settings
 }
 
+/// The folder `config.toml` is read from.
+pub(super) fn dir(sources: &Sources) -> Option<PathBuf> {
+    path(sources)?.parent().map(std::path::Path::to_path_buf)
+}
+
 fn path(sources: &Sources) -> Option<PathBuf> {
     let dir = match sources.env.get("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
         Some(dir) => PathBuf::from(dir),

@@ -101,8 +101,13 @@ pub(super) fn read(
         .parsed(
             "SAMOCODE_EXECUTOR",
             executor_flag.map(|v| ("--executor", v)),
-            "local, nats or kubernetes",
-            Engine::parse,
+            match cfg!(feature = "kube") {
+                true => "local, nats or kubernetes",
+                false => {
+                    "local or nats (kubernetes needs a samocode built with `--features kube`; the Dockerfile's --build-arg SAMOCODE_FEATURES=kube)"
+                }
+            },
+            |text| Engine::parse(text).filter(|e| cfg!(feature = "kube") || *e != Engine::Kubernetes),
         )
         .unwrap_or_default();
     let url = layers.parsed(
@@ -121,10 +126,7 @@ pub(super) fn read(
     let token = layers.text("SAMOCODE_NATS_TOKEN");
     let nkey = layers.get("SAMOCODE_NATS_NKEY_FILE", None);
     let nkey_file = nkey.as_ref().and_then(|found| {
-        let path = super::absolute(
-            &sources.cwd,
-            std::path::Path::new(&super::expand_home(&found.value, sources)),
-        );
+        let path = super::placed(found, sources);
         if path.is_file() {
             Some(path)
         } else {

@@ -628,3 +628,68 @@ fn budgets_come_from_flags_env_and_file_and_bad_ones_name_key_value_and_source()
     );
     assert!(text.contains("--fleet-max-cost=\"-3\""), "{text}");
 }
+
+#[test]
+fn a_relative_path_in_config_toml_means_one_place_wherever_a_command_runs() {
+    let dir = project_dir();
+    std::fs::write(
+        dir.path().join("home/.config/samocode/config.toml"),
+        "state_dir = \"mystate\"\nhttp_token_file = \"token\"\n",
+    )
+    .unwrap();
+    let config_dir = dir.path().join("home/.config/samocode");
+    for cwd in [dir.path().to_path_buf(), dir.path().join("sub/deeper")] {
+        let mut s = sources(dir.path(), &[]);
+        s.cwd = cwd;
+        let config = resolve(&Flags::default(), &s).unwrap();
+        assert_eq!(config.state_dir, config_dir.join("mystate"));
+        assert_eq!(
+            config.control_socket,
+            config_dir.join("mystate/control.sock")
+        );
+        assert_eq!(config.http_token_file, Some(config_dir.join("token")));
+    }
+    // The same setting in the environment is taken from the working directory.
+    let mut s = sources(dir.path(), &[("SAMOCODE_STATE_DIR", "here")]);
+    s.cwd = dir.path().join("sub");
+    let config = resolve(&Flags::default(), &s).unwrap();
+    assert_eq!(config.state_dir, dir.path().join("sub/here"));
+}
+
+#[test]
+fn a_secret_pasted_where_its_file_belongs_is_never_shown() {
+    let dir = project_dir();
+    std::fs::write(
+        dir.path().join("home/.config/samocode/config.toml"),
+        "executor = \"nats\"\nnats_url = \"nats://127.0.0.1:1\"\nnats_nkey_file = \"SUASECRETSEED\"\n",
+    )
+    .unwrap();
+    let error = resolve(&Flags::default(), &sources(dir.path(), &[]))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("nats_nkey_file"), "{error}");
+    assert!(!error.contains("SUASECRETSEED"), "{error}");
+}
+
+/// A build without the Kubernetes engine refuses it as a setting (exit 2, which restart
+/// policies do not retry), not as a failed start.
+#[cfg(not(feature = "kube"))]
+#[test]
+fn the_kubernetes_engine_in_a_build_without_it_is_a_bad_setting() {
+    let dir = project_dir();
+    let s = sources(
+        dir.path(),
+        &[
+            ("SAMOCODE_EXECUTOR", "kubernetes"),
+            ("SAMOCODE_KUBE_IMAGE", "x"),
+        ],
+    );
+    let error = match resolve(&Flags::default(), &s) {
+        Err(error) => error.to_string(),
+        Ok(_) => panic!("accepted"),
+    };
+    assert!(
+        error.contains("SAMOCODE_EXECUTOR=\"kubernetes\"") && error.contains("--features kube"),
+        "{error}"
+    );
+}

@@ -74,6 +74,8 @@ pub(super) const SECRETS: &[&str] = &[
     "TELEGRAM_BOT_TOKEN",
     "OTEL_EXPORTER_OTLP_HEADERS",
     "SAMOCODE_NATS_TOKEN",
+    // A path, but one who pastes the seed itself in its place must not see it echoed.
+    "SAMOCODE_NATS_NKEY_FILE",
 ];
 
 /// The `config.toml` key of a setting: `SAMOCODE_MAX_RETRIES` is `max_retries`.

@@ -224,6 +224,64 @@ fn a_python_session_works_in_the_worktree_its_notebook_names_and_never_in_the_ma
 }
 
 #[test]
+fn a_relative_agent_path_is_taken_from_where_it_was_given_and_a_missing_one_is_refused_up_front() {
+    let mut project = Project::new();
+    // A file of the same name in the repository, and so in the session's worktree: never run.
+    let marker = project.root.join("the-repository's-script-ran");
+    let script = format!("#!/bin/sh\ntouch '{}'\nexit 3\n", marker.display());
+    std::fs::write(project.repo.join("fake-claude"), script).unwrap();
+    git(&project.repo, &["add", "fake-claude"]);
+    git(
+        &project.repo,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "x",
+        ],
+    );
+    project.env("CLAUDE_PATH", "./fake-claude");
+    project
+        .run(&["run", "--session", "rel", "--dive", "d", "--task", "t"])
+        .expect(10);
+    assert!(!marker.exists(), "the repository's file ran as the agent");
+
+    // A program that is not there is refused before a session folder or a worktree is made,
+    // by a dry run too.
+    project.env("CLAUDE_PATH", "./no-such-agent");
+    for dry in [true, false] {
+        let mut args = vec!["run", "--session", "gone", "--dive", "d", "--task", "t"];
+        if dry {
+            args.push("--dry-run");
+        }
+        let run = project.run(&args);
+        run.expect(2);
+        let expected = format!(
+            "CLAUDE_PATH=\"{}\"",
+            project.root.join("no-such-agent").display()
+        );
+        assert!(run.stderr().contains(&expected), "{}", run.stderr());
+        assert!(
+            run.stderr().contains("an executable file"),
+            "{}",
+            run.stderr()
+        );
+    }
+    let folders = std::fs::read_dir(&project.sessions).unwrap().count();
+    assert_eq!(folders, 1, "only the first session's folder");
+    assert!(
+        !project
+            .worktrees
+            .read_dir()
+            .unwrap()
+            .any(|e| { e.unwrap().file_name().to_string_lossy().ends_with("gone") })
+    );
+}
+
+#[test]
 fn a_missing_project_file_or_directory_is_named() {
     let project = Project::new();
     std::fs::write(
@@ -387,7 +445,9 @@ fn dry_run_prints_the_configuration_and_the_agent_command_and_writes_nothing() {
     assert_eq!(std::fs::read_dir(&project.sessions).unwrap().count(), 0);
 
     // With codex the context goes on standard input; the command line carries none of it.
-    project.env("CODEX_PATH", "/opt/codex");
+    let codex = project.root.join("codex");
+    std::fs::copy(project.root.join("fake-claude"), &codex).unwrap();
+    project.env("CODEX_PATH", codex.to_str().unwrap());
     let run = project.run(&[
         "run",
         "--session",
@@ -404,7 +464,7 @@ fn dry_run_prints_the_configuration_and_the_agent_command_and_writes_nothing() {
     let out = run.stdout();
     let command = out
         .lines()
-        .find(|l| l.trim_start().starts_with("/opt/codex "))
+        .find(|l| l.trim_start().starts_with(&format!("{} ", codex.display())))
         .unwrap_or_else(|| panic!("no codex command in\n{out}"));
     assert!(
         command.contains("exec --json --skip-git-repo-check --dangerously-bypass-approvals-and-sandbox --model gpt-5.1-codex -c model_reasoning_effort=medium < <"),
