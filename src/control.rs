@@ -205,6 +205,12 @@ pub enum ControlError {
         "control socket {path}: the daemon closed the connection before answering (it may be stopping); whether the command was applied is not known: `samocode status SESSION` shows where the session stands, and the command may be given again"
     )]
     NoAnswer { path: PathBuf },
+    /// The daemon took the request and said nothing for longer than it ever takes to answer.
+    #[error(
+        "control socket {path}: the daemon did not answer within {}; it may be overloaded or out of open files (its log says); whether the command was applied is not known: `samocode status SESSION` shows where the session stands",
+        humantime::format_duration(*.waited)
+    )]
+    Silent { path: PathBuf, waited: Duration },
     /// The other side spoke something else.
     #[error("control socket {path}: unreadable message: {message}")]
     Protocol { path: PathBuf, message: String },
@@ -261,7 +267,16 @@ pub async fn call(
     stream.write_all(&line).await.map_err(gone)?;
     let mut reader = BufReader::new(stream);
     let mut answer = String::new();
-    if reader.read_line(&mut answer).await.map_err(gone)? == 0 {
+    // The daemon answers within its own limit for a request (or says it timed out): silence
+    // past it is a daemon that cannot serve, not a slow command.
+    let waited = ANSWER_TIMEOUT + Duration::from_secs(30);
+    let read = tokio::time::timeout(waited, reader.read_line(&mut answer))
+        .await
+        .map_err(|_| ControlError::Silent {
+            path: path.to_path_buf(),
+            waited,
+        })?;
+    if read.map_err(gone)? == 0 {
         return Err(ControlError::NoAnswer {
             path: path.to_path_buf(),
         });
@@ -565,6 +580,23 @@ mod tests {
         let error = call(stream, &path, Request::Status).await.unwrap_err();
         assert!(matches!(error, ControlError::NoAnswer { .. }), "{error}");
         assert!(error.to_string().contains("samocode status"), "{error}");
+    }
+
+    /// A daemon that cannot serve (its connection waits in the socket's queue, or it hangs)
+    /// does not keep a command waiting for ever.
+    #[tokio::test(start_paused = true)]
+    async fn a_daemon_that_never_answers_is_given_up_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        // Bound, never accepting: the connection is made in the kernel's queue.
+        let _listener = UnixListener::bind(&path).unwrap();
+        let stream = connect(&path).await.unwrap().unwrap();
+        let error = call(stream, &path, Request::Status).await.unwrap_err();
+        assert!(matches!(error, ControlError::Silent { .. }), "{error}");
+        assert!(
+            error.to_string().contains("did not answer within 1m 30s"),
+            "{error}"
+        );
     }
 
     fn refused(line: &str) -> String {

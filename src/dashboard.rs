@@ -22,6 +22,7 @@
 //! actions, event streams).
 
 pub mod auth;
+mod capped;
 mod live;
 pub mod markdown;
 pub mod pages;
@@ -202,6 +203,7 @@ impl Dashboard {
             async move {
                 match listener {
                     Ok(listener) => {
+                        let listener = capped::Capped::new(listener);
                         if let Err(error) = axum::serve(listener, server::router(app)).await {
                             tracing::error!(%error, "the dashboard server stopped");
                         }

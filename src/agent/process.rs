@@ -190,13 +190,23 @@ impl Actor for AgentProcess {
                 }
             }
             Err(error) => {
-                state.stage = Stage::Exited {
-                    end: ProcessEnd::SpawnFailed(format!(
-                        "cannot start {}: {error}; install the agent CLI, or point CLAUDE_PATH (CODEX_PATH for codex) at it",
-                        state.spec.command.program.display()
+                let program = state.spec.command.program.display();
+                // Out of open files, processes or memory for the moment: not the CLI's fault,
+                // and retried like a crash; anything else needs a person.
+                let end = match error.raw_os_error().map(nix::errno::Errno::from_raw) {
+                    Some(
+                        nix::errno::Errno::EMFILE
+                        | nix::errno::Errno::ENFILE
+                        | nix::errno::Errno::EAGAIN
+                        | nix::errno::Errno::ENOMEM,
+                    ) => ProcessEnd::Lost(format!(
+                        "cannot start {program} for now: {error} (the machine is short of it; the attempt is retried)"
                     )),
-                    status: None,
+                    _ => ProcessEnd::SpawnFailed(format!(
+                        "cannot start {program}: {error}; install the agent CLI, or point CLAUDE_PATH (CODEX_PATH for codex) at it"
+                    )),
                 };
+                state.stage = Stage::Exited { end, status: None };
                 state.output_open = false;
             }
         }

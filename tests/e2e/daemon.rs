@@ -761,8 +761,8 @@ fn a_daemon_started_under_a_low_soft_open_files_limit_holds_more_sessions_than_i
 #[test]
 fn a_fleet_over_the_hard_open_files_limit_is_refused_with_what_to_do() {
     let mut project = Project::new();
-    // 100 files: 64 for the daemon, 6 for each of 4 agents, so 12 sessions.
-    let daemon = project.daemon_under("-n 100", &["--max-parallel", "4"]);
+    // 228 files: 192 for the daemon, 6 for each of 4 agents, so 12 sessions.
+    let daemon = project.daemon_under("-n 228", &["--max-parallel", "4"]);
     start_numbered(&project, 12);
     let refused = project.run(&[
         "start",
@@ -777,7 +777,7 @@ fn a_fleet_over_the_hard_open_files_limit_is_refused_with_what_to_do() {
     let message = refused.stderr();
     for part in [
         "cannot take another session",
-        "limit of 100",
+        "limit of 228",
         "ulimit -n 4096",
         "LimitNOFILE=4096",
         "samocode parallel N",
@@ -808,19 +808,19 @@ fn a_fleet_over_the_hard_open_files_limit_is_refused_with_what_to_do() {
 
     // A daemon whose cap alone does not fit does not start.
     let over = project
-        .command_under("-n 100", &["supervise", "--max-parallel", "10"])
+        .command_under("-n 228", &["supervise", "--max-parallel", "10"])
         .output()
         .unwrap();
     assert_eq!(over.status.code(), Some(2));
     let message = String::from_utf8_lossy(&over.stderr);
     assert!(
-        message.contains("limit of 100") && message.contains("lower --max-parallel"),
+        message.contains("limit of 228") && message.contains("lower --max-parallel"),
         "{message}"
     );
 
     // One whose cap fits but not all its sessions drives those that fit; the others are shown
     // broken with why, and a daemon with room takes them all back.
-    let tight = project.daemon_under("-n 90", &["--max-parallel", "4"]);
+    let tight = project.daemon_under("-n 218", &["--max-parallel", "4"]);
     wait_for(Duration::from_secs(30), "every session opened", || {
         let rows = project.status();
         rows.iter().filter(|r| r["state"] == "error").count() == 10
@@ -828,7 +828,7 @@ fn a_fleet_over_the_hard_open_files_limit_is_refused_with_what_to_do() {
     let rows = project.status();
     let broken = rows.iter().find(|r| r["state"] == "error").unwrap();
     assert!(
-        broken["error"].as_str().unwrap().contains("limit of 90"),
+        broken["error"].as_str().unwrap().contains("limit of 218"),
         "{broken}"
     );
     assert_eq!(
@@ -842,6 +842,57 @@ fn a_fleet_over_the_hard_open_files_limit_is_refused_with_what_to_do() {
     wait_for(Duration::from_secs(30), "every session back", || {
         let rows = project.status();
         rows.len() == 12 && rows.iter().all(|r| r["state"] == "waiting")
+    });
+}
+
+/// Anyone on the machine may connect to the dashboard before logging in: it serves a capped
+/// number of connections at once, so held connections cannot take the open files the
+/// agents need, and it serves again once they are gone.
+#[test]
+fn connections_held_on_the_dashboard_leave_the_agents_their_open_files() {
+    use std::io::{Read, Write};
+    let mut project = Project::new();
+    // 300 files: 192 for the daemon, 6 for each of 4 agents, one for each session.
+    let _daemon = project.daemon_under("-n 300", &["--max-parallel", "4", "--http", "127.0.0.1:0"]);
+    let run = project.run(&["dashboard", "--no-open"]);
+    run.expect(0);
+    let link = run.stdout();
+    let address = link
+        .trim()
+        .strip_prefix("http://")
+        .and_then(|l| l.split('/').next())
+        .unwrap_or_else(|| panic!("no dashboard link in {link}"))
+        .to_string();
+    // Up to more than the daemon's whole limit, each with half a request, held open; those
+    // past what the daemon serves and its socket's queue wait for a connection (not made).
+    let socket: std::net::SocketAddr = address.parse().unwrap();
+    let held: Vec<std::net::TcpStream> = (0..400)
+        .map_while(|_| {
+            let mut stream =
+                std::net::TcpStream::connect_timeout(&socket, Duration::from_millis(500)).ok()?;
+            stream.write_all(b"GET / HTTP/1.1\r\n").ok()?;
+            Some(stream)
+        })
+        .collect();
+    assert!(held.len() > 64, "{} connections made", held.len());
+    start_numbered(&project, 6);
+    wait_for(Duration::from_secs(60), "6 sessions at their gate", || {
+        let rows = project.status();
+        rows.len() == 6 && rows.iter().all(|r| r["waiting_for"] == "qa_answers")
+    });
+    drop(held);
+    wait_for(Duration::from_secs(30), "the dashboard to answer", || {
+        let Ok(mut stream) = std::net::TcpStream::connect(&address) else {
+            return false;
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let request = format!("GET / HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+        let mut answer = String::new();
+        stream.write_all(request.as_bytes()).is_ok()
+            && stream.read_to_string(&mut answer).is_ok()
+            && answer.starts_with("HTTP/1.1 401")
     });
 }
 
