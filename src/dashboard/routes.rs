@@ -149,9 +149,12 @@ pub async fn act(
 }
 
 /// The answers of the questions form: for question N, the text field `qN_text` when filled,
-/// else the chosen option `qN`. Questions left empty stay open.
+/// else the chosen option `qN`. Questions left empty stay open. Questions an agent numbered
+/// alike are `qN`, `qN.2`, `qN.3`… in file order, and answers fill them in that order, so an
+/// answer to a later one needs the earlier ones answered too.
 fn answers(fields: &[(String, String)]) -> Result<Answers, String> {
-    let mut given: Vec<(u32, String)> = Vec::new();
+    // (number, its place among the questions of that number, answer)
+    let mut given: Vec<(u32, u32, String)> = Vec::new();
     for (key, value) in fields {
         let value = value.trim();
         if value.is_empty() {
@@ -160,24 +163,41 @@ fn answers(fields: &[(String, String)]) -> Result<Answers, String> {
         let Some(rest) = key.strip_prefix('q') else {
             continue;
         };
-        let (number, typed) = match rest.strip_suffix("_text") {
+        let (field, typed) = match rest.strip_suffix("_text") {
             Some(n) => (n, true),
             None => (rest, false),
         };
-        let Ok(number) = number.parse::<u32>() else {
+        let (number, place) = match field.split_once('.') {
+            Some((number, place)) => (number, place.parse::<u32>().ok()),
+            None => (field, Some(1)),
+        };
+        let (Ok(number), Some(place)) = (number.parse::<u32>(), place) else {
             continue;
         };
-        match given.iter_mut().find(|(n, _)| *n == number) {
-            Some(entry) if typed => entry.1 = value.to_string(),
+        match given
+            .iter_mut()
+            .find(|(n, p, _)| (*n, *p) == (number, place))
+        {
+            Some(entry) if typed => entry.2 = value.to_string(),
             Some(_) => {}
-            None => given.push((number, value.to_string())),
+            None => given.push((number, place, value.to_string())),
         }
     }
     if given.is_empty() {
         return Err("no answer was given: choose an option or write one".into());
     }
-    given.sort_by_key(|(n, _)| *n);
-    Ok(Answers::Given(given))
+    given.sort_by_key(|(n, p, _)| (*n, *p));
+    for (number, place, _) in &given {
+        let earlier = given.iter().filter(|(n, p, _)| n == number && p < place);
+        if earlier.count() + 1 != *place as usize {
+            return Err(format!(
+                "more than one question is numbered Q{number}, and answers fill them in their order: answer the ones before the one you answered too"
+            ));
+        }
+    }
+    Ok(Answers::Given(
+        given.into_iter().map(|(n, _, text)| (n, text)).collect(),
+    ))
 }
 
 fn forbidden() -> Response {
@@ -301,5 +321,23 @@ mod tests {
             Answers::Given(vec![(1, "sqlite, after all".into()), (2, "3".into())])
         );
         assert!(answers(&fields(&[("csrf", "x"), ("q1_text", " ")])).is_err());
+    }
+
+    #[test]
+    fn questions_numbered_alike_are_answered_in_their_order() {
+        let given = answers(&fields(&[
+            ("q1", "here"),
+            ("q1.2_text", "3"),
+            ("q1.2", "2"),
+            ("q2", "yes"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            given,
+            Answers::Given(vec![(1, "here".into()), (1, "3".into()), (2, "yes".into())])
+        );
+        // The second Q1 alone would fill the first: refused.
+        let refused = answers(&fields(&[("q1", ""), ("q1.2_text", "3")])).unwrap_err();
+        assert!(refused.contains("in their order"), "{refused}");
     }
 }

@@ -177,8 +177,13 @@ fn questions(view: &SessionView, csrf: &str) -> Markup {
         @if !open.is_empty() {
             form.questions method="post" action=(format!("/sessions/{name}/answer")) {
                 input type="hidden" name="csrf" value=(csrf);
-                @for q in &open {
-                    @let field = format!("q{}", q.number);
+                @for (k, q) in open.iter().enumerate() {
+                    // Questions an agent numbered alike: `qN`, `qN.2`… in file order.
+                    @let place = open[..k].iter().filter(|o| o.number == q.number).count() + 1;
+                    @let field = match place {
+                        1 => format!("q{}", q.number),
+                        _ => format!("q{}.{place}", q.number),
+                    };
                     @let custom = q.suggested.as_ref().filter(|s| !q.options.contains(s));
                     fieldset {
                         legend { "Q" (q.number) ": " (q.text) }

@@ -4,7 +4,7 @@
 
 use fantoccini::Locator;
 
-use super::driver::{Browser, login_link, start_until_questions};
+use super::driver::{Browser, http, login_link, start_until_questions};
 use super::fixture::Project;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,4 +111,73 @@ async fn answer_the_questions_approve_the_plan_and_watch_it_reach_done() {
     browser.goto(&format!("{base}/sessions/{folder}")).await;
     browser.screenshot_page("session-done").await;
     browser.close().await;
+}
+
+/// Two questions an agent numbered alike get fields of their own, and the form's answers
+/// fill them in their order; an answer to the second alone is refused (it would fill the
+/// first). Plain HTTP, as the form posts.
+#[test]
+fn questions_numbered_alike_are_answered_each_in_its_place() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "requirements=twins");
+    let _daemon = project.daemon(&["--http", "127.0.0.1:0"]);
+    let dir = start_until_questions(&project, "twins");
+    let folder = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let (base, link) = login_link(&project);
+    let login = http(&base, "GET", &link[base.len()..], None, None);
+    let set = login.header("set-cookie").unwrap_or_default().to_string();
+    let cookie = set
+        .strip_prefix("samocode_session=")
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_else(|| panic!("no cookie in {set:?}"))
+        .to_string();
+    let page = http(
+        &base,
+        "GET",
+        &format!("/sessions/{folder}"),
+        Some(&cookie),
+        None,
+    );
+    assert_eq!(page.status, 200);
+    for field in ["name=\"q1_text\"", "name=\"q1.2_text\""] {
+        assert!(page.body.contains(field), "{field} not in the form");
+    }
+    let csrf = page
+        .body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
+    let post = |form: &str| {
+        http(
+            &base,
+            "POST",
+            &format!("/sessions/{folder}/answer"),
+            Some(&cookie),
+            Some(&format!("csrf={csrf}&{form}")),
+        )
+    };
+    post("q1_text=&q1.2_text=4");
+    let qa = std::fs::read_to_string(dir.join("_qa.md")).unwrap();
+    assert_eq!(qa.matches("Answer:\n").count(), 2, "nothing filled: {qa}");
+    let after = http(
+        &base,
+        "GET",
+        &format!("/sessions/{folder}"),
+        Some(&cookie),
+        None,
+    );
+    assert!(
+        after.body.contains("in their order"),
+        "the refusal is shown"
+    );
+
+    post("q1_text=demo-files&q1.2_text=4");
+    let qa = std::fs::read_to_string(dir.join("_qa.md")).unwrap();
+    assert!(
+        qa.contains("go?\nSuggested: samocode-demo\nAnswer: demo-files\n")
+            && qa.contains("have?\nSuggested: 3\nAnswer: 4\n"),
+        "{qa}"
+    );
 }
