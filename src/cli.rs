@@ -290,7 +290,9 @@ impl From<OpenError> for CliError {
         match e {
             OpenError::Store(e) => e.into(),
             OpenError::Name(e) => e.into(),
-            e @ OpenError::NeedsDiveAndTask(_) => CliError::usage(e),
+            e @ (OpenError::NeedsDiveAndTask(_) | OpenError::NameTaken { .. }) => {
+                CliError::usage(e)
+            }
         }
     }
 }

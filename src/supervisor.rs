@@ -464,6 +464,12 @@ impl SupervisorActor {
         let myself = myself.clone();
         let state_dir = self.state_dir.clone();
         let launcher = self.launcher.clone();
+        // A person's new start may not take a folder name another project's session holds
+        // here (a restart or a retry reopens what is owned already).
+        let taken: Vec<OwnedSession> = match origin {
+            Origin::Caller(_) | Origin::Control(_) if self.keep_parked => state.registry.owned(),
+            _ => Vec::new(),
+        };
         tokio::spawn(async move {
             let opened = tokio::task::spawn_blocking(move || {
                 let request = match what {
@@ -483,6 +489,18 @@ impl SupervisorActor {
                         once: false,
                     },
                 };
+                if !taken.is_empty() {
+                    let dir = crate::session::open::folder_of(&request.project, &request)?;
+                    if let Some(other) = taken
+                        .iter()
+                        .find(|o| o.dir.file_name() == dir.file_name() && o.dir != dir)
+                    {
+                        return Err(StartError::Open(OpenError::NameTaken {
+                            folder: folder_of(&dir),
+                            other: other.project.clone(),
+                        }));
+                    }
+                }
                 let (mut args, settled) = open(&request.project, &request, launcher.as_ref())?;
                 args.fail = fail;
                 if let Some(state_dir) = &state_dir {

@@ -96,6 +96,15 @@ pub enum OpenError {
     Name(#[from] name::NameError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A daemon drives another project's session of the same folder name: the dashboard and
+    /// Telegram name sessions by folder, so two would be one to them.
+    #[error(
+        "this daemon drives a session {folder} of another project ({other}); the dashboard and Telegram know sessions by that name, so give this one another (`--session OTHER-NAME`)"
+    )]
+    NameTaken {
+        folder: String,
+        other: std::path::PathBuf,
+    },
     /// A new session needs both texts.
     #[error("session {0} does not exist yet: a new session needs --dive TEXT and --task TEXT")]
     NeedsDiveAndTask(String),
@@ -112,6 +121,17 @@ pub struct StartRequest {
     /// The budget the command line gave (`--max-cost` ...): it replaces those limits of the
     /// session's own budget in `_state.json`.
     pub budget: crate::protocol::budget::Budget,
+}
+
+/// The folder `request` names (existing, or where a new one goes), made nowhere.
+pub fn folder_of(
+    project: &Project,
+    request: &StartRequest,
+) -> Result<std::path::PathBuf, OpenError> {
+    let today = jiff::Zoned::now().strftime("%y-%m-%d").to_string();
+    Ok(name::resolve(&project.sessions, &request.name, &today)?
+        .path()
+        .to_path_buf())
 }
 
 /// Finds or creates the session folder, takes its lock, takes over from a worker that died

@@ -845,6 +845,48 @@ fn a_fleet_over_the_hard_open_files_limit_is_refused_with_what_to_do() {
     });
 }
 
+/// The dashboard and Telegram know a session by its folder name: a daemon refuses a second
+/// project's session of a name it drives, before anything is made, instead of letting a
+/// button or a page act on the wrong one.
+#[test]
+fn a_daemon_refuses_another_projects_session_of_a_name_it_drives() {
+    let mut alpha = Project::new();
+    let _daemon = alpha.daemon(&[]);
+    let mut beta = Project::new();
+    beta.env(
+        "SAMOCODE_STATE_DIR",
+        &alpha.state_dir().display().to_string(),
+    );
+    start_until_questions(&alpha, "login");
+    let refused = beta.run(&["start", "--session", "login", "--dive", "d", "--task", "t"]);
+    refused.expect(2);
+    let message = refused.stderr();
+    assert!(
+        message.contains("of another project")
+            && message.contains(&alpha.root.join(".samocode").display().to_string())
+            && message.contains("--session OTHER-NAME"),
+        "{message}"
+    );
+    assert_eq!(std::fs::read_dir(&beta.sessions).unwrap().count(), 0);
+    beta.run(&[
+        "start",
+        "--session",
+        "login-b",
+        "--dive",
+        "d",
+        "--task",
+        "t",
+    ])
+    .expect(0);
+    // The project's own session of that name is still its own to start again.
+    let again = alpha.run(&["start", "--session", "login"]);
+    assert!(
+        !again.stderr().contains("another project"),
+        "{}",
+        again.stderr()
+    );
+}
+
 /// Anyone on the machine may connect to the dashboard before logging in: it serves a capped
 /// number of connections at once, so held connections cannot take the open files the
 /// agents need, and it serves again once they are gone.
