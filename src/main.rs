@@ -80,6 +80,16 @@ fn main() -> ExitCode {
 
 fn report(error: CliError) -> ExitCode {
     // Not `eprintln!`: it panics when standard error is a terminal that hung up.
-    let _ = writeln!(std::io::stderr(), "samocode: {:#}", error.error);
+    // Each cause once: many errors say their cause in their own text and keep it as their
+    // source too, whichever way they reached here.
+    let mut text = error.error.to_string();
+    for cause in error.error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    let _ = writeln!(std::io::stderr(), "samocode: {text}");
     ExitCode::from(error.code)
 }

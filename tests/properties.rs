@@ -293,7 +293,7 @@ proptest! {
         entry in "\\PC{0,20}",
     ) {
         let _ = overview::parse(&text);
-        let _ = SessionState::from_legacy_overview("x", &text, jiff::Timestamp::UNIX_EPOCH);
+        let _ = SessionState::from_legacy_overview("x", &text, Some(&text), jiff::Timestamp::UNIX_EPOCH);
         let lines = WorkerLines { phase, iteration: 2, total_iterations: 5, blocked: None };
         let rewritten = overview::apply_worker_lines(&text, &lines);
         let worker = ["Phase:", "Iteration:", "Total Iterations:", "Blocked:"];

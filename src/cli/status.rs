@@ -168,8 +168,32 @@ impl SessionRow {
         worker: &'static str,
         error: &StoreError,
     ) -> SessionRow {
+        SessionRow::broken_because(folder, project, owner, worker, error.to_string())
+    }
+
+    /// [`SessionRow::gone`] of a session the daemon owns (the dashboard's row).
+    pub fn gone_from_daemon(folder: &SessionFolder, project: &Path) -> SessionRow {
+        SessionRow::gone(folder, project, Owner::Daemon)
+    }
+
+    /// The row of a session whose folder holds no session (any more): state `error`.
+    fn gone(folder: &SessionFolder, project: &Path, owner: Owner) -> SessionRow {
+        let reason = match folder.dir().exists() {
+            true => StoreError::NotASession(folder.dir().to_path_buf()).to_string(),
+            false => "its folder is gone (moved or deleted)".to_string(),
+        };
+        SessionRow::broken_because(folder, project, owner, "stopped", reason)
+    }
+
+    fn broken_because(
+        folder: &SessionFolder,
+        project: &Path,
+        owner: Owner,
+        worker: &'static str,
+        reason: String,
+    ) -> SessionRow {
         SessionRow {
-            error: Some(error.to_string()),
+            error: Some(reason),
             ..SessionRow::bare(folder, project, owner, worker)
         }
     }
@@ -237,7 +261,11 @@ impl SessionRow {
                 SessionRow::of(folder, &state, project, owner, worker),
                 Some(state),
             )),
-            Err(StoreError::NotASession(_)) => None,
+            // Every folder is shown: one the daemon owns that is gone or emptied, or a folder
+            // in SESSIONS that holds no session, as `error` with what it is.
+            Err(StoreError::NotASession(_)) => {
+                Some((SessionRow::gone(folder, project, owner), None))
+            }
             Err(error) => Some((
                 SessionRow::broken(folder, project, owner, worker, &error),
                 None,
@@ -279,10 +307,20 @@ pub async fn status(args: StatusArgs, config: &Config) -> Result<u8, CliError> {
     };
     // In a project: its folders, from the files. Outside one: what the daemon owns.
     let folders: Vec<(PathBuf, PathBuf)> = match (&config.project, has_daemon) {
-        (Some(project), _) => project_folders(&project.sessions)?
-            .into_iter()
-            .map(|d| (d, project.file.clone()))
-            .collect(),
+        (Some(project), _) => {
+            let mut folders: Vec<(PathBuf, PathBuf)> = project_folders(&project.sessions)?
+                .into_iter()
+                .map(|d| (d, project.file.clone()))
+                .collect();
+            // A session of this project the daemon owns whose folder went away is shown too.
+            folders.extend(
+                owned
+                    .iter()
+                    .filter(|o| o.project == project.file && !o.dir.exists())
+                    .map(|o| (o.dir.clone(), o.project.clone())),
+            );
+            folders
+        }
         (None, true) => owned.into_iter().map(|o| (o.dir, o.project)).collect(),
         (None, false) => {
             config.project()?;
@@ -292,20 +330,34 @@ pub async fn status(args: StatusArgs, config: &Config) -> Result<u8, CliError> {
     if let Some(session) = &args.session {
         let dir = match &config.project {
             Some(project) => name::resolve_existing(&project.sessions, session)?,
-            None => folders
-                .iter()
-                .map(|(d, _)| d)
-                .find(|d| {
-                    d.file_name().is_some_and(|n| {
-                        n == session.as_str() || name::short_name(&n.to_string_lossy()) == session
+            None => {
+                let found: Vec<&PathBuf> = folders
+                    .iter()
+                    .map(|(d, _)| d)
+                    .filter(|d| {
+                        d.file_name().is_some_and(|n| {
+                            n == session.as_str()
+                                || name::short_name(&n.to_string_lossy()) == session
+                        })
                     })
-                })
-                .cloned()
-                .ok_or_else(|| {
-                    CliError::usage(anyhow::anyhow!(
-                        "the daemon owns no session {session:?}; `samocode status` lists them"
-                    ))
-                })?,
+                    .collect();
+                match found[..] {
+                    [one] => one.clone(),
+                    [] => {
+                        return Err(CliError::usage(anyhow::anyhow!(
+                            "the daemon owns no session {session:?}; `samocode status` lists them"
+                        )));
+                    }
+                    _ => {
+                        let all: Vec<String> =
+                            found.iter().map(|d| d.display().to_string()).collect();
+                        return Err(CliError::usage(anyhow::anyhow!(
+                            "more than one session the daemon owns is called {session:?}: {}; run `samocode status {session}` from the project's directory",
+                            all.join(", ")
+                        )));
+                    }
+                }
+            }
         };
         let project = folders
             .iter()

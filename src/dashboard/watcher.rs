@@ -273,9 +273,12 @@ fn scan(memory: &mut Memory, owned: &[OwnedSession], generation: u64) -> Found {
         {
             continue;
         }
-        // A folder caught between two writes reads again on the next tick.
-        let Some(row) = read_row(&session.dir, &session.project, generation) else {
-            continue;
+        // A folder caught between two writes reads again on the next tick; one with no
+        // session files (gone, or emptied) is shown so, not as it last was.
+        let row = match read_row(&session.dir, &session.project, generation) {
+            Some(row) => row,
+            None if marks == (None, None) => gone_row(&session.dir, &session.project, generation),
+            None => continue,
         };
         let row = Arc::new(row);
         changed.push(row.clone());
@@ -375,6 +378,17 @@ fn publish(
 }
 
 /// One session's row, from its files; `None` when its state cannot be read.
+/// The row of an owned session whose folder holds no session files any more.
+fn gone_row(dir: &Path, project_file: &Path, generation: u64) -> FleetRow {
+    let folder = SessionFolder::new(dir);
+    FleetRow {
+        row: SessionRow::gone_from_daemon(&folder, project_file),
+        dir: dir.to_path_buf(),
+        project_file: project_file.to_path_buf(),
+        changed: generation,
+    }
+}
+
 pub fn read_row(dir: &Path, project_file: &Path, generation: u64) -> Option<FleetRow> {
     let folder = SessionFolder::new(dir);
     let state = folder.load_state().ok()?;
@@ -389,4 +403,41 @@ pub fn read_row(dir: &Path, project_file: &Path, generation: u64) -> Option<Flee
         project_file: project_file.to_path_buf(),
         changed: generation,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::SessionState;
+
+    /// A session the daemon owns whose folder went away is shown as an error, once, not as
+    /// it last was.
+    #[test]
+    fn an_owned_session_whose_folder_went_away_is_shown_as_an_error() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("26-01-01-gone");
+        std::fs::create_dir(&dir).unwrap();
+        {
+            let store = SessionFolder::new(&dir).lock().unwrap();
+            let mut state = SessionState::new("26-01-01-gone", "d", "t", jiff::Timestamp::now());
+            store.save(&mut state).unwrap();
+        }
+        let owned = vec![OwnedSession {
+            dir: dir.clone(),
+            project: root.path().join(".samocode"),
+        }];
+        let mut memory = Memory::default();
+        let found = scan(&mut memory, &owned, 1);
+        assert_eq!(found.changed[0].row.state, "queued");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let found = scan(&mut memory, &owned, 2);
+        assert_eq!(found.changed.len(), 1);
+        let row = &found.changed[0].row;
+        assert_eq!(row.state, "error");
+        assert!(
+            row.error.as_deref().unwrap().contains("its folder is gone"),
+            "{row:?}"
+        );
+        assert!(scan(&mut memory, &owned, 3).changed.is_empty());
+    }
 }

@@ -339,19 +339,33 @@ impl SessionState {
     }
 
     /// Derives a state from an overview written by the Python samocode (no `_state.json`).
-    /// The phase comes from `Phase:`; `Blocked:` other than `no` parks the session as blocked;
-    /// the phase's iteration count starts afresh because the old tool did not record it.
+    /// The phase comes from `Phase:` (the Python tool's own phase names read as ours: its
+    /// `waiting_qa` is requirements waiting for answers, its fix and regression phases are the
+    /// phases they fix in); `Blocked:` other than `no` parks the session as blocked; a
+    /// `_signal.json` it left waiting at a gate (`signal`) keeps the session waiting there; a
+    /// done phase is a finished session. The phase's iteration count starts afresh because the
+    /// old tool did not record it, and the session's age counts from its folder's date.
     pub fn from_legacy_overview(
         name: &str,
         text: &str,
+        signal: Option<&str>,
         now: Timestamp,
     ) -> Result<SessionState, LegacyError> {
         let parsed = overview::parse(text);
         let phase_text = parsed.phase.clone().ok_or(LegacyError::NoPhase)?;
-        let phase: Phase = phase_text
-            .to_ascii_lowercase()
-            .parse()
-            .map_err(|_| LegacyError::UnknownPhase(phase_text))?;
+        let word = phase_text.trim().to_ascii_lowercase();
+        let (phase, mut waiting): (Phase, Option<WaitFor>) = match word.as_str() {
+            "waiting_qa" => (Phase::Requirements, Some(WaitFor::QaAnswers)),
+            "implementation_simple" | "quick_fix" => (Phase::Implementation, None),
+            "quality_fix" => (Phase::Quality, None),
+            "testing_regression" => (Phase::Testing, None),
+            other => (
+                other
+                    .parse()
+                    .map_err(|_| LegacyError::UnknownPhase(phase_text.clone()))?,
+                None,
+            ),
+        };
         let total = parsed
             .total_iterations
             .as_deref()
@@ -364,17 +378,45 @@ impl SessionState {
             parsed.task.as_deref().unwrap_or(""),
             now,
         );
+        state.created_at = folder_date(name).unwrap_or(now);
         state.phase = phase;
         state.iteration = total;
+        // The gate a Python run stopped at is in the signal it left.
+        let left: Option<serde_json::Value> = signal.and_then(|s| serde_json::from_str(s).ok());
+        if let Some(left) = left.filter(|s| s["status"] == "waiting") {
+            waiting = match left["for"].as_str() {
+                Some("plan_approval") => Some(WaitFor::PlanApproval),
+                Some("qa_answers") => Some(WaitFor::QaAnswers),
+                _ => waiting,
+            };
+        }
         if let Some(reason) = parsed.blocked.filter(|b| !is_no(b)) {
             state.status = RunState::Blocked {
                 reason,
                 needs: None,
                 since: now,
             };
+        } else if phase == Phase::Done {
+            state.status = RunState::Done {
+                summary: parsed.last_action.clone(),
+                at: now,
+            };
+        } else if let Some(wait_for) = waiting {
+            state.status = RunState::Waiting {
+                wait_for,
+                since: now,
+            };
         }
         Ok(state)
     }
+}
+
+/// Midnight (UTC) of the date a session's folder name starts with (`YY-MM-DD-`).
+fn folder_date(name: &str) -> Option<Timestamp> {
+    let date: jiff::civil::Date = format!("20{}", name.get(..8)?).parse().ok()?;
+    date.to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
 }
 
 fn is_no(text: &str) -> bool {
@@ -391,7 +433,9 @@ pub enum LegacyError {
     #[error("_overview.md has no \"Phase:\" line under \"## Status\"")]
     NoPhase,
     /// The `Phase:` line names no known phase.
-    #[error("_overview.md names an unknown phase {0:?}")]
+    #[error(
+        "_overview.md names an unknown phase {0:?}; samocode's phases are init, investigation, requirements, planning, implementation, testing, quality and done (the Python samocode's waiting_qa, implementation_simple, quick_fix, quality_fix and testing_regression read as theirs): edit its Phase: line"
+    )]
     UnknownPhase(String),
 }
 
@@ -469,7 +513,7 @@ mod tests {
     fn legacy_overview_becomes_state() {
         let now = Timestamp::now();
         let text = "# Session\n\n## Status\nPhase: Implementation\nIteration: 4\nTotal Iterations: 12\nBlocked: no\nLast Action: step 2\n\n## Task\nAdd login\n";
-        let state = SessionState::from_legacy_overview("26-01-02-old", text, now).unwrap();
+        let state = SessionState::from_legacy_overview("26-01-02-old", text, None, now).unwrap();
         assert_eq!(state.phase, Phase::Implementation);
         assert_eq!(state.iteration, 12);
         assert_eq!(state.phase_iteration, 0);
@@ -477,16 +521,60 @@ mod tests {
         assert_eq!(state.task, "Add login");
 
         let blocked = text.replace("Blocked: no", "Blocked: needs a key");
-        let state = SessionState::from_legacy_overview("x", &blocked, now).unwrap();
+        let state = SessionState::from_legacy_overview("x", &blocked, None, now).unwrap();
         assert_eq!(state.status.name(), "blocked");
 
         assert_eq!(
-            SessionState::from_legacy_overview("x", "# nothing\n", now),
+            SessionState::from_legacy_overview("x", "# nothing\n", None, now),
             Err(LegacyError::NoPhase)
         );
         assert!(matches!(
-            SessionState::from_legacy_overview("x", "## Status\nPhase: deploy\n", now),
+            SessionState::from_legacy_overview("x", "## Status\nPhase: deploy\n", None, now),
             Err(LegacyError::UnknownPhase(_))
         ));
+        assert_eq!(state_created(text), "2026-01-02T00:00:00Z");
+    }
+
+    fn state_created(text: &str) -> String {
+        SessionState::from_legacy_overview("26-01-02-old", text, None, Timestamp::now())
+            .unwrap()
+            .created_at
+            .to_string()
+    }
+
+    #[test]
+    fn a_python_sessions_gate_phase_names_and_end_are_kept() {
+        let now = Timestamp::now();
+        let at = |phase: &str, signal: Option<&str>| {
+            let text = format!("## Status\nPhase: {phase}\nBlocked: no\nLast Action: shipped\n");
+            SessionState::from_legacy_overview("26-01-02-old", &text, signal, now).unwrap()
+        };
+        let plan = at(
+            "planning",
+            Some(r#"{"status":"waiting","for":"plan_approval"}"#),
+        );
+        assert_eq!(
+            plan.status,
+            RunState::Waiting {
+                wait_for: WaitFor::PlanApproval,
+                since: now
+            }
+        );
+        let qa = at("waiting_qa", None);
+        assert_eq!(
+            (qa.phase, qa.status.name()),
+            (Phase::Requirements, "waiting")
+        );
+        assert_eq!(at("quick_fix", None).phase, Phase::Implementation);
+        assert_eq!(at("quality_fix", None).phase, Phase::Quality);
+        assert_eq!(at("testing_regression", None).phase, Phase::Testing);
+        let done = at("done", Some("{}"));
+        assert_eq!(done.status.name(), "done");
+        assert_eq!(at("implementation", Some("{}")).status, RunState::Queued);
+        let unknown =
+            SessionState::from_legacy_overview("x", "## Status\nPhase: deploy\n", None, now)
+                .unwrap_err()
+                .to_string();
+        assert!(unknown.contains("edit its Phase: line"), "{unknown}");
     }
 }

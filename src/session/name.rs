@@ -38,6 +38,18 @@ pub enum NameError {
         "session {folder} already exists, and the dive and task of an existing session are not changed; drop --dive and --task to continue it, or pick a new name for new work"
     )]
     TextsOfExisting { folder: String },
+    /// A file (not a folder) has the name a new session's folder would take.
+    #[error(
+        "{} exists and is not a folder, so the new session's folder cannot take its name; move it away, or choose another session name",
+        .0.display()
+    )]
+    InTheWay(PathBuf),
+    /// The name leads to a folder that holds no session.
+    #[error(
+        "{} exists but holds no session (no _state.json or _overview.md); move it out of the sessions folder, or choose another session name",
+        .0.display()
+    )]
+    NotASession(PathBuf),
     /// A text (name, dive, task) holds a NUL byte, which no file or argument can carry.
     #[error("the {what} contains a NUL byte; remove it")]
     Nul { what: &'static str },
@@ -125,6 +137,13 @@ pub fn check_texts(
         }
     }
     match resolved {
+        // Before any lock or file is made in it.
+        Resolved::Existing(dir)
+            if !dir.join(super::store::STATE).exists()
+                && !dir.join(super::store::OVERVIEW).exists() =>
+        {
+            Err(NameError::NotASession(dir.clone()))
+        }
         Resolved::Existing(dir) if dive.is_some() || task.is_some() => {
             Err(NameError::TextsOfExisting {
                 folder: dir
@@ -167,7 +186,15 @@ pub fn resolve(sessions: &Path, name: &str, today: &str) -> Result<Resolved, Nam
     }
     let matches = dated_matches(sessions, name)?;
     match matches.len() {
-        0 => Ok(Resolved::New(sessions.join(format!("{today}-{name}")))),
+        0 => {
+            let new = sessions.join(format!("{today}-{name}"));
+            // Something that is not a folder in the new one's place: nothing is made.
+            match std::fs::symlink_metadata(&new) {
+                Ok(meta) if meta.is_symlink() => Err(NameError::Link(new)),
+                Ok(_) => Err(NameError::InTheWay(new)),
+                Err(_) => Ok(Resolved::New(new)),
+            }
+        }
         1 => Ok(Resolved::Existing(matches.into_iter().next().expect("one"))),
         _ => Err(NameError::Ambiguous {
             name: name.to_string(),

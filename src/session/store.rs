@@ -73,7 +73,9 @@ pub enum StoreError {
         source: LegacyError,
     },
     /// The folder holds neither `_state.json` nor `_overview.md`.
-    #[error("{0} is not a samocode session (no _state.json or _overview.md)")]
+    #[error(
+        "{0} is not a samocode session (no _state.json or _overview.md); move it out of the sessions folder, or choose another session name"
+    )]
     NotASession(PathBuf),
     /// A session file is a link, a pipe, too large or not UTF-8 (or could not be read).
     #[error(transparent)]
@@ -348,8 +350,15 @@ impl SessionFolder {
         let Some(text) = self.read(OVERVIEW)? else {
             return Err(StoreError::NotASession(self.dir.clone()));
         };
-        let mut state = SessionState::from_legacy_overview(&self.name(), &text, Timestamp::now())
-            .map_err(|source| StoreError::Legacy {
+        // A Python run that stopped at a gate left its signal saying which.
+        let signal = self.read(SIGNAL).ok().flatten();
+        let mut state = SessionState::from_legacy_overview(
+            &self.name(),
+            &text,
+            signal.as_deref(),
+            Timestamp::now(),
+        )
+        .map_err(|source| StoreError::Legacy {
             path: self.path(OVERVIEW),
             source,
         })?;

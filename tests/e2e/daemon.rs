@@ -845,6 +845,42 @@ fn a_fleet_over_the_hard_open_files_limit_is_refused_with_what_to_do() {
     });
 }
 
+/// `status` shows every session: one whose folder went away while the daemon held it at a
+/// gate, and a folder in SESSIONS that holds no session, each as `error` with what it is.
+#[test]
+fn a_session_whose_folder_went_away_is_shown_as_an_error_not_left_out() {
+    let mut project = Project::new();
+    let _daemon = project.daemon(&[]);
+    let gone = start_until_questions(&project, "gone");
+    std::fs::remove_dir_all(gone.path("")).unwrap();
+    std::fs::create_dir(project.sessions.join("26-01-01-stray")).unwrap();
+    let rows = project.status();
+    let row = |suffix: &str| {
+        rows.iter()
+            .find(|r| r["name"].as_str().is_some_and(|n| n.ends_with(suffix)))
+            .unwrap_or_else(|| panic!("no {suffix} in {rows:?}"))
+            .clone()
+    };
+    let gone = row("-gone");
+    assert_eq!(gone["state"], "error", "{gone}");
+    assert!(
+        gone["error"]
+            .as_str()
+            .unwrap()
+            .contains("its folder is gone"),
+        "{gone}"
+    );
+    let stray = row("-stray");
+    assert_eq!(stray["state"], "error", "{stray}");
+    assert!(
+        stray["error"]
+            .as_str()
+            .unwrap()
+            .contains("move it out of the sessions folder"),
+        "{stray}"
+    );
+}
+
 /// The dashboard and Telegram know a session by its folder name: a daemon refuses a second
 /// project's session of a name it drives, before anything is made, instead of letting a
 /// button or a page act on the wrong one.
