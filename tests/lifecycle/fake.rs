@@ -306,13 +306,8 @@ impl World {
             base_branch: None,
             branch_prefix: None,
         };
-        // A session past init, so no git is needed: the agent works in the main repo.
-        let session = project.sessions.join("26-11-24-life");
-        let store = SessionStore::create(&session).unwrap();
-        let mut state = SessionState::new(&store.name(), "d", "t", jiff::Timestamp::now());
-        state.enter_phase(Phase::Investigation);
-        store.save(&mut state).unwrap();
-        drop(store);
+        // A session past init, with its worktree a plain folder: no git is needed.
+        let session = past_init(&project, "26-11-24-life");
 
         let journal = Journal::default();
         let (tx, agents) = mpsc::unbounded_channel();
@@ -382,12 +377,7 @@ impl World {
 
     /// Makes another session past init, as `new` makes the first; returns its folder.
     pub fn add_session(&self, folder: &str) -> PathBuf {
-        let session = self.project.sessions.join(folder);
-        let store = SessionStore::create(&session).unwrap();
-        let mut state = SessionState::new(&store.name(), "d", "t", jiff::Timestamp::now());
-        state.enter_phase(Phase::Investigation);
-        store.save(&mut state).unwrap();
-        session
+        past_init(&self.project, folder)
     }
 
     /// Hands the session in folder `name` to the supervisor with the budget `start --max-*`
@@ -450,4 +440,19 @@ impl World {
     pub async fn idle(&self, span: Duration) {
         tokio::time::sleep(span).await;
     }
+}
+
+/// Makes session `folder` as its init leaves it, its worktree a plain folder (no git), and
+/// returns the session's folder.
+fn past_init(project: &Project, folder: &str) -> PathBuf {
+    let session = project.sessions.join(folder);
+    let worktree = project.worktrees.join(folder);
+    std::fs::create_dir_all(&worktree).unwrap();
+    let store = SessionStore::create(&session).unwrap();
+    let mut state = SessionState::new(&store.name(), "d", "t", jiff::Timestamp::now());
+    state.worktree = Some(worktree);
+    state.branch = Some(folder.to_string());
+    state.enter_phase(Phase::Investigation);
+    store.save(&mut state).unwrap();
+    session
 }
