@@ -268,6 +268,21 @@ impl From<StoreError> for CliError {
             StoreError::Unreadable(_) => exit::USAGE,
             StoreError::Io { .. } => exit::FAILURE,
         };
+        // A daemon of another state directory: its `status` and gates are asked of it.
+        if let StoreError::Locked {
+            dir,
+            pid: Some(pid),
+        } = &e
+            && status::owner::is_daemon(*pid)
+        {
+            return CliError::new(
+                code,
+                anyhow::anyhow!(
+                    "a samocode daemon (pid {pid}) with another state directory drives session {}; give the command to it, with the SAMOCODE_STATE_DIR (or SAMOCODE_CONTROL) it was started with",
+                    dir.display()
+                ),
+            );
+        }
         CliError::new(code, e)
     }
 }
@@ -348,8 +363,13 @@ pub fn configure(cli: &Cli, sources: &Sources) -> Result<Config, CliError> {
     if matches!(cli.command, Command::FakeAgent { .. }) {
         // The scripted agent takes no configuration: it reads its own knobs from the
         // environment it is given, and samocode's settings are not passed to agents.
+        // It has no state directory either; one is named only so that none is looked for.
         let bare = Sources {
-            env: Default::default(),
+            env: [(
+                "SAMOCODE_STATE_DIR".to_string(),
+                sources.cwd.display().to_string(),
+            )]
+            .into(),
             cwd: sources.cwd.clone(),
         };
         return Ok(config::resolve(&flags, &bare)?);

@@ -301,7 +301,10 @@ impl Sources {
     }
 
     fn home(&self) -> Option<PathBuf> {
-        self.env.get("HOME").map(PathBuf::from)
+        self.env
+            .get("HOME")
+            .filter(|home| !home.is_empty())
+            .map(PathBuf::from)
     }
 }
 
@@ -391,6 +394,11 @@ pub enum ConfigError {
         origin: &'static str,
         expected: &'static str,
     },
+    /// Nothing says where the state directory is.
+    #[error(
+        "no state directory: SAMOCODE_STATE_DIR is not set, and neither is HOME (for the default ~/.local/state/samocode) nor XDG_STATE_HOME; set one of them"
+    )]
+    NoStateDir,
     /// One of two settings that only work together is set without the other.
     #[error("{key} is set (from {origin}) but {missing} is not; set both, or neither")]
     Incomplete {
@@ -447,6 +455,7 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
             None => None,
         },
     };
+    misspelt_variables(sources, &mut problems);
     let profiles = profiles::from_toml(&global.table, &mut problems);
     let mut layers = Layers {
         env: &sources.env,
@@ -548,7 +557,7 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
     };
     let state_dir = match layers.get("SAMOCODE_STATE_DIR", None) {
         Some(found) => placed(&found, sources),
-        None => default_state_dir(sources),
+        None => default_state_dir(sources, layers.problems),
     };
     let control_socket = match layers.get("SAMOCODE_CONTROL", None) {
         Some(found) => placed(&found, sources),
@@ -713,10 +722,26 @@ fn env_policy(layers: &mut Layers, global: &file::FileSettings) -> EnvPolicy {
             Vec::new()
         })
     };
-    EnvPolicy {
-        strip: patterns("SAMOCODE_STRIP_ENV"),
-        keep: patterns("SAMOCODE_KEEP_ENV"),
+    let strip = patterns("SAMOCODE_STRIP_ENV");
+    let keep = patterns("SAMOCODE_KEEP_ENV");
+    // Asking to hand an agent one of samocode's own variables (a bot token) is a mistake to
+    // be told of, not a wish dropped without a word.
+    if keep.iter().any(crate::agent::env::Pattern::names_own)
+        && let Some(found) = layers.get("SAMOCODE_KEEP_ENV", None).or_else(|| {
+            global.lists.get("keep_env").map(|entries| values::Found {
+                value: entries.join(","),
+                key: "keep_env".into(),
+                origin: "config.toml",
+            })
+        })
+    {
+        layers.bad(
+            &found,
+            "SAMOCODE_KEEP_ENV",
+            "names of variables other than samocode's own: TELEGRAM_*, OTEL_* and SAMOCODE_* never reach an agent",
+        );
     }
+    EnvPolicy { strip, keep }
 }
 
 /// Reads a project file named by absolute path (the daemon, for a session handed to it).
@@ -740,13 +765,55 @@ fn find_project_file(start: &Path) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-fn default_state_dir(sources: &Sources) -> PathBuf {
+/// Variables of samocode's own that are not settings: the markers an agent's environment
+/// carries, the test agent's and the tests' fault injection.
+const OWN_VARIABLES: &[&str] = &[
+    "SAMOCODE_SESSION",
+    "SAMOCODE_ATTEMPT",
+    "SAMOCODE_FAILPOINTS",
+];
+
+/// A `SAMOCODE_` variable a letter or two away from a setting is a typo whose setting would go
+/// unset without a word (a cost limit not applied): a problem that names the setting. Other
+/// variables of the prefix are left alone.
+fn misspelt_variables(sources: &Sources, problems: &mut Problems) {
+    let known: Vec<&str> = values::SETTINGS
+        .iter()
+        .chain(file::LISTS)
+        .chain(OWN_VARIABLES)
+        .copied()
+        .filter(|k| k.starts_with("SAMOCODE_"))
+        .collect();
+    let mut names: Vec<&String> = sources
+        .env
+        .keys()
+        .filter(|k| k.starts_with("SAMOCODE_") && !k.starts_with("SAMOCODE_FAKE"))
+        .filter(|k| !known.contains(&k.as_str()))
+        .collect();
+    names.sort();
+    for name in names {
+        if let Some(setting) = values::nearest(name, known.iter().copied()) {
+            problems.push(ConfigError::UnknownKey {
+                place: "the environment".into(),
+                key: name.clone(),
+                suggestion: Some(setting.to_string()),
+            });
+        }
+    }
+}
+
+/// `$XDG_STATE_HOME/samocode`, else `~/.local/state/samocode`; with neither set, a problem
+/// (a state directory under a shared folder would be anyone's).
+fn default_state_dir(sources: &Sources, problems: &mut Problems) -> PathBuf {
     match sources.env.get("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
         Some(dir) => PathBuf::from(dir).join("samocode"),
-        None => sources
-            .home()
-            .unwrap_or_else(|| PathBuf::from("/tmp"))
-            .join(".local/state/samocode"),
+        None => match sources.home() {
+            Some(home) => home.join(".local/state/samocode"),
+            None => {
+                problems.push(ConfigError::NoStateDir);
+                PathBuf::from("/nonexistent/samocode-state")
+            }
+        },
     }
 }
 

@@ -139,6 +139,14 @@ impl Pattern {
         valid.then(|| Pattern(text.to_string()))
     }
 
+    /// A pattern naming one of samocode's own variables, which never reach an agent (the
+    /// test agent's `SAMOCODE_FAKE*` aside).
+    pub fn names_own(&self) -> bool {
+        let name = self.0.strip_suffix('*').unwrap_or(&self.0);
+        !name.starts_with("SAMOCODE_FAKE")
+            && (OWN_NAMES.contains(&name) || OWN_PREFIXES.iter().any(|p| name.starts_with(p)))
+    }
+
     fn matches(&self, name: &str) -> bool {
         match self.0.strip_suffix('*') {
             Some(prefix) => name.starts_with(prefix),

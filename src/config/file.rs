@@ -93,10 +93,13 @@ pub(super) fn read(sources: &Sources, problems: &mut Problems) -> FileSettings {
             }
         } else {
             let candidates = known.iter().chain(&lists).map(String::as_str);
+            // The environment's name given whole (`samocode_max_retries`): its key is the rest.
+            let bare = key.to_ascii_lowercase();
+            let bare = bare.strip_prefix("samocode_").unwrap_or(key);
             problems.push(ConfigError::UnknownKey {
                 place: path.display().to_string(),
                 key: key.clone(),
-                suggestion: nearest(key, candidates.chain(["profiles", "prices"]))
+                suggestion: nearest(bare, candidates.chain(["profiles", "prices"]))
                     .map(str::to_string),
             });
         }

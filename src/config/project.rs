@@ -123,6 +123,19 @@ pub(super) fn read(path: &Path, sources: &Sources, problems: &mut Problems) -> O
     let main_repo = dir("MAIN_REPO", "git repository the agents work on");
     let worktrees = dir("WORKTREES", "folder for the sessions' git worktrees");
     let sessions = dir("SESSIONS", "folder for the session folders");
+    // A session's folder and its worktree have the same name: in one folder they would be one.
+    if let (Some(worktrees), Some(sessions)) = (&worktrees, &sessions)
+        && crate::session::worktree::same_dir(worktrees, sessions)
+        && let Some((line, value)) = values.get("SESSIONS")
+    {
+        problems.push(ConfigError::ProjectValue {
+            path: path.to_path_buf(),
+            line: *line,
+            key: "SESSIONS",
+            value: value.clone(),
+            expected: "a folder other than WORKTREES (a session's folder and its worktree take the same name)".into(),
+        });
+    }
 
     // Both go to git as arguments: each must be a ref name git accepts, and none may start
     // with '-' (git would read `--help` or `-D` as an option).

@@ -693,3 +693,108 @@ fn the_kubernetes_engine_in_a_build_without_it_is_a_bad_setting() {
         "{error}"
     );
 }
+
+#[test]
+fn a_misspelt_setting_in_the_environment_is_named_with_the_setting_it_misses() {
+    let dir = project_dir();
+    let s = sources(
+        dir.path(),
+        &[
+            ("SAMOCODE_MAX_COSTS", "1"),
+            ("SAMOCODE_MAX_RETRY", "5"),
+            // Not near any setting: samocode's own markers, a test agent's, or someone else's.
+            ("SAMOCODE_SESSION", "x"),
+            ("SAMOCODE_FAKE_STEPS", "2"),
+            ("SAMOCODE_SOMETHING_ELSE_ENTIRELY", "1"),
+        ],
+    );
+    let error = match resolve(&Flags::default(), &s) {
+        Err(error) => error.to_string(),
+        Ok(_) => panic!("accepted"),
+    };
+    assert!(
+        error.contains("\"SAMOCODE_MAX_COSTS\"; did you mean SAMOCODE_MAX_COST?"),
+        "{error}"
+    );
+    assert!(
+        error.contains("\"SAMOCODE_MAX_RETRY\"; did you mean SAMOCODE_MAX_RETRIES?"),
+        "{error}"
+    );
+    assert!(error.starts_with("2 problems"), "{error}");
+}
+
+#[test]
+fn without_a_home_the_state_directory_must_be_named() {
+    let dir = project_dir();
+    let mut s = sources(dir.path(), &[]);
+    s.env.remove("HOME");
+    let error = match resolve(&Flags::default(), &s) {
+        Err(error) => error.to_string(),
+        Ok(_) => panic!("accepted"),
+    };
+    assert!(
+        error.contains("no state directory") && error.contains("SAMOCODE_STATE_DIR"),
+        "{error}"
+    );
+    s.env
+        .insert("SAMOCODE_STATE_DIR".into(), "/var/lib/x".into());
+    assert_eq!(
+        resolve(&Flags::default(), &s).unwrap().state_dir,
+        PathBuf::from("/var/lib/x")
+    );
+}
+
+#[test]
+fn worktrees_and_sessions_in_one_folder_are_refused() {
+    let dir = project_dir();
+    std::fs::write(
+        dir.path().join(".samocode"),
+        "MAIN_REPO=repo\nWORKTREES=wt\nSESSIONS=./wt/\n",
+    )
+    .unwrap();
+    let error = match resolve(&Flags::default(), &sources(dir.path(), &[])) {
+        Err(error) => error.to_string(),
+        Ok(_) => panic!("accepted"),
+    };
+    assert!(
+        error.contains("SESSIONS") && error.contains("other than WORKTREES"),
+        "{error}"
+    );
+}
+
+#[test]
+fn keeping_one_of_samocodes_own_variables_for_agents_is_refused() {
+    let dir = project_dir();
+    let s = sources(
+        dir.path(),
+        &[("SAMOCODE_KEEP_ENV", "BUILD_FLAVOUR,TELEGRAM_BOT_TOKEN")],
+    );
+    let error = match resolve(&Flags::default(), &s) {
+        Err(error) => error.to_string(),
+        Ok(_) => panic!("accepted"),
+    };
+    assert!(
+        error.contains("SAMOCODE_KEEP_ENV") && error.contains("never reach an agent"),
+        "{error}"
+    );
+    let fine = sources(
+        dir.path(),
+        &[("SAMOCODE_KEEP_ENV", "BUILD_FLAVOUR,MYCORP_*")],
+    );
+    assert!(resolve(&Flags::default(), &fine).is_ok());
+}
+
+#[test]
+fn an_environment_name_used_as_a_config_toml_key_is_pointed_to_the_key() {
+    let dir = project_dir();
+    std::fs::write(
+        dir.path().join("home/.config/samocode/config.toml"),
+        "samocode_max_retries = 4\n",
+    )
+    .unwrap();
+    let error = match resolve(&Flags::default(), &sources(dir.path(), &[])) {
+        Err(error) => error.to_string(),
+        Ok(_) => panic!("accepted"),
+    };
+    assert!(error.contains("did you mean max_retries?"), "{error}");
+}
