@@ -219,6 +219,11 @@ pub enum ControlError {
         "control socket {path}: {what}; samocode uses this path only when nothing is there or a socket no daemon answers; point SAMOCODE_CONTROL elsewhere"
     )]
     Occupied { path: PathBuf, what: String },
+    /// The socket's path is longer than a socket address holds.
+    #[error(
+        "control socket {path}: the path is {bytes} bytes, and a socket's may have at most 107; set SAMOCODE_CONTROL (or SAMOCODE_STATE_DIR) to a shorter path"
+    )]
+    TooLong { path: PathBuf, bytes: usize },
 }
 
 /// Connects to a running daemon; `None` when none listens at `path`.
@@ -340,6 +345,15 @@ pub async fn bind(path: &Path) -> Result<Socket, ControlError> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(e)),
+    }
+    // A socket's path has room for 107 bytes: a longer one is a setting to change, not an
+    // error of the system.
+    let bytes = path.as_os_str().len();
+    if bytes > 107 {
+        return Err(ControlError::TooLong {
+            path: path.to_path_buf(),
+            bytes,
+        });
     }
     let listener = UnixListener::bind(path).map_err(io)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
@@ -580,6 +594,20 @@ mod tests {
         let error = call(stream, &path, Request::Status).await.unwrap_err();
         assert!(matches!(error, ControlError::NoAnswer { .. }), "{error}");
         assert!(error.to_string().contains("samocode status"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_socket_path_too_long_for_a_socket_names_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x".repeat(120)).join("control.sock");
+        let error = match bind(&path).await {
+            Err(error) => error.to_string(),
+            Ok(_) => panic!("bound"),
+        };
+        assert!(
+            error.contains("at most 107") && error.contains("SAMOCODE_CONTROL"),
+            "{error}"
+        );
     }
 
     /// A daemon that cannot serve (its connection waits in the socket's queue, or it hangs)

@@ -308,6 +308,16 @@ fn explain(config: &Config, folder: &str, settled: &Settled) -> u8 {
 
 fn dry_run(args: &RunArgs, config: &Config) -> Result<u8, CliError> {
     let project = config.project()?;
+    // A base branch the run's init would refuse is refused here too.
+    if let Some(base) = &project.base_branch
+        && !crate::session::worktree::names_a_commit(&project.main_repo, base)
+    {
+        return Err(CliError::usage(anyhow::anyhow!(
+            "BASE_BRANCH={base} (from {}) is not a branch or commit of {}; fix it, or remove it for the repository's default branch",
+            project.file.display(),
+            project.main_repo.display()
+        )));
+    }
     let agent = &config.agent;
     println!("project file:   {}", project.file.display());
     println!("main repo:      {}", project.main_repo.display());

@@ -15,7 +15,7 @@ use clap::Args;
 use serde::Serialize;
 
 mod budget;
-mod owner;
+pub(crate) mod owner;
 
 use budget::BudgetView;
 use owner::{Locks, Owner};

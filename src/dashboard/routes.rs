@@ -86,8 +86,12 @@ pub async fn act(
     State(app): State<App>,
     Extension(visitor): Extension<Visitor>,
     Path((name, verb)): Path<(String, String)>,
-    Form(fields): Form<Vec<(String, String)>>,
+    form: Result<Form<Vec<(String, String)>>, axum::extract::rejection::FormRejection>,
 ) -> Response {
+    // A request that is no form carries no token either: refused as one without it.
+    let Ok(Form(fields)) = form else {
+        return forbidden();
+    };
     let field = |key: &str| {
         fields
             .iter()

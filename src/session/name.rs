@@ -317,8 +317,18 @@ mod tests {
 
     #[test]
     fn texts_are_for_new_sessions_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("26-01-01-x");
+        std::fs::create_dir(&folder).unwrap();
+        // A folder with no session files is no session, with texts or without.
+        let empty = Resolved::Existing(folder.clone());
+        for texts in [None, Some("d")] {
+            let err = check_texts(&empty, texts, texts).unwrap_err().to_string();
+            assert!(err.contains("holds no session"), "{err}");
+        }
+        std::fs::write(folder.join("_state.json"), "{}").unwrap();
         let new = Resolved::New(PathBuf::from("/s/26-01-01-x"));
-        let existing = Resolved::Existing(PathBuf::from("/s/26-01-01-x"));
+        let existing = Resolved::Existing(folder);
         assert!(check_texts(&new, Some("d"), Some("t")).is_ok());
         assert!(check_texts(&existing, None, None).is_ok());
         let err = check_texts(&existing, Some("d"), None)

@@ -37,6 +37,11 @@ pub enum WorktreeError {
         "cannot tell the default branch of {path}; set BASE_BRANCH in .samocode (the repository needs at least one commit)"
     )]
     NoBaseBranch { path: PathBuf },
+    /// BASE_BRANCH names nothing in the repository.
+    #[error(
+        "BASE_BRANCH={base} (from .samocode) is not a branch or commit of {repo}; fix BASE_BRANCH in .samocode (or remove it for the repository's default branch), then `samocode resume`"
+    )]
+    NoSuchBase { base: String, repo: PathBuf },
     /// HEAD is detached and no remote names a default branch.
     #[error(
         "cannot tell the default branch of {path}: its HEAD is detached; set BASE_BRANCH in .samocode, or check out a branch there"
@@ -174,11 +179,30 @@ pub async fn prepare(
         add_on(repo, &path, &branch).await?;
         return Ok(Worktree { path, branch });
     }
-    claim(&branch)?;
     let base = match &project.base_branch {
         Some(base) => base.clone(),
         None => default_branch(repo).await?,
     };
+    // Named before anything is made: git's own word for it names neither the setting nor
+    // the file.
+    if git(
+        repo,
+        &[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{base}^{{commit}}"),
+        ],
+    )
+    .await
+    .is_err()
+    {
+        return Err(WorktreeError::NoSuchBase {
+            base,
+            repo: repo.clone(),
+        });
+    }
+    claim(&branch)?;
     let path_text = path.to_string_lossy().into_owned();
     git(
         repo,
@@ -291,6 +315,20 @@ pub async fn baseline(dir: &Path) -> Result<Baseline, WorktreeError> {
         head: git(dir, &["rev-parse", "HEAD"]).await?,
         changes: git_raw(dir, &["status", "--porcelain", "--untracked-files=no"]).await?,
     })
+}
+
+/// Whether `base` names a commit of `repo` (a dry run's check of BASE_BRANCH).
+pub fn names_a_commit(repo: &Path, base: &str) -> bool {
+    git_raw_blocking(
+        repo,
+        &[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{base}^{{commit}}"),
+        ],
+    )
+    .is_ok()
 }
 
 /// [`baseline`] for callers off the async threads (taking over a session).

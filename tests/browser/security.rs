@@ -74,6 +74,15 @@ async fn requests_without_the_cookie_or_the_csrf_token_are_refused() {
         );
         assert_eq!(answer.status, 403, "{form:?}: {}", answer.body);
     }
+    // No form at all (no body, no content type): refused the same way.
+    let bare = http(
+        &base,
+        "POST",
+        &format!("/sessions/{folder}/stop"),
+        Some(&cookie),
+        None,
+    );
+    assert_eq!(bare.status, 403, "a POST with no form: {}", bare.body);
     assert_eq!(state(), "waiting");
 
     // The same in the browser: the Stop form with its token taken out is refused. The edit

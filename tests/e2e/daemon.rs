@@ -997,6 +997,20 @@ fn a_session_another_daemon_drives_is_shown_as_a_daemons() {
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rows[0]["owner"], "daemon", "{rows}");
     assert_eq!(rows[0]["owner_pid"], daemon.child.id(), "{rows}");
+    // A gate given there is refused as the daemon's, with how to reach it.
+    let out = project
+        .command(&["answer", "held", "--accept-suggestions"])
+        .env("SAMOCODE_STATE_DIR", elsewhere.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(12));
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        message.contains(&format!("a samocode daemon (pid {})", daemon.child.id()))
+            && message.contains("SAMOCODE_STATE_DIR"),
+        "{message}"
+    );
+    assert_eq!(s.state()["status"]["for"], "qa_answers");
 }
 
 /// A gate passed on the files while the daemon that owns the session is down: the reply says

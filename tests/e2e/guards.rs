@@ -282,6 +282,33 @@ fn a_relative_agent_path_is_taken_from_where_it_was_given_and_a_missing_one_is_r
 }
 
 #[test]
+fn a_base_branch_the_repository_lacks_is_named_by_its_setting() {
+    let project = Project::new();
+    std::fs::write(
+        project.root.join(".samocode"),
+        "MAIN_REPO=repo\nWORKTREES=worktrees\nSESSIONS=sessions\nBASE_BRANCH=nope\n",
+    )
+    .unwrap();
+    let dry = project.run(&[
+        "run",
+        "--session",
+        "b",
+        "--dive",
+        "d",
+        "--task",
+        "t",
+        "--dry-run",
+    ]);
+    dry.expect(2);
+    assert!(
+        dry.stderr().contains("BASE_BRANCH=nope"),
+        "{}",
+        dry.stderr()
+    );
+    blocks_at_init(&project, "base", &["BASE_BRANCH=nope (from .samocode)"]);
+}
+
+#[test]
 fn a_missing_project_file_or_directory_is_named() {
     let project = Project::new();
     std::fs::write(

@@ -55,7 +55,7 @@ impl Owner {
 /// Whether process `pid` is a samocode daemon (`supervise`, or the demo's): the first of its
 /// arguments that names a command that drives sessions says which (`run --session demo` is a
 /// run).
-fn is_daemon(pid: u32) -> bool {
+pub(crate) fn is_daemon(pid: u32) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|line| {
         line.split(|b| *b == 0)
             .skip(1)
