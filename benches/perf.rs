@@ -179,8 +179,14 @@ impl Project {
     /// without having run).
     fn session(&self, name: &str, phase: Phase, waiting: bool) -> PathBuf {
         let dir = self.root.join("sessions").join(format!("26-11-24-{name}"));
+        // Past its init, with a worktree of its own as an init leaves it (a plain folder: no
+        // git is needed, and none of its cost is measured).
+        let worktree = self.root.join("worktrees").join(format!("26-11-24-{name}"));
+        std::fs::create_dir_all(&worktree).unwrap();
         let store = SessionStore::create(&dir).unwrap();
         let mut state = SessionState::new(&store.name(), "d", "t", jiff::Timestamp::now());
+        state.worktree = Some(worktree);
+        state.branch = Some(name.to_string());
         state.enter_phase(phase);
         if waiting {
             state.status = RunState::Waiting {
