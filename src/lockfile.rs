@@ -48,7 +48,7 @@ pub fn acquire(path: &Path) -> Result<File, LockError> {
 /// for the message a second comer prints. A lock on the folder cannot be lost by deleting a
 /// file (a person clearing a "stale" lock file, an agent cleaning up): a second worker could
 /// then have locked a new file while the first still held the deleted one.
-pub fn acquire_folder(dir: &Path, pid_file: &Path) -> Result<File, LockError> {
+pub fn acquire_folder(dir: &Path, pid_file: &Path) -> Result<FolderLock, LockError> {
     use std::os::unix::fs::OpenOptionsExt;
     let folder = OpenOptions::new()
         .read(true)
@@ -57,7 +57,7 @@ pub fn acquire_folder(dir: &Path, pid_file: &Path) -> Result<File, LockError> {
         .map_err(LockError::Io)?;
     // Never through a link or into a pipe the agent planted in its place.
     // One name for one file: a hard link to a file of the person's would be truncated.
-    let pid = OpenOptions::new()
+    let mut pid = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -73,9 +73,6 @@ pub fn acquire_folder(dir: &Path, pid_file: &Path) -> Result<File, LockError> {
     let earlier = pid
         .as_ref()
         .is_some_and(|f| matches!(f.try_lock(), Err(TryLockError::WouldBlock)));
-    if let Some(file) = pid.as_ref().filter(|_| !earlier) {
-        let _ = file.unlock();
-    }
     if earlier || !take(&folder)? {
         let mut text = String::new();
         if let Some(file) = pid.as_ref() {
@@ -85,14 +82,27 @@ pub fn acquire_folder(dir: &Path, pid_file: &Path) -> Result<File, LockError> {
             pid: text.trim().parse().ok(),
         });
     }
-    if let Some(mut file) = pid {
+    if let Some(file) = pid.as_mut() {
         // What it says is for people: a lock without it still holds.
         let _ = file
             .set_len(0)
             .and_then(|()| file.rewind())
             .and_then(|()| write!(file, "{}", std::process::id()));
     }
-    Ok(folder)
+    // The file's lock is kept too: a worker of an earlier build, which knows only that one,
+    // is kept out of a session this one drives.
+    Ok(FolderLock {
+        _folder: folder,
+        _file: pid,
+    })
+}
+
+/// A session folder's lock, held until dropped: the folder's `flock`, and that of its pid
+/// file when it could be opened.
+#[derive(Debug)]
+pub struct FolderLock {
+    _folder: File,
+    _file: Option<File>,
 }
 
 /// Takes the exclusive lock of `file`, trying again for a moment; false when it stays held.
@@ -171,5 +181,20 @@ mod tests {
         std::fs::hard_link(&theirs, &pid_file).unwrap();
         let _held = acquire_folder(dir.path(), &pid_file).unwrap();
         assert_eq!(std::fs::read_to_string(&theirs).unwrap(), "keep me");
+    }
+
+    /// The other way round: a worker of an earlier build, which knows only the file's lock,
+    /// is kept out of a folder this build holds.
+    #[test]
+    fn a_folder_lock_keeps_an_earlier_builds_worker_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("_worker.lock");
+        let held = acquire_folder(dir.path(), &pid_file).unwrap();
+        match acquire(&pid_file) {
+            Err(LockError::Held { pid }) => assert_eq!(pid, Some(std::process::id())),
+            other => panic!("{other:?}"),
+        }
+        drop(held);
+        assert!(acquire(&pid_file).is_ok());
     }
 }

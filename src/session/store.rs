@@ -513,8 +513,8 @@ impl SessionFolder {
 #[derive(Debug)]
 pub struct SessionStore {
     folder: SessionFolder,
-    /// The flock of the session folder, held while this (the folder, open) is.
-    lock: Option<File>,
+    /// The flock of the session folder (and of its `_worker.lock`), held while this is.
+    lock: Option<crate::lockfile::FolderLock>,
 }
 
 impl std::ops::Deref for SessionStore {

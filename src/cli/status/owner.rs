@@ -102,14 +102,20 @@ impl Locks {
         self.0.get(&(major, minor, ino)).copied()
     }
 
-    /// The pid of the process holding the session's lock (the folder's own), if any.
+    /// The pid of the process holding the session's lock (the folder's own, or the
+    /// `_worker.lock` file's that a worker of an earlier build takes), if any.
     pub(super) fn holder(&self, folder: &SessionFolder) -> Option<u32> {
         use std::os::unix::fs::MetadataExt;
         let meta = std::fs::symlink_metadata(folder.dir()).ok()?;
         if !meta.is_dir() {
             return None;
         }
-        self.holder_of(meta.dev(), meta.ino())
+        self.holder_of(meta.dev(), meta.ino()).or_else(|| {
+            let file = std::fs::symlink_metadata(folder.path(crate::session::store::LOCK))
+                .ok()
+                .filter(std::fs::Metadata::is_file)?;
+            self.holder_of(file.dev(), file.ino())
+        })
     }
 }
 
