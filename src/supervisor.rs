@@ -25,6 +25,7 @@ pub(crate) mod owned;
 mod registry;
 mod watch;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -232,6 +233,11 @@ pub struct SupervisorState {
     open_files: Option<u64>,
     /// Sessions being opened in the background (each may be taking its lock).
     opening: usize,
+    /// The folder name of every session this daemon has opened or is opening, and its folder:
+    /// the dashboard and Telegram know sessions by that name, so a new start of another
+    /// project's session of a name taken here is refused. Shared with the opening tasks,
+    /// which claim a name before they make anything.
+    names: Arc<std::sync::Mutex<HashMap<String, PathBuf>>>,
 }
 
 impl SupervisorState {
@@ -285,6 +291,7 @@ impl Actor for SupervisorActor {
             fleet,
             open_files: args.open_files,
             opening: 0,
+            names: Arc::default(),
         })
     }
 
@@ -465,11 +472,9 @@ impl SupervisorActor {
         let state_dir = self.state_dir.clone();
         let launcher = self.launcher.clone();
         // A person's new start may not take a folder name another project's session holds
-        // here (a restart or a retry reopens what is owned already).
-        let taken: Vec<OwnedSession> = match origin {
-            Origin::Caller(_) | Origin::Control(_) if self.keep_parked => state.registry.owned(),
-            _ => Vec::new(),
-        };
+        // here; a restart or a retry reopens what is owned already, and only claims its name.
+        let names = self.keep_parked.then(|| state.names.clone());
+        let new_start = matches!(origin, Origin::Caller(_) | Origin::Control(_));
         tokio::spawn(async move {
             let opened = tokio::task::spawn_blocking(move || {
                 let request = match what {
@@ -489,19 +494,18 @@ impl SupervisorActor {
                         once: false,
                     },
                 };
-                if !taken.is_empty() {
-                    let dir = crate::session::open::folder_of(&request.project, &request)?;
-                    if let Some(other) = taken
-                        .iter()
-                        .find(|o| o.dir.file_name() == dir.file_name() && o.dir != dir)
-                    {
-                        return Err(StartError::Open(OpenError::NameTaken {
-                            folder: folder_of(&dir),
-                            other: other.project.clone(),
-                        }));
-                    }
+                let claimed = match &names {
+                    Some(names) => claim_name(names, &request, new_start)?,
+                    None => None,
+                };
+                let opened = open(&request.project, &request, launcher.as_ref());
+                if opened.is_err()
+                    && let (Some(names), Some(name)) = (&names, claimed)
+                {
+                    // Nothing was made under it: the name is free again.
+                    lock_names(names).remove(&name);
                 }
-                let (mut args, settled) = open(&request.project, &request, launcher.as_ref())?;
+                let (mut args, settled) = opened?;
                 args.fail = fail;
                 if let Some(state_dir) = &state_dir {
                     // Listed before the daemon says yes: a session it accepted is resumed
@@ -1041,6 +1045,49 @@ fn finish_shutdown(
         let _ = reply.send(());
         myself.stop(Some("shutdown".into()));
     });
+}
+
+fn lock_names(
+    names: &std::sync::Mutex<HashMap<String, PathBuf>>,
+) -> std::sync::MutexGuard<'_, HashMap<String, PathBuf>> {
+    names
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Claims the folder name of the session `request` names for this daemon: refused for a new
+/// start when another folder of that name (another project's) holds it; a reopening claims it
+/// whatever holds it, and says so in the log (two such sessions from an earlier build). The
+/// name it newly claimed, if any.
+fn claim_name(
+    names: &std::sync::Mutex<HashMap<String, PathBuf>>,
+    request: &StartRequest,
+    new_start: bool,
+) -> Result<Option<String>, StartError> {
+    let dir = crate::session::open::folder_of(&request.project, request)?;
+    let name = folder_of(&dir);
+    let mut names = lock_names(names);
+    match names.get(&name) {
+        Some(held) if *held == dir => Ok(None),
+        Some(held) if new_start => Err(StartError::Open(OpenError::NameTaken {
+            folder: name,
+            other: held.clone(),
+            exists: dir.exists(),
+        })),
+        Some(held) => {
+            tracing::warn!(
+                session = %name,
+                "two sessions this daemon owns are called {name} ({} and {}): the dashboard and Telegram cannot tell them apart; act on them with the command line, from each project's directory",
+                held.display(),
+                dir.display()
+            );
+            Ok(None)
+        }
+        None => {
+            names.insert(name.clone(), dir);
+            Ok(Some(name))
+        }
+    }
 }
 
 fn folder_of(dir: &std::path::Path) -> String {

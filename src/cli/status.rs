@@ -89,6 +89,8 @@ impl SessionRow {
     fn mark_broken(&mut self, dir: &Path, broken: &HashMap<PathBuf, String>) {
         if let Some(reason) = broken.get(dir) {
             self.state = "error".into();
+            // Its files' gate is for when a person's `resume` has it opened again.
+            self.waiting_for = None;
             self.error = Some(format!("the daemon could not open it: {reason}"));
         }
     }
@@ -261,11 +263,16 @@ impl SessionRow {
                 SessionRow::of(folder, &state, project, owner, worker),
                 Some(state),
             )),
-            // Every folder is shown: one the daemon owns that is gone or emptied, or a folder
-            // in SESSIONS that holds no session, as `error` with what it is.
-            Err(StoreError::NotASession(_)) => {
+            // Shown as `error` with what it is: a session the daemon owns that is gone or
+            // emptied, and a folder named as sessions are (`YY-MM-DD-NAME`) that holds none,
+            // which takes the name of a session; other folders (the Python tool's `_archive`,
+            // anything else kept beside the sessions) are not sessions and not shown.
+            Err(StoreError::NotASession(_))
+                if daemon_owns.contains(folder.dir()) || name::is_date_prefix(&folder.name()) =>
+            {
                 Some((SessionRow::gone(folder, project, owner), None))
             }
+            Err(StoreError::NotASession(_)) => None,
             Err(error) => Some((
                 SessionRow::broken(folder, project, owner, worker, &error),
                 None,

@@ -290,10 +290,16 @@ impl App {
             return found;
         }
         match control::ask(&self.supervisor, Request::Status).await {
-            Answer::Sessions { sessions, .. } => sessions
-                .into_iter()
-                .find(|o| o.dir.file_name().is_some_and(|n| n == name))
-                .map(|o| (o.dir, o.project)),
+            Answer::Sessions { sessions, .. } => {
+                let mut named = sessions
+                    .into_iter()
+                    .filter(|o| o.dir.file_name().is_some_and(|n| n == name));
+                // Two of that name: neither, rather than one at a guess.
+                match (named.next(), named.next()) {
+                    (Some(one), None) => Some((one.dir, one.project)),
+                    _ => None,
+                }
+            }
             _ => None,
         }
     }

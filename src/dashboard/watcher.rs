@@ -84,11 +84,18 @@ impl Fleet {
         }
     }
 
+    /// The row of session `name`; none when two owned sessions share the name (two
+    /// projects' of an earlier build's daemon): a page or an action could not tell which.
     pub fn find(&self, name: &str) -> Option<&Arc<FleetRow>> {
-        self.rows
-            .binary_search_by(|r| r.row.name.as_str().cmp(name))
-            .ok()
-            .map(|i| &self.rows[i])
+        let first = self.rows.partition_point(|r| r.row.name.as_str() < name);
+        match &self.rows[first..] {
+            [one, rest @ ..]
+                if one.row.name == name && rest.first().is_none_or(|r| r.row.name != name) =>
+            {
+                Some(one)
+            }
+            _ => None,
+        }
     }
 }
 
@@ -409,6 +416,34 @@ pub fn read_row(dir: &Path, project_file: &Path, generation: u64) -> Option<Flee
 mod tests {
     use super::*;
     use crate::protocol::SessionState;
+
+    fn session_in(root: &Path, folder: &str) -> OwnedSession {
+        let dir = root.join(folder);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = SessionFolder::new(&dir).lock().unwrap();
+        let mut state = SessionState::new(folder, "d", "t", jiff::Timestamp::now());
+        store.save(&mut state).unwrap();
+        OwnedSession {
+            dir,
+            project: root.join(".samocode"),
+        }
+    }
+
+    /// Two owned sessions of one name (two projects', from an earlier build): the dashboard
+    /// finds neither rather than one at a guess.
+    #[test]
+    fn a_name_two_owned_sessions_share_finds_neither() {
+        let root = tempfile::tempdir().unwrap();
+        let owned = [
+            session_in(&root.path().join("a"), "26-01-01-dup"),
+            session_in(&root.path().join("b"), "26-01-01-dup"),
+            session_in(&root.path().join("a"), "26-01-01-one"),
+        ];
+        let fleet = Fleet::read(&owned, 4, 0);
+        assert!(fleet.find("26-01-01-dup").is_none());
+        assert!(fleet.find("26-01-01-one").is_some());
+        assert!(fleet.find("26-01-01-zzz").is_none());
+    }
 
     /// A session the daemon owns whose folder went away is shown as an error, once, not as
     /// it last was.

@@ -238,7 +238,7 @@ fn dated_matches(sessions: &Path, name: &str) -> Result<Vec<PathBuf>, NameError>
 }
 
 /// `YY-MM-DD-` at the start of a folder name.
-fn is_date_prefix(folder: &str) -> bool {
+pub fn is_date_prefix(folder: &str) -> bool {
     let b = folder.as_bytes();
     b.len() > 9
         && b[..8].iter().enumerate().all(|(i, c)| {

@@ -99,11 +99,20 @@ pub enum OpenError {
     /// A daemon drives another project's session of the same folder name: the dashboard and
     /// Telegram name sessions by folder, so two would be one to them.
     #[error(
-        "this daemon drives a session {folder} of another project ({other}); the dashboard and Telegram know sessions by that name, so give this one another (`--session OTHER-NAME`)"
+        "this daemon holds another project's session {folder} ({}); the dashboard and Telegram know sessions by that name, so it cannot hold this one too: {}",
+        .other.display(),
+        if *.exists {
+            "continue this project's session with `samocode run --session NAME` from its directory"
+        } else {
+            "give the new session another name (`--session OTHER-NAME`)"
+        }
     )]
     NameTaken {
         folder: String,
+        /// The folder of the session that holds the name.
         other: std::path::PathBuf,
+        /// This project's session of that name exists already.
+        exists: bool,
     },
     /// A new session needs both texts.
     #[error("session {0} does not exist yet: a new session needs --dive TEXT and --task TEXT")]
@@ -121,6 +130,24 @@ pub struct StartRequest {
     /// The budget the command line gave (`--max-cost` ...): it replaces those limits of the
     /// session's own budget in `_state.json`.
     pub budget: crate::protocol::budget::Budget,
+}
+
+/// Whether a session of the project other than the one in `own` records `path` as its
+/// worktree.
+fn worktree_of_another(project: &Project, own: &std::path::Path, path: &std::path::Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(&project.sessions) else {
+        return false;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|dir| dir != own && dir.join(super::store::STATE).is_file())
+        .filter_map(|dir| super::SessionFolder::new(dir).load_state().ok())
+        .any(|state| {
+            state
+                .worktree
+                .is_some_and(|tree| worktree::same_dir(&tree, path))
+        })
 }
 
 /// The folder `request` names (existing, or where a new one goes), made nowhere.
@@ -188,7 +215,9 @@ pub fn open(
                     .read(super::store::OVERVIEW)
                     .ok()
                     .flatten()
-                    .and_then(|text| crate::protocol::overview::legacy_working_dir(&text));
+                    .and_then(|text| crate::protocol::overview::legacy_working_dir(&text))
+                    // One worktree, one session: one another session works in is not taken.
+                    .filter(|path| !worktree_of_another(project, store.dir(), path));
                 if let Some(tree) = worktree::adopt(project, &store.name(), named.as_deref()) {
                     state.worktree = Some(tree.path);
                     state.branch = Some(tree.branch);

@@ -854,7 +854,10 @@ fn a_session_whose_folder_went_away_is_shown_as_an_error_not_left_out() {
     let gone = start_until_questions(&project, "gone");
     std::fs::remove_dir_all(gone.path("")).unwrap();
     std::fs::create_dir(project.sessions.join("26-01-01-stray")).unwrap();
+    // Folders not named as sessions are (the Python tool's archive) are not sessions.
+    std::fs::create_dir(project.sessions.join("_archive")).unwrap();
     let rows = project.status();
+    assert_eq!(rows.len(), 2, "{rows:?}");
     let row = |suffix: &str| {
         rows.iter()
             .find(|r| r["name"].as_str().is_some_and(|n| n.ends_with(suffix)))
@@ -898,8 +901,8 @@ fn a_daemon_refuses_another_projects_session_of_a_name_it_drives() {
     refused.expect(2);
     let message = refused.stderr();
     assert!(
-        message.contains("of another project")
-            && message.contains(&alpha.root.join(".samocode").display().to_string())
+        message.contains("another project's session")
+            && message.contains(&alpha.sessions.display().to_string())
             && message.contains("--session OTHER-NAME"),
         "{message}"
     );

@@ -213,6 +213,21 @@ fn a_python_session_works_in_the_worktree_its_notebook_names_and_never_in_the_ma
     assert!(commits.starts_with("Implement step"), "{commits}");
     assert!(s.read("session.log").contains("had no worktree"));
 
+    // A second notebook naming the worktree the first session took gets one of its own.
+    legacy("26-01-04-again", &elsewhere);
+    project
+        .run(&["run", "--session", "again", "--once"])
+        .expect(0);
+    let again = project.session("again").state();
+    assert_eq!(
+        again["worktree"],
+        project
+            .worktrees
+            .join("26-01-04-again")
+            .display()
+            .to_string()
+    );
+
     assert_eq!(main_log(), before, "nothing was committed on main");
     assert_eq!(
         std::fs::read_to_string(project.repo.join("README.md")).unwrap(),
