@@ -394,11 +394,17 @@ pub enum ConfigError {
         origin: &'static str,
         expected: &'static str,
     },
+    /// `keep_env` names variables that never reach an agent.
+    #[error(
+        "SAMOCODE_KEEP_ENV (from {origin}) names {names}: samocode's own variables (its settings such as RUST_LOG or CLAUDE_MODEL, TELEGRAM_*, OTEL_*, SAMOCODE_*, git's repository variables) never reach an agent; remove them from it"
+    )]
+    OwnKept { names: String, origin: &'static str },
     /// Nothing says where the state directory is.
     #[error(
-        "no state directory: SAMOCODE_STATE_DIR is not set, and neither is HOME (for the default ~/.local/state/samocode) nor XDG_STATE_HOME; set one of them"
+        "no state directory: SAMOCODE_STATE_DIR is not set, and neither is HOME (for the default ~/.local/state/samocode) nor XDG_STATE_HOME; set one of them{}",
+        .earlier.as_ref().map(|p| format!(" (an earlier samocode kept it in {} with no HOME: SAMOCODE_STATE_DIR={} keeps the sessions its daemon owned)", p.display(), p.display())).unwrap_or_default()
     )]
-    NoStateDir,
+    NoStateDir { earlier: Option<PathBuf> },
     /// One of two settings that only work together is set without the other.
     #[error("{key} is set (from {origin}) but {missing} is not; set both, or neither")]
     Incomplete {
@@ -726,20 +732,20 @@ fn env_policy(layers: &mut Layers, global: &file::FileSettings) -> EnvPolicy {
     let keep = patterns("SAMOCODE_KEEP_ENV");
     // Asking to hand an agent one of samocode's own variables (a bot token) is a mistake to
     // be told of, not a wish dropped without a word.
-    if keep.iter().any(crate::agent::env::Pattern::names_own)
-        && let Some(found) = layers.get("SAMOCODE_KEEP_ENV", None).or_else(|| {
-            global.lists.get("keep_env").map(|entries| values::Found {
-                value: entries.join(","),
-                key: "keep_env".into(),
-                origin: "config.toml",
-            })
-        })
-    {
-        layers.bad(
-            &found,
-            "SAMOCODE_KEEP_ENV",
-            "names of variables other than samocode's own: TELEGRAM_*, OTEL_* and SAMOCODE_* never reach an agent",
-        );
+    let own: Vec<&str> = keep
+        .iter()
+        .filter(|p| p.names_own())
+        .map(crate::agent::env::Pattern::text)
+        .collect();
+    if !own.is_empty() {
+        let origin = match layers.get("SAMOCODE_KEEP_ENV", None) {
+            Some(found) => found.origin,
+            None => "config.toml",
+        };
+        layers.problems.push(ConfigError::OwnKept {
+            names: own.join(", "),
+            origin,
+        });
     }
     EnvPolicy { strip, keep }
 }
@@ -792,11 +798,22 @@ fn misspelt_variables(sources: &Sources, problems: &mut Problems) {
         .collect();
     names.sort();
     for name in names {
-        if let Some(setting) = values::nearest(name, known.iter().copied()) {
+        // Measured on what follows the prefix: a letter off in a short name, two in a long
+        // one (`MAX_COSTS`, `MAX_RETRY`), never a different word (`SAMOCODE_HOME`).
+        let rest = &name["SAMOCODE_".len()..];
+        let limit = if rest.len() >= 8 { 2 } else { 1 };
+        let near = known
+            .iter()
+            .map(|k| (values::distance(rest, &k["SAMOCODE_".len()..]), *k))
+            .filter(|(d, _)| *d <= limit)
+            .min_by_key(|(d, _)| *d);
+        if let Some((_, setting)) = near {
             problems.push(ConfigError::UnknownKey {
                 place: "the environment".into(),
                 key: name.clone(),
-                suggestion: Some(setting.to_string()),
+                suggestion: Some(format!(
+                    "{setting} (or unset {name}, if it is not meant for samocode)"
+                )),
             });
         }
     }
@@ -810,7 +827,11 @@ fn default_state_dir(sources: &Sources, problems: &mut Problems) -> PathBuf {
         None => match sources.home() {
             Some(home) => home.join(".local/state/samocode"),
             None => {
-                problems.push(ConfigError::NoStateDir);
+                // Where an earlier build put it with no HOME: its owned sessions are there.
+                let earlier = Path::new("/tmp/.local/state/samocode");
+                problems.push(ConfigError::NoStateDir {
+                    earlier: earlier.is_dir().then(|| earlier.to_path_buf()),
+                });
                 PathBuf::from("/nonexistent/samocode-state")
             }
         },

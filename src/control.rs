@@ -207,7 +207,7 @@ pub enum ControlError {
     NoAnswer { path: PathBuf },
     /// The daemon took the request and said nothing for longer than it ever takes to answer.
     #[error(
-        "control socket {path}: the daemon did not answer within {}; it may be overloaded or out of open files (its log says); whether the command was applied is not known: `samocode status SESSION` shows where the session stands",
+        "control socket {path}: the daemon did not answer within {}; it may be overloaded or out of open files (its log says); whether the command was applied is not known: `samocode status` shows where things stand",
         humantime::format_duration(*.waited)
     )]
     Silent { path: PathBuf, waited: Duration },

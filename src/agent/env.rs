@@ -142,9 +142,18 @@ impl Pattern {
     /// A pattern naming one of samocode's own variables, which never reach an agent (the
     /// test agent's `SAMOCODE_FAKE*` aside).
     pub fn names_own(&self) -> bool {
+        let wildcard = self.0.ends_with('*');
         let name = self.0.strip_suffix('*').unwrap_or(&self.0);
         !name.starts_with("SAMOCODE_FAKE")
-            && (OWN_NAMES.contains(&name) || OWN_PREFIXES.iter().any(|p| name.starts_with(p)))
+            && (OWN_NAMES.contains(&name)
+                || OWN_PREFIXES
+                    .iter()
+                    .any(|p| name.starts_with(p) || (wildcard && name == p.trim_end_matches('_'))))
+    }
+
+    /// The pattern as it was written.
+    pub fn text(&self) -> &str {
+        &self.0
     }
 
     fn matches(&self, name: &str) -> bool {

@@ -701,11 +701,16 @@ fn a_misspelt_setting_in_the_environment_is_named_with_the_setting_it_misses() {
         dir.path(),
         &[
             ("SAMOCODE_MAX_COSTS", "1"),
-            ("SAMOCODE_MAX_RETRY", "5"),
+            ("SAMOCODE_KILLGRACE", "5s"),
             // Not near any setting: samocode's own markers, a test agent's, or someone else's.
             ("SAMOCODE_SESSION", "x"),
             ("SAMOCODE_FAKE_STEPS", "2"),
             ("SAMOCODE_SOMETHING_ELSE_ENTIRELY", "1"),
+            // Other words, though a few letters from a setting's.
+            ("SAMOCODE_HOME", "/x"),
+            ("SAMOCODE_VERSION", "3"),
+            ("SAMOCODE_PROFILE", "x"),
+            ("SAMOCODE_PATH", "x"),
         ],
     );
     let error = match resolve(&Flags::default(), &s) {
@@ -713,11 +718,11 @@ fn a_misspelt_setting_in_the_environment_is_named_with_the_setting_it_misses() {
         Ok(_) => panic!("accepted"),
     };
     assert!(
-        error.contains("\"SAMOCODE_MAX_COSTS\"; did you mean SAMOCODE_MAX_COST?"),
+        error.contains("\"SAMOCODE_MAX_COSTS\"; did you mean SAMOCODE_MAX_COST (or unset"),
         "{error}"
     );
     assert!(
-        error.contains("\"SAMOCODE_MAX_RETRY\"; did you mean SAMOCODE_MAX_RETRIES?"),
+        error.contains("\"SAMOCODE_KILLGRACE\"; did you mean SAMOCODE_KILL_GRACE (or unset"),
         "{error}"
     );
     assert!(error.starts_with("2 problems"), "{error}");
@@ -774,9 +779,14 @@ fn keeping_one_of_samocodes_own_variables_for_agents_is_refused() {
         Ok(_) => panic!("accepted"),
     };
     assert!(
-        error.contains("SAMOCODE_KEEP_ENV") && error.contains("never reach an agent"),
+        error.contains("SAMOCODE_KEEP_ENV (from the environment) names TELEGRAM_BOT_TOKEN:")
+            && error.contains("never reach an agent"),
         "{error}"
     );
+    for own in ["TELEGRAM*", "SAMOCODE_*", "RUST_LOG"] {
+        let s = sources(dir.path(), &[("SAMOCODE_KEEP_ENV", own)]);
+        assert!(resolve(&Flags::default(), &s).is_err(), "{own} accepted");
+    }
     let fine = sources(
         dir.path(),
         &[("SAMOCODE_KEEP_ENV", "BUILD_FLAVOUR,MYCORP_*")],
