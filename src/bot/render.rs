@@ -413,11 +413,7 @@ mod tests {
             "{}",
             n.html
         );
-        let data: Vec<Vec<&str>> = n
-            .buttons
-            .iter()
-            .map(|row| row.iter().map(|b| b.data.as_str()).collect())
-            .collect();
+        let data = button_data(&n);
         assert_eq!(
             data,
             [
@@ -447,11 +443,7 @@ mod tests {
             ask: None,
         };
         let n = notice(&event).unwrap();
-        let data: Vec<Vec<&str>> = n
-            .buttons
-            .iter()
-            .map(|row| row.iter().map(|b| b.data.as_str()).collect())
-            .collect();
+        let data = button_data(&n);
         assert_eq!(
             data,
             [
@@ -492,5 +484,13 @@ mod tests {
         })
         .unwrap();
         assert!(message.buttons.is_empty());
+    }
+
+    /// The data of a notice's buttons, row by row.
+    fn button_data(n: &Notice) -> Vec<Vec<&str>> {
+        n.buttons
+            .iter()
+            .map(|row| row.iter().map(|b| b.data.as_str()).collect())
+            .collect()
     }
 }

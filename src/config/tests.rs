@@ -664,9 +664,7 @@ fn a_secret_pasted_where_its_file_belongs_is_never_shown() {
         "executor = \"nats\"\nnats_url = \"nats://127.0.0.1:1\"\nnats_nkey_file = \"SUASECRETSEED\"\n",
     )
     .unwrap();
-    let error = resolve(&Flags::default(), &sources(dir.path(), &[]))
-        .unwrap_err()
-        .to_string();
+    let error = refused(&sources(dir.path(), &[]));
     assert!(error.contains("nats_nkey_file"), "{error}");
     assert!(!error.contains("SUASECRETSEED"), "{error}");
 }
@@ -684,10 +682,7 @@ fn the_kubernetes_engine_in_a_build_without_it_is_a_bad_setting() {
             ("SAMOCODE_KUBE_IMAGE", "x"),
         ],
     );
-    let error = match resolve(&Flags::default(), &s) {
-        Err(error) => error.to_string(),
-        Ok(_) => panic!("accepted"),
-    };
+    let error = refused(&s);
     assert!(
         error.contains("SAMOCODE_EXECUTOR=\"kubernetes\"") && error.contains("--features kube"),
         "{error}"
@@ -713,10 +708,7 @@ fn a_misspelt_setting_in_the_environment_is_named_with_the_setting_it_misses() {
             ("SAMOCODE_PATH", "x"),
         ],
     );
-    let error = match resolve(&Flags::default(), &s) {
-        Err(error) => error.to_string(),
-        Ok(_) => panic!("accepted"),
-    };
+    let error = refused(&s);
     assert!(
         error.contains("\"SAMOCODE_MAX_COSTS\"; did you mean SAMOCODE_MAX_COST (or unset"),
         "{error}"
@@ -733,10 +725,7 @@ fn without_a_home_the_state_directory_must_be_named() {
     let dir = project_dir();
     let mut s = sources(dir.path(), &[]);
     s.env.remove("HOME");
-    let error = match resolve(&Flags::default(), &s) {
-        Err(error) => error.to_string(),
-        Ok(_) => panic!("accepted"),
-    };
+    let error = refused(&s);
     assert!(
         error.contains("no state directory") && error.contains("SAMOCODE_STATE_DIR"),
         "{error}"
@@ -757,10 +746,7 @@ fn worktrees_and_sessions_in_one_folder_are_refused() {
         "MAIN_REPO=repo\nWORKTREES=wt\nSESSIONS=./wt/\n",
     )
     .unwrap();
-    let error = match resolve(&Flags::default(), &sources(dir.path(), &[])) {
-        Err(error) => error.to_string(),
-        Ok(_) => panic!("accepted"),
-    };
+    let error = refused(&sources(dir.path(), &[]));
     assert!(
         error.contains("SESSIONS") && error.contains("other than WORKTREES"),
         "{error}"
@@ -774,10 +760,7 @@ fn keeping_one_of_samocodes_own_variables_for_agents_is_refused() {
         dir.path(),
         &[("SAMOCODE_KEEP_ENV", "BUILD_FLAVOUR,TELEGRAM_BOT_TOKEN")],
     );
-    let error = match resolve(&Flags::default(), &s) {
-        Err(error) => error.to_string(),
-        Ok(_) => panic!("accepted"),
-    };
+    let error = refused(&s);
     assert!(
         error.contains("SAMOCODE_KEEP_ENV (from the environment) names TELEGRAM_BOT_TOKEN:")
             && error.contains("never reach an agent"),
@@ -802,9 +785,11 @@ fn an_environment_name_used_as_a_config_toml_key_is_pointed_to_the_key() {
         "samocode_max_retries = 4\n",
     )
     .unwrap();
-    let error = match resolve(&Flags::default(), &sources(dir.path(), &[])) {
-        Err(error) => error.to_string(),
-        Ok(_) => panic!("accepted"),
-    };
+    let error = refused(&sources(dir.path(), &[]));
     assert!(error.contains("did you mean max_retries?"), "{error}");
+}
+
+/// The message of a configuration `resolve` refuses.
+fn refused(sources: &Sources) -> String {
+    resolve(&Flags::default(), sources).unwrap_err().to_string()
 }

@@ -299,11 +299,10 @@ fn a_relative_agent_path_is_taken_from_where_it_was_given_and_a_missing_one_is_r
 #[test]
 fn a_base_branch_the_repository_lacks_is_named_by_its_setting() {
     let project = Project::new();
-    std::fs::write(
-        project.root.join(".samocode"),
-        "MAIN_REPO=repo\nWORKTREES=worktrees\nSESSIONS=sessions\nBASE_BRANCH=nope\n",
-    )
-    .unwrap();
+    let file = project.root.join(".samocode");
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str("BASE_BRANCH=nope\n");
+    std::fs::write(&file, text).unwrap();
     let dry = project.run(&[
         "run",
         "--session",
