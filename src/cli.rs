@@ -383,7 +383,9 @@ pub fn logging(cli: &Cli, config: &Config) -> telemetry::Logging {
     telemetry::Logging {
         quiet: needs(&cli.command).1,
         // Only into a state directory that is safe to use; the daemon reports one that is not.
+        // Nor for a daemon whose dashboard settings it refuses before making anything.
         file: (matches!(cli.command, Command::Supervise(_))
+            && crate::dashboard::Dashboard::check(config).is_ok()
             && crate::daemon::prepare_state_dir(&config.state_dir).is_ok())
         .then(|| config.state_dir.join(telemetry::LOG_FILE)),
     }

@@ -78,6 +78,9 @@ impl DaemonError {
 
 /// Runs the daemon until `shutdown` asks it to stop (or its supervisor dies).
 pub async fn run(config: &Config, shutdown: Shutdown) -> Result<(), DaemonError> {
+    // Refused settings leave nothing behind: checked before the state directory is touched.
+    crate::dashboard::Dashboard::check(config)
+        .map_err(|e| DaemonError::Dashboard(e.to_string()))?;
     let executor = crate::executor::for_config(config)
         .await
         .map_err(DaemonError::Start)?;

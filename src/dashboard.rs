@@ -148,6 +148,23 @@ impl Dashboard {
         }
     }
 
+    /// Checks the dashboard's settings (a non-loopback address needs a private token file of
+    /// a long enough secret) before the daemon makes anything: a refusal leaves no file.
+    pub fn check(config: &Config) -> Result<(), DashboardError> {
+        let Some(addr) = config.http else {
+            return Ok(());
+        };
+        let standing = config
+            .http_token_file
+            .as_ref()
+            .map(read_token_file)
+            .transpose()?;
+        if !addr.ip().is_loopback() && standing.is_none() {
+            return Err(DashboardError::NotLoopback(addr));
+        }
+        Ok(())
+    }
+
     /// Starts the dashboard the configuration asks for. Refused settings are an error; an
     /// address already in use is not (the daemon runs on without a dashboard, logs why, and
     /// `samocode dashboard` says so), since the daemon's work does not depend on it.

@@ -977,6 +977,23 @@ fn connections_held_on_the_dashboard_leave_the_agents_their_open_files() {
     });
 }
 
+/// A dashboard on a public address without a token file is refused before the daemon makes
+/// its state directory, lock or log.
+#[test]
+fn a_refused_dashboard_setting_leaves_no_state_behind() {
+    let project = Project::new();
+    let state = project.root.join("fresh-state");
+    let out = project
+        .command(&["supervise", "--http", "0.0.0.0:0"])
+        .env("SAMOCODE_STATE_DIR", &state)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert!(message.contains("--http-token-file"), "{message}");
+    assert!(!state.exists(), "the state directory was made");
+}
+
 /// A session a daemon drives is shown as the daemon's, with its pid, also to a `status` that
 /// asked another daemon (another state directory): not as a `run`.
 #[test]
