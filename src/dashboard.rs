@@ -149,10 +149,11 @@ impl Dashboard {
     }
 
     /// Checks the dashboard's settings (a non-loopback address needs a private token file of
-    /// a long enough secret) before the daemon makes anything: a refusal leaves no file.
-    pub fn check(config: &Config) -> Result<(), DashboardError> {
+    /// a long enough secret), which the daemon does before it makes anything, so that a
+    /// refusal leaves no file. The token file's secret, when one is given.
+    pub fn check(config: &Config) -> Result<Option<String>, DashboardError> {
         let Some(addr) = config.http else {
-            return Ok(());
+            return Ok(None);
         };
         let standing = config
             .http_token_file
@@ -162,7 +163,7 @@ impl Dashboard {
         if !addr.ip().is_loopback() && standing.is_none() {
             return Err(DashboardError::NotLoopback(addr));
         }
-        Ok(())
+        Ok(standing)
     }
 
     /// Starts the dashboard the configuration asks for. Refused settings are an error; an
@@ -177,14 +178,7 @@ impl Dashboard {
                 "the dashboard is off (supervise --no-http, or SAMOCODE_HTTP=off)".into(),
             ));
         };
-        let standing = config
-            .http_token_file
-            .as_ref()
-            .map(read_token_file)
-            .transpose()?;
-        if !addr.ip().is_loopback() && standing.is_none() {
-            return Err(DashboardError::NotLoopback(addr));
-        }
+        let standing = Self::check(config)?;
         let listener = match tokio::net::TcpListener::bind(addr).await {
             Ok(listener) => listener,
             Err(error) => {
