@@ -201,22 +201,11 @@ impl CliError {
         CliError::new(exit::FAILURE, error)
     }
 
-    /// An error with exit code `code`, its causes flattened into one message in which no
-    /// cause repeats: many errors here say their cause in their own text and also keep it as
-    /// their source, and `main` prints the whole chain.
+    /// An error with exit code `code` (`main` prints it with each cause once).
     pub fn new(code: u8, error: impl Into<anyhow::Error>) -> CliError {
-        let error = error.into();
-        let mut text = error.to_string();
-        for cause in error.chain().skip(1) {
-            let cause = cause.to_string();
-            if !text.contains(&cause) {
-                text.push_str(": ");
-                text.push_str(&cause);
-            }
-        }
         CliError {
             code,
-            error: anyhow::Error::msg(text),
+            error: error.into(),
         }
     }
 }

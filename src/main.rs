@@ -80,8 +80,8 @@ fn main() -> ExitCode {
 
 fn report(error: CliError) -> ExitCode {
     // Not `eprintln!`: it panics when standard error is a terminal that hung up.
-    // Each cause once: many errors say their cause in their own text and keep it as their
-    // source too, whichever way they reached here.
+    // The causes in one line, each once: many errors say their cause in their own text and
+    // keep it as their source too.
     let mut text = error.error.to_string();
     for cause in error.error.chain().skip(1) {
         let cause = cause.to_string();
