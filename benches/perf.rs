@@ -608,6 +608,8 @@ fn floor(dirs: &[PathBuf], per_session: u64) -> Floor {
         store: SessionStore,
         state: SessionState,
         context: String,
+        /// The length of the context's own part, before the text its phase's contexts share.
+        own: usize,
         /// The entry of `_logs/contexts.md` that holds the standing text, once written.
         journaled: Option<String>,
         iteration: IterationRow,
@@ -622,18 +624,20 @@ fn floor(dirs: &[PathBuf], per_session: u64) -> Floor {
         .map(|dir| {
             let store = SessionFolder::new(dir).lock().unwrap();
             let state = store.load_state().unwrap();
-            let context =
-                samocode::session::context::render(&samocode::session::context::ContextInput {
+            let (context, own) = samocode::session::context::render_parts(
+                &samocode::session::context::ContextInput {
                     state: &state,
                     session_dir: dir,
                     workdir: dir,
                     time_limit: Duration::from_secs(1800),
                     now: jiff::Timestamp::now(),
-                });
+                },
+            );
             Session {
                 store,
                 state,
                 context,
+                own,
                 journaled: None,
                 iteration: last_row(dir, "_iterations.jsonl"),
                 history: last_row(dir, "_signal_history.jsonl"),
@@ -652,6 +656,7 @@ fn floor(dirs: &[PathBuf], per_session: u64) -> Floor {
                 store,
                 state,
                 context,
+                own,
                 journaled,
                 iteration,
                 history,
@@ -669,10 +674,8 @@ fn floor(dirs: &[PathBuf], per_session: u64) -> Floor {
             let log = attempt.relative_log();
             match journaled {
                 Some(earlier) => {
-                    let standing = samocode::session::context::standing(state.phase);
-                    let own = &context[..context.len() - standing.len()];
                     let rest = samocode::session::context::standing_as_in(earlier);
-                    store.append_context(&log, own, &rest).unwrap();
+                    store.append_context(&log, &context[..*own], &rest).unwrap();
                 }
                 None => {
                     store.append_context(&log, context, "").unwrap();

@@ -695,7 +695,7 @@ impl SessionActor {
         let files = run
             .store
             .attempt_files(state.iteration, state.phase, state.attempt)?;
-        let text = context::render(&ContextInput {
+        let (text, own) = context::render_parts(&ContextInput {
             state,
             session_dir: run.store.dir(),
             workdir: &workdir,
@@ -709,12 +709,10 @@ impl SessionActor {
         // The journal of contexts writes the standing text (workflow.md and the skill) out once
         // per run of a phase in this process, and points back to it after.
         let log = files.relative_log();
-        let standing = context::standing(state.phase);
         match &run.standing_journaled {
-            Some((phase, earlier)) if *phase == state.phase && text.ends_with(&standing) => {
-                let own = &text[..text.len() - standing.len()];
+            Some((phase, earlier)) if *phase == state.phase => {
                 let rest = context::standing_as_in(earlier);
-                run.store.append_context(&log, own, &rest)?;
+                run.store.append_context(&log, &text[..own], &rest)?;
             }
             _ => {
                 run.store.append_context(&log, &text, "")?;

@@ -27,6 +27,12 @@ pub struct ContextInput<'a> {
 
 /// The full context text.
 pub fn render(input: &ContextInput<'_>) -> String {
+    render_parts(input).0
+}
+
+/// The full context text, and the length of its own part: what comes before the text every
+/// context of the phase shares (`workflow.md` and the phase's skill).
+pub fn render_parts(input: &ContextInput<'_>) -> (String, usize) {
     let state = input.state;
     let rules = state.phase.rules();
     let mut out = String::with_capacity(16 * 1024);
@@ -87,20 +93,20 @@ pub fn render(input: &ContextInput<'_>) -> String {
             out.push_str(&format!("- {}\n", note.text.trim()));
         }
     }
-    out.push_str(&standing(state.phase));
-    out
+    let own = out.len();
+    push_standing(&mut out, state.phase);
+    (out, own)
 }
 
 /// The end of every context of `phase` that no session changes: `workflow.md` and the phase's
 /// skill, after a rule (`---`).
-pub fn standing(phase: Phase) -> String {
-    let mut out = String::from("\n---\n\n");
+fn push_standing(out: &mut String, phase: Phase) {
+    out.push_str("\n---\n\n");
     out.push_str(workflow::WORKFLOW);
     if let Some(skill) = workflow::skill(phase.rules().skill) {
         out.push_str("\n---\n\n# Instructions for this phase\n\n");
         out.push_str(skill);
     }
-    out
 }
 
 /// What `_logs/contexts.md` holds in place of a standing text it already has: the entry
