@@ -41,7 +41,7 @@ use crate::executor::AttemptExecutor;
 use crate::notify::{NotifierActor, NotifierArgs, NotifierHandle, NotifierMsg, SessionEvent, Sink};
 use crate::protocol::budget::Budget;
 use crate::session::actor::{STOP_SETTLED, STOP_SHUTDOWN, SessionActor, SessionMsg, SessionReport};
-use crate::session::open::{OpenError, SessionArgs, Settled, StartRequest, open};
+use crate::session::open::{OpenError, SessionArgs, Settled, StartRequest, open_resolved};
 use crate::session::person::PersonCommand;
 
 pub use owned::FILE as OWNED_FILE;
@@ -494,11 +494,12 @@ impl SupervisorActor {
                         once: false,
                     },
                 };
+                let resolved = crate::session::open::resolve(&request.project, &request)?;
                 let claimed = match &names {
-                    Some(names) => claim_name(names, &request, new_start)?,
+                    Some(names) => claim_name(names, resolved.path(), new_start)?,
                     None => None,
                 };
-                let opened = open(&request.project, &request, launcher.as_ref());
+                let opened = open_resolved(&request.project, &request, resolved, launcher.as_ref());
                 if opened.is_err()
                     && let (Some(names), Some(name)) = (&names, claimed)
                 {
@@ -1055,17 +1056,16 @@ fn lock_names(
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Claims the folder name of the session `request` names for this daemon: refused for a new
+/// Claims the folder name of the session in `dir` for this daemon: refused for a new
 /// start when another folder of that name (another project's) holds it; a reopening claims it
 /// whatever holds it, and says so in the log (two such sessions from an earlier build). The
 /// name it newly claimed, if any.
 fn claim_name(
     names: &std::sync::Mutex<HashMap<String, PathBuf>>,
-    request: &StartRequest,
+    dir: &std::path::Path,
     new_start: bool,
 ) -> Result<Option<String>, StartError> {
-    let dir = crate::session::open::folder_of(&request.project, request)?;
-    let name = folder_of(&dir);
+    let name = folder_of(dir);
     let mut names = lock_names(names);
     match names.get(&name) {
         Some(held) if *held == dir => Ok(None),
@@ -1084,7 +1084,7 @@ fn claim_name(
             Ok(None)
         }
         None => {
-            names.insert(name.clone(), dir);
+            names.insert(name.clone(), dir.to_path_buf());
             Ok(Some(name))
         }
     }

@@ -150,15 +150,11 @@ fn worktree_of_another(project: &Project, own: &std::path::Path, path: &std::pat
         })
 }
 
-/// The folder `request` names (existing, or where a new one goes), made nowhere.
-pub fn folder_of(
-    project: &Project,
-    request: &StartRequest,
-) -> Result<std::path::PathBuf, OpenError> {
+/// Where `request`'s session name leads (an existing folder, or where a new one goes),
+/// made nowhere.
+pub fn resolve(project: &Project, request: &StartRequest) -> Result<name::Resolved, OpenError> {
     let today = jiff::Zoned::now().strftime("%y-%m-%d").to_string();
-    Ok(name::resolve(&project.sessions, &request.name, &today)?
-        .path()
-        .to_path_buf())
+    Ok(name::resolve(&project.sessions, &request.name, &today)?)
 }
 
 /// Finds or creates the session folder, takes its lock, takes over from a worker that died
@@ -170,8 +166,16 @@ pub fn open(
     request: &StartRequest,
     launcher: &dyn AttemptExecutor,
 ) -> Result<(Box<SessionArgs>, Option<Settled>), OpenError> {
-    let today = jiff::Zoned::now().strftime("%y-%m-%d").to_string();
-    let resolved = name::resolve(&project.sessions, &request.name, &today)?;
+    open_resolved(project, request, resolve(project, request)?, launcher)
+}
+
+/// [`open`], with the name already resolved ([`resolve`]).
+pub fn open_resolved(
+    project: &Project,
+    request: &StartRequest,
+    resolved: name::Resolved,
+    launcher: &dyn AttemptExecutor,
+) -> Result<(Box<SessionArgs>, Option<Settled>), OpenError> {
     name::check_texts(&resolved, request.dive.as_deref(), request.task.as_deref())?;
     let now = Timestamp::now();
     let (store, mut state) = match resolved {
