@@ -799,7 +799,7 @@ fn misspelt_variables(sources: &Sources, problems: &mut Problems) {
     names.sort();
     for name in names {
         // Measured on what follows the prefix: a letter off in a short name, two in a long
-        // one (`MAX_COSTS`, `MAX_RETRY`), never a different word (`SAMOCODE_HOME`).
+        // one (`MAX_COSTS`, `KILLGRACE`), never a different word (`SAMOCODE_HOME`).
         let rest = &name["SAMOCODE_".len()..];
         let limit = if rest.len() >= 8 { 2 } else { 1 };
         let near = known

@@ -190,23 +190,10 @@ impl Actor for AgentProcess {
                 }
             }
             Err(error) => {
-                let program = state.spec.command.program.display();
-                // Out of open files, processes or memory for the moment: not the CLI's fault,
-                // and retried like a crash; anything else needs a person.
-                let end = match error.raw_os_error().map(nix::errno::Errno::from_raw) {
-                    Some(
-                        nix::errno::Errno::EMFILE
-                        | nix::errno::Errno::ENFILE
-                        | nix::errno::Errno::EAGAIN
-                        | nix::errno::Errno::ENOMEM,
-                    ) => ProcessEnd::Lost(format!(
-                        "cannot start {program} for now: {error} (the machine is short of it; the attempt is retried)"
-                    )),
-                    _ => ProcessEnd::SpawnFailed(format!(
-                        "cannot start {program}: {error}; install the agent CLI, or point CLAUDE_PATH (CODEX_PATH for codex) at it"
-                    )),
+                state.stage = Stage::Exited {
+                    end: not_started(&state.spec.command.program, &error),
+                    status: None,
                 };
-                state.stage = Stage::Exited { end, status: None };
                 state.output_open = false;
             }
         }
@@ -434,6 +421,24 @@ fn finish_if_over(myself: &ActorRef<AgentMsg>, state: &mut AgentState) {
 /// Launches the agent (or takes the one a restarted daemon adopted) and starts its tasks;
 /// returns the guard of its group, whether its standard error is being copied, and where it
 /// runs.
+/// How an attempt whose agent could not be started ends: out of open files, processes or
+/// memory for the moment is not the CLI's fault, and is retried like a crash; anything else
+/// needs a person.
+fn not_started(program: &std::path::Path, error: &std::io::Error) -> ProcessEnd {
+    use nix::errno::Errno;
+    let program = program.display();
+    match error.raw_os_error().map(Errno::from_raw) {
+        Some(Errno::EMFILE | Errno::ENFILE | Errno::EAGAIN | Errno::ENOMEM) => {
+            ProcessEnd::Lost(format!(
+                "cannot start {program} for now: {error} (the machine is short of it; the attempt is retried)"
+            ))
+        }
+        _ => ProcessEnd::SpawnFailed(format!(
+            "cannot start {program}: {error}; install the agent CLI, or point CLAUDE_PATH (CODEX_PATH for codex) at it"
+        )),
+    }
+}
+
 async fn start(
     spec: &AttemptSpec,
     launcher: &dyn AttemptExecutor,
@@ -642,7 +647,23 @@ impl Lines {
 
 #[cfg(test)]
 mod tests {
-    use super::{Chunk, Lines, MAX_EVENT_LINE};
+    use super::{Chunk, Lines, MAX_EVENT_LINE, ProcessEnd, not_started};
+
+    /// An agent that cannot start for want of open files (a daemon at its limit) is retried;
+    /// one whose program is missing fails with what to install.
+    #[test]
+    fn an_agent_short_of_files_is_retried_and_a_missing_one_is_not() {
+        let program = std::path::Path::new("/opt/claude");
+        let full = std::io::Error::from_raw_os_error(nix::libc::EMFILE);
+        assert!(
+            matches!(not_started(program, &full), ProcessEnd::Lost(m) if m.contains("retried"))
+        );
+        let missing = std::io::Error::from_raw_os_error(nix::libc::ENOENT);
+        assert!(matches!(
+            not_started(program, &missing),
+            ProcessEnd::SpawnFailed(m) if m.contains("install the agent CLI")
+        ));
+    }
 
     #[tokio::test]
     async fn a_read_buffer_grows_only_for_output_that_fills_it() {

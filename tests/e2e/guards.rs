@@ -117,6 +117,15 @@ fn two_dated_folders_with_one_name_are_an_error_not_a_guess() {
     );
 }
 
+/// A worktree on a new `branch` at `path`, as the Python samocode made them.
+fn python_worktree(project: &Project, branch: &str, path: &Path) {
+    let path = path.to_str().unwrap();
+    git(
+        &project.repo,
+        &["worktree", "add", "-q", "-b", branch, path, "main"],
+    );
+}
+
 #[test]
 fn a_python_samocode_session_resumes_and_finishes() {
     let project = Project::new();
@@ -124,18 +133,7 @@ fn a_python_samocode_session_resumes_and_finishes() {
     let dir = project.sessions.join(folder);
     std::fs::create_dir(&dir).unwrap();
     let worktree = project.worktrees.join(folder);
-    git(
-        &project.repo,
-        &[
-            "worktree",
-            "add",
-            "-q",
-            "-b",
-            "legacy",
-            worktree.to_str().unwrap(),
-            "main",
-        ],
-    );
+    python_worktree(&project, "legacy", &worktree);
     let overview = "# Session: legacy\n\n## Status\nPhase: implementation\nIteration: 2\nTotal Iterations: 7\nBlocked: no\nLast Action: step 1 done\nNext: step 2\n\n## Task\nPort the parser\n\n## Flow Log\n- [007 @ 01-02 10:00] implementation: step 1\n";
     std::fs::write(dir.join("_overview.md"), overview).unwrap();
 
@@ -165,18 +163,7 @@ fn a_python_session_works_in_the_worktree_its_notebook_names_and_never_in_the_ma
     let before = main_log();
     // Its worktree where the Python samocode put it, named by the notebook's `Working Dir:`.
     let elsewhere = project.root.join("old-trees/named");
-    git(
-        &project.repo,
-        &[
-            "worktree",
-            "add",
-            "-q",
-            "-b",
-            "py-named",
-            elsewhere.to_str().unwrap(),
-            "main",
-        ],
-    );
+    python_worktree(&project, "py-named", &elsewhere);
     let legacy = |folder: &str, working_dir: &Path| {
         let dir = project.sessions.join(folder);
         std::fs::create_dir(&dir).unwrap();
