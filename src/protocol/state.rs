@@ -163,6 +163,11 @@ pub struct TraceRef {
     pub pid: Option<u32>,
 }
 
+/// How many agent session ids the state keeps: enough to find the latest attempts' own
+/// records in the agent CLI, bounded so that a session of thousands of attempts saves a state
+/// of the same size as a new one.
+pub const KEPT_AGENT_SESSION_IDS: usize = 32;
+
 /// The contents of `_state.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionState {
@@ -223,6 +228,8 @@ pub struct SessionState {
     pub branch: Option<String>,
     #[serde(default)]
     pub usage: Usage,
+    /// The agent CLI's session ids of the latest attempts, oldest first: at most
+    /// [`KEPT_AGENT_SESSION_IDS`] (every attempt's is in its `_iterations.jsonl` row).
     #[serde(default)]
     pub agent_session_ids: Vec<String>,
     /// The session's own budget (its `start`/`run` flags and raises); what it leaves unset
@@ -318,6 +325,11 @@ impl SessionState {
             && !self.agent_session_ids.contains(id)
         {
             self.agent_session_ids.push(id.clone());
+            let over = self
+                .agent_session_ids
+                .len()
+                .saturating_sub(KEPT_AGENT_SESSION_IDS);
+            self.agent_session_ids.drain(..over);
         }
     }
 
@@ -470,6 +482,43 @@ mod tests {
         let text = serde_json::to_string(&usage).unwrap();
         let back: Usage = serde_json::from_str(&text).unwrap();
         assert_eq!(back, usage);
+    }
+
+    /// A session of days makes thousands of attempts: the state keeps only the latest agent
+    /// session ids, so that what every save writes and syncs does not grow with its age (all
+    /// of them stay in `_iterations.jsonl`).
+    #[test]
+    fn the_state_keeps_the_latest_agent_session_ids_not_every_one() {
+        let t0: Timestamp = "2026-11-24T10:00:00Z".parse().unwrap();
+        let mut state = SessionState::new("26-11-24-long", "d", "t", t0);
+        let small = serde_json::to_vec(&state).unwrap().len();
+        for i in 0..5_000u32 {
+            let mut row = IterationRow::ok(i, Phase::Implementation, "l", t0, t0);
+            row.agent_session_id = Some(format!("0b6f1c2e-5d4a-4e8f-9a7b-{i:012}"));
+            state.spend(&row);
+        }
+        assert_eq!(state.agent_session_ids.len(), KEPT_AGENT_SESSION_IDS);
+        assert_eq!(
+            state.agent_session_ids.last().unwrap(),
+            "0b6f1c2e-5d4a-4e8f-9a7b-000000004999"
+        );
+        assert_eq!(
+            state.agent_session_ids[0],
+            format!(
+                "0b6f1c2e-5d4a-4e8f-9a7b-{:012}",
+                5_000 - KEPT_AGENT_SESSION_IDS
+            )
+        );
+        let saved = serde_json::to_vec(&state).unwrap().len();
+        assert!(
+            saved < small + 2_000,
+            "{small} bytes new, {saved} after 5,000 attempts"
+        );
+        // An id seen again (an agent resumed) is not kept twice.
+        let mut row = IterationRow::ok(1, Phase::Implementation, "l", t0, t0);
+        row.agent_session_id = state.agent_session_ids.last().cloned();
+        state.spend(&row);
+        assert_eq!(state.agent_session_ids.len(), KEPT_AGENT_SESSION_IDS);
     }
 
     #[test]
