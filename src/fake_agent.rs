@@ -24,8 +24,9 @@
 //! Also `escape` (leave a grandchild in a session of its own, out of the agent's process group,
 //! holding stdout, then work normally), `escape-threads` (the same, a grandchild whose main
 //! thread has exited while its other threads run: a zombie leader, whose `/proc/PID/environ`
-//! cannot be read), `limit-in:S` (a usage limit that resets in S seconds)
-//! and `chatty:S` (print a line every 0.3 s for S seconds, then work normally).
+//! cannot be read), `limit-in:S` (a usage limit that resets in S seconds),
+//! `chatty:S` (print a line every 0.3 s for S seconds, then work normally) and `say:TEXT` (print
+//! TEXT as a message and on standard error, then work normally).
 //! `SAMOCODE_FAKE_CHAOS=P[:SEED]` gives an iteration one of those faults with probability P
 //! (see `chaos`). `SAMOCODE_FAKE_PIDS` names a file where it appends the pids of the processes
 //! it leaves behind; `SAMOCODE_FAKE_STEPS` is the number of implementation steps (3).
@@ -285,6 +286,10 @@ impl Run {
                 }
             }
             "slow" => std::thread::sleep(Duration::from_secs_f64(arg.parse().unwrap_or(1.0))),
+            "say" => {
+                self.say(arg);
+                eprintln!("{arg}");
+            }
             "fifo" | "link" | "huge" => return self.hostile_signal(verb, arg),
             "env" => {
                 let mut lines: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();

@@ -90,6 +90,9 @@ fn report(error: CliError) -> ExitCode {
             text.push_str(&cause);
         }
     }
+    // An error may quote what an agent wrote (a signal's reason): its control characters are
+    // shown, not obeyed.
+    let text = cli::output::visible(&text);
     let _ = writeln!(std::io::stderr(), "samocode: {text}");
     ExitCode::from(error.code)
 }

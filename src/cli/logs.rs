@@ -6,7 +6,8 @@
 //! memory bounded whatever the length of its lines. `--follow` watches the session's `_logs`
 //! folder (inotify, through `notify`) and reads only what was appended; when a newer attempt's
 //! log appears it first reads the old one to its end, its unfinished last line included, then
-//! moves on. A closed standard output (`| head`) ends the command quietly.
+//! moves on. A closed standard output (`| head`) ends the command quietly. What the agent
+//! wrote is printed with its control characters made visible (`output::visible`).
 
 mod lines;
 mod render;
@@ -19,6 +20,7 @@ use std::sync::mpsc;
 use clap::Args;
 use notify::{RecursiveMode, Watcher};
 
+use super::output::visible;
 use super::{CliError, exit};
 use crate::config::Config;
 use crate::session::store::LOGS;
@@ -324,7 +326,7 @@ fn print_stderr(log: &Path, out: &mut impl Write) -> Result<(), LogsError> {
         )?,
     }
     for line in text.trim_end().lines() {
-        writeln!(out, "   {line}")?;
+        writeln!(out, "   {}", visible(line))?;
     }
     Ok(())
 }
@@ -350,14 +352,14 @@ impl<W: Write> Printer<W> {
 fn print_line(out: &mut impl Write, cap: usize, line: Line<'_>) -> io::Result<()> {
     match line {
         Line::Whole(bytes) => match readable(String::from_utf8_lossy(bytes).trim()) {
-            Some(text) => writeln!(out, "{text}"),
+            Some(text) => writeln!(out, "{}", visible(&text)),
             None => Ok(()),
         },
         Line::Cut { start, len } => writeln!(
             out,
             "[a line of {len} bytes, longer than the {} shown of a line; it begins: {}]",
             size(cap),
-            render::shorten(String::from_utf8_lossy(start).trim(), 300)
+            visible(&render::shorten(String::from_utf8_lossy(start).trim(), 300))
         ),
     }
 }

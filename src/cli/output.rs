@@ -11,7 +11,14 @@
 //! that stopped), what it would print is dropped and the work goes on; its exit code still
 //! says where the sessions stand. Standard error never stops a command: a line that cannot be
 //! written there is lost.
+//!
+//! Much of what the commands print was written by an agent (its messages, `Last Action:`, a
+//! blocked signal's reason, the questions), and the agent works on content that may be
+//! hostile. So every line goes out through [`visible`]: a control character reaches the
+//! terminal as text (`^[` for ESC, as `cat -v` shows it), never as an order to the terminal
+//! (erase a line, set the clipboard, change the title).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,22 +36,100 @@ pub fn drive_on_without_output() {
 
 /// Prints one line.
 pub fn line(args: fmt::Arguments<'_>) {
+    let text = shown(args);
     write(|out| {
-        out.write_fmt(args)?;
+        out.write_all(text.as_bytes())?;
         out.write_all(b"\n")
     })
 }
 
-/// Prints text as it is.
+/// Prints text as it is, its control characters made visible.
 pub fn text(args: fmt::Arguments<'_>) {
-    write(|out| out.write_fmt(args))
+    let text = shown(args);
+    write(|out| out.write_all(text.as_bytes()))
 }
 
 /// Prints one line on standard error; lost when it cannot be written (a terminal that hung
 /// up answers EIO), where `eprintln!` would panic.
 pub fn error_line(args: fmt::Arguments<'_>) {
+    let text = shown(args);
     let mut err = std::io::stderr().lock();
-    let _ = err.write_fmt(args).and_then(|()| err.write_all(b"\n"));
+    let _ = err
+        .write_all(text.as_bytes())
+        .and_then(|()| err.write_all(b"\n"));
+}
+
+fn shown(args: fmt::Arguments<'_>) -> String {
+    match args.as_str() {
+        Some(text) => visible(text).into_owned(),
+        None => visible(&args.to_string()).into_owned(),
+    }
+}
+
+/// `text` with every control character but the newline and the tab written out: C0 and DEL
+/// in caret notation (`^[`, `^M`, `^?`), C1 (U+0080 to U+009F, which some terminals also
+/// obey) as `<U+009B>`.
+pub fn visible(text: &str) -> Cow<'_, str> {
+    match visible_bytes(text.as_bytes(), false) {
+        Cow::Borrowed(_) => Cow::Borrowed(text),
+        Cow::Owned(bytes) => Cow::Owned(
+            String::from_utf8(bytes).expect("only whole characters are replaced, by ASCII"),
+        ),
+    }
+}
+
+/// [`visible`] on UTF-8 bytes; with `colour`, an ESC that begins a colour code (`ESC [ 1;32
+/// m`, SGR: no cursor movement, no erasing) is kept as it is.
+pub fn visible_bytes(bytes: &[u8], colour: bool) -> Cow<'_, [u8]> {
+    let plain = |b: &u8| (*b >= 0x20 || *b == b'\n' || *b == b'\t') && *b != 0x7f && *b != 0xc2;
+    if bytes.iter().all(plain) {
+        return Cow::Borrowed(bytes);
+    }
+    let mut shown = Vec::with_capacity(bytes.len() + 16);
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let taken = match b {
+            b'\n' | b'\t' => {
+                shown.push(b);
+                1
+            }
+            0x1b if colour && colour_code(&bytes[i..]).is_some() => {
+                let len = colour_code(&bytes[i..]).unwrap_or(1);
+                shown.extend_from_slice(&bytes[i..i + len]);
+                len
+            }
+            0x00..=0x1f => {
+                shown.extend_from_slice(&[b'^', b'@' + b]);
+                1
+            }
+            0x7f => {
+                shown.extend_from_slice(b"^?");
+                1
+            }
+            // U+0080 to U+009F in UTF-8.
+            0xc2 if matches!(bytes.get(i + 1), Some(0x80..=0x9f)) => {
+                shown.extend_from_slice(format!("<U+{:04X}>", bytes[i + 1]).as_bytes());
+                2
+            }
+            _ => {
+                shown.push(b);
+                1
+            }
+        };
+        i += taken;
+    }
+    Cow::Owned(shown)
+}
+
+/// The length of the colour code (`ESC [`, digits and `;`, `m`) `bytes` begins with.
+fn colour_code(bytes: &[u8]) -> Option<usize> {
+    let rest = bytes.strip_prefix(b"\x1b[")?;
+    let params = rest
+        .iter()
+        .take_while(|b| b.is_ascii_digit() || **b == b';')
+        .count();
+    (rest.get(params) == Some(&b'm')).then_some(2 + params + 1)
 }
 
 fn write(print: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Result<()>) {
@@ -78,5 +163,35 @@ fn write(print: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Resul
             ));
             std::process::exit(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_reach_the_terminal_as_text() {
+        assert!(matches!(visible("plain\ttext\nÄ ☃"), Cow::Borrowed(_)));
+        // Erase the line and overwrite it; set the clipboard; ring; a C1 CSI; DEL.
+        let hostile =
+            "tests FAILED\u{1b}[2K\rtests passed\u{1b}]52;c;cm0gLXJmIH4=\u{7}\u{9b}2J\u{7f}";
+        assert_eq!(
+            visible(hostile),
+            "tests FAILED^[[2K^Mtests passed^[]52;c;cm0gLXJmIH4=^G<U+009B>2J^?"
+        );
+        assert_eq!(visible("\u{0}"), "^@");
+        // Colour codes are kept only when asked for, and only they.
+        let line = "\u{1b}[32mINFO\u{1b}[0m reason=x\u{1b}[2K\u{1b}]0;t\u{7}";
+        assert_eq!(
+            visible_bytes(line.as_bytes(), true).as_ref(),
+            b"\x1b[32mINFO\x1b[0m reason=x^[[2K^[]0;t^G"
+        );
+        assert_eq!(
+            visible_bytes(line.as_bytes(), false).as_ref(),
+            b"^[[32mINFO^[[0m reason=x^[[2K^[]0;t^G"
+        );
+        // A lone 0xC2 (a cut character) is left to the writer's own UTF-8 handling.
+        assert_eq!(visible_bytes(b"a\xc2", false).as_ref(), b"a\xc2");
     }
 }

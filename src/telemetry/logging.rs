@@ -6,7 +6,7 @@
 //! of at most 10 MB, so that its history survives a terminal or a journal that is not kept.
 //! `--log-format json` (or `SAMOCODE_LOG_FORMAT=json`) writes one JSON object a line to both.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -93,10 +93,10 @@ where
             .and_then(|f| EnvFilter::try_new(f).ok())
             .unwrap_or_else(|| EnvFilter::new(default))
     };
-    let mut layers = vec![layer(stderr, format, colour, filter())];
+    let mut layers = vec![layer(Visible(stderr, colour), format, colour, filter())];
     if let Some(path) = &logging.file {
         match open(path) {
-            Ok(file) => layers.push(file_layer(file, format, filter())),
+            Ok(file) => layers.push(file_layer(Visible(file, false), format, filter())),
             // The daemon still runs, and says so where it can; a state directory it cannot
             // write is refused a moment later with its own error.
             Err(error) => crate::cli::output::error_line(format_args!(
@@ -149,6 +149,41 @@ where
             .boxed(),
         // JSON has no colour to share.
         LogFormat::Json => fmt.json().with_filter(filter).boxed(),
+    }
+}
+
+/// A log writer that shows the control characters of what a line quotes (a blocked reason, an
+/// agent's error) instead of passing them to the terminal or the file: the formatter escapes
+/// ESC in a message but not in a field's value, and a carriage return in neither. With
+/// `colour`, the formatter's own colour codes are kept (`output::visible_bytes`).
+struct Visible<M>(M, bool);
+
+impl<'w, M: tracing_subscriber::fmt::MakeWriter<'w>> tracing_subscriber::fmt::MakeWriter<'w>
+    for Visible<M>
+{
+    type Writer = VisibleWriter<M::Writer>;
+
+    fn make_writer(&'w self) -> Self::Writer {
+        VisibleWriter(self.0.make_writer(), self.1)
+    }
+
+    fn make_writer_for(&'w self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        VisibleWriter(self.0.make_writer_for(meta), self.1)
+    }
+}
+
+struct VisibleWriter<W>(W, bool);
+
+impl<W: Write> Write for VisibleWriter<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        // The formatter writes a line in one call, so a code is never cut between two.
+        self.0
+            .write_all(&crate::cli::output::visible_bytes(bytes, self.1))?;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
     }
 }
 
@@ -260,6 +295,44 @@ mod tests {
         let file = std::fs::read_to_string(&path).unwrap();
         assert!(file.contains("session=\"alpha\""), "{file}");
         assert!(!file.contains('\u{1b}'), "{file:?}");
+    }
+
+    /// A line quoting an agent (a blocked reason) shows its control characters, on the
+    /// terminal in colour and in the file: the formatter escapes ESC itself, and a carriage
+    /// return that would print "passed" over "FAILED" reaches neither raw.
+    #[test]
+    fn what_a_log_line_quotes_cannot_move_the_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state").join(LOG_FILE);
+        let logging = Logging {
+            quiet: false,
+            file: Some(path.clone()),
+        };
+        let terminal = std::sync::Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = terminal.clone();
+        let stderr = move || Sink(sink.clone());
+        let subscriber = tracing_subscriber::registry().with(layers_coloured(
+            None,
+            LogFormat::Text,
+            &logging,
+            true,
+            stderr,
+        ));
+        let reason = "tests FAILED\u{1b}[2K\rtests passed\u{b}\u{e}";
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(%reason, "blocked: {reason}");
+        });
+        let coloured = String::from_utf8(terminal.lock().unwrap().clone()).unwrap();
+        let file = std::fs::read_to_string(&path).unwrap();
+        for shown in [&coloured, &file] {
+            assert!(shown.contains("tests FAILED"), "{shown:?}");
+            assert!(
+                !shown.contains(['\r', '\u{b}', '\u{e}']) && !shown.contains("\u{1b}[2K"),
+                "{shown:?}"
+            );
+            assert!(shown.contains("^M"), "{shown:?}");
+        }
+        assert!(coloured.contains('\u{1b}'), "still in colour: {coloured:?}");
     }
 
     struct Sink(std::sync::Arc<Mutex<Vec<u8>>>);

@@ -478,3 +478,45 @@ fn a_session_failing_again_after_a_resume_is_marked_failed_again() {
     assert!(!log.contains("could not record it"), "{log}");
     daemon.terminate();
 }
+
+/// What an agent wrote reaches the terminal with its control characters shown, not obeyed:
+/// an agent that prints "FAILED", erases the line and prints "passed" over it, or rings, or
+/// sends a C1 control, is seen doing so in `logs`, in its standard error, in the blocked
+/// reason `run` and `status` print.
+#[test]
+fn escape_sequences_an_agent_wrote_are_shown_not_obeyed_by_the_terminal() {
+    // (No `;` in the texts: the fake agent's rules are separated by it.)
+    let trick = "tests FAILED\u{1b}[2K\rtests passed\u{7}\u{9b}2J";
+    let seen = "tests FAILED^[[2K^Mtests passed^G<U+009B>2J";
+    let raw = |text: &str| text.contains(['\u{1b}', '\r', '\u{7}', '\u{9b}']);
+
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", &format!("requirements=say:{trick}"));
+    new_session(&project, "said").expect(10);
+    let logs = project.run(&["logs", "said"]);
+    logs.expect(0);
+    assert!(!raw(&logs.stdout()), "{:?}", logs.stdout());
+    // The message, and the same text under the attempt's standard error.
+    assert_eq!(logs.stdout().matches(seen).count(), 2, "{}", logs.stdout());
+
+    let reason = format!(
+        r#"investigation=signal:{{"status":"blocked","phase":"investigation","reason":{}}}"#,
+        serde_json::to_string(trick).unwrap()
+    );
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", &reason);
+    let run = new_session(&project, "blocked");
+    run.expect(11);
+    let said = format!("{}{}", run.stdout(), run.stderr());
+    assert!(said.contains(seen), "{said:?}");
+    assert!(!raw(&said), "{said:?}");
+    for args in [&["status"][..], &["status", "blocked"]] {
+        let status = project.run(args);
+        assert!(
+            status.stdout().contains("tests FAILED^[[2K"),
+            "{}",
+            status.stdout()
+        );
+        assert!(!raw(&status.stdout()), "{:?}", status.stdout());
+    }
+}
