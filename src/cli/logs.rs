@@ -23,7 +23,7 @@ use notify::{RecursiveMode, Watcher};
 use super::output::visible;
 use super::{CliError, exit};
 use crate::config::Config;
-use crate::session::store::LOGS;
+use crate::session::store::{LOGS, STATE};
 use crate::session::untrusted::{self, Links};
 use crate::session::{SessionFolder, name};
 use lines::{Line, Lines};
@@ -90,7 +90,7 @@ pub async fn logs(args: LogsArgs, config: &Config) -> Result<u8, CliError> {
     let shown = tokio::task::spawn_blocking(move || {
         let mut out = Printer::new(io::stdout());
         if args.follow {
-            follow(&folder, &mut out)
+            follow(&folder, &mut out, true)
         } else {
             newest(&folder, &mut out)
         }
@@ -137,23 +137,45 @@ pub fn last_lines(folder: &SessionFolder, n: usize) -> Result<Vec<String>, LogsE
     Ok(shown)
 }
 
+/// What wakes `--follow`: a change in the session's folder or its `_logs`, or the reader of
+/// standard output going away.
+enum Wake {
+    Files(notify::Result<notify::Event>),
+    ReaderGone,
+}
+
 /// Prints the newest attempt's log and whatever is appended to it, and each newer attempt's
 /// log as it appears, until standard output is closed or the process is stopped.
-fn follow<W: Write>(folder: &SessionFolder, out: &mut Printer<W>) -> Result<(), LogsError> {
+///
+/// An attempt is read to its end, its unfinished last line and its standard error included,
+/// once it is over: when a newer attempt's log appears, or when the session's state no longer
+/// records it as in flight (it ended at a gate, blocked, failed or finished). `_logs` is
+/// watched again when it is made anew, and a log cut shorter than what was read is read again
+/// from its start. With `reader`, the end of standard output's reader (`| head`) is noticed
+/// while nothing is written too.
+fn follow<W: Write>(
+    folder: &SessionFolder,
+    out: &mut Printer<W>,
+    reader: bool,
+) -> Result<(), LogsError> {
     let logs_dir = folder.path(LOGS);
     let (sender, events) = mpsc::channel();
+    if reader {
+        let gone = sender.clone();
+        std::thread::spawn(move || {
+            if wait_for_reader_to_go() {
+                let _ = gone.send(Wake::ReaderGone);
+            }
+        });
+    }
     let mut watcher = notify::recommended_watcher(move |event| {
         // The receiver lives as long as the loop below; a failed send only happens on the way out.
-        let _ = sender.send(event);
+        let _ = sender.send(Wake::Files(event));
     })
     .map_err(|source| LogsError::Watch {
         path: logs_dir.clone(),
         source,
     })?;
-    // The watch is set before the first read, so that whatever is written after that read
-    // raises an event. Before the first attempt there is no `_logs` yet: the session folder is
-    // watched until it appears.
-    let mut watching_logs = false;
     let mut watch = |path: &Path| {
         watcher
             .watch(path, RecursiveMode::NonRecursive)
@@ -162,12 +184,11 @@ fn follow<W: Write>(folder: &SessionFolder, out: &mut Printer<W>) -> Result<(), 
                 source,
             })
     };
-    if logs_dir.is_dir() {
-        watch(&logs_dir)?;
-        watching_logs = true;
-    } else {
-        watch(folder.dir())?;
-    }
+    // The watches are set before the first read, so that whatever is written after that read
+    // raises an event. The session folder tells of `_state.json` and of `_logs` made anew;
+    // `_logs` (the inode watched) of the attempts' logs.
+    watch(folder.dir())?;
+    let mut watched_logs: Option<u64> = None;
     let mut current: Option<Attempt> = None;
     if folder.latest_log().is_none() {
         writeln!(
@@ -177,11 +198,18 @@ fn follow<W: Write>(folder: &SessionFolder, out: &mut Printer<W>) -> Result<(), 
         )?;
         out.out.flush()?;
     }
-    let mut look_for_newer = true;
+    let (mut look_for_newer, mut look_at_state) = (true, true);
     loop {
-        if !watching_logs && logs_dir.is_dir() {
-            watch(&logs_dir)?;
-            watching_logs = true;
+        let logs_now = std::fs::metadata(&logs_dir)
+            .ok()
+            .filter(|m| m.is_dir())
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        if logs_now != watched_logs {
+            if logs_now.is_some() {
+                watch(&logs_dir)?;
+            }
+            watched_logs = logs_now;
+            look_for_newer = true;
         }
         if look_for_newer {
             while let Some(newer) = folder.latest_log().filter(|p| {
@@ -192,26 +220,85 @@ fn follow<W: Write>(folder: &SessionFolder, out: &mut Printer<W>) -> Result<(), 
             }) {
                 // The end of an attempt is never lost: the old log is read to its end, its
                 // unfinished last line included, before the next one starts.
-                if let Some(old) = current.as_mut() {
+                if let Some(old) = current.as_mut().filter(|old| !old.finished) {
                     old.read_new(out)?;
                     old.finish(out)?;
                 }
                 current = Some(Attempt::open(newer, out)?);
+                look_at_state = true;
             }
         }
         if let Some(attempt) = current.as_mut() {
             attempt.read_new(out)?;
+            if look_at_state && !attempt.finished && is_over(folder, &attempt.path) {
+                attempt.finish(out)?;
+            }
         }
         out.out.flush()?;
 
         let Ok(first) = events.recv() else {
             return Ok(());
         };
+        (look_for_newer, look_at_state) = (false, false);
         let path = current.as_ref().map(|c| c.path.as_path());
-        look_for_newer = !watching_logs || may_be_new_attempt(&first, path);
         // Events arrive by the dozen while an agent writes; one read answers them all.
-        for event in events.try_iter() {
+        for wake in std::iter::once(first).chain(events.try_iter()) {
+            let Wake::Files(event) = wake else {
+                return Err(LogsError::Closed);
+            };
             look_for_newer |= may_be_new_attempt(&event, path);
+            look_at_state |= touches_state(&event);
+        }
+    }
+}
+
+/// Whether an event can mean that the session's state changed.
+fn touches_state(event: &notify::Result<notify::Event>) -> bool {
+    match event {
+        Ok(event) => {
+            event.need_rescan()
+                || event
+                    .paths
+                    .iter()
+                    .any(|p| p.file_name().is_some_and(|n| n == STATE))
+        }
+        Err(_) => true,
+    }
+}
+
+/// Whether the attempt logged at `log` is over: the session's state, when it can be read,
+/// records no attempt in flight, or another one.
+fn is_over(folder: &SessionFolder, log: &Path) -> bool {
+    let Ok(state) = folder.load_state() else {
+        return false;
+    };
+    state
+        .in_flight
+        .is_none_or(|flight| folder.dir().join(&flight.log) != log)
+}
+
+/// Blocks until the reader of standard output is gone (a closed pipe, a terminal that hung
+/// up); returns false when that cannot be told (standard output is a file, or poll failed).
+fn wait_for_reader_to_go() -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let stdout = io::stdout();
+    loop {
+        // No event asked for: only the ones always reported, an error (the reader closed a
+        // pipe) or a hang-up. A file or /dev/null never reports either, and this waits on.
+        let mut fds = [PollFd::new(stdout.as_fd(), PollFlags::empty())];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {
+                let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+                if revents.intersects(PollFlags::POLLERR | PollFlags::POLLHUP) {
+                    return true;
+                }
+                if revents.contains(PollFlags::POLLNVAL) {
+                    return false;
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return false,
         }
     }
 }
@@ -235,6 +322,8 @@ struct Attempt {
     path: PathBuf,
     file: File,
     lines: Lines,
+    /// Read to its end, its standard error shown.
+    finished: bool,
 }
 
 impl Attempt {
@@ -251,12 +340,30 @@ impl Attempt {
             path,
             file,
             lines: Lines::new(out.cap),
+            finished: false,
         })
     }
 
     /// Prints every line completed since the last read; the file's own offset remembers where
     /// that was, so nothing is read twice.
     fn read_new<W: Write>(&mut self, out: &mut Printer<W>) -> Result<(), LogsError> {
+        use std::io::{Seek, SeekFrom};
+        let read = |source| LogsError::Read {
+            path: self.path.clone(),
+            source,
+        };
+        // A log cut shorter than what was read (by hand: a log is only ever appended to) is
+        // read again from its start, rather than from the middle of a line later.
+        let at = self.file.stream_position().map_err(read)?;
+        let len = self.file.metadata().map_err(read)?.len();
+        if len < at {
+            self.file.seek(SeekFrom::Start(0)).map_err(read)?;
+            self.lines = Lines::new(out.cap);
+            writeln!(
+                out.out,
+                "[the log was cut to {len} bytes while it was read; reading it again from its start]"
+            )?;
+        }
         loop {
             let read = self.file.read(&mut out.chunk);
             let count = match read {
@@ -284,6 +391,7 @@ impl Attempt {
     /// wrote to standard error, if anything (a CLI that fails at its start often says why
     /// only there).
     fn finish<W: Write>(&mut self, out: &mut Printer<W>) -> Result<(), LogsError> {
+        self.finished = true;
         let Printer {
             out: writer, cap, ..
         } = out;

@@ -308,3 +308,123 @@ fn logs_show_what_a_failed_attempt_wrote_to_standard_error() {
     let out = project.run(&["logs", "err"]).stdout();
     assert!(!out.contains("standard error"), "{out}");
 }
+
+/// `--follow` on a session whose last attempt failed shows what it wrote to standard error
+/// (why it failed) as soon as it is over: it was shown only when a next attempt began, so
+/// never for a session's last one.
+#[test]
+fn follow_shows_the_end_of_an_attempt_once_it_is_over() {
+    let mut project = Project::new();
+    project
+        .env("SAMOCODE_FAKE", "investigation=exit:3")
+        .env("SAMOCODE_MAX_RETRIES", "1");
+    project
+        .run(&["run", "--session", "err", "--dive", "d", "--task", "t"])
+        .expect(1);
+    let mut follower = Follower::start(&project, "err");
+    follower.wait_for("-- standard error:");
+    follower.wait_for("   fake-agent: failing on purpose");
+    assert!(
+        follower.child.try_wait().unwrap().is_none(),
+        "--follow keeps following"
+    );
+    // A session at a gate: its last attempt's unfinished line comes out too.
+    let project = Project::new();
+    let dir = session(&project, "gate");
+    std::fs::create_dir(dir.join("_logs")).unwrap();
+    let log = "_logs/01-01-000001-001-requirements-a1.jsonl";
+    append(&dir.join(log), &assistant("asked"));
+    append(&dir.join(log), "no newline at the end");
+    let state = |in_flight: Option<&str>| {
+        let mut state = serde_json::json!({
+            "schema": 1, "name": "26-01-01-gate", "phase": "requirements",
+            "status": {"state": "running"}, "iteration": 1, "phase_iteration": 1,
+            "attempt": 1, "dive": "d", "task": "t",
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"
+        });
+        if let Some(log) = in_flight {
+            state["in_flight"] = serde_json::json!({"log": log,
+                "started_at": "2026-01-01T00:00:00Z", "worker_pid": 1, "provider": "claude"});
+        }
+        std::fs::write(dir.join("_state.json"), state.to_string()).unwrap();
+    };
+    state(Some(log));
+    let mut follower = Follower::start(&project, "gate");
+    follower.wait_for("asked");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !follower.seen.iter().any(|l| l == "no newline at the end"),
+        "the attempt still runs: {:?}",
+        follower.seen
+    );
+    state(None);
+    follower.wait_for("no newline at the end");
+}
+
+/// `logs --follow | head -1` ends when `head` does, also while nothing is written (a session
+/// at a gate, or done): it waited for the next write to find out.
+#[test]
+fn follow_ends_when_its_reader_goes_away_while_nothing_is_written() {
+    let project = Project::new();
+    project
+        .run(&["run", "--session", "idle", "--dive", "d", "--task", "t"])
+        .expect(10);
+    let mut child = project
+        .command(&["logs", "idle", "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.starts_with("== "), "{first}");
+    drop(stdout);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("logs --follow went on after its reader went away");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+/// `--follow` goes on after `_logs` is removed and made again, and after the log it reads is
+/// cut short: it reads the new folder, and the cut log again from its start, never a
+/// fragment of a line.
+#[test]
+fn follow_survives_its_folder_made_again_and_its_log_cut_short() {
+    let project = Project::new();
+    let dir = session(&project, "cut");
+    std::fs::create_dir(dir.join("_logs")).unwrap();
+    let first = dir.join("_logs/01-01-000001-001-implementation-a1.jsonl");
+    append(&first, &assistant("a long first line of the first attempt"));
+    let mut follower = Follower::start(&project, "cut");
+    follower.wait_for("a long first line of the first attempt");
+    // Cut to nothing, then a shorter line: read from the start.
+    std::fs::File::create(&first).unwrap();
+    append(&first, &assistant("short"));
+    follower.wait_for("short");
+    // The folder removed and made again, with a newer attempt in it.
+    std::fs::remove_dir_all(dir.join("_logs")).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::create_dir(dir.join("_logs")).unwrap();
+    let second = dir.join("_logs/01-01-000002-001-implementation-a2.jsonl");
+    append(&second, &assistant("the second attempt, in a new folder"));
+    follower.wait_for("the second attempt, in a new folder");
+    append(&second, &assistant("and more of it"));
+    follower.wait_for("and more of it");
+    assert!(
+        follower
+            .seen
+            .iter()
+            .all(|l| !l.contains("\"text\"") && !l.contains("}}")),
+        "no fragment of a line: {:#?}",
+        follower.seen
+    );
+}
