@@ -1,8 +1,9 @@
 //! The open-files limit (`RLIMIT_NOFILE`) of the daemon and of a worker.
 //!
-//! The daemon keeps one file open for each session it drives (the session's lock, held while
-//! it owns the session) and a few for each running agent (its two pipes, its pidfd, its log,
-//! and a stderr log once the agent writes there). Linux starts processes with a soft limit of
+//! The daemon keeps two files open for each session it drives (the session's folder and its
+//! `_worker.lock`, both locked while it owns the session), a few for each session it is
+//! opening (at most [`OPENING_AT_ONCE`] at once), and a few for each running agent (its two
+//! pipes, its pidfd, its log, and a stderr log once the agent writes there). Linux starts processes with a soft limit of
 //! 1024 as a rule, under what a fleet needs (1,000 sessions, or 256 agents at once), and a
 //! hard limit far above it. So the daemon raises its soft limit to the hard one when it starts,
 //! and checks that what it is asked to hold fits in it: a fleet over the limit is refused with
@@ -11,15 +12,21 @@
 
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 
+/// Sessions the daemon opens at once (their folder made or locked, their state read and
+/// mended); the others wait for a turn.
+pub const OPENING_AT_ONCE: usize = 8;
+/// For each session being opened: its two locks, the state's spare and the folder's sync, a
+/// file read, and a journal appended, at most.
+const PER_OPENING: u64 = 8;
 /// The daemon's own files: its lock, log and control socket, the runtime's descriptors and the
-/// bot's connections, with room to spare (64), and at most 64 control connections and 64 of
-/// the dashboard's at once.
-const BASE: u64 = 64 + 64 + 64;
+/// bot's connections, with room to spare (64), at most 64 control connections and 64 of the
+/// dashboard's at once, and the sessions being opened.
+const BASE: u64 = 64 + 64 + 64 + OPENING_AT_ONCE as u64 * PER_OPENING;
 /// For each running agent: stdout and stderr pipes, the pidfd, the log, the stderr log, and
 /// one more for the files a save or a sweep opens for a moment.
 const PER_AGENT: u64 = 6;
-/// For each session driven: its lock.
-const PER_SESSION: u64 = 1;
+/// For each session driven: its folder and its `_worker.lock`, both held locked.
+const PER_SESSION: u64 = 2;
 /// Where a hard limit of "unlimited" is taken to end (Linux's `nr_open` by default).
 const UNLIMITED: u64 = 1 << 20;
 
@@ -99,23 +106,23 @@ mod tests {
         // Linux's usual soft limit against 1,000 sessions at 64 agents at once.
         let error = check(1024, 1000, 64).unwrap_err();
         assert!(error.contains("1000 sessions"), "{error}");
-        assert!(error.contains("about 1576 open files"), "{error}");
+        assert!(error.contains("about 2640 open files"), "{error}");
         assert!(error.contains("limit of 1024"), "{error}");
-        assert!(error.contains("ulimit -n 4096"), "{error}");
-        assert!(error.contains("LimitNOFILE=4096"), "{error}");
-        assert!(check(1576, 1000, 64).is_ok());
+        assert!(error.contains("ulimit -n 8192"), "{error}");
+        assert!(error.contains("LimitNOFILE=8192"), "{error}");
+        assert!(check(2640, 1000, 64).is_ok());
         // 10,000 parked sessions fit a hard limit of 524288 (systemd's default) easily.
         assert!(check(524_288, 10_000, 256).is_ok());
     }
 
     #[test]
     fn the_most_agents_that_fit_leave_room_for_the_sessions() {
-        assert_eq!(most_agents(1024, 0), 138);
-        assert_eq!(most_agents(1024, 800), 5);
+        assert_eq!(most_agents(1024, 0), 128);
+        assert_eq!(most_agents(1024, 350), 11);
         assert_eq!(most_agents(1024, 2000), 0);
-        let agents = most_agents(1024, 800);
-        assert!(check(1024, 800, agents).is_ok());
-        assert!(check(1024, 800, agents + 1).is_err());
+        let agents = most_agents(1024, 350);
+        assert!(check(1024, 350, agents).is_ok());
+        assert!(check(1024, 350, agents + 1).is_err());
     }
 
     #[test]

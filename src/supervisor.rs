@@ -233,6 +233,10 @@ pub struct SupervisorState {
     open_files: Option<u64>,
     /// Sessions being opened in the background (each may be taking its lock).
     opening: usize,
+    /// Turns to open a session: at most `open_files::OPENING_AT_ONCE` at once, so that a burst
+    /// of starts (or a restart with thousands of owned sessions) holds a bounded number of
+    /// files and threads.
+    opening_turns: Arc<tokio::sync::Semaphore>,
     /// The folder name of every session this daemon has opened or is opening, and its folder:
     /// the dashboard and Telegram know sessions by that name, so a new start of another
     /// project's session of a name taken here is refused. Shared with the opening tasks,
@@ -291,6 +295,9 @@ impl Actor for SupervisorActor {
             fleet,
             open_files: args.open_files,
             opening: 0,
+            opening_turns: Arc::new(tokio::sync::Semaphore::new(
+                crate::open_files::OPENING_AT_ONCE,
+            )),
             names: Arc::default(),
         })
     }
@@ -475,8 +482,11 @@ impl SupervisorActor {
         // here; a restart or a retry reopens what is owned already, and only claims its name.
         let names = self.keep_parked.then(|| state.names.clone());
         let new_start = matches!(origin, Origin::Caller(_) | Origin::Control(_));
+        let turns = state.opening_turns.clone();
         tokio::spawn(async move {
+            let turn = turns.acquire_owned().await;
             let opened = tokio::task::spawn_blocking(move || {
+                let _turn = turn;
                 let request = match what {
                     ToOpen::Request(request) => request,
                     ToOpen::Project {

@@ -70,6 +70,16 @@ pub enum WorktreeError {
         branch: String,
         found: String,
     },
+    /// git could not be started at all (not installed, or the process short of open files
+    /// or processes): nothing is known of the repository.
+    #[error(
+        "cannot run git {args} in {dir}: {source}; check that git is installed and in PATH, and that samocode is not short of open files (its log says), then `samocode resume`"
+    )]
+    CannotRun {
+        args: String,
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     /// A git command failed.
     #[error("git {args} failed in {dir}: {detail}")]
     Git {
@@ -117,7 +127,11 @@ fn git_output(
         dir: dir.to_path_buf(),
         detail,
     };
-    let output = output.map_err(|e| failed(e.to_string()))?;
+    let output = output.map_err(|source| WorktreeError::CannotRun {
+        args: args.join(" "),
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
@@ -257,12 +271,13 @@ async fn checkout(repo: &Path) -> Result<(), WorktreeError> {
     }
     git(repo, &["rev-parse", "--show-toplevel"])
         .await
-        .map_err(|e| WorktreeError::NotARepo {
-            path: repo.to_path_buf(),
-            detail: match e {
-                WorktreeError::Git { detail, .. } => detail,
-                other => other.to_string(),
+        .map_err(|e| match e {
+            WorktreeError::Git { detail, .. } => WorktreeError::NotARepo {
+                path: repo.to_path_buf(),
+                detail,
             },
+            // git never ran: that says nothing about the repository.
+            other => other,
         })?;
     Ok(())
 }
@@ -379,4 +394,26 @@ fn adopt_at(project: &Project, path: &Path) -> Option<Worktree> {
         branch,
         path: path.to_path_buf(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A git that could not be started (here: the process out of open files) is said to be
+    /// that, not a repository that is not one with advice to `git init` it.
+    #[test]
+    fn a_git_that_cannot_start_is_not_taken_for_a_missing_repository() {
+        let dir = Path::new("/work/repo");
+        let emfile = std::io::Error::from_raw_os_error(nix::libc::EMFILE);
+        let error = git_output(dir, &["rev-parse", "--show-toplevel"], Err(emfile)).unwrap_err();
+        let text = error.to_string();
+        assert!(matches!(error, WorktreeError::CannotRun { .. }), "{text}");
+        assert!(
+            text.contains("cannot run git rev-parse --show-toplevel in /work/repo"),
+            "{text}"
+        );
+        assert!(text.contains("Too many open files"), "{text}");
+        assert!(!text.contains("git init"), "{text}");
+    }
 }

@@ -219,10 +219,6 @@ fn row(project: &Project, name: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no session {name}"))
 }
 
-fn daemon_log(project: &Project) -> String {
-    std::fs::read_to_string(project.root.join("daemon.log")).unwrap_or_default()
-}
-
 #[test]
 fn through_the_daemon_start_max_cost_blocks_and_resume_raise_budget_goes_on() {
     let mut project = Project::new();
@@ -318,10 +314,11 @@ fn a_fleet_budget_holds_every_session_tells_once_and_a_raise_lifts_it() {
             "no attempt past the fleet budget"
         );
     }
-    let told = daemon_log(&project)
+    let told = project
+        .daemon_log()
         .matches("fleet budget reached:")
         .count();
-    assert_eq!(told, 1, "{}", daemon_log(&project));
+    assert_eq!(told, 1, "{}", project.daemon_log());
 
     project
         .run(&["resume", "--raise-budget", "cost=0.01"])
@@ -377,7 +374,7 @@ fn a_restart_past_the_fleet_budget_starts_no_attempt() {
     daemon.crash();
     let _daemon = project.daemon(&fleet);
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(attempts(&project), before, "{}", daemon_log(&project));
+    assert_eq!(attempts(&project), before, "{}", project.daemon_log());
     assert!(
         project
             .run(&["status"])

@@ -756,13 +756,72 @@ fn a_daemon_started_under_a_low_soft_open_files_limit_holds_more_sessions_than_i
     });
 }
 
+/// Under a hard limit, the daemon refuses a new session before it would run short of files,
+/// also when the starts come all at once: every session it accepted reaches its gate. A
+/// session holds two files (its folder and `_worker.lock`, both locked), and one being opened
+/// a few more for a moment; counted as one, sessions failed with "Too many open files" (and
+/// advice about git) at half the fleet the limit was said to hold.
+#[test]
+fn every_session_a_daemon_accepts_under_its_open_files_limit_runs() {
+    let mut project = Project::new();
+    let _daemon = project.daemon_under("-n 400", &["--max-parallel", "2"]);
+    let project = std::sync::Arc::new(project);
+    let refused = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let starters: Vec<_> = (0..8)
+        .map(|t| {
+            let (project, refused) = (project.clone(), refused.clone());
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let name = format!("b{t}-{i}");
+                    let run =
+                        project.run(&["start", "--session", &name, "--dive", "d", "--task", "t"]);
+                    if run.code() != 0 {
+                        refused.lock().unwrap().push(run.stderr());
+                    }
+                }
+            })
+        })
+        .collect();
+    for starter in starters {
+        starter.join().unwrap();
+    }
+    let refused = refused.lock().unwrap();
+    assert!(!refused.is_empty(), "200 sessions do not fit in 400 files");
+    for message in refused.iter() {
+        assert!(
+            message.contains("cannot take another session") && message.contains("limit of 400"),
+            "{message}"
+        );
+    }
+    let accepted = 200 - refused.len();
+    wait_for(
+        Duration::from_secs(120),
+        "every accepted session at its gate",
+        || {
+            let rows = project.status();
+            let settled = rows
+                .iter()
+                .filter(|r| r["state"] != "running" && r["state"] != "queued");
+            rows.len() == accepted && settled.count() == accepted
+        },
+    );
+    for row in project.status() {
+        assert_eq!(
+            row["waiting_for"],
+            "qa_answers",
+            "{row}\n{}",
+            project.daemon_log()
+        );
+    }
+}
+
 /// Under a hard limit too low for more, a new session and a higher cap are refused with the
 /// numbers and what to do, and the sessions already held go on.
 #[test]
 fn a_fleet_over_the_hard_open_files_limit_is_refused_with_what_to_do() {
     let mut project = Project::new();
-    // 228 files: 192 for the daemon, 6 for each of 4 agents, so 12 sessions.
-    let daemon = project.daemon_under("-n 228", &["--max-parallel", "4"]);
+    // 304 files: 256 for the daemon, 6 for each of 4 agents, two for each of 12 sessions.
+    let daemon = project.daemon_under("-n 304", &["--max-parallel", "4"]);
     start_numbered(&project, 12);
     let refused = project.run(&[
         "start",
@@ -777,7 +836,7 @@ fn a_fleet_over_the_hard_open_files_limit_is_refused_with_what_to_do() {
     let message = refused.stderr();
     for part in [
         "cannot take another session",
-        "limit of 228",
+        "limit of 304",
         "ulimit -n 4096",
         "LimitNOFILE=4096",
         "samocode parallel N",
@@ -808,19 +867,20 @@ fn a_fleet_over_the_hard_open_files_limit_is_refused_with_what_to_do() {
 
     // A daemon whose cap alone does not fit does not start.
     let over = project
-        .command_under("-n 228", &["supervise", "--max-parallel", "10"])
+        .command_under("-n 300", &["supervise", "--max-parallel", "10"])
         .output()
         .unwrap();
     assert_eq!(over.status.code(), Some(2));
     let message = String::from_utf8_lossy(&over.stderr);
     assert!(
-        message.contains("limit of 228") && message.contains("lower --max-parallel"),
+        message.contains("limit of 300") && message.contains("lower --max-parallel"),
         "{message}"
     );
 
     // One whose cap fits but not all its sessions drives those that fit; the others are shown
     // broken with why, and a daemon with room takes them all back.
-    let tight = project.daemon_under("-n 218", &["--max-parallel", "4"]);
+    // 284 files: 256 for the daemon, 6 for each of 4 agents, two for each of 2 sessions.
+    let tight = project.daemon_under("-n 284", &["--max-parallel", "4"]);
     wait_for(Duration::from_secs(30), "every session opened", || {
         let rows = project.status();
         rows.iter().filter(|r| r["state"] == "error").count() == 10
@@ -828,7 +888,7 @@ fn a_fleet_over_the_hard_open_files_limit_is_refused_with_what_to_do() {
     let rows = project.status();
     let broken = rows.iter().find(|r| r["state"] == "error").unwrap();
     assert!(
-        broken["error"].as_str().unwrap().contains("limit of 218"),
+        broken["error"].as_str().unwrap().contains("limit of 284"),
         "{broken}"
     );
     assert_eq!(
@@ -933,7 +993,7 @@ fn a_daemon_refuses_another_projects_session_of_a_name_it_drives() {
 fn connections_held_on_the_dashboard_leave_the_agents_their_open_files() {
     use std::io::{Read, Write};
     let mut project = Project::new();
-    // 300 files: 192 for the daemon, 6 for each of 4 agents, one for each session.
+    // 300 files: 256 for the daemon, 6 for each of 4 agents, two for each session.
     let _daemon = project.daemon_under("-n 300", &["--max-parallel", "4", "--http", "127.0.0.1:0"]);
     let run = project.run(&["dashboard", "--no-open"]);
     run.expect(0);

@@ -328,7 +328,7 @@ impl Project {
             .append(true)
             .open(self.root.join("daemon.log"))
             .unwrap();
-        let child = command
+        let mut child = command
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -337,9 +337,19 @@ impl Project {
         wait_for(
             Duration::from_secs(20),
             "the daemon's control socket",
-            || std::os::unix::net::UnixStream::connect(&socket).is_ok(),
+            || {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("the daemon exited ({status}): {}", self.daemon_log());
+                }
+                std::os::unix::net::UnixStream::connect(&socket).is_ok()
+            },
         );
         Daemon { child, socket }
+    }
+
+    /// What the daemons of [`Self::daemon`] wrote to their standard output and error.
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.root.join("daemon.log")).unwrap_or_default()
     }
 
     /// `status --json` through whatever answers (daemon or files), parsed.

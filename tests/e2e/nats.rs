@@ -175,13 +175,9 @@ fn running(workers: &[Worker]) -> usize {
 
 /// The daemon's log, then each worker's.
 fn all_logs(project: &Project, workers: &[Worker]) -> String {
-    workers.iter().fold(daemon_log(project), |log, w| {
+    workers.iter().fold(project.daemon_log(), |log, w| {
         log + &std::fs::read_to_string(w.dir.join("worker.log")).unwrap_or_default()
     })
-}
-
-fn daemon_log(project: &Project) -> String {
-    std::fs::read_to_string(project.root.join("daemon.log")).unwrap_or_default()
 }
 
 #[test]
@@ -285,16 +281,18 @@ fn six_sessions_through_both_gates_on_two_workers_survive_a_worker_killed_mid_at
         );
     }
     assert!(
-        daemon_log(&project).contains("executor=\"nats\"")
-            || daemon_log(&project).contains("executor=nats"),
+        project.daemon_log().contains("executor=\"nats\"")
+            || project.daemon_log().contains("executor=nats"),
         "{}",
-        daemon_log(&project)
+        project.daemon_log()
     );
     // The killed worker's attempt went to the other worker after the AckWait, as epoch 2.
     assert!(
-        daemon_log(&project).contains("the attempt was given to another worker"),
+        project
+            .daemon_log()
+            .contains("the attempt was given to another worker"),
         "{}",
-        daemon_log(&project)
+        project.daemon_log()
     );
     drop(w2);
     for dir in ["host-1", "host-2"] {
@@ -358,7 +356,7 @@ fn a_restarted_daemon_adopts_the_attempt_still_running_on_a_worker() {
         investigation.len(),
         1,
         "the attempt was adopted, not run again: {rows:#?}\n{}",
-        daemon_log(&project)
+        project.daemon_log()
     );
     assert_eq!(investigation[0]["outcome"], "ok");
     assert_eq!(investigation[0]["host"], "host-1");
@@ -403,7 +401,7 @@ fn a_daemon_killed_after_a_remote_verdict_is_journaled_goes_on_without_running_i
         phases,
         [("investigation", "ok"), ("requirements", "ok")],
         "the finished attempt was neither adopted nor run again: {}",
-        daemon_log(&project)
+        project.daemon_log()
     );
     assert!(
         session
@@ -431,11 +429,11 @@ fn a_worker_with_another_ack_wait_setting_still_keeps_its_attempt() {
         most = most.max(running(&workers));
         session.path("_state.json").exists() && session.state()["status"]["for"] == "qa_answers"
     });
-    assert_eq!(most, 1, "one agent at a time:\n{}", daemon_log(&project));
+    assert_eq!(most, 1, "one agent at a time:\n{}", project.daemon_log());
     assert!(
-        !daemon_log(&project).contains("given to another worker"),
+        !project.daemon_log().contains("given to another worker"),
         "{}",
-        daemon_log(&project)
+        project.daemon_log()
     );
     let log = all_logs(&project, &workers);
     assert!(log.contains("the queue's is used"), "{log}");
