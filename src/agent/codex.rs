@@ -58,7 +58,7 @@ pub fn parse_line(line: &[u8]) -> Option<StreamEvent> {
     let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_string);
     match value.get("type")?.as_str()? {
         "thread.started" => Some(StreamEvent::Init {
-            session_id: text(&value, "thread_id"),
+            session_id: super::stream::identifier(&value, "thread_id"),
             model: None,
         }),
         "item.completed" => {

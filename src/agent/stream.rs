@@ -57,6 +57,21 @@ pub fn event_type(line: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
     serde_json::from_slice::<Head>(line).ok()?.kind
 }
 
+/// The longest identifier (a session id, a model name) taken from an agent's output: the
+/// CLIs' own are UUIDs and short names. A longer one is not taken: it would be kept in
+/// `_state.json` and every journal row, which must stay small enough to be read back.
+pub const IDENTIFIER_MAX: usize = 200;
+
+/// The identifier at `key` of an event: a string of at most [`IDENTIFIER_MAX`] bytes without
+/// control characters, or nothing.
+pub fn identifier(value: &Value, key: &str) -> Option<String> {
+    value
+        .get(key)
+        .and_then(Value::as_str)
+        .filter(|id| id.len() <= IDENTIFIER_MAX && !id.contains(char::is_control))
+        .map(str::to_string)
+}
+
 /// Parses one line; `None` for lines that are not JSON or not an event the worker reads.
 pub fn parse_line(line: &[u8]) -> Option<StreamEvent> {
     if !matches!(event_type(line)?.as_ref(), "system" | "result") {
@@ -66,8 +81,8 @@ pub fn parse_line(line: &[u8]) -> Option<StreamEvent> {
     let text = |key: &str| value.get(key).and_then(Value::as_str).map(str::to_string);
     match value.get("type")?.as_str()? {
         "system" if value.get("subtype")?.as_str()? == "init" => Some(StreamEvent::Init {
-            session_id: text("session_id"),
-            model: text("model"),
+            session_id: identifier(&value, "session_id"),
+            model: identifier(&value, "model"),
         }),
         "result" => {
             let tokens = |key: &str| tokens(&value, key);
@@ -78,7 +93,7 @@ pub fn parse_line(line: &[u8]) -> Option<StreamEvent> {
                     .unwrap_or(false),
                 subtype: text("subtype"),
                 text: text("result"),
-                session_id: text("session_id"),
+                session_id: identifier(&value, "session_id"),
                 api_status: value
                     .get("api_error_status")
                     .and_then(Value::as_u64)
@@ -108,6 +123,40 @@ pub fn parse_line(line: &[u8]) -> Option<StreamEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An agent's session id or model is kept in `_state.json` and every journal row: one of
+    /// megabytes (or with control characters) is not taken, so the state stays readable.
+    #[test]
+    fn an_identifier_too_long_to_be_one_is_not_taken() {
+        let init = |id: &str| {
+            let line = serde_json::json!({"type": "system", "subtype": "init",
+                "session_id": id, "model": id});
+            match parse_line(line.to_string().as_bytes()) {
+                Some(StreamEvent::Init { session_id, model }) => (session_id, model),
+                other => panic!("{other:?}"),
+            }
+        };
+        let uuid = "0b6f1c2e-5d4a-4e8f-9a7b-000000004999";
+        assert_eq!(init(uuid), (Some(uuid.into()), Some(uuid.into())));
+        assert_eq!(init(&"x".repeat(1_500_000)), (None, None));
+        assert_eq!(init("id\u{1b}[2K"), (None, None));
+        let result = format!(r#"{{"type":"result","session_id":"{}"}}"#, "y".repeat(300));
+        let Some(StreamEvent::Result(r)) = parse_line(result.as_bytes()) else {
+            panic!("a result")
+        };
+        assert_eq!(r.session_id, None);
+        let thread = format!(
+            r#"{{"type":"thread.started","thread_id":"{}"}}"#,
+            "z".repeat(300)
+        );
+        assert!(matches!(
+            crate::agent::codex::parse_line(thread.as_bytes()),
+            Some(StreamEvent::Init {
+                session_id: None,
+                ..
+            })
+        ));
+    }
 
     #[test]
     fn a_cost_that_cannot_be_one_counts_as_none() {
