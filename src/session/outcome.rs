@@ -231,7 +231,9 @@ impl SessionActor {
             None => (None, None),
         };
         let row = IterationRow {
-            started_at: report.started_at,
+            // When the attempt started, as its in-flight record says: an attempt a restarted
+            // daemon adopted was started by the one before (its report starts at the adoption).
+            started_at: flight.started_at.min(report.started_at),
             ended_at: report.ended_at,
             iteration: flight.iteration,
             attempt: flight.attempt,

@@ -64,10 +64,16 @@ pub fn take_over(
         ));
         return Ok(());
     }
-    if journaled.is_none() && store.path(&record.log).exists() {
-        store.append_iteration(&IterationRow {
+    if let Some(row) = &journaled {
+        // Journaled, but the state that counts it was never saved: counted now.
+        state.spend(row);
+    } else if store.path(&record.log).exists() {
+        // The attempt's time runs to the last moment it was heard from (its logs' last
+        // write): the worker that watched it is gone, and the time since (a machine down for
+        // the night) is not the agent's. It counts against the time budget as any attempt's.
+        let row = IterationRow {
             started_at: record.started_at,
-            ended_at: now,
+            ended_at: last_heard(store, &record.log, record.started_at, now),
             iteration: state.iteration,
             attempt: state.attempt,
             phase: state.phase,
@@ -91,7 +97,9 @@ pub fn take_over(
             agent_session_id: None,
             log: record.log.clone(),
             host: Some(launcher.engine().to_string()),
-        })?;
+        };
+        store.append_iteration(&row)?;
+        state.spend(&row);
     }
     let mutation = match (&record.baseline, &state.worktree) {
         (Some(before), Some(tree)) => worktree::baseline_blocking(tree)
@@ -131,6 +139,19 @@ pub fn take_over(
         record.worker_pid, record.log
     ));
     Ok(())
+}
+
+/// When an attempt logged at `log` (relative to the session folder) was last heard from: the
+/// latest write to its log or its stderr log, between its start and `now`.
+fn last_heard(store: &SessionStore, log: &str, started: Timestamp, now: Timestamp) -> Timestamp {
+    let log = store.path(log);
+    let stderr = log.with_extension("stderr.log");
+    [log, stderr]
+        .iter()
+        .filter_map(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
+        .filter_map(|at| Timestamp::try_from(at).ok())
+        .max()
+        .map_or(started, |at| at.clamp(started, now))
 }
 
 #[cfg(test)]
@@ -217,6 +238,36 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(rows.lines().count(), 1, "no interrupted row: {rows}");
+    }
+
+    /// An attempt a killed worker left running counts against the time budget: until its
+    /// logs were last written, not until it was found (a daemon down for an hour), and not
+    /// for nothing (it had counted 0 s, so `--max-time` let a session run past it).
+    #[test]
+    fn an_interrupted_attempt_counts_its_time_until_it_was_last_heard_from() {
+        let (_dir, store, mut state) = verdict_journaled(RunState::Running);
+        std::fs::write(store.path(crate::session::store::ITERATIONS), "").unwrap();
+        let started = Timestamp::now() - jiff::SignedDuration::from_secs(3600);
+        state.in_flight.as_mut().unwrap().started_at = started;
+        let log = store.path(&state.in_flight.as_ref().unwrap().log);
+        let heard = started + jiff::SignedDuration::from_secs(75);
+        std::fs::File::options()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_modified(std::time::SystemTime::from(heard))
+            .unwrap();
+        take_over(&store, &mut state, &LocalProcess).unwrap();
+        let saved = store.load_state().unwrap();
+        assert_eq!(saved.agent_seconds, 75.0);
+        let rows = store
+            .read(crate::session::store::ITERATIONS)
+            .unwrap()
+            .unwrap();
+        let row: IterationRow = serde_json::from_str(rows.lines().next().unwrap()).unwrap();
+        assert_eq!(row.outcome, AttemptOutcome::Interrupted);
+        assert_eq!((row.started_at, row.ended_at), (started, heard));
+        assert!(saved.in_flight.is_none());
     }
 
     #[test]

@@ -337,11 +337,12 @@ fn a_restarted_daemon_adopts_the_attempt_still_running_on_a_worker() {
         || !agents_under(&work).is_empty(),
     );
     let agent = agents_under(&work)[0];
+    let session = project.session("long");
+    let in_flight = session.state()["in_flight"]["started_at"].clone();
     daemon.crash();
 
     let started = Instant::now();
     let _daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
-    let session = project.session("long");
     wait_for(
         Duration::from_secs(60),
         "the session to wait for answers",
@@ -360,6 +361,8 @@ fn a_restarted_daemon_adopts_the_attempt_still_running_on_a_worker() {
     );
     assert_eq!(investigation[0]["outcome"], "ok");
     assert_eq!(investigation[0]["host"], "host-1");
+    // Its row starts when the first daemon started it, not at the adoption.
+    assert_eq!(investigation[0]["started_at"], in_flight, "{rows:#?}");
     assert!(session.read("session.log").contains("adopted attempt"));
     assert!(!alive(agent), "the adopted agent finished on its worker");
     assert!(!session.artifacts("dive").is_empty(), "its dive came back");
