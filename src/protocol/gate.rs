@@ -33,6 +33,16 @@ pub enum GateError {
     /// resume on a session that is already queued or running.
     #[error("session {name} is already {state}; nothing to resume")]
     NotParked { name: String, state: &'static str },
+    /// stop on a blocked or failed session: nothing runs, and the session already waits for
+    /// a person's `resume` (a stop would have forgotten why it waits).
+    #[error(
+        "session {name} is {state} already ({reason}): nothing runs to stop; mend the cause, then `samocode resume {name}`"
+    )]
+    AlreadyHeld {
+        name: String,
+        state: &'static str,
+        reason: String,
+    },
     /// reject without a reason.
     #[error("reject needs a reason (--reason TEXT) for the planning agent to act on")]
     EmptyReason,
@@ -285,6 +295,13 @@ pub fn raise(
 pub fn stop(state: &mut SessionState, now: Timestamp) -> Result<GateEffect, GateError> {
     let waiting_for = match &state.status {
         RunState::Done { .. } => return Err(GateError::Finished(state.name.clone())),
+        RunState::Blocked { reason, .. } | RunState::Failed { reason, .. } => {
+            return Err(GateError::AlreadyHeld {
+                name: state.name.clone(),
+                state: state.status.name(),
+                reason: reason.clone(),
+            });
+        }
         RunState::Waiting { wait_for, .. } => Some(*wait_for),
         RunState::Stopped { waiting_for, .. } => *waiting_for,
         _ => None,
@@ -463,6 +480,35 @@ mod tests {
         state.not_before = Some(now);
         resume(&mut state, false).unwrap();
         assert_eq!((state.attempt, state.not_before), (1, None));
+    }
+
+    /// A blocked session stopped and resumed was "resumed" past its block (a budget reached,
+    /// a phase's iterations used up), then blocked again at once: stop forgot why it waited.
+    #[test]
+    fn a_blocked_or_failed_session_is_not_stopped_and_keeps_why_it_waits() {
+        let now = Timestamp::now();
+        for status in [
+            RunState::Blocked {
+                reason: "cost budget reached: $0.02 of $0.01".into(),
+                needs: None,
+                since: now,
+            },
+            RunState::Failed {
+                reason: "3 attempts failed".into(),
+                at: now,
+            },
+        ] {
+            let mut state = waiting(Phase::Implementation, WaitFor::HumanAction);
+            state.status = status.clone();
+            let error = stop(&mut state, now).unwrap_err().to_string();
+            assert!(
+                error.contains(&format!("is {} already (", status.name()))
+                    && error.contains("nothing runs to stop")
+                    && error.contains("samocode resume"),
+                "{error}"
+            );
+            assert_eq!(state.status, status);
+        }
     }
 
     #[test]
