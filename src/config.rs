@@ -24,6 +24,7 @@ mod project;
 mod remote;
 mod telegram;
 mod values;
+pub use values::without_userinfo;
 
 use crate::agent::env::{AgentEnv, EnvPolicy, Pattern};
 use crate::session::untrusted::ReadError;
@@ -211,7 +212,7 @@ impl Config {
                 })
             }
             // Agents of another engine start on other machines, where this one cannot look.
-            _ if self.remote.engine == Engine::Local => self.check_program(),
+            _ if self.remote.engine == Engine::Local => self.check_program(self.agent.provider),
             _ => Ok(()),
         }
     }
@@ -219,12 +220,19 @@ impl Config {
     /// The running provider's CLI can be started: a path names an executable file, and a bare
     /// name is found in PATH. Checked before anything is made, where the spawn would fail
     /// only once a session folder and its worktree exist.
-    fn check_program(&self) -> Result<(), ConfigError> {
-        let (key, origin) = match self.agent.provider {
-            Provider::Claude => ("CLAUDE_PATH", self.program_origins[0]),
-            Provider::Codex => ("CODEX_PATH", self.program_origins[1]),
+    pub fn check_program(&self, provider: Provider) -> Result<(), ConfigError> {
+        let (key, origin, program) = match provider {
+            Provider::Claude => (
+                "CLAUDE_PATH",
+                self.program_origins[0],
+                &self.agent.claude_path,
+            ),
+            Provider::Codex => (
+                "CODEX_PATH",
+                self.program_origins[1],
+                &self.agent.codex_path,
+            ),
         };
-        let program = self.agent.program();
         let executable = |path: &Path| {
             use std::os::unix::fs::PermissionsExt;
             path.metadata()
@@ -243,7 +251,7 @@ impl Config {
             key: key.into(),
             value: program.display().to_string(),
             origin: origin.unwrap_or("the default name"),
-            expected: match self.agent.provider {
+            expected: match provider {
                 Provider::Claude => {
                     "an executable file, or a program in PATH (install Claude Code, or set CLAUDE_PATH to it; a relative path is taken from where it was set)"
                 }

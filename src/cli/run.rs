@@ -369,10 +369,9 @@ fn dry_run(args: &RunArgs, config: &Config) -> Result<u8, CliError> {
     );
     println!(
         "traces:         {}",
-        config
-            .otlp_traces
-            .as_ref()
-            .map_or("off", |traces| traces.endpoint.as_str())
+        config.otlp_traces.as_ref().map_or("off".into(), |traces| {
+            crate::config::without_userinfo(&traces.endpoint)
+        })
     );
 
     let today = jiff::Zoned::now().strftime("%y-%m-%d").to_string();

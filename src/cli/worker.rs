@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::CliError;
-use crate::config::Config;
+use crate::config::{Config, Provider};
 use crate::executor::nats::Link;
 use crate::executor::nats::worker::{self, WorkerSettings};
 use crate::shutdown::Shutdown;
@@ -36,6 +36,24 @@ pub async fn worker(args: WorkerArgs, config: &Config, shutdown: Shutdown) -> Re
             "samocode worker needs a NATS server: give --nats-url URL, or set SAMOCODE_NATS_URL"
         )));
     };
+    // The daemon picks each session's provider; this host runs whichever comes. One it
+    // cannot start at all would fail every attempt it takes, so it does not start; one of
+    // the two missing is said in its log.
+    let programs = [Provider::Claude, Provider::Codex].map(|p| (p, config.check_program(p)));
+    if programs.iter().all(|(_, found)| found.is_err()) {
+        let [(_, claude), _] = programs;
+        return Err(CliError::usage(claude.unwrap_err()));
+    }
+    for (provider, found) in &programs {
+        if let Err(problem) = found {
+            tracing::warn!(%problem, "this worker cannot run {provider} attempts; a session of that provider fails its attempts here");
+        }
+    }
+    if args.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+        return Err(CliError::usage(anyhow::anyhow!(
+            "--name is empty; give the name this worker's attempts record as their host, or leave it out for the hostname and directory"
+        )));
+    }
     let open_files = crate::open_files::raise();
     crate::open_files::check(open_files.limit, 0, args.slots)
         .map_err(|problem| CliError::usage(anyhow::anyhow!("{problem}, or give fewer --slots")))?;

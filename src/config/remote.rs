@@ -62,7 +62,7 @@ impl fmt::Debug for NatsSettings {
             NatsAuth::NkeyFile(path) => format!("nkey file {}", path.display()),
         };
         f.debug_struct("NatsSettings")
-            .field("url", &self.url)
+            .field("url", &super::values::without_userinfo(&self.url))
             .field("auth", &auth)
             .field("ack_wait", &self.ack_wait)
             .finish()

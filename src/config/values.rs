@@ -158,7 +158,7 @@ impl Layers<'_> {
         let value = if SECRETS.contains(&env) {
             "<hidden: it holds a secret>".to_string()
         } else {
-            found.value.clone()
+            without_userinfo(&found.value).into_owned()
         };
         self.problems.push(ConfigError::BadValue {
             key: found.key.clone(),
@@ -326,5 +326,58 @@ mod tests {
         assert_eq!(key_value_list("novalue"), None);
         assert_eq!(key_value_list("=x"), None);
         assert_eq!(key_value_list("a=%zz"), None);
+    }
+}
+
+/// `text` with the user and password of every URL in it (`scheme://user:password@host`)
+/// shown as `<hidden>`: an address may carry credentials, and addresses are shown (a dry run,
+/// an error, a log line).
+pub fn without_userinfo(text: &str) -> std::borrow::Cow<'_, str> {
+    let mut shown = String::new();
+    let mut rest = text;
+    let mut hidden = false;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        shown.push_str(before);
+        let end = after.find(['/', '?', '#', ',', ' ']).unwrap_or(after.len());
+        let authority = &after[..end];
+        match authority.rfind('@') {
+            Some(i) => {
+                shown.push_str("<hidden>");
+                shown.push_str(&authority[i..]);
+                hidden = true;
+            }
+            None => shown.push_str(authority),
+        }
+        rest = &after[end..];
+    }
+    if !hidden {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    shown.push_str(rest);
+    std::borrow::Cow::Owned(shown)
+}
+
+#[cfg(test)]
+mod userinfo_tests {
+    use super::without_userinfo;
+
+    #[test]
+    fn credentials_in_an_address_are_never_shown() {
+        assert_eq!(
+            without_userinfo("http://user:pw@localhost:4318/v1/traces"),
+            "http://<hidden>@localhost:4318/v1/traces"
+        );
+        assert_eq!(
+            without_userinfo("htp://user:p@ss@collector"),
+            "htp://<hidden>@collector"
+        );
+        assert_eq!(
+            without_userinfo("nats://a:b@h1:4222,nats://h2:4222,tls://t@h3"),
+            "nats://<hidden>@h1:4222,nats://h2:4222,tls://<hidden>@h3"
+        );
+        let plain = "http://localhost:4318/a@b";
+        assert!(matches!(without_userinfo(plain), std::borrow::Cow::Borrowed(p) if p == plain));
+        assert_eq!(without_userinfo("not a url"), "not a url");
     }
 }

@@ -95,7 +95,10 @@ pub struct Link {
 impl Link {
     /// Connects with the configured credentials and makes sure the streams exist.
     pub async fn connect(settings: &NatsSettings) -> Result<Link, NatsError> {
-        let url = settings.url.clone();
+        // As shown in errors: without the credentials an address may carry.
+        let url = crate::config::without_userinfo(&settings.url).into_owned();
+        // One server, or several separated by commas (the client tries them in turn).
+        let servers: Vec<&str> = settings.url.split(',').map(str::trim).collect();
         let mut options = async_nats::ConnectOptions::new()
             .name("samocode")
             .connection_timeout(Duration::from_secs(10));
@@ -111,7 +114,7 @@ impl Link {
             }
         }
         let client = options
-            .connect(url.as_str())
+            .connect(servers)
             .await
             .map_err(|e| NatsError::Connect {
                 url: url.clone(),

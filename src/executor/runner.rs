@@ -99,6 +99,15 @@ struct Local {
     repo: PathBuf,
 }
 
+/// The copy of the session folder an attempt's agent works with, under the worker's
+/// `workspace`: also the session marker in the agent's environment.
+pub fn session_copy(workspace: &Path, spec: &RemoteSpec) -> std::path::PathBuf {
+    workspace
+        .join(format!("{}-e{}", spec.key, spec.epoch))
+        .join("session")
+        .join(&spec.session)
+}
+
 /// Fetches the repository, checks the base commit out, lays out the session copy and builds
 /// the local spec; an error says what failed, for the result.
 async fn prepare(spec: &RemoteSpec, place: &Place<'_>, root: &Path) -> Result<Local, String> {

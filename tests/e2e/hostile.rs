@@ -69,8 +69,15 @@ fn a_fifo_signal_under_the_daemon_leaves_it_responsive() {
         s.state()["status"]["state"] == "blocked"
     });
     project.run(&["status"]).expect(0);
-    project.run(&["stop", "pipe"]).expect(0);
-    assert_eq!(s.state()["status"]["state"], "stopped");
+    // Answered: a blocked session runs nothing to stop, and keeps why it waits.
+    let stop = project.run(&["stop", "pipe"]);
+    stop.expect(2);
+    assert!(
+        stop.stderr().contains("is blocked already"),
+        "{}",
+        stop.stderr()
+    );
+    assert_eq!(s.state()["status"]["state"], "blocked");
     assert_eq!(daemon.terminate(), Some(0));
 }
 

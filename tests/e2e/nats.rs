@@ -33,7 +33,7 @@ impl NatsServer {
         std::fs::write(
             &config,
             format!(
-                "listen: 127.0.0.1:{port}\nmax_payload: 8MB\njetstream {{ store_dir: \"{}\" }}\nauthorization {{ token: \"{TOKEN}\" }}\n",
+                "listen: 127.0.0.1:{port}\nmax_payload: 24MB\njetstream {{ store_dir: \"{}\" }}\nauthorization {{ token: \"{TOKEN}\" }}\n",
                 dir.path().join("js").display()
             ),
         )
@@ -188,7 +188,13 @@ fn six_sessions_through_both_gates_on_two_workers_survive_a_worker_killed_mid_at
     project.env("SAMOCODE_FAKE", "*=slow:0.3");
     let daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
     let w1 = worker(&project, &nats.url, "host-1", Some("host-1"));
-    let w2 = worker(&project, &nats.url, "host-2", None);
+    // A list of servers, as README gives it (the client could not parse one).
+    let w2 = worker(
+        &project,
+        &format!("{},{}", nats.url, nats.url),
+        "host-2",
+        None,
+    );
     for n in 1..=6 {
         project
             .run(&[
@@ -487,4 +493,72 @@ fn an_outage_of_nats_mid_attempt_never_runs_two_agents_of_a_session_at_once() {
         "one agent of the attempt at a time: {seen_together:#?}\n{}",
         all_logs(&project, &workers)
     );
+}
+
+/// A runner (`attempt-run`) killed outright leaves its agent in a process group of its own:
+/// the worker kills the agent by its markers before it reports the attempt failed, so the
+/// retry never runs beside it, and nothing is left behind.
+#[test]
+fn a_runner_killed_outright_leaves_no_agent_behind() {
+    let nats = NatsServer::start();
+    let mut project = nats_project();
+    project.env("SAMOCODE_FAKE", "investigation@1=slow:30");
+    let _daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
+    let worker = worker(&project, &nats.url, "host-1", Some("host-1"));
+    project
+        .run(&["start", "--session", "orphan", "--dive", "d", "--task", "t"])
+        .expect(0);
+    let work = worker.dir.join("work");
+    wait_for(Duration::from_secs(30), "the agent running", || {
+        !agents_under(&work).is_empty()
+    });
+    let agent = agents_under(&work)[0];
+    // Its runner: the agent's parent.
+    let stat = std::fs::read_to_string(format!("/proc/{agent}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let runner: u32 = after.split(' ').nth(1).unwrap().parse().unwrap();
+    let cmdline = std::fs::read(format!("/proc/{runner}/cmdline")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("attempt-run"),
+        "{}",
+        String::from_utf8_lossy(&cmdline)
+    );
+    super::fixture::signal(runner, nix::sys::signal::Signal::SIGKILL);
+    wait_for(Duration::from_secs(15), "the orphaned agent gone", || {
+        !alive(agent)
+    });
+    let session = project.session("orphan");
+    wait_for(Duration::from_secs(60), "the questions", || {
+        session.state()["status"]["for"] == "qa_answers"
+    });
+    for (all, same) in project.concurrency() {
+        assert!(all <= 1 && same <= 1, "{:?}", project.concurrency());
+    }
+    assert!(agents_under(&work).is_empty());
+}
+
+/// A worker that could start no agent CLI at all would fail every attempt it took: it does
+/// not start. An empty `--name` (the host its attempts record) is refused too.
+#[test]
+fn a_worker_that_can_run_no_agent_or_has_no_name_does_not_start() {
+    let project = nats_project();
+    let out = project
+        .command(&["worker", "--nats-url", "nats://127.0.0.1:9", "--name", "w"])
+        .env("CLAUDE_PATH", "/nonexistent/claude")
+        .env("CODEX_PATH", "/nonexistent/codex")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("CLAUDE_PATH") && stderr.contains("/nonexistent/claude"),
+        "{stderr}"
+    );
+    let out = project
+        .command(&["worker", "--nats-url", "nats://127.0.0.1:9", "--name", " "])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--name is empty"), "{stderr}");
 }

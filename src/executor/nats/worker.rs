@@ -61,7 +61,7 @@ pub async fn run(
     }
     let (stop, stopping) = watch::channel(false);
     let mut running = JoinSet::new();
-    tracing::info!(name = %settings.name, slots = settings.slots, url = %link.settings.url, "samocode worker running");
+    tracing::info!(name = %settings.name, slots = settings.slots, url = %crate::config::without_userinfo(&link.settings.url), "samocode worker running");
     loop {
         tokio::select! {
             _ = shutdown.requested() => break,
@@ -302,6 +302,21 @@ async fn run_child(
         }
     }
     let _ = child.wait().await;
+    if matches!(reported, Reported::None) {
+        // The runner ended without a result (killed outright): its agent, in a process
+        // group of its own, may run on. It is found by its markers and killed before the
+        // attempt is reported failed, so that its retry never runs beside it.
+        let session = crate::executor::runner::session_copy(&settings.dir.join("work"), spec);
+        let attempt = spec.attempt_id.clone();
+        let killed = tokio::task::spawn_blocking(move || {
+            crate::agent::reaper::kill_marked(&session, Some(&attempt))
+        })
+        .await
+        .unwrap_or_default();
+        if !killed.is_empty() {
+            tracing::warn!(key = %spec.key, ?killed, "attempt-run ended without a result; its agent's processes were killed");
+        }
+    }
     keeper.abort();
     if fenced.load(Ordering::SeqCst) {
         return Reported::Lost;
