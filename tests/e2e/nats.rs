@@ -562,3 +562,55 @@ fn a_worker_that_can_run_no_agent_or_has_no_name_does_not_start() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--name is empty"), "{stderr}");
 }
+
+/// A worker stopped politely (SIGTERM: `systemctl restart`) gives its running attempt back
+/// for another worker to run as its next epoch: nothing is journaled for the stopped run and
+/// no retry is used (it was journaled `crashed`, and three restarts failed the session).
+#[test]
+fn a_worker_stopped_with_sigterm_gives_its_attempt_back() {
+    let nats = NatsServer::start();
+    let mut project = nats_project();
+    project
+        .env("SAMOCODE_FAKE", "investigation=slow:4")
+        .env("SAMOCODE_KILL_GRACE", "1s");
+    let _daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
+    let mut first = worker(&project, &nats.url, "host-1", Some("host-1"));
+    project
+        .run(&[
+            "start",
+            "--session",
+            "restart",
+            "--dive",
+            "d",
+            "--task",
+            "t",
+        ])
+        .expect(0);
+    let work = first.dir.join("work");
+    wait_for(
+        Duration::from_secs(30),
+        "the agent running on host-1",
+        || !agents_under(&work).is_empty(),
+    );
+    let second = worker(&project, &nats.url, "host-2", Some("host-2"));
+    super::fixture::signal(first.child.id(), nix::sys::signal::Signal::SIGTERM);
+    let stopped = first.child.wait().unwrap();
+    assert!(stopped.success(), "{stopped:?}");
+    let session = project.session("restart");
+    wait_for(Duration::from_secs(60), "the questions", || {
+        session.state()["status"]["for"] == "qa_answers"
+    });
+    let logs = all_logs(&project, &[first, second]);
+    let rows = session.jsonl("_iterations.jsonl");
+    let investigation: Vec<&serde_json::Value> = rows
+        .iter()
+        .filter(|r| r["phase"] == "investigation")
+        .collect();
+    assert_eq!(investigation.len(), 1, "{rows:#?}\n{logs}");
+    assert_eq!(investigation[0]["outcome"], "ok", "{rows:#?}");
+    assert_eq!(investigation[0]["host"], "host-2", "{rows:#?}");
+    assert!(rows.iter().all(|r| r["outcome"] != "crashed"), "{rows:#?}");
+    for (all, same) in project.concurrency() {
+        assert!(all <= 1 && same <= 1, "{:?}", project.concurrency());
+    }
+}

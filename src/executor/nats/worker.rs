@@ -12,7 +12,8 @@
 //! attempt's cancel subject becomes SIGTERM to the runner. A spec whose attempt is already
 //! over, already cancelled, or (a duplicate message) already taken by another worker is acked
 //! and not run. A stop request (SIGTERM) stops taking work, stops the running attempts with
-//! their grace, and reports their ends before the worker exits.
+//! their grace, and gives them back (not acked, and no result sent) before the worker exits:
+//! another worker runs each as its next epoch, and the stop is no failure of the session's.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -169,6 +170,15 @@ async fn run_one(
         }
     }
     let _ = std::fs::remove_file(&file);
+    if reported == Reported::Released {
+        // Back to the queue for another worker (after this one's pull has ended, so that it
+        // is not handed to a worker on its way out).
+        tracing::info!(%key, epoch, "stopping: the attempt is given back for another worker");
+        let _ = message
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(3))))
+            .await;
+        return;
+    }
     if reported == Reported::Lost {
         tracing::warn!(%key, epoch, "the attempt's end is not sent (NATS out of reach, or the agent stopped for it): not acked, so JetStream gives it again");
         return;
@@ -203,6 +213,9 @@ enum Reported {
     /// it lost: the message is not acked, so that JetStream gives the attempt again once its
     /// AckWait has passed (never an attempt the daemon waits for until its time limit).
     Lost,
+    /// The worker itself is stopping, and stopped the agent for that: its end is not sent,
+    /// and the message goes back to the queue at once, for another worker.
+    Released,
 }
 
 /// Runs `attempt-run` for the spec in `file`, forwarding its events.
@@ -261,6 +274,8 @@ async fn run_child(
     let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
     let mut reported = Reported::None;
     let mut told_to_stop = false;
+    // Stopped because this worker stops, not because the daemon asked.
+    let mut released = false;
     loop {
         tokio::select! {
             line = lines.next_line() => match line {
@@ -270,6 +285,10 @@ async fn run_child(
                     // daemon before the next epoch's start and be taken for the attempt's end.
                     Ok(Event::Result(_)) if fenced.load(Ordering::SeqCst) => {
                         reported = Reported::Lost;
+                    }
+                    // The end of a run this worker's own stop cut short: not the attempt's.
+                    Ok(Event::Result(_)) if released => {
+                        reported = Reported::Released;
                     }
                     Ok(Event::Result(mut result)) => {
                         reported = Reported::Sent;
@@ -297,6 +316,7 @@ async fn run_child(
             }
             _ = stopping.changed(), if !told_to_stop => {
                 told_to_stop = true;
+                released = true;
                 term();
             }
         }
@@ -320,6 +340,9 @@ async fn run_child(
     keeper.abort();
     if fenced.load(Ordering::SeqCst) {
         return Reported::Lost;
+    }
+    if released && reported != Reported::Sent {
+        return Reported::Released;
     }
     reported
 }
