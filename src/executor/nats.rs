@@ -24,6 +24,7 @@ pub mod worker;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::stream::{RetentionPolicy, StorageType};
 
 use super::result::Event;
@@ -121,49 +122,7 @@ impl Link {
                 detail: e.to_string(),
             })?;
         let js = jetstream::new(client.clone());
-        let setup = |what: &'static str| {
-            let url = url.clone();
-            move |e: async_nats::Error| NatsError::Setup {
-                url,
-                what,
-                detail: e.to_string(),
-            }
-        };
-        let work = js
-            .get_or_create_stream(jetstream::stream::Config {
-                name: WORK_STREAM.into(),
-                subjects: vec![WORK_SUBJECT.into()],
-                retention: RetentionPolicy::WorkQueue,
-                storage: StorageType::File,
-                duplicate_window: Duration::from_secs(600),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| setup("stream SAMOCODE_WORK")(e.into()))?;
-        let attempts = js
-            .get_or_create_stream(jetstream::stream::Config {
-                name: ATTEMPTS_STREAM.into(),
-                subjects: vec!["samocode.attempt.>".into()],
-                retention: RetentionPolicy::Limits,
-                storage: StorageType::File,
-                max_age: KEEP_EVENTS,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| setup("stream SAMOCODE_ATTEMPTS")(e.into()))?;
-        let consumer = work
-            .get_or_create_consumer(
-                WORKERS,
-                jetstream::consumer::pull::Config {
-                    durable_name: Some(WORKERS.into()),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: settings.ack_wait,
-                    max_deliver: MAX_DELIVER,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| setup("consumer samocode-workers")(e.into()))?;
+        let (work, attempts, consumer) = set_up(&js, settings, &url).await?;
         // The queue's ack wait is what whoever made it set; a setting here does not change it.
         // Progress is acked within it, so every host uses the queue's own, whatever its
         // SAMOCODE_NATS_ACK_WAIT says (a worker acking by a longer one of its own let the
@@ -185,6 +144,15 @@ impl Link {
             attempts,
             settings,
         })
+    }
+
+    /// Makes the streams and the work queue's consumer again where they are missing (a
+    /// server that lost its JetStream store), and returns the consumer. The streams' handles
+    /// of this link go by name, so they serve again once the streams exist.
+    pub async fn ensure(&self) -> Result<PullConsumer, NatsError> {
+        let url = crate::config::without_userinfo(&self.settings.url).into_owned();
+        let (_, _, consumer) = set_up(&self.js, &self.settings, &url).await?;
+        Ok(consumer)
     }
 
     /// The last event of attempt `key`, if it has any.
@@ -229,13 +197,24 @@ impl Link {
         if let Some(id) = id {
             headers.insert("Nats-Msg-Id", id);
         }
-        self.js
-            .publish_with_headers(subject, headers, payload.into())
-            .await
-            .map_err(std::io::Error::other)?
-            .await
-            .map(drop)
-            .map_err(std::io::Error::other)
+        let payload = bytes::Bytes::from(payload);
+        let publish = || async {
+            self.js
+                .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+                .await
+                .map_err(std::io::Error::other)?
+                .await
+                .map(drop)
+                .map_err(std::io::Error::other)
+        };
+        match publish().await {
+            Ok(()) => Ok(()),
+            // No stream takes it, most likely (the server lost its store): set up again once.
+            Err(error) => match self.ensure().await {
+                Ok(_) => publish().await,
+                Err(_) => Err(error),
+            },
+        }
     }
 
     /// Publishes the spec to the work queue (stored once per key).
@@ -243,6 +222,65 @@ impl Link {
         let body = serde_json::to_vec(spec).expect("specs serialize");
         self.store(WORK_SUBJECT.into(), body, Some(&spec.key)).await
     }
+}
+
+/// Makes sure the two streams and the work queue's consumer exist, as `settings` says.
+async fn set_up(
+    js: &jetstream::Context,
+    settings: &NatsSettings,
+    url: &str,
+) -> Result<
+    (
+        jetstream::stream::Stream,
+        jetstream::stream::Stream,
+        PullConsumer,
+    ),
+    NatsError,
+> {
+    let setup = |what: &'static str| {
+        let url = url.to_string();
+        move |e: async_nats::Error| NatsError::Setup {
+            url,
+            what,
+            detail: e.to_string(),
+        }
+    };
+    let work = js
+        .get_or_create_stream(jetstream::stream::Config {
+            name: WORK_STREAM.into(),
+            subjects: vec![WORK_SUBJECT.into()],
+            retention: RetentionPolicy::WorkQueue,
+            storage: StorageType::File,
+            duplicate_window: Duration::from_secs(600),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| setup("stream SAMOCODE_WORK")(e.into()))?;
+    let attempts = js
+        .get_or_create_stream(jetstream::stream::Config {
+            name: ATTEMPTS_STREAM.into(),
+            subjects: vec!["samocode.attempt.>".into()],
+            retention: RetentionPolicy::Limits,
+            storage: StorageType::File,
+            max_age: KEEP_EVENTS,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| setup("stream SAMOCODE_ATTEMPTS")(e.into()))?;
+    let consumer = work
+        .get_or_create_consumer(
+            WORKERS,
+            jetstream::consumer::pull::Config {
+                durable_name: Some(WORKERS.into()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: settings.ack_wait,
+                max_deliver: MAX_DELIVER,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| setup("consumer samocode-workers")(e.into()))?;
+    Ok((work, attempts, consumer))
 }
 
 /// The daemon's side: attempts go to the workers through NATS.

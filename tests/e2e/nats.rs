@@ -65,6 +65,15 @@ impl NatsServer {
         child
     }
 
+    /// Kills the server and starts it again on the same port with its JetStream store gone
+    /// (a server replaced, or its volume lost).
+    fn restart_empty(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(self._dir.path().join("js"));
+        self.child = NatsServer::spawn(&self.config, self.port);
+    }
+
     /// Kills the server, waits `down`, and starts it again on the same port and store.
     fn outage(&mut self, down: Duration, mut meanwhile: impl FnMut()) {
         let _ = self.child.kill();
@@ -612,5 +621,53 @@ fn a_worker_stopped_with_sigterm_gives_its_attempt_back() {
     assert!(rows.iter().all(|r| r["outcome"] != "crashed"), "{rows:#?}");
     for (all, same) in project.concurrency() {
         assert!(all <= 1 && same <= 1, "{:?}", project.concurrency());
+    }
+}
+
+/// A NATS server that lost its JetStream store (restarted empty) gets the streams and the
+/// consumer back from the daemon and the workers, which go on: a session whose attempt was
+/// queued when the store went runs it, and a new session runs (it had failed at once with
+/// "no stream found", and the other stayed running with no agent anywhere).
+#[test]
+fn a_nats_server_that_lost_its_store_is_set_up_again() {
+    let mut nats = NatsServer::start();
+    let project = nats_project();
+    let mut project = project;
+    project.env("SAMOCODE_MAX_RETRIES", "1");
+    let _daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
+    // No worker yet: the first session's attempt waits in the queue the server will lose.
+    project
+        .run(&["start", "--session", "queued", "--dive", "d", "--task", "t"])
+        .expect(0);
+    let queued = project.session("queued");
+    wait_for(Duration::from_secs(30), "the attempt in flight", || {
+        queued.path("_state.json").exists() && !queued.state()["in_flight"].is_null()
+    });
+    nats.restart_empty();
+    let workers = [worker(&project, &nats.url, "host-1", Some("host-1"))];
+    project
+        .run(&["start", "--session", "later", "--dive", "d", "--task", "t"])
+        .expect(0);
+    let later = project.session("later");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ![&queued, &later]
+        .iter()
+        .all(|s| s.state()["status"]["for"] == "qa_answers")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "both sessions at their questions: {:#?}\n{}",
+            project.status(),
+            all_logs(&project, &workers)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let logs = all_logs(&project, &workers);
+    for session in [&queued, &later] {
+        let rows = session.jsonl("_iterations.jsonl");
+        assert!(
+            rows.iter().all(|r| r["outcome"] == "ok"),
+            "{rows:#?}\n{logs}"
+        );
     }
 }

@@ -207,10 +207,17 @@ impl Driver {
                 }
                 () = tokio::time::sleep_until(again), if events.is_none() => {
                     match self.follow(read).await {
-                        Ok(followed) => events = Some(followed),
+                        Ok(followed) => {
+                            events = Some(followed);
+                            if epoch == 0 {
+                                self.queue_again_if_lost(&remote).await;
+                            }
+                        }
                         Err(error) => {
                             tracing::debug!(key = %self.key, %error, "NATS still out of reach");
                             again = tokio::time::Instant::now() + Duration::from_secs(1);
+                            // A server back without its store: its streams are made again.
+                            let _ = self.link.ensure().await;
                         }
                     }
                 }
@@ -226,6 +233,26 @@ impl Driver {
                     return Ok(ExitKind::Signal("SIGKILL".into()));
                 }
             }
+        }
+    }
+
+    /// Queues the attempt again when no worker had started it and its spec is gone from
+    /// NATS: a server that lost its store lost the queued copy with it. (Within the queue's
+    /// dedup window, a copy still queued is not stored twice.)
+    async fn queue_again_if_lost(&self, remote: &RemoteSpec) {
+        if !matches!(queued_spec(&self.link, &self.key).await, Ok(None)) {
+            return;
+        }
+        let body = serde_json::to_vec(remote).expect("specs serialize");
+        let queued = async {
+            self.link.store(spec_subject(&self.key), body, None).await?;
+            self.link.enqueue(remote).await
+        };
+        match queued.await {
+            Ok(()) => {
+                tracing::warn!(key = %self.key, "NATS lost the attempt before a worker started it; queued again")
+            }
+            Err(error) => tracing::warn!(key = %self.key, %error, "cannot queue the attempt again"),
         }
     }
 

@@ -52,7 +52,7 @@ pub async fn run(
     settings: WorkerSettings,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    let consumer: PullConsumer = link
+    let mut consumer: PullConsumer = link
         .work
         .get_consumer(WORKERS)
         .await
@@ -75,6 +75,10 @@ pub async fn run(
                 Err(error) => {
                     tracing::warn!(%error, "cannot pull work from NATS; trying again");
                     tokio::time::sleep(Duration::from_secs(1)).await;
+                    // A server that lost its store lost the queue too: made again.
+                    if let Ok(made) = link.ensure().await {
+                        consumer = made;
+                    }
                 }
             },
         }
