@@ -171,6 +171,7 @@ fn prices_from_toml(table: &toml::Table, problems: &mut Problems) -> Prices {
         return prices;
     };
     const AMOUNT: &str = "dollars per million tokens, from 0 to 10000";
+    let mut unknown = Vec::new();
     for (model, fields) in models {
         let key = format!("prices.{model}");
         let toml::Value::Table(fields) = fields else {
@@ -180,6 +181,8 @@ fn prices_from_toml(table: &toml::Table, problems: &mut Problems) -> Prices {
         let mut input = None;
         let mut output = None;
         let mut cached_input = None;
+        // A misspelt key is said as such; the table is not also said to lack that price.
+        let mut misspelt = false;
         for (field, value) in fields {
             let key = format!("{key}.{field}");
             let amount = match value {
@@ -193,7 +196,15 @@ fn prices_from_toml(table: &toml::Table, problems: &mut Problems) -> Prices {
                 "output" => &mut output,
                 "cached_input" => &mut cached_input,
                 _ => {
-                    bad(key, value, "only input, output and cached_input keys");
+                    const KEYS: [&str; 3] = ["input", "output", "cached_input"];
+                    unknown.push(ConfigError::UnknownKey {
+                        place: format!("config.toml [prices.{model}]"),
+                        key: field.clone(),
+                        suggestion: super::values::nearest(field, KEYS)
+                            .map(str::to_string)
+                            .or_else(|| Some("input, output or cached_input".into())),
+                    });
+                    misspelt = true;
                     continue;
                 }
             };
@@ -213,12 +224,16 @@ fn prices_from_toml(table: &toml::Table, problems: &mut Problems) -> Prices {
                     },
                 );
             }
+            _ if misspelt => {}
             _ => bad(
                 key,
                 &toml::Value::Table(fields.clone()),
                 "both input and output prices",
             ),
         }
+    }
+    for problem in unknown {
+        problems.push(problem);
     }
     prices
 }

@@ -629,6 +629,29 @@ fn budgets_come_from_flags_env_and_file_and_bad_ones_name_key_value_and_source()
     assert!(text.contains("--fleet-max-cost=\"-3\""), "{text}");
 }
 
+/// A misspelt key of a price table is named with the key it was meant to be, and the table is
+/// not also said to lack that price.
+#[test]
+fn a_misspelt_price_key_is_named_with_the_nearest_one() {
+    let dir = project_dir();
+    std::fs::write(
+        dir.path().join("home/.config/samocode/config.toml"),
+        "[prices.third]\ninptu = 1\noutput = 2\n[prices.fourth]\nprice = 1\noutput = 2\n",
+    )
+    .unwrap();
+    let text = error_text(dir.path(), &[], &Flags::default());
+    assert!(text.contains("2 problems"), "{text}");
+    assert!(
+        text.contains("config.toml [prices.third]: unknown setting \"inptu\"; did you mean input?"),
+        "{text}"
+    );
+    assert!(
+        text.contains("unknown setting \"price\"; did you mean input, output or cached_input?"),
+        "{text}"
+    );
+    assert!(!text.contains("both input and output"), "{text}");
+}
+
 #[test]
 fn a_relative_path_in_config_toml_means_one_place_wherever_a_command_runs() {
     let dir = project_dir();

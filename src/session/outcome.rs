@@ -85,7 +85,10 @@ impl SessionActor {
             let reason = if spawn_failed {
                 detail
             } else {
-                format!("{} attempts failed; the last: {detail}", run.state.failures)
+                match run.state.failures {
+                    1 => format!("its attempt failed: {detail}"),
+                    n => format!("{n} attempts failed; the last: {detail}"),
+                }
             };
             return self.fail(run, reason);
         }

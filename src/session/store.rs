@@ -58,7 +58,7 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// Another worker holds the session's lock.
-    #[error("another worker is driving session {dir}{}; wait for it, or stop it first", .pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    #[error("another worker is driving session {dir}{}; wait for it to end, or stop it: Ctrl-C where it runs, or {} (it stops its agent with the grace), then try again", .pid.map(|p| format!(" (pid {p})")).unwrap_or_default(), .pid.map_or("stop the samocode process that runs it".to_string(), |p| format!("`kill {p}`")))]
     Locked { dir: PathBuf, pid: Option<u32> },
     /// `_state.json` is not a state this build understands.
     #[error(
