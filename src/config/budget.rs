@@ -305,7 +305,15 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         assert!(text.contains("prices.m.input=\"\\\"cheap\\\"\""), "{text}");
-        assert!(text.contains("prices.m.per_call"), "{text}");
+        assert!(
+            text.contains("[prices.m]: unknown setting \"per_call\""),
+            "{text}"
+        );
+        // A table that lacks a price (and no key of it was misspelt) says so.
+        let table: toml::Table = "[prices.\"n\"]\noutput = 1\n".parse().unwrap();
+        let mut problems = Problems::default();
+        prices_from_toml(&table, &mut problems);
+        let text = problems.0[0].to_string();
         assert!(text.contains("both input and output"), "{text}");
     }
 }
