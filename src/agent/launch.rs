@@ -65,6 +65,8 @@ pub type Output = Pin<Box<dyn AsyncRead + Send>>;
 pub type Exit = Pin<Box<dyn Future<Output = std::io::Result<ExitKind>> + Send>>;
 /// Feeds the agent's standard input; ends when all of it is written (or the agent left).
 pub type Input = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// Ends when an attempt that waits for a host (a NATS work queue) has started on one.
+pub type Started = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// An agent that has been started.
 pub struct Launched {
@@ -76,6 +78,9 @@ pub struct Launched {
     pub input: Option<Input>,
     /// Where the attempt runs (`local`, a worker's name, `pod/<name>`).
     pub host: Host,
+    /// For an attempt that may wait for a host to take it: ends when one has started it. Its
+    /// time limit and stall watch count from then, not from the wait. `None`: started now.
+    pub started: Option<Started>,
 }
 
 /// Owns a [`Group`] and kills it when dropped: whatever ends the attempt's actor (a report, a

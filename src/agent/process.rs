@@ -76,6 +76,9 @@ pub enum AgentMsg {
     ErrorsClosed,
     /// From the waiter task: the agent's main process was reaped.
     Exited(std::io::Result<ExitKind>),
+    /// From the launch: an attempt that waited for a host has started on one; its time limit
+    /// and stall watch begin now.
+    Started,
     /// From its own timer: the hard timeout passed.
     TimeLimit,
     /// From its own interval: time to look whether the agent has gone silent.
@@ -175,18 +178,12 @@ impl Actor for AgentProcess {
         )
         .await
         {
-            Ok((guard, errors_open, host)) => {
+            Ok((guard, errors_open, host, waits)) => {
                 state.group = Some(guard);
                 state.errors_open = errors_open;
                 state.host = Some(host);
-                after(&myself, &mut state.timers, state.spec.timeout, || {
-                    AgentMsg::TimeLimit
-                });
-                if let Some(stall) = state.spec.stall {
-                    // A quarter of the limit between looks: silence is caught within 125% of it.
-                    every(&myself, &mut state.timers, stall / 4, || {
-                        AgentMsg::CheckSilence
-                    });
+                if !waits {
+                    watch_time(&myself, &mut state);
                 }
             }
             Err(error) => {
@@ -253,6 +250,12 @@ impl Actor for AgentProcess {
                 {
                     tracing::warn!(attempt = %state.spec.attempt_id, silent = ?silent, "agent printed nothing for too long");
                     stop(&myself, state, ProcessEnd::Stalled);
+                }
+            }
+            AgentMsg::Started => {
+                if state.stage == Stage::Running {
+                    state.last_output = Instant::now();
+                    watch_time(&myself, state);
                 }
             }
             AgentMsg::TimeLimit => {
@@ -439,13 +442,29 @@ fn not_started(program: &std::path::Path, error: &std::io::Error) -> ProcessEnd 
     }
 }
 
+/// Arms the attempt's time limit and, when it has one, its stall watch: from now.
+fn watch_time(myself: &ActorRef<AgentMsg>, state: &mut AgentState) {
+    after(myself, &mut state.timers, state.spec.timeout, || {
+        AgentMsg::TimeLimit
+    });
+    if let Some(stall) = state.spec.stall {
+        // A quarter of the limit between looks: silence is caught within 125% of it.
+        every(myself, &mut state.timers, stall / 4, || {
+            AgentMsg::CheckSilence
+        });
+    }
+}
+
+/// Launches (or takes the adopted) attempt and starts its reader tasks: its process group's
+/// guard, whether its standard error is kept, its host, and whether it waits for a host to
+/// start it (then `AgentMsg::Started` comes when one has).
 async fn start(
     spec: &AttemptSpec,
     launcher: &dyn AttemptExecutor,
     begin: Begin,
     myself: &ActorRef<AgentMsg>,
     tasks: &mut JoinSet<()>,
-) -> std::io::Result<(GroupGuard, bool, crate::executor::Host)> {
+) -> std::io::Result<(GroupGuard, bool, crate::executor::Host, bool)> {
     let (log, launched) = match begin {
         Begin::New { log } => (log, launcher.launch(spec)?),
         Begin::Adopted(launched) => {
@@ -456,6 +475,14 @@ async fn start(
         }
     };
     let host = launched.host.clone();
+    let waits = launched.started.is_some();
+    if let Some(started) = launched.started {
+        let told = myself.clone();
+        tasks.spawn(async move {
+            started.await;
+            let _ = told.send_message(AgentMsg::Started);
+        });
+    }
     let guard = GroupGuard::new(launched.group);
     if let Some(input) = launched.input {
         tasks.spawn(input);
@@ -486,7 +513,7 @@ async fn start(
             let _ = reader.send_message(AgentMsg::ErrorsClosed);
         });
     }
-    Ok((guard, copies_errors, host))
+    Ok((guard, copies_errors, host, waits))
 }
 
 /// Copies standard error to its log, made at the first byte: most attempts print nothing

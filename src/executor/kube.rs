@@ -355,6 +355,8 @@ fn start(driver: Driver, adopted: Option<(RemoteSpec, u64)>) -> Launched {
         }),
         input: None,
         host,
+        // (A pod waiting to be scheduled counts against the time limit, as it did.)
+        started: None,
     }
 }
 

@@ -80,6 +80,7 @@ impl LocalProcess {
             exit: Box::pin(async move { child.wait().await.map(ExitKind::from) }),
             input,
             host: Host::local(),
+            started: None,
         })
     }
 }

@@ -231,10 +231,9 @@ async fn supervise(
     let mut exit = launched.exit;
     let grace = spec.kill_grace;
     // The daemon enforces the time limit; this deadline only catches a runner cut off from it.
-    let deadline = Instant::now()
-        + std::time::Duration::try_from(jiff::Timestamp::now().duration_until(spec.deadline))
-            .unwrap_or_default()
-        + Duration::from_secs(30);
+    // It counts from here, where the agent starts: not from the spec's publishing, which may
+    // have waited in a queue for longer than the limit.
+    let deadline = Instant::now() + spec.timeout + grace + Duration::from_secs(30);
     let mut beat = tokio::time::interval(HEARTBEAT);
     beat.tick().await;
     tokio::pin!(cancel);

@@ -94,7 +94,8 @@ pub struct RemoteSpec {
     pub timeout: Duration,
     #[serde(with = "millis")]
     pub kill_grace: Duration,
-    /// The attempt must be over by then (its start plus its time limit and grace).
+    /// Its publishing plus its time limit and grace. Kept on the wire for runners of earlier
+    /// builds; a runner now counts the limit from its own start (a spec may wait in a queue).
     pub deadline: Timestamp,
     #[serde(default)]
     pub resources: Resources,

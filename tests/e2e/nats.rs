@@ -671,3 +671,38 @@ fn a_nats_server_that_lost_its_store_is_set_up_again() {
         );
     }
 }
+
+/// An attempt's time limit counts from a worker's start, not from its wait in the queue: an
+/// attempt queued longer than the limit (every worker busy, or none yet) runs when a worker
+/// takes it (it was stopped as timed out before any agent ran, and the session failed).
+#[test]
+fn an_attempts_time_limit_does_not_count_its_wait_in_the_queue() {
+    let nats = NatsServer::start();
+    let mut project = nats_project();
+    project
+        .env("CLAUDE_TIMEOUT", "4s")
+        .env("SAMOCODE_MAX_RETRIES", "1")
+        .env("SAMOCODE_FAKE", "investigation=slow:1");
+    let _daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
+    project
+        .run(&["start", "--session", "waits", "--dive", "d", "--task", "t"])
+        .expect(0);
+    // Longer than the limit with no worker to take it.
+    std::thread::sleep(Duration::from_secs(6));
+    let session = project.session("waits");
+    assert_eq!(
+        session.state()["status"]["state"],
+        "running",
+        "still queued"
+    );
+    let workers = [worker(&project, &nats.url, "host-1", Some("host-1"))];
+    wait_for(Duration::from_secs(60), "the questions", || {
+        session.state()["status"]["for"] == "qa_answers"
+    });
+    let rows = session.jsonl("_iterations.jsonl");
+    assert!(
+        rows.iter().all(|r| r["outcome"] == "ok"),
+        "{rows:#?}\n{}",
+        all_logs(&project, &workers)
+    );
+}

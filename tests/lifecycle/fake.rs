@@ -188,6 +188,7 @@ impl AttemptExecutor for FakeLauncher {
             journal: self.journal.clone(),
         });
         Ok(Launched {
+            started: None,
             group: Box::new(FakeGroup {
                 number,
                 body,

@@ -50,6 +50,7 @@ pub fn start(link: Link, spec: AttemptSpec, adoption: Option<Adoption>) -> Launc
     let host = Host::new("nats");
     let killed = Arc::new(Notify::new());
     let over = Arc::new(AtomicBool::new(false));
+    let (started_tx, started_rx) = oneshot::channel::<()>();
     let driver = Driver {
         link: link.clone(),
         key: key.clone(),
@@ -60,7 +61,7 @@ pub fn start(link: Link, spec: AttemptSpec, adoption: Option<Adoption>) -> Launc
     };
     let task = tokio::spawn(async move {
         let mut writer = writer;
-        let outcome = driver.run(adoption, &mut writer).await;
+        let outcome = driver.run(adoption, &mut writer, started_tx).await;
         // End of output first: the AgentProcess reports once both have come.
         drop(writer);
         let _ = exit_tx.send(outcome);
@@ -85,6 +86,11 @@ pub fn start(link: Link, spec: AttemptSpec, adoption: Option<Adoption>) -> Launc
         }),
         input: None,
         host,
+        // Its time counts from a worker's start, not from its wait in the queue. (Ended
+        // without a start, the attempt ends anyway.)
+        started: Some(Box::pin(async move {
+            let _ = started_rx.await;
+        })),
     }
 }
 
@@ -102,7 +108,9 @@ impl Driver {
         &self,
         adoption: Option<Adoption>,
         out: &mut tokio::io::DuplexStream,
+        started: oneshot::Sender<()>,
     ) -> std::io::Result<ExitKind> {
+        let mut start_told = Some(started);
         let (remote, mut skip) = match adoption {
             Some(adoption) => {
                 // A worker that never started it may still find it queued; publishing it
@@ -162,6 +170,9 @@ impl Driver {
                             }
                             epoch = started;
                             self.host.set(&host);
+                            if let Some(tell) = start_told.take() {
+                                let _ = tell.send(());
+                            }
                         }
                         Event::Out { epoch: of, data } if of == epoch => {
                             let bytes = data.as_bytes();
