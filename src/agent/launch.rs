@@ -65,8 +65,9 @@ pub type Output = Pin<Box<dyn AsyncRead + Send>>;
 pub type Exit = Pin<Box<dyn Future<Output = std::io::Result<ExitKind>> + Send>>;
 /// Feeds the agent's standard input; ends when all of it is written (or the agent left).
 pub type Input = Pin<Box<dyn Future<Output = ()> + Send>>;
-/// Ends when an attempt that waits for a host (a NATS work queue) has started on one.
-pub type Started = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// Ends when an attempt that waits for a host (a NATS work queue) has started on one, with
+/// when it started (`None`: not known, taken as now).
+pub type Started = Pin<Box<dyn Future<Output = Option<jiff::Timestamp>> + Send>>;
 
 /// An agent that has been started.
 pub struct Launched {

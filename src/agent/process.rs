@@ -76,9 +76,9 @@ pub enum AgentMsg {
     ErrorsClosed,
     /// From the waiter task: the agent's main process was reaped.
     Exited(std::io::Result<ExitKind>),
-    /// From the launch: an attempt that waited for a host has started on one; its time limit
-    /// and stall watch begin now.
-    Started,
+    /// From the launch: an attempt that waited for a host has started on one, at `at`; its
+    /// time limit counts from then, its stall watch from now.
+    Started { at: Option<Timestamp> },
     /// From its own timer: the hard timeout passed.
     TimeLimit,
     /// From its own interval: time to look whether the agent has gone silent.
@@ -183,7 +183,8 @@ impl Actor for AgentProcess {
                 state.errors_open = errors_open;
                 state.host = Some(host);
                 if !waits {
-                    watch_time(&myself, &mut state);
+                    let limit = state.spec.timeout;
+                    watch_time(&myself, &mut state, limit);
                 }
             }
             Err(error) => {
@@ -252,10 +253,18 @@ impl Actor for AgentProcess {
                     stop(&myself, state, ProcessEnd::Stalled);
                 }
             }
-            AgentMsg::Started => {
+            AgentMsg::Started { at } => {
                 if state.stage == Stage::Running {
                     state.last_output = Instant::now();
-                    watch_time(&myself, state);
+                    // Already running for a while when the daemon hears of it (a restarted
+                    // daemon adopting it): that part of its time counts too.
+                    let ran = at
+                        .and_then(|at| {
+                            std::time::Duration::try_from(at.duration_until(Timestamp::now())).ok()
+                        })
+                        .unwrap_or_default();
+                    let left = state.spec.timeout.saturating_sub(ran);
+                    watch_time(&myself, state, left.max(Duration::from_secs(1)));
                 }
             }
             AgentMsg::TimeLimit => {
@@ -442,11 +451,9 @@ fn not_started(program: &std::path::Path, error: &std::io::Error) -> ProcessEnd 
     }
 }
 
-/// Arms the attempt's time limit and, when it has one, its stall watch: from now.
-fn watch_time(myself: &ActorRef<AgentMsg>, state: &mut AgentState) {
-    after(myself, &mut state.timers, state.spec.timeout, || {
-        AgentMsg::TimeLimit
-    });
+/// Arms the attempt's time limit (`limit` from now) and, when it has one, its stall watch.
+fn watch_time(myself: &ActorRef<AgentMsg>, state: &mut AgentState, limit: Duration) {
+    after(myself, &mut state.timers, limit, || AgentMsg::TimeLimit);
     if let Some(stall) = state.spec.stall {
         // A quarter of the limit between looks: silence is caught within 125% of it.
         every(myself, &mut state.timers, stall / 4, || {
@@ -479,8 +486,8 @@ async fn start(
     if let Some(started) = launched.started {
         let told = myself.clone();
         tasks.spawn(async move {
-            started.await;
-            let _ = told.send_message(AgentMsg::Started);
+            let at = started.await;
+            let _ = told.send_message(AgentMsg::Started { at });
         });
     }
     let guard = GroupGuard::new(launched.group);

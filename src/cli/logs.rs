@@ -407,8 +407,7 @@ const STDERR_TAIL: u64 = 16 * 1024;
 /// Prints the end of the attempt's `.stderr.log` beside `log`, when there is one.
 fn print_stderr(log: &Path, out: &mut impl Write) -> Result<(), LogsError> {
     use std::io::{Seek, SeekFrom};
-    let stem = log.file_stem().unwrap_or_default().to_string_lossy();
-    let path = log.with_file_name(format!("{stem}.stderr.log"));
+    let path = crate::session::store::stderr_log_of(log);
     let Some(mut file) = untrusted::open(&path, Links::Refuse)? else {
         return Ok(());
     };

@@ -78,8 +78,9 @@ pub fn visible(text: &str) -> Cow<'_, str> {
     }
 }
 
-/// [`visible`] on UTF-8 bytes; with `colour`, an ESC that begins a colour code (`ESC [ 1;32
-/// m`, SGR: no cursor movement, no erasing) is kept as it is.
+/// [`visible`] on UTF-8 bytes; with `colour`, an ESC that begins one of the log's own colour
+/// codes (`ESC [ 1;32 m`: bold, dim, italic, red to purple text, reset) is kept as it is. Not
+/// others: concealed text, or black on black, could hide a line as well as erasing it.
 pub fn visible_bytes(bytes: &[u8], colour: bool) -> Cow<'_, [u8]> {
     let plain = |b: &u8| (*b >= 0x20 || *b == b'\n' || *b == b'\t') && *b != 0x7f && *b != 0xc2;
     if bytes.iter().all(plain) {
@@ -122,14 +123,19 @@ pub fn visible_bytes(bytes: &[u8], colour: bool) -> Cow<'_, [u8]> {
     Cow::Owned(shown)
 }
 
-/// The length of the colour code (`ESC [`, digits and `;`, `m`) `bytes` begins with.
+/// The length of the log's colour code (`ESC [`, parameters separated by `;`, `m`) that
+/// `bytes` begins with.
 fn colour_code(bytes: &[u8]) -> Option<usize> {
+    const OURS: [&[u8]; 9] = [b"0", b"1", b"2", b"3", b"31", b"32", b"33", b"34", b"35"];
     let rest = bytes.strip_prefix(b"\x1b[")?;
     let params = rest
         .iter()
         .take_while(|b| b.is_ascii_digit() || **b == b';')
         .count();
-    (rest.get(params) == Some(&b'm')).then_some(2 + params + 1)
+    let ours = rest[..params]
+        .split(|b| *b == b';')
+        .all(|param| OURS.contains(&param));
+    (ours && rest.get(params) == Some(&b'm')).then_some(2 + params + 1)
 }
 
 fn write(print: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Result<()>) {
@@ -190,6 +196,11 @@ mod tests {
         assert_eq!(
             visible_bytes(line.as_bytes(), false).as_ref(),
             b"^[[32mINFO^[[0m reason=x^[[2K^[]0;t^G"
+        );
+        // Not another colour code: concealed, or black on black.
+        assert_eq!(
+            visible_bytes(b"\x1b[8mhidden\x1b[30;40m", true).as_ref(),
+            b"^[[8mhidden^[[30;40m"
         );
         // A lone 0xC2 (a cut character) is left to the writer's own UTF-8 handling.
         assert_eq!(visible_bytes(b"a\xc2", false).as_ref(), b"a\xc2");

@@ -339,7 +339,9 @@ pub fn without_userinfo(text: &str) -> std::borrow::Cow<'_, str> {
     while let Some(at) = rest.find("://") {
         let (before, after) = rest.split_at(at + 3);
         shown.push_str(before);
-        let end = after.find(['/', '?', '#', ',', ' ']).unwrap_or(after.len());
+        // The address runs to the next one (a list) or its path; a password may hold a `,`.
+        let next = after.find("://").unwrap_or(after.len());
+        let end = after[..next].find(['/', '?', '#']).unwrap_or(next);
         let authority = &after[..end];
         match authority.rfind('@') {
             Some(i) => {
@@ -375,6 +377,10 @@ mod userinfo_tests {
         assert_eq!(
             without_userinfo("nats://a:b@h1:4222,nats://h2:4222,tls://t@h3"),
             "nats://<hidden>@h1:4222,nats://h2:4222,tls://<hidden>@h3"
+        );
+        assert_eq!(
+            without_userinfo("nats://u:pa,ss@h:4222"),
+            "nats://<hidden>@h:4222"
         );
         let plain = "http://localhost:4318/a@b";
         assert!(matches!(without_userinfo(plain), std::borrow::Cow::Borrowed(p) if p == plain));

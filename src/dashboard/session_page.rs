@@ -123,10 +123,7 @@ fn status(view: &SessionView, csrf: &str, now: Timestamp) -> Markup {
         RunState::Waiting { wait_for, .. } => Some(*wait_for),
         _ => None,
     };
-    let can_stop = !matches!(
-        s.status,
-        RunState::Done { .. } | RunState::Stopped { .. } | RunState::Failed { .. }
-    );
+    let can_stop = s.status.stoppable() && !matches!(s.status, RunState::Stopped { .. });
     let can_resume = match &s.status {
         RunState::Blocked { .. } | RunState::Failed { .. } | RunState::Stopped { .. } => true,
         RunState::Waiting { wait_for, .. } => *wait_for == WaitFor::HumanAction,

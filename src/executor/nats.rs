@@ -201,19 +201,22 @@ impl Link {
         let publish = || async {
             self.js
                 .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
-                .await
-                .map_err(std::io::Error::other)?
+                .await?
                 .await
                 .map(drop)
-                .map_err(std::io::Error::other)
         };
+        use jetstream::context::PublishErrorKind;
         match publish().await {
             Ok(()) => Ok(()),
-            // No stream takes it, most likely (the server lost its store): set up again once.
-            Err(error) => match self.ensure().await {
-                Ok(_) => publish().await,
-                Err(_) => Err(error),
-            },
+            // No stream takes it (the server lost its store): made again, and sent once more.
+            // Only then: after any other failure the message may have been stored.
+            Err(error) if error.kind() == PublishErrorKind::StreamNotFound => {
+                match self.ensure().await {
+                    Ok(_) => publish().await.map_err(std::io::Error::other),
+                    Err(_) => Err(std::io::Error::other(error)),
+                }
+            }
+            Err(error) => Err(std::io::Error::other(error)),
         }
     }
 

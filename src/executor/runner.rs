@@ -63,9 +63,7 @@ pub async fn run(
         epoch: spec.epoch,
         host: place.host.clone(),
     });
-    let root = place
-        .workspace
-        .join(format!("{}-e{}", spec.key, spec.epoch));
+    let root = attempt_root(place.workspace, spec);
     let mut result = AttemptResult {
         key: spec.key.clone(),
         attempt_id: spec.attempt_id.clone(),
@@ -102,10 +100,17 @@ struct Local {
 /// The copy of the session folder an attempt's agent works with, under the worker's
 /// `workspace`: also the session marker in the agent's environment.
 pub fn session_copy(workspace: &Path, spec: &RemoteSpec) -> std::path::PathBuf {
-    workspace
-        .join(format!("{}-e{}", spec.key, spec.epoch))
-        .join("session")
-        .join(&spec.session)
+    session_in(&attempt_root(workspace, spec), spec)
+}
+
+/// The session copy in an attempt's folder `root`.
+fn session_in(root: &Path, spec: &RemoteSpec) -> std::path::PathBuf {
+    root.join("session").join(&spec.session)
+}
+
+/// The folder of one epoch of an attempt under the worker's `workspace`.
+fn attempt_root(workspace: &Path, spec: &RemoteSpec) -> std::path::PathBuf {
+    workspace.join(format!("{}-e{}", spec.key, spec.epoch))
 }
 
 /// Fetches the repository, checks the base commit out, lays out the session copy and builds
@@ -113,7 +118,7 @@ pub fn session_copy(workspace: &Path, spec: &RemoteSpec) -> std::path::PathBuf {
 async fn prepare(spec: &RemoteSpec, place: &Place<'_>, root: &Path) -> Result<Local, String> {
     let _ = std::fs::remove_dir_all(root);
     let repo = root.join("repo");
-    let session = root.join("session").join(&spec.session);
+    let session = session_in(root, spec);
     for dir in [&repo, &session] {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;

@@ -295,7 +295,9 @@ pub fn raise(
 pub fn stop(state: &mut SessionState, now: Timestamp) -> Result<GateEffect, GateError> {
     let waiting_for = match &state.status {
         RunState::Done { .. } => return Err(GateError::Finished(state.name.clone())),
-        RunState::Blocked { reason, .. } | RunState::Failed { reason, .. } => {
+        RunState::Blocked { reason, .. } | RunState::Failed { reason, .. }
+            if !state.status.stoppable() =>
+        {
             return Err(GateError::AlreadyHeld {
                 name: state.name.clone(),
                 state: state.status.name(),

@@ -57,6 +57,15 @@ pub enum RunState {
 }
 
 impl RunState {
+    /// Whether `stop` parks a session in this state: not one that is done, nor one blocked or
+    /// failed (it runs nothing, and waits for a person's `resume` already).
+    pub fn stoppable(&self) -> bool {
+        !matches!(
+            self,
+            RunState::Done { .. } | RunState::Blocked { .. } | RunState::Failed { .. }
+        )
+    }
+
     /// The one-word name used by `status` (queued, running, waiting, ...).
     pub fn name(&self) -> &'static str {
         match self {

@@ -37,7 +37,7 @@ impl SessionActor {
             let stdout = run.store.path(&record.log);
             let stem = stdout.with_extension("");
             let files = AttemptFiles {
-                stderr: stem.with_extension("stderr.log"),
+                stderr: super::store::stderr_log_of(&stdout),
                 context: stem.with_extension("context.md"),
                 stdout,
             };
@@ -73,6 +73,12 @@ impl SessionActor {
             };
             match self.launcher.adopt(&spec).await {
                 Ok(Some(launched)) => {
+                    // One that waits for a host counts its time from its host's start, which
+                    // it reports: the whole limit, not less the time it waited in a queue.
+                    let mut spec = spec;
+                    if launched.started.is_some() {
+                        spec.timeout = self.agent.timeout;
+                    }
                     run.store.log(&format!(
                         "adopted attempt {} from the engine; it still runs",
                         record.log

@@ -145,7 +145,7 @@ pub fn take_over(
 /// latest write to its log or its stderr log, between its start and `now`.
 fn last_heard(store: &SessionStore, log: &str, started: Timestamp, now: Timestamp) -> Timestamp {
     let log = store.path(log);
-    let stderr = log.with_extension("stderr.log");
+    let stderr = super::store::stderr_log_of(&log);
     [log, stderr]
         .iter()
         .filter_map(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())

@@ -58,7 +58,7 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// Another worker holds the session's lock.
-    #[error("another worker is driving session {dir}{}; wait for it to end, or stop it: Ctrl-C where it runs, or {} (it stops its agent with the grace), then try again", .pid.map(|p| format!(" (pid {p})")).unwrap_or_default(), .pid.map_or("stop the samocode process that runs it".to_string(), |p| format!("`kill {p}`")))]
+    #[error("another worker is driving session {dir}{}; wait for it to end, or stop it where it runs (Ctrl-C in the terminal of a `samocode run`), then try again", .pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
     Locked { dir: PathBuf, pid: Option<u32> },
     /// `_state.json` is not a state this build understands.
     #[error(
@@ -202,6 +202,12 @@ pub fn append_whole(file: &mut File, len: u64, bytes: &[u8]) -> std::io::Result<
         return Err(error);
     }
     Ok(())
+}
+
+/// The stderr log beside an attempt's stdout log (`X.jsonl`: `X.stderr.log`), made when the
+/// agent first writes there.
+pub fn stderr_log_of(log: &Path) -> PathBuf {
+    log.with_extension("stderr.log")
 }
 
 /// Where an attempt log stands among a session's: its iteration, its attempt and the number a
@@ -875,10 +881,11 @@ impl SessionStore {
             })
             .find(|stem| std::fs::symlink_metadata(logs.join(format!("{stem}.jsonl"))).is_err())
             .expect("some suffix is free");
+        let stdout = logs.join(format!("{stem}.jsonl"));
         Ok(AttemptFiles {
-            stdout: logs.join(format!("{stem}.jsonl")),
-            stderr: logs.join(format!("{stem}.stderr.log")),
+            stderr: stderr_log_of(&stdout),
             context: logs.join(format!("{stem}.context.md")),
+            stdout,
         })
     }
 

@@ -292,6 +292,10 @@ mod tests {
             coloured.contains('\u{1b}'),
             "the terminal is in colour: {coloured}"
         );
+        assert!(
+            !coloured.contains("^["),
+            "every colour code is kept: {coloured:?}"
+        );
         let file = std::fs::read_to_string(&path).unwrap();
         assert!(file.contains("session=\"alpha\""), "{file}");
         assert!(!file.contains('\u{1b}'), "{file:?}");

@@ -50,7 +50,7 @@ pub fn start(link: Link, spec: AttemptSpec, adoption: Option<Adoption>) -> Launc
     let host = Host::new("nats");
     let killed = Arc::new(Notify::new());
     let over = Arc::new(AtomicBool::new(false));
-    let (started_tx, started_rx) = oneshot::channel::<()>();
+    let (started_tx, started_rx) = oneshot::channel::<jiff::Timestamp>();
     let driver = Driver {
         link: link.clone(),
         key: key.clone(),
@@ -88,9 +88,7 @@ pub fn start(link: Link, spec: AttemptSpec, adoption: Option<Adoption>) -> Launc
         host,
         // Its time counts from a worker's start, not from its wait in the queue. (Ended
         // without a start, the attempt ends anyway.)
-        started: Some(Box::pin(async move {
-            let _ = started_rx.await;
-        })),
+        started: Some(Box::pin(async move { started_rx.await.ok() })),
     }
 }
 
@@ -108,7 +106,7 @@ impl Driver {
         &self,
         adoption: Option<Adoption>,
         out: &mut tokio::io::DuplexStream,
-        started: oneshot::Sender<()>,
+        started: oneshot::Sender<jiff::Timestamp>,
     ) -> std::io::Result<ExitKind> {
         let mut start_told = Some(started);
         let (remote, mut skip) = match adoption {
@@ -122,9 +120,7 @@ impl Driver {
             }
             None => {
                 let remote = prepare(&self.spec).await?;
-                let body = serde_json::to_vec(&remote).expect("specs serialize");
-                self.link.store(spec_subject(&self.key), body, None).await?;
-                self.link.enqueue(&remote).await?;
+                self.queue(&remote).await?;
                 (remote, 0)
             }
         };
@@ -156,8 +152,12 @@ impl Driver {
                             continue;
                         }
                     };
+                    let mut published = None;
                     if let Ok(info) = message.info() {
                         read = info.stream_sequence;
+                        published =
+                            jiff::Timestamp::from_nanosecond(info.published.unix_timestamp_nanos())
+                                .ok();
                     }
                     let Ok(event) = serde_json::from_slice::<Event>(&message.payload) else {
                         tracing::warn!(key = %self.key, "an event that does not parse; skipped");
@@ -171,7 +171,7 @@ impl Driver {
                             epoch = started;
                             self.host.set(&host);
                             if let Some(tell) = start_told.take() {
-                                let _ = tell.send(());
+                                let _ = tell.send(published.unwrap_or_else(jiff::Timestamp::now));
                             }
                         }
                         Event::Out { epoch: of, data } if of == epoch => {
@@ -241,10 +241,20 @@ impl Driver {
                         &self.spec.files.stderr,
                         "no worker reported the attempt's end after it was killed; given up",
                     );
+                    // Its spec goes, so that a copy still queued is never run later.
+                    self.forget().await;
                     return Ok(ExitKind::Signal("SIGKILL".into()));
                 }
             }
         }
+    }
+
+    /// Stores the attempt's spec (what a restarted daemon adopts it from), then puts it in the
+    /// work queue.
+    async fn queue(&self, remote: &RemoteSpec) -> std::io::Result<()> {
+        let body = serde_json::to_vec(remote).expect("specs serialize");
+        self.link.store(spec_subject(&self.key), body, None).await?;
+        self.link.enqueue(remote).await
     }
 
     /// Queues the attempt again when no worker had started it and its spec is gone from
@@ -254,12 +264,7 @@ impl Driver {
         if !matches!(queued_spec(&self.link, &self.key).await, Ok(None)) {
             return;
         }
-        let body = serde_json::to_vec(remote).expect("specs serialize");
-        let queued = async {
-            self.link.store(spec_subject(&self.key), body, None).await?;
-            self.link.enqueue(remote).await
-        };
-        match queued.await {
+        match self.queue(remote).await {
             Ok(()) => {
                 tracing::warn!(key = %self.key, "NATS lost the attempt before a worker started it; queued again")
             }

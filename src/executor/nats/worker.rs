@@ -202,6 +202,11 @@ async fn skip_reason(link: &Link, key: &str, epoch: u32) -> std::io::Result<Opti
             Some("another worker runs it")
         }
         _ if link.cancelled(key).await? => Some("it was cancelled before it started"),
+        // Its spec is stored before it is queued and dropped when the daemon is done with it:
+        // a copy of an attempt given up on, or long over.
+        _ if super::attempt::queued_spec(link, key).await?.is_none() => {
+            Some("the daemon is done with it")
+        }
         _ => None,
     })
 }
@@ -290,8 +295,12 @@ async fn run_child(
                     Ok(Event::Result(_)) if fenced.load(Ordering::SeqCst) => {
                         reported = Reported::Lost;
                     }
-                    // The end of a run this worker's own stop cut short: not the attempt's.
-                    Ok(Event::Result(_)) if released => {
+                    // The end of a run this worker's own stop cut short (its agent signalled,
+                    // or failing on the way out): not the attempt's. An agent that had ended
+                    // well before the stop reached it is the attempt's end, published below.
+                    Ok(Event::Result(result))
+                        if released && !matches!(result.end, End::Exited { code: 0 }) =>
+                    {
                         reported = Reported::Released;
                     }
                     Ok(Event::Result(mut result)) => {
