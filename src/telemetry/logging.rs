@@ -262,10 +262,8 @@ mod tests {
         assert!(lines[1].contains("WARN") && lines[1].contains("a warning"));
     }
 
-    /// With standard error a terminal (in colour), the file's lines, span fields included,
-    /// still carry no colour codes.
-    #[test]
-    fn the_file_has_no_colour_codes_when_the_terminal_has_them() {
+    /// What `log` writes to standard error as a terminal in colour, and to the log file.
+    fn logged_in_colour(log: impl FnOnce()) -> (String, String) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state").join(LOG_FILE);
         let logging = Logging {
@@ -282,12 +280,20 @@ mod tests {
             true,
             stderr,
         ));
-        tracing::subscriber::with_default(subscriber, || {
+        tracing::subscriber::with_default(subscriber, log);
+        let coloured = String::from_utf8(terminal.lock().unwrap().clone()).unwrap();
+        (coloured, std::fs::read_to_string(&path).unwrap())
+    }
+
+    /// With standard error a terminal (in colour), the file's lines, span fields included,
+    /// still carry no colour codes.
+    #[test]
+    fn the_file_has_no_colour_codes_when_the_terminal_has_them() {
+        let (coloured, file) = logged_in_colour(|| {
             let span = tracing::info_span!("attempt", session = "alpha");
             let _entered = span.enter();
             tracing::info!(outcome = "ok", "attempt finished");
         });
-        let coloured = String::from_utf8(terminal.lock().unwrap().clone()).unwrap();
         assert!(
             coloured.contains('\u{1b}'),
             "the terminal is in colour: {coloured}"
@@ -296,7 +302,6 @@ mod tests {
             !coloured.contains("^["),
             "every colour code is kept: {coloured:?}"
         );
-        let file = std::fs::read_to_string(&path).unwrap();
         assert!(file.contains("session=\"alpha\""), "{file}");
         assert!(!file.contains('\u{1b}'), "{file:?}");
     }
@@ -306,28 +311,10 @@ mod tests {
     /// return that would print "passed" over "FAILED" reaches neither raw.
     #[test]
     fn what_a_log_line_quotes_cannot_move_the_cursor() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state").join(LOG_FILE);
-        let logging = Logging {
-            quiet: false,
-            file: Some(path.clone()),
-        };
-        let terminal = std::sync::Arc::new(Mutex::new(Vec::<u8>::new()));
-        let sink = terminal.clone();
-        let stderr = move || Sink(sink.clone());
-        let subscriber = tracing_subscriber::registry().with(layers_coloured(
-            None,
-            LogFormat::Text,
-            &logging,
-            true,
-            stderr,
-        ));
         let reason = "tests FAILED\u{1b}[2K\rtests passed\u{b}\u{e}";
-        tracing::subscriber::with_default(subscriber, || {
+        let (coloured, file) = logged_in_colour(|| {
             tracing::info!(%reason, "blocked: {reason}");
         });
-        let coloured = String::from_utf8(terminal.lock().unwrap().clone()).unwrap();
-        let file = std::fs::read_to_string(&path).unwrap();
         for shown in [&coloured, &file] {
             assert!(shown.contains("tests FAILED"), "{shown:?}");
             assert!(

@@ -281,17 +281,24 @@ fn ctrl_c_ends_logs_follow() {
     }
 }
 
-/// An attempt that failed saying why only on standard error shows it in `logs` (it showed
-/// the header alone, and `status` only the exit code).
-#[test]
-fn logs_show_what_a_failed_attempt_wrote_to_standard_error() {
+/// A project with session `name` failed: its one attempt exited 3, saying why on standard
+/// error only.
+fn failed_session(name: &str) -> Project {
     let mut project = Project::new();
     project
         .env("SAMOCODE_FAKE", "investigation=exit:3")
         .env("SAMOCODE_MAX_RETRIES", "1");
     project
-        .run(&["run", "--session", "err", "--dive", "d", "--task", "t"])
+        .run(&["run", "--session", name, "--dive", "d", "--task", "t"])
         .expect(1);
+    project
+}
+
+/// An attempt that failed saying why only on standard error shows it in `logs` (it showed
+/// the header alone, and `status` only the exit code).
+#[test]
+fn logs_show_what_a_failed_attempt_wrote_to_standard_error() {
+    let mut project = failed_session("err");
     let logs = project.run(&["logs", "err"]);
     logs.expect(0);
     let out = logs.stdout();
@@ -314,13 +321,7 @@ fn logs_show_what_a_failed_attempt_wrote_to_standard_error() {
 /// never for a session's last one.
 #[test]
 fn follow_shows_the_end_of_an_attempt_once_it_is_over() {
-    let mut project = Project::new();
-    project
-        .env("SAMOCODE_FAKE", "investigation=exit:3")
-        .env("SAMOCODE_MAX_RETRIES", "1");
-    project
-        .run(&["run", "--session", "err", "--dive", "d", "--task", "t"])
-        .expect(1);
+    let project = failed_session("err");
     let mut follower = Follower::start(&project, "err");
     follower.wait_for("-- standard error:");
     follower.wait_for("   fake-agent: failing on purpose");

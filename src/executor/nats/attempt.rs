@@ -41,6 +41,9 @@ pub async fn queued_spec(link: &Link, key: &str) -> std::io::Result<Option<Remot
     link.last(&spec_subject(key)).await
 }
 
+/// How often an attempt no worker has started looks whether NATS still holds its spec.
+const SPEC_LOOK: Duration = Duration::from_secs(5);
+
 /// Starts following (and, unless adopted, publishing) the attempt of `spec`.
 pub fn start(link: Link, spec: AttemptSpec, adoption: Option<Adoption>) -> Launched {
     let key = attempt_key(&spec.session_dir, &spec.attempt_id);
@@ -134,8 +137,16 @@ impl Driver {
         let mut epoch = 0u32;
         let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
         let mut give_up: Option<tokio::time::Instant> = None;
+        // While no worker has started it, whether its spec is still in NATS is looked at now
+        // and then: a server back without its store may not interrupt the events' reading
+        // (the client follows the stream made again without a word).
+        let mut look_for_spec = tokio::time::Instant::now() + SPEC_LOOK;
         loop {
             tokio::select! {
+                () = tokio::time::sleep_until(look_for_spec), if epoch == 0 && give_up.is_none() => {
+                    self.queue_again_if_lost(&remote).await;
+                    look_for_spec = tokio::time::Instant::now() + SPEC_LOOK;
+                }
                 next = async { events.as_mut().expect("guarded").next().await }, if events.is_some() => {
                     let message = match next {
                         Some(Ok(message)) => message,
