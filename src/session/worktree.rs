@@ -181,7 +181,7 @@ pub async fn prepare(
         });
     }
     let _turn = ADDING.lock().await;
-    if has_branch(repo, &branch).await {
+    if has_branch(repo, &branch).await? {
         if claimed != Some(branch.as_str()) {
             return Err(WorktreeError::BranchTaken {
                 branch,
@@ -199,7 +199,7 @@ pub async fn prepare(
     };
     // Named before anything is made: git's own word for it names neither the setting nor
     // the file.
-    if git(
+    if !succeeds(
         repo,
         &[
             "rev-parse",
@@ -208,8 +208,7 @@ pub async fn prepare(
             &format!("{base}^{{commit}}"),
         ],
     )
-    .await
-    .is_err()
+    .await?
     {
         return Err(WorktreeError::NoSuchBase {
             base,
@@ -248,7 +247,7 @@ pub async fn restore(project: &Project, tree: &Worktree) -> Result<bool, Worktre
     let repo = &project.main_repo;
     checkout(repo).await?;
     let _turn = ADDING.lock().await;
-    if !has_branch(repo, &tree.branch).await {
+    if !has_branch(repo, &tree.branch).await? {
         return Err(WorktreeError::Lost {
             path: tree.path.clone(),
             branch: tree.branch.clone(),
@@ -282,11 +281,19 @@ async fn checkout(repo: &Path) -> Result<(), WorktreeError> {
     Ok(())
 }
 
-async fn has_branch(repo: &Path, branch: &str) -> bool {
+async fn has_branch(repo: &Path, branch: &str) -> Result<bool, WorktreeError> {
     let branch_ref = format!("refs/heads/{branch}");
-    git(repo, &["rev-parse", "--verify", "--quiet", &branch_ref])
-        .await
-        .is_ok()
+    succeeds(repo, &["rev-parse", "--verify", "--quiet", &branch_ref]).await
+}
+
+/// Whether a git command that answers a question by its exit code said yes; a git that could
+/// not be started at all is an error, never a "no".
+async fn succeeds(dir: &Path, args: &[&str]) -> Result<bool, WorktreeError> {
+    match git(dir, args).await {
+        Ok(_) => Ok(true),
+        Err(error @ WorktreeError::CannotRun { .. }) => Err(error),
+        Err(_) => Ok(false),
+    }
 }
 
 /// True when `a` and `b` name the same folder, also through links or `..`.
@@ -295,23 +302,26 @@ pub fn same_dir(a: &Path, b: &Path) -> bool {
 }
 
 async fn default_branch(repo: &Path) -> Result<String, WorktreeError> {
-    if let Ok(remote_head) = git(
-        repo,
-        &[
-            "symbolic-ref",
-            "--quiet",
-            "--short",
-            "refs/remotes/origin/HEAD",
-        ],
-    )
-    .await
+    let head = |args: &'static [&'static str]| async move {
+        match git(repo, args).await {
+            Err(error @ WorktreeError::CannotRun { .. }) => Err(error),
+            answer => Ok(answer.ok()),
+        }
+    };
+    if let Some(remote_head) = head(&[
+        "symbolic-ref",
+        "--quiet",
+        "--short",
+        "refs/remotes/origin/HEAD",
+    ])
+    .await?
     {
         return Ok(remote_head);
     }
-    let current = git(repo, &["symbolic-ref", "--quiet", "--short", "HEAD"]).await;
-    let has_commit = git(repo, &["rev-parse", "--verify", "--quiet", "HEAD"])
-        .await
-        .is_ok();
+    let current = head(&["symbolic-ref", "--quiet", "--short", "HEAD"])
+        .await?
+        .ok_or(());
+    let has_commit = succeeds(repo, &["rev-parse", "--verify", "--quiet", "HEAD"]).await?;
     match current {
         Ok(branch) if has_commit => Ok(branch),
         // No symbolic HEAD, and yet a commit: HEAD is detached.

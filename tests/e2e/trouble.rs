@@ -295,3 +295,27 @@ fn a_session_the_daemon_could_not_open_is_shown_broken_and_resumed_once_fixed() 
     });
     assert_ne!(row(&project.status(), "b")["state"], "error");
 }
+
+/// A git that cannot be started is said to be that, with what to check: not a repository
+/// that is not one (with advice to `git init` it), nor a branch or base that is missing.
+#[test]
+fn a_git_that_cannot_start_blocks_the_init_saying_so() {
+    let project = super::fixture::Project::new();
+    let out = project
+        .command(&["run", "--session", "nogit", "--dive", "d", "--task", "t"])
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(11), "{said}");
+    assert!(said.contains("cannot run git"), "{said}");
+    assert!(said.contains("check that git is installed"), "{said}");
+    assert!(
+        !said.contains("git init") && !said.contains("BASE_BRANCH"),
+        "{said}"
+    );
+}
