@@ -472,9 +472,20 @@ fn an_outage_of_nats_mid_attempt_never_runs_two_agents_of_a_session_at_once() {
     // than one is seen at once (to say which, should it happen).
     let mut seen_together = Vec::new();
     let mut look = || {
-        let agents: Vec<String> = workers
+        let marked: Vec<i32> = workers
             .iter()
             .flat_map(|w| agents_under(&w.dir.join("work")))
+            .collect();
+        // An agent's own children (its git, its tools) carry its markers too: only the
+        // processes whose parent is not marked are agents.
+        let parent = |pid: i32| -> Option<i32> {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            stat[stat.rfind(')')? + 2..].split(' ').nth(1)?.parse().ok()
+        };
+        let agents: Vec<String> = marked
+            .iter()
+            .copied()
+            .filter(|pid| parent(*pid).is_none_or(|p| !marked.contains(&p)))
             .filter_map(|pid| {
                 let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
                 let attempt = env
