@@ -144,7 +144,11 @@ impl Driver {
         loop {
             tokio::select! {
                 () = tokio::time::sleep_until(look_for_spec), if epoch == 0 && give_up.is_none() => {
-                    self.queue_again_if_lost(&remote).await;
+                    if self.queue_again_if_lost(&remote).await {
+                        // A stream made anew counts its sequence from 1 again: followed afresh.
+                        (events, read) = (None, 0);
+                        again = tokio::time::Instant::now();
+                    }
                     look_for_spec = tokio::time::Instant::now() + SPEC_LOOK;
                 }
                 next = async { events.as_mut().expect("guarded").next().await }, if events.is_some() => {
@@ -231,8 +235,9 @@ impl Driver {
                     match self.follow(read).await {
                         Ok(followed) => {
                             events = Some(followed);
-                            if epoch == 0 {
-                                self.queue_again_if_lost(&remote).await;
+                            if epoch == 0 && self.queue_again_if_lost(&remote).await {
+                                // A stream made anew counts its sequence from 1 again.
+                                (events, read) = (None, 0);
                             }
                         }
                         Err(error) => {
@@ -271,15 +276,20 @@ impl Driver {
     /// Queues the attempt again when no worker had started it and its spec is gone from
     /// NATS: a server that lost its store lost the queued copy with it. (Within the queue's
     /// dedup window, a copy still queued is not stored twice.)
-    async fn queue_again_if_lost(&self, remote: &RemoteSpec) {
+    /// True when it queued it again.
+    async fn queue_again_if_lost(&self, remote: &RemoteSpec) -> bool {
         if !matches!(queued_spec(&self.link, &self.key).await, Ok(None)) {
-            return;
+            return false;
         }
         match self.queue(remote).await {
             Ok(()) => {
-                tracing::warn!(key = %self.key, "NATS lost the attempt before a worker started it; queued again")
+                tracing::warn!(key = %self.key, "NATS lost the attempt before a worker started it; queued again");
+                true
             }
-            Err(error) => tracing::warn!(key = %self.key, %error, "cannot queue the attempt again"),
+            Err(error) => {
+                tracing::warn!(key = %self.key, %error, "cannot queue the attempt again");
+                false
+            }
         }
     }
 
