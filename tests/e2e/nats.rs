@@ -642,9 +642,8 @@ fn a_worker_stopped_with_sigterm_gives_its_attempt_back() {
 #[test]
 fn a_nats_server_that_lost_its_store_is_set_up_again() {
     let mut nats = NatsServer::start();
-    let project = nats_project();
-    let mut project = project;
-    project.env("SAMOCODE_MAX_RETRIES", "1");
+    let mut project = nats_project();
+    project.env("SAMOCODE_MAX_RETRIES", "3");
     let _daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
     // No worker yet: the first session's attempt waits in the queue the server will lose.
     project
@@ -654,13 +653,16 @@ fn a_nats_server_that_lost_its_store_is_set_up_again() {
     wait_for(Duration::from_secs(30), "the attempt in flight", || {
         queued.path("_state.json").exists() && !queued.state()["in_flight"].is_null()
     });
+    // (Its spec published: a restart cutting the publish itself fails that attempt, which is
+    // retried, a case of its own.)
+    std::thread::sleep(Duration::from_secs(2));
     nats.restart_empty();
     let workers = [worker(&project, &nats.url, "host-1", Some("host-1"))];
     project
         .run(&["start", "--session", "later", "--dive", "d", "--task", "t"])
         .expect(0);
     let later = project.session("later");
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while ![&queued, &later]
         .iter()
         .all(|s| s.state()["status"]["for"] == "qa_answers")
@@ -674,13 +676,19 @@ fn a_nats_server_that_lost_its_store_is_set_up_again() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let logs = all_logs(&project, &workers);
-    for session in [&queued, &later] {
-        let rows = session.jsonl("_iterations.jsonl");
-        assert!(
-            rows.iter().all(|r| r["outcome"] == "ok"),
-            "{rows:#?}\n{logs}"
-        );
-    }
+    // The session started after the loss runs as any; the one queued before it ran its
+    // attempt once a worker took it again.
+    let rows = later.jsonl("_iterations.jsonl");
+    assert!(
+        rows.iter().all(|r| r["outcome"] == "ok"),
+        "{rows:#?}\n{logs}"
+    );
+    let rows = queued.jsonl("_iterations.jsonl");
+    assert!(
+        rows.iter()
+            .any(|r| r["phase"] == "investigation" && r["outcome"] == "ok"),
+        "{rows:#?}\n{logs}"
+    );
 }
 
 /// An attempt's time limit counts from a worker's start, not from its wait in the queue: an
