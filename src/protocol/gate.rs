@@ -295,9 +295,8 @@ pub fn raise(
 pub fn stop(state: &mut SessionState, now: Timestamp) -> Result<GateEffect, GateError> {
     let waiting_for = match &state.status {
         RunState::Done { .. } => return Err(GateError::Finished(state.name.clone())),
-        RunState::Blocked { reason, .. } | RunState::Failed { reason, .. }
-            if !state.status.stoppable() =>
-        {
+        // Not `stoppable`: said with the reason it waits for.
+        RunState::Blocked { reason, .. } | RunState::Failed { reason, .. } => {
             return Err(GateError::AlreadyHeld {
                 name: state.name.clone(),
                 state: state.status.name(),

@@ -161,6 +161,30 @@ fn agents_under(dir: &Path) -> Vec<i32> {
         .collect()
 }
 
+/// Worker `host-1`, and session `name` started on the daemon: once its agent runs there, the
+/// worker and the agent's pid.
+fn running_on_one_worker(project: &Project, url: &str, name: &str) -> (Worker, i32) {
+    let worker = worker(project, url, "host-1", Some("host-1"));
+    project
+        .run(&["start", "--session", name, "--dive", "d", "--task", "t"])
+        .expect(0);
+    let work = worker.dir.join("work");
+    wait_for(
+        Duration::from_secs(30),
+        "the agent running on host-1",
+        || !agents_under(&work).is_empty(),
+    );
+    let agent = agents_under(&work)[0];
+    (worker, agent)
+}
+
+/// The parent of process `pid`, while it runs.
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command's name, which is in parentheses: state, then parent.
+    stat[stat.rfind(')')? + 2..].split(' ').nth(1)?.parse().ok()
+}
+
 /// Two workers, `host-1` and `host-2`, and the session `name` started on the daemon.
 fn two_workers_and(
     project: &Project,
@@ -341,17 +365,7 @@ fn a_restarted_daemon_adopts_the_attempt_still_running_on_a_worker() {
     let mut project = nats_project();
     project.env("SAMOCODE_FAKE", "investigation=slow:4");
     let daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
-    let worker = worker(&project, &nats.url, "host-1", Some("host-1"));
-    project
-        .run(&["start", "--session", "long", "--dive", "d", "--task", "t"])
-        .expect(0);
-    let work = worker.dir.join("work");
-    wait_for(
-        Duration::from_secs(30),
-        "the agent running on the worker",
-        || !agents_under(&work).is_empty(),
-    );
-    let agent = agents_under(&work)[0];
+    let (_worker, agent) = running_on_one_worker(&project, &nats.url, "long");
     let session = project.session("long");
     let in_flight = session.state()["in_flight"]["started_at"].clone();
     daemon.crash();
@@ -478,14 +492,10 @@ fn an_outage_of_nats_mid_attempt_never_runs_two_agents_of_a_session_at_once() {
             .collect();
         // An agent's own children (its git, its tools) carry its markers too: only the
         // processes whose parent is not marked are agents.
-        let parent = |pid: i32| -> Option<i32> {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            stat[stat.rfind(')')? + 2..].split(' ').nth(1)?.parse().ok()
-        };
         let agents: Vec<String> = marked
             .iter()
             .copied()
-            .filter(|pid| parent(*pid).is_none_or(|p| !marked.contains(&p)))
+            .filter(|pid| parent_of(*pid).is_none_or(|p| !marked.contains(&p)))
             .filter_map(|pid| {
                 let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
                 let attempt = env
@@ -524,19 +534,10 @@ fn a_runner_killed_outright_leaves_no_agent_behind() {
     let mut project = nats_project();
     project.env("SAMOCODE_FAKE", "investigation@1=slow:30");
     let _daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
-    let worker = worker(&project, &nats.url, "host-1", Some("host-1"));
-    project
-        .run(&["start", "--session", "orphan", "--dive", "d", "--task", "t"])
-        .expect(0);
+    let (worker, agent) = running_on_one_worker(&project, &nats.url, "orphan");
     let work = worker.dir.join("work");
-    wait_for(Duration::from_secs(30), "the agent running", || {
-        !agents_under(&work).is_empty()
-    });
-    let agent = agents_under(&work)[0];
     // Its runner: the agent's parent.
-    let stat = std::fs::read_to_string(format!("/proc/{agent}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let runner: u32 = after.split(' ').nth(1).unwrap().parse().unwrap();
+    let runner = parent_of(agent).expect("the agent's parent") as u32;
     let cmdline = std::fs::read(format!("/proc/{runner}/cmdline")).unwrap();
     assert!(
         String::from_utf8_lossy(&cmdline).contains("attempt-run"),
@@ -594,24 +595,7 @@ fn a_worker_stopped_with_sigterm_gives_its_attempt_back() {
         .env("SAMOCODE_FAKE", "investigation=slow:4")
         .env("SAMOCODE_KILL_GRACE", "1s");
     let _daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
-    let mut first = worker(&project, &nats.url, "host-1", Some("host-1"));
-    project
-        .run(&[
-            "start",
-            "--session",
-            "restart",
-            "--dive",
-            "d",
-            "--task",
-            "t",
-        ])
-        .expect(0);
-    let work = first.dir.join("work");
-    wait_for(
-        Duration::from_secs(30),
-        "the agent running on host-1",
-        || !agents_under(&work).is_empty(),
-    );
+    let (mut first, _) = running_on_one_worker(&project, &nats.url, "restart");
     let second = worker(&project, &nats.url, "host-2", Some("host-2"));
     super::fixture::signal(first.child.id(), nix::sys::signal::Signal::SIGTERM);
     let stopped = first.child.wait().unwrap();
