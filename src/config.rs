@@ -806,13 +806,23 @@ fn misspelt_variables(sources: &Sources, problems: &mut Problems) {
         .collect();
     names.sort();
     for name in names {
-        // Measured on what follows the prefix: a letter off in a short name, two in a long
-        // one (`MAX_COSTS`, `KILLGRACE`), never a different word (`SAMOCODE_HOME`).
-        let rest = &name["SAMOCODE_".len()..];
+        // Measured on what follows the prefix, a plural read as its singular (`MAX_RETRY`): a
+        // letter off in a short name, two in a long one (`MAX_COSTS`, `KILLGRACE`), never a
+        // different word (`SAMOCODE_HOME`).
+        let singular = |word: &str| match word.strip_suffix("IES") {
+            Some(stem) => format!("{stem}Y"),
+            None => word.strip_suffix('S').unwrap_or(word).to_string(),
+        };
+        let rest = singular(&name["SAMOCODE_".len()..]);
         let limit = if rest.len() >= 8 { 2 } else { 1 };
         let near = known
             .iter()
-            .map(|k| (values::distance(rest, &k["SAMOCODE_".len()..]), *k))
+            .map(|k| {
+                (
+                    values::distance(&rest, &singular(&k["SAMOCODE_".len()..])),
+                    *k,
+                )
+            })
             .filter(|(d, _)| *d <= limit)
             .min_by_key(|(d, _)| *d);
         if let Some((_, setting)) = near {

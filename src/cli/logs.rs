@@ -90,7 +90,7 @@ pub async fn logs(args: LogsArgs, config: &Config) -> Result<u8, CliError> {
     let shown = tokio::task::spawn_blocking(move || {
         let mut out = Printer::new(io::stdout());
         if args.follow {
-            follow(&folder, &mut out, true)
+            follow(&folder, &mut out)
         } else {
             newest(&folder, &mut out)
         }
@@ -151,23 +151,17 @@ enum Wake {
 /// once it is over: when a newer attempt's log appears, or when the session's state no longer
 /// records it as in flight (it ended at a gate, blocked, failed or finished). `_logs` is
 /// watched again when it is made anew, and a log cut shorter than what was read is read again
-/// from its start. With `reader`, the end of standard output's reader (`| head`) is noticed
-/// while nothing is written too.
-fn follow<W: Write>(
-    folder: &SessionFolder,
-    out: &mut Printer<W>,
-    reader: bool,
-) -> Result<(), LogsError> {
+/// from its start. The end of standard output's reader (`| head`) is noticed while nothing is
+/// written too.
+fn follow<W: Write>(folder: &SessionFolder, out: &mut Printer<W>) -> Result<(), LogsError> {
     let logs_dir = folder.path(LOGS);
     let (sender, events) = mpsc::channel();
-    if reader {
-        let gone = sender.clone();
-        std::thread::spawn(move || {
-            if wait_for_reader_to_go() {
-                let _ = gone.send(Wake::ReaderGone);
-            }
-        });
-    }
+    let gone = sender.clone();
+    std::thread::spawn(move || {
+        if wait_for_reader_to_go() {
+            let _ = gone.send(Wake::ReaderGone);
+        }
+    });
     let mut watcher = notify::recommended_watcher(move |event| {
         // The receiver lives as long as the loop below; a failed send only happens on the way out.
         let _ = sender.send(Wake::Files(event));

@@ -123,6 +123,25 @@ pub fn visible_bytes(bytes: &[u8], colour: bool) -> Cow<'_, [u8]> {
     Cow::Owned(shown)
 }
 
+/// `value` as pretty JSON whose text is safe on a terminal: serde_json escapes C0 inside
+/// strings but leaves DEL and C1 raw, so those are escaped too (`\u007f`, `\u009b`). The data
+/// stays exactly what it was, for the programs that read it; outside strings JSON holds no
+/// such character.
+pub fn json(value: &impl serde::Serialize) -> String {
+    let text = serde_json::to_string_pretty(value).expect("values serialize");
+    if !text.contains(|c: char| matches!(c, '\u{7f}'..='\u{9f}')) {
+        return text;
+    }
+    let mut escaped = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '\u{7f}'..='\u{9f}' => escaped.push_str(&format!("\\u{:04x}", c as u32)),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
 /// The length of the log's colour code (`ESC [`, parameters separated by `;`, `m`) that
 /// `bytes` begins with.
 fn colour_code(bytes: &[u8]) -> Option<usize> {
@@ -175,6 +194,19 @@ fn write(print: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_keeps_every_character_and_shows_none_to_the_terminal() {
+        let hostile = "FAILED\u{1b}[2K\r\u{7f}\u{85}\u{9b}2J Ä ☃";
+        let text = json(&serde_json::json!({ "reason": hostile }));
+        assert!(
+            !text.contains(|c: char| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back["reason"], hostile);
+        assert_eq!(visible(&text), text);
+    }
 
     #[test]
     fn control_characters_reach_the_terminal_as_text() {

@@ -399,10 +399,7 @@ pub async fn status(args: StatusArgs, config: &Config) -> Result<u8, CliError> {
         rows.push(row);
     }
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&rows).expect("rows serialize")
-        );
+        println!("{}", super::output::json(&rows));
     } else {
         print!("{}", table(&rows, jiff::Timestamp::now()));
         if let Some(line) = fleet.as_ref().and_then(crate::control::FleetFigures::line) {
@@ -550,7 +547,7 @@ fn show_one(
             value["cost_by_phase_error"] = error.as_str().into();
         }
         value["state_file"] = serde_json::to_value(&state).expect("state serializes");
-        println!("{}", serde_json::to_string_pretty(&value).expect("json"));
+        println!("{}", super::output::json(&value));
         return Ok(exit::DONE);
     }
     println!("session:     {}", row.name);

@@ -181,8 +181,9 @@ fn prices_from_toml(table: &toml::Table, problems: &mut Problems) -> Prices {
         let mut input = None;
         let mut output = None;
         let mut cached_input = None;
-        // A misspelt key is said as such; the table is not also said to lack that price.
-        let mut misspelt = false;
+        // A misspelt key is said as such, with the key it was meant to be; the table is not
+        // also said to lack that one price, but still any other it lacks.
+        let mut meant = Vec::new();
         for (field, value) in fields {
             let key = format!("{key}.{field}");
             let amount = match value {
@@ -197,14 +198,15 @@ fn prices_from_toml(table: &toml::Table, problems: &mut Problems) -> Prices {
                 "cached_input" => &mut cached_input,
                 _ => {
                     const KEYS: [&str; 3] = ["input", "output", "cached_input"];
+                    let nearest = super::values::nearest(field, KEYS);
+                    meant.extend(nearest);
                     unknown.push(ConfigError::UnknownKey {
                         place: format!("config.toml [prices.{model}]"),
                         key: field.clone(),
-                        suggestion: super::values::nearest(field, KEYS)
+                        suggestion: nearest
                             .map(str::to_string)
                             .or_else(|| Some("input, output or cached_input".into())),
                     });
-                    misspelt = true;
                     continue;
                 }
             };
@@ -224,7 +226,9 @@ fn prices_from_toml(table: &toml::Table, problems: &mut Problems) -> Prices {
                     },
                 );
             }
-            _ if misspelt => {}
+            _ if [("input", input), ("output", output)]
+                .iter()
+                .all(|(name, price)| price.is_some() || meant.contains(name)) => {}
             _ => bad(
                 key,
                 &toml::Value::Table(fields.clone()),

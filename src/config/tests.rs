@@ -640,7 +640,7 @@ fn a_misspelt_price_key_is_named_with_the_nearest_one() {
     )
     .unwrap();
     let text = error_text(dir.path(), &[], &Flags::default());
-    assert!(text.contains("2 problems"), "{text}");
+    assert!(text.contains("3 problems"), "{text}");
     assert!(
         text.contains("config.toml [prices.third]: unknown setting \"inptu\"; did you mean input?"),
         "{text}"
@@ -649,7 +649,18 @@ fn a_misspelt_price_key_is_named_with_the_nearest_one() {
         text.contains("unknown setting \"price\"; did you mean input, output or cached_input?"),
         "{text}"
     );
-    assert!(!text.contains("both input and output"), "{text}");
+    // "price" was not meant as input: the table lacks its input price, and is told so.
+    assert_eq!(text.matches("both input and output").count(), 1, "{text}");
+    assert!(text.contains("prices.fourth"), "{text}");
+    // A misspelt input where the output is missing too: both are said.
+    std::fs::write(
+        dir.path().join("home/.config/samocode/config.toml"),
+        "[prices.fifth]\ninptu = 1\n",
+    )
+    .unwrap();
+    let text = error_text(dir.path(), &[], &Flags::default());
+    assert!(text.contains("did you mean input?"), "{text}");
+    assert!(text.contains("both input and output"), "{text}");
 }
 
 #[test]
@@ -720,6 +731,7 @@ fn a_misspelt_setting_in_the_environment_is_named_with_the_setting_it_misses() {
         &[
             ("SAMOCODE_MAX_COSTS", "1"),
             ("SAMOCODE_KILLGRACE", "5s"),
+            ("SAMOCODE_MAX_RETRY", "5"),
             // Not near any setting: samocode's own markers, a test agent's, or someone else's.
             ("SAMOCODE_SESSION", "x"),
             ("SAMOCODE_FAKE_STEPS", "2"),
@@ -740,7 +752,11 @@ fn a_misspelt_setting_in_the_environment_is_named_with_the_setting_it_misses() {
         error.contains("\"SAMOCODE_KILLGRACE\"; did you mean SAMOCODE_KILL_GRACE (or unset"),
         "{error}"
     );
-    assert!(error.starts_with("2 problems"), "{error}");
+    assert!(
+        error.contains("\"SAMOCODE_MAX_RETRY\"; did you mean SAMOCODE_MAX_RETRIES (or unset"),
+        "{error}"
+    );
+    assert!(error.starts_with("3 problems"), "{error}");
 }
 
 #[test]

@@ -526,4 +526,23 @@ fn escape_sequences_an_agent_wrote_are_shown_not_obeyed_by_the_terminal() {
         );
         assert!(!raw(&status.stdout()), "{:?}", status.stdout());
     }
+    // JSON is for programs: it carries the reason exactly as the agent wrote it, and the
+    // controls JSON leaves raw (DEL, C1) are escaped there, so that it is safe on a terminal too.
+    let with_del = format!("{trick}\u{7f}");
+    let reason = format!(
+        r#"investigation=signal:{{"status":"blocked","phase":"investigation","reason":{}}}"#,
+        serde_json::to_string(&with_del).unwrap()
+    );
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", &reason);
+    new_session(&project, "json").expect(11);
+    for args in [&["status", "--json"][..], &["status", "json", "--json"]] {
+        let status = project.run(args);
+        status.expect(0);
+        let out = status.stdout();
+        assert!(!raw(&out) && !out.contains('\u{7f}'), "{out:?}");
+        let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let row = if value.is_array() { &value[0] } else { &value };
+        assert_eq!(row["blocked_reason"], with_del.as_str(), "{out}");
+    }
 }
