@@ -347,6 +347,7 @@ pub fn configure(cli: &Cli, sources: &Sources) -> Result<Config, CliError> {
     }
     if matches!(cli.command, Command::Demo(_) | Command::FakeAgent { .. }) {
         flags.require_project = false;
+        flags.no_project = true;
         flags.config = None;
     }
     if matches!(cli.command, Command::FakeAgent { .. }) {
@@ -370,7 +371,11 @@ pub fn configure(cli: &Cli, sources: &Sources) -> Result<Config, CliError> {
 /// keeps a rotating log file in its state directory.
 pub fn logging(cli: &Cli, config: &Config) -> telemetry::Logging {
     telemetry::Logging {
-        quiet: needs(&cli.command).1,
+        // The demo's table on a terminal is redrawn in place: lines logged beside it would be
+        // drawn over (its sessions' files tell the whole story).
+        quiet: needs(&cli.command).1
+            || (matches!(cli.command, Command::Demo(_))
+                && std::io::IsTerminal::is_terminal(&std::io::stdout())),
         // Only into a state directory that is safe to use; the daemon reports one that is not.
         // Nor for a daemon whose dashboard settings it refuses before making anything.
         file: (matches!(cli.command, Command::Supervise(_))

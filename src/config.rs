@@ -290,6 +290,9 @@ pub struct Flags {
     pub budget: BudgetFlags,
     /// The command cannot work without a project file.
     pub require_project: bool,
+    /// The command works on no project of the person's (the demo, the scripted agent): none
+    /// is looked for, so that a `.samocode` above the folder it runs in is not read.
+    pub no_project: bool,
 }
 
 /// The world a configuration is read from, injected so tests need not touch the process.
@@ -460,6 +463,7 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
     let global = file::read(sources, &mut problems);
     let project = match &flags.config {
         Some(path) => project::read(&absolute(&sources.cwd, path), sources, &mut problems),
+        None if flags.no_project => None,
         None => match find_project_file(&sources.cwd) {
             Some(path) => project::read(&path, sources, &mut problems),
             None if flags.require_project => {

@@ -58,12 +58,16 @@ pub async fn demo(
 ) -> Result<u8, CliError> {
     let started = Instant::now();
     let root = match args.dir {
-        Some(dir) => dir,
+        // Made absolute: git runs in the repository, where a relative path means another place.
+        Some(dir) => std::path::absolute(&dir)
+            .map_err(|e| CliError::usage(anyhow::anyhow!("--dir {}: {e}", dir.display())))?,
         None => std::env::temp_dir().join(format!(
-            "samocode-demo-{}",
-            jiff::Zoned::now().strftime("%y%m%d-%H%M%S")
+            "samocode-demo-{}-{}",
+            jiff::Zoned::now().strftime("%y%m%d-%H%M%S"),
+            std::process::id()
         )),
     };
+    refuse_taken(&root)?;
     let project = scaffold(&root).map_err(|e| {
         CliError::failure(anyhow::anyhow!(
             "cannot set up the demo project in {}: {e}",
@@ -320,6 +324,30 @@ async fn watch(supervisor: &ActorRef<SupervisorMsg>, dirs: &[PathBuf]) -> anyhow
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The demo writes its own project (`.samocode`, a repository, sessions): only into a folder
+/// that is new or empty, never over a person's work or an earlier demo.
+fn refuse_taken(root: &Path) -> Result<(), CliError> {
+    let holds = match std::fs::read_dir(root) {
+        Ok(mut entries) => entries.next().is_some(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => true,
+        Err(e) => {
+            return Err(CliError::usage(anyhow::anyhow!(
+                "cannot read --dir {}: {e}",
+                root.display()
+            )));
+        }
+    };
+    if holds {
+        return Err(CliError::usage(anyhow::anyhow!(
+            "{} is not empty: the demo makes a project of its own there (a repository, \
+             .samocode, sessions); give --dir a new or empty folder",
+            root.display()
+        )));
+    }
+    Ok(())
 }
 
 /// A git repository with one commit, WORKTREES and SESSIONS, `.samocode`, and `bin/claude`

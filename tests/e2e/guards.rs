@@ -502,12 +502,17 @@ fn dry_run_prints_the_configuration_and_the_agent_command_and_writes_nothing() {
     assert_eq!(std::fs::read_dir(&project.sessions).unwrap().count(), 0);
 }
 
+/// The demo needs no project of the person's: run inside a workspace whose `.samocode` is
+/// unfinished, with a `--dir` relative to where it runs, it makes its own and runs it to done.
 #[test]
 fn the_demo_runs_three_sessions_on_the_daemon_to_done_and_says_where_things_are() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("demo");
+    let dir_path = dir.path().canonicalize().unwrap();
+    std::fs::write(dir_path.join(".samocode"), "MAIN_REPO=~/nowhere\n").unwrap();
+    let root = dir_path.join("demo");
     let out = std::process::Command::new(super::fixture::BIN)
-        .args(["demo", "--dir", root.to_str().unwrap()])
+        .args(["demo", "--dir", "demo"])
+        .current_dir(&dir_path)
         .env_remove("SAMOCODE_FAKE")
         .output()
         .unwrap();
@@ -542,6 +547,57 @@ fn the_demo_runs_three_sessions_on_the_daemon_to_done_and_says_where_things_are(
         )),
         "{stdout}"
     );
+    assert!(
+        !root.join("repo/demo").exists(),
+        "a stray folder under the repository"
+    );
+}
+
+/// The demo makes its project in a new or empty folder only: one that holds anything (a
+/// demo's, or the person's own work) is refused before a file is touched.
+#[test]
+fn the_demo_refuses_a_folder_that_is_not_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let mine = dir.path().join("mine");
+    std::fs::create_dir_all(mine.join("repo")).unwrap();
+    std::fs::write(mine.join(".samocode"), "MAIN_REPO=app\n# my notes\n").unwrap();
+    std::fs::write(mine.join("repo/README.md"), "my own readme\n").unwrap();
+    let out = std::process::Command::new(super::fixture::BIN)
+        .args(["demo", "--dir", mine.to_str().unwrap()])
+        .env_remove("SAMOCODE_FAKE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} is not empty", mine.display())) && stderr.contains("--dir"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(mine.join(".samocode")).unwrap(),
+        "MAIN_REPO=app\n# my notes\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(mine.join("repo/README.md")).unwrap(),
+        "my own readme\n"
+    );
+    assert_eq!(std::fs::read_dir(&mine).unwrap().count(), 2);
+}
+
+/// The scripted agent runs in the session's worktree, below the person's `.samocode`: it reads
+/// no project file (it had read README's `~/...` paths without a HOME, and exited 2 at every
+/// attempt).
+#[test]
+fn the_scripted_agent_reads_no_project_file() {
+    let project = Project::new();
+    std::fs::write(
+        project.root.join(".samocode"),
+        "MAIN_REPO=~/../repo\nWORKTREES=~/../worktrees\nSESSIONS=~/../sessions\n",
+    )
+    .unwrap();
+    project
+        .run(&["run", "--session", "tilde", "--dive", "d", "--task", "t"])
+        .expect(10);
 }
 
 #[test]
