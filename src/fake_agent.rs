@@ -25,8 +25,10 @@
 //! holding stdout, then work normally), `escape-threads` (the same, a grandchild whose main
 //! thread has exited while its other threads run: a zombie leader, whose `/proc/PID/environ`
 //! cannot be read), `limit-in:S` (a usage limit that resets in S seconds),
-//! `chatty:S` (print a line every 0.3 s for S seconds, then work normally) and `say:TEXT` (print
-//! TEXT as a message and on standard error, then work normally).
+//! `chatty:S` (print a line every 0.3 s for S seconds, then work normally), `say:TEXT` (print
+//! TEXT as a message and on standard error, then work normally) and `stderr-child` (work
+//! normally, then leave a child holding only standard error, close stdout, and exit 0 after
+//! 0.3 s).
 //! `SAMOCODE_FAKE_CHAOS=P[:SEED]` gives an iteration one of those faults with probability P
 //! (see `chaos`). `SAMOCODE_FAKE_PIDS` names a file where it appends the pids of the processes
 //! it leaves behind; `SAMOCODE_FAKE_STEPS` is the number of implementation steps (3).
@@ -251,6 +253,30 @@ impl Run {
                 let _ = out.flush();
             }
             "grandchild" => leave_behind(pids.as_deref()),
+            "stderr-child" => {
+                let code = match self.work(false) {
+                    Ok(signal) => self.signal_text(&signal.to_string()),
+                    Err(error) => {
+                        eprintln!("fake-agent: {error}");
+                        return 1;
+                    }
+                };
+                // A child in the agent's group with only standard error inherited; stdout is
+                // closed before the exit, so the worker sees it closed first.
+                if let Ok(child) = Command::new("sleep")
+                    .arg("3600")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .spawn()
+                {
+                    note_pid(pids.as_deref(), child.id());
+                    std::mem::forget(child);
+                }
+                let _ = std::io::stdout().flush();
+                let _ = nix::unistd::close(1);
+                std::thread::sleep(Duration::from_millis(300));
+                return code;
+            }
             "touch" => self.touch(),
             "limit" | "limit-0" => {
                 let reset: i64 = arg.parse().unwrap_or(0);

@@ -233,10 +233,11 @@ impl Actor for AgentProcess {
                 };
                 let already_stopping = matches!(state.stage, Stage::Stopping { .. });
                 state.stage = Stage::Exited { end, status };
-                // The agent is gone; anything it left in its group would keep stdout open and
-                // outlive the attempt. Ask it to stop, and kill it after the grace period (a
-                // grace already running from a stop keeps its schedule).
-                if state.output_open && !already_stopping {
+                // The agent is gone; anything it left in its group would keep a pipe open
+                // (stdout, or standard error alone) and outlive the attempt. Ask it to stop,
+                // and kill it after the grace period (a grace already running from a stop keeps
+                // its schedule).
+                if (state.output_open || state.errors_open) && !already_stopping {
                     signal(state, Signal::SIGTERM);
                     after(&myself, &mut state.timers, state.spec.kill_grace, || {
                         AgentMsg::GraceOver
@@ -283,7 +284,7 @@ impl Actor for AgentProcess {
                     && let Some(group) = &state.group
                 {
                     group.kill();
-                    if state.output_open {
+                    if state.output_open || state.errors_open {
                         after(&myself, &mut state.timers, PIPE_DRAIN, || {
                             AgentMsg::AbandonPipe
                         });
@@ -291,13 +292,20 @@ impl Actor for AgentProcess {
                 }
             }
             AgentMsg::AbandonPipe => {
-                if matches!(state.stage, Stage::Exited { .. }) && state.output_open {
-                    // Something outside the group, and without our markers, still holds the
+                if matches!(state.stage, Stage::Exited { .. })
+                    && (state.output_open || state.errors_open)
+                {
+                    // Something outside the group, and without our markers, still holds a
                     // pipe: the attempt is over all the same.
-                    tracing::warn!(attempt = %state.spec.attempt_id, "stdout still open after the kill grace; abandoning it");
-                    state.note = Some(
-                        "stdout was still held open after the kill grace by a process outside the agent's group; it was abandoned".into(),
-                    );
+                    let pipe = if state.output_open {
+                        "stdout"
+                    } else {
+                        "standard error"
+                    };
+                    tracing::warn!(attempt = %state.spec.attempt_id, pipe, "a pipe still open after the kill grace; abandoning it");
+                    state.note = Some(format!(
+                        "{pipe} was still held open after the kill grace by a process outside the agent's group; it was abandoned"
+                    ));
                     state.tasks.abort_all();
                     state.output_open = false;
                     state.errors_open = false;

@@ -228,6 +228,44 @@ fn sigterm_or_sighup_to_run_stops_the_agent_and_journals_the_attempt() {
     }
 }
 
+/// An agent that closes its stdout and exits, leaving a child that holds only its standard
+/// error (an MCP server started with it inherited): the attempt ends with the grace, its child
+/// killed, the agent's good end kept. It had waited on the pipe for ever, deaf to its time
+/// limit, `stop` and the worker's own shutdown.
+#[test]
+fn an_agent_whose_child_holds_only_its_standard_error_ends_with_the_grace() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation=stderr-child");
+    let mut run = project
+        .command(&["run", "--session", "err", "--dive", "d", "--task", "t"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut code = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while code.is_none() && std::time::Instant::now() < deadline {
+        code = run.try_wait().unwrap().map(|status| status.code());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if code.is_none() {
+        let _ = run.kill();
+    }
+    let _ = run.wait();
+    let left = project.left_behind();
+    for pid in &left {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert_eq!(code, Some(Some(10)), "run did not reach the questions");
+    assert_eq!(left.len(), 1);
+    let s = project.session("err");
+    let row = &s.jsonl("_iterations.jsonl")[0];
+    assert_eq!(row["outcome"], "ok", "{row}");
+}
+
 #[test]
 fn an_escaped_grandchild_holding_stdout_ends_with_the_grace_and_is_killed() {
     let mut project = Project::new();
