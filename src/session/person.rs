@@ -278,11 +278,22 @@ pub fn apply(
 
 /// Wakes a session waiting for answers when `_qa.md` has been answered by hand; returns true
 /// when it did.
+///
+/// `_qa.md` is read only while the session waits for answers; one a hand edit left unreadable
+/// (not UTF-8, too large) is not answered yet: the session keeps waiting, and its log says why.
 pub fn wake_on_answers(store: &SessionStore, state: &mut SessionState) -> Result<bool, ActError> {
-    let answered = store
-        .read(QA)?
-        .is_some_and(|t| QaDoc::parse(&t).is_answered());
-    if !gate::wakes_on_answers(state, answered) {
+    if !gate::wakes_on_answers(state, true) {
+        return Ok(false);
+    }
+    let answered = match store.read(QA) {
+        Ok(text) => text.is_some_and(|t| QaDoc::parse(&t).is_answered()),
+        Err(error) => {
+            tracing::warn!(session = %store.name(), %error, "the answers in _qa.md cannot be read; still waiting for them");
+            store.log(&format!("still waiting for answers: {error}"));
+            false
+        }
+    };
+    if !answered {
         return Ok(false);
     }
     act(store, state, Some("in _qa.md"), |s| {

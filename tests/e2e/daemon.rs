@@ -178,6 +178,33 @@ fn answers_written_by_hand_wake_a_waiting_session() {
     );
 }
 
+/// A hand edit that leaves `_qa.md` unreadable (a byte that is not UTF-8) keeps the session
+/// waiting, with the reason in its log; the edit made good wakes it. (The session's actor had
+/// failed: the session showed `error`, and a later good edit went unseen.)
+#[test]
+fn answers_written_by_hand_in_a_bad_encoding_keep_the_session_waiting() {
+    let mut project = Project::new();
+    let _daemon = project.daemon(&[]);
+    let s = start_until_questions(&project, "latin");
+    let good = s
+        .read("_qa.md")
+        .replace("Answer:\n", "Answer: typed in an editor\n");
+    let mut bad = good.clone().into_bytes();
+    bad.extend_from_slice(b"caf\xe9\n");
+    std::fs::write(s.path("_qa.md"), bad).unwrap();
+    wait_for(Duration::from_secs(30), "the reason in the log", || {
+        std::fs::read_to_string(s.path("session.log"))
+            .unwrap_or_default()
+            .contains("_qa.md")
+    });
+    let rows = project.status();
+    assert_eq!(rows[0]["state"], "waiting", "{rows:#?}");
+    std::fs::write(s.path("_qa.md"), good).unwrap();
+    wait_for(Duration::from_secs(30), "the session to go on", || {
+        s.state()["status"]["for"] == "plan_approval"
+    });
+}
+
 #[test]
 fn an_approval_whose_notebook_cannot_be_written_leaves_the_session_waiting() {
     let mut project = Project::new();
