@@ -328,6 +328,9 @@ pub enum ConfigError {
         "no .samocode project file in {0} or its parents; create one with MAIN_REPO=, WORKTREES= and SESSIONS= lines, or pass --config PATH"
     )]
     ProjectNotFound(PathBuf),
+    /// `--config` names a folder, or nothing.
+    #[error("--config: {problem}")]
+    ConfigFlag { problem: String },
     /// A file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -407,9 +410,13 @@ pub enum ConfigError {
     },
     /// `keep_env` names variables that never reach an agent.
     #[error(
-        "SAMOCODE_KEEP_ENV (from {origin}) names {names}: samocode's own variables (its settings such as RUST_LOG or CLAUDE_MODEL, TELEGRAM_*, OTEL_*, SAMOCODE_*, git's repository variables) never reach an agent; remove them from it"
+        "{key} (from {origin}) names {names}: samocode's own variables (its settings such as RUST_LOG or CLAUDE_MODEL, TELEGRAM_*, OTEL_*, SAMOCODE_*, git's repository variables) never reach an agent; remove them from it"
     )]
-    OwnKept { names: String, origin: &'static str },
+    OwnKept {
+        key: String,
+        names: String,
+        origin: &'static str,
+    },
     /// Nothing says where the state directory is.
     #[error(
         "no state directory: SAMOCODE_STATE_DIR is not set, and neither is HOME (for the default ~/.local/state/samocode) nor XDG_STATE_HOME; set one of them{}",
@@ -462,7 +469,28 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
     let mut problems = Problems::default();
     let global = file::read(sources, &mut problems);
     let project = match &flags.config {
-        Some(path) => project::read(&absolute(&sources.cwd, path), sources, &mut problems),
+        Some(path) => {
+            let path = absolute(&sources.cwd, path);
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_dir() => {
+                    problems.push(ConfigError::ConfigFlag {
+                        problem: format!(
+                            "{} is a folder; give its project file, {}",
+                            path.display(),
+                            path.join(".samocode").display()
+                        ),
+                    });
+                    None
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    problems.push(ConfigError::ConfigFlag {
+                        problem: format!("{} does not exist", path.display()),
+                    });
+                    None
+                }
+                _ => project::read(&path, sources, &mut problems),
+            }
+        }
         None if flags.no_project => None,
         None => match find_project_file(&sources.cwd) {
             Some(path) => project::read(&path, sources, &mut problems),
@@ -750,11 +778,12 @@ fn env_policy(layers: &mut Layers, global: &file::FileSettings) -> EnvPolicy {
         .map(crate::agent::env::Pattern::text)
         .collect();
     if !own.is_empty() {
-        let origin = match layers.get("SAMOCODE_KEEP_ENV", None) {
-            Some(found) => found.origin,
-            None => "config.toml",
+        let (key, origin) = match layers.get("SAMOCODE_KEEP_ENV", None) {
+            Some(found) if found.origin == "the environment" => (found.key, found.origin),
+            _ => ("keep_env".to_string(), "config.toml"),
         };
         layers.problems.push(ConfigError::OwnKept {
+            key,
             names: own.join(", "),
             origin,
         });

@@ -235,6 +235,14 @@ fn systemd_units_run_the_daemon_with_its_state_secrets_restart_and_hardening() {
         assert!(unit.get("Install", "WantedBy").is_some(), "{file}");
     }
 
+    // A user manager's PATH lacks the user's own bin folders, where the agent CLIs are.
+    let user = Unit::parse(&read(UNITS[0])).unwrap();
+    let path = user.environment().get("PATH").copied().unwrap_or_default();
+    assert!(
+        path.split(':').any(|p| p == "%h/.local/bin") && path.contains("/usr/bin"),
+        "user unit: {path:?}"
+    );
+
     let system = Unit::parse(&read(UNITS[1])).unwrap();
     let service = |key| system.get("Service", key);
     assert_eq!(service("User"), Some("samocode"));

@@ -157,7 +157,7 @@ fn prices_from_toml(table: &toml::Table, problems: &mut Problems) -> Prices {
     let mut bad = |key: String, value: &toml::Value, expected: &'static str| {
         problems.push(ConfigError::BadValue {
             key,
-            value: value.to_string(),
+            value: super::file::shown(value),
             origin: "config.toml",
             expected,
         });
@@ -181,9 +181,9 @@ fn prices_from_toml(table: &toml::Table, problems: &mut Problems) -> Prices {
         let mut input = None;
         let mut output = None;
         let mut cached_input = None;
-        // A misspelt key is said as such, with the key it was meant to be; the table is not
-        // also said to lack that one price, but still any other it lacks.
-        let mut meant = Vec::new();
+        // A misspelt key is said as such, with the key it was meant to be, and a bad price as
+        // that; the table is not also said to lack that one price, but still any other it lacks.
+        let mut said: Vec<&str> = Vec::new();
         for (field, value) in fields {
             let key = format!("{key}.{field}");
             let amount = match value {
@@ -199,7 +199,7 @@ fn prices_from_toml(table: &toml::Table, problems: &mut Problems) -> Prices {
                 _ => {
                     const KEYS: [&str; 3] = ["input", "output", "cached_input"];
                     let nearest = super::values::nearest(field, KEYS);
-                    meant.extend(nearest);
+                    said.extend(nearest);
                     unknown.push(ConfigError::UnknownKey {
                         place: format!("config.toml [prices.{model}]"),
                         key: field.clone(),
@@ -212,7 +212,10 @@ fn prices_from_toml(table: &toml::Table, problems: &mut Problems) -> Prices {
             };
             match amount {
                 Some(amount) => *slot = Some(amount),
-                None => bad(key, value, AMOUNT),
+                None => {
+                    bad(key, value, AMOUNT);
+                    said.push(field.as_str());
+                }
             }
         }
         match (input, output) {
@@ -228,7 +231,7 @@ fn prices_from_toml(table: &toml::Table, problems: &mut Problems) -> Prices {
             }
             _ if [("input", input), ("output", output)]
                 .iter()
-                .all(|(name, price)| price.is_some() || meant.contains(name)) => {}
+                .all(|(name, price)| price.is_some() || said.contains(name)) => {}
             _ => bad(
                 key,
                 &toml::Value::Table(fields.clone()),
@@ -308,7 +311,8 @@ mod tests {
             .map(|e| e.to_string())
             .collect::<Vec<_>>()
             .join("\n");
-        assert!(text.contains("prices.m.input=\"\\\"cheap\\\"\""), "{text}");
+        assert!(text.contains("prices.m.input=\"cheap\""), "{text}");
+        assert!(!text.contains("both input and output"), "{text}");
         assert!(
             text.contains("[prices.m]: unknown setting \"per_call\""),
             "{text}"

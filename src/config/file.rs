@@ -72,7 +72,7 @@ pub(super) fn read(sources: &Sources, problems: &mut Problems) -> FileSettings {
             key: key.clone(),
             value: match secret {
                 true => "<hidden: it holds a secret>".to_string(),
-                false => value.to_string(),
+                false => shown(value),
             },
             origin: "config.toml",
             expected,
@@ -149,4 +149,13 @@ pub(super) fn split_list(text: &str) -> Vec<String> {
         .filter(|e| !e.is_empty())
         .map(str::to_string)
         .collect()
+}
+
+/// A value of `config.toml` as an error shows it: a string as its text (the error quotes it),
+/// anything else as TOML.
+pub(super) fn shown(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
 }

@@ -116,7 +116,7 @@ pub(super) fn from_toml(table: &toml::Table, problems: &mut Problems) -> ModelPr
     let mut bad = |key: String, value: &toml::Value, expected: &'static str| {
         problems.push(ConfigError::BadValue {
             key,
-            value: value.to_string(),
+            value: super::file::shown(value),
             origin: "config.toml",
             expected,
         })

@@ -40,6 +40,8 @@ pub(super) fn read(path: &Path, sources: &Sources, problems: &mut Problems) -> O
         }
     };
     let base = path.parent().unwrap_or(Path::new("/"));
+    // An editor's byte-order mark is not part of the first key.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     // key -> (line number, value)
     let mut values: HashMap<&str, (usize, String)> = HashMap::new();
     for (index, raw) in text.lines().enumerate() {
@@ -48,6 +50,11 @@ pub(super) fn read(path: &Path, sources: &Sources, problems: &mut Problems) -> O
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
+        // Written as a shell file, to be sourced as well: `export KEY=VALUE`.
+        let line = line
+            .strip_prefix("export")
+            .filter(|rest| rest.starts_with([' ', '\t']))
+            .map_or(line, str::trim_start);
         let Some((key, value)) = line.split_once('=') else {
             problems.push(ConfigError::BadLine {
                 path: path.to_path_buf(),

@@ -357,7 +357,7 @@ fn every_problem_is_reported_in_one_run_with_key_value_and_source() {
         ".samocode:8: expected KEY=VALUE, found \"just text\"",
         "config.toml: unknown setting \"max_retrys\"; did you mean max_retries?",
         "config.toml: unknown setting \"unkown_key\"; remove it",
-        "profiles.claude.max.effort=\"\\\"extreme\\\"\" (from config.toml)",
+        "profiles.claude.max.effort=\"extreme\" (from config.toml)",
         "--timeout=\"0\" (from the command line) is not valid: expected a duration from 1s to 7 days",
         "SAMOCODE_MAX_PARALLEL=\"0\" (from the environment) is not valid: expected a whole number from 1 to 1000",
         "SAMOCODE_STALL_TIMEOUT=\"2e19\" (from the environment)",
@@ -814,6 +814,17 @@ fn keeping_one_of_samocodes_own_variables_for_agents_is_refused() {
         &[("SAMOCODE_KEEP_ENV", "BUILD_FLAVOUR,MYCORP_*")],
     );
     assert!(resolve(&Flags::default(), &fine).is_ok());
+    // From config.toml, the key is named as it is written there.
+    std::fs::write(
+        dir.path().join("home/.config/samocode/config.toml"),
+        "keep_env = [\"RUST_LOG\"]\n",
+    )
+    .unwrap();
+    let error = refused(&sources(dir.path(), &[]));
+    assert!(
+        error.contains("keep_env (from config.toml) names RUST_LOG:"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -831,4 +842,44 @@ fn an_environment_name_used_as_a_config_toml_key_is_pointed_to_the_key() {
 /// The message of a configuration `resolve` refuses.
 fn refused(sources: &Sources) -> String {
     resolve(&Flags::default(), sources).unwrap_err().to_string()
+}
+
+/// A project file saved by an editor with a byte-order mark, or written as a shell file with
+/// `export`, reads as meant.
+#[test]
+fn a_project_file_with_a_byte_order_mark_or_export_reads_as_meant() {
+    let dir = project_dir();
+    std::fs::write(
+        dir.path().join(".samocode"),
+        "\u{feff}MAIN_REPO=repo\r\nexport WORKTREES=wt\r\nSESSIONS=sessions\r\n",
+    )
+    .unwrap();
+    let config = resolve(&Flags::default(), &sources(dir.path(), &[])).unwrap();
+    let project = config.project.unwrap();
+    assert!(project.main_repo.ends_with("repo"), "{project:?}");
+    assert!(project.worktrees.ends_with("wt"), "{project:?}");
+}
+
+/// `--config` naming a folder, or nothing, is said in those words, with what to give instead.
+#[test]
+fn config_naming_a_folder_or_nothing_says_so() {
+    let dir = project_dir();
+    let flags = |path: &str| Flags {
+        config: Some(PathBuf::from(path)),
+        ..Flags::default()
+    };
+    let text = error_text(dir.path(), &[], &flags("repo"));
+    assert!(
+        text.contains("--config")
+            && text.contains("is a folder")
+            && text.contains("repo/.samocode"),
+        "{text}"
+    );
+    assert!(!text.contains("replace it"), "{text}");
+    let text = error_text(dir.path(), &[], &flags("nope"));
+    assert!(
+        text.contains("--config") && text.contains("nope") && text.contains("does not exist"),
+        "{text}"
+    );
+    assert!(!text.contains("entity not found"), "{text}");
 }

@@ -35,8 +35,8 @@ pub enum QaError {
     #[error("_qa.md has no questions (expected \"## Q1: ...\" headings)")]
     NoQuestions,
     /// `--q N` names a question that is not in the file.
-    #[error("_qa.md has no question Q{0}; run `samocode status SESSION` to see the open questions")]
-    UnknownQuestion(u32),
+    #[error("_qa.md has no question Q{number}; it asks {asked}")]
+    UnknownQuestion { number: u32, asked: String },
     /// One command gave a question two answers (more `--q N` than questions numbered N).
     #[error(
         "Q{0} is given more than one answer; give each question one answer (--q {0} TEXT once)"
@@ -153,7 +153,15 @@ pub fn fill(text: &str, answers: &[(u32, String)]) -> Result<String, QaError> {
     for (number, _) in answers {
         let index = doc
             .target(*number, &taken)
-            .ok_or(QaError::UnknownQuestion(*number))?;
+            .ok_or_else(|| QaError::UnknownQuestion {
+                number: *number,
+                asked: doc
+                    .questions
+                    .iter()
+                    .map(|q| format!("Q{}", q.number))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
         if taken.contains(&index) {
             return Err(QaError::AnsweredTwice(*number));
         }
@@ -287,7 +295,10 @@ mod tests {
     fn errors_name_the_question() {
         assert_eq!(
             fill(SAMPLE, &[(9, "x".into())]),
-            Err(QaError::UnknownQuestion(9))
+            Err(QaError::UnknownQuestion {
+                number: 9,
+                asked: "Q1, Q2, Q3".into()
+            })
         );
         assert_eq!(
             fill(SAMPLE, &[(1, "  ".into())]),

@@ -27,7 +27,7 @@ pub enum ActError {
     /// `answer` that would change answers a session past its questions has used (or change
     /// nothing at all).
     #[error(
-        "session {session} is not waiting for answers ({state}) and its questions were answered already: those answers are used; to change course, send a note with `samocode tell {session} TEXT`"
+        "session {session} is not waiting for answers ({state}) and its questions were answered already: an answer given is not rewritten, since the session goes on from it; to change course, send a note with `samocode tell {session} TEXT` (its next iteration reads it)"
     )]
     Used { session: String, state: String },
 }
