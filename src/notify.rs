@@ -98,6 +98,8 @@ pub struct NotifierArgs {
     pub outbox: Option<PathBuf>,
     /// Also send what `samocode run`s left in their outboxes beside it (the daemon does).
     pub adopt: bool,
+    /// `outbox-full`: every write of the outbox fails half way, as on a full disk (tests).
+    pub failpoints: Vec<String>,
 }
 
 pub struct NotifierActor;
@@ -182,6 +184,9 @@ impl Actor for NotifierActor {
                         "notices from before a restart are sent now"
                     );
                 }
+                if args.failpoints.iter().any(|f| f == "outbox-full") {
+                    outbox.fail_writes();
+                }
                 (Some(outbox), replay)
             }
             _ => (None, Replay::default()),
@@ -210,8 +215,12 @@ impl Actor for NotifierActor {
                 log(&event);
                 for entry in state.entries_for(&event) {
                     if let Some(outbox) = &mut state.outbox {
-                        // Durable before it is sent: a crash from here on replays it.
-                        outbox.append(&entry)?;
+                        // Durable before it is sent: a crash from here on replays it. An outbox
+                        // that cannot take it (a full disk) does not lose it: it waits in memory,
+                        // and only a crash before it is sent loses it.
+                        if let Err(error) = outbox.append(&entry) {
+                            tracing::warn!(%error, "the outbox cannot be written; the notice waits in memory until it is sent");
+                        }
                     }
                     state.queue.pending.push_back(entry);
                 }
@@ -311,10 +320,17 @@ impl NotifierState {
                 == Some(true)
     }
 
+    /// Records in the outbox what became of a notice. One that cannot be recorded (a full
+    /// disk) is logged: after a crash its notice would be sent again, which is better than a
+    /// notifier that stops.
     fn record(&mut self, entry: Entry) -> Result<(), ActorProcessingErr> {
         if let Some(outbox) = &mut self.outbox {
-            outbox.append(&entry)?;
-            outbox.compact_if_large(&self.queue)?;
+            let recorded = outbox
+                .append(&entry)
+                .and_then(|()| outbox.compact_if_large(&self.queue));
+            if let Err(error) = recorded {
+                tracing::warn!(%error, "the outbox cannot be written; what was sent is not recorded");
+            }
         }
         Ok(())
     }

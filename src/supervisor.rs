@@ -436,6 +436,7 @@ impl SupervisorActor {
                 sink: self.sink.clone(),
                 outbox: self.outbox.clone(),
                 adopt: self.keep_parked,
+                failpoints: self.failpoints.clone(),
             },
             myself.get_cell(),
         )

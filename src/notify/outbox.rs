@@ -69,6 +69,11 @@ pub struct Outbox {
     path: PathBuf,
     file: File,
     lines: usize,
+    /// The file's length after the last whole line: a write that fails half way is cut back
+    /// to it, so that the next line is not glued to a torn one.
+    len: u64,
+    /// The `outbox-full` failpoint: every write fails half way, as on a full disk.
+    full: bool,
     /// Held (flock) for as long as this notifier owns the outbox: another process can tell
     /// whether an outbox is orphaned.
     _lock: File,
@@ -89,6 +94,8 @@ impl Outbox {
             path: path.to_path_buf(),
             file,
             lines: entries.len(),
+            len: 0,
+            full: false,
             _lock: lock,
         };
         outbox.compact(&replay)?;
@@ -99,11 +106,27 @@ impl Outbox {
     pub fn append(&mut self, entry: &Entry) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(entry).expect("outbox entries serialize");
         line.push(b'\n');
-        // One write per line, so a crash leaves whole lines.
-        self.file.write_all(&line)?;
-        self.file.sync_data()?;
+        // One write per line, so a crash leaves whole lines; a write that failed part way (a
+        // full disk) is cut back, so that the next line starts on its own.
+        let written = if self.full {
+            self.file
+                .write_all(&line[..line.len() / 2])
+                .and_then(|()| Err(std::io::Error::from_raw_os_error(nix::libc::ENOSPC)))
+        } else {
+            self.file.write_all(&line)
+        };
+        if let Err(error) = written {
+            let _ = self.file.set_len(self.len);
+            return Err(error);
+        }
+        self.len += line.len() as u64;
         self.lines += 1;
-        Ok(())
+        self.file.sync_data()
+    }
+
+    /// The `outbox-full` failpoint: from now on every write fails half way.
+    pub fn fail_writes(&mut self) {
+        self.full = true;
     }
 
     /// Rewrites the file with only what still matters, once it has grown past its limit.
@@ -144,6 +167,7 @@ impl Outbox {
         crate::session::store::write_atomic(&self.path, &text).map_err(std::io::Error::other)?;
         self.file = OpenOptions::new().append(true).open(&self.path)?;
         self.lines = kept.len();
+        self.len = text.len() as u64;
         Ok(())
     }
 }
@@ -163,15 +187,16 @@ fn lock(path: &Path) -> std::io::Result<File> {
 }
 
 fn read(path: &Path) -> std::io::Result<Vec<Entry>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e),
     };
-    Ok(text
-        .lines()
-        // A line cut short by a crash mid-write is skipped: its notice was never sent.
-        .filter_map(|line| serde_json::from_str(line).ok())
+    Ok(bytes
+        .split(|b| *b == b'\n')
+        // A line cut short by a crash mid-write (even inside a character) is skipped: its
+        // notice was never sent.
+        .filter_map(|line| serde_json::from_slice(line).ok())
         .collect())
 }
 

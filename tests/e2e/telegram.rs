@@ -111,6 +111,40 @@ fn every_notice_arrives_once_and_in_order_through_failures_and_a_crash() {
     assert!(!log.contains("never-in-a-log"), "the token reached the log");
 }
 
+/// A state directory that cannot take the outbox's lines (a full disk: each write fails half
+/// way) loses no notice and stops no daemon: notices wait in memory and are sent, and the
+/// outbox keeps only whole lines. (The notifier had failed at each notice, losing it, and the
+/// fifth failure in ten minutes stopped the daemon.)
+#[test]
+fn notices_are_sent_when_the_outbox_cannot_be_written() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    project.env("SAMOCODE_FAILPOINTS", "outbox-full");
+    let daemon = project.daemon(&[]);
+    let names = ["fa", "fb"];
+    for name in names {
+        start(&project, name);
+    }
+    project.drive_to_done(names.len(), Duration::from_secs(120));
+    wait_for(Duration::from_secs(30), "every notice", || {
+        ["has questions", "waits for approval", "is done"]
+            .iter()
+            .all(|kind| api.sent(kind).len() == names.len())
+    });
+    let outbox = project.state_dir().join("outbox");
+    for entry in std::fs::read_dir(&outbox).unwrap() {
+        let text = std::fs::read(entry.unwrap().path()).unwrap();
+        for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            assert!(
+                serde_json::from_slice::<Value>(line).is_ok(),
+                "a torn line: {}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+    assert_eq!(daemon.terminate(), Some(0), "the daemon ran on");
+}
+
 #[test]
 fn a_pressed_button_closes_its_message_and_says_who_pressed_it() {
     let api = FakeApi::start(-100);
