@@ -264,7 +264,9 @@ impl LogTail {
     }
 
     /// Reads the complete lines of `path` from byte `from` (or, without it, from near the end),
-    /// as readable entries, keeping at most [`LOG_ENTRIES`].
+    /// as readable entries, keeping at most [`LOG_ENTRIES`]. Never more than [`LOG_TAIL`] bytes
+    /// are read: from further back than that (a log the page has not seen, or one that grew by
+    /// hundreds of megabytes), only its last [`LOG_TAIL`] bytes are, from a line's start.
     pub fn read(path: &Path, from: Option<u64>) -> LogTail {
         let mut tail = LogTail {
             path: Some(path.to_path_buf()),
@@ -275,25 +277,42 @@ impl LogTail {
             return tail;
         };
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let start = from.unwrap_or(len.saturating_sub(LOG_TAIL)).min(len);
-        // From the middle of a file, the first line is partial: it is skipped.
-        let skip_first = from.is_none() && start > 0;
-        if file.seek(SeekFrom::Start(start)).is_err() {
+        let wanted = from.unwrap_or(0).min(len);
+        let start = wanted.max(len.saturating_sub(LOG_TAIL));
+        // Jumped into the middle of the file: its first line there is partial and skipped.
+        // Read from the byte before, so that a line that begins right at `start` is kept.
+        let jumped = start > wanted;
+        let base = if jumped { start - 1 } else { start };
+        if file.seek(SeekFrom::Start(base)).is_err() {
             return tail;
         }
         let mut bytes = Vec::new();
-        let _ = file.take(len - start).read_to_end(&mut bytes);
-        let Some(last_newline) = bytes.iter().rposition(|b| *b == b'\n') else {
-            tail.end = start;
+        let _ = file.take(len - base).read_to_end(&mut bytes);
+        let first = if jumped {
+            match bytes.iter().position(|b| *b == b'\n') {
+                Some(newline) => newline + 1,
+                None => {
+                    tail.end = start;
+                    return tail;
+                }
+            }
+        } else {
+            0
+        };
+        let Some(last_newline) = bytes
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .filter(|n| *n >= first)
+        else {
+            tail.end = base + first as u64;
             return tail;
         };
-        tail.end = start + last_newline as u64 + 1;
-        let text = String::from_utf8_lossy(&bytes[..=last_newline]);
-        let mut lines = text.lines();
-        if skip_first {
-            lines.next();
-        }
-        tail.entries = lines.filter_map(|line| readable(line.trim())).collect();
+        tail.end = base + last_newline as u64 + 1;
+        let text = String::from_utf8_lossy(&bytes[first..=last_newline]);
+        tail.entries = text
+            .lines()
+            .filter_map(|line| readable(line.trim()))
+            .collect();
         if tail.entries.len() > LOG_ENTRIES {
             tail.entries.drain(..tail.entries.len() - LOG_ENTRIES);
         }
@@ -304,6 +323,66 @@ impl LogTail {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A page's log is read from at most [`LOG_TAIL`] bytes back, whatever it asks for: a log
+    /// of hundreds of megabytes (an agent's flood) never comes into the daemon's memory whole.
+    #[test]
+    fn a_log_is_read_from_its_tail_however_far_back_the_page_asks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        let line = |n: usize| format!("line {n:07} {}\n", "x".repeat(100));
+        let lines = (LOG_TAIL as usize / line(0).len()) * 3;
+        let text: String = (0..lines).map(line).collect();
+        std::fs::write(&path, &text).unwrap();
+        let len = text.len() as u64;
+        for from in [Some(0), Some(10), None] {
+            let tail = LogTail::read(&path, from);
+            assert_eq!(tail.end, len, "{from:?}");
+            assert_eq!(tail.entries.len(), LOG_ENTRIES, "{from:?}");
+            assert!(
+                tail.entries
+                    .last()
+                    .unwrap()
+                    .starts_with(&format!("line {:07}", lines - 1))
+            );
+            // Whole lines only: the partial one where the window begins is not shown.
+            assert!(
+                tail.entries.iter().all(|e| e.len() == line(0).len() - 1),
+                "{from:?}"
+            );
+        }
+        // Grown by more than the window since the page's last read: the tail, again whole lines.
+        let more: String = (lines..lines * 2).map(line).collect();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut file, more.as_bytes()).unwrap();
+        let tail = LogTail::read(&path, Some(len));
+        assert_eq!(tail.end, len + more.len() as u64);
+        assert!(tail.entries.iter().all(|e| e.len() == line(0).len() - 1));
+        // Within the window, from where the page stopped, every line.
+        let tail = LogTail::read(&path, Some(tail.end - 3 * line(0).len() as u64));
+        assert_eq!(tail.entries.len(), 3);
+        // Lines further back than the window are not read at all: a long last line leaves
+        // only itself to show.
+        let long = dir.path().join("long.jsonl");
+        let early: String = (0..1000).map(line).collect();
+        std::fs::write(
+            &long,
+            format!("{early}{}\n", "z".repeat(LOG_TAIL as usize * 2)),
+        )
+        .unwrap();
+        let tail = LogTail::read(&long, Some(0));
+        assert!(tail.entries.is_empty(), "{} entries", tail.entries.len());
+        // A line that begins right where the window does is kept.
+        let exact = dir.path().join("exact.jsonl");
+        let big = "y".repeat(LOG_TAIL as usize - 1) + "\n";
+        std::fs::write(&exact, format!("first\n{big}")).unwrap();
+        let tail = LogTail::read(&exact, Some(0));
+        assert_eq!(tail.entries.len(), 1);
+        assert_eq!(tail.entries[0].len(), LOG_TAIL as usize - 1);
+    }
 
     #[test]
     fn artifact_titles_lose_their_time() {
