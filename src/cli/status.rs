@@ -173,6 +173,33 @@ impl SessionRow {
         SessionRow::broken_because(folder, project, owner, worker, error.to_string())
     }
 
+    /// The row of a session the daemon owns, as the dashboard shows it: from its state, or
+    /// `error` with why its state cannot be read or the daemon could not open it (`broken`).
+    /// `None` for a folder that holds no session.
+    pub fn of_daemon(
+        folder: &SessionFolder,
+        project: &Path,
+        broken: Option<&String>,
+    ) -> Option<SessionRow> {
+        let mut row = match folder.load_state() {
+            Ok(state) => {
+                // The daemon drives every session it owns until it is done.
+                let worker = match state.status {
+                    RunState::Done { .. } => "stopped",
+                    _ => "running",
+                };
+                SessionRow::with_worker(folder, &state, project, worker)
+            }
+            Err(StoreError::NotASession(_)) => return None,
+            Err(error) => SessionRow::broken(folder, project, Owner::Daemon, "running", &error),
+        };
+        if let Some(reason) = broken {
+            let broken = HashMap::from([(folder.dir().to_path_buf(), reason.clone())]);
+            row.mark_broken(folder.dir(), &broken);
+        }
+        Some(row)
+    }
+
     /// [`SessionRow::gone`] of a session the daemon owns (the dashboard's row).
     pub fn gone_from_daemon(folder: &SessionFolder, project: &Path) -> SessionRow {
         SessionRow::gone(folder, project, Owner::Daemon)

@@ -11,8 +11,8 @@ use super::auth::Flash;
 use super::watcher::{Fleet, FleetRow};
 
 /// The states a session can be in, in the order the fleet counts them.
-pub const STATES: [&str; 7] = [
-    "running", "queued", "waiting", "blocked", "failed", "stopped", "done",
+pub const STATES: [&str; 8] = [
+    "running", "queued", "waiting", "blocked", "failed", "stopped", "done", "error",
 ];
 
 /// Asset URLs carry the build's version so a new binary's files are not taken from the cache.
@@ -193,6 +193,7 @@ pub fn fleet_row(row: &FleetRow, hidden: bool, now: Timestamp) -> Markup {
         .as_deref()
         .map(|w| w.replace('_', " "))
         .or_else(|| r.blocked_reason.clone())
+        .or_else(|| r.error.clone())
         .or_else(|| {
             r.resumes_at
                 .as_ref()

@@ -117,6 +117,14 @@ pub async fn act(
     let Some((dir, _)) = app.locate(&name).await else {
         return not_owned(&name);
     };
+    // Answers from a page older than `_qa.md` (answered meanwhile from elsewhere) would be
+    // written over the newer ones: refused, and the page shows the questions as they are.
+    let command = match (command, field("qa")) {
+        (Ok(PersonCommand::Answer { .. }), Some(seen)) if !qa_is(&dir, seen).await => Err(
+            "the questions were answered elsewhere since this page was loaded: they are shown as they are now; answer what is still open".to_string(),
+        ),
+        (command, _) => command,
+    };
     let flash = match command {
         Err(problem) => Flash {
             ok: false,
@@ -150,6 +158,17 @@ pub async fn act(
     };
     app.auth.set_flash(&visitor, flash);
     Redirect::to(&format!("/sessions/{name}")).into_response()
+}
+
+/// Whether session `dir`'s `_qa.md` is still the one of version `seen`.
+async fn qa_is(dir: &std::path::Path, seen: &str) -> bool {
+    let folder = crate::session::SessionFolder::new(dir);
+    let read = tokio::task::spawn_blocking(move || folder.read(crate::session::store::QA)).await;
+    match read {
+        Ok(Ok(Some(text))) => super::view::qa_version(&text) == seen,
+        // Unreadable now: the daemon's own answer says why.
+        _ => true,
+    }
 }
 
 /// The answers of the questions form: for question N, the text field `qN_text` when filled,

@@ -174,6 +174,9 @@ fn questions(view: &SessionView, csrf: &str) -> Markup {
         @if !open.is_empty() {
             form.questions method="post" action=(format!("/sessions/{name}/answer")) {
                 input type="hidden" name="csrf" value=(csrf);
+                @if let Some(version) = &view.qa_version {
+                    input type="hidden" name="qa" value=(version);
+                }
                 @for (k, q) in open.iter().enumerate() {
                     // Questions an agent numbered alike: `qN`, `qN.2`… in file order.
                     @let place = open[..k].iter().filter(|o| o.number == q.number).count() + 1;

@@ -55,6 +55,14 @@ pub struct LogTail {
     pub end: u64,
 }
 
+/// A short fingerprint of `_qa.md`'s text: it changes whenever an answer is given.
+pub fn qa_version(text: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    text.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
 /// Everything a session page shows.
 #[derive(Debug)]
 pub struct SessionView {
@@ -62,6 +70,9 @@ pub struct SessionView {
     pub state: SessionState,
     pub overview: Overview,
     pub qa: Option<QaDoc>,
+    /// [`qa_version`] of `_qa.md` as read: the questions form carries it, so that answers
+    /// given on a page older than the file are refused rather than written over newer ones.
+    pub qa_version: Option<String>,
     pub iterations: Vec<IterationRow>,
     pub history: Vec<HistoryRow>,
     /// Oldest first.
@@ -151,12 +162,15 @@ impl SessionView {
             .read(OVERVIEW)?
             .map(|t| overview::parse(&t))
             .unwrap_or_default();
-        let qa = folder.read(QA)?.map(|t| QaDoc::parse(&t));
+        let qa_text = folder.read(QA)?;
+        let qa_version = qa_text.as_deref().map(qa_version);
+        let qa = qa_text.map(|t| QaDoc::parse(&t));
         Ok(SessionView {
             row,
             state,
             overview,
             qa,
+            qa_version,
             iterations: cache.iterations.update(&folder.path(ITERATIONS)),
             history: cache.history.update(&folder.path(HISTORY)),
             artifacts: artifacts(dir, &mut cache.artifacts)?,

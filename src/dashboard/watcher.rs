@@ -2,8 +2,10 @@
 //!
 //! The daemon has no event bus, so the watcher looks: once per [`TICK`] it asks the supervisor
 //! for the sessions it owns (the same `status` control request as the CLI) and stats each one's
-//! `_state.json` and `_overview.md`. Only a session whose files changed (inode, size or
-//! modification time) is read again. When anything changed, it publishes a new [`Fleet`]
+//! `_state.json`, `_overview.md` and `_qa.md` (a partial answer changes only that). Only a
+//! session whose files changed (inode, size or modification time), or whose state could not be
+//! read last time, is read again. A session that cannot be read, or that the daemon could not
+//! open, is shown as `error` with why, as `samocode status` shows it. When anything changed, it publishes a new [`Fleet`]
 //! snapshot (what a page renders from) and sends one [`Change`] through a broadcast channel;
 //! the HTML of the changed rows is rendered here, once, not once per page. For each session
 //! that an open page shows (its [`Interest`]), it also watches the newest attempt log and
@@ -27,9 +29,8 @@ use tokio::sync::{broadcast, watch};
 use super::pages;
 use crate::cli::status::SessionRow;
 use crate::control::{self, Request, Response};
-use crate::protocol::RunState;
 use crate::session::SessionFolder;
-use crate::session::store::{OVERVIEW, STATE};
+use crate::session::store::{OVERVIEW, QA, STATE};
 use crate::supervisor::{OwnedSession, SupervisorMsg};
 
 /// How often the watcher looks. A person reading a page notices a second's delay no more than
@@ -73,7 +74,7 @@ impl Fleet {
     pub fn read(owned: &[OwnedSession], max_parallel: usize, running: usize) -> Fleet {
         let mut rows: Vec<Arc<FleetRow>> = owned
             .iter()
-            .filter_map(|o| read_row(&o.dir, &o.project, 0).map(Arc::new))
+            .filter_map(|o| read_row(&o.dir, &o.project, None, 0).map(Arc::new))
             .collect();
         rows.sort_by(|a, b| a.row.name.cmp(&b.row.name));
         Fleet {
@@ -201,7 +202,9 @@ fn mark(path: &Path) -> FileMark {
 }
 
 struct Seen {
-    marks: (FileMark, FileMark),
+    marks: (FileMark, FileMark, FileMark),
+    /// Why the daemon could not open it, when it could not.
+    broken: Option<String>,
     row: Arc<FleetRow>,
 }
 
@@ -232,6 +235,7 @@ pub async fn run(supervisor: ActorRef<SupervisorMsg>, publisher: Publisher, tick
             sessions,
             max_parallel,
             running,
+            broken,
             ..
         } = control::ask(&supervisor, Request::Status).await
         else {
@@ -240,7 +244,9 @@ pub async fn run(supervisor: ActorRef<SupervisorMsg>, publisher: Publisher, tick
         let generation = publisher.fleet.borrow().generation;
         let shown: Vec<String> = lock(&publisher.shown).keys().cloned().collect();
         let scanned = tokio::task::spawn_blocking(move || {
-            let found = scan(&mut memory, &sessions, generation + 1);
+            let broken: HashMap<PathBuf, String> =
+                broken.into_iter().map(|b| (b.dir, b.reason)).collect();
+            let found = scan(&mut memory, &sessions, &broken, generation + 1);
             let logs = grown_logs(&mut memory, &shown);
             (memory, found, logs)
         })
@@ -264,7 +270,12 @@ struct Found {
     removed: Vec<String>,
 }
 
-fn scan(memory: &mut Memory, owned: &[OwnedSession], generation: u64) -> Found {
+fn scan(
+    memory: &mut Memory,
+    owned: &[OwnedSession],
+    broken: &HashMap<PathBuf, String>,
+    generation: u64,
+) -> Found {
     let mut changed = Vec::new();
     let mut present = std::collections::HashSet::with_capacity(owned.len());
     for session in owned {
@@ -272,26 +283,42 @@ fn scan(memory: &mut Memory, owned: &[OwnedSession], generation: u64) -> Found {
         let marks = (
             mark(&session.dir.join(STATE)),
             mark(&session.dir.join(OVERVIEW)),
+            mark(&session.dir.join(QA)),
         );
+        let reason = broken.get(&session.dir);
+        if memory.sessions.get(&session.dir).is_some_and(|seen| {
+            seen.marks == marks && seen.broken.as_ref() == reason && seen.row.row.error.is_none()
+        }) {
+            continue;
+        }
+        // A folder with a notebook and no state yet (being made) reads again on the next
+        // tick; one with no session files (gone, or emptied) is shown so, not as it last was.
+        let row = match read_row(&session.dir, &session.project, reason, generation) {
+            Some(row) => row,
+            None if (&marks.0, &marks.1) == (&None, &None) => {
+                gone_row(&session.dir, &session.project, generation)
+            }
+            None => continue,
+        };
+        // An unreadable session is read again at every tick, until it reads; its row is sent
+        // again only when it says something new.
         if memory
             .sessions
             .get(&session.dir)
-            .is_some_and(|seen| seen.marks == marks)
+            .is_some_and(|seen| seen.row.row.error.is_some() && seen.row.row.error == row.row.error)
         {
             continue;
         }
-        // A folder caught between two writes reads again on the next tick; one with no
-        // session files (gone, or emptied) is shown so, not as it last was.
-        let row = match read_row(&session.dir, &session.project, generation) {
-            Some(row) => row,
-            None if marks == (None, None) => gone_row(&session.dir, &session.project, generation),
-            None => continue,
-        };
         let row = Arc::new(row);
         changed.push(row.clone());
-        memory
-            .sessions
-            .insert(session.dir.clone(), Seen { marks, row });
+        memory.sessions.insert(
+            session.dir.clone(),
+            Seen {
+                marks,
+                broken: reason.cloned(),
+                row,
+            },
+        );
     }
     let mut removed = Vec::new();
     memory.sessions.retain(|dir, seen| {
@@ -384,7 +411,6 @@ fn publish(
     }));
 }
 
-/// One session's row, from its files; `None` when its state cannot be read.
 /// The row of an owned session whose folder holds no session files any more.
 fn gone_row(dir: &Path, project_file: &Path, generation: u64) -> FleetRow {
     let folder = SessionFolder::new(dir);
@@ -396,16 +422,19 @@ fn gone_row(dir: &Path, project_file: &Path, generation: u64) -> FleetRow {
     }
 }
 
-pub fn read_row(dir: &Path, project_file: &Path, generation: u64) -> Option<FleetRow> {
+/// One session's row, from its files and, when the daemon could not open it, `broken`'s
+/// reason: state `error` with why, also when its state cannot be read. `None` for a folder
+/// that holds no session (yet, or any more).
+pub fn read_row(
+    dir: &Path,
+    project_file: &Path,
+    broken: Option<&String>,
+    generation: u64,
+) -> Option<FleetRow> {
     let folder = SessionFolder::new(dir);
-    let state = folder.load_state().ok()?;
-    // The daemon drives every session it owns until it is done.
-    let worker = match state.status {
-        RunState::Done { .. } => "stopped",
-        _ => "running",
-    };
+    let row = SessionRow::of_daemon(&folder, project_file, broken)?;
     Some(FleetRow {
-        row: SessionRow::with_worker(&folder, &state, project_file, worker),
+        row,
         dir: dir.to_path_buf(),
         project_file: project_file.to_path_buf(),
         changed: generation,
@@ -462,10 +491,10 @@ mod tests {
             project: root.path().join(".samocode"),
         }];
         let mut memory = Memory::default();
-        let found = scan(&mut memory, &owned, 1);
+        let found = scan(&mut memory, &owned, &HashMap::new(), 1);
         assert_eq!(found.changed[0].row.state, "queued");
         std::fs::remove_dir_all(&dir).unwrap();
-        let found = scan(&mut memory, &owned, 2);
+        let found = scan(&mut memory, &owned, &HashMap::new(), 2);
         assert_eq!(found.changed.len(), 1);
         let row = &found.changed[0].row;
         assert_eq!(row.state, "error");
@@ -473,6 +502,69 @@ mod tests {
             row.error.as_deref().unwrap().contains("its folder is gone"),
             "{row:?}"
         );
-        assert!(scan(&mut memory, &owned, 3).changed.is_empty());
+        assert!(
+            scan(&mut memory, &owned, &HashMap::new(), 3)
+                .changed
+                .is_empty()
+        );
+    }
+
+    /// A session whose state cannot be read, or that the daemon could not open, is shown as
+    /// `error` with why, from the first look on, and as it is again once it reads (it had kept
+    /// its last row, or had none).
+    #[test]
+    fn a_session_that_cannot_be_read_or_opened_is_shown_as_an_error_with_why() {
+        let root = tempfile::tempdir().unwrap();
+        let owned = vec![session_in(root.path(), "26-01-01-bad")];
+        let dir = owned[0].dir.clone();
+        let good = std::fs::read(dir.join(STATE)).unwrap();
+        std::fs::write(dir.join(STATE), b"{\"schema\": 1, garbage").unwrap();
+        let fleet = Fleet::read(&owned, 4, 0);
+        assert_eq!(fleet.rows[0].row.state, "error");
+        let none = HashMap::new();
+        let mut memory = Memory::default();
+        let found = scan(&mut memory, &owned, &none, 1);
+        let row = &found.changed[0].row;
+        assert_eq!(row.state, "error");
+        assert!(
+            row.error
+                .as_deref()
+                .unwrap()
+                .contains("not a valid samocode state file"),
+            "{row:?}"
+        );
+        assert!(
+            scan(&mut memory, &owned, &none, 2).changed.is_empty(),
+            "said once"
+        );
+        std::fs::write(dir.join(STATE), &good).unwrap();
+        let found = scan(&mut memory, &owned, &none, 3);
+        assert_eq!(found.changed[0].row.state, "queued");
+        // Readable files, but the daemon could not open it: its reason, not its files' state.
+        let broken = HashMap::from([(dir.clone(), "cannot open the session: x".to_string())]);
+        let found = scan(&mut memory, &owned, &broken, 4);
+        let row = &found.changed[0].row;
+        assert_eq!(row.state, "error");
+        assert_eq!(
+            row.error.as_deref(),
+            Some("the daemon could not open it: cannot open the session: x")
+        );
+        let found = scan(&mut memory, &owned, &none, 5);
+        assert_eq!(found.changed[0].row.state, "queued", "opened again");
+    }
+
+    /// A partial answer changes only `_qa.md`: the session is marked changed, so that an open
+    /// page shows the question answered (a stale form had overwritten the answer).
+    #[test]
+    fn an_answer_in_qa_md_alone_marks_the_session_changed() {
+        let root = tempfile::tempdir().unwrap();
+        let owned = vec![session_in(root.path(), "26-01-01-qa")];
+        let none = HashMap::new();
+        let mut memory = Memory::default();
+        scan(&mut memory, &owned, &none, 1);
+        assert!(scan(&mut memory, &owned, &none, 2).changed.is_empty());
+        std::fs::write(owned[0].dir.join(QA), "## Q1: x?\nAnswer: y\n").unwrap();
+        let found = scan(&mut memory, &owned, &none, 3);
+        assert_eq!(found.changed.len(), 1);
     }
 }

@@ -181,3 +181,70 @@ fn questions_numbered_alike_are_answered_each_in_its_place() {
         "{qa}"
     );
 }
+
+/// A questions form from a page loaded before an answer was given elsewhere (here the command
+/// line) is refused, and that answer stays; the page shows the question answered. (The stale
+/// form had written its preselected suggestion over the person's answer, without a word.)
+#[test]
+fn answers_from_a_page_older_than_the_questions_are_refused() {
+    let mut project = Project::new();
+    let _daemon = project.daemon(&["--http", "127.0.0.1:0"]);
+    let dir = start_until_questions(&project, "stale");
+    let folder = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let (base, link) = login_link(&project);
+    let login = http(&base, "GET", &link[base.len()..], None, None);
+    let set = login.header("set-cookie").unwrap_or_default().to_string();
+    let cookie = set
+        .strip_prefix("samocode_session=")
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_else(|| panic!("no cookie in {set:?}"))
+        .to_string();
+    let page = || {
+        http(
+            &base,
+            "GET",
+            &format!("/sessions/{folder}"),
+            Some(&cookie),
+            None,
+        )
+    };
+    let loaded = page();
+    let field = |name: &str| {
+        loaded
+            .body
+            .split(&format!("name=\"{name}\" value=\""))
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no {name} field"))
+            .to_string()
+    };
+    let (csrf, qa) = (field("csrf"), field("qa"));
+    assert!(loaded.body.contains("name=\"q1\""));
+
+    project
+        .run(&["answer", "stale", "--q", "1", "docs"])
+        .expect(0);
+    let post = http(
+        &base,
+        "POST",
+        &format!("/sessions/{folder}/answer"),
+        Some(&cookie),
+        Some(&format!("csrf={csrf}&qa={qa}&q1=samocode-demo&q2_text=5")),
+    );
+    assert_eq!(post.status, 303);
+    let text = std::fs::read_to_string(dir.join("_qa.md")).unwrap();
+    assert!(text.contains("Answer: docs\n"), "{text}");
+    assert!(
+        !text.contains("Answer: 5"),
+        "nothing of the stale form: {text}"
+    );
+    let after = page();
+    assert!(
+        after
+            .body
+            .contains("answered elsewhere since this page was loaded"),
+        "the refusal is shown"
+    );
+    assert!(!after.body.contains("name=\"q1\""), "Q1 is shown answered");
+    assert!(after.body.contains("name=\"q2_text\""), "Q2 is still open");
+}
