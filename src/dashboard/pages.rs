@@ -49,6 +49,7 @@ pub fn frame(frame: Frame<'_>, content: Markup) -> Markup {
                         a href="/" { "Fleet" }
                     }
                     span #live.live aria-live="polite" hidden { "live" }
+                    span #offline.offline role="status" hidden { "not live any more (the daemon restarted, or the login ended): reload the page" }
                 }
                 main #main tabindex="-1" {
                     @if let Some(flash) = &frame.flash {

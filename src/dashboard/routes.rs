@@ -88,9 +88,24 @@ pub async fn act(
     Path((name, verb)): Path<(String, String)>,
     form: Result<Form<Vec<(String, String)>>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    // A request that is no form carries no token either: refused as one without it.
-    let Ok(Form(fields)) = form else {
-        return forbidden();
+    // A request that is no form carries no token either: refused as one without it. A form
+    // over the size limit is said to be that.
+    let fields = match form {
+        Ok(Form(fields)) => fields,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Html(
+                    pages::problem(
+                        "Too large",
+                        "The form is larger than the dashboard takes (2 MB), so nothing was done. Put a long text in a file in the repository and answer with where it is.",
+                    )
+                    .into_string(),
+                ),
+            )
+                .into_response();
+        }
+        Err(_) => return forbidden(),
     };
     let field = |key: &str| {
         fields

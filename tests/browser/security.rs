@@ -118,3 +118,77 @@ async fn requests_without_the_cookie_or_the_csrf_token_are_refused() {
     assert_eq!(state(), "stopped");
     person.close().await;
 }
+
+/// A page whose live stream the daemon no longer takes (restarted: the login is gone) says so
+/// and asks for a reload, instead of standing still as if nothing changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_cut_off_by_a_restart_says_it_is_not_live_any_more() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let mut project = Project::new();
+    let daemon = project.daemon(&["--http", &address]);
+    let dir = start_until_questions(&project, "restarted");
+    let folder = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let (base, link) = login_link(&project);
+    let browser = Browser::start().await;
+    browser.goto(&link).await;
+    browser.goto(&format!("{base}/sessions/{folder}")).await;
+    browser
+        .wait_js(
+            "return document.getElementById('live').hidden;",
+            false.into(),
+        )
+        .await;
+    assert_eq!(
+        browser
+            .js("return document.getElementById('offline').hidden;")
+            .await,
+        true
+    );
+    assert_eq!(daemon.terminate(), Some(0));
+    let _daemon = project.daemon(&["--http", &address]);
+    browser
+        .wait_js(
+            "return document.getElementById('offline').hidden;",
+            false.into(),
+        )
+        .await;
+    let said = browser.text("#offline").await;
+    assert!(said.contains("reload the page"), "{said}");
+    browser.close().await;
+}
+
+/// A form over the size limit is refused as too large, not as one without its token.
+#[test]
+fn a_form_too_large_is_said_to_be_so() {
+    let mut project = Project::new();
+    let _daemon = project.daemon(&["--http", "127.0.0.1:0"]);
+    let dir = start_until_questions(&project, "large");
+    let folder = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let (base, link) = login_link(&project);
+    let login = http(&base, "GET", &link[base.len()..], None, None);
+    let set = login.header("set-cookie").unwrap_or_default().to_string();
+    let cookie = set
+        .strip_prefix("samocode_session=")
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_string();
+    let form = format!("csrf=x&q2_text={}", "a".repeat(2 * 1024 * 1024 + 64 * 1024));
+    let answer = http(
+        &base,
+        "POST",
+        &format!("/sessions/{folder}/answer"),
+        Some(&cookie),
+        Some(&form),
+    );
+    assert_eq!(answer.status, 413, "{}", answer.body);
+    assert!(
+        answer.body.contains("larger than the dashboard takes"),
+        "{}",
+        answer.body
+    );
+}

@@ -24,6 +24,15 @@
   }
   setInterval(function () { refreshAges(document); }, 15000);
 
+  // A form is sent once: a second click while the first is on its way would be refused by
+  // the daemon, and its refusal would be the only message shown.
+  document.addEventListener("submit", function (e) {
+    const form = e.target;
+    if (form.dataset.sent) { e.preventDefault(); return; }
+    form.dataset.sent = "1";
+    form.querySelectorAll("button[type=submit]").forEach(function (b) { b.disabled = true; });
+  });
+
   if (!source || !window.EventSource) return;
 
   // The page's own filter (from its address) decides which live rows show.
@@ -105,7 +114,12 @@
   }
   const events = new EventSource(url);
   events.addEventListener("open", function () { if (live) live.hidden = false; });
-  events.addEventListener("error", function () { if (live) live.hidden = true; });
+  const offline = document.getElementById("offline");
+  events.addEventListener("error", function () {
+    if (live) live.hidden = true;
+    // The browser gives up for good on an answer that is no stream (401 after a restart).
+    if (offline && events.readyState === EventSource.CLOSED) offline.hidden = false;
+  });
   events.addEventListener("fleet", onFleet);
   events.addEventListener("sections", onSections);
   events.addEventListener("log", onLog);
