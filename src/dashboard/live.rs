@@ -114,6 +114,9 @@ pub struct SessionQuery {
     /// The log file name and the offset the page was rendered up to.
     file: Option<String>,
     end: Option<u64>,
+    /// The versions of the sections the page holds, `ID:VERSION` separated by commas: only
+    /// sections that differ are sent (a page's first event had been the whole page again).
+    v: Option<String>,
 }
 
 /// What one session page's stream knows.
@@ -122,7 +125,7 @@ struct SessionFeed {
     dir: PathBuf,
     project: PathBuf,
     csrf: String,
-    versions: HashMap<&'static str, String>,
+    versions: HashMap<String, String>,
     /// What was read of the folder last time; moved into the blocking read and back.
     cache: Arc<Mutex<ReadCache>>,
     /// Keeps the watcher following this session's log while the page is open.
@@ -158,7 +161,14 @@ pub async fn session_events(
         dir,
         project,
         csrf: visitor.csrf,
-        versions: HashMap::new(),
+        versions: query
+            .v
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|pair| pair.split_once(':'))
+            .map(|(id, version)| (id.to_string(), version.to_string()))
+            .collect(),
         cache: Arc::default(),
         dirty: false,
         rendered_at: Instant::now(),
@@ -232,7 +242,7 @@ impl SessionFeed {
             for s in sections {
                 if self.versions.get(s.id) != Some(&s.version) {
                     changed.push(serde_json::json!({"id": s.id, "v": s.version, "html": s.html}));
-                    self.versions.insert(s.id, s.version);
+                    self.versions.insert(s.id.to_string(), s.version);
                 }
             }
             if !changed.is_empty() {

@@ -248,3 +248,86 @@ fn answers_from_a_page_older_than_the_questions_are_refused() {
     assert!(!after.body.contains("name=\"q1\""), "Q1 is shown answered");
     assert!(after.body.contains("name=\"q2_text\""), "Q2 is still open");
 }
+
+/// A session page's stream sends only the sections that differ from the ones the page holds
+/// (its first event had been the whole page again, artifacts and all).
+#[test]
+fn a_session_pages_stream_sends_only_sections_the_page_lacks() {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let mut project = Project::new();
+    let _daemon = project.daemon(&["--http", "127.0.0.1:0"]);
+    let dir = start_until_questions(&project, "sections");
+    let folder = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let (base, link) = login_link(&project);
+    let login = http(&base, "GET", &link[base.len()..], None, None);
+    let set = login.header("set-cookie").unwrap_or_default().to_string();
+    let cookie = set
+        .strip_prefix("samocode_session=")
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_string();
+    let page = http(
+        &base,
+        "GET",
+        &format!("/sessions/{folder}"),
+        Some(&cookie),
+        None,
+    );
+    // Each `<section … id="s-status" … data-v="…">`: its id and version.
+    let attribute = |tag: &str, name: &str| {
+        tag.split(&format!(" {name}=\""))
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .map(str::to_string)
+    };
+    let held: Vec<String> = page
+        .body
+        .split("<section ")
+        .skip(1)
+        .filter_map(|rest| {
+            let tag = rest.split('>').next()?;
+            Some(format!(
+                "{}:{}",
+                attribute(tag, "id")?,
+                attribute(tag, "data-v")?
+            ))
+        })
+        .collect();
+    assert!(held.len() >= 3, "{held:?}");
+    // What the stream sends within a second and a half of connecting.
+    let first_events = |query: &str| {
+        let host = base.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(host).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+        write!(
+            stream,
+            "GET /sessions/{folder}/events{query} HTTP/1.1\r\nHost: {host}\r\nCookie: samocode_session={cookie}\r\n\r\n"
+        )
+        .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65536];
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    };
+    let all = first_events("");
+    assert!(all.contains("event: sections"), "{all}");
+    let v: String = held.join(",").replace(':', "%3A").replace(',', "%2C");
+    let lacking = first_events(&format!("?v={v}"));
+    assert!(lacking.starts_with("HTTP/1.1 200"), "{lacking}");
+    // (The timeline may differ: the wait it draws grows with the clock.)
+    for id in ["s-status", "s-questions", "s-flow"] {
+        assert!(all.contains(&format!("\"id\":\"{id}\"")), "{id} in {all}");
+        assert!(
+            !lacking.contains(&format!("\"id\":\"{id}\"")),
+            "{id} in {lacking}"
+        );
+    }
+}

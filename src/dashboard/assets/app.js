@@ -112,6 +112,12 @@
   if (log && log.dataset.file) {
     url += (url.indexOf("?") < 0 ? "?" : "&") + "file=" + encodeURIComponent(log.dataset.file) + "&end=" + encodeURIComponent(log.dataset.end);
   }
+  // The sections the page holds, so that only the ones that differ are sent.
+  const held = Array.from(document.querySelectorAll("section[data-v]"))
+    .map(function (s) { return s.id + ":" + s.dataset.v; });
+  if (held.length) {
+    url += (url.indexOf("?") < 0 ? "?" : "&") + "v=" + encodeURIComponent(held.join(","));
+  }
   const events = new EventSource(url);
   events.addEventListener("open", function () { if (live) live.hidden = false; });
   const offline = document.getElementById("offline");
