@@ -58,6 +58,8 @@ pub enum BotError {
 
 /// How long one `getUpdates` call waits for an update (Telegram's long poll).
 const POLL_SECONDS: u32 = 25;
+/// How long a request that sends or edits a message may take.
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A connection to the Bot API and the chat that hears about sessions.
 #[derive(Clone)]
@@ -75,7 +77,13 @@ pub struct Telegram {
 
 impl Telegram {
     pub fn new(settings: &TelegramSettings) -> Result<Telegram, BotError> {
-        let mut bot = Bot::new(settings.token.clone());
+        // A Telegram slower than teloxide's 17 s would have the notice sent again beside the
+        // first (its buttons never closed): a minute, then it counts as unreachable.
+        let sender = teloxide::net::default_reqwest_settings()
+            .timeout(SEND_TIMEOUT)
+            .build()
+            .map_err(|error| BotError::Client(error.to_string()))?;
+        let mut bot = Bot::with_client(settings.token.clone(), sender);
         let client = teloxide::net::default_reqwest_settings()
             .timeout(Duration::from_secs(u64::from(POLL_SECONDS) + 10))
             .build()
@@ -112,6 +120,13 @@ impl Telegram {
             RequestError::Network(_) | RequestError::Io(_) | RequestError::InvalidJson { .. } => {
                 tracing::warn!(error = %self.scrub(&error.to_string()), "telegram unreachable");
                 SendError::Later(None)
+            }
+            // A refusal teloxide does not know by its text ("Bad Request: not enough rights to
+            // send text messages to the chat", "Forbidden: bot is not a member of the
+            // supergroup chat") is final like the ones it knows: tried again, it would hold
+            // up every later notice for as long as it lasts.
+            RequestError::Api(ApiError::Unknown(text)) if is_refusal(&text) => {
+                SendError::Refused(self.scrub(&text))
             }
             // A server error comes back as an API error teloxide does not know.
             RequestError::Api(ApiError::Unknown(text)) => {
@@ -551,6 +566,14 @@ fn who(user: &teloxide::types::User) -> String {
         Some(name) => format!("by @{name}"),
         None => format!("by Telegram user {} ({})", user.id.0, user.first_name),
     }
+}
+
+/// Whether an error text from Telegram is a refusal of the request (a 4xx: its description
+/// begins with the status's name), not a server's trouble (a 5xx) to wait out.
+fn is_refusal(text: &str) -> bool {
+    ["Bad Request", "Forbidden", "Unauthorized", "Not Found"]
+        .iter()
+        .any(|status| text.trim_start().starts_with(status))
 }
 
 fn keyboard(rows: &[Vec<crate::notify::Button>]) -> InlineKeyboardMarkup {

@@ -237,20 +237,29 @@ fn button(label: &str, verb: &str, session: &str) -> Vec<Button> {
 pub fn split(html: &str) -> Vec<String> {
     let mut pieces = Vec::new();
     let mut current = String::new();
+    // Telegram refuses a message of only white space ("message text is empty"), and the rest
+    // of the notice after it would never be sent: such a piece is left out.
+    let push = |piece: &str, pieces: &mut Vec<String>| {
+        let piece = piece.trim_end();
+        if !piece.trim().is_empty() {
+            pieces.push(piece.to_string());
+        }
+    };
     for line in html.split_inclusive('\n') {
         if current.chars().count() + line.chars().count() > MAX_MESSAGE && !current.is_empty() {
-            pieces.push(std::mem::take(&mut current).trim_end().to_string());
+            push(&std::mem::take(&mut current), &mut pieces);
         }
         let mut line = line.to_string();
         while line.chars().count() > MAX_MESSAGE {
             let mut cut: String = line.chars().take(MAX_MESSAGE).collect();
             if let Some(open) = cut.rfind(['&', '<'])
+                && open > 0
                 && !cut[open..].contains([';', '>'])
             {
                 cut.truncate(open);
             }
             line = line[cut.len()..].to_string();
-            pieces.push(cut);
+            push(&cut, &mut pieces);
         }
         current.push_str(&line);
     }
@@ -272,6 +281,34 @@ pub fn closed(html: &str, line: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// No piece is only white space: Telegram refuses one as empty, and the pieces after it
+    /// (the one with the buttons) were never sent.
+    #[test]
+    fn a_long_notice_has_no_empty_piece() {
+        let first = "A".repeat(MAX_MESSAGE);
+        let cases = [
+            format!("{first}\n\n{}", "B".repeat(5000)),
+            format!("{first}\n\n\n\n{}\n", "C".repeat(MAX_MESSAGE)),
+            format!("x\n{}{}", " ".repeat(MAX_MESSAGE), "D".repeat(10)),
+        ];
+        for html in cases {
+            let pieces = split(&html);
+            assert!(
+                pieces.iter().all(|p| !p.trim().is_empty()),
+                "{:?}",
+                pieces.iter().map(|p| p.len()).collect::<Vec<_>>()
+            );
+            assert!(pieces.iter().all(|p| p.chars().count() <= MAX_MESSAGE));
+            let kept: String = pieces
+                .concat()
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .collect();
+            let given: String = html.chars().filter(|c| !c.is_whitespace()).collect();
+            assert_eq!(kept, given, "nothing of the text is lost");
+        }
+    }
 
     #[test]
     fn a_long_notice_is_closed_on_its_last_piece_within_the_limit() {

@@ -598,6 +598,41 @@ fn buttons_of_a_notice_the_session_moved_past_are_closed() {
     assert!(closed[0]["reply_markup"].is_null(), "{}", closed[0]);
 }
 
+/// A refusal Telegram gives for a reason teloxide does not know by its text (the bot lacks
+/// the rights to write in the group) is final for that notice: it is dropped and logged, and
+/// the notices after it go out. (It had been tried again with growing pauses, holding up every
+/// later notice for as long as the refusal lasted.)
+#[test]
+fn a_notice_refused_for_a_reason_of_telegrams_own_does_not_hold_up_the_next() {
+    let api = FakeApi::start(OWNER as i64);
+    api.refuse_text(
+        "-first",
+        "Bad Request: not enough rights to send text messages to the chat",
+    );
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    let _daemon = project.daemon(&[]);
+    let first = start(&project, "first");
+    wait_for(
+        Duration::from_secs(30),
+        "the first session's questions",
+        || first.state()["status"]["for"] == "qa_answers",
+    );
+    let second = start(&project, "second");
+    let name = format!("<b>{}</b>", folder(&second));
+    wait_for(
+        Duration::from_secs(30),
+        "the second session's notice",
+        || {
+            api.sent(&name)
+                .iter()
+                .any(|m| text(m).contains("has questions"))
+        },
+    );
+    wait_for(Duration::from_secs(10), "the refusal in the log", || {
+        project.daemon_log().contains("not enough rights")
+    });
+}
+
 /// A long notice goes as several messages; a server error on a later one sends only the rest
 /// again, never the pieces Telegram already took.
 #[test]

@@ -23,6 +23,8 @@ pub enum Failure {
     Down(Duration),
     /// Answer the call after this long.
     Slow(Duration),
+    /// A 400 with this description.
+    Refused(String),
 }
 
 #[derive(Default)]
@@ -39,6 +41,8 @@ struct State {
     abandoned: usize,
     /// Texts whose first sendMessage gets a 500.
     fail_texts: Vec<String>,
+    /// Texts whose every sendMessage is refused (400) with this description.
+    refuse_texts: Vec<(String, String)>,
 }
 
 #[derive(Clone)]
@@ -96,6 +100,15 @@ impl FakeApi {
             .unwrap()
             .fail_texts
             .push(needle.to_string());
+    }
+
+    /// Refuses every sendMessage whose text contains `needle` with a 400 and `description`.
+    pub fn refuse_text(&self, needle: &str, description: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .refuse_texts
+            .push((needle.to_string(), description.to_string()));
     }
 
     /// How many getUpdates calls the bot gave up on before they were answered.
@@ -203,7 +216,15 @@ fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
     let (status, answer) = {
         let mut s = state.lock().unwrap();
         let text = request["text"].as_str().unwrap_or("");
+        let refusal = s
+            .refuse_texts
+            .iter()
+            .find(|(t, _)| text.contains(t.as_str()))
+            .map(|(_, description)| description.clone());
         let failure = match s.fail_texts.iter().position(|t| text.contains(t.as_str())) {
+            _ if method == "sendmessage" && refusal.is_some() => {
+                Some(Failure::Refused(refusal.unwrap_or_default()))
+            }
             Some(i) if method == "sendmessage" => {
                 s.fail_texts.remove(i);
                 Some(Failure::ServerError)
@@ -230,6 +251,10 @@ fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
                            "text": request["text"]}}),
                 )
             }
+            Some(Failure::Refused(description)) => (
+                400,
+                json!({"ok": false, "error_code": 400, "description": description}),
+            ),
             Some(Failure::ServerError) => (
                 500,
                 json!({"ok": false, "error_code": 500, "description": "Internal Server Error"}),
