@@ -87,6 +87,8 @@ pub enum NotifierMsg {
     },
     /// From its own timer: try the head of the queue again.
     Retry,
+    /// From its own timer: take over the outboxes `samocode run`s left since the last look.
+    Adopt,
     /// From the supervisor: reply once nothing waits to be sent.
     Flush { reply: RpcReplyPort<()> },
 }
@@ -116,10 +118,17 @@ pub struct NotifierState {
     /// Waiting out a pause before the next try: nothing is sent until `Retry`.
     pausing: bool,
     flushes: Vec<RpcReplyPort<()>>,
+    /// The daemon's outbox, beside which `samocode run`s leave theirs: looked at every
+    /// [`ADOPT_EVERY`], not only at start.
+    adopt_into: Option<std::path::PathBuf>,
 }
 
 /// The longest pause between two tries of one notice.
 const LONGEST_PAUSE: Duration = Duration::from_secs(60);
+
+/// How often a daemon's notifier looks for what `samocode run`s could not send: a run that
+/// ends while Telegram is down leaves its notices in its own outbox.
+const ADOPT_EVERY: Duration = Duration::from_secs(15);
 
 /// Where events go: the notifier, found by its name at each send.
 #[derive(Debug, Clone)]
@@ -168,15 +177,8 @@ impl Actor for NotifierActor {
             (Some(_), Some(path)) => {
                 let (mut outbox, mut replay) = open_outbox(path).await?;
                 if args.adopt {
-                    let orphans = outbox::adopt_orphans(path);
-                    for entry in orphans.pending {
-                        // Renumbered into this outbox, in their order.
-                        let entry = outbox::renumber(entry, replay.next_id);
-                        replay.next_id += 1;
-                        outbox.append(&entry)?;
-                        replay.pending.push_back(entry);
-                    }
-                    replay.open.extend(orphans.open);
+                    adopt(path, &mut outbox, &mut replay)?;
+                    myself.send_after(ADOPT_EVERY, || NotifierMsg::Adopt);
                 }
                 if !replay.pending.is_empty() {
                     tracing::info!(
@@ -192,6 +194,10 @@ impl Actor for NotifierActor {
             _ => (None, Replay::default()),
         };
         let state = NotifierState {
+            adopt_into: outbox
+                .as_ref()
+                .and(args.outbox.clone())
+                .filter(|_| args.adopt),
             sink: args.sink,
             outbox,
             queue,
@@ -257,6 +263,22 @@ impl Actor for NotifierActor {
                 }
             }
             NotifierMsg::Retry => state.pausing = false,
+            NotifierMsg::Adopt => {
+                if let (Some(outbox), Some(path)) = (&mut state.outbox, &state.adopt_into) {
+                    let before = state.queue.pending.len();
+                    if let Err(error) = adopt(path, outbox, &mut state.queue) {
+                        tracing::warn!(%error, "the outbox cannot be written; what a run left waits in memory until it is sent");
+                    }
+                    let adopted = state.queue.pending.len() - before;
+                    if adopted > 0 {
+                        tracing::info!(
+                            adopted,
+                            "notices a samocode run could not send are sent now"
+                        );
+                    }
+                }
+                myself.send_after(ADOPT_EVERY, || NotifierMsg::Adopt);
+            }
             NotifierMsg::Flush { reply } => state.flushes.push(reply),
         }
         state.pump(&myself);
@@ -390,6 +412,26 @@ impl NotifierState {
             let _ = myself.send_message(NotifierMsg::Delivered { id, result });
         });
     }
+}
+
+/// Takes over the outboxes of `samocode run`s that ended with notices unsent: their entries,
+/// renumbered, go to the end of `replay` and into `outbox`, and their open messages are
+/// kept.
+fn adopt(path: &std::path::Path, outbox: &mut Outbox, replay: &mut Replay) -> std::io::Result<()> {
+    let orphans = outbox::adopt_orphans(path);
+    let mut failed = Ok(());
+    for entry in orphans.pending {
+        // Renumbered into this outbox, in their order; one this outbox cannot take waits in
+        // memory with the rest.
+        let entry = outbox::renumber(entry, replay.next_id);
+        replay.next_id += 1;
+        if let Err(error) = outbox.append(&entry) {
+            failed = Err(error);
+        }
+        replay.pending.push_back(entry);
+    }
+    replay.open.extend(orphans.open);
+    failed
 }
 
 /// Opens the outbox; a notifier restarted in this process waits briefly for its predecessor's

@@ -488,6 +488,27 @@ fn notices_of_a_run_that_could_not_send_them_are_sent_by_the_daemon() {
     );
 }
 
+/// A run's notice it could not send is sent by a daemon that was already running when the
+/// run ended (a running daemon had looked for them only when it started).
+#[test]
+fn notices_a_run_left_are_sent_by_the_daemon_running_beside_it() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    project.env(
+        "SAMOCODE_STATE_DIR",
+        &project.state_dir().display().to_string(),
+    );
+    let _daemon = project.daemon(&[]);
+    api.fail(&[Failure::Down(Duration::from_secs(8))]);
+    project
+        .run(&["run", "--session", "beside", "--dive", "d", "--task", "t"])
+        .expect(10);
+    assert!(api.sent("has questions").is_empty());
+    wait_for(Duration::from_secs(60), "the run's notice", || {
+        api.sent("has questions").len() == 1
+    });
+}
+
 /// `run` with Telegram keeps its unsent notices in the state directory: one that is not safe
 /// to use is refused before anything runs, as the daemon refuses it (notices were lost there
 /// without a word).
