@@ -197,10 +197,14 @@ impl Telegram {
             // No room for the line: the buttons go, and the line follows (a retry finds the
             // buttons gone already and sends the line).
             None => match done(self.bot.edit_message_reply_markup(self.chat, id).await) {
+                // As a reply to the message it closes, which names the session.
                 Ok(()) => self
                     .bot
                     .send_message(self.chat, format!("<i>{}</i>", render::escape(line)))
                     .parse_mode(ParseMode::Html)
+                    .reply_parameters(
+                        teloxide::types::ReplyParameters::new(id).allow_sending_without_reply(),
+                    )
                     .await
                     .map(drop),
                 Err(error) => Err(error),

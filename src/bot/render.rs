@@ -91,6 +91,21 @@ pub fn notice(event: &SessionEvent) -> Option<Notice> {
                     },
                     row(button("Resume", "resume", session)),
                 ),
+                // A budget is raised only from the command line: a Resume button could never
+                // work, so the notice says what to run instead.
+                Settled::Blocked { reason }
+                    if crate::protocol::budget::is_budget_reason(reason) =>
+                {
+                    (
+                        format!(
+                            "⛔ {name} is blocked in {phase}: {}\nTo go on, raise it from the command line: <code>samocode resume {} --raise-budget {}=NEW_LIMIT</code>",
+                            escape(reason),
+                            escape(session),
+                            reason.split(' ').next().unwrap_or("cost"),
+                        ),
+                        Vec::new(),
+                    )
+                }
                 Settled::Blocked { reason } => (
                     format!(
                         "⛔ {name} is blocked in {phase}: {}{}",
@@ -284,6 +299,24 @@ mod tests {
 
     /// No piece is only white space: Telegram refuses one as empty, and the pieces after it
     /// (the one with the buttons) were never sent.
+    /// A session blocked by its budget gets no Resume button (a press could only be refused:
+    /// a budget is raised from the command line), and the notice says what to run.
+    #[test]
+    fn a_budget_block_says_how_to_raise_it_and_offers_no_button() {
+        let notice = notice(&settled(Settled::Blocked {
+            reason: "cost budget reached: $0.0250 of $0.02".into(),
+        }))
+        .unwrap();
+        assert!(notice.buttons.is_empty(), "{:?}", notice.buttons);
+        assert!(
+            notice.html.contains(
+                "<code>samocode resume 26-11-24-auth --raise-budget cost=NEW_LIMIT</code>"
+            ),
+            "{}",
+            notice.html
+        );
+    }
+
     #[test]
     fn a_long_notice_has_no_empty_piece() {
         let first = "A".repeat(MAX_MESSAGE);

@@ -171,7 +171,9 @@ impl Registry {
             .collect();
         match matches.as_slice() {
             [dir] => Ok((*dir).clone()),
-            [] => Err(format!("the daemon drives no session {session:?}")),
+            [] => Err(format!(
+                "the daemon drives no session {session:?}: one that `samocode run` drives, or drove, is acted on from the command line (`samocode answer`, `approve`, `resume`), or handed to the daemon with `samocode start --session {session}`"
+            )),
             _ => Err(format!(
                 "{session:?} names several sessions; use the full folder name"
             )),

@@ -685,3 +685,42 @@ fn a_long_notice_cut_by_a_server_error_sends_each_piece_once() {
         assert_eq!(api.sent(piece).len(), 1, "{piece} sent once");
     }
 }
+
+/// A notice whose last message has no room for the closing line loses its buttons, and the
+/// line follows as a reply to it, so that it is clear which session it speaks of (it had come
+/// as a line of its own naming no session).
+#[test]
+fn a_closing_line_without_room_answers_the_message_it_closes() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    let reason = "R".repeat(4040);
+    project.env(
+        "SAMOCODE_FAKE",
+        &format!(
+            r#"investigation=signal:{{"status":"blocked","phase":"investigation","reason":"{reason}"}}"#
+        ),
+    );
+    let _daemon = project.daemon(&[]);
+    let s = start(&project, "full");
+    wait_for(Duration::from_secs(30), "the blocked notice", || {
+        !api.sent("is blocked").is_empty()
+    });
+    project.run(&["resume", "full"]).expect(0);
+    wait_for(Duration::from_secs(30), "the closing line", || {
+        api.calls("sendmessage")
+            .iter()
+            .any(|m| text(m).contains("resumed from the command line"))
+    });
+    let line = api
+        .calls("sendmessage")
+        .into_iter()
+        .find(|m| text(&m).contains("resumed from the command line"))
+        .unwrap();
+    let unbuttoned = api.calls("editmessagereplymarkup");
+    assert_eq!(unbuttoned.len(), 1, "{unbuttoned:?}");
+    assert_eq!(
+        line["reply_parameters"]["message_id"], unbuttoned[0]["message_id"],
+        "{line}"
+    );
+    drop(s);
+}

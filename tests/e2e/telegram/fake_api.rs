@@ -299,6 +299,11 @@ fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
                         json!({"message_id": request["message_id"], "date": 1_700_000_000,
                                "chat": chat, "text": request["text"]})
                     }
+                    // As Telegram does for a message the bot sent: the edited message.
+                    "editmessagereplymarkup" => {
+                        json!({"message_id": request["message_id"], "date": 1_700_000_000,
+                               "chat": chat, "text": "(the message, its buttons gone)"})
+                    }
                     "getme" => json!({"id": 1, "is_bot": true, "first_name": "samocode",
                                       "username": "samocode_bot", "can_join_groups": true,
                                       "can_read_all_group_messages": false,
