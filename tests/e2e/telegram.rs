@@ -714,7 +714,7 @@ fn a_closing_line_without_room_answers_the_message_it_closes() {
     let line = api
         .calls("sendmessage")
         .into_iter()
-        .find(|m| text(&m).contains("resumed from the command line"))
+        .find(|m| text(m).contains("resumed from the command line"))
         .unwrap();
     let unbuttoned = api.calls("editmessagereplymarkup");
     assert_eq!(unbuttoned.len(), 1, "{unbuttoned:?}");
