@@ -48,15 +48,17 @@ impl Command {
         let first = first.split('@').next().unwrap_or(first);
         let normal = format!("{first} {}", rest.trim());
         let command = Command::parse(normal.trim_end(), "").map_err(|error| {
-            let why = match error {
-                ParseError::UnknownCommand(command) => format!("unknown command {command}"),
+            match error {
+                ParseError::UnknownCommand(command) => {
+                    format!("unknown command {command}\n\n{}", Command::descriptions())
+                }
                 ParseError::TooFewArguments { .. } | ParseError::IncorrectFormat(_) => {
                     format!("{first} needs more: see /help")
                 }
+                // It says what the command takes.
                 ParseError::Custom(error) => error.to_string(),
-                other => other.to_string(),
-            };
-            format!("{why}\n\n{}", Command::descriptions())
+                other => format!("{other}\n\n{}", Command::descriptions()),
+            }
         })?;
         match &command {
             Command::Session(name)
@@ -130,10 +132,12 @@ fn name_and_text(input: String) -> Result<(String, String), ParseError> {
 }
 
 fn answer(input: String) -> Result<(String, u32, String), ParseError> {
-    let (name, rest) = name_and_text(input)?;
+    const USAGE: &str =
+        "give the session's name, the question's number and the answer: /answer NAME N text";
+    let (name, rest) = name_and_text(input).map_err(|_| ParseError::Custom(USAGE.into()))?;
     let (number, text) = rest
         .split_once(char::is_whitespace)
-        .ok_or_else(|| ParseError::Custom("give the question's number, then the answer".into()))?;
+        .ok_or_else(|| ParseError::Custom(USAGE.into()))?;
     let number = number
         .trim_start_matches(['Q', 'q'])
         .parse()
@@ -229,6 +233,12 @@ mod tests {
                 .unwrap_err()
                 .contains("then the text")
         );
+        // `/answer NAME` alone: what /answer takes, not "give the session's name".
+        for short in ["/answer hum", "/answer hum 2", "/answer"] {
+            let said = Command::read(short).unwrap_err();
+            assert!(said.contains("/answer NAME N text"), "{short}: {said}");
+            assert!(!said.contains("/status"), "no whole help: {said}");
+        }
         assert!(
             Command::read("/deploy auth")
                 .unwrap_err()

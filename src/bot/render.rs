@@ -13,10 +13,25 @@ const MAX_CALLBACK: usize = 64;
 const MAX_LABEL: usize = 32;
 
 /// Escapes text for Telegram's HTML parse mode.
+///
+/// Much of it was written by an agent: control characters and the marks that reorder text
+/// (U+202E and its kin, which can make "exe.txt" read "txt.exe") are shown as text, as on the
+/// terminal, never obeyed by the chat.
 pub fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    let shown = crate::cli::output::visible(text);
+    let mut out = String::with_capacity(shown.len());
+    for c in shown.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
+                out.push_str(&format!("&lt;U+{:04X}&gt;", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The notice for an event worth a person's attention; `None` for routine progress.
@@ -299,6 +314,16 @@ mod tests {
 
     /// No piece is only white space: Telegram refuses one as empty, and the pieces after it
     /// (the one with the buttons) were never sent.
+    /// What an agent wrote reaches the chat with its control characters and reordering
+    /// marks shown as text.
+    #[test]
+    fn an_agents_control_and_reordering_characters_are_shown_as_text() {
+        assert_eq!(
+            escape("a\u{7}b\u{1b}[31mc\u{202e}txt.exe <i>&\n"),
+            "a^Gb^[[31mc&lt;U+202E&gt;txt.exe &lt;i&gt;&amp;\n"
+        );
+    }
+
     /// A session blocked by its budget gets no Resume button (a press could only be refused:
     /// a budget is raised from the command line), and the notice says what to run.
     #[test]
