@@ -675,6 +675,43 @@ fn a_nats_server_that_lost_its_store_is_set_up_again() {
     );
 }
 
+/// A server that loses its store while a worker runs an attempt: the worker's end, published
+/// into the streams made anew, is followed from their start, and the attempt ends with it,
+/// run once. (The daemon had followed the new stream from the old one's sequence, missed the
+/// end, and waited for the time limit, which failed the attempt.)
+#[test]
+fn an_attempt_running_when_the_server_lost_its_store_ends_with_its_worker() {
+    let mut nats = NatsServer::start();
+    let mut project = nats_project();
+    project
+        .env("CLAUDE_TIMEOUT", "90s")
+        .env("SAMOCODE_MAX_RETRIES", "1")
+        .env("SAMOCODE_FAKE", "investigation=chatty:9");
+    let _daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
+    let (workers, _agent) = running_on_one_worker(&project, &nats.url, "lost");
+    // Most of its output is read before the loss: the new stream's few events after it (the
+    // end among them) come at sequences the daemon had read past in the old one.
+    std::thread::sleep(Duration::from_secs(7));
+    nats.restart_empty();
+    let session = project.session("lost");
+    wait_for(Duration::from_secs(60), "the questions", || {
+        session.state()["status"]["for"] == "qa_answers"
+            || session.state()["status"]["state"] == "failed"
+    });
+    let rows = session.jsonl("_iterations.jsonl");
+    let investigation: Vec<_> = rows
+        .iter()
+        .filter(|r| r["phase"] == "investigation")
+        .collect();
+    assert_eq!(
+        investigation.len(),
+        1,
+        "{rows:#?}\n{}",
+        all_logs(&project, std::slice::from_ref(&workers))
+    );
+    assert_eq!(investigation[0]["outcome"], "ok", "{rows:#?}");
+}
+
 /// An attempt's time limit counts from a worker's start, not from its wait in the queue: an
 /// attempt queued longer than the limit (every worker busy, or none yet) runs when a worker
 /// takes it (it was stopped as timed out before any agent ran, and the session failed).

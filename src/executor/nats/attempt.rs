@@ -137,14 +137,14 @@ impl Driver {
         let mut epoch = 0u32;
         let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
         let mut give_up: Option<tokio::time::Instant> = None;
-        // While no worker has started it, whether its spec is still in NATS is looked at now
-        // and then: a server back without its store may not interrupt the events' reading
-        // (the client follows the stream made again without a word).
+        // Whether its spec is still in NATS is looked at now and then: a server back without
+        // its store may not interrupt the events' reading (the client follows the stream made
+        // again without a word, from the old one's sequence).
         let mut look_for_spec = tokio::time::Instant::now() + SPEC_LOOK;
         loop {
             tokio::select! {
-                () = tokio::time::sleep_until(look_for_spec), if epoch == 0 && give_up.is_none() => {
-                    if self.queue_again_if_lost(&remote).await {
+                () = tokio::time::sleep_until(look_for_spec), if give_up.is_none() => {
+                    if self.again_if_lost(&remote, epoch).await {
                         // A stream made anew counts its sequence from 1 again: followed afresh.
                         (events, read) = (None, 0);
                         again = tokio::time::Instant::now();
@@ -235,7 +235,7 @@ impl Driver {
                     match self.follow(read).await {
                         Ok(followed) => {
                             events = Some(followed);
-                            if epoch == 0 && self.queue_again_if_lost(&remote).await {
+                            if epoch == 0 && self.again_if_lost(&remote, epoch).await {
                                 // A stream made anew counts its sequence from 1 again.
                                 (events, read) = (None, 0);
                             }
@@ -273,21 +273,34 @@ impl Driver {
         self.link.enqueue(remote).await
     }
 
-    /// Queues the attempt again when no worker had started it and its spec is gone from
-    /// NATS: a server that lost its store lost the queued copy with it. (Within the queue's
-    /// dedup window, a copy still queued is not stored twice.)
-    /// True when it queued it again.
-    async fn queue_again_if_lost(&self, remote: &RemoteSpec) -> bool {
+    /// Looks whether NATS still holds the attempt's spec; when it is gone, the server lost its
+    /// store, and the attempt's events with it. One that no worker had started (`epoch` 0) is
+    /// queued again (within the queue's dedup window, a copy still queued is not stored
+    /// twice); one a worker runs keeps running there and publishes into the streams made
+    /// anew, so only its spec is stored again (what a restarted daemon adopts it from).
+    /// True when it was lost: its events are to be followed afresh.
+    async fn again_if_lost(&self, remote: &RemoteSpec, epoch: u32) -> bool {
         if !matches!(queued_spec(&self.link, &self.key).await, Ok(None)) {
             return false;
         }
-        match self.queue(remote).await {
-            Ok(()) => {
+        let stored = match epoch {
+            0 => self.queue(remote).await,
+            _ => {
+                let body = serde_json::to_vec(remote).expect("specs serialize");
+                self.link.store(spec_subject(&self.key), body, None).await
+            }
+        };
+        match stored {
+            Ok(()) if epoch == 0 => {
                 tracing::warn!(key = %self.key, "NATS lost the attempt before a worker started it; queued again");
                 true
             }
+            Ok(()) => {
+                tracing::warn!(key = %self.key, epoch, "NATS lost the attempt's events while a worker runs it; following them afresh");
+                true
+            }
             Err(error) => {
-                tracing::warn!(key = %self.key, %error, "cannot queue the attempt again");
+                tracing::warn!(key = %self.key, %error, "cannot store the attempt again");
                 false
             }
         }
