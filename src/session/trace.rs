@@ -22,6 +22,10 @@ use crate::protocol::{RunState, SessionState, WaitFor};
 pub struct Trace {
     session: Option<Span>,
     iteration: Option<(u32, Span)>,
+    /// The outcome of the iteration's latest attempt: recorded on its span once, when it ends.
+    /// (Recorded at each attempt, a retried iteration's log lines said every outcome in turn:
+    /// `samocode.outcome="nonzero" samocode.outcome="ok"`.)
+    outcome: std::sync::Mutex<Option<&'static str>>,
     gate: Option<Span>,
     /// The ids of a session span opened since the last [`Trace::opened`], for the state.
     opened: Option<TraceRef>,
@@ -41,8 +45,20 @@ impl Trace {
         if let Some(gate) = self.gate.take() {
             gate.record("samocode.decision", "pending");
         }
-        self.iteration = None;
+        self.end_iteration();
         self.session = None;
+    }
+
+    /// Ends the iteration's span, with its outcome.
+    fn end_iteration(&mut self) {
+        let outcome = self
+            .outcome
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let (Some((_, iteration)), Some(outcome)) = (self.iteration.take(), outcome) {
+            iteration.record("samocode.outcome", outcome);
+        }
     }
 
     /// Whether the run segment's span stays unended once `state` is saved: the session runs
@@ -153,10 +169,12 @@ impl Trace {
             .as_ref()
             .is_none_or(|(number, _)| *number != state.iteration)
         {
+            self.end_iteration();
+            // (The session's name is on its parent: a log line written inside both says it
+            // once.)
             let span = tracing::info_span!(
                 parent: &session,
                 "iteration",
-                "samocode.session" = %state.name,
                 "samocode.iteration" = state.iteration,
                 "samocode.phase" = %state.phase,
                 "samocode.profile" = profile,
@@ -223,9 +241,7 @@ impl Trace {
         span.record("samocode.cost_usd", row.cost_usd);
         span.record("gen_ai.usage.input_tokens", row.input_tokens);
         span.record("gen_ai.usage.output_tokens", row.output_tokens);
-        if let Some((_, iteration)) = &self.iteration {
-            iteration.record("samocode.outcome", row.outcome.name());
-        }
+        *self.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(row.outcome.name());
     }
 
     /// The signal the iteration's agent wrote, and where it leads.
@@ -268,7 +284,7 @@ impl Trace {
             }
             self.gate = Some(gate);
         }
-        self.iteration = None;
+        self.end_iteration();
     }
 
     /// A person's decision ends the gate's span: what was done, and through which channel.

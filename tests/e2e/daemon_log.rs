@@ -133,3 +133,22 @@ fn run_takes_the_log_format_from_its_flag_or_the_environment_and_keeps_no_log_fi
         bad.stderr()
     );
 }
+
+/// A retried iteration's log lines say each attempt's outcome once, and the session's name
+/// once (they had said every outcome in turn, `samocode.outcome="nonzero"
+/// samocode.outcome="ok"`, and the name twice).
+#[test]
+fn a_retried_attempts_log_line_says_its_outcome_and_session_once() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation@1=exit:3");
+    let run = project.run(&["run", "--session", "again", "--dive", "d", "--task", "t"]);
+    run.expect(10);
+    let err = run.stderr();
+    let line = err
+        .lines()
+        .find(|l| l.contains("attempt journaled") && l.contains("attempt=2"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(line.contains("outcome=\"ok\""), "{line}");
+    assert!(!line.contains("nonzero"), "{line}");
+    assert_eq!(line.matches("samocode.session=").count(), 1, "{line}");
+}
