@@ -33,7 +33,7 @@ pub const VERSION: u32 = 1;
 
 /// The longest request line the daemon reads.
 pub const MAX_REQUEST: u64 = 1024 * 1024;
-/// How long a client may take to send its request.
+/// How long a client may take to send its request, and to take the reply.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a request may take in the daemon before the client hears it did not answer; the
 /// longest is a start, which opens the session's folder first.
@@ -451,7 +451,15 @@ async fn answer(
     })
     .expect("responses serialize");
     out.push(b'\n');
-    write.write_all(&out).await
+    // A client that never reads a long reply (`status` of a large fleet) would hold one of the
+    // connections for good.
+    match tokio::time::timeout(READ_TIMEOUT, write.write_all(&out)).await {
+        Ok(written) => written,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client did not read the reply",
+        )),
+    }
 }
 
 /// Reads one request line as the daemon does: the envelope, its version, and the texts it
