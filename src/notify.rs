@@ -176,8 +176,14 @@ impl Actor for NotifierActor {
         let (outbox, queue) = match (&args.sink, &args.outbox) {
             (Some(_), Some(path)) => {
                 let (mut outbox, mut replay) = open_outbox(path).await?;
+                if args.failpoints.iter().any(|f| f == "outbox-full") {
+                    outbox.fail_writes();
+                }
                 if args.adopt {
-                    adopt(path, &mut outbox, &mut replay)?;
+                    // What cannot be written waits in memory: the runs' files are gone already.
+                    if let Err(error) = adopt(path, &mut outbox, &mut replay) {
+                        tracing::warn!(%error, "the outbox cannot be written; what a run left waits in memory until it is sent");
+                    }
                     myself.send_after(ADOPT_EVERY, || NotifierMsg::Adopt);
                 }
                 if !replay.pending.is_empty() {
@@ -185,9 +191,6 @@ impl Actor for NotifierActor {
                         pending = replay.pending.len(),
                         "notices from before a restart are sent now"
                     );
-                }
-                if args.failpoints.iter().any(|f| f == "outbox-full") {
-                    outbox.fail_writes();
                 }
                 (Some(outbox), replay)
             }

@@ -238,10 +238,21 @@ fn systemd_units_run_the_daemon_with_its_state_secrets_restart_and_hardening() {
     // A user manager's PATH lacks the user's own bin folders, where the agent CLIs are.
     let user = Unit::parse(&read(UNITS[0])).unwrap();
     let path = user.environment().get("PATH").copied().unwrap_or_default();
-    assert!(
-        path.split(':').any(|p| p == "%h/.local/bin") && path.contains("/usr/bin"),
-        "user unit: {path:?}"
-    );
+    // It replaces the manager's PATH: the system's default folders stay in it.
+    for folder in [
+        "%h/.local/bin",
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+    ] {
+        assert!(
+            path.split(':').any(|p| p == folder),
+            "user unit: {folder} not in {path:?}"
+        );
+    }
 
     let system = Unit::parse(&read(UNITS[1])).unwrap();
     let service = |key| system.get("Service", key);

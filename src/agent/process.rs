@@ -9,10 +9,10 @@
 //!
 //! The attempt moves through [`Stage`]s: `Running` until the agent exits or samocode stops it
 //! (`Stopping`: SIGTERM to the group, SIGKILL at `GraceOver`, scheduled as messages, never slept
-//! through), then `Exited` until its stdout is closed. What the agent leaves in its group after
-//! it exits is asked to stop, then killed after the grace; a descendant outside the group that
-//! keeps stdout open past the grace is killed by its markers, and the pipe is abandoned, so the
-//! attempt always ends. Then it reports [`AttemptDone`] to its session and stops.
+//! through), then `Exited` until its stdout and standard error are closed. What the agent
+//! leaves in its group after it exits (holding either pipe) is asked to stop, then killed after
+//! the grace; a descendant outside the group that keeps a pipe open past the grace is killed
+//! by its markers, and the pipe is abandoned, so the attempt always ends. Then it reports [`AttemptDone`] to its session and stops.
 //!
 //! Accepts `AgentMsg` from its own tasks and timers, and `Cancel` from its session. It links no
 //! children. If it panics, its session sees `ActorFailed` and counts a failed attempt.
@@ -98,7 +98,7 @@ enum Stage {
     Running,
     /// samocode sent SIGTERM to the group for this reason; SIGKILL follows at `GraceOver`.
     Stopping { why: ProcessEnd },
-    /// The main process was reaped; waiting for stdout to close.
+    /// The main process was reaped; waiting for stdout and standard error to close.
     Exited {
         end: ProcessEnd,
         status: Option<ExitKind>,
@@ -392,7 +392,7 @@ fn every(
     });
 }
 
-/// Reports and stops once the main process is reaped and stdout is closed.
+/// Reports and stops once the main process is reaped and both its pipes are closed.
 fn finish_if_over(myself: &ActorRef<AgentMsg>, state: &mut AgentState) {
     if state.output_open || state.errors_open || !matches!(state.stage, Stage::Exited { .. }) {
         return;

@@ -312,8 +312,6 @@ pub fn closed(html: &str, line: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    /// No piece is only white space: Telegram refuses one as empty, and the pieces after it
-    /// (the one with the buttons) were never sent.
     /// What an agent wrote reaches the chat with its control characters and reordering
     /// marks shown as text.
     #[test]
@@ -342,6 +340,8 @@ mod tests {
         );
     }
 
+    /// No piece is only white space: Telegram refuses one as empty, and the pieces after it
+    /// (the one with the buttons) were never sent.
     #[test]
     fn a_long_notice_has_no_empty_piece() {
         let first = "A".repeat(MAX_MESSAGE);

@@ -332,7 +332,12 @@ fn refuse_taken(root: &Path) -> Result<(), CliError> {
     let holds = match std::fs::read_dir(root) {
         Ok(mut entries) => entries.next().is_some(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            return Err(CliError::usage(anyhow::anyhow!(
+                "--dir {} is a file, not a folder; give --dir a new or empty folder",
+                root.display()
+            )));
+        }
         Err(e) => {
             return Err(CliError::usage(anyhow::anyhow!(
                 "cannot read --dir {}: {e}",

@@ -202,6 +202,8 @@ fn read(path: &Path) -> std::io::Result<Vec<Entry>> {
 
 /// Takes over the outboxes of `samocode run`s that ended before their notices went out (their
 /// lock is free): returns what they left to send and their open messages, and removes them.
+/// An outbox with nothing left to send stays where it is: the next `run` of its session closes
+/// the message it left open (taken, that message would keep its buttons).
 pub fn adopt_orphans(own: &Path) -> Replay {
     let mut adopted = Replay::default();
     let Some(dir) = own.parent() else {
@@ -219,11 +221,15 @@ pub fn adopt_orphans(own: &Path) -> Replay {
         let Ok(_lock) = lock(&path) else {
             continue;
         };
-        if let Ok(entries) = read(&path) {
-            let orphan = replay(&entries);
-            adopted.pending.extend(orphan.pending);
-            adopted.open.extend(orphan.open);
+        let orphan = match read(&path) {
+            Ok(entries) => replay(&entries),
+            Err(_) => continue,
+        };
+        if orphan.pending.is_empty() {
+            continue;
         }
+        adopted.pending.extend(orphan.pending);
+        adopted.open.extend(orphan.open);
         let _ = std::fs::remove_file(&path);
         let _ = std::fs::remove_file(path.with_extension("lock"));
     }

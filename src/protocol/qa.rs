@@ -155,12 +155,17 @@ pub fn fill(text: &str, answers: &[(u32, String)]) -> Result<String, QaError> {
             .target(*number, &taken)
             .ok_or_else(|| QaError::UnknownQuestion {
                 number: *number,
-                asked: doc
-                    .questions
-                    .iter()
-                    .map(|q| format!("Q{}", q.number))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                asked: {
+                    // Each number once, in file order (rounds may number theirs alike).
+                    let mut numbers: Vec<u32> = Vec::new();
+                    for q in &doc.questions {
+                        if !numbers.contains(&q.number) {
+                            numbers.push(q.number);
+                        }
+                    }
+                    let numbers: Vec<String> = numbers.iter().map(|n| format!("Q{n}")).collect();
+                    numbers.join(", ")
+                },
             })?;
         if taken.contains(&index) {
             return Err(QaError::AnsweredTwice(*number));

@@ -204,6 +204,8 @@ pub struct SessionRun {
     /// The phase whose standing text `_logs/contexts.md` last wrote out whole, by this actor,
     /// and the entry (its attempt's log) that holds it.
     pub(super) standing_journaled: Option<(Phase, String)>,
+    /// Why `_qa.md` could not be read, as last said: said again only when it changes.
+    pub(super) qa_unreadable: Option<String>,
 }
 
 /// A sync of the journals in the background, and how many of the state's unsynced rows of
@@ -374,11 +376,25 @@ impl SessionActor {
                         wait_for: WaitFor::QaAnswers
                     })
                 );
-                if waiting && person::wake_on_answers(&run.store, &mut run.state)? {
-                    run.store
-                        .log("the answers in _qa.md are complete; resuming");
-                    self.unparked(run, "answered", Some("in _qa.md"));
-                    self.wake(&myself, run)?;
+                if waiting {
+                    match person::wake_on_answers(&run.store, &mut run.state)? {
+                        person::Wake::Woken => {
+                            run.qa_unreadable = None;
+                            run.store
+                                .log("the answers in _qa.md are complete; resuming");
+                            self.unparked(run, "answered", Some("in _qa.md"));
+                            self.wake(&myself, run)?;
+                        }
+                        // Said once per problem, not at every event of the file.
+                        person::Wake::Unreadable(why)
+                            if run.qa_unreadable.as_ref() != Some(&why) =>
+                        {
+                            person::say_unreadable(&run.store, &why);
+                            run.qa_unreadable = Some(why);
+                        }
+                        person::Wake::Unreadable(_) => {}
+                        person::Wake::Waits => run.qa_unreadable = None,
+                    }
                 }
             }
             SessionMsg::Shutdown => match std::mem::replace(&mut run.life, Life::Ready) {
@@ -438,6 +454,7 @@ impl Actor for SessionActor {
             appended: Vec::new(),
             notebook_behind: false,
             standing_journaled: None,
+            qa_unreadable: None,
         })
     }
 

@@ -244,7 +244,7 @@ pub fn open_resolved(
             (store, state)
         }
     };
-    person::wake_on_answers(&store, &mut state).map_err(|e| match e {
+    let woken = person::wake_on_answers(&store, &mut state).map_err(|e| match e {
         person::ActError::Store(e) => OpenError::Store(e),
         other => OpenError::Store(StoreError::Io {
             action: "cannot resume",
@@ -252,6 +252,9 @@ pub fn open_resolved(
             source: std::io::Error::other(other.to_string()),
         }),
     })?;
+    if let person::Wake::Unreadable(why) = &woken {
+        person::say_unreadable(&store, why);
+    }
     let settled = Settled::of(&state);
     let state_in_flight = launcher.adopts() && state.in_flight.is_some();
     Ok((

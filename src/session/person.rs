@@ -276,25 +276,31 @@ pub fn apply(
     }
 }
 
-/// Wakes a session waiting for answers when `_qa.md` has been answered by hand; returns true
-/// when it did.
+/// What a look at `_qa.md` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wake {
+    /// Every question is answered: the session was made runnable again.
+    Woken,
+    /// Not waiting for answers, or some are still open.
+    Waits,
+    /// Waiting, but a hand edit left `_qa.md` unreadable (not UTF-8, too large): why.
+    Unreadable(String),
+}
+
+/// Wakes a session waiting for answers when `_qa.md` has been answered by hand.
 ///
 /// `_qa.md` is read only while the session waits for answers; one a hand edit left unreadable
-/// (not UTF-8, too large) is not answered yet: the session keeps waiting, and its log says why.
-pub fn wake_on_answers(store: &SessionStore, state: &mut SessionState) -> Result<bool, ActError> {
+/// is not answered yet: the session keeps waiting, and the caller says why (once).
+pub fn wake_on_answers(store: &SessionStore, state: &mut SessionState) -> Result<Wake, ActError> {
     if !gate::wakes_on_answers(state, true) {
-        return Ok(false);
+        return Ok(Wake::Waits);
     }
     let answered = match store.read(QA) {
         Ok(text) => text.is_some_and(|t| QaDoc::parse(&t).is_answered()),
-        Err(error) => {
-            tracing::warn!(session = %store.name(), %error, "the answers in _qa.md cannot be read; still waiting for them");
-            store.log(&format!("still waiting for answers: {error}"));
-            false
-        }
+        Err(error) => return Ok(Wake::Unreadable(error.to_string())),
     };
     if !answered {
-        return Ok(false);
+        return Ok(Wake::Waits);
     }
     act(store, state, Some("in _qa.md"), |s| {
         let mut effect = gate::resume(s, true)?;
@@ -302,7 +308,7 @@ pub fn wake_on_answers(store: &SessionStore, state: &mut SessionState) -> Result
         effect.flow_log = "Questions answered in _qa.md; resuming".into();
         Ok(effect)
     })?;
-    Ok(true)
+    Ok(Wake::Woken)
 }
 
 impl ActError {
@@ -314,4 +320,10 @@ impl ActError {
             _ => 2,
         }
     }
+}
+
+/// Says, in the session's log and the daemon's, why the answers in `_qa.md` cannot be read.
+pub fn say_unreadable(store: &SessionStore, why: &str) {
+    tracing::warn!(session = %store.name(), error = %why, "the answers in _qa.md cannot be read; still waiting for them");
+    store.log(&format!("still waiting for answers: {why}"));
 }

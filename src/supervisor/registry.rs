@@ -172,7 +172,7 @@ impl Registry {
         match matches.as_slice() {
             [dir] => Ok((*dir).clone()),
             [] => Err(format!(
-                "the daemon drives no session {session:?}: one that `samocode run` drives, or drove, is acted on from the command line (`samocode answer`, `approve`, `resume`), or handed to the daemon with `samocode start --session {session}`"
+                "the daemon drives no session {session:?} (a session run with samocode run is acted on from the command line)"
             )),
             _ => Err(format!(
                 "{session:?} names several sessions; use the full folder name"

@@ -199,6 +199,10 @@ fn answers_written_by_hand_in_a_bad_encoding_keep_the_session_waiting() {
     });
     let rows = project.status();
     assert_eq!(rows[0]["state"], "waiting", "{rows:#?}");
+    // Said once, not at every event of the file.
+    std::thread::sleep(Duration::from_secs(1));
+    let log = std::fs::read_to_string(s.path("session.log")).unwrap();
+    assert_eq!(log.matches("still waiting for answers").count(), 1, "{log}");
     std::fs::write(s.path("_qa.md"), good).unwrap();
     wait_for(Duration::from_secs(30), "the session to go on", || {
         s.state()["status"]["for"] == "plan_approval"

@@ -509,6 +509,37 @@ fn notices_a_run_left_are_sent_by_the_daemon_running_beside_it() {
     });
 }
 
+/// A run's open message is closed by the session's next run also when a daemon runs beside
+/// them: the daemon leaves alone a run's outbox that has nothing left to send (it had taken
+/// it, and the message's buttons stayed live).
+#[test]
+fn the_next_run_closes_the_message_the_last_run_left_open_beside_a_daemon() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    project.env(
+        "SAMOCODE_STATE_DIR",
+        &project.state_dir().display().to_string(),
+    );
+    let _daemon = project.daemon(&[]);
+    project
+        .run(&["run", "--session", "twice", "--dive", "d", "--task", "t"])
+        .expect(10);
+    let asked = api.sent("has questions");
+    assert_eq!(asked.len(), 1);
+    // Longer than the daemon's look for what runs left.
+    std::thread::sleep(Duration::from_secs(17));
+    project
+        .run(&["answer", "twice", "--accept-suggestions"])
+        .expect(0);
+    project.run(&["run", "--session", "twice"]).expect(10);
+    let closed: Vec<_> = api
+        .calls("editmessagetext")
+        .into_iter()
+        .filter(|e| e["message_id"] == asked[0]["message_id"])
+        .collect();
+    assert_eq!(closed.len(), 1, "{:#?}", api.calls("editmessagetext"));
+}
+
 /// `run` with Telegram keeps its unsent notices in the state directory: one that is not safe
 /// to use is refused before anything runs, as the daemon refuses it (notices were lost there
 /// without a word).

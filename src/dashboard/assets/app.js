@@ -107,26 +107,39 @@
     if (atEnd) list.scrollTop = list.scrollHeight;
   }
 
-  let url = source;
-  const log = document.getElementById("log-lines");
-  if (log && log.dataset.file) {
-    url += (url.indexOf("?") < 0 ? "?" : "&") + "file=" + encodeURIComponent(log.dataset.file) + "&end=" + encodeURIComponent(log.dataset.end);
+  // The stream's address says what the page holds: the log's file and end, and the versions
+  // of its sections, so that only what differs is sent. It is made afresh at each connection
+  // (the browser's own reconnection would repeat what the page held when it loaded).
+  function address() {
+    let url = source;
+    const join = function () { return url.indexOf("?") < 0 ? "?" : "&"; };
+    const log = document.getElementById("log-lines");
+    if (log && log.dataset.file) {
+      url += join() + "file=" + encodeURIComponent(log.dataset.file) + "&end=" + encodeURIComponent(log.dataset.end);
+    }
+    const held = Array.from(document.querySelectorAll("section[data-v]"))
+      .map(function (s) { return s.id + ":" + s.dataset.v; });
+    if (held.length) url += join() + "v=" + encodeURIComponent(held.join(","));
+    return url;
   }
-  // The sections the page holds, so that only the ones that differ are sent.
-  const held = Array.from(document.querySelectorAll("section[data-v]"))
-    .map(function (s) { return s.id + ":" + s.dataset.v; });
-  if (held.length) {
-    url += (url.indexOf("?") < 0 ? "?" : "&") + "v=" + encodeURIComponent(held.join(","));
-  }
-  const events = new EventSource(url);
-  events.addEventListener("open", function () { if (live) live.hidden = false; });
   const offline = document.getElementById("offline");
-  events.addEventListener("error", function () {
-    if (live) live.hidden = true;
-    // The browser gives up for good on an answer that is no stream (401 after a restart).
-    if (offline && events.readyState === EventSource.CLOSED) offline.hidden = false;
-  });
-  events.addEventListener("fleet", onFleet);
-  events.addEventListener("sections", onSections);
-  events.addEventListener("log", onLog);
+  function connect() {
+    const events = new EventSource(address());
+    events.addEventListener("open", function () { if (live) live.hidden = false; });
+    events.addEventListener("error", function () {
+      if (live) live.hidden = true;
+      if (events.readyState === EventSource.CLOSED) {
+        // The browser gives up for good on an answer that is no stream (401 after a restart).
+        if (offline) offline.hidden = false;
+        return;
+      }
+      // A dropped connection: connect again, saying what the page holds now.
+      events.close();
+      setTimeout(connect, 2000);
+    });
+    events.addEventListener("fleet", onFleet);
+    events.addEventListener("sections", onSections);
+    events.addEventListener("log", onLog);
+  }
+  connect();
 })();
