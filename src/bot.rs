@@ -502,7 +502,9 @@ impl Telegram {
             .collect();
         match matches.as_slice() {
             [dir] => Ok(SessionFolder::new(dir)),
-            [] => Err(format!("the daemon drives no session {name:?}")),
+            [] => Err(format!(
+                "the daemon drives no session {name:?} (a session run with samocode run is acted on from the command line)"
+            )),
             _ => Err(format!(
                 "{name:?} names several sessions; use the full folder name"
             )),

@@ -350,6 +350,23 @@ pub fn configure(cli: &Cli, sources: &Sources) -> Result<Config, CliError> {
         flags.no_project = true;
         flags.config = None;
     }
+    // The demo keeps nothing in a state directory: one need not be found for it (with no
+    // HOME, none would be).
+    if matches!(cli.command, Command::Demo(_))
+        && ["SAMOCODE_STATE_DIR", "XDG_STATE_HOME", "HOME"]
+            .iter()
+            .all(|k| sources.env.get(*k).is_none_or(|v| v.is_empty()))
+    {
+        let mut sources = sources.clone();
+        sources.env.insert(
+            "SAMOCODE_STATE_DIR".into(),
+            std::env::temp_dir()
+                .join("samocode-demo-state")
+                .display()
+                .to_string(),
+        );
+        return Ok(config::resolve(&flags, &sources)?);
+    }
     if matches!(cli.command, Command::FakeAgent { .. }) {
         // The scripted agent takes no configuration: it reads its own knobs from the
         // environment it is given, and samocode's settings are not passed to agents.

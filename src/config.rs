@@ -473,12 +473,19 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
             let path = absolute(&sources.cwd, path);
             match std::fs::metadata(&path) {
                 Ok(meta) if meta.is_dir() => {
+                    let inside = path.join(".samocode");
                     problems.push(ConfigError::ConfigFlag {
-                        problem: format!(
-                            "{} is a folder; give its project file, {}",
-                            path.display(),
-                            path.join(".samocode").display()
-                        ),
+                        problem: match inside.is_file() {
+                            true => format!(
+                                "{} is a folder; give its project file, {}",
+                                path.display(),
+                                inside.display()
+                            ),
+                            false => format!(
+                                "{} is a folder, and holds no .samocode; give a project file",
+                                path.display()
+                            ),
+                        },
                     });
                     None
                 }

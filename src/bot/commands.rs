@@ -20,7 +20,7 @@ pub enum Command {
     Session(String),
     #[command(description = "NAME — approve the plan")]
     Approve(String),
-    #[command(description = "NAME reason — send the plan back with what to change", parse_with = name_and_text)]
+    #[command(description = "NAME reason — send the plan back with what to change", parse_with = reject)]
     Reject(String, String),
     #[command(description = "NAME N text — answer question N", parse_with = answer)]
     Answer(String, u32, String),
@@ -32,7 +32,7 @@ pub enum Command {
     Resume(String),
     #[command(description = "NAME — the last 30 lines of its newest attempt")]
     Logs(String),
-    #[command(description = "NAME text — guidance for its next iteration", parse_with = name_and_text)]
+    #[command(description = "NAME text — guidance for its next iteration", parse_with = tell)]
     Tell(String, String),
     #[command(description = "these commands")]
     Help,
@@ -117,6 +117,18 @@ impl Command {
             _ => return None,
         })
     }
+}
+
+fn reject(input: String) -> Result<(String, String), ParseError> {
+    name_and_text(input).map_err(|_| {
+        ParseError::Custom("give the session's name and what to change: /reject NAME reason".into())
+    })
+}
+
+fn tell(input: String) -> Result<(String, String), ParseError> {
+    name_and_text(input).map_err(|_| {
+        ParseError::Custom("give the session's name and the note: /tell NAME text".into())
+    })
 }
 
 fn name_and_text(input: String) -> Result<(String, String), ParseError> {
@@ -231,7 +243,12 @@ mod tests {
         assert!(
             Command::read("/reject auth")
                 .unwrap_err()
-                .contains("then the text")
+                .contains("/reject NAME reason")
+        );
+        assert!(
+            Command::read("/tell auth")
+                .unwrap_err()
+                .contains("/tell NAME text")
         );
         // `/answer NAME` alone: what /answer takes, not "give the session's name".
         for short in ["/answer hum", "/answer hum 2", "/answer"] {

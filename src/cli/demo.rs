@@ -224,7 +224,11 @@ pub async fn demo(
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "samocode".into());
-    println!("try: cd {} && {exe} status", root.display());
+    println!(
+        "try: cd {} && {} status",
+        shell_word(&root.display().to_string()),
+        shell_word(&exe)
+    );
     Ok(if all_done { exit::DONE } else { exit::FAILURE })
 }
 
@@ -326,9 +330,26 @@ async fn watch(supervisor: &ActorRef<SupervisorMsg>, dirs: &[PathBuf]) -> anyhow
     }
 }
 
+/// `word` as a shell reads it back: as it is when it holds nothing the shell treats apart,
+/// else in single quotes.
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:@%,=".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
 /// The demo writes its own project (`.samocode`, a repository, sessions): only into a folder
 /// that is new or empty, never over a person's work or an earlier demo.
 fn refuse_taken(root: &Path) -> Result<(), CliError> {
+    if std::fs::symlink_metadata(root).is_ok() && !root.exists() {
+        return Err(CliError::usage(anyhow::anyhow!(
+            "--dir {} is a link to nothing; give --dir a new or empty folder",
+            root.display()
+        )));
+    }
     let holds = match std::fs::read_dir(root) {
         Ok(mut entries) => entries.next().is_some(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,

@@ -68,7 +68,8 @@ fn shown(args: fmt::Arguments<'_>) -> String {
 
 /// `text` with every control character but the newline and the tab written out: C0 and DEL
 /// in caret notation (`^[`, `^M`, `^?`), C1 (U+0080 to U+009F, which some terminals also
-/// obey) as `<U+009B>`.
+/// obey) as `<U+009B>`; and the marks that reorder text (U+202A to U+202E, U+2066 to U+2069,
+/// which can make "exe.txt" read "txt.exe") as `<U+202E>`.
 pub fn visible(text: &str) -> Cow<'_, str> {
     match visible_bytes(text.as_bytes(), false) {
         Cow::Borrowed(_) => Cow::Borrowed(text),
@@ -82,8 +83,13 @@ pub fn visible(text: &str) -> Cow<'_, str> {
 /// codes (`ESC [ 1;32 m`: bold, dim, italic, red to purple text, reset) is kept as it is. Not
 /// others: concealed text, or black on black, could hide a line as well as erasing it.
 pub fn visible_bytes(bytes: &[u8], colour: bool) -> Cow<'_, [u8]> {
-    let plain = |b: &u8| (*b >= 0x20 || *b == b'\n' || *b == b'\t') && *b != 0x7f && *b != 0xc2;
-    if bytes.iter().all(plain) {
+    let plain = |(i, b): (usize, &u8)| {
+        (*b >= 0x20 || *b == b'\n' || *b == b'\t')
+            && *b != 0x7f
+            && *b != 0xc2
+            && !(*b == 0xe2 && reorders(&bytes[i..]))
+    };
+    if bytes.iter().enumerate().all(plain) {
         return Cow::Borrowed(bytes);
     }
     let mut shown = Vec::with_capacity(bytes.len() + 16);
@@ -113,6 +119,12 @@ pub fn visible_bytes(bytes: &[u8], colour: bool) -> Cow<'_, [u8]> {
                 shown.extend_from_slice(format!("<U+{:04X}>", bytes[i + 1]).as_bytes());
                 2
             }
+            0xe2 if reorders(&bytes[i..]) => {
+                let c =
+                    0x2000 | (u32::from(bytes[i + 1] & 0x3f) << 6) | u32::from(bytes[i + 2] & 0x3f);
+                shown.extend_from_slice(format!("<U+{c:04X}>").as_bytes());
+                3
+            }
             _ => {
                 shown.push(b);
                 1
@@ -140,6 +152,15 @@ pub fn json(value: &impl serde::Serialize) -> String {
         }
     }
     escaped
+}
+
+/// Whether `bytes` begin with a mark that reorders text: U+202A to U+202E or U+2066 to U+2069
+/// in UTF-8.
+fn reorders(bytes: &[u8]) -> bool {
+    matches!(
+        bytes,
+        [0xe2, 0x80, 0xaa..=0xae, ..] | [0xe2, 0x81, 0xa6..=0xa9, ..]
+    )
 }
 
 /// The length of the log's colour code (`ESC [`, parameters separated by `;`, `m`) that
@@ -219,6 +240,11 @@ mod tests {
             "tests FAILED^[[2K^Mtests passed^[]52;c;cm0gLXJmIH4=^G<U+009B>2J^?"
         );
         assert_eq!(visible("\u{0}"), "^@");
+        // Marks that reorder text; other punctuation of that block stays.
+        assert_eq!(
+            visible("a\u{202e}txt.exe\u{2066}b\u{2069} — …"),
+            "a<U+202E>txt.exe<U+2066>b<U+2069> — …"
+        );
         // Colour codes are kept only when asked for, and only they.
         let line = "\u{1b}[32mINFO\u{1b}[0m reason=x\u{1b}[2K\u{1b}]0;t\u{7}";
         assert_eq!(

@@ -44,6 +44,8 @@ pub(super) fn read(path: &Path, sources: &Sources, problems: &mut Problems) -> O
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     // key -> (line number, value)
     let mut values: HashMap<&str, (usize, String)> = HashMap::new();
+    // The keys misspelt ones were meant as: said with the misspelling, not also as missing.
+    let mut meant: Vec<&'static str> = Vec::new();
     for (index, raw) in text.lines().enumerate() {
         let number = index + 1;
         let line = raw.trim();
@@ -69,10 +71,12 @@ pub(super) fn read(path: &Path, sources: &Sources, problems: &mut Problems) -> O
             .trim_matches('\'')
             .to_string();
         let Some(known) = KEYS.iter().find(|k| **k == key) else {
+            let suggestion = nearest(key, KEYS);
+            meant.extend(suggestion);
             problems.push(ConfigError::UnknownKey {
                 place: format!("{}:{number}", path.display()),
                 key: key.to_string(),
-                suggestion: nearest(key, KEYS).map(str::to_string),
+                suggestion: suggestion.map(str::to_string),
             });
             continue;
         };
@@ -100,11 +104,13 @@ pub(super) fn read(path: &Path, sources: &Sources, problems: &mut Problems) -> O
 
     let mut dir = |key: &'static str, what: &'static str| -> Option<PathBuf> {
         let Some((line, value)) = values.get(key) else {
-            problems.push(ConfigError::MissingKey {
-                path: path.to_path_buf(),
-                key,
-                what,
-            });
+            if !meant.contains(&key) {
+                problems.push(ConfigError::MissingKey {
+                    path: path.to_path_buf(),
+                    key,
+                    what,
+                });
+            }
             return None;
         };
         if value.is_empty() {

@@ -870,16 +870,32 @@ fn config_naming_a_folder_or_nothing_says_so() {
     };
     let text = error_text(dir.path(), &[], &flags("repo"));
     assert!(
-        text.contains("--config")
-            && text.contains("is a folder")
-            && text.contains("repo/.samocode"),
+        text.contains("--config") && text.contains("is a folder, and holds no .samocode"),
         "{text}"
     );
     assert!(!text.contains("replace it"), "{text}");
+    // A folder that holds one: named.
+    let text = error_text(dir.path(), &[], &flags("."));
+    assert!(text.contains("give its project file"), "{text}");
+    assert!(text.contains("/.samocode"), "{text}");
     let text = error_text(dir.path(), &[], &flags("nope"));
     assert!(
         text.contains("--config") && text.contains("nope") && text.contains("does not exist"),
         "{text}"
     );
     assert!(!text.contains("entity not found"), "{text}");
+}
+
+/// A misspelt key of `.samocode` is said with the key it was meant as, not also as missing.
+#[test]
+fn a_misspelt_project_key_is_not_also_said_missing() {
+    let dir = project_dir();
+    std::fs::write(
+        dir.path().join(".samocode"),
+        "MAIN_REPOS=repo\nWORKTREES=wt\nSESSIONS=sessions\n",
+    )
+    .unwrap();
+    let text = error_text(dir.path(), &[], &Flags::default());
+    assert!(text.contains("did you mean MAIN_REPO?"), "{text}");
+    assert!(!text.contains("MAIN_REPO is required"), "{text}");
 }

@@ -135,7 +135,7 @@ pub async fn act(
     // Answers from a page older than `_qa.md` (answered meanwhile from elsewhere) would be
     // written over the newer ones: refused, and the page shows the questions as they are.
     let command = match (command, field("qa")) {
-        (Ok(PersonCommand::Answer { .. }), Some(seen)) if !qa_is(&dir, seen).await => Err(
+        (Ok(PersonCommand::Answer { .. }), seen) if !qa_is(&dir, seen).await => Err(
             "the questions were answered elsewhere since this page was loaded: they are shown as they are now; answer what is still open".to_string(),
         ),
         (command, _) => command,
@@ -175,12 +175,13 @@ pub async fn act(
     Redirect::to(&format!("/sessions/{name}")).into_response()
 }
 
-/// Whether session `dir`'s `_qa.md` is still the one of version `seen`.
-async fn qa_is(dir: &std::path::Path, seen: &str) -> bool {
+/// Whether session `dir`'s `_qa.md` is still the one of version `seen` (a form without the
+/// version, not made by a page of this build, is taken as stale).
+async fn qa_is(dir: &std::path::Path, seen: Option<&str>) -> bool {
     let folder = crate::session::SessionFolder::new(dir);
     let read = tokio::task::spawn_blocking(move || folder.read(crate::session::store::QA)).await;
     match read {
-        Ok(Ok(Some(text))) => super::view::qa_version(&text) == seen,
+        Ok(Ok(Some(text))) => Some(super::view::qa_version(&text).as_str()) == seen,
         // Unreadable now: the daemon's own answer says why.
         _ => true,
     }

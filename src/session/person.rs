@@ -22,7 +22,9 @@ pub enum ActError {
     #[error(transparent)]
     Qa(#[from] QaError),
     /// `answer` on a session that asked nothing.
-    #[error("session {0} has no _qa.md: there is nothing to answer")]
+    #[error(
+        "session {0} has no _qa.md: there is nothing to answer; `samocode resume {0}` runs its phase again, which asks again if it still needs to"
+    )]
     NoQuestions(String),
     /// `answer` that would change answers a session past its questions has used (or change
     /// nothing at all).
@@ -229,9 +231,7 @@ pub fn apply(
             ))
         }
         PersonCommand::Resume => {
-            let answered = store
-                .read(QA)?
-                .is_some_and(|t| QaDoc::parse(&t).is_answered());
+            let answered = questions_answered(store)?;
             act(store, state, by, |s| gate::resume(s, answered))?;
             Ok(match &state.status {
                 crate::protocol::RunState::Waiting { wait_for, .. } => format!(
@@ -241,9 +241,7 @@ pub fn apply(
             })
         }
         PersonCommand::RaiseBudget { budget } => {
-            let answered = store
-                .read(QA)?
-                .is_some_and(|t| QaDoc::parse(&t).is_answered());
+            let answered = questions_answered(store)?;
             act(store, state, by, |s| gate::raise(s, budget, answered))?;
             Ok(format!(
                 "raised the budget of {name}; it is {} in {}",
@@ -274,6 +272,15 @@ pub fn apply(
             ))
         }
     }
+}
+
+/// Whether a session's questions no longer hold it at its gate: all answered, or `_qa.md`
+/// gone (deleted by hand: the phase runs again, and asks again if it still needs to; the
+/// session could otherwise neither be answered nor resumed).
+fn questions_answered(store: &SessionStore) -> Result<bool, StoreError> {
+    Ok(store
+        .read(QA)?
+        .is_none_or(|t| QaDoc::parse(&t).is_answered()))
 }
 
 /// What a look at `_qa.md` found.

@@ -19,6 +19,10 @@ async fn answer_the_questions_approve_the_plan_and_watch_it_reach_done() {
     let (base, link) = login_link(&project);
     let browser = Browser::start().await;
     browser.goto(&link).await;
+    // (A live update may be redrawing the row at the moment the page is read.)
+    browser
+        .wait_text(&format!("#row-{folder} a"), &folder)
+        .await;
     browser
         .client
         .find(Locator::LinkText(&folder))
@@ -142,20 +146,22 @@ fn questions_numbered_alike_are_answered_each_in_its_place() {
     for field in ["name=\"q1_text\"", "name=\"q1.2_text\""] {
         assert!(page.body.contains(field), "{field} not in the form");
     }
-    let csrf = page
-        .body
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap()
-        .to_string();
+    let field = |name: &str| {
+        page.body
+            .split(&format!("name=\"{name}\" value=\""))
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap()
+            .to_string()
+    };
+    let (csrf, qa) = (field("csrf"), field("qa"));
     let post = |form: &str| {
         http(
             &base,
             "POST",
             &format!("/sessions/{folder}/answer"),
             Some(&cookie),
-            Some(&format!("csrf={csrf}&{form}")),
+            Some(&format!("csrf={csrf}&qa={qa}&{form}")),
         )
     };
     post("q1_text=&q1.2_text=4");
@@ -247,6 +253,26 @@ fn answers_from_a_page_older_than_the_questions_are_refused() {
     );
     assert!(!after.body.contains("name=\"q1\""), "Q1 is shown answered");
     assert!(after.body.contains("name=\"q2_text\""), "Q2 is still open");
+    // A form that does not say which questions it saw is refused the same way.
+    let csrf_now = after
+        .body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
+    http(
+        &base,
+        "POST",
+        &format!("/sessions/{folder}/answer"),
+        Some(&cookie),
+        Some(&format!("csrf={csrf_now}&q2_text=5")),
+    );
+    let text = std::fs::read_to_string(dir.join("_qa.md")).unwrap();
+    assert!(
+        !text.contains("Answer: 5"),
+        "a form without its version: {text}"
+    );
 }
 
 /// A session page's stream sends only the sections that differ from the ones the page holds

@@ -209,6 +209,28 @@ fn answers_written_by_hand_in_a_bad_encoding_keep_the_session_waiting() {
     });
 }
 
+/// A session waiting for answers whose `_qa.md` was deleted is resumed: its phase runs again
+/// and asks again. (`answer` said there was nothing to answer, and `resume` said to answer
+/// first: the session could not move.)
+#[test]
+fn a_session_whose_questions_file_was_deleted_is_resumed_and_asks_again() {
+    let mut project = Project::new();
+    let _daemon = project.daemon(&[]);
+    let s = start_until_questions(&project, "gone");
+    std::fs::remove_file(s.path("_qa.md")).unwrap();
+    let answer = project.run(&["answer", "gone", "--q", "1", "x"]);
+    answer.expect(2);
+    assert!(
+        answer.stderr().contains("samocode resume"),
+        "{}",
+        answer.stderr()
+    );
+    project.run(&["resume", "gone"]).expect(0);
+    wait_for(Duration::from_secs(30), "the questions asked again", || {
+        s.path("_qa.md").exists() && s.state()["status"]["for"] == "qa_answers"
+    });
+}
+
 #[test]
 fn an_approval_whose_notebook_cannot_be_written_leaves_the_session_waiting() {
     let mut project = Project::new();

@@ -582,6 +582,24 @@ fn the_demo_refuses_a_folder_that_is_not_empty() {
         "my own readme\n"
     );
     assert_eq!(std::fs::read_dir(&mine).unwrap().count(), 2);
+    // A file, a link to nothing: said as such; and no HOME is needed for the demo.
+    let file = dir.path().join("afile");
+    std::fs::write(&file, "").unwrap();
+    let nothing = dir.path().join("nothing");
+    std::os::unix::fs::symlink(dir.path().join("gone"), &nothing).unwrap();
+    for (path, said) in [(&file, "is a file"), (&nothing, "is a link to nothing")] {
+        let out = std::process::Command::new(super::fixture::BIN)
+            .args(["demo", "--dir", path.to_str().unwrap()])
+            .env_remove("SAMOCODE_FAKE")
+            .env_remove("HOME")
+            .env_remove("XDG_STATE_HOME")
+            .env_remove("SAMOCODE_STATE_DIR")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(said), "{stderr}");
+    }
 }
 
 /// The scripted agent runs in the session's worktree, below the person's `.samocode`: it reads
