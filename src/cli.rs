@@ -283,7 +283,7 @@ impl From<crate::session::person::ActError> for CliError {
             ActError::Store(e) => e.into(),
             e @ (ActError::Gate(_)
             | ActError::Qa(_)
-            | ActError::NoQuestions(_)
+            | ActError::NoQuestions { .. }
             | ActError::Used { .. }) => CliError::usage(e),
         }
     }

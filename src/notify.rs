@@ -309,6 +309,36 @@ impl NotifierState {
                 let Some(notice) = sink.render(event) else {
                     return Vec::new();
                 };
+                // A session handed from `samocode run` to the daemon: the run's open message,
+                // kept in this outbox as compaction keeps one (a sent notice without buttons).
+                if !self.has_open(&notice.session)
+                    && let Some(path) = &self.adopt_into
+                    && let Some(message) = outbox::take_run_open(path, &notice.session)
+                {
+                    let id = u64::MAX - message.message as u64;
+                    if let Some(outbox) = &mut self.outbox {
+                        let kept = outbox
+                            .append(&Entry::Notice {
+                                id,
+                                notice: Notice {
+                                    session: notice.session.clone(),
+                                    open: true,
+                                    html: message.html.clone(),
+                                    buttons: Vec::new(),
+                                },
+                            })
+                            .and_then(|()| {
+                                outbox.append(&Entry::Sent {
+                                    id,
+                                    messages: vec![message.message],
+                                })
+                            });
+                        if let Err(error) = kept {
+                            tracing::warn!(%error, "the outbox cannot be written; the run's open message is kept in memory");
+                        }
+                    }
+                    self.queue.open.insert(notice.session.clone(), message);
+                }
                 if self.has_open(&notice.session) {
                     entries.push(Entry::Close {
                         id: self.queue.next_id,

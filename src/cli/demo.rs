@@ -224,8 +224,19 @@ pub async fn demo(
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "samocode".into());
+    // Without a HOME the status command needs the state directory named, as the demo had it.
+    let named = ["SAMOCODE_STATE_DIR", "XDG_STATE_HOME", "HOME"]
+        .iter()
+        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
+    let state = match named {
+        true => String::new(),
+        false => format!(
+            "SAMOCODE_STATE_DIR={} ",
+            shell_word(&config.state_dir.display().to_string())
+        ),
+    };
     println!(
-        "try: cd {} && {} status",
+        "try: cd {} && {state}{} status",
         shell_word(&root.display().to_string()),
         shell_word(&exe)
     );

@@ -4,9 +4,11 @@
 //! every page), and after a gap (a new connection behind the page, or a page that fell
 //! behind) sends the whole table once. A session page's stream renders that session's sections
 //! again when the watcher reports it changed (at most once per [`SESSION_REFRESH`], reading
-//! only what changed in the folder) and sends those whose version differs, and appends the
-//! newest attempt's log as it grows, resuming after a reconnect from the position in the last
-//! event id.
+//! only what changed in the folder) and sends those whose version differs from the ones the
+//! page holds, and appends the newest attempt's log as it grows. The page's script connects
+//! again after a drop with an address that says what it holds now (`since`, the log's `file`
+//! and `end`, the sections' versions `v`); the last event id (a browser's own reconnection)
+//! is read too.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;

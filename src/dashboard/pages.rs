@@ -16,7 +16,20 @@ pub const STATES: [&str; 8] = [
 ];
 
 /// Asset URLs carry the build's version so a new binary's files are not taken from the cache.
-pub const ASSET_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// It is a digest of the files themselves, so that a build whose script or stylesheet changed
+/// is never served from a cache of the last one under the same package version.
+pub fn asset_version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| {
+        // FNV-1a: a stable digest, the same in every build of the same files.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in super::server::CSS.bytes().chain(super::server::JS.bytes()) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{hash:016x}")
+    })
+}
 
 /// What the page frame needs besides its content.
 pub struct Frame<'a> {
@@ -38,8 +51,8 @@ pub fn frame(frame: Frame<'_>, content: Markup) -> Markup {
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 meta name="color-scheme" content="light dark";
                 title { (frame.title) " · samocode" }
-                link rel="stylesheet" href=(format!("/assets/app.css?v={ASSET_VERSION}"));
-                script src=(format!("/assets/app.js?v={ASSET_VERSION}")) defer {}
+                link rel="stylesheet" href=(format!("/assets/app.css?v={}", asset_version()));
+                script src=(format!("/assets/app.js?v={}", asset_version())) defer {}
             }
             body data-page=(frame.page) data-events=[frame.events.as_deref()] {
                 a.skip href="#main" { "Skip to content" }

@@ -20,8 +20,8 @@ use super::live;
 use super::pages;
 use super::routes;
 
-const CSS: &str = include_str!("assets/app.css");
-const JS: &str = include_str!("assets/app.js");
+pub(super) const CSS: &str = include_str!("assets/app.css");
+pub(super) const JS: &str = include_str!("assets/app.js");
 
 /// No inline script or style, nothing from another origin, no framing, forms only to here.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \

@@ -236,6 +236,39 @@ pub fn adopt_orphans(own: &Path) -> Replay {
     adopted
 }
 
+/// The message a finished `samocode run` of `session` (its folder name) left open, taken from
+/// the run's outbox beside `own` (which then goes): for a daemon about to send that session's
+/// next notice, so that the old message loses its buttons when the daemon drives the session
+/// on. `None` while a run holds the outbox, or when it has notices left to send (those are
+/// adopted whole).
+pub fn take_run_open(own: &Path, session: &str) -> Option<OpenMessage> {
+    let dir = own.parent()?;
+    let short = crate::session::name::short_name(session);
+    for name in [session, short] {
+        let path = dir.join(format!("run-{name}.jsonl"));
+        if !path.exists() {
+            continue;
+        }
+        let Ok(_lock) = lock(&path) else {
+            continue;
+        };
+        let Ok(entries) = read(&path) else {
+            continue;
+        };
+        let mut left = replay(&entries);
+        if !left.pending.is_empty() {
+            continue;
+        }
+        let Some(open) = left.open.remove(session) else {
+            continue;
+        };
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(path.with_extension("lock"));
+        return Some(open);
+    }
+    None
+}
+
 /// What the entries leave to do.
 pub fn replay(entries: &[Entry]) -> Replay {
     let mut pending: Vec<Entry> = Vec::new();

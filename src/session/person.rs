@@ -22,10 +22,12 @@ pub enum ActError {
     #[error(transparent)]
     Qa(#[from] QaError),
     /// `answer` on a session that asked nothing.
-    #[error(
-        "session {0} has no _qa.md: there is nothing to answer; `samocode resume {0}` runs its phase again, which asks again if it still needs to"
-    )]
-    NoQuestions(String),
+    #[error("session {session} has no _qa.md: there is nothing to answer{}", if *.waiting {
+        format!("; `samocode resume {session}` runs its phase again, which asks again if it still needs to")
+    } else {
+        String::new()
+    })]
+    NoQuestions { session: String, waiting: bool },
     /// `answer` that would change answers a session past its questions has used (or change
     /// nothing at all).
     #[error(
@@ -61,9 +63,10 @@ pub fn answer(
     answers: &Answers,
     by: Option<&str>,
 ) -> Result<Answered, ActError> {
-    let text = store
-        .read(QA)?
-        .ok_or_else(|| ActError::NoQuestions(store.name()))?;
+    let text = store.read(QA)?.ok_or_else(|| ActError::NoQuestions {
+        session: store.name(),
+        waiting: gate::waits_for_answers(state),
+    })?;
     let filled = match answers {
         Answers::Suggestions => qa::accept_suggestions(&text)?,
         Answers::Given(pairs) => qa::fill(&text, pairs)?,

@@ -63,9 +63,12 @@ async fn an_agents_script_tag_shows_as_text() {
         .await;
     assert_eq!(probe["injected"], serde_json::Value::Null, "{probe}");
     assert_eq!(probe["title"], format!("{folder} · samocode"), "{probe}");
-    assert_eq!(
-        probe["scripts"],
-        serde_json::json!([format!("/assets/app.js?v={}", env!("CARGO_PKG_VERSION"))]),
+    let scripts = probe["scripts"].as_array().cloned().unwrap_or_default();
+    assert!(
+        scripts.len() == 1
+            && scripts[0]
+                .as_str()
+                .is_some_and(|s| s.starts_with("/assets/app.js?v=")),
         "the page's one script: {probe}"
     );
     assert_eq!(probe["images"], 0, "{probe}");

@@ -540,6 +540,37 @@ fn the_next_run_closes_the_message_the_last_run_left_open_beside_a_daemon() {
     assert_eq!(closed.len(), 1, "{:#?}", api.calls("editmessagetext"));
 }
 
+/// A session handed from `samocode run` to the daemon: the message the run left open is closed
+/// before the daemon's first notice of it, as the next run would have closed it.
+#[test]
+fn a_session_handed_from_run_to_the_daemon_has_its_old_message_closed() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    project.env(
+        "SAMOCODE_STATE_DIR",
+        &project.state_dir().display().to_string(),
+    );
+    let _daemon = project.daemon(&[]);
+    project
+        .run(&["run", "--session", "handed", "--dive", "d", "--task", "t"])
+        .expect(10);
+    let asked = api.sent("has questions");
+    assert_eq!(asked.len(), 1);
+    project
+        .run(&["answer", "handed", "--accept-suggestions"])
+        .expect(0);
+    project.run(&["start", "--session", "handed"]).expect(0);
+    wait_for(Duration::from_secs(30), "the plan's notice", || {
+        !api.sent("waits for approval").is_empty()
+    });
+    let closed: Vec<_> = api
+        .calls("editmessagetext")
+        .into_iter()
+        .filter(|e| e["message_id"] == asked[0]["message_id"])
+        .collect();
+    assert_eq!(closed.len(), 1, "{:#?}", api.calls("editmessagetext"));
+}
+
 /// `run` with Telegram keeps its unsent notices in the state directory: one that is not safe
 /// to use is refused before anything runs, as the daemon refuses it (notices were lost there
 /// without a word).

@@ -51,6 +51,8 @@
   }
 
   function onFleet(event) {
+    // Where the fleet stream is: a new connection asks only for what came after it.
+    if (event.lastEventId) body.dataset.since = event.lastEventId;
     const data = JSON.parse(event.data);
     const tbody = document.getElementById("fleet-rows");
     if (!tbody) return;
@@ -111,16 +113,17 @@
   // of its sections, so that only what differs is sent. It is made afresh at each connection
   // (the browser's own reconnection would repeat what the page held when it loaded).
   function address() {
-    let url = source;
-    const join = function () { return url.indexOf("?") < 0 ? "?" : "&"; };
+    const url = new URL(source, location.href);
+    if (body.dataset.since) url.searchParams.set("since", body.dataset.since);
     const log = document.getElementById("log-lines");
     if (log && log.dataset.file) {
-      url += join() + "file=" + encodeURIComponent(log.dataset.file) + "&end=" + encodeURIComponent(log.dataset.end);
+      url.searchParams.set("file", log.dataset.file);
+      url.searchParams.set("end", log.dataset.end);
     }
     const held = Array.from(document.querySelectorAll("section[data-v]"))
       .map(function (s) { return s.id + ":" + s.dataset.v; });
-    if (held.length) url += join() + "v=" + encodeURIComponent(held.join(","));
-    return url;
+    if (held.length) url.searchParams.set("v", held.join(","));
+    return url.pathname + url.search;
   }
   const offline = document.getElementById("offline");
   function connect() {
