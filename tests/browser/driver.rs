@@ -329,6 +329,25 @@ pub fn http(
     }
 }
 
+/// Logs in with the one-time `link` over plain HTTP; the session cookie's value.
+pub fn login_cookie(base: &str, link: &str) -> String {
+    let login = http(base, "GET", &link[base.len()..], None, None);
+    let set = login.header("set-cookie").unwrap_or_default().to_string();
+    set.strip_prefix("samocode_session=")
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_else(|| panic!("no cookie in {set:?}"))
+        .to_string()
+}
+
+/// The value of the first form field `name` in a page.
+pub fn form_field(page: &str, name: &str) -> String {
+    page.split(&format!("name=\"{name}\" value=\""))
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no {name} field"))
+        .to_string()
+}
+
 /// The dashboard's address and a login link, from `samocode dashboard --no-open`.
 pub fn login_link(project: &super::fixture::Project) -> (String, String) {
     let run = project.run(&["dashboard", "--no-open"]);

@@ -4,7 +4,7 @@
 
 use fantoccini::Locator;
 
-use super::driver::{Browser, http, login_link, start_until_questions};
+use super::driver::{Browser, form_field, http, login_cookie, login_link, start_until_questions};
 use super::fixture::Project;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,13 +128,7 @@ fn questions_numbered_alike_are_answered_each_in_its_place() {
     let dir = start_until_questions(&project, "twins");
     let folder = dir.file_name().unwrap().to_string_lossy().into_owned();
     let (base, link) = login_link(&project);
-    let login = http(&base, "GET", &link[base.len()..], None, None);
-    let set = login.header("set-cookie").unwrap_or_default().to_string();
-    let cookie = set
-        .strip_prefix("samocode_session=")
-        .and_then(|c| c.split(';').next())
-        .unwrap_or_else(|| panic!("no cookie in {set:?}"))
-        .to_string();
+    let cookie = login_cookie(&base, &link);
     let page = http(
         &base,
         "GET",
@@ -146,15 +140,7 @@ fn questions_numbered_alike_are_answered_each_in_its_place() {
     for field in ["name=\"q1_text\"", "name=\"q1.2_text\""] {
         assert!(page.body.contains(field), "{field} not in the form");
     }
-    let field = |name: &str| {
-        page.body
-            .split(&format!("name=\"{name}\" value=\""))
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .unwrap()
-            .to_string()
-    };
-    let (csrf, qa) = (field("csrf"), field("qa"));
+    let (csrf, qa) = (form_field(&page.body, "csrf"), form_field(&page.body, "qa"));
     let post = |form: &str| {
         http(
             &base,
@@ -198,13 +184,7 @@ fn answers_from_a_page_older_than_the_questions_are_refused() {
     let dir = start_until_questions(&project, "stale");
     let folder = dir.file_name().unwrap().to_string_lossy().into_owned();
     let (base, link) = login_link(&project);
-    let login = http(&base, "GET", &link[base.len()..], None, None);
-    let set = login.header("set-cookie").unwrap_or_default().to_string();
-    let cookie = set
-        .strip_prefix("samocode_session=")
-        .and_then(|c| c.split(';').next())
-        .unwrap_or_else(|| panic!("no cookie in {set:?}"))
-        .to_string();
+    let cookie = login_cookie(&base, &link);
     let page = || {
         http(
             &base,
@@ -215,16 +195,10 @@ fn answers_from_a_page_older_than_the_questions_are_refused() {
         )
     };
     let loaded = page();
-    let field = |name: &str| {
-        loaded
-            .body
-            .split(&format!("name=\"{name}\" value=\""))
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .unwrap_or_else(|| panic!("no {name} field"))
-            .to_string()
-    };
-    let (csrf, qa) = (field("csrf"), field("qa"));
+    let (csrf, qa) = (
+        form_field(&loaded.body, "csrf"),
+        form_field(&loaded.body, "qa"),
+    );
     assert!(loaded.body.contains("name=\"q1\""));
 
     project
@@ -254,13 +228,7 @@ fn answers_from_a_page_older_than_the_questions_are_refused() {
     assert!(!after.body.contains("name=\"q1\""), "Q1 is shown answered");
     assert!(after.body.contains("name=\"q2_text\""), "Q2 is still open");
     // A form that does not say which questions it saw is refused the same way.
-    let csrf_now = after
-        .body
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap()
-        .to_string();
+    let csrf_now = form_field(&after.body, "csrf");
     http(
         &base,
         "POST",
@@ -286,13 +254,7 @@ fn a_session_pages_stream_sends_only_sections_the_page_lacks() {
     let dir = start_until_questions(&project, "sections");
     let folder = dir.file_name().unwrap().to_string_lossy().into_owned();
     let (base, link) = login_link(&project);
-    let login = http(&base, "GET", &link[base.len()..], None, None);
-    let set = login.header("set-cookie").unwrap_or_default().to_string();
-    let cookie = set
-        .strip_prefix("samocode_session=")
-        .and_then(|c| c.split(';').next())
-        .unwrap()
-        .to_string();
+    let cookie = login_cookie(&base, &link);
     let page = http(
         &base,
         "GET",

@@ -4,7 +4,7 @@
 
 use fantoccini::Locator;
 
-use super::driver::{Browser, http, login_link, start_until_questions};
+use super::driver::{Browser, http, login_cookie, login_link, start_until_questions};
 use super::fixture::Project;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,13 +170,7 @@ fn a_form_too_large_is_said_to_be_so() {
     let dir = start_until_questions(&project, "large");
     let folder = dir.file_name().unwrap().to_string_lossy().into_owned();
     let (base, link) = login_link(&project);
-    let login = http(&base, "GET", &link[base.len()..], None, None);
-    let set = login.header("set-cookie").unwrap_or_default().to_string();
-    let cookie = set
-        .strip_prefix("samocode_session=")
-        .and_then(|c| c.split(';').next())
-        .unwrap()
-        .to_string();
+    let cookie = login_cookie(&base, &link);
     let form = format!("csrf=x&q2_text={}", "a".repeat(2 * 1024 * 1024 + 64 * 1024));
     let answer = http(
         &base,
