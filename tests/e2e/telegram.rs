@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::fixture::{Project, Session, wait_for};
+use super::fixture::{Daemon, Project, Session, wait_for};
 use fake_api::{Failure, FakeApi, TOKEN};
 
 const OWNER: u64 = 42;
@@ -509,35 +509,50 @@ fn notices_a_run_left_are_sent_by_the_daemon_running_beside_it() {
     });
 }
 
+/// A project whose `samocode run`s share their state directory with its daemon, running, and
+/// session `name` run to its questions; the questions' notice.
+fn asked_by_a_run_beside_a_daemon(api: &FakeApi, name: &str) -> (Project, Daemon, Value) {
+    let mut project = telegram_project(api, OWNER as i64, None);
+    project.env(
+        "SAMOCODE_STATE_DIR",
+        &project.state_dir().display().to_string(),
+    );
+    let daemon = project.daemon(&[]);
+    project
+        .run(&["run", "--session", name, "--dive", "d", "--task", "t"])
+        .expect(10);
+    let asked = api.sent("has questions");
+    assert_eq!(asked.len(), 1);
+    (project, daemon, asked[0].clone())
+}
+
+/// The edits of message `sent` (a notice as the fake API recorded it).
+fn edits_of(api: &FakeApi, sent: &Value) -> Vec<Value> {
+    api.calls("editmessagetext")
+        .into_iter()
+        .filter(|e| e["message_id"] == sent["message_id"])
+        .collect()
+}
+
 /// A run's open message is closed by the session's next run also when a daemon runs beside
 /// them: the daemon leaves alone a run's outbox that has nothing left to send (it had taken
 /// it, and the message's buttons stayed live).
 #[test]
 fn the_next_run_closes_the_message_the_last_run_left_open_beside_a_daemon() {
     let api = FakeApi::start(OWNER as i64);
-    let mut project = telegram_project(&api, OWNER as i64, None);
-    project.env(
-        "SAMOCODE_STATE_DIR",
-        &project.state_dir().display().to_string(),
-    );
-    let _daemon = project.daemon(&[]);
-    project
-        .run(&["run", "--session", "twice", "--dive", "d", "--task", "t"])
-        .expect(10);
-    let asked = api.sent("has questions");
-    assert_eq!(asked.len(), 1);
+    let (project, _daemon, asked) = asked_by_a_run_beside_a_daemon(&api, "twice");
     // Longer than the daemon's look for what runs left.
     std::thread::sleep(Duration::from_secs(17));
     project
         .run(&["answer", "twice", "--accept-suggestions"])
         .expect(0);
     project.run(&["run", "--session", "twice"]).expect(10);
-    let closed: Vec<_> = api
-        .calls("editmessagetext")
-        .into_iter()
-        .filter(|e| e["message_id"] == asked[0]["message_id"])
-        .collect();
-    assert_eq!(closed.len(), 1, "{:#?}", api.calls("editmessagetext"));
+    assert_eq!(
+        edits_of(&api, &asked).len(),
+        1,
+        "{:#?}",
+        api.calls("editmessagetext")
+    );
 }
 
 /// A session handed from `samocode run` to the daemon: the message the run left open is closed
@@ -545,17 +560,7 @@ fn the_next_run_closes_the_message_the_last_run_left_open_beside_a_daemon() {
 #[test]
 fn a_session_handed_from_run_to_the_daemon_has_its_old_message_closed() {
     let api = FakeApi::start(OWNER as i64);
-    let mut project = telegram_project(&api, OWNER as i64, None);
-    project.env(
-        "SAMOCODE_STATE_DIR",
-        &project.state_dir().display().to_string(),
-    );
-    let _daemon = project.daemon(&[]);
-    project
-        .run(&["run", "--session", "handed", "--dive", "d", "--task", "t"])
-        .expect(10);
-    let asked = api.sent("has questions");
-    assert_eq!(asked.len(), 1);
+    let (project, _daemon, asked) = asked_by_a_run_beside_a_daemon(&api, "handed");
     project
         .run(&["answer", "handed", "--accept-suggestions"])
         .expect(0);
@@ -563,12 +568,12 @@ fn a_session_handed_from_run_to_the_daemon_has_its_old_message_closed() {
     wait_for(Duration::from_secs(30), "the plan's notice", || {
         !api.sent("waits for approval").is_empty()
     });
-    let closed: Vec<_> = api
-        .calls("editmessagetext")
-        .into_iter()
-        .filter(|e| e["message_id"] == asked[0]["message_id"])
-        .collect();
-    assert_eq!(closed.len(), 1, "{:#?}", api.calls("editmessagetext"));
+    assert_eq!(
+        edits_of(&api, &asked).len(),
+        1,
+        "{:#?}",
+        api.calls("editmessagetext")
+    );
 }
 
 /// `run` with Telegram keeps its unsent notices in the state directory: one that is not safe
