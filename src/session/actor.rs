@@ -439,6 +439,8 @@ impl Actor for SessionActor {
                 Life::Ready
             }
         };
+        // What the opening said of an unreadable `_qa.md`, so that it is not said again.
+        let qa_unreadable = person::unreadable_answers(&args.store, &args.state);
         Ok(SessionRun {
             store: args.store,
             state: args.state,
@@ -454,7 +456,7 @@ impl Actor for SessionActor {
             appended: Vec::new(),
             notebook_behind: false,
             standing_journaled: None,
-            qa_unreadable: None,
+            qa_unreadable,
         })
     }
 

@@ -332,6 +332,14 @@ impl ActError {
     }
 }
 
+/// Why `_qa.md` cannot be read, while the session waits for answers in it.
+pub fn unreadable_answers(store: &SessionStore, state: &SessionState) -> Option<String> {
+    if !gate::wakes_on_answers(state, true) {
+        return None;
+    }
+    store.read(QA).err().map(|error| error.to_string())
+}
+
 /// Says, in the session's log and the daemon's, why the answers in `_qa.md` cannot be read.
 pub fn say_unreadable(store: &SessionStore, why: &str) {
     tracing::warn!(session = %store.name(), error = %why, "the answers in _qa.md cannot be read; still waiting for them");
