@@ -474,9 +474,10 @@ impl Telegram {
             command,
             by: Some(by.to_string()),
         };
+        // The daemon's words are the command line's: its advice reads as the chat's commands.
         match crate::control::ask(supervisor, request).await {
-            Response::Done { message } => message,
-            Response::Error { message, .. } => format!("not done: {message}"),
+            Response::Done { message } => render::for_chat(&message),
+            Response::Error { message, .. } => format!("not done: {}", render::for_chat(&message)),
             Response::Sessions { .. } | Response::Dashboard { .. } => "unexpected answer".into(),
         }
     }

@@ -31,6 +31,54 @@ pub fn escape(text: &str) -> String {
     out
 }
 
+/// A reply written for the command line, in the chat's own commands: "`samocode resume NAME`"
+/// reads "/resume NAME", "`samocode tell NAME TEXT`" reads "/tell NAME text". Advice with the
+/// command line's flags (`--raise-budget`, `--q`) has no command here and stays as it is.
+pub fn for_chat(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("`samocode ") {
+        let quoted = &rest[start + 1..];
+        let Some(end) = quoted.find('`') else {
+            break;
+        };
+        out.push_str(&rest[..start]);
+        match chat_command(&quoted[..end]) {
+            Some(command) => out.push_str(&command),
+            None => out.push_str(&rest[start..start + end + 2]),
+        }
+        rest = &quoted[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The bot's command for a command line (`samocode VERB ARGS`), when it has one.
+fn chat_command(line: &str) -> Option<String> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let (verb, args) = (*words.get(1)?, words.get(2..).unwrap_or_default());
+    if args.iter().any(|a| a.starts_with('-')) {
+        return None;
+    }
+    let verb = match verb {
+        "resume" | "approve" | "stop" | "tell" | "logs" => verb,
+        "status" if args.is_empty() => "status",
+        "status" => "session",
+        _ => return None,
+    };
+    let args = args.iter().map(|a| match *a {
+        "TEXT" => "text",
+        "SESSION" => "NAME",
+        a => a,
+    });
+    Some(
+        std::iter::once(format!("/{verb}"))
+            .chain(args.map(str::to_string))
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
 /// The notice for an event worth a person's attention; `None` for routine progress.
 pub fn notice(event: &SessionEvent) -> Option<Notice> {
     let (session, html, buttons, open) = match event {
@@ -308,6 +356,32 @@ pub fn closed(html: &str, line: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The command line's advice in a reply reads as the chat's own command, where there is one.
+    #[test]
+    fn advice_for_the_command_line_reads_as_the_chats_commands() {
+        assert_eq!(
+            for_chat("stopped x in planning; `samocode resume x` continues it"),
+            "stopped x in planning; /resume x continues it"
+        );
+        assert_eq!(
+            for_chat(
+                "answered already; to change course, send a note with `samocode tell x TEXT` (its next iteration reads it)"
+            ),
+            "answered already; to change course, send a note with /tell x text (its next iteration reads it)"
+        );
+        // Flags have no command here; other quotes stay.
+        let raise = "raise it: `samocode resume x --raise-budget cost=40`; see `_qa.md`";
+        assert_eq!(for_chat(raise), raise);
+        assert_eq!(
+            for_chat("`samocode status`, `samocode status x`"),
+            "/status, /session x"
+        );
+        assert_eq!(
+            for_chat("a lone `samocode resume"),
+            "a lone `samocode resume"
+        );
+    }
 
     /// What an agent wrote reaches the chat with its control characters and reordering
     /// marks shown as text.
