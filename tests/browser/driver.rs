@@ -375,3 +375,49 @@ pub fn start_until_questions(project: &super::fixture::Project, name: &str) -> P
     });
     project.session(name).0
 }
+
+/// A person at the dashboard over plain HTTP, as a form posts: the daemon serving it on a port
+/// of its own, session `name` at its questions, and a login.
+pub struct Visitor {
+    _daemon: super::fixture::Daemon,
+    /// The session's folder.
+    pub dir: PathBuf,
+    /// Its folder name, its path on the dashboard.
+    pub folder: String,
+    pub base: String,
+    pub cookie: String,
+}
+
+impl Visitor {
+    pub fn at_questions(project: &mut super::fixture::Project, name: &str) -> Visitor {
+        let daemon = project.daemon(&["--http", "127.0.0.1:0"]);
+        let dir = start_until_questions(project, name);
+        let folder = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let (base, link) = login_link(project);
+        let cookie = login_cookie(&base, &link);
+        Visitor {
+            _daemon: daemon,
+            dir,
+            folder,
+            base,
+            cookie,
+        }
+    }
+
+    /// The session's page.
+    pub fn page(&self) -> Answer {
+        let path = format!("/sessions/{}", self.folder);
+        http(&self.base, "GET", &path, Some(&self.cookie), None)
+    }
+
+    /// Posts `form` to the session's action `verb`.
+    pub fn post(&self, verb: &str, form: &str) -> Answer {
+        let path = format!("/sessions/{}/{verb}", self.folder);
+        http(&self.base, "POST", &path, Some(&self.cookie), Some(form))
+    }
+
+    /// The session's `_qa.md`.
+    pub fn questions(&self) -> String {
+        std::fs::read_to_string(self.dir.join("_qa.md")).unwrap()
+    }
+}

@@ -4,7 +4,7 @@
 
 use fantoccini::Locator;
 
-use super::driver::{Browser, form_field, http, login_cookie, login_link, start_until_questions};
+use super::driver::{Browser, Visitor, form_field, login_link, start_until_questions};
 use super::fixture::Project;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,49 +124,24 @@ async fn answer_the_questions_approve_the_plan_and_watch_it_reach_done() {
 fn questions_numbered_alike_are_answered_each_in_its_place() {
     let mut project = Project::new();
     project.env("SAMOCODE_FAKE", "requirements=twins");
-    let _daemon = project.daemon(&["--http", "127.0.0.1:0"]);
-    let dir = start_until_questions(&project, "twins");
-    let folder = dir.file_name().unwrap().to_string_lossy().into_owned();
-    let (base, link) = login_link(&project);
-    let cookie = login_cookie(&base, &link);
-    let page = http(
-        &base,
-        "GET",
-        &format!("/sessions/{folder}"),
-        Some(&cookie),
-        None,
-    );
+    let visitor = Visitor::at_questions(&mut project, "twins");
+    let page = visitor.page();
     assert_eq!(page.status, 200);
     for field in ["name=\"q1_text\"", "name=\"q1.2_text\""] {
         assert!(page.body.contains(field), "{field} not in the form");
     }
     let (csrf, qa) = (form_field(&page.body, "csrf"), form_field(&page.body, "qa"));
-    let post = |form: &str| {
-        http(
-            &base,
-            "POST",
-            &format!("/sessions/{folder}/answer"),
-            Some(&cookie),
-            Some(&format!("csrf={csrf}&qa={qa}&{form}")),
-        )
-    };
+    let post = |form: &str| visitor.post("answer", &format!("csrf={csrf}&qa={qa}&{form}"));
     post("q1_text=&q1.2_text=4");
-    let qa = std::fs::read_to_string(dir.join("_qa.md")).unwrap();
+    let qa = visitor.questions();
     assert_eq!(qa.matches("Answer:\n").count(), 2, "nothing filled: {qa}");
-    let after = http(
-        &base,
-        "GET",
-        &format!("/sessions/{folder}"),
-        Some(&cookie),
-        None,
-    );
     assert!(
-        after.body.contains("in their order"),
+        visitor.page().body.contains("in their order"),
         "the refusal is shown"
     );
 
     post("q1_text=demo-files&q1.2_text=4");
-    let qa = std::fs::read_to_string(dir.join("_qa.md")).unwrap();
+    let qa = visitor.questions();
     assert!(
         qa.contains("go?\nSuggested: samocode-demo\nAnswer: demo-files\n")
             && qa.contains("have?\nSuggested: 3\nAnswer: 4\n"),
@@ -180,21 +155,8 @@ fn questions_numbered_alike_are_answered_each_in_its_place() {
 #[test]
 fn answers_from_a_page_older_than_the_questions_are_refused() {
     let mut project = Project::new();
-    let _daemon = project.daemon(&["--http", "127.0.0.1:0"]);
-    let dir = start_until_questions(&project, "stale");
-    let folder = dir.file_name().unwrap().to_string_lossy().into_owned();
-    let (base, link) = login_link(&project);
-    let cookie = login_cookie(&base, &link);
-    let page = || {
-        http(
-            &base,
-            "GET",
-            &format!("/sessions/{folder}"),
-            Some(&cookie),
-            None,
-        )
-    };
-    let loaded = page();
+    let visitor = Visitor::at_questions(&mut project, "stale");
+    let loaded = visitor.page();
     let (csrf, qa) = (
         form_field(&loaded.body, "csrf"),
         form_field(&loaded.body, "qa"),
@@ -204,21 +166,18 @@ fn answers_from_a_page_older_than_the_questions_are_refused() {
     project
         .run(&["answer", "stale", "--q", "1", "docs"])
         .expect(0);
-    let post = http(
-        &base,
-        "POST",
-        &format!("/sessions/{folder}/answer"),
-        Some(&cookie),
-        Some(&format!("csrf={csrf}&qa={qa}&q1=samocode-demo&q2_text=5")),
+    let post = visitor.post(
+        "answer",
+        &format!("csrf={csrf}&qa={qa}&q1=samocode-demo&q2_text=5"),
     );
     assert_eq!(post.status, 303);
-    let text = std::fs::read_to_string(dir.join("_qa.md")).unwrap();
+    let text = visitor.questions();
     assert!(text.contains("Answer: docs\n"), "{text}");
     assert!(
         !text.contains("Answer: 5"),
         "nothing of the stale form: {text}"
     );
-    let after = page();
+    let after = visitor.page();
     assert!(
         after
             .body
@@ -229,14 +188,8 @@ fn answers_from_a_page_older_than_the_questions_are_refused() {
     assert!(after.body.contains("name=\"q2_text\""), "Q2 is still open");
     // A form that does not say which questions it saw is refused the same way.
     let csrf_now = form_field(&after.body, "csrf");
-    http(
-        &base,
-        "POST",
-        &format!("/sessions/{folder}/answer"),
-        Some(&cookie),
-        Some(&format!("csrf={csrf_now}&q2_text=5")),
-    );
-    let text = std::fs::read_to_string(dir.join("_qa.md")).unwrap();
+    visitor.post("answer", &format!("csrf={csrf_now}&q2_text=5"));
+    let text = visitor.questions();
     assert!(
         !text.contains("Answer: 5"),
         "a form without its version: {text}"
@@ -250,18 +203,9 @@ fn a_session_pages_stream_sends_only_sections_the_page_lacks() {
     use std::io::{Read, Write};
     use std::time::Duration;
     let mut project = Project::new();
-    let _daemon = project.daemon(&["--http", "127.0.0.1:0"]);
-    let dir = start_until_questions(&project, "sections");
-    let folder = dir.file_name().unwrap().to_string_lossy().into_owned();
-    let (base, link) = login_link(&project);
-    let cookie = login_cookie(&base, &link);
-    let page = http(
-        &base,
-        "GET",
-        &format!("/sessions/{folder}"),
-        Some(&cookie),
-        None,
-    );
+    let visitor = Visitor::at_questions(&mut project, "sections");
+    let (base, folder, cookie) = (&visitor.base, &visitor.folder, &visitor.cookie);
+    let page = visitor.page();
     // Each `<section … id="s-status" … data-v="…">`: its id and version.
     let attribute = |tag: &str, name: &str| {
         tag.split(&format!(" {name}=\""))

@@ -4,7 +4,7 @@
 
 use fantoccini::Locator;
 
-use super::driver::{Browser, http, login_cookie, login_link, start_until_questions};
+use super::driver::{Browser, Visitor, http, login_link, start_until_questions};
 use super::fixture::Project;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,19 +166,9 @@ async fn a_page_cut_off_by_a_restart_says_it_is_not_live_any_more() {
 #[test]
 fn a_form_too_large_is_said_to_be_so() {
     let mut project = Project::new();
-    let _daemon = project.daemon(&["--http", "127.0.0.1:0"]);
-    let dir = start_until_questions(&project, "large");
-    let folder = dir.file_name().unwrap().to_string_lossy().into_owned();
-    let (base, link) = login_link(&project);
-    let cookie = login_cookie(&base, &link);
+    let visitor = Visitor::at_questions(&mut project, "large");
     let form = format!("csrf=x&q2_text={}", "a".repeat(2 * 1024 * 1024 + 64 * 1024));
-    let answer = http(
-        &base,
-        "POST",
-        &format!("/sessions/{folder}/answer"),
-        Some(&cookie),
-        Some(&form),
-    );
+    let answer = visitor.post("answer", &form);
     assert_eq!(answer.status, 413, "{}", answer.body);
     assert!(
         answer.body.contains("larger than the dashboard takes"),
