@@ -315,27 +315,10 @@ impl NotifierState {
                     && let Some(path) = &self.adopt_into
                     && let Some(message) = outbox::take_run_open(path, &notice.session)
                 {
-                    let id = u64::MAX - message.message as u64;
-                    if let Some(outbox) = &mut self.outbox {
-                        let kept = outbox
-                            .append(&Entry::Notice {
-                                id,
-                                notice: Notice {
-                                    session: notice.session.clone(),
-                                    open: true,
-                                    html: message.html.clone(),
-                                    buttons: Vec::new(),
-                                },
-                            })
-                            .and_then(|()| {
-                                outbox.append(&Entry::Sent {
-                                    id,
-                                    messages: vec![message.message],
-                                })
-                            });
-                        if let Err(error) = kept {
-                            tracing::warn!(%error, "the outbox cannot be written; the run's open message is kept in memory");
-                        }
+                    if let Some(outbox) = &mut self.outbox
+                        && let Err(error) = outbox.keep_open(&notice.session, &message)
+                    {
+                        tracing::warn!(%error, "the outbox cannot be written; the run's open message is kept in memory");
                     }
                     self.queue.open.insert(notice.session.clone(), message);
                 }
@@ -448,8 +431,8 @@ impl NotifierState {
 }
 
 /// Takes over the outboxes of `samocode run`s that ended with notices unsent: their entries,
-/// renumbered, go to the end of `replay` and into `outbox`, and their open messages are
-/// kept.
+/// renumbered, go to the end of `replay` and into `outbox`, and their open messages are kept
+/// in both.
 fn adopt(path: &std::path::Path, outbox: &mut Outbox, replay: &mut Replay) -> std::io::Result<()> {
     let orphans = outbox::adopt_orphans(path);
     let mut failed = Ok(());
@@ -463,7 +446,12 @@ fn adopt(path: &std::path::Path, outbox: &mut Outbox, replay: &mut Replay) -> st
         }
         replay.pending.push_back(entry);
     }
-    replay.open.extend(orphans.open);
+    for (session, message) in orphans.open {
+        if let Err(error) = outbox.keep_open(&session, &message) {
+            failed = Err(error);
+        }
+        replay.open.insert(session, message);
+    }
     failed
 }
 

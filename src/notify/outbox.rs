@@ -124,6 +124,14 @@ impl Outbox {
         self.file.sync_data()
     }
 
+    /// Keeps `session`'s open message, sent from elsewhere (a `samocode run`), so that a
+    /// restarted notifier can still close it.
+    pub fn keep_open(&mut self, session: &str, message: &OpenMessage) -> std::io::Result<()> {
+        open_entries(session, message)
+            .iter()
+            .try_for_each(|entry| self.append(entry))
+    }
+
     /// The `outbox-full` failpoint: from now on every write fails half way.
     pub fn fail_writes(&mut self) {
         self.full = true;
@@ -143,20 +151,7 @@ impl Outbox {
         let mut open: Vec<(&String, &OpenMessage)> = replay.open.iter().collect();
         open.sort_by_key(|(_, m)| m.message);
         for (session, message) in open {
-            let id = u64::MAX - message.message as u64;
-            kept.push(Entry::Notice {
-                id,
-                notice: Notice {
-                    session: session.clone(),
-                    open: true,
-                    html: message.html.clone(),
-                    buttons: Vec::new(),
-                },
-            });
-            kept.push(Entry::Sent {
-                id,
-                messages: vec![message.message],
-            });
+            kept.extend(open_entries(session, message));
         }
         kept.extend(replay.pending.iter().cloned());
         let mut text = Vec::new();
@@ -269,6 +264,27 @@ pub fn take_run_open(own: &Path, session: &str) -> Option<OpenMessage> {
     None
 }
 
+/// An open message as the outbox keeps one: a notice already sent, without its buttons, under
+/// an id of its own above every notice's.
+fn open_entries(session: &str, message: &OpenMessage) -> [Entry; 2] {
+    let id = u64::MAX - message.message as u64;
+    [
+        Entry::Notice {
+            id,
+            notice: Notice {
+                session: session.to_string(),
+                open: true,
+                html: message.html.clone(),
+                buttons: Vec::new(),
+            },
+        },
+        Entry::Sent {
+            id,
+            messages: vec![message.message],
+        },
+    ]
+}
+
 /// What the entries leave to do.
 pub fn replay(entries: &[Entry]) -> Replay {
     let mut pending: Vec<Entry> = Vec::new();
@@ -376,6 +392,25 @@ mod tests {
             "the last piece holds the buttons"
         );
         assert_eq!(replay.next_id, 4);
+    }
+
+    /// An open message kept from elsewhere (a run's) is found again by a notifier reopening
+    /// the outbox, as one it sent itself, and counts no id of its own notices.
+    #[test]
+    fn an_open_message_kept_from_a_run_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox/daemon.jsonl");
+        let (mut outbox, _) = Outbox::open(&path).unwrap();
+        let message = OpenMessage {
+            message: 101,
+            html: "<b>s</b> has questions".into(),
+        };
+        outbox.keep_open("26-12-07-s", &message).unwrap();
+        drop(outbox);
+        let (_, replay) = Outbox::open(&path).unwrap();
+        assert!(replay.pending.is_empty());
+        assert_eq!(replay.open["26-12-07-s"], message);
+        assert_eq!(replay.next_id, 0);
     }
 
     #[test]
