@@ -145,21 +145,16 @@ impl SessionRow {
         }
     }
 
-    /// The row as the daemon's own adapters (the dashboard) make it: they know which sessions
-    /// the daemon drives (`worker` is `running` for those), and must not probe a lock a session
+    /// The row as the daemon's own adapters (the dashboard) make it of a session the daemon
+    /// owns: it drives every one until it is done, and they must not probe a lock a session
     /// may be taking at that moment.
-    pub fn with_worker(
-        folder: &SessionFolder,
-        state: &SessionState,
-        project: &Path,
-        worker: &'static str,
-    ) -> SessionRow {
-        let owner = if worker == "running" {
-            Owner::Daemon
-        } else {
-            Owner::Nobody
-        };
-        SessionRow::of(folder, state, project, owner, worker)
+    pub fn of_owned(folder: &SessionFolder, state: &SessionState, project: &Path) -> SessionRow {
+        match state.status {
+            RunState::Done { .. } => {
+                SessionRow::of(folder, state, project, Owner::Nobody, "stopped")
+            }
+            _ => SessionRow::of(folder, state, project, Owner::Daemon, "running"),
+        }
     }
 
     /// The row of a session whose state cannot be read: state `error`, with the reason.
@@ -182,14 +177,7 @@ impl SessionRow {
         broken: Option<&String>,
     ) -> Option<SessionRow> {
         let mut row = match folder.load_state() {
-            Ok(state) => {
-                // The daemon drives every session it owns until it is done.
-                let worker = match state.status {
-                    RunState::Done { .. } => "stopped",
-                    _ => "running",
-                };
-                SessionRow::with_worker(folder, &state, project, worker)
-            }
+            Ok(state) => SessionRow::of_owned(folder, &state, project),
             Err(StoreError::NotASession(_)) => return None,
             Err(error) => SessionRow::broken(folder, project, Owner::Daemon, "running", &error),
         };

@@ -12,10 +12,10 @@ use serde::de::DeserializeOwned;
 
 use crate::cli::logs::readable;
 use crate::cli::status::SessionRow;
+use crate::protocol::SessionState;
 use crate::protocol::journal::{HistoryRow, IterationRow};
 use crate::protocol::overview::{self, Overview};
 use crate::protocol::qa::QaDoc;
-use crate::protocol::{RunState, SessionState};
 use crate::session::store::{HISTORY, ITERATIONS, LOGS, OVERVIEW, QA};
 use crate::session::{SessionFolder, StoreError};
 
@@ -153,11 +153,7 @@ impl SessionView {
     ) -> Result<SessionView, StoreError> {
         let folder = SessionFolder::new(dir);
         let state = folder.load_state()?;
-        let worker = match state.status {
-            RunState::Done { .. } => "stopped",
-            _ => "running",
-        };
-        let row = SessionRow::with_worker(&folder, &state, project_file, worker);
+        let row = SessionRow::of_owned(&folder, &state, project_file);
         let overview = folder
             .read(OVERVIEW)?
             .map(|t| overview::parse(&t))
