@@ -360,10 +360,7 @@ pub fn configure(cli: &Cli, sources: &Sources) -> Result<Config, CliError> {
         let mut sources = sources.clone();
         sources.env.insert(
             "SAMOCODE_STATE_DIR".into(),
-            std::env::temp_dir()
-                .join("samocode-demo-state")
-                .display()
-                .to_string(),
+            demo::stand_in_state_dir().display().to_string(),
         );
         return Ok(config::resolve(&flags, &sources)?);
     }

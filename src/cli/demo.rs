@@ -224,13 +224,10 @@ pub async fn demo(
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "samocode".into());
-    // Without a HOME the status command needs the state directory named, as the demo had it.
-    let named = ["SAMOCODE_STATE_DIR", "XDG_STATE_HOME", "HOME"]
-        .iter()
-        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
-    let state = match named {
-        true => String::new(),
-        false => format!(
+    // Run with a stand-in (no HOME), the status command needs it named as well.
+    let state = match config.state_dir == stand_in_state_dir() {
+        false => String::new(),
+        true => format!(
             "SAMOCODE_STATE_DIR={} ",
             shell_word(&config.state_dir.display().to_string())
         ),
@@ -339,6 +336,12 @@ async fn watch(supervisor: &ActorRef<SupervisorMsg>, dirs: &[PathBuf]) -> anyhow
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The state directory the demo is given when nothing names one (no HOME): it keeps nothing
+/// there, but the configuration needs one.
+pub fn stand_in_state_dir() -> PathBuf {
+    std::env::temp_dir().join("samocode-demo-state")
 }
 
 /// `word` as a shell reads it back: as it is when it holds nothing the shell treats apart,

@@ -510,10 +510,14 @@ fn the_demo_runs_three_sessions_on_the_daemon_to_done_and_says_where_things_are(
     let dir_path = dir.path().canonicalize().unwrap();
     std::fs::write(dir_path.join(".samocode"), "MAIN_REPO=~/nowhere\n").unwrap();
     let root = dir_path.join("demo");
+    // Nor a HOME: it keeps nothing in a state directory.
     let out = std::process::Command::new(super::fixture::BIN)
         .args(["demo", "--dir", "demo"])
         .current_dir(&dir_path)
         .env_remove("SAMOCODE_FAKE")
+        .env_remove("HOME")
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("SAMOCODE_STATE_DIR")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -550,6 +554,21 @@ fn the_demo_runs_three_sessions_on_the_daemon_to_done_and_says_where_things_are(
     assert!(
         !root.join("repo/demo").exists(),
         "a stray folder under the repository"
+    );
+    // Its closing hint works as printed: without a HOME, status needs the state directory.
+    let hint = stdout.lines().find(|l| l.starts_with("try: cd ")).unwrap();
+    assert!(hint.contains(" SAMOCODE_STATE_DIR="), "{hint}");
+    let status = std::process::Command::new("sh")
+        .args(["-c", hint.trim_start_matches("try: ")])
+        .env_remove("HOME")
+        .env_remove("XDG_STATE_HOME")
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success() && String::from_utf8_lossy(&status.stdout).contains("done"),
+        "{}{}",
+        String::from_utf8_lossy(&status.stdout),
+        String::from_utf8_lossy(&status.stderr)
     );
 }
 
