@@ -121,6 +121,8 @@ pub struct NotifierState {
     /// The daemon's outbox, beside which `samocode run`s leave theirs: looked at every
     /// [`ADOPT_EVERY`], not only at start.
     adopt_into: Option<std::path::PathBuf>,
+    /// The runs' outboxes found with nothing to send, not read again until they change.
+    looked: outbox::Looked,
 }
 
 /// The longest pause between two tries of one notice.
@@ -173,6 +175,7 @@ impl Actor for NotifierActor {
         myself: ActorRef<NotifierMsg>,
         args: NotifierArgs,
     ) -> Result<NotifierState, ActorProcessingErr> {
+        let mut looked = outbox::Looked::default();
         let (outbox, queue) = match (&args.sink, &args.outbox) {
             (Some(_), Some(path)) => {
                 let (mut outbox, mut replay) = open_outbox(path).await?;
@@ -181,7 +184,7 @@ impl Actor for NotifierActor {
                 }
                 if args.adopt {
                     // What cannot be written waits in memory: the runs' files are gone already.
-                    if let Err(error) = adopt(path, &mut outbox, &mut replay) {
+                    if let Err(error) = adopt(path, &mut outbox, &mut replay, &mut looked) {
                         tracing::warn!(%error, "the outbox cannot be written; what a run left waits in memory until it is sent");
                     }
                     myself.send_after(ADOPT_EVERY, || NotifierMsg::Adopt);
@@ -208,6 +211,7 @@ impl Actor for NotifierActor {
             tries: 0,
             pausing: false,
             flushes: Vec::new(),
+            looked,
         };
         myself.send_message(NotifierMsg::Retry)?;
         Ok(state)
@@ -269,7 +273,7 @@ impl Actor for NotifierActor {
             NotifierMsg::Adopt => {
                 if let (Some(outbox), Some(path)) = (&mut state.outbox, &state.adopt_into) {
                     let before = state.queue.pending.len();
-                    if let Err(error) = adopt(path, outbox, &mut state.queue) {
+                    if let Err(error) = adopt(path, outbox, &mut state.queue, &mut state.looked) {
                         tracing::warn!(%error, "the outbox cannot be written; what a run left waits in memory until it is sent");
                     }
                     let adopted = state.queue.pending.len() - before;
@@ -433,8 +437,13 @@ impl NotifierState {
 /// Takes over the outboxes of `samocode run`s that ended with notices unsent: their entries,
 /// renumbered, go to the end of `replay` and into `outbox`, and their open messages are kept
 /// in both.
-fn adopt(path: &std::path::Path, outbox: &mut Outbox, replay: &mut Replay) -> std::io::Result<()> {
-    let orphans = outbox::adopt_orphans(path);
+fn adopt(
+    path: &std::path::Path,
+    outbox: &mut Outbox,
+    replay: &mut Replay,
+    looked: &mut outbox::Looked,
+) -> std::io::Result<()> {
+    let orphans = outbox::adopt_orphans(path, looked);
     let mut failed = Ok(());
     for entry in orphans.pending {
         // Renumbered into this outbox, in their order; one this outbox cannot take waits in

@@ -199,7 +199,10 @@ fn read(path: &Path) -> std::io::Result<Vec<Entry>> {
 /// lock is free): returns what they left to send and their open messages, and removes them.
 /// An outbox with nothing left to send stays where it is: the next `run` of its session closes
 /// the message it left open (taken, that message would keep its buttons).
-pub fn adopt_orphans(own: &Path) -> Replay {
+///
+/// `looked` remembers the outboxes found with nothing to send, by size and modification time:
+/// one unchanged since is not locked and read again.
+pub fn adopt_orphans(own: &Path, looked: &mut Looked) -> Replay {
     let mut adopted = Replay::default();
     let Some(dir) = own.parent() else {
         return adopted;
@@ -207,10 +210,21 @@ pub fn adopt_orphans(own: &Path) -> Replay {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return adopted;
     };
+    let mut seen = HashMap::new();
     for entry in entries.filter_map(Result::ok) {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
         if path == own || !name.starts_with("run-") || !name.ends_with(".jsonl") {
+            continue;
+        }
+        let mark = entry
+            .metadata()
+            .ok()
+            .and_then(|m| Some((m.len(), m.modified().ok()?)));
+        if let Some(mark) = mark
+            && looked.0.get(&path) == Some(&mark)
+        {
+            seen.insert(path, mark);
             continue;
         }
         let Ok(_lock) = lock(&path) else {
@@ -221,6 +235,9 @@ pub fn adopt_orphans(own: &Path) -> Replay {
             Err(_) => continue,
         };
         if orphan.pending.is_empty() {
+            if let Some(mark) = mark {
+                seen.insert(path, mark);
+            }
             continue;
         }
         adopted.pending.extend(orphan.pending);
@@ -228,8 +245,13 @@ pub fn adopt_orphans(own: &Path) -> Replay {
         let _ = std::fs::remove_file(&path);
         let _ = std::fs::remove_file(path.with_extension("lock"));
     }
+    looked.0 = seen;
     adopted
 }
+
+/// Run outboxes a daemon found with nothing to send, by size and modification time.
+#[derive(Debug, Default)]
+pub struct Looked(HashMap<PathBuf, (u64, std::time::SystemTime)>);
 
 /// The message a finished `samocode run` of `session` (its folder name) left open, taken from
 /// the run's outbox beside `own` (which then goes): for a daemon about to send that session's
@@ -392,6 +414,35 @@ mod tests {
             "the last piece holds the buttons"
         );
         assert_eq!(replay.next_id, 4);
+    }
+
+    /// A run's outbox with nothing left to send stays for the session's next run, and is not
+    /// locked and read again until it changes; once it holds a notice to send, it is adopted.
+    #[test]
+    fn a_run_outbox_with_nothing_to_send_is_left_and_looked_at_again_only_when_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = dir.path().join("outbox/daemon.jsonl");
+        let run = dir.path().join("outbox/run-s.jsonl");
+        std::fs::create_dir_all(run.parent().unwrap()).unwrap();
+        let line = |entry: &Entry| format!("{}\n", serde_json::to_string(entry).unwrap());
+        let sent = Entry::Sent {
+            id: 0,
+            messages: vec![7],
+        };
+        std::fs::write(&run, line(&notice(0, "s", true)) + &line(&sent)).unwrap();
+        let mut looked = Looked::default();
+        assert!(adopt_orphans(&own, &mut looked).pending.is_empty());
+        assert!(run.exists(), "left for the next run");
+        // Not locked again (which would make its lock file) while unchanged.
+        std::fs::remove_file(run.with_extension("lock")).unwrap();
+        assert!(adopt_orphans(&own, &mut looked).pending.is_empty());
+        assert!(!run.with_extension("lock").exists());
+        let mut file = std::fs::OpenOptions::new().append(true).open(&run).unwrap();
+        std::io::Write::write_all(&mut file, line(&notice(1, "s", true)).as_bytes()).unwrap();
+        let adopted = adopt_orphans(&own, &mut looked);
+        assert_eq!(adopted.pending.len(), 1);
+        assert_eq!(adopted.open["s"].message, 7);
+        assert!(!run.exists());
     }
 
     /// An open message kept from elsewhere (a run's) is found again by a notifier reopening
