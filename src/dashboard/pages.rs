@@ -81,6 +81,7 @@ pub struct Filter {
     /// A state name, or `active` for every state but done.
     #[serde(default)]
     pub state: Option<String>,
+    /// A project's folder, or its name (which two projects may share).
     #[serde(default)]
     pub project: Option<String>,
     /// Part of the session's name.
@@ -90,32 +91,63 @@ pub struct Filter {
 
 impl Filter {
     pub fn matches(&self, row: &FleetRow) -> bool {
-        let row = &row.row;
         let state_ok = match self.state.as_deref().filter(|s| !s.is_empty()) {
             None => true,
-            Some("active") => row.state != "done",
-            Some(state) => row.state == state,
+            Some("active") => row.row.state != "done",
+            Some(state) => row.row.state == state,
         };
         let project_ok = self
             .project
             .as_deref()
             .filter(|p| !p.is_empty())
-            .is_none_or(|p| row.project == p);
+            .is_none_or(|p| project_folder(row) == p || row.row.project == p);
         let name_ok = self
             .q
             .as_deref()
             .map(str::trim)
             .filter(|q| !q.is_empty())
-            .is_none_or(|q| row.name.contains(q));
+            .is_none_or(|q| row.row.name.contains(q));
         state_ok && project_ok && name_ok
     }
 }
 
-/// The fleet page's content.
-pub fn fleet(fleet: &Fleet, filter: &Filter, now: Timestamp) -> Markup {
-    let mut projects: Vec<&str> = fleet.rows.iter().map(|r| r.row.project.as_str()).collect();
+/// The folder of a row's project (the one holding its `.samocode`), which tells apart two
+/// projects of one name.
+fn project_folder(row: &FleetRow) -> String {
+    row.project_file
+        .parent()
+        .unwrap_or(&row.project_file)
+        .display()
+        .to_string()
+}
+
+/// The project filter's choices: each project's folder, shown by its name, or by its folder
+/// where another project has the same name.
+fn project_choices(fleet: &Fleet) -> Vec<(String, String)> {
+    let mut projects: Vec<(String, &str)> = fleet
+        .rows
+        .iter()
+        .map(|r| (project_folder(r), r.row.project.as_str()))
+        .collect();
     projects.sort_unstable();
     projects.dedup();
+    projects
+        .iter()
+        .map(|(folder, name)| {
+            let shared = projects.iter().filter(|(_, n)| n == name).count() > 1;
+            let label = if shared {
+                folder.clone()
+            } else {
+                name.to_string()
+            };
+            (folder.clone(), label)
+        })
+        .collect()
+}
+
+/// The fleet page's content.
+pub fn fleet(fleet: &Fleet, filter: &Filter, now: Timestamp) -> Markup {
+    let projects = project_choices(fleet);
     let selected = |value: &str, current: &Option<String>| current.as_deref() == Some(value);
     html! {
         h1 { "Fleet" }
@@ -135,8 +167,8 @@ pub fn fleet(fleet: &Fleet, filter: &Filter, now: Timestamp) -> Markup {
                 "Project "
                 select name="project" {
                     option value="" { "any" }
-                    @for project in &projects {
-                        option value=(project) selected[selected(project, &filter.project)] { (project) }
+                    @for (folder, label) in &projects {
+                        option value=(folder) selected[selected(folder, &filter.project)] { (label) }
                     }
                 }
             }
@@ -214,7 +246,7 @@ pub fn fleet_row(row: &FleetRow, hidden: bool, now: Timestamp) -> Markup {
                 .map(|at| format!("usage limit until {at}"))
         });
     html! {
-        tr id=(format!("row-{}", r.name)) data-state=(r.state) data-project=(r.project) data-name=(r.name) hidden[hidden] {
+        tr id=(format!("row-{}", r.name)) data-state=(r.state) data-project=(project_folder(row)) data-project-name=(r.project) data-name=(r.name) hidden[hidden] {
             td data-label="Session" { a href=(format!("/sessions/{}", r.name)) { (r.name) } }
             td data-label="Project" { (r.project) }
             td data-label="Phase" { (r.phase) }

@@ -3,7 +3,7 @@
 
 use fantoccini::Locator;
 
-use super::driver::{Browser, PATIENCE, login_link, start_until_questions};
+use super::driver::{Browser, PATIENCE, http, login_cookie, login_link, start_until_questions};
 use super::fixture::{Project, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,4 +82,53 @@ async fn the_fleet_page_lists_a_scripted_runs_sessions_and_follows_them_live() {
     browser.resize(420, 900).await;
     browser.screenshot("fleet-narrow").await;
     browser.close().await;
+}
+
+/// Two projects in folders of the same name, one daemon: the project filter offers each,
+/// told apart by where it is, and shows only the sessions of the one chosen.
+#[test]
+fn projects_of_the_same_folder_name_are_filtered_apart() {
+    let mut alpha = Project::in_folder("app");
+    let _daemon = alpha.daemon(&["--http", "127.0.0.1:0"]);
+    let mut beta = Project::in_folder("app");
+    beta.env(
+        "SAMOCODE_STATE_DIR",
+        &alpha.state_dir().display().to_string(),
+    );
+    start_until_questions(&alpha, "one");
+    start_until_questions(&beta, "two");
+    let (base, link) = login_link(&alpha);
+    let cookie = login_cookie(&base, &link);
+    let mut fleet = http(&base, "GET", "/", Some(&cookie), None);
+    wait_for(PATIENCE, "the fleet page to list both sessions", || {
+        fleet = http(&base, "GET", "/", Some(&cookie), None);
+        fleet.body.contains("-one\"") && fleet.body.contains("-two\"")
+    });
+    for project in [&alpha, &beta] {
+        let folder = project.root.display().to_string();
+        assert!(
+            fleet.body.contains(&format!("option value=\"{folder}\"")),
+            "no choice of {folder} in {}",
+            fleet.body
+        );
+    }
+    let chosen = http(
+        &base,
+        "GET",
+        &format!("/?project={}", alpha.root.display()),
+        Some(&cookie),
+        None,
+    );
+    // A row's opening tag, which carries `hidden` when the filter leaves it out.
+    let row = |name: &str| {
+        chosen
+            .body
+            .split("<tr ")
+            .map(|r| r.split('>').next().unwrap_or_default())
+            .find(|tag| tag.contains(&format!("-{name}\"")))
+            .unwrap_or_else(|| panic!("no row of {name} in {}", chosen.body))
+            .to_string()
+    };
+    assert!(!row("one").contains("hidden"), "{}", row("one"));
+    assert!(row("two").contains("hidden"), "{}", row("two"));
 }

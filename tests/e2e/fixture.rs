@@ -20,8 +20,21 @@ pub struct Project {
 
 impl Project {
     pub fn new() -> Project {
+        Project::made(None)
+    }
+
+    /// A project whose folder (the one holding `.samocode`) has the name `folder`.
+    #[allow(dead_code, reason = "the browser tests use it; e2e does not")]
+    pub fn in_folder(folder: &str) -> Project {
+        Project::made(Some(folder))
+    }
+
+    fn made(folder: Option<&str>) -> Project {
         let dir = tempfile::tempdir().expect("temp dir");
-        let root = dir.path().canonicalize().unwrap();
+        let mut root = dir.path().canonicalize().unwrap();
+        if let Some(folder) = folder {
+            root.push(folder);
+        }
         let repo = root.join("repo");
         let sessions = root.join("sessions");
         let worktrees = root.join("worktrees");

@@ -42,7 +42,7 @@
     const project = params.get("project") || "";
     const q = (params.get("q") || "").trim();
     const stateOk = !state || (state === "active" ? row.dataset.state !== "done" : row.dataset.state === state);
-    return stateOk && (!project || row.dataset.project === project) && (!q || row.dataset.name.indexOf(q) >= 0);
+    return stateOk && (!project || row.dataset.project === project || row.dataset.projectName === project) && (!q || row.dataset.name.indexOf(q) >= 0);
   }
   function fromHtml(html) {
     const t = document.createElement("template");
