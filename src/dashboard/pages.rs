@@ -333,6 +333,15 @@ pub fn login(problem: Option<&str>) -> Markup {
 
 /// A page that says what went wrong and where to go.
 pub fn problem(title: &str, text: &str) -> Markup {
+    problem_page(title, text, None)
+}
+
+/// A page that says what went wrong, with a link (`href`, its text) to go on from.
+pub fn problem_leading(title: &str, text: &str, to: (&str, &str)) -> Markup {
+    problem_page(title, text, Some(to))
+}
+
+fn problem_page(title: &str, text: &str, to: Option<(&str, &str)>) -> Markup {
     frame(
         Frame {
             title,
@@ -343,6 +352,9 @@ pub fn problem(title: &str, text: &str) -> Markup {
         html! {
             h1 { (title) }
             p { (text) }
+            @if let Some((href, label)) = to {
+                p { a href=(href) { (label) } }
+            }
             p { a href="/" { "Back to the fleet" } }
         },
     )

@@ -298,6 +298,13 @@ fn login_with(app: &App, token: &str) -> Response {
     }
 }
 
+/// The session of an action's address (`/sessions/NAME/VERB`).
+pub fn action_of(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/sessions/")?;
+    let (name, verb) = rest.split_once('/')?;
+    (!name.is_empty() && !verb.is_empty() && !verb.contains('/')).then_some(name)
+}
+
 /// Any path the dashboard does not serve (after login).
 pub async fn not_found() -> Response {
     missing()

@@ -39,6 +39,7 @@ pub fn router(app: App) -> Router {
         .route("/assets/app.css", get(css))
         .route("/assets/app.js", get(js))
         .fallback(routes::not_found)
+        .layer(middleware::from_fn(framework_refusals))
         .layer(middleware::from_fn_with_state(app.clone(), require_login))
         .layer(middleware::from_fn(security_headers))
         .with_state(app)
@@ -69,6 +70,58 @@ async fn require_login(State(app): State<App>, mut request: Request, next: Next)
         )
             .into_response(),
     }
+}
+
+/// The refusals the framework writes itself, in plain text (a query or path that does not
+/// parse, a method an address does not take), get a page like every other refusal: what is
+/// wrong, that nothing was done, and where to go. The status and headers (`Allow`) stay.
+async fn framework_refusals(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    let status = response.status();
+    let html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if html
+        || !matches!(
+            status,
+            StatusCode::BAD_REQUEST | StatusCode::METHOD_NOT_ALLOWED
+        )
+    {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let page = if status == StatusCode::METHOD_NOT_ALLOWED {
+        match routes::action_of(&path).filter(|_| method == axum::http::Method::GET) {
+            Some(session) => pages::problem_leading(
+                "Not a page",
+                "This address is where a button of the session's page sends its form; visiting it does nothing.",
+                (&format!("/sessions/{session}"), "Open the session"),
+            ),
+            None => pages::problem(
+                "Not taken here",
+                &format!("This address does not take a {method}, so nothing was done."),
+            ),
+        }
+    } else {
+        let said = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+        pages::problem(
+            "Cannot read this address",
+            &format!(
+                "{} Check the link, or start again from the fleet; nothing was done.",
+                String::from_utf8_lossy(&said).trim()
+            ),
+        )
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(page.into_string()))
 }
 
 async fn security_headers(request: Request, next: Next) -> Response {

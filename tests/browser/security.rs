@@ -176,3 +176,32 @@ fn a_form_too_large_is_said_to_be_so() {
         answer.body
     );
 }
+
+/// An address the dashboard cannot read, or an action's address visited instead of posted,
+/// gets a page that says what is wrong and leads back, like every other refusal.
+#[test]
+fn a_malformed_address_or_a_visited_action_gets_a_page_saying_so() {
+    let mut project = Project::new();
+    let visitor = Visitor::at_questions(&mut project, "odd");
+    let get = |path: &str| http(&visitor.base, "GET", path, Some(&visitor.cookie), None);
+    let visited = get(&format!("/sessions/{}/approve", visitor.folder));
+    assert_eq!(visited.status, 405, "{}", visited.body);
+    assert!(
+        visited.body.contains("<html")
+            && visited.body.contains("button")
+            && visited
+                .body
+                .contains(&format!("/sessions/{}", visitor.folder)),
+        "{}",
+        visited.body
+    );
+    for path in ["/?state=a&state=b", "/sessions/%FF"] {
+        let malformed = get(path);
+        assert_eq!(malformed.status, 400, "{path}: {}", malformed.body);
+        assert!(
+            malformed.body.contains("<html") && malformed.body.contains("Back to the fleet"),
+            "{path}: {}",
+            malformed.body
+        );
+    }
+}
