@@ -83,6 +83,9 @@ pub struct SessionRow {
     pub budget: Option<BudgetView>,
 }
 
+/// The reason of a session whose folder went away.
+pub const GONE: &str = "its folder is gone (moved or deleted)";
+
 impl SessionRow {
     /// A session the daemon owns but could not open waits for a person's `resume`, whatever
     /// its files say: shown as `error` with the daemon's reason.
@@ -195,11 +198,17 @@ impl SessionRow {
 
     /// The row of a session whose folder holds no session (any more): state `error`.
     fn gone(folder: &SessionFolder, project: &Path, owner: Owner) -> SessionRow {
-        let reason = match folder.dir().exists() {
-            true => StoreError::NotASession(folder.dir().to_path_buf()).to_string(),
-            false => "its folder is gone (moved or deleted)".to_string(),
-        };
+        let reason = SessionRow::gone_reason(folder.dir());
         SessionRow::broken_because(folder, project, owner, "stopped", reason)
+    }
+
+    /// Why the folder `dir` holds no session (any more): it is gone, or it holds something
+    /// else.
+    fn gone_reason(dir: &Path) -> String {
+        match dir.exists() {
+            true => StoreError::NotASession(dir.to_path_buf()).to_string(),
+            false => GONE.to_string(),
+        }
     }
 
     fn broken_because(

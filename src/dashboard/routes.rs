@@ -17,7 +17,9 @@ use super::auth::{self, Flash, Visitor};
 use super::pages::{self, Filter, Frame};
 use super::session_page;
 use super::view::{LogTail, SessionView};
+use crate::cli::status::GONE;
 use crate::control::{self, Request, Response as Answer};
+use crate::session::StoreError;
 use crate::session::person::{Answers, PersonCommand};
 
 /// `GET /`: the fleet.
@@ -48,6 +50,7 @@ pub async fn session(
     let Some((dir, project)) = app.locate(&name).await else {
         return not_owned(&name);
     };
+    let folder = dir.clone();
     let read = tokio::task::spawn_blocking(move || {
         SessionView::read(&dir, &project).map(|view| (view, LogTail::newest(&dir)))
     })
@@ -58,6 +61,17 @@ pub async fn session(
             let page = session_page::page(&view, &log, &visitor.csrf, flash, Timestamp::now());
             Html(page.into_string()).into_response()
         }
+        Ok(Err(StoreError::NotASession(_))) if !folder.exists() => (
+            StatusCode::GONE,
+            Html(
+                pages::problem(
+                    "Cannot read the session",
+                    &format!("{}: {GONE}.", folder.display()),
+                )
+                .into_string(),
+            ),
+        )
+            .into_response(),
         Ok(Err(error)) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             Html(pages::problem("Cannot read the session", &error.to_string()).into_string()),

@@ -205,3 +205,20 @@ fn a_malformed_address_or_a_visited_action_gets_a_page_saying_so() {
         );
     }
 }
+
+/// A session whose folder was deleted under the daemon: its page says the folder is gone,
+/// not that it holds no session.
+#[test]
+fn a_session_whose_folder_was_deleted_says_so() {
+    let mut project = Project::new();
+    let visitor = Visitor::at_questions(&mut project, "gone");
+    std::fs::remove_dir_all(&visitor.dir).unwrap();
+    let page = visitor.page();
+    assert_eq!(page.status, 410, "{}", page.body);
+    assert!(
+        page.body.contains("its folder is gone (moved or deleted)")
+            && !page.body.contains("move it out"),
+        "{}",
+        page.body
+    );
+}
