@@ -207,6 +207,7 @@ impl Config {
                 Err(ConfigError::BadValue {
                     key: "CODEX_HOME".into(),
                     value: home.display().to_string(),
+                    bare: false,
                     origin,
                     expected: "an existing directory (create it, or unset CODEX_HOME for ~/.codex)",
                 })
@@ -250,6 +251,7 @@ impl Config {
         Err(ConfigError::BadValue {
             key: key.into(),
             value: program.display().to_string(),
+            bare: false,
             origin: origin.unwrap_or("the default name"),
             expected: match provider {
                 Provider::Claude => {
@@ -401,10 +403,12 @@ pub enum ConfigError {
     #[error("{path} is not valid TOML: {message}")]
     BadToml { path: PathBuf, message: String },
     /// A setting has a value of the wrong form.
-    #[error("{key}={value:?} (from {origin}) is not valid: expected {expected}")]
+    #[error("{key}={} (from {origin}) is not valid: expected {expected}", shown_value(value, *bare))]
     BadValue {
         key: String,
         value: String,
+        /// A TOML number, boolean, array or table, shown as TOML writes it (not quoted).
+        bare: bool,
         origin: &'static str,
         expected: &'static str,
     },
@@ -433,6 +437,14 @@ pub enum ConfigError {
     /// Several of the above, found in one pass.
     #[error("{} problems in the configuration:{}", .0.len(), .0.iter().map(|e| format!("\n  - {e}")).collect::<String>())]
     Many(Vec<ConfigError>),
+}
+
+/// A setting's value in an error: quoted, unless it is a TOML value other than a string.
+fn shown_value(value: &str, bare: bool) -> String {
+    match bare {
+        true => value.to_string(),
+        false => format!("{value:?}"),
+    }
 }
 
 /// The problems found while resolving, all of them reported at the end.
@@ -512,7 +524,7 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
     let profiles = profiles::from_toml(&global.table, &mut problems);
     let mut layers = Layers {
         env: &sources.env,
-        file: &global.scalars,
+        file: &global,
         problems: &mut problems,
     };
 

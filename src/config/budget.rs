@@ -158,6 +158,7 @@ fn prices_from_toml(table: &toml::Table, problems: &mut Problems) -> Prices {
         problems.push(ConfigError::BadValue {
             key,
             value: super::file::shown(value),
+            bare: !value.is_str(),
             origin: "config.toml",
             expected,
         });

@@ -74,6 +74,7 @@ pub(super) fn read(sources: &Sources, problems: &mut Problems) -> FileSettings {
                 true => "<hidden: it holds a secret>".to_string(),
                 false => shown(value),
             },
+            bare: !secret && !value.is_str(),
             origin: "config.toml",
             expected,
         };

@@ -117,6 +117,7 @@ pub(super) fn from_toml(table: &toml::Table, problems: &mut Problems) -> ModelPr
         problems.push(ConfigError::BadValue {
             key,
             value: super::file::shown(value),
+            bare: !value.is_str(),
             origin: "config.toml",
             expected,
         })

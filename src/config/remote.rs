@@ -143,6 +143,7 @@ pub(super) fn read(
             layers.problems.push(ConfigError::BadValue {
                 key: "SAMOCODE_NATS_TOKEN".into(),
                 value: "<hidden: it holds a secret>".into(),
+                bare: false,
                 origin: "the environment or config.toml",
                 expected: "either a token or an nkey file (SAMOCODE_NATS_NKEY_FILE), not both",
             });

@@ -481,6 +481,18 @@ fn otel_rust_log_and_codex_home_may_come_from_config_toml() {
         "{text}"
     );
     assert!(text.contains("strip_env=\"A B\""), "{text}");
+    // A number is shown as it was written: not as text, which would read as the mistake.
+    std::fs::write(
+        dir.path().join("home/.config/samocode/config.toml"),
+        "max_parallel = -1\nretry_delay = true\n",
+    )
+    .unwrap();
+    let text = error_text(dir.path(), &[], &Flags::default());
+    assert!(
+        text.contains("max_parallel=-1 (from config.toml)")
+            && text.contains("retry_delay=true (from config.toml)"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -614,7 +626,7 @@ fn budgets_come_from_flags_env_and_file_and_bad_ones_name_key_value_and_source()
     assert!(text.contains("4 problems"), "{text}");
     assert!(
         text.contains(
-            "max_cost=\"0\" (from config.toml) is not valid: expected an amount of US dollars"
+            "max_cost=0 (from config.toml) is not valid: expected an amount of US dollars"
         ),
         "{text}"
     );

@@ -95,8 +95,8 @@ pub(super) struct Found {
 /// The lookup of settings through the layers, recording what is wrong as it goes.
 pub(super) struct Layers<'a> {
     pub env: &'a HashMap<String, String>,
-    /// The scalar settings of `config.toml`, by file key.
-    pub file: &'a HashMap<String, String>,
+    /// The settings of `config.toml`.
+    pub file: &'a super::file::FileSettings,
     pub problems: &'a mut Problems,
 }
 
@@ -119,7 +119,7 @@ impl Layers<'_> {
         } else {
             let key = file_key(env);
             Found {
-                value: self.file.get(&key)?.clone(),
+                value: self.file.scalars.get(&key)?.clone(),
                 key,
                 origin: "config.toml",
             }
@@ -155,14 +155,24 @@ impl Layers<'_> {
 
     /// Records that `found` (setting `env`) is not what was `expected`.
     pub fn bad(&mut self, found: &Found, env: &str, expected: &'static str) {
-        let value = if SECRETS.contains(&env) {
+        let secret = SECRETS.contains(&env);
+        let value = if secret {
             "<hidden: it holds a secret>".to_string()
         } else {
             without_userinfo(&found.value).into_owned()
         };
+        // A number or a boolean of `config.toml` is shown as it was written there.
+        let bare = !secret
+            && found.origin == "config.toml"
+            && self
+                .file
+                .table
+                .get(&found.key)
+                .is_some_and(|v| v.is_integer() || v.is_float() || v.is_bool());
         self.problems.push(ConfigError::BadValue {
             key: found.key.clone(),
             value,
+            bare,
             origin: found.origin,
             expected,
         });
