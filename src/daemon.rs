@@ -110,13 +110,19 @@ pub async fn run_with(
             });
         }
     };
-    let (owned, problems) =
-        crate::supervisor::load_owned(state_dir).map_err(|e| DaemonError::StateDir {
-            path: state_dir.clone(),
-            problem: format!("cannot read {}: {e}", crate::supervisor::OWNED_FILE),
-        })?;
+    let crate::supervisor::owned::Listed {
+        owned,
+        problems,
+        forgotten,
+    } = crate::supervisor::load_owned(state_dir).map_err(|e| DaemonError::StateDir {
+        path: state_dir.clone(),
+        problem: format!("cannot read {}: {e}", crate::supervisor::OWNED_FILE),
+    })?;
     for problem in problems {
         tracing::error!(%problem, "a line of the owned sessions is unreadable; skipped");
+    }
+    for session in forgotten {
+        tracing::info!(dir = %session.dir.display(), "the daemon forgets a session: its folder is gone (deleted or moved) from its sessions folder");
     }
     // The cap alone is checked before anything runs; each session as it is opened (a finished
     // one holds no file, so the owned list overstates what is needed).

@@ -1178,8 +1178,6 @@ pub fn open_error_code(error: &OpenError) -> u8 {
 }
 
 /// Reads the daemon's list of owned sessions (compacting the file).
-pub fn load_owned(
-    state_dir: &std::path::Path,
-) -> std::io::Result<(Vec<OwnedSession>, Vec<String>)> {
+pub fn load_owned(state_dir: &std::path::Path) -> std::io::Result<owned::Listed> {
     owned::load_and_compact(state_dir)
 }

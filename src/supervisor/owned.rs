@@ -1,7 +1,8 @@
 //! The daemon's list of the sessions it owns, in its state directory: `sessions.jsonl`, one
 //! `{"dir":…,"project":…}` line per session taken over, appended (and fsynced) before the
 //! daemon acknowledges the start, so that a session it said yes to is resumed after any crash.
-//! A session is listed once however many lines name it; the file is compacted at start.
+//! A session is listed once however many lines name it; the file is compacted at start, and
+//! a session whose folder was deleted is forgotten then (see [`load_and_compact`]).
 
 use std::path::{Path, PathBuf};
 
@@ -45,9 +46,22 @@ pub fn lists(state_dir: &Path, dir: &Path) -> bool {
     })
 }
 
-/// Reads the list (each session once, in the order first named), and rewrites the file
-/// without repeats. Lines that cannot be read are reported in the second value.
-pub fn load_and_compact(state_dir: &Path) -> std::io::Result<(Vec<OwnedSession>, Vec<String>)> {
+/// The list as the daemon's start reads it.
+#[derive(Debug, Default)]
+pub struct Listed {
+    /// Each session once, in the order first named.
+    pub owned: Vec<OwnedSession>,
+    /// Lines that cannot be read.
+    pub problems: Vec<String>,
+    /// Sessions whose folder was deleted: left out of the list.
+    pub forgotten: Vec<OwnedSession>,
+}
+
+/// Reads the list and rewrites the file without repeats, and without the sessions whose folder
+/// is gone from a sessions folder that is there: a person deleted (or moved) it, and is done
+/// with it. When the sessions folder itself is missing (a disk not mounted yet, a project
+/// moved), the session is kept: it shows as broken until it is back and resumed.
+pub fn load_and_compact(state_dir: &Path) -> std::io::Result<Listed> {
     let mut owned: Vec<OwnedSession> = Vec::new();
     let mut problems = Vec::new();
     if let Ok(text) = std::fs::read_to_string(state_dir.join(LEGACY)) {
@@ -74,6 +88,11 @@ pub fn load_and_compact(state_dir: &Path) -> std::io::Result<(Vec<OwnedSession>,
     }
     let mut seen = std::collections::HashSet::new();
     owned.retain(|s| seen.insert(s.dir.clone()));
+    let deleted = |s: &OwnedSession| {
+        !s.dir.exists() && s.dir.parent().is_some_and(|sessions| sessions.is_dir())
+    };
+    let (forgotten, owned): (Vec<OwnedSession>, Vec<OwnedSession>) =
+        owned.into_iter().partition(deleted);
     let mut text = Vec::new();
     for session in &owned {
         text.extend(serde_json::to_vec(session).expect("an owned session serializes"));
@@ -82,7 +101,11 @@ pub fn load_and_compact(state_dir: &Path) -> std::io::Result<(Vec<OwnedSession>,
     crate::session::store::write_atomic(&state_dir.join(FILE), &text)
         .map_err(std::io::Error::other)?;
     let _ = std::fs::remove_file(state_dir.join(LEGACY));
-    Ok((owned, problems))
+    Ok(Listed {
+        owned,
+        problems,
+        forgotten,
+    })
 }
 
 #[cfg(test)]
@@ -112,11 +135,37 @@ mod tests {
         // A session accepted after a cut line (a crash, a full disk) is not glued to it: it
         // would have been skipped as unreadable, and forgotten at the next restart.
         append(dir.path(), &s("/s/d")).unwrap();
-        let (owned, problems) = load_and_compact(dir.path()).unwrap();
+        let Listed {
+            owned, problems, ..
+        } = load_and_compact(dir.path()).unwrap();
         assert_eq!(owned, [s("/s/a"), s("/s/b"), s("/s/c"), s("/s/d")]);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(!dir.path().join(LEGACY).exists());
         let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
         assert_eq!(text.lines().count(), 4);
+    }
+
+    #[test]
+    fn a_session_deleted_from_its_sessions_folder_is_forgotten_one_whose_sessions_folder_is_missing_kept()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let sessions = dir.path().join("sessions");
+        std::fs::create_dir_all(sessions.join("26-01-01-here")).unwrap();
+        let s = |d: &Path| OwnedSession {
+            dir: d.to_path_buf(),
+            project: PathBuf::from("/p/.samocode"),
+        };
+        let here = s(&sessions.join("26-01-01-here"));
+        let deleted = s(&sessions.join("26-01-01-deleted"));
+        let unmounted = s(&dir.path().join("elsewhere/26-01-01-away"));
+        for session in [&here, &deleted, &unmounted] {
+            append(dir.path(), session).unwrap();
+        }
+        let listed = load_and_compact(dir.path()).unwrap();
+        assert_eq!(listed.owned, [here.clone(), unmounted.clone()]);
+        assert_eq!(listed.forgotten, [deleted]);
+        let again = load_and_compact(dir.path()).unwrap();
+        assert_eq!(again.owned, [here, unmounted]);
+        assert!(again.forgotten.is_empty());
     }
 }

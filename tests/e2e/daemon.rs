@@ -958,6 +958,72 @@ fn a_fleet_over_the_hard_open_files_limit_is_refused_with_what_to_do() {
     });
 }
 
+/// A person who deletes a session's folder is done with it: the daemon's next start forgets
+/// it, saying so in its log, instead of listing it broken and telling the chat at every
+/// start. A session whose whole sessions folder is missing (a disk not mounted yet) is kept.
+#[test]
+fn a_session_whose_folder_was_deleted_is_forgotten_at_the_next_start() {
+    let mut project = Project::new();
+    let daemon = project.daemon(&[]);
+    let deleted = start_until_questions(&project, "deleted");
+    start_until_questions(&project, "kept");
+    let mut other = Project::new();
+    other.env(
+        "SAMOCODE_STATE_DIR",
+        &project.state_dir().display().to_string(),
+    );
+    start_until_questions(&other, "unmounted");
+    daemon.terminate();
+    std::fs::remove_dir_all(deleted.path("")).unwrap();
+    let away = other.root.join("sessions-away");
+    std::fs::rename(&other.sessions, &away).unwrap();
+
+    let _daemon = project.daemon(&[]);
+    // Outside a project, `status` lists every session the daemon owns.
+    let owned = || {
+        let out = project
+            .command(&["status", "--json"])
+            .current_dir("/")
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    };
+    wait_for(Duration::from_secs(30), "the sessions opened", || {
+        let rows = owned();
+        rows.iter().any(|r| r["state"] == "waiting") && rows.iter().any(|r| r["state"] == "error")
+    });
+    let rows = owned();
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
+    assert!(!names.iter().any(|n| n.ends_with("-deleted")), "{rows:?}");
+    let unmounted = rows
+        .iter()
+        .find(|r| {
+            r["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("-unmounted"))
+        })
+        .unwrap_or_else(|| panic!("the unmounted session is kept: {rows:?}"));
+    assert_eq!(unmounted["state"], "error", "{unmounted}");
+    assert!(
+        unmounted["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("SESSIONS=") && e.contains("is not an existing directory")),
+        "{unmounted}"
+    );
+    let listed = std::fs::read_to_string(project.state_dir().join("sessions.jsonl")).unwrap();
+    assert!(!listed.contains("-deleted"), "{listed}");
+    assert!(
+        listed.contains("-unmounted") && listed.contains("-kept"),
+        "{listed}"
+    );
+    let log = project.daemon_log();
+    assert!(
+        log.contains("forgets") && log.contains("its folder is gone"),
+        "{log}"
+    );
+}
+
 /// `status` shows every session: one whose folder went away while the daemon held it at a
 /// gate, and a folder in SESSIONS that holds no session, each as `error` with what it is.
 #[test]
