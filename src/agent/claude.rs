@@ -14,7 +14,14 @@ pub fn command(
     context_file: &Path,
     workdir: &Path,
 ) -> AgentCommand {
-    let mut args: Vec<String> = vec!["--dangerously-skip-permissions".into()];
+    let mut args: Vec<String> = vec![
+        "--dangerously-skip-permissions".into(),
+        // The user's settings only: a repository's own `.claude/settings*.json` could set the
+        // CLI's environment (send the API key to another server), run hooks before the model
+        // acts, or take away the bypass, all without the model's help.
+        "--setting-sources".into(),
+        "user".into(),
+    ];
     if let Some(model) = &settings.claude_model {
         args.extend(["--model".into(), model.clone()]);
     }
@@ -74,7 +81,7 @@ mod tests {
     fn small_context_goes_inline_large_by_file() {
         let cmd = command(&settings(), "ctx", Path::new("/s/ctx.md"), Path::new("/w"));
         let line = cmd.args.join(" ");
-        assert!(line.starts_with("--dangerously-skip-permissions --model opus --max-turns 300 --verbose --output-format stream-json --append-system-prompt ctx -p "), "{line}");
+        assert!(line.starts_with("--dangerously-skip-permissions --setting-sources user --model opus --max-turns 300 --verbose --output-format stream-json --append-system-prompt ctx -p "), "{line}");
 
         let big = "x".repeat(200 * 1024);
         let cmd = command(&settings(), &big, Path::new("/s/ctx.md"), Path::new("/w"));

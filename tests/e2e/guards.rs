@@ -469,7 +469,7 @@ fn dry_run_prints_the_configuration_and_the_agent_command_and_writes_nothing() {
     run.expect(0);
     let out = run.stdout();
     assert!(out.contains("timeout:        1m 30s"), "{out}");
-    assert!(out.contains("--dangerously-skip-permissions --model opus --max-turns 42 --verbose --output-format stream-json --append-system-prompt"), "{out}");
+    assert!(out.contains("--dangerously-skip-permissions --setting-sources user --model opus --max-turns 42 --verbose --output-format stream-json --append-system-prompt"), "{out}");
     assert_eq!(std::fs::read_dir(&project.sessions).unwrap().count(), 0);
 
     // With codex the context goes on standard input; the command line carries none of it.
