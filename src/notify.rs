@@ -100,7 +100,8 @@ pub struct NotifierArgs {
     pub outbox: Option<PathBuf>,
     /// Also send what `samocode run`s left in their outboxes beside it (the daemon does).
     pub adopt: bool,
-    /// `outbox-full`: every write of the outbox fails half way, as on a full disk (tests).
+    /// `outbox-full`: every write of the outbox fails half way, as on a full disk;
+    /// `outbox-compact`: the outbox is compacted at every record (tests).
     pub failpoints: Vec<String>,
 }
 
@@ -182,6 +183,9 @@ impl Actor for NotifierActor {
                 if args.failpoints.iter().any(|f| f == "outbox-full") {
                     outbox.fail_writes();
                 }
+                if args.failpoints.iter().any(|f| f == "outbox-compact") {
+                    outbox.compact_always();
+                }
                 if args.adopt {
                     // What cannot be written waits in memory: the runs' files are gone already.
                     if let Err(error) = adopt(path, &mut outbox, &mut replay, &mut looked) {
@@ -246,11 +250,13 @@ impl Actor for NotifierActor {
                         Ok(messages) => {
                             state.tries = 0;
                             let entry = state.queue.pending.pop_front().expect("the head");
+                            // Remembered before it is recorded: the record may compact the
+                            // outbox, which keeps the open messages it knows of then.
+                            state.remember(entry, &messages);
                             state.record(Entry::Sent {
                                 id,
                                 messages: messages.clone(),
                             })?;
-                            state.remember(entry, &messages);
                         }
                         Err(SendError::Refused(reason)) => {
                             tracing::error!(%reason, "a notice was refused for good; dropped");

@@ -74,6 +74,9 @@ pub struct Outbox {
     len: u64,
     /// The `outbox-full` failpoint: every write fails half way, as on a full disk.
     full: bool,
+    /// Lines past which the file is compacted ([`COMPACT_AT`]; 0 under the `outbox-compact`
+    /// failpoint: at every record).
+    compact_at: usize,
     /// Held (flock) for as long as this notifier owns the outbox: another process can tell
     /// whether an outbox is orphaned.
     _lock: File,
@@ -96,6 +99,7 @@ impl Outbox {
             lines: entries.len(),
             len: 0,
             full: false,
+            compact_at: COMPACT_AT,
             _lock: lock,
         };
         outbox.compact(&replay)?;
@@ -137,9 +141,14 @@ impl Outbox {
         self.full = true;
     }
 
+    /// The `outbox-compact` failpoint: from now on the file is compacted at every record.
+    pub fn compact_always(&mut self) {
+        self.compact_at = 0;
+    }
+
     /// Rewrites the file with only what still matters, once it has grown past its limit.
     pub fn compact_if_large(&mut self, replay: &Replay) -> std::io::Result<()> {
-        if self.lines > COMPACT_AT {
+        if self.lines > self.compact_at {
             self.compact(replay)?;
         }
         Ok(())

@@ -145,6 +145,32 @@ fn notices_are_sent_when_the_outbox_cannot_be_written() {
     assert_eq!(daemon.terminate(), Some(0), "the daemon ran on");
 }
 
+/// The outbox's compaction, whenever it comes, keeps a message that was just sent with its
+/// buttons: after a restart, the session's next move still closes it.
+#[test]
+fn a_message_sent_as_the_outbox_is_compacted_is_closed_after_a_restart() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    project.env("SAMOCODE_FAILPOINTS", "outbox-compact");
+    let daemon = project.daemon(&[]);
+    let s = start_until_asked(&project, &api, "compacted");
+    let asked = api.sent("has questions").remove(0);
+    assert_eq!(daemon.terminate(), Some(0));
+    let _daemon = project.daemon(&[]);
+    project
+        .run(&["answer", &folder(&s), "--accept-suggestions"])
+        .expect(0);
+    wait_for(
+        Duration::from_secs(30),
+        "the questions message closed",
+        || {
+            api.calls("editmessagetext")
+                .iter()
+                .any(|e| e["message_id"] == asked["message_id"])
+        },
+    );
+}
+
 #[test]
 fn a_pressed_button_closes_its_message_and_says_who_pressed_it() {
     let api = FakeApi::start(-100);
