@@ -41,13 +41,20 @@ pub fn of_report(report: &AttemptReport, now: Timestamp, tz: &TimeZone) -> Optio
         return Some(Refusal::Authentication { message });
     }
     // Only an error's text: the agent's own words (its last message, a summary of work that
-    // mentions limits) are not the provider refusing it.
+    // mentions limits) are not the provider refusing it. Nor is what the CLI retried itself
+    // (codex's `Reconnecting... 1/5 (…)`): when that was why it gave up, its last error says so.
     let texts = report
         .result
         .iter()
         .filter(|r| r.is_error)
         .filter_map(|r| r.text.as_deref())
-        .chain(report.errors.iter().map(String::as_str));
+        .chain(
+            report
+                .errors
+                .iter()
+                .map(String::as_str)
+                .filter(|e| !e.trim_start().to_lowercase().starts_with("reconnecting")),
+        );
     texts.rev().find_map(|t| of_text(t, now, tz))
 }
 
@@ -62,8 +69,14 @@ pub fn of_text(text: &str, now: Timestamp, tz: &TimeZone) -> Option<Refusal> {
             .skip(1)
             .any(|rest| rest.chars().take(40).collect::<String>().contains("limit"))
     });
+    // A rate limit (requests or tokens a minute) is not the account's usage limit: it passes
+    // in seconds, and is retried as any failure is.
+    let limit_reached = lower
+        .match_indices("limit reached")
+        .any(|(at, _)| !lower[..at].trim_end().ends_with("rate"));
     let usage_limit = named_limit
-        || ["usage limit", "usage_limit", "limit reached"]
+        || limit_reached
+        || ["usage limit", "usage_limit"]
             .iter()
             .any(|m| lower.contains(m));
     if usage_limit {
@@ -84,7 +97,9 @@ pub fn of_text(text: &str, now: Timestamp, tz: &TimeZone) -> Option<Refusal> {
         "please run /login",
     ]
     .iter()
-    .any(|m| lower.contains(m));
+    .any(|m| lower.contains(m))
+        // codex without its key: ``Missing environment variable: `OPENAI_API_KEY` ``.
+        || (lower.contains("missing environment variable") && lower.contains("api_key"));
     authentication.then(|| Refusal::Authentication {
         message: short(text),
     })
@@ -483,6 +498,26 @@ mod tests {
             of_report(&codex, now(), &utc()),
             Some(Refusal::UsageLimit { until: Some(_), .. })
         ));
+        // What codex retried itself (a rate limit) is not why it gave up: a stream cut after
+        // it is an ordinary failure, counted against the retries.
+        let retried = report(
+            None,
+            "The turn failed.",
+            &[
+                "Reconnecting... 1/1 (rate limit exceeded: Rate limit reached for gpt-5 on tokens per min. Please try again in 1s.)",
+                "stream disconnected before completion",
+            ],
+        );
+        assert_eq!(of_report(&retried, now(), &utc()), None);
+        // A rate limit as the last word is not the account's usage limit either.
+        assert_eq!(
+            of_text(
+                "Rate limit reached for gpt-5 on tokens per min. Please try again in 1s.",
+                now(),
+                &utc()
+            ),
+            None
+        );
     }
 
     #[test]
@@ -491,6 +526,7 @@ mod tests {
             "Invalid API key · Fix external API key",
             r#"API Error: 401 {"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#,
             "unexpected status 401 Unauthorized: Incorrect API key provided, url: http://x/v1/responses",
+            "Missing environment variable: `OPENAI_API_KEY`.",
         ] {
             assert!(
                 matches!(

@@ -16,6 +16,8 @@ pub struct Project {
     pub sessions: PathBuf,
     pub worktrees: PathBuf,
     env: Vec<(String, String)>,
+    /// Variables every command runs without, whatever the test's own environment holds.
+    unset: Vec<String>,
 }
 
 impl Project {
@@ -90,13 +92,23 @@ impl Project {
             sessions,
             worktrees,
             env,
+            unset: Vec::new(),
         }
     }
 
     /// Sets an environment variable for every later command.
     pub fn env(&mut self, key: &str, value: &str) -> &mut Self {
         self.env.retain(|(k, _)| k != key);
+        self.unset.retain(|k| k != key);
         self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Runs every later command without the environment variable `key`.
+    #[allow(dead_code, reason = "the real CLI tests use it; e2e does not")]
+    pub fn unset(&mut self, key: &str) -> &mut Self {
+        self.env.retain(|(k, _)| k != key);
+        self.unset.push(key.to_string());
         self
     }
 
@@ -111,6 +123,9 @@ impl Project {
             .stdin(Stdio::null());
         for (k, v) in &self.env {
             cmd.env(k, v);
+        }
+        for k in &self.unset {
+            cmd.env_remove(k);
         }
         cmd
     }

@@ -231,6 +231,25 @@ fn codex_bad_credentials_block_at_once() {
     bad_credentials_block_at_once(Cli::Codex);
 }
 
+/// codex with no API key at all says so and stops: the session blocks at once, as for a key
+/// the provider refused, instead of spending its retries.
+#[test]
+fn codex_without_its_key_blocks_at_once() {
+    let server = ModelServer::start(BIN.as_ref());
+    let mut project = project(Cli::Codex, &server);
+    project.unset("OPENAI_API_KEY");
+    let run = project.run(&["run", "--session", "nokey", "--dive", "d", "--task", "t"]);
+    run.expect(11);
+    let s = project.session("nokey");
+    assert_eq!(rows(&s).len(), 1, "no retry of ours");
+    let reason = s.state()["status"]["reason"].to_string();
+    assert!(
+        reason.contains("the provider refused the credentials")
+            && reason.contains("OPENAI_API_KEY"),
+        "{reason}"
+    );
+}
+
 fn hang_is_killed_at_the_timeout_then_retried(cli: Cli) {
     let server = ModelServer::start(BIN.as_ref());
     let project = project(cli, &server);
