@@ -74,6 +74,19 @@ impl NatsServer {
         self.child = NatsServer::spawn(&self.config, self.port);
     }
 
+    /// Stops the server (SIGSTOP) for `down` and lets it go on: connections stay open and
+    /// silent, as over a network cut that sends no reset.
+    fn pause(&mut self, down: Duration, mut meanwhile: impl FnMut()) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        let until = Instant::now() + down;
+        while Instant::now() < until {
+            meanwhile();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    }
+
     /// Kills the server, waits `down`, and starts it again on the same port and store.
     fn outage(&mut self, down: Duration, mut meanwhile: impl FnMut()) {
         let _ = self.child.kill();
@@ -473,6 +486,19 @@ fn a_worker_with_another_ack_wait_setting_still_keeps_its_attempt() {
 
 #[test]
 fn an_outage_of_nats_mid_attempt_never_runs_two_agents_of_a_session_at_once() {
+    // Down for three AckWaits: JetStream gives the attempt to the next worker when it is back.
+    one_agent_at_a_time_through(|nats, look| nats.outage(Duration::from_secs(10), look));
+}
+
+/// A server that goes silent (paused; a network cut without a reset) is not heard from: the
+/// worker cannot know its progress reached JetStream, so it stops its agent before JetStream
+/// gives the attempt to the other worker.
+#[test]
+fn a_silent_nats_mid_attempt_never_runs_two_agents_of_a_session_at_once() {
+    one_agent_at_a_time_through(|nats, look| nats.pause(Duration::from_secs(10), look));
+}
+
+fn one_agent_at_a_time_through(break_nats: impl FnOnce(&mut NatsServer, &mut dyn FnMut())) {
     let mut nats = NatsServer::start();
     let mut project = nats_project();
     // Chatty: its output waits on NATS while it is out of reach.
@@ -512,12 +538,20 @@ fn an_outage_of_nats_mid_attempt_never_runs_two_agents_of_a_session_at_once() {
             seen_together.push(format!("{}: {agents:?}", jiff::Timestamp::now()));
         }
     };
-    // Down for three AckWaits: JetStream gives the attempt to the next worker when it is back.
-    nats.outage(Duration::from_secs(10), &mut look);
-    wait_for(Duration::from_secs(120), "the questions", || {
+    break_nats(&mut nats, &mut look);
+    let asked = Instant::now() + Duration::from_secs(120);
+    while !(session.path("_state.json").exists()
+        && session.state()["status"]["for"] == "qa_answers")
+    {
+        assert!(
+            Instant::now() < asked,
+            "no questions within 120 s: {}\n{}",
+            session.read("session.log"),
+            all_logs(&project, &workers)
+        );
         look();
-        session.path("_state.json").exists() && session.state()["status"]["for"] == "qa_answers"
-    });
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(
         seen_together.is_empty(),
         "one agent of the attempt at a time: {seen_together:#?}\n{}",

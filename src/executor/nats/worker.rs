@@ -395,8 +395,11 @@ async fn keep(
     }
 }
 
-/// Tells JetStream the attempt is in progress; true when that surely reached the server (a
-/// publish on a broken connection is only buffered, and says nothing).
+/// Tells JetStream the attempt is in progress; true when that surely reached the server. A
+/// publish is only written to the socket (a flush says no more), and a connection that went
+/// silent without a reset still reads as connected; so a request to JetStream follows it on
+/// the same connection, and its answer, which the server sends only after it has read the
+/// ack, is the proof.
 async fn in_progress(
     link: &Link,
     message: &async_nats::jetstream::Message,
@@ -406,9 +409,16 @@ async fn in_progress(
         tracing::warn!(%error, "cannot tell JetStream the attempt is in progress");
         return false;
     }
-    let flushed = tokio::time::timeout(within, link.client.flush()).await;
-    matches!(flushed, Ok(Ok(())))
-        && link.client.connection_state() == async_nats::connection::State::Connected
+    // Any answer will do (its content, the account's figures, is of no interest here).
+    let asked = link.js.request::<_, _, serde_json::Value>("INFO", "");
+    match tokio::time::timeout(within, asked).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "JetStream did not answer");
+            false
+        }
+        Err(_) => false,
+    }
 }
 
 async fn publish(link: &Link, key: &str, event: &Event) -> std::io::Result<()> {
