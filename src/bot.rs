@@ -327,18 +327,23 @@ impl Telegram {
                     .as_ref()
                     .map(|m| m.chat().id)
                     .unwrap_or(self.chat);
+                let message = query.message.as_ref().map(|m| i64::from(m.id().0));
                 (
                     query.from.id.0,
                     chat,
                     who(&query.from),
-                    Ok((query.id.clone(), query.data.clone().unwrap_or_default())),
+                    Ok((
+                        query.id.clone(),
+                        query.data.clone().unwrap_or_default(),
+                        message,
+                    )),
                 )
             }
             _ => return,
         };
         if !self.may_act(user) {
             tracing::warn!(user, "telegram update from a user who may not act; ignored");
-            if let Ok((query, _)) = &action {
+            if let Ok((query, _, _)) = &action {
                 let _ = self
                     .bot
                     .answer_callback_query(query.clone())
@@ -359,9 +364,12 @@ impl Telegram {
                 let answer = self.command(&text, &by, supervisor).await;
                 self.say(chat, &answer).await;
             }
-            Ok((query, data)) => {
+            Ok((query, data, message)) => {
                 let answer = match commands::press(&data) {
-                    Some(press) => self.pressed(press, &by, supervisor).await,
+                    Some(press) => match self.stale(&press, message, supervisor).await {
+                        Some(problem) => problem,
+                        None => self.pressed(press, &by, supervisor).await,
+                    },
                     None => "unknown button".into(),
                 };
                 // The short answer shows on the button; a failure also goes to the chat.
@@ -423,6 +431,29 @@ impl Telegram {
             }
             _ => "unknown command".into(),
         }
+    }
+
+    /// Why a button pressed on `message` must not act: the session has a newer message (a
+    /// plan written again, a new round of questions, a notice still to be sent), whose
+    /// content the person pressing has not seen. A message the daemon's notifier does not
+    /// know as the session's (a `samocode run`'s) is left to the command's own checks.
+    async fn stale(
+        &self,
+        press: &Press,
+        message: Option<i64>,
+        supervisor: &ActorRef<SupervisorMsg>,
+    ) -> Option<String> {
+        let session = match press {
+            Press::Person { session, .. } | Press::Option { session, .. } => session,
+        };
+        let notifier = crate::notify::NotifierHandle::of_supervisor(supervisor.get_id());
+        let latest = notifier.latest(session).await?;
+        let older = latest.newer || latest.open.zip(message).is_some_and(|(open, m)| open != m);
+        older.then(|| {
+            format!(
+                "not done: this message of {session} is older than what it waits on now; use the buttons of its latest message"
+            )
+        })
     }
 
     async fn pressed(

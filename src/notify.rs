@@ -91,6 +91,21 @@ pub enum NotifierMsg {
     Adopt,
     /// From the supervisor: reply once nothing waits to be sent.
     Flush { reply: RpcReplyPort<()> },
+    /// From the bot: the session's latest message, for a button pressed on an older one.
+    Latest {
+        session: String,
+        reply: RpcReplyPort<Latest>,
+    },
+}
+
+/// What the notifier knows of a session's messages in the chat.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Latest {
+    /// The message that holds the session's live buttons, when one does.
+    pub open: Option<i64>,
+    /// A newer notice of the session is still to be sent: every message in the chat is older
+    /// than what the session waits on now.
+    pub newer: bool,
 }
 
 /// Startup input.
@@ -145,9 +160,28 @@ impl NotifierHandle {
         NotifierHandle { name: name.into() }
     }
 
+    /// The handle of the notifier of the supervisor `supervisor`.
+    pub fn of_supervisor(supervisor: ractor::ActorId) -> NotifierHandle {
+        NotifierHandle::new(format!("samocode-notifier-{supervisor}"))
+    }
+
     /// The name to spawn the notifier with.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// What the notifier knows of the session's latest message; `None` while no notifier
+    /// answers.
+    pub async fn latest(&self, session: &str) -> Option<Latest> {
+        let cell = ractor::registry::where_is(self.name.clone())?;
+        let notifier: ActorRef<NotifierMsg> = cell.into();
+        let session = session.to_string();
+        ractor::call_t!(
+            notifier,
+            |reply| NotifierMsg::Latest { session, reply },
+            5_000
+        )
+        .ok()
     }
 
     /// Hands the event to the notifier; dropped (with a log line) while none runs.
@@ -293,6 +327,13 @@ impl Actor for NotifierActor {
                 myself.send_after(ADOPT_EVERY, || NotifierMsg::Adopt);
             }
             NotifierMsg::Flush { reply } => state.flushes.push(reply),
+            NotifierMsg::Latest { session, reply } => {
+                let newer = state.queue.pending.iter().any(|entry| {
+                    matches!(entry, Entry::Notice { notice, .. } if notice.session == session)
+                });
+                let open = state.queue.open.get(&session).map(|m| m.message);
+                let _ = reply.send(Latest { open, newer });
+            }
         }
         state.pump(&myself);
         Ok(())

@@ -270,7 +270,7 @@ impl Actor for SupervisorActor {
         myself: ActorRef<SupervisorMsg>,
         args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
-        let notices = NotifierHandle::new(format!("samocode-notifier-{}", myself.get_id()));
+        let notices = NotifierHandle::of_supervisor(myself.get_id());
         let notifier = self.spawn_notifier(&myself, &notices).await?;
         let watch = self.keep_parked.then(|| {
             let watch = watch::FolderWatch::new(myself.clone());

@@ -171,6 +171,63 @@ fn a_message_sent_as_the_outbox_is_compacted_is_closed_after_a_restart() {
     );
 }
 
+/// A button pressed on an earlier message of a session (a plan since rejected and written
+/// again, a questions message of an earlier round) acts on nothing: the person has not seen
+/// what the session waits on now. The latest message's button works.
+#[test]
+fn a_button_of_an_earlier_message_does_not_act_on_what_came_after_it() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    let _daemon = project.daemon(&[]);
+    let s = start_until_asked(&project, &api, "stale");
+    let name = folder(&s);
+    let asked = api.sent("has questions").remove(0);
+    project
+        .run(&["answer", &name, "--accept-suggestions"])
+        .expect(0);
+    wait_for(Duration::from_secs(30), "the plan", || {
+        api.sent("waits for approval").len() == 1
+    });
+    let first = api.sent("waits for approval").remove(0);
+    project
+        .run(&["reject", &name, "--reason", "smaller steps"])
+        .expect(0);
+    wait_for(Duration::from_secs(60), "the revised plan", || {
+        api.sent("waits for approval").len() == 2
+    });
+    let refusals = || {
+        api.calls("answercallbackquery")
+            .iter()
+            .filter(|c| {
+                c["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("not done"))
+            })
+            .count()
+    };
+    for (message, data) in [
+        (&first, format!("approve:{name}")),
+        (&asked, format!("answer:{name}")),
+    ] {
+        let before = refusals();
+        api.press(OWNER, "ann", message["message_id"].as_i64().unwrap(), &data);
+        wait_for(Duration::from_secs(10), "the press refused", || {
+            refusals() > before
+        });
+    }
+    assert_eq!(s.state()["status"]["for"], "plan_approval", "{}", s.state());
+    let latest = api.sent("waits for approval").remove(1);
+    api.press(
+        OWNER,
+        "ann",
+        latest["message_id"].as_i64().unwrap(),
+        &format!("approve:{name}"),
+    );
+    wait_for(Duration::from_secs(30), "approved", || {
+        s.state()["status"]["for"] != "plan_approval"
+    });
+}
+
 #[test]
 fn a_pressed_button_closes_its_message_and_says_who_pressed_it() {
     let api = FakeApi::start(-100);
