@@ -154,6 +154,16 @@ pub async fn act(
         ),
         (command, _) => command,
     };
+    // Likewise a plan approved or rejected from a page older than the plan (sent back and
+    // written again meanwhile) would be one the person never read.
+    let command = match (command, field("plan")) {
+        (Ok(PersonCommand::Approve | PersonCommand::Reject { .. }), seen)
+            if !plan_is(&dir, seen).await =>
+        {
+            Err("the plan changed since this page was loaded: the page shows it as it is now; read it, then approve or reject it".to_string())
+        }
+        (command, _) => command,
+    };
     let flash = match command {
         Err(problem) => Flash {
             ok: false,
@@ -198,6 +208,18 @@ async fn qa_is(dir: &std::path::Path, seen: Option<&str>) -> bool {
         Ok(Ok(Some(text))) => Some(super::view::qa_version(&text).as_str()) == seen,
         // Unreadable now: the daemon's own answer says why.
         _ => true,
+    }
+}
+
+/// Whether the session's newest plan is the one of version `seen` (a form without one is
+/// not).
+async fn plan_is(dir: &std::path::Path, seen: Option<&str>) -> bool {
+    let dir = dir.to_path_buf();
+    let now = tokio::task::spawn_blocking(move || super::view::plan_version(&dir)).await;
+    match now {
+        Ok(now) => now.as_deref() == seen && seen.is_some(),
+        // The read did not finish: the daemon's own answer decides.
+        Err(_) => true,
     }
 }
 

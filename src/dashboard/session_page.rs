@@ -245,9 +245,14 @@ fn plan(view: &SessionView, csrf: &str) -> Markup {
         }
         @if awaiting {
             div.gate {
-                (action(name, "approve", csrf, "Approve the plan", "primary"))
+                form.inline method="post" action=(format!("/sessions/{name}/approve")) {
+                    input type="hidden" name="csrf" value=(csrf);
+                    input type="hidden" name="plan" value=(plan.version());
+                    button type="submit" class="primary" { "Approve the plan" }
+                }
                 form.reject method="post" action=(format!("/sessions/{name}/reject")) {
                     input type="hidden" name="csrf" value=(csrf);
+                    input type="hidden" name="plan" value=(plan.version());
                     label for="reason" { "Or send it back to planning with a reason" }
                     textarea #reason name="reason" rows="3" required {}
                     button.danger type="submit" { "Reject" }

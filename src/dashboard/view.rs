@@ -43,7 +43,25 @@ impl Artifact {
     pub fn is_plan(&self) -> bool {
         self.title.starts_with("plan-") || self.title == "plan"
     }
+
+    /// A digest of the artifact as shown (its name and text): the plan form carries it, so
+    /// that a plan approved or rejected is the one the page showed.
+    pub fn version(&self) -> String {
+        qa_version(&format!("{}\n{}", self.file, self.text))
+    }
 }
+
+/// [`Artifact::version`] of the session's newest plan now, if it has one.
+pub fn plan_version(dir: &Path) -> Option<String> {
+    let artifacts = artifacts(dir, &mut HashMap::new()).ok()?;
+    artifacts
+        .iter()
+        .rev()
+        .find(|a| a.is_plan())
+        .map(Artifact::version)
+}
+
+impl Artifact {}
 
 /// The end of the newest attempt log, as readable entries.
 #[derive(Debug, Clone, Default)]

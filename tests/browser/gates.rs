@@ -4,8 +4,8 @@
 
 use fantoccini::Locator;
 
-use super::driver::{Browser, Visitor, form_field, login_link, start_until_questions};
-use super::fixture::Project;
+use super::driver::{Browser, PATIENCE, Visitor, form_field, login_link, start_until_questions};
+use super::fixture::{Project, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answer_the_questions_approve_the_plan_and_watch_it_reach_done() {
@@ -194,6 +194,60 @@ fn answers_from_a_page_older_than_the_questions_are_refused() {
         !text.contains("Answer: 5"),
         "a form without its version: {text}"
     );
+}
+
+/// Approving from a page loaded before the plan was sent back and written again would
+/// approve a plan the person never read: refused, and the page shows the plan as it is now.
+#[test]
+fn an_approval_from_a_page_older_than_the_plan_is_refused() {
+    let mut project = Project::new();
+    let visitor = Visitor::at_questions(&mut project, "replanned");
+    project
+        .run(&["answer", "replanned", "--accept-suggestions"])
+        .expect(0);
+    // The plan waiting, and whether it is the one written again after the feedback.
+    let plan_waits = |project: &Project, revised: bool| {
+        let s = project.session("replanned");
+        s.state()["status"]["for"] == "plan_approval"
+            && s.artifacts("plan")
+                .iter()
+                .any(|f| s.read(f).contains("revised after feedback") == revised)
+    };
+    wait_for(PATIENCE, "the plan", || plan_waits(&project, false));
+    let loaded = visitor.page();
+    let (csrf, plan) = (
+        form_field(&loaded.body, "csrf"),
+        form_field(&loaded.body, "plan"),
+    );
+    project
+        .run(&["reject", "replanned", "--reason", "smaller steps"])
+        .expect(0);
+    wait_for(PATIENCE, "the revised plan", || plan_waits(&project, true));
+    for form in [format!("csrf={csrf}&plan={plan}"), format!("csrf={csrf}")] {
+        let post = visitor.post("approve", &form);
+        assert_eq!(post.status, 303, "{}", post.body);
+        let state = project.session("replanned").state();
+        assert_eq!(state["status"]["for"], "plan_approval", "{state}");
+    }
+    let after = visitor.page();
+    assert!(
+        after
+            .body
+            .contains("the plan changed since this page was loaded"),
+        "the refusal is shown"
+    );
+    let now = form_field(&after.body, "plan");
+    assert_ne!(now, plan);
+    let csrf = form_field(&after.body, "csrf");
+    assert_eq!(
+        visitor
+            .post("approve", &format!("csrf={csrf}&plan={now}"))
+            .status,
+        303
+    );
+    wait_for(PATIENCE, "approved", || {
+        project.session("replanned").state()["status"]["for"] != "plan_approval"
+    });
 }
 
 /// A session page's stream sends only the sections that differ from the ones the page holds
