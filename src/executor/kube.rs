@@ -53,7 +53,20 @@ pub struct KubeExecutor {
     settings: KubeSettings,
     /// How often a Job whose pod is not running yet is looked at.
     poll: Duration,
+    /// How long a killed attempt's Job is followed for its result before it is given up.
+    after_kill: Duration,
+    /// How long a pod may stay unable to start (its image not pulled, its Secret missing)
+    /// before the attempt ends saying so.
+    stuck_for: Duration,
 }
+
+/// [`KubeExecutor::stuck_for`] by default: kubelet's back-off has tried a few pulls by then.
+const STUCK_FOR: Duration = Duration::from_secs(120);
+/// How long one look at the API (a list, a get, a log read) may take: the client has no limit
+/// of its own, and a connection gone silent would hold the attempt.
+const LOOK_LIMIT: Duration = Duration::from_secs(30);
+/// The most a ConfigMap holds (Kubernetes refuses more).
+const CONFIG_MAP_LIMIT: usize = 1024 * 1024;
 
 impl KubeExecutor {
     /// The cluster the daemon runs in (its service account), or the one the kubeconfig names.
@@ -73,7 +86,18 @@ impl KubeExecutor {
             client,
             settings,
             poll,
+            after_kill: super::RESULT_AFTER_KILL,
+            stuck_for: STUCK_FOR,
         }
+    }
+
+    /// Shorter waits, for tests: the give-up after a kill and the wait on a pod that cannot
+    /// start.
+    #[cfg(test)]
+    pub fn with_patience(mut self, after_kill: Duration, stuck_for: Duration) -> Self {
+        self.after_kill = after_kill;
+        self.stuck_for = stuck_for;
+        self
     }
 
     /// The Job of an attempt.
@@ -306,6 +330,8 @@ impl KubeExecutor {
             cancelled: Arc::new(AtomicBool::new(false)),
             over: Arc::new(AtomicBool::new(false)),
             poll: self.poll,
+            after_kill: self.after_kill,
+            stuck_for: self.stuck_for,
         }
     }
 }
@@ -321,6 +347,8 @@ struct Driver {
     cancelled: Arc<AtomicBool>,
     over: Arc<AtomicBool>,
     poll: Duration,
+    after_kill: Duration,
+    stuck_for: Duration,
 }
 
 /// Starts the driver of an attempt (creating its Job, unless adopted).
@@ -374,6 +402,28 @@ fn failed(job: &Job) -> Option<String> {
         })
 }
 
+/// Why a pending pod cannot start, when kubelet says it cannot: its image (not found, not
+/// pulled) or its configuration (a Secret or ConfigMap it names is missing).
+fn cannot_start(pod: &Pod) -> Option<String> {
+    const STUCK: [&str; 6] = [
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+    ];
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    statuses.iter().find_map(|status| {
+        let waiting = status.state.as_ref()?.waiting.as_ref()?;
+        let reason = waiting.reason.as_deref()?;
+        STUCK.contains(&reason).then(|| match &waiting.message {
+            Some(message) => format!("{reason}: {message}"),
+            None => reason.to_string(),
+        })
+    })
+}
+
 fn succeeded(job: &Job) -> bool {
     job.status
         .as_ref()
@@ -399,6 +449,8 @@ impl Driver {
         // Output bytes already in the attempt log: a stream read again from its start skips them.
         let mut written = skip;
         let mut give_up: Option<tokio::time::Instant> = None;
+        // Since when the pod has been stuck before its start (its image, its Secret).
+        let mut stuck_since: Option<tokio::time::Instant> = None;
         loop {
             if let Some(at) = give_up
                 && tokio::time::Instant::now() >= at
@@ -406,65 +458,102 @@ impl Driver {
                 self.over.store(true, Ordering::SeqCst);
                 return Ok(ExitKind::Signal("SIGKILL".into()));
             }
+            // A call the API did not answer (a restart, a 503) is tried again at the next
+            // look: the attempt runs on in its pod meanwhile, and its time limit bounds the
+            // wait.
             let selector = format!("job-name={}", self.name);
-            let pod = pods
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .map_err(std::io::Error::other)?
-                .items
-                .into_iter()
-                .next();
+            let listed = tokio::time::timeout(
+                LOOK_LIMIT,
+                pods.list(&ListParams::default().labels(&selector)),
+            )
+            .await
+            .unwrap_or_else(|_| Err(kube::Error::Service("no answer in time".into())));
+            let pod = match listed {
+                Ok(list) => list.items.into_iter().next(),
+                Err(error) => {
+                    tracing::warn!(job = %self.name, %error, "cannot look at the attempt's pod; trying again");
+                    None
+                }
+            };
             let started = pod
                 .as_ref()
                 .and_then(|p| p.status.as_ref()?.phase.clone())
                 .is_some_and(|phase| phase != "Pending");
             if let (Some(pod), true) = (&pod, started) {
+                stuck_since = None;
                 let pod_name = pod.metadata.name.clone().unwrap_or_default();
                 self.host.set(&format!("pod/{pod_name}"));
                 let follow = LogParams {
                     follow: true,
                     ..Default::default()
                 };
-                let mut seen = 0u64;
-                if let Ok(stream) = pods.log_stream(&pod_name, &follow).await {
+                let following = async {
+                    let mut seen = 0u64;
+                    let stream = pods.log_stream(&pod_name, &follow).await.ok()?;
                     let mut lines = stream.lines();
                     use futures_util::StreamExt;
                     while let Some(Ok(line)) = lines.next().await {
                         if let Some(result) = self.take(&line, out, &mut seen, &mut written).await {
+                            return Some(result);
+                        }
+                    }
+                    None
+                };
+                // A stream may go silent for good (a connection gone without a word): the
+                // kill's give-up bounds the wait on it, as it bounds the looks.
+                let followed = tokio::select! {
+                    result = following => result,
+                    () = self.given_up(&mut give_up) => None,
+                };
+                if let Some(result) = followed {
+                    return self.finish(&remote, &result).await;
+                }
+                // The stream was cut (log rotation, a lost connection) or the pod ended: its
+                // log, read again whole, ends with the result if there is one.
+                let whole = LogParams::default();
+                let read = tokio::select! {
+                    read = tokio::time::timeout(LOOK_LIMIT, pods.logs(&pod_name, &whole)) => read.ok(),
+                    () = self.given_up(&mut give_up) => None,
+                };
+                if let Some(Ok(text)) = read {
+                    let mut seen = 0u64;
+                    for line in text.lines() {
+                        if let Some(result) = self.take(line, out, &mut seen, &mut written).await {
                             return self.finish(&remote, &result).await;
                         }
                     }
                 }
-                // The stream was cut (log rotation, a lost connection) or the pod ended: its
-                // log, read again whole, ends with the result if there is one.
-                if let Ok(text) = pods.logs(&pod_name, &LogParams::default()).await
-                    && let Some(result) = text.lines().rev().find_map(|line| {
-                        match serde_json::from_str::<Event>(line) {
-                            Ok(Event::Result(result)) => Some(result),
-                            _ => None,
-                        }
-                    })
-                {
-                    return self.finish(&remote, &result).await;
+            } else if let Some(reason) = pod.as_ref().and_then(cannot_start) {
+                // kubelet tries again by itself (a registry may be back), so a while is given;
+                // past it, the attempt ends saying why, instead of at its time limit.
+                let since = *stuck_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() >= self.stuck_for {
+                    self.over.store(true, Ordering::SeqCst);
+                    self.delete().await;
+                    return Err(std::io::Error::other(format!(
+                        "the pod of Job {} cannot start: {reason}",
+                        self.name
+                    )));
                 }
             }
-            match self
-                .jobs()
-                .get_opt(&self.name)
+            let job = tokio::time::timeout(LOOK_LIMIT, self.jobs().get_opt(&self.name))
                 .await
-                .map_err(std::io::Error::other)?
-            {
-                None if self.cancelled.load(Ordering::SeqCst) => {
+                .unwrap_or_else(|_| Err(kube::Error::Service("no answer in time".into())));
+            match job {
+                Err(error) => {
+                    tracing::warn!(job = %self.name, %error, "cannot look at the attempt's Job; trying again");
+                }
+                Ok(None) if self.cancelled.load(Ordering::SeqCst) => {
                     self.over.store(true, Ordering::SeqCst);
                     return Ok(ExitKind::Signal("SIGTERM".into()));
                 }
-                None => {
+                Ok(None) => {
                     return Err(std::io::Error::other(format!(
                         "the Job {} was deleted by someone else",
                         self.name
                     )));
                 }
-                Some(job) => {
+                Ok(Some(job)) => {
                     if let Some(reason) = failed(&job) {
                         self.over.store(true, Ordering::SeqCst);
                         self.delete().await;
@@ -478,20 +567,46 @@ impl Driver {
                             self.name
                         )));
                     }
+                    // Cancelled, and still there: the delete did not get through (the API was
+                    // down); it is asked again until the Job is gone.
+                    if self.cancelled.load(Ordering::SeqCst) {
+                        self.delete().await;
+                    }
                 }
             }
             tokio::select! {
                 () = tokio::time::sleep(self.poll) => {}
                 () = self.killed.notified(), if give_up.is_none() => {
-                    give_up = Some(tokio::time::Instant::now() + super::RESULT_AFTER_KILL);
+                    give_up = Some(tokio::time::Instant::now() + self.after_kill);
                 }
             }
         }
     }
 
+    /// Returns once the attempt, killed, has been waited for as long as its result is waited
+    /// for after a kill (never, while it is not killed).
+    async fn given_up(&self, give_up: &mut Option<tokio::time::Instant>) {
+        let at = match *give_up {
+            Some(at) => at,
+            None => {
+                self.killed.notified().await;
+                *give_up.insert(tokio::time::Instant::now() + self.after_kill)
+            }
+        };
+        tokio::time::sleep_until(at).await;
+    }
+
     /// Creates the Job, then its ConfigMap owned by it (the pod waits for the volume).
     async fn create(&self) -> std::io::Result<RemoteSpec> {
         let remote = super::spec::prepare(&self.spec).await?;
+        let spec = serde_json::to_string(&remote).expect("specs serialize");
+        // Checked before anything is made: Kubernetes refuses a larger ConfigMap.
+        if spec.len() > CONFIG_MAP_LIMIT - 4096 {
+            return Err(std::io::Error::other(format!(
+                "the attempt's spec is {} KiB, over the 1 MiB a Kubernetes ConfigMap holds: its session folder holds too much text; move large files out of it",
+                spec.len() / 1024
+            )));
+        }
         let job = job(&self.settings, &remote);
         let created = match self.jobs().create(&PostParams::default(), &job).await {
             Ok(job) => job,
@@ -514,16 +629,16 @@ impl Driver {
                 }]),
                 ..Default::default()
             },
-            data: Some(BTreeMap::from([(
-                "spec.json".to_string(),
-                serde_json::to_string(&remote).expect("specs serialize"),
-            )])),
+            data: Some(BTreeMap::from([("spec.json".to_string(), spec)])),
             ..Default::default()
         };
         let maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.settings.namespace);
-        maps.create(&PostParams::default(), &map)
-            .await
-            .map_err(std::io::Error::other)?;
+        if let Err(error) = maps.create(&PostParams::default(), &map).await {
+            // Its Job would wait for the volume for ever.
+            self.over.store(true, Ordering::SeqCst);
+            self.delete().await;
+            return Err(std::io::Error::other(error));
+        }
         Ok(remote)
     }
 
@@ -541,8 +656,13 @@ impl Driver {
                 self.host.set(&host);
                 None
             }
-            Event::Out { data, .. } => {
+            Event::Out { data, at, .. } => {
                 let bytes = data.as_bytes();
+                // Where it starts in the agent's output, as the runner counted it: a log read
+                // again after kubelet rotated it starts part way, and is placed by it.
+                if let Some(at) = at {
+                    *seen = at;
+                }
                 let end = *seen + bytes.len() as u64;
                 if end > *written {
                     let from = written.saturating_sub(*seen) as usize;

@@ -25,8 +25,14 @@ pub enum Event {
         epoch: u32,
         host: String,
     },
-    /// Complete lines the agent printed on its standard output.
-    Out { epoch: u32, data: String },
+    /// Complete lines the agent printed on its standard output; `at`: where they start in it
+    /// (bytes of the data sent before; absent from an older runner).
+    Out {
+        epoch: u32,
+        data: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<u64>,
+    },
     /// The runner is alive (every few seconds while the agent runs).
     Heartbeat { epoch: u32 },
     /// The attempt is over; nothing follows.
@@ -244,7 +250,8 @@ async fn fast_forward(expected: &Expected, commit: &str) -> Result<(), ApplyErro
     let fail = |detail: String| ApplyError::Git {
         commit: commit.to_string(),
         workdir: expected.workdir.clone(),
-        detail,
+        // git's words may quote the remote's address, and with it a token.
+        detail: crate::config::without_userinfo(&detail).into_owned(),
     };
     let object = format!("{commit}^{{commit}}");
     if git(vec!["cat-file".into(), "-e".into(), object])

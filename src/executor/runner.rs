@@ -138,10 +138,13 @@ async fn prepare(spec: &RemoteSpec, place: &Place<'_>, root: &Path) -> Result<Lo
     )
     .await
     .map_err(|e| {
-        format!(
+        // The address may carry a token (`https://x-access-token:TOKEN@…`), and git's own
+        // words may quote it: never in the attempt's detail.
+        crate::config::without_userinfo(&format!(
             "cannot fetch {} from {}: {e}",
             repository.base_ref, repository.url
-        )
+        ))
+        .into_owned()
     })?;
     git(
         &repo,
@@ -317,6 +320,16 @@ async fn forward_output(
 ) {
     let mut chunk = vec![0u8; OUT_CHUNK];
     let mut pending: Vec<u8> = Vec::new();
+    let mut at = 0u64;
+    let mut send = |data: String| {
+        let start = at;
+        at += data.len() as u64;
+        let _ = events.send(Event::Out {
+            epoch,
+            data,
+            at: Some(start),
+        });
+    };
     loop {
         let n = match output.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
@@ -330,11 +343,10 @@ async fn forward_output(
         };
         let data = String::from_utf8_lossy(&pending[..cut]).into_owned();
         pending.drain(..cut);
-        let _ = events.send(Event::Out { epoch, data });
+        send(data);
     }
     if !pending.is_empty() {
-        let data = String::from_utf8_lossy(&pending).into_owned();
-        let _ = events.send(Event::Out { epoch, data });
+        send(String::from_utf8_lossy(&pending).into_owned());
     }
 }
 
@@ -348,10 +360,11 @@ async fn collect(spec: &RemoteSpec, local: &Local, result: &mut AttemptResult) {
                 Ok(()) => result.commit = Some(head),
                 Err(error) => add_note(
                     result,
-                    format!(
+                    crate::config::without_userinfo(&format!(
                         "the agent's commits could not be pushed to {}: {error}",
                         repository.url
-                    ),
+                    ))
+                    .into_owned(),
                 ),
             }
         }

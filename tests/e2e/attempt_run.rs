@@ -270,3 +270,30 @@ fn workspace_session(workspace: &Path, spec: &RemoteSpec) -> PathBuf {
         .join("session")
         .join(&spec.session)
 }
+
+/// A remote whose address carries a token (`https://x-access-token:TOKEN@host/…`, as README
+/// suggests) that cannot be fetched: the attempt fails saying so, without the token, which
+/// would reach the session's state, its log and the chat.
+#[test]
+fn a_token_in_the_remotes_address_is_not_in_the_failure() {
+    let project = Project::new();
+    let (_bare, mut spec) = setup(&project);
+    spec.repository.url = "http://x-access-token:ghp_SECRET123@127.0.0.1:9/repo.git".into();
+    let file = write_spec(&project, &spec);
+    let workspace = project.root.join("work");
+    let run = project.run(&[
+        "attempt-run",
+        "--spec",
+        file.to_str().unwrap(),
+        "--dir",
+        workspace.to_str().unwrap(),
+    ]);
+    let events = events(&run.stdout());
+    let result = result_of(&events);
+    let End::Failed { detail } = &result.end else {
+        panic!("{result:?}");
+    };
+    assert!(detail.contains("cannot fetch"), "{detail}");
+    assert!(!run.stdout().contains("ghp_SECRET123"), "{}", run.stdout());
+    assert!(!run.stderr().contains("ghp_SECRET123"), "{}", run.stderr());
+}

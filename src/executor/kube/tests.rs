@@ -15,7 +15,8 @@ use crate::session::store::AttemptFiles;
 /// One request the client made: method, path with query, body.
 type Seen = (String, String, Value);
 
-/// A scripted API: `answer` gives each request its status and body; every request is kept.
+/// A scripted API: `answer` gives each request its status and body (status 0: no answer, the
+/// connection left silent); every request is kept.
 fn api(
     answer: impl Fn(&str, &str) -> (u16, String) + Send + Sync + 'static,
 ) -> (kube::Client, Arc<Mutex<Vec<Seen>>>) {
@@ -40,6 +41,9 @@ fn api(
                 .unwrap()
                 .push((method.clone(), path.clone(), body));
             let (status, text) = answer(&method, &path);
+            if status == 0 {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
             Ok::<_, std::convert::Infallible>(
                 http::Response::builder()
                     .status(status)
@@ -449,5 +453,220 @@ fn the_kubernetes_manifests_pass_the_schema_check() {
     assert!(
         spec.volume_claim_templates.is_some_and(|v| !v.is_empty()),
         "the daemon's files outlive its pod"
+    );
+}
+
+/// The events of an attempt that prints `lines` and ends with exit 0, each output event
+/// placed at its offset in the agent's output (`at`), as the runner sends them.
+fn events_of(place: &Place, lines: &[&str]) -> Vec<String> {
+    let key = key_of(&place.spec);
+    let mut at = 0u64;
+    let mut events =
+        vec![json!({"event": "started", "key": key, "epoch": 1, "host": "pod/p"}).to_string()];
+    for line in lines {
+        let data = format!("{line}\n");
+        events.push(json!({"event": "out", "epoch": 1, "data": data, "at": at}).to_string());
+        at += data.len() as u64;
+    }
+    events.push(
+        json!({"event": "result", "key": key, "attempt_id": place.spec.attempt_id, "epoch": 1,
+               "host": "pod/p", "end": {"how": "exited", "code": 0},
+               "changed": [], "deleted": [], "stderr": ""})
+        .to_string(),
+    );
+    events
+}
+
+fn running_job(method: &str, path: &str) -> Option<(u16, String)> {
+    match (method, path) {
+        ("POST", p) if p.contains("/jobs") => Some((201, job_status(json!({})))),
+        ("POST", _) => Some((201, json!({"metadata": {}}).to_string())),
+        ("GET", p) if p.contains("/jobs/") => Some((200, job_status(json!({"active": 1})))),
+        ("DELETE", _) => Some((200, job_status(json!({})))),
+        _ => None,
+    }
+}
+
+fn unavailable() -> (u16, String) {
+    (
+        503,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "ServiceUnavailable", "code": 503, "message": "the server is restarting"})
+            .to_string(),
+    )
+}
+
+/// An API that fails a look now and then (a restart, a 503) costs the attempt nothing: it
+/// is looked at again, and its result taken as usual.
+#[tokio::test]
+async fn a_failed_look_at_the_api_is_tried_again_not_the_end_of_the_attempt() {
+    let place = place();
+    let log: String = events_of(&place, &["one"]).join("\n") + "\n";
+    let looks = Arc::new(Mutex::new(0u32));
+    let count = looks.clone();
+    let (client, _) = api(move |method, path| {
+        if path.contains("/pods?") {
+            let mut n = count.lock().unwrap();
+            *n += 1;
+            // The first two looks at the pod, and the first at the Job, are not answered.
+            return if *n <= 2 {
+                unavailable()
+            } else {
+                (200, pod("Running"))
+            };
+        }
+        if path.contains("/jobs/") && method == "GET" && *count.lock().unwrap() <= 2 {
+            return unavailable();
+        }
+        if path.contains("/log") {
+            return (200, log.clone());
+        }
+        running_job(method, path).unwrap_or_else(gone)
+    });
+    let executor = KubeExecutor::with_client(client, settings(), Duration::from_millis(10));
+    let exit = executor.launch(&place.spec).unwrap().exit.await.unwrap();
+    assert_eq!(exit, ExitKind::Code(0));
+}
+
+/// A log stream that goes silent for good (a connection gone without a word) does not hold
+/// the attempt past its kill: it is given up once the wait for its result is over.
+#[tokio::test]
+async fn a_silent_log_stream_does_not_outlive_the_kill() {
+    let place = place();
+    let (client, _) = api(move |method, path| match (method, path) {
+        ("GET", p) if p.contains("/pods?") => (200, pod("Running")),
+        ("GET", p) if p.contains("/log") => (0, String::new()),
+        _ => running_job(method, path).unwrap_or_else(gone),
+    });
+    let executor = KubeExecutor::with_client(client, settings(), Duration::from_millis(10))
+        .with_patience(Duration::from_millis(500), STUCK_FOR);
+    let launched = executor.launch(&place.spec).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    launched.group.signal(Signal::SIGTERM);
+    launched.group.signal(Signal::SIGKILL);
+    let exit = tokio::time::timeout(Duration::from_secs(20), launched.exit)
+        .await
+        .expect("given up after the kill");
+    assert_eq!(exit.unwrap(), ExitKind::Signal("SIGKILL".into()));
+}
+
+/// A cancel whose delete the API did not take (it was down) is asked again until the Job is
+/// gone: no Job runs on beside the attempt's retry.
+#[tokio::test]
+async fn a_cancel_is_asked_again_until_the_job_is_gone() {
+    let place = place();
+    let deletes = Arc::new(Mutex::new(0u32));
+    let count = deletes.clone();
+    let (client, _) = api(move |method, path| match (method, path) {
+        ("GET", p) if p.contains("/pods?") => (200, pod("Pending")),
+        ("DELETE", _) => {
+            let mut n = count.lock().unwrap();
+            *n += 1;
+            if *n == 1 {
+                unavailable()
+            } else {
+                (200, job_status(json!({})))
+            }
+        }
+        ("GET", p) if p.contains("/jobs/") && *count.lock().unwrap() >= 2 => gone(),
+        _ => running_job(method, path).unwrap_or_else(gone),
+    });
+    let executor = KubeExecutor::with_client(client, settings(), Duration::from_millis(10));
+    let launched = executor.launch(&place.spec).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    launched.group.signal(Signal::SIGTERM);
+    let exit = tokio::time::timeout(Duration::from_secs(20), launched.exit)
+        .await
+        .expect("the attempt ends once its Job is gone");
+    assert_eq!(exit.unwrap(), ExitKind::Signal("SIGTERM".into()));
+    assert!(*deletes.lock().unwrap() >= 2);
+}
+
+/// A pod that cannot start (its image cannot be pulled) ends the attempt saying why, once
+/// kubelet has had a while to try, not at the attempt's time limit; its Job is deleted.
+#[tokio::test]
+async fn a_pod_whose_image_cannot_be_pulled_ends_the_attempt_saying_so() {
+    let place = place();
+    let stuck = json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [
+        {"metadata": {"name": "p"}, "status": {"phase": "Pending", "containerStatuses": [
+            {"name": "attempt", "image": "registry.example/samocode:1", "imageID": "", "ready": false,
+             "restartCount": 0, "state": {"waiting": {"reason": "ImagePullBackOff",
+             "message": "Back-off pulling image \"registry.example/samocode:1\""}}}]}}
+    ]})
+    .to_string();
+    let (client, seen) = api(move |method, path| match (method, path) {
+        ("GET", p) if p.contains("/pods?") => (200, stuck.clone()),
+        _ => running_job(method, path).unwrap_or_else(gone),
+    });
+    let executor = KubeExecutor::with_client(client, settings(), Duration::from_millis(10))
+        .with_patience(
+            crate::executor::RESULT_AFTER_KILL,
+            Duration::from_millis(200),
+        );
+    let exit = tokio::time::timeout(
+        Duration::from_secs(20),
+        executor.launch(&place.spec).unwrap().exit,
+    )
+    .await
+    .expect("the attempt ends");
+    let error = exit.unwrap_err().to_string();
+    assert!(
+        error.contains("cannot start")
+            && error.contains("ImagePullBackOff")
+            && error.contains("samocode:1"),
+        "{error}"
+    );
+    assert!(seen.lock().unwrap().iter().any(|(m, _, _)| m == "DELETE"));
+}
+
+/// After kubelet rotates the pod's log, the API serves only its newest part: read again, it is
+/// placed by the offsets the runner sent, so what the agent printed after the cut (its result
+/// line with the cost) reaches the attempt log, and nothing is written twice.
+#[tokio::test]
+async fn a_log_read_again_after_rotation_keeps_what_came_after_the_cut() {
+    let place = place();
+    let events = events_of(&place, &["first", "second", "third with the cost"]);
+    // The stream carries the start and the first line, then is cut.
+    let streamed = format!("{}\n{}\n", events[0], events[1]);
+    // The log as the API serves it after the rotation: from the second line on.
+    let rotated = events[2..].join("\n") + "\n";
+    let (client, _) = api(move |method, path| match (method, path) {
+        ("GET", p) if p.contains("/pods?") => (200, pod("Running")),
+        ("GET", p) if p.contains("/log") && p.contains("follow=true") => (200, streamed.clone()),
+        ("GET", p) if p.contains("/log") => (200, rotated.clone()),
+        _ => running_job(method, path).unwrap_or_else(gone),
+    });
+    let executor = KubeExecutor::with_client(client, settings(), Duration::from_millis(10));
+    let launched = executor.launch(&place.spec).unwrap();
+    let mut reader = launched.output;
+    let exit = launched.exit.await.unwrap();
+    let mut output = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut reader, &mut output)
+        .await
+        .unwrap();
+    assert_eq!(exit, ExitKind::Code(0));
+    assert_eq!(output, "first\nsecond\nthird with the cost\n");
+}
+
+/// A session folder too large for a ConfigMap is refused before anything is made, saying
+/// what to do.
+#[tokio::test]
+async fn a_spec_too_large_for_a_configmap_makes_no_job() {
+    let place = place();
+    std::fs::write(
+        place.spec.session_dir.join("big-notes.md"),
+        "x".repeat(1_100_000),
+    )
+    .unwrap();
+    let (client, seen) = api(move |method, path| running_job(method, path).unwrap_or_else(gone));
+    let executor = KubeExecutor::with_client(client, settings(), Duration::from_millis(10));
+    let exit = executor.launch(&place.spec).unwrap().exit.await;
+    let error = exit.unwrap_err().to_string();
+    assert!(
+        error.contains("1 MiB") && error.contains("move large files out"),
+        "{error}"
+    );
+    assert!(
+        !seen.lock().unwrap().iter().any(|(m, _, _)| m == "POST"),
+        "nothing made"
     );
 }

@@ -189,7 +189,7 @@ impl Driver {
                                 let _ = tell.send(published.unwrap_or_else(jiff::Timestamp::now));
                             }
                         }
-                        Event::Out { epoch: of, data } if of == epoch => {
+                        Event::Out { epoch: of, data, .. } if of == epoch => {
                             let bytes = data.as_bytes();
                             let from = (skip.min(bytes.len() as u64)) as usize;
                             skip -= from as u64;
