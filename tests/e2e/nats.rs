@@ -372,6 +372,37 @@ fn zombie_children(parent: i32) -> Vec<i32> {
         .collect()
 }
 
+/// A daemon stopped (SIGTERM) while its attempt waits in the queue for a worker cancels it;
+/// the next daemon takes the attempt up again, and the worker that finally takes the queued
+/// copy says it was cancelled before it started: the session goes on, instead of waiting for
+/// ever on an attempt nobody runs.
+#[test]
+fn an_attempt_cancelled_in_the_queue_by_a_stopping_daemon_is_run_again_after_its_restart() {
+    let nats = NatsServer::start();
+    let mut project = nats_project();
+    let daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
+    project
+        .run(&["start", "--session", "queued", "--dive", "d", "--task", "t"])
+        .expect(0);
+    let session = project.session("queued");
+    wait_for(Duration::from_secs(30), "the attempt queued", || {
+        session.path("_state.json").exists() && !session.state()["in_flight"].is_null()
+    });
+    assert_eq!(daemon.terminate(), Some(0));
+    let _daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
+    let worker = worker(&project, &nats.url, "host-1", Some("host-1"));
+    let asked = Instant::now() + Duration::from_secs(90);
+    while session.state()["status"]["for"] != "qa_answers" {
+        assert!(
+            Instant::now() < asked,
+            "the session went on: {}\n{}",
+            session.read("session.log"),
+            all_logs(&project, std::slice::from_ref(&worker))
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn a_restarted_daemon_adopts_the_attempt_still_running_on_a_worker() {
     let nats = NatsServer::start();

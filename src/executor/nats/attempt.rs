@@ -24,6 +24,10 @@ use crate::executor::RESULT_AFTER_KILL;
 use crate::executor::result::{ApplyError, Event, Expected, apply};
 use crate::executor::spec::{RemoteSpec, attempt_key, prepare};
 
+/// How long a killed attempt that no worker has started is followed for a start already on
+/// its way, before it is over.
+const UNSTARTED_AFTER_KILL: Duration = Duration::from_secs(2);
+
 /// The subject that keeps an attempt's spec, for a restarted daemon.
 pub fn spec_subject(key: &str) -> String {
     format!("samocode.attempt.{key}.spec")
@@ -180,6 +184,10 @@ impl Driver {
                     };
                     match event {
                         Event::Started { epoch: started, host, .. } if started >= epoch => {
+                            // Started after all: its agent gets the whole wait for its end.
+                            if epoch == 0 && give_up.is_some() {
+                                give_up = Some(tokio::time::Instant::now() + RESULT_AFTER_KILL);
+                            }
                             if epoch > 0 {
                                 tracing::warn!(key = %self.key, epoch = started, %host, "the attempt was given to another worker");
                             }
@@ -249,7 +257,11 @@ impl Driver {
                     }
                 }
                 () = self.killed.notified(), if give_up.is_none() => {
-                    give_up = Some(tokio::time::Instant::now() + RESULT_AFTER_KILL);
+                    // An attempt no worker has started has no agent to wait for: a moment
+                    // for a start already on its way, then it is over (its spec goes, so a
+                    // worker that takes it later runs nothing).
+                    let wait = if epoch == 0 { UNSTARTED_AFTER_KILL } else { RESULT_AFTER_KILL };
+                    give_up = Some(tokio::time::Instant::now() + wait);
                 }
                 () = tokio::time::sleep_until(give_up.unwrap_or(far)), if give_up.is_some() => {
                     self.over.store(true, Ordering::SeqCst);

@@ -128,6 +128,34 @@ async fn run_one(
         Ok(None) => {}
         Ok(Some(reason)) => {
             tracing::info!(%key, %reason, "not run");
+            // A daemon that cancelled it may have gone (stopped, and started again since):
+            // the one that follows the attempt now learns its end from this, rather than
+            // waiting for a worker that will never run it.
+            if reason == CANCELLED {
+                let result = AttemptResult {
+                    key: key.clone(),
+                    attempt_id: spec.attempt_id.clone(),
+                    epoch,
+                    host: settings.name.clone(),
+                    end: End::Signaled {
+                        signal: "SIGTERM".into(),
+                    },
+                    commit: None,
+                    changed: Vec::new(),
+                    deleted: Vec::new(),
+                    stderr: String::new(),
+                    note: Some("cancelled before a worker started it".into()),
+                };
+                if publish(&link, &key, &Event::Result(Box::new(result)))
+                    .await
+                    .is_err()
+                {
+                    let _ = message
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await;
+                    return;
+                }
+            }
             let _ = message.double_ack().await;
             return;
         }
@@ -193,6 +221,9 @@ async fn run_one(
     tracing::info!(%key, epoch, "done");
 }
 
+/// The reason a queued attempt cancelled before any worker started it is not run.
+const CANCELLED: &str = "it was cancelled before it started";
+
 /// Why a taken attempt is not run, if it is not.
 async fn skip_reason(link: &Link, key: &str, epoch: u32) -> std::io::Result<Option<&'static str>> {
     Ok(match link.last_event(key).await? {
@@ -201,7 +232,7 @@ async fn skip_reason(link: &Link, key: &str, epoch: u32) -> std::io::Result<Opti
         Some(Event::Started { .. } | Event::Out { .. } | Event::Heartbeat { .. }) if epoch == 1 => {
             Some("another worker runs it")
         }
-        _ if link.cancelled(key).await? => Some("it was cancelled before it started"),
+        _ if link.cancelled(key).await? => Some(CANCELLED),
         // Its spec is stored before it is queued and dropped when the daemon is done with it:
         // a copy of an attempt given up on, or long over.
         _ if super::attempt::queued_spec(link, key).await?.is_none() => {
