@@ -444,6 +444,8 @@ impl Telegram {
         supervisor: &ActorRef<SupervisorMsg>,
     ) -> Option<String> {
         let session = match press {
+            // An option that names its round is checked against the rounds, which says more.
+            Press::Option { round: Some(_), .. } => return None,
             Press::Person { session, .. } | Press::Option { session, .. } => session,
         };
         let notifier = crate::notify::NotifierHandle::of_supervisor(supervisor.get_id());

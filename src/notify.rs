@@ -91,6 +91,9 @@ pub enum NotifierMsg {
     Adopt,
     /// From the supervisor: reply once nothing waits to be sent.
     Flush { reply: RpcReplyPort<()> },
+    /// From the supervisor, stopping: start no more sends, and reply once none is under way
+    /// (one cut off would be sent again by the next start, beside the copy Telegram took).
+    Settle { reply: RpcReplyPort<()> },
     /// From the bot: the session's latest message, for a button pressed on an older one.
     Latest {
         session: String,
@@ -134,6 +137,8 @@ pub struct NotifierState {
     /// Waiting out a pause before the next try: nothing is sent until `Retry`.
     pausing: bool,
     flushes: Vec<RpcReplyPort<()>>,
+    /// Stopping: no send is started any more; these wait for the one under way.
+    settling: Option<Vec<RpcReplyPort<()>>>,
     /// The daemon's outbox, beside which `samocode run`s leave theirs: looked at every
     /// [`ADOPT_EVERY`], not only at start.
     adopt_into: Option<std::path::PathBuf>,
@@ -249,6 +254,7 @@ impl Actor for NotifierActor {
             tries: 0,
             pausing: false,
             flushes: Vec::new(),
+            settling: None,
             looked,
         };
         myself.send_message(NotifierMsg::Retry)?;
@@ -327,6 +333,7 @@ impl Actor for NotifierActor {
                 myself.send_after(ADOPT_EVERY, || NotifierMsg::Adopt);
             }
             NotifierMsg::Flush { reply } => state.flushes.push(reply),
+            NotifierMsg::Settle { reply } => state.settling.get_or_insert_default().push(reply),
             NotifierMsg::Latest { session, reply } => {
                 let newer = state.queue.pending.iter().any(|entry| {
                     matches!(entry, Entry::Notice { notice, .. } if notice.session == session)
@@ -449,7 +456,16 @@ impl NotifierState {
 
     /// Sends the head of the queue, unless a send is under way.
     fn pump(&mut self, myself: &ActorRef<NotifierMsg>) {
-        if self.in_flight.is_some() || self.pausing {
+        if self.in_flight.is_some() {
+            return;
+        }
+        if let Some(waiting) = &mut self.settling {
+            for reply in waiting.drain(..) {
+                let _ = reply.send(());
+            }
+            return;
+        }
+        if self.pausing {
             return;
         }
         let (Some(sink), Some(head)) = (self.sink.clone(), self.queue.pending.front().cloned())

@@ -1040,6 +1040,9 @@ impl SupervisorActor {
 
 /// How long a stopping worker waits for its notices to go out.
 const FLUSH_LIMIT: Duration = Duration::from_secs(5);
+/// How long it then waits for a send under way to end: Telegram's own limit on a send, and a
+/// little more.
+const SETTLE_LIMIT: Duration = Duration::from_secs(65);
 
 /// Every session is gone: the notices still waiting get a little time to go out (what does
 /// not stays in the outbox for the next start), then the supervisor stops.
@@ -1051,9 +1054,16 @@ fn finish_shutdown(
     let notifier = state.notifier.clone();
     let myself = myself.clone();
     tokio::spawn(async move {
-        let _ = notifier
+        let flushed = notifier
             .call(|reply| NotifierMsg::Flush { reply }, Some(FLUSH_LIMIT))
             .await;
+        if !matches!(flushed, Ok(ractor::rpc::CallResult::Success(()))) {
+            // What is left waits in the outbox for the next start; a send under way is let
+            // end, so that its record is kept.
+            let _ = notifier
+                .call(|reply| NotifierMsg::Settle { reply }, Some(SETTLE_LIMIT))
+                .await;
+        }
         let _ = reply.send(());
         myself.stop(Some("shutdown".into()));
     });

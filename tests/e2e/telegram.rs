@@ -228,6 +228,32 @@ fn a_button_of_an_earlier_message_does_not_act_on_what_came_after_it() {
     });
 }
 
+/// A daemon stopped (SIGTERM, as by a restart of its service) while Telegram is slow to take
+/// a notice waits for that send to end before it goes: the next daemon does not send the
+/// notice again, and no copy is left with live buttons.
+#[test]
+fn a_notice_in_flight_when_the_daemon_stops_is_not_sent_again() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    let daemon = project.daemon(&[]);
+    api.fail(&[Failure::Slow(Duration::from_secs(8))]);
+    let s = start(&project, "inflight");
+    wait_for(Duration::from_secs(30), "the questions", || {
+        s.path("_state.json").exists() && s.state()["status"]["for"] == "qa_answers"
+    });
+    // The questions notice is on its way (Telegram takes 8 s to answer).
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(api.sent("has questions").is_empty());
+    assert_eq!(daemon.terminate(), Some(0));
+    let _daemon = project.daemon(&[]);
+    wait_for(Duration::from_secs(30), "the questions notice", || {
+        !api.sent("has questions").is_empty()
+    });
+    // Time for a restarted daemon to send what it thinks was never sent.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(api.sent("has questions").len(), 1, "sent once");
+}
+
 #[test]
 fn a_pressed_button_closes_its_message_and_says_who_pressed_it() {
     let api = FakeApi::start(-100);
