@@ -33,7 +33,7 @@ impl SessionActor {
     ) -> Result<(), ActorProcessingErr> {
         self.release_slot(run);
         let mut row = self.take_report(run, &flight, &report);
-        let failure = self.failure_of(&report);
+        let failure = self.failure_of(&report, &flight.files.stderr);
 
         // The read-only guard holds whatever the attempt's end: a change never becomes the
         // next attempt's baseline.
@@ -269,7 +269,11 @@ impl SessionActor {
     }
 
     /// Why the process failed, when it did.
-    fn failure_of(&self, report: &AttemptReport) -> Option<(AttemptOutcome, String)> {
+    fn failure_of(
+        &self,
+        report: &AttemptReport,
+        stderr: &std::path::Path,
+    ) -> Option<(AttemptOutcome, String)> {
         let note = report
             .note
             .as_deref()
@@ -278,11 +282,21 @@ impl SessionActor {
         match &report.end {
             ProcessEnd::Exited(0) => None,
             ProcessEnd::Exited(code) => {
-                let detail = report
-                    .result
-                    .as_ref()
+                // What the CLI said, wherever it said it: its result's text, else the kind of
+                // end it reported (`error_max_turns`), else its last error event, else the last
+                // line it wrote on standard error (a configuration it refused).
+                let result = report.result.as_ref();
+                let detail = result
                     .and_then(|r| r.text.clone())
-                    .map(|t| format!(": {}", t.chars().take(200).collect::<String>()))
+                    .filter(|t| !t.trim().is_empty())
+                    .or_else(|| {
+                        result
+                            .and_then(|r| r.subtype.clone())
+                            .filter(|s| s != "success")
+                    })
+                    .or_else(|| report.errors.last().cloned())
+                    .or_else(|| last_line(stderr))
+                    .map(|t| format!(": {}", t.trim().chars().take(200).collect::<String>()))
                     .unwrap_or_default();
                 Some((
                     AttemptOutcome::Nonzero,
@@ -684,4 +698,20 @@ fn no_open_question(run: &SessionRun) -> Option<String> {
         Ok(None) => Some(format!("there is no {QA}")),
         Err(error) => Some(error.to_string()),
     }
+}
+
+/// The last line with something on it of a file's last 4 KiB (an agent's standard error).
+fn last_line(path: &std::path::Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(4096))).ok()?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail).ok()?;
+    String::from_utf8_lossy(&tail)
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_string)
 }

@@ -28,8 +28,10 @@ fn a_nonzero_exit_is_retried_then_the_session_fails() {
     let run = new_session(&project, "crash");
     run.expect(1);
     assert!(
-        run.stdout()
-            .contains("failed: 2 attempts failed; the last: the agent exited with code 3"),
+        // With what the agent said on standard error, as it gave no result.
+        run.stdout().contains(
+            "failed: 2 attempts failed; the last: the agent exited with code 3: fake-agent: failing on purpose"
+        ),
         "{}",
         run.stdout()
     );
