@@ -74,6 +74,7 @@ pub fn parse_line(line: &[u8]) -> Option<StreamEvent> {
                 text: None,
                 session_id: None,
                 api_status: None,
+                denied: 0,
                 // Codex reports cached tokens as a part of input_tokens, not beside it; it
                 // prints no price, so the cost stays zero here and the session prices the
                 // tokens from its price table (`config::prices`).
@@ -91,6 +92,7 @@ pub fn parse_line(line: &[u8]) -> Option<StreamEvent> {
             text: value.get("error").and_then(|e| text(e, "message")),
             session_id: None,
             api_status: None,
+            denied: 0,
             usage: Usage::default(),
         })),
         "error" => Some(StreamEvent::Error(

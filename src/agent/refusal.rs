@@ -460,6 +460,7 @@ mod tests {
                 text: Some(text.into()),
                 session_id: None,
                 api_status: status,
+                denied: 0,
                 usage: Default::default(),
             }),
             output_bytes: 0,

@@ -33,6 +33,8 @@ pub struct RunResult {
     /// The HTTP status of the provider's error, when the CLI names it (claude's
     /// `api_error_status`).
     pub api_status: Option<u16>,
+    /// Tool calls the CLI refused for want of permission (claude's `permission_denials`).
+    pub denied: usize,
     pub usage: Usage,
 }
 
@@ -98,6 +100,10 @@ pub fn parse_line(line: &[u8]) -> Option<StreamEvent> {
                     .get("api_error_status")
                     .and_then(Value::as_u64)
                     .and_then(|status| u16::try_from(status).ok()),
+                denied: value
+                    .get("permission_denials")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len),
                 usage: Usage {
                     // A cost that cannot be one (negative, not a number) counts as none: it
                     // would lower what the budget sees, or make the state unwritable.
@@ -207,6 +213,12 @@ mod tests {
         assert_eq!(r.usage.cost_usd, 0.25);
         assert_eq!(r.subtype.as_deref(), Some("success"));
         assert!(!r.is_error);
+        assert_eq!(r.denied, 0);
+        let denied = br#"{"type":"result","subtype":"success","is_error":false,"result":"could not","permission_denials":[{"tool_name":"Bash"},{"tool_name":"Write"}]}"#;
+        let Some(StreamEvent::Result(r)) = parse_line(denied) else {
+            panic!("a result")
+        };
+        assert_eq!(r.denied, 2);
     }
 
     #[test]

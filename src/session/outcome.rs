@@ -113,7 +113,14 @@ impl SessionActor {
                 ));
                 self.refused(myself, run, &flight, row, refusal)
             }
-            Err(problem) => {
+            Err(mut problem) => {
+                // Tool calls the CLI refused are why no signal was written: said, so that a
+                // person knows what to change.
+                if let Some(denied) = report.result.as_ref().map(|r| r.denied).filter(|n| *n > 0) {
+                    problem.text.push_str(&format!(
+                        "; the CLI refused {denied} of the agent's tool calls for want of permission: its permission bypass is off (a setting such as permissions.disableBypassPermissionsMode in ~/.claude/settings.json, or a managed policy)"
+                    ));
+                }
                 row.outcome = AttemptOutcome::ProtocolError;
                 row.detail = Some(problem.text.clone());
                 journal_attempt(&run.store, &flight.span, &run.trace, &row)?;

@@ -164,3 +164,26 @@ fn a_repositorys_claude_settings_cannot_send_the_agent_elsewhere() {
         "the model server samocode was given was not asked"
     );
 }
+
+/// Claude Code whose permission bypass a user setting turns off refuses every tool call, so
+/// the agent can write no signal: the session blocks saying so, not only that no signal came.
+#[test]
+fn claude_without_its_permission_bypass_blocks_saying_why() {
+    let server = ModelServer::start(BIN.as_ref());
+    let mut project = Project::new();
+    use_claude(&mut project, &server);
+    let settings = project.root.join("home/.claude");
+    std::fs::create_dir_all(&settings).unwrap();
+    std::fs::write(
+        settings.join("settings.json"),
+        r#"{"permissions":{"disableBypassPermissionsMode":"disable"}}"#,
+    )
+    .unwrap();
+    let run = project.run(&["run", "--session", "perm", "--dive", "d", "--task", "t"]);
+    run.expect(11);
+    let reason = project.session("perm").state()["status"]["reason"].to_string();
+    assert!(
+        reason.contains("no _signal.json") && reason.contains("for want of permission"),
+        "{reason}"
+    );
+}

@@ -444,9 +444,7 @@ async fn in_progress(
         tracing::warn!(%error, "cannot tell JetStream the attempt is in progress");
         return false;
     }
-    let asked = link
-        .client
-        .request(PING_SUBJECT, bytes::Bytes::new());
+    let asked = link.client.request(PING_SUBJECT, bytes::Bytes::new());
     match tokio::time::timeout(within, asked).await {
         Ok(Ok(_)) => true,
         Ok(Err(error)) if error.kind() == async_nats::RequestErrorKind::NoResponders => true,
