@@ -285,21 +285,18 @@ impl AttemptExecutor for KubeExecutor {
         Box::pin(async move {
             let driver = self.driver(spec);
             let jobs: Api<Job> = Api::namespaced(self.client.clone(), &self.settings.namespace);
-            if jobs
-                .get_opt(&driver.name)
-                .await
-                .map_err(std::io::Error::other)?
+            // An API restarting with the daemon (a node's reboot) would have the attempt
+            // given up while its Job runs on: it is asked a few times first.
+            if self
+                .patiently(|| jobs.get_opt(&driver.name))
+                .await?
                 .is_none()
             {
                 return Ok(None);
             }
             let maps: Api<ConfigMap> =
                 Api::namespaced(self.client.clone(), &self.settings.namespace);
-            let Some(map) = maps
-                .get_opt(&driver.name)
-                .await
-                .map_err(std::io::Error::other)?
-            else {
+            let Some(map) = self.patiently(|| maps.get_opt(&driver.name)).await? else {
                 return Ok(None);
             };
             let text = map
@@ -317,7 +314,33 @@ impl AttemptExecutor for KubeExecutor {
     }
 }
 
+/// How many times a call the API does not answer is made when adopting an attempt, a look
+/// apart (about 30 s with the daemon's looks every 2 s).
+const ADOPT_TRIES: u32 = 15;
+
 impl KubeExecutor {
+    /// `call`, made again a look later while the API fails or does not answer, up to
+    /// [`ADOPT_TRIES`] times.
+    async fn patiently<T, F>(&self, call: impl Fn() -> F) -> std::io::Result<T>
+    where
+        F: std::future::Future<Output = Result<T, kube::Error>>,
+    {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let error = match tokio::time::timeout(LOOK_LIMIT, call()).await {
+                Ok(Ok(found)) => return Ok(found),
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => "no answer in time".to_string(),
+            };
+            if tries >= ADOPT_TRIES {
+                return Err(std::io::Error::other(error));
+            }
+            tracing::warn!(%error, tries, "the Kubernetes API did not answer; asking again");
+            tokio::time::sleep(self.poll).await;
+        }
+    }
+
     fn driver(&self, spec: &AttemptSpec) -> Driver {
         let key = attempt_key(&spec.session_dir, &spec.attempt_id);
         Driver {

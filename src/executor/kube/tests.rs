@@ -670,3 +670,43 @@ async fn a_spec_too_large_for_a_configmap_makes_no_job() {
         "nothing made"
     );
 }
+
+/// A restarted daemon whose first looks at the API fail (the API restarting with it) asks
+/// again, and adopts the Job still running, instead of giving its attempt up beside it.
+#[tokio::test]
+async fn adopting_asks_an_api_that_does_not_answer_again() {
+    let place = place();
+    let remote = RemoteSpec::of(
+        &place.spec,
+        crate::executor::spec::RepoSpec {
+            url: "/repo".into(),
+            base_ref: "refs/samocode/s/base".into(),
+            base_commit: "0".repeat(40),
+            result_ref: "refs/samocode/s/a".into(),
+        },
+        "context".into(),
+        Default::default(),
+    )
+    .unwrap();
+    let map = json!({"metadata": {"name": "m"}, "data": {"spec.json": serde_json::to_string(&remote).unwrap()}}).to_string();
+    let looks = Arc::new(Mutex::new(0u32));
+    let count = looks.clone();
+    let (client, _) = api(move |method, path| match (method, path) {
+        ("GET", p) if p.contains("/jobs/") => {
+            let mut n = count.lock().unwrap();
+            *n += 1;
+            if *n <= 3 {
+                unavailable()
+            } else {
+                (200, job_status(json!({"active": 1})))
+            }
+        }
+        ("GET", p) if p.contains("/configmaps/") => (200, map.clone()),
+        ("GET", p) if p.contains("/pods?") => (200, pod("Pending")),
+        _ => running_job(method, path).unwrap_or_else(gone),
+    });
+    let executor = KubeExecutor::with_client(client, settings(), Duration::from_millis(10));
+    let adopted = executor.adopt(&place.spec).await.unwrap();
+    assert!(adopted.is_some(), "the live Job is adopted");
+    assert!(*looks.lock().unwrap() > 3);
+}
