@@ -64,10 +64,20 @@ pub async fn run(
     let mut running = JoinSet::new();
     tracing::info!(name = %settings.name, slots = settings.slots, url = %crate::config::without_userinfo(&link.settings.url), "samocode worker running");
     loop {
+        while running.try_join_next().is_some() {}
+        if running.len() >= settings.slots {
+            tokio::select! {
+                _ = shutdown.requested() => break,
+                Some(_) = running.join_next() => {}
+            }
+            continue;
+        }
+        // A pull is never cut short for an attempt that ended meanwhile: the server would hand
+        // its next message to a pull nobody reads, and JetStream would count that as a
+        // delivery (at the AckWait's end) that no worker ran.
         tokio::select! {
             _ = shutdown.requested() => break,
-            Some(_) = running.join_next(), if !running.is_empty() => {}
-            taken = take(&consumer), if running.len() < settings.slots => match taken {
+            taken = take(&consumer) => match taken {
                 Ok(Some(message)) => {
                     running.spawn(run_one(link.clone(), message, settings.clone(), stopping.clone()));
                 }
@@ -174,7 +184,11 @@ async fn run_one(
         .join(format!("{key}-e{epoch}.json"));
     if let Err(error) = std::fs::write(&file, serde_json::to_vec(&spec).expect("specs serialize")) {
         tracing::error!(%key, %error, "cannot write the spec file; the attempt goes back");
-        let _ = message.ack_with(AckKind::Nak(None)).await;
+        // Not at once: a worker that cannot write here would take it back again at once, and
+        // use up its deliveries in a moment.
+        let _ = message
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+            .await;
         return;
     }
     tracing::info!(%key, epoch, "running");
