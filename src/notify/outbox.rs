@@ -196,12 +196,23 @@ fn read(path: &Path) -> std::io::Result<Vec<Entry>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e),
     };
-    Ok(bytes
+    // A line cut short by a crash mid-write (even inside a character) is skipped: its notice
+    // was never sent. So is one of a kind this build does not know (a later build's), which
+    // compaction would drop: said, so that a downgrade does not lose it without a word.
+    let mut skipped = 0;
+    let entries = bytes
         .split(|b| *b == b'\n')
-        // A line cut short by a crash mid-write (even inside a character) is skipped: its
-        // notice was never sent.
-        .filter_map(|line| serde_json::from_slice(line).ok())
-        .collect())
+        .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+        .filter_map(|line| {
+            let entry = serde_json::from_slice(line).ok();
+            skipped += usize::from(entry.is_none());
+            entry
+        })
+        .collect();
+    if skipped > 0 {
+        tracing::warn!(outbox = %path.display(), lines = skipped, "lines of the outbox cannot be read (cut short by a crash, or written by another build of samocode); they are skipped");
+    }
+    Ok(entries)
 }
 
 /// Takes over the outboxes of `samocode run`s that ended before their notices went out (their

@@ -254,6 +254,31 @@ fn a_notice_in_flight_when_the_daemon_stops_is_not_sent_again() {
     assert_eq!(api.sent("has questions").len(), 1, "sent once");
 }
 
+/// An outbox line this build cannot read (another build's, or one a crash cut short) is
+/// skipped, and the daemon's log says so rather than dropping it without a word.
+#[test]
+fn an_outbox_line_of_another_build_is_said_to_be_skipped() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    let outbox = project.state_dir().join("outbox");
+    std::fs::create_dir_all(&outbox).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for dir in [project.state_dir(), outbox.clone()] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    std::fs::write(
+        outbox.join("daemon.jsonl"),
+        "{\"op\":\"reminder\",\"id\":0,\"session\":\"s\"}\n",
+    )
+    .unwrap();
+    let _daemon = project.daemon(&[]);
+    wait_for(Duration::from_secs(10), "the log line", || {
+        project
+            .daemon_log()
+            .contains("lines of the outbox cannot be read")
+    });
+}
+
 #[test]
 fn a_pressed_button_closes_its_message_and_says_who_pressed_it() {
     let api = FakeApi::start(-100);
