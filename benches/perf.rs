@@ -377,6 +377,7 @@ fn overhead_with(n: usize, env: &[(&str, String)]) -> Overhead {
         workdir: &project.root.join("repo"),
         time_limit: Duration::from_secs(1800),
         now: jiff::Timestamp::now(),
+        memory: None,
     });
     // The two are measured in turns, a block of spawns before each `samocode run`, so that
     // the machine's drift over the run (other guests, the disk's writeback) weighs on both
@@ -631,6 +632,7 @@ fn floor(dirs: &[PathBuf], per_session: u64) -> Floor {
                     workdir: dir,
                     time_limit: Duration::from_secs(1800),
                     now: jiff::Timestamp::now(),
+                    memory: None,
                 },
             );
             Session {

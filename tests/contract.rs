@@ -279,6 +279,7 @@ fn the_context_lines_and_sections_workflow_md_names_are_the_ones_the_worker_writ
         workdir: Path::new("/w/26-11-24-x"),
         time_limit: std::time::Duration::from_secs(60),
         now,
+        memory: None,
     });
     // The paragraph that describes the context, not the later ones about `_overview.md`.
     let described = section(WORKFLOW, "## The iteration contract")

@@ -145,7 +145,9 @@ pub async fn run(args: RunArgs, config: &Config, mut shutdown: Shutdown) -> Resu
                 "samocode: {}; stopping the agent (the iteration runs again next time)",
                 signal_words(signal)
             );
-            let grace = config.agent.kill_grace + Duration::from_secs(10);
+            let grace = config.agent.kill_grace
+                + Duration::from_secs(10)
+                + crate::supervisor::NOTICES_AT_STOP;
             let stopped = supervisor.call(|reply| SupervisorMsg::Shutdown { reply }, Some(grace));
             tokio::select! {
                 result = stopped => {
@@ -168,7 +170,11 @@ pub async fn run(args: RunArgs, config: &Config, mut shutdown: Shutdown) -> Resu
     let _ = supervisor
         .call(
             |reply| SupervisorMsg::Shutdown { reply },
-            Some(config.agent.kill_grace + Duration::from_secs(10)),
+            Some(
+                config.agent.kill_grace
+                    + Duration::from_secs(10)
+                    + crate::supervisor::NOTICES_AT_STOP,
+            ),
         )
         .await;
     supervisor.stop(None);
@@ -416,12 +422,16 @@ fn dry_run(args: &RunArgs, config: &Config) -> Result<u8, CliError> {
         .worktree
         .clone()
         .unwrap_or_else(|| project.worktrees.join(state.name.clone()));
+    let memory = (agent.provider == crate::config::Provider::Claude)
+        .then(|| context::repository_memory(&workdir))
+        .flatten();
     let text = context::render(&ContextInput {
         state: &state,
         session_dir: resolved.path(),
         workdir: &workdir,
         time_limit: agent.timeout,
         now: jiff::Timestamp::now(),
+        memory: memory.as_deref(),
     });
     let context_file = resolved.path().join("_logs/<attempt>.context.md");
     let picked = crate::session::profile::pick(state.phase, resolved.path());

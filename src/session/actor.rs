@@ -714,12 +714,16 @@ impl SessionActor {
         let files = run
             .store
             .attempt_files(state.iteration, state.phase, state.attempt)?;
+        let memory = (self.agent.provider == crate::config::Provider::Claude)
+            .then(|| context::repository_memory(&workdir))
+            .flatten();
         let (text, own) = context::render_parts(&ContextInput {
             state,
             session_dir: run.store.dir(),
             workdir: &workdir,
             time_limit: self.agent.timeout,
             now: Timestamp::now(),
+            memory: memory.as_deref(),
         });
         // A context too large for one argument goes by file; every context is journaled.
         if text.len() > context::INLINE_LIMIT {

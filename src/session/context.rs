@@ -23,6 +23,37 @@ pub struct ContextInput<'a> {
     pub workdir: &'a Path,
     pub time_limit: Duration,
     pub now: Timestamp,
+    /// The repository's own instructions (its `CLAUDE.md`), for an agent that does not read
+    /// them itself: see [`repository_memory`].
+    pub memory: Option<&'a str>,
+}
+
+/// The most of a repository's `CLAUDE.md` a context carries.
+const MEMORY_LIMIT: usize = 32 * 1024;
+
+/// The repository's `CLAUDE.md` at the root of `workdir`, for Claude Code: it runs with the
+/// user's settings only (`--setting-sources user`, so that a repository's own settings cannot
+/// reach its environment or hooks), which also leaves out the project's memory; so samocode
+/// gives it in the context. A regular file only (not a link), as UTF-8, at most 32 KiB (cut
+/// with a note).
+pub fn repository_memory(workdir: &Path) -> Option<String> {
+    let path = workdir.join("CLAUDE.md");
+    if !std::fs::symlink_metadata(&path).ok()?.is_file() {
+        return None;
+    }
+    let mut text = std::fs::read_to_string(&path).ok()?;
+    if text.trim().is_empty() {
+        return None;
+    }
+    if text.len() > MEMORY_LIMIT {
+        let mut at = MEMORY_LIMIT;
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        text.truncate(at);
+        text.push_str("\n\n(cut here: the file goes on; read CLAUDE.md for the rest)\n");
+    }
+    Some(text)
 }
 
 /// The full context text.
@@ -92,6 +123,12 @@ pub fn render_parts(input: &ContextInput<'_>) -> (String, usize) {
         for note in &state.guidance {
             out.push_str(&format!("- {}\n", note.text.trim()));
         }
+    }
+    if let Some(memory) = input.memory {
+        out.push_str(&format!(
+            "\n## The repository's CLAUDE.md\n{}\n",
+            memory.trim_end()
+        ));
     }
     let own = out.len();
     push_standing(&mut out, state.phase);
@@ -170,6 +207,7 @@ mod tests {
             workdir: Path::new("/w/26-11-24-auth"),
             time_limit: Duration::from_secs(1800),
             now,
+            memory: None,
         });
         assert_eq!(
             header_value(&text, "Session path"),
@@ -198,6 +236,7 @@ mod tests {
             workdir: Path::new("/w"),
             time_limit: Duration::from_secs(60),
             now,
+            memory: None,
         });
         let moves = header_value(&text, "May move to").unwrap();
         assert!(!moves.contains("done"), "{moves}");

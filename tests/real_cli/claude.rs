@@ -187,3 +187,48 @@ fn claude_without_its_permission_bypass_blocks_saying_why() {
         "{reason}"
     );
 }
+
+/// The repository's CLAUDE.md reaches Claude Code, which reads only the user's settings (and
+/// so not the project's memory) under samocode: samocode gives it in the context.
+#[test]
+fn the_repositorys_claude_md_reaches_the_agent() {
+    let server = ModelServer::start(BIN.as_ref());
+    let mut project = Project::new();
+    use_claude(&mut project, &server);
+    std::fs::write(
+        project.repo.join("CLAUDE.md"),
+        "# House rules\n\nCANARY-PROJECT-MEMORY-7731: use tabs.\n",
+    )
+    .unwrap();
+    git(&project.repo, &["add", "."]);
+    git(
+        &project.repo,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "-m",
+            "memory",
+        ],
+    );
+    project
+        .run(&[
+            "run",
+            "--session",
+            "mem",
+            "--dive",
+            "d",
+            "--task",
+            "t",
+            "--once",
+        ])
+        .expect(0);
+    let asked = server.requests().iter().any(|r| {
+        r.path.starts_with("/v1/messages")
+            && r.body.to_string().contains("CANARY-PROJECT-MEMORY-7731")
+    });
+    assert!(asked, "the CLAUDE.md text was in no request to the model");
+}
