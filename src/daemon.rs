@@ -229,7 +229,11 @@ pub async fn run_with(
             for edge in &edges {
                 edge.abort();
             }
-            let grace = config.agent.kill_grace + Duration::from_secs(30);
+            // The sessions' stop (their agents' grace, and a remote attempt's wait for its
+            // end), then the notices' (a send under way is let end).
+            let grace = config.agent.kill_grace
+                + Duration::from_secs(30)
+                + crate::supervisor::NOTICES_AT_STOP;
             let stopped = supervisor.call(|reply| SupervisorMsg::Shutdown { reply }, Some(grace));
             tokio::select! {
                 result = stopped => {

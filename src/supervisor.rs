@@ -1043,6 +1043,9 @@ const FLUSH_LIMIT: Duration = Duration::from_secs(5);
 /// How long it then waits for a send under way to end: Telegram's own limit on a send, and a
 /// little more.
 const SETTLE_LIMIT: Duration = Duration::from_secs(65);
+/// The most a stopping worker spends on its notices once its sessions are gone: a caller
+/// waiting for the supervisor's shutdown gives it this on top of the sessions' own stop.
+pub const NOTICES_AT_STOP: Duration = FLUSH_LIMIT.saturating_add(SETTLE_LIMIT);
 
 /// Every session is gone: the notices still waiting get a little time to go out (what does
 /// not stays in the outbox for the next start), then the supervisor stops.
