@@ -479,6 +479,9 @@ impl Driver {
                 && tokio::time::Instant::now() >= at
             {
                 self.over.store(true, Ordering::SeqCst);
+                // Given up on, but not left to run beside the attempt's retry: its Job is
+                // deleted on behind the attempt's end until it is gone.
+                self.delete_until_gone();
                 return Ok(ExitKind::Signal("SIGKILL".into()));
             }
             // A call the API did not answer (a restart, a 503) is tried again at the next
@@ -725,16 +728,44 @@ impl Driver {
         }
     }
 
-    /// Deletes the Job (its pod and ConfigMap go with it).
+    /// Deletes the Job (its pod and ConfigMap go with it); an API that does not answer within
+    /// a look's time counts as a failed delete.
     async fn delete(&self) {
-        if let Err(error) = self
-            .jobs()
-            .delete(&self.name, &DeleteParams::background())
-            .await
-            && !matches!(&error, kube::Error::Api(status) if status.code == 404)
-        {
-            tracing::warn!(job = %self.name, %error, "cannot delete the attempt's Job");
+        let jobs = self.jobs();
+        let deleted = tokio::time::timeout(
+            LOOK_LIMIT,
+            jobs.delete(&self.name, &DeleteParams::background()),
+        )
+        .await;
+        match deleted {
+            Ok(Ok(_)) => {}
+            Ok(Err(kube::Error::Api(status))) if status.code == 404 => {}
+            Ok(Err(error)) => {
+                tracing::warn!(job = %self.name, %error, "cannot delete the attempt's Job");
+            }
+            Err(_) => {
+                tracing::warn!(job = %self.name, "cannot delete the attempt's Job: no answer in time");
+            }
         }
+    }
+
+    /// Deletes the Job again, a look apart, until the API says it is gone (for an hour at
+    /// most), in the background.
+    fn delete_until_gone(&self) {
+        let driver = self.clone();
+        tokio::spawn(async move {
+            let until = tokio::time::Instant::now() + Duration::from_secs(3600);
+            while tokio::time::Instant::now() < until {
+                driver.delete().await;
+                let looked =
+                    tokio::time::timeout(LOOK_LIMIT, driver.jobs().get_opt(&driver.name)).await;
+                if let Ok(Ok(None)) = looked {
+                    return;
+                }
+                tokio::time::sleep(driver.poll.max(Duration::from_secs(1))).await;
+            }
+            tracing::error!(job = %driver.name, "the attempt's Job could not be deleted for an hour; delete it by hand");
+        });
     }
 }
 
