@@ -259,8 +259,15 @@ impl Driver {
                 () = self.killed.notified(), if give_up.is_none() => {
                     // An attempt no worker has started has no agent to wait for: a moment
                     // for a start already on its way, then it is over (its spec goes, so a
-                    // worker that takes it later runs nothing).
-                    let wait = if epoch == 0 { UNSTARTED_AFTER_KILL } else { RESULT_AFTER_KILL };
+                    // worker that takes it later runs nothing). That no worker started it is
+                    // asked of the stream: this daemon may not have read a start yet (it was
+                    // out of reach of NATS a moment ago).
+                    let unstarted = epoch == 0
+                        && matches!(
+                            tokio::time::timeout(UNSTARTED_AFTER_KILL, self.link.last_event(&self.key)).await,
+                            Ok(Ok(None))
+                        );
+                    let wait = if unstarted { UNSTARTED_AFTER_KILL } else { RESULT_AFTER_KILL };
                     give_up = Some(tokio::time::Instant::now() + wait);
                 }
                 () = tokio::time::sleep_until(give_up.unwrap_or(far)), if give_up.is_some() => {
