@@ -88,8 +88,11 @@ pub fn load_and_compact(state_dir: &Path) -> std::io::Result<Listed> {
     }
     let mut seen = std::collections::HashSet::new();
     owned.retain(|s| seen.insert(s.dir.clone()));
+    // Gone for certain (not found), not only unreadable for a moment (a permission, a network
+    // filesystem's hiccup): such a session stays, shown broken with why.
     let deleted = |s: &OwnedSession| {
-        !s.dir.exists() && s.dir.parent().is_some_and(|sessions| sessions.is_dir())
+        std::fs::symlink_metadata(&s.dir).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+            && s.dir.parent().is_some_and(|sessions| sessions.is_dir())
     };
     let (forgotten, owned): (Vec<OwnedSession>, Vec<OwnedSession>) =
         owned.into_iter().partition(deleted);
