@@ -157,6 +157,10 @@ pub async fn act(
     // Likewise a plan approved or rejected from a page older than the plan (sent back and
     // written again meanwhile) would be one the person never read.
     let command = match (command, field("plan")) {
+        // A page from before the dashboard carried the plan's digest (an upgrade).
+        (Ok(PersonCommand::Approve | PersonCommand::Reject { .. }), None) => Err(
+            "this page does not say which plan it showed (it was loaded before samocode was upgraded): the page shows the plan now; read it, then approve or reject it".to_string(),
+        ),
         (Ok(PersonCommand::Approve | PersonCommand::Reject { .. }), seen)
             if !plan_is(&dir, seen).await =>
         {

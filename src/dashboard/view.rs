@@ -61,8 +61,6 @@ pub fn plan_version(dir: &Path) -> Option<String> {
         .map(Artifact::version)
 }
 
-impl Artifact {}
-
 /// The end of the newest attempt log, as readable entries.
 #[derive(Debug, Clone, Default)]
 pub struct LogTail {
