@@ -122,7 +122,9 @@ pub async fn run_with(
         tracing::error!(%problem, "a line of the owned sessions is unreadable; skipped");
     }
     for session in forgotten {
-        tracing::info!(dir = %session.dir.display(), "the daemon forgets a session: its folder is gone (deleted or moved) from its sessions folder");
+        // An agent a killed daemon left for it would run on with nobody to stop it.
+        let killed = crate::agent::reaper::kill_marked(&session.dir, None);
+        tracing::info!(dir = %session.dir.display(), agents_killed = killed.len(), "the daemon forgets a session: its folder is gone (deleted or moved) from its sessions folder");
     }
     // The cap alone is checked before anything runs; each session as it is opened (a finished
     // one holds no file, so the owned list overstates what is needed).

@@ -58,9 +58,10 @@ pub struct Listed {
 }
 
 /// Reads the list and rewrites the file without repeats, and without the sessions whose folder
-/// is gone from a sessions folder that is there: a person deleted (or moved) it, and is done
-/// with it. When the sessions folder itself is missing (a disk not mounted yet, a project
-/// moved), the session is kept: it shows as broken until it is back and resumed.
+/// is gone from a sessions folder that holds something else: a person deleted (or moved) it,
+/// and is done with it. When the sessions folder itself is missing or empty (a disk not
+/// mounted yet, a project moved), the session is kept: it shows as broken until it is back
+/// and resumed.
 pub fn load_and_compact(state_dir: &Path) -> std::io::Result<Listed> {
     let mut owned: Vec<OwnedSession> = Vec::new();
     let mut problems = Vec::new();
@@ -89,10 +90,15 @@ pub fn load_and_compact(state_dir: &Path) -> std::io::Result<Listed> {
     let mut seen = std::collections::HashSet::new();
     owned.retain(|s| seen.insert(s.dir.clone()));
     // Gone for certain (not found), not only unreadable for a moment (a permission, a network
-    // filesystem's hiccup): such a session stays, shown broken with why.
+    // filesystem's hiccup), from a sessions folder that holds something: an empty one may be
+    // a mount point whose disk is not mounted yet (a container started without its volume),
+    // and its sessions stay, shown broken with why.
     let deleted = |s: &OwnedSession| {
         std::fs::symlink_metadata(&s.dir).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-            && s.dir.parent().is_some_and(|sessions| sessions.is_dir())
+            && s.dir
+                .parent()
+                .and_then(|sessions| std::fs::read_dir(sessions).ok())
+                .is_some_and(|mut entries| entries.next().is_some())
     };
     let (forgotten, owned): (Vec<OwnedSession>, Vec<OwnedSession>) =
         owned.into_iter().partition(deleted);
@@ -161,14 +167,20 @@ mod tests {
         let here = s(&sessions.join("26-01-01-here"));
         let deleted = s(&sessions.join("26-01-01-deleted"));
         let unmounted = s(&dir.path().join("elsewhere/26-01-01-away"));
-        for session in [&here, &deleted, &unmounted] {
+        // A mount point with nothing mounted on it: an empty folder.
+        std::fs::create_dir_all(dir.path().join("mount")).unwrap();
+        let empty = s(&dir.path().join("mount/26-01-01-on-the-disk"));
+        for session in [&here, &deleted, &unmounted, &empty] {
             append(dir.path(), session).unwrap();
         }
         let listed = load_and_compact(dir.path()).unwrap();
-        assert_eq!(listed.owned, [here.clone(), unmounted.clone()]);
+        assert_eq!(
+            listed.owned,
+            [here.clone(), unmounted.clone(), empty.clone()]
+        );
         assert_eq!(listed.forgotten, [deleted]);
         let again = load_and_compact(dir.path()).unwrap();
-        assert_eq!(again.owned, [here, unmounted]);
+        assert_eq!(again.owned, [here, unmounted, empty]);
         assert!(again.forgotten.is_empty());
     }
 }

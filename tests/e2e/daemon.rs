@@ -1024,6 +1024,31 @@ fn a_session_whose_folder_was_deleted_is_forgotten_at_the_next_start() {
     );
 }
 
+/// An agent a killed daemon left running for a session whose folder was deleted since is
+/// killed by the next daemon as it forgets the session: nothing runs on with nobody to stop it.
+#[test]
+fn a_forgotten_sessions_leftover_agent_is_killed() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation=hang");
+    let daemon = project.daemon(&[]);
+    project
+        .run(&["start", "--session", "left", "--dive", "d", "--task", "t"])
+        .expect(0);
+    let left = project.session("left");
+    wait_for(Duration::from_secs(30), "the agent", || {
+        !super::fixture::agents_of(&left.0).is_empty()
+    });
+    let agents = super::fixture::agents_of(&left.0);
+    // Another session keeps the sessions folder from being empty (as an unmounted disk's is).
+    std::fs::create_dir(project.sessions.join("26-01-01-other")).unwrap();
+    daemon.crash();
+    std::fs::remove_dir_all(&left.0).unwrap();
+    let _daemon = project.daemon(&[]);
+    wait_for(Duration::from_secs(30), "the leftover agent killed", || {
+        agents.iter().all(|pid| !alive(*pid))
+    });
+}
+
 /// `status` shows every session: one whose folder went away while the daemon held it at a
 /// gate, and a folder in SESSIONS that holds no session, each as `error` with what it is.
 #[test]
