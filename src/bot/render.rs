@@ -61,7 +61,7 @@ fn chat_command(line: &str) -> Option<String> {
         return None;
     }
     let verb = match verb {
-        "resume" | "approve" | "stop" | "tell" | "logs" => verb,
+        "resume" | "approve" | "stop" | "tell" | "logs" | "answer" => verb,
         "status" if args.is_empty() => "status",
         "status" => "session",
         _ => return None,
@@ -380,6 +380,10 @@ mod tests {
         assert_eq!(
             for_chat("a lone `samocode resume"),
             "a lone `samocode resume"
+        );
+        assert_eq!(
+            for_chat("answer every question first (`samocode answer`)"),
+            "answer every question first (/answer)"
         );
     }
 

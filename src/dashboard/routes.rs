@@ -338,11 +338,14 @@ fn login_with(app: &App, token: &str) -> Response {
     }
 }
 
-/// The session of an action's address (`/sessions/NAME/VERB`).
+/// The actions a session page posts to (`/sessions/NAME/VERB`).
+pub const ACTIONS: [&str; 5] = ["approve", "reject", "answer", "stop", "resume"];
+
+/// The session of an action's address (`/sessions/NAME/VERB`, VERB one of [`ACTIONS`]).
 pub fn action_of(path: &str) -> Option<&str> {
     let rest = path.strip_prefix("/sessions/")?;
     let (name, verb) = rest.split_once('/')?;
-    (!name.is_empty() && !verb.is_empty() && !verb.contains('/')).then_some(name)
+    (!name.is_empty() && ACTIONS.contains(&verb)).then_some(name)
 }
 
 /// Any path the dashboard does not serve (after login).

@@ -93,6 +93,14 @@ async fn framework_refusals(request: Request, next: Next) -> Response {
     {
         return response;
     }
+    // `/sessions/NAME/WORD` for a word that is no action (nor the stream): no such page.
+    let unknown_verb = path
+        .strip_prefix("/sessions/")
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(_, verb)| verb != "events" && !routes::ACTIONS.contains(&verb));
+    if status == StatusCode::METHOD_NOT_ALLOWED && unknown_verb {
+        return routes::not_found().await;
+    }
     let (mut parts, body) = response.into_parts();
     let page = if status == StatusCode::METHOD_NOT_ALLOWED {
         match routes::action_of(&path).filter(|_| method == axum::http::Method::GET) {

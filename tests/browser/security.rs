@@ -195,6 +195,8 @@ fn a_malformed_address_or_a_visited_action_gets_a_page_saying_so() {
         "{}",
         visited.body
     );
+    let unknown = get(&format!("/sessions/{}/bogus", visitor.folder));
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
     for path in ["/?state=a&state=b", "/sessions/%FF"] {
         let malformed = get(path);
         assert_eq!(malformed.status, 400, "{path}: {}", malformed.body);
