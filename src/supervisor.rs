@@ -673,6 +673,19 @@ impl SupervisorActor {
                         });
                         return;
                     }
+                    // Opened again at a gate: there is nothing to resume, and the gate's own
+                    // refusal would read as if nothing had been done.
+                    if matches!(command.command, PersonCommand::Resume)
+                        && let Some(Settled::Waiting { wait_for }) = &settled
+                    {
+                        let _ = reply.send(Response::Done {
+                            message: format!(
+                                "{folder} opened again; it waits for {}",
+                                wait_for.to_string().replace('_', " ")
+                            ),
+                        });
+                        return;
+                    }
                     self.forward_person(state, dir, command, reply);
                     return;
                 }

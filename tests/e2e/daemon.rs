@@ -1049,6 +1049,42 @@ fn a_forgotten_sessions_leftover_agent_is_killed() {
     });
 }
 
+/// A session its daemon could not open (its folder away) and that a person resumes
+/// once the folder is back is opened again; parked at its gate, it says so and what it waits
+/// for (the gate's own refusal, exit 2, read as if nothing had been done).
+#[test]
+fn resuming_a_session_opened_again_at_its_gate_says_so() {
+    let mut project = Project::new();
+    let daemon = project.daemon(&[]);
+    let back = start_until_questions(&project, "back");
+    assert_eq!(daemon.terminate(), Some(0));
+    // Its folder away, from a sessions folder left empty (as an unmounted disk leaves it).
+    let away = project.root.join("away");
+    std::fs::rename(&back.0, &away).unwrap();
+    let _daemon = project.daemon(&[]);
+    let owned = || {
+        let out = project
+            .command(&["status", "--json"])
+            .current_dir("/")
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap_or_default()
+    };
+    wait_for(Duration::from_secs(30), "the session broken", || {
+        owned().iter().any(|r| r["state"] == "error")
+    });
+    std::fs::rename(&away, &back.0).unwrap();
+    let resumed = project.run(&["resume", "back"]);
+    resumed.expect(0);
+    assert!(
+        resumed
+            .stdout()
+            .contains("opened again; it waits for qa answers"),
+        "{}",
+        resumed.stdout()
+    );
+}
+
 /// `status` shows every session: one whose folder went away while the daemon held it at a
 /// gate, and a folder in SESSIONS that holds no session, each as `error` with what it is.
 #[test]
