@@ -980,15 +980,7 @@ fn a_session_whose_folder_was_deleted_is_forgotten_at_the_next_start() {
 
     let _daemon = project.daemon(&[]);
     // Outside a project, `status` lists every session the daemon owns.
-    let owned = || {
-        let out = project
-            .command(&["status", "--json"])
-            .current_dir("/")
-            .output()
-            .unwrap();
-        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
-    };
+    let owned = || project.owned_status();
     wait_for(Duration::from_secs(30), "the sessions opened", || {
         let rows = owned();
         rows.iter().any(|r| r["state"] == "waiting") && rows.iter().any(|r| r["state"] == "error")
@@ -1062,14 +1054,7 @@ fn resuming_a_session_opened_again_at_its_gate_says_so() {
     let away = project.root.join("away");
     std::fs::rename(&back.0, &away).unwrap();
     let _daemon = project.daemon(&[]);
-    let owned = || {
-        let out = project
-            .command(&["status", "--json"])
-            .current_dir("/")
-            .output()
-            .unwrap();
-        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap_or_default()
-    };
+    let owned = || project.owned_status();
     wait_for(Duration::from_secs(30), "the session broken", || {
         owned().iter().any(|r| r["state"] == "error")
     });

@@ -104,6 +104,36 @@ impl Project {
         self
     }
 
+    /// Commits everything in the repository (a file a test wrote there) on its branch.
+    #[allow(dead_code, reason = "the real CLI tests use it; e2e does not")]
+    pub fn commit_all(&self, message: &str) {
+        git(&self.repo, &["add", "."]);
+        git(
+            &self.repo,
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-q",
+                "-m",
+                message,
+            ],
+        );
+    }
+
+    /// `status --json` run outside any project: every session the daemon owns.
+    pub fn owned_status(&self) -> Vec<Value> {
+        let out = self
+            .command(&["status", "--json"])
+            .current_dir("/")
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
     /// Runs every later command without the environment variable `key`.
     #[allow(dead_code, reason = "the real CLI tests use it; e2e does not")]
     pub fn unset(&mut self, key: &str) -> &mut Self {

@@ -2,7 +2,7 @@
 
 use super::agents::{use_claude, walk_through_gates};
 use super::server::ModelServer;
-use crate::fixture::{BIN, Project, git};
+use crate::fixture::{BIN, Project};
 
 #[test]
 fn claude_walks_a_session_through_both_gates() {
@@ -131,20 +131,7 @@ fn a_repositorys_claude_settings_cannot_send_the_agent_elsewhere() {
         r#"{"env":{"ANTHROPIC_BASE_URL":"http://127.0.0.1:9"}}"#,
     )
     .unwrap();
-    git(&project.repo, &["add", "."]);
-    git(
-        &project.repo,
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "commit",
-            "-q",
-            "-m",
-            "settings",
-        ],
-    );
+    project.commit_all("settings");
     let run = project.run(&[
         "run",
         "--session",
@@ -200,20 +187,7 @@ fn the_repositorys_claude_md_reaches_the_agent() {
         "# House rules\n\nCANARY-PROJECT-MEMORY-7731: use tabs.\n",
     )
     .unwrap();
-    git(&project.repo, &["add", "."]);
-    git(
-        &project.repo,
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "commit",
-            "-q",
-            "-m",
-            "memory",
-        ],
-    );
+    project.commit_all("memory");
     project
         .run(&[
             "run",

@@ -136,6 +136,23 @@ fn place() -> Place {
     Place { _dir: dir, spec }
 }
 
+/// The ConfigMap of the attempt of `place`, as a live Job's would hold its spec.
+fn spec_map(place: &Place) -> String {
+    let remote = RemoteSpec::of(
+        &place.spec,
+        crate::executor::spec::RepoSpec {
+            url: "/repo".into(),
+            base_ref: "refs/samocode/s/base".into(),
+            base_commit: "0".repeat(40),
+            result_ref: "refs/samocode/s/a".into(),
+        },
+        "context".into(),
+        Default::default(),
+    )
+    .unwrap();
+    json!({"metadata": {"name": "m"}, "data": {"spec.json": serde_json::to_string(&remote).unwrap()}}).to_string()
+}
+
 fn key_of(spec: &AttemptSpec) -> String {
     attempt_key(&spec.session_dir, &spec.attempt_id)
 }
@@ -321,19 +338,7 @@ async fn cancel_deletes_the_job() {
 async fn a_restarted_daemon_finds_live_jobs_by_label_and_adopts_its_attempt() {
     let place = place();
     let key = key_of(&place.spec);
-    let remote = RemoteSpec::of(
-        &place.spec,
-        crate::executor::spec::RepoSpec {
-            url: "/repo".into(),
-            base_ref: "refs/samocode/s/base".into(),
-            base_commit: "0".repeat(40),
-            result_ref: "refs/samocode/s/a".into(),
-        },
-        "context".into(),
-        Default::default(),
-    )
-    .unwrap();
-    let map = json!({"metadata": {"name": "m"}, "data": {"spec.json": serde_json::to_string(&remote).unwrap()}}).to_string();
+    let map = spec_map(&place);
     let live_job = json!({"metadata": {"name": format!("samocode-{key}"), "labels": {"samocode.dev/key": key}}, "status": {"active": 1}});
     let failed_job = json!({"metadata": {"name": "samocode-old", "labels": {"samocode.dev/key": "old"}},
         "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}});
@@ -676,19 +681,7 @@ async fn a_spec_too_large_for_a_configmap_makes_no_job() {
 #[tokio::test]
 async fn adopting_asks_an_api_that_does_not_answer_again() {
     let place = place();
-    let remote = RemoteSpec::of(
-        &place.spec,
-        crate::executor::spec::RepoSpec {
-            url: "/repo".into(),
-            base_ref: "refs/samocode/s/base".into(),
-            base_commit: "0".repeat(40),
-            result_ref: "refs/samocode/s/a".into(),
-        },
-        "context".into(),
-        Default::default(),
-    )
-    .unwrap();
-    let map = json!({"metadata": {"name": "m"}, "data": {"spec.json": serde_json::to_string(&remote).unwrap()}}).to_string();
+    let map = spec_map(&place);
     let looks = Arc::new(Mutex::new(0u32));
     let count = looks.clone();
     let (client, _) = api(move |method, path| match (method, path) {
