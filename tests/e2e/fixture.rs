@@ -45,20 +45,7 @@ impl Project {
         }
         git(&repo, &["init", "-q", "-b", "main"]);
         std::fs::write(repo.join("README.md"), "# demo repo\n").unwrap();
-        git(&repo, &["add", "."]);
-        git(
-            &repo,
-            &[
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@t",
-                "commit",
-                "-q",
-                "-m",
-                "init",
-            ],
-        );
+        commit_all(&repo, "init");
         std::fs::write(
             root.join(".samocode"),
             "MAIN_REPO=repo\nWORKTREES=worktrees\nSESSIONS=sessions\n",
@@ -107,20 +94,7 @@ impl Project {
     /// Commits everything in the repository (a file a test wrote there) on its branch.
     #[allow(dead_code, reason = "the real CLI tests use it; e2e does not")]
     pub fn commit_all(&self, message: &str) {
-        git(&self.repo, &["add", "."]);
-        git(
-            &self.repo,
-            &[
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@t",
-                "commit",
-                "-q",
-                "-m",
-                message,
-            ],
-        );
+        commit_all(&self.repo, message);
     }
 
     /// `status --json` run outside any project: every session the daemon owns.
@@ -309,6 +283,24 @@ impl Session {
             .filter(|n| n.contains(&format!("-{kind}-")) && n.ends_with(".md"))
             .collect()
     }
+}
+
+/// Commits everything in the repository `repo`, as a test's own identity.
+fn commit_all(repo: &Path, message: &str) {
+    git(repo, &["add", "."]);
+    git(
+        repo,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "-m",
+            message,
+        ],
+    );
 }
 
 pub fn git(dir: &Path, args: &[&str]) -> String {
