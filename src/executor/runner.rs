@@ -396,7 +396,7 @@ async fn collect(spec: &RemoteSpec, local: &Local, result: &mut AttemptResult) {
             format!("the session files were not returned: {error}"),
         ),
     }
-    result.stderr = tail(&local.spec.files.stderr, STDERR_TAIL);
+    result.stderr = crate::session::store::tail(&local.spec.files.stderr, STDERR_TAIL);
 }
 
 fn add_note(result: &mut AttemptResult, note: String) {
@@ -404,19 +404,6 @@ fn add_note(result: &mut AttemptResult, note: String) {
         Some(first) => format!("{first}; {note}"),
         None => note,
     });
-}
-
-/// The last `limit` bytes of a file, as text.
-fn tail(path: &Path, limit: u64) -> String {
-    use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut file) = std::fs::File::open(path) else {
-        return String::new();
-    };
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let _ = file.seek(SeekFrom::Start(len.saturating_sub(limit)));
-    let mut bytes = Vec::new();
-    let _ = file.take(limit).read_to_end(&mut bytes);
-    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// `git push --force`, tried again a few times: receiving into a repository fails for a

@@ -709,13 +709,7 @@ fn no_open_question(run: &SessionRun) -> Option<String> {
 
 /// The last line with something on it of a file's last 4 KiB (an agent's standard error).
 fn last_line(path: &std::path::Path) -> Option<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut file = std::fs::File::open(path).ok()?;
-    let len = file.metadata().ok()?.len();
-    file.seek(SeekFrom::Start(len.saturating_sub(4096))).ok()?;
-    let mut tail = Vec::new();
-    file.read_to_end(&mut tail).ok()?;
-    String::from_utf8_lossy(&tail)
+    super::store::tail(path, 4096)
         .lines()
         .rev()
         .map(str::trim)

@@ -204,6 +204,19 @@ pub fn append_whole(file: &mut File, len: u64, bytes: &[u8]) -> std::io::Result<
     Ok(())
 }
 
+/// The last `limit` bytes of a file, as text (empty when it cannot be read).
+pub fn tail(path: &Path, limit: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = file.seek(SeekFrom::Start(len.saturating_sub(limit)));
+    let mut bytes = Vec::new();
+    let _ = file.take(limit).read_to_end(&mut bytes);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 /// The stderr log beside an attempt's stdout log (`X.jsonl`: `X.stderr.log`), made when the
 /// agent first writes there.
 pub fn stderr_log_of(log: &Path) -> PathBuf {
