@@ -142,21 +142,11 @@ async fn run_one(
             // the one that follows the attempt now learns its end from this, rather than
             // waiting for a worker that will never run it.
             if reason == CANCELLED {
-                let result = AttemptResult {
-                    key: key.clone(),
-                    attempt_id: spec.attempt_id.clone(),
-                    epoch,
-                    host: settings.name.clone(),
-                    end: End::Signaled {
-                        signal: "SIGTERM".into(),
-                    },
-                    commit: None,
-                    changed: Vec::new(),
-                    deleted: Vec::new(),
-                    stderr: String::new(),
-                    note: Some("cancelled before a worker started it".into()),
+                let end = End::Signaled {
+                    signal: "SIGTERM".into(),
                 };
-                if publish(&link, &key, &Event::Result(Box::new(result)))
+                let note = Some("cancelled before a worker started it".into());
+                if publish_end(&link, &spec, epoch, &settings, end, note)
                     .await
                     .is_err()
                 {
@@ -194,21 +184,10 @@ async fn run_one(
     tracing::info!(%key, epoch, "running");
     let mut reported = run_child(&link, &message, &spec, &file, &settings, &mut stopping).await;
     if reported == Reported::None {
-        let result = AttemptResult {
-            key: key.clone(),
-            attempt_id: spec.attempt_id.clone(),
-            epoch,
-            host: settings.name.clone(),
-            end: End::Failed {
-                detail: "samocode attempt-run ended without a result".into(),
-            },
-            commit: None,
-            changed: Vec::new(),
-            deleted: Vec::new(),
-            stderr: String::new(),
-            note: None,
+        let end = End::Failed {
+            detail: "samocode attempt-run ended without a result".into(),
         };
-        if publish(&link, &key, &Event::Result(Box::new(result)))
+        if publish_end(&link, &spec, epoch, &settings, end, None)
             .await
             .is_err()
         {
@@ -468,6 +447,31 @@ async fn in_progress(
         }
         Err(_) => false,
     }
+}
+
+/// Publishes an end of the attempt that the worker itself decided (the runner printed none),
+/// with nothing of the agent's.
+async fn publish_end(
+    link: &Link,
+    spec: &RemoteSpec,
+    epoch: u32,
+    settings: &WorkerSettings,
+    end: End,
+    note: Option<String>,
+) -> std::io::Result<()> {
+    let result = AttemptResult {
+        key: spec.key.clone(),
+        attempt_id: spec.attempt_id.clone(),
+        epoch,
+        host: settings.name.clone(),
+        end,
+        commit: None,
+        changed: Vec::new(),
+        deleted: Vec::new(),
+        stderr: String::new(),
+        note,
+    };
+    publish(link, &spec.key, &Event::Result(Box::new(result))).await
 }
 
 async fn publish(link: &Link, key: &str, event: &Event) -> std::io::Result<()> {
