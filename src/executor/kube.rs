@@ -600,11 +600,10 @@ impl Driver {
                     }
                 }
             }
+            // The next look, or the give-up after a kill, whichever comes first.
             tokio::select! {
                 () = tokio::time::sleep(self.poll) => {}
-                () = self.killed.notified(), if give_up.is_none() => {
-                    give_up = Some(tokio::time::Instant::now() + self.after_kill);
-                }
+                () = self.given_up(&mut give_up) => {}
             }
         }
     }
