@@ -422,9 +422,7 @@ fn dry_run(args: &RunArgs, config: &Config) -> Result<u8, CliError> {
         .worktree
         .clone()
         .unwrap_or_else(|| project.worktrees.join(state.name.clone()));
-    let memory = (agent.provider == crate::config::Provider::Claude)
-        .then(|| context::repository_memory(&workdir))
-        .flatten();
+    let memory = context::memory_for(agent.provider, &workdir);
     let text = context::render(&ContextInput {
         state: &state,
         session_dir: resolved.path(),

@@ -714,9 +714,7 @@ impl SessionActor {
         let files = run
             .store
             .attempt_files(state.iteration, state.phase, state.attempt)?;
-        let memory = (self.agent.provider == crate::config::Provider::Claude)
-            .then(|| context::repository_memory(&workdir))
-            .flatten();
+        let memory = context::memory_for(self.agent.provider, &workdir);
         let (text, own) = context::render_parts(&ContextInput {
             state,
             session_dir: run.store.dir(),

@@ -31,12 +31,21 @@ pub struct ContextInput<'a> {
 /// The most of a repository's `CLAUDE.md` a context carries.
 const MEMORY_LIMIT: usize = 32 * 1024;
 
+/// The repository's instructions an attempt of `provider` in `workdir` is given in its
+/// context: Claude Code's `CLAUDE.md` ([`repository_memory`]); codex reads its own.
+pub fn memory_for(provider: crate::config::Provider, workdir: &Path) -> Option<String> {
+    match provider {
+        crate::config::Provider::Claude => repository_memory(workdir),
+        crate::config::Provider::Codex => None,
+    }
+}
+
 /// The repository's `CLAUDE.md` at the root of `workdir`, for Claude Code: it runs with the
 /// user's settings only (`--setting-sources user`, so that a repository's own settings cannot
 /// reach its environment or hooks), which also leaves out the project's memory; so samocode
 /// gives it in the context. A regular file only (not a link), as UTF-8, at most 32 KiB (cut
 /// with a note).
-pub fn repository_memory(workdir: &Path) -> Option<String> {
+fn repository_memory(workdir: &Path) -> Option<String> {
     let path = workdir.join("CLAUDE.md");
     if !std::fs::symlink_metadata(&path).ok()?.is_file() {
         return None;
