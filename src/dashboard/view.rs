@@ -41,7 +41,7 @@ pub struct Artifact {
 
 impl Artifact {
     pub fn is_plan(&self) -> bool {
-        self.title.starts_with("plan-") || self.title == "plan"
+        is_plan_title(&self.title)
     }
 
     /// A digest of the artifact as shown (its name and text): the plan form carries it, so
@@ -51,14 +51,20 @@ impl Artifact {
     }
 }
 
-/// [`Artifact::version`] of the session's newest plan now, if it has one.
+/// Whether an artifact of this title (`plan-steps`) is a plan.
+fn is_plan_title(title: &str) -> bool {
+    title.starts_with("plan-") || title == "plan"
+}
+
+/// [`Artifact::version`] of the session's newest plan now, if it has one (only that file is
+/// read).
 pub fn plan_version(dir: &Path) -> Option<String> {
-    let artifacts = artifacts(dir, &mut HashMap::new()).ok()?;
-    artifacts
+    let files = artifact_files(dir).ok()?;
+    let newest = files
         .iter()
         .rev()
-        .find(|a| a.is_plan())
-        .map(Artifact::version)
+        .find(|file| is_plan_title(&title_of(file)))?;
+    read_artifact(dir, newest).map(|plan| plan.version())
 }
 
 /// The end of the newest attempt log, as readable entries.
@@ -201,6 +207,27 @@ fn artifacts(
     dir: &Path,
     cache: &mut HashMap<String, (u64, Option<SystemTime>, Artifact)>,
 ) -> Result<Vec<Artifact>, StoreError> {
+    let files = artifact_files(dir)?;
+    cache.retain(|file, _| files.contains(file));
+    Ok(files
+        .into_iter()
+        .filter_map(|file| {
+            let meta = std::fs::metadata(dir.join(&file)).ok()?;
+            let mark = (meta.len(), meta.modified().ok());
+            if let Some((len, time, artifact)) = cache.get(&file)
+                && (*len, *time) == mark
+            {
+                return Some(artifact.clone());
+            }
+            let artifact = read_artifact(dir, &file)?;
+            cache.insert(file, (mark.0, mark.1, artifact.clone()));
+            Some(artifact)
+        })
+        .collect())
+}
+
+/// The names of the agent's markdown files in `dir`, in [`artifacts`]'s order.
+fn artifact_files(dir: &Path) -> Result<Vec<String>, StoreError> {
     let io = |source| StoreError::Io {
         action: "cannot list",
         path: dir.to_path_buf(),
@@ -216,36 +243,26 @@ fn artifacts(
         .file_name()
         .and_then(|name| crate::protocol::artifact::created(&name.to_string_lossy()));
     crate::protocol::artifact::sort(&mut files, created);
-    cache.retain(|file, _| files.contains(file));
-    Ok(files
-        .into_iter()
-        .filter_map(|file| {
-            let meta = std::fs::metadata(dir.join(&file)).ok()?;
-            let mark = (meta.len(), meta.modified().ok());
-            if let Some((len, time, artifact)) = cache.get(&file)
-                && (*len, *time) == mark
-            {
-                return Some(artifact.clone());
-            }
-            let mut text = std::fs::read_to_string(dir.join(&file)).ok()?;
-            let cut = text.len() > ARTIFACT_LIMIT;
-            if cut {
-                let mut at = ARTIFACT_LIMIT;
-                while !text.is_char_boundary(at) {
-                    at -= 1;
-                }
-                text.truncate(at);
-            }
-            let artifact = Artifact {
-                title: title_of(&file),
-                file: file.clone(),
-                text,
-                cut,
-            };
-            cache.insert(file, (mark.0, mark.1, artifact.clone()));
-            Some(artifact)
-        })
-        .collect())
+    Ok(files)
+}
+
+/// One of the agent's markdown files, as a page shows it (cut at [`ARTIFACT_LIMIT`]).
+fn read_artifact(dir: &Path, file: &str) -> Option<Artifact> {
+    let mut text = std::fs::read_to_string(dir.join(file)).ok()?;
+    let cut = text.len() > ARTIFACT_LIMIT;
+    if cut {
+        let mut at = ARTIFACT_LIMIT;
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        text.truncate(at);
+    }
+    Some(Artifact {
+        title: title_of(file),
+        file: file.to_string(),
+        text,
+        cut,
+    })
 }
 
 /// `11-24-10:00-plan-steps.md` -> `plan-steps`.
