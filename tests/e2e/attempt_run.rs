@@ -90,6 +90,21 @@ fn write_spec(project: &Project, spec: &RemoteSpec) -> PathBuf {
     path
 }
 
+/// `samocode attempt-run` of `spec`, in the workspace `work` of the project, with `more`.
+fn attempt_run(project: &Project, spec: &RemoteSpec, more: &[&str]) -> super::fixture::Run {
+    let file = write_spec(project, spec);
+    let workspace = project.root.join("work");
+    let mut args = vec![
+        "attempt-run",
+        "--spec",
+        file.to_str().unwrap(),
+        "--dir",
+        workspace.to_str().unwrap(),
+    ];
+    args.extend_from_slice(more);
+    project.run(&args)
+}
+
 fn events(stdout: &str) -> Vec<Event> {
     stdout
         .lines()
@@ -109,17 +124,8 @@ fn an_attempt_runs_from_its_spec_pushes_its_commits_and_returns_the_agents_files
     let mut project = Project::new();
     project.env("SAMOCODE_FAKE", "implementation=grandchild");
     let (bare, spec) = setup(&project);
-    let file = write_spec(&project, &spec);
     let workspace = project.root.join("work");
-    let run = project.run(&[
-        "attempt-run",
-        "--spec",
-        file.to_str().unwrap(),
-        "--dir",
-        workspace.to_str().unwrap(),
-        "--host",
-        "worker-a",
-    ]);
+    let run = attempt_run(&project, &spec, &["--host", "worker-a"]);
     run.expect(0);
     let events = events(&run.stdout());
     assert!(
@@ -279,15 +285,7 @@ fn a_token_in_the_remotes_address_is_not_in_the_failure() {
     let project = Project::new();
     let (_bare, mut spec) = setup(&project);
     spec.repository.url = "http://x-access-token:ghp_SECRET123@127.0.0.1:9/repo.git".into();
-    let file = write_spec(&project, &spec);
-    let workspace = project.root.join("work");
-    let run = project.run(&[
-        "attempt-run",
-        "--spec",
-        file.to_str().unwrap(),
-        "--dir",
-        workspace.to_str().unwrap(),
-    ]);
+    let run = attempt_run(&project, &spec, &[]);
     let events = events(&run.stdout());
     let result = result_of(&events);
     let End::Failed { detail } = &result.end else {

@@ -502,6 +502,20 @@ fn dry_run_prints_the_configuration_and_the_agent_command_and_writes_nothing() {
     assert_eq!(std::fs::read_dir(&project.sessions).unwrap().count(), 0);
 }
 
+/// `samocode demo ARGS` with no HOME and no state directory of the person's, as on a fresh
+/// machine's service account.
+fn demo_without_home(args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(super::fixture::BIN);
+    command
+        .arg("demo")
+        .args(args)
+        .env_remove("SAMOCODE_FAKE")
+        .env_remove("HOME")
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("SAMOCODE_STATE_DIR");
+    command
+}
+
 /// The demo needs no project of the person's: run inside a workspace whose `.samocode` is
 /// unfinished, with a `--dir` relative to where it runs, it makes its own and runs it to done.
 #[test]
@@ -511,13 +525,8 @@ fn the_demo_runs_three_sessions_on_the_daemon_to_done_and_says_where_things_are(
     std::fs::write(dir_path.join(".samocode"), "MAIN_REPO=~/nowhere\n").unwrap();
     let root = dir_path.join("demo");
     // Nor a HOME: it keeps nothing in a state directory.
-    let out = std::process::Command::new(super::fixture::BIN)
-        .args(["demo", "--dir", "demo"])
+    let out = demo_without_home(&["--dir", "demo"])
         .current_dir(&dir_path)
-        .env_remove("SAMOCODE_FAKE")
-        .env_remove("HOME")
-        .env_remove("XDG_STATE_HOME")
-        .env_remove("SAMOCODE_STATE_DIR")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -607,12 +616,7 @@ fn the_demo_refuses_a_folder_that_is_not_empty() {
     let nothing = dir.path().join("nothing");
     std::os::unix::fs::symlink(dir.path().join("gone"), &nothing).unwrap();
     for (path, said) in [(&file, "is a file"), (&nothing, "is a link to nothing")] {
-        let out = std::process::Command::new(super::fixture::BIN)
-            .args(["demo", "--dir", path.to_str().unwrap()])
-            .env_remove("SAMOCODE_FAKE")
-            .env_remove("HOME")
-            .env_remove("XDG_STATE_HOME")
-            .env_remove("SAMOCODE_STATE_DIR")
+        let out = demo_without_home(&["--dir", path.to_str().unwrap()])
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
