@@ -341,11 +341,18 @@ fn login_with(app: &App, token: &str) -> Response {
 /// The actions a session page posts to (`/sessions/NAME/VERB`).
 pub const ACTIONS: [&str; 5] = ["approve", "reject", "answer", "stop", "resume"];
 
+/// The session and word of an address `/sessions/NAME/WORD`.
+pub fn session_word(path: &str) -> Option<(&str, &str)> {
+    path.strip_prefix("/sessions/")?
+        .split_once('/')
+        .filter(|(name, _)| !name.is_empty())
+}
+
 /// The session of an action's address (`/sessions/NAME/VERB`, VERB one of [`ACTIONS`]).
 pub fn action_of(path: &str) -> Option<&str> {
-    let rest = path.strip_prefix("/sessions/")?;
-    let (name, verb) = rest.split_once('/')?;
-    (!name.is_empty() && ACTIONS.contains(&verb)).then_some(name)
+    session_word(path)
+        .filter(|(_, verb)| ACTIONS.contains(verb))
+        .map(|(name, _)| name)
 }
 
 /// Any path the dashboard does not serve (after login).

@@ -94,10 +94,8 @@ async fn framework_refusals(request: Request, next: Next) -> Response {
         return response;
     }
     // `/sessions/NAME/WORD` for a word that is no action (nor the stream): no such page.
-    let unknown_verb = path
-        .strip_prefix("/sessions/")
-        .and_then(|rest| rest.split_once('/'))
-        .is_some_and(|(_, verb)| verb != "events" && !routes::ACTIONS.contains(&verb));
+    let unknown_verb = routes::session_word(&path)
+        .is_some_and(|(_, word)| word != "events" && !routes::ACTIONS.contains(&word));
     if status == StatusCode::METHOD_NOT_ALLOWED && unknown_verb {
         return routes::not_found().await;
     }
