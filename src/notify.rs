@@ -170,6 +170,11 @@ impl NotifierHandle {
         NotifierHandle::new(format!("samocode-notifier-{supervisor}"))
     }
 
+    /// The notifier spawned under this handle's name, while one runs.
+    fn running(&self) -> Option<ActorRef<NotifierMsg>> {
+        ractor::registry::where_is(self.name.clone()).map(ActorRef::from)
+    }
+
     /// The name to spawn the notifier with.
     pub fn name(&self) -> &str {
         &self.name
@@ -178,8 +183,7 @@ impl NotifierHandle {
     /// What the notifier knows of the session's latest message; `None` while no notifier
     /// answers.
     pub async fn latest(&self, session: &str) -> Option<Latest> {
-        let cell = ractor::registry::where_is(self.name.clone())?;
-        let notifier: ActorRef<NotifierMsg> = cell.into();
+        let notifier = self.running()?;
         let session = session.to_string();
         ractor::call_t!(
             notifier,
@@ -191,9 +195,8 @@ impl NotifierHandle {
 
     /// Hands the event to the notifier; dropped (with a log line) while none runs.
     pub fn deliver(&self, event: SessionEvent) {
-        match ractor::registry::where_is(self.name.clone()) {
-            Some(cell) => {
-                let notifier: ActorRef<NotifierMsg> = cell.into();
+        match self.running() {
+            Some(notifier) => {
                 if notifier.send_message(NotifierMsg::Deliver(event)).is_err() {
                     tracing::warn!("the notifier is stopping; a notice was dropped");
                 }
