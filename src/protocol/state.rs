@@ -254,6 +254,10 @@ pub struct SessionState {
     pub unsynced: UnsyncedRows,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// Top-level fields this build does not know (a later build's, read after a rollback),
+    /// written back as they were so that running an older build for a while loses nothing.
+    #[serde(flatten)]
+    pub unknown: serde_json::Map<String, serde_json::Value>,
 }
 
 impl SessionState {
@@ -294,6 +298,7 @@ impl SessionState {
             unsynced: UnsyncedRows::default(),
             created_at: now,
             updated_at: now,
+            unknown: serde_json::Map::new(),
         }
     }
 

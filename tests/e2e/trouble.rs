@@ -319,3 +319,28 @@ fn a_git_that_cannot_start_blocks_the_init_saying_so() {
         "{said}"
     );
 }
+
+/// A field of `_state.json` this build does not know (a later build's, after a rollback) is
+/// kept when this build saves the state: running the older build for a while loses nothing.
+#[test]
+fn a_state_field_of_a_later_build_survives_this_builds_saves() {
+    let project = Project::new();
+    project
+        .run(&["run", "--session", "later", "--dive", "d", "--task", "t"])
+        .expect(10);
+    let s = project.session("later");
+    let mut state = s.state();
+    state["from_a_later_build"] = serde_json::json!({"kept": [1, 2]});
+    std::fs::write(s.path("_state.json"), state.to_string()).unwrap();
+    project
+        .run(&["answer", "later", "--accept-suggestions"])
+        .expect(0);
+    project.run(&["run", "--session", "later"]).expect(10);
+    let state = s.state();
+    assert_eq!(state["status"]["for"], "plan_approval", "{state:#}");
+    assert_eq!(
+        state["from_a_later_build"],
+        serde_json::json!({"kept": [1, 2]}),
+        "{state:#}"
+    );
+}
