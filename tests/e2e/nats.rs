@@ -811,3 +811,91 @@ fn an_attempts_time_limit_does_not_count_its_wait_in_the_queue() {
         all_logs(&project, &workers)
     );
 }
+
+/// Makes the work queue and its consumer as samocode does, except that JetStream gives an
+/// attempt to workers at most `deliveries` times (samocode's own queue says 10): a queue an
+/// operator made, where the end of the deliveries comes soon.
+fn queue_giving_each_attempt(url: &str, deliveries: i64) {
+    use async_nats::jetstream::{consumer, stream};
+    use samocode::executor::nats::{WORK_STREAM, WORK_SUBJECT, WORKERS};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = async_nats::ConnectOptions::with_token(TOKEN.into())
+            .connect(url)
+            .await
+            .unwrap();
+        let js = async_nats::jetstream::new(client);
+        let work = js
+            .get_or_create_stream(stream::Config {
+                name: WORK_STREAM.into(),
+                subjects: vec![WORK_SUBJECT.into()],
+                retention: stream::RetentionPolicy::WorkQueue,
+                duplicate_window: Duration::from_secs(600),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        work.get_or_create_consumer(
+            WORKERS,
+            consumer::pull::Config {
+                durable_name: Some(WORKERS.into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(3),
+                max_deliver: deliveries,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    });
+}
+
+/// An attempt its workers give back every time (here: the one worker cannot write its spec
+/// file) ends with why once the queue will give it no more, rather than wait for ever in a
+/// queue that no longer hands it to anyone.
+#[test]
+fn an_attempt_given_back_until_its_deliveries_run_out_ends_saying_why() {
+    let nats = NatsServer::start();
+    queue_giving_each_attempt(&nats.url, 2);
+    let mut project = nats_project();
+    project.env("SAMOCODE_MAX_RETRIES", "1");
+    let _daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
+    let worker = worker(&project, &nats.url, "host-1", Some("host-1"));
+    let specs = worker.dir.join("specs");
+    wait_for(Duration::from_secs(20), "the worker's folders", || {
+        specs.is_dir()
+    });
+    std::fs::remove_dir(&specs).unwrap();
+    std::fs::write(&specs, "not a folder").unwrap();
+    project
+        .run(&[
+            "start",
+            "--session",
+            "nowhere",
+            "--dive",
+            "d",
+            "--task",
+            "t",
+        ])
+        .expect(0);
+    let session = project.session("nowhere");
+    let asked = Instant::now() + Duration::from_secs(60);
+    while !session.path("_iterations.jsonl").exists() {
+        assert!(
+            Instant::now() < asked,
+            "the attempt never ended: {}\n{}",
+            session.read("session.log"),
+            all_logs(&project, std::slice::from_ref(&worker))
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let rows = session.jsonl("_iterations.jsonl");
+    let detail = rows[0]["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("host-1") && detail.contains("spec file") && detail.contains("2 times"),
+        "{rows:#?}"
+    );
+}

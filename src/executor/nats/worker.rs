@@ -57,6 +57,8 @@ pub async fn run(
         .get_consumer(WORKERS)
         .await
         .map_err(std::io::Error::other)?;
+    // How many times the queue gives an attempt (whoever made it said; 0 or less: no end).
+    let mut deliveries = consumer.cached_info().config.max_deliver;
     for dir in ["specs", "work"] {
         std::fs::create_dir_all(settings.dir.join(dir))?;
     }
@@ -79,7 +81,7 @@ pub async fn run(
             _ = shutdown.requested() => break,
             taken = take(&consumer) => match taken {
                 Ok(Some(message)) => {
-                    running.spawn(run_one(link.clone(), message, settings.clone(), stopping.clone()));
+                    running.spawn(run_one(link.clone(), message, deliveries, settings.clone(), stopping.clone()));
                 }
                 Ok(None) => {}
                 Err(error) => {
@@ -87,6 +89,7 @@ pub async fn run(
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     // A server that lost its store lost the queue too: made again.
                     if let Ok(made) = link.ensure().await {
+                        deliveries = made.cached_info().config.max_deliver;
                         consumer = made;
                     }
                 }
@@ -118,10 +121,12 @@ async fn take(
     }
 }
 
-/// Runs one attempt to its end and acks its message.
+/// Runs one attempt to its end and acks its message (`deliveries`: how many times the queue
+/// gives an attempt).
 async fn run_one(
     link: Link,
     message: async_nats::jetstream::Message,
+    deliveries: i64,
     settings: WorkerSettings,
     mut stopping: watch::Receiver<bool>,
 ) {
@@ -161,9 +166,14 @@ async fn run_one(
         }
         Err(error) => {
             tracing::warn!(%key, %error, "cannot look at the attempt's events; left for later");
-            let _ = message
-                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                .await;
+            let why = format!("cannot look at the attempt's events in NATS: {error}");
+            let back = Back {
+                after: Duration::from_secs(1),
+                deliveries,
+                epoch,
+                why,
+            };
+            back.give(&link, &message, &spec, &settings).await;
             return;
         }
     }
@@ -176,9 +186,14 @@ async fn run_one(
         tracing::error!(%key, %error, "cannot write the spec file; the attempt goes back");
         // Not at once: a worker that cannot write here would take it back again at once, and
         // use up its deliveries in a moment.
-        let _ = message
-            .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
-            .await;
+        let why = format!("cannot write the spec file {}: {error}", file.display());
+        let back = Back {
+            after: Duration::from_secs(5),
+            deliveries,
+            epoch,
+            why,
+        };
+        back.give(&link, &message, &spec, &settings).await;
         return;
     }
     tracing::info!(%key, epoch, "running");
@@ -199,9 +214,14 @@ async fn run_one(
         // Back to the queue for another worker (after this one's pull has ended, so that it
         // is not handed to a worker on its way out).
         tracing::info!(%key, epoch, "stopping: the attempt is given back for another worker");
-        let _ = message
-            .ack_with(AckKind::Nak(Some(Duration::from_secs(3))))
-            .await;
+        let why = "the worker running it stopped before it ended".to_string();
+        let back = Back {
+            after: Duration::from_secs(3),
+            deliveries,
+            epoch,
+            why,
+        };
+        back.give(&link, &message, &spec, &settings).await;
         return;
     }
     if reported == Reported::Lost {
@@ -212,6 +232,47 @@ async fn run_one(
         tracing::warn!(%key, %error, "the end of the attempt was not acknowledged");
     }
     tracing::info!(%key, epoch, "done");
+}
+
+/// An attempt this worker gives back to the queue, for another worker.
+struct Back {
+    /// When the queue may give it again.
+    after: Duration,
+    /// How many times the queue gives an attempt (0 or less: no end).
+    deliveries: i64,
+    /// This delivery's number.
+    epoch: u32,
+    /// Why it is given back.
+    why: String,
+}
+
+impl Back {
+    /// Gives the attempt back; at its last delivery, when the queue would never give it to
+    /// anyone again (and its daemon wait for its end for ever), ends it instead, saying why.
+    async fn give(
+        self,
+        link: &Link,
+        message: &async_nats::jetstream::Message,
+        spec: &RemoteSpec,
+        settings: &WorkerSettings,
+    ) {
+        if self.deliveries <= 0 || i64::from(self.epoch) < self.deliveries {
+            let _ = message.ack_with(AckKind::Nak(Some(self.after))).await;
+            return;
+        }
+        let detail = format!(
+            "{}; it was given to workers {} times, the most the work queue gives an attempt",
+            self.why, self.epoch
+        );
+        tracing::error!(key = %spec.key, %detail, "the attempt ends here");
+        let end = End::Failed { detail };
+        if publish_end(link, spec, self.epoch, settings, end, None)
+            .await
+            .is_ok()
+        {
+            let _ = message.double_ack().await;
+        }
+    }
 }
 
 /// A subject nobody serves: a request to it is answered by the server itself.
