@@ -24,6 +24,7 @@
 //! attaches to it rather than starting it twice), and `adopt` lets a restarted daemon attach
 //! to the attempt its predecessor left in flight, when the engine still has it.
 
+pub mod git_remote;
 #[cfg(feature = "kube")]
 pub mod kube;
 pub mod local;

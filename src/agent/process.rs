@@ -228,7 +228,7 @@ impl Actor for AgentProcess {
                     (_, Ok(ExitKind::Code(code))) => ProcessEnd::Exited(code),
                     (_, Ok(ExitKind::Signal(name))) => ProcessEnd::Signaled(name),
                     (_, Err(e)) => ProcessEnd::Lost(format!(
-                        "cannot learn how the agent ended ({e}); the attempt is retried"
+                        "the attempt did not run to an end samocode could learn ({e}); it is retried"
                     )),
                 };
                 let already_stopping = matches!(state.stage, Stage::Stopping { .. });

@@ -12,6 +12,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::git_remote::GitRemote;
 use super::spec::{SessionFile, daemon_owned};
 use crate::agent::launch::ExitKind;
 
@@ -230,16 +231,19 @@ fn agents_file(path: &str) -> bool {
 /// Brings `commit` into the worktree: fetched from the result ref when this repository does
 /// not have it yet (a shared git server), then a fast-forward, which refuses to lose anything.
 async fn fast_forward(expected: &Expected, commit: &str) -> Result<(), ApplyError> {
-    let git = |args: Vec<String>| {
+    let git = |args: Vec<String>, remote: Option<&GitRemote>| {
         let workdir = expected.workdir.clone();
+        let mut command = tokio::process::Command::new("git");
+        command
+            .arg("-C")
+            .arg(&workdir)
+            .args(&args)
+            .stdin(std::process::Stdio::null());
+        if let Some(remote) = remote {
+            remote.credentials(&mut command);
+        }
         async move {
-            let output = tokio::process::Command::new("git")
-                .arg("-C")
-                .arg(&workdir)
-                .args(&args)
-                .stdin(std::process::Stdio::null())
-                .output()
-                .await;
+            let output = command.output().await;
             match output {
                 Ok(out) if out.status.success() => Ok(()),
                 Ok(out) => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
@@ -254,29 +258,28 @@ async fn fast_forward(expected: &Expected, commit: &str) -> Result<(), ApplyErro
         detail: crate::config::without_userinfo(&detail).into_owned(),
     };
     let object = format!("{commit}^{{commit}}");
-    if git(vec!["cat-file".into(), "-e".into(), object])
+    if git(vec!["cat-file".into(), "-e".into(), object], None)
         .await
         .is_err()
     {
-        git(vec![
+        let remote = GitRemote::of(&expected.repo_url);
+        let fetch = vec![
             "fetch".into(),
             "-q".into(),
             "--no-tags".into(),
             "--".into(),
-            expected.repo_url.clone(),
+            remote.url.clone(),
             expected.result_ref.clone(),
-        ])
-        .await
-        .map_err(fail)?;
+        ];
+        git(fetch, Some(&remote)).await.map_err(fail)?;
     }
-    git(vec![
+    let merge = vec![
         "merge".into(),
         "--ff-only".into(),
         "-q".into(),
         commit.to_string(),
-    ])
-    .await
-    .map_err(fail)
+    ];
+    git(merge, None).await.map_err(fail)
 }
 
 #[cfg(test)]

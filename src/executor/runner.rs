@@ -20,6 +20,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::git_remote::GitRemote;
 use super::local::LocalProcess;
 use super::result::{AttemptResult, End, Event};
 use super::spec::{RemoteSpec, SessionFile, snapshot};
@@ -125,16 +126,18 @@ async fn prepare(spec: &RemoteSpec, place: &Place<'_>, root: &Path) -> Result<Lo
     }
     let repository = &spec.repository;
     git(&repo, &["init", "-q"]).await?;
-    git(
+    let remote = GitRemote::of(&repository.url);
+    git_with(
         &repo,
         &[
             "fetch",
             "-q",
             "--no-tags",
             "--",
-            &repository.url,
+            &remote.url,
             &repository.base_ref,
         ],
+        Some(&remote),
     )
     .await
     .map_err(|e| {
@@ -411,9 +414,11 @@ fn add_note(result: &mut AttemptResult, note: String) {
 async fn push(dir: &Path, url: &str, refspec: &str) -> Result<(), String> {
     let mut pause = Duration::from_millis(250);
     let mut tries = 1;
+    let remote = GitRemote::of(url);
+    let push = ["push", "-q", "--force", "--", &remote.url, refspec];
     loop {
-        match git(dir, &["push", "-q", "--force", "--", url, refspec]).await {
-            Ok(()) => return Ok(()),
+        match git_with(dir, &push, Some(&remote)).await {
+            Ok(_) => return Ok(()),
             Err(error) if tries == PUSH_TRIES => return Err(error),
             Err(error) => {
                 tracing::warn!(%error, tries, "the push failed; trying again");
@@ -432,11 +437,21 @@ async fn git(dir: &Path, args: &[&str]) -> Result<(), String> {
 }
 
 async fn git_output(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let output = tokio::process::Command::new("git")
+    git_with(dir, args, None).await
+}
+
+/// git in `dir`, with the credentials of the `remote` it talks to.
+async fn git_with(dir: &Path, args: &[&str], remote: Option<&GitRemote>) -> Result<String, String> {
+    let mut command = tokio::process::Command::new("git");
+    command
         .arg("-C")
         .arg(dir)
         .args(args)
-        .stdin(std::process::Stdio::null())
+        .stdin(std::process::Stdio::null());
+    if let Some(remote) = remote {
+        remote.credentials(&mut command);
+    }
+    let output = command
         .output()
         .await
         .map_err(|e| format!("cannot run git: {e}"))?;

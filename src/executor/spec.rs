@@ -14,6 +14,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use super::git_remote::GitRemote;
 use crate::agent::AttemptSpec;
 use crate::config::Provider;
 
@@ -253,7 +254,9 @@ pub async fn prepare(spec: &AttemptSpec) -> std::io::Result<RemoteSpec> {
     let base_ref = format!("refs/samocode/{session}/base");
     if shared.is_some() {
         let refspec = format!("HEAD:{base_ref}");
-        git(workdir, &["push", "-q", "--force", "--", &url, &refspec]).await?;
+        let remote = GitRemote::of(&url);
+        let push = ["push", "-q", "--force", "--", &remote.url, &refspec];
+        git_to(workdir, &push, Some(&remote)).await?;
     } else {
         // The worktree shares the main repository's refs and objects: the ref is written in
         // place. (A push into it would run receive-pack there, which fails while another
@@ -293,22 +296,34 @@ async fn main_repository(workdir: &Path) -> std::io::Result<String> {
 }
 
 async fn git(dir: &Path, args: &[&str]) -> std::io::Result<String> {
-    let output = tokio::process::Command::new("git")
+    git_to(dir, args, None).await
+}
+
+/// git in `dir`, with the credentials of the `remote` it talks to.
+async fn git_to(dir: &Path, args: &[&str], remote: Option<&GitRemote>) -> std::io::Result<String> {
+    let mut command = tokio::process::Command::new("git");
+    command
         .arg("-C")
         .arg(dir)
         .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await?;
+        .stdin(std::process::Stdio::null());
+    if let Some(remote) = remote {
+        remote.credentials(&mut command);
+    }
+    let output = command.output().await?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
     } else {
-        Err(std::io::Error::other(format!(
+        // git's words may quote an address, and with it a token.
+        let said = format!(
             "git {} in {}: {}",
             args.join(" "),
             dir.display(),
             String::from_utf8_lossy(&output.stderr).trim()
-        )))
+        );
+        Err(std::io::Error::other(
+            crate::config::without_userinfo(&said).into_owned(),
+        ))
     }
 }
 

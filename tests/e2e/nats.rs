@@ -899,3 +899,92 @@ fn an_attempt_given_back_until_its_deliveries_run_out_ends_saying_why() {
         "{rows:#?}"
     );
 }
+
+/// Every file under `dir` whose bytes hold `needle`.
+fn files_holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if std::fs::read(&path)
+                .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// A server that answers every HTTP request with a 500, and keeps the `Authorization`
+/// headers it was sent.
+fn refusing_git_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line.trim() != "" {
+                if line.to_ascii_lowercase().starts_with("authorization:") {
+                    kept.lock().unwrap().push(line.trim().to_string());
+                }
+                line.clear();
+            }
+            let mut stream = stream;
+            let _ = stream
+                .write_all(b"HTTP/1.1 500 no\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (format!("127.0.0.1:{}", address.port()), seen)
+}
+
+/// A token in the `samocode` remote's address is on no command line and in no failure of
+/// the daemon's own push of the base commit (not in the journal, the state, the next
+/// attempt's context, the log); git gets it as the server's `Authorization` header.
+#[test]
+fn a_token_in_the_remotes_address_is_not_in_a_failed_push_of_the_base() {
+    use base64::Engine as _;
+    let nats = NatsServer::start();
+    let (server, seen) = refusing_git_server();
+    let mut project = nats_project();
+    project.env("SAMOCODE_MAX_RETRIES", "2");
+    let url = format!("http://x-access-token:ghp_SECRET456@{server}/repo.git");
+    super::fixture::git(&project.repo, &["remote", "add", "samocode", &url]);
+    let _daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
+    project
+        .run(&["start", "--session", "pushed", "--dive", "d", "--task", "t"])
+        .expect(0);
+    let session = project.session("pushed");
+    wait_for(Duration::from_secs(60), "the session to fail", || {
+        session.path("_state.json").exists() && session.state()["status"]["state"] == "failed"
+    });
+    let rows = session.jsonl("_iterations.jsonl");
+    let detail = rows[0]["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(&format!("http://{server}/repo.git"))
+            && detail.contains("not handed to the workers")
+            && !detail.contains("how the agent ended"),
+        "{rows:#?}"
+    );
+    assert_eq!(
+        files_holding(&project.root, "ghp_SECRET456"),
+        vec![project.repo.join(".git/config")],
+        "the token is only where the person put it"
+    );
+    let basic = base64::engine::general_purpose::STANDARD.encode("x-access-token:ghp_SECRET456");
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.contains(&format!("Authorization: Basic {basic}")),
+        "{seen:?}"
+    );
+}

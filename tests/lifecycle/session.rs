@@ -102,7 +102,7 @@ async fn an_attempt_whose_end_is_lost_is_retried_not_failed() {
         row["detail"]
             .as_str()
             .unwrap()
-            .contains("cannot learn how the agent ended"),
+            .contains("did not run to an end samocode could learn"),
         "{row}"
     );
     second.finish(NEXT);

@@ -126,8 +126,14 @@ impl Driver {
                 (adoption.queued, adoption.skip)
             }
             None => {
-                let remote = prepare(&self.spec).await?;
-                self.queue(&remote).await?;
+                let handed = async {
+                    let remote = prepare(&self.spec).await?;
+                    self.queue(&remote).await?;
+                    Ok::<_, std::io::Error>(remote)
+                };
+                let remote = handed.await.map_err(|e| {
+                    std::io::Error::other(format!("it was not handed to the workers: {e}"))
+                })?;
                 (remote, 0)
             }
         };

@@ -1,0 +1,115 @@
+//! A git remote's address as git is given it. An address may carry a user and password
+//! (`https://x-access-token:TOKEN@host/repo.git`); a command line is seen by every local user
+//! (`ps`), so git gets the address without them, and the credentials in its environment, as
+//! the `Authorization` header of its HTTP requests to that server alone.
+
+use base64::Engine as _;
+
+/// The address to put on git's command line, and what its environment needs beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitRemote {
+    /// The address without its user and password.
+    pub url: String,
+    /// `GIT_CONFIG_*` variables that give git the credentials, when the address had some.
+    env: Vec<(String, String)>,
+}
+
+impl GitRemote {
+    /// The remote at `url`. Only an HTTP(S) address has its credentials moved: in an SSH
+    /// address the user is a login name, not a secret, and stays.
+    pub fn of(url: &str) -> GitRemote {
+        let plain = GitRemote {
+            url: url.to_string(),
+            env: Vec::new(),
+        };
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return plain;
+        };
+        if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") {
+            return plain;
+        }
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let Some(at) = rest[..end].rfind('@') else {
+            return plain;
+        };
+        let (userinfo, server) = (&rest[..at], &rest[at + 1..end]);
+        let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+        let decode = |part: &str| {
+            percent_encoding::percent_decode_str(part)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let pair = format!("{}:{}", decode(user), decode(password));
+        let basic = base64::engine::general_purpose::STANDARD.encode(pair);
+        // Scoped to this server: a redirect elsewhere does not carry it.
+        let key = format!("http.{scheme}://{server}/.extraHeader");
+        GitRemote {
+            url: format!("{scheme}://{server}{}", &rest[end..]),
+            env: vec![
+                ("GIT_CONFIG_COUNT".into(), "1".into()),
+                ("GIT_CONFIG_KEY_0".into(), key),
+                (
+                    "GIT_CONFIG_VALUE_0".into(),
+                    format!("Authorization: Basic {basic}"),
+                ),
+            ],
+        }
+    }
+
+    /// Gives `command` (a git) the credentials, if there are any.
+    pub fn credentials(&self, command: &mut tokio::process::Command) {
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GitRemote;
+
+    #[test]
+    fn credentials_leave_the_address_for_the_environment() {
+        let remote = GitRemote::of("https://x-access-token:ghp%2Fabc@git.example:8443/o/r.git");
+        assert_eq!(remote.url, "https://git.example:8443/o/r.git");
+        let mut command = tokio::process::Command::new("git");
+        remote.credentials(&mut command);
+        let env: Vec<(String, String)> = command
+            .as_std()
+            .get_envs()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.unwrap().to_string_lossy().into_owned(),
+                )
+            })
+            .collect();
+        assert!(env.contains(&(
+            "GIT_CONFIG_KEY_0".into(),
+            "http.https://git.example:8443/.extraHeader".into()
+        )));
+        // base64 of `x-access-token:ghp/abc`
+        assert!(env.contains(&(
+            "GIT_CONFIG_VALUE_0".into(),
+            "Authorization: Basic eC1hY2Nlc3MtdG9rZW46Z2hwL2FiYw==".into()
+        )));
+        let token_only = GitRemote::of("http://TOKEN@h/r");
+        assert_eq!(token_only.url, "http://h/r");
+    }
+
+    #[test]
+    fn addresses_without_credentials_or_over_ssh_stay_as_they_are() {
+        for url in [
+            "https://host/o/r.git",
+            "ssh://git@host/o/r.git",
+            "git@host:o/r.git",
+            "/srv/git/r.git",
+            "https://host/path@x",
+        ] {
+            let remote = GitRemote::of(url);
+            assert_eq!(remote.url, url);
+            assert_eq!(remote, GitRemote::of(url));
+            let mut command = tokio::process::Command::new("git");
+            remote.credentials(&mut command);
+            assert_eq!(command.as_std().get_envs().count(), 0, "{url}");
+        }
+    }
+}
