@@ -413,6 +413,13 @@ pub fn worker_threads(cli: &Cli) -> Option<usize> {
 /// which stop them with their grace, and the scripted agent, which ignores them as a stubborn
 /// agent would (so that the grace's end, SIGKILL, is tested). Any other (`logs --follow`,
 /// `status` waiting on a daemon) is simply ended by the signal.
+/// Whether the process keeps the other processes of its user, its agents among them, from
+/// reading its environment and memory (`/proc/PID/environ`: the bot token, the NATS token,
+/// the keys): every command but the stand-in agent, which is read as an agent is.
+pub fn private_memory(cli: &Cli) -> bool {
+    !matches!(cli.command, Command::FakeAgent { .. })
+}
+
 pub fn stops_on_request(cli: &Cli) -> bool {
     matches!(
         cli.command,

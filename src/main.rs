@@ -31,6 +31,11 @@ fn main() -> ExitCode {
         unsafe { std::env::remove_var(name) };
     }
     let cli = Cli::parse();
+    if cli::private_memory(&cli) {
+        // An agent runs as the same user; it may not read samocode's secrets through /proc.
+        // (Its own execve makes the agent readable again, as samocode's reaper needs.)
+        let _ = nix::sys::prctl::set_dumpable(false);
+    }
     let sources = match Sources::from_process() {
         Ok(sources) => sources,
         Err(error) => {

@@ -49,7 +49,7 @@ pub fn command(
         workdir: workdir.to_path_buf(),
         // A CLAUDECODE variable inherited from an interactive Claude Code session makes the
         // child believe it is nested inside one (the policy drops it; a keep_env cannot).
-        env: settings.env.without("CLAUDECODE"),
+        env: settings.env.of(Provider::Claude).without("CLAUDECODE"),
         stdin: None,
     }
 }

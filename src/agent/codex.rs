@@ -35,7 +35,7 @@ pub fn command(settings: &AgentSettings, context: &str, workdir: &Path) -> Agent
         program: settings.codex_path.clone(),
         args,
         workdir: workdir.to_path_buf(),
-        env: settings.env.clone(),
+        env: settings.env.of(Provider::Codex),
         stdin: Some(format!("{context}\n\n---\n\n{PROMPT}\n")),
     }
 }

@@ -16,13 +16,18 @@
 //!    repository than its worktree (`GIT_DIR`, `GIT_WORK_TREE`, `GIT_INDEX_FILE`, ...) and
 //!    `CLAUDECODE` (a claude nested in a Claude Code session refuses to start);
 //! 3. `keep_env` (a person's list) keeps a variable;
-//! 4. the defaults below keep what the CLIs and common toolchains need;
+//! 4. the defaults below keep what the CLIs and common toolchains need; a provider's own
+//!    variables (`ANTHROPIC_*`, `CLAUDE_*` for claude; `OPENAI_*`, `AZURE_OPENAI_*`,
+//!    `CODEX_*` for codex) only for an agent of that provider, so neither CLI gets the other's
+//!    key;
 //! 5. anything else is dropped.
 //!
 //! A pattern is a variable name, or a prefix ending in `*` (`MYCORP_*`).
 
 use std::collections::HashMap;
 use std::fmt;
+
+use crate::config::Provider;
 
 /// Kept by name: the user's identity and shell basics, locale, temp dirs, proxies and
 /// certificates, ssh-agent (git over ssh), claude's own switches and cloud routes, and the
@@ -79,16 +84,11 @@ const KEPT_NAMES: &[&str] = &[
     "DENO_DIR",
 ];
 
-/// Kept by prefix: the providers' keys and settings (claude, Bedrock, Vertex, OpenAI, codex),
-/// locale, XDG folders, git's identity and transport, CA bundles, node and npm, claude's
-/// `DISABLE_*` and `MCP_*` switches, and the scripted test agent's knobs.
+/// Kept by prefix: cloud credentials (Bedrock), locale, XDG folders, git's identity and
+/// transport, CA bundles, node and npm, claude's `DISABLE_*` and `MCP_*` switches, and the
+/// scripted test agent's knobs.
 const KEPT_PREFIXES: &[&str] = &[
-    "ANTHROPIC_",
-    "CLAUDE_",
     "AWS_",
-    "OPENAI_",
-    "AZURE_OPENAI_",
-    "CODEX_",
     "LC_",
     "XDG_",
     "GIT_",
@@ -99,6 +99,12 @@ const KEPT_PREFIXES: &[&str] = &[
     "DISABLE_",
     "MCP_",
     "SAMOCODE_FAKE",
+];
+
+/// Kept by prefix for an agent of that provider only: its keys and settings.
+const PROVIDER_PREFIXES: &[(Provider, &[&str])] = &[
+    (Provider::Claude, &["ANTHROPIC_", "CLAUDE_"]),
+    (Provider::Codex, &["OPENAI_", "AZURE_OPENAI_", "CODEX_"]),
 ];
 
 /// Never handed on by name (rule 2).
@@ -173,20 +179,33 @@ pub struct EnvPolicy {
 }
 
 impl EnvPolicy {
-    /// Whether the agent gets variable `name`.
+    /// Whether an agent (of some provider) gets variable `name`.
     pub fn allows(&self, name: &str) -> bool {
+        self.keeps(name).is_some()
+    }
+
+    /// Which agents get variable `name`: every one (`Some(None)`), only one of a provider
+    /// (`Some(Some(provider))`), or none.
+    fn keeps(&self, name: &str) -> Option<Option<Provider>> {
         if self.strip.iter().any(|p| p.matches(name)) {
-            return false;
+            return None;
         }
         let test_agent = name.starts_with("SAMOCODE_FAKE");
         let own = OWN_NAMES.contains(&name)
             || (!test_agent && OWN_PREFIXES.iter().any(|p| name.starts_with(p)));
         if own {
-            return false;
+            return None;
         }
-        self.keep.iter().any(|p| p.matches(name))
+        if self.keep.iter().any(|p| p.matches(name))
             || KEPT_NAMES.contains(&name)
             || KEPT_PREFIXES.iter().any(|p| name.starts_with(p))
+        {
+            return Some(None);
+        }
+        PROVIDER_PREFIXES
+            .iter()
+            .find(|(_, prefixes)| prefixes.iter().any(|p| name.starts_with(p)))
+            .map(|(provider, _)| Some(*provider))
     }
 
     /// The variables of `env` an agent gets on a worker: what this (the worker's) policy
@@ -204,44 +223,64 @@ impl EnvPolicy {
         policy.apply(env)
     }
 
-    /// The variables of `env` the agent gets, sorted by name.
+    /// The variables of `env` an agent gets, sorted by name (a provider's own ones until
+    /// [`AgentEnv::of`] picks the provider).
     pub fn apply(&self, env: &HashMap<String, String>) -> AgentEnv {
-        let mut kept: Vec<(String, String)> = env
+        let mut kept: Vec<(String, String, Option<Provider>)> = env
             .iter()
-            .filter(|(name, _)| self.allows(name))
-            .map(|(name, value)| (name.clone(), value.clone()))
+            .filter_map(|(name, value)| {
+                let only = self.keeps(name)?;
+                Some((name.clone(), value.clone(), only))
+            })
             .collect();
-        kept.sort();
+        kept.sort_by(|a, b| a.0.cmp(&b.0));
         AgentEnv(kept)
     }
 }
 
-/// The complete environment of an agent process. Its `Debug` shows names only: values hold
-/// API keys.
+/// The complete environment of an agent process, each variable with the provider whose agents
+/// alone get it, if only one's do. Its `Debug` shows names only: values hold API keys.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct AgentEnv(Vec<(String, String)>);
+pub struct AgentEnv(Vec<(String, String, Option<Provider>)>);
 
 impl AgentEnv {
+    /// The environment of an agent of `provider`: without the other provider's variables.
+    pub fn of(&self, provider: Provider) -> AgentEnv {
+        AgentEnv(
+            self.0
+                .iter()
+                .filter(|(_, _, only)| only.is_none_or(|p| p == provider))
+                .cloned()
+                .collect(),
+        )
+    }
+
     /// The variables, sorted by name.
     pub fn vars(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.0.iter().map(|(k, v, _)| (k.as_str(), v.as_str()))
     }
 
     /// The names, sorted.
     pub fn names(&self) -> Vec<&str> {
-        self.0.iter().map(|(k, _)| k.as_str()).collect()
+        self.0.iter().map(|(k, _, _)| k.as_str()).collect()
     }
 
-    /// Sets (or replaces) one variable.
+    /// Sets (or replaces) one variable, for every agent.
     pub fn set(&mut self, name: &str, value: &str) {
-        self.0.retain(|(k, _)| k != name);
-        self.0.push((name.to_string(), value.to_string()));
-        self.0.sort();
+        self.0.retain(|(k, _, _)| k != name);
+        self.0.push((name.to_string(), value.to_string(), None));
+        self.0.sort_by(|a, b| a.0.cmp(&b.0));
     }
 
     /// The same environment without `name`.
     pub fn without(&self, name: &str) -> AgentEnv {
-        AgentEnv(self.0.iter().filter(|(k, _)| k != name).cloned().collect())
+        AgentEnv(
+            self.0
+                .iter()
+                .filter(|(k, _, _)| k != name)
+                .cloned()
+                .collect(),
+        )
     }
 }
 
@@ -304,6 +343,28 @@ mod tests {
             ]
         );
         assert!(!format!("{kept:?}").contains("value of"));
+        // Neither CLI gets the other's key (or settings).
+        let claude = kept.of(Provider::Claude);
+        assert!(claude.names().contains(&"ANTHROPIC_API_KEY"));
+        assert!(!claude.names().contains(&"OPENAI_API_KEY"));
+        assert!(!claude.names().contains(&"CODEX_HOME"));
+        let codex = kept.of(Provider::Codex);
+        assert!(codex.names().contains(&"OPENAI_API_KEY"));
+        assert!(codex.names().contains(&"CODEX_HOME"));
+        assert!(!codex.names().contains(&"ANTHROPIC_API_KEY"));
+        assert!(!codex.names().contains(&"CLAUDE_CODE_USE_BEDROCK"));
+        // A person's keep_env hands one on to both.
+        let kept_by_hand = EnvPolicy {
+            strip: Vec::new(),
+            keep: vec![Pattern::parse("OPENAI_API_KEY").unwrap()],
+        }
+        .apply(&all);
+        assert!(
+            kept_by_hand
+                .of(Provider::Claude)
+                .names()
+                .contains(&"OPENAI_API_KEY")
+        );
     }
 
     #[test]

@@ -182,7 +182,11 @@ async fn prepare(spec: &RemoteSpec, place: &Place<'_>, root: &Path) -> Result<Lo
             .map(|arg| spec.rewrite(arg, &session, &repo))
             .collect(),
         workdir: repo.clone(),
-        env: place.config.env_policy.apply_named(&spec.env, place.env),
+        env: place
+            .config
+            .env_policy
+            .apply_named(&spec.env, place.env)
+            .of(spec.provider),
         stdin: spec
             .stdin
             .as_ref()

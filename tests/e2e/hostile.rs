@@ -95,6 +95,7 @@ fn the_agent_gets_an_allowlisted_environment() {
     project
         .env("SAMOCODE_FAKE", "investigation=env")
         .env("ANTHROPIC_API_KEY", "sk-ant-kept")
+        .env("OPENAI_API_KEY", "sk-openai-not-for-claude")
         .env("TELEGRAM_BOT_TOKEN", "123:bot-secret")
         .env("TELEGRAM_CHAT_ID", "42")
         .env("TELEGRAM_ALLOWED_USERS", "7")
@@ -164,6 +165,7 @@ fn the_agent_gets_an_allowlisted_environment() {
         assert!(seen.contains(&kept), "{kept} not in {seen:?}");
     }
     for dropped in [
+        "OPENAI_API_KEY",
         "TELEGRAM_BOT_TOKEN",
         "TELEGRAM_CHAT_ID",
         "TELEGRAM_ALLOWED_USERS",
@@ -545,4 +547,62 @@ fn escape_sequences_an_agent_wrote_are_shown_not_obeyed_by_the_terminal() {
         let row = if value.is_array() { &value[0] } else { &value };
         assert_eq!(row["blocked_reason"], with_del.as_str(), "{out}");
     }
+}
+
+/// Gives every file under `dir` (and `dir`) to user and group `id`.
+fn give_to(dir: &std::path::Path, id: u32) {
+    std::os::unix::fs::lchown(dir, Some(id), Some(id)).unwrap();
+    if dir.is_dir() && !dir.is_symlink() {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            give_to(&entry.path(), id);
+        }
+    }
+}
+
+/// An agent runs as samocode's user, so it could read samocode's environment (the bot token,
+/// the NATS token, the keys) in `/proc/PID/environ`: samocode keeps it to the superuser,
+/// while its agents' stay readable to it (how it finds what an agent left running).
+#[test]
+fn an_agent_cannot_read_samocodes_environment() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation=slow:30");
+    let running = project.track_agents();
+    // As the superuser every file is readable: the run is then another user's.
+    let user = if nix::unistd::geteuid().is_root() {
+        give_to(&project.root, 65534);
+        65534
+    } else {
+        nix::unistd::geteuid().as_raw()
+    };
+    let mut command =
+        project.command(&["run", "--session", "private", "--dive", "d", "--task", "t"]);
+    if user == 65534 {
+        command.uid(user).gid(user);
+    }
+    let mut run = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(30), "the agent", || {
+        !super::fixture::running_agents(&running).is_empty()
+    });
+    let agent = super::fixture::running_agents(&running)[0];
+    let owner = |pid: i32| {
+        std::fs::metadata(format!("/proc/{pid}/environ"))
+            .unwrap()
+            .uid()
+    };
+    let samocode = owner(run.id() as i32);
+    let agents = owner(agent);
+    let _ = run.kill();
+    let _ = run.wait();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    assert_eq!(samocode, 0, "samocode's environment is its user's to read");
+    assert_eq!(agents, user, "its agent's is not samocode's to read");
 }
