@@ -268,39 +268,46 @@ pub async fn run_with(
 /// Creates the state directory (0700) when absent; refuses one that others may enter or that
 /// another user owns, rather than changing it.
 pub fn prepare_state_dir(dir: &Path) -> Result<(), DaemonError> {
+    private_dir(dir, "the control socket", "set SAMOCODE_STATE_DIR to").map_err(|problem| {
+        DaemonError::StateDir {
+            path: dir.to_path_buf(),
+            problem,
+        }
+    })
+}
+
+/// Creates `dir` (0700) when absent; refuses one that others may enter (and reach what it
+/// `holds`) or that another user owns, rather than changing it. `instead` says how to name
+/// another one (`set SAMOCODE_STATE_DIR to`).
+pub fn private_dir(dir: &Path, holds: &str, instead: &str) -> Result<(), String> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-    let problem = |problem: String| DaemonError::StateDir {
-        path: dir.to_path_buf(),
-        problem,
-    };
     if let Some(parent) = dir.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| problem(format!("cannot create its parent: {e}")))?;
+        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create its parent: {e}"))?;
     }
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => return Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(problem(format!("cannot create it: {e}"))),
+        Err(e) => return Err(format!("cannot create it: {e}")),
     }
-    let meta = std::fs::metadata(dir).map_err(|e| problem(format!("cannot read it: {e}")))?;
+    let meta = std::fs::metadata(dir).map_err(|e| format!("cannot read it: {e}"))?;
     if !meta.is_dir() {
-        return Err(problem(
-            "it exists and is not a directory; set SAMOCODE_STATE_DIR to another path".into(),
+        return Err(format!(
+            "it exists and is not a directory; {instead} another path"
         ));
     }
     let me = nix::unistd::geteuid().as_raw();
     if meta.uid() != me {
-        return Err(problem(format!(
-            "it belongs to user id {}, not to you ({me}); set SAMOCODE_STATE_DIR to a directory of your own",
+        return Err(format!(
+            "it belongs to user id {}, not to you ({me}); {instead} a directory of your own",
             meta.uid()
-        )));
+        ));
     }
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
-        return Err(problem(format!(
-            "its mode is {mode:o}, so other users may enter it and reach the control socket; run `chmod 700 {}` if it is yours alone, or set SAMOCODE_STATE_DIR to a new path",
+        return Err(format!(
+            "its mode is {mode:o}, so other users may enter it and reach {holds}; run `chmod 700 {}` if it is yours alone, or {instead} a new path",
             dir.display()
-        )));
+        ));
     }
     Ok(())
 }

@@ -57,9 +57,19 @@ pub async fn worker(args: WorkerArgs, config: &Config, shutdown: Shutdown) -> Re
     let open_files = crate::open_files::raise();
     crate::open_files::check(open_files.limit, 0, args.slots)
         .map_err(|problem| CliError::usage(anyhow::anyhow!("{problem}, or give fewer --slots")))?;
+    // It holds the attempts' specs (the notebook, the context, the remote's address): its
+    // user's alone, as the daemon's state directory is, and so is that one when it is in it.
+    if args.dir.is_none() {
+        crate::daemon::prepare_state_dir(&config.state_dir)
+            .map_err(|e| CliError::usage(anyhow::anyhow!(e)))?;
+    }
     let dir = args.dir.unwrap_or_else(|| config.state_dir.join("worker"));
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| CliError::failure(anyhow::anyhow!("cannot create {}: {e}", dir.display())))?;
+    crate::daemon::private_dir(&dir, "the attempts' specs", "give --dir").map_err(|problem| {
+        CliError::usage(anyhow::anyhow!(
+            "worker folder {}: {problem}",
+            dir.display()
+        ))
+    })?;
     let dir = dir.canonicalize().unwrap_or(dir);
     let name = args
         .name

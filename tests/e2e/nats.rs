@@ -121,8 +121,9 @@ impl Drop for Worker {
 }
 
 fn worker(project: &Project, url: &str, dir: &str, name: Option<&str>) -> Worker {
+    use std::os::unix::fs::DirBuilderExt;
     let dir = project.root.join(dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
     let mut args = vec![
         "worker".to_string(),
         "--nats-url".into(),
@@ -647,6 +648,47 @@ fn a_worker_that_can_run_no_agent_or_has_no_name_does_not_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--name is empty"), "{stderr}");
+}
+
+/// A worker's folder holds the attempts' specs (the notebook, the context, the remote's
+/// address): made for its user alone, and one that others may enter is refused, as the
+/// daemon's state directory is (it was made 0755, its spec files 0644).
+#[test]
+fn a_workers_folder_is_its_users_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let project = nats_project();
+    let state = project.root.join("worker-state");
+    let out = project
+        .command(&["worker", "--nats-url", "nats://127.0.0.1:9", "--name", "w"])
+        .env("SAMOCODE_STATE_DIR", &state)
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&state.join("worker")), 0o700);
+    let open = project.root.join("open-worker");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = open.display().to_string();
+    let out = project
+        .command(&[
+            "worker",
+            "--nats-url",
+            "nats://127.0.0.1:9",
+            "--name",
+            "w",
+            "--dir",
+            &dir,
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&dir) && stderr.contains("chmod 700"),
+        "{stderr}"
+    );
 }
 
 /// A worker stopped politely (SIGTERM: `systemctl restart`) gives its running attempt back
