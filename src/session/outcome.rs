@@ -31,8 +31,9 @@ impl SessionActor {
         flight: InFlight,
         report: AttemptReport,
     ) -> Result<(), ActorProcessingErr> {
-        self.release_slot(run);
+        // Its spend first: a fleet budget it reaches holds the slot it gives back.
         let mut row = self.take_report(run, &flight, &report);
+        self.release_slot(run);
         let failure = self.failure_of(&report, &flight.files.stderr);
 
         // The read-only guard holds whatever the attempt's end: a change never becomes the
@@ -170,8 +171,8 @@ impl SessionActor {
         report: AttemptReport,
         then: Then,
     ) -> Result<(), ActorProcessingErr> {
-        self.release_slot(run);
         let mut row = self.take_report(run, &flight, &report);
+        self.release_slot(run);
         row.outcome = AttemptOutcome::Interrupted;
         row.detail = Some(match then {
             Then::Exit => "interrupted: the worker stopped during the attempt".into(),
