@@ -70,7 +70,7 @@ impl Budget {
     /// iteration budget).
     pub fn reached(&self, spent: &Spent, new_iteration: bool) -> Option<Reached> {
         if let Some(max) = self.cost_usd
-            && spent.cost_usd >= max
+            && cost_reached(spent.cost_usd, max)
         {
             return Some(Reached::new(Limit::Cost, spent, self));
         }
@@ -226,6 +226,13 @@ pub fn resume_refused(
 
 /// Money as a person reads it: `$20.31`; to a hundredth of a cent where cents would round
 /// it (`$0.0125`), so that a limit and what was spent differing by that much read apart.
+/// Whether `spent` dollars reach a limit of `limit`. Sums of attempts' costs carry binary
+/// rounding (eight attempts at $0.0125 make $0.09999999999999999): what is within a
+/// billionth of a dollar of the limit reaches it.
+pub fn cost_reached(spent: f64, limit: f64) -> bool {
+    spent >= limit - 1e-9
+}
+
 pub fn money(usd: f64) -> String {
     let exact = format!("{usd:.4}");
     let cents = exact.trim_end_matches('0');

@@ -245,7 +245,7 @@ pub fn raise(
         spent,
     };
     if let Some(cost) = raise.cost_usd
-        && cost <= spent.cost_usd
+        && budget::cost_reached(spent.cost_usd, cost)
     {
         return Err(too_low(Limit::Cost, budget::money(spent.cost_usd)));
     }

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::protocol::budget::money;
+use crate::protocol::budget::{cost_reached, money};
 
 #[derive(Debug, Default)]
 pub struct Fleet {
@@ -44,7 +44,8 @@ impl Fleet {
 
     /// True while new attempts must wait.
     pub fn holds(&self) -> bool {
-        self.limit.is_some_and(|limit| self.spent() >= limit)
+        self.limit
+            .is_some_and(|limit| cost_reached(self.spent(), limit))
     }
 
     /// The sentence to tell people, the first time the limit holds (once until it is lifted).
@@ -66,7 +67,7 @@ impl Fleet {
             ));
         }
         let spent = self.spent();
-        if cost_usd <= spent {
+        if cost_reached(spent, cost_usd) {
             return Err(format!(
                 "the fleet budget cost={cost_usd} is not above the {} the daemon's sessions have already spent; give a higher cost",
                 money(spent)

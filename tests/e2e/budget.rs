@@ -118,6 +118,29 @@ fn a_session_stops_at_max_cost_and_finishes_after_a_raise() {
 
 /// A long session's journal outgrows what samocode reads of a file at once (4 MiB): its
 /// cost per phase still counts every attempt.
+/// Eight attempts at $0.0125 spend the whole of $0.10: the session stops there, although
+/// their sum in binary floating point is a hair under $0.10 (a ninth attempt ran).
+#[test]
+fn a_cost_budget_spent_exactly_stops_the_session() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation=stay");
+    let args = ["run", "--session", "exact", "--dive", "d", "--task", "t"];
+    let blocked = project.run(&[&args[..], &["--max-cost", "0.1"]].concat());
+    blocked.expect(11);
+    assert!(
+        blocked
+            .stdout()
+            .contains("cost budget reached: $0.10 of $0.10"),
+        "{}",
+        blocked.stdout()
+    );
+    assert_eq!(project.session("exact").jsonl("_iterations.jsonl").len(), 8);
+    // A raise to what is spent is no raise.
+    project
+        .run(&["resume", "exact", "--raise-budget", "cost=0.1"])
+        .expect(2);
+}
+
 #[test]
 fn the_cost_per_phase_of_a_long_session_counts_every_attempt() {
     let project = Project::new();
@@ -327,6 +350,41 @@ fn a_fleet_budget_holds_every_session_tells_once_and_a_raise_lifts_it() {
     raised.expect(0);
     assert!(raised.stdout().contains("$10.00"), "{}", raised.stdout());
     project.drive_to_done(2, Duration::from_secs(90));
+}
+
+/// The attempt that reaches the fleet budget gives its slot to no queued session: with one
+/// slot, the second session never starts (it ran one attempt past the limit at every
+/// crossing: the slot went back before the spend was counted).
+#[test]
+fn the_slot_of_the_attempt_that_reaches_the_fleet_budget_goes_to_no_one() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "*=slow:1");
+    let _daemon = project.daemon(&["--fleet-max-cost", "0.01", "--max-parallel", "1"]);
+    for name in ["first", "second"] {
+        project
+            .run(&["start", "--session", name, "--dive", "d", "--task", "t"])
+            .expect(0);
+    }
+    wait_for(Duration::from_secs(30), "the fleet budget reached", || {
+        project.daemon_log().contains("fleet budget reached")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let attempts: usize = ["first", "second"]
+        .iter()
+        .map(|name| {
+            let session = project.session(name);
+            match session.path("_iterations.jsonl").exists() {
+                true => session.jsonl("_iterations.jsonl").len(),
+                false => 0,
+            }
+        })
+        .sum();
+    let running = project
+        .status()
+        .iter()
+        .filter(|r| r["state"] == "running")
+        .count();
+    assert_eq!((attempts, running), (1, 0), "{:#?}", project.status());
 }
 
 /// A daemon restarted past its fleet budget starts no attempt: what every owned session cost
