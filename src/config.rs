@@ -305,12 +305,39 @@ pub struct Sources {
 }
 
 impl Sources {
-    /// The real environment and working directory.
+    /// The real environment and working directory. A variable that is not UTF-8 (`PWD`
+    /// after a `cd` into a Latin-1 folder) is left out, unless it is a setting of samocode's
+    /// or `HOME` or `PATH`, which is an error naming it; so is a working directory that is not UTF-8
+    /// (session files keep paths as text).
     pub fn from_process() -> std::io::Result<Sources> {
-        Ok(Sources {
-            env: std::env::vars().collect(),
-            cwd: std::env::current_dir()?,
-        })
+        let mut env = HashMap::new();
+        for (name, value) in std::env::vars_os() {
+            let Some(name) = name.to_str() else {
+                continue;
+            };
+            match value.into_string() {
+                Ok(value) => {
+                    env.insert(name.to_string(), value);
+                }
+                Err(value)
+                    if ["HOME", "PATH"].contains(&name) || values::SETTINGS.contains(&name) =>
+                {
+                    return Err(std::io::Error::other(format!(
+                        "{name}={value:?} is not valid UTF-8; samocode reads only UTF-8 settings and paths: give it a UTF-8 value"
+                    )));
+                }
+                Err(_) => {}
+            }
+        }
+        let cwd = std::env::current_dir().map_err(|e| {
+            std::io::Error::other(format!("cannot read the current directory: {e}"))
+        })?;
+        if cwd.to_str().is_none() {
+            return Err(std::io::Error::other(format!(
+                "the current directory {cwd:?} is not valid UTF-8; samocode keeps paths as text in its files: work from a folder whose path is UTF-8"
+            )));
+        }
+        Ok(Sources { env, cwd })
     }
 
     fn home(&self) -> Option<PathBuf> {

@@ -39,9 +39,7 @@ fn main() -> ExitCode {
     let sources = match Sources::from_process() {
         Ok(sources) => sources,
         Err(error) => {
-            return report(CliError::failure(anyhow::anyhow!(
-                "cannot read the current directory: {error}"
-            )));
+            return report(CliError::usage(anyhow::anyhow!("{error}")));
         }
     };
     let config = match cli::configure(&cli, &sources) {

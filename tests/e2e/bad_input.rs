@@ -310,3 +310,49 @@ fn a_dry_run_refuses_what_the_run_refuses() {
     assert_usage(&real, &["CODEX_HOME", "/nonexistent/codex-home"]);
     assert_eq!(codex.stderr(), real.stderr(), "the same refusal");
 }
+
+/// A variable or a working directory that is not UTF-8 (after a `cd` into a Latin-1 folder,
+/// `PWD` and `OLDPWD` are) panicked every command at its start. One samocode does not read is
+/// left out; one of its settings, or a folder it would keep in its files, is refused by name.
+#[test]
+fn what_is_not_utf8_in_the_environment_is_left_out_or_refused_by_name() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let project = Project::new();
+    let latin1 = OsStr::from_bytes(b"/tmp/lat\xe9n");
+    let out = project
+        .command(&["status"])
+        .env("OLDPWD", latin1)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = project
+        .command(&["status"])
+        .env("SAMOCODE_STATE_DIR", latin1)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("SAMOCODE_STATE_DIR") && stderr.contains("not valid UTF-8"),
+        "{stderr}"
+    );
+    let folder = project.root.join(OsStr::from_bytes(b"lat\xe9n"));
+    std::fs::create_dir(&folder).unwrap();
+    let out = project
+        .command(&["status"])
+        .current_dir(&folder)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("current directory") && stderr.contains("not valid UTF-8"),
+        "{stderr}"
+    );
+}
