@@ -848,15 +848,16 @@ impl SessionActor {
     /// A worktree deleted by hand is made again from the session's branch (what was not
     /// committed is gone with the folder), and the Flow Log says so.
     async fn restore_worktree(&self, run: &mut SessionRun) -> Result<(), worktree::WorktreeError> {
-        // One stat per attempt on the common path; nothing is cloned unless the folder is gone.
-        if run.state.worktree.as_ref().is_none_or(|path| path.exists()) {
-            return Ok(());
-        }
         let (Some(path), Some(branch)) = (run.state.worktree.clone(), run.state.branch.clone())
         else {
             return Ok(());
         };
         let tree = worktree::Worktree { path, branch };
+        // A few small reads of git's files per attempt on the common path; git runs only
+        // when the folder is gone.
+        if tree.path.exists() {
+            return worktree::check_own(&tree, &self.project.main_repo);
+        }
         if worktree::restore(&self.project, &tree).await? {
             let entry = format!(
                 "Worktree {} was missing; made again from branch {} (changes not committed were lost with it)",

@@ -70,6 +70,16 @@ pub enum WorktreeError {
         branch: String,
         found: String,
     },
+    /// The session's worktree folder is there, but is no longer its worktree on its branch.
+    #[error(
+        "{path} is no longer this session's worktree on branch {branch}: {problem}; {advice}, then `samocode resume`"
+    )]
+    NotItsOwn {
+        path: PathBuf,
+        branch: String,
+        problem: String,
+        advice: String,
+    },
     /// git could not be started at all (not installed, or the process short of open files
     /// or processes): nothing is known of the repository.
     #[error(
@@ -93,9 +103,24 @@ async fn git(dir: &Path, args: &[&str]) -> Result<String, WorktreeError> {
     Ok(git_raw(dir, args).await?.trim().to_string())
 }
 
+/// The longest a git command of samocode's own may take: a filter of the repository's (LFS
+/// fetching over the network) can hold `worktree add` while the session cannot answer.
+const GIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// A git command's standard output as it printed it (porcelain lines start with a space).
 async fn git_raw(dir: &Path, args: &[&str]) -> Result<String, WorktreeError> {
-    let output = Command::from(git_command(dir, args)).output().await;
+    let mut command = Command::from(git_command(dir, args));
+    command.kill_on_drop(true);
+    let Ok(output) = tokio::time::timeout(GIT_LIMIT, command.output()).await else {
+        return Err(WorktreeError::Git {
+            args: args.join(" "),
+            dir: dir.to_path_buf(),
+            detail: format!(
+                "it did not end within {} and was stopped; a filter of the repository (git lfs) may be waiting on the network",
+                humantime::format_duration(GIT_LIMIT)
+            ),
+        });
+    };
     git_output(dir, args, output)
 }
 
@@ -105,12 +130,21 @@ fn git_raw_blocking(dir: &Path, args: &[&str]) -> Result<String, WorktreeError> 
     git_output(dir, args, output)
 }
 
-/// `git -C DIR ARGS`, never asking for a password.
+/// `git -C DIR ARGS`, never asking for a password, and running none of the repository's
+/// hooks or its file-system monitor: samocode's own commands (`worktree add`, `status`) are
+/// plumbing, and a hook that waits (an `npm install` on post-checkout) would hold the session
+/// where no `stop` reaches it.
 fn git_command(dir: &Path, args: &[&str]) -> std::process::Command {
     let mut command = std::process::Command::new("git");
     command
         .arg("-C")
         .arg(dir)
+        .args([
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "core.fsmonitor=false",
+        ])
         .args(args)
         .env("GIT_TERMINAL_PROMPT", "0");
     command
@@ -180,7 +214,8 @@ pub async fn prepare(
             found,
         });
     }
-    let _turn = ADDING.lock().await;
+    let turn = adding(repo);
+    let _turn = turn.lock().await;
     if has_branch(repo, &branch).await? {
         if claimed != Some(branch.as_str()) {
             return Err(WorktreeError::BranchTaken {
@@ -234,9 +269,17 @@ async fn add_on(repo: &Path, path: &Path, branch: &str) -> Result<(), WorktreeEr
     Ok(())
 }
 
-/// git does not make worktrees safely in parallel (it reads and writes .git/worktrees):
-/// sessions of one process take turns.
-static ADDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// git does not make worktrees safely in parallel (it reads and writes .git/worktrees): the
+/// sessions of one repository take turns; another repository's do not wait on them.
+fn adding(repo: &Path) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    type Turns = std::collections::HashMap<PathBuf, std::sync::Arc<tokio::sync::Mutex<()>>>;
+    static TURNS: std::sync::LazyLock<std::sync::Mutex<Turns>> =
+        std::sync::LazyLock::new(Default::default);
+    let mut turns = TURNS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    turns.entry(repo.to_path_buf()).or_default().clone()
+}
 
 /// Makes a session's worktree again from its branch when the folder is gone (deleted by
 /// hand); `Ok(false)` when it is there.
@@ -246,7 +289,8 @@ pub async fn restore(project: &Project, tree: &Worktree) -> Result<bool, Worktre
     }
     let repo = &project.main_repo;
     checkout(repo).await?;
-    let _turn = ADDING.lock().await;
+    let turn = adding(repo);
+    let _turn = turn.lock().await;
     if !has_branch(repo, &tree.branch).await? {
         return Err(WorktreeError::Lost {
             path: tree.path.clone(),
@@ -256,6 +300,98 @@ pub async fn restore(project: &Project, tree: &Worktree) -> Result<bool, Worktre
     }
     add_on(repo, &tree.path, &tree.branch).await?;
     Ok(true)
+}
+
+/// Checks, before an attempt, that the folder at `tree.path` is still the session's own
+/// worktree on its branch: a plain folder there (an agent that made its deleted worktree
+/// again) would have the agent commit to whatever checkout holds it, a worktree git no
+/// longer knows fails every commit, and one on another branch leaves the work off the
+/// session's. Read from git's own files, without starting git: the folder's `.git` file
+/// names its admin folder, which names it back, has the branch in its `HEAD`, and is not
+/// locked by a `git worktree add` that was cut short.
+pub fn check_own(tree: &Worktree, repo: &Path) -> Result<(), WorktreeError> {
+    let not = |problem: String, advice: String| WorktreeError::NotItsOwn {
+        path: tree.path.clone(),
+        branch: tree.branch.clone(),
+        problem,
+        advice,
+    };
+    let path = tree.path.display();
+    let remake = || {
+        format!(
+            "move the folder away (what is in it is yours to keep) so that samocode makes the worktree again from branch {}",
+            tree.branch
+        )
+    };
+    let repair = || format!("run `git -C {} worktree repair {path}`", repo.display());
+    let dot_git = tree.path.join(".git");
+    let Some(admin) = read_small(&dot_git)
+        .as_deref()
+        .and_then(|text| text.trim_end().strip_prefix("gitdir: "))
+        .map(|dir| tree.path.join(dir))
+    else {
+        return Err(not(
+            "it is not a worktree of the repository (it has no `.git` file naming one: a plain folder, or a repository of its own)".into(),
+            remake(),
+        ));
+    };
+    let Some(back) = read_small(&admin.join("gitdir")) else {
+        return Err(not(
+            format!(
+                "git no longer knows it (its record {} is gone: pruned, or the repository moved)",
+                admin.display()
+            ),
+            repair(),
+        ));
+    };
+    let back = admin.join(back.trim_end());
+    if !same_dir(back.parent().unwrap_or(&back), &tree.path) {
+        return Err(not(
+            format!(
+                "git's record of it names another folder ({})",
+                back.display()
+            ),
+            repair(),
+        ));
+    }
+    if read_small(&admin.join("locked")).is_some_and(|why| why.contains("initializing")) {
+        return Err(not(
+            "its checkout was cut short (git's lock on it says `initializing`; its files may be missing)".into(),
+            format!(
+                "remove it (`git -C {} worktree remove --force {path}`) so that samocode makes it again from branch {}",
+                repo.display(),
+                tree.branch
+            ),
+        ));
+    }
+    let head = read_small(&admin.join("HEAD")).unwrap_or_default();
+    let head = head.trim_end();
+    if head.strip_prefix("ref: refs/heads/") != Some(tree.branch.as_str()) {
+        let on = match head.strip_prefix("ref: refs/heads/") {
+            Some(other) => format!("branch {other}"),
+            None => format!("a detached HEAD ({head})"),
+        };
+        return Err(not(
+            format!("it is on {on}, and the session's work goes on its own branch"),
+            format!(
+                "check the branch out again (`git -C {path} switch {}`)",
+                tree.branch
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A small file of git's, as text; `None` when it is missing or unreadable.
+fn read_small(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(64 * 1024)
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(text)
 }
 
 /// Checks that `repo` is a git checkout (not a bare repository, not a plain folder).
@@ -425,5 +561,65 @@ mod tests {
         );
         assert!(text.contains("Too many open files"), "{text}");
         assert!(!text.contains("git init"), "{text}");
+    }
+
+    /// A worktree git no longer knows (pruned while its folder was away), one whose `git
+    /// worktree add` was cut short, and one on a detached HEAD are not taken for the
+    /// session's own.
+    #[test]
+    fn a_worktree_git_forgot_or_never_finished_is_not_the_sessions_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        std::fs::create_dir(&repo).unwrap();
+        let run = |dir: &Path, args: &[&str]| git_raw_blocking(dir, args).unwrap();
+        run(&repo, &["init", "-q", "-b", "main"]);
+        run(
+            &repo,
+            &[
+                "-c",
+                "user.name=p",
+                "-c",
+                "user.email=p@p",
+                "commit",
+                "-q",
+                "--allow-empty",
+                "-m",
+                "init",
+            ],
+        );
+        let path = dir.path().join("tree");
+        let path_text = path.display().to_string();
+        run(
+            &repo,
+            &["worktree", "add", "-q", "-b", "s1", &path_text, "main"],
+        );
+        let tree = Worktree {
+            path: path.clone(),
+            branch: "s1".into(),
+        };
+        check_own(&tree, &repo).unwrap();
+        let problem = |tree: &Worktree| check_own(tree, &repo).unwrap_err().to_string();
+
+        let admin = repo.join(".git/worktrees/tree");
+        std::fs::write(admin.join("locked"), "initializing").unwrap();
+        assert!(problem(&tree).contains("cut short"), "{}", problem(&tree));
+        std::fs::remove_file(admin.join("locked")).unwrap();
+
+        run(&path, &["checkout", "-q", "--detach"]);
+        assert!(
+            problem(&tree).contains("detached HEAD"),
+            "{}",
+            problem(&tree)
+        );
+        run(&path, &["checkout", "-q", "s1"]);
+
+        std::fs::rename(&path, dir.path().join("away")).unwrap();
+        run(&repo, &["worktree", "prune"]);
+        std::fs::rename(dir.path().join("away"), &path).unwrap();
+        let text = problem(&tree);
+        assert!(
+            text.contains("git no longer knows it") && text.contains("worktree repair"),
+            "{text}"
+        );
     }
 }

@@ -693,3 +693,87 @@ fn an_inherited_claudecode_variable_does_not_reach_the_agent() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["outcome"], "ok");
 }
+
+/// A session at its plan gate, worktrees inside the main checkout (`repo/wt`), approved: its
+/// next `run` implements.
+fn approved_in_repo_worktrees(project: &Project, name: &str) -> std::path::PathBuf {
+    let worktrees = project.repo.join("wt");
+    std::fs::create_dir_all(&worktrees).unwrap();
+    point_at(project, &project.repo, &worktrees);
+    project
+        .run(&["run", "--session", name, "--dive", "d", "--task", "t"])
+        .expect(10);
+    project
+        .run(&["answer", name, "--accept-suggestions"])
+        .expect(0);
+    project.run(&["run", "--session", name]).expect(10);
+    project.run(&["approve", name]).expect(0);
+    let state = project.session(name).state();
+    std::path::PathBuf::from(state["worktree"].as_str().unwrap())
+}
+
+/// The session's worktree folder made again by hand (or by an agent whose worktree was
+/// deleted) as a plain folder, or switched to another branch: the next attempt does not
+/// start there, and nothing lands on the main checkout's branch or another (the agent's
+/// commits went to `main`).
+#[test]
+fn a_worktree_folder_that_is_no_longer_the_sessions_own_blocks_before_the_agent() {
+    let project = Project::new();
+    let tree = approved_in_repo_worktrees(&project, "plain");
+    let main_before = git(&project.repo, &["rev-parse", "main"]);
+    std::fs::remove_dir_all(&tree).unwrap();
+    std::fs::create_dir(&tree).unwrap();
+    let run = project.run(&["run", "--session", "plain"]);
+    run.expect(11);
+    assert!(
+        run.stdout()
+            .contains("no longer this session's worktree on branch plain")
+            && run.stdout().contains("not a worktree of the repository"),
+        "{}",
+        run.stdout()
+    );
+    assert_eq!(git(&project.repo, &["rev-parse", "main"]), main_before);
+    // Moved away as it says, the worktree is made again and the session goes on.
+    std::fs::remove_dir(&tree).unwrap();
+    project.run(&["resume", "plain"]).expect(0);
+    project.run(&["run", "--session", "plain"]).expect(0);
+    assert_eq!(git(&project.repo, &["rev-parse", "main"]), main_before);
+    assert!(git(&project.repo, &["log", "--format=%s", "plain"]).contains("Implement"));
+
+    let project = Project::new();
+    let tree = approved_in_repo_worktrees(&project, "switched");
+    git(&tree, &["switch", "-q", "-c", "mine"]);
+    let run = project.run(&["run", "--session", "switched"]);
+    run.expect(11);
+    assert!(
+        run.stdout().contains("it is on branch mine"),
+        "{}",
+        run.stdout()
+    );
+    assert_eq!(
+        git(&project.repo, &["rev-parse", "mine"]),
+        git(&project.repo, &["rev-parse", "switched"]),
+        "no commit on either"
+    );
+}
+
+/// samocode's own git commands (the worktree's `worktree add`, the baseline's `status`) run
+/// none of the repository's hooks: one that waits (an `npm install` on post-checkout) held
+/// the session, and every session of the daemon, where no `stop` reached it.
+#[test]
+fn the_repositorys_hooks_do_not_run_for_samocodes_own_git_commands() {
+    use std::os::unix::fs::PermissionsExt;
+    let project = Project::new();
+    let ran = project.root.join("hook-ran");
+    let hook = project.repo.join(".git/hooks/post-checkout");
+    std::fs::write(
+        &hook,
+        format!("#!/bin/sh\necho ran >> '{}'\nsleep 600\n", ran.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    project
+        .run(&["run", "--session", "hooked", "--dive", "d", "--task", "t"])
+        .expect(10);
+    assert!(!ran.exists(), "the post-checkout hook ran");
+}
