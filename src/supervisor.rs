@@ -242,6 +242,10 @@ pub struct SupervisorState {
     /// project's session of a name taken here is refused. Shared with the opening tasks,
     /// which claim a name before they make anything.
     names: Arc<std::sync::Mutex<HashMap<String, PathBuf>>>,
+    /// Sessions not driven now that a person's command is opening again, with the commands
+    /// that came meanwhile: they are handed on once it is open (each open of its own would
+    /// find the folder locked by this very daemon, and call the session broken).
+    reopening: HashMap<PathBuf, Vec<(Order, RpcReplyPort<Response>)>>,
 }
 
 impl SupervisorState {
@@ -299,6 +303,7 @@ impl Actor for SupervisorActor {
                 crate::open_files::OPENING_AT_ONCE,
             )),
             names: Arc::default(),
+            reopening: HashMap::new(),
         })
     }
 
@@ -349,7 +354,20 @@ impl Actor for SupervisorActor {
                 self.control(&myself, state, request, reply)
             }
             SupervisorMsg::Session(report) => self.session_report(state, report),
-            SupervisorMsg::Opened(opened) => self.opened(&myself, state, *opened).await,
+            SupervisorMsg::Opened(opened) => {
+                let reopened = match &opened.origin {
+                    Origin::Retry { dir, .. } => Some(dir.clone()),
+                    _ => None,
+                };
+                self.opened(&myself, state, *opened).await;
+                // The commands that came while it opened, in their order: to its actor now,
+                // or (a finished session) each opening it in turn.
+                if let Some(dir) = reopened {
+                    for (command, reply) in state.reopening.remove(&dir).unwrap_or_default() {
+                        self.person(&myself, state, dir.clone(), command, reply);
+                    }
+                }
+            }
             SupervisorMsg::FolderChanged { dir } => {
                 if let Some(actor) = state.registry.waiting_for_answers(&dir) {
                     let _ = actor.send_message(SessionMsg::CheckAnswers);
@@ -839,10 +857,16 @@ impl SupervisorActor {
     ) {
         match state.registry.get(&dir) {
             Some(Entry { actor: Some(_), .. }) => self.forward_person(state, dir, command, reply),
+            Some(_) if state.stopping.is_none() && state.reopening.contains_key(&dir) => {
+                if let Some(waiting) = state.reopening.get_mut(&dir) {
+                    waiting.push((command, reply));
+                }
+            }
             Some(entry) if state.stopping.is_none() => {
                 // Not driven now (finished, or it could not be opened): open it again, then
                 // hand it the command; a person's `resume` after fixing the files lands here.
                 let project = entry.project.clone();
+                state.reopening.insert(dir.clone(), Vec::new());
                 self.open_in_background(
                     myself,
                     state,
@@ -1022,6 +1046,15 @@ impl SupervisorActor {
     /// Leaves a session listed, failed with `reason` and without an actor, until a person's
     /// `resume` tries again; tells people and those waiting on it.
     fn broken(&self, state: &mut SupervisorState, dir: PathBuf, project: PathBuf, reason: String) {
+        // Told already, for the same reason: people are not told again, only those waiting.
+        let told = state.registry.get(&dir).is_some_and(|entry| {
+            entry.actor.is_none()
+                && matches!(&entry.settled, Some(Settled::Failed { reason: was }) if *was == reason)
+        });
+        if told {
+            state.registry.tell_watchers(&dir);
+            return;
+        }
         state.registry.parked_without_actor(
             dir.clone(),
             project,

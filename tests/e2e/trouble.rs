@@ -344,3 +344,38 @@ fn a_state_field_of_a_later_build_survives_this_builds_saves() {
         "{state:#}"
     );
 }
+
+/// Commands that come at once for a session the daemon owns but does not drive (done, here)
+/// each get the answer for it; none finds the folder locked by the daemon itself, calls the
+/// session broken, or tells the chat it cannot be opened.
+#[test]
+fn commands_at_once_on_a_finished_session_each_get_its_answer() {
+    let mut project = Project::new();
+    let _daemon = project.daemon(&[]);
+    project
+        .run(&["start", "--session", "over", "--dive", "d", "--task", "t"])
+        .expect(0);
+    project.drive_to_done(1, Duration::from_secs(60));
+    let children: Vec<_> = (0..8)
+        .map(|i| {
+            project
+                .command(&["tell", "over", &format!("note {i}")])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{said}");
+        assert!(said.contains("is done"), "{said}");
+    }
+    assert_eq!(row(&project.status(), "over")["state"], "done");
+    assert!(
+        !project.daemon_log().contains("cannot open the session"),
+        "{}",
+        project.daemon_log()
+    );
+}
