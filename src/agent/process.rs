@@ -368,10 +368,20 @@ fn after(
 ) {
     let actor = myself.clone();
     timers.spawn(async move {
-        tokio::time::sleep(delay).await;
+        let deadline = tokio::time::Instant::now() + delay;
+        tokio::time::sleep_until(deadline).await;
+        if deadline.elapsed() > FROZEN {
+            // Woken late: the worker was frozen (stopped, suspended) past the deadline while
+            // the agent ran on. What happened meanwhile (its exit, its output) is heard
+            // first: an agent that ended in time is not timed out.
+            tokio::time::sleep(FROZEN).await;
+        }
         let _ = actor.send_message(message());
     });
 }
+
+/// A timer woken this much past its deadline was frozen with the worker.
+const FROZEN: Duration = Duration::from_secs(1);
 
 /// Sends `message` to the actor every `period`, from a timer that ends with the actor.
 fn every(
@@ -383,8 +393,14 @@ fn every(
     let actor = myself.clone();
     timers.spawn(async move {
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
-            ticks.tick().await;
+            let due = ticks.tick().await;
+            // Ticks missed while the worker was frozen are not looks: the agent's output of
+            // that time is still in the pipe, unread.
+            if due.elapsed() > FROZEN.max(period) {
+                continue;
+            }
             if actor.send_message(message()).is_err() {
                 break;
             }

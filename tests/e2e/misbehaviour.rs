@@ -774,3 +774,44 @@ fn deleting_the_lock_file_lets_no_second_worker_in() {
     let rows = s.jsonl("_iterations.jsonl");
     assert!(rows.iter().all(|row| row["outcome"] == "ok"), "{rows:?}");
 }
+
+/// A `run` frozen past its attempt's time limit (Ctrl-Z, SIGSTOP, a suspended machine) while
+/// its agent ran on and ended in time: the attempt is the agent's, not a timeout run again (it
+/// was journaled `timeout` with exit code 0, and the iteration ran twice).
+#[test]
+fn an_attempt_that_ended_in_time_while_its_run_was_frozen_is_not_timed_out() {
+    let mut project = Project::new();
+    project
+        .env("SAMOCODE_FAKE", "investigation=slow:2")
+        .env("CLAUDE_TIMEOUT", "4s");
+    let args = [
+        "run",
+        "--session",
+        "frozen",
+        "--dive",
+        "d",
+        "--task",
+        "t",
+        "--once",
+    ];
+    let mut run = project
+        .command(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(30), "the attempt", || {
+        std::fs::read_dir(&project.sessions).is_ok_and(|mut d| d.next().is_some())
+            && project.session("frozen").path("_state.json").exists()
+            && !project.session("frozen").state()["in_flight"].is_null()
+    });
+    let session = project.session("frozen");
+    let pid = nix::unistd::Pid::from_raw(run.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    std::thread::sleep(Duration::from_secs(7));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert_eq!(run.wait().unwrap().code(), Some(0));
+    let rows = session.jsonl("_iterations.jsonl");
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0]["outcome"], "ok", "{rows:#?}");
+}
