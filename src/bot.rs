@@ -128,6 +128,15 @@ impl Telegram {
             RequestError::Api(ApiError::Unknown(text)) if is_refusal(&text) => {
                 SendError::Refused(self.scrub(&text))
             }
+            // The token itself refused (revoked, while a new one is being set): a fault of the
+            // whole bot, not of this notice. Every notice waits, in order, until it is taken
+            // again (after the fix and a restart); none is dropped.
+            RequestError::Api(ApiError::InvalidToken) => {
+                tracing::error!(
+                    "Telegram refuses the bot token (TELEGRAM_BOT_TOKEN): notices wait in the outbox until it is taken again; set the right token and restart samocode"
+                );
+                SendError::Later(None)
+            }
             // A server error comes back as an API error teloxide does not know.
             RequestError::Api(ApiError::Unknown(text)) => {
                 tracing::warn!(error = %self.scrub(&text), "telegram answered with an error");

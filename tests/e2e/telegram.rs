@@ -855,6 +855,29 @@ fn a_notice_refused_for_a_reason_of_telegrams_own_does_not_hold_up_the_next() {
     });
 }
 
+/// A bot token Telegram refuses (revoked, while a new one is being set) is a fault of the
+/// whole bot, not of one notice: the notices wait and go out once it is taken again (each
+/// was dropped for good as a refusal).
+#[test]
+fn a_refused_bot_token_holds_the_notices_rather_than_dropping_them() {
+    let api = FakeApi::start(OWNER as i64);
+    api.fail(&[Failure::Unauthorized, Failure::Unauthorized]);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    let _daemon = project.daemon(&[]);
+    let first = start(&project, "first");
+    let name = format!("<b>{}</b>", folder(&first));
+    wait_for(Duration::from_secs(30), "the questions' notice", || {
+        api.sent(&name)
+            .iter()
+            .any(|m| text(m).contains("has questions"))
+    });
+    assert!(
+        !project.daemon_log().contains("refused for good"),
+        "{}",
+        project.daemon_log()
+    );
+}
+
 /// A long notice goes as several messages; a server error on a later one sends only the rest
 /// again, never the pieces Telegram already took.
 #[test]

@@ -25,6 +25,8 @@ pub enum Failure {
     Slow(Duration),
     /// A 400 with this description.
     Refused(String),
+    /// A 401: the bot's token is refused (revoked in BotFather, say).
+    Unauthorized,
 }
 
 #[derive(Default)]
@@ -254,6 +256,10 @@ fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
             Some(Failure::Refused(description)) => (
                 400,
                 json!({"ok": false, "error_code": 400, "description": description}),
+            ),
+            Some(Failure::Unauthorized) => (
+                401,
+                json!({"ok": false, "error_code": 401, "description": "Unauthorized"}),
             ),
             Some(Failure::ServerError) => (
                 500,
