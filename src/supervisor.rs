@@ -287,6 +287,9 @@ impl Actor for SupervisorActor {
         for (dir, cost) in &args.fleet_costs {
             fleet.record(dir, *cost);
         }
+        if let Some(state_dir) = &self.state_dir {
+            fleet.remembered_in(state_dir);
+        }
         let mut registry = Registry::new(args.max_parallel);
         registry.set_hold(fleet.holds());
         Ok(SupervisorState {

@@ -19,7 +19,13 @@ pub struct Fleet {
     costs: HashMap<PathBuf, f64>,
     /// People were told the limit is reached (again only after it is lifted).
     told: bool,
+    /// Where the limit people were last told of is kept, so that a restart past it does not
+    /// tell them again (`None`: in memory only).
+    record: Option<PathBuf>,
 }
+
+/// The file in the state directory that keeps the limit people were last told was reached.
+pub const TOLD_FILE: &str = "fleet-told";
 
 impl Fleet {
     pub fn new(limit: Option<f64>) -> Fleet {
@@ -29,13 +35,32 @@ impl Fleet {
         }
     }
 
+    /// Keeps the limit people are told of in `state_dir`; when the sessions' costs, counted
+    /// at the start, already reach the very limit told of before, it is not told again.
+    pub fn remembered_in(&mut self, state_dir: &Path) {
+        let record = state_dir.join(TOLD_FILE);
+        let told = std::fs::read_to_string(&record)
+            .ok()
+            .and_then(|text| text.trim().parse::<f64>().ok());
+        if self.holds() && told.is_some() && told == self.limit {
+            self.told = true;
+        }
+        self.record = Some(record);
+    }
+
     /// The session in `dir` has cost `cost_usd` in all.
     pub fn record(&mut self, dir: &Path, cost_usd: f64) {
         self.costs.insert(dir.to_path_buf(), cost_usd);
     }
 
+    /// What the sessions cost together: `0` for none (not the `-0` of an empty sum), and
+    /// never more than the largest number (sessions each at that much would sum to infinity,
+    /// which no reply can carry).
     pub fn spent(&self) -> f64 {
-        self.costs.values().sum()
+        self.costs
+            .values()
+            .fold(0.0, |sum: f64, cost| sum + cost)
+            .min(f64::MAX)
     }
 
     pub fn limit(&self) -> Option<f64> {
@@ -53,6 +78,12 @@ impl Fleet {
         let limit = self.limit?;
         if self.holds() && !self.told {
             self.told = true;
+            if let Some(record) = &self.record
+                && let Err(error) =
+                    crate::session::store::write_atomic(record, limit.to_string().as_bytes())
+            {
+                tracing::warn!(%error, "cannot keep the fleet budget's notice; a restart tells it again");
+            }
             return Some((self.spent(), limit));
         }
         None
@@ -113,5 +144,18 @@ mod tests {
             "{error}"
         );
         assert_eq!(none.limit(), None);
+    }
+
+    /// What `status` shows of the fleet: `$0.00` with no session (not `-0.00`), and a sum of
+    /// absurd costs still a number a reply can carry (infinity made `status` fail).
+    #[test]
+    fn the_fleets_sum_is_a_number_a_reply_carries() {
+        let empty = Fleet::new(Some(5.0)).spent();
+        assert!(empty == 0.0 && empty.is_sign_positive());
+        let mut absurd = Fleet::new(Some(5.0));
+        absurd.record(Path::new("/s/a"), f64::MAX);
+        absurd.record(Path::new("/s/b"), f64::MAX);
+        assert_eq!(absurd.spent(), f64::MAX);
+        assert!(serde_json::to_string(&absurd.spent()).unwrap() != "null");
     }
 }

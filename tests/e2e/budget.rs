@@ -439,6 +439,12 @@ fn a_restart_past_the_fleet_budget_starts_no_attempt() {
             .stdout()
             .contains("fleet budget reached")
     );
+    // People were told by the daemon that reached it; the restart tells them nothing new.
+    let told = project
+        .daemon_log()
+        .matches("the fleet budget is reached")
+        .count();
+    assert_eq!(told, 1, "{}", project.daemon_log());
 }
 
 /// `status` shows a daemon's session held to the daemon's own default budget, whatever the
