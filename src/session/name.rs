@@ -53,6 +53,12 @@ pub enum NameError {
     /// A text (name, dive, task) holds a NUL byte, which no file or argument can carry.
     #[error("the {what} contains a NUL byte; remove it")]
     Nul { what: &'static str },
+    /// A new session's dive or task says nothing: the agent would have nothing to go on.
+    #[error(
+        "--{what} is empty; say what the session should {}",
+        if *what == "dive" { "investigate" } else { "build" }
+    )]
+    Empty { what: &'static str },
     /// The session's folder is a symbolic link, which samocode never writes through.
     #[error(
         "the session folder {0} is a symbolic link, and samocode never writes through one; move the link away and put the folder itself there"
@@ -134,6 +140,9 @@ pub fn check_texts(
     for (what, text) in [("dive", dive), ("task", task)] {
         if text.is_some_and(|t| t.contains('\0')) {
             return Err(NameError::Nul { what });
+        }
+        if text.is_some_and(|t| t.trim().is_empty()) {
+            return Err(NameError::Empty { what });
         }
     }
     match resolved {
@@ -330,6 +339,11 @@ mod tests {
         let new = Resolved::New(PathBuf::from("/s/26-01-01-x"));
         let existing = Resolved::Existing(folder);
         assert!(check_texts(&new, Some("d"), Some("t")).is_ok());
+        let empty_task = check_texts(&new, Some("d"), Some(" \n")).unwrap_err();
+        assert_eq!(
+            empty_task.to_string(),
+            "--task is empty; say what the session should build"
+        );
         assert!(check_texts(&existing, None, None).is_ok());
         let err = check_texts(&existing, Some("d"), None)
             .unwrap_err()

@@ -356,3 +356,21 @@ fn what_is_not_utf8_in_the_environment_is_left_out_or_refused_by_name() {
         "{stderr}"
     );
 }
+
+/// A new session whose dive or task says nothing is refused, naming the flag (it was made,
+/// with empty sections the agent had nothing to go on from).
+#[test]
+fn an_empty_dive_or_task_is_refused() {
+    let project = Project::new();
+    let run = project.run(&["run", "--session", "blank", "--dive", "", "--task", "t"]);
+    assert_usage(&run, &["--dive is empty"]);
+    let run = project.run(&["run", "--session", "blank", "--dive", "d", "--task", "  "]);
+    assert_usage(&run, &["--task is empty"]);
+    assert!(
+        std::fs::read_dir(&project.sessions)
+            .unwrap()
+            .next()
+            .is_none(),
+        "no session folder is made"
+    );
+}
