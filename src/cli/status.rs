@@ -309,6 +309,9 @@ const STATES: [&str; 8] = [
     "queued", "running", "waiting", "blocked", "done", "failed", "stopped", "error",
 ];
 
+/// How long `status` in a project waits for the daemon before it shows the files alone.
+const DAEMON_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub async fn status(args: StatusArgs, config: &Config) -> Result<u8, CliError> {
     if let Some(wanted) = &args.state
         && !STATES.contains(&wanted.as_str())
@@ -326,6 +329,27 @@ pub async fn status(args: StatusArgs, config: &Config) -> Result<u8, CliError> {
         broken,
         budget_defaults,
     } = match daemon {
+        // In a project the sessions are read from their files: a daemon that does not
+        // answer (stopped, or too busy) costs only who drives them.
+        Some(client) if config.project.is_some() => {
+            match tokio::time::timeout(DAEMON_WAIT, client.owned()).await {
+                Ok(Ok(owned)) => owned,
+                Ok(Err(error)) => {
+                    eprintln!(
+                        "samocode: the daemon did not answer ({:#}); the sessions are shown from their files, and who drives them is not known",
+                        error.error
+                    );
+                    Default::default()
+                }
+                Err(_) => {
+                    eprintln!(
+                        "samocode: the daemon did not answer within {}; the sessions are shown from their files, and who drives them is not known",
+                        humantime::format_duration(DAEMON_WAIT)
+                    );
+                    Default::default()
+                }
+            }
+        }
         Some(client) => client.owned().await?,
         None => Default::default(),
     };

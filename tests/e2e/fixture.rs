@@ -471,6 +471,12 @@ impl Project {
 }
 
 impl Daemon {
+    /// Its process id.
+    #[allow(dead_code, reason = "e2e uses it; the browser tests do not")]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGTERM, then the exit code.
     pub fn terminate(mut self) -> Option<i32> {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);

@@ -379,3 +379,26 @@ fn commands_at_once_on_a_finished_session_each_get_its_answer() {
         project.daemon_log()
     );
 }
+
+/// A daemon that does not answer (stopped here, as by SIGSTOP) costs `status` in a project
+/// only who drives its sessions: they are shown from their files after a short wait, with a
+/// line saying so (it waited 90 s and failed, pointing at `samocode status`).
+#[test]
+fn status_in_a_project_shows_the_files_when_the_daemon_does_not_answer() {
+    let mut project = Project::new();
+    project
+        .run(&["run", "--session", "mine", "--dive", "d", "--task", "t"])
+        .expect(10);
+    let daemon = project.daemon(&[]);
+    let pid = nix::unistd::Pid::from_raw(daemon.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let shown = project.run(&["status"]);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    shown.expect(0);
+    assert!(shown.stdout().contains("mine"), "{}", shown.stdout());
+    assert!(
+        shown.stderr().contains("the daemon did not answer"),
+        "{}",
+        shown.stderr()
+    );
+}
