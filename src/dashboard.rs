@@ -55,6 +55,18 @@ pub const DEFAULT_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::
 /// The shortest secret accepted in a token file.
 const MIN_TOKEN: usize = 32;
 
+/// A token file's path as an error shows it: one that is not there may be the secret itself,
+/// pasted in the path's place, and is not echoed.
+fn shown_path(path: &std::path::Path, error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => {
+            "named by --http-token-file (SAMOCODE_HTTP_TOKEN_FILE; not shown: it may be the secret itself)"
+                .into()
+        }
+        _ => path.display().to_string(),
+    }
+}
+
 /// Why the dashboard refused its settings.
 #[derive(Debug, thiserror::Error)]
 pub enum DashboardError {
@@ -64,7 +76,10 @@ pub enum DashboardError {
     )]
     NotLoopback(SocketAddr),
     /// The token file could not be read.
-    #[error("cannot read the dashboard token file {path}: {source}")]
+    #[error(
+        "cannot read the dashboard token file {}: {source}",
+        shown_path(path, source)
+    )]
     TokenFile {
         path: PathBuf,
         #[source]

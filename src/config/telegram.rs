@@ -51,6 +51,26 @@ pub(super) fn read(layers: &mut Layers) -> Option<TelegramSettings> {
             },
         )
         .unwrap_or_default();
+    // Checked, so that a token with a space or a line end (pasted from a file) is not sent,
+    // percent-encoded, where no scrub of the token's own text finds it again.
+    let token_ok = token.as_ref().is_none_or(|found| {
+        let valid = found.value.split_once(':').is_some_and(|(bot, secret)| {
+            !bot.is_empty()
+                && bot.bytes().all(|b| b.is_ascii_digit())
+                && !secret.is_empty()
+                && secret
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+        if !valid {
+            layers.bad(
+                found,
+                "TELEGRAM_BOT_TOKEN",
+                "a bot token as BotFather gives it: digits, `:`, then letters, digits, `-` and `_`, without spaces or line ends",
+            );
+        }
+        valid
+    });
     let chat_id = chat.as_ref().and_then(|found| {
         let parsed = found.value.trim().parse().ok();
         if parsed.is_none() {
@@ -59,6 +79,7 @@ pub(super) fn read(layers: &mut Layers) -> Option<TelegramSettings> {
         parsed
     });
     match (token, chat) {
+        (Some(_), Some(_)) if !token_ok => None,
         (Some(token), Some(_)) => Some(TelegramSettings {
             token: token.value,
             chat_id: chat_id?,

@@ -423,6 +423,20 @@ fn telegram_needs_both_token_and_chat_and_never_shows_the_token() {
         text.contains("OTEL_EXPORTER_OTLP_HEADERS=\"<hidden: it holds a secret>\""),
         "{text}"
     );
+    // A token with a space or a line end in it, and the token pasted as the chat: refused,
+    // never shown.
+    let text = error_text(
+        dir.path(),
+        &[
+            ("TELEGRAM_BOT_TOKEN", "123:very secret\r"),
+            ("TELEGRAM_CHAT_ID", "123:very-secret"),
+        ],
+        &Flags::default(),
+    );
+    assert!(text.contains("TELEGRAM_BOT_TOKEN=\"<hidden"), "{text}");
+    assert!(text.contains("a bot token as BotFather gives it"), "{text}");
+    assert!(text.contains("TELEGRAM_CHAT_ID=\"<hidden"), "{text}");
+    assert!(!text.contains("very"), "{text}");
 }
 
 #[test]

@@ -74,8 +74,10 @@ pub(super) const SECRETS: &[&str] = &[
     "TELEGRAM_BOT_TOKEN",
     "OTEL_EXPORTER_OTLP_HEADERS",
     "SAMOCODE_NATS_TOKEN",
-    // A path, but one who pastes the seed itself in its place must not see it echoed.
+    // Paths, but one who pastes the seed or the token itself in its place must not see it
+    // echoed.
     "SAMOCODE_NATS_NKEY_FILE",
+    "SAMOCODE_HTTP_TOKEN_FILE",
 ];
 
 /// The `config.toml` key of a setting: `SAMOCODE_MAX_RETRIES` is `max_retries`.
@@ -155,7 +157,9 @@ impl Layers<'_> {
 
     /// Records that `found` (setting `env`) is not what was `expected`.
     pub fn bad(&mut self, found: &Found, env: &str, expected: &'static str) {
-        let secret = SECRETS.contains(&env);
+        // A chat id holding a `:` is most likely the bot token pasted in its place.
+        let secret =
+            SECRETS.contains(&env) || (env == "TELEGRAM_CHAT_ID" && found.value.contains(':'));
         let value = if secret {
             "<hidden: it holds a secret>".to_string()
         } else {
@@ -344,29 +348,49 @@ mod tests {
 /// an error, a log line).
 pub fn without_userinfo(text: &str) -> std::borrow::Cow<'_, str> {
     let mut shown = String::new();
-    let mut rest = text;
     let mut hidden = false;
-    while let Some(at) = rest.find("://") {
-        let (before, after) = rest.split_at(at + 3);
-        shown.push_str(before);
-        // The address runs to the next one (a list) or its path; a password may hold a `,`.
-        let next = after.find("://").unwrap_or(after.len());
-        let end = after[..next].find(['/', '?', '#']).unwrap_or(next);
-        let authority = &after[..end];
-        match authority.rfind('@') {
-            Some(i) => {
-                shown.push_str("<hidden>");
-                shown.push_str(&authority[i..]);
-                hidden = true;
+    // Word by word: an address ends at whitespace, and several in a list (`a://…,b://…`)
+    // are taken one by one.
+    let mut rest = text;
+    while !rest.is_empty() {
+        let word_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let (word, after) = rest.split_at(word_end);
+        let space_end = after
+            .find(|c: char| !c.is_whitespace())
+            .unwrap_or(after.len());
+        let mut addresses = word;
+        while !addresses.is_empty() {
+            // The next address starts at the next `scheme://` after this one's.
+            let from = addresses.find("://").map_or(addresses.len(), |i| i + 3);
+            let next = addresses[from..]
+                .find("://")
+                .and_then(|i| addresses[..from + i].rfind(',').map(|comma| comma + 1))
+                .unwrap_or(addresses.len());
+            let one = &addresses[..next];
+            let (scheme, address) = match one.find("://") {
+                Some(i) => one.split_at(i + 3),
+                None => ("", one),
+            };
+            // Everything up to the last `@` of the address is its user and password: a
+            // password may hold `/`, `#`, `,` or `@`, and hiding a path's `@` hides nothing
+            // secret. Without a scheme, only what reads `user:password@host` is taken so.
+            match address.rfind('@') {
+                Some(at) if !scheme.is_empty() || address[..at].contains(':') => {
+                    shown.push_str(scheme);
+                    shown.push_str("<hidden>");
+                    shown.push_str(&address[at..]);
+                    hidden = true;
+                }
+                _ => shown.push_str(one),
             }
-            None => shown.push_str(authority),
+            addresses = &addresses[next..];
         }
-        rest = &after[end..];
+        shown.push_str(&after[..space_end]);
+        rest = &after[space_end..];
     }
     if !hidden {
         return std::borrow::Cow::Borrowed(text);
     }
-    shown.push_str(rest);
     std::borrow::Cow::Owned(shown)
 }
 
@@ -392,8 +416,26 @@ mod userinfo_tests {
             without_userinfo("nats://u:pa,ss@h:4222"),
             "nats://<hidden>@h:4222"
         );
-        let plain = "http://localhost:4318/a@b";
+        let plain = "http://localhost:4318/a/b";
         assert!(matches!(without_userinfo(plain), std::borrow::Cow::Borrowed(p) if p == plain));
         assert_eq!(without_userinfo("not a url"), "not a url");
+        // A password that breaks the address's rules (`/`, `#`), and one without a scheme.
+        assert_eq!(
+            without_userinfo("nats://u:SECRET/TOML-7@h:4222"),
+            "nats://<hidden>@h:4222"
+        );
+        assert_eq!(
+            without_userinfo("http://u:SECRET#TOML-8@h:4318/v1"),
+            "http://<hidden>@h:4318/v1"
+        );
+        assert_eq!(
+            without_userinfo("u:SECRET-TOML-9@h:4318"),
+            "<hidden>@h:4318"
+        );
+        // In a sentence, and beside an ssh address, which has no password.
+        assert_eq!(
+            without_userinfo("cannot reach nats://a:b@h:4222: refused; git@host:o/r.git"),
+            "cannot reach nats://<hidden>@h:4222: refused; git@host:o/r.git"
+        );
     }
 }
