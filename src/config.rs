@@ -24,7 +24,7 @@ mod project;
 mod remote;
 mod telegram;
 mod values;
-pub use values::without_userinfo;
+pub use values::{basic_auth, split_userinfo, without_userinfo};
 
 use crate::agent::env::{AgentEnv, EnvPolicy, Pattern};
 use crate::session::untrusted::ReadError;

@@ -154,9 +154,12 @@ fn grpc_runtime(config: &Config) -> Option<tokio::runtime::Runtime> {
 
 /// OTEL_EXPORTER_OTLP_HEADERS as gRPC metadata (the configuration's check has refused any
 /// name or value a header cannot carry).
-fn grpc_metadata(config: &Config) -> opentelemetry_otlp::tonic_types::metadata::MetadataMap {
+fn grpc_metadata(
+    config: &Config,
+    export: &OtlpExport,
+) -> opentelemetry_otlp::tonic_types::metadata::MetadataMap {
     let mut headers = http::HeaderMap::new();
-    for (name, value) in &config.otlp_headers.0 {
+    for (name, value) in &export_headers(config, export) {
         if let (Ok(name), Ok(value)) = (
             http::HeaderName::from_bytes(name.as_bytes()),
             http::HeaderValue::from_str(value),
@@ -209,7 +212,26 @@ fn over_grpc<B: WithExportConfig + WithTonicConfig>(
         true => builder.with_compression(opentelemetry_otlp::Compression::Gzip),
         false => builder,
     };
-    export_config(builder, export).with_metadata(grpc_metadata(config))
+    export_config(builder, export).with_metadata(grpc_metadata(config, export))
+}
+
+/// The headers every export carries: `OTEL_EXPORTER_OTLP_HEADERS`, and the user and password
+/// of the endpoint's address as its `Authorization` (unless a header gives one): the
+/// exporter is given the address without them, so that they reach no log of its own.
+fn export_headers(config: &Config, export: &OtlpExport) -> Vec<(String, String)> {
+    let mut headers = config.otlp_headers.0.clone();
+    let given = headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("authorization"));
+    if let Some((_, user, password)) = crate::config::split_userinfo(&export.endpoint)
+        && !given
+    {
+        headers.push((
+            "authorization".into(),
+            crate::config::basic_auth(&user, &password),
+        ));
+    }
+    headers
 }
 
 /// An HTTP exporter's builder (spans or metrics) set as the configuration says.
@@ -222,7 +244,8 @@ fn over_http<B: WithExportConfig + WithHttpConfig>(
         true => builder.with_compression(opentelemetry_otlp::Compression::Gzip),
         false => builder,
     };
-    export_config(builder, export).with_headers(config.otlp_headers.0.iter().cloned().collect())
+    export_config(builder, export)
+        .with_headers(export_headers(config, export).into_iter().collect())
 }
 
 /// The endpoint, the protocol and the timeout, as checked by the configuration (set here,
@@ -230,8 +253,10 @@ fn over_http<B: WithExportConfig + WithHttpConfig>(
 /// Without gzip no compression is set: the variables then say `none` or nothing, so the
 /// exporter's own reading finds none either.
 fn export_config<B: WithExportConfig>(builder: B, export: &OtlpExport) -> B {
+    let endpoint = crate::config::split_userinfo(&export.endpoint)
+        .map_or_else(|| export.endpoint.clone(), |(plain, _, _)| plain);
     let builder = builder
-        .with_endpoint(export.endpoint.clone())
+        .with_endpoint(endpoint)
         .with_protocol(match export.protocol {
             OtlpProtocol::HttpJson => opentelemetry_otlp::Protocol::HttpJson,
             OtlpProtocol::HttpProtobuf => opentelemetry_otlp::Protocol::HttpBinary,

@@ -346,6 +346,36 @@ mod tests {
 /// `text` with the user and password of every URL in it (`scheme://user:password@host`)
 /// shown as `<hidden>`: an address may carry credentials, and addresses are shown (a dry run,
 /// an error, a log line).
+/// A `scheme://user:password@host/...` address split into the address without them and the
+/// user and password (percent-decoded); `None` for one without.
+pub fn split_userinfo(url: &str) -> Option<(String, String, String)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let at = rest[..end].rfind('@')?;
+    let (userinfo, server) = (&rest[..at], &rest[at + 1..end]);
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let decode = |part: &str| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    Some((
+        format!("{scheme}://{server}{}", &rest[end..]),
+        decode(user),
+        decode(password),
+    ))
+}
+
+/// The `Authorization` header value of HTTP basic authentication.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let pair = format!("{user}:{password}");
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
+}
+
 pub fn without_userinfo(text: &str) -> std::borrow::Cow<'_, str> {
     let mut shown = String::new();
     let mut hidden = false;

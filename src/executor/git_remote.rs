@@ -3,8 +3,6 @@
 //! (`ps`), so git gets the address without them, and the credentials in its environment, as
 //! the `Authorization` header of its HTTP requests to that server alone.
 
-use base64::Engine as _;
-
 /// The address to put on git's command line, and what its environment needs beside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GitRemote {
@@ -18,39 +16,34 @@ impl GitRemote {
     /// The remote at `url`. Only an HTTP(S) address has its credentials moved: in an SSH
     /// address the user is a login name, not a secret, and stays.
     pub fn of(url: &str) -> GitRemote {
-        let plain = GitRemote {
-            url: url.to_string(),
-            env: Vec::new(),
+        let http = url.split_once("://").is_some_and(|(scheme, _)| {
+            matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https")
+        });
+        let Some((plain, user, password)) = crate::config::split_userinfo(url).filter(|_| http)
+        else {
+            return GitRemote {
+                url: url.to_string(),
+                env: Vec::new(),
+            };
         };
-        let Some((scheme, rest)) = url.split_once("://") else {
-            return plain;
-        };
-        if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") {
-            return plain;
-        }
-        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let Some(at) = rest[..end].rfind('@') else {
-            return plain;
-        };
-        let (userinfo, server) = (&rest[..at], &rest[at + 1..end]);
-        let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-        let decode = |part: &str| {
-            percent_encoding::percent_decode_str(part)
-                .decode_utf8_lossy()
-                .into_owned()
-        };
-        let pair = format!("{}:{}", decode(user), decode(password));
-        let basic = base64::engine::general_purpose::STANDARD.encode(pair);
         // Scoped to this server: a redirect elsewhere does not carry it.
-        let key = format!("http.{scheme}://{server}/.extraHeader");
+        let server = plain
+            .split_once("://")
+            .map_or(plain.as_str(), |(_, rest)| rest);
+        let scheme = &plain[..plain.len() - server.len()];
+        let server = server.split(['/', '?', '#']).next().unwrap_or(server);
+        let key = format!("http.{scheme}{server}/.extraHeader");
         GitRemote {
-            url: format!("{scheme}://{server}{}", &rest[end..]),
+            url: plain.clone(),
             env: vec![
                 ("GIT_CONFIG_COUNT".into(), "1".into()),
                 ("GIT_CONFIG_KEY_0".into(), key),
                 (
                     "GIT_CONFIG_VALUE_0".into(),
-                    format!("Authorization: Basic {basic}"),
+                    format!(
+                        "Authorization: {}",
+                        crate::config::basic_auth(&user, &password)
+                    ),
                 ),
             ],
         }

@@ -98,11 +98,28 @@ impl Link {
     pub async fn connect(settings: &NatsSettings) -> Result<Link, NatsError> {
         // As shown in errors: without the credentials an address may carry.
         let url = crate::config::without_userinfo(&settings.url).into_owned();
-        // One server, or several separated by commas (the client tries them in turn).
-        let servers: Vec<&str> = settings.url.split(',').map(str::trim).collect();
+        // One server, or several separated by commas (the client tries them in turn). A user
+        // and password in an address go to the client as its credentials, the address without
+        // them: the client's own debug log prints the addresses it connects to.
+        let mut login = None;
+        let servers: Vec<String> = settings
+            .url
+            .split(',')
+            .map(str::trim)
+            .map(|server| match crate::config::split_userinfo(server) {
+                Some((plain, user, password)) => {
+                    login.get_or_insert((user, password));
+                    plain
+                }
+                None => server.to_string(),
+            })
+            .collect();
         let mut options = async_nats::ConnectOptions::new()
             .name("samocode")
             .connection_timeout(Duration::from_secs(10));
+        if let Some((user, password)) = login {
+            options = options.user_and_password(user, password);
+        }
         match &settings.auth {
             NatsAuth::None => {}
             NatsAuth::Token(token) => options = options.token(token.clone()),

@@ -1030,3 +1030,22 @@ fn a_token_in_the_remotes_address_is_not_in_a_failed_push_of_the_base() {
         "{seen:?}"
     );
 }
+
+/// A user and password in the NATS address go to the client as its credentials, the address
+/// without them: the client's own debug log printed them.
+#[test]
+fn a_password_in_the_nats_address_is_in_no_log_even_at_debug() {
+    let nats = NatsServer::start();
+    let project = nats_project();
+    let url = nats.url.replace("nats://", "nats://nuser:SECRET-NATSU@");
+    let out = project
+        .command(&["worker", "--nats-url", &url, "--name", "w"])
+        .env("RUST_LOG", "debug")
+        .env_remove("SAMOCODE_NATS_TOKEN")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("authorization"), "{said}");
+    assert!(!said.contains("SECRET-NATSU"), "{said}");
+}

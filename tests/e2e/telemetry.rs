@@ -845,3 +845,64 @@ fn a_segment_ended_before_a_crash_is_not_ended_again() {
     let spans = sessions();
     assert_eq!(spans.len(), 1, "{spans:#?}");
 }
+
+/// A user and password in the OTLP endpoint's address are sent as its `Authorization` (they
+/// were never sent at all), and no log has them, even at debug level where the HTTP client
+/// logs its connections.
+#[test]
+fn credentials_in_the_otlp_endpoint_are_sent_as_authorization_and_never_logged() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let keep = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                    break;
+                }
+                if let Some((name, value)) = header.split_once(':') {
+                    if name.eq_ignore_ascii_case("content-length") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                    if name.eq_ignore_ascii_case("authorization") {
+                        keep.lock().unwrap().push(value.trim().to_string());
+                    }
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    let mut project = Project::new();
+    project
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            &format!("http://otuser:SECRET-OTELU@127.0.0.1:{port}"),
+        )
+        .env("RUST_LOG", "debug");
+    let run = project.run(&[
+        "run",
+        "--session",
+        "authed",
+        "--dive",
+        "d",
+        "--task",
+        "t",
+        "--once",
+    ]);
+    run.expect(0);
+    assert!(!run.stderr().contains("SECRET-OTELU"), "{}", run.stderr());
+    let seen = seen.lock().unwrap().clone();
+    // base64 of `otuser:SECRET-OTELU`
+    assert!(
+        seen.iter()
+            .any(|a| a == "Basic b3R1c2VyOlNFQ1JFVC1PVEVMVQ=="),
+        "{seen:?}"
+    );
+}
