@@ -89,6 +89,14 @@ pub fn main(args: &[String], env: &HashMap<String, String>) -> u8 {
             "total_cost_usd": 0.0125,
             "usage": {"input_tokens": 1000, "cache_read_input_tokens": 200, "output_tokens": 300}
         }));
+        // `SAMOCODE_FAKE_LINGER=S`: stays S seconds after its result, as a CLI whose exit
+        // waits on something.
+        if let Some(linger) = env
+            .get("SAMOCODE_FAKE_LINGER")
+            .and_then(|s| s.parse::<f64>().ok())
+        {
+            std::thread::sleep(Duration::from_secs_f64(linger));
+        }
     }
     code
 }

@@ -49,7 +49,7 @@ impl SessionActor {
     /// `[prices]` when the provider printed none.
     pub(super) fn price(&self, run: &SessionRun, model: &str, report: &AttemptReport) -> Usage {
         let mut usage = report.usage();
-        let tokens = usage.input_tokens + usage.output_tokens;
+        let tokens = usage.input_tokens.saturating_add(usage.output_tokens);
         if self.agent.provider == Provider::Codex && usage.cost_usd == 0.0 && tokens > 0 {
             let reported = report.model.as_deref().filter(|m| *m != model);
             let priced = reported

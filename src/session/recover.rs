@@ -17,6 +17,26 @@ use crate::executor::AttemptExecutor;
 use crate::protocol::journal::{AttemptOutcome, HistoryRow, IterationRow, Source};
 use crate::protocol::{RunState, SessionState};
 
+/// The usage an attempt's log reports in its result event (the CLI prints it last), read from
+/// the log's last MiB; none when the attempt did not get so far. (A codex attempt's cost is
+/// priced only when the worker sees it end: its tokens count here, its cost does not.)
+fn reported_usage(store: &SessionStore, log: &str, provider: &str) -> crate::protocol::Usage {
+    let provider = match provider {
+        "codex" => crate::config::Provider::Codex,
+        _ => crate::config::Provider::Claude,
+    };
+    let tail = super::store::tail(&store.path(log), 1 << 20);
+    tail.lines()
+        .rev()
+        .find_map(
+            |line| match crate::agent::parse_line(provider, line.as_bytes()) {
+                Some(crate::agent::stream::StreamEvent::Result(result)) => Some(result.usage),
+                _ => None,
+            },
+        )
+        .unwrap_or_default()
+}
+
 /// Kills whatever a dead worker's agents left running for this session.
 pub fn kill_leftovers(store: &SessionStore, launcher: &dyn AttemptExecutor) -> Vec<i32> {
     let killed = launcher.kill_leftovers(store.dir());
@@ -68,6 +88,9 @@ pub fn take_over(
         // Journaled, but the state that counts it was never saved: counted now.
         state.spend(row);
     } else if store.path(&record.log).exists() {
+        // What it reported before the worker died (its result, if it got so far): its cost
+        // counts against the budget like any attempt's.
+        let usage = reported_usage(store, &record.log, &record.provider);
         // The attempt's time runs to the last moment it was heard from (its logs' last
         // write): the worker that watched it is gone, and the time since (a machine down for
         // the night) is not the agent's. It counts against the time budget as any attempt's.
@@ -90,10 +113,10 @@ pub fn take_over(
                 record.worker_pid,
                 now.round(jiff::Unit::Second).unwrap_or(now)
             )),
-            input_tokens: 0,
-            output_tokens: 0,
-            cached_input_tokens: 0,
-            cost_usd: 0.0,
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cached_input_tokens: usage.cached_input_tokens,
+            cost_usd: usage.cost_usd,
             agent_session_id: None,
             log: record.log.clone(),
             host: Some(launcher.engine().to_string()),

@@ -815,3 +815,49 @@ fn an_attempt_that_ended_in_time_while_its_run_was_frozen_is_not_timed_out() {
     assert_eq!(rows.len(), 1, "{rows:#?}");
     assert_eq!(rows[0]["outcome"], "ok", "{rows:#?}");
 }
+
+/// An attempt whose agent printed its result (its cost) and lingered, when its `run` was
+/// killed: the next worker journals it interrupted with the cost it reported, so the budget
+/// counts it (it was journaled at $0).
+#[test]
+fn an_attempt_that_reported_its_cost_before_its_worker_died_counts_it() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE_LINGER", "120");
+    let args = [
+        "run",
+        "--session",
+        "lingers",
+        "--dive",
+        "d",
+        "--task",
+        "t",
+        "--once",
+    ];
+    let mut run = project
+        .command(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let reported = || {
+        std::fs::read_dir(&project.sessions).is_ok_and(|mut d| d.next().is_some())
+            && project.session("lingers").logs().iter().any(|name| {
+                name.ends_with("-a1.jsonl")
+                    && std::fs::read_to_string(
+                        project.session("lingers").path(&format!("_logs/{name}")),
+                    )
+                    .is_ok_and(|text| text.contains("total_cost_usd"))
+            })
+    };
+    wait_for(Duration::from_secs(30), "the result in the log", reported);
+    run.kill().unwrap();
+    run.wait().unwrap();
+    project.unset("SAMOCODE_FAKE_LINGER");
+    project
+        .run(&["run", "--session", "lingers", "--once"])
+        .expect(0);
+    let rows = project.session("lingers").jsonl("_iterations.jsonl");
+    assert_eq!(rows[0]["outcome"], "interrupted", "{rows:#?}");
+    assert_eq!(rows[0]["cost_usd"], 0.0125, "{rows:#?}");
+    assert_eq!(rows[0]["output_tokens"], 300, "{rows:#?}");
+}
