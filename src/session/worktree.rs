@@ -264,8 +264,37 @@ pub async fn prepare(
 /// folder is gone.
 async fn add_on(repo: &Path, path: &Path, branch: &str) -> Result<(), WorktreeError> {
     let path_text = path.to_string_lossy().into_owned();
-    git(repo, &["worktree", "prune"]).await?;
+    forget_missing(repo, path).await?;
     git(repo, &["worktree", "add", "--", &path_text, branch]).await?;
+    Ok(())
+}
+
+/// Has git forget the worktree it records at `path` when that folder is gone, and no other:
+/// a `git worktree prune` would also forget a person's own worktree whose disk is not
+/// mounted just now, and with it its index and HEAD.
+async fn forget_missing(repo: &Path, path: &Path) -> Result<(), WorktreeError> {
+    let common = git(
+        repo,
+        &["rev-parse", "--path-format=absolute", "--git-common-dir"],
+    )
+    .await?;
+    let Ok(records) = std::fs::read_dir(Path::new(&common).join("worktrees")) else {
+        return Ok(());
+    };
+    for record in records.flatten() {
+        let admin = record.path();
+        let Some(named) = read_small(&admin.join("gitdir")) else {
+            continue;
+        };
+        let named = admin.join(named.trim_end());
+        if named.parent() == Some(path) && !path.exists() {
+            std::fs::remove_dir_all(&admin).map_err(|e| WorktreeError::Git {
+                args: "(forgetting the missing worktree)".into(),
+                dir: admin.clone(),
+                detail: e.to_string(),
+            })?;
+        }
+    }
     Ok(())
 }
 

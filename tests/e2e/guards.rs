@@ -777,3 +777,37 @@ fn the_repositorys_hooks_do_not_run_for_samocodes_own_git_commands() {
         .expect(10);
     assert!(!ran.exists(), "the post-checkout hook ran");
 }
+
+/// Making a session's deleted worktree again has git forget that worktree only: a person's
+/// own worktree whose folder is away just now (a disk not mounted) keeps its record (a
+/// repository-wide `git worktree prune` dropped it, and its index and HEAD with it).
+#[test]
+fn remaking_a_sessions_worktree_leaves_a_persons_away_worktree_known() {
+    let project = Project::new();
+    let mine = project.root.join("mine");
+    let mine_text = mine.display().to_string();
+    git(
+        &project.repo,
+        &["worktree", "add", "-q", "-b", "mywork", &mine_text, "main"],
+    );
+    project
+        .run(&["run", "--session", "remade", "--dive", "d", "--task", "t"])
+        .expect(10);
+    let away = project.root.join("away");
+    std::fs::rename(&mine, &away).unwrap();
+    let tree = project.session("remade").state()["worktree"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::remove_dir_all(&tree).unwrap();
+    project
+        .run(&["answer", "remade", "--accept-suggestions"])
+        .expect(0);
+    project.run(&["run", "--session", "remade"]).expect(10);
+    assert!(std::path::Path::new(&tree).join(".git").exists());
+    std::fs::rename(&away, &mine).unwrap();
+    assert_eq!(
+        git(&mine, &["rev-parse", "--abbrev-ref", "HEAD"]).trim(),
+        "mywork"
+    );
+}
