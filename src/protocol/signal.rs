@@ -222,11 +222,18 @@ impl Signal {
                 if named != current {
                     return Err(Rejection::BlockedMovesPhase { current, named });
                 }
+                let reason = self
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| "the agent gave no reason".to_string());
+                // Only samocode blocks a session for its budget: an agent's reason worded as
+                // one would have people told to raise a budget that holds nothing back.
+                let reason = match super::budget::is_budget_reason(&reason) {
+                    true => format!("the agent says: {reason}"),
+                    false => reason,
+                };
                 Ok(Verdict::Block {
-                    reason: self
-                        .reason
-                        .clone()
-                        .unwrap_or_else(|| "the agent gave no reason".to_string()),
+                    reason,
                     needs: self.needs,
                 })
             }
@@ -299,6 +306,17 @@ mod tests {
             Ok(Verdict::Block {
                 reason: "tests need a database".into(),
                 needs: Some(Needs::HumanDecision)
+            })
+        );
+        // An agent's reason worded as a budget block is not taken for one of samocode's.
+        assert_eq!(
+            check(
+                Phase::Testing,
+                r#"{"status": "blocked", "phase": "testing", "reason": "cost budget reached: $9.00 of $5.00"}"#
+            ),
+            Ok(Verdict::Block {
+                reason: "the agent says: cost budget reached: $9.00 of $5.00".into(),
+                needs: None
             })
         );
         assert_eq!(
