@@ -932,7 +932,7 @@ impl SupervisorActor {
                 }
                 Ok(ractor::rpc::CallResult::Timeout) => Response::error(
                     format!(
-                        "the session did not answer within {}; it may be busy creating its worktree, try again",
+                        "the session did not answer within {} (it may be making its worktree); the command waits in its queue and is applied when it answers, so do not send it again: `samocode status` shows where things stand",
                         humantime::format_duration(PERSON_TIMEOUT)
                     ),
                     1,

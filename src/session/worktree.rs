@@ -24,9 +24,15 @@ pub struct Worktree {
 pub enum WorktreeError {
     /// MAIN_REPO is not inside a git repository.
     #[error(
-        "MAIN_REPO {path} is not a git repository ({detail}); run `git init` there or fix MAIN_REPO in .samocode"
+        "MAIN_REPO {path} is not a git repository ({detail}); {}",
+        not_a_repo_advice(path, detail)
     )]
     NotARepo { path: PathBuf, detail: String },
+    /// The remote's HEAD names a branch the remote no longer has (a default branch renamed).
+    #[error(
+        "the default branch of {repo} is {named} by its origin/HEAD, and there is no {named}; run `git -C {repo} remote set-head origin -a`, or set BASE_BRANCH in .samocode, then `samocode resume`"
+    )]
+    StaleRemoteHead { repo: PathBuf, named: String },
     /// MAIN_REPO is a bare repository: no checkout to branch a worktree from.
     #[error(
         "MAIN_REPO {path} is a bare repository; point MAIN_REPO in .samocode at a checkout of it (a clone with a work tree)"
@@ -423,6 +429,20 @@ fn read_small(path: &Path) -> Option<String> {
     Some(text)
 }
 
+/// What to do about a MAIN_REPO git does not take for a checkout, from what git said.
+fn not_a_repo_advice(path: &Path, detail: &str) -> String {
+    if detail.contains("dubious ownership") {
+        "git refuses a repository another user owns: add it to safe.directory as git says, or run samocode as its owner".into()
+    } else if path.file_name().is_some_and(|name| name == ".git") {
+        format!(
+            "point MAIN_REPO in .samocode at the checkout that holds it ({})",
+            path.parent().unwrap_or(path).display()
+        )
+    } else {
+        "run `git init` there or fix MAIN_REPO in .samocode".into()
+    }
+}
+
 /// Checks that `repo` is a git checkout (not a bare repository, not a plain folder).
 async fn checkout(repo: &Path) -> Result<(), WorktreeError> {
     if git(repo, &["rev-parse", "--is-bare-repository"])
@@ -481,6 +501,13 @@ async fn default_branch(repo: &Path) -> Result<String, WorktreeError> {
     ])
     .await?
     {
+        let commit = format!("{remote_head}^{{commit}}");
+        if !succeeds(repo, &["rev-parse", "--verify", "--quiet", &commit]).await? {
+            return Err(WorktreeError::StaleRemoteHead {
+                repo: repo.to_path_buf(),
+                named: remote_head,
+            });
+        }
         return Ok(remote_head);
     }
     let current = head(&["symbolic-ref", "--quiet", "--short", "HEAD"])

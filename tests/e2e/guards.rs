@@ -811,3 +811,34 @@ fn remaking_a_sessions_worktree_leaves_a_persons_away_worktree_known() {
         "mywork"
     );
 }
+
+/// The advice for a repository git does not take says what is wrong with it: an origin/HEAD
+/// naming a branch the remote no longer has (a renamed default branch; it read as a wrong
+/// BASE_BRANCH in .samocode, which set none), and MAIN_REPO naming the `.git` folder (it
+/// advised `git init` there, which would make a repository inside the repository).
+#[test]
+fn a_repository_git_does_not_take_gets_advice_for_what_is_wrong() {
+    let project = Project::new();
+    git(
+        &project.repo,
+        &[
+            "symbolic-ref",
+            "refs/remotes/origin/HEAD",
+            "refs/remotes/origin/master",
+        ],
+    );
+    blocks_at_init(
+        &project,
+        "stale",
+        &["origin/master", "remote set-head origin -a"],
+    );
+
+    let project = Project::new();
+    point_at(&project, &project.repo.join(".git"), &project.worktrees);
+    let run = project.run(&["run", "--session", "dotgit", "--dive", "d", "--task", "t"]);
+    let said = format!("{}{}", run.stdout(), run.stderr());
+    assert!(
+        said.contains("at the checkout that holds it") && !said.contains("git init"),
+        "{said}"
+    );
+}
