@@ -257,7 +257,7 @@ impl From<StoreError> for CliError {
             StoreError::Unreadable(_) => exit::USAGE,
             StoreError::Io { .. } => exit::FAILURE,
         };
-        // A daemon of another state directory: its `status` and gates are asked of it.
+        // A daemon drives it: its `status` and gates are asked of it.
         if let StoreError::Locked {
             dir,
             pid: Some(pid),
@@ -267,7 +267,7 @@ impl From<StoreError> for CliError {
             return CliError::new(
                 code,
                 anyhow::anyhow!(
-                    "a samocode daemon (pid {pid}) with another state directory drives session {}; give the command to it, with the SAMOCODE_STATE_DIR (or SAMOCODE_CONTROL) it was started with",
+                    "a samocode daemon (pid {pid}) drives session {}; give the command to that daemon: one of another state directory with the SAMOCODE_STATE_DIR (or SAMOCODE_CONTROL) it was started with, and one that drove the session before its folder was renamed under the old name (or restart it)",
                     dir.display()
                 ),
             );
