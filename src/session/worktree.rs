@@ -292,7 +292,9 @@ async fn forget_missing(repo: &Path, path: &Path) -> Result<(), WorktreeError> {
         let Some(named) = read_small(&admin.join("gitdir")) else {
             continue;
         };
-        let named = admin.join(named.trim_end());
+        // git 2.48 may write it relative (`worktree.useRelativePaths`): `..` is resolved
+        // by hand, as the folder is gone and cannot be asked.
+        let named = lexical(&admin.join(named.trim_end()));
         if named.parent() == Some(path) && !path.exists() {
             std::fs::remove_dir_all(&admin).map_err(|e| WorktreeError::Git {
                 args: "(forgetting the missing worktree)".into(),
@@ -399,7 +401,15 @@ pub fn check_own(tree: &Worktree, repo: &Path) -> Result<(), WorktreeError> {
             ),
         ));
     }
-    let head = read_small(&admin.join("HEAD")).unwrap_or_default();
+    let mut head = read_small(&admin.join("HEAD")).unwrap_or_default();
+    // A repository of the reftable format keeps HEAD in its table, and this file only says
+    // so: git is asked.
+    if head.trim_end() == "ref: refs/heads/.invalid" {
+        head = match git_raw_blocking(&tree.path, &["symbolic-ref", "-q", "HEAD"]) {
+            Ok(named) => format!("ref: {}", named.trim()),
+            Err(_) => git_raw_blocking(&tree.path, &["rev-parse", "HEAD"]).unwrap_or_default(),
+        };
+    }
     let head = head.trim_end();
     if head.strip_prefix("ref: refs/heads/") != Some(tree.branch.as_str()) {
         let on = match head.strip_prefix("ref: refs/heads/") {
@@ -415,6 +425,22 @@ pub fn check_own(tree: &Worktree, repo: &Path) -> Result<(), WorktreeError> {
         ));
     }
     Ok(())
+}
+
+/// `path` with its `.` and `..` parts resolved without asking the file system.
+fn lexical(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
 }
 
 /// A small file of git's, as text; `None` when it is missing or unreadable.
@@ -677,5 +703,49 @@ mod tests {
             text.contains("git no longer knows it") && text.contains("worktree repair"),
             "{text}"
         );
+        assert_eq!(
+            lexical(Path::new("/r/.git/worktrees/x/../../../wt/x/.git")),
+            Path::new("/r/wt/x/.git")
+        );
+    }
+
+    /// A repository of git's reftable format keeps HEAD in its table (the admin folder's
+    /// `HEAD` file only says `.invalid`): its worktree on its branch is its own.
+    #[test]
+    fn a_reftable_repositorys_worktree_is_read_through_git() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        std::fs::create_dir(&repo).unwrap();
+        let run = |dir: &Path, args: &[&str]| git_raw_blocking(dir, args);
+        if run(
+            &repo,
+            &["init", "-q", "-b", "main", "--ref-format=reftable"],
+        )
+        .is_err()
+        {
+            // A git before 2.45 has no reftable: nothing to check.
+            return;
+        }
+        let commit = ["-c", "user.name=p", "-c", "user.email=p@p", "commit", "-q"];
+        run(
+            &repo,
+            &[&commit[..], &["--allow-empty", "-m", "init"]].concat(),
+        )
+        .unwrap();
+        let path = dir.path().join("tree");
+        let path_text = path.display().to_string();
+        run(
+            &repo,
+            &["worktree", "add", "-q", "-b", "s1", &path_text, "main"],
+        )
+        .unwrap();
+        let tree = Worktree {
+            path: path.clone(),
+            branch: "s1".into(),
+        };
+        check_own(&tree, &repo).unwrap();
+        run(&path, &["switch", "-q", "-c", "other"]).unwrap();
+        let text = check_own(&tree, &repo).unwrap_err().to_string();
+        assert!(text.contains("it is on branch other"), "{text}");
     }
 }

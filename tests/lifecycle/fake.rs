@@ -443,12 +443,26 @@ impl World {
     }
 }
 
-/// Makes session `folder` as its init leaves it, its worktree a plain folder (no git), and
-/// returns the session's folder.
+/// Makes session `folder` as its init leaves it, its worktree git's files of one laid out by
+/// hand (no git runs: the check before each attempt reads only them), and returns the
+/// session's folder.
 fn past_init(project: &Project, folder: &str) -> PathBuf {
     let session = project.sessions.join(folder);
     let worktree = project.worktrees.join(folder);
     std::fs::create_dir_all(&worktree).unwrap();
+    let admin = project.main_repo.join(".git/worktrees").join(folder);
+    std::fs::create_dir_all(&admin).unwrap();
+    std::fs::write(
+        worktree.join(".git"),
+        format!("gitdir: {}\n", admin.display()),
+    )
+    .unwrap();
+    std::fs::write(
+        admin.join("gitdir"),
+        format!("{}\n", worktree.join(".git").display()),
+    )
+    .unwrap();
+    std::fs::write(admin.join("HEAD"), format!("ref: refs/heads/{folder}\n")).unwrap();
     let store = SessionStore::create(&session).unwrap();
     let mut state = SessionState::new(&store.name(), "d", "t", jiff::Timestamp::now());
     state.worktree = Some(worktree);
