@@ -106,6 +106,10 @@ impl Fleet {
         }
         self.limit = Some(cost_usd);
         self.told = false;
+        // Lifted: a restart under the old limit is news again.
+        if let Some(record) = &self.record {
+            let _ = std::fs::remove_file(record);
+        }
         Ok(format!(
             "the fleet budget is {} now ({} spent); new attempts run again",
             money(cost_usd),
@@ -144,6 +148,24 @@ mod tests {
             "{error}"
         );
         assert_eq!(none.limit(), None);
+    }
+
+    /// People told the limit is reached are not told again by a restart under it; after a
+    /// raise lifted it, they are (they last heard that new attempts run again).
+    #[test]
+    fn a_restart_tells_of_the_limit_unless_people_were_told_of_it_last() {
+        let state = tempfile::tempdir().unwrap();
+        let restarted = |limit: f64| {
+            let mut fleet = Fleet::new(Some(limit));
+            fleet.record(Path::new("/s/a"), 0.05);
+            fleet.remembered_in(state.path());
+            fleet
+        };
+        let mut first = restarted(0.02);
+        assert_eq!(first.news(), Some((0.05, 0.02)));
+        assert_eq!(restarted(0.02).news(), None, "told before the restart");
+        assert!(first.raise(1.0).is_ok());
+        assert_eq!(restarted(0.02).news(), Some((0.05, 0.02)), "lifted since");
     }
 
     /// What `status` shows of the fleet: `$0.00` with no session (not `-0.00`), and a sum of
