@@ -322,8 +322,12 @@ impl Sources {
                 Err(value)
                     if ["HOME", "PATH"].contains(&name) || values::SETTINGS.contains(&name) =>
                 {
+                    let shown = match values::SECRETS.contains(&name) {
+                        true => "<hidden: it holds a secret>".to_string(),
+                        false => without_userinfo(&format!("{value:?}")).into_owned(),
+                    };
                     return Err(std::io::Error::other(format!(
-                        "{name}={value:?} is not valid UTF-8; samocode reads only UTF-8 settings and paths: give it a UTF-8 value"
+                        "{name}={shown} is not valid UTF-8; samocode reads only UTF-8 settings and paths: give it a UTF-8 value"
                     )));
                 }
                 Err(_) => {}

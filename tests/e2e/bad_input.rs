@@ -342,6 +342,23 @@ fn what_is_not_utf8_in_the_environment_is_left_out_or_refused_by_name() {
         stderr.contains("SAMOCODE_STATE_DIR") && stderr.contains("not valid UTF-8"),
         "{stderr}"
     );
+    // A secret's value is not shown, nor an address's password.
+    for (name, value, secret) in [
+        ("TELEGRAM_BOT_TOKEN", &b"123:SECRET\xe9x"[..], "SECRET"),
+        ("SAMOCODE_NATS_URL", b"nats://u:PASSW\xe9RD@h:4222", "PASSW"),
+    ] {
+        let out = project
+            .command(&["status"])
+            .env(name, OsStr::from_bytes(value))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(name) && !stderr.contains(secret),
+            "{stderr}"
+        );
+    }
     let folder = project.root.join(OsStr::from_bytes(b"lat\xe9n"));
     std::fs::create_dir(&folder).unwrap();
     let out = project
