@@ -3,13 +3,16 @@
 //! (`ps`), so git gets the address without them, and the credentials in its environment, as
 //! the `Authorization` header of its HTTP requests to that server alone.
 
+use std::path::Path;
+
 /// The address to put on git's command line, and what its environment needs beside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GitRemote {
     /// The address without its user and password.
     pub url: String,
-    /// `GIT_CONFIG_*` variables that give git the credentials, when the address had some.
-    env: Vec<(String, String)>,
+    /// The configuration (`http.<server>.extraHeader`) and its value that give git the
+    /// credentials, when the address had some.
+    header: Option<(String, String)>,
 }
 
 impl GitRemote {
@@ -23,7 +26,7 @@ impl GitRemote {
         else {
             return GitRemote {
                 url: url.to_string(),
-                env: Vec::new(),
+                header: None,
             };
         };
         // Scoped to this server: a redirect elsewhere does not carry it.
@@ -33,25 +36,58 @@ impl GitRemote {
         let scheme = &plain[..plain.len() - server.len()];
         let server = server.split(['/', '?', '#']).next().unwrap_or(server);
         let key = format!("http.{scheme}{server}/.extraHeader");
+        let value = format!(
+            "Authorization: {}",
+            crate::config::basic_auth(&user, &password)
+        );
         GitRemote {
             url: plain.clone(),
-            env: vec![
-                ("GIT_CONFIG_COUNT".into(), "1".into()),
-                ("GIT_CONFIG_KEY_0".into(), key),
-                (
-                    "GIT_CONFIG_VALUE_0".into(),
-                    format!(
-                        "Authorization: {}",
-                        crate::config::basic_auth(&user, &password)
-                    ),
-                ),
-            ],
+            header: Some((key, value)),
         }
     }
 
-    /// Gives `command` (a git) the credentials, if there are any.
+    /// Gives `command` (a git) the credentials, if there are any, after the `GIT_CONFIG_*`
+    /// settings samocode's own environment gives git (a CA, a proxy), which stay.
     pub fn credentials(&self, command: &mut tokio::process::Command) {
-        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        let Some((key, value)) = &self.header else {
+            return;
+        };
+        let given = std::env::var("GIT_CONFIG_COUNT")
+            .ok()
+            .and_then(|count| count.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        command
+            .env("GIT_CONFIG_COUNT", (given + 1).to_string())
+            .env(format!("GIT_CONFIG_KEY_{given}"), key)
+            .env(format!("GIT_CONFIG_VALUE_{given}"), value);
+    }
+}
+
+/// `git -C DIR ARGS`, with the credentials of the `remote` it talks to: its standard output
+/// (trimmed), or why it failed, in git's words with any address's user and password hidden.
+pub async fn run_git(
+    dir: &Path,
+    args: &[&str],
+    remote: Option<&GitRemote>,
+) -> Result<String, String> {
+    let mut command = tokio::process::Command::new("git");
+    command
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .stdin(std::process::Stdio::null());
+    if let Some(remote) = remote {
+        remote.credentials(&mut command);
+    }
+    let output = command
+        .output()
+        .await
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    } else {
+        let said = String::from_utf8_lossy(&output.stderr);
+        Err(crate::config::without_userinfo(said.trim()).into_owned())
     }
 }
 

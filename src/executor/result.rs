@@ -231,55 +231,33 @@ fn agents_file(path: &str) -> bool {
 /// Brings `commit` into the worktree: fetched from the result ref when this repository does
 /// not have it yet (a shared git server), then a fast-forward, which refuses to lose anything.
 async fn fast_forward(expected: &Expected, commit: &str) -> Result<(), ApplyError> {
-    let git = |args: Vec<String>, remote: Option<&GitRemote>| {
-        let workdir = expected.workdir.clone();
-        let mut command = tokio::process::Command::new("git");
-        command
-            .arg("-C")
-            .arg(&workdir)
-            .args(&args)
-            .stdin(std::process::Stdio::null());
-        if let Some(remote) = remote {
-            remote.credentials(&mut command);
-        }
-        async move {
-            let output = command.output().await;
-            match output {
-                Ok(out) if out.status.success() => Ok(()),
-                Ok(out) => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
-                Err(error) => Err(error.to_string()),
-            }
-        }
-    };
+    let workdir = expected.workdir.as_path();
+    let git = super::git_remote::run_git;
     let fail = |detail: String| ApplyError::Git {
         commit: commit.to_string(),
         workdir: expected.workdir.clone(),
-        // git's words may quote the remote's address, and with it a token.
-        detail: crate::config::without_userinfo(&detail).into_owned(),
+        detail,
     };
     let object = format!("{commit}^{{commit}}");
-    if git(vec!["cat-file".into(), "-e".into(), object], None)
+    if git(workdir, &["cat-file", "-e", &object], None)
         .await
         .is_err()
     {
         let remote = GitRemote::of(&expected.repo_url);
-        let fetch = vec![
-            "fetch".into(),
-            "-q".into(),
-            "--no-tags".into(),
-            "--".into(),
-            remote.url.clone(),
-            expected.result_ref.clone(),
+        let fetch = [
+            "fetch",
+            "-q",
+            "--no-tags",
+            "--",
+            &remote.url,
+            &expected.result_ref,
         ];
-        git(fetch, Some(&remote)).await.map_err(fail)?;
+        git(workdir, &fetch, Some(&remote)).await.map_err(fail)?;
     }
-    let merge = vec![
-        "merge".into(),
-        "--ff-only".into(),
-        "-q".into(),
-        commit.to_string(),
-    ];
-    git(merge, None).await.map_err(fail)
+    git(workdir, &["merge", "--ff-only", "-q", commit], None)
+        .await
+        .map(drop)
+        .map_err(fail)
 }
 
 #[cfg(test)]

@@ -446,22 +446,5 @@ async fn git_output(dir: &Path, args: &[&str]) -> Result<String, String> {
 
 /// git in `dir`, with the credentials of the `remote` it talks to.
 async fn git_with(dir: &Path, args: &[&str], remote: Option<&GitRemote>) -> Result<String, String> {
-    let mut command = tokio::process::Command::new("git");
-    command
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .stdin(std::process::Stdio::null());
-    if let Some(remote) = remote {
-        remote.credentials(&mut command);
-    }
-    let output = command
-        .output()
-        .await
-        .map_err(|e| format!("cannot run git: {e}"))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
-    }
+    super::git_remote::run_git(dir, args, remote).await
 }

@@ -301,30 +301,15 @@ async fn git(dir: &Path, args: &[&str]) -> std::io::Result<String> {
 
 /// git in `dir`, with the credentials of the `remote` it talks to.
 async fn git_to(dir: &Path, args: &[&str], remote: Option<&GitRemote>) -> std::io::Result<String> {
-    let mut command = tokio::process::Command::new("git");
-    command
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .stdin(std::process::Stdio::null());
-    if let Some(remote) = remote {
-        remote.credentials(&mut command);
-    }
-    let output = command.output().await?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
-    } else {
-        // git's words may quote an address, and with it a token.
-        let said = format!(
-            "git {} in {}: {}",
-            args.join(" "),
-            dir.display(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-        Err(std::io::Error::other(
-            crate::config::without_userinfo(&said).into_owned(),
-        ))
-    }
+    super::git_remote::run_git(dir, args, remote)
+        .await
+        .map_err(|said| {
+            std::io::Error::other(format!(
+                "git {} in {}: {said}",
+                args.join(" "),
+                dir.display()
+            ))
+        })
 }
 
 /// The engine's id of an attempt: a short hash of the session folder's path (two projects may

@@ -667,6 +667,21 @@ fn a_workers_folder_is_its_users_alone() {
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&state), 0o700);
     assert_eq!(mode(&state.join("worker")), 0o700);
+    // Its default folders as an earlier build made them (0755): made private, not refused
+    // (a worker restarted by systemd after an upgrade refused them for ever).
+    let old = project.root.join("old-state");
+    std::fs::create_dir_all(old.join("worker")).unwrap();
+    for dir in [&old, &old.join("worker")] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let out = project
+        .command(&["worker", "--nats-url", "nats://127.0.0.1:9", "--name", "w"])
+        .env("SAMOCODE_STATE_DIR", &old)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot connect to NATS"), "{stderr}");
+    assert_eq!((mode(&old), mode(&old.join("worker"))), (0o700, 0o700));
     let open = project.root.join("open-worker");
     std::fs::create_dir(&open).unwrap();
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -977,7 +992,8 @@ fn refusing_git_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>
             let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
             let mut line = String::new();
             while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line.trim() != "" {
-                if line.to_ascii_lowercase().starts_with("authorization:") {
+                let lower = line.to_ascii_lowercase();
+                if lower.starts_with("authorization:") || lower.starts_with("x-corp:") {
                     kept.lock().unwrap().push(line.trim().to_string());
                 }
                 line.clear();
@@ -999,7 +1015,13 @@ fn a_token_in_the_remotes_address_is_not_in_a_failed_push_of_the_base() {
     let nats = NatsServer::start();
     let (server, seen) = refusing_git_server();
     let mut project = nats_project();
-    project.env("SAMOCODE_MAX_RETRIES", "2");
+    // git settings of the person's own, given through the environment: kept beside the
+    // credentials.
+    project
+        .env("SAMOCODE_MAX_RETRIES", "2")
+        .env("GIT_CONFIG_COUNT", "1")
+        .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+        .env("GIT_CONFIG_VALUE_0", "X-Corp: kept");
     let url = format!("http://x-access-token:ghp_SECRET456@{server}/repo.git");
     super::fixture::git(&project.repo, &["remote", "add", "samocode", &url]);
     let _daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
@@ -1029,6 +1051,7 @@ fn a_token_in_the_remotes_address_is_not_in_a_failed_push_of_the_base() {
         seen.contains(&format!("Authorization: Basic {basic}")),
         "{seen:?}"
     );
+    assert!(seen.contains(&"X-Corp: kept".to_string()), "{seen:?}");
 }
 
 /// A user and password in the NATS address go to the client as its credentials, the address
