@@ -59,12 +59,22 @@ pub async fn worker(args: WorkerArgs, config: &Config, shutdown: Shutdown) -> Re
         .map_err(|problem| CliError::usage(anyhow::anyhow!("{problem}, or give fewer --slots")))?;
     // It holds the attempts' specs (the notebook, the context, the remote's address): its
     // user's alone, as the daemon's state directory is, and so is that one when it is in it.
+    let holds = "the attempts' specs";
     if args.dir.is_none() {
-        crate::daemon::prepare_state_dir(&config.state_dir)
-            .map_err(|e| CliError::usage(anyhow::anyhow!(e)))?;
+        // The folders an earlier build made itself, open to others (0755): made private.
+        tighten(&config.state_dir);
+        tighten(&config.state_dir.join("worker"));
+        crate::daemon::private_dir(&config.state_dir, holds, "set SAMOCODE_STATE_DIR to").map_err(
+            |problem| {
+                CliError::usage(anyhow::anyhow!(
+                    "state directory {}: {problem}",
+                    config.state_dir.display()
+                ))
+            },
+        )?;
     }
     let dir = args.dir.unwrap_or_else(|| config.state_dir.join("worker"));
-    crate::daemon::private_dir(&dir, "the attempts' specs", "give --dir").map_err(|problem| {
+    crate::daemon::private_dir(&dir, holds, "give --dir").map_err(|problem| {
         CliError::usage(anyhow::anyhow!(
             "worker folder {}: {problem}",
             dir.display()
@@ -90,4 +100,20 @@ pub async fn worker(args: WorkerArgs, config: &Config, shutdown: Shutdown) -> Re
     .await
     .map_err(CliError::failure)?;
     Ok(0)
+}
+
+/// Makes a folder of the user's that others may enter private (0700), saying so: the worker's
+/// default folders, which a build before this one made open.
+fn tighten(dir: &std::path::Path) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return;
+    };
+    let mine = meta.uid() == nix::unistd::geteuid().as_raw();
+    if meta.is_dir() && mine && meta.mode() & 0o077 != 0 {
+        let private = std::fs::Permissions::from_mode(0o700);
+        if std::fs::set_permissions(dir, private).is_ok() {
+            tracing::warn!(dir = %dir.display(), "made private (0700): it holds the attempts' specs");
+        }
+    }
 }
