@@ -225,7 +225,14 @@ async fn run_one(
         return;
     }
     if reported == Reported::Lost {
-        tracing::warn!(%key, epoch, "the attempt's end is not sent (NATS out of reach, or the agent stopped for it): not acked, so JetStream gives it again");
+        match deliveries > 0 && i64::from(epoch) >= deliveries {
+            true => {
+                tracing::error!(%key, epoch, "the attempt's end is not sent, at its last delivery: JetStream gives it no more, and its daemon ends it at its time limit")
+            }
+            false => {
+                tracing::warn!(%key, epoch, "the attempt's end is not sent (NATS out of reach, or the agent stopped for it): not acked, so JetStream gives it again")
+            }
+        }
         return;
     }
     if let Err(error) = message.double_ack().await {
@@ -271,6 +278,8 @@ impl Back {
             .is_ok()
         {
             let _ = message.double_ack().await;
+        } else {
+            tracing::error!(key = %spec.key, "the attempt's end could not be sent at its last delivery: its daemon ends it at its time limit");
         }
     }
 }
