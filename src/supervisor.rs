@@ -242,9 +242,10 @@ pub struct SupervisorState {
     /// project's session of a name taken here is refused. Shared with the opening tasks,
     /// which claim a name before they make anything.
     names: Arc<std::sync::Mutex<HashMap<String, PathBuf>>>,
-    /// Sessions not driven now that a person's command is opening again, with the commands
-    /// that came meanwhile: they are handed on once it is open (each open of its own would
-    /// find the folder locked by this very daemon, and call the session broken).
+    /// Sessions not driven now that are being opened again (a person's command, an actor's
+    /// restart, the daemon's start), with the commands that came meanwhile: they are handed on
+    /// once it is open (each open of its own would find the folder locked by this very
+    /// daemon, and call the session broken).
     reopening: HashMap<PathBuf, Vec<(Order, RpcReplyPort<Response>)>>,
 }
 
@@ -335,6 +336,7 @@ impl Actor for SupervisorActor {
             }
             SupervisorMsg::Resume { dir, project } => {
                 let folder = folder_of(&dir);
+                state.reopening.entry(dir.clone()).or_default();
                 self.open_in_background(
                     &myself,
                     state,
@@ -359,7 +361,7 @@ impl Actor for SupervisorActor {
             SupervisorMsg::Session(report) => self.session_report(state, report),
             SupervisorMsg::Opened(opened) => {
                 let reopened = match &opened.origin {
-                    Origin::Retry { dir, .. } => Some(dir.clone()),
+                    Origin::Retry { dir, .. } | Origin::Restart { dir, .. } => Some(dir.clone()),
                     _ => None,
                 };
                 self.opened(&myself, state, *opened).await;
@@ -1023,6 +1025,7 @@ impl SupervisorActor {
             return;
         }
         restarts.push(now);
+        state.reopening.entry(dir.clone()).or_default();
         let fail = (restarts.len() > MAX_RESTARTS).then(|| {
             format!(
                 "the session actor failed {} times within {}; the last: {error}",
