@@ -569,15 +569,35 @@ fn an_agent_cannot_read_samocodes_environment() {
     let mut project = Project::new();
     project.env("SAMOCODE_FAKE", "investigation=slow:30");
     let running = project.track_agents();
-    // As the superuser every file is readable: the run is then another user's.
+    // As the superuser every file is readable: the run is then another user's, with a copy
+    // of the binary that user can reach wherever the build is.
+    let bin = project.root.join("samocode-copy");
+    std::fs::copy(super::fixture::BIN, &bin).unwrap();
+    let claude = project.root.join("fake-claude-copy");
+    std::fs::write(
+        &claude,
+        format!("#!/bin/sh\nexec '{}' fake-agent \"$@\"\n", bin.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&claude, std::fs::Permissions::from_mode(0o755)).unwrap();
+    project.env("CLAUDE_PATH", &claude.display().to_string());
     let user = if nix::unistd::geteuid().is_root() {
         give_to(&project.root, 65534);
         65534
     } else {
         nix::unistd::geteuid().as_raw()
     };
-    let mut command =
-        project.command(&["run", "--session", "private", "--dive", "d", "--task", "t"]);
+    let given = project.command(&["run", "--session", "private", "--dive", "d", "--task", "t"]);
+    let mut command = std::process::Command::new(&bin);
+    command.args(given.get_args()).current_dir(&project.root);
+    for (key, value) in given.get_envs() {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
+    command.stdin(Stdio::null());
     if user == 65534 {
         command.uid(user).gid(user);
     }

@@ -783,7 +783,8 @@ fn an_attempt_that_ended_in_time_while_its_run_was_frozen_is_not_timed_out() {
     let mut project = Project::new();
     project
         .env("SAMOCODE_FAKE", "investigation=slow:2")
-        .env("CLAUDE_TIMEOUT", "4s");
+        .env("CLAUDE_TIMEOUT", "6s");
+    let running = project.track_agents();
     let args = [
         "run",
         "--session",
@@ -800,15 +801,14 @@ fn an_attempt_that_ended_in_time_while_its_run_was_frozen_is_not_timed_out() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    wait_for(Duration::from_secs(30), "the attempt", || {
-        std::fs::read_dir(&project.sessions).is_ok_and(|mut d| d.next().is_some())
-            && project.session("frozen").path("_state.json").exists()
-            && !project.session("frozen").state()["in_flight"].is_null()
+    // Frozen once its agent runs, until well past the limit.
+    wait_for(Duration::from_secs(30), "the agent", || {
+        !super::fixture::running_agents(&running).is_empty()
     });
     let session = project.session("frozen");
     let pid = nix::unistd::Pid::from_raw(run.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
-    std::thread::sleep(Duration::from_secs(7));
+    std::thread::sleep(Duration::from_secs(9));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
     assert_eq!(run.wait().unwrap().code(), Some(0));
     let rows = session.jsonl("_iterations.jsonl");
