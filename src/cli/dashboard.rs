@@ -66,18 +66,39 @@ pub async fn dashboard(args: DashboardArgs, config: &Config) -> Result<u8, CliEr
     };
     println!("{link}");
     println!("(the link logs in once, within 10 minutes)");
-    if !args.no_open && !open(&link) {
+    if !args.no_open && !open(&link, &config.state_dir) {
         println!("no browser could be started here; open the link in one");
     }
     Ok(exit::DONE)
 }
 
 /// Starts the desktop's browser on `link`; false when no opener exists or it failed (on a
-/// server without a desktop, say).
-fn open(link: &str) -> bool {
+/// server without a desktop, say). The browser is given a page of the state directory (0600)
+/// that leads on to the link, not the link itself: a command line is seen by every local
+/// user, who could log in with its token first.
+fn open(link: &str, state_dir: &std::path::Path) -> bool {
+    let page = state_dir.join("dashboard-login.html");
+    let html = format!(
+        "<!doctype html><meta http-equiv=\"refresh\" content=\"0;url={link}\"><a href=\"{link}\">samocode dashboard</a>\n"
+    );
+    let _ = std::fs::remove_file(&page);
+    let written = {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&page)
+            .and_then(|mut file| file.write_all(html.as_bytes()))
+    };
+    if written.is_err() {
+        return false;
+    }
+    let target = format!("file://{}", page.display());
     ["xdg-open", "open"].iter().any(|opener| {
         Command::new(opener)
-            .arg(link)
+            .arg(&target)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

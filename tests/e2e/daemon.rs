@@ -1285,3 +1285,43 @@ fn a_gate_passed_while_its_daemon_is_down_says_the_daemon_resumes_it() {
         s.state()["status"]["for"] == "plan_approval"
     });
 }
+
+/// `samocode dashboard` gives the browser a private page that leads on to the login link,
+/// not the link: a command line is seen by every local user, who could use its one-time
+/// token first.
+#[test]
+fn the_browser_is_not_given_the_login_token_on_its_command_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut project = Project::new();
+    let _daemon = project.daemon(&["--http", "127.0.0.1:0"]);
+    let bin = project.root.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let opened = project.root.join("opened");
+    let opener = bin.join("xdg-open");
+    std::fs::write(
+        &opener,
+        format!("#!/bin/sh\necho \"$@\" > '{}'\n", opened.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&opener, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let out = project
+        .command(&["dashboard"])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let link = String::from_utf8_lossy(&out.stdout);
+    let token = link
+        .split("token=")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no token in {link}"))
+        .to_string();
+    let argument = std::fs::read_to_string(&opened).unwrap();
+    assert!(!argument.contains(&token), "{argument}");
+    let page = std::path::PathBuf::from(argument.trim().strip_prefix("file://").unwrap());
+    assert!(std::fs::read_to_string(&page).unwrap().contains(&token));
+    let mode = std::fs::metadata(&page).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
