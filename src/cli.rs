@@ -409,10 +409,6 @@ pub fn worker_threads(cli: &Cli) -> Option<usize> {
     matches!(cli.command, Command::Run(_)).then_some(1)
 }
 
-/// Whether the command handles SIGINT, SIGTERM and SIGHUP itself: those that run agents,
-/// which stop them with their grace, and the scripted agent, which ignores them as a stubborn
-/// agent would (so that the grace's end, SIGKILL, is tested). Any other (`logs --follow`,
-/// `status` waiting on a daemon) is simply ended by the signal.
 /// Whether the process keeps the other processes of its user, its agents among them, from
 /// reading its environment and memory (`/proc/PID/environ`: the bot token, the NATS token,
 /// the keys): every command but the stand-in agent, which is read as an agent is.
@@ -420,6 +416,10 @@ pub fn private_memory(cli: &Cli) -> bool {
     !matches!(cli.command, Command::FakeAgent { .. })
 }
 
+/// Whether the command handles SIGINT, SIGTERM and SIGHUP itself: those that run agents,
+/// which stop them with their grace, and the scripted agent, which ignores them as a stubborn
+/// agent would (so that the grace's end, SIGKILL, is tested). Any other (`logs --follow`,
+/// `status` waiting on a daemon) is simply ended by the signal.
 pub fn stops_on_request(cli: &Cli) -> bool {
     matches!(
         cli.command,

@@ -336,14 +336,14 @@ pub async fn status(args: StatusArgs, config: &Config) -> Result<u8, CliError> {
                 Ok(Ok(owned)) => owned,
                 Ok(Err(error)) => {
                     eprintln!(
-                        "samocode: the daemon did not answer ({:#}); the sessions are shown from their files, and who drives them is not known",
+                        "samocode: the daemon did not answer ({:#}); the sessions are shown from their files, and who drives each from its lock",
                         error.error
                     );
                     Default::default()
                 }
                 Err(_) => {
                     eprintln!(
-                        "samocode: the daemon did not answer within {}; the sessions are shown from their files, and who drives them is not known",
+                        "samocode: the daemon did not answer within {}; the sessions are shown from their files, and who drives each from its lock",
                         humantime::format_duration(DAEMON_WAIT)
                     );
                     Default::default()

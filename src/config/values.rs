@@ -343,9 +343,6 @@ mod tests {
     }
 }
 
-/// `text` with the user and password of every URL in it (`scheme://user:password@host`)
-/// shown as `<hidden>`: an address may carry credentials, and addresses are shown (a dry run,
-/// an error, a log line).
 /// A `scheme://user:password@host/...` address split into the address without them and the
 /// user and password (percent-decoded); `None` for one without.
 pub fn split_userinfo(url: &str) -> Option<(String, String, String)> {
@@ -376,6 +373,9 @@ pub fn basic_auth(user: &str, password: &str) -> String {
     )
 }
 
+/// `text` with the user and password of every URL in it (`scheme://user:password@host`)
+/// shown as `<hidden>`: an address may carry credentials, and addresses are shown (a dry run,
+/// an error, a log line).
 pub fn without_userinfo(text: &str) -> std::borrow::Cow<'_, str> {
     let mut shown = String::new();
     let mut hidden = false;

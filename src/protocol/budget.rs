@@ -224,8 +224,6 @@ pub fn resume_refused(
     })
 }
 
-/// Money as a person reads it: `$20.31`; to a hundredth of a cent where cents would round
-/// it (`$0.0125`), so that a limit and what was spent differing by that much read apart.
 /// Whether `spent` dollars reach a limit of `limit`. Sums of attempts' costs carry binary
 /// rounding (eight attempts at $0.0125 make $0.09999999999999999): what is within a
 /// billionth of a dollar of the limit reaches it.
@@ -233,6 +231,8 @@ pub fn cost_reached(spent: f64, limit: f64) -> bool {
     spent >= limit - 1e-9
 }
 
+/// Money as a person reads it: `$20.31`; to a hundredth of a cent where cents would round
+/// it (`$0.0125`), so that a limit and what was spent differing by that much read apart.
 pub fn money(usd: f64) -> String {
     let exact = format!("{usd:.4}");
     let cents = exact.trim_end_matches('0');

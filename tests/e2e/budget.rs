@@ -116,8 +116,6 @@ fn a_session_stops_at_max_cost_and_finishes_after_a_raise() {
     assert_eq!(phases.last(), Some(&"done"), "{row}");
 }
 
-/// A long session's journal outgrows what samocode reads of a file at once (4 MiB): its
-/// cost per phase still counts every attempt.
 /// Eight attempts at $0.0125 spend the whole of $0.10: the session stops there, although
 /// their sum in binary floating point is a hair under $0.10 (a ninth attempt ran).
 #[test]
@@ -141,6 +139,8 @@ fn a_cost_budget_spent_exactly_stops_the_session() {
         .expect(2);
 }
 
+/// A long session's journal outgrows what samocode reads of a file at once (4 MiB): its
+/// cost per phase still counts every attempt.
 #[test]
 fn the_cost_per_phase_of_a_long_session_counts_every_attempt() {
     let project = Project::new();
