@@ -63,8 +63,14 @@ impl GitRemote {
     }
 }
 
+/// The longest one of these git commands may take (a push or fetch of a large repository).
+const GIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// `git -C DIR ARGS`, with the credentials of the `remote` it talks to: its standard output
 /// (trimmed), or why it failed, in git's words with any address's user and password hidden.
+/// It never asks for a password (a refused credential fails at once, also on a terminal),
+/// runs none of the repository's hooks, and is stopped, with what it started, after
+/// [`GIT_LIMIT`].
 pub async fn run_git(
     dir: &Path,
     args: &[&str],
@@ -74,15 +80,43 @@ pub async fn run_git(
     command
         .arg("-C")
         .arg(dir)
+        .args([
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "core.fsmonitor=false",
+        ])
+        .args(["-c", "core.askPass="])
         .args(args)
-        .stdin(std::process::Stdio::null());
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env_remove("GIT_ASKPASS")
+        .env_remove("SSH_ASKPASS")
+        .stdin(std::process::Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
     if let Some(remote) = remote {
         remote.credentials(&mut command);
     }
-    let output = command
-        .output()
-        .await
+    let child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .map_err(|e| format!("cannot run git: {e}"))?;
+    let group = child.id().map(|pid| nix::unistd::Pid::from_raw(pid as i32));
+    let output = match tokio::time::timeout(GIT_LIMIT, child.wait_with_output()).await {
+        Ok(output) => output.map_err(|e| format!("cannot run git: {e}"))?,
+        Err(_) => {
+            // Its helpers (git-remote-http) too: they hold the connection.
+            if let Some(group) = group {
+                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            }
+            return Err(format!(
+                "git {} did not end within {} and was stopped",
+                args.first().unwrap_or(&""),
+                humantime::format_duration(GIT_LIMIT)
+            ));
+        }
+    };
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
     } else {
