@@ -858,6 +858,31 @@ impl SessionActor {
         if tree.path.exists() {
             return worktree::check_own(&tree, &self.project.main_repo);
         }
+        // Not where the state says, but where WORKTREES puts it now (the project moved, or
+        // WORKTREES changed): the session goes on there, once it is its own; it is not made
+        // again at the old place.
+        let here = self.project.worktrees.join(run.store.name());
+        if here != tree.path && here.exists() {
+            let moved = worktree::Worktree {
+                path: here,
+                branch: tree.branch.clone(),
+            };
+            worktree::check_own(&moved, &self.project.main_repo)?;
+            run.state.worktree = Some(moved.path.clone());
+            let entry = format!(
+                "Worktree {} is not there; the session goes on in {}, where WORKTREES puts it now",
+                tree.path.display(),
+                moved.path.display()
+            );
+            run.store.log(&entry);
+            return run
+                .save_noting(&entry)
+                .map_err(|e| worktree::WorktreeError::Git {
+                    args: "(saving state)".into(),
+                    dir: run.store.dir().to_path_buf(),
+                    detail: e.to_string(),
+                });
+        }
         if worktree::restore(&self.project, &tree).await? {
             let entry = format!(
                 "Worktree {} was missing; made again from branch {} (changes not committed were lost with it)",

@@ -842,3 +842,37 @@ fn a_repository_git_does_not_take_gets_advice_for_what_is_wrong() {
         "{said}"
     );
 }
+
+/// A session whose worktree is no longer where its state says but where WORKTREES puts it
+/// now (the project moved, WORKTREES changed, and git told with `git worktree repair`) goes
+/// on there; it was made again at the old place, beside the work.
+#[test]
+fn a_worktree_moved_with_worktrees_is_found_where_worktrees_puts_it() {
+    let project = Project::new();
+    project
+        .run(&["run", "--session", "moved", "--dive", "d", "--task", "t"])
+        .expect(10);
+    let old = std::path::PathBuf::from(
+        project.session("moved").state()["worktree"]
+            .as_str()
+            .unwrap(),
+    );
+    let elsewhere = project.root.join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let new = elsewhere.join(old.file_name().unwrap());
+    std::fs::rename(&old, &new).unwrap();
+    git(
+        &project.repo,
+        &["worktree", "repair", &new.display().to_string()],
+    );
+    point_at(&project, &project.repo, &elsewhere);
+    project
+        .run(&["answer", "moved", "--accept-suggestions"])
+        .expect(0);
+    project.run(&["run", "--session", "moved"]).expect(10);
+    assert!(!old.exists(), "made again at the old place");
+    assert_eq!(
+        project.session("moved").state()["worktree"],
+        new.display().to_string()
+    );
+}
