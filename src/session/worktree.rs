@@ -150,9 +150,13 @@ fn git_command(dir: &Path, args: &[&str]) -> std::process::Command {
             "core.hooksPath=/dev/null",
             "-c",
             "core.fsmonitor=false",
+            "-c",
+            "core.askPass=",
         ])
         .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0");
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env_remove("GIT_ASKPASS")
+        .env_remove("SSH_ASKPASS");
     command
 }
 
@@ -373,12 +377,23 @@ pub fn check_own(tree: &Worktree, repo: &Path) -> Result<(), WorktreeError> {
         ));
     };
     let Some(back) = read_small(&admin.join("gitdir")) else {
+        // Its record is named in this repository: git pruned it, and the folder, made again,
+        // is the way back. Named elsewhere: the repository moved, and git can repair that.
+        let pruned = admin.starts_with(repo)
+            || repo
+                .canonicalize()
+                .is_ok_and(|repo| admin.starts_with(repo));
         return Err(not(
             format!(
-                "git no longer knows it (its record {} is gone: pruned, or the repository moved)",
-                admin.display()
+                "git no longer knows it (its record {} is gone: {})",
+                admin.display(),
+                if pruned {
+                    "pruned"
+                } else {
+                    "the repository moved"
+                }
             ),
-            repair(),
+            if pruned { remake() } else { repair() },
         ));
     };
     let back = admin.join(back.trim_end());
@@ -395,7 +410,7 @@ pub fn check_own(tree: &Worktree, repo: &Path) -> Result<(), WorktreeError> {
         return Err(not(
             "its checkout was cut short (git's lock on it says `initializing`; its files may be missing)".into(),
             format!(
-                "remove it (`git -C {} worktree remove --force {path}`) so that samocode makes it again from branch {}",
+                "remove it (`git -C {} worktree remove --force --force {path}`) so that samocode makes it again from branch {}",
                 repo.display(),
                 tree.branch
             ),
@@ -700,9 +715,10 @@ mod tests {
         std::fs::rename(dir.path().join("away"), &path).unwrap();
         let text = problem(&tree);
         assert!(
-            text.contains("git no longer knows it") && text.contains("worktree repair"),
+            text.contains("git no longer knows it") && text.contains("pruned"),
             "{text}"
         );
+        assert!(text.contains("move the folder away"), "{text}");
         assert_eq!(
             lexical(Path::new("/r/.git/worktrees/x/../../../wt/x/.git")),
             Path::new("/r/wt/x/.git")
