@@ -179,10 +179,25 @@ impl Project {
     /// without having run).
     fn session(&self, name: &str, phase: Phase, waiting: bool) -> PathBuf {
         let dir = self.root.join("sessions").join(format!("26-11-24-{name}"));
-        // Past its init, with a worktree of its own as an init leaves it (a plain folder: no
-        // git is needed, and none of its cost is measured).
-        let worktree = self.root.join("worktrees").join(format!("26-11-24-{name}"));
+        // Past its init, with a worktree of its own as an init leaves it: git's files of one
+        // laid out by hand (no git is needed, and none of its cost is measured; the check
+        // before each attempt reads only them).
+        let folder = format!("26-11-24-{name}");
+        let worktree = self.root.join("worktrees").join(&folder);
         std::fs::create_dir_all(&worktree).unwrap();
+        let admin = self.root.join("repo/.git/worktrees").join(&folder);
+        std::fs::create_dir_all(&admin).unwrap();
+        std::fs::write(
+            worktree.join(".git"),
+            format!("gitdir: {}\n", admin.display()),
+        )
+        .unwrap();
+        std::fs::write(
+            admin.join("gitdir"),
+            format!("{}\n", worktree.join(".git").display()),
+        )
+        .unwrap();
+        std::fs::write(admin.join("HEAD"), format!("ref: refs/heads/{name}\n")).unwrap();
         let store = SessionStore::create(&dir).unwrap();
         let mut state = SessionState::new(&store.name(), "d", "t", jiff::Timestamp::now());
         state.worktree = Some(worktree);
@@ -410,7 +425,13 @@ fn overhead_with(n: usize, env: &[(&str, String)]) -> Overhead {
             .stdout(Stdio::null())
             .status()
             .unwrap();
+        let before = done;
         done = iteration_of(&dir) as usize;
+        assert!(
+            done > before,
+            "samocode run made no iteration: {}",
+            std::fs::read_to_string(dir.join("session.log")).unwrap_or_default()
+        );
         if done < n {
             project.resume_at_limit("loop", run);
         }
