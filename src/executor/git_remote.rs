@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+use crate::session::worktree::GIT_LIMIT;
+
 /// The address to put on git's command line, and what its environment needs beside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GitRemote {
@@ -63,9 +65,6 @@ impl GitRemote {
     }
 }
 
-/// The longest one of these git commands may take (a push or fetch of a large repository).
-const GIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
-
 /// `git -C DIR ARGS`, with the credentials of the `remote` it talks to: its standard output
 /// (trimmed), or why it failed, in git's words with any address's user and password hidden.
 /// It never asks for a password (a refused credential fails at once, also on a terminal),
@@ -76,21 +75,9 @@ pub async fn run_git(
     args: &[&str],
     remote: Option<&GitRemote>,
 ) -> Result<String, String> {
-    let mut command = tokio::process::Command::new("git");
+    let mut command =
+        tokio::process::Command::from(crate::session::worktree::git_command(dir, args));
     command
-        .arg("-C")
-        .arg(dir)
-        .args([
-            "-c",
-            "core.hooksPath=/dev/null",
-            "-c",
-            "core.fsmonitor=false",
-        ])
-        .args(["-c", "core.askPass="])
-        .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env_remove("GIT_ASKPASS")
-        .env_remove("SSH_ASKPASS")
         .stdin(std::process::Stdio::null())
         .process_group(0)
         .kill_on_drop(true);

@@ -110,8 +110,9 @@ async fn git(dir: &Path, args: &[&str]) -> Result<String, WorktreeError> {
 }
 
 /// The longest a git command of samocode's own may take: a filter of the repository's (LFS
-/// fetching over the network) can hold `worktree add` while the session cannot answer.
-const GIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+/// fetching over the network) can hold `worktree add` while the session cannot answer, and a
+/// remote engine's push or fetch a session's attempt.
+pub(crate) const GIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// A git command's standard output as it printed it (porcelain lines start with a space).
 async fn git_raw(dir: &Path, args: &[&str]) -> Result<String, WorktreeError> {
@@ -137,10 +138,10 @@ fn git_raw_blocking(dir: &Path, args: &[&str]) -> Result<String, WorktreeError> 
 }
 
 /// `git -C DIR ARGS`, never asking for a password, and running none of the repository's
-/// hooks or its file-system monitor: samocode's own commands (`worktree add`, `status`) are
-/// plumbing, and a hook that waits (an `npm install` on post-checkout) would hold the session
-/// where no `stop` reaches it.
-fn git_command(dir: &Path, args: &[&str]) -> std::process::Command {
+/// hooks or its file-system monitor: samocode's own commands (`worktree add`, `status`, a
+/// remote engine's push and fetch) are plumbing, and a hook that waits (an `npm install` on
+/// post-checkout) would hold the session where no `stop` reaches it.
+pub(crate) fn git_command(dir: &Path, args: &[&str]) -> std::process::Command {
     let mut command = std::process::Command::new("git");
     command
         .arg("-C")
