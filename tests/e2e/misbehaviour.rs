@@ -785,7 +785,7 @@ fn an_attempt_that_ended_in_time_while_its_run_was_frozen_is_not_timed_out() {
         .env("SAMOCODE_FAKE", "investigation=slow:2")
         .env("CLAUDE_TIMEOUT", "6s");
     let running = project.track_agents();
-    let args = [
+    let mut run = project.spawn(&[
         "run",
         "--session",
         "frozen",
@@ -794,13 +794,7 @@ fn an_attempt_that_ended_in_time_while_its_run_was_frozen_is_not_timed_out() {
         "--task",
         "t",
         "--once",
-    ];
-    let mut run = project
-        .command(&args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    ]);
     // Frozen once its agent runs, until well past the limit.
     wait_for(Duration::from_secs(30), "the agent", || {
         !super::fixture::running_agents(&running).is_empty()
@@ -823,7 +817,7 @@ fn an_attempt_that_ended_in_time_while_its_run_was_frozen_is_not_timed_out() {
 fn an_attempt_that_reported_its_cost_before_its_worker_died_counts_it() {
     let mut project = Project::new();
     project.env("SAMOCODE_FAKE_LINGER", "120");
-    let args = [
+    let mut run = project.spawn(&[
         "run",
         "--session",
         "lingers",
@@ -832,13 +826,7 @@ fn an_attempt_that_reported_its_cost_before_its_worker_died_counts_it() {
         "--task",
         "t",
         "--once",
-    ];
-    let mut run = project
-        .command(&args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    ]);
     let reported = || {
         std::fs::read_dir(&project.sessions).is_ok_and(|mut d| d.next().is_some())
             && project.session("lingers").logs().iter().any(|name| {

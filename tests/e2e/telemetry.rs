@@ -13,10 +13,18 @@ type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 
 /// A loopback OTLP/HTTP receiver that keeps every request (path and body).
 fn receiver() -> (u16, Received) {
+    let (port, seen, _) = receiver_keeping("authorization");
+    (port, seen)
+}
+
+/// [`receiver`], also keeping the values of every request's header `kept`.
+fn receiver_keeping(kept: &'static str) -> (u16, Received, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let keep = seen.clone();
+    let values = Arc::new(Mutex::new(Vec::new()));
+    let keep_values = values.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
@@ -31,10 +39,13 @@ fn receiver() -> (u16, Received) {
                 if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
                     break;
                 }
-                if let Some((name, value)) = header.split_once(':')
-                    && name.eq_ignore_ascii_case("content-length")
-                {
-                    length = value.trim().parse().unwrap_or(0);
+                if let Some((name, value)) = header.split_once(':') {
+                    if name.eq_ignore_ascii_case("content-length") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                    if name.eq_ignore_ascii_case(kept) {
+                        keep_values.lock().unwrap().push(value.trim().to_string());
+                    }
                 }
             }
             let mut body = vec![0; length];
@@ -48,7 +59,7 @@ fn receiver() -> (u16, Received) {
             let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
         }
     });
-    (port, seen)
+    (port, seen, values)
 }
 
 /// A project whose commands export spans and metrics to the receiver on `port`.
@@ -851,34 +862,7 @@ fn a_segment_ended_before_a_crash_is_not_ended_again() {
 /// logs its connections.
 #[test]
 fn credentials_in_the_otlp_endpoint_are_sent_as_authorization_and_never_logged() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let keep = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut length = 0;
-            loop {
-                let mut header = String::new();
-                if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
-                    break;
-                }
-                if let Some((name, value)) = header.split_once(':') {
-                    if name.eq_ignore_ascii_case("content-length") {
-                        length = value.trim().parse().unwrap_or(0);
-                    }
-                    if name.eq_ignore_ascii_case("authorization") {
-                        keep.lock().unwrap().push(value.trim().to_string());
-                    }
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-        }
-    });
+    let (port, _, seen) = receiver_keeping("authorization");
     let mut project = Project::new();
     project
         .env(
