@@ -1072,3 +1072,51 @@ fn a_password_in_the_nats_address_is_in_no_log_even_at_debug() {
     assert!(said.contains("authorization"), "{said}");
     assert!(!said.contains("SECRET-NATSU"), "{said}");
 }
+
+/// The daemon's own push of an attempt's base to a shared `samocode` remote runs none of the
+/// repository's hooks (a husky `pre-push: npm test` ran at every attempt, where no `stop`
+/// reached it).
+#[test]
+fn the_daemons_push_to_a_shared_remote_runs_no_hook() {
+    use std::os::unix::fs::PermissionsExt;
+    let nats = NatsServer::start();
+    let mut project = nats_project();
+    let bare = project.root.join("shared.git");
+    super::fixture::git(
+        &project.root,
+        &["init", "-q", "--bare", &bare.display().to_string()],
+    );
+    let url = bare.display().to_string();
+    super::fixture::git(&project.repo, &["remote", "add", "samocode", &url]);
+    let ran = project.root.join("pre-push-ran");
+    let hook = project.repo.join(".git/hooks/pre-push");
+    std::fs::write(
+        &hook,
+        format!("#!/bin/sh\necho ran >> '{}'\n", ran.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let _daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
+    let workers = [worker(&project, &nats.url, "host-1", Some("host-1"))];
+    project
+        .run(&["start", "--session", "hooked", "--dive", "d", "--task", "t"])
+        .expect(0);
+    let asked = Instant::now() + Duration::from_secs(60);
+    loop {
+        let asking = std::fs::read_dir(&project.sessions).is_ok_and(|mut d| d.next().is_some())
+            && project.session("hooked").path("_state.json").exists()
+            && project.session("hooked").state()["status"]["for"] == "qa_answers";
+        if asking {
+            break;
+        }
+        assert!(
+            Instant::now() < asked,
+            "no questions: {}",
+            all_logs(&project, &workers)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pushed = super::fixture::git(&bare, &["for-each-ref"]);
+    assert!(pushed.contains("/base"), "{pushed}");
+    assert!(!ran.exists(), "the pre-push hook ran");
+}
