@@ -31,7 +31,8 @@
 //! 0.3 s).
 //! `SAMOCODE_FAKE_CHAOS=P[:SEED]` gives an iteration one of those faults with probability P
 //! (see `chaos`). `SAMOCODE_FAKE_PIDS` names a file where it appends the pids of the processes
-//! it leaves behind; `SAMOCODE_FAKE_STEPS` is the number of implementation steps (3).
+//! it leaves behind; `SAMOCODE_FAKE_STEPS` is the number of implementation steps (3);
+//! `SAMOCODE_FAKE_LINGER=S` has it stay S seconds after printing its result.
 
 use std::collections::HashMap;
 use std::io::Write;
