@@ -294,9 +294,9 @@ impl From<OpenError> for CliError {
         match e {
             OpenError::Store(e) => e.into(),
             OpenError::Name(e) => e.into(),
-            e @ (OpenError::NeedsDiveAndTask(_) | OpenError::NameTaken { .. }) => {
-                CliError::usage(e)
-            }
+            e @ (OpenError::NeedsDiveAndTask(_)
+            | OpenError::NameTaken { .. }
+            | OpenError::BlockedByBudget(_)) => CliError::usage(e),
         }
     }
 }

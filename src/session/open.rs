@@ -117,6 +117,11 @@ pub enum OpenError {
     /// A new session needs both texts.
     #[error("session {0} does not exist yet: a new session needs --dive TEXT and --task TEXT")]
     NeedsDiveAndTask(String),
+    /// Budget flags for a session its budget blocked: a raise, with its checks, is the way.
+    #[error(
+        "session {0} is blocked by its budget; raise it with `samocode resume {0} --raise-budget WORD=VALUE` (cost=, iterations=, time=), then run it: the --max-* flags set the budget of a session its budget does not block; nothing was changed"
+    )]
+    BlockedByBudget(String),
 }
 
 /// A request to drive a session.
@@ -230,6 +235,13 @@ pub fn open_resolved(
                 store.save(&mut state)?;
             }
             if !request.budget.is_empty() {
+                // The flags would change the budget with none of a raise's checks, and leave
+                // the session blocked by the limit they replaced.
+                if let RunState::Blocked { reason, .. } = &state.status
+                    && crate::protocol::budget::is_budget_reason(reason)
+                {
+                    return Err(OpenError::BlockedByBudget(store.name()));
+                }
                 state.budget = state.budget.merged(&request.budget);
                 store.save(&mut state)?;
                 store.log(&format!(

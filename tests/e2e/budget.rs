@@ -66,6 +66,18 @@ fn a_session_stops_at_max_cost_and_finishes_after_a_raise() {
         "{text}"
     );
 
+    // The budget flags of `run` are no raise: refused, the budget unchanged (they set it
+    // silently, and the run still said the old limit was reached).
+    let flags = project.run(&["run", "--session", "capped", "--max-cost", "100"]);
+    flags.expect(2);
+    assert!(
+        flags.stderr().contains("is blocked by its budget")
+            && flags.stderr().contains("--raise-budget"),
+        "{}",
+        flags.stderr()
+    );
+    assert_eq!(s.state()["budget"]["cost_usd"], 0.02);
+
     let refused = project.run(&["resume", "capped"]);
     refused.expect(2);
     assert!(
