@@ -377,6 +377,10 @@ pub fn basic_auth(user: &str, password: &str) -> String {
 /// shown as `<hidden>`: an address may carry credentials, and addresses are shown (a dry run,
 /// an error, a log line).
 pub fn without_userinfo(text: &str) -> std::borrow::Cow<'_, str> {
+    // Most text has no address with credentials: it goes back as it is, unread word by word.
+    if !text.contains('@') {
+        return std::borrow::Cow::Borrowed(text);
+    }
     let mut shown = String::new();
     let mut hidden = false;
     // Word by word: an address ends at whitespace, and several in a list (`a://…,b://…`)
