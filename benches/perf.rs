@@ -182,26 +182,15 @@ impl Project {
         // Past its init, with a worktree of its own as an init leaves it: git's files of one
         // laid out by hand (no git is needed, and none of its cost is measured; the check
         // before each attempt reads only them).
-        let folder = format!("26-11-24-{name}");
-        let worktree = self.root.join("worktrees").join(&folder);
-        std::fs::create_dir_all(&worktree).unwrap();
-        let admin = self.root.join("repo/.git/worktrees").join(&folder);
-        std::fs::create_dir_all(&admin).unwrap();
-        std::fs::write(
-            worktree.join(".git"),
-            format!("gitdir: {}\n", admin.display()),
-        )
-        .unwrap();
-        std::fs::write(
-            admin.join("gitdir"),
-            format!("{}\n", worktree.join(".git").display()),
-        )
-        .unwrap();
-        std::fs::write(admin.join("HEAD"), format!("ref: refs/heads/{name}\n")).unwrap();
+        let tree = samocode::session::worktree::Worktree {
+            path: self.root.join("worktrees").join(format!("26-11-24-{name}")),
+            branch: name.to_string(),
+        };
+        samocode::session::worktree::lay_out_by_hand(&self.root.join("repo"), &tree).unwrap();
         let store = SessionStore::create(&dir).unwrap();
         let mut state = SessionState::new(&store.name(), "d", "t", jiff::Timestamp::now());
-        state.worktree = Some(worktree);
-        state.branch = Some(name.to_string());
+        state.worktree = Some(tree.path);
+        state.branch = Some(tree.branch);
         state.enter_phase(phase);
         if waiting {
             state.status = RunState::Waiting {

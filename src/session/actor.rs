@@ -856,7 +856,7 @@ impl SessionActor {
         // A few small reads of git's files per attempt on the common path; git runs only
         // when the folder is gone.
         if tree.path.exists() {
-            return worktree::check_own(&tree, &self.project.main_repo);
+            return worktree::check_own(&tree, &self.project.main_repo).await;
         }
         // Not where the state says, but where WORKTREES puts it now (the project moved, or
         // WORKTREES changed): the session goes on there, once it is its own; it is not made
@@ -867,7 +867,7 @@ impl SessionActor {
                 path: here,
                 branch: tree.branch.clone(),
             };
-            worktree::check_own(&moved, &self.project.main_repo)?;
+            worktree::check_own(&moved, &self.project.main_repo).await?;
             run.state.worktree = Some(moved.path.clone());
             let entry = format!(
                 "Worktree {} is not there; the session goes on in {}, where WORKTREES puts it now",

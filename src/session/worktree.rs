@@ -351,7 +351,7 @@ pub async fn restore(project: &Project, tree: &Worktree) -> Result<bool, Worktre
 /// session's. Read from git's own files, without starting git: the folder's `.git` file
 /// names its admin folder, which names it back, has the branch in its `HEAD`, and is not
 /// locked by a `git worktree add` that was cut short.
-pub fn check_own(tree: &Worktree, repo: &Path) -> Result<(), WorktreeError> {
+pub async fn check_own(tree: &Worktree, repo: &Path) -> Result<(), WorktreeError> {
     let not = |problem: String, advice: String| WorktreeError::NotItsOwn {
         path: tree.path.clone(),
         branch: tree.branch.clone(),
@@ -421,9 +421,11 @@ pub fn check_own(tree: &Worktree, repo: &Path) -> Result<(), WorktreeError> {
     // A repository of the reftable format keeps HEAD in its table, and this file only says
     // so: git is asked.
     if head.trim_end() == "ref: refs/heads/.invalid" {
-        head = match git_raw_blocking(&tree.path, &["symbolic-ref", "-q", "HEAD"]) {
+        head = match git_raw(&tree.path, &["symbolic-ref", "-q", "HEAD"]).await {
             Ok(named) => format!("ref: {}", named.trim()),
-            Err(_) => git_raw_blocking(&tree.path, &["rev-parse", "HEAD"]).unwrap_or_default(),
+            Err(_) => git_raw(&tree.path, &["rev-parse", "HEAD"])
+                .await
+                .unwrap_or_default(),
         };
     }
     let head = head.trim_end();
@@ -441,6 +443,29 @@ pub fn check_own(tree: &Worktree, repo: &Path) -> Result<(), WorktreeError> {
         ));
     }
     Ok(())
+}
+
+/// Writes git's files of a worktree of `repo` at `tree.path` on `tree.branch` (its `.git`
+/// file, its record's `gitdir` and `HEAD`) as `git worktree add` leaves them, without running
+/// git: for the lifecycle tests and the bench, which measure no git, and whose worktree the
+/// check before each attempt ([`check_own`]) must take for the session's own.
+pub fn lay_out_by_hand(repo: &Path, tree: &Worktree) -> std::io::Result<()> {
+    let folder = tree.path.file_name().unwrap_or_default();
+    let admin = repo.join(".git/worktrees").join(folder);
+    std::fs::create_dir_all(&tree.path)?;
+    std::fs::create_dir_all(&admin)?;
+    std::fs::write(
+        tree.path.join(".git"),
+        format!("gitdir: {}\n", admin.display()),
+    )?;
+    std::fs::write(
+        admin.join("gitdir"),
+        format!("{}\n", tree.path.join(".git").display()),
+    )?;
+    std::fs::write(
+        admin.join("HEAD"),
+        format!("ref: refs/heads/{}\n", tree.branch),
+    )
 }
 
 /// `path` with its `.` and `..` parts resolved without asking the file system.
@@ -664,8 +689,8 @@ mod tests {
     /// A worktree git no longer knows (pruned while its folder was away), one whose `git
     /// worktree add` was cut short, and one on a detached HEAD are not taken for the
     /// session's own.
-    #[test]
-    fn a_worktree_git_forgot_or_never_finished_is_not_the_sessions_own() {
+    #[tokio::test]
+    async fn a_worktree_git_forgot_or_never_finished_is_not_the_sessions_own() {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("repo");
         std::fs::create_dir(&repo).unwrap();
@@ -695,26 +720,30 @@ mod tests {
             path: path.clone(),
             branch: "s1".into(),
         };
-        check_own(&tree, &repo).unwrap();
-        let problem = |tree: &Worktree| check_own(tree, &repo).unwrap_err().to_string();
+        check_own(&tree, &repo).await.unwrap();
+        let problem = async |tree: &Worktree| check_own(tree, &repo).await.unwrap_err().to_string();
 
         let admin = repo.join(".git/worktrees/tree");
         std::fs::write(admin.join("locked"), "initializing").unwrap();
-        assert!(problem(&tree).contains("cut short"), "{}", problem(&tree));
+        assert!(
+            problem(&tree).await.contains("cut short"),
+            "{}",
+            problem(&tree).await
+        );
         std::fs::remove_file(admin.join("locked")).unwrap();
 
         run(&path, &["checkout", "-q", "--detach"]);
         assert!(
-            problem(&tree).contains("detached HEAD"),
+            problem(&tree).await.contains("detached HEAD"),
             "{}",
-            problem(&tree)
+            problem(&tree).await
         );
         run(&path, &["checkout", "-q", "s1"]);
 
         std::fs::rename(&path, dir.path().join("away")).unwrap();
         run(&repo, &["worktree", "prune"]);
         std::fs::rename(dir.path().join("away"), &path).unwrap();
-        let text = problem(&tree);
+        let text = problem(&tree).await;
         assert!(
             text.contains("git no longer knows it") && text.contains("pruned"),
             "{text}"
@@ -728,8 +757,8 @@ mod tests {
 
     /// A repository of git's reftable format keeps HEAD in its table (the admin folder's
     /// `HEAD` file only says `.invalid`): its worktree on its branch is its own.
-    #[test]
-    fn a_reftable_repositorys_worktree_is_read_through_git() {
+    #[tokio::test]
+    async fn a_reftable_repositorys_worktree_is_read_through_git() {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("repo");
         std::fs::create_dir(&repo).unwrap();
@@ -760,9 +789,9 @@ mod tests {
             path: path.clone(),
             branch: "s1".into(),
         };
-        check_own(&tree, &repo).unwrap();
+        check_own(&tree, &repo).await.unwrap();
         run(&path, &["switch", "-q", "-c", "other"]).unwrap();
-        let text = check_own(&tree, &repo).unwrap_err().to_string();
+        let text = check_own(&tree, &repo).await.unwrap_err().to_string();
         assert!(text.contains("it is on branch other"), "{text}");
     }
 }

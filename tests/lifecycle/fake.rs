@@ -448,25 +448,15 @@ impl World {
 /// session's folder.
 fn past_init(project: &Project, folder: &str) -> PathBuf {
     let session = project.sessions.join(folder);
-    let worktree = project.worktrees.join(folder);
-    std::fs::create_dir_all(&worktree).unwrap();
-    let admin = project.main_repo.join(".git/worktrees").join(folder);
-    std::fs::create_dir_all(&admin).unwrap();
-    std::fs::write(
-        worktree.join(".git"),
-        format!("gitdir: {}\n", admin.display()),
-    )
-    .unwrap();
-    std::fs::write(
-        admin.join("gitdir"),
-        format!("{}\n", worktree.join(".git").display()),
-    )
-    .unwrap();
-    std::fs::write(admin.join("HEAD"), format!("ref: refs/heads/{folder}\n")).unwrap();
+    let tree = samocode::session::worktree::Worktree {
+        path: project.worktrees.join(folder),
+        branch: folder.to_string(),
+    };
+    samocode::session::worktree::lay_out_by_hand(&project.main_repo, &tree).unwrap();
     let store = SessionStore::create(&session).unwrap();
     let mut state = SessionState::new(&store.name(), "d", "t", jiff::Timestamp::now());
-    state.worktree = Some(worktree);
-    state.branch = Some(folder.to_string());
+    state.worktree = Some(tree.path);
+    state.branch = Some(tree.branch);
     state.enter_phase(Phase::Investigation);
     store.save(&mut state).unwrap();
     session
