@@ -7,12 +7,13 @@
 //!   published twice is stored once. Workers share one durable pull consumer; a worker holds
 //!   the message, acking "in progress" while its agent runs, and acks it at the end. A worker
 //!   that dies stops acking: after the consumer's AckWait (`SAMOCODE_NATS_ACK_WAIT`) JetStream
-//!   gives the attempt to another worker, as the next epoch (the delivery count).
-//! - `SAMOCODE_ATTEMPTS` (subjects `samocode.attempt.<key>.events` and `.cancel`, kept a
-//!   week): the daemon's `queued` event (with the spec, so a restarted daemon can publish it
-//!   again), then the worker's events ([`Event`]: started, output, heartbeats, the result),
-//!   and the daemon's cancel requests. Being a stream, it keeps them for a daemon that was
-//!   down: a restarted daemon replays an attempt's events and adopts it.
+//!   gives the attempt to another worker, as the next epoch (past every epoch claimed).
+//! - `SAMOCODE_ATTEMPTS` (subjects `samocode.attempt.<key>.events`, `.spec`, `.claim` and
+//!   `.cancel`, kept a week): the attempt's spec (so a restarted daemon can publish it again),
+//!   the worker's events ([`Event`]: started, output, heartbeats, the result), the workers'
+//!   claims ([`Claim`]: which copy of the work message runs, as which epoch), and the daemon's
+//!   cancel requests. Being a stream, it keeps them for a daemon that was down: a restarted
+//!   daemon replays an attempt's events and adopts it.
 //!
 //! Fencing: the daemon takes output and the result only of the newest epoch started, so a
 //! worker given up for dead that comes back late changes nothing; a worker that picks up an
@@ -53,6 +54,22 @@ pub fn events_subject(key: &str) -> String {
 /// The subject of an attempt's cancel requests.
 pub fn cancel_subject(key: &str) -> String {
     format!("samocode.attempt.{key}.cancel")
+}
+
+/// The subject of the workers' claims on an attempt ([`Claim`]).
+pub fn claim_subject(key: &str) -> String {
+    format!("samocode.attempt.{key}.claim")
+}
+
+/// A worker's claim on an attempt, stored before it runs one: which work message it runs
+/// (its stream sequence) and as which epoch. A second copy of the work message (another
+/// sequence) is not run beside it, and a new delivery of the same message runs as a newer
+/// epoch than any claimed, whatever delivery count JetStream gives it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Claim {
+    pub work: u64,
+    pub epoch: u32,
+    pub host: String,
 }
 
 /// A cancel request: stop the agent with its grace (`kill`: the grace is over).
@@ -182,14 +199,51 @@ impl Link {
         Ok(self.last::<Cancel>(&cancel_subject(key)).await?.is_some())
     }
 
+    /// The last claim on attempt `key`, with its sequence in the stream (what the next claim
+    /// expects to follow).
+    pub async fn last_claim(&self, key: &str) -> std::io::Result<Option<(Claim, u64)>> {
+        self.last_stored(&claim_subject(key)).await
+    }
+
+    /// Stores `claim` on attempt `key` if the last claim stored is still the one at stream
+    /// sequence `after` (0: none): false when another worker claimed it meanwhile.
+    pub async fn claim(&self, key: &str, claim: &Claim, after: u64) -> std::io::Result<bool> {
+        use jetstream::context::PublishErrorKind;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            after.to_string().as_str(),
+        );
+        let body = serde_json::to_vec(claim).expect("claims serialize");
+        let stored = async {
+            self.js
+                .publish_with_headers(claim_subject(key), headers, body.into())
+                .await?
+                .await
+        };
+        match stored.await {
+            Ok(_) => Ok(true),
+            Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => Ok(false),
+            Err(error) => Err(std::io::Error::other(error)),
+        }
+    }
+
     async fn last<T: serde::de::DeserializeOwned>(
         &self,
         subject: &str,
     ) -> std::io::Result<Option<T>> {
+        Ok(self.last_stored(subject).await?.map(|(value, _)| value))
+    }
+
+    /// The last message of `subject` in the attempts stream, and its sequence there.
+    async fn last_stored<T: serde::de::DeserializeOwned>(
+        &self,
+        subject: &str,
+    ) -> std::io::Result<Option<(T, u64)>> {
         use jetstream::stream::LastRawMessageErrorKind;
         match self.attempts.get_last_raw_message_by_subject(subject).await {
             Ok(message) => serde_json::from_slice(&message.payload)
-                .map(Some)
+                .map(|value| Some((value, message.sequence)))
                 .map_err(std::io::Error::other),
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(e) => Err(std::io::Error::other(e)),

@@ -873,6 +873,13 @@ fn an_attempts_time_limit_does_not_count_its_wait_in_the_queue() {
 /// attempt to workers at most `deliveries` times (samocode's own queue says 10): a queue an
 /// operator made, where the end of the deliveries comes soon.
 fn queue_giving_each_attempt(url: &str, deliveries: i64) {
+    make_queue(url, deliveries, false);
+}
+
+/// Makes the work queue's consumer as samocode does (`deliveries`: its `max_deliver`), after
+/// deleting the one there when `again` (an operator's reset: the consumer made again counts
+/// every delivery afresh).
+fn make_queue(url: &str, deliveries: i64, again: bool) {
     use async_nats::jetstream::{consumer, stream};
     use samocode::executor::nats::{WORK_STREAM, WORK_SUBJECT, WORKERS};
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -895,6 +902,9 @@ fn queue_giving_each_attempt(url: &str, deliveries: i64) {
             })
             .await
             .unwrap();
+        if again {
+            work.delete_consumer(WORKERS).await.unwrap();
+        }
         work.get_or_create_consumer(
             WORKERS,
             consumer::pull::Config {
@@ -907,6 +917,100 @@ fn queue_giving_each_attempt(url: &str, deliveries: i64) {
         )
         .await
         .unwrap();
+    });
+}
+
+/// A delivery count that starts again at 1 (the consumer made again, or a server whose
+/// consumer state lost the delivery) for an attempt whose worker died mid-run: the next worker
+/// took that delivery for a second copy of an attempt someone else ran, acked it and ran
+/// nothing, and the session waited for the attempt until its time limit. The claim its first
+/// worker left says it is the same message: it runs, as the next epoch.
+#[test]
+fn an_attempt_whose_worker_died_runs_again_when_its_deliveries_are_counted_afresh() {
+    let nats = NatsServer::start();
+    let mut project = nats_project();
+    project.env("SAMOCODE_FAKE", "investigation@1=slow:8");
+    let _daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
+    let (first, agent) = running_on_one_worker(&project, &nats.url, "afresh");
+    // SIGKILL: its runner stops the agent when it dies.
+    drop(first);
+    wait_for(Duration::from_secs(15), "the first agent gone", || {
+        !alive(agent)
+    });
+    make_queue(&nats.url, 10, true);
+    let second = worker(&project, &nats.url, "host-2", Some("host-2"));
+    let session = project.session("afresh");
+    let asked = Instant::now() + Duration::from_secs(90);
+    while !(session.path("_state.json").exists()
+        && session.state()["status"]["for"] == "qa_answers")
+    {
+        assert!(
+            Instant::now() < asked,
+            "no questions within 90 s: {}\n{}",
+            session.read("session.log"),
+            all_logs(&project, std::slice::from_ref(&second))
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = all_logs(&project, std::slice::from_ref(&second));
+    assert!(log.contains("given to another worker"), "{log}");
+    assert!(!log.contains("not run key="), "{log}");
+}
+
+/// A second copy of an attempt's work message (published again past the queue's dedup
+/// window: a daemon restarted much later) while a worker runs the first is acked and never
+/// run beside it: the first worker's claim names the other message.
+#[test]
+fn a_second_copy_of_a_running_attempts_message_is_not_run_beside_it() {
+    let nats = NatsServer::start();
+    let mut project = nats_project();
+    project.env("SAMOCODE_FAKE", "investigation@1=slow:6");
+    let _daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
+    let (first, _agent) = running_on_one_worker(&project, &nats.url, "copy");
+    copy_first_work_message(&nats.url);
+    let second = worker(&project, &nats.url, "host-2", Some("host-2"));
+    let workers = [first, second];
+    let session = project.session("copy");
+    let asked = Instant::now() + Duration::from_secs(60);
+    while !(session.path("_state.json").exists()
+        && session.state()["status"]["for"] == "qa_answers")
+    {
+        assert!(
+            Instant::now() < asked,
+            "no questions within 60 s: {}",
+            all_logs(&project, &workers)
+        );
+        assert!(running(&workers) <= 1, "{}", all_logs(&project, &workers));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = all_logs(&project, &workers);
+    assert!(
+        log.contains("not run") && log.contains("another copy of its work message runs"),
+        "{log}"
+    );
+    assert!(!log.contains("given to another worker"), "{log}");
+}
+
+/// Publishes the work queue's first message again, as a message of its own.
+fn copy_first_work_message(url: &str) {
+    use samocode::executor::nats::{WORK_STREAM, WORK_SUBJECT};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = async_nats::ConnectOptions::with_token(TOKEN.into())
+            .connect(url)
+            .await
+            .unwrap();
+        let js = async_nats::jetstream::new(client);
+        let work = js.get_stream(WORK_STREAM).await.unwrap();
+        let first = work.get_raw_message(1).await.unwrap();
+        js.publish(WORK_SUBJECT, first.payload)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
     });
 }
 

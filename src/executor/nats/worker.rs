@@ -9,9 +9,11 @@
 //! kill grace ended, it stops the agent); at the end it acks the message, once the result is in
 //! the attempt's events (a result that did not reach NATS leaves the message to be given
 //! again). A cancel request on the
-//! attempt's cancel subject becomes SIGTERM to the runner. A spec whose attempt is already
-//! over, already cancelled, or (a duplicate message) already taken by another worker is acked
-//! and not run. A stop request (SIGTERM) stops taking work, stops the running attempts with
+//! attempt's cancel subject becomes SIGTERM to the runner. Before it runs an attempt, a worker
+//! claims it ([`Claim`]: this copy of the work message, as the next epoch), so that two copies
+//! of one attempt's message never both run; a spec whose attempt is already over, already
+//! cancelled, or claimed by another worker for another copy of its message is acked and not
+//! run. A stop request (SIGTERM) stops taking work, stops the running attempts with
 //! their grace, and gives them back (not acked, and no result sent) before the worker exits:
 //! another worker runs each as its next epoch, and the stop is no failure of the session's.
 
@@ -28,7 +30,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::{Link, WORKERS, cancel_subject, events_subject};
+use super::{Claim, Link, WORKERS, cancel_subject, events_subject};
 use crate::executor::result::{AttemptResult, End, Event};
 use crate::executor::spec::RemoteSpec;
 use crate::shutdown::Shutdown;
@@ -135,33 +137,47 @@ async fn run_one(
         let _ = message.ack_with(AckKind::Term).await;
         return;
     };
-    let epoch = message
-        .info()
-        .map_or(1, |info| info.delivered.max(1) as u32);
+    // The message's place in the work stream (what tells its copies apart), and how many
+    // times JetStream says it has given it.
+    let (work, delivered) = message.info().map_or((0, 1), |info| {
+        (
+            info.stream_sequence,
+            info.delivered.clamp(1, i64::from(u32::MAX)) as u32,
+        )
+    });
     let key = spec.key.clone();
-    match skip_reason(&link, &key, epoch).await {
-        Ok(None) => {}
-        Ok(Some(reason)) => {
+    let epoch = match decide(&link, &key, work, delivered, &settings.name).await {
+        Ok(Taking::Run { epoch }) => epoch,
+        Ok(Taking::Skip(reason)) => {
             tracing::info!(%key, %reason, "not run");
+            let _ = message.double_ack().await;
+            return;
+        }
+        Ok(Taking::Leave(reason)) => {
+            // Neither acked nor given back: either would act on the message the other
+            // worker holds.
+            tracing::warn!(%key, %reason, "not run, and left to the worker that holds it");
+            return;
+        }
+        Ok(Taking::Cancelled { epoch }) => {
+            tracing::info!(%key, reason = "it was cancelled before it started", "not run");
             // A daemon that cancelled it may have gone (stopped, and started again since):
             // the one that follows the attempt now learns its end from this, rather than
             // waiting for a worker that will never run it.
-            if reason == CANCELLED {
-                let end = End::Signaled {
-                    signal: "SIGTERM".into(),
-                };
-                let note = Some("cancelled before a worker started it".into());
-                if publish_end(&link, &spec, epoch, &settings, end, note)
-                    .await
-                    .is_err()
-                {
+            let end = End::Signaled {
+                signal: "SIGTERM".into(),
+            };
+            let note = Some("cancelled before a worker started it".into());
+            match publish_end(&link, &spec, epoch, &settings, end, note).await {
+                Ok(()) => {
+                    let _ = message.double_ack().await;
+                }
+                Err(_) => {
                     let _ = message
                         .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                         .await;
-                    return;
                 }
             }
-            let _ = message.double_ack().await;
             return;
         }
         Err(error) => {
@@ -170,13 +186,14 @@ async fn run_one(
             let back = Back {
                 after: Duration::from_secs(1),
                 deliveries,
-                epoch,
+                delivered,
+                epoch: delivered,
                 why,
             };
             back.give(&link, &message, &spec, &settings).await;
             return;
         }
-    }
+    };
     spec.epoch = epoch;
     let file = settings
         .dir
@@ -190,6 +207,7 @@ async fn run_one(
         let back = Back {
             after: Duration::from_secs(5),
             deliveries,
+            delivered,
             epoch,
             why,
         };
@@ -218,6 +236,7 @@ async fn run_one(
         let back = Back {
             after: Duration::from_secs(3),
             deliveries,
+            delivered,
             epoch,
             why,
         };
@@ -225,7 +244,7 @@ async fn run_one(
         return;
     }
     if reported == Reported::Lost {
-        match deliveries > 0 && i64::from(epoch) >= deliveries {
+        match deliveries > 0 && i64::from(delivered) >= deliveries {
             true => {
                 tracing::error!(%key, epoch, "the attempt's end is not sent, at its last delivery: JetStream gives it no more, and its daemon ends it at its time limit")
             }
@@ -247,7 +266,9 @@ struct Back {
     after: Duration,
     /// How many times the queue gives an attempt (0 or less: no end).
     deliveries: i64,
-    /// This delivery's number.
+    /// How many times the queue has given it, this time included.
+    delivered: u32,
+    /// The epoch this worker ran it as (its end, when this is the last delivery, is of it).
     epoch: u32,
     /// Why it is given back.
     why: String,
@@ -263,13 +284,13 @@ impl Back {
         spec: &RemoteSpec,
         settings: &WorkerSettings,
     ) {
-        if self.deliveries <= 0 || i64::from(self.epoch) < self.deliveries {
+        if self.deliveries <= 0 || i64::from(self.delivered) < self.deliveries {
             let _ = message.ack_with(AckKind::Nak(Some(self.after))).await;
             return;
         }
         let detail = format!(
             "{}; it was given to workers {} times, the most the work queue gives an attempt",
-            self.why, self.epoch
+            self.why, self.delivered
         );
         tracing::error!(key = %spec.key, %detail, "the attempt ends here");
         let end = End::Failed { detail };
@@ -287,24 +308,94 @@ impl Back {
 /// A subject nobody serves: a request to it is answered by the server itself.
 const PING_SUBJECT: &str = "samocode.worker.ping";
 
-/// The reason a queued attempt cancelled before any worker started it is not run.
-const CANCELLED: &str = "it was cancelled before it started";
+/// What a worker does with a work message it was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Taking {
+    /// It is claimed: run it, as this epoch.
+    Run { epoch: u32 },
+    /// Ack it and run nothing.
+    Skip(&'static str),
+    /// Cancelled before any worker started it: its end is published (of this epoch), then it
+    /// is acked.
+    Cancelled { epoch: u32 },
+    /// Another worker took this very message at the same moment: leave it to that one.
+    Leave(&'static str),
+}
 
-/// Why a taken attempt is not run, if it is not.
-async fn skip_reason(link: &Link, key: &str, epoch: u32) -> std::io::Result<Option<&'static str>> {
-    Ok(match link.last_event(key).await? {
-        Some(Event::Result(_)) => Some("it is over already"),
-        // A first delivery of an attempt another worker has started: a second copy of it.
-        Some(Event::Started { .. } | Event::Out { .. } | Event::Heartbeat { .. }) if epoch == 1 => {
-            Some("another worker runs it")
+/// Why a delivery of work message `work` (at stream sequence `work`, given `delivered` times
+/// by JetStream's count) is not run, or the epoch it runs as, from the attempt's last event and
+/// the last claim on it.
+///
+/// The epoch is never JetStream's count alone: a delivery count can start again at 1 for a
+/// message a worker already ran (a consumer made again, or its state restored without the
+/// delivery), and that delivery, taken for a second copy, was acked and never run: its daemon
+/// waited for the attempt until its time limit.
+fn judge(
+    last: Option<&Event>,
+    claim: Option<&Claim>,
+    work: u64,
+    delivered: u32,
+) -> Result<u32, &'static str> {
+    match (last, claim) {
+        (Some(Event::Result(_)), _) => Err("it is over already"),
+        // The message another worker claimed is another copy of this attempt's spec.
+        (_, Some(claim)) if claim.work != work => Err("another copy of its work message runs"),
+        // The message itself again: its holder lost it (a worker dead, or out of reach).
+        (_, Some(claim)) => Ok(delivered.max(claim.epoch.saturating_add(1))),
+        // Started by a worker of an earlier build, which claims nothing: only a second copy
+        // of the message is delivered for the first time.
+        (Some(Event::Started { .. } | Event::Out { .. } | Event::Heartbeat { .. }), None)
+            if delivered == 1 =>
+        {
+            Err("another worker runs it")
         }
-        _ if link.cancelled(key).await? => Some(CANCELLED),
-        // Its spec is stored before it is queued and dropped when the daemon is done with it:
-        // a copy of an attempt given up on, or long over.
-        _ if super::attempt::queued_spec(link, key).await?.is_none() => {
-            Some("the daemon is done with it")
+        (_, None) => Ok(delivered),
+    }
+}
+
+/// Decides what to do with a delivery of work message `work` (see [`judge`]), and claims the
+/// attempt when it is to run.
+async fn decide(
+    link: &Link,
+    key: &str,
+    work: u64,
+    delivered: u32,
+    host: &str,
+) -> std::io::Result<Taking> {
+    let last = link.last_event(key).await?;
+    let claimed = link.last_claim(key).await?;
+    let epoch = match judge(
+        last.as_ref(),
+        claimed.as_ref().map(|(claim, _)| claim),
+        work,
+        delivered,
+    ) {
+        Ok(epoch) => epoch,
+        Err(reason) => return Ok(Taking::Skip(reason)),
+    };
+    if link.cancelled(key).await? {
+        return Ok(Taking::Cancelled { epoch });
+    }
+    // Its spec is stored before it is queued and dropped when the daemon is done with it: a
+    // copy of an attempt given up on, or long over.
+    if super::attempt::queued_spec(link, key).await?.is_none() {
+        return Ok(Taking::Skip("the daemon is done with it"));
+    }
+    let claim = Claim {
+        work,
+        epoch,
+        host: host.to_string(),
+    };
+    let after = claimed.map_or(0, |(_, sequence)| sequence);
+    if link.claim(key, &claim, after).await? {
+        return Ok(Taking::Run { epoch });
+    }
+    // Claimed by another worker since it was looked at.
+    Ok(match link.last_claim(key).await? {
+        Some((other, _)) if other.work != work => {
+            Taking::Skip("another copy of its work message runs")
         }
-        _ => None,
+        _ => Taking::Leave("another worker claimed this message at the same moment"),
     })
 }
 
@@ -551,4 +642,70 @@ async fn publish(link: &Link, key: &str, event: &Event) -> std::io::Result<()> {
         tracing::error!(%key, %error, "an event of the attempt did not reach NATS");
     }
     stored
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(work: u64, epoch: u32) -> Claim {
+        Claim {
+            work,
+            epoch,
+            host: "host-1".into(),
+        }
+    }
+
+    fn started(epoch: u32) -> Event {
+        Event::Started {
+            key: "k".into(),
+            epoch,
+            host: "host-1".into(),
+        }
+    }
+
+    #[test]
+    fn a_message_delivered_again_runs_past_every_epoch_claimed_whatever_its_count() {
+        // JetStream counted this delivery as the first, though a worker ran it as epoch 1.
+        let last = Event::Heartbeat { epoch: 1 };
+        assert_eq!(judge(Some(&last), Some(&claim(7, 1)), 7, 1), Ok(2));
+        assert_eq!(judge(Some(&started(3)), Some(&claim(7, 3)), 7, 2), Ok(4));
+        // A count past the claims is kept: epochs only grow.
+        assert_eq!(judge(Some(&started(1)), Some(&claim(7, 1)), 7, 5), Ok(5));
+    }
+
+    #[test]
+    fn another_copy_of_a_claimed_message_is_not_run() {
+        assert!(judge(Some(&started(1)), Some(&claim(7, 1)), 9, 1).is_err());
+        assert!(judge(None, Some(&claim(7, 1)), 9, 3).is_err());
+    }
+
+    #[test]
+    fn an_attempt_over_is_not_run_and_a_first_delivery_runs_as_epoch_1() {
+        let over = Event::Result(Box::new(AttemptResult {
+            key: "k".into(),
+            attempt_id: "a".into(),
+            epoch: 1,
+            host: "host-1".into(),
+            end: End::Exited { code: 0 },
+            commit: None,
+            changed: Vec::new(),
+            deleted: Vec::new(),
+            stderr: String::new(),
+            note: None,
+        }));
+        assert_eq!(
+            judge(Some(&over), Some(&claim(7, 1)), 7, 2),
+            Err("it is over already")
+        );
+        assert_eq!(judge(None, None, 7, 1), Ok(1));
+    }
+
+    #[test]
+    fn a_run_of_a_worker_that_claims_nothing_keeps_the_first_delivery_rule() {
+        // Started by a worker of an earlier build: a first delivery is a second copy, a later
+        // one the message given again.
+        assert!(judge(Some(&started(1)), None, 7, 1).is_err());
+        assert_eq!(judge(Some(&started(1)), None, 7, 2), Ok(2));
+    }
 }
