@@ -139,12 +139,15 @@ async fn run_one(
     };
     // The message's place in the work stream (what tells its copies apart), and how many
     // times JetStream says it has given it.
-    let (work, delivered) = message.info().map_or((0, 1), |info| {
-        (
-            info.stream_sequence,
-            info.delivered.clamp(1, i64::from(u32::MAX)) as u32,
-        )
-    });
+    let Ok(info) = message.info() else {
+        // Which message it is cannot be told: left for JetStream to give again.
+        tracing::error!(key = %spec.key, "a work message's delivery cannot be read; not run");
+        return;
+    };
+    let (work, delivered) = (
+        info.stream_sequence,
+        info.delivered.clamp(1, i64::from(u32::MAX)) as u32,
+    );
     let key = spec.key.clone();
     let epoch = match decide(&link, &key, work, delivered, &settings.name).await {
         Ok(Taking::Run { epoch }) => epoch,
