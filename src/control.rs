@@ -38,6 +38,9 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a request may take in the daemon before the client hears it did not answer; the
 /// longest is a start, which opens the session's folder first.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a client waits for the daemon's answer: the daemon's own limit for a request,
+/// and some.
+pub const CLIENT_WAIT: Duration = Duration::from_secs(ANSWER_TIMEOUT.as_secs() + 30);
 /// Connections served at once; more wait to be accepted. Each holds at most one request.
 const MAX_CONNECTIONS: usize = 64;
 
@@ -274,7 +277,7 @@ pub async fn call(
     let mut answer = String::new();
     // The daemon answers within its own limit for a request (or says it timed out): silence
     // past it is a daemon that cannot serve, not a slow command.
-    let waited = ANSWER_TIMEOUT + Duration::from_secs(30);
+    let waited = CLIENT_WAIT;
     let read = tokio::time::timeout(waited, reader.read_line(&mut answer))
         .await
         .map_err(|_| ControlError::Silent {

@@ -36,6 +36,9 @@ pub struct SuperviseArgs {
 /// How a person's command from the command line is recorded.
 pub const FROM_CLI: &str = "from the command line";
 
+/// How long a command waits for the daemon's answer before it says it is waiting.
+const SAY_WAITING: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A connection to a running daemon, for one request.
 pub struct Client {
     socket: PathBuf,
@@ -51,10 +54,24 @@ impl Client {
         Ok(found.map(|stream| Client { socket, stream }))
     }
 
+    /// Sends `request` and waits for the answer; a daemon silent for [`SAY_WAITING`] has the
+    /// person told that it is waited for, and how long at most (a daemon stopped with
+    /// SIGSTOP, or a machine too busy, otherwise looked like a command that hung).
     pub async fn request(self, request: Request) -> Result<Response, CliError> {
-        control::call(self.stream, &self.socket, request)
-            .await
-            .map_err(CliError::failure)
+        let answer = control::call(self.stream, &self.socket, request);
+        tokio::pin!(answer);
+        let answered = tokio::select! {
+            answered = &mut answer => answered,
+            () = tokio::time::sleep(SAY_WAITING) => {
+                eprintln!(
+                    "samocode: the daemon has not answered in {}; waiting for it up to {} in all (Ctrl-C gives up; a daemon stopped with SIGSTOP answers once continued)",
+                    humantime::format_duration(SAY_WAITING),
+                    humantime::format_duration(control::CLIENT_WAIT)
+                );
+                answer.await
+            }
+        };
+        answered.map_err(CliError::failure)
     }
 
     /// Sends a person's command; returns the daemon's sentence.

@@ -309,8 +309,9 @@ const STATES: [&str; 8] = [
     "queued", "running", "waiting", "blocked", "done", "failed", "stopped", "error",
 ];
 
-/// How long `status` in a project waits for the daemon before it shows the files alone.
-const DAEMON_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long `status` in a project waits for the daemon before it shows the files alone
+/// (before any command would say it is waiting).
+const DAEMON_WAIT: std::time::Duration = std::time::Duration::from_secs(8);
 
 pub async fn status(args: StatusArgs, config: &Config) -> Result<u8, CliError> {
     if let Some(wanted) = &args.state

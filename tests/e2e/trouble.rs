@@ -380,6 +380,42 @@ fn commands_at_once_on_a_finished_session_each_get_its_answer() {
     );
 }
 
+/// A command to a daemon that does not answer (stopped, as by SIGSTOP) said nothing for 90 s,
+/// like a command that hung: after 10 s it says it is waiting, and it gets its answer once the
+/// daemon goes on.
+#[test]
+fn a_command_to_a_stopped_daemon_says_it_waits_and_is_answered_when_it_goes_on() {
+    let mut project = Project::new();
+    let daemon = project.daemon(&[]);
+    let pid = nix::unistd::Pid::from_raw(daemon.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let said = project.root.join("said.txt");
+    let child = project
+        .command(&["parallel", "3"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&said).unwrap())
+        .spawn()
+        .unwrap();
+    let waiting = || std::fs::read_to_string(&said).unwrap_or_default();
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while !waiting().contains("has not answered") && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        waiting().contains("has not answered in 10s"),
+        "{}",
+        waiting()
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", waiting());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains('3'),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 /// A daemon that does not answer (stopped here, as by SIGSTOP) costs `status` in a project
 /// only who drives its sessions: they are shown from their files after a short wait, with a
 /// line saying so (it waited 90 s and failed, pointing at `samocode status`).
