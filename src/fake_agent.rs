@@ -9,7 +9,8 @@
 //! `;`, PHASE being a phase name or `*`. Actions: `exit:N` (exit N without a signal), `stray`
 //! (write the signal into the working directory, not the session folder), `hang`
 //! (leave a grandchild and never exit; `hang:escape-threads` leaves the grandchild of
-//! `escape-threads` below instead), `nosignal`, `badjson`, `empty` (`{}`), `signal:JSON`
+//! `escape-threads` below instead; it first prints messages with their token usage, as claude
+//! does, and no result), `nosignal`, `badjson`, `empty` (`{}`), `signal:JSON`
 //! (write that JSON), `flood:MB` (print MB megabytes first), `grandchild` (leave a background
 //! process holding stdout, then work normally), `stay` (continue in the same phase), `slow:S`
 //! (sleep S seconds first), `touch` (edit the tracked README.md first; `touch+ACTION` edits, then
@@ -151,6 +152,22 @@ impl Run {
         self.emit(json!({"type": "assistant", "message": {"role": "assistant", "content": [{"type": "text", "text": text}]}}));
     }
 
+    /// Prints two API messages' worth of work as claude does: each content block an
+    /// `assistant` event carrying its message's id and usage (repeated, the output growing).
+    /// Together: 11,000 input tokens (8,000 of them from the cache) and 750 output tokens.
+    fn spend(&self) {
+        let block = |id: &str, text: &str, input: u64, cached: u64, output: u64| {
+            self.emit(json!({"type": "assistant", "message": {
+                "id": id, "role": "assistant",
+                "content": [{"type": "text", "text": text}],
+                "usage": {"input_tokens": input, "cache_read_input_tokens": cached, "output_tokens": output}
+            }}));
+        };
+        block("fake-msg-1", "looking around", 2000, 8000, 100);
+        block("fake-msg-1", "reading more", 2000, 8000, 500);
+        block("fake-msg-2", "thinking", 1000, 0, 250);
+    }
+
     /// The first rule that matches this phase and attempt.
     fn action(&self, rules: &str) -> Option<String> {
         rules
@@ -225,6 +242,7 @@ impl Run {
                 return arg.parse().unwrap_or(1);
             }
             "hang" => {
+                self.spend();
                 self.say("hanging on purpose");
                 match arg {
                     "escape-threads" => escape_threads(pids.as_deref()),

@@ -126,6 +126,97 @@ pub fn parse_line(line: &[u8]) -> Option<StreamEvent> {
     }
 }
 
+/// The tokens claude's messages report in an attempt log that holds no result event (an
+/// attempt stopped at its time limit, or killed): each `assistant` event carries its API
+/// message's `usage`, repeated for every content block of the message, so each message id is
+/// counted once (its largest figures). `None` when the log reports none, or cannot be read.
+pub fn spent_before_result(log: &std::path::Path) -> Option<Usage> {
+    use std::collections::HashMap;
+    use std::io::BufRead;
+    #[derive(serde::Deserialize)]
+    struct Event {
+        message: Option<Message>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Message {
+        id: Option<String>,
+        usage: Option<Tokens>,
+    }
+    #[derive(serde::Deserialize, Default, Clone, Copy)]
+    struct Tokens {
+        #[serde(default)]
+        input_tokens: u64,
+        #[serde(default)]
+        cache_creation_input_tokens: u64,
+        #[serde(default)]
+        cache_read_input_tokens: u64,
+        #[serde(default)]
+        output_tokens: u64,
+    }
+    let mut reader = std::io::BufReader::new(std::fs::File::open(log).ok()?);
+    let mut by_message: HashMap<String, Tokens> = HashMap::new();
+    let mut unnamed = Tokens::default();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if event_type(line.trim_ascii()).as_deref() != Some("assistant") {
+            continue;
+        }
+        let Ok(Event {
+            message:
+                Some(Message {
+                    id,
+                    usage: Some(tokens),
+                }),
+        }) = serde_json::from_slice::<Event>(line.trim_ascii())
+        else {
+            continue;
+        };
+        let most = |a: Tokens, b: Tokens| Tokens {
+            input_tokens: a.input_tokens.max(b.input_tokens),
+            cache_creation_input_tokens: a
+                .cache_creation_input_tokens
+                .max(b.cache_creation_input_tokens),
+            cache_read_input_tokens: a.cache_read_input_tokens.max(b.cache_read_input_tokens),
+            output_tokens: a.output_tokens.max(b.output_tokens),
+        };
+        match id {
+            Some(id) => {
+                let seen = by_message.entry(id).or_default();
+                *seen = most(*seen, tokens);
+            }
+            None => {
+                unnamed.input_tokens = unnamed.input_tokens.saturating_add(tokens.input_tokens);
+                unnamed.cache_creation_input_tokens = unnamed
+                    .cache_creation_input_tokens
+                    .saturating_add(tokens.cache_creation_input_tokens);
+                unnamed.cache_read_input_tokens = unnamed
+                    .cache_read_input_tokens
+                    .saturating_add(tokens.cache_read_input_tokens);
+                unnamed.output_tokens = unnamed.output_tokens.saturating_add(tokens.output_tokens);
+            }
+        }
+    }
+    let mut usage = Usage::default();
+    for tokens in by_message.into_values().chain([unnamed]) {
+        // As in a result event: cached prompt tokens are input the model read.
+        usage.input_tokens = usage
+            .input_tokens
+            .saturating_add(tokens.input_tokens)
+            .saturating_add(tokens.cache_creation_input_tokens)
+            .saturating_add(tokens.cache_read_input_tokens);
+        usage.cached_input_tokens = usage
+            .cached_input_tokens
+            .saturating_add(tokens.cache_read_input_tokens);
+        usage.output_tokens = usage.output_tokens.saturating_add(tokens.output_tokens);
+    }
+    (usage.input_tokens > 0 || usage.output_tokens > 0).then_some(usage)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +310,31 @@ mod tests {
             panic!("a result")
         };
         assert_eq!(r.denied, 2);
+    }
+
+    #[test]
+    fn tokens_before_a_result_count_each_message_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("a.jsonl");
+        let lines = [
+            r#"{"type":"system","subtype":"init","model":"claude-sonnet-4-5"}"#,
+            // Two content blocks of one message, the usage repeated (the second a little on).
+            r#"{"type":"assistant","message":{"id":"m1","content":[{"type":"text","text":"a"}],"usage":{"input_tokens":10,"cache_read_input_tokens":1000,"output_tokens":5}}}"#,
+            r#"{"type":"assistant","message":{"id":"m1","content":[{"type":"tool_use"}],"usage":{"input_tokens":10,"cache_read_input_tokens":1000,"output_tokens":40}}}"#,
+            r#"{"type":"user","message":{"content":[{"type":"tool_result","content":"x"}]}}"#,
+            r#"{"type":"assistant","message":{"id":"m2","usage":{"input_tokens":3,"cache_creation_input_tokens":200,"output_tokens":7}}}"#,
+            r#"{"type":"assistant","message":{"id":"m3"}}"#,
+            "not json at all",
+        ];
+        std::fs::write(&log, lines.join("\n")).unwrap();
+        let spent = spent_before_result(&log).unwrap();
+        assert_eq!(spent.input_tokens, 10 + 1000 + 3 + 200);
+        assert_eq!(spent.cached_input_tokens, 1000);
+        assert_eq!(spent.output_tokens, 40 + 7);
+        assert_eq!(spent.cost_usd, 0.0);
+        std::fs::write(&log, lines[0]).unwrap();
+        assert_eq!(spent_before_result(&log), None);
+        assert_eq!(spent_before_result(&dir.path().join("none.jsonl")), None);
     }
 
     #[test]

@@ -36,8 +36,10 @@ pub struct Price {
     pub output: f64,
 }
 
-/// Prices by model name. The defaults cover the codex models of the default profiles (OpenAI's
-/// list prices when this was written); `[prices."MODEL"]` tables add models or replace them.
+/// Prices by model name. The defaults cover the codex models of the default profiles and the
+/// three claude families (the providers' list prices when this was written: a claude attempt
+/// is priced only when it ended before printing its cost); `[prices."MODEL"]` tables add
+/// models or replace them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prices(BTreeMap<String, Price>);
 
@@ -54,13 +56,23 @@ impl Default for Prices {
             ("gpt-5.1-codex-max".into(), price(1.25, 0.125, 10.0)),
             ("gpt-5-codex".into(), price(1.25, 0.125, 10.0)),
             ("gpt-5".into(), price(1.25, 0.125, 10.0)),
+            ("opus".into(), price(5.0, 0.5, 25.0)),
+            ("sonnet".into(), price(3.0, 0.3, 15.0)),
+            ("haiku".into(), price(1.0, 0.1, 5.0)),
         ]))
     }
 }
 
 impl Prices {
+    /// The price of `model`; a claude model's full name (`claude-sonnet-4-5-20250929`) the
+    /// table does not name is priced as its family (`sonnet`).
     pub fn get(&self, model: &str) -> Option<&Price> {
-        self.0.get(model)
+        self.0.get(model).or_else(|| {
+            ["opus", "sonnet", "haiku"]
+                .into_iter()
+                .find(|family| model.starts_with("claude") && model.contains(family))
+                .and_then(|family| self.0.get(family))
+        })
     }
 
     /// What `usage` cost with `model`; `None` when the table has no price for it.

@@ -627,6 +627,14 @@ fn budgets_come_from_flags_env_and_file_and_bad_ones_name_key_value_and_source()
     assert_eq!(budgets.given.iterations, None);
     assert_eq!(budgets.fleet_cost_usd, Some(100.5));
     assert!(budgets.prices.get("my-model").is_some());
+    // A claude model's full name is priced as its family, unless the table names it.
+    let sonnet = budgets.prices.get("sonnet").copied();
+    assert!(sonnet.is_some());
+    assert_eq!(
+        budgets.prices.get("claude-sonnet-4-5-20250929").copied(),
+        sonnet
+    );
+    assert_eq!(budgets.prices.get("my-sonnet-model"), None);
 
     std::fs::write(
         dir.path().join("home/.config/samocode/config.toml"),

@@ -46,17 +46,40 @@ impl SessionActor {
     }
 
     /// What an attempt spent: its usage as the agent reported it, its cost priced from
-    /// `[prices]` when the provider printed none.
-    pub(super) fn price(&self, run: &SessionRun, model: &str, report: &AttemptReport) -> Usage {
+    /// `[prices]` when the provider printed none. A claude attempt that ended before its
+    /// result (stopped at its time limit, killed, crashed) printed no cost: the tokens its
+    /// messages report in its log (`log`) are priced instead, rather than counting $0.
+    pub(super) fn price(
+        &self,
+        run: &SessionRun,
+        model: &str,
+        report: &AttemptReport,
+        log: &std::path::Path,
+    ) -> Usage {
         let mut usage = report.usage();
+        let estimate = self.agent.provider == Provider::Claude && report.result.is_none();
+        if estimate && let Some(spent) = crate::agent::stream::spent_before_result(log) {
+            usage = spent;
+        }
         let tokens = usage.input_tokens.saturating_add(usage.output_tokens);
-        if self.agent.provider == Provider::Codex && usage.cost_usd == 0.0 && tokens > 0 {
+        if (estimate || self.agent.provider == Provider::Codex)
+            && usage.cost_usd == 0.0
+            && tokens > 0
+        {
             let reported = report.model.as_deref().filter(|m| *m != model);
-            let priced = reported
-                .and_then(|m| self.budgets.prices.cost(m, &usage))
-                .or_else(|| self.budgets.prices.cost(model, &usage));
+            let priced_as = |m: &str| Some((m.to_string(), self.budgets.prices.cost(m, &usage)?));
+            let priced = reported.and_then(priced_as).or_else(|| priced_as(model));
             match priced {
-                Some(cost) => usage.cost_usd = cost,
+                Some((name, cost)) if estimate => {
+                    usage.cost_usd = cost;
+                    run.store.log(&format!(
+                        "the attempt ended before claude printed its cost: {} estimated from the {} input and {} output tokens its log reports, at the price of {name}",
+                        crate::protocol::budget::money(cost),
+                        usage.input_tokens,
+                        usage.output_tokens,
+                    ));
+                }
+                Some((_, cost)) => usage.cost_usd = cost,
                 None => run.store.log(&format!(
                     "no price for model {model}: its tokens count as $0 against the budget; add [prices.\"{model}\"] to config.toml"
                 )),

@@ -235,7 +235,7 @@ impl SessionActor {
         flight: &InFlight,
         report: &AttemptReport,
     ) -> IterationRow {
-        let usage = self.price(run, &flight.choice.model, report);
+        let usage = self.price(run, &flight.choice.model, report, &flight.files.stdout);
         let (exit_code, exit_signal) = match &report.status {
             Some(ExitKind::Code(code)) => (Some(*code), None),
             Some(ExitKind::Signal(name)) => (None, Some(name.clone())),

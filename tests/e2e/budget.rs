@@ -151,6 +151,50 @@ fn a_cost_budget_spent_exactly_stops_the_session() {
         .expect(2);
 }
 
+/// An attempt stopped at its time limit printed no cost (claude prints it last): it counted
+/// $0, so budgets let hung or long attempts spend without limit. The tokens its messages
+/// report are priced (here 11,000 input of which 8,000 cached, and 750 output, at sonnet's
+/// list price: $0.02265), and that reaches a $0.02 budget before any retry.
+#[test]
+fn an_attempt_stopped_at_its_time_limit_counts_the_tokens_it_spent() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation@1=hang");
+    let run = project.run(&[
+        "run",
+        "--session",
+        "spent",
+        "--dive",
+        "d",
+        "--task",
+        "t",
+        "--timeout",
+        "1s",
+        "--max-cost",
+        "0.02",
+    ]);
+    run.expect(11);
+    let session = project.session("spent");
+    let rows = session.jsonl("_iterations.jsonl");
+    assert_eq!(rows.len(), 1, "no retry past the budget: {rows:#?}");
+    assert_eq!(rows[0]["outcome"], "timeout");
+    assert_eq!(rows[0]["input_tokens"], 11000);
+    assert_eq!(rows[0]["output_tokens"], 750);
+    let cost = rows[0]["cost_usd"].as_f64().unwrap();
+    assert!((cost - 0.02265).abs() < 1e-9, "{cost}");
+    assert!(
+        session
+            .read("session.log")
+            .contains("ended before claude printed its cost: $0.02"),
+        "{}",
+        session.read("session.log")
+    );
+    assert!(
+        run.stdout().contains("cost budget reached"),
+        "{}",
+        run.stdout()
+    );
+}
+
 /// A long session's journal outgrows what samocode reads of a file at once (4 MiB): its
 /// cost per phase still counts every attempt.
 #[test]
