@@ -502,6 +502,7 @@ impl SupervisorActor {
         let myself = myself.clone();
         let state_dir = self.state_dir.clone();
         let launcher = self.launcher.clone();
+        let budgets = self.budgets.clone();
         // A person's new start may not take a folder name another project's session holds
         // here; a restart or a retry reopens what is owned already, and only claims its name.
         let names = self.keep_parked.then(|| state.names.clone());
@@ -533,7 +534,13 @@ impl SupervisorActor {
                     Some(names) => claim_name(names, resolved.path(), new_start)?,
                     None => None,
                 };
-                let opened = open_resolved(&request.project, &request, resolved, launcher.as_ref());
+                let opened = open_resolved(
+                    &request.project,
+                    &request,
+                    resolved,
+                    launcher.as_ref(),
+                    &budgets.prices,
+                );
                 if opened.is_err()
                     && let (Some(names), Some(name)) = (&names, claimed)
                 {

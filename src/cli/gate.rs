@@ -35,7 +35,12 @@ pub(super) async fn command(
     let store = SessionFolder::new(dir).lock()?;
     let mut state = store.load_state()?;
     // A `samocode run` killed mid-attempt may have left its agent running.
-    crate::session::recover::take_over(&store, &mut state, &crate::agent::launch::LocalProcess)?;
+    crate::session::recover::take_over(
+        &store,
+        &mut state,
+        &crate::agent::launch::LocalProcess,
+        &config.budgets.prices,
+    )?;
     // Its lock was free, so a runnable session here is one a `run` left (interrupted, or
     // killed): not parked, and not running either. Resume has nothing to change (exit 2, as
     // for any session that is not parked); it says how to go on.

@@ -476,7 +476,12 @@ impl Actor for SessionActor {
             run.generation += 1;
             // An attempt left in flight (a remote engine's, not taken over at the open) is
             // journaled, or its verdict taken, before the session is marked failed.
-            super::recover::take_over(&run.store, &mut run.state, self.launcher.as_ref())?;
+            super::recover::take_over(
+                &run.store,
+                &mut run.state,
+                self.launcher.as_ref(),
+                &self.budgets.prices,
+            )?;
             self.fail(run, reason)?;
         } else if std::mem::take(&mut run.adopt) {
             self.adopt(&myself, run).await?;

@@ -141,7 +141,12 @@ impl SessionActor {
                 }
             }
         }
-        super::recover::take_over(&run.store, &mut run.state, self.launcher.as_ref())?;
+        super::recover::take_over(
+            &run.store,
+            &mut run.state,
+            self.launcher.as_ref(),
+            &self.budgets.prices,
+        )?;
         match Settled::of(&run.state) {
             Some(settled) => self.settle(run, settled),
             None => {

@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use super::person;
 use super::store::{SessionStore, StoreError};
 use super::{name, worktree};
-use crate::config::Project;
+use crate::config::{Prices, Project};
 use crate::executor::AttemptExecutor;
 use crate::protocol::{Phase, RunState, SessionState};
 
@@ -170,8 +170,15 @@ pub fn open(
     project: &Project,
     request: &StartRequest,
     launcher: &dyn AttemptExecutor,
+    prices: &Prices,
 ) -> Result<(Box<SessionArgs>, Option<Settled>), OpenError> {
-    open_resolved(project, request, resolve(project, request)?, launcher)
+    open_resolved(
+        project,
+        request,
+        resolve(project, request)?,
+        launcher,
+        prices,
+    )
 }
 
 /// [`open`], with the name already resolved ([`resolve`]).
@@ -180,6 +187,7 @@ pub fn open_resolved(
     request: &StartRequest,
     resolved: name::Resolved,
     launcher: &dyn AttemptExecutor,
+    prices: &Prices,
 ) -> Result<(Box<SessionArgs>, Option<Settled>), OpenError> {
     name::check_texts(&resolved, request.dive.as_deref(), request.task.as_deref())?;
     let now = Timestamp::now();
@@ -251,7 +259,7 @@ pub fn open_resolved(
             }
             // A remote engine may still run the attempt: the session's actor asks it first.
             if !(launcher.adopts() && state.in_flight.is_some()) {
-                super::recover::take_over(&store, &mut state, launcher)?;
+                super::recover::take_over(&store, &mut state, launcher, prices)?;
             }
             (store, state)
         }

@@ -13,28 +13,59 @@ use jiff::Timestamp;
 
 use super::store::{SessionStore, StoreError};
 use super::worktree;
+use crate::config::Prices;
 use crate::executor::AttemptExecutor;
 use crate::protocol::journal::{AttemptOutcome, HistoryRow, IterationRow, Source};
 use crate::protocol::{RunState, SessionState};
 
 /// The usage an attempt's log reports in its result event (the CLI prints it last), read from
-/// the log's last MiB; none when the attempt did not get so far. (A codex attempt's cost is
-/// priced only when the worker sees it end: its tokens count here, its cost does not.)
-fn reported_usage(store: &SessionStore, log: &str, provider: &str) -> crate::protocol::Usage {
+/// the log's last MiB. A claude attempt that did not get so far is priced from the tokens its
+/// messages report (as a live attempt that ended without its cost is), at `prices` for
+/// `model`. (A codex attempt's cost is priced only when the worker sees it end: its tokens
+/// count here, its cost does not.)
+fn reported_usage(
+    store: &SessionStore,
+    log: &str,
+    provider: &str,
+    model: Option<&str>,
+    prices: &Prices,
+) -> crate::protocol::Usage {
     let provider = match provider {
         "codex" => crate::config::Provider::Codex,
         _ => crate::config::Provider::Claude,
     };
     let tail = super::store::tail(&store.path(log), 1 << 20);
-    tail.lines()
-        .rev()
-        .find_map(
-            |line| match crate::agent::parse_line(provider, line.as_bytes()) {
-                Some(crate::agent::stream::StreamEvent::Result(result)) => Some(result.usage),
-                _ => None,
-            },
-        )
-        .unwrap_or_default()
+    let reported = tail.lines().rev().find_map(|line| {
+        match crate::agent::parse_line(provider, line.as_bytes()) {
+            Some(crate::agent::stream::StreamEvent::Result(result)) => Some(result.usage),
+            _ => None,
+        }
+    });
+    if let Some(usage) = reported {
+        return usage;
+    }
+    if provider != crate::config::Provider::Claude {
+        return crate::protocol::Usage::default();
+    }
+    let Some(mut spent) = crate::agent::stream::spent_before_result(&store.path(log)) else {
+        return crate::protocol::Usage::default();
+    };
+    match model.and_then(|model| Some((model, prices.cost(model, &spent)?))) {
+        Some((model, cost)) => {
+            spent.cost_usd = cost;
+            store.log(&format!(
+                "the interrupted attempt printed no cost: {} estimated from the {} input and {} output tokens its log reports, at the price of {model}",
+                crate::protocol::budget::money(cost),
+                spent.input_tokens,
+                spent.output_tokens
+            ));
+        }
+        None => store.log(&format!(
+            "the interrupted attempt printed no cost, and model {} has no price: its tokens count as $0 against the budget",
+            model.unwrap_or("(unknown)")
+        )),
+    }
+    spent
 }
 
 /// Kills whatever a dead worker's agents left running for this session.
@@ -55,6 +86,7 @@ pub fn take_over(
     store: &SessionStore,
     state: &mut SessionState,
     launcher: &dyn AttemptExecutor,
+    prices: &Prices,
 ) -> Result<(), StoreError> {
     let Some(record) = state.in_flight.take() else {
         return Ok(());
@@ -90,7 +122,13 @@ pub fn take_over(
     } else if store.path(&record.log).exists() {
         // What it reported before the worker died (its result, if it got so far): its cost
         // counts against the budget like any attempt's.
-        let usage = reported_usage(store, &record.log, &record.provider);
+        let usage = reported_usage(
+            store,
+            &record.log,
+            &record.provider,
+            record.model.as_deref(),
+            prices,
+        );
         // The attempt's time runs to the last moment it was heard from (its logs' last
         // write): the worker that watched it is gone, and the time since (a machine down for
         // the night) is not the agent's. It counts against the time budget as any attempt's.
@@ -245,7 +283,7 @@ mod tests {
     #[test]
     fn a_journaled_continue_is_taken_by_the_next_worker_not_run_again() {
         let (_dir, store, mut state) = verdict_journaled(RunState::Running);
-        take_over(&store, &mut state, &LocalProcess).unwrap();
+        take_over(&store, &mut state, &LocalProcess, &Prices::default()).unwrap();
         let saved = store.load_state().unwrap();
         assert_eq!(saved, state);
         assert_eq!(saved.phase, Phase::Requirements);
@@ -280,7 +318,7 @@ mod tests {
             .unwrap()
             .set_modified(std::time::SystemTime::from(heard))
             .unwrap();
-        take_over(&store, &mut state, &LocalProcess).unwrap();
+        take_over(&store, &mut state, &LocalProcess, &Prices::default()).unwrap();
         let saved = store.load_state().unwrap();
         assert_eq!(saved.agent_seconds, 75.0);
         let rows = store
@@ -300,7 +338,7 @@ mod tests {
             at: Timestamp::now(),
         };
         let (_dir, store, mut state) = verdict_journaled(failed.clone());
-        take_over(&store, &mut state, &LocalProcess).unwrap();
+        take_over(&store, &mut state, &LocalProcess, &Prices::default()).unwrap();
         let saved = store.load_state().unwrap();
         assert_eq!(saved.status, failed);
         assert_eq!(saved.phase, Phase::Investigation);

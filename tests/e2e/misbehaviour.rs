@@ -849,3 +849,51 @@ fn an_attempt_that_reported_its_cost_before_its_worker_died_counts_it() {
     assert_eq!(rows[0]["cost_usd"], 0.0125, "{rows:#?}");
     assert_eq!(rows[0]["output_tokens"], 300, "{rows:#?}");
 }
+
+/// The same worker death before the agent printed any result (claude prints its cost last):
+/// the tokens its messages reported are priced, rather than the attempt counting $0.
+#[test]
+fn an_attempt_whose_worker_died_before_its_result_counts_the_tokens_it_spent() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation@1=hang");
+    let mut run = project.spawn(&[
+        "run",
+        "--session",
+        "midway",
+        "--dive",
+        "d",
+        "--task",
+        "t",
+        "--once",
+    ]);
+    let spoke = || {
+        std::fs::read_dir(&project.sessions).is_ok_and(|mut d| d.next().is_some())
+            && project.session("midway").logs().iter().any(|name| {
+                std::fs::read_to_string(project.session("midway").path(&format!("_logs/{name}")))
+                    .is_ok_and(|text| text.contains("fake-msg-2"))
+            })
+    };
+    wait_for(
+        Duration::from_secs(30),
+        "the agent's messages in the log",
+        spoke,
+    );
+    run.kill().unwrap();
+    run.wait().unwrap();
+    project
+        .run(&["run", "--session", "midway", "--once"])
+        .expect(0);
+    let session = project.session("midway");
+    let rows = session.jsonl("_iterations.jsonl");
+    assert_eq!(rows[0]["outcome"], "interrupted", "{rows:#?}");
+    assert_eq!(rows[0]["input_tokens"], 11000, "{rows:#?}");
+    let cost = rows[0]["cost_usd"].as_f64().unwrap();
+    assert!((cost - 0.02265).abs() < 1e-9, "{rows:#?}");
+    assert!(
+        session
+            .read("session.log")
+            .contains("estimated from the 11000 input"),
+        "{}",
+        session.read("session.log")
+    );
+}
