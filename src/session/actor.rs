@@ -68,7 +68,8 @@ pub struct SessionActor {
     pub budgets: Arc<BudgetSettings>,
     /// Faults to inject for the tests of recovery (SAMOCODE_FAILPOINTS): `kill-after-verdict`
     /// kills the worker with SIGKILL once an attempt's `continue` is journaled, before the
-    /// state that follows it is saved.
+    /// state that follows it is saved; `kill-after-parking-verdict` the same for a verdict of
+    /// waiting, blocked or done.
     pub failpoints: Vec<String>,
 }
 
@@ -433,6 +434,11 @@ impl Actor for SessionActor {
         let life = match Settled::of(&args.state) {
             // The attempt in flight may still run on a remote engine: `post_start` asks.
             None if args.adopt => Life::Ready,
+            // Parked by the open's take-over, untold: the next step settles it, telling people.
+            Some(_) if args.announce => {
+                myself.send_message(SessionMsg::RunNext { generation: 0 })?;
+                Life::Ready
+            }
             Some(settled) => Life::Parked(settled),
             None => {
                 myself.send_message(SessionMsg::RunNext { generation: 0 })?;

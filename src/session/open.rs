@@ -78,6 +78,9 @@ pub struct SessionArgs {
     /// The state's in-flight attempt may still run on a remote engine: the actor asks the
     /// engine to adopt it before it gives it up as interrupted (see `adopt.rs`).
     pub adopt: bool,
+    /// The session was parked at the open by the take-over of a dead worker's attempt: its
+    /// actor tells people, as that worker would have.
+    pub announce: bool,
 }
 
 impl std::fmt::Debug for SessionArgs {
@@ -191,6 +194,8 @@ pub fn open_resolved(
 ) -> Result<(Box<SessionArgs>, Option<Settled>), OpenError> {
     name::check_texts(&resolved, request.dive.as_deref(), request.task.as_deref())?;
     let now = Timestamp::now();
+    // Parked by the take-over of a dead worker's attempt, and not told to anyone yet.
+    let mut announce = false;
     let (store, mut state) = match resolved {
         name::Resolved::New(dir) => {
             let (Some(dive), Some(task)) = (&request.dive, &request.task) else {
@@ -259,7 +264,7 @@ pub fn open_resolved(
             }
             // A remote engine may still run the attempt: the session's actor asks it first.
             if !(launcher.adopts() && state.in_flight.is_some()) {
-                super::recover::take_over(&store, &mut state, launcher, prices)?;
+                announce = super::recover::take_over(&store, &mut state, launcher, prices)?;
             }
             (store, state)
         }
@@ -284,6 +289,7 @@ pub fn open_resolved(
             once: request.once,
             fail: None,
             adopt: state_in_flight,
+            announce,
         }),
         settled,
     ))

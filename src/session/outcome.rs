@@ -449,9 +449,7 @@ impl SessionActor {
                 // Saved with the next attempt's in-flight record, or when the session has to
                 // wait for its slot: one write of the state per iteration.
                 run.unsaved = true;
-                if self.failpoints.iter().any(|f| f == "kill-after-verdict") {
-                    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
-                }
+                self.failpoint("kill-after-verdict");
                 self.schedule(myself, run, std::time::Duration::ZERO);
                 Ok(())
             }
@@ -460,6 +458,7 @@ impl SessionActor {
                     wait_for,
                     since: now,
                 };
+                self.failpoint("kill-after-parking-verdict");
                 run.save()?;
                 run.store.log(&format!("waiting for {wait_for}"));
                 self.settle_as_state(run)
@@ -470,12 +469,14 @@ impl SessionActor {
                     needs,
                     since: now,
                 };
+                self.failpoint("kill-after-parking-verdict");
                 run.save()?;
                 run.store.log(&format!("blocked by the agent: {reason}"));
                 self.settle_as_state(run)
             }
             Verdict::Finish { summary } => {
                 state.status = RunState::Done { summary, at: now };
+                self.failpoint("kill-after-parking-verdict");
                 run.save()?;
                 run.store.log("done");
                 self.settle_as_state(run)
@@ -607,6 +608,14 @@ impl SessionActor {
     fn settle_as_state(&self, run: &mut SessionRun) -> Result<(), ActorProcessingErr> {
         let settled = Settled::of(&run.state).expect("a parked state");
         self.settle(run, settled)
+    }
+
+    /// Kills the worker with SIGKILL here when `SAMOCODE_FAILPOINTS` names `name` (the tests
+    /// of recovery).
+    fn failpoint(&self, name: &str) {
+        if self.failpoints.iter().any(|f| f == name) {
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        }
     }
 
     /// The `_signal_history.jsonl` row of a verdict (and the signal on the iteration's span).

@@ -68,6 +68,51 @@ fn reported_usage(
     spent
 }
 
+/// The status an attempt's accepted verdict of `waiting`, `blocked` or `done` (`verdict`'s
+/// journaled attempt) parks the session in, read again from the signal kept beside the
+/// attempt's log (`log`); `None` for another verdict, or when the signal is not there to say
+/// what it waits for or why it is blocked (the iteration then runs again).
+fn settled_by(
+    store: &SessionStore,
+    log: &str,
+    attempt: &IterationRow,
+) -> Result<Option<RunState>, StoreError> {
+    use crate::protocol::signal::{Signal, Verdict};
+    let Some(verdict) = store.verdict_of(attempt)? else {
+        return Ok(None);
+    };
+    if !matches!(verdict.outcome.as_str(), "waiting" | "blocked" | "done") {
+        return Ok(None);
+    }
+    let kept = store.path(log).with_extension("signal.json");
+    let Ok(text) = std::fs::read_to_string(&kept) else {
+        return Ok(None);
+    };
+    let Ok(Ok(checked)) = Signal::parse(&text).map(|signal| signal.validate(verdict.from)) else {
+        return Ok(None);
+    };
+    let since = verdict.at;
+    Ok(match checked {
+        Verdict::Wait { wait_for } => Some(RunState::Waiting { wait_for, since }),
+        Verdict::Block { reason, needs } => Some(RunState::Blocked {
+            reason,
+            needs,
+            since,
+        }),
+        Verdict::Finish { summary } => Some(RunState::Done { summary, at: since }),
+        Verdict::Continue { .. } => None,
+    })
+}
+
+/// How a parked status reads in the Flow Log of a take-over.
+fn verdict_label(status: &RunState) -> String {
+    match status {
+        RunState::Waiting { wait_for, .. } => format!("waiting for {wait_for}"),
+        RunState::Blocked { reason, .. } => format!("blocked: {reason}"),
+        other => other.name().to_string(),
+    }
+}
+
 /// Kills whatever a dead worker's agents left running for this session.
 pub fn kill_leftovers(store: &SessionStore, launcher: &dyn AttemptExecutor) -> Vec<i32> {
     let killed = launcher.kill_leftovers(store.dir());
@@ -81,15 +126,17 @@ pub fn kill_leftovers(store: &SessionStore, launcher: &dyn AttemptExecutor) -> V
     killed
 }
 
-/// Cleans up after a worker that stopped mid-attempt, if the state says one did.
+/// Cleans up after a worker that stopped mid-attempt, if the state says one did. True when
+/// that parked the session (the dead worker's verdict of waiting, blocked or done taken from
+/// the journals, or a block for what the attempt changed): nobody has told people yet.
 pub fn take_over(
     store: &SessionStore,
     state: &mut SessionState,
     launcher: &dyn AttemptExecutor,
     prices: &Prices,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let Some(record) = state.in_flight.take() else {
-        return Ok(());
+        return Ok(false);
     };
     kill_leftovers(store, launcher);
     let now = Timestamp::now();
@@ -114,7 +161,34 @@ pub fn take_over(
             "took over from worker pid {}, which stopped after attempt {} ended: its verdict (continue in {to}) is taken from the journals",
             record.worker_pid, record.log
         ));
-        return Ok(());
+        return Ok(false);
+    }
+    if let Some(row) = &journaled
+        && row.outcome == AttemptOutcome::Ok
+        && let Some(status) = settled_by(store, &record.log, row)?
+    {
+        // The same, for a verdict that parks the session (waiting, blocked, done): its
+        // journal row was synced before the state that parks it was saved. Taken from the
+        // journals and the signal kept beside the attempt's log, so that the iteration does
+        // not run again (a second `done`, questions asked again, a plan written again).
+        state.spend(row);
+        let seen = record.notes.min(state.guidance.len());
+        state.guidance.drain(..seen);
+        if state.status == RunState::Running {
+            state.status = status;
+            state.last_rejection = None;
+            state.last_failure = None;
+            state.attempt = 0;
+            state.failures = 0;
+        }
+        store.save(state)?;
+        store.log(&format!(
+            "took over from worker pid {}, which stopped after attempt {} ended: its verdict ({}) is taken from the journals",
+            record.worker_pid,
+            record.log,
+            verdict_label(&state.status)
+        ));
+        return Ok(true);
     }
     if let Some(row) = &journaled {
         // Journaled, but the state that counts it was never saved: counted now.
@@ -192,14 +266,14 @@ pub fn take_over(
         state.failures = 0;
         store.save_noting(state, Some(&format!("Blocked by samocode: {reason}")))?;
         store.log(&format!("blocked: {reason}"));
-        return Ok(());
+        return Ok(true);
     }
     store.save(state)?;
     store.log(&format!(
         "took over from worker pid {}, which stopped during attempt {}; the iteration runs again",
         record.worker_pid, record.log
     ));
-    Ok(())
+    Ok(false)
 }
 
 /// When an attempt logged at `log` (relative to the session folder) was last heard from: the

@@ -459,6 +459,14 @@ impl SessionFolder {
     /// The phase an attempt's journaled verdict moved the session on to, when the agent's
     /// signal was an accepted `continue` (its `_signal_history.jsonl` row).
     pub fn continued_to(&self, attempt: &IterationRow) -> Result<Option<Phase>, StoreError> {
+        Ok(self
+            .verdict_of(attempt)?
+            .filter(|row| row.outcome == "next")
+            .map(|row| row.to.unwrap_or(row.from)))
+    }
+
+    /// The accepted verdict of an attempt's signal, as `_signal_history.jsonl` journaled it.
+    pub fn verdict_of(&self, attempt: &IterationRow) -> Result<Option<HistoryRow>, StoreError> {
         let verdict = self
             .last_rows::<HistoryRow>(HISTORY)?
             .into_iter()
@@ -468,9 +476,7 @@ impl SessionFolder {
                     && row.attempt == attempt.attempt
                     && row.source == crate::protocol::journal::Source::Agent
             });
-        Ok(verdict
-            .filter(|row| row.accepted && row.outcome == "next")
-            .map(|row| row.to.unwrap_or(row.from)))
+        Ok(verdict.filter(|row| row.accepted))
     }
 
     /// The whole rows among the last [`TAIL`] bytes of a journal, oldest first; lines that are

@@ -137,6 +137,55 @@ fn a_worker_killed_after_a_verdict_is_journaled_loses_nothing_and_runs_nothing_t
     );
 }
 
+/// The same for a verdict that parks the session: a worker killed after the requirements
+/// agent's `waiting` was journaled, before the state that parks the session was saved, had
+/// the next worker run the requirements iteration again (its questions asked a second time;
+/// a `done` written twice). Its verdict is taken from the journals and the kept signal.
+#[test]
+fn a_worker_killed_after_a_waiting_verdict_is_journaled_does_not_run_the_iteration_again() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAILPOINTS", "kill-after-parking-verdict");
+    let first = project.run(&["run", "--session", "kw", "--dive", "d", "--task", "t"]);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(first.0.status.signal(), Some(9), "{}", first.stderr());
+    let s = project.session("kw");
+    assert!(
+        !s.state()["in_flight"].is_null(),
+        "the verdict was not saved"
+    );
+    assert_eq!(s.jsonl("_iterations.jsonl").len(), 2);
+
+    project.env("SAMOCODE_FAILPOINTS", "");
+    let again = project.run(&["run", "--session", "kw"]);
+    again.expect(10);
+    assert!(
+        again.stdout().contains("waiting for answers"),
+        "{}",
+        again.stdout()
+    );
+    let rows = s.jsonl("_iterations.jsonl");
+    assert_eq!(
+        attempts(&rows),
+        [
+            (1, 1, "investigation".into(), "ok".into()),
+            (2, 1, "requirements".into(), "ok".into())
+        ],
+        "requirements is not run again"
+    );
+    let state = s.state();
+    assert_eq!(state["status"]["state"], "waiting", "{state}");
+    assert_eq!(state["status"]["for"], "qa_answers", "{state}");
+    assert!(state["in_flight"].is_null());
+    let history = s.jsonl("_signal_history.jsonl");
+    assert_eq!(history.len(), 2, "one verdict per attempt: {history:?}");
+    assert!(
+        s.read("session.log")
+            .contains("its verdict (waiting for qa_answers) is taken from the journals"),
+        "{}",
+        s.read("session.log")
+    );
+}
+
 #[test]
 fn journal_rows_a_machine_stop_lost_come_back_from_the_state() {
     // An accepted `continue` is journaled without waiting for the disk: the state saved

@@ -254,6 +254,38 @@ fn a_notice_in_flight_when_the_daemon_stops_is_not_sent_again() {
     assert_eq!(api.sent("has questions").len(), 1, "sent once");
 }
 
+/// A daemon killed after the requirements agent's `waiting` was journaled, before it saved
+/// the state and told the chat: the next daemon takes the verdict from the journals, and the
+/// questions are still told, once.
+#[test]
+fn questions_a_killed_daemon_journaled_but_never_told_are_told_by_the_next() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    project.env("SAMOCODE_FAILPOINTS", "kill-after-parking-verdict");
+    let daemon = project.daemon(&[]);
+    let s = start(&project, "untold");
+    wait_for(
+        Duration::from_secs(30),
+        "the daemon killed at the verdict",
+        || !super::fixture::alive(daemon.pid() as i32),
+    );
+    assert!(api.sent("has questions").is_empty());
+    project.env("SAMOCODE_FAILPOINTS", "");
+    let _daemon = project.daemon(&[]);
+    wait_for(Duration::from_secs(30), "the questions notice", || {
+        !api.sent("has questions").is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(api.sent("has questions").len(), 1, "told once");
+    let rows = s.jsonl("_iterations.jsonl");
+    assert_eq!(
+        rows.len(),
+        2,
+        "the requirements iteration ran once: {rows:#?}"
+    );
+    assert_eq!(s.state()["status"]["for"], "qa_answers");
+}
+
 /// An outbox line this build cannot read (another build's, or one a crash cut short) is
 /// skipped, and the daemon's log says so rather than dropping it without a word.
 #[test]
