@@ -67,6 +67,17 @@ pub enum WorktreeError {
         branch: String,
         repo: PathBuf,
     },
+    /// The worktree folder is another session's worktree, on a branch of the same name (of
+    /// another repository, or one this session did not make).
+    #[error(
+        "{path} is another session's worktree (branch {branch} of {}), which this session did not make: two projects whose sessions have one name share WORKTREES (or one repository); give each project a WORKTREES folder of its own in .samocode, or name the session differently, then `samocode resume`",
+        of.display()
+    )]
+    Another {
+        path: PathBuf,
+        branch: String,
+        of: PathBuf,
+    },
     /// The worktree folder exists but belongs to something else.
     #[error(
         "{path} exists but is not this session's worktree (it is on {found:?}, expected branch {branch:?}); move it away or rename the session"
@@ -217,7 +228,28 @@ pub async fn prepare(
             false => "no git checkout of its own".to_string(),
         };
         if found == branch {
-            return Ok(Worktree { path, branch });
+            // On the branch of the name, but another session's worktree unless this session
+            // made that branch, in this repository: two projects sharing WORKTREES (or one
+            // repository) have sessions of one name, whose folders are the same.
+            let common = async |dir: &Path| {
+                git(
+                    dir,
+                    &["rev-parse", "--path-format=absolute", "--git-common-dir"],
+                )
+                .await
+                .ok()
+                .map(|dir| PathBuf::from(dir.trim()))
+            };
+            let of = common(&path).await;
+            let same_repo = matches!((&of, common(repo).await), (Some(theirs), Some(ours)) if same_dir(theirs, &ours));
+            if same_repo && claimed == Some(branch.as_str()) {
+                return Ok(Worktree { path, branch });
+            }
+            return Err(WorktreeError::Another {
+                path,
+                branch,
+                of: of.unwrap_or_default(),
+            });
         }
         return Err(WorktreeError::Foreign {
             path,

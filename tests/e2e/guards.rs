@@ -46,6 +46,38 @@ fn point_at(project: &Project, repo: &std::path::Path, worktrees: &std::path::Pa
     .unwrap();
 }
 
+/// Two projects sharing one WORKTREES folder (a `~/worktrees` of one's own), each with a
+/// session of the same name on the same day: the second took the first's worktree, and its
+/// agents committed into the first project's repository, on the first session's branch. It is
+/// blocked, saying why, and nothing of it lands there; the same with two projects on one
+/// repository.
+#[test]
+fn a_session_never_takes_another_projects_worktree_of_its_name() {
+    let first = Project::new();
+    first
+        .run(&["run", "--session", "w", "--dive", "d", "--task", "t"])
+        .expect(10);
+    let branch_before = super::fixture::git(&first.repo, &["rev-parse", "w"]);
+    for repo in [Project::new().repo, first.repo.clone()] {
+        let second = Project::new();
+        point_at(&second, &repo, &first.root.join("worktrees"));
+        let run = second.run(&["run", "--session", "w", "--dive", "d", "--task", "t"]);
+        run.expect(11);
+        assert!(
+            run.stdout().contains("another session's worktree"),
+            "{}",
+            run.stdout()
+        );
+        let state = second.session("w").state();
+        assert_eq!(state["status"]["state"], "blocked", "{state}");
+        assert!(!second.session("w").path("_iterations.jsonl").exists());
+    }
+    assert_eq!(
+        super::fixture::git(&first.repo, &["rev-parse", "w"]),
+        branch_before
+    );
+}
+
 #[test]
 fn a_name_with_a_path_is_refused_before_anything_is_written() {
     let project = Project::new();
