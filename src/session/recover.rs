@@ -286,13 +286,31 @@ fn last_heard(store: &SessionStore, log: &str, started: Timestamp, now: Timestam
         .filter_map(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
         .filter_map(|at| Timestamp::try_from(at).ok())
         .max()
-        .map_or(started, |at| at.clamp(started, now))
+        // A clock set back since the attempt started (`now` before `started`) makes it end
+        // where it started: never a panic of `clamp`, never a negative time.
+        .map_or(started, |at| at.min(now).max(started))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::executor::local::LocalProcess;
+
+    #[test]
+    fn an_attempt_that_started_after_now_by_the_clock_ends_where_it_started() {
+        // The clock was set back after the worker died (a machine without a hardware clock,
+        // NTP stepping back): every command that opened the session panicked.
+        let dir = tempfile::tempdir().unwrap();
+        let store = SessionStore::create(&dir.path().join("26-11-24-c")).unwrap();
+        std::fs::create_dir_all(store.path("_logs")).unwrap();
+        std::fs::write(store.path("_logs/a.jsonl"), "{}\n").unwrap();
+        let now = Timestamp::now();
+        let started = now + jiff::SignedDuration::from_hours(1);
+        assert_eq!(last_heard(&store, "_logs/a.jsonl", started, now), started);
+        let earlier = now - jiff::SignedDuration::from_hours(1);
+        let heard = last_heard(&store, "_logs/a.jsonl", earlier, now);
+        assert!(heard > earlier && heard <= now);
+    }
     use crate::protocol::{InFlightRecord, Phase};
 
     /// A session whose attempt ended with an accepted `continue` to requirements, both rows
