@@ -51,10 +51,23 @@ pub fn created(folder: &str) -> Option<(u8, u8)> {
 /// well before that day in the calendar was in the next year. The agent stamps its names with
 /// its own clock, whose date may be a day behind the worker's (another time zone, a pod on
 /// UTC): a date up to two days before the session's first day counts as that same year.
-fn order(stamp: (u8, u8, u8, u8), created: Option<(u8, u8)>) -> (bool, (u8, u8, u8, u8)) {
-    let day = |(month, day): (u8, u8)| u16::from(month) * 31 + u16::from(day);
-    let next_year = created.is_some_and(|first| day((stamp.0, stamp.1)) + 2 < day(first));
-    (next_year, stamp)
+fn order(stamp: (u8, u8, u8, u8), created: Option<(u8, u8)>) -> (i16, u8, u8) {
+    // The day of a 366-day year (February 29 has its day): counted from the session's first
+    // day round the year, so that neither a month's length nor the year's end breaks the
+    // order (`02-28` is two days before `03-01`, `12-31` one before `01-01`).
+    const BEFORE: [i16; 12] = [0, 31, 60, 91, 121, 152, 182, 213, 244, 274, 305, 335];
+    let of =
+        |(month, day): (u8, u8)| BEFORE[usize::from(month.clamp(1, 12)) - 1] + i16::from(day) - 1;
+    let at = of((stamp.0, stamp.1));
+    let day = match created {
+        Some(first) => {
+            let since = (at - of(first)).rem_euclid(366);
+            // Up to two days before the first day: the agent's clock behind the worker's.
+            if since >= 366 - 2 { since - 366 } else { since }
+        }
+        None => at,
+    };
+    (day, stamp.2, stamp.3)
 }
 
 /// Sorts artifact file names oldest first, in a session created on `created`; names that are
@@ -87,6 +100,59 @@ pub fn newest<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_day_behind_at_a_months_or_a_years_end_is_older_than_the_first_day() {
+        // The agent's clock on UTC, a day behind a worker in Kiritimati: its first plan is
+        // stamped the day before the session's folder date; the revised one comes after.
+        for (created, first, revised) in [
+            (
+                "27-01-01-ye",
+                "12-31-18:30-plan-steps.md",
+                "01-01-00:30-plan-steps.md",
+            ),
+            (
+                "27-03-01-mar",
+                "02-28-18:30-plan-steps.md",
+                "03-01-00:30-plan-steps.md",
+            ),
+            (
+                "28-03-01-leap",
+                "02-29-18:30-plan-steps.md",
+                "03-01-00:30-plan-steps.md",
+            ),
+            (
+                "26-12-30-login",
+                "12-31-23:58-plan-login.md",
+                "01-01-00:03-plan-login.md",
+            ),
+        ] {
+            let created = super::created(created);
+            assert_eq!(
+                newest([revised, first], "plan", created),
+                Some(revised),
+                "{first}"
+            );
+            assert_eq!(
+                newest([first, revised], "plan", created),
+                Some(revised),
+                "{first}"
+            );
+            let mut files = vec![revised.to_string(), first.to_string()];
+            sort(&mut files, created);
+            assert_eq!(files, [first, revised]);
+        }
+        // A date well before the first day is of the next year.
+        let created = super::created("26-12-30-long");
+        assert_eq!(
+            newest(
+                ["12-30-10:00-plan-a.md", "03-01-10:00-plan-a.md"],
+                "plan",
+                created
+            ),
+            Some("03-01-10:00-plan-a.md")
+        );
+    }
 
     #[test]
     fn the_kind_is_the_word_after_the_time() {
