@@ -260,7 +260,10 @@ fn leading_date(text: &str, today: Date) -> Option<(Date, &str)> {
         // Without a year: the next such day (a reset is never in the past).
         _ => Date::new(today.year(), month, day).ok()?,
     };
-    if date < today {
+    // `today` is the machine's; the date may be of the zone the message names, whose day
+    // may be a day behind (a reset this evening in Berlin, named on a Tokyo machine whose
+    // date is tomorrow's): only a date more than that behind is next year's.
+    if date < today.checked_sub(2.days()).ok()? {
         return Some((Date::new(today.year() + 1, month, day).ok()?, rest));
     }
     Some((date, rest))
@@ -368,6 +371,29 @@ mod tests {
         ] {
             let expected = (!reset.is_empty()).then(|| reset.parse().unwrap());
             assert_eq!(until(text), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_dated_reset_in_a_zone_a_day_behind_the_machine_is_this_year() {
+        // 19:00 UTC on Dec 7: already Dec 8 in Tokyo, still Dec 7 in Berlin. The reset was
+        // read as Dec 7 of the next year, and the session parked for a year.
+        let now: Timestamp = "2026-12-07T19:00:00Z".parse().unwrap();
+        let tokyo = TimeZone::get("Asia/Tokyo").unwrap();
+        let text = "You've hit your weekly limit · resets Dec 7 at 11pm (Europe/Berlin)";
+        match of_text(text, now, &tokyo) {
+            Some(Refusal::UsageLimit { until, .. }) => {
+                assert_eq!(until, at("2026-12-07T22:00:00Z"), "{text}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Named in January on a December day: next year's.
+        let text = "You've hit your weekly limit · resets Jan 2 at 9am (Europe/Berlin)";
+        match of_text(text, now, &tokyo) {
+            Some(Refusal::UsageLimit { until, .. }) => {
+                assert_eq!(until, at("2027-01-02T08:00:00Z"), "{text}")
+            }
+            other => panic!("{other:?}"),
         }
     }
 
