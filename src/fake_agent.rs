@@ -25,7 +25,9 @@
 //! Also `escape` (leave a grandchild in a session of its own, out of the agent's process group,
 //! holding stdout, then work normally), `escape-threads` (the same, a grandchild whose main
 //! thread has exited while its other threads run: a zombie leader, whose `/proc/PID/environ`
-//! cannot be read), `limit-in:S` (a usage limit that resets in S seconds),
+//! cannot be read), `limit-in:S` (a usage limit that resets in S seconds), `limit-past:S`
+//! (refuse for a usage limit whose reset it names S seconds ago, always: a provider's clock
+//! behind),
 //! `chatty:S` (print a line every 0.3 s for S seconds, then work normally), `say:TEXT` (print
 //! TEXT as a message and on standard error, then work normally) and `stderr-child` (work
 //! normally, then leave a child holding only standard error, close stdout, and exit 0 after
@@ -317,6 +319,19 @@ impl Run {
                     }));
                     return if verb == "limit" { 1 } else { REFUSED_WITH_0 };
                 }
+            }
+            // A provider whose clock is behind: it names a reset S seconds past, and refuses.
+            "limit-past" => {
+                let ago: i64 = arg.parse().unwrap_or(60);
+                let reset = jiff::Timestamp::now().as_second() - ago;
+                self.emit(json!({
+                    "type": "result", "subtype": "success", "is_error": true,
+                    "api_error_status": 429, "num_turns": 1, "total_cost_usd": 0,
+                    "result": format!("API Error: Request rejected (429) · Claude AI usage limit reached|{reset}"),
+                    "session_id": self.session_id(),
+                    "usage": {"input_tokens": 0, "output_tokens": 0}
+                }));
+                return 1;
             }
             "limit-in" => {
                 let delay: i64 = arg.parse().unwrap_or(2);

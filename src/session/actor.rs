@@ -207,6 +207,16 @@ pub struct SessionRun {
     pub(super) standing_journaled: Option<(Phase, String)>,
     /// Why `_qa.md` could not be read, as last said: said again only when it changes.
     pub(super) qa_unreadable: Option<String>,
+    /// The usage-limit refusals of the attempts just before, in a row: the waits after
+    /// them grow, and people are told once.
+    pub(super) limited: Option<Limited>,
+}
+
+/// Usage-limit refusals in a row, and the reset people were last told of.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limited {
+    pub(super) in_a_row: u32,
+    pub(super) told: Timestamp,
 }
 
 /// A sync of the journals in the background, and how many of the state's unsynced rows of
@@ -463,6 +473,7 @@ impl Actor for SessionActor {
             notebook_behind: false,
             standing_journaled: None,
             qa_unreadable,
+            limited: None,
         })
     }
 

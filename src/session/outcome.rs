@@ -33,6 +33,8 @@ impl SessionActor {
     ) -> Result<(), ActorProcessingErr> {
         // Its spend first: a fleet budget it reaches holds the slot it gives back.
         let mut row = self.take_report(run, &flight, &report);
+        // Kept only through refusals in a row.
+        let limited = run.limited.take();
         self.release_slot(run);
         let failure = self.failure_of(&report, &flight.files.stderr);
 
@@ -54,7 +56,7 @@ impl SessionActor {
                 refusal::of_report(&report, Timestamp::now(), &jiff::tz::TimeZone::system())
         {
             row.detail = Some(detail.clone());
-            return self.refused(myself, run, &flight, row, refusal);
+            return self.refused(myself, run, &flight, row, refusal, limited);
         }
 
         if let Some((outcome, detail)) = failure {
@@ -112,7 +114,7 @@ impl SessionActor {
                     "the agent exited with code 0 and reported an error ({})",
                     problem.text
                 ));
-                self.refused(myself, run, &flight, row, refusal)
+                self.refused(myself, run, &flight, row, refusal, limited)
             }
             Err(mut problem) => {
                 // Tool calls the CLI refused are why no signal was written: said, so that a
@@ -494,6 +496,7 @@ impl SessionActor {
         flight: &InFlight,
         mut row: IterationRow,
         refusal: Refusal,
+        limited: Option<super::actor::Limited>,
     ) -> Result<(), ActorProcessingErr> {
         match refusal {
             Refusal::UsageLimit { until, message } => {
@@ -502,8 +505,17 @@ impl SessionActor {
                 // (clock skew) waits the first step, and one long past (not the provider's
                 // clock) counts as none.
                 let skew = jiff::SignedDuration::from_mins(10);
+                // Refused again past a reset time: the provider's clock is behind ours, or it
+                // resets late. The waits double (they were the first step each time: a refusal
+                // every few seconds, each told to the chat).
+                let in_a_row = limited.map_or(0, |l| l.in_a_row);
+                let backoff = self
+                    .retry
+                    .first_delay
+                    .saturating_mul(1 << in_a_row.min(20))
+                    .min(self.retry.max_delay.max(self.retry.first_delay));
                 let fallback = match until {
-                    Some(at) if at > now.checked_sub(skew).unwrap_or(now) => self.retry.first_delay,
+                    Some(at) if at > now.checked_sub(skew).unwrap_or(now) => backoff,
                     _ => self.retry.max_delay,
                 };
                 let at = until
@@ -519,9 +531,23 @@ impl SessionActor {
                     "attempt {} refused for a usage limit; it runs again at {at}",
                     flight.attempt
                 ));
-                self.notify(SessionEvent::UsageLimited {
-                    session: run.state.name.clone(),
-                    until: at,
+                // Told once for refusals in a row, unless the reset moves on by more than the
+                // skew (a longer limit reached).
+                let told = match limited {
+                    Some(before) if at <= before.told.checked_add(skew).unwrap_or(before.told) => {
+                        before.told
+                    }
+                    _ => {
+                        self.notify(SessionEvent::UsageLimited {
+                            session: run.state.name.clone(),
+                            until: at,
+                        });
+                        at
+                    }
+                };
+                run.limited = Some(super::actor::Limited {
+                    in_a_row: in_a_row.saturating_add(1),
+                    told,
                 });
                 let wait =
                     std::time::Duration::try_from(now.duration_until(at)).unwrap_or_default();

@@ -19,6 +19,40 @@ fn through_both_gates(project: &Project, name: &str) {
     project.run(&["approve", name]).expect(0);
 }
 
+/// A provider whose clock is behind names a reset time just past, and refuses again: each
+/// refusal waited the first retry step (every few seconds) and told the chat again. The waits
+/// double, and people are told once.
+#[test]
+fn usage_limits_refused_again_past_their_reset_wait_longer_and_are_told_once() {
+    let mut project = Project::new();
+    project
+        .env("SAMOCODE_FAKE", "investigation=limit-past:60")
+        .env("SAMOCODE_RETRY_DELAY", "0.25");
+    let out = project.root.join("run.out");
+    let mut run = project
+        .command(&["run", "--session", "past", "--dive", "d", "--task", "t"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&out).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let rows = project.session("past").jsonl("_iterations.jsonl");
+    assert!(
+        rows.iter().all(|r| r["outcome"] == "usage_limit"),
+        "{rows:#?}"
+    );
+    // 0.25 + 0.5 + 1 + 2 s: five refusals at most in 5 s (twenty at a steady 0.25 s).
+    assert!(
+        (2..=6).contains(&rows.len()),
+        "{} refusals: {rows:#?}",
+        rows.len()
+    );
+    let said = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(said.matches("usage limit is reached").count(), 1, "{said}");
+}
+
 #[test]
 fn a_nonzero_exit_is_retried_then_the_session_fails() {
     let mut project = Project::new();
