@@ -1014,6 +1014,54 @@ fn copy_first_work_message(url: &str) {
     });
 }
 
+/// libfaketime's library, which Debian's `faketime` package installs (.ci/run does).
+fn faketime_library() -> PathBuf {
+    std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|dir| dir.path().join("faketime/libfaketimeMT.so.1"))
+        .find(|lib| lib.exists())
+        .expect("libfaketime is installed (.ci/run installs Debian's faketime package)")
+}
+
+/// A daemon whose clock is 45 minutes ahead of the NATS server's: every attempt was past its
+/// 30-minute limit at its start (its time counted from the server's stamp of the worker's
+/// start), and the session failed after three attempts. A fresh attempt's time counts from
+/// when the daemon hears of its start.
+#[test]
+fn a_daemons_clock_ahead_of_the_nats_servers_does_not_shorten_the_time_limit() {
+    let nats = NatsServer::start();
+    let mut project = nats_project();
+    project.env("SAMOCODE_FAKE", "investigation@1=slow:3");
+    project
+        .env("LD_PRELOAD", &faketime_library().display().to_string())
+        .env("FAKETIME", "+45m")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    let _daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
+    for name in ["LD_PRELOAD", "FAKETIME", "FAKETIME_DONT_FAKE_MONOTONIC"] {
+        project.unset(name);
+    }
+    let worker = worker(&project, &nats.url, "host-1", Some("host-1"));
+    project
+        .run(&["start", "--session", "skew", "--dive", "d", "--task", "t"])
+        .expect(0);
+    let session = project.session("skew");
+    let asked = Instant::now() + Duration::from_secs(60);
+    while !(session.path("_state.json").exists()
+        && session.state()["status"]["for"] == "qa_answers")
+    {
+        assert!(
+            Instant::now() < asked,
+            "no questions within 60 s: {}\n{}",
+            session.read("session.log"),
+            all_logs(&project, std::slice::from_ref(&worker))
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let rows = session.jsonl("_iterations.jsonl");
+    assert_eq!(rows[0]["outcome"], "ok", "{rows:#?}");
+}
+
 /// An attempt its workers give back every time (here: the one worker cannot write its spec
 /// file) ends with why once the queue will give it no more, rather than wait for ever in a
 /// queue that no longer hands it to anyone.

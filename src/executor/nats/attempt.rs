@@ -116,6 +116,11 @@ impl Driver {
         started: oneshot::Sender<jiff::Timestamp>,
     ) -> std::io::Result<ExitKind> {
         let mut start_told = Some(started);
+        // Only an adopted attempt has run before this daemon heard of it: its start is the
+        // server's stamp of the worker's `started` event. A fresh one's time counts from now:
+        // the server's clock is not this machine's (a daemon 45 minutes ahead of it saw every
+        // attempt past its 30-minute limit at its start).
+        let adopted = adoption.is_some();
         let (remote, mut skip) = match adoption {
             Some(adoption) => {
                 // A worker that never started it may still find it queued; publishing it
@@ -200,7 +205,10 @@ impl Driver {
                             epoch = started;
                             self.host.set(&host);
                             if let Some(tell) = start_told.take() {
-                                let _ = tell.send(published.unwrap_or_else(jiff::Timestamp::now));
+                                let at = published
+                                    .filter(|_| adopted)
+                                    .unwrap_or_else(jiff::Timestamp::now);
+                                let _ = tell.send(at);
                             }
                         }
                         Event::Out { epoch: of, data, .. } if of == epoch => {
