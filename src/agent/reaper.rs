@@ -32,6 +32,17 @@ pub use super::launch::{ATTEMPT_MARKER, SESSION_MARKER};
 pub fn kill_marked(session: &Path, attempt: Option<&str>) -> Vec<i32> {
     let wanted_session = entry(SESSION_MARKER, session.as_os_str().as_bytes());
     let wanted_attempt = attempt.map(|a| entry(ATTEMPT_MARKER, a.as_bytes()));
+    // The session's folder itself: a marker that spells it another way (through a link the
+    // project was reached by, a bind mount, a folder renamed since) names it all the same.
+    let folder = identity(session);
+    let prefix = entry(SESSION_MARKER, b"");
+    let names_session = |var: &[u8]| {
+        var == wanted_session.as_slice()
+            || var.strip_prefix(prefix.as_slice()).is_some_and(|named| {
+                folder.is_some()
+                    && identity(Path::new(std::ffi::OsStr::from_bytes(named))) == folder
+            })
+    };
     let me = std::process::id() as i32;
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -53,7 +64,9 @@ pub fn kill_marked(session: &Path, attempt: Option<&str>) -> Vec<i32> {
             continue;
         };
         let has = |wanted: &[u8]| environ.split(|b| *b == 0).any(|var| var == wanted);
-        if !has(&wanted_session) || wanted_attempt.as_deref().is_some_and(|a| !has(a)) {
+        if !environ.split(|b| *b == 0).any(names_session)
+            || wanted_attempt.as_deref().is_some_and(|a| !has(a))
+        {
             continue;
         }
         if kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
@@ -62,6 +75,12 @@ pub fn kill_marked(session: &Path, attempt: Option<&str>) -> Vec<i32> {
     }
     wait_gone(&killed);
     killed
+}
+
+/// The device and inode of the folder at `path` (links followed), when it can be looked at.
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// A SIGKILL is delivered asynchronously: the process may run on for a moment after `kill`
@@ -403,5 +422,31 @@ mod tests {
             child.kill().unwrap();
             child.wait().unwrap();
         }
+    }
+
+    #[test]
+    fn a_marker_that_reaches_the_session_by_another_path_names_it() {
+        // The agent was started through a link to the sessions folder (or a bind mount, or
+        // a folder renamed since): the next worker, looking by the real path, found nothing,
+        // and its own agent ran beside the old one.
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("sessions-real");
+        std::fs::create_dir_all(real.join("26-11-24-x")).unwrap();
+        std::fs::create_dir_all(real.join("26-11-24-y")).unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("sessions")).unwrap();
+        let through_link = dir.path().join("sessions/26-11-24-x");
+        let mut ours = sleeper(&[(SESSION_MARKER, through_link.to_str().unwrap())]);
+        let mut other = sleeper(&[(
+            SESSION_MARKER,
+            dir.path().join("sessions/26-11-24-y").to_str().unwrap(),
+        )]);
+        assert_eq!(
+            kill_marked(&real.join("26-11-24-x"), None),
+            vec![ours.id() as i32]
+        );
+        ours.wait().unwrap();
+        assert!(other.try_wait().unwrap().is_none(), "left alone");
+        other.kill().unwrap();
+        other.wait().unwrap();
     }
 }
