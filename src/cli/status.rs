@@ -322,7 +322,19 @@ pub async fn status(args: StatusArgs, config: &Config) -> Result<u8, CliError> {
             STATES.join(", ")
         )));
     }
-    let daemon = Client::connect(config).await?;
+    let daemon = match Client::connect(config).await {
+        Ok(daemon) => daemon,
+        // In a project the files are enough: a socket this user may not use (another user's
+        // state directory) costs only who drives each session.
+        Err(error) if config.project.is_some() => {
+            eprintln!(
+                "samocode: {:#}; the sessions are shown from their files, and who drives each from its lock",
+                error.error
+            );
+            None
+        }
+        Err(error) => return Err(error),
+    };
     let has_daemon = daemon.is_some();
     let super::daemon::Owned {
         sessions: owned,

@@ -380,6 +380,30 @@ fn commands_at_once_on_a_finished_session_each_get_its_answer() {
     );
 }
 
+/// A control socket this user cannot use (another user's state directory; here a path under
+/// a file) failed `status` in the user's own project, whose sessions the files show.
+#[test]
+fn status_in_a_project_shows_the_files_when_the_control_socket_cannot_be_used() {
+    let mut project = Project::new();
+    project
+        .run(&["run", "--session", "mine", "--dive", "d", "--task", "t"])
+        .expect(10);
+    let file = project.root.join("not-a-folder");
+    std::fs::write(&file, "").unwrap();
+    project.env(
+        "SAMOCODE_CONTROL",
+        &file.join("control.sock").display().to_string(),
+    );
+    let shown = project.run(&["status"]);
+    shown.expect(0);
+    assert!(shown.stdout().contains("mine"), "{}", shown.stdout());
+    assert!(
+        shown.stderr().contains("shown from their files"),
+        "{}",
+        shown.stderr()
+    );
+}
+
 /// A command to a daemon that does not answer (stopped, as by SIGSTOP) said nothing for 90 s,
 /// like a command that hung: after 10 s it says it is waiting, and it gets its answer once the
 /// daemon goes on.
