@@ -71,7 +71,12 @@ impl Chart {
             .first()
             .map(|r| r.started_at.min(input.created_at))
             .unwrap_or(input.created_at);
-        let end = input.now.max(start + jiff::SignedDuration::from_secs(1));
+        // Checked: a start at the end of time (a hand-edited file) panicked the page.
+        let end = input.now.max(
+            start
+                .checked_add(jiff::SignedDuration::from_secs(1))
+                .unwrap_or(start),
+        );
 
         let mut phases: Vec<Span> = Vec::new();
         for row in &attempts {
@@ -552,6 +557,20 @@ mod tests {
             now: at(0),
         });
         assert_eq!(chart.attempts.len(), 1, "the running attempt");
+        assert!(chart.render().into_string().starts_with("<svg"));
+    }
+
+    #[test]
+    fn a_session_created_at_the_end_of_time_still_draws() {
+        // A hand-edited `created_at`: the page's connection was dropped by a panic.
+        let chart = Chart::build(&Input {
+            iterations: &[],
+            history: &[],
+            created_at: Timestamp::MAX,
+            running_since: None,
+            parked: false,
+            now: at(0),
+        });
         assert!(chart.render().into_string().starts_with("<svg"));
     }
 }

@@ -286,10 +286,19 @@ fn title_of(file: &str) -> String {
 /// The newest attempt log in a `_logs` folder (by name, which starts with the time). One pass
 /// over the names, keeping only the greatest: a long session's folder holds thousands of files.
 pub fn newest_log(logs: &Path) -> Option<PathBuf> {
+    // By the iteration and attempt its name carries, as `samocode logs` orders them: the time
+    // in a name has no year (an attempt on January 1st is newer than one on December 31st).
+    let order = |name: &std::ffi::OsStr| {
+        (
+            crate::session::store::log_order(Path::new(name)),
+            name.to_owned(),
+        )
+    };
     let mut newest: Option<std::ffi::OsString> = None;
     for entry in std::fs::read_dir(logs).ok()?.filter_map(Result::ok) {
         let name = entry.file_name();
-        if name.as_encoded_bytes().ends_with(b".jsonl") && newest.as_ref().is_none_or(|n| name > *n)
+        if name.as_encoded_bytes().ends_with(b".jsonl")
+            && newest.as_deref().is_none_or(|n| order(&name) > order(n))
         {
             newest = Some(name);
         }
@@ -366,6 +375,22 @@ impl LogTail {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_newest_log_is_of_the_latest_iteration_across_the_new_year() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "12-31-235942-002-requirements-a1.jsonl",
+            "01-01-000031-004-planning-a1.jsonl",
+            "01-01-000010-003-requirements-a2.jsonl",
+        ] {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
+        assert_eq!(
+            newest_log(dir.path()),
+            Some(dir.path().join("01-01-000031-004-planning-a1.jsonl"))
+        );
+    }
 
     /// A page's log is read from at most [`LOG_TAIL`] bytes back, whatever it asks for: a log
     /// of hundreds of megabytes (an agent's flood) never comes into the daemon's memory whole.
