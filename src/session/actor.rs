@@ -599,6 +599,9 @@ impl Actor for SessionActor {
 pub const STOP_SETTLED: &str = "settled";
 pub const STOP_SHUTDOWN: &str = "shutdown";
 
+/// How often a session parked for a usage limit looks at the wall clock again.
+pub(super) const LIMIT_LOOK: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl SessionActor {
     /// In `Ready`: waits out a usage limit, or asks for a slot.
     fn run_next(
@@ -617,8 +620,10 @@ impl SessionActor {
             // holding no slot, then run the refused attempt again under its own number.
             let left = Timestamp::now().duration_until(at);
             if left.is_positive() {
+                // Looked at again every minute by the wall clock: the timer's clock does not
+                // count a machine's sleep, nor the wall clock's steps.
                 let left = std::time::Duration::try_from(left).unwrap_or_default();
-                self.schedule(myself, run, left);
+                self.schedule(myself, run, left.min(LIMIT_LOOK));
                 return Ok(());
             }
         }

@@ -551,7 +551,7 @@ impl SessionActor {
                 });
                 let wait =
                     std::time::Duration::try_from(now.duration_until(at)).unwrap_or_default();
-                self.schedule(myself, run, wait);
+                self.schedule(myself, run, wait.min(super::actor::LIMIT_LOOK));
                 Ok(())
             }
             Refusal::Authentication { message } => {
