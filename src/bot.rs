@@ -254,6 +254,7 @@ impl Telegram {
         // until Telegram answers (the daemon may start before the network).
         let mut me: Option<String> = None;
         let mut pause = Duration::from_secs(1);
+        let mut told_conflict = false;
         loop {
             if me.is_none() {
                 match self.poller.get_me().await {
@@ -275,6 +276,22 @@ impl Telegram {
                         RequestError::RetryAfter(after) => after.duration(),
                         _ => pause,
                     };
+                    if matches!(
+                        &error,
+                        RequestError::Api(ApiError::TerminatedByOtherGetUpdates)
+                    ) {
+                        // Said once as an error: the commands people send go to whichever
+                        // program Telegram answers, and the other never hears of them.
+                        if !told_conflict {
+                            told_conflict = true;
+                            tracing::error!(
+                                "another program reads this bot's updates (a second samocode daemon, or any bot program, with the same TELEGRAM_BOT_TOKEN): commands sent in the chat reach only one of them, and a command for a session this daemon drives may be lost; give each daemon a bot of its own"
+                            );
+                        }
+                        tokio::time::sleep(wait).await;
+                        pause = (pause * 2).min(Duration::from_secs(30));
+                        continue;
+                    }
                     tracing::warn!(error = %self.scrub(&error.to_string()), wait = %humantime::format_duration(wait), "telegram polling failed; trying again");
                     tokio::time::sleep(wait).await;
                     pause = (pause * 2).min(Duration::from_secs(30));

@@ -286,6 +286,27 @@ fn questions_a_killed_daemon_journaled_but_never_told_are_told_by_the_next() {
     assert_eq!(s.state()["status"]["for"], "qa_answers");
 }
 
+/// Two daemons given one bot (a `config.toml` token every state directory reads): Telegram
+/// answers each poll of one with a 409, and a command sent in the chat reaches only the other.
+/// That was a warning among others at every poll; it is an error, said once, naming why.
+#[test]
+fn a_bot_another_program_polls_is_said_to_be_shared_once() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    api.conflict(3);
+    let _daemon = project.daemon(&[]);
+    wait_for(Duration::from_secs(60), "the conflicts answered", || {
+        api.conflicts_left() == 0
+    });
+    let log = project.daemon_log();
+    assert_eq!(
+        log.matches("another program reads this bot").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("ERROR"), "{log}");
+}
+
 /// An outbox line this build cannot read (another build's, or one a crash cut short) is
 /// skipped, and the daemon's log says so rather than dropping it without a word.
 #[test]

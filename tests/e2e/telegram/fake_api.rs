@@ -27,6 +27,8 @@ pub enum Failure {
     Refused(String),
     /// A 401: the bot's token is refused (revoked in BotFather, say).
     Unauthorized,
+    /// A 409 to getUpdates: another program polls the same bot.
+    Conflict,
 }
 
 #[derive(Default)]
@@ -43,6 +45,8 @@ struct State {
     abandoned: usize,
     /// Texts whose first sendMessage gets a 500.
     fail_texts: Vec<String>,
+    /// getUpdates calls still to be answered 409 (another program polls the bot).
+    conflicts: usize,
     /// Texts whose every sendMessage is refused (400) with this description.
     refuse_texts: Vec<(String, String)>,
 }
@@ -79,6 +83,17 @@ impl FakeApi {
     }
 
     /// Fails the next sending calls, in this order.
+    /// Answers the next `calls` getUpdates calls with a 409, as when another program polls
+    /// the same bot.
+    pub fn conflict(&self, calls: usize) {
+        self.state.lock().unwrap().conflicts += calls;
+    }
+
+    /// getUpdates calls still to be answered 409.
+    pub fn conflicts_left(&self) -> usize {
+        self.state.lock().unwrap().conflicts
+    }
+
     pub fn fail(&self, failures: &[Failure]) {
         self.state
             .lock()
@@ -231,6 +246,10 @@ fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
                 s.fail_texts.remove(i);
                 Some(Failure::ServerError)
             }
+            _ if method == "getupdates" && s.conflicts > 0 => {
+                s.conflicts -= 1;
+                Some(Failure::Conflict)
+            }
             _ if sending => s.failures.pop_front(),
             _ => None,
         };
@@ -256,6 +275,10 @@ fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
             Some(Failure::Refused(description)) => (
                 400,
                 json!({"ok": false, "error_code": 400, "description": description}),
+            ),
+            Some(Failure::Conflict) => (
+                409,
+                json!({"ok": false, "error_code": 409, "description": "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"}),
             ),
             Some(Failure::Unauthorized) => (
                 401,
