@@ -105,6 +105,19 @@ pub struct FolderLock {
     _file: Option<File>,
 }
 
+impl FolderLock {
+    /// Whether `dir` is now another folder than the one this lock holds (deleted and made
+    /// again, or another moved to its place): one that cannot be looked at is not said to be.
+    pub fn replaced_at(&self, dir: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let held = self._folder.metadata();
+        match (held, std::fs::symlink_metadata(dir)) {
+            (Ok(held), Ok(now)) => (held.dev(), held.ino()) != (now.dev(), now.ino()),
+            _ => false,
+        }
+    }
+}
+
 /// Takes the exclusive lock of `file`, trying again for a moment; false when it stays held.
 fn take(file: &File) -> Result<bool, LockError> {
     let mut tries = 0;

@@ -437,7 +437,14 @@ impl Actor for SupervisorActor {
             return Ok(());
         }
         if failed {
-            tracing::error!(session = %dir.display(), %reason, "session actor ended unexpectedly");
+            match reason == crate::session::actor::STOP_REPLACED {
+                true => {
+                    tracing::warn!(session = %dir.display(), "its folder was made again; opening it anew")
+                }
+                false => {
+                    tracing::error!(session = %dir.display(), %reason, "session actor ended unexpectedly")
+                }
+            }
             self.restart(&myself, state, dir, reason);
         } else {
             state.registry.tell_watchers(&dir);

@@ -599,16 +599,36 @@ impl Actor for SessionActor {
 pub const STOP_SETTLED: &str = "settled";
 pub const STOP_SHUTDOWN: &str = "shutdown";
 
+/// Why a session actor stopped when its folder was replaced: its supervisor opens the session
+/// again, at its path, with that folder's lock.
+pub const STOP_REPLACED: &str = "the session's folder was deleted and made again";
+
 /// How often a session parked for a usage limit looks at the wall clock again.
 pub(super) const LIMIT_LOOK: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl SessionActor {
     /// In `Ready`: waits out a usage limit, or asks for a slot.
+    /// The session's path leads to another folder than the one this actor holds locked
+    /// (deleted and made again, and perhaps driven by a `run` that holds its lock): acting on
+    /// it by path would write into that one without its lock. The actor stops, and its
+    /// supervisor opens the session again.
+    fn let_go_if_replaced(&self, myself: &ActorRef<SessionMsg>, run: &SessionRun) -> bool {
+        if !run.store.replaced() {
+            return false;
+        }
+        tracing::warn!(session = %run.store.dir().display(), "the session's folder was deleted and made again; its actor lets it go");
+        myself.stop(Some(STOP_REPLACED.into()));
+        true
+    }
+
     fn run_next(
         &self,
         myself: &ActorRef<SessionMsg>,
         run: &mut SessionRun,
     ) -> Result<(), ActorProcessingErr> {
+        if self.let_go_if_replaced(myself, run) {
+            return Ok(());
+        }
         if let Some(settled) = Settled::of(&run.state) {
             return self.settle(run, settled);
         }
@@ -1004,6 +1024,15 @@ impl SessionActor {
         command: PersonCommand,
         by: Option<String>,
     ) -> Result<String, (String, u8)> {
+        if self.let_go_if_replaced(myself, run) {
+            return Err((
+                format!(
+                    "session {} was deleted and made again since this daemon opened it: nothing was done; the daemon opens it anew now, then give the command again",
+                    run.store.dir().display()
+                ),
+                1,
+            ));
+        }
         let raise = match &command {
             PersonCommand::Resume => Some(crate::protocol::budget::Budget::default()),
             PersonCommand::RaiseBudget { budget } => Some(*budget),

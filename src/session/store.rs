@@ -542,6 +542,16 @@ pub struct SessionStore {
     lock: Option<crate::lockfile::FolderLock>,
 }
 
+impl SessionStore {
+    /// Whether the session's path now leads to another folder than the one this store holds
+    /// locked (deleted and made again by someone else, who holds that one's lock).
+    pub fn replaced(&self) -> bool {
+        self.lock
+            .as_ref()
+            .is_some_and(|lock| lock.replaced_at(self.dir()))
+    }
+}
+
 impl std::ops::Deref for SessionStore {
     type Target = SessionFolder;
     fn deref(&self) -> &SessionFolder {

@@ -70,7 +70,7 @@ pub enum WorktreeError {
     /// The worktree folder is another session's worktree, on a branch of the same name (of
     /// another repository, or one this session did not make).
     #[error(
-        "{path} is another session's worktree (branch {branch} of {}), which this session did not make: two projects whose sessions have one name share WORKTREES (or one repository); give each project a WORKTREES folder of its own in .samocode, or name the session differently, then `samocode resume`",
+        "{path} is another session's worktree (branch {branch} of {}), which this session did not make: a session of this name in another project that shares WORKTREES (or this repository), or one deleted before whose worktree stayed; give each project a WORKTREES folder of its own in .samocode, or remove the old worktree (`git worktree remove {path}`, and its branch if it is not wanted), or name the session differently, then `samocode resume`",
         of.display()
     )]
     Another {

@@ -380,6 +380,84 @@ fn commands_at_once_on_a_finished_session_each_get_its_answer() {
     );
 }
 
+/// A session folder deleted and made again (by `run`) while the daemon held the old one
+/// parked: the daemon went on acting by path on the new folder without its lock, writing its
+/// old state over the new session's, and driving it beside `run`. It lets the old one go and
+/// opens the new one, with its lock, and nothing of the old state comes back.
+#[test]
+fn a_session_folder_made_again_under_a_daemon_is_opened_anew_not_written_over() {
+    let mut project = Project::new();
+    let _daemon = project.daemon(&[]);
+    project
+        .run(&[
+            "start",
+            "--session",
+            "del",
+            "--dive",
+            "old dive",
+            "--task",
+            "old task",
+        ])
+        .expect(0);
+    let s = project.session("del");
+    wait_for(
+        Duration::from_secs(30),
+        "the old session's questions",
+        || s.path("_state.json").exists() && s.state()["status"]["for"] == "qa_answers",
+    );
+    std::fs::remove_dir_all(&s.0).unwrap();
+    // Its worktree and branch too, or the new session would not take them (they are not its).
+    let tree = project.worktrees.join(s.0.file_name().unwrap());
+    super::fixture::git(
+        &project.repo,
+        &["worktree", "remove", "--force", tree.to_str().unwrap()],
+    );
+    super::fixture::git(&project.repo, &["branch", "-D", "del"]);
+    project
+        .run(&[
+            "run",
+            "--session",
+            "del",
+            "--dive",
+            "new dive",
+            "--task",
+            "new task",
+        ])
+        .expect(10);
+    let refused = project.run(&["answer", "del", "--accept-suggestions"]);
+    refused.expect(1);
+    assert!(
+        refused.stderr().contains("deleted and made again"),
+        "{}",
+        refused.stderr()
+    );
+    assert_eq!(s.state()["dive"], "new dive");
+    let driven = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let shown = project.run(&["status", "--json"]).stdout();
+        if shown.contains("\"owner\": \"daemon\"")
+            && project.daemon_log().contains("opening it anew")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < driven,
+            "the daemon does not drive the new folder: {shown}\n{}",
+            project.daemon_log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    project
+        .run(&["answer", "del", "--accept-suggestions"])
+        .expect(0);
+    wait_for(Duration::from_secs(30), "the new plan", || {
+        s.state()["status"]["for"] == "plan_approval"
+    });
+    let state = s.state();
+    assert_eq!(state["dive"], "new dive", "{state}");
+    assert_eq!(state["task"], "new task", "{state}");
+}
+
 /// A control socket this user cannot use (another user's state directory; here a path under
 /// a file) failed `status` in the user's own project, whose sessions the files show.
 #[test]
