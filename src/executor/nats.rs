@@ -199,6 +199,15 @@ impl Link {
         Ok(self.last::<Cancel>(&cancel_subject(key)).await?.is_some())
     }
 
+    /// The stream sequence of attempt `key`'s last event (0: none): it moves while a worker
+    /// runs the attempt.
+    pub async fn last_event_sequence(&self, key: &str) -> std::io::Result<u64> {
+        Ok(self
+            .last_stored::<serde::de::IgnoredAny>(&events_subject(key))
+            .await?
+            .map_or(0, |(_, sequence)| sequence))
+    }
+
     /// The last claim on attempt `key`, with its sequence in the stream (what the next claim
     /// expects to follow).
     pub async fn last_claim(&self, key: &str) -> std::io::Result<Option<(Claim, u64)>> {

@@ -957,6 +957,41 @@ fn an_attempt_whose_worker_died_runs_again_when_its_deliveries_are_counted_afres
     assert!(!log.contains("not run key="), "{log}");
 }
 
+/// The queue's consumer made again while a worker runs an attempt (an operator's reset): the
+/// new consumer hands the unacked message out again, counted as a first delivery. The worker
+/// that claimed it still runs it (its events go on), so the delivery is left to it, and one
+/// agent runs at a time.
+#[test]
+fn a_consumer_made_again_while_its_attempt_runs_does_not_run_it_twice() {
+    let nats = NatsServer::start();
+    let mut project = nats_project();
+    project.env("SAMOCODE_FAKE", "investigation@1=slow:20");
+    let _daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
+    let (worker, _agent) = running_on_one_worker(&project, &nats.url, "remade");
+    make_queue(&nats.url, 10, true);
+    let workers = [worker];
+    let session = project.session("remade");
+    let asked = Instant::now() + Duration::from_secs(90);
+    while !(session.path("_state.json").exists()
+        && session.state()["status"]["for"] == "qa_answers")
+    {
+        assert!(
+            Instant::now() < asked,
+            "no questions within 90 s: {}",
+            all_logs(&project, &workers)
+        );
+        assert!(
+            running(&workers) <= 1,
+            "two agents at once: {}",
+            all_logs(&project, &workers)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = all_logs(&project, &workers);
+    assert!(log.contains("still runs it"), "{log}");
+    assert!(!log.contains("stale result"), "{log}");
+}
+
 /// A second copy of an attempt's work message (published again past the queue's dedup
 /// window: a daemon restarted much later) while a worker runs the first is acked and never
 /// run beside it: the first worker's claim names the other message.

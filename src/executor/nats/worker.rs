@@ -32,6 +32,7 @@ use tokio::task::JoinSet;
 
 use super::{Claim, Link, WORKERS, cancel_subject, events_subject};
 use crate::executor::result::{AttemptResult, End, Event};
+use crate::executor::runner::HEARTBEAT;
 use crate::executor::spec::RemoteSpec;
 use crate::shutdown::Shutdown;
 
@@ -149,7 +150,7 @@ async fn run_one(
         info.delivered.clamp(1, i64::from(u32::MAX)) as u32,
     );
     let key = spec.key.clone();
-    let epoch = match decide(&link, &key, work, delivered, &settings.name).await {
+    let epoch = match decide(&link, &message, &key, work, delivered, &settings.name).await {
         Ok(Taking::Run { epoch }) => epoch,
         Ok(Taking::Skip(reason)) => {
             tracing::info!(%key, %reason, "not run");
@@ -339,12 +340,20 @@ fn judge(
     work: u64,
     delivered: u32,
 ) -> Result<u32, &'static str> {
+    // Past every epoch the events show too (a worker of an earlier build claims nothing).
+    let seen = match last {
+        Some(
+            Event::Started { epoch, .. } | Event::Out { epoch, .. } | Event::Heartbeat { epoch },
+        ) => epoch.saturating_add(1),
+        _ => 1,
+    };
     match (last, claim) {
         (Some(Event::Result(_)), _) => Err("it is over already"),
         // The message another worker claimed is another copy of this attempt's spec.
         (_, Some(claim)) if claim.work != work => Err("another copy of its work message runs"),
-        // The message itself again: its holder lost it (a worker dead, or out of reach).
-        (_, Some(claim)) => Ok(delivered.max(claim.epoch.saturating_add(1))),
+        // The message itself again: its holder lost it (a worker dead, or out of reach; one
+        // still running it is looked for before this is run: see [`holder_runs`]).
+        (_, Some(claim)) => Ok(delivered.max(claim.epoch.saturating_add(1)).max(seen)),
         // Started by a worker of an earlier build, which claims nothing: only a second copy
         // of the message is delivered for the first time.
         (Some(Event::Started { .. } | Event::Out { .. } | Event::Heartbeat { .. }), None)
@@ -352,14 +361,35 @@ fn judge(
         {
             Err("another worker runs it")
         }
-        (_, None) => Ok(delivered),
+        (_, None) => Ok(delivered.max(seen)),
     }
+}
+
+/// Whether the worker that claimed this very message still runs it: its attempt's events go
+/// on (its runner beats every [`HEARTBEAT`]). A delivery of a message whose holder is alive
+/// (the queue's consumer made again while it ran, which counts deliveries afresh) is left to
+/// that holder; one whose holder is gone (dead, or fenced for a lost lease) is run. The
+/// delivery is kept meanwhile (acked in progress).
+async fn holder_runs(
+    link: &Link,
+    message: &async_nats::jetstream::Message,
+    key: &str,
+) -> std::io::Result<bool> {
+    let before = link.last_event_sequence(key).await?;
+    let until = tokio::time::Instant::now() + HEARTBEAT * 2 + Duration::from_secs(1);
+    let tick = (link.settings.ack_wait / 3).max(Duration::from_millis(100));
+    while tokio::time::Instant::now() < until {
+        let _ = message.ack_with(AckKind::Progress).await;
+        tokio::time::sleep(tick.min(until - tokio::time::Instant::now())).await;
+    }
+    Ok(link.last_event_sequence(key).await? != before)
 }
 
 /// Decides what to do with a delivery of work message `work` (see [`judge`]), and claims the
 /// attempt when it is to run.
 async fn decide(
     link: &Link,
+    message: &async_nats::jetstream::Message,
     key: &str,
     work: u64,
     delivered: u32,
@@ -389,6 +419,15 @@ async fn decide(
         epoch,
         host: host.to_string(),
     };
+    if claimed
+        .as_ref()
+        .is_some_and(|(claim, _)| claim.work == work)
+        && holder_runs(link, message, key).await?
+    {
+        return Ok(Taking::Leave(
+            "the worker that claimed this message still runs it (its events go on)",
+        ));
+    }
     let after = claimed.map_or(0, |(_, sequence)| sequence);
     if link.claim(key, &claim, after).await? {
         return Ok(Taking::Run { epoch });
