@@ -33,7 +33,7 @@ use crate::executor::AttemptExecutor;
 
 /// The longest stdout line parsed for events; longer lines are still logged, only not parsed.
 /// Claude's events are far smaller; this bounds memory when an agent floods its output.
-const MAX_EVENT_LINE: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_EVENT_LINE: usize = 4 * 1024 * 1024;
 
 /// Error messages kept per attempt; a CLI that reconnects many times repeats itself.
 const MAX_ERRORS: usize = 8;

@@ -156,13 +156,50 @@ pub fn spent_before_result(log: &std::path::Path) -> Option<Usage> {
     let mut reader = std::io::BufReader::new(std::fs::File::open(log).ok()?);
     let mut by_message: HashMap<String, Tokens> = HashMap::new();
     let mut unnamed = Tokens::default();
+    // Lines as the live reader takes them: one longer than it reads (an agent's flood) is
+    // skipped without being kept.
+    let limit = super::process::MAX_EVENT_LINE;
     let mut line = Vec::new();
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
+    let mut skipping = false;
+    let mut next_line = |reader: &mut std::io::BufReader<std::fs::File>| -> Option<Vec<u8>> {
+        loop {
+            let buf = match reader.fill_buf() {
+                Ok([]) | Err(_) => {
+                    let last = (!skipping && !line.is_empty()).then(|| std::mem::take(&mut line));
+                    skipping = false;
+                    line.clear();
+                    return last;
+                }
+                Ok(buf) => buf,
+            };
+            match buf.iter().position(|b| *b == b'\n') {
+                Some(end) => {
+                    if !skipping {
+                        line.extend_from_slice(&buf[..end]);
+                    }
+                    reader.consume(end + 1);
+                    let whole = !skipping && line.len() <= limit;
+                    skipping = false;
+                    let taken = std::mem::take(&mut line);
+                    if whole {
+                        return Some(taken);
+                    }
+                }
+                None => {
+                    let len = buf.len();
+                    if !skipping {
+                        line.extend_from_slice(buf);
+                        if line.len() > limit {
+                            line = Vec::new();
+                            skipping = true;
+                        }
+                    }
+                    reader.consume(len);
+                }
+            }
         }
+    };
+    while let Some(line) = next_line(&mut reader) {
         if event_type(line.trim_ascii()).as_deref() != Some("assistant") {
             continue;
         }
@@ -332,6 +369,19 @@ mod tests {
         assert_eq!(spent.cached_input_tokens, 1000);
         assert_eq!(spent.output_tokens, 40 + 7);
         assert_eq!(spent.cost_usd, 0.0);
+        // A line longer than the live reader reads (a flood) is skipped without being kept,
+        // and the lines after it still count.
+        let flood = format!(
+            r#"{{"type":"assistant","message":{{"id":"m9","usage":{{"output_tokens":1000}}}},"x":"{}"}}"#,
+            "x".repeat(super::super::process::MAX_EVENT_LINE)
+        );
+        std::fs::write(
+            &log,
+            [lines[1], &flood, lines[4], &"y".repeat(5 << 20)].join("\n"),
+        )
+        .unwrap();
+        let spent = spent_before_result(&log).unwrap();
+        assert_eq!(spent.output_tokens, 5 + 7);
         std::fs::write(&log, lines[0]).unwrap();
         assert_eq!(spent_before_result(&log), None);
         assert_eq!(spent_before_result(&dir.path().join("none.jsonl")), None);
