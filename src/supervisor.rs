@@ -629,7 +629,10 @@ impl SupervisorActor {
             self.spent(state, &dir, args.state.usage.cost_usd);
         }
         let done = matches!(settled, Some(Settled::Done { .. }));
-        if !failing && settled.is_some() && (!self.keep_parked || done) {
+        // Parked by the open's take-over of a dead worker's verdict, and not told yet: its
+        // actor tells people (then a `run` lets it go; the daemon keeps it, done or not).
+        let untold = args.announce;
+        if !failing && !untold && settled.is_some() && (!self.keep_parked || done) {
             // Nothing for a worker to do: the lock goes with `args`.
             drop(args);
             if self.keep_parked
@@ -874,6 +877,8 @@ impl SupervisorActor {
         command: Order,
         reply: RpcReplyPort<Response>,
     ) {
+        // The folder as the daemon knows it, whichever way the command spelt its path.
+        let dir = state.registry.key_of(&dir).unwrap_or(dir);
         match state.registry.get(&dir) {
             Some(Entry { actor: Some(_), .. }) => self.forward_person(state, dir, command, reply),
             Some(_) if state.stopping.is_none() && state.reopening.contains_key(&dir) => {

@@ -92,15 +92,17 @@ fn settled_by(
         return Ok(None);
     };
     let since = verdict.at;
-    Ok(match checked {
-        Verdict::Wait { wait_for } => Some(RunState::Waiting { wait_for, since }),
-        Verdict::Block { reason, needs } => Some(RunState::Blocked {
+    // Only the verdict the journal holds: a kept signal that says otherwise (edited since) is
+    // not taken.
+    Ok(match (checked, verdict.outcome.as_str()) {
+        (Verdict::Wait { wait_for }, "waiting") => Some(RunState::Waiting { wait_for, since }),
+        (Verdict::Block { reason, needs }, "blocked") => Some(RunState::Blocked {
             reason,
             needs,
             since,
         }),
-        Verdict::Finish { summary } => Some(RunState::Done { summary, at: since }),
-        Verdict::Continue { .. } => None,
+        (Verdict::Finish { summary }, "done") => Some(RunState::Done { summary, at: since }),
+        _ => None,
     })
 }
 

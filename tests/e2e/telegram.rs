@@ -286,6 +286,40 @@ fn questions_a_killed_daemon_journaled_but_never_told_are_told_by_the_next() {
     assert_eq!(s.state()["status"]["for"], "qa_answers");
 }
 
+/// The same for a `done` journaled by a daemon killed before it saved and told it: the next
+/// daemon opened the session as done and kept no actor for it, so nobody was told (found by
+/// the second read).
+#[test]
+fn a_done_a_killed_daemon_journaled_but_never_told_is_told_by_the_next() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    project
+        .run(&["run", "--session", "fin", "--dive", "d", "--task", "t"])
+        .expect(10);
+    project
+        .run(&["answer", "fin", "--accept-suggestions"])
+        .expect(0);
+    project.run(&["run", "--session", "fin"]).expect(10);
+    project.run(&["approve", "fin"]).expect(0);
+    project.env("SAMOCODE_FAILPOINTS", "kill-after-parking-verdict");
+    let daemon = project.daemon(&[]);
+    project.run(&["start", "--session", "fin"]).expect(0);
+    wait_for(
+        Duration::from_secs(60),
+        "the daemon killed at the verdict",
+        || !super::fixture::alive(daemon.pid() as i32),
+    );
+    assert!(api.sent("is done").is_empty());
+    project.env("SAMOCODE_FAILPOINTS", "");
+    let _daemon = project.daemon(&[]);
+    wait_for(Duration::from_secs(30), "the done notice", || {
+        !api.sent("is done").is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(api.sent("is done").len(), 1, "told once");
+    assert_eq!(project.session("fin").state()["status"]["state"], "done");
+}
+
 /// Two daemons given one bot (a `config.toml` token every state directory reads): Telegram
 /// answers each poll of one with a 409, and a command sent in the chat reaches only the other.
 /// That was a warning among others at every poll; it is an error, said once, naming why.
