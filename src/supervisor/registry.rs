@@ -67,6 +67,21 @@ impl Registry {
         self.entries.get(dir)
     }
 
+    /// The path an owned session is known by, for `dir` spelt as it is or another way to the
+    /// same folder (through a link, a bind mount, a project folder moved and linked back).
+    pub fn key_of(&self, dir: &Path) -> Option<PathBuf> {
+        if self.entries.contains_key(dir) {
+            return Some(dir.to_path_buf());
+        }
+        use std::os::unix::fs::MetadataExt;
+        let identity = |path: &Path| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+        let wanted = identity(dir)?;
+        self.entries
+            .keys()
+            .find(|key| identity(key) == Some(wanted))
+            .cloned()
+    }
+
     pub fn max_parallel(&self) -> usize {
         self.max_parallel
     }

@@ -458,6 +458,40 @@ fn a_session_folder_made_again_under_a_daemon_is_opened_anew_not_written_over() 
     assert_eq!(state["task"], "new task", "{state}");
 }
 
+/// A project reached by another path than the one the daemon took its session by (its folder
+/// moved and linked back, a bind mount): a person's command there was refused ("the daemon
+/// does not drive …") and the session stayed stuck until the daemon restarted.
+#[test]
+fn a_command_given_through_a_link_to_the_project_reaches_the_daemons_session() {
+    let mut project = Project::new();
+    let _daemon = project.daemon(&[]);
+    project
+        .run(&["start", "--session", "linked", "--dive", "d", "--task", "t"])
+        .expect(0);
+    let s = project.session("linked");
+    wait_for(Duration::from_secs(30), "the questions", || {
+        s.path("_state.json").exists() && s.state()["status"]["for"] == "qa_answers"
+    });
+    let link = project.root.join("by-a-link");
+    std::os::unix::fs::symlink(&project.root, &link).unwrap();
+    let out = project
+        .command(&["answer", "linked", "--accept-suggestions"])
+        .current_dir(&link)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&link);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(Duration::from_secs(30), "the plan", || {
+        s.state()["status"]["for"] == "plan_approval"
+    });
+}
+
 /// A control socket this user cannot use (another user's state directory; here a path under
 /// a file) failed `status` in the user's own project, whose sessions the files show.
 #[test]
