@@ -472,14 +472,16 @@ fn a_command_given_through_a_link_to_the_project_reaches_the_daemons_session() {
     wait_for(Duration::from_secs(30), "the questions", || {
         s.path("_state.json").exists() && s.state()["status"]["for"] == "qa_answers"
     });
-    let link = project.root.join("by-a-link");
-    std::os::unix::fs::symlink(&project.root, &link).unwrap();
+    // The project moved, and linked back where it was: the daemon knows the session by the
+    // old path, the command comes by the real one.
+    let moved = project.root.with_extension("moved");
+    std::fs::rename(&project.root, &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, &project.root).unwrap();
     let out = project
         .command(&["answer", "linked", "--accept-suggestions"])
-        .current_dir(&link)
+        .current_dir(&moved)
         .output()
         .unwrap();
-    let _ = std::fs::remove_file(&link);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -490,6 +492,9 @@ fn a_command_given_through_a_link_to_the_project_reaches_the_daemons_session() {
     wait_for(Duration::from_secs(30), "the plan", || {
         s.state()["status"]["for"] == "plan_approval"
     });
+    // Put back, for the temporary folder's own clean-up.
+    std::fs::remove_file(&project.root).unwrap();
+    std::fs::rename(&moved, &project.root).unwrap();
 }
 
 /// A control socket this user cannot use (another user's state directory; here a path under
