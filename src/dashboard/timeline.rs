@@ -157,12 +157,16 @@ impl Chart {
                 (x(t), clock(t, span))
             })
             .collect();
+        let count = |n: usize, one: &str, many: &str| match n {
+            1 => format!("1 {one}"),
+            n => format!("{n} {many}"),
+        };
         let summary = format!(
-            "{} attempts in {} phase runs over {}; {} waits for a person",
-            self.attempt_count,
-            self.phase_runs,
+            "{} in {} over {}; {} for a person",
+            count(self.attempt_count, "attempt", "attempts"),
+            count(self.phase_runs, "phase run", "phase runs"),
             duration(self.start, self.end),
-            self.waits.len()
+            count(self.waits.len(), "wait", "waits")
         );
         html! {
             svg.timeline viewBox=(format!("0 0 {WIDTH} 132")) role="img" aria-label=(summary) {

@@ -518,9 +518,18 @@ impl SessionActor {
                     Some(at) if at > now.checked_sub(skew).unwrap_or(now) => backoff,
                     _ => self.retry.max_delay,
                 };
+                // To the second, rounded up: shown to people (a reset with nanoseconds read
+                // as noise in the chat).
                 let at = until
                     .filter(|at| *at > now)
                     .unwrap_or_else(|| now.checked_add(fallback).unwrap_or(now));
+                let at = at
+                    .round(
+                        jiff::TimestampRound::new()
+                            .smallest(jiff::Unit::Second)
+                            .mode(jiff::RoundMode::Ceil),
+                    )
+                    .unwrap_or(at);
                 row.outcome = AttemptOutcome::UsageLimit;
                 row.detail = Some(format!("usage limit until {at}: {message}"));
                 journal_attempt(&run.store, &flight.span, &run.trace, &row)?;
