@@ -556,7 +556,10 @@ impl SupervisorActor {
                 }
                 let (mut args, settled) = opened?;
                 args.fail = fail;
-                if let Some(state_dir) = &state_dir {
+                // A session reopened (at the daemon's start, an actor's restart, a retry) is
+                // listed already: listed again, every owned session had a second line (and a
+                // synced write) at each start.
+                if new_start && let Some(state_dir) = &state_dir {
                     // Listed before the daemon says yes: a session it accepted is resumed
                     // after any crash.
                     let entry = OwnedSession {

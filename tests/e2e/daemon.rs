@@ -17,6 +17,33 @@ fn start_until_questions(project: &Project, name: &str) -> Session {
     s
 }
 
+/// A restart listed every owned session again in `sessions.jsonl` (a second line, and a
+/// synced write, for each at every start): the sessions a daemon reopens are listed already.
+#[test]
+fn a_restart_lists_no_owned_session_twice() {
+    let mut project = Project::new();
+    let daemon = project.daemon(&[]);
+    for name in ["one", "two"] {
+        project
+            .run(&["start", "--session", name, "--dive", "d", "--task", "t"])
+            .expect(0);
+    }
+    let file = project.state_dir().join("sessions.jsonl");
+    let listed = || std::fs::read_to_string(&file).unwrap().lines().count();
+    assert_eq!(listed(), 2);
+    assert_eq!(daemon.terminate(), Some(0));
+    let _daemon = project.daemon(&[]);
+    wait_for(Duration::from_secs(30), "both sessions reopened", || {
+        project
+            .run(&["status", "--json"])
+            .stdout()
+            .matches("\"owner\": \"daemon\"")
+            .count()
+            == 2
+    });
+    assert_eq!(listed(), 2, "{}", project.daemon_log());
+}
+
 #[test]
 fn fifty_sessions_never_run_more_than_eight_agents_and_all_finish() {
     let mut project = Project::new();
