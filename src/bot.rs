@@ -588,19 +588,38 @@ impl Telegram {
         if let Some(line) = fleet.as_ref().and_then(crate::control::FleetFigures::line) {
             lines.push(line);
         }
-        for owned in sessions {
-            let folder = SessionFolder::new(&owned.dir);
-            lines.push(match folder.load_state() {
-                Ok(state) => format!(
-                    "{} — {} {} (iteration {})",
-                    folder.name(),
-                    state.phase,
-                    state.status.name(),
-                    state.iteration
-                ),
-                Err(error) => format!("{} — {error}", folder.name()),
-            });
-        }
+        // Read off the async threads; finished sessions are counted, not listed: a daemon
+        // that has driven hundreds answered with a message per hundred lines.
+        let listed = tokio::task::spawn_blocking(move || {
+            let mut done = 0usize;
+            let mut listed = Vec::new();
+            for owned in sessions {
+                let folder = SessionFolder::new(&owned.dir);
+                match folder.load_state() {
+                    Ok(state) if matches!(state.status, crate::protocol::RunState::Done { .. }) => {
+                        done += 1
+                    }
+                    Ok(state) => listed.push(format!(
+                        "{} — {} {} (iteration {})",
+                        folder.name(),
+                        state.phase,
+                        state.status.name(),
+                        state.iteration
+                    )),
+                    Err(error) => listed.push(format!("{} — {error}", folder.name())),
+                }
+            }
+            if done > 0 {
+                listed.push(format!(
+                    "{done} finished session{} not listed (`samocode status` shows them)",
+                    if done == 1 { "" } else { "s" }
+                ));
+            }
+            listed
+        })
+        .await
+        .unwrap_or_default();
+        lines.extend(listed);
         lines.join("\n")
     }
 }

@@ -320,6 +320,34 @@ fn a_done_a_killed_daemon_journaled_but_never_told_is_told_by_the_next() {
     assert_eq!(project.session("fin").state()["status"]["state"], "done");
 }
 
+/// `/status` listed every session the daemon ever owned, finished ones too: hundreds of
+/// lines, several messages. Finished sessions are counted, the others listed.
+#[test]
+fn status_in_the_chat_lists_the_sessions_not_finished_and_counts_the_rest() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    project
+        .run(&["run", "--session", "ended", "--dive", "d", "--task", "t"])
+        .expect(10);
+    project
+        .run(&["answer", "ended", "--accept-suggestions"])
+        .expect(0);
+    project.run(&["run", "--session", "ended"]).expect(10);
+    project.run(&["approve", "ended"]).expect(0);
+    project.run(&["run", "--session", "ended"]).expect(0);
+    let _daemon = project.daemon(&[]);
+    project.run(&["start", "--session", "ended"]).expect(0);
+    start_until_asked(&project, &api, "open");
+    api.text_from(OWNER, "owner", "/status");
+    wait_for(Duration::from_secs(30), "the status reply", || {
+        !api.sent("agents running").is_empty()
+    });
+    let reply = text(&api.sent("agents running")[0]).to_string();
+    assert!(reply.contains("-open — requirements"), "{reply}");
+    assert!(!reply.contains("-ended —"), "{reply}");
+    assert!(reply.contains("1 finished session not listed"), "{reply}");
+}
+
 /// Two daemons given one bot (a `config.toml` token every state directory reads): Telegram
 /// answers each poll of one with a 409, and a command sent in the chat reaches only the other.
 /// That was a warning among others at every poll; it is an error, said once, naming why.
