@@ -131,8 +131,9 @@ impl<T> Default for Journal<T> {
 
 impl<T: DeserializeOwned + Clone> Journal<T> {
     /// Reads the lines appended since the last call; starts over when the file was replaced
-    /// or shortened. A line that does not parse (a torn last line) is skipped.
-    fn update(&mut self, path: &Path) -> Vec<T> {
+    /// or shortened. A line that does not parse (a torn last line) is skipped. `keep`: the
+    /// cache lives on (a live page), so the rows are copied; otherwise they are handed over.
+    fn update(&mut self, path: &Path, keep: bool) -> Vec<T> {
         let Ok(mut file) = std::fs::File::open(path) else {
             *self = Journal::default();
             return Vec::new();
@@ -157,14 +158,19 @@ impl<T: DeserializeOwned + Clone> Journal<T> {
                     .extend(text.lines().filter_map(|l| serde_json::from_str(l).ok()));
             }
         }
-        self.rows.clone()
+        match keep {
+            true => self.rows.clone(),
+            false => std::mem::take(&mut self.rows),
+        }
     }
 }
 
 impl SessionView {
     /// Reads a session folder; fails only when its state cannot be read.
     pub fn read(dir: &Path, project_file: &Path) -> Result<SessionView, StoreError> {
-        SessionView::read_again(dir, project_file, &mut ReadCache::default())
+        // A cache thrown away after: the journals' rows are handed over, not copied (a long
+        // session's whole history twice, per view, raised the daemon's memory for good).
+        SessionView::read_with(dir, project_file, &mut ReadCache::default(), false)
     }
 
     /// Reads a session folder again, reading only what changed since `cache` was filled.
@@ -172,6 +178,15 @@ impl SessionView {
         dir: &Path,
         project_file: &Path,
         cache: &mut ReadCache,
+    ) -> Result<SessionView, StoreError> {
+        SessionView::read_with(dir, project_file, cache, true)
+    }
+
+    fn read_with(
+        dir: &Path,
+        project_file: &Path,
+        cache: &mut ReadCache,
+        keep: bool,
     ) -> Result<SessionView, StoreError> {
         let folder = SessionFolder::new(dir);
         let state = folder.load_state()?;
@@ -189,8 +204,8 @@ impl SessionView {
             overview,
             qa,
             qa_version,
-            iterations: cache.iterations.update(&folder.path(ITERATIONS)),
-            history: cache.history.update(&folder.path(HISTORY)),
+            iterations: cache.iterations.update(&folder.path(ITERATIONS), keep),
+            history: cache.history.update(&folder.path(HISTORY), keep),
             artifacts: artifacts(dir, &mut cache.artifacts)?,
         })
     }
@@ -467,19 +482,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.jsonl");
         let mut journal: Journal<u32> = Journal::default();
-        assert!(journal.update(&path).is_empty(), "no file yet");
+        assert!(journal.update(&path, true).is_empty(), "no file yet");
         std::fs::write(&path, "1\n2\n3").unwrap();
-        assert_eq!(journal.update(&path), [1, 2], "the torn last line waits");
+        assert_eq!(
+            journal.update(&path, true),
+            [1, 2],
+            "the torn last line waits"
+        );
         let mut file = std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
             .unwrap();
         std::io::Write::write_all(&mut file, b"3\n4\n").unwrap();
-        assert_eq!(journal.update(&path), [1, 2, 33, 4]);
+        assert_eq!(journal.update(&path, true), [1, 2, 33, 4]);
         let replaced = dir.path().join("new");
         std::fs::write(&replaced, "7\n").unwrap();
         std::fs::rename(&replaced, &path).unwrap();
-        assert_eq!(journal.update(&path), [7], "a replaced file is read anew");
+        assert_eq!(
+            journal.update(&path, true),
+            [7],
+            "a replaced file is read anew"
+        );
     }
 
     #[test]
