@@ -222,11 +222,20 @@ pub fn take_over(
             exit_code: None,
             exit_signal: None,
             outcome: AttemptOutcome::Interrupted,
-            detail: Some(format!(
-                "interrupted: the worker (pid {}) stopped during the attempt; found by the next worker at {}",
-                record.worker_pid,
-                now.round(jiff::Unit::Second).unwrap_or(now)
-            )),
+            detail: Some(match record.worker_pid == std::process::id() {
+                // This very process: its session's actor failed (a journal it could not
+                // write, a full disk) and was opened again; the worker did not stop.
+                true => format!(
+                    "interrupted: the session's actor in this worker (pid {}) failed during the attempt and was opened again at {}",
+                    record.worker_pid,
+                    now.round(jiff::Unit::Second).unwrap_or(now)
+                ),
+                false => format!(
+                    "interrupted: the worker (pid {}) stopped during the attempt; found by the next worker at {}",
+                    record.worker_pid,
+                    now.round(jiff::Unit::Second).unwrap_or(now)
+                ),
+            }),
             input_tokens: usage.input_tokens,
             output_tokens: usage.output_tokens,
             cached_input_tokens: usage.cached_input_tokens,
