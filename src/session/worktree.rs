@@ -439,6 +439,20 @@ pub async fn check_own(tree: &Worktree, repo: &Path) -> Result<(), WorktreeError
             repair(),
         ));
     }
+    // A worktree of another repository: a project copied with its sessions, whose state still
+    // names the original's worktree (the agent would commit into that repository).
+    if let (Some(theirs), Some(ours)) = (common_of_record(&admin), common_of_repo(repo))
+        && !same_dir(&theirs, &ours)
+    {
+        return Err(not(
+            format!(
+                "it is a worktree of another repository ({}), not of {}",
+                theirs.display(),
+                repo.display()
+            ),
+            "the session's files name another project's worktree (copied from it, perhaps): leave that worktree to its project, and start a session of this project's own (or drive this one from the project it belongs to)".to_string(),
+        ));
+    }
     if read_small(&admin.join("locked")).is_some_and(|why| why.contains("initializing")) {
         return Err(not(
             "its checkout was cut short (git's lock on it says `initializing`; its files may be missing)".into(),
@@ -475,6 +489,29 @@ pub async fn check_own(tree: &Worktree, repo: &Path) -> Result<(), WorktreeError
         ));
     }
     Ok(())
+}
+
+/// The common git folder a worktree's record (`admin`, `<common>/worktrees/<name>`) belongs
+/// to, from its `commondir` file or its place.
+fn common_of_record(admin: &Path) -> Option<PathBuf> {
+    match read_small(&admin.join("commondir")) {
+        Some(named) => Some(admin.join(named.trim_end())),
+        None => admin.parent()?.parent().map(Path::to_path_buf),
+    }
+}
+
+/// The common git folder of the checkout at `repo`, read from its files (no git process):
+/// its `.git` folder, or, for a checkout that is itself a linked worktree, its record's.
+fn common_of_repo(repo: &Path) -> Option<PathBuf> {
+    let dot_git = repo.join(".git");
+    if dot_git.is_dir() {
+        return Some(dot_git);
+    }
+    let admin = read_small(&dot_git)?
+        .trim_end()
+        .strip_prefix("gitdir: ")
+        .map(|dir| repo.join(dir))?;
+    common_of_record(&admin)
 }
 
 /// Writes git's files of a worktree of `repo` at `tree.path` on `tree.branch` (its `.git`
@@ -753,6 +790,13 @@ mod tests {
             branch: "s1".into(),
         };
         check_own(&tree, &repo).await.unwrap();
+        // Checked against another repository (a project copied with its sessions, whose state
+        // names the original's worktree): not its own.
+        let copy = dir.path().join("copy");
+        std::fs::create_dir(&copy).unwrap();
+        run(&copy, &["init", "-q", "-b", "main"]);
+        let text = check_own(&tree, &copy).await.unwrap_err().to_string();
+        assert!(text.contains("a worktree of another repository"), "{text}");
         let problem = async |tree: &Worktree| check_own(tree, &repo).await.unwrap_err().to_string();
 
         let admin = repo.join(".git/worktrees/tree");

@@ -320,6 +320,33 @@ fn a_done_a_killed_daemon_journaled_but_never_told_is_told_by_the_next() {
     assert_eq!(project.session("fin").state()["status"]["state"], "done");
 }
 
+/// The same under `run`: a run killed at the `done` verdict, then run again, finished
+/// without telling the chat (found by the re-test).
+#[test]
+fn a_done_a_killed_run_journaled_but_never_told_is_told_by_the_next_run() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    project
+        .run(&["run", "--session", "fin", "--dive", "d", "--task", "t"])
+        .expect(10);
+    project
+        .run(&["answer", "fin", "--accept-suggestions"])
+        .expect(0);
+    project.run(&["run", "--session", "fin"]).expect(10);
+    project.run(&["approve", "fin"]).expect(0);
+    project.env("SAMOCODE_FAILPOINTS", "kill-after-parking-verdict");
+    let killed = project.run(&["run", "--session", "fin"]);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(killed.0.status.signal(), Some(9), "{}", killed.stderr());
+    assert!(api.sent("is done").is_empty());
+    project.env("SAMOCODE_FAILPOINTS", "");
+    project.run(&["run", "--session", "fin"]).expect(0);
+    wait_for(Duration::from_secs(30), "the done notice", || {
+        !api.sent("is done").is_empty()
+    });
+    assert_eq!(api.sent("is done").len(), 1, "told once");
+}
+
 /// `/status` listed every session the daemon ever owned, finished ones too: hundreds of
 /// lines, several messages. Finished sessions are counted, the others listed.
 #[test]
@@ -343,7 +370,7 @@ fn status_in_the_chat_lists_the_sessions_not_finished_and_counts_the_rest() {
         !api.sent("agents running").is_empty()
     });
     let reply = text(&api.sent("agents running")[0]).to_string();
-    assert!(reply.contains("-open — requirements"), "{reply}");
+    assert!(reply.contains("-open — "), "{reply}");
     assert!(!reply.contains("-ended —"), "{reply}");
     assert!(reply.contains("1 finished session not listed"), "{reply}");
 }
