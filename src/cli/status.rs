@@ -328,7 +328,7 @@ pub async fn status(args: StatusArgs, config: &Config) -> Result<u8, CliError> {
         // state directory) costs only who drives each session.
         Err(error) if config.project.is_some() => {
             eprintln!(
-                "samocode: {:#}; the sessions are shown from their files, and who drives each from its lock",
+                "samocode: {}; the sessions are shown from their files, and who drives each from its lock",
                 error.error
             );
             None
