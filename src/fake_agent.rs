@@ -154,6 +154,17 @@ impl Run {
         self.emit(json!({"type": "assistant", "message": {"role": "assistant", "content": [{"type": "text", "text": text}]}}));
     }
 
+    /// Prints claude's result for a usage limit that resets at unix time `reset`.
+    fn refuse_for_limit(&self, reset: i64) {
+        self.emit(json!({
+            "type": "result", "subtype": "success", "is_error": true,
+            "api_error_status": 429, "num_turns": 1, "total_cost_usd": 0,
+            "result": format!("API Error: Request rejected (429) · Claude AI usage limit reached|{reset}"),
+            "session_id": self.session_id(),
+            "usage": {"input_tokens": 0, "output_tokens": 0}
+        }));
+    }
+
     /// Prints two API messages' worth of work as claude does: each content block an
     /// `assistant` event carrying its message's id and usage (repeated, the output growing).
     /// Together: 11,000 input tokens (8,000 of them from the cache) and 750 output tokens.
@@ -310,27 +321,14 @@ impl Run {
             "limit" | "limit-0" => {
                 let reset: i64 = arg.parse().unwrap_or(0);
                 if jiff::Timestamp::now().as_second() < reset {
-                    self.emit(json!({
-                        "type": "result", "subtype": "success", "is_error": true,
-                        "api_error_status": 429, "num_turns": 1, "total_cost_usd": 0,
-                        "result": format!("API Error: Request rejected (429) · Claude AI usage limit reached|{reset}"),
-                        "session_id": self.session_id(),
-                        "usage": {"input_tokens": 0, "output_tokens": 0}
-                    }));
+                    self.refuse_for_limit(reset);
                     return if verb == "limit" { 1 } else { REFUSED_WITH_0 };
                 }
             }
             // A provider whose clock is behind: it names a reset S seconds past, and refuses.
             "limit-past" => {
                 let ago: i64 = arg.parse().unwrap_or(60);
-                let reset = jiff::Timestamp::now().as_second() - ago;
-                self.emit(json!({
-                    "type": "result", "subtype": "success", "is_error": true,
-                    "api_error_status": 429, "num_turns": 1, "total_cost_usd": 0,
-                    "result": format!("API Error: Request rejected (429) · Claude AI usage limit reached|{reset}"),
-                    "session_id": self.session_id(),
-                    "usage": {"input_tokens": 0, "output_tokens": 0}
-                }));
+                self.refuse_for_limit(jiff::Timestamp::now().as_second() - ago);
                 return 1;
             }
             "limit-in" => {

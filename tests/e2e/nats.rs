@@ -220,6 +220,30 @@ fn running(workers: &[Worker]) -> usize {
         .sum()
 }
 
+/// Waits up to `secs` for `session` to wait for answers, calling `meanwhile` every 100 ms;
+/// fails with its log and the daemon's and workers' logs.
+fn until_asked(
+    project: &Project,
+    session: &super::fixture::Session,
+    workers: &[Worker],
+    secs: u64,
+    mut meanwhile: impl FnMut(),
+) {
+    let asked = Instant::now() + Duration::from_secs(secs);
+    while !(session.path("_state.json").exists()
+        && session.state()["status"]["for"] == "qa_answers")
+    {
+        assert!(
+            Instant::now() < asked,
+            "no questions within {secs} s: {}\n{}",
+            session.read("session.log"),
+            all_logs(project, workers)
+        );
+        meanwhile();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The daemon's log, then each worker's.
 fn all_logs(project: &Project, workers: &[Worker]) -> String {
     workers.iter().fold(project.daemon_log(), |log, w| {
@@ -940,18 +964,7 @@ fn an_attempt_whose_worker_died_runs_again_when_its_deliveries_are_counted_afres
     make_queue(&nats.url, 10, true);
     let second = worker(&project, &nats.url, "host-2", Some("host-2"));
     let session = project.session("afresh");
-    let asked = Instant::now() + Duration::from_secs(90);
-    while !(session.path("_state.json").exists()
-        && session.state()["status"]["for"] == "qa_answers")
-    {
-        assert!(
-            Instant::now() < asked,
-            "no questions within 90 s: {}\n{}",
-            session.read("session.log"),
-            all_logs(&project, std::slice::from_ref(&second))
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    until_asked(&project, &session, std::slice::from_ref(&second), 90, || {});
     let log = all_logs(&project, std::slice::from_ref(&second));
     assert!(log.contains("given to another worker"), "{log}");
     assert!(!log.contains("not run key="), "{log}");
@@ -971,22 +984,13 @@ fn a_consumer_made_again_while_its_attempt_runs_does_not_run_it_twice() {
     make_queue(&nats.url, 10, true);
     let workers = [worker];
     let session = project.session("remade");
-    let asked = Instant::now() + Duration::from_secs(90);
-    while !(session.path("_state.json").exists()
-        && session.state()["status"]["for"] == "qa_answers")
-    {
-        assert!(
-            Instant::now() < asked,
-            "no questions within 90 s: {}",
-            all_logs(&project, &workers)
-        );
+    until_asked(&project, &session, &workers, 90, || {
         assert!(
             running(&workers) <= 1,
             "two agents at once: {}",
             all_logs(&project, &workers)
         );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    });
     let log = all_logs(&project, &workers);
     assert!(log.contains("still runs it"), "{log}");
     assert!(!log.contains("stale result"), "{log}");
@@ -1006,18 +1010,9 @@ fn a_second_copy_of_a_running_attempts_message_is_not_run_beside_it() {
     let second = worker(&project, &nats.url, "host-2", Some("host-2"));
     let workers = [first, second];
     let session = project.session("copy");
-    let asked = Instant::now() + Duration::from_secs(60);
-    while !(session.path("_state.json").exists()
-        && session.state()["status"]["for"] == "qa_answers")
-    {
-        assert!(
-            Instant::now() < asked,
-            "no questions within 60 s: {}",
-            all_logs(&project, &workers)
-        );
+    until_asked(&project, &session, &workers, 60, || {
         assert!(running(&workers) <= 1, "{}", all_logs(&project, &workers));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    });
     let log = all_logs(&project, &workers);
     assert!(
         log.contains("not run") && log.contains("another copy of its work message runs"),
@@ -1081,18 +1076,7 @@ fn a_daemons_clock_ahead_of_the_nats_servers_does_not_shorten_the_time_limit() {
         .run(&["start", "--session", "skew", "--dive", "d", "--task", "t"])
         .expect(0);
     let session = project.session("skew");
-    let asked = Instant::now() + Duration::from_secs(60);
-    while !(session.path("_state.json").exists()
-        && session.state()["status"]["for"] == "qa_answers")
-    {
-        assert!(
-            Instant::now() < asked,
-            "no questions within 60 s: {}\n{}",
-            session.read("session.log"),
-            all_logs(&project, std::slice::from_ref(&worker))
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    until_asked(&project, &session, std::slice::from_ref(&worker), 60, || {});
     let rows = session.jsonl("_iterations.jsonl");
     assert_eq!(rows[0]["outcome"], "ok", "{rows:#?}");
 }

@@ -42,6 +42,19 @@ fn start_until_asked(project: &Project, api: &FakeApi, name: &str) -> Session {
     s
 }
 
+/// Drives session `name` with `run` through its questions (all suggestions taken) to its
+/// plan, and approves the plan.
+fn approved_by_run(project: &Project, name: &str) {
+    project
+        .run(&["run", "--session", name, "--dive", "d", "--task", "t"])
+        .expect(10);
+    project
+        .run(&["answer", name, "--accept-suggestions"])
+        .expect(0);
+    project.run(&["run", "--session", name]).expect(10);
+    project.run(&["approve", name]).expect(0);
+}
+
 fn folder(s: &Session) -> String {
     s.0.file_name().unwrap().to_string_lossy().into_owned()
 }
@@ -293,14 +306,7 @@ fn questions_a_killed_daemon_journaled_but_never_told_are_told_by_the_next() {
 fn a_done_a_killed_daemon_journaled_but_never_told_is_told_by_the_next() {
     let api = FakeApi::start(OWNER as i64);
     let mut project = telegram_project(&api, OWNER as i64, None);
-    project
-        .run(&["run", "--session", "fin", "--dive", "d", "--task", "t"])
-        .expect(10);
-    project
-        .run(&["answer", "fin", "--accept-suggestions"])
-        .expect(0);
-    project.run(&["run", "--session", "fin"]).expect(10);
-    project.run(&["approve", "fin"]).expect(0);
+    approved_by_run(&project, "fin");
     project.env("SAMOCODE_FAILPOINTS", "kill-after-parking-verdict");
     let daemon = project.daemon(&[]);
     project.run(&["start", "--session", "fin"]).expect(0);
@@ -326,14 +332,7 @@ fn a_done_a_killed_daemon_journaled_but_never_told_is_told_by_the_next() {
 fn a_done_a_killed_run_journaled_but_never_told_is_told_by_the_next_run() {
     let api = FakeApi::start(OWNER as i64);
     let mut project = telegram_project(&api, OWNER as i64, None);
-    project
-        .run(&["run", "--session", "fin", "--dive", "d", "--task", "t"])
-        .expect(10);
-    project
-        .run(&["answer", "fin", "--accept-suggestions"])
-        .expect(0);
-    project.run(&["run", "--session", "fin"]).expect(10);
-    project.run(&["approve", "fin"]).expect(0);
+    approved_by_run(&project, "fin");
     project.env("SAMOCODE_FAILPOINTS", "kill-after-parking-verdict");
     let killed = project.run(&["run", "--session", "fin"]);
     use std::os::unix::process::ExitStatusExt;
@@ -353,14 +352,7 @@ fn a_done_a_killed_run_journaled_but_never_told_is_told_by_the_next_run() {
 fn status_in_the_chat_lists_the_sessions_not_finished_and_counts_the_rest() {
     let api = FakeApi::start(OWNER as i64);
     let mut project = telegram_project(&api, OWNER as i64, None);
-    project
-        .run(&["run", "--session", "ended", "--dive", "d", "--task", "t"])
-        .expect(10);
-    project
-        .run(&["answer", "ended", "--accept-suggestions"])
-        .expect(0);
-    project.run(&["run", "--session", "ended"]).expect(10);
-    project.run(&["approve", "ended"]).expect(0);
+    approved_by_run(&project, "ended");
     project.run(&["run", "--session", "ended"]).expect(0);
     let _daemon = project.daemon(&[]);
     project.run(&["start", "--session", "ended"]).expect(0);
