@@ -447,7 +447,7 @@ pub async fn check_own(tree: &Worktree, repo: &Path) -> Result<(), WorktreeError
         return Err(not(
             format!(
                 "it is a worktree of another repository ({}), not of {}",
-                theirs.display(),
+                theirs.canonicalize().unwrap_or(theirs).display(),
                 repo.display()
             ),
             "the session's files name another project's worktree (copied from it, perhaps): leave that worktree to its project, and start a session of this project's own (or drive this one from the project it belongs to)".to_string(),
@@ -501,17 +501,22 @@ fn common_of_record(admin: &Path) -> Option<PathBuf> {
 }
 
 /// The common git folder of the checkout at `repo`, read from its files (no git process):
-/// its `.git` folder, or, for a checkout that is itself a linked worktree, its record's.
+/// its `.git` folder; or the folder its `.git` file names (a `--separate-git-dir` repository,
+/// a submodule's `.git/modules/NAME`), or, when that is a linked worktree's record (it has a
+/// `commondir`), the one that names.
 fn common_of_repo(repo: &Path) -> Option<PathBuf> {
     let dot_git = repo.join(".git");
     if dot_git.is_dir() {
         return Some(dot_git);
     }
-    let admin = read_small(&dot_git)?
+    let gitdir = read_small(&dot_git)?
         .trim_end()
         .strip_prefix("gitdir: ")
         .map(|dir| repo.join(dir))?;
-    common_of_record(&admin)
+    Some(match read_small(&gitdir.join("commondir")) {
+        Some(named) => gitdir.join(named.trim_end()),
+        None => gitdir,
+    })
 }
 
 /// Writes git's files of a worktree of `repo` at `tree.path` on `tree.branch` (its `.git`
@@ -797,6 +802,53 @@ mod tests {
         run(&copy, &["init", "-q", "-b", "main"]);
         let text = check_own(&tree, &copy).await.unwrap_err().to_string();
         assert!(text.contains("a worktree of another repository"), "{text}");
+        // A repository whose git folder is elsewhere (`--separate-git-dir`, as a submodule's
+        // is): its own worktrees are its own.
+        let apart = dir.path().join("apart");
+        run(
+            dir.path(),
+            &[
+                "init",
+                "-q",
+                "-b",
+                "main",
+                "--separate-git-dir",
+                dir.path().join("apart.git").to_str().unwrap(),
+                apart.to_str().unwrap(),
+            ],
+        );
+        run(
+            &apart,
+            &[
+                "-c",
+                "user.name=p",
+                "-c",
+                "user.email=p@p",
+                "commit",
+                "-q",
+                "--allow-empty",
+                "-m",
+                "init",
+            ],
+        );
+        let apart_tree = dir.path().join("apart-tree");
+        run(
+            &apart,
+            &[
+                "worktree",
+                "add",
+                "-q",
+                "-b",
+                "s2",
+                apart_tree.to_str().unwrap(),
+                "main",
+            ],
+        );
+        let own = Worktree {
+            path: apart_tree,
+            branch: "s2".into(),
+        };
+        check_own(&own, &apart).await.unwrap();
         let problem = async |tree: &Worktree| check_own(tree, &repo).await.unwrap_err().to_string();
 
         let admin = repo.join(".git/worktrees/tree");
