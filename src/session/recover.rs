@@ -222,20 +222,14 @@ pub fn take_over(
             exit_code: None,
             exit_signal: None,
             outcome: AttemptOutcome::Interrupted,
-            detail: Some(match record.worker_pid == std::process::id() {
-                // This very process: its session's actor failed (a journal it could not
-                // write, a full disk) and was opened again; the worker did not stop.
-                true => format!(
-                    "interrupted: the session's actor in this worker (pid {}) failed during the attempt and was opened again at {}",
-                    record.worker_pid,
-                    now.round(jiff::Unit::Second).unwrap_or(now)
-                ),
-                false => format!(
-                    "interrupted: the worker (pid {}) stopped during the attempt; found by the next worker at {}",
-                    record.worker_pid,
-                    now.round(jiff::Unit::Second).unwrap_or(now)
-                ),
-            }),
+            // The same pid may be a worker that stopped and another that took its pid (a
+            // container's pid 1), or this very worker whose session actor failed (a journal it
+            // could not write) and was opened again: both are said.
+            detail: Some(format!(
+                "interrupted: the worker (pid {}) stopped, or its session's actor failed, during the attempt; found at {}",
+                record.worker_pid,
+                now.round(jiff::Unit::Second).unwrap_or(now)
+            )),
             input_tokens: usage.input_tokens,
             output_tokens: usage.output_tokens,
             cached_input_tokens: usage.cached_input_tokens,
