@@ -996,6 +996,40 @@ fn a_consumer_made_again_while_its_attempt_runs_does_not_run_it_twice() {
     assert!(!log.contains("stale result"), "{log}");
 }
 
+/// A worker frozen (SIGSTOP, a paused machine) past its AckWait: the attempt goes to the other
+/// worker as the next epoch. Woken, the frozen one stops its agent at once (it ran it to the
+/// end, beside the next epoch's) and does not ack the message, which was the other's now:
+/// its ack took the attempt from the queue, and when the other worker died too nothing ran
+/// the attempt again until its time limit.
+#[test]
+fn a_worker_frozen_past_its_ack_wait_stops_its_agent_and_leaves_the_message() {
+    let nats = NatsServer::start();
+    let mut project = nats_project();
+    project.env("SAMOCODE_FAKE", "investigation@1=slow:20");
+    let _daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
+    let (frozen, agent) = running_on_one_worker(&project, &nats.url, "frozen");
+    let other = worker(&project, &nats.url, "host-2", Some("host-2"));
+    let pid = frozen.child.id();
+    super::fixture::signal(pid, nix::sys::signal::Signal::SIGSTOP);
+    let second = other.dir.join("work");
+    wait_for(Duration::from_secs(60), "the next epoch on host-2", || {
+        !agents_under(&second).is_empty()
+    });
+    super::fixture::signal(pid, nix::sys::signal::Signal::SIGCONT);
+    wait_for(
+        Duration::from_secs(15),
+        "the frozen worker's agent stopped",
+        || !alive(agent),
+    );
+    // The other dies too: the attempt must still be in the queue, for the woken worker.
+    drop(other);
+    let session = project.session("frozen");
+    let workers = [frozen];
+    until_asked(&project, &session, &workers, 120, || {});
+    let log = all_logs(&project, &workers);
+    assert!(log.contains("whole AckWait"), "{log}");
+}
+
 /// A second copy of an attempt's work message (published again past the queue's dedup
 /// window: a daemon restarted much later) while a worker runs the first is acked and never
 /// run beside it: the first worker's claim names the other message.

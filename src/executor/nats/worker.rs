@@ -258,6 +258,14 @@ async fn run_one(
         }
         return;
     }
+    // A newer epoch claimed the attempt meanwhile (this worker was given up for dead): its
+    // message is that worker's now, and an ack would take it from the queue under it.
+    if let Ok(Some((claim, _))) = link.last_claim(&key).await
+        && (claim.epoch, claim.host.as_str()) != (epoch, settings.name.as_str())
+    {
+        tracing::warn!(%key, epoch, newer = claim.epoch, host = %claim.host, "a newer epoch holds the attempt: its message is not acked here");
+        return;
+    }
     if let Err(error) = message.double_ack().await {
         tracing::warn!(%key, %error, "the end of the attempt was not acknowledged");
     }
@@ -611,6 +619,19 @@ async fn keep(
     loop {
         progress.tick().await;
         let asked = tokio::time::Instant::now();
+        // Not heard by JetStream for a whole AckWait (this worker frozen: SIGSTOP, a paused
+        // VM, a suspended machine): the attempt may be another worker's by now, whatever the
+        // next ack says. The agent stops; its end is not this epoch's to report.
+        if !fenced.load(Ordering::SeqCst) && asked.duration_since(kept) >= ack_wait {
+            tracing::warn!(
+                %key,
+                silent = %humantime::format_duration(asked.duration_since(kept)),
+                "JetStream did not hear from this worker for its whole AckWait (frozen?): stopping the agent, whose attempt may be another worker's now"
+            );
+            fenced.store(true, Ordering::SeqCst);
+            term();
+            continue;
+        }
         if in_progress(&link, &message, tick).await {
             kept = asked;
         } else if !fenced.load(Ordering::SeqCst) && kept.elapsed() >= stop_after {
