@@ -150,7 +150,13 @@ async fn run_one(
         info.delivered.clamp(1, i64::from(u32::MAX)) as u32,
     );
     let key = spec.key.clone();
-    let epoch = match decide(&link, &message, &key, work, delivered, &settings.name).await {
+    // A stop meanwhile (the decision may watch the holder's events for 11 s) leaves the
+    // delivery for another worker rather than claim a new epoch only to give it back.
+    let decided = tokio::select! {
+        decided = decide(&link, &message, &key, work, delivered, &settings.name) => decided,
+        _ = stopping.changed() => Ok(Taking::Leave("this worker is stopping")),
+    };
+    let epoch = match decided {
         Ok(Taking::Run { epoch }) => epoch,
         Ok(Taking::Skip(reason)) => {
             tracing::info!(%key, %reason, "not run");
@@ -160,7 +166,7 @@ async fn run_one(
         Ok(Taking::Leave(reason)) => {
             // Neither acked nor given back: either would act on the message the other
             // worker holds.
-            tracing::warn!(%key, %reason, "not run, and left to the worker that holds it");
+            tracing::warn!(%key, %reason, "not run, and neither acked nor given back");
             return;
         }
         Ok(Taking::Cancelled { epoch }) => {
