@@ -226,7 +226,7 @@ pub fn take_over(
             // container's pid 1), or this very worker whose session actor failed (a journal it
             // could not write) and was opened again: both are said.
             detail: Some(format!(
-                "interrupted: the worker (pid {}) stopped, or its session's actor failed, during the attempt; found at {}",
+                "interrupted: the worker (pid {}) stopped, or its session's actor failed, during the attempt; found by the next worker at {}",
                 record.worker_pid,
                 now.round(jiff::Unit::Second).unwrap_or(now)
             )),
