@@ -91,9 +91,14 @@ pub fn acquire_folder(dir: &Path, pid_file: &Path) -> Result<FolderLock, LockErr
     }
     // The file's lock is kept too: a worker of an earlier build, which knows only that one,
     // is kept out of a session this one drives.
+    let identity = {
+        use std::os::unix::fs::MetadataExt;
+        folder.metadata().ok().map(|m| (m.dev(), m.ino()))
+    };
     Ok(FolderLock {
         _folder: folder,
         _file: pid,
+        identity,
     })
 }
 
@@ -103,6 +108,8 @@ pub fn acquire_folder(dir: &Path, pid_file: &Path) -> Result<FolderLock, LockErr
 pub struct FolderLock {
     _folder: File,
     _file: Option<File>,
+    /// The locked folder's device and inode, read once when it was locked.
+    identity: Option<(u64, u64)>,
 }
 
 impl FolderLock {
@@ -110,9 +117,9 @@ impl FolderLock {
     /// again, or another moved to its place): one that cannot be looked at is not said to be.
     pub fn replaced_at(&self, dir: &Path) -> bool {
         use std::os::unix::fs::MetadataExt;
-        let held = self._folder.metadata();
-        match (held, std::fs::symlink_metadata(dir)) {
-            (Ok(held), Ok(now)) => (held.dev(), held.ino()) != (now.dev(), now.ino()),
+        // One stat per look: the held folder's identity cannot change.
+        match (self.identity, std::fs::symlink_metadata(dir)) {
+            (Some(held), Ok(now)) => held != (now.dev(), now.ino()),
             _ => false,
         }
     }
