@@ -760,6 +760,22 @@ mod tests {
         assert!(!text.contains("git init"), "{text}");
     }
 
+    /// Gives the repository at `repo` its first (empty) commit.
+    fn first_commit(repo: &Path) {
+        let args = [
+            "-c",
+            "user.name=p",
+            "-c",
+            "user.email=p@p",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "init",
+        ];
+        git_raw_blocking(repo, &args).unwrap();
+    }
+
     /// A worktree git no longer knows (pruned while its folder was away), one whose `git
     /// worktree add` was cut short, and one on a detached HEAD are not taken for the
     /// session's own.
@@ -770,20 +786,7 @@ mod tests {
         std::fs::create_dir(&repo).unwrap();
         let run = |dir: &Path, args: &[&str]| git_raw_blocking(dir, args).unwrap();
         run(&repo, &["init", "-q", "-b", "main"]);
-        run(
-            &repo,
-            &[
-                "-c",
-                "user.name=p",
-                "-c",
-                "user.email=p@p",
-                "commit",
-                "-q",
-                "--allow-empty",
-                "-m",
-                "init",
-            ],
-        );
+        first_commit(&repo);
         let path = dir.path().join("tree");
         let path_text = path.display().to_string();
         run(
@@ -817,20 +820,7 @@ mod tests {
                 apart.to_str().unwrap(),
             ],
         );
-        run(
-            &apart,
-            &[
-                "-c",
-                "user.name=p",
-                "-c",
-                "user.email=p@p",
-                "commit",
-                "-q",
-                "--allow-empty",
-                "-m",
-                "init",
-            ],
-        );
+        first_commit(&apart);
         let apart_tree = dir.path().join("apart-tree");
         run(
             &apart,
