@@ -56,30 +56,28 @@ impl SessionActor {
         report: &AttemptReport,
         log: &std::path::Path,
     ) -> Usage {
-        let mut usage = report.usage();
-        let estimate = self.agent.provider == Provider::Claude && report.result.is_none();
-        if estimate && let Some(spent) = crate::agent::stream::spent_before_result(log) {
-            usage = spent;
-        }
-        let tokens = usage.input_tokens.saturating_add(usage.output_tokens);
-        if (estimate || self.agent.provider == Provider::Codex)
-            && usage.cost_usd == 0.0
-            && tokens > 0
-        {
+        if self.agent.provider == Provider::Claude && report.result.is_none() {
+            // The model the agent reported first, then the profile's.
             let reported = report.model.as_deref().filter(|m| *m != model);
-            let priced_as = |m: &str| Some((m.to_string(), self.budgets.prices.cost(m, &usage)?));
-            let priced = reported.and_then(priced_as).or_else(|| priced_as(model));
+            let models: Vec<&str> = reported.into_iter().chain([model]).collect();
+            return estimate_unreported(
+                &run.store,
+                log,
+                &models,
+                &self.budgets.prices,
+                "the attempt ended before claude printed its cost",
+            )
+            .unwrap_or_default();
+        }
+        let mut usage = report.usage();
+        let tokens = usage.input_tokens.saturating_add(usage.output_tokens);
+        if self.agent.provider == Provider::Codex && usage.cost_usd == 0.0 && tokens > 0 {
+            let reported = report.model.as_deref().filter(|m| *m != model);
+            let priced = reported
+                .and_then(|m| self.budgets.prices.cost(m, &usage))
+                .or_else(|| self.budgets.prices.cost(model, &usage));
             match priced {
-                Some((name, cost)) if estimate => {
-                    usage.cost_usd = cost;
-                    run.store.log(&format!(
-                        "the attempt ended before claude printed its cost: {} estimated from the {} input and {} output tokens its log reports, at the price of {name}",
-                        crate::protocol::budget::money(cost),
-                        usage.input_tokens,
-                        usage.output_tokens,
-                    ));
-                }
-                Some((_, cost)) => usage.cost_usd = cost,
+                Some(cost) => usage.cost_usd = cost,
                 None => run.store.log(&format!(
                     "no price for model {model}: its tokens count as $0 against the budget; add [prices.\"{model}\"] to config.toml"
                 )),
@@ -117,4 +115,40 @@ impl SessionActor {
             &self.budgets.defaults,
         )
     }
+}
+
+/// The usage of a claude attempt that ended before printing its cost (stopped at its time
+/// limit or stall, killed, crashed, or its worker died): the tokens its messages report in its
+/// log (`log`), priced at the first of `models` that `prices` knows. `session.log` says how the
+/// cost was estimated (`what` names the attempt), or that its tokens count as $0. `None` when
+/// the log reports no tokens.
+pub(super) fn estimate_unreported(
+    store: &super::store::SessionStore,
+    log: &std::path::Path,
+    models: &[&str],
+    prices: &crate::config::Prices,
+    what: &str,
+) -> Option<Usage> {
+    let mut spent = crate::agent::stream::spent_before_result(log)?;
+    let priced = models
+        .iter()
+        .find_map(|model| Some((*model, prices.cost(model, &spent)?)));
+    match priced {
+        Some((model, cost)) => {
+            spent.cost_usd = cost;
+            store.log(&format!(
+                "{what}: {} estimated from the {} input and {} output tokens its log reports, at the price of {model}",
+                crate::protocol::budget::money(cost),
+                spent.input_tokens,
+                spent.output_tokens,
+            ));
+        }
+        None => {
+            let model = models.first().copied().unwrap_or("(unknown)");
+            store.log(&format!(
+                "{what}, and model {model} has no price: its tokens count as $0 against the budget; add [prices.\"{model}\"] to config.toml"
+            ));
+        }
+    }
+    Some(spent)
 }

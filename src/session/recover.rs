@@ -47,25 +47,14 @@ fn reported_usage(
     if provider != crate::config::Provider::Claude {
         return crate::protocol::Usage::default();
     }
-    let Some(mut spent) = crate::agent::stream::spent_before_result(&store.path(log)) else {
-        return crate::protocol::Usage::default();
-    };
-    match model.and_then(|model| Some((model, prices.cost(model, &spent)?))) {
-        Some((model, cost)) => {
-            spent.cost_usd = cost;
-            store.log(&format!(
-                "the interrupted attempt printed no cost: {} estimated from the {} input and {} output tokens its log reports, at the price of {model}",
-                crate::protocol::budget::money(cost),
-                spent.input_tokens,
-                spent.output_tokens
-            ));
-        }
-        None => store.log(&format!(
-            "the interrupted attempt printed no cost, and model {} has no price: its tokens count as $0 against the budget",
-            model.unwrap_or("(unknown)")
-        )),
-    }
-    spent
+    super::budget::estimate_unreported(
+        store,
+        &store.path(log),
+        model.as_slice(),
+        prices,
+        "the interrupted attempt printed no cost",
+    )
+    .unwrap_or_default()
 }
 
 /// The status an attempt's accepted verdict of `waiting`, `blocked` or `done` (`verdict`'s
