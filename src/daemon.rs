@@ -119,7 +119,7 @@ pub async fn run_with(
         problem: format!("cannot read {}: {e}", crate::supervisor::OWNED_FILE),
     })?;
     for problem in problems {
-        tracing::error!(%problem, "a line of the owned sessions is unreadable; skipped");
+        tracing::error!(%problem, "a line of the owned sessions cannot be read: its session is not resumed");
     }
     for session in forgotten {
         // An agent a killed daemon left for it would run on with nobody to stop it.

@@ -61,15 +61,43 @@ pub struct Listed {
 /// is gone from a sessions folder that holds something else: a person deleted (or moved) it,
 /// and is done with it. When the sessions folder itself is missing or empty (a disk not
 /// mounted yet, a project moved), the session is kept: it shows as broken until it is back
-/// and resumed.
+/// and resumed. A line this build cannot read as a session, but that is whole JSON (another
+/// build's), is kept as it is, and so are the fields a readable line has beyond this build's:
+/// only a line a crash cut short is dropped.
 pub fn load_and_compact(state_dir: &Path) -> std::io::Result<Listed> {
-    let mut owned: Vec<OwnedSession> = Vec::new();
+    // Each session with the line that names it first, and the lines kept unread.
+    let mut owned: Vec<(OwnedSession, String)> = Vec::new();
+    let mut kept: Vec<String> = Vec::new();
     let mut problems = Vec::new();
-    if let Ok(text) = std::fs::read_to_string(state_dir.join(LEGACY)) {
-        match serde_json::from_str::<Vec<OwnedSession>>(&text) {
-            Ok(list) => owned.extend(list),
-            Err(e) => problems.push(format!("{LEGACY}: {e}")),
-        }
+    let mut legacy_read = true;
+    let mut take =
+        |line: String, place: String, problems: &mut Vec<String>| match serde_json::from_str::<
+            OwnedSession,
+        >(&line)
+        {
+            Ok(session) => owned.push((session, line)),
+            Err(e) if serde_json::from_str::<serde_json::Value>(&line).is_ok() => {
+                problems.push(format!("{place}: {e} (kept in {FILE} as it is)"));
+                kept.push(line);
+            }
+            Err(e) => problems.push(format!("{place}: {e} (a line cut short; dropped)")),
+        };
+    match std::fs::read_to_string(state_dir.join(LEGACY)) {
+        Ok(text) => match serde_json::from_str::<Vec<serde_json::Value>>(&text) {
+            Ok(list) => {
+                for (n, value) in list.into_iter().enumerate() {
+                    take(value.to_string(), format!("{LEGACY}[{n}]"), &mut problems);
+                }
+            }
+            Err(e) => {
+                legacy_read = false;
+                problems.push(format!(
+                    "{LEGACY}: {e} (left where it is; its sessions are not resumed until it is mended)"
+                ));
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
     }
     match std::fs::read_to_string(state_dir.join(FILE)) {
         Ok(text) => {
@@ -78,17 +106,14 @@ pub fn load_and_compact(state_dir: &Path) -> std::io::Result<Listed> {
                 .enumerate()
                 .filter(|(_, l)| !l.trim().is_empty())
             {
-                match serde_json::from_str::<OwnedSession>(line) {
-                    Ok(session) => owned.push(session),
-                    Err(e) => problems.push(format!("{FILE}:{}: {e}", n + 1)),
-                }
+                take(line.to_string(), format!("{FILE}:{}", n + 1), &mut problems);
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
     let mut seen = std::collections::HashSet::new();
-    owned.retain(|s| seen.insert(s.dir.clone()));
+    owned.retain(|(s, _)| seen.insert(s.dir.clone()));
     // Gone for certain (not found), not only unreadable for a moment (a permission, a network
     // filesystem's hiccup), from a sessions folder that holds something: an empty one may be
     // a mount point whose disk is not mounted yet (a container started without its volume),
@@ -100,20 +125,21 @@ pub fn load_and_compact(state_dir: &Path) -> std::io::Result<Listed> {
                 .and_then(|sessions| std::fs::read_dir(sessions).ok())
                 .is_some_and(|mut entries| entries.next().is_some())
     };
-    let (forgotten, owned): (Vec<OwnedSession>, Vec<OwnedSession>) =
-        owned.into_iter().partition(deleted);
+    let (forgotten, owned): (Vec<_>, Vec<_>) = owned.into_iter().partition(|(s, _)| deleted(s));
     let mut text = Vec::new();
-    for session in &owned {
-        text.extend(serde_json::to_vec(session).expect("an owned session serializes"));
+    for line in owned.iter().map(|(_, line)| line).chain(&kept) {
+        text.extend(line.as_bytes());
         text.push(b'\n');
     }
     crate::session::store::write_atomic(&state_dir.join(FILE), &text)
         .map_err(std::io::Error::other)?;
-    let _ = std::fs::remove_file(state_dir.join(LEGACY));
+    if legacy_read {
+        let _ = std::fs::remove_file(state_dir.join(LEGACY));
+    }
     Ok(Listed {
-        owned,
+        owned: owned.into_iter().map(|(s, _)| s).collect(),
         problems,
-        forgotten,
+        forgotten: forgotten.into_iter().map(|(s, _)| s).collect(),
     })
 }
 
@@ -182,5 +208,37 @@ mod tests {
         let again = load_and_compact(dir.path()).unwrap();
         assert_eq!(again.owned, [here, unmounted, empty]);
         assert!(again.forgotten.is_empty());
+    }
+
+    #[test]
+    fn lines_and_fields_this_build_cannot_read_are_kept_not_erased() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = r#"{"dir":"/s/other","project_file":"/p/.samocode"}"#;
+        let more = r#"{"dir":"/s/more","project":"/p/.samocode","owner":"ann"}"#;
+        std::fs::write(
+            dir.path().join(LEGACY),
+            r#"[{"dir":"/s/old","project":"/p/.samocode"},"B"]"#,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join(FILE), format!("{other}\n{more}\n")).unwrap();
+        let listed = load_and_compact(dir.path()).unwrap();
+        let dirs: Vec<_> = listed.owned.iter().map(|s| s.dir.clone()).collect();
+        assert_eq!(dirs, [PathBuf::from("/s/old"), PathBuf::from("/s/more")]);
+        assert_eq!(listed.problems.len(), 2, "{:?}", listed.problems);
+        let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
+        assert!(text.contains(other), "{text}");
+        assert!(text.contains(more), "{text}");
+        assert!(text.contains(r#""B""#), "{text}");
+        // Read again: the same, nothing lost at a second start.
+        let again = load_and_compact(dir.path()).unwrap();
+        assert_eq!(again.owned.len(), 2);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(FILE)).unwrap(),
+            text
+        );
+        // A legacy file that is not a list at all is left where it is.
+        std::fs::write(dir.path().join(LEGACY), "[{").unwrap();
+        load_and_compact(dir.path()).unwrap();
+        assert!(dir.path().join(LEGACY).exists());
     }
 }
