@@ -123,6 +123,25 @@ pub(super) fn read(path: &Path, sources: &Sources, problems: &mut Problems) -> O
             return None;
         }
         let dir = absolute(base, Path::new(&expand_home(value, sources)));
+        // Resolved through links, the path goes to git, to the agent's context (one path per
+        // line) and to every table: it must read as itself.
+        let unreadable = match dir.to_str() {
+            None => Some("a folder whose path, resolved through its links, is UTF-8"),
+            Some(text) if text.chars().any(char::is_control) => Some(
+                "a folder whose path, resolved through its links, holds no control character (a newline, a tab)",
+            ),
+            Some(_) => None,
+        };
+        if let Some(expected) = unreadable {
+            problems.push(ConfigError::ProjectValue {
+                path: path.to_path_buf(),
+                line: *line,
+                key,
+                value: format!("{value} ({})", dir.display().to_string().escape_debug()),
+                expected: expected.into(),
+            });
+            return None;
+        }
         if !dir.is_dir() {
             problems.push(ConfigError::NotADirectory {
                 path: path.to_path_buf(),

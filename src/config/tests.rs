@@ -933,3 +933,40 @@ fn a_misspelt_project_key_is_not_also_said_missing() {
     assert!(text.contains("did you mean MAIN_REPO?"), "{text}");
     assert!(!text.contains("MAIN_REPO is required"), "{text}");
 }
+
+/// A project folder reached through a link to a path that is not UTF-8, or whose path holds a
+/// newline, is refused by name: git and the agent's context would be given another path.
+#[test]
+fn project_folders_whose_real_path_is_not_readable_text_are_refused() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let latin = dir.path().join(std::ffi::OsStr::from_bytes(b"lat\xe9"));
+    let newline = dir.path().join("new\nline");
+    for real in [&latin, &newline] {
+        for d in ["repo", "wt", "sessions"] {
+            std::fs::create_dir_all(real.join(d)).unwrap();
+        }
+    }
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::os::unix::fs::symlink(&latin, dir.path().join("link")).unwrap();
+    std::fs::write(
+        dir.path().join(".samocode"),
+        "MAIN_REPO=link/repo\nWORKTREES=link/wt\nSESSIONS=new\\nline/sessions\n",
+    )
+    .unwrap();
+    // The newline folder is named through a link as well: a value holds no newline.
+    std::os::unix::fs::symlink(&newline, dir.path().join("new\\nline")).unwrap();
+    let err = resolve(&Flags::default(), &sources(dir.path(), &[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("MAIN_REPO") && err.contains("is UTF-8"),
+        "{err}"
+    );
+    assert!(err.contains("WORKTREES"), "{err}");
+    assert!(
+        err.contains("SESSIONS") && err.contains("no control character"),
+        "{err}"
+    );
+}
