@@ -234,11 +234,7 @@ impl Config {
                 &self.agent.codex_path,
             ),
         };
-        let executable = |path: &Path| {
-            use std::os::unix::fs::PermissionsExt;
-            path.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        };
+        let executable = |path: &Path| path.metadata().is_ok_and(|m| m.is_file()) && runs(path);
         let found = match program.components().count() > 1 || program.is_absolute() {
             true => executable(program),
             false => std::env::var_os("PATH").is_some_and(|paths| {
@@ -946,6 +942,37 @@ fn expand_home(value: &str, sources: &Sources) -> String {
         }
         _ => value.to_string(),
     }
+}
+
+/// Whether this user may execute `path`, and the kernel can: a binary, or a script whose
+/// `#!` interpreter is there to run it (a script without one fails to start with "exec format
+/// error", one naming a missing interpreter with "no such file").
+fn runs(path: &Path) -> bool {
+    use nix::unistd::{AccessFlags, access};
+    if access(path, AccessFlags::X_OK).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 256];
+    let Ok(read) =
+        std::fs::File::open(path).and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+    else {
+        // Executable but not readable (mode 0711): only a binary runs so; let it try.
+        return true;
+    };
+    let head = &head[..read];
+    if head.starts_with(b"\x7fELF") {
+        return true;
+    }
+    let Some(line) = head.strip_prefix(b"#!") else {
+        return false;
+    };
+    let line = line.split(|b| *b == b'\n').next().unwrap_or(line);
+    let interpreter = String::from_utf8_lossy(line);
+    let Some(interpreter) = interpreter.split_whitespace().next() else {
+        return false;
+    };
+    let interpreter = Path::new(interpreter);
+    interpreter.is_file() && access(interpreter, AccessFlags::X_OK).is_ok()
 }
 
 /// The folder a relative path setting is taken from: that of `config.toml` for a value from

@@ -283,8 +283,27 @@ fn a_relative_agent_path_is_taken_from_where_it_was_given_and_a_missing_one_is_r
         .expect(10);
     assert!(!marker.exists(), "the repository's file ran as the agent");
 
-    // A program that is not there is refused before a session folder or a worktree is made,
-    // by a dry run too.
+    // A program that is not there, or that cannot start (a script without `#!`, or naming an
+    // interpreter that is not there), is refused before a session folder or a worktree is
+    // made, by a dry run too.
+    use std::os::unix::fs::PermissionsExt;
+    for (name, text) in [
+        ("no-shebang", "echo hi\n"),
+        ("no-interpreter", "#!/nonexistent/interp\necho hi\n"),
+    ] {
+        let path = project.root.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        project.env("CLAUDE_PATH", &format!("./{name}"));
+        let run = project.run(&["run", "--session", "gone", "--dive", "d", "--task", "t"]);
+        run.expect(2);
+        assert!(run.stderr().contains(name), "{}", run.stderr());
+        assert!(
+            run.stderr().contains("an executable file"),
+            "{}",
+            run.stderr()
+        );
+    }
     project.env("CLAUDE_PATH", "./no-such-agent");
     for dry in [true, false] {
         let mut args = vec!["run", "--session", "gone", "--dive", "d", "--task", "t"];
