@@ -33,7 +33,12 @@ pub(super) async fn command(
         return Ok(exit::DONE);
     }
     let store = SessionFolder::new(dir).lock()?;
+    let had_state = store.read(crate::session::store::STATE)?.is_some();
     let mut state = store.load_state()?;
+    if !had_state {
+        // A Python samocode session: its first state keeps its worktree.
+        crate::session::open::adopt_legacy(project, &store, &mut state)?;
+    }
     // A `samocode run` killed mid-attempt may have left its agent running.
     crate::session::recover::take_over(
         &store,

@@ -165,6 +165,30 @@ pub fn resolve(project: &Project, request: &StartRequest) -> Result<name::Resolv
     Ok(name::resolve(&project.sessions, &request.name, &today)?)
 }
 
+/// Saves the state of a Python samocode session, just derived from its `_overview.md`, as its
+/// first `_state.json`, with the worktree its notebook names (or one at the session's place),
+/// so that its work goes on where it was. Whatever first writes such a state calls this: a
+/// person's command before the first `run` too, or the worktree would be lost.
+pub fn adopt_legacy(
+    project: &Project,
+    store: &SessionStore,
+    state: &mut SessionState,
+) -> Result<(), StoreError> {
+    let named = store
+        .read(super::store::OVERVIEW)
+        .ok()
+        .flatten()
+        .and_then(|text| crate::protocol::overview::legacy_working_dir(&text))
+        // One worktree, one session: one another session works in is not taken.
+        .filter(|path| !worktree_of_another(project, store.dir(), path));
+    if let Some(tree) = worktree::adopt(project, &store.name(), named.as_deref()) {
+        state.worktree = Some(tree.path);
+        state.branch = Some(tree.branch);
+    }
+    store.log("state derived from a Python samocode _overview.md");
+    store.save(state)
+}
+
 /// Finds or creates the session folder, takes its lock, takes over from a worker that died
 /// mid-attempt ([`take_over`]), and loads (or derives, or creates) its state. A session waiting
 /// for answers that are all given becomes runnable here. Blocking: file IO and, for a locked
@@ -233,19 +257,7 @@ pub fn open_resolved(
                 ));
             }
             if !had_state {
-                let named = store
-                    .read(super::store::OVERVIEW)
-                    .ok()
-                    .flatten()
-                    .and_then(|text| crate::protocol::overview::legacy_working_dir(&text))
-                    // One worktree, one session: one another session works in is not taken.
-                    .filter(|path| !worktree_of_another(project, store.dir(), path));
-                if let Some(tree) = worktree::adopt(project, &store.name(), named.as_deref()) {
-                    state.worktree = Some(tree.path);
-                    state.branch = Some(tree.branch);
-                }
-                store.log("state derived from a Python samocode _overview.md");
-                store.save(&mut state)?;
+                adopt_legacy(project, &store, &mut state)?;
             }
             if !request.budget.is_empty() {
                 // The flags would change the budget with none of a raise's checks, and leave

@@ -188,6 +188,51 @@ fn a_python_samocode_session_resumes_and_finishes() {
     assert!(commits.starts_with("Implement step 3\n"), "{commits}");
 }
 
+/// A Python samocode session waiting for answers, answered before any samocode `run`: the
+/// first state written (by the answer) keeps the worktree its notebook names, and the next
+/// `run` works there (found by the upgrade hunt: a new branch was made from main).
+#[test]
+fn a_python_session_answered_before_its_first_run_keeps_its_worktree() {
+    let project = Project::new();
+    let elsewhere = project.root.join("old-trees/pyqa");
+    python_worktree(&project, "feature/pyqa", &elsewhere);
+    let dir = project.sessions.join("26-01-02-pyqa");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("_overview.md"),
+        format!(
+            "# Session: pyqa\nWorking Dir: {}\n\n## Status\nPhase: waiting_qa\nTotal Iterations: 3\nBlocked: no\n\n## Task\nPort the parser\n",
+            elsewhere.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("_qa.md"),
+        "# Questions\n\n## Q1: Which parser?\nSuggested: the old one\nAnswer:\n",
+    )
+    .unwrap();
+    project
+        .run(&["answer", "pyqa", "--accept-suggestions"])
+        .expect(0);
+    let state = project.session("pyqa").state();
+    assert_eq!(
+        state["worktree"],
+        elsewhere.display().to_string(),
+        "{state}"
+    );
+    assert_eq!(state["branch"], "feature/pyqa");
+    project
+        .run(&["run", "--session", "pyqa", "--once"])
+        .expect(0);
+    let state = project.session("pyqa").state();
+    assert_eq!(
+        state["worktree"],
+        elsewhere.display().to_string(),
+        "{state}"
+    );
+    assert!(!project.worktrees.join("26-01-02-pyqa").exists());
+}
+
 #[test]
 fn a_python_session_works_in_the_worktree_its_notebook_names_and_never_in_the_main_checkout() {
     let project = Project::new();
