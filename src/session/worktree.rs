@@ -167,6 +167,10 @@ pub(crate) fn git_command(dir: &Path, args: &[&str]) -> std::process::Command {
         ])
         .args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
+        // Its refusals are read by their English words (a `safe.directory` refusal, a
+        // missing repository), whatever the person's locale.
+        .env("LC_ALL", "C")
+        .env_remove("LANGUAGE")
         .env_remove("GIT_ASKPASS")
         .env_remove("SSH_ASKPASS");
     command
