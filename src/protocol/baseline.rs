@@ -52,11 +52,56 @@ impl Baseline {
     }
 }
 
-/// The path of a porcelain status line (`XY path`, or `XY old -> new` for a rename).
+/// The path of a porcelain status line (`XY path`, or `XY old -> new` for a rename), as it is
+/// on the disk: git quotes a path holding a quote, a backslash, a control character or a byte
+/// past ASCII as a C string (`"caf\303\251.txt"`), which is read back here.
 fn path_of(line: &str) -> Option<String> {
-    let path = line.get(3..)?.trim();
+    let path = line.get(3..)?.trim_end_matches(['\n', '\r']);
+    // A rename's new path.
     let path = path.rsplit(" -> ").next().unwrap_or(path);
-    (!path.is_empty()).then(|| path.trim_matches('"').to_string())
+    let path = match path.strip_prefix('"').and_then(|p| p.strip_suffix('"')) {
+        Some(quoted) => unquote(quoted),
+        None => path.to_string(),
+    };
+    (!path.is_empty()).then_some(path)
+}
+
+/// A C-quoted path's bytes (git's `\"`, `\\`, `\t`, `\n`, and `\ooo` octal escapes).
+fn unquote(quoted: &str) -> String {
+    let mut bytes = Vec::with_capacity(quoted.len());
+    let mut rest = quoted.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        rest = tail;
+        if b != b'\\' {
+            bytes.push(b);
+            continue;
+        }
+        let Some((&e, tail)) = rest.split_first() else {
+            bytes.push(b);
+            break;
+        };
+        rest = tail;
+        match e {
+            b'a' => bytes.push(7),
+            b'b' => bytes.push(8),
+            b't' => bytes.push(b'\t'),
+            b'n' => bytes.push(b'\n'),
+            b'v' => bytes.push(11),
+            b'f' => bytes.push(12),
+            b'r' => bytes.push(b'\r'),
+            b'0'..=b'7' => {
+                let digits: Vec<u8> = std::iter::once(e)
+                    .chain(rest.iter().copied().take(2))
+                    .take_while(|d| (b'0'..=b'7').contains(d))
+                    .collect();
+                rest = &rest[digits.len() - 1..];
+                let value = digits.iter().fold(0u32, |n, d| n * 8 + u32::from(d - b'0'));
+                bytes.push(value as u8);
+            }
+            other => bytes.push(other),
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 impl Mutation {
@@ -107,6 +152,26 @@ fn shell_word(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_git_quotes_are_read_back_as_they_are_on_the_disk() {
+        assert_eq!(path_of(" M src/a.rs").as_deref(), Some("src/a.rs"));
+        assert_eq!(path_of(" M a b.txt").as_deref(), Some("a b.txt"));
+        assert_eq!(
+            path_of(r#" M "caf\303\251.txt""#).as_deref(),
+            Some("café.txt")
+        );
+        assert_eq!(path_of(r#" M "q\"x.txt""#).as_deref(), Some("q\"x.txt"));
+        assert_eq!(path_of(r#" M "tab\tx.txt""#).as_deref(), Some("tab\tx.txt"));
+        assert_eq!(
+            path_of(r#"R  old.txt -> "n\303\251w.txt""#).as_deref(),
+            Some("néw.txt")
+        );
+        assert_eq!(
+            path_of(r#"R  "\303\251" -> plain"#).as_deref(),
+            Some("plain")
+        );
+    }
 
     fn at(head: &str, changes: &str) -> Baseline {
         Baseline {
