@@ -138,8 +138,15 @@ pub enum Verdict {
 impl Signal {
     /// Parses the text of `_signal.json`. Unknown fields are ignored.
     pub fn parse(text: &str) -> Result<Signal, SignalError> {
+        // A byte order mark is JSON's to ignore (RFC 8259, 8.1); an editor may write one.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         if text.trim().is_empty() {
             return Err(SignalError::Empty);
+        }
+        if text.contains('\0') {
+            return Err(SignalError::BadJson(
+                "it holds NUL bytes, as UTF-16 text does: write it as UTF-8".into(),
+            ));
         }
         let value: Value =
             serde_json::from_str(text).map_err(|e| SignalError::BadJson(e.to_string()))?;
@@ -352,6 +359,21 @@ mod tests {
             Signal::parse("{status"),
             Err(SignalError::BadJson(_))
         ));
+        // A byte order mark is ignored; UTF-16 is named as such.
+        assert!(
+            Signal::parse(
+                "\u{feff}{\"status\":\"waiting\",\"phase\":\"requirements\",\"for\":\"qa_answers\"}"
+            )
+            .is_ok()
+        );
+        let utf16: String = "{\"status\":\"done\"}"
+            .chars()
+            .flat_map(|c| [c, '\0'])
+            .collect();
+        let Err(SignalError::BadJson(said)) = Signal::parse(&utf16) else {
+            panic!("UTF-16 read as a signal");
+        };
+        assert!(said.contains("UTF-16"), "{said}");
         assert_eq!(
             Signal::parse(r#"{"phase":"testing"}"#),
             Err(SignalError::MissingStatus)
