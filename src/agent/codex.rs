@@ -54,7 +54,7 @@ pub fn parse_line(line: &[u8]) -> Option<StreamEvent> {
     ) {
         return None;
     }
-    let value: Value = serde_json::from_slice(line).ok()?;
+    let value: Value = super::stream::value_of(line)?;
     let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_string);
     match value.get("type")?.as_str()? {
         "thread.started" => Some(StreamEvent::Init {

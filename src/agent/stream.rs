@@ -56,7 +56,71 @@ pub fn event_type(line: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
         #[serde(borrow, rename = "type")]
         kind: Option<std::borrow::Cow<'a, str>>,
     }
-    serde_json::from_slice::<Head>(line).ok()?.kind
+    match serde_json::from_slice::<Head>(line) {
+        Ok(head) => head.kind,
+        Err(_) => {
+            let mended = mended(line)?;
+            let kind = serde_json::from_slice::<Head>(&mended).ok()?.kind?;
+            Some(std::borrow::Cow::Owned(kind.into_owned()))
+        }
+    }
+}
+
+/// An event line as a JSON value. A line JSON's grammar allows but a strict reader refuses
+/// (a lone surrogate escape, `\ud83d`, which a JavaScript CLI writes for an emoji cut in
+/// half), or with bytes that are not UTF-8, is read with those replaced by U+FFFD: one bad
+/// character in an agent's result text must not cost the attempt its usage and cost.
+pub fn value_of<T: serde::de::DeserializeOwned>(line: &[u8]) -> Option<T> {
+    match serde_json::from_slice(line) {
+        Ok(value) => Some(value),
+        Err(_) => serde_json::from_slice(&mended(line)?).ok(),
+    }
+}
+
+/// `line` with its bytes that are not UTF-8 and its lone surrogate escapes replaced by
+/// U+FFFD; `None` when it has neither (it is bad JSON some other way).
+fn mended(line: &[u8]) -> Option<Vec<u8>> {
+    let text = String::from_utf8_lossy(line);
+    let mut changed = matches!(text, std::borrow::Cow::Owned(_));
+    let bytes = text.as_bytes();
+    let hex = |at: usize| -> Option<u32> {
+        let digits = bytes.get(at..at + 4)?;
+        u32::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+    };
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            out.push(bytes[i]);
+            i += 1;
+            continue;
+        }
+        if bytes.get(i + 1) != Some(&b'u') {
+            // Another escape (`\\`, `\"`): kept whole, so its second byte is not read as one.
+            out.extend_from_slice(&bytes[i..(i + 2).min(bytes.len())]);
+            i += 2;
+            continue;
+        }
+        match hex(i + 2) {
+            Some(0xD800..=0xDBFF)
+                if bytes.get(i + 6..i + 8) == Some(b"\\u")
+                    && matches!(hex(i + 8), Some(0xDC00..=0xDFFF)) =>
+            {
+                out.extend_from_slice(&bytes[i..i + 12]);
+                i += 12;
+            }
+            Some(0xD800..=0xDFFF) => {
+                out.extend_from_slice(b"\\ufffd");
+                changed = true;
+                i += 6;
+            }
+            _ => {
+                out.extend_from_slice(&bytes[i..(i + 2).min(bytes.len())]);
+                i += 2;
+            }
+        }
+    }
+    changed.then_some(out)
 }
 
 /// The longest identifier (a session id, a model name) taken from an agent's output: the
@@ -79,7 +143,7 @@ pub fn parse_line(line: &[u8]) -> Option<StreamEvent> {
     if !matches!(event_type(line)?.as_ref(), "system" | "result") {
         return None;
     }
-    let value: Value = serde_json::from_slice(line).ok()?;
+    let value: Value = value_of(line)?;
     let text = |key: &str| value.get(key).and_then(Value::as_str).map(str::to_string);
     match value.get("type")?.as_str()? {
         "system" if value.get("subtype")?.as_str()? == "init" => Some(StreamEvent::Init {
@@ -209,7 +273,7 @@ pub fn spent_before_result(log: &std::path::Path) -> Option<Usage> {
                     id,
                     usage: Some(tokens),
                 }),
-        }) = serde_json::from_slice::<Event>(line.trim_ascii())
+        }) = value_of::<Event>(line.trim_ascii()).ok_or(())
         else {
             continue;
         };
@@ -257,6 +321,43 @@ pub fn spent_before_result(log: &std::path::Path) -> Option<Usage> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_result_with_a_lone_surrogate_or_a_bad_byte_keeps_its_usage() {
+        let line = |text: &[u8]| {
+            let mut line = br#"{"type":"result","subtype":"success","result":"step done "#.to_vec();
+            line.extend_from_slice(text);
+            line.extend_from_slice(
+                br#"","total_cost_usd":0.25,"usage":{"input_tokens":1200,"output_tokens":300}}"#,
+            );
+            line
+        };
+        for text in [
+            &br"\ud83d"[..],
+            &br"\ude00 and \\ud83d"[..],
+            &b"\xff"[..],
+            &br"\ud83d\ude00"[..],
+        ] {
+            let Some(StreamEvent::Result(result)) = parse_line(&line(text)) else {
+                panic!(
+                    "no result read from {}",
+                    String::from_utf8_lossy(&line(text))
+                );
+            };
+            assert_eq!(result.usage.input_tokens, 1200);
+            assert_eq!(result.usage.cost_usd, 0.25);
+        }
+        let Some(StreamEvent::Result(pair)) = parse_line(&line(br"\ud83d\ude00")) else {
+            panic!("no result");
+        };
+        assert_eq!(pair.text.as_deref(), Some("step done \u{1f600}"));
+        let Some(StreamEvent::Result(lone)) = parse_line(&line(br"\ud83d")) else {
+            panic!("no result");
+        };
+        assert_eq!(lone.text.as_deref(), Some("step done \u{fffd}"));
+        // An escaped backslash before `u` is text, not an escape.
+        assert_eq!(mended(br#"{"a":"\\ud83d"}"#), None);
+    }
 
     /// An agent's session id or model is kept in `_state.json` and every journal row: one of
     /// megabytes (or with control characters) is not taken, so the state stays readable.
