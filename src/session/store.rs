@@ -62,7 +62,7 @@ pub enum StoreError {
     Locked { dir: PathBuf, pid: Option<u32> },
     /// `_state.json` is not a state this build understands.
     #[error(
-        "{path} is not a valid samocode state file: {message}; restore it from _overview.md by moving it away (its cost is read back from _iterations.jsonl; a budget it had must be set again with `samocode resume --raise-budget`)"
+        "{path} is not a valid samocode state file: {message}; nothing was changed. If a later samocode wrote it, drive this session with that build; if it was edited by hand, undo the edit. Only as a last resort move it away: a new state is derived from _overview.md, its cost read back from _iterations.jsonl, but the gate it waited at, its budget and its notes are lost, and its phase starts again"
     )]
     BadState { path: PathBuf, message: String },
     /// A Python samocode overview could not be read.
@@ -359,7 +359,7 @@ impl SessionFolder {
                 return Err(StoreError::BadState {
                     path,
                     message: format!(
-                        "schema {} is not supported (this build reads 1)",
+                        "schema {} is a later samocode's (this build reads 1)",
                         state.schema
                     ),
                 });
