@@ -80,6 +80,10 @@ pub trait Sink: Send + Sync + 'static {
 pub enum NotifierMsg {
     /// From a SessionActor or the supervisor: tell people about this event.
     Deliver(SessionEvent),
+    /// The same, and `told` once the notice is safe: in the outbox, or sent (or refused for
+    /// good, or none was due). A session parked by a worker is marked untold in its state
+    /// until then, so that a worker killed before it is safe leaves it to the next to tell.
+    DeliverTold { event: SessionEvent, told: Told },
     /// From its delivery task: entry `id` went out (or did not).
     Delivered {
         id: u64,
@@ -99,6 +103,25 @@ pub enum NotifierMsg {
         session: String,
         reply: RpcReplyPort<Latest>,
     },
+}
+
+/// What a notifier calls once a notice is safe (see [`NotifierMsg::DeliverTold`]).
+pub struct Told(Box<dyn FnOnce() + Send>);
+
+impl Told {
+    pub fn new(then: impl FnOnce() + Send + 'static) -> Told {
+        Told(Box::new(then))
+    }
+
+    fn fire(self) {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Told {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Told")
+    }
 }
 
 /// What the notifier knows of a session's messages in the chat.
@@ -144,6 +167,9 @@ pub struct NotifierState {
     adopt_into: Option<std::path::PathBuf>,
     /// The runs' outboxes found with nothing to send, not read again until they change.
     looked: outbox::Looked,
+    /// Whom to tell once the entry of this id is sent: its notice could not be written to the
+    /// outbox (a full disk), so only its sending makes it safe.
+    receipts: std::collections::HashMap<u64, Told>,
 }
 
 /// The longest pause between two tries of one notice.
@@ -195,9 +221,22 @@ impl NotifierHandle {
 
     /// Hands the event to the notifier; dropped (with a log line) while none runs.
     pub fn deliver(&self, event: SessionEvent) {
+        self.hand(event, None)
+    }
+
+    /// [`Self::deliver`], calling `told` once the notice is safe (never, when it was dropped).
+    pub fn deliver_told(&self, event: SessionEvent, told: Told) {
+        self.hand(event, Some(told))
+    }
+
+    fn hand(&self, event: SessionEvent, told: Option<Told>) {
         match self.running() {
             Some(notifier) => {
-                if notifier.send_message(NotifierMsg::Deliver(event)).is_err() {
+                let message = match told {
+                    Some(told) => NotifierMsg::DeliverTold { event, told },
+                    None => NotifierMsg::Deliver(event),
+                };
+                if notifier.send_message(message).is_err() {
                     tracing::warn!("the notifier is stopping; a notice was dropped");
                 }
             }
@@ -259,6 +298,7 @@ impl Actor for NotifierActor {
             flushes: Vec::new(),
             settling: None,
             looked,
+            receipts: std::collections::HashMap::new(),
         };
         myself.send_message(NotifierMsg::Retry)?;
         Ok(state)
@@ -271,20 +311,8 @@ impl Actor for NotifierActor {
         state: &mut NotifierState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            NotifierMsg::Deliver(event) => {
-                log(&event);
-                for entry in state.entries_for(&event) {
-                    if let Some(outbox) = &mut state.outbox {
-                        // Durable before it is sent: a crash from here on replays it. An outbox
-                        // that cannot take it (a full disk) does not lose it: it waits in memory,
-                        // and only a crash before it is sent loses it.
-                        if let Err(error) = outbox.append(&entry) {
-                            tracing::warn!(%error, "the outbox cannot be written; the notice waits in memory until it is sent");
-                        }
-                    }
-                    state.queue.pending.push_back(entry);
-                }
-            }
+            NotifierMsg::Deliver(event) => state.take(&event, None),
+            NotifierMsg::DeliverTold { event, told } => state.take(&event, Some(told)),
             NotifierMsg::Delivered { id, result } => {
                 state.in_flight = None;
                 let head = state.queue.pending.front().map(outbox::entry_id);
@@ -300,12 +328,18 @@ impl Actor for NotifierActor {
                                 id,
                                 messages: messages.clone(),
                             })?;
+                            if let Some(told) = state.receipts.remove(&id) {
+                                told.fire();
+                            }
                         }
                         Err(SendError::Refused(reason)) => {
                             tracing::error!(%reason, "a notice was refused for good; dropped");
                             state.tries = 0;
                             state.queue.pending.pop_front();
                             state.record(Entry::Dropped { id, reason })?;
+                            if let Some(told) = state.receipts.remove(&id) {
+                                told.fire();
+                            }
                         }
                         Err(SendError::Later(after)) => {
                             state.tries += 1;
@@ -355,6 +389,37 @@ impl NotifierState {
     /// notice, after closing the session's message that still has buttons (the session moved
     /// on where the notifier did not see it: a `samocode answer` between two runs, an edit
     /// of `_qa.md` while the daemon was down), so that no old button stays live.
+    /// Queues what `event` tells, written to the outbox first; `told` is called once that is
+    /// safe.
+    fn take(&mut self, event: &SessionEvent, told: Option<Told>) {
+        log(event);
+        let mut safe = true;
+        let mut last = None;
+        for entry in self.entries_for(event) {
+            if let Some(outbox) = &mut self.outbox {
+                // Durable before it is sent: a crash from here on replays it. An outbox that
+                // cannot take it (a full disk) does not lose it: it waits in memory, and only
+                // a crash before it is sent loses it.
+                if let Err(error) = outbox.append(&entry) {
+                    tracing::warn!(%error, "the outbox cannot be written; the notice waits in memory until it is sent");
+                    safe = false;
+                }
+            } else if self.sink.is_some() {
+                // Kept in memory only: safe once sent.
+                safe = false;
+            }
+            last = Some(outbox::entry_id(&entry));
+            self.queue.pending.push_back(entry);
+        }
+        match (told, last) {
+            (Some(told), Some(last)) if !safe => {
+                self.receipts.insert(last, told);
+            }
+            (Some(told), _) => told.fire(),
+            (None, _) => {}
+        }
+    }
+
     fn entries_for(&mut self, event: &SessionEvent) -> Vec<Entry> {
         let Some(sink) = self.sink.as_ref() else {
             return Vec::new();

@@ -691,6 +691,7 @@ impl SupervisorActor {
             launcher: self.launcher.clone(),
             budgets: self.budgets.clone(),
             failpoints: self.failpoints.clone(),
+            tells: self.sink.is_some(),
         };
         match Actor::spawn_linked(None, actor, *args, myself.get_cell()).await {
             Ok((session, _)) => {
@@ -732,6 +733,8 @@ impl SupervisorActor {
                     self.forward_person(state, dir, command, reply);
                     return;
                 }
+                // A `run` of a session parked untold waits while its actor tells people.
+                let settled = settled.filter(|_| self.keep_parked || !untold);
                 answer(
                     origin,
                     Ok(Started {
@@ -970,7 +973,6 @@ impl SupervisorActor {
     fn session_report(&self, state: &mut SupervisorState, report: SessionReport) {
         match report {
             SessionReport::Settled { dir, settled } => {
-                let done = matches!(settled, Settled::Done { .. });
                 state.registry.settled(&dir, settled);
                 if let Some(watch) = &mut state.watch {
                     update_watch(watch, &state.registry, &dir);
@@ -981,9 +983,6 @@ impl SupervisorActor {
                 let gone = state.registry.get(&dir).is_some_and(|e| e.actor.is_none());
                 if self.keep_parked || gone {
                     state.registry.tell_watchers(&dir);
-                }
-                if self.keep_parked && done {
-                    state.registry.stop_actor(&dir, STOP_SETTLED);
                 }
             }
             SessionReport::RequestSlot { dir } => state.registry.request_slot(&dir),

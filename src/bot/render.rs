@@ -182,10 +182,13 @@ pub fn notice(event: &SessionEvent) -> Option<Notice> {
                 ),
                 Settled::Done { summary } => (
                     format!(
-                        "✅ {name} is done{}",
+                        "✅ {name} is done{}{}",
                         summary
                             .as_deref()
                             .map(|s| format!(": {}", escape(s)))
+                            .unwrap_or_default(),
+                        ask.as_deref()
+                            .map(|a| format!("\n⚠️ {}", escape(a)))
                             .unwrap_or_default()
                     ),
                     Vec::new(),

@@ -252,6 +252,12 @@ pub struct SessionState {
     /// (see [`UnsyncedRows`]).
     #[serde(default, skip_serializing_if = "UnsyncedRows::is_empty")]
     pub unsynced: UnsyncedRows,
+    /// The session parked (waiting, blocked, failed, stopped or done) by its worker, and its
+    /// notice is not safe yet (in the notifier's outbox, or sent): set in the save that parks
+    /// it, cleared once it is. A worker that opens a parked session so marked tells people,
+    /// as the one that parked it and died would have.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub untold: bool,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     /// Top-level fields this build does not know (a later build's, read after a rollback),
@@ -296,6 +302,7 @@ impl SessionState {
             budget: Budget::default(),
             agent_seconds: 0.0,
             unsynced: UnsyncedRows::default(),
+            untold: false,
             created_at: now,
             updated_at: now,
             unknown: serde_json::Map::new(),

@@ -69,8 +69,12 @@ pub struct SessionActor {
     /// Faults to inject for the tests of recovery (SAMOCODE_FAILPOINTS): `kill-after-verdict`
     /// kills the worker with SIGKILL once an attempt's `continue` is journaled, before the
     /// state that follows it is saved; `kill-after-parking-verdict` the same for a verdict of
-    /// waiting, blocked or done.
+    /// waiting, blocked or done; `kill-after-parked` once such a verdict's state is saved,
+    /// before its notice is safe.
     pub failpoints: Vec<String>,
+    /// People are told of parks (a notifier with a sink): a park is marked untold in the state
+    /// until its notice is safe.
+    pub tells: bool,
 }
 
 /// What a session tells its supervisor.
@@ -107,6 +111,9 @@ pub enum SessionMsg {
     },
     /// From the supervisor: `_qa.md` may have been answered by hand.
     CheckAnswers,
+    /// From the notifier: the notice of park `park` is safe; or (`None`) from a timer under
+    /// `samocode run`: no longer wait for it before letting go of the session.
+    Told { park: Option<u64> },
     /// From the supervisor: the worker is stopping.
     Shutdown,
 }
@@ -210,6 +217,21 @@ pub struct SessionRun {
     /// The usage-limit refusals of the attempts just before, in a row: the waits after
     /// them grow, and people are told once.
     pub(super) limited: Option<Limited>,
+    /// The session's own actor, which the notifier tells when a park's notice is safe.
+    myself: ActorRef<SessionMsg>,
+    /// This actor's worker tells people of parks (see [`SessionActor::tells`]).
+    tells: bool,
+    /// The park people were last told of (or were told of before this actor opened it).
+    told: Option<Settled>,
+    /// Parks marked untold by this actor, for the notifier's receipts: one for an older park
+    /// does not clear a newer one.
+    untold_park: u64,
+    /// A person answered `_qa.md` while the attempt in flight ran (by whom): a `waiting` for
+    /// answers it then signals finds them all given, and goes on at once.
+    pub(super) answered_while_running: Option<String>,
+    /// Under `run`: a timer no longer to wait for a park's receipt is set, or has fired.
+    told_timer: bool,
+    told_waited: bool,
 }
 
 /// Usage-limit refusals in a row, and the reset people were last told of.
@@ -253,6 +275,16 @@ impl SessionRun {
     }
 
     fn save_as(&mut self, notebook: bool, entry: Option<&str>) -> Result<(), StoreError> {
+        // A save that parks the session marks it untold until its notice is safe.
+        match Settled::of(&self.state) {
+            None => self.state.untold = false,
+            Some(settled) => {
+                if self.tells && self.told.as_ref() != Some(&settled) && !self.state.untold {
+                    self.state.untold = true;
+                    self.untold_park += 1;
+                }
+            }
+        }
         let open = self.trace.open_after(&self.state);
         if let Some(segment) = &mut self.state.last_trace {
             segment.open = open;
@@ -408,6 +440,13 @@ impl SessionActor {
                     }
                 }
             }
+            SessionMsg::Told { park: Some(park) } => {
+                if park == run.untold_park && run.state.untold {
+                    run.state.untold = false;
+                    run.save_state()?;
+                }
+            }
+            SessionMsg::Told { park: None } => run.told_waited = true,
             SessionMsg::Shutdown => match std::mem::replace(&mut run.life, Life::Ready) {
                 Life::Running(flight) | Life::Cancelling { flight, .. } => {
                     let _ = flight.agent.send_message(AgentMsg::Cancel);
@@ -424,8 +463,21 @@ impl SessionActor {
         }
         // Under `run`, a parked session's actor goes and lets go of the lock; under the daemon
         // it stays, holding no process and no timer, until a person's command wakes it.
-        if self.stop_when_parked && matches!(run.life, Life::Parked(_)) {
-            myself.stop(Some(STOP_SETTLED.into()));
+        // A daemon keeps no actor for a finished session either. Either goes once its notice
+        // is safe: gone before, it would leave the park marked untold, and the next worker
+        // would tell it again.
+        let lets_go = match &run.life {
+            Life::Parked(Settled::Done { .. }) => true,
+            Life::Parked(_) => self.stop_when_parked,
+            _ => false,
+        };
+        if lets_go {
+            if !run.state.untold || run.told_waited {
+                myself.stop(Some(STOP_SETTLED.into()));
+            } else if !run.told_timer {
+                run.told_timer = true;
+                myself.send_after(TOLD_WAIT, || SessionMsg::Told { park: None });
+            }
         }
         Ok(())
     }
@@ -457,6 +509,8 @@ impl Actor for SessionActor {
         };
         // What the opening said of an unreadable `_qa.md`, so that it is not said again.
         let qa_unreadable = person::unreadable_answers(&args.store, &args.state);
+        // A park found untold (its worker died before its notice was safe) is told again.
+        let told = Settled::of(&args.state).filter(|_| !args.state.untold);
         Ok(SessionRun {
             store: args.store,
             state: args.state,
@@ -474,6 +528,13 @@ impl Actor for SessionActor {
             standing_journaled: None,
             qa_unreadable,
             limited: None,
+            myself,
+            tells: self.tells,
+            told,
+            untold_park: 0,
+            answered_while_running: None,
+            told_timer: false,
+            told_waited: false,
         })
     }
 
@@ -597,6 +658,10 @@ impl Actor for SessionActor {
 
 /// The reasons a SessionActor stops itself with; any other end is unexpected.
 pub const STOP_SETTLED: &str = "settled";
+
+/// How long a `samocode run` waits for its park's notice to be safe before it lets go of the
+/// session anyway (it is then told again by the next worker).
+const TOLD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 pub const STOP_SHUTDOWN: &str = "shutdown";
 
 /// Why a session actor stopped when its folder was replaced: its supervisor opens the session
@@ -683,7 +748,7 @@ impl SessionActor {
     }
 
     /// Makes a parked (or stopping) session run again after a person's command.
-    fn wake(
+    pub(super) fn wake(
         &self,
         myself: &ActorRef<SessionMsg>,
         run: &mut SessionRun,
@@ -702,6 +767,7 @@ impl SessionActor {
         myself: &ActorRef<SessionMsg>,
         run: &mut SessionRun,
     ) -> Result<(), ActorProcessingErr> {
+        run.answered_while_running = None;
         if run.state.phase == Phase::Init
             && let Err(error) = self.init(run).await
         {
@@ -1049,6 +1115,11 @@ impl SessionActor {
         };
         let mut message = person::apply(&run.store, &mut run.state, &command, by.as_deref())
             .map_err(|e| (e.to_string(), e.exit_code()))?;
+        if let PersonCommand::Answer { .. } = &command
+            && matches!(run.life, Life::Running(_))
+        {
+            run.answered_while_running = Some(by.clone().unwrap_or_else(|| "a person".into()));
+        }
         if let PersonCommand::Tell { now: true, .. } = &command {
             message = match &run.life {
                 Life::Running(_)
@@ -1161,15 +1232,28 @@ impl SessionActor {
                     needs: Some(needs), ..
                 },
             ) => Some(format!("needs {needs}")),
+            (Settled::Done { .. }, _) if !run.state.guidance.is_empty() => {
+                Some(unread_notes(&run.state.guidance))
+            }
             _ => None,
         };
-        self.notify(SessionEvent::Settled {
+        let event = SessionEvent::Settled {
             session: run.state.name.clone(),
             phase: run.state.phase,
             settled: settled.clone(),
             questions,
             ask,
-        });
+        };
+        run.told = Some(settled.clone());
+        if run.state.untold {
+            let (myself, park) = (run.myself.clone(), run.untold_park);
+            let told = crate::notify::Told::new(move || {
+                let _ = myself.send_message(SessionMsg::Told { park: Some(park) });
+            });
+            self.notifier.deliver_told(event, told);
+        } else {
+            self.notify(event);
+        }
         self.report(SessionReport::Settled {
             dir: run.store.dir().to_path_buf(),
             settled,
@@ -1192,6 +1276,21 @@ impl SessionActor {
     pub(super) fn notify(&self, event: SessionEvent) {
         self.notifier.deliver(event);
     }
+}
+
+/// What a finished session says of the notes people gave during its last iteration, which no
+/// iteration read.
+pub(super) fn unread_notes(notes: &[crate::protocol::state::Guidance]) -> String {
+    let quoted: Vec<String> = notes.iter().map(|n| format!("\"{}\"", n.text)).collect();
+    format!(
+        "{} came while its last iteration ran, and no iteration read {}: {}",
+        match notes.len() {
+            1 => "a note".to_string(),
+            n => format!("{n} notes"),
+        },
+        if notes.len() == 1 { "it" } else { "them" },
+        quoted.join("; ")
+    )
 }
 
 /// The open questions of `_qa.md`, as a notice offers them.

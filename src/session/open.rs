@@ -218,8 +218,6 @@ pub fn open_resolved(
 ) -> Result<(Box<SessionArgs>, Option<Settled>), OpenError> {
     name::check_texts(&resolved, request.dive.as_deref(), request.task.as_deref())?;
     let now = Timestamp::now();
-    // Parked by the take-over of a dead worker's attempt, and not told to anyone yet.
-    let mut announce = false;
     let (store, mut state) = match resolved {
         name::Resolved::New(dir) => {
             let (Some(dive), Some(task)) = (&request.dive, &request.task) else {
@@ -276,7 +274,7 @@ pub fn open_resolved(
             }
             // A remote engine may still run the attempt: the session's actor asks it first.
             if !(launcher.adopts() && state.in_flight.is_some()) {
-                announce = super::recover::take_over(&store, &mut state, launcher, prices)?;
+                super::recover::take_over(&store, &mut state, launcher, prices)?;
             }
             (store, state)
         }
@@ -293,6 +291,9 @@ pub fn open_resolved(
         person::say_unreadable(&store, why);
     }
     let settled = Settled::of(&state);
+    // Parked by a worker that died before its notice was safe, or by the take-over of a dead
+    // worker's attempt: nobody has told people yet.
+    let announce = state.untold && settled.is_some();
     let state_in_flight = launcher.adopts() && state.in_flight.is_some();
     Ok((
         Box::new(SessionArgs {

@@ -11,6 +11,7 @@ use ractor::{ActorProcessingErr, ActorRef};
 
 use super::actor::{InFlight, Life, SessionActor, SessionMsg, SessionRun, Then};
 use super::open::Settled;
+use super::person;
 use super::store::{QA, SessionStore, StoreError};
 use super::worktree;
 use crate::agent::launch::ExitKind;
@@ -396,15 +397,19 @@ impl SessionActor {
         match signal.validate(phase) {
             Ok(Verdict::Wait {
                 wait_for: WaitFor::QaAnswers,
-            }) if let Some(why) = no_open_question(run) => Err(Problem {
-                code: "no_open_question",
-                text: format!(
-                    "signal rejected: it waits for qa_answers, but {why}; no person could answer it"
-                ),
-                // The agent is told why and may write its questions on the retry.
-                retryable: true,
-                signal: Some(signal),
-            }),
+            }) if let Some(why) = no_open_question(run)
+                && !answered_while_asked(run) =>
+            {
+                Err(Problem {
+                    code: "no_open_question",
+                    text: format!(
+                        "signal rejected: it waits for qa_answers, but {why}; no person could answer it"
+                    ),
+                    // The agent is told why and may write its questions on the retry.
+                    retryable: true,
+                    signal: Some(signal),
+                })
+            }
             Ok(verdict) => Ok((signal, verdict)),
             Err(rejection) => Err(Problem {
                 code: rejection.code(),
@@ -462,7 +467,23 @@ impl SessionActor {
                 };
                 self.failpoint("kill-after-parking-verdict");
                 run.save()?;
+                self.failpoint("kill-after-parked");
                 run.store.log(&format!("waiting for {wait_for}"));
+                if wait_for == WaitFor::QaAnswers
+                    && answered_while_asked(run)
+                    && let Some(by) = run.answered_while_running.take()
+                    && let person::Wake::Woken = person::wake_answered(
+                        &run.store,
+                        &mut run.state,
+                        &by,
+                        "Questions answered by a person while they were asked; resuming",
+                    )?
+                {
+                    run.store.log(&format!(
+                        "the questions were answered ({by}) before the attempt that asked them ended; resuming"
+                    ));
+                    return self.wake(myself, run);
+                }
                 self.settle_as_state(run)
             }
             Verdict::Block { reason, needs } => {
@@ -473,13 +494,22 @@ impl SessionActor {
                 };
                 self.failpoint("kill-after-parking-verdict");
                 run.save()?;
+                self.failpoint("kill-after-parked");
                 run.store.log(&format!("blocked by the agent: {reason}"));
                 self.settle_as_state(run)
             }
             Verdict::Finish { summary } => {
                 state.status = RunState::Done { summary, at: now };
                 self.failpoint("kill-after-parking-verdict");
-                run.save()?;
+                match state.guidance.is_empty() {
+                    true => run.save()?,
+                    false => {
+                        let unread = super::actor::unread_notes(&state.guidance);
+                        run.store.log(&format!("done, but {unread}"));
+                        run.save_noting(&format!("Done, but {unread}"))?;
+                    }
+                }
+                self.failpoint("kill-after-parked");
                 run.store.log("done");
                 self.settle_as_state(run)
             }
@@ -737,6 +767,13 @@ impl Problem {
             signal: None,
         }
     }
+}
+
+/// Whether a person answered every question of `_qa.md` while the attempt that asked them ran
+/// (before it signalled): its `waiting` is then met at once.
+fn answered_while_asked(run: &SessionRun) -> bool {
+    run.answered_while_running.is_some()
+        && matches!(run.store.read(QA), Ok(Some(text)) if QaDoc::parse(&text).is_answered())
 }
 
 /// Why `_qa.md` holds no question a person can answer, if it holds none (one read, capped

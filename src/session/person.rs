@@ -302,6 +302,22 @@ pub enum Wake {
 /// `_qa.md` is read only while the session waits for answers; one a hand edit left unreadable
 /// is not answered yet: the session keeps waiting, and the caller says why (once).
 pub fn wake_on_answers(store: &SessionStore, state: &mut SessionState) -> Result<Wake, ActError> {
+    wake_answered(
+        store,
+        state,
+        "in _qa.md",
+        "Questions answered in _qa.md; resuming",
+    )
+}
+
+/// [`wake_on_answers`], for answers a person (`by`) gave before the session asked: while the
+/// attempt that asked them still ran.
+pub fn wake_answered(
+    store: &SessionStore,
+    state: &mut SessionState,
+    by: &str,
+    flow_log: &str,
+) -> Result<Wake, ActError> {
     if !gate::wakes_on_answers(state, true) {
         return Ok(Wake::Waits);
     }
@@ -312,10 +328,10 @@ pub fn wake_on_answers(store: &SessionStore, state: &mut SessionState) -> Result
     if !answered {
         return Ok(Wake::Waits);
     }
-    act(store, state, Some("in _qa.md"), |s| {
+    act(store, state, Some(by), |s| {
         let mut effect = gate::resume(s, true)?;
         effect.verb = "answer";
-        effect.flow_log = "Questions answered in _qa.md; resuming".into();
+        effect.flow_log = flow_log.into();
         Ok(effect)
     })?;
     Ok(Wake::Woken)

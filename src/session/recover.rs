@@ -119,7 +119,8 @@ pub fn kill_leftovers(store: &SessionStore, launcher: &dyn AttemptExecutor) -> V
 
 /// Cleans up after a worker that stopped mid-attempt, if the state says one did. True when
 /// that parked the session (the dead worker's verdict of waiting, blocked or done taken from
-/// the journals, or a block for what the attempt changed): nobody has told people yet.
+/// the journals, or a block for what the attempt changed): nobody has told people yet, and the
+/// state saved says so (`untold`).
 pub fn take_over(
     store: &SessionStore,
     state: &mut SessionState,
@@ -172,6 +173,7 @@ pub fn take_over(
             state.attempt = 0;
             state.failures = 0;
         }
+        state.untold = true;
         store.save(state)?;
         store.log(&format!(
             "took over from worker pid {}, which stopped after attempt {} ended: its verdict ({}) is taken from the journals",
@@ -258,6 +260,7 @@ pub fn take_over(
         };
         state.attempt = 0;
         state.failures = 0;
+        state.untold = true;
         store.save_noting(state, Some(&format!("Blocked by samocode: {reason}")))?;
         store.log(&format!("blocked: {reason}"));
         return Ok(true);

@@ -267,12 +267,6 @@ impl Registry {
         Some(dir)
     }
 
-    pub fn stop_actor(&self, dir: &Path, reason: &str) {
-        if let Some(actor) = self.entries.get(dir).and_then(|e| e.actor.as_ref()) {
-            actor.stop(Some(reason.into()));
-        }
-    }
-
     pub fn settled(&mut self, dir: &Path, settled: Settled) {
         if let Some(entry) = self.entries.get_mut(dir) {
             // Marked failed (after its restarts, or by itself): the restarts that led there

@@ -205,6 +205,42 @@ fn answers_written_by_hand_wake_a_waiting_session() {
     );
 }
 
+/// Questions answered from the command line while the attempt that asked them still ran
+/// (its agent lingering after its `waiting` signal): the `waiting` is met at once, the
+/// session goes on, and the answer is journaled as the person's. (It was a protocol error, a
+/// paid retry, and an agent told it had made a mistake: found by the races hunt.)
+#[test]
+fn questions_answered_before_their_attempt_ends_are_taken_not_a_protocol_error() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE_LINGER", "3");
+    let _daemon = project.daemon(&[]);
+    project
+        .run(&["start", "--session", "early", "--dive", "d", "--task", "t"])
+        .expect(0);
+    let s = project.session("early");
+    wait_for(Duration::from_secs(60), "the questions written", || {
+        s.path("_qa.md").exists() && s.state()["status"]["state"] == "running"
+    });
+    project
+        .run(&["answer", "early", "--accept-suggestions"])
+        .expect(0);
+    wait_for(Duration::from_secs(60), "the plan", || {
+        s.state()["status"]["for"] == "plan_approval"
+    });
+    let rows = s.jsonl("_iterations.jsonl");
+    assert!(
+        rows.iter().all(|r| r["outcome"] == "ok"),
+        "every attempt ok: {rows:#?}"
+    );
+    let history = s.jsonl("_signal_history.jsonl");
+    assert!(
+        history
+            .iter()
+            .any(|r| r["status"] == "answer" && r["by"] == "from the command line"),
+        "{history:#?}"
+    );
+}
+
 /// A hand edit that leaves `_qa.md` unreadable (a byte that is not UTF-8) keeps the session
 /// waiting, with the reason in its log; the edit made good wakes it. (The session's actor had
 /// failed: the session showed `error`, and a later good edit went unseen.)

@@ -299,6 +299,113 @@ fn questions_a_killed_daemon_journaled_but_never_told_are_told_by_the_next() {
     assert_eq!(s.state()["status"]["for"], "qa_answers");
 }
 
+/// A daemon killed after it saved the session parked at its questions, before the notice
+/// reached the outbox: the next daemon tells the questions, once.
+#[test]
+fn questions_a_killed_daemon_saved_but_never_told_are_told_by_the_next() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    project.env("SAMOCODE_FAILPOINTS", "kill-after-parked");
+    let daemon = project.daemon(&[]);
+    let s = start(&project, "unsaid");
+    wait_for(
+        Duration::from_secs(30),
+        "the daemon killed once parked",
+        || !super::fixture::alive(daemon.pid() as i32),
+    );
+    assert!(api.sent("has questions").is_empty());
+    assert_eq!(s.state()["status"]["for"], "qa_answers");
+    project.env("SAMOCODE_FAILPOINTS", "");
+    let _daemon = project.daemon(&[]);
+    wait_for(Duration::from_secs(30), "the questions notice", || {
+        !api.sent("has questions").is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(api.sent("has questions").len(), 1, "told once");
+    assert_eq!(s.jsonl("_iterations.jsonl").len(), 2, "nothing ran again");
+    assert!(s.state().get("untold").is_none(), "{}", s.state());
+}
+
+/// Under `run`: a run killed once it saved the session done, before the notice was safe,
+/// then run again, tells the end once, and leaves nothing untold for a third.
+#[test]
+fn a_done_a_killed_run_saved_but_never_told_is_told_by_the_next_run() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    approved_by_run(&project, "fin");
+    project.env("SAMOCODE_FAILPOINTS", "kill-after-parked");
+    let killed = project.run(&["run", "--session", "fin"]);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(killed.0.status.signal(), Some(9), "{}", killed.stderr());
+    assert!(api.sent("is done").is_empty());
+    let s = project.session("fin");
+    assert_eq!(s.state()["status"]["state"], "done");
+    project.env("SAMOCODE_FAILPOINTS", "");
+    project.run(&["run", "--session", "fin"]).expect(0);
+    wait_for(Duration::from_secs(30), "the done notice", || {
+        !api.sent("is done").is_empty()
+    });
+    assert!(s.state().get("untold").is_none(), "{}", s.state());
+    project.run(&["run", "--session", "fin"]).expect(0);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(api.sent("is done").len(), 1, "told once");
+}
+
+/// A finished session's notice is safe before its daemon lets go of it: a daemon restarted
+/// after a session finished does not tell its end again.
+#[test]
+fn a_daemon_restarted_after_a_session_finished_does_not_tell_its_end_again() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    approved_by_run(&project, "fin");
+    let daemon = project.daemon(&[]);
+    project.run(&["start", "--session", "fin"]).expect(0);
+    wait_for(Duration::from_secs(60), "the done notice", || {
+        !api.sent("is done").is_empty()
+    });
+    let s = project.session("fin");
+    wait_for(Duration::from_secs(10), "the end told", || {
+        s.state().get("untold").is_none()
+    });
+    assert_eq!(daemon.terminate(), Some(0));
+    let _daemon = project.daemon(&[]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(api.sent("is done").len(), 1, "told once");
+}
+
+/// A note told while a session's last iteration runs is read by no iteration: the end's
+/// notice says so, with the note, rather than leave the person believing it was acted on
+/// (found by the races hunt).
+#[test]
+fn a_note_told_during_the_last_iteration_is_named_in_the_done_notice() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    approved_by_run(&project, "late");
+    project.env("SAMOCODE_FAKE", "done=slow:4");
+    let _daemon = project.daemon(&[]);
+    project.run(&["start", "--session", "late"]).expect(0);
+    let s = project.session("late");
+    wait_for(Duration::from_secs(60), "the last iteration", || {
+        let state = s.state();
+        state["phase"] == "done" && state["status"]["state"] == "running"
+    });
+    project
+        .run(&["tell", "late", "please also update the changelog"])
+        .expect(0);
+    wait_for(Duration::from_secs(30), "the done notice", || {
+        !api.sent("is done").is_empty()
+    });
+    let notice = api.sent("is done").remove(0);
+    assert!(
+        notice["text"]
+            .as_str()
+            .unwrap()
+            .contains("no iteration read it: \"please also update the changelog\""),
+        "{notice}"
+    );
+    assert!(s.read("_overview.md").contains("Done, but a note came"));
+}
+
 /// The same for a `done` journaled by a daemon killed before it saved and told it: the next
 /// daemon opened the session as done and kept no actor for it, so nobody was told (found by
 /// the second read).
