@@ -179,7 +179,10 @@ impl SessionActor {
         row.outcome = AttemptOutcome::Interrupted;
         row.detail = Some(match then {
             Then::Exit => "interrupted: the worker stopped during the attempt".into(),
-            Then::Park | Then::Rerun => "stopped by samocode".into(),
+            // Only a person stops an attempt so: `stop`, or `tell --now` (or a resume given
+            // while a stop was under way) to run it again.
+            Then::Park => "stopped by a person".into(),
+            Then::Rerun => "stopped by a person, to run again".into(),
         });
         let mutation = self.mutation(run, &flight).await;
         if let Some(mutation) = &mutation {

@@ -762,7 +762,7 @@ fn stop_parks_a_running_session_and_parallel_changes_the_cap() {
         busy.state()["status"]["state"] == "running"
     });
     let rows = busy.jsonl("_iterations.jsonl");
-    assert_eq!(rows[0]["detail"], "stopped by samocode");
+    assert_eq!(rows[0]["detail"], "stopped by a person");
 }
 
 #[test]
