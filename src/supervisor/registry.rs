@@ -88,20 +88,14 @@ impl Registry {
 
     /// For the metrics: slots held, sessions queued for one, and sessions by state.
     pub fn figures(&self) -> (usize, usize, Vec<(&'static str, u64)>) {
-        let mut by_state: Vec<(&'static str, u64)> =
-            ["running", "waiting", "blocked", "done", "failed", "stopped"]
-                .iter()
-                .map(|state| (*state, 0))
-                .collect();
+        let mut by_state: Vec<(&'static str, u64)> = [
+            "running", "queued", "waiting", "blocked", "done", "failed", "stopped",
+        ]
+        .iter()
+        .map(|state| (*state, 0))
+        .collect();
         for entry in self.entries.values() {
-            let state = match &entry.settled {
-                None | Some(Settled::Continued { .. }) => "running",
-                Some(Settled::Waiting { .. }) => "waiting",
-                Some(Settled::Blocked { .. }) => "blocked",
-                Some(Settled::Done { .. }) => "done",
-                Some(Settled::Failed { .. }) => "failed",
-                Some(Settled::Stopped) => "stopped",
-            };
+            let state = state_word(entry.settled.as_ref(), entry.slot);
             if let Some(count) = by_state.iter_mut().find(|(s, _)| *s == state) {
                 count.1 += 1;
             }
@@ -368,5 +362,33 @@ impl Registry {
                 _ => entry.slot = Slot::None,
             }
         }
+    }
+}
+
+/// A session's state as the metrics count it. A runnable one runs while it holds a slot, and is
+/// queued otherwise (for a slot, the fleet budget, or a usage limit's reset).
+fn state_word(settled: Option<&Settled>, slot: Slot) -> &'static str {
+    match settled {
+        None | Some(Settled::Continued { .. }) if slot == Slot::Held => "running",
+        None | Some(Settled::Continued { .. }) => "queued",
+        Some(Settled::Waiting { .. }) => "waiting",
+        Some(Settled::Blocked { .. }) => "blocked",
+        Some(Settled::Done { .. }) => "done",
+        Some(Settled::Failed { .. }) => "failed",
+        Some(Settled::Stopped) => "stopped",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runnable_session_without_a_slot_counts_as_queued_not_running() {
+        assert_eq!(state_word(None, Slot::Held), "running");
+        assert_eq!(state_word(None, Slot::Queued), "queued");
+        // Held back by a usage limit or the fleet budget: no slot asked for.
+        assert_eq!(state_word(None, Slot::None), "queued");
+        assert_eq!(state_word(Some(&Settled::Stopped), Slot::None), "stopped");
     }
 }
