@@ -634,7 +634,7 @@ impl Actor for SessionActor {
         }
         // Its spans end with the actor; the state says so, or the next worker would end the
         // segment's span again.
-        run.trace.end();
+        run.trace.end(Some(&run.state));
         if run.state.last_trace.as_ref().is_some_and(|s| s.open) {
             run.unsaved = true;
         }

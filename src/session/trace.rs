@@ -33,19 +33,31 @@ pub struct Trace {
 
 impl Drop for Trace {
     fn drop(&mut self) {
-        self.end();
+        self.end(None);
     }
+}
+
+/// The session's figures at the end of a segment, on its span.
+fn totals(session: &Span, state: &SessionState) {
+    session.record("samocode.phase.exit", tracing::field::display(state.phase));
+    session.record("samocode.cost_usd", state.usage.cost_usd);
+    session.record("gen_ai.usage.input_tokens", state.usage.input_tokens);
+    session.record("gen_ai.usage.output_tokens", state.usage.output_tokens);
 }
 
 impl Trace {
     /// Ends every open span: the session's actor goes (a `samocode run` ends at its gate, a
     /// daemon stops). A gate still open ends with it: the person decides later, in another
-    /// process.
-    pub fn end(&mut self) {
+    /// process. The session's span carries `state`'s totals (its phase, cost and tokens), as
+    /// a park's does.
+    pub fn end(&mut self, state: Option<&SessionState>) {
         if let Some(gate) = self.gate.take() {
             gate.record("samocode.decision", "pending");
         }
         self.end_iteration();
+        if let (Some(session), Some(state)) = (&self.session, state) {
+            totals(session, state);
+        }
         self.session = None;
     }
 
@@ -260,10 +272,7 @@ impl Trace {
         let Some(session) = self.session.take() else {
             return;
         };
-        session.record("samocode.phase.exit", tracing::field::display(state.phase));
-        session.record("samocode.cost_usd", state.usage.cost_usd);
-        session.record("gen_ai.usage.input_tokens", state.usage.input_tokens);
-        session.record("gen_ai.usage.output_tokens", state.usage.output_tokens);
+        totals(&session, state);
         if let RunState::Blocked { reason, .. } | RunState::Failed { reason, .. } = &state.status {
             session.record(
                 "otel.status_description",

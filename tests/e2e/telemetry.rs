@@ -750,6 +750,19 @@ fn an_iteration_is_exported_while_its_session_still_runs() {
     assert_eq!(rows[0]["state"], "running", "{rows:?}");
     assert_eq!(rows[0]["phase"], "requirements", "{rows:?}");
     daemon.terminate();
+    // The segment a clean stop ended carries the session's figures, as a park's does (it
+    // had only its entry phase: found by the story hunt).
+    let (spans, _) = decode(&seen.lock().unwrap());
+    let session = spans
+        .iter()
+        .find(|s| s.name == "session")
+        .expect("the session span, ended by the stop");
+    session.has(&[
+        "samocode.phase.exit",
+        "samocode.cost_usd",
+        "gen_ai.usage.input_tokens",
+    ]);
+    assert_eq!(session.attributes["samocode.phase.exit"], "requirements");
 }
 
 /// A daemon killed mid-session never ends its `session` span; the next daemon stands in for
