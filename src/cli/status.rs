@@ -73,6 +73,11 @@ pub struct SessionRow {
     pub last_action: Option<String>,
     pub next: Option<String>,
     pub updated_at: String,
+    /// When it entered its state, for a state that keeps the time (waiting, blocked, failed,
+    /// stopped, done): its age counts from here, not from the state file's last write (which
+    /// a restart may bump).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
     pub cost_usd: f64,
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -140,6 +145,14 @@ impl SessionRow {
             last_action: notebook.last_action,
             next: notebook.next,
             updated_at: state.updated_at.to_string(),
+            since: match &state.status {
+                RunState::Waiting { since, .. } | RunState::Blocked { since, .. } => Some(*since),
+                RunState::Done { at, .. }
+                | RunState::Failed { at, .. }
+                | RunState::Stopped { at, .. } => Some(*at),
+                RunState::Queued | RunState::Running => None,
+            }
+            .map(|at| at.to_string()),
             cost_usd: state.usage.cost_usd,
             input_tokens: state.usage.input_tokens,
             output_tokens: state.usage.output_tokens,
@@ -260,6 +273,7 @@ impl SessionRow {
             last_action: None,
             next: None,
             updated_at,
+            since: None,
             cost_usd: 0.0,
             input_tokens: 0,
             output_tokens: 0,
@@ -525,7 +539,7 @@ pub fn table(rows: &[SessionRow], now: jiff::Timestamp) -> String {
                     })
                     .unwrap_or_else(|| "-".into()),
                 crate::protocol::budget::money(r.cost_usd),
-                age(&r.updated_at, now),
+                age(r.age_from(), now),
                 last,
             ]
         })
@@ -552,6 +566,13 @@ pub fn table(rows: &[SessionRow], now: jiff::Timestamp) -> String {
         out.push_str(&render(line.iter().map(String::as_str).collect()));
     }
     out
+}
+
+impl SessionRow {
+    /// Where its age counts from: when it entered its state, else the state's last write.
+    pub fn age_from(&self) -> &str {
+        self.since.as_deref().unwrap_or(&self.updated_at)
+    }
 }
 
 /// `daemon`, `run (pid N)` or `nobody`.
@@ -726,12 +747,25 @@ mod tests {
             last_action: Some(last.into()),
             next: None,
             updated_at: "2026-11-24T10:00:00Z".into(),
+            since: None,
             cost_usd: 1.5,
             input_tokens: 10,
             output_tokens: 5,
             host: None,
             budget: None,
         }
+    }
+
+    /// A waiting session's age counts from when it began to wait: a restart that wrote its
+    /// state again made a session waiting for days read as waiting for seconds.
+    #[test]
+    fn a_parked_sessions_age_counts_from_when_it_parked() {
+        let now: jiff::Timestamp = "2026-11-24T12:30:00Z".parse().unwrap();
+        let mut waiting = row("26-11-22-old", "waiting", Some("qa_answers"), None, "asked");
+        waiting.updated_at = "2026-11-24T12:29:56Z".into();
+        waiting.since = Some("2026-11-22T12:00:00Z".into());
+        let shown = table(&[waiting], now);
+        assert!(shown.contains("  2d  "), "{shown}");
     }
 
     #[test]

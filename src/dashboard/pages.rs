@@ -254,7 +254,7 @@ pub fn fleet_row(row: &FleetRow, hidden: bool, now: Timestamp) -> Markup {
             td data-label="Iteration" { (r.iteration) "/" (r.total_iterations) }
             td data-label="Waiting on" { (waiting.as_deref().unwrap_or("–")) }
             td data-label="Cost" { (crate::protocol::budget::money(r.cost_usd)) }
-            td data-label="Age" { (age_of(&r.updated_at, now)) }
+            td data-label="Age" { (age_of(r.age_from(), now)) }
             td.last data-label="Last action" { (r.last_action.as_deref().unwrap_or("–")) }
         }
     }
