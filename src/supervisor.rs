@@ -55,6 +55,10 @@ pub const RESTART_WINDOW: Duration = Duration::from_secs(600);
 pub const PERSON_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Without inotify, how often sessions waiting for answers look at `_qa.md`.
+/// How often the daemon looks again at a session it owns that another worker drives (a
+/// `samocode run`), to take it up once that worker lets go.
+const LOOK_AGAIN: Duration = Duration::from_secs(10);
+
 const ANSWER_POLL: Duration = Duration::from_secs(2);
 
 /// What a start request found.
@@ -617,8 +621,22 @@ impl SupervisorActor {
                     _ => None,
                 };
                 if let Some((dir, project)) = known {
+                    // Driven by another worker (a `samocode run` someone started while this
+                    // daemon was down): taken up once that worker lets go of it.
+                    let held = matches!(
+                        &error,
+                        StartError::Open(OpenError::Store(crate::session::StoreError::Locked {
+                            pid,
+                            ..
+                        })) if *pid != Some(std::process::id())
+                    );
+                    if held && self.keep_parked && matches!(origin, Origin::Restart { .. }) {
+                        let (dir, project) = (dir.clone(), project.clone());
+                        myself
+                            .send_after(LOOK_AGAIN, move || SupervisorMsg::Resume { dir, project });
+                    }
                     // It could not even be opened: it stays listed, broken, until a person's
-                    // `resume` tries again.
+                    // `resume` tries again (or, held by another worker, it is free).
                     let reason = format!("cannot open the session: {error}");
                     self.broken(state, dir, project, reason);
                 }

@@ -50,6 +50,12 @@ pub(super) async fn command(
     // killed): not parked, and not running either. Resume has nothing to change (exit 2, as
     // for any session that is not parked); it says how to go on.
     if state.runs_when_driven() && matches!(command, PersonCommand::Resume) {
+        if crate::supervisor::owned::lists(&config.state_dir, store.dir()) {
+            return Err(CliError::usage(anyhow::anyhow!(
+                "session {0} is not parked: its daemon, which is not running, takes it up again when it starts (`samocode supervise`); nothing to resume",
+                store.name()
+            )));
+        }
         return Err(CliError::usage(anyhow::anyhow!(
             "session {0} is not parked: nobody drives it since its last `samocode run` ended; run `samocode run --session {0}` to continue (or `samocode start --session {0}` to hand it to the daemon)",
             store.name()

@@ -447,12 +447,14 @@ pub async fn status(args: StatusArgs, config: &Config) -> Result<u8, CliError> {
             .map(|(_, p)| p.clone())
             .unwrap_or_default();
         let defaults = defaults(&dir);
+        // Listed by a daemon that does not run now: it takes the session up at its start.
+        let listed = crate::supervisor::owned::lists(&config.state_dir, &dir);
         return show_one(
             &SessionFolder::new(dir),
             &project,
             (&daemon_owns, &broken),
             &defaults,
-            args.json,
+            (args.json, listed),
         );
     }
     let mut rows = Vec::new();
@@ -609,7 +611,7 @@ fn show_one(
     project: &Path,
     (daemon_owns, broken): (&HashSet<PathBuf>, &HashMap<PathBuf, String>),
     defaults: &crate::protocol::budget::Budget,
-    json: bool,
+    (json, listed): (bool, bool),
 ) -> Result<u8, CliError> {
     let Some((mut row, state)) = SessionRow::read(folder, project, daemon_owns, &Locks::read())
     else {
@@ -667,11 +669,17 @@ fn show_one(
     // A usage limit's wait is kept by a worker too: with none, nothing runs at the reset.
     let held = matches!(state.status, RunState::Queued) && state.not_before.is_some();
     if (state.runs_when_driven() || held) && row.owner == "nobody" && row.error.is_none() {
-        println!(
-            "             nobody drives it; `samocode run --session {0}` or `samocode start --session {0}` continues it{1}",
-            row.name,
-            if held { " (at the reset)" } else { "" }
-        );
+        if listed {
+            println!(
+                "             its daemon is not running; it takes the session up again when it starts (`samocode supervise`)"
+            );
+        } else {
+            println!(
+                "             nobody drives it; `samocode run --session {0}` or `samocode start --session {0}` continues it{1}",
+                row.name,
+                if held { " (at the reset)" } else { "" }
+            );
+        }
     }
     if let (Some(w), Some(b)) = (&state.worktree, &state.branch) {
         println!("worktree:    {} (branch {b})", w.display());

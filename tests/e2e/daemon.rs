@@ -241,6 +241,49 @@ fn questions_answered_before_their_attempt_ends_are_taken_not_a_protocol_error()
     );
 }
 
+/// A session the daemon owns, driven by a `samocode run` while the daemon was down: `resume`
+/// says the daemon takes it up (not "nobody drives it"), and a daemon started meanwhile,
+/// which cannot open it then, takes it up once the run lets go, rather than show it broken
+/// for good (found by the story hunt).
+#[test]
+fn a_session_a_run_holds_when_the_daemon_starts_is_taken_up_once_the_run_ends() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation=slow:30");
+    let daemon = project.daemon(&[]);
+    project
+        .run(&["start", "--session", "held", "--dive", "d", "--task", "t"])
+        .expect(0);
+    let s = project.session("held");
+    wait_for(Duration::from_secs(20), "the attempt", || {
+        s.path("_state.json").exists() && s.state()["status"]["state"] == "running"
+    });
+    assert_eq!(daemon.terminate(), Some(0));
+    let resume = project.run(&["resume", "held"]);
+    resume.expect(2);
+    assert!(
+        resume.stderr().contains("its daemon, which is not running"),
+        "{}",
+        resume.stderr()
+    );
+    project.env("SAMOCODE_FAKE", "investigation=slow:3");
+    let mut run = project.spawn(&["run", "--session", "held"]);
+    wait_for(Duration::from_secs(20), "the run's attempt", || {
+        s.state()["status"]["state"] == "running"
+    });
+    let _daemon = project.daemon(&[]);
+    assert_eq!(
+        run.wait().unwrap().code(),
+        Some(10),
+        "the run waits for answers"
+    );
+    wait_for(Duration::from_secs(30), "the daemon to take it up", || {
+        project
+            .status()
+            .iter()
+            .any(|r| r["name"] == s.state()["name"] && r["state"] == "waiting")
+    });
+}
+
 /// A hand edit that leaves `_qa.md` unreadable (a byte that is not UTF-8) keeps the session
 /// waiting, with the reason in its log; the edit made good wakes it. (The session's actor had
 /// failed: the session showed `error`, and a later good edit went unseen.)
