@@ -300,8 +300,14 @@ fn merged(attempts: &[&IterationRow], resolution_ms: i64) -> Vec<Span> {
 fn waits(input: &Input<'_>, attempts: &[&IterationRow], end: Timestamp) -> Vec<Span> {
     let mut out = Vec::new();
     for (i, row) in input.history.iter().enumerate() {
-        let parked = row.accepted && matches!(row.outcome.as_str(), "waiting" | "blocked");
-        if !parked || row.source == Source::Person {
+        // Parked by the agent's signal, by a signal refused for good, or by samocode itself (a
+        // protocol error, a budget, a failure after the retries): those rows are not accepted.
+        let parked = match row.source {
+            Source::Person => false,
+            Source::Worker => matches!(row.outcome.as_str(), "blocked" | "failed"),
+            Source::Agent => row.outcome == "blocked" || (row.accepted && row.outcome == "waiting"),
+        };
+        if !parked {
             continue;
         }
         let by_person = input.history[i + 1..]
@@ -323,6 +329,8 @@ fn waits(input: &Input<'_>, attempts: &[&IterationRow], end: Timestamp) -> Vec<S
         };
         let (class, what) = if row.outcome == "blocked" {
             ("blocked", "blocked".to_string())
+        } else if row.outcome == "failed" {
+            ("blocked", "failed".to_string())
         } else {
             ("wait", format!("waiting for {}", gate_of(row.from)))
         };
@@ -478,6 +486,36 @@ mod tests {
         let svg = chart.render().into_string();
         assert_eq!(svg.matches("<rect").count(), 2 + 3 + 2);
         assert!(svg.contains("class=\"wait\""), "{svg}");
+    }
+
+    /// Blocks and failures samocode itself made (their rows are the worker's, not accepted
+    /// signals) are drawn as waits for a person, as the agent's own block is.
+    #[test]
+    fn blocks_and_failures_of_the_worker_are_waits_too() {
+        let iterations = [
+            attempt(Phase::Investigation, 0, 10, AttemptOutcome::ProtocolError),
+            attempt(Phase::Investigation, 100, 110, AttemptOutcome::Nonzero),
+        ];
+        let mut blocked = history(10, Source::Worker, Phase::Investigation, "-", "blocked");
+        blocked.accepted = false;
+        let mut failed = history(110, Source::Worker, Phase::Investigation, "-", "failed");
+        failed.accepted = false;
+        let history = [
+            blocked,
+            history(90, Source::Person, Phase::Investigation, "resume", "queued"),
+            failed,
+        ];
+        let chart = Chart::build(&Input {
+            iterations: &iterations,
+            history: &history,
+            created_at: at(0),
+            running_since: None,
+            parked: true,
+            now: at(200),
+        });
+        assert_eq!(chart.waits.len(), 2, "{:?}", chart.waits.len());
+        assert_eq!(chart.waits[0].title, "blocked took 1m 20s");
+        assert_eq!(chart.waits[1].title, "failed for 1m 30s");
     }
 
     #[test]
