@@ -100,6 +100,12 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
         .tempfile_in(dir)
         .map_err(io("cannot create a temp file in", dir))?;
     temp.write_all(contents).map_err(io("cannot write", path))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        temp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(file_mode()))
+            .map_err(io("cannot set the mode of", path))?;
+    }
     temp.as_file()
         .sync_data()
         .map_err(io("cannot sync", path))?;
@@ -279,6 +285,12 @@ fn open_spare(path: &Path) -> std::io::Result<(File, u64)> {
             let meta = file.metadata()?;
             if meta.is_file() && meta.nlink() == 1 && meta.uid() == nix::unistd::geteuid().as_raw()
             {
+                // The file it becomes has the mode a new file gets (left 0600 by earlier
+                // builds, the session's files flipped between two modes at every write).
+                if meta.mode() & 0o777 != file_mode() {
+                    use std::os::unix::fs::PermissionsExt;
+                    file.set_permissions(std::fs::Permissions::from_mode(file_mode()))?;
+                }
                 return Ok((file, meta.len()));
             }
             std::fs::remove_file(path)?;
@@ -291,10 +303,27 @@ fn open_spare(path: &Path) -> std::io::Result<(File, u64)> {
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(0o666)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
     Ok((file, 0))
+}
+
+/// The mode a new file of this process gets: 0666 under its umask, as the session's other
+/// files (the journals, the logs) get it. Read once, from `/proc/self/status` (setting the
+/// umask to read it would race other threads' creations); 022 where it cannot be read.
+pub fn file_mode() -> u32 {
+    static MODE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *MODE.get_or_init(|| {
+        let umask = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+                u32::from_str_radix(line.trim_start_matches("Umask:").trim(), 8).ok()
+            })
+            .unwrap_or(0o022);
+        0o666 & !umask
+    })
 }
 
 /// Removes the link, pipe or file that has this name; a directory is an error.
@@ -1088,6 +1117,47 @@ mod tests {
         state.unsynced.history = vec![verdict(2)];
         assert_eq!(store.restore_unsynced(&mut state).unwrap(), 0);
         assert_eq!((journal(ITERATIONS), journal(HISTORY)), (2, 3));
+    }
+
+    /// The state, the notebook and `_qa.md` get the mode every new file of the process gets,
+    /// at every write: they were 0600 beside 0644 journals, and flipped between the two, so a
+    /// group member's `status` could not read a shared session (found by the odd-machines
+    /// hunt).
+    #[test]
+    fn replaced_files_keep_the_mode_new_files_get() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SessionStore::create(&dir.path().join("26-11-24-x")).unwrap();
+        let mode = |file: &str| {
+            std::fs::metadata(store.path(file))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        std::fs::write(store.path(QA), "## Q1: a?\nAnswer:\n").unwrap();
+        let journal_like = mode(QA);
+        assert_eq!(journal_like, file_mode());
+        for n in 0..3 {
+            let _ = store
+                .write_atomic(QA, format!("## Q1: a?\nAnswer: {n}\n").as_bytes())
+                .unwrap();
+            assert_eq!(mode(QA), journal_like, "write {n}");
+        }
+        // A spare an earlier build left 0600 takes the mode at its next use.
+        std::fs::set_permissions(
+            spare_of(&store.path(QA)),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        for n in 3..5 {
+            let _ = store
+                .write_atomic(QA, format!("## Q1: a?\nAnswer: {n}\n").as_bytes())
+                .unwrap();
+            assert_eq!(mode(QA), journal_like, "write {n}");
+        }
+        write_atomic(&store.path("other"), b"x").unwrap();
+        assert_eq!(mode("other"), journal_like);
     }
 
     #[test]
