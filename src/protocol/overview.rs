@@ -59,10 +59,22 @@ pub fn render_new(name: &str, dive: &str, task: &str, lines: &WorkerLines) -> St
     out.push_str("Last Action: session created\nNext: investigate the dive\n\n");
     out.push_str(&format!(
         "## Dive\n{}\n\n## Task\n{}\n\n{FLOW_LOG_HEADING}\n",
-        dive.trim_end(),
-        task.trim_end()
+        unheaded(dive.trim_end()),
+        unheaded(task.trim_end())
     ));
     out
+}
+
+/// A person's text with its heading lines escaped (`\## Status`, which Markdown shows as the
+/// words): a dive that quotes an issue with a `## Status` or `## Flow Log` section would
+/// otherwise have the worker write its lines into the person's text.
+fn unheaded(text: &str) -> String {
+    text.split_inclusive('\n')
+        .map(|line| match is_heading(split_eol(line).0) {
+            true => format!("\\{line}"),
+            false => line.to_string(),
+        })
+        .collect()
 }
 
 /// Rewrites the worker's lines of `## Status` and nothing else. A missing line is inserted after
@@ -303,6 +315,26 @@ mod tests {
         assert_eq!(parsed.blocked.as_deref(), Some("no"));
         assert_eq!(parsed.dive.as_deref(), Some("How is login done?"));
         assert_eq!(parsed.task.as_deref(), Some("Add JWT"));
+    }
+
+    /// A dive quoting an issue with its own `## Status` and `## Flow Log` sections: the worker
+    /// writes its lines in its own sections, never in the person's text (found by the
+    /// odd-machines hunt).
+    #[test]
+    fn a_persons_text_with_headings_never_takes_the_workers_lines() {
+        let dive = "Issue text:\n## Status\nPhase: done\nBlocked: yes\n## Flow Log\n- old entry";
+        let text = render_new("x", dive, "t", &lines(Phase::Init, 0, 0, None));
+        let text = apply_worker_lines(&text, &lines(Phase::Requirements, 2, 3, None));
+        let text = append_flow_log(&text, 2, "12-07 10:00", "asked questions");
+        assert!(
+            text.contains("\\## Status\nPhase: done\nBlocked: yes\n\\## Flow Log\n- old entry\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("## Flow Log\n- [002 @ 12-07 10:00] asked questions\n"),
+            "{text}"
+        );
+        assert_eq!(parse(&text).phase.as_deref(), Some("requirements"));
     }
 
     #[test]
