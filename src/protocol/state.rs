@@ -389,7 +389,9 @@ impl SessionState {
         let word = phase_text.trim().to_ascii_lowercase();
         let (phase, mut waiting): (Phase, Option<WaitFor>) = match word.as_str() {
             "waiting_qa" => (Phase::Requirements, Some(WaitFor::QaAnswers)),
-            "implementation_simple" | "quick_fix" => (Phase::Implementation, None),
+            "implementation_simple" | "implementation_complex" | "quick_fix" => {
+                (Phase::Implementation, None)
+            }
             "quality_fix" => (Phase::Quality, None),
             "testing_regression" => (Phase::Testing, None),
             other => (
@@ -467,7 +469,7 @@ pub enum LegacyError {
     NoPhase,
     /// The `Phase:` line names no known phase.
     #[error(
-        "_overview.md names an unknown phase {0:?}; samocode's phases are init, investigation, requirements, planning, implementation, testing, quality and done (the Python samocode's waiting_qa, implementation_simple, quick_fix, quality_fix and testing_regression read as theirs): edit its Phase: line"
+        "_overview.md names an unknown phase {0:?}; samocode's phases are init, investigation, requirements, planning, implementation, testing, quality and done (the Python samocode's waiting_qa, implementation_simple, implementation_complex, quick_fix, quality_fix and testing_regression read as theirs): edit its Phase: line"
     )]
     UnknownPhase(String),
 }
@@ -636,6 +638,10 @@ mod tests {
             (Phase::Requirements, "waiting")
         );
         assert_eq!(at("quick_fix", None).phase, Phase::Implementation);
+        assert_eq!(
+            at("implementation_complex", None).phase,
+            Phase::Implementation
+        );
         assert_eq!(at("quality_fix", None).phase, Phase::Quality);
         assert_eq!(at("testing_regression", None).phase, Phase::Testing);
         let done = at("done", Some("{}"));
