@@ -390,6 +390,33 @@ mod tests {
         assert_eq!(rows.lines().count(), 1, "no interrupted row: {rows}");
     }
 
+    /// An attempt a later build journaled with an outcome this build does not know (after a
+    /// rollback): counted, not journaled a second time, and its iteration runs again (it was
+    /// journaled twice and its cost never counted: found by the upgrade hunt).
+    #[test]
+    fn an_attempt_another_build_journaled_is_counted_once_not_journaled_again() {
+        let (_dir, store, mut state) = verdict_journaled(RunState::Running);
+        let path = store.path(crate::session::store::ITERATIONS);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let later = text.replace("\"outcome\":\"ok\"", "\"outcome\":\"cancelled\"");
+        assert_ne!(later, text);
+        std::fs::write(&path, &later).unwrap();
+        take_over(&store, &mut state, &LocalProcess, &Prices::default()).unwrap();
+        let saved = store.load_state().unwrap();
+        assert_eq!(saved.usage.cost_usd, 0.25);
+        assert_eq!(
+            saved.phase,
+            Phase::Investigation,
+            "its verdict is not taken"
+        );
+        assert!(saved.in_flight.is_none());
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            later,
+            "not journaled again"
+        );
+    }
+
     /// An attempt a killed worker left running counts against the time budget: until its
     /// logs were last written, not until it was found (a daemon down for an hour), and not
     /// for nothing (it had counted 0 s, so `--max-time` let a session run past it).

@@ -453,7 +453,27 @@ impl SessionFolder {
     /// The `_iterations.jsonl` row of the attempt whose log is `log`, if it was journaled.
     /// Rows are appended in order, so an attempt being taken over is among the last ones.
     pub fn journaled(&self, log: &str) -> Result<Option<IterationRow>, StoreError> {
-        self.find_row(ITERATIONS, |row: &IterationRow| row.log == log)
+        if let Some(row) = self.find_row(ITERATIONS, |row: &IterationRow| row.log == log)? {
+            return Ok(Some(row));
+        }
+        // A row another build wrote (an outcome this one does not know, after a rollback): the
+        // attempt is journaled all the same, its usage counts, and it is not journaled twice.
+        // Read as interrupted: its verdict is not one this build can act on.
+        let Some(mut value) =
+            self.find_row(ITERATIONS, |row: &serde_json::Value| row["log"] == log)?
+        else {
+            return Ok(None);
+        };
+        let outcome = value["outcome"].to_string();
+        value["outcome"] = serde_json::Value::from("interrupted");
+        Ok(serde_json::from_value::<IterationRow>(value)
+            .ok()
+            .map(|mut row| {
+                row.detail = Some(format!(
+                    "journaled by another samocode build with outcome {outcome}"
+                ));
+                row
+            }))
     }
 
     /// The last row of a journal that `wanted` picks: looked for among the last rows first,
