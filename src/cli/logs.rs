@@ -193,6 +193,7 @@ fn follow<W: Write>(folder: &SessionFolder, out: &mut Printer<W>) -> Result<(), 
         out.out.flush()?;
     }
     let (mut look_for_newer, mut look_at_state) = (true, true);
+    let (mut told_undriven, mut looked) = (false, std::time::Instant::now());
     loop {
         let logs_now = std::fs::metadata(&logs_dir)
             .ok()
@@ -230,8 +231,29 @@ fn follow<W: Write>(folder: &SessionFolder, out: &mut Printer<W>) -> Result<(), 
         }
         out.out.flush()?;
 
-        let Ok(first) = events.recv() else {
-            return Ok(());
+        // A worker killed mid-attempt (`kill -9` of the daemon) leaves the attempt in flight
+        // with nobody to end it (its agent may still print): said once, rather than follow in
+        // silence. Looked at every few seconds, whether or not anything is written.
+        let first = loop {
+            let woken = events.recv_timeout(LOOK_FOR_WORKER);
+            if looked.elapsed() >= LOOK_FOR_WORKER {
+                looked = std::time::Instant::now();
+                let open = current.as_ref().is_some_and(|c| !c.finished);
+                let undriven = open && !super::status::driven(folder);
+                if undriven && !told_undriven {
+                    eprintln!(
+                        "samocode: nobody drives {} now: its worker stopped during this attempt; the next one takes it over (`samocode status {}`)",
+                        folder.name(),
+                        crate::session::name::short_name(&folder.name())
+                    );
+                }
+                told_undriven = undriven;
+            }
+            match woken {
+                Ok(first) => break first,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
         };
         (look_for_newer, look_at_state) = (false, false);
         let path = current.as_ref().map(|c| c.path.as_path());
@@ -245,6 +267,9 @@ fn follow<W: Write>(folder: &SessionFolder, out: &mut Printer<W>) -> Result<(), 
         }
     }
 }
+
+/// How often `--follow` looks whether a worker still drives the session while nothing happens.
+const LOOK_FOR_WORKER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Whether an event can mean that the session's state changed.
 fn touches_state(event: &notify::Result<notify::Event>) -> bool {

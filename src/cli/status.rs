@@ -20,6 +20,11 @@ pub(crate) mod owner;
 use budget::BudgetView;
 use owner::{Locks, Owner};
 
+/// Whether a worker (a daemon, a `run`) holds the session's lock now.
+pub(crate) fn driven(folder: &SessionFolder) -> bool {
+    Locks::read().holder(folder).is_some()
+}
+
 use super::daemon::Client;
 use super::{CliError, exit};
 use crate::config::Config;
