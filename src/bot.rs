@@ -435,7 +435,7 @@ impl Telegram {
             Err(problem) => return problem,
         };
         if let Some((session, person)) = command.person() {
-            return self.act(session, person, by, supervisor).await;
+            return self.act(session, person, by, None, supervisor).await;
         }
         match command {
             Command::Help | Command::Start => Command::descriptions().to_string(),
@@ -453,7 +453,7 @@ impl Telegram {
             },
             Command::Tell(name, text) => {
                 let tell = PersonCommand::Tell { text, now: false };
-                self.act(&name, tell, by, supervisor).await
+                self.act(&name, tell, by, None, supervisor).await
             }
             _ => "unknown command".into(),
         }
@@ -491,7 +491,11 @@ impl Telegram {
         supervisor: &ActorRef<SupervisorMsg>,
     ) -> String {
         match press {
-            Press::Person { session, command } => self.act(&session, command, by, supervisor).await,
+            Press::Person {
+                session,
+                command,
+                park,
+            } => self.act(&session, command, by, park, supervisor).await,
             Press::Option {
                 session,
                 round,
@@ -513,7 +517,7 @@ impl Telegram {
                         let answer = PersonCommand::Answer {
                             answers: Answers::Given(vec![(question, text)]),
                         };
-                        self.act(&session, answer, by, supervisor).await
+                        self.act(&session, answer, by, None, supervisor).await
                     }
                     Err(problem) => format!("not done: {problem}"),
                 }
@@ -526,12 +530,14 @@ impl Telegram {
         session: &str,
         command: PersonCommand,
         by: &str,
+        park: Option<i64>,
         supervisor: &ActorRef<SupervisorMsg>,
     ) -> String {
         let request = Request::Named {
             session: session.to_string(),
             command,
             by: Some(by.to_string()),
+            park,
         };
         // The daemon's words are the command line's: its advice reads as the chat's commands.
         match crate::control::ask(supervisor, request).await {

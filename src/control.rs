@@ -67,12 +67,16 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         by: Option<String>,
     },
-    /// The same, by folder name or short name (the bot knows no paths).
+    /// The same, by folder name or short name (the bot knows no paths). `park`: the park the
+    /// person saw (a button's: the second its session entered that state); the command is
+    /// refused when the session is parked otherwise now.
     Named {
         session: String,
         command: PersonCommand,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         by: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        park: Option<i64>,
     },
     /// The sessions the daemon owns.
     Status,
@@ -569,6 +573,7 @@ fn nul_in(request: &Request) -> Option<&'static str> {
             session,
             command,
             by,
+            ..
         } => {
             texts.push(("session", session.clone()));
             texts.extend(by.iter().map(|b| ("by", b.clone())));

@@ -175,6 +175,8 @@ enum Origin {
 struct Order {
     command: PersonCommand,
     by: Option<String>,
+    /// The park the person saw, when a button says (see `Request::Named`).
+    park: Option<i64>,
 }
 
 /// What to open: a request as given, or one to build from a control request's project file.
@@ -829,14 +831,28 @@ impl SupervisorActor {
                 }
             }
             Request::Person { dir, command, by } => {
-                return self.person(myself, state, dir, Order { command, by }, reply);
+                return self.person(
+                    myself,
+                    state,
+                    dir,
+                    Order {
+                        command,
+                        by,
+                        park: None,
+                    },
+                    reply,
+                );
             }
             Request::Named {
                 session,
                 command,
                 by,
+                park,
             } => match state.registry.named(&session) {
-                Ok(dir) => return self.person(myself, state, dir, Order { command, by }, reply),
+                Ok(dir) => {
+                    let order = Order { command, by, park };
+                    return self.person(myself, state, dir, order, reply);
+                }
                 Err(message) => Response::error(message, 2),
             },
             Request::Status => Response::Sessions {
@@ -965,6 +981,7 @@ impl SupervisorActor {
                     |reply| SessionMsg::Person {
                         command: order.command,
                         by: order.by,
+                        park: order.park,
                         reply,
                     },
                     Some(PERSON_TIMEOUT),

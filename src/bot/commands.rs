@@ -157,13 +157,16 @@ fn answer(input: String) -> Result<(String, u32, String), ParseError> {
     Ok((name, number, text.trim().to_string()))
 }
 
-/// A pressed button: `VERB:SESSION`, or `opt:R:Q:I:SESSION` for option I of question Q of
-/// round R (`opt:Q:I:SESSION`, without the round, in notices sent before rounds were named).
+/// A pressed button: `VERB:SESSION:PARK` (the park it was sent for, in base 36; `VERB:SESSION`
+/// in notices of earlier builds, or when the name leaves no room), or `opt:R:Q:I:SESSION` for
+/// option I of question Q of round R (`opt:Q:I:SESSION`, without the round, in notices sent
+/// before rounds were named).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Press {
     Person {
         session: String,
         command: PersonCommand,
+        park: Option<i64>,
     },
     /// Option `index` of question `question` (the bot reads its text from `_qa.md`).
     Option {
@@ -204,10 +207,34 @@ pub fn press(data: &str) -> Option<Press> {
         }
         _ => return None,
     };
+    // A session name holds no ':': one more part is the park.
+    let (session, park) = match rest.split_once(':') {
+        Some((session, park)) => (session, Some(from_base36(park)?)),
+        None => (rest, None),
+    };
     Some(Press::Person {
-        session: rest.to_string(),
+        session: session.to_string(),
         command,
+        park,
     })
+}
+
+/// `n` in base 36 (lower case), as a button's data names a park.
+pub fn base36(n: i64) -> String {
+    let mut n = n.unsigned_abs();
+    let mut digits = Vec::new();
+    loop {
+        digits.push(char::from_digit((n % 36) as u32, 36).expect("a digit"));
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    digits.iter().rev().collect()
+}
+
+fn from_base36(text: &str) -> Option<i64> {
+    i64::from_str_radix(text, 36).ok().filter(|n| *n >= 0)
 }
 
 #[cfg(test)]
@@ -295,9 +322,21 @@ mod tests {
                 session: "26-11-24-auth".into(),
                 command: PersonCommand::Answer {
                     answers: Answers::Suggestions
-                }
+                },
+                park: None,
             })
         );
+        // A button that names its park.
+        let park = 1_796_000_000_123_i64;
+        assert_eq!(
+            press(&format!("approve:26-11-24-auth:{}", base36(park))),
+            Some(Press::Person {
+                session: "26-11-24-auth".into(),
+                command: PersonCommand::Approve,
+                park: Some(park),
+            })
+        );
+        assert_eq!(press("approve:26-11-24-auth:!!"), None);
         assert_eq!(
             press("opt:3:2:1:auth"),
             Some(Press::Option {

@@ -119,14 +119,17 @@ pub fn notice(event: &SessionEvent) -> Option<Notice> {
             settled,
             questions,
             ask,
+            park,
         } => {
+            let button =
+                |label: &str, verb: &str, session: &str| parked_button(label, verb, session, *park);
             let name = format!("<b>{}</b>", escape(session));
             let (html, buttons) = match settled {
                 Settled::Waiting {
                     wait_for: WaitFor::QaAnswers,
                 } => (
                     asking(&name, session, questions),
-                    answer_buttons(session, questions),
+                    answer_buttons(session, questions, *park),
                 ),
                 Settled::Waiting {
                     wait_for: WaitFor::PlanApproval,
@@ -251,7 +254,7 @@ fn asking(name: &str, session: &str, questions: &[Asked]) -> String {
 }
 
 /// One row per question with a button per option, then "Accept all suggestions".
-fn answer_buttons(session: &str, questions: &[Asked]) -> Vec<Vec<Button>> {
+fn answer_buttons(session: &str, questions: &[Asked], park: Option<i64>) -> Vec<Vec<Button>> {
     // Questions an agent numbered alike in one round get no option buttons: their data would
     // be the same, and the text asks for `/answer` instead.
     let twin = |q: &Asked| {
@@ -277,7 +280,12 @@ fn answer_buttons(session: &str, questions: &[Asked]) -> Vec<Vec<Button>> {
         })
         .filter(|row| !row.is_empty())
         .collect();
-    rows.extend(row(button("Accept all suggestions", "answer", session)));
+    rows.extend(row(parked_button(
+        "Accept all suggestions",
+        "answer",
+        session,
+        park,
+    )));
     rows
 }
 
@@ -294,6 +302,17 @@ fn row(buttons: Vec<Button>) -> Vec<Vec<Button>> {
         Vec::new()
     } else {
         vec![buttons]
+    }
+}
+
+/// A button of a parked session's notice: its data names the park too (`VERB:SESSION:PARK`,
+/// the park in base 36), so that the session refuses the press once it is parked otherwise;
+/// without it when that would not fit.
+fn parked_button(label: &str, verb: &str, session: &str, park: Option<i64>) -> Vec<Button> {
+    let stamped = park.map(|park| format!("{session}:{}", crate::bot::commands::base36(park)));
+    match stamped.map(|target| button(label, verb, &target)) {
+        Some(buttons) if !buttons.is_empty() => buttons,
+        _ => button(label, verb, session),
     }
 }
 
@@ -471,6 +490,7 @@ mod tests {
             settled,
             questions: Vec::new(),
             ask: None,
+            park: None,
         }
     }
 
@@ -515,6 +535,7 @@ mod tests {
                     settled,
                     questions,
                     ask: Some(ask.into()),
+                    park: None,
                 })
                 .unwrap()
                 .html
@@ -579,6 +600,7 @@ mod tests {
                 },
             ],
             ask: None,
+            park: None,
         };
         let n = notice(&event).unwrap();
         assert!(
@@ -614,6 +636,7 @@ mod tests {
             },
             questions: vec![asked(1, "Cache?"), asked(1, "Retry?"), asked(2, "Log?")],
             ask: None,
+            park: None,
         };
         let n = notice(&event).unwrap();
         let data = button_data(&n);
@@ -654,6 +677,7 @@ mod tests {
             settled: Settled::Stopped,
             questions: Vec::new(),
             ask: None,
+            park: None,
         })
         .unwrap();
         assert!(message.buttons.is_empty());

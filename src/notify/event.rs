@@ -26,6 +26,9 @@ pub enum SessionEvent {
         /// What the person is asked for, in the agent's words: the notebook's `Next:` when it
         /// waits for a person's action, what it needs when it is blocked.
         ask: Option<String>,
+        /// The park, as its buttons name it (`session::actor::park_of`), so that a press of
+        /// this message's button is refused once the session is parked otherwise.
+        park: Option<i64>,
     },
     /// The provider refused an attempt for a usage limit; the session runs again at `until`.
     UsageLimited {

@@ -107,6 +107,8 @@ pub enum SessionMsg {
     Person {
         command: PersonCommand,
         by: Option<String>,
+        /// The park the person saw (a button's), checked against the session's now.
+        park: Option<i64>,
         reply: RpcReplyPort<Result<String, (String, u8)>>,
     },
     /// From the supervisor: `_qa.md` may have been answered by hand.
@@ -408,8 +410,25 @@ impl SessionActor {
                     other => run.life = other,
                 }
             }
-            SessionMsg::Person { command, by, reply } => {
-                let answer = self.person(&myself, run, command, by);
+            SessionMsg::Person {
+                command,
+                by,
+                park,
+                reply,
+            } => {
+                // A button of a message older than the session's park now (a plan written
+                // again since, a later round of questions): the person has not seen what it
+                // waits on. Checked here, where the park cannot change before the command.
+                let answer = match park.filter(|seen| Some(*seen) == park_of(&run.state)) {
+                    None if park.is_some() => Err((
+                        format!(
+                            "this message of {} is older than what it waits on now; use the buttons of its latest message",
+                            run.state.name
+                        ),
+                        2,
+                    )),
+                    _ => self.person(&myself, run, command, by),
+                };
                 let _ = reply.send(answer);
             }
             SessionMsg::CheckAnswers => {
@@ -1243,6 +1262,7 @@ impl SessionActor {
             settled: settled.clone(),
             questions,
             ask,
+            park: park_of(&run.state),
         };
         run.told = Some(settled.clone());
         if run.state.untold {
@@ -1275,6 +1295,17 @@ impl SessionActor {
 
     pub(super) fn notify(&self, event: SessionEvent) {
         self.notifier.deliver(event);
+    }
+}
+
+/// A session's park, as a button names it: the millisecond it entered its parked state.
+pub fn park_of(state: &SessionState) -> Option<i64> {
+    match &state.status {
+        RunState::Waiting { since, .. } | RunState::Blocked { since, .. } => {
+            Some(since.as_millisecond())
+        }
+        RunState::Failed { at, .. } | RunState::Stopped { at, .. } => Some(at.as_millisecond()),
+        RunState::Done { .. } | RunState::Queued | RunState::Running => None,
     }
 }
 

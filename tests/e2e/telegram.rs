@@ -230,12 +230,25 @@ fn a_button_of_an_earlier_message_does_not_act_on_what_came_after_it() {
     }
     assert_eq!(s.state()["status"]["for"], "plan_approval", "{}", s.state());
     let latest = api.sent("waits for approval").remove(1);
-    api.press(
-        OWNER,
-        "ann",
-        latest["message_id"].as_i64().unwrap(),
-        &format!("approve:{name}"),
-    );
+    // The first plan's button names its park: pressed as if on the latest message (the race
+    // of a press with the new plan's notice, which the chat's check cannot see), the session
+    // itself refuses it (found by the races hunt: a plan nobody had seen was approved).
+    let data = |message: &serde_json::Value| {
+        message["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (old, new) = (data(&first), data(&latest));
+    assert!(old.starts_with(&format!("approve:{name}:")), "{old}");
+    assert_ne!(old, new);
+    let before = refusals();
+    api.press(OWNER, "ann", latest["message_id"].as_i64().unwrap(), &old);
+    wait_for(Duration::from_secs(10), "the stale park refused", || {
+        refusals() > before
+    });
+    assert_eq!(s.state()["status"]["for"], "plan_approval", "{}", s.state());
+    api.press(OWNER, "ann", latest["message_id"].as_i64().unwrap(), &new);
     wait_for(Duration::from_secs(30), "approved", || {
         s.state()["status"]["for"] != "plan_approval"
     });
@@ -535,7 +548,14 @@ fn a_pressed_button_closes_its_message_and_says_who_pressed_it() {
         .clone();
     assert_eq!(rows.len(), 3, "{rows:?}");
     assert_eq!(rows[0][1]["callback_data"], format!("opt:1:1:1:{name}"));
-    assert_eq!(rows[2][0]["callback_data"], format!("answer:{name}"));
+    // The accept-all button names the park it was sent for.
+    assert!(
+        rows[2][0]["callback_data"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("answer:{name}:")),
+        "{rows:?}"
+    );
     // Q1's second option (docs), then all the suggestions for the rest.
     api.press(
         MEMBER,
