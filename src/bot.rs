@@ -501,6 +501,7 @@ impl Telegram {
                 round,
                 question,
                 index,
+                park,
             } => {
                 let folder = match self.folder(&session, supervisor).await {
                     Ok(folder) => folder,
@@ -517,7 +518,7 @@ impl Telegram {
                         let answer = PersonCommand::Answer {
                             answers: Answers::Given(vec![(question, text)]),
                         };
-                        self.act(&session, answer, by, None, supervisor).await
+                        self.act(&session, answer, by, park, supervisor).await
                     }
                     Err(problem) => format!("not done: {problem}"),
                 }

@@ -175,6 +175,7 @@ pub enum Press {
         round: Option<u32>,
         question: u32,
         index: usize,
+        park: Option<i64>,
     },
 }
 
@@ -188,13 +189,18 @@ pub fn press(data: &str) -> Option<Press> {
             answers: Answers::Suggestions,
         },
         "opt" => {
-            // A session name holds no ':', so the count of parts tells the two forms apart.
+            // A session name holds no ':', so the count of parts tells the forms apart.
             let parts: Vec<&str> = rest.split(':').collect();
-            let (round, numbers) = match parts.as_slice() {
+            let (round, numbers, park) = match parts.as_slice() {
+                [round, question, index, session, park] => (
+                    Some(round.parse().ok()?),
+                    [question, index, session],
+                    Some(from_base36(park)?),
+                ),
                 [round, question, index, session] => {
-                    (Some(round.parse().ok()?), [question, index, session])
+                    (Some(round.parse().ok()?), [question, index, session], None)
                 }
-                [question, index, session] => (None, [question, index, session]),
+                [question, index, session] => (None, [question, index, session], None),
                 _ => return None,
             };
             let [question, index, session] = numbers;
@@ -203,6 +209,7 @@ pub fn press(data: &str) -> Option<Press> {
                 round,
                 question: question.parse().ok()?,
                 index: index.parse().ok()?,
+                park,
             });
         }
         _ => return None,
@@ -338,12 +345,23 @@ mod tests {
         );
         assert_eq!(press("approve:26-11-24-auth:!!"), None);
         assert_eq!(
+            press(&format!("opt:3:2:1:auth:{}", base36(park))),
+            Some(Press::Option {
+                session: "auth".into(),
+                round: Some(3),
+                question: 2,
+                index: 1,
+                park: Some(park),
+            })
+        );
+        assert_eq!(
             press("opt:3:2:1:auth"),
             Some(Press::Option {
                 session: "auth".into(),
                 round: Some(3),
                 question: 2,
-                index: 1
+                index: 1,
+                park: None,
             })
         );
         assert_eq!(
@@ -352,11 +370,13 @@ mod tests {
                 session: "auth".into(),
                 round: None,
                 question: 2,
-                index: 1
+                index: 1,
+                park: None,
             })
         );
         assert_eq!(press("opt:x:2:1:auth"), None);
-        assert_eq!(press("opt:1:2:1:auth:more"), None);
+        assert_eq!(press("opt:1:2:1:auth:more:x"), None);
+        assert_eq!(press("opt:1:2:1:auth:!!"), None);
         assert_eq!(press("nonsense"), None);
     }
 }

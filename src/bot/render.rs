@@ -274,7 +274,14 @@ fn answer_buttons(session: &str, questions: &[Asked], park: Option<i64>) -> Vec<
                 .filter_map(|(i, option)| {
                     let label = format!("Q{}: {}", q.number, shorten(option, MAX_LABEL));
                     let data = format!("opt:{}:{}:{i}:{session}", q.round, q.number);
-                    (data.len() <= MAX_CALLBACK).then_some(Button { label, data })
+                    // With the park when it fits: an option of a namesake's questions (a
+                    // session of another project) is refused by the session pressed for.
+                    let parked =
+                        park.map(|p| format!("{data}:{}", crate::bot::commands::base36(p)));
+                    match parked.filter(|d| d.len() <= MAX_CALLBACK) {
+                        Some(data) => Some(Button { label, data }),
+                        None => (data.len() <= MAX_CALLBACK).then_some(Button { label, data }),
+                    }
                 })
                 .collect::<Vec<_>>()
         })
