@@ -90,8 +90,14 @@ impl Trace {
     /// Ends, in place of the process that opened it, a segment's span that process never
     /// ended (it was killed or crashed; the saved state says the span was open): under the
     /// span's own ids, so that what was exported under it finds its parent, with the error
-    /// status. It ends now: when the process died is not known.
-    pub fn end_left_open(state: &SessionState, saved: &TraceRef) {
+    /// status. It ends now: when the process died is not known. The attempt that process was
+    /// running (`interrupted`, journaled by the take-over) gets its span under it, with its
+    /// figures, since that process never exported one.
+    pub fn end_left_open(
+        state: &SessionState,
+        saved: &TraceRef,
+        interrupted: Option<&IterationRow>,
+    ) {
         use opentelemetry::trace::{Span as _, SpanId, Status, TraceId, Tracer as _};
         let (Ok(trace), Ok(span)) = (
             TraceId::from_hex(&saved.trace_id),
@@ -114,6 +120,35 @@ impl Trace {
         ended.set_status(Status::error(
             "the process that ran this segment ended without closing it (killed or crashed); the next segment, linked to it, carries on",
         ));
+        if let Some(row) = interrupted {
+            use opentelemetry::KeyValue;
+            use opentelemetry::trace::TraceContextExt as _;
+            let parent = opentelemetry::Context::new().with_remote_span_context(
+                opentelemetry::trace::SpanContext::new(
+                    trace,
+                    span,
+                    opentelemetry::trace::TraceFlags::SAMPLED,
+                    false,
+                    Default::default(),
+                ),
+            );
+            let mut attempt = tracer
+                .span_builder("attempt")
+                .with_start_time(std::time::SystemTime::from(row.started_at))
+                .with_attributes([
+                    KeyValue::new("samocode.session", state.name.clone()),
+                    KeyValue::new("samocode.iteration", i64::from(row.iteration)),
+                    KeyValue::new("samocode.attempt", i64::from(row.attempt)),
+                    KeyValue::new("samocode.phase", row.phase.to_string()),
+                    KeyValue::new("gen_ai.provider.name", row.provider.clone()),
+                    KeyValue::new("samocode.outcome", row.outcome.name()),
+                    KeyValue::new("samocode.cost_usd", row.cost_usd),
+                    KeyValue::new("gen_ai.usage.input_tokens", row.input_tokens as i64),
+                    KeyValue::new("gen_ai.usage.output_tokens", row.output_tokens as i64),
+                ])
+                .start_with_context(&tracer, &parent);
+            attempt.end_with_timestamp(std::time::SystemTime::from(row.ended_at));
+        }
         ended.end();
     }
 

@@ -826,6 +826,18 @@ fn a_session_span_a_crash_left_open_is_closed_by_the_next_daemon() {
         "{:?}",
         cut[0]
     );
+    // The attempt the crash cut has its span under that segment, with what it spent, as
+    // every attempt has (it had none: found by the story hunt).
+    let interrupted: Vec<&Span> = spans
+        .iter()
+        .filter(|s| {
+            s.name == "attempt"
+                && s.attributes.get("samocode.outcome").map(String::as_str) == Some("interrupted")
+        })
+        .collect();
+    assert_eq!(interrupted.len(), 1, "{spans:#?}");
+    assert_eq!(interrupted[0].parent, cut[0].id);
+    interrupted[0].has(&["samocode.cost_usd", "gen_ai.usage.input_tokens"]);
     // The next segment is linked to the one the crash cut.
     let next = spans
         .iter()
