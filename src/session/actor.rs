@@ -281,7 +281,11 @@ impl SessionRun {
     fn save_as(&mut self, notebook: bool, entry: Option<&str>) -> Result<(), StoreError> {
         // A save that parks the session marks it untold until its notice is safe.
         match Settled::of(&self.state) {
-            None => self.state.untold = false,
+            // Runnable again: its next park, of whatever kind, is a new one to tell.
+            None => {
+                self.state.untold = false;
+                self.told = None;
+            }
             Some(settled) => {
                 if self.tells && self.told.as_ref() != Some(&settled) && !self.state.untold {
                     self.state.untold = true;

@@ -339,6 +339,41 @@ fn questions_a_killed_daemon_saved_but_never_told_are_told_by_the_next() {
     assert!(s.state().get("untold").is_none(), "{}", s.state());
 }
 
+/// A second park of the same kind (a plan written again after a reject) is marked untold as
+/// the first was: a daemon killed before its notice was safe leaves it for the next (it was
+/// lost: found by the second read).
+#[test]
+fn a_revised_plan_a_killed_daemon_saved_but_never_told_is_told_by_the_next() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    let daemon = project.daemon(&[]);
+    let s = start_until_asked(&project, &api, "again");
+    project
+        .run(&["answer", "again", "--accept-suggestions"])
+        .expect(0);
+    wait_for(Duration::from_secs(30), "the plan", || {
+        api.sent("waits for approval").len() == 1
+    });
+    assert_eq!(daemon.terminate(), Some(0));
+    project.env("SAMOCODE_FAILPOINTS", "kill-after-parked");
+    let daemon = project.daemon(&[]);
+    project
+        .run(&["reject", "again", "--reason", "smaller steps"])
+        .expect(0);
+    wait_for(
+        Duration::from_secs(60),
+        "the daemon killed once parked",
+        || !super::fixture::alive(daemon.pid() as i32),
+    );
+    assert_eq!(s.state()["status"]["for"], "plan_approval");
+    assert_eq!(api.sent("waits for approval").len(), 1);
+    project.env("SAMOCODE_FAILPOINTS", "");
+    let _daemon = project.daemon(&[]);
+    wait_for(Duration::from_secs(30), "the revised plan's notice", || {
+        api.sent("waits for approval").len() == 2
+    });
+}
+
 /// Under `run`: a run killed once it saved the session done, before the notice was safe,
 /// then run again, tells the end once, and leaves nothing untold for a third.
 #[test]
