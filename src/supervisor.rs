@@ -341,6 +341,10 @@ impl Actor for SupervisorActor {
                 }
             }
             SupervisorMsg::Resume { dir, project } => {
+                // Taken up meanwhile (a person's resume, a start): nothing to open.
+                if state.registry.get(&dir).is_some_and(|e| e.actor.is_some()) {
+                    return Ok(());
+                }
                 let folder = folder_of(&dir);
                 state.reopening.entry(dir.clone()).or_default();
                 self.open_in_background(
@@ -1108,6 +1112,15 @@ impl SupervisorActor {
     /// Leaves a session listed, failed with `reason` and without an actor, until a person's
     /// `resume` tries again; tells people and those waiting on it.
     fn broken(&self, state: &mut SupervisorState, dir: PathBuf, project: PathBuf, reason: String) {
+        // An actor drives it (opened meanwhile by a person's command): an open that failed on
+        // its own lock says nothing about it.
+        if state
+            .registry
+            .get(&dir)
+            .is_some_and(|entry| entry.actor.is_some())
+        {
+            return;
+        }
         // Told already, for the same reason: people are not told again, only those waiting.
         let told = state.registry.get(&dir).is_some_and(|entry| {
             entry.actor.is_none()

@@ -265,12 +265,13 @@ fn a_session_a_run_holds_when_the_daemon_starts_is_taken_up_once_the_run_ends() 
         "{}",
         resume.stderr()
     );
-    project.env("SAMOCODE_FAKE", "investigation=slow:3");
-    let mut run = project.spawn(&["run", "--session", "held"]);
-    wait_for(Duration::from_secs(20), "the run's attempt", || {
-        s.state()["status"]["state"] == "running"
-    });
+    let mut run = hold_with_a_run(&mut project, &s);
     let _daemon = project.daemon(&[]);
+    wait_for(
+        Duration::from_secs(20),
+        "the daemon to find it held",
+        || project.daemon_log().contains("another worker is driving"),
+    );
     assert_eq!(
         run.wait().unwrap().code(),
         Some(10),
@@ -281,6 +282,64 @@ fn a_session_a_run_holds_when_the_daemon_starts_is_taken_up_once_the_run_ends() 
             .status()
             .iter()
             .any(|r| r["name"] == s.state()["name"] && r["state"] == "waiting")
+    });
+}
+
+/// Starts `samocode run` on the session and waits until its own attempt runs (a new attempt
+/// log: the state says running already, from the worker before).
+fn hold_with_a_run(project: &mut Project, s: &Session) -> std::process::Child {
+    let logs = || std::fs::read_dir(s.path("_logs")).map_or(0, |d| d.count());
+    let before = logs();
+    project.env("SAMOCODE_FAKE", "investigation=slow:5");
+    let run = project.spawn(&["run", "--session", "held"]);
+    wait_for(Duration::from_secs(20), "the run's attempt", || {
+        logs() > before
+    });
+    run
+}
+
+/// The same, with a person's resume taking the session up before the daemon looks again: the
+/// look finds it driven and does nothing (it reported the daemon's own lock as another
+/// worker's, and left the session deaf to answers written by hand: found by the second read).
+#[test]
+fn a_session_resumed_before_the_daemon_looks_again_is_left_alone() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation=slow:30");
+    let daemon = project.daemon(&[]);
+    project
+        .run(&["start", "--session", "held", "--dive", "d", "--task", "t"])
+        .expect(0);
+    let s = project.session("held");
+    wait_for(Duration::from_secs(20), "the attempt", || {
+        s.path("_state.json").exists() && s.state()["status"]["state"] == "running"
+    });
+    assert_eq!(daemon.terminate(), Some(0));
+    let mut run = hold_with_a_run(&mut project, &s);
+    let _daemon = project.daemon(&[]);
+    wait_for(
+        Duration::from_secs(20),
+        "the daemon to find it held",
+        || project.daemon_log().contains("another worker is driving"),
+    );
+    assert_eq!(run.wait().unwrap().code(), Some(10));
+    project.run(&["resume", "held"]).expect(0);
+    // Past the daemon's look again.
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(
+        project
+            .daemon_log()
+            .matches("another worker is driving")
+            .count(),
+        1,
+        "{}",
+        project.daemon_log()
+    );
+    let qa = s
+        .read("_qa.md")
+        .replace("Answer:\n", "Answer: typed by hand\n");
+    std::fs::write(s.path("_qa.md"), qa).unwrap();
+    wait_for(Duration::from_secs(30), "the hand answers taken", || {
+        s.state()["status"]["for"] == "plan_approval"
     });
 }
 
