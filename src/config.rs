@@ -968,7 +968,14 @@ fn runs(path: &Path) -> bool {
     };
     let line = line.split(|b| *b == b'\n').next().unwrap_or(line);
     let interpreter = String::from_utf8_lossy(line);
-    let Some(interpreter) = interpreter.split_whitespace().next() else {
+    // The kernel splits the line at a space or a tab only: a CRLF script names an
+    // interpreter ending in a carriage return, which is not there.
+    let Some(interpreter) = interpreter
+        .trim_start_matches([' ', '\t'])
+        .split([' ', '\t'])
+        .next()
+        .filter(|i| !i.is_empty())
+    else {
         return false;
     };
     let interpreter = Path::new(interpreter);

@@ -335,6 +335,7 @@ fn a_relative_agent_path_is_taken_from_where_it_was_given_and_a_missing_one_is_r
     for (name, text) in [
         ("no-shebang", "echo hi\n"),
         ("no-interpreter", "#!/nonexistent/interp\necho hi\n"),
+        ("crlf-script", "#!/bin/sh\r\necho hi\r\n"),
     ] {
         let path = project.root.join(name);
         std::fs::write(&path, text).unwrap();
