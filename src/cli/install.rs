@@ -316,6 +316,23 @@ pub fn uninstall_from(
     Ok(lines)
 }
 
+/// Whether a link to `target` is an earlier install's of this item from another samocode
+/// checkout (`cargo install --git` builds in a folder that changes with each version): it names
+/// the same file within its checkout, and that checkout is samocode's (it has `workflow.md`),
+/// or is gone.
+fn earlier_checkouts(target: &Path, item: &Item, layout: &Layout) -> bool {
+    let Ok(relative) = item.source.strip_prefix(&layout.checkout) else {
+        return false;
+    };
+    if relative.as_os_str().is_empty() || !target.ends_with(relative) {
+        return false;
+    }
+    let Some(root) = target.ancestors().nth(relative.components().count()) else {
+        return false;
+    };
+    root.join("workflow.md").is_file() || std::fs::symlink_metadata(root).is_err()
+}
+
 fn inspect(item: &Item, layout: &Layout, manifest: &Manifest) -> Result<Found, InstallError> {
     let meta = match std::fs::symlink_metadata(&item.path) {
         Ok(meta) => meta,
@@ -335,6 +352,8 @@ fn inspect(item: &Item, layout: &Layout, manifest: &Manifest) -> Result<Found, I
             Found::Link {
                 current: target == item.source,
             }
+        } else if earlier_checkouts(&target, item, layout) {
+            Found::Link { current: false }
         } else {
             Found::Foreign
         });

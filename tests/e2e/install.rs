@@ -147,3 +147,38 @@ fn an_install_that_fails_half_way_says_what_it_did_and_uninstall_undoes_it() {
     );
     assert!(!project.root.join("no").exists());
 }
+
+/// Links an earlier version installed from another checkout (`cargo install --git` builds in
+/// a folder that changes with each version, and may be gone) are taken as ours: replaced by
+/// `install`, not reported as someone else's (found by the upgrade hunt).
+#[test]
+fn links_into_an_earlier_checkout_are_replaced_not_skipped() {
+    let project = Project::new();
+    let home = project.root.join("home");
+    samocode(&project, &["install"]).expect(0);
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let old = project.root.join("gone-checkout");
+    let mut moved = 0;
+    for (path, what) in listing(&home) {
+        if !what.starts_with("link -> ") {
+            continue;
+        }
+        let link = home.join(&path);
+        let target = std::fs::read_link(&link).unwrap();
+        let relative = target.strip_prefix(checkout).unwrap().to_path_buf();
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(old.join(relative), &link).unwrap();
+        moved += 1;
+    }
+    assert!(moved > 10, "{moved} links");
+    let again = samocode(&project, &["install"]);
+    again.expect(0);
+    assert_eq!(
+        lines_with(&again, "skipped: not ours"),
+        0,
+        "{}",
+        again.stdout()
+    );
+    let planning = std::fs::read_link(home.join(".claude/skills/planning")).unwrap();
+    assert!(planning.starts_with(checkout), "{}", planning.display());
+}
