@@ -124,6 +124,15 @@ pub fn act(
     let mut next = state.clone();
     let from = next.phase;
     let effect = verb(&mut next)?;
+    // A command that parks the session anew (a stop, a resume back to a closed gate) is told
+    // by whoever drives it, or by the next worker should that die first: marked untold in the
+    // same save. A command that leaves the park as it was (a `tell`) changes nothing of that.
+    let parked = super::open::Settled::of(&next);
+    if parked.is_none() {
+        next.untold = false;
+    } else if parked != super::open::Settled::of(state) {
+        next.untold = true;
+    }
     let row = HistoryRow {
         at: Timestamp::now(),
         iteration: next.iteration,
@@ -360,4 +369,50 @@ pub fn unreadable_answers(store: &SessionStore, state: &SessionState) -> Option<
 pub fn say_unreadable(store: &SessionStore, why: &str) {
     tracing::warn!(session = %store.name(), error = %why, "the answers in _qa.md cannot be read; still waiting for them");
     store.log(&format!("still waiting for answers: {why}"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Phase, RunState, WaitFor};
+
+    /// A command that parks the session anew (a stop, a resume back to its closed gate) is
+    /// saved marked untold, for whoever drives it (or the next worker) to tell; one that leaves
+    /// the park as it was is not (a kill after a person's stop lost its notice: found by the
+    /// re-test).
+    #[test]
+    fn a_command_that_parks_the_session_anew_marks_it_untold() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SessionStore::create(&dir.path().join("26-11-24-x")).unwrap();
+        let mut state = SessionState::new("26-11-24-x", "d", "t", Timestamp::now());
+        state.phase = Phase::Planning;
+        state.status = RunState::Waiting {
+            wait_for: WaitFor::PlanApproval,
+            since: Timestamp::now(),
+        };
+        store.save(&mut state).unwrap();
+        let tell = PersonCommand::Tell {
+            text: "use the cache".into(),
+            now: false,
+        };
+        apply(&store, &mut state, &tell, None).unwrap();
+        assert!(
+            !store.load_state().unwrap().untold,
+            "a note parks nothing anew"
+        );
+        apply(&store, &mut state, &PersonCommand::Stop, None).unwrap();
+        let saved = store.load_state().unwrap();
+        assert!(matches!(saved.status, RunState::Stopped { .. }));
+        assert!(saved.untold, "the stop is to be told");
+        state.untold = false;
+        apply(&store, &mut state, &PersonCommand::Resume, None).unwrap();
+        let saved = store.load_state().unwrap();
+        assert!(matches!(saved.status, RunState::Waiting { .. }));
+        assert!(saved.untold, "back at its gate: to be told");
+        apply(&store, &mut state, &PersonCommand::Approve, None).unwrap();
+        assert!(
+            !store.load_state().unwrap().untold,
+            "runnable: nothing to tell"
+        );
+    }
 }
