@@ -283,7 +283,10 @@ fn chart(view: &SessionView, now: Timestamp) -> Markup {
         running_since: matches!(s.status, RunState::Running).then_some(s.updated_at),
         parked: matches!(
             s.status,
-            RunState::Waiting { .. } | RunState::Blocked { .. } | RunState::Stopped { .. }
+            RunState::Waiting { .. }
+                | RunState::Blocked { .. }
+                | RunState::Failed { .. }
+                | RunState::Stopped { .. }
         ),
         now: end,
     });
