@@ -238,11 +238,14 @@ fn follow<W: Write>(folder: &SessionFolder, out: &mut Printer<W>) -> Result<(), 
             let woken = events.recv_timeout(LOOK_FOR_WORKER);
             if looked.elapsed() >= LOOK_FOR_WORKER {
                 looked = std::time::Instant::now();
-                let open = current.as_ref().is_some_and(|c| !c.finished);
+                // An attempt still open, or a session that would run (a worker stopped between
+                // two attempts, or journaled its attempt as it stopped).
+                let open = current.as_ref().is_some_and(|c| !c.finished)
+                    || folder.load_state().is_ok_and(|s| s.runs_when_driven());
                 let undriven = open && !super::status::driven(folder);
                 if undriven && !told_undriven {
                     eprintln!(
-                        "samocode: nobody drives {} now: its worker stopped during this attempt; the next one takes it over (`samocode status {}`)",
+                        "samocode: nobody drives {} now: its worker stopped; the next one takes it over (`samocode status {}`)",
                         folder.name(),
                         crate::session::name::short_name(&folder.name())
                     );

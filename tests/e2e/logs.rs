@@ -430,40 +430,46 @@ fn follow_survives_its_folder_made_again_and_its_log_cut_short() {
     );
 }
 
-/// A daemon killed mid-attempt leaves its attempt in flight with nobody to end it: `--follow`
-/// says so (on standard error), rather than wait in silence (found by the story hunt).
+/// A daemon killed mid-attempt leaves its attempt in flight with nobody to end it, and one
+/// stopped cleanly leaves its session to run again: `--follow` says so (on standard error),
+/// rather than wait in silence (found by the story hunt and the re-test).
 #[test]
 fn follow_says_when_nobody_drives_the_session_any_more() {
-    let mut project = Project::new();
-    project.env("SAMOCODE_FAKE", "investigation=hang");
-    let daemon = project.daemon(&[]);
-    project
-        .run(&["start", "--session", "orphan", "--dive", "d", "--task", "t"])
-        .expect(0);
-    let dir = project.session("orphan").0;
-    super::fixture::wait_for(Duration::from_secs(20), "the attempt's log", || {
-        dir.join("_logs")
-            .read_dir()
-            .is_ok_and(|mut entries| entries.next().is_some())
-    });
-    let said = project.root.join("follow.err");
-    let mut follower = project
-        .command(&["logs", "orphan", "--follow"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&said).unwrap())
-        .spawn()
-        .unwrap();
-    daemon.crash();
-    super::fixture::wait_for(Duration::from_secs(20), "the follower to say so", || {
-        std::fs::read_to_string(&said).is_ok_and(|t| t.contains("nobody drives"))
-    });
-    let _ = follower.kill();
-    let _ = follower.wait();
-    let text = std::fs::read_to_string(&said).unwrap();
-    assert_eq!(
-        text.matches("nobody drives").count(),
-        1,
-        "said once: {text}"
-    );
-    assert!(text.contains("samocode status orphan"), "{text}");
+    for crash in [true, false] {
+        let mut project = Project::new();
+        project.env("SAMOCODE_FAKE", "investigation=hang");
+        let daemon = project.daemon(&[]);
+        project
+            .run(&["start", "--session", "orphan", "--dive", "d", "--task", "t"])
+            .expect(0);
+        let dir = project.session("orphan").0;
+        super::fixture::wait_for(Duration::from_secs(20), "the attempt's log", || {
+            dir.join("_logs")
+                .read_dir()
+                .is_ok_and(|mut entries| entries.next().is_some())
+        });
+        let said = project.root.join("follow.err");
+        let mut follower = project
+            .command(&["logs", "orphan", "--follow"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&said).unwrap())
+            .spawn()
+            .unwrap();
+        match crash {
+            true => daemon.crash(),
+            false => assert_eq!(daemon.terminate(), Some(0)),
+        }
+        super::fixture::wait_for(Duration::from_secs(20), "the follower to say so", || {
+            std::fs::read_to_string(&said).is_ok_and(|t| t.contains("nobody drives"))
+        });
+        let _ = follower.kill();
+        let _ = follower.wait();
+        let text = std::fs::read_to_string(&said).unwrap();
+        assert_eq!(
+            text.matches("nobody drives").count(),
+            1,
+            "said once: {text}"
+        );
+        assert!(text.contains("samocode status orphan"), "{text}");
+    }
 }
