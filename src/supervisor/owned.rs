@@ -75,7 +75,14 @@ pub fn load_and_compact(state_dir: &Path) -> std::io::Result<Listed> {
             OwnedSession,
         >(&line)
         {
-            Ok(session) => owned.push((session, line)),
+            // An object only: serde would read a list (`["a","b"]`) as a session.
+            Ok(session) if line.trim_start().starts_with('{') => owned.push((session, line)),
+            Ok(_) => {
+                problems.push(format!(
+                    "{place}: not a JSON object (kept in {FILE} as it is)"
+                ));
+                kept.push(line);
+            }
             Err(e) if serde_json::from_str::<serde_json::Value>(&line).is_ok() => {
                 problems.push(format!("{place}: {e} (kept in {FILE} as it is)"));
                 kept.push(line);
@@ -220,11 +227,15 @@ mod tests {
             r#"[{"dir":"/s/old","project":"/p/.samocode"},"B"]"#,
         )
         .unwrap();
-        std::fs::write(dir.path().join(FILE), format!("{other}\n{more}\n")).unwrap();
+        std::fs::write(
+            dir.path().join(FILE),
+            format!("{other}\n{more}\n[\"a\",\"list\"]\n"),
+        )
+        .unwrap();
         let listed = load_and_compact(dir.path()).unwrap();
         let dirs: Vec<_> = listed.owned.iter().map(|s| s.dir.clone()).collect();
         assert_eq!(dirs, [PathBuf::from("/s/old"), PathBuf::from("/s/more")]);
-        assert_eq!(listed.problems.len(), 2, "{:?}", listed.problems);
+        assert_eq!(listed.problems.len(), 3, "{:?}", listed.problems);
         let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
         assert!(text.contains(other), "{text}");
         assert!(text.contains(more), "{text}");
