@@ -284,8 +284,12 @@ fn split_eol(line: &str) -> (&str, &str) {
     }
 }
 
+/// `text` on one line, its control characters shown as text (`\u{1b}`): a reason or an
+/// entry may quote an agent's output, whose escape sequences would act on the terminal of
+/// whoever reads the notebook.
 fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    crate::cli::output::visible(&joined).into_owned()
 }
 
 #[cfg(test)]
@@ -335,6 +339,26 @@ mod tests {
             "{text}"
         );
         assert_eq!(parse(&text).phase.as_deref(), Some("requirements"));
+    }
+
+    #[test]
+    fn an_agents_escape_sequences_reach_the_notebook_as_text() {
+        let text = render_new("x", "d", "t", &lines(Phase::Init, 0, 0, None));
+        let text = apply_worker_lines(
+            &text,
+            &lines(
+                Phase::Investigation,
+                1,
+                1,
+                Some("exit 1: \u{1b}]52;c;aGk=\u{7}\u{1b}[2J"),
+            ),
+        );
+        let text = append_flow_log(&text, 1, "12-07 10:00", "blocked: \u{1b}[31mred\u{1b}[0m");
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{text:?}"
+        );
+        assert!(text.contains("Blocked: exit 1: "), "{text}");
     }
 
     #[test]
