@@ -1125,6 +1125,17 @@ impl SessionActor {
                 1,
             ));
         }
+        if std::fs::symlink_metadata(run.store.dir())
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        {
+            return Err((
+                format!(
+                    "the folder of session {} is gone (moved or deleted): nothing was done; put it back, or `samocode status` shows what the daemon knows of it",
+                    run.state.name
+                ),
+                1,
+            ));
+        }
         let raise = match &command {
             PersonCommand::Resume => Some(crate::protocol::budget::Budget::default()),
             PersonCommand::RaiseBudget { budget } => Some(*budget),
