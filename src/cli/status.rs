@@ -549,6 +549,9 @@ pub fn table(rows: &[SessionRow], now: jiff::Timestamp) -> String {
                 age(r.age_from(), now),
                 last,
             ]
+            // Shown as the terminal will show them (a control character as `\u{1b}`), so
+            // the columns are as wide as what is printed.
+            .map(|cell| crate::cli::output::visible(&cell).into_owned())
         })
         .collect();
     let mut widths = header.map(str::len);
@@ -779,6 +782,19 @@ mod tests {
         waiting.since = Some("2026-11-22T12:00:00Z".into());
         let shown = table(&[waiting], now);
         assert!(shown.contains("  2d  "), "{shown}");
+    }
+
+    #[test]
+    fn a_cell_with_a_control_character_is_as_wide_as_it_is_shown() {
+        let now: jiff::Timestamp = "2026-11-24T12:30:00Z".parse().unwrap();
+        let mut odd = row("26-11-24-odd", "waiting", Some("qa_answers"), None, "asked");
+        odd.project = "my\u{1b}app".into();
+        let plain = row("26-11-24-plain", "waiting", Some("qa_answers"), None, "asked");
+        let shown = table(&[odd, plain], now);
+        let at = |line: &str| line.find("planning").unwrap();
+        let lines: Vec<&str> = shown.lines().skip(1).collect();
+        assert_eq!(at(lines[0]), at(lines[1]), "{shown}");
+        assert!(!shown.contains('\u{1b}'), "{shown:?}");
     }
 
     #[test]
