@@ -961,7 +961,7 @@ fn runs(path: &Path) -> bool {
     };
     let head = &head[..read];
     if head.starts_with(b"\x7fELF") {
-        return true;
+        return elf_runs(path, head);
     }
     let Some(line) = head.strip_prefix(b"#!") else {
         return false;
@@ -980,6 +980,69 @@ fn runs(path: &Path) -> bool {
     };
     let interpreter = Path::new(interpreter);
     interpreter.is_file() && access(interpreter, AccessFlags::X_OK).is_ok()
+}
+
+/// Whether an ELF binary (`head`: its first bytes) can run here: built for this machine, and
+/// its program loader (`PT_INTERP`), when it names one, is there (a binary of another
+/// architecture fails with "exec format error", one whose loader is missing, an Alpine build
+/// on a glibc system, with "no such file"). Only 64-bit little-endian files are read; another
+/// kind is left for the kernel to judge.
+fn elf_runs(path: &Path, head: &[u8]) -> bool {
+    const EM_386: u16 = 3;
+    const EM_X86_64: u16 = 62;
+    const EM_AARCH64: u16 = 183;
+    const PT_INTERP: u32 = 3;
+    let ours: &[u16] = match std::env::consts::ARCH {
+        "x86_64" => &[EM_X86_64, EM_386],
+        "x86" => &[EM_386],
+        "aarch64" => &[EM_AARCH64],
+        _ => return true,
+    };
+    let u16_at = |b: &[u8], at: usize| b.get(at..at + 2).map(|x| u16::from_le_bytes([x[0], x[1]]));
+    // 64-bit (class 2), little-endian (data 1).
+    if head.get(4) != Some(&2) || head.get(5) != Some(&1) {
+        return true;
+    }
+    let Some(machine) = u16_at(head, 18) else {
+        return true;
+    };
+    if !ours.contains(&machine) {
+        return false;
+    }
+    // The program headers, read from the file: they may lie past the first bytes.
+    let mut file = Vec::new();
+    let read = std::fs::File::open(path)
+        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 1 << 20), &mut file));
+    if read.is_err() {
+        return true;
+    }
+    let u32_at = |at: usize| {
+        file.get(at..at + 4)
+            .map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+    };
+    let u64_at = |at: usize| {
+        file.get(at..at + 8)
+            .map(|x| u64::from_le_bytes(x.try_into().expect("eight bytes")) as usize)
+    };
+    let (Some(phoff), Some(size), Some(count)) = (u64_at(32), u16_at(&file, 54), u16_at(&file, 56))
+    else {
+        return true;
+    };
+    for n in 0..usize::from(count) {
+        let at = phoff + n * usize::from(size);
+        if u32_at(at) != Some(PT_INTERP) {
+            continue;
+        }
+        let (Some(offset), Some(length)) = (u64_at(at + 8), u64_at(at + 32)) else {
+            return true;
+        };
+        let Some(name) = file.get(offset..offset + length) else {
+            return true;
+        };
+        let name = String::from_utf8_lossy(name.split(|b| *b == 0).next().unwrap_or(name));
+        return Path::new(name.as_ref()).exists();
+    }
+    true
 }
 
 /// The folder a relative path setting is taken from: that of `config.toml` for a value from

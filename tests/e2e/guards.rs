@@ -344,6 +344,27 @@ fn a_relative_agent_path_is_taken_from_where_it_was_given_and_a_missing_one_is_r
         let run = project.run(&["run", "--session", "gone", "--dive", "d", "--task", "t"]);
         run.expect(2);
         assert!(run.stderr().contains(name), "{}", run.stderr());
+    }
+    // A binary of another machine, and one whose program loader is not there (an Alpine
+    // build on a glibc system): the kernel would not start either.
+    let binary = std::fs::read("/bin/true").unwrap();
+    let mut other_machine = binary.clone();
+    other_machine[18..20].copy_from_slice(&183u16.to_le_bytes());
+    let loader = b"/lib64/ld-linux-x86-64.so.2";
+    let mut no_loader = binary.clone();
+    let at = binary
+        .windows(loader.len())
+        .position(|w| w == loader)
+        .expect("/bin/true names the x86-64 loader");
+    no_loader[at + loader.len() - 1] = b'9';
+    for (name, bytes) in [("other-machine", other_machine), ("no-loader", no_loader)] {
+        let path = project.root.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        project.env("CLAUDE_PATH", &format!("./{name}"));
+        let run = project.run(&["run", "--session", "gone", "--dive", "d", "--task", "t"]);
+        run.expect(2);
+        assert!(run.stderr().contains(name), "{}", run.stderr());
         assert!(
             run.stderr().contains("an executable file"),
             "{}",
