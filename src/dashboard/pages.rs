@@ -218,6 +218,10 @@ pub fn summary(fleet: &Fleet) -> Markup {
                 strong { (count("queued")) } " queued · "
                 (fleet.rows.len()) " sessions"
             }
+            // Reached, it holds every queued session: said where the queue is counted.
+            @if let Some((line, held)) = &fleet.budget {
+                p class=(if *held { "fleet-budget held" } else { "fleet-budget" }) { (line) }
+            }
             ul.counts {
                 @for state in STATES {
                     li {

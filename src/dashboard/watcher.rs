@@ -67,6 +67,9 @@ pub struct Fleet {
     pub rows: Vec<Arc<FleetRow>>,
     pub max_parallel: usize,
     pub running: usize,
+    /// The fleet budget's line (`FleetFigures::line`) when the daemon has one, and whether it
+    /// is reached (new attempts wait).
+    pub budget: Option<(String, bool)>,
 }
 
 impl Fleet {
@@ -82,6 +85,7 @@ impl Fleet {
             rows,
             max_parallel,
             running,
+            budget: None,
         }
     }
 
@@ -236,6 +240,7 @@ pub async fn run(supervisor: ActorRef<SupervisorMsg>, publisher: Publisher, tick
             max_parallel,
             running,
             broken,
+            fleet,
             ..
         } = control::ask(&supervisor, Request::Status).await
         else {
@@ -257,7 +262,8 @@ pub async fn run(supervisor: ActorRef<SupervisorMsg>, publisher: Publisher, tick
             continue;
         };
         memory = kept;
-        publish(&publisher, &memory, found, max_parallel, running);
+        let budget = fleet.and_then(|f| Some((f.line()?, f.held)));
+        publish(&publisher, &memory, found, (max_parallel, running), budget);
         for change in logs {
             let _ = publisher.changes.send(Arc::new(change));
         }
@@ -380,11 +386,13 @@ fn publish(
     publisher: &Publisher,
     memory: &Memory,
     found: Found,
-    max_parallel: usize,
-    running: usize,
+    (max_parallel, running): (usize, usize),
+    budget: Option<(String, bool)>,
 ) {
     let current = publisher.fleet.borrow().clone();
-    let counts_same = current.max_parallel == max_parallel && current.running == running;
+    let counts_same = current.max_parallel == max_parallel
+        && current.running == running
+        && current.budget == budget;
     if found.changed.is_empty() && found.removed.is_empty() && counts_same {
         return;
     }
@@ -396,6 +404,7 @@ fn publish(
         rows,
         max_parallel,
         running,
+        budget,
     });
     publisher.fleet.send_replace(fleet.clone());
     // With no page open, nobody needs the rows' HTML: the next page renders from the snapshot.
@@ -472,6 +481,29 @@ mod tests {
         assert!(fleet.find("26-01-01-dup").is_none());
         assert!(fleet.find("26-01-01-one").is_some());
         assert!(fleet.find("26-01-01-zzz").is_none());
+    }
+
+    /// A fleet budget reached holds every queued session: the fleet's summary says so, as
+    /// `status` does (it said only "1 queued": found by the story hunt).
+    #[test]
+    fn the_summary_says_when_the_fleet_budget_holds_the_queue() {
+        let mut fleet = Fleet::read(&[], 4, 0);
+        fleet.budget = Some((
+            crate::control::FleetFigures {
+                cost_usd: 1.5727,
+                max_cost_usd: Some(1.56),
+                held: true,
+            }
+            .line()
+            .unwrap(),
+            true,
+        ));
+        let html = super::super::pages::summary(&fleet).into_string();
+        assert!(
+            html.contains("fleet budget reached: $1.5727 of $1.56"),
+            "{html}"
+        );
+        assert!(html.contains("fleet-budget held"), "{html}");
     }
 
     /// A session the daemon owns whose folder went away is shown as an error, once, not as
