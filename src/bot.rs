@@ -706,6 +706,11 @@ fn describe(folder: &SessionFolder) -> String {
         }
         _ => {}
     }
+    if let Some(at) = state.not_before {
+        lines.push(format!(
+            "resumes at {at} (the provider's usage limit resets)"
+        ));
+    }
     if let Ok(Some(text)) = folder.read(crate::session::store::OVERVIEW) {
         let log = crate::protocol::overview::parse(&text).flow_log;
         if !log.is_empty() {

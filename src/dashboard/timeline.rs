@@ -273,10 +273,12 @@ fn merged(attempts: &[&IterationRow], resolution_ms: i64) -> Vec<Span> {
                     true => g.first.phase.to_string(),
                     false => format!("{} to {}", g.first.phase, g.last.phase),
                 };
+                let iterations = match g.first.iteration == g.last.iteration {
+                    true => format!("iteration {}", g.first.iteration),
+                    false => format!("iterations {} to {}", g.first.iteration, g.last.iteration),
+                };
                 format!(
-                    "iterations {} to {} · {} attempts · {phases} · {} · {} · ${:.4}",
-                    g.first.iteration,
-                    g.last.iteration,
+                    "{iterations} · {} attempts · {phases} · {} · {} · ${:.4}",
                     g.count,
                     duration(from, g.to),
                     outcome.name(),
