@@ -426,6 +426,16 @@ impl SessionState {
             };
         }
         if let Some(reason) = parsed.blocked.filter(|b| !is_no(b)) {
+            // The Python tool often wrote a bare `yes`: the reason is then its Next: line.
+            let reason = match reason.trim().eq_ignore_ascii_case("yes") {
+                true => match parsed.next.as_deref().map(str::trim) {
+                    Some(next) if !next.is_empty() => {
+                        format!("blocked in the Python samocode: {next}")
+                    }
+                    _ => "blocked in the Python samocode (its notebook says no more)".to_string(),
+                },
+                false => reason,
+            };
             state.status = RunState::Blocked {
                 reason,
                 needs: None,
@@ -592,6 +602,15 @@ mod tests {
         assert_eq!(state.status, RunState::Queued);
         assert_eq!(state.task, "Add login");
 
+        let bare = text.replace("Blocked: no", "Blocked: yes");
+        let state = SessionState::from_legacy_overview("x", &bare, None, now).unwrap();
+        let RunState::Blocked { reason, .. } = &state.status else {
+            panic!("{:?}", state.status);
+        };
+        assert!(
+            reason.starts_with("blocked in the Python samocode"),
+            "{reason}"
+        );
         let blocked = text.replace("Blocked: no", "Blocked: needs a key");
         let state = SessionState::from_legacy_overview("x", &blocked, None, now).unwrap();
         assert_eq!(state.status.name(), "blocked");
