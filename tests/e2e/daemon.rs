@@ -247,17 +247,7 @@ fn questions_answered_before_their_attempt_ends_are_taken_not_a_protocol_error()
 /// for good (found by the story hunt).
 #[test]
 fn a_session_a_run_holds_when_the_daemon_starts_is_taken_up_once_the_run_ends() {
-    let mut project = Project::new();
-    project.env("SAMOCODE_FAKE", "investigation=slow:30");
-    let daemon = project.daemon(&[]);
-    project
-        .run(&["start", "--session", "held", "--dive", "d", "--task", "t"])
-        .expect(0);
-    let s = project.session("held");
-    wait_for(Duration::from_secs(20), "the attempt", || {
-        s.path("_state.json").exists() && s.state()["status"]["state"] == "running"
-    });
-    assert_eq!(daemon.terminate(), Some(0));
+    let (mut project, s) = owned_by_a_stopped_daemon();
     let resume = project.run(&["resume", "held"]);
     resume.expect(2);
     assert!(
@@ -267,15 +257,7 @@ fn a_session_a_run_holds_when_the_daemon_starts_is_taken_up_once_the_run_ends() 
     );
     let mut run = hold_with_a_run(&mut project, &s);
     let _daemon = project.daemon(&[]);
-    wait_for(
-        Duration::from_secs(20),
-        "the daemon to find it held",
-        || {
-            project
-                .daemon_log()
-                .contains("another worker drives the session")
-        },
-    );
+    wait_for_held(&project);
     assert_eq!(
         run.wait().unwrap().code(),
         Some(10),
@@ -287,6 +269,35 @@ fn a_session_a_run_holds_when_the_daemon_starts_is_taken_up_once_the_run_ends() 
             .iter()
             .any(|r| r["name"] == s.state()["name"] && r["state"] == "waiting")
     });
+}
+
+/// A session `held` that a daemon owns, stopped (SIGTERM) during its first attempt.
+fn owned_by_a_stopped_daemon() -> (Project, Session) {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation=slow:30");
+    let daemon = project.daemon(&[]);
+    project
+        .run(&["start", "--session", "held", "--dive", "d", "--task", "t"])
+        .expect(0);
+    let s = project.session("held");
+    wait_for(Duration::from_secs(20), "the attempt", || {
+        s.path("_state.json").exists() && s.state()["status"]["state"] == "running"
+    });
+    assert_eq!(daemon.terminate(), Some(0));
+    (project, s)
+}
+
+/// Waits until the daemon says another worker drives the session it opened.
+fn wait_for_held(project: &Project) {
+    wait_for(
+        Duration::from_secs(20),
+        "the daemon to find it held",
+        || {
+            project
+                .daemon_log()
+                .contains("another worker drives the session")
+        },
+    );
 }
 
 /// Starts `samocode run` on the session and waits until its own attempt runs (a new attempt
@@ -307,28 +318,10 @@ fn hold_with_a_run(project: &mut Project, s: &Session) -> std::process::Child {
 /// worker's, and left the session deaf to answers written by hand: found by the second read).
 #[test]
 fn a_session_resumed_before_the_daemon_looks_again_is_left_alone() {
-    let mut project = Project::new();
-    project.env("SAMOCODE_FAKE", "investigation=slow:30");
-    let daemon = project.daemon(&[]);
-    project
-        .run(&["start", "--session", "held", "--dive", "d", "--task", "t"])
-        .expect(0);
-    let s = project.session("held");
-    wait_for(Duration::from_secs(20), "the attempt", || {
-        s.path("_state.json").exists() && s.state()["status"]["state"] == "running"
-    });
-    assert_eq!(daemon.terminate(), Some(0));
+    let (mut project, s) = owned_by_a_stopped_daemon();
     let mut run = hold_with_a_run(&mut project, &s);
     let _daemon = project.daemon(&[]);
-    wait_for(
-        Duration::from_secs(20),
-        "the daemon to find it held",
-        || {
-            project
-                .daemon_log()
-                .contains("another worker drives the session")
-        },
-    );
+    wait_for_held(&project);
     assert_eq!(run.wait().unwrap().code(), Some(10));
     project.run(&["resume", "held"]).expect(0);
     // Past the daemon's look again: said once, and never told as a failure.

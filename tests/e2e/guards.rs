@@ -332,19 +332,6 @@ fn a_relative_agent_path_is_taken_from_where_it_was_given_and_a_missing_one_is_r
     // interpreter that is not there), is refused before a session folder or a worktree is
     // made, by a dry run too.
     use std::os::unix::fs::PermissionsExt;
-    for (name, text) in [
-        ("no-shebang", "echo hi\n"),
-        ("no-interpreter", "#!/nonexistent/interp\necho hi\n"),
-        ("crlf-script", "#!/bin/sh\r\necho hi\r\n"),
-    ] {
-        let path = project.root.join(name);
-        std::fs::write(&path, text).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        project.env("CLAUDE_PATH", &format!("./{name}"));
-        let run = project.run(&["run", "--session", "gone", "--dive", "d", "--task", "t"]);
-        run.expect(2);
-        assert!(run.stderr().contains(name), "{}", run.stderr());
-    }
     // A binary of another machine, and one whose program loader is not there (an Alpine
     // build on a glibc system): the kernel would not start either.
     let binary = std::fs::read("/bin/true").unwrap();
@@ -357,7 +344,17 @@ fn a_relative_agent_path_is_taken_from_where_it_was_given_and_a_missing_one_is_r
         .position(|w| w == loader)
         .expect("/bin/true names the x86-64 loader");
     no_loader[at + loader.len() - 1] = b'9';
-    for (name, bytes) in [("other-machine", other_machine), ("no-loader", no_loader)] {
+    let programs: [(&str, Vec<u8>); 5] = [
+        ("no-shebang", b"echo hi\n".to_vec()),
+        (
+            "no-interpreter",
+            b"#!/nonexistent/interp\necho hi\n".to_vec(),
+        ),
+        ("crlf-script", b"#!/bin/sh\r\necho hi\r\n".to_vec()),
+        ("other-machine", other_machine),
+        ("no-loader", no_loader),
+    ];
+    for (name, bytes) in programs {
         let path = project.root.join(name);
         std::fs::write(&path, bytes).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -281,62 +281,38 @@ fn a_notice_in_flight_when_the_daemon_stops_is_not_sent_again() {
 }
 
 /// A daemon killed after the requirements agent's `waiting` was journaled, before it saved
-/// the state and told the chat: the next daemon takes the verdict from the journals, and the
-/// questions are still told, once.
+/// the state and told the chat (the next daemon takes the verdict from the journals), or
+/// killed after it saved the session parked, before the notice reached the outbox (the state
+/// says `untold`): the questions are still told, once, and the iteration ran once.
 #[test]
-fn questions_a_killed_daemon_journaled_but_never_told_are_told_by_the_next() {
-    let api = FakeApi::start(OWNER as i64);
-    let mut project = telegram_project(&api, OWNER as i64, None);
-    project.env("SAMOCODE_FAILPOINTS", "kill-after-parking-verdict");
-    let daemon = project.daemon(&[]);
-    let s = start(&project, "untold");
-    wait_for(
-        Duration::from_secs(30),
-        "the daemon killed at the verdict",
-        || !super::fixture::alive(daemon.pid() as i32),
-    );
-    assert!(api.sent("has questions").is_empty());
-    project.env("SAMOCODE_FAILPOINTS", "");
-    let _daemon = project.daemon(&[]);
-    wait_for(Duration::from_secs(30), "the questions notice", || {
-        !api.sent("has questions").is_empty()
-    });
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(api.sent("has questions").len(), 1, "told once");
-    let rows = s.jsonl("_iterations.jsonl");
-    assert_eq!(
-        rows.len(),
-        2,
-        "the requirements iteration ran once: {rows:#?}"
-    );
-    assert_eq!(s.state()["status"]["for"], "qa_answers");
-}
-
-/// A daemon killed after it saved the session parked at its questions, before the notice
-/// reached the outbox: the next daemon tells the questions, once.
-#[test]
-fn questions_a_killed_daemon_saved_but_never_told_are_told_by_the_next() {
-    let api = FakeApi::start(OWNER as i64);
-    let mut project = telegram_project(&api, OWNER as i64, None);
-    project.env("SAMOCODE_FAILPOINTS", "kill-after-parked");
-    let daemon = project.daemon(&[]);
-    let s = start(&project, "unsaid");
-    wait_for(
-        Duration::from_secs(30),
-        "the daemon killed once parked",
-        || !super::fixture::alive(daemon.pid() as i32),
-    );
-    assert!(api.sent("has questions").is_empty());
-    assert_eq!(s.state()["status"]["for"], "qa_answers");
-    project.env("SAMOCODE_FAILPOINTS", "");
-    let _daemon = project.daemon(&[]);
-    wait_for(Duration::from_secs(30), "the questions notice", || {
-        !api.sent("has questions").is_empty()
-    });
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(api.sent("has questions").len(), 1, "told once");
-    assert_eq!(s.jsonl("_iterations.jsonl").len(), 2, "nothing ran again");
-    assert!(s.state().get("untold").is_none(), "{}", s.state());
+fn questions_a_killed_daemon_never_told_are_told_by_the_next() {
+    for failpoint in ["kill-after-parking-verdict", "kill-after-parked"] {
+        let api = FakeApi::start(OWNER as i64);
+        let mut project = telegram_project(&api, OWNER as i64, None);
+        project.env("SAMOCODE_FAILPOINTS", failpoint);
+        let daemon = project.daemon(&[]);
+        let s = start(&project, "untold");
+        wait_for(Duration::from_secs(30), "the daemon killed", || {
+            !super::fixture::alive(daemon.pid() as i32)
+        });
+        assert!(api.sent("has questions").is_empty(), "{failpoint}");
+        project.env("SAMOCODE_FAILPOINTS", "");
+        let _daemon = project.daemon(&[]);
+        wait_for(Duration::from_secs(30), "the questions notice", || {
+            !api.sent("has questions").is_empty()
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(api.sent("has questions").len(), 1, "told once: {failpoint}");
+        let rows = s.jsonl("_iterations.jsonl");
+        assert_eq!(
+            rows.len(),
+            2,
+            "the requirements iteration ran once: {rows:#?}"
+        );
+        let state = s.state();
+        assert_eq!(state["status"]["for"], "qa_answers");
+        assert!(state.get("untold").is_none(), "{state}");
+    }
 }
 
 /// A second park of the same kind (a plan written again after a reject) is marked untold as
