@@ -789,7 +789,13 @@ mod tests {
         let now: jiff::Timestamp = "2026-11-24T12:30:00Z".parse().unwrap();
         let mut odd = row("26-11-24-odd", "waiting", Some("qa_answers"), None, "asked");
         odd.project = "my\u{1b}app".into();
-        let plain = row("26-11-24-plain", "waiting", Some("qa_answers"), None, "asked");
+        let plain = row(
+            "26-11-24-plain",
+            "waiting",
+            Some("qa_answers"),
+            None,
+            "asked",
+        );
         let shown = table(&[odd, plain], now);
         let at = |line: &str| line.find("planning").unwrap();
         let lines: Vec<&str> = shown.lines().skip(1).collect();
