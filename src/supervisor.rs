@@ -645,18 +645,17 @@ impl SupervisorActor {
                     // `resume` tries again (or, held by another worker, it is free: that
                     // worker drives it meanwhile, and nobody is told of a failure).
                     let reason = format!("cannot open the session: {error}");
-                    if held && self.keep_parked && matches!(origin, Origin::Restart { .. }) {
-                        let entry = state.registry.get(&dir);
-                        let said = entry.is_some_and(|e| {
-                            matches!(&e.settled, Some(Settled::Failed { reason: was }) if *was == reason)
-                        });
-                        if entry.is_none_or(|e| e.actor.is_none()) && !said {
+                    if let StartError::Open(OpenError::Store(crate::session::StoreError::Locked {
+                        pid: Some(pid),
+                        ..
+                    })) = &error
+                        && held
+                        && self.keep_parked
+                        && matches!(origin, Origin::Restart { .. })
+                    {
+                        let free = state.registry.get(&dir).is_none_or(|e| e.actor.is_none());
+                        if free && state.registry.driven_elsewhere(dir.clone(), project, *pid) {
                             tracing::info!(session = %dir.display(), %reason, "another worker drives the session (a `samocode run`); the daemon takes it up once that worker lets go");
-                            state.registry.parked_without_actor(
-                                dir.clone(),
-                                project,
-                                Settled::Failed { reason },
-                            );
                         }
                         return answer(origin, Err(error));
                     }

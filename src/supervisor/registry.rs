@@ -37,6 +37,9 @@ pub struct Entry {
     pub watchers: Vec<RpcReplyPort<Settled>>,
     /// When its actor was restarted, within the restart window.
     pub restarts: Vec<Instant>,
+    /// Another worker (a `samocode run`, by its pid) held it when the daemon last tried to
+    /// open it: the daemon looks again, and lists it as that worker's meanwhile.
+    pub elsewhere: Option<u32>,
 }
 
 pub struct Registry {
@@ -126,11 +129,24 @@ impl Registry {
         entry.actor = Some(actor);
         entry.settled = settled;
         entry.restarts = restarts;
+        entry.elsewhere = None;
     }
 
     /// A session listed but not driven: finished, or one that could not be opened.
     pub fn parked_without_actor(&mut self, dir: PathBuf, project: PathBuf, settled: Settled) {
-        self.entry(dir, project).settled = Some(settled);
+        let entry = self.entry(dir, project);
+        entry.settled = Some(settled);
+        entry.elsewhere = None;
+    }
+
+    /// A session another worker (`pid`) drives: listed, not driven, and not broken. True when
+    /// that is news (it was not so marked already).
+    pub fn driven_elsewhere(&mut self, dir: PathBuf, project: PathBuf, pid: u32) -> bool {
+        let entry = self.entry(dir, project);
+        let news = entry.elsewhere != Some(pid);
+        entry.settled = None;
+        entry.elsewhere = Some(pid);
+        news
     }
 
     fn entry(&mut self, dir: PathBuf, project: PathBuf) -> &mut Entry {
@@ -141,6 +157,7 @@ impl Registry {
             settled: None,
             watchers: Vec::new(),
             restarts: Vec::new(),
+            elsewhere: None,
         });
         entry.project = project;
         entry
@@ -189,11 +206,13 @@ impl Registry {
         }
     }
 
-    /// Every session the daemon drives or drove.
+    /// Every session the daemon drives or drove, but those another worker drives now (shown
+    /// as that worker's: their files and lock tell).
     pub fn owned(&self) -> Vec<OwnedSession> {
         let mut list: Vec<OwnedSession> = self
             .entries
             .iter()
+            .filter(|(_, entry)| entry.elsewhere.is_none())
             .map(|(dir, entry)| OwnedSession {
                 dir: dir.clone(),
                 project: entry.project.clone(),

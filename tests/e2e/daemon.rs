@@ -258,6 +258,17 @@ fn a_session_a_run_holds_when_the_daemon_starts_is_taken_up_once_the_run_ends() 
     let mut run = hold_with_a_run(&mut project, &s);
     let _daemon = project.daemon(&[]);
     wait_for_held(&project);
+    // Shown as the run's meanwhile, not as broken.
+    let rows = project.status();
+    let row = rows
+        .iter()
+        .find(|r| r["name"] == s.state()["name"])
+        .expect("the session listed");
+    assert_eq!(
+        (&row["state"], &row["owner"]),
+        (&"running".into(), &"run".into()),
+        "{row}"
+    );
     assert_eq!(
         run.wait().unwrap().code(),
         Some(10),
@@ -313,7 +324,7 @@ fn hold_with_a_run(project: &mut Project, s: &Session) -> std::process::Child {
     run
 }
 
-/// The same, with a person's resume taking the session up before the daemon looks again: the
+/// The same, with a person's command taking the session up before the daemon looks again: the
 /// look finds it driven and does nothing (it reported the daemon's own lock as another
 /// worker's, and left the session deaf to answers written by hand: found by the second read).
 #[test]
@@ -323,7 +334,9 @@ fn a_session_resumed_before_the_daemon_looks_again_is_left_alone() {
     let _daemon = project.daemon(&[]);
     wait_for_held(&project);
     assert_eq!(run.wait().unwrap().code(), Some(10));
-    project.run(&["resume", "held"]).expect(0);
+    // Handed to the daemon before its look (a `start`; a `resume` from the command line
+    // goes to the files, as the daemon does not list a session another worker held).
+    project.run(&["start", "--session", "held"]).expect(0);
     // Past the daemon's look again: said once, and never told as a failure.
     std::thread::sleep(Duration::from_secs(12));
     let log = project.daemon_log();
