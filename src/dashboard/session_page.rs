@@ -264,7 +264,8 @@ fn plan(view: &SessionView, csrf: &str) -> Markup {
 
 fn chart(view: &SessionView, now: Timestamp) -> Markup {
     let s = &view.state;
-    let finished = matches!(s.status, RunState::Done { .. } | RunState::Failed { .. });
+    // A failed session waits for a person: its chart runs up to now, as a blocked one's does.
+    let finished = matches!(s.status, RunState::Done { .. });
     let end = if finished {
         view.iterations
             .iter()
