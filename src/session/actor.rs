@@ -198,8 +198,6 @@ pub struct SessionRun {
     fail: Option<String>,
     /// Ask the engine to adopt the in-flight attempt when the actor starts.
     pub(super) adopt: bool,
-    /// The attempt the open journaled as interrupted, for its span (see `post_start`).
-    interrupted: Option<IterationRow>,
     /// The open spans of the session's trace.
     pub(super) trace: Trace,
     /// The state holds an attempt's verdict that is not saved yet: it is saved with the next
@@ -545,7 +543,6 @@ impl Actor for SessionActor {
             flights: 0,
             fail: args.fail,
             adopt: args.adopt,
-            interrupted: args.interrupted,
             trace: Trace::default(),
             unsaved: false,
             syncing: None,
@@ -572,7 +569,10 @@ impl Actor for SessionActor {
         if let Some(segment) = run.state.last_trace.clone().filter(|s| s.open) {
             // Ended by this very process when its actor before this one went down in place.
             if segment.pid != Some(std::process::id()) {
-                Trace::end_left_open(&run.state, &segment, run.interrupted.take().as_ref());
+                // Its attempts a take-over journaled as interrupted (this open's, or a person's
+                // command's before it) have their spans under it.
+                let interrupted = run.store.interrupted_since(segment.started);
+                Trace::end_left_open(&run.state, &segment, &interrupted);
             }
             run.save_state()?;
         }

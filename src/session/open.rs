@@ -81,9 +81,6 @@ pub struct SessionArgs {
     /// The session was parked at the open by the take-over of a dead worker's attempt: its
     /// actor tells people, as that worker would have.
     pub announce: bool,
-    /// The attempt the open journaled as interrupted (its worker died): its span goes under
-    /// the dead worker's segment, which the actor ends in its place.
-    pub interrupted: Option<crate::protocol::journal::IterationRow>,
 }
 
 impl std::fmt::Debug for SessionArgs {
@@ -221,7 +218,6 @@ pub fn open_resolved(
 ) -> Result<(Box<SessionArgs>, Option<Settled>), OpenError> {
     name::check_texts(&resolved, request.dive.as_deref(), request.task.as_deref())?;
     let now = Timestamp::now();
-    let mut interrupted = None;
     let (store, mut state) = match resolved {
         name::Resolved::New(dir) => {
             let (Some(dive), Some(task)) = (&request.dive, &request.task) else {
@@ -278,7 +274,7 @@ pub fn open_resolved(
             }
             // A remote engine may still run the attempt: the session's actor asks it first.
             if !(launcher.adopts() && state.in_flight.is_some()) {
-                interrupted = super::recover::take_over(&store, &mut state, launcher, prices)?;
+                super::recover::take_over(&store, &mut state, launcher, prices)?;
             }
             (store, state)
         }
@@ -307,7 +303,6 @@ pub fn open_resolved(
             fail: None,
             adopt: state_in_flight,
             announce,
-            interrupted,
         }),
         settled,
     ))

@@ -530,6 +530,26 @@ impl SessionFolder {
 
     /// The whole rows among the last [`TAIL`] bytes of a journal, oldest first; lines that are
     /// not rows of this kind are left out.
+    /// The attempts the take-over of a dead worker journaled as interrupted since `since` (a
+    /// segment's start), from the journal's last rows: their spans were never exported.
+    pub fn interrupted_since(&self, since: Option<Timestamp>) -> Vec<IterationRow> {
+        let since = since.unwrap_or(Timestamp::MIN);
+        self.last_rows::<IterationRow>(ITERATIONS)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|row| {
+                // Ended within the segment: the segment's span may open a moment after the
+                // first attempt's recorded start.
+                row.outcome == crate::protocol::journal::AttemptOutcome::Interrupted
+                    && row.ended_at >= since
+                    && row
+                        .detail
+                        .as_deref()
+                        .is_some_and(|d| d.contains("found by the next worker"))
+            })
+            .collect()
+    }
+
     fn last_rows<T: serde::de::DeserializeOwned>(&self, file: &str) -> Result<Vec<T>, StoreError> {
         use std::io::{Read, Seek, SeekFrom};
         const TAIL: u64 = 64 << 10;

@@ -93,11 +93,7 @@ impl Trace {
     /// status. It ends now: when the process died is not known. The attempt that process was
     /// running (`interrupted`, journaled by the take-over) gets its span under it, with its
     /// figures, since that process never exported one.
-    pub fn end_left_open(
-        state: &SessionState,
-        saved: &TraceRef,
-        interrupted: Option<&IterationRow>,
-    ) {
+    pub fn end_left_open(state: &SessionState, saved: &TraceRef, interrupted: &[IterationRow]) {
         use opentelemetry::trace::{Span as _, SpanId, Status, TraceId, Tracer as _};
         let (Ok(trace), Ok(span)) = (
             TraceId::from_hex(&saved.trace_id),
@@ -120,7 +116,7 @@ impl Trace {
         ended.set_status(Status::error(
             "the process that ran this segment ended without closing it (killed or crashed); the next segment, linked to it, carries on",
         ));
-        if let Some(row) = interrupted {
+        for row in interrupted {
             use opentelemetry::KeyValue;
             use opentelemetry::trace::TraceContextExt as _;
             let parent = opentelemetry::Context::new().with_remote_span_context(

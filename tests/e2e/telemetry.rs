@@ -915,3 +915,47 @@ fn credentials_in_the_otlp_endpoint_are_sent_as_authorization_and_never_logged()
         "{seen:?}"
     );
 }
+
+/// An attempt a person's command found interrupted (its `run` killed, then `samocode resume`
+/// took it over before any worker) has its span too, under the dead segment the next worker
+/// ends (it had none: found by the last read).
+#[test]
+fn an_attempt_a_persons_command_found_interrupted_has_its_span() {
+    let (port, seen) = receiver();
+    let mut project = exporting_to(port);
+    project.env("SAMOCODE_FAKE", "investigation@1=hang");
+    let mut run = project.spawn(&["run", "--session", "rb", "--dive", "d", "--task", "t"]);
+    super::fixture::wait_for(Duration::from_secs(20), "the attempt's log", || {
+        std::fs::read_dir(&project.sessions).is_ok_and(|folders| {
+            folders.flatten().any(|f| {
+                std::fs::read_dir(f.path().join("_logs")).is_ok_and(|mut d| d.next().is_some())
+            })
+        })
+    });
+    run.kill().unwrap();
+    run.wait().unwrap();
+    project.run(&["resume", "rb"]).expect(2);
+    project.run(&["run", "--session", "rb"]).expect(10);
+
+    super::fixture::wait_for(
+        Duration::from_secs(30),
+        "the interrupted attempt's span",
+        || {
+            decode(&seen.lock().unwrap()).0.iter().any(|s| {
+                s.name == "attempt"
+                    && s.attributes.get("samocode.outcome").map(String::as_str)
+                        == Some("interrupted")
+            })
+        },
+    );
+    let (spans, _) = decode(&seen.lock().unwrap());
+    let cut = spans
+        .iter()
+        .find(|s| s.name == "session" && s.status.0 == 2)
+        .expect("the dead segment, ended by the next worker");
+    let interrupted = spans
+        .iter()
+        .find(|s| s.name == "attempt" && s.attributes["samocode.outcome"] == "interrupted")
+        .unwrap();
+    assert_eq!(interrupted.parent, cut.id);
+}
