@@ -616,7 +616,7 @@ impl SupervisorActor {
             restarts,
         } = opened;
         state.opening -= 1;
-        let (request, args, settled) = match result {
+        let (request, mut args, settled) = match result {
             Ok(found) if state.stopping.is_none() => found,
             Ok(_) => return answer(origin, Err(StartError::Stopping)),
             Err(error) => {
@@ -671,6 +671,15 @@ impl SupervisorActor {
             self.spent(state, &dir, args.state.usage.cost_usd);
         }
         let done = matches!(settled, Some(Settled::Done { .. }));
+        // Listed broken (it could not be opened), and opened now at its gate: the chat's
+        // message of that gate was closed by the failure's notice, so the park is told again.
+        let was_broken = state.registry.get(&dir).is_some_and(|entry| {
+            entry.actor.is_none()
+                && matches!(&entry.settled, Some(failed @ Settled::Failed { .. }) if Some(failed) != settled.as_ref())
+        });
+        if was_broken && settled.is_some() && !failing {
+            args.announce = true;
+        }
         // Parked by the open's take-over of a dead worker's verdict, and not told yet: its
         // actor tells people (then a `run` lets it go; the daemon keeps it, done or not).
         let untold = args.announce;

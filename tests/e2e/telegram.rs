@@ -1226,3 +1226,27 @@ fn a_closing_line_without_room_answers_the_message_it_closes() {
     );
     drop(s);
 }
+
+/// A session listed broken (its state could not be read at the daemon's start, and the chat
+/// told so, closing its questions' message), fixed and resumed at its gate: its questions are
+/// told again, with buttons, rather than left with no message to answer (found by the last
+/// read).
+#[test]
+fn a_session_opened_again_at_its_gate_after_it_was_broken_asks_again() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    let daemon = project.daemon(&[]);
+    let s = start_until_asked(&project, &api, "mended");
+    assert_eq!(daemon.terminate(), Some(0));
+    let good = s.read("_state.json");
+    std::fs::write(s.path("_state.json"), "{ not json").unwrap();
+    let _daemon = project.daemon(&[]);
+    wait_for(Duration::from_secs(30), "the broken notice", || {
+        !api.sent("cannot be opened").is_empty()
+    });
+    std::fs::write(s.path("_state.json"), good).unwrap();
+    project.run(&["resume", "mended"]).expect(0);
+    wait_for(Duration::from_secs(30), "the questions told again", || {
+        api.sent("has questions").len() == 2
+    });
+}
