@@ -580,12 +580,7 @@ impl Actor for SessionActor {
             run.generation += 1;
             // An attempt left in flight (a remote engine's, not taken over at the open) is
             // journaled, or its verdict taken, before the session is marked failed.
-            super::recover::take_over(
-                &run.store,
-                &mut run.state,
-                self.launcher.as_ref(),
-                &self.budgets.prices,
-            )?;
+            self.take_over(run)?;
             self.fail(run, reason)?;
         } else if std::mem::take(&mut run.adopt) {
             self.adopt(&myself, run).await?;
@@ -774,6 +769,17 @@ impl SessionActor {
     }
 
     /// Makes a parked (or stopping) session run again after a person's command.
+    /// Takes over the attempt a dead worker, or a remote engine, left in flight (see
+    /// `recover::take_over`).
+    pub(super) fn take_over(&self, run: &mut SessionRun) -> Result<(), StoreError> {
+        super::recover::take_over(
+            &run.store,
+            &mut run.state,
+            self.launcher.as_ref(),
+            &self.budgets.prices,
+        )
+    }
+
     pub(super) fn wake(
         &self,
         myself: &ActorRef<SessionMsg>,

@@ -141,12 +141,7 @@ impl SessionActor {
                 }
             }
         }
-        super::recover::take_over(
-            &run.store,
-            &mut run.state,
-            self.launcher.as_ref(),
-            &self.budgets.prices,
-        )?;
+        self.take_over(run)?;
         match Settled::of(&run.state) {
             Some(settled) => self.settle(run, settled),
             None => {

@@ -120,16 +120,16 @@ pub fn kill_leftovers(store: &SessionStore, launcher: &dyn AttemptExecutor) -> V
 /// Cleans up after a worker that stopped mid-attempt, if the state says one did. A park this
 /// makes (the dead worker's verdict of waiting, blocked or done taken from the journals, or a
 /// block for what the attempt changed) is marked `untold` in the state saved: nobody has told
-/// people yet. Returns the row it journaled for an interrupted attempt, whose span the dead
-/// worker never exported.
+/// people yet. (The span of an attempt it journals as interrupted is exported by the worker
+/// that ends the dead worker's segment: see `Trace::end_left_open`.)
 pub fn take_over(
     store: &SessionStore,
     state: &mut SessionState,
     launcher: &dyn AttemptExecutor,
     prices: &Prices,
-) -> Result<Option<IterationRow>, StoreError> {
+) -> Result<(), StoreError> {
     let Some(record) = state.in_flight.take() else {
-        return Ok(None);
+        return Ok(());
     };
     kill_leftovers(store, launcher);
     let now = Timestamp::now();
@@ -154,7 +154,7 @@ pub fn take_over(
             "took over from worker pid {}, which stopped after attempt {} ended: its verdict (continue in {to}) is taken from the journals",
             record.worker_pid, record.log
         ));
-        return Ok(None);
+        return Ok(());
     }
     if let Some(row) = &journaled
         && row.outcome == AttemptOutcome::Ok
@@ -182,9 +182,8 @@ pub fn take_over(
             record.log,
             verdict_label(&state.status)
         ));
-        return Ok(None);
+        return Ok(());
     }
-    let mut interrupted = None;
     if let Some(row) = &journaled {
         // Journaled, but the state that counts it was never saved: counted now.
         state.spend(row);
@@ -233,7 +232,6 @@ pub fn take_over(
         };
         store.append_iteration(&row)?;
         state.spend(&row);
-        interrupted = Some(row);
     }
     let mutation = match (&record.baseline, &state.worktree) {
         (Some(before), Some(tree)) => worktree::baseline_blocking(tree)
@@ -266,14 +264,14 @@ pub fn take_over(
         state.untold = true;
         store.save_noting(state, Some(&format!("Blocked by samocode: {reason}")))?;
         store.log(&format!("blocked: {reason}"));
-        return Ok(interrupted);
+        return Ok(());
     }
     store.save(state)?;
     store.log(&format!(
         "took over from worker pid {}, which stopped during attempt {}; the iteration runs again",
         record.worker_pid, record.log
     ));
-    Ok(interrupted)
+    Ok(())
 }
 
 /// When an attempt logged at `log` (relative to the session folder) was last heard from: the
