@@ -464,6 +464,13 @@ fn follow_says_when_nobody_drives_the_session_any_more() {
         });
         let _ = follower.kill();
         let _ = follower.wait();
+        // The killed daemon's agent hangs on with no worker to stop it.
+        for pid in super::fixture::agents_of(&dir) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         let text = std::fs::read_to_string(&said).unwrap();
         assert_eq!(
             text.matches("nobody drives").count(),
