@@ -150,14 +150,7 @@ impl SessionRow {
             last_action: notebook.last_action,
             next: notebook.next,
             updated_at: state.updated_at.to_string(),
-            since: match &state.status {
-                RunState::Waiting { since, .. } | RunState::Blocked { since, .. } => Some(*since),
-                RunState::Done { at, .. }
-                | RunState::Failed { at, .. }
-                | RunState::Stopped { at, .. } => Some(*at),
-                RunState::Queued | RunState::Running => None,
-            }
-            .map(|at| at.to_string()),
+            since: state.status.since().map(|at| at.to_string()),
             cost_usd: state.usage.cost_usd,
             input_tokens: state.usage.input_tokens,
             output_tokens: state.usage.output_tokens,

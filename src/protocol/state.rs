@@ -57,6 +57,20 @@ pub enum RunState {
 }
 
 impl RunState {
+    /// When a parked or finished session entered its state (`since` of a wait or a block, `at`
+    /// of the others); `None` while it can run.
+    pub fn since(&self) -> Option<Timestamp> {
+        match self {
+            RunState::Waiting { since, .. } | RunState::Blocked { since, .. } => Some(*since),
+            RunState::Done { at, .. }
+            | RunState::Failed { at, .. }
+            | RunState::Stopped { at, .. } => Some(*at),
+            RunState::Queued | RunState::Running => None,
+        }
+    }
+}
+
+impl RunState {
     /// Whether `stop` parks a session in this state: not one that is done, nor one blocked or
     /// failed (it runs nothing, and waits for a person's `resume` already).
     pub fn stoppable(&self) -> bool {

@@ -423,15 +423,16 @@ impl SessionActor {
                 // A button of a message older than the session's park now (a plan written
                 // again since, a later round of questions): the person has not seen what it
                 // waits on. Checked here, where the park cannot change before the command.
-                let answer = match park.filter(|seen| Some(*seen) == park_of(&run.state)) {
-                    None if park.is_some() => Err((
+                let stale = park.is_some_and(|seen| Some(seen) != park_of(&run.state));
+                let answer = match stale {
+                    true => Err((
                         format!(
                             "this message of {} is older than what it waits on now; use the buttons of its latest message",
                             run.state.name
                         ),
                         2,
                     )),
-                    _ => self.person(&myself, run, command, by),
+                    false => self.person(&myself, run, command, by),
                 };
                 let _ = reply.send(answer);
             }
@@ -1323,13 +1324,11 @@ impl SessionActor {
 }
 
 /// A session's park, as a button names it: the millisecond it entered its parked state.
+/// (A finished session has no park: nothing it waits on could be pressed for.)
 pub fn park_of(state: &SessionState) -> Option<i64> {
-    match &state.status {
-        RunState::Waiting { since, .. } | RunState::Blocked { since, .. } => {
-            Some(since.as_millisecond())
-        }
-        RunState::Failed { at, .. } | RunState::Stopped { at, .. } => Some(at.as_millisecond()),
-        RunState::Done { .. } | RunState::Queued | RunState::Running => None,
+    match state.status {
+        RunState::Done { .. } => None,
+        _ => state.status.since().map(|at| at.as_millisecond()),
     }
 }
 
