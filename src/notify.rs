@@ -78,12 +78,11 @@ pub trait Sink: Send + Sync + 'static {
 /// Messages of the NotifierActor.
 #[derive(Debug)]
 pub enum NotifierMsg {
-    /// From a SessionActor or the supervisor: tell people about this event.
-    Deliver(SessionEvent),
-    /// The same, and `told` once the notice is safe: in the outbox, or sent (or refused for
-    /// good, or none was due). A session parked by a worker is marked untold in its state
-    /// until then, so that a worker killed before it is safe leaves it to the next to tell.
-    DeliverTold { event: SessionEvent, told: Told },
+    /// From a SessionActor or the supervisor: tell people about this event, and call `Told`
+    /// once the notice is safe: in the outbox, or sent (or refused for good, or none was
+    /// due). A session parked by a worker is marked untold in its state until then, so that
+    /// a worker killed before it is safe leaves it to the next to tell.
+    Deliver(SessionEvent, Option<Told>),
     /// From its delivery task: entry `id` went out (or did not).
     Delivered {
         id: u64,
@@ -105,7 +104,7 @@ pub enum NotifierMsg {
     },
 }
 
-/// What a notifier calls once a notice is safe (see [`NotifierMsg::DeliverTold`]).
+/// What a notifier calls once a notice is safe (see [`NotifierMsg::Deliver`]).
 pub struct Told(Box<dyn FnOnce() + Send>);
 
 impl Told {
@@ -232,11 +231,10 @@ impl NotifierHandle {
     fn hand(&self, event: SessionEvent, told: Option<Told>) {
         match self.running() {
             Some(notifier) => {
-                let message = match told {
-                    Some(told) => NotifierMsg::DeliverTold { event, told },
-                    None => NotifierMsg::Deliver(event),
-                };
-                if notifier.send_message(message).is_err() {
+                if notifier
+                    .send_message(NotifierMsg::Deliver(event, told))
+                    .is_err()
+                {
                     tracing::warn!("the notifier is stopping; a notice was dropped");
                 }
             }
@@ -311,8 +309,7 @@ impl Actor for NotifierActor {
         state: &mut NotifierState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            NotifierMsg::Deliver(event) => state.take(&event, None),
-            NotifierMsg::DeliverTold { event, told } => state.take(&event, Some(told)),
+            NotifierMsg::Deliver(event, told) => state.take(&event, told),
             NotifierMsg::Delivered { id, result } => {
                 state.in_flight = None;
                 let head = state.queue.pending.front().map(outbox::entry_id);
@@ -385,10 +382,6 @@ impl Actor for NotifierActor {
 }
 
 impl NotifierState {
-    /// The outbox entries of an event, when the sink has something to say about it: its
-    /// notice, after closing the session's message that still has buttons (the session moved
-    /// on where the notifier did not see it: a `samocode answer` between two runs, an edit
-    /// of `_qa.md` while the daemon was down), so that no old button stays live.
     /// Queues what `event` tells, written to the outbox first; `told` is called once that is
     /// safe.
     fn take(&mut self, event: &SessionEvent, told: Option<Told>) {
@@ -420,6 +413,10 @@ impl NotifierState {
         }
     }
 
+    /// The outbox entries of an event, when the sink has something to say about it: its
+    /// notice, after closing the session's message that still has buttons (the session moved
+    /// on where the notifier did not see it: a `samocode answer` between two runs, an edit
+    /// of `_qa.md` while the daemon was down), so that no old button stays live.
     fn entries_for(&mut self, event: &SessionEvent) -> Vec<Entry> {
         let Some(sink) = self.sink.as_ref() else {
             return Vec::new();

@@ -1074,6 +1074,7 @@ impl SupervisorActor {
                     spent_usd: spent,
                     limit_usd: limit,
                 },
+                None,
             ));
         }
     }
@@ -1172,13 +1173,14 @@ impl SupervisorActor {
             .to_string_lossy()
             .into_owned();
         let phase = None;
-        let _ = state
-            .notifier
-            .send_message(NotifierMsg::Deliver(SessionEvent::Broken {
+        let _ = state.notifier.send_message(NotifierMsg::Deliver(
+            SessionEvent::Broken {
                 session,
                 phase,
                 reason,
-            }));
+            },
+            None,
+        ));
         state.registry.tell_watchers(dir);
     }
 }
