@@ -627,38 +627,32 @@ impl SupervisorActor {
                     _ => None,
                 };
                 if let Some((dir, project)) = known {
-                    // Driven by another worker (a `samocode run` someone started while this
-                    // daemon was down): taken up once that worker lets go of it.
-                    let held = matches!(
-                        &error,
-                        StartError::Open(OpenError::Store(crate::session::StoreError::Locked {
-                            pid,
-                            ..
-                        })) if *pid != Some(std::process::id())
-                    );
-                    if held && self.keep_parked && matches!(origin, Origin::Restart { .. }) {
-                        let (dir, project) = (dir.clone(), project.clone());
-                        myself
-                            .send_after(LOOK_AGAIN, move || SupervisorMsg::Resume { dir, project });
-                    }
-                    // It could not even be opened: it stays listed, broken, until a person's
-                    // `resume` tries again (or, held by another worker, it is free: that
-                    // worker drives it meanwhile, and nobody is told of a failure).
                     let reason = format!("cannot open the session: {error}");
+                    // Driven by another worker (a `samocode run` someone started while this
+                    // daemon was down): listed as that worker's meanwhile, nobody told of a
+                    // failure, and taken up once that worker lets go of it.
                     if let StartError::Open(OpenError::Store(crate::session::StoreError::Locked {
                         pid: Some(pid),
                         ..
                     })) = &error
-                        && held
+                        && *pid != std::process::id()
                         && self.keep_parked
                         && matches!(origin, Origin::Restart { .. })
                     {
                         let free = state.registry.get(&dir).is_none_or(|e| e.actor.is_none());
-                        if free && state.registry.driven_elsewhere(dir.clone(), project, *pid) {
+                        if free
+                            && state
+                                .registry
+                                .driven_elsewhere(dir.clone(), project.clone(), *pid)
+                        {
                             tracing::info!(session = %dir.display(), %reason, "another worker drives the session (a `samocode run`); the daemon takes it up once that worker lets go");
                         }
+                        myself
+                            .send_after(LOOK_AGAIN, move || SupervisorMsg::Resume { dir, project });
                         return answer(origin, Err(error));
                     }
+                    // It could not even be opened: it stays listed, broken, until a person's
+                    // `resume` tries again.
                     self.broken(state, dir, project, reason);
                 }
                 return answer(origin, Err(error));
