@@ -273,15 +273,10 @@ fn answer_buttons(session: &str, questions: &[Asked], park: Option<i64>) -> Vec<
                 .enumerate()
                 .filter_map(|(i, option)| {
                     let label = format!("Q{}: {}", q.number, shorten(option, MAX_LABEL));
+                    // With the park: an option of a namesake's questions (a session of
+                    // another project) is refused by the session pressed for.
                     let data = format!("opt:{}:{}:{i}:{session}", q.round, q.number);
-                    // With the park when it fits: an option of a namesake's questions (a
-                    // session of another project) is refused by the session pressed for.
-                    let parked =
-                        park.map(|p| format!("{data}:{}", crate::bot::commands::base36(p)));
-                    match parked.filter(|d| d.len() <= MAX_CALLBACK) {
-                        Some(data) => Some(Button { label, data }),
-                        None => (data.len() <= MAX_CALLBACK).then_some(Button { label, data }),
-                    }
+                    data_with_park(data, park).map(|data| Button { label, data })
                 })
                 .collect::<Vec<_>>()
         })
@@ -312,28 +307,29 @@ fn row(buttons: Vec<Button>) -> Vec<Vec<Button>> {
     }
 }
 
-/// A button of a parked session's notice: its data names the park too (`VERB:SESSION:PARK`,
-/// the park in base 36), so that the session refuses the press once it is parked otherwise;
-/// without it when that would not fit.
+/// A button of a parked session's notice (`VERB:SESSION:PARK`): see [`data_with_park`].
 fn parked_button(label: &str, verb: &str, session: &str, park: Option<i64>) -> Vec<Button> {
-    let stamped = park.map(|park| format!("{session}:{}", crate::bot::commands::base36(park)));
-    match stamped.map(|target| button(label, verb, &target)) {
-        Some(buttons) if !buttons.is_empty() => buttons,
-        _ => button(label, verb, session),
-    }
+    data_with_park(format!("{verb}:{session}"), park)
+        .map(|data| Button {
+            label: label.to_string(),
+            data,
+        })
+        .into_iter()
+        .collect()
 }
 
 fn button(label: &str, verb: &str, session: &str) -> Vec<Button> {
-    let data = format!("{verb}:{session}");
-    // A name too long for button data still gets its message; the command works instead.
-    if data.len() <= MAX_CALLBACK {
-        vec![Button {
-            label: label.to_string(),
-            data,
-        }]
-    } else {
-        Vec::new()
-    }
+    parked_button(label, verb, session, None)
+}
+
+/// A button's data, naming the park too (`:PARK`, in base 36) when it has one, so that the
+/// session refuses the press once it is parked otherwise; without the park when that would
+/// not fit in Telegram's 64 bytes; none when even that does not fit (a name too long for
+/// button data still gets its message, and the command works instead).
+fn data_with_park(data: String, park: Option<i64>) -> Option<String> {
+    park.map(|p| format!("{data}:{}", crate::bot::commands::base36(p)))
+        .filter(|stamped| stamped.len() <= MAX_CALLBACK)
+        .or_else(|| (data.len() <= MAX_CALLBACK).then_some(data))
 }
 
 /// Splits HTML into messages Telegram takes (at most [`MAX_MESSAGE`] characters each), on line
