@@ -472,8 +472,8 @@ impl SessionActor {
                 run.save()?;
                 self.failpoint("kill-after-parked");
                 run.store.log(&format!("waiting for {wait_for}"));
+                // (`wake_answered` reads `_qa.md` itself: a partial answer keeps it waiting.)
                 if wait_for == WaitFor::QaAnswers
-                    && answered_while_asked(run)
                     && let Some(by) = run.answered_while_running.take()
                     && let person::Wake::Woken = person::wake_answered(
                         &run.store,
