@@ -68,7 +68,7 @@ pub enum Request {
         by: Option<String>,
     },
     /// The same, by folder name or short name (the bot knows no paths). `park`: the park the
-    /// person saw (a button's: the second its session entered that state); the command is
+    /// person saw (a button's: the millisecond its session entered that state); the command is
     /// refused when the session is parked otherwise now.
     Named {
         session: String,

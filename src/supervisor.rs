@@ -55,11 +55,11 @@ pub const RESTART_WINDOW: Duration = Duration::from_secs(600);
 pub const PERSON_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Without inotify, how often sessions waiting for answers look at `_qa.md`.
+const ANSWER_POLL: Duration = Duration::from_secs(2);
+
 /// How often the daemon looks again at a session it owns that another worker drives (a
 /// `samocode run`), to take it up once that worker lets go.
 const LOOK_AGAIN: Duration = Duration::from_secs(10);
-
-const ANSWER_POLL: Duration = Duration::from_secs(2);
 
 /// What a start request found.
 #[derive(Debug, Clone)]

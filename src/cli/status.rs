@@ -20,11 +20,6 @@ pub(crate) mod owner;
 use budget::BudgetView;
 use owner::{Locks, Owner};
 
-/// Whether a worker (a daemon, a `run`) holds the session's lock now.
-pub(crate) fn driven(folder: &SessionFolder) -> bool {
-    Locks::read().holder(folder).is_some()
-}
-
 use super::daemon::Client;
 use super::{CliError, exit};
 use crate::config::Config;
@@ -33,6 +28,11 @@ use crate::protocol::qa::QaDoc;
 use crate::protocol::{RunState, SessionState};
 use crate::session::store::{OVERVIEW, QA, STATE};
 use crate::session::{SessionFolder, StoreError, name};
+
+/// Whether a worker (a daemon, a `run`) holds the session's lock now.
+pub(crate) fn driven(folder: &SessionFolder) -> bool {
+    Locks::read().holder(folder).is_some()
+}
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {

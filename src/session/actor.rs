@@ -680,11 +680,11 @@ impl Actor for SessionActor {
 
 /// The reasons a SessionActor stops itself with; any other end is unexpected.
 pub const STOP_SETTLED: &str = "settled";
+pub const STOP_SHUTDOWN: &str = "shutdown";
 
 /// How long a `samocode run` waits for its park's notice to be safe before it lets go of the
 /// session anyway (it is then told again by the next worker).
 const TOLD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-pub const STOP_SHUTDOWN: &str = "shutdown";
 
 /// Why a session actor stopped when its folder was replaced: its supervisor opens the session
 /// again, at its path, with that folder's lock.
@@ -694,7 +694,6 @@ pub const STOP_REPLACED: &str = "the session's folder was deleted and made again
 pub(super) const LIMIT_LOOK: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl SessionActor {
-    /// In `Ready`: waits out a usage limit, or asks for a slot.
     /// The session's path leads to another folder than the one this actor holds locked
     /// (deleted and made again, and perhaps driven by a `run` that holds its lock): acting on
     /// it by path would write into that one without its lock. The actor stops, and its
@@ -708,6 +707,7 @@ impl SessionActor {
         true
     }
 
+    /// In `Ready`: waits out a usage limit, or asks for a slot.
     fn run_next(
         &self,
         myself: &ActorRef<SessionMsg>,
@@ -769,7 +769,6 @@ impl SessionActor {
         }
     }
 
-    /// Makes a parked (or stopping) session run again after a person's command.
     /// Takes over the attempt a dead worker, or a remote engine, left in flight (see
     /// `recover::take_over`).
     pub(super) fn take_over(&self, run: &mut SessionRun) -> Result<(), StoreError> {
@@ -781,6 +780,7 @@ impl SessionActor {
         )
     }
 
+    /// Makes a parked (or stopping) session run again after a person's command.
     pub(super) fn wake(
         &self,
         myself: &ActorRef<SessionMsg>,

@@ -78,8 +78,9 @@ pub struct SessionArgs {
     /// The state's in-flight attempt may still run on a remote engine: the actor asks the
     /// engine to adopt it before it gives it up as interrupted (see `adopt.rs`).
     pub adopt: bool,
-    /// The session was parked at the open by the take-over of a dead worker's attempt: its
-    /// actor tells people, as that worker would have.
+    /// The session is parked and nobody was told (`untold` in its state: a worker died before
+    /// its notice was safe, or the open's take-over parked it; or the daemon listed it broken,
+    /// closing its gate's message): its actor tells people.
     pub announce: bool,
 }
 

@@ -117,6 +117,10 @@ pub fn kill_leftovers(store: &SessionStore, launcher: &dyn AttemptExecutor) -> V
     killed
 }
 
+/// The words of an interrupted attempt's `_iterations.jsonl` detail that say a take-over
+/// journaled it (the worker that ran it never did, nor exported its span).
+pub const FOUND_BY_NEXT: &str = "found by the next worker";
+
 /// Cleans up after a worker that stopped mid-attempt, if the state says one did. A park this
 /// makes (the dead worker's verdict of waiting, blocked or done taken from the journals, or a
 /// block for what the attempt changed) is marked `untold` in the state saved: nobody has told
@@ -218,7 +222,7 @@ pub fn take_over(
             // container's pid 1), or this very worker whose session actor failed (a journal it
             // could not write) and was opened again: both are said.
             detail: Some(format!(
-                "interrupted: the worker (pid {}) stopped, or its session's actor failed, during the attempt; found by the next worker at {}",
+                "interrupted: the worker (pid {}) stopped, or its session's actor failed, during the attempt; {FOUND_BY_NEXT} at {}",
                 record.worker_pid,
                 now.round(jiff::Unit::Second).unwrap_or(now)
             )),

@@ -528,8 +528,6 @@ impl SessionFolder {
         Ok(verdict.filter(|row| row.accepted))
     }
 
-    /// The whole rows among the last [`TAIL`] bytes of a journal, oldest first; lines that are
-    /// not rows of this kind are left out.
     /// The attempts the take-over of a dead worker journaled as interrupted since `since` (a
     /// segment's start), from the journal's last rows: their spans were never exported.
     pub fn interrupted_since(&self, since: Option<Timestamp>) -> Vec<IterationRow> {
@@ -545,11 +543,13 @@ impl SessionFolder {
                     && row
                         .detail
                         .as_deref()
-                        .is_some_and(|d| d.contains("found by the next worker"))
+                        .is_some_and(|d| d.contains(super::recover::FOUND_BY_NEXT))
             })
             .collect()
     }
 
+    /// The whole rows among the last [`TAIL`] bytes of a journal, oldest first; lines that are
+    /// not rows of this kind are left out.
     fn last_rows<T: serde::de::DeserializeOwned>(&self, file: &str) -> Result<Vec<T>, StoreError> {
         use std::io::{Read, Seek, SeekFrom};
         const TAIL: u64 = 64 << 10;

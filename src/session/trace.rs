@@ -90,9 +90,9 @@ impl Trace {
     /// Ends, in place of the process that opened it, a segment's span that process never
     /// ended (it was killed or crashed; the saved state says the span was open): under the
     /// span's own ids, so that what was exported under it finds its parent, with the error
-    /// status. It ends now: when the process died is not known. The attempt that process was
-    /// running (`interrupted`, journaled by the take-over) gets its span under it, with its
-    /// figures, since that process never exported one.
+    /// status. It ends now: when the process died is not known. The attempts of that segment
+    /// a take-over journaled as interrupted (`interrupted`) get their spans under it, with
+    /// their figures, since that process never exported them.
     pub fn end_left_open(state: &SessionState, saved: &TraceRef, interrupted: &[IterationRow]) {
         use opentelemetry::trace::{Span as _, SpanId, Status, TraceId, Tracer as _};
         let (Ok(trace), Ok(span)) = (
