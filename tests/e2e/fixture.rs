@@ -409,6 +409,17 @@ impl Project {
         serde_json::from_str(&run.stdout()).unwrap_or_else(|e| panic!("{e}: {}", run.stdout()))
     }
 
+    /// Drives a new session `name` with `run` through its questions (all suggestions taken) to
+    /// its plan, and approves the plan: its next `run` implements.
+    pub fn through_both_gates(&self, name: &str) {
+        self.run(&["run", "--session", name, "--dive", "d", "--task", "t"])
+            .expect(10);
+        self.run(&["answer", name, "--accept-suggestions"])
+            .expect(0);
+        self.run(&["run", "--session", name]).expect(10);
+        self.run(&["approve", name]).expect(0);
+    }
+
     /// Answers the questions (with their suggestions) and approves the plan of every session
     /// in `rows` (from [`Self::status`]) that waits for a person.
     pub fn pass_gates(&self, rows: &[Value]) {

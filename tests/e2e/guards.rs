@@ -815,14 +815,7 @@ fn approved_in_repo_worktrees(project: &Project, name: &str) -> std::path::PathB
     let worktrees = project.repo.join("wt");
     std::fs::create_dir_all(&worktrees).unwrap();
     point_at(project, &project.repo, &worktrees);
-    project
-        .run(&["run", "--session", name, "--dive", "d", "--task", "t"])
-        .expect(10);
-    project
-        .run(&["answer", name, "--accept-suggestions"])
-        .expect(0);
-    project.run(&["run", "--session", name]).expect(10);
-    project.run(&["approve", name]).expect(0);
+    project.through_both_gates(name);
     let state = project.session(name).state();
     std::path::PathBuf::from(state["worktree"].as_str().unwrap())
 }

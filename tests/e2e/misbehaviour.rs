@@ -8,17 +8,6 @@ fn new_session(project: &Project, name: &str) -> super::fixture::Run {
     project.run(&["run", "--session", name, "--dive", "d", "--task", "t"])
 }
 
-/// A new session `name` taken through its questions and its plan by a person; the next `run`
-/// starts implementation.
-fn through_both_gates(project: &Project, name: &str) {
-    new_session(project, name).expect(10);
-    project
-        .run(&["answer", name, "--accept-suggestions"])
-        .expect(0);
-    project.run(&["run", "--session", name]).expect(10);
-    project.run(&["approve", name]).expect(0);
-}
-
 /// A provider whose clock is behind names a reset time just past, and refuses again: each
 /// refusal waited the first retry step (every few seconds) and told the chat again. The waits
 /// double, and people are told once.
@@ -333,7 +322,7 @@ fn a_loop_between_two_phases_meets_their_iteration_limits() {
         "SAMOCODE_FAKE",
         r#"testing=signal:{"status":"continue","phase":"quality"};quality=signal:{"status":"continue","phase":"testing"}"#,
     );
-    through_both_gates(&project, "pingpong");
+    project.through_both_gates("pingpong");
     let run = project.run(&["run", "--session", "pingpong"]);
     run.expect(11);
     assert!(
@@ -399,7 +388,7 @@ fn the_testing_phase_may_not_change_tracked_files() {
     for rule in ["testing@1=touch+exit:1", "testing=touch"] {
         let mut project = Project::new();
         project.env("SAMOCODE_FAKE", rule);
-        through_both_gates(&project, "ro");
+        project.through_both_gates("ro");
         let run = project.run(&["run", "--session", "ro"]);
         run.expect(11);
         let s = project.session("ro");

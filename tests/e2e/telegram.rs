@@ -42,19 +42,6 @@ fn start_until_asked(project: &Project, api: &FakeApi, name: &str) -> Session {
     s
 }
 
-/// Drives session `name` with `run` through its questions (all suggestions taken) to its
-/// plan, and approves the plan.
-fn approved_by_run(project: &Project, name: &str) {
-    project
-        .run(&["run", "--session", name, "--dive", "d", "--task", "t"])
-        .expect(10);
-    project
-        .run(&["answer", name, "--accept-suggestions"])
-        .expect(0);
-    project.run(&["run", "--session", name]).expect(10);
-    project.run(&["approve", name]).expect(0);
-}
-
 fn folder(s: &Session) -> String {
     s.0.file_name().unwrap().to_string_lossy().into_owned()
 }
@@ -356,7 +343,7 @@ fn a_revised_plan_a_killed_daemon_saved_but_never_told_is_told_by_the_next() {
 fn a_done_a_killed_run_saved_but_never_told_is_told_by_the_next_run() {
     let api = FakeApi::start(OWNER as i64);
     let mut project = telegram_project(&api, OWNER as i64, None);
-    approved_by_run(&project, "fin");
+    project.through_both_gates("fin");
     project.env("SAMOCODE_FAILPOINTS", "kill-after-parked");
     let killed = project.run(&["run", "--session", "fin"]);
     use std::os::unix::process::ExitStatusExt;
@@ -381,7 +368,7 @@ fn a_done_a_killed_run_saved_but_never_told_is_told_by_the_next_run() {
 fn a_daemon_restarted_after_a_session_finished_does_not_tell_its_end_again() {
     let api = FakeApi::start(OWNER as i64);
     let mut project = telegram_project(&api, OWNER as i64, None);
-    approved_by_run(&project, "fin");
+    project.through_both_gates("fin");
     let daemon = project.daemon(&[]);
     project.run(&["start", "--session", "fin"]).expect(0);
     wait_for(Duration::from_secs(60), "the done notice", || {
@@ -404,7 +391,7 @@ fn a_daemon_restarted_after_a_session_finished_does_not_tell_its_end_again() {
 fn a_note_told_during_the_last_iteration_is_named_in_the_done_notice() {
     let api = FakeApi::start(OWNER as i64);
     let mut project = telegram_project(&api, OWNER as i64, None);
-    approved_by_run(&project, "late");
+    project.through_both_gates("late");
     project.env("SAMOCODE_FAKE", "done=slow:4");
     let _daemon = project.daemon(&[]);
     project.run(&["start", "--session", "late"]).expect(0);
@@ -437,7 +424,7 @@ fn a_note_told_during_the_last_iteration_is_named_in_the_done_notice() {
 fn a_done_a_killed_daemon_journaled_but_never_told_is_told_by_the_next() {
     let api = FakeApi::start(OWNER as i64);
     let mut project = telegram_project(&api, OWNER as i64, None);
-    approved_by_run(&project, "fin");
+    project.through_both_gates("fin");
     project.env("SAMOCODE_FAILPOINTS", "kill-after-parking-verdict");
     let daemon = project.daemon(&[]);
     project.run(&["start", "--session", "fin"]).expect(0);
@@ -463,7 +450,7 @@ fn a_done_a_killed_daemon_journaled_but_never_told_is_told_by_the_next() {
 fn a_done_a_killed_run_journaled_but_never_told_is_told_by_the_next_run() {
     let api = FakeApi::start(OWNER as i64);
     let mut project = telegram_project(&api, OWNER as i64, None);
-    approved_by_run(&project, "fin");
+    project.through_both_gates("fin");
     project.env("SAMOCODE_FAILPOINTS", "kill-after-parking-verdict");
     let killed = project.run(&["run", "--session", "fin"]);
     use std::os::unix::process::ExitStatusExt;
@@ -483,7 +470,7 @@ fn a_done_a_killed_run_journaled_but_never_told_is_told_by_the_next_run() {
 fn status_in_the_chat_lists_the_sessions_not_finished_and_counts_the_rest() {
     let api = FakeApi::start(OWNER as i64);
     let mut project = telegram_project(&api, OWNER as i64, None);
-    approved_by_run(&project, "ended");
+    project.through_both_gates("ended");
     project.run(&["run", "--session", "ended"]).expect(0);
     let _daemon = project.daemon(&[]);
     project.run(&["start", "--session", "ended"]).expect(0);
