@@ -892,7 +892,6 @@ impl SessionActor {
         let choice = self.agent.choose(picked.profile);
         let settings = self.agent.for_attempt(&choice);
         let command = agent::command(&settings, &text, &files.context, &workdir);
-        let started_at = Timestamp::now();
         let span = run.trace.attempt(
             state,
             &self.agent.provider.to_string(),
@@ -900,6 +899,9 @@ impl SessionActor {
             choice.profile.name(),
             choice.effort.as_str(),
         );
+        // After the span (and the segment it may open): an attempt of a segment starts within
+        // it, which is how the segment's interrupted attempt is found (`interrupted_since`).
+        let started_at = Timestamp::now();
         if let Some(opened) = run.trace.opened() {
             // Saved with the in-flight record: the next segment's trace links to this one,
             // and should this process die, the next one ends the span in its place.

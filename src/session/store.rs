@@ -536,10 +536,10 @@ impl SessionFolder {
             .unwrap_or_default()
             .into_iter()
             .filter(|row| {
-                // Ended within the segment: the segment's span may open a moment after the
-                // first attempt's recorded start.
+                // Started within the segment (an attempt's start is taken after its segment
+                // opens); one of an earlier segment started before.
                 row.outcome == crate::protocol::journal::AttemptOutcome::Interrupted
-                    && row.ended_at >= since
+                    && row.started_at >= since
                     && row
                         .detail
                         .as_deref()

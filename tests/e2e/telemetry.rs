@@ -925,10 +925,12 @@ fn an_attempt_a_persons_command_found_interrupted_has_its_span() {
     let mut project = exporting_to(port);
     project.env("SAMOCODE_FAKE", "investigation@1=hang");
     let mut run = project.spawn(&["run", "--session", "rb", "--dive", "d", "--task", "t"]);
-    super::fixture::wait_for(Duration::from_secs(20), "the attempt's log", || {
+    // Its attempt recorded in flight (the log alone may come before the record).
+    super::fixture::wait_for(Duration::from_secs(20), "the attempt in flight", || {
         std::fs::read_dir(&project.sessions).is_ok_and(|folders| {
             folders.flatten().any(|f| {
-                std::fs::read_dir(f.path().join("_logs")).is_ok_and(|mut d| d.next().is_some())
+                std::fs::read_to_string(f.path().join("_state.json"))
+                    .is_ok_and(|state| state.contains("\"in_flight\""))
             })
         })
     });
