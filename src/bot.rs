@@ -706,7 +706,7 @@ fn describe(folder: &SessionFolder) -> String {
         }
         _ => {}
     }
-    if let Some(at) = state.not_before {
+    if let Some(at) = state.usage_limit_until(jiff::Timestamp::now()) {
         lines.push(format!(
             "resumes at {at} (the provider's usage limit resets)"
         ));

@@ -146,7 +146,9 @@ impl SessionRow {
                 } => Some(needs.to_string()),
                 _ => None,
             },
-            resumes_at: state.not_before.map(|at| at.to_string()),
+            resumes_at: state
+                .usage_limit_until(jiff::Timestamp::now())
+                .map(|at| at.to_string()),
             last_action: notebook.last_action,
             next: notebook.next,
             updated_at: state.updated_at.to_string(),
@@ -678,7 +680,11 @@ fn show_one(
             println!(
                 "             nobody drives it; `samocode run --session {0}` or `samocode start --session {0}` continues it{1}",
                 row.name,
-                if held { " (at the reset)" } else { "" }
+                if row.resumes_at.is_some() {
+                    " (at the reset)"
+                } else {
+                    ""
+                }
             );
         }
     }

@@ -288,6 +288,12 @@ impl SessionState {
             || (matches!(self.status, RunState::Queued) && self.not_before.is_none())
     }
 
+    /// The time a provider's usage limit resets, while it is still ahead: a queued session
+    /// whose reset has passed waits only for a worker (or a slot), not for the provider.
+    pub fn usage_limit_until(&self, now: Timestamp) -> Option<Timestamp> {
+        self.not_before.filter(|at| *at > now)
+    }
+
     /// A session that has just been created and waits for its first iteration.
     pub fn new(name: &str, dive: &str, task: &str, now: Timestamp) -> SessionState {
         SessionState {

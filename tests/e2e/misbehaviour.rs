@@ -766,6 +766,21 @@ fn a_usage_limit_wait_nobody_keeps_is_shown_as_such() {
         shown.contains("resumes at:") && shown.contains("nobody drives it"),
         "{shown}"
     );
+    // Once the reset has passed, nobody is waiting for the provider any more: the session is
+    // shown queued, not "until" a time gone by.
+    let s = project.session("limited");
+    let mut state = s.state();
+    state["not_before"] = serde_json::json!("2020-01-01T00:00:00Z");
+    std::fs::write(s.path("_state.json"), state.to_string()).unwrap();
+    let shown = project.run(&["status", "limited"]).expect(0).stdout();
+    assert!(
+        !shown.contains("resumes at:")
+            && !shown.contains("(at the reset)")
+            && shown.contains("nobody drives it"),
+        "{shown}"
+    );
+    let table = project.run(&["status"]).expect(0).stdout();
+    assert!(!table.contains("usage limit until"), "{table}");
 }
 
 /// A person who deletes `_worker.lock` (taking it for a stale one) does not let a second
