@@ -67,6 +67,7 @@ fn session(dir: &Path, name: &str, i: usize, attempts: usize) {
         let row = IterationRow {
             started_at: start,
             ended_at: start + jiff::SignedDuration::from_secs(90),
+            seconds: Some(90.0),
             iteration: n as u32 + 1,
             attempt: 1,
             phase: Phase::ALL[1 + n * 6 / attempts.max(1)],

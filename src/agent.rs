@@ -151,6 +151,9 @@ pub struct AttemptReport {
     pub note: Option<String>,
     pub started_at: Timestamp,
     pub ended_at: Timestamp,
+    /// How long it ran by the monotonic clock (a wall clock stepped meanwhile does not count);
+    /// `None` when nobody watched it run.
+    pub ran: Option<Duration>,
     pub model: Option<String>,
     pub agent_session_id: Option<String>,
     /// The result event, when the agent printed one.
@@ -177,6 +180,7 @@ impl AttemptReport {
             note: None,
             started_at,
             ended_at: Timestamp::now(),
+            ran: None,
             model: None,
             agent_session_id: None,
             result: None,

@@ -137,6 +137,8 @@ pub struct AgentState {
     output_bytes: u64,
     seen: Seen,
     started_at: Timestamp,
+    /// When it started by the monotonic clock: how long it ran, whatever the wall clock did.
+    began: Instant,
     /// When the agent last printed something (for the stall watchdog).
     last_output: Instant,
     note: Option<String>,
@@ -166,6 +168,7 @@ impl Actor for AgentProcess {
             output_bytes: 0,
             seen: Seen::default(),
             started_at: Timestamp::now(),
+            began: Instant::now(),
             last_output: Instant::now(),
             note: None,
         };
@@ -264,6 +267,9 @@ impl Actor for AgentProcess {
                             std::time::Duration::try_from(at.duration_until(Timestamp::now())).ok()
                         })
                         .unwrap_or_default();
+                    if let Some(began) = Instant::now().checked_sub(ran) {
+                        state.began = state.began.min(began);
+                    }
                     let left = state.spec.timeout.saturating_sub(ran);
                     watch_time(&myself, state, left.max(Duration::from_secs(1)));
                 }
@@ -437,6 +443,7 @@ fn finish_if_over(myself: &ActorRef<AgentMsg>, state: &mut AgentState) {
         note: state.note.take(),
         started_at: state.started_at,
         ended_at: Timestamp::now(),
+        ran: Some(state.began.elapsed()),
         model: seen.model,
         agent_session_id: seen.agent_session_id,
         result,

@@ -478,6 +478,7 @@ mod tests {
             note: None,
             started_at: now(),
             ended_at: now(),
+            ran: None,
             model: None,
             agent_session_id: None,
             result: Some(super::super::stream::RunResult {

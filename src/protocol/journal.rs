@@ -49,6 +49,11 @@ impl AttemptOutcome {
 pub struct IterationRow {
     pub started_at: Timestamp,
     pub ended_at: Timestamp,
+    /// How long the agent ran, in seconds, by the monotonic clock: what the time budget
+    /// counts. Absent when nobody watched it run to its end (an attempt a worker's crash
+    /// interrupted) and in rows of earlier builds: then `ended_at - started_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
     pub iteration: u32,
     pub attempt: u32,
     pub phase: Phase,
@@ -91,6 +96,16 @@ pub struct IterationRow {
 }
 
 impl IterationRow {
+    /// How long the agent ran, in seconds (see [`IterationRow::seconds`]).
+    pub fn took(&self) -> f64 {
+        self.seconds.unwrap_or_else(|| {
+            self.started_at
+                .duration_until(self.ended_at)
+                .as_secs_f64()
+                .max(0.0)
+        })
+    }
+
     /// What the attempt spent.
     pub fn usage(&self) -> Usage {
         Usage {
@@ -120,6 +135,7 @@ impl IterationRow {
         IterationRow {
             started_at,
             ended_at,
+            seconds: None,
             iteration,
             attempt: 1,
             phase,

@@ -360,8 +360,7 @@ impl SessionState {
     /// Counts a finished attempt's spending, as its `_iterations.jsonl` row gives it.
     pub fn spend(&mut self, row: &IterationRow) {
         self.usage.add(row.usage());
-        let took = row.started_at.duration_until(row.ended_at);
-        self.agent_seconds += took.as_secs_f64().max(0.0);
+        self.agent_seconds += row.took();
         if let Some(id) = &row.agent_session_id
             && !self.agent_session_ids.contains(id)
         {

@@ -252,6 +252,7 @@ impl SessionActor {
             // daemon adopted was started by the one before (its report starts at the adoption).
             started_at: flight.started_at.min(report.started_at),
             ended_at: report.ended_at,
+            seconds: report.ran.map(|ran| ran.as_secs_f64()),
             iteration: flight.iteration,
             attempt: flight.attempt,
             phase: flight.phase,

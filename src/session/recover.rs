@@ -207,6 +207,9 @@ pub fn take_over(
         let row = IterationRow {
             started_at: record.started_at,
             ended_at: last_heard(store, &record.log, record.started_at, now),
+            // Nobody watched it to its end: its time is the wall clock's, up to when its log
+            // was last written.
+            seconds: None,
             iteration: state.iteration,
             attempt: state.attempt,
             phase: state.phase,

@@ -528,3 +528,52 @@ fn status_shows_the_budget_the_daemon_holds_its_session_to() {
     assert_eq!(row["budget"]["max_cost_usd"], 0.02, "{row}");
     assert_eq!(row["budget"]["left"]["cost_usd"], 0.0, "{row}");
 }
+
+/// The time budget counts how long the agents ran, not how far the wall clock moved: a clock
+/// stepped a day ahead during a 3-second attempt (a suspended machine, an NTP step) used up a
+/// one-hour budget and blocked the session.
+#[test]
+fn a_wall_clock_jump_during_an_attempt_does_not_spend_the_time_budget() {
+    let mut project = Project::new();
+    let clock = project.root.join("clock");
+    std::fs::write(&clock, "+0").unwrap();
+    project
+        .env("SAMOCODE_FAKE", "investigation@1=slow:3")
+        .env(
+            "LD_PRELOAD",
+            &super::fixture::faketime_library().display().to_string(),
+        )
+        .env("FAKETIME_TIMESTAMP_FILE", &clock.display().to_string())
+        .env("FAKETIME_NO_CACHE", "1")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    let running = project.track_agents();
+    let mut run = project
+        .command(&[
+            "run",
+            "--session",
+            "jump",
+            "--dive",
+            "d",
+            "--task",
+            "t",
+            "--max-time",
+            "1h",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(30), "the agent to start", || {
+        !super::fixture::running_agents(&running).is_empty()
+    });
+    std::fs::write(&clock, "+1d").unwrap();
+    let status = run.wait().unwrap();
+    let state = project.session("jump").state();
+    assert_eq!(
+        (status.code(), &state["status"]["state"]),
+        (Some(10), &serde_json::json!("waiting")),
+        "{state:#}"
+    );
+    let seconds = state["agent_seconds"].as_f64().unwrap();
+    assert!(seconds < 600.0, "agent time {seconds} s");
+}

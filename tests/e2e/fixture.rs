@@ -548,3 +548,13 @@ pub fn running_agents(dir: &Path) -> Vec<i32> {
 pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
 }
+
+/// libfaketime's library, which Debian's `faketime` package installs (.ci/run does).
+pub fn faketime_library() -> PathBuf {
+    std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|dir| dir.path().join("faketime/libfaketimeMT.so.1"))
+        .find(|lib| lib.exists())
+        .expect("libfaketime is installed (.ci/run installs Debian's faketime package)")
+}

@@ -1078,16 +1078,6 @@ fn copy_first_work_message(url: &str) {
     });
 }
 
-/// libfaketime's library, which Debian's `faketime` package installs (.ci/run does).
-fn faketime_library() -> PathBuf {
-    std::fs::read_dir("/usr/lib")
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|dir| dir.path().join("faketime/libfaketimeMT.so.1"))
-        .find(|lib| lib.exists())
-        .expect("libfaketime is installed (.ci/run installs Debian's faketime package)")
-}
-
 /// A daemon whose clock is 45 minutes ahead of the NATS server's: every attempt was past its
 /// 30-minute limit at its start (its time counted from the server's stamp of the worker's
 /// start), and the session failed after three attempts. A fresh attempt's time counts from
@@ -1098,7 +1088,10 @@ fn a_daemons_clock_ahead_of_the_nats_servers_does_not_shorten_the_time_limit() {
     let mut project = nats_project();
     project.env("SAMOCODE_FAKE", "investigation@1=slow:3");
     project
-        .env("LD_PRELOAD", &faketime_library().display().to_string())
+        .env(
+            "LD_PRELOAD",
+            &super::fixture::faketime_library().display().to_string(),
+        )
         .env("FAKETIME", "+45m")
         .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
     let _daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
