@@ -16,7 +16,7 @@ mod event;
 pub mod outbox;
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +38,11 @@ pub struct Notice {
     /// Rows of buttons.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub buttons: Vec<Vec<Button>>,
+    /// The session's folder, when its worker told it: a daemon takes over the open message
+    /// a finished `run` left only for the same folder (another project's session may have the
+    /// same folder name). Set by the notifier, not by a sink's rendering.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
 }
 
 /// A button of a notice: its label and the data it sends back when pressed.
@@ -82,7 +87,12 @@ pub enum NotifierMsg {
     /// once the notice is safe: in the outbox, or sent (or refused for good, or none was
     /// due). A session parked by a worker is marked untold in its state until then, so that
     /// a worker killed before it is safe leaves it to the next to tell.
-    Deliver(SessionEvent, Option<Told>),
+    Deliver {
+        event: SessionEvent,
+        told: Option<Told>,
+        /// The session's folder (`None` from the supervisor's fleet-wide notices).
+        from: Option<PathBuf>,
+    },
     /// From its delivery task: entry `id` went out (or did not).
     Delivered {
         id: u64,
@@ -218,21 +228,23 @@ impl NotifierHandle {
         .ok()
     }
 
-    /// Hands the event to the notifier; dropped (with a log line) while none runs.
-    pub fn deliver(&self, event: SessionEvent) {
-        self.hand(event, None)
+    /// Hands the event of the session in folder `from` to the notifier; dropped (with a log
+    /// line) while none runs.
+    pub fn deliver(&self, from: &Path, event: SessionEvent) {
+        self.hand(from, event, None)
     }
 
     /// [`Self::deliver`], calling `told` once the notice is safe (never, when it was dropped).
-    pub fn deliver_told(&self, event: SessionEvent, told: Told) {
-        self.hand(event, Some(told))
+    pub fn deliver_told(&self, from: &Path, event: SessionEvent, told: Told) {
+        self.hand(from, event, Some(told))
     }
 
-    fn hand(&self, event: SessionEvent, told: Option<Told>) {
+    fn hand(&self, from: &Path, event: SessionEvent, told: Option<Told>) {
         match self.running() {
             Some(notifier) => {
+                let from = Some(from.to_path_buf());
                 if notifier
-                    .send_message(NotifierMsg::Deliver(event, told))
+                    .send_message(NotifierMsg::Deliver { event, told, from })
                     .is_err()
                 {
                     tracing::warn!("the notifier is stopping; a notice was dropped");
@@ -309,7 +321,7 @@ impl Actor for NotifierActor {
         state: &mut NotifierState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            NotifierMsg::Deliver(event, told) => state.take(&event, told),
+            NotifierMsg::Deliver { event, told, from } => state.take(&event, told, from),
             NotifierMsg::Delivered { id, result } => {
                 state.in_flight = None;
                 let head = state.queue.pending.front().map(outbox::entry_id);
@@ -384,11 +396,11 @@ impl Actor for NotifierActor {
 impl NotifierState {
     /// Queues what `event` tells, written to the outbox first; `told` is called once that is
     /// safe.
-    fn take(&mut self, event: &SessionEvent, told: Option<Told>) {
+    fn take(&mut self, event: &SessionEvent, told: Option<Told>, from: Option<PathBuf>) {
         log(event);
         let mut safe = true;
         let mut last = None;
-        for entry in self.entries_for(event) {
+        for entry in self.entries_for(event, from) {
             if let Some(outbox) = &mut self.outbox {
                 // Durable before it is sent: a crash from here on replays it. An outbox that
                 // cannot take it (a full disk) does not lose it: it waits in memory, and only
@@ -417,7 +429,7 @@ impl NotifierState {
     /// notice, after closing the session's message that still has buttons (the session moved
     /// on where the notifier did not see it: a `samocode answer` between two runs, an edit
     /// of `_qa.md` while the daemon was down), so that no old button stays live.
-    fn entries_for(&mut self, event: &SessionEvent) -> Vec<Entry> {
+    fn entries_for(&mut self, event: &SessionEvent, from: Option<PathBuf>) -> Vec<Entry> {
         let Some(sink) = self.sink.as_ref() else {
             return Vec::new();
         };
@@ -429,14 +441,16 @@ impl NotifierState {
                 line: line.clone(),
             }),
             _ => {
-                let Some(notice) = sink.render(event) else {
+                let Some(mut notice) = sink.render(event) else {
                     return Vec::new();
                 };
+                notice.dir = from;
                 // A session handed from `samocode run` to the daemon: the run's open message,
                 // kept in this outbox as compaction keeps one (a sent notice without buttons).
                 if !self.has_open(&notice.session)
                     && let Some(path) = &self.adopt_into
-                    && let Some(message) = outbox::take_run_open(path, &notice.session)
+                    && let Some(message) =
+                        outbox::take_run_open(path, &notice.session, notice.dir.as_deref())
                 {
                     if let Some(outbox) = &mut self.outbox
                         && let Err(error) = outbox.keep_open(&notice.session, &message)
@@ -508,6 +522,7 @@ impl NotifierState {
                         OpenMessage {
                             message: *message,
                             html: notice.html,
+                            dir: notice.dir,
                         },
                     );
                 }

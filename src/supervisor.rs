@@ -1063,13 +1063,14 @@ impl SupervisorActor {
                 limit,
                 "the fleet budget is reached; new attempts wait"
             );
-            let _ = state.notifier.send_message(NotifierMsg::Deliver(
-                SessionEvent::FleetBudgetReached {
+            let _ = state.notifier.send_message(NotifierMsg::Deliver {
+                event: SessionEvent::FleetBudgetReached {
                     spent_usd: spent,
                     limit_usd: limit,
                 },
-                None,
-            ));
+                told: None,
+                from: None,
+            });
         }
     }
 
@@ -1167,14 +1168,15 @@ impl SupervisorActor {
             .to_string_lossy()
             .into_owned();
         let phase = None;
-        let _ = state.notifier.send_message(NotifierMsg::Deliver(
-            SessionEvent::Broken {
+        let _ = state.notifier.send_message(NotifierMsg::Deliver {
+            event: SessionEvent::Broken {
                 session,
                 phase,
                 reason,
             },
-            None,
-        ));
+            told: None,
+            from: None,
+        });
         state.registry.tell_watchers(dir);
     }
 }

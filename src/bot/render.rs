@@ -89,6 +89,7 @@ pub fn notice(event: &SessionEvent) -> Option<Notice> {
                 open: false,
                 html: format!("💸 {}", escape(&event.headline())),
                 buttons: Vec::new(),
+                dir: None,
             });
         }
         SessionEvent::UsageLimited { session, until } => (
@@ -214,6 +215,7 @@ pub fn notice(event: &SessionEvent) -> Option<Notice> {
         open,
         html,
         buttons,
+        dir: None,
     })
 }
 

@@ -41,6 +41,8 @@ pub enum Entry {
 pub struct OpenMessage {
     pub message: i64,
     pub html: String,
+    /// Its session's folder, when the notice named it.
+    pub dir: Option<PathBuf>,
 }
 
 /// What a notifier starts from: the entries still to deliver, in order, and the open
@@ -276,9 +278,10 @@ pub struct Looked(HashMap<PathBuf, (u64, std::time::SystemTime)>);
 /// The message a finished `samocode run` of `session` (its folder name) left open, taken from
 /// the run's outbox beside `own` (which then goes): for a daemon about to send that session's
 /// next notice, so that the old message loses its buttons when the daemon drives the session
-/// on. `None` while a run holds the outbox, or when it has notices left to send (those are
-/// adopted whole).
-pub fn take_run_open(own: &Path, session: &str) -> Option<OpenMessage> {
+/// on. `None` while a run holds the outbox, when it has notices left to send (those are
+/// adopted whole), and when the run's session is in another folder than `folder` (another
+/// project's namesake).
+pub fn take_run_open(own: &Path, session: &str, folder: Option<&Path>) -> Option<OpenMessage> {
     let dir = own.parent()?;
     let short = crate::session::name::short_name(session);
     for name in [session, short] {
@@ -299,11 +302,26 @@ pub fn take_run_open(own: &Path, session: &str) -> Option<OpenMessage> {
         let Some(open) = left.open.remove(session) else {
             continue;
         };
+        if let (Some(ours), Some(theirs)) = (folder, &open.dir)
+            && !same_folder(ours, theirs)
+        {
+            continue;
+        }
         let _ = std::fs::remove_file(&path);
         let _ = std::fs::remove_file(path.with_extension("lock"));
         return Some(open);
     }
     None
+}
+
+/// True when two paths name one folder (also through a link, or moved and linked back).
+fn same_folder(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a == b
+        || match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => false,
+        }
 }
 
 /// An open message as the outbox keeps one: a notice already sent, without its buttons, under
@@ -318,6 +336,7 @@ fn open_entries(session: &str, message: &OpenMessage) -> [Entry; 2] {
                 open: true,
                 html: message.html.clone(),
                 buttons: Vec::new(),
+                dir: message.dir.clone(),
             },
         },
         Entry::Sent {
@@ -350,6 +369,7 @@ pub fn replay(entries: &[Entry]) -> Replay {
                                     OpenMessage {
                                         message: *message,
                                         html: notice.html,
+                                        dir: notice.dir,
                                     },
                                 );
                             }
@@ -402,6 +422,7 @@ mod tests {
                 open,
                 html: format!("notice {id}"),
                 buttons: Vec::new(),
+                dir: None,
             },
         }
     }
@@ -475,6 +496,7 @@ mod tests {
         let message = OpenMessage {
             message: 101,
             html: "<b>s</b> has questions".into(),
+            dir: None,
         };
         outbox.keep_open("26-12-07-s", &message).unwrap();
         drop(outbox);

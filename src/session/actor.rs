@@ -946,12 +946,15 @@ impl SessionActor {
                 .unwrap_or_default(),
             choice.model,
         ));
-        self.notify(SessionEvent::AttemptStarted {
-            session: state.name.clone(),
-            phase: state.phase,
-            iteration: state.iteration,
-            attempt: state.attempt,
-        });
+        self.notify(
+            run,
+            SessionEvent::AttemptStarted {
+                session: state.name.clone(),
+                phase: state.phase,
+                iteration: state.iteration,
+                attempt: state.attempt,
+            },
+        );
         let spec = AttemptSpec {
             command,
             files: files.clone(),
@@ -1236,10 +1239,13 @@ impl SessionActor {
             Some(by) => format!("{what} {by} {at}"),
             None => format!("{what} {at}"),
         };
-        self.notify(SessionEvent::Unparked {
-            session: run.state.name.clone(),
-            line,
-        });
+        self.notify(
+            run,
+            SessionEvent::Unparked {
+                session: run.state.name.clone(),
+                line,
+            },
+        );
     }
 
     /// Parks the session and tells the supervisor and the notifier, once per park.
@@ -1297,9 +1303,9 @@ impl SessionActor {
             let told = crate::notify::Told::new(move || {
                 let _ = myself.send_message(SessionMsg::Told { park: Some(park) });
             });
-            self.notifier.deliver_told(event, told);
+            self.notifier.deliver_told(run.store.dir(), event, told);
         } else {
-            self.notify(event);
+            self.notify(run, event);
         }
         self.report(SessionReport::Settled {
             dir: run.store.dir().to_path_buf(),
@@ -1320,8 +1326,8 @@ impl SessionActor {
         }
     }
 
-    pub(super) fn notify(&self, event: SessionEvent) {
-        self.notifier.deliver(event);
+    pub(super) fn notify(&self, run: &SessionRun, event: SessionEvent) {
+        self.notifier.deliver(run.store.dir(), event);
     }
 }
 

@@ -66,11 +66,14 @@ impl SessionActor {
             journal_attempt(&run.store, &flight.span, &run.trace, &row)?;
             run.store
                 .log(&format!("attempt {} failed: {detail}", flight.attempt));
-            self.notify(SessionEvent::AttemptFailed {
-                session: run.state.name.clone(),
-                attempt: flight.attempt,
-                detail: detail.clone(),
-            });
+            self.notify(
+                run,
+                SessionEvent::AttemptFailed {
+                    session: run.state.name.clone(),
+                    attempt: flight.attempt,
+                    detail: detail.clone(),
+                },
+            );
             run.state.failures += 1;
             let spawn_failed = matches!(report.end, ProcessEnd::SpawnFailed(_));
             if !spawn_failed && run.state.failures < self.retry.max_attempts {
@@ -581,10 +584,13 @@ impl SessionActor {
                         before.told
                     }
                     _ => {
-                        self.notify(SessionEvent::UsageLimited {
-                            session: run.state.name.clone(),
-                            until: at,
-                        });
+                        self.notify(
+                            run,
+                            SessionEvent::UsageLimited {
+                                session: run.state.name.clone(),
+                                until: at,
+                            },
+                        );
                         at
                     }
                 };

@@ -1237,3 +1237,34 @@ fn a_session_opened_again_at_its_gate_after_it_was_broken_asks_again() {
         api.sent("has questions").len() == 2
     });
 }
+
+/// A `run` of one project and a daemon's session of another, both `twin` of the same day: the
+/// daemon's notice took the run's open message for its own session's and closed it "moved
+/// on", taking its buttons, though that session had not moved.
+#[test]
+fn a_namesakes_notice_leaves_the_open_message_of_another_projects_run_alone() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    let _daemon = project.daemon(&[]);
+    let mut other = telegram_project(&api, OWNER as i64, None);
+    other.env(
+        "SAMOCODE_STATE_DIR",
+        &project.state_dir().display().to_string(),
+    );
+    other
+        .run(&["run", "--session", "twin", "--dive", "d", "--task", "t"])
+        .expect(10);
+    let asked = api.sent("has questions");
+    assert_eq!(asked.len(), 1);
+    let id = asked[0]["message_id"].clone();
+    start(&project, "twin");
+    wait_for(Duration::from_secs(30), "the daemon's questions", || {
+        api.sent("has questions").len() == 2
+    });
+    let closed: Vec<Value> = api
+        .calls("editmessagetext")
+        .into_iter()
+        .filter(|e| e["message_id"] == id)
+        .collect();
+    assert!(closed.is_empty(), "{closed:#?}");
+}

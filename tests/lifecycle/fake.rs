@@ -238,6 +238,7 @@ impl Sink for Recorder {
             open: false,
             html: event.headline(),
             buttons: Vec::new(),
+            dir: None,
         })
     }
 
