@@ -351,11 +351,18 @@ pub fn configure(cli: &Cli, sources: &Sources) -> Result<Config, CliError> {
         flags.config = None;
     }
     // The demo keeps nothing in a state directory: one need not be found for it (with no
-    // HOME, none would be).
+    // HOME, or a relative one, none would be).
     if matches!(cli.command, Command::Demo(_))
-        && ["SAMOCODE_STATE_DIR", "XDG_STATE_HOME", "HOME"]
-            .iter()
-            .all(|k| sources.env.get(*k).is_none_or(|v| v.is_empty()))
+        && sources
+            .env
+            .get("SAMOCODE_STATE_DIR")
+            .is_none_or(|v| v.is_empty())
+        && ["XDG_STATE_HOME", "HOME"].iter().all(|k| {
+            sources
+                .env
+                .get(*k)
+                .is_none_or(|v| !std::path::Path::new(v).is_absolute())
+        })
     {
         let mut sources = sources.clone();
         sources.env.insert(

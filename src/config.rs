@@ -340,11 +340,13 @@ impl Sources {
         Ok(Sources { env, cwd })
     }
 
+    /// HOME, when it is an absolute path: a relative one would place the state directory
+    /// and the configuration relative to wherever a command runs.
     fn home(&self) -> Option<PathBuf> {
         self.env
             .get("HOME")
-            .filter(|home| !home.is_empty())
             .map(PathBuf::from)
+            .filter(|home| home.is_absolute())
     }
 }
 
@@ -450,7 +452,7 @@ pub enum ConfigError {
     },
     /// Nothing says where the state directory is.
     #[error(
-        "no state directory: SAMOCODE_STATE_DIR is not set, and neither is HOME (for the default ~/.local/state/samocode) nor XDG_STATE_HOME; set one of them{}",
+        "no state directory: SAMOCODE_STATE_DIR is not set, and neither is HOME (for the default ~/.local/state/samocode) nor XDG_STATE_HOME, as an absolute path; set one of them{}",
         .earlier.as_ref().map(|p| format!(" (an earlier samocode kept it in {} with no HOME: SAMOCODE_STATE_DIR={} keeps the sessions its daemon owned)", p.display(), p.display())).unwrap_or_default()
     )]
     NoStateDir { earlier: Option<PathBuf> },
@@ -919,8 +921,14 @@ fn misspelt_variables(sources: &Sources, problems: &mut Problems) {
 /// `$XDG_STATE_HOME/samocode`, else `~/.local/state/samocode`; with neither set, a problem
 /// (a state directory under a shared folder would be anyone's).
 fn default_state_dir(sources: &Sources, problems: &mut Problems) -> PathBuf {
-    match sources.env.get("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
-        Some(dir) => PathBuf::from(dir).join("samocode"),
+    // A relative one is ignored, as the XDG base directory specification says.
+    match sources
+        .env
+        .get("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|dir| dir.is_absolute())
+    {
+        Some(dir) => dir.join("samocode"),
         None => match sources.home() {
             Some(home) => home.join(".local/state/samocode"),
             None => {

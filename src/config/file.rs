@@ -115,8 +115,14 @@ pub(super) fn dir(sources: &Sources) -> Option<PathBuf> {
 }
 
 fn path(sources: &Sources) -> Option<PathBuf> {
-    let dir = match sources.env.get("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
-        Some(dir) => PathBuf::from(dir),
+    // A relative one is ignored, as the XDG base directory specification says.
+    let dir = match sources
+        .env
+        .get("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|dir| dir.is_absolute())
+    {
+        Some(dir) => dir,
         None => sources.home()?.join(".config"),
     };
     Some(dir.join("samocode").join("config.toml"))

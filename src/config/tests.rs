@@ -811,6 +811,26 @@ fn without_a_home_the_state_directory_must_be_named() {
     );
 }
 
+/// A relative HOME or XDG_STATE_HOME (`HOME=.` in a service file) made a state directory
+/// relative to wherever a command ran: a daemon and the commands to it each had their own.
+#[test]
+fn a_relative_home_places_no_state_directory() {
+    let dir = project_dir();
+    let mut s = sources(dir.path(), &[]);
+    s.env.insert("HOME".into(), "home".into());
+    s.env.insert("XDG_STATE_HOME".into(), ".state".into());
+    let error = refused(&s);
+    assert!(
+        error.contains("no state directory") && error.contains("absolute"),
+        "{error}"
+    );
+    s.env.insert("XDG_STATE_HOME".into(), "/srv/state".into());
+    assert_eq!(
+        resolve(&Flags::default(), &s).unwrap().state_dir,
+        PathBuf::from("/srv/state/samocode")
+    );
+}
+
 #[test]
 fn worktrees_and_sessions_in_one_folder_are_refused() {
     let dir = project_dir();
