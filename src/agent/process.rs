@@ -461,9 +461,6 @@ fn finish_if_over(myself: &ActorRef<AgentMsg>, state: &mut AgentState) {
     myself.stop(None);
 }
 
-/// Launches the agent (or takes the one a restarted daemon adopted) and starts its tasks;
-/// returns the guard of its group, whether its standard error is being copied, and where it
-/// runs.
 /// How an attempt whose agent could not be started ends: out of open files, processes or
 /// memory for the moment is not the CLI's fault, and is retried like a crash; anything else
 /// needs a person.
