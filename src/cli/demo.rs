@@ -68,7 +68,14 @@ pub async fn demo(
         )),
     };
     refuse_taken(&root)?;
+    let made = !root.exists();
     let project = scaffold(&root).map_err(|e| {
+        // Nothing half made is left: the folder was new or empty.
+        let _ = if made {
+            std::fs::remove_dir_all(&root)
+        } else {
+            empty(&root)
+        };
         CliError::failure(anyhow::anyhow!(
             "cannot set up the demo project in {}: {e}",
             root.display()
@@ -392,6 +399,19 @@ fn refuse_taken(root: &Path) -> Result<(), CliError> {
 
 /// A git repository with one commit, WORKTREES and SESSIONS, `.samocode`, and `bin/claude`
 /// that runs this very binary as the scripted agent.
+/// Removes what `dir` holds, keeping the folder.
+fn empty(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
 fn scaffold(root: &Path) -> std::io::Result<Project> {
     let repo = root.join("repo");
     for dir in ["repo", "worktrees", "sessions", "bin"] {
@@ -413,7 +433,13 @@ fn scaffold(root: &Path) -> std::io::Result<Project> {
             ])
             .args(args)
             .stdout(std::process::Stdio::null())
-            .status()?;
+            .status()
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot run git: {e}; install git (the demo makes a repository)"),
+                )
+            })?;
         if status.success() {
             Ok(())
         } else {

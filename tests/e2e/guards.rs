@@ -696,6 +696,37 @@ fn the_demo_runs_three_sessions_on_the_daemon_to_done_and_says_where_things_are(
     );
 }
 
+/// A demo that cannot set its project up (here no git on PATH; a full disk does the same)
+/// says what failed and leaves nothing behind: it left a half-made folder, and said only "No
+/// such file or directory".
+#[test]
+fn a_demo_that_cannot_set_up_says_why_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("demo");
+    let empty = dir.path().join("given");
+    std::fs::create_dir(&empty).unwrap();
+    for folder in [&root, &empty] {
+        let out = std::process::Command::new(super::fixture::BIN)
+            .args(["demo", "--dir", folder.to_str().unwrap()])
+            .env_remove("SAMOCODE_FAKE")
+            .env("PATH", dir.path().join("no-bin"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("git") && stderr.contains("install"),
+            "{stderr}"
+        );
+        assert!(
+            std::fs::read_dir(folder).map_or(true, |mut d| d.next().is_none()),
+            "{} holds what the demo left",
+            folder.display()
+        );
+    }
+    assert!(!root.exists() && empty.is_dir());
+}
+
 /// The demo makes its project in a new or empty folder only: one that holds anything (a
 /// demo's, or the person's own work) is refused before a file is touched.
 #[test]
