@@ -28,6 +28,8 @@
 //! cannot be read), `limit-in:S` (a usage limit that resets in S seconds), `limit-past:S`
 //! (refuse for a usage limit whose reset it names S seconds ago, always: a provider's clock
 //! behind),
+//! `done-then:ACTION` (work normally, signal written, then end as ACTION does: `exit:N`, or
+//! `limit-in:S`, a usage limit met on the closing turn),
 //! `chatty:S` (print a line every 0.3 s for S seconds, then work normally), `say:TEXT` (print
 //! TEXT as a message and on standard error, then work normally) and `stderr-child` (work
 //! normally, then leave a child holding only standard error, close stdout, and exit 0 after
@@ -249,6 +251,19 @@ impl Run {
             None => ("", ""),
         };
         match verb {
+            "done-then" => {
+                let written = match self.work(false) {
+                    Ok(signal) => self.signal_text(&signal.to_string()),
+                    Err(error) => {
+                        eprintln!("fake-agent: {error}");
+                        1
+                    }
+                };
+                if written != 0 {
+                    return written;
+                }
+                return self.act(Some(arg), env);
+            }
             "exit" => {
                 self.say("failing on purpose");
                 eprintln!("fake-agent: failing on purpose");

@@ -51,6 +51,28 @@ impl SessionActor {
             return self.block(run, format!("worktree_mutated: {mutation}"), Source::Worker);
         }
 
+        // The agent wrote its signal whole and valid, then its CLI ended badly by itself (an
+        // API error or a usage limit on its closing turn, its turn limit): the iteration's
+        // work is done, and is taken rather than run again (after a usage limit, hours later).
+        // A time limit, a stall or a kill is no such end: the signal may be half the work's.
+        let mut taken = None;
+        if let Some((_, detail)) = &failure
+            && let ProcessEnd::Exited(code) = report.end
+            && code != 0
+            && let Ok(verdict) = self.evaluate(run, flight.phase)
+        {
+            row.detail = Some(format!(
+                "the agent exited with code {code} after it wrote a valid signal, which is taken ({})",
+                detail.trim_start_matches(&format!("the agent exited with code {code}: "))
+            ));
+            run.store.log(&format!(
+                "attempt {}: the agent exited with code {code} after it wrote a valid signal; the signal is taken",
+                flight.attempt
+            ));
+            taken = Some(verdict);
+        }
+        let failure = failure.filter(|_| taken.is_none());
+
         if let Some((_, detail)) = &failure
             && let ProcessEnd::Exited(_) = report.end
             && let Some(refusal) =
@@ -100,8 +122,11 @@ impl SessionActor {
             return self.fail(run, reason);
         }
 
-        // A clean exit: the signal decides.
-        let verdict = self.evaluate(run, flight.phase);
+        // A clean exit (or a signal taken above): the signal decides.
+        let verdict = match taken {
+            Some(verdict) => Ok(verdict),
+            None => self.evaluate(run, flight.phase),
+        };
         run.store.keep_signal(&flight.files);
         match verdict {
             // `claude -p` may end an attempt the API refused with exit code 0 and the error

@@ -109,6 +109,45 @@ fn a_failed_first_attempt_is_retried_and_the_retry_counts() {
     assert_eq!(rows[1]["outcome"], "ok");
 }
 
+/// An agent that wrote its signal whole and valid, then whose CLI ended badly (an error on
+/// its closing turn, a usage limit met after the work): the iteration's work is taken, not
+/// run again (after a usage limit, hours later). It was thrown away.
+#[test]
+fn a_valid_signal_written_before_the_cli_failed_is_taken() {
+    let mut project = Project::new();
+    project.env(
+        "SAMOCODE_FAKE",
+        "investigation@1=done-then:exit:3;requirements@1=done-then:limit-in:3600",
+    );
+    let run = project.run(&["run", "--session", "taken", "--dive", "d", "--task", "t"]);
+    run.expect(10);
+    let s = project.session("taken");
+    let state = s.state();
+    assert_eq!(
+        (&state["status"]["state"], &state["status"]["for"]),
+        (
+            &serde_json::json!("waiting"),
+            &serde_json::json!("qa_answers")
+        ),
+        "{state:#}"
+    );
+    assert!(state["not_before"].is_null(), "{state:#}");
+    let rows = s.jsonl("_iterations.jsonl");
+    assert_eq!(rows.len(), 2, "each phase ran once: {rows:#?}");
+    for (row, code) in rows.iter().zip([3, 1]) {
+        assert_eq!(
+            (&row["outcome"], &row["exit_code"]),
+            (&serde_json::json!("ok"), &serde_json::json!(code)),
+            "{row:#}"
+        );
+        let detail = row["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains(&format!("exited with code {code}")) && detail.contains("valid signal"),
+            "{detail}"
+        );
+    }
+}
+
 #[test]
 fn a_hang_is_killed_at_the_timeout_with_its_grandchild() {
     let mut project = Project::new();
