@@ -543,7 +543,10 @@ impl Telegram {
         // The daemon's words are the command line's: its advice reads as the chat's commands.
         match crate::control::ask(supervisor, request).await {
             Response::Done { message } => render::for_chat(&message),
-            Response::Error { message, .. } => format!("not done: {}", render::for_chat(&message)),
+            Response::Error { message, .. } => format!(
+                "not done: {}",
+                render::answer_for_chat(&render::for_chat(&message), session)
+            ),
             Response::Sessions { .. } | Response::Dashboard { .. } => "unexpected answer".into(),
         }
     }

@@ -342,7 +342,25 @@ impl Actor for NotifierActor {
                             }
                         }
                         Err(SendError::Refused(reason)) => {
-                            tracing::error!(%reason, "a notice was refused for good; dropped");
+                            // Which notice, so that a person can look at the session.
+                            let (session, begins) = match state.queue.pending.front() {
+                                Some(Entry::Notice { notice, .. }) => (
+                                    notice.session.clone(),
+                                    notice
+                                        .html
+                                        .lines()
+                                        .next()
+                                        .unwrap_or_default()
+                                        .chars()
+                                        .take(120)
+                                        .collect(),
+                                ),
+                                Some(Entry::Close { session, line, .. }) => {
+                                    (session.clone(), format!("closing its message: {line}"))
+                                }
+                                _ => (String::new(), String::new()),
+                            };
+                            tracing::error!(%reason, %session, notice = %begins, "a notice was refused for good; dropped");
                             state.tries = 0;
                             state.queue.pending.pop_front();
                             state.record(Entry::Dropped { id, reason })?;

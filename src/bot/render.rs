@@ -53,6 +53,24 @@ pub fn for_chat(text: &str) -> String {
     out
 }
 
+/// The command line's `--q N TEXT` (how to answer question N) as the chat's
+/// `/answer SESSION N text`.
+pub fn answer_for_chat(text: &str, session: &str) -> String {
+    let Some(at) = text.find("--q ") else {
+        return text.to_string();
+    };
+    let rest = &text[at + 4..];
+    let digits = rest.chars().take_while(char::is_ascii_digit).count();
+    match rest[digits..].strip_prefix(" TEXT") {
+        Some(after) if digits > 0 => format!(
+            "{}/answer {session} {} text{after}",
+            &text[..at],
+            &rest[..digits]
+        ),
+        _ => text.to_string(),
+    }
+}
+
 /// The bot's command for a command line (`samocode VERB ARGS`), when it has one.
 fn chat_command(line: &str) -> Option<String> {
     let words: Vec<&str> = line.split_whitespace().collect();
@@ -128,10 +146,7 @@ pub fn notice(event: &SessionEvent) -> Option<Notice> {
             let (html, buttons) = match settled {
                 Settled::Waiting {
                     wait_for: WaitFor::QaAnswers,
-                } => (
-                    asking(&name, session, questions),
-                    answer_buttons(session, questions, *park),
-                ),
+                } => asking(&name, session, questions, *park),
                 Settled::Waiting {
                     wait_for: WaitFor::PlanApproval,
                 } => (
@@ -220,7 +235,13 @@ pub fn notice(event: &SessionEvent) -> Option<Notice> {
 }
 
 /// The questions of a session waiting for answers, each with its options.
-fn asking(name: &str, session: &str, questions: &[Asked]) -> String {
+fn asking(
+    name: &str,
+    session: &str,
+    questions: &[Asked],
+    park: Option<i64>,
+) -> (String, Vec<Vec<Button>>) {
+    let (buttons, unbuttoned) = answer_buttons(session, questions, park);
     let mut html = format!("❓ {name} has questions:");
     for q in questions {
         html.push_str(&format!("\n\n<b>Q{}</b>: {}", q.number, escape(&q.text)));
@@ -231,10 +252,30 @@ fn asking(name: &str, session: &str, questions: &[Asked]) -> String {
             html.push_str(&format!("\nSuggested: {}", escape(suggested)));
         }
     }
-    html.push_str(&format!(
-        "\n\nPress an option, accept all suggestions, or reply <code>/answer {} N text</code>.",
-        escape(session)
-    ));
+    let session = escape(session);
+    if buttons.is_empty() {
+        html.push_str(&format!(
+            "\n\nReply <code>/answer {session} N text</code> for each question, or <code>/accept {session}</code> to take every suggestion."
+        ));
+    } else {
+        html.push_str(&format!(
+            "\n\nPress an option{}, or reply <code>/answer {session} N text</code>.",
+            if buttons
+                .last()
+                .is_some_and(|row| row[0].data.starts_with("answer:"))
+            {
+                ", accept all suggestions"
+            } else {
+                ""
+            }
+        ));
+    }
+    if let (Some(first), Some(last)) = (unbuttoned.first(), questions.last()) {
+        html.push_str(&format!(
+            "\nQ{first} to Q{} have no buttons (more than one message can hold): reply <code>/answer {session} N text</code> for them.",
+            last.number
+        ));
+    }
     let mut twins: Vec<u32> = questions
         .iter()
         .filter(|q| {
@@ -248,15 +289,28 @@ fn asking(name: &str, session: &str, questions: &[Asked]) -> String {
     twins.dedup();
     for number in twins {
         html.push_str(&format!(
-            "\nMore than one question is numbered Q{number}: they have no buttons; reply <code>/answer {} {number} text</code> once for each, in their order.",
-            escape(session)
+            "\nMore than one question is numbered Q{number}: they have no buttons; reply <code>/answer {session} {number} text</code> once for each, in their order."
         ));
     }
-    html
+    (html, buttons)
 }
 
-/// One row per question with a button per option, then "Accept all suggestions".
-fn answer_buttons(session: &str, questions: &[Asked], park: Option<i64>) -> Vec<Vec<Button>> {
+/// The most buttons Telegram takes on one message.
+const MAX_BUTTONS: usize = 100;
+
+/// The most bytes of buttons (labels, data and the JSON around them) a message is given:
+/// Telegram refuses a keyboard of about 10 KB ("reply markup is too long").
+const MAX_MARKUP: usize = 8_000;
+
+/// One row per question with a button per option, then "Accept all suggestions" (when every
+/// question has a suggestion: otherwise a press could only be refused). Rows stop where
+/// Telegram would refuse the keyboard; the numbers of the questions left without buttons
+/// come second.
+fn answer_buttons(
+    session: &str,
+    questions: &[Asked],
+    park: Option<i64>,
+) -> (Vec<Vec<Button>>, Vec<u32>) {
     // Questions an agent numbered alike in one round get no option buttons: their data would
     // be the same, and the text asks for `/answer` instead.
     let twin = |q: &Asked| {
@@ -266,31 +320,45 @@ fn answer_buttons(session: &str, questions: &[Asked], park: Option<i64>) -> Vec<
             .count()
             > 1
     };
-    let mut rows: Vec<Vec<Button>> = questions
-        .iter()
-        .filter(|q| !twin(q))
-        .map(|q| {
-            q.options
-                .iter()
-                .enumerate()
-                .filter_map(|(i, option)| {
-                    let label = format!("Q{}: {}", q.number, shorten(option, MAX_LABEL));
-                    // With the park: an option of a namesake's questions (a session of
-                    // another project) is refused by the session pressed for.
-                    let data = format!("opt:{}:{}:{i}:{session}", q.round, q.number);
-                    data_with_park(data, park).map(|data| Button { label, data })
-                })
-                .collect::<Vec<_>>()
-        })
-        .filter(|row| !row.is_empty())
-        .collect();
-    rows.extend(row(parked_button(
-        "Accept all suggestions",
-        "answer",
-        session,
-        park,
-    )));
-    rows
+    let all = if questions.iter().all(|q| q.suggested.is_some()) {
+        parked_button("Accept all suggestions", "answer", session, park)
+    } else {
+        Vec::new()
+    };
+    let cost = |row: &[Button]| -> (usize, usize) {
+        // `{"text":"…","callback_data":"…"},` around each button.
+        let bytes = row.iter().map(|b| b.label.len() + b.data.len() + 32).sum();
+        (row.len(), bytes)
+    };
+    let (mut count, mut bytes) = cost(&all);
+    let mut rows: Vec<Vec<Button>> = Vec::new();
+    let mut left_out = Vec::new();
+    for q in questions.iter().filter(|q| !twin(q)) {
+        let row: Vec<Button> = q
+            .options
+            .iter()
+            .enumerate()
+            .filter_map(|(i, option)| {
+                let label = format!("Q{}: {}", q.number, shorten(option, MAX_LABEL));
+                // With the park: an option of a namesake's questions (a session of
+                // another project) is refused by the session pressed for.
+                let data = format!("opt:{}:{}:{i}:{session}", q.round, q.number);
+                data_with_park(data, park).map(|data| Button { label, data })
+            })
+            .collect();
+        if row.is_empty() {
+            continue;
+        }
+        let (n, b) = cost(&row);
+        if !left_out.is_empty() || count + n > MAX_BUTTONS || bytes + b > MAX_MARKUP {
+            left_out.push(q.number);
+            continue;
+        }
+        (count, bytes) = (count + n, bytes + b);
+        rows.push(row);
+    }
+    rows.extend(row(all));
+    (rows, left_out)
 }
 
 fn shorten(text: &str, max: usize) -> String {
@@ -411,6 +479,13 @@ mod tests {
         assert_eq!(
             for_chat("answer every question first (`samocode answer`)"),
             "answer every question first (/answer)"
+        );
+        assert_eq!(
+            answer_for_chat(
+                "question Q2 has no suggested answer; answer it with --q 2 TEXT",
+                "x"
+            ),
+            "question Q2 has no suggested answer; answer it with /answer x 2 text"
         );
     }
 
@@ -613,15 +688,16 @@ mod tests {
             "{}",
             n.html
         );
+        // Q2 has no suggestion: Accept all could only be refused, and is not offered.
         let data = button_data(&n);
-        assert_eq!(
-            data,
-            [
-                vec!["opt:2:1:0:auth", "opt:2:1:1:auth"],
-                vec!["answer:auth"]
-            ]
-        );
+        assert_eq!(data, [vec!["opt:2:1:0:auth", "opt:2:1:1:auth"]]);
         assert_eq!(n.buttons[0][1].label, "Q1: sqlite");
+        assert!(
+            n.html
+                .contains("Press an option, or reply <code>/answer auth N text</code>."),
+            "{}",
+            n.html
+        );
     }
 
     #[test]
@@ -645,13 +721,7 @@ mod tests {
         };
         let n = notice(&event).unwrap();
         let data = button_data(&n);
-        assert_eq!(
-            data,
-            [
-                vec!["opt:1:2:0:auth", "opt:1:2:1:auth"],
-                vec!["answer:auth"]
-            ]
-        );
+        assert_eq!(data, [vec!["opt:1:2:0:auth", "opt:1:2:1:auth"]]);
         assert_eq!(
             n.html
                 .matches("More than one question is numbered Q1")
@@ -686,6 +756,94 @@ mod tests {
         })
         .unwrap();
         assert!(message.buttons.is_empty());
+    }
+
+    /// Telegram refuses a keyboard of more than 100 buttons (or about 10 KB): a notice of
+    /// 30 questions of 4 options each was refused for good, its last questions and every
+    /// button lost. The buttons stop where they would not fit, Accept all is kept, and the
+    /// text says which questions to answer with /answer.
+    #[test]
+    fn many_questions_get_the_buttons_telegram_takes_and_the_rest_are_pointed_to_answer() {
+        let questions: Vec<Asked> = (1..=30)
+            .map(|number| Asked {
+                round: 1,
+                number,
+                text: format!("Question {number}?"),
+                options: ["PostgreSQL", "SQLite файлы", "分布式存储", "ничего 🚫"]
+                    .map(String::from)
+                    .to_vec(),
+                suggested: Some("PostgreSQL".into()),
+            })
+            .collect();
+        let event = SessionEvent::Settled {
+            session: "26-11-24-auth".into(),
+            phase: Phase::Requirements,
+            settled: Settled::Waiting {
+                wait_for: WaitFor::QaAnswers,
+            },
+            questions,
+            ask: None,
+            park: Some(1_764_000_000_000),
+        };
+        let n = notice(&event).unwrap();
+        let count: usize = n.buttons.iter().map(Vec::len).sum();
+        let markup = serde_json::to_string(&n.buttons).unwrap().len();
+        assert!(
+            count <= 100 && markup <= 10_000,
+            "{count} buttons, {markup} bytes"
+        );
+        let data = button_data(&n);
+        assert_eq!(
+            data.last().unwrap()[0],
+            format!(
+                "answer:26-11-24-auth:{}",
+                crate::bot::commands::base36(1_764_000_000_000)
+            )
+        );
+        let last = n.buttons[n.buttons.len() - 2][0].label.clone();
+        let shown: u32 = last[1..last.find(':').unwrap()].parse().unwrap();
+        assert!(shown < 30, "{last}");
+        assert!(
+            n.html.contains(&format!(
+                "Q{} to Q30 have no buttons (more than one message can hold): reply <code>/answer 26-11-24-auth N text</code>",
+                shown + 1
+            )),
+            "{}",
+            n.html
+        );
+    }
+
+    /// A notice whose buttons cannot be made (a name too long for button data) does not ask
+    /// for a press: it names the commands.
+    #[test]
+    fn questions_without_buttons_are_answered_by_command() {
+        let name = format!("26-11-24-{}", "n".repeat(64));
+        let n = notice(&SessionEvent::Settled {
+            session: name.clone(),
+            phase: Phase::Requirements,
+            settled: Settled::Waiting {
+                wait_for: WaitFor::QaAnswers,
+            },
+            questions: vec![Asked {
+                round: 1,
+                number: 1,
+                text: "Cache?".into(),
+                options: vec!["yes".into(), "no".into()],
+                suggested: Some("yes".into()),
+            }],
+            ask: None,
+            park: None,
+        })
+        .unwrap();
+        assert!(n.buttons.is_empty());
+        assert!(!n.html.contains("Press"), "{}", n.html);
+        assert!(
+            n.html.contains(&format!(
+                "Reply <code>/answer {name} N text</code> for each question, or <code>/accept {name}</code> to take every suggestion."
+            )),
+            "{}",
+            n.html
+        );
     }
 
     /// The data of a notice's buttons, row by row.
