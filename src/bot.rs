@@ -70,7 +70,9 @@ pub struct Telegram {
     /// The pieces of a long notice already sent, by the notice's text, while the rest is
     /// tried again: a failure on a later piece does not send the earlier ones twice.
     sent: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<i64>>>>,
-    chat: ChatId,
+    /// The chat notices go to: TELEGRAM_CHAT_ID, or the supergroup Telegram says that group
+    /// became (until a restart reads the setting again).
+    chat: std::sync::Arc<std::sync::atomic::AtomicI64>,
     token: String,
     allowed: Vec<u64>,
 }
@@ -98,15 +100,21 @@ impl Telegram {
             bot,
             poller,
             sent: Default::default(),
-            chat: ChatId(settings.chat_id),
+            chat: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(settings.chat_id)),
             token: settings.token.clone(),
             allowed: settings.allowed_users.clone(),
         })
     }
 
+    /// The chat notices go to.
+    fn chat(&self) -> ChatId {
+        ChatId(self.chat.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     /// True when `user` may drive sessions: listed, or the owner of the private chat.
     pub fn may_act(&self, user: u64) -> bool {
-        self.allowed.contains(&user) || (self.chat.0 > 0 && self.chat.0 as u64 == user)
+        let chat = self.chat().0;
+        self.allowed.contains(&user) || (chat > 0 && chat as u64 == user)
     }
 
     /// The token never reaches a log, even inside an error that quotes the request URL.
@@ -117,6 +125,16 @@ impl Telegram {
     fn classify(&self, error: RequestError) -> SendError {
         match error {
             RequestError::RetryAfter(after) => SendError::Later(Some(after.duration())),
+            // The group became a supergroup (Telegram upgrades a group as it grows): a fault of
+            // the chat, not of this notice. Notices go to the new id from now on, and the log
+            // says to set it, for the next start.
+            RequestError::MigrateToChatId(to) => {
+                let from = self.chat.swap(to.0, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(
+                    "the Telegram group {from} was upgraded to the supergroup {to}: notices go there from now on; set TELEGRAM_CHAT_ID={to} for the next start"
+                );
+                SendError::Later(Some(Duration::ZERO))
+            }
             RequestError::Network(_) | RequestError::Io(_) | RequestError::InvalidJson { .. } => {
                 tracing::warn!(error = %self.scrub(&error.to_string()), "telegram unreachable");
                 SendError::Later(None)
@@ -166,7 +184,7 @@ impl Telegram {
         for (i, piece) in pieces.into_iter().enumerate().skip(ids.len()) {
             let mut request = self
                 .bot
-                .send_message(self.chat, piece)
+                .send_message(self.chat(), piece)
                 .parse_mode(ParseMode::Html);
             if i == last && !notice.buttons.is_empty() {
                 request = request.reply_markup(keyboard(&notice.buttons));
@@ -199,17 +217,17 @@ impl Telegram {
         let closed = match render::closed(&message.html, line) {
             Some(html) => done(
                 self.bot
-                    .edit_message_text(self.chat, id, html)
+                    .edit_message_text(self.chat(), id, html)
                     .parse_mode(ParseMode::Html)
                     .await,
             ),
             // No room for the line: the buttons go, and the line follows (a retry finds the
             // buttons gone already and sends the line).
-            None => match done(self.bot.edit_message_reply_markup(self.chat, id).await) {
+            None => match done(self.bot.edit_message_reply_markup(self.chat(), id).await) {
                 // As a reply to the message it closes, which names the session.
                 Ok(()) => self
                     .bot
-                    .send_message(self.chat, format!("<i>{}</i>", render::escape(line)))
+                    .send_message(self.chat(), format!("<i>{}</i>", render::escape(line)))
                     .parse_mode(ParseMode::Html)
                     .reply_parameters(
                         teloxide::types::ReplyParameters::new(id).allow_sending_without_reply(),
@@ -316,7 +334,7 @@ impl Telegram {
             if let Err(why) = kept {
                 tracing::error!(error = %why, "cannot keep the place in Telegram's updates; this batch is not acted on");
                 self.say(
-                    self.chat,
+                    self.chat(),
                     &format!("not done: samocode cannot keep its place in Telegram's updates ({why}); send the command again once that is fixed"),
                 )
                 .await;
@@ -352,7 +370,7 @@ impl Telegram {
                     .message
                     .as_ref()
                     .map(|m| m.chat().id)
-                    .unwrap_or(self.chat);
+                    .unwrap_or(self.chat());
                 let message = query.message.as_ref().map(|m| i64::from(m.id().0));
                 (
                     query.from.id.0,

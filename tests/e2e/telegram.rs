@@ -1268,3 +1268,24 @@ fn a_namesakes_notice_leaves_the_open_message_of_another_projects_run_alone() {
         .collect();
     assert!(closed.is_empty(), "{closed:#?}");
 }
+
+/// A group upgraded to a supergroup (Telegram does so as a group grows): every notice to its
+/// old id was refused for good and dropped, while commands typed in the new one still worked.
+/// Notices follow the new id, and the log says to set it.
+#[test]
+fn notices_follow_a_group_upgraded_to_a_supergroup() {
+    let group = -4001;
+    let api = FakeApi::start(group);
+    api.migrate(-1_004_001);
+    let mut project = telegram_project(&api, group, Some(OWNER));
+    let _daemon = project.daemon(&[]);
+    start(&project, "grown");
+    wait_for(Duration::from_secs(30), "the questions", || {
+        !api.sent("has questions").is_empty()
+    });
+    let asked = api.sent("has questions");
+    assert_eq!(asked[0]["chat_id"], -1_004_001, "{asked:#?}");
+    wait_for(Duration::from_secs(10), "the log line", || {
+        project.daemon_log().contains("TELEGRAM_CHAT_ID=-1004001")
+    });
+}

@@ -49,6 +49,9 @@ struct State {
     conflicts: usize,
     /// Texts whose every sendMessage is refused (400) with this description.
     refuse_texts: Vec<(String, String)>,
+    /// The chat was upgraded to a supergroup with this id: what is sent to the old one is
+    /// refused, naming the new id.
+    migrated_to: Option<i64>,
 }
 
 #[derive(Clone)]
@@ -120,6 +123,12 @@ impl FakeApi {
     }
 
     /// Refuses every sendMessage whose text contains `needle` with a 400 and `description`.
+    /// Upgrades the chat to a supergroup `to`, as Telegram does to a group that grows: sends to
+    /// the old id are refused with the new one.
+    pub fn migrate(&self, to: i64) {
+        self.state.lock().unwrap().migrated_to = Some(to);
+    }
+
     pub fn refuse_text(&self, needle: &str, description: &str) {
         self.state
             .lock()
@@ -238,6 +247,21 @@ fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
             .iter()
             .find(|(t, _)| text.contains(t.as_str()))
             .map(|(_, description)| description.clone());
+        if sending
+            && let Some(to) = s.migrated_to
+            && request["chat_id"].as_i64() == Some(s.chat)
+        {
+            let body = json!({"ok": false, "error_code": 400,
+                "description": "Bad Request: group chat was upgraded to a supergroup chat",
+                "parameters": {"migrate_to_chat_id": to}})
+            .to_string();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            return;
+        }
         let failure = match s.fail_texts.iter().position(|t| text.contains(t.as_str())) {
             _ if method == "sendmessage" && refusal.is_some() => {
                 Some(Failure::Refused(refusal.unwrap_or_default()))
