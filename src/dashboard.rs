@@ -172,7 +172,7 @@ impl Dashboard {
         };
         let standing = config
             .http_token_file
-            .as_ref()
+            .as_deref()
             .map(read_token_file)
             .transpose()?;
         if !addr.ip().is_loopback() && standing.is_none() {
@@ -260,22 +260,29 @@ fn base_url(local: SocketAddr) -> String {
     }
 }
 
-fn read_token_file(path: &PathBuf) -> Result<String, DashboardError> {
+fn read_token_file(path: &std::path::Path) -> Result<String, DashboardError> {
     let io = |source| DashboardError::TokenFile {
-        path: path.clone(),
+        path: path.to_path_buf(),
         source,
     };
-    let meta = std::fs::metadata(path).map_err(io)?;
+    use crate::session::untrusted::{Links, open};
+    // A regular file, never waited on (a named pipe would hang the start), and small.
+    let file = match open(path, Links::Follow) {
+        Ok(Some(file)) => file,
+        Ok(None) => return Err(io(std::io::ErrorKind::NotFound.into())),
+        Err(error) => return Err(io(error.into_io())),
+    };
+    let meta = file.metadata().map_err(io)?;
     if meta.permissions().mode() & 0o077 != 0 {
-        return Err(DashboardError::TokenFileOpen(path.clone()));
+        return Err(DashboardError::TokenFileOpen(path.to_path_buf()));
     }
-    let secret = std::fs::read_to_string(path)
-        .map_err(io)?
-        .trim()
-        .to_string();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::Read::take(file, 64 << 10), &mut text)
+        .map_err(io)?;
+    let secret = text.trim().to_string();
     if secret.chars().count() < MIN_TOKEN {
         return Err(DashboardError::WeakToken {
-            path: path.clone(),
+            path: path.to_path_buf(),
             len: secret.chars().count(),
         });
     }

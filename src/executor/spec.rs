@@ -176,10 +176,19 @@ impl RemoteSpec {
 
     /// Reads a spec file (`attempt-run --spec FILE`).
     pub fn read(path: &Path) -> Result<RemoteSpec, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+        // A regular file of a sane size, never waited on: a named pipe hung `attempt-run`
+        // beyond a signal's reach, and `/dev/zero` was read until memory ran out.
+        let read = |source| SpecError::Read {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let text = crate::session::untrusted::read_text(
+            path,
+            64 << 20,
+            crate::session::untrusted::Links::Follow,
+        )
+        .map_err(|e| read(e.into_io()))?
+        .ok_or_else(|| read(std::io::ErrorKind::NotFound.into()))?;
         let spec: RemoteSpec = serde_json::from_str(&text).map_err(|e| SpecError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),

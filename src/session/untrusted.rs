@@ -50,6 +50,25 @@ pub enum ReadError {
     },
 }
 
+impl ReadError {
+    /// The error as an IO error that does not name the path again, for a message that does.
+    pub fn into_io(self) -> std::io::Error {
+        match self {
+            ReadError::Io { source, .. } => source,
+            ReadError::Symlink { .. } => std::io::Error::other("it is a symbolic link"),
+            ReadError::NotRegular { kind, .. } => {
+                std::io::Error::other(format!("it is {kind}, not a regular file"))
+            }
+            ReadError::TooLarge { size, cap, .. } => std::io::Error::other(format!(
+                "it is {size} bytes, over the limit of {cap} bytes samocode reads"
+            )),
+            ReadError::NotUtf8 { at, .. } => {
+                std::io::Error::other(format!("it is not UTF-8 text (byte {at} is not)"))
+            }
+        }
+    }
+}
+
 /// Opens `path` for reading without blocking; `None` when nothing is there. The result is a
 /// regular file (checked on the descriptor), not yet read.
 pub fn open(path: &Path, links: Links) -> Result<Option<File>, ReadError> {
@@ -104,6 +123,20 @@ pub fn open(path: &Path, links: Links) -> Result<Option<File>, ReadError> {
 
 /// Reads `path` as UTF-8 text of at most `cap` bytes; `None` when nothing is there.
 pub fn read_text(path: &Path, cap: u64, links: Links) -> Result<Option<String>, ReadError> {
+    let Some(bytes) = read_bytes(path, cap, links)? else {
+        return Ok(None);
+    };
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|e| ReadError::NotUtf8 {
+            path: path.to_path_buf(),
+            at: e.utf8_error().valid_up_to(),
+        })
+}
+
+/// Reads the bytes of `path`, a regular file of at most `cap` bytes; `None` when nothing is
+/// there.
+pub fn read_bytes(path: &Path, cap: u64, links: Links) -> Result<Option<Vec<u8>>, ReadError> {
     let Some(file) = open(path, links)? else {
         return Ok(None);
     };
@@ -129,12 +162,7 @@ pub fn read_text(path: &Path, cap: u64, links: Links) -> Result<Option<String>, 
             cap,
         });
     }
-    String::from_utf8(bytes)
-        .map(Some)
-        .map_err(|e| ReadError::NotUtf8 {
-            path: path.to_path_buf(),
-            at: e.utf8_error().valid_up_to(),
-        })
+    Ok(Some(bytes))
 }
 
 #[cfg(test)]

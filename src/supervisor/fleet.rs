@@ -39,9 +39,15 @@ impl Fleet {
     /// at the start, already reach the very limit told of before, it is not told again.
     pub fn remembered_in(&mut self, state_dir: &Path) {
         let record = state_dir.join(TOLD_FILE);
-        let told = std::fs::read_to_string(&record)
-            .ok()
-            .and_then(|text| text.trim().parse::<f64>().ok());
+        // Never waited on: a named pipe there would hang the supervisor.
+        let told = crate::session::untrusted::read_text(
+            &record,
+            4096,
+            crate::session::untrusted::Links::Refuse,
+        )
+        .ok()
+        .flatten()
+        .and_then(|text| text.trim().parse::<f64>().ok());
         if self.holds() && told.is_some() && told == self.limit {
             self.told = true;
         }

@@ -36,12 +36,24 @@ pub fn append(state_dir: &Path, session: &OwnedSession) -> std::io::Result<()> {
     file.sync_data()
 }
 
+/// The most bytes of the list (or of the legacy file) read: some 300,000 sessions.
+const CAP: u64 = 64 << 20;
+
+/// The file at `path` (`None` when there is none): a regular file, never waited on (a named
+/// pipe there would hang the daemon's start beyond the reach of a SIGTERM).
+fn read(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    use crate::session::untrusted::{Links, read_bytes};
+    read_bytes(path, CAP, Links::Refuse).map_err(|e| std::io::Error::other(e.to_string()))
+}
+
 /// Whether the list in `state_dir` names the session in `dir` (read only: a command other
 /// than the daemon's start never rewrites it).
 pub fn lists(state_dir: &Path, dir: &Path) -> bool {
-    std::fs::read_to_string(state_dir.join(FILE)).is_ok_and(|text| {
-        text.lines()
-            .filter_map(|line| serde_json::from_str::<OwnedSession>(line).ok())
+    read(&state_dir.join(FILE)).is_ok_and(|bytes| {
+        bytes
+            .unwrap_or_default()
+            .split(|b| *b == b'\n')
+            .filter_map(|line| serde_json::from_slice::<OwnedSession>(line).ok())
             .any(|session| crate::session::worktree::same_dir(&session.dir, dir))
     })
 }
@@ -89,8 +101,8 @@ pub fn load_and_compact(state_dir: &Path) -> std::io::Result<Listed> {
             }
             Err(e) => problems.push(format!("{place}: {e} (a line cut short; dropped)")),
         };
-    match std::fs::read_to_string(state_dir.join(LEGACY)) {
-        Ok(text) => match serde_json::from_str::<Vec<serde_json::Value>>(&text) {
+    if let Some(text) = read(&state_dir.join(LEGACY))? {
+        match serde_json::from_slice::<Vec<serde_json::Value>>(&text) {
             Ok(list) => {
                 for (n, value) in list.into_iter().enumerate() {
                     take(value.to_string(), format!("{LEGACY}[{n}]"), &mut problems);
@@ -102,22 +114,22 @@ pub fn load_and_compact(state_dir: &Path) -> std::io::Result<Listed> {
                     "{LEGACY}: {e} (left where it is; its sessions are not resumed until it is mended)"
                 ));
             }
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    match std::fs::read_to_string(state_dir.join(FILE)) {
-        Ok(text) => {
-            for (n, line) in text
-                .lines()
-                .enumerate()
-                .filter(|(_, l)| !l.trim().is_empty())
-            {
-                take(line.to_string(), format!("{FILE}:{}", n + 1), &mut problems);
-            }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
+    }
+    for (n, line) in read(&state_dir.join(FILE))?
+        .unwrap_or_default()
+        .split(|b| *b == b'\n')
+        .enumerate()
+    {
+        let place = format!("{FILE}:{}", n + 1);
+        match std::str::from_utf8(line) {
+            Ok(line) if line.trim().is_empty() => {}
+            Ok(line) => take(line.to_string(), place, &mut problems),
+            // Cut inside a character by a crash: no session this build or another wrote.
+            Err(_) => problems.push(format!(
+                "{place}: not UTF-8 text (a line cut short; dropped)"
+            )),
+        }
     }
     let mut seen = std::collections::HashSet::new();
     owned.retain(|(s, _)| seen.insert(s.dir.clone()));
@@ -173,7 +185,8 @@ mod tests {
             .append(true)
             .open(dir.path().join(FILE))
             .unwrap();
-        std::io::Write::write_all(&mut f, b"{\"dir\": \"/s/half").unwrap();
+        // Cut inside a character (a session path of non-ASCII names).
+        std::io::Write::write_all(&mut f, b"{\"dir\": \"/home/zo\xc3").unwrap();
         // A session accepted after a cut line (a crash, a full disk) is not glued to it: it
         // would have been skipped as unreadable, and forgotten at the next restart.
         append(dir.path(), &s("/s/d")).unwrap();
@@ -185,6 +198,20 @@ mod tests {
         assert!(!dir.path().join(LEGACY).exists());
         let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
         assert_eq!(text.lines().count(), 4);
+    }
+
+    /// A named pipe in place of the list hung the daemon's start, beyond a SIGTERM's reach.
+    #[test]
+    fn a_list_that_is_a_named_pipe_is_refused_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(dir.path().join(FILE))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let error = load_and_compact(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("named pipe"), "{error}");
+        assert!(!lists(dir.path(), Path::new("/s/a")));
     }
 
     #[test]

@@ -84,7 +84,19 @@ fn open(path: &Path, truncate: bool) -> io::Result<File> {
     } else {
         options.append(true);
     }
-    options.create(true).mode(0o600).open(path)
+    // Never waited on: a named pipe in its place would hang the start.
+    let file = options
+        .create(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other(format!(
+            "{} is not a regular file; remove it",
+            path.display()
+        )));
+    }
+    Ok(file)
 }
 
 impl Write for RotatingFile {
