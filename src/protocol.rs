@@ -27,3 +27,33 @@ pub use phase::{Needs, Phase, Status, WaitFor};
 pub use profile::Profile;
 pub use signal::{Rejection, Signal, SignalError, Verdict};
 pub use state::{InFlightRecord, RunState, SessionState, Usage};
+
+/// At most `max` characters of `text` (`max` at least 1), ending in `…` when it was cut.
+pub fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        let mut kept: String = text.chars().take(max.saturating_sub(1)).collect();
+        kept.push('…');
+        kept
+    }
+}
+
+/// The most characters of an agent's text (a signal's `reason` or `summary`) samocode takes
+/// into its state, notebook and notices: an agent that wrote a megabyte there pushed the
+/// notebook past what samocode reads, and sent dozens of messages. The whole signal is kept
+/// with the attempt's logs.
+pub const MAX_AGENT_TEXT: usize = 2_000;
+
+/// `text` kept to [`MAX_AGENT_TEXT`] characters, saying so when it was cut.
+pub fn bounded(text: &str) -> String {
+    let count = text.chars().count();
+    if count <= MAX_AGENT_TEXT {
+        text.to_string()
+    } else {
+        format!(
+            "{} [cut at {MAX_AGENT_TEXT} of {count} characters: the whole signal is kept in _logs]",
+            shorten(text, MAX_AGENT_TEXT)
+        )
+    }
+}

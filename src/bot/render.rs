@@ -361,13 +361,7 @@ fn answer_buttons(
     (rows, left_out)
 }
 
-fn shorten(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_string()
-    } else {
-        format!("{}…", text.chars().take(max - 1).collect::<String>())
-    }
-}
+use crate::protocol::shorten;
 
 fn row(buttons: Vec<Button>) -> Vec<Vec<Button>> {
     if buttons.is_empty() {

@@ -601,13 +601,7 @@ fn age(updated_at: &str, now: jiff::Timestamp) -> String {
     }
 }
 
-fn shorten(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_string()
-    } else {
-        format!("{}…", text.chars().take(max - 1).collect::<String>())
-    }
-}
+use crate::protocol::shorten;
 
 fn show_one(
     folder: &SessionFolder,

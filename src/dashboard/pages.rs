@@ -248,7 +248,9 @@ pub fn fleet_row(row: &FleetRow, hidden: bool, now: Timestamp) -> Markup {
             r.resumes_at
                 .as_ref()
                 .map(|at| format!("usage limit until {at}"))
-        });
+        })
+        // A line of the table: the session's page has the whole text.
+        .map(|w| crate::protocol::shorten(&w, 160));
     html! {
         tr id=(format!("row-{}", r.name)) data-state=(r.state) data-project=(project_folder(row)) data-project-name=(r.project) data-name=(r.name) hidden[hidden] {
             td data-label="Session" { a href=(format!("/sessions/{}", r.name)) { (r.name) } }

@@ -343,7 +343,18 @@ pub fn tell(state: &mut SessionState, text: &str, now: Timestamp) -> Result<Gate
     });
     Ok(GateEffect {
         verb: "tell",
-        flow_log: format!("Guidance from a person: {text}"),
+        // The whole note goes to the next iteration; the notebook keeps its start (twenty
+        // long notes there pushed it past what samocode reads).
+        flow_log: format!(
+            "Guidance from a person: {}",
+            match text.chars().count() {
+                n if n > 300 => format!(
+                    "{} [{n} characters; its next iteration gets them all]",
+                    super::shorten(text, 300)
+                ),
+                _ => text.to_string(),
+            }
+        ),
         reason: Some(text.to_string()),
     })
 }
@@ -417,6 +428,22 @@ mod tests {
             since: now,
         };
         state
+    }
+
+    /// The whole note is kept for the next iteration; the notebook gets its start (twenty notes
+    /// of 16 KiB, copied whole, pushed it past what samocode reads).
+    #[test]
+    fn a_long_note_is_kept_whole_and_logged_in_short() {
+        let now = Timestamp::now();
+        let mut state = waiting(Phase::Planning, WaitFor::PlanApproval);
+        let long = "ж".repeat(MAX_PERSON_TEXT / 2);
+        let effect = tell(&mut state, &long, now).unwrap();
+        assert_eq!(state.guidance[0].text, long);
+        assert!(effect.flow_log.chars().count() < 400, "{}", effect.flow_log);
+        assert!(effect.flow_log.ends_with(&format!(
+            "[{} characters; its next iteration gets them all]",
+            MAX_PERSON_TEXT / 2
+        )));
     }
 
     #[test]

@@ -210,7 +210,7 @@ impl fmt::Display for Phase {
 pub struct UnknownWord {
     /// What kind of word was expected (phase, status, ...).
     pub kind: &'static str,
-    /// The word as it was written.
+    /// The word as it was written (its first 60 characters: it is echoed in reasons).
     pub word: String,
     /// The accepted words, comma separated.
     pub expected: &'static str,
@@ -225,7 +225,7 @@ macro_rules! words {
                     $($word => Ok($value),)+
                     _ => Err(UnknownWord {
                         kind: $kind,
-                        word: s.to_string(),
+                        word: crate::protocol::shorten(s, 60),
                         expected: concat!($($word, " "),+).trim_ascii_end(),
                     }),
                 }

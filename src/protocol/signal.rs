@@ -177,9 +177,9 @@ impl Signal {
             status,
             phase,
             wait_for,
-            reason: text_field(&object, "reason")?.map(str::to_string),
+            reason: text_field(&object, "reason")?.map(super::bounded),
             needs,
-            summary: text_field(&object, "summary")?.map(str::to_string),
+            summary: text_field(&object, "summary")?.map(super::bounded),
         };
         match signal.status {
             Status::Continue if signal.phase.is_none() => Err(SignalError::ContinueWithoutPhase),
@@ -272,10 +272,32 @@ fn text_field<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::MAX_AGENT_TEXT;
     use proptest::prelude::*;
 
     fn check(current: Phase, json: &str) -> Result<Verdict, Rejection> {
         Signal::parse(json).unwrap().validate(current)
+    }
+
+    /// An agent's megabyte of reason (or of a status word) reached the state twice, the
+    /// notebook twice and a hundred messages: samocode keeps a bounded part, saying so.
+    #[test]
+    fn an_agents_long_texts_are_kept_bounded_and_said_to_be_cut() {
+        let long = "я".repeat(400_000);
+        let blocked =
+            format!(r#"{{"status": "blocked", "phase": "testing", "reason": "{long}КОНЕЦ"}}"#);
+        let signal = Signal::parse(&blocked).unwrap();
+        let reason = signal.reason.unwrap();
+        assert!(
+            reason.chars().count() < MAX_AGENT_TEXT + 100,
+            "{}",
+            reason.len()
+        );
+        assert!(reason.ends_with("of 400005 characters: the whole signal is kept in _logs]"));
+        let error = Signal::parse(&format!(r#"{{"status": "продолжить-{long}"}}"#))
+            .unwrap_err()
+            .to_string();
+        assert!(error.chars().count() < 200, "{}", error.len());
     }
 
     #[test]

@@ -339,7 +339,7 @@ impl SessionActor {
                     })
                     .or_else(|| report.errors.last().cloned())
                     .or_else(|| last_line(stderr))
-                    .map(|t| format!(": {}", t.trim().chars().take(200).collect::<String>()))
+                    .map(|t| format!(": {}", ends(t.trim())))
                     .unwrap_or_default();
                 Some((
                     AttemptOutcome::Nonzero,
@@ -826,10 +826,52 @@ fn no_open_question(run: &SessionRun) -> Option<String> {
 
 /// The last line with something on it of a file's last 4 KiB (an agent's standard error).
 fn last_line(path: &std::path::Path) -> Option<String> {
-    super::store::tail(path, 4096)
+    const WINDOW: u64 = 4096;
+    let window = super::store::tail(path, WINDOW);
+    let line = window
         .lines()
         .rev()
         .map(str::trim)
-        .find(|l| !l.is_empty())
-        .map(str::to_string)
+        .find(|l| !l.is_empty())?;
+    // The window began inside this very line: what came before it is not shown.
+    let cut = std::fs::metadata(path).is_ok_and(|m| m.len() > WINDOW)
+        && window.trim_start().starts_with(line);
+    Some(match cut {
+        true => format!("…{line}"),
+        false => line.to_string(),
+    })
+}
+
+/// A failure's text of at most 200 characters: its start and its end, when it is longer (the
+/// end of an error line is often what says why).
+fn ends(text: &str) -> String {
+    let count = text.chars().count();
+    if count <= 200 {
+        return text.to_string();
+    }
+    let start: String = text.chars().take(140).collect();
+    let end: String = text.chars().skip(count - 59).collect();
+    format!("{start}…{end}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failure read from a long last line of standard error began with a broken character
+    /// (the window began inside one), was a slice of its middle, and lost its end.
+    #[test]
+    fn a_long_error_line_is_told_by_its_start_and_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let stderr = dir.path().join("a.stderr.log");
+        let line = format!("ошибка {} КОНЕЦ!", "调用栈 🔥 ".repeat(3000));
+        std::fs::write(&stderr, format!("first line\n{line}\n")).unwrap();
+        let told = ends(&last_line(&stderr).unwrap());
+        assert!(!told.contains('\u{fffd}'), "{told}");
+        assert!(told.starts_with('…') && told.ends_with("КОНЕЦ!"), "{told}");
+        assert!(told.chars().count() <= 200, "{}", told.chars().count());
+        let short = dir.path().join("b.stderr.log");
+        std::fs::write(&short, "warning\nbad flag --x\n\n").unwrap();
+        assert_eq!(last_line(&short).as_deref(), Some("bad flag --x"));
+    }
 }

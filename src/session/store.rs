@@ -220,7 +220,16 @@ pub fn tail(path: &Path, limit: u64) -> String {
     let _ = file.seek(SeekFrom::Start(len.saturating_sub(limit)));
     let mut bytes = Vec::new();
     let _ = file.take(limit).read_to_end(&mut bytes);
-    String::from_utf8_lossy(&bytes).into_owned()
+    // A window that begins inside a character begins at the next one.
+    let from = match len > limit {
+        true => bytes
+            .iter()
+            .take(3)
+            .take_while(|b| (0x80..0xC0).contains(*b))
+            .count(),
+        false => 0,
+    };
+    String::from_utf8_lossy(&bytes[from..]).into_owned()
 }
 
 /// The stderr log beside an attempt's stdout log (`X.jsonl`: `X.stderr.log`), made when the

@@ -128,14 +128,7 @@ fn block(kind: &str, block: &Value) -> Option<String> {
     }
 }
 
-/// At most `max` characters of `text`, with `…` when it was cut.
-pub fn shorten(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_string()
-    } else {
-        format!("{}…", text.chars().take(max).collect::<String>())
-    }
-}
+pub use crate::protocol::shorten;
 
 #[cfg(test)]
 mod tests {
