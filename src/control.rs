@@ -473,6 +473,18 @@ async fn answer(
 /// carries, none of which may hold a NUL byte. An unreadable one is the error to answer.
 pub fn parse_request(line: &[u8]) -> Result<Request, Response> {
     match serde_json::from_slice::<Envelope<Request>>(line) {
+        Ok(envelope)
+            if envelope.v == VERSION
+                && let Some(key) = unknown_key(line, &envelope) =>
+        {
+            Err(Response::error(
+                format!(
+                    "the request's {key} is not a field of a `{}` request (a misspelt name?); nothing was done",
+                    envelope.body.name()
+                ),
+                2,
+            ))
+        }
         Ok(envelope) if envelope.v == VERSION => match nul_in(&envelope.body) {
             Some(what) => Err(Response::error(
                 format!("the {what} contains a NUL byte; remove it"),
@@ -492,6 +504,46 @@ pub fn parse_request(line: &[u8]) -> Result<Request, Response> {
         )),
         Err(e) => Err(Response::error(format!("unreadable request: {e}"), 2)),
     }
+}
+
+/// The first key of the request `line` its parsed form has no place for (`budget.cost`):
+/// serde passes over unknown keys, and a misspelt one would be a setting silently lost.
+fn unknown_key(line: &[u8], parsed: &Envelope<Request>) -> Option<String> {
+    use serde_json::Value;
+    // A budget leaves its unset limits out when written: they are known all the same.
+    const BUDGET: [&str; 3] = ["cost_usd", "iterations", "time_secs"];
+    fn walk(raw: &Value, known: Option<&Value>, key: &str, path: &str) -> Option<String> {
+        let Value::Object(fields) = raw else {
+            return None;
+        };
+        for (name, value) in fields {
+            let here = match path {
+                "" => name.clone(),
+                _ => format!("{path}.{name}"),
+            };
+            let inner = known.and_then(|k| k.get(name));
+            // A budget with no limit set is left out whole.
+            let budget = name == "budget" || (key == "budget" && BUDGET.contains(&name.as_str()));
+            if inner.is_none() && !budget && !unset(value) {
+                return Some(here);
+            }
+            if let Some(found) = walk(value, inner, name, &here) {
+                return Some(found);
+            }
+        }
+        None
+    }
+    // What a writer may spell out for a default it could also leave out.
+    fn unset(value: &Value) -> bool {
+        match value {
+            Value::Null | Value::Bool(false) => true,
+            Value::Object(fields) => fields.is_empty(),
+            _ => false,
+        }
+    }
+    let raw: Value = serde_json::from_slice(line).ok()?;
+    let known = serde_json::to_value(parsed).ok()?;
+    walk(&raw, Some(&known), "", "")
 }
 
 /// The budget a request carries, checked like the flags that give one (a fleet raise as a
@@ -677,5 +729,23 @@ mod tests {
                 .is_ok()
         );
         assert!(parse_request(start("{}").as_bytes()).is_ok());
+    }
+
+    /// A misspelt key was ignored: the session started with no budget at all, and said yes.
+    #[test]
+    fn a_request_with_a_key_the_daemon_does_not_know_is_refused_by_its_name() {
+        let start = |rest: &str| {
+            format!(r#"{{"v":1,"cmd":"start","project":"/p/.samocode","session":"s"{rest}}}"#)
+        };
+        let message = refused(&start(r#","budget":{"cost":5,"iterations":3}"#));
+        assert!(message.contains("budget.cost"), "{message}");
+        assert!(refused(&start(r#","budget":{"cost":5}"#)).contains("budget.cost"));
+        assert!(refused(&start(r#","budgte":{"cost_usd":5}"#)).contains("budgte"));
+        let tell = r#"{"v":1,"cmd":"named","session":"s","command":{"verb":"tell","text":"x","nwo":true}}"#;
+        assert!(refused(tell).contains("command.nwo"));
+        // What the daemon's own clients send, defaults spelt out or left out, is taken.
+        assert!(parse_request(start(r#","dive":null,"budget":{}"#).as_bytes()).is_ok());
+        let named = r#"{"v":1,"cmd":"named","session":"s","command":{"verb":"tell","text":"x","now":false},"by":null,"park":null}"#;
+        assert!(parse_request(named.as_bytes()).is_ok());
     }
 }
