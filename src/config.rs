@@ -853,11 +853,13 @@ pub fn load_project(path: &Path) -> Result<Project, ConfigError> {
     }
 }
 
+/// The nearest `.samocode` up from `start`: a broken one there (a link to nothing, a pipe)
+/// is found too, to be refused by its name, rather than passed over for a parent's project.
 fn find_project_file(start: &Path) -> Option<PathBuf> {
     start
         .ancestors()
         .map(|dir| dir.join(PROJECT_FILE))
-        .find(|candidate| candidate.is_file())
+        .find(|candidate| std::fs::symlink_metadata(candidate).is_ok_and(|m| !m.is_dir()))
 }
 
 /// Variables of samocode's own that are not settings: the markers an agent's environment

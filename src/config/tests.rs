@@ -898,6 +898,28 @@ fn refused(sources: &Sources) -> String {
     resolve(&Flags::default(), sources).unwrap_err().to_string()
 }
 
+/// A broken `.samocode` where a command runs (a link to nothing, a pipe) was passed over, and
+/// the parent folder's project taken without a word; a `config.toml` link to nothing read as
+/// no settings (a cost budget dropped). Each is refused by its name.
+#[test]
+fn a_broken_project_file_or_config_link_is_refused_not_passed_over() {
+    let dir = project_dir();
+    let sub = dir.path().join("sub");
+    std::os::unix::fs::symlink("/nonexistent/.samocode", sub.join(".samocode")).unwrap();
+    let error = refused(&sources(&sub, &[]));
+    assert!(
+        error.contains(&format!("{}/.samocode is a link to", sub.display())),
+        "{error}"
+    );
+    let config = dir.path().join("home/.config/samocode/config.toml");
+    std::os::unix::fs::symlink("/nonexistent/real.toml", &config).unwrap();
+    let error = refused(&sources(dir.path(), &[]));
+    assert!(
+        error.contains("config.toml is a link to /nonexistent/real.toml, which does not exist"),
+        "{error}"
+    );
+}
+
 /// A project file saved by an editor with a byte-order mark, or written as a shell file with
 /// `export`, reads as meant.
 #[test]

@@ -32,6 +32,9 @@ pub enum ReadError {
         "{path} is a symbolic link; samocode does not follow links out of the session folder: replace it with a regular file"
     )]
     Symlink { path: PathBuf },
+    /// The path is a symbolic link to nothing (its target moved or was removed).
+    #[error("{path} is a link to {target}, which does not exist; mend the link or remove it")]
+    Dangling { path: PathBuf, target: PathBuf },
     /// The path is a directory, a named pipe, a device or a socket.
     #[error("{path} is {kind}, not a regular file; replace it with a regular file")]
     NotRegular { path: PathBuf, kind: &'static str },
@@ -56,6 +59,10 @@ impl ReadError {
         match self {
             ReadError::Io { source, .. } => source,
             ReadError::Symlink { .. } => std::io::Error::other("it is a symbolic link"),
+            ReadError::Dangling { target, .. } => std::io::Error::other(format!(
+                "it is a link to {}, which does not exist",
+                target.display()
+            )),
             ReadError::NotRegular { kind, .. } => {
                 std::io::Error::other(format!("it is {kind}, not a regular file"))
             }
@@ -78,7 +85,17 @@ pub fn open(path: &Path, links: Links) -> Result<Option<File>, ReadError> {
     }
     let file = match OpenOptions::new().read(true).custom_flags(flags).open(path) {
         Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // A link followed to nothing is not "no file": a dotfile's target moved, and what it
+        // set would be lost without a word.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return match std::fs::read_link(path) {
+                Ok(target) => Err(ReadError::Dangling {
+                    path: path.to_path_buf(),
+                    target,
+                }),
+                Err(_) => Ok(None),
+            };
+        }
         // O_NOFOLLOW on a link fails with ELOOP.
         Err(e) if links == Links::Refuse && e.raw_os_error() == Some(libc::ELOOP) => {
             return Err(ReadError::Symlink {
@@ -215,6 +232,14 @@ mod tests {
             Some("x = 1")
         );
         assert!(read_text(&link, 100, Links::Refuse).is_err());
+        std::fs::remove_file(&target).unwrap();
+        let error = read_text(&link, 100, Links::Follow).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("which does not exist; mend the link"),
+            "{error}"
+        );
     }
 
     #[test]
