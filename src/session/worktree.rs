@@ -679,6 +679,26 @@ pub async fn baseline(dir: &Path) -> Result<Baseline, WorktreeError> {
     })
 }
 
+/// [`checkout`] for callers off the async threads: a new session (and a dry run) refuses a
+/// MAIN_REPO its init would refuse, before anything is written. A git that cannot be run at
+/// all is left to the init, which says so.
+pub fn checkout_blocking(repo: &Path) -> Result<(), WorktreeError> {
+    if git_raw_blocking(repo, &["rev-parse", "--is-bare-repository"])
+        .is_ok_and(|bare| bare.trim() == "true")
+    {
+        return Err(WorktreeError::Bare {
+            path: repo.to_path_buf(),
+        });
+    }
+    match git_raw_blocking(repo, &["rev-parse", "--show-toplevel"]) {
+        Err(WorktreeError::Git { detail, .. }) => Err(WorktreeError::NotARepo {
+            path: repo.to_path_buf(),
+            detail,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Whether `base` names a commit of `repo` (a dry run's check of BASE_BRANCH).
 pub fn names_a_commit(repo: &Path, base: &str) -> bool {
     git_raw_blocking(

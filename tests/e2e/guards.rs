@@ -454,6 +454,23 @@ fn a_missing_project_file_or_directory_is_named() {
 fn main_repo_that_is_not_git_blocks_with_a_clear_reason() {
     let project = Project::new();
     std::fs::remove_dir_all(project.repo.join(".git")).unwrap();
+    // A dry run refuses what the run's init would block on (it passed).
+    let dry = project.run(&[
+        "run",
+        "--session",
+        "nogit",
+        "--dive",
+        "d",
+        "--task",
+        "t",
+        "--dry-run",
+    ]);
+    dry.expect(2);
+    assert!(
+        dry.stderr().contains("is not a git repository"),
+        "{}",
+        dry.stderr()
+    );
     blocks_at_init(&project, "nogit", &["is not a git repository"]);
 }
 
