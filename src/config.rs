@@ -874,39 +874,49 @@ const OWN_VARIABLES: &[&str] = &[
 /// unset without a word (a cost limit not applied): a problem that names the setting. Other
 /// variables of the prefix are left alone.
 fn misspelt_variables(sources: &Sources, problems: &mut Problems) {
-    let known: Vec<&str> = values::SETTINGS
+    let all: Vec<&str> = values::SETTINGS
         .iter()
         .chain(file::LISTS)
         .chain(OWN_VARIABLES)
         .copied()
-        .filter(|k| k.starts_with("SAMOCODE_"))
         .collect();
+    // The prefixes that are samocode's own (TELEGRAM_ by the settings samocode reads there).
+    const PREFIXES: [&str; 2] = ["SAMOCODE_", "TELEGRAM_"];
+    let prefix_of = |name: &str| PREFIXES.into_iter().find(|p| name.starts_with(p));
     let mut names: Vec<&String> = sources
         .env
         .keys()
-        .filter(|k| k.starts_with("SAMOCODE_") && !k.starts_with("SAMOCODE_FAKE"))
-        .filter(|k| !known.contains(&k.as_str()))
+        .filter(|k| prefix_of(k).is_some() && !k.starts_with("SAMOCODE_FAKE"))
+        .filter(|k| !all.contains(&k.as_str()))
         .collect();
     names.sort();
+    // A name's words after its prefix, a plural read as its singular (`MAX_RETRY`), and
+    // without `MAX_` (`SAMOCODE_RETRIES` for SAMOCODE_MAX_RETRIES).
+    let singular = |word: &str| match word.strip_suffix("IES") {
+        Some(stem) => format!("{stem}Y"),
+        None => word.strip_suffix('S').unwrap_or(word).to_string(),
+    };
+    let words = |name: &str| {
+        let rest = name.split_once('_').map_or(name, |(_, rest)| rest);
+        singular(rest.strip_prefix("MAX_").unwrap_or(rest))
+    };
     for name in names {
-        // Measured on what follows the prefix, a plural read as its singular (`MAX_RETRY`): a
-        // letter off in a short name, two in a long one (`MAX_COSTS`, `KILLGRACE`), never a
-        // different word (`SAMOCODE_HOME`).
-        let singular = |word: &str| match word.strip_suffix("IES") {
-            Some(stem) => format!("{stem}Y"),
-            None => word.strip_suffix('S').unwrap_or(word).to_string(),
-        };
-        let rest = singular(&name["SAMOCODE_".len()..]);
+        let prefix = prefix_of(name).unwrap_or_default();
+        let rest = words(name);
+        // A letter off in a short name, two in a long one (`MAX_COSTS`, `KILLGRACE`), never
+        // a different word (`SAMOCODE_HOME`); or the very words of a setting of the agent's
+        // (`SAMOCODE_TIMEOUT` for CLAUDE_TIMEOUT, `SAMOCODE_MAX_TURNS`).
         let limit = if rest.len() >= 8 { 2 } else { 1 };
-        let near = known
+        let agents = prefix == "SAMOCODE_" && ["TIMEOUT", "TURN"].contains(&rest.as_str());
+        let near = all
             .iter()
-            .map(|k| {
-                (
-                    values::distance(&rest, &singular(&k["SAMOCODE_".len()..])),
-                    *k,
-                )
+            .filter_map(|k| {
+                let d = values::distance(&rest, &words(k));
+                match k.starts_with(prefix) {
+                    true => (d <= limit).then_some((d, *k)),
+                    false => (agents && d == 0).then_some((1, *k)),
+                }
             })
-            .filter(|(d, _)| *d <= limit)
             .min_by_key(|(d, _)| *d);
         if let Some((_, setting)) = near {
             problems.push(ConfigError::UnknownKey {

@@ -766,6 +766,12 @@ fn a_misspelt_setting_in_the_environment_is_named_with_the_setting_it_misses() {
             ("SAMOCODE_MAX_COSTS", "1"),
             ("SAMOCODE_KILLGRACE", "5s"),
             ("SAMOCODE_MAX_RETRY", "5"),
+            // Names people guess: the agent's setting, without MAX_, a letter off.
+            ("SAMOCODE_TIMEOUT", "5m"),
+            ("SAMOCODE_PARALLEL", "2"),
+            ("SAMOCODE_RETRIES", "2"),
+            ("TELEGRAM_API_URI", "http://127.0.0.1:1"),
+            ("TELEGRAM_ALLOWED_USER", "1"),
             // Not near any setting: samocode's own markers, a test agent's, or someone else's.
             ("SAMOCODE_SESSION", "x"),
             ("SAMOCODE_FAKE_STEPS", "2"),
@@ -790,7 +796,19 @@ fn a_misspelt_setting_in_the_environment_is_named_with_the_setting_it_misses() {
         error.contains("\"SAMOCODE_MAX_RETRY\"; did you mean SAMOCODE_MAX_RETRIES (or unset"),
         "{error}"
     );
-    assert!(error.starts_with("3 problems"), "{error}");
+    for (guess, meant) in [
+        ("SAMOCODE_TIMEOUT", "CLAUDE_TIMEOUT"),
+        ("SAMOCODE_PARALLEL", "SAMOCODE_MAX_PARALLEL"),
+        ("SAMOCODE_RETRIES", "SAMOCODE_MAX_RETRIES"),
+        ("TELEGRAM_API_URI", "TELEGRAM_API_URL"),
+        ("TELEGRAM_ALLOWED_USER", "TELEGRAM_ALLOWED_USERS"),
+    ] {
+        assert!(
+            error.contains(&format!("\"{guess}\"; did you mean {meant} (or unset")),
+            "{guess}: {error}"
+        );
+    }
+    assert!(error.starts_with("8 problems"), "{error}");
 }
 
 #[test]
