@@ -261,6 +261,8 @@ pub enum BudgetError {
         value: String,
         expected: &'static str,
     },
+    #[error("{0} is given more than once ({1}); give each limit once (--raise-budget {0}=VALUE)")]
+    Twice(&'static str, String),
 }
 
 /// What each limit accepts, for the error messages of flags, settings and raises.
@@ -347,16 +349,48 @@ pub fn parse_raise(text: &str) -> Result<Budget, BudgetError> {
     Ok(budget)
 }
 
-/// Several raises (`--raise-budget` repeated) as one budget; a later one wins.
+/// Several raises (`--raise-budget` repeated) as one budget, each limit given once: two
+/// values for one limit (`cost=5 cost=6`) are a slip, not a choice of the later.
 pub fn parse_raises<S: AsRef<str>>(texts: &[S]) -> Result<Budget, BudgetError> {
     texts.iter().try_fold(Budget::default(), |all, text| {
-        Ok(all.merged(&parse_raise(text.as_ref())?))
+        let raise = parse_raise(text.as_ref())?;
+        let twice = [
+            ("cost", all.cost_usd.is_some() && raise.cost_usd.is_some()),
+            (
+                "iterations",
+                all.iterations.is_some() && raise.iterations.is_some(),
+            ),
+            ("time", all.time_secs.is_some() && raise.time_secs.is_some()),
+        ];
+        match twice.into_iter().find(|(_, both)| *both) {
+            Some((word, _)) => Err(BudgetError::Twice(
+                word,
+                texts
+                    .iter()
+                    .map(AsRef::as_ref)
+                    .filter(|t| t.trim_start().starts_with(word))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )),
+            None => Ok(all.merged(&raise)),
+        }
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_limit_raised_twice_in_one_command_is_refused() {
+        let error = parse_raises(&["cost=5", "time=1h", "cost=6"]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "cost is given more than once (cost=5, cost=6); give each limit once (--raise-budget cost=VALUE)"
+        );
+        let both = parse_raises(&["cost=5", "iterations=9"]).unwrap();
+        assert_eq!((both.cost_usd, both.iterations), (Some(5.0), Some(9)));
+    }
 
     #[test]
     fn money_shows_the_fraction_of_a_cent_that_tells_two_amounts_apart() {
@@ -459,7 +493,7 @@ mod tests {
 
     #[test]
     fn raises_parse_and_merge_and_bad_ones_say_why() {
-        let raised = parse_raises(&["cost=40", "time=10h", "cost=$45.5"]).unwrap();
+        let raised = parse_raises(&["time=10h", "cost=$45.5"]).unwrap();
         assert_eq!(raised.cost_usd, Some(45.5));
         assert_eq!(raised.time_secs, Some(36000));
         assert_eq!(raised.iterations, None);
