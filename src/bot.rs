@@ -75,6 +75,10 @@ pub struct Telegram {
     chat: std::sync::Arc<std::sync::atomic::AtomicI64>,
     token: String,
     allowed: Vec<u64>,
+    /// Replies to people, sent in order by a task of their own while the bot polls: a reply
+    /// Telegram is slow to take (or asks to wait for) no longer holds up the next update, whose
+    /// button answer Telegram refuses after 15 s.
+    replies: Option<tokio::sync::mpsc::UnboundedSender<(ChatId, String)>>,
 }
 
 impl Telegram {
@@ -103,6 +107,7 @@ impl Telegram {
             chat: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(settings.chat_id)),
             token: settings.token.clone(),
             allowed: settings.allowed_users.clone(),
+            replies: None,
         })
     }
 
@@ -240,22 +245,59 @@ impl Telegram {
         closed.map_err(|error| self.classify(error))
     }
 
+    /// Replies `text` in `chat`: queued for the replies' task while the bot polls.
     async fn say(&self, chat: ChatId, text: &str) {
+        if let Some(replies) = &self.replies
+            && replies.send((chat, text.to_string())).is_ok()
+        {
+            return;
+        }
+        self.reply(chat, text).await;
+    }
+
+    /// Sends a reply, waiting out what Telegram asks to wait for (429) and a network's short
+    /// failure, a few times; a reply given up on is logged by its start.
+    async fn reply(&self, chat: ChatId, text: &str) {
+        const TRIES: u32 = 4;
         for piece in render::split(&render::escape(text)) {
-            let sent = self
-                .bot
-                .send_message(chat, piece)
-                .parse_mode(ParseMode::Html)
-                .await;
-            if let Err(error) = sent {
-                tracing::warn!(error = %self.scrub(&error.to_string()), "telegram reply not sent");
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                let sent = self
+                    .bot
+                    .send_message(chat, piece.clone())
+                    .parse_mode(ParseMode::Html)
+                    .await;
+                let wait = match &sent {
+                    Ok(_) => break,
+                    Err(RequestError::RetryAfter(after)) => after.duration(),
+                    Err(RequestError::Network(_) | RequestError::Io(_)) => Duration::from_secs(2),
+                    Err(_) => Duration::ZERO,
+                };
+                if let Err(error) = sent
+                    && (wait.is_zero() || tries >= TRIES)
+                {
+                    let begins: String = text.chars().take(60).collect();
+                    tracing::warn!(error = %self.scrub(&error.to_string()), reply = %begins, "telegram reply not sent");
+                    return;
+                }
+                tokio::time::sleep(wait.min(Duration::from_secs(60))).await;
             }
         }
     }
 
     /// Reads updates until the task is aborted, and acts on them; `place` keeps the next
     /// update's id across restarts.
-    pub async fn poll(self, supervisor: ActorRef<SupervisorMsg>, place: PathBuf) {
+    pub async fn poll(mut self, supervisor: ActorRef<SupervisorMsg>, place: PathBuf) {
+        let (replies, mut queued) = tokio::sync::mpsc::unbounded_channel::<(ChatId, String)>();
+        let sender = self.clone();
+        // Ends when the poll does (its sender goes with it).
+        tokio::spawn(async move {
+            while let Some((chat, text)) = queued.recv().await {
+                sender.reply(chat, &text).await;
+            }
+        });
+        self.replies = Some(replies);
         // The menu names commands without their slash.
         let menu = Command::bot_commands().into_iter().map(|mut c| {
             c.command = c.command.trim_start_matches('/').to_string();

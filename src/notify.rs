@@ -397,7 +397,17 @@ impl Actor for NotifierActor {
                 myself.send_after(ADOPT_EVERY, || NotifierMsg::Adopt);
             }
             NotifierMsg::Flush { reply } => state.flushes.push(reply),
-            NotifierMsg::Settle { reply } => state.settling.get_or_insert_default().push(reply),
+            NotifierMsg::Settle { reply } => {
+                // Ending with notices unsent: said, so that nobody takes them as lost.
+                let left = state.queue.pending.len();
+                if left > 0 && state.sink.is_some() {
+                    tracing::warn!(
+                        left,
+                        "notices could not be sent before the end; they wait in the outbox: a running daemon sends them within 15 s, else the next `samocode run` or `samocode supervise` does"
+                    );
+                }
+                state.settling.get_or_insert_default().push(reply)
+            }
             NotifierMsg::Latest { session, reply } => {
                 let newer = state.queue.pending.iter().any(|entry| {
                     matches!(entry, Entry::Notice { notice, .. } if notice.session == session)

@@ -255,7 +255,11 @@ fn asking(
     let session = escape(session);
     if buttons.is_empty() {
         html.push_str(&format!(
-            "\n\nReply <code>/answer {session} N text</code> for each question, or <code>/accept {session}</code> to take every suggestion."
+            "\n\nReply <code>/answer {session} N text</code> for each question{}.",
+            match questions.iter().all(|q| q.suggested.is_some()) {
+                true => format!(", or <code>/accept {session}</code> to take every suggestion"),
+                false => String::new(),
+            }
         ));
     } else {
         html.push_str(&format!(

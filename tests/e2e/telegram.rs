@@ -1182,29 +1182,30 @@ fn a_long_notice_cut_by_a_server_error_sends_each_piece_once() {
 fn a_closing_line_without_room_answers_the_message_it_closes() {
     let api = FakeApi::start(OWNER as i64);
     let mut project = telegram_project(&api, OWNER as i64, None);
-    let reason = "R".repeat(4040);
-    project.env(
-        "SAMOCODE_FAKE",
-        &format!(
-            r#"investigation=signal:{{"status":"blocked","phase":"investigation","reason":"{reason}"}}"#
-        ),
-    );
+    // A question long enough to fill its message (an agent's reason is cut shorter than that).
+    project.env("SAMOCODE_FAKE", "investigation@1=slow:2");
     let _daemon = project.daemon(&[]);
     let s = start(&project, "full");
-    wait_for(Duration::from_secs(30), "the blocked notice", || {
-        !api.sent("is blocked").is_empty()
+    wait_for(Duration::from_secs(30), "the session's folder", || {
+        s.path("_state.json").exists()
     });
-    project.run(&["resume", "full"]).expect(0);
+    let question = "Q".repeat(3950);
+    std::fs::write(
+        s.path("_qa.md"),
+        format!("# Questions\n\n## Q1: {question}\nAnswer:\n"),
+    )
+    .unwrap();
+    wait_for(Duration::from_secs(30), "the questions notice", || {
+        !api.sent("has questions").is_empty()
+    });
+    project
+        .run(&["answer", "full", "--q", "1", "yes"])
+        .expect(0);
+    let closing = |m: &Value| text(m).contains("answered from the command line");
     wait_for(Duration::from_secs(30), "the closing line", || {
-        api.calls("sendmessage")
-            .iter()
-            .any(|m| text(m).contains("resumed from the command line"))
+        api.calls("sendmessage").iter().any(closing)
     });
-    let line = api
-        .calls("sendmessage")
-        .into_iter()
-        .find(|m| text(m).contains("resumed from the command line"))
-        .unwrap();
+    let line = api.calls("sendmessage").into_iter().find(closing).unwrap();
     let unbuttoned = api.calls("editmessagereplymarkup");
     assert_eq!(unbuttoned.len(), 1, "{unbuttoned:?}");
     assert_eq!(
@@ -1287,5 +1288,19 @@ fn notices_follow_a_group_upgraded_to_a_supergroup() {
     assert_eq!(asked[0]["chat_id"], -1_004_001, "{asked:#?}");
     wait_for(Duration::from_secs(10), "the log line", || {
         project.daemon_log().contains("TELEGRAM_CHAT_ID=-1004001")
+    });
+}
+
+/// A reply Telegram asks to wait for (429) was dropped at once: the person who typed `/status`
+/// heard nothing. It is sent once Telegram's wait is over.
+#[test]
+fn a_reply_telegram_asks_to_wait_for_is_sent_after_the_wait() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    let _daemon = project.daemon(&[]);
+    api.fail(&[Failure::RetryAfter(1)]);
+    api.text_from(OWNER, "owner", "/status");
+    wait_for(Duration::from_secs(30), "the reply", || {
+        !api.sent("agents running").is_empty()
     });
 }
