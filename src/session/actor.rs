@@ -214,6 +214,9 @@ pub struct SessionRun {
     /// The phase whose standing text `_logs/contexts.md` last wrote out whole, by this actor,
     /// and the entry (its attempt's log) that holds it.
     pub(super) standing_journaled: Option<(Phase, String)>,
+    /// The entry of `_logs/contexts.md` where this actor last wrote out a long dive and task
+    /// (see [`context::JOURNALED_ONCE`]).
+    pub(super) dive_journaled: Option<String>,
     /// Why `_qa.md` could not be read, as last said: said again only when it changes.
     pub(super) qa_unreadable: Option<String>,
     /// The usage-limit refusals of the attempts just before, in a row: the waits after
@@ -550,6 +553,7 @@ impl Actor for SessionActor {
             appended: Vec::new(),
             notebook_behind: false,
             standing_journaled: None,
+            dive_journaled: None,
             qa_unreadable,
             limited: None,
             myself,
@@ -876,13 +880,26 @@ impl SessionActor {
         // The journal of contexts writes the standing text (workflow.md and the skill) out once
         // per run of a phase in this process, and points back to it after.
         let log = files.relative_log();
+        let dive = context::dive_and_task(state);
+        let mut own_part = std::borrow::Cow::Borrowed(&text[..own]);
+        if dive.len() > context::JOURNALED_ONCE {
+            match &run.dive_journaled {
+                Some(earlier) => {
+                    own_part = own_part
+                        .replacen(&dive, &context::dive_and_task_as_in(earlier), 1)
+                        .into();
+                }
+                None => run.dive_journaled = Some(log.clone()),
+            }
+        }
         match &run.standing_journaled {
             Some((phase, earlier)) if *phase == state.phase => {
                 let rest = context::standing_as_in(earlier);
-                run.store.append_context(&log, &text[..own], &rest)?;
+                run.store.append_context(&log, &own_part, &rest)?;
             }
             _ => {
-                run.store.append_context(&log, &text, "")?;
+                run.store
+                    .append_context(&log, &format!("{own_part}{}", &text[own..]), "")?;
                 run.standing_journaled = Some((state.phase, log));
             }
         }

@@ -111,11 +111,7 @@ pub fn render_parts(input: &ContextInput<'_>) -> (String, usize) {
         line("Branch", branch);
     }
     line("May move to", &next_phases(state));
-    out.push_str(&format!(
-        "\n## Dive\n{}\n\n## Task\n{}\n",
-        state.dive.trim(),
-        state.task.trim()
-    ));
+    out.push_str(&dive_and_task(state));
     if let Some(reason) = &state.last_rejection {
         out.push_str(&format!(
             "\n## Last attempt rejected\n{reason}\nFix this in this attempt; the worker retries only once.\n"
@@ -153,6 +149,25 @@ fn push_standing(out: &mut String, phase: Phase) {
         out.push_str("\n---\n\n# Instructions for this phase\n\n");
         out.push_str(skill);
     }
+}
+
+/// The context's part that gives the dive and the task.
+pub fn dive_and_task(state: &SessionState) -> String {
+    format!(
+        "\n## Dive\n{}\n\n## Task\n{}\n",
+        state.dive.trim(),
+        state.task.trim()
+    )
+}
+
+/// Above this many bytes, the dive and the task are written out in `_logs/contexts.md` once
+/// per run of the worker, then pointed back to (a dive and task of 100 KB each made every
+/// attempt's entry that large).
+pub const JOURNALED_ONCE: usize = 4096;
+
+/// What `_logs/contexts.md` holds in place of a dive and task it already has.
+pub fn dive_and_task_as_in(log: &str) -> String {
+    format!("\n(the dive and the task: as in the entry of {log} above)\n")
 }
 
 /// What `_logs/contexts.md` holds in place of a standing text it already has: the entry

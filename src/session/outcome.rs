@@ -308,6 +308,8 @@ impl SessionActor {
         run.state.spend(&row);
         run.state.in_flight = None;
         self.report_spent(run);
+        // A context passed by file served its attempt; `_logs/contexts.md` keeps it.
+        let _ = std::fs::remove_file(&flight.files.context);
         row
     }
 

@@ -305,3 +305,39 @@ fn a_rejected_plan_goes_back_to_planning_with_the_feedback() {
             .any(|r| r["status"] == "reject" && r["reason"] == "split step 2")
     );
 }
+
+/// A long dive and task (100 KB each) were written twice per attempt: into the context file
+/// the agent reads and into `_logs/contexts.md`. The journal holds them once per run of the
+/// worker and points back after; the context file goes once its attempt is over.
+#[test]
+fn a_long_dive_and_task_are_journaled_once_and_no_context_file_is_left() {
+    let project = Project::new();
+    let dive = format!("{}end of the dive", "dive text ".repeat(10_000));
+    let task = format!("{}end of the task", "task text ".repeat(10_000));
+    project
+        .run(&["run", "--session", "long", "--dive", &dive, "--task", &task])
+        .expect(10);
+    let s = project.session("long");
+    let contexts = s.contexts();
+    assert_eq!(contexts.len(), 2, "investigation, requirements");
+    assert!(contexts[0].1.contains("end of the dive") && contexts[0].1.contains("end of the task"));
+    assert!(
+        !contexts[1].1.contains("dive text"),
+        "{}",
+        contexts[1].1.len()
+    );
+    assert!(
+        contexts[1].1.contains(&format!(
+            "(the dive and the task: as in the entry of {} above)",
+            contexts[0].0
+        )),
+        "{}",
+        &contexts[1].1[..2000]
+    );
+    let left: Vec<String> = s
+        .logs()
+        .into_iter()
+        .filter(|n| n.ends_with(".context.md"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
