@@ -71,7 +71,7 @@ pub enum AgentMsg {
     /// activity interval).
     Output,
     /// From the reader task: stdout reached end of file (or failed); total bytes seen.
-    OutputClosed { bytes: u64 },
+    OutputClosed { bytes: u64, skipped: u32 },
     /// From the stderr task: standard error reached end of file.
     ErrorsClosed,
     /// From the waiter task: the agent's main process was reaped.
@@ -219,9 +219,20 @@ impl Actor for AgentProcess {
         match message {
             AgentMsg::Output => state.last_output = Instant::now(),
             AgentMsg::Event(event) => state.seen.take(event),
-            AgentMsg::OutputClosed { bytes } => {
+            AgentMsg::OutputClosed { bytes, skipped } => {
                 state.output_open = false;
                 state.output_bytes = bytes;
+                if skipped > 0 {
+                    // Said with the attempt: a result among them leaves its cost uncounted.
+                    let said = format!(
+                        "{skipped} output line(s) over {} MiB not read for events: a result among them leaves this attempt's cost and tokens uncounted",
+                        MAX_EVENT_LINE >> 20
+                    );
+                    state.note = Some(match state.note.take() {
+                        Some(note) => format!("{note}; {said}"),
+                        None => said,
+                    });
+                }
             }
             AgentMsg::ErrorsClosed => state.errors_open = false,
             AgentMsg::Exited(exit) => {
@@ -530,8 +541,8 @@ async fn start(
         (stall / 8).min(Duration::from_secs(1))
     });
     tasks.spawn(async move {
-        let bytes = copy_and_parse(launched.output, log, provider, every, &reader).await;
-        let _ = reader.send_message(AgentMsg::OutputClosed { bytes });
+        let (bytes, skipped) = copy_and_parse(launched.output, log, provider, every, &reader).await;
+        let _ = reader.send_message(AgentMsg::OutputClosed { bytes, skipped });
     });
     let waiter = myself.clone();
     let exit = launched.exit;
@@ -584,7 +595,7 @@ async fn copy_and_parse(
     provider: crate::config::Provider,
     every: Duration,
     actor: &ActorRef<AgentMsg>,
-) -> u64 {
+) -> (u64, u32) {
     let mut chunk = Chunk::new(64 * 1024);
     let mut lines = Lines::default();
     let mut total = 0u64;
@@ -613,8 +624,8 @@ async fn copy_and_parse(
         }
         lines.feed(chunk.bytes(), send);
     }
-    lines.finish(send);
-    total
+    let skipped = lines.finish(send);
+    (total, skipped)
 }
 
 /// A read buffer that starts small and doubles, up to `max`, each time a read fills it: most
@@ -662,6 +673,8 @@ struct Lines {
     partial: Vec<u8>,
     /// The current line passed `MAX_EVENT_LINE`: the rest of it is dropped.
     overlong: bool,
+    /// Lines skipped for their length.
+    skipped: u32,
 }
 
 impl Lines {
@@ -679,6 +692,8 @@ impl Lines {
                 // A whole line within the chunk is read where it is, not copied.
                 if piece.len() <= MAX_EVENT_LINE {
                     line(piece);
+                } else {
+                    self.skipped += 1;
                 }
                 continue;
             }
@@ -686,6 +701,7 @@ impl Lines {
                 self.partial.extend_from_slice(piece);
                 if self.partial.len() > MAX_EVENT_LINE {
                     self.overlong = true;
+                    self.skipped += 1;
                     self.partial = Vec::new();
                 }
             }
@@ -699,11 +715,13 @@ impl Lines {
         }
     }
 
-    /// The last line, when the output did not end with a newline.
-    fn finish(self, mut line: impl FnMut(&[u8])) {
+    /// The last line, when the output did not end with a newline; then how many lines were
+    /// skipped for their length.
+    fn finish(self, mut line: impl FnMut(&[u8])) -> u32 {
         if !self.overlong && !self.partial.is_empty() {
             line(&self.partial);
         }
+        self.skipped
     }
 }
 
@@ -755,13 +773,18 @@ mod tests {
 
     /// Every line `Lines` hands on when `output` comes in chunks of `size` bytes.
     fn lines_of(output: &[u8], size: usize) -> Vec<Vec<u8>> {
+        counted_lines_of(output, size).0
+    }
+
+    /// The lines read, and how many were skipped for their length.
+    fn counted_lines_of(output: &[u8], size: usize) -> (Vec<Vec<u8>>, u32) {
         let mut seen = Vec::new();
         let mut lines = Lines::default();
         for chunk in output.chunks(size) {
             lines.feed(chunk, |l| seen.push(l.to_vec()));
         }
-        lines.finish(|l| seen.push(l.to_vec()));
-        seen
+        let skipped = lines.finish(|l| seen.push(l.to_vec()));
+        (seen, skipped)
     }
 
     #[test]
@@ -788,8 +811,10 @@ mod tests {
         output.extend_from_slice(b"\n{\"type\":\"result\"}\n");
         output.extend(std::iter::repeat_n(b'y', MAX_EVENT_LINE + 5));
         for size in [64 * 1024, MAX_EVENT_LINE + 100] {
-            let lines = lines_of(&output, size);
+            let (lines, skipped) = counted_lines_of(&output, size);
             assert_eq!(lines, [&b"{\"type\":\"result\"}\n"[..]], "chunks of {size}");
+            // Counted, so that the attempt says what it could not read.
+            assert_eq!(skipped, 2, "chunks of {size}");
         }
         // A line of exactly the limit is still read.
         let mut output = vec![b' '; MAX_EVENT_LINE - 1];
