@@ -355,8 +355,21 @@ impl LogTail {
         }
         let mut bytes = Vec::new();
         let _ = file.take(len - base).read_to_end(&mut bytes);
+        // The window lies inside one line longer than itself: said, not shown as nothing.
+        let inside_one_line = || {
+            format!(
+                "(a line of more than {} KiB the page does not show: `samocode logs` shows its start)",
+                LOG_TAIL >> 10
+            )
+        };
         let first = if jumped {
             match bytes.iter().position(|b| *b == b'\n') {
+                // The window's only line end is its last byte: all of it is one line's end.
+                Some(newline) if newline + 1 == bytes.len() => {
+                    tail.end = len;
+                    tail.entries.push(inside_one_line());
+                    return tail;
+                }
                 Some(newline) => newline + 1,
                 None => {
                     tail.end = start;
@@ -448,7 +461,7 @@ mod tests {
         let tail = LogTail::read(&path, Some(tail.end - 3 * line(0).len() as u64));
         assert_eq!(tail.entries.len(), 3);
         // Lines further back than the window are not read at all: a long last line leaves
-        // only itself to show.
+        // only itself to show, which the page says it does not (it showed nothing).
         let long = dir.path().join("long.jsonl");
         let early: String = (0..1000).map(line).collect();
         std::fs::write(
@@ -457,7 +470,12 @@ mod tests {
         )
         .unwrap();
         let tail = LogTail::read(&long, Some(0));
-        assert!(tail.entries.is_empty(), "{} entries", tail.entries.len());
+        assert_eq!(
+            tail.entries,
+            [
+                "(a line of more than 256 KiB the page does not show: `samocode logs` shows its start)"
+            ]
+        );
         // A line that begins right where the window does is kept.
         let exact = dir.path().join("exact.jsonl");
         let big = "y".repeat(LOG_TAIL as usize - 1) + "\n";
