@@ -5,7 +5,7 @@ use teloxide::utils::command::{BotCommands, ParseError};
 
 use crate::session::person::{Answers, PersonCommand};
 
-/// What a person can ask the bot.
+// What a person can ask the bot (a plain comment: the derive would show a doc comment in /help).
 #[derive(BotCommands, Clone, Debug, PartialEq)]
 #[command(
     rename_rule = "lowercase",
@@ -49,8 +49,9 @@ impl Command {
         let normal = format!("{first} {}", rest.trim());
         let command = Command::parse(normal.trim_end(), "").map_err(|error| {
             match error {
+                // Short: in a group, it may be another bot's command.
                 ParseError::UnknownCommand(command) => {
-                    format!("unknown command {command}\n\n{}", Command::descriptions())
+                    format!("unknown command {command}; /help lists this bot's")
                 }
                 ParseError::TooFewArguments { .. } | ParseError::IncorrectFormat(_) => {
                     format!("{first} needs more: see /help")
@@ -319,6 +320,8 @@ mod tests {
             assert!(help.contains(command), "{command} in {help}");
         }
         assert!(!help.contains("/start"));
+        // The derive's doc comment is not part of what people read.
+        assert!(help.starts_with("samocode runs coding agents"), "{help}");
     }
 
     #[test]
