@@ -155,7 +155,7 @@ pub struct BudgetArgs {
     /// Block the session for a person once it has cost this many US dollars (20, 7.50).
     #[arg(long, value_name = "USD")]
     pub max_cost: Option<String>,
-    /// Block the session before its iteration number N+1.
+    /// Block the session before its iteration number N+1 (N from 1 to 100000).
     #[arg(long, value_name = "N")]
     pub max_iterations: Option<String>,
     /// Block the session once its agent attempts have taken this long in all (8h, 90m).
@@ -174,7 +174,8 @@ impl BudgetArgs {
 /// How the command's log lines are written (`run` and `supervise`).
 #[derive(Debug, Args)]
 pub struct LogArgs {
-    /// Log lines as `text` or as `json` objects, one a line (also SAMOCODE_LOG_FORMAT).
+    /// Log lines as `text` (the default) or as `json` objects, one a line (also
+    /// SAMOCODE_LOG_FORMAT).
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
 }
@@ -344,6 +345,15 @@ pub fn configure(cli: &Cli, sources: &Sources) -> Result<Config, CliError> {
         flags.budget.fleet_max_cost = args.fleet_max_cost.clone();
         flags.log_format = args.log.log_format.clone();
         args.http.apply(&mut flags);
+    }
+    // The demo makes its own project: a project file given to it would be ignored.
+    if matches!(cli.command, Command::Demo(_))
+        && let Some(given) = &cli.config
+    {
+        return Err(CliError::usage(anyhow::anyhow!(
+            "--config {}: the demo makes a project of its own and reads none; leave --config out (`samocode demo --dir DIR` says where it goes)",
+            given.display()
+        )));
     }
     if matches!(cli.command, Command::Demo(_) | Command::FakeAgent { .. }) {
         flags.require_project = false;

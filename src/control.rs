@@ -485,6 +485,12 @@ pub fn parse_request(line: &[u8]) -> Result<Request, Response> {
                 2,
             ))
         }
+        Ok(envelope) if envelope.v == VERSION && gives_no_answer(&envelope.body) => {
+            Err(Response::error(
+                "the answer command gives no answers: list (question number, text) pairs, or ask for the suggestions; nothing was done".into(),
+                2,
+            ))
+        }
         Ok(envelope) if envelope.v == VERSION => match nul_in(&envelope.body) {
             Some(what) => Err(Response::error(
                 format!("the {what} contains a NUL byte; remove it"),
@@ -590,6 +596,16 @@ pub async fn ask(supervisor: &ActorRef<SupervisorMsg>, request: Request) -> Resp
 }
 
 /// The first text of a request that holds a NUL byte (no file name or argument can).
+/// An `answer` with an empty list of answers, which would be "saved" having saved nothing.
+fn gives_no_answer(request: &Request) -> bool {
+    use crate::session::person::Answers;
+    matches!(
+        request,
+        Request::Person { command, .. } | Request::Named { command, .. }
+            if matches!(command, PersonCommand::Answer { answers: Answers::Given(pairs) } if pairs.is_empty())
+    )
+}
+
 fn nul_in(request: &Request) -> Option<&'static str> {
     use crate::session::person::Answers;
     let command_texts = |command: &PersonCommand| -> Vec<(&'static str, String)> {
@@ -740,6 +756,12 @@ mod tests {
         let message = refused(&start(r#","budget":{"cost":5,"iterations":3}"#));
         assert!(message.contains("budget.cost"), "{message}");
         assert!(refused(&start(r#","budget":{"cost":5}"#)).contains("budget.cost"));
+        let none = r#"{"v":1,"cmd":"named","session":"s","command":{"verb":"answer","answers":{"given":[]}}}"#;
+        assert!(
+            refused(none).contains("gives no answers"),
+            "{}",
+            refused(none)
+        );
         assert!(refused(&start(r#","budgte":{"cost_usd":5}"#)).contains("budgte"));
         let tell = r#"{"v":1,"cmd":"named","session":"s","command":{"verb":"tell","text":"x","nwo":true}}"#;
         assert!(refused(tell).contains("command.nwo"));

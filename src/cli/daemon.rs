@@ -14,10 +14,11 @@ use crate::supervisor::OwnedSession;
 
 #[derive(Debug, Args)]
 pub struct SuperviseArgs {
-    /// Agents allowed to run at once (also SAMOCODE_MAX_PARALLEL or max_parallel in config.toml).
+    /// Agents allowed to run at once, 1 to 1000 (default 4; also SAMOCODE_MAX_PARALLEL or
+    /// max_parallel in config.toml).
     #[arg(long, value_name = "N")]
     pub max_parallel: Option<String>,
-    /// Where attempts run: local, nats or kubernetes (also SAMOCODE_EXECUTOR).
+    /// Where attempts run: local (the default), nats or kubernetes (also SAMOCODE_EXECUTOR).
     #[arg(long, value_name = "ENGINE")]
     pub executor: Option<String>,
     /// The NATS server of `--executor nats` (also SAMOCODE_NATS_URL).

@@ -25,10 +25,10 @@ use crate::supervisor::{Started, SupervisorActor, SupervisorArgs, SupervisorMsg}
 pub struct RunArgs {
     #[command(flatten)]
     pub spec: super::SessionSpec,
-    /// The agent CLI: claude or codex.
+    /// The agent CLI: claude (the default) or codex (also SAMOCODE_PROVIDER).
     #[arg(long, value_name = "PROVIDER")]
     pub provider: Option<String>,
-    /// The hard limit of one agent attempt (90s, 30m, 2h).
+    /// The hard limit of one agent attempt (90s, 30m, 2h; default 30m, also CLAUDE_TIMEOUT).
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
     /// Run a single iteration, then exit (0 when it was accepted).

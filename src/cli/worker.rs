@@ -54,6 +54,16 @@ pub async fn worker(args: WorkerArgs, config: &Config, shutdown: Shutdown) -> Re
             "--name is empty; give the name this worker's attempts record as their host, or leave it out for the hostname and directory"
         )));
     }
+    // It is shown in `status`, the dashboard and journals, one line each.
+    if let Some(name) = args
+        .name
+        .as_deref()
+        .filter(|n| n.chars().any(char::is_control))
+    {
+        return Err(CliError::usage(anyhow::anyhow!(
+            "--name {name:?} holds a control character (a line break, a tab); give a name of one line"
+        )));
+    }
     let open_files = crate::open_files::raise();
     crate::open_files::check(open_files.limit, 0, args.slots)
         .map_err(|problem| CliError::usage(anyhow::anyhow!("{problem}, or give fewer --slots")))?;

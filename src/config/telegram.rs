@@ -72,9 +72,10 @@ pub(super) fn read(layers: &mut Layers) -> Option<TelegramSettings> {
         valid
     });
     let chat_id = chat.as_ref().and_then(|found| {
-        let parsed = found.value.trim().parse().ok();
+        // No chat has id 0: a placeholder left in a template.
+        let parsed = found.value.trim().parse::<i64>().ok().filter(|id| *id != 0);
         if parsed.is_none() {
-            layers.bad(found, "TELEGRAM_CHAT_ID", "a numeric chat id");
+            layers.bad(found, "TELEGRAM_CHAT_ID", "a numeric chat id, not 0");
         }
         parsed
     });

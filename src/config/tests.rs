@@ -423,6 +423,19 @@ fn telegram_needs_both_token_and_chat_and_never_shows_the_token() {
         text.contains("OTEL_EXPORTER_OTLP_HEADERS=\"<hidden: it holds a secret>\""),
         "{text}"
     );
+    // A template's placeholder: no chat has id 0.
+    let zero = error_text(
+        dir.path(),
+        &[
+            ("TELEGRAM_BOT_TOKEN", "123:very-secret"),
+            ("TELEGRAM_CHAT_ID", "0"),
+        ],
+        &Flags::default(),
+    );
+    assert!(
+        zero.contains("TELEGRAM_CHAT_ID=\"0\"") && zero.contains("not 0"),
+        "{zero}"
+    );
     // A token with a space or a line end in it, and the token pasted as the chat: refused,
     // never shown.
     let text = error_text(

@@ -31,9 +31,19 @@ pub enum ActError {
     /// `answer` that would change answers a session past its questions has used (or change
     /// nothing at all).
     #[error(
-        "session {session} is not waiting for answers ({state}) and its questions were answered already: an answer given is not rewritten, since the session goes on from it; to change course, send a note with `samocode tell {session} TEXT` (its next iteration reads it)"
+        "session {session} is not waiting for answers ({state}) and its questions were answered already: an answer given is not rewritten, since the session goes on from it; {}",
+        if *.done {
+            "it is done: start a new session for what is left".to_string()
+        } else {
+            format!("to change course, send a note with `samocode tell {session} TEXT` (its next iteration reads it)")
+        }
     )]
-    Used { session: String, state: String },
+    Used {
+        session: String,
+        state: String,
+        /// The session is finished: no iteration would read a note.
+        done: bool,
+    },
 }
 
 /// Which answers to fill in.
@@ -85,6 +95,7 @@ pub fn answer(
             return Err(ActError::Used {
                 session: store.name(),
                 state: format!("{} in {}", state.status.name(), state.phase),
+                done: matches!(state.status, crate::protocol::RunState::Done { .. }),
             });
         }
     }

@@ -391,3 +391,23 @@ fn an_empty_dive_or_task_is_refused() {
         "no session folder is made"
     );
 }
+
+/// Inputs that were taken without a word: a project file given to the demo (which reads
+/// none), a worker name of two lines.
+#[test]
+fn a_project_file_for_the_demo_and_a_worker_name_of_two_lines_are_refused() {
+    let project = Project::new();
+    let demo = project.run(&["--config", "/nonexistent/.samocode", "demo"]);
+    assert_usage(
+        &demo,
+        &["--config /nonexistent/.samocode", "leave --config out"],
+    );
+    let worker = project.run(&[
+        "worker",
+        "--nats-url",
+        "nats://127.0.0.1:1",
+        "--name",
+        "a\nb",
+    ]);
+    assert_usage(&worker, &["--name \"a\\nb\"", "a name of one line"]);
+}
