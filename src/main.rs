@@ -95,7 +95,44 @@ fn report(error: CliError) -> ExitCode {
     }
     // An error may quote what an agent wrote (a signal's reason): its control characters are
     // shown, not obeyed.
-    let text = cli::output::visible(&text);
+    let text = cli::output::visible(&without_os_codes(&text)).into_owned();
     let _ = writeln!(std::io::stderr(), "samocode: {text}");
     ExitCode::from(error.code)
+}
+
+/// The text without the standard library's ` (os error N)`: the words before it say it.
+fn without_os_codes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(" (os error ") {
+        let after = &rest[at + " (os error ".len()..];
+        let digits = after.chars().take_while(char::is_ascii_digit).count();
+        out.push_str(&rest[..at]);
+        match after[digits..].strip_prefix(')') {
+            Some(tail) if digits > 0 => rest = tail,
+            _ => {
+                out.push_str(" (os error ");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_os_error_number_is_left_out_of_what_people_read() {
+        assert_eq!(
+            super::without_os_codes(
+                "cannot read the dashboard token file /x: No such file or directory (os error 2)"
+            ),
+            "cannot read the dashboard token file /x: No such file or directory"
+        );
+        assert_eq!(
+            super::without_os_codes("a (os error x) b"),
+            "a (os error x) b"
+        );
+    }
 }
