@@ -187,6 +187,15 @@ fn prices_from_toml(table: &toml::Table, problems: &mut Problems) -> Prices {
     let mut unknown = Vec::new();
     for (model, fields) in models {
         let key = format!("prices.{model}");
+        // A model's name as an agent reports it: never empty.
+        if model.trim().is_empty() {
+            bad(
+                key,
+                fields,
+                "a table named after a model, such as [prices.\"gpt-5-codex\"]",
+            );
+            continue;
+        }
         let toml::Value::Table(fields) = fields else {
             bad(key, fields, "a table with input, output and cached_input");
             continue;
@@ -232,6 +241,12 @@ fn prices_from_toml(table: &toml::Table, problems: &mut Problems) -> Prices {
             }
         }
         match (input, output) {
+            // Input read from the cache costs at most what input costs.
+            (Some(input), Some(_)) if cached_input.is_some_and(|c| c > input) => bad(
+                format!("{key}.cached_input"),
+                &toml::Value::Float(cached_input.unwrap_or_default()),
+                "at most the input price (input read from the cache costs no more than input)",
+            ),
             (Some(input), Some(output)) => {
                 prices.0.insert(
                     model.clone(),

@@ -708,6 +708,19 @@ fn a_misspelt_price_key_is_named_with_the_nearest_one() {
     let text = error_text(dir.path(), &[], &Flags::default());
     assert!(text.contains("did you mean input?"), "{text}");
     assert!(text.contains("both input and output"), "{text}");
+    // A table named after no model, and a cached price above the input price: slips.
+    std::fs::write(
+        dir.path().join("home/.config/samocode/config.toml"),
+        "[prices.\"\"]\ninput = 1\noutput = 2\n[prices.sixth]\ninput = 1\noutput = 2\ncached_input = 5\n",
+    )
+    .unwrap();
+    let text = error_text(dir.path(), &[], &Flags::default());
+    assert!(text.contains("2 problems"), "{text}");
+    assert!(text.contains("a table named after a model"), "{text}");
+    assert!(
+        text.contains("prices.sixth.cached_input") && text.contains("at most the input price"),
+        "{text}"
+    );
 }
 
 #[test]
