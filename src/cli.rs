@@ -411,6 +411,7 @@ pub fn logging(cli: &Cli, config: &Config) -> telemetry::Logging {
         // Nor for a daemon whose dashboard settings it refuses before making anything.
         file: (matches!(cli.command, Command::Supervise(_))
             && crate::dashboard::Dashboard::check(config).is_ok()
+            && crate::control::fits(&config.control_socket).is_ok()
             && crate::daemon::prepare_state_dir(&config.state_dir).is_ok())
         .then(|| config.state_dir.join(telemetry::LOG_FILE)),
     }

@@ -321,6 +321,19 @@ impl Drop for Socket {
 
 /// Binds the socket with mode 0600. The path is used only when nothing is there, or when what
 /// is there is a socket that no live daemon answers (the leftover of a crashed one).
+/// A socket's path has room for 107 bytes: a longer one is a setting to change, not an error
+/// of the system. Checked before anything is made for the socket.
+pub fn fits(path: &Path) -> Result<(), ControlError> {
+    let bytes = path.as_os_str().len();
+    match bytes > 107 {
+        true => Err(ControlError::TooLong {
+            path: path.to_path_buf(),
+            bytes,
+        }),
+        false => Ok(()),
+    }
+}
+
 pub async fn bind(path: &Path) -> Result<Socket, ControlError> {
     use std::os::unix::fs::PermissionsExt;
     let io = |source| ControlError::Io {
@@ -353,15 +366,7 @@ pub async fn bind(path: &Path) -> Result<Socket, ControlError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(e)),
     }
-    // A socket's path has room for 107 bytes: a longer one is a setting to change, not an
-    // error of the system.
-    let bytes = path.as_os_str().len();
-    if bytes > 107 {
-        return Err(ControlError::TooLong {
-            path: path.to_path_buf(),
-            bytes,
-        });
-    }
+    fits(path)?;
     let listener = UnixListener::bind(path).map_err(io)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
     let meta = std::fs::symlink_metadata(path).map_err(io)?;

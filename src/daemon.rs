@@ -94,6 +94,8 @@ pub async fn run_with(
     launcher: Arc<dyn AttemptExecutor>,
 ) -> Result<(), DaemonError> {
     let state_dir = &config.state_dir;
+    // Refused before the state directory is made for it.
+    control::fits(&config.control_socket)?;
     prepare_state_dir(state_dir)?;
     let _lock = match lockfile::acquire(&state_dir.join("daemon.lock")) {
         Ok(file) => file,
