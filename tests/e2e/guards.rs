@@ -405,10 +405,17 @@ fn a_base_branch_the_repository_lacks_is_named_by_its_setting() {
     let mut text = std::fs::read_to_string(&file).unwrap();
     text.push_str("BASE_BRANCH=nope\n");
     std::fs::write(&file, text).unwrap();
+    dry_run_refuses(&project, "b", "BASE_BRANCH=nope");
+    blocks_at_init(&project, "base", &["BASE_BRANCH=nope (from .samocode)"]);
+}
+
+/// A dry run of a new session `name` refuses (exit 2) what the run's init would block on,
+/// saying `needle`.
+fn dry_run_refuses(project: &Project, name: &str, needle: &str) {
     let dry = project.run(&[
         "run",
         "--session",
-        "b",
+        name,
         "--dive",
         "d",
         "--task",
@@ -416,12 +423,7 @@ fn a_base_branch_the_repository_lacks_is_named_by_its_setting() {
         "--dry-run",
     ]);
     dry.expect(2);
-    assert!(
-        dry.stderr().contains("BASE_BRANCH=nope"),
-        "{}",
-        dry.stderr()
-    );
-    blocks_at_init(&project, "base", &["BASE_BRANCH=nope (from .samocode)"]);
+    assert!(dry.stderr().contains(needle), "{}", dry.stderr());
 }
 
 #[test]
@@ -455,22 +457,7 @@ fn main_repo_that_is_not_git_blocks_with_a_clear_reason() {
     let project = Project::new();
     std::fs::remove_dir_all(project.repo.join(".git")).unwrap();
     // A dry run refuses what the run's init would block on (it passed).
-    let dry = project.run(&[
-        "run",
-        "--session",
-        "nogit",
-        "--dive",
-        "d",
-        "--task",
-        "t",
-        "--dry-run",
-    ]);
-    dry.expect(2);
-    assert!(
-        dry.stderr().contains("is not a git repository"),
-        "{}",
-        dry.stderr()
-    );
+    dry_run_refuses(&project, "nogit", "is not a git repository");
     blocks_at_init(&project, "nogit", &["is not a git repository"]);
 }
 
