@@ -179,6 +179,10 @@ pub struct NotifierState {
     /// Whom to tell once the entry of this id is sent: its notice could not be written to the
     /// outbox (a full disk), so only its sending makes it safe.
     receipts: std::collections::HashMap<u64, Told>,
+    /// The folder of each session this notifier was handed events of, by name: a notice of
+    /// another folder of that name (a `run`'s of another project, adopted) is sent, but never
+    /// becomes, closes or hides this session's open message.
+    ours: std::collections::HashMap<String, PathBuf>,
 }
 
 /// The longest pause between two tries of one notice.
@@ -309,6 +313,7 @@ impl Actor for NotifierActor {
             settling: None,
             looked,
             receipts: std::collections::HashMap::new(),
+            ours: std::collections::HashMap::new(),
         };
         myself.send_message(NotifierMsg::Retry)?;
         Ok(state)
@@ -410,7 +415,8 @@ impl Actor for NotifierActor {
             }
             NotifierMsg::Latest { session, reply } => {
                 let newer = state.queue.pending.iter().any(|entry| {
-                    matches!(entry, Entry::Notice { notice, .. } if notice.session == session)
+                    matches!(entry, Entry::Notice { notice, .. }
+                        if notice.session == session && !state.namesake(notice))
                 });
                 let open = state.queue.open.get(&session).map(|m| m.message);
                 let _ = reply.send(Latest { open, newer });
@@ -472,6 +478,9 @@ impl NotifierState {
                 let Some(mut notice) = sink.render(event) else {
                     return Vec::new();
                 };
+                if let Some(dir) = &from {
+                    self.ours.insert(notice.session.clone(), dir.clone());
+                }
                 notice.dir = from;
                 // A session handed from `samocode run` to the daemon: the run's open message,
                 // kept in this outbox as compaction keeps one (a sent notice without buttons).
@@ -514,7 +523,11 @@ impl NotifierState {
                 .iter()
                 .rev()
                 .find_map(|entry| match entry {
-                    Entry::Notice { notice, .. } if notice.session == session => Some(notice.open),
+                    Entry::Notice { notice, .. }
+                        if notice.session == session && !self.namesake(notice) =>
+                    {
+                        Some(notice.open)
+                    }
                     Entry::Close {
                         session: closed, ..
                     } if closed == session => Some(false),
@@ -538,9 +551,18 @@ impl NotifierState {
         Ok(())
     }
 
+    /// True for a notice of another folder than this notifier's session of that name.
+    fn namesake(&self, notice: &Notice) -> bool {
+        matches!(
+            (&notice.dir, self.ours.get(&notice.session)),
+            (Some(theirs), Some(ours)) if !outbox::same_folder(theirs, ours)
+        )
+    }
+
     /// Keeps track of the open message a delivered entry made, or closed.
     fn remember(&mut self, entry: Entry, messages: &[i64]) {
         match entry {
+            Entry::Notice { notice, .. } if self.namesake(&notice) => {}
             Entry::Notice { notice, .. } => {
                 // A newer notice of the session replaces whatever was open before.
                 self.queue.open.remove(&notice.session);

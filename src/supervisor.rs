@@ -1175,7 +1175,7 @@ impl SupervisorActor {
                 reason,
             },
             told: None,
-            from: None,
+            from: Some(dir.to_path_buf()),
         });
         state.registry.tell_watchers(dir);
     }

@@ -315,7 +315,7 @@ pub fn take_run_open(own: &Path, session: &str, folder: Option<&Path>) -> Option
 }
 
 /// True when two paths name one folder (also through a link, or moved and linked back).
-fn same_folder(a: &Path, b: &Path) -> bool {
+pub(crate) fn same_folder(a: &Path, b: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     a == b
         || match (std::fs::metadata(a), std::fs::metadata(b)) {

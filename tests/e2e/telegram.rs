@@ -1182,8 +1182,9 @@ fn a_long_notice_cut_by_a_server_error_sends_each_piece_once() {
 fn a_closing_line_without_room_answers_the_message_it_closes() {
     let api = FakeApi::start(OWNER as i64);
     let mut project = telegram_project(&api, OWNER as i64, None);
-    // A question long enough to fill its message (an agent's reason is cut shorter than that).
-    project.env("SAMOCODE_FAKE", "investigation@1=slow:2");
+    // A question long enough to fill its message (an agent's reason is cut shorter than that),
+    // written while the first attempt is still at work.
+    project.env("SAMOCODE_FAKE", "investigation@1=slow:8");
     let _daemon = project.daemon(&[]);
     let s = start(&project, "full");
     wait_for(Duration::from_secs(30), "the session's folder", || {
@@ -1198,6 +1199,10 @@ fn a_closing_line_without_room_answers_the_message_it_closes() {
     wait_for(Duration::from_secs(30), "the questions notice", || {
         !api.sent("has questions").is_empty()
     });
+    assert!(
+        text(&api.sent("has questions")[0]).contains(&question),
+        "the long question was written after the agent asked its own"
+    );
     project
         .run(&["answer", "full", "--q", "1", "yes"])
         .expect(0);
@@ -1303,4 +1308,51 @@ fn a_reply_telegram_asks_to_wait_for_is_sent_after_the_wait() {
     wait_for(Duration::from_secs(30), "the reply", || {
         !api.sent("agents running").is_empty()
     });
+}
+
+/// The same, when the daemon sends the run's notice itself (Telegram was down when the run
+/// ended): that notice became the daemon's session's open message, so its own buttons were
+/// refused as older, and its answer from the command line closed the other project's message
+/// (found by the second read).
+#[test]
+fn a_namesakes_notice_the_daemon_sends_for_a_run_is_not_its_sessions_message() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    let _daemon = project.daemon(&[]);
+    let ours = start_until_asked(&project, &api, "twin");
+    let asked = api.sent("has questions").remove(0);
+    let mut other = telegram_project(&api, OWNER as i64, None);
+    other.env(
+        "SAMOCODE_STATE_DIR",
+        &project.state_dir().display().to_string(),
+    );
+    api.fail(&[Failure::Down(Duration::from_secs(8))]);
+    other
+        .run(&["run", "--session", "twin", "--dive", "d", "--task", "t"])
+        .expect(10);
+    wait_for(
+        Duration::from_secs(60),
+        "the run's notice, sent by the daemon",
+        || api.sent("has questions").len() == 2,
+    );
+    let theirs = api.sent("has questions").remove(1);
+    // Accept all, on the daemon's session's own message: taken.
+    let data = asked["reply_markup"]["inline_keyboard"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()[0]["callback_data"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    api.press(OWNER, "owner", asked["message_id"].as_i64().unwrap(), &data);
+    wait_for(Duration::from_secs(30), "the answers saved", || {
+        ours.state()["status"]["for"] != "qa_answers"
+    });
+    let edited: Vec<Value> = api
+        .calls("editmessagetext")
+        .into_iter()
+        .filter(|e| e["message_id"] == theirs["message_id"])
+        .collect();
+    assert!(edited.is_empty(), "{edited:#?}");
 }
