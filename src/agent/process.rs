@@ -58,8 +58,9 @@ pub enum Begin {
     /// Launched by the actor; `log` is its stdout log, just made by the session.
     New { log: std::fs::File },
     /// An attempt a previous daemon started, which the engine still runs: the actor takes it
-    /// over instead of launching, and appends to its log.
-    Adopted(Launched),
+    /// over instead of launching, and appends to its log. `ran`: how long it had run then (by
+    /// its in-flight record's start), which counts as its running time too.
+    Adopted { launched: Launched, ran: Duration },
 }
 
 /// Messages of an AgentProcess.
@@ -168,7 +169,12 @@ impl Actor for AgentProcess {
             output_bytes: 0,
             seen: Seen::default(),
             started_at: Timestamp::now(),
-            began: Instant::now(),
+            began: match &args.begin {
+                Begin::Adopted { ran, .. } => Instant::now()
+                    .checked_sub(*ran)
+                    .unwrap_or_else(Instant::now),
+                Begin::New { .. } => Instant::now(),
+            },
             last_output: Instant::now(),
             note: None,
         };
@@ -278,8 +284,9 @@ impl Actor for AgentProcess {
                             std::time::Duration::try_from(at.duration_until(Timestamp::now())).ok()
                         })
                         .unwrap_or_default();
+                    // Its running time counts from its host's start: not its wait in a queue.
                     if let Some(began) = Instant::now().checked_sub(ran) {
-                        state.began = state.began.min(began);
+                        state.began = began;
                     }
                     let left = state.spec.timeout.saturating_sub(ran);
                     watch_time(&myself, state, left.max(Duration::from_secs(1)));
@@ -513,7 +520,7 @@ async fn start(
 ) -> std::io::Result<(GroupGuard, bool, crate::executor::Host, bool)> {
     let (log, launched) = match begin {
         Begin::New { log } => (log, launcher.launch(spec)?),
-        Begin::Adopted(launched) => {
+        Begin::Adopted { launched, .. } => {
             let log = std::fs::OpenOptions::new()
                 .append(true)
                 .open(&spec.files.stdout)?;

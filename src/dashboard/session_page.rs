@@ -345,7 +345,7 @@ fn costs(view: &SessionView) -> Markup {
         };
         let sum = &mut sums[index].1;
         sum.attempts += 1;
-        sum.millis += (row.ended_at.as_millisecond() - row.started_at.as_millisecond()).max(0);
+        sum.millis += (row.took() * 1000.0) as i64;
         sum.input += row.input_tokens;
         sum.output += row.output_tokens;
         sum.cost += row.cost_usd;

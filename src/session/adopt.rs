@@ -93,7 +93,7 @@ impl SessionActor {
                             flight: id,
                             report_to: myself.get_derived(),
                             launcher: self.launcher.clone(),
-                            begin: Begin::Adopted(launched),
+                            begin: Begin::Adopted { launched, ran },
                         },
                         myself.get_cell(),
                     )

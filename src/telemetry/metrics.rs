@@ -101,12 +101,7 @@ pub fn attempt(row: &IterationRow) {
         );
     }
     m.cost.add(row.cost_usd, &[provider, model]);
-    let seconds = row
-        .ended_at
-        .duration_since(row.started_at)
-        .as_secs_f64()
-        .max(0.0);
-    m.duration.record(seconds, &[outcome, phase]);
+    m.duration.record(row.took(), &[outcome, phase]);
 }
 
 /// The daemon's figures: agents running and queued, sessions by state.
