@@ -523,27 +523,48 @@ fn unknown_key(line: &[u8], parsed: &Envelope<Request>) -> Option<String> {
     use serde_json::Value;
     // A budget leaves its unset limits out when written: they are known all the same.
     const BUDGET: [&str; 3] = ["cost_usd", "iterations", "time_secs"];
-    fn walk(raw: &Value, known: Option<&Value>, key: &str, path: &str) -> Option<String> {
-        let Value::Object(fields) = raw else {
-            return None;
-        };
-        for (name, value) in fields {
-            let here = match path {
-                "" => name.clone(),
-                _ => format!("{path}.{name}"),
-            };
-            let inner = known.and_then(|k| k.get(name));
-            // A budget with no limit set is left out whole.
-            let budget = name == "budget" || (key == "budget" && BUDGET.contains(&name.as_str()));
-            if inner.is_none() && !budget && !unset(value) {
-                return Some(here);
-            }
-            if let Some(found) = walk(value, inner, name, &here) {
-                return Some(found);
-            }
+    // Where the request has a budget: a budget with no limit set is left out whole.
+    let budget_at = match &parsed.body {
+        Request::Start { .. } => Some("budget"),
+        Request::Person {
+            command: PersonCommand::RaiseBudget { .. },
+            ..
         }
-        None
-    }
+        | Request::Named {
+            command: PersonCommand::RaiseBudget { .. },
+            ..
+        } => Some("command.budget"),
+        _ => None,
+    };
+    let walk = |raw: &Value, known: Option<&Value>| -> Option<String> {
+        fn go(
+            raw: &Value,
+            known: Option<&Value>,
+            path: &str,
+            budget_at: Option<&str>,
+        ) -> Option<String> {
+            let Value::Object(fields) = raw else {
+                return None;
+            };
+            for (name, value) in fields {
+                let here = match path {
+                    "" => name.clone(),
+                    _ => format!("{path}.{name}"),
+                };
+                let inner = known.and_then(|k| k.get(name));
+                let budget = budget_at == Some(here.as_str())
+                    || (budget_at == Some(path) && BUDGET.contains(&name.as_str()));
+                if inner.is_none() && !budget && !unset(value) {
+                    return Some(here);
+                }
+                if let Some(found) = go(value, inner, &here, budget_at) {
+                    return Some(found);
+                }
+            }
+            None
+        }
+        go(raw, known, "", budget_at)
+    };
     // What a writer may spell out for a default it could also leave out.
     fn unset(value: &Value) -> bool {
         match value {
@@ -554,7 +575,7 @@ fn unknown_key(line: &[u8], parsed: &Envelope<Request>) -> Option<String> {
     }
     let raw: Value = serde_json::from_slice(line).ok()?;
     let known = serde_json::to_value(parsed).ok()?;
-    walk(&raw, Some(&known), "", "")
+    walk(&raw, Some(&known))
 }
 
 /// The budget a request carries, checked like the flags that give one (a fleet raise as a
@@ -761,6 +782,14 @@ mod tests {
         let message = refused(&start(r#","budget":{"cost":5,"iterations":3}"#));
         assert!(message.contains("budget.cost"), "{message}");
         assert!(refused(&start(r#","budget":{"cost":5}"#)).contains("budget.cost"));
+        // A budget where the request has none is a key like any other.
+        assert!(refused(r#"{"v":1,"cmd":"status","budget":{"cost_usd":5}}"#).contains("budget"));
+        let raise = r#"{"v":1,"cmd":"named","session":"s","command":{"verb":"raise_budget","budget":{"cost":5,"iterations":9}}}"#;
+        assert!(
+            refused(raise).contains("command.budget.cost"),
+            "{}",
+            refused(raise)
+        );
         let none = r#"{"v":1,"cmd":"named","session":"s","command":{"verb":"answer","answers":{"given":[]}}}"#;
         assert!(
             refused(none).contains("gives no answers"),
