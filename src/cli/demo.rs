@@ -68,13 +68,17 @@ pub async fn demo(
         )),
     };
     refuse_taken(&root)?;
-    let made = !root.exists();
+    // The outermost folder the demo makes (`--dir a/b/c` under a new `a`: `a`).
+    let made = root
+        .ancestors()
+        .take_while(|dir| std::fs::symlink_metadata(dir).is_err())
+        .last()
+        .map(Path::to_path_buf);
     let project = scaffold(&root).map_err(|e| {
-        // Nothing half made is left: the folder was new or empty.
-        let _ = if made {
-            std::fs::remove_dir_all(&root)
-        } else {
-            empty(&root)
+        // Nothing half made is left: the folders were new, or the given one empty.
+        let _ = match &made {
+            Some(made) => std::fs::remove_dir_all(made),
+            None => empty(&root),
         };
         CliError::failure(anyhow::anyhow!(
             "cannot set up the demo project in {}: {e}",
@@ -397,8 +401,6 @@ fn refuse_taken(root: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
-/// A git repository with one commit, WORKTREES and SESSIONS, `.samocode`, and `bin/claude`
-/// that runs this very binary as the scripted agent.
 /// Removes what `dir` holds, keeping the folder.
 fn empty(dir: &Path) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
@@ -412,6 +414,8 @@ fn empty(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A git repository with one commit, WORKTREES and SESSIONS, `.samocode`, and `bin/claude`
+/// that runs this very binary as the scripted agent.
 fn scaffold(root: &Path) -> std::io::Result<Project> {
     let repo = root.join("repo");
     for dir in ["repo", "worktrees", "sessions", "bin"] {
