@@ -315,8 +315,11 @@ fn explain(config: &Config, folder: &str, settled: &Settled) -> u8 {
 fn dry_run(args: &RunArgs, config: &Config) -> Result<u8, CliError> {
     let project = config.project()?;
     // A repository the run's init would refuse is refused here too.
-    crate::session::worktree::checkout_blocking(&project.main_repo)
-        .map_err(|e| CliError::usage(anyhow::anyhow!("{e}")))?;
+    // A git that cannot be run at all is left to the run's init, which says so.
+    match crate::session::worktree::checkout_blocking(&project.main_repo) {
+        Err(crate::session::worktree::WorktreeError::CannotRun { .. }) | Ok(()) => {}
+        Err(e) => return Err(CliError::usage(anyhow::anyhow!("{e}"))),
+    }
     // A base branch the run's init would refuse is refused here too.
     if let Some(base) = &project.base_branch
         && !crate::session::worktree::names_a_commit(&project.main_repo, base)

@@ -588,27 +588,19 @@ fn not_a_repo_advice(path: &Path, detail: &str) -> String {
     }
 }
 
-/// Checks that `repo` is a git checkout (not a bare repository, not a plain folder).
+/// Checks that `repo` is a git checkout (not a bare repository, not a plain folder), off the
+/// async threads.
 async fn checkout(repo: &Path) -> Result<(), WorktreeError> {
-    if git(repo, &["rev-parse", "--is-bare-repository"])
+    let repo = repo.to_path_buf();
+    tokio::task::spawn_blocking(move || checkout_blocking(&repo))
         .await
-        .is_ok_and(|bare| bare == "true")
-    {
-        return Err(WorktreeError::Bare {
-            path: repo.to_path_buf(),
-        });
-    }
-    git(repo, &["rev-parse", "--show-toplevel"])
-        .await
-        .map_err(|e| match e {
-            WorktreeError::Git { detail, .. } => WorktreeError::NotARepo {
-                path: repo.to_path_buf(),
-                detail,
-            },
-            // git never ran: that says nothing about the repository.
-            other => other,
-        })?;
-    Ok(())
+        .unwrap_or_else(|error| {
+            Err(WorktreeError::CannotRun {
+                args: "rev-parse".into(),
+                dir: PathBuf::new(),
+                source: std::io::Error::other(error.to_string()),
+            })
+        })
 }
 
 async fn has_branch(repo: &Path, branch: &str) -> Result<bool, WorktreeError> {
@@ -679,9 +671,8 @@ pub async fn baseline(dir: &Path) -> Result<Baseline, WorktreeError> {
     })
 }
 
-/// [`checkout`] for callers off the async threads: a new session (and a dry run) refuses a
-/// MAIN_REPO its init would refuse, before anything is written. A git that cannot be run at
-/// all is left to the init, which says so.
+/// Checks that `repo` is a git checkout (not a bare repository, not a plain folder): the
+/// init's check, and a dry run's.
 pub fn checkout_blocking(repo: &Path) -> Result<(), WorktreeError> {
     if git_raw_blocking(repo, &["rev-parse", "--is-bare-repository"])
         .is_ok_and(|bare| bare.trim() == "true")
@@ -690,13 +681,16 @@ pub fn checkout_blocking(repo: &Path) -> Result<(), WorktreeError> {
             path: repo.to_path_buf(),
         });
     }
-    match git_raw_blocking(repo, &["rev-parse", "--show-toplevel"]) {
-        Err(WorktreeError::Git { detail, .. }) => Err(WorktreeError::NotARepo {
-            path: repo.to_path_buf(),
-            detail,
-        }),
-        _ => Ok(()),
-    }
+    git_raw_blocking(repo, &["rev-parse", "--show-toplevel"])
+        .map_err(|e| match e {
+            WorktreeError::Git { detail, .. } => WorktreeError::NotARepo {
+                path: repo.to_path_buf(),
+                detail,
+            },
+            // git never ran: that says nothing about the repository.
+            other => other,
+        })
+        .map(drop)
 }
 
 /// Whether `base` names a commit of `repo` (a dry run's check of BASE_BRANCH).
