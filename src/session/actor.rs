@@ -882,16 +882,13 @@ impl SessionActor {
         let log = files.relative_log();
         let dive = context::dive_and_task(state);
         let mut own_part = std::borrow::Cow::Borrowed(&text[..own]);
-        if dive.len() > context::JOURNALED_ONCE {
-            match &run.dive_journaled {
-                Some(earlier) => {
-                    own_part = own_part
-                        .replacen(&dive, &context::dive_and_task_as_in(earlier), 1)
-                        .into();
-                }
-                None => run.dive_journaled = Some(log.clone()),
-            }
+        let long_dive = dive.len() > context::JOURNALED_ONCE;
+        if long_dive && let Some(earlier) = &run.dive_journaled {
+            own_part = own_part
+                .replacen(&dive, &context::dive_and_task_as_in(earlier), 1)
+                .into();
         }
+        let dive_written_here = long_dive && run.dive_journaled.is_none();
         match &run.standing_journaled {
             Some((phase, earlier)) if *phase == state.phase => {
                 let rest = context::standing_as_in(earlier);
@@ -900,8 +897,12 @@ impl SessionActor {
             _ => {
                 run.store
                     .append_context(&log, &format!("{own_part}{}", &text[own..]), "")?;
-                run.standing_journaled = Some((state.phase, log));
+                run.standing_journaled = Some((state.phase, log.clone()));
             }
+        }
+        // Named by later entries only once it is written.
+        if dive_written_here {
+            run.dive_journaled = Some(log);
         }
         // The model is decided once per attempt: the phase's profile (or its plan's), then the
         // provider's model for it, unless CLAUDE_MODEL names one.
