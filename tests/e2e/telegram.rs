@@ -1252,11 +1252,7 @@ fn a_namesakes_notice_leaves_the_open_message_of_another_projects_run_alone() {
     let api = FakeApi::start(OWNER as i64);
     let mut project = telegram_project(&api, OWNER as i64, None);
     let _daemon = project.daemon(&[]);
-    let mut other = telegram_project(&api, OWNER as i64, None);
-    other.env(
-        "SAMOCODE_STATE_DIR",
-        &project.state_dir().display().to_string(),
-    );
+    let other = another_project_beside(&api, &project);
     other
         .run(&["run", "--session", "twin", "--dive", "d", "--task", "t"])
         .expect(10);
@@ -1321,11 +1317,7 @@ fn a_namesakes_notice_the_daemon_sends_for_a_run_is_not_its_sessions_message() {
     let _daemon = project.daemon(&[]);
     let ours = start_until_asked(&project, &api, "twin");
     let asked = api.sent("has questions").remove(0);
-    let mut other = telegram_project(&api, OWNER as i64, None);
-    other.env(
-        "SAMOCODE_STATE_DIR",
-        &project.state_dir().display().to_string(),
-    );
+    let other = another_project_beside(&api, &project);
     api.fail(&[Failure::Down(Duration::from_secs(8))]);
     other
         .run(&["run", "--session", "twin", "--dive", "d", "--task", "t"])
@@ -1355,4 +1347,15 @@ fn a_namesakes_notice_the_daemon_sends_for_a_run_is_not_its_sessions_message() {
         .filter(|e| e["message_id"] == theirs["message_id"])
         .collect();
     assert!(edited.is_empty(), "{edited:#?}");
+}
+
+/// Another project, with the same chat, whose commands share `project`'s state directory (its
+/// `run`s' outboxes sit beside the daemon's).
+fn another_project_beside(api: &FakeApi, project: &Project) -> Project {
+    let mut other = telegram_project(api, OWNER as i64, None);
+    other.env(
+        "SAMOCODE_STATE_DIR",
+        &project.state_dir().display().to_string(),
+    );
+    other
 }
