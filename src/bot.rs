@@ -306,9 +306,18 @@ impl Telegram {
         if let Err(error) = self.bot.set_my_commands(menu).await {
             tracing::warn!(error = %self.scrub(&error.to_string()), "cannot register the bot's command menu");
         }
-        let mut next: Option<i32> = std::fs::read_to_string(&place)
-            .ok()
-            .and_then(|text| text.trim().parse().ok());
+        // Never waited on: a named pipe there held the poll (and the daemon's exit) for good.
+        let mut next: Option<i32> = match crate::session::untrusted::read_text(
+            &place,
+            64,
+            crate::session::untrusted::Links::Refuse,
+        ) {
+            Ok(text) => text.and_then(|text| text.trim().parse().ok()),
+            Err(error) => {
+                tracing::warn!(%error, "the place in Telegram's updates cannot be read; starting from the updates Telegram still holds");
+                None
+            }
+        };
         let mut told: HashSet<u64> = HashSet::new();
         // Its own username, to tell its commands from other bots' in a group; asked again
         // until Telegram answers (the daemon may start before the network).

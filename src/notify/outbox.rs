@@ -89,12 +89,14 @@ impl Outbox {
     /// `WouldBlock` while another notifier owns it.
     pub fn open(path: &Path) -> std::io::Result<(Outbox, Replay)> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot make {}: {e}", dir.display()))
+            })?;
         }
         let lock = lock(path)?;
         let entries = read(path)?;
         let replay = replay(&entries);
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = open_regular(OpenOptions::new().create(true).append(true), path)?;
         let mut outbox = Outbox {
             path: path.to_path_buf(),
             file,
@@ -171,20 +173,42 @@ impl Outbox {
             text.push(b'\n');
         }
         crate::session::store::write_atomic(&self.path, &text).map_err(std::io::Error::other)?;
-        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        self.file = open_regular(OpenOptions::new().append(true), &self.path)?;
         self.lines = kept.len();
         self.len = text.len() as u64;
         Ok(())
     }
 }
 
+/// Opens `path` with `options`, never waiting (a named pipe there, with no reader, would hang
+/// the notifier and with it the daemon, beyond a SIGTERM's reach): a regular file only.
+fn open_regular(options: &mut OpenOptions, path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let not_regular = || {
+        std::io::Error::other(format!(
+            "{} is not a regular file (a named pipe, a device or a folder); remove it",
+            path.display()
+        ))
+    };
+    let file = options
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(nix::libc::ENXIO | nix::libc::EISDIR) => not_regular(),
+            _ => e,
+        })?;
+    match file.metadata()?.is_file() {
+        true => Ok(file),
+        false => Err(not_regular()),
+    }
+}
+
 /// Takes the lock of the outbox at `path` (its `.lock` file beside it).
 fn lock(path: &Path) -> std::io::Result<File> {
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path.with_extension("lock"))?;
+    let lock = open_regular(
+        OpenOptions::new().create(true).truncate(false).write(true),
+        &path.with_extension("lock"),
+    )?;
     match lock.try_lock() {
         Ok(()) => Ok(lock),
         Err(std::fs::TryLockError::WouldBlock) => Err(std::io::ErrorKind::WouldBlock.into()),
@@ -193,11 +217,11 @@ fn lock(path: &Path) -> std::io::Result<File> {
 }
 
 fn read(path: &Path) -> std::io::Result<Vec<Entry>> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e),
-    };
+    use crate::session::untrusted::{Links, read_bytes};
+    // Never waited on, and bounded (compaction keeps it far smaller).
+    let bytes = read_bytes(path, 256 << 20, Links::Refuse)
+        .map_err(|e| std::io::Error::other(e.to_string()))?
+        .unwrap_or_default();
     // A line cut short by a crash mid-write (even inside a character) is skipped: its notice
     // was never sent. So is one of a kind this build does not know (a later build's), which
     // compaction would drop: said, so that a downgrade does not lose it without a word.
@@ -425,6 +449,33 @@ mod tests {
                 dir: None,
             },
         }
+    }
+
+    /// A named pipe in the outbox folder hung the daemon's notifier, and with it the whole
+    /// daemon, beyond a SIGTERM's reach: refused at once, by name.
+    #[test]
+    fn an_outbox_or_its_lock_that_is_a_named_pipe_is_refused_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = |path: &Path| {
+            let made = std::process::Command::new("mkfifo")
+                .arg(path)
+                .status()
+                .unwrap();
+            assert!(made.success());
+        };
+        let outbox = dir.path().join("outbox/run-x.jsonl");
+        std::fs::create_dir_all(outbox.parent().unwrap()).unwrap();
+        fifo(&outbox);
+        let error = Outbox::open(&outbox).err().unwrap().to_string();
+        assert!(
+            error.contains("named pipe") || error.contains("not a regular file"),
+            "{error}"
+        );
+        assert!(take_run_open(&dir.path().join("outbox/daemon.jsonl"), "x", None).is_none());
+        let locked = dir.path().join("outbox/daemon.jsonl");
+        fifo(&locked.with_extension("lock"));
+        let error = Outbox::open(&locked).err().unwrap().to_string();
+        assert!(error.contains("not a regular file"), "{error}");
     }
 
     #[test]
