@@ -161,6 +161,11 @@ pub struct InFlightRecord {
     /// carried: they are used once the attempt's verdict is taken.
     #[serde(default, skip_serializing_if = "is_zero_count")]
     pub notes: usize,
+    /// The longest the attempt can run, in seconds (its time limit and kill grace): an
+    /// attempt a crash interrupted is counted as running no longer than this, whatever the
+    /// wall clock did meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_secs: Option<u64>,
 }
 
 fn is_zero_count(n: &usize) -> bool {

@@ -937,6 +937,7 @@ impl SessionActor {
             effort: Some(choice.effort.clone()),
             baseline: baseline.clone(),
             notes: state.guidance.len(),
+            limit_secs: Some((self.agent.timeout + self.agent.kill_grace).as_secs()),
         });
         if let Err(error) = run.save() {
             let StoreError::Unreadable(unreadable) = error else {

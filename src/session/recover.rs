@@ -206,7 +206,17 @@ pub fn take_over(
         // the night) is not the agent's. It counts against the time budget as any attempt's.
         let row = IterationRow {
             started_at: record.started_at,
-            ended_at: last_heard(store, &record.log, record.started_at, now),
+            ended_at: last_heard(store, &record.log, record.started_at, now).min(
+                match record.limit_secs {
+                    // No longer than it could have run: a wall clock stepped meanwhile
+                    // moved its log's last write, not its running time.
+                    Some(limit) => record
+                        .started_at
+                        .checked_add(jiff::SignedDuration::from_secs(limit as i64))
+                        .unwrap_or(now),
+                    None => now,
+                },
+            ),
             // Nobody watched it to its end: its time is the wall clock's, up to when its log
             // was last written.
             seconds: None,
@@ -341,6 +351,7 @@ mod tests {
             effort: None,
             baseline: None,
             notes: 0,
+            limit_secs: None,
         });
         store.save(&mut state).unwrap();
         store
@@ -453,6 +464,29 @@ mod tests {
         assert_eq!(row.outcome, AttemptOutcome::Interrupted);
         assert_eq!((row.started_at, row.ended_at), (started, heard));
         assert!(saved.in_flight.is_none());
+    }
+
+    /// A wall clock stepped a day ahead while the attempt ran moved its log's last write a
+    /// day on: the attempt counted a day against a one-hour time budget. It counts no longer
+    /// than it could have run (its limit, kept in the in-flight record).
+    #[test]
+    fn an_interrupted_attempt_counts_no_longer_than_its_limit_whatever_the_clock_did() {
+        let (_dir, store, mut state) = verdict_journaled(RunState::Running);
+        std::fs::write(store.path(crate::session::store::ITERATIONS), "").unwrap();
+        let started = Timestamp::now() - jiff::SignedDuration::from_hours(2);
+        let record = state.in_flight.as_mut().unwrap();
+        record.started_at = started;
+        record.limit_secs = Some(1810);
+        let log = store.path(&record.log);
+        let stepped = started + jiff::SignedDuration::from_hours(24);
+        std::fs::File::options()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_modified(std::time::SystemTime::from(stepped))
+            .unwrap();
+        take_over(&store, &mut state, &LocalProcess, &Prices::default()).unwrap();
+        assert_eq!(store.load_state().unwrap().agent_seconds, 1810.0);
     }
 
     #[test]
