@@ -443,7 +443,7 @@ fn print_stderr(log: &Path, out: &mut impl Write) -> Result<(), LogsError> {
     file.seek(SeekFrom::Start(start))
         .and_then(|_| file.take(STDERR_TAIL).read_to_end(&mut bytes))
         .map_err(read)?;
-    let text = String::from_utf8_lossy(&bytes);
+    let text = String::from_utf8_lossy(crate::session::store::from_a_character(&bytes, start > 0));
     if text.trim().is_empty() {
         return Ok(());
     }

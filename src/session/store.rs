@@ -220,8 +220,13 @@ pub fn tail(path: &Path, limit: u64) -> String {
     let _ = file.seek(SeekFrom::Start(len.saturating_sub(limit)));
     let mut bytes = Vec::new();
     let _ = file.take(limit).read_to_end(&mut bytes);
-    // A window that begins inside a character begins at the next one.
-    let from = match len > limit {
+    String::from_utf8_lossy(from_a_character(&bytes, len > limit)).into_owned()
+}
+
+/// `bytes` from their first whole character, when they were cut from a longer text (`cut`):
+/// a window that begins inside a UTF-8 character begins at the next one.
+pub fn from_a_character(bytes: &[u8], cut: bool) -> &[u8] {
+    let inside = match cut {
         true => bytes
             .iter()
             .take(3)
@@ -229,7 +234,7 @@ pub fn tail(path: &Path, limit: u64) -> String {
             .count(),
         false => 0,
     };
-    String::from_utf8_lossy(&bytes[from..]).into_owned()
+    &bytes[inside..]
 }
 
 /// The stderr log beside an attempt's stdout log (`X.jsonl`: `X.stderr.log`), made when the
