@@ -898,7 +898,11 @@ fn misspelt_variables(sources: &Sources, problems: &mut Problems) {
     };
     let words = |name: &str| {
         let rest = name.split_once('_').map_or(name, |(_, rest)| rest);
-        singular(rest.strip_prefix("MAX_").unwrap_or(rest))
+        singular(
+            rest.strip_prefix("MAX_")
+                .or_else(|| rest.strip_prefix("MAX"))
+                .unwrap_or(rest),
+        )
     };
     for name in names {
         let prefix = prefix_of(name).unwrap_or_default();

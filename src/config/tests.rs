@@ -796,6 +796,7 @@ fn a_misspelt_setting_in_the_environment_is_named_with_the_setting_it_misses() {
             ("SAMOCODE_TIMEOUT", "5m"),
             ("SAMOCODE_PARALLEL", "2"),
             ("SAMOCODE_RETRIES", "2"),
+            ("SAMOCODE_MAXCOST", "3"),
             ("TELEGRAM_API_URI", "http://127.0.0.1:1"),
             ("TELEGRAM_ALLOWED_USER", "1"),
             // Not near any setting: samocode's own markers, a test agent's, or someone else's.
@@ -826,6 +827,7 @@ fn a_misspelt_setting_in_the_environment_is_named_with_the_setting_it_misses() {
         ("SAMOCODE_TIMEOUT", "CLAUDE_TIMEOUT"),
         ("SAMOCODE_PARALLEL", "SAMOCODE_MAX_PARALLEL"),
         ("SAMOCODE_RETRIES", "SAMOCODE_MAX_RETRIES"),
+        ("SAMOCODE_MAXCOST", "SAMOCODE_MAX_COST"),
         ("TELEGRAM_API_URI", "TELEGRAM_API_URL"),
         ("TELEGRAM_ALLOWED_USER", "TELEGRAM_ALLOWED_USERS"),
     ] {
@@ -834,7 +836,7 @@ fn a_misspelt_setting_in_the_environment_is_named_with_the_setting_it_misses() {
             "{guess}: {error}"
         );
     }
-    assert!(error.starts_with("8 problems"), "{error}");
+    assert!(error.starts_with("9 problems"), "{error}");
 }
 
 #[test]
