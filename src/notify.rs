@@ -153,6 +153,9 @@ pub struct NotifierArgs {
     /// `outbox-full`: every write of the outbox fails half way, as on a full disk;
     /// `outbox-compact`: the outbox is compacted at every record (tests).
     pub failpoints: Vec<String>,
+    /// The daemon's sessions' folders by name (the names it claimed): which folder a name is
+    /// its session's, also before that session has sent a notice since the daemon's start.
+    pub names: Option<Arc<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>>>,
 }
 
 pub struct NotifierActor;
@@ -183,6 +186,8 @@ pub struct NotifierState {
     /// another folder of that name (a `run`'s of another project, adopted) is sent, but never
     /// becomes, closes or hides this session's open message.
     ours: std::collections::HashMap<String, PathBuf>,
+    /// The daemon's claimed names (see [`NotifierArgs::names`]).
+    names: Option<Arc<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>>>,
 }
 
 /// The longest pause between two tries of one notice.
@@ -314,6 +319,7 @@ impl Actor for NotifierActor {
             looked,
             receipts: std::collections::HashMap::new(),
             ours: std::collections::HashMap::new(),
+            names: args.names,
         };
         myself.send_message(NotifierMsg::Retry)?;
         Ok(state)
@@ -553,10 +559,20 @@ impl NotifierState {
 
     /// True for a notice of another folder than this notifier's session of that name.
     fn namesake(&self, notice: &Notice) -> bool {
-        matches!(
-            (&notice.dir, self.ours.get(&notice.session)),
-            (Some(theirs), Some(ours)) if !outbox::same_folder(theirs, ours)
-        )
+        let Some(theirs) = &notice.dir else {
+            return false;
+        };
+        let claimed = || {
+            let names = self.names.as_ref()?;
+            let names = names
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            names.get(&notice.session).cloned()
+        };
+        match self.ours.get(&notice.session).cloned().or_else(claimed) {
+            Some(ours) => !outbox::same_folder(theirs, &ours),
+            None => false,
+        }
     }
 
     /// Keeps track of the open message a delivered entry made, or closed.

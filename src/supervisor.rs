@@ -282,7 +282,8 @@ impl Actor for SupervisorActor {
         args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
         let notices = NotifierHandle::of_supervisor(myself.get_id());
-        let notifier = self.spawn_notifier(&myself, &notices).await?;
+        let names: Arc<std::sync::Mutex<HashMap<String, PathBuf>>> = Arc::default();
+        let notifier = self.spawn_notifier(&myself, &notices, &names).await?;
         let watch = self.keep_parked.then(|| {
             let watch = watch::FolderWatch::new(myself.clone());
             if !watch.is_live() {
@@ -312,7 +313,7 @@ impl Actor for SupervisorActor {
             opening_turns: Arc::new(tokio::sync::Semaphore::new(
                 crate::open_files::OPENING_AT_ONCE,
             )),
-            names: Arc::default(),
+            names,
             reopening: HashMap::new(),
         })
     }
@@ -468,6 +469,7 @@ impl SupervisorActor {
         &self,
         myself: &ActorRef<SupervisorMsg>,
         notices: &NotifierHandle,
+        names: &Arc<std::sync::Mutex<HashMap<String, PathBuf>>>,
     ) -> Result<ActorRef<NotifierMsg>, ActorProcessingErr> {
         let (notifier, _) = Actor::spawn_linked(
             Some(notices.name().to_string()),
@@ -477,6 +479,7 @@ impl SupervisorActor {
                 outbox: self.outbox.clone(),
                 adopt: self.keep_parked,
                 failpoints: self.failpoints.clone(),
+                names: self.keep_parked.then(|| names.clone()),
             },
             myself.get_cell(),
         )
@@ -500,7 +503,9 @@ impl SupervisorActor {
         if state.notifier_restarts.len() > MAX_RESTARTS {
             return Err("the notifier keeps failing".into());
         }
-        state.notifier = self.spawn_notifier(myself, &state.notices).await?;
+        state.notifier = self
+            .spawn_notifier(myself, &state.notices, &state.names)
+            .await?;
         Ok(())
     }
 

@@ -1314,9 +1314,13 @@ fn a_reply_telegram_asks_to_wait_for_is_sent_after_the_wait() {
 fn a_namesakes_notice_the_daemon_sends_for_a_run_is_not_its_sessions_message() {
     let api = FakeApi::start(OWNER as i64);
     let mut project = telegram_project(&api, OWNER as i64, None);
-    let _daemon = project.daemon(&[]);
+    let daemon = project.daemon(&[]);
     let ours = start_until_asked(&project, &api, "twin");
     let asked = api.sent("has questions").remove(0);
+    // Restarted: the daemon knows its session's folder by the name it claimed, before that
+    // session tells anything again.
+    assert_eq!(daemon.terminate(), Some(0));
+    let _daemon = project.daemon(&[]);
     let other = another_project_beside(&api, &project);
     api.fail(&[Failure::Down(Duration::from_secs(8))]);
     other
