@@ -430,7 +430,7 @@ impl SessionActor {
                 let answer = match stale {
                     true => Err((
                         format!(
-                            "this message of {} is older than what it waits on now; use the buttons of its latest message",
+                            "this message of {} is not its latest (it waits on something newer, or the message is another project's session of that name); use the buttons of its latest message",
                             run.state.name
                         ),
                         2,
