@@ -188,7 +188,13 @@ pub struct NotifierState {
     ours: std::collections::HashMap<String, PathBuf>,
     /// The daemon's claimed names (see [`NotifierArgs::names`]).
     names: Option<Arc<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>>>,
+    /// Open messages of other folders' sessions of this notifier's sessions' names (namesake
+    /// runs' notices it sent or adopted), by name and folder: closed by their own closes.
+    foreign: Foreign,
 }
+
+/// Open messages by session name and folder (see [`NotifierState::foreign`]).
+type Foreign = std::collections::HashMap<(String, PathBuf), OpenMessage>;
 
 /// The longest pause between two tries of one notice.
 const LONGEST_PAUSE: Duration = Duration::from_secs(60);
@@ -277,6 +283,7 @@ impl Actor for NotifierActor {
         args: NotifierArgs,
     ) -> Result<NotifierState, ActorProcessingErr> {
         let mut looked = outbox::Looked::default();
+        let mut foreign = Foreign::new();
         let (outbox, queue) = match (&args.sink, &args.outbox) {
             (Some(_), Some(path)) => {
                 let (mut outbox, mut replay) = open_outbox(path).await?;
@@ -288,7 +295,18 @@ impl Actor for NotifierActor {
                 }
                 if args.adopt {
                     // What cannot be written waits in memory: the runs' files are gone already.
-                    if let Err(error) = adopt(path, &mut outbox, &mut replay, &mut looked) {
+                    let ours = std::collections::HashMap::new();
+                    let namesake = |session: &str, dir: Option<&Path>| {
+                        namesake_of(&ours, args.names.as_ref(), session, dir)
+                    };
+                    if let Err(error) = adopt(
+                        path,
+                        &mut outbox,
+                        &mut replay,
+                        &mut looked,
+                        &namesake,
+                        &mut foreign,
+                    ) {
                         tracing::warn!(%error, "the outbox cannot be written; what a run left waits in memory until it is sent");
                     }
                     myself.send_after(ADOPT_EVERY, || NotifierMsg::Adopt);
@@ -317,6 +335,7 @@ impl Actor for NotifierActor {
             flushes: Vec::new(),
             settling: None,
             looked,
+            foreign,
             receipts: std::collections::HashMap::new(),
             ours: std::collections::HashMap::new(),
             names: args.names,
@@ -394,7 +413,17 @@ impl Actor for NotifierActor {
             NotifierMsg::Adopt => {
                 if let (Some(outbox), Some(path)) = (&mut state.outbox, &state.adopt_into) {
                     let before = state.queue.pending.len();
-                    if let Err(error) = adopt(path, outbox, &mut state.queue, &mut state.looked) {
+                    let (ours, names) = (&state.ours, state.names.as_ref());
+                    let namesake =
+                        |session: &str, dir: Option<&Path>| namesake_of(ours, names, session, dir);
+                    if let Err(error) = adopt(
+                        path,
+                        outbox,
+                        &mut state.queue,
+                        &mut state.looked,
+                        &namesake,
+                        &mut state.foreign,
+                    ) {
                         tracing::warn!(%error, "the outbox cannot be written; what a run left waits in memory until it is sent");
                     }
                     let adopted = state.queue.pending.len() - before;
@@ -479,6 +508,7 @@ impl NotifierState {
                 id: self.queue.next_id,
                 session: session.clone(),
                 line: line.clone(),
+                dir: from,
             }),
             _ => {
                 let Some(mut notice) = sink.render(event) else {
@@ -507,6 +537,7 @@ impl NotifierState {
                         id: self.queue.next_id,
                         session: notice.session.clone(),
                         line: "moved on: see the newer message".into(),
+                        dir: notice.dir.clone(),
                     });
                     self.queue.next_id += 1;
                 }
@@ -535,8 +566,12 @@ impl NotifierState {
                         Some(notice.open)
                     }
                     Entry::Close {
-                        session: closed, ..
-                    } if closed == session => Some(false),
+                        session: closed,
+                        dir,
+                        ..
+                    } if closed == session && !self.namesake_at(closed, dir.as_deref()) => {
+                        Some(false)
+                    }
                     _ => None,
                 })
                 == Some(true)
@@ -559,26 +594,29 @@ impl NotifierState {
 
     /// True for a notice of another folder than this notifier's session of that name.
     fn namesake(&self, notice: &Notice) -> bool {
-        let Some(theirs) = &notice.dir else {
-            return false;
-        };
-        let claimed = || {
-            let names = self.names.as_ref()?;
-            let names = names
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            names.get(&notice.session).cloned()
-        };
-        match self.ours.get(&notice.session).cloned().or_else(claimed) {
-            Some(ours) => !outbox::same_folder(theirs, &ours),
-            None => false,
-        }
+        self.namesake_at(&notice.session, notice.dir.as_deref())
+    }
+
+    /// True when `dir` is another folder than this notifier's session `session`'s.
+    fn namesake_at(&self, session: &str, dir: Option<&Path>) -> bool {
+        namesake_of(&self.ours, self.names.as_ref(), session, dir)
     }
 
     /// Keeps track of the open message a delivered entry made, or closed.
     fn remember(&mut self, entry: Entry, messages: &[i64]) {
         match entry {
-            Entry::Notice { notice, .. } if self.namesake(&notice) => {}
+            Entry::Notice { notice, .. } if self.namesake(&notice) => {
+                let key = (notice.session, notice.dir.unwrap_or_default());
+                self.foreign.remove(&key);
+                if let (true, Some(message)) = (notice.open, messages.last()) {
+                    let message = OpenMessage {
+                        message: *message,
+                        html: notice.html,
+                        dir: Some(key.1.clone()),
+                    };
+                    self.foreign.insert(key, message);
+                }
+            }
             Entry::Notice { notice, .. } => {
                 // A newer notice of the session replaces whatever was open before.
                 self.queue.open.remove(&notice.session);
@@ -593,9 +631,12 @@ impl NotifierState {
                     );
                 }
             }
-            Entry::Close { session, .. } => {
-                self.queue.open.remove(&session);
-            }
+            Entry::Close { session, dir, .. } => match dir {
+                Some(dir) if self.namesake_at(&session, Some(&dir)) => {
+                    self.foreign.remove(&(session, dir));
+                }
+                _ => drop(self.queue.open.remove(&session)),
+            },
             _ => {}
         }
     }
@@ -623,6 +664,15 @@ impl NotifierState {
         };
         let id = outbox::entry_id(&head);
         let open = match &head {
+            // Another folder's close (a namesake run's, adopted) closes that folder's message,
+            // never the one open under its name for this notifier's session.
+            Entry::Close {
+                session,
+                dir: Some(dir),
+                ..
+            } if self.namesake_at(session, Some(dir)) => {
+                self.foreign.get(&(session.clone(), dir.clone())).cloned()
+            }
             Entry::Close { session, .. } => self.queue.open.get(session).cloned(),
             _ => None,
         };
@@ -646,11 +696,38 @@ impl NotifierState {
 /// Takes over the outboxes of `samocode run`s that ended with notices unsent: their entries,
 /// renumbered, go to the end of `replay` and into `outbox`, and their open messages are kept
 /// in both.
+/// True when `dir` is another folder than that of the session `session` of this notifier:
+/// the one its events came from (`ours`), else the one the daemon claimed the name for.
+fn namesake_of(
+    ours: &std::collections::HashMap<String, PathBuf>,
+    names: Option<&Arc<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>>>,
+    session: &str,
+    dir: Option<&Path>,
+) -> bool {
+    let Some(theirs) = dir else {
+        return false;
+    };
+    let claimed = || {
+        let names = names?
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        names.get(session).cloned()
+    };
+    match ours.get(session).cloned().or_else(claimed) {
+        Some(ours) => !outbox::same_folder(theirs, &ours),
+        None => false,
+    }
+}
+
+/// Takes what the runs' outboxes beside `path` left; an open message of another folder than
+/// the daemon's session of its name (`namesake`) is not made that session's.
 fn adopt(
     path: &std::path::Path,
     outbox: &mut Outbox,
     replay: &mut Replay,
     looked: &mut outbox::Looked,
+    namesake: &dyn Fn(&str, Option<&Path>) -> bool,
+    foreign: &mut Foreign,
 ) -> std::io::Result<()> {
     let orphans = outbox::adopt_orphans(path, looked);
     let mut failed = Ok(());
@@ -665,6 +742,12 @@ fn adopt(
         replay.pending.push_back(entry);
     }
     for (session, message) in orphans.open {
+        if let Some(dir) = message.dir.clone()
+            && namesake(&session, Some(&dir))
+        {
+            foreign.insert((session, dir), message);
+            continue;
+        }
         if let Err(error) = outbox.keep_open(&session, &message) {
             failed = Err(error);
         }

@@ -24,11 +24,15 @@ use super::Notice;
 pub enum Entry {
     /// A notice to send.
     Notice { id: u64, notice: Notice },
-    /// Edit the session's open message: remove its buttons and add `line`.
+    /// Edit the session's open message: remove its buttons and add `line`. `dir`: the
+    /// session's folder (absent in older lines), so that another folder's session of the name
+    /// never has its message closed by this one.
     Close {
         id: u64,
         session: String,
         line: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dir: Option<PathBuf>,
     },
     /// Entry `id` was delivered; the messages it became (the last one holds the buttons).
     Sent { id: u64, messages: Vec<i64> },
@@ -419,7 +423,14 @@ pub fn replay(entries: &[Entry]) -> Replay {
 pub fn renumber(entry: Entry, id: u64) -> Entry {
     match entry {
         Entry::Notice { notice, .. } => Entry::Notice { id, notice },
-        Entry::Close { session, line, .. } => Entry::Close { id, session, line },
+        Entry::Close {
+            session, line, dir, ..
+        } => Entry::Close {
+            id,
+            session,
+            line,
+            dir,
+        },
         Entry::Sent { messages, .. } => Entry::Sent { id, messages },
         Entry::Dropped { reason, .. } => Entry::Dropped { id, reason },
     }
@@ -492,6 +503,7 @@ mod tests {
                 id: 3,
                 session: "a".into(),
                 line: "approved".into(),
+                dir: None,
             },
             Entry::Dropped {
                 id: 1,

@@ -1363,3 +1363,47 @@ fn another_project_beside(api: &FakeApi, project: &Project) -> Project {
     );
     other
 }
+
+/// A namesake run whose questions' message its outbox keeps open, answered and run again while
+/// Telegram was down: the daemon adopting its close and its plan took that message for its own
+/// session's, which then lost track of its own (its buttons never closed). Each folder's close
+/// closes its own message (last read).
+#[test]
+fn a_namesake_runs_close_adopted_by_the_daemon_closes_only_its_own_message() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    let _daemon = project.daemon(&[]);
+    start_until_asked(&project, &api, "twin");
+    let ours = api.sent("has questions").remove(0)["message_id"].clone();
+    let other = another_project_beside(&api, &project);
+    other
+        .run(&["run", "--session", "twin", "--dive", "d", "--task", "t"])
+        .expect(10);
+    let theirs = api.sent("has questions").remove(1)["message_id"].clone();
+    other
+        .run(&["answer", "twin", "--accept-suggestions"])
+        .expect(0);
+    api.fail(&[Failure::Down(Duration::from_secs(8))]);
+    other.run(&["run", "--session", "twin"]).expect(10);
+    let edits = |id: &Value| {
+        api.calls("editmessagetext")
+            .iter()
+            .filter(|e| e["message_id"] == *id)
+            .count()
+    };
+    wait_for(
+        Duration::from_secs(60),
+        "the run's close, sent by the daemon",
+        || edits(&theirs) == 1 && !api.sent("waits for approval").is_empty(),
+    );
+    assert_eq!(edits(&ours), 0);
+    project
+        .run(&["answer", "twin", "--accept-suggestions"])
+        .expect(0);
+    wait_for(
+        Duration::from_secs(30),
+        "the daemon's session's message closed",
+        || edits(&ours) == 1,
+    );
+    assert_eq!(edits(&theirs), 1);
+}
