@@ -319,8 +319,6 @@ impl Drop for Socket {
     }
 }
 
-/// Binds the socket with mode 0600. The path is used only when nothing is there, or when what
-/// is there is a socket that no live daemon answers (the leftover of a crashed one).
 /// A socket's path has room for 107 bytes: a longer one is a setting to change, not an error
 /// of the system. Checked before anything is made for the socket.
 pub fn fits(path: &Path) -> Result<(), ControlError> {
@@ -334,6 +332,8 @@ pub fn fits(path: &Path) -> Result<(), ControlError> {
     }
 }
 
+/// Binds the socket with mode 0600. The path is used only when nothing is there, or when what
+/// is there is a socket that no live daemon answers (the leftover of a crashed one).
 pub async fn bind(path: &Path) -> Result<Socket, ControlError> {
     use std::os::unix::fs::PermissionsExt;
     let io = |source| ControlError::Io {
@@ -621,7 +621,6 @@ pub async fn ask(supervisor: &ActorRef<SupervisorMsg>, request: Request) -> Resp
     }
 }
 
-/// The first text of a request that holds a NUL byte (no file name or argument can).
 /// An `answer` with an empty list of answers, which would be "saved" having saved nothing.
 fn gives_no_answer(request: &Request) -> bool {
     use crate::session::person::Answers;
@@ -632,6 +631,7 @@ fn gives_no_answer(request: &Request) -> bool {
     )
 }
 
+/// The first text of a request that holds a NUL byte (no file name or argument can).
 fn nul_in(request: &Request) -> Option<&'static str> {
     use crate::session::person::Answers;
     let command_texts = |command: &PersonCommand| -> Vec<(&'static str, String)> {

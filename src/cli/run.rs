@@ -28,7 +28,8 @@ pub struct RunArgs {
     /// The agent CLI: claude (the default) or codex (also SAMOCODE_PROVIDER).
     #[arg(long, value_name = "PROVIDER")]
     pub provider: Option<String>,
-    /// The hard limit of one agent attempt (90s, 30m, 2h; default 30m, also CLAUDE_TIMEOUT).
+    /// The hard limit of one agent attempt (90s, 30m, 2h; default 30m, also CLAUDE_TIMEOUT or
+    /// CODEX_TIMEOUT).
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
     /// Run a single iteration, then exit (0 when it was accepted).
