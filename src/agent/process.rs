@@ -234,10 +234,7 @@ impl Actor for AgentProcess {
                         "{skipped} output line(s) over {} MiB not read for events: a result among them leaves this attempt's cost and tokens uncounted",
                         MAX_EVENT_LINE >> 20
                     );
-                    state.note = Some(match state.note.take() {
-                        Some(note) => format!("{note}; {said}"),
-                        None => said,
-                    });
+                    add_note(state, said);
                 }
             }
             AgentMsg::ErrorsClosed => state.errors_open = false,
@@ -327,9 +324,12 @@ impl Actor for AgentProcess {
                         "standard error"
                     };
                     tracing::warn!(attempt = %state.spec.attempt_id, pipe, "a pipe still open after the kill grace; abandoning it");
-                    state.note = Some(format!(
-                        "{pipe} was still held open after the kill grace by a process outside the agent's group; it was abandoned"
-                    ));
+                    add_note(
+                        state,
+                        format!(
+                            "{pipe} was still held open after the kill grace by a process outside the agent's group; it was abandoned"
+                        ),
+                    );
                     state.tasks.abort_all();
                     state.output_open = false;
                     state.errors_open = false;
@@ -363,6 +363,14 @@ impl Seen {
             }
         }
     }
+}
+
+/// Adds `said` to what the attempt's report notes.
+fn add_note(state: &mut AgentState, said: String) {
+    state.note = Some(match state.note.take() {
+        Some(note) => format!("{note}; {said}"),
+        None => said,
+    });
 }
 
 fn signal(state: &AgentState, signal: Signal) {

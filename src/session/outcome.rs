@@ -345,12 +345,12 @@ impl SessionActor {
                     .unwrap_or_default();
                 Some((
                     AttemptOutcome::Nonzero,
-                    format!("the agent exited with code {code}{detail}"),
+                    format!("the agent exited with code {code}{detail}{note}"),
                 ))
             }
             ProcessEnd::Signaled(signal) => Some((
                 AttemptOutcome::Crashed,
-                format!("the agent was killed by {signal}"),
+                format!("the agent was killed by {signal}{note}"),
             )),
             ProcessEnd::TimedOut => Some((
                 AttemptOutcome::Timeout,
