@@ -588,19 +588,35 @@ fn not_a_repo_advice(path: &Path, detail: &str) -> String {
     }
 }
 
-/// Checks that `repo` is a git checkout (not a bare repository, not a plain folder), off the
-/// async threads.
+/// Checks that `repo` is a git checkout (not a bare repository, not a plain folder), with
+/// git's time limit (a git stuck on a stalled network folder is stopped); [`checkout_blocking`]
+/// answers the same for a dry run.
 async fn checkout(repo: &Path) -> Result<(), WorktreeError> {
-    let repo = repo.to_path_buf();
-    tokio::task::spawn_blocking(move || checkout_blocking(&repo))
-        .await
-        .unwrap_or_else(|error| {
-            Err(WorktreeError::CannotRun {
-                args: "rev-parse".into(),
-                dir: PathBuf::new(),
-                source: std::io::Error::other(error.to_string()),
-            })
-        })
+    let bare = git(repo, &["rev-parse", "--is-bare-repository"]).await;
+    let top = git(repo, &["rev-parse", "--show-toplevel"]).await;
+    repository_checked(repo, bare, top)
+}
+
+/// What two answers of git (`--is-bare-repository`, `--show-toplevel`) say of `repo`.
+fn repository_checked(
+    repo: &Path,
+    bare: Result<String, WorktreeError>,
+    top: Result<String, WorktreeError>,
+) -> Result<(), WorktreeError> {
+    if bare.is_ok_and(|bare| bare.trim() == "true") {
+        return Err(WorktreeError::Bare {
+            path: repo.to_path_buf(),
+        });
+    }
+    top.map_err(|e| match e {
+        WorktreeError::Git { detail, .. } => WorktreeError::NotARepo {
+            path: repo.to_path_buf(),
+            detail,
+        },
+        // git never ran: that says nothing about the repository.
+        other => other,
+    })
+    .map(drop)
 }
 
 async fn has_branch(repo: &Path, branch: &str) -> Result<bool, WorktreeError> {
@@ -674,23 +690,11 @@ pub async fn baseline(dir: &Path) -> Result<Baseline, WorktreeError> {
 /// Checks that `repo` is a git checkout (not a bare repository, not a plain folder): the
 /// init's check, and a dry run's.
 pub fn checkout_blocking(repo: &Path) -> Result<(), WorktreeError> {
-    if git_raw_blocking(repo, &["rev-parse", "--is-bare-repository"])
-        .is_ok_and(|bare| bare.trim() == "true")
-    {
-        return Err(WorktreeError::Bare {
-            path: repo.to_path_buf(),
-        });
-    }
-    git_raw_blocking(repo, &["rev-parse", "--show-toplevel"])
-        .map_err(|e| match e {
-            WorktreeError::Git { detail, .. } => WorktreeError::NotARepo {
-                path: repo.to_path_buf(),
-                detail,
-            },
-            // git never ran: that says nothing about the repository.
-            other => other,
-        })
-        .map(drop)
+    repository_checked(
+        repo,
+        git_raw_blocking(repo, &["rev-parse", "--is-bare-repository"]),
+        git_raw_blocking(repo, &["rev-parse", "--show-toplevel"]),
+    )
 }
 
 /// Whether `base` names a commit of `repo` (a dry run's check of BASE_BRANCH).
