@@ -307,6 +307,9 @@ impl Telegram {
             tracing::warn!(error = %self.scrub(&error.to_string()), "cannot register the bot's command menu");
         }
         // Never waited on: a named pipe there held the poll (and the daemon's exit) for good.
+        // One that cannot be read does not replay what Telegram still holds (up to a day of
+        // commands, acted on already): the backlog is passed over, and said to be.
+        let mut skip_backlog = false;
         let mut next: Option<i32> = match crate::session::untrusted::read_text(
             &place,
             64,
@@ -314,7 +317,8 @@ impl Telegram {
         ) {
             Ok(text) => text.and_then(|text| text.trim().parse().ok()),
             Err(error) => {
-                tracing::warn!(%error, "the place in Telegram's updates cannot be read; starting from the updates Telegram still holds");
+                tracing::warn!(%error, "the place in Telegram's updates cannot be read; commands sent while the daemon was down are passed over (send them again)");
+                skip_backlog = true;
                 None
             }
         };
@@ -334,7 +338,10 @@ impl Telegram {
                 }
             }
             let mut request = self.poller.get_updates().timeout(POLL_SECONDS);
-            if let Some(next) = next {
+            if skip_backlog {
+                // The newest update only, to learn the place after it; not acted on.
+                request = self.poller.get_updates().timeout(0).offset(-1);
+            } else if let Some(next) = next {
                 request = request.offset(next);
             }
             let updates = match request.await {
@@ -368,6 +375,13 @@ impl Telegram {
                 }
             };
             pause = Duration::from_secs(1);
+            if std::mem::take(&mut skip_backlog) {
+                next = updates
+                    .last()
+                    .and_then(|last| i32::try_from(last.id.0).ok())
+                    .map(|id| id.saturating_add(1));
+                continue;
+            }
             let Some(last) = updates.last() else {
                 continue;
             };
