@@ -250,6 +250,8 @@ pub fn take_over(
         store.append_iteration(&row)?;
         state.spend(&row);
     }
+    // A context handed by path served the attempt, whatever its end; `contexts.md` keeps it.
+    let _ = std::fs::remove_file(store.path(&record.log).with_extension("context.md"));
     let mutation = match (&record.baseline, &state.worktree) {
         (Some(before), Some(tree)) => worktree::baseline_blocking(tree)
             .ok()
