@@ -443,7 +443,7 @@ impl Actor for NotifierActor {
                 if left > 0 && state.sink.is_some() {
                     tracing::warn!(
                         left,
-                        "notices could not be sent before the end; they wait in the outbox: a running daemon sends them within 15 s, else the next `samocode run` or `samocode supervise` does"
+                        "notices not sent yet as the notifier stops: those its outbox holds are sent by the next start (a daemon also sends a finished run's within 15 s)"
                     );
                 }
                 state.settling.get_or_insert_default().push(reply)
