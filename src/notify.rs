@@ -153,10 +153,14 @@ pub struct NotifierArgs {
     /// `outbox-full`: every write of the outbox fails half way, as on a full disk;
     /// `outbox-compact`: the outbox is compacted at every record (tests).
     pub failpoints: Vec<String>,
-    /// The daemon's sessions' folders by name (the names it claimed): which folder a name is
-    /// its session's, also before that session has sent a notice since the daemon's start.
-    pub names: Option<Arc<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>>>,
+    /// The daemon's sessions' folders by the names it claimed: a notice of another folder
+    /// of such a name (a namesake `run`'s, adopted) never becomes, closes or hides that
+    /// session's open message.
+    pub names: Option<Names>,
 }
+
+/// Folders by session name, shared with the supervisor that claims them.
+pub type Names = Arc<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>>;
 
 pub struct NotifierActor;
 
@@ -182,12 +186,8 @@ pub struct NotifierState {
     /// Whom to tell once the entry of this id is sent: its notice could not be written to the
     /// outbox (a full disk), so only its sending makes it safe.
     receipts: std::collections::HashMap<u64, Told>,
-    /// The folder of each session this notifier was handed events of, by name: a notice of
-    /// another folder of that name (a `run`'s of another project, adopted) is sent, but never
-    /// becomes, closes or hides this session's open message.
-    ours: std::collections::HashMap<String, PathBuf>,
     /// The daemon's claimed names (see [`NotifierArgs::names`]).
-    names: Option<Arc<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>>>,
+    names: Option<Names>,
     /// Open messages of other folders' sessions of this notifier's sessions' names (namesake
     /// runs' notices it sent or adopted), by name and folder: closed by their own closes.
     foreign: Foreign,
@@ -295,9 +295,8 @@ impl Actor for NotifierActor {
                 }
                 if args.adopt {
                     // What cannot be written waits in memory: the runs' files are gone already.
-                    let ours = std::collections::HashMap::new();
                     let namesake = |session: &str, dir: Option<&Path>| {
-                        namesake_of(&ours, args.names.as_ref(), session, dir)
+                        namesake_of(args.names.as_ref(), session, dir)
                     };
                     if let Err(error) = adopt(
                         path,
@@ -337,7 +336,6 @@ impl Actor for NotifierActor {
             looked,
             foreign,
             receipts: std::collections::HashMap::new(),
-            ours: std::collections::HashMap::new(),
             names: args.names,
         };
         myself.send_message(NotifierMsg::Retry)?;
@@ -413,9 +411,9 @@ impl Actor for NotifierActor {
             NotifierMsg::Adopt => {
                 if let (Some(outbox), Some(path)) = (&mut state.outbox, &state.adopt_into) {
                     let before = state.queue.pending.len();
-                    let (ours, names) = (&state.ours, state.names.as_ref());
+                    let names = state.names.as_ref();
                     let namesake =
-                        |session: &str, dir: Option<&Path>| namesake_of(ours, names, session, dir);
+                        |session: &str, dir: Option<&Path>| namesake_of(names, session, dir);
                     if let Err(error) = adopt(
                         path,
                         outbox,
@@ -514,9 +512,6 @@ impl NotifierState {
                 let Some(mut notice) = sink.render(event) else {
                     return Vec::new();
                 };
-                if let Some(dir) = &from {
-                    self.ours.insert(notice.session.clone(), dir.clone());
-                }
                 notice.dir = from;
                 // A session handed from `samocode run` to the daemon: the run's open message,
                 // kept in this outbox as compaction keeps one (a sent notice without buttons).
@@ -599,7 +594,7 @@ impl NotifierState {
 
     /// True when `dir` is another folder than this notifier's session `session`'s.
     fn namesake_at(&self, session: &str, dir: Option<&Path>) -> bool {
-        namesake_of(&self.ours, self.names.as_ref(), session, dir)
+        namesake_of(self.names.as_ref(), session, dir)
     }
 
     /// Keeps track of the open message a delivered entry made, or closed.
@@ -693,34 +688,24 @@ impl NotifierState {
     }
 }
 
-/// Takes over the outboxes of `samocode run`s that ended with notices unsent: their entries,
-/// renumbered, go to the end of `replay` and into `outbox`, and their open messages are kept
-/// in both.
-/// True when `dir` is another folder than that of the session `session` of this notifier:
-/// the one its events came from (`ours`), else the one the daemon claimed the name for.
-fn namesake_of(
-    ours: &std::collections::HashMap<String, PathBuf>,
-    names: Option<&Arc<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>>>,
-    session: &str,
-    dir: Option<&Path>,
-) -> bool {
-    let Some(theirs) = dir else {
+/// True when `dir` is another folder than that of the daemon's session `session` (the name
+/// it claimed for it). A `run`'s notifier has no names, and hears of its own session only.
+fn namesake_of(names: Option<&Names>, session: &str, dir: Option<&Path>) -> bool {
+    let (Some(theirs), Some(names)) = (dir, names) else {
         return false;
     };
-    let claimed = || {
-        let names = names?
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        names.get(session).cloned()
-    };
-    match ours.get(session).cloned().or_else(claimed) {
-        Some(ours) => !outbox::same_folder(theirs, &ours),
-        None => false,
-    }
+    let ours = names
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(session)
+        .cloned();
+    ours.is_some_and(|ours| !outbox::same_folder(theirs, &ours))
 }
 
-/// Takes what the runs' outboxes beside `path` left; an open message of another folder than
-/// the daemon's session of its name (`namesake`) is not made that session's.
+/// Takes over the outboxes of `samocode run`s that ended with notices unsent: their entries,
+/// renumbered, go to the end of `replay` and into `outbox`, and their open messages are kept
+/// in both; one of another folder than the daemon's session of its name (`namesake`) is kept
+/// in `foreign` instead.
 fn adopt(
     path: &std::path::Path,
     outbox: &mut Outbox,

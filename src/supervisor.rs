@@ -247,7 +247,7 @@ pub struct SupervisorState {
     /// the dashboard and Telegram know sessions by that name, so a new start of another
     /// project's session of a name taken here is refused. Shared with the opening tasks,
     /// which claim a name before they make anything.
-    names: Arc<std::sync::Mutex<HashMap<String, PathBuf>>>,
+    names: crate::notify::Names,
     /// Sessions not driven now that are being opened again (a person's command, an actor's
     /// restart, the daemon's start), with the commands that came meanwhile: they are handed on
     /// once it is open (each open of its own would find the folder locked by this very
@@ -282,7 +282,7 @@ impl Actor for SupervisorActor {
         args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
         let notices = NotifierHandle::of_supervisor(myself.get_id());
-        let names: Arc<std::sync::Mutex<HashMap<String, PathBuf>>> = Arc::default();
+        let names: crate::notify::Names = Arc::default();
         let notifier = self.spawn_notifier(&myself, &notices, &names).await?;
         let watch = self.keep_parked.then(|| {
             let watch = watch::FolderWatch::new(myself.clone());
@@ -469,7 +469,7 @@ impl SupervisorActor {
         &self,
         myself: &ActorRef<SupervisorMsg>,
         notices: &NotifierHandle,
-        names: &Arc<std::sync::Mutex<HashMap<String, PathBuf>>>,
+        names: &crate::notify::Names,
     ) -> Result<ActorRef<NotifierMsg>, ActorProcessingErr> {
         let (notifier, _) = Actor::spawn_linked(
             Some(notices.name().to_string()),
