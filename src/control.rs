@@ -536,35 +536,32 @@ fn unknown_key(line: &[u8], parsed: &Envelope<Request>) -> Option<String> {
         } => Some("command.budget"),
         _ => None,
     };
-    let walk = |raw: &Value, known: Option<&Value>| -> Option<String> {
-        fn go(
-            raw: &Value,
-            known: Option<&Value>,
-            path: &str,
-            budget_at: Option<&str>,
-        ) -> Option<String> {
-            let Value::Object(fields) = raw else {
-                return None;
+    fn go(
+        raw: &Value,
+        known: Option<&Value>,
+        path: &str,
+        budget_at: Option<&str>,
+    ) -> Option<String> {
+        let Value::Object(fields) = raw else {
+            return None;
+        };
+        for (name, value) in fields {
+            let here = match path {
+                "" => name.clone(),
+                _ => format!("{path}.{name}"),
             };
-            for (name, value) in fields {
-                let here = match path {
-                    "" => name.clone(),
-                    _ => format!("{path}.{name}"),
-                };
-                let inner = known.and_then(|k| k.get(name));
-                let budget = budget_at == Some(here.as_str())
-                    || (budget_at == Some(path) && BUDGET.contains(&name.as_str()));
-                if inner.is_none() && !budget && !unset(value) {
-                    return Some(here);
-                }
-                if let Some(found) = go(value, inner, &here, budget_at) {
-                    return Some(found);
-                }
+            let inner = known.and_then(|k| k.get(name));
+            let budget = budget_at == Some(here.as_str())
+                || (budget_at == Some(path) && BUDGET.contains(&name.as_str()));
+            if inner.is_none() && !budget && !unset(value) {
+                return Some(here);
             }
-            None
+            if let Some(found) = go(value, inner, &here, budget_at) {
+                return Some(found);
+            }
         }
-        go(raw, known, "", budget_at)
-    };
+        None
+    }
     // What a writer may spell out for a default it could also leave out.
     fn unset(value: &Value) -> bool {
         match value {
@@ -575,7 +572,7 @@ fn unknown_key(line: &[u8], parsed: &Envelope<Request>) -> Option<String> {
     }
     let raw: Value = serde_json::from_slice(line).ok()?;
     let known = serde_json::to_value(parsed).ok()?;
-    walk(&raw, Some(&known))
+    go(&raw, Some(&known), "", budget_at)
 }
 
 /// The budget a request carries, checked like the flags that give one (a fleet raise as a
