@@ -562,7 +562,8 @@ impl Telegram {
         let older = latest.newer || latest.open.zip(message).is_some_and(|(open, m)| open != m);
         older.then(|| {
             format!(
-                "not done: this message of {session} is not its latest (it waits on something newer, or the message is another project's session of that name); use the buttons of its latest message"
+                "not done: {}",
+                crate::session::actor::not_its_latest(session)
             )
         })
     }

@@ -428,13 +428,7 @@ impl SessionActor {
                 // waits on. Checked here, where the park cannot change before the command.
                 let stale = park.is_some_and(|seen| Some(seen) != park_of(&run.state));
                 let answer = match stale {
-                    true => Err((
-                        format!(
-                            "this message of {} is not its latest (it waits on something newer, or the message is another project's session of that name); use the buttons of its latest message",
-                            run.state.name
-                        ),
-                        2,
-                    )),
+                    true => Err((not_its_latest(&run.state.name), 2)),
                     false => self.person(&myself, run, command, by),
                 };
                 let _ = reply.send(answer);
@@ -1348,6 +1342,13 @@ impl SessionActor {
     pub(super) fn notify(&self, run: &SessionRun, event: SessionEvent) {
         self.notifier.deliver(run.store.dir(), event);
     }
+}
+
+/// Why a press of a button of a message that is not `session`'s latest is refused.
+pub fn not_its_latest(session: &str) -> String {
+    format!(
+        "this message of {session} is not its latest (it waits on something newer, or the message is another project's session of that name); use the buttons of its latest message"
+    )
 }
 
 /// A session's park, as a button names it: the millisecond it entered its parked state.
