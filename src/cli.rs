@@ -367,12 +367,9 @@ pub fn configure(cli: &Cli, sources: &Sources) -> Result<Config, CliError> {
             .env
             .get("SAMOCODE_STATE_DIR")
             .is_none_or(|v| v.is_empty())
-        && ["XDG_STATE_HOME", "HOME"].iter().all(|k| {
-            sources
-                .env
-                .get(*k)
-                .is_none_or(|v| !std::path::Path::new(v).is_absolute())
-        })
+        && ["XDG_STATE_HOME", "HOME"]
+            .iter()
+            .all(|k| sources.absolute_dir(k).is_none())
     {
         let mut sources = sources.clone();
         sources.env.insert(

@@ -340,13 +340,19 @@ impl Sources {
         Ok(Sources { env, cwd })
     }
 
-    /// HOME, when it is an absolute path: a relative one would place the state directory
-    /// and the configuration relative to wherever a command runs.
+    /// HOME, when it is an absolute path.
     fn home(&self) -> Option<PathBuf> {
+        self.absolute_dir("HOME")
+    }
+
+    /// The folder the variable `key` names, when that is an absolute path: a relative one
+    /// (ignored, as the XDG base directory specification says of its variables) would place
+    /// the state directory and the configuration relative to wherever a command runs.
+    pub fn absolute_dir(&self, key: &str) -> Option<PathBuf> {
         self.env
-            .get("HOME")
+            .get(key)
             .map(PathBuf::from)
-            .filter(|home| home.is_absolute())
+            .filter(|dir| dir.is_absolute())
     }
 }
 
@@ -937,13 +943,7 @@ fn misspelt_variables(sources: &Sources, problems: &mut Problems) {
 /// `$XDG_STATE_HOME/samocode`, else `~/.local/state/samocode`; with neither set, a problem
 /// (a state directory under a shared folder would be anyone's).
 fn default_state_dir(sources: &Sources, problems: &mut Problems) -> PathBuf {
-    // A relative one is ignored, as the XDG base directory specification says.
-    match sources
-        .env
-        .get("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .filter(|dir| dir.is_absolute())
-    {
+    match sources.absolute_dir("XDG_STATE_HOME") {
         Some(dir) => dir.join("samocode"),
         None => match sources.home() {
             Some(home) => home.join(".local/state/samocode"),

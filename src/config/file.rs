@@ -115,13 +115,7 @@ pub(super) fn dir(sources: &Sources) -> Option<PathBuf> {
 }
 
 fn path(sources: &Sources) -> Option<PathBuf> {
-    // A relative one is ignored, as the XDG base directory specification says.
-    let dir = match sources
-        .env
-        .get("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .filter(|dir| dir.is_absolute())
-    {
+    let dir = match sources.absolute_dir("XDG_CONFIG_HOME") {
         Some(dir) => dir,
         None => sources.home()?.join(".config"),
     };
