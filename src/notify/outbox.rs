@@ -100,7 +100,10 @@ impl Outbox {
         let lock = lock(path)?;
         let entries = read(path)?;
         let replay = replay(&entries);
-        let file = open_regular(OpenOptions::new().create(true).append(true), path)?;
+        let file = crate::session::untrusted::open_for_writing(
+            OpenOptions::new().create(true).append(true),
+            path,
+        )?;
         let mut outbox = Outbox {
             path: path.to_path_buf(),
             file,
@@ -177,39 +180,19 @@ impl Outbox {
             text.push(b'\n');
         }
         crate::session::store::write_atomic(&self.path, &text).map_err(std::io::Error::other)?;
-        self.file = open_regular(OpenOptions::new().append(true), &self.path)?;
+        self.file = crate::session::untrusted::open_for_writing(
+            OpenOptions::new().append(true),
+            &self.path,
+        )?;
         self.lines = kept.len();
         self.len = text.len() as u64;
         Ok(())
     }
 }
 
-/// Opens `path` with `options`, never waiting (a named pipe there, with no reader, would hang
-/// the notifier and with it the daemon, beyond a SIGTERM's reach): a regular file only.
-fn open_regular(options: &mut OpenOptions, path: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let not_regular = || {
-        std::io::Error::other(format!(
-            "{} is not a regular file (a named pipe, a device or a folder); remove it",
-            path.display()
-        ))
-    };
-    let file = options
-        .custom_flags(nix::libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(nix::libc::ENXIO | nix::libc::EISDIR) => not_regular(),
-            _ => e,
-        })?;
-    match file.metadata()?.is_file() {
-        true => Ok(file),
-        false => Err(not_regular()),
-    }
-}
-
 /// Takes the lock of the outbox at `path` (its `.lock` file beside it).
 fn lock(path: &Path) -> std::io::Result<File> {
-    let lock = open_regular(
+    let lock = crate::session::untrusted::open_for_writing(
         OpenOptions::new().create(true).truncate(false).write(true),
         &path.with_extension("lock"),
     )?;

@@ -138,6 +138,28 @@ pub fn open(path: &Path, links: Links) -> Result<Option<File>, ReadError> {
     }
 }
 
+/// Opens `path` with `options` for writing, never waiting (a named pipe there, with no
+/// reader, would hang the caller beyond a SIGTERM's reach): a regular file only.
+pub fn open_for_writing(options: &mut OpenOptions, path: &Path) -> std::io::Result<File> {
+    let not_regular = || {
+        std::io::Error::other(format!(
+            "{} is not a regular file (a named pipe, a device or a folder); remove it",
+            path.display()
+        ))
+    };
+    let file = options
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENXIO | libc::EISDIR) => not_regular(),
+            _ => e,
+        })?;
+    match file.metadata()?.is_file() {
+        true => Ok(file),
+        false => Err(not_regular()),
+    }
+}
+
 /// Reads `path` as UTF-8 text of at most `cap` bytes; `None` when nothing is there.
 pub fn read_text(path: &Path, cap: u64, links: Links) -> Result<Option<String>, ReadError> {
     let Some(bytes) = read_bytes(path, cap, links)? else {

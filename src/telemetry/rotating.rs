@@ -84,27 +84,8 @@ fn open(path: &Path, truncate: bool) -> io::Result<File> {
     } else {
         options.append(true);
     }
-    // Never waited on: a named pipe in its place would hang the start (with no reader, the
-    // open fails at once with ENXIO).
-    let file = options
-        .create(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(nix::libc::ENXIO) => io::Error::other(format!(
-                "{} is a named pipe, not a regular file; remove it",
-                path.display()
-            )),
-            _ => e,
-        })?;
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::other(format!(
-            "{} is not a regular file; remove it",
-            path.display()
-        )));
-    }
-    Ok(file)
+    // Never waited on: a named pipe in its place would hang the start.
+    crate::session::untrusted::open_for_writing(options.create(true).mode(0o600), path)
 }
 
 impl Write for RotatingFile {
