@@ -24,6 +24,7 @@ mod project;
 mod remote;
 mod telegram;
 mod values;
+pub(crate) use values::nearest;
 pub use values::{basic_auth, split_userinfo, without_userinfo};
 
 use crate::agent::env::{AgentEnv, EnvPolicy, Pattern};

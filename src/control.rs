@@ -513,8 +513,48 @@ pub fn parse_request(line: &[u8]) -> Result<Request, Response> {
             ),
             2,
         )),
-        Err(e) => Err(Response::error(format!("unreadable request: {e}"), 2)),
+        Err(e) => Err(Response::error(
+            match misspelt_field(line, &e) {
+                Some((key, field)) => format!(
+                    "the request's {key} is not a field of its request (a misspelt `{field}`?); nothing was done"
+                ),
+                None => format!("unreadable request: {e}"),
+            },
+            2,
+        )),
     }
+}
+
+/// For a request refused for a missing field, the key written in its place: one a letter or
+/// two from it (`sesion` for `session`), with its path (`command.txet`), and the field.
+fn misspelt_field(line: &[u8], error: &serde_json::Error) -> Option<(String, String)> {
+    use serde_json::Value;
+    fn go(value: &Value, path: &str, field: &str) -> Option<String> {
+        let Value::Object(fields) = value else {
+            return None;
+        };
+        for (name, inner) in fields {
+            let here = match path {
+                "" => name.clone(),
+                _ => format!("{path}.{name}"),
+            };
+            if name != field && crate::config::nearest(name, [field]).is_some() {
+                return Some(here);
+            }
+            if let Some(found) = go(inner, &here, field) {
+                return Some(found);
+            }
+        }
+        None
+    }
+    let message = error.to_string();
+    let field = message
+        .strip_prefix("missing field `")?
+        .split_once('`')?
+        .0
+        .to_string();
+    let raw: Value = serde_json::from_slice(line).ok()?;
+    go(&raw, "", &field).map(|key| (key, field))
 }
 
 /// The first key of the request `line` its parsed form has no place for (`budget.cost`):
@@ -800,5 +840,21 @@ mod tests {
         assert!(parse_request(start(r#","dive":null,"budget":{}"#).as_bytes()).is_ok());
         let named = r#"{"v":1,"cmd":"named","session":"s","command":{"verb":"tell","text":"x","now":false},"by":null,"park":null}"#;
         assert!(parse_request(named.as_bytes()).is_ok());
+    }
+
+    /// A misspelt required field was reported as missing (`missing field \`session\``), leaving
+    /// the writer to find which of its keys was meant.
+    #[test]
+    fn a_misspelt_required_field_is_named_with_the_field_it_misses() {
+        let message = refused(r#"{"v":1,"cmd":"start","project":"/p/.samocode","sesion":"s"}"#);
+        assert!(message.contains("sesion"), "{message}");
+        assert!(message.contains("session"), "{message}");
+        let message =
+            refused(r#"{"v":1,"cmd":"named","session":"s","command":{"verb":"tell","txet":"x"}}"#);
+        assert!(message.contains("command.txet"), "{message}");
+        assert!(message.contains("`text`"), "{message}");
+        // A field that is simply missing is said to be so.
+        let message = refused(r#"{"v":1,"cmd":"start","project":"/p/.samocode"}"#);
+        assert!(message.contains("missing field `session`"), "{message}");
     }
 }

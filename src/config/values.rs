@@ -248,7 +248,7 @@ fn percent_decode(text: &str) -> Option<String> {
 }
 
 /// The known word nearest to `word` (ignoring case), when it is close enough to be a typo.
-pub(super) fn nearest<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn nearest<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let word = word.to_ascii_lowercase();
     let limit = (word.chars().count() / 3).clamp(1, 3);
     known
