@@ -1054,6 +1054,59 @@ fn an_idle_bot_keeps_listening_and_a_command_is_applied_once_across_a_crash() {
     );
 }
 
+/// A place in the updates that cannot be read (here a named pipe, never waited on) would
+/// replay every command Telegram still holds, up to a day of them, acted on already: the
+/// backlog is passed over, said so in the log, and what is sent after the start is heard.
+#[test]
+fn commands_held_while_the_place_in_the_updates_cannot_be_read_are_passed_over() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    project.env("SAMOCODE_FAKE_STEPS", "1");
+    let daemon = project.daemon(&[]);
+    let s = start_until_asked(&project, &api, "backlog");
+    daemon.terminate();
+    // The fake's answer to the stopped daemon's long poll ends once it sees the connection
+    // closed (it looks every 50 ms): the backlog is not handed to it.
+    std::thread::sleep(Duration::from_millis(300));
+    let place = project.state_dir().join("telegram-offset");
+    let _ = std::fs::remove_file(&place);
+    nix::unistd::mkfifo(&place, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    api.text_from(OWNER, "owner", "/tell backlog sent while it was down");
+    let polls = api.calls("getupdates").len();
+    let daemon = project.daemon(&[]);
+    // Its first poll (the newest update only, to learn the place after it) answered, a
+    // command sent now comes after the backlog.
+    wait_for(Duration::from_secs(30), "the bot's first poll", || {
+        api.calls("getupdates").len() > polls
+    });
+    api.text_from(OWNER, "owner", "/tell backlog sent after the start");
+    let tells = |text: &str| {
+        s.jsonl("_signal_history.jsonl")
+            .iter()
+            .filter(|r| r["status"] == "tell" && r["reason"] == text)
+            .count()
+    };
+    wait_for(
+        Duration::from_secs(30),
+        "the note sent after the start",
+        || tells("sent after the start") == 1,
+    );
+    assert_eq!(
+        tells("sent while it was down"),
+        0,
+        "the backlog was acted on"
+    );
+    assert!(
+        project
+            .daemon_log()
+            .contains("commands sent while the daemon was down are passed over"),
+        "{}",
+        project.daemon_log()
+    );
+    assert!(place.is_file(), "the place was not kept after the skip");
+    drop(daemon);
+}
+
 /// A session that moved on where no notifier saw it (answered from the command line between
 /// two runs) gets its old message closed before the next notice: no button stays live.
 #[test]

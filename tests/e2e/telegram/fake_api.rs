@@ -389,8 +389,17 @@ fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
 /// The updates a getUpdates call gets: those its `offset` does not confirm, waiting up to its
 /// `timeout` for one; `None` when the client closed the connection first.
 fn updates(state: &Mutex<State>, request: &Value, stream: &TcpStream) -> Option<Vec<Value>> {
-    let offset = request["offset"].as_u64().unwrap_or(0);
     let hold = Duration::from_secs(request["timeout"].as_u64().unwrap_or(0).min(30));
+    // A negative offset asks for that many of the newest updates, forgetting every earlier
+    // one, as Telegram does.
+    if let Some(last) = request["offset"].as_i64().filter(|offset| *offset < 0) {
+        let mut s = state.lock().unwrap();
+        let keep = usize::try_from(last.unsigned_abs()).unwrap_or(usize::MAX);
+        let forget = s.updates.len().saturating_sub(keep);
+        s.updates.drain(..forget);
+        return Some(s.updates.iter().cloned().collect());
+    }
+    let offset = request["offset"].as_u64().unwrap_or(0);
     let until = Instant::now() + hold;
     stream.set_nonblocking(true).unwrap();
     loop {
