@@ -127,9 +127,7 @@ pub(crate) const GIT_LIMIT: std::time::Duration = std::time::Duration::from_secs
 
 /// A git command's standard output as it printed it (porcelain lines start with a space).
 async fn git_raw(dir: &Path, args: &[&str]) -> Result<String, WorktreeError> {
-    let mut command = Command::from(git_command(dir, args));
-    command.kill_on_drop(true);
-    let Ok(output) = tokio::time::timeout(GIT_LIMIT, command.output()).await else {
+    let Some(output) = output_within(Command::from(git_command(dir, args)), GIT_LIMIT).await else {
         return Err(WorktreeError::Git {
             args: args.join(" "),
             dir: dir.to_path_buf(),
@@ -140,6 +138,15 @@ async fn git_raw(dir: &Path, args: &[&str]) -> Result<String, WorktreeError> {
         });
     };
     git_output(dir, args, output)
+}
+
+/// What `command` printed, or `None` when it did not end within `limit`: then it is killed.
+async fn output_within(
+    mut command: Command,
+    limit: std::time::Duration,
+) -> Option<std::io::Result<std::process::Output>> {
+    command.kill_on_drop(true);
+    tokio::time::timeout(limit, command.output()).await.ok()
 }
 
 /// [`git_raw`] for callers off the async threads.
@@ -780,6 +787,24 @@ mod tests {
         );
         assert!(text.contains("Too many open files"), "{text}");
         assert!(!text.contains("git init"), "{text}");
+    }
+
+    /// A git held by the network (an LFS filter, a stalled mount) held the session's worker
+    /// where no `stop` reached it: a command past its limit is stopped, and its process
+    /// killed; one within it is read.
+    #[tokio::test]
+    async fn a_command_past_its_limit_is_stopped_and_killed() {
+        let marker = std::env::temp_dir().join(format!("samocode-limit-{}", std::process::id()));
+        let _ = std::fs::remove_file(&marker);
+        let mut held = Command::new("sh");
+        held.arg("-c")
+            .arg(format!("sleep 3; touch {}", marker.display()));
+        let limit = std::time::Duration::from_millis(200);
+        assert!(output_within(held, limit).await.is_none());
+        tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+        assert!(!marker.exists(), "the stopped command ran on");
+        let quick = output_within(Command::new("true"), std::time::Duration::from_secs(60)).await;
+        assert!(quick.is_some_and(|output| output.is_ok_and(|o| o.status.success())));
     }
 
     /// Gives the repository at `repo` its first (empty) commit.
