@@ -863,11 +863,16 @@ fn notices_of_a_run_that_could_not_send_them_are_sent_by_the_daemon() {
         &project.state_dir().display().to_string(),
     );
     // The run parks at the questions while Telegram is down; it waits a little, then leaves
-    // its notice in its outbox.
-    project
-        .run(&["run", "--session", "offline", "--dive", "d", "--task", "t"])
-        .expect(10);
+    // its notice in its outbox, and says so.
+    let run = project.run(&["run", "--session", "offline", "--dive", "d", "--task", "t"]);
+    run.expect(10);
     assert!(api.sent("has questions").is_empty());
+    assert!(
+        run.stderr()
+            .contains("notices not sent yet as the notifier stops"),
+        "{}",
+        run.stderr()
+    );
     let outbox = project.state_dir().join("outbox");
     let files: Vec<String> = std::fs::read_dir(&outbox)
         .unwrap()
