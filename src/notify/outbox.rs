@@ -236,6 +236,15 @@ fn read(path: &Path) -> std::io::Result<Vec<Entry>> {
 /// `looked` remembers the outboxes found with nothing to send, by size and modification time:
 /// one unchanged since is not locked and read again.
 pub fn adopt_orphans(own: &Path, looked: &mut Looked) -> Replay {
+    adopt_orphans_taking(own, looked, &take_away)
+}
+
+/// [`adopt_orphans`], with `take` the removal of an outbox once adopted.
+fn adopt_orphans_taking(
+    own: &Path,
+    looked: &mut Looked,
+    take: &dyn Fn(&Path) -> std::io::Result<()>,
+) -> Replay {
     let mut adopted = Replay::default();
     let Some(dir) = own.parent() else {
         return adopted;
@@ -275,11 +284,28 @@ pub fn adopt_orphans(own: &Path, looked: &mut Looked) -> Replay {
         }
         adopted.pending.extend(orphan.pending);
         adopted.open.extend(orphan.open);
-        let _ = std::fs::remove_file(&path);
-        let _ = std::fs::remove_file(path.with_extension("lock"));
+        if let Err(error) = take(&path) {
+            // Not taken again while it is as it was: its notices went out every 15 s.
+            tracing::warn!(outbox = %path.display(), %error, "a finished run's outbox cannot be removed or emptied: its notices are sent now, and will be again after a restart of the daemon or by the session's next run; make the outbox folder writable");
+            if let Some(mark) = mark {
+                seen.insert(path, mark);
+            }
+        }
     }
     looked.0 = seen;
     adopted
+}
+
+/// Removes a run's outbox whose contents were taken, with its lock file; one its folder
+/// keeps (not writable) is emptied instead: left whole, it would be taken again.
+fn take_away(path: &Path) -> std::io::Result<()> {
+    if let Err(removing) = std::fs::remove_file(path) {
+        crate::session::untrusted::open_for_writing(OpenOptions::new().write(true), path)
+            .and_then(|file| file.set_len(0))
+            .map_err(|_| removing)?;
+    }
+    let _ = std::fs::remove_file(path.with_extension("lock"));
+    Ok(())
 }
 
 /// Run outboxes a daemon found with nothing to send, by size and modification time.
@@ -318,8 +344,11 @@ pub fn take_run_open(own: &Path, session: &str, folder: Option<&Path>) -> Option
         {
             continue;
         }
-        let _ = std::fs::remove_file(&path);
-        let _ = std::fs::remove_file(path.with_extension("lock"));
+        // Kept, it would close the message again at each of the session's notices.
+        if let Err(error) = take_away(&path) {
+            tracing::warn!(outbox = %path.display(), %error, "a finished run's outbox cannot be removed or emptied: the message it left open keeps its buttons; make the outbox folder writable");
+            return None;
+        }
         return Some(open);
     }
     None
@@ -530,6 +559,63 @@ mod tests {
         assert_eq!(adopted.pending.len(), 1);
         assert_eq!(adopted.open["s"].message, 7);
         assert!(!run.exists());
+    }
+
+    /// A run's outbox the daemon could not remove after taking its notices (a folder not
+    /// writable) was taken again at every look: the same notice sent every 15 s, forever.
+    #[test]
+    fn a_run_outbox_that_cannot_be_removed_is_emptied_or_taken_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = dir.path().join("outbox/daemon.jsonl");
+        let run = dir.path().join("outbox/run-s.jsonl");
+        std::fs::create_dir_all(run.parent().unwrap()).unwrap();
+        let line = |entry: &Entry| format!("{}\n", serde_json::to_string(entry).unwrap());
+        let refused = |_: &Path| Err(std::io::ErrorKind::PermissionDenied.into());
+        std::fs::write(&run, line(&notice(0, "s", true))).unwrap();
+        let mut looked = Looked::default();
+        assert_eq!(
+            adopt_orphans_taking(&own, &mut looked, &refused)
+                .pending
+                .len(),
+            1
+        );
+        assert!(
+            adopt_orphans_taking(&own, &mut looked, &refused)
+                .pending
+                .is_empty()
+        );
+        // Changed since (the session's next run wrote to it): taken again.
+        std::fs::write(
+            &run,
+            line(&notice(0, "s", true)) + &line(&notice(1, "s", true)),
+        )
+        .unwrap();
+        assert_eq!(
+            adopt_orphans_taking(&own, &mut looked, &refused)
+                .pending
+                .len(),
+            2
+        );
+        // A folder that keeps its files: the outbox is emptied.
+        let empty = |path: &Path| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)?
+                .set_len(0)
+        };
+        std::fs::write(&run, line(&notice(2, "s", true))).unwrap();
+        let mut looked = Looked::default();
+        assert_eq!(
+            adopt_orphans_taking(&own, &mut looked, &empty)
+                .pending
+                .len(),
+            1
+        );
+        assert!(
+            adopt_orphans_taking(&own, &mut looked, &empty)
+                .pending
+                .is_empty()
+        );
     }
 
     /// An open message kept from elsewhere (a run's) is found again by a notifier reopening
