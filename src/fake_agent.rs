@@ -14,7 +14,8 @@
 //! (write that JSON), `flood:MB` (print MB megabytes first), `grandchild` (leave a background
 //! process holding stdout, then work normally), `stay` (continue in the same phase), `slow:S`
 //! (sleep S seconds first), `touch` (edit the tracked README.md first; `touch+ACTION` edits, then
-//! does ACTION), `limit:UNIX` (until that
+//! does ACTION), `break-index` (write garbage over the worktree's git index first, so that git
+//! cannot read it; `break-index+ACTION` too), `limit:UNIX` (until that
 //! unix time, refuse like claude at a usage limit that resets then; work normally after it;
 //! `limit-0:UNIX` the same with exit code 0, as `claude -p` may end on an API error),
 //! `fifo` (make `_signal.json` a named pipe), `link:TARGET` (make it a symbolic link to
@@ -239,8 +240,10 @@ impl Run {
         if let Some((first, rest)) = action.and_then(|a| a.split_once('+')) {
             if first == "touch" {
                 self.touch();
+            } else if first == "break-index" {
+                self.break_index();
             } else {
-                eprintln!("fake-agent: only touch may come before +, not {first}");
+                eprintln!("fake-agent: only touch or break-index may come before +, not {first}");
                 return 2;
             }
             return self.act(Some(rest), env);
@@ -333,6 +336,7 @@ impl Run {
                 return code;
             }
             "touch" => self.touch(),
+            "break-index" => self.break_index(),
             "limit" | "limit-0" => {
                 let reset: i64 = arg.parse().unwrap_or(0);
                 if jiff::Timestamp::now().as_second() < reset {
@@ -419,6 +423,13 @@ impl Run {
         let readme = self.workdir.join("README.md");
         let text = std::fs::read_to_string(&readme).unwrap_or_default();
         let _ = std::fs::write(&readme, format!("{text}edited by the agent\n"));
+    }
+
+    /// Writes garbage over the worktree's index: git cannot read the worktree after it.
+    fn break_index(&self) {
+        if let Ok(dir) = git(&self.workdir, &["rev-parse", "--git-dir"]) {
+            let _ = std::fs::write(self.workdir.join(dir.trim()).join("index"), "garbage");
+        }
     }
 
     /// A `_signal.json` that is not a small regular file, as a hostile agent might leave it.

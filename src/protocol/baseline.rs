@@ -24,6 +24,9 @@ pub struct Mutation {
     pub moved_from: Option<String>,
     /// Tracked files whose status changed.
     pub paths: Vec<String>,
+    /// Why git could not read the worktree after the attempt (its index broken, its HEAD
+    /// gone): what changed is not known, so the rule is not taken to hold.
+    pub unreadable: Option<String>,
 }
 
 impl Baseline {
@@ -48,6 +51,7 @@ impl Baseline {
             worktree,
             moved_from,
             paths,
+            unreadable: None,
         })
     }
 }
@@ -105,6 +109,16 @@ fn unquote(quoted: &str) -> String {
 }
 
 impl Mutation {
+    /// The worktree at `worktree` could not be read after the attempt, for `why`.
+    pub fn unreadable(worktree: PathBuf, why: String) -> Mutation {
+        Mutation {
+            worktree,
+            moved_from: None,
+            paths: Vec::new(),
+            unreadable: Some(why),
+        }
+    }
+
     /// The exact commands that put the worktree back as it was.
     pub fn undo(&self) -> String {
         let dir = shell_word(&self.worktree.to_string_lossy());
@@ -122,6 +136,13 @@ impl Mutation {
 
 impl fmt::Display for Mutation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(why) = &self.unreadable {
+            return write!(
+                f,
+                "the testing phase may only read the worktree, and git cannot read it after the attempt to check that ({why}); put it right (`git -C {} status` shows what is wrong), look at what the attempt changed, then `samocode resume`",
+                shell_word(&self.worktree.to_string_lossy())
+            );
+        }
         f.write_str("the testing phase changed the worktree, which it may only read")?;
         if let Some(head) = &self.moved_from {
             write!(f, "; HEAD moved from {}", head.get(..10).unwrap_or(head))?;

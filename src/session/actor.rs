@@ -820,6 +820,29 @@ impl SessionActor {
             self.release_slot(run);
             return self.block(run, error.to_string(), Source::Worker);
         }
+        let workdir = run
+            .state
+            .worktree
+            .clone()
+            .unwrap_or_else(|| self.project.main_repo.clone());
+        // A read-only phase's tracked files before its attempt: on a worktree git cannot read,
+        // the rule could not be checked, so no attempt runs.
+        let baseline = if run.state.phase.rules().read_only {
+            match worktree::baseline(&workdir).await {
+                Ok(baseline) => Some(baseline),
+                Err(error) => {
+                    self.release_slot(run);
+                    let reason = format!(
+                        "worktree_unreadable: the {} phase may only read the worktree, and git cannot read it to check that ({error}); put it right (`git -C {} status` shows what is wrong), then `samocode resume`",
+                        run.state.phase,
+                        workdir.display()
+                    );
+                    return self.block(run, reason, Source::Worker);
+                }
+            }
+        } else {
+            None
+        };
         // What the attempt's start changes, put back should its start not reach the disk.
         let before = Counters::of(&run.state);
         let state = &mut run.state;
@@ -846,15 +869,6 @@ impl SessionActor {
         }
         state.status = RunState::Running;
         run.store.remove_signal()?;
-        let workdir = state
-            .worktree
-            .clone()
-            .unwrap_or_else(|| self.project.main_repo.clone());
-        let baseline = if state.phase.rules().read_only {
-            worktree::baseline(&workdir).await.ok()
-        } else {
-            None
-        };
         let files = run
             .store
             .attempt_files(state.iteration, state.phase, state.attempt)?;

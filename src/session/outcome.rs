@@ -383,8 +383,10 @@ impl SessionActor {
             .worktree
             .clone()
             .unwrap_or_else(|| self.project.main_repo.clone());
-        let after = worktree::baseline(&workdir).await.ok()?;
-        before.mutation(&after, workdir)
+        match worktree::baseline(&workdir).await {
+            Ok(after) => before.mutation(&after, workdir),
+            Err(error) => Some(Mutation::unreadable(workdir, error.to_string())),
+        }
     }
 
     /// Where `_signal.json` was looked for, and a signal the agent left in its working

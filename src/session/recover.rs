@@ -15,6 +15,7 @@ use super::store::{SessionStore, StoreError};
 use super::worktree;
 use crate::config::Prices;
 use crate::executor::AttemptExecutor;
+use crate::protocol::baseline::Mutation;
 use crate::protocol::journal::{AttemptOutcome, HistoryRow, IterationRow, Source};
 use crate::protocol::{RunState, SessionState};
 
@@ -253,9 +254,10 @@ pub fn take_over(
     // A context handed by path served the attempt, whatever its end; `contexts.md` keeps it.
     let _ = std::fs::remove_file(store.path(&record.log).with_extension("context.md"));
     let mutation = match (&record.baseline, &state.worktree) {
-        (Some(before), Some(tree)) => worktree::baseline_blocking(tree)
-            .ok()
-            .and_then(|after| before.mutation(&after, tree.clone())),
+        (Some(before), Some(tree)) => match worktree::baseline_blocking(tree) {
+            Ok(after) => before.mutation(&after, tree.clone()),
+            Err(error) => Some(Mutation::unreadable(tree.clone(), error.to_string())),
+        },
         _ => None,
     };
     if let Some(mutation) = mutation {

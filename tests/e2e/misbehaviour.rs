@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::fixture::{Project, alive, wait_for};
+use super::fixture::{Project, alive, git, wait_for};
 
 fn new_session(project: &Project, name: &str) -> super::fixture::Run {
     project.run(&["run", "--session", name, "--dive", "d", "--task", "t"])
@@ -418,6 +418,52 @@ fn the_iteration_limit_blocks() {
         .run(&["run", "--session", "loop", "--once"])
         .expect(0);
     assert_eq!(s.state()["phase_iteration"], 1);
+}
+
+/// A testing attempt that left the worktree so that git cannot read it (its index broken)
+/// was taken, the read-only rule passed over in silence: the session goes no further, and
+/// says why and what to do; once the person puts the worktree right, it goes on.
+#[test]
+fn a_testing_attempt_that_leaves_the_worktree_unreadable_blocks_the_session() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "testing=break-index");
+    project.through_both_gates("broken");
+    let run = project.run(&["run", "--session", "broken"]);
+    run.expect(11);
+    assert!(
+        run.stdout().contains("worktree_mutated")
+            && run
+                .stdout()
+                .contains("git cannot read it after the attempt"),
+        "{}",
+        run.stdout()
+    );
+    let s = project.session("broken");
+    assert_eq!(s.state()["phase"], "testing");
+    let worktree = std::path::PathBuf::from(s.state()["worktree"].as_str().unwrap());
+    // Still broken when resumed: no attempt runs on a worktree the rule cannot be checked on.
+    project.env("SAMOCODE_FAKE", "");
+    project.run(&["resume", "broken"]).expect(0);
+    let run = project.run(&["run", "--session", "broken"]);
+    run.expect(11);
+    assert!(
+        run.stdout().contains("worktree_unreadable"),
+        "{}",
+        run.stdout()
+    );
+    let testing = |s: &super::fixture::Session| {
+        s.jsonl("_iterations.jsonl")
+            .iter()
+            .filter(|r| r["phase"] == "testing")
+            .count()
+    };
+    assert_eq!(testing(&s), 1, "an attempt ran on the unreadable worktree");
+    let index = git(&worktree, &["rev-parse", "--git-dir"]);
+    std::fs::remove_file(worktree.join(index.trim()).join("index")).unwrap();
+    git(&worktree, &["reset", "-q"]);
+    project.run(&["resume", "broken"]).expect(0);
+    project.run(&["run", "--session", "broken"]).expect(0);
+    assert_eq!(s.state()["status"]["state"], "done");
 }
 
 #[test]
