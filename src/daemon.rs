@@ -139,10 +139,23 @@ pub async fn run_with(
         Some(_) => owned
             .iter()
             .filter_map(|session| {
-                let state = crate::session::SessionFolder::new(&session.dir)
-                    .load_state()
-                    .ok()?;
-                Some((session.dir.clone(), state.usage.cost_usd))
+                let folder = crate::session::SessionFolder::new(&session.dir);
+                match folder.load_state() {
+                    Ok(state) => Some((session.dir.clone(), state.usage.cost_usd)),
+                    // Left out, it let the fleet run on past its budget.
+                    Err(error) => {
+                        let mut spent = crate::protocol::Usage::default();
+                        let counted = folder.each_row(
+                            crate::session::store::ITERATIONS,
+                            |row: crate::protocol::journal::IterationRow| spent.add(row.usage()),
+                        );
+                        match counted {
+                            Ok(()) => tracing::warn!(dir = %session.dir.display(), %error, cost_usd = spent.cost_usd, "a session's state cannot be read: its cost toward the fleet budget is counted from its _iterations.jsonl"),
+                            Err(journal) => tracing::error!(dir = %session.dir.display(), %error, %journal, "neither a session's state nor its journal can be read: its cost is not counted toward the fleet budget"),
+                        }
+                        Some((session.dir.clone(), spent.cost_usd))
+                    }
+                }
             })
             .collect(),
         None => Vec::new(),

@@ -503,6 +503,39 @@ fn a_restart_past_the_fleet_budget_starts_no_attempt() {
     assert_eq!(told, 1, "{}", project.daemon_log());
 }
 
+/// A session whose `_state.json` cannot be read when the daemon starts was left out of the
+/// fleet's spend: the fleet ran on past its budget. Its cost is counted from its journal.
+#[test]
+fn a_session_whose_state_cannot_be_read_still_counts_toward_the_fleet_budget() {
+    let mut project = Project::new();
+    let fleet = ["--fleet-max-cost", "0.05"];
+    let daemon = project.daemon(&fleet);
+    for name in ["a", "b"] {
+        project
+            .run(&["start", "--session", name, "--dive", "d", "--task", "t"])
+            .expect(0);
+    }
+    // Two attempts at $0.0125 each, then each waits for answers: $0.05 in all.
+    wait_for(Duration::from_secs(60), "the fleet budget reached", || {
+        project
+            .run(&["status"])
+            .stdout()
+            .contains("fleet budget reached")
+    });
+    assert_eq!(daemon.terminate(), Some(0));
+    std::fs::write(project.session("a").path("_state.json"), "{\"schema\":1,").unwrap();
+    let _daemon = project.daemon(&fleet);
+    let status = project.run(&["status"]).stdout();
+    assert!(status.contains("fleet budget reached"), "{status}");
+    assert!(
+        project
+            .daemon_log()
+            .contains("counted from its _iterations.jsonl"),
+        "{}",
+        project.daemon_log()
+    );
+}
+
 /// `status` shows a daemon's session held to the daemon's own default budget, whatever the
 /// asking command's settings say (it showed its own: no budget, or another one, beside the
 /// daemon's "cost budget reached").
