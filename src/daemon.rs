@@ -138,25 +138,7 @@ pub async fn run_with(
     let fleet_costs: Vec<(PathBuf, f64)> = match config.budgets.fleet_cost_usd {
         Some(_) => owned
             .iter()
-            .filter_map(|session| {
-                let folder = crate::session::SessionFolder::new(&session.dir);
-                match folder.load_state() {
-                    Ok(state) => Some((session.dir.clone(), state.usage.cost_usd)),
-                    // Left out, it let the fleet run on past its budget.
-                    Err(error) => {
-                        let mut spent = crate::protocol::Usage::default();
-                        let counted = folder.each_row(
-                            crate::session::store::ITERATIONS,
-                            |row: crate::protocol::journal::IterationRow| spent.add(row.usage()),
-                        );
-                        match counted {
-                            Ok(()) => tracing::warn!(dir = %session.dir.display(), %error, cost_usd = spent.cost_usd, "a session's state cannot be read: its cost toward the fleet budget is counted from its _iterations.jsonl"),
-                            Err(journal) => tracing::error!(dir = %session.dir.display(), %error, %journal, "neither a session's state nor its journal can be read: its cost is not counted toward the fleet budget"),
-                        }
-                        Some((session.dir.clone(), spent.cost_usd))
-                    }
-                }
-            })
+            .map(|session| (session.dir.clone(), spent_by(&session.dir)))
             .collect(),
         None => Vec::new(),
     };
@@ -325,4 +307,28 @@ pub fn private_dir(dir: &Path, holds: &str, instead: &str) -> Result<(), String>
         ));
     }
     Ok(())
+}
+
+/// What the session in `dir` has cost, toward the fleet budget: from its state, or, when that
+/// cannot be read, from its journal's rows (left out, it let the fleet run on past its budget).
+fn spent_by(dir: &Path) -> f64 {
+    let folder = crate::session::SessionFolder::new(dir);
+    let error = match folder.load_state() {
+        Ok(state) => return state.usage.cost_usd,
+        Err(error) => error,
+    };
+    let mut spent = crate::protocol::Usage::default();
+    let counted = folder.each_row(
+        crate::session::store::ITERATIONS,
+        |row: crate::protocol::journal::IterationRow| spent.add(row.usage()),
+    );
+    match counted {
+        Ok(()) => {
+            tracing::warn!(dir = %dir.display(), %error, cost_usd = spent.cost_usd, "a session's state cannot be read: its cost toward the fleet budget is counted from its _iterations.jsonl")
+        }
+        Err(journal) => {
+            tracing::error!(dir = %dir.display(), %error, %journal, "neither a session's state nor its journal can be read: its cost is not counted toward the fleet budget")
+        }
+    }
+    spent.cost_usd
 }
