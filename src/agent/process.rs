@@ -73,8 +73,9 @@ pub enum AgentMsg {
     Output,
     /// From the reader task: stdout reached end of file (or failed); total bytes seen.
     OutputClosed { bytes: u64, skipped: u32 },
-    /// From the stderr task: standard error reached end of file.
-    ErrorsClosed,
+    /// From the stderr task: standard error reached end of file; its last line when its log
+    /// could not be written whole.
+    ErrorsClosed { unlogged: Option<String> },
     /// From the waiter task: the agent's main process was reaped.
     Exited(std::io::Result<ExitKind>),
     /// From the launch: an attempt that waited for a host has started on one, at `at`; its
@@ -237,7 +238,13 @@ impl Actor for AgentProcess {
                     add_note(state, said);
                 }
             }
-            AgentMsg::ErrorsClosed => state.errors_open = false,
+            AgentMsg::ErrorsClosed { unlogged } => {
+                state.errors_open = false;
+                // First, so that an error the agent reported in its output comes before it.
+                if let Some(line) = unlogged {
+                    state.seen.errors.insert(0, line);
+                }
+            }
             AgentMsg::Exited(exit) => {
                 let status = exit.as_ref().ok().cloned();
                 let end = match (&state.stage, exit) {
@@ -570,38 +577,63 @@ async fn start(
         let path = spec.files.stderr.clone();
         let reader = myself.clone();
         tasks.spawn(async move {
-            copy_errors(errors, &path).await;
-            let _ = reader.send_message(AgentMsg::ErrorsClosed);
+            let unlogged = copy_errors(errors, &path).await;
+            let _ = reader.send_message(AgentMsg::ErrorsClosed { unlogged });
         });
     }
     Ok((guard, copies_errors, host, waits))
 }
 
 /// Copies standard error to its log, made at the first byte: most attempts print nothing
-/// there, and a file that is never made costs nothing.
-pub(crate) async fn copy_errors(mut errors: Output, path: &std::path::Path) {
+/// there, and a file that is never made costs nothing. When some of it could not be written
+/// (a full disk), says so once, and returns its last line, which the log may lack: the reason
+/// of a failed attempt is read from it.
+pub(crate) async fn copy_errors(mut errors: Output, path: &std::path::Path) -> Option<String> {
     let mut chunk = Chunk::new(16 * 1024);
     let mut log: Option<std::fs::File> = None;
+    let mut unlogged = 0u64;
+    // The end of what was read: enough for the last line of a failure.
+    let mut tail: Vec<u8> = Vec::new();
     loop {
         if let Ok(0) | Err(_) = chunk.read(&mut errors).await {
             break;
         }
-        if log.is_none() {
+        tail.extend_from_slice(chunk.bytes());
+        tail.drain(..tail.len().saturating_sub(TAIL_KEPT));
+        if log.is_none() && unlogged == 0 {
             match std::fs::File::create(path) {
                 Ok(file) => log = Some(file),
                 Err(error) => {
-                    tracing::warn!(%error, path = %path.display(), "cannot create the stderr log");
-                    // Keep reading, so the agent never blocks on a full pipe.
-                    continue;
+                    tracing::warn!(%error, path = %path.display(), "cannot create the stderr log; the agent's standard error is not kept");
                 }
             }
         }
-        // Written here, as the stdout log is (see `copy_and_parse`).
-        if let Some(file) = &mut log {
-            let _ = std::io::Write::write_all(file, chunk.bytes());
+        // Written here, as the stdout log is (see `copy_and_parse`). Reading goes on whatever
+        // the write did, so the agent never blocks on a full pipe.
+        let written = match &mut log {
+            Some(file) => std::io::Write::write_all(file, chunk.bytes()),
+            None => Err(std::io::ErrorKind::NotFound.into()),
+        };
+        if let Err(error) = written {
+            if unlogged == 0 && log.is_some() {
+                tracing::warn!(%error, path = %path.display(), "the stderr log cannot be written; the agent's standard error is lost from here on");
+            }
+            unlogged += chunk.bytes().len() as u64;
+            log = None;
         }
     }
+    if unlogged == 0 {
+        return None;
+    }
+    let text = String::from_utf8_lossy(crate::session::store::from_a_character(&tail, true));
+    text.lines()
+        .rev()
+        .find(|line| !line.trim().is_empty())
+        .map(|line| line.trim().to_string())
 }
+
+/// How much of the end of standard error is kept in memory for its last line.
+const TAIL_KEPT: usize = 8 * 1024;
 
 /// Copies stdout to the log as it arrives and sends the events of complete lines.
 async fn copy_and_parse(
@@ -615,6 +647,7 @@ async fn copy_and_parse(
     let mut lines = Lines::default();
     let mut total = 0u64;
     let mut told: Option<Instant> = None;
+    let mut unlogged = 0u64;
     let send = |line: &[u8]| {
         if let Some(event) = super::parse_line(provider, line.trim_ascii()) {
             let _ = actor.send_message(AgentMsg::Event(event));
@@ -635,9 +668,19 @@ async fn copy_and_parse(
         // into the page cache takes microseconds, less than the copy and the handoff (see
         // benches/README.md, ingestion). Each chunk is in the log before the next is read.
         if let Err(error) = std::io::Write::write_all(&mut log, chunk.bytes()) {
-            tracing::warn!(%error, "attempt log write failed");
+            // Once per attempt: a full disk failed every chunk of a large output.
+            if unlogged == 0 {
+                tracing::warn!(%error, "the attempt log cannot be written; what the agent prints is read but not kept");
+            }
+            unlogged += n as u64;
         }
         lines.feed(chunk.bytes(), send);
+    }
+    if unlogged > 0 {
+        tracing::warn!(
+            bytes = unlogged,
+            "the attempt log lacks part of what the agent printed"
+        );
     }
     let skipped = lines.finish(send);
     (total, skipped)
@@ -743,6 +786,31 @@ impl Lines {
 #[cfg(test)]
 mod tests {
     use super::{Chunk, Lines, MAX_EVENT_LINE, ProcessEnd, not_started};
+
+    /// A stderr log that cannot be written (a full disk) lost the agent's own words from the
+    /// failed attempt's reason ("the agent exited with code 1", nothing more): its last line
+    /// is kept from memory; a log written whole needs none.
+    #[tokio::test]
+    async fn standard_error_a_full_disk_kept_from_its_log_still_gives_its_last_line() {
+        let said = || -> super::Output {
+            Box::pin(std::io::Cursor::new(
+                b"starting\nError: Invalid API key \xc2\xb7 Please run /login\n\n".to_vec(),
+            ))
+        };
+        let full = super::copy_errors(said(), std::path::Path::new("/dev/full")).await;
+        assert_eq!(
+            full.as_deref(),
+            Some("Error: Invalid API key \u{b7} Please run /login")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("a.stderr.log");
+        assert_eq!(super::copy_errors(said(), &log).await, None);
+        assert!(
+            std::fs::read_to_string(&log)
+                .unwrap()
+                .contains("Invalid API key")
+        );
+    }
 
     /// An agent that cannot start for want of open files (a daemon at its limit) is retried;
     /// one whose program is missing fails with what to install.
