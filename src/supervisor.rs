@@ -440,6 +440,10 @@ impl Actor for SupervisorActor {
             return Ok(());
         };
         if let Some(reply) = state.stopping.take() {
+            // Not restarted as the daemon stops, but said: the next start takes it up.
+            if failed {
+                tracing::error!(session = %dir.display(), %reason, "a session failed as the daemon stopped; the next start takes it up from its files");
+            }
             if state.registry.live_actors().is_empty() {
                 finish_shutdown(&myself, state, reply);
             } else {

@@ -180,8 +180,9 @@ impl SessionActor {
                 if goes_on(run, &verdict) {
                     // The next attempt need not wait for the disk: the row goes there with
                     // the state saved before it starts (see `SessionRun::save`).
-                    observe_attempt(&flight.span, &run.trace, &row);
-                    run.journal_unsynced(row)?;
+                    let journaled = run.journal_unsynced(row.clone());
+                    observe_attempt(&flight.span, &run.trace, &row, journaled.as_ref().err());
+                    journaled?;
                 } else {
                     journal_attempt(&run.store, &flight.span, &run.trace, &row)?;
                 }
@@ -773,20 +774,34 @@ pub(super) fn journal_attempt(
     trace: &super::trace::Trace,
     row: &IterationRow,
 ) -> Result<(), StoreError> {
-    observe_attempt(span, trace, row);
-    store.append_iteration(row)
+    let journaled = store.append_iteration(row);
+    observe_attempt(span, trace, row, journaled.as_ref().err());
+    journaled
 }
 
 /// Puts an attempt's figures on its span and metrics, and logs it in the iteration's span.
-fn observe_attempt(span: &tracing::Span, trace: &super::trace::Trace, row: &IterationRow) {
+fn observe_attempt(
+    span: &tracing::Span,
+    trace: &super::trace::Trace,
+    row: &IterationRow,
+    unjournaled: Option<&StoreError>,
+) {
     trace.attempt_over(span, row);
     crate::telemetry::metrics::attempt(row);
     // In the iteration's span (see the actor's `handle`): the line carries the trace id.
-    tracing::info!(
-        attempt = row.attempt,
-        outcome = row.outcome.name(),
-        "attempt journaled"
-    );
+    match unjournaled {
+        None => tracing::info!(
+            attempt = row.attempt,
+            outcome = row.outcome.name(),
+            "attempt journaled"
+        ),
+        Some(error) => tracing::error!(
+            attempt = row.attempt,
+            outcome = row.outcome.name(),
+            %error,
+            "the attempt's row cannot be journaled"
+        ),
+    }
 }
 
 /// A signal that could not be used, and whether the attempt may be retried for it.
