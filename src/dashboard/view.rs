@@ -134,7 +134,7 @@ impl<T: DeserializeOwned + Clone> Journal<T> {
     /// or shortened. A line that does not parse (a torn last line) is skipped. `keep`: the
     /// cache lives on (a live page), so the rows are copied; otherwise they are handed over.
     fn update(&mut self, path: &Path, keep: bool) -> Vec<T> {
-        let Ok(mut file) = std::fs::File::open(path) else {
+        let Ok(Some(mut file)) = open_untrusted(path) else {
             *self = Journal::default();
             return Vec::new();
         };
@@ -227,7 +227,7 @@ fn artifacts(
     Ok(files
         .into_iter()
         .filter_map(|file| {
-            let meta = std::fs::metadata(dir.join(&file)).ok()?;
+            let meta = std::fs::symlink_metadata(dir.join(&file)).ok()?;
             let mark = (meta.len(), meta.modified().ok());
             if let Some((len, time, artifact)) = cache.get(&file)
                 && (*len, *time) == mark
@@ -261,17 +261,37 @@ fn artifact_files(dir: &Path) -> Result<Vec<String>, StoreError> {
     Ok(files)
 }
 
+/// Opens a session's file for a page: never through a link, never waiting (a named pipe would
+/// hold a thread of the daemon's blocking pool for good; a few hundred views of one, every
+/// thread, and with them every session's work); a regular file only.
+fn open_untrusted(
+    path: &Path,
+) -> Result<Option<std::fs::File>, crate::session::untrusted::ReadError> {
+    crate::session::untrusted::open(path, crate::session::untrusted::Links::Refuse)
+}
+
 /// One of the agent's markdown files, as a page shows it (cut at [`ARTIFACT_LIMIT`]).
 fn read_artifact(dir: &Path, file: &str) -> Option<Artifact> {
-    let mut text = std::fs::read_to_string(dir.join(file)).ok()?;
-    let cut = text.len() > ARTIFACT_LIMIT;
-    if cut {
-        let mut at = ARTIFACT_LIMIT;
-        while !text.is_char_boundary(at) {
-            at -= 1;
+    let file_in = open_untrusted(&dir.join(file)).ok()??;
+    // Never more than the page shows (a link to /dev/zero took a gigabyte of the daemon).
+    let mut bytes = Vec::new();
+    file_in
+        .take(ARTIFACT_LIMIT as u64 + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    let cut = bytes.len() > ARTIFACT_LIMIT;
+    bytes.truncate(ARTIFACT_LIMIT);
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        // Cut inside a character: up to it.
+        Err(error) if cut && error.utf8_error().error_len().is_none() => {
+            let whole = error.utf8_error().valid_up_to();
+            let mut bytes = error.into_bytes();
+            bytes.truncate(whole);
+            String::from_utf8(bytes).ok()?
         }
-        text.truncate(at);
-    }
+        Err(_) => return None,
+    };
     Some(Artifact {
         title: title_of(file),
         file: file.to_string(),
@@ -340,7 +360,7 @@ impl LogTail {
             entries: Vec::new(),
             end: from.unwrap_or(0),
         };
-        let Ok(mut file) = std::fs::File::open(path) else {
+        let Ok(Some(mut file)) = open_untrusted(path) else {
             return tail;
         };
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -403,6 +423,47 @@ impl LogTail {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A named pipe among a session's markdown files, journals or logs held a thread of the
+    /// daemon for good at each view of its page (after a few hundred, the daemon answered
+    /// nothing), and a link to /dev/zero took a gigabyte: neither is read, a big file is read
+    /// only as far as the page shows it.
+    #[test]
+    fn a_page_reads_no_pipe_no_link_and_no_more_than_it_shows() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        let fifo = |name: &str| {
+            nix::unistd::mkfifo(
+                &d.join(name),
+                nix::sys::stat::Mode::from_bits_truncate(0o600),
+            )
+            .unwrap()
+        };
+        fifo("12-07-23:59-notes-pipe.md");
+        fifo("_iterations.jsonl");
+        fifo("log.jsonl");
+        std::os::unix::fs::symlink("/dev/zero", d.join("12-07-23:58-notes-zero.md")).unwrap();
+        let big = format!("# Plan\n{}", "\u{e9}".repeat(ARTIFACT_LIMIT));
+        std::fs::write(d.join("12-07-23:57-plan-big.md"), &big).unwrap();
+        let (done, read) = std::sync::mpsc::channel();
+        let folder = d.clone();
+        std::thread::spawn(move || {
+            let shown = artifacts(&folder, &mut HashMap::new()).unwrap();
+            let rows = Journal::<serde_json::Value>::default()
+                .update(&folder.join("_iterations.jsonl"), false);
+            let log = LogTail::read(&folder.join("log.jsonl"), None);
+            let _ = done.send((shown, rows.len(), log.entries.len()));
+        });
+        let (shown, rows, entries) = read
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("a page waited on a named pipe");
+        assert_eq!((rows, entries), (0, 0));
+        let files: Vec<&str> = shown.iter().map(|a| a.file.as_str()).collect();
+        assert_eq!(files, ["12-07-23:57-plan-big.md"]);
+        assert!(shown[0].cut);
+        assert!(shown[0].text.len() <= ARTIFACT_LIMIT);
+        assert!(big.starts_with(&shown[0].text));
+    }
 
     #[test]
     fn the_newest_log_is_of_the_latest_iteration_across_the_new_year() {
