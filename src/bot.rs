@@ -646,20 +646,12 @@ impl Telegram {
         else {
             return Err("the daemon did not answer".into());
         };
-        let matches: Vec<PathBuf> = sessions
-            .into_iter()
-            .map(|s| s.dir)
-            .filter(|dir| {
-                let folder = dir.file_name().unwrap_or_default().to_string_lossy();
-                folder == name || crate::session::name::short_name(&folder) == name
-            })
-            .collect();
-        match matches.as_slice() {
-            [dir] => Ok(SessionFolder::new(dir)),
-            [] => Err(format!(
+        match crate::session::name::named_among(sessions.iter().map(|s| s.dir.as_path()), name) {
+            Ok(dir) => Ok(SessionFolder::new(dir)),
+            Err(0) => Err(format!(
                 "the daemon drives no session {name:?} (a session run with samocode run is acted on from the command line)"
             )),
-            _ => Err(format!(
+            Err(_) => Err(format!(
                 "{name:?} names several sessions; use the full folder name"
             )),
         }

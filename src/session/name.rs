@@ -269,9 +269,47 @@ pub fn short_name(folder: &str) -> &str {
     }
 }
 
+/// The one folder among `dirs` that `name` means: the folder of that exact name, else the one
+/// whose short name it is. `Err(n)`: no folder is so named exactly and `n` (0 or more than
+/// one) have it for their short name. An exact name always wins: `26-12-07-zz` is that folder,
+/// also beside `26-12-07-26-12-07-zz`, whose short name it is.
+pub fn named_among<'a>(
+    dirs: impl IntoIterator<Item = &'a Path>,
+    name: &str,
+) -> Result<&'a Path, usize> {
+    let mut short: Vec<&Path> = Vec::new();
+    for dir in dirs {
+        let folder = dir.file_name().unwrap_or_default().to_string_lossy();
+        if folder == name {
+            return Ok(dir);
+        }
+        if short_name(&folder) == name {
+            short.push(dir);
+        }
+    }
+    match short.as_slice() {
+        [dir] => Ok(dir),
+        _ => Err(short.len()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A folder's exact name was ambiguous beside a session whose short name it is: its
+    /// buttons, and the commands its notices advise, were refused as naming several.
+    #[test]
+    fn an_exact_folder_name_wins_over_a_short_name() {
+        let a = Path::new("/s/26-12-07-zz");
+        let b = Path::new("/s/26-12-07-26-12-07-zz");
+        let c = Path::new("/s/26-12-08-zz");
+        assert_eq!(named_among([b, a], "26-12-07-zz"), Ok(a));
+        assert_eq!(named_among([a, b], "26-12-07-26-12-07-zz"), Ok(b));
+        assert_eq!(named_among([b, a, c], "zz"), Err(2));
+        assert_eq!(named_among([b, c], "zz"), Ok(c));
+        assert_eq!(named_among([b], "yy"), Err(0));
+    }
 
     #[test]
     fn names_follow_the_pattern() {

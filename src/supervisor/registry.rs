@@ -187,20 +187,12 @@ impl Registry {
 
     /// The folder of the one session a name (folder or short name) means.
     pub fn named(&self, session: &str) -> Result<PathBuf, String> {
-        let matches: Vec<&PathBuf> = self
-            .entries
-            .keys()
-            .filter(|dir| {
-                let folder = dir.file_name().unwrap_or_default().to_string_lossy();
-                folder == session || name::short_name(&folder) == session
-            })
-            .collect();
-        match matches.as_slice() {
-            [dir] => Ok((*dir).clone()),
-            [] => Err(format!(
+        match name::named_among(self.entries.keys().map(PathBuf::as_path), session) {
+            Ok(dir) => Ok(dir.to_path_buf()),
+            Err(0) => Err(format!(
                 "the daemon drives no session {session:?} (a session run with samocode run is acted on from the command line)"
             )),
-            _ => Err(format!(
+            Err(_) => Err(format!(
                 "{session:?} names several sessions; use the full folder name"
             )),
         }
