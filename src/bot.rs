@@ -529,7 +529,7 @@ impl Telegram {
             },
             Command::Logs(name) => match self.folder(&name, supervisor).await {
                 Ok(folder) => match crate::cli::logs::last_lines(&folder, 30) {
-                    Ok(lines) => lines.join("\n"),
+                    Ok(lines) => logs_reply(&lines, &name),
                     Err(error) => format!("cannot read the logs: {error}"),
                 },
                 Err(problem) => problem,
@@ -857,9 +857,63 @@ fn pressed_option(
         .ok_or_else(|| format!("Q{question} has no such option any more"))
 }
 
+/// The longest line of a `/logs` reply, in characters.
+const LOG_LINE_CHARS: usize = 300;
+/// The most a `/logs` reply holds, in characters: one message.
+const LOG_REPLY_CHARS: usize = 3_500;
+
+/// The reply to `/logs NAME`: the last lines, each cut at [`LOG_LINE_CHARS`], as many of them
+/// as one message holds (one line of an agent's 200,000 characters was 49 messages).
+fn logs_reply(lines: &[String], name: &str) -> String {
+    let mut kept: Vec<String> = Vec::new();
+    let mut size = 0;
+    for line in lines.iter().rev() {
+        let line = crate::protocol::shorten(line, LOG_LINE_CHARS);
+        size += line.chars().count() + 1;
+        if size > LOG_REPLY_CHARS {
+            break;
+        }
+        kept.push(line);
+    }
+    let left = lines.len() - kept.len();
+    if left > 0 {
+        kept.push(format!(
+            "({left} earlier line(s) left out: `samocode logs {name}` shows them)"
+        ));
+    }
+    kept.reverse();
+    kept.join("\n")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{pressed_option, who};
+    use super::{logs_reply, pressed_option, who};
+
+    #[test]
+    fn a_logs_reply_is_one_message_whatever_the_lines() {
+        let huge = vec!["start".to_string(), "x".repeat(200_000), "end".to_string()];
+        let reply = logs_reply(&huge, "s");
+        assert!(
+            reply.chars().count() <= super::LOG_REPLY_CHARS + 100,
+            "{}",
+            reply.len()
+        );
+        assert!(
+            reply.starts_with("start\nxxx") && reply.ends_with("…\nend"),
+            "{reply}"
+        );
+        let many: Vec<String> = (0..30)
+            .map(|n| format!("{n} {}", "y".repeat(250)))
+            .collect();
+        let reply = logs_reply(&many, "s");
+        assert!(reply.chars().count() <= super::LOG_REPLY_CHARS + 100);
+        assert!(
+            reply.starts_with("(17 earlier line(s) left out: `samocode logs s`"),
+            "{reply}"
+        );
+        assert!(reply.ends_with(&many[29]));
+        assert_eq!(logs_reply(&["a".into(), "b".into()], "s"), "a\nb");
+    }
     use crate::protocol::qa::QaDoc;
 
     #[test]
