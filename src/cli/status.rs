@@ -545,8 +545,11 @@ pub fn table(rows: &[SessionRow], now: jiff::Timestamp) -> String {
                 last,
             ]
             // Shown as the terminal will show them (a control character as `\u{1b}`), so
-            // the columns are as wide as what is printed.
-            .map(|cell| crate::cli::output::visible(&cell).into_owned())
+            // the columns are as wide as what is printed; on one line (a reason's newline
+            // split the row, and could make a line that reads as another session's).
+            .map(|cell| {
+                crate::cli::output::visible(&cell.replace(['\n', '\r', '\t'], " ")).into_owned()
+            })
         })
         .collect();
     let mut widths = header.map(str::len);
@@ -794,6 +797,24 @@ mod tests {
         let lines: Vec<&str> = shown.lines().skip(1).collect();
         assert_eq!(at(lines[0]), at(lines[1]), "{shown}");
         assert!(!shown.contains('\u{1b}'), "{shown:?}");
+    }
+
+    /// A reason or a project folder with a newline split its row: the line after it read as
+    /// a row of its own ("OK  fake-row  done").
+    #[test]
+    fn a_row_is_one_line_whatever_its_cells_hold() {
+        let now: jiff::Timestamp = "2026-11-24T12:30:00Z".parse().unwrap();
+        let mut odd = row(
+            "26-11-24-odd",
+            "blocked",
+            None,
+            None,
+            "db\nOK  fake-row  done\ttab",
+        );
+        odd.project = "new\nline\r".into();
+        let shown = table(&[odd], now);
+        assert_eq!(shown.lines().count(), 2, "{shown}");
+        assert!(shown.contains("db OK  fake-row  done tab"), "{shown}");
     }
 
     #[test]
