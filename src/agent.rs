@@ -88,15 +88,7 @@ impl AgentCommand {
 }
 
 fn quote(text: &str) -> String {
-    if !text.is_empty()
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@".contains(c))
-    {
-        text.to_string()
-    } else {
-        format!("'{}'", text.replace('\'', r"'\''"))
-    }
+    crate::protocol::shell_word(text)
 }
 
 /// Everything an AgentProcess needs to run one attempt.

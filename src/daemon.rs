@@ -303,7 +303,7 @@ pub fn private_dir(dir: &Path, holds: &str, instead: &str) -> Result<(), String>
     if mode & 0o077 != 0 {
         return Err(format!(
             "its mode is {mode:o}, so other users may enter it and reach {holds}; run `chmod 700 {}` if it is yours alone, or {instead} a new path",
-            dir.display()
+            crate::protocol::shell_path(dir)
         ));
     }
     Ok(())

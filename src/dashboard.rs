@@ -87,12 +87,15 @@ pub enum DashboardError {
     },
     /// The token file is readable by other users.
     #[error(
-        "the dashboard token file {0} is readable by other users; make it private with `chmod 600 {0}`"
+        "the dashboard token file {} is readable by other users; make it private with `chmod 600 {word}`",
+        .0.display(),
+        word = crate::protocol::shell_path(.0)
     )]
     TokenFileOpen(PathBuf),
     /// The token file holds too short a secret.
     #[error(
-        "the dashboard token file {path} holds a secret of {len} characters; put one of at least {MIN_TOKEN} in it, for example with `openssl rand -hex 32 > {path}`"
+        "the dashboard token file {path} holds a secret of {len} characters; put one of at least {MIN_TOKEN} in it, for example with `openssl rand -hex 32 > {}`",
+        crate::protocol::shell_path(.path)
     )]
     WeakToken { path: PathBuf, len: usize },
 }

@@ -28,6 +28,23 @@ pub use profile::Profile;
 pub use signal::{Rejection, Signal, SignalError, Verdict};
 pub use state::{InFlightRecord, RunState, SessionState, Usage};
 
+/// `text` as a shell reads it back, for a command a person is told to run: as it is when it
+/// holds nothing a shell treats apart, else in single quotes (a path with a space, `$`, `;`
+/// or a quote would run something else when pasted).
+pub fn shell_word(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=:@+%,".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+/// [`shell_word`] of a path.
+pub fn shell_path(path: &std::path::Path) -> String {
+    shell_word(&path.to_string_lossy())
+}
+
 /// At most `max` characters of `text` (`max` at least 1), ending in `…` when it was cut.
 pub fn shorten(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
@@ -55,5 +72,26 @@ pub fn bounded(text: &str) -> String {
             "{} [cut at {MAX_AGENT_TEXT} of {count} characters: the whole signal is kept in _logs]",
             shorten(text, MAX_AGENT_TEXT)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_word;
+
+    /// A path in advice a person pastes ran something else: `$HOME` expanded, a `;` ran a
+    /// second command, a space split it.
+    #[test]
+    fn a_word_in_advice_reads_back_as_itself_in_a_shell() {
+        for word in ["/tmp/p", "we ird $HOME ;'q\"u` é", "My Projects", "", "-rf"] {
+            let shown = shell_word(word);
+            let echoed = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s {shown}"))
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&echoed.stdout), word, "{shown}");
+        }
+        assert_eq!(shell_word("/tmp/p-1_2.x"), "/tmp/p-1_2.x");
     }
 }

@@ -355,16 +355,7 @@ pub fn stand_in_state_dir() -> PathBuf {
     std::env::temp_dir().join("samocode-demo-state")
 }
 
-/// `word` as a shell reads it back: as it is when it holds nothing the shell treats apart,
-/// else in single quotes.
-fn shell_word(word: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:@%,=".contains(c);
-    if !word.is_empty() && word.chars().all(plain) {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', "'\\''"))
-    }
-}
+use crate::protocol::shell_word;
 
 /// The demo writes its own project (`.samocode`, a repository, sessions): only into a folder
 /// that is new or empty, never over a person's work or an earlier demo.

@@ -158,17 +158,7 @@ impl fmt::Display for Mutation {
     }
 }
 
-fn shell_word(text: &str) -> String {
-    if !text.is_empty()
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@+".contains(c))
-    {
-        text.to_string()
-    } else {
-        format!("'{}'", text.replace('\'', r"'\''"))
-    }
-}
+use super::shell_word;
 
 #[cfg(test)]
 mod tests {

@@ -835,7 +835,7 @@ impl SessionActor {
                     let reason = format!(
                         "worktree_unreadable: the {} phase may only read the worktree, and git cannot read it to check that ({error}); put it right (`git -C {} status` shows what is wrong), then `samocode resume`",
                         run.state.phase,
-                        workdir.display()
+                        crate::protocol::shell_path(&workdir)
                     );
                     return self.block(run, reason, Source::Worker);
                 }

@@ -30,7 +30,8 @@ pub enum WorktreeError {
     NotARepo { path: PathBuf, detail: String },
     /// The remote's HEAD names a branch the remote no longer has (a default branch renamed).
     #[error(
-        "the default branch of {repo} is {named} by its origin/HEAD, and there is no {named}; run `git -C {repo} remote set-head origin -a`, or set BASE_BRANCH in .samocode, then `samocode resume`"
+        "the default branch of {repo} is {named} by its origin/HEAD, and there is no {named}; run `git -C {} remote set-head origin -a`, or set BASE_BRANCH in .samocode, then `samocode resume`",
+        crate::protocol::shell_path(.repo)
     )]
     StaleRemoteHead { repo: PathBuf, named: String },
     /// MAIN_REPO is a bare repository: no checkout to branch a worktree from.
@@ -70,8 +71,9 @@ pub enum WorktreeError {
     /// The worktree folder is another session's worktree, on a branch of the same name (of
     /// another repository, or one this session did not make).
     #[error(
-        "{path} is another session's worktree (branch {branch} of {}), which this session did not make: a session of this name in another project that shares WORKTREES (or this repository), or one deleted before whose worktree stayed; give each project a WORKTREES folder of its own in .samocode, or remove the old worktree (`git worktree remove {path}`, and its branch if it is not wanted), or name the session differently, then `samocode resume`",
-        of.display()
+        "{path} is another session's worktree (branch {branch} of {}), which this session did not make: a session of this name in another project that shares WORKTREES (or this repository), or one deleted before whose worktree stayed; give each project a WORKTREES folder of its own in .samocode, or remove the old worktree (`git worktree remove {}`, and its branch if it is not wanted), or name the session differently, then `samocode resume`",
+        of.display(),
+        crate::protocol::shell_path(.path)
     )]
     Another {
         path: PathBuf,
@@ -401,14 +403,15 @@ pub async fn check_own(tree: &Worktree, repo: &Path) -> Result<(), WorktreeError
         problem,
         advice,
     };
-    let path = tree.path.display();
+    let path = crate::protocol::shell_path(&tree.path);
+    let repo_word = crate::protocol::shell_path(repo);
     let remake = || {
         format!(
             "move the folder away (what is in it is yours to keep) so that samocode makes the worktree again from branch {}",
             tree.branch
         )
     };
-    let repair = || format!("run `git -C {} worktree repair {path}`", repo.display());
+    let repair = || format!("run `git -C {repo_word} worktree repair {path}`");
     let dot_git = tree.path.join(".git");
     let Some(admin) = read_small(&dot_git)
         .as_deref()
@@ -468,8 +471,7 @@ pub async fn check_own(tree: &Worktree, repo: &Path) -> Result<(), WorktreeError
         return Err(not(
             "its checkout was cut short (git's lock on it says `initializing`; its files may be missing)".into(),
             format!(
-                "remove it (`git -C {} worktree remove --force --force {path}`) so that samocode makes it again from branch {}",
-                repo.display(),
+                "remove it (`git -C {repo_word} worktree remove --force --force {path}`) so that samocode makes it again from branch {}",
                 tree.branch
             ),
         ));
@@ -491,12 +493,17 @@ pub async fn check_own(tree: &Worktree, repo: &Path) -> Result<(), WorktreeError
             Some(other) => format!("branch {other}"),
             None => format!("a detached HEAD ({head})"),
         };
+        let branch = crate::protocol::shell_word(&tree.branch);
+        // A branch deleted since cannot be switched to: it is made again, where the work is.
+        let advice = match has_branch(repo, &tree.branch).await {
+            Ok(false) => format!(
+                "branch {branch} is gone: if what is checked out there holds the session's work, make the branch again at it (`git -C {path} switch -c {branch}`); else restore the branch from `git -C {repo_word} reflog` first"
+            ),
+            _ => format!("check the branch out again (`git -C {path} switch {branch}`)"),
+        };
         return Err(not(
             format!("it is on {on}, and the session's work goes on its own branch"),
-            format!(
-                "check the branch out again (`git -C {path} switch {}`)",
-                tree.branch
-            ),
+            advice,
         ));
     }
     Ok(())

@@ -898,6 +898,21 @@ fn a_worktree_folder_that_is_no_longer_the_sessions_own_blocks_before_the_agent(
         git(&project.repo, &["rev-parse", "switched"]),
         "no commit on either"
     );
+    // Its branch deleted as well: the advice was to switch to a branch that is no more.
+    git(&project.repo, &["branch", "-q", "-D", "switched"]);
+    project.run(&["resume", "switched"]).expect(0);
+    let run = project.run(&["run", "--session", "switched"]);
+    run.expect(11);
+    let advice = format!("git -C {} switch -c switched", tree.display());
+    assert!(run.stdout().contains(&advice), "{}", run.stdout());
+    let followed = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&advice)
+        .output()
+        .unwrap();
+    assert!(followed.status.success(), "{followed:?}");
+    project.run(&["resume", "switched"]).expect(0);
+    project.run(&["run", "--session", "switched"]).expect(0);
 }
 
 /// samocode's own git commands (the worktree's `worktree add`, the baseline's `status`) run
