@@ -14,6 +14,18 @@ use ractor::ActorRef;
 use super::SupervisorMsg;
 use crate::session::store::QA;
 
+/// Whether an event says a file's new contents are whole: its writer closed it, or it was
+/// renamed into place (an editor's atomic save). A write in place is not: the part written so
+/// far may read as every question answered, and the rest would never reach the agent.
+fn is_written(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    matches!(
+        kind,
+        notify::EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | notify::EventKind::Modify(ModifyKind::Name(_))
+    )
+}
+
 pub struct FolderWatch {
     /// `None` when inotify is not available: the supervisor polls instead.
     watcher: Option<notify::RecommendedWatcher>,
@@ -24,7 +36,7 @@ impl FolderWatch {
     pub fn new(supervisor: ActorRef<SupervisorMsg>) -> FolderWatch {
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
-            if event.kind.is_access() {
+            if !is_written(&event.kind) {
                 return;
             }
             for path in event.paths {

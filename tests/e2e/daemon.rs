@@ -205,6 +205,46 @@ fn answers_written_by_hand_wake_a_waiting_session() {
     );
 }
 
+/// An editor or a program that writes `_qa.md` in place, in more than one write, was taken at
+/// its first: the answers in the part written so far (every question there answered) were
+/// the session's, and the rest never reached the agent. The file is read once it is closed.
+#[test]
+fn answers_written_by_hand_are_read_once_the_file_is_closed() {
+    use std::io::Write;
+    let mut project = Project::new();
+    let _daemon = project.daemon(&[]);
+    let s = start_until_questions(&project, "slowhand");
+    let qa = s
+        .read("_qa.md")
+        .replace("Answer:\n", "Answer: typed by hand\n");
+    let second = qa.find("## Q2").expect("two questions");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(s.path("_qa.md"))
+        .unwrap();
+    file.write_all(&qa.as_bytes()[..second]).unwrap();
+    file.flush().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        s.state()["status"]["for"],
+        "qa_answers",
+        "a file half written was taken: {}",
+        project.daemon_log()
+    );
+    file.write_all(&qa.as_bytes()[second..]).unwrap();
+    drop(file);
+    wait_for(Duration::from_secs(30), "the answers taken", || {
+        s.state()["status"]["for"] == "plan_approval"
+    });
+    let answered = s
+        .jsonl("_signal_history.jsonl")
+        .into_iter()
+        .filter(|row| row["status"] == "answer")
+        .count();
+    assert_eq!(answered, 1, "{:#?}", s.jsonl("_signal_history.jsonl"));
+}
+
 /// Questions answered from the command line while the attempt that asked them still ran
 /// (its agent lingering after its `waiting` signal): the `waiting` is met at once, the
 /// session goes on, and the answer is journaled as the person's. (It was a protocol error, a
