@@ -251,6 +251,7 @@ impl From<StoreError> for CliError {
             StoreError::Locked { .. } => exit::LOCKED,
             StoreError::NotASession(_)
             | StoreError::BadState { .. }
+            | StoreError::Behind { .. }
             | StoreError::Legacy { .. } => exit::USAGE,
             // A session file that is a pipe, a link, too large or not UTF-8 is bad input a
             // person can fix; a failed read is a failure.

@@ -186,7 +186,10 @@ pub fn adopt_legacy(
         state.worktree = Some(tree.path);
         state.branch = Some(tree.branch);
     }
-    store.log("state derived from a Python samocode _overview.md");
+    store.log(match store.has_journals() {
+        true => "state derived from _overview.md and the journals (_state.json was missing)",
+        false => "state derived from a Python samocode _overview.md",
+    });
     store.save(state)
 }
 

@@ -65,6 +65,15 @@ pub enum StoreError {
         "{path} is not a valid samocode state file: {message}; nothing was changed. If a later samocode wrote it, drive this session with that build; if it was edited by hand, undo the edit. Only as a last resort move it away: a new state is derived from _overview.md, its cost read back from _iterations.jsonl, but the gate it waited at, its budget and its notes are lost, and its phase starts again"
     )]
     BadState { path: PathBuf, message: String },
+    /// `_state.json` is older than the session's journals.
+    #[error(
+        "{path} is older than the session's journals (it is at iteration {state}, _iterations.jsonl has iteration {journal}): put back from a backup, or copied from an older folder? Driven so, the session would run its finished work again and forget what a person decided since; nothing was changed. Put back the newest _state.json, or move this one away: a new state is derived from _overview.md and the journals (with the gate it last waited at)"
+    )]
+    Behind {
+        path: PathBuf,
+        state: u32,
+        journal: u32,
+    },
     /// A Python samocode overview could not be read.
     #[error("{path}: {source}")]
     Legacy {
@@ -407,6 +416,18 @@ impl SessionFolder {
                     ),
                 });
             }
+            // An iteration journaled after the state's own: an older state put back (a backup
+            // restored, a file copied), which would run finished work again and forget what
+            // a person decided since.
+            if let Some(row) = self.last_rows::<IterationRow>(ITERATIONS)?.last()
+                && row.iteration > state.iteration
+            {
+                return Err(StoreError::Behind {
+                    path,
+                    state: state.iteration,
+                    journal: row.iteration,
+                });
+            }
             return Ok(state);
         }
         let Some(text) = self.read(OVERVIEW)? else {
@@ -427,7 +448,33 @@ impl SessionFolder {
         // A samocode session whose state was moved away (the advice of `BadState`): what its
         // attempts cost, their agent time and their agent sessions are in its journal.
         self.each_row(ITERATIONS, |row: IterationRow| state.spend(&row))?;
+        // Its last verdict a gate: the session stays there (deleted with the state, the
+        // approval it waited for was lost and its planning paid again).
+        if let Some(last) = self.last_rows::<HistoryRow>(HISTORY)?.pop()
+            && last.accepted
+            && last.outcome == "waiting"
+            && let Some(wait_for) = match last.from {
+                Phase::Requirements => Some(crate::protocol::WaitFor::QaAnswers),
+                Phase::Planning => Some(crate::protocol::WaitFor::PlanApproval),
+                _ => None,
+            }
+        {
+            state.phase = last.from;
+            state.iteration = state.iteration.max(last.iteration);
+            state.status = crate::protocol::RunState::Waiting {
+                wait_for,
+                since: last.at,
+            };
+        }
         Ok(state)
+    }
+
+    /// Whether the folder holds a samocode session's journals (a session whose `_state.json`
+    /// went missing, not one of the Python samocode).
+    pub fn has_journals(&self) -> bool {
+        [ITERATIONS, HISTORY]
+            .iter()
+            .any(|file| std::fs::symlink_metadata(self.path(file)).is_ok())
     }
 
     /// Calls `each` with every row of a journal, oldest first, read a line at a time; lines

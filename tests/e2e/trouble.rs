@@ -247,6 +247,92 @@ fn a_state_moved_away_comes_back_with_what_the_attempts_cost() {
     );
 }
 
+/// A state deleted while the session waited at its plan gate lost the gate: `approve` was
+/// refused ("queued in planning"), and the next run paid a planning attempt again. The gate
+/// is read back from the journal's last verdict.
+#[test]
+fn a_state_deleted_at_a_gate_comes_back_waiting_at_it() {
+    let project = Project::new();
+    project
+        .run(&["run", "--session", "gate", "--dive", "d", "--task", "t"])
+        .expect(10);
+    project
+        .run(&["answer", "gate", "--accept-suggestions"])
+        .expect(0);
+    project.run(&["run", "--session", "gate"]).expect(10);
+    let s = project.session("gate");
+    let planning = |s: &super::fixture::Session| {
+        s.jsonl("_iterations.jsonl")
+            .iter()
+            .filter(|r| r["phase"] == "planning")
+            .count()
+    };
+    let planned = planning(&s);
+    std::fs::remove_file(s.path("_state.json")).unwrap();
+    let rows = project.status();
+    assert_eq!(
+        row(&rows, "gate")["waiting_for"],
+        "plan_approval",
+        "{rows:#?}"
+    );
+    project.run(&["approve", "gate"]).expect(0);
+    project.run(&["run", "--session", "gate"]).expect(0);
+    assert_eq!(planning(&s), planned, "the planning attempt was paid again");
+    assert!(
+        s.read("session.log")
+            .contains("state derived from _overview.md and the journals"),
+        "{}",
+        s.read("session.log")
+    );
+}
+
+/// An older `_state.json` put back beside newer journals (a backup restored) was driven as it
+/// was: the approval given since was lost, requirements and planning ran again, and the cost
+/// read lower than the journal's. It is refused, saying why and what to do, and the advice
+/// works.
+#[test]
+fn a_state_older_than_its_journals_is_refused_not_driven() {
+    let project = Project::new();
+    project
+        .run(&["run", "--session", "old", "--dive", "d", "--task", "t"])
+        .expect(10);
+    let s = project.session("old");
+    let backup = project.root.join("backup.json");
+    std::fs::copy(s.path("_state.json"), &backup).unwrap();
+    project
+        .run(&["answer", "old", "--accept-suggestions"])
+        .expect(0);
+    project.run(&["run", "--session", "old"]).expect(10);
+    project.run(&["approve", "old"]).expect(0);
+    project
+        .run(&["run", "--session", "old", "--once"])
+        .expect(0);
+    let rows = s.jsonl("_iterations.jsonl").len();
+    std::fs::copy(&backup, s.path("_state.json")).unwrap();
+    let run = project.run(&["run", "--session", "old"]);
+    run.expect(2);
+    assert!(
+        run.stderr().contains("older than the session's journals"),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(s.jsonl("_iterations.jsonl").len(), rows, "an attempt ran");
+    // As advised: moved away, the state is derived, and the session goes on where it was.
+    std::fs::rename(s.path("_state.json"), project.root.join("moved.json")).unwrap();
+    project.run(&["run", "--session", "old"]).expect(0);
+    let phases: Vec<String> = s.jsonl("_iterations.jsonl")[rows..]
+        .iter()
+        .map(|r| r["phase"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        phases
+            .iter()
+            .all(|p| p != "requirements" && p != "planning"),
+        "{phases:?}"
+    );
+    assert_eq!(s.state()["status"]["state"], "done");
+}
+
 /// A session the daemon could not open (a journal it cannot append to, a full disk) is shown
 /// as `error` with the daemon's reason, not as the `running` its files still say; `resume`
 /// once it is fixed says it resumed, and it goes on (it said "already running", rc 2).
