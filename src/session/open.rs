@@ -126,6 +126,15 @@ pub enum OpenError {
         "session {0} is blocked by its budget; raise it with `samocode resume {0} --raise-budget WORD=VALUE` (cost=, iterations=, time=), then run it: the --max-* flags set the budget of a session its budget does not block; nothing was changed"
     )]
     BlockedByBudget(String),
+    /// The folder is a copy of another session's, whose worktree and branch its state names.
+    #[error(
+        "{folder} is a copy of session {}'s folder (its _state.json is that session's, with its worktree and branch): driven, both sessions' agents would work in one worktree; nothing was changed. Start a session of its own instead (`samocode start --session OTHER-NAME --dive ... --task ...`), and remove this folder",
+        .of.display()
+    )]
+    Copied {
+        folder: String,
+        of: std::path::PathBuf,
+    },
 }
 
 /// A request to drive a session.
@@ -191,6 +200,33 @@ pub fn adopt_legacy(
         false => "state derived from a Python samocode _overview.md",
     });
     store.save(state)
+}
+
+/// A session whose state names another folder: copied (`cp -a`) from a session that is still
+/// there, with its worktree, is refused (two sessions' agents worked in one worktree, and
+/// the copy's notices named the original); renamed, it takes its folder's name (its worktree
+/// and branch stay as they are).
+fn named_after_its_folder(store: &SessionStore, state: &mut SessionState) -> Result<(), OpenError> {
+    let folder = store.name();
+    let original = store.dir().with_file_name(&state.name);
+    let copied = original != store.dir()
+        && state.worktree.is_some()
+        && super::SessionFolder::new(&original)
+            .load_state()
+            .is_ok_and(|theirs| theirs.worktree == state.worktree);
+    if copied {
+        return Err(OpenError::Copied {
+            folder,
+            of: original,
+        });
+    }
+    store.log(&format!(
+        "the session's folder was renamed from {} to {folder}: it goes on under its new name (its worktree and branch stay as they were)",
+        state.name
+    ));
+    state.name = folder;
+    store.save(state)?;
+    Ok(())
 }
 
 /// Finds or creates the session folder, takes its lock, takes over from a worker that died
@@ -260,6 +296,9 @@ pub fn open_resolved(
             }
             if !had_state {
                 adopt_legacy(project, &store, &mut state)?;
+            }
+            if had_state && state.name != store.name() {
+                named_after_its_folder(&store, &mut state)?;
             }
             if !request.budget.is_empty() {
                 // The flags would change the budget with none of a raise's checks, and leave

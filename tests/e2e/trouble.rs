@@ -333,6 +333,62 @@ fn a_state_older_than_its_journals_is_refused_not_driven() {
     assert_eq!(s.state()["status"]["state"], "done");
 }
 
+/// A session folder copied with `cp -a` was a second session in the first one's worktree and
+/// branch (two agents in one checkout), its notices named after the first. It is refused; a
+/// folder renamed takes its new name.
+#[test]
+fn a_copied_session_folder_is_refused_and_a_renamed_one_takes_its_name() {
+    let project = Project::new();
+    project.through_both_gates("orig");
+    let s = project.session("orig");
+    let copy = s.0.with_file_name(format!("{}copy", folder_name(&s)));
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&s.0)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let copy_name = copy.file_name().unwrap().to_string_lossy().into_owned();
+    let run = project.run(&["run", "--session", &copy_name]);
+    run.expect(2);
+    assert!(
+        run.stderr().contains("is a copy of session"),
+        "{}",
+        run.stderr()
+    );
+    project.run(&["run", "--session", "orig"]).expect(0);
+
+    project
+        .run(&["run", "--session", "ren", "--dive", "d", "--task", "t"])
+        .expect(10);
+    let before = project.session("ren");
+    let renamed = before
+        .0
+        .with_file_name(format!("{}amed", folder_name(&before)));
+    std::fs::rename(&before.0, &renamed).unwrap();
+    let name = renamed.file_name().unwrap().to_string_lossy().into_owned();
+    project
+        .run(&["answer", &name, "--accept-suggestions"])
+        .expect(0);
+    let run = project.run(&["run", "--session", &name]);
+    run.expect(10);
+    assert!(
+        run.stdout()
+            .contains(&format!("{name}: waiting for plan approval")),
+        "{}",
+        run.stdout()
+    );
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(renamed.join("_state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["name"], name.as_str());
+}
+
+fn folder_name(s: &super::fixture::Session) -> String {
+    s.0.file_name().unwrap().to_string_lossy().into_owned()
+}
+
 /// A session the daemon could not open (a journal it cannot append to, a full disk) is shown
 /// as `error` with the daemon's reason, not as the `running` its files still say; `resume`
 /// once it is fixed says it resumed, and it goes on (it said "already running", rc 2).
