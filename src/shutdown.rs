@@ -25,16 +25,33 @@ struct Requests {
     count: u32,
     /// The signal of the first request (0 when it came from no signal).
     first: i32,
+    /// The last request's signal and when it came.
+    last: Option<(i32, std::time::Instant)>,
 }
+
+/// A signal of the kind of the last request that comes within this of it is the same request
+/// delivered twice: GNU `timeout` sends its SIGTERM to the command and again to its own
+/// process group, and the second delivery killed the agent with no grace.
+const SAME_REQUEST: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Trigger {
     /// Asks to stop, for `signal` (its number; 0 for none).
     pub fn request(&self, signal: i32) {
-        self.tx.send_modify(|r| {
+        let now = std::time::Instant::now();
+        self.tx.send_if_modified(|r| {
+            if let Some((last, at)) = r.last
+                && last == signal
+                && signal != 0
+                && now.duration_since(at) < SAME_REQUEST
+            {
+                return false;
+            }
             if r.count == 0 {
                 r.first = signal;
             }
             r.count += 1;
+            r.last = Some((signal, now));
+            true
         });
     }
 }
@@ -132,5 +149,22 @@ mod tests {
         waiting.await.unwrap();
         assert_eq!(shutdown.requested().await, 15, "the first signal is kept");
         assert_eq!(exit_code(15), 143);
+    }
+
+    /// `timeout` delivers its SIGTERM twice, at once: one request, the agents' grace kept.
+    /// The same signal again later, or another signal, forces.
+    #[tokio::test]
+    async fn one_signal_delivered_twice_at_once_is_one_request() {
+        let (trigger, shutdown) = Shutdown::new();
+        trigger.request(15);
+        trigger.request(15);
+        assert_eq!(shutdown.rx.borrow().count, 1);
+        tokio::time::sleep(SAME_REQUEST * 2).await;
+        trigger.request(15);
+        assert_eq!(shutdown.rx.borrow().count, 2);
+        let (trigger, shutdown) = Shutdown::new();
+        trigger.request(15);
+        trigger.request(2);
+        assert_eq!(shutdown.rx.borrow().count, 2);
     }
 }
