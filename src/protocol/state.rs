@@ -460,20 +460,22 @@ impl SessionState {
                 },
                 false => reason,
             };
+            // When it entered its state is not written anywhere: its folder's date, the
+            // earliest it can have been, rather than now (its age read 0 s at every look).
             state.status = RunState::Blocked {
                 reason,
                 needs: None,
-                since: now,
+                since: state.created_at,
             };
         } else if phase == Phase::Done {
             state.status = RunState::Done {
                 summary: parsed.last_action.clone(),
-                at: now,
+                at: state.created_at,
             };
         } else if let Some(wait_for) = waiting {
             state.status = RunState::Waiting {
                 wait_for,
-                since: now,
+                since: state.created_at,
             };
         }
         Ok(state)
@@ -668,11 +670,13 @@ mod tests {
             "planning",
             Some(r#"{"status":"waiting","for":"plan_approval"}"#),
         );
+        // Since its folder's date, the earliest it can have been (its age read 0 s always).
+        let day: Timestamp = "2026-01-02T00:00:00Z".parse().unwrap();
         assert_eq!(
             plan.status,
             RunState::Waiting {
                 wait_for: WaitFor::PlanApproval,
-                since: now
+                since: day
             }
         );
         let qa = at("waiting_qa", None);
@@ -689,6 +693,7 @@ mod tests {
         assert_eq!(at("testing_regression", None).phase, Phase::Testing);
         let done = at("done", Some("{}"));
         assert_eq!(done.status.name(), "done");
+        assert_eq!(done.status.since(), Some(day));
         assert_eq!(at("implementation", Some("{}")).status, RunState::Queued);
         let unknown =
             SessionState::from_legacy_overview("x", "## Status\nPhase: deploy\n", None, now)
