@@ -136,18 +136,25 @@ pub fn visible_bytes(bytes: &[u8], colour: bool) -> Cow<'_, [u8]> {
 }
 
 /// `value` as pretty JSON whose text is safe on a terminal: serde_json escapes C0 inside
-/// strings but leaves DEL and C1 raw, so those are escaped too (`\u007f`, `\u009b`). The data
-/// stays exactly what it was, for the programs that read it; outside strings JSON holds no
-/// such character.
+/// strings but leaves DEL, C1 and the marks that reorder text raw, so those are escaped too
+/// (`\u007f`, `\u009b`, `\u202e`). The data stays exactly what it was, for the programs
+/// that read it (a mark shown as `<U+202E>` could not be read back); outside strings JSON
+/// holds no such character.
 pub fn json(value: &impl serde::Serialize) -> String {
+    let escapes = |c: char| {
+        matches!(
+            c,
+            '\u{7f}'..='\u{9f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+    };
     let text = serde_json::to_string_pretty(value).expect("values serialize");
-    if !text.contains(|c: char| matches!(c, '\u{7f}'..='\u{9f}')) {
+    if !text.contains(escapes) {
         return text;
     }
     let mut escaped = String::with_capacity(text.len() + 16);
     for c in text.chars() {
         match c {
-            '\u{7f}'..='\u{9f}' => escaped.push_str(&format!("\\u{:04x}", c as u32)),
+            c if escapes(c) => escaped.push_str(&format!("\\u{:04x}", c as u32)),
             c => escaped.push(c),
         }
     }
@@ -218,7 +225,7 @@ mod tests {
 
     #[test]
     fn json_keeps_every_character_and_shows_none_to_the_terminal() {
-        let hostile = "FAILED\u{1b}[2K\r\u{7f}\u{85}\u{9b}2J Ä ☃";
+        let hostile = "FAILED\u{1b}[2K\r\u{7f}\u{85}\u{9b}2J Ä ☃ exe\u{202e}txt.\u{2066}x";
         let text = json(&serde_json::json!({ "reason": hostile }));
         assert!(
             !text.contains(|c: char| c.is_control() && c != '\n'),
