@@ -737,11 +737,16 @@ pub fn resolve(flags: &Flags, sources: &Sources) -> Result<Config, ConfigError> 
     };
     let policy = env_policy(&mut layers, &global);
     let mut env = policy.apply(&sources.env);
-    // codex reads CODEX_HOME from its environment: one set in config.toml is passed on too.
+    // codex reads CODEX_HOME from its environment: one set in config.toml is passed on too,
+    // to codex's agents only (as the environment's own is).
     if let (Some(home), Some(_)) = (&codex_home, codex_home_origin)
         && policy.allows("CODEX_HOME")
     {
-        env.set("CODEX_HOME", &home.display().to_string());
+        env.set_for(
+            "CODEX_HOME",
+            &home.display().to_string(),
+            Some(Provider::Codex),
+        );
     }
 
     let agent = AgentSettings {

@@ -267,8 +267,13 @@ impl AgentEnv {
 
     /// Sets (or replaces) one variable, for every agent.
     pub fn set(&mut self, name: &str, value: &str) {
+        self.set_for(name, value, None);
+    }
+
+    /// Sets (or replaces) one variable, for the agents of `only` (every agent for `None`).
+    pub fn set_for(&mut self, name: &str, value: &str, only: Option<Provider>) {
         self.0.retain(|(k, _, _)| k != name);
-        self.0.push((name.to_string(), value.to_string(), None));
+        self.0.push((name.to_string(), value.to_string(), only));
         self.0.sort_by(|a, b| a.0.cmp(&b.0));
     }
 

@@ -487,10 +487,23 @@ fn otel_rust_log_and_codex_home_may_come_from_config_toml() {
     assert_eq!(config.log_filter.as_deref(), Some("samocode=debug"));
     assert_eq!(config.codex_home, Some(dir.path().join("codex")));
     assert_eq!(config.codex_home_origin, Some("config.toml"));
-    // The agent gets CODEX_HOME from the file, its API key, and no AWS secret or Telegram URL.
+    // The agent gets CODEX_HOME from the file, its API key, and no AWS secret or Telegram URL;
+    // a codex agent only is given CODEX_HOME (a claude agent got it too).
     assert_eq!(
         config.agent.env.names(),
         ["ANTHROPIC_API_KEY", "CODEX_HOME", "HOME"]
+    );
+    assert_eq!(
+        config.agent.env.of(Provider::Claude).names(),
+        ["ANTHROPIC_API_KEY", "HOME"]
+    );
+    assert!(
+        config
+            .agent
+            .env
+            .of(Provider::Codex)
+            .names()
+            .contains(&"CODEX_HOME")
     );
 
     std::fs::write(
