@@ -95,7 +95,7 @@ fn open(link: &str, state_dir: &std::path::Path) -> bool {
     if written.is_err() {
         return false;
     }
-    let target = format!("file://{}", page.display());
+    let target = file_url(&page);
     ["xdg-open", "open"].iter().any(|opener| {
         Command::new(opener)
             .arg(&target)
@@ -105,4 +105,27 @@ fn open(link: &str, state_dir: &std::path::Path) -> bool {
             .status()
             .is_ok_and(|status| status.success())
     })
+}
+
+/// The `file://` address of `page`, its path percent-encoded: a state folder with `#`, `%` or
+/// `?` in its path opened another address (a browser reads what follows `#` as a fragment).
+fn file_url(page: &std::path::Path) -> String {
+    url::Url::from_file_path(page)
+        .map(String::from)
+        .unwrap_or_else(|()| format!("file://{}", page.display()))
+}
+
+#[cfg(test)]
+mod url_tests {
+    #[test]
+    fn the_login_page_address_is_its_path_whatever_the_path_holds() {
+        let page = std::path::Path::new("/tmp/s#t %41?x/dashboard-login.html");
+        let address = super::file_url(page);
+        assert_eq!(
+            address,
+            "file:///tmp/s%23t%20%2541%3Fx/dashboard-login.html"
+        );
+        let back = url::Url::parse(&address).unwrap().to_file_path().unwrap();
+        assert_eq!(back, page);
+    }
 }
