@@ -533,6 +533,15 @@ impl SupervisorActor {
         // here; a restart or a retry reopens what is owned already, and only claims its name.
         let names = self.keep_parked.then(|| state.names.clone());
         let new_start = matches!(origin, Origin::Caller(_) | Origin::Control(_));
+        // An owned session keeps its name whether it opens or not: one that cannot (its
+        // project moved, its `.samocode` unreadable) is still this daemon's, shown broken, and
+        // another project's session of its folder name beside it would make both unreachable
+        // by that name.
+        if let (Some(names), Origin::Restart { dir, .. } | Origin::Retry { dir, .. }) =
+            (&names, &origin)
+        {
+            let _ = claim_name(names, dir, false);
+        }
         let turns = state.opening_turns.clone();
         tokio::spawn(async move {
             let turn = turns.acquire_owned().await;
@@ -1247,6 +1256,7 @@ fn claim_name(
         Some(held) if *held == dir => Ok(None),
         Some(held) if new_start => Err(StartError::Open(OpenError::NameTaken {
             folder: name,
+            other_gone: !held.exists(),
             other: held.clone(),
             exists: dir.exists(),
         })),

@@ -1326,6 +1326,37 @@ fn a_session_whose_folder_went_away_is_shown_as_an_error_not_left_out() {
     );
 }
 
+/// A session the daemon owns but could not open at its start (its project moved, its
+/// `.samocode` unreadable) held no name: another project's session of that folder name was
+/// taken beside it, and Telegram and the dashboard could reach neither ("names several").
+#[test]
+fn a_session_the_daemon_could_not_reopen_keeps_its_name() {
+    let mut alpha = Project::new();
+    let daemon = alpha.daemon(&[]);
+    let mut beta = Project::new();
+    beta.env(
+        "SAMOCODE_STATE_DIR",
+        &alpha.state_dir().display().to_string(),
+    );
+    start_until_questions(&alpha, "login");
+    assert_eq!(daemon.terminate(), Some(0));
+    let project_file = alpha.root.join(".samocode");
+    let kept = std::fs::read(&project_file).unwrap();
+    std::fs::remove_file(&project_file).unwrap();
+    std::fs::create_dir(&project_file).unwrap();
+    let _daemon = alpha.daemon(&[]);
+    let refused = beta.run(&["start", "--session", "login", "--dive", "d", "--task", "t"]);
+    refused.expect(2);
+    assert!(
+        refused.stderr().contains("another project's session"),
+        "{}",
+        refused.stderr()
+    );
+    assert_eq!(std::fs::read_dir(&beta.sessions).unwrap().count(), 0);
+    std::fs::remove_dir(&project_file).unwrap();
+    std::fs::write(&project_file, kept).unwrap();
+}
+
 /// The dashboard and Telegram know a session by its folder name: a daemon refuses a second
 /// project's session of a name it drives, before anything is made, instead of letting a
 /// button or a page act on the wrong one.
