@@ -697,7 +697,7 @@ fn nul_in(request: &Request) -> Option<&'static str> {
         }
         Request::Person { dir, command, by } => {
             texts.push(("dir", dir.display().to_string()));
-            texts.extend(by.iter().map(|b| ("by", b.clone())));
+            texts.extend(by.iter().map(|b| ("name of who acts (`by`)", b.clone())));
             texts.extend(command_texts(command));
         }
         Request::Named {
@@ -707,7 +707,7 @@ fn nul_in(request: &Request) -> Option<&'static str> {
             ..
         } => {
             texts.push(("session", session.clone()));
-            texts.extend(by.iter().map(|b| ("by", b.clone())));
+            texts.extend(by.iter().map(|b| ("name of who acts (`by`)", b.clone())));
             texts.extend(command_texts(command));
         }
         Request::Status

@@ -149,13 +149,21 @@ pub fn notice(event: &SessionEvent) -> Option<Notice> {
                 } => asking(&name, session, questions, *park),
                 Settled::Waiting {
                     wait_for: WaitFor::PlanApproval,
-                } => (
-                    format!(
-                        "📋 {name} wrote a plan and waits for approval.\nOr reply <code>/reject {} what to change</code>.",
-                        escape(session)
-                    ),
-                    row(button("Approve", "approve", session)),
-                ),
+                } => {
+                    let approve = row(button("Approve", "approve", session));
+                    // A name too long for a button's data: the command instead.
+                    let or = match approve.is_empty() {
+                        true => format!("Reply <code>/approve {0}</code>, or", escape(session)),
+                        false => "Or reply".to_string(),
+                    };
+                    (
+                        format!(
+                            "📋 {name} wrote a plan and waits for approval.\n{or} <code>/reject {} what to change</code>.",
+                            escape(session)
+                        ),
+                        approve,
+                    )
+                }
                 Settled::Waiting {
                     wait_for: WaitFor::HumanAction,
                 } => (
@@ -590,6 +598,28 @@ mod tests {
             }]]
         );
         assert!(plan.open);
+        // A name too long for a button's data: the notice says the command instead (it said
+        // only how to reject).
+        let long = "26-11-24-".to_string() + &"a".repeat(56);
+        let plan = notice(&SessionEvent::Settled {
+            session: long.clone(),
+            phase: Phase::Planning,
+            settled: Settled::Waiting {
+                wait_for: WaitFor::PlanApproval,
+            },
+            questions: Vec::new(),
+            ask: None,
+            park: None,
+        })
+        .unwrap();
+        assert!(plan.buttons.is_empty());
+        assert!(
+            plan.html.contains(&format!(
+                "Reply <code>/approve {long}</code>, or <code>/reject {long} what to change</code>."
+            )),
+            "{}",
+            plan.html
+        );
         let blocked = notice(&settled(Settled::Blocked {
             reason: "needs <db> & a key".into(),
         }))
