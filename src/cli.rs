@@ -269,7 +269,7 @@ impl From<StoreError> for CliError {
             return CliError::new(
                 code,
                 anyhow::anyhow!(
-                    "a samocode daemon (pid {pid}) drives session {}; give the command to that daemon: one of another state directory with the SAMOCODE_STATE_DIR (or SAMOCODE_CONTROL) it was started with, and one that drove the session before its folder was renamed under the old name (or restart it)",
+                    "a samocode daemon (pid {pid}) drives session {}; give the command to that daemon, with the SAMOCODE_STATE_DIR (or SAMOCODE_CONTROL) it was started with",
                     dir.display()
                 ),
             );

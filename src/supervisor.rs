@@ -61,6 +61,9 @@ const ANSWER_POLL: Duration = Duration::from_secs(2);
 /// `samocode run`), to take it up once that worker lets go.
 const LOOK_AGAIN: Duration = Duration::from_secs(10);
 
+/// Why a session's actor is stopped when its folder was renamed under it.
+const MOVED: &str = "its folder was renamed";
+
 /// What a start request found.
 #[derive(Debug, Clone)]
 pub struct Started {
@@ -253,6 +256,9 @@ pub struct SupervisorState {
     /// once it is open (each open of its own would find the folder locked by this very
     /// daemon, and call the session broken).
     reopening: HashMap<PathBuf, Vec<(Order, RpcReplyPort<Response>)>>,
+    /// Sessions whose folder a person renamed while the daemon held them, by their old path:
+    /// their actor is stopping, and the session opens again at the new path once it is gone.
+    moving: HashMap<PathBuf, PathBuf>,
 }
 
 impl SupervisorState {
@@ -315,6 +321,7 @@ impl Actor for SupervisorActor {
             )),
             names,
             reopening: HashMap::new(),
+            moving: HashMap::new(),
         })
     }
 
@@ -439,6 +446,12 @@ impl Actor for SupervisorActor {
         let Some(dir) = state.registry.actor_gone(who.get_id()) else {
             return Ok(());
         };
+        if state.stopping.is_none()
+            && let Some(new) = state.moving.remove(&dir)
+        {
+            self.open_moved(&myself, state, &dir, new);
+            return Ok(());
+        }
         if let Some(reply) = state.stopping.take() {
             // Not restarted as the daemon stops, but said: the next start takes it up.
             if failed {
@@ -958,7 +971,14 @@ impl SupervisorActor {
         reply: RpcReplyPort<Response>,
     ) {
         // The folder as the daemon knows it, whichever way the command spelt its path.
-        let dir = state.registry.key_of(&dir).unwrap_or(dir);
+        let known = state.registry.key_of(&dir);
+        if let Some(old) = known.as_ref().filter(|old| **old != dir)
+            && std::fs::symlink_metadata(old).is_err()
+            && state.stopping.is_none()
+        {
+            return self.moved(myself, state, old.clone(), dir, command, reply);
+        }
+        let dir = known.unwrap_or(dir);
         match state.registry.get(&dir) {
             Some(Entry { actor: Some(_), .. }) => self.forward_person(state, dir, command, reply),
             Some(_) if state.stopping.is_none() && state.reopening.contains_key(&dir) => {
@@ -1001,6 +1021,104 @@ impl SupervisorActor {
                 ));
             }
         }
+    }
+
+    /// A person's command for a session whose folder was renamed (from `old` to `new`) while
+    /// the daemon held it: its actor, whose files are gone from under it, lets go; the session
+    /// opens again at its new path, listed there, and gets the command. (Nothing reached it by
+    /// either name until the daemon restarted.) One whose attempt runs is left to end it.
+    fn moved(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        old: PathBuf,
+        new: PathBuf,
+        command: Order,
+        reply: RpcReplyPort<Response>,
+    ) {
+        let Some(entry) = state.registry.get(&old) else {
+            return;
+        };
+        match (&entry.actor, &entry.settled) {
+            (Some(_), None) => {
+                let _ = reply.send(Response::error(
+                    format!(
+                        "session {}'s folder was renamed (from {}) while its attempt runs: give the command again once the attempt has ended",
+                        new.display(),
+                        old.display()
+                    ),
+                    12,
+                ));
+            }
+            (Some(actor), Some(_)) => {
+                tracing::info!(from = %old.display(), to = %new.display(), "a session's folder was renamed while the daemon held it: it is opened again at its new path");
+                state.moving.insert(old, new.clone());
+                state
+                    .reopening
+                    .entry(new)
+                    .or_default()
+                    .push((command, reply));
+                actor.stop(Some(MOVED.into()));
+            }
+            (None, _) => {
+                tracing::info!(from = %old.display(), to = %new.display(), "a session's folder was renamed while the daemon listed it: it is opened again at its new path");
+                state
+                    .reopening
+                    .entry(new.clone())
+                    .or_default()
+                    .push((command, reply));
+                self.open_moved(myself, state, &old, new);
+            }
+        }
+    }
+
+    /// Lists the session of the renamed folder `old` at `new` (the owned list, its name) and
+    /// opens it there; the commands waiting for `new` follow once it is open.
+    fn open_moved(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        old: &std::path::Path,
+        new: PathBuf,
+    ) {
+        let Some(project) = state.registry.get(old).map(|entry| entry.project.clone()) else {
+            return;
+        };
+        state.registry.forget(old);
+        if let Some(watch) = &mut state.watch {
+            watch.unwatch(old);
+        }
+        {
+            let mut names = lock_names(&state.names);
+            if names.get(&folder_of(old)).is_some_and(|held| held == old) {
+                names.remove(&folder_of(old));
+            }
+        }
+        // Listed at its new path before it opens: a crash meanwhile resumes it there (the
+        // old path, gone, is forgotten at the next start).
+        if let Some(state_dir) = &self.state_dir {
+            let entry = OwnedSession {
+                dir: new.clone(),
+                project: project.clone(),
+            };
+            if let Err(error) = owned::append(state_dir, &entry) {
+                tracing::error!(%error, dir = %new.display(), "cannot list the renamed session's new path; the daemon drives it until it stops, and not after");
+            }
+        }
+        self.open_in_background(
+            myself,
+            state,
+            ToOpen::Project {
+                file: project.clone(),
+                session: folder_of(&new),
+                dive: None,
+                task: None,
+                budget: Budget::default(),
+            },
+            Origin::Restart { dir: new, project },
+            Vec::new(),
+            None,
+        );
     }
 
     /// Sends a command to a driven session from a task, so this mailbox never waits on it.

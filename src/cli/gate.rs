@@ -19,6 +19,9 @@ pub struct RejectArgs {
     pub reason: String,
 }
 
+/// How the daemon's refusal of a command for a session it does not drive begins.
+const NOT_DRIVEN: &str = "the daemon does not drive";
+
 /// Sends a person's command to the daemon, or applies it to the files when no daemon runs.
 pub(super) async fn command(
     config: &Config,
@@ -32,7 +35,26 @@ pub(super) async fn command(
         println!("{message}");
         return Ok(exit::DONE);
     }
-    let store = SessionFolder::new(dir).lock()?;
+    let store = match SessionFolder::new(dir.clone()).lock() {
+        Ok(store) => store,
+        // The running daemon holds it under another path (its folder renamed while it held
+        // it): the daemon knows it by the folder itself, and is asked.
+        Err(locked @ crate::session::StoreError::Locked { pid: Some(pid), .. })
+            if super::status::owner::is_daemon(pid)
+                && let Some(client) = daemon::Client::connect(config).await? =>
+        {
+            return match client.person(&dir, command).await {
+                Ok(message) => {
+                    println!("{message}");
+                    Ok(exit::DONE)
+                }
+                // Not this daemon's: another one (of another state directory) holds it.
+                Err(error) if error.error.to_string().starts_with(NOT_DRIVEN) => Err(locked.into()),
+                Err(error) => Err(error),
+            };
+        }
+        Err(error) => return Err(error.into()),
+    };
     let had_state = store.read(crate::session::store::STATE)?.is_some();
     let mut state = store.load_state()?;
     if !had_state {

@@ -40,6 +40,15 @@ pub struct Entry {
     /// Another worker (a `samocode run`, by its pid) held it when the daemon last tried to
     /// open it: the daemon looks again, and lists it as that worker's meanwhile.
     pub elsewhere: Option<u32>,
+    /// Its folder's device and inode when it was listed: the folder renamed, it is still
+    /// found by them.
+    identity: Option<(u64, u64)>,
+}
+
+/// A folder's device and inode.
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 pub struct Registry {
@@ -76,13 +85,23 @@ impl Registry {
         if self.entries.contains_key(dir) {
             return Some(dir.to_path_buf());
         }
-        use std::os::unix::fs::MetadataExt;
-        let identity = |path: &Path| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
         let wanted = identity(dir)?;
         self.entries
-            .keys()
-            .find(|key| identity(key) == Some(wanted))
-            .cloned()
+            .iter()
+            .find(|(key, entry)| {
+                identity(key) == Some(wanted)
+                    // Renamed while listed: its old path is gone, the folder is the same.
+                    || (entry.identity == Some(wanted) && std::fs::symlink_metadata(key).is_err())
+            })
+            .map(|(key, _)| key.clone())
+    }
+
+    /// Drops the session in `dir` from the registry (its folder was renamed: it is listed
+    /// again under its new path). Its actor, if any, is already gone.
+    pub fn forget(&mut self, dir: &Path) {
+        self.drop_slot(dir);
+        self.entries.remove(dir);
+        self.by_actor.retain(|_, d| d != dir);
     }
 
     pub fn max_parallel(&self) -> usize {
@@ -150,15 +169,22 @@ impl Registry {
     }
 
     fn entry(&mut self, dir: PathBuf, project: PathBuf) -> &mut Entry {
-        let entry = self.entries.entry(dir).or_insert_with(|| Entry {
-            project: project.clone(),
-            actor: None,
-            slot: Slot::None,
-            settled: None,
-            watchers: Vec::new(),
-            restarts: Vec::new(),
-            elsewhere: None,
-        });
+        let entry = match self.entries.entry(dir) {
+            std::collections::hash_map::Entry::Occupied(listed) => listed.into_mut(),
+            std::collections::hash_map::Entry::Vacant(new) => {
+                let identity = identity(new.key());
+                new.insert(Entry {
+                    project: project.clone(),
+                    actor: None,
+                    slot: Slot::None,
+                    settled: None,
+                    watchers: Vec::new(),
+                    restarts: Vec::new(),
+                    elsewhere: None,
+                    identity,
+                })
+            }
+        };
         entry.project = project;
         entry
     }

@@ -4,6 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use super::fixture::{Project, Session, alive, wait_for};
+use serde_json::Value;
 
 /// Starts session `name` on the running daemon and waits until it asks its questions.
 fn start_until_questions(project: &Project, name: &str) -> Session {
@@ -1355,6 +1356,41 @@ fn a_session_the_daemon_could_not_reopen_keeps_its_name() {
     assert_eq!(std::fs::read_dir(&beta.sessions).unwrap().count(), 0);
     std::fs::remove_dir(&project_file).unwrap();
     std::fs::write(&project_file, kept).unwrap();
+}
+
+/// A folder renamed while the daemon held its session at a gate: no command reached it by
+/// either name (the new one was "driven by a daemon", the old one no session) until the
+/// daemon restarted. The daemon knows the folder itself: the command reaches the session,
+/// which goes on at its new path, under its new name, also after a restart.
+#[test]
+fn a_session_whose_folder_was_renamed_under_the_daemon_takes_commands_by_its_new_name() {
+    let mut project = Project::new();
+    let daemon = project.daemon(&[]);
+    let s = start_until_questions(&project, "before");
+    let renamed = s.0.with_file_name(format!(
+        "{}-after",
+        s.0.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::rename(&s.0, &renamed).unwrap();
+    let name = renamed.file_name().unwrap().to_string_lossy().into_owned();
+    let answered = project.run(&["answer", &name, "--accept-suggestions"]);
+    answered.expect(0);
+    let state = || -> Value {
+        serde_json::from_str(&std::fs::read_to_string(renamed.join("_state.json")).unwrap())
+            .unwrap()
+    };
+    wait_for(Duration::from_secs(30), "the plan", || {
+        state()["status"]["for"] == "plan_approval"
+    });
+    assert_eq!(state()["name"], name.as_str());
+    let rows = project.status();
+    assert!(rows.iter().all(|r| r["state"] != "error"), "{rows:#?}");
+    assert_eq!(daemon.terminate(), Some(0));
+    let _daemon = project.daemon(&[]);
+    project.run(&["approve", &name]).expect(0);
+    wait_for(Duration::from_secs(60), "the end", || {
+        state()["status"]["state"] == "done"
+    });
 }
 
 /// The dashboard and Telegram know a session by its folder name: a daemon refuses a second
