@@ -419,7 +419,9 @@ impl SessionFolder {
             // An iteration journaled after the state's own: an older state put back (a backup
             // restored, a file copied), which would run finished work again and forget what
             // a person decided since.
-            if let Some(row) = self.last_rows::<IterationRow>(ITERATIONS)?.last()
+            // (A journal that cannot be read says so where it is used.)
+            if let Ok(rows) = self.last_rows::<IterationRow>(ITERATIONS)
+                && let Some(row) = rows.last()
                 && row.iteration > state.iteration
             {
                 return Err(StoreError::Behind {
