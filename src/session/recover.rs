@@ -62,8 +62,8 @@ fn reported_usage(
 /// journaled attempt) parks the session in, read again from the signal kept beside the
 /// attempt's log (`log`); `None` for another verdict, or when the signal is not there to say
 /// what it waits for or why it is blocked (the iteration then runs again).
-fn settled_by(
-    store: &SessionStore,
+pub(crate) fn settled_by(
+    store: &super::SessionFolder,
     log: &str,
     attempt: &IterationRow,
 ) -> Result<Option<RunState>, StoreError> {

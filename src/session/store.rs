@@ -449,26 +449,82 @@ impl SessionFolder {
         })?;
         // A samocode session whose state was moved away (the advice of `BadState`): what its
         // attempts cost, their agent time and their agent sessions are in its journal.
-        self.each_row(ITERATIONS, |row: IterationRow| state.spend(&row))?;
-        // Its last verdict a gate: the session stays there (deleted with the state, the
-        // approval it waited for was lost and its planning paid again).
-        if let Some(last) = self.last_rows::<HistoryRow>(HISTORY)?.pop()
-            && last.accepted
-            && last.outcome == "waiting"
-            && let Some(wait_for) = match last.from {
-                Phase::Requirements => Some(crate::protocol::WaitFor::QaAnswers),
-                Phase::Planning => Some(crate::protocol::WaitFor::PlanApproval),
-                _ => None,
-            }
-        {
-            state.phase = last.from;
-            state.iteration = state.iteration.max(last.iteration);
-            state.status = crate::protocol::RunState::Waiting {
-                wait_for,
-                since: last.at,
-            };
-        }
+        let mut last_attempt: Option<IterationRow> = None;
+        self.each_row(ITERATIONS, |row: IterationRow| {
+            state.spend(&row);
+            state.iteration = state.iteration.max(row.iteration);
+            last_attempt = Some(row);
+        })?;
+        self.where_the_journals_left_it(&mut state, last_attempt.as_ref())?;
         Ok(state)
+    }
+
+    /// A samocode session's state derived again (its `_state.json` deleted or moved away, its
+    /// notebook perhaps an older one): where its last accepted verdict or person's command
+    /// left it, by `_signal_history.jsonl` (a gate it waited at, a phase it moved on to),
+    /// rather than where the notebook says. Without, its approval was lost and its planning
+    /// paid again; with an older notebook, finished work ran again.
+    fn where_the_journals_left_it(
+        &self,
+        state: &mut SessionState,
+        last_attempt: Option<&IterationRow>,
+    ) -> Result<(), StoreError> {
+        use crate::protocol::{RunState, WaitFor};
+        let Some(last) = self
+            .last_rows::<HistoryRow>(HISTORY)?
+            .into_iter()
+            .rev()
+            .find(|row| row.accepted)
+        else {
+            return Ok(());
+        };
+        state.iteration = state.iteration.max(last.iteration);
+        let since = last.at;
+        match last.outcome.as_str() {
+            "next" | "queued" => {
+                state.phase = last.to.unwrap_or(last.from);
+                state.status = RunState::Queued;
+            }
+            "stopped" => {
+                state.phase = last.to.unwrap_or(last.from);
+                state.status = RunState::Stopped {
+                    at: since,
+                    waiting_for: None,
+                };
+            }
+            parked @ ("waiting" | "blocked" | "done") => {
+                state.phase = last.from;
+                // As the agent's signal, kept beside its attempt's log, says; else as near as
+                // the journal tells.
+                let kept = match last_attempt {
+                    Some(row) => super::recover::settled_by(self, &row.log, row)?,
+                    None => None,
+                };
+                state.status = kept.unwrap_or_else(|| match parked {
+                    "waiting" => RunState::Waiting {
+                        wait_for: match last.from {
+                            Phase::Requirements => WaitFor::QaAnswers,
+                            Phase::Planning => WaitFor::PlanApproval,
+                            _ => WaitFor::HumanAction,
+                        },
+                        since,
+                    },
+                    "blocked" => RunState::Blocked {
+                        reason: last.reason.clone().unwrap_or_else(|| {
+                            "blocked (its reason is in _signal_history.jsonl)".into()
+                        }),
+                        needs: None,
+                        since,
+                    },
+                    _ => RunState::Done {
+                        summary: None,
+                        at: since,
+                    },
+                });
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Whether the folder holds a samocode session's journals (a session whose `_state.json`

@@ -297,8 +297,11 @@ fn a_state_older_than_its_journals_is_refused_not_driven() {
         .run(&["run", "--session", "old", "--dive", "d", "--task", "t"])
         .expect(10);
     let s = project.session("old");
+    // The state and the notebook both put back from an older backup.
     let backup = project.root.join("backup.json");
+    let notebook = project.root.join("backup.md");
     std::fs::copy(s.path("_state.json"), &backup).unwrap();
+    std::fs::copy(s.path("_overview.md"), &notebook).unwrap();
     project
         .run(&["answer", "old", "--accept-suggestions"])
         .expect(0);
@@ -309,6 +312,7 @@ fn a_state_older_than_its_journals_is_refused_not_driven() {
         .expect(0);
     let rows = s.jsonl("_iterations.jsonl").len();
     std::fs::copy(&backup, s.path("_state.json")).unwrap();
+    std::fs::copy(&notebook, s.path("_overview.md")).unwrap();
     let run = project.run(&["run", "--session", "old"]);
     run.expect(2);
     assert!(
@@ -330,7 +334,41 @@ fn a_state_older_than_its_journals_is_refused_not_driven() {
             .all(|p| p != "requirements" && p != "planning"),
         "{phases:?}"
     );
+    let mut iterations: Vec<u64> = s
+        .jsonl("_iterations.jsonl")
+        .iter()
+        .filter(|r| r["outcome"] == "ok")
+        .map(|r| r["iteration"].as_u64().unwrap())
+        .collect();
+    let all = iterations.len();
+    iterations.dedup();
+    assert_eq!(
+        iterations.len(),
+        all,
+        "an iteration ran twice: {iterations:?}"
+    );
     assert_eq!(s.state()["status"]["state"], "done");
+}
+
+/// A state deleted while its session waited for a person's action (not a gate of its own
+/// phase) came back queued, and the next run paid the iteration again.
+#[test]
+fn a_state_deleted_while_waiting_for_a_person_comes_back_waiting() {
+    let mut project = Project::new();
+    project.through_both_gates("act");
+    project.env(
+        "SAMOCODE_FAKE",
+        r#"implementation=signal:{"status":"waiting","phase":"implementation","for":"human_action"}"#,
+    );
+    project.run(&["run", "--session", "act"]).expect(10);
+    let s = project.session("act");
+    std::fs::remove_file(s.path("_state.json")).unwrap();
+    let rows = project.status();
+    assert_eq!(
+        row(&rows, "act")["waiting_for"],
+        "human_action",
+        "{rows:#?}"
+    );
 }
 
 /// A session folder copied with `cp -a` was a second session in the first one's worktree and
