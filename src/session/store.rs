@@ -67,13 +67,9 @@ pub enum StoreError {
     BadState { path: PathBuf, message: String },
     /// `_state.json` is older than the session's journals.
     #[error(
-        "{path} is older than the session's journals (it is at iteration {state}, _iterations.jsonl has iteration {journal}): put back from a backup, or copied from an older folder? Driven so, the session would run its finished work again and forget what a person decided since; nothing was changed. Put back the newest _state.json, or move this one away: a new state is derived from _overview.md and the journals (with the gate it last waited at)"
+        "{path} is older than the session's journals ({why}): put back from a backup, or copied from an older folder? Driven so, the session would run its finished work again and forget what a person decided since; nothing was changed. Put back the newest _state.json, or move this one away: a new state is derived from the journals and _overview.md (where the journals last left it)"
     )]
-    Behind {
-        path: PathBuf,
-        state: u32,
-        journal: u32,
-    },
+    Behind { path: PathBuf, why: String },
     /// A Python samocode overview could not be read.
     #[error("{path}: {source}")]
     Legacy {
@@ -416,19 +412,8 @@ impl SessionFolder {
                     ),
                 });
             }
-            // An iteration journaled after the state's own: an older state put back (a backup
-            // restored, a file copied), which would run finished work again and forget what
-            // a person decided since.
-            // (A journal that cannot be read says so where it is used.)
-            if let Ok(rows) = self.last_rows::<IterationRow>(ITERATIONS)
-                && let Some(row) = rows.last()
-                && row.iteration > state.iteration
-            {
-                return Err(StoreError::Behind {
-                    path,
-                    state: state.iteration,
-                    journal: row.iteration,
-                });
+            if let Some(why) = self.journaled_since(&state) {
+                return Err(StoreError::Behind { path, why });
             }
             return Ok(state);
         }
@@ -457,6 +442,48 @@ impl SessionFolder {
         })?;
         self.where_the_journals_left_it(&mut state, last_attempt.as_ref())?;
         Ok(state)
+    }
+
+    /// What the journals hold that `state` came before, when they hold any: an older state put
+    /// back (a backup restored, a file copied), which would run finished work again and forget
+    /// what a person decided since. An iteration journaled after the state's own; or the state
+    /// parked (at a gate, blocked, stopped) where a later accepted row of its iteration let it
+    /// go on (a person's `approve`, `resume`, answers). A journal that cannot be read says so
+    /// where it is used, not here.
+    fn journaled_since(&self, state: &SessionState) -> Option<String> {
+        use crate::protocol::RunState;
+        if let Ok(rows) = self.last_rows::<IterationRow>(ITERATIONS)
+            && let Some(row) = rows.last()
+            && row.iteration > state.iteration
+        {
+            return Some(format!(
+                "it is at iteration {}, _iterations.jsonl has iteration {}",
+                state.iteration, row.iteration
+            ));
+        }
+        let parked = matches!(
+            state.status,
+            RunState::Waiting { .. }
+                | RunState::Blocked { .. }
+                | RunState::Stopped { .. }
+                | RunState::Failed { .. }
+        );
+        if !parked {
+            return None;
+        }
+        let since = state.status.since()?;
+        let rows = self.last_rows::<HistoryRow>(HISTORY).ok()?;
+        let last = rows.into_iter().rev().find(|row| row.accepted)?;
+        (matches!(last.outcome.as_str(), "queued" | "next")
+            && last.iteration >= state.iteration
+            && last.at > since)
+            .then(|| {
+                format!(
+                    "it is {}, and _signal_history.jsonl has `{}` since, which let it go on",
+                    state.status.name(),
+                    last.status
+                )
+            })
     }
 
     /// A samocode session's state derived again (its `_state.json` deleted or moved away, its

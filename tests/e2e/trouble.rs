@@ -350,6 +350,38 @@ fn a_state_older_than_its_journals_is_refused_not_driven() {
     assert_eq!(s.state()["status"]["state"], "done");
 }
 
+/// An older state put back after a person's `approve` (no iteration since) was taken: the
+/// session waited for approval again, the approval lost without a word.
+#[test]
+fn a_state_put_back_from_before_an_approval_is_refused() {
+    let project = Project::new();
+    project
+        .run(&["run", "--session", "appr", "--dive", "d", "--task", "t"])
+        .expect(10);
+    project
+        .run(&["answer", "appr", "--accept-suggestions"])
+        .expect(0);
+    project.run(&["run", "--session", "appr"]).expect(10);
+    let s = project.session("appr");
+    let backup = project.root.join("before-approval.json");
+    std::fs::copy(s.path("_state.json"), &backup).unwrap();
+    project.run(&["approve", "appr"]).expect(0);
+    std::fs::copy(&backup, s.path("_state.json")).unwrap();
+    let run = project.run(&["approve", "appr"]);
+    run.expect(2);
+    assert!(
+        run.stderr().contains("older than the session's journals")
+            && run.stderr().contains("`approve` since"),
+        "{}",
+        run.stderr()
+    );
+    // Moved away as advised: it goes on from the approval.
+    std::fs::rename(s.path("_state.json"), project.root.join("moved.json")).unwrap();
+    let rows = project.status();
+    assert_eq!(row(&rows, "appr")["phase"], "implementation", "{rows:#?}");
+    project.run(&["run", "--session", "appr"]).expect(0);
+}
+
 /// A state deleted while its session waited for a person's action (not a gate of its own
 /// phase) came back queued, and the next run paid the iteration again.
 #[test]
