@@ -252,6 +252,7 @@ impl From<StoreError> for CliError {
             StoreError::NotASession(_)
             | StoreError::BadState { .. }
             | StoreError::Behind { .. }
+            | StoreError::Copied { .. }
             | StoreError::Legacy { .. } => exit::USAGE,
             // A session file that is a pipe, a link, too large or not UTF-8 is bad input a
             // person can fix; a failed read is a failure.
@@ -298,8 +299,7 @@ impl From<OpenError> for CliError {
             OpenError::Name(e) => e.into(),
             e @ (OpenError::NeedsDiveAndTask(_)
             | OpenError::NameTaken { .. }
-            | OpenError::BlockedByBudget(_)
-            | OpenError::Copied { .. }) => CliError::usage(e),
+            | OpenError::BlockedByBudget(_)) => CliError::usage(e),
         }
     }
 }

@@ -133,15 +133,6 @@ pub enum OpenError {
         "session {0} is blocked by its budget; raise it with `samocode resume {0} --raise-budget WORD=VALUE` (cost=, iterations=, time=), then run it: the --max-* flags set the budget of a session its budget does not block; nothing was changed"
     )]
     BlockedByBudget(String),
-    /// The folder is a copy of another session's, whose worktree and branch its state names.
-    #[error(
-        "{folder} is a copy of session {}'s folder (its _state.json is that session's, with its worktree and branch): driven, both sessions' agents would work in one worktree; nothing was changed. Start a session of its own instead (`samocode start --session OTHER-NAME --dive ... --task ...`), and remove this folder",
-        .of.display()
-    )]
-    Copied {
-        folder: String,
-        of: std::path::PathBuf,
-    },
 }
 
 /// A request to drive a session.
@@ -209,24 +200,11 @@ pub fn adopt_legacy(
     store.save(state)
 }
 
-/// A session whose state names another folder: copied (`cp -a`) from a session that is still
-/// there, with its worktree, is refused (two sessions' agents worked in one worktree, and
-/// the copy's notices named the original); renamed, it takes its folder's name (its worktree
-/// and branch stay as they are).
+/// A session whose state names another folder, renamed: it takes its folder's name (its
+/// worktree and branch stay as they are). A copy beside a folder that records the same
+/// worktree never gets here: [`super::SessionFolder::load_state`] refuses it.
 fn named_after_its_folder(store: &SessionStore, state: &mut SessionState) -> Result<(), OpenError> {
     let folder = store.name();
-    let original = store.dir().with_file_name(&state.name);
-    let copied = original != store.dir()
-        && state.worktree.is_some()
-        && super::SessionFolder::new(&original)
-            .load_state()
-            .is_ok_and(|theirs| theirs.worktree == state.worktree);
-    if copied {
-        return Err(OpenError::Copied {
-            folder,
-            of: original,
-        });
-    }
     store.log(&format!(
         "the session's folder was renamed from {} to {folder}: it goes on under its new name (its worktree and branch stay as they were)",
         state.name

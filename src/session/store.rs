@@ -70,6 +70,19 @@ pub enum StoreError {
         "{path} is older than the session's journals ({why}): put back from a backup, or copied from an older folder? Driven so, the session would run its finished work again and forget what a person decided since; nothing was changed. Put back the newest _state.json, or move this one away: a new state is derived from the journals and _overview.md (where the journals last left it)"
     )]
     Behind { path: PathBuf, why: String },
+    /// The session's state names another folder, and a session beside it records the same
+    /// worktree: one folder is a copy of the other.
+    #[error(
+        "{} and {} record one worktree ({}): one folder is a copy of the other (`cp -a`), and driven, both sessions' agents would work in one checkout; nothing was changed. Remove the copy; for a session of its own, `samocode start --session OTHER-NAME --dive ... --task ...`",
+        .dir.display(),
+        .other.display(),
+        .worktree.display()
+    )]
+    Copied {
+        dir: PathBuf,
+        other: PathBuf,
+        worktree: PathBuf,
+    },
     /// A Python samocode overview could not be read.
     #[error("{path}: {source}")]
     Legacy {
@@ -415,6 +428,17 @@ impl SessionFolder {
             if let Some(why) = self.journaled_since(&state) {
                 return Err(StoreError::Behind { path, why });
             }
+            // Named after another folder (copied, or renamed): a copy is refused.
+            if state.name != self.name()
+                && let Some(worktree) = &state.worktree
+                && let Some(other) = self.beside_on(worktree)
+            {
+                return Err(StoreError::Copied {
+                    dir: self.dir.clone(),
+                    other,
+                    worktree: worktree.clone(),
+                });
+            }
             return Ok(state);
         }
         let Some(text) = self.read(OVERVIEW)? else {
@@ -442,6 +466,27 @@ impl SessionFolder {
         })?;
         self.where_the_journals_left_it(&mut state, last_attempt.as_ref())?;
         Ok(state)
+    }
+
+    /// Another session folder beside this one whose state records `worktree` (read as JSON
+    /// alone, never checked further).
+    fn beside_on(&self, worktree: &Path) -> Option<PathBuf> {
+        let sessions = self.dir.parent()?;
+        std::fs::read_dir(sessions)
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|dir| *dir != self.dir)
+            .find(|dir| {
+                let Ok(Some(text)) = untrusted::read_text(&dir.join(STATE), 4 << 20, Links::Refuse)
+                else {
+                    return false;
+                };
+                serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|state| state["worktree"].as_str().map(PathBuf::from))
+                    .is_some_and(|theirs| super::worktree::same_dir(&theirs, worktree))
+            })
     }
 
     /// What the journals hold that `state` came before, when they hold any: an older state put

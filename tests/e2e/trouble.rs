@@ -423,11 +423,21 @@ fn a_copied_session_folder_is_refused_and_a_renamed_one_takes_its_name() {
     let run = project.run(&["run", "--session", &copy_name]);
     run.expect(2);
     assert!(
-        run.stderr().contains("is a copy of session"),
+        run.stderr().contains("record one worktree"),
         "{}",
         run.stderr()
     );
-    project.run(&["run", "--session", "orig"]).expect(0);
+    // Refused by every command that opens it, and shown broken.
+    project.run(&["stop", &copy_name]).expect(2);
+    let rows = project.status();
+    assert_eq!(row(&rows, &copy_name)["state"], "error", "{rows:#?}");
+    // The original, renamed since, is no better told from the copy: both are refused.
+    let moved = s.0.with_file_name(format!("{}moved", folder_name(&s)));
+    std::fs::rename(&s.0, &moved).unwrap();
+    let moved_name = moved.file_name().unwrap().to_string_lossy().into_owned();
+    project.run(&["run", "--session", &moved_name]).expect(2);
+    std::fs::remove_dir_all(&copy).unwrap();
+    project.run(&["run", "--session", &moved_name]).expect(0);
 
     project
         .run(&["run", "--session", "ren", "--dive", "d", "--task", "t"])
