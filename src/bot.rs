@@ -646,7 +646,12 @@ impl Telegram {
         else {
             return Err("the daemon did not answer".into());
         };
-        match crate::session::name::named_among(sessions.iter().map(|s| s.dir.as_path()), name) {
+        // A folder that is gone (its project moved) is no session to act on by name.
+        let there = sessions
+            .iter()
+            .map(|s| s.dir.as_path())
+            .filter(|dir| dir.exists());
+        match crate::session::name::named_among(there, name) {
             Ok(dir) => Ok(SessionFolder::new(dir)),
             Err(0) => Err(format!(
                 "the daemon drives no session {name:?} (a session run with samocode run is acted on from the command line)"

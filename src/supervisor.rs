@@ -552,6 +552,7 @@ impl SupervisorActor {
         // by that name.
         if let (Some(names), Origin::Restart { dir, .. } | Origin::Retry { dir, .. }) =
             (&names, &origin)
+            && dir.exists()
         {
             let _ = claim_name(names, dir, false);
         }
@@ -1372,9 +1373,15 @@ fn claim_name(
     let mut names = lock_names(names);
     match names.get(&name) {
         Some(held) if *held == dir => Ok(None),
+        // Its folder gone (its project moved, or a disk not mounted): the name is not held
+        // against a folder that is there.
+        Some(held) if new_start && !held.exists() => {
+            tracing::warn!(session = %name, gone = %held.display(), now = %dir.display(), "a session of this name the daemon owns has no folder now; the name goes to the one started");
+            names.insert(name.clone(), dir.to_path_buf());
+            Ok(Some(name))
+        }
         Some(held) if new_start => Err(StartError::Open(OpenError::NameTaken {
             folder: name,
-            other_gone: !held.exists(),
             other: held.clone(),
             exists: dir.exists(),
         })),

@@ -103,13 +103,8 @@ pub enum OpenError {
     /// A daemon drives another project's session of the same folder name: the dashboard and
     /// Telegram name sessions by folder, so two would be one to them.
     #[error(
-        "this daemon holds another project's session {folder} ({}{}); the dashboard and Telegram know sessions by that name, so it cannot hold this one too: {}",
+        "this daemon holds another project's session {folder} ({}); the dashboard and Telegram know sessions by that name, so it cannot hold this one too: {}",
         .other.display(),
-        if *.other_gone {
-            ", which it cannot open: its folder is gone. If this is that session, moved with its project, put the project back or link its old place to the new one, then `samocode resume NAME`"
-        } else {
-            ""
-        },
         if *.exists {
             "continue this project's session with `samocode run --session NAME` from its directory"
         } else {
@@ -120,8 +115,6 @@ pub enum OpenError {
         folder: String,
         /// The folder of the session that holds the name.
         other: std::path::PathBuf,
-        /// That folder is not there (a project moved, a disk not mounted).
-        other_gone: bool,
         /// This project's session of that name exists already.
         exists: bool,
     },

@@ -213,7 +213,9 @@ impl Registry {
 
     /// The folder of the one session a name (folder or short name) means.
     pub fn named(&self, session: &str) -> Result<PathBuf, String> {
-        match name::named_among(self.entries.keys().map(PathBuf::as_path), session) {
+        // A folder that is gone (its project moved) is no session to act on by name.
+        let there = self.entries.keys().filter(|dir| dir.exists());
+        match name::named_among(there.map(PathBuf::as_path), session) {
             Ok(dir) => Ok(dir.to_path_buf()),
             Err(0) => Err(format!(
                 "the daemon drives no session {session:?} (a session run with samocode run is acted on from the command line)"

@@ -1358,6 +1358,33 @@ fn a_session_the_daemon_could_not_reopen_keeps_its_name() {
     std::fs::write(&project_file, kept).unwrap();
 }
 
+/// A session moved to another project while the daemon was down (its project moved, its
+/// old project file gone): its old folder stays listed as broken (a disk may not be mounted
+/// yet), and held its name against the folder that is there: no `start` could hand the
+/// session to the daemon again, whatever the restarts.
+#[test]
+fn a_session_moved_with_its_project_is_taken_again_by_its_name() {
+    let mut alpha = Project::new();
+    let daemon = alpha.daemon(&[]);
+    let s = start_until_questions(&alpha, "login");
+    assert_eq!(daemon.terminate(), Some(0));
+    let mut beta = Project::new();
+    beta.env(
+        "SAMOCODE_STATE_DIR",
+        &alpha.state_dir().display().to_string(),
+    );
+    let name = s.0.file_name().unwrap().to_string_lossy().into_owned();
+    std::fs::rename(&s.0, beta.sessions.join(&name)).unwrap();
+    std::fs::remove_file(alpha.root.join(".samocode")).unwrap();
+    let _daemon = alpha.daemon(&[]);
+    let started = beta.run(&["start", "--session", "login"]);
+    assert!(
+        !started.stderr().contains("another project's session"),
+        "{}",
+        started.stderr()
+    );
+}
+
 /// A folder renamed while the daemon held its session at a gate: no command reached it by
 /// either name (the new one was "driven by a daemon", the old one no session) until the
 /// daemon restarted. The daemon knows the folder itself: the command reaches the session,
