@@ -108,19 +108,22 @@ fn heading_level(line: &str) -> Option<usize> {
 }
 
 /// The profile a heading names as `profile: WORD` (any case, backticks or emphasis allowed).
+/// Every occurrence of the word is tried, so that a title that names the word itself ("user
+/// profile page (profile: max)") still gives the profile its `profile:` names.
 fn named_profile(heading: &str) -> Option<Profile> {
     let lower = heading.to_ascii_lowercase();
-    let at = lower.find("profile")?;
-    let rest = lower[at + "profile".len()..]
-        .trim_start_matches(['*', '_', '`'])
-        .trim_start();
-    let rest = rest.strip_prefix(':')?;
-    let word: String = rest
-        .trim_start_matches(|c: char| c.is_whitespace() || "*_`".contains(c))
-        .chars()
-        .take_while(|c| c.is_ascii_alphabetic())
-        .collect();
-    word.parse().ok()
+    lower.match_indices("profile").find_map(|(at, word)| {
+        let rest = lower[at + word.len()..]
+            .trim_start_matches(['*', '_', '`'])
+            .trim_start();
+        let rest = rest.strip_prefix(':')?;
+        let named: String = rest
+            .trim_start_matches(|c: char| c.is_whitespace() || "*_`".contains(c))
+            .chars()
+            .take_while(|c| c.is_ascii_alphabetic())
+            .collect();
+        named.parse().ok()
+    })
 }
 
 fn is_unticked_step(line: &str) -> bool {
@@ -193,6 +196,9 @@ Goal: log in. Requirements: 03-14-09:00-requirements-jwt.md.
             "## Phase 1: x (Profile: Strong)",
             "## Phase 1 — **profile:** `strong`",
             "### Phase 1 [profile:strong]",
+            // The word in the title too: the profile named after it still counts.
+            "## Phase 1: user profile page (profile: strong)",
+            "## Phase 1: Profiles and profilers (profile: strong)",
         ] {
             let plan = format!("{heading}\n- [ ] 1.1 step\n");
             assert_eq!(plan_profile(&plan), Some(Profile::Strong), "{heading}");
