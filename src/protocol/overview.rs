@@ -68,7 +68,7 @@ pub fn render_new(name: &str, dive: &str, task: &str, lines: &WorkerLines) -> St
 /// A person's text with its heading lines escaped (`\## Status`, which Markdown shows as the
 /// words): a dive that quotes an issue with a `## Status` or `## Flow Log` section would
 /// otherwise have the worker write its lines into the person's text.
-fn unheaded(text: &str) -> String {
+pub fn unheaded(text: &str) -> String {
     text.split_inclusive('\n')
         .map(|line| match is_heading(split_eol(line).0) {
             true => format!("\\{line}"),
