@@ -495,9 +495,12 @@ mod tests {
 
     #[test]
     fn a_session_failed_since_keeps_its_status_with_the_attempt_counted() {
+        // Failed after the verdict was journaled.
         let failed = RunState::Failed {
             reason: "the session actor failed 4 times".into(),
-            at: Timestamp::now(),
+            at: Timestamp::now()
+                .checked_add(jiff::SignedDuration::from_secs(5))
+                .unwrap(),
         };
         let (_dir, store, mut state) = verdict_journaled(failed.clone());
         take_over(&store, &mut state, &LocalProcess, &Prices::default()).unwrap();

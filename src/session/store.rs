@@ -517,8 +517,8 @@ impl SessionFolder {
             return None;
         }
         let since = state.status.since()?;
-        let rows = self.last_rows::<HistoryRow>(HISTORY).ok()?;
-        let last = rows.into_iter().rev().find(|row| row.accepted)?;
+        // The last row whatever it was: a park the worker decided has its own (not accepted).
+        let last = self.last_rows::<HistoryRow>(HISTORY).ok()?.pop()?;
         (matches!(last.outcome.as_str(), "queued" | "next")
             && last.iteration >= state.iteration
             && last.at > since)
