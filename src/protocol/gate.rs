@@ -403,9 +403,11 @@ fn expect_plan_approval(state: &SessionState) -> Result<(), GateError> {
     }
 }
 
-/// Ready for a fresh iteration.
+/// Ready for a fresh iteration, the phase's count afresh: a person acted (ten rejections in a
+/// row met planning's limit, where each had answered the plan).
 fn requeue(state: &mut SessionState) {
     state.person_acted();
+    state.phase_iteration = 0;
     state.status = RunState::Queued;
     state.attempt = 0;
     state.failures = 0;
@@ -552,9 +554,13 @@ mod tests {
         ));
 
         let mut state = waiting(Phase::Planning, WaitFor::PlanApproval);
+        state.phase_iteration = 9;
         assert_eq!(reject(&mut state, " "), Err(GateError::EmptyReason));
         let effect = reject(&mut state, "split step 2").unwrap();
         assert_eq!(state.phase, Phase::Planning);
+        // A person answered the plan: planning's count starts afresh (ten rejections in a row
+        // met its limit of ten).
+        assert_eq!(state.phase_iteration, 0);
         assert_eq!(state.feedback.as_deref(), Some("split step 2"));
         assert!(effect.flow_log.contains("split step 2"));
     }
