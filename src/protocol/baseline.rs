@@ -3,6 +3,7 @@
 //! phase (recorded in `_state.json` with the attempt, so an interrupted attempt is checked too)
 //! and compares after it, whatever the attempt's end.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -14,6 +15,10 @@ pub struct Baseline {
     pub head: String,
     /// `git status --porcelain --untracked-files=no`: one line per changed tracked file.
     pub changes: String,
+    /// The contents (`git hash-object`) of the changed tracked files that are there, by path:
+    /// a file changed before the attempt and changed again keeps its status line.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub contents: BTreeMap<String, String>,
 }
 
 /// What an attempt changed, and how a person undoes it.
@@ -24,6 +29,9 @@ pub struct Mutation {
     pub moved_from: Option<String>,
     /// Tracked files whose status changed.
     pub paths: Vec<String>,
+    /// Tracked files changed before the attempt and changed again by it: a checkout would
+    /// lose the earlier changes too, so no undo is offered for them.
+    pub changed_again: Vec<String>,
     /// Why git could not read the worktree after the attempt (its index broken, its HEAD
     /// gone): what changed is not known, so the rule is not taken to hold.
     pub unreadable: Option<String>,
@@ -46,13 +54,37 @@ impl Baseline {
             )
             .filter_map(path_of)
             .collect();
+        let changed_again: Vec<String> = self
+            .contents
+            .iter()
+            .filter(|(path, before)| {
+                !paths.contains(path) && after.contents.get(*path).is_some_and(|now| now != *before)
+            })
+            .map(|(path, _)| path.clone())
+            .collect();
         let moved_from = (self.head != after.head).then(|| self.head.clone());
-        (moved_from.is_some() || !paths.is_empty()).then_some(Mutation {
-            worktree,
-            moved_from,
-            paths,
-            unreadable: None,
-        })
+        (moved_from.is_some() || !paths.is_empty() || !changed_again.is_empty()).then_some(
+            Mutation {
+                worktree,
+                moved_from,
+                paths,
+                changed_again,
+                unreadable: None,
+            },
+        )
+    }
+
+    /// The paths of the changed tracked files that are there (not deleted), whose contents
+    /// [`Baseline::contents`] records.
+    pub fn present_paths(changes: &str) -> Vec<String> {
+        changes
+            .lines()
+            .filter(|line| {
+                let status = line.as_bytes();
+                status.len() > 3 && status[0] != b'D' && status[1] != b'D'
+            })
+            .filter_map(path_of)
+            .collect()
     }
 }
 
@@ -115,6 +147,7 @@ impl Mutation {
             worktree,
             moved_from: None,
             paths: Vec::new(),
+            changed_again: Vec::new(),
             unreadable: Some(why),
         }
     }
@@ -150,11 +183,28 @@ impl fmt::Display for Mutation {
         if !self.paths.is_empty() {
             write!(f, "; changed: {}", self.paths.join(", "))?;
         }
-        write!(
-            f,
-            "; look at the change, undo it with `{}` if it is unwanted, then `samocode resume`",
-            self.undo()
-        )
+        if !self.changed_again.is_empty() {
+            write!(
+                f,
+                "; changed again, with uncommitted changes of their own from before the attempt: {} (look at `git -C {} diff -- {}`: a checkout would lose those as well)",
+                self.changed_again.join(", "),
+                shell_word(&self.worktree.to_string_lossy()),
+                self.changed_again
+                    .iter()
+                    .map(|p| shell_word(p))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )?;
+        }
+        match self.undo() {
+            undo if undo.is_empty() => {
+                f.write_str("; put back what is unwanted, then `samocode resume`")
+            }
+            undo => write!(
+                f,
+                "; look at the change, undo it with `{undo}` if it is unwanted, then `samocode resume`"
+            ),
+        }
     }
 }
 
@@ -188,7 +238,29 @@ mod tests {
         Baseline {
             head: head.into(),
             changes: changes.into(),
+            contents: BTreeMap::new(),
         }
+    }
+
+    /// A file changed before the attempt and changed again keeps its status line: its
+    /// contents tell; no checkout is offered for it (it would lose the earlier changes).
+    #[test]
+    fn a_file_changed_again_is_told_by_its_contents() {
+        let mut before = at("aaaa", " M notes.md\n D gone.md\n");
+        assert_eq!(Baseline::present_paths(&before.changes), ["notes.md"]);
+        before.contents.insert("notes.md".into(), "1111".into());
+        let mut after = before.clone();
+        assert_eq!(before.mutation(&after, "/wt".into()), None);
+        after.contents.insert("notes.md".into(), "2222".into());
+        let m = before.mutation(&after, "/wt".into()).unwrap();
+        assert_eq!(m.changed_again, ["notes.md"]);
+        assert!(m.paths.is_empty() && m.undo().is_empty());
+        let text = m.to_string();
+        assert!(
+            text.contains("changed again") && text.contains("git -C /wt diff -- notes.md"),
+            "{text}"
+        );
+        assert!(!text.contains("checkout --"), "{text}");
     }
 
     #[test]

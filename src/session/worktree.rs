@@ -695,10 +695,50 @@ async fn default_branch(repo: &Path) -> Result<String, WorktreeError> {
 
 /// The tracked files of a worktree now, to tell whether a read-only attempt changed them.
 pub async fn baseline(dir: &Path) -> Result<Baseline, WorktreeError> {
+    let changes = git_raw(dir, &["status", "--porcelain", "--untracked-files=no"]).await?;
+    let paths = Baseline::present_paths(&changes);
+    let contents = match hash_args(&paths) {
+        Some(args) => contents_of(&paths, git_raw(dir, &args).await),
+        None => Default::default(),
+    };
     Ok(Baseline {
         head: git(dir, &["rev-parse", "HEAD"]).await?,
-        changes: git_raw(dir, &["status", "--porcelain", "--untracked-files=no"]).await?,
+        changes,
+        contents,
     })
+}
+
+/// The most changed files whose contents a baseline records (one `git hash-object`).
+const HASHED_AT_MOST: usize = 2000;
+
+/// `git hash-object` of `paths`, when there are some and not too many.
+fn hash_args(paths: &[String]) -> Option<Vec<&str>> {
+    if paths.is_empty() || paths.len() > HASHED_AT_MOST {
+        return None;
+    }
+    let mut args = vec!["hash-object", "--no-filters", "--"];
+    args.extend(paths.iter().map(String::as_str));
+    Some(args)
+}
+
+/// The hashes `git hash-object` printed for `paths`, by path; none when it failed (a path
+/// that is a folder now): the status lines alone are compared then.
+fn contents_of(
+    paths: &[String],
+    hashed: Result<String, WorktreeError>,
+) -> std::collections::BTreeMap<String, String> {
+    let Ok(hashed) = hashed else {
+        return Default::default();
+    };
+    let hashes: Vec<&str> = hashed.lines().collect();
+    if hashes.len() != paths.len() {
+        return Default::default();
+    }
+    paths
+        .iter()
+        .cloned()
+        .zip(hashes.into_iter().map(str::to_string))
+        .collect()
 }
 
 /// Checks that `repo` is a git checkout (not a bare repository, not a plain folder): the
@@ -727,11 +767,18 @@ pub fn names_a_commit(repo: &Path, base: &str) -> bool {
 
 /// [`baseline`] for callers off the async threads (taking over a session).
 pub fn baseline_blocking(dir: &Path) -> Result<Baseline, WorktreeError> {
+    let changes = git_raw_blocking(dir, &["status", "--porcelain", "--untracked-files=no"])?;
+    let paths = Baseline::present_paths(&changes);
+    let contents = match hash_args(&paths) {
+        Some(args) => contents_of(&paths, git_raw_blocking(dir, &args)),
+        None => Default::default(),
+    };
     Ok(Baseline {
         head: git_raw_blocking(dir, &["rev-parse", "HEAD"])?
             .trim()
             .to_string(),
-        changes: git_raw_blocking(dir, &["status", "--porcelain", "--untracked-files=no"])?,
+        changes,
+        contents,
     })
 }
 

@@ -466,6 +466,43 @@ fn a_testing_attempt_that_leaves_the_worktree_unreadable_blocks_the_session() {
     assert_eq!(s.state()["status"]["state"], "done");
 }
 
+/// A tracked file left changed (uncommitted) before testing, and changed again by a testing
+/// attempt, kept its status line: the edit was taken. Its contents are compared too; the
+/// undo offered does not lose the earlier changes, and a file left as it was passes.
+#[test]
+fn a_testing_edit_of_a_file_already_changed_is_caught() {
+    let mut project = Project::new();
+    let until_testing = |project: &Project, name: &str| {
+        project.through_both_gates(name);
+        let s = project.session(name);
+        while s.state()["phase"] != "testing" {
+            project.run(&["run", "--session", name, "--once"]).expect(0);
+        }
+        let worktree = std::path::PathBuf::from(s.state()["worktree"].as_str().unwrap());
+        let readme = worktree.join("README.md");
+        let text = std::fs::read_to_string(&readme).unwrap_or_default();
+        std::fs::write(&readme, format!("{text}a person's change, not committed\n")).unwrap();
+        s
+    };
+    let calm = until_testing(&project, "calm");
+    project.run(&["run", "--session", "calm"]).expect(0);
+    assert_eq!(calm.state()["status"]["state"], "done");
+
+    project.env("SAMOCODE_FAKE", "testing=touch");
+    let s = until_testing(&project, "again");
+    let run = project.run(&["run", "--session", "again"]);
+    run.expect(11);
+    assert!(
+        run.stdout().contains("worktree_mutated")
+            && run.stdout().contains("changed again")
+            && run.stdout().contains("README.md")
+            && !run.stdout().contains("checkout -- README.md"),
+        "{}",
+        run.stdout()
+    );
+    assert_eq!(s.state()["phase"], "testing");
+}
+
 #[test]
 fn the_testing_phase_may_not_change_tracked_files() {
     // Testing writes into a tracked file instead of only reporting: first in an attempt that
