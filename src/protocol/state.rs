@@ -191,6 +191,14 @@ pub struct TraceRef {
     pub pid: Option<u32>,
 }
 
+/// The branch a session's worktree was made from, and the commit it was made at: what its
+/// change is measured against (`git diff COMMIT...HEAD`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseRef {
+    pub branch: String,
+    pub commit: String,
+}
+
 /// How many agent session ids the state keeps: enough to find the latest attempts' own
 /// records in the agent CLI, bounded so that a session of thousands of attempts saves a state
 /// of the same size as a new one.
@@ -254,6 +262,9 @@ pub struct SessionState {
     pub worktree: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
+    /// Where the worktree was made from (sessions made by earlier builds have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseRef>,
     #[serde(default)]
     pub usage: Usage,
     /// The agent CLI's session ids of the latest attempts, oldest first: at most
@@ -322,6 +333,7 @@ impl SessionState {
             task: task.to_string(),
             worktree: None,
             branch: None,
+            base: None,
             usage: Usage::default(),
             agent_session_ids: Vec::new(),
             budget: Budget::default(),

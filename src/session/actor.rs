@@ -1144,6 +1144,9 @@ impl SessionActor {
         .await?;
         run.state.worktree = Some(tree.path.clone());
         run.state.branch = Some(tree.branch.clone());
+        if run.state.base.is_none() {
+            run.state.base = worktree::base_of(&self.project, &tree.path).await;
+        }
         Ok(tree)
     }
 

@@ -110,6 +110,9 @@ pub fn render_parts(input: &ContextInput<'_>) -> (String, usize) {
     if let Some(branch) = &state.branch {
         line("Branch", branch);
     }
+    if let Some(base) = &state.base {
+        line("Base", &format!("{} at {}", base.branch, base.commit));
+    }
     line("May move to", &next_phases(state));
     out.push_str(&dive_and_task(state));
     if let Some(reason) = &state.last_rejection {

@@ -693,6 +693,23 @@ async fn default_branch(repo: &Path) -> Result<String, WorktreeError> {
     }
 }
 
+/// The branch the project's worktrees are made from and the commit `tree` branched from it
+/// at; `None` when git cannot tell.
+pub async fn base_of(
+    project: &crate::config::Project,
+    tree: &Path,
+) -> Option<crate::protocol::state::BaseRef> {
+    let branch = match &project.base_branch {
+        Some(base) => base.clone(),
+        None => default_branch(&project.main_repo).await.ok()?,
+    };
+    let commit = git(tree, &["merge-base", "HEAD", &branch]).await.ok()?;
+    Some(crate::protocol::state::BaseRef {
+        branch,
+        commit: commit.trim().to_string(),
+    })
+}
+
 /// The tracked files of a worktree now, to tell whether a read-only attempt changed them.
 pub async fn baseline(dir: &Path) -> Result<Baseline, WorktreeError> {
     let changes = git_raw(dir, &["status", "--porcelain", "--untracked-files=no"]).await?;

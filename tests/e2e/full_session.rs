@@ -341,3 +341,32 @@ fn a_long_dive_and_task_are_journaled_once_and_no_context_file_is_left() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// The quality and summary agents are told to measure the change against its base, which no
+/// context named (an agent guessed `main`, and reviewed another branch's commits): the branch
+/// the worktree was made from, and the commit, are in every context after the init.
+#[test]
+fn every_context_names_the_base_the_worktree_was_made_from() {
+    let project = Project::new();
+    git(&project.repo, &["branch", "develop"]);
+    git(
+        &project.repo,
+        &["commit", "-q", "--allow-empty", "-m", "on main only"],
+    );
+    let develop = git(&project.repo, &["rev-parse", "develop"]);
+    let project_file = project.root.join(".samocode");
+    let text = std::fs::read_to_string(&project_file).unwrap();
+    std::fs::write(&project_file, format!("{text}BASE_BRANCH=develop\n")).unwrap();
+    project
+        .run(&["run", "--session", "based", "--dive", "d", "--task", "t"])
+        .expect(10);
+    let s = project.session("based");
+    let contexts = s.contexts();
+    let line = format!("Base: develop at {}", develop.trim());
+    assert!(!contexts.is_empty());
+    assert!(
+        contexts.iter().all(|(_, context)| context.contains(&line)),
+        "{line}: {contexts:#?}"
+    );
+    assert_eq!(s.state()["base"]["branch"], "develop");
+}
