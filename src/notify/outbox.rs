@@ -97,13 +97,19 @@ impl Outbox {
                 std::io::Error::new(e.kind(), format!("cannot make {}: {e}", dir.display()))
             })?;
         }
-        let lock = lock(path)?;
+        // Named, whatever went wrong: "Permission denied" alone stopped the daemon.
+        let named = |e: std::io::Error, what: &Path| match e.kind() {
+            std::io::ErrorKind::WouldBlock => e,
+            kind => std::io::Error::new(kind, format!("cannot open {}: {e}", what.display())),
+        };
+        let lock = lock(path).map_err(|e| named(e, &path.with_extension("lock")))?;
         let entries = read(path)?;
         let replay = replay(&entries);
         let file = crate::session::untrusted::open_for_writing(
             OpenOptions::new().create(true).append(true),
             path,
-        )?;
+        )
+        .map_err(|e| named(e, path))?;
         let mut outbox = Outbox {
             path: path.to_path_buf(),
             file,
