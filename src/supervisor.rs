@@ -804,6 +804,16 @@ impl SupervisorActor {
                         });
                         return;
                     }
+                    // Finished (its end told again, after its failure's notice): no
+                    // command applies, and its actor, stopping once it has told, would never
+                    // answer ("the session stopped before it answered").
+                    if done {
+                        let _ = reply.send(Response::error(
+                            crate::protocol::gate::GateError::Finished(folder).to_string(),
+                            2,
+                        ));
+                        return;
+                    }
                     self.forward_person(state, dir, command, reply);
                     return;
                 }

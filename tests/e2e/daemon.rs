@@ -1385,6 +1385,31 @@ fn a_session_moved_with_its_project_is_taken_again_by_its_name() {
     );
 }
 
+/// A finished session the daemon could not open at its start, fixed since: its `resume`
+/// answered "the session stopped before it answered" (exit 1), its actor having stopped once
+/// it told its end again; it is done, and is said to be.
+#[test]
+fn a_resume_of_a_finished_session_opened_again_says_it_is_done() {
+    let mut project = Project::new();
+    let daemon = project.daemon(&[]);
+    project
+        .run(&["start", "--session", "fin", "--dive", "d", "--task", "t"])
+        .expect(0);
+    project.drive_to_done(1, Duration::from_secs(120));
+    assert_eq!(daemon.terminate(), Some(0));
+    let s = project.session("fin");
+    let good = std::fs::read(s.path("_state.json")).unwrap();
+    std::fs::write(s.path("_state.json"), "{garbage").unwrap();
+    let _daemon = project.daemon(&[]);
+    wait_for(Duration::from_secs(30), "the session shown broken", || {
+        project.status().iter().any(|r| r["state"] == "error")
+    });
+    std::fs::write(s.path("_state.json"), good).unwrap();
+    let resumed = project.run(&["resume", "fin"]);
+    resumed.expect(2);
+    assert!(resumed.stderr().contains("is done"), "{}", resumed.stderr());
+}
+
 /// A folder renamed while the daemon held its session at a gate: no command reached it by
 /// either name (the new one was "driven by a daemon", the old one no session) until the
 /// daemon restarted. The daemon knows the folder itself: the command reaches the session,
