@@ -130,6 +130,9 @@ pub fn reject(state: &mut SessionState, reason: &str) -> Result<GateEffect, Gate
     within_limit(reason, "reason", "tell")?;
     expect_plan_approval(state)?;
     state.feedback = Some(reason.to_string());
+    // A person answered the plan: planning's count starts afresh (ten rejections in a row
+    // met its limit).
+    state.phase_iteration = 0;
     requeue(state);
     Ok(GateEffect {
         verb: "reject",
@@ -403,11 +406,9 @@ fn expect_plan_approval(state: &SessionState) -> Result<(), GateError> {
     }
 }
 
-/// Ready for a fresh iteration, the phase's count afresh: a person acted (ten rejections in a
-/// row met planning's limit, where each had answered the plan).
+/// Ready for a fresh iteration.
 fn requeue(state: &mut SessionState) {
     state.person_acted();
-    state.phase_iteration = 0;
     state.status = RunState::Queued;
     state.attempt = 0;
     state.failures = 0;
