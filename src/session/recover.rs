@@ -75,7 +75,13 @@ pub(crate) fn settled_by(
         return Ok(None);
     }
     let kept = store.path(log).with_extension("signal.json");
-    let Ok(text) = std::fs::read_to_string(&kept) else {
+    // Never waited on, never more than a signal may be: the agent may have left a named pipe
+    // or a link to /dev/zero there.
+    let Ok(Some(text)) = super::untrusted::read_text(
+        &kept,
+        super::store::SIGNAL_LIMIT,
+        super::untrusted::Links::Refuse,
+    ) else {
         return Ok(None);
     };
     let Ok(Ok(checked)) = Signal::parse(&text).map(|signal| signal.validate(verdict.from)) else {

@@ -475,8 +475,10 @@ impl SessionFolder {
         std::fs::read_dir(sessions)
             .ok()?
             .filter_map(Result::ok)
+            // A link beside it (its old name kept pointing at it after a rename) is no copy.
+            .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
             .map(|entry| entry.path())
-            .filter(|dir| *dir != self.dir)
+            .filter(|dir| *dir != self.dir && !super::worktree::same_dir(dir, &self.dir))
             .find(|dir| {
                 let Ok(Some(text)) = untrusted::read_text(&dir.join(STATE), 4 << 20, Links::Refuse)
                 else {
@@ -517,18 +519,20 @@ impl SessionFolder {
             return None;
         }
         let since = state.status.since()?;
-        // The last row whatever it was: a park the worker decided has its own (not accepted).
-        let last = self.last_rows::<HistoryRow>(HISTORY).ok()?.pop()?;
-        (matches!(last.outcome.as_str(), "queued" | "next")
-            && last.iteration >= state.iteration
-            && last.at > since)
-            .then(|| {
-                format!(
-                    "it is {}, and _signal_history.jsonl has `{}` since, which let it go on",
-                    state.status.name(),
-                    last.status
-                )
-            })
+        // Any row since its park that let it go on: after an approval, a stop or a block at
+        // the next launch may follow, and the approval is lost all the same.
+        let rows = self.last_rows::<HistoryRow>(HISTORY).ok()?;
+        let went_on = rows.iter().rev().find(|row| {
+            row.accepted
+                && matches!(row.outcome.as_str(), "queued" | "next")
+                && row.iteration >= state.iteration
+                && row.at > since
+        })?;
+        Some(format!(
+            "it is {}, and _signal_history.jsonl has `{}` since, which let it go on",
+            state.status.name(),
+            went_on.status
+        ))
     }
 
     /// A samocode session's state derived again (its `_state.json` deleted or moved away, its
@@ -542,16 +546,33 @@ impl SessionFolder {
         last_attempt: Option<&IterationRow>,
     ) -> Result<(), StoreError> {
         use crate::protocol::{RunState, WaitFor};
-        let Some(last) = self
-            .last_rows::<HistoryRow>(HISTORY)?
-            .into_iter()
-            .rev()
-            .find(|row| row.accepted)
-        else {
+        let rows = self.last_rows::<HistoryRow>(HISTORY)?;
+        // The rows that moved the session: its verdicts and a person's commands (not a note,
+        // nor a budget raised while it ran), and the parks the worker decided (not accepted,
+        // with their reason); a refused signal retried moved nothing.
+        let moved = |row: &&HistoryRow| {
+            row.status != "tell"
+                && (row.accepted || matches!(row.outcome.as_str(), "blocked" | "failed"))
+                && row.outcome != "running"
+        };
+        let mut decisive = rows.iter().rev().filter(moved);
+        let Some(last) = decisive.next() else {
             return Ok(());
         };
         state.iteration = state.iteration.max(last.iteration);
         let since = last.at;
+        // As the agent's signal, kept beside its last attempt's log, says.
+        let kept = || -> Result<Option<RunState>, StoreError> {
+            match last_attempt {
+                Some(row) => super::recover::settled_by(self, &row.log, row),
+                None => Ok(None),
+            }
+        };
+        let gate_of = |phase: Phase| match phase {
+            Phase::Requirements => WaitFor::QaAnswers,
+            Phase::Planning => WaitFor::PlanApproval,
+            _ => WaitFor::HumanAction,
+        };
         match last.outcome.as_str() {
             "next" | "queued" => {
                 state.phase = last.to.unwrap_or(last.from);
@@ -559,32 +580,53 @@ impl SessionFolder {
             }
             "stopped" => {
                 state.phase = last.to.unwrap_or(last.from);
+                // Stopped at a gate: the gate it waited at before, which `resume` goes back to.
+                let waiting_for = match decisive.next() {
+                    Some(before) if before.outcome == "waiting" => match kept()? {
+                        Some(RunState::Waiting { wait_for, .. }) => Some(wait_for),
+                        _ => Some(gate_of(before.from)),
+                    },
+                    _ => None,
+                };
                 state.status = RunState::Stopped {
                     at: since,
-                    waiting_for: None,
+                    waiting_for,
+                };
+            }
+            "failed" => {
+                state.phase = last.from;
+                state.status = RunState::Failed {
+                    reason: last
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| "failed (see _signal_history.jsonl)".into()),
+                    at: since,
+                };
+            }
+            // A block the worker decided: its row's reason.
+            "blocked" if !last.accepted => {
+                state.phase = last.from;
+                state.status = RunState::Blocked {
+                    reason: last
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| "blocked (see _signal_history.jsonl)".into()),
+                    needs: None,
+                    since,
                 };
             }
             parked @ ("waiting" | "blocked" | "done") => {
                 state.phase = last.from;
-                // As the agent's signal, kept beside its attempt's log, says; else as near as
-                // the journal tells.
-                let kept = match last_attempt {
-                    Some(row) => super::recover::settled_by(self, &row.log, row)?,
-                    None => None,
-                };
-                state.status = kept.unwrap_or_else(|| match parked {
+                state.status = kept()?.unwrap_or_else(|| match parked {
                     "waiting" => RunState::Waiting {
-                        wait_for: match last.from {
-                            Phase::Requirements => WaitFor::QaAnswers,
-                            Phase::Planning => WaitFor::PlanApproval,
-                            _ => WaitFor::HumanAction,
-                        },
+                        wait_for: gate_of(last.from),
                         since,
                     },
                     "blocked" => RunState::Blocked {
-                        reason: last.reason.clone().unwrap_or_else(|| {
-                            "blocked (its reason is in _signal_history.jsonl)".into()
-                        }),
+                        reason: last
+                            .reason
+                            .clone()
+                            .unwrap_or_else(|| "blocked (see _signal_history.jsonl)".into()),
                         needs: None,
                         since,
                     },

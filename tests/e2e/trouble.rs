@@ -382,6 +382,67 @@ fn a_state_put_back_from_before_an_approval_is_refused() {
     project.run(&["run", "--session", "appr"]).expect(0);
 }
 
+/// A state moved away (as samocode advises for a broken one) came back queued when the worker
+/// had failed or blocked the session (its park's row is the worker's own), and without its
+/// gate when a person had stopped it there: it comes back as it was.
+#[test]
+fn a_state_moved_away_keeps_the_park_the_worker_or_a_stop_left() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_MAX_RETRIES", "1");
+    project.through_both_gates("fails");
+    project.env("SAMOCODE_FAKE", "implementation=exit:1");
+    project.run(&["run", "--session", "fails"]);
+    let s = project.session("fails");
+    let before = s.state()["status"]["state"].clone();
+    assert!(before == "failed" || before == "blocked", "{}", s.state());
+    std::fs::rename(s.path("_state.json"), project.root.join("fails.json")).unwrap();
+    let rows = project.status();
+    assert_eq!(row(&rows, "fails")["state"], before, "{rows:#?}");
+
+    project.env("SAMOCODE_FAKE", "");
+    project
+        .run(&["run", "--session", "halt", "--dive", "d", "--task", "t"])
+        .expect(10);
+    project
+        .run(&["answer", "halt", "--accept-suggestions"])
+        .expect(0);
+    project.run(&["run", "--session", "halt"]).expect(10);
+    project.run(&["stop", "halt"]).expect(0);
+    let s = project.session("halt");
+    std::fs::remove_file(s.path("_state.json")).unwrap();
+    project.run(&["resume", "halt"]).expect(0);
+    project.run(&["approve", "halt"]).expect(0);
+}
+
+/// An approval followed by a stop, then the state from before the approval put back: the
+/// approval was lost, the last row being the stop's.
+#[test]
+fn a_state_from_before_an_approval_and_a_stop_is_refused() {
+    let project = Project::new();
+    project
+        .run(&["run", "--session", "late", "--dive", "d", "--task", "t"])
+        .expect(10);
+    project
+        .run(&["answer", "late", "--accept-suggestions"])
+        .expect(0);
+    project.run(&["run", "--session", "late"]).expect(10);
+    let s = project.session("late");
+    let backup = project.root.join("late.json");
+    std::fs::copy(s.path("_state.json"), &backup).unwrap();
+    project.run(&["approve", "late"]).expect(0);
+    project.run(&["stop", "late"]).expect(0);
+    std::fs::copy(&backup, s.path("_state.json")).unwrap();
+    let refused = project.run(&["approve", "late"]);
+    refused.expect(2);
+    assert!(
+        refused
+            .stderr()
+            .contains("older than the session's journals"),
+        "{}",
+        refused.stderr()
+    );
+}
+
 /// A state deleted while its session waited for a person's action (not a gate of its own
 /// phase) came back queued, and the next run paid the iteration again.
 #[test]
@@ -431,6 +492,29 @@ fn a_copied_session_folder_is_refused_and_a_renamed_one_takes_its_name() {
     project.run(&["stop", &copy_name]).expect(2);
     let rows = project.status();
     assert_eq!(row(&rows, &copy_name)["state"], "error", "{rows:#?}");
+    // A link beside a renamed folder, keeping its old name, is no copy.
+    let linked = project.session("orig");
+    let renamed = linked
+        .0
+        .with_file_name(format!("{}-new", folder_name(&linked)));
+    std::fs::rename(&linked.0, &renamed).unwrap();
+    std::os::unix::fs::symlink(&renamed, &linked.0).unwrap();
+    let new_name = renamed.file_name().unwrap().to_string_lossy().into_owned();
+    std::fs::remove_dir_all(&copy).unwrap();
+    let rows = project.status();
+    assert!(
+        rows.iter().all(|r| r["state"] != "error"),
+        "{new_name}: {rows:#?}"
+    );
+    std::fs::remove_file(&linked.0).unwrap();
+    std::fs::rename(&renamed, &linked.0).unwrap();
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&s.0)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(copied.success());
     // The original, renamed since, is no better told from the copy: both are refused.
     let moved = s.0.with_file_name(format!("{}moved", folder_name(&s)));
     std::fs::rename(&s.0, &moved).unwrap();
