@@ -54,14 +54,25 @@ impl Baseline {
             )
             .filter_map(path_of)
             .collect();
-        let changed_again: Vec<String> = self
-            .contents
-            .iter()
-            .filter(|(path, before)| {
-                !paths.contains(path) && after.contents.get(*path).is_some_and(|now| now != *before)
-            })
-            .map(|(path, _)| path.clone())
-            .collect();
+        // A file with changes of its own from before the attempt is never offered a checkout
+        // (it would lose them), whether its status line changed (staged since) or only its
+        // contents did.
+        // A file whose status line changed is named by its old and its new line: once.
+        let mut seen = std::collections::BTreeSet::new();
+        let (mut changed_again, paths): (Vec<String>, Vec<String>) = paths
+            .into_iter()
+            .filter(|path| seen.insert(path.clone()))
+            .partition(|path| self.contents.contains_key(path));
+        changed_again.extend(
+            self.contents
+                .iter()
+                .filter(|(path, before)| {
+                    !changed_again.contains(path)
+                        && after.contents.get(*path).is_some_and(|now| now != *before)
+                })
+                .map(|(path, _)| path.clone())
+                .collect::<Vec<_>>(),
+        );
         let moved_from = (self.head != after.head).then(|| self.head.clone());
         (moved_from.is_some() || !paths.is_empty() || !changed_again.is_empty()).then_some(
             Mutation {
@@ -255,6 +266,11 @@ mod tests {
         let m = before.mutation(&after, "/wt".into()).unwrap();
         assert_eq!(m.changed_again, ["notes.md"]);
         assert!(m.paths.is_empty() && m.undo().is_empty());
+        // Staged since (its status line changed too): still no checkout for it.
+        let staged = at("aaaa", "M  notes.md\n D gone.md\n");
+        let m = before.mutation(&staged, "/wt".into()).unwrap();
+        assert_eq!(m.changed_again, ["notes.md"]);
+        assert!(!m.undo().contains("notes.md"), "{}", m.undo());
         let text = m.to_string();
         assert!(
             text.contains("changed again") && text.contains("git -C /wt diff -- notes.md"),
