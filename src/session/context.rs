@@ -226,6 +226,18 @@ mod tests {
     use super::*;
     use crate::protocol::Phase;
 
+    /// The context of `state` for a session at `/s/26-11-24-auth`, at `now`.
+    fn rendered(state: &SessionState, now: Timestamp) -> String {
+        render(&ContextInput {
+            state,
+            session_dir: Path::new("/s/26-11-24-auth"),
+            workdir: Path::new("/w/26-11-24-auth"),
+            time_limit: Duration::from_secs(1800),
+            now,
+            memory: None,
+        })
+    }
+
     #[test]
     fn header_carries_what_the_agent_needs() {
         let now = Timestamp::now();
@@ -235,14 +247,7 @@ mod tests {
         state.iteration = 7;
         state.attempt = 2;
         state.last_rejection = Some("no signal".into());
-        let text = render(&ContextInput {
-            state: &state,
-            session_dir: Path::new("/s/26-11-24-auth"),
-            workdir: Path::new("/w/26-11-24-auth"),
-            time_limit: Duration::from_secs(1800),
-            now,
-            memory: None,
-        });
+        let text = rendered(&state, now);
         assert_eq!(
             header_value(&text, "Session path"),
             Some("/s/26-11-24-auth")
@@ -271,14 +276,7 @@ mod tests {
                 .into(),
             at: now,
         });
-        let text = render(&ContextInput {
-            state: &state,
-            session_dir: Path::new("/s/26-11-24-auth"),
-            workdir: Path::new("/w/26-11-24-auth"),
-            time_limit: Duration::from_secs(1800),
-            now,
-            memory: None,
-        });
+        let text = rendered(&state, now);
         let own = text.split("\n---\n").next().unwrap();
         let sections: Vec<&str> = own.lines().filter(|l| l.starts_with("## ")).collect();
         assert_eq!(
@@ -302,14 +300,7 @@ mod tests {
         let now = Timestamp::now();
         let mut state = SessionState::new("26-11-24-auth", "why?", "do it", now);
         state.enter_phase(Phase::Done);
-        let text = render(&ContextInput {
-            state: &state,
-            session_dir: Path::new("/s"),
-            workdir: Path::new("/w"),
-            time_limit: Duration::from_secs(60),
-            now,
-            memory: None,
-        });
+        let text = rendered(&state, now);
         let moves = header_value(&text, "May move to").unwrap();
         assert!(!moves.contains("done"), "{moves}");
         assert!(moves.starts_with("none"), "{moves}");

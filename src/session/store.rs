@@ -568,6 +568,12 @@ impl SessionFolder {
                 None => Ok(None),
             }
         };
+        // The row's reason, or where to find it.
+        let said = |word: &str| {
+            last.reason
+                .clone()
+                .unwrap_or_else(|| format!("{word} (see _signal_history.jsonl)"))
+        };
         let gate_of = |phase: Phase| match phase {
             Phase::Requirements => WaitFor::QaAnswers,
             Phase::Planning => WaitFor::PlanApproval,
@@ -596,10 +602,7 @@ impl SessionFolder {
             "failed" => {
                 state.phase = last.from;
                 state.status = RunState::Failed {
-                    reason: last
-                        .reason
-                        .clone()
-                        .unwrap_or_else(|| "failed (see _signal_history.jsonl)".into()),
+                    reason: said("failed"),
                     at: since,
                 };
             }
@@ -607,10 +610,7 @@ impl SessionFolder {
             "blocked" if !last.accepted => {
                 state.phase = last.from;
                 state.status = RunState::Blocked {
-                    reason: last
-                        .reason
-                        .clone()
-                        .unwrap_or_else(|| "blocked (see _signal_history.jsonl)".into()),
+                    reason: said("blocked"),
                     needs: None,
                     since,
                 };
@@ -623,10 +623,7 @@ impl SessionFolder {
                         since,
                     },
                     "blocked" => RunState::Blocked {
-                        reason: last
-                            .reason
-                            .clone()
-                            .unwrap_or_else(|| "blocked (see _signal_history.jsonl)".into()),
+                        reason: said("blocked"),
                         needs: None,
                         since,
                     },

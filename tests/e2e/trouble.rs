@@ -350,21 +350,30 @@ fn a_state_older_than_its_journals_is_refused_not_driven() {
     assert_eq!(s.state()["status"]["state"], "done");
 }
 
+/// Session `name` run to its plan gate, with a copy of its state there.
+fn at_the_plan_gate_backed_up(
+    project: &Project,
+    name: &str,
+) -> (super::fixture::Session, std::path::PathBuf) {
+    project
+        .run(&["run", "--session", name, "--dive", "d", "--task", "t"])
+        .expect(10);
+    project
+        .run(&["answer", name, "--accept-suggestions"])
+        .expect(0);
+    project.run(&["run", "--session", name]).expect(10);
+    let s = project.session(name);
+    let backup = project.root.join(format!("{name}-at-the-gate.json"));
+    std::fs::copy(s.path("_state.json"), &backup).unwrap();
+    (s, backup)
+}
+
 /// An older state put back after a person's `approve` (no iteration since) was taken: the
 /// session waited for approval again, the approval lost without a word.
 #[test]
 fn a_state_put_back_from_before_an_approval_is_refused() {
     let project = Project::new();
-    project
-        .run(&["run", "--session", "appr", "--dive", "d", "--task", "t"])
-        .expect(10);
-    project
-        .run(&["answer", "appr", "--accept-suggestions"])
-        .expect(0);
-    project.run(&["run", "--session", "appr"]).expect(10);
-    let s = project.session("appr");
-    let backup = project.root.join("before-approval.json");
-    std::fs::copy(s.path("_state.json"), &backup).unwrap();
+    let (s, backup) = at_the_plan_gate_backed_up(&project, "appr");
     project.run(&["approve", "appr"]).expect(0);
     std::fs::copy(&backup, s.path("_state.json")).unwrap();
     let run = project.run(&["approve", "appr"]);
@@ -419,16 +428,7 @@ fn a_state_moved_away_keeps_the_park_the_worker_or_a_stop_left() {
 #[test]
 fn a_state_from_before_an_approval_and_a_stop_is_refused() {
     let project = Project::new();
-    project
-        .run(&["run", "--session", "late", "--dive", "d", "--task", "t"])
-        .expect(10);
-    project
-        .run(&["answer", "late", "--accept-suggestions"])
-        .expect(0);
-    project.run(&["run", "--session", "late"]).expect(10);
-    let s = project.session("late");
-    let backup = project.root.join("late.json");
-    std::fs::copy(s.path("_state.json"), &backup).unwrap();
+    let (s, backup) = at_the_plan_gate_backed_up(&project, "late");
     project.run(&["approve", "late"]).expect(0);
     project.run(&["stop", "late"]).expect(0);
     std::fs::copy(&backup, s.path("_state.json")).unwrap();
