@@ -25,7 +25,8 @@ fn session(dir: &Path, name: &str, i: usize, attempts: usize) {
     let now = Timestamp::now();
     let mut state = SessionState::new(name, "how does login work?", "add JWT login", now);
     state.phase = Phase::ALL[1 + i % 6];
-    state.iteration = (i % 40) as u32 + 1;
+    // Never behind its own journal (samocode refuses such a state as put back from a backup).
+    state.iteration = ((i % 40) as u32 + 1).max(attempts as u32);
     state.phase_iteration = (i % 7) as u32 + 1;
     state.usage.cost_usd = i as f64 * 0.013;
     state.status = match STATES[i % STATES.len()] {
