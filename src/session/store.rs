@@ -42,6 +42,10 @@ pub const CONTEXT_MARK: &str = "=====";
 
 /// The most samocode reads of `_signal.json`: a signal is a few hundred bytes.
 pub const SIGNAL_LIMIT: u64 = 1 << 20;
+
+/// How much of each journal's end a state is checked against when it is read (a dozen rows
+/// or more): enough for the rows since a park; every opening of every session reads it.
+const CHECKED_TAIL: u64 = 8 << 10;
 /// The most samocode reads of any other session file (`_overview.md`, `_qa.md`,
 /// `_state.json`, a plan): a notebook of hundreds of iterations stays far below it.
 pub const TEXT_LIMIT: u64 = 4 << 20;
@@ -499,7 +503,9 @@ impl SessionFolder {
     /// where it is used, not here.
     fn journaled_since(&self, state: &SessionState) -> Option<String> {
         use crate::protocol::RunState;
-        if let Ok(rows) = self.last_rows::<IterationRow>(ITERATIONS)
+        // Only the journals' ends are read: every opening of every session (a daemon's start
+        // with thousands of them, `status`) passes here.
+        if let Ok(rows) = self.rows_in_tail::<IterationRow>(ITERATIONS, CHECKED_TAIL)
             && let Some(row) = rows.last()
             && row.iteration > state.iteration
         {
@@ -521,7 +527,9 @@ impl SessionFolder {
         let since = state.status.since()?;
         // Any row since its park that let it go on: after an approval, a stop or a block at
         // the next launch may follow, and the approval is lost all the same.
-        let rows = self.last_rows::<HistoryRow>(HISTORY).ok()?;
+        let rows = self
+            .rows_in_tail::<HistoryRow>(HISTORY, CHECKED_TAIL)
+            .ok()?;
         let went_on = rows.iter().rev().find(|row| {
             row.accepted
                 && matches!(row.outcome.as_str(), "queued" | "next")
@@ -781,17 +789,27 @@ impl SessionFolder {
     /// The whole rows among the last [`TAIL`] bytes of a journal, oldest first; lines that are
     /// not rows of this kind are left out.
     fn last_rows<T: serde::de::DeserializeOwned>(&self, file: &str) -> Result<Vec<T>, StoreError> {
+        self.rows_in_tail(file, 64 << 10)
+    }
+
+    /// The whole rows among the last `tail` bytes of a journal, oldest first.
+    fn rows_in_tail<T: serde::de::DeserializeOwned>(
+        &self,
+        file: &str,
+        tail: u64,
+    ) -> Result<Vec<T>, StoreError> {
         use std::io::{Read, Seek, SeekFrom};
         const TAIL: u64 = 64 << 10;
+        let tail = tail.min(TAIL);
         let path = self.path(file);
         let Some(mut f) = untrusted::open(&path, Links::Refuse)? else {
             return Ok(Vec::new());
         };
         let len = f.metadata().map_err(io("cannot read", &path))?.len();
-        let start = len.saturating_sub(TAIL);
+        let start = len.saturating_sub(tail);
         let mut bytes = Vec::new();
         f.seek(SeekFrom::Start(start))
-            .and_then(|_| f.take(TAIL).read_to_end(&mut bytes))
+            .and_then(|_| f.take(tail).read_to_end(&mut bytes))
             .map_err(io("cannot read", &path))?;
         // Begun inside a line: that line is not whole.
         let whole = match start {
