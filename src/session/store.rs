@@ -505,8 +505,9 @@ impl SessionFolder {
         use crate::protocol::RunState;
         // Only the journals' ends are read: every opening of every session (a daemon's start
         // with thousands of them, `status`) passes here.
-        if let Ok(rows) = self.rows_in_tail::<IterationRow>(ITERATIONS, CHECKED_TAIL)
-            && let Some(row) = rows.last()
+        if let Ok(Some(row)) = self
+            .newest_rows::<IterationRow>(ITERATIONS)
+            .map(|mut rows| rows.next())
             && row.iteration > state.iteration
         {
             return Some(format!(
@@ -527,15 +528,15 @@ impl SessionFolder {
         let since = state.status.since()?;
         // Any row since its park that let it go on: after an approval, a stop or a block at
         // the next launch may follow, and the approval is lost all the same.
-        let rows = self
-            .rows_in_tail::<HistoryRow>(HISTORY, CHECKED_TAIL)
-            .ok()?;
-        let went_on = rows.iter().rev().find(|row| {
-            row.accepted
-                && matches!(row.outcome.as_str(), "queued" | "next")
-                && row.iteration >= state.iteration
-                && row.at > since
-        })?;
+        let went_on = self
+            .newest_rows::<HistoryRow>(HISTORY)
+            .ok()?
+            .take_while(|row| row.at > since)
+            .find(|row| {
+                row.accepted
+                    && matches!(row.outcome.as_str(), "queued" | "next")
+                    && row.iteration >= state.iteration
+            })?;
         Some(format!(
             "it is {}, and _signal_history.jsonl has `{}` since, which let it go on",
             state.status.name(),
@@ -798,6 +799,32 @@ impl SessionFolder {
         file: &str,
         tail: u64,
     ) -> Result<Vec<T>, StoreError> {
+        let bytes = self.tail_of(file, tail)?;
+        Ok(bytes
+            .split(|b| *b == b'\n')
+            .filter_map(|line| serde_json::from_slice(line).ok())
+            .collect())
+    }
+
+    /// The rows among the last [`CHECKED_TAIL`] bytes of a journal, newest first, each read
+    /// only when it is asked for (most checks want one or two).
+    fn newest_rows<T: serde::de::DeserializeOwned>(
+        &self,
+        file: &str,
+    ) -> Result<impl Iterator<Item = T>, StoreError> {
+        let bytes = self.tail_of(file, CHECKED_TAIL)?;
+        let lines: Vec<Vec<u8>> = bytes
+            .rsplit(|b| *b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
+        Ok(lines
+            .into_iter()
+            .filter_map(|line| serde_json::from_slice(&line).ok()))
+    }
+
+    /// The whole lines among the last `tail` bytes of a journal (at most 64 KiB).
+    fn tail_of(&self, file: &str, tail: u64) -> Result<Vec<u8>, StoreError> {
         use std::io::{Read, Seek, SeekFrom};
         const TAIL: u64 = 64 << 10;
         let tail = tail.min(TAIL);
@@ -812,14 +839,11 @@ impl SessionFolder {
             .and_then(|_| f.take(tail).read_to_end(&mut bytes))
             .map_err(io("cannot read", &path))?;
         // Begun inside a line: that line is not whole.
-        let whole = match start {
-            0 => &bytes[..],
-            _ => memchr::memchr(b'\n', &bytes).map_or(&[][..], |at| &bytes[at + 1..]),
-        };
-        Ok(whole
-            .split(|b| *b == b'\n')
-            .filter_map(|line| serde_json::from_slice(line).ok())
-            .collect())
+        if start > 0 {
+            let first = memchr::memchr(b'\n', &bytes).map_or(bytes.len(), |at| at + 1);
+            bytes.drain(..first);
+        }
+        Ok(bytes)
     }
 
     /// The newest attempt log, if any: the one of the highest iteration and attempt its name
