@@ -354,11 +354,7 @@ fn a_fleet_budget_holds_every_session_tells_once_and_a_raise_lifts_it() {
     let mut project = Project::new();
     // Reached by the fourth attempt only, whichever order the sessions' attempts run in.
     let _daemon = project.daemon(&["--fleet-max-cost", "0.04"]);
-    for name in ["one", "two"] {
-        project
-            .run(&["start", "--session", name, "--dive", "d", "--task", "t"])
-            .expect(0);
-    }
+    start_all(&project, &["one", "two"]);
     // Each asks its questions after two attempts at $0.0125: $0.05 in all, past $0.04.
     wait_for(Duration::from_secs(30), "both to ask", || {
         project
@@ -416,11 +412,7 @@ fn the_slot_of_the_attempt_that_reaches_the_fleet_budget_goes_to_no_one() {
     let mut project = Project::new();
     project.env("SAMOCODE_FAKE", "*=slow:1");
     let _daemon = project.daemon(&["--fleet-max-cost", "0.01", "--max-parallel", "1"]);
-    for name in ["first", "second"] {
-        project
-            .run(&["start", "--session", name, "--dive", "d", "--task", "t"])
-            .expect(0);
-    }
+    start_all(&project, &["first", "second"]);
     wait_for(Duration::from_secs(30), "the fleet budget reached", || {
         project.daemon_log().contains("fleet budget reached")
     });
@@ -452,17 +444,9 @@ fn a_restart_past_the_fleet_budget_starts_no_attempt() {
     let fleet = ["--fleet-max-cost", "0.05", "--max-parallel", "4"];
     let daemon = project.daemon(&fleet);
     let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
-    for name in names {
-        project
-            .run(&["start", "--session", name, "--dive", "d", "--task", "t"])
-            .expect(0);
-    }
+    start_all(&project, &names);
     wait_for(Duration::from_secs(60), "the fleet budget reached", || {
-        project
-            .run(&["status"])
-            .stdout()
-            .contains("fleet budget reached")
-            && project.status().iter().all(|r| r["state"] != "running")
+        fleet_reached(&project) && project.status().iter().all(|r| r["state"] != "running")
     });
     // Attempts that ran to their end (the crash below may interrupt one that was starting
     // as the budget was reached; its row, written by the next daemon, is not a new attempt).
@@ -489,12 +473,7 @@ fn a_restart_past_the_fleet_budget_starts_no_attempt() {
     let _daemon = project.daemon(&fleet);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(attempts(&project), before, "{}", project.daemon_log());
-    assert!(
-        project
-            .run(&["status"])
-            .stdout()
-            .contains("fleet budget reached")
-    );
+    assert!(fleet_reached(&project));
     // People were told by the daemon that reached it; the restart tells them nothing new.
     let told = project
         .daemon_log()
@@ -510,17 +489,10 @@ fn a_session_whose_state_cannot_be_read_still_counts_toward_the_fleet_budget() {
     let mut project = Project::new();
     let fleet = ["--fleet-max-cost", "0.05"];
     let daemon = project.daemon(&fleet);
-    for name in ["a", "b"] {
-        project
-            .run(&["start", "--session", name, "--dive", "d", "--task", "t"])
-            .expect(0);
-    }
+    start_all(&project, &["a", "b"]);
     // Two attempts at $0.0125 each, then each waits for answers: $0.05 in all.
     wait_for(Duration::from_secs(60), "the fleet budget reached", || {
-        project
-            .run(&["status"])
-            .stdout()
-            .contains("fleet budget reached")
+        fleet_reached(&project)
     });
     assert_eq!(daemon.terminate(), Some(0));
     std::fs::write(project.session("a").path("_state.json"), "{\"schema\":1,").unwrap();
@@ -609,4 +581,21 @@ fn a_wall_clock_jump_during_an_attempt_does_not_spend_the_time_budget() {
     );
     let seconds = state["agent_seconds"].as_f64().unwrap();
     assert!(seconds < 600.0, "agent time {seconds} s");
+}
+
+/// Starts a session of each of `names` on the project's daemon.
+fn start_all(project: &Project, names: &[&str]) {
+    for name in names {
+        project
+            .run(&["start", "--session", name, "--dive", "d", "--task", "t"])
+            .expect(0);
+    }
+}
+
+/// Whether `status` says the daemon's fleet budget is reached.
+fn fleet_reached(project: &Project) -> bool {
+    project
+        .run(&["status"])
+        .stdout()
+        .contains("fleet budget reached")
 }

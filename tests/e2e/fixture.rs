@@ -410,13 +410,19 @@ impl Project {
     }
 
     /// Drives a new session `name` with `run` through its questions (all suggestions taken) to
-    /// its plan, and approves the plan: its next `run` implements.
-    pub fn through_both_gates(&self, name: &str) {
+    /// its plan, where it waits for approval.
+    pub fn to_the_plan_gate(&self, name: &str) -> Session {
         self.run(&["run", "--session", name, "--dive", "d", "--task", "t"])
             .expect(10);
         self.run(&["answer", name, "--accept-suggestions"])
             .expect(0);
         self.run(&["run", "--session", name]).expect(10);
+        self.session(name)
+    }
+
+    /// [`Self::to_the_plan_gate`], and approves the plan: its next `run` implements.
+    pub fn through_both_gates(&self, name: &str) {
+        self.to_the_plan_gate(name);
         self.run(&["approve", name]).expect(0);
     }
 

@@ -26,14 +26,7 @@ fn configure(project: &Project) {
 fn each_phase_runs_with_its_profile_and_implementation_with_its_plan_phase() {
     let project = Project::new();
     configure(&project);
-    project
-        .run(&["run", "--session", "prof", "--dive", "d", "--task", "t"])
-        .expect(10);
-    project
-        .run(&["answer", "prof", "--accept-suggestions"])
-        .expect(0);
-    project.run(&["run", "--session", "prof"]).expect(10);
-    project.run(&["approve", "prof"]).expect(0);
+    project.through_both_gates("prof");
     project.run(&["run", "--session", "prof"]).expect(0);
 
     let rows = project.session("prof").jsonl("_iterations.jsonl");

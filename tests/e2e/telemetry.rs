@@ -176,13 +176,7 @@ fn a_session_is_traced_as_session_iteration_and_attempt_spans_over_otlp_without_
         // A token needs its chat; a closed port makes the notifier's posts fail at once.
         .env("TELEGRAM_CHAT_ID", "42")
         .env("TELEGRAM_API_URL", "http://127.0.0.1:9");
-    project
-        .run(&["run", "--session", "traced", "--dive", "d", "--task", "t"])
-        .expect(10);
-    project
-        .run(&["answer", "traced", "--accept-suggestions"])
-        .expect(0);
-    project.run(&["run", "--session", "traced"]).expect(10);
+    project.to_the_plan_gate("traced");
 
     let requests = seen.lock().unwrap().clone();
     assert!(!requests.is_empty(), "the exporter sent nothing");

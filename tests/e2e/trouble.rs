@@ -253,14 +253,7 @@ fn a_state_moved_away_comes_back_with_what_the_attempts_cost() {
 #[test]
 fn a_state_deleted_at_a_gate_comes_back_waiting_at_it() {
     let project = Project::new();
-    project
-        .run(&["run", "--session", "gate", "--dive", "d", "--task", "t"])
-        .expect(10);
-    project
-        .run(&["answer", "gate", "--accept-suggestions"])
-        .expect(0);
-    project.run(&["run", "--session", "gate"]).expect(10);
-    let s = project.session("gate");
+    let s = project.to_the_plan_gate("gate");
     let planning = |s: &super::fixture::Session| {
         s.jsonl("_iterations.jsonl")
             .iter()
@@ -355,14 +348,7 @@ fn at_the_plan_gate_backed_up(
     project: &Project,
     name: &str,
 ) -> (super::fixture::Session, std::path::PathBuf) {
-    project
-        .run(&["run", "--session", name, "--dive", "d", "--task", "t"])
-        .expect(10);
-    project
-        .run(&["answer", name, "--accept-suggestions"])
-        .expect(0);
-    project.run(&["run", "--session", name]).expect(10);
-    let s = project.session(name);
+    let s = project.to_the_plan_gate(name);
     let backup = project.root.join(format!("{name}-at-the-gate.json"));
     std::fs::copy(s.path("_state.json"), &backup).unwrap();
     (s, backup)
@@ -409,15 +395,8 @@ fn a_state_moved_away_keeps_the_park_the_worker_or_a_stop_left() {
     assert_eq!(row(&rows, "fails")["state"], before, "{rows:#?}");
 
     project.env("SAMOCODE_FAKE", "");
-    project
-        .run(&["run", "--session", "halt", "--dive", "d", "--task", "t"])
-        .expect(10);
-    project
-        .run(&["answer", "halt", "--accept-suggestions"])
-        .expect(0);
-    project.run(&["run", "--session", "halt"]).expect(10);
+    let s = project.to_the_plan_gate("halt");
     project.run(&["stop", "halt"]).expect(0);
-    let s = project.session("halt");
     std::fs::remove_file(s.path("_state.json")).unwrap();
     project.run(&["resume", "halt"]).expect(0);
     project.run(&["approve", "halt"]).expect(0);
