@@ -61,6 +61,10 @@ const ANSWER_POLL: Duration = Duration::from_secs(2);
 /// `samocode run`), to take it up once that worker lets go.
 const LOOK_AGAIN: Duration = Duration::from_secs(10);
 
+/// How the daemon's refusal of a command for a folder it does not drive begins (the command
+/// line then says who holds it instead).
+pub const NOT_DRIVEN: &str = "the daemon does not drive";
+
 /// Why a session's actor is stopped when its folder was renamed under it.
 const MOVED: &str = "its folder was renamed";
 
@@ -1025,7 +1029,7 @@ impl SupervisorActor {
             _ => {
                 let _ = reply.send(Response::error(
                     format!(
-                        "the daemon does not drive {}; `samocode start` hands it over",
+                        "{NOT_DRIVEN} {}; `samocode start` hands it over",
                         dir.display()
                     ),
                     2,

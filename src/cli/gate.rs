@@ -19,9 +19,6 @@ pub struct RejectArgs {
     pub reason: String,
 }
 
-/// How the daemon's refusal of a command for a session it does not drive begins.
-const NOT_DRIVEN: &str = "the daemon does not drive";
-
 /// Sends a person's command to the daemon, or applies it to the files when no daemon runs.
 pub(super) async fn command(
     config: &Config,
@@ -49,7 +46,14 @@ pub(super) async fn command(
                     Ok(exit::DONE)
                 }
                 // Not this daemon's: another one (of another state directory) holds it.
-                Err(error) if error.error.to_string().starts_with(NOT_DRIVEN) => Err(locked.into()),
+                Err(error)
+                    if error
+                        .error
+                        .to_string()
+                        .starts_with(crate::supervisor::NOT_DRIVEN) =>
+                {
+                    Err(locked.into())
+                }
                 Err(error) => Err(error),
             };
         }

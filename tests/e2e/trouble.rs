@@ -452,13 +452,16 @@ fn a_copied_session_folder_is_refused_and_a_renamed_one_takes_its_name() {
     project.through_both_gates("orig");
     let s = project.session("orig");
     let copy = s.0.with_file_name(format!("{}copy", folder_name(&s)));
-    let copied = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(&s.0)
-        .arg(&copy)
-        .status()
-        .unwrap();
-    assert!(copied.success());
+    let copy_whole = || {
+        let copied = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&s.0)
+            .arg(&copy)
+            .status()
+            .unwrap();
+        assert!(copied.success());
+    };
+    copy_whole();
     let copy_name = copy.file_name().unwrap().to_string_lossy().into_owned();
     let run = project.run(&["run", "--session", &copy_name]);
     run.expect(2);
@@ -472,12 +475,9 @@ fn a_copied_session_folder_is_refused_and_a_renamed_one_takes_its_name() {
     let rows = project.status();
     assert_eq!(row(&rows, &copy_name)["state"], "error", "{rows:#?}");
     // A link beside a renamed folder, keeping its old name, is no copy.
-    let linked = project.session("orig");
-    let renamed = linked
-        .0
-        .with_file_name(format!("{}-new", folder_name(&linked)));
-    std::fs::rename(&linked.0, &renamed).unwrap();
-    std::os::unix::fs::symlink(&renamed, &linked.0).unwrap();
+    let renamed = s.0.with_file_name(format!("{}-new", folder_name(&s)));
+    std::fs::rename(&s.0, &renamed).unwrap();
+    std::os::unix::fs::symlink(&renamed, &s.0).unwrap();
     let new_name = renamed.file_name().unwrap().to_string_lossy().into_owned();
     std::fs::remove_dir_all(&copy).unwrap();
     let rows = project.status();
@@ -485,15 +485,9 @@ fn a_copied_session_folder_is_refused_and_a_renamed_one_takes_its_name() {
         rows.iter().all(|r| r["state"] != "error"),
         "{new_name}: {rows:#?}"
     );
-    std::fs::remove_file(&linked.0).unwrap();
-    std::fs::rename(&renamed, &linked.0).unwrap();
-    let copied = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(&s.0)
-        .arg(&copy)
-        .status()
-        .unwrap();
-    assert!(copied.success());
+    std::fs::remove_file(&s.0).unwrap();
+    std::fs::rename(&renamed, &s.0).unwrap();
+    copy_whole();
     // The original, renamed since, is no better told from the copy: both are refused.
     let moved = s.0.with_file_name(format!("{}moved", folder_name(&s)));
     std::fs::rename(&s.0, &moved).unwrap();
