@@ -257,7 +257,9 @@ fn artifact_files(dir: &Path) -> Result<Vec<String>, StoreError> {
     let created = dir
         .file_name()
         .and_then(|name| crate::protocol::artifact::created(&name.to_string_lossy()));
-    crate::protocol::artifact::sort(&mut files, created);
+    crate::protocol::artifact::sort_by_made(&mut files, created, |file| {
+        crate::session::profile::made_at(&dir.join(file))
+    });
     Ok(files)
 }
 
@@ -423,6 +425,31 @@ impl LogTail {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The page's plan, the one approved from it, is the revision of a plan rejected in the same
+    /// minute, though the revision's name sorts first.
+    #[test]
+    fn a_plan_revised_in_the_minute_of_the_rejected_one_is_the_page_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str| {
+            std::fs::write(dir.path().join(name), format!("# {name}\n- [ ] 1.1 x\n")).unwrap()
+        };
+        write("12-07-19:05-plan-zeta.md");
+        // Past the filesystem clock's tick, so that the two files' times differ.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        write("12-07-19:05-plan-alpha.md");
+        let shown = artifacts(dir.path(), &mut HashMap::new()).unwrap();
+        let files: Vec<&str> = shown.iter().map(|a| a.file.as_str()).collect();
+        assert_eq!(
+            files,
+            ["12-07-19:05-plan-zeta.md", "12-07-19:05-plan-alpha.md"]
+        );
+        assert_eq!(
+            plan_version(dir.path()),
+            Some(shown[1].version()),
+            "the page's plan is the revision"
+        );
+    }
 
     /// A named pipe among a session's markdown files, journals or logs held a thread of the
     /// daemon for good at each view of its page (after a few hundred, the daemon answered

@@ -73,9 +73,23 @@ fn order(stamp: (u8, u8, u8, u8), created: Option<(u8, u8)>) -> (i16, u8, u8) {
 /// Sorts artifact file names oldest first, in a session created on `created`; names that are
 /// not artifacts' come first, by name.
 pub fn sort(files: &mut [String], created: Option<(u8, u8)>) {
+    sort_by_made(files, created, |_| ());
+}
+
+/// [`sort`], where two names of one minute are in the order `made` gives them (when each file
+/// was made, which the caller reads from the disk) before the order of their names.
+pub fn sort_by_made<T: Ord>(
+    files: &mut [String],
+    created: Option<(u8, u8)>,
+    made: impl Fn(&str) -> T,
+) {
+    // `made` is asked only of names of one minute: the caller reads it from the disk.
     files.sort_by(|a, b| {
         let key = |f: &String| parse(f).map(|n| order(n.stamp, created));
-        key(a).cmp(&key(b)).then_with(|| a.cmp(b))
+        key(a)
+            .cmp(&key(b))
+            .then_with(|| made(a).cmp(&made(b)))
+            .then_with(|| a.cmp(b))
     });
 }
 
@@ -85,6 +99,17 @@ pub fn newest<'a>(
     kind: &str,
     created: Option<(u8, u8)>,
 ) -> Option<&'a str> {
+    newest_by_made(files, kind, created, |_| ())
+}
+
+/// [`newest`], where of two names of one minute the one `made` gives the later key wins (a
+/// plan revised in the minute its rejected one was written), then the later name.
+pub fn newest_by_made<'a, T: Ord>(
+    files: impl IntoIterator<Item = &'a str>,
+    kind: &str,
+    created: Option<(u8, u8)>,
+    made: impl Fn(&str) -> T,
+) -> Option<&'a str> {
     files
         .into_iter()
         .filter_map(|file| parse(file).map(|name| (name, file)))
@@ -92,6 +117,7 @@ pub fn newest<'a>(
         .max_by(|(a, fa), (b, fb)| {
             order(a.stamp, created)
                 .cmp(&order(b.stamp, created))
+                .then_with(|| made(fa).cmp(&made(fb)))
                 .then_with(|| fa.cmp(fb))
         })
         .map(|(_, file)| file)
@@ -151,6 +177,29 @@ mod tests {
                 created
             ),
             Some("03-01-10:00-plan-a.md")
+        );
+    }
+
+    #[test]
+    fn of_two_plans_of_one_minute_the_one_made_later_is_newer() {
+        // A plan rejected and its revision written in the same minute, under another slug:
+        // the name's order would take the rejected one.
+        let (rejected, revised) = ("12-07-19:05-plan-zeta.md", "12-07-19:05-plan-alpha.md");
+        let made = |file: &str| u8::from(file == revised);
+        let created = created("26-12-07-login");
+        assert_eq!(newest([rejected, revised], "plan", created), Some(rejected));
+        assert_eq!(
+            newest_by_made([rejected, revised], "plan", created, made),
+            Some(revised)
+        );
+        let mut files = vec![revised.to_string(), rejected.to_string()];
+        sort_by_made(&mut files, created, made);
+        assert_eq!(files, [rejected, revised]);
+        // Another minute is still the name's.
+        let later = "12-07-19:06-plan-beta.md";
+        assert_eq!(
+            newest_by_made([later, rejected, revised], "plan", created, made),
+            Some(later)
         );
     }
 

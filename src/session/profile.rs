@@ -53,7 +53,8 @@ fn newest_plan(session_dir: &Path) -> Option<PathBuf> {
 
 /// The session's newest artifact of `kind` (`plan`: `MM-DD-HH:MM-plan-<slug>.md`), ordered by
 /// the time in its name from the day the session was created. Not the modification time:
-/// ticking steps rewrites an older plan too.
+/// ticking steps rewrites an older plan too. Of two names of one minute, the one made later
+/// ([`made_at`]).
 pub fn newest_artifact(session_dir: &Path, kind: &str) -> Option<PathBuf> {
     let files: Vec<String> = std::fs::read_dir(session_dir)
         .ok()?
@@ -63,8 +64,18 @@ pub fn newest_artifact(session_dir: &Path, kind: &str) -> Option<PathBuf> {
     let created = session_dir
         .file_name()
         .and_then(|name| artifact::created(&name.to_string_lossy()));
-    artifact::newest(files.iter().map(String::as_str), kind, created)
-        .map(|file| session_dir.join(file))
+    artifact::newest_by_made(files.iter().map(String::as_str), kind, created, |file| {
+        made_at(&session_dir.join(file))
+    })
+    .map(|file| session_dir.join(file))
+}
+
+/// When the file at `path` was made: its birth time, or where the filesystem keeps none its
+/// last change. Orders two artifacts whose names share a minute (a plan rejected and its
+/// revision written in that minute under another slug).
+pub fn made_at(path: &Path) -> Option<std::time::SystemTime> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    meta.created().or_else(|_| meta.modified()).ok()
 }
 
 #[cfg(test)]
@@ -124,5 +135,33 @@ mod tests {
         let picked = pick(Phase::Implementation, &dir);
         assert_eq!(picked.profile, Profile::Light);
         assert_eq!(picked.plan.as_deref(), Some("01-01-00:03-plan-login.md"));
+    }
+
+    /// A plan rejected and revised within one minute, the revision under another slug: the
+    /// revision is in force, though its name sorts first.
+    #[test]
+    fn a_plan_revised_in_the_minute_of_the_rejected_one_is_in_force() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("26-12-07-login");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(
+            dir.join("12-07-19:05-plan-zeta.md"),
+            "## Phase 1 (profile: max)\n- [ ] 1.1 x\n",
+        )
+        .unwrap();
+        // Past the filesystem clock's tick, so that the two files' times differ.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::fs::write(
+            dir.join("12-07-19:05-plan-alpha.md"),
+            "## Phase 1 (profile: light)\n- [ ] 1.1 x\n",
+        )
+        .unwrap();
+        let picked = pick(Phase::Implementation, &dir);
+        assert_eq!(picked.plan.as_deref(), Some("12-07-19:05-plan-alpha.md"));
+        assert_eq!(picked.profile, Profile::Light);
+        assert_eq!(
+            newest_artifact(&dir, "plan"),
+            Some(dir.join("12-07-19:05-plan-alpha.md"))
+        );
     }
 }
