@@ -171,9 +171,11 @@ impl Phase {
                 gated_next: None,
                 read_only: false,
             },
+            // The summary finds the work unfinished: back to quality, not a block a person
+            // must undo by hand.
             Phase::Done => &PhaseRules {
-                next: &[],
-                statuses: &[Finished, Blocked],
+                next: &[Phase::Quality],
+                statuses: &[Finished, Continue, Blocked],
                 waits: &[],
                 max_iterations: 3,
                 skill: "summary",

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
+
 use super::fixture::{Project, alive, git, wait_for};
 
 fn new_session(project: &Project, name: &str) -> super::fixture::Run {
@@ -287,6 +289,50 @@ fn an_invalid_transition_is_rejected_and_recorded() {
             .as_str()
             .unwrap()
             .starts_with("transition_not_allowed")
+    );
+}
+
+/// A summary that finds the work unfinished sends it back to quality: the done phase's only
+/// way out was a block a person had to undo by hand (nothing could send it back).
+#[test]
+fn a_summary_that_finds_the_work_unfinished_sends_it_back_to_quality() {
+    let mut project = Project::new();
+    project.through_both_gates("back");
+    project.env(
+        "SAMOCODE_FAKE",
+        r#"done=signal:{"status":"continue","phase":"quality"}"#,
+    );
+    // Every summary sends it back: the session's budget ends the loop.
+    let run = project.run(&["run", "--session", "back", "--max-iterations", "16"]);
+    run.expect(11);
+    let history = project.session("back").jsonl("_signal_history.jsonl");
+    let back: Vec<&Value> = history
+        .iter()
+        .filter(|row| row["from"] == "done" && row["to"] == "quality")
+        .collect();
+    assert!(!back.is_empty(), "{history:?}");
+    assert!(back.iter().all(|row| row["accepted"] == true), "{back:?}");
+    let iterations = project.session("back").jsonl("_iterations.jsonl");
+    let phases: Vec<&str> = iterations
+        .iter()
+        .filter_map(|row| row["phase"].as_str())
+        .collect();
+    let summary = phases.iter().position(|p| *p == "done").unwrap();
+    assert_eq!(phases.get(summary + 1), Some(&"quality"), "{phases:?}");
+    // Any other way out of the summary is still refused.
+    let mut other = Project::new();
+    other.through_both_gates("jump");
+    other.env(
+        "SAMOCODE_FAKE",
+        r#"done=signal:{"status":"continue","phase":"implementation"}"#,
+    );
+    let run = other.run(&["run", "--session", "jump"]);
+    run.expect(11);
+    assert!(
+        run.stdout()
+            .contains("the done phase may not move to implementation"),
+        "{}",
+        run.stdout()
     );
 }
 
