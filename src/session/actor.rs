@@ -1034,7 +1034,14 @@ impl SessionActor {
         // A few small reads of git's files per attempt on the common path; git runs only
         // when the folder is gone.
         if tree.path.exists() {
-            return worktree::check_own(&tree, &self.project.main_repo).await;
+            worktree::check_own(&tree, &self.project.main_repo).await?;
+            // A state derived again (a Python session's, one deleted or moved away) has no
+            // base: the branch's fork point from the base branch, found once and saved with
+            // the attempt's record (git runs again only where it cannot tell).
+            if run.state.base.is_none() {
+                run.state.base = worktree::base_of(&self.project, &tree.path).await;
+            }
+            return Ok(());
         }
         // Not where the state says, but where WORKTREES puts it now (the project moved, or
         // WORKTREES changed): the session goes on there, once it is its own; it is not made

@@ -261,6 +261,8 @@ fn a_state_deleted_at_a_gate_comes_back_waiting_at_it() {
             .count()
     };
     let planned = planning(&s);
+    let base = s.state()["base"].clone();
+    assert!(base["commit"].is_string(), "{base}");
     std::fs::remove_file(s.path("_state.json")).unwrap();
     let rows = project.status();
     assert_eq!(
@@ -271,6 +273,18 @@ fn a_state_deleted_at_a_gate_comes_back_waiting_at_it() {
     project.run(&["approve", "gate"]).expect(0);
     project.run(&["run", "--session", "gate"]).expect(0);
     assert_eq!(planning(&s), planned, "the planning attempt was paid again");
+    // The base the change is measured against is found again: the agents of the phases after
+    // are told it.
+    assert_eq!(s.state()["base"], base);
+    assert!(
+        s.read("_logs/contexts.md").contains(&format!(
+            "Base: {} at {}",
+            base["branch"].as_str().unwrap(),
+            base["commit"].as_str().unwrap()
+        )),
+        "{}",
+        s.read("_logs/contexts.md")
+    );
     assert!(
         s.read("session.log")
             .contains("state derived from _overview.md and the journals"),
