@@ -214,12 +214,20 @@ impl Registry {
     /// The folder of the one session a name (folder or short name) means.
     pub fn named(&self, session: &str) -> Result<PathBuf, String> {
         // A folder that is gone (its project moved) is no session to act on by name.
-        let there = self.entries.keys().filter(|dir| dir.exists());
-        match name::named_among(there.map(PathBuf::as_path), session) {
+        let (there, gone): (Vec<&PathBuf>, Vec<&PathBuf>) =
+            self.entries.keys().partition(|dir| dir.exists());
+        match name::named_among(there.into_iter().map(PathBuf::as_path), session) {
             Ok(dir) => Ok(dir.to_path_buf()),
-            Err(0) => Err(format!(
-                "the daemon drives no session {session:?} (a session run with samocode run is acted on from the command line)"
-            )),
+            Err(0) => match name::named_among(gone.into_iter().map(PathBuf::as_path), session) {
+                Ok(dir) => Err(format!(
+                    "the folder of session {session:?} is gone from {} (moved, deleted, or on a disk not mounted): nothing was done; put it back, or hand it over from its new place with `samocode start --session {}` in its project",
+                    dir.display(),
+                    name::short_name(&dir.file_name().unwrap_or_default().to_string_lossy()),
+                )),
+                Err(_) => Err(format!(
+                    "the daemon drives no session {session:?} (a session run with samocode run is acted on from the command line)"
+                )),
+            },
             Err(_) => Err(format!(
                 "{session:?} names several sessions; use the full folder name"
             )),
@@ -429,5 +437,26 @@ mod tests {
         // Held back by a usage limit or the fleet budget: no slot asked for.
         assert_eq!(state_word(None, Slot::None), "queued");
         assert_eq!(state_word(Some(&Settled::Stopped), Slot::None), "stopped");
+    }
+
+    /// A session whose folder is gone (a project moved, a disk not mounted) was "no session"
+    /// to a command by its name, as if the daemon had never held it.
+    #[test]
+    fn a_name_whose_folder_is_gone_is_told_so() {
+        let root = tempfile::tempdir().unwrap();
+        let gone = root.path().join("26-12-07-login");
+        let there = root.path().join("26-12-07-other");
+        std::fs::create_dir(&there).unwrap();
+        let mut registry = Registry::new(1);
+        for dir in [&gone, &there] {
+            registry.parked_without_actor(dir.clone(), root.path().into(), Settled::Stopped);
+        }
+        assert_eq!(registry.named("other"), Ok(there));
+        let said = registry.named("login").unwrap_err();
+        assert!(said.contains("is gone from"), "{said}");
+        assert!(said.contains(&gone.display().to_string()), "{said}");
+        assert!(said.contains("`samocode start --session login`"), "{said}");
+        let said = registry.named("nothing").unwrap_err();
+        assert!(said.starts_with("the daemon drives no session"), "{said}");
     }
 }
