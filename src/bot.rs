@@ -646,20 +646,8 @@ impl Telegram {
         else {
             return Err("the daemon did not answer".into());
         };
-        // A folder that is gone (its project moved) is no session to act on by name.
-        let there = sessions
-            .iter()
-            .map(|s| s.dir.as_path())
-            .filter(|dir| dir.exists());
-        match crate::session::name::named_among(there, name) {
-            Ok(dir) => Ok(SessionFolder::new(dir)),
-            Err(0) => Err(format!(
-                "the daemon drives no session {name:?} (a session run with samocode run is acted on from the command line)"
-            )),
-            Err(_) => Err(format!(
-                "{name:?} names several sessions; use the full folder name"
-            )),
-        }
+        let dirs = sessions.iter().map(|s| s.dir.as_path());
+        crate::supervisor::by_name(dirs, name, |_| None).map(SessionFolder::new)
     }
 
     async fn status(&self, supervisor: &ActorRef<SupervisorMsg>) -> String {

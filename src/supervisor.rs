@@ -23,6 +23,7 @@
 mod fleet;
 pub(crate) mod owned;
 mod registry;
+pub use registry::by_name;
 mod watch;
 
 use std::collections::HashMap;

@@ -211,27 +211,23 @@ impl Registry {
         })
     }
 
-    /// The folder of the one session a name (folder or short name) means.
+    /// The folder of the one session a name (folder or short name) means: one renamed in its
+    /// sessions folder since it was listed is known by its new name.
     pub fn named(&self, session: &str) -> Result<PathBuf, String> {
-        // A folder that is gone (its project moved) is no session to act on by name.
-        let (there, gone): (Vec<&PathBuf>, Vec<&PathBuf>) =
-            self.entries.keys().partition(|dir| dir.exists());
-        match name::named_among(there.into_iter().map(PathBuf::as_path), session) {
-            Ok(dir) => Ok(dir.to_path_buf()),
-            Err(0) => match name::named_among(gone.into_iter().map(PathBuf::as_path), session) {
-                Ok(dir) => Err(format!(
-                    "the folder of session {session:?} is gone from {} (moved, deleted, or on a disk not mounted): nothing was done; put it back, or hand it over from its new place with `samocode start --session {}` in its project",
-                    dir.display(),
-                    name::short_name(&dir.file_name().unwrap_or_default().to_string_lossy()),
-                )),
-                Err(_) => Err(format!(
-                    "the daemon drives no session {session:?} (a session run with samocode run is acted on from the command line)"
-                )),
-            },
-            Err(_) => Err(format!(
-                "{session:?} names several sessions; use the full folder name"
-            )),
-        }
+        by_name(self.entries.keys().map(PathBuf::as_path), session, |gone| {
+            self.renamed_to(gone)
+        })
+    }
+
+    /// Where the folder listed at `gone` is now, when it was renamed beside where it was (one
+    /// read of that folder; only for a name no folder there answers to).
+    fn renamed_to(&self, gone: &Path) -> Option<PathBuf> {
+        let wanted = self.entries.get(gone)?.identity?;
+        std::fs::read_dir(gone.parent()?)
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .find(|path| identity(path) == Some(wanted))
     }
 
     /// Every session the daemon drives or drove, but those another worker drives now (shown
@@ -426,6 +422,39 @@ fn state_word(settled: Option<&Settled>, slot: Slot) -> &'static str {
     }
 }
 
+/// The folder of the one session among `dirs` that `session` (a folder or short name) names.
+/// A folder that is gone is no session to act on: the one `renamed` finds in its place is
+/// (`None` where that is not known), else the refusal says the folder is gone.
+pub fn by_name<'a>(
+    dirs: impl IntoIterator<Item = &'a Path>,
+    session: &str,
+    renamed: impl Fn(&Path) -> Option<PathBuf>,
+) -> Result<PathBuf, String> {
+    let (there, gone): (Vec<&Path>, Vec<&Path>) = dirs.into_iter().partition(|dir| dir.exists());
+    let several = || format!("{session:?} names several sessions; use the full folder name");
+    match name::named_among(there, session) {
+        Ok(dir) => return Ok(dir.to_path_buf()),
+        Err(0) => {}
+        Err(_) => return Err(several()),
+    }
+    let moved: Vec<PathBuf> = gone.iter().filter_map(|dir| renamed(dir)).collect();
+    match name::named_among(moved.iter().map(PathBuf::as_path), session) {
+        Ok(dir) => return Ok(dir.to_path_buf()),
+        Err(0) => {}
+        Err(_) => return Err(several()),
+    }
+    match name::named_among(gone, session) {
+        Ok(dir) => Err(format!(
+            "the folder of session {session:?} is gone from {} (moved, deleted, or on a disk not mounted): nothing was done; put it back, or hand it over from its new place with `samocode start --session {}` in its project",
+            dir.display(),
+            name::short_name(&dir.file_name().unwrap_or_default().to_string_lossy()),
+        )),
+        Err(_) => Err(format!(
+            "the daemon drives no session {session:?} (a session run with samocode run is acted on from the command line)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,5 +487,22 @@ mod tests {
         assert!(said.contains("`samocode start --session login`"), "{said}");
         let said = registry.named("nothing").unwrap_err();
         assert!(said.starts_with("the daemon drives no session"), "{said}");
+    }
+
+    /// A folder renamed under the daemon took commands by its new name from the command line
+    /// only: Telegram's, by name, found no such session until a restart.
+    #[test]
+    fn a_folder_renamed_since_it_was_listed_answers_to_its_new_name() {
+        let root = tempfile::tempdir().unwrap();
+        let old = root.path().join("26-12-07-login");
+        std::fs::create_dir(&old).unwrap();
+        let mut registry = Registry::new(1);
+        registry.parked_without_actor(old.clone(), root.path().into(), Settled::Stopped);
+        let new = root.path().join("26-12-07-signin");
+        std::fs::rename(&old, &new).unwrap();
+        assert_eq!(registry.named("signin"), Ok(new.clone()));
+        assert_eq!(registry.named("26-12-07-signin"), Ok(new));
+        let said = registry.named("login").unwrap_err();
+        assert!(said.contains("is gone from"), "{said}");
     }
 }
