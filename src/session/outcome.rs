@@ -203,6 +203,17 @@ impl SessionActor {
         report: AttemptReport,
         then: Then,
     ) -> Result<(), ActorProcessingErr> {
+        // The agent had ended by itself, its signal written and valid, before the stop reached
+        // it (a child it left held its output through the kill grace, or the stop came a
+        // moment late): its iteration is done and is taken as any other's, then the stop holds.
+        if matches!(report.end, ProcessEnd::Exited(_)) && self.evaluate(run, flight.phase).is_ok() {
+            run.store.log(&format!(
+                "attempt {}: the agent had ended with a valid signal before it was stopped; the signal is taken",
+                flight.attempt
+            ));
+            self.attempt_over(myself, run, flight, report).await?;
+            return self.stop_after_the_verdict(myself, run, then);
+        }
         let mut row = self.take_report(run, &flight, &report);
         self.release_slot(run);
         row.outcome = AttemptOutcome::Interrupted;
@@ -238,6 +249,35 @@ impl SessionActor {
             Then::Exit => {
                 run.store
                     .log("stopped by the worker during an attempt; it will be retried");
+                run.life = Life::Ready;
+                myself.stop(Some(super::actor::STOP_SHUTDOWN.into()));
+                Ok(())
+            }
+        }
+    }
+
+    /// What a stop asked of an attempt whose verdict was taken: a person's `stop` parks a
+    /// session the verdict left runnable (one it parked stays so); `tell --now` has nothing
+    /// to run again (its note goes to the next iteration); the worker's own stop ends the actor.
+    fn stop_after_the_verdict(
+        &self,
+        myself: &ActorRef<SessionMsg>,
+        run: &mut SessionRun,
+        then: Then,
+    ) -> Result<(), ActorProcessingErr> {
+        match then {
+            Then::Park if run.state.status.is_runnable() => {
+                // The next attempt the verdict scheduled must not run.
+                run.generation += 1;
+                let _ = crate::protocol::gate::stop(&mut run.state, Timestamp::now());
+                run.save()?;
+                self.settle(run, Settled::Stopped)
+            }
+            Then::Park | Then::Rerun => Ok(()),
+            Then::Exit => {
+                if run.unsaved {
+                    run.save()?;
+                }
                 run.life = Life::Ready;
                 myself.stop(Some(super::actor::STOP_SHUTDOWN.into()));
                 Ok(())

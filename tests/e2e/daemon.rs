@@ -1657,3 +1657,81 @@ fn the_browser_is_not_given_the_login_token_on_its_command_line() {
     let mode = std::fs::metadata(&page).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 }
+
+/// Starts session `name` on the daemon with an agent that leaves a child holding its output
+/// (`escape`): once the agent has written its signal and ended, the attempt is not over until
+/// the kill grace ends or the child is gone. Waits for that moment.
+fn start_until_the_agent_ended(project: &Project, name: &str) -> Session {
+    project
+        .run(&["start", "--session", name, "--dive", "d", "--task", "t"])
+        .expect(0);
+    let s = project.session(name);
+    wait_for(Duration::from_secs(30), "the agent's signal", || {
+        s.path("_signal.json").exists()
+    });
+    // The agent exits right after it writes the signal.
+    std::thread::sleep(Duration::from_millis(500));
+    s
+}
+
+/// A stop that reached an attempt whose agent had already ended well, its signal written (a
+/// child it left held its output through the kill grace), threw the verdict away: the
+/// attempt was journaled interrupted, and its iteration ran again at the resume.
+#[test]
+fn a_stop_after_the_agent_ended_well_keeps_its_iteration() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation=escape");
+    project.env("SAMOCODE_KILL_GRACE", "5s");
+    let _daemon = project.daemon(&[]);
+    let s = start_until_the_agent_ended(&project, "late");
+    project.run(&["stop", "late"]).expect(0);
+    wait_for(Duration::from_secs(30), "the attempt's end", || {
+        s.path("_iterations.jsonl").exists()
+    });
+    wait_for(Duration::from_secs(30), "the stop", || {
+        s.state()["status"]["state"] == "stopped"
+    });
+    let rows = s.jsonl("_iterations.jsonl");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["outcome"], "ok", "{rows:?}");
+    assert_eq!(s.state()["phase"], "requirements");
+    project.run(&["resume", "late"]).expect(0);
+    wait_for(Duration::from_secs(30), "the questions", || {
+        s.state()["status"]["for"] == "qa_answers"
+    });
+    let phases: Vec<String> = s
+        .jsonl("_iterations.jsonl")
+        .iter()
+        .map(|r| r["phase"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        phases,
+        ["investigation", "requirements"],
+        "nothing ran twice"
+    );
+}
+
+/// `tell --now` to an attempt whose agent had already ended well: its verdict is taken, and
+/// the note goes to the next iteration rather than the same one run again.
+#[test]
+fn a_note_now_after_the_agent_ended_well_goes_to_the_next_iteration() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation=escape");
+    project.env("SAMOCODE_KILL_GRACE", "5s");
+    let _daemon = project.daemon(&[]);
+    let s = start_until_the_agent_ended(&project, "note");
+    project
+        .run(&["tell", "note", "use the files store", "--now"])
+        .expect(0);
+    wait_for(Duration::from_secs(30), "the questions", || {
+        s.state()["status"]["for"] == "qa_answers"
+    });
+    let rows = s.jsonl("_iterations.jsonl");
+    let phases: Vec<&str> = rows.iter().map(|r| r["phase"].as_str().unwrap()).collect();
+    assert_eq!(phases, ["investigation", "requirements"], "{rows:?}");
+    assert_eq!(rows[0]["outcome"], "ok", "{rows:?}");
+    assert!(
+        s.read("_logs/contexts.md").contains("use the files store"),
+        "the note reached the next iteration"
+    );
+}
