@@ -43,6 +43,10 @@ pub enum GateError {
         state: &'static str,
         reason: String,
     },
+    /// stop on a stopped session: it stays as it was stopped (its notice and its buttons with
+    /// it; a stop again would have told people again and made those buttons stale).
+    #[error("session {name} is stopped already; `samocode resume {name}` continues it")]
+    AlreadyStopped { name: String },
     /// reject without a reason.
     #[error("reject needs a reason (--reason TEXT) for the planning agent to act on")]
     EmptyReason,
@@ -307,7 +311,11 @@ pub fn stop(state: &mut SessionState, now: Timestamp) -> Result<GateEffect, Gate
             });
         }
         RunState::Waiting { wait_for, .. } => Some(*wait_for),
-        RunState::Stopped { waiting_for, .. } => *waiting_for,
+        RunState::Stopped { .. } => {
+            return Err(GateError::AlreadyStopped {
+                name: state.name.clone(),
+            });
+        }
         _ => None,
     };
     state.status = RunState::Stopped {
@@ -649,7 +657,14 @@ mod tests {
         // Stopped at the plan gate: approve still works, and resume goes back to the gate.
         let mut state = waiting(Phase::Planning, WaitFor::PlanApproval);
         stop(&mut state, Timestamp::now()).unwrap();
-        stop(&mut state, Timestamp::now()).unwrap();
+        // A second stop changes nothing, and says how to go on.
+        let stopped = state.status.clone();
+        let again = stop(&mut state, Timestamp::now()).unwrap_err().to_string();
+        assert!(
+            again.contains("stopped already") && again.contains("`samocode resume s`"),
+            "{again}"
+        );
+        assert_eq!(state.status, stopped);
         resume(&mut state, true).unwrap();
         assert!(matches!(state.status, RunState::Waiting { .. }));
         stop(&mut state, Timestamp::now()).unwrap();

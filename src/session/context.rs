@@ -293,16 +293,15 @@ mod tests {
         );
     }
 
-    /// The done phase takes `done` or `blocked`, never `continue`: the context must not offer
-    /// staying, or an agent following it literally is blocked.
+    /// The summary may send unfinished work back to quality: its context offers that move,
+    /// and no other.
     #[test]
-    fn a_phase_without_continue_offers_no_move() {
+    fn the_summary_is_offered_the_way_back_to_quality() {
         let now = Timestamp::now();
         let mut state = SessionState::new("26-11-24-auth", "why?", "do it", now);
         state.enter_phase(Phase::Done);
         let text = rendered(&state, now);
         let moves = header_value(&text, "May move to").unwrap();
-        assert!(!moves.contains("done"), "{moves}");
-        assert!(moves.starts_with("none"), "{moves}");
+        assert_eq!(moves, "done (stay), quality");
     }
 }
