@@ -1131,7 +1131,7 @@ impl SessionActor {
     ) -> Result<worktree::Worktree, worktree::WorktreeError> {
         let folder = run.store.name();
         let claimed = run.state.branch.clone();
-        let tree = worktree::prepare(
+        let prepared = worktree::prepare(
             &self.project,
             &folder,
             name::short_name(&folder),
@@ -1148,7 +1148,25 @@ impl SessionActor {
                     })
             },
         )
-        .await?;
+        .await;
+        let tree = match prepared {
+            Ok(tree) => tree,
+            // Another git made that branch first (or it clashes with one): it is not this
+            // session's, whatever the claim saved before git ran said.
+            Err(
+                error @ (worktree::WorktreeError::BranchTaken { .. }
+                | worktree::WorktreeError::BranchClash { .. }),
+            ) if claimed.is_none() && run.state.branch.is_some() => {
+                run.state.branch = None;
+                if let Err(unsaved) = run.store.save(&mut run.state) {
+                    run.store.log(&format!(
+                        "the branch this session was about to make is another's, and that could not be saved ({unsaved}): do not resume it, start it under another name"
+                    ));
+                }
+                return Err(error);
+            }
+            Err(error) => return Err(error),
+        };
         run.state.worktree = Some(tree.path.clone());
         run.state.branch = Some(tree.branch.clone());
         if run.state.base.is_none() {

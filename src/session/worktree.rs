@@ -59,6 +59,16 @@ pub enum WorktreeError {
         "branch {branch} already exists in {repo}; a new session does not take over a branch it did not make: name the session differently, set BRANCH_PREFIX in .samocode (branches become PREFIX/NAME), or rename that branch, then `samocode resume`"
     )]
     BranchTaken { branch: String, repo: PathBuf },
+    /// The branch cannot be made: a branch of the repository is a folder of its name's, or
+    /// its name a folder of that branch's (`fix` beside `fix/login`).
+    #[error(
+        "branch {branch} cannot be made in {repo} ({detail}): git keeps a branch name and a folder of branch names apart; name the session differently or set BRANCH_PREFIX in .samocode (branches become PREFIX/NAME), then `samocode resume`"
+    )]
+    BranchClash {
+        branch: String,
+        repo: PathBuf,
+        detail: String,
+    },
     /// The session's worktree is gone, and so is its branch.
     #[error(
         "the session's worktree {path} is gone, and its branch {branch} is not in {repo}; restore the branch (or start a new session)"
@@ -308,12 +318,56 @@ pub async fn prepare(
     }
     claim(&branch)?;
     let path_text = path.to_string_lossy().into_owned();
-    git(
+    // `--no-track`: a branch made from `origin/main` would track it, and a plain `git push`
+    // of the session's work (with `push.default=upstream`) would go to the team's main.
+    let added = git(
         repo,
-        &["worktree", "add", "-b", &branch, "--", &path_text, &base],
+        &[
+            "worktree",
+            "add",
+            "--no-track",
+            "-b",
+            &branch,
+            "--",
+            &path_text,
+            &base,
+        ],
     )
-    .await?;
-    Ok(Worktree { path, branch })
+    .await;
+    match added {
+        Ok(_) => Ok(Worktree { path, branch }),
+        Err(error) => Err(not_made(error, branch, repo)),
+    }
+}
+
+/// The error of a `git worktree add -b` that made no branch because another git process (a
+/// session of another worker, a person) got there first, or because a branch is a folder of
+/// this name's: said as such, so that the session does not take the branch for its own.
+fn not_made(error: WorktreeError, branch: String, repo: &Path) -> WorktreeError {
+    let WorktreeError::Git { detail, .. } = &error else {
+        return error;
+    };
+    if detail.contains(&format!("a branch named '{branch}' already exists"))
+        || detail.contains("reference already exists")
+    {
+        return WorktreeError::BranchTaken {
+            branch,
+            repo: repo.to_path_buf(),
+        };
+    }
+    if detail.contains("cannot lock ref") && detail.contains("exists") {
+        return WorktreeError::BranchClash {
+            branch,
+            repo: repo.to_path_buf(),
+            detail: detail
+                .lines()
+                .find(|l| l.contains("cannot lock ref"))
+                .unwrap_or(detail)
+                .trim()
+                .to_string(),
+        };
+    }
+    error
 }
 
 /// Checks out the existing `branch` at `path`, once git has forgotten any worktree of it whose

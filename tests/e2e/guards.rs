@@ -1,5 +1,6 @@
 //! What keeps a session safe: names, the worker lock, old sessions, configuration errors.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -331,7 +332,6 @@ fn a_relative_agent_path_is_taken_from_where_it_was_given_and_a_missing_one_is_r
     // A program that is not there, or that cannot start (a script without `#!`, or naming an
     // interpreter that is not there), is refused before a session folder or a worktree is
     // made, by a dry run too.
-    use std::os::unix::fs::PermissionsExt;
     // A binary of another machine, and one whose program loader is not there (an Alpine
     // build on a glibc system): the kernel would not start either.
     let binary = std::fs::read("/bin/true").unwrap();
@@ -920,7 +920,6 @@ fn a_worktree_folder_that_is_no_longer_the_sessions_own_blocks_before_the_agent(
 /// the session, and every session of the daemon, where no `stop` reached it.
 #[test]
 fn the_repositorys_hooks_do_not_run_for_samocodes_own_git_commands() {
-    use std::os::unix::fs::PermissionsExt;
     let project = Project::new();
     let ran = project.root.join("hook-ran");
     let hook = project.repo.join(".git/hooks/post-checkout");
@@ -1033,4 +1032,116 @@ fn a_worktree_moved_with_worktrees_is_found_where_worktrees_puts_it() {
         project.session("moved").state()["worktree"],
         new.display().to_string()
     );
+}
+
+/// A session made from a remote's branch (a clone, with no BASE_BRANCH) tracked it: a plain
+/// `git push` of the session's work (with `push.default=upstream`) went to the team's main,
+/// and each session wrote a section of `.git/config` (another git's lock there blocked
+/// inits).
+#[test]
+fn a_session_branch_made_from_a_remote_branch_tracks_nothing() {
+    let project = Project::new();
+    let origin = project.root.join("origin.git");
+    git(
+        &project.root,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            &project.repo.display().to_string(),
+            &origin.display().to_string(),
+        ],
+    );
+    git(
+        &project.repo,
+        &["remote", "add", "origin", &origin.display().to_string()],
+    );
+    git(&project.repo, &["fetch", "-q", "origin"]);
+    git(&project.repo, &["remote", "set-head", "origin", "-a"]);
+    project
+        .run(&["run", "--session", "solo", "--dive", "d", "--task", "t"])
+        .expect(10);
+    let base = project.session("solo").state()["base"]["branch"].clone();
+    assert!(base.as_str().unwrap().starts_with("origin/"), "{base}");
+    let upstream = git(
+        &project.repo,
+        &["for-each-ref", "--format=%(upstream)", "refs/heads/solo"],
+    );
+    assert_eq!(
+        upstream.trim(),
+        "",
+        "the session's branch tracks {upstream}"
+    );
+    let config = std::fs::read_to_string(project.repo.join(".git/config")).unwrap();
+    assert!(!config.contains("[branch \"solo\"]"), "{config}");
+}
+
+/// Another git (a session of another worker on the same repository) made the branch between
+/// the session's look and its `git worktree add`: the session blocked with git's words, its
+/// state claiming the branch, and a later resume took the other session's branch and its
+/// commits for its own.
+#[test]
+fn a_branch_another_git_made_first_is_never_taken_for_the_sessions_own() {
+    let mut project = Project::new();
+    let real = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "command -v git"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let bin = project.root.join("racing-git");
+    std::fs::create_dir(&bin).unwrap();
+    let wrapper = bin.join("git");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n# Another git makes the branch first.\ndir=.; next=; b=\nfor a in \"$@\"; do\n  case \"$next\" in C) dir=$a;; b) b=$a;; esac\n  next=\n  case \"$a\" in -C) next=C;; -b) next=b;; esac\ndone\n[ -n \"$b\" ] && {real} -C \"$dir\" branch \"$b\" HEAD\nexec {real} \"$@\"\n",
+            real = real.trim()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    project.env("PATH", &path);
+    blocks_at_init(
+        &project,
+        "race",
+        &["does not take over a branch it did not make"],
+    );
+    let s = project.session("race");
+    assert!(s.state()["branch"].is_null(), "{}", s.state());
+    // The other session's work on its branch.
+    commit(&project.repo, "theirs.txt", "theirs");
+    let theirs = git(&project.repo, &["rev-parse", "HEAD"]);
+    git(&project.repo, &["branch", "-f", "race", theirs.trim()]);
+    project.env("PATH", &std::env::var("PATH").unwrap());
+    project.run(&["resume", "race"]).expect(0);
+    let run = project.run(&["run", "--session", "race"]);
+    run.expect(11);
+    assert!(
+        run.stdout()
+            .contains("does not take over a branch it did not make"),
+        "{}",
+        run.stdout()
+    );
+    assert!(s.state()["worktree"].is_null(), "{}", s.state());
+}
+
+/// A session whose branch would be a folder of another branch's (`fix` beside `fix/login`)
+/// was blocked with git's words and advice (`resume`) that could not help.
+#[test]
+fn a_branch_name_that_clashes_with_a_branch_folder_is_explained() {
+    let project = Project::new();
+    git(&project.repo, &["branch", "fix/login"]);
+    blocks_at_init(
+        &project,
+        "fix",
+        &[
+            "cannot be made",
+            "name the session differently or set BRANCH_PREFIX",
+        ],
+    );
+    assert!(project.session("fix").state()["branch"].is_null());
 }
