@@ -464,6 +464,27 @@ pub async fn dispatch(
     if drives {
         output::drive_on_without_output();
     }
+    let a_persons = matches!(
+        cli.command,
+        Command::Start(_)
+            | Command::Parallel { .. }
+            | Command::Answer(_)
+            | Command::Approve(_)
+            | Command::Reject(_)
+            | Command::Resume(_)
+            | Command::Stop(_)
+            | Command::Tell(_)
+            | Command::Dashboard(_)
+    );
+    // An agent that answers its own questions or approves a plan opens gates meant for
+    // people (also through the session's files, where no daemon would check).
+    if a_persons
+        && let Some(agent) = crate::agent::reaper::agent_behind(std::process::id() as i32, None)
+    {
+        return Err(CliError::usage(anyhow::anyhow!(
+            crate::control::not_a_person(&agent)
+        )));
+    }
     match cli.command {
         Command::Run(args) => run::run(args, &config, shutdown).await,
         Command::Supervise(_) => daemon::supervise(&config, shutdown).await,

@@ -103,6 +103,21 @@ impl Request {
             Request::Dashboard => "dashboard".into(),
         }
     }
+
+    /// Whether only a person may ask it: all but `status` (a dashboard login opens the gates
+    /// too).
+    fn a_persons(&self) -> bool {
+        !matches!(self, Request::Status)
+    }
+}
+
+/// Why a person's request from `asker` is refused: it is an agent's, which may not open its
+/// own gates (answer its questions, approve a plan) nor act on other sessions, budgets and
+/// logins.
+pub fn not_a_person(asker: &str) -> String {
+    format!(
+        "refused: this comes from {asker}, and an agent may not act as a person: answers, approvals, stops, notes, budgets, logins and new sessions are people's (from a terminal, Telegram or the dashboard); an agent that needs a person says so in its signal (`waiting` or `blocked`)"
+    )
 }
 
 /// What the daemon answers.
@@ -423,40 +438,53 @@ async fn answer(
     supervisor: ActorRef<SupervisorMsg>,
     dashboard: DashboardHandle,
 ) -> std::io::Result<()> {
+    // Who asks: a process of an agent's (by its markers, or below this daemon, which adopts
+    // what agents leave) is no person.
+    let asker = stream.peer_cred().ok().and_then(|cred| cred.pid());
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read.take(MAX_REQUEST + 1));
     let mut line = Vec::new();
-    let response =
-        match tokio::time::timeout(READ_TIMEOUT, reader.read_until(b'\n', &mut line)).await {
-            Err(_) => Response::error(
-                format!(
-                    "no request within {}",
-                    humantime::format_duration(READ_TIMEOUT)
-                ),
-                2,
+    let response = match tokio::time::timeout(READ_TIMEOUT, reader.read_until(b'\n', &mut line))
+        .await
+    {
+        Err(_) => Response::error(
+            format!(
+                "no request within {}",
+                humantime::format_duration(READ_TIMEOUT)
             ),
-            Ok(Err(error)) => return Err(error),
-            Ok(Ok(_)) if line.len() as u64 > MAX_REQUEST => {
-                Response::error(format!("the request is longer than {MAX_REQUEST} bytes"), 2)
+            2,
+        ),
+        Ok(Err(error)) => return Err(error),
+        Ok(Ok(_)) if line.len() as u64 > MAX_REQUEST => {
+            Response::error(format!("the request is longer than {MAX_REQUEST} bytes"), 2)
+        }
+        Ok(Ok(_)) => match parse_request(&line) {
+            Ok(request)
+                if request.a_persons()
+                    && let Some(agent) = asker.and_then(|pid| {
+                        crate::agent::reaper::agent_behind(pid, Some(std::process::id() as i32))
+                    }) =>
+            {
+                tracing::warn!(request = %request.name(), %agent, "an agent's process asked as a person; refused");
+                Response::error(not_a_person(&agent), 2)
             }
-            Ok(Ok(_)) => match parse_request(&line) {
-                Ok(Request::Dashboard) => dashboard.login(),
-                Ok(request) => {
-                    use tracing::Instrument;
-                    // A short root span per request, outside the server task's own context.
-                    let span = tracing::info_span!(
-                        parent: None,
-                        "control",
-                        "samocode.request" = %request.name(),
-                        "samocode.reply" = tracing::field::Empty,
-                    );
-                    let response = ask(&supervisor, request).instrument(span.clone()).await;
-                    span.record("samocode.reply", response.kind());
-                    response
-                }
-                Err(response) => response,
-            },
-        };
+            Ok(Request::Dashboard) => dashboard.login(),
+            Ok(request) => {
+                use tracing::Instrument;
+                // A short root span per request, outside the server task's own context.
+                let span = tracing::info_span!(
+                    parent: None,
+                    "control",
+                    "samocode.request" = %request.name(),
+                    "samocode.reply" = tracing::field::Empty,
+                );
+                let response = ask(&supervisor, request).instrument(span.clone()).await;
+                span.record("samocode.reply", response.kind());
+                response
+            }
+            Err(response) => response,
+        },
+    };
     let mut out = serde_json::to_vec(&Envelope {
         v: VERSION,
         body: response,

@@ -135,6 +135,51 @@ fn environ_of(pid: i32) -> Option<Vec<u8>> {
         .find(|environ| !environ.is_empty())
 }
 
+/// Whose agent the process `pid` is: the attempt named by [`ATTEMPT_MARKER`] in the
+/// environment of it or of its first ancestor that carries one, said as "the agent of session
+/// FOLDER (attempt ID)"; or, below `starter` (a worker that is the subreaper of what it starts,
+/// so that an orphan an agent left, its environment cleared, is adopted by it), "a process
+/// the daemon started". `None` for a person's process.
+pub fn agent_behind(pid: i32, starter: Option<i32>) -> Option<String> {
+    let value = |environ: &[u8], key: &str| {
+        let prefix = entry(key, b"");
+        environ
+            .split(|b| *b == 0)
+            .find_map(|var| var.strip_prefix(prefix.as_slice()))
+            .map(|value| String::from_utf8_lossy(value).into_owned())
+    };
+    let mut at = pid;
+    // Deep enough for any shell's nesting; a loop in a read of a changing tree ends too.
+    for _ in 0..256 {
+        if at <= 1 {
+            return None;
+        }
+        if at != pid && Some(at) == starter {
+            return Some(format!("a process the daemon started (pid {pid})"));
+        }
+        if let Some(environ) = environ_of(at)
+            && let Some(attempt) = value(&environ, ATTEMPT_MARKER)
+        {
+            let session = value(&environ, SESSION_MARKER).unwrap_or_default();
+            let folder = Path::new(&session)
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or(session);
+            return Some(format!("the agent of session {folder} (attempt {attempt})"));
+        }
+        at = parent_of(at)?;
+    }
+    None
+}
+
+/// The parent of process `pid`, from `/proc/PID/stat` (its name, in parentheses, may hold
+/// spaces and parentheses: the fields are read after the last `)`).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Held (shared) by whoever starts an agent in a group of its own, from before the spawn until
 /// the new pid is known to its `live` table, and (exclusive) by [`reap_adopted`]: otherwise an
 /// agent that exits at once could be taken for an adopted orphan and reaped here before it
@@ -298,6 +343,54 @@ mod tests {
     use std::os::unix::process::CommandExt;
     use std::process::Command;
     use std::time::{Duration, Instant};
+
+    /// A command the agent runs to act as a person (`samocode answer` for its own questions)
+    /// is known for an agent's: by its markers, also when it cleared them (its parent's are
+    /// read), and below a worker that adopts what agents leave, whatever its environment.
+    #[test]
+    fn an_agents_process_is_known_for_one_and_a_persons_is_not() {
+        use std::io::BufRead;
+        let mut agent = Command::new("sh")
+            .args([
+                "-c",
+                "env -u SAMOCODE_SESSION -u SAMOCODE_ATTEMPT sleep 30 & echo $!; wait",
+            ])
+            .env(SESSION_MARKER, "/p/sessions/26-12-07-own")
+            .env(ATTEMPT_MARKER, "f7-a1")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(agent.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let cleared: i32 = line.trim().parse().unwrap();
+        // Until it has exec'd, /proc shows the shell's own environment.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read(format!("/proc/{cleared}/cmdline"))
+            .is_ok_and(|cmdline| !cmdline.starts_with(b"sleep"))
+        {
+            assert!(Instant::now() < deadline, "sleep did not start");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            agent_behind(cleared, None).as_deref(),
+            Some("the agent of session 26-12-07-own (attempt f7-a1)")
+        );
+        let mut person = sleeper(&[]);
+        let pid = person.id() as i32;
+        assert_eq!(agent_behind(pid, None), None);
+        let me = std::process::id() as i32;
+        assert_eq!(
+            agent_behind(pid, Some(me)),
+            Some(format!("a process the daemon started (pid {pid})"))
+        );
+        for child in [&mut agent, &mut person] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = kill(Pid::from_raw(cleared), Signal::SIGKILL);
+    }
 
     fn sleeper(env: &[(&str, &str)]) -> std::process::Child {
         let mut command = Command::new("sleep");

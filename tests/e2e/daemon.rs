@@ -1735,3 +1735,57 @@ fn a_note_now_after_the_agent_ended_well_goes_to_the_next_iteration() {
         "the note reached the next iteration"
     );
 }
+
+/// An agent ran `samocode answer` for its session's questions (or another's), and the gate
+/// opened as if a person had answered: the journal said so. An agent's command is refused,
+/// by the command line (its markers, or its parent's) and by the daemon (a process below it,
+/// whatever its environment).
+#[test]
+fn an_agent_cannot_answer_or_stop_as_a_person() {
+    let mut project = Project::new();
+    let bin = super::fixture::BIN;
+    let said = project.root.join("said.txt");
+    let orphan = project.root.join("orphan.txt");
+    let wrapper = project.root.join("meddling-claude");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n\
+             case \"$SAMOCODE_SESSION\" in *-meddler) ;; *) exec '{bin}' fake-agent \"$@\";; esac\n\
+             SAMOCODE_STATE_DIR='{state}' '{bin}' answer asked --accept-suggestions > '{said}' 2>&1; echo rc=$? >> '{said}'\n\
+             # Out of its group, its markers cleared, orphaned to the daemon.\n\
+             setsid env -i HOME=\"$HOME\" PATH=\"$PATH\" SAMOCODE_STATE_DIR='{state}' sh -c \"sleep 1; cd '{root}'; '{bin}' stop asked > '{orphan}' 2>&1; echo rc=\\$? >> '{orphan}'\" &\n\
+             exec '{bin}' fake-agent \"$@\"\n",
+            said = said.display(),
+            orphan = orphan.display(),
+            root = project.root.display(),
+            state = project.state_dir().display(),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    project.env("CLAUDE_PATH", &wrapper.display().to_string());
+    let _daemon = project.daemon(&[]);
+    let asked = start_until_questions(&project, "asked");
+    start_until_questions(&project, "meddler");
+    let waited = std::time::Instant::now();
+    while !std::fs::read_to_string(&orphan).is_ok_and(|text| text.contains("rc=")) {
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "the orphan's command did not end: {:?} {:?}",
+            std::fs::read_to_string(&said),
+            std::fs::read_to_string(&orphan)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (who, file) in [("the agent", &said), ("its orphan", &orphan)] {
+        let text = std::fs::read_to_string(file).unwrap();
+        assert!(
+            text.contains("an agent may not act as a person") && text.contains("rc=2"),
+            "{who}: {text}"
+        );
+    }
+    assert_eq!(asked.state()["status"]["for"], "qa_answers");
+    let qa = asked.read("_qa.md");
+    assert!(!qa.contains("Answer: files"), "{qa}");
+}
