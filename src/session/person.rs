@@ -101,7 +101,8 @@ pub fn answer(
     }
     let replaced = store.write_atomic(QA, filled.as_bytes())?;
     let open: Vec<u32> = QaDoc::parse(&filled).open().map(|q| q.number).collect();
-    let waiting = gate::wakes_on_answers(state, open.is_empty());
+    // Waiting for them, or stopped there: answers go on as an approval of a stopped plan does.
+    let waiting = open.is_empty() && gate::waits_for_answers(state);
     if waiting {
         let resumed = act(store, state, by, |state| {
             let mut effect = gate::resume(state, true)?;
@@ -112,7 +113,7 @@ pub fn answer(
         if let Err(error) = resumed {
             // Not saved, so not applied: the answers go too, or a watch of `_qa.md` would
             // apply them later behind the person's back.
-            if gate::wakes_on_answers(state, true) {
+            if gate::waits_for_answers(state) {
                 let _ = store.undo_write(QA, replaced);
             }
             return Err(error);

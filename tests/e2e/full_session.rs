@@ -370,3 +370,22 @@ fn every_context_names_the_base_the_worktree_was_made_from() {
     );
     assert_eq!(s.state()["base"]["branch"], "develop");
 }
+
+/// Answers to a session stopped at its questions said "all answered" and left it stopped,
+/// while an approval of a plan stopped at its gate goes on: answering is a person going on.
+#[test]
+fn answers_to_a_session_stopped_at_its_questions_let_it_go_on() {
+    let project = Project::new();
+    project
+        .run(&["run", "--session", "halt", "--dive", "d", "--task", "t"])
+        .expect(10);
+    project.run(&["stop", "halt"]).expect(0);
+    let s = project.session("halt");
+    assert_eq!(s.state()["status"]["state"], "stopped");
+    project
+        .run(&["answer", "halt", "--accept-suggestions"])
+        .expect(0);
+    assert_eq!(s.state()["status"]["state"], "queued", "{}", s.state());
+    project.run(&["run", "--session", "halt"]).expect(10);
+    assert_eq!(s.state()["status"]["for"], "plan_approval");
+}
