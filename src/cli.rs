@@ -299,7 +299,8 @@ impl From<OpenError> for CliError {
             OpenError::Name(e) => e.into(),
             e @ (OpenError::NeedsDiveAndTask(_)
             | OpenError::NameTaken { .. }
-            | OpenError::BlockedByBudget(_)) => CliError::usage(e),
+            | OpenError::BlockedByBudget(_)
+            | OpenError::BudgetOfDone(_)) => CliError::usage(e),
         }
     }
 }

@@ -126,6 +126,11 @@ pub enum OpenError {
         "session {0} is blocked by its budget; raise it with `samocode resume {0} --raise-budget WORD=VALUE` (cost=, iterations=, time=), then run it: the --max-* flags set the budget of a session its budget does not block; nothing was changed"
     )]
     BlockedByBudget(String),
+    /// Budget flags for a finished session: there is nothing left for a budget to hold.
+    #[error(
+        "session {0} is done: a budget holds nothing back there, and nothing was changed; start a new session for more work"
+    )]
+    BudgetOfDone(String),
 }
 
 /// A request to drive a session.
@@ -285,6 +290,9 @@ pub fn open_resolved(
                     && crate::protocol::budget::is_budget_reason(reason)
                 {
                     return Err(OpenError::BlockedByBudget(store.name()));
+                }
+                if let RunState::Done { .. } = &state.status {
+                    return Err(OpenError::BudgetOfDone(store.name()));
                 }
                 state.budget = state.budget.merged(&request.budget);
                 store.save(&mut state)?;

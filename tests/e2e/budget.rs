@@ -599,3 +599,19 @@ fn fleet_reached(project: &Project) -> bool {
         .stdout()
         .contains("fleet budget reached")
 }
+
+/// `--max-cost` given with a finished session set a budget on it, logged as set, though every
+/// other command refuses a done session: nothing is changed, and the words say why.
+#[test]
+fn budget_flags_for_a_done_session_change_nothing() {
+    let project = Project::new();
+    project.through_both_gates("over");
+    project.run(&["run", "--session", "over"]).expect(0);
+    let s = project.session("over");
+    assert_eq!(s.state()["status"]["state"], "done");
+    let before = s.read("_state.json");
+    let run = project.run(&["run", "--session", "over", "--max-cost", "5"]);
+    run.expect(2);
+    assert!(run.stderr().contains("is done"), "{}", run.stderr());
+    assert_eq!(s.read("_state.json"), before);
+}
