@@ -351,7 +351,9 @@ fn answer_buttons(
             .iter()
             .enumerate()
             .filter_map(|(i, option)| {
-                let label = format!("Q{}: {}", q.number, shorten(option, MAX_LABEL));
+                // The agent's text: shown, never obeyed (a U+202E in a label reversed it).
+                let shown = crate::cli::output::visible(option);
+                let label = format!("Q{}: {}", q.number, shorten(&shown, MAX_LABEL));
                 // With the park: an option of a namesake's questions (a session of
                 // another project) is refused by the session pressed for.
                 let data = format!("opt:{}:{}:{i}:{session}", q.round, q.number);
@@ -696,7 +698,11 @@ mod tests {
                     round: 2,
                     number: 1,
                     text: "Storage <kind>?".into(),
-                    options: vec!["files".into(), "sqlite".into()],
+                    options: vec![
+                        "files".into(),
+                        "sqlite".into(),
+                        "\u{202e}on ,sey\u{1b}]0;t\u{7}".into(),
+                    ],
                     suggested: Some("files".into()),
                 },
                 Asked {
@@ -718,8 +724,13 @@ mod tests {
         );
         // Q2 has no suggestion: Accept all could only be refused, and is not offered.
         let data = button_data(&n);
-        assert_eq!(data, [vec!["opt:2:1:0:auth", "opt:2:1:1:auth"]]);
+        assert_eq!(
+            data,
+            [vec!["opt:2:1:0:auth", "opt:2:1:1:auth", "opt:2:1:2:auth"]]
+        );
         assert_eq!(n.buttons[0][1].label, "Q1: sqlite");
+        // The agent's marks and codes are shown on a button as in the text, never obeyed.
+        assert_eq!(n.buttons[0][2].label, "Q1: <U+202E>on ,sey^[]0;t^G");
         assert!(
             n.html
                 .contains("Press an option, or reply <code>/answer auth N text</code>."),

@@ -69,7 +69,8 @@ fn shown(args: fmt::Arguments<'_>) -> String {
 /// `text` with every control character but the newline and the tab written out: C0 and DEL
 /// in caret notation (`^[`, `^M`, `^?`), C1 (U+0080 to U+009F, which some terminals also
 /// obey) as `<U+009B>`; and the marks that reorder text (U+202A to U+202E, U+2066 to U+2069,
-/// which can make "exe.txt" read "txt.exe") as `<U+202E>`.
+/// which can make "exe.txt" read "txt.exe") and the line and paragraph separators (U+2028,
+/// U+2029) as `<U+202E>`.
 pub fn visible(text: &str) -> Cow<'_, str> {
     match visible_bytes(text.as_bytes(), false) {
         Cow::Borrowed(_) => Cow::Borrowed(text),
@@ -144,7 +145,7 @@ pub fn json(value: &impl serde::Serialize) -> String {
     let escapes = |c: char| {
         matches!(
             c,
-            '\u{7f}'..='\u{9f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+            '\u{7f}'..='\u{9f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
         )
     };
     let text = serde_json::to_string_pretty(value).expect("values serialize");
@@ -161,12 +162,13 @@ pub fn json(value: &impl serde::Serialize) -> String {
     escaped
 }
 
-/// Whether `bytes` begin with a mark that reorders text: U+202A to U+202E or U+2066 to U+2069
-/// in UTF-8.
+/// Whether `bytes` begin with a mark that reorders text (U+202A to U+202E, U+2066 to U+2069)
+/// or the line and paragraph separators (U+2028, U+2029: a new line to some viewers, none to
+/// others), in UTF-8.
 fn reorders(bytes: &[u8]) -> bool {
     matches!(
         bytes,
-        [0xe2, 0x80, 0xaa..=0xae, ..] | [0xe2, 0x81, 0xa6..=0xa9, ..]
+        [0xe2, 0x80, 0xa8..=0xae, ..] | [0xe2, 0x81, 0xa6..=0xa9, ..]
     )
 }
 
@@ -252,6 +254,8 @@ mod tests {
             visible("a\u{202e}txt.exe\u{2066}b\u{2069} — …"),
             "a<U+202E>txt.exe<U+2066>b<U+2069> — …"
         );
+        // Line and paragraph separators: a row split in some viewers, not in others.
+        assert_eq!(visible("a\u{2028}b\u{2029}c"), "a<U+2028>b<U+2029>c");
         // Colour codes are kept only when asked for, and only they.
         let line = "\u{1b}[32mINFO\u{1b}[0m reason=x\u{1b}[2K\u{1b}]0;t\u{7}";
         assert_eq!(
