@@ -316,21 +316,78 @@ pub async fn call(
     Ok(envelope.body)
 }
 
-/// The socket the daemon listens on; removed on drop if it is still this one.
+/// The socket the daemon listens on; removed on drop if it is still this one. Made again
+/// when its file is gone while the daemon runs (see [`Socket::keep`]).
 pub struct Socket {
-    pub listener: Arc<UnixListener>,
     path: PathBuf,
+    bound: std::sync::Mutex<Bound>,
+    /// Something else is at the path: said once, not at every look.
+    said_taken: std::sync::atomic::AtomicBool,
+}
+
+struct Bound {
+    listener: Arc<UnixListener>,
     /// (device, inode) of the socket file this daemon made.
     identity: (u64, u64),
 }
 
-impl Drop for Socket {
-    fn drop(&mut self) {
-        // Only our own socket: another daemon may have taken the path since.
-        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.identity)
-        {
+/// How often the daemon looks that its socket file is still its own.
+const KEEP_EVERY: Duration = Duration::from_secs(5);
+
+impl Socket {
+    fn bound(&self) -> std::sync::MutexGuard<'_, Bound> {
+        self.bound
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn listener(&self) -> Arc<UnixListener> {
+        self.bound().listener.clone()
+    }
+
+    /// Makes the socket again when its file is gone (deleted by hand, by a cleaner of its
+    /// folder, or by an agent): every command would have found no daemon until a restart.
+    /// Something else at the path is left there, and said once.
+    async fn keep(&self) {
+        let identity = self.bound().identity;
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(meta) if (meta.dev(), meta.ino()) == identity => return,
+            Ok(_) => {
+                if !self
+                    .said_taken
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::warn!(socket = %self.path.display(), "the control socket's path holds something else now; commands reach this daemon only after it is removed and the daemon restarted");
+                }
+                return;
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => return,
+        }
+        match bind_at(&self.path).await {
+            Ok(bound) => {
+                *self.bound() = bound;
+                tracing::warn!(socket = %self.path.display(), "the control socket was gone; made again");
+            }
+            Err(error) => {
+                tracing::warn!(socket = %self.path.display(), %error, "the control socket is gone and cannot be made again")
+            }
+        }
+    }
+
+    /// Removes the socket file if it is still this daemon's (another daemon may have taken
+    /// the path since): at the daemon's end, whoever still holds the socket.
+    pub fn close(&self) {
+        let identity = self.bound().identity;
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == identity) {
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
@@ -350,6 +407,14 @@ pub fn fits(path: &Path) -> Result<(), ControlError> {
 /// Binds the socket with mode 0600. The path is used only when nothing is there, or when what
 /// is there is a socket that no live daemon answers (the leftover of a crashed one).
 pub async fn bind(path: &Path) -> Result<Socket, ControlError> {
+    Ok(Socket {
+        path: path.to_path_buf(),
+        bound: std::sync::Mutex::new(bind_at(path).await?),
+        said_taken: std::sync::atomic::AtomicBool::new(false),
+    })
+}
+
+async fn bind_at(path: &Path) -> Result<Bound, ControlError> {
     use std::os::unix::fs::PermissionsExt;
     let io = |source| ControlError::Io {
         path: path.to_path_buf(),
@@ -385,16 +450,15 @@ pub async fn bind(path: &Path) -> Result<Socket, ControlError> {
     let listener = UnixListener::bind(path).map_err(io)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
     let meta = std::fs::symlink_metadata(path).map_err(io)?;
-    Ok(Socket {
+    Ok(Bound {
         listener: Arc::new(listener),
-        path: path.to_path_buf(),
         identity: (meta.dev(), meta.ino()),
     })
 }
 
-/// Serves requests until the task is aborted.
+/// Serves requests until the task is aborted, keeping the socket there.
 pub async fn serve(
-    listener: Arc<UnixListener>,
+    socket: Arc<Socket>,
     supervisor: ActorRef<SupervisorMsg>,
     dashboard: DashboardHandle,
 ) {
@@ -407,7 +471,15 @@ pub async fn serve(
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        let stream = match listener.accept().await {
+        let listener = socket.listener();
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = tokio::time::sleep(KEEP_EVERY) => {
+                socket.keep().await;
+                continue;
+            }
+        };
+        let stream = match accepted {
             Ok((stream, _)) => {
                 pause = Duration::from_millis(10);
                 stream

@@ -142,7 +142,7 @@ pub async fn run_with(
             .collect(),
         None => Vec::new(),
     };
-    let socket = control::bind(&config.control_socket).await?;
+    let socket = Arc::new(control::bind(&config.control_socket).await?);
     // Orphans of the agents become children of the daemon, where the end of an attempt finds
     // them cheaply (see `agent::reaper`).
     crate::agent::reaper::adopt_orphans();
@@ -200,11 +200,28 @@ pub async fn run_with(
     }
     let mut edges = Vec::new();
     {
-        let listener = socket.listener.clone();
+        let socket = socket.clone();
         let supervisor = supervisor.clone();
         let handle = dashboard.handle();
         edges.push(edge::keep_running("control server", move || {
-            control::serve(listener.clone(), supervisor.clone(), handle.clone())
+            control::serve(socket.clone(), supervisor.clone(), handle.clone())
+        }));
+    }
+    {
+        // The list of sessions deleted while the daemon runs: made again, or the next start
+        // would forget every session (one look a while).
+        let supervisor = supervisor.clone();
+        let state_dir = state_dir.to_path_buf();
+        edges.push(edge::keep_running("sessions list", move || {
+            let (supervisor, state_dir) = (supervisor.clone(), state_dir.clone());
+            async move {
+                loop {
+                    tokio::time::sleep(RELIST_EVERY).await;
+                    if !state_dir.join(crate::supervisor::owned::FILE).exists() {
+                        relist(&supervisor, &state_dir).await;
+                    }
+                }
+            }
         }));
     }
     if let Some(telegram) = telegram {
@@ -228,6 +245,9 @@ pub async fn run_with(
             for edge in &edges {
                 edge.abort();
             }
+            // Whatever became of the list while the daemon ran, it names every session the
+            // next start resumes.
+            relist(&supervisor, state_dir).await;
             // The sessions' stop (their agents' grace, and a remote attempt's wait for its
             // end), then the notices' (a send under way is let end).
             let grace = config.agent.kill_grace
@@ -257,7 +277,7 @@ pub async fn run_with(
     let _ = tokio::time::timeout(Duration::from_secs(5), handle).await;
     watch.stop(None);
     drop(dashboard);
-    drop(socket);
+    socket.close();
     tracing::info!("samocode daemon stopped");
     outcome
 }
@@ -331,4 +351,28 @@ fn spent_by(dir: &Path) -> f64 {
         }
     }
     spent.cost_usd
+}
+
+/// How often the daemon looks that its list of sessions is still there.
+const RELIST_EVERY: Duration = Duration::from_secs(30);
+
+/// Lists again, in `sessions.jsonl`, the sessions the daemon drives that the list lacks (the
+/// file deleted or cut while it ran: the next start would not resume them).
+async fn relist(supervisor: &ractor::ActorRef<SupervisorMsg>, state_dir: &Path) {
+    let control::Response::Sessions { sessions, .. } =
+        control::ask(supervisor, control::Request::Status).await
+    else {
+        return;
+    };
+    match crate::supervisor::owned::restore_missing(state_dir, &sessions) {
+        Ok(0) => {}
+        Ok(missing) => tracing::warn!(
+            missing,
+            "the list of sessions (sessions.jsonl) lacked sessions this daemon drives (deleted or cut while it ran); listed again"
+        ),
+        Err(error) => tracing::warn!(
+            %error,
+            "the list of sessions (sessions.jsonl) lacks sessions this daemon drives and cannot be mended: a restart will not resume them; `samocode start` hands each over again"
+        ),
+    }
 }

@@ -58,6 +58,26 @@ pub fn lists(state_dir: &Path, dir: &Path) -> bool {
     })
 }
 
+/// Appends to the list the sessions of `sessions` it does not name: the file deleted or cut
+/// while the daemon ran (by hand, a cleaner of the folder, an agent) would have the next start
+/// forget them. Returns how many were missing.
+pub fn restore_missing(state_dir: &Path, sessions: &[OwnedSession]) -> std::io::Result<usize> {
+    let listed: std::collections::HashSet<PathBuf> = read(&state_dir.join(FILE))?
+        .unwrap_or_default()
+        .split(|b| *b == b'\n')
+        .filter_map(|line| serde_json::from_slice::<OwnedSession>(line).ok())
+        .map(|session| session.dir)
+        .collect();
+    let missing: Vec<&OwnedSession> = sessions
+        .iter()
+        .filter(|session| !listed.contains(&session.dir))
+        .collect();
+    for session in &missing {
+        append(state_dir, session)?;
+    }
+    Ok(missing.len())
+}
+
 /// The list as the daemon's start reads it.
 #[derive(Debug, Default)]
 pub struct Listed {
@@ -165,6 +185,23 @@ pub fn load_and_compact(state_dir: &Path) -> std::io::Result<Listed> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The list deleted (or cut) while the daemon ran: the sessions it drives are listed again.
+    #[test]
+    fn sessions_missing_from_the_list_are_listed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = |d: &str| OwnedSession {
+            dir: PathBuf::from(d),
+            project: PathBuf::from("/p/.samocode"),
+        };
+        append(dir.path(), &s("/s/a")).unwrap();
+        let held = [s("/s/a"), s("/s/b")];
+        assert_eq!(restore_missing(dir.path(), &held).unwrap(), 1);
+        assert_eq!(restore_missing(dir.path(), &held).unwrap(), 0);
+        std::fs::remove_file(dir.path().join(FILE)).unwrap();
+        assert_eq!(restore_missing(dir.path(), &held).unwrap(), 2);
+        assert_eq!(load_and_compact(dir.path()).unwrap().owned, held);
+    }
 
     #[test]
     fn appended_sessions_come_back_once_and_the_file_is_compacted() {

@@ -1789,3 +1789,42 @@ fn an_agent_cannot_answer_or_stop_as_a_person() {
     let qa = asked.read("_qa.md");
     assert!(!qa.contains("Answer: files"), "{qa}");
 }
+
+/// The control socket deleted while the daemon runs (by hand, a cleaner of the folder, an
+/// agent): every command found no daemon until a restart, and `answer` was refused with
+/// advice that could not help. The daemon makes it again.
+#[test]
+fn a_control_socket_deleted_under_the_daemon_is_made_again() {
+    let mut project = Project::new();
+    let _daemon = project.daemon(&[]);
+    std::fs::remove_file(project.state_dir().join("control.sock")).unwrap();
+    wait_for(Duration::from_secs(30), "the socket made again", || {
+        project.state_dir().join("control.sock").exists()
+    });
+    start_until_questions(&project, "after");
+    assert!(
+        project
+            .daemon_log()
+            .contains("the control socket was gone; made again"),
+        "{}",
+        project.daemon_log()
+    );
+}
+
+/// The daemon's list of sessions deleted while it ran: the next start forgot every session,
+/// with no word. It is listed again before the daemon stops.
+#[test]
+fn a_list_of_sessions_deleted_under_the_daemon_is_listed_again() {
+    let mut project = Project::new();
+    let daemon = project.daemon(&[]);
+    let s = start_until_questions(&project, "kept");
+    std::fs::remove_file(project.state_dir().join("sessions.jsonl")).unwrap();
+    assert_eq!(daemon.terminate(), Some(0));
+    let _daemon = project.daemon(&[]);
+    project
+        .run(&["answer", "kept", "--accept-suggestions"])
+        .expect(0);
+    wait_for(Duration::from_secs(30), "the plan", || {
+        s.state()["status"]["for"] == "plan_approval"
+    });
+}
