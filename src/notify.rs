@@ -751,6 +751,17 @@ async fn open_outbox(path: &std::path::Path) -> std::io::Result<(Outbox, Replay)
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            // Held by another process all along: a daemon that still runs on this state
+            // directory (its `daemon.lock` deleted, so this one started beside it).
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "another process holds the notices' outbox {} (its lock file beside it): a samocode daemon still runs on this state directory; stop it first (its daemon.lock may have been deleted)",
+                        path.display()
+                    ),
+                ));
+            }
             other => return other,
         }
     }
@@ -771,5 +782,29 @@ fn log(event: &SessionEvent) {
             tracing::warn!(target: "samocode::events", "{headline}")
         }
         _ => tracing::info!(target: "samocode::events", "{headline}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A daemon started beside one that still runs on the same state directory (its
+    /// `daemon.lock` deleted) stopped with "Actor panicked during startup 'operation would
+    /// block'": the words now say what holds the outbox and what to do.
+    #[tokio::test(start_paused = true)]
+    async fn an_outbox_another_process_holds_is_named_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.jsonl");
+        let _held = Outbox::open(&path).unwrap();
+        let error = match open_outbox(&path).await {
+            Err(error) => error.to_string(),
+            Ok(_) => panic!("opened twice"),
+        };
+        assert!(
+            error.contains(&path.display().to_string())
+                && error.contains("a samocode daemon still runs on this state directory"),
+            "{error}"
+        );
     }
 }
