@@ -19,6 +19,26 @@ pub struct RejectArgs {
     pub reason: String,
 }
 
+/// The session's lock, for a person's command on its files. Another person's command given
+/// at the same moment holds it for an instant: asked again for a while (not when a worker
+/// that drives sessions holds it), rather than refused with advice for a `run` there is not.
+async fn lock_for_a_command(
+    dir: &std::path::Path,
+) -> Result<crate::session::SessionStore, crate::session::StoreError> {
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+    let since = std::time::Instant::now();
+    loop {
+        match SessionFolder::new(dir.to_path_buf()).lock() {
+            Err(crate::session::StoreError::Locked { pid, .. })
+                if since.elapsed() < WAIT && !pid.is_some_and(super::status::owner::drives) =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Sends a person's command to the daemon, or applies it to the files when no daemon runs.
 pub(super) async fn command(
     config: &Config,
@@ -32,7 +52,7 @@ pub(super) async fn command(
         println!("{message}");
         return Ok(exit::DONE);
     }
-    let store = match SessionFolder::new(dir.clone()).lock() {
+    let store = match lock_for_a_command(&dir).await {
         Ok(store) => store,
         // The running daemon holds it under another path (its folder renamed while it held
         // it): the daemon knows it by the folder itself, and is asked.

@@ -872,3 +872,24 @@ fn status_in_a_project_shows_the_files_when_the_daemon_does_not_answer() {
         shown.stderr()
     );
 }
+
+/// Two people's commands at the same moment, with no daemon: the second found the session's
+/// lock held by the first for an instant and was refused (exit 12) with advice to Ctrl-C a
+/// `samocode run` there was not. It waits for the moment to pass.
+#[test]
+fn a_command_given_while_another_holds_the_session_for_a_moment_waits_for_it() {
+    let project = Project::new();
+    let s = project.to_the_plan_gate("both");
+    // Another command's hold of the session's folder, for a second.
+    let mut held = std::process::Command::new("flock")
+        .arg("-x")
+        .arg(&s.0)
+        .args(["sleep", "1"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let approved = project.run(&["approve", "both"]);
+    held.wait().unwrap();
+    approved.expect(0);
+    assert_eq!(s.state()["phase"], "implementation");
+}

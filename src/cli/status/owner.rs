@@ -64,6 +64,16 @@ pub(crate) fn is_daemon(pid: u32) -> bool {
     })
 }
 
+/// Whether process `pid` drives sessions (`run`, `supervise`, the demo, a `worker`): a lock
+/// it holds is held for long, not for the moment of a person's command.
+pub(crate) fn drives(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|line| {
+        line.split(|b| *b == 0)
+            .skip(1)
+            .any(|arg| [&b"run"[..], b"supervise", b"demo", b"worker"].contains(&arg))
+    })
+}
+
 /// The holders of the machine's `flock`s, read once from `/proc/locks` (not by trying a lock:
 /// a probe with `flock` itself, however brief, can make a worker's own attempt to take the
 /// lock fail, and a lock file the agent replaced by a pipe would hang it). Read once per
