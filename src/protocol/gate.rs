@@ -14,11 +14,13 @@ use super::state::{Guidance, RunState, SessionState};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GateError {
     /// approve/reject on a session that is not waiting for plan approval.
-    #[error("session {name} is not waiting for plan approval (it is {state} in {phase})")]
+    #[error("session {name} is not waiting for plan approval (it is {state} in {phase}){hint}")]
     NotAwaitingApproval {
         name: String,
         state: &'static str,
         phase: Phase,
+        /// What the person can do instead, when there is something.
+        hint: String,
     },
     /// resume on a session waiting for approval or answers.
     #[error("session {name} waits for {wait_for}: {hint}")]
@@ -410,7 +412,36 @@ fn expect_plan_approval(state: &SessionState) -> Result<(), GateError> {
             name: state.name.clone(),
             state: state.status.name(),
             phase: state.phase,
+            hint: instead_of_approval(state),
         }),
+    }
+}
+
+/// What a person can do with a session they meant to approve or reject, in its state.
+fn instead_of_approval(state: &SessionState) -> String {
+    let name = &state.name;
+    match &state.status {
+        RunState::Waiting {
+            wait_for: WaitFor::QaAnswers,
+            ..
+        }
+        | RunState::Stopped {
+            waiting_for: Some(WaitFor::QaAnswers),
+            ..
+        } => format!(
+            "; it waits for answers to its questions: `samocode answer {name} --q N TEXT` or `--accept-suggestions`"
+        ),
+        RunState::Waiting {
+            wait_for: WaitFor::HumanAction,
+            ..
+        } => format!("; it waits for a person's action: do it, then `samocode resume {name}`"),
+        RunState::Queued | RunState::Running if state.phase <= Phase::Planning => {
+            "; it runs, and waits for approval once its plan is written".into()
+        }
+        RunState::Blocked { .. } | RunState::Failed { .. } | RunState::Stopped { .. } => {
+            format!("; `samocode status {name}` says why, and `samocode resume {name}` goes on")
+        }
+        _ => String::new(),
     }
 }
 
@@ -561,6 +592,13 @@ mod tests {
             approve(&mut state),
             Err(GateError::NotAwaitingApproval { .. })
         ));
+        // A refusal says what the session waits for instead, with the command for it.
+        let mut asking = waiting(Phase::Requirements, WaitFor::QaAnswers);
+        let said = approve(&mut asking).unwrap_err().to_string();
+        assert!(said.contains("`samocode answer s --q N TEXT`"), "{said}");
+        let mut acting = waiting(Phase::Implementation, WaitFor::HumanAction);
+        let said = reject(&mut acting, "no").unwrap_err().to_string();
+        assert!(said.contains("then `samocode resume s`"), "{said}");
 
         let mut state = waiting(Phase::Planning, WaitFor::PlanApproval);
         state.phase_iteration = 9;
