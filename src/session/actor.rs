@@ -1046,7 +1046,13 @@ impl SessionActor {
         // Not where the state says, but where WORKTREES puts it now (the project moved, or
         // WORKTREES changed): the session goes on there, once it is its own; it is not made
         // again at the old place.
-        let here = self.project.worktrees.join(run.store.name());
+        // Where WORKTREES puts it now, or where a person moved it with `git worktree move`.
+        let mut here = self.project.worktrees.join(run.store.name());
+        if !here.exists()
+            && let Some(moved) = worktree::moved_to(&self.project.main_repo, &tree.branch).await
+        {
+            here = moved;
+        }
         if here != tree.path && here.exists() {
             let moved = worktree::Worktree {
                 path: here,
@@ -1055,7 +1061,7 @@ impl SessionActor {
             worktree::check_own(&moved, &self.project.main_repo).await?;
             run.state.worktree = Some(moved.path.clone());
             let entry = format!(
-                "Worktree {} is not there; the session goes on in {}, where WORKTREES puts it now",
+                "Worktree {} is not there; the session goes on in {}, where its branch is checked out now",
                 tree.path.display(),
                 moved.path.display()
             );

@@ -443,6 +443,26 @@ pub async fn restore(project: &Project, tree: &Worktree) -> Result<bool, Worktre
     Ok(true)
 }
 
+/// Where git says the worktree of `branch` is now, when that is a folder that exists: a
+/// session's worktree a person moved with `git worktree move` (its old place is gone, and a
+/// checkout made there again would be refused by git: the branch is checked out elsewhere).
+pub async fn moved_to(repo: &Path, branch: &str) -> Option<PathBuf> {
+    let listed = git_raw(repo, &["worktree", "list", "--porcelain"])
+        .await
+        .ok()?;
+    let wanted = format!("branch refs/heads/{branch}");
+    listed
+        .split("\n\n")
+        .filter(|block| block.lines().any(|line| line == wanted))
+        .find_map(|block| {
+            block
+                .lines()
+                .find_map(|line| line.strip_prefix("worktree "))
+        })
+        .map(PathBuf::from)
+        .filter(|path| path.exists())
+}
+
 /// Checks, before an attempt, that the folder at `tree.path` is still the session's own
 /// worktree on its branch: a plain folder there (an agent that made its deleted worktree
 /// again) would have the agent commit to whatever checkout holds it, a worktree git no

@@ -1145,3 +1145,33 @@ fn a_branch_name_that_clashes_with_a_branch_folder_is_explained() {
     );
     assert!(project.session("fix").state()["branch"].is_null());
 }
+
+/// A session's worktree moved by a person with `git worktree move`: the session was blocked
+/// with git's "already used by worktree" and no advice. It goes on where git says its branch
+/// is checked out now.
+#[test]
+fn a_worktree_moved_with_git_worktree_move_is_followed() {
+    let project = Project::new();
+    project
+        .run(&["run", "--session", "moved", "--dive", "d", "--task", "t"])
+        .expect(10);
+    let s = project.session("moved");
+    let old = s.state()["worktree"].as_str().unwrap().to_string();
+    let new = project.root.join("elsewhere");
+    git(
+        &project.repo,
+        &["worktree", "move", &old, &new.display().to_string()],
+    );
+    project
+        .run(&["answer", "moved", "--accept-suggestions"])
+        .expect(0);
+    project.run(&["run", "--session", "moved"]).expect(10);
+    assert_eq!(s.state()["worktree"], new.display().to_string());
+    assert_eq!(s.state()["status"]["for"], "plan_approval");
+    assert!(
+        s.read("session.log")
+            .contains("where its branch is checked out now"),
+        "{}",
+        s.read("session.log")
+    );
+}
