@@ -219,6 +219,8 @@ pub struct SessionRun {
     pub(super) dive_journaled: Option<String>,
     /// Why `_qa.md` could not be read, as last said: said again only when it changes.
     pub(super) qa_unreadable: Option<String>,
+    /// The worker stops, and this actor goes once the notice of its park is safe.
+    pub(super) exiting: bool,
     /// The usage-limit refusals of the attempts just before, in a row: the waits after
     /// them grow, and people are told once.
     pub(super) limited: Option<Limited>,
@@ -489,7 +491,7 @@ impl SessionActor {
         // would tell it again.
         let lets_go = match &run.life {
             Life::Parked(Settled::Done { .. }) => true,
-            Life::Parked(_) => self.stop_when_parked,
+            Life::Parked(_) => self.stop_when_parked || run.exiting,
             _ => false,
         };
         if lets_go {
@@ -549,6 +551,7 @@ impl Actor for SessionActor {
             standing_journaled: None,
             dive_journaled: None,
             qa_unreadable,
+            exiting: false,
             limited: None,
             myself,
             tells: self.tells,

@@ -207,12 +207,15 @@ impl SessionActor {
         // it (a child it left held its output through the kill grace, or the stop came a
         // moment late): its iteration is done and is taken as any other's, then the stop holds.
         if matches!(report.end, ProcessEnd::Exited(_)) && self.evaluate(run, flight.phase).is_ok() {
+            // A person's stop is in the state already; it holds after the verdict, whatever
+            // else (the worker's own stop) came since.
+            let stopped = matches!(run.state.status, RunState::Stopped { .. });
             run.store.log(&format!(
                 "attempt {}: the agent had ended with a valid signal before it was stopped; the signal is taken",
                 flight.attempt
             ));
             self.attempt_over(myself, run, flight, report).await?;
-            return self.stop_after_the_verdict(myself, run, then);
+            return self.stop_after_the_verdict(myself, run, then, stopped);
         }
         let mut row = self.take_report(run, &flight, &report);
         self.release_slot(run);
@@ -256,27 +259,39 @@ impl SessionActor {
         }
     }
 
-    /// What a stop asked of an attempt whose verdict was taken: a person's `stop` parks a
-    /// session the verdict left runnable (one it parked stays so); `tell --now` has nothing
-    /// to run again (its note goes to the next iteration); the worker's own stop ends the actor.
+    /// What a stop asked of an attempt whose verdict was taken: a person's stop (`stopped`)
+    /// parks a session the verdict left runnable (one it parked stays so); `tell --now` has
+    /// nothing to run again (its note goes to the next iteration); the worker's own stop ends
+    /// the actor, once the notice of a park is safe.
     fn stop_after_the_verdict(
         &self,
         myself: &ActorRef<SessionMsg>,
         run: &mut SessionRun,
         then: Then,
+        stopped: bool,
     ) -> Result<(), ActorProcessingErr> {
+        if stopped && run.state.status.is_runnable() {
+            // The next attempt the verdict scheduled must not run.
+            run.generation += 1;
+            run.save()?;
+            // Applied again, with its row: the history would read the verdict's `next` last,
+            // and a state derived from it again would run.
+            person::act(&run.store, &mut run.state, None, |state| {
+                crate::protocol::gate::stop(state, Timestamp::now())
+            })?;
+            self.settle(run, Settled::Stopped)?;
+        }
         match then {
-            Then::Park if run.state.status.is_runnable() => {
-                // The next attempt the verdict scheduled must not run.
-                run.generation += 1;
-                let _ = crate::protocol::gate::stop(&mut run.state, Timestamp::now());
-                run.save()?;
-                self.settle(run, Settled::Stopped)
-            }
             Then::Park | Then::Rerun => Ok(()),
             Then::Exit => {
                 if run.unsaved {
                     run.save()?;
+                }
+                // Parked by the verdict or the stop, its notice not yet safe: the actor goes
+                // once it is (see `handle`), or the next start would tell the park again.
+                if matches!(run.life, Life::Parked(_)) && run.state.untold {
+                    run.exiting = true;
+                    return Ok(());
                 }
                 run.life = Life::Ready;
                 myself.stop(Some(super::actor::STOP_SHUTDOWN.into()));

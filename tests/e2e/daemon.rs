@@ -1695,6 +1695,14 @@ fn a_stop_after_the_agent_ended_well_keeps_its_iteration() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["outcome"], "ok", "{rows:?}");
     assert_eq!(s.state()["phase"], "requirements");
+    // The history ends with the stop: a state derived from it again is stopped too.
+    let history = s.jsonl("_signal_history.jsonl");
+    let last = history.last().unwrap();
+    assert_eq!(
+        (&last["status"], &last["outcome"]),
+        (&Value::from("stop"), &Value::from("stopped")),
+        "{history:?}"
+    );
     project.run(&["resume", "late"]).expect(0);
     wait_for(Duration::from_secs(30), "the questions", || {
         s.state()["status"]["for"] == "qa_answers"
@@ -1827,4 +1835,24 @@ fn a_list_of_sessions_deleted_under_the_daemon_is_listed_again() {
     wait_for(Duration::from_secs(30), "the plan", || {
         s.state()["status"]["for"] == "plan_approval"
     });
+}
+
+/// A person's stop, then the daemon's own, both while an agent that had ended well waited
+/// for a child it left: the person's stop was lost (the verdict was saved queued, and the
+/// session ran on after the restart).
+#[test]
+fn a_stop_then_the_daemons_stop_after_the_agent_ended_well_stays_stopped() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation=escape");
+    project.env("SAMOCODE_KILL_GRACE", "5s");
+    let daemon = project.daemon(&[]);
+    let s = start_until_the_agent_ended(&project, "held");
+    project.run(&["stop", "held"]).expect(0);
+    assert_eq!(daemon.terminate(), Some(0));
+    assert_eq!(s.state()["status"]["state"], "stopped", "{}", s.state());
+    assert_eq!(s.state()["phase"], "requirements");
+    let _daemon = project.daemon(&[]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(s.state()["status"]["state"], "stopped", "{}", s.state());
+    assert_eq!(s.jsonl("_iterations.jsonl").len(), 1, "it ran on");
 }
