@@ -273,10 +273,20 @@ pub async fn prepare(spec: &AttemptSpec) -> std::io::Result<RemoteSpec> {
         git(workdir, &["update-ref", &base_ref, &base]).await?;
     }
     let context = spec.context.clone();
+    // The spec is kept where the engine keeps it (a NATS stream, a ConfigMap): a user and
+    // password in the remote's URL stay on this machine, and workers use git credentials of
+    // their own.
+    let sent = GitRemote::of(&url).url;
+    if sent != url {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            tracing::warn!(remote = %sent, "the samocode remote's URL holds a user and password: workers are sent the URL without them, and fetch and push with git credentials of their own (an http.extraHeader in their environment, see README)");
+        });
+    }
     RemoteSpec::of(
         spec,
         RepoSpec {
-            url,
+            url: sent,
             base_ref,
             base_commit: base,
             result_ref: format!("refs/samocode/{session}/{stem}"),

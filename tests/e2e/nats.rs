@@ -1321,3 +1321,60 @@ fn the_daemons_push_to_a_shared_remote_runs_no_hook() {
     assert!(pushed.contains("/base"), "{pushed}");
     assert!(!ran.exists(), "the pre-push hook ran");
 }
+
+/// A token in the `samocode` remote's URL went into every attempt's spec, kept in the NATS
+/// stream (or a Kubernetes ConfigMap) for anyone who can read it: the spec carries the URL
+/// without it, and the workers fetch with credentials of their own.
+#[test]
+fn a_token_in_the_remotes_address_is_not_sent_to_the_workers() {
+    let nats = NatsServer::start();
+    let mut project = nats_project();
+    let bare = project.root.join("shared.git");
+    super::fixture::git(
+        &project.root,
+        &["init", "-q", "--bare", &bare.display().to_string()],
+    );
+    // The server, as git on the daemon's machine and on the worker reaches it.
+    project
+        .env("GIT_CONFIG_COUNT", "1")
+        .env(
+            "GIT_CONFIG_KEY_0",
+            &format!("url.{}.insteadOf", bare.display()),
+        )
+        .env(
+            "GIT_CONFIG_VALUE_0",
+            "http://git.example.invalid/shared.git",
+        );
+    let url = "http://x-access-token:ghp_SECRET789@git.example.invalid/shared.git";
+    super::fixture::git(&project.repo, &["remote", "add", "samocode", url]);
+    let _daemon = project.daemon(&["--executor", "nats", "--nats-url", &nats.url]);
+    project
+        .run(&["start", "--session", "sent", "--dive", "d", "--task", "t"])
+        .expect(0);
+    // No worker yet: the attempt's spec waits in the stream, as the server keeps it.
+    let s = project.session("sent");
+    wait_for(Duration::from_secs(60), "the attempt sent", || {
+        s.path("_state.json").exists() && s.state()["in_flight"].is_object()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        files_holding(nats._dir.path(), "ghp_SECRET789"),
+        Vec::<PathBuf>::new(),
+        "the token is in the NATS store"
+    );
+    let workers = [worker(&project, &nats.url, "host-1", Some("host-1"))];
+    let asked = Instant::now() + Duration::from_secs(60);
+    while s.state()["status"]["for"] != "qa_answers" {
+        assert!(
+            Instant::now() < asked,
+            "no questions: {}",
+            all_logs(&project, &workers)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        files_holding(&project.root, "ghp_SECRET789"),
+        vec![project.repo.join(".git/config")],
+        "the token is only where the person put it"
+    );
+}
