@@ -1052,7 +1052,8 @@ impl SessionActor {
         // Where WORKTREES puts it now, or where a person moved it with `git worktree move`.
         let mut here = self.project.worktrees.join(run.store.name());
         if !here.exists()
-            && let Some(moved) = worktree::moved_to(&self.project.main_repo, &tree.branch).await
+            && let Some(moved) =
+                worktree::moved_to(&self.project.main_repo, &tree.branch, &tree.path).await
         {
             here = moved;
         }

@@ -355,7 +355,9 @@ fn not_made(error: WorktreeError, branch: String, repo: &Path) -> WorktreeError 
             repo: repo.to_path_buf(),
         };
     }
-    if detail.contains("cannot lock ref") && detail.contains("exists") {
+    // `'refs/heads/fix/login' exists; cannot create 'refs/heads/fix'` (not a lock file left
+    // by another git: "Unable to create '….lock': File exists").
+    if detail.contains("' exists; cannot create '") {
         return WorktreeError::BranchClash {
             branch,
             repo: repo.to_path_buf(),
@@ -443,24 +445,37 @@ pub async fn restore(project: &Project, tree: &Worktree) -> Result<bool, Worktre
     Ok(true)
 }
 
-/// Where git says the worktree of `branch` is now, when that is a folder that exists: a
-/// session's worktree a person moved with `git worktree move` (its old place is gone, and a
-/// checkout made there again would be refused by git: the branch is checked out elsewhere).
-pub async fn moved_to(repo: &Path, branch: &str) -> Option<PathBuf> {
+/// Where the session's worktree, last at `old` on `branch`, is now by git's record, when a
+/// person moved it with `git worktree move` (its old place is gone, and a checkout made there
+/// again would be refused by git: the branch is checked out elsewhere). Only the worktree git
+/// keeps under the old folder's name (`.git/worktrees/<name>`, which a move keeps): the main
+/// checkout, or a person's own worktree of the branch, is never taken for it.
+pub async fn moved_to(repo: &Path, branch: &str, old: &Path) -> Option<PathBuf> {
+    let name = old.file_name()?.to_string_lossy().into_owned();
     let listed = git_raw(repo, &["worktree", "list", "--porcelain"])
         .await
         .ok()?;
     let wanted = format!("branch refs/heads/{branch}");
+    let ours = |path: &Path| {
+        // A linked worktree's `.git` is a file naming its record; the main checkout's is a
+        // folder. git adds a number to a name it already keeps.
+        let text = std::fs::read_to_string(path.join(".git")).ok()?;
+        let record = PathBuf::from(text.strip_prefix("gitdir:")?.trim());
+        let id = record.file_name()?.to_string_lossy().into_owned();
+        id.strip_prefix(&name)
+            .is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_digit()))
+            .then_some(())
+    };
     listed
         .split("\n\n")
         .filter(|block| block.lines().any(|line| line == wanted))
-        .find_map(|block| {
+        .filter_map(|block| {
             block
                 .lines()
                 .find_map(|line| line.strip_prefix("worktree "))
         })
         .map(PathBuf::from)
-        .filter(|path| path.exists())
+        .find(|path| path.exists() && ours(path).is_some())
 }
 
 /// Checks, before an attempt, that the folder at `tree.path` is still the session's own
@@ -916,6 +931,46 @@ fn adopt_at(project: &Project, path: &Path) -> Option<Worktree> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// git's words for a branch another git made first, and for a name that is a folder of
+    /// branch names, each say so; a lock file another git left is neither.
+    #[test]
+    fn a_branch_git_did_not_make_is_told_by_why() {
+        let git = |detail: &str| WorktreeError::Git {
+            args: "worktree add".into(),
+            dir: PathBuf::from("/r"),
+            detail: detail.into(),
+        };
+        let repo = Path::new("/r");
+        let taken = not_made(
+            git("fatal: a branch named 'x' already exists"),
+            "x".into(),
+            repo,
+        );
+        assert!(
+            matches!(taken, WorktreeError::BranchTaken { .. }),
+            "{taken}"
+        );
+        let clash = not_made(
+            git(
+                "fatal: cannot lock ref 'refs/heads/fix': 'refs/heads/fix/login' exists; cannot create 'refs/heads/fix'",
+            ),
+            "fix".into(),
+            repo,
+        );
+        assert!(
+            matches!(clash, WorktreeError::BranchClash { .. }),
+            "{clash}"
+        );
+        let locked = not_made(
+            git(
+                "fatal: cannot lock ref 'refs/heads/x': Unable to create '/r/.git/refs/heads/x.lock': File exists.\n\nAnother git process seems to be running",
+            ),
+            "x".into(),
+            repo,
+        );
+        assert!(matches!(locked, WorktreeError::Git { .. }), "{locked}");
+    }
 
     /// A git that could not be started (here: the process out of open files) is said to be
     /// that, not a repository that is not one with advice to `git init` it.

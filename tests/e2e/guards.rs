@@ -1174,4 +1174,31 @@ fn a_worktree_moved_with_git_worktree_move_is_followed() {
         "{}",
         s.read("session.log")
     );
+
+    // A person's own worktree of a session's branch (the session's deleted and pruned) is not
+    // taken for the session's: its agent would work and commit there.
+    let project = Project::new();
+    let s = project.to_the_plan_gate("review");
+    let tree = s.state()["worktree"].as_str().unwrap().to_string();
+    std::fs::remove_dir_all(&tree).unwrap();
+    git(&project.repo, &["worktree", "prune"]);
+    let mine = project.root.join("my-review");
+    git(
+        &project.repo,
+        &[
+            "worktree",
+            "add",
+            "-q",
+            &mine.display().to_string(),
+            "review",
+        ],
+    );
+    project.run(&["approve", "review"]).expect(0);
+    project.run(&["run", "--session", "review"]).expect(11);
+    assert_ne!(s.state()["worktree"], mine.display().to_string());
+    assert_eq!(
+        git(&mine, &["log", "--oneline", "-1"]),
+        git(&project.repo, &["log", "--oneline", "-1", "review"]),
+    );
+    assert_eq!(git(&mine, &["status", "--porcelain"]), "");
 }
