@@ -465,25 +465,28 @@ pub async fn dispatch(
     if drives {
         output::drive_on_without_output();
     }
-    let a_persons = matches!(
+    // An agent that answers its own questions or approves a plan through the session's files
+    // opens gates meant for people (the daemon refuses the same through its socket). An agent
+    // of another project's session (one running samocode's own tests) is this project's person.
+    let on_files = matches!(
         cli.command,
-        Command::Start(_)
-            | Command::Parallel { .. }
-            | Command::Answer(_)
+        Command::Answer(_)
             | Command::Approve(_)
             | Command::Reject(_)
             | Command::Resume(_)
             | Command::Stop(_)
             | Command::Tell(_)
-            | Command::Dashboard(_)
     );
-    // An agent that answers its own questions or approves a plan opens gates meant for
-    // people (also through the session's files, where no daemon would check).
-    if a_persons
-        && let Some(agent) = crate::agent::reaper::agent_behind(std::process::id() as i32, None)
+    if on_files
+        && let Ok(project) = config.project()
+        && let Some(ref agent @ crate::agent::reaper::AgentAsker::Marked { ref session, .. }) =
+            crate::agent::reaper::agent_behind(std::process::id() as i32, None)
+        && session
+            .parent()
+            .is_some_and(|sessions| crate::session::worktree::same_dir(sessions, &project.sessions))
     {
         return Err(CliError::usage(anyhow::anyhow!(
-            crate::control::not_a_person(&agent)
+            crate::control::not_a_person(&agent.to_string())
         )));
     }
     match cli.command {

@@ -111,6 +111,28 @@ impl Request {
     }
 }
 
+/// The agent of this daemon's that process `pid` is, if it is one: below the daemon (its
+/// agents' orphans are adopted by it), or marked as the agent of a session it owns. An agent
+/// of another daemon's or worker's session (an agent running samocode's own tests, whose
+/// daemons are of their own) is that project's person here.
+async fn agent_of_ours(
+    pid: i32,
+    supervisor: &ActorRef<SupervisorMsg>,
+) -> Option<crate::agent::reaper::AgentAsker> {
+    use crate::agent::reaper::{AgentAsker, agent_behind};
+    let agent = agent_behind(pid, Some(std::process::id() as i32))?;
+    let AgentAsker::Marked { session, .. } = &agent else {
+        return Some(agent);
+    };
+    let Response::Sessions { sessions, .. } = ask(supervisor, Request::Status).await else {
+        return None;
+    };
+    sessions
+        .iter()
+        .any(|owned| crate::session::worktree::same_dir(&owned.dir, session))
+        .then_some(agent)
+}
+
 /// Why a person's request from `asker` is refused: it is an agent's, which may not open its
 /// own gates (answer its questions, approve a plan) nor act on other sessions, budgets and
 /// logins.
@@ -531,28 +553,31 @@ async fn answer(
             Response::error(format!("the request is longer than {MAX_REQUEST} bytes"), 2)
         }
         Ok(Ok(_)) => match parse_request(&line) {
-            Ok(request)
-                if request.a_persons()
-                    && let Some(agent) = asker.and_then(|pid| {
-                        crate::agent::reaper::agent_behind(pid, Some(std::process::id() as i32))
-                    }) =>
-            {
-                tracing::warn!(request = %request.name(), %agent, "an agent's process asked as a person; refused");
-                Response::error(not_a_person(&agent), 2)
-            }
-            Ok(Request::Dashboard) => dashboard.login(),
             Ok(request) => {
-                use tracing::Instrument;
-                // A short root span per request, outside the server task's own context.
-                let span = tracing::info_span!(
-                    parent: None,
-                    "control",
-                    "samocode.request" = %request.name(),
-                    "samocode.reply" = tracing::field::Empty,
-                );
-                let response = ask(&supervisor, request).instrument(span.clone()).await;
-                span.record("samocode.reply", response.kind());
-                response
+                let agent = match (request.a_persons(), asker) {
+                    (true, Some(pid)) => agent_of_ours(pid, &supervisor).await,
+                    _ => None,
+                };
+                match (agent, request) {
+                    (Some(agent), request) => {
+                        tracing::warn!(request = %request.name(), %agent, "an agent's process asked as a person; refused");
+                        Response::error(not_a_person(&agent.to_string()), 2)
+                    }
+                    (None, Request::Dashboard) => dashboard.login(),
+                    (None, request) => {
+                        use tracing::Instrument;
+                        // A short root span per request, outside the server task's own context.
+                        let span = tracing::info_span!(
+                            parent: None,
+                            "control",
+                            "samocode.request" = %request.name(),
+                            "samocode.reply" = tracing::field::Empty,
+                        );
+                        let response = ask(&supervisor, request).instrument(span.clone()).await;
+                        span.record("samocode.reply", response.kind());
+                        response
+                    }
+                }
             }
             Err(response) => response,
         },

@@ -16,7 +16,7 @@
 //! adopted children when they die. A full scan remains for a dead predecessor's leftovers.
 
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
@@ -135,37 +135,66 @@ fn environ_of(pid: i32) -> Option<Vec<u8>> {
         .find(|environ| !environ.is_empty())
 }
 
-/// Whose agent the process `pid` is: the attempt named by [`ATTEMPT_MARKER`] in the
-/// environment of it or of its first ancestor that carries one, said as "the agent of session
-/// FOLDER (attempt ID)"; or, below `starter` (a worker that is the subreaper of what it starts,
-/// so that an orphan an agent left, its environment cleared, is adopted by it), "a process
-/// the daemon started". `None` for a person's process.
-pub fn agent_behind(pid: i32, starter: Option<i32>) -> Option<String> {
+/// An agent's process found behind a request ([`agent_behind`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentAsker {
+    /// A process of the attempt `attempt` of the session in folder `session` (its markers,
+    /// or those of its nearest ancestor that carries them).
+    Marked { session: PathBuf, attempt: String },
+    /// A process below the worker that started it, whatever its environment (an orphan an
+    /// agent left, its markers cleared, is adopted by that worker).
+    BelowStarter { pid: i32 },
+}
+
+impl std::fmt::Display for AgentAsker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AgentAsker::Marked { session, attempt } => write!(
+                f,
+                "the agent of session {} (attempt {attempt})",
+                session
+                    .file_name()
+                    .map(|name| name.to_string_lossy())
+                    .unwrap_or_else(|| session.to_string_lossy())
+            ),
+            AgentAsker::BelowStarter { pid } => {
+                write!(f, "a process the daemon started (pid {pid})")
+            }
+        }
+    }
+}
+
+/// Whose agent the process `pid` is: the attempt whose [`ATTEMPT_MARKER`] the nearest of it
+/// and its ancestors carries; or, when `starter` (a worker that is the subreaper of what it
+/// starts) is among its ancestors first, one of that worker's. `None` for a person's process.
+/// Whose session the marker names is for the caller to weigh: an agent working on a project
+/// of its own (samocode's own tests, run by an agent) acts there as that project's person.
+pub fn agent_behind(pid: i32, starter: Option<i32>) -> Option<AgentAsker> {
     let value = |environ: &[u8], key: &str| {
         let prefix = entry(key, b"");
         environ
             .split(|b| *b == 0)
             .find_map(|var| var.strip_prefix(prefix.as_slice()))
-            .map(|value| String::from_utf8_lossy(value).into_owned())
+            .map(|value| std::ffi::OsStr::from_bytes(value).to_os_string())
     };
     let mut at = pid;
     // Deep enough for any shell's nesting; a loop in a read of a changing tree ends too.
     for _ in 0..256 {
+        // Before the end of the chain: a daemon may be pid 1 (a container's).
+        if at != pid && Some(at) == starter {
+            return Some(AgentAsker::BelowStarter { pid });
+        }
         if at <= 1 {
             return None;
-        }
-        if at != pid && Some(at) == starter {
-            return Some(format!("a process the daemon started (pid {pid})"));
         }
         if let Some(environ) = environ_of(at)
             && let Some(attempt) = value(&environ, ATTEMPT_MARKER)
         {
             let session = value(&environ, SESSION_MARKER).unwrap_or_default();
-            let folder = Path::new(&session)
-                .file_name()
-                .map(|name| name.to_string_lossy().into_owned())
-                .unwrap_or(session);
-            return Some(format!("the agent of session {folder} (attempt {attempt})"));
+            return Some(AgentAsker::Marked {
+                session: PathBuf::from(session),
+                attempt: attempt.to_string_lossy().into_owned(),
+            });
         }
         at = parent_of(at)?;
     }
@@ -373,9 +402,17 @@ mod tests {
             assert!(Instant::now() < deadline, "sleep did not start");
             std::thread::sleep(Duration::from_millis(5));
         }
+        let found = agent_behind(cleared, None).unwrap();
         assert_eq!(
-            agent_behind(cleared, None).as_deref(),
-            Some("the agent of session 26-12-07-own (attempt f7-a1)")
+            found,
+            AgentAsker::Marked {
+                session: PathBuf::from("/p/sessions/26-12-07-own"),
+                attempt: "f7-a1".into()
+            }
+        );
+        assert_eq!(
+            found.to_string(),
+            "the agent of session 26-12-07-own (attempt f7-a1)"
         );
         let mut person = sleeper(&[]);
         let pid = person.id() as i32;
@@ -383,7 +420,7 @@ mod tests {
         let me = std::process::id() as i32;
         assert_eq!(
             agent_behind(pid, Some(me)),
-            Some(format!("a process the daemon started (pid {pid})"))
+            Some(AgentAsker::BelowStarter { pid })
         );
         for child in [&mut agent, &mut person] {
             let _ = child.kill();

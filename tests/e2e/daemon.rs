@@ -1796,6 +1796,19 @@ fn an_agent_cannot_answer_or_stop_as_a_person() {
     assert_eq!(asked.state()["status"]["for"], "qa_answers");
     let qa = asked.read("_qa.md");
     assert!(!qa.contains("Answer: files"), "{qa}");
+    // An agent of another project's session (one running samocode's own tests, whose daemons
+    // are their own) is this project's person.
+    let answered = project
+        .command(&["answer", "asked", "--accept-suggestions"])
+        .env("SAMOCODE_ATTEMPT", "elsewhere-a1")
+        .env("SAMOCODE_SESSION", "/elsewhere/sessions/26-12-07-other")
+        .output()
+        .unwrap();
+    assert!(
+        answered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&answered.stderr)
+    );
 }
 
 /// The control socket deleted while the daemon runs (by hand, a cleaner of the folder, an

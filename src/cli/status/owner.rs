@@ -67,10 +67,17 @@ pub(crate) fn is_daemon(pid: u32) -> bool {
 /// Whether process `pid` drives sessions (`run`, `supervise`, the demo, a `worker`): a lock
 /// it holds is held for long, not for the moment of a person's command.
 pub(crate) fn drives(pid: u32) -> bool {
+    const DRIVERS: [&[u8]; 4] = [b"run", b"supervise", b"demo", b"worker"];
+    const COMMANDS: [&[u8]; 8] = [
+        b"start", b"answer", b"approve", b"reject", b"resume", b"stop", b"tell", b"status",
+    ];
+    // Its command word (the first of its arguments that is one): a session named `run`, or a
+    // note saying "run", is no driver.
     std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|line| {
         line.split(|b| *b == 0)
             .skip(1)
-            .any(|arg| [&b"run"[..], b"supervise", b"demo", b"worker"].contains(&arg))
+            .find(|arg| DRIVERS.contains(arg) || COMMANDS.contains(arg))
+            .is_some_and(|command| DRIVERS.contains(&command))
     })
 }
 
