@@ -244,6 +244,16 @@ fn until_asked(
     }
 }
 
+/// A bare repository beside the project, for a shared `samocode` remote.
+fn shared_repository(project: &Project) -> PathBuf {
+    let bare = project.root.join("shared.git");
+    super::fixture::git(
+        &project.root,
+        &["init", "-q", "--bare", &bare.display().to_string()],
+    );
+    bare
+}
+
 /// The daemon's log, then each worker's.
 fn all_logs(project: &Project, workers: &[Worker]) -> String {
     workers.iter().fold(project.daemon_log(), |log, w| {
@@ -1282,11 +1292,7 @@ fn the_daemons_push_to_a_shared_remote_runs_no_hook() {
     use std::os::unix::fs::PermissionsExt;
     let nats = NatsServer::start();
     let mut project = nats_project();
-    let bare = project.root.join("shared.git");
-    super::fixture::git(
-        &project.root,
-        &["init", "-q", "--bare", &bare.display().to_string()],
-    );
+    let bare = shared_repository(&project);
     let url = bare.display().to_string();
     super::fixture::git(&project.repo, &["remote", "add", "samocode", &url]);
     let ran = project.root.join("pre-push-ran");
@@ -1302,21 +1308,7 @@ fn the_daemons_push_to_a_shared_remote_runs_no_hook() {
     project
         .run(&["start", "--session", "hooked", "--dive", "d", "--task", "t"])
         .expect(0);
-    let asked = Instant::now() + Duration::from_secs(60);
-    loop {
-        let asking = std::fs::read_dir(&project.sessions).is_ok_and(|mut d| d.next().is_some())
-            && project.session("hooked").path("_state.json").exists()
-            && project.session("hooked").state()["status"]["for"] == "qa_answers";
-        if asking {
-            break;
-        }
-        assert!(
-            Instant::now() < asked,
-            "no questions: {}",
-            all_logs(&project, &workers)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    until_asked(&project, &project.session("hooked"), &workers, 60, || {});
     let pushed = super::fixture::git(&bare, &["for-each-ref"]);
     assert!(pushed.contains("/base"), "{pushed}");
     assert!(!ran.exists(), "the pre-push hook ran");
@@ -1329,11 +1321,7 @@ fn the_daemons_push_to_a_shared_remote_runs_no_hook() {
 fn a_token_in_the_remotes_address_is_not_sent_to_the_workers() {
     let nats = NatsServer::start();
     let mut project = nats_project();
-    let bare = project.root.join("shared.git");
-    super::fixture::git(
-        &project.root,
-        &["init", "-q", "--bare", &bare.display().to_string()],
-    );
+    let bare = shared_repository(&project);
     // The server, as git on the daemon's machine and on the worker reaches it.
     project
         .env("GIT_CONFIG_COUNT", "1")
@@ -1363,15 +1351,7 @@ fn a_token_in_the_remotes_address_is_not_sent_to_the_workers() {
         "the token is in the NATS store"
     );
     let workers = [worker(&project, &nats.url, "host-1", Some("host-1"))];
-    let asked = Instant::now() + Duration::from_secs(60);
-    while s.state()["status"]["for"] != "qa_answers" {
-        assert!(
-            Instant::now() < asked,
-            "no questions: {}",
-            all_logs(&project, &workers)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    until_asked(&project, &s, &workers, 60, || {});
     assert_eq!(
         files_holding(&project.root, "ghp_SECRET789"),
         vec![project.repo.join(".git/config")],
