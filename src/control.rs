@@ -120,10 +120,15 @@ async fn agent_of_ours(
     supervisor: &ActorRef<SupervisorMsg>,
 ) -> Option<crate::agent::reaper::AgentAsker> {
     use crate::agent::reaper::{AgentAsker, agent_behind};
-    let agent = agent_behind(pid, Some(std::process::id() as i32))?;
+    let me = std::process::id() as i32;
+    let agent = agent_behind(pid, Some(me))?;
     let AgentAsker::Marked { session, .. } = &agent else {
         return Some(agent);
     };
+    // Below this daemon whatever its markers say (an agent may set them to another's).
+    if crate::agent::reaper::descends_from(pid, me) {
+        return Some(AgentAsker::BelowStarter { pid });
+    }
     let Response::Sessions { sessions, .. } = ask(supervisor, Request::Status).await else {
         return None;
     };
@@ -379,7 +384,7 @@ impl Socket {
                     .said_taken
                     .swap(true, std::sync::atomic::Ordering::Relaxed)
                 {
-                    tracing::warn!(socket = %self.path.display(), "the control socket's path holds something else now; commands reach this daemon only after it is removed and the daemon restarted");
+                    tracing::warn!(socket = %self.path.display(), "the control socket's path holds something else now; commands reach this daemon again once it is removed (the socket is then made again within 5 s)");
                 }
                 return;
             }

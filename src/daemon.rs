@@ -208,8 +208,8 @@ pub async fn run_with(
         }));
     }
     {
-        // The list of sessions deleted while the daemon runs: made again, or the next start
-        // would forget every session (one look a while).
+        // The list of sessions deleted or cut while the daemon runs (a `start` since may
+        // have made it anew): mended, or the next start would forget the sessions it lacks.
         let supervisor = supervisor.clone();
         let state_dir = state_dir.to_path_buf();
         edges.push(edge::keep_running("sessions list", move || {
@@ -217,9 +217,7 @@ pub async fn run_with(
             async move {
                 loop {
                     tokio::time::sleep(RELIST_EVERY).await;
-                    if !state_dir.join(crate::supervisor::owned::FILE).exists() {
-                        relist(&supervisor, &state_dir).await;
-                    }
+                    relist(&supervisor, &state_dir).await;
                 }
             }
         }));
@@ -353,7 +351,7 @@ fn spent_by(dir: &Path) -> f64 {
     spent.cost_usd
 }
 
-/// How often the daemon looks that its list of sessions is still there.
+/// How often the daemon looks that its list of sessions names every session it drives.
 const RELIST_EVERY: Duration = Duration::from_secs(30);
 
 /// Lists again, in `sessions.jsonl`, the sessions the daemon drives that the list lacks (the

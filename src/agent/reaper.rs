@@ -201,6 +201,19 @@ pub fn agent_behind(pid: i32, starter: Option<i32>) -> Option<AgentAsker> {
     None
 }
 
+/// Whether process `pid` descends from process `ancestor` (by their parents, as they are now).
+pub fn descends_from(pid: i32, ancestor: i32) -> bool {
+    let mut at = pid;
+    for _ in 0..256 {
+        match parent_of(at) {
+            Some(parent) if parent == ancestor => return true,
+            Some(parent) if parent > 1 => at = parent,
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// The parent of process `pid`, from `/proc/PID/stat` (its name, in parentheses, may hold
 /// spaces and parentheses: the fields are read after the last `)`).
 fn parent_of(pid: i32) -> Option<i32> {
@@ -422,6 +435,8 @@ mod tests {
             agent_behind(pid, Some(me)),
             Some(AgentAsker::BelowStarter { pid })
         );
+        assert!(descends_from(cleared, me) && descends_from(pid, me));
+        assert!(!descends_from(me, pid));
         for child in [&mut agent, &mut person] {
             let _ = child.kill();
             let _ = child.wait();

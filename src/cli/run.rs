@@ -143,7 +143,7 @@ pub async fn run(args: RunArgs, config: &Config, mut shutdown: Shutdown) -> Resu
         }
         signal = shutdown.requested() => {
             eprintln!(
-                "samocode: {}; stopping the agent (the iteration runs again next time)",
+                "samocode: {}; stopping the agent (an iteration it has not ended runs again next time)",
                 signal_words(signal)
             );
             let grace = config.agent.kill_grace

@@ -1754,6 +1754,7 @@ fn an_agent_cannot_answer_or_stop_as_a_person() {
     let bin = super::fixture::BIN;
     let said = project.root.join("said.txt");
     let orphan = project.root.join("orphan.txt");
+    let forged = project.root.join("forged.txt");
     let wrapper = project.root.join("meddling-claude");
     std::fs::write(
         &wrapper,
@@ -1761,11 +1762,14 @@ fn an_agent_cannot_answer_or_stop_as_a_person() {
             "#!/bin/sh\n\
              case \"$SAMOCODE_SESSION\" in *-meddler) ;; *) exec '{bin}' fake-agent \"$@\";; esac\n\
              SAMOCODE_STATE_DIR='{state}' '{bin}' answer asked --accept-suggestions > '{said}' 2>&1; echo rc=$? >> '{said}'\n\
+             # Markers set to another project's session: below the daemon all the same.\n\
+             SAMOCODE_SESSION=/elsewhere/sessions/26-01-01-x SAMOCODE_STATE_DIR='{state}' '{bin}' stop asked > '{forged}' 2>&1; echo rc=$? >> '{forged}'\n\
              # Out of its group, its markers cleared, orphaned to the daemon.\n\
              setsid env -i HOME=\"$HOME\" PATH=\"$PATH\" SAMOCODE_STATE_DIR='{state}' sh -c \"sleep 1; cd '{root}'; '{bin}' stop asked > '{orphan}' 2>&1; echo rc=\\$? >> '{orphan}'\" &\n\
              exec '{bin}' fake-agent \"$@\"\n",
             said = said.display(),
             orphan = orphan.display(),
+            forged = forged.display(),
             root = project.root.display(),
             state = project.state_dir().display(),
         ),
@@ -1786,7 +1790,11 @@ fn an_agent_cannot_answer_or_stop_as_a_person() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    for (who, file) in [("the agent", &said), ("its orphan", &orphan)] {
+    for (who, file) in [
+        ("the agent", &said),
+        ("its orphan", &orphan),
+        ("its forged markers", &forged),
+    ] {
         let text = std::fs::read_to_string(file).unwrap();
         assert!(
             text.contains("an agent may not act as a person") && text.contains("rc=2"),
