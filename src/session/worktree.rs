@@ -59,6 +59,16 @@ pub enum WorktreeError {
         "branch {branch} already exists in {repo}; a new session does not take over a branch it did not make: name the session differently, set BRANCH_PREFIX in .samocode (branches become PREFIX/NAME), or rename that branch, then `samocode resume`"
     )]
     BranchTaken { branch: String, repo: PathBuf },
+    /// The session's branch is checked out in another worktree (a person's own, or the main
+    /// checkout): its worktree cannot be made again until it is not.
+    #[error(
+        "the session's worktree {path} is gone, and its branch {branch} is checked out in {there}, which samocode does not take for the session's: switch that checkout to another branch (or `git worktree remove` it, keeping what is yours), then `samocode resume`"
+    )]
+    CheckedOutElsewhere {
+        branch: String,
+        there: PathBuf,
+        path: PathBuf,
+    },
     /// The branch cannot be made: a branch of the repository is a folder of its name's, or
     /// its name a folder of that branch's (`fix` beside `fix/login`).
     #[error(
@@ -377,8 +387,24 @@ fn not_made(error: WorktreeError, branch: String, repo: &Path) -> WorktreeError 
 async fn add_on(repo: &Path, path: &Path, branch: &str) -> Result<(), WorktreeError> {
     let path_text = path.to_string_lossy().into_owned();
     forget_missing(repo, path).await?;
-    git(repo, &["worktree", "add", "--", &path_text, branch]).await?;
-    Ok(())
+    match git(repo, &["worktree", "add", "--", &path_text, branch]).await {
+        Ok(_) => Ok(()),
+        // Checked out in a worktree of a person's (or the main checkout): not taken over.
+        Err(WorktreeError::Git { detail, .. })
+            if let Some(there) = detail
+                .split_once("is already used by worktree at '")
+                .or_else(|| detail.split_once("is already checked out at '"))
+                .and_then(|(_, rest)| rest.split_once('\''))
+                .map(|(there, _)| PathBuf::from(there)) =>
+        {
+            Err(WorktreeError::CheckedOutElsewhere {
+                branch: branch.to_string(),
+                there,
+                path: path.to_path_buf(),
+            })
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// Has git forget the worktree it records at `path` when that folder is gone, and no other:

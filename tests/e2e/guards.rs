@@ -1194,7 +1194,15 @@ fn a_worktree_moved_with_git_worktree_move_is_followed() {
         ],
     );
     project.run(&["approve", "review"]).expect(0);
-    project.run(&["run", "--session", "review"]).expect(11);
+    let blocked = project.run(&["run", "--session", "review"]);
+    blocked.expect(11);
+    assert!(
+        blocked
+            .stdout()
+            .contains(&format!("is checked out in {}", mine.display())),
+        "{}",
+        blocked.stdout()
+    );
     assert_ne!(s.state()["worktree"], mine.display().to_string());
     assert_eq!(
         git(&mine, &["log", "--oneline", "-1"]),
