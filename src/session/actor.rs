@@ -221,6 +221,9 @@ pub struct SessionRun {
     pub(super) qa_unreadable: Option<String>,
     /// The worker stops, and this actor goes once the notice of its park is safe.
     pub(super) exiting: bool,
+    /// The base of a state without one was looked for (once per actor: where git cannot
+    /// tell, it is not asked again at every attempt).
+    pub(super) base_sought: bool,
     /// The usage-limit refusals of the attempts just before, in a row: the waits after
     /// them grow, and people are told once.
     pub(super) limited: Option<Limited>,
@@ -552,6 +555,7 @@ impl Actor for SessionActor {
             dive_journaled: None,
             qa_unreadable,
             exiting: false,
+            base_sought: false,
             limited: None,
             myself,
             tells: self.tells,
@@ -1039,9 +1043,10 @@ impl SessionActor {
         if tree.path.exists() {
             worktree::check_own(&tree, &self.project.main_repo).await?;
             // A state derived again (a Python session's, one deleted or moved away) has no
-            // base: the branch's fork point from the base branch, found once and saved with
-            // the attempt's record (git runs again only where it cannot tell).
-            if run.state.base.is_none() {
+            // base: the branch's fork point from the base branch, looked for once by this
+            // actor and saved with the attempt's record.
+            if run.state.base.is_none() && !run.base_sought {
+                run.base_sought = true;
                 run.state.base = worktree::base_of(&self.project, &tree.path).await;
             }
             return Ok(());
