@@ -480,7 +480,7 @@ pub async fn dispatch(
     if on_files
         && let Ok(project) = config.project()
         && let Some(ref agent @ crate::agent::reaper::AgentAsker::Marked { ref session, .. }) =
-            crate::agent::reaper::agent_behind(std::process::id() as i32, None)
+            crate::agent::reaper::agent_behind(std::process::id() as i32)
         && session
             .parent()
             .is_some_and(|sessions| crate::session::worktree::same_dir(sessions, &project.sessions))

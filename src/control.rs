@@ -119,16 +119,16 @@ async fn agent_of_ours(
     pid: i32,
     supervisor: &ActorRef<SupervisorMsg>,
 ) -> Option<crate::agent::reaper::AgentAsker> {
-    use crate::agent::reaper::{AgentAsker, agent_behind};
-    let me = std::process::id() as i32;
-    let agent = agent_behind(pid, Some(me))?;
+    use crate::agent::reaper::{AgentAsker, agent_behind, descends_from};
+    // Below this daemon whatever its markers say (an agent may clear them, or set them to
+    // another's).
+    if descends_from(pid, std::process::id() as i32) {
+        return Some(AgentAsker::BelowStarter { pid });
+    }
+    let agent = agent_behind(pid)?;
     let AgentAsker::Marked { session, .. } = &agent else {
         return Some(agent);
     };
-    // Below this daemon whatever its markers say (an agent may set them to another's).
-    if crate::agent::reaper::descends_from(pid, me) {
-        return Some(AgentAsker::BelowStarter { pid });
-    }
     let Response::Sessions { sessions, .. } = ask(supervisor, Request::Status).await else {
         return None;
     };

@@ -135,14 +135,15 @@ fn environ_of(pid: i32) -> Option<Vec<u8>> {
         .find(|environ| !environ.is_empty())
 }
 
-/// An agent's process found behind a request ([`agent_behind`]).
+/// An agent's process found behind a request: one of its own ([`agent_behind`]), or one
+/// below the worker that started it, whatever its environment (an orphan an agent left, its
+/// markers cleared or set to another's, is adopted by that worker: [`descends_from`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentAsker {
     /// A process of the attempt `attempt` of the session in folder `session` (its markers,
     /// or those of its nearest ancestor that carries them).
     Marked { session: PathBuf, attempt: String },
-    /// A process below the worker that started it, whatever its environment (an orphan an
-    /// agent left, its markers cleared, is adopted by that worker).
+    /// Process `pid`, below the worker.
     BelowStarter { pid: i32 },
 }
 
@@ -164,12 +165,12 @@ impl std::fmt::Display for AgentAsker {
     }
 }
 
-/// Whose agent the process `pid` is: the attempt whose [`ATTEMPT_MARKER`] the nearest of it
-/// and its ancestors carries; or, when `starter` (a worker that is the subreaper of what it
-/// starts) is among its ancestors first, one of that worker's. `None` for a person's process.
-/// Whose session the marker names is for the caller to weigh: an agent working on a project
-/// of its own (samocode's own tests, run by an agent) acts there as that project's person.
-pub fn agent_behind(pid: i32, starter: Option<i32>) -> Option<AgentAsker> {
+/// Whose agent the process `pid` is by the markers: the attempt whose [`ATTEMPT_MARKER`] the
+/// nearest of it and its ancestors carries (always [`AgentAsker::Marked`]). `None` for a
+/// person's process. Whose session the marker names is for the caller to weigh: an agent
+/// working on a project of its own (samocode's own tests, run by an agent) acts there as that
+/// project's person.
+pub fn agent_behind(pid: i32) -> Option<AgentAsker> {
     let value = |environ: &[u8], key: &str| {
         let prefix = entry(key, b"");
         environ
@@ -180,10 +181,6 @@ pub fn agent_behind(pid: i32, starter: Option<i32>) -> Option<AgentAsker> {
     let mut at = pid;
     // Deep enough for any shell's nesting; a loop in a read of a changing tree ends too.
     for _ in 0..256 {
-        // Before the end of the chain: a daemon may be pid 1 (a container's).
-        if at != pid && Some(at) == starter {
-            return Some(AgentAsker::BelowStarter { pid });
-        }
         if at <= 1 {
             return None;
         }
@@ -201,7 +198,8 @@ pub fn agent_behind(pid: i32, starter: Option<i32>) -> Option<AgentAsker> {
     None
 }
 
-/// Whether process `pid` descends from process `ancestor` (by their parents, as they are now).
+/// Whether process `pid` descends from process `ancestor` (by their parents, as they are now;
+/// `ancestor` may be pid 1, a container's daemon).
 pub fn descends_from(pid: i32, ancestor: i32) -> bool {
     let mut at = pid;
     for _ in 0..256 {
@@ -415,7 +413,7 @@ mod tests {
             assert!(Instant::now() < deadline, "sleep did not start");
             std::thread::sleep(Duration::from_millis(5));
         }
-        let found = agent_behind(cleared, None).unwrap();
+        let found = agent_behind(cleared).unwrap();
         assert_eq!(
             found,
             AgentAsker::Marked {
@@ -429,12 +427,8 @@ mod tests {
         );
         let mut person = sleeper(&[]);
         let pid = person.id() as i32;
-        assert_eq!(agent_behind(pid, None), None);
+        assert_eq!(agent_behind(pid), None);
         let me = std::process::id() as i32;
-        assert_eq!(
-            agent_behind(pid, Some(me)),
-            Some(AgentAsker::BelowStarter { pid })
-        );
         assert!(descends_from(cleared, me) && descends_from(pid, me));
         assert!(!descends_from(me, pid));
         for child in [&mut agent, &mut person] {

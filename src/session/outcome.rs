@@ -277,7 +277,9 @@ impl SessionActor {
             // Applied again, with its row: the history would read the verdict's `next` last,
             // and a state derived from it again would run.
             person::act(&run.store, &mut run.state, None, |state| {
-                crate::protocol::gate::stop(state, Timestamp::now())
+                let mut effect = crate::protocol::gate::stop(state, Timestamp::now())?;
+                effect.flow_log = "The stop given during the attempt holds: its verdict was taken, and the session waits for `resume`".into();
+                Ok(effect)
             })?;
             self.settle(run, Settled::Stopped)?;
         }

@@ -437,15 +437,20 @@ pub fn by_name<'a>(
         Err(0) => {}
         Err(_) => return Err(several()),
     }
-    let moved: Vec<PathBuf> = gone.iter().filter_map(|dir| renamed(dir)).collect();
-    match name::named_among(moved.iter().map(PathBuf::as_path), session) {
+    // Each gone folder with where it is now, if it was renamed: by its new name, or by its old
+    // one (the buttons of its notices from before the rename carry it).
+    let moved: Vec<(&Path, Option<PathBuf>)> =
+        gone.into_iter().map(|dir| (dir, renamed(dir))).collect();
+    let now = moved.iter().filter_map(|(_, now)| now.as_deref());
+    match name::named_among(now, session) {
         Ok(dir) => return Ok(dir.to_path_buf()),
         Err(0) => {}
         Err(_) => return Err(several()),
     }
-    match name::named_among(gone, session) {
-        // By its old name (the buttons of its notices before the rename carry it).
-        Ok(dir) if let Some(now) = renamed(dir) => Ok(now),
+    match name::named_among(moved.iter().map(|(dir, _)| *dir), session) {
+        Ok(dir) if let Some((_, Some(now))) = moved.iter().find(|(old, _)| *old == dir) => {
+            Ok(now.clone())
+        }
         Ok(dir) => Err(format!(
             "the folder of session {session:?} is gone from {} (moved, deleted, or on a disk not mounted): nothing was done; put it back, or hand it over from its new place with `samocode start --session {}` in its project",
             dir.display(),

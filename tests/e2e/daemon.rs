@@ -1703,6 +1703,12 @@ fn a_stop_after_the_agent_ended_well_keeps_its_iteration() {
         (&Value::from("stop"), &Value::from("stopped")),
         "{history:?}"
     );
+    assert!(
+        s.read("_overview.md")
+            .contains("The stop given during the attempt holds"),
+        "{}",
+        s.read("_overview.md")
+    );
     project.run(&["resume", "late"]).expect(0);
     wait_for(Duration::from_secs(30), "the questions", || {
         s.state()["status"]["for"] == "qa_answers"

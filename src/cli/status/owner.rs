@@ -52,33 +52,33 @@ impl Owner {
     }
 }
 
-/// Whether process `pid` is a samocode daemon (`supervise`, or the demo's): the first of its
-/// arguments that names a command that drives sessions says which (`run --session demo` is a
-/// run).
+/// The command of samocode's process `pid`: the first of its arguments that is one of
+/// `commands` (`run --session demo` is a run; a session or a note called `run` comes after
+/// the command).
+fn command_of(pid: u32, commands: &[&[u8]]) -> Option<Vec<u8>> {
+    let line = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    line.split(|b| *b == 0)
+        .skip(1)
+        .find(|arg| commands.contains(arg))
+        .map(<[u8]>::to_vec)
+}
+
+/// The commands that drive sessions, and those of a person.
+const DRIVERS: [&[u8]; 4] = [b"run", b"supervise", b"demo", b"worker"];
+const COMMANDS: [&[u8]; 8] = [
+    b"start", b"answer", b"approve", b"reject", b"resume", b"stop", b"tell", b"status",
+];
+
+/// Whether process `pid` is a samocode daemon (`supervise`, or the demo's).
 pub(crate) fn is_daemon(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|line| {
-        line.split(|b| *b == 0)
-            .skip(1)
-            .find(|arg| [&b"run"[..], b"supervise", b"demo"].contains(arg))
-            .is_some_and(|command| command != b"run")
-    })
+    command_of(pid, &[b"run", b"supervise", b"demo"]).is_some_and(|command| command != b"run")
 }
 
 /// Whether process `pid` drives sessions (`run`, `supervise`, the demo, a `worker`): a lock
 /// it holds is held for long, not for the moment of a person's command.
 pub(crate) fn drives(pid: u32) -> bool {
-    const DRIVERS: [&[u8]; 4] = [b"run", b"supervise", b"demo", b"worker"];
-    const COMMANDS: [&[u8]; 8] = [
-        b"start", b"answer", b"approve", b"reject", b"resume", b"stop", b"tell", b"status",
-    ];
-    // Its command word (the first of its arguments that is one): a session named `run`, or a
-    // note saying "run", is no driver.
-    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|line| {
-        line.split(|b| *b == 0)
-            .skip(1)
-            .find(|arg| DRIVERS.contains(arg) || COMMANDS.contains(arg))
-            .is_some_and(|command| DRIVERS.contains(&command))
-    })
+    let words: Vec<&[u8]> = DRIVERS.iter().chain(&COMMANDS).copied().collect();
+    command_of(pid, &words).is_some_and(|command| DRIVERS.contains(&command.as_slice()))
 }
 
 /// The holders of the machine's `flock`s, read once from `/proc/locks` (not by trying a lock:
