@@ -635,19 +635,24 @@ impl Telegram {
         }
     }
 
-    /// The folder of the session the daemon owns under `name`.
+    /// The folder of the session the daemon owns under `name` (found as a command by that
+    /// name finds it: one renamed under the daemon too).
     async fn folder(
         &self,
         name: &str,
         supervisor: &ActorRef<SupervisorMsg>,
     ) -> Result<SessionFolder, String> {
-        let Response::Sessions { sessions, .. } =
-            crate::control::ask(supervisor, Request::Status).await
-        else {
-            return Err("the daemon did not answer".into());
-        };
-        let dirs = sessions.iter().map(|s| s.dir.as_path());
-        crate::supervisor::by_name(dirs, name, |_| None).map(SessionFolder::new)
+        let session = name.to_string();
+        let asked = supervisor
+            .call(
+                |reply| SupervisorMsg::Locate { session, reply },
+                Some(crate::control::ANSWER_TIMEOUT),
+            )
+            .await;
+        match asked {
+            Ok(ractor::rpc::CallResult::Success(found)) => found.map(SessionFolder::new),
+            _ => Err("the daemon did not answer".into()),
+        }
     }
 
     async fn status(&self, supervisor: &ActorRef<SupervisorMsg>) -> String {

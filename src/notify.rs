@@ -107,6 +107,14 @@ pub enum NotifierMsg {
     /// From the supervisor, stopping: start no more sends, and reply once none is under way
     /// (one cut off would be sent again by the next start, beside the copy Telegram took).
     Settle { reply: RpcReplyPort<()> },
+    /// From the supervisor: the folder `old` of session `from` was renamed to `dir` (session
+    /// `to`) under the daemon; the session's open message is the renamed session's.
+    Renamed {
+        from: String,
+        to: String,
+        old: PathBuf,
+        dir: PathBuf,
+    },
     /// From the bot: the session's latest message, for a button pressed on an older one.
     Latest {
         session: String,
@@ -445,6 +453,18 @@ impl Actor for NotifierActor {
                     );
                 }
                 state.settling.get_or_insert_default().push(reply)
+            }
+            NotifierMsg::Renamed { from, to, old, dir } => {
+                state.queue.rename(&from, &to, &old, &dir);
+                let id = state.queue.next_id;
+                state.queue.next_id += 1;
+                state.record(Entry::Renamed {
+                    id,
+                    from,
+                    to,
+                    old,
+                    dir,
+                })?;
             }
             NotifierMsg::Latest { session, reply } => {
                 let newer = state.queue.pending.iter().any(|entry| {

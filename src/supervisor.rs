@@ -120,6 +120,12 @@ pub enum SupervisorMsg {
         request: Request,
         reply: RpcReplyPort<Response>,
     },
+    /// From the bot: the folder of the one session a name (folder or short name) means, as
+    /// a person's command by that name finds it (also one renamed under the daemon).
+    Locate {
+        session: String,
+        reply: RpcReplyPort<Result<PathBuf, String>>,
+    },
     /// From a SessionActor.
     Session(SessionReport),
     /// From an opening task: a session's folder is open (or could not be).
@@ -380,6 +386,9 @@ impl Actor for SupervisorActor {
             }
             SupervisorMsg::Control { request, reply } => {
                 self.control(&myself, state, request, reply)
+            }
+            SupervisorMsg::Locate { session, reply } => {
+                let _ = reply.send(state.registry.named(&session));
             }
             SupervisorMsg::Session(report) => self.session_report(state, report),
             SupervisorMsg::Opened(opened) => {
@@ -1103,6 +1112,17 @@ impl SupervisorActor {
         state.registry.forget(old);
         if let Some(watch) = &mut state.watch {
             watch.unwatch(old);
+        }
+        // Before the session's next event: a close under its new name finds the message its
+        // notices left open under the old one.
+        let renamed = NotifierMsg::Renamed {
+            from: folder_of(old),
+            to: folder_of(&new),
+            old: old.to_path_buf(),
+            dir: new.clone(),
+        };
+        if state.notifier.send_message(renamed).is_err() {
+            tracing::warn!(dir = %new.display(), "the notifier is gone; the renamed session's open message keeps its buttons");
         }
         {
             let mut names = lock_names(&state.names);

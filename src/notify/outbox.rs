@@ -38,6 +38,15 @@ pub enum Entry {
     Sent { id: u64, messages: Vec<i64> },
     /// Entry `id` was refused for good by the sink (it is not replayed).
     Dropped { id: u64, reason: String },
+    /// The folder `old` of session `from` was renamed to `dir` (session `to`): its open message
+    /// and what waits to be sent for it are the renamed session's from here on.
+    Renamed {
+        id: u64,
+        from: String,
+        to: String,
+        old: PathBuf,
+        dir: PathBuf,
+    },
 }
 
 /// A sent notice whose message a later close will edit.
@@ -392,6 +401,49 @@ fn open_entries(session: &str, message: &OpenMessage) -> [Entry; 2] {
     ]
 }
 
+impl Replay {
+    /// Makes what belongs to session `from` in folder `old` (its open message, its notices and
+    /// closes still to send) session `to`'s in folder `dir`: closes given under the new name
+    /// find the message sent under the old one.
+    pub fn rename(&mut self, from: &str, to: &str, old: &Path, dir: &Path) {
+        rename_in(&mut self.open, self.pending.iter_mut(), from, to, old, dir);
+    }
+}
+
+fn rename_in<'a>(
+    open: &mut HashMap<String, OpenMessage>,
+    pending: impl Iterator<Item = &'a mut Entry>,
+    from: &str,
+    to: &str,
+    old: &Path,
+    dir: &Path,
+) {
+    // Another folder's session of the old name (a namesake run's) keeps what is its own.
+    let of_it = |session: &str, at: Option<&Path>| session == from && at.is_none_or(|at| at == old);
+    if let Some(message) = open.remove(from) {
+        if of_it(from, message.dir.as_deref()) {
+            let message = OpenMessage {
+                dir: Some(dir.to_path_buf()),
+                ..message
+            };
+            open.insert(to.to_string(), message);
+        } else {
+            open.insert(from.to_string(), message);
+        }
+    }
+    for entry in pending {
+        let (session, at) = match entry {
+            Entry::Notice { notice, .. } => (&mut notice.session, &mut notice.dir),
+            Entry::Close { session, dir, .. } => (session, dir),
+            _ => continue,
+        };
+        if of_it(session, at.as_deref()) {
+            *session = to.to_string();
+            *at = Some(dir.to_path_buf());
+        }
+    }
+}
+
 /// What the entries leave to do.
 pub fn replay(entries: &[Entry]) -> Replay {
     let mut pending: Vec<Entry> = Vec::new();
@@ -428,6 +480,16 @@ pub fn replay(entries: &[Entry]) -> Replay {
                 }
             }
             Entry::Dropped { id, .. } => pending.retain(|e| entry_id(e) != *id),
+            Entry::Renamed {
+                id,
+                from,
+                to,
+                old,
+                dir,
+            } => {
+                next_id = next_id.max(id + 1);
+                rename_in(&mut open, pending.iter_mut(), from, to, old, dir);
+            }
         }
     }
     Replay {
@@ -451,6 +513,15 @@ pub fn renumber(entry: Entry, id: u64) -> Entry {
         },
         Entry::Sent { messages, .. } => Entry::Sent { id, messages },
         Entry::Dropped { reason, .. } => Entry::Dropped { id, reason },
+        Entry::Renamed {
+            from, to, old, dir, ..
+        } => Entry::Renamed {
+            id,
+            from,
+            to,
+            old,
+            dir,
+        },
     }
 }
 
@@ -459,7 +530,8 @@ pub fn entry_id(entry: &Entry) -> u64 {
         Entry::Notice { id, .. }
         | Entry::Close { id, .. }
         | Entry::Sent { id, .. }
-        | Entry::Dropped { id, .. } => *id,
+        | Entry::Dropped { id, .. }
+        | Entry::Renamed { id, .. } => *id,
     }
 }
 
@@ -535,6 +607,57 @@ mod tests {
             replay.open["a"].message, 11,
             "the last piece holds the buttons"
         );
+        assert_eq!(replay.next_id, 4);
+    }
+
+    /// A folder renamed under the daemon: after a restart, its message sent under the old name
+    /// is open under the new one, and a close of the old name still to send follows it; a
+    /// namesake's of another folder stays its own.
+    #[test]
+    fn a_renamed_sessions_open_message_and_closes_follow_it_across_a_restart() {
+        let at = |dir: &str, mut entry: Entry| {
+            match &mut entry {
+                Entry::Notice { notice, .. } => notice.dir = Some(dir.into()),
+                Entry::Close { dir: d, .. } => *d = Some(dir.into()),
+                _ => {}
+            }
+            entry
+        };
+        let close = |id, session: &str| Entry::Close {
+            id,
+            session: session.into(),
+            line: "approved".into(),
+            dir: None,
+        };
+        let entries = vec![
+            at("/s/a", notice(0, "a", true)),
+            Entry::Sent {
+                id: 0,
+                messages: vec![10],
+            },
+            at("/t/a", close(1, "a")),
+            at("/s/a", close(2, "a")),
+            Entry::Renamed {
+                id: 3,
+                from: "a".into(),
+                to: "b".into(),
+                old: "/s/a".into(),
+                dir: "/s/b".into(),
+            },
+        ];
+        let replay = replay(&entries);
+        assert!(!replay.open.contains_key("a"));
+        assert_eq!(replay.open["b"].message, 10);
+        assert_eq!(replay.open["b"].dir.as_deref(), Some(Path::new("/s/b")));
+        let sessions: Vec<&str> = replay
+            .pending
+            .iter()
+            .map(|entry| match entry {
+                Entry::Close { session, .. } => session.as_str(),
+                _ => "",
+            })
+            .collect();
+        assert_eq!(sessions, ["a", "b"], "the namesake's close stays its own");
         assert_eq!(replay.next_id, 4);
     }
 

@@ -1465,3 +1465,50 @@ fn a_namesake_runs_close_adopted_by_the_daemon_closes_only_its_own_message() {
     );
     assert_eq!(edits(&theirs), 1);
 }
+
+/// A session folder renamed under the daemon while its plan waits: the plan's message, sent
+/// under the old name, lost its buttons only for the old name's commands; approved by the new
+/// name, it kept them live (the notifier knew its open message by the old name), and the
+/// chat's `/session` and `/logs` said the daemon drives no session of the new name.
+#[test]
+fn a_renamed_sessions_plan_message_is_closed_and_the_chat_finds_it() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    let _daemon = project.daemon(&[]);
+    let s = start_until_asked(&project, &api, "before");
+    project
+        .run(&["answer", &folder(&s), "--accept-suggestions"])
+        .expect(0);
+    wait_for(Duration::from_secs(30), "the plan", || {
+        !api.sent("waits for approval").is_empty()
+    });
+    let plan = api.sent("waits for approval").remove(0);
+    let renamed = s.0.with_file_name(format!("{}-after", folder(&s)));
+    std::fs::rename(&s.0, &renamed).unwrap();
+    let name = renamed.file_name().unwrap().to_string_lossy().into_owned();
+    api.text_from(OWNER, "owner", &format!("/session {name}"));
+    wait_for(Duration::from_secs(10), "the session in full", || {
+        api.calls("sendmessage")
+            .iter()
+            .any(|m| text(m).contains("waiting for plan_approval"))
+    });
+    api.text_from(OWNER, "owner", &format!("/logs {name}"));
+    wait_for(Duration::from_secs(10), "the logs", || {
+        api.calls("sendmessage")
+            .iter()
+            .any(|m| text(m).contains("== "))
+    });
+    assert!(
+        api.sent("drives no session").is_empty(),
+        "{:#?}",
+        api.sent("drives no session")
+    );
+    project.run(&["approve", &name]).expect(0);
+    wait_for(Duration::from_secs(30), "the plan message closed", || {
+        edits_of(&api, &plan)
+            .iter()
+            .any(|e| text(e).contains("approved from the command line"))
+    });
+    let closed = edits_of(&api, &plan).remove(0);
+    assert!(closed.get("reply_markup").is_none(), "{closed}");
+}
