@@ -7,8 +7,9 @@
 //!
 //! ```text
 //! Parked(why) --person--> Ready --RunNext{gen}--> AwaitingSlot --SlotGranted--> Running(flight)
-//!      ^                    ^  \--timer (backoff, usage limit)--/                  |     |
-//!      |                    +------------- the attempt's outcome -----------------+     |
+//!      ^                  ^ ^ \--timer (backoff, usage limit)--/                  |     |
+//!      |                  | +------------- the attempt's outcome -----------------+     |
+//!      |                  +-- Prepared -- Preparing <--RunNext (no worktree yet)        |
 //!      +---------------- Cancelling { flight, then } <--------- stop / shutdown --------+
 //! ```
 //!
@@ -18,8 +19,11 @@
 //! derived reference: the agent module never names this type), `Person` (a person's command:
 //! applied to the state in memory, then saved), `CheckAnswers` (the daemon saw `_qa.md` change)
 //! and `Shutdown` (the worker is stopping: the attempt is stopped, journaled as interrupted, and
-//! the actor stops). Links one AgentProcess child per attempt; one that fails counts as a crashed
-//! attempt. Reports to the supervisor through [`SessionReport`]: a slot is asked for before each
+//! the actor stops). A session without a worktree has it made in a task of its own before it
+//! asks for a slot (`Preparing`: `Claim` records the branch before git makes it, `Prepared`
+//! reports), so that a slow checkout holds no slot and no person's command waits on it.
+//! Links one AgentProcess child per attempt; one that fails counts as a crashed attempt.
+//! Reports to the supervisor through [`SessionReport`]: a slot is asked for before each
 //! attempt and given back after it; every park is reported once. Under `samocode run` a parked
 //! session's actor stops and lets go of the lock; under the daemon it stays, holding no process
 //! and no timer, until a person's command.
@@ -116,8 +120,29 @@ pub enum SessionMsg {
     /// From the notifier: the notice of park `park` is safe; or (`None`) from a timer under
     /// `samocode run`: no longer wait for it before letting go of the session.
     Told { park: Option<u64> },
+    /// From the session's worktree being made in the background: record `branch` as the
+    /// session's before git makes it (a crash from then on finds it the session's own).
+    Claim {
+        branch: String,
+        reply: RpcReplyPort<Result<(), String>>,
+    },
+    /// From the session's worktree being made in the background: it is made (or not).
+    Prepared {
+        id: u64,
+        made: Result<Prepared, worktree::WorktreeError>,
+        /// The branch the session claimed for it is another's (a branch of the name was made
+        /// first, or clashes with one): the claim is dropped.
+        disown: bool,
+    },
     /// From the supervisor: the worker is stopping.
     Shutdown,
+}
+
+/// A worktree made in the background, with its base when the state had none.
+#[derive(Debug)]
+pub struct Prepared {
+    tree: worktree::Worktree,
+    base: Option<crate::protocol::state::BaseRef>,
 }
 
 impl From<AttemptDone> for SessionMsg {
@@ -143,6 +168,11 @@ pub(super) enum Life {
     Parked(Settled),
     /// Runnable: a `RunNext` of the current generation is on its way (now, or from a timer).
     Ready,
+    /// The session's worktree is being made (a new session's, or one a Python session lacked),
+    /// in a task of its own, holding no slot: a slow checkout (a filter fetching large files)
+    /// keeps no other session from its agent and no person's command from this one.
+    /// `exit`: the worker stops once it is made.
+    Preparing { id: u64, exit: bool },
     /// A slot was asked for and not granted yet.
     AwaitingSlot,
     /// An attempt runs; the session holds a slot.
@@ -473,7 +503,17 @@ impl SessionActor {
                 }
             }
             SessionMsg::Told { park: None } => run.told_waited = true,
+            SessionMsg::Claim { branch, reply } => {
+                run.state.branch = Some(branch);
+                let _ = reply.send(run.save().map_err(|e| e.to_string()));
+            }
+            SessionMsg::Prepared { id, made, disown } => {
+                self.prepared(&myself, run, id, made, disown)?
+            }
             SessionMsg::Shutdown => match std::mem::replace(&mut run.life, Life::Ready) {
+                // The checkout under way is let end (cut short, it would leave a half-made
+                // worktree on the session's branch).
+                Life::Preparing { id, .. } => run.life = Life::Preparing { id, exit: true },
                 Life::Running(flight) | Life::Cancelling { flight, .. } => {
                     let _ = flight.agent.send_message(AgentMsg::Cancel);
                     run.life = Life::Cancelling {
@@ -739,11 +779,148 @@ impl SessionActor {
                 return Ok(());
             }
         }
+        if needs_worktree(&run.state) {
+            self.prepare(myself, run);
+            return Ok(());
+        }
         run.life = Life::AwaitingSlot;
         self.report(SessionReport::RequestSlot {
             dir: run.store.dir().to_path_buf(),
         });
         Ok(())
+    }
+
+    /// In `Ready`, for a session with no worktree: makes it in a task of its own (see
+    /// [`Life::Preparing`]), which asks this actor to record the branch before git makes it
+    /// and reports with [`SessionMsg::Prepared`].
+    fn prepare(&self, myself: &ActorRef<SessionMsg>, run: &mut SessionRun) {
+        run.flights += 1;
+        let id = run.flights;
+        run.life = Life::Preparing { id, exit: false };
+        let project = self.project.clone();
+        let folder = run.store.name().to_string();
+        let dir = run.store.dir().to_path_buf();
+        let claimed = run.state.branch.clone();
+        let sought = run.state.base.is_none();
+        let actor = myself.clone();
+        let work = async move {
+            let unsaved = |detail: String| worktree::WorktreeError::Git {
+                args: "(saving state)".into(),
+                dir: dir.clone(),
+                detail,
+            };
+            let claim = async |branch: &str| {
+                let branch = branch.to_string();
+                match actor
+                    .call(|reply| SessionMsg::Claim { branch, reply }, None)
+                    .await
+                {
+                    Ok(ractor::rpc::CallResult::Success(saved)) => saved.map_err(unsaved),
+                    _ => Err(unsaved("the session's worker is gone".into())),
+                }
+            };
+            let made = worktree::prepare(
+                &project,
+                &folder,
+                name::short_name(&folder),
+                claimed.as_deref(),
+                claim,
+            )
+            .await;
+            let disown = claimed.is_none()
+                && matches!(
+                    made,
+                    Err(worktree::WorktreeError::BranchTaken { .. }
+                        | worktree::WorktreeError::BranchClash { .. })
+                );
+            let made = match made {
+                Ok(tree) => {
+                    let base = match sought {
+                        true => worktree::base_of(&project, &tree.path).await,
+                        false => None,
+                    };
+                    Ok(Prepared { tree, base })
+                }
+                Err(error) => Err(error),
+            };
+            // Gone (the worker stopped): the next one finds the worktree, on its own branch.
+            let _ = actor.send_message(SessionMsg::Prepared { id, made, disown });
+        };
+        tokio::spawn(work.instrument(run.trace.current()));
+    }
+
+    /// The session's worktree is made (or could not be): recorded, then the session goes on
+    /// as its state says (stopped by a person meanwhile, it parks so).
+    fn prepared(
+        &self,
+        myself: &ActorRef<SessionMsg>,
+        run: &mut SessionRun,
+        id: u64,
+        made: Result<Prepared, worktree::WorktreeError>,
+        disown: bool,
+    ) -> Result<(), ActorProcessingErr> {
+        let exit = match run.life {
+            Life::Preparing { id: ours, exit } if ours == id => exit,
+            _ => return Ok(()),
+        };
+        run.life = Life::Ready;
+        let init = run.state.phase == Phase::Init;
+        let failed = match made {
+            Ok(Prepared { tree, base }) => {
+                run.state.worktree = Some(tree.path.clone());
+                run.state.branch = Some(tree.branch.clone());
+                if run.state.base.is_none() {
+                    run.state.base = base;
+                }
+                let entry = if init {
+                    run.state.enter_phase(Phase::Investigation);
+                    format!(
+                        "Session initialised: worktree {} on branch {}",
+                        tree.path.display(),
+                        tree.branch
+                    )
+                } else {
+                    format!(
+                        "The session had no worktree samocode could find: made {} on branch {}",
+                        tree.path.display(),
+                        tree.branch
+                    )
+                };
+                self.save_worktree_entry(run, &entry).err()
+            }
+            Err(error) => {
+                if disown && run.state.branch.is_some() {
+                    run.state.branch = None;
+                    if let Err(unsaved) = run.save() {
+                        run.store.log(&format!(
+                            "the branch this session was about to make is another's, and that could not be saved ({unsaved}): do not resume it, start it under another name"
+                        ));
+                    }
+                }
+                Some(error)
+            }
+        };
+        if let Some(error) = failed {
+            let reason = match init {
+                true => format!("init failed: {error}"),
+                false => format!("the session has no worktree and none could be made: {error}"),
+            };
+            if run.state.status.is_runnable() {
+                self.block(run, reason, Source::Worker)?;
+            } else {
+                // A person stopped it meanwhile: it stays stopped, and tries again at its resume.
+                run.store.log(&reason);
+            }
+        }
+        if exit {
+            let _ = self.save_pending(run);
+            myself.stop(Some(STOP_SHUTDOWN.into()));
+            return Ok(());
+        }
+        match run.life {
+            Life::Ready => self.run_next(myself, run),
+            _ => Ok(()),
+        }
     }
 
     /// Saves a verdict the state holds and has not saved yet, or the notebook's lines a
@@ -794,7 +971,10 @@ impl SessionActor {
         match &mut run.life {
             Life::Parked(_) | Life::Ready => self.schedule(myself, run, std::time::Duration::ZERO),
             Life::Cancelling { then, .. } if *then == Then::Park => *then = Then::Rerun,
-            Life::AwaitingSlot | Life::Running(_) | Life::Cancelling { .. } => {}
+            Life::Preparing { .. }
+            | Life::AwaitingSlot
+            | Life::Running(_)
+            | Life::Cancelling { .. } => {}
         }
         Ok(())
     }
@@ -806,22 +986,12 @@ impl SessionActor {
         run: &mut SessionRun,
     ) -> Result<(), ActorProcessingErr> {
         run.answered_while_running = None;
-        if run.state.phase == Phase::Init
-            && let Err(error) = self.init(run).await
-        {
+        if needs_worktree(&run.state) {
+            // Made before a slot is asked for (`run_next`); should one be missing here, it is
+            // made now, and the slot asked for again once it is.
             self.release_slot(run);
-            return self.block(run, format!("init failed: {error}"), Source::Worker);
-        }
-        if run.state.phase != Phase::Init
-            && run.state.worktree.is_none()
-            && let Err(error) = self.give_worktree(run).await
-        {
-            self.release_slot(run);
-            return self.block(
-                run,
-                format!("the session has no worktree and none could be made: {error}"),
-                Source::Worker,
-            );
+            self.prepare(myself, run);
+            return Ok(());
         }
         if let Err(error) = self.restore_worktree(run).await {
             self.release_slot(run);
@@ -1100,29 +1270,6 @@ impl SessionActor {
         Ok(())
     }
 
-    async fn init(&self, run: &mut SessionRun) -> Result<(), worktree::WorktreeError> {
-        let tree = self.make_worktree(run).await?;
-        run.state.enter_phase(Phase::Investigation);
-        let entry = format!(
-            "Session initialised: worktree {} on branch {}",
-            tree.path.display(),
-            tree.branch
-        );
-        self.save_worktree_entry(run, &entry)
-    }
-
-    /// A session past its init with no worktree (one the Python samocode began, whose
-    /// worktree was not found) gets one now: its agents never work in the main checkout.
-    async fn give_worktree(&self, run: &mut SessionRun) -> Result<(), worktree::WorktreeError> {
-        let tree = self.make_worktree(run).await?;
-        let entry = format!(
-            "The session had no worktree samocode could find: made {} on branch {}",
-            tree.path.display(),
-            tree.branch
-        );
-        self.save_worktree_entry(run, &entry)
-    }
-
     fn save_worktree_entry(
         &self,
         run: &mut SessionRun,
@@ -1137,57 +1284,6 @@ impl SessionActor {
             })?;
         run.store.log(entry);
         Ok(())
-    }
-
-    /// Makes (or finds, after a crash) the session's worktree and records it in the state.
-    async fn make_worktree(
-        &self,
-        run: &mut SessionRun,
-    ) -> Result<worktree::Worktree, worktree::WorktreeError> {
-        let folder = run.store.name();
-        let claimed = run.state.branch.clone();
-        let prepared = worktree::prepare(
-            &self.project,
-            &folder,
-            name::short_name(&folder),
-            claimed.as_deref(),
-            |branch| {
-                // On the disk before git makes the branch: a crash from here on finds it ours.
-                run.state.branch = Some(branch.to_string());
-                run.store
-                    .save(&mut run.state)
-                    .map_err(|e| worktree::WorktreeError::Git {
-                        args: "(saving state)".into(),
-                        dir: run.store.dir().to_path_buf(),
-                        detail: e.to_string(),
-                    })
-            },
-        )
-        .await;
-        let tree = match prepared {
-            Ok(tree) => tree,
-            // Another git made that branch first (or it clashes with one): it is not this
-            // session's, whatever the claim saved before git ran said.
-            Err(
-                error @ (worktree::WorktreeError::BranchTaken { .. }
-                | worktree::WorktreeError::BranchClash { .. }),
-            ) if claimed.is_none() && run.state.branch.is_some() => {
-                run.state.branch = None;
-                if let Err(unsaved) = run.store.save(&mut run.state) {
-                    run.store.log(&format!(
-                        "the branch this session was about to make is another's, and that could not be saved ({unsaved}): do not resume it, start it under another name"
-                    ));
-                }
-                return Err(error);
-            }
-            Err(error) => return Err(error),
-        };
-        run.state.worktree = Some(tree.path.clone());
-        run.state.branch = Some(tree.branch.clone());
-        if run.state.base.is_none() {
-            run.state.base = worktree::base_of(&self.project, &tree.path).await;
-        }
-        Ok(tree)
     }
 
     /// Applies a person's command with the lock this actor holds, and acts on the result.
@@ -1271,6 +1367,8 @@ impl SessionActor {
                 };
                 run.life = Life::Cancelling { flight, then };
             }
+            // The checkout is let end; the stop holds once it is made (see `prepared`).
+            (PersonCommand::Stop, life @ Life::Preparing { .. }) => run.life = life,
             (PersonCommand::Stop, _) => {
                 // Timers of the old life are stale from now on.
                 run.generation += 1;
@@ -1399,6 +1497,12 @@ impl SessionActor {
     pub(super) fn notify(&self, run: &SessionRun, event: SessionEvent) {
         self.notifier.deliver(run.store.dir(), event);
     }
+}
+
+/// A session with no worktree yet: new (in init), or one the Python samocode began whose
+/// worktree was not found. Its agents never work in the main checkout.
+fn needs_worktree(state: &SessionState) -> bool {
+    state.phase == Phase::Init || state.worktree.is_none()
 }
 
 /// Why a press of a button of a message that is not `session`'s latest is refused.

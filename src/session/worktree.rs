@@ -240,7 +240,7 @@ pub async fn prepare(
     folder: &str,
     name: &str,
     claimed: Option<&str>,
-    claim: impl FnOnce(&str) -> Result<(), WorktreeError>,
+    claim: impl AsyncFnOnce(&str) -> Result<(), WorktreeError>,
 ) -> Result<Worktree, WorktreeError> {
     let repo = &project.main_repo;
     checkout(repo).await?;
@@ -326,7 +326,7 @@ pub async fn prepare(
             repo: repo.clone(),
         });
     }
-    claim(&branch)?;
+    claim(&branch).await?;
     let path_text = path.to_string_lossy().into_owned();
     // `--no-track`: a branch made from `origin/main` would track it, and a plain `git push`
     // of the session's work (with `push.default=upstream`) would go to the team's main.
