@@ -77,26 +77,13 @@ pub async fn run_git(
 ) -> Result<String, String> {
     let mut command =
         tokio::process::Command::from(crate::session::worktree::git_command(dir, args));
-    command
-        .stdin(std::process::Stdio::null())
-        .process_group(0)
-        .kill_on_drop(true);
     if let Some(remote) = remote {
         remote.credentials(&mut command);
     }
-    let child = command
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run git: {e}"))?;
-    let group = child.id().map(|pid| nix::unistd::Pid::from_raw(pid as i32));
-    let output = match tokio::time::timeout(GIT_LIMIT, child.wait_with_output()).await {
-        Ok(output) => output.map_err(|e| format!("cannot run git: {e}"))?,
-        Err(_) => {
-            // Its helpers (git-remote-http) too: they hold the connection.
-            if let Some(group) = group {
-                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
-            }
+    // Stopped with its helpers (git-remote-http holds the connection).
+    let output = match crate::session::worktree::output_within(command, GIT_LIMIT).await {
+        Some(output) => output.map_err(|e| format!("cannot run git: {e}"))?,
+        None => {
             return Err(format!(
                 "git {} did not end within {} and was stopped",
                 args.first().unwrap_or(&""),

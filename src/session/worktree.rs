@@ -162,13 +162,32 @@ async fn git_raw(dir: &Path, args: &[&str]) -> Result<String, WorktreeError> {
     git_output(dir, args, output)
 }
 
-/// What `command` printed, or `None` when it did not end within `limit`: then it is killed.
-async fn output_within(
+/// What `command` printed, or `None` when it did not end within `limit`: then it is killed,
+/// with what it started (a filter, a remote helper holding a connection).
+pub(crate) async fn output_within(
     mut command: Command,
     limit: std::time::Duration,
 ) -> Option<std::io::Result<std::process::Output>> {
-    command.kill_on_drop(true);
-    tokio::time::timeout(limit, command.output()).await.ok()
+    use std::process::Stdio;
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = match command.spawn() {
+        Ok(child) => child,
+        Err(error) => return Some(Err(error)),
+    };
+    let group = child.id().map(|pid| nix::unistd::Pid::from_raw(pid as i32));
+    match tokio::time::timeout(limit, child.wait_with_output()).await {
+        Ok(output) => Some(output),
+        Err(_) => {
+            if let Some(group) = group {
+                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            }
+            None
+        }
+    }
 }
 
 /// [`git_raw`] for callers off the async threads.
@@ -180,10 +199,14 @@ fn git_raw_blocking(dir: &Path, args: &[&str]) -> Result<String, WorktreeError> 
 /// `git -C DIR ARGS`, never asking for a password, and running none of the repository's
 /// hooks or its file-system monitor: samocode's own commands (`worktree add`, `status`, a
 /// remote engine's push and fetch) are plumbing, and a hook that waits (an `npm install` on
-/// post-checkout) would hold the session where no `stop` reaches it.
+/// post-checkout) would hold the session where no `stop` reaches it. In a process group of its
+/// own: a terminal's Ctrl-C is samocode's to act on, and cut short by it, a `worktree add`
+/// left a half-made checkout and the session blocked with git's progress line for a reason.
 pub(crate) fn git_command(dir: &Path, args: &[&str]) -> std::process::Command {
+    use std::os::unix::process::CommandExt;
     let mut command = std::process::Command::new("git");
     command
+        .process_group(0)
         .arg("-C")
         .arg(dir)
         .args([

@@ -1884,35 +1884,6 @@ fn a_stop_then_the_daemons_stop_after_the_agent_ended_well_stays_stopped() {
     assert_eq!(s.jsonl("_iterations.jsonl").len(), 1, "it ran on");
 }
 
-/// A `git` on PATH whose `worktree add` of branch `held` waits until `gate` exists (a slow
-/// checkout: a filter of the repository's fetching large files), touching `held` first.
-fn holding_git(project: &mut Project, gate: &std::path::Path, held: &std::path::Path) {
-    let real = String::from_utf8(
-        std::process::Command::new("sh")
-            .args(["-c", "command -v git"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let bin = project.root.join("slow-git");
-    std::fs::create_dir(&bin).unwrap();
-    let wrapper = bin.join("git");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nnext=; b=\nfor a in \"$@\"; do\n  [ \"$next\" = b ] && b=$a\n  next=\n  [ \"$a\" = -b ] && next=b\ndone\nif [ \"$b\" = held ]; then\n  : > '{held}'\n  i=0; while [ ! -e '{gate}' ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done\nfi\nexec {real} \"$@\"\n",
-            held = held.display(),
-            gate = gate.display(),
-            real = real.trim()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    project.env("PATH", &path);
-}
-
 /// A session's first checkout is slow (a filter fetching large files): the session held an
 /// agent slot and its actor while git ran, so at `--max-parallel 1` every other session waited
 /// with no agent running, and a `stop` of it went unanswered ("did not answer within 30s")
@@ -1923,7 +1894,7 @@ fn a_slow_first_checkout_holds_no_slot_and_a_stop_given_during_it_holds() {
     let mut project = Project::new();
     let gate = project.root.join("checkout-may-go");
     let held = project.root.join("checkout-held");
-    holding_git(&mut project, &gate, &held);
+    super::fixture::holding_git(&mut project, &gate, &held);
     let _daemon = project.daemon(&["--max-parallel", "1"]);
     project
         .run(&["start", "--session", "held", "--dive", "d", "--task", "t"])

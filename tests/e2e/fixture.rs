@@ -564,3 +564,36 @@ pub fn faketime_library() -> PathBuf {
         .find(|lib| lib.exists())
         .expect("libfaketime is installed (.ci/run installs Debian's faketime package)")
 }
+
+/// A `git` on PATH whose `worktree add` of branch `held` waits until `gate` exists (a slow
+/// checkout: a filter of the repository's fetching large files), touching `held` first.
+pub fn holding_git(project: &mut Project, gate: &std::path::Path, held: &std::path::Path) {
+    let real = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "command -v git"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let bin = project.root.join("slow-git");
+    std::fs::create_dir(&bin).unwrap();
+    let wrapper = bin.join("git");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nnext=; b=\nfor a in \"$@\"; do\n  [ \"$next\" = b ] && b=$a\n  next=\n  [ \"$a\" = -b ] && next=b\ndone\nif [ \"$b\" = held ]; then\n  : > '{held}'\n  i=0; while [ ! -e '{gate}' ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done\nfi\nexec {real} \"$@\"\n",
+            held = held.display(),
+            gate = gate.display(),
+            real = real.trim()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    project.env("PATH", &path);
+}

@@ -518,3 +518,44 @@ fn a_second_sigterm_stops_the_daemon_at_once_and_kills_the_agents() {
     assert!(agents_of(&project.session("slow").0).is_empty());
     std::mem::forget(daemon);
 }
+
+/// Ctrl-C in the terminal of a `run` while its new session's worktree was being made reached
+/// git too (one process group): the checkout was cut short and the session blocked, its reason
+/// git's progress line ("init failed: … Preparing worktree"), with nothing to fix. git is in a
+/// group of its own: the run lets the checkout end, exits 130, and the next run goes on.
+#[test]
+fn ctrl_c_during_a_new_sessions_checkout_leaves_it_to_go_on() {
+    use std::os::unix::process::CommandExt;
+    let mut project = Project::new();
+    let gate = project.root.join("checkout-may-go");
+    let held = project.root.join("checkout-held");
+    super::fixture::holding_git(&mut project, &gate, &held);
+    let mut run = project
+        .command(&["run", "--session", "held", "--dive", "d", "--task", "t"])
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(30), "the checkout held", || {
+        held.exists()
+    });
+    // A terminal's Ctrl-C goes to its whole foreground group.
+    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(run.id() as i32), Signal::SIGINT).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&gate, "").unwrap();
+    let ended = run.wait().unwrap();
+    let mut said = String::new();
+    run.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    assert_eq!(ended.code(), Some(130), "{said}");
+    let s = project.session("held");
+    let state = s.state();
+    assert_eq!(state["phase"], "investigation", "{state}");
+    assert!(state["worktree"].is_string(), "{state}");
+    assert_ne!(state["status"]["state"], "blocked", "{state}");
+    project.run(&["run", "--session", "held"]).expect(10);
+}
