@@ -415,6 +415,23 @@ impl SessionActor {
         message: SessionMsg,
         run: &mut SessionRun,
     ) -> Result<(), ActorProcessingErr> {
+        // What writes into the session's folder by path checks first that the folder is still
+        // the one this actor holds (`RunNext`, `Person` and `AgentExited` check on their way).
+        let writes = matches!(
+            message,
+            SessionMsg::SlotGranted
+                | SessionMsg::SlotQueued
+                | SessionMsg::CheckAnswers
+                | SessionMsg::Told { park: Some(_) }
+                | SessionMsg::Claim { .. }
+                | SessionMsg::Prepared { .. }
+        );
+        if writes && self.let_go_if_replaced(&myself, run) {
+            if matches!(message, SessionMsg::SlotGranted) {
+                self.release_slot(run);
+            }
+            return Ok(());
+        }
         match message {
             SessionMsg::RunNext { generation } => {
                 if generation == run.generation && matches!(run.life, Life::Ready) {
@@ -436,6 +453,18 @@ impl SessionActor {
                 // The notebook's lines are written when the next attempt starts.
                 if run.unsaved {
                     run.save_state()?;
+                }
+            }
+            SessionMsg::AgentExited(done) if run.store.replaced() => {
+                // Its folder is gone, and the one at its path is another session's: the
+                // attempt's end is written into neither.
+                let ours = matches!(&run.life,
+                    Life::Running(flight) | Life::Cancelling { flight, .. } if flight.id == done.flight);
+                if ours {
+                    run.life = Life::Ready;
+                    self.release_slot(run);
+                    tracing::warn!(session = %run.store.dir().display(), "the session's folder was deleted and made again while its attempt ran: the attempt's end is not written into the new folder, and the old session's actor lets it go");
+                    myself.stop(Some(STOP_REPLACED.into()));
                 }
             }
             SessionMsg::AgentExited(done) => {
@@ -689,6 +718,13 @@ impl Actor for SessionActor {
         _myself: ActorRef<SessionMsg>,
         run: &mut SessionRun,
     ) -> Result<(), ActorProcessingErr> {
+        if run.store.replaced() {
+            // Its folder is gone, and what is at its path is another session's: written by
+            // path, the attempt's row or the state would go into that one.
+            run.trace.end(None);
+            run.store.release();
+            return Ok(());
+        }
         // Stopped with an attempt still in flight (not through `Shutdown`): ractor kills the
         // agent's actor next, and its guard the process group. Journal the attempt now, while
         // the lock is held; the state still says running, so the next worker runs the

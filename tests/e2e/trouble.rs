@@ -893,3 +893,60 @@ fn a_command_given_while_another_holds_the_session_for_a_moment_waits_for_it() {
     approved.expect(0);
     assert_eq!(s.state()["phase"], "implementation");
 }
+
+/// A session folder deleted and made again (by a `run`) while the daemon's attempt of the old
+/// one ran: the attempt's end wrote its row, its verdict and the old state (dive and task) into
+/// the new folder, and the daemon then drove that as the old session. Its end is written
+/// nowhere now: the old folder is gone, and the new one is another session's.
+#[test]
+fn an_attempt_whose_folder_was_made_again_writes_nothing_into_the_new_one() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation@1=slow:4");
+    let _daemon = project.daemon(&[]);
+    project
+        .run(&[
+            "start",
+            "--session",
+            "again",
+            "--dive",
+            "old dive",
+            "--task",
+            "old task",
+        ])
+        .expect(0);
+    let s = project.session("again");
+    wait_for(Duration::from_secs(30), "the attempt running", || {
+        s.path("_state.json").exists() && s.state()["in_flight"].is_object()
+    });
+    std::fs::remove_dir_all(&s.0).unwrap();
+    // The new session blocks at its init: the old one's worktree is not its own.
+    project
+        .run(&[
+            "run",
+            "--session",
+            "again",
+            "--dive",
+            "new dive",
+            "--task",
+            "new task",
+            "--once",
+        ])
+        .expect(11);
+    wait_for(Duration::from_secs(30), "the old attempt's end", || {
+        project.daemon_log().contains("deleted and made again")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let state = s.state();
+    assert_eq!(state["dive"], "new dive", "{state}");
+    assert_eq!(state["status"]["state"], "blocked", "{state}");
+    assert!(
+        !s.path("_iterations.jsonl").exists() || s.read("_iterations.jsonl").is_empty(),
+        "{}",
+        s.read("_iterations.jsonl")
+    );
+    assert!(
+        !s.read("session.log").contains("continue"),
+        "{}",
+        s.read("session.log")
+    );
+}
