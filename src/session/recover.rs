@@ -155,9 +155,12 @@ pub fn take_over(
         state.spend(row);
         let seen = record.notes.min(state.guidance.len());
         state.guidance.drain(..seen);
-        // Only a session that was running moves on; one a person or the worker has parked
-        // since (failed after too many restarts) keeps its status, with the attempt counted.
-        if state.status == RunState::Running {
+        // A session that was running moves on, as does one a person stopped (and perhaps
+        // resumed) as its agent ended: the stop holds, as the worker that died would have
+        // kept it. One the worker has parked since (failed after too many restarts) keeps its
+        // status, with the attempt counted.
+        let stopped = matches!(state.status, RunState::Stopped { .. });
+        if stopped || state.status.is_runnable() {
             state.continue_to(to);
         }
         store.save(state)?;
@@ -165,6 +168,21 @@ pub fn take_over(
             "took over from worker pid {}, which stopped after attempt {} ended: its verdict (continue in {to}) is taken from the journals",
             record.worker_pid, record.log
         ));
+        if stopped {
+            super::person::act(store, state, None, |state| {
+                let mut effect = crate::protocol::gate::stop(state, now)?;
+                effect.flow_log = "The stop given during the attempt holds: its verdict was taken, and the session waits for `resume`".into();
+                Ok(effect)
+            })
+            .map_err(|error| match error {
+                super::person::ActError::Store(error) => error,
+                other => StoreError::Io {
+                    action: "cannot keep the stop of",
+                    path: store.dir().to_path_buf(),
+                    source: std::io::Error::other(other.to_string()),
+                },
+            })?;
+        }
         return Ok(());
     }
     if let Some(row) = &journaled
@@ -178,7 +196,9 @@ pub fn take_over(
         state.spend(row);
         let seen = record.notes.min(state.guidance.len());
         state.guidance.drain(..seen);
-        if state.status == RunState::Running {
+        // A person's stop as its agent ended gives way to the park, as it does in the worker
+        // that died (the session waits where its verdict put it).
+        if state.status.is_runnable() || matches!(state.status, RunState::Stopped { .. }) {
             state.status = status;
             state.last_rejection = None;
             state.last_failure = None;
@@ -497,6 +517,61 @@ mod tests {
             .unwrap();
         take_over(&store, &mut state, &LocalProcess, &Prices::default()).unwrap();
         assert_eq!(store.load_state().unwrap().agent_seconds, 1810.0);
+    }
+
+    /// A person stopped the session as its agent ended (its signal written), and the worker
+    /// died after journaling the verdict: the verdict is taken and the stop holds (the phase
+    /// stayed, and the resume ran the iteration again); a verdict that parks it parks it.
+    #[test]
+    fn a_verdict_journaled_after_a_persons_stop_is_taken_and_the_stop_holds() {
+        let stopped = RunState::Stopped {
+            at: Timestamp::now(),
+            waiting_for: None,
+        };
+        let (_dir, store, mut state) = verdict_journaled(stopped.clone());
+        take_over(&store, &mut state, &LocalProcess, &Prices::default()).unwrap();
+        let saved = store.load_state().unwrap();
+        assert_eq!(saved.phase, Phase::Requirements);
+        assert!(
+            matches!(saved.status, RunState::Stopped { .. }),
+            "{saved:?}"
+        );
+        assert!(saved.in_flight.is_none());
+        let history = store.read(crate::session::store::HISTORY).unwrap().unwrap();
+        let last: HistoryRow = serde_json::from_str(history.lines().last().unwrap()).unwrap();
+        assert_eq!(
+            (last.status.as_str(), last.source),
+            ("stop", Source::Person)
+        );
+
+        let (_dir, store, mut state) = verdict_journaled(stopped);
+        let log = state.in_flight.as_ref().unwrap().log.clone();
+        std::fs::write(
+            store.path(&log).with_extension("signal.json"),
+            r#"{"status":"blocked","phase":"investigation","reason":"needs a key"}"#,
+        )
+        .unwrap();
+        store
+            .append_history(&HistoryRow {
+                at: Timestamp::now(),
+                iteration: 1,
+                attempt: 1,
+                source: Source::Agent,
+                from: Phase::Investigation,
+                to: None,
+                status: "blocked".into(),
+                accepted: true,
+                reason: None,
+                outcome: "blocked".into(),
+                by: None,
+            })
+            .unwrap();
+        take_over(&store, &mut state, &LocalProcess, &Prices::default()).unwrap();
+        let saved = store.load_state().unwrap();
+        assert!(
+            matches!(saved.status, RunState::Blocked { .. }),
+            "{saved:?}"
+        );
     }
 
     #[test]

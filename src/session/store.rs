@@ -526,6 +526,14 @@ impl SessionFolder {
             return None;
         }
         let since = state.status.since()?;
+        // The verdict of the attempt the state has in flight: a person stopped the session as
+        // its agent ended, and the worker died after journaling the verdict, before saving
+        // the state that takes it (the next worker takes it, see `recover::take_over`).
+        let own_verdict = |row: &HistoryRow| {
+            state.in_flight.is_some()
+                && row.source == crate::protocol::journal::Source::Agent
+                && (row.iteration, row.attempt) == (state.iteration, state.attempt)
+        };
         // Any row since its park that let it go on: after an approval, a stop or a block at
         // the next launch may follow, and the approval is lost all the same.
         let went_on = self
@@ -536,6 +544,7 @@ impl SessionFolder {
                 row.accepted
                     && matches!(row.outcome.as_str(), "queued" | "next")
                     && row.iteration >= state.iteration
+                    && !own_verdict(row)
             })?;
         Some(format!(
             "it is {}, and _signal_history.jsonl has `{}` since, which let it go on",

@@ -1933,3 +1933,55 @@ fn a_slow_first_checkout_holds_no_slot_and_a_stop_given_during_it_holds() {
         s.state()["status"]["for"] == "qa_answers"
     });
 }
+
+/// A stop (or a stop and a resume) given after the agent ended well, then the daemon killed
+/// once the verdict was journaled and before its state was saved: the next daemon refused to
+/// open the stopped session ("_state.json is older than the session's journals"), and the
+/// resumed one ran its iteration again (the verdict was taken only for a running state). Both
+/// take the verdict, and the stop holds.
+#[test]
+fn a_stop_after_the_agent_ended_well_then_a_crash_keeps_the_verdict_and_the_stop() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation=escape");
+    project.env("SAMOCODE_KILL_GRACE", "4s");
+    project.env("SAMOCODE_FAILPOINTS", "kill-after-verdict");
+    let mut sessions = Vec::new();
+    for (name, resumed) in [("held", false), ("back", true)] {
+        let daemon = project.daemon(&[]);
+        let s = start_until_the_agent_ended(&project, name);
+        project.run(&["stop", name]).expect(0);
+        if resumed {
+            project.run(&["resume", name]).expect(0);
+        }
+        let pid = daemon.pid();
+        wait_for(Duration::from_secs(30), "the kill at the failpoint", || {
+            !alive(pid as i32)
+        });
+        drop(daemon);
+        sessions.push((s, resumed));
+    }
+    project.env("SAMOCODE_FAILPOINTS", "");
+    let _daemon = project.daemon(&[]);
+    for (s, resumed) in &sessions {
+        let name = s.0.file_name().unwrap().to_string_lossy().into_owned();
+        let status = if *resumed { "waiting" } else { "stopped" };
+        wait_for(Duration::from_secs(30), status, || {
+            s.state()["status"]["state"] == status
+        });
+        let rows = project.status();
+        assert!(rows.iter().all(|r| r["state"] != "error"), "{rows:#?}");
+        if !resumed {
+            assert_eq!(s.state()["phase"], "requirements", "{}", s.state());
+            project.run(&["resume", &name]).expect(0);
+            wait_for(Duration::from_secs(30), "the questions", || {
+                s.state()["status"]["for"] == "qa_answers"
+            });
+        }
+        let phases: Vec<String> = s
+            .jsonl("_iterations.jsonl")
+            .iter()
+            .map(|r| r["phase"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(phases, ["investigation", "requirements"], "{name}");
+    }
+}
