@@ -535,16 +535,20 @@ impl NotifierState {
                 notice.dir = from;
                 // A session handed from `samocode run` to the daemon: the run's open message,
                 // kept in this outbox as compaction keeps one (a sent notice without buttons).
-                if !self.has_open(&notice.session)
-                    && let Some(path) = &self.adopt_into
-                    && let Some(message) =
-                        outbox::take_run_open(path, &notice.session, notice.dir.as_deref())
-                {
-                    if let Some(outbox) = &mut self.outbox
-                        && let Err(error) = outbox.keep_open(&notice.session, &message)
+                let none_open = !self.has_open(&notice.session);
+                let outbox = &mut self.outbox;
+                let keep = |message: &OpenMessage| {
+                    if let Some(outbox) = outbox
+                        && let Err(error) = outbox.keep_open(&notice.session, message)
                     {
                         tracing::warn!(%error, "the outbox cannot be written; the run's open message is kept in memory");
                     }
+                };
+                if none_open
+                    && let Some(path) = &self.adopt_into
+                    && let Some(message) =
+                        outbox::take_run_open(path, &notice.session, notice.dir.as_deref(), keep)
+                {
                     self.queue.open.insert(notice.session.clone(), message);
                 }
                 if self.has_open(&notice.session) {
@@ -734,30 +738,31 @@ fn adopt(
     namesake: &dyn Fn(&str, Option<&Path>) -> bool,
     foreign: &mut Foreign,
 ) -> std::io::Result<()> {
-    let orphans = outbox::adopt_orphans(path, looked);
     let mut failed = Ok(());
-    for entry in orphans.pending {
-        // Renumbered into this outbox, in their order; one this outbox cannot take waits in
-        // memory with the rest.
-        let entry = outbox::renumber(entry, replay.next_id);
-        replay.next_id += 1;
-        if let Err(error) = outbox.append(&entry) {
-            failed = Err(error);
+    outbox::adopt_orphans(path, looked, &mut |orphans| {
+        for entry in orphans.pending {
+            // Renumbered into this outbox, in their order; one this outbox cannot take waits
+            // in memory with the rest.
+            let entry = outbox::renumber(entry, replay.next_id);
+            replay.next_id += 1;
+            if let Err(error) = outbox.append(&entry) {
+                failed = Err(error);
+            }
+            replay.pending.push_back(entry);
         }
-        replay.pending.push_back(entry);
-    }
-    for (session, message) in orphans.open {
-        if let Some(dir) = message.dir.clone()
-            && namesake(&session, Some(&dir))
-        {
-            foreign.insert((session, dir), message);
-            continue;
+        for (session, message) in orphans.open {
+            if let Some(dir) = message.dir.clone()
+                && namesake(&session, Some(&dir))
+            {
+                foreign.insert((session, dir), message);
+                continue;
+            }
+            if let Err(error) = outbox.keep_open(&session, &message) {
+                failed = Err(error);
+            }
+            replay.open.insert(session, message);
         }
-        if let Err(error) = outbox.keep_open(&session, &message) {
-            failed = Err(error);
-        }
-        replay.open.insert(session, message);
-    }
+    });
     failed
 }
 

@@ -244,14 +244,15 @@ fn read(path: &Path) -> std::io::Result<Vec<Entry>> {
 }
 
 /// Takes over the outboxes of `samocode run`s that ended before their notices went out (their
-/// lock is free): returns what they left to send and their open messages, and removes them.
-/// An outbox with nothing left to send stays where it is: the next `run` of its session closes
-/// the message it left open (taken, that message would keep its buttons).
+/// lock is free): hands what each left to send, and its open messages, to `keep`, and only
+/// then removes it (while its lock is held: a crash in between sends its notices twice, never
+/// loses them). An outbox with nothing left to send stays where it is: the next `run` of its
+/// session closes the message it left open (taken, that message would keep its buttons).
 ///
 /// `looked` remembers the outboxes found with nothing to send, by size and modification time:
 /// one unchanged since is not locked and read again.
-pub fn adopt_orphans(own: &Path, looked: &mut Looked) -> Replay {
-    adopt_orphans_taking(own, looked, &take_away)
+pub fn adopt_orphans(own: &Path, looked: &mut Looked, keep: &mut dyn FnMut(Replay)) {
+    adopt_orphans_taking(own, looked, &take_away, keep)
 }
 
 /// [`adopt_orphans`], with `take` the removal of an outbox once adopted.
@@ -259,13 +260,13 @@ fn adopt_orphans_taking(
     own: &Path,
     looked: &mut Looked,
     take: &dyn Fn(&Path) -> std::io::Result<()>,
-) -> Replay {
-    let mut adopted = Replay::default();
+    keep: &mut dyn FnMut(Replay),
+) {
     let Some(dir) = own.parent() else {
-        return adopted;
+        return;
     };
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return adopted;
+        return;
     };
     let mut seen = HashMap::new();
     for entry in entries.filter_map(Result::ok) {
@@ -297,8 +298,7 @@ fn adopt_orphans_taking(
             }
             continue;
         }
-        adopted.pending.extend(orphan.pending);
-        adopted.open.extend(orphan.open);
+        keep(orphan);
         if let Err(error) = take(&path) {
             // Not taken again while it is as it was: its notices went out every 15 s.
             tracing::warn!(outbox = %path.display(), %error, "a finished run's outbox cannot be removed or emptied: its notices are sent now, and will be again after a restart of the daemon or by the session's next run; make the outbox folder writable");
@@ -308,7 +308,6 @@ fn adopt_orphans_taking(
         }
     }
     looked.0 = seen;
-    adopted
 }
 
 /// Removes a run's outbox whose contents were taken, with its lock file; one its folder
@@ -333,7 +332,12 @@ pub struct Looked(HashMap<PathBuf, (u64, std::time::SystemTime)>);
 /// on. `None` while a run holds the outbox, when it has notices left to send (those are
 /// adopted whole), and when the run's session is in another folder than `folder` (another
 /// project's namesake).
-pub fn take_run_open(own: &Path, session: &str, folder: Option<&Path>) -> Option<OpenMessage> {
+pub fn take_run_open(
+    own: &Path,
+    session: &str,
+    folder: Option<&Path>,
+    keep: impl FnOnce(&OpenMessage),
+) -> Option<OpenMessage> {
     let dir = own.parent()?;
     let short = crate::session::name::short_name(session);
     for name in [session, short] {
@@ -359,10 +363,11 @@ pub fn take_run_open(own: &Path, session: &str, folder: Option<&Path>) -> Option
         {
             continue;
         }
+        // Kept where the daemon keeps its own before the run's outbox goes.
+        keep(&open);
         // Kept, it would close the message again at each of the session's notices.
         if let Err(error) = take_away(&path) {
-            tracing::warn!(outbox = %path.display(), %error, "a finished run's outbox cannot be removed or emptied: the message it left open keeps its buttons; make the outbox folder writable");
-            return None;
+            tracing::warn!(outbox = %path.display(), %error, "a finished run's outbox cannot be removed or emptied: the message it left open is closed by the daemon, and perhaps again by the session's next run; make the outbox folder writable");
         }
         return Some(open);
     }
@@ -572,7 +577,9 @@ mod tests {
             error.contains("named pipe") || error.contains("not a regular file"),
             "{error}"
         );
-        assert!(take_run_open(&dir.path().join("outbox/daemon.jsonl"), "x", None).is_none());
+        assert!(
+            take_run_open(&dir.path().join("outbox/daemon.jsonl"), "x", None, |_| ()).is_none()
+        );
         let locked = dir.path().join("outbox/daemon.jsonl");
         fifo(&locked.with_extension("lock"));
         let error = Outbox::open(&locked).err().unwrap().to_string();
@@ -661,6 +668,45 @@ mod tests {
         assert_eq!(replay.next_id, 4);
     }
 
+    /// What [`adopt_orphans_taking`] hands over, gathered.
+    fn gathered(
+        own: &Path,
+        looked: &mut Looked,
+        take: &dyn Fn(&Path) -> std::io::Result<()>,
+    ) -> Replay {
+        let mut all = Replay::default();
+        adopt_orphans_taking(own, looked, take, &mut |orphan| {
+            all.pending.extend(orphan.pending);
+            all.open.extend(orphan.open);
+        });
+        all
+    }
+
+    /// A daemon killed as it took over what a run left lost those notices: the run's outbox
+    /// was removed before they were in the daemon's. They are handed over while it is there.
+    #[test]
+    fn a_run_outbox_is_there_until_its_notices_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = dir.path().join("outbox/daemon.jsonl");
+        let run = dir.path().join("outbox/run-s.jsonl");
+        std::fs::create_dir_all(run.parent().unwrap()).unwrap();
+        std::fs::write(
+            &run,
+            format!(
+                "{}\n",
+                serde_json::to_string(&notice(0, "s", true)).unwrap()
+            ),
+        )
+        .unwrap();
+        let mut kept = 0;
+        adopt_orphans(&own, &mut Looked::default(), &mut |orphan| {
+            assert!(run.exists(), "removed before its notices were kept");
+            kept += orphan.pending.len();
+        });
+        assert_eq!(kept, 1);
+        assert!(!run.exists());
+    }
+
     /// A run's outbox with nothing left to send stays for the session's next run, and is not
     /// locked and read again until it changes; once it holds a notice to send, it is adopted.
     #[test]
@@ -676,15 +722,15 @@ mod tests {
         };
         std::fs::write(&run, line(&notice(0, "s", true)) + &line(&sent)).unwrap();
         let mut looked = Looked::default();
-        assert!(adopt_orphans(&own, &mut looked).pending.is_empty());
+        assert!(gathered(&own, &mut looked, &take_away).pending.is_empty());
         assert!(run.exists(), "left for the next run");
         // Not locked again (which would make its lock file) while unchanged.
         std::fs::remove_file(run.with_extension("lock")).unwrap();
-        assert!(adopt_orphans(&own, &mut looked).pending.is_empty());
+        assert!(gathered(&own, &mut looked, &take_away).pending.is_empty());
         assert!(!run.with_extension("lock").exists());
         let mut file = std::fs::OpenOptions::new().append(true).open(&run).unwrap();
         std::io::Write::write_all(&mut file, line(&notice(1, "s", true)).as_bytes()).unwrap();
-        let adopted = adopt_orphans(&own, &mut looked);
+        let adopted = gathered(&own, &mut looked, &take_away);
         assert_eq!(adopted.pending.len(), 1);
         assert_eq!(adopted.open["s"].message, 7);
         assert!(!run.exists());
@@ -702,29 +748,15 @@ mod tests {
         let refused = |_: &Path| Err(std::io::ErrorKind::PermissionDenied.into());
         std::fs::write(&run, line(&notice(0, "s", true))).unwrap();
         let mut looked = Looked::default();
-        assert_eq!(
-            adopt_orphans_taking(&own, &mut looked, &refused)
-                .pending
-                .len(),
-            1
-        );
-        assert!(
-            adopt_orphans_taking(&own, &mut looked, &refused)
-                .pending
-                .is_empty()
-        );
+        assert_eq!(gathered(&own, &mut looked, &refused).pending.len(), 1);
+        assert!(gathered(&own, &mut looked, &refused).pending.is_empty());
         // Changed since (the session's next run wrote to it): taken again.
         std::fs::write(
             &run,
             line(&notice(0, "s", true)) + &line(&notice(1, "s", true)),
         )
         .unwrap();
-        assert_eq!(
-            adopt_orphans_taking(&own, &mut looked, &refused)
-                .pending
-                .len(),
-            2
-        );
+        assert_eq!(gathered(&own, &mut looked, &refused).pending.len(), 2);
         // A folder that keeps its files: the outbox is emptied.
         let empty = |path: &Path| {
             std::fs::OpenOptions::new()
@@ -734,17 +766,8 @@ mod tests {
         };
         std::fs::write(&run, line(&notice(2, "s", true))).unwrap();
         let mut looked = Looked::default();
-        assert_eq!(
-            adopt_orphans_taking(&own, &mut looked, &empty)
-                .pending
-                .len(),
-            1
-        );
-        assert!(
-            adopt_orphans_taking(&own, &mut looked, &empty)
-                .pending
-                .is_empty()
-        );
+        assert_eq!(gathered(&own, &mut looked, &empty).pending.len(), 1);
+        assert!(gathered(&own, &mut looked, &empty).pending.is_empty());
     }
 
     /// An open message kept from elsewhere (a run's) is found again by a notifier reopening
