@@ -82,6 +82,15 @@ impl SessionActor {
             return self.refused(myself, run, &flight, row, refusal, limited);
         }
 
+        if let Some((outcome, detail)) = &failure
+            && let Some(advice) = refusal::of_setup(detail)
+        {
+            row.outcome = *outcome;
+            row.detail = Some(detail.clone());
+            journal_attempt(&run.store, &flight.span, &run.trace, &row)?;
+            return self.block(run, format!("{detail}; {advice}"), Source::Worker);
+        }
+
         if let Some((outcome, detail)) = failure {
             row.outcome = outcome;
             row.detail = Some(detail.clone());

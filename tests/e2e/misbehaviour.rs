@@ -1103,3 +1103,29 @@ fn an_attempt_whose_worker_died_before_its_result_counts_the_tokens_it_spent() {
         session.read("session.log")
     );
 }
+
+/// claude refuses `--dangerously-skip-permissions` as root (outside a sandbox): every attempt
+/// failed at once and was retried with backoff until the session failed, minutes later, with
+/// nothing said of the cause. It is blocked at the first, saying what to do.
+#[test]
+fn claude_refusing_to_run_as_root_blocks_at_once_saying_what_to_do() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut project = Project::new();
+    let claude = project.root.join("root-refusing-claude");
+    std::fs::write(
+        &claude,
+        "#!/bin/sh\necho '--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&claude, std::fs::Permissions::from_mode(0o755)).unwrap();
+    project.env("CLAUDE_PATH", &claude.display().to_string());
+    let run = project.run(&["run", "--session", "root", "--dive", "d", "--task", "t"]);
+    run.expect(11);
+    let s = project.session("root");
+    assert_eq!(s.jsonl("_iterations.jsonl").len(), 1, "not retried");
+    let reason = s.state()["status"]["reason"].as_str().unwrap().to_string();
+    assert!(
+        reason.contains("IS_SANDBOX=1") && reason.contains("not root"),
+        "{reason}"
+    );
+}
