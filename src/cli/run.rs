@@ -125,6 +125,25 @@ pub async fn run(args: RunArgs, config: &Config, mut shutdown: Shutdown) -> Resu
                 Ok(CallResult::Success(settled)) => Ok((folder, settled)),
                 _ => Err(failure("the supervisor stopped unexpectedly".into())),
             },
+            // Driven by a daemon: said as such (not "Ctrl-C the `run`" there is none of).
+            Ok(CallResult::Success(Err(crate::supervisor::StartError::Open(
+                crate::session::open::OpenError::Store(crate::session::store::StoreError::Locked {
+                    dir,
+                    pid: Some(pid),
+                }),
+            )))) if super::status::owner::is_daemon(pid) => {
+                let name = crate::session::name::short_name(
+                    &dir.file_name().unwrap_or_default().to_string_lossy(),
+                )
+                .to_string();
+                Err(CliError::new(
+                    exit::LOCKED,
+                    anyhow::anyhow!(
+                        "a samocode daemon (pid {pid}) drives session {}: it goes on there; follow it with `samocode status {name}` or `samocode logs {name} --follow`, and pass its gates with `samocode answer`, `approve` or `reject` as usual",
+                        dir.display()
+                    ),
+                ))
+            }
             Ok(CallResult::Success(Err(error))) => Err(CliError {
                 code: error.exit_code(),
                 error: error.into(),

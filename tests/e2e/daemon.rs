@@ -1985,3 +1985,22 @@ fn a_stop_after_the_agent_ended_well_then_a_crash_keeps_the_verdict_and_the_stop
         assert_eq!(phases, ["investigation", "requirements"], "{name}");
     }
 }
+
+/// `run` of a session the daemon drives said another worker drives it and to Ctrl-C the
+/// `run` in its terminal, where there was none: it says the daemon drives it, and how to
+/// follow it.
+#[test]
+fn run_of_a_session_the_daemon_drives_says_so() {
+    let mut project = Project::new();
+    let daemon = project.daemon(&[]);
+    start_until_questions(&project, "driven");
+    let run = project.run(&["run", "--session", "driven"]);
+    run.expect(12);
+    let said = run.stderr();
+    assert!(
+        said.contains(&format!("a samocode daemon (pid {})", daemon.pid()))
+            && said.contains("samocode status driven")
+            && !said.contains("Ctrl-C"),
+        "{said}"
+    );
+}
