@@ -522,35 +522,23 @@ impl NotifierState {
         };
         let mut entries = Vec::new();
         match event {
-            SessionEvent::Unparked { session, line } => entries.push(Entry::Close {
-                id: self.queue.next_id,
-                session: session.clone(),
-                line: line.clone(),
-                dir: from,
-            }),
+            SessionEvent::Unparked { session, line } => {
+                // A session handed from `samocode run` to the daemon: a button of the run's
+                // message pressed, or its gate passed from the command line, closes it.
+                self.take_run_open(session, from.as_deref());
+                entries.push(Entry::Close {
+                    id: self.queue.next_id,
+                    session: session.clone(),
+                    line: line.clone(),
+                    dir: from,
+                })
+            }
             _ => {
                 let Some(mut notice) = sink.render(event) else {
                     return Vec::new();
                 };
                 notice.dir = from;
-                // A session handed from `samocode run` to the daemon: the run's open message,
-                // kept in this outbox as compaction keeps one (a sent notice without buttons).
-                let none_open = !self.has_open(&notice.session);
-                let outbox = &mut self.outbox;
-                let keep = |message: &OpenMessage| {
-                    if let Some(outbox) = outbox
-                        && let Err(error) = outbox.keep_open(&notice.session, message)
-                    {
-                        tracing::warn!(%error, "the outbox cannot be written; the run's open message is kept in memory");
-                    }
-                };
-                if none_open
-                    && let Some(path) = &self.adopt_into
-                    && let Some(message) =
-                        outbox::take_run_open(path, &notice.session, notice.dir.as_deref(), keep)
-                {
-                    self.queue.open.insert(notice.session.clone(), message);
-                }
+                self.take_run_open(&notice.session, notice.dir.as_deref());
                 if self.has_open(&notice.session) {
                     entries.push(Entry::Close {
                         id: self.queue.next_id,
@@ -568,6 +556,29 @@ impl NotifierState {
         }
         self.queue.next_id += 1;
         entries
+    }
+
+    /// A session handed from `samocode run` to the daemon, which has no message of it open:
+    /// the run's open message is the session's, kept in this outbox as compaction keeps one (a
+    /// sent notice without buttons) before the run's outbox goes.
+    fn take_run_open(&mut self, session: &str, dir: Option<&Path>) {
+        if self.has_open(session) {
+            return;
+        }
+        let Some(path) = &self.adopt_into else {
+            return;
+        };
+        let outbox = &mut self.outbox;
+        let keep = |message: &OpenMessage| {
+            if let Some(outbox) = outbox
+                && let Err(error) = outbox.keep_open(session, message)
+            {
+                tracing::warn!(%error, "the outbox cannot be written; the run's open message is kept in memory");
+            }
+        };
+        if let Some(message) = outbox::take_run_open(path, session, dir, keep) {
+            self.queue.open.insert(session.to_string(), message);
+        }
     }
 
     /// True when the session has a message with buttons, sent or about to be.

@@ -980,6 +980,29 @@ fn a_session_handed_from_run_to_the_daemon_has_its_old_message_closed() {
     );
 }
 
+/// A session handed from `run` to the daemon at its questions, then answered: the run's
+/// message kept its buttons until the session's next notice closed it as "moved on". The
+/// answer closes it, saying who gave it.
+#[test]
+fn a_gate_passed_after_a_handover_closes_the_runs_message() {
+    let api = FakeApi::start(OWNER as i64);
+    let (project, _daemon, asked) = asked_by_a_run_beside_a_daemon(&api, "passed");
+    project.run(&["start", "--session", "passed"]).expect(0);
+    std::thread::sleep(Duration::from_millis(500));
+    project
+        .run(&["answer", "passed", "--accept-suggestions"])
+        .expect(0);
+    wait_for(
+        Duration::from_secs(30),
+        "the questions' message closed",
+        || {
+            edits_of(&api, &asked)
+                .iter()
+                .any(|e| text(e).contains("answered from the command line"))
+        },
+    );
+}
+
 /// `run` with Telegram keeps its unsent notices in the state directory: one that is not safe
 /// to use is refused before anything runs, as the daemon refuses it (notices were lost there
 /// without a word).
