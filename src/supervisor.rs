@@ -800,6 +800,20 @@ impl SupervisorActor {
                     // it is resumed by that, and told so (its files may still say it runs, so
                     // the gate would answer "already running" to a session that goes on).
                     if matches!(command.command, PersonCommand::Resume) && runnable {
+                        // The notice that it could not be opened loses its Resume button.
+                        let at = jiff::Zoned::now().strftime("%H:%M").to_string();
+                        let line = match &command.by {
+                            Some(by) => format!("resumed {by} {at}"),
+                            None => format!("resumed {at}"),
+                        };
+                        let _ = state.notifier.send_message(NotifierMsg::Deliver {
+                            event: SessionEvent::Unparked {
+                                session: folder.clone(),
+                                line,
+                            },
+                            told: None,
+                            from: Some(dir.clone()),
+                        });
                         let _ = reply.send(Response::Done {
                             message: format!("{folder} opened again and resumed"),
                         });

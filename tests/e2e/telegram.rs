@@ -1325,6 +1325,41 @@ fn a_session_opened_again_at_its_gate_after_it_was_broken_asks_again() {
     });
 }
 
+/// A session that could not be opened, mended and resumed: the notice that it could not be
+/// opened kept its Resume button, which did nothing more. It loses it, saying who resumed it.
+#[test]
+fn the_notice_of_a_session_that_could_not_be_opened_is_closed_at_its_resume() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    project.env("SAMOCODE_FAKE", "investigation@1=slow:30");
+    let daemon = project.daemon(&[]);
+    let s = start(&project, "broke");
+    wait_for(Duration::from_secs(30), "the attempt", || {
+        s.path("_state.json").exists() && s.state()["in_flight"].is_object()
+    });
+    assert_eq!(daemon.terminate(), Some(0));
+    let good = s.read("_state.json");
+    std::fs::write(s.path("_state.json"), "{ not json").unwrap();
+    let _daemon = project.daemon(&[]);
+    wait_for(Duration::from_secs(30), "the broken notice", || {
+        !api.sent("cannot be opened").is_empty()
+    });
+    let broken = api.sent("cannot be opened").remove(0);
+    std::fs::write(s.path("_state.json"), good).unwrap();
+    let resumed = project.run(&["resume", "broke"]);
+    resumed.expect(0);
+    assert!(
+        resumed.stdout().contains("opened again and resumed"),
+        "{}",
+        resumed.stdout()
+    );
+    wait_for(Duration::from_secs(30), "the broken notice closed", || {
+        edits_of(&api, &broken)
+            .iter()
+            .any(|e| text(e).contains("resumed from the command line"))
+    });
+}
+
 /// A `run` of one project and a daemon's session of another, both `twin` of the same day: the
 /// daemon's notice took the run's open message for its own session's and closed it "moved
 /// on", taking its buttons, though that session had not moved.
