@@ -317,6 +317,14 @@ fn needs(command: &Command) -> (bool, bool) {
         Command::Worker(_) => (false, false),
         // Without a project, status lists what a running daemon owns.
         Command::Status(args) => (false, args.json),
+        // Without a project, they find the session among those a running daemon owns.
+        Command::Answer(_)
+        | Command::Approve(_)
+        | Command::Reject(_)
+        | Command::Resume(_)
+        | Command::Stop(_)
+        | Command::Tell(_)
+        | Command::Logs(_) => (false, true),
         _ => (true, true),
     }
 }

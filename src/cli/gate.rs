@@ -45,8 +45,7 @@ pub(super) async fn command(
     session: &str,
     command: PersonCommand,
 ) -> Result<u8, CliError> {
-    let project = config.project()?;
-    let dir = name::resolve_existing(&project.sessions, session)?;
+    let dir = session_dir(config, session).await?;
     if let Some(client) = owner(config, &dir).await? {
         let message = client.person(&dir, command).await?;
         println!("{message}");
@@ -79,6 +78,7 @@ pub(super) async fn command(
         }
         Err(error) => return Err(error.into()),
     };
+    let project = config.project()?;
     let had_state = store.read(crate::session::store::STATE)?.is_some();
     let mut state = store.load_state()?;
     if !had_state {
@@ -122,6 +122,29 @@ pub(super) async fn command(
         }
     }
     Ok(exit::DONE)
+}
+
+/// The folder of the session `session` names: in this project's sessions folder; outside a
+/// project, among those the running daemon owns (as `status NAME` finds it there).
+pub(super) async fn session_dir(
+    config: &Config,
+    session: &str,
+) -> Result<std::path::PathBuf, CliError> {
+    let no_project = match config.project() {
+        Ok(project) => return Ok(name::resolve_existing(&project.sessions, session)?),
+        Err(error) => error,
+    };
+    let Some(client) = daemon::Client::connect(config).await? else {
+        return Err(no_project.into());
+    };
+    let owned = client.owned().await?.sessions;
+    crate::supervisor::by_name(owned.iter().map(|o| o.dir.as_path()), session, |_| None).map_err(
+        |refused| {
+            CliError::usage(anyhow::anyhow!(
+                "{refused}; outside a project's directory only the sessions the daemon owns are known by name (`samocode status` lists them)"
+            ))
+        },
+    )
 }
 
 /// The running daemon, when it owns the session in `dir`: a session it does not own (one a
@@ -202,8 +225,7 @@ pub async fn resume(args: ResumeArgs, config: &Config) -> Result<u8, CliError> {
         };
     };
     // The daemon's session actor checks with the daemon's own defaults; without one, here.
-    let project = config.project()?;
-    let dir = name::resolve_existing(&project.sessions, session)?;
+    let dir = session_dir(config, session).await?;
     let daemon = owner(config, &dir).await?.is_some();
     if !daemon
         && let Ok(state) = SessionFolder::new(dir.clone()).load_state()

@@ -23,9 +23,9 @@ use notify::{RecursiveMode, Watcher};
 use super::output::visible;
 use super::{CliError, exit};
 use crate::config::Config;
+use crate::session::SessionFolder;
 use crate::session::store::{LOGS, STATE};
 use crate::session::untrusted::{self, Links};
-use crate::session::{SessionFolder, name};
 use lines::{Line, Lines};
 pub use render::readable;
 
@@ -84,8 +84,7 @@ impl From<io::Error> for LogsError {
 }
 
 pub async fn logs(args: LogsArgs, config: &Config) -> Result<u8, CliError> {
-    let project = config.project()?;
-    let folder = SessionFolder::new(name::resolve_existing(&project.sessions, &args.session)?);
+    let folder = SessionFolder::new(super::gate::session_dir(config, &args.session).await?);
     // Reading files and waiting on file events block; they get a thread of their own.
     let shown = tokio::task::spawn_blocking(move || {
         let mut out = Printer::new(io::stdout());

@@ -2004,3 +2004,48 @@ fn run_of_a_session_the_daemon_drives_says_so() {
         "{said}"
     );
 }
+
+/// Outside a project's directory `status NAME` found a session the daemon owns, but `answer`,
+/// `tell`, `approve` and `logs` said to create a project file: they find it among the daemon's
+/// sessions too.
+#[test]
+fn outside_a_project_commands_by_name_reach_the_daemons_session() {
+    let mut project = Project::new();
+    let _daemon = project.daemon(&[]);
+    let s = start_until_questions(&project, "away");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let given = |args: &[&str]| {
+        let out = project
+            .command(args)
+            .current_dir(elsewhere.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    given(&["tell", "away", "mind the docs"]);
+    given(&["answer", "away", "--accept-suggestions"]);
+    wait_for(Duration::from_secs(30), "the plan", || {
+        s.state()["status"]["for"] == "plan_approval"
+    });
+    assert!(given(&["logs", "away"]).contains("== "));
+    given(&["approve", "away"]);
+    wait_for(Duration::from_secs(60), "the end", || {
+        s.state()["status"]["state"] == "done"
+    });
+    let out = project
+        .command(&["approve", "nosuch"])
+        .current_dir(elsewhere.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("samocode status"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
