@@ -311,10 +311,12 @@ fn explain(config: &Config, folder: &str, settled: &Settled) -> u8 {
             {
                 println!("  it needs: {needs}");
             }
-            if crate::protocol::budget::is_budget_reason(reason) {
+            if let Some(limit) = crate::protocol::budget::limit_of_reason(reason) {
                 // A plain resume is refused while the budget it reached still holds.
                 println!(
-                    "raise the budget it reached (`samocode resume {folder} --raise-budget WORD=VALUE`), then run again"
+                    "raise the {} budget it reached (e.g. `samocode resume {folder} --raise-budget {}`), then run again",
+                    limit.word(),
+                    limit.example()
                 );
             } else {
                 println!("fix the cause, then `samocode resume {folder}` and run again");

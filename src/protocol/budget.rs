@@ -44,6 +44,15 @@ impl Limit {
             Limit::Time => "time",
         }
     }
+
+    /// A raise of this limit as a person would give it, for advice.
+    pub fn example(self) -> &'static str {
+        match self {
+            Limit::Cost => "cost=40",
+            Limit::Iterations => "iterations=100",
+            Limit::Time => "time=12h",
+        }
+    }
 }
 
 impl Budget {
@@ -178,9 +187,14 @@ impl fmt::Display for Reached {
 
 /// The prefix of every budget reason, so a parked session can be recognised as budget-blocked.
 pub fn is_budget_reason(reason: &str) -> bool {
+    limit_of_reason(reason).is_some()
+}
+
+/// The limit a budget's block reason names.
+pub fn limit_of_reason(reason: &str) -> Option<Limit> {
     [Limit::Cost, Limit::Iterations, Limit::Time]
-        .iter()
-        .any(|l| reason.starts_with(&format!("{} budget reached: ", l.word())))
+        .into_iter()
+        .find(|l| reason.starts_with(&format!("{} budget reached: ", l.word())))
 }
 
 /// Why a `resume` of a session cannot go on: it is blocked by a budget it still has reached
@@ -208,11 +222,7 @@ pub fn resume_refused(
         // A raise of the reached limit that is still too low: [`super::gate::raise`] says so.
         return None;
     }
-    let example = match reached.limit {
-        Limit::Cost => "cost=40",
-        Limit::Iterations => "iterations=100",
-        Limit::Time => "time=12h",
-    };
+    let example = reached.limit.example();
     let word = reached.limit.word();
     Some(match raise.is_empty() {
         true => format!(

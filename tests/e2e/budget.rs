@@ -38,11 +38,15 @@ fn a_session_stops_at_max_cost_and_finishes_after_a_raise() {
         "{}",
         blocked.stdout()
     );
-    // What to do is a raise: a plain resume is refused while the budget holds.
+    // What to do is a raise of the limit reached, as it can be pasted: a plain resume is
+    // refused while the budget holds (it said `--raise-budget WORD=VALUE`).
     assert!(
         blocked
             .stdout()
-            .contains("--raise-budget WORD=VALUE`), then run again"),
+            .contains("raise the cost budget it reached (e.g. `samocode resume ")
+            && blocked
+                .stdout()
+                .contains("--raise-budget cost=40`), then run again"),
         "{}",
         blocked.stdout()
     );
