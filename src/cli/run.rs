@@ -48,7 +48,7 @@ pub async fn run(args: RunArgs, config: &Config, mut shutdown: Shutdown) -> Resu
     // Checked before a dry run too: it succeeds only where the run itself would start.
     config.check_agent()?;
     if args.dry_run {
-        return dry_run(&args, config);
+        return dry_run(&args, config).await;
     }
     // Orphans of the agent become children of this process (see `agent::reaper`).
     crate::agent::reaper::adopt_orphans();
@@ -334,7 +334,7 @@ fn explain(config: &Config, folder: &str, settled: &Settled) -> u8 {
     }
 }
 
-fn dry_run(args: &RunArgs, config: &Config) -> Result<u8, CliError> {
+async fn dry_run(args: &RunArgs, config: &Config) -> Result<u8, CliError> {
     let project = config.project()?;
     // A repository the run's init would refuse is refused here too.
     // A git that cannot be run at all is left to the run's init, which says so.
@@ -352,18 +352,24 @@ fn dry_run(args: &RunArgs, config: &Config) -> Result<u8, CliError> {
             project.main_repo.display()
         )));
     }
+    // As does a repository whose default branch it could not tell (no commits yet, a
+    // detached HEAD); named when found, since it is where the sessions' branches start.
+    let base = match &project.base_branch {
+        Some(base) => base.clone(),
+        None => match crate::session::worktree::default_branch(&project.main_repo).await {
+            Ok(branch) => format!("{branch} (the repository's default)"),
+            Err(crate::session::worktree::WorktreeError::CannotRun { .. }) => {
+                "(the repository's default)".into()
+            }
+            Err(e) => return Err(CliError::usage(anyhow::anyhow!("{e}"))),
+        },
+    };
     let agent = &config.agent;
     println!("project file:   {}", project.file.display());
     println!("main repo:      {}", project.main_repo.display());
     println!("worktrees:      {}", project.worktrees.display());
     println!("sessions:       {}", project.sessions.display());
-    println!(
-        "base branch:    {}",
-        project
-            .base_branch
-            .as_deref()
-            .unwrap_or("(the repository's default)")
-    );
+    println!("base branch:    {base}");
     println!(
         "branch prefix:  {}",
         project.branch_prefix.as_deref().unwrap_or("(none)")

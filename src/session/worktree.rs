@@ -40,10 +40,15 @@ pub enum WorktreeError {
     )]
     Bare { path: PathBuf },
     /// No base branch could be found.
-    #[error(
-        "cannot tell the default branch of {path}; set BASE_BRANCH in .samocode (the repository needs at least one commit)"
-    )]
+    #[error("cannot tell the default branch of {path}; set BASE_BRANCH in .samocode")]
     NoBaseBranch { path: PathBuf },
+    /// The repository has no commit to make a session's branch from.
+    #[error(
+        "{} has no commits yet: each session's branch is made from one; commit something there (`git -C {} commit --allow-empty -m start`), then `samocode resume`",
+        .path.display(),
+        crate::protocol::shell_path(.path)
+    )]
+    NoCommits { path: PathBuf },
     /// BASE_BRANCH names nothing in the repository.
     #[error(
         "BASE_BRANCH={base} (from .samocode) is not a branch or commit of {repo}; fix BASE_BRANCH in .samocode (or remove it for the repository's default branch), then `samocode resume`"
@@ -344,6 +349,9 @@ pub async fn prepare(
     )
     .await?
     {
+        if !has_any_commit(repo).await? {
+            return Err(WorktreeError::NoCommits { path: repo.clone() });
+        }
         return Err(WorktreeError::NoSuchBase {
             base,
             repo: repo.clone(),
@@ -791,7 +799,20 @@ pub fn same_dir(a: &Path, b: &Path) -> bool {
     a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
 }
 
-async fn default_branch(repo: &Path) -> Result<String, WorktreeError> {
+/// Whether any ref of `repo` names a commit (a repository just made with `git init` has none).
+async fn has_any_commit(repo: &Path) -> Result<bool, WorktreeError> {
+    match git(
+        repo,
+        &["for-each-ref", "--count=1", "--format=%(objectname)"],
+    )
+    .await
+    {
+        Err(error @ WorktreeError::CannotRun { .. }) => Err(error),
+        answer => Ok(answer.is_ok_and(|found| !found.is_empty())),
+    }
+}
+
+pub(crate) async fn default_branch(repo: &Path) -> Result<String, WorktreeError> {
     let head = |args: &'static [&'static str]| async move {
         match git(repo, args).await {
             Err(error @ WorktreeError::CannotRun { .. }) => Err(error),
@@ -819,6 +840,11 @@ async fn default_branch(repo: &Path) -> Result<String, WorktreeError> {
         .await?
         .ok_or(());
     let has_commit = succeeds(repo, &["rev-parse", "--verify", "--quiet", "HEAD"]).await?;
+    if !has_commit && !has_any_commit(repo).await? {
+        return Err(WorktreeError::NoCommits {
+            path: repo.to_path_buf(),
+        });
+    }
     match current {
         Ok(branch) if has_commit => Ok(branch),
         // No symbolic HEAD, and yet a commit: HEAD is detached.

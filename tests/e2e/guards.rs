@@ -1210,3 +1210,47 @@ fn a_worktree_moved_with_git_worktree_move_is_followed() {
     );
     assert_eq!(git(&mine, &["status", "--porcelain"]), "");
 }
+
+/// A repository with no commits yet (`git init` alone): the dry run accepted it and the run
+/// blocked; with BASE_BRANCH=main the reason said to fix or remove BASE_BRANCH, and without it
+/// to set BASE_BRANCH, each sending the person to the other. Both say the repository has no
+/// commits, and the dry run names the default branch it found.
+#[test]
+fn a_repository_without_commits_is_said_to_have_none() {
+    let project = Project::new();
+    let empty = project.root.join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    git(&empty, &["init", "-q", "-b", "main"]);
+    std::fs::create_dir(project.root.join("wt-empty")).unwrap();
+    point_at(&project, &empty, &project.root.join("wt-empty"));
+    dry_run_refuses(&project, "e", "has no commits yet");
+    blocks_at_init(
+        &project,
+        "e",
+        &["has no commits yet", "commit --allow-empty"],
+    );
+    let file = project.root.join(".samocode");
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str("BASE_BRANCH=main\n");
+    std::fs::write(&file, text).unwrap();
+    blocks_at_init(&project, "f", &["has no commits yet"]);
+    commit(&empty, "a.txt", "a");
+    point_at(&project, &empty, &project.root.join("wt-empty"));
+    let dry = project.run(&[
+        "run",
+        "--session",
+        "g",
+        "--dive",
+        "d",
+        "--task",
+        "t",
+        "--dry-run",
+    ]);
+    dry.expect(0);
+    assert!(
+        dry.stdout()
+            .contains("base branch:    main (the repository's default)"),
+        "{}",
+        dry.stdout()
+    );
+}
