@@ -61,8 +61,9 @@ pub fn of_report(report: &AttemptReport, now: Timestamp, tz: &TimeZone) -> Optio
 /// What to do about a failed attempt whose CLI refused the way samocode starts it, which no
 /// retry can change: claude will not skip its permission prompts for root outside a sandbox.
 pub fn of_setup(detail: &str) -> Option<&'static str> {
-    let lower = detail.to_lowercase();
-    (lower.contains("dangerously-skip-permissions") && lower.contains("root")).then_some(
+    detail
+        .contains("cannot be used with root/sudo privileges")
+        .then_some(
         "claude will not skip its permission prompts for root: run samocode as a user that is not root, or, only inside a sandbox (a container or a VM of its own), set IS_SANDBOX=1 in samocode's environment (the agent gets it); then `samocode resume`",
     )
 }

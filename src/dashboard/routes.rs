@@ -382,15 +382,19 @@ impl App {
             return found;
         }
         match control::ask(&self.supervisor, Request::Status).await {
+            // By its folder name or short name, as the command line and the chat find it; two
+            // of that name: neither, rather than one at a guess.
             Answer::Sessions { sessions, .. } => {
-                let mut named = sessions
+                let dir = crate::supervisor::by_name(
+                    sessions.iter().map(|o| o.dir.as_path()),
+                    name,
+                    |_| None,
+                )
+                .ok()?;
+                sessions
                     .into_iter()
-                    .filter(|o| o.dir.file_name().is_some_and(|n| n == name));
-                // Two of that name: neither, rather than one at a guess.
-                match (named.next(), named.next()) {
-                    (Some(one), None) => Some((one.dir, one.project)),
-                    _ => None,
-                }
+                    .find(|o| o.dir == dir)
+                    .map(|o| (o.dir, o.project))
             }
             _ => None,
         }

@@ -82,8 +82,12 @@ impl SessionActor {
             return self.refused(myself, run, &flight, row, refusal, limited);
         }
 
+        // claude's own refusal of how it is started, on its standard error (not words of the
+        // agent's that mention it).
         if let Some((outcome, detail)) = &failure
-            && let Some(advice) = refusal::of_setup(detail)
+            && self.agent.provider == crate::config::Provider::Claude
+            && let Some(advice) =
+                last_line(&flight.files.stderr).and_then(|line| refusal::of_setup(&line))
         {
             row.outcome = *outcome;
             row.detail = Some(detail.clone());
