@@ -406,7 +406,12 @@ impl Visitor {
 
     /// The session's page.
     pub fn page(&self) -> Answer {
-        let path = format!("/sessions/{}", self.folder);
+        self.page_named(&self.folder)
+    }
+
+    /// The page of the session `name` names (its folder or short name).
+    pub fn page_named(&self, name: &str) -> Answer {
+        let path = format!("/sessions/{name}");
         http(&self.base, "GET", &path, Some(&self.cookie), None)
     }
 

@@ -117,6 +117,18 @@ async fn answer_the_questions_approve_the_plan_and_watch_it_reach_done() {
     browser.close().await;
 }
 
+/// A session's page asked for by its short name (`/sessions/shortly`, as the command line and
+/// the chat take it) said the daemon owns no such session.
+#[test]
+fn a_sessions_page_is_found_by_its_short_name() {
+    let mut project = Project::new();
+    let visitor = Visitor::at_questions(&mut project, "shortly");
+    let page = visitor.page_named("shortly");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains(&visitor.folder), "{}", page.body);
+    assert_eq!(visitor.page_named("nosuch").status, 404);
+}
+
 /// Two questions an agent numbered alike get fields of their own, and the form's answers
 /// fill them in their order; an answer to the second alone is refused (it would fill the
 /// first). Plain HTTP, as the form posts.
