@@ -467,6 +467,15 @@ impl Actor for NotifierActor {
                 })?;
             }
             NotifierMsg::Latest { session, reply } => {
+                // A button of the message a run left newer than the daemon's: it is the latest.
+                let folder = state.names.as_ref().and_then(|names| {
+                    names
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .get(&session)
+                        .cloned()
+                });
+                state.take_run_open(&session, folder.as_deref());
                 let newer = state.queue.pending.iter().any(|entry| {
                     matches!(entry, Entry::Notice { notice, .. }
                         if notice.session == session && !state.namesake(notice))
@@ -531,6 +540,7 @@ impl NotifierState {
                     session: session.clone(),
                     line: line.clone(),
                     dir: from,
+                    message: None,
                 })
             }
             _ => {
@@ -545,6 +555,7 @@ impl NotifierState {
                         session: notice.session.clone(),
                         line: "moved on: see the newer message".into(),
                         dir: notice.dir.clone(),
+                        message: None,
                     });
                     self.queue.next_id += 1;
                 }
@@ -558,26 +569,63 @@ impl NotifierState {
         entries
     }
 
-    /// A session handed from `samocode run` to the daemon, which has no message of it open:
-    /// the run's open message is the session's, kept in this outbox as compaction keeps one (a
-    /// sent notice without buttons) before the run's outbox goes.
+    /// The message a finished `samocode run` of the session left open, when one did: it is
+    /// the session's open message if the daemon has none (the session was handed to it), or
+    /// if it is newer than the daemon's (the run drove the session on while the daemon was
+    /// down), whose own is then closed; an older one is closed. Kept in this outbox (as
+    /// compaction keeps one: a sent notice without buttons) before the run's outbox goes.
     fn take_run_open(&mut self, session: &str, dir: Option<&Path>) {
-        if self.has_open(session) {
+        let ours = self.queue.open.get(session).cloned();
+        // A notice of it still to send: what that makes open is newer than any message.
+        if ours.is_none() && self.has_open(session) {
             return;
         }
-        let Some(path) = &self.adopt_into else {
+        let Some(path) = self.adopt_into.clone() else {
             return;
         };
-        let outbox = &mut self.outbox;
-        let keep = |message: &OpenMessage| {
-            if let Some(outbox) = outbox
-                && let Err(error) = outbox.keep_open(session, message)
-            {
-                tracing::warn!(%error, "the outbox cannot be written; the run's open message is kept in memory");
-            }
+        let moved_on = |message: &OpenMessage, id: u64| Entry::Close {
+            id,
+            session: session.to_string(),
+            line: "moved on: see the newer message".into(),
+            dir: message.dir.clone(),
+            message: Some(message.clone()),
         };
-        if let Some(message) = outbox::take_run_open(path, session, dir, keep) {
-            self.queue.open.insert(session.to_string(), message);
+        let mut closes = Vec::new();
+        let outbox = &mut self.outbox;
+        let next_id = &mut self.queue.next_id;
+        let keep = |theirs: &OpenMessage| {
+            let mut entries = Vec::new();
+            let newer = match &ours {
+                Some(own) if own.message == theirs.message => return,
+                Some(own) => theirs.message > own.message,
+                None => true,
+            };
+            // The older of the two loses its buttons.
+            if let Some(older) = match newer {
+                true => ours.as_ref(),
+                false => Some(theirs),
+            } {
+                entries.push(moved_on(older, *next_id));
+                *next_id += 1;
+            }
+            if let Some(outbox) = outbox {
+                let written = match newer {
+                    true => outbox.keep_open(session, theirs),
+                    false => Ok(()),
+                }
+                .and_then(|()| entries.iter().try_for_each(|e| outbox.append(e)));
+                if let Err(error) = written {
+                    tracing::warn!(%error, "the outbox cannot be written; the run's open message is kept in memory");
+                }
+            }
+            closes.extend(entries);
+        };
+        let taken = outbox::take_run_open(&path, session, dir, keep);
+        self.queue.pending.extend(closes);
+        if let Some(theirs) = taken
+            && ours.as_ref().is_none_or(|own| own.message < theirs.message)
+        {
+            self.queue.open.insert(session.to_string(), theirs);
         }
     }
 
@@ -598,6 +646,7 @@ impl NotifierState {
                     Entry::Close {
                         session: closed,
                         dir,
+                        message: None,
                         ..
                     } if closed == session && !self.namesake_at(closed, dir.as_deref()) => {
                         Some(false)
@@ -661,6 +710,16 @@ impl NotifierState {
                     );
                 }
             }
+            Entry::Close {
+                session,
+                message: Some(closed),
+                ..
+            } => {
+                // Only when it is the one open (it is not, once a newer one took its place).
+                self.queue
+                    .open
+                    .retain(|open, m| *open != session || m.message != closed.message);
+            }
             Entry::Close { session, dir, .. } => match dir {
                 Some(dir) if self.namesake_at(&session, Some(&dir)) => {
                     self.foreign.remove(&(session, dir));
@@ -694,6 +753,10 @@ impl NotifierState {
         };
         let id = outbox::entry_id(&head);
         let open = match &head {
+            Entry::Close {
+                message: Some(message),
+                ..
+            } => Some(message.clone()),
             // Another folder's close (a namesake run's, adopted) closes that folder's message,
             // never the one open under its name for this notifier's session.
             Entry::Close {

@@ -33,6 +33,10 @@ pub enum Entry {
         line: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         dir: Option<PathBuf>,
+        /// This message of the session's, rather than the one open now (an older one left
+        /// with its buttons: the daemon's, while a `run` drove the session on).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<OpenMessage>,
     },
     /// Entry `id` was delivered; the messages it became (the last one holds the buttons).
     Sent { id: u64, messages: Vec<i64> },
@@ -50,7 +54,7 @@ pub enum Entry {
 }
 
 /// A sent notice whose message a later close will edit.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpenMessage {
     pub message: i64,
     pub html: String,
@@ -477,7 +481,13 @@ pub fn replay(entries: &[Entry]) -> Replay {
                                 );
                             }
                         }
-                        Entry::Close { session, .. } => {
+                        // The session's open message, or the one it names when that is it.
+                        Entry::Close {
+                            session, message, ..
+                        } if message.as_ref().is_none_or(|closed| {
+                            open.get(&session).map(|m| m.message) == Some(closed.message)
+                        }) =>
+                        {
                             open.remove(&session);
                         }
                         _ => {}
@@ -509,12 +519,17 @@ pub fn renumber(entry: Entry, id: u64) -> Entry {
     match entry {
         Entry::Notice { notice, .. } => Entry::Notice { id, notice },
         Entry::Close {
-            session, line, dir, ..
+            session,
+            line,
+            dir,
+            message,
+            ..
         } => Entry::Close {
             id,
             session,
             line,
             dir,
+            message,
         },
         Entry::Sent { messages, .. } => Entry::Sent { id, messages },
         Entry::Dropped { reason, .. } => Entry::Dropped { id, reason },
@@ -601,6 +616,7 @@ mod tests {
                 session: "a".into(),
                 line: "approved".into(),
                 dir: None,
+                message: None,
             },
             Entry::Dropped {
                 id: 1,
@@ -635,6 +651,7 @@ mod tests {
             session: session.into(),
             line: "approved".into(),
             dir: None,
+            message: None,
         };
         let entries = vec![
             at("/s/a", notice(0, "a", true)),

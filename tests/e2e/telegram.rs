@@ -1570,3 +1570,57 @@ fn a_renamed_sessions_plan_message_is_closed_and_the_chat_finds_it() {
     let closed = edits_of(&api, &plan).remove(0);
     assert!(closed.get("reply_markup").is_none(), "{closed}");
 }
+
+/// A session the daemon asked questions of, driven on by a `run` while the daemon was down
+/// (its plan sent by the run): after the daemon's restart the plan's Approve button was refused
+/// as "not its latest" (the daemon still took its questions' message for the open one), and
+/// an approval from the command line closed the questions' message instead. The run's newer
+/// message is the open one; the daemon's older one is closed as moved on.
+#[test]
+fn a_plan_a_run_sent_while_the_daemon_was_down_is_approved_by_its_button() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    project.env(
+        "SAMOCODE_STATE_DIR",
+        &project.state_dir().display().to_string(),
+    );
+    let daemon = project.daemon(&[]);
+    let s = start_until_asked(&project, &api, "back");
+    let asked = api.sent("has questions").remove(0);
+    assert_eq!(daemon.terminate(), Some(0));
+    project
+        .run(&["answer", "back", "--accept-suggestions"])
+        .expect(0);
+    project.run(&["run", "--session", "back"]).expect(10);
+    let plan = api.sent("waits for approval").remove(0);
+    let _daemon = project.daemon(&[]);
+    let approve = plan["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(approve.starts_with("approve:"), "{approve}");
+    api.press(
+        OWNER,
+        "owner",
+        plan["message_id"].as_i64().unwrap(),
+        &approve,
+    );
+    wait_for(Duration::from_secs(30), "the approval", || {
+        s.state()["status"]["state"] != "waiting"
+    });
+    wait_for(Duration::from_secs(30), "both messages closed", || {
+        edits_of(&api, &asked)
+            .iter()
+            .any(|e| text(e).contains("moved on"))
+            && edits_of(&api, &plan)
+                .iter()
+                .any(|e| text(e).contains("approved by"))
+    });
+    assert!(
+        api.calls("answercallbackquery")
+            .iter()
+            .all(|c| !c["text"].as_str().unwrap_or("").contains("not its latest")),
+        "{:#?}",
+        api.calls("answercallbackquery")
+    );
+}
