@@ -385,12 +385,20 @@ impl App {
             // By its folder name or short name, as the command line and the chat find it; two
             // of that name: neither, rather than one at a guess.
             Answer::Sessions { sessions, .. } => {
-                let dir = crate::supervisor::by_name(
-                    sessions.iter().map(|o| o.dir.as_path()),
-                    name,
-                    |_| None,
-                )
-                .ok()?;
+                // A folder gone since is found by its name too: its page says it is gone.
+                let mut named = sessions
+                    .iter()
+                    .filter(|o| o.dir.file_name().is_some_and(|n| n == name));
+                let dir = match (named.next(), named.next()) {
+                    (Some(one), None) => one.dir.clone(),
+                    (Some(_), Some(_)) => return None,
+                    _ => crate::supervisor::by_name(
+                        sessions.iter().map(|o| o.dir.as_path()),
+                        name,
+                        |_| None,
+                    )
+                    .ok()?,
+                };
                 sessions
                     .into_iter()
                     .find(|o| o.dir == dir)
