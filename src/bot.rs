@@ -179,13 +179,14 @@ impl Telegram {
                 None => drop(sent.remove(&notice.html)),
             }
         };
+        // Sent in part before: by this process, or (recorded in the outbox) by the last.
         let mut ids = self
             .sent
             .lock()
             .expect("never poisoned")
             .get(&notice.html)
             .cloned()
-            .unwrap_or_default();
+            .unwrap_or_else(|| notice.sent.clone());
         for (i, piece) in pieces.into_iter().enumerate().skip(ids.len()) {
             let mut request = self
                 .bot
@@ -723,6 +724,15 @@ impl Sink for Telegram {
         line: &'a str,
     ) -> Pending<'a, Result<(), SendError>> {
         Box::pin(self.close_message(message, line))
+    }
+
+    fn sent_in_part(&self, notice: &Notice) -> Vec<i64> {
+        self.sent
+            .lock()
+            .expect("never poisoned")
+            .get(&notice.html)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 

@@ -43,6 +43,10 @@ pub struct Notice {
     /// same folder name). Set by the notifier, not by a sink's rendering.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
+    /// The messages its first pieces became, when a long notice was sent in part before a
+    /// failure: the next try (also by the next start) sends only the rest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sent: Vec<i64>,
 }
 
 /// A button of a notice: its label and the data it sends back when pressed.
@@ -78,6 +82,10 @@ pub trait Sink: Send + Sync + 'static {
         message: &'a OpenMessage,
         line: &'a str,
     ) -> Pending<'a, Result<(), SendError>>;
+    /// The messages the first pieces of `notice` became, when a send of it failed part way.
+    fn sent_in_part(&self, _notice: &Notice) -> Vec<i64> {
+        Vec::new()
+    }
 }
 
 /// Messages of the NotifierActor.
@@ -405,6 +413,9 @@ impl Actor for NotifierActor {
                             }
                         }
                         Err(SendError::Later(after)) => {
+                            // The pieces of a long notice that went out are recorded: a stop
+                            // before the next try does not send them again.
+                            state.record_pieces(id)?;
                             state.tries += 1;
                             let pause = after.unwrap_or_else(|| backoff(state.tries));
                             tracing::warn!(tries = state.tries, pause = ?pause, "a notice could not be sent now; trying again");
@@ -669,6 +680,23 @@ impl NotifierState {
             }
         }
         Ok(())
+    }
+
+    /// Records which pieces of the notice `id` (the head of the queue) went out before its
+    /// send failed, when the sink says more did than the entry knows.
+    fn record_pieces(&mut self, id: u64) -> Result<(), ActorProcessingErr> {
+        let Some(sink) = self.sink.clone() else {
+            return Ok(());
+        };
+        let Some(Entry::Notice { notice, .. }) = self.queue.pending.front_mut() else {
+            return Ok(());
+        };
+        let sent = sink.sent_in_part(notice);
+        if sent.len() <= notice.sent.len() {
+            return Ok(());
+        }
+        notice.sent = sent.clone();
+        self.record(Entry::Pieces { id, messages: sent })
     }
 
     /// True for a notice of another folder than this notifier's session of that name.

@@ -108,6 +108,7 @@ pub fn notice(event: &SessionEvent) -> Option<Notice> {
                 html: format!("💸 {}", escape(&event.headline())),
                 buttons: Vec::new(),
                 dir: None,
+                sent: Vec::new(),
             });
         }
         SessionEvent::UsageLimited { session, until } => (
@@ -239,6 +240,7 @@ pub fn notice(event: &SessionEvent) -> Option<Notice> {
         html,
         buttons,
         dir: None,
+        sent: Vec::new(),
     })
 }
 

@@ -42,6 +42,8 @@ pub enum Entry {
     Sent { id: u64, messages: Vec<i64> },
     /// Entry `id` was refused for good by the sink (it is not replayed).
     Dropped { id: u64, reason: String },
+    /// Entry `id`, a long notice, went out in part: its first pieces became `messages`.
+    Pieces { id: u64, messages: Vec<i64> },
     /// The folder `old` of session `from` was renamed to `dir` (session `to`): its open message
     /// and what waits to be sent for it are the renamed session's from here on.
     Renamed {
@@ -401,6 +403,7 @@ fn open_entries(session: &str, message: &OpenMessage) -> [Entry; 2] {
                 html: message.html.clone(),
                 buttons: Vec::new(),
                 dir: message.dir.clone(),
+                sent: Vec::new(),
             },
         },
         Entry::Sent {
@@ -495,6 +498,15 @@ pub fn replay(entries: &[Entry]) -> Replay {
                 }
             }
             Entry::Dropped { id, .. } => pending.retain(|e| entry_id(e) != *id),
+            Entry::Pieces { id, messages } => {
+                for entry in &mut pending {
+                    if let Entry::Notice { id: of, notice } = entry
+                        && of == id
+                    {
+                        notice.sent = messages.clone();
+                    }
+                }
+            }
             Entry::Renamed {
                 id,
                 from,
@@ -533,6 +545,7 @@ pub fn renumber(entry: Entry, id: u64) -> Entry {
         },
         Entry::Sent { messages, .. } => Entry::Sent { id, messages },
         Entry::Dropped { reason, .. } => Entry::Dropped { id, reason },
+        Entry::Pieces { messages, .. } => Entry::Pieces { id, messages },
         Entry::Renamed {
             from, to, old, dir, ..
         } => Entry::Renamed {
@@ -551,6 +564,7 @@ pub fn entry_id(entry: &Entry) -> u64 {
         | Entry::Close { id, .. }
         | Entry::Sent { id, .. }
         | Entry::Dropped { id, .. }
+        | Entry::Pieces { id, .. }
         | Entry::Renamed { id, .. } => *id,
     }
 }
@@ -568,6 +582,7 @@ mod tests {
                 html: format!("notice {id}"),
                 buttons: Vec::new(),
                 dir: None,
+                sent: Vec::new(),
             },
         }
     }

@@ -1256,6 +1256,46 @@ fn a_long_notice_cut_by_a_server_error_sends_each_piece_once() {
     }
 }
 
+/// The same across a daemon's stop: which pieces Telegram took was kept in memory only, so a
+/// clean stop while a later piece kept failing had the next start send the notice whole again.
+#[test]
+fn a_long_notice_cut_then_a_stop_sends_each_piece_once() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    project.env("SAMOCODE_FAKE_STEPS", "1");
+    let daemon = project.daemon(&[]);
+    let s = start_until_asked(&project, &api, "cut");
+    project.run(&["stop", "cut"]).expect(0);
+    wait_for(Duration::from_secs(30), "the stop notice", || {
+        !api.sent("stopped").is_empty()
+    });
+    let long: String = (1..=3)
+        .map(|n| {
+            format!(
+                "## Q{n}: {}\nSuggested: s{n}\nAnswer:\n\n",
+                format!("piece-{n} ").repeat(300)
+            )
+        })
+        .collect();
+    std::fs::write(s.path("_qa.md"), format!("# Questions\n\n{long}")).unwrap();
+    for _ in 0..3 {
+        api.fail_text("piece-2");
+    }
+    project.run(&["resume", "cut"]).expect(0);
+    wait_for(Duration::from_secs(30), "the first piece", || {
+        !api.sent("piece-1").is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(daemon.terminate(), Some(0));
+    let _daemon = project.daemon(&[]);
+    wait_for(Duration::from_secs(90), "the rest of the notice", || {
+        !api.sent("piece-3").is_empty()
+    });
+    for piece in ["piece-1", "piece-2", "piece-3"] {
+        assert_eq!(api.sent(piece).len(), 1, "{piece} sent once");
+    }
+}
+
 /// A notice whose last message has no room for the closing line loses its buttons, and the
 /// line follows as a reply to it, so that it is clear which session it speaks of (it had come
 /// as a line of its own naming no session).

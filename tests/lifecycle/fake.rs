@@ -239,6 +239,7 @@ impl Sink for Recorder {
             html: event.headline(),
             buttons: Vec::new(),
             dir: None,
+            sent: Vec::new(),
         })
     }
 
