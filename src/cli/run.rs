@@ -139,7 +139,7 @@ pub async fn run(args: RunArgs, config: &Config, mut shutdown: Shutdown) -> Resu
                 Err(CliError::new(
                     exit::LOCKED,
                     anyhow::anyhow!(
-                        "a samocode daemon (pid {pid}) drives session {}: it goes on there; follow it with `samocode status {name}` or `samocode logs {name} --follow`, and pass its gates with `samocode answer`, `approve` or `reject` as usual",
+                        "a samocode daemon (pid {pid}) drives session {}: act on it there (`samocode status {name}` shows where it stands; `samocode resume`, `answer`, `approve`, `reject`, `stop` and `logs {name} --follow` reach it as usual)",
                         dir.display()
                     ),
                 ))

@@ -44,7 +44,7 @@ pub enum WorktreeError {
     NoBaseBranch { path: PathBuf },
     /// The repository has no commit to make a session's branch from.
     #[error(
-        "{} has no commits yet: each session's branch is made from one; commit something there (`git -C {} commit --allow-empty -m start`), then `samocode resume`",
+        "{} has no commits yet: each session's branch is made from one; commit something there first (`git -C {} commit --allow-empty -m start`); a session blocked by this goes on with `samocode resume`",
         .path.display(),
         crate::protocol::shell_path(.path)
     )]

@@ -2000,6 +2000,7 @@ fn run_of_a_session_the_daemon_drives_says_so() {
     assert!(
         said.contains(&format!("a samocode daemon (pid {})", daemon.pid()))
             && said.contains("samocode status driven")
+            && said.contains("samocode resume")
             && !said.contains("Ctrl-C"),
         "{said}"
     );
