@@ -785,6 +785,13 @@ impl SupervisorActor {
             Ok((session, _)) => {
                 let parked = settled.clone().filter(|_| !failing);
                 let runnable = parked.is_none();
+                // An actor of the path before (its folder deleted and made again while it
+                // ran) lets go of it, and its agent, now that another holds the new folder.
+                if let Some(before) = state.registry.get(&dir).and_then(|e| e.actor.clone()) {
+                    let _ = before.send_message(SessionMsg::Replaced);
+                    // Its slot is not the new actor's, nor freed at its end (see `actor_gone`).
+                    state.registry.release_slot(&dir);
+                }
                 state.registry.driven(
                     dir.clone(),
                     request.project.file.clone(),

@@ -134,6 +134,9 @@ pub enum SessionMsg {
         /// first, or clashes with one): the claim is dropped.
         disown: bool,
     },
+    /// From the supervisor: another actor opened the session's path (its folder was made
+    /// again): this one lets go, if the folder it holds is not the one there any more.
+    Replaced,
     /// From the supervisor: the worker is stopping.
     Shutdown,
 }
@@ -532,6 +535,7 @@ impl SessionActor {
                 }
             }
             SessionMsg::Told { park: None } => run.told_waited = true,
+            SessionMsg::Replaced => drop(self.let_go_if_replaced(&myself, run)),
             SessionMsg::Claim { branch, reply } => {
                 run.state.branch = Some(branch);
                 let _ = reply.send(run.save().map_err(|e| e.to_string()));

@@ -297,6 +297,16 @@ impl Registry {
     /// Its actor is gone: frees its slot; returns its folder.
     pub fn actor_gone(&mut self, actor: ActorId) -> Option<PathBuf> {
         let dir = self.by_actor.remove(&actor)?;
+        // A newer actor holds the path (the folder was made again and opened anew while this
+        // one ran): this one's end changes nothing of it.
+        if self
+            .entries
+            .get(&dir)
+            .and_then(|entry| entry.actor.as_ref())
+            .is_some_and(|newer| newer.get_id() != actor)
+        {
+            return None;
+        }
         if let Some(entry) = self.entries.get_mut(&dir) {
             entry.actor = None;
         }

@@ -950,3 +950,61 @@ fn an_attempt_whose_folder_was_made_again_writes_nothing_into_the_new_one() {
         s.read("session.log")
     );
 }
+
+/// The same, made again by a `start` to the daemon itself: the daemon opened the new folder
+/// beside the old actor, whose end then marked the session undriven and opened it again
+/// against the new actor's lock: `status` said `error` ("another worker is driving", the
+/// daemon's own pid) and every command was refused until a restart. The old actor lets go
+/// when the new one opens, and the new session is the daemon's.
+#[test]
+fn a_session_folder_made_again_by_a_start_to_the_daemon_is_driven_by_it() {
+    let mut project = Project::new();
+    project.env("SAMOCODE_FAKE", "investigation@1=slow:4");
+    let _daemon = project.daemon(&["--max-parallel", "1"]);
+    project
+        .run(&[
+            "start",
+            "--session",
+            "anew",
+            "--dive",
+            "old dive",
+            "--task",
+            "old task",
+        ])
+        .expect(0);
+    let s = project.session("anew");
+    wait_for(Duration::from_secs(30), "the attempt running", || {
+        s.path("_state.json").exists() && s.state()["in_flight"].is_object()
+    });
+    std::fs::remove_dir_all(&s.0).unwrap();
+    project
+        .run(&[
+            "start",
+            "--session",
+            "anew",
+            "--dive",
+            "new dive",
+            "--task",
+            "new task",
+        ])
+        .expect(0);
+    wait_for(Duration::from_secs(30), "the new session parked", || {
+        s.path("_state.json").exists() && s.state()["status"]["state"] == "blocked"
+    });
+    // Past the old attempt's end.
+    std::thread::sleep(Duration::from_secs(5));
+    let rows = project.status();
+    assert!(rows.iter().all(|r| r["state"] != "error"), "{rows:#?}");
+    assert_eq!(s.state()["dive"], "new dive");
+    project.run(&["tell", "anew", "noted"]).expect(0);
+    // The old attempt's slot is free: at one agent at a time, another session runs.
+    project
+        .run(&["start", "--session", "next", "--dive", "d", "--task", "t"])
+        .expect(0);
+    let next = project.session("next");
+    wait_for(
+        Duration::from_secs(30),
+        "the next session's questions",
+        || next.path("_state.json").exists() && next.state()["status"]["for"] == "qa_answers",
+    );
+}
