@@ -123,9 +123,24 @@ pub async fn run_with(
     for problem in problems {
         tracing::error!(%problem, "a line of the owned sessions cannot be read: its session is not resumed");
     }
+    let mut renamed = Vec::new();
     for session in forgotten {
         // An agent a killed daemon left for it would run on with nobody to stop it.
         let killed = crate::agent::reaper::kill_marked(&session.dir, None);
+        // Renamed beside where it was while the daemon was down (or before it learned of it):
+        // driven on at its new path, not forgotten.
+        if let Some(new) = renamed_beside(&session.dir, &owned) {
+            tracing::info!(from = %session.dir.display(), to = %new.display(), "a session's folder was renamed: it is driven at its new path");
+            let moved = crate::supervisor::owned::OwnedSession {
+                dir: new.clone(),
+                project: session.project.clone(),
+            };
+            if let Err(error) = crate::supervisor::owned::append(state_dir, &moved) {
+                tracing::error!(%error, dir = %new.display(), "cannot list the renamed session's new path; the daemon drives it until it stops, and not after");
+            }
+            renamed.push((session.dir, moved));
+            continue;
+        }
         tracing::info!(dir = %session.dir.display(), agents_killed = killed.len(), "the daemon forgets a session: its folder is gone (deleted or moved) from its sessions folder");
     }
     // The cap alone is checked before anything runs; each session as it is opened (a finished
@@ -194,6 +209,13 @@ pub async fn run_with(
         // Each opens in the supervisor's own background task; a session that cannot be opened
         // stays listed as broken until a person's `resume`.
         let _ = supervisor.send_message(SupervisorMsg::Resume {
+            dir: session.dir,
+            project: session.project,
+        });
+    }
+    for (old, session) in renamed {
+        let _ = supervisor.send_message(SupervisorMsg::ResumeRenamed {
+            old,
             dir: session.dir,
             project: session.project,
         });
@@ -372,5 +394,29 @@ async fn relist(supervisor: &ractor::ActorRef<SupervisorMsg>, state_dir: &Path) 
             %error,
             "the list of sessions (sessions.jsonl) lacks sessions this daemon drives and cannot be mended: a restart will not resume them; `samocode start` hands each over again"
         ),
+    }
+}
+
+/// The folder beside `gone` (in its sessions folder) that is its session renamed: its state
+/// still carries the old folder's name (a folder takes its new name at its next opening), and
+/// no listed session has it. `None` when none, or more than one, does.
+fn renamed_beside(
+    gone: &std::path::Path,
+    listed: &[crate::supervisor::owned::OwnedSession],
+) -> Option<PathBuf> {
+    let old_name = gone.file_name()?.to_str()?;
+    let mut found = std::fs::read_dir(gone.parent()?)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.is_dir() && !listed.iter().any(|o| o.dir == *path))
+        .filter(|path| {
+            crate::session::SessionFolder::new(path.clone())
+                .load_state()
+                .is_ok_and(|state| state.name == old_name)
+        });
+    match (found.next(), found.next()) {
+        (Some(one), None) => Some(one),
+        _ => None,
     }
 }

@@ -136,6 +136,13 @@ pub enum SupervisorMsg {
     PollAnswers,
     /// From the daemon at start: take over a session it owned before.
     Resume { dir: PathBuf, project: PathBuf },
+    /// From the daemon at start: take over a session it owned before at `old`, whose folder
+    /// was renamed to `dir` (listed there already).
+    ResumeRenamed {
+        old: PathBuf,
+        dir: PathBuf,
+        project: PathBuf,
+    },
     /// From the command layer: stop every session (their attempts are journaled as
     /// interrupted), then stop; replies when done.
     Shutdown { reply: RpcReplyPort<()> },
@@ -380,6 +387,18 @@ impl Actor for SupervisorActor {
                     Vec::new(),
                     None,
                 );
+            }
+            SupervisorMsg::ResumeRenamed { old, dir, project } => {
+                // Its notices' open message and its buttons follow the new name.
+                let renamed = NotifierMsg::Renamed {
+                    from: folder_of(&old),
+                    to: folder_of(&dir),
+                    old: old.clone(),
+                    dir: dir.clone(),
+                };
+                let _ = state.notifier.send_message(renamed);
+                state.registry.alias(folder_of(&old), dir.clone());
+                myself.send_message(SupervisorMsg::Resume { dir, project })?;
             }
             SupervisorMsg::Watch { dir, reply } => {
                 state.registry.watch(dir, reply, self.keep_parked)

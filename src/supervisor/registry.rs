@@ -61,6 +61,8 @@ pub struct Registry {
     max_parallel: usize,
     /// The fleet budget is reached: no slot is granted until it is lifted.
     hold: bool,
+    /// Old folder names of sessions renamed before this daemon started, and where they are.
+    aliases: HashMap<String, PathBuf>,
 }
 
 impl Registry {
@@ -72,6 +74,7 @@ impl Registry {
             held: 0,
             max_parallel: max_parallel.max(1),
             hold: false,
+            aliases: HashMap::new(),
         }
     }
 
@@ -214,9 +217,20 @@ impl Registry {
     /// The folder of the one session a name (folder or short name) means: one renamed in its
     /// sessions folder since it was listed is known by its new name.
     pub fn named(&self, session: &str) -> Result<PathBuf, String> {
-        by_name(self.entries.keys().map(PathBuf::as_path), session, |gone| {
+        let found = by_name(self.entries.keys().map(PathBuf::as_path), session, |gone| {
             self.renamed_to(gone)
-        })
+        });
+        match found {
+            // A folder renamed before this daemon started: its old name, on the buttons of
+            // its notices from before, still finds it.
+            Err(_) if let Some(now) = self.aliases.get(session) => Ok(now.clone()),
+            found => found,
+        }
+    }
+
+    /// `old` (a folder name) names the session now at `dir`.
+    pub fn alias(&mut self, old: String, dir: PathBuf) {
+        self.aliases.insert(old, dir);
     }
 
     /// Where the folder listed at `gone` is now, when it was renamed beside where it was (one

@@ -1664,3 +1664,55 @@ fn a_plan_a_run_sent_while_the_daemon_was_down_is_approved_by_its_button() {
         api.calls("answercallbackquery")
     );
 }
+
+/// A session folder renamed while its plan waited, then the daemon restarted before any
+/// command by the new name: the daemon forgot the session ("its folder is gone"), and the
+/// plan's Approve button answered that it drives no such session. The restarted daemon finds
+/// the folder by the name its state still carries, drives it there, and the button works.
+#[test]
+fn a_session_renamed_before_a_restart_is_driven_and_its_button_works() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    let daemon = project.daemon(&[]);
+    let s = start_until_asked(&project, &api, "was");
+    project
+        .run(&["answer", &folder(&s), "--accept-suggestions"])
+        .expect(0);
+    wait_for(Duration::from_secs(30), "the plan", || {
+        !api.sent("waits for approval").is_empty()
+    });
+    let plan = api.sent("waits for approval").remove(0);
+    let renamed = s.0.with_file_name(format!("{}-now", folder(&s)));
+    std::fs::rename(&s.0, &renamed).unwrap();
+    assert_eq!(daemon.terminate(), Some(0));
+    let _daemon = project.daemon(&[]);
+    let approve = plan["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    api.press(
+        OWNER,
+        "owner",
+        plan["message_id"].as_i64().unwrap(),
+        &approve,
+    );
+    let state = || -> Value {
+        serde_json::from_str(&std::fs::read_to_string(renamed.join("_state.json")).unwrap())
+            .unwrap()
+    };
+    wait_for(Duration::from_secs(60), "the session approved", || {
+        state()["status"]["for"] != "plan_approval"
+    });
+    wait_for(Duration::from_secs(30), "the plan message closed", || {
+        edits_of(&api, &plan)
+            .iter()
+            .any(|e| text(e).contains("approved by"))
+    });
+    let rows = project.status();
+    let name = renamed.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        rows.iter()
+            .any(|r| r["name"] == name.as_str() && r["owner"] == "daemon"),
+        "{rows:#?}"
+    );
+}
