@@ -405,11 +405,13 @@ fn renamed_beside(
     listed: &[crate::supervisor::owned::OwnedSession],
 ) -> Option<PathBuf> {
     let old_name = gone.file_name()?.to_str()?;
+    let listed: std::collections::HashSet<&std::path::Path> =
+        listed.iter().map(|o| o.dir.as_path()).collect();
     let mut found = std::fs::read_dir(gone.parent()?)
         .ok()?
         .filter_map(Result::ok)
         .map(|entry| entry.path())
-        .filter(|path| path.is_dir() && !listed.iter().any(|o| o.dir == *path))
+        .filter(|path| path.is_dir() && !listed.contains(path.as_path()))
         .filter(|path| {
             crate::session::SessionFolder::new(path.clone())
                 .load_state()

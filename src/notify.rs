@@ -486,7 +486,11 @@ impl Actor for NotifierActor {
                         .get(&session)
                         .cloned()
                 });
-                state.take_run_open(&session, folder.as_deref());
+                // Only for a session the daemon drives: a run's own session keeps its outbox
+                // for the run's next close.
+                if let Some(folder) = folder {
+                    state.take_run_open(&session, Some(&folder));
+                }
                 let newer = state.queue.pending.iter().any(|entry| {
                     matches!(entry, Entry::Notice { notice, .. }
                         if notice.session == session && !state.namesake(notice))
@@ -586,6 +590,10 @@ impl NotifierState {
     /// down), whose own is then closed; an older one is closed. Kept in this outbox (as
     /// compaction keeps one: a sent notice without buttons) before the run's outbox goes.
     fn take_run_open(&mut self, session: &str, dir: Option<&Path>) {
+        // A notice of no session's folder (the fleet's) takes nothing.
+        if dir.is_none() {
+            return;
+        }
         let ours = self.queue.open.get(session).cloned();
         // A notice of it still to send: what that makes open is newer than any message.
         if ours.is_none() && self.has_open(session) {

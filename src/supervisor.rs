@@ -1161,6 +1161,8 @@ impl SupervisorActor {
             old: old.to_path_buf(),
             dir: new.clone(),
         };
+        // The buttons of its notices from before carry the old name.
+        state.registry.alias(folder_of(old), new.clone());
         if state.notifier.send_message(renamed).is_err() {
             tracing::warn!(dir = %new.display(), "the notifier is gone; the renamed session's open message keeps its buttons");
         }

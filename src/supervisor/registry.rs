@@ -223,7 +223,13 @@ impl Registry {
         match found {
             // A folder renamed before this daemon started: its old name, on the buttons of
             // its notices from before, still finds it.
-            Err(_) if let Some(now) = self.aliases.get(session) => Ok(now.clone()),
+            // Unless a folder of that name is there again (another session's, not driven here).
+            Err(_)
+                if let Some(now) = self.aliases.get(session)
+                    && !now.with_file_name(session).exists() =>
+            {
+                Ok(now.clone())
+            }
             found => found,
         }
     }

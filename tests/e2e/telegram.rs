@@ -1224,16 +1224,11 @@ fn a_refused_bot_token_holds_the_notices_rather_than_dropping_them() {
     );
 }
 
-/// A long notice goes as several messages; a server error on a later one sends only the rest
-/// again, never the pieces Telegram already took.
-#[test]
-fn a_long_notice_cut_by_a_server_error_sends_each_piece_once() {
-    let api = FakeApi::start(OWNER as i64);
-    let mut project = telegram_project(&api, OWNER as i64, None);
-    project.env("SAMOCODE_FAKE_STEPS", "1");
-    let _daemon = project.daemon(&[]);
-    let s = start_until_asked(&project, &api, "long");
-    project.run(&["stop", "long"]).expect(0);
+/// Starts session `name`, stops it at its questions, and gives it questions long enough for
+/// a notice of three messages (`piece-1` to `piece-3`), told at its resume.
+fn long_questions_after_a_stop(project: &Project, api: &FakeApi, name: &str) {
+    let s = start_until_asked(project, api, name);
+    project.run(&["stop", name]).expect(0);
     wait_for(Duration::from_secs(30), "the stop notice", || {
         !api.sent("stopped").is_empty()
     });
@@ -1246,6 +1241,17 @@ fn a_long_notice_cut_by_a_server_error_sends_each_piece_once() {
         })
         .collect();
     std::fs::write(s.path("_qa.md"), format!("# Questions\n\n{long}")).unwrap();
+}
+
+/// A long notice goes as several messages; a server error on a later one sends only the rest
+/// again, never the pieces Telegram already took.
+#[test]
+fn a_long_notice_cut_by_a_server_error_sends_each_piece_once() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    project.env("SAMOCODE_FAKE_STEPS", "1");
+    let _daemon = project.daemon(&[]);
+    long_questions_after_a_stop(&project, &api, "long");
     api.fail_text("piece-2");
     project.run(&["resume", "long"]).expect(0);
     wait_for(Duration::from_secs(60), "the long notice", || {
@@ -1264,20 +1270,7 @@ fn a_long_notice_cut_then_a_stop_sends_each_piece_once() {
     let mut project = telegram_project(&api, OWNER as i64, None);
     project.env("SAMOCODE_FAKE_STEPS", "1");
     let daemon = project.daemon(&[]);
-    let s = start_until_asked(&project, &api, "cut");
-    project.run(&["stop", "cut"]).expect(0);
-    wait_for(Duration::from_secs(30), "the stop notice", || {
-        !api.sent("stopped").is_empty()
-    });
-    let long: String = (1..=3)
-        .map(|n| {
-            format!(
-                "## Q{n}: {}\nSuggested: s{n}\nAnswer:\n\n",
-                format!("piece-{n} ").repeat(300)
-            )
-        })
-        .collect();
-    std::fs::write(s.path("_qa.md"), format!("# Questions\n\n{long}")).unwrap();
+    long_questions_after_a_stop(&project, &api, "cut");
     for _ in 0..3 {
         api.fail_text("piece-2");
     }
@@ -1714,5 +1707,80 @@ fn a_session_renamed_before_a_restart_is_driven_and_its_button_works() {
         rows.iter()
             .any(|r| r["name"] == name.as_str() && r["owner"] == "daemon"),
         "{rows:#?}"
+    );
+}
+
+/// A folder renamed under the daemon, which learned of it from a command by the new name: the
+/// plan's Approve button (the old name) answered that the daemon drives no such session.
+#[test]
+fn a_button_of_a_session_renamed_under_the_daemon_still_acts_on_it() {
+    let api = FakeApi::start(OWNER as i64);
+    let mut project = telegram_project(&api, OWNER as i64, None);
+    let _daemon = project.daemon(&[]);
+    let s = start_until_asked(&project, &api, "mv");
+    project
+        .run(&["answer", &folder(&s), "--accept-suggestions"])
+        .expect(0);
+    wait_for(Duration::from_secs(30), "the plan", || {
+        !api.sent("waits for approval").is_empty()
+    });
+    let plan = api.sent("waits for approval").remove(0);
+    let renamed = s.0.with_file_name(format!("{}-now", folder(&s)));
+    std::fs::rename(&s.0, &renamed).unwrap();
+    let name = renamed.file_name().unwrap().to_string_lossy().into_owned();
+    project.run(&["tell", &name, "noted"]).expect(0);
+    let approve = plan["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    api.press(
+        OWNER,
+        "owner",
+        plan["message_id"].as_i64().unwrap(),
+        &approve,
+    );
+    wait_for(Duration::from_secs(30), "the plan message closed", || {
+        edits_of(&api, &plan)
+            .iter()
+            .any(|e| text(e).contains("approved by"))
+    });
+}
+
+/// A button pressed on the message of a session only a `run` drives, with a daemon beside it:
+/// refused as the daemon's to act on, but the press had the daemon take the run's outbox, and
+/// the message kept its buttons for good once the run went on.
+#[test]
+fn a_press_on_a_runs_message_leaves_it_to_the_runs_next_close() {
+    let api = FakeApi::start(OWNER as i64);
+    let (project, _daemon, asked) = asked_by_a_run_beside_a_daemon(&api, "solo");
+    let accept = asked["reply_markup"]["inline_keyboard"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()[0]["callback_data"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    api.press(
+        OWNER,
+        "owner",
+        asked["message_id"].as_i64().unwrap(),
+        &accept,
+    );
+    wait_for(Duration::from_secs(10), "the refusal", || {
+        api.calls("answercallbackquery")
+            .iter()
+            .any(|c| c["text"].as_str().is_some_and(|t| t.contains("not done")))
+            || !api.sent("not done").is_empty()
+    });
+    project
+        .run(&["answer", "solo", "--accept-suggestions"])
+        .expect(0);
+    project.run(&["run", "--session", "solo"]).expect(10);
+    assert_eq!(
+        edits_of(&api, &asked).len(),
+        1,
+        "{:#?}",
+        api.calls("editmessagetext")
     );
 }
