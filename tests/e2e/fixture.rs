@@ -565,9 +565,9 @@ pub fn faketime_library() -> PathBuf {
         .expect("libfaketime is installed (.ci/run installs Debian's faketime package)")
 }
 
-/// A `git` on PATH whose `worktree add` of branch `held` waits until `gate` exists (a slow
-/// checkout: a filter of the repository's fetching large files), touching `held` first.
-pub fn holding_git(project: &mut Project, gate: &std::path::Path, held: &std::path::Path) {
+/// Puts a `git` of the test's own first on the project's PATH, in folder `name`: `script`
+/// gets the real git's path and gives the script's text.
+pub fn git_wrapper(project: &mut Project, name: &str, script: impl FnOnce(&str) -> String) {
     let real = String::from_utf8(
         std::process::Command::new("sh")
             .args(["-c", "command -v git"])
@@ -576,19 +576,10 @@ pub fn holding_git(project: &mut Project, gate: &std::path::Path, held: &std::pa
             .stdout,
     )
     .unwrap();
-    let bin = project.root.join("slow-git");
+    let bin = project.root.join(name);
     std::fs::create_dir(&bin).unwrap();
     let wrapper = bin.join("git");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nnext=; b=\nfor a in \"$@\"; do\n  [ \"$next\" = b ] && b=$a\n  next=\n  [ \"$a\" = -b ] && next=b\ndone\nif [ \"$b\" = held ]; then\n  : > '{held}'\n  i=0; while [ ! -e '{gate}' ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done\nfi\nexec {real} \"$@\"\n",
-            held = held.display(),
-            gate = gate.display(),
-            real = real.trim()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&wrapper, script(real.trim())).unwrap();
     std::fs::set_permissions(
         &wrapper,
         <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
@@ -596,4 +587,16 @@ pub fn holding_git(project: &mut Project, gate: &std::path::Path, held: &std::pa
     .unwrap();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     project.env("PATH", &path);
+}
+
+/// A `git` on PATH whose `worktree add` of branch `held` waits until `gate` exists (a slow
+/// checkout: a filter of the repository's fetching large files), touching `held` first.
+pub fn holding_git(project: &mut Project, gate: &std::path::Path, held: &std::path::Path) {
+    git_wrapper(project, "slow-git", |real| {
+        format!(
+            "#!/bin/sh\nnext=; b=\nfor a in \"$@\"; do\n  [ \"$next\" = b ] && b=$a\n  next=\n  [ \"$a\" = -b ] && next=b\ndone\nif [ \"$b\" = held ]; then\n  : > '{held}'\n  i=0; while [ ! -e '{gate}' ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done\nfi\nexec {real} \"$@\"\n",
+            held = held.display(),
+            gate = gate.display(),
+        )
+    });
 }

@@ -1083,28 +1083,11 @@ fn a_session_branch_made_from_a_remote_branch_tracks_nothing() {
 #[test]
 fn a_branch_another_git_made_first_is_never_taken_for_the_sessions_own() {
     let mut project = Project::new();
-    let real = String::from_utf8(
-        std::process::Command::new("sh")
-            .args(["-c", "command -v git"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let bin = project.root.join("racing-git");
-    std::fs::create_dir(&bin).unwrap();
-    let wrapper = bin.join("git");
-    std::fs::write(
-        &wrapper,
+    super::fixture::git_wrapper(&mut project, "racing-git", |real| {
         format!(
-            "#!/bin/sh\n# Another git makes the branch first.\ndir=.; next=; b=\nfor a in \"$@\"; do\n  case \"$next\" in C) dir=$a;; b) b=$a;; esac\n  next=\n  case \"$a\" in -C) next=C;; -b) next=b;; esac\ndone\n[ -n \"$b\" ] && {real} -C \"$dir\" branch \"$b\" HEAD\nexec {real} \"$@\"\n",
-            real = real.trim()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    project.env("PATH", &path);
+            "#!/bin/sh\n# Another git makes the branch first.\ndir=.; next=; b=\nfor a in \"$@\"; do\n  case \"$next\" in C) dir=$a;; b) b=$a;; esac\n  next=\n  case \"$a\" in -C) next=C;; -b) next=b;; esac\ndone\n[ -n \"$b\" ] && {real} -C \"$dir\" branch \"$b\" HEAD\nexec {real} \"$@\"\n"
+        )
+    });
     blocks_at_init(
         &project,
         "race",

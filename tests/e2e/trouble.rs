@@ -894,6 +894,28 @@ fn a_command_given_while_another_holds_the_session_for_a_moment_waits_for_it() {
     assert_eq!(s.state()["phase"], "implementation");
 }
 
+/// Starts session `name` (dive and task "old …") on the daemon and deletes its folder once
+/// its first attempt runs.
+fn deleted_while_its_attempt_runs(project: &Project, name: &str) -> super::fixture::Session {
+    project
+        .run(&[
+            "start",
+            "--session",
+            name,
+            "--dive",
+            "old dive",
+            "--task",
+            "old task",
+        ])
+        .expect(0);
+    let s = project.session(name);
+    wait_for(Duration::from_secs(30), "the attempt running", || {
+        s.path("_state.json").exists() && s.state()["in_flight"].is_object()
+    });
+    std::fs::remove_dir_all(&s.0).unwrap();
+    s
+}
+
 /// A session folder deleted and made again (by a `run`) while the daemon's attempt of the old
 /// one ran: the attempt's end wrote its row, its verdict and the old state (dive and task) into
 /// the new folder, and the daemon then drove that as the old session. Its end is written
@@ -903,22 +925,7 @@ fn an_attempt_whose_folder_was_made_again_writes_nothing_into_the_new_one() {
     let mut project = Project::new();
     project.env("SAMOCODE_FAKE", "investigation@1=slow:4");
     let _daemon = project.daemon(&[]);
-    project
-        .run(&[
-            "start",
-            "--session",
-            "again",
-            "--dive",
-            "old dive",
-            "--task",
-            "old task",
-        ])
-        .expect(0);
-    let s = project.session("again");
-    wait_for(Duration::from_secs(30), "the attempt running", || {
-        s.path("_state.json").exists() && s.state()["in_flight"].is_object()
-    });
-    std::fs::remove_dir_all(&s.0).unwrap();
+    let s = deleted_while_its_attempt_runs(&project, "again");
     // The new session blocks at its init: the old one's worktree is not its own.
     project
         .run(&[
@@ -961,22 +968,7 @@ fn a_session_folder_made_again_by_a_start_to_the_daemon_is_driven_by_it() {
     let mut project = Project::new();
     project.env("SAMOCODE_FAKE", "investigation@1=slow:4");
     let _daemon = project.daemon(&["--max-parallel", "1"]);
-    project
-        .run(&[
-            "start",
-            "--session",
-            "anew",
-            "--dive",
-            "old dive",
-            "--task",
-            "old task",
-        ])
-        .expect(0);
-    let s = project.session("anew");
-    wait_for(Duration::from_secs(30), "the attempt running", || {
-        s.path("_state.json").exists() && s.state()["in_flight"].is_object()
-    });
-    std::fs::remove_dir_all(&s.0).unwrap();
+    let s = deleted_while_its_attempt_runs(&project, "anew");
     project
         .run(&[
             "start",
