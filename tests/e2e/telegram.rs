@@ -930,6 +930,27 @@ fn asked_by_a_run_beside_a_daemon(api: &FakeApi, name: &str) -> (Project, Daemon
     (project, daemon, asked[0].clone())
 }
 
+/// Starts session `name` on the running daemon, answers its questions with their
+/// suggestions, and waits for its plan's notice; the session and that notice.
+fn at_its_plan(project: &Project, api: &FakeApi, name: &str) -> (Session, Value) {
+    let s = start_until_asked(project, api, name);
+    project
+        .run(&["answer", &folder(&s), "--accept-suggestions"])
+        .expect(0);
+    wait_for(Duration::from_secs(30), "the plan", || {
+        !api.sent("waits for approval").is_empty()
+    });
+    (s, api.sent("waits for approval").remove(0))
+}
+
+/// The data of the first button of row `row` of a notice.
+fn button(notice: &Value, row: usize) -> String {
+    notice["reply_markup"]["inline_keyboard"][row][0]["callback_data"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// The edits of message `sent` (a notice as the fake API recorded it).
 fn edits_of(api: &FakeApi, sent: &Value) -> Vec<Value> {
     api.calls("editmessagetext")
@@ -1566,14 +1587,7 @@ fn a_renamed_sessions_plan_message_is_closed_and_the_chat_finds_it() {
     let api = FakeApi::start(OWNER as i64);
     let mut project = telegram_project(&api, OWNER as i64, None);
     let _daemon = project.daemon(&[]);
-    let s = start_until_asked(&project, &api, "before");
-    project
-        .run(&["answer", &folder(&s), "--accept-suggestions"])
-        .expect(0);
-    wait_for(Duration::from_secs(30), "the plan", || {
-        !api.sent("waits for approval").is_empty()
-    });
-    let plan = api.sent("waits for approval").remove(0);
+    let (s, plan) = at_its_plan(&project, &api, "before");
     let renamed = s.0.with_file_name(format!("{}-after", folder(&s)));
     std::fs::rename(&s.0, &renamed).unwrap();
     let name = renamed.file_name().unwrap().to_string_lossy().into_owned();
@@ -1627,10 +1641,7 @@ fn a_plan_a_run_sent_while_the_daemon_was_down_is_approved_by_its_button() {
     project.run(&["run", "--session", "back"]).expect(10);
     let plan = api.sent("waits for approval").remove(0);
     let _daemon = project.daemon(&[]);
-    let approve = plan["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let approve = button(&plan, 0);
     assert!(approve.starts_with("approve:"), "{approve}");
     api.press(
         OWNER,
@@ -1667,22 +1678,12 @@ fn a_session_renamed_before_a_restart_is_driven_and_its_button_works() {
     let api = FakeApi::start(OWNER as i64);
     let mut project = telegram_project(&api, OWNER as i64, None);
     let daemon = project.daemon(&[]);
-    let s = start_until_asked(&project, &api, "was");
-    project
-        .run(&["answer", &folder(&s), "--accept-suggestions"])
-        .expect(0);
-    wait_for(Duration::from_secs(30), "the plan", || {
-        !api.sent("waits for approval").is_empty()
-    });
-    let plan = api.sent("waits for approval").remove(0);
+    let (s, plan) = at_its_plan(&project, &api, "was");
     let renamed = s.0.with_file_name(format!("{}-now", folder(&s)));
     std::fs::rename(&s.0, &renamed).unwrap();
     assert_eq!(daemon.terminate(), Some(0));
     let _daemon = project.daemon(&[]);
-    let approve = plan["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let approve = button(&plan, 0);
     api.press(
         OWNER,
         "owner",
@@ -1717,22 +1718,12 @@ fn a_button_of_a_session_renamed_under_the_daemon_still_acts_on_it() {
     let api = FakeApi::start(OWNER as i64);
     let mut project = telegram_project(&api, OWNER as i64, None);
     let _daemon = project.daemon(&[]);
-    let s = start_until_asked(&project, &api, "mv");
-    project
-        .run(&["answer", &folder(&s), "--accept-suggestions"])
-        .expect(0);
-    wait_for(Duration::from_secs(30), "the plan", || {
-        !api.sent("waits for approval").is_empty()
-    });
-    let plan = api.sent("waits for approval").remove(0);
+    let (s, plan) = at_its_plan(&project, &api, "mv");
     let renamed = s.0.with_file_name(format!("{}-now", folder(&s)));
     std::fs::rename(&s.0, &renamed).unwrap();
     let name = renamed.file_name().unwrap().to_string_lossy().into_owned();
     project.run(&["tell", &name, "noted"]).expect(0);
-    let approve = plan["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let approve = button(&plan, 0);
     api.press(
         OWNER,
         "owner",
