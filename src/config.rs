@@ -394,6 +394,14 @@ pub enum ConfigError {
         key: String,
         suggestion: Option<String>,
     },
+    /// A setting given in the file that does not hold it (a daemon's setting in `.samocode`,
+    /// a project's in `config.toml`).
+    #[error("{place}: {key} is not a setting of this file; {belongs}")]
+    Misplaced {
+        place: String,
+        key: String,
+        belongs: String,
+    },
     /// A `.samocode` key given twice.
     #[error("{path}:{second}: {key} is given again (first on line {first}); keep one")]
     DuplicateKey {

@@ -92,6 +92,17 @@ pub(super) fn read(sources: &Sources, problems: &mut Problems) -> FileSettings {
                 }
                 None => problems.push(bad("a single string, number or boolean")),
             }
+        } else if let Some(project) = super::project::KEYS
+            .iter()
+            .find(|k| k.eq_ignore_ascii_case(key))
+        {
+            problems.push(ConfigError::Misplaced {
+                place: path.display().to_string(),
+                key: key.clone(),
+                belongs: format!(
+                    "it is a project's: set {project}= in the project's .samocode file"
+                ),
+            });
         } else {
             let candidates = known.iter().chain(&lists).map(String::as_str);
             // The environment's name given whole (`samocode_max_retries`): its key is the rest.

@@ -13,7 +13,7 @@ use super::{ConfigError, Problems, Project, Sources, absolute, expand_home};
 use crate::session::name::check_ref;
 use crate::session::untrusted::{self, Links};
 
-const KEYS: [&str; 5] = [
+pub(super) const KEYS: [&str; 5] = [
     "MAIN_REPO",
     "WORKTREES",
     "SESSIONS",
@@ -71,6 +71,17 @@ pub(super) fn read(path: &Path, sources: &Sources, problems: &mut Problems) -> O
             .trim_matches('\'')
             .to_string();
         let Some(known) = KEYS.iter().find(|k| **k == key) else {
+            if super::values::SETTINGS.contains(&key) || super::file::LISTS.contains(&key) {
+                problems.push(ConfigError::Misplaced {
+                    place: format!("{}:{number}", path.display()),
+                    key: key.to_string(),
+                    belongs: format!(
+                        "it is samocode's own, for every project: set it in the environment, or as {} in config.toml",
+                        super::values::file_key(key)
+                    ),
+                });
+                continue;
+            }
             let suggestion = nearest(key, KEYS);
             meant.extend(suggestion);
             problems.push(ConfigError::UnknownKey {

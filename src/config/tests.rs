@@ -1071,3 +1071,29 @@ fn project_folders_whose_real_path_is_not_readable_text_are_refused() {
         "{err}"
     );
 }
+
+/// A daemon's setting in `.samocode` (a token, an agent's timeout) or a project's in
+/// `config.toml` was refused with "unknown setting …; remove it", not where it belongs; the
+/// secret's value is never shown.
+#[test]
+fn a_setting_in_the_wrong_file_is_told_where_it_belongs() {
+    let dir = project_dir();
+    let file = dir.path().join(".samocode");
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str("TELEGRAM_BOT_TOKEN=123:secret-value\nCLAUDE_TIMEOUT=5m\n");
+    std::fs::write(&file, text).unwrap();
+    std::fs::write(
+        dir.path().join("home/.config/samocode/config.toml"),
+        "main_repo = \"repo\"\n",
+    )
+    .unwrap();
+    let text = error_text(dir.path(), &[], &Flags::default());
+    for expected in [
+        "TELEGRAM_BOT_TOKEN is not a setting of this file; it is samocode's own, for every project: set it in the environment, or as telegram_bot_token in config.toml",
+        "CLAUDE_TIMEOUT is not a setting of this file; it is samocode's own",
+        "main_repo is not a setting of this file; it is a project's: set MAIN_REPO= in the project's .samocode file",
+    ] {
+        assert!(text.contains(expected), "{expected} in {text}");
+    }
+    assert!(!text.contains("secret-value"), "{text}");
+}
