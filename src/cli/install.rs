@@ -48,7 +48,9 @@ pub struct InstallArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
     /// There is no home folder to install into.
-    #[error("HOME is not set: cannot find ~/.claude (set HOME, or CODEX_HOME for Codex)")]
+    #[error(
+        "HOME is not set, or is not an absolute path: cannot find ~/.claude (set HOME to your home folder, as an absolute path; or CODEX_HOME for Codex)"
+    )]
     NoHome,
     /// HOME names a folder that is not there: most likely a mistake, not a home to make.
     #[error("HOME={0} is not an existing folder; set HOME to your home folder")]

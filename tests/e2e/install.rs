@@ -146,6 +146,20 @@ fn an_install_that_fails_half_way_says_what_it_did_and_uninstall_undoes_it() {
         run.stderr()
     );
     assert!(!project.root.join("no").exists());
+    // A relative HOME (`HOME=home`) was said not to be set.
+    let run = Run(project
+        .command(&["install"])
+        .env("HOME", "home")
+        .env("SAMOCODE_STATE_DIR", project.root.join("state-of-install"))
+        .env_remove("CODEX_HOME")
+        .output()
+        .unwrap());
+    assert_ne!(run.0.status.code(), Some(0));
+    assert!(
+        run.stderr().contains("not an absolute path"),
+        "{}",
+        run.stderr()
+    );
 }
 
 /// Links an earlier version installed from another checkout (`cargo install --git` builds in
