@@ -257,6 +257,9 @@ pub struct SessionRun {
     /// The base of a state without one was looked for (once per actor: where git cannot
     /// tell, it is not asked again at every attempt).
     pub(super) base_sought: bool,
+    /// Who stopped the attempt in flight: the stop holds after a verdict taken from it, and
+    /// its second history row names them too.
+    pub(super) stopped_by: Option<String>,
     /// The usage-limit refusals of the attempts just before, in a row: the waits after
     /// them grow, and people are told once.
     pub(super) limited: Option<Limited>,
@@ -629,6 +632,7 @@ impl Actor for SessionActor {
             qa_unreadable,
             exiting: false,
             base_sought: false,
+            stopped_by: None,
             limited: None,
             myself,
             tells: self.tells,
@@ -1393,6 +1397,7 @@ impl SessionActor {
         }
         match (&command, std::mem::replace(&mut run.life, Life::Ready)) {
             (PersonCommand::Stop, Life::Running(flight)) => {
+                run.stopped_by = by.clone();
                 let _ = flight.agent.send_message(AgentMsg::Cancel);
                 run.life = Life::Cancelling {
                     flight,

@@ -289,7 +289,8 @@ impl SessionActor {
             run.save()?;
             // Applied again, with its row: the history would read the verdict's `next` last,
             // and a state derived from it again would run.
-            person::act(&run.store, &mut run.state, None, |state| {
+            let by = run.stopped_by.take();
+            person::act(&run.store, &mut run.state, by.as_deref(), |state| {
                 let mut effect = crate::protocol::gate::stop(state, Timestamp::now())?;
                 effect.flow_log = "The stop given during the attempt holds: its verdict was taken, and the session waits for `resume`".into();
                 Ok(effect)

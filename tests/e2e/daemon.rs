@@ -1703,6 +1703,8 @@ fn a_stop_after_the_agent_ended_well_keeps_its_iteration() {
         (&Value::from("stop"), &Value::from("stopped")),
         "{history:?}"
     );
+    // Both stop rows name who gave it (the second had no `by`).
+    assert_eq!(last["by"], "from the command line", "{history:?}");
     assert!(
         s.read("_overview.md")
             .contains("The stop given during the attempt holds"),
