@@ -402,7 +402,11 @@ impl World {
             )
             .await
             .unwrap();
-        assert!(matches!(started, ractor::rpc::CallResult::Success(Ok(_))));
+        match started {
+            ractor::rpc::CallResult::Success(Ok(_)) => {}
+            ractor::rpc::CallResult::Success(Err(error)) => panic!("not started: {error}"),
+            _ => panic!("the supervisor did not answer the start"),
+        }
     }
 
     /// The next launched agent (time passes as the actors need it to).
@@ -459,6 +463,12 @@ fn past_init(project: &Project, folder: &str) -> PathBuf {
     let mut state = SessionState::new(&store.name(), "d", "t", jiff::Timestamp::now());
     state.worktree = Some(tree.path);
     state.branch = Some(tree.branch);
+    // Its base known, as an init records it: no git runs to look for it (a git forked by one
+    // test holds a copy of every open file, another test's session lock among them).
+    state.base = Some(samocode::protocol::state::BaseRef {
+        branch: "main".into(),
+        commit: "0".repeat(40),
+    });
     state.enter_phase(Phase::Investigation);
     store.save(&mut state).unwrap();
     session
