@@ -318,14 +318,25 @@ fn needs(command: &Command) -> (bool, bool) {
         // Without a project, status lists what a running daemon owns.
         Command::Status(args) => (false, args.json),
         // Without a project, they find the session among those a running daemon owns.
-        Command::Answer(_)
-        | Command::Approve(_)
-        | Command::Reject(_)
-        | Command::Resume(_)
-        | Command::Stop(_)
-        | Command::Tell(_)
-        | Command::Logs(_) => (false, true),
+        Command::Logs(_) => (false, true),
+        command if command.is_a_persons() => (false, true),
         _ => (true, true),
+    }
+}
+
+impl Command {
+    /// A person's command on a session: given to the daemon that owns it, else applied to the
+    /// session's files.
+    fn is_a_persons(&self) -> bool {
+        matches!(
+            self,
+            Command::Answer(_)
+                | Command::Approve(_)
+                | Command::Reject(_)
+                | Command::Resume(_)
+                | Command::Stop(_)
+                | Command::Tell(_)
+        )
     }
 }
 
@@ -476,15 +487,7 @@ pub async fn dispatch(
     // An agent that answers its own questions or approves a plan through the session's files
     // opens gates meant for people (the daemon refuses the same through its socket). An agent
     // of another project's session (one running samocode's own tests) is this project's person.
-    let on_files = matches!(
-        cli.command,
-        Command::Answer(_)
-            | Command::Approve(_)
-            | Command::Reject(_)
-            | Command::Resume(_)
-            | Command::Stop(_)
-            | Command::Tell(_)
-    );
+    let on_files = cli.command.is_a_persons();
     if on_files
         && let Ok(project) = config.project()
         && let Some(ref agent @ crate::agent::reaper::AgentAsker::Marked { ref session, .. }) =

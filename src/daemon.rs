@@ -124,12 +124,16 @@ pub async fn run_with(
         tracing::error!(%problem, "a line of the owned sessions cannot be read: its session is not resumed");
     }
     let mut renamed = Vec::new();
+    let listed: std::collections::HashSet<PathBuf> = match forgotten.is_empty() {
+        true => Default::default(),
+        false => owned.iter().map(|o| o.dir.clone()).collect(),
+    };
     for session in forgotten {
         // An agent a killed daemon left for it would run on with nobody to stop it.
         let killed = crate::agent::reaper::kill_marked(&session.dir, None);
         // Renamed beside where it was while the daemon was down (or before it learned of it):
         // driven on at its new path, not forgotten.
-        if let Some(new) = renamed_beside(&session.dir, &owned) {
+        if let Some(new) = renamed_beside(&session.dir, &listed) {
             tracing::info!(from = %session.dir.display(), to = %new.display(), "a session's folder was renamed: it is driven at its new path");
             let moved = crate::supervisor::owned::OwnedSession {
                 dir: new.clone(),
@@ -402,16 +406,14 @@ async fn relist(supervisor: &ractor::ActorRef<SupervisorMsg>, state_dir: &Path) 
 /// no listed session has it. `None` when none, or more than one, does.
 fn renamed_beside(
     gone: &std::path::Path,
-    listed: &[crate::supervisor::owned::OwnedSession],
+    listed: &std::collections::HashSet<PathBuf>,
 ) -> Option<PathBuf> {
     let old_name = gone.file_name()?.to_str()?;
-    let listed: std::collections::HashSet<&std::path::Path> =
-        listed.iter().map(|o| o.dir.as_path()).collect();
     let mut found = std::fs::read_dir(gone.parent()?)
         .ok()?
         .filter_map(Result::ok)
         .map(|entry| entry.path())
-        .filter(|path| path.is_dir() && !listed.contains(path.as_path()))
+        .filter(|path| path.is_dir() && !listed.contains(path))
         .filter(|path| {
             crate::session::SessionFolder::new(path.clone())
                 .load_state()

@@ -163,7 +163,10 @@ pub fn take_over(
         if stopped || state.status.is_runnable() {
             state.continue_to(to);
         }
-        store.save(state)?;
+        // A stop that holds is saved once, with its row, below.
+        if !stopped {
+            store.save(state)?;
+        }
         store.log(&format!(
             "took over from worker pid {}, which stopped after attempt {} ended: its verdict (continue in {to}) is taken from the journals",
             record.worker_pid, record.log
