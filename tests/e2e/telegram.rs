@@ -951,6 +951,15 @@ fn button(notice: &Value, row: usize) -> String {
         .to_string()
 }
 
+/// Waits for message `sent` to be edited saying `says` (closed: what happened, by whom).
+fn wait_closed(api: &FakeApi, sent: &Value, says: &str) {
+    wait_for(
+        Duration::from_secs(30),
+        &format!("the message closed: {says}"),
+        || edits_of(api, sent).iter().any(|e| text(e).contains(says)),
+    );
+}
+
 /// The edits of message `sent` (a notice as the fake API recorded it).
 fn edits_of(api: &FakeApi, sent: &Value) -> Vec<Value> {
     api.calls("editmessagetext")
@@ -1407,11 +1416,7 @@ fn the_notice_of_a_session_that_could_not_be_opened_is_closed_at_its_resume() {
         "{}",
         resumed.stdout()
     );
-    wait_for(Duration::from_secs(30), "the broken notice closed", || {
-        edits_of(&api, &broken)
-            .iter()
-            .any(|e| text(e).contains("resumed from the command line"))
-    });
+    wait_closed(&api, &broken, "resumed from the command line");
 }
 
 /// A `run` of one project and a daemon's session of another, both `twin` of the same day: the
@@ -1609,11 +1614,7 @@ fn a_renamed_sessions_plan_message_is_closed_and_the_chat_finds_it() {
         api.sent("drives no session")
     );
     project.run(&["approve", &name]).expect(0);
-    wait_for(Duration::from_secs(30), "the plan message closed", || {
-        edits_of(&api, &plan)
-            .iter()
-            .any(|e| text(e).contains("approved from the command line"))
-    });
+    wait_closed(&api, &plan, "approved from the command line");
     let closed = edits_of(&api, &plan).remove(0);
     assert!(closed.get("reply_markup").is_none(), "{closed}");
 }
@@ -1697,11 +1698,7 @@ fn a_session_renamed_before_a_restart_is_driven_and_its_button_works() {
     wait_for(Duration::from_secs(60), "the session approved", || {
         state()["status"]["for"] != "plan_approval"
     });
-    wait_for(Duration::from_secs(30), "the plan message closed", || {
-        edits_of(&api, &plan)
-            .iter()
-            .any(|e| text(e).contains("approved by"))
-    });
+    wait_closed(&api, &plan, "approved by");
     let rows = project.status();
     let name = renamed.file_name().unwrap().to_string_lossy().into_owned();
     assert!(
@@ -1730,11 +1727,7 @@ fn a_button_of_a_session_renamed_under_the_daemon_still_acts_on_it() {
         plan["message_id"].as_i64().unwrap(),
         &approve,
     );
-    wait_for(Duration::from_secs(30), "the plan message closed", || {
-        edits_of(&api, &plan)
-            .iter()
-            .any(|e| text(e).contains("approved by"))
-    });
+    wait_closed(&api, &plan, "approved by");
 }
 
 /// A button pressed on the message of a session only a `run` drives, with a daemon beside it:
