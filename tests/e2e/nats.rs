@@ -213,10 +213,18 @@ fn two_workers_and(
 }
 
 /// The agents the workers run now.
+/// The agents the workers run now: the marked processes whose parent is not marked (a git an
+/// agent runs carries its marker too, and counted as a second agent, a CI run failed).
 fn running(workers: &[Worker]) -> usize {
     workers
         .iter()
-        .map(|w| agents_under(&w.dir.join("work")).len())
+        .map(|w| {
+            let marked = agents_under(&w.dir.join("work"));
+            marked
+                .iter()
+                .filter(|pid| parent_of(**pid).is_none_or(|parent| !marked.contains(&parent)))
+                .count()
+        })
         .sum()
 }
 
